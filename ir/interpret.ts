@@ -1,0 +1,132 @@
+/**
+ * The reference interpreter: runs any IR function on concrete tensors. It is the semantics every
+ * backend is checked against. Symbols are bound from the input shapes; weights are fetched by their
+ * full checkpoint name (call scope + weight name) when first used; every named value can be
+ * observed under its full name (`model.layers.1.mlp.topk_idx`, `hidden.0`) for golden checks and
+ * cross-backend comparison. Tensors are dropped after their last use.
+ */
+import { LingcError, OpError, formatPos } from "./errors";
+import { Func, Module, Op, Value, joinScope } from "./module";
+import { roundArrayInPlace } from "./numerics";
+import { getOp } from "./ops";
+import { Tensor, shapeToString } from "./tensor";
+import type { TensorType } from "./types";
+import { bindConcrete } from "./unify";
+
+/** Where weights come from: a checkpoint, or anything that can produce a tensor for a full name. */
+export interface WeightSource {
+  get(name: string, type: TensorType): Tensor;
+}
+
+export interface InterpretOptions {
+  /** Called with the full name and value of every named value as it is computed. */
+  observe?: (name: string, value: Tensor) => void;
+  /** Entry function (default: the function named like the module). */
+  entry?: string;
+}
+
+function opLabel(op: Op, prefix: string): string {
+  const name = op.opName === "call" ? `call @${op.callee}` : op.opName;
+  const scope = joinScope(prefix, op.scope);
+  const at = op.loc ? ` at ${formatPos(op.loc)}` : "";
+  return `'${name}'${scope ? ` in ${scope}` : ""}${at}`;
+}
+
+class Interpreter {
+  constructor(
+    readonly m: Module,
+    readonly weights: WeightSource,
+    readonly observe: InterpretOptions["observe"],
+  ) {}
+
+  run(f: Func, args: readonly Tensor[], prefix: string): Tensor[] {
+    const b = bindConcrete(
+      f.params.map((p) => p.type),
+      args.map((a) => a.shape),
+      f.params.map((p) => `%${p.name}`),
+    );
+    if ("problem" in b) throw new LingcError(`@${f.name}: ${b.problem}`);
+    const bindings = b.bindings;
+    const env = new Map<Value, Tensor>();
+    f.params.forEach((p, i) => env.set(p, args[i]!));
+
+    const lastUse = new Map<Value, number>();
+    f.body.forEach((op, i) => op.operands.forEach((v) => lastUse.set(v, i)));
+    for (const r of f.results) lastUse.set(r.value, Infinity);
+
+    const fetch = (v: Value): Tensor => {
+      const t = env.get(v);
+      if (t) return t;
+      if (v.kind !== "weight") throw new Error(`interpreter: value ${v.name} has no tensor`);
+      const w = this.weights.get(joinScope(prefix, v.name!), v.type);
+      env.set(v, w);
+      return w;
+    };
+
+    f.body.forEach((op, i) => {
+      const ins = op.operands.map(fetch);
+      let outs: Tensor[];
+      try {
+        outs = this.runOp(op, ins, bindings, prefix);
+      } catch (e) {
+        if (e instanceof OpError) throw new LingcError(`while running ${opLabel(op, prefix)}: ${e.message}`);
+        throw e;
+      }
+      op.results.forEach((r, j) => {
+        const t = outs[j]!;
+        env.set(r, t);
+        if (r.name !== undefined && this.observe) this.observe(joinScope(prefix, r.name), t);
+      });
+      for (const v of op.operands) if (lastUse.get(v) === i) env.delete(v);
+    });
+    return f.results.map((r) => fetch(r.value));
+  }
+
+  runOp(op: Op, ins: Tensor[], bindings: Map<string, number>, prefix: string): Tensor[] {
+    const resultShapes = op.results.map((r) => r.type.shape.map((d) => d.eval(bindings)));
+    let outs: Tensor[];
+    if (op.opName === "call") {
+      const callee = this.m.getFunc(op.callee!)!;
+      outs = this.run(callee, ins, joinScope(prefix, op.scope));
+    } else {
+      const def = getOp(op.opName);
+      if (!def) throw new OpError(`unknown op '${op.opName}'`);
+      outs = def.interpret(ins, op.attrs, { resultShapes, dim: (d) => d.eval(bindings) });
+    }
+    outs.forEach((t, j) => {
+      const want = resultShapes[j]!;
+      const type = op.results[j]!.type;
+      if (t.dtype !== type.dtype || t.shape.length !== want.length || t.shape.some((d, k) => d !== want[k])) {
+        throw new Error(`interpreter: ${opLabel(op, prefix)} produced ${t.dtype}${shapeToString(t.shape)}, its type says ${type.dtype}${shapeToString(want)}`);
+      }
+      if (t.data instanceof Float32Array) roundArrayInPlace(t.data, t.dtype);
+    });
+    return outs;
+  }
+}
+
+/** Runs a graph: inputs by parameter name, outputs by result name. */
+export function interpret(
+  m: Module,
+  inputs: Readonly<Record<string, Tensor>>,
+  weights: WeightSource,
+  opts: InterpretOptions = {},
+): Record<string, Tensor> {
+  const f = opts.entry ? m.getFunc(opts.entry) : m.entry;
+  if (!f) throw new LingcError(`module @${m.name} has no function @${opts.entry ?? m.name} to run`);
+  const names = f.params.map((p) => p.name!);
+  for (const k of Object.keys(inputs)) {
+    if (!names.includes(k)) throw new LingcError(`unknown input '${k}': @${f.name} takes ${names.join(", ")}`);
+  }
+  const args = f.params.map((p) => {
+    const t = inputs[p.name!];
+    if (!t) throw new LingcError(`missing input '${p.name}' (${p.type})`);
+    if (t.dtype !== p.type.dtype) throw new LingcError(`input '${p.name}' has dtype ${t.dtype}, the graph expects ${p.type}`);
+    if (t.shape.length !== p.type.rank) throw new LingcError(`input '${p.name}' has shape ${shapeToString(t.shape)}, the graph expects ${p.type}`);
+    return t;
+  });
+  const outs = new Interpreter(m, weights, opts.observe).run(f, args, "");
+  const result: Record<string, Tensor> = {};
+  f.results.forEach((r, i) => (result[r.name ?? String(i)] = outs[i]!));
+  return result;
+}

@@ -1,0 +1,126 @@
+/**
+ * Bit-exact narrow float formats: rounding a value to bf16, f16, f8e4m3fn or f8e5m2 the way
+ * hardware casts do (round to nearest, ties to even), and the bit encodings used by checkpoints.
+ * f8e4m3fn has no infinity: casts saturate at ±448 (the SATFINITE behaviour of CUDA's converters
+ * and of DeepSeek/Ling FP8 recipes). The other formats overflow to infinity as IEEE casts do.
+ */
+import type { DType } from "./dtype";
+
+interface Format {
+  mant: number; // stored mantissa bits
+  expBits: number;
+  bias: number;
+  maxFinite: number;
+  saturate: boolean; // true: overflow clamps to ±maxFinite; false: overflows to ±Infinity
+}
+
+const FORMATS: Partial<Record<DType, Format>> = {
+  bf16: { mant: 7, expBits: 8, bias: 127, maxFinite: 3.3895313892515355e38, saturate: false },
+  f16: { mant: 10, expBits: 5, bias: 15, maxFinite: 65504, saturate: false },
+  f8e4m3fn: { mant: 3, expBits: 4, bias: 7, maxFinite: 448, saturate: true },
+  f8e5m2: { mant: 2, expBits: 5, bias: 15, maxFinite: 57344, saturate: false },
+};
+
+function roundHalfEven(q: number): number {
+  const fl = Math.floor(q);
+  const diff = q - fl;
+  if (diff > 0.5) return fl + 1;
+  if (diff < 0.5) return fl;
+  return fl % 2 === 0 ? fl : fl + 1;
+}
+
+/** floor(log2(a)) for a finite a > 0, exact (Math.log2 can be off by one near powers of two). */
+function exponentOf(a: number): number {
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  return e;
+}
+
+function roundToFormat(x: number, f: Format): number {
+  if (Number.isNaN(x)) return NaN;
+  if (!Number.isFinite(x)) return f.saturate ? Math.sign(x) * f.maxFinite : x;
+  if (x === 0) return x;
+  const sign = x < 0 ? -1 : 1;
+  const a = Math.abs(x);
+  const emin = 1 - f.bias;
+  const e = Math.max(exponentOf(a), emin);
+  const step = 2 ** (e - f.mant);
+  const y = roundHalfEven(a / step) * step;
+  if (y > f.maxFinite) return sign * (f.saturate ? f.maxFinite : Infinity);
+  return sign * y;
+}
+
+/** Rounds one value to `dtype`; f32 rounds through Math.fround; other dtypes are returned unchanged. */
+export function roundTo(x: number, dtype: DType): number {
+  if (dtype === "f32") return Math.fround(x);
+  const f = FORMATS[dtype];
+  return f ? roundToFormat(x, f) : x;
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** Rounds every element of an f32 array to `dtype` in place (a no-op for f32). */
+export function roundArrayInPlace(a: Float32Array, dtype: DType): void {
+  if (dtype === "f32") return;
+  if (dtype === "bf16") {
+    const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
+    for (let i = 0; i < u.length; i++) {
+      const bits = u[i]!;
+      if ((bits & 0x7f800000) === 0x7f800000 && (bits & 0x007fffff) !== 0) continue; // NaN
+      u[i] = ((bits + 0x7fff + ((bits >>> 16) & 1)) & 0xffff0000) >>> 0;
+    }
+    return;
+  }
+  const f = FORMATS[dtype];
+  if (!f) return;
+  for (let i = 0; i < a.length; i++) a[i] = roundToFormat(a[i]!, f);
+}
+
+/** Decodes the bit pattern of a narrow float (bf16, f16, f8e4m3fn, f8e5m2) to its value. */
+export function decodeBits(bits: number, dtype: DType): number {
+  if (dtype === "bf16") {
+    u32Scratch[0] = bits << 16;
+    return f32Scratch[0]!;
+  }
+  const f = FORMATS[dtype];
+  if (!f) throw new Error(`decodeBits: ${dtype} is not a narrow float`);
+  const total = 1 + f.expBits + f.mant;
+  const sign = (bits >> (total - 1)) & 1 ? -1 : 1;
+  const exp = (bits >> f.mant) & ((1 << f.expBits) - 1);
+  const man = bits & ((1 << f.mant) - 1);
+  const expMax = (1 << f.expBits) - 1;
+  if (dtype === "f8e4m3fn") {
+    if (exp === expMax && man === (1 << f.mant) - 1) return NaN;
+  } else if (exp === expMax) {
+    return man === 0 ? sign * Infinity : NaN;
+  }
+  if (exp === 0) return sign * man * 2 ** (1 - f.bias - f.mant);
+  return sign * (1 + man / (1 << f.mant)) * 2 ** (exp - f.bias);
+}
+
+/** Encodes a value (rounded first) as the bit pattern of a narrow float. */
+export function encodeBits(x: number, dtype: DType): number {
+  if (dtype === "bf16") {
+    f32Scratch[0] = roundTo(x, "bf16");
+    return u32Scratch[0]! >>> 16;
+  }
+  const f = FORMATS[dtype];
+  if (!f) throw new Error(`encodeBits: ${dtype} is not a narrow float`);
+  const total = 1 + f.expBits + f.mant;
+  const y = roundToFormat(x, f);
+  const expMax = (1 << f.expBits) - 1;
+  if (Number.isNaN(y)) {
+    return dtype === "f8e4m3fn" ? 0x7f : (expMax << f.mant) | (1 << (f.mant - 1));
+  }
+  const signBit = y < 0 || Object.is(y, -0) ? 1 << (total - 1) : 0;
+  const a = Math.abs(y);
+  if (a === Infinity) return signBit | (expMax << f.mant);
+  if (a === 0) return signBit;
+  const e = exponentOf(a);
+  const emin = 1 - f.bias;
+  if (e < emin) return signBit | Math.round(a / 2 ** (emin - f.mant));
+  const man = Math.round((a / 2 ** e - 1) * (1 << f.mant));
+  return signBit | ((e + f.bias) << f.mant) | man;
+}

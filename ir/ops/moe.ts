@@ -1,0 +1,259 @@
+/**
+ * Mixture-of-experts as first-class ops (DESIGN principle 8). Routing selects experts with
+ * `group_topk`; `moe_dispatch` sorts the (token, slot) pairs by expert; `moe_permute` gathers the
+ * tokens in that order; `grouped_linear` runs each expert's contiguous rows through that expert's
+ * weights only (no dense all-experts compute); `moe_combine` scatters the rows back and sums each
+ * token's experts weighted by its routing weights, in fp32 as HF's moe_infer does.
+ */
+import { Dim } from "../dim";
+import { isFloat, isInt } from "../dtype";
+import { OpError } from "../errors";
+import { roundTo } from "../numerics";
+import { Tensor, allocData } from "../tensor";
+import { TensorType } from "../types";
+import { attr, bytesOf, defineOp, expectDims, expectDtype, expectRank, numelOfShaped } from "./registry";
+
+/** Indices of the `k` largest values of v[lo..hi), largest first; ties go to the lower index (as torch.topk on CPU). */
+function topIndices(v: ArrayLike<number>, lo: number, hi: number, k: number): number[] {
+  const idx: number[] = [];
+  for (let i = lo; i < hi; i++) idx.push(i);
+  idx.sort((a, b) => {
+    const va = v[a]!;
+    const vb = v[b]!;
+    if (va === vb || (Number.isNaN(va) && Number.isNaN(vb))) return a - b;
+    if (Number.isNaN(va)) return -1;
+    if (Number.isNaN(vb)) return 1;
+    return vb - va;
+  });
+  return idx.slice(0, k);
+}
+
+defineOp({
+  name: "group_topk",
+  summary:
+    "group-limited top-k: experts form `groups` contiguous groups, a group scores the sum of its `group_score_topk` best values, the best `topk_groups` groups stay and the top `k` experts among them are chosen (best first)",
+  operands: ["scores"],
+  attrs: {
+    k: { kind: "int", doc: "experts per token" },
+    groups: { kind: "int", doc: "number of expert groups (1: plain top-k)" },
+    topk_groups: { kind: "int", doc: "groups kept per token" },
+    group_score_topk: { kind: "int", doc: "values summed for a group's score (HF: 2)" },
+  },
+  infer([s], attrs) {
+    expectRank(s!, 2, "group_topk scores ([tokens, experts])");
+    expectDtype(s!, isFloat, "group_topk scores must be floats");
+    const E = s!.shape[1]!;
+    if (!E.isConst()) throw new OpError(`group_topk: the expert count ${E} must be a number`);
+    const e = E.value!;
+    const k = attr.int(attrs, "k");
+    const g = attr.int(attrs, "groups");
+    const tg = attr.int(attrs, "topk_groups");
+    const gs = attr.int(attrs, "group_score_topk");
+    if (!(g >= 1 && e % g === 0)) throw new OpError(`group_topk: ${e} experts do not split into ${g} groups`);
+    if (!(tg >= 1 && tg <= g)) throw new OpError(`group_topk: topk_groups ${tg} must be in 1..${g}`);
+    if (!(gs >= 1 && gs <= e / g)) throw new OpError(`group_topk: group_score_topk ${gs} must be in 1..${e / g}`);
+    if (!(k >= 1 && k <= (e / g) * tg)) throw new OpError(`group_topk: k ${k} must be in 1..${(e / g) * tg} (experts in the kept groups)`);
+    return [new TensorType("i32", [s!.shape[0]!, Dim.of(k)])];
+  },
+  interpret([s], attrs) {
+    const [T, E] = s!.shape as [number, number];
+    const k = attr.int(attrs, "k");
+    const g = attr.int(attrs, "groups");
+    const tg = attr.int(attrs, "topk_groups");
+    const gs = attr.int(attrs, "group_score_topk");
+    const per = E / g;
+    const out = allocData("i32", T * k);
+    const masked = new Float64Array(E);
+    for (let t = 0; t < T; t++) {
+      const row = s!.data.subarray(t * E, (t + 1) * E);
+      masked.fill(-Infinity);
+      if (g === 1) masked.set(row);
+      else {
+        const groupScore = new Float64Array(g);
+        for (let gi = 0; gi < g; gi++) {
+          // fp32 sum of the group's best values, as torch sums an fp32 topk result.
+          let sum = 0;
+          for (const i of topIndices(row, gi * per, (gi + 1) * per, gs)) sum = Math.fround(sum + row[i]!);
+          groupScore[gi] = sum;
+        }
+        for (const gi of topIndices(groupScore, 0, g, tg)) for (let i = gi * per; i < (gi + 1) * per; i++) masked[i] = row[i]!;
+      }
+      topIndices(masked, 0, E, k).forEach((i, j) => (out[t * k + j] = i));
+    }
+    return [new Tensor("i32", [T, k], out)];
+  },
+});
+
+defineOp({
+  name: "take_along",
+  summary: "out[t, j] = x[t, idx[t, j]] (gathers each row's selected columns)",
+  operands: ["x", "idx"],
+  attrs: {},
+  infer([x, idx]) {
+    expectRank(x!, 2, "take_along x");
+    expectRank(idx!, 2, "take_along idx");
+    expectDtype(idx!, isInt, "take_along idx must be integers");
+    expectDims(x!.shape[0]!, idx!.shape[0]!, "take_along: x and idx rows differ");
+    return [new TensorType(x!.dtype, idx!.shape)];
+  },
+  interpret([x, idx]) {
+    const [T, E] = x!.shape as [number, number];
+    const K = idx!.shape[1]!;
+    const out = allocData(x!.dtype, T * K);
+    for (let t = 0; t < T; t++) {
+      for (let j = 0; j < K; j++) {
+        const e = idx!.data[t * K + j]!;
+        if (!(e >= 0 && e < E)) throw new OpError(`take_along: index ${e} is outside 0..${E - 1}`);
+        out[t * K + j] = x!.data[t * E + e]!;
+      }
+    }
+    return [new Tensor(x!.dtype, [T, K], out)];
+  },
+});
+
+defineOp({
+  name: "moe_dispatch",
+  summary:
+    "sorts the T*K (token, slot) pairs by chosen expert: `order` lists pair indices t*K+j grouped by expert, `offsets[e]..offsets[e+1]` is expert e's range",
+  operands: ["idx"],
+  attrs: { num_experts: { kind: "int", doc: "number of experts E" } },
+  infer([idx], attrs) {
+    expectRank(idx!, 2, "moe_dispatch idx ([tokens, k])");
+    expectDtype(idx!, isInt, "moe_dispatch idx must be integers");
+    const E = attr.int(attrs, "num_experts");
+    if (!(E >= 1)) throw new OpError(`moe_dispatch: num_experts must be positive, got ${E}`);
+    return [new TensorType("i32", [idx!.numel()]), new TensorType("i32", [Dim.of(E + 1)])];
+  },
+  interpret([idx], attrs) {
+    const E = attr.int(attrs, "num_experts");
+    const n = idx!.numel;
+    const counts = new Array<number>(E + 1).fill(0);
+    for (let i = 0; i < n; i++) {
+      const e = idx!.data[i]!;
+      if (!(e >= 0 && e < E)) throw new OpError(`moe_dispatch: expert id ${e} is outside 0..${E - 1}`);
+      counts[e + 1]!++;
+    }
+    const offsets = allocData("i32", E + 1);
+    for (let e = 0; e < E; e++) offsets[e + 1] = offsets[e]! + counts[e + 1]!;
+    const fill = Array.from(offsets.subarray(0, E));
+    const order = allocData("i32", n);
+    for (let i = 0; i < n; i++) order[fill[idx!.data[i]!]!++] = i;
+    return [new Tensor("i32", [n], order), new Tensor("i32", [E + 1], offsets)];
+  },
+});
+
+defineOp({
+  name: "moe_permute",
+  summary: "rows of x in dispatch order: out[r] = x[order[r] / k]",
+  operands: ["x", "order"],
+  attrs: { k: { kind: "int", doc: "experts per token" } },
+  infer([x, order], attrs) {
+    expectRank(x!, 2, "moe_permute x ([tokens, hidden])");
+    expectRank(order!, 1, "moe_permute order");
+    expectDtype(order!, isInt, "moe_permute order must be integers");
+    const k = attr.int(attrs, "k");
+    if (!(k >= 1)) throw new OpError(`moe_permute: k must be positive, got ${k}`);
+    expectDims(order!.shape[0]!, x!.shape[0]!.mul(k), "moe_permute: order length must be tokens*k");
+    return [new TensorType(x!.dtype, [order!.shape[0]!, x!.shape[1]!])];
+  },
+  interpret([x, order], attrs) {
+    const k = attr.int(attrs, "k");
+    const H = x!.shape[1]!;
+    const n = order!.numel;
+    const out = allocData(x!.dtype, n * H);
+    for (let r = 0; r < n; r++) {
+      const t = Math.floor(order!.data[r]! / k);
+      out.set(x!.data.subarray(t * H, (t + 1) * H), r * H);
+    }
+    return [new Tensor(x!.dtype, [n, H], out)];
+  },
+});
+
+defineOp({
+  name: "grouped_linear",
+  summary: "per-expert linear: rows offsets[e]..offsets[e+1] of x times w[e]^T (w is [E, out, in]); experts with no rows cost nothing",
+  operands: ["x", "w", "offsets"],
+  attrs: {},
+  infer([x, w, offsets]) {
+    expectRank(x!, 2, "grouped_linear x ([rows, in])");
+    expectRank(w!, 3, "grouped_linear w ([experts, out, in])");
+    expectRank(offsets!, 1, "grouped_linear offsets");
+    expectDtype(offsets!, isInt, "grouped_linear offsets must be integers");
+    if (x!.dtype !== w!.dtype) throw new OpError(`grouped_linear x and w must have the same dtype: ${x} vs ${w} (insert a cast)`);
+    expectDtype(x!, isFloat, "grouped_linear needs float tensors");
+    expectDims(x!.shape[1]!, w!.shape[2]!, `grouped_linear: input features of ${x} do not match ${w}`);
+    expectDims(offsets!.shape[0]!, w!.shape[0]!.add(1), "grouped_linear: offsets must have experts+1 entries");
+    return [new TensorType(x!.dtype, [x!.shape[0]!, w!.shape[1]!])];
+  },
+  interpret([x, w, offsets]) {
+    const [E, O, I] = w!.shape as [number, number, number];
+    const N = x!.shape[0]!;
+    const out = allocData(x!.dtype, N * O);
+    for (let e = 0; e < E; e++) {
+      const lo = offsets!.data[e]!;
+      const hi = offsets!.data[e + 1]!;
+      if (!(lo >= 0 && hi >= lo && hi <= N)) throw new OpError(`grouped_linear: offsets ${lo}..${hi} of expert ${e} are outside 0..${N}`);
+      const wBase = e * O * I;
+      for (let r = lo; r < hi; r++) {
+        for (let o = 0; o < O; o++) {
+          let s = 0;
+          for (let c = 0; c < I; c++) s += x!.data[r * I + c]! * w!.data[wBase + o * I + c]!;
+          out[r * O + o] = s;
+        }
+      }
+    }
+    return [new Tensor(x!.dtype, [N, O], out)];
+  },
+  cost(ins, outs) {
+    const [E, O, I] = ins[1]!.shape as [number, number, number];
+    const N = ins[0]!.shape[0]!;
+    // Only experts that receive rows are read: at most min(E, N) of them.
+    const touched = Math.min(E, N);
+    const wBytes = (bytesOf(ins[1]!) / Math.max(E, 1)) * touched;
+    return { flops: 2 * N * O * I, bytesRead: bytesOf(ins[0]!) + wBytes + bytesOf(ins[2]!), bytesWritten: bytesOf(outs[0]!) };
+  },
+});
+
+defineOp({
+  name: "moe_combine",
+  summary: "out[t] = sum_j weights[t, j] * y[row of pair t*K+j], accumulated in fp32 in slot order, then cast to y's dtype",
+  operands: ["y", "order", "weights"],
+  attrs: {},
+  infer([y, order, weights]) {
+    expectRank(y!, 2, "moe_combine y ([rows, hidden])");
+    expectRank(order!, 1, "moe_combine order");
+    expectRank(weights!, 2, "moe_combine weights ([tokens, k])");
+    expectDtype(order!, isInt, "moe_combine order must be integers");
+    expectDtype(y!, isFloat, "moe_combine y must be floats");
+    if (weights!.dtype !== "f32") throw new OpError(`moe_combine weights must be f32 (the routing weights), got ${weights}`);
+    expectDims(order!.shape[0]!, y!.shape[0]!, "moe_combine: order and y rows differ");
+    expectDims(weights!.numel(), y!.shape[0]!, "moe_combine: weights must have one entry per row of y");
+    return [new TensorType(y!.dtype, [weights!.shape[0]!, y!.shape[1]!])];
+  },
+  interpret([y, order, weights]) {
+    const [T, K] = weights!.shape as [number, number];
+    const H = y!.shape[1]!;
+    const n = T * K;
+    const rowOf = new Int32Array(n);
+    for (let r = 0; r < n; r++) {
+      const p = order!.data[r]!;
+      if (!(p >= 0 && p < n)) throw new OpError(`moe_combine: order entry ${p} is outside 0..${n - 1}`);
+      rowOf[p] = r;
+    }
+    const out = allocData(y!.dtype, T * H);
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < H; h++) {
+        let acc = 0;
+        for (let j = 0; j < K; j++) {
+          const w = weights!.data[t * K + j]!;
+          acc = Math.fround(acc + Math.fround(w * y!.data[rowOf[t * K + j]! * H + h]!));
+        }
+        out[t * H + h] = roundTo(acc, y!.dtype);
+      }
+    }
+    return [new Tensor(y!.dtype, [T, H], out)];
+  },
+  cost(ins, outs) {
+    return { flops: 2 * numelOfShaped(ins[0]!), bytesRead: bytesOf(ins[0]!) + bytesOf(ins[1]!) + bytesOf(ins[2]!), bytesWritten: bytesOf(outs[0]!) };
+  },
+});

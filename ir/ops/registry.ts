@@ -1,0 +1,194 @@
+/**
+ * The op table (DESIGN principle 1): every op is declared once, as data, with its operands, its
+ * attributes and their kinds, its shape and dtype rule, its reference implementation for the
+ * interpreter and its cost. Verifier, printer, parser, DSL, interpreter and cost reports all read
+ * this table; a backend adds one lowering per op.
+ */
+import { Dim } from "../dim";
+import { byteSize, isDType, type DType } from "../dtype";
+import { OpError } from "../errors";
+import type { AttrValue, Attrs } from "../module";
+import type { Tensor } from "../tensor";
+import type { TensorType } from "../types";
+
+export type AttrKind = "int" | "float" | "bool" | "string" | "dtype" | "dim" | "ints" | "dims" | "floats";
+
+export interface AttrSpec {
+  kind: AttrKind;
+  doc: string;
+  /** Attributes that may be left out; the op's rules then use the default they document. */
+  optional?: boolean;
+}
+
+/** A tensor type with every symbol resolved, used by cost rules. */
+export interface ShapedType {
+  dtype: DType;
+  shape: readonly number[];
+}
+
+export interface Cost {
+  flops: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+export interface InterpCtx {
+  /** The concrete shapes of the op's results (its declared types with the symbols bound). */
+  resultShapes: readonly (readonly number[])[];
+  /** The value of a dim under the current symbol bindings. */
+  dim(d: Dim): number;
+}
+
+export interface OpDef {
+  name: string;
+  summary: string;
+  /** Operand names, in order. When `variadic`, the last one repeats (at least once). */
+  operands: readonly string[];
+  variadic?: boolean;
+  attrs: Readonly<Record<string, AttrSpec>>;
+  /** The shape and dtype rule: result types from operand types; throws OpError on bad input. */
+  infer(ins: readonly TensorType[], attrs: Attrs): TensorType[];
+  /** The reference semantics. Results are rounded to their dtype by the interpreter afterwards. */
+  interpret(ins: readonly Tensor[], attrs: Attrs, ctx: InterpCtx): Tensor[];
+  /** FLOPs and bytes moved; when left out, one FLOP per output element and every operand read once. */
+  cost?(ins: readonly ShapedType[], outs: readonly ShapedType[], attrs: Attrs): Cost;
+}
+
+const TABLE = new Map<string, OpDef>();
+
+export function defineOp(def: OpDef): OpDef {
+  if (TABLE.has(def.name)) throw new Error(`op '${def.name}' is declared twice`);
+  TABLE.set(def.name, def);
+  return def;
+}
+
+export function getOp(name: string): OpDef | undefined {
+  return TABLE.get(name);
+}
+
+export function allOps(): OpDef[] {
+  return [...TABLE.values()];
+}
+
+/** Why `v` does not fit `kind`, or undefined when it does. */
+export function attrKindProblem(kind: AttrKind, v: AttrValue): string | undefined {
+  const isInt = (x: unknown) => typeof x === "number" && Number.isSafeInteger(x);
+  switch (kind) {
+    case "int":
+      return isInt(v) ? undefined : "an integer";
+    case "float":
+      return typeof v === "number" ? undefined : "a number";
+    case "bool":
+      return typeof v === "boolean" ? undefined : "true or false";
+    case "string":
+      return typeof v === "string" ? undefined : "a string";
+    case "dtype":
+      return typeof v === "string" && isDType(v) ? undefined : "a dtype (f32, bf16, i64, ...)";
+    case "dim":
+      return v instanceof Dim ? undefined : "a dimension (a number, a symbol or an expression like B*S)";
+    case "ints":
+      return Array.isArray(v) && v.every(isInt) ? undefined : "a list of integers";
+    case "dims":
+      return Array.isArray(v) && v.every((x) => x instanceof Dim) ? undefined : "a list of dimensions";
+    case "floats":
+      return Array.isArray(v) && v.every((x) => typeof x === "number") ? undefined : "a list of numbers";
+  }
+}
+
+/** Checks an op's attributes against its declaration; returns the first problem. */
+export function attrsProblem(def: OpDef, attrs: Attrs): string | undefined {
+  for (const key of Object.keys(attrs)) {
+    if (!Object.prototype.hasOwnProperty.call(def.attrs, key)) {
+      const known = Object.keys(def.attrs);
+      return `op '${def.name}' has no attribute '${key}'${known.length ? ` (it has: ${known.join(", ")})` : ""}`;
+    }
+  }
+  for (const [key, spec] of Object.entries(def.attrs)) {
+    const v = attrs[key];
+    if (v === undefined) {
+      if (!spec.optional) return `op '${def.name}' needs attribute '${key}' (${spec.doc})`;
+      continue;
+    }
+    const want = attrKindProblem(spec.kind, v);
+    if (want) return `attribute '${key}' of '${def.name}' must be ${want}`;
+  }
+  return undefined;
+}
+
+// Typed attribute readers for rules that run after attrsProblem() has accepted the attributes.
+export const attr = {
+  int(a: Attrs, k: string, dflt?: number): number {
+    const v = a[k];
+    return v === undefined ? dflt! : (v as number);
+  },
+  float(a: Attrs, k: string, dflt?: number): number {
+    const v = a[k];
+    return v === undefined ? dflt! : (v as number);
+  },
+  bool(a: Attrs, k: string, dflt?: boolean): boolean {
+    const v = a[k];
+    return v === undefined ? dflt! : (v as boolean);
+  },
+  dtype(a: Attrs, k: string): DType {
+    return a[k] as DType;
+  },
+  dim(a: Attrs, k: string): Dim {
+    return a[k] as Dim;
+  },
+  ints(a: Attrs, k: string): readonly number[] {
+    return a[k] as readonly number[];
+  },
+  dims(a: Attrs, k: string): readonly Dim[] {
+    return a[k] as readonly Dim[];
+  },
+  floats(a: Attrs, k: string): readonly number[] {
+    return a[k] as readonly number[];
+  },
+};
+
+/** Normalizes a possibly negative axis against a rank; throws OpError when out of range. */
+export function normAxis(axis: number, rank: number, what = "axis"): number {
+  const a = axis < 0 ? axis + rank : axis;
+  if (!(a >= 0 && a < rank)) throw new OpError(`${what} ${axis} is out of range for rank ${rank}`);
+  return a;
+}
+
+export function expectRank(t: TensorType, rank: number, what: string): void {
+  if (t.rank !== rank) throw new OpError(`${what} must have rank ${rank}, got ${t}`);
+}
+
+export function expectMinRank(t: TensorType, rank: number, what: string): void {
+  if (t.rank < rank) throw new OpError(`${what} must have rank >= ${rank}, got ${t}`);
+}
+
+export function expectDims(a: Dim, b: Dim, what: string): void {
+  if (!a.equals(b)) throw new OpError(`${what}: ${a} vs ${b}`);
+}
+
+export function expectDtype(t: TensorType, ok: (d: DType) => boolean, what: string): void {
+  if (!ok(t.dtype)) throw new OpError(`${what}, got ${t}`);
+}
+
+export function expectSameDtype(a: TensorType, b: TensorType, what: string): void {
+  if (a.dtype !== b.dtype) throw new OpError(`${what} must have the same dtype: ${a} vs ${b} (insert a cast)`);
+}
+
+export function bytesOf(t: ShapedType): number {
+  let n = 1;
+  for (const d of t.shape) n *= d;
+  return n * byteSize(t.dtype);
+}
+
+export function numelOfShaped(t: ShapedType): number {
+  let n = 1;
+  for (const d of t.shape) n *= d;
+  return n;
+}
+
+export function defaultCost(ins: readonly ShapedType[], outs: readonly ShapedType[]): Cost {
+  return {
+    flops: outs.reduce((s, o) => s + numelOfShaped(o), 0),
+    bytesRead: ins.reduce((s, i) => s + bytesOf(i), 0),
+    bytesWritten: outs.reduce((s, o) => s + bytesOf(o), 0),
+  };
+}

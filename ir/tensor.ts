@@ -1,0 +1,68 @@
+/**
+ * Concrete tensors for the interpreter and for checkpoint I/O. Float dtypes are held in a
+ * Float32Array (values of narrower formats are already rounded to them); integer and bool dtypes
+ * in a Float64Array, which holds every id and index exactly.
+ */
+import { isFloat, type DType } from "./dtype";
+import { roundArrayInPlace } from "./numerics";
+
+export type TensorData = Float32Array | Float64Array;
+
+export function allocData(dtype: DType, n: number): TensorData {
+  return isFloat(dtype) ? new Float32Array(n) : new Float64Array(n);
+}
+
+export class Tensor {
+  constructor(
+    readonly dtype: DType,
+    readonly shape: readonly number[],
+    readonly data: TensorData,
+  ) {
+    const n = numelOf(shape);
+    if (data.length !== n) throw new Error(`tensor data has ${data.length} elements, shape [${shape}] needs ${n}`);
+  }
+
+  static zeros(dtype: DType, shape: readonly number[]): Tensor {
+    return new Tensor(dtype, shape, allocData(dtype, numelOf(shape)));
+  }
+
+  /** Builds a tensor from plain numbers, rounding them to the dtype. */
+  static from(dtype: DType, shape: readonly number[], values: ArrayLike<number>): Tensor {
+    const data = allocData(dtype, values.length);
+    for (let i = 0; i < values.length; i++) data[i] = values[i]!;
+    if (data instanceof Float32Array) roundArrayInPlace(data, dtype);
+    return new Tensor(dtype, shape, data);
+  }
+
+  get numel(): number {
+    return this.data.length;
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  reshaped(shape: readonly number[]): Tensor {
+    return new Tensor(this.dtype, shape, this.data);
+  }
+}
+
+export function numelOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function stridesOf(shape: readonly number[]): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i]!;
+  }
+  return s;
+}
+
+export function shapeToString(shape: readonly number[]): string {
+  return `[${shape.join(", ")}]`;
+}

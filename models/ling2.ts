@@ -1,0 +1,198 @@
+/**
+ * The Ling 2.0 architecture (BailingMoeV2), written once in the DSL for the whole family: Ling-1T,
+ * Ling-flash-2.0, Ling-mini-2.0 and any config.json of the same kind. Every step follows LING2.md
+ * (section numbers in the comments); weight names are the HF checkpoint names so checkpoints bind
+ * by name. Two graphs:
+ *   forward  input_ids [B, S] -> logits [B, S, V], mtp_logits (when the model has MTP layers) and
+ *            the KV cache present.{i}.key/value [B, nkv, S, d] (so a forward is also a prefill)
+ *   decode   input_ids [B, 1] + past.{i}.key/value [B, nkv, P, d] -> logits [B, 1, V] and
+ *            present.{i}.key/value [B, nkv, P+1, d]; the new token sits at position P
+ */
+import { Dim } from "../ir/dim";
+import { LingcError } from "../ir/errors";
+import type { Module } from "../ir/module";
+import { ModuleTracer, op, scope, tensor, weight, type Tensor } from "../compiler/dsl";
+import { isMoeLayer, type LingConfig } from "./config";
+import { ropeParams } from "./rope";
+
+export const GRAPHS = ["forward", "decode"] as const;
+export type GraphKind = (typeof GRAPHS)[number];
+
+interface Rope {
+  cos: Tensor;
+  sin: Tensor;
+}
+
+interface Cache {
+  key: Tensor;
+  value: Tensor;
+}
+
+export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
+  const dt = cfg.dtype;
+  const H = cfg.hiddenSize;
+  const nh = cfg.numHeads;
+  const nkv = cfg.numKvHeads;
+  const d = cfg.headDim;
+  const eps = cfg.rmsNormEps;
+  const m = new ModuleTracer(graph, { model: cfg.name });
+
+  const norm = (x: Tensor, name: string) => scope(name, () => op.rmsNorm(x, weight("weight", [H], dt), eps));
+
+  // §2.3 Attention: fused QKV split [Q|K|V], per-head QK RMSNorm before RoPE, partial rotate-half
+  // RoPE, causal GQA, output projection. With a cache, new keys/values are appended to the past.
+  const attention = (x: Tensor, rope: Rope, past?: Cache) =>
+    scope("attention", () => {
+      const [B, S] = x.shape as [Dim, Dim];
+      const qkv = op.linear(x, weight("query_key_value.weight", [(nh + 2 * nkv) * d, H], dt));
+      const heads = op.reshape(qkv, [B, S, nh + 2 * nkv, d]);
+      const toBHSD = (t: Tensor) => op.transpose(t, [0, 2, 1, 3]);
+      let q = toBHSD(op.slice(heads, 2, 0, nh)).as("q");
+      let k = toBHSD(op.slice(heads, 2, nh, nh + nkv)).as("k");
+      let v = toBHSD(op.slice(heads, 2, nh + nkv, nh + 2 * nkv)).as("v");
+      if (cfg.useQkNorm) {
+        q = op.rmsNorm(q, weight("query_layernorm.weight", [d], dt), eps);
+        k = op.rmsNorm(k, weight("key_layernorm.weight", [d], dt), eps);
+      }
+      if (cfg.rotaryDim > 0) {
+        q = op.rope(q, rope.cos, rope.sin);
+        k = op.rope(k, rope.cos, rope.sin);
+      }
+      if (past) {
+        k = op.concat([past.key, k], 2);
+        v = op.concat([past.value, v], 2);
+      }
+      const o = op.attention(q, k, v, { scale: 1 / Math.sqrt(d), causal: true });
+      const merged = op.reshape(op.transpose(o, [0, 2, 1, 3]), [B, S, nh * d]);
+      return { out: op.linear(merged, weight("dense.weight", [H, nh * d], dt)), cache: { key: k, value: v } };
+    });
+
+  // §2.4 SwiGLU: down(silu(gate(x)) * up(x)).
+  const swiglu = (x: Tensor, inter: number) =>
+    op.linear(
+      op.mul(op.silu(op.linear(x, weight("gate_proj.weight", [inter, H], dt))), op.linear(x, weight("up_proj.weight", [inter, H], dt))),
+      weight("down_proj.weight", [H, inter], dt),
+    );
+
+  // §2.5 Router: fp32 logits, sigmoid scores, selection-only bias, group-limited top-k, weights
+  // from the unbiased scores, normalized, times routed_scaling_factor.
+  const router = (x: Tensor) =>
+    scope("gate", () => {
+      const E = cfg.numExperts;
+      const K = cfg.numExpertsPerTok;
+      const logits = op.linear(op.cast(x, "f32"), op.cast(weight("weight", [E, H], dt), "f32"));
+      const scores = op.sigmoid(logits).as("scores");
+      const selection = cfg.expertBias ? op.add(scores, weight("expert_bias", [E], "f32")) : scores;
+      const idx = op.groupTopk(selection, { k: K, groups: cfg.nGroup, topkGroups: cfg.topkGroup, groupScoreTopk: cfg.groupScoreTopk });
+      let w = op.takeAlong(scores, idx);
+      if (K > 1 && cfg.normTopkProb) w = op.div(w, op.add(op.reduceSum(w, [-1], true), op.constant(1e-20, "f32")));
+      w = op.mul(w, op.constant(cfg.routedScalingFactor, "f32"));
+      return { idx, weights: w };
+    });
+
+  // §2.5 MoE block: dropless grouped experts (only the chosen experts run) plus the shared expert.
+  const moe = (x: Tensor) =>
+    scope("mlp", () => {
+      const [B, S] = x.shape as [Dim, Dim];
+      const E = cfg.numExperts;
+      const K = cfg.numExpertsPerTok;
+      const I = cfg.moeIntermediateSize;
+      const tokens = op.reshape(x, [B.mul(S), H]);
+      const r = router(tokens);
+      r.idx.as("topk_idx");
+      const { order, offsets } = op.moeDispatch(r.idx, E);
+      const rows = op.moePermute(tokens, order, K);
+      const y = scope("experts", () => {
+        const gate = op.groupedLinear(rows, weight("*.gate_proj.weight", [E, I, H], dt), offsets);
+        const up = op.groupedLinear(rows, weight("*.up_proj.weight", [E, I, H], dt), offsets);
+        return op.groupedLinear(op.mul(op.silu(gate), up), weight("*.down_proj.weight", [E, H, I], dt), offsets);
+      });
+      let out = op.reshape(op.moeCombine(y, order, r.weights), [B, S, H]);
+      if (cfg.numSharedExperts > 0) out = op.add(out, scope("shared_experts", () => swiglu(x, I * cfg.numSharedExperts)));
+      return out;
+    });
+
+  const denseMlp = (x: Tensor) => scope("mlp", () => swiglu(x, cfg.intermediateSize));
+
+  // §2.2 Decoder layer: pre-norm attention and FFN, each added to the residual stream.
+  const decoderLayer = (ffn: (x: Tensor) => Tensor) => (h: Tensor, cos: Tensor, sin: Tensor, pastKey?: Tensor, pastValue?: Tensor) => {
+    const past = pastKey && pastValue ? { key: pastKey, value: pastValue } : undefined;
+    const a = attention(norm(h, "input_layernorm"), { cos, sin }, past);
+    const h1 = op.add(h, a.out);
+    const h2 = op.add(h1, ffn(norm(h1, "post_attention_layernorm")));
+    return { hidden: h2, "present.key": a.cache.key, "present.value": a.cache.value };
+  };
+
+  const withCache = graph === "decode";
+  const layerParams = withCache ? ["h", "cos", "sin", "past_key", "past_value"] : ["h", "cos", "sin"];
+  const denseLayer = m.fn("dense_layer", layerParams, { role: "dense" }, decoderLayer(denseMlp));
+  const moeLayer = m.fn("moe_layer", layerParams, { role: "moe" }, decoderLayer(moe));
+
+  // §2.7 MTP: enorm(embedding of token t+1) and hnorm(final-normed main hidden state), concatenated
+  // in that order, projected 2H -> H, then a full MoE decoder layer and the MTP's own final norm.
+  const mtpLayer = m.fn("mtp_layer", ["h", "next_embeds", "cos", "sin"], { role: "mtp" }, (h, e, cos, sin) => {
+    const z = op.linear(op.concat([norm(e, "enorm"), norm(h, "hnorm")], -1), weight("eh_proj.weight", [H, 2 * H], dt));
+    const layer = moeLayer("", z, cos, sin);
+    return { hidden: norm(layer.hidden!, "final_layernorm") };
+  });
+
+  // §2.3 RoPE tables: angles = position * inv_freq in fp32, cos/sin times the YaRN scale, cast to the model dtype.
+  const ropeTables = (positions: Tensor): Rope =>
+    scope("model.rotary_emb", () => {
+      const { invFreq, attentionScaling } = ropeParams(cfg);
+      const half = invFreq.length;
+      const S = positions.shape[0]!;
+      const pos = op.reshape(op.cast(positions, "f32"), [S, 1]);
+      const angles = op.mul(pos, half > 0 ? op.constant(invFreq, "f32", [half]) : op.constant(0, "f32", [0]));
+      const table = (t: Tensor) => op.cast(attentionScaling === 1 ? t : op.mul(t, op.constant(attentionScaling, "f32")), dt);
+      return { cos: table(op.cos(angles)).as("cos"), sin: table(op.sin(angles)).as("sin") };
+    });
+
+  const inputs: Record<string, ReturnType<typeof tensor>> = { input_ids: tensor("i64", ["B", withCache ? 1 : "S"]) };
+  if (withCache) {
+    for (let i = 0; i < cfg.numLayers; i++) {
+      for (const kv of ["key", "value"]) inputs[`past.${i}.${kv}`] = tensor(dt, ["B", nkv, "P", d]);
+    }
+  }
+
+  m.entry(graph, inputs, (x) => {
+    const ids = x["input_ids"]!;
+    const S = ids.shape[1]!;
+    const embed = weight("model.word_embeddings.weight", [cfg.vocabSize, H], dt);
+    const lmHead = cfg.tieWordEmbeddings ? embed : weight("lm_head.weight", [cfg.vocabSize, H], dt);
+    const rope = ropeTables(op.iota(withCache ? "P" : 0, S, "i64"));
+    const outputs: Record<string, Tensor> = {};
+
+    let h = op.embedding(embed, ids);
+    for (let i = 0; i < cfg.numLayers; i++) {
+      const layer = isMoeLayer(cfg, i) ? moeLayer : denseLayer;
+      const args = withCache ? [x[`past.${i}.key`]!, x[`past.${i}.value`]!] : [];
+      const out = layer(`model.layers.${i}`, h, rope.cos, rope.sin, ...args);
+      h = out.hidden!.as(`hidden.${i}`);
+      outputs[`present.${i}.key`] = out["present.key"]!;
+      outputs[`present.${i}.value`] = out["present.value"]!;
+    }
+    const hNorm = norm(h, "model.norm").as("final_hidden");
+    const result: Record<string, Tensor> = { logits: op.cast(op.linear(hNorm, lmHead), "f32").as("logits") };
+
+    if (!withCache) {
+      let ids2 = ids;
+      let prev = hNorm;
+      for (let j = 0; j < cfg.numMtpLayers; j++) {
+        ids2 = op.shift(ids2, 1, -1, 0);
+        const e = op.embedding(embed, ids2);
+        prev = mtpLayer(`model.layers.${cfg.numLayers + j}`, prev, e, rope.cos, rope.sin).hidden!.as(`mtp_hidden.${j}`);
+        const name = j === 0 ? "mtp_logits" : `mtp_logits.${j}`;
+        result[name] = op.cast(op.linear(prev, lmHead), "f32").as(name);
+      }
+    }
+    return { ...result, ...outputs };
+  });
+  return m.finish();
+}
+
+/** Checks the graph name a user asked for. */
+export function graphKind(name: string): GraphKind {
+  if ((GRAPHS as readonly string[]).includes(name)) return name as GraphKind;
+  throw new LingcError(`unknown graph '${name}' (choose ${GRAPHS.join(" or ")})`);
+}

@@ -15,6 +15,8 @@ export interface WeightUse {
   func: Func;
   /** The declared (relative) name inside that function. */
   local: string;
+  /** The functions called from the entry down to `func` (entry first), on the first path that uses it. */
+  path: Func[];
 }
 
 /** Every weight a function uses, with full names, in a stable order (calls expanded in program order). */
@@ -23,7 +25,7 @@ export function collectWeights(m: Module, entry?: Func): WeightUse[] {
   if (!root) throw new LingcError(`module @${m.name} has no entry function @${m.name}`);
   const out: WeightUse[] = [];
   const seen = new Map<string, WeightUse>();
-  const visit = (f: Func, prefix: string) => {
+  const visit = (f: Func, prefix: string, path: Func[]) => {
     for (const w of f.weights) {
       const name = joinScope(prefix, w.name!);
       const prev = seen.get(name);
@@ -31,17 +33,17 @@ export function collectWeights(m: Module, entry?: Func): WeightUse[] {
         if (!prev.type.equals(w.type)) throw new LingcError(`weight ${name} is used as ${prev.type} and as ${w.type}`);
         continue;
       }
-      const use = { name, type: w.type, func: f, local: w.name! };
+      const use = { name, type: w.type, func: f, local: w.name!, path };
       seen.set(name, use);
       out.push(use);
     }
     for (const op of f.body) {
       if (op.opName !== "call") continue;
       const callee = m.getFunc(op.callee!);
-      if (callee) visit(callee, joinScope(prefix, op.scope));
+      if (callee) visit(callee, joinScope(prefix, op.scope), [...path, callee]);
     }
   };
-  visit(root, "");
+  visit(root, "", [root]);
   return out;
 }
 

@@ -1,0 +1,28 @@
+/**
+ * What a backend provides to the CLI's run/generate/compare commands: a model loaded from a
+ * checkpoint, with runners for the forward and decode graphs that take and return tensors by the
+ * graphs' input and output names. Every backend has the same contract, so one generate loop and
+ * one comparison tool serve them all.
+ */
+import type { Tensor } from "../ir/tensor";
+import type { LingConfig } from "../models/config";
+
+export type Observer = (name: string, value: Tensor) => void;
+
+export interface GraphRunner {
+  /** Runs the graph. `observe` receives named internal values where the backend can expose them. */
+  run(inputs: Readonly<Record<string, Tensor>>, observe?: Observer): Promise<Record<string, Tensor>>;
+}
+
+export interface LoadedModel {
+  config: LingConfig;
+  forward: GraphRunner;
+  decode: GraphRunner;
+  close(): void;
+}
+
+export interface Backend {
+  name: string;
+  summary: string;
+  load(config: LingConfig, checkpointDir: string): Promise<LoadedModel>;
+}

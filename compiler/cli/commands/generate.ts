@@ -1,0 +1,49 @@
+/** `lingc generate <checkpoint>`: greedy decoding through the decode graph and its KV cache. */
+import { getBackend, BACKEND_NAMES } from "../../../backends";
+import { greedyGenerate } from "../../../backends/generate";
+import { resolveCheckpoint } from "../../../models/resolve";
+import { int, str, UsageError } from "../args";
+import type { Command } from "./command";
+
+/** "1,2,3;4,5" -> [[1,2,3],[4,5]] */
+export function parsePrompts(text: string): number[][] {
+  return text.split(";").map((seq, i) => {
+    const parts = seq.split(",").map((s) => s.trim());
+    if (parts.length === 1 && parts[0] === "") throw new UsageError(`--prompt: sequence ${i + 1} is empty`);
+    return parts.map((p, j) => {
+      if (!/^\d+$/.test(p)) throw new UsageError(`--prompt: sequence ${i + 1}, item ${j + 1} ('${p}') is not a token id`);
+      return Number(p);
+    });
+  });
+}
+
+export const generate: Command = {
+  spec: {
+    name: "generate",
+    summary: "Greedy generation: one forward pass over the prompt, then one decode step per new token with the KV cache. Prints the new ids, one line per sequence.",
+    positionals: [{ name: "checkpoint", help: "a checkpoint folder (config.json + *.safetensors)" }],
+    options: [
+      { name: "backend", value: "NAME", help: "which backend runs the graphs (default interp)", choices: BACKEND_NAMES },
+      { name: "prompt", value: "IDS", help: "token ids, comma separated; ';' between sequences", required: true },
+      { name: "max-new-tokens", value: "N", help: "how many tokens to generate per sequence", required: true },
+    ],
+    notes: ["example: lingc generate ../shared/golden/ling-tiny --prompt '5,9,13;7,7,2' --max-new-tokens 6"],
+  },
+  async run(args, io) {
+    const spec = resolveCheckpoint(args.positionals[0]!);
+    const prompts = parsePrompts(str(args, "prompt")!);
+    const maxNew = int(args, "max-new-tokens", 0)!;
+    const backend = getBackend(str(args, "backend") ?? "interp");
+    const model = await backend.load(spec.config, spec.checkpointDir);
+    try {
+      const t0 = performance.now();
+      const r = await greedyGenerate(model, prompts, maxNew);
+      const ms = performance.now() - t0;
+      for (const t of r.tokens) io.out(t.join(" ") + "\n");
+      io.err(`generated ${maxNew} token(s) for ${prompts.length} sequence(s) on ${backend.name} in ${ms.toFixed(0)} ms\n`);
+    } finally {
+      model.close();
+    }
+    return 0;
+  },
+};

@@ -1,0 +1,43 @@
+/**
+ * dce: dead-code elimination.
+ * Guarantees: every op left in a function has a result that is returned or used by a later op;
+ * weight declarations no op uses are dropped; functions that the entry (the function named like
+ * the module) does not reach are dropped. Parameters and results are never changed, so call sites
+ * stay valid. All IR ops are pure, so removing unused ones never changes what a graph computes.
+ */
+import { Func, Module, Value } from "../../ir/module";
+import type { Pass } from "./pass";
+
+function dceFunc(f: Func): void {
+  const live = new Set<Value>(f.results.map((r) => r.value));
+  const kept = [];
+  for (let i = f.body.length - 1; i >= 0; i--) {
+    const op = f.body[i]!;
+    if (!op.results.some((r) => live.has(r))) continue;
+    kept.push(op);
+    for (const v of op.operands) live.add(v);
+  }
+  f.body = kept.reverse();
+  f.weights = f.weights.filter((w) => live.has(w));
+}
+
+export const dce: Pass = {
+  name: "dce",
+  summary: "removes ops whose results are never used, unused weights and unreachable functions",
+  run(m: Module) {
+    for (const f of m.functions) dceFunc(f);
+    const entry = m.entry;
+    if (!entry) return;
+    const reached = new Set<string>();
+    const visit = (f: Func) => {
+      if (reached.has(f.name)) return;
+      reached.add(f.name);
+      for (const op of f.body) {
+        const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
+        if (callee) visit(callee);
+      }
+    };
+    visit(entry);
+    m.functions = m.functions.filter((f) => reached.has(f.name));
+  },
+};

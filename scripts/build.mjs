@@ -1,0 +1,15 @@
+// Bundles the CLI and the benchmark scripts with esbuild (ESM for Node 20, with source maps).
+import { build } from "esbuild";
+
+await build({
+  entryPoints: { lingc: "compiler/cli/entry.ts", "bench-compile": "bench/compile.ts" },
+  outdir: "dist",
+  outExtension: { ".js": ".mjs" },
+  bundle: true,
+  platform: "node",
+  target: "node20",
+  format: "esm",
+  sourcemap: true,
+  logLevel: "warning",
+  banner: { js: "import { createRequire as __lingcRequire } from 'node:module'; const require = __lingcRequire(import.meta.url);" },
+});

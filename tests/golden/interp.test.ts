@@ -1,0 +1,64 @@
+/**
+ * Golden numerics: the reference interpreter against the numbers the upstream PyTorch
+ * implementation produced for ling-tiny (../shared/golden). Tolerances from its README.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import { interpBackend } from "../../backends/interp";
+import type { LoadedModel } from "../../backends/backend";
+import { greedyGenerate } from "../../backends/generate";
+import type { Tensor } from "../../ir/tensor";
+import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { resolveCheckpoint } from "../../models/resolve";
+import { rowSets, tensorDiff, maxAbsDiff } from "../support/compare";
+import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
+
+const golden = readAllSafetensors(GOLDEN_FILE);
+let model: LoadedModel;
+let out: Record<string, Tensor>;
+const observed: Record<string, Tensor> = {};
+
+beforeAll(async () => {
+  const spec = resolveCheckpoint(GOLDEN_DIR);
+  model = await interpBackend.load(spec.config, spec.checkpointDir);
+  out = await model.forward.run({ input_ids: golden["input_ids"]! }, (n, t) => (observed[n] = t));
+});
+
+describe("interpreter vs upstream golden (ling-tiny, fp32)", () => {
+  it("logits within 1e-4", () => {
+    expect(tensorDiff(out["logits"]!, golden["logits"]!)).toBeLessThanOrEqual(1e-4);
+  });
+
+  it("mtp_logits within 1e-4", () => {
+    expect(tensorDiff(out["mtp_logits"]!, golden["mtp_logits"]!)).toBeLessThanOrEqual(1e-4);
+  });
+
+  it.each([0, 1, 2])("hidden.%i within 1e-4", (i) => {
+    expect(tensorDiff(observed[`hidden.${i}`]!, golden[`hidden.${i}`]!)).toBeLessThanOrEqual(1e-4);
+  });
+
+  it.each([1, 2, 3])("expert sets of MoE layer %i equal the golden topk_idx", (i) => {
+    const mine = observed[`model.layers.${i}.mlp.topk_idx`]!;
+    expect(rowSets(mine)).toEqual(rowSets(golden[`topk_idx.${i}`]!));
+  });
+
+  it("greedy generation through the decode graph reproduces greedy_ids and greedy_logits", async () => {
+    const ids = golden["input_ids"]!;
+    const [B, S] = ids.shape as [number, number];
+    const prompts = Array.from({ length: B }, (_, b) => Array.from(ids.data.subarray(b * S, (b + 1) * S)));
+    const steps = golden["greedy_logits"]!.shape[1]!;
+    let decodeCalls = 0;
+    const counting = { ...model, decode: { run: (i: Record<string, Tensor>) => (decodeCalls++, model.decode.run(i)) } };
+    const r = await greedyGenerate(counting, prompts, steps);
+    expect(decodeCalls).toBe(steps - 1);
+    const want = golden["greedy_ids"]!;
+    const W = want.shape[1]!;
+    for (let b = 0; b < B; b++) {
+      expect(r.tokens[b]).toEqual(Array.from(want.data.subarray(b * W + S, (b + 1) * W)));
+      for (let s = 0; s < steps; s++) {
+        const V = r.stepLogits[b]![s]!.length;
+        const g = golden["greedy_logits"]!.data.subarray((b * steps + s) * V, (b * steps + s + 1) * V);
+        expect(maxAbsDiff(r.stepLogits[b]![s]!, g)).toBeLessThanOrEqual(1e-4);
+      }
+    }
+  });
+});

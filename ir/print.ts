@@ -101,16 +101,18 @@ function printOp(op: Op, names: Map<Value, string>, out: string[]): void {
 function printFunc(f: Func, out: string[]): void {
   const names = nameValues(f);
   const params = f.params.map((p) => `${valueRef(names.get(p)!)}: ${p.type}`).join(", ");
-  out.push(`  func ${symbolRef(f.name)}(${params})`);
-  if (f.weights.length) {
-    out.push(`      weights(`);
-    f.weights.forEach((w, i) => out.push(`        ${symbolRef(w.name!)}: ${w.type}${i < f.weights.length - 1 ? "," : ""}`));
-    out.push(`      )`);
-  }
   const results = f.results.map((r) => (r.name !== undefined ? `${plainName(r.name)}: ${r.value.type}` : r.value.type.toString()));
-  let sig = `      -> (${results.join(", ")})`;
+  let sig = `-> (${results.join(", ")})`;
   if (Object.keys(f.attrs).length) sig += ` attributes ${formatStringAttrs(f.attrs)}`;
-  out.push(`${sig} {`);
+  const head = `  func ${symbolRef(f.name)}(${params})`;
+  if (f.weights.length) {
+    // Weights one per line: they are the function's interface to the checkpoint.
+    out.push(head, `      weights(`);
+    f.weights.forEach((w, i) => out.push(`        ${symbolRef(w.name!)}: ${w.type}${i < f.weights.length - 1 ? "," : ""}`));
+    out.push(`      )`, `      ${sig} {`);
+  } else {
+    out.push(`${head} ${sig} {`);
+  }
   for (const op of f.body) printOp(op, names, out);
   out.push(`    return ${f.results.map((r) => (r.value.kind === "weight" ? symbolRef(r.value.name!) : valueRef(names.get(r.value)!))).join(", ")}`);
   out.push(`  }`);

@@ -169,8 +169,8 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       const args = withCache ? [x[`past.${i}.key`]!, x[`past.${i}.value`]!] : [];
       const out = layer(`model.layers.${i}`, h, rope.cos, rope.sin, ...args);
       h = out.hidden!.as(`hidden.${i}`);
-      outputs[`present.${i}.key`] = out["present.key"]!;
-      outputs[`present.${i}.value`] = out["present.value"]!;
+      outputs[`present.${i}.key`] = out["present.key"]!.as(`present.${i}.key`);
+      outputs[`present.${i}.value`] = out["present.value"]!.as(`present.${i}.value`);
     }
     const hNorm = norm(h, "model.norm").as("final_hidden");
     const result: Record<string, Tensor> = { logits: op.cast(op.linear(hNorm, lmHead), "f32").as("logits") };

@@ -156,7 +156,8 @@ class Builder {
       }
       const results = oa.results.map((r, i) => {
         if (values.has(r.name)) this.fail(`value %${r.name} is defined twice`, r.pos);
-        const v = new Value(this.type(oa.types[i]!), r.name, "result");
+        // Numbered names (%0, %12) are the printer's placeholders for unnamed values.
+        const v = new Value(this.type(oa.types[i]!), /^\d+$/.test(r.name) ? undefined : r.name, "result");
         values.set(r.name, v);
         return v;
       });

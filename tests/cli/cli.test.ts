@@ -1,0 +1,174 @@
+/** The command line as a user runs it: the acceptance numbers, outputs, and errors. */
+import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { buildLing2 } from "../../models/ling2";
+import { resolveModel } from "../../models/resolve";
+import { printModule } from "../../ir/print";
+import { parsePassList, runPasses } from "../../compiler/passes/manager";
+import { DEFAULT_PIPELINE } from "../../compiler/cli/commands/compile";
+import { cli, lingcBin } from "../support/cli";
+import { rowSets, tensorDiff } from "../support/compare";
+import { GOLDEN_DIR, GOLDEN_FILE, scratchDir } from "../support/paths";
+
+const dir = scratchDir();
+const golden = readAllSafetensors(GOLDEN_FILE);
+
+describe("lingc info", () => {
+  it.each([
+    ["ling-1t", 999.7e9, 51.05e9],
+    ["ling-flash-2.0", 102.89e9, 6.152e9],
+    ["ling-mini-2.0", 16.256e9, 1.433e9],
+  ])("%s: total and active parameters match LING2.md within 0.1%%", async (model, total, active) => {
+    const r = await cli("info", model, "--json");
+    expect(r.code).toBe(0);
+    const p = JSON.parse(r.stdout).parameters;
+    expect(Math.abs(p.total / total - 1)).toBeLessThan(1e-3);
+    expect(Math.abs(p.active / active - 1)).toBeLessThan(1e-3);
+  });
+
+  it("prints a readable report", async () => {
+    const r = await cli("info", "ling-1t");
+    expect(r.stdout).toContain("999.7B total, 51.05B active per token");
+    expect(r.stdout).toContain("80 (4 dense, 76 MoE) + 1 MTP");
+    expect(r.stdout).toMatch(/forward +\d+ ops in 4 functions/);
+  });
+});
+
+describe("lingc compile / opt", () => {
+  it("writes <out>/<graph>.lir for both graphs, and opt reads it back unchanged", async () => {
+    for (const graph of ["forward", "decode"]) {
+      const out = join(dir, "ir");
+      const r = await cli("compile", "ling-1t", "--graph", graph, "--target", "ir", "--out", out);
+      expect(r.code, r.stderr).toBe(0);
+      const path = join(out, `${graph}.lir`);
+      const text = readFileSync(path, "utf8");
+      expect(text.startsWith(`module @${graph} attributes {model = "ling-1t"}`)).toBe(true);
+      const o = await cli("opt", path);
+      expect(o.code, o.stderr).toBe(0);
+      expect(o.stdout).toBe(text);
+    }
+  });
+
+  it("--print-after prints the IR after that pass; --time-passes reports timings", async () => {
+    const r = await cli("compile", "ling-tiny", "--out", join(dir, "pa"), "--print-after=cse", "--time-passes");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.startsWith("// ----- IR after cse -----\nmodule @forward")).toBe(true);
+    expect(r.stderr).toMatch(/pass cse +[\d.]+ ms/);
+  });
+
+  it("opt runs passes given by name and names an unknown one", async () => {
+    await cli("compile", "ling-tiny", "--graph", "decode", "--out", join(dir, "o"), "--passes", "");
+    const ok = await cli("opt", join(dir, "o", "decode.lir"), "--passes", "cse,dce", "--verify-each");
+    expect(ok.code, ok.stderr).toBe(0);
+    const bad = await cli("opt", join(dir, "o", "decode.lir"), "--passes", "cse,fuse");
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toBe("lingc: error: unknown pass 'fuse' (available: dce, cse)\n");
+  });
+
+  it("reports a broken IR file at its line and column", async () => {
+    const path = join(dir, "o", "decode.lir");
+    const text = readFileSync(path, "utf8").replace("rms_norm(", "rms_nrom(");
+    const broken = join(dir, "broken.lir");
+    writeFileSync(broken, text);
+    const r = await cli("opt", broken);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^lingc: error: ${broken.replace(/[.]/g, "\\.")}:\\d+:\\d+: unknown op 'rms_nrom'\\n$`));
+  });
+
+  it("refuses targets that are not built yet, with a clear message", async () => {
+    const r = await cli("compile", "ling-tiny", "--target", "cuda", "--out", join(dir, "cu"));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/not implemented: --target cuda/);
+    expect(existsSync(join(dir, "cu", "forward.lir"))).toBe(false);
+  });
+});
+
+describe("lingc run / generate on the golden checkpoint", () => {
+  it("run writes logits and mtp_logits within 1e-4 of the golden, and observed values on request", async () => {
+    const out = join(dir, "run.safetensors");
+    const r = await cli("run", GOLDEN_DIR, "--backend", "interp", "--input", GOLDEN_FILE, "--out", out, "--observe", "hidden.*,model.layers.*.mlp.topk_idx");
+    expect(r.code, r.stderr).toBe(0);
+    const got = readAllSafetensors(out);
+    expect(got["logits"]!.dtype).toBe("f32");
+    expect(tensorDiff(got["logits"]!, golden["logits"]!)).toBeLessThanOrEqual(1e-4);
+    expect(tensorDiff(got["mtp_logits"]!, golden["mtp_logits"]!)).toBeLessThanOrEqual(1e-4);
+    expect(tensorDiff(got["hidden.2"]!, golden["hidden.2"]!)).toBeLessThanOrEqual(1e-4);
+    expect(rowSets(got["model.layers.3.mlp.topk_idx"]!)).toEqual(rowSets(golden["topk_idx.3"]!));
+  });
+
+  it("generate prints only the new ids, one line per sequence", async () => {
+    const ids = golden["input_ids"]!;
+    const want = golden["greedy_ids"]!;
+    const prompt = [0, 1].map((b) => Array.from(ids.data.subarray(b * 12, b * 12 + 12)).join(",")).join(";");
+    const r = await cli("generate", GOLDEN_DIR, "--backend", "interp", "--prompt", prompt, "--max-new-tokens", "6");
+    expect(r.code, r.stderr).toBe(0);
+    const lines = [0, 1].map((b) => Array.from(want.data.subarray(b * 18 + 12, b * 18 + 18)).join(" "));
+    expect(r.stdout).toBe(lines.join("\n") + "\n");
+  });
+});
+
+describe("usage errors", () => {
+  it.each([
+    [["frobnicate"], /unknown command 'frobnicate'/],
+    [["info"], /'lingc info' needs <model>/],
+    [["info", "ling-1t", "--jsn"], /unknown option '--jsn' for 'info'/],
+    [["compile", "ling-1t", "--graph", "backward", "--out", "x"], /option '--graph' must be one of forward, decode, got 'backward'/],
+    [["compile", "ling-1t"], /'lingc compile' needs --out DIR/],
+    [["generate", GOLDEN_DIR, "--prompt", "1,x", "--max-new-tokens", "2"], /--prompt: sequence 1, item 2 \('x'\) is not a token id/],
+    [["generate", GOLDEN_DIR, "--prompt", "1,2", "--max-new-tokens", "-3"], /option '--max-new-tokens' needs a value|must be an integer/],
+  ])("%j", async (argv, message) => {
+    const r = await cli(...(argv as string[]));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+  });
+
+  it("explains input errors in one line with exit code 1", async () => {
+    const cases: [string[], RegExp][] = [
+      [["info", "no-such-model"], /unknown model 'no-such-model': not a built-in \(ling-1t, ling-flash-2\.0, ling-mini-2\.0, ling-tiny\)/],
+      [["run", "ling-tiny", "--input", GOLDEN_FILE, "--out", join(dir, "x.safetensors")], /built-in config with no weights/],
+      [["run", GOLDEN_DIR, "--input", join(GOLDEN_DIR, "config.json"), "--out", join(dir, "x.safetensors")], /config\.json: header length/],
+      [["generate", GOLDEN_DIR, "--prompt", "1,512", "--max-new-tokens", "2"], /prompt 1, token 2: id 512 is not in the vocabulary \(0\.\.511\)/],
+      [["run", GOLDEN_DIR, "--backend", "onnx", "--input", GOLDEN_FILE, "--out", join(dir, "x.safetensors")], /not implemented: the onnx backend/],
+    ];
+    for (const [argv, message] of cases) {
+      const r = await cli(...argv);
+      expect(r.code, argv.join(" ")).toBe(1);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    }
+    expect(existsSync(join(dir, "x.safetensors"))).toBe(false);
+  });
+
+  it("--help describes each command", async () => {
+    const r = await cli("compile", "--help");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^usage: lingc compile <model> \[options\]/);
+    expect(r.stdout).toContain("--print-after PASS");
+    const top = await cli("--help");
+    for (const c of ["info", "compile", "opt", "run", "generate"]) expect(top.stdout).toContain(`  ${c} `);
+  });
+});
+
+describe("the built executable", () => {
+  it("runs, and its IR dump names the model source file (source maps on)", () => {
+    const out = join(dir, "bin");
+    const r = lingcBin("compile", "ling-tiny", "--out", out);
+    expect(r.code, r.stderr).toBe(0);
+    const text = readFileSync(join(out, "forward.lir"), "utf8");
+    expect(text).toMatch(/loc\("models\/ling2\.ts":\d+:\d+\)/);
+    expect(readdirSync(out)).toEqual(["forward.lir"]);
+    // Tracing from the TypeScript sources (here) and from the bundle gives the same bytes.
+    const m = buildLing2(resolveModel("ling-tiny").config, "forward");
+    runPasses(m, parsePassList(DEFAULT_PIPELINE));
+    expect(text).toBe(printModule(m));
+  });
+
+  it("shows no stack trace for an internal-looking failure unless --debug", () => {
+    const r = lingcBin("run", GOLDEN_DIR, "--input", join(dir, "missing.safetensors"), "--out", join(dir, "y.safetensors"));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^lingc: error: cannot open .*missing\.safetensors: ENOENT\n$/);
+  });
+});

@@ -1,0 +1,148 @@
+/** Pass tests as text before and after (MLIR/TVM style), plus meaning preservation on the golden model. */
+import { describe, expect, it } from "vitest";
+import { interpret } from "../../ir/interpret";
+import { parseModule } from "../../ir/parse";
+import { printModule } from "../../ir/print";
+import { verifyModule } from "../../ir/verify";
+import { Checkpoint } from "../../models/checkpoint/checkpoint";
+import { bindCheckpoint } from "../../models/checkpoint/bind";
+import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { buildLing2 } from "../../models/ling2";
+import { resolveCheckpoint } from "../../models/resolve";
+import { getPass, parsePassList, runPasses } from "../../compiler/passes/manager";
+import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
+import { tensorDiff } from "../support/compare";
+
+/** Parses `before`, runs one pass, verifies, and returns the printed result. */
+function runPass(name: string, before: string): string {
+  const m = parseModule(before, "before.lir");
+  verifyModule(m);
+  runPasses(m, [getPass(name)], { verifyEach: true });
+  return printModule(m);
+}
+
+const text = (s: string) => s.replace(/^\n/, "");
+
+describe("dce", () => {
+  it("removes unused ops, unused weights and unreachable functions; keeps parameters", () => {
+    const before = text(`
+module @m {
+  func @unused(%x: f32[2]) -> (f32[2]) {
+    %0 = neg(%x) : f32[2]
+    return %0
+  }
+
+  func @m(%x: f32[B, 4], %unused_input: f32[3])
+      weights(
+        @w: f32[3, 4],
+        @dead: f32[3, 4]
+      )
+      -> (y: f32[B, 3]) {
+    %a = linear(%x, @w) : f32[B, 3] scope("proj")
+    %b = linear(%x, @dead) : f32[B, 3]
+    %c = exp(%b) : f32[B, 3]
+    return %a
+  }
+}
+`);
+    expect(runPass("dce", before)).toBe(
+      text(`
+module @m {
+  func @m(%x: f32[B, 4], %unused_input: f32[3])
+      weights(
+        @w: f32[3, 4]
+      )
+      -> (y: f32[B, 3]) {
+    %a = linear(%x, @w) : f32[B, 3] scope("proj")
+    return %a
+  }
+}
+`),
+    );
+  });
+});
+
+describe("cse", () => {
+  it("merges identical ops, keeps the first one's provenance and takes over names", () => {
+    const before = text(`
+module @m {
+  func @f(%x: f32[4]) -> (f32[4]) {
+    %0 = neg(%x) : f32[4]
+    return %0
+  }
+
+  func @m(%x: f32[4]) -> (a: f32[4], b: f32[4], c: f32[4], d: f32[4]) {
+    %0 = constant() {values = [2.5], dtype = f32} : f32[] loc("models/a.ts":1:1)
+    %k = constant() {values = [2.5], dtype = f32} : f32[] loc("models/a.ts":2:1)
+    %p = mul(%x, %0) : f32[4]
+    %q = mul(%x, %k) : f32[4]
+    %r = call @f(%x) : f32[4] scope("model.layers.0")
+    %s = call @f(%x) : f32[4] scope("model.layers.1")
+    %t = call @f(%x) : f32[4] scope("model.layers.0")
+    return %p, %q, %r, %s
+  }
+}
+`);
+    expect(runPass("cse", before)).toBe(
+      text(`
+module @m {
+  func @f(%x: f32[4]) -> (f32[4]) {
+    %0 = neg(%x) : f32[4]
+    return %0
+  }
+
+  func @m(%x: f32[4]) -> (a: f32[4], b: f32[4], c: f32[4], d: f32[4]) {
+    %k = constant() {values = [2.5], dtype = f32} : f32[] loc("models/a.ts":1:1)
+    %p = mul(%x, %k) : f32[4]
+    %r = call @f(%x) : f32[4] scope("model.layers.0")
+    %s = call @f(%x) : f32[4] scope("model.layers.1")
+    return %p, %p, %r, %s
+  }
+}
+`),
+    );
+  });
+
+  it("does not merge ops whose attributes differ", () => {
+    const before = text(`
+module @m {
+  func @m(%x: f32[4, 4]) -> (f32[4], f32[4]) {
+    %a = reduce_sum(%x) {axes = [0]} : f32[4]
+    %b = reduce_sum(%x) {axes = [1]} : f32[4]
+    return %a, %b
+  }
+}
+`);
+    expect(runPass("cse", before)).toBe(before);
+  });
+});
+
+describe("pass manager", () => {
+  it("names unknown passes and refuses --print-after for a pass not in the pipeline", () => {
+    expect(() => parsePassList("cse,fusion")).toThrow(/unknown pass 'fusion' \(available: dce, cse\)/);
+    const m = buildLing2(resolveCheckpoint(GOLDEN_DIR).config, "forward");
+    expect(() => runPasses(m, parsePassList("dce"), { printAfter: new Set(["cse"]) })).toThrow(/pass 'cse' is not in this pipeline/);
+  });
+
+  it("prints after the requested passes", () => {
+    const m = buildLing2(resolveCheckpoint(GOLDEN_DIR).config, "decode");
+    const printed: string[] = [];
+    runPasses(m, parsePassList("cse,dce"), { printAfter: "all", print: (t) => printed.push(t) });
+    expect(printed.map((p) => p.split("\n")[0])).toEqual(["// ----- IR after cse -----", "// ----- IR after dce -----"]);
+    expect(() => verifyModule(parseModule(printed[1]!, "after.lir"))).not.toThrow();
+  });
+
+  it("cse and dce preserve the golden model's numbers exactly", () => {
+    const spec = resolveCheckpoint(GOLDEN_DIR);
+    const before = buildLing2(spec.config, "forward");
+    const after = buildLing2(spec.config, "forward");
+    runPasses(after, parsePassList("cse,dce"), { verifyEach: true });
+    const ck = Checkpoint.open(spec.checkpointDir);
+    const w = bindCheckpoint([before, after], ck);
+    const ids = readAllSafetensors(GOLDEN_FILE)["input_ids"]!;
+    const a = interpret(before, { input_ids: ids }, w);
+    const b = interpret(after, { input_ids: ids }, w);
+    for (const k of Object.keys(a)) expect(tensorDiff(a[k]!, b[k]!), k).toBe(0);
+    ck.close();
+  });
+});

@@ -1,11 +1,19 @@
 /** Paths shared by the tests: the golden checkpoint and scratch folders. */
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll } from "vitest";
 
 export const ROOT = resolve(__dirname, "../..");
-export const GOLDEN_DIR = resolve(ROOT, "../shared/golden/ling-tiny");
+/** The golden checkpoint: $LINGC_GOLDEN_DIR, else shared/ inside or beside the checkout. */
+function findGolden(): string {
+  const candidates = [process.env["LINGC_GOLDEN_DIR"], resolve(ROOT, "shared/golden/ling-tiny"), resolve(ROOT, "../shared/golden/ling-tiny")];
+  const found = candidates.find((c) => c && existsSync(join(c, "golden.safetensors")));
+  if (!found) throw new Error(`golden checkpoint not found (looked in ${candidates.filter(Boolean).join(", ")}); set LINGC_GOLDEN_DIR`);
+  return found;
+}
+
+export const GOLDEN_DIR = findGolden();
 export const GOLDEN_FILE = join(GOLDEN_DIR, "golden.safetensors");
 
 /** A fresh temporary folder, removed after the test file finishes. */

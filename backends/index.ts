@@ -2,10 +2,11 @@
 import { LingcError, NotImplementedError } from "../ir/errors";
 import type { Backend } from "./backend";
 import { interpBackend } from "./interp";
+import { onnxBackend } from "./onnx/runtime";
 
 const BACKENDS: Record<string, Backend | undefined> = {
   interp: interpBackend,
-  onnx: undefined,
+  onnx: onnxBackend,
   wgsl: undefined,
   cuda: undefined,
 };

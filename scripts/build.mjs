@@ -11,5 +11,7 @@ await build({
   format: "esm",
   sourcemap: true,
   logLevel: "warning",
+  // Native addons stay in node_modules and load at run time.
+  external: ["onnxruntime-node", "webgpu"],
   banner: { js: "import { createRequire as __lingcRequire } from 'node:module'; const require = __lingcRequire(import.meta.url);" },
 });

@@ -7,16 +7,18 @@ import "../../ir/ops";
 import { LingcError } from "../../ir/errors";
 import { helpText, parseArgs, UsageError } from "./args";
 import type { Command } from "./commands/command";
+import { compare } from "./commands/compare";
 import { compile } from "./commands/compile";
 import { generate } from "./commands/generate";
 import { info } from "./commands/info";
+import { onnxBind } from "./commands/onnx-bind";
 import { opt } from "./commands/opt";
 import { run } from "./commands/run";
 import { processIO, type CliIO } from "./io";
 
 export const VERSION = "0.1.0";
 
-const COMMANDS: Command[] = [info, compile, opt, run, generate];
+const COMMANDS: Command[] = [info, compile, opt, run, generate, compare, onnxBind];
 
 function mainHelp(): string {
   const lines = [

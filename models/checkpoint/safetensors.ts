@@ -218,7 +218,8 @@ function decode(buf: ArrayBuffer, dtype: DType, n: number, what: string) {
   return out;
 }
 
-function encode(t: Tensor): Uint8Array {
+/** The little-endian bytes of a tensor in its dtype (as safetensors and ONNX raw_data store them). */
+export function tensorBytes(t: Tensor): Uint8Array {
   const n = t.numel;
   switch (t.dtype) {
     case "f32":
@@ -257,7 +258,7 @@ export function writeSafetensors(path: string, tensors: Readonly<Record<string, 
   let off = 0;
   for (const name of names) {
     const t = tensors[name]!;
-    const bytes = encode(t);
+    const bytes = tensorBytes(t);
     header[name] = { dtype: TO_ST[t.dtype], shape: [...t.shape], data_offsets: [off, off + bytes.length] };
     blobs.push(bytes);
     off += bytes.length;

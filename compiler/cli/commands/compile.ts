@@ -1,11 +1,19 @@
 /** `lingc compile <model>`: traces a graph, runs the pass pipeline and writes the result. */
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { NotImplementedError } from "../../../ir/errors";
+import { LingcError, NotImplementedError } from "../../../ir/errors";
+import type { Module } from "../../../ir/module";
+import { parseModule } from "../../../ir/parse";
 import { printModule } from "../../../ir/print";
+import { verifyModule } from "../../../ir/verify";
+import { emitOnnx, DEFAULT_OPSET } from "../../../backends/onnx/emit";
+import { checkpointLayout, unboundLayout } from "../../../backends/onnx/weights";
+import { bindCheckpoint } from "../../../models/checkpoint/bind";
+import { Checkpoint } from "../../../models/checkpoint/checkpoint";
 import { buildLing2, graphKind, GRAPHS } from "../../../models/ling2";
 import { resolveModel } from "../../../models/resolve";
 import { parsePassList, runPasses } from "../../passes/manager";
-import { flag, str, type OptionSpec } from "../args";
+import { flag, int, str, type OptionSpec, type ParsedArgs } from "../args";
 import { writeFileAtomic } from "../io";
 import type { Command } from "./command";
 import { passOptions, PASS_OPTIONS, reportTimings } from "./pass-options";
@@ -17,28 +25,64 @@ export const compile: Command = {
   spec: {
     name: "compile",
     summary: "Traces a model graph into the IR, runs the pass pipeline and writes the output for a target.",
-    positionals: [{ name: "model", help: "a built-in config or a checkpoint folder" }],
+    positionals: [{ name: "model", help: "a built-in config, a checkpoint folder, or an IR text (.lir)" }],
     options: [
       { name: "graph", value: "NAME", help: "which graph (default forward)", choices: GRAPHS },
       { name: "target", value: "NAME", help: "output kind (default ir: writes <out>/<graph>.lir)", choices: TARGETS },
       { name: "out", value: "DIR", help: "output folder", required: true },
       { name: "passes", value: "LIST", help: `comma-separated passes (default ${DEFAULT_PIPELINE}; empty for none)` },
+      { name: "opset", value: "N", help: `ONNX opset for --target onnx (default ${DEFAULT_OPSET})` },
       ...PASS_OPTIONS,
     ] as OptionSpec[],
-    notes: ["example: lingc compile ling-1t --graph forward --target ir --out out/ling-1t --print-after=cse"],
+    notes: [
+      "examples: lingc compile ling-1t --graph forward --target ir --out out/ling-1t --print-after=cse",
+      "          lingc compile ../shared/golden/ling-tiny --target onnx --out out/tiny   (weights: zero-copy references into the checkpoint)",
+      "--target onnx writes <out>/<graph>.onnx. Compiled from a checkpoint folder, its external data points into that",
+      "folder's safetensors files (load it with the folder as ONNX Runtime's external-data folder, see README);",
+      "compiled from a built-in config, it is unbound until 'lingc onnx-bind' points it at a checkpoint.",
+    ],
   },
   async run(args, io) {
-    const graph = graphKind(str(args, "graph") ?? "forward");
     const target = str(args, "target") ?? "ir";
-    if (target !== "ir") throw new NotImplementedError(`--target ${target} (this build emits --target ir)`);
-    const passes = parsePassList(str(args, "passes") ?? DEFAULT_PIPELINE);
-    const { config } = resolveModel(args.positionals[0]!);
-    const m = buildLing2(config, graph);
-    const timings = runPasses(m, passes, passOptions(args, io));
+    if (target !== "ir" && target !== "onnx") throw new NotImplementedError(`--target ${target} (this build emits --target ir and --target onnx)`);
+    const { m, checkpointDir } = loadModule(args);
+    const timings = runPasses(m, parsePassList(str(args, "passes") ?? DEFAULT_PIPELINE), passOptions(args, io));
     if (flag(args, "time-passes")) reportTimings(timings, io);
-    const path = join(str(args, "out")!, `${graph}.lir`);
-    writeFileAtomic(path, printModule(m));
+    const out = str(args, "out")!;
+    let path: string;
+    if (target === "ir") {
+      path = join(out, `${m.name}.lir`);
+      writeFileAtomic(path, printModule(m));
+    } else {
+      path = join(out, `${m.name}.onnx`);
+      const ck = checkpointDir ? Checkpoint.open(checkpointDir) : undefined;
+      try {
+        if (ck) bindCheckpoint([m], ck);
+        writeFileAtomic(path, emitOnnx(m, { opset: int(args, "opset", 1), weights: ck ? checkpointLayout(ck) : unboundLayout() }).bytes);
+      } finally {
+        ck?.close();
+      }
+    }
     io.err(`wrote ${path}\n`);
     return 0;
   },
 };
+
+/** The module to compile: traced from a model (built-in or checkpoint folder), or read from a .lir file. */
+function loadModule(args: ParsedArgs): { m: Module; checkpointDir?: string } {
+  const arg = args.positionals[0]!;
+  if (arg.endsWith(".lir")) {
+    if (str(args, "graph")) throw new LingcError("--graph does not apply to an IR file (the module names its graph)");
+    let text: string;
+    try {
+      text = readFileSync(arg, "utf8");
+    } catch (e) {
+      throw new LingcError(`cannot read ${arg}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const m = parseModule(text, arg);
+    verifyModule(m);
+    return { m };
+  }
+  const spec = resolveModel(arg);
+  return { m: buildLing2(spec.config, graphKind(str(args, "graph") ?? "forward")), checkpointDir: spec.checkpointDir };
+}

@@ -1,0 +1,37 @@
+/**
+ * Binding an unbound ONNX model (emitted without a checkpoint) to a checkpoint once the weights
+ * exist: every `lingc-unbound/<tensor>` external-data entry is pointed at that tensor's bytes inside
+ * the checkpoint's safetensors files, after checking dtype and size. The graph is not touched.
+ */
+import { basename } from "node:path";
+import { LingcError } from "../../ir/errors";
+import type { Checkpoint } from "../../models/checkpoint/checkpoint";
+import { decodeModel, dtypeOfElem, onnx } from "./proto";
+import { UNBOUND_PREFIX } from "./weights";
+
+export function bindOnnx(bytes: Uint8Array, ck: Checkpoint, what = "the model"): Uint8Array {
+  const model = decodeModel(bytes);
+  let bound = 0;
+  for (const init of model.graph?.initializer ?? []) {
+    const loc = init.externalData?.find((e) => e.key === "location");
+    if (!loc?.value?.startsWith(UNBOUND_PREFIX)) continue;
+    const name = loc.value.slice(UNBOUND_PREFIX.length);
+    const e = ck.entry(name);
+    if (!e) throw new LingcError(`${ck.dir}: tensor "${name}" is missing (${what} needs it)`);
+    const dtype = dtypeOfElem(init.dataType ?? 0);
+    const length = Number(init.externalData!.find((x) => x.key === "length")?.value);
+    if (e.entry.dtype !== dtype || e.entry.end - e.entry.begin !== length) {
+      throw new LingcError(`${e.file.path}: tensor "${name}" (${e.entry.stDtype} [${e.entry.shape}]) does not match ${what}'s ${dtype} initializer of ${length} bytes`);
+    }
+    init.externalData = [
+      { key: "location", value: basename(e.file.path) },
+      { key: "offset", value: String(e.entry.begin) },
+      { key: "length", value: String(length) },
+    ];
+    bound++;
+  }
+  const meta = model.metadataProps.find((p) => p.key === "lingc.weights");
+  if (meta) meta.value = "checkpoint";
+  if (bound === 0) throw new LingcError(`${what} has no unbound weights (it is already bound to a checkpoint)`);
+  return onnx.ModelProto.encode(model).finish();
+}

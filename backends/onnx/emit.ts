@@ -1,0 +1,209 @@
+/**
+ * The ONNX emitter: an IR module's entry function becomes one ModelProto (standard ai.onnx ops).
+ * Calls are inlined with their scopes, so node names carry the full provenance
+ * (`model.layers.7.mlp.gate/TopK_123`) and doc strings the DSL line. Symbolic sizes become dim_params
+ * (B, S, P); the graph reads their values from the inputs' shapes. Weights are initializers with
+ * external data (see weights.ts); expert weights are one initializer per expert, concatenated in the
+ * graph (ONNX Runtime folds that at load), so each one can point into the checkpoint as stored.
+ */
+import type { Dim } from "../../ir/dim";
+import { isFp8 } from "../../ir/dtype";
+import { LingcError, formatPos } from "../../ir/errors";
+import { Func, Module, Op, Value, isStackedWeight, joinScope } from "../../ir/module";
+import { TensorType } from "../../ir/types";
+import { unifyTypes } from "../../ir/unify";
+import { expertNames } from "../../ir/weights";
+import { GraphBuilder, Names } from "./graph";
+import { LOWERINGS, type LowerCtx } from "./lower";
+import { elemType, encodeModel, valueInfo, type ModelProto, type OnnxDim, type TensorProto } from "./proto";
+import type { WeightLayout } from "./weights";
+
+export const DEFAULT_OPSET = 23;
+export const MIN_OPSET = 18;
+/** ONNX Runtime 1.30 refuses opset 27 (../shared/TOOLCHAIN.md). */
+export const MAX_OPSET = 26;
+
+export interface OnnxEmitOptions {
+  opset?: number;
+  weights: WeightLayout;
+  /** Also output every named IR value (for `lingc compare`). */
+  exposeNamed?: boolean;
+  /** Cast non-f32 float inputs and outputs to f32 at the graph boundary (the Node binding cannot pass bf16). */
+  f32Boundary?: boolean;
+}
+
+export interface EmittedOnnx {
+  bytes: Uint8Array;
+  /** Output names that expose named IR values, mapped to those values' full names. */
+  exposed: Map<string, string>;
+}
+
+function onnxDims(t: TensorType): OnnxDim[] {
+  return t.shape.map((d) => (d.isConst() ? d.value! : d.toString()));
+}
+
+/** Ops whose ONNX lowering multiplies matrices, which ONNX does not define on fp8 operands. */
+const MATMUL_OPS = new Set(["linear", "matmul", "grouped_linear", "attention"]);
+
+class Emitter {
+  readonly names = new Names();
+  readonly g = new GraphBuilder(this.names);
+  readonly memo = new Map<string, string[]>();
+  readonly weightNames = new Map<string, string>();
+  readonly exposed = new Map<string, string>();
+
+  constructor(
+    readonly m: Module,
+    readonly opset: number,
+    readonly opts: OnnxEmitOptions,
+  ) {}
+
+  where(op: Op): string {
+    return op.loc ? ` at ${formatPos(op.loc)}` : op.textPos ? ` at ${formatPos(op.textPos)}` : "";
+  }
+
+  checkExpressible(op: Op, scope: string, types: TensorType[]): void {
+    const what = `op '${op.opName}'${scope ? ` in ${scope}` : ""}${this.where(op)}`;
+    for (const t of types) {
+      if (isFp8(t.dtype) && this.opset < 19) throw new LingcError(`${what}: dtype ${t.dtype} needs ONNX opset 19 or later (chosen: ${this.opset})`);
+      if (t.quant) throw new LingcError(`${what}: scaled fp8 tensors (${t}) cannot be expressed in ONNX directly; dequantize them first`);
+      if (isFp8(t.dtype) && MATMUL_OPS.has(op.opName)) {
+        throw new LingcError(`${what}: ONNX MatMul does not take ${t.dtype} operands; cast to a wider dtype (or dequantize) first`);
+      }
+    }
+    if (!LOWERINGS[op.opName] && op.opName !== "call") throw new LingcError(`${what}: no ONNX lowering for this op`);
+  }
+
+  weight(full: string, type: TensorType): string {
+    const hit = this.weightNames.get(full);
+    if (hit) return hit;
+    const shape = type.shape.map((d) => d.value!);
+    let name: string;
+    if (isStackedWeight(full)) {
+      const parts = expertNames(full, shape[0]!).map((n) => this.initializer(n, type.withShape(type.shape.slice(1)), [1, ...shape.slice(1)]));
+      name = this.g.one("Concat", parts, { axis: 0 }, { scope: full });
+    } else {
+      name = this.initializer(full, type, shape);
+    }
+    this.weightNames.set(full, name);
+    return name;
+  }
+
+  /** An external-data initializer for checkpoint tensor `name` (stored as `type`), declared with `dims`. */
+  initializer(name: string, type: TensorType, dims: number[]): string {
+    const ref = this.opts.weights.ref(name, type);
+    const t: TensorProto = {
+      name: this.names.reserve(name),
+      dataType: elemType(type.dtype),
+      dims,
+      dataLocation: 1,
+      externalData: [
+        { key: "location", value: ref.location },
+        { key: "offset", value: String(ref.offset) },
+        { key: "length", value: String(ref.length) },
+      ],
+    };
+    this.g.initializers.push(t);
+    return name;
+  }
+
+  func(f: Func, args: string[], prefix: string, subst: ReadonlyMap<string, Dim>): string[] {
+    const env = new Map<Value, string>();
+    f.params.forEach((p, i) => env.set(p, args[i]!));
+    const tr = (t: TensorType) => new TensorType(t.dtype, t.shape.map((d) => d.substitute(subst)), t.quant);
+    const get = (v: Value): string => {
+      const hit = env.get(v);
+      if (hit !== undefined) return hit;
+      const w = this.weight(joinScope(prefix, v.name!), v.type);
+      env.set(v, w);
+      return w;
+    };
+    for (const op of f.body) {
+      const scope = joinScope(prefix, op.scope);
+      const ins = op.operands.map(get);
+      const outTypes = op.results.map((r) => tr(r.type));
+      this.checkExpressible(op, scope, [...op.operands.map((v) => v.type), ...op.results.map((r) => r.type)]);
+      let outs: string[];
+      if (op.opName === "call") {
+        const callee = this.m.getFunc(op.callee!)!;
+        const u = unifyTypes(
+          callee.params.map((p) => p.type),
+          op.operands.map((v) => v.type),
+          callee.params.map((p) => p.name!),
+        );
+        if ("problem" in u) throw new LingcError(`call to @${callee.name}${this.where(op)}: ${u.problem}`);
+        const inner = new Map<string, Dim>();
+        for (const [k, v] of u.bindings) inner.set(k, v.substitute(subst));
+        outs = this.func(callee, ins, scope, inner);
+      } else {
+        outs = op.results.map((r) => this.names.fresh(r.name !== undefined ? joinScope(prefix, r.name) : `${scope ? `${scope}/` : ""}${op.opName}`));
+        const c: LowerCtx = {
+          g: this.g,
+          op,
+          ins,
+          inTypes: op.operands.map((v) => tr(v.type)),
+          outTypes,
+          out: outs,
+          meta: { scope: scope || op.opName, doc: op.loc ? formatPos(op.loc) : undefined },
+          opset: this.opset,
+          memo: this.memo,
+          fail: (msg) => {
+            throw new LingcError(`op '${op.opName}'${this.where(op)}: ${msg}`);
+          },
+        };
+        LOWERINGS[op.opName]!(c);
+      }
+      op.results.forEach((r, i) => {
+        env.set(r, outs[i]!);
+        if (this.opts.exposeNamed && r.name !== undefined) {
+          const full = joinScope(prefix, r.name);
+          if (!this.exposed.has(outs[i]!) && ![...this.exposed.values()].includes(full)) {
+            this.exposed.set(outs[i]!, full);
+            this.g.outputs.push(valueInfo(outs[i]!, outTypes[i]!.dtype, onnxDims(outTypes[i]!)));
+          }
+        }
+      });
+    }
+    return f.results.map((r) => get(r.value));
+  }
+
+  run(entry: Func): EmittedOnnx {
+    const boundary = (t: TensorType) => (this.opts.f32Boundary && t.dtype !== "f32" && ["bf16", "f16"].includes(t.dtype) ? "f32" : t.dtype);
+    for (const r of entry.results) this.names.reserve(r.name!);
+    const args = entry.params.map((p) => {
+      const name = this.names.reserve(p.name!);
+      this.g.inputs.push(valueInfo(name, boundary(p.type), onnxDims(p.type)));
+      p.type.shape.forEach((d, axis) => {
+        if (d.symbol) this.g.bindSymbol(d.symbol, name, axis);
+      });
+      return boundary(p.type) === p.type.dtype ? name : this.g.one("Cast", [name], { to: elemType(p.type.dtype) }, { scope: "inputs" });
+    });
+    const outs = this.func(entry, args, "", new Map());
+    entry.results.forEach((r, i) => {
+      const t = r.value.type;
+      const dt = boundary(t);
+      if (dt !== t.dtype) this.g.node("Cast", [outs[i]!], [r.name!], { to: elemType(dt) }, { scope: "outputs" });
+      else this.g.node("Identity", [outs[i]!], [r.name!], {}, { scope: "outputs" });
+      this.g.outputs.splice(i, 0, valueInfo(r.name!, dt, onnxDims(t)));
+    });
+    const model: ModelProto = {
+      irVersion: 10,
+      opsetImport: [{ domain: "", version: this.opset }],
+      producerName: "lingc",
+      producerVersion: "0.1.0",
+      graph: { ...this.g.graph(this.m.name), docString: `lingc: graph '${this.m.name}' of ${this.m.attrs["model"] ?? "a module"}` },
+      metadataProps: Object.entries({ "lingc.graph": this.m.name, "lingc.model": this.m.attrs["model"] ?? "", "lingc.weights": this.opts.weights.describe }).map(([key, value]) => ({ key, value })),
+    };
+    return { bytes: encodeModel(model), exposed: this.exposed };
+  }
+}
+
+export function emitOnnx(m: Module, opts: OnnxEmitOptions): EmittedOnnx {
+  const opset = opts.opset ?? DEFAULT_OPSET;
+  if (!Number.isInteger(opset) || opset < MIN_OPSET || opset > MAX_OPSET) {
+    throw new LingcError(`ONNX opset ${opset} is not supported: lingc emits opsets ${MIN_OPSET} to ${MAX_OPSET} (ONNX Runtime 1.30 accepts up to ${MAX_OPSET})`);
+  }
+  const entry = m.entry;
+  if (!entry) throw new LingcError(`module @${m.name} has no entry function @${m.name} to export`);
+  return new Emitter(m, opset, opts).run(entry);
+}

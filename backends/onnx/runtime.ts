@@ -1,0 +1,125 @@
+/**
+ * Running emitted ONNX models with onnxruntime-node (CPU). Models are loaded from memory with the
+ * checkpoint folder as ONNX Runtime's external-data folder, so the weights are read straight from
+ * the checkpoint's safetensors files.
+ */
+import type * as OrtTypes from "onnxruntime-node";
+import { LingcError } from "../../ir/errors";
+import type { DType } from "../../ir/dtype";
+import type { Module } from "../../ir/module";
+import { Tensor } from "../../ir/tensor";
+import { bindCheckpoint } from "../../models/checkpoint/bind";
+import { Checkpoint } from "../../models/checkpoint/checkpoint";
+import { buildLing2 } from "../../models/ling2";
+import type { Backend, GraphRunner, LoadedModel } from "../backend";
+import { emitOnnx } from "./emit";
+import { checkpointLayout } from "./weights";
+
+type Ort = typeof OrtTypes;
+type OrtTensor = OrtTypes.Tensor;
+type OrtSession = OrtTypes.InferenceSession;
+
+let ortModule: Promise<Ort> | undefined;
+
+/** onnxruntime-node, loaded on first use so that commands that do not run ONNX never load its native library. */
+export function loadOrt(): Promise<Ort> {
+  ortModule ??= import("onnxruntime-node").then((m) => ((m as unknown as { default?: Ort }).default ?? m) as Ort);
+  return ortModule;
+}
+
+const TO_ORT: Partial<Record<DType, OrtTypes.Tensor.Type>> = { f32: "float32", i64: "int64", i32: "int32", bool: "bool", u8: "uint8" };
+
+export function toOrt(ort: Ort, t: Tensor): OrtTensor {
+  const type = TO_ORT[t.dtype];
+  if (!type) throw new LingcError(`the ONNX Runtime binding cannot take ${t.dtype} tensors`);
+  const n = t.numel;
+  const dims = [...t.shape];
+  switch (t.dtype) {
+    case "f32":
+      return new ort.Tensor("float32", Float32Array.from(t.data), dims);
+    case "i64":
+      return new ort.Tensor("int64", BigInt64Array.from(t.data, (v) => BigInt(v)), dims);
+    case "i32":
+      return new ort.Tensor("int32", Int32Array.from(t.data), dims);
+    case "bool":
+      return new ort.Tensor("bool", Uint8Array.from(t.data), dims);
+    default:
+      return new ort.Tensor("uint8", Uint8Array.from(t.data.subarray(0, n)), dims);
+  }
+}
+
+export function fromOrt(t: OrtTensor, name: string): Tensor {
+  const shape = t.dims.map(Number);
+  switch (t.type) {
+    case "float32":
+      return new Tensor("f32", shape, Float32Array.from(t.data as Float32Array));
+    case "int64":
+      return new Tensor("i64", shape, Float64Array.from(t.data as BigInt64Array, (v) => Number(v)));
+    case "int32":
+      return new Tensor("i32", shape, Float64Array.from(t.data as Int32Array));
+    case "bool":
+    case "uint8":
+      return new Tensor(t.type === "bool" ? "bool" : "u8", shape, Float64Array.from(t.data as Uint8Array));
+    default:
+      throw new LingcError(`ONNX output '${name}' has type ${t.type}, which lingc does not read back`);
+  }
+}
+
+export async function createSession(bytes: Uint8Array, weightsDir: string): Promise<OrtSession> {
+  const ort = await loadOrt();
+  try {
+    return await ort.InferenceSession.create(bytes, {
+      graphOptimizationLevel: "all",
+      extra: { session: { model_external_initializers_file_folder_path: weightsDir } },
+    });
+  } catch (e) {
+    throw new LingcError(`ONNX Runtime could not load the model: ${(e as Error).message.split("\n")[0]}`);
+  }
+}
+
+/** A runner over an ONNX session; `observed` sessions also output every named IR value. */
+export function sessionRunner(m: Module, ck: Checkpoint, weightsDir: string): GraphRunner {
+  let plain: Promise<OrtSession> | undefined;
+  let exposedSession: Promise<{ s: OrtSession; exposed: Map<string, string> }> | undefined;
+  return {
+    async run(inputs, observe) {
+      const ort = await loadOrt();
+      const feeds: Record<string, OrtTensor> = {};
+      for (const [k, v] of Object.entries(inputs)) feeds[k] = toOrt(ort, v);
+      let session: OrtSession;
+      let exposed = new Map<string, string>();
+      if (observe) {
+        exposedSession ??= (async () => {
+          const e = emitOnnx(m, { weights: checkpointLayout(ck), exposeNamed: true, f32Boundary: true });
+          return { s: await createSession(e.bytes, weightsDir), exposed: e.exposed };
+        })();
+        ({ s: session, exposed } = await exposedSession);
+      } else {
+        plain ??= createSession(emitOnnx(m, { weights: checkpointLayout(ck), f32Boundary: true }).bytes, weightsDir);
+        session = await plain;
+      }
+      const results = await session.run(feeds);
+      const out: Record<string, Tensor> = {};
+      for (const r of m.entry!.results) out[r.name!] = fromOrt(results[r.name!]!, r.name!);
+      if (observe) for (const [onnxName, irName] of exposed) if (results[onnxName]) observe(irName, fromOrt(results[onnxName]!, onnxName));
+      return out;
+    },
+  };
+}
+
+export const onnxBackend: Backend = {
+  name: "onnx",
+  summary: "ONNX (standard ai.onnx ops, opset 23) run by ONNX Runtime on the CPU",
+  async load(config, checkpointDir): Promise<LoadedModel> {
+    const forward = buildLing2(config, "forward");
+    const decode = buildLing2(config, "decode");
+    const ck = Checkpoint.open(checkpointDir);
+    try {
+      bindCheckpoint([forward, decode], ck);
+      return { config, forward: sessionRunner(forward, ck, checkpointDir), decode: sessionRunner(decode, ck, checkpointDir), close: () => ck.close() };
+    } catch (e) {
+      ck.close();
+      throw e;
+    }
+  },
+};

@@ -1,0 +1,96 @@
+/**
+ * `lingc compare <checkpoint> --backends a,b`: runs the forward graph on two backends, and for every
+ * named IR value both expose prints the max abs and relative error, naming the first value (in
+ * execution order) that exceeds the tolerance. Exit code 3 when one does.
+ */
+import { LingcError } from "../../../ir/errors";
+import type { Tensor } from "../../../ir/tensor";
+import { BACKEND_NAMES, getBackend } from "../../../backends";
+import { resolveCheckpoint } from "../../../models/resolve";
+import { str } from "../args";
+import type { Command } from "./command";
+import { readInputIds } from "./run";
+
+export interface ValueDiff {
+  name: string;
+  shape: readonly number[];
+  maxAbs: number;
+  maxRel: number;
+  over: boolean;
+}
+
+export function diffValues(order: string[], a: Record<string, Tensor>, b: Record<string, Tensor>, tolerance: number): ValueDiff[] {
+  const out: ValueDiff[] = [];
+  for (const name of order) {
+    const x = a[name];
+    const y = b[name];
+    if (!x || !y) continue;
+    if (x.shape.join(",") !== y.shape.join(",")) {
+      out.push({ name, shape: x.shape, maxAbs: Infinity, maxRel: Infinity, over: true });
+      continue;
+    }
+    let maxAbs = 0;
+    let scale = 0;
+    for (let i = 0; i < x.numel; i++) {
+      const d = Math.abs(x.data[i]! - y.data[i]!);
+      if (!(d <= maxAbs)) maxAbs = d;
+      scale = Math.max(scale, Math.abs(x.data[i]!));
+    }
+    const maxRel = maxAbs === 0 ? 0 : maxAbs / Math.max(scale, 1e-30);
+    out.push({ name, shape: x.shape, maxAbs, maxRel, over: !(maxAbs <= tolerance) });
+  }
+  return out;
+}
+
+export const compare: Command = {
+  spec: {
+    name: "compare",
+    summary: "Runs the forward graph on two backends and compares every named value both expose (max abs and relative error), naming the first that exceeds the tolerance.",
+    positionals: [{ name: "checkpoint", help: "a checkpoint folder (config.json + *.safetensors)" }],
+    options: [
+      { name: "backends", value: "A,B", help: `two backends (from ${BACKEND_NAMES.join(", ")}); the first is the reference`, required: true },
+      { name: "input", value: "FILE", help: "safetensors file with input_ids (int64 [B, S])", required: true },
+      { name: "tolerance", value: "X", help: "max abs error allowed (default 1e-4)" },
+    ],
+    notes: ["exit code: 0 when every shared value is within the tolerance, 3 when one is not"],
+  },
+  async run(args, io) {
+    const names = str(args, "backends")!.split(",").map((s) => s.trim());
+    if (names.length !== 2) throw new LingcError(`--backends needs two backends separated by a comma, got '${str(args, "backends")}'`);
+    const tolText = str(args, "tolerance") ?? "1e-4";
+    const tolerance = Number(tolText);
+    if (!(tolerance >= 0)) throw new LingcError(`--tolerance must be a non-negative number, got '${tolText}'`);
+    const spec = resolveCheckpoint(args.positionals[0]!);
+    const ids = readInputIds(str(args, "input")!, spec.config.vocabSize);
+    const results: Record<string, Tensor>[] = [];
+    const order: string[] = [];
+    for (const [i, name] of names.entries()) {
+      const model = await getBackend(name).load(spec.config, spec.checkpointDir);
+      try {
+        const seen: Record<string, Tensor> = {};
+        const out = await model.forward.run({ input_ids: ids }, (n, t) => {
+          seen[n] = t;
+          if (i === 0) order.push(n);
+        });
+        for (const [k, v] of Object.entries(out)) if (!seen[k]) (seen[k] = v), i === 0 && order.push(k);
+        results.push(seen);
+      } finally {
+        model.close();
+      }
+    }
+    const diffs = diffValues(order, results[0]!, results[1]!, tolerance);
+    if (diffs.length === 0) throw new LingcError(`${names[0]} and ${names[1]} expose no value in common`);
+    const w = Math.max(...diffs.map((d) => d.name.length));
+    io.out(`${"value".padEnd(w)}  ${"shape".padEnd(16)}  ${"max abs".padStart(10)}  ${"max rel".padStart(10)}\n`);
+    for (const d of diffs) {
+      io.out(`${d.name.padEnd(w)}  ${`[${d.shape.join(", ")}]`.padEnd(16)}  ${d.maxAbs.toExponential(2).padStart(10)}  ${d.maxRel.toExponential(2).padStart(10)}${d.over ? "  OVER" : ""}\n`);
+    }
+    const first = diffs.find((d) => d.over);
+    if (first) {
+      io.out(`first value over tolerance ${tolerance}: ${first.name} (max abs ${first.maxAbs.toExponential(3)})\n`);
+      return 3;
+    }
+    io.out(`all ${diffs.length} values ${names[0]} and ${names[1]} share are within ${tolerance}\n`);
+    return 0;
+  },
+};

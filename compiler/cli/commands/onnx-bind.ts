@@ -1,0 +1,38 @@
+/** `lingc onnx-bind <model.onnx> <checkpoint>`: points an unbound ONNX model's weights into a checkpoint. */
+import { readFileSync } from "node:fs";
+import { LingcError } from "../../../ir/errors";
+import { bindOnnx } from "../../../backends/onnx/bind";
+import { Checkpoint } from "../../../models/checkpoint/checkpoint";
+import { resolveCheckpoint } from "../../../models/resolve";
+import { str } from "../args";
+import { writeFileAtomic } from "../io";
+import type { Command } from "./command";
+
+export const onnxBind: Command = {
+  spec: {
+    name: "onnx-bind",
+    summary: "Binds an ONNX model compiled without weights (lingc compile <built-in> --target onnx) to a checkpoint: its external data then points into the checkpoint's safetensors files, with no copy.",
+    positionals: [
+      { name: "model.onnx", help: "the unbound model" },
+      { name: "checkpoint", help: "a checkpoint folder (config.json + *.safetensors)" },
+    ],
+    options: [{ name: "out", value: "FILE", help: "where to write the bound model", required: true }],
+  },
+  async run(args, io) {
+    const [file, ckArg] = args.positionals as [string, string];
+    let bytes: Uint8Array;
+    try {
+      bytes = readFileSync(file);
+    } catch (e) {
+      throw new LingcError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const ck = Checkpoint.open(resolveCheckpoint(ckArg).checkpointDir);
+    try {
+      writeFileAtomic(str(args, "out")!, bindOnnx(bytes, ck, file));
+    } finally {
+      ck.close();
+    }
+    io.err(`wrote ${str(args, "out")} (weights in ${ck.dir})\n`);
+    return 0;
+  },
+};

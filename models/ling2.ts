@@ -107,7 +107,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
         const up = op.groupedLinear(rows, weight("*.up_proj.weight", [E, I, H], dt), offsets);
         return op.groupedLinear(op.mul(op.silu(gate), up), weight("*.down_proj.weight", [E, H, I], dt), offsets);
       });
-      let out = op.reshape(op.moeCombine(y, order, r.weights), [B, S, H]);
+      let out = op.reshape(op.moeCombine(y, order, r.weights).as("routed"), [B, S, H]);
       if (cfg.numSharedExperts > 0) out = op.add(out, scope("shared_experts", () => swiglu(x, I * cfg.numSharedExperts)));
       return out;
     });

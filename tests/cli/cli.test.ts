@@ -131,7 +131,7 @@ describe("usage errors", () => {
       [["run", "ling-tiny", "--input", GOLDEN_FILE, "--out", join(dir, "x.safetensors")], /built-in config with no weights/],
       [["run", GOLDEN_DIR, "--input", join(GOLDEN_DIR, "config.json"), "--out", join(dir, "x.safetensors")], /config\.json: header length/],
       [["generate", GOLDEN_DIR, "--prompt", "1,512", "--max-new-tokens", "2"], /prompt 1, token 2: id 512 is not in the vocabulary \(0\.\.511\)/],
-      [["run", GOLDEN_DIR, "--backend", "onnx", "--input", GOLDEN_FILE, "--out", join(dir, "x.safetensors")], /not implemented: the onnx backend/],
+      [["run", GOLDEN_DIR, "--backend", "wgsl", "--input", GOLDEN_FILE, "--out", join(dir, "x.safetensors")], /not implemented: the wgsl backend/],
     ];
     for (const [argv, message] of cases) {
       const r = await cli(...argv);

@@ -100,14 +100,14 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       const tokens = op.reshape(x, [B.mul(S), H]);
       const r = router(tokens);
       r.idx.as("topk_idx");
-      const { order, offsets } = op.moeDispatch(r.idx, E);
+      const { order, offsets, rowOf } = op.moeDispatch(r.idx, E);
       const rows = op.moePermute(tokens, order, K);
       const y = scope("experts", () => {
         const gate = op.groupedLinear(rows, weight("*.gate_proj.weight", [E, I, H], dt), offsets);
         const up = op.groupedLinear(rows, weight("*.up_proj.weight", [E, I, H], dt), offsets);
         return op.groupedLinear(op.mul(op.silu(gate), up), weight("*.down_proj.weight", [E, H, I], dt), offsets);
       });
-      let out = op.reshape(op.moeCombine(y, order, r.weights).as("routed"), [B, S, H]);
+      let out = op.reshape(op.moeCombine(y, rowOf, r.weights).as("routed"), [B, S, H]);
       if (cfg.numSharedExperts > 0) out = op.add(out, scope("shared_experts", () => swiglu(x, I * cfg.numSharedExperts)));
       return out;
     });

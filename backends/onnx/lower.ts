@@ -178,6 +178,10 @@ function moeDispatch(c: LowerCtx): void {
   const n = c.g.one("Shape", [flat], {}, c.meta);
   const [, order] = c.g.node("TopK", [neg, n], 2, { axis: 0, largest: 1, sorted: 1 }, c.meta);
   c.g.node("Cast", [order!], [c.out[0]!], { to: 6 }, c.meta);
+  // row_of[pair] = the row that pair landed in (the inverse permutation).
+  const positions = c.g.one("Range", [c.g.constant(Tensor.from("i64", [], [0])), c.g.one("Squeeze", [n, c.g.i64([0])], {}, c.meta), c.g.constant(Tensor.from("i64", [], [1]))], {}, c.meta);
+  const rowOf = c.g.one("ScatterElements", [c.g.one("ConstantOfShape", [n], { value: fill("i64", [1], [0]) }, c.meta), order!, positions], { axis: 0 }, c.meta);
+  c.g.node("Cast", [rowOf], [c.out[2]!], { to: 6 }, c.meta);
   const ones = c.g.one("ConstantOfShape", [n], { value: fill("i64", [1], [1]) }, c.meta);
   const counts = c.g.one("ScatterElements", [c.g.constant(Tensor.zeros("i64", [E])), flat, ones], { axis: 0, reduction: "add" }, c.meta);
   const ends = c.g.one("CumSum", [counts, c.g.constant(Tensor.from("i64", [], [0]))], {}, c.meta);
@@ -234,17 +238,10 @@ function groupedLinear(c: LowerCtx): void {
 }
 
 function moeCombine(c: LowerCtx): void {
-  const [y, order, weights] = c.ins as [string, string, string];
+  const [y, rowOf, weights] = c.ins as [string, string, string];
   const dt = c.outTypes[0]!.dtype;
   const K = c.inTypes[2]!.shape[1]!.value!;
   const H = c.inTypes[0]!.shape[1]!.value!;
-  const ord = c.g.one("Cast", [order], { to: 7 }, c.meta);
-  const n = c.g.one("Shape", [ord], {}, c.meta);
-  const zero = c.g.constant(Tensor.from("i64", [], [0]));
-  const one = c.g.constant(Tensor.from("i64", [], [1]));
-  const positions = c.g.one("Range", [zero, c.g.one("Squeeze", [n, c.g.i64([0])], {}, c.meta), one], {}, c.meta);
-  // rowOf[pair] = the row of y that holds that (token, slot) pair.
-  const rowOf = c.g.one("ScatterElements", [c.g.one("ConstantOfShape", [n], { value: fill("i64", [1], [0]) }, c.meta), ord, positions], { axis: 0 }, c.meta);
   const pairs = c.g.one("Reshape", [c.g.one("Gather", [y, rowOf], { axis: 0 }, c.meta), c.g.i64([-1, K, H])], {}, c.meta);
   const weighted = c.g.one("Mul", [castTo(c, pairs, dt, "f32"), c.g.one("Unsqueeze", [weights, c.g.i64([-1])], {}, c.meta)], {}, c.meta);
   const summed = c.g.one("ReduceSum", [weighted, c.g.i64([1])], { keepdims: 0 }, c.meta);

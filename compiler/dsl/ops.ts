@@ -59,10 +59,10 @@ export function groupTopk(scores: Tensor, o: { k: number; groups: number; topkGr
   return emit1("group_topk", [scores], { k: o.k, groups: o.groups, topk_groups: o.topkGroups, group_score_topk: o.groupScoreTopk });
 }
 export const takeAlong = (x: Tensor, idx: Tensor) => emit1("take_along", [x, idx]);
-export function moeDispatch(idx: Tensor, numExperts: number): { order: Tensor; offsets: Tensor } {
-  const [order, offsets] = emit("moe_dispatch", [idx], { num_experts: numExperts });
-  return { order: order!, offsets: offsets! };
+export function moeDispatch(idx: Tensor, numExperts: number): { order: Tensor; offsets: Tensor; rowOf: Tensor } {
+  const [order, offsets, rowOf] = emit("moe_dispatch", [idx], { num_experts: numExperts });
+  return { order: order!, offsets: offsets!, rowOf: rowOf! };
 }
 export const moePermute = (x: Tensor, order: Tensor, k: number) => emit1("moe_permute", [x, order], { k });
 export const groupedLinear = (x: Tensor, w: Tensor, offsets: Tensor) => emit1("grouped_linear", [x, w, offsets]);
-export const moeCombine = (y: Tensor, order: Tensor, weights: Tensor) => emit1("moe_combine", [y, order, weights]);
+export const moeCombine = (y: Tensor, rowOf: Tensor, weights: Tensor) => emit1("moe_combine", [y, rowOf, weights]);

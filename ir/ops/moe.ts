@@ -1,9 +1,10 @@
 /**
  * Mixture-of-experts as first-class ops (DESIGN principle 8). Routing selects experts with
- * `group_topk`; `moe_dispatch` sorts the (token, slot) pairs by expert; `moe_permute` gathers the
- * tokens in that order; `grouped_linear` runs each expert's contiguous rows through that expert's
- * weights only (no dense all-experts compute); `moe_combine` scatters the rows back and sums each
- * token's experts weighted by its routing weights, in fp32 as HF's moe_infer does.
+ * `group_topk`; `moe_dispatch` sorts the (token, slot) pairs by expert (and records where each pair
+ * landed); `moe_permute` gathers the tokens in that order; `grouped_linear` runs each expert's
+ * contiguous rows through that expert's weights only (no dense all-experts compute); `moe_combine`
+ * reads each token's rows back and sums them weighted by its routing weights, in fp32 as HF's
+ * moe_infer does.
  */
 import { Dim } from "../dim";
 import { isFloat, isInt } from "../dtype";
@@ -114,7 +115,7 @@ defineOp({
 defineOp({
   name: "moe_dispatch",
   summary:
-    "sorts the T*K (token, slot) pairs by chosen expert: `order` lists pair indices t*K+j grouped by expert, `offsets[e]..offsets[e+1]` is expert e's range",
+    "sorts the T*K (token, slot) pairs by chosen expert: `order` lists pair indices t*K+j grouped by expert (stable), `offsets[e]..offsets[e+1]` is expert e's range, and `row_of[p]` is the row where pair p landed (the inverse of order)",
   operands: ["idx"],
   attrs: { num_experts: { kind: "int", doc: "number of experts E" } },
   infer([idx], attrs) {
@@ -122,7 +123,7 @@ defineOp({
     expectDtype(idx!, isInt, "moe_dispatch idx must be integers");
     const E = attr.int(attrs, "num_experts");
     if (!(E >= 1)) throw new OpError(`moe_dispatch: num_experts must be positive, got ${E}`);
-    return [new TensorType("i32", [idx!.numel()]), new TensorType("i32", [Dim.of(E + 1)])];
+    return [new TensorType("i32", [idx!.numel()]), new TensorType("i32", [Dim.of(E + 1)]), new TensorType("i32", [idx!.numel()])];
   },
   interpret([idx], attrs) {
     const E = attr.int(attrs, "num_experts");
@@ -137,8 +138,13 @@ defineOp({
     for (let e = 0; e < E; e++) offsets[e + 1] = offsets[e]! + counts[e + 1]!;
     const fill = Array.from(offsets.subarray(0, E));
     const order = allocData("i32", n);
-    for (let i = 0; i < n; i++) order[fill[idx!.data[i]!]!++] = i;
-    return [new Tensor("i32", [n], order), new Tensor("i32", [E + 1], offsets)];
+    const rowOf = allocData("i32", n);
+    for (let i = 0; i < n; i++) {
+      const r = fill[idx!.data[i]!]!++;
+      order[r] = i;
+      rowOf[i] = r;
+    }
+    return [new Tensor("i32", [n], order), new Tensor("i32", [E + 1], offsets), new Tensor("i32", [n], rowOf)];
   },
 });
 
@@ -216,29 +222,27 @@ defineOp({
 
 defineOp({
   name: "moe_combine",
-  summary: "out[t] = sum_j weights[t, j] * y[row of pair t*K+j], accumulated in fp32 in slot order, then cast to y's dtype",
-  operands: ["y", "order", "weights"],
+  summary: "out[t] = sum_j weights[t, j] * y[row_of[t*K+j]], accumulated in fp32 in slot order, then cast to y's dtype",
+  operands: ["y", "row_of", "weights"],
   attrs: {},
-  infer([y, order, weights]) {
+  infer([y, rowOf, weights]) {
     expectRank(y!, 2, "moe_combine y ([rows, hidden])");
-    expectRank(order!, 1, "moe_combine order");
+    expectRank(rowOf!, 1, "moe_combine row_of");
     expectRank(weights!, 2, "moe_combine weights ([tokens, k])");
-    expectDtype(order!, isInt, "moe_combine order must be integers");
+    expectDtype(rowOf!, isInt, "moe_combine row_of must be integers");
     expectDtype(y!, isFloat, "moe_combine y must be floats");
     if (weights!.dtype !== "f32") throw new OpError(`moe_combine weights must be f32 (the routing weights), got ${weights}`);
-    expectDims(order!.shape[0]!, y!.shape[0]!, "moe_combine: order and y rows differ");
+    expectDims(rowOf!.shape[0]!, y!.shape[0]!, "moe_combine: row_of and y rows differ");
     expectDims(weights!.numel(), y!.shape[0]!, "moe_combine: weights must have one entry per row of y");
     return [new TensorType(y!.dtype, [weights!.shape[0]!, y!.shape[1]!])];
   },
-  interpret([y, order, weights]) {
+  interpret([y, rowOf, weights]) {
     const [T, K] = weights!.shape as [number, number];
     const H = y!.shape[1]!;
     const n = T * K;
-    const rowOf = new Int32Array(n);
-    for (let r = 0; r < n; r++) {
-      const p = order!.data[r]!;
-      if (!(p >= 0 && p < n)) throw new OpError(`moe_combine: order entry ${p} is outside 0..${n - 1}`);
-      rowOf[p] = r;
+    for (let p = 0; p < n; p++) {
+      const r = rowOf!.data[p]!;
+      if (!(r >= 0 && r < n)) throw new OpError(`moe_combine: row_of entry ${r} is outside 0..${n - 1}`);
     }
     const out = allocData(y!.dtype, T * H);
     for (let t = 0; t < T; t++) {
@@ -246,7 +250,7 @@ defineOp({
         let acc = 0;
         for (let j = 0; j < K; j++) {
           const w = weights!.data[t * K + j]!;
-          acc = Math.fround(acc + Math.fround(w * y!.data[rowOf[t * K + j]! * H + h]!));
+          acc = Math.fround(acc + Math.fround(w * y!.data[rowOf!.data[t * K + j]! * H + h]!));
         }
         out[t * H + h] = roundTo(acc, y!.dtype);
       }

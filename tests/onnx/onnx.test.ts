@@ -94,7 +94,7 @@ describe("lingc compile --target onnx", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(seconds).toBeLessThan(10);
     const g = decodeModel(readFileSync(join(dir, "1t", "forward.onnx"))).graph!;
-    const dims = (v: (typeof g.input)[number]) => v.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue));
+    const dims = (v: NonNullable<typeof g.input>[number]) => v.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue));
     expect(dims(g.input![0]!)).toEqual(["B", "S"]);
     expect(g.output!.map((o) => o.name).slice(0, 3)).toEqual(["logits", "mtp_logits", "present.0.key"]);
     expect(dims(g.output![0]!)).toEqual(["B", "S", 157184]);

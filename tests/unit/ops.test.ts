@@ -34,12 +34,13 @@ describe("MoE ops", () => {
   const weights = rand(r, "f32", [T, K]);
 
   it("dispatch + permute + grouped_linear + combine equal each token's weighted sum over its chosen experts", () => {
-    const [order, offsets] = run("moe_dispatch", [idx], { num_experts: E });
+    const [order, offsets, rowOf] = run("moe_dispatch", [idx], { num_experts: E });
     expect(Array.from(offsets!.data)).toEqual([0, 3, 6, 8, 9, 10, 14]);
+    for (let r = 0; r < T * K; r++) expect(rowOf!.data[order!.data[r]!]).toBe(r);
     const rows = run("moe_permute", [x, order!], { k: K })[0]!;
     const y = run("grouped_linear", [rows, wg, offsets!])[0]!;
     // Combine needs [rows, H']: use the expert outputs (size I) directly as the hidden size.
-    const out = run("moe_combine", [y, order!, weights])[0]!;
+    const out = run("moe_combine", [y, rowOf!, weights])[0]!;
     const want: number[] = [];
     for (let t = 0; t < T; t++) {
       for (let o = 0; o < I; o++) {

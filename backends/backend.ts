@@ -21,8 +21,18 @@ export interface LoadedModel {
   close(): void;
 }
 
+/** Settings a backend may read (the others ignore them). */
+export interface BackendOptions {
+  /** Fusions to switch off (`--no-fuse`). */
+  noFuse?: string[];
+  /** WebGPU: the target profile, "baseline" (default) or "adapter". */
+  targetProfile?: string;
+  /** WebGPU: limit overrides NAME=VALUE. */
+  limits?: string[];
+}
+
 export interface Backend {
   name: string;
   summary: string;
-  load(config: LingConfig, checkpointDir: string): Promise<LoadedModel>;
+  load(config: LingConfig, checkpointDir: string, options?: BackendOptions): Promise<LoadedModel>;
 }

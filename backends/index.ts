@@ -3,11 +3,12 @@ import { LingcError, NotImplementedError } from "../ir/errors";
 import type { Backend } from "./backend";
 import { interpBackend } from "./interp";
 import { onnxBackend } from "./onnx/runtime";
+import { wgslBackend } from "./wgsl/backend";
 
 const BACKENDS: Record<string, Backend | undefined> = {
   interp: interpBackend,
   onnx: onnxBackend,
-  wgsl: undefined,
+  wgsl: wgslBackend,
   cuda: undefined,
 };
 

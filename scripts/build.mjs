@@ -2,7 +2,7 @@
 import { build } from "esbuild";
 
 await build({
-  entryPoints: { lingc: "compiler/cli/entry.ts", "bench-compile": "bench/compile.ts" },
+  entryPoints: { lingc: "compiler/cli/entry.ts", "bench-compile": "bench/compile.ts", "bench-wgsl": "bench/wgsl.ts" },
   outdir: "dist",
   outExtension: { ".js": ".mjs" },
   bundle: true,

@@ -9,9 +9,10 @@ import { printModule } from "../../ir/print";
 import { verifyModule } from "../../ir/verify";
 import { cse } from "./cse";
 import { dce } from "./dce";
-import type { Pass } from "./pass";
+import { fusion } from "./fusion";
+import { DEFAULT_PASS_CONTEXT, type Pass, type PassContext } from "./pass";
 
-export const PASSES: readonly Pass[] = [dce, cse];
+export const PASSES: readonly Pass[] = [dce, cse, fusion];
 
 export function getPass(name: string): Pass {
   const p = PASSES.find((x) => x.name === name);
@@ -30,6 +31,7 @@ export function parsePassList(list: string): Pass[] {
 
 export interface PassRunOptions {
   verifyEach?: boolean;
+  context?: PassContext;
   /** Pass names after which to print the module, or "all". */
   printAfter?: ReadonlySet<string> | "all";
   /** Where printed modules go (default: stdout). */
@@ -52,7 +54,7 @@ export function runPasses(m: Module, passes: readonly Pass[], opts: PassRunOptio
   const timings: PassTiming[] = [];
   for (const p of passes) {
     const t0 = performance.now();
-    p.run(m);
+    p.run(m, opts.context ?? DEFAULT_PASS_CONTEXT);
     timings.push({ name: p.name, ms: performance.now() - t0 });
     if (opts.verifyEach) {
       try {

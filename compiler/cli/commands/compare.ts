@@ -9,6 +9,7 @@ import { BACKEND_NAMES, getBackend } from "../../../backends";
 import { resolveCheckpoint } from "../../../models/resolve";
 import { str } from "../args";
 import type { Command } from "./command";
+import { BACKEND_OPTIONS, backendOptions } from "./backend-options";
 import { readInputIds } from "./run";
 
 export interface ValueDiff {
@@ -51,6 +52,7 @@ export const compare: Command = {
       { name: "backends", value: "A,B", help: `two backends (from ${BACKEND_NAMES.join(", ")}); the first is the reference`, required: true },
       { name: "input", value: "FILE", help: "safetensors file with input_ids (int64 [B, S])", required: true },
       { name: "tolerance", value: "X", help: "max abs error allowed (default 1e-4)" },
+      ...BACKEND_OPTIONS,
     ],
     notes: ["exit code: 0 when every shared value is within the tolerance, 3 when one is not"],
   },
@@ -65,7 +67,7 @@ export const compare: Command = {
     const results: Record<string, Tensor>[] = [];
     const order: string[] = [];
     for (const [i, name] of names.entries()) {
-      const model = await getBackend(name).load(spec.config, spec.checkpointDir);
+      const model = await getBackend(name).load(spec.config, spec.checkpointDir, backendOptions(args));
       try {
         const seen: Record<string, Tensor> = {};
         const out = await model.forward.run({ input_ids: ids }, (n, t) => {

@@ -4,6 +4,7 @@ import { greedyGenerate } from "../../../backends/generate";
 import { resolveCheckpoint } from "../../../models/resolve";
 import { int, str, UsageError } from "../args";
 import type { Command } from "./command";
+import { BACKEND_OPTIONS, backendOptions } from "./backend-options";
 
 /** "1,2,3;4,5" -> [[1,2,3],[4,5]] */
 export function parsePrompts(text: string): number[][] {
@@ -26,6 +27,7 @@ export const generate: Command = {
       { name: "backend", value: "NAME", help: "which backend runs the graphs (default interp)", choices: BACKEND_NAMES },
       { name: "prompt", value: "IDS", help: "token ids, comma separated; ';' between sequences", required: true },
       { name: "max-new-tokens", value: "N", help: "how many tokens to generate per sequence", required: true },
+      ...BACKEND_OPTIONS,
     ],
     notes: ["example: lingc generate ../shared/golden/ling-tiny --prompt '5,9,13;7,7,2' --max-new-tokens 6"],
   },
@@ -34,7 +36,7 @@ export const generate: Command = {
     const prompts = parsePrompts(str(args, "prompt")!);
     const maxNew = int(args, "max-new-tokens", 0)!;
     const backend = getBackend(str(args, "backend") ?? "interp");
-    const model = await backend.load(spec.config, spec.checkpointDir);
+    const model = await backend.load(spec.config, spec.checkpointDir, backendOptions(args));
     try {
       const t0 = performance.now();
       const r = await greedyGenerate(model, prompts, maxNew);

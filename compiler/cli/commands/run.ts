@@ -8,6 +8,7 @@ import { str } from "../args";
 import { ensureDir } from "../io";
 import { dirname } from "node:path";
 import type { Command } from "./command";
+import { BACKEND_OPTIONS, backendOptions } from "./backend-options";
 
 /** Glob patterns (`*` matches anything) for --observe. */
 function matcher(patterns: string | undefined): ((name: string) => boolean) | undefined {
@@ -40,6 +41,7 @@ export const run: Command = {
       { name: "input", value: "FILE", help: "safetensors file with input_ids (int64 [B, S])", required: true },
       { name: "out", value: "FILE", help: "safetensors file to write", required: true },
       { name: "observe", value: "PATTERNS", help: "also write these named internal values, e.g. 'hidden.*,model.layers.*.mlp.topk_idx'" },
+      ...BACKEND_OPTIONS,
     ],
   },
   async run(args, io) {
@@ -48,7 +50,7 @@ export const run: Command = {
     const ids = readInputIds(str(args, "input")!, spec.config.vocabSize);
     const outPath = str(args, "out")!;
     ensureDir(dirname(outPath));
-    const model = await backend.load(spec.config, spec.checkpointDir);
+    const model = await backend.load(spec.config, spec.checkpointDir, backendOptions(args));
     try {
       const want = matcher(str(args, "observe"));
       const observed: Record<string, Tensor> = {};

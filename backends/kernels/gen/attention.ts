@@ -1,0 +1,66 @@
+/**
+ * Attention, one thread per query row (batch, head, position): grouped KV heads, a causal mask
+ * aligned to the end of the key range (query i sits at position T-S+i), and an online softmax that
+ * keeps the running max, sum and output row in registers (the flash-attention recurrence), so the
+ * score row is never stored. With the output transpose fused, the result is written as
+ * [B, S, heads, d] directly.
+ */
+import type { Dim } from "../../../ir/dim";
+import type { Op, Value } from "../../../ir/module";
+import { product } from "../../../ir/dim";
+import * as K from "../kir";
+import type { Gen, GeneratedKernel } from "./context";
+
+export function attentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
+  const att = ops.find((o) => o.opName === "attention")!;
+  const transposed = ops.some((o) => o.opName === "transpose");
+  const outValue = ops[ops.length - 1]!.results[0]!;
+  const [q, k, v] = att.operands as [Value, Value, Value];
+  const a = att.attrs as Record<string, unknown>;
+  const scale = a["scale"] as number;
+  const causal = a["causal"] as boolean;
+  const dt = q.type.dtype;
+  const [Bd, nhD, Sd] = q.type.shape as [Dim, Dim, Dim];
+  const nh = nhD.value!;
+  const nkv = k.type.shape[1]!.value!;
+  const d = q.type.shape[3]!.value!;
+  const dv = v.type.shape[3]!.value!;
+  const rep = nh / nkv;
+  const kb = g.kb;
+  const S = g.size(Sd);
+  const T = g.size(k.type.shape[2]!);
+  const rowsDim = product([Bd, nhD, Sd]);
+  const row = kb.let("row", kb.gid);
+  kb.if(K.lt(row, g.size(rowsDim)), () => {
+    const i = kb.let("i", K.mod(row, S));
+    const bh = kb.let("bh", K.div(row, S));
+    const h = kb.let("h", K.mod(bh, K.i(nh)));
+    const b = kb.let("b", K.div(bh, K.i(nh)));
+    const kvh = kb.let("kvh", K.div(h, K.i(rep)));
+    const qBase = kb.let("qbase", K.mul(row, K.i(d)));
+    const kvRow = kb.let("kvrow", K.mul(K.add(K.mul(b, K.i(nkv)), kvh), T));
+    const visible = causal ? kb.let("visible", K.add(K.sub(T, S), K.add(i, K.i(1)))) : T;
+    const acc = kb.array("acc", "f32", dv);
+    kb.for("c", K.i(0), K.i(dv), (c) => kb.store(acc, c, K.f(0)));
+    const m = kb.var("m", K.f(-Infinity));
+    const l = kb.var("l", K.f(0));
+    kb.for("j", K.i(0), visible, (j) => {
+      const dot = kb.var("dot", K.f(0));
+      const kBase = kb.let("kbase", K.mul(K.add(kvRow, j), K.i(d)));
+      kb.for("c", K.i(0), K.i(d), (c) => dot.set(K.add(dot.ref, K.mul(kb.load(g.buf(q), K.add(qBase, c)), kb.load(g.buf(k), K.add(kBase, c))))));
+      const s = kb.let("s", g.fit(K.mul(g.fit(dot.ref, dt), K.f(scale)), dt));
+      const mNew = kb.let("mnew", K.max(m.ref, s));
+      const corr = kb.let("corr", K.exp(K.sub(m.ref, mNew)));
+      const p = kb.let("p", K.exp(K.sub(s, mNew)));
+      l.set(K.add(K.mul(l.ref, corr), p));
+      const vBase = kb.let("vbase", K.mul(K.add(kvRow, j), K.i(dv)));
+      kb.for("c", K.i(0), K.i(dv), (c) => kb.store(acc, c, K.add(K.mul(kb.load(acc, c, "f32"), corr), K.mul(p, kb.load(g.buf(v), K.add(vBase, c))))));
+      m.set(mNew);
+    });
+    // [B, nh, S, dv], or [B, S, nh, dv] when the transpose is fused.
+    const outBase = transposed ? K.mul(K.add(K.mul(K.add(K.mul(b, S), i), K.i(nh)), h), K.i(dv)) : K.mul(row, K.i(dv));
+    const ob = kb.let("obase", outBase);
+    kb.for("c", K.i(0), K.i(dv), (c) => kb.store(g.buf(outValue), K.add(ob, c), g.fit(K.div(kb.load(acc, c, "f32"), l.ref), dt)));
+  });
+  return g.finish({ dim: g.entryDim(rowsDim), per: g.kb.kernel.wg });
+}

@@ -1,0 +1,106 @@
+/**
+ * What every kernel generator works with: the step being compiled, a kir builder, buffer names for
+ * the step's slots (bound by their storage, so an alias and its source are one binding), and run-time
+ * sizes: a dimension that is not a number becomes a uniform whose value the host computes from the
+ * entry symbols before each launch.
+ */
+import { Dim } from "../../../ir/dim";
+import { isFloat, type DType } from "../../../ir/dtype";
+import { LingcError } from "../../../ir/errors";
+import type { Value } from "../../../ir/module";
+import { storageSlot, type Schedule, type Step } from "../../schedule";
+import { KernelBuilder, i, round, type Expr, type Kernel } from "../kir";
+
+export interface GeneratedKernel {
+  kernel: Kernel;
+  /** The storage slot bound to each of kernel.buffers, in order. */
+  slots: number[];
+  /** Uniform name -> its value as a dim in the entry symbols. */
+  uniforms: { name: string; dim: Dim }[];
+  /** Workgroups to launch: ceil(dim / per). */
+  grid: { dim: Dim; per: number };
+}
+
+export interface GenLimits {
+  /** Threads per workgroup the target allows. */
+  maxThreads: number;
+  /** Workgroup (shared) memory in bytes. */
+  maxWorkgroupBytes: number;
+}
+
+export class Gen {
+  readonly kb: KernelBuilder;
+  readonly uniforms = new Map<string, Dim>();
+  readonly slotOf = new Map<string, number>();
+  private readonly names = new Map<Value, string>();
+
+  constructor(
+    readonly step: Step,
+    readonly schedule: Schedule,
+    name: string,
+    wg: number,
+    readonly limits: GenLimits,
+  ) {
+    this.kb = new KernelBuilder(name, Math.min(wg, limits.maxThreads));
+  }
+
+  /** The buffer that holds value v (read by the step or written by it). */
+  buf(v: Value): string {
+    const hit = this.names.get(v);
+    if (hit) return hit;
+    const slot = this.step.reads.get(v) ?? this.step.writes.get(v);
+    if (slot === undefined) throw new LingcError(`kernel generator: value ${v.name ?? "?"} is not an input or output of ${this.step.kernel?.name ?? this.step.op.opName}`);
+    const storage = storageSlot(this.schedule, slot);
+    const name = `b${storage}`;
+    const write = this.step.writes.has(v);
+    const existing = this.kb.kernel.buffers.find((b) => b.name === name);
+    if (existing) existing.write ||= write;
+    else this.kb.buffer(name, isFloat(v.type.dtype) ? "f32" : "i32", write);
+    this.slotOf.set(name, storage);
+    this.names.set(v, name);
+    return name;
+  }
+
+  isExternal(v: Value): boolean {
+    return this.step.reads.has(v);
+  }
+
+  isOutput(v: Value): boolean {
+    return this.step.writes.has(v);
+  }
+
+  /** A size: a literal for numbers, a uniform for symbolic dims (given in the step's own symbols). */
+  size(d: Dim): Expr {
+    const e = d.substitute(this.step.subst);
+    if (e.isConst()) return i(e.value!);
+    const name = `n_${e.toString().replace(/[^A-Za-z0-9]/g, "_")}`;
+    this.uniforms.set(name, e);
+    return this.kb.uniform(name);
+  }
+
+  dims(v: Value): Expr[] {
+    return this.shapeDims(v.type.shape);
+  }
+
+  shapeDims(shape: readonly Dim[]): Expr[] {
+    return shape.map((d) => this.size(d));
+  }
+
+  /** A dim in entry symbols (for the grid). */
+  entryDim(d: Dim): Dim {
+    return d.substitute(this.step.subst);
+  }
+
+  /** Rounds a value to a narrow float dtype the way the interpreter does (f32 and ints pass through). */
+  fit(e: Expr, dt: DType): Expr {
+    if (dt === "bf16" || dt === "f16") return round(dt, e);
+    return e;
+  }
+
+  finish(grid: { dim: Dim; per: number }): GeneratedKernel {
+    const slots = this.kb.kernel.buffers.map((b) => this.slotOf.get(b.name)!);
+    return { kernel: this.kb.kernel, slots, uniforms: [...this.uniforms].map(([name, dim]) => ({ name, dim })), grid };
+  }
+}
+
+export const ONE = Dim.of(1);

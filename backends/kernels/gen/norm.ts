@@ -1,0 +1,73 @@
+/**
+ * Row kernels around RMSNorm, one workgroup per row: rms_norm alone; residual_norm (the residual add
+ * is written out and normalized in the same pass); norm_matmul (the normalized row is kept in
+ * workgroup memory and every output column of the following linear layer is computed from it).
+ * Statistics are accumulated in fp32; the result is cast to the activation dtype before the weight
+ * multiply, as HF does.
+ */
+import { product } from "../../../ir/dim";
+import { LingcError } from "../../../ir/errors";
+import type { Op, Value } from "../../../ir/module";
+import * as K from "../kir";
+import type { Expr } from "../kir";
+import type { Gen, GeneratedKernel } from "./context";
+
+function pow2AtMost(n: number, cap: number): number {
+  let p = 32;
+  while (p * 2 <= Math.min(n, cap)) p *= 2;
+  return p;
+}
+
+export function normWorkgroup(rowLen: number, maxThreads: number): number {
+  return pow2AtMost(Math.max(rowLen, 32), Math.min(256, maxThreads));
+}
+
+export function normKernel(g: Gen, ops: Op[]): GeneratedKernel {
+  const norm = ops.find((o) => o.opName === "rms_norm");
+  if (!norm) throw new LingcError("norm kernel without rms_norm");
+  const add = ops.find((o) => o.opName === "add");
+  const linear = ops.find((o) => o.opName === "linear");
+  const [x, w] = norm.operands as [Value, Value];
+  const dt = x.type.dtype;
+  const eps = (norm.attrs as Record<string, number>)["eps"]!;
+  const D = x.type.shape[x.type.rank - 1]!.value!;
+  const rowsDim = product(x.type.shape.slice(0, -1));
+  const kb = g.kb;
+  const wg = kb.kernel.wg;
+  const row = kb.let("row", kb.wg);
+  const rows = g.size(rowsDim);
+  const base = kb.let("base", K.mul(row, K.i(D)));
+  // Element c of the row being normalized (the residual sum when the add is fused).
+  const elem = (c: Expr): Expr => {
+    if (!add) return kb.load(g.buf(x), K.add(base, c));
+    const [a, b] = add.operands as [Value, Value];
+    return g.fit(K.add(kb.load(g.buf(a), K.add(base, c)), kb.load(g.buf(b), K.add(base, c))), dt);
+  };
+  kb.if(K.lt(row, rows), () => {
+    const ss = kb.var("ss", K.f(0));
+    kb.for("c", kb.lid, K.i(D), (c) => {
+      const v = kb.let("x", elem(c));
+      if (add && g.isOutput(add.results[0]!)) kb.store(g.buf(add.results[0]!), K.add(base, c), v);
+      ss.set(K.add(ss.ref, K.mul(v, v)));
+    }, K.i(wg));
+    const total = kb.workgroupSum(ss.ref);
+    const inv = kb.let("inv", K.rsqrt(K.add(K.div(total, K.f(D)), K.f(eps))));
+    const normed = (c: Expr) => g.fit(K.mul(kb.load(g.buf(w), c), g.fit(K.mul(elem(c), inv), dt)), dt);
+    if (!linear) {
+      kb.for("c", kb.lid, K.i(D), (c) => kb.store(g.buf(norm.results[0]!), K.add(base, c), normed(c)), K.i(wg));
+      return;
+    }
+    // norm_matmul: the normalized row in workgroup memory, then the linear layer's columns.
+    const sh = kb.shared("row_normed", "f32", D);
+    kb.for("c", kb.lid, K.i(D), (c) => kb.store(sh, c, normed(c)), K.i(wg));
+    kb.barrier();
+    const lw = linear.operands[1]!;
+    const O = lw.type.shape[0]!.value!;
+    kb.for("o", kb.lid, K.i(O), (o) => {
+      const acc = kb.var("acc", K.f(0));
+      kb.for("k", K.i(0), K.i(D), (k) => acc.set(K.add(acc.ref, K.mul(kb.load(sh, k), kb.load(g.buf(lw), K.add(K.mul(o, K.i(D)), k))))));
+      kb.store(g.buf(linear.results[0]!), K.add(K.mul(row, K.i(O)), o), g.fit(acc.ref, linear.results[0]!.type.dtype));
+    }, K.i(wg));
+  });
+  return g.finish({ dim: g.entryDim(rowsDim), per: 1 });
+}

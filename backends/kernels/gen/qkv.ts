@@ -1,0 +1,95 @@
+/**
+ * qk_norm_rope: one thread per (token, head) of the fused QKV projection. The head's vector is read
+ * once into registers; whichever of Q, K or V it belongs to (by the group's slices) gets that chain's
+ * per-head RMSNorm and partial rotate-half RoPE, and is written straight to its [B, heads, S, d]
+ * output. Replaces the split, three transposes, two norms and two RoPEs of the unfused graph.
+ */
+import { LingcError } from "../../../ir/errors";
+import type { Op, Value } from "../../../ir/module";
+import { product } from "../../../ir/dim";
+import * as K from "../kir";
+import type { Expr } from "../kir";
+import type { Gen, GeneratedKernel } from "./context";
+
+interface Chain {
+  start: number;
+  end: number;
+  ops: Op[]; // after the transpose: rms_norm / rope, in order
+  out: Value;
+}
+
+export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
+  const reshape = ops.find((o) => o.opName === "reshape");
+  if (!reshape) throw new LingcError("qk_norm_rope kernel without its reshape");
+  const heads = reshape.results[0]!;
+  const [Bd, Sd, NHd, Dd] = heads.type.shape;
+  const NH = NHd!.value!;
+  const d = Dd!.value!;
+  const byInput = new Map<Value, Op>();
+  for (const o of ops) if (o !== reshape) byInput.set(o.operands[0]!, o);
+  const chains: Chain[] = ops
+    .filter((o) => o.opName === "slice")
+    .map((sl) => {
+      const a = sl.attrs as Record<string, number>;
+      const t = byInput.get(sl.results[0]!)!;
+      const rest: Op[] = [];
+      let cur = byInput.get(t.results[0]!);
+      let last = t.results[0]!;
+      while (cur && (cur.opName === "rms_norm" || cur.opName === "rope")) {
+        rest.push(cur);
+        last = cur.results[0]!;
+        cur = byInput.get(last);
+      }
+      return { start: a["start"]!, end: a["end"]!, ops: rest, out: last };
+    });
+  const src = reshape.operands[0]!;
+  const dt = heads.type.dtype;
+  const kb = g.kb;
+  const S = g.size(Sd!);
+  const tokensDim = product([Bd!, Sd!]);
+  const gid = kb.let("gid", kb.gid);
+  kb.if(K.lt(gid, K.mul(g.size(tokensDim), K.i(NH))), () => {
+    const tok = kb.let("tok", K.div(gid, K.i(NH)));
+    const j = kb.let("j", K.mod(gid, K.i(NH)));
+    const b = kb.let("b", K.div(tok, S));
+    const s = kb.let("s", K.mod(tok, S));
+    const x = kb.array("x", "f32", d);
+    kb.for("c", K.i(0), K.i(d), (c) => kb.store(x, c, kb.load(g.buf(src), K.add(K.mul(gid, K.i(d)), c))));
+    const run = (ch: Chain) => {
+      for (const op of ch.ops) {
+        if (op.opName === "rms_norm") {
+          const w = op.operands[1]!;
+          const eps = (op.attrs as Record<string, number>)["eps"]!;
+          const ss = kb.var("ss", K.f(0));
+          kb.for("c", K.i(0), K.i(d), (c) => ss.set(K.add(ss.ref, K.mul(kb.load(x, c, "f32"), kb.load(x, c, "f32")))));
+          const inv = kb.let("inv", K.rsqrt(K.add(K.div(ss.ref, K.f(d)), K.f(eps))));
+          kb.for("c", K.i(0), K.i(d), (c) => kb.store(x, c, g.fit(K.mul(kb.load(g.buf(w), c), g.fit(K.mul(kb.load(x, c, "f32"), inv), dt)), dt)));
+        } else {
+          const [cosT, sinT] = [op.operands[1]!, op.operands[2]!];
+          const half = cosT.type.shape[1]!.value!;
+          const y = kb.array("y", "f32", d);
+          const r = (e: Expr) => g.fit(e, dt);
+          kb.for("c", K.i(0), K.i(d), (c) => kb.store(y, c, kb.load(x, c, "f32")));
+          kb.for("c", K.i(0), K.i(half), (c) => {
+            const cs = kb.let("cs", kb.load(g.buf(cosT), K.add(K.mul(s, K.i(half)), c)));
+            const sn = kb.let("sn", kb.load(g.buf(sinT), K.add(K.mul(s, K.i(half)), c)));
+            const a1 = kb.let("a1", kb.load(x, c, "f32"));
+            const a2 = kb.let("a2", kb.load(x, K.add(c, K.i(half)), "f32"));
+            kb.store(y, c, r(K.add(r(K.mul(a1, cs)), r(K.neg(K.mul(a2, sn))))));
+            kb.store(y, K.add(c, K.i(half)), r(K.add(r(K.mul(a2, cs)), r(K.mul(a1, sn)))));
+          });
+          kb.for("c", K.i(0), K.i(d), (c) => kb.store(x, c, kb.load(y, c, "f32")));
+        }
+      }
+      const n = ch.end - ch.start;
+      const base = kb.let("obase", K.mul(K.add(K.mul(K.add(K.mul(b, K.i(n)), K.sub(j, K.i(ch.start))), S), s), K.i(d)));
+      kb.for("c", K.i(0), K.i(d), (c) => kb.store(g.buf(ch.out), K.add(base, c), kb.load(x, c, "f32")));
+    };
+    const branch = (k: number): void => {
+      const ch = chains[k]!;
+      kb.if(K.and(K.ge(j, K.i(ch.start)), K.lt(j, K.i(ch.end))), () => run(ch), k + 1 < chains.length ? () => branch(k + 1) : undefined);
+    };
+    branch(0);
+  });
+  return g.finish({ dim: g.entryDim(product([Bd!, Sd!, NHd!])), per: kb.kernel.wg });
+}

@@ -1,0 +1,247 @@
+/**
+ * kir: a small kernel language for the GPU backends. A kernel is a 1-D grid of workgroups with a
+ * body of typed statements (lets, mutable vars, loops, ifs, loads and stores, workgroup barriers and
+ * shared arrays). Kernels are written once with the builder below and rendered to WGSL (and CUDA):
+ * the renderers are mostly tables from node kind to target text, as tinygrad's are.
+ */
+
+export type KType = "f32" | "i32" | "u32" | "bool";
+export type BinOp = "+" | "-" | "*" | "/" | "%" | "<" | "<=" | ">" | ">=" | "==" | "!=" | "&&" | "||" | "min" | "max";
+export type UnOp = "neg" | "exp" | "log" | "sqrt" | "rsqrt" | "sin" | "cos" | "abs" | "not";
+export type NarrowFloat = "bf16" | "f16";
+
+export type Expr =
+  | { k: "lit"; t: KType; v: number }
+  | { k: "ref"; t: KType; name: string }
+  | { k: "uni"; t: "i32"; name: string }
+  | { k: "load"; t: KType; buf: string; idx: Expr }
+  | { k: "bin"; t: KType; op: BinOp; a: Expr; b: Expr }
+  | { k: "un"; t: KType; op: UnOp; a: Expr }
+  | { k: "sel"; t: KType; c: Expr; a: Expr; b: Expr }
+  | { k: "conv"; t: KType; a: Expr }
+  | { k: "builtin"; t: "i32"; name: "lid" | "wg" }
+  | { k: "round"; t: "f32"; to: NarrowFloat; a: Expr };
+
+export type Stmt =
+  | { k: "let"; name: string; e: Expr }
+  | { k: "var"; name: string; t: KType; e: Expr }
+  | { k: "set"; name: string; e: Expr }
+  | { k: "store"; buf: string; idx: Expr; e: Expr }
+  | { k: "if"; c: Expr; then: Stmt[]; else?: Stmt[] }
+  | { k: "for"; v: string; from: Expr; to: Expr; step: Expr; body: Stmt[] }
+  | { k: "barrier" }
+  | { k: "array"; name: string; t: KType; size: number };
+
+export interface BufferParam {
+  name: string;
+  elem: "f32" | "i32";
+  write: boolean;
+  /** A read-only buffer held as `count` bindings of `per` elements each (a weight over a binding-size limit). */
+  parts?: { count: number; per: number };
+}
+
+export interface Kernel {
+  name: string;
+  /** Threads per workgroup. */
+  wg: number;
+  buffers: BufferParam[];
+  /** Run-time sizes (i32), set by the host before each launch. */
+  uniforms: string[];
+  /** Workgroup-shared arrays. */
+  shared: { name: string; t: KType; size: number }[];
+  body: Stmt[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expressions
+
+export const lit = (v: number, t: KType = "i32"): Expr => ({ k: "lit", t, v });
+export const f = (v: number): Expr => lit(v, "f32");
+export const i = (v: number): Expr => lit(v, "i32");
+
+function bin(op: BinOp, a: Expr, b: Expr): Expr {
+  if (a.t !== b.t) throw new Error(`kir: '${op}' on ${a.t} and ${b.t}`);
+  const cmp = ["<", "<=", ">", ">=", "==", "!="].includes(op);
+  return { k: "bin", t: cmp ? "bool" : a.t, op, a, b };
+}
+
+export const add = (a: Expr, b: Expr) => bin("+", a, b);
+export const sub = (a: Expr, b: Expr) => bin("-", a, b);
+export const mul = (a: Expr, b: Expr) => bin("*", a, b);
+export const div = (a: Expr, b: Expr) => bin("/", a, b);
+export const mod = (a: Expr, b: Expr) => bin("%", a, b);
+export const lt = (a: Expr, b: Expr) => bin("<", a, b);
+export const le = (a: Expr, b: Expr) => bin("<=", a, b);
+export const gt = (a: Expr, b: Expr) => bin(">", a, b);
+export const ge = (a: Expr, b: Expr) => bin(">=", a, b);
+export const eq = (a: Expr, b: Expr) => bin("==", a, b);
+export const ne = (a: Expr, b: Expr) => bin("!=", a, b);
+export const and = (a: Expr, b: Expr) => bin("&&", a, b);
+export const or = (a: Expr, b: Expr) => bin("||", a, b);
+export const min = (a: Expr, b: Expr) => bin("min", a, b);
+export const max = (a: Expr, b: Expr) => bin("max", a, b);
+
+const un = (op: UnOp) => (a: Expr): Expr => ({ k: "un", t: a.t, op, a });
+export const neg = un("neg");
+export const exp = un("exp");
+export const log = un("log");
+export const sqrt = un("sqrt");
+export const rsqrt = un("rsqrt");
+export const sin = un("sin");
+export const cos = un("cos");
+export const abs = un("abs");
+export const not = un("not");
+
+export const sel = (c: Expr, a: Expr, b: Expr): Expr => {
+  if (a.t !== b.t) throw new Error(`kir: select on ${a.t} and ${b.t}`);
+  return { k: "sel", t: a.t, c, a, b };
+};
+export const toF = (a: Expr): Expr => (a.t === "f32" ? a : { k: "conv", t: "f32", a });
+export const toI = (a: Expr): Expr => (a.t === "i32" ? a : { k: "conv", t: "i32", a });
+export const round = (to: NarrowFloat, a: Expr): Expr => ({ k: "round", t: "f32", to, a });
+
+/** Sums with constant folding of literal zeros and ones, to keep generated index math readable. */
+export function addI(a: Expr, b: Expr): Expr {
+  if (a.k === "lit" && a.v === 0) return b;
+  if (b.k === "lit" && b.v === 0) return a;
+  if (a.k === "lit" && b.k === "lit") return i(a.v + b.v);
+  return add(a, b);
+}
+
+export function mulI(a: Expr, b: Expr): Expr {
+  if ((a.k === "lit" && a.v === 0) || (b.k === "lit" && b.v === 0)) return i(0);
+  if (a.k === "lit" && a.v === 1) return b;
+  if (b.k === "lit" && b.v === 1) return a;
+  if (a.k === "lit" && b.k === "lit") return i(a.v * b.v);
+  return mul(a, b);
+}
+
+export function divI(a: Expr, b: Expr): Expr {
+  if (b.k === "lit" && b.v === 1) return a;
+  return div(a, b);
+}
+
+export function modI(a: Expr, b: Expr): Expr {
+  if (b.k === "lit" && b.v === 1) return i(0);
+  return mod(a, b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Builder
+
+export class KernelBuilder {
+  readonly kernel: Kernel;
+  private blocks: Stmt[][];
+  private counter = 0;
+
+  constructor(name: string, wg: number) {
+    this.kernel = { name, wg, buffers: [], uniforms: [], shared: [], body: [] };
+    this.blocks = [this.kernel.body];
+  }
+
+  get lid(): Expr {
+    return { k: "builtin", t: "i32", name: "lid" };
+  }
+
+  /** The workgroup's index in the (linearized) grid. */
+  get wg(): Expr {
+    return { k: "builtin", t: "i32", name: "wg" };
+  }
+
+  /** The global thread index: wg * workgroup size + lid. */
+  get gid(): Expr {
+    return add(mul(this.wg, i(this.kernel.wg)), this.lid);
+  }
+
+  buffer(name: string, elem: "f32" | "i32", write = false): string {
+    if (!this.kernel.buffers.some((b) => b.name === name)) this.kernel.buffers.push({ name, elem, write });
+    return name;
+  }
+
+  uniform(name: string): Expr {
+    if (!this.kernel.uniforms.includes(name)) this.kernel.uniforms.push(name);
+    return { k: "uni", t: "i32", name };
+  }
+
+  shared(name: string, t: KType, size: number): string {
+    this.kernel.shared.push({ name, t, size });
+    return name;
+  }
+
+  load(buf: string, idx: Expr, t?: KType): Expr {
+    const b = this.kernel.buffers.find((x) => x.name === buf);
+    const s = this.kernel.shared.find((x) => x.name === buf);
+    const elem = t ?? b?.elem ?? s?.t;
+    if (!elem) throw new Error(`kir: load from unknown buffer ${buf}`);
+    return { k: "load", t: elem, buf, idx };
+  }
+
+  private emit(s: Stmt): void {
+    this.blocks[this.blocks.length - 1]!.push(s);
+  }
+
+  fresh(base: string): string {
+    return `${base}_${this.counter++}`;
+  }
+
+  let(base: string, e: Expr): Expr {
+    const name = this.fresh(base);
+    this.emit({ k: "let", name, e });
+    return { k: "ref", t: e.t, name };
+  }
+
+  var(base: string, e: Expr): { ref: Expr; set: (e: Expr) => void } {
+    const name = this.fresh(base);
+    this.emit({ k: "var", name, t: e.t, e });
+    return { ref: { k: "ref", t: e.t, name }, set: (x: Expr) => this.emit({ k: "set", name, e: x }) };
+  }
+
+  array(base: string, t: KType, size: number): string {
+    const name = this.fresh(base);
+    this.emit({ k: "array", name, t, size });
+    return name;
+  }
+
+  store(buf: string, idx: Expr, e: Expr): void {
+    this.emit({ k: "store", buf, idx, e });
+  }
+
+  private block(body: () => void): Stmt[] {
+    const b: Stmt[] = [];
+    this.blocks.push(b);
+    try {
+      body();
+    } finally {
+      this.blocks.pop();
+    }
+    return b;
+  }
+
+  if(c: Expr, then: () => void, otherwise?: () => void): void {
+    this.emit({ k: "if", c, then: this.block(then), else: otherwise ? this.block(otherwise) : undefined });
+  }
+
+  for(base: string, from: Expr, to: Expr, body: (v: Expr) => void, step: Expr = i(1)): void {
+    const v = this.fresh(base);
+    const ref: Expr = { k: "ref", t: "i32", name: v };
+    this.emit({ k: "for", v, from, to, step, body: this.block(() => body(ref)) });
+  }
+
+  barrier(): void {
+    this.emit({ k: "barrier" });
+  }
+
+  /** A workgroup-wide sum of one f32 per thread (all threads must reach it); returns the total in every thread. */
+  workgroupSum(x: Expr): Expr {
+    const sh = this.shared(this.fresh("red"), "f32", this.kernel.wg);
+    this.store(sh, this.lid, x);
+    this.barrier();
+    for (let s = this.kernel.wg / 2; s >= 1; s /= 2) {
+      this.if(lt(this.lid, i(s)), () => this.store(sh, this.lid, add(this.load(sh, this.lid), this.load(sh, add(this.lid, i(s))))));
+      this.barrier();
+    }
+    const total = this.let("sum", this.load(sh, i(0)));
+    this.barrier();
+    return total;
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * The kernel schedule that GPU backends execute: the fused module flattened from its entry into a
+ * list of steps, each one kernel of the plan (a call to a kernel function, or an op of its own), with
+ * every tensor given a slot. Layer calls are expanded with their scopes (weights get their full
+ * checkpoint names) and symbols are rewritten to the entry's (B, S, P). Reshapes become aliases of
+ * their input's slot and constants become data, so neither is a step.
+ */
+import type { Dim } from "../ir/dim";
+import { LingcError } from "../ir/errors";
+import { Func, Module, Op, Value, joinScope } from "../ir/module";
+import { TensorType } from "../ir/types";
+import { unifyTypes } from "../ir/unify";
+
+export type SlotSource = "input" | "weight" | "constant" | "computed" | "alias";
+
+export interface Slot {
+  id: number;
+  /** Type in the entry's symbols. */
+  type: TensorType;
+  source: SlotSource;
+  /** Full name of the IR value (observable), when it has one. */
+  name?: string;
+  /** Graph input name (source "input"). */
+  input?: string;
+  /** Full checkpoint name (source "weight"; a stacked weight keeps its `*`). */
+  weight?: string;
+  /** The constant op (source "constant"). */
+  constant?: Op;
+  /** The slot whose storage this one shares (source "alias"). */
+  aliasOf?: number;
+}
+
+export interface Step {
+  /** The op, or the call of a kernel function. */
+  op: Op;
+  /** The kernel function, for a fused kernel. */
+  kernel?: Func;
+  /** The ops the kernel runs: the kernel function's body, or just `op`. */
+  ops: Op[];
+  scope: string;
+  /** Slots of the values the step reads (op operands, or the kernel's parameters and weights). */
+  reads: Map<Value, number>;
+  /** Slots of the values the step writes (op results, or the kernel's results). */
+  writes: Map<Value, number>;
+  /** Symbols of the ops' types -> entry symbols. */
+  subst: ReadonlyMap<string, Dim>;
+}
+
+export interface Schedule {
+  module: Module;
+  slots: Slot[];
+  steps: Step[];
+  inputs: { name: string; slot: number }[];
+  outputs: { name: string; slot: number }[];
+}
+
+/** The slot that holds the storage of `id` (following aliases). */
+export function storageSlot(s: Schedule, id: number): number {
+  let slot = s.slots[id]!;
+  while (slot.source === "alias") slot = s.slots[slot.aliasOf!]!;
+  return slot.id;
+}
+
+export function buildSchedule(m: Module): Schedule {
+  const entry = m.entry;
+  if (!entry) throw new LingcError(`module @${m.name} has no entry function @${m.name}`);
+  const slots: Slot[] = [];
+  const steps: Step[] = [];
+  const weights = new Map<string, number>();
+  const newSlot = (s: Omit<Slot, "id">): number => {
+    slots.push({ id: slots.length, ...s });
+    return slots.length - 1;
+  };
+  const tr = (t: TensorType, subst: ReadonlyMap<string, Dim>) => new TensorType(t.dtype, t.shape.map((d) => d.substitute(subst)), t.quant);
+  const weightSlot = (full: string, t: TensorType) => {
+    let id = weights.get(full);
+    if (id === undefined) weights.set(full, (id = newSlot({ type: t, source: "weight", weight: full })));
+    return id;
+  };
+
+  const walk = (f: Func, args: number[], prefix: string, subst: ReadonlyMap<string, Dim>): number[] => {
+    const env = new Map<Value, number>();
+    f.params.forEach((p, i) => env.set(p, args[i]!));
+    const get = (v: Value): number => {
+      const hit = env.get(v);
+      if (hit !== undefined) return hit;
+      const id = weightSlot(joinScope(prefix, v.name!), v.type);
+      env.set(v, id);
+      return id;
+    };
+    const named = (v: Value) => (v.name !== undefined ? joinScope(prefix, v.name) : undefined);
+    for (const op of f.body) {
+      const scope = joinScope(prefix, op.scope);
+      if (op.opName === "reshape") {
+        env.set(op.results[0]!, newSlot({ type: tr(op.results[0]!.type, subst), source: "alias", aliasOf: get(op.operands[0]!), name: named(op.results[0]!) }));
+        continue;
+      }
+      if (op.opName === "constant") {
+        env.set(op.results[0]!, newSlot({ type: tr(op.results[0]!.type, subst), source: "constant", constant: op, name: named(op.results[0]!) }));
+        continue;
+      }
+      const callee = op.opName === "call" ? m.getFunc(op.callee!)! : undefined;
+      let inner = subst;
+      if (callee) {
+        const u = unifyTypes(
+          callee.params.map((p) => p.type),
+          op.operands.map((v) => v.type),
+          callee.params.map((p) => p.name!),
+        );
+        if ("problem" in u) throw new LingcError(`call to @${callee.name}: ${u.problem}`);
+        const map = new Map<string, Dim>();
+        for (const [k, v] of u.bindings) map.set(k, v.substitute(subst));
+        inner = map;
+      }
+      if (callee && callee.role !== "kernel") {
+        const outs = walk(callee, op.operands.map(get), scope, inner);
+        op.results.forEach((r, i) => env.set(r, outs[i]!));
+        continue;
+      }
+      const reads = new Map<Value, number>();
+      const writes = new Map<Value, number>();
+      if (callee) {
+        callee.params.forEach((p, i) => reads.set(p, get(op.operands[i]!)));
+        for (const w of callee.weights) reads.set(w, weightSlot(joinScope(scope, w.name!), w.type));
+        callee.results.forEach((r, i) => {
+          const id = newSlot({ type: tr(r.value.type, inner), source: "computed", name: r.value.name !== undefined ? joinScope(scope, r.value.name) : undefined });
+          writes.set(r.value, id);
+          env.set(op.results[i]!, id);
+        });
+      } else {
+        for (const v of op.operands) reads.set(v, get(v));
+        for (const r of op.results) {
+          const id = newSlot({ type: tr(r.type, subst), source: "computed", name: named(r) });
+          writes.set(r, id);
+          env.set(r, id);
+        }
+      }
+      steps.push({ op, kernel: callee, ops: callee ? callee.body : [op], scope, reads, writes, subst: inner });
+    }
+    return f.results.map((r) => get(r.value));
+  };
+
+  const inputs = entry.params.map((p) => ({ name: p.name!, slot: newSlot({ type: p.type, source: "input", input: p.name!, name: p.name }) }));
+  const outs = walk(
+    entry,
+    inputs.map((x) => x.slot),
+    "",
+    new Map(),
+  );
+  return { module: m, slots, steps, inputs, outputs: entry.results.map((r, i) => ({ name: r.name!, slot: outs[i]! })) };
+}

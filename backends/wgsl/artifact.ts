@@ -1,0 +1,64 @@
+/**
+ * The compiled form of a graph for WebGPU: shaders and a launch plan as plain data (JSON), so the
+ * host that runs it (host.ts) needs nothing from the compiler. This is what the esbuild plugin
+ * embeds in a web app's bundle.
+ */
+
+/** A dim as polynomial terms: sum of coef * product(symbols). */
+export type DimTerms = [number, string[]][];
+
+export type ArtifactDtype = "f32" | "f16" | "bf16" | "f8e4m3fn" | "f8e5m2" | "i32" | "i64" | "bool" | "u8";
+
+export interface ArtifactSlot {
+  id: number;
+  dtype: ArtifactDtype;
+  shape: DimTerms[];
+  source: "input" | "weight" | "constant" | "computed" | "alias";
+  name?: string;
+  weight?: string;
+  aliasOf?: number;
+  /** Constant data, row-major (a single value is splatted). */
+  values?: number[];
+  /** A weight stored as several GPU buffers of `rows` leading-axis rows each (it exceeds a binding limit). */
+  parts?: { rows: number; count: number };
+}
+
+export interface ArtifactKernel {
+  /** The kernel function or op name. */
+  name: string;
+  /** Where it comes from: scope and DSL location. */
+  label: string;
+  fusion: string;
+  wgsl: string;
+  workgroupSize: number;
+  /** The storage slot bound at each binding, in order (a split weight has one binding per part). */
+  bindings: { slot: number; part: number; write: boolean }[];
+  uniforms: { name: string; dim: DimTerms }[];
+  grid: { dim: DimTerms; per: number };
+}
+
+export interface WgslArtifact {
+  format: "lingc-wgsl-1";
+  model: string;
+  graph: string;
+  profile: string;
+  symbols: { name: string; input: string; axis: number }[];
+  inputs: { name: string; slot: number }[];
+  outputs: { name: string; slot: number }[];
+  slots: ArtifactSlot[];
+  kernels: ArtifactKernel[];
+}
+
+export function evalTerms(terms: DimTerms, bindings: ReadonlyMap<string, number>): number {
+  let total = 0;
+  for (const [coef, syms] of terms) {
+    let v = coef;
+    for (const s of syms) {
+      const b = bindings.get(s);
+      if (b === undefined) throw new Error(`symbol ${s} has no value`);
+      v *= b;
+    }
+    total += v;
+  }
+  return total;
+}

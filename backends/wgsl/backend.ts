@@ -1,0 +1,112 @@
+/**
+ * The WGSL backend for `lingc run|generate|compare --backend wgsl`: traces the graphs, runs the
+ * pass pipeline with fusion, compiles the kernel plan to WGSL against the target profile, and runs
+ * it on the WebGPU adapter Dawn finds, with the checkpoint's weights.
+ */
+import type { LingConfig } from "../../models/config";
+import { buildLing2, type GraphKind } from "../../models/ling2";
+import { bindCheckpoint } from "../../models/checkpoint/bind";
+import { Checkpoint } from "../../models/checkpoint/checkpoint";
+import { parsePassList, runPasses } from "../../compiler/passes/manager";
+import { checkFusionNames } from "../../compiler/passes/fusion";
+import { LingcError } from "../../ir/errors";
+import { Tensor } from "../../ir/tensor";
+import { collectWeights } from "../../ir/weights";
+import type { Backend, BackendOptions, GraphRunner, LoadedModel } from "../backend";
+import type { WgslArtifact } from "./artifact";
+import { compileWgsl } from "./compile";
+import { WgslGraph, type HostTensor, type KernelTiming } from "./host";
+import { nodeAdapter, nodeDevice } from "./node";
+import { BASELINE, profileFromAdapter, withLimits, type WebGpuProfile } from "./profile";
+
+export const GPU_PIPELINE = "cse,dce,fusion";
+
+export async function resolveProfile(opts: BackendOptions = {}): Promise<WebGpuProfile> {
+  const name = opts.targetProfile ?? "baseline";
+  let p: WebGpuProfile;
+  if (name === "baseline") p = BASELINE;
+  else if (name === "adapter") p = profileFromAdapter(await nodeAdapter());
+  else throw new LingcError(`unknown target profile '${name}' (baseline or adapter)`);
+  return opts.limits?.length ? withLimits(p, opts.limits) : p;
+}
+
+/** Traces a graph, runs cse, dce and fusion (minus switched-off fusions) and compiles it to WGSL. */
+export function compileGraph(config: LingConfig, graph: GraphKind, profile: WebGpuProfile, noFuse: readonly string[] = []): WgslArtifact {
+  checkFusionNames(noFuse);
+  const m = buildLing2(config, graph);
+  runPasses(m, parsePassList(GPU_PIPELINE), { context: { disabledFusions: new Set(noFuse), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize } });
+  return compileWgsl(m, profile);
+}
+
+export function toHost(t: Tensor): HostTensor {
+  if (t.dtype === "i64" || t.dtype === "i32" || t.dtype === "bool" || t.dtype === "u8") {
+    for (let k = 0; k < t.numel; k++) if (Math.abs(t.data[k]!) > 2 ** 31 - 1) throw new LingcError(`value ${t.data[k]} does not fit the GPU's 32-bit integers`);
+    return { dtype: "i32", shape: [...t.shape], data: Int32Array.from(t.data) };
+  }
+  return { dtype: "f32", shape: [...t.shape], data: Float32Array.from(t.data) };
+}
+
+export function fromHost(t: HostTensor, dtype: Tensor["dtype"]): Tensor {
+  return new Tensor(dtype, t.shape, t.data instanceof Float32Array ? Float32Array.from(t.data) : Float64Array.from(t.data));
+}
+
+export interface WgslRunner extends GraphRunner {
+  graph: WgslGraph;
+  lastTimings?: KernelTiming[];
+}
+
+function runner(graph: WgslGraph, dtypes: Map<string, Tensor["dtype"]>, profile: { on: boolean }): WgslRunner {
+  const r: WgslRunner = {
+    graph,
+    async run(inputs, observe) {
+      const host: Record<string, HostTensor> = {};
+      for (const [k, v] of Object.entries(inputs)) host[k] = toHost(v);
+      const res = await graph.run(host, { observe: observe ? () => true : undefined, profile: profile.on });
+      r.lastTimings = res.timings;
+      const out: Record<string, Tensor> = {};
+      for (const [k, v] of Object.entries(res.outputs)) out[k] = fromHost(v, dtypes.get(k) ?? (v.dtype === "f32" ? "f32" : "i64"));
+      if (observe) for (const [k, v] of Object.entries(res.observed)) observe(k, fromHost(v, v.dtype === "f32" ? "f32" : "i32"));
+      return out;
+    },
+  };
+  return r;
+}
+
+export const wgslBackend: Backend & { profileKernels: { on: boolean } } = {
+  name: "wgsl",
+  summary: "WGSL compute shaders on WebGPU (Dawn in Node; the same host code runs in browsers)",
+  profileKernels: { on: false },
+  async load(config, checkpointDir, options = {}): Promise<LoadedModel> {
+    const profile = await resolveProfile(options);
+    const ck = Checkpoint.open(checkpointDir);
+    try {
+      const modules = [buildLing2(config, "forward"), buildLing2(config, "decode")];
+      const weights = bindCheckpoint(modules, ck);
+      const declared = new Map(modules.flatMap((m) => collectWeights(m)).map((w) => [w.name, w.type]));
+      const device = await nodeDevice();
+      const provide = (name: string) => {
+        const type = declared.get(name);
+        if (!type) throw new LingcError(`the model declares no weight ${name}`);
+        const t = weights.get(name, type);
+        return t.data instanceof Float32Array ? t.data : Int32Array.from(t.data);
+      };
+      const graphs = await Promise.all(
+        (["forward", "decode"] as const).map(async (g) => WgslGraph.load(device, compileGraph(config, g, profile, options.noFuse), provide)),
+      );
+      const dtypes = new Map<string, Tensor["dtype"]>([["logits", "f32"]]);
+      return {
+        config,
+        forward: runner(graphs[0]!, dtypes, this.profileKernels),
+        decode: runner(graphs[1]!, dtypes, this.profileKernels),
+        close: () => {
+          for (const g of graphs) g.destroy();
+          device.destroy();
+          ck.close();
+        },
+      };
+    } catch (e) {
+      ck.close();
+      throw e;
+    }
+  },
+};

@@ -1,0 +1,111 @@
+/**
+ * From a fused module to a WGSL artifact: the schedule, one generated kernel per step rendered to
+ * WGSL, and the checks against the target profile: threads and workgroup memory per kernel,
+ * storage buffers per shader stage, and weights larger than maxStorageBufferBindingSize, which are
+ * split over several bindings (re-planned) or refused with the limit, the tensor and the numbers.
+ */
+import type { Dim } from "../../ir/dim";
+import { LingcError, formatPos } from "../../ir/errors";
+import type { Module } from "../../ir/module";
+import { buildSchedule } from "../schedule";
+import { generateStep, stepKind } from "../kernels/gen";
+import { renderWgsl } from "./render";
+import type { ArtifactDtype, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
+import type { WebGpuProfile } from "./profile";
+
+export function dimTerms(d: Dim): DimTerms {
+  return d.terms.map((t) => [t.coef, [...t.syms]]);
+}
+
+function bytesOfType(dtype: string): number {
+  return dtype === "i64" ? 4 : 4; // on the GPU every element is a 32-bit f32 or i32
+}
+
+export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
+  const s = buildSchedule(m);
+  const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize };
+  const slots: ArtifactSlot[] = s.slots.map((sl) => {
+    const out: ArtifactSlot = { id: sl.id, dtype: sl.type.dtype as ArtifactDtype, shape: sl.type.shape.map(dimTerms), source: sl.source };
+    if (sl.name !== undefined) out.name = sl.name;
+    if (sl.weight !== undefined) out.weight = sl.weight;
+    if (sl.aliasOf !== undefined) out.aliasOf = sl.aliasOf;
+    if (sl.constant) {
+      const a = sl.constant.attrs as Record<string, number[]>;
+      out.values = [...a["values"]!];
+    }
+    return out;
+  });
+
+  // Weights over the binding limit are split along their leading axis.
+  const maxBinding = profile.maxStorageBufferBindingSize;
+  for (const sl of slots) {
+    if (sl.source !== "weight") continue;
+    const shape = sl.shape.map((t) => (t.length === 0 ? 0 : t[0]![0]));
+    const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * bytesOfType(sl.dtype);
+    const total = rowBytes * (shape[0] ?? 1);
+    if (total <= maxBinding) continue;
+    if (rowBytes > maxBinding || shape.length < 2) {
+      throw new LingcError(`weight ${sl.weight} (${sl.dtype} [${shape.join(", ")}], ${total} bytes as f32 on the GPU) exceeds maxStorageBufferBindingSize = ${maxBinding} bytes, and one row of it (${rowBytes} bytes) does too, so it cannot be split (profile ${profile.name})`);
+    }
+    const rows = Math.floor(maxBinding / rowBytes);
+    sl.parts = { rows, count: Math.ceil(shape[0]! / rows) };
+  }
+
+  const kernels = s.steps.map((step, n) => {
+    const kind = stepKind(step);
+    const label = `${step.scope || m.name}: ${step.kernel ? step.kernel.name : step.op.opName}${step.op.loc ? ` (${formatPos(step.op.loc)})` : ""}`;
+    const g = generateStep(step, s, limits, `k${n}_${kind}`);
+    const where = `kernel ${step.kernel?.name ?? step.op.opName} in ${step.scope || m.name}`;
+    if (g.kernel.wg > limits.maxThreads) throw new LingcError(`${where} needs ${g.kernel.wg} threads per workgroup; maxComputeInvocationsPerWorkgroup = ${limits.maxThreads}`);
+    const shared = g.kernel.shared.reduce((acc, x) => acc + x.size * 4, 0);
+    if (shared > profile.maxComputeWorkgroupStorageSize) {
+      throw new LingcError(`${where} needs ${shared} bytes of workgroup memory; maxComputeWorkgroupStorageSize = ${profile.maxComputeWorkgroupStorageSize} (profile ${profile.name})`);
+    }
+    // Split weights: one binding per part; the shader picks the part by index range.
+    const bindings: { slot: number; part: number; write: boolean }[] = [];
+    let splits = 0;
+    g.kernel.buffers.forEach((b, j) => {
+      const slot = slots[g.slots[j]!]!;
+      if (!slot.parts) {
+        bindings.push({ slot: g.slots[j]!, part: 0, write: b.write });
+        return;
+      }
+      const shape = slot.shape.map((t) => (t.length === 0 ? 0 : t[0]![0]));
+      b.parts = { count: slot.parts.count, per: slot.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1) };
+      splits++;
+      for (let p = 0; p < slot.parts.count; p++) bindings.push({ slot: g.slots[j]!, part: p, write: false });
+    });
+    if (bindings.length > profile.maxStorageBuffersPerShaderStage) {
+      throw new LingcError(`${where} needs ${bindings.length} storage buffers${splits ? " (after splitting weights over maxStorageBufferBindingSize)" : ""}; maxStorageBuffersPerShaderStage = ${profile.maxStorageBuffersPerShaderStage} (profile ${profile.name})`);
+    }
+    const wgsl = renderWgsl(g.kernel);
+    return {
+      name: step.kernel?.name ?? step.op.opName,
+      label,
+      fusion: kind,
+      wgsl,
+      workgroupSize: g.kernel.wg,
+      bindings,
+      uniforms: g.uniforms.map((u) => ({ name: u.name, dim: dimTerms(u.dim) })),
+      grid: { dim: dimTerms(g.grid.dim), per: g.grid.per },
+    };
+  });
+
+  const symbols: WgslArtifact["symbols"] = [];
+  for (const inp of s.inputs) {
+    s.slots[inp.slot]!.type.shape.forEach((d, axis) => {
+      if (d.symbol && !symbols.some((x) => x.name === d.symbol)) symbols.push({ name: d.symbol, input: inp.name, axis });
+    });
+  }
+  return {
+    format: "lingc-wgsl-1",
+    model: m.attrs["model"] ?? "",
+    graph: m.name,
+    profile: profile.name,
+    symbols,
+    inputs: s.inputs,
+    outputs: s.outputs,
+    slots,
+    kernels,
+  };
+}

@@ -1,0 +1,41 @@
+/**
+ * WebGPU in Node: Dawn through the `webgpu` package (on CI, Mesa's software Vulkan). The object
+ * returned by create() is kept on a module variable for the whole run: if it is garbage-collected
+ * while work is pending, the process dies inside Dawn (../shared/TOOLCHAIN.md).
+ */
+import { LingcError } from "../../ir/errors";
+
+let gpuRoot: GPU | undefined;
+
+async function gpu(): Promise<GPU> {
+  if (gpuRoot) return gpuRoot;
+  let mod: { create: (flags: string[]) => GPU };
+  try {
+    mod = (await import("webgpu")) as unknown as { create: (flags: string[]) => GPU };
+  } catch (e) {
+    throw new LingcError(`WebGPU for Node (the 'webgpu' package) could not be loaded: ${(e as Error).message}`);
+  }
+  gpuRoot = mod.create([]);
+  return gpuRoot;
+}
+
+/** A fresh adapter (an adapter gives out one device, so each device needs its own). */
+export async function nodeAdapter(): Promise<GPUAdapter> {
+  const adapter = await (await gpu()).requestAdapter();
+  if (!adapter) throw new LingcError("no WebGPU adapter found (on Linux without a GPU, install Mesa's Vulkan drivers: see README)");
+  return adapter;
+}
+
+export async function nodeDevice(requiredLimits?: Record<string, number>): Promise<GPUDevice> {
+  const adapter = await nodeAdapter();
+  const device = await adapter.requestDevice(requiredLimits ? { requiredLimits } : undefined);
+  device.addEventListener?.("uncapturederror", (e) => {
+    process.stderr.write(`lingc: WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}\n`);
+  });
+  return device;
+}
+
+/** Keeps the Dawn instance alive until the end of the process. */
+export function keepGpuAlive(): GPU | undefined {
+  return gpuRoot;
+}

@@ -1,0 +1,53 @@
+/**
+ * WebGPU target profiles (DESIGN principle 10: targets are data). The baseline is the limits every
+ * WebGPU implementation guarantees (the spec's defaults); `adapter` reads the live adapter's. The
+ * compile checks kernels and weights against them and splits or refuses with the limit named.
+ */
+import { LingcError } from "../../ir/errors";
+
+export interface WebGpuProfile {
+  name: string;
+  maxStorageBufferBindingSize: number;
+  maxBufferSize: number;
+  maxStorageBuffersPerShaderStage: number;
+  maxComputeWorkgroupStorageSize: number;
+  maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupSizeX: number;
+  maxComputeWorkgroupsPerDimension: number;
+  features: string[];
+}
+
+/** WebGPU's default limits (https://www.w3.org/TR/webgpu/#limit-default). */
+export const BASELINE: WebGpuProfile = {
+  name: "baseline",
+  maxStorageBufferBindingSize: 134217728,
+  maxBufferSize: 268435456,
+  maxStorageBuffersPerShaderStage: 8,
+  maxComputeWorkgroupStorageSize: 16384,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupSizeX: 256,
+  maxComputeWorkgroupsPerDimension: 65535,
+  features: [],
+};
+
+const LIMIT_KEYS = Object.keys(BASELINE).filter((k) => k !== "name" && k !== "features") as (keyof WebGpuProfile)[];
+
+/** The profile of a live adapter (its limits and features). */
+export function profileFromAdapter(adapter: { limits: Record<string, number> | object; features: Iterable<string> }): WebGpuProfile {
+  const p: WebGpuProfile = { ...BASELINE, name: "adapter", features: [...adapter.features].sort() };
+  const limits = adapter.limits as Record<string, number>;
+  for (const k of LIMIT_KEYS) if (typeof limits[k] === "number") (p as unknown as Record<string, number>)[k] = limits[k]!;
+  return p;
+}
+
+/** Applies `--limit NAME=VALUE` overrides (for testing how the compiler copes with small limits). */
+export function withLimits(p: WebGpuProfile, overrides: readonly string[]): WebGpuProfile {
+  const out = { ...p } as unknown as Record<string, unknown>;
+  for (const o of overrides) {
+    const m = /^([A-Za-z]+)=(\d+)$/.exec(o.trim());
+    if (!m || !LIMIT_KEYS.includes(m[1] as keyof WebGpuProfile)) throw new LingcError(`--limit '${o}': expected NAME=VALUE with NAME one of ${LIMIT_KEYS.join(", ")}`);
+    out[m[1]!] = Number(m[2]);
+  }
+  out["name"] = `${p.name}+${overrides.join(",")}`;
+  return out as unknown as WebGpuProfile;
+}

@@ -1,0 +1,147 @@
+/**
+ * kir -> WGSL. Buffers are bound in order at @group(0) @binding(0..n-1); the run-time sizes are one
+ * uniform struct at binding n. The grid is linearized (workgroup_id.x + workgroup_id.y * nx) so a
+ * launch can exceed the 65535-workgroups-per-dimension limit.
+ */
+import type { Expr, Kernel, KType, Stmt } from "../kernels/kir";
+
+const TYPE: Record<KType, string> = { f32: "f32", i32: "i32", u32: "u32", bool: "bool" };
+
+/** Buffers split over several bindings in the kernel being rendered (their loads go through a helper). */
+let split = new Set<string>();
+
+function literal(v: number, t: KType): string {
+  if (t === "bool") return v ? "true" : "false";
+  if (t === "i32") return `${v}i`;
+  if (t === "u32") return `${v}u`;
+  // WGSL constant expressions cannot hold infinities or NaN (Tint rejects them even through bitcast).
+  // Kernels use -inf only as "below every score" (masks, running maxima), which the most negative
+  // finite f32 also is.
+  if (Number.isNaN(v)) throw new Error("kir: a NaN literal cannot be written in WGSL");
+  if (v === Infinity) return "3.4028234e+38f";
+  if (v === -Infinity) return "-3.4028234e+38f";
+  const f = Math.fround(v);
+  if (f === 0) return Object.is(f, -0) ? "-0.0f" : "0.0f";
+  // Shortest text that reads back as the same f32.
+  for (let p = 1; p <= 17; p++) {
+    const s = f.toPrecision(p);
+    if (Math.fround(Number(s)) === f) return `${s.includes("e") || s.includes(".") ? s : `${s}.0`}f`;
+  }
+  return `${f}f`;
+}
+
+function expr(e: Expr): string {
+  switch (e.k) {
+    case "lit":
+      return literal(e.v, e.t);
+    case "ref":
+      return e.name;
+    case "uni":
+      return `u.${e.name}`;
+    case "load":
+      return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;
+    case "builtin":
+      return e.name === "lid" ? "lid" : "wgid";
+    case "bin":
+      if (e.op === "min" || e.op === "max") return `${e.op}(${expr(e.a)}, ${expr(e.b)})`;
+      return `(${expr(e.a)} ${e.op} ${expr(e.b)})`;
+    case "un":
+      switch (e.op) {
+        case "neg":
+          return `(-${expr(e.a)})`;
+        case "not":
+          return `(!${expr(e.a)})`;
+        case "rsqrt":
+          return `inverseSqrt(${expr(e.a)})`;
+        default:
+          return `${e.op}(${expr(e.a)})`;
+      }
+    case "sel":
+      return `select(${expr(e.b)}, ${expr(e.a)}, ${expr(e.c)})`;
+    case "conv":
+      return `${TYPE[e.t]}(${expr(e.a)})`;
+    case "round":
+      return `round_${e.to}(${expr(e.a)})`;
+  }
+}
+
+function stmts(ss: Stmt[], indent: string, out: string[]): void {
+  for (const s of ss) {
+    switch (s.k) {
+      case "let":
+        out.push(`${indent}let ${s.name} = ${expr(s.e)};`);
+        break;
+      case "var":
+        out.push(`${indent}var ${s.name}: ${TYPE[s.t]} = ${expr(s.e)};`);
+        break;
+      case "set":
+        out.push(`${indent}${s.name} = ${expr(s.e)};`);
+        break;
+      case "store":
+        out.push(`${indent}${s.buf}[${expr(s.idx)}] = ${expr(s.e)};`);
+        break;
+      case "array":
+        out.push(`${indent}var ${s.name}: array<${TYPE[s.t]}, ${s.size}>;`);
+        break;
+      case "barrier":
+        out.push(`${indent}workgroupBarrier();`);
+        break;
+      case "if":
+        out.push(`${indent}if (${expr(s.c)}) {`);
+        stmts(s.then, indent + "  ", out);
+        if (s.else?.length) {
+          out.push(`${indent}} else {`);
+          stmts(s.else, indent + "  ", out);
+        }
+        out.push(`${indent}}`);
+        break;
+      case "for":
+        out.push(`${indent}for (var ${s.v}: i32 = ${expr(s.from)}; ${s.v} < ${expr(s.to)}; ${s.v} = ${s.v} + ${expr(s.step)}) {`);
+        stmts(s.body, indent + "  ", out);
+        out.push(`${indent}}`);
+        break;
+    }
+  }
+}
+
+const HELPERS: Record<string, string> = {
+  round_bf16: `fn round_bf16(x: f32) -> f32 {
+  let b = bitcast<u32>(x);
+  if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u) { return x; }
+  return bitcast<f32>((b + 0x7fffu + ((b >> 16u) & 1u)) & 0xffff0000u);
+}`,
+  round_f16: `fn round_f16(x: f32) -> f32 { return unpack2x16float(pack2x16float(vec2f(x, 0.0f))).x; }`,
+};
+
+/** The WGSL source of a kernel (entry point `main`). */
+export function renderWgsl(k: Kernel): string {
+  const out: string[] = [`// ${k.name}`];
+  const fields = k.uniforms.length ? k.uniforms : ["unused"];
+  const padded = [...fields, ...Array.from({ length: (4 - (fields.length % 4)) % 4 }, (_, j) => `pad${j}`)];
+  out.push(`struct Sizes { ${padded.map((n) => `${n}: i32`).join(", ")} }`);
+  split = new Set(k.buffers.filter((b) => b.parts).map((b) => b.name));
+  let binding = 0;
+  for (const b of k.buffers) {
+    if (!b.parts) {
+      out.push(`@group(0) @binding(${binding++}) var<storage, ${b.write ? "read_write" : "read"}> ${b.name}: array<${b.elem}>;`);
+      continue;
+    }
+    const { count, per } = b.parts;
+    for (let p = 0; p < count; p++) out.push(`@group(0) @binding(${binding++}) var<storage, read> ${b.name}_p${p}: array<${b.elem}>;`);
+    const cases = Array.from({ length: count }, (_, p) => (p < count - 1 ? `  if (i < ${(p + 1) * per}i) { return ${b.name}_p${p}[i - ${p * per}i]; }` : `  return ${b.name}_p${p}[i - ${p * per}i];`));
+    out.push(`fn load_${b.name}(i: i32) -> ${b.elem} {`, ...cases, "}");
+  }
+  out.push(`@group(0) @binding(${binding}) var<uniform> u: Sizes;`);
+  for (const s of k.shared) out.push(`var<workgroup> ${s.name}: array<${TYPE[s.t]}, ${s.size}>;`);
+  const body: string[] = [];
+  stmts(k.body, "  ", body);
+  const text = body.join("\n");
+  for (const [name, src] of Object.entries(HELPERS)) if (text.includes(`${name}(`)) out.push(src);
+  out.push(`@compute @workgroup_size(${k.wg})`);
+  out.push(`fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) w: vec3u, @builtin(num_workgroups) n: vec3u) {`);
+  out.push(`  let lid = i32(l.x);`);
+  out.push(`  let wgid = i32(w.x + w.y * n.x);`);
+  out.push(text);
+  out.push("}");
+  return out.join("\n") + "\n";
+}

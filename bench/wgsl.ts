@@ -1,0 +1,74 @@
+/**
+ * WebGPU benchmark: ling-tiny (or any checkpoint) on the local adapter, fused vs unfused kernel plans
+ * in one run: prefill tokens/s (one forward over a B x S prompt) and decode tokens/s (B sequences, one
+ * token per step through the decode graph and its KV cache). Each figure is the median of several
+ * timed runs after a warm-up (the first dispatch of each pipeline compiles it).
+ * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S --steps N --runs R).
+ */
+import "../ir/ops";
+import { Tensor } from "../ir/tensor";
+import { resolveCheckpoint } from "../models/resolve";
+import { wgslBackend } from "../backends/wgsl/backend";
+import { nodeAdapter } from "../backends/wgsl/node";
+import type { LoadedModel } from "../backends/backend";
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
+}
+
+const defaultCkpt = ["shared/golden/ling-tiny", "../shared/golden/ling-tiny"].map((p) => resolve(p)).find((p) => existsSync(p)) ?? "../shared/golden/ling-tiny";
+const ckpt = arg("checkpoint", defaultCkpt);
+const B = Number(arg("batch", "1"));
+const S = Number(arg("prompt", "64"));
+const steps = Number(arg("steps", "16"));
+const runs = Number(arg("runs", "5"));
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function measure(model: LoadedModel): Promise<{ prefill: number; decode: number }> {
+  const V = model.config.vocabSize;
+  const ids = Tensor.from("i64", [B, S], Array.from({ length: B * S }, (_, k) => (k * 7919) % V));
+  const prefill = async () => {
+    const t0 = performance.now();
+    const out = await model.forward.run({ input_ids: ids });
+    return { ms: performance.now() - t0, out };
+  };
+  const decode = async (cache: Record<string, Tensor>) => {
+    let out = cache;
+    const t0 = performance.now();
+    for (let s = 0; s < steps; s++) {
+      const inputs: Record<string, Tensor> = { input_ids: Tensor.from("i64", [B, 1], Array.from({ length: B }, (_, b) => (s * 31 + b) % V)) };
+      for (let l = 0; l < model.config.numLayers; l++) {
+        inputs[`past.${l}.key`] = out[`present.${l}.key`]!;
+        inputs[`past.${l}.value`] = out[`present.${l}.value`]!;
+      }
+      out = await model.decode.run(inputs);
+    }
+    return performance.now() - t0;
+  };
+  const warm = await prefill();
+  await decode(warm.out);
+  const p: number[] = [];
+  const d: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const x = await prefill();
+    p.push(x.ms);
+    d.push(await decode(x.out));
+  }
+  return { prefill: (B * S) / (median(p) / 1000), decode: (B * steps) / (median(d) / 1000) };
+}
+
+const spec = resolveCheckpoint(ckpt);
+const adapter = await nodeAdapter();
+console.log(`WebGPU benchmark: ${spec.config.name} on ${adapter.info?.description || adapter.info?.device || "the local adapter"} (batch ${B}, prompt ${S}, ${steps} decode steps, median of ${runs})`);
+for (const [label, noFuse] of [
+  ["fused", []],
+  ["unfused", ["all"]],
+] as const) {
+  const model = await wgslBackend.load(spec.config, spec.checkpointDir, { noFuse: [...noFuse] });
+  const r = await measure(model);
+  model.close();
+  console.log(`  ${label.padEnd(8)} prefill ${r.prefill.toFixed(1).padStart(8)} tokens/s   decode ${r.decode.toFixed(1).padStart(8)} tokens/s`);
+}

@@ -12,10 +12,11 @@ import { checkFusionNames } from "../../compiler/passes/fusion";
 import { LingcError } from "../../ir/errors";
 import { Tensor } from "../../ir/tensor";
 import { collectWeights } from "../../ir/weights";
-import type { Backend, BackendOptions, GraphRunner, LoadedModel } from "../backend";
+import type { Backend, BackendOptions, LoadedModel } from "../backend";
 import type { WgslArtifact } from "./artifact";
 import { compileWgsl } from "./compile";
-import { WgslGraph, type HostTensor, type KernelTiming } from "./host";
+import { WgslGraph } from "./host";
+import { graphRunner } from "./runner";
 import { nodeAdapter, nodeDevice } from "./node";
 import { BASELINE, profileFromAdapter, withLimits, type WebGpuProfile } from "./profile";
 
@@ -36,40 +37,6 @@ export function compileGraph(config: LingConfig, graph: GraphKind, profile: WebG
   const m = buildLing2(config, graph);
   runPasses(m, parsePassList(GPU_PIPELINE), { context: { disabledFusions: new Set(noFuse), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize } });
   return compileWgsl(m, profile);
-}
-
-export function toHost(t: Tensor): HostTensor {
-  if (t.dtype === "i64" || t.dtype === "i32" || t.dtype === "bool" || t.dtype === "u8") {
-    for (let k = 0; k < t.numel; k++) if (Math.abs(t.data[k]!) > 2 ** 31 - 1) throw new LingcError(`value ${t.data[k]} does not fit the GPU's 32-bit integers`);
-    return { dtype: "i32", shape: [...t.shape], data: Int32Array.from(t.data) };
-  }
-  return { dtype: "f32", shape: [...t.shape], data: Float32Array.from(t.data) };
-}
-
-export function fromHost(t: HostTensor, dtype: Tensor["dtype"]): Tensor {
-  return new Tensor(dtype, t.shape, t.data instanceof Float32Array ? Float32Array.from(t.data) : Float64Array.from(t.data));
-}
-
-export interface WgslRunner extends GraphRunner {
-  graph: WgslGraph;
-  lastTimings?: KernelTiming[];
-}
-
-function runner(graph: WgslGraph, dtypes: Map<string, Tensor["dtype"]>, profile: { on: boolean }): WgslRunner {
-  const r: WgslRunner = {
-    graph,
-    async run(inputs, observe) {
-      const host: Record<string, HostTensor> = {};
-      for (const [k, v] of Object.entries(inputs)) host[k] = toHost(v);
-      const res = await graph.run(host, { observe: observe ? () => true : undefined, profile: profile.on });
-      r.lastTimings = res.timings;
-      const out: Record<string, Tensor> = {};
-      for (const [k, v] of Object.entries(res.outputs)) out[k] = fromHost(v, dtypes.get(k) ?? (v.dtype === "f32" ? "f32" : "i64"));
-      if (observe) for (const [k, v] of Object.entries(res.observed)) observe(k, fromHost(v, v.dtype === "f32" ? "f32" : "i32"));
-      return out;
-    },
-  };
-  return r;
 }
 
 export const wgslBackend: Backend & { profileKernels: { on: boolean } } = {
@@ -96,8 +63,8 @@ export const wgslBackend: Backend & { profileKernels: { on: boolean } } = {
       const dtypes = new Map<string, Tensor["dtype"]>([["logits", "f32"]]);
       return {
         config,
-        forward: runner(graphs[0]!, dtypes, this.profileKernels),
-        decode: runner(graphs[1]!, dtypes, this.profileKernels),
+        forward: graphRunner(graphs[0]!, dtypes, this.profileKernels),
+        decode: graphRunner(graphs[1]!, dtypes, this.profileKernels),
         close: () => {
           for (const g of graphs) g.destroy();
           device.destroy();

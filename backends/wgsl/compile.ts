@@ -63,7 +63,7 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
     }
     // Split weights: one binding per part; the shader picks the part by index range.
     const bindings: { slot: number; part: number; write: boolean }[] = [];
-    let splits = 0;
+    const splits: string[] = [];
     g.kernel.buffers.forEach((b, j) => {
       const slot = slots[g.slots[j]!]!;
       if (!slot.parts) {
@@ -72,11 +72,11 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
       }
       const shape = slot.shape.map((t) => (t.length === 0 ? 0 : t[0]![0]));
       b.parts = { count: slot.parts.count, per: slot.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1) };
-      splits++;
+      splits.push(`${slot.weight} (${shape.reduce((x, y) => x * y, 1) * 4} bytes as f32) is split into ${slot.parts.count} bindings of at most maxStorageBufferBindingSize = ${maxBinding} bytes`);
       for (let p = 0; p < slot.parts.count; p++) bindings.push({ slot: g.slots[j]!, part: p, write: false });
     });
     if (bindings.length > profile.maxStorageBuffersPerShaderStage) {
-      throw new LingcError(`${where} needs ${bindings.length} storage buffers${splits ? " (after splitting weights over maxStorageBufferBindingSize)" : ""}; maxStorageBuffersPerShaderStage = ${profile.maxStorageBuffersPerShaderStage} (profile ${profile.name})`);
+      throw new LingcError(`${where} needs ${bindings.length} storage buffers${splits.length ? ` because ${splits.join("; ")}` : ""}, over maxStorageBuffersPerShaderStage = ${profile.maxStorageBuffersPerShaderStage} (profile ${profile.name})`);
     }
     const wgsl = renderWgsl(g.kernel);
     return {

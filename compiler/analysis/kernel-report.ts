@@ -19,13 +19,20 @@ export interface LayerKindReport {
   kernelNames: string[];
   bytesBefore: number;
   bytesAfter: number;
+  /** The same without weight reads: the activation traffic that fusion removes. */
+  activationBefore: number;
+  activationAfter: number;
 }
 
 const shaped = (v: Value, b: ReadonlyMap<string, number>): ShapedType => ({ dtype: v.type.dtype, shape: v.type.shape.map((d) => d.eval(b)) });
 
-/** Bytes of operand i that op reads: routed expert weights count only the experts rows can reach. */
+/**
+ * Bytes of operand i that op reads, consistent with the op table's cost rules: routed expert weights
+ * count only the experts rows can reach, an embedding table only the rows it gathers.
+ */
 function operandBytes(op: Op, i: number, b: ReadonlyMap<string, number>): number {
   const t = shaped(op.operands[i]!, b);
+  if (op.opName === "embedding" && i === 0) return bytesOf(shaped(op.results[0]!, b));
   if (op.opName === "grouped_linear" && i === 1) {
     const E = t.shape[0]!;
     const rows = shaped(op.operands[0]!, b).shape[0]!;
@@ -34,17 +41,19 @@ function operandBytes(op: Op, i: number, b: ReadonlyMap<string, number>): number
   return bytesOf(t);
 }
 
-function opBytes(op: Op, b: ReadonlyMap<string, number>): number {
+/** [all bytes, bytes without weight reads] an op moves as a kernel of its own. */
+function opBytes(op: Op, b: ReadonlyMap<string, number>): [number, number] {
   const def = getOp(op.opName);
-  if (!def || FREE_OPS.has(op.opName)) return 0;
+  if (!def || FREE_OPS.has(op.opName)) return [0, 0];
   const ins = op.operands.map((v) => shaped(v, b));
   const outs = op.results.map((v) => shaped(v, b));
   const c = def.cost ? def.cost(ins, outs, op.attrs) : defaultCost(ins, outs);
-  return c.bytesRead + c.bytesWritten;
+  const weights = op.operands.reduce((s, v, i) => s + (v.kind === "weight" ? operandBytes(op, i, b) : 0), 0);
+  return [c.bytesRead + c.bytesWritten, c.bytesRead + c.bytesWritten - weights];
 }
 
-/** A fused kernel reads each external input once and writes its outputs once. */
-function kernelBytes(k: Func, b: ReadonlyMap<string, number>): number {
+/** A fused kernel reads each external input once and writes its outputs once: [all, without weights]. */
+function kernelBytes(k: Func, b: ReadonlyMap<string, number>): [number, number] {
   const read = new Map<Value, number>();
   for (const op of k.body) {
     op.operands.forEach((v, i) => {
@@ -52,9 +61,14 @@ function kernelBytes(k: Func, b: ReadonlyMap<string, number>): number {
       read.set(v, Math.max(read.get(v) ?? 0, operandBytes(op, i, b)));
     });
   }
-  let total = [...read.values()].reduce((s, x) => s + x, 0);
+  let total = 0;
+  let weights = 0;
+  for (const [v, n] of read) {
+    total += n;
+    if (v.kind === "weight") weights += n;
+  }
   for (const r of k.results) total += bytesOf(shaped(r.value, b));
-  return total;
+  return [total, total - weights];
 }
 
 export function kernelReport(m: Module, bindings: ReadonlyMap<string, number>): LayerKindReport[] {
@@ -79,6 +93,8 @@ export function kernelReport(m: Module, bindings: ReadonlyMap<string, number>): 
     let kernels = 0;
     let before = 0;
     let after = 0;
+    let actBefore = 0;
+    let actAfter = 0;
     const names: string[] = [];
     for (const op of f.body) {
       const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
@@ -86,11 +102,15 @@ export function kernelReport(m: Module, bindings: ReadonlyMap<string, number>): 
       if (callee) {
         kernels++;
         names.push(callee.name.slice(f.name.length + 1));
-        after += kernelBytes(callee, bindings);
+        const [all, act] = kernelBytes(callee, bindings);
+        after += all;
+        actAfter += act;
         for (const inner of callee.body) {
           if (FREE_OPS.has(inner.opName)) continue;
           unfused++;
-          before += opBytes(inner, bindings);
+          const [a, x] = opBytes(inner, bindings);
+          before += a;
+          actBefore += x;
         }
         continue;
       }
@@ -98,11 +118,24 @@ export function kernelReport(m: Module, bindings: ReadonlyMap<string, number>): 
       kernels++;
       unfused++;
       names.push(op.opName);
-      const b = opBytes(op, bindings);
-      before += b;
-      after += b;
+      const [a, x] = opBytes(op, bindings);
+      before += a;
+      after += a;
+      actBefore += x;
+      actAfter += x;
     }
-    out.push({ function: f.name, role: f.role ?? "graph", calls: calls.get(f.name) ?? 0, unfusedKernels: unfused, kernels, kernelNames: names, bytesBefore: before, bytesAfter: after });
+    out.push({
+      function: f.name,
+      role: f.role ?? "graph",
+      calls: calls.get(f.name) ?? 0,
+      unfusedKernels: unfused,
+      kernels,
+      kernelNames: names,
+      bytesBefore: before,
+      bytesAfter: after,
+      activationBefore: actBefore,
+      activationAfter: actAfter,
+    });
   }
   return out;
 }
@@ -113,15 +146,22 @@ function mb(n: number): string {
 
 export function formatKernelReport(m: Module, rows: LayerKindReport[], bindings: ReadonlyMap<string, number>): string {
   const lines = [`kernel report for ${m.attrs["model"] ?? ""} ${m.name} (per token: ${[...bindings].map(([k, v]) => `${k}=${v}`).join(", ")})`];
-  lines.push(`  ${"function".padEnd(14)} ${"calls".padStart(5)}  ${"kernels (unfused -> fused)".padEnd(27)} bytes per call (unfused -> fused)`);
+  lines.push(`  ${"function".padEnd(14)} ${"calls".padStart(5)}  ${"kernels".padEnd(10)} ${"bytes per call".padEnd(26)} activation bytes per call (weights excluded)`);
   let before = 0;
   let after = 0;
+  let actBefore = 0;
+  let actAfter = 0;
   for (const r of rows) {
     before += r.bytesBefore * r.calls;
     after += r.bytesAfter * r.calls;
-    lines.push(`  ${r.function.padEnd(14)} ${String(r.calls).padStart(5)}  ${`${r.unfusedKernels} -> ${r.kernels}`.padEnd(27)} ${mb(r.bytesBefore)} -> ${mb(r.bytesAfter)}`);
+    actBefore += r.activationBefore * r.calls;
+    actAfter += r.activationAfter * r.calls;
+    lines.push(
+      `  ${r.function.padEnd(14)} ${String(r.calls).padStart(5)}  ${`${r.unfusedKernels} -> ${r.kernels}`.padEnd(10)} ${`${mb(r.bytesBefore)} -> ${mb(r.bytesAfter)}`.padEnd(26)} ${mb(r.activationBefore)} -> ${mb(r.activationAfter)}`,
+    );
     lines.push(`      ${r.kernelNames.join(", ")}`);
   }
-  lines.push(`  whole graph: ${mb(before)} -> ${mb(after)} moved per token (${before > 0 ? ((1 - after / before) * 100).toFixed(1) : "0"}% less)`);
+  const pct = (a: number, b: number) => (a > 0 ? ((1 - b / a) * 100).toFixed(1) : "0");
+  lines.push(`  whole graph per token: ${mb(before)} -> ${mb(after)} (${pct(before, after)}% less); activations ${mb(actBefore)} -> ${mb(actAfter)} (${pct(actBefore, actAfter)}% less)`);
   return lines.join("\n") + "\n";
 }

@@ -7,6 +7,11 @@ import { parseModule } from "../../../ir/parse";
 import { printModule } from "../../../ir/print";
 import { verifyModule } from "../../../ir/verify";
 import { emitOnnx, DEFAULT_OPSET } from "../../../backends/onnx/emit";
+import { GPU_PIPELINE, resolveProfile } from "../../../backends/wgsl/backend";
+import { compileWgsl } from "../../../backends/wgsl/compile";
+import { formatKernelReport, kernelReport } from "../../analysis/kernel-report";
+import { checkFusionNames } from "../../passes/fusion";
+import { BACKEND_OPTIONS, backendOptions } from "./backend-options";
 import { checkpointLayout, unboundLayout } from "../../../backends/onnx/weights";
 import { bindCheckpoint } from "../../../models/checkpoint/bind";
 import { Checkpoint } from "../../../models/checkpoint/checkpoint";
@@ -30,8 +35,10 @@ export const compile: Command = {
       { name: "graph", value: "NAME", help: "which graph (default forward)", choices: GRAPHS },
       { name: "target", value: "NAME", help: "output kind (default ir: writes <out>/<graph>.lir)", choices: TARGETS },
       { name: "out", value: "DIR", help: "output folder", required: true },
-      { name: "passes", value: "LIST", help: `comma-separated passes (default ${DEFAULT_PIPELINE}; empty for none)` },
+      { name: "passes", value: "LIST", help: `comma-separated passes (default ${DEFAULT_PIPELINE}; ${GPU_PIPELINE} for wgsl and cuda; empty for none)` },
       { name: "opset", value: "N", help: `ONNX opset for --target onnx (default ${DEFAULT_OPSET})` },
+      { name: "report", help: "print kernels per layer kind and bytes moved per token, before and after fusion" },
+      ...BACKEND_OPTIONS,
       ...PASS_OPTIONS,
     ] as OptionSpec[],
     notes: [
@@ -40,19 +47,34 @@ export const compile: Command = {
       "--target onnx writes <out>/<graph>.onnx. Compiled from a checkpoint folder, its external data points into that",
       "folder's safetensors files (load it with the folder as ONNX Runtime's external-data folder, see README);",
       "compiled from a built-in config, it is unbound until 'lingc onnx-bind' points it at a checkpoint.",
+      "--target wgsl writes <out>/<graph>.wgsl.json: the WGSL kernels and launch plan (what the esbuild plugin embeds).",
     ],
   },
   async run(args, io) {
     const target = str(args, "target") ?? "ir";
-    if (target !== "ir" && target !== "onnx") throw new NotImplementedError(`--target ${target} (this build emits --target ir and --target onnx)`);
+    if (target === "cuda") throw new NotImplementedError(`--target ${target} (this build emits --target ir, onnx and wgsl)`);
     const { m, checkpointDir } = loadModule(args);
-    const timings = runPasses(m, parsePassList(str(args, "passes") ?? DEFAULT_PIPELINE), passOptions(args, io));
+    const bopts = backendOptions(args);
+    checkFusionNames(bopts.noFuse ?? []);
+    const profile = target === "wgsl" || bopts.targetProfile || bopts.limits ? await resolveProfile(bopts) : undefined;
+    const pipeline = str(args, "passes") ?? (target === "wgsl" ? GPU_PIPELINE : DEFAULT_PIPELINE);
+    const timings = runPasses(m, parsePassList(pipeline), {
+      ...passOptions(args, io),
+      context: { disabledFusions: new Set(bopts.noFuse ?? []), maxWorkgroupBytes: profile?.maxComputeWorkgroupStorageSize },
+    });
     if (flag(args, "time-passes")) reportTimings(timings, io);
+    if (flag(args, "report")) {
+      const bindings = new Map([["B", 1], ["S", 1], ["P", 2048]]);
+      io.out(formatKernelReport(m, kernelReport(m, bindings), bindings));
+    }
     const out = str(args, "out")!;
     let path: string;
     if (target === "ir") {
       path = join(out, `${m.name}.lir`);
       writeFileAtomic(path, printModule(m));
+    } else if (target === "wgsl") {
+      path = join(out, `${m.name}.wgsl.json`);
+      writeFileAtomic(path, JSON.stringify(compileWgsl(m, profile!), null, 1) + "\n");
     } else {
       path = join(out, `${m.name}.onnx`);
       const ck = checkpointDir ? Checkpoint.open(checkpointDir) : undefined;

@@ -1,0 +1,49 @@
+/**
+ * The browser demo: ling-tiny compiled to WGSL at build time (by the lingc esbuild plugin), run on
+ * the page's WebGPU adapter with the checkpoint fetched from `model.safetensors`. The prompt comes
+ * from `?prompt=1,2,3;4,5,6&steps=6`. Shows the generated ids and per-kernel timings.
+ */
+import model from "lingc:ling-tiny";
+import { greedyGenerate } from "../backends/generate";
+import { Tensor } from "../ir/tensor";
+
+const $ = (id: string) => document.getElementById(id)!;
+
+async function main(): Promise<void> {
+  const params = new URLSearchParams(location.search);
+  const prompts = (params.get("prompt") ?? "1,2,3,4,5,6,7,8").split(";").map((s) => s.split(",").map(Number));
+  const steps = Number(params.get("steps") ?? "6");
+  if (!("gpu" in navigator)) throw new Error("this browser has no WebGPU (navigator.gpu)");
+  const adapter = await navigator.gpu.requestAdapter();
+  if (!adapter) throw new Error("no WebGPU adapter");
+  $("adapter").textContent = `${adapter.info.vendor} ${adapter.info.architecture} ${adapter.info.description}`.trim() || "(unnamed)";
+  const device = await adapter.requestDevice();
+  $("status").textContent = "loading weights";
+  const bytes = await (await fetch("model.safetensors")).arrayBuffer();
+  const profile = { on: false };
+  const m = await model.load(device, bytes, profile);
+  $("status").textContent = "generating";
+  const r = await greedyGenerate(m, prompts, steps);
+  $("ids").textContent = r.tokens.map((t) => t.join(" ")).join("\n");
+
+  profile.on = true;
+  const ids = Tensor.from("i64", [1, prompts[0]!.length], prompts[0]!);
+  await m.forward.run({ input_ids: ids });
+  profile.on = false;
+  const body = $("timings").querySelector("tbody")!;
+  for (const t of m.forward.lastTimings ?? []) {
+    const tr = document.createElement("tr");
+    for (const [text, cls] of [[t.name, ""], [t.label, ""], [t.ms.toFixed(3), "ms"]] as const) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+  $("status").textContent = "done";
+}
+
+main().catch((e: unknown) => {
+  $("status").textContent = `error: ${e instanceof Error ? e.message : String(e)}`;
+});

@@ -11,7 +11,8 @@ import { roundArrayInPlace } from "./numerics";
 import { getOp } from "./ops";
 import { Tensor, shapeToString } from "./tensor";
 import type { TensorType } from "./types";
-import { bindConcrete } from "./unify";
+import { bindConcrete, unifyTypes } from "./unify";
+import { Dim } from "./dim";
 
 /** Where weights come from: a checkpoint, or anything that can produce a tensor for a full name. */
 export interface WeightSource {
@@ -39,14 +40,18 @@ class Interpreter {
     readonly observe: InterpretOptions["observe"],
   ) {}
 
-  run(f: Func, args: readonly Tensor[], prefix: string): Tensor[] {
+  /** Runs the entry function: its symbols are bound from the argument shapes. */
+  runEntry(f: Func, args: readonly Tensor[]): Tensor[] {
     const b = bindConcrete(
       f.params.map((p) => p.type),
       args.map((a) => a.shape),
       f.params.map((p) => `%${p.name}`),
     );
     if ("problem" in b) throw new LingcError(`@${f.name}: ${b.problem}`);
-    const bindings = b.bindings;
+    return this.run(f, args, "", b.bindings);
+  }
+
+  run(f: Func, args: readonly Tensor[], prefix: string, bindings: ReadonlyMap<string, number>): Tensor[] {
     const env = new Map<Value, Tensor>();
     f.params.forEach((p, i) => env.set(p, args[i]!));
 
@@ -82,12 +87,12 @@ class Interpreter {
     return f.results.map((r) => fetch(r.value));
   }
 
-  runOp(op: Op, ins: Tensor[], bindings: Map<string, number>, prefix: string): Tensor[] {
+  runOp(op: Op, ins: Tensor[], bindings: ReadonlyMap<string, number>, prefix: string): Tensor[] {
     const resultShapes = op.results.map((r) => r.type.shape.map((d) => d.eval(bindings)));
     let outs: Tensor[];
     if (op.opName === "call") {
       const callee = this.m.getFunc(op.callee!)!;
-      outs = this.run(callee, ins, joinScope(prefix, op.scope));
+      outs = this.run(callee, ins, joinScope(prefix, op.scope), calleeBindings(callee, op, bindings));
     } else {
       const def = getOp(op.opName);
       if (!def) throw new OpError(`unknown op '${op.opName}'`);
@@ -103,6 +108,28 @@ class Interpreter {
     });
     return outs;
   }
+}
+
+/**
+ * The callee's symbol values for a call: its symbols unified with the call's operand types, then
+ * evaluated with the caller's values. A callee symbol the unification leaves free (one that only
+ * appears inside products such as B*S) is the caller's symbol of the same name, as it is for kernel
+ * functions outlined from their caller.
+ */
+function calleeBindings(callee: Func, op: Op, caller: ReadonlyMap<string, number>): Map<string, number> {
+  const u = unifyTypes(
+    callee.params.map((p) => p.type),
+    op.operands.map((v) => v.type),
+    callee.params.map((p) => `%${p.name}`),
+  );
+  if ("problem" in u) throw new LingcError(`call to @${callee.name}: ${u.problem}`);
+  const out = new Map<string, number>();
+  const types = [...callee.params, ...callee.weights, ...callee.body.flatMap((o) => o.results)].map((v) => v.type);
+  const attrDims = callee.body.flatMap((o) => Object.values(o.attrs).flatMap((a) => (a instanceof Dim ? [a] : Array.isArray(a) ? a.filter((x): x is Dim => x instanceof Dim) : [])));
+  for (const d of [...types.flatMap((t) => t.shape), ...attrDims]) {
+    for (const s of d.symbols()) if (!out.has(s)) out.set(s, (u.bindings.get(s) ?? Dim.sym(s)).eval(caller));
+  }
+  return out;
 }
 
 /** Runs a graph: inputs by parameter name, outputs by result name. */
@@ -125,7 +152,7 @@ export function interpret(
     if (t.shape.length !== p.type.rank) throw new LingcError(`input '${p.name}' has shape ${shapeToString(t.shape)}, the graph expects ${p.type}`);
     return t;
   });
-  const outs = new Interpreter(m, weights, opts.observe).run(f, args, "");
+  const outs = new Interpreter(m, weights, opts.observe).runEntry(f, args);
   const result: Record<string, Tensor> = {};
   f.results.forEach((r, i) => (result[r.name ?? String(i)] = outs[i]!));
   return result;

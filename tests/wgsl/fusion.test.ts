@@ -1,0 +1,81 @@
+/** The fusion pass: the plan it records, the report, and that it never changes the numbers. */
+import { describe, expect, it } from "vitest";
+import { kernelReport } from "../../compiler/analysis/kernel-report";
+import { parsePassList, runPasses } from "../../compiler/passes/manager";
+import { interpret } from "../../ir/interpret";
+import { parseModule } from "../../ir/parse";
+import { printModule } from "../../ir/print";
+import { verifyModule } from "../../ir/verify";
+import { Checkpoint } from "../../models/checkpoint/checkpoint";
+import { bindCheckpoint } from "../../models/checkpoint/bind";
+import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { buildLing2 } from "../../models/ling2";
+import { resolveCheckpoint, resolveModel } from "../../models/resolve";
+import { cli } from "../support/cli";
+import { tensorDiff } from "../support/compare";
+import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
+
+const BASELINE_WG = 16384;
+
+function fused(name: string, graph: "forward" | "decode", noFuse: string[] = [], maxWorkgroupBytes = BASELINE_WG) {
+  const m = buildLing2(resolveModel(name).config, graph);
+  runPasses(m, parsePassList("cse,dce,fusion"), { verifyEach: true, context: { disabledFusions: new Set(noFuse), maxWorkgroupBytes } });
+  return m;
+}
+
+describe("fusion plan", () => {
+  it("Ling-1T's MoE layer (forward) is at most 14 kernels, and the router is one kernel", () => {
+    const m = fused("ling-1t", "forward");
+    const r = kernelReport(m, new Map([["B", 1], ["S", 1]])).find((x) => x.function === "moe_layer")!;
+    expect(r.unfusedKernels).toBeGreaterThanOrEqual(40);
+    expect(r.kernels).toBeLessThanOrEqual(14);
+    const router = m.getFunc("moe_layer.router")!;
+    expect(router.attrs).toEqual({ role: "kernel", fusion: "router" });
+    expect(router.body.map((o) => o.opName)).toEqual(expect.arrayContaining(["linear", "sigmoid", "add", "group_topk", "take_along", "reduce_sum", "div", "mul"]));
+    expect(m.getFunc("moe_layer")!.body.filter((o) => o.opName === "group_topk" || o.opName === "sigmoid")).toHaveLength(0);
+  });
+
+  it("shows every kernel in the dump as a named function, and the dump parses back", () => {
+    const text = printModule(fused("ling-tiny", "decode"));
+    expect(text).toMatch(/func @moe_layer\.swiglu\(.*\n(.*\n)*.*attributes \{fusion = "swiglu", role = "kernel"\}/);
+    expect(text).toContain("call @moe_layer.router(");
+    const back = parseModule(text, "fused.lir");
+    verifyModule(back);
+    expect(printModule(back)).toBe(text);
+  });
+
+  it("each fusion switches off by name", () => {
+    const names = (noFuse: string[]) => fused("ling-tiny", "forward", noFuse).functions.filter((f) => f.role === "kernel").map((f) => f.attrs["fusion"]);
+    expect(new Set(names([]))).toEqual(new Set(["qk_norm_rope", "attention", "residual_norm", "swiglu", "epilogue", "router", "norm_matmul"]));
+    expect(names(["swiglu"])).not.toContain("swiglu");
+    expect(names(["router", "attention"]).filter((n) => n === "router" || n === "attention")).toEqual([]);
+    expect(names(["all"])).toEqual([]);
+    expect(() => fused("ling-tiny", "forward", ["swiglue"])).toThrow(/unknown fusion 'swiglue' \(fusions: router, qk_norm_rope/);
+  });
+
+  it("norm_matmul applies only where a normalized row fits the target's workgroup memory", () => {
+    const kinds = (bytes: number) => fused("ling-1t", "forward", [], bytes).functions.map((f) => f.attrs["fusion"]);
+    expect(kinds(16384)).not.toContain("norm_matmul"); // 8192 f32 = 32 KiB
+    expect(kinds(65536)).toContain("norm_matmul");
+  });
+
+  it("the interpreter gives the same numbers with every fusion on and every fusion off", () => {
+    const spec = resolveCheckpoint(GOLDEN_DIR);
+    const ck = Checkpoint.open(spec.checkpointDir);
+    const on = fused("ling-tiny", "forward");
+    const off = fused("ling-tiny", "forward", ["all"]);
+    const w = bindCheckpoint([on, off], ck);
+    const ids = readAllSafetensors(GOLDEN_FILE)["input_ids"]!;
+    const a = interpret(on, { input_ids: ids }, w);
+    const b = interpret(off, { input_ids: ids }, w);
+    for (const k of ["logits", "mtp_logits"]) expect(tensorDiff(a[k]!, b[k]!), k).toBeLessThanOrEqual(1e-5);
+    ck.close();
+  });
+
+  it("lingc compile --report prints kernels per layer kind and bytes per token", async () => {
+    const r = await cli("compile", "ling-1t", "--target", "ir", "--passes", "cse,dce,fusion", "--target-profile", "baseline", "--report", "--out", "/tmp/lingc-report-test");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/moe_layer +77 +43 -> 13/);
+    expect(r.stdout).toMatch(/whole graph per token: [\d.]+ GB -> [\d.]+ GB/);
+  });
+});

@@ -1,0 +1,77 @@
+/** The WGSL backend on the local WebGPU adapter (Mesa's software Vulkan in CI) against the golden numbers. */
+import { beforeAll, describe, expect, it } from "vitest";
+import { wgslBackend } from "../../backends/wgsl/backend";
+import { greedyGenerate } from "../../backends/generate";
+import type { LoadedModel } from "../../backends/backend";
+import type { Tensor } from "../../ir/tensor";
+import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { resolveCheckpoint } from "../../models/resolve";
+import { cli } from "../support/cli";
+import { maxAbsDiff, tensorDiff } from "../support/compare";
+import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
+
+const golden = readAllSafetensors(GOLDEN_FILE);
+const spec = resolveCheckpoint(GOLDEN_DIR);
+const prompts = [0, 1].map((b) => Array.from(golden["input_ids"]!.data.subarray(b * 12, b * 12 + 12)));
+const wantIds = [0, 1].map((b) => Array.from(golden["greedy_ids"]!.data.subarray(b * 18 + 12, b * 18 + 18)));
+
+describe.each([
+  ["every fusion on", []],
+  ["every fusion off", ["all"]],
+])("wgsl, %s", (_label, noFuse) => {
+  let model: LoadedModel;
+  let out: Record<string, Tensor>;
+  beforeAll(async () => {
+    model = await wgslBackend.load(spec.config, spec.checkpointDir, { noFuse: [...noFuse] });
+    out = await model.forward.run({ input_ids: golden["input_ids"]! });
+  }, 120_000);
+
+  it("logits and mtp_logits match the golden within 1e-4", () => {
+    expect(tensorDiff(out["logits"]!, golden["logits"]!)).toBeLessThanOrEqual(1e-4);
+    expect(tensorDiff(out["mtp_logits"]!, golden["mtp_logits"]!)).toBeLessThanOrEqual(1e-4);
+  });
+
+  it("generate reproduces greedy_ids through the decode graph and its KV cache", async () => {
+    const r = await greedyGenerate(model, prompts, 6);
+    expect(r.tokens).toEqual(wantIds);
+    for (let b = 0; b < 2; b++) {
+      for (let s = 0; s < 6; s++) expect(maxAbsDiff(r.stepLogits[b]![s]!, golden["greedy_logits"]!.data.subarray((b * 6 + s) * 512, (b * 6 + s + 1) * 512))).toBeLessThanOrEqual(1e-4);
+    }
+  });
+});
+
+describe("wgsl, fused vs unfused", () => {
+  it("give the same logits within 1e-5", async () => {
+    const run = async (noFuse: string[]) => {
+      const m = await wgslBackend.load(spec.config, spec.checkpointDir, { noFuse });
+      const o = await m.forward.run({ input_ids: golden["input_ids"]! });
+      m.close();
+      return o;
+    };
+    const [a, b] = [await run([]), await run(["all"])];
+    expect(tensorDiff(a["logits"]!, b["logits"]!)).toBeLessThanOrEqual(1e-5);
+    expect(tensorDiff(a["mtp_logits"]!, b["mtp_logits"]!)).toBeLessThanOrEqual(1e-5);
+  }, 120_000);
+});
+
+describe("WebGPU limits", () => {
+  it("a weight over maxStorageBufferBindingSize is split over bindings and still gives the golden numbers", async () => {
+    // The embedding, lm_head and the stacked expert weights (128 KiB as f32) exceed a 64 KiB limit and are split in two.
+    const m = await wgslBackend.load(spec.config, spec.checkpointDir, { limits: ["maxStorageBufferBindingSize=65536"] });
+    const o = await m.forward.run({ input_ids: golden["input_ids"]! });
+    m.close();
+    expect(tensorDiff(o["logits"]!, golden["logits"]!)).toBeLessThanOrEqual(1e-4);
+  }, 120_000);
+
+  it("a weight that cannot be split within the buffer limit is refused with the limits named", async () => {
+    const r = await cli("run", GOLDEN_DIR, "--backend", "wgsl", "--limit", "maxStorageBufferBindingSize=4096", "--input", GOLDEN_FILE, "--out", "/tmp/lingc-never.safetensors");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/weight model\.\S+ \(f32 \[[\d, ]+\], \d+ bytes as f32 on the GPU\) exceeds maxStorageBufferBindingSize = 4096 bytes, and one row of it \(\d+ bytes\) does too, so it cannot be split/);
+  });
+
+  it("a compile for WebGPU's baseline refuses Ling-1T's 5 GB embedding with the limits named", async () => {
+    const r = await cli("compile", "ling-1t", "--target", "wgsl", "--out", "/tmp/lingc-1t-wgsl");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/model\.word_embeddings\.weight \(5150605312 bytes as f32\) is split into 39 bindings .* over maxStorageBuffersPerShaderStage = 8 \(profile baseline\)/);
+  });
+});

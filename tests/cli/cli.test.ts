@@ -64,7 +64,7 @@ describe("lingc compile / opt", () => {
     expect(ok.code, ok.stderr).toBe(0);
     const bad = await cli("opt", join(dir, "o", "decode.lir"), "--passes", "cse,fuse");
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toBe("lingc: error: unknown pass 'fuse' (available: dce, cse)\n");
+    expect(bad.stderr).toBe("lingc: error: unknown pass 'fuse' (available: dce, cse, fusion)\n");
   });
 
   it("reports a broken IR file at its line and column", async () => {
@@ -131,7 +131,7 @@ describe("usage errors", () => {
       [["run", "ling-tiny", "--input", GOLDEN_FILE, "--out", join(dir, "x.safetensors")], /built-in config with no weights/],
       [["run", GOLDEN_DIR, "--input", join(GOLDEN_DIR, "config.json"), "--out", join(dir, "x.safetensors")], /config\.json: header length/],
       [["generate", GOLDEN_DIR, "--prompt", "1,512", "--max-new-tokens", "2"], /prompt 1, token 2: id 512 is not in the vocabulary \(0\.\.511\)/],
-      [["run", GOLDEN_DIR, "--backend", "wgsl", "--input", GOLDEN_FILE, "--out", join(dir, "x.safetensors")], /not implemented: the wgsl backend/],
+      [["run", GOLDEN_DIR, "--backend", "cuda", "--input", GOLDEN_FILE, "--out", join(dir, "x.safetensors")], /not implemented: the cuda backend/],
     ];
     for (const [argv, message] of cases) {
       const r = await cli(...argv);

@@ -119,7 +119,7 @@ module @m {
 
 describe("pass manager", () => {
   it("names unknown passes and refuses --print-after for a pass not in the pipeline", () => {
-    expect(() => parsePassList("cse,fusion")).toThrow(/unknown pass 'fusion' \(available: dce, cse\)/);
+    expect(() => parsePassList("cse,fuse")).toThrow(/unknown pass 'fuse' \(available: dce, cse, fusion\)/);
     const m = buildLing2(resolveCheckpoint(GOLDEN_DIR).config, "forward");
     expect(() => runPasses(m, parsePassList("dce"), { printAfter: new Set(["cse"]) })).toThrow(/pass 'cse' is not in this pipeline/);
   });

@@ -18,6 +18,11 @@ export interface LoadedModel {
   config: LingConfig;
   forward: GraphRunner;
   decode: GraphRunner;
+  /**
+   * Greedy generation done by the backend itself (the CUDA program keeps the KV cache on the GPU);
+   * backends without it use the shared loop in generate.ts over forward and decode.
+   */
+  generate?(prompts: number[][], maxNew: number): Promise<{ tokens: number[][]; stepLogits: Float32Array[][] }>;
   close(): void;
 }
 

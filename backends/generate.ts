@@ -67,6 +67,7 @@ export async function greedyGenerate(model: LoadedModel, prompts: number[][], ma
   });
   const result: GenerateResult = { tokens: prompts.map(() => []), stepLogits: prompts.map(() => []) };
   if (maxNew <= 0) return result;
+  if (model.generate) return model.generate(prompts, maxNew);
   const byLength = new Map<number, number[]>();
   prompts.forEach((p, i) => byLength.set(p.length, [...(byLength.get(p.length) ?? []), i]));
   for (const idxs of byLength.values()) {

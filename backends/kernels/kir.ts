@@ -32,9 +32,12 @@ export type Stmt =
   | { k: "barrier" }
   | { k: "array"; name: string; t: KType; size: number };
 
+/** Element types of buffers: bf16 buffers hold bf16 bits and read and write as f32 values. */
+export type BufferElem = "f32" | "i32" | "bf16";
+
 export interface BufferParam {
   name: string;
-  elem: "f32" | "i32";
+  elem: BufferElem;
   write: boolean;
   /** A read-only buffer held as `count` bindings of `per` elements each (a weight over a binding-size limit). */
   parts?: { count: number; per: number };
@@ -153,7 +156,7 @@ export class KernelBuilder {
     return add(mul(this.wg, i(this.kernel.wg)), this.lid);
   }
 
-  buffer(name: string, elem: "f32" | "i32", write = false): string {
+  buffer(name: string, elem: BufferElem, write = false): string {
     if (!this.kernel.buffers.some((b) => b.name === name)) this.kernel.buffers.push({ name, elem, write });
     return name;
   }
@@ -171,7 +174,7 @@ export class KernelBuilder {
   load(buf: string, idx: Expr, t?: KType): Expr {
     const b = this.kernel.buffers.find((x) => x.name === buf);
     const s = this.kernel.shared.find((x) => x.name === buf);
-    const elem = t ?? b?.elem ?? s?.t;
+    const elem = t ?? (b ? (b.elem === "bf16" ? "f32" : b.elem) : s?.t);
     if (!elem) throw new Error(`kir: load from unknown buffer ${buf}`);
     return { k: "load", t: elem, buf, idx };
   }

@@ -119,6 +119,7 @@ export function renderWgsl(k: Kernel): string {
   const fields = k.uniforms.length ? k.uniforms : ["unused"];
   const padded = [...fields, ...Array.from({ length: (4 - (fields.length % 4)) % 4 }, (_, j) => `pad${j}`)];
   out.push(`struct Sizes { ${padded.map((n) => `${n}: i32`).join(", ")} }`);
+  if (k.buffers.some((b) => b.elem === "bf16")) throw new Error(`kir: kernel ${k.name} has a bf16 buffer, which WGSL cannot hold`);
   split = new Set(k.buffers.filter((b) => b.parts).map((b) => b.name));
   let binding = 0;
   for (const b of k.buffers) {

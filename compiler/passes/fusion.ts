@@ -29,6 +29,8 @@ export const ELEMENTWISE_OPS = new Set(["neg", "abs", "exp", "log", "sqrt", "rsq
 /** Ops that need no kernel: a reshape is a view, a constant is data. */
 export const FREE_OPS = new Set(["reshape", "constant"]);
 const MATMUL_LIKE = new Set(["linear", "matmul", "grouped_linear", "moe_combine"]);
+/** Ops a GEMM library runs when the target has one (see PassContext.libraryMatmuls). */
+const LIBRARY_MATMULS = new Set(["linear", "matmul", "grouped_linear"]);
 
 export function checkFusionNames(names: Iterable<string>): void {
   for (const n of names) {
@@ -114,7 +116,7 @@ class FunctionFuser {
       const back = (v: Value, throughLinear: boolean) => {
         const p = this.def(v);
         if (!this.free(p) || ops.has(p)) return;
-        const kinds = throughLinear ? ["add", "sigmoid", "linear", "cast"] : ["cast"];
+        const kinds = throughLinear ? ["add", "sigmoid", ...(this.ctx.libraryMatmuls ? [] : ["linear", "cast"])] : ["cast"];
         if (!kinds.includes(p.opName)) return;
         ops.add(p);
         for (const o of p.operands) back(o, throughLinear && p.opName !== "linear");
@@ -180,6 +182,7 @@ class FunctionFuser {
       if (s?.opName !== "silu" || this.only(s.results[0]!) !== m) continue;
       const gate = this.def(s.operands[0]!);
       if (!gate || !up || gate.opName !== up.opName || !["linear", "grouped_linear"].includes(gate.opName)) continue;
+      if (gate.opName === "linear" && this.ctx.libraryMatmuls) continue;
       if (this.only(gate.results[0]!) !== s || this.only(up.results[0]!) !== m) continue;
       if (gate.operands[0] !== up.operands[0] || (gate.opName === "grouped_linear" && gate.operands[2] !== up.operands[2])) continue;
       const ops = [gate, up, s, m];
@@ -198,6 +201,7 @@ class FunctionFuser {
   }
 
   normMatmul(): void {
+    if (this.ctx.libraryMatmuls) return;
     for (const n of this.f.body.filter((o) => o.opName === "rms_norm" && this.free(o))) {
       const l = this.only(n.results[0]!);
       if (l?.opName !== "linear" || !this.free(l) || l.operands[0] !== n.results[0]) continue;
@@ -221,7 +225,7 @@ class FunctionFuser {
           continue;
         }
         if (ELEMENTWISE_OPS.has(p.opName) && this.add("elementwise", [p, e])) break;
-        if (MATMUL_LIKE.has(p.opName) && this.add("epilogue", [p, e])) break;
+        if (MATMUL_LIKE.has(p.opName) && !(this.ctx.libraryMatmuls && LIBRARY_MATMULS.has(p.opName)) && this.add("epilogue", [p, e])) break;
       }
     }
   }

@@ -10,6 +10,12 @@ export interface PassContext {
    * row there, so it applies only when a row fits. Undefined: no limit.
    */
   maxWorkgroupBytes?: number;
+  /**
+   * Dense matmuls (`linear`) run in a GEMM library on this target (cuBLASLt on CUDA), so no fusion
+   * may absorb one into a generated kernel: no norm_matmul, no dense swiglu, no linear epilogues,
+   * and the router kernel starts after the logits.
+   */
+  libraryMatmuls?: boolean;
 }
 
 export const DEFAULT_PASS_CONTEXT: PassContext = { disabledFusions: new Set() };

@@ -9,7 +9,7 @@ import { isFloat, type DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Value } from "../../../ir/module";
 import { storageSlot, type Schedule, type Step } from "../../schedule";
-import { KernelBuilder, i, round, type Expr, type Kernel } from "../kir";
+import { KernelBuilder, i, round, type BufferElem, type Expr, type Kernel } from "../kir";
 
 export interface GeneratedKernel {
   kernel: Kernel;
@@ -26,6 +26,12 @@ export interface GenLimits {
   maxThreads: number;
   /** Workgroup (shared) memory in bytes. */
   maxWorkgroupBytes: number;
+  /** How the target stores a dtype (WebGPU: every float as f32; CUDA: bf16 as bf16). Default: f32/i32. */
+  storage?: (dt: DType) => BufferElem;
+}
+
+export function defaultStorage(dt: DType): BufferElem {
+  return isFloat(dt) ? "f32" : "i32";
 }
 
 export class Gen {
@@ -51,11 +57,14 @@ export class Gen {
     const slot = this.step.reads.get(v) ?? this.step.writes.get(v);
     if (slot === undefined) throw new LingcError(`kernel generator: value ${v.name ?? "?"} is not an input or output of ${this.step.kernel?.name ?? this.step.op.opName}`);
     const storage = storageSlot(this.schedule, slot);
-    const name = `b${storage}`;
+    // Buffers are named by position, not by slot, so the same kernel for another layer renders to
+    // the same text (and a backend can emit it once).
+    let name = [...this.slotOf].find(([, st]) => st === storage)?.[0];
+    name ??= `b${this.slotOf.size}`;
     const write = this.step.writes.has(v);
     const existing = this.kb.kernel.buffers.find((b) => b.name === name);
     if (existing) existing.write ||= write;
-    else this.kb.buffer(name, isFloat(v.type.dtype) ? "f32" : "i32", write);
+    else this.kb.buffer(name, (this.limits.storage ?? defaultStorage)(v.type.dtype), write);
     this.slotOf.set(name, storage);
     this.names.set(v, name);
     return name;

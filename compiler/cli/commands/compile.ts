@@ -1,7 +1,7 @@
 /** `lingc compile <model>`: traces a graph, runs the pass pipeline and writes the result. */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { LingcError, NotImplementedError } from "../../../ir/errors";
+import { LingcError } from "../../../ir/errors";
 import type { Module } from "../../../ir/module";
 import { parseModule } from "../../../ir/parse";
 import { printModule } from "../../../ir/print";
@@ -16,7 +16,8 @@ import { checkpointLayout, unboundLayout } from "../../../backends/onnx/weights"
 import { bindCheckpoint } from "../../../models/checkpoint/bind";
 import { Checkpoint } from "../../../models/checkpoint/checkpoint";
 import { buildLing2, graphKind, GRAPHS } from "../../../models/ling2";
-import { resolveModel } from "../../../models/resolve";
+import { resolveModel, type ModelSpec } from "../../../models/resolve";
+import { emitCuda } from "../../../backends/cuda/emit";
 import { parsePassList, runPasses } from "../../passes/manager";
 import { flag, int, str, type OptionSpec, type ParsedArgs } from "../args";
 import { writeFileAtomic } from "../io";
@@ -48,19 +49,19 @@ export const compile: Command = {
       "folder's safetensors files (load it with the folder as ONNX Runtime's external-data folder, see README);",
       "compiled from a built-in config, it is unbound until 'lingc onnx-bind' points it at a checkpoint.",
       "--target wgsl writes <out>/<graph>.wgsl.json: the WGSL kernels and launch plan (what the esbuild plugin embeds).",
+      "--target cuda writes a CUDA source folder for both graphs (model.cu, the runtime, a Makefile for nvcc -arch=sm_90a).",
     ],
   },
   async run(args, io) {
     const target = str(args, "target") ?? "ir";
-    if (target === "cuda") throw new NotImplementedError(`--target ${target} (this build emits --target ir, onnx and wgsl)`);
-    const { m, checkpointDir } = loadModule(args);
+    const { m, checkpointDir, spec } = loadModule(args);
     const bopts = backendOptions(args);
     checkFusionNames(bopts.noFuse ?? []);
     const profile = target === "wgsl" || bopts.targetProfile || bopts.limits ? await resolveProfile(bopts) : undefined;
-    const pipeline = str(args, "passes") ?? (target === "wgsl" ? GPU_PIPELINE : DEFAULT_PIPELINE);
+    const pipeline = str(args, "passes") ?? (target === "wgsl" || target === "cuda" ? GPU_PIPELINE : DEFAULT_PIPELINE);
     const timings = runPasses(m, parsePassList(pipeline), {
       ...passOptions(args, io),
-      context: { disabledFusions: new Set(bopts.noFuse ?? []), maxWorkgroupBytes: profile?.maxComputeWorkgroupStorageSize },
+      context: { disabledFusions: new Set(bopts.noFuse ?? []), maxWorkgroupBytes: profile?.maxComputeWorkgroupStorageSize, libraryMatmuls: target === "cuda" },
     });
     if (flag(args, "time-passes")) reportTimings(timings, io);
     if (flag(args, "report")) {
@@ -72,6 +73,10 @@ export const compile: Command = {
     if (target === "ir") {
       path = join(out, `${m.name}.lir`);
       writeFileAtomic(path, printModule(m));
+    } else if (target === "cuda") {
+      if (!spec) throw new LingcError("--target cuda compiles a model (a built-in config or a checkpoint folder), not an IR file");
+      for (const [name, text] of Object.entries(emitCuda(spec.config, bopts.noFuse).files)) writeFileAtomic(join(out, name), text);
+      path = `${out}/ (model.cu, runtime, Makefile: build with 'make' (nvcc -arch=sm_90a), run ./lingc_model --help)`;
     } else if (target === "wgsl") {
       path = join(out, `${m.name}.wgsl.json`);
       writeFileAtomic(path, JSON.stringify(compileWgsl(m, profile!), null, 1) + "\n");
@@ -91,7 +96,7 @@ export const compile: Command = {
 };
 
 /** The module to compile: traced from a model (built-in or checkpoint folder), or read from a .lir file. */
-function loadModule(args: ParsedArgs): { m: Module; checkpointDir?: string } {
+function loadModule(args: ParsedArgs): { m: Module; checkpointDir?: string; spec?: ModelSpec } {
   const arg = args.positionals[0]!;
   if (arg.endsWith(".lir")) {
     if (str(args, "graph")) throw new LingcError("--graph does not apply to an IR file (the module names its graph)");
@@ -106,5 +111,5 @@ function loadModule(args: ParsedArgs): { m: Module; checkpointDir?: string } {
     return { m };
   }
   const spec = resolveModel(arg);
-  return { m: buildLing2(spec.config, graphKind(str(args, "graph") ?? "forward")), checkpointDir: spec.checkpointDir };
+  return { m: buildLing2(spec.config, graphKind(str(args, "graph") ?? "forward")), checkpointDir: spec.checkpointDir, spec };
 }

@@ -1,0 +1,128 @@
+/**
+ * `--backend cuda`: emits the model's CUDA sources, builds them with nvcc (cached by a hash of the
+ * sources, under $LINGC_CACHE_DIR or ~/.cache/lingc), and runs the program on the GPU: `run` through
+ * safetensors files, `generate` through the program's own loop, which keeps the KV cache on the GPU.
+ */
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
+import { join } from "node:path";
+import { LingcError } from "../../ir/errors";
+import type { Tensor } from "../../ir/tensor";
+import type { LingConfig } from "../../models/config";
+import { readAllSafetensors, writeSafetensors } from "../../models/checkpoint/safetensors";
+import type { Backend, BackendOptions, GraphRunner, LoadedModel } from "../backend";
+import type { GenerateResult } from "../generate";
+import { emitCuda } from "./emit";
+
+function cacheRoot(): string {
+  return process.env["LINGC_CACHE_DIR"] ?? join(homedir(), ".cache", "lingc");
+}
+
+/** Builds (or finds) the program for a config; returns the path of its executable. */
+export function buildProgram(config: LingConfig, noFuse: readonly string[] = []): string {
+  const { files } = emitCuda(config, noFuse);
+  const hash = createHash("sha256");
+  for (const name of Object.keys(files).sort()) hash.update(name).update("\0").update(files[name]!).update("\0");
+  const dir = join(cacheRoot(), "cuda", `${config.name.replace(/[^A-Za-z0-9_.-]/g, "_")}-${hash.digest("hex").slice(0, 16)}`);
+  const exe = join(dir, "lingc_model");
+  if (existsSync(exe)) return exe;
+  const nvcc = spawnSync("nvcc", ["--version"], { encoding: "utf8" });
+  if (nvcc.status !== 0) throw new LingcError("the cuda backend needs nvcc (the CUDA toolkit) on the PATH");
+  const build = `${dir}.build-${process.pid}`;
+  mkdirSync(build, { recursive: true });
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(build, name), text);
+  const r = spawnSync("make", ["-j4", "lingc_model"], { cwd: build, encoding: "utf8" });
+  if (r.status !== 0) {
+    const tail = `${r.stdout ?? ""}${r.stderr ?? ""}`.trim().split("\n").slice(-12).join("\n");
+    rmSync(build, { recursive: true, force: true });
+    throw new LingcError(`building the CUDA program failed (make in ${build}):\n${tail}`);
+  }
+  rmSync(dir, { recursive: true, force: true });
+  renameSync(build, dir);
+  return exe;
+}
+
+function runProgram(exe: string, args: string[]): string {
+  const r = spawnSync(exe, args, { encoding: "utf8", maxBuffer: 1 << 30 });
+  if (r.status === 3) throw new LingcError("the cuda backend needs an NVIDIA GPU, and this machine has none (no CUDA device)");
+  if (r.status !== 0) {
+    const msg = (r.stderr ?? "").trim().split("\n").filter((l) => l.startsWith("lingc_model: error:")).pop() ?? `${r.stderr ?? ""}`.trim().slice(-500);
+    throw new LingcError(msg.replace(/^lingc_model: error: /, "") || `the CUDA program failed (exit ${r.status ?? r.signal})`);
+  }
+  if (r.stderr) process.stderr.write(r.stderr);
+  return r.stdout;
+}
+
+function runner(exe: string, checkpointDir: string, graph: "forward" | "decode", profile: boolean): GraphRunner {
+  return {
+    async run(inputs, observe) {
+      const dir = mkdtempSync(join(tmpdir(), "lingc-cuda-"));
+      try {
+        const inFile = join(dir, "in.safetensors");
+        const outFile = join(dir, "out.safetensors");
+        writeSafetensors(inFile, inputs as Record<string, Tensor>);
+        const args = ["run", "--checkpoint", checkpointDir, "--graph", graph, "--input", inFile, "--out", outFile];
+        if (observe) args.push("--observe");
+        if (profile) args.push("--profile");
+        runProgram(exe, args);
+        const all = readAllSafetensors(outFile);
+        const outputs: Record<string, Tensor> = {};
+        for (const [k, v] of Object.entries(all)) {
+          if (k === "logits" || k.startsWith("mtp_logits") || k.startsWith("present.")) outputs[k] = v;
+          if (observe) observe(k, v);
+        }
+        return outputs;
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+export const cudaBackend: Backend = {
+  name: "cuda",
+  summary: "CUDA C++ (cuBLASLt GEMMs, generated kernels) built with nvcc for sm_90a, run on an NVIDIA GPU",
+  async load(config, checkpointDir, options: BackendOptions = {}): Promise<LoadedModel> {
+    if (!hasCudaGpu()) {
+      throw new LingcError("the cuda backend runs on an NVIDIA GPU and this machine has none (nvidia-smi lists no GPU); 'lingc compile --target cuda' still emits the sources");
+    }
+    const exe = buildProgram(config, options.noFuse);
+    const profile = process.env["LINGC_PROFILE"] === "1";
+    return {
+      config,
+      forward: runner(exe, checkpointDir, "forward", profile),
+      decode: runner(exe, checkpointDir, "decode", profile),
+      async generate(prompts: number[][], maxNew: number): Promise<GenerateResult> {
+        const dir = mkdtempSync(join(tmpdir(), "lingc-cuda-"));
+        try {
+          const logitsFile = join(dir, "logits.safetensors");
+          const args = ["generate", "--checkpoint", checkpointDir, "--prompt", prompts.map((p) => p.join(",")).join(";"), "--max-new-tokens", String(maxNew), "--logits-out", logitsFile];
+          if (profile) args.push("--profile");
+          const out = runProgram(exe, args);
+          const tokens = out.trim().split("\n").map((l) => (l.trim() ? l.trim().split(/\s+/).map(Number) : []));
+          const stepLogits: Float32Array[][] = prompts.map(() => []);
+          if (maxNew > 0 && existsSync(logitsFile)) {
+            const t = readAllSafetensors(logitsFile)["step_logits"]!;
+            const V = t.shape[2]!;
+            prompts.forEach((_, b) => {
+              for (let s = 0; s < maxNew; s++) stepLogits[b]!.push(Float32Array.from(t.data.subarray((b * maxNew + s) * V, (b * maxNew + s + 1) * V)));
+            });
+          }
+          return { tokens, stepLogits };
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      },
+      close: () => undefined,
+    };
+  },
+};
+
+/** Whether this machine can run CUDA programs (an NVIDIA GPU with its driver). */
+export function hasCudaGpu(): boolean {
+  const r = spawnSync("nvidia-smi", ["-L"], { encoding: "utf8" });
+  return r.status === 0 && /GPU \d+:/.test(r.stdout ?? "");
+}
+

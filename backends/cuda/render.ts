@@ -1,0 +1,123 @@
+/**
+ * kir -> CUDA C++. One `__global__` function per kernel; buffers are pointer parameters (bf16 buffers
+ * are `__nv_bfloat16*`, read and written as float), run-time sizes are int parameters after them.
+ * The grid is linearized like WGSL's (blockIdx.x + blockIdx.y * gridDim.x).
+ */
+import type { Expr, Kernel, KType, Stmt } from "../kernels/kir";
+
+const TYPE: Record<KType, string> = { f32: "float", i32: "int", u32: "unsigned", bool: "bool" };
+
+export function literal(v: number, t: KType): string {
+  if (t === "bool") return v ? "true" : "false";
+  if (t === "i32") return v < 0 ? `(${v})` : `${v}`;
+  if (t === "u32") return `${v}u`;
+  if (Number.isNaN(v)) return "NAN";
+  if (v === Infinity) return "INFINITY";
+  if (v === -Infinity) return "(-INFINITY)";
+  const f = Math.fround(v);
+  for (let p = 1; p <= 17; p++) {
+    const s = f.toPrecision(p);
+    if (Math.fround(Number(s)) === f) return `${s.includes("e") || s.includes(".") ? s : `${s}.0`}f`;
+  }
+  return `${f}f`;
+}
+
+const UN: Record<string, string> = { exp: "expf", log: "logf", sqrt: "sqrtf", rsqrt: "rsqrtf", sin: "sinf", cos: "cosf", abs: "fabsf" };
+
+export class CudaRenderer {
+  private readonly bf16 = new Set<string>();
+
+  constructor(k: Kernel) {
+    for (const b of k.buffers) if (b.elem === "bf16") this.bf16.add(b.name);
+  }
+
+  expr(e: Expr): string {
+    switch (e.k) {
+      case "lit":
+        return literal(e.v, e.t);
+      case "ref":
+        return e.name;
+      case "uni":
+        return e.name;
+      case "load":
+        return this.bf16.has(e.buf) ? `__bfloat162float(${e.buf}[${this.expr(e.idx)}])` : `${e.buf}[${this.expr(e.idx)}]`;
+      case "builtin":
+        return e.name === "lid" ? "lid" : "wgid";
+      case "bin":
+        if (e.op === "min" || e.op === "max") return e.t === "f32" ? `f${e.op}f(${this.expr(e.a)}, ${this.expr(e.b)})` : `${e.op}(${this.expr(e.a)}, ${this.expr(e.b)})`;
+        return `(${this.expr(e.a)} ${e.op} ${this.expr(e.b)})`;
+      case "un":
+        if (e.op === "neg") return `(-${this.expr(e.a)})`;
+        if (e.op === "not") return `(!${this.expr(e.a)})`;
+        if (e.op === "abs" && e.t !== "f32") return `abs(${this.expr(e.a)})`;
+        return `${UN[e.op]}(${this.expr(e.a)})`;
+      case "sel":
+        return `(${this.expr(e.c)} ? ${this.expr(e.a)} : ${this.expr(e.b)})`;
+      case "conv":
+        return `((${TYPE[e.t]})(${this.expr(e.a)}))`;
+      case "round":
+        return e.to === "bf16" ? `__bfloat162float(__float2bfloat16_rn(${this.expr(e.a)}))` : `__half2float(__float2half_rn(${this.expr(e.a)}))`;
+    }
+  }
+
+  stmts(ss: Stmt[], indent: string, out: string[]): void {
+    for (const s of ss) {
+      switch (s.k) {
+        case "let":
+          out.push(`${indent}[[maybe_unused]] const ${TYPE[s.e.t]} ${s.name} = ${this.expr(s.e)};`);
+          break;
+        case "var":
+          out.push(`${indent}${TYPE[s.t]} ${s.name} = ${this.expr(s.e)};`);
+          break;
+        case "set":
+          out.push(`${indent}${s.name} = ${this.expr(s.e)};`);
+          break;
+        case "store":
+          out.push(this.bf16.has(s.buf) ? `${indent}${s.buf}[${this.expr(s.idx)}] = __float2bfloat16_rn(${this.expr(s.e)});` : `${indent}${s.buf}[${this.expr(s.idx)}] = ${this.expr(s.e)};`);
+          break;
+        case "array":
+          out.push(`${indent}${TYPE[s.t]} ${s.name}[${s.size}];`);
+          break;
+        case "barrier":
+          out.push(`${indent}__syncthreads();`);
+          break;
+        case "if":
+          out.push(`${indent}if (${this.expr(s.c)}) {`);
+          this.stmts(s.then, indent + "  ", out);
+          if (s.else?.length) {
+            out.push(`${indent}} else {`);
+            this.stmts(s.else, indent + "  ", out);
+          }
+          out.push(`${indent}}`);
+          break;
+        case "for":
+          out.push(`${indent}for (int ${s.v} = ${this.expr(s.from)}; ${s.v} < ${this.expr(s.to)}; ${s.v} += ${this.expr(s.step)}) {`);
+          this.stmts(s.body, indent + "  ", out);
+          out.push(`${indent}}`);
+          break;
+      }
+    }
+  }
+}
+
+const ELEM: Record<string, string> = { f32: "float", i32: "int", bf16: "__nv_bfloat16" };
+
+/** The C++ parameter list of a kernel (buffers, then sizes), for declarations and launches. */
+export function cudaParams(k: Kernel): string[] {
+  return [
+    ...k.buffers.map((b) => `${b.write ? "" : "const "}${ELEM[b.elem]}* __restrict__ ${b.name}`),
+    ...k.uniforms.map((u) => `int ${u}`),
+  ];
+}
+
+/** The CUDA source of a kernel (an `extern "C" __global__` function named k.name). */
+export function renderCuda(k: Kernel): string {
+  const r = new CudaRenderer(k);
+  const body: string[] = [];
+  r.stmts(k.body, "  ", body);
+  const out = [`// ${k.name}`, `extern "C" __global__ void __launch_bounds__(${k.wg}) ${k.name}(${cudaParams(k).join(", ")}) {`];
+  for (const s of k.shared) out.push(`  __shared__ ${TYPE[s.t]} ${s.name}[${s.size}];`);
+  out.push(`  [[maybe_unused]] const int lid = (int)threadIdx.x;`, `  [[maybe_unused]] const int wgid = (int)(blockIdx.x + blockIdx.y * gridDim.x);`);
+  out.push(...body, "}");
+  return out.join("\n") + "\n";
+}

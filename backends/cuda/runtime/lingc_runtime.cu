@@ -1,0 +1,1246 @@
+// The lingc CUDA runtime (see lingc_runtime.h). Sections: errors; a small JSON reader (safetensors
+// headers and index files); safetensors files; the Runtime (device, cuBLASLt, weights, graphs);
+// the hand-written kernels behind Ctx's routines (expert GEMV, split-K decode attention, softmax);
+// generate and bench; the command line.
+#include "lingc_runtime.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace lingc {
+
+// ---------------------------------------------------------------------------------------------
+// Errors: one line on stderr and a non-zero exit.
+
+[[noreturn]] static void fail(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::fprintf(stderr, "lingc_model: error: ");
+  std::vfprintf(stderr, fmt, ap);
+  std::fprintf(stderr, "\n");
+  va_end(ap);
+  std::exit(1);
+}
+
+#define CK(call)                                                                                   \
+  do {                                                                                             \
+    cudaError_t e_ = (call);                                                                       \
+    if (e_ != cudaSuccess) lingc::fail("%s failed: %s (%s:%d)", #call, cudaGetErrorString(e_), __FILE__, __LINE__); \
+  } while (0)
+
+#define CKB(call)                                                                                  \
+  do {                                                                                             \
+    cublasStatus_t s_ = (call);                                                                    \
+    if (s_ != CUBLAS_STATUS_SUCCESS) lingc::fail("%s failed with cuBLAS status %d", #call, (int)s_); \
+  } while (0)
+
+size_t dtype_bytes(int dt) { return dt == DT_BF16 ? 2 : 4; }
+
+static const char* dtype_name(int dt) { return dt == DT_BF16 ? "bf16" : dt == DT_I32 ? "i32" : "f32"; }
+
+// ---------------------------------------------------------------------------------------------
+// JSON (enough for safetensors headers and index files).
+
+struct Json {
+  enum Kind { NUL, BOOL, NUM, STR, ARR, OBJ } kind = NUL;
+  double num = 0;
+  bool b = false;
+  std::string str;
+  std::vector<Json> arr;
+  std::vector<std::pair<std::string, Json>> obj;
+  const Json* get(const std::string& k) const {
+    for (auto& kv : obj)
+      if (kv.first == k) return &kv.second;
+    return nullptr;
+  }
+};
+
+struct JsonReader {
+  const char* p;
+  const char* end;
+  const char* what;
+  [[noreturn]] void bad(const char* msg) { fail("%s: bad JSON (%s at byte %ld)", what, msg, (long)(p - (end - 0))); }
+  void ws() {
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) ++p;
+  }
+  Json value() {
+    ws();
+    if (p >= end) bad("unexpected end");
+    Json j;
+    if (*p == '{') {
+      j.kind = Json::OBJ;
+      ++p;
+      ws();
+      if (p < end && *p == '}') { ++p; return j; }
+      for (;;) {
+        ws();
+        Json k = value();
+        if (k.kind != Json::STR) bad("object key is not a string");
+        ws();
+        if (p >= end || *p != ':') bad("expected ':'");
+        ++p;
+        j.obj.emplace_back(k.str, value());
+        ws();
+        if (p < end && *p == ',') { ++p; continue; }
+        if (p < end && *p == '}') { ++p; return j; }
+        bad("expected ',' or '}'");
+      }
+    }
+    if (*p == '[') {
+      j.kind = Json::ARR;
+      ++p;
+      ws();
+      if (p < end && *p == ']') { ++p; return j; }
+      for (;;) {
+        j.arr.push_back(value());
+        ws();
+        if (p < end && *p == ',') { ++p; continue; }
+        if (p < end && *p == ']') { ++p; return j; }
+        bad("expected ',' or ']'");
+      }
+    }
+    if (*p == '"') {
+      j.kind = Json::STR;
+      ++p;
+      while (p < end && *p != '"') {
+        if (*p == '\\' && p + 1 < end) {
+          ++p;
+          char c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p;
+          j.str.push_back(c);
+          ++p;
+        } else {
+          j.str.push_back(*p++);
+        }
+      }
+      if (p >= end) bad("unterminated string");
+      ++p;
+      return j;
+    }
+    if (!std::strncmp(p, "true", 4)) { p += 4; j.kind = Json::BOOL; j.b = true; return j; }
+    if (!std::strncmp(p, "false", 5)) { p += 5; j.kind = Json::BOOL; return j; }
+    if (!std::strncmp(p, "null", 4)) { p += 4; return j; }
+    char* e = nullptr;
+    j.num = std::strtod(p, &e);
+    if (e == p) bad("unexpected character");
+    j.kind = Json::NUM;
+    p = e;
+    return j;
+  }
+};
+
+static Json parse_json(const std::string& text, const char* what) {
+  JsonReader r{text.data(), text.data() + text.size(), what};
+  return r.value();
+}
+
+static std::string read_file(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) fail("cannot open %s", path.c_str());
+  std::string s;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+  std::fclose(f);
+  return s;
+}
+
+static bool exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// safetensors
+
+struct StEntry {
+  std::string dtype;
+  std::vector<long> shape;
+  long begin = 0, end = 0;  // absolute file offsets
+};
+
+struct StFile {
+  std::string path;
+  int fd = -1;
+  std::map<std::string, StEntry> entries;
+
+  void open(const std::string& p) {
+    path = p;
+    fd = ::open(p.c_str(), O_RDONLY);
+    if (fd < 0) fail("cannot open %s", p.c_str());
+    struct stat st;
+    fstat(fd, &st);
+    const long size = (long)st.st_size;
+    if (size < 8) fail("%s: too short for a safetensors header", p.c_str());
+    uint64_t n = 0;
+    if (pread(fd, &n, 8, 0) != 8) fail("%s: cannot read the header length", p.c_str());
+    if (n > 100u * 1024 * 1024) fail("%s: header length %llu is absurd", p.c_str(), (unsigned long long)n);
+    if ((long)(8 + n) > size) fail("%s: header length %llu runs past the end of the %ld-byte file", p.c_str(), (unsigned long long)n, size);
+    std::string h(n, '\0');
+    if (pread(fd, &h[0], n, 8) != (ssize_t)n) fail("%s: cannot read the header", p.c_str());
+    Json j = parse_json(h, p.c_str());
+    if (j.kind != Json::OBJ) fail("%s: the header is not a JSON object", p.c_str());
+    const long data = 8 + (long)n;
+    for (auto& kv : j.obj) {
+      if (kv.first == "__metadata__") continue;
+      const Json* dt = kv.second.get("dtype");
+      const Json* sh = kv.second.get("shape");
+      const Json* off = kv.second.get("data_offsets");
+      if (!dt || dt->kind != Json::STR || !sh || sh->kind != Json::ARR || !off || off->kind != Json::ARR || off->arr.size() != 2)
+        fail("%s: tensor \"%s\" has a malformed entry", p.c_str(), kv.first.c_str());
+      StEntry e;
+      e.dtype = dt->str;
+      for (auto& d : sh->arr) e.shape.push_back((long)d.num);
+      e.begin = data + (long)off->arr[0].num;
+      e.end = data + (long)off->arr[1].num;
+      if (e.end < e.begin || e.end > size) fail("%s: tensor \"%s\" runs past the end of the file (truncated?)", p.c_str(), kv.first.c_str());
+      entries[kv.first] = e;
+    }
+  }
+
+  void read(const StEntry& e, void* dst) const {
+    long done = 0;
+    const long n = e.end - e.begin;
+    while (done < n) {
+      ssize_t got = pread(fd, (char*)dst + done, n - done, e.begin + done);
+      if (got <= 0) fail("%s: read failed", path.c_str());
+      done += got;
+    }
+  }
+};
+
+static void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, std::pair<std::string, std::pair<std::vector<long>, std::string>>>>& tensors) {
+  // tensors: name -> (dtype, (shape, bytes))
+  std::string header = "{";
+  long off = 0;
+  bool first = true;
+  for (auto& t : tensors) {
+    char buf[256];
+    header += first ? "" : ",";
+    first = false;
+    header += "\"" + t.first + "\":{\"dtype\":\"" + t.second.first + "\",\"shape\":[";
+    for (size_t i = 0; i < t.second.second.first.size(); ++i) {
+      std::snprintf(buf, sizeof buf, "%s%ld", i ? "," : "", t.second.second.first[i]);
+      header += buf;
+    }
+    const long n = (long)t.second.second.second.size();
+    std::snprintf(buf, sizeof buf, "],\"data_offsets\":[%ld,%ld]}", off, off + n);
+    header += buf;
+    off += n;
+  }
+  header += "}";
+  while ((header.size() + 8) % 8) header += " ";
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) fail("cannot write %s", path.c_str());
+  uint64_t n = header.size();
+  std::fwrite(&n, 8, 1, f);
+  std::fwrite(header.data(), 1, header.size(), f);
+  for (auto& t : tensors) std::fwrite(t.second.second.second.data(), 1, t.second.second.second.size(), f);
+  if (std::fclose(f) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot write %s", path.c_str());
+}
+
+struct Checkpoint {
+  std::string dir;
+  std::vector<StFile> files;
+  std::map<std::string, int> where;
+
+  void open(const std::string& d) {
+    dir = d;
+    std::vector<std::string> names;
+    if (exists(d + "/model.safetensors.index.json")) {
+      Json idx = parse_json(read_file(d + "/model.safetensors.index.json"), "model.safetensors.index.json");
+      const Json* wm = idx.get("weight_map");
+      if (!wm || wm->kind != Json::OBJ) fail("%s/model.safetensors.index.json: no weight_map", d.c_str());
+      for (auto& kv : wm->obj)
+        if (std::find(names.begin(), names.end(), kv.second.str) == names.end()) names.push_back(kv.second.str);
+    } else if (exists(d + "/model.safetensors")) {
+      names.push_back("model.safetensors");
+    } else {
+      fail("%s: no weights found (model.safetensors or model.safetensors.index.json)", d.c_str());
+    }
+    files.resize(names.size());
+    for (size_t i = 0; i < names.size(); ++i) {
+      files[i].open(d + "/" + names[i]);
+      for (auto& kv : files[i].entries) where[kv.first] = (int)i;
+    }
+  }
+
+  const StEntry* entry(const std::string& name, const StFile** file) const {
+    auto it = where.find(name);
+    if (it == where.end()) return nullptr;
+    *file = &files[it->second];
+    return &files[it->second].entries.at(name);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Kernels behind the routines.
+
+template <typename T> __device__ __forceinline__ float ld(const T* p, long i);
+template <> __device__ __forceinline__ float ld<float>(const float* p, long i) { return p[i]; }
+template <> __device__ __forceinline__ float ld<__nv_bfloat16>(const __nv_bfloat16* p, long i) { return __bfloat162float(p[i]); }
+template <typename T> __device__ __forceinline__ void st(T* p, long i, float v);
+template <> __device__ __forceinline__ void st<float>(float* p, long i, float v) { p[i] = v; }
+template <> __device__ __forceinline__ void st<__nv_bfloat16>(__nv_bfloat16* p, long i, float v) { p[i] = __float2bfloat16_rn(v); }
+/** Rounds to the storage type's precision (what HF's bf16 tensors hold after each op). */
+template <typename T> __device__ __forceinline__ float rnd(float v);
+template <> __device__ __forceinline__ float rnd<float>(float v) { return v; }
+template <> __device__ __forceinline__ float rnd<__nv_bfloat16>(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ long linear_block() { return (long)blockIdx.x + (long)blockIdx.y * gridDim.x; }
+
+/**
+ * Expert GEMV: for the few rows each expert gets in decoding. Block (o-tile of 8 outputs, expert e);
+ * each warp owns one output column o of expert e and walks that expert's rows four at a time, so
+ * the weight row is read once per four tokens. With SWIGLU, the gate and up rows are read together
+ * and the result is silu(g) * u, rounded as HF rounds each bf16 op.
+ */
+template <typename T, bool SWIGLU>
+__global__ void __launch_bounds__(256) expert_gemv(const T* __restrict__ x, const int* __restrict__ order, int k, const T* __restrict__ wg, const T* __restrict__ wu,
+                                                   const int* __restrict__ offsets, T* __restrict__ out, long O, long I) {
+  const int e = blockIdx.y;
+  const int lo = offsets[e], hi = offsets[e + 1];
+  if (lo >= hi) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const long o = (long)blockIdx.x * 8 + warp;
+  if (o >= O) return;
+  const T* rg = wg + ((long)e * O + o) * I;
+  const T* ru = SWIGLU ? wu + ((long)e * O + o) * I : nullptr;
+  for (int r0 = lo; r0 < hi; r0 += 4) {
+    const int nr = min(4, hi - r0);
+    long xr[4];
+    for (int j = 0; j < 4; ++j) xr[j] = j < nr ? (long)(order ? order[r0 + j] / k : r0 + j) * I : 0;
+    float ag[4] = {0, 0, 0, 0}, au[4] = {0, 0, 0, 0};
+    for (long c = lane; c < I; c += 32) {
+      const float g = ld(rg, c);
+      const float u = SWIGLU ? ld(ru, c) : 0.f;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (j < nr) {
+          const float xv = ld(x, xr[j] + c);
+          ag[j] += g * xv;
+          if (SWIGLU) au[j] += u * xv;
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float g = rnd<T>(warp_sum(ag[j]));
+      const float u = SWIGLU ? rnd<T>(warp_sum(au[j])) : 0.f;
+      if (lane == 0 && j < nr) {
+        const float y = SWIGLU ? rnd<T>(rnd<T>(g / (1.f + __expf(-g))) * u) : g;
+        st(out, (long)(r0 + j) * O + o, y);
+      }
+    }
+  }
+}
+
+/** out[r, :] = x[order[r] / k, :] (the token gather before grouped GEMMs). */
+template <typename T>
+__global__ void gather_rows(const T* __restrict__ x, const int* __restrict__ order, int k, T* __restrict__ out, long rows, long H) {
+  const long i = linear_block() * blockDim.x + threadIdx.x;
+  if (i >= rows * H) return;
+  const long r = i / H, c = i % H;
+  out[i] = x[(long)(order[r] / k) * H + c];
+}
+
+template <typename T>
+__global__ void silu_mul(const T* __restrict__ g, const T* __restrict__ u, T* __restrict__ out, long n) {
+  const long i = linear_block() * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float a = ld(g, i);
+  st(out, i, rnd<T>(rnd<T>(a / (1.f + __expf(-a))) * ld(u, i)));
+}
+
+/**
+ * Split-K decode attention (flash-decoding): block (query row, key chunk); 4 warps share the chunk,
+ * lanes split the head dim, each warp keeps an online-softmax state; the block writes its chunk's
+ * (max, sum, acc) for attn_combine. Query row = (b, h, i); query i sits at position T-S+i.
+ */
+template <typename T>
+__global__ void __launch_bounds__(128) attn_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* __restrict__ pm, float* __restrict__ pl,
+                                                  float* __restrict__ pacc, long nh, long nkv, long S, long Tk, int D, int DV, float scale, int causal, int chunk, int nsplit) {
+  const long row = blockIdx.x;
+  const int split = blockIdx.y;
+  const long i = row % S, bh = row / S, h = bh % nh, b = bh / nh;
+  const long g = h / (nh / nkv);
+  const long visible = causal ? Tk - S + i + 1 : Tk;
+  const long j0 = (long)split * chunk, j1 = min((long)j0 + chunk, visible);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float qr[8], acc[8];
+  for (int t = 0; t < 8; ++t) {
+    const int c = lane + 32 * t;
+    qr[t] = c < D ? ld(q, row * D + c) : 0.f;
+    acc[t] = 0.f;
+  }
+  const T* kb = k + (b * nkv + g) * Tk * D;
+  const T* vb = v + (b * nkv + g) * Tk * DV;
+  float m = -INFINITY, l = 0.f;
+  for (long j = j0 + warp; j < j1; j += 4) {
+    float s = 0.f;
+    for (int t = 0; t < 8; ++t) {
+      const int c = lane + 32 * t;
+      if (c < D) s += qr[t] * ld(kb, j * D + c);
+    }
+    s = rnd<T>(rnd<T>(warp_sum(s)) * scale);
+    const float mn = fmaxf(m, s);
+    const float corr = __expf(m - mn), p = __expf(s - mn);
+    l = l * corr + p;
+    for (int t = 0; t < 8; ++t) {
+      const int c = lane + 32 * t;
+      if (c < DV) acc[t] = acc[t] * corr + p * ld(vb, j * DV + c);
+    }
+    m = mn;
+  }
+  __shared__ float sm[4], sl[4], sacc[4][256];
+  if (lane == 0) { sm[warp] = m; sl[warp] = l; }
+  for (int t = 0; t < 8; ++t) {
+    const int c = lane + 32 * t;
+    if (c < DV) sacc[warp][c] = acc[t];
+  }
+  __syncthreads();
+  const long base = row * nsplit + split;
+  if (threadIdx.x == 0) {
+    float M = -INFINITY;
+    for (int w = 0; w < 4; ++w) M = fmaxf(M, sm[w]);
+    float L = 0.f;
+    for (int w = 0; w < 4; ++w) L += sm[w] == -INFINITY ? 0.f : sl[w] * __expf(sm[w] - M);
+    pm[base] = M;
+    pl[base] = L;
+  }
+  for (int c = threadIdx.x; c < DV; c += blockDim.x) {
+    float M = -INFINITY;
+    for (int w = 0; w < 4; ++w) M = fmaxf(M, sm[w]);
+    float a = 0.f;
+    for (int w = 0; w < 4; ++w) a += sm[w] == -INFINITY ? 0.f : sacc[w][c] * __expf(sm[w] - M);
+    pacc[base * DV + c] = a;
+  }
+}
+
+template <typename T>
+__global__ void attn_combine(const float* __restrict__ pm, const float* __restrict__ pl, const float* __restrict__ pacc, T* __restrict__ out, long nh, long S, int DV, int nsplit, int transposed) {
+  const long row = blockIdx.x;
+  const long i = row % S, bh = row / S, h = bh % nh, b = bh / nh;
+  float M = -INFINITY;
+  for (int s = 0; s < nsplit; ++s) M = fmaxf(M, pm[row * nsplit + s]);
+  float L = 0.f;
+  for (int s = 0; s < nsplit; ++s) L += pm[row * nsplit + s] == -INFINITY ? 0.f : pl[row * nsplit + s] * __expf(pm[row * nsplit + s] - M);
+  const long ob = transposed ? ((b * S + i) * nh + h) * DV : row * DV;
+  for (int c = threadIdx.x; c < DV; c += blockDim.x) {
+    float a = 0.f;
+    for (int s = 0; s < nsplit; ++s) {
+      const float ms = pm[row * nsplit + s];
+      if (ms != -INFINITY) a += pacc[(row * nsplit + s) * DV + c] * __expf(ms - M);
+    }
+    st(out, ob + c, a / L);
+  }
+}
+
+/** Softmax of attention score rows in place (scale, end-aligned causal mask, fp32, probabilities rounded to T). */
+template <typename T>
+__global__ void __launch_bounds__(256) softmax_rows(T* __restrict__ s, long rows, long S, long Tk, float scale, int causal) {
+  const long r = linear_block();
+  if (r >= rows) return;
+  const long i = r % S;
+  const long visible = causal ? Tk - S + i + 1 : Tk;
+  T* row = s + r * Tk;
+  __shared__ float red[32];
+  float m = -INFINITY;
+  for (long j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, rnd<T>(ld(row, j) * scale));
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
+  __syncthreads();
+  m = -INFINITY;
+  for (int w = 0; w < (int)(blockDim.x >> 5); ++w) m = fmaxf(m, red[w]);
+  __syncthreads();
+  float sum = 0.f;
+  for (long j = threadIdx.x; j < visible; j += blockDim.x) sum += __expf(rnd<T>(ld(row, j) * scale) - m);
+  sum = warp_sum(sum);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = sum;
+  __syncthreads();
+  sum = 0.f;
+  for (int w = 0; w < (int)(blockDim.x >> 5); ++w) sum += red[w];
+  for (long j = threadIdx.x; j < Tk; j += blockDim.x) st(row, j, j < visible ? __expf(rnd<T>(ld(row, j) * scale) - m) / sum : 0.f);
+}
+
+/** [B, nh, S, D] -> [B, S, nh, D]. */
+template <typename T>
+__global__ void bhsd_to_bshd(const T* __restrict__ in, T* __restrict__ out, long B, long nh, long S, long D) {
+  const long idx = linear_block() * blockDim.x + threadIdx.x;
+  if (idx >= B * nh * S * D) return;
+  const long c = idx % D, i = (idx / D) % S, h = (idx / (D * S)) % nh, b = idx / (D * S * nh);
+  out[((b * S + i) * nh + h) * D + c] = in[idx];
+}
+
+/** One row's argmax (lowest index on ties). */
+__global__ void argmax_rows(const float* __restrict__ x, long V, long stride, int* __restrict__ out) {
+  const float* row = x + blockIdx.x * stride;
+  float best = -INFINITY;
+  long bi = 0x7fffffff;
+  for (long j = threadIdx.x; j < V; j += blockDim.x) {
+    const float v = row[j];
+    if (v > best || (v == best && j < bi)) { best = v; bi = j; }
+  }
+  __shared__ float sv[256];
+  __shared__ long si[256];
+  sv[threadIdx.x] = best;
+  si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if ((int)threadIdx.x < s) {
+      const float ov = sv[threadIdx.x + s];
+      const long oi = si[threadIdx.x + s];
+      if (ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])) { sv[threadIdx.x] = ov; si[threadIdx.x] = oi; }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = (int)si[0];
+}
+
+/** Deterministic pseudo-random weights for benchmarks: uniform in [-a, a] (or 1 +- a for norms). */
+template <typename T>
+__global__ void init_random(T* __restrict__ p, long n, unsigned long long seed, float a, float center) {
+  const long i = linear_block() * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  unsigned long long z = (unsigned long long)i * 0x9E3779B97F4A7C15ull + seed;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  const float u = (float)(z >> 40) / (float)(1ull << 24) * 2.f - 1.f;
+  st(p, i, center + a * u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runtime
+
+struct GemmPlan {
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t a, b, c;
+  cublasLtMatmulAlgo_t algo;
+  bool has_algo;
+};
+
+class Runtime {
+ public:
+  cudaStream_t stream = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 64u << 20;
+  std::map<std::string, DevTensor> weights;
+  std::map<const GraphDef*, std::vector<DevTensor>> resident;  // per graph: constants and load-time results by slot
+  std::map<std::string, GemmPlan> plans;
+  bool profile = false;
+  std::vector<cudaEvent_t> events;
+  std::vector<int> event_labels;
+  const GraphDef* profiling_graph = nullptr;
+  std::map<std::string, std::pair<double, long>> timings;  // label -> (ms, calls)
+  std::string expert_path, attention_path;  // "" (automatic), "gemv"/"gemm", "split"/"gemm"
+
+  void init() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+      std::fprintf(stderr, "lingc_model: error: no CUDA device\n");
+      std::exit(3);
+    }
+    CK(cudaStreamCreate(&stream));
+    CKB(cublasLtCreate(&lt));
+    CK(cudaMalloc(&workspace, workspace_bytes));
+    if (const char* e = std::getenv("LINGC_EXPERT_PATH")) expert_path = e;
+    if (const char* e = std::getenv("LINGC_ATTENTION_PATH")) attention_path = e;
+  }
+
+  // --- GEMM (row-major): C[M,N] = A[M,K] . op(B), B stored [N,K] (b_trans) or [K,N]; batched by strides.
+  void gemm(int dt, long M, long N, long K, const void* A, long lda, long sa, const void* B, long ldb, long sb, bool b_trans, void* C, long ldc, long sc, long batch) {
+    if (M == 0 || N == 0) return;
+    const cudaDataType_t t = dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    // cuBLASLt is column-major: C^T[N,M] = op(B)^T . A^T, i.e. m = N, n = M with B as the first operand.
+    const cublasOperation_t ta = b_trans ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    char key[256];
+    std::snprintf(key, sizeof key, "%d/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%d", dt, M, N, K, lda, sa, ldb, sb, ldc, sc, batch, (int)b_trans);
+    auto it = plans.find(key);
+    if (it == plans.end()) {
+      GemmPlan p{};
+      CKB(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+      CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+      CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+      if (b_trans) CKB(cublasLtMatrixLayoutCreate(&p.a, t, K, N, ldb));
+      else CKB(cublasLtMatrixLayoutCreate(&p.a, t, N, K, ldb));
+      CKB(cublasLtMatrixLayoutCreate(&p.b, t, K, M, lda));
+      CKB(cublasLtMatrixLayoutCreate(&p.c, t, N, M, ldc));
+      if (batch > 1) {
+        const int bc = (int)batch;
+        const int64_t s1 = sb, s2 = sa, s3 = sc;
+        CKB(cublasLtMatrixLayoutSetAttribute(p.a, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+        CKB(cublasLtMatrixLayoutSetAttribute(p.a, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &s1, sizeof s1));
+        CKB(cublasLtMatrixLayoutSetAttribute(p.b, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+        CKB(cublasLtMatrixLayoutSetAttribute(p.b, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &s2, sizeof s2));
+        CKB(cublasLtMatrixLayoutSetAttribute(p.c, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+        CKB(cublasLtMatrixLayoutSetAttribute(p.c, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &s3, sizeof s3));
+      }
+      cublasLtMatmulPreference_t pref;
+      CKB(cublasLtMatmulPreferenceCreate(&pref));
+      CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof workspace_bytes));
+      cublasLtMatmulHeuristicResult_t res{};
+      int got = 0;
+      CKB(cublasLtMatmulAlgoGetHeuristic(lt, p.desc, p.a, p.b, p.c, p.c, pref, 1, &res, &got));
+      if (got == 0) fail("cuBLASLt has no algorithm for a %ldx%ldx%ld %s GEMM", M, N, K, dtype_name(dt));
+      p.algo = res.algo;
+      p.has_algo = true;
+      it = plans.emplace(key, p).first;
+    }
+    const float alpha = 1.f, beta = 0.f;
+    const GemmPlan& p = it->second;
+    CKB(cublasLtMatmul(lt, p.desc, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, workspace, workspace_bytes, stream));
+  }
+
+  // --- weights
+
+  void upload_weight(const std::string& name, int dt, const std::vector<long>& shape, const Checkpoint* ck, unsigned long long seed) {
+    if (weights.count(name)) return;
+    DevTensor t;
+    t.dtype = dt;
+    t.shape = shape;
+    const size_t bytes = (size_t)t.numel() * dtype_bytes(dt);
+    CK(cudaMalloc(&t.ptr, std::max<size_t>(bytes, 16)));
+    if (!ck) {
+      const bool norm = name.size() > 11 && name.compare(name.size() - 11, 11, "norm.weight") == 0;
+      const float a = norm ? 0.05f : 1.f / std::sqrt((float)shape.back());
+      const long n = t.numel();
+      if (dt == DT_BF16) init_random<<<grid((n + 255) / 256), 256, 0, stream>>>((__nv_bfloat16*)t.ptr, n, seed ^ std::hash<std::string>()(name), a, norm ? 1.f : 0.f);
+      else init_random<<<grid((n + 255) / 256), 256, 0, stream>>>((float*)t.ptr, n, seed ^ std::hash<std::string>()(name), a, norm ? 1.f : 0.f);
+      CK(cudaGetLastError());
+      weights[name] = t;
+      return;
+    }
+    const std::string want = dt == DT_BF16 ? "BF16" : dt == DT_F32 ? "F32" : "I32";
+    const size_t star = name.find(".*.");
+    const long parts = star == std::string::npos ? 1 : shape[0];
+    const std::vector<long> part_shape = star == std::string::npos ? shape : std::vector<long>(shape.begin() + 1, shape.end());
+    const size_t part_bytes = bytes / (size_t)parts;
+    std::vector<char> host(part_bytes);
+    for (long e = 0; e < parts; ++e) {
+      const std::string n = star == std::string::npos ? name : name.substr(0, star) + "." + std::to_string(e) + "." + name.substr(star + 3);
+      const StFile* f = nullptr;
+      const StEntry* en = ck->entry(n, &f);
+      if (!en) fail("%s: tensor \"%s\" is missing", ck->dir.c_str(), n.c_str());
+      if (en->dtype != want) fail("%s: tensor \"%s\" has dtype %s, the model expects %s", f->path.c_str(), n.c_str(), en->dtype.c_str(), want.c_str());
+      if (en->shape != part_shape) {
+        std::string got, exp;
+        for (long d : en->shape) got += std::to_string(d) + ",";
+        for (long d : part_shape) exp += std::to_string(d) + ",";
+        fail("%s: tensor \"%s\" has shape [%s], the model expects [%s]", f->path.c_str(), n.c_str(), got.c_str(), exp.c_str());
+      }
+      f->read(*en, host.data());
+      CK(cudaMemcpy((char*)t.ptr + e * part_bytes, host.data(), part_bytes, cudaMemcpyHostToDevice));
+    }
+    weights[name] = t;
+  }
+
+  /** Loads every weight both graphs declare (all checked before any kernel runs), then constants and load-time steps. */
+  void load(const Checkpoint* ck, unsigned long long seed) {
+    std::vector<long> shape(8);
+    for (const GraphDef* g : {&GRAPH_forward, &GRAPH_decode}) {
+      for (int s = 0; s < g->nslots; ++s) {
+        const SlotMeta& m = g->slots[s];
+        if (m.source != SRC_WEIGHT) continue;
+        long sym[8] = {0};
+        g->shape(s, sym, shape.data());
+        upload_weight(m.weight, m.dtype, std::vector<long>(shape.begin(), shape.begin() + m.rank), ck, seed);
+      }
+    }
+    CK(cudaStreamSynchronize(stream));
+    for (const GraphDef* g : {&GRAPH_forward, &GRAPH_decode}) prepare(g);
+  }
+
+  void prepare(const GraphDef* g) {
+    std::vector<DevTensor>& res = resident[g];
+    res.assign(g->nslots, DevTensor());
+    std::vector<long> shape(8);
+    long sym[8] = {0};
+    for (int c = 0; c < g->nconsts; ++c) {
+      const ConstDef& cd = g->consts[c];
+      if (cd.slot < 0) continue;
+      const SlotMeta& m = g->slots[cd.slot];
+      g->shape(cd.slot, sym, shape.data());
+      DevTensor t;
+      t.dtype = m.dtype;
+      t.shape.assign(shape.begin(), shape.begin() + m.rank);
+      const long n = t.numel();
+      std::vector<char> host((size_t)std::max<long>(n, 1) * dtype_bytes(m.dtype));
+      for (long i = 0; i < n; ++i) {
+        const float v = cd.values[cd.count == 1 ? 0 : i];
+        if (m.dtype == DT_F32) ((float*)host.data())[i] = v;
+        else if (m.dtype == DT_I32) ((int*)host.data())[i] = (int)v;
+        else ((__nv_bfloat16*)host.data())[i] = __float2bfloat16(v);
+      }
+      CK(cudaMalloc(&t.ptr, host.size()));
+      CK(cudaMemcpy(t.ptr, host.data(), host.size(), cudaMemcpyHostToDevice));
+      res[cd.slot] = t;
+    }
+    for (int s = 0; s < g->nslots; ++s) {
+      if (!g->slots[s].resident) continue;
+      g->shape(s, sym, shape.data());
+      DevTensor t;
+      t.dtype = g->slots[s].dtype;
+      t.shape.assign(shape.begin(), shape.begin() + g->slots[s].rank);
+      CK(cudaMalloc(&t.ptr, std::max<size_t>((size_t)t.numel() * dtype_bytes(t.dtype), 16)));
+      res[s] = t;
+    }
+    Ctx c;
+    bind(c, g, sym);
+    g->prepare(c);
+    CK(cudaStreamSynchronize(stream));
+  }
+
+  void bind(Ctx& c, const GraphDef* g, const long* sym) {
+    c.rt = this;
+    c.g = g;
+    c.stream = stream;
+    for (int i = 0; i < g->nsyms; ++i) c.sym[i] = sym[i];
+    c.ptrs.assign(g->nslots, nullptr);
+    const std::vector<DevTensor>& res = resident[g];
+    for (int s = 0; s < g->nslots; ++s) {
+      const SlotMeta& m = g->slots[s];
+      if (m.source == SRC_WEIGHT) c.ptrs[s] = weights.at(m.weight).ptr;
+      else if (!res.empty() && res[s].ptr) c.ptrs[s] = res[s].ptr;
+    }
+  }
+
+  /**
+   * Runs a graph: inputs by name (device tensors), returns the outputs (device tensors the caller
+   * owns); with observe, also every named value the plan materializes.
+   */
+  std::map<std::string, DevTensor> run(const GraphDef* g, const std::map<std::string, DevTensor>& inputs, bool observe) {
+    long sym[8] = {0};
+    for (int i = 0; i < g->nsyms; ++i) {
+      auto it = inputs.find(g->binds[i].input);
+      if (it == inputs.end()) fail("graph %s: missing input '%s'", g->name, g->binds[i].input);
+      sym[g->binds[i].sym] = it->second.shape.at(g->binds[i].axis);
+    }
+    Ctx c;
+    bind(c, g, sym);
+    std::vector<long> shape(8);
+    for (int i = 0; i < g->ninputs; ++i) {
+      auto it = inputs.find(g->inputs[i].name);
+      if (it == inputs.end()) fail("graph %s: missing input '%s'", g->name, g->inputs[i].name);
+      const int s = g->inputs[i].slot;
+      g->shape(s, sym, shape.data());
+      if ((int)it->second.shape.size() != g->slots[s].rank || !std::equal(it->second.shape.begin(), it->second.shape.end(), shape.begin()))
+        fail("graph %s: input '%s' has the wrong shape", g->name, g->inputs[i].name);
+      if (it->second.dtype != g->slots[s].dtype) fail("graph %s: input '%s' is %s, the graph takes %s", g->name, g->inputs[i].name, dtype_name(it->second.dtype), dtype_name(g->slots[s].dtype));
+      c.ptrs[s] = it->second.ptr;
+    }
+    std::vector<int> allocated;
+    for (int s = 0; s < g->nslots; ++s) {
+      const SlotMeta& m = g->slots[s];
+      if (m.source != SRC_COMPUTED || c.ptrs[s]) continue;
+      g->shape(s, sym, shape.data());
+      long n = 1;
+      for (int d = 0; d < m.rank; ++d) n *= shape[d];
+      CK(cudaMallocAsync(&c.ptrs[s], std::max<size_t>((size_t)n * dtype_bytes(m.dtype), 16), stream));
+      allocated.push_back(s);
+    }
+    for (int s = 0; s < g->nslots; ++s)
+      if (g->slots[s].source == SRC_ALIAS) c.ptrs[s] = c.ptrs[g->slots[s].alias_of];
+    if (profile) begin_profile(g);
+    g->run(c);
+    if (profile) end_profile(g);
+    std::map<std::string, DevTensor> out;
+    std::vector<int> kept;
+    auto keep = [&](const std::string& name, int s) {
+      DevTensor t;
+      t.ptr = c.ptrs[s];
+      t.dtype = g->slots[s].dtype;
+      g->shape(s, sym, shape.data());
+      t.shape.assign(shape.begin(), shape.begin() + g->slots[s].rank);
+      out[name] = t;
+      kept.push_back(s);
+    };
+    for (int i = 0; i < g->noutputs; ++i) keep(g->outputs[i].name, g->outputs[i].slot);
+    if (observe)
+      for (int s = 0; s < g->nslots; ++s)
+        if (g->slots[s].source == SRC_COMPUTED && g->slots[s].name[0] && !out.count(g->slots[s].name) && !g->slots[s].resident) keep(g->slots[s].name, s);
+    for (int s : allocated)
+      if (std::find(kept.begin(), kept.end(), s) == kept.end()) CK(cudaFreeAsync(c.ptrs[s], stream));
+    return out;
+  }
+
+  void free_tensor(DevTensor& t) {
+    if (t.ptr) CK(cudaFreeAsync(t.ptr, stream));
+    t.ptr = nullptr;
+  }
+
+  // --- profiling: an event at each mark; the time between marks is charged to the earlier label.
+  void begin_profile(const GraphDef* g) {
+    profiling_graph = g;
+    event_labels.clear();
+  }
+  void mark(int label) {
+    if (!profile) return;
+    if (events.size() <= event_labels.size()) {
+      cudaEvent_t e;
+      CK(cudaEventCreate(&e));
+      events.push_back(e);
+    }
+    CK(cudaEventRecord(events[event_labels.size()], stream));
+    event_labels.push_back(label);
+  }
+  void end_profile(const GraphDef* g) {
+    mark(-1);
+    CK(cudaStreamSynchronize(stream));
+    for (size_t i = 0; i + 1 < event_labels.size(); ++i) {
+      float ms = 0;
+      CK(cudaEventElapsedTime(&ms, events[i], events[i + 1]));
+      auto& t = timings[g->labels[event_labels[i]]];
+      t.first += ms;
+      t.second += 1;
+    }
+  }
+  void print_timings() {
+    std::vector<std::pair<std::string, std::pair<double, long>>> v(timings.begin(), timings.end());
+    std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
+    double total = 0;
+    for (auto& t : v) total += t.second.first;
+    std::fprintf(stderr, "per-kernel times (%.3f ms in all):\n", total);
+    for (auto& t : v) std::fprintf(stderr, "  %10.3f ms %6ld x  %s\n", t.second.first, t.second.second, t.first.c_str());
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Ctx routines
+
+void Ctx::mark(int label) { rt->mark(label); }
+
+void Ctx::launched(const char* kernel) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail("kernel %s did not launch: %s", kernel, cudaGetErrorString(e));
+}
+
+void Ctx::linear(int x, int w, int out, long M, long N, long K) {
+  rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1);
+}
+
+void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I) {
+  if (rows == 0) return;
+  const int dt = dtype(out);
+  const bool swiglu = wu >= 0;
+  const bool gemv = rt->expert_path == "gemv" || (rt->expert_path.empty() && rows <= 4 * E);
+  const int* ord = order >= 0 ? (const int*)ptr(order) : nullptr;
+  if (gemv) {
+    const dim3 g((unsigned)((O + 7) / 8), (unsigned)E);
+#define LINGC_GEMV(T, SW) expert_gemv<T, SW><<<g, 256, 0, stream>>>((const T*)ptr(x), ord, k, (const T*)ptr(wg), swiglu ? (const T*)ptr(wu) : nullptr, (const int*)ptr(offsets), (T*)ptr(out), O, I)
+    if (dt == DT_BF16) { if (swiglu) LINGC_GEMV(__nv_bfloat16, true); else LINGC_GEMV(__nv_bfloat16, false); }
+    else { if (swiglu) LINGC_GEMV(float, true); else LINGC_GEMV(float, false); }
+#undef LINGC_GEMV
+    launched("expert_gemv");
+    return;
+  }
+  // Many rows: one cuBLASLt GEMM per expert over its row range (the offsets come to the host once).
+  std::vector<int> off(E + 1);
+  CK(cudaMemcpyAsync(off.data(), ptr(offsets), (E + 1) * sizeof(int), cudaMemcpyDeviceToHost, stream));
+  CK(cudaStreamSynchronize(stream));
+  const size_t eb = dtype_bytes(dt);
+  const char* xs = (const char*)ptr(x);
+  void* gathered = nullptr;
+  if (ord) {
+    CK(cudaMallocAsync(&gathered, (size_t)rows * I * eb, stream));
+    const long n = rows * I;
+    if (dt == DT_BF16) gather_rows<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)xs, ord, k, (__nv_bfloat16*)gathered, rows, I);
+    else gather_rows<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)xs, ord, k, (float*)gathered, rows, I);
+    launched("gather_rows");
+    xs = (const char*)gathered;
+  }
+  void* g = ptr(out);
+  void* u = nullptr;
+  if (swiglu) {
+    CK(cudaMallocAsync(&g, (size_t)rows * O * eb, stream));
+    CK(cudaMallocAsync(&u, (size_t)rows * O * eb, stream));
+  }
+  for (long e = 0; e < E; ++e) {
+    const long lo = off[e], n = off[e + 1] - off[e];
+    if (n == 0) continue;
+    rt->gemm(dt, n, O, I, xs + lo * I * eb, I, 0, (const char*)ptr(wg) + e * O * I * eb, I, 0, true, (char*)g + lo * O * eb, O, 0, 1);
+    if (swiglu) rt->gemm(dt, n, O, I, xs + lo * I * eb, I, 0, (const char*)ptr(wu) + e * O * I * eb, I, 0, true, (char*)u + lo * O * eb, O, 0, 1);
+  }
+  if (swiglu) {
+    const long n = rows * O;
+    if (dt == DT_BF16) silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)g, (const __nv_bfloat16*)u, (__nv_bfloat16*)ptr(out), n);
+    else silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)g, (const float*)u, (float*)ptr(out), n);
+    launched("silu_mul");
+    CK(cudaFreeAsync(g, stream));
+    CK(cudaFreeAsync(u, stream));
+  }
+  if (gathered) CK(cudaFreeAsync(gathered, stream));
+}
+
+void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
+  const int dt = dtype(q);
+  if (d > 256 || dv > 256) fail("attention: head dims above 256 are not supported (d=%ld, dv=%ld)", d, dv);
+  const bool split = rt->attention_path == "split" || (rt->attention_path.empty() && S <= 16);
+  if (split) {
+    const int chunk = 256;
+    const int nsplit = (int)std::max<long>(1, (T + chunk - 1) / chunk);
+    const long rows = B * nh * S;
+    float *pm, *pl, *pacc;
+    CK(cudaMallocAsync(&pm, rows * nsplit * sizeof(float), stream));
+    CK(cudaMallocAsync(&pl, rows * nsplit * sizeof(float), stream));
+    CK(cudaMallocAsync(&pacc, rows * nsplit * dv * sizeof(float), stream));
+    const dim3 g1((unsigned)rows, (unsigned)nsplit);
+    if (dt == DT_BF16) {
+      attn_split<<<g1, 128, 0, stream>>>((const __nv_bfloat16*)ptr(q), (const __nv_bfloat16*)ptr(k), (const __nv_bfloat16*)ptr(v), pm, pl, pacc, nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit);
+      launched("attn_split");
+      attn_combine<<<(unsigned)rows, 128, 0, stream>>>(pm, pl, pacc, (__nv_bfloat16*)ptr(out), nh, S, (int)dv, nsplit, transposed);
+    } else {
+      attn_split<<<g1, 128, 0, stream>>>((const float*)ptr(q), (const float*)ptr(k), (const float*)ptr(v), pm, pl, pacc, nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit);
+      launched("attn_split");
+      attn_combine<<<(unsigned)rows, 128, 0, stream>>>(pm, pl, pacc, (float*)ptr(out), nh, S, (int)dv, nsplit, transposed);
+    }
+    launched("attn_combine");
+    CK(cudaFreeAsync(pm, stream));
+    CK(cudaFreeAsync(pl, stream));
+    CK(cudaFreeAsync(pacc, stream));
+    return;
+  }
+  // Prefill: scores = Q K^T per (batch, KV head) as one strided-batched GEMM (the rep query heads of a
+  // KV head are contiguous rows), softmax in place, then P V.
+  const long rep = nh / nkv, M = rep * S, batch = B * nkv;
+  const size_t eb = dtype_bytes(dt);
+  void* scores;
+  CK(cudaMallocAsync(&scores, (size_t)batch * M * T * eb, stream));
+  rt->gemm(dt, M, T, d, ptr(q), d, M * d, ptr(k), d, T * d, true, scores, T, M * T, batch);
+  const long rows = B * nh * S;
+  if (dt == DT_BF16) softmax_rows<<<grid(rows), 256, 0, stream>>>((__nv_bfloat16*)scores, rows, S, T, scale, causal);
+  else softmax_rows<<<grid(rows), 256, 0, stream>>>((float*)scores, rows, S, T, scale, causal);
+  launched("softmax_rows");
+  void* o = ptr(out);
+  if (transposed) CK(cudaMallocAsync(&o, (size_t)rows * dv * eb, stream));
+  rt->gemm(dt, M, dv, T, scores, T, M * T, ptr(v), dv, T * dv, false, o, dv, M * dv, batch);
+  if (transposed) {
+    const long n = rows * dv;
+    if (dt == DT_BF16) bhsd_to_bshd<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)o, (__nv_bfloat16*)ptr(out), B, nh, S, dv);
+    else bhsd_to_bshd<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)o, (float*)ptr(out), B, nh, S, dv);
+    launched("bhsd_to_bshd");
+    CK(cudaFreeAsync(o, stream));
+  }
+  CK(cudaFreeAsync(scores, stream));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host helpers, generate, bench, command line
+
+static DevTensor upload_ids(Runtime& rt, const std::vector<int>& ids, long B, long S) {
+  DevTensor t;
+  t.dtype = DT_I32;
+  t.shape = {B, S};
+  CK(cudaMallocAsync(&t.ptr, std::max<size_t>(ids.size() * 4, 16), rt.stream));
+  CK(cudaMemcpyAsync(t.ptr, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice, rt.stream));
+  return t;
+}
+
+static std::string to_bytes_f32(Runtime& rt, const DevTensor& t) {
+  const long n = t.numel();
+  std::string out((size_t)n * 4, '\0');
+  if (t.dtype == DT_F32 || t.dtype == DT_I32) {
+    CK(cudaMemcpyAsync(&out[0], t.ptr, n * 4, cudaMemcpyDeviceToHost, rt.stream));
+    CK(cudaStreamSynchronize(rt.stream));
+    return out;
+  }
+  std::vector<__nv_bfloat16> tmp(n);
+  CK(cudaMemcpyAsync(tmp.data(), t.ptr, n * 2, cudaMemcpyDeviceToHost, rt.stream));
+  CK(cudaStreamSynchronize(rt.stream));
+  for (long i = 0; i < n; ++i) ((float*)&out[0])[i] = __bfloat162float(tmp[i]);
+  return out;
+}
+
+static std::vector<int> argmax_last(Runtime& rt, const DevTensor& logits) {
+  const long B = logits.shape[0], S = logits.shape[1], V = logits.shape[2];
+  int* d;
+  CK(cudaMallocAsync(&d, B * sizeof(int), rt.stream));
+  argmax_rows<<<(unsigned)B, 256, 0, rt.stream>>>((const float*)logits.ptr + (S - 1) * V, V, S * V, d);
+  CK(cudaGetLastError());
+  std::vector<int> h(B);
+  CK(cudaMemcpyAsync(h.data(), d, B * sizeof(int), cudaMemcpyDeviceToHost, rt.stream));
+  CK(cudaStreamSynchronize(rt.stream));
+  CK(cudaFreeAsync(d, rt.stream));
+  return h;
+}
+
+/** Greedy generation for one batch of equal-length prompts: forward once, then decode steps; the KV cache stays on the device. */
+static std::vector<std::vector<int>> generate_batch(Runtime& rt, const std::vector<std::vector<int>>& prompts, int steps, std::vector<std::string>* step_logits) {
+  const long B = (long)prompts.size(), S = (long)prompts[0].size();
+  std::vector<int> flat;
+  for (auto& p : prompts) flat.insert(flat.end(), p.begin(), p.end());
+  std::vector<std::vector<int>> outs(B);
+  DevTensor ids = upload_ids(rt, flat, B, S);
+  auto res = rt.run(&GRAPH_forward, {{"input_ids", ids}}, false);
+  rt.free_tensor(ids);
+  for (int step = 0; step < steps; ++step) {
+    DevTensor& logits = res.at("logits");
+    std::vector<int> next = argmax_last(rt, logits);
+    if (step_logits) {
+      std::string all = to_bytes_f32(rt, logits);
+      const long Sx = logits.shape[1], V = logits.shape[2];
+      for (long b = 0; b < B; ++b) step_logits->push_back(all.substr(((b * Sx + Sx - 1) * V) * 4, V * 4));
+    }
+    for (long b = 0; b < B; ++b) outs[b].push_back(next[b]);
+    if (step + 1 == steps) break;
+    std::map<std::string, DevTensor> in;
+    DevTensor nid = upload_ids(rt, next, B, 1);
+    in["input_ids"] = nid;
+    for (long l = 0; l < MODEL.layers; ++l) {
+      in["past." + std::to_string(l) + ".key"] = res.at("present." + std::to_string(l) + ".key");
+      in["past." + std::to_string(l) + ".value"] = res.at("present." + std::to_string(l) + ".value");
+    }
+    auto next_res = rt.run(&GRAPH_decode, in, false);
+    for (auto& kv : res) rt.free_tensor(kv.second);
+    rt.free_tensor(nid);
+    res = next_res;
+  }
+  for (auto& kv : res) rt.free_tensor(kv.second);
+  return outs;
+}
+
+static double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+static double time_ms(Runtime& rt, int repeats, const std::function<void()>& fn) {
+  std::vector<double> t;
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  for (int r = 0; r < repeats; ++r) {
+    CK(cudaEventRecord(a, rt.stream));
+    fn();
+    CK(cudaEventRecord(b, rt.stream));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  return median(t);
+}
+
+static DevTensor random_tensor(Runtime& rt, int dt, std::vector<long> shape, unsigned long long seed) {
+  DevTensor t;
+  t.dtype = dt;
+  t.shape = shape;
+  const long n = t.numel();
+  CK(cudaMalloc(&t.ptr, std::max<size_t>((size_t)n * dtype_bytes(dt), 16)));
+  if (dt == DT_BF16) init_random<<<grid((n + 255) / 256), 256, 0, rt.stream>>>((__nv_bfloat16*)t.ptr, n, seed, 1.f, 0.f);
+  else init_random<<<grid((n + 255) / 256), 256, 0, rt.stream>>>((float*)t.ptr, n, seed, 1.f, 0.f);
+  CK(cudaGetLastError());
+  return t;
+}
+
+/** bench: prefill B x S and decode B with a P-token cache, median of repeats; plus this GPU's copy bandwidth and bf16 GEMM rate. */
+static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill, const std::vector<std::pair<long, long>>& decode, int repeats) {
+  std::printf("{\n  \"model\": \"%s\",\n", MODEL.name);
+  // Ceilings measured in this run.
+  {
+    const size_t bytes = 4ull << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, bytes));
+    CK(cudaMalloc(&b, bytes));
+    CK(cudaMemsetAsync(a, 1, bytes, rt.stream));
+    const double ms = time_ms(rt, 10, [&] { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, rt.stream)); });
+    std::printf("  \"copy_bandwidth_GBps\": %.1f,\n", 2.0 * bytes / (ms * 1e-3) / 1e9);
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+    const long n = 8192;
+    DevTensor A = random_tensor(rt, DT_BF16, {n, n}, 1), B = random_tensor(rt, DT_BF16, {n, n}, 2), C = random_tensor(rt, DT_BF16, {n, n}, 3);
+    const double gms = time_ms(rt, 10, [&] { rt.gemm(DT_BF16, n, n, n, A.ptr, n, 0, B.ptr, n, 0, true, C.ptr, n, 0, 1); });
+    std::printf("  \"bf16_gemm_TFLOPs\": %.1f,\n", 2.0 * n * n * n / (gms * 1e-3) / 1e12);
+    CK(cudaFree(A.ptr));
+    CK(cudaFree(B.ptr));
+    CK(cudaFree(C.ptr));
+  }
+  std::printf("  \"prefill\": [");
+  for (size_t i = 0; i < prefill.size(); ++i) {
+    const long B = prefill[i].first, S = prefill[i].second;
+    std::vector<int> ids((size_t)(B * S));
+    for (size_t j = 0; j < ids.size(); ++j) ids[j] = (int)((j * 7919) % MODEL.vocab);
+    DevTensor t = upload_ids(rt, ids, B, S);
+    auto once = [&] {
+      auto r = rt.run(&GRAPH_forward, {{"input_ids", t}}, false);
+      for (auto& kv : r) rt.free_tensor(kv.second);
+    };
+    once();
+    const double ms = time_ms(rt, repeats, once);
+    std::printf("%s\n    {\"batch\": %ld, \"seq\": %ld, \"ms\": %.3f, \"tokens_per_s\": %.1f}", i ? "," : "", B, S, ms, B * S / (ms * 1e-3));
+    rt.free_tensor(t);
+  }
+  std::printf("\n  ],\n  \"decode\": [");
+  for (size_t i = 0; i < decode.size(); ++i) {
+    const long B = decode[i].first, P = decode[i].second;
+    std::map<std::string, DevTensor> in;
+    std::vector<int> ids((size_t)B);
+    for (long b = 0; b < B; ++b) ids[b] = (int)((b * 31 + 7) % MODEL.vocab);
+    in["input_ids"] = upload_ids(rt, ids, B, 1);
+    const int dt = MODEL.bf16 ? DT_BF16 : DT_F32;
+    for (long l = 0; l < MODEL.layers; ++l)
+      for (const char* kv : {"key", "value"}) in["past." + std::to_string(l) + "." + kv] = random_tensor(rt, dt, {B, MODEL.kv_heads, P, MODEL.head_dim}, 100 + l);
+    auto once = [&] {
+      auto r = rt.run(&GRAPH_decode, in, false);
+      for (auto& kv : r) rt.free_tensor(kv.second);
+    };
+    once();
+    const double ms = time_ms(rt, repeats, once);
+    std::printf("%s\n    {\"batch\": %ld, \"cache\": %ld, \"ms_per_step\": %.3f, \"tokens_per_s\": %.1f}", i ? "," : "", B, P, ms, B / (ms * 1e-3));
+    for (auto& kv : in) CK(cudaFree(kv.second.ptr));
+  }
+  std::printf("\n  ]\n}\n");
+}
+
+static std::vector<std::pair<long, long>> parse_shapes(const std::string& s) {
+  std::vector<std::pair<long, long>> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    const std::string t = s.substr(i, j - i);
+    const size_t x = t.find('x');
+    if (x == std::string::npos) fail("bad shape '%s' (expected BxS)", t.c_str());
+    out.emplace_back(std::atol(t.substr(0, x).c_str()), std::atol(t.substr(x + 1).c_str()));
+    i = j + 1;
+  }
+  return out;
+}
+
+static std::vector<std::vector<int>> parse_prompts(const std::string& s) {
+  std::vector<std::vector<int>> out(1);
+  std::string num;
+  for (size_t i = 0; i <= s.size(); ++i) {
+    const char c = i < s.size() ? s[i] : ';';
+    if (c >= '0' && c <= '9') num.push_back(c);
+    else if (c == ',' || c == ';') {
+      if (num.empty()) fail("--prompt: empty token id");
+      const long v = std::atol(num.c_str());
+      if (v < 0 || v >= MODEL.vocab) fail("--prompt: id %ld is not in the vocabulary (0..%ld)", v, MODEL.vocab - 1);
+      out.back().push_back((int)v);
+      num.clear();
+      if (c == ';' && i < s.size()) out.emplace_back();
+    } else if (c != ' ') fail("--prompt: unexpected character '%c'", c);
+  }
+  return out;
+}
+
+static const char* USAGE =
+    "usage: lingc_model COMMAND [options]\n"
+    "  run       --checkpoint DIR --graph forward|decode --input IN.safetensors --out OUT.safetensors [--observe] [--profile]\n"
+    "  generate  --checkpoint DIR --prompt '1,2,3;4,5' --max-new-tokens N [--logits-out F.safetensors] [--profile]\n"
+    "  bench     (--checkpoint DIR | --random-weights) [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--profile]\n";
+
+}  // namespace lingc
+
+using namespace lingc;
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help")) {
+    std::printf("%s", USAGE);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  std::map<std::string, std::string> opt;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) != 0) fail("unexpected argument '%s'", a.c_str());
+    a = a.substr(2);
+    if (a == "observe" || a == "profile" || a == "random-weights") opt[a] = "1";
+    else if (i + 1 < argc) opt[a] = argv[++i];
+    else fail("option --%s needs a value", a.c_str());
+  }
+  Runtime rt;
+  rt.init();
+  rt.profile = opt.count("profile") > 0;
+  Checkpoint ck;
+  const bool random = opt.count("random-weights") > 0;
+  if (!random) {
+    if (!opt.count("checkpoint")) fail("--checkpoint DIR is required (or --random-weights for bench)");
+    ck.open(opt["checkpoint"]);
+  }
+  rt.load(random ? nullptr : &ck, 1234);
+  if (cmd == "run") {
+    const GraphDef* g = opt["graph"] == "decode" ? &GRAPH_decode : &GRAPH_forward;
+    if (!opt.count("input") || !opt.count("out")) fail("run needs --input and --out");
+    StFile in;
+    in.open(opt["input"]);
+    std::map<std::string, DevTensor> inputs;
+    for (auto& kv : in.entries) {
+      const StEntry& e = kv.second;
+      std::vector<char> host(e.end - e.begin);
+      in.read(e, host.data());
+      DevTensor t;
+      t.shape = e.shape;
+      const long n = t.numel();
+      std::vector<char> dev;
+      if (e.dtype == "I64") {
+        t.dtype = DT_I32;
+        dev.resize(n * 4);
+        for (long i = 0; i < n; ++i) ((int*)dev.data())[i] = (int)((const long long*)host.data())[i];
+      } else if (e.dtype == "I32" || e.dtype == "F32") {
+        t.dtype = e.dtype == "I32" ? DT_I32 : DT_F32;
+        dev = host;
+      } else if (e.dtype == "BF16") {
+        t.dtype = DT_BF16;
+        dev = host;
+      } else fail("%s: tensor \"%s\" has dtype %s, which the runner does not read", opt["input"].c_str(), kv.first.c_str(), e.dtype.c_str());
+      CK(cudaMalloc(&t.ptr, std::max<size_t>(dev.size(), 16)));
+      CK(cudaMemcpy(t.ptr, dev.data(), dev.size(), cudaMemcpyHostToDevice));
+      inputs[kv.first] = t;
+    }
+    auto out = rt.run(g, inputs, opt.count("observe") > 0);
+    std::vector<std::pair<std::string, std::pair<std::string, std::pair<std::vector<long>, std::string>>>> tensors;
+    for (auto& kv : out) tensors.push_back({kv.first, {kv.second.dtype == DT_I32 ? "I32" : "F32", {kv.second.shape, to_bytes_f32(rt, kv.second)}}});
+    write_safetensors(opt["out"], tensors);
+  } else if (cmd == "generate") {
+    if (!opt.count("prompt") || !opt.count("max-new-tokens")) fail("generate needs --prompt and --max-new-tokens");
+    const auto prompts = parse_prompts(opt["prompt"]);
+    const int steps = std::atoi(opt["max-new-tokens"].c_str());
+    std::vector<std::vector<int>> result(prompts.size());
+    std::vector<std::string> logits(prompts.size() * std::max(steps, 0));
+    std::map<size_t, std::vector<size_t>> by_len;
+    for (size_t i = 0; i < prompts.size(); ++i) by_len[prompts[i].size()].push_back(i);
+    for (auto& kv : by_len) {
+      std::vector<std::vector<int>> batch;
+      for (size_t i : kv.second) batch.push_back(prompts[i]);
+      std::vector<std::string> lg;
+      auto r = steps > 0 ? generate_batch(rt, batch, steps, &lg) : std::vector<std::vector<int>>(batch.size());
+      for (size_t j = 0; j < kv.second.size(); ++j) {
+        result[kv.second[j]] = r[j];
+        for (int s = 0; s < steps; ++s) logits[kv.second[j] * steps + s] = lg[s * batch.size() + j];
+      }
+    }
+    for (auto& r : result) {
+      for (size_t j = 0; j < r.size(); ++j) std::printf("%s%d", j ? " " : "", r[j]);
+      std::printf("\n");
+    }
+    if (opt.count("logits-out") && steps > 0) {
+      std::string all;
+      for (auto& l : logits) all += l;
+      write_safetensors(opt["logits-out"], {{"step_logits", {"F32", {{(long)prompts.size(), (long)steps, MODEL.vocab}, all}}}});
+    }
+  } else if (cmd == "bench") {
+    bench(rt, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10);
+  } else {
+    fail("unknown command '%s'\n%s", cmd.c_str(), USAGE);
+  }
+  if (rt.profile) rt.print_timings();
+  CK(cudaStreamSynchronize(rt.stream));
+  return 0;
+}

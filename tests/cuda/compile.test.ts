@@ -1,0 +1,43 @@
+/**
+ * The CUDA sources lingc emits compile with nvcc for sm_90a without a single warning, for ling-tiny
+ * and for Ling-1T (CI has nvcc but no GPU and no cuBLAS: the runtime's own cuBLASLt declarations
+ * stand in for the headers, and nothing is linked).
+ */
+import { spawn } from "node:child_process";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { NVCC_FLAGS } from "../../backends/cuda/emit";
+import { cli } from "../support/cli";
+import { scratchDir } from "../support/paths";
+
+function nvcc(dir: string, file: string): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const p = spawn("nvcc", [...NVCC_FLAGS.split(" "), "-c", "-o", `${file}.o`, file], { cwd: dir });
+    let out = "";
+    p.stdout.on("data", (d) => (out += d));
+    p.stderr.on("data", (d) => (out += d));
+    p.on("error", (e) => resolve({ code: -1, out: `nvcc could not start: ${e.message} (the CUDA toolkit's nvcc must be on the PATH)` }));
+    p.on("close", (code) => resolve({ code: code ?? -1, out }));
+  });
+}
+
+describe("lingc compile --target cuda", () => {
+  const dir = scratchDir("lingc-cuda-");
+
+  it("writes a self-contained source folder with a Makefile", async () => {
+    const r = await cli("compile", "ling-tiny", "--target", "cuda", "--out", join(dir, "tiny"));
+    expect(r.code, r.stderr).toBe(0);
+    expect(readdirSync(join(dir, "tiny")).sort()).toEqual(["Makefile", "lingc_blas.h", "lingc_runtime.cu", "lingc_runtime.h", "model.cu"]);
+  });
+
+  it("the emitted sources for ling-tiny and Ling-1T compile with nvcc -arch=sm_90a and no warnings", async () => {
+    const r = await cli("compile", "ling-1t", "--target", "cuda", "--out", join(dir, "1t"));
+    expect(r.code, r.stderr).toBe(0);
+    const results = await Promise.all([nvcc(join(dir, "tiny"), "model.cu"), nvcc(join(dir, "1t"), "model.cu"), nvcc(join(dir, "tiny"), "lingc_runtime.cu")]);
+    for (const res of results) {
+      expect(res.code, res.out).toBe(0);
+      expect(res.out.trim(), "nvcc printed warnings").toBe("");
+    }
+  }, 300_000);
+});

@@ -3,9 +3,9 @@
  * sources, under $LINGC_CACHE_DIR or ~/.cache/lingc), and runs the program on the GPU: `run` through
  * safetensors files, `generate` through the program's own loop, which keeps the KV cache on the GPU.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { LingcError } from "../../ir/errors";
@@ -14,14 +14,38 @@ import type { LingConfig } from "../../models/config";
 import { readAllSafetensors, writeSafetensors } from "../../models/checkpoint/safetensors";
 import type { Backend, BackendOptions, GraphRunner, LoadedModel } from "../backend";
 import type { GenerateResult } from "../generate";
-import { emitCuda } from "./emit";
+import { NVCC_FLAGS, emitCuda } from "./emit";
 
 function cacheRoot(): string {
   return process.env["LINGC_CACHE_DIR"] ?? join(homedir(), ".cache", "lingc");
 }
 
+/** Where cuBLASLt's headers and library are: the toolkit's, or the nvidia-cublas Python package's. */
+function cublasFlags(): { compile: string[]; link: string[] } {
+  const toolkit = spawnSync("sh", ["-c", "dirname $(dirname $(readlink -f $(command -v nvcc)))"], { encoding: "utf8" }).stdout.trim();
+  if (toolkit && existsSync(join(toolkit, "include", "cublasLt.h"))) return { compile: [], link: ["-lcublasLt"] };
+  const py = spawnSync("python3", ["-c", "import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__))"], { encoding: "utf8" });
+  const home = py.status === 0 ? py.stdout.trim() : "";
+  if (home && existsSync(join(home, "include", "cublasLt.h"))) {
+    const lib = ["libcublasLt.so", ...readdirSync(join(home, "lib")).filter((f) => f.startsWith("libcublasLt.so."))].find((f) => existsSync(join(home, "lib", f)));
+    if (lib) return { compile: [`-I${join(home, "include")}`], link: [join(home, "lib", lib), "-Xlinker", `-rpath=${join(home, "lib")}`] };
+  }
+  throw new LingcError("cuBLASLt was not found (neither in the CUDA toolkit nor in the nvidia-cublas Python package)");
+}
+
+function run(cmd: string, args: string[], cwd: string): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { cwd });
+    let out = "";
+    p.stdout.on("data", (d) => (out += d));
+    p.stderr.on("data", (d) => (out += d));
+    p.on("error", (e) => resolve({ code: -1, out: e.message }));
+    p.on("close", (code) => resolve({ code: code ?? -1, out }));
+  });
+}
+
 /** Builds (or finds) the program for a config; returns the path of its executable. */
-export function buildProgram(config: LingConfig, noFuse: readonly string[] = []): string {
+export async function buildProgram(config: LingConfig, noFuse: readonly string[] = []): Promise<string> {
   const { files } = emitCuda(config, noFuse);
   const hash = createHash("sha256");
   for (const name of Object.keys(files).sort()) hash.update(name).update("\0").update(files[name]!).update("\0");
@@ -33,11 +57,14 @@ export function buildProgram(config: LingConfig, noFuse: readonly string[] = [])
   const build = `${dir}.build-${process.pid}`;
   mkdirSync(build, { recursive: true });
   for (const [name, text] of Object.entries(files)) writeFileSync(join(build, name), text);
-  const r = spawnSync("make", ["-j4", "lingc_model"], { cwd: build, encoding: "utf8" });
-  if (r.status !== 0) {
-    const tail = `${r.stdout ?? ""}${r.stderr ?? ""}`.trim().split("\n").slice(-12).join("\n");
-    rmSync(build, { recursive: true, force: true });
-    throw new LingcError(`building the CUDA program failed (make in ${build}):\n${tail}`);
+  const blas = cublasFlags();
+  const flags = [...NVCC_FLAGS.split(" "), ...blas.compile];
+  const steps = await Promise.all(["model.cu", "lingc_runtime.cu"].map((f) => run("nvcc", [...flags, "-c", "-o", `${f}.o`, f], build)));
+  const link = steps.every((x) => x.code === 0) ? await run("nvcc", [...flags, "-o", "lingc_model", "model.cu.o", "lingc_runtime.cu.o", ...blas.link], build) : undefined;
+  const failed = [...steps, ...(link ? [link] : [])].find((x) => x.code !== 0);
+  if (failed) {
+    const tail = failed.out.trim().split("\n").slice(-12).join("\n");
+    throw new LingcError(`building the CUDA program failed (nvcc in ${build}):\n${tail}`);
   }
   rmSync(dir, { recursive: true, force: true });
   renameSync(build, dir);
@@ -88,7 +115,7 @@ export const cudaBackend: Backend = {
     if (!hasCudaGpu()) {
       throw new LingcError("the cuda backend runs on an NVIDIA GPU and this machine has none (nvidia-smi lists no GPU); 'lingc compile --target cuda' still emits the sources");
     }
-    const exe = buildProgram(config, options.noFuse);
+    const exe = await buildProgram(config, options.noFuse);
     const profile = process.env["LINGC_PROFILE"] === "1";
     return {
       config,

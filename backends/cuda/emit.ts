@@ -265,15 +265,18 @@ export const NVCC_FLAGS = "-arch=sm_90a -O3 -std=c++17 --expt-relaxed-constexpr 
 const MAKEFILE = `# Builds the lingc model runner with nvcc and nothing else.
 NVCC ?= nvcc
 NVCCFLAGS ?= ${NVCC_FLAGS}
-# cuBLAS headers and libraries: the CUDA toolkit's, or the nvidia-cublas Python package's.
+# cuBLASLt: the CUDA toolkit's, or else the nvidia-cublas Python package's (as on machines with PyTorch).
 CUBLAS_HOME ?= $(shell python3 -c "import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__))" 2>/dev/null)
-ifneq ($(CUBLAS_HOME),)
+CUBLASLT ?= $(firstword $(wildcard $(CUBLAS_HOME)/lib/libcublasLt.so) $(wildcard $(CUBLAS_HOME)/lib/libcublasLt.so.*))
+ifneq ($(CUBLASLT),)
   NVCCFLAGS += -I$(CUBLAS_HOME)/include
-  LDFLAGS += -L$(CUBLAS_HOME)/lib -Xlinker -rpath=$(CUBLAS_HOME)/lib
+  LIBS = $(CUBLASLT) -Xlinker -rpath=$(CUBLAS_HOME)/lib
+else
+  LIBS = -lcublasLt
 endif
 
 lingc_model: model.o lingc_runtime.o
-\t$(NVCC) $(NVCCFLAGS) -o $@ $^ $(LDFLAGS) -lcublasLt
+\t$(NVCC) $(NVCCFLAGS) -o $@ $^ $(LIBS)
 
 model.o: model.cu lingc_runtime.h lingc_blas.h
 \t$(NVCC) $(NVCCFLAGS) -c -o $@ model.cu

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# What runs on the H200 (the device machine): the CUDA backend on the golden checkpoint (run,
+# generate, both expert and attention paths, a bad checkpoint), compute-sanitizer memcheck and
+# racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
+# carry .gpu/node.xz (xz of a Node 20 binary), .gpu/golden/ling-tiny and dist/ (see README).
+# usage: bench/cuda/device.sh correct|sanitize|bench   (logs and results go to $OUT)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/lingc-out}
+mkdir -p "$OUT" /tmp/node
+[ -x /tmp/node/node ] || python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.gpu/node.xz'), open('/tmp/node/node', 'wb'))"
+chmod +x /tmp/node/node
+export PATH=/tmp/node:$PATH LINGC_CACHE_DIR=/tmp/lingc-cache
+G=.gpu/golden/ling-tiny
+L="node --enable-source-maps dist/lingc.mjs"
+PROMPT=$(python3 -c "
+from safetensors.numpy import load_file
+g = load_file('$G/golden.safetensors'); ids = g['input_ids']
+print(';'.join(','.join(str(int(x)) for x in row) for row in ids))")
+WANT=$(python3 -c "
+from safetensors.numpy import load_file
+g = load_file('$G/golden.safetensors'); ids = g['greedy_ids']
+print('|'.join(' '.join(str(int(x)) for x in row[12:]) for row in ids))")
+
+case "${1:-correct}" in
+correct)
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  for variant in default "LINGC_EXPERT_PATH=gemm LINGC_ATTENTION_PATH=gemm"; do
+    echo "== run ($variant)"
+    env ${variant/default/} $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
+    echo "== generate ($variant)"
+    GOT=$(env ${variant/default/} $L generate $G --backend cuda --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
+    echo "got  $GOT"; echo "want $WANT"; [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL"
+  done
+  echo "== compare interp,cuda"
+  $L compare $G --backends interp,cuda --input $G/golden.safetensors | tail -8
+  echo "== a checkpoint whose shapes do not match"
+  rm -rf /tmp/bad && cp -r $G /tmp/bad && python3 -c "
+from safetensors.numpy import load_file, save_file
+t = load_file('/tmp/bad/model.safetensors'); t['model.layers.1.attention.dense.weight'] = t['model.layers.1.attention.dense.weight'][:, :32].copy(); save_file(t, '/tmp/bad/model.safetensors')"
+  EXE=$(ls -d /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
+  $EXE run --checkpoint /tmp/bad --graph forward --input $G/golden.safetensors --out /tmp/bad-out.safetensors; echo "exit $?"
+  ;;
+sanitize)
+  EXE=$(ls -d /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
+  for tool in memcheck racecheck; do
+    echo "== compute-sanitizer --tool $tool: forward"
+    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $G --graph forward --input $G/golden.safetensors --out /tmp/s.safetensors 2>&1 | tail -4
+    echo "== compute-sanitizer --tool $tool: generate (decode graph)"
+    compute-sanitizer --tool $tool --error-exitcode 9 $EXE generate --checkpoint $G --prompt "$PROMPT" --max-new-tokens 3 2>&1 | tail -4
+  done
+  ;;
+bench)
+  $L compile ling-mini-2.0 --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
+  /tmp/mini/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/lingc-bench.json"
+  /tmp/mini/lingc_model bench --random-weights --prefill 1x2048 --decode 1x2048 --repeats 3 --profile 2>&1 >/dev/null | head -40 | tee "$OUT/lingc-profile.txt"
+  PYTHONUNBUFFERED=1 python3 bench/cuda/torch_baseline.py --repeats 3 | tee "$OUT/torch-bench.json"
+  ;;
+esac

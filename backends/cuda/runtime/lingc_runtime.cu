@@ -659,7 +659,9 @@ class Runtime {
         if (m.source != SRC_WEIGHT) continue;
         long sym[8] = {0};
         g->shape(s, sym, shape.data());
-        upload_weight(m.weight, m.dtype, std::vector<long>(shape.begin(), shape.begin() + m.rank), ck, seed);
+        std::vector<long> dims;
+        for (int d = 0; d < m.rank; ++d) dims.push_back(shape[d]);
+        upload_weight(m.weight, m.dtype, dims, ck, seed);
       }
     }
     CK(cudaStreamSynchronize(stream));
@@ -678,7 +680,7 @@ class Runtime {
       g->shape(cd.slot, sym, shape.data());
       DevTensor t;
       t.dtype = m.dtype;
-      t.shape.assign(shape.begin(), shape.begin() + m.rank);
+      for (int d = 0; d < m.rank; ++d) t.shape.push_back(shape[d]);
       const long n = t.numel();
       std::vector<char> host((size_t)std::max<long>(n, 1) * dtype_bytes(m.dtype));
       for (long i = 0; i < n; ++i) {
@@ -696,7 +698,7 @@ class Runtime {
       g->shape(s, sym, shape.data());
       DevTensor t;
       t.dtype = g->slots[s].dtype;
-      t.shape.assign(shape.begin(), shape.begin() + g->slots[s].rank);
+      for (int d = 0; d < g->slots[s].rank; ++d) t.shape.push_back(shape[d]);
       CK(cudaMalloc(&t.ptr, std::max<size_t>((size_t)t.numel() * dtype_bytes(t.dtype), 16)));
       res[s] = t;
     }
@@ -766,7 +768,7 @@ class Runtime {
       t.ptr = c.ptrs[s];
       t.dtype = g->slots[s].dtype;
       g->shape(s, sym, shape.data());
-      t.shape.assign(shape.begin(), shape.begin() + g->slots[s].rank);
+      for (int d = 0; d < g->slots[s].rank; ++d) t.shape.push_back(shape[d]);
       out[name] = t;
       kept.push_back(s);
     };

@@ -112,8 +112,14 @@ class GraphEmitter {
     return storageSlot(this.s, id);
   }
 
-  /** Steps that read only weights and constants: run once at load, their results kept. */
+  /**
+   * Steps that read only weights and constants and whose results have fixed shapes (no symbol: an
+   * iota over the sequence is not one of them): they run once at load, and their results are kept.
+   */
   loadTime(step: Step): boolean {
+    const fixed = [...step.writes.values()].every((id) => this.s.slots[id]!.type.shape.every((d) => d.isConst()));
+    const symbolicAttrs = step.ops.some((o) => Object.values(o.attrs).some((a) => a instanceof Dim && !a.isConst()));
+    if (!fixed || symbolicAttrs) return false;
     return [...step.reads.values()].every((id) => {
       const src = this.s.slots[storageSlot(this.s, id)]!;
       return src.source === "weight" || src.source === "constant" || this.resident.has(src.id);

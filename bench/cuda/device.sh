@@ -25,15 +25,15 @@ print('|'.join(' '.join(str(int(x)) for x in row[12:]) for row in ids))")
 case "${1:-correct}" in
 correct)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  for variant in default "LINGC_EXPERT_PATH=gemm LINGC_ATTENTION_PATH=gemm"; do
+  for variant in "LINGC_EXPERT_PATH=gemv LINGC_ATTENTION_PATH=split" "LINGC_EXPERT_PATH=gemm LINGC_ATTENTION_PATH=gemm"; do
     echo "== run ($variant)"
-    env ${variant/default/} $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
+    env $variant $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
     echo "== generate ($variant)"
-    GOT=$(env ${variant/default/} $L generate $G --backend cuda --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
+    GOT=$(env $variant $L generate $G --backend cuda --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
     echo "got  $GOT"; echo "want $WANT"; [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL"
   done
   echo "== compare interp,cuda"
-  $L compare $G --backends interp,cuda --input $G/golden.safetensors | tail -8
+  $L compare $G --backends interp,cuda --input $G/golden.safetensors > "$OUT/compare.txt"; echo "exit $?"; tail -3 "$OUT/compare.txt"
   echo "== a checkpoint whose shapes do not match"
   rm -rf /tmp/bad && cp -r $G /tmp/bad && python3 -c "
 from safetensors.numpy import load_file, save_file
@@ -45,9 +45,9 @@ sanitize)
   EXE=$(ls -d /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
   for tool in memcheck racecheck; do
     echo "== compute-sanitizer --tool $tool: forward"
-    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $G --graph forward --input $G/golden.safetensors --out /tmp/s.safetensors 2>&1 | tail -4
+    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $G --graph forward --input $G/golden.safetensors --out /tmp/s.safetensors > "$OUT/san-$tool-fwd.txt" 2>&1; echo "exit $?"; grep -m3 -A3 "Invalid\|Race\|Hazard" "$OUT/san-$tool-fwd.txt"; tail -1 "$OUT/san-$tool-fwd.txt"
     echo "== compute-sanitizer --tool $tool: generate (decode graph)"
-    compute-sanitizer --tool $tool --error-exitcode 9 $EXE generate --checkpoint $G --prompt "$PROMPT" --max-new-tokens 3 2>&1 | tail -4
+    compute-sanitizer --tool $tool --error-exitcode 9 $EXE generate --checkpoint $G --prompt "$PROMPT" --max-new-tokens 3 > "$OUT/san-$tool-gen.txt" 2>&1; echo "exit $?"; grep -m3 -A3 "Invalid\|Race\|Hazard" "$OUT/san-$tool-gen.txt"; tail -1 "$OUT/san-$tool-gen.txt"
   done
   ;;
 bench)

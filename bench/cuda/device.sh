@@ -51,6 +51,8 @@ sanitize)
   done
   ;;
 bench)
+  echo "== bf16 sanity: interp vs cuda on a small random bf16 checkpoint (bf16 rounding order differs, so a loose tolerance)"
+  $L compare .gpu/bf16-small --backends interp,cuda --input .gpu/bf16-small/input.safetensors --tolerance 0.25 > "$OUT/compare-bf16.txt"; echo "exit $?"; tail -4 "$OUT/compare-bf16.txt"
   $L compile ling-mini-2.0 --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
   /tmp/mini/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/lingc-bench.json"
   /tmp/mini/lingc_model bench --random-weights --prefill 1x2048 --decode 1x2048 --repeats 3 --profile 2>&1 >/dev/null | head -40 | tee "$OUT/lingc-profile.txt"

@@ -168,6 +168,11 @@ class GraphEmitter {
       const rows = gate.operands[0]!.type.shape[0]!;
       return [`c.expert_linear(${slot(x)}, ${order}, ${k}, ${slot(gate.operands[1]!)}, ${slot(up.operands[1]!)}, ${slot(gate.operands[2]!)}, ${slot(mul.results[0]!)}, ${D(rows)}, ${E}L, ${O}L, ${I}L);`];
     }
+    if (!step.kernel && op.opName === "moe_dispatch") {
+      const [order, offsets, rowOf] = op.results as [Value, Value, Value];
+      const E = (op.attrs as Record<string, number>)["num_experts"]!;
+      return [`c.moe_dispatch(${slot(op.operands[0]!)}, ${slot(order)}, ${slot(offsets)}, ${slot(rowOf)}, ${D(order.type.shape[0]!)}, ${E}L);`];
+    }
     if (kind === "attention") {
       const att = step.ops.find((o) => o.opName === "attention")!;
       const [q, k, v] = att.operands as [Value, Value, Value];

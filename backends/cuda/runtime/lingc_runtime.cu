@@ -303,18 +303,54 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 __device__ __forceinline__ long linear_block() { return (long)blockIdx.x + (long)blockIdx.y * gridDim.x; }
 
+/** Eight consecutive elements as floats (one 16-byte load for bf16, two for f32). */
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, long i, float* o) {
+  const uint4 v = *reinterpret_cast<const uint4*>(p + i);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = __bfloat1622float2(h[j]);
+    o[2 * j] = f.x;
+    o[2 * j + 1] = f.y;
+  }
+}
+__device__ __forceinline__ void load8(const float* p, long i, float* o) {
+  const float4 a = *reinterpret_cast<const float4*>(p + i), b = *reinterpret_cast<const float4*>(p + i + 4);
+  o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w; o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+}
+
+/** The expert that row r belongs to: the largest e with offsets[e] <= r. */
+__device__ __forceinline__ int expert_of(const int* offsets, int E, int r) {
+  int lo = 0, hi = E;
+  while (lo + 1 < hi) {
+    const int mid = (lo + hi) >> 1;
+    if (offsets[mid] <= r) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /**
- * Expert GEMV: for the few rows each expert gets in decoding. Block (o-tile of 8 outputs, expert e);
- * each warp owns one output column o of expert e and walks that expert's rows four at a time, so
- * the weight row is read once per four tokens. With SWIGLU, the gate and up rows are read together
- * and the result is silu(g) * u, rounded as HF rounds each bf16 op.
+ * Expert GEMV for the few rows experts get while decoding. Each warp owns one output column o and
+ * reads that column's weight row once per group of up to four rows (VEC: eight elements per lane per
+ * load, so a warp moves 512 contiguous bytes of bf16 at a time). Two grids: BY_ROW (block per (o-tile,
+ * row), for a handful of rows) or by expert (block per (o-tile, expert), blocks of idle experts exit).
+ * With SWIGLU, gate and up are read together and the result is silu(g) * u, rounded as HF rounds.
  */
-template <typename T, bool SWIGLU>
+template <typename T, bool SWIGLU, bool VEC, bool BY_ROW>
 __global__ void __launch_bounds__(256) expert_gemv(const T* __restrict__ x, const int* __restrict__ order, int k, const T* __restrict__ wg, const T* __restrict__ wu,
-                                                   const int* __restrict__ offsets, T* __restrict__ out, long O, long I) {
-  const int e = blockIdx.y;
-  const int lo = offsets[e], hi = offsets[e + 1];
-  if (lo >= hi) return;
+                                                   const int* __restrict__ offsets, T* __restrict__ out, int E, long O, long I) {
+  int e, lo, hi;
+  if (BY_ROW) {
+    lo = blockIdx.y;
+    hi = lo + 1;
+    e = expert_of(offsets, E, lo);
+  } else {
+    e = blockIdx.y;
+    lo = offsets[e];
+    hi = offsets[e + 1];
+    if (lo >= hi) return;
+  }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const long o = (long)blockIdx.x * 8 + warp;
   if (o >= O) return;
@@ -325,15 +361,34 @@ __global__ void __launch_bounds__(256) expert_gemv(const T* __restrict__ x, cons
     long xr[4];
     for (int j = 0; j < 4; ++j) xr[j] = j < nr ? (long)(order ? order[r0 + j] / k : r0 + j) * I : 0;
     float ag[4] = {0, 0, 0, 0}, au[4] = {0, 0, 0, 0};
-    for (long c = lane; c < I; c += 32) {
-      const float g = ld(rg, c);
-      const float u = SWIGLU ? ld(ru, c) : 0.f;
+    if (VEC) {
+      for (long c = lane * 8; c < I; c += 256) {
+        float g[8], u[8], xv[8];
+        load8(rg, c, g);
+        if (SWIGLU) load8(ru, c, u);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (j < nr) {
-          const float xv = ld(x, xr[j] + c);
-          ag[j] += g * xv;
-          if (SWIGLU) au[j] += u * xv;
+        for (int j = 0; j < 4; ++j) {
+          if (j < nr) {
+            load8(x, xr[j] + c, xv);
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+              ag[j] += g[t] * xv[t];
+              if (SWIGLU) au[j] += u[t] * xv[t];
+            }
+          }
+        }
+      }
+    } else {
+      for (long c = lane; c < I; c += 32) {
+        const float g = ld(rg, c);
+        const float u = SWIGLU ? ld(ru, c) : 0.f;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          if (j < nr) {
+            const float xv = ld(x, xr[j] + c);
+            ag[j] += g * xv;
+            if (SWIGLU) au[j] += u * xv;
+          }
         }
       }
     }
@@ -347,6 +402,47 @@ __global__ void __launch_bounds__(256) expert_gemv(const T* __restrict__ x, cons
       }
     }
   }
+}
+
+/** Row r's source row in x: order[r] / k with the token gather, else r. */
+__device__ __forceinline__ long source_row(const int* order, int k, long r) { return order ? order[r] / k : r; }
+
+/** Rows into a [E, maxr, H] buffer, each expert's rows padded to maxr (for one strided-batched GEMM). */
+template <typename T>
+__global__ void pad_rows(const T* __restrict__ x, const int* __restrict__ order, int k, const int* __restrict__ offsets, int E, T* __restrict__ out, long rows, long H, long maxr) {
+  const long i = linear_block() * blockDim.x + threadIdx.x;
+  if (i >= rows * H) return;
+  const long r = i / H, c = i % H;
+  const int e = expert_of(offsets, E, (int)r);
+  out[((long)e * maxr + (r - offsets[e])) * H + c] = x[source_row(order, k, r) * H + c];
+}
+
+/** The inverse of pad_rows for the results: out[r] = padded[e, r - offsets[e]]. */
+template <typename T>
+__global__ void unpad_rows(const T* __restrict__ padded, const int* __restrict__ offsets, int E, T* __restrict__ out, long rows, long H, long maxr) {
+  const long i = linear_block() * blockDim.x + threadIdx.x;
+  if (i >= rows * H) return;
+  const long r = i / H, c = i % H;
+  const int e = expert_of(offsets, E, (int)r);
+  out[i] = padded[((long)e * maxr + (r - offsets[e])) * H + c];
+}
+
+/** moe_dispatch in parallel: counts per expert, prefix sums, then each pair takes the next row of its expert. */
+__global__ void dispatch_count(const int* __restrict__ idx, long n, int* __restrict__ offsets) {
+  const long p = linear_block() * blockDim.x + threadIdx.x;
+  if (p < n) atomicAdd(&offsets[idx[p] + 1], 1);
+}
+__global__ void dispatch_scan(int* __restrict__ offsets, int* __restrict__ cursor, int E) {
+  if (threadIdx.x != 0) return;
+  for (int e = 0; e < E; ++e) offsets[e + 1] += offsets[e];
+  for (int e = 0; e < E; ++e) cursor[e] = offsets[e];
+}
+__global__ void dispatch_place(const int* __restrict__ idx, long n, int* __restrict__ cursor, int* __restrict__ order, int* __restrict__ row_of) {
+  const long p = linear_block() * blockDim.x + threadIdx.x;
+  if (p >= n) return;
+  const int r = atomicAdd(&cursor[idx[p]], 1);
+  order[r] = (int)p;
+  row_of[p] = r;
 }
 
 /** out[r, :] = x[order[r] / k, :] (the token gather before grouped GEMMs). */
@@ -781,6 +877,71 @@ class Runtime {
     return out;
   }
 
+  /**
+   * Runs a graph as a captured CUDA graph: the first call for a shape (and input buffers) allocates
+   * every intermediate once and captures the launches; later calls replay them, with no host work
+   * per kernel. Outputs live in that arena and are overwritten by the next replay. Only for graphs
+   * that need no host synchronization (decoding: the expert GEMV path).
+   */
+  std::map<std::string, DevTensor> run_graphed(const GraphDef* g, const std::map<std::string, DevTensor>& inputs) {
+    std::string key = g->name;
+    for (auto& kv : inputs) key += "|" + kv.first + "@" + std::to_string((uintptr_t)kv.second.ptr);
+    auto it = captured.find(key);
+    if (it == captured.end()) {
+      Captured cap;
+      long sym[8] = {0};
+      for (int i = 0; i < g->nsyms; ++i) sym[g->binds[i].sym] = inputs.at(g->binds[i].input).shape.at(g->binds[i].axis);
+      Ctx& c = cap.ctx;
+      bind(c, g, sym);
+      std::vector<long> shape(8);
+      for (int i = 0; i < g->ninputs; ++i) c.ptrs[g->inputs[i].slot] = inputs.at(g->inputs[i].name).ptr;
+      for (int s = 0; s < g->nslots; ++s) {
+        const SlotMeta& m = g->slots[s];
+        if (m.source != SRC_COMPUTED || c.ptrs[s]) continue;
+        g->shape(s, sym, shape.data());
+        long n = 1;
+        for (int d = 0; d < m.rank; ++d) n *= shape[d];
+        CK(cudaMalloc(&c.ptrs[s], std::max<size_t>((size_t)n * dtype_bytes(m.dtype), 16)));
+        cap.arena.push_back(c.ptrs[s]);
+      }
+      for (int s = 0; s < g->nslots; ++s)
+        if (g->slots[s].source == SRC_ALIAS) c.ptrs[s] = c.ptrs[g->slots[s].alias_of];
+      const bool was = profile;
+      profile = false;
+      g->run(c);  // once outside capture: cuBLASLt plans and lazy module loads happen here
+      CK(cudaStreamSynchronize(stream));
+      cudaGraph_t graph;
+      CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      g->run(c);
+      CK(cudaStreamEndCapture(stream, &graph));
+      CK(cudaGraphInstantiate(&cap.exec, graph, 0));
+      CK(cudaGraphDestroy(graph));
+      profile = was;
+      it = captured.emplace(key, std::move(cap)).first;
+    }
+    CK(cudaGraphLaunch(it->second.exec, stream));
+    std::map<std::string, DevTensor> out;
+    const Ctx& c = it->second.ctx;
+    std::vector<long> shape(8);
+    for (int i = 0; i < g->noutputs; ++i) {
+      const int s = g->outputs[i].slot;
+      DevTensor t;
+      t.ptr = c.ptrs[s];
+      t.dtype = g->slots[s].dtype;
+      g->shape(s, c.sym, shape.data());
+      for (int d = 0; d < g->slots[s].rank; ++d) t.shape.push_back(shape[d]);
+      out[g->outputs[i].name] = t;
+    }
+    return out;
+  }
+
+  struct Captured {
+    Ctx ctx;
+    std::vector<void*> arena;
+    cudaGraphExec_t exec = nullptr;
+  };
+  std::map<std::string, Captured> captured;
+
   void free_tensor(DevTensor& t) {
     if (t.ptr) CK(cudaFreeAsync(t.ptr, stream));
     t.ptr = nullptr;
@@ -836,6 +997,18 @@ void Ctx::linear(int x, int w, int out, long M, long N, long K) {
   rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1);
 }
 
+void Ctx::moe_dispatch(int idx, int order, int offsets, int row_of, long n, long E) {
+  CK(cudaMemsetAsync(ptr(offsets), 0, (E + 1) * sizeof(int), stream));
+  int* cursor;
+  CK(cudaMallocAsync(&cursor, E * sizeof(int), stream));
+  const long blocks = std::max<long>(1, (n + 255) / 256);
+  dispatch_count<<<grid(blocks), 256, 0, stream>>>((const int*)ptr(idx), n, (int*)ptr(offsets));
+  dispatch_scan<<<1, 32, 0, stream>>>((int*)ptr(offsets), cursor, (int)E);
+  dispatch_place<<<grid(blocks), 256, 0, stream>>>((const int*)ptr(idx), n, cursor, (int*)ptr(order), (int*)ptr(row_of));
+  launched("moe_dispatch");
+  CK(cudaFreeAsync(cursor, stream));
+}
+
 void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I) {
   if (rows == 0) return;
   const int dt = dtype(out);
@@ -843,26 +1016,64 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
   const bool gemv = rt->expert_path == "gemv" || (rt->expert_path.empty() && rows <= 4 * E);
   const int* ord = order >= 0 ? (const int*)ptr(order) : nullptr;
   if (gemv) {
-    const dim3 g((unsigned)((O + 7) / 8), (unsigned)E);
-#define LINGC_GEMV(T, SW) expert_gemv<T, SW><<<g, 256, 0, stream>>>((const T*)ptr(x), ord, k, (const T*)ptr(wg), swiglu ? (const T*)ptr(wu) : nullptr, (const int*)ptr(offsets), (T*)ptr(out), O, I)
-    if (dt == DT_BF16) { if (swiglu) LINGC_GEMV(__nv_bfloat16, true); else LINGC_GEMV(__nv_bfloat16, false); }
-    else { if (swiglu) LINGC_GEMV(float, true); else LINGC_GEMV(float, false); }
+    // A handful of rows: a block per row; more: a block per expert, reading each weight row once for its rows.
+    const bool by_row = rows <= E / 4;
+    const dim3 g((unsigned)((O + 7) / 8), (unsigned)(by_row ? rows : E));
+    const bool vec = dt == DT_BF16 ? I % 256 == 0 : I % 256 == 0;
+#define LINGC_GEMV(T, SW, V, R) expert_gemv<T, SW, V, R><<<g, 256, 0, stream>>>((const T*)ptr(x), ord, k, (const T*)ptr(wg), swiglu ? (const T*)ptr(wu) : nullptr, (const int*)ptr(offsets), (T*)ptr(out), (int)E, O, I)
+#define LINGC_GEMV_T(T)                                                          \
+  if (swiglu) {                                                                  \
+    if (vec) { if (by_row) LINGC_GEMV(T, true, true, true); else LINGC_GEMV(T, true, true, false); }     \
+    else { if (by_row) LINGC_GEMV(T, true, false, true); else LINGC_GEMV(T, true, false, false); }       \
+  } else {                                                                       \
+    if (vec) { if (by_row) LINGC_GEMV(T, false, true, true); else LINGC_GEMV(T, false, true, false); }   \
+    else { if (by_row) LINGC_GEMV(T, false, false, true); else LINGC_GEMV(T, false, false, false); }     \
+  }
+    if (dt == DT_BF16) { LINGC_GEMV_T(__nv_bfloat16) } else { LINGC_GEMV_T(float) }
+#undef LINGC_GEMV_T
 #undef LINGC_GEMV
     launched("expert_gemv");
     return;
   }
-  // Many rows: one cuBLASLt GEMM per expert over its row range (the offsets come to the host once).
+  // Many rows: the offsets come to the host once; then either one strided-batched GEMM over all
+  // experts with their rows padded to the largest count (balanced routing), or one GEMM per expert.
   std::vector<int> off(E + 1);
   CK(cudaMemcpyAsync(off.data(), ptr(offsets), (E + 1) * sizeof(int), cudaMemcpyDeviceToHost, stream));
   CK(cudaStreamSynchronize(stream));
+  long maxr = 0;
+  for (long e = 0; e < E; ++e) maxr = std::max<long>(maxr, off[e + 1] - off[e]);
   const size_t eb = dtype_bytes(dt);
+  const long blocks_in = (rows * I + 255) / 256, blocks_out = (rows * O + 255) / 256;
+  if (rt->expert_path != "loop" && E * maxr <= 2 * rows) {
+    void *xp, *gp, *up = nullptr;
+    CK(cudaMallocAsync(&xp, (size_t)E * maxr * I * eb, stream));
+    CK(cudaMallocAsync(&gp, (size_t)E * maxr * O * eb, stream));
+    if (swiglu) CK(cudaMallocAsync(&up, (size_t)E * maxr * O * eb, stream));
+    if (dt == DT_BF16) pad_rows<<<grid(blocks_in), 256, 0, stream>>>((const __nv_bfloat16*)ptr(x), ord, k, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)xp, rows, I, maxr);
+    else pad_rows<<<grid(blocks_in), 256, 0, stream>>>((const float*)ptr(x), ord, k, (const int*)ptr(offsets), (int)E, (float*)xp, rows, I, maxr);
+    launched("pad_rows");
+    rt->gemm(dt, maxr, O, I, xp, I, maxr * I, ptr(wg), I, O * I, true, gp, O, maxr * O, E);
+    if (swiglu) {
+      rt->gemm(dt, maxr, O, I, xp, I, maxr * I, ptr(wu), I, O * I, true, up, O, maxr * O, E);
+      const long n = E * maxr * O;
+      if (dt == DT_BF16) silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)gp, (const __nv_bfloat16*)up, (__nv_bfloat16*)gp, n);
+      else silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)gp, (const float*)up, (float*)gp, n);
+      launched("silu_mul");
+    }
+    if (dt == DT_BF16) unpad_rows<<<grid(blocks_out), 256, 0, stream>>>((const __nv_bfloat16*)gp, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)ptr(out), rows, O, maxr);
+    else unpad_rows<<<grid(blocks_out), 256, 0, stream>>>((const float*)gp, (const int*)ptr(offsets), (int)E, (float*)ptr(out), rows, O, maxr);
+    launched("unpad_rows");
+    CK(cudaFreeAsync(xp, stream));
+    CK(cudaFreeAsync(gp, stream));
+    if (up) CK(cudaFreeAsync(up, stream));
+    return;
+  }
   const char* xs = (const char*)ptr(x);
   void* gathered = nullptr;
   if (ord) {
     CK(cudaMallocAsync(&gathered, (size_t)rows * I * eb, stream));
-    const long n = rows * I;
-    if (dt == DT_BF16) gather_rows<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)xs, ord, k, (__nv_bfloat16*)gathered, rows, I);
-    else gather_rows<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)xs, ord, k, (float*)gathered, rows, I);
+    if (dt == DT_BF16) gather_rows<<<grid(blocks_in), 256, 0, stream>>>((const __nv_bfloat16*)xs, ord, k, (__nv_bfloat16*)gathered, rows, I);
+    else gather_rows<<<grid(blocks_in), 256, 0, stream>>>((const float*)xs, ord, k, (float*)gathered, rows, I);
     launched("gather_rows");
     xs = (const char*)gathered;
   }
@@ -1083,6 +1294,7 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
       for (auto& kv : r) rt.free_tensor(kv.second);
     };
     once();
+    rt.timings.clear();
     const double ms = time_ms(rt, repeats, once);
     std::printf("%s\n    {\"batch\": %ld, \"seq\": %ld, \"ms\": %.3f, \"tokens_per_s\": %.1f}", i ? "," : "", B, S, ms, B * S / (ms * 1e-3));
     rt.free_tensor(t);
@@ -1102,8 +1314,15 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
       for (auto& kv : r) rt.free_tensor(kv.second);
     };
     once();
+    rt.timings.clear();
     const double ms = time_ms(rt, repeats, once);
-    std::printf("%s\n    {\"batch\": %ld, \"cache\": %ld, \"ms_per_step\": %.3f, \"tokens_per_s\": %.1f}", i ? "," : "", B, P, ms, B / (ms * 1e-3));
+    double graphed = 0;
+    if (!rt.profile) {
+      rt.run_graphed(&GRAPH_decode, in);
+      graphed = time_ms(rt, repeats, [&] { rt.run_graphed(&GRAPH_decode, in); });
+    }
+    std::printf("%s\n    {\"batch\": %ld, \"cache\": %ld, \"ms_per_step\": %.3f, \"tokens_per_s\": %.1f, \"graph_ms_per_step\": %.3f, \"graph_tokens_per_s\": %.1f}", i ? "," : "", B, P, ms,
+                B / (ms * 1e-3), graphed, graphed > 0 ? B / (graphed * 1e-3) : 0.0);
     for (auto& kv : in) CK(cudaFree(kv.second.ptr));
   }
   std::printf("\n  ]\n}\n");

@@ -102,6 +102,8 @@ struct Ctx {
   // Expert matmuls over rows grouped by expert (offsets[E+1]): with wu >= 0, silu(x.Wg^T) * (x.Wu^T);
   // with order >= 0, row r reads x[order[r] / k] (the token gather).
   void expert_linear(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I);
+  // moe_dispatch: pairs sorted by expert (order), offsets[E+1], and the row each pair landed in.
+  void moe_dispatch(int idx, int order, int offsets, int row_of, long n, long E);
   // Causal GQA attention; q [B,nh,S,d], k [B,nkv,T,d], v [B,nkv,T,dv]; out [B,nh,S,dv] or [B,S,nh,dv].
   void attention(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed_out);
 };

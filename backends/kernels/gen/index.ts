@@ -11,7 +11,7 @@ import { dispatchKernel } from "./dispatch";
 import { normKernel, normWorkgroup } from "./norm";
 import { isPointwiseOp, pointwise } from "./pointwise";
 import { qkvKernel } from "./qkv";
-import { routerKernel } from "./router";
+import { routerKernel, routerWorkgroup } from "./router";
 
 export type { GeneratedKernel, GenLimits } from "./context";
 
@@ -25,8 +25,10 @@ export function generateStep(step: Step, schedule: Schedule, limits: GenLimits, 
   const gen = (wg: number) => new Gen(step, schedule, name, wg, limits);
   switch (kind) {
     case "router":
-    case "group_topk":
-      return routerKernel(gen(64), step.ops);
+    case "group_topk": {
+      const gt = step.ops.find((o) => o.opName === "group_topk")!;
+      return routerKernel(gen(routerWorkgroup(gt.operands[0]!.type.shape[1]!.value!, limits.maxThreads)), step.ops);
+    }
     case "qk_norm_rope":
       return qkvKernel(gen(64), step.ops);
     case "attention":

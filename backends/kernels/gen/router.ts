@@ -1,9 +1,11 @@
 /**
- * The router kernel, one thread per token, holding the token's expert scores in registers: fp32
- * logits against the gate weight, sigmoid, the selection-only bias, group-limited top-k (group score
- * = sum of the best group_score_topk, best groups kept, best k experts among them; ties go to the
- * lower index as in torch.topk), then the gathered weights, normalized and scaled. It serves the fused
- * router group and a lone group_topk alike: it runs whichever of those ops the step holds.
+ * The router kernel: one workgroup per token, one thread per expert. The token's values live in
+ * workgroup memory, one element per thread: fp32 logits against the gate weight (when the group has
+ * the linear), sigmoid, the selection-only bias, then group-limited top-k (group score = sum of the
+ * group's best group_score_topk, best groups kept, best k experts among them, each pick a workgroup
+ * arg-max with ties to the lower index as in torch.topk), then the gathered weights, normalized and
+ * scaled. It serves the fused router group and a lone group_topk alike: it runs whichever of those
+ * ops the step holds, with a barrier after each.
  */
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
@@ -11,79 +13,94 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
 
-/** A per-token vector: a private array of n values, or a scalar expression. */
+/** A per-token vector in workgroup memory (n elements), or a scalar expression. */
 interface RowValue {
-  arr?: string;
+  sh?: string;
   n: number;
   scalar?: Expr;
 }
 
+/** Threads per workgroup for a router over E experts: a power of two, one thread per expert when possible. */
+export function routerWorkgroup(E: number, maxThreads: number): number {
+  let w = 32;
+  while (w < E && w * 2 <= maxThreads) w *= 2;
+  return w;
+}
+
 export function routerKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const kb = g.kb;
+  const wg = kb.kernel.wg;
   const gt = ops.find((o) => o.opName === "group_topk");
   if (!gt) throw new LingcError("router kernel without group_topk");
   const tokensDim = gt.results[0]!.type.shape[0]!;
-  const t = kb.let("t", kb.gid);
+  const t = kb.let("t", kb.wg);
+  const lid = kb.lid;
   const vals = new Map<Value, RowValue>();
   const inGroup = new Set(ops.flatMap((o) => o.results));
   // Casts of inputs read the input itself: on the GPU every float is held as f32 already.
   const aliases = new Map<Value, Value>();
   const ext = (v: Value) => aliases.get(v) ?? v;
+  const width = (v: Value) => v.type.shape[v.type.rank - 1]?.value ?? 1;
+  /** for (e = lid; e < n; e += wg) */
+  const each = (n: number, body: (e: Expr) => void) => kb.for("e", lid, K.i(n), body, K.i(wg));
+  const shared = (base: string, n: number, t2: K.KType = "f32") => kb.shared(kb.fresh(base), t2, Math.max(n, 1));
+  const elem = (r: RowValue, e: Expr): Expr => r.scalar ?? kb.load(r.sh!, r.n === 1 ? K.i(0) : e, "f32");
 
   const get = (w: Value): RowValue => {
     const v = ext(w);
     const hit = vals.get(v);
     if (hit) return hit;
     if (inGroup.has(v)) throw new LingcError(`router kernel: ${v.name ?? "a value"} is used before it is computed`);
-    // External: a per-token row [T, n], a vector shared by all tokens [n] (bias), or [T, 1].
-    const n = v.type.shape[v.type.rank - 1]!.value!;
+    // External: a per-token row [T, n], a vector shared by all tokens [n] (the bias), or [T, 1].
+    const n = width(v);
     const perToken = v.type.rank === 2;
-    const arr = kb.array("ext", "f32", n);
-    kb.for("e", K.i(0), K.i(n), (e) => kb.store(arr, e, K.toF(kb.load(g.buf(v), perToken ? K.add(K.mul(t, K.i(n)), e) : e))));
-    const r = { arr, n };
+    const sh = shared("ext", n);
+    each(n, (e) => kb.store(sh, e, K.toF(kb.load(g.buf(v), perToken ? K.add(K.mul(t, K.i(n)), e) : e))));
+    kb.barrier();
+    const r = { sh, n };
     vals.set(v, r);
     return r;
   };
-  const elem = (r: RowValue, e: Expr): Expr => (r.scalar ?? kb.load(r.arr!, r.n === 1 ? K.i(0) : e, "f32"));
-  const map = (op: Op, fn: (e: Expr) => Expr, n: number) => {
-    const arr = kb.array("v", "f32", n);
-    kb.for("e", K.i(0), K.i(n), (e) => kb.store(arr, e, g.fit(fn(e), op.results[0]!.type.dtype)));
-    vals.set(op.results[0]!, { arr, n });
+  const map = (op: Op, n: number, fn: (e: Expr) => Expr) => {
+    const sh = shared("v", n);
+    each(n, (e) => kb.store(sh, e, g.fit(fn(e), op.results[0]!.type.dtype)));
+    kb.barrier();
+    vals.set(op.results[0]!, { sh, n });
   };
 
   kb.if(K.lt(t, g.size(tokensDim)), () => {
     for (const op of ops) {
       const res = op.results[0]!;
-      const n = res.type.shape[res.type.rank - 1]?.value ?? 1;
+      const n = width(res);
       switch (op.opName) {
         case "cast": {
           const src = op.operands[0]!;
           if (!inGroup.has(src)) aliases.set(res, ext(src));
-          else map(op, (e) => elem(get(src), e), n);
+          else map(op, n, (e) => elem(get(src), e));
           break;
         }
         case "linear": {
           const x = ext(op.operands[0]!);
           const w = ext(op.operands[1]!);
           const H = w.type.shape[1]!.value!;
-          const arr = kb.array("logits", "f32", n);
-          kb.for("e", K.i(0), K.i(n), (e) => {
+          map(op, n, (e) => {
             const acc = kb.var("acc", K.f(0));
             kb.for("c", K.i(0), K.i(H), (c) => acc.set(K.add(acc.ref, K.mul(kb.load(g.buf(x), K.add(K.mul(t, K.i(H)), c)), kb.load(g.buf(w), K.add(K.mul(e, K.i(H)), c))))));
-            kb.store(arr, e, acc.ref);
+            return acc.ref;
           });
-          vals.set(res, { arr, n });
           break;
         }
-        case "sigmoid":
-          map(op, (e) => K.div(K.f(1), K.add(K.f(1), K.exp(K.neg(elem(get(op.operands[0]!), e))))), n);
+        case "sigmoid": {
+          const a = get(op.operands[0]!);
+          map(op, n, (e) => K.div(K.f(1), K.add(K.f(1), K.exp(K.neg(elem(a, e))))));
           break;
+        }
         case "add":
         case "mul":
         case "div": {
           const [a, b] = op.operands.map(get) as [RowValue, RowValue];
           const fn = op.opName === "add" ? K.add : op.opName === "mul" ? K.mul : K.div;
-          map(op, (e) => fn(elem(a, e), elem(b, e)), n);
+          map(op, n, (e) => fn(elem(a, e), elem(b, e)));
           break;
         }
         case "constant": {
@@ -94,19 +111,24 @@ export function routerKernel(g: Gen, ops: Op[]): GeneratedKernel {
         }
         case "reduce_sum": {
           const a = get(op.operands[0]!);
-          const acc = kb.var("sum", K.f(0));
-          kb.for("e", K.i(0), K.i(a.n), (e) => acc.set(K.add(acc.ref, elem(a, e))));
-          vals.set(res, { n: 1, scalar: acc.ref });
+          const sh = shared("sum", 1);
+          kb.if(K.eq(lid, K.i(0)), () => {
+            const acc = kb.var("sum", K.f(0));
+            kb.for("e", K.i(0), K.i(a.n), (e) => acc.set(K.add(acc.ref, elem(a, e))));
+            kb.store(sh, K.i(0), acc.ref);
+          });
+          kb.barrier();
+          vals.set(res, { sh, n: 1 });
           break;
         }
         case "take_along": {
           const a = get(op.operands[0]!);
           const idx = get(op.operands[1]!);
-          map(op, (j) => kb.load(a.arr!, K.toI(elem(idx, j)), "f32"), n);
+          map(op, n, (j) => kb.load(a.sh!, K.toI(elem(idx, j)), "f32"));
           break;
         }
         case "group_topk":
-          groupTopk(g, op, get(op.operands[0]!), vals);
+          groupTopk(g, op, get(op.operands[0]!), vals, each, shared);
           break;
         default:
           throw new LingcError(`router kernel: unexpected op ${op.opName}`);
@@ -115,56 +137,112 @@ export function routerKernel(g: Gen, ops: Op[]): GeneratedKernel {
     for (const [v, r] of vals) {
       if (!g.isOutput(v)) continue;
       const isInt = v.type.dtype !== "f32" && v.type.dtype !== "bf16" && v.type.dtype !== "f16";
-      kb.for("e", K.i(0), K.i(r.n), (e) => kb.store(g.buf(v), K.add(K.mul(t, K.i(r.n)), e), isInt ? K.toI(elem(r, e)) : elem(r, e)));
+      each(r.n, (e) => kb.store(g.buf(v), K.add(K.mul(t, K.i(r.n)), e), isInt ? K.toI(elem(r, e)) : elem(r, e)));
     }
   });
-  return g.finish({ dim: g.entryDim(tokensDim), per: kb.kernel.wg });
+  return g.finish({ dim: g.entryDim(tokensDim), per: 1 });
 }
 
-/** Repeated arg-max with exclusion: the `count` best of arr[lo..hi) in order, ties to the lower index. */
-function best(g: Gen, arr: string, lo: Expr, hi: Expr, count: number, taken: string, out: (j: number, idx: Expr, val: Expr) => void): void {
+/** Group-limited top-k over a token's scores in workgroup memory; the chosen indices (as floats) go to a new shared array. */
+function groupTopk(
+  g: Gen,
+  op: Op,
+  s: RowValue,
+  vals: Map<Value, RowValue>,
+  each: (n: number, body: (e: Expr) => void) => void,
+  shared: (base: string, n: number, t?: K.KType) => string,
+): void {
   const kb = g.kb;
-  for (let j = 0; j < count; j++) {
-    const bi = kb.var("bi", K.i(-1));
-    const bv = kb.var("bv", K.f(-Infinity));
-    kb.for("e", lo, hi, (e) => {
-      const val = kb.load(arr, e, "f32");
-      kb.if(K.and(K.eq(kb.load(taken, e, "i32"), K.i(0)), K.or(K.eq(bi.ref, K.i(-1)), K.gt(val, bv.ref))), () => {
-        bi.set(e);
-        bv.set(val);
-      });
-    });
-    kb.if(K.ge(bi.ref, K.i(0)), () => kb.store(taken, bi.ref, K.i(1)));
-    out(j, bi.ref, bv.ref);
-  }
-}
-
-function groupTopk(g: Gen, op: Op, s: RowValue, vals: Map<Value, RowValue>): void {
-  const kb = g.kb;
+  const wg = kb.kernel.wg;
+  const lid = kb.lid;
   const a = op.attrs as Record<string, number>;
   const E = s.n;
   const G = a["groups"]!;
   const per = E / G;
-  const taken = kb.array("taken", "i32", E);
-  kb.for("e", K.i(0), K.i(E), (e) => kb.store(taken, e, K.i(0)));
-  const masked = kb.array("masked", "f32", E);
-  kb.for("e", K.i(0), K.i(E), (e) => kb.store(masked, e, kb.load(s.arr!, e, "f32")));
+  const k = a["k"]!;
+  const masked = shared("masked", E);
   if (G > 1) {
-    const gscore = kb.array("gscore", "f32", G);
-    kb.for("gr", K.i(0), K.i(G), (gr) => {
+    // Each group's score: the sum of its best group_score_topk values (one thread per group).
+    const gscore = shared("gscore", G);
+    each(G, (gr) => {
+      const taken = kb.array("taken", "i32", per);
+      kb.for("q", K.i(0), K.i(per), (q) => kb.store(taken, q, K.i(0)));
       const sum = kb.var("gsum", K.f(0));
-      const lo = kb.let("lo", K.mul(gr, K.i(per)));
-      best(g, s.arr!, lo, K.add(lo, K.i(per)), a["group_score_topk"]!, taken, (_j, _idx, val) => sum.set(K.add(sum.ref, val)));
+      for (let j = 0; j < a["group_score_topk"]!; j++) {
+        const bi = kb.var("bi", K.i(-1));
+        const bv = kb.var("bv", K.f(-Infinity));
+        kb.for("q", K.i(0), K.i(per), (q) => {
+          const val = kb.load(s.sh!, K.add(K.mul(gr, K.i(per)), q), "f32");
+          kb.if(K.and(K.eq(kb.load(taken, q, "i32"), K.i(0)), K.or(K.eq(bi.ref, K.i(-1)), K.gt(val, bv.ref))), () => {
+            bi.set(q);
+            bv.set(val);
+          });
+        });
+        kb.store(taken, bi.ref, K.i(1));
+        sum.set(K.add(sum.ref, bv.ref));
+      }
       kb.store(gscore, gr, sum.ref);
     });
-    kb.for("e", K.i(0), K.i(E), (e) => kb.store(taken, e, K.i(0)));
-    const gtaken = kb.array("gtaken", "i32", G);
-    kb.for("gr", K.i(0), K.i(G), (gr) => kb.store(gtaken, gr, K.i(0)));
-    best(g, gscore, K.i(0), K.i(G), a["topk_groups"]!, gtaken, () => undefined);
-    kb.for("e", K.i(0), K.i(E), (e) => kb.if(K.eq(kb.load(gtaken, K.div(e, K.i(per)), "i32"), K.i(0)), () => kb.store(masked, e, K.f(-Infinity))));
+    kb.barrier();
+    // The best topk_groups groups (one thread; there are few groups).
+    const keep = shared("keep", G, "i32");
+    kb.if(K.eq(lid, K.i(0)), () => {
+      kb.for("gr", K.i(0), K.i(G), (gr) => kb.store(keep, gr, K.i(0)));
+      for (let j = 0; j < a["topk_groups"]!; j++) {
+        const bi = kb.var("bi", K.i(-1));
+        const bv = kb.var("bv", K.f(-Infinity));
+        kb.for("gr", K.i(0), K.i(G), (gr) => {
+          const val = kb.load(gscore, gr, "f32");
+          kb.if(K.and(K.eq(kb.load(keep, gr, "i32"), K.i(0)), K.or(K.eq(bi.ref, K.i(-1)), K.gt(val, bv.ref))), () => {
+            bi.set(gr);
+            bv.set(val);
+          });
+        });
+        kb.store(keep, bi.ref, K.i(1));
+      }
+    });
+    kb.barrier();
+    each(E, (e) => kb.store(masked, e, K.sel(K.eq(kb.load(keep, K.div(e, K.i(per)), "i32"), K.i(1)), kb.load(s.sh!, e, "f32"), K.f(-Infinity))));
+  } else {
+    each(E, (e) => kb.store(masked, e, kb.load(s.sh!, e, "f32")));
   }
-  const k = a["k"]!;
-  const idx = kb.array("topk", "f32", k);
-  best(g, masked, K.i(0), K.i(E), k, taken, (j, bi) => kb.store(idx, K.i(j), K.toF(bi)));
-  vals.set(op.results[0]!, { arr: idx, n: k });
+  kb.barrier();
+  // k rounds of a workgroup arg-max (ties to the lower index); each pick is then masked out.
+  const idx = shared("topk", k);
+  const rv = shared("redv", wg);
+  const ri = shared("redi", wg, "i32");
+  for (let j = 0; j < k; j++) {
+    const bv = kb.var("bv", K.f(-Infinity));
+    const bi = kb.var("bi", K.i(E));
+    each(E, (e) => {
+      const val = kb.load(masked, e, "f32");
+      kb.if(K.or(K.gt(val, bv.ref), K.and(K.eq(val, bv.ref), K.lt(e, bi.ref))), () => {
+        bv.set(val);
+        bi.set(e);
+      });
+    });
+    kb.store(rv, lid, bv.ref);
+    kb.store(ri, lid, bi.ref);
+    kb.barrier();
+    for (let st = wg / 2; st >= 1; st /= 2) {
+      kb.if(K.lt(lid, K.i(st)), () => {
+        const v2 = kb.let("v2", kb.load(rv, K.add(lid, K.i(st)), "f32"));
+        const i2 = kb.let("i2", kb.load(ri, K.add(lid, K.i(st)), "i32"));
+        const v1 = kb.let("v1", kb.load(rv, lid, "f32"));
+        const i1 = kb.let("i1", kb.load(ri, lid, "i32"));
+        kb.if(K.or(K.gt(v2, v1), K.and(K.eq(v2, v1), K.lt(i2, i1))), () => {
+          kb.store(rv, lid, v2);
+          kb.store(ri, lid, i2);
+        });
+      });
+      kb.barrier();
+    }
+    kb.if(K.eq(lid, K.i(0)), () => {
+      const best = kb.let("best", kb.load(ri, K.i(0), "i32"));
+      kb.store(idx, K.i(j), K.toF(best));
+      kb.store(masked, best, K.f(-Infinity));
+    });
+    kb.barrier();
+  }
+  vals.set(op.results[0]!, { sh: idx, n: k });
 }

@@ -3,7 +3,7 @@
 # generate, both expert and attention paths, a bad checkpoint), compute-sanitizer memcheck and
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), .gpu/golden/ling-tiny and dist/ (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -59,7 +59,13 @@ bench)
   # Ling-mini-2.0's sizes without the MTP layer (as the chat checkpoint ships, and as the baseline runs).
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
   /tmp/mini/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/lingc-bench.json"
-  /tmp/mini/lingc_model bench --random-weights --prefill 1x2048 --decode 1x2048 --repeats 3 --profile 2>&1 >/dev/null | head -40 | tee "$OUT/lingc-profile.txt"
-  PYTHONUNBUFFERED=1 python3 bench/cuda/torch_baseline.py --repeats 3 | tee "$OUT/torch-bench.json"
+  [ -n "${LINGC_SKIP_BASELINE:-}" ] || PYTHONUNBUFFERED=1 python3 bench/cuda/torch_baseline.py --repeats 3 | tee "$OUT/torch-bench.json"
+  ;;
+profile)
+  # Per-kernel times (events between launches, no CUDA graph) of one prefill and of one decode step.
+  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
+  /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode 1x1 --repeats 2 --profile 2>"$OUT/profile-prefill.txt" >/dev/null
+  /tmp/mini/lingc_model bench --random-weights --prefill 1x1 --decode 1x2048 --repeats 5 --profile 2>"$OUT/profile-decode.txt" >/dev/null
+  head -30 "$OUT/profile-prefill.txt"; head -30 "$OUT/profile-decode.txt"
   ;;
 esac

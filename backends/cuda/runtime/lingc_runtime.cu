@@ -445,6 +445,35 @@ __global__ void dispatch_place(const int* __restrict__ idx, long n, int* __restr
   row_of[p] = r;
 }
 
+/**
+ * moe_dispatch in one block (for up to DISPATCH_ONE_BLOCK pairs, i.e. decode and short prefill): the
+ * counts and cursors live in shared memory, so the whole dispatch is one launch instead of four.
+ */
+constexpr long DISPATCH_ONE_BLOCK = 1 << 16;
+__global__ void __launch_bounds__(1024) dispatch_one_block(const int* __restrict__ idx, long n, int E, int* __restrict__ offsets, int* __restrict__ order, int* __restrict__ row_of) {
+  extern __shared__ int counts[];  // [E] counts, then [E] cursors
+  int* cursor = counts + E;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  for (long p = threadIdx.x; p < n; p += blockDim.x) atomicAdd(&counts[idx[p]], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int sum = 0;
+    for (int e = 0; e < E; ++e) {
+      offsets[e] = sum;
+      cursor[e] = sum;
+      sum += counts[e];
+    }
+    offsets[E] = sum;
+  }
+  __syncthreads();
+  for (long p = threadIdx.x; p < n; p += blockDim.x) {
+    const int r = atomicAdd(&cursor[idx[p]], 1);
+    order[r] = (int)p;
+    row_of[p] = r;
+  }
+}
+
 /** out[r, :] = x[order[r] / k, :] (the token gather before grouped GEMMs). */
 template <typename T>
 __global__ void gather_rows(const T* __restrict__ x, const int* __restrict__ order, int k, T* __restrict__ out, long rows, long H) {
@@ -486,6 +515,7 @@ __global__ void __launch_bounds__(128) attn_split(const T* __restrict__ q, const
   const T* kb = k + (b * nkv + g) * Tk * D;
   const T* vb = v + (b * nkv + g) * Tk * DV;
   float m = -INFINITY, l = 0.f;
+#pragma unroll 4
   for (long j = j0 + warp; j < j1; j += 4) {
     float s = 0.f;
     for (int t = 0; t < 8; ++t) {
@@ -998,6 +1028,11 @@ void Ctx::linear(int x, int w, int out, long M, long N, long K) {
 }
 
 void Ctx::moe_dispatch(int idx, int order, int offsets, int row_of, long n, long E) {
+  if (n <= DISPATCH_ONE_BLOCK && E <= 4096) {
+    dispatch_one_block<<<1, 1024, 2 * E * sizeof(int), stream>>>((const int*)ptr(idx), n, (int)E, (int*)ptr(offsets), (int*)ptr(order), (int*)ptr(row_of));
+    launched("dispatch_one_block");
+    return;
+  }
   CK(cudaMemsetAsync(ptr(offsets), 0, (E + 1) * sizeof(int), stream));
   int* cursor;
   CK(cudaMallocAsync(&cursor, E * sizeof(int), stream));
@@ -1105,9 +1140,12 @@ void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, lon
   if (d > 256 || dv > 256) fail("attention: head dims above 256 are not supported (d=%ld, dv=%ld)", d, dv);
   const bool split = rt->attention_path == "split" || (rt->attention_path.empty() && S <= 16);
   if (split) {
-    const int chunk = 256;
-    const int nsplit = (int)std::max<long>(1, (T + chunk - 1) / chunk);
+    // Enough key chunks that the GPU is full (about 4096 blocks), but no chunk under 32 keys: each
+    // warp walks its keys one after another, so short chunks are what hides the load latency.
     const long rows = B * nh * S;
+    const long want = std::max<long>(1, std::min<long>((4096 + rows - 1) / rows, (T + 31) / 32));
+    const int chunk = (int)((T + want - 1) / want);
+    const int nsplit = (int)((T + chunk - 1) / chunk);
     float *pm, *pl, *pacc;
     CK(cudaMallocAsync(&pm, rows * nsplit * sizeof(float), stream));
     CK(cudaMallocAsync(&pl, rows * nsplit * sizeof(float), stream));
@@ -1265,6 +1303,7 @@ static DevTensor random_tensor(Runtime& rt, int dt, std::vector<long> shape, uns
 static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill, const std::vector<std::pair<long, long>>& decode, int repeats) {
   std::printf("{\n  \"model\": \"%s\",\n", MODEL.name);
   // Ceilings measured in this run.
+  double copy_GBps = 0;
   {
     const size_t bytes = 4ull << 30;
     void *a, *b;
@@ -1272,7 +1311,8 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
     CK(cudaMalloc(&b, bytes));
     CK(cudaMemsetAsync(a, 1, bytes, rt.stream));
     const double ms = time_ms(rt, 10, [&] { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, rt.stream)); });
-    std::printf("  \"copy_bandwidth_GBps\": %.1f,\n", 2.0 * bytes / (ms * 1e-3) / 1e9);
+    copy_GBps = 2.0 * bytes / (ms * 1e-3) / 1e9;
+    std::printf("  \"copy_bandwidth_GBps\": %.1f,\n", copy_GBps);
     CK(cudaFree(a));
     CK(cudaFree(b));
     const long n = 8192;
@@ -1321,8 +1361,16 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
       rt.run_graphed(&GRAPH_decode, in);
       graphed = time_ms(rt, repeats, [&] { rt.run_graphed(&GRAPH_decode, in); });
     }
-    std::printf("%s\n    {\"batch\": %ld, \"cache\": %ld, \"ms_per_step\": %.3f, \"tokens_per_s\": %.1f, \"graph_ms_per_step\": %.3f, \"graph_tokens_per_s\": %.1f}", i ? "," : "", B, P, ms,
+    std::printf("%s\n    {\"batch\": %ld, \"cache\": %ld, \"ms_per_step\": %.3f, \"tokens_per_s\": %.1f, \"graph_ms_per_step\": %.3f, \"graph_tokens_per_s\": %.1f", i ? "," : "", B, P, ms,
                 B / (ms * 1e-3), graphed, graphed > 0 ? B / (graphed * 1e-3) : 0.0);
+    if (B == 1) {
+      // What one step must read at least: the weights one token uses (its K routed experts, one
+      // embedding row) and the whole KV cache; as a share of the copy bandwidth measured above.
+      const double cache = 2.0 * MODEL.layers * MODEL.kv_heads * P * MODEL.head_dim * dtype_bytes(dt);
+      const double bytes = MODEL.decode_weight_bytes + cache, best = std::min(ms, graphed > 0 ? graphed : ms);
+      std::printf(", \"bytes_per_step\": %.0f, \"GBps\": %.1f, \"bandwidth_fraction\": %.3f", bytes, bytes / (best * 1e-3) / 1e9, bytes / (best * 1e-3) / 1e9 / copy_GBps);
+    }
+    std::printf("}");
     for (auto& kv : in) CK(cudaFree(kv.second.ptr));
   }
   std::printf("\n  ]\n}\n");

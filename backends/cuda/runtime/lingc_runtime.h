@@ -68,6 +68,7 @@ struct ModelDef {
   long head_dim;
   long mtp_layers;
   int bf16;
+  double decode_weight_bytes;  // weight bytes a batch-1 decode step reads (K routed experts, one embedding row)
 };
 
 /** A tensor on the device. `owned` tensors are freed by their holder. */

@@ -25,7 +25,7 @@ print('|'.join(' '.join(str(int(x)) for x in row[12:]) for row in ids))")
 case "${1:-correct}" in
 correct)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  for variant in "LINGC_EXPERT_PATH=gemv LINGC_ATTENTION_PATH=split" "LINGC_EXPERT_PATH=gemm LINGC_ATTENTION_PATH=gemm" "LINGC_EXPERT_PATH=loop LINGC_ATTENTION_PATH=gemm"; do
+  for variant in "LINGC_EXPERT_PATH=gemv LINGC_ATTENTION_PATH=split" "LINGC_EXPERT_PATH=gemm LINGC_ATTENTION_PATH=gemm" "LINGC_EXPERT_PATH=gemm LINGC_EXPERT_CAP=2 LINGC_ATTENTION_PATH=split" "LINGC_EXPERT_PATH=loop LINGC_ATTENTION_PATH=gemm LINGC_ATTENTION_TILE=5"; do
     echo "== run ($variant)"
     env $variant $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
     echo "== generate ($variant)"
@@ -64,8 +64,11 @@ bench)
 profile)
   # Per-kernel times (events between launches, no CUDA graph) of one prefill and of one decode step.
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
-  /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode 1x1 --repeats 2 --profile 2>"$OUT/profile-prefill.txt" >/dev/null
-  /tmp/mini/lingc_model bench --random-weights --prefill 1x1 --decode 1x2048 --repeats 5 --profile 2>"$OUT/profile-decode.txt" >/dev/null
-  head -30 "$OUT/profile-prefill.txt"; head -30 "$OUT/profile-decode.txt"
+  /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode 1x2048 --repeats 2 --profile 2>"$OUT/profile.txt" >/dev/null
+  # GPU-side kernel times of decode steps replayed as a CUDA graph (no host gaps), where nsys exists.
+  if command -v nsys >/dev/null; then
+    nsys profile --cuda-graph-trace=node -o /tmp/decode -f true /tmp/mini/lingc_model bench --random-weights --prefill 1x1 --decode 1x2048 --repeats 20 >/dev/null 2>&1
+    nsys stats --report cuda_gpu_kern_sum --format csv /tmp/decode.nsys-rep > "$OUT/nsys-decode.csv" 2>/dev/null
+  else echo "no nsys on this machine"; fi
   ;;
 esac

@@ -407,24 +407,32 @@ __global__ void __launch_bounds__(256) expert_gemv(const T* __restrict__ x, cons
 /** Row r's source row in x: order[r] / k with the token gather, else r. */
 __device__ __forceinline__ long source_row(const int* order, int k, long r) { return order ? order[r] / k : r; }
 
-/** Rows into a [E, maxr, H] buffer, each expert's rows padded to maxr (for one strided-batched GEMM). */
+/**
+ * Rows into a [E, cap, H] buffer, each expert's first cap rows at its slot (for one strided-batched
+ * GEMM over experts); a block per row. Rows past cap (an expert above the capacity) are left out.
+ */
 template <typename T>
-__global__ void pad_rows(const T* __restrict__ x, const int* __restrict__ order, int k, const int* __restrict__ offsets, int E, T* __restrict__ out, long rows, long H, long maxr) {
-  const long i = linear_block() * blockDim.x + threadIdx.x;
-  if (i >= rows * H) return;
-  const long r = i / H, c = i % H;
+__global__ void pad_rows(const T* __restrict__ x, const int* __restrict__ order, int k, const int* __restrict__ offsets, int E, T* __restrict__ out, long rows, long H, long cap) {
+  const long r = linear_block();
+  if (r >= rows) return;
   const int e = expert_of(offsets, E, (int)r);
-  out[((long)e * maxr + (r - offsets[e])) * H + c] = x[source_row(order, k, r) * H + c];
+  const long slot = r - offsets[e];
+  if (slot >= cap) return;
+  const T* src = x + source_row(order, k, r) * H;
+  T* dst = out + ((long)e * cap + slot) * H;
+  for (long c = threadIdx.x; c < H; c += blockDim.x) dst[c] = src[c];
 }
 
-/** The inverse of pad_rows for the results: out[r] = padded[e, r - offsets[e]]. */
+/** The inverse of pad_rows for the results: out[r] = padded[e, r - offsets[e]] for the rows within cap. */
 template <typename T>
-__global__ void unpad_rows(const T* __restrict__ padded, const int* __restrict__ offsets, int E, T* __restrict__ out, long rows, long H, long maxr) {
-  const long i = linear_block() * blockDim.x + threadIdx.x;
-  if (i >= rows * H) return;
-  const long r = i / H, c = i % H;
+__global__ void unpad_rows(const T* __restrict__ padded, const int* __restrict__ offsets, int E, T* __restrict__ out, long rows, long H, long cap) {
+  const long r = linear_block();
+  if (r >= rows) return;
   const int e = expert_of(offsets, E, (int)r);
-  out[i] = padded[((long)e * maxr + (r - offsets[e])) * H + c];
+  const long slot = r - offsets[e];
+  if (slot >= cap) return;
+  const T* src = padded + ((long)e * cap + slot) * H;
+  for (long c = threadIdx.x; c < H; c += blockDim.x) out[r * H + c] = src[c];
 }
 
 /** moe_dispatch in parallel: counts per expert, prefix sums, then each pair takes the next row of its expert. */
@@ -576,13 +584,15 @@ __global__ void attn_combine(const float* __restrict__ pm, const float* __restri
   }
 }
 
-/** Softmax of attention score rows in place (scale, end-aligned causal mask, fp32, probabilities rounded to T). */
+/**
+ * Softmax of attention score rows in place (scale, causal mask, fp32, probabilities rounded to T).
+ * Rows come in blocks of Sq queries; row r sees keys [0, first_visible + r % Sq) under the mask.
+ */
 template <typename T>
-__global__ void __launch_bounds__(256) softmax_rows(T* __restrict__ s, long rows, long S, long Tk, float scale, int causal) {
+__global__ void __launch_bounds__(256) softmax_rows(T* __restrict__ s, long rows, long Sq, long Tk, long first_visible, float scale, int causal) {
   const long r = linear_block();
   if (r >= rows) return;
-  const long i = r % S;
-  const long visible = causal ? Tk - S + i + 1 : Tk;
+  const long visible = causal ? first_visible + r % Sq : Tk;
   T* row = s + r * Tk;
   __shared__ float red[32];
   float m = -INFINITY;
@@ -601,6 +611,15 @@ __global__ void __launch_bounds__(256) softmax_rows(T* __restrict__ s, long rows
   sum = 0.f;
   for (int w = 0; w < (int)(blockDim.x >> 5); ++w) sum += red[w];
   for (long j = threadIdx.x; j < Tk; j += blockDim.x) st(row, j, j < visible ? __expf(rnd<T>(ld(row, j) * scale) - m) / sum : 0.f);
+}
+
+/** K or V per query head: [B, nkv, T, D] -> [B, nkv * rep, T, D] (GQA expanded, so one batched GEMM covers all heads). */
+template <typename T>
+__global__ void repeat_kv(const T* __restrict__ in, T* __restrict__ out, long B, long nkv, long rep, long TD) {
+  const long idx = linear_block() * blockDim.x + threadIdx.x;
+  if (idx >= B * nkv * rep * TD) return;
+  const long bh = idx / TD, h = bh % (nkv * rep), b = bh / (nkv * rep);
+  out[idx] = in[(b * nkv + h / rep) * TD + idx % TD];
 }
 
 /** [B, nh, S, D] -> [B, S, nh, D]. */
@@ -675,6 +694,8 @@ class Runtime {
   const GraphDef* profiling_graph = nullptr;
   std::map<std::string, std::pair<double, long>> timings;  // label -> (ms, calls)
   std::string expert_path, attention_path;  // "" (automatic), "gemv"/"gemm", "split"/"gemm"
+  long attention_tile = -1;  // LINGC_ATTENTION_TILE: query rows per prefill attention tile (tests the tiling)
+  long expert_cap = -1;  // LINGC_EXPERT_CAP: rows per expert in the batched expert GEMM (tests the overflow GEMMs)
 
   void init() {
     int n = 0;
@@ -687,6 +708,8 @@ class Runtime {
     CK(cudaMalloc(&workspace, workspace_bytes));
     if (const char* e = std::getenv("LINGC_EXPERT_PATH")) expert_path = e;
     if (const char* e = std::getenv("LINGC_ATTENTION_PATH")) attention_path = e;
+    if (const char* e = std::getenv("LINGC_EXPERT_CAP")) expert_cap = std::atol(e);
+    if (const char* e = std::getenv("LINGC_ATTENTION_TILE")) attention_tile = std::atol(e);
   }
 
   // --- GEMM (row-major): C[M,N] = A[M,K] . op(B), B stored [N,K] (b_trans) or [K,N]; batched by strides.
@@ -695,8 +718,17 @@ class Runtime {
     const cudaDataType_t t = dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     // cuBLASLt is column-major: C^T[N,M] = op(B)^T . A^T, i.e. m = N, n = M with B as the first operand.
     const cublasOperation_t ta = b_trans ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    // The algorithm must suit the pointers' alignment (cuBLASLt assumes 256 bytes unless told), and
+    // views into a tensor (a query tile, an expert's rows) may be less aligned than that.
+    auto align = [](const void* p) -> uint32_t {
+      const uintptr_t a = (uintptr_t)p;
+      uint32_t al = 256;
+      while (al > 1 && a % al) al >>= 1;
+      return al;
+    };
+    const uint32_t al_a = align(B), al_b = align(A), al_c = align(C);
     char key[256];
-    std::snprintf(key, sizeof key, "%d/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%d", dt, M, N, K, lda, sa, ldb, sb, ldc, sc, batch, (int)b_trans);
+    std::snprintf(key, sizeof key, "%d/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%d/%u/%u/%u", dt, M, N, K, lda, sa, ldb, sb, ldc, sc, batch, (int)b_trans, al_a, al_b, al_c);
     auto it = plans.find(key);
     if (it == plans.end()) {
       GemmPlan p{};
@@ -720,9 +752,14 @@ class Runtime {
       cublasLtMatmulPreference_t pref;
       CKB(cublasLtMatmulPreferenceCreate(&pref));
       CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof workspace_bytes));
+      CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+      CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+      CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
+      CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
       cublasLtMatmulHeuristicResult_t res{};
       int got = 0;
       CKB(cublasLtMatmulAlgoGetHeuristic(lt, p.desc, p.a, p.b, p.c, p.c, pref, 1, &res, &got));
+      CKB(cublasLtMatmulPreferenceDestroy(pref));
       if (got == 0) fail("cuBLASLt has no algorithm for a %ldx%ldx%ld %s GEMM", M, N, K, dtype_name(dt));
       p.algo = res.algo;
       p.has_algo = true;
@@ -1070,39 +1107,47 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
     launched("expert_gemv");
     return;
   }
-  // Many rows: the offsets come to the host once; then either one strided-batched GEMM over all
-  // experts with their rows padded to the largest count (balanced routing), or one GEMM per expert.
+  // Many rows: the offsets come to the host once. Each expert's first `cap` rows go through one
+  // strided-batched GEMM over all experts (rows padded to cap); an expert with more rows than cap
+  // (skewed routing) runs its remaining rows as a GEMM of its own. cap is the largest count when
+  // routing is balanced enough that padding to it at most doubles the rows, else 5/4 of the mean,
+  // so neither a skewed router nor a flood of tiny per-expert GEMMs decides the time.
   std::vector<int> off(E + 1);
   CK(cudaMemcpyAsync(off.data(), ptr(offsets), (E + 1) * sizeof(int), cudaMemcpyDeviceToHost, stream));
   CK(cudaStreamSynchronize(stream));
   long maxr = 0;
   for (long e = 0; e < E; ++e) maxr = std::max<long>(maxr, off[e + 1] - off[e]);
   const size_t eb = dtype_bytes(dt);
-  const long blocks_in = (rows * I + 255) / 256, blocks_out = (rows * O + 255) / 256;
-  if (rt->expert_path != "loop" && E * maxr <= 2 * rows) {
+  long cap = maxr;
+  if (E * maxr > 2 * rows) cap = std::min<long>(maxr, ((rows * 5 / 4 + E - 1) / E + 15) / 16 * 16);
+  if (rt->expert_cap >= 0) cap = std::min(cap, rt->expert_cap);
+  if (rt->expert_path == "loop") cap = 0;
+  if (cap > 0) {
     void *xp, *gp, *up = nullptr;
-    CK(cudaMallocAsync(&xp, (size_t)E * maxr * I * eb, stream));
-    CK(cudaMallocAsync(&gp, (size_t)E * maxr * O * eb, stream));
-    if (swiglu) CK(cudaMallocAsync(&up, (size_t)E * maxr * O * eb, stream));
-    if (dt == DT_BF16) pad_rows<<<grid(blocks_in), 256, 0, stream>>>((const __nv_bfloat16*)ptr(x), ord, k, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)xp, rows, I, maxr);
-    else pad_rows<<<grid(blocks_in), 256, 0, stream>>>((const float*)ptr(x), ord, k, (const int*)ptr(offsets), (int)E, (float*)xp, rows, I, maxr);
+    CK(cudaMallocAsync(&xp, (size_t)E * cap * I * eb, stream));
+    CK(cudaMallocAsync(&gp, (size_t)E * cap * O * eb, stream));
+    if (swiglu) CK(cudaMallocAsync(&up, (size_t)E * cap * O * eb, stream));
+    if (dt == DT_BF16) pad_rows<<<grid(rows), 256, 0, stream>>>((const __nv_bfloat16*)ptr(x), ord, k, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)xp, rows, I, cap);
+    else pad_rows<<<grid(rows), 256, 0, stream>>>((const float*)ptr(x), ord, k, (const int*)ptr(offsets), (int)E, (float*)xp, rows, I, cap);
     launched("pad_rows");
-    rt->gemm(dt, maxr, O, I, xp, I, maxr * I, ptr(wg), I, O * I, true, gp, O, maxr * O, E);
+    rt->gemm(dt, cap, O, I, xp, I, cap * I, ptr(wg), I, O * I, true, gp, O, cap * O, E);
     if (swiglu) {
-      rt->gemm(dt, maxr, O, I, xp, I, maxr * I, ptr(wu), I, O * I, true, up, O, maxr * O, E);
-      const long n = E * maxr * O;
+      rt->gemm(dt, cap, O, I, xp, I, cap * I, ptr(wu), I, O * I, true, up, O, cap * O, E);
+      const long n = E * cap * O;
       if (dt == DT_BF16) silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)gp, (const __nv_bfloat16*)up, (__nv_bfloat16*)gp, n);
       else silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)gp, (const float*)up, (float*)gp, n);
       launched("silu_mul");
     }
-    if (dt == DT_BF16) unpad_rows<<<grid(blocks_out), 256, 0, stream>>>((const __nv_bfloat16*)gp, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)ptr(out), rows, O, maxr);
-    else unpad_rows<<<grid(blocks_out), 256, 0, stream>>>((const float*)gp, (const int*)ptr(offsets), (int)E, (float*)ptr(out), rows, O, maxr);
+    if (dt == DT_BF16) unpad_rows<<<grid(rows), 256, 0, stream>>>((const __nv_bfloat16*)gp, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)ptr(out), rows, O, cap);
+    else unpad_rows<<<grid(rows), 256, 0, stream>>>((const float*)gp, (const int*)ptr(offsets), (int)E, (float*)ptr(out), rows, O, cap);
     launched("unpad_rows");
     CK(cudaFreeAsync(xp, stream));
     CK(cudaFreeAsync(gp, stream));
     if (up) CK(cudaFreeAsync(up, stream));
-    return;
+    if (cap == maxr) return;
   }
+  // Rows past cap (all rows on the "loop" path): one GEMM per expert over its remaining rows.
+  const long blocks_in = (rows * I + 255) / 256;
   const char* xs = (const char*)ptr(x);
   void* gathered = nullptr;
   if (ord) {
@@ -1119,16 +1164,17 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
     CK(cudaMallocAsync(&u, (size_t)rows * O * eb, stream));
   }
   for (long e = 0; e < E; ++e) {
-    const long lo = off[e], n = off[e + 1] - off[e];
-    if (n == 0) continue;
+    const long lo = off[e] + cap, n = off[e + 1] - lo;
+    if (n <= 0) continue;
     rt->gemm(dt, n, O, I, xs + lo * I * eb, I, 0, (const char*)ptr(wg) + e * O * I * eb, I, 0, true, (char*)g + lo * O * eb, O, 0, 1);
-    if (swiglu) rt->gemm(dt, n, O, I, xs + lo * I * eb, I, 0, (const char*)ptr(wu) + e * O * I * eb, I, 0, true, (char*)u + lo * O * eb, O, 0, 1);
+    if (!swiglu) continue;
+    rt->gemm(dt, n, O, I, xs + lo * I * eb, I, 0, (const char*)ptr(wu) + e * O * I * eb, I, 0, true, (char*)u + lo * O * eb, O, 0, 1);
+    const long m = n * O;
+    if (dt == DT_BF16) silu_mul<<<grid((m + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)g + lo * O, (const __nv_bfloat16*)u + lo * O, (__nv_bfloat16*)ptr(out) + lo * O, m);
+    else silu_mul<<<grid((m + 255) / 256), 256, 0, stream>>>((const float*)g + lo * O, (const float*)u + lo * O, (float*)ptr(out) + lo * O, m);
+    launched("silu_mul");
   }
   if (swiglu) {
-    const long n = rows * O;
-    if (dt == DT_BF16) silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)g, (const __nv_bfloat16*)u, (__nv_bfloat16*)ptr(out), n);
-    else silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)g, (const float*)u, (float*)ptr(out), n);
-    launched("silu_mul");
     CK(cudaFreeAsync(g, stream));
     CK(cudaFreeAsync(u, stream));
   }
@@ -1166,28 +1212,57 @@ void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, lon
     CK(cudaFreeAsync(pacc, stream));
     return;
   }
-  // Prefill: scores = Q K^T per (batch, KV head) as one strided-batched GEMM (the rep query heads of a
-  // KV head are contiguous rows), softmax in place, then P V.
-  const long rep = nh / nkv, M = rep * S, batch = B * nkv;
+  // Prefill: query tiles of Tq rows; per tile, scores = Q K^T over the keys the tile can see (the
+  // causal mask cuts the rest) as one strided-batched GEMM over all heads, softmax in place, then
+  // P V into the tile's rows. Grouped K/V are first repeated per query head so the batch strides are
+  // uniform. Tiles bound the score buffer (about 256 MB) and skip the masked half of the work.
+  const long rep = nh / nkv, BH = B * nh;
   const size_t eb = dtype_bytes(dt);
+  const void* kx = ptr(k);
+  const void* vx = ptr(v);
+  void *kr = nullptr, *vr = nullptr;
+  if (rep > 1) {
+    CK(cudaMallocAsync(&kr, (size_t)BH * T * d * eb, stream));
+    CK(cudaMallocAsync(&vr, (size_t)BH * T * dv * eb, stream));
+    const long nk = BH * T * d, nv = BH * T * dv;
+    if (dt == DT_BF16) {
+      repeat_kv<<<grid((nk + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)kx, (__nv_bfloat16*)kr, B, nkv, rep, T * d);
+      repeat_kv<<<grid((nv + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)vx, (__nv_bfloat16*)vr, B, nkv, rep, T * dv);
+    } else {
+      repeat_kv<<<grid((nk + 255) / 256), 256, 0, stream>>>((const float*)kx, (float*)kr, B, nkv, rep, T * d);
+      repeat_kv<<<grid((nv + 255) / 256), 256, 0, stream>>>((const float*)vx, (float*)vr, B, nkv, rep, T * dv);
+    }
+    launched("repeat_kv");
+    kx = kr;
+    vx = vr;
+  }
+  long Tq = std::max<long>(1, std::min<long>(S, (256l << 20) / std::max<long>(1, BH * T * (long)eb)));
+  if (rt->attention_tile > 0) Tq = std::min(Tq, rt->attention_tile);
   void* scores;
-  CK(cudaMallocAsync(&scores, (size_t)batch * M * T * eb, stream));
-  rt->gemm(dt, M, T, d, ptr(q), d, M * d, ptr(k), d, T * d, true, scores, T, M * T, batch);
-  const long rows = B * nh * S;
-  if (dt == DT_BF16) softmax_rows<<<grid(rows), 256, 0, stream>>>((__nv_bfloat16*)scores, rows, S, T, scale, causal);
-  else softmax_rows<<<grid(rows), 256, 0, stream>>>((float*)scores, rows, S, T, scale, causal);
-  launched("softmax_rows");
-  void* o = ptr(out);
-  if (transposed) CK(cudaMallocAsync(&o, (size_t)rows * dv * eb, stream));
-  rt->gemm(dt, M, dv, T, scores, T, M * T, ptr(v), dv, T * dv, false, o, dv, M * dv, batch);
+  CK(cudaMallocAsync(&scores, (size_t)BH * Tq * T * eb, stream));
+  char* o = (char*)ptr(out);
+  if (transposed) CK(cudaMallocAsync((void**)&o, (size_t)BH * S * dv * eb, stream));
+  for (long s0 = 0; s0 < S; s0 += Tq) {
+    const long sq = std::min(Tq, S - s0);
+    const long first_visible = T - S + s0 + 1;
+    const long keys = causal ? std::min(T, first_visible + sq - 1) : T;
+    rt->gemm(dt, sq, keys, d, (const char*)ptr(q) + s0 * d * eb, d, S * d, kx, d, T * d, true, scores, keys, sq * keys, BH);
+    const long rows = BH * sq;
+    if (dt == DT_BF16) softmax_rows<<<grid(rows), 256, 0, stream>>>((__nv_bfloat16*)scores, rows, sq, keys, first_visible, scale, causal);
+    else softmax_rows<<<grid(rows), 256, 0, stream>>>((float*)scores, rows, sq, keys, first_visible, scale, causal);
+    launched("softmax_rows");
+    rt->gemm(dt, sq, dv, keys, scores, keys, sq * keys, vx, dv, T * dv, false, o + s0 * dv * eb, dv, S * dv, BH);
+  }
   if (transposed) {
-    const long n = rows * dv;
+    const long n = BH * S * dv;
     if (dt == DT_BF16) bhsd_to_bshd<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)o, (__nv_bfloat16*)ptr(out), B, nh, S, dv);
     else bhsd_to_bshd<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)o, (float*)ptr(out), B, nh, S, dv);
     launched("bhsd_to_bshd");
     CK(cudaFreeAsync(o, stream));
   }
   CK(cudaFreeAsync(scores, stream));
+  if (kr) CK(cudaFreeAsync(kr, stream));
+  if (vr) CK(cudaFreeAsync(vr, stream));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1337,6 +1412,10 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
     rt.timings.clear();
     const double ms = time_ms(rt, repeats, once);
     std::printf("%s\n    {\"batch\": %ld, \"seq\": %ld, \"ms\": %.3f, \"tokens_per_s\": %.1f}", i ? "," : "", B, S, ms, B * S / (ms * 1e-3));
+    if (rt.profile) {
+      std::fprintf(stderr, "prefill %ldx%ld, %d run(s): ", B, S, repeats);
+      rt.print_timings();
+    }
     rt.free_tensor(t);
   }
   std::printf("\n  ],\n  \"decode\": [");
@@ -1371,6 +1450,10 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
       std::printf(", \"bytes_per_step\": %.0f, \"GBps\": %.1f, \"bandwidth_fraction\": %.3f", bytes, bytes / (best * 1e-3) / 1e9, bytes / (best * 1e-3) / 1e9 / copy_GBps);
     }
     std::printf("}");
+    if (rt.profile) {
+      std::fprintf(stderr, "decode %ldx%ld, %d step(s): ", B, P, repeats);
+      rt.print_timings();
+    }
     for (auto& kv : in) CK(cudaFree(kv.second.ptr));
   }
   std::printf("\n  ]\n}\n");
@@ -1509,7 +1592,7 @@ int main(int argc, char** argv) {
   } else {
     fail("unknown command '%s'\n%s", cmd.c_str(), USAGE);
   }
-  if (rt.profile) rt.print_timings();
+  if (rt.profile && cmd != "bench") rt.print_timings();
   CK(cudaStreamSynchronize(rt.stream));
   return 0;
 }

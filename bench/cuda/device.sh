@@ -64,7 +64,11 @@ bench)
 profile)
   # Per-kernel times (events between launches, no CUDA graph) of one prefill and of one decode step.
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
-  /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode 1x2048 --repeats 2 --profile 2>"$OUT/profile.txt" >/dev/null
+  [ -n "${LINGC_SKIP_EVENTS:-}" ] || /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode 1x2048 --repeats 2 --profile 2>"$OUT/profile.txt" >/dev/null
+  # GPU-side time of each kernel of a decode step (no host gaps), from Nsight Compute.
+  if command -v ncu >/dev/null || [ -x /usr/local/cuda/bin/ncu ]; then
+    PATH=$PATH:/usr/local/cuda/bin ncu --metrics gpu__time_duration.sum --csv --launch-count 1200 /tmp/mini/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 > "$OUT/ncu-decode.csv" 2>/dev/null; echo "ncu exit $?"
+  fi
   # GPU-side kernel times of decode steps replayed as a CUDA graph (no host gaps), where nsys exists.
   if command -v nsys >/dev/null; then
     nsys profile --cuda-graph-trace=node -o /tmp/decode -f true /tmp/mini/lingc_model bench --random-weights --prefill 1x1 --decode 1x2048 --repeats 20 >/dev/null 2>&1

@@ -704,6 +704,16 @@ class Runtime {
       std::exit(3);
     }
     CK(cudaStreamCreate(&stream));
+    // Keep freed stream-ordered memory in the pool: by default it goes back to the driver at every
+    // synchronize (the expert GEMMs sync for their offsets), and mapping it again costs milliseconds.
+    {
+      int dev = 0;
+      CK(cudaGetDevice(&dev));
+      cudaMemPool_t pool;
+      CK(cudaDeviceGetDefaultMemPool(&pool, dev));
+      uint64_t keep = UINT64_MAX;
+      CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    }
     CKB(cublasLtCreate(&lt));
     CK(cudaMalloc(&workspace, workspace_bytes));
     if (const char* e = std::getenv("LINGC_EXPERT_PATH")) expert_path = e;

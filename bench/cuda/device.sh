@@ -66,13 +66,9 @@ profile)
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
   [ -n "${LINGC_SKIP_EVENTS:-}" ] || /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode 1x2048 --repeats 2 --profile 2>"$OUT/profile.txt" >/dev/null
   # GPU-side time of each kernel of a decode step (no host gaps), from Nsight Compute.
-  if command -v ncu >/dev/null || [ -x /usr/local/cuda/bin/ncu ]; then
-    PATH=$PATH:/usr/local/cuda/bin ncu --metrics gpu__time_duration.sum --csv --launch-count 1200 /tmp/mini/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 > "$OUT/ncu-decode.csv" 2>/dev/null; echo "ncu exit $?"
+  # (slow: only with LINGC_NCU=1; the times are under Nsight's locked clocks and flushed caches)
+  if [ -n "${LINGC_NCU:-}" ] && [ -x /usr/local/cuda/bin/ncu ]; then
+    /usr/local/cuda/bin/ncu --metrics gpu__time_duration.sum --csv --launch-count 1200 /tmp/mini/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 > "$OUT/ncu-decode.csv" 2>/dev/null; echo "ncu exit $?"
   fi
-  # GPU-side kernel times of decode steps replayed as a CUDA graph (no host gaps), where nsys exists.
-  if command -v nsys >/dev/null; then
-    nsys profile --cuda-graph-trace=node -o /tmp/decode -f true /tmp/mini/lingc_model bench --random-weights --prefill 1x1 --decode 1x2048 --repeats 20 >/dev/null 2>&1
-    nsys stats --report cuda_gpu_kern_sum --format csv /tmp/decode.nsys-rep > "$OUT/nsys-decode.csv" 2>/dev/null
-  else echo "no nsys on this machine"; fi
   ;;
 esac

@@ -1,0 +1,44 @@
+/**
+ * Golden numerics on the CUDA backend (fp32 ling-tiny): logits and mtp_logits within 1e-4 and
+ * greedy_ids through the decode graph. Runs only where an NVIDIA GPU exists (the H200 machine, see
+ * bench/cuda/device.sh for the same checks as run there); CI has none, so it says it skipped.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import type { LoadedModel } from "../../backends/backend";
+import { cudaBackend, hasCudaGpu } from "../../backends/cuda/backend";
+import { greedyGenerate } from "../../backends/generate";
+import type { Tensor } from "../../ir/tensor";
+import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { resolveCheckpoint } from "../../models/resolve";
+import { tensorDiff } from "../support/compare";
+import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
+
+const gpu = hasCudaGpu();
+if (!gpu) console.warn("tests/golden/cuda.test.ts: skipped, no NVIDIA GPU on this machine (the CUDA execution checks run on the H200: bench/cuda/device.sh correct)");
+
+describe.skipIf(!gpu)("CUDA backend vs upstream golden (ling-tiny, fp32)", () => {
+  const golden = readAllSafetensors(GOLDEN_FILE);
+  let model: LoadedModel;
+  let out: Record<string, Tensor>;
+
+  beforeAll(async () => {
+    const spec = resolveCheckpoint(GOLDEN_DIR);
+    model = await cudaBackend.load(spec.config, spec.checkpointDir);
+    out = await model.forward.run({ input_ids: golden["input_ids"]! });
+  }, 600_000);
+
+  it("logits and mtp_logits within 1e-4", () => {
+    expect(tensorDiff(out["logits"]!, golden["logits"]!)).toBeLessThanOrEqual(1e-4);
+    expect(tensorDiff(out["mtp_logits"]!, golden["mtp_logits"]!)).toBeLessThanOrEqual(1e-4);
+  });
+
+  it("greedy generation through the decode graph reproduces greedy_ids", async () => {
+    const ids = golden["input_ids"]!;
+    const [B, S] = ids.shape as [number, number];
+    const prompts = Array.from({ length: B }, (_, b) => Array.from(ids.data.subarray(b * S, (b + 1) * S)));
+    const want = golden["greedy_ids"]!;
+    const W = want.shape[1]!;
+    const r = await greedyGenerate(model, prompts, W - S);
+    for (let b = 0; b < B; b++) expect(r.tokens[b]).toEqual(Array.from(want.data.subarray(b * W + S, (b + 1) * W)));
+  });
+});

@@ -1246,7 +1246,7 @@ void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, lon
     kx = kr;
     vx = vr;
   }
-  long Tq = std::max<long>(1, std::min<long>(S, (256l << 20) / std::max<long>(1, BH * T * (long)eb)));
+  long Tq = std::max<long>(1, std::min<long>(S, (256L << 20) / std::max<long>(1, BH * T * (long)eb)));
   if (rt->attention_tile > 0) Tq = std::min(Tq, rt->attention_tile);
   void* scores;
   CK(cudaMallocAsync(&scores, (size_t)BH * Tq * T * eb, stream));

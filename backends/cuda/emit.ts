@@ -258,7 +258,9 @@ export function emitCuda(config: LingConfig, noFuse: readonly string[] = []): Cu
   }
   const kernels = library.sources;
   // Weight bytes one batch-1 decode step must read (the benchmark's bandwidth share): the active
-  // parameters, less all but one row of an untied embedding table.
+  // parameters, less all but one row of an untied embedding table. Counted on the unfused graph:
+  // after fusion a grouped_linear sits in a kernel function apart from its moe_dispatch, which is
+  // where countParams reads K from.
   const counts = countParams(buildLing2(config, "decode"));
   const embeddingRows = config.tieWordEmbeddings ? 0 : (config.vocabSize - 1) * config.hiddenSize;
   const decodeWeightBytes = (counts.active + counts.mtpActive - embeddingRows) * (cudaStorage(config.dtype) === "bf16" ? 2 : 4);

@@ -8,10 +8,9 @@ import { LingcError } from "../../ir/errors";
 import type { DType } from "../../ir/dtype";
 import type { Module } from "../../ir/module";
 import { Tensor } from "../../ir/tensor";
-import { bindCheckpoint } from "../../models/checkpoint/bind";
 import { Checkpoint } from "../../models/checkpoint/checkpoint";
-import { buildLing2 } from "../../models/ling2";
 import type { Backend, GraphRunner, LoadedModel } from "../backend";
+import { withBoundCheckpoint } from "../bound";
 import { emitOnnx } from "./emit";
 import { checkpointLayout } from "./weights";
 
@@ -111,15 +110,11 @@ export const onnxBackend: Backend = {
   name: "onnx",
   summary: "ONNX (standard ai.onnx ops, opset 23) run by ONNX Runtime on the CPU",
   async load(config, checkpointDir): Promise<LoadedModel> {
-    const forward = buildLing2(config, "forward");
-    const decode = buildLing2(config, "decode");
-    const ck = Checkpoint.open(checkpointDir);
-    try {
-      bindCheckpoint([forward, decode], ck);
-      return { config, forward: sessionRunner(forward, ck, checkpointDir), decode: sessionRunner(decode, ck, checkpointDir), close: () => ck.close() };
-    } catch (e) {
-      ck.close();
-      throw e;
-    }
+    return withBoundCheckpoint(config, checkpointDir, ({ ck, forward, decode }) => ({
+      config,
+      forward: sessionRunner(forward, ck, checkpointDir),
+      decode: sessionRunner(decode, ck, checkpointDir),
+      close: () => ck.close(),
+    }));
   },
 };

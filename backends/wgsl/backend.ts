@@ -5,14 +5,13 @@
  */
 import type { LingConfig } from "../../models/config";
 import { buildLing2, type GraphKind } from "../../models/ling2";
-import { bindCheckpoint } from "../../models/checkpoint/bind";
-import { Checkpoint } from "../../models/checkpoint/checkpoint";
 import { parsePassList, runPasses } from "../../compiler/passes/manager";
 import { checkFusionNames } from "../../compiler/passes/fusion";
 import { LingcError } from "../../ir/errors";
 import { Tensor } from "../../ir/tensor";
 import { collectWeights } from "../../ir/weights";
 import type { Backend, BackendOptions, LoadedModel } from "../backend";
+import { withBoundCheckpoint } from "../bound";
 import type { WgslArtifact } from "./artifact";
 import { compileWgsl } from "./compile";
 import { WgslGraph } from "./host";
@@ -45,10 +44,8 @@ export const wgslBackend: Backend & { profileKernels: { on: boolean } } = {
   profileKernels: { on: false },
   async load(config, checkpointDir, options = {}): Promise<LoadedModel> {
     const profile = await resolveProfile(options);
-    const ck = Checkpoint.open(checkpointDir);
-    try {
-      const modules = [buildLing2(config, "forward"), buildLing2(config, "decode")];
-      const weights = bindCheckpoint(modules, ck);
+    return withBoundCheckpoint(config, checkpointDir, async ({ ck, forward, decode, weights }) => {
+      const modules = [forward, decode];
       const declared = new Map(modules.flatMap((m) => collectWeights(m)).map((w) => [w.name, w.type]));
       const device = await nodeDevice();
       const provide = (name: string) => {
@@ -71,9 +68,6 @@ export const wgslBackend: Backend & { profileKernels: { on: boolean } } = {
           ck.close();
         },
       };
-    } catch (e) {
-      ck.close();
-      throw e;
-    }
+    });
   },
 };

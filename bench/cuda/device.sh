@@ -64,7 +64,7 @@ bench)
 profile)
   # Per-kernel times (events between launches, no CUDA graph) of one prefill and of one decode step.
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
-  [ -n "${LINGC_SKIP_EVENTS:-}" ] || /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode 1x2048 --repeats 2 --profile 2>"$OUT/profile.txt" >/dev/null
+  /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode 1x2048 --repeats 2 --profile 2>"$OUT/profile.txt" >/dev/null
   # GPU-side time of each kernel of a decode step (no host gaps), from Nsight Compute.
   # (slow: only with LINGC_NCU=1; the times are under Nsight's locked clocks and flushed caches)
   if [ -n "${LINGC_NCU:-}" ] && [ -x /usr/local/cuda/bin/ncu ]; then

@@ -49,6 +49,8 @@ export function cudaStorage(dt: DType): BufferElem {
 }
 
 const DTYPE_CODE: Record<BufferElem, number> = { f32: 0, bf16: 1, i32: 2 };
+/** Float dtypes the runtime's cast takes. */
+const RUNTIME_FLOATS = new Set<DType>(["f32", "bf16"]);
 const SOURCE_CODE = { input: 0, weight: 1, constant: 2, computed: 3, alias: 4 } as const;
 
 export const CUDA_PIPELINE = "cse,dce,fusion";
@@ -173,6 +175,19 @@ class GraphEmitter {
       const [order, offsets, rowOf] = op.results as [Value, Value, Value];
       const E = (op.attrs as Record<string, number>)["num_experts"]!;
       return [`c.moe_dispatch(${slot(op.operands[0]!)}, ${slot(order)}, ${slot(offsets)}, ${slot(rowOf)}, ${D(order.type.shape[0]!)}, ${E}L);`];
+    }
+    // A lone float cast or concat is a copy: the runtime's are vectorized (16-byte accesses), the
+    // generated kernel goes element by element through index arithmetic (logits to f32 at prefill,
+    // the KV cache at every decode step).
+    if (step.ops.length === 1 && op.opName === "cast" && RUNTIME_FLOATS.has(op.operands[0]!.type.dtype) && RUNTIME_FLOATS.has(op.results[0]!.type.dtype)) {
+      return [`c.cast(${slot(op.operands[0]!)}, ${slot(op.results[0]!)}, ${D(product(op.results[0]!.type.shape))});`];
+    }
+    if (step.ops.length === 1 && op.opName === "concat" && op.operands.length <= 4) {
+      const r = op.results[0]!;
+      const axis = (((op.attrs as Record<string, number>)["axis"] ?? 0) + r.type.rank) % r.type.rank;
+      const srcs = op.operands.map((v) => slot(v)).join(", ");
+      const cols = op.operands.map((v) => D(product(v.type.shape.slice(axis)))).join(", ");
+      return [`{ const int s_[] = {${srcs}}; const long c_[] = {${cols}}; c.concat(${slot(r)}, ${D(product(r.type.shape.slice(0, axis)))}, ${op.operands.length}, s_, c_); }`];
     }
     if (kind === "attention") {
       const att = step.ops.find((o) => o.opName === "attention")!;

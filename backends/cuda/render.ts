@@ -22,6 +22,9 @@ export function literal(v: number, t: KType): string {
   return `${f}f`;
 }
 
+/** Largest constant trip count that the CUDA output unrolls. */
+const MAX_UNROLL = 256;
+
 const UN: Record<string, string> = { exp: "expf", log: "logf", sqrt: "sqrtf", rsqrt: "rsqrtf", sin: "sinf", cos: "cosf", abs: "fabsf" };
 
 export class CudaRenderer {
@@ -90,11 +93,16 @@ export class CudaRenderer {
           }
           out.push(`${indent}}`);
           break;
-        case "for":
+        case "for": {
+          // Loops of a known small trip count are unrolled, so the per-thread arrays they index
+          // (a head's elements in QK-norm and RoPE) stay in registers instead of local memory.
+          const trips = s.from.k === "lit" && s.to.k === "lit" && s.step.k === "lit" && s.step.v > 0 ? Math.ceil((s.to.v - s.from.v) / s.step.v) : Infinity;
+          if (trips <= MAX_UNROLL) out.push(`${indent}#pragma unroll`);
           out.push(`${indent}for (int ${s.v} = ${this.expr(s.from)}; ${s.v} < ${this.expr(s.to)}; ${s.v} += ${this.expr(s.step)}) {`);
           this.stmts(s.body, indent + "  ", out);
           out.push(`${indent}}`);
           break;
+        }
       }
     }
   }

@@ -484,14 +484,6 @@ __global__ void __launch_bounds__(1024) dispatch_one_block(const int* __restrict
 
 /** out[r, :] = x[order[r] / k, :] (the token gather before grouped GEMMs). */
 template <typename T>
-__global__ void gather_rows(const T* __restrict__ x, const int* __restrict__ order, int k, T* __restrict__ out, long rows, long H) {
-  const long i = linear_block() * blockDim.x + threadIdx.x;
-  if (i >= rows * H) return;
-  const long r = i / H, c = i % H;
-  out[i] = x[(long)(order[r] / k) * H + c];
-}
-
-template <typename T>
 __global__ void silu_mul(const T* __restrict__ g, const T* __restrict__ u, T* __restrict__ out, long n) {
   const long i = linear_block() * blockDim.x + threadIdx.x;
   if (i >= n) return;
@@ -500,88 +492,149 @@ __global__ void silu_mul(const T* __restrict__ g, const T* __restrict__ u, T* __
 }
 
 /**
- * Split-K decode attention (flash-decoding): block (query row, key chunk); 4 warps share the chunk,
- * lanes split the head dim, each warp keeps an online-softmax state; the block writes its chunk's
- * (max, sum, acc) for attn_combine. Query row = (b, h, i); query i sits at position T-S+i.
+ * Decode attention (flash-decoding). A block takes one query position of up to DEC_ROWS query heads
+ * that share a KV head (GQA), and one chunk of keys: each key and value row is read once for all of
+ * those heads. Scores: a thread per key, the head dim walked with 16-byte loads against the queries
+ * in shared memory; softmax per head over the chunk; P.V: a thread per value column. With several
+ * chunks (nsplit > 1) each block leaves (max, sum, acc) per head in `part`, and the last block of an
+ * item to finish (counted in `counters`, which it resets) combines them into `out`.
  */
-template <typename T>
-__global__ void __launch_bounds__(128) attn_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* __restrict__ pm, float* __restrict__ pl,
-                                                  float* __restrict__ pacc, long nh, long nkv, long S, long Tk, int D, int DV, float scale, int causal, int chunk, int nsplit) {
-  const long row = blockIdx.x;
-  const int split = blockIdx.y;
-  const long i = row % S, bh = row / S, h = bh % nh, b = bh / nh;
-  const long g = h / (nh / nkv);
-  const long visible = causal ? Tk - S + i + 1 : Tk;
-  const long j0 = (long)split * chunk, j1 = min((long)j0 + chunk, visible);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float qr[8], acc[8];
-  for (int t = 0; t < 8; ++t) {
-    const int c = lane + 32 * t;
-    qr[t] = c < D ? ld(q, row * D + c) : 0.f;
-    acc[t] = 0.f;
-  }
-  const T* kb = k + (b * nkv + g) * Tk * D;
-  const T* vb = v + (b * nkv + g) * Tk * DV;
-  float m = -INFINITY, l = 0.f;
-#pragma unroll 4
-  for (long j = j0 + warp; j < j1; j += 4) {
-    float s = 0.f;
-    for (int t = 0; t < 8; ++t) {
-      const int c = lane + 32 * t;
-      if (c < D) s += qr[t] * ld(kb, j * D + c);
+constexpr int DEC_ROWS = 8, DEC_CHUNK = 256, DEC_THREADS = 128;
+
+/** Elements [c, c + 8) of a row as floats; VEC: one 16-byte load (bf16) or two (f32). */
+template <typename T, bool VEC>
+__device__ __forceinline__ void load8(const T* __restrict__ p, float* f) {
+  if constexpr (VEC && sizeof(T) == 2) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const float2 v = __bfloat1622float2(h[t]);
+      f[2 * t] = v.x;
+      f[2 * t + 1] = v.y;
     }
-    s = rnd<T>(rnd<T>(warp_sum(s)) * scale);
-    const float mn = fmaxf(m, s);
-    const float corr = __expf(m - mn), p = __expf(s - mn);
-    l = l * corr + p;
-    for (int t = 0; t < 8; ++t) {
-      const int c = lane + 32 * t;
-      if (c < DV) acc[t] = acc[t] * corr + p * ld(vb, j * DV + c);
-    }
-    m = mn;
-  }
-  __shared__ float sm[4], sl[4], sacc[4][256];
-  if (lane == 0) { sm[warp] = m; sl[warp] = l; }
-  for (int t = 0; t < 8; ++t) {
-    const int c = lane + 32 * t;
-    if (c < DV) sacc[warp][c] = acc[t];
-  }
-  __syncthreads();
-  const long base = row * nsplit + split;
-  if (threadIdx.x == 0) {
-    float M = -INFINITY;
-    for (int w = 0; w < 4; ++w) M = fmaxf(M, sm[w]);
-    float L = 0.f;
-    for (int w = 0; w < 4; ++w) L += sm[w] == -INFINITY ? 0.f : sl[w] * __expf(sm[w] - M);
-    pm[base] = M;
-    pl[base] = L;
-  }
-  for (int c = threadIdx.x; c < DV; c += blockDim.x) {
-    float M = -INFINITY;
-    for (int w = 0; w < 4; ++w) M = fmaxf(M, sm[w]);
-    float a = 0.f;
-    for (int w = 0; w < 4; ++w) a += sm[w] == -INFINITY ? 0.f : sacc[w][c] * __expf(sm[w] - M);
-    pacc[base * DV + c] = a;
+  } else if constexpr (VEC) {
+    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+  } else {
+#pragma unroll
+    for (int t = 0; t < 8; ++t) f[t] = ld(p, t);
   }
 }
 
-template <typename T>
-__global__ void attn_combine(const float* __restrict__ pm, const float* __restrict__ pl, const float* __restrict__ pacc, T* __restrict__ out, long nh, long S, int DV, int nsplit, int transposed) {
-  const long row = blockIdx.x;
-  const long i = row % S, bh = row / S, h = bh % nh, b = bh / nh;
-  float M = -INFINITY;
-  for (int s = 0; s < nsplit; ++s) M = fmaxf(M, pm[row * nsplit + s]);
-  float L = 0.f;
-  for (int s = 0; s < nsplit; ++s) L += pm[row * nsplit + s] == -INFINITY ? 0.f : pl[row * nsplit + s] * __expf(pm[row * nsplit + s] - M);
-  const long ob = transposed ? ((b * S + i) * nh + h) * DV : row * DV;
-  for (int c = threadIdx.x; c < DV; c += blockDim.x) {
-    float a = 0.f;
-    for (int s = 0; s < nsplit; ++s) {
-      const float ms = pm[row * nsplit + s];
-      if (ms != -INFINITY) a += pacc[(row * nsplit + s) * DV + c] * __expf(ms - M);
-    }
-    st(out, ob + c, a / L);
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* __restrict__ part, int* __restrict__ counters,
+                                                         T* __restrict__ out, long nh, long nkv, long S, long Tk, int D, int DV, float scale, int causal, int chunk, int nsplit, int transposed) {
+  const int rep = (int)(nh / nkv), ngroups = (rep + DEC_ROWS - 1) / DEC_ROWS;
+  const long item = blockIdx.x;
+  const int split = blockIdx.y;
+  long t = item / ngroups;
+  const long i = t % S;
+  t /= S;
+  const long g = t % nkv, b = t / nkv;
+  const int hg = (int)(item % ngroups), h0 = (int)g * rep + hg * DEC_ROWS, R = min(DEC_ROWS, rep - hg * DEC_ROWS);
+  const long visible = causal ? Tk - S + i + 1 : Tk;
+  const long j0 = (long)split * chunk;
+  const int n = (int)max(0L, min((long)chunk, visible - j0));
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  __shared__ __align__(16) float sq[DEC_ROWS][256];
+  __shared__ float sp[DEC_ROWS][DEC_CHUNK];
+  __shared__ float sm[DEC_ROWS], sl[DEC_ROWS];
+  __shared__ int last;
+  for (int e = tid; e < DEC_ROWS * D; e += DEC_THREADS) {
+    const int r = e / D, c = e % D;
+    sq[r][c] = r < R ? ld(q, ((b * nh + h0 + r) * S + i) * D + c) : 0.f;
   }
+  __syncthreads();
+  const T* kb = k + ((b * nkv + g) * Tk + j0) * D;
+  const T* vb = v + ((b * nkv + g) * Tk + j0) * DV;
+  for (int jj = tid; jj < n; jj += DEC_THREADS) {
+    const T* kr = kb + (long)jj * D;
+    float acc[DEC_ROWS];
+#pragma unroll
+    for (int r = 0; r < DEC_ROWS; ++r) acc[r] = 0.f;
+    int c = 0;
+    for (; c + 8 <= D; c += 8) {
+      float kv[8];
+      load8<T, VEC>(kr + c, kv);
+#pragma unroll
+      for (int r = 0; r < DEC_ROWS; ++r) {
+        const float4 qa = *reinterpret_cast<const float4*>(&sq[r][c]), qb = *reinterpret_cast<const float4*>(&sq[r][c + 4]);
+        acc[r] += qa.x * kv[0] + qa.y * kv[1] + qa.z * kv[2] + qa.w * kv[3] + qb.x * kv[4] + qb.y * kv[5] + qb.z * kv[6] + qb.w * kv[7];
+      }
+    }
+    for (; c < D; ++c) {
+      const float kv = ld(kr, c);
+#pragma unroll
+      for (int r = 0; r < DEC_ROWS; ++r) acc[r] += sq[r][c] * kv;
+    }
+#pragma unroll
+    for (int r = 0; r < DEC_ROWS; ++r) sp[r][jj] = rnd<T>(rnd<T>(acc[r]) * scale);
+  }
+  __syncthreads();
+  for (int r = warp; r < R; r += DEC_THREADS / 32) {
+    float m = -INFINITY;
+    for (int jj = lane; jj < n; jj += 32) m = fmaxf(m, sp[r][jj]);
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float l = 0.f;
+    for (int jj = lane; jj < n; jj += 32) {
+      const float p = __expf(sp[r][jj] - m);
+      sp[r][jj] = p;
+      l += p;
+    }
+    l = warp_sum(l);
+    if (lane == 0) { sm[r] = m; sl[r] = l; }
+  }
+  __syncthreads();
+  const int rows = R;
+  for (int c = tid; c < DV; c += DEC_THREADS) {
+    float acc[DEC_ROWS];
+#pragma unroll
+    for (int r = 0; r < DEC_ROWS; ++r) acc[r] = 0.f;
+#pragma unroll 4
+    for (int jj = 0; jj < n; ++jj) {
+      const float vv = ld(vb, (long)jj * DV + c);
+#pragma unroll
+      for (int r = 0; r < DEC_ROWS; ++r) acc[r] += sp[r][jj] * vv;
+    }
+    for (int r = 0; r < rows; ++r) {
+      const long h = h0 + r;
+      if (nsplit == 1) {
+        st(out, transposed ? ((b * S + i) * nh + h) * DV + c : ((b * nh + h) * S + i) * DV + c, acc[r] / sl[r]);
+      } else {
+        float* pr = part + ((item * nsplit + split) * DEC_ROWS + r) * (2 + DV);
+        pr[2 + c] = acc[r];
+        if (c == 0) { pr[0] = n > 0 ? sm[r] : -INFINITY; pr[1] = n > 0 ? sl[r] : 0.f; }
+      }
+    }
+  }
+  if (nsplit == 1) return;
+  // The last of the item's blocks to get here combines the chunks (the fence publishes this
+  // block's partials before its count; the reader's fence orders its loads after the count).
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last = atomicAdd(&counters[item], 1) == nsplit - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int e = tid; e < rows * DV; e += DEC_THREADS) {
+    const int r = e / DV, c = e % DV;
+    const float* pr = part + (item * nsplit * DEC_ROWS + r) * (2 + DV);
+    const long stride = (long)DEC_ROWS * (2 + DV);
+    float M = -INFINITY;
+    for (int s = 0; s < nsplit; ++s) M = fmaxf(M, __ldcg(pr + s * stride));
+    float L = 0.f, a = 0.f;
+    for (int s = 0; s < nsplit; ++s) {
+      const float ms = __ldcg(pr + s * stride);
+      if (ms == -INFINITY) continue;
+      const float w = __expf(ms - M);
+      L += __ldcg(pr + s * stride + 1) * w;
+      a += __ldcg(pr + s * stride + 2 + c) * w;
+    }
+    const long h = h0 + r;
+    st(out, transposed ? ((b * S + i) * nh + h) * DV + c : ((b * nh + h) * S + i) * DV + c, a / L);
+  }
+  if (tid == 0) counters[item] = 0;
 }
 
 /**
@@ -611,6 +664,131 @@ __global__ void __launch_bounds__(256) softmax_rows(T* __restrict__ s, long rows
   sum = 0.f;
   for (int w = 0; w < (int)(blockDim.x >> 5); ++w) sum += red[w];
   for (long j = threadIdx.x; j < Tk; j += blockDim.x) st(row, j, j < visible ? __expf(rnd<T>(ld(row, j) * scale) - m) / sum : 0.f);
+}
+
+/** Block-wide max and sum (blockDim.x a multiple of 32, at most 1024); every thread gets the result. */
+__device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, w) : v + w;
+  }
+  __syncthreads();  // red may still be read from the previous reduction
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  v = red[0];
+  for (int w = 1; w < (int)(blockDim.x >> 5); ++w) v = is_max ? fmaxf(v, red[w]) : v + red[w];
+  return v;
+}
+
+/**
+ * softmax_rows for rows of at most 256 * NPT keys: the row is read once into registers and written
+ * once, where softmax_rows reads it three times (it was most of the prefill attention's time).
+ */
+template <typename T, int NPT>
+__global__ void __launch_bounds__(256) softmax_rows_held(T* __restrict__ s, long rows, long Sq, long Tk, long first_visible, float scale, int causal) {
+  const long r = linear_block();
+  if (r >= rows) return;
+  const long visible = causal ? first_visible + r % Sq : Tk;
+  T* row = s + r * Tk;
+  __shared__ float red[8];
+  float x[NPT];
+  float m = -INFINITY;
+#pragma unroll
+  for (int t = 0; t < NPT; ++t) {
+    const long j = threadIdx.x + 256L * t;
+    x[t] = j < visible ? rnd<T>(ld(row, j) * scale) : -INFINITY;
+    m = fmaxf(m, x[t]);
+  }
+  m = block_reduce(m, true, red);
+  float sum = 0.f;
+#pragma unroll
+  for (int t = 0; t < NPT; ++t) {
+    const long j = threadIdx.x + 256L * t;
+    x[t] = j < visible ? __expf(x[t] - m) : 0.f;
+    sum += x[t];
+  }
+  sum = block_reduce(sum, false, red);
+#pragma unroll
+  for (int t = 0; t < NPT; ++t) {
+    const long j = threadIdx.x + 256L * t;
+    if (j < Tk) st(row, j, x[t] / sum);
+  }
+}
+
+/** Softmax of score rows: held in registers when a row fits (up to 8192 keys), else three passes. */
+template <typename T>
+void softmax_launch(T* scores, long rows, long Sq, long keys, long first_visible, float scale, bool causal, cudaStream_t stream) {
+  if (keys <= 256 * 8) softmax_rows_held<T, 8><<<grid(rows), 256, 0, stream>>>(scores, rows, Sq, keys, first_visible, scale, causal);
+  else if (keys <= 256 * 32) softmax_rows_held<T, 32><<<grid(rows), 256, 0, stream>>>(scores, rows, Sq, keys, first_visible, scale, causal);
+  else softmax_rows<T><<<grid(rows), 256, 0, stream>>>(scores, rows, Sq, keys, first_visible, scale, causal);
+}
+
+/** A float cast (bf16 <-> f32, or a copy), 8 elements per thread when n and the pointers allow 16-byte access. */
+template <typename A, typename B, bool VEC>
+__global__ void convert(const A* __restrict__ in, B* __restrict__ out, long n) {
+  const long i = (linear_block() * blockDim.x + threadIdx.x) * (VEC ? 8 : 1);
+  if (i >= n) return;
+  if constexpr (VEC) {
+    float f[8];
+    load8<A, true>(in + i, f);
+    if constexpr (sizeof(B) == 2) {
+      uint4 u;
+      __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+      for (int t = 0; t < 4; ++t) h[t] = __floats2bfloat162_rn(f[2 * t], f[2 * t + 1]);
+      *reinterpret_cast<uint4*>(out + i) = u;
+    } else {
+      reinterpret_cast<float4*>(out + i)[0] = make_float4(f[0], f[1], f[2], f[3]);
+      reinterpret_cast<float4*>(out + i)[1] = make_float4(f[4], f[5], f[6], f[7]);
+    }
+  } else {
+    st(out, i, ld(in, i));
+  }
+}
+
+/** Up to 4 sources of a concat, each [rows, cols[j]] (in units of U), side by side in out [rows, sum cols]. */
+struct ConcatSources {
+  const void* src[4];
+  long cols[4];
+  int count;
+};
+
+template <typename U>
+__global__ void concat_rows(ConcatSources in, U* __restrict__ out, long rows, long out_cols) {
+  for (long r = blockIdx.y; r < rows; r += gridDim.y) {
+    for (long c = (long)blockIdx.x * blockDim.x + threadIdx.x; c < out_cols; c += (long)gridDim.x * blockDim.x) {
+      long cc = c;
+      int j = 0;
+      while (j + 1 < in.count && cc >= in.cols[j]) cc -= in.cols[j++];
+      out[r * out_cols + c] = static_cast<const U*>(in.src[j])[r * in.cols[j] + cc];
+    }
+  }
+}
+
+/** The SwiGLU experts' results out of the padded GEMM outputs: out[r] = silu(g) * u at r's padded slot. */
+template <typename T>
+__global__ void unpad_swiglu(const T* __restrict__ g, const T* __restrict__ u, const int* __restrict__ offsets, int E, T* __restrict__ out, long rows, long H, long cap) {
+  const long r = linear_block();
+  if (r >= rows) return;
+  const int e = expert_of(offsets, E, (int)r);
+  const long slot = r - offsets[e];
+  if (slot >= cap) return;
+  const long base = ((long)e * cap + slot) * H;
+  for (long c = threadIdx.x; c < H; c += blockDim.x) {
+    const float a = ld(g, base + c);
+    st(out, r * H + c, rnd<T>(rnd<T>(a / (1.f + __expf(-a))) * ld(u, base + c)));
+  }
+}
+
+/** The rows past each expert's first cap (those the per-expert GEMMs take), gathered to the same row index. */
+template <typename T>
+__global__ void gather_overflow(const T* __restrict__ x, const int* __restrict__ order, int k, const int* __restrict__ offsets, int E, T* __restrict__ out, long rows, long H, long cap) {
+  const long r = linear_block();
+  if (r >= rows) return;
+  const int e = expert_of(offsets, E, (int)r);
+  if (r - offsets[e] < cap) return;
+  const T* src = x + source_row(order, k, r) * H;
+  for (long c = threadIdx.x; c < H; c += blockDim.x) out[r * H + c] = src[c];
 }
 
 /** K or V per query head: [B, nkv, T, D] -> [B, nkv * rep, T, D] (GQA expanded, so one batched GEMM covers all heads). */
@@ -696,6 +874,8 @@ class Runtime {
   std::string expert_path, attention_path;  // "" (automatic), "gemv"/"gemm", "split"/"gemm"
   long attention_tile = -1;  // LINGC_ATTENTION_TILE: query rows per prefill attention tile (tests the tiling)
   long expert_cap = -1;  // LINGC_EXPERT_CAP: rows per expert in the batched expert GEMM (tests the overflow GEMMs)
+  int* counters = nullptr;  // decode attention's combine counters, zero between launches (the last block resets its own)
+  const long counter_slots = 1L << 16;
 
   void init() {
     int n = 0;
@@ -716,6 +896,8 @@ class Runtime {
     }
     CKB(cublasLtCreate(&lt));
     CK(cudaMalloc(&workspace, workspace_bytes));
+    CK(cudaMalloc(&counters, counter_slots * sizeof(int)));
+    CK(cudaMemset(counters, 0, counter_slots * sizeof(int)));
     if (const char* e = std::getenv("LINGC_EXPERT_PATH")) expert_path = e;
     if (const char* e = std::getenv("LINGC_ATTENTION_PATH")) attention_path = e;
     if (const char* e = std::getenv("LINGC_EXPERT_CAP")) expert_cap = std::atol(e);
@@ -1074,6 +1256,52 @@ void Ctx::linear(int x, int w, int out, long M, long N, long K) {
   rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1);
 }
 
+void Ctx::cast(int in, int out, long n) {
+  if (n == 0) return;
+  const int a = dtype(in), b = dtype(out);
+  const bool vec = n % 8 == 0 && (uintptr_t)ptr(in) % 16 == 0 && (uintptr_t)ptr(out) % 16 == 0;
+  const dim3 gr = grid(((vec ? n / 8 : n) + 255) / 256);
+#define LINGC_CONVERT(A, B)                                                                        \
+  if (vec) convert<A, B, true><<<gr, 256, 0, stream>>>((const A*)ptr(in), (B*)ptr(out), n);        \
+  else convert<A, B, false><<<gr, 256, 0, stream>>>((const A*)ptr(in), (B*)ptr(out), n);
+  if (a == DT_BF16 && b == DT_F32) { LINGC_CONVERT(__nv_bfloat16, float) }
+  else if (a == DT_F32 && b == DT_BF16) { LINGC_CONVERT(float, __nv_bfloat16) }
+  else if (a == DT_F32 && b == DT_F32) { LINGC_CONVERT(float, float) }
+  else if (a == DT_BF16 && b == DT_BF16) { LINGC_CONVERT(__nv_bfloat16, __nv_bfloat16) }
+  else fail("cast: %s to %s is not a float cast", dtype_name(a), dtype_name(b));
+#undef LINGC_CONVERT
+  launched("convert");
+}
+
+void Ctx::concat(int out, long rows, int count, const int* srcs, const long* cols) {
+  if (count < 1 || count > 4) fail("concat: %d inputs (the runtime's concat takes 1 to 4)", count);
+  const size_t eb = dtype_bytes(dtype(out));
+  // The widest unit (16, 8, 4 or 2 bytes) that every row width and pointer is a multiple of.
+  size_t unit = 16;
+  auto fits = [&](size_t u) {
+    if ((uintptr_t)ptr(out) % u) return false;
+    for (int j = 0; j < count; ++j)
+      if ((cols[j] * eb) % u || (uintptr_t)ptr(srcs[j]) % u) return false;
+    return true;
+  };
+  while (unit > eb && !fits(unit)) unit /= 2;
+  ConcatSources in{};
+  long out_cols = 0;
+  in.count = count;
+  for (int j = 0; j < count; ++j) {
+    in.src[j] = ptr(srcs[j]);
+    in.cols[j] = cols[j] * (long)eb / (long)unit;
+    out_cols += in.cols[j];
+  }
+  if (rows == 0 || out_cols == 0) return;
+  const dim3 gr((unsigned)std::min<long>((out_cols + 255) / 256, 4096), (unsigned)std::min<long>(rows, 65535));
+  if (unit == 16) concat_rows<uint4><<<gr, 256, 0, stream>>>(in, (uint4*)ptr(out), rows, out_cols);
+  else if (unit == 8) concat_rows<uint2><<<gr, 256, 0, stream>>>(in, (uint2*)ptr(out), rows, out_cols);
+  else if (unit == 4) concat_rows<unsigned><<<gr, 256, 0, stream>>>(in, (unsigned*)ptr(out), rows, out_cols);
+  else concat_rows<unsigned short><<<gr, 256, 0, stream>>>(in, (unsigned short*)ptr(out), rows, out_cols);
+  launched("concat_rows");
+}
+
 void Ctx::moe_dispatch(int idx, int order, int offsets, int row_of, long n, long E) {
   if (n <= DISPATCH_ONE_BLOCK && E <= 4096) {
     dispatch_one_block<<<1, 1024, 2 * E * sizeof(int), stream>>>((const int*)ptr(idx), n, (int)E, (int*)ptr(offsets), (int*)ptr(order), (int*)ptr(row_of));
@@ -1119,19 +1347,30 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
   }
   // Many rows: the offsets come to the host once. Each expert's first `cap` rows go through one
   // strided-batched GEMM over all experts (rows padded to cap); an expert with more rows than cap
-  // (skewed routing) runs its remaining rows as a GEMM of its own. cap is the largest count when
-  // routing is balanced enough that padding to it at most doubles the rows, else 5/4 of the mean,
-  // so neither a skewed router nor a flood of tiny per-expert GEMMs decides the time.
+  // (skewed routing) runs its remaining rows as GEMMs of its own. cap minimizes an estimate of the
+  // cost: padded rows, plus for each expert over cap the launches of its own GEMMs counted as the
+  // rows the batched GEMM would do in that time (about 20 us at 500 TFLOP/s), so neither a skewed
+  // router nor a flood of tiny per-expert GEMMs decides the time.
   std::vector<int> off(E + 1);
   CK(cudaMemcpyAsync(off.data(), ptr(offsets), (E + 1) * sizeof(int), cudaMemcpyDeviceToHost, stream));
   CK(cudaStreamSynchronize(stream));
-  long maxr = 0;
-  for (long e = 0; e < E; ++e) maxr = std::max<long>(maxr, off[e + 1] - off[e]);
-  const size_t eb = dtype_bytes(dt);
+  std::vector<long> counts(E);
+  for (long e = 0; e < E; ++e) counts[e] = off[e + 1] - off[e];
+  const long maxr = *std::max_element(counts.begin(), counts.end());
+  const double launch_rows = 1e10 / ((double)I * O * (swiglu ? 2 : 1));
   long cap = maxr;
-  if (E * maxr > 2 * rows) cap = std::min<long>(maxr, ((rows * 5 / 4 + E - 1) / E + 15) / 16 * 16);
+  double best = (double)E * maxr;
+  std::vector<long> sorted = counts;
+  std::sort(sorted.begin(), sorted.end());
+  for (long e = 0; e < E; ++e) {
+    const long c = std::min(maxr, (sorted[e] + 15) / 16 * 16);
+    const long over = E - (std::upper_bound(sorted.begin(), sorted.end(), c) - sorted.begin());
+    const double cost = (double)E * c + launch_rows * over;
+    if (c > 0 && cost < best) { best = cost; cap = c; }
+  }
   if (rt->expert_cap >= 0) cap = std::min(cap, rt->expert_cap);
   if (rt->expert_path == "loop") cap = 0;
+  const size_t eb = dtype_bytes(dt);
   if (cap > 0) {
     void *xp, *gp, *up = nullptr;
     CK(cudaMallocAsync(&xp, (size_t)E * cap * I * eb, stream));
@@ -1143,28 +1382,28 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
     rt->gemm(dt, cap, O, I, xp, I, cap * I, ptr(wg), I, O * I, true, gp, O, cap * O, E);
     if (swiglu) {
       rt->gemm(dt, cap, O, I, xp, I, cap * I, ptr(wu), I, O * I, true, up, O, cap * O, E);
-      const long n = E * cap * O;
-      if (dt == DT_BF16) silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)gp, (const __nv_bfloat16*)up, (__nv_bfloat16*)gp, n);
-      else silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)gp, (const float*)up, (float*)gp, n);
-      launched("silu_mul");
+      if (dt == DT_BF16) unpad_swiglu<<<grid(rows), 256, 0, stream>>>((const __nv_bfloat16*)gp, (const __nv_bfloat16*)up, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)ptr(out), rows, O, cap);
+      else unpad_swiglu<<<grid(rows), 256, 0, stream>>>((const float*)gp, (const float*)up, (const int*)ptr(offsets), (int)E, (float*)ptr(out), rows, O, cap);
+      launched("unpad_swiglu");
+    } else {
+      if (dt == DT_BF16) unpad_rows<<<grid(rows), 256, 0, stream>>>((const __nv_bfloat16*)gp, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)ptr(out), rows, O, cap);
+      else unpad_rows<<<grid(rows), 256, 0, stream>>>((const float*)gp, (const int*)ptr(offsets), (int)E, (float*)ptr(out), rows, O, cap);
+      launched("unpad_rows");
     }
-    if (dt == DT_BF16) unpad_rows<<<grid(rows), 256, 0, stream>>>((const __nv_bfloat16*)gp, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)ptr(out), rows, O, cap);
-    else unpad_rows<<<grid(rows), 256, 0, stream>>>((const float*)gp, (const int*)ptr(offsets), (int)E, (float*)ptr(out), rows, O, cap);
-    launched("unpad_rows");
     CK(cudaFreeAsync(xp, stream));
     CK(cudaFreeAsync(gp, stream));
     if (up) CK(cudaFreeAsync(up, stream));
     if (cap == maxr) return;
   }
-  // Rows past cap (all rows on the "loop" path): one GEMM per expert over its remaining rows.
-  const long blocks_in = (rows * I + 255) / 256;
+  // Rows past cap (all rows on the "loop" path): one GEMM per expert over its remaining rows, which
+  // are first gathered (with the token gather) to their own row index.
   const char* xs = (const char*)ptr(x);
   void* gathered = nullptr;
   if (ord) {
     CK(cudaMallocAsync(&gathered, (size_t)rows * I * eb, stream));
-    if (dt == DT_BF16) gather_rows<<<grid(blocks_in), 256, 0, stream>>>((const __nv_bfloat16*)xs, ord, k, (__nv_bfloat16*)gathered, rows, I);
-    else gather_rows<<<grid(blocks_in), 256, 0, stream>>>((const float*)xs, ord, k, (float*)gathered, rows, I);
-    launched("gather_rows");
+    if (dt == DT_BF16) gather_overflow<<<grid(rows), 256, 0, stream>>>((const __nv_bfloat16*)xs, ord, k, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)gathered, rows, I, cap);
+    else gather_overflow<<<grid(rows), 256, 0, stream>>>((const float*)xs, ord, k, (const int*)ptr(offsets), (int)E, (float*)gathered, rows, I, cap);
+    launched("gather_overflow");
     xs = (const char*)gathered;
   }
   void* g = ptr(out);
@@ -1196,30 +1435,27 @@ void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, lon
   if (d > 256 || dv > 256) fail("attention: head dims above 256 are not supported (d=%ld, dv=%ld)", d, dv);
   const bool split = rt->attention_path == "split" || (rt->attention_path.empty() && S <= 16);
   if (split) {
-    // Enough key chunks that the GPU is full (about 4096 blocks), but no chunk under 32 keys: each
-    // warp walks its keys one after another, so short chunks are what hides the load latency.
-    const long rows = B * nh * S;
-    const long want = std::max<long>(1, std::min<long>((4096 + rows - 1) / rows, (T + 31) / 32));
+    // Items are (batch, KV head, query position, group of up to DEC_ROWS query heads). Enough key
+    // chunks that the GPU holds about two blocks per SM, no chunk above DEC_CHUNK keys, and no more
+    // split items than the combine counters cover.
+    const long rep = nh / nkv, items = B * nkv * S * ((rep + DEC_ROWS - 1) / DEC_ROWS);
+    long want = std::max<long>({1, (264 + items - 1) / items, (T + DEC_CHUNK - 1) / DEC_CHUNK});
+    want = std::min<long>(want, (T + 15) / 16);  // chunks of 16 keys at least
     const int chunk = (int)((T + want - 1) / want);
     const int nsplit = (int)((T + chunk - 1) / chunk);
-    float *pm, *pl, *pacc;
-    CK(cudaMallocAsync(&pm, rows * nsplit * sizeof(float), stream));
-    CK(cudaMallocAsync(&pl, rows * nsplit * sizeof(float), stream));
-    CK(cudaMallocAsync(&pacc, rows * nsplit * dv * sizeof(float), stream));
-    const dim3 g1((unsigned)rows, (unsigned)nsplit);
-    if (dt == DT_BF16) {
-      attn_split<<<g1, 128, 0, stream>>>((const __nv_bfloat16*)ptr(q), (const __nv_bfloat16*)ptr(k), (const __nv_bfloat16*)ptr(v), pm, pl, pacc, nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit);
-      launched("attn_split");
-      attn_combine<<<(unsigned)rows, 128, 0, stream>>>(pm, pl, pacc, (__nv_bfloat16*)ptr(out), nh, S, (int)dv, nsplit, transposed);
-    } else {
-      attn_split<<<g1, 128, 0, stream>>>((const float*)ptr(q), (const float*)ptr(k), (const float*)ptr(v), pm, pl, pacc, nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit);
-      launched("attn_split");
-      attn_combine<<<(unsigned)rows, 128, 0, stream>>>(pm, pl, pacc, (float*)ptr(out), nh, S, (int)dv, nsplit, transposed);
-    }
-    launched("attn_combine");
-    CK(cudaFreeAsync(pm, stream));
-    CK(cudaFreeAsync(pl, stream));
-    CK(cudaFreeAsync(pacc, stream));
+    if (chunk > DEC_CHUNK) fail("attention: %ld keys need more chunks than the decode kernel takes", T);
+    if (nsplit > 1 && items > rt->counter_slots) fail("attention: %ld decode items exceed the %ld combine counters", items, rt->counter_slots);
+    float* part = nullptr;
+    if (nsplit > 1) CK(cudaMallocAsync(&part, (size_t)items * nsplit * DEC_ROWS * (2 + dv) * sizeof(float), stream));
+    const dim3 g1((unsigned)items, (unsigned)nsplit);
+    const size_t eb = dtype_bytes(dt);
+    const bool vec = (d * eb) % 16 == 0 && (uintptr_t)ptr(k) % 16 == 0;
+#define LINGC_DEC(E, V) attn_decode<E, V><<<g1, DEC_THREADS, 0, stream>>>((const E*)ptr(q), (const E*)ptr(k), (const E*)ptr(v), part, rt->counters, (E*)ptr(out), nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit, transposed)
+    if (dt == DT_BF16) { if (vec) LINGC_DEC(__nv_bfloat16, true); else LINGC_DEC(__nv_bfloat16, false); }
+    else { if (vec) LINGC_DEC(float, true); else LINGC_DEC(float, false); }
+#undef LINGC_DEC
+    launched("attn_decode");
+    if (part) CK(cudaFreeAsync(part, stream));
     return;
   }
   // Prefill: query tiles of Tq rows; per tile, scores = Q K^T over the keys the tile can see (the
@@ -1258,8 +1494,8 @@ void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, lon
     const long keys = causal ? std::min(T, first_visible + sq - 1) : T;
     rt->gemm(dt, sq, keys, d, (const char*)ptr(q) + s0 * d * eb, d, S * d, kx, d, T * d, true, scores, keys, sq * keys, BH);
     const long rows = BH * sq;
-    if (dt == DT_BF16) softmax_rows<<<grid(rows), 256, 0, stream>>>((__nv_bfloat16*)scores, rows, sq, keys, first_visible, scale, causal);
-    else softmax_rows<<<grid(rows), 256, 0, stream>>>((float*)scores, rows, sq, keys, first_visible, scale, causal);
+    if (dt == DT_BF16) softmax_launch((__nv_bfloat16*)scores, rows, sq, keys, first_visible, scale, causal, stream);
+    else softmax_launch((float*)scores, rows, sq, keys, first_visible, scale, causal, stream);
     launched("softmax_rows");
     rt->gemm(dt, sq, dv, keys, scores, keys, sq * keys, vx, dv, T * dv, false, o + s0 * dv * eb, dv, S * dv, BH);
   }

@@ -103,6 +103,11 @@ struct Ctx {
   // Expert matmuls over rows grouped by expert (offsets[E+1]): with wu >= 0, silu(x.Wg^T) * (x.Wu^T);
   // with order >= 0, row r reads x[order[r] / k] (the token gather).
   void expert_linear(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I);
+  // A float cast of n elements (bf16 <-> f32), vectorized where the pointers allow.
+  void cast(int in, int out, long n);
+  // out [rows, sum cols] = the sources [rows, cols[j]] side by side (a concat along an axis whose
+  // outer dims multiply to rows); 1 to 4 sources.
+  void concat(int out, long rows, int count, const int* srcs, const long* cols);
   // moe_dispatch: pairs sorted by expert (order), offsets[E+1], and the row each pair landed in.
   void moe_dispatch(int idx, int order, int offsets, int row_of, long n, long E);
   // Causal GQA attention; q [B,nh,S,d], k [B,nkv,T,d], v [B,nkv,T,dv]; out [B,nh,S,dv] or [B,S,nh,dv].

@@ -494,12 +494,14 @@ __global__ void silu_mul(const T* __restrict__ g, const T* __restrict__ u, T* __
 /**
  * Decode attention (flash-decoding). A block takes one query position of up to DEC_ROWS query heads
  * that share a KV head (GQA), and one chunk of keys: each key and value row is read once for all of
- * those heads. Scores: a thread per key, the head dim walked with 16-byte loads against the queries
- * in shared memory; softmax per head over the chunk; P.V: a thread per value column. With several
- * chunks (nsplit > 1) each block leaves (max, sum, acc) per head in `part`, and the last block of an
- * item to finish (counted in `counters`, which it resets) combines them into `out`.
+ * those heads. Scores: a quad of lanes per key, each lane a quarter of the head dim in 16-byte
+ * loads, against the queries in shared memory; softmax per head over the chunk; P.V: the warps split
+ * the keys, the lanes the value columns, summed across warps in shared memory. With several chunks
+ * (nsplit > 1) each block leaves (max, sum, acc) per head in `part`, and the last block of an item to
+ * finish (counted in `counters`, which it resets) combines them into `out`. Loops are unrolled so
+ * that each thread has several loads in flight: a decode step is latency-bound, not bandwidth-bound.
  */
-constexpr int DEC_ROWS = 8, DEC_CHUNK = 256, DEC_THREADS = 128;
+constexpr int DEC_ROWS = 8, DEC_CHUNK = 256, DEC_THREADS = 128, DEC_MAX_SPLIT = 128;
 
 /** Elements [c, c + 8) of a row as floats; VEC: one 16-byte load (bf16) or two (f32). */
 template <typename T, bool VEC>
@@ -537,9 +539,10 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
   const long j0 = (long)split * chunk;
   const int n = (int)max(0L, min((long)chunk, visible - j0));
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  __shared__ __align__(16) float sq[DEC_ROWS][256];
+  __shared__ __align__(16) float sq[DEC_ROWS][256];  // the queries, then the P.V sums
   __shared__ float sp[DEC_ROWS][DEC_CHUNK];
   __shared__ float sm[DEC_ROWS], sl[DEC_ROWS];
+  __shared__ float sw[DEC_ROWS][DEC_MAX_SPLIT];
   __shared__ int last;
   for (int e = tid; e < DEC_ROWS * D; e += DEC_THREADS) {
     const int r = e / D, c = e % D;
@@ -548,64 +551,91 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
   __syncthreads();
   const T* kb = k + ((b * nkv + g) * Tk + j0) * D;
   const T* vb = v + ((b * nkv + g) * Tk + j0) * DV;
-  for (int jj = tid; jj < n; jj += DEC_THREADS) {
-    const T* kr = kb + (long)jj * D;
+  const int quad = tid >> 2, qp = tid & 3, ngrp = D / 8;
+  for (int base = 0; base < n; base += DEC_THREADS / 4) {
+    const int jj = base + quad;
     float acc[DEC_ROWS];
 #pragma unroll
     for (int r = 0; r < DEC_ROWS; ++r) acc[r] = 0.f;
-    int c = 0;
-    for (; c + 8 <= D; c += 8) {
-      float kv[8];
-      load8<T, VEC>(kr + c, kv);
+    if (jj < n) {
+      const T* kr = kb + (long)jj * D;
+#pragma unroll 4
+      for (int gi = qp; gi < ngrp; gi += 4) {
+        float kv[8];
+        load8<T, VEC>(kr + gi * 8, kv);
 #pragma unroll
-      for (int r = 0; r < DEC_ROWS; ++r) {
-        const float4 qa = *reinterpret_cast<const float4*>(&sq[r][c]), qb = *reinterpret_cast<const float4*>(&sq[r][c + 4]);
-        acc[r] += qa.x * kv[0] + qa.y * kv[1] + qa.z * kv[2] + qa.w * kv[3] + qb.x * kv[4] + qb.y * kv[5] + qb.z * kv[6] + qb.w * kv[7];
+        for (int r = 0; r < DEC_ROWS; ++r) {
+          const float4 qa = *reinterpret_cast<const float4*>(&sq[r][gi * 8]), qb = *reinterpret_cast<const float4*>(&sq[r][gi * 8 + 4]);
+          acc[r] += qa.x * kv[0] + qa.y * kv[1] + qa.z * kv[2] + qa.w * kv[3] + qb.x * kv[4] + qb.y * kv[5] + qb.z * kv[6] + qb.w * kv[7];
+        }
       }
-    }
-    for (; c < D; ++c) {
-      const float kv = ld(kr, c);
+      if (qp == 0)
+        for (int c = ngrp * 8; c < D; ++c) {
+          const float kv = ld(kr, c);
 #pragma unroll
-      for (int r = 0; r < DEC_ROWS; ++r) acc[r] += sq[r][c] * kv;
+          for (int r = 0; r < DEC_ROWS; ++r) acc[r] += sq[r][c] * kv;
+        }
     }
 #pragma unroll
-    for (int r = 0; r < DEC_ROWS; ++r) sp[r][jj] = rnd<T>(rnd<T>(acc[r]) * scale);
+    for (int r = 0; r < DEC_ROWS; ++r) {
+      acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], 1);
+      acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], 2);
+    }
+    if (jj < n && qp == 0)
+#pragma unroll
+      for (int r = 0; r < DEC_ROWS; ++r) sp[r][jj] = rnd<T>(rnd<T>(acc[r]) * scale);
   }
   __syncthreads();
-  for (int r = warp; r < R; r += DEC_THREADS / 32) {
+  for (int r = warp; r < DEC_ROWS; r += DEC_THREADS / 32) {
     float m = -INFINITY;
     for (int jj = lane; jj < n; jj += 32) m = fmaxf(m, sp[r][jj]);
     for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
     float l = 0.f;
     for (int jj = lane; jj < n; jj += 32) {
-      const float p = __expf(sp[r][jj] - m);
+      const float p = r < R ? __expf(sp[r][jj] - m) : 0.f;
       sp[r][jj] = p;
       l += p;
     }
     l = warp_sum(l);
     if (lane == 0) { sm[r] = m; sl[r] = l; }
   }
+  // P.V: lane columns c = lane + 32 t (t < 8 covers DV <= 256), warps over keys.
+  float acc[DEC_ROWS][8];
+#pragma unroll
+  for (int r = 0; r < DEC_ROWS; ++r)
+#pragma unroll
+    for (int u = 0; u < 8; ++u) acc[r][u] = 0.f;
   __syncthreads();
-  const int rows = R;
-  for (int c = tid; c < DV; c += DEC_THREADS) {
-    float acc[DEC_ROWS];
-#pragma unroll
-    for (int r = 0; r < DEC_ROWS; ++r) acc[r] = 0.f;
 #pragma unroll 4
-    for (int jj = 0; jj < n; ++jj) {
-      const float vv = ld(vb, (long)jj * DV + c);
+  for (int jj = warp; jj < n; jj += DEC_THREADS / 32) {
+    const T* vr = vb + (long)jj * DV;
+    float vv[8];
 #pragma unroll
-      for (int r = 0; r < DEC_ROWS; ++r) acc[r] += sp[r][jj] * vv;
+    for (int u = 0; u < 8; ++u) vv[u] = lane + 32 * u < DV ? ld(vr, lane + 32 * u) : 0.f;
+#pragma unroll
+    for (int r = 0; r < DEC_ROWS; ++r) {
+      const float p = sp[r][jj];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) acc[r][u] += p * vv[u];
     }
-    for (int r = 0; r < rows; ++r) {
+  }
+  for (int e = tid; e < DEC_ROWS * 256; e += DEC_THREADS) sq[e / 256][e % 256] = 0.f;
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < DEC_ROWS; ++r)
+#pragma unroll
+    for (int u = 0; u < 8; ++u)
+      if (r < R && lane + 32 * u < DV) atomicAdd(&sq[r][lane + 32 * u], acc[r][u]);
+  __syncthreads();
+  for (int e = tid; e < R * DV; e += DEC_THREADS) {
+    const int r = e / DV, c = e % DV;
+    if (nsplit == 1) {
       const long h = h0 + r;
-      if (nsplit == 1) {
-        st(out, transposed ? ((b * S + i) * nh + h) * DV + c : ((b * nh + h) * S + i) * DV + c, acc[r] / sl[r]);
-      } else {
-        float* pr = part + ((item * nsplit + split) * DEC_ROWS + r) * (2 + DV);
-        pr[2 + c] = acc[r];
-        if (c == 0) { pr[0] = n > 0 ? sm[r] : -INFINITY; pr[1] = n > 0 ? sl[r] : 0.f; }
-      }
+      st(out, transposed ? ((b * S + i) * nh + h) * DV + c : ((b * nh + h) * S + i) * DV + c, sq[r][c] / sl[r]);
+    } else {
+      float* pr = part + ((item * nsplit + split) * DEC_ROWS + r) * (2 + DV);
+      pr[2 + c] = sq[r][c];
+      if (c == 0) { pr[0] = n > 0 ? sm[r] : -INFINITY; pr[1] = n > 0 ? sl[r] : 0.f; }
     }
   }
   if (nsplit == 1) return;
@@ -617,22 +647,32 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for (int e = tid; e < rows * DV; e += DEC_THREADS) {
-    const int r = e / DV, c = e % DV;
-    const float* pr = part + (item * nsplit * DEC_ROWS + r) * (2 + DV);
-    const long stride = (long)DEC_ROWS * (2 + DV);
+  const long stride = (long)DEC_ROWS * (2 + DV);
+  const float* p0 = part + item * nsplit * stride;
+  for (int r = warp; r < R; r += DEC_THREADS / 32) {
     float M = -INFINITY;
-    for (int s = 0; s < nsplit; ++s) M = fmaxf(M, __ldcg(pr + s * stride));
-    float L = 0.f, a = 0.f;
-    for (int s = 0; s < nsplit; ++s) {
-      const float ms = __ldcg(pr + s * stride);
-      if (ms == -INFINITY) continue;
-      const float w = __expf(ms - M);
-      L += __ldcg(pr + s * stride + 1) * w;
-      a += __ldcg(pr + s * stride + 2 + c) * w;
+    for (int s2 = lane; s2 < nsplit; s2 += 32) M = fmaxf(M, __ldcg(p0 + s2 * stride + r * (2 + DV)));
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    float L = 0.f;
+    for (int s2 = lane; s2 < nsplit; s2 += 32) {
+      const float* pr = p0 + s2 * stride + r * (2 + DV);
+      const float ms = __ldcg(pr);
+      const float w = ms == -INFINITY ? 0.f : __expf(ms - M);
+      sw[r][s2] = w;
+      L += w * __ldcg(pr + 1);
     }
+    L = warp_sum(L);
+    if (lane == 0) sl[r] = L;
+  }
+  __syncthreads();
+  for (int e = tid; e < R * DV; e += DEC_THREADS) {
+    const int r = e / DV, c = e % DV;
+    const float* pc = p0 + r * (2 + DV) + 2 + c;
+    float a = 0.f;
+#pragma unroll 8
+    for (int s2 = 0; s2 < nsplit; ++s2) a += sw[r][s2] * __ldcg(pc + s2 * stride);
     const long h = h0 + r;
-    st(out, transposed ? ((b * S + i) * nh + h) * DV + c : ((b * nh + h) * S + i) * DV + c, a / L);
+    st(out, transposed ? ((b * S + i) * nh + h) * DV + c : ((b * nh + h) * S + i) * DV + c, a / sl[r]);
   }
   if (tid == 0) counters[item] = 0;
 }
@@ -1433,18 +1473,19 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
 void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
   const int dt = dtype(q);
   if (d > 256 || dv > 256) fail("attention: head dims above 256 are not supported (d=%ld, dv=%ld)", d, dv);
-  const bool split = rt->attention_path == "split" || (rt->attention_path.empty() && S <= 16);
+  // The decode kernel takes up to 16 query positions (more is prefill: the GEMM path) and caches of
+  // up to DEC_CHUNK * DEC_MAX_SPLIT keys, in no more items than it has combine counters.
+  const long items = B * nkv * S * ((nh / nkv + DEC_ROWS - 1) / DEC_ROWS);
+  const bool fits = T <= (long)DEC_CHUNK * DEC_MAX_SPLIT && items <= rt->counter_slots;
+  const bool split = fits && (rt->attention_path == "split" || (rt->attention_path.empty() && S <= 16));
   if (split) {
     // Items are (batch, KV head, query position, group of up to DEC_ROWS query heads). Enough key
-    // chunks that the GPU holds about two blocks per SM, no chunk above DEC_CHUNK keys, and no more
-    // split items than the combine counters cover.
-    const long rep = nh / nkv, items = B * nkv * S * ((rep + DEC_ROWS - 1) / DEC_ROWS);
-    long want = std::max<long>({1, (264 + items - 1) / items, (T + DEC_CHUNK - 1) / DEC_CHUNK});
-    want = std::min<long>(want, (T + 15) / 16);  // chunks of 16 keys at least
+    // chunks for about a block per SM, but none under 32 keys or over DEC_CHUNK, at most
+    // DEC_MAX_SPLIT.
+    long want = std::max<long>({1, (132 + items - 1) / items, (T + DEC_CHUNK - 1) / DEC_CHUNK});
+    want = std::min<long>({want, (T + 31) / 32, DEC_MAX_SPLIT});  // chunks of 32 keys at least
     const int chunk = (int)((T + want - 1) / want);
     const int nsplit = (int)((T + chunk - 1) / chunk);
-    if (chunk > DEC_CHUNK) fail("attention: %ld keys need more chunks than the decode kernel takes", T);
-    if (nsplit > 1 && items > rt->counter_slots) fail("attention: %ld decode items exceed the %ld combine counters", items, rt->counter_slots);
     float* part = nullptr;
     if (nsplit > 1) CK(cudaMallocAsync(&part, (size_t)items * nsplit * DEC_ROWS * (2 + dv) * sizeof(float), stream));
     const dim3 g1((unsigned)items, (unsigned)nsplit);

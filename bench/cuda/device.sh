@@ -43,6 +43,8 @@ from safetensors.numpy import load_file, save_file
 t = load_file('/tmp/bad/model.safetensors'); t['model.layers.1.attention.dense.weight'] = t['model.layers.1.attention.dense.weight'][:, :32].copy(); save_file(t, '/tmp/bad/model.safetensors')"
   EXE=$(ls -d /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
   "$EXE" run --checkpoint /tmp/bad --graph forward --input $G/golden.safetensors --out /tmp/bad-out.safetensors; echo "exit $?"
+  echo "== the bf16 attention kernels (fused prefill, decode) against a reference"
+  "$EXE" selftest; echo "exit $?"
   ;;
 sanitize)
   EXE=$(ls -d /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)

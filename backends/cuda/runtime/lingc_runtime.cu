@@ -706,63 +706,6 @@ __global__ void __launch_bounds__(256) softmax_rows(T* __restrict__ s, long rows
   for (long j = threadIdx.x; j < Tk; j += blockDim.x) st(row, j, j < visible ? __expf(rnd<T>(ld(row, j) * scale) - m) / sum : 0.f);
 }
 
-/** Block-wide max and sum (blockDim.x a multiple of 32, at most 1024); every thread gets the result. */
-__device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const float w = __shfl_xor_sync(0xffffffffu, v, o);
-    v = is_max ? fmaxf(v, w) : v + w;
-  }
-  __syncthreads();  // red may still be read from the previous reduction
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  v = red[0];
-  for (int w = 1; w < (int)(blockDim.x >> 5); ++w) v = is_max ? fmaxf(v, red[w]) : v + red[w];
-  return v;
-}
-
-/**
- * softmax_rows for rows of at most 256 * NPT keys: the row is read once into registers and written
- * once, where softmax_rows reads it three times (it was most of the prefill attention's time).
- */
-template <typename T, int NPT>
-__global__ void __launch_bounds__(256) softmax_rows_held(T* __restrict__ s, long rows, long Sq, long Tk, long first_visible, float scale, int causal) {
-  const long r = linear_block();
-  if (r >= rows) return;
-  const long visible = causal ? first_visible + r % Sq : Tk;
-  T* row = s + r * Tk;
-  __shared__ float red[8];
-  float x[NPT];
-  float m = -INFINITY;
-#pragma unroll
-  for (int t = 0; t < NPT; ++t) {
-    const long j = threadIdx.x + 256L * t;
-    x[t] = j < visible ? rnd<T>(ld(row, j) * scale) : -INFINITY;
-    m = fmaxf(m, x[t]);
-  }
-  m = block_reduce(m, true, red);
-  float sum = 0.f;
-#pragma unroll
-  for (int t = 0; t < NPT; ++t) {
-    const long j = threadIdx.x + 256L * t;
-    x[t] = j < visible ? __expf(x[t] - m) : 0.f;
-    sum += x[t];
-  }
-  sum = block_reduce(sum, false, red);
-#pragma unroll
-  for (int t = 0; t < NPT; ++t) {
-    const long j = threadIdx.x + 256L * t;
-    if (j < Tk) st(row, j, x[t] / sum);
-  }
-}
-
-/** Softmax of score rows: held in registers when a row fits (up to 8192 keys), else three passes. */
-template <typename T>
-void softmax_launch(T* scores, long rows, long Sq, long keys, long first_visible, float scale, bool causal, cudaStream_t stream) {
-  if (keys <= 256 * 8) softmax_rows_held<T, 8><<<grid(rows), 256, 0, stream>>>(scores, rows, Sq, keys, first_visible, scale, causal);
-  else if (keys <= 256 * 32) softmax_rows_held<T, 32><<<grid(rows), 256, 0, stream>>>(scores, rows, Sq, keys, first_visible, scale, causal);
-  else softmax_rows<T><<<grid(rows), 256, 0, stream>>>(scores, rows, Sq, keys, first_visible, scale, causal);
-}
-
 /** A float cast (bf16 <-> f32, or a copy), 8 elements per thread when n and the pointers allow 16-byte access. */
 template <typename A, typename B, bool VEC>
 __global__ void convert(const A* __restrict__ in, B* __restrict__ out, long n) {
@@ -829,6 +772,175 @@ __global__ void gather_overflow(const T* __restrict__ x, const int* __restrict__
   if (r - offsets[e] < cap) return;
   const T* src = x + source_row(order, k, r) * H;
   for (long c = threadIdx.x; c < H; c += blockDim.x) out[r * H + c] = src[c];
+}
+
+/**
+ * Prefill attention, bf16, fused (flash attention 2): a block takes 64 queries of one head, a warp 16
+ * of them; key/value tiles of 64 rows stream through shared memory (cp.async, double-buffered) while
+ * the warps compute S = Q K^T with mma.sync m16n8k16 (fp32 accumulate), the online softmax in
+ * registers, and O += P V with P re-packed from the S accumulators as the A operand. Scores are
+ * rounded as the unfused path rounds them (bf16 product, bf16 after the scale). Nothing of size
+ * S x T touches memory. HD is the head dim (queries, keys and values alike).
+ */
+constexpr int FA_BM = 64, FA_BN = 64, FA_THREADS = 128;
+
+template <int HD>
+constexpr int flash_smem_bytes() { return 4 * FA_BN * (HD + 8) * 2; }
+
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
+
+__device__ __forceinline__ unsigned pack_raw(__nv_bfloat16 lo, __nv_bfloat16 hi) {
+  return (unsigned)__bfloat16_as_ushort(lo) | ((unsigned)__bfloat16_as_ushort(hi) << 16);
+}
+
+/** c += a . b for one m16n8k16 tile (a: 16x16 row-major fragment, b: 16x8 column fragment). */
+__device__ __forceinline__ void mma_bf16(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/** 16 bytes global -> shared without a register stop; zeros when !valid (rows past the keys). */
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(valid ? 16 : 0));
+}
+
+template <int HD>
+__global__ void __launch_bounds__(FA_THREADS) flash_attn(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v,
+                                                       __nv_bfloat16* __restrict__ out, long nh, long nkv, long S, long Tk, float scale, int causal, int transposed) {
+  constexpr int LD = HD + 8;  // padded shared row: the fragment reads below hit 32 distinct banks
+  extern __shared__ __align__(16) unsigned char fa_smem[];
+  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(fa_smem);  // [2][FA_BN][LD]
+  __nv_bfloat16* Vs = Ks + 2 * FA_BN * LD;                          // [2][FA_BN][LD]
+  const long bh = blockIdx.y, h = bh % nh, b = bh / nh, g = h / (nh / nkv);
+  const long q0 = (long)(gridDim.x - 1 - blockIdx.x) * FA_BM;  // the longest (causal) tiles first
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, tq = lane & 3;
+  const long off = Tk - S;  // query i sits at key position i + off
+  const __nv_bfloat16* kb = k + (b * nkv + g) * Tk * HD;
+  const __nv_bfloat16* vb = v + (b * nkv + g) * Tk * HD;
+  const long r0 = q0 + warp * 16 + gr, r1 = r0 + 8;
+  unsigned qa[HD / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    const int c = kk * 16 + 2 * tq;
+    qa[kk][0] = r0 < S ? *reinterpret_cast<const unsigned*>(q + (bh * S + r0) * HD + c) : 0u;
+    qa[kk][1] = r1 < S ? *reinterpret_cast<const unsigned*>(q + (bh * S + r1) * HD + c) : 0u;
+    qa[kk][2] = r0 < S ? *reinterpret_cast<const unsigned*>(q + (bh * S + r0) * HD + c + 8) : 0u;
+    qa[kk][3] = r1 < S ? *reinterpret_cast<const unsigned*>(q + (bh * S + r1) * HD + c + 8) : 0u;
+  }
+  float o[HD / 8][4];
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  const long last_query = min(S, q0 + FA_BM) - 1;
+  const long kend = causal ? min(Tk, last_query + off + 1) : Tk;
+  const int nblocks = (int)((kend + FA_BN - 1) / FA_BN);
+  auto load_tile = [&](int blk, int buf) {
+    const long j0 = (long)blk * FA_BN;
+    for (int e = tid; e < FA_BN * (HD / 8); e += FA_THREADS) {
+      const int r = e / (HD / 8), c = (e % (HD / 8)) * 8;
+      const bool ok = j0 + r < Tk;
+      const long j = ok ? j0 + r : 0;
+      cp_async16(Ks + (buf * FA_BN + r) * LD + c, kb + j * HD + c, ok);
+      cp_async16(Vs + (buf * FA_BN + r) * LD + c, vb + j * HD + c, ok);
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+  load_tile(0, 0);
+  for (int blk = 0; blk < nblocks; ++blk) {
+    const int buf = blk & 1;
+    if (blk + 1 < nblocks) {
+      load_tile(blk + 1, buf ^ 1);
+      asm volatile("cp.async.wait_group 1;\n" ::);
+    } else {
+      asm volatile("cp.async.wait_group 0;\n" ::);
+    }
+    __syncthreads();
+    const __nv_bfloat16* Kt = Ks + buf * FA_BN * LD;
+    const __nv_bfloat16* Vt = Vs + buf * FA_BN * LD;
+    float s[FA_BN / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < FA_BN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk)
+#pragma unroll
+      for (int nt = 0; nt < FA_BN / 8; ++nt) {
+        const __nv_bfloat16* kr = Kt + (nt * 8 + gr) * LD + kk * 16 + 2 * tq;
+        mma_bf16(s[nt], qa[kk], *reinterpret_cast<const unsigned*>(kr), *reinterpret_cast<const unsigned*>(kr + 8));
+      }
+    const long j0 = (long)blk * FA_BN;
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < FA_BN / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const long j = j0 + nt * 8 + 2 * tq + e;
+        float a0 = rnd<__nv_bfloat16>(rnd<__nv_bfloat16>(s[nt][e]) * scale), a1 = rnd<__nv_bfloat16>(rnd<__nv_bfloat16>(s[nt][2 + e]) * scale);
+        if (j >= Tk || (causal && j > r0 + off)) a0 = -INFINITY;
+        if (j >= Tk || (causal && j > r1 + off)) a1 = -INFINITY;
+        s[nt][e] = a0;
+        s[nt][2 + e] = a1;
+        mx0 = fmaxf(mx0, a0);
+        mx1 = fmaxf(mx1, a1);
+      }
+#pragma unroll
+    for (int o2 = 1; o2 <= 2; o2 <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+    }
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    // A row that has seen no key yet (past S, or masked so far) keeps a finite base.
+    const float base0 = mn0 == -INFINITY ? 0.f : mn0, base1 = mn1 == -INFINITY ? 0.f : mn1;
+    const float c0 = __expf(m0 - base0), c1 = __expf(m1 - base1);
+    float ls0 = 0.f, ls1 = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < FA_BN / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[nt][e] = __expf(s[nt][e] - base0);
+        s[nt][2 + e] = __expf(s[nt][2 + e] - base1);
+        ls0 += s[nt][e];
+        ls1 += s[nt][2 + e];
+      }
+#pragma unroll
+    for (int o2 = 1; o2 <= 2; o2 <<= 1) {
+      ls0 += __shfl_xor_sync(0xffffffffu, ls0, o2);
+      ls1 += __shfl_xor_sync(0xffffffffu, ls1, o2);
+    }
+    l0 = l0 * c0 + ls0;
+    l1 = l1 * c1 + ls1;
+    m0 = mn0;
+    m1 = mn1;
+#pragma unroll
+    for (int d = 0; d < HD / 8; ++d) {
+      o[d][0] *= c0;
+      o[d][1] *= c0;
+      o[d][2] *= c1;
+      o[d][3] *= c1;
+    }
+#pragma unroll
+    for (int kk = 0; kk < FA_BN / 16; ++kk) {
+      const unsigned pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]), pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int d = 0; d < HD / 8; ++d) {
+        const __nv_bfloat16* vr = Vt + (kk * 16 + 2 * tq) * LD + d * 8 + gr;
+        mma_bf16(o[d], pa, pack_raw(vr[0], vr[LD]), pack_raw(vr[8 * LD], vr[9 * LD]));
+      }
+    }
+    __syncthreads();  // this buffer is the next iteration's load target but one
+  }
+  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d) {
+    const int c = d * 8 + 2 * tq;
+    if (r0 < S) *reinterpret_cast<unsigned*>(out + (transposed ? ((b * S + r0) * nh + h) * HD : (bh * S + r0) * HD) + c) = pack_bf16(o[d][0] * inv0, o[d][1] * inv0);
+    if (r1 < S) *reinterpret_cast<unsigned*>(out + (transposed ? ((b * S + r1) * nh + h) * HD : (bh * S + r1) * HD) + c) = pack_bf16(o[d][2] * inv1, o[d][3] * inv1);
+  }
 }
 
 /** K or V per query head: [B, nkv, T, D] -> [B, nkv * rep, T, D] (GQA expanded, so one batched GEMM covers all heads). */
@@ -938,6 +1050,8 @@ class Runtime {
     CK(cudaMalloc(&workspace, workspace_bytes));
     CK(cudaMalloc(&counters, counter_slots * sizeof(int)));
     CK(cudaMemset(counters, 0, counter_slots * sizeof(int)));
+    CK(cudaFuncSetAttribute(flash_attn<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, flash_smem_bytes<64>()));
+    CK(cudaFuncSetAttribute(flash_attn<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, flash_smem_bytes<128>()));
     if (const char* e = std::getenv("LINGC_EXPERT_PATH")) expert_path = e;
     if (const char* e = std::getenv("LINGC_ATTENTION_PATH")) attention_path = e;
     if (const char* e = std::getenv("LINGC_EXPERT_CAP")) expert_cap = std::atol(e);
@@ -1287,10 +1401,12 @@ class Runtime {
 
 void Ctx::mark(int label) { rt->mark(label); }
 
-void Ctx::launched(const char* kernel) {
+static void check_launch(const char* kernel) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail("kernel %s did not launch: %s", kernel, cudaGetErrorString(e));
 }
+
+void Ctx::launched(const char* kernel) { check_launch(kernel); }
 
 void Ctx::linear(int x, int w, int out, long M, long N, long K) {
   rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1);
@@ -1470,14 +1586,14 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
   if (gathered) CK(cudaFreeAsync(gathered, stream));
 }
 
-void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
-  const int dt = dtype(q);
+static void run_attention(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
+  cudaStream_t stream = rt.stream;
   if (d > 256 || dv > 256) fail("attention: head dims above 256 are not supported (d=%ld, dv=%ld)", d, dv);
   // The decode kernel takes up to 16 query positions (more is prefill: the GEMM path) and caches of
   // up to DEC_CHUNK * DEC_MAX_SPLIT keys, in no more items than it has combine counters.
   const long items = B * nkv * S * ((nh / nkv + DEC_ROWS - 1) / DEC_ROWS);
-  const bool fits = T <= (long)DEC_CHUNK * DEC_MAX_SPLIT && items <= rt->counter_slots;
-  const bool split = fits && (rt->attention_path == "split" || (rt->attention_path.empty() && S <= 16));
+  const bool fits = T <= (long)DEC_CHUNK * DEC_MAX_SPLIT && items <= rt.counter_slots;
+  const bool split = fits && (rt.attention_path == "split" || (rt.attention_path.empty() && S <= 16));
   if (split) {
     // Items are (batch, KV head, query position, group of up to DEC_ROWS query heads). Enough key
     // chunks for about a block per SM, but none under 32 keys or over DEC_CHUNK, at most
@@ -1490,23 +1606,32 @@ void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, lon
     if (nsplit > 1) CK(cudaMallocAsync(&part, (size_t)items * nsplit * DEC_ROWS * (2 + dv) * sizeof(float), stream));
     const dim3 g1((unsigned)items, (unsigned)nsplit);
     const size_t eb = dtype_bytes(dt);
-    const bool vec = (d * eb) % 16 == 0 && (uintptr_t)ptr(k) % 16 == 0;
-#define LINGC_DEC(E, V) attn_decode<E, V><<<g1, DEC_THREADS, 0, stream>>>((const E*)ptr(q), (const E*)ptr(k), (const E*)ptr(v), part, rt->counters, (E*)ptr(out), nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit, transposed)
+    const bool vec = (d * eb) % 16 == 0 && (uintptr_t)kp % 16 == 0;
+#define LINGC_DEC(E, V) attn_decode<E, V><<<g1, DEC_THREADS, 0, stream>>>((const E*)qp, (const E*)kp, (const E*)vp, part, rt.counters, (E*)op, nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit, transposed)
     if (dt == DT_BF16) { if (vec) LINGC_DEC(__nv_bfloat16, true); else LINGC_DEC(__nv_bfloat16, false); }
     else { if (vec) LINGC_DEC(float, true); else LINGC_DEC(float, false); }
 #undef LINGC_DEC
-    launched("attn_decode");
+    check_launch("attn_decode");
     if (part) CK(cudaFreeAsync(part, stream));
     return;
   }
-  // Prefill: query tiles of Tq rows; per tile, scores = Q K^T over the keys the tile can see (the
+  // Prefill, bf16, head dims 64 or 128: the fused kernel.
+  const bool flash = dt == DT_BF16 && d == dv && (d == 64 || d == 128) && rt.attention_path != "gemm";
+  if (flash) {
+    const dim3 gf((unsigned)((S + FA_BM - 1) / FA_BM), (unsigned)(B * nh));
+    if (d == 64) flash_attn<64><<<gf, FA_THREADS, flash_smem_bytes<64>(), stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, scale, causal, transposed);
+    else flash_attn<128><<<gf, FA_THREADS, flash_smem_bytes<128>(), stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, scale, causal, transposed);
+    check_launch("flash_attn");
+    return;
+  }
+  // Otherwise (fp32, other head dims, LINGC_ATTENTION_PATH=gemm): query tiles of Tq rows; per tile, scores = Q K^T over the keys the tile can see (the
   // causal mask cuts the rest) as one strided-batched GEMM over all heads, softmax in place, then
   // P V into the tile's rows. Grouped K/V are first repeated per query head so the batch strides are
   // uniform. Tiles bound the score buffer (about 256 MB) and skip the masked half of the work.
   const long rep = nh / nkv, BH = B * nh;
   const size_t eb = dtype_bytes(dt);
-  const void* kx = ptr(k);
-  const void* vx = ptr(v);
+  const void* kx = kp;
+  const void* vx = vp;
   void *kr = nullptr, *vr = nullptr;
   if (rep > 1) {
     CK(cudaMallocAsync(&kr, (size_t)BH * T * d * eb, stream));
@@ -1519,37 +1644,130 @@ void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, lon
       repeat_kv<<<grid((nk + 255) / 256), 256, 0, stream>>>((const float*)kx, (float*)kr, B, nkv, rep, T * d);
       repeat_kv<<<grid((nv + 255) / 256), 256, 0, stream>>>((const float*)vx, (float*)vr, B, nkv, rep, T * dv);
     }
-    launched("repeat_kv");
+    check_launch("repeat_kv");
     kx = kr;
     vx = vr;
   }
   long Tq = std::max<long>(1, std::min<long>(S, (256L << 20) / std::max<long>(1, BH * T * (long)eb)));
-  if (rt->attention_tile > 0) Tq = std::min(Tq, rt->attention_tile);
+  if (rt.attention_tile > 0) Tq = std::min(Tq, rt.attention_tile);
   void* scores;
   CK(cudaMallocAsync(&scores, (size_t)BH * Tq * T * eb, stream));
-  char* o = (char*)ptr(out);
+  char* o = (char*)op;
   if (transposed) CK(cudaMallocAsync((void**)&o, (size_t)BH * S * dv * eb, stream));
   for (long s0 = 0; s0 < S; s0 += Tq) {
     const long sq = std::min(Tq, S - s0);
     const long first_visible = T - S + s0 + 1;
     const long keys = causal ? std::min(T, first_visible + sq - 1) : T;
-    rt->gemm(dt, sq, keys, d, (const char*)ptr(q) + s0 * d * eb, d, S * d, kx, d, T * d, true, scores, keys, sq * keys, BH);
+    rt.gemm(dt, sq, keys, d, (const char*)qp + s0 * d * eb, d, S * d, kx, d, T * d, true, scores, keys, sq * keys, BH);
     const long rows = BH * sq;
-    if (dt == DT_BF16) softmax_launch((__nv_bfloat16*)scores, rows, sq, keys, first_visible, scale, causal, stream);
-    else softmax_launch((float*)scores, rows, sq, keys, first_visible, scale, causal, stream);
-    launched("softmax_rows");
-    rt->gemm(dt, sq, dv, keys, scores, keys, sq * keys, vx, dv, T * dv, false, o + s0 * dv * eb, dv, S * dv, BH);
+    if (dt == DT_BF16) softmax_rows<<<grid(rows), 256, 0, stream>>>((__nv_bfloat16*)scores, rows, sq, keys, first_visible, scale, causal);
+    else softmax_rows<<<grid(rows), 256, 0, stream>>>((float*)scores, rows, sq, keys, first_visible, scale, causal);
+    check_launch("softmax_rows");
+    rt.gemm(dt, sq, dv, keys, scores, keys, sq * keys, vx, dv, T * dv, false, o + s0 * dv * eb, dv, S * dv, BH);
   }
   if (transposed) {
     const long n = BH * S * dv;
-    if (dt == DT_BF16) bhsd_to_bshd<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)o, (__nv_bfloat16*)ptr(out), B, nh, S, dv);
-    else bhsd_to_bshd<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)o, (float*)ptr(out), B, nh, S, dv);
-    launched("bhsd_to_bshd");
+    if (dt == DT_BF16) bhsd_to_bshd<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)o, (__nv_bfloat16*)op, B, nh, S, dv);
+    else bhsd_to_bshd<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)o, (float*)op, B, nh, S, dv);
+    check_launch("bhsd_to_bshd");
     CK(cudaFreeAsync(o, stream));
   }
   CK(cudaFreeAsync(scores, stream));
   if (kr) CK(cudaFreeAsync(kr, stream));
   if (vr) CK(cudaFreeAsync(vr, stream));
+}
+
+void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
+  run_attention(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, d, dv, scale, causal, transposed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Self-test: the bf16 attention kernels (fused prefill, decode) against a plain reference, on
+// shapes the golden checkpoint (fp32, head dim 16) does not reach.
+
+/** Reference attention: a block per query row, fp32, with the unfused path's rounding; out [B,nh,S,D]. */
+__global__ void attn_reference(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, float* out, long nh, long nkv, long S, long Tk, int D, float scale, int causal) {
+  extern __shared__ float sc[];
+  __shared__ float stat[2];
+  const long row = blockIdx.x, i = row % S, bh = row / S, h = bh % nh, b = bh / nh, g = h / (nh / nkv);
+  const long visible = causal ? Tk - S + i + 1 : Tk;
+  for (long j = threadIdx.x; j < Tk; j += blockDim.x) {
+    float dot = 0.f;
+    for (int c = 0; c < D; ++c) dot += __bfloat162float(q[row * D + c]) * __bfloat162float(k[((b * nkv + g) * Tk + j) * D + c]);
+    sc[j] = j < visible ? rnd<__nv_bfloat16>(rnd<__nv_bfloat16>(dot) * scale) : -INFINITY;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float m = -INFINITY, sum = 0.f;
+    for (long j = 0; j < Tk; ++j) m = fmaxf(m, sc[j]);
+    for (long j = 0; j < Tk; ++j) sum += __expf(sc[j] - m);
+    stat[0] = m;
+    stat[1] = sum;
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < D; c += blockDim.x) {
+    float a = 0.f;
+    for (long j = 0; j < visible; ++j) a += rnd<__nv_bfloat16>(__expf(sc[j] - stat[0]) / stat[1]) * __bfloat162float(v[((b * nkv + g) * Tk + j) * D + c]);
+    out[row * D + c] = a;
+  }
+}
+
+static int selftest(Runtime& rt) {
+  struct Case {
+    const char* what;
+    long B, nh, nkv, S, T, D;
+    bool causal, transposed;
+  };
+  const Case cases[] = {
+      {"fused prefill, GQA 4:1, causal", 1, 4, 1, 200, 200, 128, true, false},
+      {"fused prefill, S < T, transposed out", 2, 4, 2, 70, 150, 128, true, true},
+      {"fused prefill, head dim 64, not causal", 1, 2, 2, 64, 64, 64, false, false},
+      {"fused prefill, head dim 64, 8 heads", 1, 8, 8, 130, 130, 64, true, false},
+      {"decode, batch 1, 2048 keys, GQA 4:1", 1, 16, 4, 1, 2048, 128, true, true},
+      {"decode, 5 queries, batch 2", 2, 4, 1, 5, 300, 128, true, false},
+      {"decode, 16 heads per KV head (two row groups)", 1, 16, 1, 3, 1000, 64, true, true},
+      {"decode, one chunk", 3, 2, 2, 1, 40, 128, true, false},
+  };
+  const float tol = 1e-2f;
+  int failed = 0;
+  for (const Case& c : cases) {
+    const long nq = c.B * c.nh * c.S * c.D, nk = c.B * c.nkv * c.T * c.D;
+    __nv_bfloat16 *q, *k, *v, *o;
+    float* ref;
+    CK(cudaMalloc(&q, nq * 2));
+    CK(cudaMalloc(&k, nk * 2));
+    CK(cudaMalloc(&v, nk * 2));
+    CK(cudaMalloc(&o, nq * 2));
+    CK(cudaMalloc(&ref, nq * 4));
+    init_random<<<grid((nq + 255) / 256), 256, 0, rt.stream>>>(q, nq, 11, 2.f, 0.f);
+    init_random<<<grid((nk + 255) / 256), 256, 0, rt.stream>>>(k, nk, 12, 1.f, 0.f);
+    init_random<<<grid((nk + 255) / 256), 256, 0, rt.stream>>>(v, nk, 13, 1.f, 0.f);
+    const float scale = 1.f / std::sqrt((float)c.D);
+    run_attention(rt, DT_BF16, q, k, v, o, c.B, c.nh, c.nkv, c.S, c.T, c.D, c.D, scale, c.causal, c.transposed);
+    attn_reference<<<(unsigned)(c.B * c.nh * c.S), 128, c.T * sizeof(float), rt.stream>>>(q, k, v, ref, c.nh, c.nkv, c.S, c.T, (int)c.D, scale, c.causal);
+    check_launch("attn_reference");
+    std::vector<__nv_bfloat16> ho(nq);
+    std::vector<float> hr(nq);
+    CK(cudaMemcpyAsync(ho.data(), o, nq * 2, cudaMemcpyDeviceToHost, rt.stream));
+    CK(cudaMemcpyAsync(hr.data(), ref, nq * 4, cudaMemcpyDeviceToHost, rt.stream));
+    CK(cudaStreamSynchronize(rt.stream));
+    double worst = 0, biggest = 0;
+    for (long b = 0; b < c.B; ++b)
+      for (long h = 0; h < c.nh; ++h)
+        for (long i = 0; i < c.S; ++i)
+          for (long d = 0; d < c.D; ++d) {
+            const float r = hr[((b * c.nh + h) * c.S + i) * c.D + d];
+            const float got = __bfloat162float(ho[c.transposed ? ((b * c.S + i) * c.nh + h) * c.D + d : ((b * c.nh + h) * c.S + i) * c.D + d]);
+            const double diff = std::isfinite(got) ? std::fabs((double)got - r) : INFINITY;
+            worst = std::max(worst, diff);
+            biggest = std::max(biggest, (double)std::fabs(r));
+          }
+    const bool ok = worst <= tol && biggest > 0.05;
+    failed += !ok;
+    std::printf("selftest attention (%s): max abs diff %.3e, largest value %.3f: %s\n", c.what, worst, biggest, ok ? "PASS" : "FAIL");
+    for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)ref}) CK(cudaFree(p));
+  }
+  return failed ? 1 : 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1783,6 +2001,7 @@ static const char* USAGE =
     "usage: lingc_model COMMAND [options]\n"
     "  run       --checkpoint DIR --graph forward|decode --input IN.safetensors --out OUT.safetensors [--observe] [--profile]\n"
     "  generate  --checkpoint DIR --prompt '1,2,3;4,5' --max-new-tokens N [--logits-out F.safetensors] [--profile]\n"
+    "  selftest  (the bf16 attention kernels against a reference; no checkpoint)\n"
     "  bench     (--checkpoint DIR | --random-weights) [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--profile]\n";
 
 }  // namespace lingc
@@ -1807,6 +2026,7 @@ int main(int argc, char** argv) {
   Runtime rt;
   rt.init();
   rt.profile = opt.count("profile") > 0;
+  if (cmd == "selftest") return selftest(rt);
   Checkpoint ck;
   const bool random = opt.count("random-weights") > 0;
   if (!random) {

@@ -544,6 +544,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
   __shared__ float sm[DEC_ROWS], sl[DEC_ROWS];
   __shared__ float sw[DEC_ROWS][DEC_MAX_SPLIT];
   __shared__ int last;
+#pragma unroll 8
   for (int e = tid; e < DEC_ROWS * D; e += DEC_THREADS) {
     const int r = e / D, c = e % D;
     sq[r][c] = r < R ? ld(q, ((b * nh + h0 + r) * S + i) * D + c) : 0.f;
@@ -552,6 +553,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
   const T* kb = k + ((b * nkv + g) * Tk + j0) * D;
   const T* vb = v + ((b * nkv + g) * Tk + j0) * DV;
   const int quad = tid >> 2, qp = tid & 3, ngrp = D / 8;
+#pragma unroll 2
   for (int base = 0; base < n; base += DEC_THREADS / 4) {
     const int jj = base + quad;
     float acc[DEC_ROWS];
@@ -599,43 +601,76 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
     l = warp_sum(l);
     if (lane == 0) { sm[r] = m; sl[r] = l; }
   }
-  // P.V: lane columns c = lane + 32 t (t < 8 covers DV <= 256), warps over keys.
-  float acc[DEC_ROWS][8];
-#pragma unroll
-  for (int r = 0; r < DEC_ROWS; ++r)
-#pragma unroll
-    for (int u = 0; u < 8; ++u) acc[r][u] = 0.f;
-  __syncthreads();
-#pragma unroll 4
-  for (int jj = warp; jj < n; jj += DEC_THREADS / 32) {
-    const T* vr = vb + (long)jj * DV;
-    float vv[8];
-#pragma unroll
-    for (int u = 0; u < 8; ++u) vv[u] = lane + 32 * u < DV ? ld(vr, lane + 32 * u) : 0.f;
-#pragma unroll
-    for (int r = 0; r < DEC_ROWS; ++r) {
-      const float p = sp[r][jj];
-#pragma unroll
-      for (int u = 0; u < 8; ++u) acc[r][u] += p * vv[u];
-    }
-  }
   for (int e = tid; e < DEC_ROWS * 256; e += DEC_THREADS) sq[e / 256][e % 256] = 0.f;
   __syncthreads();
+  // P.V into sq (shared-memory atomics sum the key groups). VEC: a thread takes 8 columns of one
+  // key at a time (16-byte loads), DV / 8 threads per key, the rest of the block on other keys.
+  // Otherwise lanes take columns c = lane + 32 u and the warps split the keys.
+  if constexpr (VEC) {
+    const int tpr = DV / 8, kg = DEC_THREADS / tpr, kgi = tid / tpr, c0 = (tid % tpr) * 8;
+    if (kgi < kg) {
+      float acc[DEC_ROWS][8];
 #pragma unroll
-  for (int r = 0; r < DEC_ROWS; ++r)
+      for (int r = 0; r < DEC_ROWS; ++r)
 #pragma unroll
-    for (int u = 0; u < 8; ++u)
-      if (r < R && lane + 32 * u < DV) atomicAdd(&sq[r][lane + 32 * u], acc[r][u]);
+        for (int u = 0; u < 8; ++u) acc[r][u] = 0.f;
+#pragma unroll 8
+      for (int jj = kgi; jj < n; jj += kg) {
+        float vv[8];
+        load8<T, true>(vb + (long)jj * DV + c0, vv);
+#pragma unroll
+        for (int r = 0; r < DEC_ROWS; ++r) {
+          const float p = sp[r][jj];
+#pragma unroll
+          for (int u = 0; u < 8; ++u) acc[r][u] += p * vv[u];
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < DEC_ROWS; ++r)
+        if (r < R)
+#pragma unroll
+          for (int u = 0; u < 8; ++u) atomicAdd(&sq[r][c0 + u], acc[r][u]);
+    }
+  } else {
+    float acc[DEC_ROWS][8];
+#pragma unroll
+    for (int r = 0; r < DEC_ROWS; ++r)
+#pragma unroll
+      for (int u = 0; u < 8; ++u) acc[r][u] = 0.f;
+#pragma unroll 4
+    for (int jj = warp; jj < n; jj += DEC_THREADS / 32) {
+      const T* vr = vb + (long)jj * DV;
+      float vv[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) vv[u] = lane + 32 * u < DV ? ld(vr, lane + 32 * u) : 0.f;
+#pragma unroll
+      for (int r = 0; r < DEC_ROWS; ++r) {
+        const float p = sp[r][jj];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) acc[r][u] += p * vv[u];
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < DEC_ROWS; ++r)
+#pragma unroll
+      for (int u = 0; u < 8; ++u)
+        if (r < R && lane + 32 * u < DV) atomicAdd(&sq[r][lane + 32 * u], acc[r][u]);
+  }
   __syncthreads();
+  // Partials: acc [item][split][row][DV], then (max, sum) [item][split][row][2].
+  const long nacc = gridDim.x * (long)nsplit * DEC_ROWS * DV;
   for (int e = tid; e < R * DV; e += DEC_THREADS) {
     const int r = e / DV, c = e % DV;
     if (nsplit == 1) {
       const long h = h0 + r;
       st(out, transposed ? ((b * S + i) * nh + h) * DV + c : ((b * nh + h) * S + i) * DV + c, sq[r][c] / sl[r]);
     } else {
-      float* pr = part + ((item * nsplit + split) * DEC_ROWS + r) * (2 + DV);
-      pr[2 + c] = sq[r][c];
-      if (c == 0) { pr[0] = n > 0 ? sm[r] : -INFINITY; pr[1] = n > 0 ? sl[r] : 0.f; }
+      const long pr = (item * nsplit + split) * DEC_ROWS + r;
+      part[pr * DV + c] = sq[r][c];
+      if (c == 0) {
+        part[nacc + 2 * pr] = n > 0 ? sm[r] : -INFINITY;
+        part[nacc + 2 * pr + 1] = n > 0 ? sl[r] : 0.f;
+      }
     }
   }
   if (nsplit == 1) return;
@@ -647,32 +682,51 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
   __syncthreads();
   if (!last) return;
   __threadfence();
-  const long stride = (long)DEC_ROWS * (2 + DV);
-  const float* p0 = part + item * nsplit * stride;
   for (int r = warp; r < R; r += DEC_THREADS / 32) {
+    const float* ml = part + nacc + 2 * ((item * nsplit) * DEC_ROWS + r);
     float M = -INFINITY;
-    for (int s2 = lane; s2 < nsplit; s2 += 32) M = fmaxf(M, __ldcg(p0 + s2 * stride + r * (2 + DV)));
+    for (int s2 = lane; s2 < nsplit; s2 += 32) M = fmaxf(M, __ldcg(ml + 2L * s2 * DEC_ROWS));
     for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
     float L = 0.f;
     for (int s2 = lane; s2 < nsplit; s2 += 32) {
-      const float* pr = p0 + s2 * stride + r * (2 + DV);
-      const float ms = __ldcg(pr);
+      const float ms = __ldcg(ml + 2L * s2 * DEC_ROWS);
       const float w = ms == -INFINITY ? 0.f : __expf(ms - M);
       sw[r][s2] = w;
-      L += w * __ldcg(pr + 1);
+      L += w * __ldcg(ml + 2L * s2 * DEC_ROWS + 1);
     }
     L = warp_sum(L);
     if (lane == 0) sl[r] = L;
   }
   __syncthreads();
-  for (int e = tid; e < R * DV; e += DEC_THREADS) {
-    const int r = e / DV, c = e % DV;
-    const float* pc = p0 + r * (2 + DV) + 2 + c;
-    float a = 0.f;
-#pragma unroll 8
-    for (int s2 = 0; s2 < nsplit; ++s2) a += sw[r][s2] * __ldcg(pc + s2 * stride);
+  // Four columns per thread where DV allows (16-byte loads), so each thread has one pass over the chunks.
+  const int cw = DV % 4 == 0 ? 4 : 1;
+  for (int e = tid; e < R * DV / cw; e += DEC_THREADS) {
+    const int r = e / (DV / cw), c = (e % (DV / cw)) * cw;
+    const float* pc = part + (item * nsplit * DEC_ROWS + r) * (long)DV + c;
+    const long stride = (long)DEC_ROWS * DV;
     const long h = h0 + r;
-    st(out, transposed ? ((b * S + i) * nh + h) * DV + c : ((b * nh + h) * S + i) * DV + c, a / sl[r]);
+    const long ob = transposed ? ((b * S + i) * nh + h) * DV + c : ((b * nh + h) * S + i) * DV + c;
+    if (cw == 4) {
+      float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 16
+      for (int s2 = 0; s2 < nsplit; ++s2) {
+        const float w = sw[r][s2];
+        const float4 x = __ldcg(reinterpret_cast<const float4*>(pc + s2 * stride));
+        a.x += w * x.x;
+        a.y += w * x.y;
+        a.z += w * x.z;
+        a.w += w * x.w;
+      }
+      st(out, ob, a.x / sl[r]);
+      st(out, ob + 1, a.y / sl[r]);
+      st(out, ob + 2, a.z / sl[r]);
+      st(out, ob + 3, a.w / sl[r]);
+    } else {
+      float a = 0.f;
+#pragma unroll 16
+      for (int s2 = 0; s2 < nsplit; ++s2) a += sw[r][s2] * __ldcg(pc + s2 * stride);
+      st(out, ob, a / sl[r]);
+    }
   }
   if (tid == 0) counters[item] = 0;
 }
@@ -792,8 +846,16 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const unsigned*>(&v);
 }
 
-__device__ __forceinline__ unsigned pack_raw(__nv_bfloat16 lo, __nv_bfloat16 hi) {
-  return (unsigned)__bfloat16_as_ushort(lo) | ((unsigned)__bfloat16_as_ushort(hi) << 16);
+/**
+ * Four 8x8 bf16 blocks from shared memory; lane t gives the address of row t % 8 of block t / 8.
+ * Lane t gets (row t / 4, cols 2 (t % 4) and + 1) of each block, or with TRANS (rows 2 (t % 4) and + 1,
+ * col t / 4): the layouts of mma's B fragment for a block stored [n][k], or [k][n] with TRANS.
+ */
+template <bool TRANS>
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const __nv_bfloat16* p) {
+  const unsigned sa = (unsigned)__cvta_generic_to_shared(p);
+  if constexpr (TRANS) asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(sa));
+  else asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(sa));
 }
 
 /** c += a . b for one m16n8k16 tile (a: 16x16 row-major fragment, b: 16x8 column fragment). */
@@ -865,12 +927,17 @@ __global__ void __launch_bounds__(FA_THREADS) flash_attn(const __nv_bfloat16* __
     float s[FA_BN / 8][4];
 #pragma unroll
     for (int nt = 0; nt < FA_BN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    // K fragments by ldmatrix.x4: 8x8 blocks (keys nt.., dims kk..), (keys nt.., dims kk+8..),
+    // (keys nt+8.., dims kk..), (keys nt+8.., dims kk+8..): b0, b1 of key tiles nt and nt + 1.
+    const int mi = lane >> 3, mr = lane & 7;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk)
 #pragma unroll
-      for (int nt = 0; nt < FA_BN / 8; ++nt) {
-        const __nv_bfloat16* kr = Kt + (nt * 8 + gr) * LD + kk * 16 + 2 * tq;
-        mma_bf16(s[nt], qa[kk], *reinterpret_cast<const unsigned*>(kr), *reinterpret_cast<const unsigned*>(kr + 8));
+      for (int nt = 0; nt < FA_BN / 8; nt += 2) {
+        unsigned b[4];
+        ldmatrix_x4<false>(b, Kt + ((nt + (mi >> 1)) * 8 + mr) * LD + kk * 16 + (mi & 1) * 8);
+        mma_bf16(s[nt], qa[kk], b[0], b[1]);
+        mma_bf16(s[nt + 1], qa[kk], b[2], b[3]);
       }
     const long j0 = (long)blk * FA_BN;
     float mx0 = -INFINITY, mx1 = -INFINITY;
@@ -926,10 +993,14 @@ __global__ void __launch_bounds__(FA_THREADS) flash_attn(const __nv_bfloat16* __
     for (int kk = 0; kk < FA_BN / 16; ++kk) {
       const unsigned pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]), pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                               pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      // V fragments by ldmatrix.x4.trans: blocks (keys kk.., dims d..), (keys kk+8.., dims d..),
+      // (keys kk.., dims d+8..), (keys kk+8.., dims d+8..): b0, b1 of dim tiles d and d + 1.
 #pragma unroll
-      for (int d = 0; d < HD / 8; ++d) {
-        const __nv_bfloat16* vr = Vt + (kk * 16 + 2 * tq) * LD + d * 8 + gr;
-        mma_bf16(o[d], pa, pack_raw(vr[0], vr[LD]), pack_raw(vr[8 * LD], vr[9 * LD]));
+      for (int d = 0; d < HD / 8; d += 2) {
+        unsigned b[4];
+        ldmatrix_x4<true>(b, Vt + (kk * 16 + (mi & 1) * 8 + mr) * LD + (d + (mi >> 1)) * 8);
+        mma_bf16(o[d], pa, b[0], b[1]);
+        mma_bf16(o[d + 1], pa, b[2], b[3]);
       }
     }
     __syncthreads();  // this buffer is the next iteration's load target but one
@@ -1603,10 +1674,11 @@ static void run_attention(Runtime& rt, int dt, const void* qp, const void* kp, c
     const int chunk = (int)((T + want - 1) / want);
     const int nsplit = (int)((T + chunk - 1) / chunk);
     float* part = nullptr;
-    if (nsplit > 1) CK(cudaMallocAsync(&part, (size_t)items * nsplit * DEC_ROWS * (2 + dv) * sizeof(float), stream));
+    if (nsplit > 1) CK(cudaMallocAsync(&part, (size_t)items * nsplit * DEC_ROWS * (2 + dv) * sizeof(float), stream));  // acc, then (max, sum)
     const dim3 g1((unsigned)items, (unsigned)nsplit);
     const size_t eb = dtype_bytes(dt);
-    const bool vec = (d * eb) % 16 == 0 && (uintptr_t)kp % 16 == 0;
+    // 16-byte key and value loads: rows a multiple of 16 bytes (and of 8 elements, for the P.V columns).
+    const bool vec = (d * eb) % 16 == 0 && (dv * eb) % 16 == 0 && dv % 8 == 0 && (uintptr_t)kp % 16 == 0 && (uintptr_t)vp % 16 == 0;
 #define LINGC_DEC(E, V) attn_decode<E, V><<<g1, DEC_THREADS, 0, stream>>>((const E*)qp, (const E*)kp, (const E*)vp, part, rt.counters, (E*)op, nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit, transposed)
     if (dt == DT_BF16) { if (vec) LINGC_DEC(__nv_bfloat16, true); else LINGC_DEC(__nv_bfloat16, false); }
     else { if (vec) LINGC_DEC(float, true); else LINGC_DEC(float, false); }
@@ -1727,8 +1799,9 @@ static int selftest(Runtime& rt) {
       {"decode, 5 queries, batch 2", 2, 4, 1, 5, 300, 128, true, false},
       {"decode, 16 heads per KV head (two row groups)", 1, 16, 1, 3, 1000, 64, true, true},
       {"decode, one chunk", 3, 2, 2, 1, 40, 128, true, false},
+      {"decode, head dim 36 (scalar loads)", 1, 4, 2, 2, 100, 36, true, false},
   };
-  const float tol = 1e-2f;
+  const float tol = 1e-2f;  // of the largest value: about 2.5 bf16 roundings
   int failed = 0;
   for (const Case& c : cases) {
     const long nq = c.B * c.nh * c.S * c.D, nk = c.B * c.nkv * c.T * c.D;
@@ -1762,9 +1835,9 @@ static int selftest(Runtime& rt) {
             worst = std::max(worst, diff);
             biggest = std::max(biggest, (double)std::fabs(r));
           }
-    const bool ok = worst <= tol && biggest > 0.05;
+    const bool ok = worst <= tol * biggest && biggest > 0.01;
     failed += !ok;
-    std::printf("selftest attention (%s): max abs diff %.3e, largest value %.3f: %s\n", c.what, worst, biggest, ok ? "PASS" : "FAIL");
+    std::printf("selftest attention (%s): max abs diff %.3e, largest value %.3f (tolerance %.1e): %s\n", c.what, worst, biggest, tol * biggest, ok ? "PASS" : "FAIL");
     for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)ref}) CK(cudaFree(p));
   }
   return failed ? 1 : 0;

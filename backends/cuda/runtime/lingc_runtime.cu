@@ -601,19 +601,23 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
     l = warp_sum(l);
     if (lane == 0) { sm[r] = m; sl[r] = l; }
   }
-  for (int e = tid; e < DEC_ROWS * 256; e += DEC_THREADS) sq[e / 256][e % 256] = 0.f;
   __syncthreads();
-  // P.V into sq (shared-memory atomics sum the key groups). VEC: a thread takes 8 columns of one
-  // key at a time (16-byte loads), DV / 8 threads per key, the rest of the block on other keys.
-  // Otherwise lanes take columns c = lane + 32 u and the warps split the keys.
+  // P.V, summed over the threads that took other keys into sq (the queries are no longer needed),
+  // in turns: no two threads add to one element at once and nothing needs atomics. VEC: a thread
+  // takes 8 columns of one key at a time (16-byte loads), DV / 8 threads per key, the other threads
+  // of the block other keys; otherwise lanes take columns lane + 32 u and the warps split the keys.
+  float acc[DEC_ROWS][8];
+#pragma unroll
+  for (int r = 0; r < DEC_ROWS; ++r)
+#pragma unroll
+    for (int u = 0; u < 8; ++u) acc[r][u] = 0.f;
+  int turns = DEC_THREADS / 32, my_turn = warp, c0 = lane, cstep = 32;
+  bool holder = true;
   if constexpr (VEC) {
-    const int tpr = DV / 8, kg = DEC_THREADS / tpr, kgi = tid / tpr, c0 = (tid % tpr) * 8;
+    const int tpr = DV / 8, kg = DEC_THREADS / tpr, kgi = tid / tpr;
+    c0 = (tid % tpr) * 8;
+    cstep = 1;
     if (kgi < kg) {
-      float acc[DEC_ROWS][8];
-#pragma unroll
-      for (int r = 0; r < DEC_ROWS; ++r)
-#pragma unroll
-        for (int u = 0; u < 8; ++u) acc[r][u] = 0.f;
 #pragma unroll 8
       for (int jj = kgi; jj < n; jj += kg) {
         float vv[8];
@@ -625,18 +629,21 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
           for (int u = 0; u < 8; ++u) acc[r][u] += p * vv[u];
         }
       }
+    }
+    if (32 % tpr == 0) {
+      // The key groups of a warp first, by shuffles; then one turn per warp.
+      for (int o = tpr; o < 32; o <<= 1)
 #pragma unroll
-      for (int r = 0; r < DEC_ROWS; ++r)
-        if (r < R)
+        for (int r = 0; r < DEC_ROWS; ++r)
 #pragma unroll
-          for (int u = 0; u < 8; ++u) atomicAdd(&sq[r][c0 + u], acc[r][u]);
+          for (int u = 0; u < 8; ++u) acc[r][u] += __shfl_xor_sync(0xffffffffu, acc[r][u], o);
+      holder = lane < tpr;
+    } else {
+      turns = kg;
+      my_turn = kgi;
+      holder = kgi < kg;
     }
   } else {
-    float acc[DEC_ROWS][8];
-#pragma unroll
-    for (int r = 0; r < DEC_ROWS; ++r)
-#pragma unroll
-      for (int u = 0; u < 8; ++u) acc[r][u] = 0.f;
 #pragma unroll 4
     for (int jj = warp; jj < n; jj += DEC_THREADS / 32) {
       const T* vr = vb + (long)jj * DV;
@@ -650,13 +657,18 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
         for (int u = 0; u < 8; ++u) acc[r][u] += p * vv[u];
       }
     }
-#pragma unroll
-    for (int r = 0; r < DEC_ROWS; ++r)
-#pragma unroll
-      for (int u = 0; u < 8; ++u)
-        if (r < R && lane + 32 * u < DV) atomicAdd(&sq[r][lane + 32 * u], acc[r][u]);
   }
-  __syncthreads();
+  for (int turn = 0; turn < turns; ++turn) {
+    if (my_turn == turn && holder)
+#pragma unroll
+      for (int r = 0; r < DEC_ROWS; ++r)
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          const int c = c0 + u * cstep;
+          if (r < R && c < DV) sq[r][c] = (turn ? sq[r][c] : 0.f) + acc[r][u];
+        }
+    __syncthreads();
+  }
   // Partials: acc [item][split][row][DV], then (max, sum) [item][split][row][2].
   const long nacc = gridDim.x * (long)nsplit * DEC_ROWS * DV;
   for (int e = tid; e < R * DV; e += DEC_THREADS) {

@@ -29,8 +29,10 @@ export function generateStep(step: Step, schedule: Schedule, limits: GenLimits, 
       const gt = step.ops.find((o) => o.opName === "group_topk")!;
       return routerKernel(gen(routerWorkgroup(gt.operands[0]!.type.shape[1]!.value!, limits.maxThreads)), step.ops);
     }
-    case "qk_norm_rope":
-      return qkvKernel(gen(64), step.ops);
+    case "qk_norm_rope": {
+      const heads = step.ops.find((o) => o.opName === "reshape")!.results[0]!;
+      return qkvKernel(gen(normWorkgroup(heads.type.shape[3]!.value!, limits.maxThreads)), step.ops);
+    }
     case "attention":
       return attentionKernel(gen(64), step.ops);
     case "rms_norm":

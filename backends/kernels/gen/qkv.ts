@@ -1,8 +1,11 @@
 /**
- * qk_norm_rope: one thread per (token, head) of the fused QKV projection. The head's vector is read
- * once into registers; whichever of Q, K or V it belongs to (by the group's slices) gets that chain's
- * per-head RMSNorm and partial rotate-half RoPE, and is written straight to its [B, heads, S, d]
- * output. Replaces the split, three transposes, two norms and two RoPEs of the unfused graph.
+ * qk_norm_rope: one workgroup per (token, head) of the fused QKV projection, a thread per element
+ * of the head. The head's vector is read once (coalesced) into workgroup memory; whichever of Q, K
+ * or V it belongs to (by the group's slices) gets that chain's per-head RMSNorm (a workgroup sum)
+ * and partial rotate-half RoPE (each element reads its partner from workgroup memory), and is
+ * written straight to its [B, heads, S, d] output. Replaces the split, three transposes, two norms
+ * and two RoPEs of the unfused graph. (A thread per head was the first version: its strided reads
+ * and serial loops made it the slowest kernel of a decode step.)
  */
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
@@ -45,45 +48,58 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const src = reshape.operands[0]!;
   const dt = heads.type.dtype;
   const kb = g.kb;
+  const wg = kb.kernel.wg;
   const S = g.size(Sd!);
   const tokensDim = product([Bd!, Sd!]);
-  const gid = kb.let("gid", kb.gid);
-  kb.if(K.lt(gid, K.mul(g.size(tokensDim), K.i(NH))), () => {
-    const tok = kb.let("tok", K.div(gid, K.i(NH)));
-    const j = kb.let("j", K.mod(gid, K.i(NH)));
+  const item = kb.let("item", kb.wg);
+  /** for (c = lid; c < n; c += wg) */
+  const each = (n: number, body: (c: Expr) => void) => kb.for("c", kb.lid, K.i(n), body, K.i(wg));
+  kb.if(K.lt(item, K.mul(g.size(tokensDim), K.i(NH))), () => {
+    const tok = kb.let("tok", K.div(item, K.i(NH)));
+    const j = kb.let("j", K.mod(item, K.i(NH)));
     const b = kb.let("b", K.div(tok, S));
     const s = kb.let("s", K.mod(tok, S));
-    const x = kb.array("x", "f32", d);
-    kb.for("c", K.i(0), K.i(d), (c) => kb.store(x, c, kb.load(g.buf(src), K.add(K.mul(gid, K.i(d)), c))));
+    const x = kb.shared("xh", "f32", d);
+    const y = kb.shared("yh", "f32", d);
+    each(d, (c) => kb.store(x, c, kb.load(g.buf(src), K.add(K.mul(item, K.i(d)), c))));
+    kb.barrier();
     const run = (ch: Chain) => {
       for (const op of ch.ops) {
         if (op.opName === "rms_norm") {
           const w = op.operands[1]!;
           const eps = (op.attrs as Record<string, number>)["eps"]!;
           const ss = kb.var("ss", K.f(0));
-          kb.for("c", K.i(0), K.i(d), (c) => ss.set(K.add(ss.ref, K.mul(kb.load(x, c, "f32"), kb.load(x, c, "f32")))));
-          const inv = kb.let("inv", K.rsqrt(K.add(K.div(ss.ref, K.f(d)), K.f(eps))));
-          kb.for("c", K.i(0), K.i(d), (c) => kb.store(x, c, g.fit(K.mul(kb.load(g.buf(w), c), g.fit(K.mul(kb.load(x, c, "f32"), inv), dt)), dt)));
+          each(d, (c) => ss.set(K.add(ss.ref, K.mul(kb.load(x, c, "f32"), kb.load(x, c, "f32")))));
+          const inv = kb.let("inv", K.rsqrt(K.add(K.div(kb.workgroupSum(ss.ref), K.f(d)), K.f(eps))));
+          each(d, (c) => kb.store(x, c, g.fit(K.mul(kb.load(g.buf(w), c), g.fit(K.mul(kb.load(x, c, "f32"), inv), dt)), dt)));
+          kb.barrier();
         } else {
           const [cosT, sinT] = [op.operands[1]!, op.operands[2]!];
           const half = cosT.type.shape[1]!.value!;
-          const y = kb.array("y", "f32", d);
           const r = (e: Expr) => g.fit(e, dt);
-          kb.for("c", K.i(0), K.i(d), (c) => kb.store(y, c, kb.load(x, c, "f32")));
-          kb.for("c", K.i(0), K.i(half), (c) => {
-            const cs = kb.let("cs", kb.load(g.buf(cosT), K.add(K.mul(s, K.i(half)), c)));
-            const sn = kb.let("sn", kb.load(g.buf(sinT), K.add(K.mul(s, K.i(half)), c)));
-            const a1 = kb.let("a1", kb.load(x, c, "f32"));
-            const a2 = kb.let("a2", kb.load(x, K.add(c, K.i(half)), "f32"));
-            kb.store(y, c, r(K.add(r(K.mul(a1, cs)), r(K.neg(K.mul(a2, sn))))));
-            kb.store(y, K.add(c, K.i(half)), r(K.add(r(K.mul(a2, cs)), r(K.mul(a1, sn)))));
+          each(d, (c) => {
+            // c < half: x[c] cos - x[c + half] sin; half <= c < 2 half: x[c] cos + x[c - half] sin
+            // (cos and sin of pair c mod half); the rest of the head passes through.
+            const lo = K.lt(c, K.i(half));
+            const p = kb.let("p", K.sel(lo, c, K.sub(c, K.i(half))));
+            const rotated = K.lt(c, K.i(2 * half));
+            const pc = K.min(p, K.i(half - 1)); // in range for every c, so the loads below are safe
+            const cs = kb.let("cs", kb.load(g.buf(cosT), K.add(K.mul(s, K.i(half)), pc)));
+            const sn = kb.let("sn", kb.load(g.buf(sinT), K.add(K.mul(s, K.i(half)), pc)));
+            const a1 = kb.let("a1", kb.load(x, pc, "f32"));
+            const a2 = kb.let("a2", kb.load(x, K.add(pc, K.i(half)), "f32"));
+            const first = r(K.add(r(K.mul(a1, cs)), r(K.neg(K.mul(a2, sn)))));
+            const second = r(K.add(r(K.mul(a2, cs)), r(K.mul(a1, sn))));
+            kb.store(y, c, K.sel(rotated, K.sel(lo, first, second), kb.load(x, c, "f32")));
           });
-          kb.for("c", K.i(0), K.i(d), (c) => kb.store(x, c, kb.load(y, c, "f32")));
+          kb.barrier();
+          each(d, (c) => kb.store(x, c, kb.load(y, c, "f32")));
+          kb.barrier();
         }
       }
       const n = ch.end - ch.start;
       const base = kb.let("obase", K.mul(K.add(K.mul(K.add(K.mul(b, K.i(n)), K.sub(j, K.i(ch.start))), S), s), K.i(d)));
-      kb.for("c", K.i(0), K.i(d), (c) => kb.store(g.buf(ch.out), K.add(base, c), kb.load(x, c, "f32")));
+      each(d, (c) => kb.store(g.buf(ch.out), K.add(base, c), kb.load(x, c, "f32")));
     };
     const branch = (k: number): void => {
       const ch = chains[k]!;
@@ -91,5 +107,5 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
     };
     branch(0);
   });
-  return g.finish({ dim: g.entryDim(product([Bd!, Sd!, NHd!])), per: kb.kernel.wg });
+  return g.finish({ dim: g.entryDim(product([Bd!, Sd!, NHd!])), per: 1 });
 }

@@ -1026,6 +1026,124 @@ __global__ void __launch_bounds__(FA_THREADS) flash_attn(const __nv_bfloat16* __
   }
 }
 
+/**
+ * Grouped expert GEMM, bf16 (prefill): rows grouped by expert (offsets), each 128-row tile of an
+ * expert's rows against that expert's weights, so no rows are padded and none overflow. Row r of
+ * the A operand is gathered on the fly from x (order[r] / k with the token gather), so nothing is
+ * copied first. 8 warps, each 64 rows x 32 columns of mma.sync m16n8k16 (fp32 accumulate), a
+ * 3-stage cp.async pipeline over k-steps of 32, fragments by ldmatrix. SWIGLU: the block's 128
+ * columns are 64 gate and the same 64 up columns, paired in each thread, and the epilogue writes
+ * silu(g) * u rounded as the unfused kernels round it; else it writes the 128 columns.
+ * tiles[t] = (expert, first row) of tile blockIdx.x; blockIdx.y picks the output columns.
+ */
+constexpr int EG_BM = 128, EG_BN = 128, EG_BK = 32, EG_LD = EG_BK + 8, EG_STAGES = 3, EG_THREADS = 256;
+constexpr int expert_gemm_smem_bytes() { return EG_STAGES * (EG_BM + EG_BN) * EG_LD * 2; }
+
+template <bool SWIGLU>
+__global__ void __launch_bounds__(EG_THREADS) expert_gemm(const __nv_bfloat16* __restrict__ x, const int* __restrict__ order, int k, const __nv_bfloat16* __restrict__ wg,
+                                                        const __nv_bfloat16* __restrict__ wu, const int* __restrict__ offsets, const int2* __restrict__ tiles,
+                                                        __nv_bfloat16* __restrict__ out, long O, long I) {
+  extern __shared__ __align__(16) unsigned char eg_smem[];
+  __nv_bfloat16* As = reinterpret_cast<__nv_bfloat16*>(eg_smem);  // [STAGES][BM][LD]
+  __nv_bfloat16* Bs = As + EG_STAGES * EG_BM * EG_LD;             // [STAGES][BN][LD]
+  const int2 tile = tiles[blockIdx.x];
+  const int e = tile.x;
+  const long row0 = tile.y, row_end = min((long)offsets[e + 1], row0 + EG_BM);
+  const long col0 = (long)blockIdx.y * (SWIGLU ? EG_BN / 2 : EG_BN);  // first output column
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, tq = lane & 3;
+  const int wm = warp >> 2, wn = warp & 3, mi = lane >> 3, mr = lane & 7;
+  // Each thread copies two 16-byte chunks of A and two of B per stage: rows tid / 4 and + 64, k chunk (tid % 4) * 8.
+  const int lr = tid >> 2, lk = (tid & 3) * 8;
+  const __nv_bfloat16* arow[2];
+  const __nv_bfloat16* brow[2];
+  bool aok[2], bok[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const long r = row0 + lr + 64 * h;
+    aok[h] = r < row_end;
+    arow[h] = x + (aok[h] ? (order ? (long)(order[r] / k) : r) : 0) * I;
+    const int br = lr + 64 * h;  // B tile row: SWIGLU rows 0..63 gate, 64..127 up
+    const long o = SWIGLU ? col0 + (br & 63) : col0 + br;
+    bok[h] = o < O;
+    const __nv_bfloat16* w = SWIGLU && br >= 64 ? wu : wg;
+    brow[h] = w + ((long)e * O + (bok[h] ? o : 0)) * I;
+  }
+  auto load_stage = [&](int kt, int st) {
+    const long kk = (long)kt * EG_BK + lk;
+    const bool kin = kk < I;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      cp_async16(As + (st * EG_BM + lr + 64 * h) * EG_LD + lk, arow[h] + (kin ? kk : 0), aok[h] && kin);
+      cp_async16(Bs + (st * EG_BN + lr + 64 * h) * EG_LD + lk, brow[h] + (kin ? kk : 0), bok[h] && kin);
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+  float acc[4][4][4];
+#pragma unroll
+  for (int a = 0; a < 4; ++a)
+#pragma unroll
+    for (int b = 0; b < 4; ++b) acc[a][b][0] = acc[a][b][1] = acc[a][b][2] = acc[a][b][3] = 0.f;
+  const int nk = (int)((I + EG_BK - 1) / EG_BK);
+#pragma unroll
+  for (int st = 0; st < EG_STAGES - 1; ++st) {
+    if (st < nk) load_stage(st, st);
+    else asm volatile("cp.async.commit_group;\n" ::);
+  }
+  // B rows of this warp's n-tile pairs: SWIGLU (gate 16, up 16), else 32 consecutive.
+  const int bpair[2] = {SWIGLU ? wn * 16 : wn * 32, SWIGLU ? 64 + wn * 16 : wn * 32 + 16};
+  for (int kt = 0; kt < nk; ++kt) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(EG_STAGES - 2));
+    __syncthreads();
+    // The stage consumed last iteration is free again: fill it with k-step kt + STAGES - 1.
+    if (kt + EG_STAGES - 1 < nk) load_stage(kt + EG_STAGES - 1, (kt + EG_STAGES - 1) % EG_STAGES);
+    else asm volatile("cp.async.commit_group;\n" ::);
+    const __nv_bfloat16* At = As + (kt % EG_STAGES) * EG_BM * EG_LD;
+    const __nv_bfloat16* Bt = Bs + (kt % EG_STAGES) * EG_BN * EG_LD;
+#pragma unroll
+    for (int ks = 0; ks < EG_BK; ks += 16) {
+      unsigned af[4][4], bf[2][4];
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt) ldmatrix_x4<false>(af[mt], At + (wm * 64 + mt * 16 + (mi & 1) * 8 + mr) * EG_LD + ks + (mi >> 1) * 8);
+#pragma unroll
+      for (int p = 0; p < 2; ++p) ldmatrix_x4<false>(bf[p], Bt + (bpair[p] + (mi >> 1) * 8 + mr) * EG_LD + ks + (mi & 1) * 8);
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+          mma_bf16(acc[mt][2 * p], af[mt], bf[p][0], bf[p][1]);
+          mma_bf16(acc[mt][2 * p + 1], af[mt], bf[p][2], bf[p][3]);
+        }
+    }
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::);
+  // Epilogue: acc[mt][j] holds rows wm*64 + mt*16 + gr (+8), columns 2 tq (+1) of n-tile j.
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const long r = row0 + wm * 64 + mt * 16 + gr + hh * 8;
+      if (r >= row_end) continue;
+#pragma unroll
+      for (int j = 0; j < (SWIGLU ? 2 : 4); ++j) {
+        const long o = SWIGLU ? col0 + wn * 16 + j * 8 + 2 * tq : col0 + wn * 32 + j * 8 + 2 * tq;
+        if (o >= O) continue;
+        float y[2];
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const float gv = rnd<__nv_bfloat16>(acc[mt][j][hh * 2 + c]);
+          if (SWIGLU) {
+            const float uv = rnd<__nv_bfloat16>(acc[mt][j + 2][hh * 2 + c]);
+            y[c] = rnd<__nv_bfloat16>(rnd<__nv_bfloat16>(gv / (1.f + __expf(-gv))) * uv);
+          } else {
+            y[c] = gv;
+          }
+        }
+        if (o + 1 < O) *reinterpret_cast<unsigned*>(out + r * O + o) = pack_bf16(y[0], y[1]);
+        else out[r * O + o] = __float2bfloat16_rn(y[0]);
+      }
+    }
+}
+
 /** K or V per query head: [B, nkv, T, D] -> [B, nkv * rep, T, D] (GQA expanded, so one batched GEMM covers all heads). */
 template <typename T>
 __global__ void repeat_kv(const T* __restrict__ in, T* __restrict__ out, long B, long nkv, long rep, long TD) {
@@ -1135,6 +1253,8 @@ class Runtime {
     CK(cudaMemset(counters, 0, counter_slots * sizeof(int)));
     CK(cudaFuncSetAttribute(flash_attn<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, flash_smem_bytes<64>()));
     CK(cudaFuncSetAttribute(flash_attn<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, flash_smem_bytes<128>()));
+    CK(cudaFuncSetAttribute(expert_gemm<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, expert_gemm_smem_bytes()));
+    CK(cudaFuncSetAttribute(expert_gemm<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, expert_gemm_smem_bytes()));
     if (const char* e = std::getenv("LINGC_EXPERT_PATH")) expert_path = e;
     if (const char* e = std::getenv("LINGC_ATTENTION_PATH")) attention_path = e;
     if (const char* e = std::getenv("LINGC_EXPERT_CAP")) expert_cap = std::atol(e);
@@ -1479,15 +1599,43 @@ class Runtime {
   }
 };
 
-// ---------------------------------------------------------------------------------------------
-// Ctx routines
-
-void Ctx::mark(int label) { rt->mark(label); }
-
 static void check_launch(const char* kernel) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail("kernel %s did not launch: %s", kernel, cudaGetErrorString(e));
 }
+
+/**
+ * The grouped expert GEMM (bf16) over rows grouped by the host copy `off` of the offsets: one tile
+ * per 128 rows of each expert. False when the sizes or pointers do not suit it (the caller then
+ * takes the padded cuBLASLt path).
+ */
+static bool expert_grouped(Runtime& rt, const void* x, const int* order, int k, const void* wg, const void* wu, const int* offsets, const std::vector<int>& off, void* out, long E, long O, long I) {
+  auto aligned = [](const void* p) { return (uintptr_t)p % 16 == 0; };
+  if (I % 8 || O % 2 || !aligned(x) || !aligned(wg) || (wu && !aligned(wu))) return false;
+  std::vector<int2> tiles;
+  for (long e = 0; e < E; ++e)
+    for (int r = off[e]; r < off[e + 1]; r += EG_BM) tiles.push_back(make_int2((int)e, r));
+  if (tiles.empty()) return true;
+  int2* dev;
+  CK(cudaMallocAsync(&dev, tiles.size() * sizeof(int2), rt.stream));
+  CK(cudaMemcpyAsync(dev, tiles.data(), tiles.size() * sizeof(int2), cudaMemcpyHostToDevice, rt.stream));
+  const auto* xb = (const __nv_bfloat16*)x;
+  if (wu) {
+    const dim3 g((unsigned)tiles.size(), (unsigned)((O + EG_BN / 2 - 1) / (EG_BN / 2)));
+    expert_gemm<true><<<g, EG_THREADS, expert_gemm_smem_bytes(), rt.stream>>>(xb, order, k, (const __nv_bfloat16*)wg, (const __nv_bfloat16*)wu, offsets, dev, (__nv_bfloat16*)out, O, I);
+  } else {
+    const dim3 g((unsigned)tiles.size(), (unsigned)((O + EG_BN - 1) / EG_BN));
+    expert_gemm<false><<<g, EG_THREADS, expert_gemm_smem_bytes(), rt.stream>>>(xb, order, k, (const __nv_bfloat16*)wg, nullptr, offsets, dev, (__nv_bfloat16*)out, O, I);
+  }
+  check_launch("expert_gemm");
+  CK(cudaFreeAsync(dev, rt.stream));
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ctx routines
+
+void Ctx::mark(int label) { rt->mark(label); }
 
 void Ctx::launched(const char* kernel) { check_launch(kernel); }
 
@@ -1593,6 +1741,10 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
   std::vector<int> off(E + 1);
   CK(cudaMemcpyAsync(off.data(), ptr(offsets), (E + 1) * sizeof(int), cudaMemcpyDeviceToHost, stream));
   CK(cudaStreamSynchronize(stream));
+  // bf16: the grouped GEMM, unless a test asks for the padded path (LINGC_EXPERT_PATH=gemm or loop).
+  if (dt == DT_BF16 && rt->expert_path != "gemm" && rt->expert_path != "loop" &&
+      expert_grouped(*rt, ptr(x), ord, k, ptr(wg), swiglu ? ptr(wu) : nullptr, (const int*)ptr(offsets), off, ptr(out), E, O, I))
+    return;
   std::vector<long> counts(E);
   for (long e = 0; e < E; ++e) counts[e] = off[e + 1] - off[e];
   const long maxr = *std::max_element(counts.begin(), counts.end());
@@ -1796,6 +1948,93 @@ __global__ void attn_reference(const __nv_bfloat16* q, const __nv_bfloat16* k, c
   }
 }
 
+/** Reference expert matmul: a block per row (grouped by expert), fp32 sums, the unfused rounding; out [rows, O]. */
+__global__ void expert_reference(const __nv_bfloat16* x, const int* order, int k, const __nv_bfloat16* wg, const __nv_bfloat16* wu, const int* offsets, int E, float* out, long O, long I) {
+  const long r = blockIdx.x;
+  const int e = expert_of(offsets, E, (int)r);
+  const __nv_bfloat16* xr = x + (long)(order[r] / k) * I;
+  for (long o = threadIdx.x; o < O; o += blockDim.x) {
+    float g = 0.f, u = 0.f;
+    for (long c = 0; c < I; ++c) {
+      g += __bfloat162float(xr[c]) * __bfloat162float(wg[((long)e * O + o) * I + c]);
+      if (wu) u += __bfloat162float(xr[c]) * __bfloat162float(wu[((long)e * O + o) * I + c]);
+    }
+    g = rnd<__nv_bfloat16>(g);
+    out[r * O + o] = wu ? rnd<__nv_bfloat16>(rnd<__nv_bfloat16>(g / (1.f + __expf(-g))) * rnd<__nv_bfloat16>(u)) : g;
+  }
+}
+
+/** The grouped expert GEMM against expert_reference on routings with empty and crowded experts. */
+static int selftest_experts(Runtime& rt) {
+  struct Case {
+    const char* what;
+    long tokens, k, E, O, I;
+    bool swiglu;
+  };
+  const Case cases[] = {
+      {"SwiGLU, a k-step tail, a partial column tile", 300, 2, 8, 96, 200, true},
+      {"down projection, partial column tile", 300, 2, 8, 96, 200, false},
+      {"SwiGLU, Ling-mini widths", 2000, 8, 32, 512, 2048, true},
+      {"down projection, Ling-mini widths", 2000, 8, 32, 2048, 512, false},
+  };
+  int failed = 0;
+  for (const Case& c : cases) {
+    const long rows = c.tokens * c.k;
+    // Routing: expert 0 gets nothing, expert 1 a third of the pairs, the rest spread.
+    std::vector<int> idx(rows);
+    unsigned long long z = 99;
+    for (long p = 0; p < rows; ++p) {
+      z = z * 6364136223846793005ull + 1442695040888963407ull;
+      const unsigned v = (unsigned)(z >> 33);
+      idx[p] = v % 3 == 0 ? 1 : 1 + (int)(v / 3 % (c.E - 1));
+    }
+    std::vector<int> order(rows), off(c.E + 1, 0);
+    for (long p = 0; p < rows; ++p) off[idx[p] + 1]++;
+    for (long e = 0; e < c.E; ++e) off[e + 1] += off[e];
+    std::vector<int> cursor(off.begin(), off.end() - 1);
+    for (long p = 0; p < rows; ++p) order[cursor[idx[p]]++] = (int)p;
+    const long nx = c.tokens * c.I, nw = c.E * c.O * c.I;
+    __nv_bfloat16 *x, *wg, *wu = nullptr, *o;
+    int *dord, *doff;
+    float* ref;
+    CK(cudaMalloc(&x, nx * 2));
+    CK(cudaMalloc(&wg, nw * 2));
+    if (c.swiglu) CK(cudaMalloc(&wu, nw * 2));
+    CK(cudaMalloc(&o, rows * c.O * 2));
+    CK(cudaMalloc(&ref, rows * c.O * 4));
+    CK(cudaMalloc(&dord, rows * 4));
+    CK(cudaMalloc(&doff, (c.E + 1) * 4));
+    CK(cudaMemcpy(dord, order.data(), rows * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(doff, off.data(), (c.E + 1) * 4, cudaMemcpyHostToDevice));
+    init_random<<<grid((nx + 255) / 256), 256, 0, rt.stream>>>(x, nx, 21, 1.f, 0.f);
+    init_random<<<grid((nw + 255) / 256), 256, 0, rt.stream>>>(wg, nw, 22, 0.1f, 0.f);
+    if (wu) init_random<<<grid((nw + 255) / 256), 256, 0, rt.stream>>>(wu, nw, 23, 0.1f, 0.f);
+    if (!expert_grouped(rt, x, dord, (int)c.k, wg, wu, doff, off, o, c.E, c.O, c.I)) fail("selftest: the grouped expert GEMM refused its sizes");
+    expert_reference<<<(unsigned)rows, 128, 0, rt.stream>>>(x, dord, (int)c.k, wg, wu, doff, (int)c.E, ref, c.O, c.I);
+    check_launch("expert_reference");
+    std::vector<__nv_bfloat16> ho(rows * c.O);
+    std::vector<float> hr(rows * c.O);
+    CK(cudaMemcpyAsync(ho.data(), o, rows * c.O * 2, cudaMemcpyDeviceToHost, rt.stream));
+    CK(cudaMemcpyAsync(hr.data(), ref, rows * c.O * 4, cudaMemcpyDeviceToHost, rt.stream));
+    CK(cudaStreamSynchronize(rt.stream));
+    double worst = 0, biggest = 0;
+    for (long i = 0; i < rows * c.O; ++i) {
+      const float got = __bfloat162float(ho[i]);
+      worst = std::max(worst, std::isfinite(got) ? std::fabs((double)got - hr[i]) : INFINITY);
+      biggest = std::max(biggest, (double)std::fabs(hr[i]));
+    }
+    // Summation order differs from the reference's, so a result near a rounding boundary may land
+    // one bf16 step away, twice over for SwiGLU (g and u, then the product): 2^-6 of the largest.
+    const double tol = biggest / 64;
+    const bool ok = worst <= tol && biggest > 0.01;
+    failed += !ok;
+    std::printf("selftest expert GEMM (%s): max abs diff %.3e, largest value %.3f (tolerance %.1e): %s\n", c.what, worst, biggest, tol, ok ? "PASS" : "FAIL");
+    for (void* p : {(void*)x, (void*)wg, (void*)wu, (void*)o, (void*)ref, (void*)dord, (void*)doff})
+      if (p) CK(cudaFree(p));
+  }
+  return failed;
+}
+
 static int selftest(Runtime& rt) {
   struct Case {
     const char* what;
@@ -1852,6 +2091,7 @@ static int selftest(Runtime& rt) {
     std::printf("selftest attention (%s): max abs diff %.3e, largest value %.3f (tolerance %.1e): %s\n", c.what, worst, biggest, tol * biggest, ok ? "PASS" : "FAIL");
     for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)ref}) CK(cudaFree(p));
   }
+  failed += selftest_experts(rt);
   return failed ? 1 : 0;
 }
 
@@ -2086,7 +2326,7 @@ static const char* USAGE =
     "usage: lingc_model COMMAND [options]\n"
     "  run       --checkpoint DIR --graph forward|decode --input IN.safetensors --out OUT.safetensors [--observe] [--profile]\n"
     "  generate  --checkpoint DIR --prompt '1,2,3;4,5' --max-new-tokens N [--logits-out F.safetensors] [--profile]\n"
-    "  selftest  (the bf16 attention kernels against a reference; no checkpoint)\n"
+    "  selftest  (the bf16 attention and grouped expert kernels against references; no checkpoint)\n"
     "  bench     (--checkpoint DIR | --random-weights) [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--profile]\n";
 
 }  // namespace lingc

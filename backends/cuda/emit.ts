@@ -206,7 +206,7 @@ class GraphEmitter {
       ...g.kernel.buffers.map((b, j) => `(${b.write ? "" : "const "}${b.elem === "bf16" ? "__nv_bfloat16" : b.elem === "i32" ? "int" : "float"}*)c.ptr(${g.slots[j]})`),
       ...g.uniforms.map((u) => `(int)${this.dim(u.dim)}`),
     ];
-    return [`{ const long n_ = ${this.dim(g.grid.dim)}; if (n_ > 0) { ${name}<<<lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, 0, c.stream>>>(${args.join(", ")}); c.launched(${cppString(name)}); } }`];
+    return [`{ const long n_ = ${this.dim(g.grid.dim)}; if (n_ > 0) { c.launch(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, ${args.join(", ")}); c.launched(${cppString(name)}); } }`];
   }
 
   tables(): string {

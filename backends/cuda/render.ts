@@ -125,6 +125,9 @@ export function renderCuda(k: Kernel): string {
   r.stmts(k.body, "  ", body);
   const out = [`// ${k.name}`, `extern "C" __global__ void __launch_bounds__(${k.wg}) ${k.name}(${cudaParams(k).join(", ")}) {`];
   for (const s of k.shared) out.push(`  __shared__ ${TYPE[s.t]} ${s.name}[${s.size}];`);
+  // Launched with programmatic dependent launch (lingc_runtime.h): let the next kernel be
+  // scheduled now, and wait for the previous kernel's results before reading anything.
+  out.push(`  asm volatile("griddepcontrol.launch_dependents;");`, `  asm volatile("griddepcontrol.wait;" ::: "memory");`);
   out.push(`  [[maybe_unused]] const int lid = (int)threadIdx.x;`, `  [[maybe_unused]] const int wgid = (int)(blockIdx.x + blockIdx.y * gridDim.x);`);
   out.push(...body, "}");
   return out.join("\n") + "\n";

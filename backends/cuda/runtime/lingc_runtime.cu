@@ -301,6 +301,12 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+/** First thing in a kernel launched by launch_pdl: see lingc_runtime.h. */
+__device__ __forceinline__ void pdl_enter() {
+  asm volatile("griddepcontrol.launch_dependents;");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+
 __device__ __forceinline__ long linear_block() { return (long)blockIdx.x + (long)blockIdx.y * gridDim.x; }
 
 /** Eight consecutive elements as floats (one 16-byte load for bf16, two for f32). */
@@ -340,6 +346,7 @@ __device__ __forceinline__ int expert_of(const int* offsets, int E, int r) {
 template <typename T, bool SWIGLU, bool VEC, bool BY_ROW>
 __global__ void __launch_bounds__(256) expert_gemv(const T* __restrict__ x, const int* __restrict__ order, int k, const T* __restrict__ wg, const T* __restrict__ wu,
                                                    const int* __restrict__ offsets, T* __restrict__ out, int E, long O, long I) {
+  pdl_enter();
   int e, lo, hi;
   if (BY_ROW) {
     lo = blockIdx.y;
@@ -362,6 +369,7 @@ __global__ void __launch_bounds__(256) expert_gemv(const T* __restrict__ x, cons
     for (int j = 0; j < 4; ++j) xr[j] = j < nr ? (long)(order ? order[r0 + j] / k : r0 + j) * I : 0;
     float ag[4] = {0, 0, 0, 0}, au[4] = {0, 0, 0, 0};
     if (VEC) {
+#pragma unroll 4
       for (long c = lane * 8; c < I; c += 256) {
         float g[8], u[8], xv[8];
         load8(rg, c, g);
@@ -459,6 +467,7 @@ __global__ void dispatch_place(const int* __restrict__ idx, long n, int* __restr
  */
 constexpr long DISPATCH_ONE_BLOCK = 1 << 16;
 __global__ void __launch_bounds__(1024) dispatch_one_block(const int* __restrict__ idx, long n, int E, int* __restrict__ offsets, int* __restrict__ order, int* __restrict__ row_of) {
+  pdl_enter();
   extern __shared__ int counts[];  // [E] counts, then [E] cursors
   int* cursor = counts + E;
   for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] = 0;
@@ -527,6 +536,7 @@ __device__ __forceinline__ void load8(const T* __restrict__ p, float* f) {
 template <typename T, bool VEC>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* __restrict__ part, int* __restrict__ counters,
                                                          T* __restrict__ out, long nh, long nkv, long S, long Tk, int D, int DV, float scale, int causal, int chunk, int nsplit, int transposed) {
+  pdl_enter();
   const int rep = (int)(nh / nkv), ngroups = (rep + DEC_ROWS - 1) / DEC_ROWS;
   const long item = blockIdx.x;
   const int split = blockIdx.y;
@@ -775,6 +785,7 @@ __global__ void __launch_bounds__(256) softmax_rows(T* __restrict__ s, long rows
 /** A float cast (bf16 <-> f32, or a copy), 8 elements per thread when n and the pointers allow 16-byte access. */
 template <typename A, typename B, bool VEC>
 __global__ void convert(const A* __restrict__ in, B* __restrict__ out, long n) {
+  pdl_enter();
   const long i = (linear_block() * blockDim.x + threadIdx.x) * (VEC ? 8 : 1);
   if (i >= n) return;
   if constexpr (VEC) {
@@ -804,6 +815,7 @@ struct ConcatSources {
 
 template <typename U>
 __global__ void concat_rows(ConcatSources in, U* __restrict__ out, long rows, long out_cols) {
+  pdl_enter();
   for (long r = blockIdx.y; r < rows; r += gridDim.y) {
     for (long c = (long)blockIdx.x * blockDim.x + threadIdx.x; c < out_cols; c += (long)gridDim.x * blockDim.x) {
       long cc = c;
@@ -1637,10 +1649,24 @@ static bool expert_grouped(Runtime& rt, const void* x, const int* order, int k, 
 
 void Ctx::mark(int label) { rt->mark(label); }
 
-void Ctx::launched(const char* kernel) { check_launch(kernel); }
+void Ctx::launched(const char* kernel) {
+  if (launch_status != cudaSuccess) fail("kernel %s did not launch: %s", kernel, cudaGetErrorString(launch_status));
+  check_launch(kernel);
+}
 
 void Ctx::linear(int x, int w, int out, long M, long N, long K) {
-  rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1);
+  // One row (a batch-1 decode step): the GEMV kernel (16-byte loads, PDL-launched like the kernels
+  // around it) where cuBLASLt's GEMM for M = 1 moves less; the LM head stays on cuBLASLt.
+  const int dt = dtype(x);
+  if (M == 1 && K % 256 == 0 && N * K <= (64L << 20) && dtype(out) == dt) {
+    // As one expert over one row: expert_of never reads the offsets when E is 1.
+    const dim3 g((unsigned)((N + 7) / 8), 1);
+    if (dt == DT_BF16) CK(launch_pdl(stream, expert_gemv<__nv_bfloat16, false, true, true>, g, 256, 0, (const __nv_bfloat16*)ptr(x), (const int*)nullptr, 1, (const __nv_bfloat16*)ptr(w), (const __nv_bfloat16*)nullptr, (const int*)nullptr, (__nv_bfloat16*)ptr(out), 1, N, K));
+    else CK(launch_pdl(stream, expert_gemv<float, false, true, true>, g, 256, 0, (const float*)ptr(x), (const int*)nullptr, 1, (const float*)ptr(w), (const float*)nullptr, (const int*)nullptr, (float*)ptr(out), 1, N, K));
+    launched("gemv");
+    return;
+  }
+  rt->gemm(dt, M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1);
 }
 
 void Ctx::cast(int in, int out, long n) {
@@ -1649,8 +1675,8 @@ void Ctx::cast(int in, int out, long n) {
   const bool vec = n % 8 == 0 && (uintptr_t)ptr(in) % 16 == 0 && (uintptr_t)ptr(out) % 16 == 0;
   const dim3 gr = grid(((vec ? n / 8 : n) + 255) / 256);
 #define LINGC_CONVERT(A, B)                                                                        \
-  if (vec) convert<A, B, true><<<gr, 256, 0, stream>>>((const A*)ptr(in), (B*)ptr(out), n);        \
-  else convert<A, B, false><<<gr, 256, 0, stream>>>((const A*)ptr(in), (B*)ptr(out), n);
+  if (vec) CK(launch_pdl(stream, convert<A, B, true>, gr, 256, 0, (const A*)ptr(in), (B*)ptr(out), n)); \
+  else CK(launch_pdl(stream, convert<A, B, false>, gr, 256, 0, (const A*)ptr(in), (B*)ptr(out), n));
   if (a == DT_BF16 && b == DT_F32) { LINGC_CONVERT(__nv_bfloat16, float) }
   else if (a == DT_F32 && b == DT_BF16) { LINGC_CONVERT(float, __nv_bfloat16) }
   else if (a == DT_F32 && b == DT_F32) { LINGC_CONVERT(float, float) }
@@ -1682,16 +1708,16 @@ void Ctx::concat(int out, long rows, int count, const int* srcs, const long* col
   }
   if (rows == 0 || out_cols == 0) return;
   const dim3 gr((unsigned)std::min<long>((out_cols + 255) / 256, 4096), (unsigned)std::min<long>(rows, 65535));
-  if (unit == 16) concat_rows<uint4><<<gr, 256, 0, stream>>>(in, (uint4*)ptr(out), rows, out_cols);
-  else if (unit == 8) concat_rows<uint2><<<gr, 256, 0, stream>>>(in, (uint2*)ptr(out), rows, out_cols);
-  else if (unit == 4) concat_rows<unsigned><<<gr, 256, 0, stream>>>(in, (unsigned*)ptr(out), rows, out_cols);
-  else concat_rows<unsigned short><<<gr, 256, 0, stream>>>(in, (unsigned short*)ptr(out), rows, out_cols);
+  if (unit == 16) CK(launch_pdl(stream, concat_rows<uint4>, gr, 256, 0, in, (uint4*)ptr(out), rows, out_cols));
+  else if (unit == 8) CK(launch_pdl(stream, concat_rows<uint2>, gr, 256, 0, in, (uint2*)ptr(out), rows, out_cols));
+  else if (unit == 4) CK(launch_pdl(stream, concat_rows<unsigned>, gr, 256, 0, in, (unsigned*)ptr(out), rows, out_cols));
+  else CK(launch_pdl(stream, concat_rows<unsigned short>, gr, 256, 0, in, (unsigned short*)ptr(out), rows, out_cols));
   launched("concat_rows");
 }
 
 void Ctx::moe_dispatch(int idx, int order, int offsets, int row_of, long n, long E) {
   if (n <= DISPATCH_ONE_BLOCK && E <= 4096) {
-    dispatch_one_block<<<1, 1024, 2 * E * sizeof(int), stream>>>((const int*)ptr(idx), n, (int)E, (int*)ptr(offsets), (int*)ptr(order), (int*)ptr(row_of));
+    CK(launch_pdl(stream, dispatch_one_block, 1, 1024, 2 * E * sizeof(int), (const int*)ptr(idx), n, (int)E, (int*)ptr(offsets), (int*)ptr(order), (int*)ptr(row_of)));
     launched("dispatch_one_block");
     return;
   }
@@ -1717,7 +1743,7 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
     const bool by_row = rows <= E / 4;
     const dim3 g((unsigned)((O + 7) / 8), (unsigned)(by_row ? rows : E));
     const bool vec = dt == DT_BF16 ? I % 256 == 0 : I % 256 == 0;
-#define LINGC_GEMV(T, SW, V, R) expert_gemv<T, SW, V, R><<<g, 256, 0, stream>>>((const T*)ptr(x), ord, k, (const T*)ptr(wg), swiglu ? (const T*)ptr(wu) : nullptr, (const int*)ptr(offsets), (T*)ptr(out), (int)E, O, I)
+#define LINGC_GEMV(T, SW, V, R) CK(launch_pdl(stream, expert_gemv<T, SW, V, R>, g, 256, 0, (const T*)ptr(x), ord, k, (const T*)ptr(wg), swiglu ? (const T*)ptr(wu) : nullptr, (const int*)ptr(offsets), (T*)ptr(out), (int)E, O, I))
 #define LINGC_GEMV_T(T)                                                          \
   if (swiglu) {                                                                  \
     if (vec) { if (by_row) LINGC_GEMV(T, true, true, true); else LINGC_GEMV(T, true, true, false); }     \
@@ -1843,7 +1869,7 @@ static void run_attention(Runtime& rt, int dt, const void* qp, const void* kp, c
     const size_t eb = dtype_bytes(dt);
     // 16-byte key and value loads: rows a multiple of 16 bytes (and of 8 elements, for the P.V columns).
     const bool vec = (d * eb) % 16 == 0 && (dv * eb) % 16 == 0 && dv % 8 == 0 && (uintptr_t)kp % 16 == 0 && (uintptr_t)vp % 16 == 0;
-#define LINGC_DEC(E, V) attn_decode<E, V><<<g1, DEC_THREADS, 0, stream>>>((const E*)qp, (const E*)kp, (const E*)vp, part, rt.counters, (E*)op, nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit, transposed)
+#define LINGC_DEC(E, V) CK(launch_pdl(stream, attn_decode<E, V>, g1, DEC_THREADS, 0, (const E*)qp, (const E*)kp, (const E*)vp, part, rt.counters, (E*)op, nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit, (int)transposed))
     if (dt == DT_BF16) { if (vec) LINGC_DEC(__nv_bfloat16, true); else LINGC_DEC(__nv_bfloat16, false); }
     else { if (vec) LINGC_DEC(float, true); else LINGC_DEC(float, false); }
 #undef LINGC_DEC

@@ -87,6 +87,26 @@ size_t dtype_bytes(int dt);
 
 class Runtime;
 
+/**
+ * Launches kern with programmatic dependent launch: the kernel may be scheduled while the one
+ * before it drains. Every lingc kernel launched so starts with launch_dependents (let the next one
+ * be scheduled) and wait (for the previous kernel's results), so only launch latency overlaps.
+ */
+template <typename... P, typename... A>
+inline cudaError_t launch_pdl(cudaStream_t stream, void (*kern)(P...), dim3 grid, dim3 threads, size_t smem, A... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = threads;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kern, static_cast<P>(args)...);
+}
+
 /** What generated host code sees while a graph runs. */
 struct Ctx {
   Runtime* rt;
@@ -98,6 +118,11 @@ struct Ctx {
   int dtype(int slot) const { return g->slots[slot].dtype; }
   void mark(int label);
   void launched(const char* kernel);
+  cudaError_t launch_status = cudaSuccess;  // of the last launch(); launched() reports it
+  template <typename... P, typename... A>
+  void launch(void (*kern)(P...), dim3 grid, unsigned threads, A... args) {
+    launch_status = launch_pdl(stream, kern, grid, dim3(threads), 0, args...);
+  }
   // Y[M,N] = X[M,K] . W[N,K]^T (cuBLASLt), in the slots' dtype with fp32 accumulation.
   void linear(int x, int w, int out, long M, long N, long K);
   // Expert matmuls over rows grouped by expert (offsets[E+1]): with wu >= 0, silu(x.Wg^T) * (x.Wu^T);

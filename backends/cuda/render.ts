@@ -94,8 +94,8 @@ export class CudaRenderer {
           out.push(`${indent}}`);
           break;
         case "for": {
-          // Loops of a known small trip count are unrolled, so the per-thread arrays they index
-          // (a head's elements in QK-norm and RoPE) stay in registers instead of local memory.
+          // Loops of a known small trip count are unrolled: the per-thread arrays they index (the
+          // router's group picks) can then stay in registers, and their loads are issued together.
           const trips = s.from.k === "lit" && s.to.k === "lit" && s.step.k === "lit" && s.step.v > 0 ? Math.ceil((s.to.v - s.from.v) / s.step.v) : Infinity;
           if (trips <= MAX_UNROLL) out.push(`${indent}#pragma unroll`);
           out.push(`${indent}for (int ${s.v} = ${this.expr(s.from)}; ${s.v} < ${this.expr(s.to)}; ${s.v} += ${this.expr(s.step)}) {`);

@@ -504,29 +504,19 @@ __global__ void silu_mul(const T* __restrict__ g, const T* __restrict__ u, T* __
  * Decode attention (flash-decoding). A block takes one query position of up to DEC_ROWS query heads
  * that share a KV head (GQA), and one chunk of keys: each key and value row is read once for all of
  * those heads. Scores: a quad of lanes per key, each lane a quarter of the head dim in 16-byte
- * loads, against the queries in shared memory; softmax per head over the chunk; P.V: the warps split
- * the keys, the lanes the value columns, summed across warps in shared memory. With several chunks
+ * loads, against the queries in shared memory; softmax per head over the chunk; P.V: groups of
+ * threads take keys, a thread 8 value columns, and the groups' sums meet in shared memory. With several chunks
  * (nsplit > 1) each block leaves (max, sum, acc) per head in `part`, and the last block of an item to
  * finish (counted in `counters`, which it resets) combines them into `out`. Loops are unrolled so
  * that each thread has several loads in flight: a decode step is latency-bound, not bandwidth-bound.
  */
 constexpr int DEC_ROWS = 8, DEC_CHUNK = 256, DEC_THREADS = 128, DEC_MAX_SPLIT = 128;
 
-/** Elements [c, c + 8) of a row as floats; VEC: one 16-byte load (bf16) or two (f32). */
+/** Elements [0, 8) of p as floats: VEC, the 16-byte loads of load8 above; else one element at a time. */
 template <typename T, bool VEC>
 __device__ __forceinline__ void load8(const T* __restrict__ p, float* f) {
-  if constexpr (VEC && sizeof(T) == 2) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
-    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      const float2 v = __bfloat1622float2(h[t]);
-      f[2 * t] = v.x;
-      f[2 * t + 1] = v.y;
-    }
-  } else if constexpr (VEC) {
-    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-    f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+  if constexpr (VEC) {
+    load8(p, 0L, f);
   } else {
 #pragma unroll
     for (int t = 0; t < 8; ++t) f[t] = ld(p, t);
@@ -1742,7 +1732,7 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
     // A handful of rows: a block per row; more: a block per expert, reading each weight row once for its rows.
     const bool by_row = rows <= E / 4;
     const dim3 g((unsigned)((O + 7) / 8), (unsigned)(by_row ? rows : E));
-    const bool vec = dt == DT_BF16 ? I % 256 == 0 : I % 256 == 0;
+    const bool vec = I % 256 == 0;
 #define LINGC_GEMV(T, SW, V, R) CK(launch_pdl(stream, expert_gemv<T, SW, V, R>, g, 256, 0, (const T*)ptr(x), ord, k, (const T*)ptr(wg), swiglu ? (const T*)ptr(wu) : nullptr, (const int*)ptr(offsets), (T*)ptr(out), (int)E, O, I))
 #define LINGC_GEMV_T(T)                                                          \
   if (swiglu) {                                                                  \
@@ -1758,19 +1748,21 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
     launched("expert_gemv");
     return;
   }
-  // Many rows: the offsets come to the host once. Each expert's first `cap` rows go through one
-  // strided-batched GEMM over all experts (rows padded to cap); an expert with more rows than cap
-  // (skewed routing) runs its remaining rows as GEMMs of its own. cap minimizes an estimate of the
-  // cost: padded rows, plus for each expert over cap the launches of its own GEMMs counted as the
-  // rows the batched GEMM would do in that time (about 20 us at 500 TFLOP/s), so neither a skewed
-  // router nor a flood of tiny per-expert GEMMs decides the time.
+  // Many rows: the offsets come to the host once. bf16 takes the grouped GEMM (expert_gemm: a tile
+  // per 128 rows of an expert, the token gather and SwiGLU fused), unless a test asks for the padded
+  // path (LINGC_EXPERT_PATH=gemm or loop), which fp32 always takes.
   std::vector<int> off(E + 1);
   CK(cudaMemcpyAsync(off.data(), ptr(offsets), (E + 1) * sizeof(int), cudaMemcpyDeviceToHost, stream));
   CK(cudaStreamSynchronize(stream));
-  // bf16: the grouped GEMM, unless a test asks for the padded path (LINGC_EXPERT_PATH=gemm or loop).
   if (dt == DT_BF16 && rt->expert_path != "gemm" && rt->expert_path != "loop" &&
       expert_grouped(*rt, ptr(x), ord, k, ptr(wg), swiglu ? ptr(wu) : nullptr, (const int*)ptr(offsets), off, ptr(out), E, O, I))
     return;
+  // The padded path: each expert's first `cap` rows go through one strided-batched cuBLASLt GEMM
+  // over all experts (rows padded to cap); an expert with more rows than cap (skewed routing) runs
+  // its remaining rows as GEMMs of its own. cap minimizes an estimate of the cost: padded rows, plus
+  // for each expert over cap the launches of its own GEMMs counted as the rows the batched GEMM would
+  // do in that time (about 20 us at 500 TFLOP/s), so neither a skewed router nor a flood of tiny
+  // per-expert GEMMs decides the time.
   std::vector<long> counts(E);
   for (long e = 0; e < E; ++e) counts[e] = off[e + 1] - off[e];
   const long maxr = *std::max_element(counts.begin(), counts.end());

@@ -3,7 +3,7 @@
  * are `__nv_bfloat16*`, read and written as float), run-time sizes are int parameters after them.
  * The grid is linearized like WGSL's (blockIdx.x + blockIdx.y * gridDim.x).
  */
-import type { Expr, Kernel, KType, Stmt } from "../kernels/kir";
+import { f32Text, type Expr, type Kernel, type KType, type Stmt } from "../kernels/kir";
 
 const TYPE: Record<KType, string> = { f32: "float", i32: "int", u32: "unsigned", bool: "bool" };
 
@@ -14,12 +14,7 @@ export function literal(v: number, t: KType): string {
   if (Number.isNaN(v)) return "NAN";
   if (v === Infinity) return "INFINITY";
   if (v === -Infinity) return "(-INFINITY)";
-  const f = Math.fround(v);
-  for (let p = 1; p <= 17; p++) {
-    const s = f.toPrecision(p);
-    if (Math.fround(Number(s)) === f) return `${s.includes("e") || s.includes(".") ? s : `${s}.0`}f`;
-  }
-  return `${f}f`;
+  return f32Text(v);
 }
 
 /** Largest constant trip count that the CUDA output unrolls. */

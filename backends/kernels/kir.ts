@@ -58,6 +58,20 @@ export interface Kernel {
 // ---------------------------------------------------------------------------------------------
 // Expressions
 
+/**
+ * A finite f32 value as the shortest decimal text that reads back as the same f32, with an `f`
+ * suffix ("0.5f", "-0.0f", "1e-06f"): the float literal WGSL and CUDA C++ share.
+ */
+export function f32Text(v: number): string {
+  const x = Math.fround(v);
+  if (x === 0) return Object.is(x, -0) ? "-0.0f" : "0.0f";
+  for (let p = 1; p <= 17; p++) {
+    const s = x.toPrecision(p);
+    if (Math.fround(Number(s)) === x) return `${s.includes("e") || s.includes(".") ? s : `${s}.0`}f`;
+  }
+  return `${x}f`;
+}
+
 export const lit = (v: number, t: KType = "i32"): Expr => ({ k: "lit", t, v });
 export const f = (v: number): Expr => lit(v, "f32");
 export const i = (v: number): Expr => lit(v, "i32");

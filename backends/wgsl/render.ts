@@ -3,7 +3,7 @@
  * uniform struct at binding n. The grid is linearized (workgroup_id.x + workgroup_id.y * nx) so a
  * launch can exceed the 65535-workgroups-per-dimension limit.
  */
-import type { Expr, Kernel, KType, Stmt } from "../kernels/kir";
+import { f32Text, type Expr, type Kernel, type KType, type Stmt } from "../kernels/kir";
 
 const TYPE: Record<KType, string> = { f32: "f32", i32: "i32", u32: "u32", bool: "bool" };
 
@@ -20,14 +20,7 @@ function literal(v: number, t: KType): string {
   if (Number.isNaN(v)) throw new Error("kir: a NaN literal cannot be written in WGSL");
   if (v === Infinity) return "3.4028234e+38f";
   if (v === -Infinity) return "-3.4028234e+38f";
-  const f = Math.fround(v);
-  if (f === 0) return Object.is(f, -0) ? "-0.0f" : "0.0f";
-  // Shortest text that reads back as the same f32.
-  for (let p = 1; p <= 17; p++) {
-    const s = f.toPrecision(p);
-    if (Math.fround(Number(s)) === f) return `${s.includes("e") || s.includes(".") ? s : `${s}.0`}f`;
-  }
-  return `${f}f`;
+  return f32Text(v);
 }
 
 function expr(e: Expr): string {

@@ -15,6 +15,7 @@ import { readAllSafetensors } from "../../models/checkpoint/safetensors";
 import { resolveCheckpoint } from "../../models/resolve";
 import { tensorDiff } from "../support/compare";
 import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
+import { goldenGreedy } from "../support/golden";
 
 const gpu = hasCudaGpu();
 if (!gpu) console.warn("tests/golden/cuda.test.ts: skipped, no NVIDIA GPU on this machine (the CUDA execution checks run on the H200: bench/cuda/device.sh correct)");
@@ -36,13 +37,9 @@ describe.skipIf(!gpu)("CUDA backend vs upstream golden (ling-tiny, fp32)", () =>
   });
 
   it("greedy generation through the decode graph reproduces greedy_ids", async () => {
-    const ids = golden["input_ids"]!;
-    const [B, S] = ids.shape as [number, number];
-    const prompts = Array.from({ length: B }, (_, b) => Array.from(ids.data.subarray(b * S, (b + 1) * S)));
-    const want = golden["greedy_ids"]!;
-    const W = want.shape[1]!;
-    const r = await greedyGenerate(model, prompts, W - S);
-    for (let b = 0; b < B; b++) expect(r.tokens[b]).toEqual(Array.from(want.data.subarray(b * W + S, (b + 1) * W)));
+    const { prompts, tokens, steps } = goldenGreedy(golden);
+    const r = await greedyGenerate(model, prompts, steps);
+    expect(r.tokens).toEqual(tokens);
   });
 
   it("the bf16 attention and expert kernels match their references (lingc_model selftest)", async () => {

@@ -11,6 +11,7 @@ import { readAllSafetensors } from "../../models/checkpoint/safetensors";
 import { resolveCheckpoint } from "../../models/resolve";
 import { rowSets, tensorDiff, maxAbsDiff } from "../support/compare";
 import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
+import { goldenGreedy } from "../support/golden";
 
 const golden = readAllSafetensors(GOLDEN_FILE);
 let model: LoadedModel;
@@ -42,23 +43,12 @@ describe("interpreter vs upstream golden (ling-tiny, fp32)", () => {
   });
 
   it("greedy generation through the decode graph reproduces greedy_ids and greedy_logits", async () => {
-    const ids = golden["input_ids"]!;
-    const [B, S] = ids.shape as [number, number];
-    const prompts = Array.from({ length: B }, (_, b) => Array.from(ids.data.subarray(b * S, (b + 1) * S)));
-    const steps = golden["greedy_logits"]!.shape[1]!;
+    const { prompts, tokens, steps, stepLogits } = goldenGreedy(golden);
     let decodeCalls = 0;
     const counting = { ...model, decode: { run: (i: Record<string, Tensor>) => (decodeCalls++, model.decode.run(i)) } };
     const r = await greedyGenerate(counting, prompts, steps);
     expect(decodeCalls).toBe(steps - 1);
-    const want = golden["greedy_ids"]!;
-    const W = want.shape[1]!;
-    for (let b = 0; b < B; b++) {
-      expect(r.tokens[b]).toEqual(Array.from(want.data.subarray(b * W + S, (b + 1) * W)));
-      for (let s = 0; s < steps; s++) {
-        const V = r.stepLogits[b]![s]!.length;
-        const g = golden["greedy_logits"]!.data.subarray((b * steps + s) * V, (b * steps + s + 1) * V);
-        expect(maxAbsDiff(r.stepLogits[b]![s]!, g)).toBeLessThanOrEqual(1e-4);
-      }
-    }
+    expect(r.tokens).toEqual(tokens);
+    for (let b = 0; b < prompts.length; b++) for (let s = 0; s < steps; s++) expect(maxAbsDiff(r.stepLogits[b]![s]!, stepLogits(b, s))).toBeLessThanOrEqual(1e-4);
   });
 });

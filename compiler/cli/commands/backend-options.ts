@@ -1,6 +1,11 @@
-/** Options for the backends that compile at load time (wgsl): fusions to switch off and the WebGPU profile. */
+/**
+ * What the commands that run a checkpoint share: its positional argument, and the options for the
+ * backends that compile at load time (wgsl): fusions to switch off and the WebGPU profile.
+ */
 import type { BackendOptions } from "../../../backends/backend";
 import { str, type OptionSpec, type ParsedArgs } from "../args";
+
+export const CHECKPOINT_POSITIONAL = { name: "checkpoint", help: "a checkpoint folder (config.json + *.safetensors)" };
 
 export const BACKEND_OPTIONS: OptionSpec[] = [
   { name: "no-fuse", value: "LIST", help: "fusions to switch off (router, qk_norm_rope, attention, swiglu, residual_norm, norm_matmul, elementwise, or all)" },

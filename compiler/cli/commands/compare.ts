@@ -9,7 +9,7 @@ import { BACKEND_NAMES, getBackend } from "../../../backends";
 import { resolveCheckpoint } from "../../../models/resolve";
 import { str } from "../args";
 import type { Command } from "./command";
-import { BACKEND_OPTIONS, backendOptions } from "./backend-options";
+import { BACKEND_OPTIONS, backendOptions, CHECKPOINT_POSITIONAL } from "./backend-options";
 import { readInputIds } from "./run";
 
 export interface ValueDiff {
@@ -47,7 +47,7 @@ export const compare: Command = {
   spec: {
     name: "compare",
     summary: "Runs the forward graph on two backends and compares every named value both expose (max abs and relative error), naming the first that exceeds the tolerance.",
-    positionals: [{ name: "checkpoint", help: "a checkpoint folder (config.json + *.safetensors)" }],
+    positionals: [CHECKPOINT_POSITIONAL],
     options: [
       { name: "backends", value: "A,B", help: `two backends (from ${BACKEND_NAMES.join(", ")}); the first is the reference`, required: true },
       { name: "input", value: "FILE", help: "safetensors file with input_ids (int64 [B, S])", required: true },

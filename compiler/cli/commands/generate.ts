@@ -4,7 +4,7 @@ import { greedyGenerate } from "../../../backends/generate";
 import { resolveCheckpoint } from "../../../models/resolve";
 import { int, str, UsageError } from "../args";
 import type { Command } from "./command";
-import { BACKEND_OPTIONS, backendOptions } from "./backend-options";
+import { BACKEND_OPTIONS, backendOptions, CHECKPOINT_POSITIONAL } from "./backend-options";
 
 /** "1,2,3;4,5" -> [[1,2,3],[4,5]] */
 export function parsePrompts(text: string): number[][] {
@@ -22,7 +22,7 @@ export const generate: Command = {
   spec: {
     name: "generate",
     summary: "Greedy generation: one forward pass over the prompt, then one decode step per new token with the KV cache. Prints the new ids, one line per sequence.",
-    positionals: [{ name: "checkpoint", help: "a checkpoint folder (config.json + *.safetensors)" }],
+    positionals: [CHECKPOINT_POSITIONAL],
     options: [
       { name: "backend", value: "NAME", help: "which backend runs the graphs (default interp)", choices: BACKEND_NAMES },
       { name: "prompt", value: "IDS", help: "token ids, comma separated; ';' between sequences", required: true },

@@ -5,6 +5,7 @@ import { bindOnnx } from "../../../backends/onnx/bind";
 import { Checkpoint } from "../../../models/checkpoint/checkpoint";
 import { resolveCheckpoint } from "../../../models/resolve";
 import { str } from "../args";
+import { CHECKPOINT_POSITIONAL } from "./backend-options";
 import { writeFileAtomic } from "../io";
 import type { Command } from "./command";
 
@@ -14,7 +15,7 @@ export const onnxBind: Command = {
     summary: "Binds an ONNX model compiled without weights (lingc compile <built-in> --target onnx) to a checkpoint: its external data then points into the checkpoint's safetensors files, with no copy.",
     positionals: [
       { name: "model.onnx", help: "the unbound model" },
-      { name: "checkpoint", help: "a checkpoint folder (config.json + *.safetensors)" },
+      CHECKPOINT_POSITIONAL,
     ],
     options: [{ name: "out", value: "FILE", help: "where to write the bound model", required: true }],
   },

@@ -8,7 +8,7 @@ import { str } from "../args";
 import { ensureDir } from "../io";
 import { dirname } from "node:path";
 import type { Command } from "./command";
-import { BACKEND_OPTIONS, backendOptions } from "./backend-options";
+import { BACKEND_OPTIONS, backendOptions, CHECKPOINT_POSITIONAL } from "./backend-options";
 
 /** Glob patterns (`*` matches anything) for --observe. */
 function matcher(patterns: string | undefined): ((name: string) => boolean) | undefined {
@@ -35,7 +35,7 @@ export const run: Command = {
   spec: {
     name: "run",
     summary: "Runs the forward graph on a checkpoint: reads input_ids [B, S] from --input and writes logits (and mtp_logits) as f32 to --out.",
-    positionals: [{ name: "checkpoint", help: "a checkpoint folder (config.json + *.safetensors)" }],
+    positionals: [CHECKPOINT_POSITIONAL],
     options: [
       { name: "backend", value: "NAME", help: "which backend runs the graph (default interp)", choices: BACKEND_NAMES },
       { name: "input", value: "FILE", help: "safetensors file with input_ids (int64 [B, S])", required: true },

@@ -1,9 +1,9 @@
 /**
  * The CUDA emitter: the kernel plan of the forward and decode graphs as a self-contained CUDA C++
- * source folder. Dense matmuls (`linear`) become cuBLASLt calls; grouped expert matmuls, attention
- * and the SwiGLU experts call the runtime's routines (runtime/lingc_runtime.cu), which pick a GEMV
- * kernel for few tokens and grouped cuBLASLt GEMMs for many; every other kernel of the plan is
- * generated from kir. Steps that read only weights (such as the router weight's cast to fp32) run
+ * source folder. Dense matmuls (`linear`) become calls of the runtime's linear (cuBLASLt, or its GEMV
+ * for one row); grouped expert matmuls, the SwiGLU experts, attention, moe_dispatch and lone float
+ * casts and concats call the runtime's routines (runtime/), which pick their kernel by run-time
+ * sizes; every other kernel of the plan is generated from kir. Steps that read only weights (such as the router weight's cast to fp32) run
  * once at load. The host code per graph is straight-line C++ with the graph's symbols (B, S, P)
  * as variables, so the generated file reads like the schedule it is.
  */
@@ -39,7 +39,9 @@ function runtimeDir(): string {
   throw new LingcError("the CUDA runtime sources (backends/cuda/runtime) are missing from this installation");
 }
 
-export const RUNTIME_FILES = ["lingc_blas.h", "lingc_runtime.h", "lingc_runtime.cu"];
+/** The runtime: lingc_runtime.cu includes the .cuh parts (one translation unit). */
+const RUNTIME_PARTS = ["lingc_device.cuh", "lingc_experts.cuh", "lingc_attention.cuh", "lingc_misc.cuh", "lingc_selftest.cuh"];
+export const RUNTIME_FILES = ["lingc_blas.h", "lingc_runtime.h", "lingc_runtime.cu", ...RUNTIME_PARTS];
 
 /** Storage on the GPU: bf16 stays bf16 (half the bytes), f16 is widened to f32, ints are i32. */
 export function cudaStorage(dt: DType): BufferElem {
@@ -317,7 +319,7 @@ lingc_model: model.o lingc_runtime.o
 model.o: model.cu lingc_runtime.h lingc_blas.h
 \t$(NVCC) $(NVCCFLAGS) -c -o $@ model.cu
 
-lingc_runtime.o: lingc_runtime.cu lingc_runtime.h lingc_blas.h
+lingc_runtime.o: lingc_runtime.cu lingc_runtime.h lingc_blas.h ${RUNTIME_PARTS.join(" ")}
 \t$(NVCC) $(NVCCFLAGS) -c -o $@ lingc_runtime.cu
 
 clean:

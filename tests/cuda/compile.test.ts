@@ -28,7 +28,18 @@ describe("lingc compile --target cuda", () => {
   it("writes a self-contained source folder with a Makefile", async () => {
     const r = await cli("compile", "ling-tiny", "--target", "cuda", "--out", join(dir, "tiny"));
     expect(r.code, r.stderr).toBe(0);
-    expect(readdirSync(join(dir, "tiny")).sort()).toEqual(["Makefile", "lingc_blas.h", "lingc_runtime.cu", "lingc_runtime.h", "model.cu"]);
+    expect(readdirSync(join(dir, "tiny")).sort()).toEqual([
+      "Makefile",
+      "lingc_attention.cuh",
+      "lingc_blas.h",
+      "lingc_device.cuh",
+      "lingc_experts.cuh",
+      "lingc_misc.cuh",
+      "lingc_runtime.cu",
+      "lingc_runtime.h",
+      "lingc_selftest.cuh",
+      "model.cu",
+    ]);
   });
 
   it("the emitted sources for ling-tiny and Ling-1T compile with nvcc -arch=sm_90a and no warnings", async () => {

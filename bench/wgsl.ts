@@ -11,7 +11,6 @@ import { resolveCheckpoint } from "../models/resolve";
 import { wgslBackend } from "../backends/wgsl/backend";
 import { nodeAdapter } from "../backends/wgsl/node";
 import type { LoadedModel } from "../backends/backend";
-import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 
 function arg(name: string, dflt: string): string {
@@ -19,7 +18,7 @@ function arg(name: string, dflt: string): string {
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
 }
 
-const defaultCkpt = ["shared/golden/ling-tiny", "../shared/golden/ling-tiny"].map((p) => resolve(p)).find((p) => existsSync(p)) ?? "../shared/golden/ling-tiny";
+const defaultCkpt = resolve("tests/data/golden/ling-tiny");
 const ckpt = arg("checkpoint", defaultCkpt);
 const B = Number(arg("batch", "1"));
 const S = Number(arg("prompt", "64"));

@@ -2,7 +2,7 @@
 # What runs on the H200 (the device machine): the CUDA backend on the golden checkpoint (run,
 # generate, both expert and attention paths, a bad checkpoint), compute-sanitizer memcheck and
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
-# carry .gpu/node.xz (xz of a Node 20 binary), .gpu/golden/ling-tiny and dist/ (see README).
+# carry .gpu/node.xz (xz of a Node 20 binary)and dist/ (the golden checkpoint is in tests/data) (see README).
 # usage: bench/cuda/device.sh correct|sanitize|bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,7 +11,7 @@ mkdir -p "$OUT" /tmp/node
 [ -x /tmp/node/node ] || python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.gpu/node.xz'), open('/tmp/node/node', 'wb'))"
 chmod +x /tmp/node/node
 export PATH=/tmp/node:$PATH LINGC_CACHE_DIR=/tmp/lingc-cache
-G=.gpu/golden/ling-tiny
+G=tests/data/golden/ling-tiny
 L="node --enable-source-maps dist/lingc.mjs"
 PROMPT=$(python3 -c "
 from safetensors.numpy import load_file

@@ -5,9 +5,12 @@ import { join, resolve } from "node:path";
 import { afterAll } from "vitest";
 
 export const ROOT = resolve(__dirname, "../..");
-/** The golden checkpoint: $LINGC_GOLDEN_DIR, else shared/ inside or beside the checkout. */
+/**
+ * The golden checkpoint: $LINGC_GOLDEN_DIR when set, else the copy in the repository
+ * (tests/data/golden, copied from ../shared/golden so that a fresh clone passes on its own).
+ */
 function findGolden(): string {
-  const candidates = [process.env["LINGC_GOLDEN_DIR"], resolve(ROOT, "shared/golden/ling-tiny"), resolve(ROOT, "../shared/golden/ling-tiny")];
+  const candidates = [process.env["LINGC_GOLDEN_DIR"], resolve(ROOT, "tests/data/golden/ling-tiny")];
   const found = candidates.find((c) => c && existsSync(join(c, "golden.safetensors")));
   if (!found) throw new Error(`golden checkpoint not found (looked in ${candidates.filter(Boolean).join(", ")}); set LINGC_GOLDEN_DIR`);
   return found;

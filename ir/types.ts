@@ -21,6 +21,11 @@ export function granularityToString(g: Granularity): string {
   return g.kind === "block" ? `block(${g.rows}, ${g.cols})` : g.kind;
 }
 
+/** The text form of a scale layout: `scale(f32, block(128, 128))`; "" for none. */
+export function quantToString(q: QuantLayout | undefined): string {
+  return q ? `scale(${q.scaleDtype}, ${granularityToString(q.granularity)})` : "";
+}
+
 export class TensorType {
   constructor(
     readonly dtype: DType,
@@ -36,16 +41,31 @@ export class TensorType {
     return product(this.shape);
   }
 
+  /** The same element type and scale layout over another shape. */
   withShape(shape: readonly Dim[]): TensorType {
-    return new TensorType(this.dtype, shape);
+    return new TensorType(this.dtype, shape, this.quant);
   }
 
+  /**
+   * Another element type over the same shape. The scale layout stays while the new dtype is an FP8
+   * format (e4m3 <-> e5m2 keeps its scales); a wider dtype holds real values and carries none.
+   */
   withDtype(dtype: DType): TensorType {
-    return new TensorType(dtype, this.shape);
+    return new TensorType(dtype, this.shape, isFp8(dtype) ? this.quant : undefined);
+  }
+
+  /** The same tensor with another scale layout (undefined: unscaled). */
+  withQuant(quant: QuantLayout | undefined): TensorType {
+    return new TensorType(this.dtype, this.shape, quant);
   }
 
   equals(o: TensorType): boolean {
     return this.toString() === o.toString();
+  }
+
+  /** Whether both carry the same scale layout (or both none). */
+  sameQuant(o: TensorType): boolean {
+    return quantToString(this.quant) === quantToString(o.quant);
   }
 
   /** Bytes of the elements (scales excluded) for concrete symbol values. */
@@ -55,8 +75,7 @@ export class TensorType {
 
   toString(): string {
     const s = `${this.dtype}[${this.shape.map((d) => d.toString()).join(", ")}]`;
-    if (!this.quant) return s;
-    return `${s} scale(${this.quant.scaleDtype}, ${granularityToString(this.quant.granularity)})`;
+    return this.quant ? `${s} ${quantToString(this.quant)}` : s;
   }
 }
 

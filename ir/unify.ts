@@ -18,7 +18,7 @@ export function unifyTypes(
   for (let i = 0; i < params.length; i++) {
     const p = params[i]!;
     const a = args[i]!;
-    if (p.dtype !== a.dtype) return { problem: `${names[i]}: expected ${p}, got ${a}` };
+    if (p.dtype !== a.dtype || !p.sameQuant(a)) return { problem: `${names[i]}: expected ${p}, got ${a}` };
     if (p.rank !== a.rank) return { problem: `${names[i]}: expected ${p}, got ${a}` };
     p.shape.forEach((d, j) => {
       const s = d.symbol;

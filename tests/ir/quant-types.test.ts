@@ -1,0 +1,67 @@
+/**
+ * Quantization lives in the type (DESIGN principle 7): a scaled FP8 type survives every type
+ * operation, a call (the callee's result type is substituted, not rebuilt), the text form, and the
+ * pass pipelines of every target.
+ */
+import { describe, expect, it } from "vitest";
+import { Dim } from "../../ir/dim";
+import { parseModule } from "../../ir/parse";
+import { printModule } from "../../ir/print";
+import { tensor } from "../../ir/types";
+import { verifyModule } from "../../ir/verify";
+import { parsePassList, runPasses } from "../../compiler/passes/manager";
+
+const SCALED = "f8e4m3fn[256, 128] scale(f32, block(128, 128))";
+const ROWS = "f8e4m3fn[T, 128] scale(f32, block(1, 128))";
+
+const MODULE = `module @q attributes {model = "quant-test"} {
+  func @pass_through(%w: ${SCALED}, %a: ${ROWS}, %x: f32[T, 4]) -> (w: ${SCALED}, a: ${ROWS}, y: f32[T, 4]) attributes {role = "layer"} {
+    %y = neg(%x) : f32[T, 4] scope("neg")
+    return %w, %a, %y
+  }
+
+  func @q(%x: f32[T, 4], %a: ${ROWS})
+      weights(
+        @proj.weight: ${SCALED}
+      )
+      -> (w: ${SCALED}, a: ${ROWS}, y: f32[T, 4]) {
+    %w, %a2, %y = call @pass_through(@proj.weight, %a, %x) : ${SCALED}, ${ROWS}, f32[T, 4] scope("layers.0")
+    return %w, %a2, %y
+  }
+}
+`;
+
+describe("scaled FP8 types", () => {
+  it("keep their scale layout through withShape, withDtype (to fp8) and withQuant", () => {
+    const t = tensor("f8e4m3fn", [256, 128], { scaleDtype: "f32", granularity: { kind: "block", rows: 128, cols: 128 } });
+    expect(t.withShape([Dim.of(512), Dim.of(128)]).toString()).toBe("f8e4m3fn[512, 128] scale(f32, block(128, 128))");
+    expect(t.withDtype("f8e5m2").toString()).toBe("f8e5m2[256, 128] scale(f32, block(128, 128))");
+    // A wide dtype holds real values: no scales.
+    expect(t.withDtype("bf16").toString()).toBe("bf16[256, 128]");
+    expect(t.withQuant(undefined).toString()).toBe("f8e4m3fn[256, 128]");
+  });
+
+  it("pass through a call, print and parse back unchanged, and verify", () => {
+    const m = parseModule(MODULE, "q.lir");
+    verifyModule(m);
+    const text = printModule(m);
+    expect(text).toBe(MODULE);
+    expect(text).toContain(`call @pass_through(@proj.weight, %a, %x) : ${SCALED}, ${ROWS}, f32[T, 4]`);
+  });
+
+  it.each(["cse,dce", "cse,dce,fusion"])("keep their scales through the pipeline %s", (pipeline) => {
+    const m = parseModule(MODULE, "q.lir");
+    verifyModule(m);
+    runPasses(m, parsePassList(pipeline), { verifyEach: true });
+    const text = printModule(m);
+    verifyModule(parseModule(text, "after.lir"));
+    expect(text).toContain(`-> (w: ${SCALED}, a: ${ROWS}, y: f32[T, 4])`);
+    expect(text).toContain(`@proj.weight: ${SCALED}`);
+  });
+
+  it("a call that passes an unscaled fp8 tensor where a scaled one is declared is refused, naming both types", () => {
+    const bad = MODULE.replace(`func @q(%x: f32[T, 4], %a: ${ROWS})`, "func @q(%x: f32[T, 4], %a: f8e4m3fn[T, 128])").replace(`-> (w: ${SCALED}, a: ${ROWS}, y: f32[T, 4]) {\n    %w`, `-> (w: ${SCALED}, a: ${ROWS}, y: f32[T, 4]) {\n    %w`);
+    const m = parseModule(bad, "bad.lir");
+    expect(() => verifyModule(m)).toThrow(/bad\.lir:\d+:\d+: call to @pass_through: argument %a: expected f8e4m3fn\[T, 128\] scale\(f32, block\(1, 128\)\), got f8e4m3fn\[T, 128\]/);
+  });
+});

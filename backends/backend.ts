@@ -1,11 +1,16 @@
 /**
- * What a backend provides to the CLI's run/generate/compare commands: a model loaded from a
- * checkpoint, with runners for the forward and decode graphs that take and return tensors by the
- * graphs' input and output names. Every backend has the same contract, so one generate loop and
- * one comparison tool serve them all.
+ * What a backend is given and what it gives back. The driver (compiler/driver) traces or parses the
+ * graphs, runs the target's pass pipeline and binds the weights; a backend receives the resulting
+ * modules (a Program) with its target profile and the bound weights, and returns runners that take
+ * and return tensors by the graphs' input and output names. A backend knows nothing of any model: the
+ * module attributes say what generation needs (generation.ts).
  */
+import type { DType } from "../ir/dtype";
+import type { WeightSource } from "../ir/interpret";
+import type { Module } from "../ir/module";
 import type { Tensor } from "../ir/tensor";
-import type { LingConfig } from "../models/config";
+import type { TargetProfile } from "../ir/target";
+import type { Checkpoint } from "./weights/checkpoint";
 
 export type Observer = (name: string, value: Tensor) => void;
 
@@ -14,13 +19,45 @@ export interface GraphRunner {
   run(inputs: Readonly<Record<string, Tensor>>, observe?: Observer): Promise<Record<string, Tensor>>;
 }
 
+/** A graph's interface as plain data: its name, module attributes, inputs and outputs. */
+export interface GraphSignature {
+  name: string;
+  attrs: Readonly<Record<string, string>>;
+  inputs: { name: string; dtype: DType; shape: string[] }[];
+  outputs: { name: string; dtype: DType; shape: string[] }[];
+}
+
+export function signatureOf(m: Module): GraphSignature {
+  const entry = m.entry;
+  if (!entry) throw new Error(`module @${m.name} has no entry function`);
+  const io = (name: string | undefined, t: { dtype: DType; shape: readonly { toString(): string }[] }) => ({ name: name ?? "", dtype: t.dtype, shape: t.shape.map((d) => d.toString()) });
+  return {
+    name: m.name,
+    attrs: { ...m.attrs },
+    inputs: entry.params.map((p) => io(p.name, p.type)),
+    outputs: entry.results.map((r) => io(r.name, r.value.type)),
+  };
+}
+
+/** The compiled graphs a backend loads: the modules its target's pipeline produced. */
+export interface Program {
+  graphs: readonly Module[];
+  /** The target profile the pipeline compiled for (what the backend's code generation must respect too). */
+  profile?: TargetProfile;
+}
+
+/** Weights bound to the program by name (checked against every graph before anything runs). */
+export interface BoundWeights extends WeightSource {
+  /** The checkpoint the tensors live in, for targets that read its files themselves (ONNX, CUDA). */
+  checkpoint: Checkpoint;
+}
+
 export interface LoadedModel {
-  config: LingConfig;
-  forward: GraphRunner;
-  decode: GraphRunner;
+  graphs: Readonly<Record<string, GraphRunner>>;
+  signatures: Readonly<Record<string, GraphSignature>>;
   /**
    * Greedy generation done by the backend itself (the CUDA program keeps the KV cache on the GPU);
-   * backends without it use the shared loop in generate.ts over forward and decode.
+   * backends without it use the shared loop in generation.ts over the graphs.
    */
   generate?(prompts: number[][], maxNew: number): Promise<{ tokens: number[][]; stepLogits: Float32Array[][] }>;
   close(): void;
@@ -28,16 +65,21 @@ export interface LoadedModel {
 
 /** Settings a backend may read (the others ignore them). */
 export interface BackendOptions {
-  /** Fusions to switch off (`--no-fuse`). */
-  noFuse?: string[];
-  /** WebGPU: the target profile, "baseline" (default) or "adapter". */
-  targetProfile?: string;
-  /** WebGPU: limit overrides NAME=VALUE. */
-  limits?: string[];
+  /** Print each kernel's time (backends that can). */
+  profileKernels?: boolean;
 }
 
 export interface Backend {
   name: string;
   summary: string;
-  load(config: LingConfig, checkpointDir: string, options?: BackendOptions): Promise<LoadedModel>;
+  /** The target whose pipeline prepares the program ("interp" runs the IR as it is). */
+  target: "interp" | "onnx" | "wgsl" | "cuda";
+  load(program: Program, weights: BoundWeights, options?: BackendOptions): Promise<LoadedModel>;
+}
+
+/** The runner of a graph the program has, or a clear error. */
+export function graphOf(model: LoadedModel, name: string): GraphRunner {
+  const g = model.graphs[name];
+  if (!g) throw new Error(`the program has no graph '${name}' (it has ${Object.keys(model.graphs).join(", ")})`);
+  return g;
 }

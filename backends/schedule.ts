@@ -11,7 +11,11 @@ import { Func, Module, Op, Value, joinScope } from "../ir/module";
 import { TensorType } from "../ir/types";
 import { unifyTypes } from "../ir/unify";
 
-export type SlotSource = "input" | "weight" | "constant" | "computed" | "alias";
+/**
+ * Where a slot's storage comes from. "param" and "call" occur only in per-function schedules
+ * (frames.ts): a parameter of the function, and a result of a layer call (the callee's storage).
+ */
+export type SlotSource = "input" | "weight" | "constant" | "computed" | "alias" | "param" | "call";
 
 export interface Slot {
   id: number;
@@ -28,6 +32,9 @@ export interface Slot {
   constant?: Op;
   /** The slot whose storage this one shares (source "alias"). */
   aliasOf?: number;
+  /** Source "param": which parameter; source "call": which call site and which of its results. */
+  param?: number;
+  call?: { site: number; result: number };
 }
 
 export interface Step {
@@ -55,7 +62,7 @@ export interface Schedule {
 }
 
 /** The slot that holds the storage of `id` (following aliases). */
-export function storageSlot(s: Schedule, id: number): number {
+export function storageSlot(s: { slots: readonly Slot[] }, id: number): number {
   let slot = s.slots[id]!;
   while (slot.source === "alias") slot = s.slots[slot.aliasOf!]!;
   return slot.id;

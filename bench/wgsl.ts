@@ -7,10 +7,11 @@
  */
 import "../ir/ops";
 import { Tensor } from "../ir/tensor";
-import { resolveCheckpoint } from "../models/resolve";
-import { wgslBackend } from "../backends/wgsl/backend";
 import { nodeAdapter } from "../backends/wgsl/node";
 import type { LoadedModel } from "../backends/backend";
+import { generationPlan } from "../backends/generation";
+import { loadModel } from "../compiler/driver/load";
+import { openSource } from "../compiler/driver/source";
 import { resolve } from "node:path";
 
 function arg(name: string, dflt: string): string {
@@ -27,23 +28,21 @@ const runs = Number(arg("runs", "5"));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function measure(model: LoadedModel): Promise<{ prefill: number; decode: number }> {
-  const V = model.config.vocabSize;
+  const plan = generationPlan(model.signatures);
+  const V = plan.vocab;
   const ids = Tensor.from("i64", [B, S], Array.from({ length: B * S }, (_, k) => (k * 7919) % V));
   const prefill = async () => {
     const t0 = performance.now();
-    const out = await model.forward.run({ input_ids: ids });
+    const out = await model.graphs[plan.prefill.name]!.run({ [plan.tokens.prefill]: ids });
     return { ms: performance.now() - t0, out };
   };
   const decode = async (cache: Record<string, Tensor>) => {
     let out = cache;
     const t0 = performance.now();
     for (let s = 0; s < steps; s++) {
-      const inputs: Record<string, Tensor> = { input_ids: Tensor.from("i64", [B, 1], Array.from({ length: B }, (_, b) => (s * 31 + b) % V)) };
-      for (let l = 0; l < model.config.numLayers; l++) {
-        inputs[`past.${l}.key`] = out[`present.${l}.key`]!;
-        inputs[`past.${l}.value`] = out[`present.${l}.value`]!;
-      }
-      out = await model.decode.run(inputs);
+      const inputs: Record<string, Tensor> = { [plan.tokens.decode]: Tensor.from("i64", [B, 1], Array.from({ length: B }, (_, b) => (s * 31 + b) % V)) };
+      for (const c of plan.cache) inputs[c.input] = out[c.output]!;
+      out = await model.graphs[plan.decode.name]!.run(inputs);
     }
     return performance.now() - t0;
   };
@@ -59,14 +58,14 @@ async function measure(model: LoadedModel): Promise<{ prefill: number; decode: n
   return { prefill: (B * S) / (median(p) / 1000), decode: (B * steps) / (median(d) / 1000) };
 }
 
-const spec = resolveCheckpoint(ckpt);
+const source = openSource(ckpt);
 const adapter = await nodeAdapter();
-console.log(`WebGPU benchmark: ${spec.config.name} on ${adapter.info?.description || adapter.info?.device || "the local adapter"} (batch ${B}, prompt ${S}, ${steps} decode steps, median of ${runs})`);
+console.log(`WebGPU benchmark: ${source.label} on ${adapter.info?.description || adapter.info?.device || "the local adapter"} (batch ${B}, prompt ${S}, ${steps} decode steps, median of ${runs})`);
 for (const [label, noFuse] of [
   ["fused", []],
   ["unfused", ["all"]],
 ] as const) {
-  const model = await wgslBackend.load(spec.config, spec.checkpointDir, { noFuse: [...noFuse] });
+  const { model } = await loadModel({ source, backend: "wgsl", settings: { noFuse: [...noFuse] } });
   const r = await measure(model);
   model.close();
   console.log(`  ${label.padEnd(8)} prefill ${r.prefill.toFixed(1).padStart(8)} tokens/s   decode ${r.decode.toFixed(1).padStart(8)} tokens/s`);

@@ -2,8 +2,9 @@
  * Compiling a model at build time: an esbuild plugin. A web app writes
  *   import model from "lingc:ling-tiny";                 // a built-in config
  *   import model from "./checkpoint/config.json?lingc";  // an HF config.json
- * and its bundle gets the compiled WGSL kernels and launch plans for the forward and decode graphs,
- * plus the host code (`model.load(device, safetensorsBytes)`), all produced during the build.
+ * and its bundle gets the compiled WGSL kernels and launch plans of the model's graphs (compiled by
+ * the driver with the wgsl target's pipeline), plus the host code (`model.load(device,
+ * safetensorsBytes)`), all produced during the build.
  * Compile errors are esbuild errors located at the import.
  */
 import { readFileSync } from "node:fs";
@@ -12,10 +13,9 @@ import { fileURLToPath } from "node:url";
 import type { Plugin, PartialMessage } from "esbuild";
 import { LingcError } from "../ir/errors";
 import { BUILTIN_CONFIGS } from "../models/builtin";
-import { configFromHf, type LingConfig } from "../models/config";
-import { readConfigFile } from "../models/resolve";
-import { compileGraph, resolveProfile } from "../backends/wgsl/backend";
-import type { BackendOptions } from "../backends/backend";
+import { compileProgramWgsl } from "../backends/wgsl/backend";
+import { compileProgram } from "./driver/compile";
+import { openSource } from "./driver/source";
 
 export interface LingcPluginOptions {
   /** Fusions to switch off, as `--no-fuse`. */
@@ -46,34 +46,31 @@ export function lingcPlugin(options: LingcPluginOptions = {}): Plugin {
     setup(build) {
       build.onResolve({ filter: /^lingc:|\.json\?lingc$/ }, async (args) => {
         try {
-          let config: LingConfig;
+          let model: string;
           if (args.path.startsWith("lingc:")) {
-            const name = args.path.slice("lingc:".length);
-            const hf = BUILTIN_CONFIGS[name];
-            if (!hf) throw new LingcError(`unknown built-in model '${name}' (built-ins: ${Object.keys(BUILTIN_CONFIGS).join(", ")})`);
-            config = configFromHf(hf, name, `built-in config ${name}`);
+            model = args.path.slice("lingc:".length);
+            if (!BUILTIN_CONFIGS[model]) throw new LingcError(`unknown built-in model '${model}' (built-ins: ${Object.keys(BUILTIN_CONFIGS).join(", ")})`);
           } else {
-            const file = resolve(args.resolveDir, args.path.slice(0, -"?lingc".length));
-            config = readConfigFile(file, dirname(file).split("/").pop() ?? "model");
+            model = resolve(args.resolveDir, args.path.slice(0, -"?lingc".length));
           }
-          const opts: BackendOptions = { noFuse: options.noFuse, limits: options.limits };
-          const profile = await resolveProfile(opts);
-          const artifacts = { forward: compileGraph(config, "forward", profile, opts.noFuse), decode: compileGraph(config, "decode", profile, opts.noFuse) };
-          return { path: args.path, namespace: "lingc-model", pluginData: { config, artifacts } };
+          const { program } = await compileProgram({ source: openSource(model), target: "wgsl", settings: { noFuse: options.noFuse, limits: options.limits } });
+          const artifacts = Object.fromEntries(compileProgramWgsl(program).map((a) => [a.graph, a]));
+          // Editing the config file rebuilds the bundle in watch mode.
+          const watchFiles = args.path.startsWith("lingc:") ? [] : [model];
+          return { path: args.path, namespace: "lingc-model", pluginData: { artifacts }, watchFiles };
         } catch (e) {
           if (!(e instanceof LingcError)) throw e;
           return { errors: [{ text: `lingc: ${e.message}`, location: locate(args.importer, args.path) }] };
         }
       });
       build.onLoad({ filter: /.*/, namespace: "lingc-model" }, (args) => {
-        const { config, artifacts } = args.pluginData as { config: LingConfig; artifacts: unknown };
+        const { artifacts } = args.pluginData as { artifacts: unknown };
         const host = resolve(HERE, "../backends/wgsl/browser.ts");
         const contents = [
           `import { createBrowserModel } from ${JSON.stringify(host)};`,
-          `export const config = ${JSON.stringify(config)};`,
           `export const artifacts = ${JSON.stringify(artifacts)};`,
-          `export function load(device, weightBytes, profile) { return createBrowserModel(device, config, artifacts, weightBytes, profile); }`,
-          `export default { config, artifacts, load };`,
+          `export function load(device, weightBytes, profile) { return createBrowserModel(device, Object.values(artifacts), weightBytes, profile); }`,
+          `export default { artifacts, load };`,
         ].join("\n");
         return { contents, loader: "js", resolveDir: HERE };
       });

@@ -9,6 +9,7 @@ import { LingcError, OpError, formatPos } from "./errors";
 import { Func, Module, Op, Value, joinScope } from "./module";
 import { roundArrayInPlace } from "./numerics";
 import { getOp } from "./ops";
+import { interpretOp } from "./ops/interpret-rules";
 import { Tensor, shapeToString } from "./tensor";
 import type { TensorType } from "./types";
 import { bindConcrete, unifyTypes } from "./unify";
@@ -96,7 +97,7 @@ class Interpreter {
     } else {
       const def = getOp(op.opName);
       if (!def) throw new OpError(`unknown op '${op.opName}'`);
-      outs = def.interpret(ins, op.attrs, { resultShapes, dim: (d) => d.eval(bindings) });
+      outs = interpretOp(def, ins, op.attrs, { resultShapes, resultDtypes: op.results.map((r) => r.type.dtype), dim: (d) => d.eval(bindings) });
     }
     outs.forEach((t, j) => {
       const want = resultShapes[j]!;

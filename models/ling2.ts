@@ -35,7 +35,14 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
   const nkv = cfg.numKvHeads;
   const d = cfg.headDim;
   const eps = cfg.rmsNormEps;
-  const m = new ModuleTracer(graph, { model: cfg.name });
+  // What generation needs to know travels with the module (ir/generation.ts).
+  const m = new ModuleTracer(graph, {
+    model: cfg.name,
+    generation: graph === "forward" ? "prefill" : "decode",
+    tokens: "input_ids",
+    logits: "logits",
+    ...(graph === "decode" ? { kv_cache: "past.*.key <- present.*.key axis 2; past.*.value <- present.*.value axis 2" } : {}),
+  });
 
   const norm = (x: Tensor, name: string) => scope(name, () => op.rmsNorm(x, weight("weight", [H], dt), eps));
 

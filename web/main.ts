@@ -4,7 +4,7 @@
  * from `?prompt=1,2,3;4,5,6&steps=6`. Shows the generated ids and per-kernel timings.
  */
 import model from "lingc:ling-tiny";
-import { greedyGenerate } from "../backends/generate";
+import { generationPlan, greedyGenerate } from "../backends/generation";
 import { Tensor } from "../ir/tensor";
 
 const $ = (id: string) => document.getElementById(id)!;
@@ -27,11 +27,13 @@ async function main(): Promise<void> {
   $("ids").textContent = r.tokens.map((t) => t.join(" ")).join("\n");
 
   profile.on = true;
+  const plan = generationPlan(m.signatures);
+  const prefill = m.graphs[plan.prefill.name]!;
   const ids = Tensor.from("i64", [1, prompts[0]!.length], prompts[0]!);
-  await m.forward.run({ input_ids: ids });
+  await prefill.run({ [plan.tokens.prefill]: ids });
   profile.on = false;
   const body = $("timings").querySelector("tbody")!;
-  for (const t of m.forward.lastTimings ?? []) {
+  for (const t of prefill.lastTimings ?? []) {
     const tr = document.createElement("tr");
     for (const [text, cls] of [[t.name, ""], [t.label, ""], [t.ms.toFixed(3), "ms"]] as const) {
       const td = document.createElement("td");

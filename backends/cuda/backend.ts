@@ -1,7 +1,8 @@
 /**
- * `--backend cuda`: emits the model's CUDA sources, builds them with nvcc (cached by a hash of the
+ * `--backend cuda`: emits the program's CUDA sources, builds them with nvcc (cached by a hash of the
  * sources, under $LINGC_CACHE_DIR or ~/.cache/lingc), and runs the program on the GPU: `run` through
  * safetensors files, `generate` through the program's own loop, which keeps the KV cache on the GPU.
+ * The program reads the weights from the checkpoint's files itself.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -10,11 +11,10 @@ import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { LingcError } from "../../ir/errors";
 import type { Tensor } from "../../ir/tensor";
-import type { LingConfig } from "../../models/config";
-import { readAllSafetensors, writeSafetensors } from "../../models/checkpoint/safetensors";
-import type { Backend, BackendOptions, GraphRunner, LoadedModel } from "../backend";
-import type { GenerateResult } from "../generate";
-import { NVCC_FLAGS, emitCuda } from "./emit";
+import { readAllSafetensors, writeSafetensors } from "../weights/safetensors";
+import { signatureOf, type Backend, type GraphRunner, type LoadedModel, type Program } from "../backend";
+import type { GenerateResult } from "../generation";
+import { cudaProfile, emitCuda, nvccFlags } from "./emit";
 
 function cacheRoot(): string {
   return process.env["LINGC_CACHE_DIR"] ?? join(homedir(), ".cache", "lingc");
@@ -44,12 +44,13 @@ function run(cmd: string, args: string[], cwd: string): Promise<{ code: number; 
   });
 }
 
-/** Builds (or finds) the program for a config; returns the path of its executable. */
-export async function buildProgram(config: LingConfig, noFuse: readonly string[] = []): Promise<string> {
-  const { files } = emitCuda(config, noFuse);
+/** Builds (or finds) the executable of a program; returns its path. */
+export async function buildProgram(program: Program): Promise<string> {
+  const { files } = emitCuda(program);
   const hash = createHash("sha256");
   for (const name of Object.keys(files).sort()) hash.update(name).update("\0").update(files[name]!).update("\0");
-  const dir = join(cacheRoot(), "cuda", `${config.name.replace(/[^A-Za-z0-9_.-]/g, "_")}-${hash.digest("hex").slice(0, 16)}`);
+  const model = program.graphs[0]?.attrs["model"] ?? "program";
+  const dir = join(cacheRoot(), "cuda", `${model.replace(/[^A-Za-z0-9_.-]/g, "_")}-${hash.digest("hex").slice(0, 16)}`);
   const exe = join(dir, "lingc_model");
   if (existsSync(exe)) return exe;
   const nvcc = spawnSync("nvcc", ["--version"], { encoding: "utf8" });
@@ -58,7 +59,7 @@ export async function buildProgram(config: LingConfig, noFuse: readonly string[]
   mkdirSync(build, { recursive: true });
   for (const [name, text] of Object.entries(files)) writeFileSync(join(build, name), text);
   const blas = cublasFlags();
-  const flags = [...NVCC_FLAGS.split(" "), ...blas.compile];
+  const flags = [...nvccFlags(cudaProfile(program)).split(" "), ...blas.compile];
   const steps = await Promise.all(["model.cu", "lingc_runtime.cu"].map((f) => run("nvcc", [...flags, "-c", "-o", `${f}.o`, f], build)));
   const link = steps.every((x) => x.code === 0) ? await run("nvcc", [...flags, "-o", "lingc_model", "model.cu.o", "lingc_runtime.cu.o", ...blas.link], build) : undefined;
   const failed = [...steps, ...(link ? [link] : [])].find((x) => x.code !== 0);
@@ -82,7 +83,7 @@ function runProgram(exe: string, args: string[]): string {
   return r.stdout;
 }
 
-function runner(exe: string, checkpointDir: string, graph: "forward" | "decode", profile: boolean): GraphRunner {
+function runner(exe: string, weights: string, graph: string, outputs: ReadonlySet<string>, profile: boolean): GraphRunner {
   return {
     async run(inputs, observe) {
       const dir = mkdtempSync(join(tmpdir(), "lingc-cuda-"));
@@ -90,17 +91,17 @@ function runner(exe: string, checkpointDir: string, graph: "forward" | "decode",
         const inFile = join(dir, "in.safetensors");
         const outFile = join(dir, "out.safetensors");
         writeSafetensors(inFile, inputs as Record<string, Tensor>);
-        const args = ["run", "--checkpoint", checkpointDir, "--graph", graph, "--input", inFile, "--out", outFile];
+        const args = ["run", "--checkpoint", weights, "--graph", graph, "--input", inFile, "--out", outFile];
         if (observe) args.push("--observe");
         if (profile) args.push("--profile");
         runProgram(exe, args);
         const all = readAllSafetensors(outFile);
-        const outputs: Record<string, Tensor> = {};
+        const result: Record<string, Tensor> = {};
         for (const [k, v] of Object.entries(all)) {
-          if (k === "logits" || k.startsWith("mtp_logits") || k.startsWith("present.")) outputs[k] = v;
+          if (outputs.has(k)) result[k] = v;
           if (observe) observe(k, v);
         }
-        return outputs;
+        return result;
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
@@ -110,17 +111,18 @@ function runner(exe: string, checkpointDir: string, graph: "forward" | "decode",
 
 export const cudaBackend: Backend = {
   name: "cuda",
-  summary: "CUDA C++ (cuBLASLt GEMMs, generated kernels) built with nvcc for sm_90a, run on an NVIDIA GPU",
-  async load(config, checkpointDir, options: BackendOptions = {}): Promise<LoadedModel> {
+  summary: "CUDA C++ (cuBLASLt GEMMs, generated kernels) built with nvcc, run on an NVIDIA GPU",
+  target: "cuda",
+  async load(program, weights, options = {}): Promise<LoadedModel> {
     if (!hasCudaGpu()) {
       throw new LingcError("the cuda backend runs on an NVIDIA GPU and this machine has none (nvidia-smi lists no GPU); 'lingc compile --target cuda' still emits the sources");
     }
-    const exe = await buildProgram(config, options.noFuse);
-    const profile = process.env["LINGC_PROFILE"] === "1";
+    const exe = await buildProgram(program);
+    const profile = options.profileKernels ?? process.env["LINGC_PROFILE"] === "1";
+    const checkpointDir = weights.checkpoint.path;
     return {
-      config,
-      forward: runner(exe, checkpointDir, "forward", profile),
-      decode: runner(exe, checkpointDir, "decode", profile),
+      graphs: Object.fromEntries(program.graphs.map((m) => [m.name, runner(exe, checkpointDir, m.name, new Set(m.entry!.results.map((r) => r.name!)), profile)])),
+      signatures: Object.fromEntries(program.graphs.map((m) => [m.name, signatureOf(m)])),
       async generate(prompts: number[][], maxNew: number): Promise<GenerateResult> {
         const dir = mkdtempSync(join(tmpdir(), "lingc-cuda-"));
         try {

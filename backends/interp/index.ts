@@ -1,9 +1,7 @@
-/** The interpreter as a backend: runs the traced graphs with the reference interpreter (ir/interpret.ts). */
-import { interpret } from "../../ir/interpret";
-import type { Backend, GraphRunner, LoadedModel } from "../backend";
-import { withBoundCheckpoint } from "../bound";
+/** The interpreter as a backend: runs the program's graphs with the reference interpreter (ir/interpret.ts). */
+import { interpret, type WeightSource } from "../../ir/interpret";
 import type { Module } from "../../ir/module";
-import type { WeightSource } from "../../ir/interpret";
+import { signatureOf, type Backend, type GraphRunner, type LoadedModel } from "../backend";
 
 function runner(m: Module, weights: WeightSource): GraphRunner {
   return {
@@ -16,12 +14,12 @@ function runner(m: Module, weights: WeightSource): GraphRunner {
 export const interpBackend: Backend = {
   name: "interp",
   summary: "the reference interpreter (CPU, exact HF numerics; slow, meant for checking)",
-  async load(config, checkpointDir): Promise<LoadedModel> {
-    return withBoundCheckpoint(config, checkpointDir, ({ ck, forward, decode, weights }) => ({
-      config,
-      forward: runner(forward, weights),
-      decode: runner(decode, weights),
-      close: () => ck.close(),
-    }));
+  target: "interp",
+  async load(program, weights): Promise<LoadedModel> {
+    return {
+      graphs: Object.fromEntries(program.graphs.map((m) => [m.name, runner(m, weights)])),
+      signatures: Object.fromEntries(program.graphs.map((m) => [m.name, signatureOf(m)])),
+      close: () => undefined,
+    };
   },
 };

@@ -117,6 +117,14 @@ export const toF = (a: Expr): Expr => (a.t === "f32" ? a : { k: "conv", t: "f32"
 export const toI = (a: Expr): Expr => (a.t === "i32" ? a : { k: "conv", t: "i32", a });
 export const round = (to: NarrowFloat, a: Expr): Expr => ({ k: "round", t: "f32", to, a });
 
+/** A distinct node for the same expression (renders identically; lets a generator tag it by identity). */
+export const wrap = (e: Expr): Expr => ({ ...e });
+
+/** Structural equality of two expressions. */
+export function same(a: Expr, b: Expr): boolean {
+  return a === b || JSON.stringify(a) === JSON.stringify(b);
+}
+
 /** Sums with constant folding of literal zeros and ones, to keep generated index math readable. */
 export function addI(a: Expr, b: Expr): Expr {
   if (a.k === "lit" && a.v === 0) return b;

@@ -5,7 +5,7 @@
  */
 import { basename } from "node:path";
 import { LingcError } from "../../ir/errors";
-import type { Checkpoint } from "../../models/checkpoint/checkpoint";
+import type { Checkpoint } from "../weights/checkpoint";
 import { decodeModel, dtypeOfElem, onnx } from "./proto";
 import { UNBOUND_PREFIX } from "./weights";
 

@@ -14,7 +14,7 @@ import { TensorType } from "../../ir/types";
 import { unifyTypes } from "../../ir/unify";
 import { expertNames } from "../../ir/weights";
 import { GraphBuilder, Names } from "./graph";
-import { LOWERINGS, type LowerCtx } from "./lower";
+import { LOWERED_THROUGH_MATMUL, onnxLowering, type LowerCtx } from "./lower";
 import { elemType, encodeModel, valueInfo, type ModelProto, type OnnxDim, type TensorProto } from "./proto";
 import type { WeightLayout } from "./weights";
 
@@ -42,8 +42,6 @@ function onnxDims(t: TensorType): OnnxDim[] {
   return t.shape.map((d) => (d.isConst() ? d.value! : d.toString()));
 }
 
-/** Ops whose ONNX lowering multiplies matrices, which ONNX does not define on fp8 operands. */
-const MATMUL_OPS = new Set(["linear", "matmul", "grouped_linear", "attention"]);
 
 class Emitter {
   readonly names = new Names();
@@ -67,11 +65,11 @@ class Emitter {
     for (const t of types) {
       if (isFp8(t.dtype) && this.opset < 19) throw new LingcError(`${what}: dtype ${t.dtype} needs ONNX opset 19 or later (chosen: ${this.opset})`);
       if (t.quant) throw new LingcError(`${what}: scaled fp8 tensors (${t}) cannot be expressed in ONNX directly; dequantize them first`);
-      if (isFp8(t.dtype) && MATMUL_OPS.has(op.opName)) {
+      if (isFp8(t.dtype) && LOWERED_THROUGH_MATMUL.has(op.opName)) {
         throw new LingcError(`${what}: ONNX MatMul does not take ${t.dtype} operands; cast to a wider dtype (or dequantize) first`);
       }
     }
-    if (!LOWERINGS[op.opName] && op.opName !== "call") throw new LingcError(`${what}: no ONNX lowering for this op`);
+    if (op.opName !== "call" && !onnxLowering(op.opName)) throw new LingcError(`${what}: no ONNX lowering for this op`);
   }
 
   weight(full: string, type: TensorType): string {
@@ -151,7 +149,7 @@ class Emitter {
             throw new LingcError(`op '${op.opName}'${this.where(op)}: ${msg}`);
           },
         };
-        LOWERINGS[op.opName]!(c);
+        onnxLowering(op.opName)!(c);
       }
       op.results.forEach((r, i) => {
         env.set(r, outs[i]!);

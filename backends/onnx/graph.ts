@@ -8,7 +8,7 @@ import { Dim } from "../../ir/dim";
 import type { DType } from "../../ir/dtype";
 import { LingcError } from "../../ir/errors";
 import { Tensor } from "../../ir/tensor";
-import { tensorBytes } from "../../models/checkpoint/safetensors";
+import { tensorBytes } from "../weights/safetensors";
 import { attribute, elemType, type AttrValue, type GraphProto, type NodeProto, type TensorProto, type ValueInfoProto } from "./proto";
 
 export class Names {
@@ -90,6 +90,18 @@ export class GraphBuilder {
 
   one(op: string, inputs: readonly string[], attrs: Record<string, AttrValue> = {}, meta: NodeMeta = {}): string {
     return this.node(op, inputs, 1, attrs, meta)[0]!;
+  }
+
+  /**
+   * Makes the last node added, when it produces `from`, produce `to` instead (so a composed lowering
+   * can end in its required output name); false when `from` is not that node's output.
+   */
+  renameOutput(from: string, to: string): boolean {
+    const out = this.nodes[this.nodes.length - 1]?.output;
+    const i = out ? out.indexOf(from) : -1;
+    if (!out || i < 0) return false;
+    out[i] = to;
+    return true;
   }
 
   /** A constant (deduplicated, placed first in the main graph). */

@@ -21,6 +21,9 @@ import { GraphBuilder, tensorProto, type NodeMeta } from "./graph";
 import { valueInfo, type TensorProto } from "./proto";
 import { Dim as DimClass } from "../../ir/dim";
 import { Tensor } from "../../ir/tensor";
+import { castNode } from "./cast";
+import { getOp } from "../../ir/ops";
+import { fromScalarFormula } from "./scalar";
 
 export interface LowerCtx {
   g: GraphBuilder;
@@ -59,12 +62,7 @@ function fill(dtype: DType, shape: number[], values: number[]): TensorProto {
 }
 
 const castTo = (c: LowerCtx, x: string, from: DType, to: DType): string => (from === to ? x : c.g.one("Cast", [x], castAttrs(to), c.meta));
-
-function castAttrs(to: DType): Record<string, number> {
-  const code: Record<DType, number> = { f32: 1, u8: 2, i32: 6, i64: 7, bool: 9, f16: 10, bf16: 16, f8e4m3fn: 17, f8e5m2: 19 };
-  // e4m3fn saturates (ONNX default for float8); e5m2 overflows to infinity as lingc's cast does.
-  return to === "f8e5m2" ? { to: code[to], saturate: 0 } : { to: code[to] };
-}
+const castAttrs = castNode;
 
 function reduce(onnxOp: string): Lowering {
   return (c) => {
@@ -249,24 +247,13 @@ function moeCombine(c: LowerCtx): void {
   else c.g.node("Cast", [summed], c.out, castAttrs(dt), c.meta);
 }
 
+/**
+ * Lowerings by op name. Elementwise ops are not listed unless ONNX has a native op that is better
+ * than their formula (Sigmoid); the others lower from the op table's scalar formula (scalar.ts).
+ */
 export const LOWERINGS: Record<string, Lowering> = {
-  neg: direct("Neg"),
-  abs: direct("Abs"),
-  exp: direct("Exp"),
-  log: direct("Log"),
-  sqrt: direct("Sqrt"),
-  rsqrt: (c) => void c.g.node("Reciprocal", [c.g.one("Sqrt", c.ins, {}, c.meta)], c.out, {}, c.meta),
   sigmoid: direct("Sigmoid"),
   silu: (c) => void c.g.node("Mul", [c.ins[0]!, c.g.one("Sigmoid", c.ins, {}, c.meta)], c.out, {}, c.meta),
-  cos: direct("Cos"),
-  sin: direct("Sin"),
-  add: direct("Add"),
-  sub: direct("Sub"),
-  mul: direct("Mul"),
-  div: direct("Div"),
-  maximum: direct("Max"),
-  minimum: direct("Min"),
-  cast: (c) => void c.g.node("Cast", c.ins, c.out, castAttrs(attrs(c)["to"] as DType), c.meta),
   reduce_sum: reduce("ReduceSum"),
   reduce_mean: reduce("ReduceMean"),
   reduce_max: reduce("ReduceMax"),
@@ -319,3 +306,14 @@ export const LOWERINGS: Record<string, Lowering> = {
   grouped_linear: groupedLinear,
   moe_combine: moeCombine,
 };
+
+/** The ops whose lowering above multiplies matrices (MatMul), which ONNX does not define on fp8 operands. */
+export const LOWERED_THROUGH_MATMUL: ReadonlySet<string> = new Set(["linear", "matmul", "grouped_linear", "attention"]);
+
+/** How an op lowers to ONNX: its entry in LOWERINGS, else its scalar formula; undefined when neither. */
+export function onnxLowering(opName: string): Lowering | undefined {
+  const direct = LOWERINGS[opName];
+  if (direct) return direct;
+  const scalar = getOp(opName)?.scalar;
+  return scalar ? fromScalarFormula(scalar) : undefined;
+}

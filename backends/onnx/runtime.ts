@@ -8,9 +8,8 @@ import { LingcError } from "../../ir/errors";
 import type { DType } from "../../ir/dtype";
 import type { Module } from "../../ir/module";
 import { Tensor } from "../../ir/tensor";
-import { Checkpoint } from "../../models/checkpoint/checkpoint";
-import type { Backend, GraphRunner, LoadedModel } from "../backend";
-import { withBoundCheckpoint } from "../bound";
+import type { Checkpoint } from "../weights/checkpoint";
+import { signatureOf, type Backend, type GraphRunner, type LoadedModel } from "../backend";
 import { emitOnnx } from "./emit";
 import { checkpointLayout } from "./weights";
 
@@ -77,7 +76,8 @@ export async function createSession(bytes: Uint8Array, weightsDir: string): Prom
 }
 
 /** A runner over an ONNX session; `observed` sessions also output every named IR value. */
-export function sessionRunner(m: Module, ck: Checkpoint, weightsDir: string): GraphRunner {
+export function sessionRunner(m: Module, ck: Checkpoint, opset?: number): GraphRunner {
+  const weightsDir = ck.dir;
   let plain: Promise<OrtSession> | undefined;
   let exposedSession: Promise<{ s: OrtSession; exposed: Map<string, string> }> | undefined;
   return {
@@ -89,12 +89,12 @@ export function sessionRunner(m: Module, ck: Checkpoint, weightsDir: string): Gr
       let exposed = new Map<string, string>();
       if (observe) {
         exposedSession ??= (async () => {
-          const e = emitOnnx(m, { weights: checkpointLayout(ck), exposeNamed: true, f32Boundary: true });
+          const e = emitOnnx(m, { opset, weights: checkpointLayout(ck), exposeNamed: true, f32Boundary: true });
           return { s: await createSession(e.bytes, weightsDir), exposed: e.exposed };
         })();
         ({ s: session, exposed } = await exposedSession);
       } else {
-        plain ??= createSession(emitOnnx(m, { weights: checkpointLayout(ck), f32Boundary: true }).bytes, weightsDir);
+        plain ??= createSession(emitOnnx(m, { opset, weights: checkpointLayout(ck), f32Boundary: true }).bytes, weightsDir);
         session = await plain;
       }
       const results = await session.run(feeds);
@@ -108,13 +108,14 @@ export function sessionRunner(m: Module, ck: Checkpoint, weightsDir: string): Gr
 
 export const onnxBackend: Backend = {
   name: "onnx",
-  summary: "ONNX (standard ai.onnx ops, opset 23) run by ONNX Runtime on the CPU",
-  async load(config, checkpointDir): Promise<LoadedModel> {
-    return withBoundCheckpoint(config, checkpointDir, ({ ck, forward, decode }) => ({
-      config,
-      forward: sessionRunner(forward, ck, checkpointDir),
-      decode: sessionRunner(decode, ck, checkpointDir),
-      close: () => ck.close(),
-    }));
+  summary: "ONNX (standard ai.onnx ops) run by ONNX Runtime on the CPU",
+  target: "onnx",
+  async load(program, weights): Promise<LoadedModel> {
+    const opset = program.profile?.kind === "onnx" ? program.profile.opset : undefined;
+    return {
+      graphs: Object.fromEntries(program.graphs.map((m) => [m.name, sessionRunner(m, weights.checkpoint, opset)])),
+      signatures: Object.fromEntries(program.graphs.map((m) => [m.name, signatureOf(m)])),
+      close: () => undefined,
+    };
   },
 };

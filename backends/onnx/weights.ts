@@ -10,7 +10,7 @@ import { basename } from "node:path";
 import { LingcError } from "../../ir/errors";
 import { byteSize } from "../../ir/dtype";
 import type { TensorType } from "../../ir/types";
-import type { Checkpoint } from "../../models/checkpoint/checkpoint";
+import type { Checkpoint } from "../weights/checkpoint";
 
 export interface ExternalRef {
   location: string;

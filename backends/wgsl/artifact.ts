@@ -3,6 +3,7 @@
  * host that runs it (host.ts) needs nothing from the compiler. This is what the esbuild plugin
  * embeds in a web app's bundle.
  */
+import type { GraphSignature } from "../backend";
 
 /** A dim as polynomial terms: sum of coef * product(symbols). */
 export type DimTerms = [number, string[]][];
@@ -41,6 +42,8 @@ export interface WgslArtifact {
   format: "lingc-wgsl-1";
   model: string;
   graph: string;
+  /** The graph's interface and module attributes (what generation reads). */
+  signature: GraphSignature;
   profile: string;
   symbols: { name: string; input: string; axis: number }[];
   inputs: { name: string; slot: number }[];

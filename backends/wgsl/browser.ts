@@ -4,17 +4,14 @@
  * LoadedModel contract as the Node backends, so the same generate loop runs in the page.
  */
 import { LingcError } from "../../ir/errors";
-import type { Tensor } from "../../ir/tensor";
-import type { LingConfig } from "../../models/config";
-import { decodeTensor, parseSafetensors } from "../../models/checkpoint/safetensors-format";
+import { decodeTensor, parseSafetensors } from "../weights/safetensors-format";
 import type { LoadedModel } from "../backend";
 import type { WgslArtifact } from "./artifact";
 import { WgslGraph, type WeightProvider } from "./host";
 import { graphRunner, type WgslRunner } from "./runner";
 
 export interface BrowserModel extends LoadedModel {
-  forward: WgslRunner;
-  decode: WgslRunner;
+  graphs: Record<string, WgslRunner>;
 }
 
 /** Weights by checkpoint name from one safetensors file in memory; `*` names are stacked over experts. */
@@ -47,24 +44,16 @@ export function weightsFromBytes(bytes: ArrayBuffer, file = "model.safetensors")
   };
 }
 
-export async function createBrowserModel(
-  device: GPUDevice,
-  config: LingConfig,
-  artifacts: { forward: WgslArtifact; decode: WgslArtifact },
-  weightBytes: ArrayBuffer,
-  profile = { on: false },
-): Promise<BrowserModel> {
+/** Loads compiled artifacts (one per graph) on a device with the weights of one safetensors file. */
+export async function createBrowserModel(device: GPUDevice, artifacts: readonly WgslArtifact[], weightBytes: ArrayBuffer, profile = { on: false }): Promise<BrowserModel> {
   const provide = weightsFromBytes(weightBytes);
-  const forward = await WgslGraph.load(device, artifacts.forward, provide);
-  const decode = await WgslGraph.load(device, artifacts.decode, provide);
-  const dtypes = new Map<string, Tensor["dtype"]>([["logits", "f32"]]);
+  const graphs: WgslGraph[] = [];
+  for (const a of artifacts) graphs.push(await WgslGraph.load(device, a, provide));
   return {
-    config,
-    forward: graphRunner(forward, dtypes, profile),
-    decode: graphRunner(decode, dtypes, profile),
+    graphs: Object.fromEntries(graphs.map((g) => [g.artifact.graph, graphRunner(g, profile)])),
+    signatures: Object.fromEntries(artifacts.map((a) => [a.graph, a.signature])),
     close: () => {
-      forward.destroy();
-      decode.destroy();
+      for (const g of graphs) g.destroy();
     },
   };
 }

@@ -7,11 +7,12 @@
 import type { Dim } from "../../ir/dim";
 import { LingcError, formatPos } from "../../ir/errors";
 import type { Module } from "../../ir/module";
+import { signatureOf } from "../backend";
 import { buildSchedule } from "../schedule";
-import { generateStep, stepKind } from "../kernels/gen";
+import { generateStep } from "../kernels/gen";
 import { renderWgsl } from "./render";
 import type { ArtifactDtype, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
-import type { WebGpuProfile } from "./profile";
+import type { WebGpuProfile } from "../../ir/target/webgpu";
 
 export function dimTerms(d: Dim): DimTerms {
   return d.terms.map((t) => [t.coef, [...t.syms]]);
@@ -25,7 +26,7 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
   const s = buildSchedule(m);
   const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize };
   const slots: ArtifactSlot[] = s.slots.map((sl) => {
-    const out: ArtifactSlot = { id: sl.id, dtype: sl.type.dtype as ArtifactDtype, shape: sl.type.shape.map(dimTerms), source: sl.source };
+    const out: ArtifactSlot = { id: sl.id, dtype: sl.type.dtype as ArtifactDtype, shape: sl.type.shape.map(dimTerms), source: sl.source as ArtifactSlot["source"] };
     if (sl.name !== undefined) out.name = sl.name;
     if (sl.weight !== undefined) out.weight = sl.weight;
     if (sl.aliasOf !== undefined) out.aliasOf = sl.aliasOf;
@@ -52,7 +53,8 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
   }
 
   const kernels = s.steps.map((step, n) => {
-    const kind = stepKind(step);
+    // A label only: the fusion pattern that formed the kernel, or the op.
+    const kind = step.kernel?.attrs["fusion"] ?? step.op.opName;
     const label = `${step.scope || m.name}: ${step.kernel ? step.kernel.name : step.op.opName}${step.op.loc ? ` (${formatPos(step.op.loc)})` : ""}`;
     const g = generateStep(step, s, limits, `k${n}_${kind}`);
     const where = `kernel ${step.kernel?.name ?? step.op.opName} in ${step.scope || m.name}`;
@@ -101,6 +103,7 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
     format: "lingc-wgsl-1",
     model: m.attrs["model"] ?? "",
     graph: m.name,
+    signature: signatureOf(m),
     profile: profile.name,
     symbols,
     inputs: s.inputs,

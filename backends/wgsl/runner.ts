@@ -9,7 +9,11 @@ export interface WgslRunner extends GraphRunner {
   lastTimings?: KernelTiming[];
 }
 
-export function graphRunner(graph: WgslGraph, dtypes: Map<string, Tensor["dtype"]>, profile: { on: boolean }): WgslRunner {
+/** `profile.on` makes each run time its kernels (one submission per kernel). */
+export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRunner {
+  const a = graph.artifact;
+  // Outputs come back as f32 or i32; they are labelled with the dtypes the graph declares.
+  const dtypes = new Map(a.outputs.map((o) => [o.name, a.slots[o.slot]!.dtype]));
   const r: WgslRunner = {
     graph,
     async run(inputs, observe) {
@@ -25,4 +29,3 @@ export function graphRunner(graph: WgslGraph, dtypes: Map<string, Tensor["dtype"
   };
   return r;
 }
-

@@ -6,9 +6,8 @@
  * writes its outputs once, and what stays inside it is never stored.
  */
 import { Func, Module, Op, Value } from "../../ir/module";
-import { getOp, type ShapedType } from "../../ir/ops";
+import { getOp, hasTrait, type ShapedType } from "../../ir/ops";
 import { bytesOf, defaultCost } from "../../ir/ops/registry";
-import { FREE_OPS } from "../passes/fusion";
 
 export interface LayerKindReport {
   function: string;
@@ -44,7 +43,7 @@ function operandBytes(op: Op, i: number, b: ReadonlyMap<string, number>): number
 /** [all bytes, bytes without weight reads] an op moves as a kernel of its own. */
 function opBytes(op: Op, b: ReadonlyMap<string, number>): [number, number] {
   const def = getOp(op.opName);
-  if (!def || FREE_OPS.has(op.opName)) return [0, 0];
+  if (!def || hasTrait(op.opName, "free")) return [0, 0];
   const ins = op.operands.map((v) => shaped(v, b));
   const outs = op.results.map((v) => shaped(v, b));
   const c = def.cost ? def.cost(ins, outs, op.attrs) : defaultCost(ins, outs);
@@ -106,7 +105,7 @@ export function kernelReport(m: Module, bindings: ReadonlyMap<string, number>): 
         after += all;
         actAfter += act;
         for (const inner of callee.body) {
-          if (FREE_OPS.has(inner.opName)) continue;
+          if (hasTrait(inner.opName, "free")) continue;
           unfused++;
           const [a, x] = opBytes(inner, bindings);
           before += a;
@@ -114,7 +113,7 @@ export function kernelReport(m: Module, bindings: ReadonlyMap<string, number>): 
         }
         continue;
       }
-      if (FREE_OPS.has(op.opName)) continue;
+      if (hasTrait(op.opName, "free")) continue;
       kernels++;
       unfused++;
       names.push(op.opName);

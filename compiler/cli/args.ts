@@ -17,7 +17,7 @@ export interface OptionSpec {
 export interface CommandSpec {
   name: string;
   summary: string;
-  positionals: { name: string; help: string }[];
+  positionals: { name: string; help: string; optional?: boolean }[];
   options: OptionSpec[];
   /** Extra lines for --help (examples, notes). */
   notes?: string[];
@@ -72,7 +72,7 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[]): ParsedArg
   for (const o of spec.options) {
     if (o.required && !options.has(o.name)) throw new UsageError(`'lingc ${spec.name}' needs --${o.name} ${o.value ?? ""} ${help}`.replace(/\s+/g, " "), spec.name);
   }
-  if (positionals.length < spec.positionals.length) {
+  if (positionals.length < spec.positionals.filter((p) => !p.optional).length) {
     throw new UsageError(`'lingc ${spec.name}' needs ${spec.positionals.map((p) => `<${p.name}>`).join(" ")} ${help}`, spec.name);
   }
   if (positionals.length > spec.positionals.length) {
@@ -98,7 +98,7 @@ export function int(a: ParsedArgs, name: string, min = 0): number | undefined {
 }
 
 export function helpText(spec: CommandSpec): string {
-  const lines = [`usage: lingc ${spec.name} ${spec.positionals.map((p) => `<${p.name}>`).join(" ")} [options]`, "", spec.summary, ""];
+  const lines = [`usage: lingc ${spec.name} ${spec.positionals.map((p) => (p.optional ? `[<${p.name}>]` : `<${p.name}>`)).join(" ")} [options]`, "", spec.summary, ""];
   if (spec.positionals.length) {
     lines.push("arguments:");
     for (const p of spec.positionals) lines.push(`  <${p.name}>`.padEnd(28) + p.help);

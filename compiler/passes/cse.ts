@@ -59,6 +59,7 @@ function cseFunc(f: Func): void {
 
 export const cse: Pass = {
   name: "cse",
+  options: {},
   summary: "merges identical ops (same op, operands, attributes and types) within each function",
   run(m: Module) {
     for (const f of m.functions) cseFunc(f);

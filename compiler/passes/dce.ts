@@ -23,6 +23,7 @@ function dceFunc(f: Func): void {
 
 export const dce: Pass = {
   name: "dce",
+  options: {},
   summary: "removes ops whose results are never used, unused weights and unreachable functions",
   run(m: Module) {
     for (const f of m.functions) dceFunc(f);

@@ -1,41 +1,32 @@
 /**
- * The pass manager: runs named passes in order, optionally verifying the module after each one,
- * timing each one, and printing the module before the first and after any (or every) pass
- * (`--print-after=cse`, `--print-after-all`), as MLIR's pass manager does.
+ * The pass manager: runs a pipeline of passes in order, optionally verifying the module after each
+ * one, timing each one, and printing the module before or after any (or every) pass
+ * (`--print-before=fusion`, `--print-after-all`), as MLIR's pass manager does. Analyses are cached
+ * across passes and dropped after each pass except those the pass preserves.
  */
+import { AnalysisManager } from "../../ir/analysis";
 import { LingcError } from "../../ir/errors";
 import type { Module } from "../../ir/module";
 import { printModule } from "../../ir/print";
+import { ProfileRegistry } from "../../ir/target";
 import { verifyModule } from "../../ir/verify";
-import { cse } from "./cse";
-import { dce } from "./dce";
-import { fusion } from "./fusion";
-import { DEFAULT_PASS_CONTEXT, type Pass, type PassContext } from "./pass";
+import type { PassInstance } from "./pass";
+import { instanceText } from "./pipeline";
+import { getPass } from "./registry";
 
-export const PASSES: readonly Pass[] = [dce, cse, fusion];
-
-export function getPass(name: string): Pass {
-  const p = PASSES.find((x) => x.name === name);
-  if (!p) throw new LingcError(`unknown pass '${name}' (available: ${PASSES.map((x) => x.name).join(", ")})`);
-  return p;
-}
-
-/** Splits a `--passes a,b,c` list; an empty string means no passes. */
-export function parsePassList(list: string): Pass[] {
-  return list
-    .split(",")
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0)
-    .map(getPass);
-}
+export { parsePipeline, pipelineText } from "./pipeline";
+export { getPass, PASSES } from "./registry";
 
 export interface PassRunOptions {
   verifyEach?: boolean;
-  context?: PassContext;
+  /** Pass names before which to print the module, or "all". */
+  printBefore?: ReadonlySet<string> | "all";
   /** Pass names after which to print the module, or "all". */
   printAfter?: ReadonlySet<string> | "all";
   /** Where printed modules go (default: stdout). */
   print?: (text: string) => void;
+  /** Target profiles the passes may name (default: the built-in ones). */
+  profiles?: ProfileRegistry;
 }
 
 export interface PassTiming {
@@ -43,28 +34,38 @@ export interface PassTiming {
   ms: number;
 }
 
-export function runPasses(m: Module, passes: readonly Pass[], opts: PassRunOptions = {}): PassTiming[] {
-  const print = opts.print ?? ((t: string) => process.stdout.write(t));
-  if (opts.printAfter && opts.printAfter !== "all") {
-    for (const name of opts.printAfter) {
-      getPass(name);
-      if (!passes.some((p) => p.name === name)) throw new LingcError(`--print-after=${name}: pass '${name}' is not in this pipeline (${passes.map((p) => p.name).join(", ") || "no passes"})`);
+function checkNames(flag: string, names: ReadonlySet<string> | "all" | undefined, passes: readonly PassInstance[]): void {
+  if (!names || names === "all") return;
+  for (const name of names) {
+    getPass(name);
+    if (!passes.some((p) => p.pass.name === name)) {
+      throw new LingcError(`${flag}=${name}: pass '${name}' is not in this pipeline (${passes.map((p) => p.pass.name).join(", ") || "no passes"})`);
     }
   }
+}
+
+export function runPasses(m: Module, passes: readonly PassInstance[], opts: PassRunOptions = {}): PassTiming[] {
+  const print = opts.print ?? ((t: string) => process.stdout.write(t));
+  checkNames("--print-before", opts.printBefore, passes);
+  checkNames("--print-after", opts.printAfter, passes);
+  const ctx = { analyses: new AnalysisManager(m), profiles: opts.profiles ?? new ProfileRegistry() };
+  const wants = (set: ReadonlySet<string> | "all" | undefined, name: string) => set === "all" || (set?.has(name) ?? false);
   const timings: PassTiming[] = [];
   for (const p of passes) {
+    if (wants(opts.printBefore, p.pass.name)) print(`// ----- IR before ${instanceText(p)} -----\n${printModule(m)}`);
     const t0 = performance.now();
-    p.run(m, opts.context ?? DEFAULT_PASS_CONTEXT);
-    timings.push({ name: p.name, ms: performance.now() - t0 });
+    p.pass.run(m, p.options, ctx);
+    timings.push({ name: p.pass.name, ms: performance.now() - t0 });
+    ctx.analyses.invalidate(p.pass.preserves ?? []);
     if (opts.verifyEach) {
       try {
         verifyModule(m);
       } catch (e) {
-        if (e instanceof LingcError) throw new LingcError(`the module is invalid after pass '${p.name}': ${e.message}`);
+        if (e instanceof LingcError) throw new LingcError(`the module is invalid after pass '${p.pass.name}': ${e.message}`);
         throw e;
       }
     }
-    if (opts.printAfter === "all" || opts.printAfter?.has(p.name)) print(`// ----- IR after ${p.name} -----\n${printModule(m)}`);
+    if (wants(opts.printAfter, p.pass.name)) print(`// ----- IR after ${instanceText(p)} -----\n${printModule(m)}`);
   }
   return timings;
 }

@@ -1,28 +1,42 @@
-/** What a pass is: a named, documented transformation of a module, in place. */
+/**
+ * What a pass is: a named, documented transformation of a module, in place, with declared options
+ * (`fusion{profile=cuda-sm90a,disable=router}`) and the analyses it leaves valid.
+ */
+import type { Analysis, AnalysisManager } from "../../ir/analysis";
 import type { Module } from "../../ir/module";
+import type { ProfileRegistry } from "../../ir/target";
 
-/** Settings some passes read: which fusions are off, and what the target allows. */
-export interface PassContext {
-  /** Fusion names switched off (`--no-fuse=swiglu`); "all" switches every fusion off. */
-  disabledFusions: ReadonlySet<string>;
-  /**
-   * Workgroup (shared) memory a kernel may use, in bytes: the norm_matmul fusion keeps one normalized
-   * row there, so it applies only when a row fits. Undefined: no limit.
-   */
-  maxWorkgroupBytes?: number;
-  /**
-   * Dense matmuls (`linear`) run in a GEMM library on this target (cuBLASLt on CUDA), so no fusion
-   * may absorb one into a generated kernel: no norm_matmul, no dense swiglu, no linear epilogues,
-   * and the router kernel starts after the logits.
-   */
-  libraryMatmuls?: boolean;
+export type PassOptionKind = "string" | "int" | "bool" | "list";
+
+export interface PassOptionSpec {
+  kind: PassOptionKind;
+  doc: string;
+  /** Allowed values (for a list: allowed items). */
+  choices?: readonly string[];
 }
 
-export const DEFAULT_PASS_CONTEXT: PassContext = { disabledFusions: new Set() };
+export type PassOptionValue = string | number | boolean | readonly string[];
+export type PassOptions = Readonly<Record<string, PassOptionValue>>;
+
+/** What a running pass can ask for besides the module. */
+export interface PassContext {
+  analyses: AnalysisManager;
+  /** Target profiles by name (the built-in ones and any the driver registered). */
+  profiles: ProfileRegistry;
+}
 
 export interface Pass {
   name: string;
   /** One line: what the pass guarantees. */
   summary: string;
-  run(m: Module, ctx: PassContext): void;
+  options: Readonly<Record<string, PassOptionSpec>>;
+  /** Analyses still valid after the pass ("all": it changes nothing they depend on). */
+  preserves?: readonly Analysis<unknown>[] | "all";
+  run(m: Module, options: PassOptions, ctx: PassContext): void;
+}
+
+/** A pass with its options, as one element of a pipeline. */
+export interface PassInstance {
+  pass: Pass;
+  options: PassOptions;
 }

@@ -1,8 +1,52 @@
 /** Loads every op declaration into the table; import this before using getOp(). */
-import "./elementwise";
-import "./reduce";
-import "./shape";
-import "./nn";
-import "./moe";
+import { CAST } from "./elementwise";
+import { REDUCE_MAX, REDUCE_MEAN, REDUCE_SUM } from "./reduce";
+import { CONCAT, CONSTANT, IOTA, RESHAPE, SHIFT, SLICE, TRANSPOSE } from "./shape";
+import { ATTENTION, EMBEDDING, LINEAR, MATMUL, RMS_NORM, ROPE } from "./nn";
+import { GROUPED_LINEAR, GROUP_TOPK, MOE_COMBINE, MOE_DISPATCH, MOE_PERMUTE, TAKE_ALONG } from "./moe";
 
-export { getOp, allOps, attrsProblem, type OpDef, type AttrKind, type AttrSpec, type Cost, type ShapedType } from "./registry";
+/**
+ * The declarations of the ops that have attributes, for typed attribute reads outside the op
+ * table: `attrsOf(OPS.rms_norm, op).eps` is a number, checked against the declaration.
+ */
+export const OPS = {
+  cast: CAST,
+  reduce_sum: REDUCE_SUM,
+  reduce_mean: REDUCE_MEAN,
+  reduce_max: REDUCE_MAX,
+  reshape: RESHAPE,
+  transpose: TRANSPOSE,
+  slice: SLICE,
+  concat: CONCAT,
+  shift: SHIFT,
+  iota: IOTA,
+  constant: CONSTANT,
+  embedding: EMBEDDING,
+  linear: LINEAR,
+  matmul: MATMUL,
+  rms_norm: RMS_NORM,
+  rope: ROPE,
+  attention: ATTENTION,
+  group_topk: GROUP_TOPK,
+  take_along: TAKE_ALONG,
+  moe_dispatch: MOE_DISPATCH,
+  moe_permute: MOE_PERMUTE,
+  grouped_linear: GROUPED_LINEAR,
+  moe_combine: MOE_COMBINE,
+} as const;
+
+export {
+  getOp,
+  allOps,
+  attrsOf,
+  hasTrait,
+  attrsProblem,
+  TRAITS,
+  type OpDef,
+  type AttrKind,
+  type AttrSpec,
+  type Cost,
+  type ShapedType,
+  type Trait,
+} from "./registry";
+export type { ScalarAlgebra, IndexAlgebra, ScalarRule, IndexRule } from "./algebra";

@@ -29,7 +29,7 @@ function topIndices(v: ArrayLike<number>, lo: number, hi: number, k: number): nu
   return idx.slice(0, k);
 }
 
-defineOp({
+export const GROUP_TOPK = defineOp({
   name: "group_topk",
   summary:
     "group-limited top-k: experts form `groups` contiguous groups, a group scores the sum of its `group_score_topk` best values, the best `topk_groups` groups stay and the top `k` experts among them are chosen (best first)",
@@ -85,7 +85,7 @@ defineOp({
   },
 });
 
-defineOp({
+export const TAKE_ALONG = defineOp({
   name: "take_along",
   summary: "out[t, j] = x[t, idx[t, j]] (gathers each row's selected columns)",
   operands: ["x", "idx"],
@@ -97,22 +97,11 @@ defineOp({
     expectDims(x!.shape[0]!, idx!.shape[0]!, "take_along: x and idx rows differ");
     return [new TensorType(x!.dtype, idx!.shape)];
   },
-  interpret([x, idx]) {
-    const [T, E] = x!.shape as [number, number];
-    const K = idx!.shape[1]!;
-    const out = allocData(x!.dtype, T * K);
-    for (let t = 0; t < T; t++) {
-      for (let j = 0; j < K; j++) {
-        const e = idx!.data[t * K + j]!;
-        if (!(e >= 0 && e < E)) throw new OpError(`take_along: index ${e} is outside 0..${E - 1}`);
-        out[t * K + j] = x!.data[t * E + e]!;
-      }
-    }
-    return [new Tensor(x!.dtype, [T, K], out)];
-  },
+  traits: ["view"],
+  index: (A, [t, j]) => A.read(0, [t!, A.toIndex(A.read(1, [t!, j!]))]),
 });
 
-defineOp({
+export const MOE_DISPATCH = defineOp({
   name: "moe_dispatch",
   summary:
     "sorts the T*K (token, slot) pairs by chosen expert: `order` lists pair indices t*K+j grouped by expert (stable), `offsets[e]..offsets[e+1]` is expert e's range, and `row_of[p]` is the row where pair p landed (the inverse of order)",
@@ -148,7 +137,7 @@ defineOp({
   },
 });
 
-defineOp({
+export const MOE_PERMUTE = defineOp({
   name: "moe_permute",
   summary: "rows of x in dispatch order: out[r] = x[order[r] / k]",
   operands: ["x", "order"],
@@ -162,24 +151,16 @@ defineOp({
     expectDims(order!.shape[0]!, x!.shape[0]!.mul(k), "moe_permute: order length must be tokens*k");
     return [new TensorType(x!.dtype, [order!.shape[0]!, x!.shape[1]!])];
   },
-  interpret([x, order], attrs) {
-    const k = attr.int(attrs, "k");
-    const H = x!.shape[1]!;
-    const n = order!.numel;
-    const out = allocData(x!.dtype, n * H);
-    for (let r = 0; r < n; r++) {
-      const t = Math.floor(order!.data[r]! / k);
-      out.set(x!.data.subarray(t * H, (t + 1) * H), r * H);
-    }
-    return [new Tensor(x!.dtype, [n, H], out)];
-  },
+  traits: ["view"],
+  index: (A, [r, h], c) => A.read(0, [A.div(A.toIndex(A.read(1, [r!])), A.int(c.attrs["k"] as number)), h!]),
 });
 
-defineOp({
+export const GROUPED_LINEAR = defineOp({
   name: "grouped_linear",
   summary: "per-expert linear: rows offsets[e]..offsets[e+1] of x times w[e]^T (w is [E, out, in]); experts with no rows cost nothing",
   operands: ["x", "w", "offsets"],
   attrs: {},
+  traits: ["contraction", "gemm"],
   infer([x, w, offsets]) {
     expectRank(x!, 2, "grouped_linear x ([rows, in])");
     expectRank(w!, 3, "grouped_linear w ([experts, out, in])");
@@ -220,11 +201,12 @@ defineOp({
   },
 });
 
-defineOp({
+export const MOE_COMBINE = defineOp({
   name: "moe_combine",
   summary: "out[t] = sum_j weights[t, j] * y[row_of[t*K+j]], accumulated in fp32 in slot order, then cast to y's dtype",
   operands: ["y", "row_of", "weights"],
   attrs: {},
+  traits: ["contraction"],
   infer([y, rowOf, weights]) {
     expectRank(y!, 2, "moe_combine y ([rows, hidden])");
     expectRank(rowOf!, 1, "moe_combine row_of");

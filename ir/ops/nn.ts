@@ -24,7 +24,7 @@ import {
   numelOfShaped,
 } from "./registry";
 
-defineOp({
+export const EMBEDDING = defineOp({
   name: "embedding",
   summary: "rows of a table picked by integer ids: out[..., :] = table[ids[...], :]",
   operands: ["table", "ids"],
@@ -34,26 +34,20 @@ defineOp({
     expectDtype(ids!, isInt, "embedding ids must be integers");
     return [new TensorType(table!.dtype, [...ids!.shape, table!.shape[1]!])];
   },
-  interpret([table, ids], _a, ctx) {
-    const [V, H] = table!.shape as [number, number];
-    const out = allocData(table!.dtype, ids!.numel * H);
-    for (let i = 0; i < ids!.numel; i++) {
-      const id = ids!.data[i]!;
-      if (!(id >= 0 && id < V)) throw new OpError(`id ${id} at position ${i} is outside the table's ${V} rows`);
-      out.set(table!.data.subarray(id * H, id * H + H), i * H);
-    }
-    return [new Tensor(table!.dtype, ctx.resultShapes[0]!, out)];
-  },
+  traits: ["view"],
+  // out[..., h] = table[ids[...], h]
+  index: (A, coords) => A.read(0, [A.toIndex(A.read(1, coords.slice(0, -1))), coords[coords.length - 1]!]),
   cost(ins, outs) {
     return { flops: 0, bytesRead: bytesOf(outs[0]!) + bytesOf(ins[1]!), bytesWritten: bytesOf(outs[0]!) };
   },
 });
 
-defineOp({
+export const LINEAR = defineOp({
   name: "linear",
   summary: "x @ w^T with w in HF layout [out_features, in_features], no bias",
   operands: ["x", "w"],
   attrs: {},
+  traits: ["contraction", "gemm"],
   infer([x, w]) {
     expectMinRank(x!, 1, "linear input");
     expectRank(w!, 2, "linear weight");
@@ -85,11 +79,12 @@ defineOp({
   },
 });
 
-defineOp({
+export const MATMUL = defineOp({
   name: "matmul",
   summary: "batched a @ b over the last two axes, batch axes broadcast",
   operands: ["a", "b"],
   attrs: {},
+  traits: ["contraction", "gemm"],
   infer([a, b]) {
     expectMinRank(a!, 2, "matmul lhs");
     expectMinRank(b!, 2, "matmul rhs");
@@ -128,7 +123,7 @@ defineOp({
   },
 });
 
-defineOp({
+export const RMS_NORM = defineOp({
   name: "rms_norm",
   summary: "w * cast(x * rsqrt(mean(x^2, -1) + eps), x.dtype), the statistics in fp32 (HF numerics)",
   operands: ["x", "w"],
@@ -160,7 +155,7 @@ defineOp({
   },
 });
 
-defineOp({
+export const ROPE = defineOp({
   name: "rope",
   summary:
     "rotate-half rotary embedding on the first 2*half dims of the last axis (the rest pass through); x is [..., S, d], cos and sin are [S, half]",
@@ -208,7 +203,7 @@ defineOp({
   },
 });
 
-defineOp({
+export const ATTENTION = defineOp({
   name: "attention",
   summary:
     "softmax(q k^T * scale) v per head with grouped KV heads (query head h uses KV head h / (nh/nkv)); causal masks are aligned to the end (query i sits at position T-S+i); softmax in fp32",

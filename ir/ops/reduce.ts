@@ -18,8 +18,8 @@ function reducedAxes(rank: number, axes: readonly number[]): Set<number> {
   return set;
 }
 
-function defineReduce(kind: Kind): void {
-  defineOp({
+function defineReduce(kind: Kind) {
+  return defineOp({
     name: `reduce_${kind}`,
     summary: `${kind} over the given axes`,
     operands: ["x"],
@@ -27,6 +27,7 @@ function defineReduce(kind: Kind): void {
       axes: { kind: "ints", doc: "axes to reduce (negative counts from the end)" },
       keepdims: { kind: "bool", doc: "keep reduced axes with size 1 (default false)", optional: true },
     },
+    traits: ["reduction"],
     infer([x], attrs) {
       if (x!.dtype === "bool") throw new OpError(`reduce_${kind} does not apply to bool tensors`);
       if (kind === "mean" && !isFloat(x!.dtype)) throw new OpError(`reduce_mean needs a float tensor, got ${x}`);
@@ -74,6 +75,6 @@ function defineReduce(kind: Kind): void {
   });
 }
 
-defineReduce("sum");
-defineReduce("mean");
-defineReduce("max");
+export const REDUCE_SUM = defineReduce("sum");
+export const REDUCE_MEAN = defineReduce("mean");
+export const REDUCE_MAX = defineReduce("max");

@@ -1,8 +1,13 @@
 /**
  * The op table (DESIGN principle 1): every op is declared once, as data, with its operands, its
- * attributes and their kinds, its shape and dtype rule, its reference implementation for the
- * interpreter and its cost. Verifier, printer, parser, DSL, interpreter and cost reports all read
- * this table; a backend adds one lowering per op.
+ * attributes and their kinds, its traits, its shape and dtype rule, its meaning and its cost.
+ * Verifier, printer, parser, DSL, interpreter, passes, cost reports and backends all read this
+ * table. Meaning is given once, in the form that fits the op:
+ *   - elementwise ops: one scalar formula (`scalar`, see algebra.ts); the interpreter, the GPU
+ *     kernel generators and the ONNX emitter all derive from it;
+ *   - view ops: one index rule (`index`): which operand element each result element is;
+ *   - every other op: a reference implementation (`interpret`), plus one lowering per backend, or a
+ *     decomposition into other ops that backends without a lowering use.
  */
 import { Dim } from "../dim";
 import { byteSize, isDType, type DType } from "../dtype";
@@ -10,6 +15,7 @@ import { OpError } from "../errors";
 import type { AttrValue, Attrs } from "../module";
 import type { Tensor } from "../tensor";
 import type { TensorType } from "../types";
+import type { IndexRule, ScalarRule } from "./algebra";
 
 export type AttrKind = "int" | "float" | "bool" | "string" | "dtype" | "dim" | "ints" | "dims" | "floats";
 
@@ -35,31 +41,86 @@ export interface Cost {
 export interface InterpCtx {
   /** The concrete shapes of the op's results (its declared types with the symbols bound). */
   resultShapes: readonly (readonly number[])[];
+  /** The dtypes of the op's results. */
+  resultDtypes: readonly DType[];
   /** The value of a dim under the current symbol bindings. */
   dim(d: Dim): number;
 }
 
-export interface OpDef {
+/**
+ * What passes and backends may rely on about an op, instead of lists of op names:
+ * - elementwise: result element i is `scalar` of the operands' elements at i (numpy broadcasting);
+ * - view: result elements are operand elements at other indices, or made from the index (`index`);
+ * - free: needs no kernel and moves no bytes (a reshape shares its operand's storage; a constant is data);
+ * - contraction: sums products over a contraction axis (a matmul-like op; an epilogue can follow it);
+ * - gemm: a dense matrix product of two operands that a GEMM library can run;
+ * - reduction: reduces its operand over some axes.
+ */
+export const TRAITS = ["elementwise", "view", "free", "contraction", "gemm", "reduction"] as const;
+export type Trait = (typeof TRAITS)[number];
+
+export type AttrSpecs = Readonly<Record<string, AttrSpec>>;
+
+interface KindTypes {
+  int: number;
+  float: number;
+  bool: boolean;
+  string: string;
+  dtype: DType;
+  dim: Dim;
+  ints: readonly number[];
+  floats: readonly number[];
+  dims: readonly Dim[];
+}
+
+/** The attribute values of an op, typed from its declaration (optional attributes may be undefined). */
+export type AttrValues<A extends AttrSpecs> = {
+  readonly [K in keyof A]: A[K] extends { optional: true } ? KindTypes[A[K]["kind"]] | undefined : KindTypes[A[K]["kind"]];
+};
+
+export interface OpDef<A extends AttrSpecs = AttrSpecs> {
   name: string;
   summary: string;
   /** Operand names, in order. When `variadic`, the last one repeats (at least once). */
   operands: readonly string[];
   variadic?: boolean;
-  attrs: Readonly<Record<string, AttrSpec>>;
+  attrs: A;
+  traits?: readonly Trait[];
   /** The shape and dtype rule: result types from operand types; throws OpError on bad input. */
   infer(ins: readonly TensorType[], attrs: Attrs): TensorType[];
-  /** The reference semantics. Results are rounded to their dtype by the interpreter afterwards. */
-  interpret(ins: readonly Tensor[], attrs: Attrs, ctx: InterpCtx): Tensor[];
+  /** Elementwise ops: the formula of one element (see algebra.ts). */
+  scalar?: ScalarRule;
+  /** View ops: the result element at given coordinates (see algebra.ts). */
+  index?: IndexRule;
+  /**
+   * The reference semantics. Results are rounded to their dtype by the interpreter afterwards.
+   * Ops with a `scalar` formula or an `index` rule get theirs derived from it (interpret-rules.ts).
+   */
+  interpret?(ins: readonly Tensor[], attrs: Attrs, ctx: InterpCtx): Tensor[];
   /** FLOPs and bytes moved; when left out, one FLOP per output element and every operand read once. */
   cost?(ins: readonly ShapedType[], outs: readonly ShapedType[], attrs: Attrs): Cost;
 }
 
 const TABLE = new Map<string, OpDef>();
 
-export function defineOp(def: OpDef): OpDef {
+export function defineOp<const A extends AttrSpecs>(def: OpDef<A>): OpDef<A> {
   if (TABLE.has(def.name)) throw new Error(`op '${def.name}' is declared twice`);
-  TABLE.set(def.name, def);
+  if (def.traits?.includes("elementwise") && !def.scalar) throw new Error(`elementwise op '${def.name}' needs a scalar formula`);
+  if (def.traits?.includes("view") && !def.index) throw new Error(`view op '${def.name}' needs an index rule`);
+  if (!def.interpret && !def.scalar && !def.index) throw new Error(`op '${def.name}' has no meaning: give interpret, scalar or index`);
+  TABLE.set(def.name, def as unknown as OpDef);
   return def;
+}
+
+/** Whether the op named `name` has trait t (false for calls and unknown ops). */
+export function hasTrait(name: string, t: Trait): boolean {
+  return TABLE.get(name)?.traits?.includes(t) ?? false;
+}
+
+/** The attributes of `op`, typed by the declaration `def` (whose op it must be). */
+export function attrsOf<A extends AttrSpecs>(def: OpDef<A>, op: { opName: string; attrs: Attrs }): AttrValues<A> {
+  if (op.opName !== def.name) throw new Error(`attrsOf: op is '${op.opName}', not '${def.name}'`);
+  return op.attrs as unknown as AttrValues<A>;
 }
 
 export function getOp(name: string): OpDef | undefined {

@@ -1,18 +1,19 @@
 /**
  * Shape and data-movement ops (reshape, transpose, slice, concat, shift) and the two ops that create
- * tensors from attributes (iota, constant).
+ * tensors from attributes (iota, constant). All are views: each says, by its index rule, which
+ * operand element (or which value) its result element at given coordinates is.
  */
 import { Dim, product } from "../dim";
 import { isFloat } from "../dtype";
 import { OpError } from "../errors";
-import { Tensor, allocData, numelOf, stridesOf } from "../tensor";
+import { numelOf } from "../tensor";
 import { TensorType } from "../types";
 import { attr, defineOp, expectSameDtype, normAxis, type Cost } from "./registry";
 
 /** Ops that only reinterpret or create small tensors: free in the cost model. */
 const FREE: Cost = { flops: 0, bytesRead: 0, bytesWritten: 0 };
 
-defineOp({
+export const RESHAPE = defineOp({
   name: "reshape",
   summary: "same elements in row-major order, new shape",
   operands: ["x"],
@@ -24,9 +25,8 @@ defineOp({
     if (!a.equals(b)) throw new OpError(`reshape from ${x} to [${shape.join(", ")}] changes the element count (${a} vs ${b})`);
     return [new TensorType(x!.dtype, shape)];
   },
-  interpret([x], _attrs, ctx) {
-    return [x!.reshaped(ctx.resultShapes[0]!)];
-  },
+  traits: ["view", "free"],
+  index: (A, coords, c) => A.readFlat(0, A.flatten(coords, c.outShape)),
   cost: () => FREE,
 });
 
@@ -39,7 +39,7 @@ function checkPerm(perm: readonly number[], rank: number): void {
   }
 }
 
-defineOp({
+export const TRANSPOSE = defineOp({
   name: "transpose",
   summary: "permutes axes: result axis i is input axis perm[i]",
   operands: ["x"],
@@ -49,52 +49,16 @@ defineOp({
     checkPerm(perm, x!.rank);
     return [new TensorType(x!.dtype, perm.map((p) => x!.shape[p]!))];
   },
-  interpret([x], attrs, ctx) {
-    const perm = attr.ints(attrs, "perm");
-    const outShape = ctx.resultShapes[0]!;
-    const inStrides = stridesOf(x!.shape);
-    const rank = outShape.length;
-    const step = perm.map((p) => inStrides[p]!);
-    const n = numelOf(outShape);
-    const out = allocData(x!.dtype, n);
-    const src = x!.data;
-    const counter = new Array<number>(rank).fill(0);
-    let off = 0;
-    for (let k = 0; k < n; k++) {
-      out[k] = src[off]!;
-      for (let a = rank - 1; a >= 0; a--) {
-        counter[a]!++;
-        off += step[a]!;
-        if (counter[a]! < outShape[a]!) break;
-        off -= step[a]! * counter[a]!;
-        counter[a] = 0;
-      }
-    }
-    return [new Tensor(x!.dtype, outShape, out)];
+  traits: ["view"],
+  index(A, coords, c) {
+    const perm = c.attrs["perm"] as readonly number[];
+    const src = new Array<(typeof coords)[number]>(perm.length);
+    perm.forEach((p, j) => (src[p] = coords[j]!));
+    return A.read(0, src);
   },
 });
 
-/** Copies, for every index of the outer axes, a block of `inner` elements (a strided copy along one axis). */
-function copyAlongAxis(
-  src: Tensor,
-  dst: { data: ArrayLike<number> & { [i: number]: number } },
-  axis: number,
-  srcStart: number,
-  dstStart: number,
-  count: number,
-  dstAxisLen: number,
-): void {
-  const outer = numelOf(src.shape.slice(0, axis));
-  const inner = numelOf(src.shape.slice(axis + 1));
-  const srcAxisLen = src.shape[axis]!;
-  for (let o = 0; o < outer; o++) {
-    const s0 = (o * srcAxisLen + srcStart) * inner;
-    const d0 = (o * dstAxisLen + dstStart) * inner;
-    for (let i = 0; i < count * inner; i++) dst.data[d0 + i] = src.data[s0 + i]!;
-  }
-}
-
-defineOp({
+export const SLICE = defineOp({
   name: "slice",
   summary: "elements start..end-1 along one axis",
   operands: ["x"],
@@ -114,19 +78,16 @@ defineOp({
     shape[axis] = Dim.of(end - start);
     return [new TensorType(x!.dtype, shape)];
   },
-  interpret([x], attrs, ctx) {
-    const axis = normAxis(attr.int(attrs, "axis"), x!.rank);
-    const start = attr.int(attrs, "start");
-    const end = attr.int(attrs, "end");
-    if (end > x!.shape[axis]!) throw new OpError(`slice end ${end} exceeds axis ${axis} of size ${x!.shape[axis]}`);
-    const outShape = ctx.resultShapes[0]!;
-    const out = Tensor.zeros(x!.dtype, outShape);
-    copyAlongAxis(x!, out, axis, start, 0, end - start, outShape[axis]!);
-    return [out];
+  traits: ["view"],
+  index(A, coords, c) {
+    const axis = normAxis(c.attrs["axis"] as number, coords.length);
+    const src = [...coords];
+    src[axis] = A.add(coords[axis]!, A.int(c.attrs["start"] as number));
+    return A.read(0, src);
   },
 });
 
-defineOp({
+export const CONCAT = defineOp({
   name: "concat",
   summary: "joins tensors along one axis",
   operands: ["x"],
@@ -148,20 +109,22 @@ defineOp({
     shape[axis] = total;
     return [new TensorType(first.dtype, shape)];
   },
-  interpret(ins, attrs, ctx) {
-    const axis = normAxis(attr.int(attrs, "axis"), ins[0]!.rank);
-    const outShape = ctx.resultShapes[0]!;
-    const out = Tensor.zeros(ins[0]!.dtype, outShape);
-    let at = 0;
-    for (const t of ins) {
-      copyAlongAxis(t, out, axis, 0, at, t.shape[axis]!, outShape[axis]!);
-      at += t.shape[axis]!;
-    }
-    return [out];
+  traits: ["view"],
+  index(A, coords, c) {
+    const axis = normAxis(c.attrs["axis"] as number, coords.length);
+    // Operand j covers [lo_j, lo_j + its length) of the axis: read it there, shifted to its origin.
+    const part = (j: number, lo: (typeof coords)[number]): (typeof coords)[number] => {
+      const src = [...coords];
+      src[axis] = A.sub(coords[axis]!, lo);
+      if (j === c.inShapes.length - 1) return A.read(j, src);
+      const hi = A.add(lo, A.size(c.inShapes[j]![axis]!));
+      return A.choose(A.lt(coords[axis]!, hi), () => A.read(j, src), () => part(j + 1, hi));
+    };
+    return part(0, A.int(0));
   },
 });
 
-defineOp({
+export const SHIFT = defineOp({
   name: "shift",
   summary: "moves elements along an axis by `offset` (negative: toward index 0) and fills the vacated slots",
   operands: ["x"],
@@ -174,27 +137,18 @@ defineOp({
     normAxis(attr.int(attrs, "axis"), x!.rank);
     return [new TensorType(x!.dtype, x!.shape)];
   },
-  interpret([x], attrs) {
-    const axis = normAxis(attr.int(attrs, "axis"), x!.rank);
-    const offset = attr.int(attrs, "offset");
-    const fill = attr.float(attrs, "fill");
-    const len = x!.shape[axis]!;
-    const out = Tensor.zeros(x!.dtype, x!.shape);
-    out.data.fill(fill);
-    const outer = numelOf(x!.shape.slice(0, axis));
-    const inner = numelOf(x!.shape.slice(axis + 1));
-    for (let o = 0; o < outer; o++) {
-      for (let i = 0; i < len; i++) {
-        const j = i + offset;
-        if (j < 0 || j >= len) continue;
-        for (let k = 0; k < inner; k++) out.data[(o * len + j) * inner + k] = x!.data[(o * len + i) * inner + k]!;
-      }
-    }
-    return [out];
+  traits: ["view"],
+  index(A, coords, c) {
+    const axis = normAxis(c.attrs["axis"] as number, coords.length);
+    const from = A.sub(coords[axis]!, A.int(c.attrs["offset"] as number));
+    const inside = A.and(A.ge(from, A.int(0)), A.lt(from, A.size(c.inShapes[0]![axis]!)));
+    const src = [...coords];
+    src[axis] = from;
+    return A.choose(inside, () => A.read(0, src), () => A.value(c.attrs["fill"] as number));
   },
 });
 
-defineOp({
+export const IOTA = defineOp({
   name: "iota",
   summary: "the integers start, start+1, ..., start+length-1",
   operands: [],
@@ -206,17 +160,11 @@ defineOp({
   infer(_ins, attrs) {
     return [new TensorType(attr.dtype(attrs, "dtype"), [attr.dim(attrs, "length")])];
   },
-  interpret(_ins, attrs, ctx) {
-    const start = ctx.dim(attr.dim(attrs, "start"));
-    const n = ctx.resultShapes[0]![0]!;
-    const dt = attr.dtype(attrs, "dtype");
-    const out = allocData(dt, n);
-    for (let i = 0; i < n; i++) out[i] = start + i;
-    return [new Tensor(dt, [n], out)];
-  },
+  traits: ["view"],
+  index: (A, coords, c) => A.fromIndex(A.add(A.size(c.attrs["start"] as Dim), coords[0]!)),
 });
 
-defineOp({
+export const CONSTANT = defineOp({
   name: "constant",
   summary: "a tensor given in the IR: one value repeated, or one value per element",
   operands: [],
@@ -236,14 +184,10 @@ defineOp({
     if (!isFloat(dt) && values.some((v) => !Number.isInteger(v))) throw new OpError(`constant of dtype ${dt} needs integer values`);
     return [new TensorType(dt, shape.map((d) => Dim.of(d)))];
   },
-  interpret(_ins, attrs, ctx) {
-    const values = attr.floats(attrs, "values");
-    const dt = attr.dtype(attrs, "dtype");
-    const shape = ctx.resultShapes[0]!;
-    const out = allocData(dt, numelOf(shape));
-    if (values.length === 1) out.fill(values[0]!);
-    else out.set(values);
-    return [new Tensor(dt, shape, out)];
+  traits: ["view", "free"],
+  index(A, coords, c) {
+    const values = c.attrs["values"] as readonly number[];
+    return values.length === 1 ? A.value(values[0]!) : A.table(values, A.flatten(coords, c.outShape));
   },
   cost: () => FREE,
 });

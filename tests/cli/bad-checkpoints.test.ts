@@ -6,7 +6,7 @@ import { copyFileSync, existsSync, readFileSync, truncateSync, writeFileSync, mk
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Tensor } from "../../ir/tensor";
-import { readAllSafetensors, writeSafetensors } from "../../models/checkpoint/safetensors";
+import { readAllSafetensors, writeSafetensors } from "../../backends/weights/safetensors";
 import { cli } from "../support/cli";
 import { GOLDEN_DIR, GOLDEN_FILE, scratchDir } from "../support/paths";
 

@@ -7,13 +7,14 @@ import { spawn } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { NVCC_STRICT_FLAGS } from "../../backends/cuda/emit";
+import { nvccStrictFlags } from "../../backends/cuda/emit";
+import { CUDA_SM90A } from "../../ir/target";
 import { cli } from "../support/cli";
 import { scratchDir } from "../support/paths";
 
 function nvcc(dir: string, file: string): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    const p = spawn("nvcc", [...NVCC_STRICT_FLAGS.split(" "), "-c", "-o", `${file}.o`, file], { cwd: dir });
+    const p = spawn("nvcc", [...nvccStrictFlags(CUDA_SM90A).split(" "), "-c", "-o", `${file}.o`, file], { cwd: dir });
     let out = "";
     p.stdout.on("data", (d) => (out += d));
     p.stderr.on("data", (d) => (out += d));

@@ -7,11 +7,13 @@
  */
 import { spawnSync } from "node:child_process";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { LoadedModel } from "../../backends/backend";
-import { buildProgram, cudaBackend, hasCudaGpu } from "../../backends/cuda/backend";
-import { greedyGenerate } from "../../backends/generate";
+import { buildProgram, hasCudaGpu } from "../../backends/cuda/backend";
+import { greedyGenerate } from "../../backends/generation";
+import { compileProgram } from "../../compiler/driver/compile";
+import { openSource } from "../../compiler/driver/source";
+import { loadCheckpoint, type TestModel } from "../support/load";
 import type { Tensor } from "../../ir/tensor";
-import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { readAllSafetensors } from "../../backends/weights/safetensors";
 import { resolveCheckpoint } from "../../models/resolve";
 import { tensorDiff } from "../support/compare";
 import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
@@ -22,12 +24,12 @@ if (!gpu) console.warn("tests/golden/cuda.test.ts: skipped, no NVIDIA GPU on thi
 
 describe.skipIf(!gpu)("CUDA backend vs upstream golden (ling-tiny, fp32)", () => {
   const golden = readAllSafetensors(GOLDEN_FILE);
-  let model: LoadedModel;
+  let model: TestModel;
   let out: Record<string, Tensor>;
 
   beforeAll(async () => {
     const spec = resolveCheckpoint(GOLDEN_DIR);
-    model = await cudaBackend.load(spec.config, spec.checkpointDir);
+    model = await loadCheckpoint("cuda", spec.checkpointDir);
     out = await model.forward.run({ input_ids: golden["input_ids"]! });
   }, 600_000);
 
@@ -43,7 +45,7 @@ describe.skipIf(!gpu)("CUDA backend vs upstream golden (ling-tiny, fp32)", () =>
   });
 
   it("the bf16 attention and expert kernels match their references (lingc_model selftest)", async () => {
-    const exe = await buildProgram(resolveCheckpoint(GOLDEN_DIR).config);
+    const exe = await buildProgram((await compileProgram({ source: openSource(GOLDEN_DIR), target: "cuda" })).program);
     const r = spawnSync(exe, ["selftest"], { encoding: "utf8" });
     const lines = r.stdout.split("\n").filter((l) => l.startsWith("selftest"));
     expect(lines.length).toBeGreaterThanOrEqual(13);

@@ -3,24 +3,23 @@
  * implementation produced for ling-tiny (../shared/golden). Tolerances from its README.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { interpBackend } from "../../backends/interp";
-import type { LoadedModel } from "../../backends/backend";
-import { greedyGenerate } from "../../backends/generate";
+import { greedyGenerate } from "../../backends/generation";
+import { loadCheckpoint, type TestModel } from "../support/load";
 import type { Tensor } from "../../ir/tensor";
-import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { readAllSafetensors } from "../../backends/weights/safetensors";
 import { resolveCheckpoint } from "../../models/resolve";
 import { rowSets, tensorDiff, maxAbsDiff } from "../support/compare";
 import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
 import { goldenGreedy } from "../support/golden";
 
 const golden = readAllSafetensors(GOLDEN_FILE);
-let model: LoadedModel;
+let model: TestModel;
 let out: Record<string, Tensor>;
 const observed: Record<string, Tensor> = {};
 
 beforeAll(async () => {
   const spec = resolveCheckpoint(GOLDEN_DIR);
-  model = await interpBackend.load(spec.config, spec.checkpointDir);
+  model = await loadCheckpoint("interp", spec.checkpointDir);
   out = await model.forward.run({ input_ids: golden["input_ids"]! }, (n, t) => (observed[n] = t));
 });
 
@@ -45,7 +44,7 @@ describe("interpreter vs upstream golden (ling-tiny, fp32)", () => {
   it("greedy generation through the decode graph reproduces greedy_ids and greedy_logits", async () => {
     const { prompts, tokens, steps, stepLogits } = goldenGreedy(golden);
     let decodeCalls = 0;
-    const counting = { ...model, decode: { run: (i: Record<string, Tensor>) => (decodeCalls++, model.decode.run(i)) } };
+    const counting = { ...model, graphs: { ...model.graphs, decode: { run: (i: Record<string, Tensor>) => (decodeCalls++, model.decode.run(i)) } } };
     const r = await greedyGenerate(counting, prompts, steps);
     expect(decodeCalls).toBe(steps - 1);
     expect(r.tokens).toEqual(tokens);

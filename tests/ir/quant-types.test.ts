@@ -9,7 +9,7 @@ import { parseModule } from "../../ir/parse";
 import { printModule } from "../../ir/print";
 import { tensor } from "../../ir/types";
 import { verifyModule } from "../../ir/verify";
-import { parsePassList, runPasses } from "../../compiler/passes/manager";
+import { parsePipeline, runPasses } from "../../compiler/passes/manager";
 
 const SCALED = "f8e4m3fn[256, 128] scale(f32, block(128, 128))";
 const ROWS = "f8e4m3fn[T, 128] scale(f32, block(1, 128))";
@@ -52,7 +52,7 @@ describe("scaled FP8 types", () => {
   it.each(["cse,dce", "cse,dce,fusion"])("keep their scales through the pipeline %s", (pipeline) => {
     const m = parseModule(MODULE, "q.lir");
     verifyModule(m);
-    runPasses(m, parsePassList(pipeline), { verifyEach: true });
+    runPasses(m, parsePipeline(pipeline), { verifyEach: true });
     const text = printModule(m);
     verifyModule(parseModule(text, "after.lir"));
     expect(text).toContain(`-> (w: ${SCALED}, a: ${ROWS}, y: f32[T, 4])`);

@@ -6,8 +6,8 @@
  */
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { interpBackend } from "../../backends/interp";
-import { greedyGenerate } from "../../backends/generate";
+import { greedyGenerate } from "../../backends/generation";
+import { loadCheckpoint } from "../support/load";
 import { Tensor } from "../../ir/tensor";
 import { resolveCheckpoint } from "../../models/resolve";
 import { referenceForward } from "../support/ling2-reference";
@@ -63,7 +63,7 @@ describe.each(VARIANTS)("Ling 2.0 variant: %s", (label, overrides) => {
   const ids = Array.from({ length: B }, () => Array.from({ length: S }, () => Math.floor(r() * cfg.vocabSize)));
 
   it("the interpreter matches the independent reference (logits, MTP logits, hidden states, expert choices)", async () => {
-    const model = await interpBackend.load(cfg, spec.checkpointDir);
+    const model = await loadCheckpoint("interp", spec.checkpointDir);
     const observed: Record<string, Tensor> = {};
     const out = await model.forward.run({ input_ids: Tensor.from("i64", [B, S], ids.flat()) }, (n, t) => (observed[n] = t));
     const ref = referenceForward(cfg, (n) => weights[n]!.data, ids);
@@ -78,7 +78,7 @@ describe.each(VARIANTS)("Ling 2.0 variant: %s", (label, overrides) => {
   });
 
   it("decode steps through the KV cache give the forward pass's logits", async () => {
-    const model = await interpBackend.load(cfg, spec.checkpointDir);
+    const model = await loadCheckpoint("interp", spec.checkpointDir);
     const full = await model.forward.run({ input_ids: Tensor.from("i64", [B, S], ids.flat()) });
     const prefix = ids.map((row) => row.slice(0, 3));
     const pre = await model.forward.run({ input_ids: Tensor.from("i64", [B, 3], prefix.flat()) });

@@ -4,12 +4,12 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { emitOnnx } from "../../backends/onnx/emit";
 import { decodeModel } from "../../backends/onnx/proto";
-import { createSession, fromOrt, loadOrt, onnxBackend, toOrt } from "../../backends/onnx/runtime";
+import { createSession, fromOrt, loadOrt, toOrt } from "../../backends/onnx/runtime";
 import { unboundLayout } from "../../backends/onnx/weights";
-import { greedyGenerate } from "../../backends/generate";
-import type { LoadedModel } from "../../backends/backend";
-import { Checkpoint } from "../../models/checkpoint/checkpoint";
-import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { greedyGenerate } from "../../backends/generation";
+import { loadCheckpoint, type TestModel } from "../support/load";
+import { Checkpoint } from "../../backends/weights/checkpoint";
+import { readAllSafetensors } from "../../backends/weights/safetensors";
 import { buildLing2 } from "../../models/ling2";
 import { resolveCheckpoint, resolveModel } from "../../models/resolve";
 import { cli } from "../support/cli";
@@ -21,10 +21,10 @@ const dir = scratchDir();
 const golden = readAllSafetensors(GOLDEN_FILE);
 
 describe("onnx backend on the golden checkpoint", () => {
-  let model: LoadedModel;
+  let model: TestModel;
   beforeAll(async () => {
     const spec = resolveCheckpoint(GOLDEN_DIR);
-    model = await onnxBackend.load(spec.config, spec.checkpointDir);
+    model = await loadCheckpoint("onnx", spec.checkpointDir);
   });
 
   it("forward matches the golden logits and mtp_logits within 1e-4", async () => {

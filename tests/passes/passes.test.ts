@@ -4,12 +4,12 @@ import { interpret } from "../../ir/interpret";
 import { parseModule } from "../../ir/parse";
 import { printModule } from "../../ir/print";
 import { verifyModule } from "../../ir/verify";
-import { Checkpoint } from "../../models/checkpoint/checkpoint";
-import { bindCheckpoint } from "../../models/checkpoint/bind";
-import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { Checkpoint } from "../../backends/weights/checkpoint";
+import { bindCheckpoint } from "../../backends/weights/bind";
+import { readAllSafetensors } from "../../backends/weights/safetensors";
 import { buildLing2 } from "../../models/ling2";
 import { resolveCheckpoint } from "../../models/resolve";
-import { getPass, parsePassList, runPasses } from "../../compiler/passes/manager";
+import { getPass, parsePipeline, runPasses } from "../../compiler/passes/manager";
 import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
 import { tensorDiff } from "../support/compare";
 
@@ -17,7 +17,7 @@ import { tensorDiff } from "../support/compare";
 function runPass(name: string, before: string): string {
   const m = parseModule(before, "before.lir");
   verifyModule(m);
-  runPasses(m, [getPass(name)], { verifyEach: true });
+  runPasses(m, [{ pass: getPass(name), options: {} }], { verifyEach: true });
   return printModule(m);
 }
 
@@ -119,15 +119,15 @@ module @m {
 
 describe("pass manager", () => {
   it("names unknown passes and refuses --print-after for a pass not in the pipeline", () => {
-    expect(() => parsePassList("cse,fuse")).toThrow(/unknown pass 'fuse' \(available: dce, cse, fusion\)/);
+    expect(() => parsePipeline("cse,fuse")).toThrow(/unknown pass 'fuse' \(available: cse, dce, fusion\)/);
     const m = buildLing2(resolveCheckpoint(GOLDEN_DIR).config, "forward");
-    expect(() => runPasses(m, parsePassList("dce"), { printAfter: new Set(["cse"]) })).toThrow(/pass 'cse' is not in this pipeline/);
+    expect(() => runPasses(m, parsePipeline("dce"), { printAfter: new Set(["cse"]) })).toThrow(/pass 'cse' is not in this pipeline/);
   });
 
   it("prints after the requested passes", () => {
     const m = buildLing2(resolveCheckpoint(GOLDEN_DIR).config, "decode");
     const printed: string[] = [];
-    runPasses(m, parsePassList("cse,dce"), { printAfter: "all", print: (t) => printed.push(t) });
+    runPasses(m, parsePipeline("cse,dce"), { printAfter: "all", print: (t) => printed.push(t) });
     expect(printed.map((p) => p.split("\n")[0])).toEqual(["// ----- IR after cse -----", "// ----- IR after dce -----"]);
     expect(() => verifyModule(parseModule(printed[1]!, "after.lir"))).not.toThrow();
   });
@@ -136,7 +136,7 @@ describe("pass manager", () => {
     const spec = resolveCheckpoint(GOLDEN_DIR);
     const before = buildLing2(spec.config, "forward");
     const after = buildLing2(spec.config, "forward");
-    runPasses(after, parsePassList("cse,dce"), { verifyEach: true });
+    runPasses(after, parsePipeline("cse,dce"), { verifyEach: true });
     const ck = Checkpoint.open(spec.checkpointDir);
     const w = bindCheckpoint([before, after], ck);
     const ids = readAllSafetensors(GOLDEN_FILE)["input_ids"]!;

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { Tensor } from "../../ir/tensor";
 import { isStackedWeight } from "../../ir/module";
 import { collectWeights, expertNames } from "../../ir/weights";
-import { writeSafetensors } from "../../models/checkpoint/safetensors";
+import { writeSafetensors } from "../../backends/weights/safetensors";
 import { configFromHf } from "../../models/config";
 import { buildLing2 } from "../../models/ling2";
 

@@ -5,6 +5,7 @@ import { Dim } from "../../ir/dim";
 import { OpError } from "../../ir/errors";
 import type { Attrs } from "../../ir/module";
 import { getOp } from "../../ir/ops";
+import { interpretOp } from "../../ir/ops/interpret-rules";
 import { Tensor } from "../../ir/tensor";
 import { tensor, TensorType } from "../../ir/types";
 import { rng, normal } from "../support/random-checkpoint";
@@ -16,7 +17,7 @@ function run(name: string, ins: Tensor[], attrs: Attrs = {}): Tensor[] {
     ins.map((t) => new TensorType(t.dtype, t.shape.map((d) => Dim.of(d)))),
     attrs,
   );
-  return def.interpret(ins, attrs, { resultShapes: types.map((t) => t.shape.map((d) => d.value!)), dim: (d) => d.value! });
+  return interpretOp(def, ins, attrs, { resultShapes: types.map((t) => t.shape.map((d) => d.value!)), resultDtypes: types.map((t) => t.dtype), dim: (d) => d.value! });
 }
 
 const rand = (r: () => number, dtype: Tensor["dtype"], shape: number[]) => Tensor.from(dtype, shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => normal(r)));

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { LingcError } from "../../ir/errors";
 import { Tensor } from "../../ir/tensor";
-import { readAllSafetensors, SafetensorsFile, writeSafetensors } from "../../models/checkpoint/safetensors";
+import { readAllSafetensors, SafetensorsFile, writeSafetensors } from "../../backends/weights/safetensors";
 import { scratchDir } from "../support/paths";
 
 const dir = scratchDir();

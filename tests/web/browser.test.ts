@@ -11,7 +11,7 @@ import { build } from "esbuild";
 import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { lingcPlugin } from "../../compiler/esbuild-plugin";
-import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { readAllSafetensors } from "../../backends/weights/safetensors";
 import { GOLDEN_DIR, GOLDEN_FILE, ROOT, scratchDir } from "../support/paths";
 
 const CHROMIUM = "/usr/bin/chromium";

@@ -1,14 +1,16 @@
 /** The fusion pass: the plan it records, the report, and that it never changes the numbers. */
 import { describe, expect, it } from "vitest";
 import { kernelReport } from "../../compiler/analysis/kernel-report";
-import { parsePassList, runPasses } from "../../compiler/passes/manager";
+import { parsePipeline, runPasses } from "../../compiler/passes/manager";
+import { ProfileRegistry, WEBGPU_BASELINE } from "../../ir/target";
+import { withLimits } from "../../ir/target/webgpu";
 import { interpret } from "../../ir/interpret";
 import { parseModule } from "../../ir/parse";
 import { printModule } from "../../ir/print";
 import { verifyModule } from "../../ir/verify";
-import { Checkpoint } from "../../models/checkpoint/checkpoint";
-import { bindCheckpoint } from "../../models/checkpoint/bind";
-import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { Checkpoint } from "../../backends/weights/checkpoint";
+import { bindCheckpoint } from "../../backends/weights/bind";
+import { readAllSafetensors } from "../../backends/weights/safetensors";
 import { buildLing2 } from "../../models/ling2";
 import { resolveCheckpoint, resolveModel } from "../../models/resolve";
 import { cli } from "../support/cli";
@@ -17,9 +19,14 @@ import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
 
 const BASELINE_WG = 16384;
 
+/** The model after cse, dce and fusion for WebGPU's baseline limits with this much workgroup memory. */
 function fused(name: string, graph: "forward" | "decode", noFuse: string[] = [], maxWorkgroupBytes = BASELINE_WG) {
   const m = buildLing2(resolveModel(name).config, graph);
-  runPasses(m, parsePassList("cse,dce,fusion"), { verifyEach: true, context: { disabledFusions: new Set(noFuse), maxWorkgroupBytes } });
+  const profiles = new ProfileRegistry();
+  const profile = withLimits(WEBGPU_BASELINE, [`maxComputeWorkgroupStorageSize=${maxWorkgroupBytes}`]);
+  profiles.register(profile);
+  const disable = noFuse.length ? `,disable=${noFuse.join(",")}` : "";
+  runPasses(m, parsePipeline(`cse,dce,fusion{profile=${profile.name}${disable}}`), { verifyEach: true, profiles });
   return m;
 }
 
@@ -50,7 +57,7 @@ describe("fusion plan", () => {
     expect(names(["swiglu"])).not.toContain("swiglu");
     expect(names(["router", "attention"]).filter((n) => n === "router" || n === "attention")).toEqual([]);
     expect(names(["all"])).toEqual([]);
-    expect(() => fused("ling-tiny", "forward", ["swiglue"])).toThrow(/unknown fusion 'swiglue' \(fusions: router, qk_norm_rope/);
+    expect(() => fused("ling-tiny", "forward", ["swiglue"])).toThrow(/option 'disable' of pass 'fusion': 'swiglue' is not one of router, qk_norm_rope/);
   });
 
   it("norm_matmul applies only where a normalized row fits the target's workgroup memory", () => {
@@ -73,7 +80,7 @@ describe("fusion plan", () => {
   });
 
   it("lingc compile --report prints kernels per layer kind and bytes per token", async () => {
-    const r = await cli("compile", "ling-1t", "--target", "ir", "--passes", "cse,dce,fusion", "--target-profile", "baseline", "--report", "--out", "/tmp/lingc-report-test");
+    const r = await cli("compile", "ling-1t", "--target", "ir", "--passes", "cse,dce,fusion{profile=webgpu-baseline}", "--report", "--out", "/tmp/lingc-report-test");
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/moe_layer +77 +43 -> 13/);
     expect(r.stdout).toMatch(/whole graph per token: [\d.]+ GB -> [\d.]+ GB/);

@@ -1,10 +1,9 @@
 /** The WGSL backend on the local WebGPU adapter (Mesa's software Vulkan in CI) against the golden numbers. */
 import { beforeAll, describe, expect, it } from "vitest";
-import { wgslBackend } from "../../backends/wgsl/backend";
-import { greedyGenerate } from "../../backends/generate";
-import type { LoadedModel } from "../../backends/backend";
+import { greedyGenerate } from "../../backends/generation";
+import { loadCheckpoint, type TestModel } from "../support/load";
 import type { Tensor } from "../../ir/tensor";
-import { readAllSafetensors } from "../../models/checkpoint/safetensors";
+import { readAllSafetensors } from "../../backends/weights/safetensors";
 import { resolveCheckpoint } from "../../models/resolve";
 import { cli } from "../support/cli";
 import { maxAbsDiff, tensorDiff } from "../support/compare";
@@ -19,10 +18,10 @@ describe.each([
   ["every fusion on", []],
   ["every fusion off", ["all"]],
 ])("wgsl, %s", (_label, noFuse) => {
-  let model: LoadedModel;
+  let model: TestModel;
   let out: Record<string, Tensor>;
   beforeAll(async () => {
-    model = await wgslBackend.load(spec.config, spec.checkpointDir, { noFuse: [...noFuse] });
+    model = await loadCheckpoint("wgsl", spec.checkpointDir, { noFuse: [...noFuse] });
     out = await model.forward.run({ input_ids: golden["input_ids"]! });
   }, 120_000);
 
@@ -41,7 +40,7 @@ describe.each([
 describe("wgsl, fused vs unfused", () => {
   it("give the same logits within 1e-5", async () => {
     const run = async (noFuse: string[]) => {
-      const m = await wgslBackend.load(spec.config, spec.checkpointDir, { noFuse });
+      const m = await loadCheckpoint("wgsl", spec.checkpointDir, { noFuse });
       const o = await m.forward.run({ input_ids: golden["input_ids"]! });
       m.close();
       return o;
@@ -55,7 +54,7 @@ describe("wgsl, fused vs unfused", () => {
 describe("WebGPU limits", () => {
   it("a weight over maxStorageBufferBindingSize is split over bindings and still gives the golden numbers", async () => {
     // The embedding, lm_head and the stacked expert weights (128 KiB as f32) exceed a 64 KiB limit and are split in two.
-    const m = await wgslBackend.load(spec.config, spec.checkpointDir, { limits: ["maxStorageBufferBindingSize=65536"] });
+    const m = await loadCheckpoint("wgsl", spec.checkpointDir, { limits: ["maxStorageBufferBindingSize=65536"] });
     const o = await m.forward.run({ input_ids: golden["input_ids"]! });
     m.close();
     expect(tensorDiff(o["logits"]!, golden["logits"]!)).toBeLessThanOrEqual(1e-4);
@@ -70,6 +69,6 @@ describe("WebGPU limits", () => {
   it("a compile for WebGPU's baseline refuses Ling-1T's 5 GB embedding with the limits named", async () => {
     const r = await cli("compile", "ling-1t", "--target", "wgsl", "--out", "/tmp/lingc-1t-wgsl");
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/model\.word_embeddings\.weight \(5150605312 bytes as f32\) is split into 39 bindings .* over maxStorageBuffersPerShaderStage = 8 \(profile baseline\)/);
+    expect(r.stderr).toMatch(/model\.word_embeddings\.weight \(5150605312 bytes as f32\) is split into 39 bindings .* over maxStorageBuffersPerShaderStage = 8 \(profile webgpu-baseline\)/);
   });
 });

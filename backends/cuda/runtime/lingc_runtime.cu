@@ -254,9 +254,17 @@ struct Checkpoint {
   std::vector<StFile> files;
   std::map<std::string, int> where;
 
+  /** A checkpoint folder, or one .safetensors file. */
   void open(const std::string& d) {
     dir = d;
     std::vector<std::string> names;
+    struct stat st;
+    if (::stat(d.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      files.resize(1);
+      files[0].open(d);
+      for (auto& kv : files[0].entries) where[kv.first] = 0;
+      return;
+    }
     if (exists(d + "/model.safetensors.index.json")) {
       Json idx = parse_json(read_file(d + "/model.safetensors.index.json"), "model.safetensors.index.json");
       const Json* wm = idx.get("weight_map");
@@ -294,6 +302,96 @@ struct Checkpoint {
 // ---------------------------------------------------------------------------------------------
 // Runtime
 
+/**
+ * A graph expanded for running: every function instance (frame) of the call tree gets its local
+ * slots side by side in one global slot list, so the host code of a layer function serves all its
+ * layers (each frame adds its base to local slot numbers). Parameters and call results become
+ * aliases of the slots that hold their storage; weights get their full names (call scopes joined).
+ */
+struct Plan {
+  const GraphDef* g = nullptr;
+  std::vector<SlotMeta> slots;
+  std::vector<Frame> frames;  // frames[0] is the entry
+  std::vector<const char*> labels;
+  int nsym = 0;
+  std::vector<int> input_slots, output_slots;
+
+  static std::string join(const std::string& a, const char* b) {
+    if (!b || !*b) return a;
+    return a.empty() ? std::string(b) : a + "." + b;
+  }
+
+  int storage(int s) const {
+    while (slots[s].source == SRC_ALIAS) s = slots[s].alias_of;
+    return s;
+  }
+
+  /** Adds an instance of f whose parameters are the global slots args; returns its frame index. */
+  int expand(const FuncDef* f, const std::string& prefix, const std::vector<int>& args, bool entry) {
+    const int fi = (int)frames.size();
+    frames.push_back(Frame{f, (int)slots.size(), nsym, (int)labels.size(), {}});
+    nsym += f->nsyms;
+    for (int l = 0; l < f->nlabels; ++l) labels.push_back(f->labels[l]);
+    const int base = (int)slots.size();
+    for (int l = 0; l < f->nslots; ++l) {
+      const LocalSlot& ls = f->slots[l];
+      SlotMeta m{ls.name && *ls.name ? join(prefix, ls.name) : "", "", ls.dtype, ls.source, -1, ls.rank, ls.resident, fi, l};
+      if (ls.source == SRC_WEIGHT) m.weight = join(prefix, ls.weight);
+      if (ls.source == SRC_PARAM) {
+        m.source = entry ? SRC_INPUT : SRC_ALIAS;
+        if (!entry) m.alias_of = args[ls.ref];
+      }
+      if (ls.source == SRC_ALIAS) m.alias_of = base + ls.ref;
+      slots.push_back(m);
+    }
+    for (int k = 0; k < f->ncalls; ++k) {
+      const CallSite& cs = f->calls[k];
+      std::vector<int> a(cs.nargs);
+      for (int i = 0; i < cs.nargs; ++i) a[i] = base + cs.args[i];
+      const int child = expand(cs.callee, join(prefix, cs.scope), a, false);
+      frames[fi].calls.push_back(child);
+    }
+    // A call's results share the storage of the callee's result slots.
+    for (int l = 0; l < f->nslots; ++l) {
+      const LocalSlot& ls = f->slots[l];
+      if (ls.source != SRC_CALL) continue;
+      const Frame& c = frames[frames[fi].calls[ls.ref]];
+      slots[base + l].source = SRC_ALIAS;
+      slots[base + l].alias_of = c.base + c.f->results[ls.ref2];
+    }
+    return fi;
+  }
+
+  void build(const GraphDef* graph) {
+    g = graph;
+    expand(g->entry, "", {}, true);
+    for (auto& m : slots)
+      if (m.source == SRC_ALIAS) m.alias_of = storage(m.alias_of);
+    const Frame& e = frames[0];
+    for (int i = 0; i < g->ninputs; ++i) {
+      int s = -1;
+      for (int l = 0; l < e.f->nslots; ++l)
+        if (e.f->slots[l].source == SRC_PARAM && e.f->slots[l].ref == g->inputs[i].index) s = e.base + l;
+      input_slots.push_back(s);
+    }
+    for (int i = 0; i < g->noutputs; ++i) output_slots.push_back(storage(e.base + e.f->results[g->outputs[i].index]));
+  }
+
+  /** Every frame's symbols from the entry's (frames are in call order: a callee after its caller). */
+  void bind_symbols(const long* entry, std::vector<long>& out) const {
+    out.assign(std::max(nsym, 1), 0);
+    for (int i = 0; i < frames[0].f->nsyms; ++i) out[i] = entry[i];
+    for (const Frame& fr : frames)
+      for (int k = 0; k < fr.f->ncalls; ++k) fr.f->calls[k].symbols(&out[fr.sym], &out[frames[fr.calls[k]].sym]);
+  }
+
+  void shape(int slot, const std::vector<long>& sym, long* out) const {
+    const SlotMeta& m = slots[slot];
+    const Frame& fr = frames[m.frame];
+    fr.f->shape(m.local, &sym[fr.sym], out);
+  }
+};
+
 struct GemmPlan {
   cublasLtMatmulDesc_t desc;
   cublasLtMatrixLayout_t a, b, c;
@@ -308,12 +406,13 @@ class Runtime {
   void* workspace = nullptr;
   size_t workspace_bytes = 64u << 20;
   std::map<std::string, DevTensor> weights;
-  std::map<const GraphDef*, std::vector<DevTensor>> resident;  // per graph: constants and load-time results by slot
+  std::map<std::string, Plan> plans_by_graph;
+  std::map<const Plan*, std::vector<DevTensor>> resident;  // per graph: constants and load-time results by slot
   std::map<std::string, GemmPlan> plans;
   bool profile = false;
   std::vector<cudaEvent_t> events;
   std::vector<int> event_labels;
-  const GraphDef* profiling_graph = nullptr;
+  const Plan* profiling_plan = nullptr;
   std::map<std::string, std::pair<double, long>> timings;  // label -> (ms, calls)
   std::string expert_path, attention_path;  // "" (automatic), "gemv"/"gemm", "split"/"gemm"
   long attention_tile = -1;  // LINGC_ATTENTION_TILE: query rows per prefill attention tile (tests the tiling)
@@ -420,7 +519,8 @@ class Runtime {
     const size_t bytes = (size_t)t.numel() * dtype_bytes(dt);
     CK(cudaMalloc(&t.ptr, std::max<size_t>(bytes, 16)));
     if (!ck) {
-      const bool norm = name.size() > 11 && name.compare(name.size() - 11, 11, "norm.weight") == 0;
+      // Random weights: matrices uniform within 1/sqrt(fan-in); vectors (norm scales, biases) 1 +- 0.05.
+      const bool norm = shape.size() == 1;
       const float a = norm ? 0.05f : 1.f / std::sqrt((float)shape.back());
       const long n = t.numel();
       if (dt == DT_BF16) init_random<<<grid((n + 255) / 256), 256, 0, stream>>>((__nv_bfloat16*)t.ptr, n, seed ^ std::hash<std::string>()(name), a, norm ? 1.f : 0.f);
@@ -453,132 +553,172 @@ class Runtime {
     weights[name] = t;
   }
 
-  /** Loads every weight both graphs declare (all checked before any kernel runs), then constants and load-time steps. */
+  /** The expanded graph named `name` (built on first use). */
+  const Plan& plan(const std::string& name) {
+    auto it = plans_by_graph.find(name);
+    if (it != plans_by_graph.end()) return it->second;
+    for (int i = 0; i < NGRAPHS; ++i) {
+      if (name != GRAPHS[i]->name) continue;
+      Plan& p = plans_by_graph[name];
+      p.build(GRAPHS[i]);
+      return p;
+    }
+    std::string have;
+    for (int i = 0; i < NGRAPHS; ++i) have += std::string(i ? ", " : "") + GRAPHS[i]->name;
+    fail("the program has no graph '%s' (it has %s)", name.c_str(), have.c_str());
+  }
+
+  /** Loads every weight every graph declares (all checked before any kernel runs), then constants and load-time steps. */
   void load(const Checkpoint* ck, unsigned long long seed) {
     std::vector<long> shape(8);
-    for (const GraphDef* g : {&GRAPH_forward, &GRAPH_decode}) {
-      for (int s = 0; s < g->nslots; ++s) {
-        const SlotMeta& m = g->slots[s];
+    for (int gi = 0; gi < NGRAPHS; ++gi) {
+      const Plan& p = plan(GRAPHS[gi]->name);
+      std::vector<long> sym;
+      std::vector<long> zeros(p.frames[0].f->nsyms + 1, 0);
+      p.bind_symbols(zeros.data(), sym);
+      for (size_t s = 0; s < p.slots.size(); ++s) {
+        const SlotMeta& m = p.slots[s];
         if (m.source != SRC_WEIGHT) continue;
-        long sym[8] = {0};
-        g->shape(s, sym, shape.data());
-        std::vector<long> dims;
-        for (int d = 0; d < m.rank; ++d) dims.push_back(shape[d]);
-        upload_weight(m.weight, m.dtype, dims, ck, seed);
+        p.shape((int)s, sym, shape.data());
+        upload_weight(m.weight, m.dtype, std::vector<long>(shape.begin(), shape.begin() + m.rank), ck, seed);
       }
     }
     CK(cudaStreamSynchronize(stream));
-    for (const GraphDef* g : {&GRAPH_forward, &GRAPH_decode}) prepare(g);
+    for (int gi = 0; gi < NGRAPHS; ++gi) prepare(plan(GRAPHS[gi]->name));
   }
 
-  void prepare(const GraphDef* g) {
-    std::vector<DevTensor>& res = resident[g];
-    res.assign(g->nslots, DevTensor());
+  void prepare(const Plan& p) {
+    std::vector<DevTensor>& res = resident[&p];
+    res.assign(p.slots.size(), DevTensor());
     std::vector<long> shape(8);
-    long sym[8] = {0};
-    for (int c = 0; c < g->nconsts; ++c) {
-      const ConstDef& cd = g->consts[c];
-      if (cd.slot < 0) continue;
-      const SlotMeta& m = g->slots[cd.slot];
-      g->shape(cd.slot, sym, shape.data());
-      DevTensor t;
-      t.dtype = m.dtype;
-      for (int d = 0; d < m.rank; ++d) t.shape.push_back(shape[d]);
-      const long n = t.numel();
-      std::vector<char> host((size_t)std::max<long>(n, 1) * dtype_bytes(m.dtype));
-      for (long i = 0; i < n; ++i) {
-        const float v = cd.values[cd.count == 1 ? 0 : i];
-        if (m.dtype == DT_F32) ((float*)host.data())[i] = v;
-        else if (m.dtype == DT_I32) ((int*)host.data())[i] = (int)v;
-        else ((__nv_bfloat16*)host.data())[i] = __float2bfloat16(v);
+    std::vector<long> sym;
+    std::vector<long> zeros(p.frames[0].f->nsyms + 1, 0);
+    p.bind_symbols(zeros.data(), sym);
+    for (const Frame& fr : p.frames) {
+      for (int c = 0; c < fr.f->nconsts; ++c) {
+        const ConstDef& cd = fr.f->consts[c];
+        const int slot = fr.base + cd.slot;
+        const SlotMeta& m = p.slots[slot];
+        p.shape(slot, sym, shape.data());
+        DevTensor t;
+        t.dtype = m.dtype;
+        for (int d = 0; d < m.rank; ++d) t.shape.push_back(shape[d]);
+        const long n = t.numel();
+        std::vector<char> host((size_t)std::max<long>(n, 1) * dtype_bytes(m.dtype));
+        for (long i = 0; i < n; ++i) {
+          const float v = cd.values[cd.count == 1 ? 0 : i];
+          if (m.dtype == DT_F32) ((float*)host.data())[i] = v;
+          else if (m.dtype == DT_I32) ((int*)host.data())[i] = (int)v;
+          else ((__nv_bfloat16*)host.data())[i] = __float2bfloat16(v);
+        }
+        CK(cudaMalloc(&t.ptr, host.size()));
+        CK(cudaMemcpy(t.ptr, host.data(), host.size(), cudaMemcpyHostToDevice));
+        res[slot] = t;
       }
-      CK(cudaMalloc(&t.ptr, host.size()));
-      CK(cudaMemcpy(t.ptr, host.data(), host.size(), cudaMemcpyHostToDevice));
-      res[cd.slot] = t;
     }
-    for (int s = 0; s < g->nslots; ++s) {
-      if (!g->slots[s].resident) continue;
-      g->shape(s, sym, shape.data());
+    for (size_t s = 0; s < p.slots.size(); ++s) {
+      if (!p.slots[s].resident || p.slots[s].source != SRC_COMPUTED) continue;
+      p.shape((int)s, sym, shape.data());
       DevTensor t;
-      t.dtype = g->slots[s].dtype;
-      for (int d = 0; d < g->slots[s].rank; ++d) t.shape.push_back(shape[d]);
+      t.dtype = p.slots[s].dtype;
+      for (int d = 0; d < p.slots[s].rank; ++d) t.shape.push_back(shape[d]);
       CK(cudaMalloc(&t.ptr, std::max<size_t>((size_t)t.numel() * dtype_bytes(t.dtype), 16)));
       res[s] = t;
     }
     Ctx c;
-    bind(c, g, sym);
-    g->prepare(c);
+    bind(c, p, sym);
+    p.frames[0].f->prepare(c, p.frames[0]);
     CK(cudaStreamSynchronize(stream));
   }
 
-  void bind(Ctx& c, const GraphDef* g, const long* sym) {
+  void bind(Ctx& c, const Plan& p, const std::vector<long>& sym) {
     c.rt = this;
-    c.g = g;
+    c.plan = &p;
     c.stream = stream;
-    for (int i = 0; i < g->nsyms; ++i) c.sym[i] = sym[i];
-    c.ptrs.assign(g->nslots, nullptr);
-    const std::vector<DevTensor>& res = resident[g];
-    for (int s = 0; s < g->nslots; ++s) {
-      const SlotMeta& m = g->slots[s];
+    c.sym = sym;
+    c.ptrs.assign(p.slots.size(), nullptr);
+    const std::vector<DevTensor>& res = resident[&p];
+    for (size_t s = 0; s < p.slots.size(); ++s) {
+      const SlotMeta& m = p.slots[s];
       if (m.source == SRC_WEIGHT) c.ptrs[s] = weights.at(m.weight).ptr;
       else if (!res.empty() && res[s].ptr) c.ptrs[s] = res[s].ptr;
     }
+  }
+
+  /** The symbols of a plan's frames from its inputs' shapes. */
+  std::vector<long> symbols_from(const Plan& p, const std::map<std::string, DevTensor>& inputs) {
+    std::vector<long> entry(p.frames[0].f->nsyms + 1, 0);
+    for (int i = 0; i < p.g->nbinds; ++i) {
+      auto it = inputs.find(p.g->binds[i].input);
+      if (it == inputs.end()) fail("graph %s: missing input '%s'", p.g->name, p.g->binds[i].input);
+      entry[p.g->binds[i].sym] = it->second.shape.at(p.g->binds[i].axis);
+    }
+    std::vector<long> sym;
+    p.bind_symbols(entry.data(), sym);
+    return sym;
+  }
+
+  /** Points the aliases at their storage. */
+  static void resolve_aliases(Ctx& c, const Plan& p) {
+    for (size_t s = 0; s < p.slots.size(); ++s)
+      if (p.slots[s].source == SRC_ALIAS) c.ptrs[s] = c.ptrs[p.slots[s].alias_of];
   }
 
   /**
    * Runs a graph: inputs by name (device tensors), returns the outputs (device tensors the caller
    * owns); with observe, also every named value the plan materializes.
    */
-  std::map<std::string, DevTensor> run(const GraphDef* g, const std::map<std::string, DevTensor>& inputs, bool observe) {
-    long sym[8] = {0};
-    for (int i = 0; i < g->nsyms; ++i) {
-      auto it = inputs.find(g->binds[i].input);
-      if (it == inputs.end()) fail("graph %s: missing input '%s'", g->name, g->binds[i].input);
-      sym[g->binds[i].sym] = it->second.shape.at(g->binds[i].axis);
-    }
+  std::map<std::string, DevTensor> run(const std::string& name, const std::map<std::string, DevTensor>& inputs, bool observe) {
+    const Plan& p = plan(name);
+    const GraphDef* g = p.g;
     Ctx c;
-    bind(c, g, sym);
+    bind(c, p, symbols_from(p, inputs));
     std::vector<long> shape(8);
     for (int i = 0; i < g->ninputs; ++i) {
       auto it = inputs.find(g->inputs[i].name);
       if (it == inputs.end()) fail("graph %s: missing input '%s'", g->name, g->inputs[i].name);
-      const int s = g->inputs[i].slot;
-      g->shape(s, sym, shape.data());
-      if ((int)it->second.shape.size() != g->slots[s].rank || !std::equal(it->second.shape.begin(), it->second.shape.end(), shape.begin()))
+      const int s = p.input_slots[i];
+      p.shape(s, c.sym, shape.data());
+      if ((int)it->second.shape.size() != p.slots[s].rank || !std::equal(it->second.shape.begin(), it->second.shape.end(), shape.begin()))
         fail("graph %s: input '%s' has the wrong shape", g->name, g->inputs[i].name);
-      if (it->second.dtype != g->slots[s].dtype) fail("graph %s: input '%s' is %s, the graph takes %s", g->name, g->inputs[i].name, dtype_name(it->second.dtype), dtype_name(g->slots[s].dtype));
+      if (it->second.dtype != p.slots[s].dtype) fail("graph %s: input '%s' is %s, the graph takes %s", g->name, g->inputs[i].name, dtype_name(it->second.dtype), dtype_name(p.slots[s].dtype));
       c.ptrs[s] = it->second.ptr;
     }
     std::vector<int> allocated;
-    for (int s = 0; s < g->nslots; ++s) {
-      const SlotMeta& m = g->slots[s];
+    for (size_t s = 0; s < p.slots.size(); ++s) {
+      const SlotMeta& m = p.slots[s];
       if (m.source != SRC_COMPUTED || c.ptrs[s]) continue;
-      g->shape(s, sym, shape.data());
+      p.shape((int)s, c.sym, shape.data());
       long n = 1;
       for (int d = 0; d < m.rank; ++d) n *= shape[d];
       CK(cudaMallocAsync(&c.ptrs[s], std::max<size_t>((size_t)n * dtype_bytes(m.dtype), 16), stream));
-      allocated.push_back(s);
+      allocated.push_back((int)s);
     }
-    for (int s = 0; s < g->nslots; ++s)
-      if (g->slots[s].source == SRC_ALIAS) c.ptrs[s] = c.ptrs[g->slots[s].alias_of];
-    if (profile) begin_profile(g);
-    g->run(c);
-    if (profile) end_profile(g);
+    resolve_aliases(c, p);
+    if (profile) begin_profile(p);
+    p.frames[0].f->run(c, p.frames[0]);
+    if (profile) end_profile(p);
     std::map<std::string, DevTensor> out;
     std::vector<int> kept;
-    auto keep = [&](const std::string& name, int s) {
+    auto keep = [&](const std::string& nm, int s) {
+      const int st = p.storage(s);
       DevTensor t;
-      t.ptr = c.ptrs[s];
-      t.dtype = g->slots[s].dtype;
-      g->shape(s, sym, shape.data());
-      for (int d = 0; d < g->slots[s].rank; ++d) t.shape.push_back(shape[d]);
-      out[name] = t;
-      kept.push_back(s);
+      t.ptr = c.ptrs[st];
+      t.dtype = p.slots[st].dtype;
+      p.shape(s, c.sym, shape.data());
+      for (int d = 0; d < p.slots[s].rank; ++d) t.shape.push_back(shape[d]);
+      out[nm] = t;
+      kept.push_back(st);
     };
-    for (int i = 0; i < g->noutputs; ++i) keep(g->outputs[i].name, g->outputs[i].slot);
+    for (int i = 0; i < g->noutputs; ++i) keep(g->outputs[i].name, p.output_slots[i]);
     if (observe)
-      for (int s = 0; s < g->nslots; ++s)
-        if (g->slots[s].source == SRC_COMPUTED && g->slots[s].name[0] && !out.count(g->slots[s].name) && !g->slots[s].resident) keep(g->slots[s].name, s);
+      for (size_t s = 0; s < p.slots.size(); ++s) {
+        const SlotMeta& m = p.slots[s];
+        if (m.name.empty() || out.count(m.name)) continue;
+        const SlotMeta& st = p.slots[p.storage((int)s)];
+        if (st.source == SRC_COMPUTED && !st.resident) keep(m.name, (int)s);
+      }
+    // An output (or observed value) may share its storage with another: a slot kept twice is freed once, by the caller.
     for (int s : allocated)
       if (std::find(kept.begin(), kept.end(), s) == kept.end()) CK(cudaFreeAsync(c.ptrs[s], stream));
     return out;
@@ -590,36 +730,35 @@ class Runtime {
    * per kernel. Outputs live in that arena and are overwritten by the next replay. Only for graphs
    * that need no host synchronization (decoding: the expert GEMV path).
    */
-  std::map<std::string, DevTensor> run_graphed(const GraphDef* g, const std::map<std::string, DevTensor>& inputs) {
+  std::map<std::string, DevTensor> run_graphed(const std::string& name, const std::map<std::string, DevTensor>& inputs) {
+    const Plan& p = plan(name);
+    const GraphDef* g = p.g;
     std::string key = g->name;
     for (auto& kv : inputs) key += "|" + kv.first + "@" + std::to_string((uintptr_t)kv.second.ptr);
     auto it = captured.find(key);
     if (it == captured.end()) {
       Captured cap;
-      long sym[8] = {0};
-      for (int i = 0; i < g->nsyms; ++i) sym[g->binds[i].sym] = inputs.at(g->binds[i].input).shape.at(g->binds[i].axis);
       Ctx& c = cap.ctx;
-      bind(c, g, sym);
+      bind(c, p, symbols_from(p, inputs));
       std::vector<long> shape(8);
-      for (int i = 0; i < g->ninputs; ++i) c.ptrs[g->inputs[i].slot] = inputs.at(g->inputs[i].name).ptr;
-      for (int s = 0; s < g->nslots; ++s) {
-        const SlotMeta& m = g->slots[s];
+      for (int i = 0; i < g->ninputs; ++i) c.ptrs[p.input_slots[i]] = inputs.at(g->inputs[i].name).ptr;
+      for (size_t s = 0; s < p.slots.size(); ++s) {
+        const SlotMeta& m = p.slots[s];
         if (m.source != SRC_COMPUTED || c.ptrs[s]) continue;
-        g->shape(s, sym, shape.data());
+        p.shape((int)s, c.sym, shape.data());
         long n = 1;
         for (int d = 0; d < m.rank; ++d) n *= shape[d];
         CK(cudaMalloc(&c.ptrs[s], std::max<size_t>((size_t)n * dtype_bytes(m.dtype), 16)));
         cap.arena.push_back(c.ptrs[s]);
       }
-      for (int s = 0; s < g->nslots; ++s)
-        if (g->slots[s].source == SRC_ALIAS) c.ptrs[s] = c.ptrs[g->slots[s].alias_of];
+      resolve_aliases(c, p);
       const bool was = profile;
       profile = false;
-      g->run(c);  // once outside capture: cuBLASLt plans and lazy module loads happen here
+      p.frames[0].f->run(c, p.frames[0]);  // once outside capture: cuBLASLt plans and lazy module loads happen here
       CK(cudaStreamSynchronize(stream));
       cudaGraph_t graph;
       CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-      g->run(c);
+      p.frames[0].f->run(c, p.frames[0]);
       CK(cudaStreamEndCapture(stream, &graph));
       CK(cudaGraphInstantiate(&cap.exec, graph, 0));
       CK(cudaGraphDestroy(graph));
@@ -631,12 +770,12 @@ class Runtime {
     const Ctx& c = it->second.ctx;
     std::vector<long> shape(8);
     for (int i = 0; i < g->noutputs; ++i) {
-      const int s = g->outputs[i].slot;
+      const int s = p.output_slots[i];
       DevTensor t;
       t.ptr = c.ptrs[s];
-      t.dtype = g->slots[s].dtype;
-      g->shape(s, c.sym, shape.data());
-      for (int d = 0; d < g->slots[s].rank; ++d) t.shape.push_back(shape[d]);
+      t.dtype = p.slots[s].dtype;
+      p.shape(s, c.sym, shape.data());
+      for (int d = 0; d < p.slots[s].rank; ++d) t.shape.push_back(shape[d]);
       out[g->outputs[i].name] = t;
     }
     return out;
@@ -655,8 +794,8 @@ class Runtime {
   }
 
   // --- profiling: an event at each mark; the time between marks is charged to the earlier label.
-  void begin_profile(const GraphDef* g) {
-    profiling_graph = g;
+  void begin_profile(const Plan& p) {
+    profiling_plan = &p;
     event_labels.clear();
   }
   void mark(int label) {
@@ -669,13 +808,13 @@ class Runtime {
     CK(cudaEventRecord(events[event_labels.size()], stream));
     event_labels.push_back(label);
   }
-  void end_profile(const GraphDef* g) {
+  void end_profile(const Plan& p) {
     mark(-1);
     CK(cudaStreamSynchronize(stream));
     for (size_t i = 0; i + 1 < event_labels.size(); ++i) {
       float ms = 0;
       CK(cudaEventElapsedTime(&ms, events[i], events[i + 1]));
-      auto& t = timings[g->labels[event_labels[i]]];
+      auto& t = timings[p.labels[event_labels[i]]];
       t.first += ms;
       t.second += 1;
     }
@@ -727,6 +866,18 @@ static bool expert_grouped(Runtime& rt, const void* x, const int* order, int k, 
 // Ctx routines
 
 void Ctx::mark(int label) { rt->mark(label); }
+
+int Ctx::dtype(int slot) const { return plan->slots[slot].dtype; }
+
+void Ctx::call(const Frame& fr, int k) {
+  const Frame& child = plan->frames[fr.calls[k]];
+  child.f->run(*this, child);
+}
+
+void Ctx::prepare_call(const Frame& fr, int k) {
+  const Frame& child = plan->frames[fr.calls[k]];
+  child.f->prepare(*this, child);
+}
 
 void Ctx::launched(const char* kernel) {
   if (launch_status != cudaSuccess) fail("kernel %s did not launch: %s", kernel, cudaGetErrorString(launch_status));
@@ -1057,17 +1208,26 @@ static std::vector<int> argmax_last(Runtime& rt, const DevTensor& logits) {
   return h;
 }
 
-/** Greedy generation for one batch of equal-length prompts: forward once, then decode steps; the KV cache stays on the device. */
+/** The program's generation declaration, or a clear error when it has none. */
+static const GenerationDef& generation() {
+  if (GENERATION.prefill < 0) fail("this program declares no prefill and decode graphs to generate with");
+  return GENERATION;
+}
+
+/** Greedy generation for one batch of equal-length prompts: prefill once, then decode steps; the KV cache stays on the device. */
 static std::vector<std::vector<int>> generate_batch(Runtime& rt, const std::vector<std::vector<int>>& prompts, int steps, std::vector<std::string>* step_logits) {
+  const GenerationDef& gen = generation();
+  const std::string prefill = GRAPHS[gen.prefill]->name, decode = GRAPHS[gen.decode]->name;
   const long B = (long)prompts.size(), S = (long)prompts[0].size();
   std::vector<int> flat;
   for (auto& p : prompts) flat.insert(flat.end(), p.begin(), p.end());
   std::vector<std::vector<int>> outs(B);
   DevTensor ids = upload_ids(rt, flat, B, S);
-  auto res = rt.run(&GRAPH_forward, {{"input_ids", ids}}, false);
+  auto res = rt.run(prefill, {{gen.prefill_tokens, ids}}, false);
   rt.free_tensor(ids);
+  const char* logits_name = gen.prefill_logits;
   for (int step = 0; step < steps; ++step) {
-    DevTensor& logits = res.at("logits");
+    DevTensor& logits = res.at(logits_name);
     std::vector<int> next = argmax_last(rt, logits);
     if (step_logits) {
       std::string all = to_bytes_f32(rt, logits);
@@ -1078,18 +1238,32 @@ static std::vector<std::vector<int>> generate_batch(Runtime& rt, const std::vect
     if (step + 1 == steps) break;
     std::map<std::string, DevTensor> in;
     DevTensor nid = upload_ids(rt, next, B, 1);
-    in["input_ids"] = nid;
-    for (long l = 0; l < MODEL.layers; ++l) {
-      in["past." + std::to_string(l) + ".key"] = res.at("present." + std::to_string(l) + ".key");
-      in["past." + std::to_string(l) + ".value"] = res.at("present." + std::to_string(l) + ".value");
-    }
-    auto next_res = rt.run(&GRAPH_decode, in, false);
+    in[gen.decode_tokens] = nid;
+    for (int i = 0; i < gen.ncache; ++i) in[gen.cache[i].input] = res.at(gen.cache[i].output);
+    auto next_res = rt.run(decode, in, false);
     for (auto& kv : res) rt.free_tensor(kv.second);
     rt.free_tensor(nid);
     res = next_res;
+    logits_name = gen.decode_logits;
   }
   for (auto& kv : res) rt.free_tensor(kv.second);
   return outs;
+}
+
+/** The vocabulary size: the last axis of the prefill graph's logits output. */
+static long vocab_size(Runtime& rt) {
+  const GenerationDef& gen = generation();
+  const Plan& p = rt.plan(GRAPHS[gen.prefill]->name);
+  for (int i = 0; i < p.g->noutputs; ++i) {
+    if (std::strcmp(p.g->outputs[i].name, gen.prefill_logits)) continue;
+    const int s = p.output_slots[i];
+    std::vector<long> sym, shape(8);
+    std::vector<long> ones(p.frames[0].f->nsyms + 1, 1);
+    p.bind_symbols(ones.data(), sym);
+    p.shape(s, sym, shape.data());
+    return shape[p.slots[s].rank - 1];
+  }
+  fail("graph %s has no output %s", p.g->name, gen.prefill_logits);
 }
 
 static double median(std::vector<double> v) {
@@ -1126,9 +1300,34 @@ static DevTensor random_tensor(Runtime& rt, int dt, std::vector<long> shape, uns
   return t;
 }
 
+/**
+ * The symbols of a graph with its tokens input at batch B (and, for prefill, length S) and its cache
+ * inputs at length P: each entry symbol is read off those inputs' axes.
+ */
+static std::vector<long> bench_symbols(Runtime& rt, const Plan& p, const char* tokens, long B, long S, long P) {
+  std::vector<long> entry(p.frames[0].f->nsyms + 1, 0);
+  const GenerationDef& gen = GENERATION;
+  for (int i = 0; i < p.g->nbinds; ++i) {
+    const SymBind& b = p.g->binds[i];
+    long v = -1;
+    if (!std::strcmp(b.input, tokens)) v = b.axis == 0 ? B : S;
+    for (int c = 0; c < gen.ncache; ++c)
+      if (!std::strcmp(b.input, gen.cache[c].input)) v = b.axis == 0 ? B : b.axis == gen.cache[c].axis ? P : -1;
+    if (v < 0) fail("bench: cannot size symbol %d of graph %s (axis %d of input %s)", b.sym, p.g->name, b.axis, b.input);
+    entry[b.sym] = v;
+  }
+  std::vector<long> sym;
+  p.bind_symbols(entry.data(), sym);
+  (void)rt;
+  return sym;
+}
+
 /** bench: prefill B x S and decode B with a P-token cache, median of repeats; plus this GPU's copy bandwidth and bf16 GEMM rate. */
 static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill, const std::vector<std::pair<long, long>>& decode, int repeats) {
-  std::printf("{\n  \"model\": \"%s\",\n", MODEL.name);
+  const GenerationDef& gen = generation();
+  const std::string prefill_graph = GRAPHS[gen.prefill]->name, decode_graph = GRAPHS[gen.decode]->name;
+  const long vocab = vocab_size(rt);
+  std::printf("{\n  \"model\": \"%s\",\n", MODEL_NAME);
   // Ceilings measured in this run.
   double copy_GBps = 0;
   {
@@ -1154,10 +1353,10 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
   for (size_t i = 0; i < prefill.size(); ++i) {
     const long B = prefill[i].first, S = prefill[i].second;
     std::vector<int> ids((size_t)(B * S));
-    for (size_t j = 0; j < ids.size(); ++j) ids[j] = (int)((j * 7919) % MODEL.vocab);
+    for (size_t j = 0; j < ids.size(); ++j) ids[j] = (int)((j * 7919) % vocab);
     DevTensor t = upload_ids(rt, ids, B, S);
     auto once = [&] {
-      auto r = rt.run(&GRAPH_forward, {{"input_ids", t}}, false);
+      auto r = rt.run(prefill_graph, {{gen.prefill_tokens, t}}, false);
       for (auto& kv : r) rt.free_tensor(kv.second);
     };
     once();
@@ -1171,17 +1370,29 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
     rt.free_tensor(t);
   }
   std::printf("\n  ],\n  \"decode\": [");
+  const Plan& dp = rt.plan(decode_graph);
   for (size_t i = 0; i < decode.size(); ++i) {
     const long B = decode[i].first, P = decode[i].second;
     std::map<std::string, DevTensor> in;
     std::vector<int> ids((size_t)B);
-    for (long b = 0; b < B; ++b) ids[b] = (int)((b * 31 + 7) % MODEL.vocab);
-    in["input_ids"] = upload_ids(rt, ids, B, 1);
-    const int dt = MODEL.bf16 ? DT_BF16 : DT_F32;
-    for (long l = 0; l < MODEL.layers; ++l)
-      for (const char* kv : {"key", "value"}) in["past." + std::to_string(l) + "." + kv] = random_tensor(rt, dt, {B, MODEL.kv_heads, P, MODEL.head_dim}, 100 + l);
+    for (long b = 0; b < B; ++b) ids[b] = (int)((b * 31 + 7) % vocab);
+    in[gen.decode_tokens] = upload_ids(rt, ids, B, 1);
+    // The cache inputs at P positions, shaped and typed as the decode graph declares them.
+    const std::vector<long> sym = bench_symbols(rt, dp, gen.decode_tokens, B, 1, P);
+    double cache_bytes = 0;
+    std::vector<long> shape(8);
+    for (int c = 0; c < gen.ncache; ++c) {
+      for (int k = 0; k < dp.g->ninputs; ++k) {
+        if (std::strcmp(dp.g->inputs[k].name, gen.cache[c].input)) continue;
+        const int s = dp.input_slots[k];
+        dp.shape(s, sym, shape.data());
+        DevTensor t = random_tensor(rt, dp.slots[s].dtype, std::vector<long>(shape.begin(), shape.begin() + dp.slots[s].rank), 100 + c);
+        cache_bytes += (double)t.numel() * dtype_bytes(t.dtype);
+        in[gen.cache[c].input] = t;
+      }
+    }
     auto once = [&] {
-      auto r = rt.run(&GRAPH_decode, in, false);
+      auto r = rt.run(decode_graph, in, false);
       for (auto& kv : r) rt.free_tensor(kv.second);
     };
     once();
@@ -1189,16 +1400,15 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
     const double ms = time_ms(rt, repeats, once);
     double graphed = 0;
     if (!rt.profile) {
-      rt.run_graphed(&GRAPH_decode, in);
-      graphed = time_ms(rt, repeats, [&] { rt.run_graphed(&GRAPH_decode, in); });
+      rt.run_graphed(decode_graph, in);
+      graphed = time_ms(rt, repeats, [&] { rt.run_graphed(decode_graph, in); });
     }
     std::printf("%s\n    {\"batch\": %ld, \"cache\": %ld, \"ms_per_step\": %.3f, \"tokens_per_s\": %.1f, \"graph_ms_per_step\": %.3f, \"graph_tokens_per_s\": %.1f", i ? "," : "", B, P, ms,
                 B / (ms * 1e-3), graphed, graphed > 0 ? B / (graphed * 1e-3) : 0.0);
-    if (B == 1) {
+    if (B == 1 && DECODE_WEIGHT_BYTES > 0) {
       // What one step must read at least: the weights one token uses (its K routed experts, one
       // embedding row) and the whole KV cache; as a share of the copy bandwidth measured above.
-      const double cache = 2.0 * MODEL.layers * MODEL.kv_heads * P * MODEL.head_dim * dtype_bytes(dt);
-      const double bytes = MODEL.decode_weight_bytes + cache, best = std::min(ms, graphed > 0 ? graphed : ms);
+      const double bytes = DECODE_WEIGHT_BYTES + cache_bytes, best = std::min(ms, graphed > 0 ? graphed : ms);
       std::printf(", \"bytes_per_step\": %.0f, \"GBps\": %.1f, \"bandwidth_fraction\": %.3f", bytes, bytes / (best * 1e-3) / 1e9, bytes / (best * 1e-3) / 1e9 / copy_GBps);
     }
     std::printf("}");
@@ -1226,7 +1436,7 @@ static std::vector<std::pair<long, long>> parse_shapes(const std::string& s) {
   return out;
 }
 
-static std::vector<std::vector<int>> parse_prompts(const std::string& s) {
+static std::vector<std::vector<int>> parse_prompts(const std::string& s, long vocab) {
   std::vector<std::vector<int>> out(1);
   std::string num;
   for (size_t i = 0; i <= s.size(); ++i) {
@@ -1235,7 +1445,7 @@ static std::vector<std::vector<int>> parse_prompts(const std::string& s) {
     else if (c == ',' || c == ';') {
       if (num.empty()) fail("--prompt: empty token id");
       const long v = std::atol(num.c_str());
-      if (v < 0 || v >= MODEL.vocab) fail("--prompt: id %ld is not in the vocabulary (0..%ld)", v, MODEL.vocab - 1);
+      if (v < 0 || v >= vocab) fail("--prompt: id %ld is not in the vocabulary (0..%ld)", v, vocab - 1);
       out.back().push_back((int)v);
       num.clear();
       if (c == ';' && i < s.size()) out.emplace_back();
@@ -1246,7 +1456,7 @@ static std::vector<std::vector<int>> parse_prompts(const std::string& s) {
 
 static const char* USAGE =
     "usage: lingc_model COMMAND [options]\n"
-    "  run       --checkpoint DIR --graph forward|decode --input IN.safetensors --out OUT.safetensors [--observe] [--profile]\n"
+    "  run       --checkpoint DIR|FILE.safetensors --graph NAME --input IN.safetensors --out OUT.safetensors [--observe] [--profile]\n"
     "  generate  --checkpoint DIR --prompt '1,2,3;4,5' --max-new-tokens N [--logits-out F.safetensors] [--profile]\n"
     "  selftest  (the bf16 attention and grouped expert kernels against references; no checkpoint)\n"
     "  bench     (--checkpoint DIR | --random-weights) [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--profile]\n";
@@ -1282,7 +1492,8 @@ int main(int argc, char** argv) {
   }
   rt.load(random ? nullptr : &ck, 1234);
   if (cmd == "run") {
-    const GraphDef* g = opt["graph"] == "decode" ? &GRAPH_decode : &GRAPH_forward;
+    if (!opt.count("graph")) fail("run needs --graph NAME");
+    const std::string g = opt["graph"];
     if (!opt.count("input") || !opt.count("out")) fail("run needs --input and --out");
     StFile in;
     in.open(opt["input"]);
@@ -1316,7 +1527,8 @@ int main(int argc, char** argv) {
     write_safetensors(opt["out"], tensors);
   } else if (cmd == "generate") {
     if (!opt.count("prompt") || !opt.count("max-new-tokens")) fail("generate needs --prompt and --max-new-tokens");
-    const auto prompts = parse_prompts(opt["prompt"]);
+    const long vocab = vocab_size(rt);
+    const auto prompts = parse_prompts(opt["prompt"], vocab);
     const int steps = std::atoi(opt["max-new-tokens"].c_str());
     std::vector<std::vector<int>> result(prompts.size());
     std::vector<std::string> logits(prompts.size() * std::max(steps, 0));
@@ -1339,7 +1551,7 @@ int main(int argc, char** argv) {
     if (opt.count("logits-out") && steps > 0) {
       std::string all;
       for (auto& l : logits) all += l;
-      write_safetensors(opt["logits-out"], {{"step_logits", {"F32", {{(long)prompts.size(), (long)steps, MODEL.vocab}, all}}}});
+      write_safetensors(opt["logits-out"], {{"step_logits", {"F32", {{(long)prompts.size(), (long)steps, vocab}, all}}}});
     }
   } else if (cmd == "bench") {
     bench(rt, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10);

@@ -15,60 +15,112 @@
 namespace lingc {
 
 enum Dtype { DT_F32 = 0, DT_BF16 = 1, DT_I32 = 2 };
-enum Source { SRC_INPUT = 0, SRC_WEIGHT = 1, SRC_CONSTANT = 2, SRC_COMPUTED = 3, SRC_ALIAS = 4 };
+// Where a slot's storage comes from. A function's own slots (LocalSlot) use PARAM and CALL too; a
+// graph's expanded slots (SlotMeta) use INPUT for the entry's parameters and ALIAS for the rest.
+enum Source { SRC_INPUT = 0, SRC_WEIGHT = 1, SRC_CONSTANT = 2, SRC_COMPUTED = 3, SRC_ALIAS = 4, SRC_PARAM = 5, SRC_CALL = 6 };
 
-struct SlotMeta {
-  const char* name;    // full IR name ("" when unnamed)
-  const char* weight;  // checkpoint name for weights (a stacked one has ".*.")
+struct Ctx;
+struct FuncDef;
+
+/** A slot of one function, as generated: names relative to the function's call scope. */
+struct LocalSlot {
+  const char* name;    // IR value name ("" when unnamed)
+  const char* weight;  // weight name (SRC_WEIGHT; a stacked one has ".*.")
   int dtype;
   int source;
-  int alias_of;  // storage slot of an alias
+  int ref;   // SRC_PARAM: parameter index; SRC_ALIAS: the slot it aliases; SRC_CALL: call site
+  int ref2;  // SRC_CALL: which result of the call
   int rank;
-  int resident;  // computed once at load (reads only weights)
+  int resident;  // computed once at load (reads only weights and constants)
 };
 struct ConstDef {
   int slot;
   const float* values;
   int count;  // 1: splat
 };
+/** A call of a layer function: arguments and results as slots of the caller. */
+struct CallSite {
+  const FuncDef* callee;
+  const char* scope;  // prefix of the callee's names
+  int nargs;
+  const int* args;
+  /** The callee's symbols from the caller's. */
+  void (*symbols)(const long* caller, long* callee);
+};
+/** One instance of a function while a graph runs: its first global slot, symbols and labels. */
+struct Frame {
+  const FuncDef* f;
+  int base;       // global slot of local slot 0
+  int sym;        // index of its first symbol in Ctx::sym
+  int label;      // global label of local label 0
+  std::vector<int> calls;  // frame index of each call site's callee
+};
+/** A function of the program (the entry or a layer function): slots, shapes, host code. */
+struct FuncDef {
+  const char* name;
+  int nslots;
+  const LocalSlot* slots;
+  void (*shape)(int slot, const long* sym, long* out);
+  int nsyms;
+  int nresults;
+  const int* results;
+  int ncalls;
+  const CallSite* calls;
+  int nconsts;
+  const ConstDef* consts;
+  int nlabels;
+  const char* const* labels;
+  void (*prepare)(Ctx&, const Frame&);
+  void (*run)(Ctx&, const Frame&);
+};
 struct IoDef {
   const char* name;
-  int slot;
+  int index;  // inputs: parameter index of the entry; outputs: result index
 };
 struct SymBind {
   int sym;
   const char* input;
   int axis;
 };
-
-struct Ctx;
+/** A graph: its entry function and how its inputs and outputs are named. */
 struct GraphDef {
   const char* name;
-  int nslots;
-  const SlotMeta* slots;
-  void (*shape)(int slot, const long* sym, long* out);
-  int nconsts;
-  const ConstDef* consts;
+  const FuncDef* entry;
   int ninputs;
   const IoDef* inputs;
   int noutputs;
   const IoDef* outputs;
-  int nsyms;
-  const SymBind* binds;
-  int nlabels;
-  const char* const* labels;
-  void (*prepare)(Ctx&);
-  void (*run)(Ctx&);
+  int nbinds;
+  const SymBind* binds;  // how each entry symbol is read from an input's shape
 };
-struct ModelDef {
-  const char* name;
-  long vocab;
-  long layers;
-  long kv_heads;
-  long head_dim;
-  long mtp_layers;
-  int bf16;
-  double decode_weight_bytes;  // weight bytes a batch-1 decode step reads (K routed experts, one embedding row)
+/** A decode cache input and the output (of the step before) that feeds it. */
+struct CacheDef {
+  const char* input;
+  const char* output;
+  int axis;
+};
+/** Greedy generation as the program declares it (module attributes); prefill < 0 when it declares none. */
+struct GenerationDef {
+  int prefill;
+  int decode;
+  const char* prefill_tokens;
+  const char* prefill_logits;
+  const char* decode_tokens;
+  const char* decode_logits;
+  int ncache;
+  const CacheDef* cache;
+};
+/** A slot of an expanded graph (every function instance's slots side by side). */
+struct SlotMeta {
+  std::string name;    // full IR name ("" when unnamed)
+  std::string weight;  // full checkpoint name (SRC_WEIGHT)
+  int dtype;
+  int source;    // SRC_INPUT, SRC_WEIGHT, SRC_CONSTANT, SRC_COMPUTED or SRC_ALIAS
+  int alias_of;  // SRC_ALIAS: the slot holding the storage
+  int rank;
+  int resident;
+  int frame;  // the instance it belongs to, and its slot there
+  int local;
 };
 
 /** A tensor on the device. `owned` tensors are freed by their holder. */
@@ -107,15 +159,20 @@ inline cudaError_t launch_pdl(cudaStream_t stream, void (*kern)(P...), dim3 grid
   return cudaLaunchKernelEx(&cfg, kern, static_cast<P>(args)...);
 }
 
+struct Plan;
+
 /** What generated host code sees while a graph runs. */
 struct Ctx {
   Runtime* rt;
-  const GraphDef* g;
+  const Plan* plan;
   cudaStream_t stream;
-  long sym[8] = {0};
+  std::vector<long> sym;  // every frame's symbols (Frame::sym indexes it)
   std::vector<void*> ptrs;
   void* ptr(int slot) const { return ptrs[slot]; }
-  int dtype(int slot) const { return g->slots[slot].dtype; }
+  int dtype(int slot) const;
+  /** Runs (or prepares) the callee of call site k of frame fr. */
+  void call(const Frame& fr, int k);
+  void prepare_call(const Frame& fr, int k);
   void mark(int label);
   void launched(const char* kernel);
   cudaError_t launch_status = cudaSuccess;  // of the last launch(); launched() reports it
@@ -147,6 +204,10 @@ inline dim3 grid(long blocks) {
 
 }  // namespace lingc
 
-extern const lingc::ModelDef MODEL;
-extern const lingc::GraphDef GRAPH_forward;
-extern const lingc::GraphDef GRAPH_decode;
+// What a generated model.cu defines.
+extern const char* const MODEL_NAME;
+extern const int NGRAPHS;
+extern const lingc::GraphDef* const GRAPHS[];
+extern const lingc::GenerationDef GENERATION;
+/** Weight bytes one token of a decode step reads (the benchmark's bandwidth share); 0 when unknown. */
+extern const double DECODE_WEIGHT_BYTES;

@@ -5,6 +5,7 @@
  * score row is never stored. With the output transpose fused, the result is written as
  * [B, S, heads, d] directly.
  */
+import { attrsOf, OPS } from "../../../ir/ops";
 import type { Dim } from "../../../ir/dim";
 import type { Op, Value } from "../../../ir/module";
 import { product } from "../../../ir/dim";
@@ -16,9 +17,7 @@ export function attentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const transposed = ops.some((o) => o.opName === "transpose");
   const outValue = ops[ops.length - 1]!.results[0]!;
   const [q, k, v] = att.operands as [Value, Value, Value];
-  const a = att.attrs as Record<string, unknown>;
-  const scale = a["scale"] as number;
-  const causal = a["causal"] as boolean;
+  const { scale, causal } = attrsOf(OPS.attention, att);
   const dt = q.type.dtype;
   const [Bd, nhD, Sd] = q.type.shape as [Dim, Dim, Dim];
   const nh = nhD.value!;

@@ -8,7 +8,7 @@ import { Dim } from "../../../ir/dim";
 import { isFloat, type DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Value } from "../../../ir/module";
-import { storageSlot, type Schedule, type Step } from "../../schedule";
+import { storageSlot, type Slot, type Step } from "../../schedule";
 import { KernelBuilder, i, round, type BufferElem, type Expr, type Kernel } from "../kir";
 
 export interface GeneratedKernel {
@@ -42,7 +42,7 @@ export class Gen {
 
   constructor(
     readonly step: Step,
-    readonly schedule: Schedule,
+    readonly schedule: { slots: readonly Slot[] },
     name: string,
     wg: number,
     readonly limits: GenLimits,

@@ -3,6 +3,7 @@
  * prefix sums (the offsets), then a stable placement that also records each pair's row. It is
  * O(pairs) and tiny next to the expert matmuls it feeds.
  */
+import { attrsOf, OPS } from "../../../ir/ops";
 import type { Op, Value } from "../../../ir/module";
 import * as K from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
@@ -12,7 +13,7 @@ export function dispatchKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const op = ops[0]!;
   const idx = op.operands[0]!;
   const [order, offsets, rowOf] = op.results as [Value, Value, Value];
-  const E = (op.attrs as Record<string, number>)["num_experts"]!;
+  const E = attrsOf(OPS.moe_dispatch, op).num_experts;
   const kb = g.kb;
   const n = g.size(order.type.shape[0]!);
   kb.if(K.eq(kb.gid, K.i(0)), () => {

@@ -1,10 +1,14 @@
 /**
- * Choosing the generator for each step of the schedule: fused kernels by their fusion kind, single
- * ops by op name. Every op in the op table has a GPU kernel this way (most through the pointwise
- * generator), so a graph runs with any set of fusions switched off.
+ * Choosing the generator for each step of the schedule by what the step contains (a fused kernel's
+ * ops, or one op), never by the fusion pattern's name: a table of kernel templates, each with the
+ * condition under which it can compute a group. Every op in the op table has a GPU kernel this way
+ * (most through the pointwise generator), so a graph runs with any set of fusions switched off, and
+ * any group a pass forms is compiled if some template covers it.
  */
 import { LingcError } from "../../../ir/errors";
-import type { Schedule, Step } from "../../schedule";
+import type { Op } from "../../../ir/module";
+import { attrsOf, hasTrait, OPS } from "../../../ir/ops";
+import type { Slot, Step } from "../../schedule";
 import { attentionKernel } from "./attention";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
 import { dispatchKernel } from "./dispatch";
@@ -15,40 +19,78 @@ import { routerKernel, routerWorkgroup } from "./router";
 
 export type { GeneratedKernel, GenLimits } from "./context";
 
-/** The kind a step is compiled as: its fusion kind, or the op's name. */
-export function stepKind(step: Step): string {
-  return step.kernel?.attrs["fusion"] ?? step.op.opName;
+const only = (ops: readonly Op[], names: readonly string[]) => ops.every((o) => names.includes(o.opName));
+const count = (ops: readonly Op[], name: string) => ops.filter((o) => o.opName === name).length;
+
+interface Template {
+  name: string;
+  /** Whether the template computes exactly these ops as one kernel. */
+  covers(ops: readonly Op[]): boolean;
+  generate(gen: (wg: number) => Gen, ops: Op[], limits: GenLimits): GeneratedKernel;
 }
 
-export function generateStep(step: Step, schedule: Schedule, limits: GenLimits, name: string): GeneratedKernel {
-  const kind = stepKind(step);
-  const gen = (wg: number) => new Gen(step, schedule, name, wg, limits);
-  switch (kind) {
-    case "router":
-    case "group_topk": {
-      const gt = step.ops.find((o) => o.opName === "group_topk")!;
-      return routerKernel(gen(routerWorkgroup(gt.operands[0]!.type.shape[1]!.value!, limits.maxThreads)), step.ops);
-    }
-    case "qk_norm_rope": {
-      const heads = step.ops.find((o) => o.opName === "reshape")!.results[0]!;
-      return qkvKernel(gen(normWorkgroup(heads.type.shape[3]!.value!, limits.maxThreads)), step.ops);
-    }
-    case "attention":
-      return attentionKernel(gen(64), step.ops);
-    case "rms_norm":
-    case "residual_norm":
-    case "norm_matmul": {
-      const norm = step.ops.find((o) => o.opName === "rms_norm")!;
-      const d = norm.operands[0]!.type.shape[norm.operands[0]!.type.rank - 1]!.value!;
-      return normKernel(gen(normWorkgroup(d, limits.maxThreads)), step.ops);
-    }
-    case "moe_dispatch":
-      return dispatchKernel(gen(1), step.ops);
-    case "swiglu":
-    case "epilogue":
-    case "elementwise":
-      return pointwise(gen(64), step.ops);
+/** The templates, most specific first. */
+const TEMPLATES: readonly Template[] = [
+  {
+    // group_topk with the ops around it that work on a token's row of expert scores.
+    name: "router",
+    covers: (ops) => count(ops, "group_topk") === 1 && ops.every((o) => hasTrait(o.opName, "elementwise") || ["group_topk", "linear", "constant", "reduce_sum", "take_along"].includes(o.opName)),
+    generate(gen, ops, limits) {
+      const gt = ops.find((o) => o.opName === "group_topk")!;
+      return routerKernel(gen(routerWorkgroup(gt.operands[0]!.type.shape[1]!.value!, limits.maxThreads)), ops);
+    },
+  },
+  {
+    // A reshape to heads, its head-axis slices, each transposed to [B, heads, S, d], then RMSNorm / RoPE.
+    name: "qk_norm_rope",
+    covers: (ops) =>
+      count(ops, "reshape") === 1 &&
+      count(ops, "slice") >= 1 &&
+      only(ops, ["reshape", "slice", "transpose", "rms_norm", "rope"]) &&
+      ops.filter((o) => o.opName === "slice").every((s) => attrsOf(OPS.slice, s).axis === 2 && s.operands[0]!.def?.opName === "reshape"),
+    generate(gen, ops, limits) {
+      const heads = ops.find((o) => o.opName === "reshape")!.results[0]!;
+      return qkvKernel(gen(normWorkgroup(heads.type.shape[3]!.value!, limits.maxThreads)), ops);
+    },
+  },
+  {
+    name: "attention",
+    covers: (ops) => count(ops, "attention") === 1 && only(ops, ["attention", "transpose", "reshape"]),
+    generate: (gen, ops) => attentionKernel(gen(64), ops),
+  },
+  {
+    // RMSNorm alone, after a residual add, or into a linear layer's prologue.
+    name: "norm",
+    covers: (ops) => count(ops, "rms_norm") === 1 && count(ops, "add") <= 1 && count(ops, "linear") <= 1 && only(ops, ["rms_norm", "add", "linear"]),
+    generate(gen, ops, limits) {
+      const norm = ops.find((o) => o.opName === "rms_norm")!;
+      const x = norm.operands[0]!;
+      return normKernel(gen(normWorkgroup(x.type.shape[x.type.rank - 1]!.value!, limits.maxThreads)), ops);
+    },
+  },
+  {
+    name: "dispatch",
+    covers: (ops) => ops.length === 1 && ops[0]!.opName === "moe_dispatch",
+    generate: (gen, ops) => dispatchKernel(gen(1), ops),
+  },
+  {
+    // One thread per element of a shared output shape: elementwise ops, views, contractions.
+    name: "pointwise",
+    covers: (ops) => ops.every((o) => isPointwiseOp(o.opName)),
+    generate: (gen, ops) => pointwise(gen(64), ops),
+  },
+];
+
+/** The template that compiles a lone op of this name (undefined when none does). */
+export function templateForOp(op: Op): string | undefined {
+  return TEMPLATES.find((t) => t.covers([op]))?.name;
+}
+
+export function generateStep(step: Step, schedule: { slots: readonly Slot[] }, limits: GenLimits, name: string): GeneratedKernel {
+  const t = TEMPLATES.find((x) => x.covers(step.ops));
+  if (!t) {
+    const what = step.kernel ? `the kernel ${step.kernel.name} (${step.ops.map((o) => o.opName).join(", ")})` : `op '${step.op.opName}'`;
+    throw new LingcError(`no GPU kernel template covers ${what} (in ${step.scope || "the graph"})`);
   }
-  if (!step.kernel && isPointwiseOp(kind)) return pointwise(gen(64), step.ops);
-  throw new LingcError(`no GPU kernel for ${step.kernel ? `fused kernel kind '${kind}'` : `op '${kind}'`} (in ${step.scope || "the graph"})`);
+  return t.generate((wg) => new Gen(step, schedule, name, wg, limits), step.ops, limits);
 }

@@ -5,6 +5,7 @@
  * Statistics are accumulated in fp32; the result is cast to the activation dtype before the weight
  * multiply, as HF does.
  */
+import { attrsOf, OPS } from "../../../ir/ops";
 import { product } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
@@ -29,7 +30,7 @@ export function normKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const linear = ops.find((o) => o.opName === "linear");
   const [x, w] = norm.operands as [Value, Value];
   const dt = x.type.dtype;
-  const eps = (norm.attrs as Record<string, number>)["eps"]!;
+  const eps = attrsOf(OPS.rms_norm, norm).eps;
   const D = x.type.shape[x.type.rank - 1]!.value!;
   const rowsDim = product(x.type.shape.slice(0, -1));
   const kb = g.kb;

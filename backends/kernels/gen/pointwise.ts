@@ -1,44 +1,22 @@
 /**
  * The pointwise generator: one thread per element of a result, for any group whose ops all produce
- * that one shape. Each op says how to compute one element of its result: elementwise ops combine
- * their operands' elements (broadcast), matmul-like ops loop over their contraction, gathers and
- * layout ops (transpose, slice, concat, shift, moe_permute, embedding, reshape) are views that remap
- * the index into their source. So a matmul with an elementwise epilogue, an elementwise chain, or
- * swiglu with its token gather as prologue are each one kernel, and every single op of these kinds
- * is a kernel of one op.
+ * that one shape. Elementwise ops compute their element by their scalar formula and view ops
+ * (transpose, slice, concat, gathers, ...) remap the index into their operands by their index rule,
+ * both from the op table; matmul-like ops, rope and reductions have their element rules here
+ * (POINTWISE_LOWERED). So a matmul with an elementwise epilogue, an elementwise chain, or swiglu with
+ * its token gather as prologue are each one kernel, and every single op of these kinds is a kernel
+ * of one op.
  */
 import type { Dim } from "../../../ir/dim";
 import { isFloat, type DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
 import { product } from "../../../ir/dim";
+import { attrsOf, getOp, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
+import { kirIndex, kirScalars } from "./algebra";
 import type { Gen, GeneratedKernel } from "./context";
-
-const VIEW_OPS = new Set(["reshape", "transpose", "slice", "concat", "shift", "moe_permute", "embedding", "take_along", "iota", "constant"]);
-
-const UNARY: Record<string, (x: Expr) => Expr> = {
-  neg: K.neg,
-  abs: K.abs,
-  exp: K.exp,
-  log: K.log,
-  sqrt: K.sqrt,
-  rsqrt: K.rsqrt,
-  sin: K.sin,
-  cos: K.cos,
-  sigmoid: (x) => K.div(K.f(1), K.add(K.f(1), K.exp(K.neg(x)))),
-  silu: (x) => K.div(x, K.add(K.f(1), K.exp(K.neg(x)))),
-};
-
-const BINARY: Record<string, (a: Expr, b: Expr) => Expr> = {
-  add: K.add,
-  sub: K.sub,
-  mul: K.mul,
-  div: K.div,
-  maximum: K.max,
-  minimum: K.min,
-};
 
 /** Row-major coordinates of a flat index. */
 export function unflatten(g: Gen, flat: Expr, dims: Expr[]): Expr[] {
@@ -89,7 +67,7 @@ class Pointwise {
       if (!this.g.isExternal(v)) throw new LingcError(`pointwise kernel: value ${v.name ?? "?"} is not available`);
       return this.g.kb.load(this.g.buf(v), idx);
     }
-    if (VIEW_OPS.has(p.opName)) return this.view(p, v, idx, here);
+    if (getOp(p.opName)?.index) return this.view(p, v, idx, here);
     throw new LingcError(`pointwise kernel: ${p.opName} result is needed at another element than the thread's own`);
   }
 
@@ -97,85 +75,19 @@ class Pointwise {
     return unflatten(this.g, idx, this.g.dims(v));
   }
 
-  /** Elements of view-like ops: remap the index into the source. */
+  /** Elements of view ops: the op's index rule, with its reads remapped into the operands. */
   view(p: Op, v: Value, idx: Expr, here: boolean): Expr {
-    const g = this.g;
-    const a = p.attrs as Record<string, unknown>;
-    const src = p.operands[0]!;
-    switch (p.opName) {
-      case "reshape":
-        return this.at(src, idx, here && sameShape(src.type.shape, this.shape));
-      case "constant": {
-        const values = a["values"] as number[];
-        if (values.length !== 1) throw new LingcError("pointwise kernel: only scalar constants can be inlined");
-        return isFloat(v.type.dtype) ? K.f(values[0]!) : K.i(values[0]!);
-      }
-      case "transpose": {
-        const perm = a["perm"] as number[];
-        const c = this.coords(v, idx);
-        const srcCoords = new Array<Expr>(perm.length);
-        perm.forEach((pa, j) => (srcCoords[pa] = c[j]!));
-        return this.at(src, flatten(srcCoords, g.dims(src)), false);
-      }
-      case "slice": {
-        const axis = ((a["axis"] as number) + v.type.rank) % v.type.rank;
-        const c = this.coords(v, idx);
-        c[axis] = K.addI(c[axis]!, K.i(a["start"] as number));
-        return this.at(src, flatten(c, g.dims(src)), false);
-      }
-      case "shift": {
-        const axis = ((a["axis"] as number) + v.type.rank) % v.type.rank;
-        const c = this.coords(v, idx);
-        const from = g.kb.let("from", K.sub(c[axis]!, K.i(a["offset"] as number)));
-        const len = g.dims(src)[axis]!;
-        const inside = K.and(K.ge(from, K.i(0)), K.lt(from, len));
-        const safe = K.min(K.max(from, K.i(0)), K.sub(len, K.i(1)));
-        c[axis] = safe;
-        const fill = isFloat(v.type.dtype) ? K.f(a["fill"] as number) : K.i(a["fill"] as number);
-        return K.sel(inside, this.at(src, flatten(c, g.dims(src)), false), fill);
-      }
-      case "concat": {
-        const axis = ((a["axis"] as number) + v.type.rank) % v.type.rank;
-        const c = this.coords(v, idx);
-        const out = g.kb.var("cat", isFloat(v.type.dtype) ? K.f(0) : K.i(0));
-        let start: Expr = K.i(0);
-        const parts = p.operands.map((o) => {
-          const lo = start;
-          start = K.addI(start, g.dims(o)[axis]!);
-          return { o, lo, hi: start };
-        });
-        const chain = (j: number): void => {
-          const { o, lo, hi } = parts[j]!;
-          const cc = [...c];
-          cc[axis] = K.sub(c[axis]!, lo);
-          const load = () => out.set(this.at(o, flatten(cc, g.dims(o)), false));
-          if (j === parts.length - 1) load();
-          else g.kb.if(K.lt(c[axis]!, hi), load, () => chain(j + 1));
-        };
-        chain(0);
-        return out.ref;
-      }
-      case "moe_permute": {
-        const H = g.dims(v)[1]!;
-        const row = K.divI(idx, H);
-        const token = K.divI(this.at(p.operands[1]!, row, false), K.i(a["k"] as number));
-        return this.at(src, K.addI(K.mulI(token, H), K.modI(idx, H)), false);
-      }
-      case "embedding": {
-        const H = g.dims(v)[v.type.rank - 1]!;
-        const id = this.at(p.operands[1]!, K.divI(idx, H), false);
-        return this.at(src, K.addI(K.mulI(id, H), K.modI(idx, H)), false);
-      }
-      case "take_along": {
-        const Kdim = g.dims(v)[1]!;
-        const E = g.dims(src)[1]!;
-        const col = this.at(p.operands[1]!, idx, here && sameShape(p.operands[1]!.type.shape, this.shape));
-        return this.at(src, K.addI(K.mulI(K.divI(idx, Kdim), E), col), false);
-      }
-      case "iota":
-        return K.addI(g.size(a["start"] as Dim), idx);
-    }
-    throw new LingcError(`pointwise kernel: no view for ${p.opName}`);
+    const rule = getOp(p.opName)!.index!;
+    const inShapes = p.operands.map((o) => o.type.shape);
+    const A = kirIndex({
+      kb: this.g.kb,
+      size: (d) => this.g.size(d),
+      // The operand's element at the thread's own index is the thread's own element of that operand.
+      readFlat: (j, flat) => this.at(p.operands[j]!, flat, here && flat === idx && sameShape(inShapes[j]!, this.shape)),
+      inShapes,
+      outType: v.type.dtype,
+    });
+    return rule(A, A.unflatten(idx, v.type.shape), { inShapes, outShape: v.type.shape, outType: v.type.dtype, attrs: p.attrs });
   }
 
   /** Index of element `flat` of the group shape in a broadcast operand. */
@@ -203,16 +115,13 @@ class Pointwise {
       const { idx, here } = this.broadcast(op.operands[j]!);
       return this.at(op.operands[j]!, idx, here);
     };
-    if (UNARY[op.opName]) return g.fit(UNARY[op.opName]!(operand(0)), dt);
-    if (BINARY[op.opName]) return g.fit(BINARY[op.opName]!(operand(0), operand(1)), dt);
+    const scalar = getOp(op.opName)?.scalar;
+    if (scalar) {
+      const ins = op.operands.map((_, j) => operand(j));
+      return g.fit(scalar(kirScalars(dt), ins, { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs }), dt);
+    }
     const [x, w] = op.operands as [Value, Value];
     switch (op.opName) {
-      case "cast": {
-        const e = operand(0);
-        if (isFloat(dt)) return g.fit(K.toF(e), dt);
-        if (dt === "bool") return K.sel(K.ne(e, e.t === "f32" ? K.f(0) : K.i(0)), K.i(1), K.i(0));
-        return K.toI(e);
-      }
       case "linear": {
         const [O, I] = g.dims(w) as [Expr, Expr];
         const row = g.kb.let("row", K.divI(this.flat, O));
@@ -323,9 +232,8 @@ class Pointwise {
       case "reduce_sum":
       case "reduce_mean":
       case "reduce_max": {
-        const a = op.attrs as Record<string, unknown>;
         const rank = x.type.rank;
-        const axes = new Set((a["axes"] as number[]).map((ax) => (ax + rank) % rank));
+        const axes = new Set(attrsOf(OPS[op.opName as "reduce_sum" | "reduce_mean" | "reduce_max"], op).axes.map((ax) => (ax + rank) % rank));
         const xd = g.dims(x);
         const outDims = x.type.shape.map((d, j) => (axes.has(j) ? K.i(1) : xd[j]!));
         const oc = unflatten(g, this.flat, outDims);
@@ -370,7 +278,7 @@ class Pointwise {
     this.flat = flat;
     g.kb.if(K.lt(flat, g.size(product([...this.shape]))), () => {
       for (const op of ops) {
-        if (VIEW_OPS.has(op.opName)) continue;
+        if (getOp(op.opName)?.index) continue;
         if (op.results.length !== 1) throw new LingcError(`pointwise kernel: ${op.opName} has several results`);
         this.local.set(op.results[0]!, g.kb.let("v", this.compute(op)));
       }
@@ -384,6 +292,11 @@ export function pointwise(g: Gen, ops: Op[]): GeneratedKernel {
   return new Pointwise(g, ops).run(ops);
 }
 
+/** Ops the pointwise generator computes by their own element rule here (not by a formula or index rule). */
+export const POINTWISE_LOWERED = ["linear", "matmul", "grouped_linear", "moe_combine", "rope", "reduce_sum", "reduce_mean", "reduce_max"] as const;
+
+/** Whether one op alone can be a pointwise kernel: by its scalar formula, its index rule, or an element rule here. */
 export function isPointwiseOp(name: string): boolean {
-  return VIEW_OPS.has(name) || name in UNARY || name in BINARY || ["cast", "linear", "matmul", "grouped_linear", "moe_combine", "rope", "reduce_sum", "reduce_mean", "reduce_max"].includes(name);
+  const def = getOp(name);
+  return !!def?.scalar || !!def?.index || (POINTWISE_LOWERED as readonly string[]).includes(name);
 }

@@ -7,6 +7,7 @@
  * and two RoPEs of the unfused graph. (A thread per head was the first version: its strided reads
  * and serial loops made it the slowest kernel of a decode step.)
  */
+import { attrsOf, OPS } from "../../../ir/ops";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
 import { product } from "../../../ir/dim";
@@ -33,7 +34,7 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const chains: Chain[] = ops
     .filter((o) => o.opName === "slice")
     .map((sl) => {
-      const a = sl.attrs as Record<string, number>;
+      const a = attrsOf(OPS.slice, sl);
       const t = byInput.get(sl.results[0]!)!;
       const rest: Op[] = [];
       let cur = byInput.get(t.results[0]!);
@@ -43,7 +44,7 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
         last = cur.results[0]!;
         cur = byInput.get(last);
       }
-      return { start: a["start"]!, end: a["end"]!, ops: rest, out: last };
+      return { start: a.start, end: a.end, ops: rest, out: last };
     });
   const src = reshape.operands[0]!;
   const dt = heads.type.dtype;
@@ -67,7 +68,7 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
       for (const op of ch.ops) {
         if (op.opName === "rms_norm") {
           const w = op.operands[1]!;
-          const eps = (op.attrs as Record<string, number>)["eps"]!;
+          const eps = attrsOf(OPS.rms_norm, op).eps;
           const ss = kb.var("ss", K.f(0));
           each(d, (c) => ss.set(K.add(ss.ref, K.mul(kb.load(x, c, "f32"), kb.load(x, c, "f32")))));
           const inv = kb.let("inv", K.rsqrt(K.add(K.div(kb.workgroupSum(ss.ref), K.f(d)), K.f(eps))));

@@ -5,12 +5,16 @@
  * group's best group_score_topk, best groups kept, best k experts among them, each pick a workgroup
  * arg-max with ties to the lower index as in torch.topk), then the gathered weights, normalized and
  * scaled. It serves the fused router group and a lone group_topk alike: it runs whichever of those
- * ops the step holds, with a barrier after each.
+ * ops the step holds, with a barrier after each. Elementwise ops (sigmoid, the bias add, the
+ * normalization) run their op-table formula per element; linear, reduce_sum, take_along, constant
+ * and group_topk are lowered here for a row held in workgroup memory.
  */
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
+import { attrsOf, getOp, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
+import { kirScalars } from "./algebra";
 import type { Gen, GeneratedKernel } from "./context";
 
 /** A per-token vector in workgroup memory (n elements), or a scalar expression. */
@@ -90,21 +94,8 @@ export function routerKernel(g: Gen, ops: Op[]): GeneratedKernel {
           });
           break;
         }
-        case "sigmoid": {
-          const a = get(op.operands[0]!);
-          map(op, n, (e) => K.div(K.f(1), K.add(K.f(1), K.exp(K.neg(elem(a, e))))));
-          break;
-        }
-        case "add":
-        case "mul":
-        case "div": {
-          const [a, b] = op.operands.map(get) as [RowValue, RowValue];
-          const fn = op.opName === "add" ? K.add : op.opName === "mul" ? K.mul : K.div;
-          map(op, n, (e) => fn(elem(a, e), elem(b, e)));
-          break;
-        }
         case "constant": {
-          const values = (op.attrs as Record<string, number[]>)["values"]!;
+          const values = attrsOf(OPS.constant, op).values;
           if (values.length !== 1) throw new LingcError("router kernel: only scalar constants");
           vals.set(res, { n: 1, scalar: K.f(values[0]!) });
           break;
@@ -130,8 +121,14 @@ export function routerKernel(g: Gen, ops: Op[]): GeneratedKernel {
         case "group_topk":
           groupTopk(g, op, get(op.operands[0]!), vals, each, shared);
           break;
-        default:
-          throw new LingcError(`router kernel: unexpected op ${op.opName}`);
+        default: {
+          // Any elementwise op (sigmoid, the bias add, the normalization): its scalar formula per element.
+          const scalar = getOp(op.opName)?.scalar;
+          if (!scalar) throw new LingcError(`router kernel: unexpected op ${op.opName}`);
+          const args = op.operands.map(get);
+          const dt = res.type.dtype;
+          map(op, n, (e) => scalar(kirScalars(dt), args.map((a) => elem(a, e)), { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs }));
+        }
       }
     }
     for (const [v, r] of vals) {
@@ -155,11 +152,11 @@ function groupTopk(
   const kb = g.kb;
   const wg = kb.kernel.wg;
   const lid = kb.lid;
-  const a = op.attrs as Record<string, number>;
+  const a = attrsOf(OPS.group_topk, op);
   const E = s.n;
-  const G = a["groups"]!;
+  const G = a.groups;
   const per = E / G;
-  const k = a["k"]!;
+  const k = a.k;
   const masked = shared("masked", E);
   if (G > 1) {
     // Each group's score: the sum of its best group_score_topk values (one thread per group).
@@ -168,7 +165,7 @@ function groupTopk(
       const taken = kb.array("taken", "i32", per);
       kb.for("q", K.i(0), K.i(per), (q) => kb.store(taken, q, K.i(0)));
       const sum = kb.var("gsum", K.f(0));
-      for (let j = 0; j < a["group_score_topk"]!; j++) {
+      for (let j = 0; j < a.group_score_topk; j++) {
         const bi = kb.var("bi", K.i(-1));
         const bv = kb.var("bv", K.f(-Infinity));
         kb.for("q", K.i(0), K.i(per), (q) => {
@@ -188,7 +185,7 @@ function groupTopk(
     const keep = shared("keep", G, "i32");
     kb.if(K.eq(lid, K.i(0)), () => {
       kb.for("gr", K.i(0), K.i(G), (gr) => kb.store(keep, gr, K.i(0)));
-      for (let j = 0; j < a["topk_groups"]!; j++) {
+      for (let j = 0; j < a.topk_groups; j++) {
         const bi = kb.var("bi", K.i(-1));
         const bv = kb.var("bv", K.f(-Infinity));
         kb.for("gr", K.i(0), K.i(G), (gr) => {

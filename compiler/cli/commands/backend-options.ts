@@ -1,19 +1,23 @@
 /**
- * What the commands that run a checkpoint share: its positional argument, and the options for the
- * backends that compile at load time (wgsl): fusions to switch off and the WebGPU profile.
+ * What the commands that compile or run a model share: the model positional, where weights come
+ * from, and the options that shape the target's pipeline (fusions to switch off, the WebGPU
+ * profile, a whole replacement pipeline).
  */
-import type { BackendOptions } from "../../../backends/backend";
+import type { TargetSettings } from "../../driver/targets";
 import { str, type OptionSpec, type ParsedArgs } from "../args";
 
-export const CHECKPOINT_POSITIONAL = { name: "checkpoint", help: "a checkpoint folder (config.json + *.safetensors)" };
+export const MODEL_POSITIONAL = { name: "model", help: "a checkpoint folder (config.json + *.safetensors), a built-in config, or an IR text (.lir) with --weights" };
 
-export const BACKEND_OPTIONS: OptionSpec[] = [
-  { name: "no-fuse", value: "LIST", help: "fusions to switch off (router, qk_norm_rope, attention, swiglu, residual_norm, norm_matmul, elementwise, or all)" },
+export const WEIGHTS_OPTION: OptionSpec = { name: "weights", value: "PATH", help: "where the weights are: a checkpoint folder or a .safetensors file (default: the model's checkpoint folder)" };
+
+export const PIPELINE_OPTIONS: OptionSpec[] = [
+  { name: "passes", value: "LIST", help: "the pass pipeline, replacing the target's default (see --print-pipeline); empty for none" },
+  { name: "no-fuse", value: "LIST", help: "fusions to switch off in the default pipeline (router, qk_norm_rope, attention, swiglu, residual_norm, norm_matmul, elementwise, or all)" },
   { name: "target-profile", value: "NAME", help: "WebGPU limits to compile for: baseline (default) or adapter", choices: ["baseline", "adapter"] },
   { name: "limit", value: "NAME=V,...", help: "override WebGPU limits, e.g. maxStorageBufferBindingSize=65536" },
 ];
 
-export function backendOptions(args: ParsedArgs): BackendOptions {
+export function targetSettings(args: ParsedArgs): TargetSettings {
   const list = (name: string) => str(args, name)?.split(",").map((s) => s.trim()).filter(Boolean);
-  return { noFuse: list("no-fuse"), targetProfile: str(args, "target-profile"), limits: list("limit") };
+  return { noFuse: list("no-fuse"), webgpuProfile: str(args, "target-profile"), limits: list("limit") };
 }

@@ -5,12 +5,13 @@
  */
 import { LingcError } from "../../../ir/errors";
 import type { Tensor } from "../../../ir/tensor";
-import { BACKEND_NAMES, getBackend } from "../../../backends";
-import { resolveCheckpoint } from "../../../models/resolve";
+import { BACKEND_NAMES } from "../../../backends";
+import { loadModel } from "../../driver/load";
+import { openSource } from "../../driver/source";
 import { str } from "../args";
 import type { Command } from "./command";
-import { BACKEND_OPTIONS, backendOptions, CHECKPOINT_POSITIONAL } from "./backend-options";
-import { readInputIds } from "./run";
+import { MODEL_POSITIONAL, PIPELINE_OPTIONS, targetSettings, WEIGHTS_OPTION } from "./backend-options";
+import { readInputs } from "./run";
 
 export interface ValueDiff {
   name: string;
@@ -46,13 +47,15 @@ export function diffValues(order: string[], a: Record<string, Tensor>, b: Record
 export const compare: Command = {
   spec: {
     name: "compare",
-    summary: "Runs the forward graph on two backends and compares every named value both expose (max abs and relative error), naming the first that exceeds the tolerance.",
-    positionals: [CHECKPOINT_POSITIONAL],
+    summary: "Runs a graph on two backends and compares every named value both expose (max abs and relative error), naming the first that exceeds the tolerance.",
+    positionals: [MODEL_POSITIONAL],
     options: [
       { name: "backends", value: "A,B", help: `two backends (from ${BACKEND_NAMES.join(", ")}); the first is the reference`, required: true },
-      { name: "input", value: "FILE", help: "safetensors file with input_ids (int64 [B, S])", required: true },
+      { name: "graph", value: "NAME", help: "which graph (default: the model's first, forward)" },
+      { name: "input", value: "FILE", help: "safetensors file with the graph's inputs (for a model: input_ids, int64 [B, S])", required: true },
       { name: "tolerance", value: "X", help: "max abs error allowed (default 1e-4)" },
-      ...BACKEND_OPTIONS,
+      WEIGHTS_OPTION,
+      ...PIPELINE_OPTIONS,
     ],
     notes: ["exit code: 0 when every shared value is within the tolerance, 3 when one is not"],
   },
@@ -62,15 +65,17 @@ export const compare: Command = {
     const tolText = str(args, "tolerance") ?? "1e-4";
     const tolerance = Number(tolText);
     if (!(tolerance >= 0)) throw new LingcError(`--tolerance must be a non-negative number, got '${tolText}'`);
-    const spec = resolveCheckpoint(args.positionals[0]!);
-    const ids = readInputIds(str(args, "input")!, spec.config.vocabSize);
+    const source = openSource(args.positionals[0]!, str(args, "weights"));
+    const graph = str(args, "graph") ?? source.graphs[0]!;
+    if (!source.graphs.includes(graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${source.graphs.join(", ")})`);
     const results: Record<string, Tensor>[] = [];
     const order: string[] = [];
     for (const [i, name] of names.entries()) {
-      const model = await getBackend(name).load(spec.config, spec.checkpointDir, backendOptions(args));
+      const { model } = await loadModel({ source, backend: name, settings: targetSettings(args), passes: str(args, "passes") });
       try {
+        const inputs = readInputs(str(args, "input")!, model.signatures[graph]!);
         const seen: Record<string, Tensor> = {};
-        const out = await model.forward.run({ input_ids: ids }, (n, t) => {
+        const out = await model.graphs[graph]!.run(inputs, (n, t) => {
           seen[n] = t;
           if (i === 0) order.push(n);
         });

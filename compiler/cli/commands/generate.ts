@@ -1,10 +1,11 @@
 /** `lingc generate <checkpoint>`: greedy decoding through the decode graph and its KV cache. */
-import { getBackend, BACKEND_NAMES } from "../../../backends";
-import { greedyGenerate } from "../../../backends/generate";
-import { resolveCheckpoint } from "../../../models/resolve";
+import { BACKEND_NAMES } from "../../../backends";
+import { greedyGenerate } from "../../../backends/generation";
+import { loadModel } from "../../driver/load";
+import { openSource } from "../../driver/source";
 import { int, str, UsageError } from "../args";
 import type { Command } from "./command";
-import { BACKEND_OPTIONS, backendOptions, CHECKPOINT_POSITIONAL } from "./backend-options";
+import { MODEL_POSITIONAL, PIPELINE_OPTIONS, targetSettings, WEIGHTS_OPTION } from "./backend-options";
 
 /** "1,2,3;4,5" -> [[1,2,3],[4,5]] */
 export function parsePrompts(text: string): number[][] {
@@ -21,28 +22,28 @@ export function parsePrompts(text: string): number[][] {
 export const generate: Command = {
   spec: {
     name: "generate",
-    summary: "Greedy generation: one forward pass over the prompt, then one decode step per new token with the KV cache. Prints the new ids, one line per sequence.",
-    positionals: [CHECKPOINT_POSITIONAL],
+    summary: "Greedy generation: one prefill pass over the prompt, then one decode step per new token with the KV cache (as the graphs declare it). Prints the new ids, one line per sequence.",
+    positionals: [MODEL_POSITIONAL],
     options: [
       { name: "backend", value: "NAME", help: "which backend runs the graphs (default interp)", choices: BACKEND_NAMES },
       { name: "prompt", value: "IDS", help: "token ids, comma separated; ';' between sequences", required: true },
       { name: "max-new-tokens", value: "N", help: "how many tokens to generate per sequence", required: true },
-      ...BACKEND_OPTIONS,
+      WEIGHTS_OPTION,
+      ...PIPELINE_OPTIONS,
     ],
-    notes: ["example: lingc generate ../shared/golden/ling-tiny --prompt '5,9,13;7,7,2' --max-new-tokens 6"],
+    notes: ["example: lingc generate tests/data/golden/ling-tiny --prompt '5,9,13;7,7,2' --max-new-tokens 6"],
   },
   async run(args, io) {
-    const spec = resolveCheckpoint(args.positionals[0]!);
+    const source = openSource(args.positionals[0]!, str(args, "weights"));
     const prompts = parsePrompts(str(args, "prompt")!);
     const maxNew = int(args, "max-new-tokens", 0)!;
-    const backend = getBackend(str(args, "backend") ?? "interp");
-    const model = await backend.load(spec.config, spec.checkpointDir, backendOptions(args));
+    const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: str(args, "passes") });
     try {
       const t0 = performance.now();
       const r = await greedyGenerate(model, prompts, maxNew);
       const ms = performance.now() - t0;
       for (const t of r.tokens) io.out(t.join(" ") + "\n");
-      io.err(`generated ${maxNew} token(s) for ${prompts.length} sequence(s) on ${backend.name} in ${ms.toFixed(0)} ms\n`);
+      io.err(`generated ${maxNew} token(s) for ${prompts.length} sequence(s) on ${backend} in ${ms.toFixed(0)} ms\n`);
     } finally {
       model.close();
     }

@@ -2,7 +2,7 @@
 import { buildLing2, GRAPHS } from "../../../models/ling2";
 import { resolveModel } from "../../../models/resolve";
 import { isMoeLayer, type LingConfig } from "../../../models/config";
-import { countOps, countParams } from "../../analysis/params";
+import { countOps, countParams } from "../../../ir/params";
 import { flag } from "../args";
 import type { Command } from "./command";
 

@@ -2,10 +2,10 @@
 import { readFileSync } from "node:fs";
 import { LingcError } from "../../../ir/errors";
 import { bindOnnx } from "../../../backends/onnx/bind";
-import { Checkpoint } from "../../../models/checkpoint/checkpoint";
+import { Checkpoint } from "../../../backends/weights/checkpoint";
 import { resolveCheckpoint } from "../../../models/resolve";
 import { str } from "../args";
-import { CHECKPOINT_POSITIONAL } from "./backend-options";
+const CHECKPOINT_POSITIONAL = { name: "checkpoint", help: "a checkpoint folder (config.json + *.safetensors)" };
 import { writeFileAtomic } from "../io";
 import type { Command } from "./command";
 

@@ -4,7 +4,7 @@ import { LingcError } from "../../../ir/errors";
 import { parseModule } from "../../../ir/parse";
 import { printModule } from "../../../ir/print";
 import { verifyModule } from "../../../ir/verify";
-import { parsePassList, runPasses } from "../../passes/manager";
+import { parsePipeline, runPasses } from "../../passes/manager";
 import { flag, str } from "../args";
 import { writeFileAtomic } from "../io";
 import type { Command } from "./command";
@@ -15,7 +15,11 @@ export const opt: Command = {
     name: "opt",
     summary: "Parses and verifies an IR text (.lir), runs passes on it and prints the result.",
     positionals: [{ name: "file.lir", help: "the IR text ('-' reads stdin)" }],
-    options: [{ name: "passes", value: "LIST", help: "comma-separated passes to run (default: none)" }, { name: "out", value: "FILE", help: "write the result here instead of stdout" }, ...PASS_OPTIONS],
+    options: [
+      { name: "passes", value: "LIST", help: "the pipeline to run, e.g. 'cse,dce,fusion{profile=cuda-sm90a}' (default: none)" },
+      { name: "out", value: "FILE", help: "write the result here instead of stdout" },
+      ...PASS_OPTIONS,
+    ],
   },
   async run(args, io) {
     const file = args.positionals[0]!;
@@ -27,7 +31,7 @@ export const opt: Command = {
     }
     const m = parseModule(text, file === "-" ? "<stdin>" : file);
     verifyModule(m);
-    const timings = runPasses(m, parsePassList(str(args, "passes") ?? ""), passOptions(args, io));
+    const timings = runPasses(m, parsePipeline(str(args, "passes") ?? ""), passOptions(args, io));
     if (flag(args, "time-passes")) reportTimings(timings, io);
     const out = printModule(m);
     const path = str(args, "out");

@@ -4,17 +4,25 @@ import type { CliIO } from "../io";
 import type { PassRunOptions, PassTiming } from "../../passes/manager";
 
 export const PASS_OPTIONS: OptionSpec[] = [
-  { name: "print-after", value: "PASS", help: "print the IR after this pass (to stdout)" },
+  { name: "print-before", value: "PASS", help: "print the IR before this pass (to stdout; a comma-separated list)" },
+  { name: "print-after", value: "PASS", help: "print the IR after this pass (to stdout; a comma-separated list)" },
+  { name: "print-before-all", help: "print the IR before every pass" },
   { name: "print-after-all", help: "print the IR after every pass" },
   { name: "verify-each", help: "verify the IR after every pass" },
   { name: "time-passes", help: "report how long each pass took (to stderr)" },
 ];
 
+function passSet(args: ParsedArgs, one: string, all: string): ReadonlySet<string> | "all" | undefined {
+  if (flag(args, all)) return "all";
+  const v = str(args, one);
+  return v ? new Set(v.split(",").map((s) => s.trim())) : undefined;
+}
+
 export function passOptions(args: ParsedArgs, io: CliIO): PassRunOptions {
-  const after = str(args, "print-after");
   return {
     verifyEach: flag(args, "verify-each"),
-    printAfter: flag(args, "print-after-all") ? "all" : after ? new Set(after.split(",").map((s) => s.trim())) : undefined,
+    printBefore: passSet(args, "print-before", "print-before-all"),
+    printAfter: passSet(args, "print-after", "print-after-all"),
     print: (t) => io.out(t),
   };
 }

@@ -1,14 +1,23 @@
-/** `lingc run <checkpoint>`: runs the forward graph on input_ids from a safetensors file and writes the logits. */
+/**
+ * `lingc run <model>`: runs one graph (default: the first, `forward` for a model) on a backend, with
+ * its inputs read by name from a safetensors file, and writes every output (and observed values).
+ */
+import { dirname } from "node:path";
 import { LingcError } from "../../../ir/errors";
+import { isFloat } from "../../../ir/dtype";
 import { Tensor, shapeToString } from "../../../ir/tensor";
-import { getBackend, BACKEND_NAMES } from "../../../backends";
-import { readAllSafetensors, writeSafetensors } from "../../../models/checkpoint/safetensors";
-import { resolveCheckpoint } from "../../../models/resolve";
+import { tensor as tensorType } from "../../../ir/types";
+import { bindConcrete } from "../../../ir/unify";
+import { BACKEND_NAMES } from "../../../backends";
+import type { GraphSignature } from "../../../backends/backend";
+import { generationRole } from "../../../ir/generation";
+import { readAllSafetensors, writeSafetensors } from "../../../backends/weights/safetensors";
+import { loadModel } from "../../driver/load";
+import { openSource } from "../../driver/source";
 import { str } from "../args";
 import { ensureDir } from "../io";
-import { dirname } from "node:path";
 import type { Command } from "./command";
-import { BACKEND_OPTIONS, backendOptions, CHECKPOINT_POSITIONAL } from "./backend-options";
+import { MODEL_POSITIONAL, PIPELINE_OPTIONS, targetSettings, WEIGHTS_OPTION } from "./backend-options";
 
 /** Glob patterns (`*` matches anything) for --observe. */
 function matcher(patterns: string | undefined): ((name: string) => boolean) | undefined {
@@ -17,50 +26,77 @@ function matcher(patterns: string | undefined): ((name: string) => boolean) | un
   return (name) => res.some((r) => r.test(name));
 }
 
-/** Reads and checks `input_ids` (int64 or int32, [B, S], ids in the vocabulary). */
-export function readInputIds(path: string, vocab: number): Tensor {
-  const tensors = readAllSafetensors(path);
-  const ids = tensors["input_ids"];
-  if (!ids) throw new LingcError(`${path}: no tensor "input_ids" (found: ${Object.keys(tensors).join(", ") || "none"})`);
-  if (ids.dtype !== "i64" && ids.dtype !== "i32") throw new LingcError(`${path}: tensor "input_ids" must be int64 (or int32), got ${ids.dtype}`);
-  if (ids.rank !== 2 || ids.shape[0] === 0 || ids.shape[1] === 0) throw new LingcError(`${path}: tensor "input_ids" must be [batch, seq] with both > 0, got ${shapeToString(ids.shape)}`);
-  for (let i = 0; i < ids.numel; i++) {
-    const v = ids.data[i]!;
-    if (!(v >= 0 && v < vocab)) throw new LingcError(`${path}: tensor "input_ids" holds ${v} at flat index ${i}, outside the vocabulary 0..${vocab - 1}`);
+const isIntType = (dt: string) => dt === "i64" || dt === "i32" || dt === "u8" || dt === "bool";
+
+/**
+ * The graph's inputs from a safetensors file, by name: every input must be there with the declared
+ * rank, sizes that agree with the graph's symbols, and the declared dtype (integer inputs may come
+ * as any integer type). Token ids of a generation graph must be in the vocabulary.
+ */
+export function readInputs(path: string, sig: GraphSignature): Record<string, Tensor> {
+  const file = readAllSafetensors(path);
+  const out: Record<string, Tensor> = {};
+  for (const inp of sig.inputs) {
+    const t = file[inp.name];
+    if (!t) throw new LingcError(`${path}: no tensor "${inp.name}" (graph ${sig.name} takes ${sig.inputs.map((i) => `${i.name}: ${i.dtype}[${i.shape.join(", ")}]`).join(", ")}; found: ${Object.keys(file).join(", ") || "none"})`);
+    if (t.rank !== inp.shape.length) throw new LingcError(`${path}: tensor "${inp.name}" has shape ${shapeToString(t.shape)}, graph ${sig.name} takes ${inp.dtype}[${inp.shape.join(", ")}]`);
+    if (t.shape.some((d) => d === 0)) throw new LingcError(`${path}: tensor "${inp.name}" has shape ${shapeToString(t.shape)}: every axis must be at least 1`);
+    if (isIntType(inp.dtype) && isIntType(t.dtype)) out[inp.name] = new Tensor(inp.dtype, t.shape, t.data);
+    else if (t.dtype === inp.dtype) out[inp.name] = t;
+    else throw new LingcError(`${path}: tensor "${inp.name}" has dtype ${t.dtype}, graph ${sig.name} takes ${inp.dtype}${isFloat(inp.dtype) && isFloat(t.dtype) ? " (convert it: lingc does not round inputs silently)" : ""}`);
   }
-  return new Tensor("i64", ids.shape, ids.data);
+  const parse = (s: string) => (/^\d+$/.test(s) ? Number(s) : s);
+  const b = bindConcrete(
+    sig.inputs.map((i) => tensorType(i.dtype, i.shape.map(parse))),
+    sig.inputs.map((i) => out[i.name]!.shape),
+    sig.inputs.map((i) => `"${i.name}"`),
+  );
+  if ("problem" in b) throw new LingcError(`${path}: ${b.problem}`);
+  const role = generationRole(sig);
+  const logits = role && sig.outputs.find((o) => o.name === role.logits);
+  const ids = role && out[role.tokens];
+  if (logits && ids) {
+    const V = Number(logits.shape[logits.shape.length - 1]);
+    for (let i = 0; i < ids.numel; i++) {
+      const v = ids.data[i]!;
+      if (!(v >= 0 && v < V)) throw new LingcError(`${path}: tensor "${role.tokens}" holds ${v} at flat index ${i}, outside the vocabulary 0..${V - 1}`);
+    }
+  }
+  return out;
 }
 
 export const run: Command = {
   spec: {
     name: "run",
-    summary: "Runs the forward graph on a checkpoint: reads input_ids [B, S] from --input and writes logits (and mtp_logits) as f32 to --out.",
-    positionals: [CHECKPOINT_POSITIONAL],
+    summary: "Runs a graph on a backend: reads its inputs by name from --input and writes every output (and observed values) to --out.",
+    positionals: [MODEL_POSITIONAL],
     options: [
       { name: "backend", value: "NAME", help: "which backend runs the graph (default interp)", choices: BACKEND_NAMES },
-      { name: "input", value: "FILE", help: "safetensors file with input_ids (int64 [B, S])", required: true },
+      { name: "graph", value: "NAME", help: "which graph (default: the model's first, forward)" },
+      { name: "input", value: "FILE", help: "safetensors file with the graph's inputs (for a model: input_ids, int64 [B, S])", required: true },
       { name: "out", value: "FILE", help: "safetensors file to write", required: true },
       { name: "observe", value: "PATTERNS", help: "also write these named internal values, e.g. 'hidden.*,model.layers.*.mlp.topk_idx'" },
-      ...BACKEND_OPTIONS,
+      WEIGHTS_OPTION,
+      ...PIPELINE_OPTIONS,
     ],
   },
   async run(args, io) {
-    const spec = resolveCheckpoint(args.positionals[0]!);
-    const backend = getBackend(str(args, "backend") ?? "interp");
-    const ids = readInputIds(str(args, "input")!, spec.config.vocabSize);
+    const source = openSource(args.positionals[0]!, str(args, "weights"));
+    const graph = str(args, "graph") ?? source.graphs[0]!;
+    if (!source.graphs.includes(graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${source.graphs.join(", ")})`);
     const outPath = str(args, "out")!;
     ensureDir(dirname(outPath));
-    const model = await backend.load(spec.config, spec.checkpointDir, backendOptions(args));
+    const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: str(args, "passes") });
     try {
+      const inputs = readInputs(str(args, "input")!, model.signatures[graph]!);
       const want = matcher(str(args, "observe"));
       const observed: Record<string, Tensor> = {};
       const t0 = performance.now();
-      const out = await model.forward.run({ input_ids: ids }, want ? (n, t) => want(n) && (observed[n] = t) : undefined);
+      const out = await model.graphs[graph]!.run(inputs, want ? (n, t) => want(n) && (observed[n] = t) : undefined);
       const ms = performance.now() - t0;
-      const result: Record<string, Tensor> = { ...observed };
-      for (const [k, v] of Object.entries(out)) if (k === "logits" || k.startsWith("mtp_logits")) result[k] = v;
+      const result: Record<string, Tensor> = { ...observed, ...out };
       writeSafetensors(outPath, result);
-      io.err(`ran forward on ${backend.name} in ${ms.toFixed(0)} ms; wrote ${Object.keys(result).sort().join(", ")} to ${outPath}\n`);
+      io.err(`ran ${graph} on ${backend} in ${ms.toFixed(0)} ms; wrote ${Object.keys(result).sort().join(", ")} to ${outPath}\n`);
     } finally {
       model.close();
     }

@@ -3,9 +3,10 @@
  * WebGPU implementation guarantees (the spec's defaults); `adapter` reads the live adapter's. The
  * compile checks kernels and weights against them and splits or refuses with the limit named.
  */
-import { LingcError } from "../../ir/errors";
+import { LingcError } from "../errors";
 
 export interface WebGpuProfile {
+  kind: "webgpu";
   name: string;
   maxStorageBufferBindingSize: number;
   maxBufferSize: number;
@@ -19,7 +20,8 @@ export interface WebGpuProfile {
 
 /** WebGPU's default limits (https://www.w3.org/TR/webgpu/#limit-default). */
 export const BASELINE: WebGpuProfile = {
-  name: "baseline",
+  kind: "webgpu",
+  name: "webgpu-baseline",
   maxStorageBufferBindingSize: 134217728,
   maxBufferSize: 268435456,
   maxStorageBuffersPerShaderStage: 8,
@@ -30,11 +32,11 @@ export const BASELINE: WebGpuProfile = {
   features: [],
 };
 
-const LIMIT_KEYS = Object.keys(BASELINE).filter((k) => k !== "name" && k !== "features") as (keyof WebGpuProfile)[];
+const LIMIT_KEYS = Object.keys(BASELINE).filter((k) => k !== "name" && k !== "features" && k !== "kind") as (keyof WebGpuProfile)[];
 
 /** The profile of a live adapter (its limits and features). */
 export function profileFromAdapter(adapter: { limits: Record<string, number> | object; features: Iterable<string> }): WebGpuProfile {
-  const p: WebGpuProfile = { ...BASELINE, name: "adapter", features: [...adapter.features].sort() };
+  const p: WebGpuProfile = { ...BASELINE, name: "webgpu-adapter", features: [...adapter.features].sort() };
   const limits = adapter.limits as Record<string, number>;
   for (const k of LIMIT_KEYS) if (typeof limits[k] === "number") (p as unknown as Record<string, number>)[k] = limits[k]!;
   return p;

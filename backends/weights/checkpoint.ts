@@ -1,10 +1,11 @@
 /**
- * An HF checkpoint folder: config.json plus the weights in one `model.safetensors`, or in shards
- * listed by `model.safetensors.index.json` (or named `model-XXXXX-of-YYYYY.safetensors`). Other
- * safetensors files in the folder (inputs, golden values) are not weights and are ignored.
+ * Where weights are read from: an HF checkpoint folder (config.json plus the weights in one
+ * `model.safetensors`, or in shards listed by `model.safetensors.index.json` or named
+ * `model-XXXXX-of-YYYYY.safetensors`; other safetensors files in the folder, such as inputs and
+ * golden values, are not weights and are ignored), or one `.safetensors` file.
  */
-import { existsSync, readFileSync, readdirSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { LingcError } from "../../ir/errors";
 import type { Tensor } from "../../ir/tensor";
 import { SafetensorsFile, type StEntry } from "./safetensors";
@@ -13,8 +14,11 @@ export class Checkpoint {
   private readonly index = new Map<string, { file: SafetensorsFile; entry: StEntry }>();
 
   private constructor(
+    /** The folder (for a single file: the folder it is in). */
     readonly dir: string,
     readonly files: SafetensorsFile[],
+    /** What was opened: the folder, or the file. */
+    readonly path: string,
   ) {
     for (const f of files) {
       for (const [name, entry] of f.entries) {
@@ -25,9 +29,11 @@ export class Checkpoint {
     }
   }
 
-  static open(dir: string): Checkpoint {
-    const files = weightFiles(dir).map((p) => SafetensorsFile.open(p));
-    return new Checkpoint(dir, files);
+  /** Opens a checkpoint folder, or one safetensors file. */
+  static open(path: string): Checkpoint {
+    if (path.endsWith(".safetensors") && existsSync(path) && statSync(path).isFile()) return new Checkpoint(dirname(path), [SafetensorsFile.open(path)], path);
+    const files = weightFiles(path).map((p) => SafetensorsFile.open(p));
+    return new Checkpoint(path, files, path);
   }
 
   has(name: string): boolean {

@@ -1,0 +1,170 @@
+/**
+ * Per-function schedules, for hosts that keep repetition folded (DESIGN principle 5): each function
+ * that is not a kernel (the entry and every layer function) gets its own slots and steps, in its own
+ * symbols, and its calls of layer functions stay calls (call sites), so the host code has one
+ * function per layer function whatever the number of layers. A kernel function's call is one step,
+ * as in the flat schedule (schedule.ts), so the same kernel generators serve both.
+ *
+ * Slot sources here: "param" (the function's parameter), "weight" (named relative to the function's
+ * call scope), "constant", "computed", "alias" (a reshape of another slot of the function) and
+ * "call" (a result of a layer call: the callee's storage).
+ */
+import { Dim } from "../ir/dim";
+import { LingcError } from "../ir/errors";
+import { Func, Module, Op, Value } from "../ir/module";
+import { unifyTypes } from "../ir/unify";
+import type { Slot, Step } from "./schedule";
+
+export interface CallSite {
+  callee: Func;
+  /** The call's scope: the prefix of the callee's names. */
+  scope: string;
+  /** Slots of the arguments, in the callee's parameter order. */
+  args: number[];
+  /** Slots (source "call") of the call's results. */
+  results: number[];
+  /** The callee's symbols in this function's symbols. */
+  symbols: Map<string, Dim>;
+  op: Op;
+}
+
+export interface FrameStep {
+  /** A kernel (a step as in the flat schedule), or a call of a layer function. */
+  step?: Step;
+  call?: number;
+}
+
+export interface FrameSchedule {
+  func: Func;
+  slots: Slot[];
+  /** Steps and layer calls, in program order. */
+  steps: FrameStep[];
+  calls: CallSite[];
+  /** The slot of each parameter and of each result. */
+  params: number[];
+  results: number[];
+  /** This function's symbols, in a fixed order (the host binds them by position). */
+  symbols: string[];
+}
+
+/** The symbols a function's types and dim attributes use, sorted. */
+export function functionSymbols(f: Func): string[] {
+  const syms = new Set<string>();
+  const types = [...f.params, ...f.weights, ...f.body.flatMap((o) => o.results)].map((v) => v.type);
+  for (const t of types) for (const d of t.shape) for (const s of d.symbols()) syms.add(s);
+  for (const op of f.body) {
+    for (const a of Object.values(op.attrs)) {
+      const dims = a instanceof Dim ? [a] : Array.isArray(a) ? a.filter((x): x is Dim => x instanceof Dim) : [];
+      for (const d of dims) for (const s of d.symbols()) syms.add(s);
+    }
+  }
+  return [...syms].sort();
+}
+
+function symbolsOfCall(callee: Func, op: Op): Map<string, Dim> {
+  const u = unifyTypes(
+    callee.params.map((p) => p.type),
+    op.operands.map((v) => v.type),
+    callee.params.map((p) => p.name!),
+  );
+  if ("problem" in u) throw new LingcError(`call to @${callee.name}: ${u.problem}`);
+  // A symbol the parameters leave free (one inside products only) is the caller's symbol of the same name.
+  const out = new Map<string, Dim>();
+  for (const s of functionSymbols(callee)) out.set(s, u.bindings.get(s) ?? Dim.sym(s));
+  return out;
+}
+
+export function buildFrame(m: Module, f: Func): FrameSchedule {
+  const slots: Slot[] = [];
+  const steps: FrameStep[] = [];
+  const calls: CallSite[] = [];
+  const env = new Map<Value, number>();
+  const newSlot = (s: Omit<Slot, "id">): number => {
+    slots.push({ id: slots.length, ...s });
+    return slots.length - 1;
+  };
+  const identity = new Map<string, Dim>();
+  const params = f.params.map((p, i) => {
+    const id = newSlot({ type: p.type, source: "param", param: i, name: p.name });
+    env.set(p, id);
+    return id;
+  });
+  const get = (v: Value): number => {
+    const hit = env.get(v);
+    if (hit !== undefined) return hit;
+    if (v.kind !== "weight") throw new LingcError(`frame @${f.name}: value ${v.name ?? "?"} is used before it is defined`);
+    const id = newSlot({ type: v.type, source: "weight", weight: v.name });
+    env.set(v, id);
+    return id;
+  };
+  for (const op of f.body) {
+    if (op.opName === "reshape") {
+      env.set(op.results[0]!, newSlot({ type: op.results[0]!.type, source: "alias", aliasOf: get(op.operands[0]!), name: op.results[0]!.name }));
+      continue;
+    }
+    if (op.opName === "constant") {
+      env.set(op.results[0]!, newSlot({ type: op.results[0]!.type, source: "constant", constant: op, name: op.results[0]!.name }));
+      continue;
+    }
+    const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
+    if (op.opName === "call" && !callee) throw new LingcError(`call to unknown function @${op.callee}`);
+    if (callee && callee.role !== "kernel") {
+      const site = calls.length;
+      const args = op.operands.map(get);
+      const results = op.results.map((r, i) => {
+        const id = newSlot({ type: r.type, source: "call", call: { site, result: i }, name: r.name });
+        env.set(r, id);
+        return id;
+      });
+      calls.push({ callee, scope: op.scope, args, results, symbols: symbolsOfCall(callee, op), op });
+      steps.push({ call: site });
+      continue;
+    }
+    const reads = new Map<Value, number>();
+    const writes = new Map<Value, number>();
+    let subst: ReadonlyMap<string, Dim> = identity;
+    if (callee) {
+      subst = symbolsOfCall(callee, op);
+      callee.params.forEach((p, i) => reads.set(p, get(op.operands[i]!)));
+      for (const w of callee.weights) {
+        let id = slots.findIndex((s) => s.source === "weight" && s.weight === w.name);
+        if (id < 0) id = newSlot({ type: w.type, source: "weight", weight: w.name });
+        reads.set(w, id);
+      }
+      callee.results.forEach((r, i) => {
+        const id = newSlot({ type: op.results[i]!.type, source: "computed", name: r.value.name });
+        writes.set(r.value, id);
+        env.set(op.results[i]!, id);
+      });
+    } else {
+      for (const v of op.operands) reads.set(v, get(v));
+      for (const r of op.results) {
+        const id = newSlot({ type: r.type, source: "computed", name: r.name });
+        writes.set(r, id);
+        env.set(r, id);
+      }
+    }
+    steps.push({ step: { op, kernel: callee, ops: callee ? callee.body : [op], scope: op.scope, reads, writes, subst } });
+  }
+  const results = f.results.map((r) => get(r.value));
+  return { func: f, slots, steps, calls, params, results, symbols: functionSymbols(f) };
+}
+
+/** The frames of a module: every function that is not a kernel and that the entry reaches, callees first. */
+export function buildFrames(m: Module): FrameSchedule[] {
+  const entry = m.entry;
+  if (!entry) throw new LingcError(`module @${m.name} has no entry function @${m.name}`);
+  const order: Func[] = [];
+  const seen = new Set<string>();
+  const visit = (f: Func) => {
+    if (seen.has(f.name)) return;
+    seen.add(f.name);
+    for (const op of f.body) {
+      const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
+      if (callee && callee.role !== "kernel") visit(callee);
+    }
+    order.push(f);
+  };
+  visit(entry);
+  return order.map((f) => buildFrame(m, f));
+}

@@ -1,0 +1,43 @@
+/** Loading a source on a backend: compile for the backend's target, bind the weights, load. */
+import { getBackend } from "../../backends";
+import type { BackendOptions, LoadedModel, Program } from "../../backends/backend";
+import { bindWeights, compileProgram } from "./compile";
+import type { Source } from "./source";
+import type { TargetSettings } from "./targets";
+
+export interface LoadRequest {
+  source: Source;
+  backend: string;
+  settings?: TargetSettings;
+  passes?: string;
+  options?: BackendOptions;
+}
+
+export interface Loaded {
+  model: LoadedModel;
+  program: Program;
+  backend: string;
+}
+
+export async function loadModel(req: LoadRequest): Promise<Loaded> {
+  const backend = getBackend(req.backend);
+  const { program } = await compileProgram({ source: req.source, target: backend.target, settings: req.settings, passes: req.passes });
+  const weights = bindWeights(req.source, program);
+  try {
+    const model = await backend.load(program, weights, req.options);
+    return {
+      model: {
+        ...model,
+        close: () => {
+          model.close();
+          weights.checkpoint.close();
+        },
+      },
+      program,
+      backend: backend.name,
+    };
+  } catch (e) {
+    weights.checkpoint.close();
+    throw e;
+  }
+}

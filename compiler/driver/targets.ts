@@ -1,0 +1,56 @@
+/**
+ * Targets and their default pipelines, as data (`lingc compile --target T --print-pipeline`). A
+ * pipeline is the text the pass manager parses; the profile a target compiles for is named in it,
+ * so printing the pipeline shows exactly what the backend will receive.
+ */
+import { LingcError } from "../../ir/errors";
+import { CUDA_SM90A, ONNX_23, ProfileRegistry, WEBGPU_BASELINE, type TargetProfile } from "../../ir/target";
+import { profileFromAdapter, withLimits } from "../../ir/target/webgpu";
+import { checkFusionNames } from "../passes/fusion";
+
+export const TARGETS = ["ir", "onnx", "wgsl", "cuda"] as const;
+export type Target = (typeof TARGETS)[number] | "interp";
+
+export interface TargetSettings {
+  /** Fusions switched off in the default pipeline (`--no-fuse`). */
+  noFuse?: readonly string[];
+  /** WebGPU: "baseline" (default) or "adapter" (the live adapter's limits). */
+  webgpuProfile?: string;
+  /** WebGPU: limit overrides NAME=VALUE. */
+  limits?: readonly string[];
+}
+
+/** The profile a target compiles for (registered in `profiles` under its name). */
+export async function targetProfile(target: Target, settings: TargetSettings, profiles: ProfileRegistry): Promise<TargetProfile | undefined> {
+  let p: TargetProfile | undefined;
+  if (target === "wgsl" || (target === "ir" && (settings.webgpuProfile || settings.limits?.length))) {
+    const name = settings.webgpuProfile ?? "baseline";
+    if (name === "baseline") p = WEBGPU_BASELINE;
+    else if (name === "adapter") {
+      const { nodeAdapter } = await import("../../backends/wgsl/node");
+      p = profileFromAdapter(await nodeAdapter());
+    } else throw new LingcError(`unknown target profile '${name}' (baseline or adapter)`);
+    if (settings.limits?.length) p = withLimits(p, settings.limits);
+    profiles.register(p);
+    // For --target ir the profile is only made available to a --passes pipeline (fusion{profile=...}).
+    return target === "wgsl" ? p : undefined;
+  }
+  if (settings.webgpuProfile || settings.limits?.length) throw new LingcError(`--target-profile and --limit set WebGPU limits; they do not apply to target ${target}`);
+  if (target === "cuda") p = CUDA_SM90A;
+  if (target === "onnx") p = ONNX_23;
+  if (p) profiles.register(p);
+  return p;
+}
+
+/** The default pipeline of a target for a profile. */
+export function defaultPipeline(target: Target, profile: TargetProfile | undefined, settings: TargetSettings): string {
+  const noFuse = settings.noFuse ?? [];
+  checkFusionNames(noFuse);
+  const fusing = target === "wgsl" || target === "cuda";
+  if (!fusing) {
+    if (noFuse.length) throw new LingcError(`--no-fuse applies to the targets that fuse kernels (wgsl, cuda), not ${target}`);
+    return "cse,dce";
+  }
+  const opts = [`profile=${profile!.name}`, ...(noFuse.length ? [`disable=${noFuse.join(",")}`] : [])];
+  return `cse,dce,fusion{${opts.join(",")}}`;
+}

@@ -1,0 +1,224 @@
+/**
+ * The fusion pattern table: each entry matches a subgraph by its root and names the ops that become
+ * one kernel; one generic action records the group (an op joins at most one group, and a group must
+ * be outlinable: no outside op may read its results before its last op). Entries run in table order,
+ * so earlier ones claim their ops first:
+ *
+ *   router        the whole MoE router: fp32 logits, sigmoid, bias, group-limited top-k, weights
+ *   qk_norm_rope  the head split of the fused QKV projection, QK RMSNorm and partial RoPE
+ *   attention     attention with its output transpose (and the reshape after it)
+ *   swiglu        silu(gate(x)) * up(x); for experts with the token gather (moe_permute) as prologue
+ *   residual_norm a residual add and the RMSNorm of its result
+ *   norm_matmul   an RMSNorm into the prologue of its only consumer, a linear layer, when one
+ *                 normalized row fits the target's workgroup memory
+ *   elementwise   an elementwise op into its producer's group: an elementwise chain, or a matmul's
+ *                 epilogue (group label "epilogue")
+ */
+import type { Func, Op, Value } from "../../ir/module";
+import { attrsOf, hasTrait, OPS } from "../../ir/ops";
+import { Match, P, type OpPat, type PatternContext, type RewritePattern } from "../../ir/pattern";
+import type { KernelLimits } from "../../ir/target";
+import type { Uses } from "../../ir/rewrite";
+
+export const FUSIONS = ["router", "qk_norm_rope", "attention", "swiglu", "residual_norm", "norm_matmul", "elementwise"] as const;
+export type FusionName = (typeof FUSIONS)[number];
+
+export interface Group {
+  kind: string;
+  ops: Set<Op>;
+}
+
+/** The groups found so far in one function, and which group (by kind) owns each op. */
+export interface Grouping {
+  owner: Map<Op, string>;
+  groups: Group[];
+}
+
+/** What a pattern claims: a new group of ops (labelled `kind`, default the pattern's name), or ops that join `extend`. */
+interface Claim {
+  ops: Op[];
+  kind?: string;
+  extend?: Group;
+}
+
+interface FusionPattern {
+  fusion: FusionName;
+  root: OpPat;
+  /** The group (default: every op the pattern matched), or undefined to decline. */
+  collect?(m: Match, ctx: PatternContext): Claim | Op[] | undefined;
+}
+
+/** A group can become one call placed where its last op stood if no outside op reads its results earlier. */
+function outlinable(ops: Set<Op>, uses: Uses): boolean {
+  const last = Math.max(...[...ops].map((o) => uses.indexOf(o)!));
+  for (const op of ops) {
+    for (const r of op.results) for (const u of uses.of(r)) if (!ops.has(u) && uses.indexOf(u)! < last) return false;
+  }
+  return true;
+}
+
+const isFree = (g: Grouping, op: Op | undefined): op is Op => op !== undefined && !g.owner.has(op);
+
+/** The patterns, in order, for a target with these limits (undefined: none), minus the disabled ones. */
+export function fusionPatterns(g: Grouping, limits: KernelLimits | undefined, disabled: ReadonlySet<string>): RewritePattern[] {
+  const libraryMatmuls = limits?.libraryMatmuls ?? false;
+  const table: FusionPattern[] = [
+    {
+      fusion: "router",
+      root: P.op("group_topk"),
+      collect: (m, { func, uses }) => routerGroup(m.matched[0]!, func, uses, g, libraryMatmuls),
+    },
+    {
+      fusion: "qk_norm_rope",
+      root: P.op("reshape"),
+      collect: (m, { uses }) => qkNormRopeGroup(m.matched[0]!, uses, g),
+    },
+    { fusion: "attention", root: P.op("reshape", [P.op("transpose", [P.op("attention", undefined, { oneUse: true })], { oneUse: true })]) },
+    { fusion: "attention", root: P.op("transpose", [P.op("attention", undefined, { oneUse: true })]) },
+    {
+      fusion: "swiglu",
+      root: P.op("mul", [
+        P.op("silu", [P.op(["linear", "grouped_linear"], [P.any("x"), P.any("wg")], { bind: "gate", oneUse: true, rest: true })], { oneUse: true }),
+        P.op(["linear", "grouped_linear"], [P.same("x"), P.any("wu")], { bind: "up", oneUse: true, rest: true }),
+      ]),
+      collect(m, { uses }) {
+        const gate = m.op("gate");
+        const up = m.op("up");
+        if (gate.opName !== up.opName || gate.operands[2] !== up.operands[2]) return undefined;
+        if (gate.opName === "linear" && libraryMatmuls) return undefined;
+        // The experts' token gather becomes the kernel's prologue when only these two read it.
+        const perm = uses.def(m.value("x"));
+        const prologue = perm?.opName === "moe_permute" && !uses.isReturned(perm.results[0]!) && uses.of(perm.results[0]!).every((u) => u === gate || u === up);
+        return prologue ? [perm!, ...m.matched] : m.matched;
+      },
+    },
+    { fusion: "residual_norm", root: P.op("rms_norm", [P.op("add"), P.any()]) },
+    {
+      fusion: "norm_matmul",
+      root: P.op("linear", [P.op("rms_norm", undefined, { bind: "norm", oneUse: true }), P.any()]),
+      collect(m) {
+        if (libraryMatmuls) return undefined;
+        const t = m.value("norm").type;
+        const row = t.shape[t.rank - 1]!.value;
+        if (row === undefined || (limits !== undefined && row * 4 > limits.sharedMemoryBytes)) return undefined;
+        return m.matched;
+      },
+    },
+    {
+      fusion: "elementwise",
+      root: P.trait("elementwise"),
+      collect: (m, { uses }) => elementwiseJoin(m.matched[0]!, uses, g, libraryMatmuls),
+    },
+  ];
+  return table
+    .filter((p) => !disabled.has(p.fusion) && !disabled.has("all"))
+    .map((p) => ({
+      name: p.fusion,
+      root: p.root,
+      apply(m, ctx) {
+        if (!isFree(g, m.matched[0])) return false;
+        const c = p.collect ? p.collect(m, ctx) : m.matched;
+        if (!c) return false;
+        return record(g, Array.isArray(c) ? { ops: c } : c, p.fusion, ctx.uses);
+      },
+    }));
+}
+
+/** Records a claim: a new group, or more ops for an existing one. */
+function record(g: Grouping, c: Claim, fusion: FusionName, uses: Uses): boolean {
+  if (c.ops.some((o) => g.owner.has(o))) return false;
+  if (c.extend) {
+    if (!outlinable(new Set([...c.extend.ops, ...c.ops]), uses)) return false;
+    for (const o of c.ops) {
+      c.extend.ops.add(o);
+      g.owner.set(o, c.extend.kind);
+    }
+    return true;
+  }
+  const set = new Set(c.ops);
+  if (set.size < 2 || !outlinable(set, uses)) return false;
+  const kind = c.kind ?? fusion;
+  g.groups.push({ kind, ops: set });
+  for (const o of set) g.owner.set(o, kind);
+  return true;
+}
+
+/**
+ * The router: backward from group_topk through the selection scores' producers (bias add, sigmoid,
+ * and, unless matmuls run in a library, the fp32 logits and the casts into them), then forward
+ * through everything computed from the group's values alone (gathering, normalizing, scaling).
+ */
+function routerGroup(gt: Op, f: Func, uses: Uses, g: Grouping, libraryMatmuls: boolean): Op[] {
+  const ops = new Set<Op>([gt]);
+  const back = (v: Value, throughLinear: boolean) => {
+    const p = uses.def(v);
+    if (!isFree(g, p) || ops.has(p)) return;
+    const kinds = throughLinear ? ["add", "sigmoid", ...(libraryMatmuls ? [] : ["linear", "cast"])] : ["cast"];
+    if (!kinds.includes(p.opName)) return;
+    ops.add(p);
+    for (const o of p.operands) back(o, throughLinear && p.opName !== "linear");
+  };
+  back(gt.operands[0]!, true);
+  const start = uses.indexOf(gt)!;
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const op of f.body.slice(start + 1)) {
+      if (ops.has(op) || !isFree(g, op) || !["take_along", "reduce_sum", "add", "div", "mul", "cast"].includes(op.opName)) continue;
+      const inside = op.operands.every((v) => {
+        const p = uses.def(v);
+        return p !== undefined && (ops.has(p) || (p.opName === "constant" && isFree(g, p)));
+      });
+      if (!inside) continue;
+      for (const v of op.operands) ops.add(uses.def(v)!);
+      ops.add(op);
+      grew = true;
+    }
+  }
+  return [...ops];
+}
+
+/**
+ * The QKV head split: a reshape to heads read only by slices along the head axis, each slice read
+ * only by a transpose to [B, heads, S, d], then each chain's single-use RMSNorms and RoPEs.
+ */
+function qkNormRopeGroup(r: Op, uses: Uses, g: Grouping): Op[] | undefined {
+  const slices = uses.of(r.results[0]!);
+  if (uses.isReturned(r.results[0]!) || slices.length < 2 || !slices.every((s) => s.opName === "slice" && attrsOf(OPS.slice, s).axis === 2)) return undefined;
+  const ops: Op[] = [r];
+  for (const s of slices) {
+    const t = uses.only(s.results[0]!);
+    if (!t || t.opName !== "transpose") return undefined;
+    ops.push(s, t);
+    let cur = uses.only(t.results[0]!);
+    while (cur && (cur.opName === "rms_norm" || cur.opName === "rope") && isFree(g, cur)) {
+      ops.push(cur);
+      cur = uses.only(cur.results[0]!);
+    }
+  }
+  return ops;
+}
+
+/**
+ * An elementwise op e joins the group of an operand's producer p when e is p's only reader and has
+ * p's shape: p's elementwise or epilogue group is extended; a free elementwise p starts an
+ * elementwise chain with e; a contraction p (unless it runs in a GEMM library) gets e as epilogue.
+ */
+function elementwiseJoin(e: Op, uses: Uses, g: Grouping, libraryMatmuls: boolean): Claim | undefined {
+  const shape = e.results[0]!.type.toString();
+  for (const v of e.operands) {
+    const p = uses.def(v);
+    if (!p || uses.only(v) !== e || hasTrait(p.opName, "free") || v.type.withDtype(e.results[0]!.type.dtype).toString() !== shape) continue;
+    const kind = g.owner.get(p);
+    if (kind !== undefined) {
+      const group = g.groups.find((x) => x.ops.has(p))!;
+      if ((kind === "elementwise" || kind === "epilogue") && outlinable(new Set([...group.ops, e]), uses)) return { ops: [e], extend: group };
+      continue;
+    }
+    const pair = new Set([p, e]);
+    if (!outlinable(pair, uses)) continue;
+    if (hasTrait(p.opName, "elementwise")) return { ops: [p, e], kind: "elementwise" };
+    if (hasTrait(p.opName, "contraction") && !(libraryMatmuls && hasTrait(p.opName, "gemm"))) return { ops: [p, e], kind: "epilogue" };
+  }
+  return undefined;
+}

@@ -1,0 +1,17 @@
+/**
+ * The passes a pipeline can name. Each pass module declares one Pass; this list is where they are
+ * made available (in the order `--help` shows them).
+ */
+import { LingcError } from "../../ir/errors";
+import { cse } from "./cse";
+import { dce } from "./dce";
+import { fusion } from "./fusion";
+import type { Pass } from "./pass";
+
+export const PASSES: readonly Pass[] = [cse, dce, fusion];
+
+export function getPass(name: string): Pass {
+  const p = PASSES.find((x) => x.name === name);
+  if (!p) throw new LingcError(`unknown pass '${name}' (available: ${PASSES.map((x) => x.name).join(", ")})`);
+  return p;
+}

@@ -1,0 +1,84 @@
+/**
+ * What a module declares about generation, in its attributes, so that generation loops (TypeScript
+ * and the CUDA host) need no knowledge of any model:
+ *
+ *   generation = "prefill" | "decode"   this graph's role in greedy generation
+ *   tokens     = "input_ids"            the input taking token ids [B, S]
+ *   logits     = "logits"               the output [B, S, V] whose last position picks the next token
+ *   kv_cache   = "past.*.key <- present.*.key axis 2; past.*.value <- present.*.value axis 2"
+ *                                      (decode) each cache input, the output of the previous step
+ *                                      (prefill or decode) that feeds it, and the axis it grows along;
+ *                                      `*` stands for one name part, the same on both sides
+ */
+import { LingcError } from "./errors";
+
+export interface CacheRule {
+  input: string;
+  output: string;
+  axis: number;
+}
+
+export interface CachePair {
+  input: string;
+  output: string;
+  axis: number;
+}
+
+export interface GenerationRole {
+  role: "prefill" | "decode";
+  tokens: string;
+  logits: string;
+  cache: CacheRule[];
+}
+
+const RULE = /^\s*(\S+)\s*<-\s*(\S+)\s+axis\s+(\d+)\s*$/;
+
+export function parseCacheRules(text: string, where: string): CacheRule[] {
+  return text
+    .split(";")
+    .filter((s) => s.trim())
+    .map((item) => {
+      const m = RULE.exec(item);
+      if (!m) throw new LingcError(`${where}: kv_cache entry '${item.trim()}' is not 'INPUT <- OUTPUT axis N'`);
+      if ((m[1]!.match(/\*/g) ?? []).length !== (m[2]!.match(/\*/g) ?? []).length) throw new LingcError(`${where}: kv_cache entry '${item.trim()}' has a different number of '*' on each side`);
+      return { input: m[1]!, output: m[2]!, axis: Number(m[3]) };
+    });
+}
+
+export function formatCacheRules(rules: readonly CacheRule[]): string {
+  return rules.map((r) => `${r.input} <- ${r.output} axis ${r.axis}`).join("; ");
+}
+
+/** The generation role a module declares, or undefined when it declares none. */
+export function generationRole(m: { name: string; attrs: Readonly<Record<string, string>> }): GenerationRole | undefined {
+  const role = m.attrs["generation"];
+  if (role === undefined) return undefined;
+  const where = `module @${m.name}`;
+  if (role !== "prefill" && role !== "decode") throw new LingcError(`${where}: attribute generation must be "prefill" or "decode", got "${role}"`);
+  const need = (k: string) => {
+    const v = m.attrs[k];
+    if (!v) throw new LingcError(`${where}: a ${role} graph needs the attribute ${k}`);
+    return v;
+  };
+  const cache = role === "decode" ? parseCacheRules(need("kv_cache"), where) : [];
+  return { role, tokens: need("tokens"), logits: need("logits"), cache };
+}
+
+function globRegex(pattern: string): RegExp {
+  return new RegExp(`^${pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("([^.]+)")}$`);
+}
+
+/** The cache rules expanded over a decode graph's input names: one pair per cache input. */
+export function cachePairs(rules: readonly CacheRule[], inputs: readonly string[]): CachePair[] {
+  const out: CachePair[] = [];
+  for (const r of rules) {
+    const re = globRegex(r.input);
+    for (const name of inputs) {
+      const m = re.exec(name);
+      if (!m) continue;
+      let i = 1;
+      out.push({ input: name, output: r.output.replace(/\*/g, () => m[i++]!), axis: r.axis });
+    }
+  }
+  return out;
+}

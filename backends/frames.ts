@@ -85,7 +85,8 @@ export function buildFrame(m: Module, f: Func): FrameSchedule {
   };
   const identity = new Map<string, Dim>();
   const params = f.params.map((p, i) => {
-    const id = newSlot({ type: p.type, source: "param", param: i, name: p.name });
+    // Parameters are not named slots: their values are observable where they are made.
+    const id = newSlot({ type: p.type, source: "param", param: i });
     env.set(p, id);
     return id;
   });

@@ -25,11 +25,15 @@ print('|'.join(' '.join(str(int(x)) for x in row[12:]) for row in ids))")
 case "${1:-correct}" in
 correct)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  for variant in "LINGC_EXPERT_PATH=gemv LINGC_ATTENTION_PATH=split" "LINGC_EXPERT_PATH=gemm LINGC_ATTENTION_PATH=gemm" "LINGC_EXPERT_PATH=gemm LINGC_EXPERT_CAP=2 LINGC_ATTENTION_PATH=split" "LINGC_EXPERT_PATH=loop LINGC_ATTENTION_PATH=gemm LINGC_ATTENTION_TILE=5"; do
-    echo "== run ($variant)"
-    env $variant $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
-    echo "== generate ($variant)"
-    GOT=$(env $variant $L generate $G --backend cuda --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
+  # The target's default pipeline (fused) and an unfused one (--passes cse,dce), then the runtime's
+  # other paths on the default program.
+  for variant in "" "--passes cse,dce" "ENV LINGC_EXPERT_PATH=gemm LINGC_ATTENTION_PATH=gemm" "ENV LINGC_EXPERT_PATH=gemm LINGC_EXPERT_CAP=2 LINGC_ATTENTION_PATH=split" "ENV LINGC_EXPERT_PATH=loop LINGC_ATTENTION_PATH=gemm LINGC_ATTENTION_TILE=5"; do
+    envs=""; opts="$variant"
+    case "$variant" in ENV*) envs="${variant#ENV }"; opts="";; esac
+    echo "== run (${variant:-default pipeline})"
+    env $envs $L run $G --backend cuda $opts --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
+    echo "== generate (${variant:-default pipeline})"
+    GOT=$(env $envs $L generate $G --backend cuda $opts --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
     echo "got  $GOT"; echo "want $WANT"; [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL"
   done
   echo "== generate, one sequence (decode rows <= experts/4: the expert GEMV's row grid)"

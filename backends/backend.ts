@@ -48,8 +48,11 @@ export interface Program {
 
 /** Weights bound to the program by name (checked against every graph before anything runs). */
 export interface BoundWeights extends WeightSource {
-  /** The checkpoint the tensors live in, for targets that read its files themselves (ONNX, CUDA). */
-  checkpoint: Checkpoint;
+  /**
+   * The checkpoint the tensors live in, for targets that read its files themselves (ONNX, CUDA);
+   * undefined for a program that declares no weights.
+   */
+  checkpoint?: Checkpoint;
 }
 
 export interface LoadedModel {

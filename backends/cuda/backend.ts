@@ -83,7 +83,7 @@ function runProgram(exe: string, args: string[]): string {
   return r.stdout;
 }
 
-function runner(exe: string, weights: string, graph: string, outputs: ReadonlySet<string>, profile: boolean): GraphRunner {
+function runner(exe: string, weights: string | undefined, graph: string, outputs: ReadonlySet<string>, profile: boolean): GraphRunner {
   return {
     async run(inputs, observe) {
       const dir = mkdtempSync(join(tmpdir(), "lingc-cuda-"));
@@ -91,7 +91,7 @@ function runner(exe: string, weights: string, graph: string, outputs: ReadonlySe
         const inFile = join(dir, "in.safetensors");
         const outFile = join(dir, "out.safetensors");
         writeSafetensors(inFile, inputs as Record<string, Tensor>);
-        const args = ["run", "--checkpoint", weights, "--graph", graph, "--input", inFile, "--out", outFile];
+        const args = ["run", ...(weights ? ["--checkpoint", weights] : []), "--graph", graph, "--input", inFile, "--out", outFile];
         if (observe) args.push("--observe");
         if (profile) args.push("--profile");
         runProgram(exe, args);
@@ -119,7 +119,7 @@ export const cudaBackend: Backend = {
     }
     const exe = await buildProgram(program);
     const profile = options.profileKernels ?? process.env["LINGC_PROFILE"] === "1";
-    const checkpointDir = weights.checkpoint.path;
+    const checkpointDir = weights.checkpoint?.path;
     return {
       graphs: Object.fromEntries(program.graphs.map((m) => [m.name, runner(exe, checkpointDir, m.name, new Set(m.entry!.results.map((r) => r.name!)), profile)])),
       signatures: Object.fromEntries(program.graphs.map((m) => [m.name, signatureOf(m)])),
@@ -127,7 +127,7 @@ export const cudaBackend: Backend = {
         const dir = mkdtempSync(join(tmpdir(), "lingc-cuda-"));
         try {
           const logitsFile = join(dir, "logits.safetensors");
-          const args = ["generate", "--checkpoint", checkpointDir, "--prompt", prompts.map((p) => p.join(",")).join(";"), "--max-new-tokens", String(maxNew), "--logits-out", logitsFile];
+          const args = ["generate", ...(checkpointDir ? ["--checkpoint", checkpointDir] : []), "--prompt", prompts.map((p) => p.join(",")).join(";"), "--max-new-tokens", String(maxNew), "--logits-out", logitsFile];
           if (profile) args.push("--profile");
           const out = runProgram(exe, args);
           const tokens = out.trim().split("\n").map((l) => (l.trim() ? l.trim().split(/\s+/).map(Number) : []));

@@ -11,7 +11,7 @@ import { Tensor } from "../../ir/tensor";
 import type { Checkpoint } from "../weights/checkpoint";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel } from "../backend";
 import { emitOnnx } from "./emit";
-import { checkpointLayout } from "./weights";
+import { checkpointLayout, unboundLayout } from "./weights";
 
 type Ort = typeof OrtTypes;
 type OrtTensor = OrtTypes.Tensor;
@@ -76,8 +76,9 @@ export async function createSession(bytes: Uint8Array, weightsDir: string): Prom
 }
 
 /** A runner over an ONNX session; `observed` sessions also output every named IR value. */
-export function sessionRunner(m: Module, ck: Checkpoint, opset?: number): GraphRunner {
-  const weightsDir = ck.dir;
+export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: number): GraphRunner {
+  const weightsDir = ck?.dir ?? ".";
+  const layout = () => (ck ? checkpointLayout(ck) : unboundLayout());
   let plain: Promise<OrtSession> | undefined;
   let exposedSession: Promise<{ s: OrtSession; exposed: Map<string, string> }> | undefined;
   return {
@@ -89,12 +90,12 @@ export function sessionRunner(m: Module, ck: Checkpoint, opset?: number): GraphR
       let exposed = new Map<string, string>();
       if (observe) {
         exposedSession ??= (async () => {
-          const e = emitOnnx(m, { opset, weights: checkpointLayout(ck), exposeNamed: true, f32Boundary: true });
+          const e = emitOnnx(m, { opset, weights: layout(), exposeNamed: true, f32Boundary: true });
           return { s: await createSession(e.bytes, weightsDir), exposed: e.exposed };
         })();
         ({ s: session, exposed } = await exposedSession);
       } else {
-        plain ??= createSession(emitOnnx(m, { opset, weights: checkpointLayout(ck), f32Boundary: true }).bytes, weightsDir);
+        plain ??= createSession(emitOnnx(m, { opset, weights: layout(), f32Boundary: true }).bytes, weightsDir);
         session = await plain;
       }
       const results = await session.run(feeds);

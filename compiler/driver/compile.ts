@@ -4,6 +4,7 @@
  * function of the previous step's value; backends only ever see the Program.
  */
 import { LingcError } from "../../ir/errors";
+import { collectWeights } from "../../ir/weights";
 import { ProfileRegistry } from "../../ir/target";
 import type { BoundWeights, Program } from "../../backends/backend";
 import { bindCheckpoint } from "../../backends/weights/bind";
@@ -56,6 +57,14 @@ export async function compileProgram(req: CompileRequest): Promise<Compiled> {
 
 /** Opens the source's weights and checks them against every graph of the program (closed again on failure). */
 export function bindWeights(source: Source, program: Program): BoundWeights {
+  const declares = program.graphs.some((m) => collectWeights(m).length > 0);
+  if (!source.weights && !declares) {
+    return {
+      get(name) {
+        throw new LingcError(`the program declares no weight ${name}`);
+      },
+    };
+  }
   if (!source.weights) {
     const what = source.config ? "is a built-in config with no weights" : "has no weights";
     throw new LingcError(`'${source.label}' ${what}: give a checkpoint folder (config.json + *.safetensors), or --weights with a folder or a .safetensors file`);

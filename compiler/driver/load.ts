@@ -30,14 +30,14 @@ export async function loadModel(req: LoadRequest): Promise<Loaded> {
         ...model,
         close: () => {
           model.close();
-          weights.checkpoint.close();
+          weights.checkpoint?.close();
         },
       },
       program,
       backend: backend.name,
     };
   } catch (e) {
-    weights.checkpoint.close();
+    weights.checkpoint?.close();
     throw e;
   }
 }

@@ -568,6 +568,14 @@ class Runtime {
     fail("the program has no graph '%s' (it has %s)", name.c_str(), have.c_str());
   }
 
+  /** Whether any graph reads weights (a program without any runs with no checkpoint). */
+  bool declares_weights() {
+    for (int gi = 0; gi < NGRAPHS; ++gi)
+      for (const SlotMeta& m : plan(GRAPHS[gi]->name).slots)
+        if (m.source == SRC_WEIGHT) return true;
+    return false;
+  }
+
   /** Loads every weight every graph declares (all checked before any kernel runs), then constants and load-time steps. */
   void load(const Checkpoint* ck, unsigned long long seed) {
     std::vector<long> shape(8);
@@ -1487,10 +1495,10 @@ int main(int argc, char** argv) {
   Checkpoint ck;
   const bool random = opt.count("random-weights") > 0;
   if (!random) {
-    if (!opt.count("checkpoint")) fail("--checkpoint DIR is required (or --random-weights for bench)");
-    ck.open(opt["checkpoint"]);
+    if (opt.count("checkpoint")) ck.open(opt["checkpoint"]);
+    else if (rt.declares_weights()) fail("--checkpoint DIR is required (or --random-weights for bench)");
   }
-  rt.load(random ? nullptr : &ck, 1234);
+  rt.load(random || !opt.count("checkpoint") ? nullptr : &ck, 1234);
   if (cmd == "run") {
     if (!opt.count("graph")) fail("run needs --graph NAME");
     const std::string g = opt["graph"];

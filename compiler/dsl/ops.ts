@@ -16,6 +16,7 @@ export const sqrt = unary("sqrt");
 export const rsqrt = unary("rsqrt");
 export const sigmoid = unary("sigmoid");
 export const silu = unary("silu");
+export const gelu = unary("gelu");
 export const cos = unary("cos");
 export const sin = unary("sin");
 

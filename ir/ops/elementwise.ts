@@ -31,6 +31,18 @@ const UNARY: Record<string, Unary> = {
   cos: { summary: "cosine", floatOnly: true, flops: 1, scalar: (S, [x]) => S.cos(x!) },
   sigmoid: { summary: "1/(1+e^-x)", floatOnly: true, flops: 4, scalar: (S, [x]) => S.div(S.lit(1), S.add(S.lit(1), S.exp(S.neg(x!)))) },
   silu: { summary: "x*sigmoid(x) (SwiGLU's activation)", floatOnly: true, flops: 5, scalar: (S, [x]) => S.div(x!, S.add(S.lit(1), S.exp(S.neg(x!)))) },
+  // GELU, tanh form (PyTorch's approximate="tanh"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
+  // with tanh(u) = 1 - 2 / (e^(2u) + 1) so that it needs no primitive beyond exp.
+  gelu: {
+    summary: "0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715*x^3))) (GELU, tanh form)",
+    floatOnly: true,
+    flops: 14,
+    scalar: (S, [x]) => {
+      const u = S.mul(S.lit(Math.sqrt(2 / Math.PI)), S.add(x!, S.mul(S.lit(0.044715), S.mul(x!, S.mul(x!, x!)))));
+      const tanh = S.sub(S.lit(1), S.div(S.lit(2), S.add(S.exp(S.mul(S.lit(2), u)), S.lit(1))));
+      return S.mul(S.mul(S.lit(0.5), x!), S.add(S.lit(1), tanh));
+    },
+  },
 };
 
 for (const [name, u] of Object.entries(UNARY)) {

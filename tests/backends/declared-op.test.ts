@@ -23,6 +23,7 @@ import { scratchDir } from "../support/paths";
 const ACTIVATIONS: Record<string, (x: number) => number> = {
   silu: (x) => x / (1 + Math.exp(-x)),
   sigmoid: (x) => 1 / (1 + Math.exp(-x)),
+  gelu: (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))),
 };
 
 const dir = scratchDir("lingc-declared-op-");

@@ -33,7 +33,8 @@ export function signatureOf(m: Module): GraphSignature {
   const io = (name: string | undefined, t: { dtype: DType; shape: readonly { toString(): string }[] }) => ({ name: name ?? "", dtype: t.dtype, shape: t.shape.map((d) => d.toString()) });
   return {
     name: m.name,
-    attrs: { ...m.attrs },
+    // Sorted, as the text form prints them: a traced and a parsed module give the same signature.
+    attrs: Object.fromEntries(Object.keys(m.attrs).sort().map((k) => [k, m.attrs[k]!])),
     inputs: entry.params.map((p) => io(p.name, p.type)),
     outputs: entry.results.map((r) => io(r.name, r.value.type)),
   };

@@ -1,0 +1,88 @@
+/**
+ * Pipelines are data and the driver owns the flow: each target's default pipeline prints; --passes
+ * replaces it on every target; --print-before/--print-after show what the backend receives; an IR
+ * text compiles to every target exactly as the model it was printed from.
+ */
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { cli } from "../support/cli";
+import { scratchDir } from "../support/paths";
+
+const dir = scratchDir("lingc-pipeline-");
+
+function files(d: string): Record<string, Buffer> {
+  return Object.fromEntries(readdirSync(d).sort().map((n) => [n, readFileSync(join(d, n))]));
+}
+
+describe("target pipelines", () => {
+  it.each([
+    ["ir", "cse,dce"],
+    ["onnx", "cse,dce"],
+    ["wgsl", "cse,dce,fusion{profile=webgpu-baseline}"],
+    ["cuda", "cse,dce,fusion{profile=cuda-sm90a}"],
+  ])("--target %s --print-pipeline prints %s", async (target, pipeline) => {
+    const r = await cli("compile", "--target", target, "--print-pipeline");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`${pipeline}\n`);
+  });
+
+  it("--no-fuse and --limit show in the printed pipeline", async () => {
+    const r = await cli("compile", "--target", "wgsl", "--print-pipeline", "--no-fuse", "router,swiglu", "--limit", "maxComputeWorkgroupStorageSize=65536");
+    expect(r.stdout).toBe("cse,dce,fusion{profile=webgpu-baseline+maxComputeWorkgroupStorageSize=65536,disable=router,swiglu}\n");
+  });
+
+  it("--passes replaces the cuda pipeline: cse,dce emits an unfused plan with more kernels", async () => {
+    const launches = async (extra: string[]) => {
+      const out = join(dir, `cuda-${extra.length}`);
+      const r = await cli("compile", "ling-tiny", "--target", "cuda", "--out", out, ...extra);
+      expect(r.code, r.stderr).toBe(0);
+      const text = readFileSync(join(out, "model.cu"), "utf8");
+      return { launches: (text.match(/c\.launch\(/g) ?? []).length, fused: /k_(swiglu|router|qk_norm_rope)/.test(text) };
+    };
+    const fused = await launches([]);
+    const unfused = await launches(["--passes", "cse,dce"]);
+    expect(fused.fused).toBe(true);
+    expect(unfused.fused).toBe(false);
+    expect(unfused.launches).toBeGreaterThan(fused.launches);
+  });
+
+  it("--print-before / --print-after show the module the backend receives", async () => {
+    const r = await cli("compile", "ling-tiny", "--target", "cuda", "--out", join(dir, "pa"), "--print-before", "fusion", "--print-after", "fusion");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^\/\/ ----- IR before fusion\{profile=cuda-sm90a\} -----\nmodule @forward/m);
+    expect(r.stdout).toMatch(/^\/\/ ----- IR after fusion\{profile=cuda-sm90a\} -----\nmodule @forward/m);
+    expect(r.stdout).toContain('attributes {fusion = "router", role = "kernel"}');
+  });
+
+  it("a bad pass option is refused, naming the pass and the option", async () => {
+    const cases: [string, RegExp][] = [
+      ["cse,fusion{profil=cuda-sm90a}", /pass 'fusion' has no option 'profil' \(it has: profile, disable\)/],
+      ["fusion{disable=swiglue}", /option 'disable' of pass 'fusion': 'swiglue' is not one of router, qk_norm_rope/],
+      ["fusion{profile=tpu}", /unknown target profile 'tpu' \(known: webgpu-baseline, cuda-sm90a, onnx-23/],
+      ["cse{x=1}", /pass 'cse' has no option 'x' \(it takes none\)/],
+      ["fusion{profile=cuda-sm90a", /'\{' without '\}'/],
+    ];
+    for (const [passes, message] of cases) {
+      const r = await cli("compile", "ling-tiny", "--target", "ir", "--out", join(dir, "bad"), "--passes", passes);
+      expect(r.code, passes).toBe(1);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    }
+  });
+
+  it.each(["cuda", "onnx", "wgsl"])("an IR text compiles to %s byte for byte as the model it was printed from", async (target) => {
+    const ir = join(dir, `ir-${target}`);
+    expect((await cli("compile", "ling-tiny", "--graph", "forward", "--target", "ir", "--out", ir)).code).toBe(0);
+    const a = join(dir, `${target}-from-model`);
+    const b = join(dir, `${target}-from-lir`);
+    const ra = await cli("compile", "ling-tiny", "--graph", "forward", "--target", target, "--out", a);
+    expect(ra.code, ra.stderr).toBe(0);
+    const rb = await cli("compile", join(ir, "forward.lir"), "--target", target, "--out", b);
+    expect(rb.code, rb.stderr).toBe(0);
+    const fa = files(a);
+    const fb = files(b);
+    expect(Object.keys(fb)).toEqual(Object.keys(fa));
+    for (const name of Object.keys(fa)) expect(fb[name]!.equals(fa[name]!), name).toBe(true);
+  });
+});

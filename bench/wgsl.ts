@@ -58,7 +58,7 @@ async function measure(model: LoadedModel): Promise<{ prefill: number; decode: n
   return { prefill: (B * S) / (median(p) / 1000), decode: (B * steps) / (median(d) / 1000) };
 }
 
-const source = openSource(ckpt);
+const source = await openSource(ckpt);
 const adapter = await nodeAdapter();
 console.log(`WebGPU benchmark: ${source.label} on ${adapter.info?.description || adapter.info?.device || "the local adapter"} (batch ${B}, prompt ${S}, ${steps} decode steps, median of ${runs})`);
 for (const [label, noFuse] of [

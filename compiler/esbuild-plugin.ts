@@ -53,7 +53,7 @@ export function lingcPlugin(options: LingcPluginOptions = {}): Plugin {
           } else {
             model = resolve(args.resolveDir, args.path.slice(0, -"?lingc".length));
           }
-          const { program } = await compileProgram({ source: openSource(model), target: "wgsl", settings: { noFuse: options.noFuse, limits: options.limits } });
+          const { program } = await compileProgram({ source: await openSource(model), target: "wgsl", settings: { noFuse: options.noFuse, limits: options.limits } });
           const artifacts = Object.fromEntries(compileProgramWgsl(program).map((a) => [a.graph, a]));
           // Editing the config file rebuilds the bundle in watch mode.
           const watchFiles = args.path.startsWith("lingc:") ? [] : [model];

@@ -11,6 +11,7 @@ import { compare } from "./commands/compare";
 import { compile } from "./commands/compile";
 import { generate } from "./commands/generate";
 import { info } from "./commands/info";
+import { init } from "./commands/init";
 import { onnxBind } from "./commands/onnx-bind";
 import { opt } from "./commands/opt";
 import { run } from "./commands/run";
@@ -18,7 +19,7 @@ import { processIO, type CliIO } from "./io";
 
 export const VERSION = "0.1.0";
 
-const COMMANDS: Command[] = [info, compile, opt, run, generate, compare, onnxBind];
+const COMMANDS: Command[] = [info, compile, opt, run, generate, compare, init, onnxBind];
 
 function mainHelp(): string {
   const lines = [

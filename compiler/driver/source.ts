@@ -1,8 +1,8 @@
 /**
  * Where the driver's modules come from: a built-in config, an HF checkpoint folder (config.json and
- * weights), a config.json file, or an IR text (`.lir`). A source gives fresh, verified modules by
- * graph name (passes change modules in place, so each compile gets its own) and says where its
- * weights are, when it has any.
+ * weights), a config.json file, an IR text (`.lir`), or a model file written in the DSL (`.ts`,
+ * `.mjs`; model-file.ts). A source gives fresh, verified modules by graph name (passes change
+ * modules in place, so each compile gets its own) and says where its weights are, when it has any.
  */
 import { readFileSync } from "node:fs";
 import { LingcError } from "../../ir/errors";
@@ -12,6 +12,7 @@ import { verifyModule } from "../../ir/verify";
 import type { LingConfig } from "../../models/config";
 import { buildLing2, GRAPHS } from "../../models/ling2";
 import { resolveModel } from "../../models/resolve";
+import { isModelFile, modelFileTexts } from "./model-file";
 
 export interface Source {
   /** What the user named, for messages. */
@@ -26,32 +27,39 @@ export interface Source {
   config?: LingConfig;
 }
 
-function lirSource(path: string): Source {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (e) {
-    throw new LingcError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  const parse = () => {
-    const m = parseModule(text, path);
+/** A source of modules given as text (an IR file, or what a model file printed). */
+function textSource(label: string, texts: readonly string[]): Source {
+  const parse = (text: string) => {
+    const m = parseModule(text, label);
     verifyModule(m);
     return m;
   };
-  const name = parse().name;
+  const byName = new Map(texts.map((t) => [parse(t).name, t]));
+  if (byName.size !== texts.length) throw new LingcError(`${label} defines two graphs of the same name`);
   return {
-    label: path,
-    graphs: [name],
+    label,
+    graphs: [...byName.keys()],
     module(graph) {
-      if (graph !== name) throw new LingcError(`${path} holds the graph '${name}', not '${graph}'`);
-      return parse();
+      const text = byName.get(graph);
+      if (text === undefined) throw new LingcError(`${label} has no graph '${graph}' (it has ${[...byName.keys()].join(", ")})`);
+      return parse(text);
     },
   };
 }
 
+function readText(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (e) {
+    throw new LingcError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
 /** Opens a source; `weights` (a checkpoint folder or .safetensors file) overrides where weights come from. */
-export function openSource(arg: string, weights?: string): Source {
-  if (arg.endsWith(".lir")) return { ...lirSource(arg), ...(weights ? { weights } : {}) };
+export async function openSource(arg: string, weights?: string): Promise<Source> {
+  const withWeights = (s: Source): Source => (weights ? { ...s, weights } : s);
+  if (arg.endsWith(".lir")) return withWeights(textSource(arg, [readText(arg)]));
+  if (isModelFile(arg)) return withWeights(textSource(arg, await modelFileTexts(arg)));
   const spec = resolveModel(arg);
   return {
     label: arg,

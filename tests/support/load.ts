@@ -10,6 +10,6 @@ export interface TestModel extends LoadedModel {
 }
 
 export async function loadCheckpoint(backend: string, checkpointDir: string, settings: TargetSettings = {}, passes?: string): Promise<TestModel> {
-  const { model } = await loadModel({ source: openSource(checkpointDir), backend, settings, passes });
+  const { model } = await loadModel({ source: await openSource(checkpointDir), backend, settings, passes });
   return { ...model, forward: model.graphs["forward"]!, decode: model.graphs["decode"]! };
 }

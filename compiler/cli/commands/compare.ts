@@ -65,7 +65,7 @@ export const compare: Command = {
     const tolText = str(args, "tolerance") ?? "1e-4";
     const tolerance = Number(tolText);
     if (!(tolerance >= 0)) throw new LingcError(`--tolerance must be a non-negative number, got '${tolText}'`);
-    const source = openSource(args.positionals[0]!, str(args, "weights"));
+    const source = await openSource(args.positionals[0]!, str(args, "weights"));
     const graph = str(args, "graph") ?? source.graphs[0]!;
     if (!source.graphs.includes(graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${source.graphs.join(", ")})`);
     const results: Record<string, Tensor>[] = [];

@@ -60,7 +60,7 @@ export const compile: Command = {
     if (modelArg === undefined) throw new UsageError("'lingc compile' needs <model> (see 'lingc compile --help')");
     const out = str(args, "out");
     if (out === undefined) throw new UsageError("'lingc compile' needs --out DIR (see 'lingc compile --help')");
-    const source = openSource(modelArg);
+    const source = await openSource(modelArg);
     const graphName = str(args, "graph");
     if (graphName && modelArg.endsWith(".lir")) throw new LingcError("--graph does not apply to an IR file (the module names its graph)");
     const graphs = graphName ? [graphName] : target === "cuda" ? source.graphs : [source.graphs[0]!];

@@ -34,7 +34,7 @@ export const generate: Command = {
     notes: ["example: lingc generate tests/data/golden/ling-tiny --prompt '5,9,13;7,7,2' --max-new-tokens 6"],
   },
   async run(args, io) {
-    const source = openSource(args.positionals[0]!, str(args, "weights"));
+    const source = await openSource(args.positionals[0]!, str(args, "weights"));
     const prompts = parsePrompts(str(args, "prompt")!);
     const maxNew = int(args, "max-new-tokens", 0)!;
     const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: str(args, "passes") });

@@ -81,7 +81,7 @@ export const run: Command = {
     ],
   },
   async run(args, io) {
-    const source = openSource(args.positionals[0]!, str(args, "weights"));
+    const source = await openSource(args.positionals[0]!, str(args, "weights"));
     const graph = str(args, "graph") ?? source.graphs[0]!;
     if (!source.graphs.includes(graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${source.graphs.join(", ")})`);
     const outPath = str(args, "out")!;

@@ -78,6 +78,11 @@ export interface Backend {
   summary: string;
   /** The target whose pipeline prepares the program ("interp" runs the IR as it is). */
   target: "interp" | "onnx" | "wgsl" | "cuda";
+  /**
+   * Whether the backend runs this op itself; an op it does not run but that has a decomposition is
+   * decomposed by the target's pipeline (compiler/driver/targets.ts).
+   */
+  lowers(opName: string): boolean;
   load(program: Program, weights: BoundWeights, options?: BackendOptions): Promise<LoadedModel>;
 }
 

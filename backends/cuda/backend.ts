@@ -15,6 +15,9 @@ import { readAllSafetensors, writeSafetensors } from "../weights/safetensors";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel, type Program } from "../backend";
 import type { GenerateResult } from "../generation";
 import { cudaProfile, emitCuda, nvccFlags } from "./emit";
+import { libraryLowering } from "./library";
+import { Op } from "../../ir/module";
+import { templateForOp } from "../kernels/gen";
 
 function cacheRoot(): string {
   return process.env["LINGC_CACHE_DIR"] ?? join(homedir(), ".cache", "lingc");
@@ -113,6 +116,10 @@ export const cudaBackend: Backend = {
   name: "cuda",
   summary: "CUDA C++ (cuBLASLt GEMMs, generated kernels) built with nvcc, run on an NVIDIA GPU",
   target: "cuda",
+  lowers: (name) => {
+    const op = new Op(name, [], {}, [], "", undefined);
+    return libraryLowering([op]) !== undefined || templateForOp(op) !== undefined;
+  },
   async load(program, weights, options = {}): Promise<LoadedModel> {
     if (!hasCudaGpu()) {
       throw new LingcError("the cuda backend runs on an NVIDIA GPU and this machine has none (nvidia-smi lists no GPU); 'lingc compile --target cuda' still emits the sources");

@@ -1,5 +1,6 @@
 /** The interpreter as a backend: runs the program's graphs with the reference interpreter (ir/interpret.ts). */
 import { interpret, type WeightSource } from "../../ir/interpret";
+import { getOp } from "../../ir/ops";
 import type { Module } from "../../ir/module";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel } from "../backend";
 
@@ -15,6 +16,7 @@ export const interpBackend: Backend = {
   name: "interp",
   summary: "the reference interpreter (CPU, exact HF numerics; slow, meant for checking)",
   target: "interp",
+  lowers: (name) => getOp(name) !== undefined,
   async load(program, weights): Promise<LoadedModel> {
     return {
       graphs: Object.fromEntries(program.graphs.map((m) => [m.name, runner(m, weights)])),

@@ -15,6 +15,7 @@ import { unifyTypes } from "../../ir/unify";
 import { expertNames } from "../../ir/weights";
 import { GraphBuilder, Names } from "./graph";
 import { LOWERED_THROUGH_MATMUL, onnxLowering, type LowerCtx } from "./lower";
+import { getOp } from "../../ir/ops";
 import { elemType, encodeModel, valueInfo, type ModelProto, type OnnxDim, type TensorProto } from "./proto";
 import type { WeightLayout } from "./weights";
 
@@ -69,7 +70,10 @@ class Emitter {
         throw new LingcError(`${what}: ONNX MatMul does not take ${t.dtype} operands; cast to a wider dtype (or dequantize) first`);
       }
     }
-    if (op.opName !== "call" && !onnxLowering(op.opName)) throw new LingcError(`${what}: no ONNX lowering for this op`);
+    if (op.opName !== "call" && !onnxLowering(op.opName)) {
+      const hint = getOp(op.opName)?.decompose ? ` (it has a decomposition: put decompose{ops=${op.opName}} in the pipeline, as the onnx target's default pipeline does)` : "";
+      throw new LingcError(`${what}: no ONNX lowering for this op${hint}`);
+    }
   }
 
   weight(full: string, type: TensorType): string {

@@ -4,8 +4,8 @@
  * - rms_norm uses RMSNormalization (opset 23) for f32, where ONNX Runtime matches HF exactly; for
  *   narrower dtypes it is composed so the result is cast to the activation dtype before the weight
  *   multiply, as HF does (RMSNormalization multiplies in fp32 and casts last).
- * - rope is composed (Slice/Mul/Sub/Add/Concat): partial rotate-half on [B, heads, S, d] with our
- *   [S, rotary/2] tables needs no reshaping that way, and every step is the HF arithmetic.
+ * - rope has no lowering here: the pipeline decomposes it (the op table's decomposition into slice,
+ *   mul, sub, add and concat, every step the HF arithmetic) before the emitter sees it.
  * - attention is composed (MatMul, Where-mask, fp32 Softmax, MatMul): the opset-23 Attention op aligns
  *   its causal mask to the top left, which is wrong for a decode step that appends to a KV cache
  *   (queries sit at the end of the key range); the composed mask is aligned to the end.
@@ -88,20 +88,6 @@ function rmsNorm(c: LowerCtx): void {
 
 function slice(c: LowerCtx, x: string, axis: number, start: number, end: number): string {
   return c.g.one("Slice", [x, c.g.i64([start]), c.g.i64([end]), c.g.i64([axis])], {}, c.meta);
-}
-
-function rope(c: LowerCtx): void {
-  const [x, cos, sin] = c.ins as [string, string, string];
-  const d = c.inTypes[0]!.shape[c.inTypes[0]!.rank - 1]!.value!;
-  const half = c.inTypes[1]!.shape[1]!.value!;
-  const x1 = slice(c, x, -1, 0, half);
-  const x2 = slice(c, x, -1, half, 2 * half);
-  const mul = (a: string, b: string) => c.g.one("Mul", [a, b], {}, c.meta);
-  const o1 = c.g.one("Sub", [mul(x1, cos), mul(x2, sin)], {}, c.meta);
-  const o2 = c.g.one("Add", [mul(x2, cos), mul(x1, sin)], {}, c.meta);
-  const parts = [o1, o2];
-  if (2 * half < d) parts.push(slice(c, x, -1, 2 * half, INT64_MAX));
-  c.g.node("Concat", parts, c.out, { axis: -1 }, c.meta);
 }
 
 function attention(c: LowerCtx): void {
@@ -297,7 +283,6 @@ export const LOWERINGS: Record<string, Lowering> = {
   linear: (c) => void c.g.node("MatMul", [c.ins[0]!, c.g.one("Transpose", [c.ins[1]!], { perm: [1, 0] }, c.meta)], c.out, {}, c.meta),
   matmul: direct("MatMul"),
   rms_norm: rmsNorm,
-  rope,
   attention,
   group_topk: groupTopk,
   take_along: (c) => void c.g.node("GatherElements", c.ins, c.out, { axis: 1 }, c.meta),

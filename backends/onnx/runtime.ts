@@ -11,6 +11,7 @@ import { Tensor } from "../../ir/tensor";
 import type { Checkpoint } from "../weights/checkpoint";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel } from "../backend";
 import { emitOnnx } from "./emit";
+import { onnxLowering } from "./lower";
 import { checkpointLayout, unboundLayout } from "./weights";
 
 type Ort = typeof OrtTypes;
@@ -111,6 +112,7 @@ export const onnxBackend: Backend = {
   name: "onnx",
   summary: "ONNX (standard ai.onnx ops) run by ONNX Runtime on the CPU",
   target: "onnx",
+  lowers: (name) => onnxLowering(name) !== undefined,
   async load(program, weights): Promise<LoadedModel> {
     const opset = program.profile?.kind === "onnx" ? program.profile.opset : undefined;
     return {

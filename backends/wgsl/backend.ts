@@ -9,6 +9,8 @@ import type { WebGpuProfile } from "../../ir/target";
 import type { Backend, LoadedModel, Program } from "../backend";
 import type { WgslArtifact } from "./artifact";
 import { compileWgsl } from "./compile";
+import { Op } from "../../ir/module";
+import { templateForOp } from "../kernels/gen";
 import { WgslGraph } from "./host";
 import { graphRunner } from "./runner";
 import { nodeDevice } from "./node";
@@ -30,6 +32,7 @@ export const wgslBackend: Backend = {
   name: "wgsl",
   summary: "WGSL compute shaders on WebGPU (Dawn in Node; the same host code runs in browsers)",
   target: "wgsl",
+  lowers: (name) => templateForOp(new Op(name, [], {}, [], "", undefined)) !== undefined,
   async load(program, weights, options = {}): Promise<LoadedModel> {
     const artifacts = compileProgramWgsl(program);
     const declared = new Map(program.graphs.flatMap((m) => collectWeights(m)).map((w) => [w.name, w.type]));

@@ -7,6 +7,8 @@ import { LingcError } from "../../ir/errors";
 import { CUDA_SM90A, ONNX_23, ProfileRegistry, WEBGPU_BASELINE, type TargetProfile } from "../../ir/target";
 import { profileFromAdapter, withLimits } from "../../ir/target/webgpu";
 import { checkFusionNames } from "../passes/fusion";
+import { allOps } from "../../ir/ops";
+import { getBackend } from "../../backends";
 
 export const TARGETS = ["ir", "onnx", "wgsl", "cuda"] as const;
 export type Target = (typeof TARGETS)[number] | "interp";
@@ -42,15 +44,28 @@ export async function targetProfile(target: Target, settings: TargetSettings, pr
   return p;
 }
 
+/** The ops a target's backend does not run itself but can run decomposed (none for ir). */
+function decomposed(target: Target): string[] {
+  if (target === "ir") return [];
+  const backend = getBackend(target);
+  return allOps()
+    .filter((d) => d.decompose && !backend.lowers(d.name))
+    .map((d) => d.name)
+    .sort();
+}
+
 /** The default pipeline of a target for a profile. */
 export function defaultPipeline(target: Target, profile: TargetProfile | undefined, settings: TargetSettings): string {
   const noFuse = settings.noFuse ?? [];
   checkFusionNames(noFuse);
+  const passes = ["cse", "dce"];
+  const ops = decomposed(target);
+  if (ops.length) passes.push(`decompose{ops=${ops.join(",")}}`);
   const fusing = target === "wgsl" || target === "cuda";
   if (!fusing) {
     if (noFuse.length) throw new LingcError(`--no-fuse applies to the targets that fuse kernels (wgsl, cuda), not ${target}`);
-    return "cse,dce";
+    return passes.join(",");
   }
   const opts = [`profile=${profile!.name}`, ...(noFuse.length ? [`disable=${noFuse.join(",")}`] : [])];
-  return `cse,dce,fusion{${opts.join(",")}}`;
+  return [...passes, `fusion{${opts.join(",")}}`].join(",");
 }

@@ -5,10 +5,11 @@
 import { LingcError } from "../../ir/errors";
 import { cse } from "./cse";
 import { dce } from "./dce";
+import { decompose } from "./decompose";
 import { fusion } from "./fusion";
 import type { Pass } from "./pass";
 
-export const PASSES: readonly Pass[] = [cse, dce, fusion];
+export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion];
 
 export function getPass(name: string): Pass {
   const p = PASSES.find((x) => x.name === name);

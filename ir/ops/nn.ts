@@ -6,6 +6,7 @@
  * steps that HF performs in the activation dtype are rounded to it step by step.
  */
 import { Dim } from "../dim";
+import type { Value } from "../module";
 import { isFloat, isInt } from "../dtype";
 import { OpError } from "../errors";
 import { roundTo } from "../numerics";
@@ -174,6 +175,19 @@ export const ROPE = defineOp({
     if (half.isConst() && d.isConst() && 2 * half.value! > d.value!) throw new OpError(`rope: rotary dims 2*${half} exceed head dim ${d}`);
     if (!half.isConst()) throw new OpError(`rope: the rotary width ${half} must be a number`);
     return [new TensorType(x!.dtype, x!.shape)];
+  },
+  // The rotation as slices and arithmetic on the activation dtype, each step rounded as interpret
+  // rounds it: x1*cos - x2*sin and x2*cos + x1*sin on the rotary half-pairs, the rest passed through.
+  decompose(b, [x, cos, sin]) {
+    const d = x!.type.shape[x!.type.rank - 1]!.value!;
+    const half = cos!.type.shape[1]!.value!;
+    const part = (start: number, end: number) => b.op1("slice", [x!], { axis: -1, start, end });
+    const x1 = part(0, half);
+    const x2 = part(half, 2 * half);
+    const mul = (p: Value, q: Value) => b.op1("mul", [p, q]);
+    const o1 = b.op1("sub", [mul(x1, cos!), mul(x2, sin!)]);
+    const o2 = b.op1("add", [mul(x2, cos!), mul(x1, sin!)]);
+    return [b.op1("concat", 2 * half < d ? [o1, o2, part(2 * half, d)] : [o1, o2], { axis: -1 })];
   },
   interpret([x, cos, sin]) {
     const dt = x!.dtype;

@@ -12,7 +12,7 @@
 import { Dim } from "../dim";
 import { byteSize, isDType, type DType } from "../dtype";
 import { OpError } from "../errors";
-import type { AttrValue, Attrs } from "../module";
+import type { AttrValue, Attrs, Value } from "../module";
 import type { Tensor } from "../tensor";
 import type { TensorType } from "../types";
 import type { IndexRule, ScalarRule } from "./algebra";
@@ -97,8 +97,18 @@ export interface OpDef<A extends AttrSpecs = AttrSpecs> {
    * Ops with a `scalar` formula or an `index` rule get theirs derived from it (interpret-rules.ts).
    */
   interpret?(ins: readonly Tensor[], attrs: Attrs, ctx: InterpCtx): Tensor[];
+  /**
+   * The op in terms of other ops, for a backend with no lowering of its own (the `decompose` pass
+   * applies it). Must compute exactly what `interpret` does, rounding included.
+   */
+  decompose?(b: OpBuilder, ins: readonly Value[], attrs: Attrs): Value[];
   /** FLOPs and bytes moved; when left out, one FLOP per output element and every operand read once. */
   cost?(ins: readonly ShapedType[], outs: readonly ShapedType[], attrs: Attrs): Cost;
+}
+
+/** What a decomposition builds with (ir/rewrite.ts's Builder): ops whose result types the table infers. */
+export interface OpBuilder {
+  op1(opName: string, operands: readonly Value[], attrs?: Attrs): Value;
 }
 
 const TABLE = new Map<string, OpDef>();

@@ -18,7 +18,7 @@ function files(d: string): Record<string, Buffer> {
 describe("target pipelines", () => {
   it.each([
     ["ir", "cse,dce"],
-    ["onnx", "cse,dce"],
+    ["onnx", "cse,dce,decompose{ops=rope}"],
     ["wgsl", "cse,dce,fusion{profile=webgpu-baseline}"],
     ["cuda", "cse,dce,fusion{profile=cuda-sm90a}"],
   ])("--target %s --print-pipeline prints %s", async (target, pipeline) => {

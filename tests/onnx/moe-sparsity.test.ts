@@ -13,6 +13,7 @@ import { buildLing2 } from "../../models/ling2";
 import { resolveCheckpoint } from "../../models/resolve";
 import { maxAbsDiff } from "../support/compare";
 import { loadCheckpoint } from "../support/load";
+import { forOnnx } from "../support/onnx";
 import { scratchDir } from "../support/paths";
 import { rng, writeRandomCheckpoint } from "../support/random-checkpoint";
 
@@ -48,7 +49,7 @@ function census(g: GraphProto, acc = new Map<string, number>()): Map<string, num
 
 describe("dropless sparse MoE in ONNX", () => {
   it("16 and 256 experts give the same nodes (same loops, same matmuls); only the weights grow", () => {
-    const emit = (experts: number) => decodeModel(emitOnnx(buildLing2(configFromHf({ ...base, num_experts: experts }, "m", "config.json"), "forward"), { weights: unboundLayout() }).bytes);
+    const emit = (experts: number) => decodeModel(emitOnnx(forOnnx(buildLing2(configFromHf({ ...base, num_experts: experts }, "m", "config.json"), "forward")), { weights: unboundLayout() }).bytes);
     const small = emit(16);
     const large = emit(256);
     expect(census(large.graph!)).toEqual(census(small.graph!));

@@ -16,6 +16,7 @@ import { cli } from "../support/cli";
 import { maxAbsDiff, tensorDiff } from "../support/compare";
 import { GOLDEN_DIR, GOLDEN_FILE, scratchDir } from "../support/paths";
 import { goldenGreedy } from "../support/golden";
+import { forOnnx } from "../support/onnx";
 
 const dir = scratchDir();
 const golden = readAllSafetensors(GOLDEN_FILE);
@@ -79,7 +80,7 @@ describe("lingc compile --target onnx", () => {
   });
 
   it("emits identical bytes on every run", () => {
-    const m = () => buildLing2(resolveModel("ling-tiny").config, "decode");
+    const m = () => forOnnx(buildLing2(resolveModel("ling-tiny").config, "decode"));
     const a = emitOnnx(m(), { weights: unboundLayout() }).bytes;
     const b = emitOnnx(m(), { weights: unboundLayout() }).bytes;
     expect(Buffer.from(a).equals(Buffer.from(b))).toBe(true);

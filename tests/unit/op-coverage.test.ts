@@ -23,6 +23,7 @@ function interp(d: OpDef): Status {
 function onnx(d: OpDef): Status {
   if (LOWERINGS[d.name]) return { how: "lowering" };
   if (onnxLowering(d.name)) return { how: "scalar formula" };
+  if (d.decompose) return { how: "decomposed" };
   return { gap: "no ONNX lowering" };
 }
 

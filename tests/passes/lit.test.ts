@@ -1,9 +1,9 @@
 /**
- * The fusion pattern table as text before and after (MLIR's lit style): each file in fusion/ holds
- * a pipeline on its first line, the module before, a `// -----` line and the module after. The test
- * runs the pipeline with verification after each pass and compares the printed module. (To rewrite
- * the expected modules after a deliberate change: LINGC_UPDATE_EXPECTED=1 npx vitest run this file,
- * then read every diff.)
+ * Passes as text before and after (MLIR's lit style): each file under lit/ (fusion/: one per fusion
+ * pattern; decompose/) holds a pipeline on its first line, the module before, a `// -----` line and
+ * the module after. The test runs the pipeline with verification after each pass and compares the
+ * printed module. (To rewrite the expected modules after a deliberate change:
+ * LINGC_UPDATE_EXPECTED=1 npx vitest run tests/passes/lit.test.ts, then read every diff.)
  */
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -14,11 +14,14 @@ import { verifyModule } from "../../ir/verify";
 import { parsePipeline, runPasses } from "../../compiler/passes/manager";
 import { FUSIONS } from "../../compiler/passes/fusion";
 
-const DIR = join(__dirname, "fusion");
+const DIR = join(__dirname, "lit");
 const SEP = "// -----\n";
-const cases = readdirSync(DIR).filter((f) => f.endsWith(".lir")).sort();
+const cases = readdirSync(DIR)
+  .flatMap((d) => readdirSync(join(DIR, d)).map((f) => `${d}/${f}`))
+  .filter((f) => f.endsWith(".lir"))
+  .sort();
 
-describe("fusion patterns, text before and after", () => {
+describe("passes, text before and after", () => {
   it.each(cases)("%s", (file) => {
     const path = join(DIR, file);
     const text = readFileSync(path, "utf8");
@@ -33,7 +36,7 @@ describe("fusion patterns, text before and after", () => {
     else expect(got).toBe(after);
   });
 
-  it("every pattern of the table has a case", () => {
+  it("every fusion pattern of the table has a case", () => {
     const all = cases.map((f) => readFileSync(join(DIR, f), "utf8").split(SEP)[1] ?? "").join("\n");
     for (const name of FUSIONS) expect(all, name).toContain(`fusion = "${name === "elementwise" ? "epilogue" : name}"`);
     expect(all).toContain('fusion = "elementwise"');

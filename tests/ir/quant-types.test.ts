@@ -10,6 +10,8 @@ import { printModule } from "../../ir/print";
 import { tensor } from "../../ir/types";
 import { verifyModule } from "../../ir/verify";
 import { parsePipeline, runPasses } from "../../compiler/passes/manager";
+import { pipelineFor } from "../../compiler/driver/compile";
+import { ProfileRegistry } from "../../ir/target";
 
 const SCALED = "f8e4m3fn[256, 128] scale(f32, block(128, 128))";
 const ROWS = "f8e4m3fn[T, 128] scale(f32, block(1, 128))";
@@ -49,14 +51,16 @@ describe("scaled FP8 types", () => {
     expect(text).toContain(`call @pass_through(@proj.weight, %a, %x) : ${SCALED}, ${ROWS}, f32[T, 4]`);
   });
 
-  it.each(["cse,dce", "cse,dce,fusion"])("keep their scales through the pipeline %s", (pipeline) => {
+  it.each(["ir", "onnx", "wgsl", "cuda"] as const)("keep their scales through the default pipeline of target %s", async (target) => {
+    const profiles = new ProfileRegistry();
+    const { text } = await pipelineFor({ source: { label: "q.lir", graphs: [], module: () => undefined as never }, target }, profiles);
     const m = parseModule(MODULE, "q.lir");
     verifyModule(m);
-    runPasses(m, parsePipeline(pipeline), { verifyEach: true });
-    const text = printModule(m);
-    verifyModule(parseModule(text, "after.lir"));
-    expect(text).toContain(`-> (w: ${SCALED}, a: ${ROWS}, y: f32[T, 4])`);
-    expect(text).toContain(`@proj.weight: ${SCALED}`);
+    runPasses(m, parsePipeline(text), { verifyEach: true, profiles });
+    const after = printModule(m);
+    verifyModule(parseModule(after, "after.lir"));
+    expect(after).toContain(`-> (w: ${SCALED}, a: ${ROWS}, y: f32[T, 4])`);
+    expect(after).toContain(`@proj.weight: ${SCALED}`);
   });
 
   it("a call that passes an unscaled fp8 tensor where a scaled one is declared is refused, naming both types", () => {

@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|compare|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -75,6 +75,19 @@ bench)
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
   /tmp/mini/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/lingc-bench.json"
   [ -n "${LINGC_SKIP_BASELINE:-}" ] || PYTHONUNBUFFERED=1 python3 bench/cuda/torch_baseline.py --repeats 3 | tee "$OUT/torch-bench.json"
+  ;;
+compare)
+  # Two builds of the benchmark model side by side in one session (the CUDA source folders that two
+  # commits' `lingc compile bench/cuda/ling-mini-2.0-no-mtp --target cuda` wrote, carried as
+  # .gpu/mini-old and .gpu/mini-new), benchmarked alternately (old, new, old, new) so that the
+  # machine's drift hits both; the JSON lines go to $OUT.
+  for v in old new; do (cd .gpu/mini-$v && make -j16 >/dev/null 2>"$OUT/make-$v.txt" || cat "$OUT/make-$v.txt") & done; wait
+  for round in 1 2; do
+    for v in old new; do
+      echo "== $v, round $round"
+      .gpu/mini-$v/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/bench-$v-$round.json"
+    done
+  done
   ;;
 profile)
   # Per-kernel times (events between launches, no CUDA graph) of one prefill and of one decode step.

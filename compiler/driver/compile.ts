@@ -32,19 +32,21 @@ export interface Compiled {
   timings: PassTiming[];
 }
 
-/** The pipeline a request runs, as text. */
-export async function pipelineFor(req: CompileRequest, profiles: ProfileRegistry) {
-  const settings = req.settings ?? {};
-  const profile = await targetProfile(req.target, settings, profiles);
-  if (req.passes !== undefined && settings.noFuse?.length) {
+/**
+ * The pipeline a target runs, as text, and the profile it compiles for (registered in `profiles`):
+ * the target's default for these settings, or `passes` when given.
+ */
+export async function pipelineFor(target: Target, settings: TargetSettings, passes: string | undefined, profiles: ProfileRegistry) {
+  const profile = await targetProfile(target, settings, profiles);
+  if (passes !== undefined && settings.noFuse?.length) {
     throw new LingcError("--no-fuse changes the target's default pipeline; with --passes, write fusion{disable=...} in the pipeline instead");
   }
-  return { profile, text: req.passes ?? defaultPipeline(req.target, profile, settings) };
+  return { profile, text: passes ?? defaultPipeline(target, profile, settings) };
 }
 
 export async function compileProgram(req: CompileRequest): Promise<Compiled> {
   const profiles = new ProfileRegistry();
-  const { profile, text } = await pipelineFor(req, profiles);
+  const { profile, text } = await pipelineFor(req.target, req.settings ?? {}, req.passes, profiles);
   const passes = parsePipeline(text);
   const timings: PassTiming[] = [];
   const graphs = (req.graphs ?? req.source.graphs).map((g) => {

@@ -53,7 +53,7 @@ describe("scaled FP8 types", () => {
 
   it.each(["ir", "onnx", "wgsl", "cuda"] as const)("keep their scales through the default pipeline of target %s", async (target) => {
     const profiles = new ProfileRegistry();
-    const { text } = await pipelineFor({ source: { label: "q.lir", graphs: [], module: () => undefined as never }, target }, profiles);
+    const { text } = await pipelineFor(target, {}, undefined, profiles);
     const m = parseModule(MODULE, "q.lir");
     verifyModule(m);
     runPasses(m, parsePipeline(text), { verifyEach: true, profiles });

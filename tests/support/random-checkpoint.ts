@@ -10,18 +10,10 @@ import { collectWeights, expertNames } from "../../ir/weights";
 import { writeSafetensors } from "../../backends/weights/safetensors";
 import { configFromHf } from "../../models/config";
 import { buildLing2 } from "../../models/ling2";
+import { seeded } from "../../compiler/cli/commands/init";
 
-/** mulberry32: a small deterministic PRNG. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small deterministic PRNG (the one `lingc init` uses). */
+export const rng = seeded;
 
 export function normal(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());

@@ -52,7 +52,7 @@ export const compile: Command = {
     const settings = targetSettings(args);
     const passes = str(args, "passes");
     if (flag(args, "print-pipeline")) {
-      const { text } = await pipelineFor({ source: { label: "", graphs: [], module: () => undefined as never }, target, settings, passes }, new ProfileRegistry());
+      const { text } = await pipelineFor(target, settings, passes, new ProfileRegistry());
       io.out(`${text}\n`);
       return 0;
     }
@@ -71,21 +71,23 @@ export const compile: Command = {
       for (const m of program.graphs) io.out(formatKernelReport(m, kernelReport(m, bindings), bindings));
     }
     const written: string[] = [];
+    const write = (path: string, data: string | Uint8Array) => {
+      writeFileAtomic(path, data);
+      written.push(path);
+    };
     if (target === "ir") {
-      for (const m of program.graphs) writeFileAtomic(join(out, `${m.name}.lir`), printModule(m)), written.push(join(out, `${m.name}.lir`));
+      for (const m of program.graphs) write(join(out, `${m.name}.lir`), printModule(m));
     } else if (target === "cuda") {
       for (const [name, text] of Object.entries(emitCuda(program).files)) writeFileAtomic(join(out, name), text);
       written.push(`${out}/ (model.cu, runtime, Makefile: build with 'make' (nvcc), run ./lingc_model --help)`);
     } else if (target === "wgsl") {
-      for (const a of compileProgramWgsl(program)) writeFileAtomic(join(out, `${a.graph}.wgsl.json`), JSON.stringify(a, null, 1) + "\n"), written.push(join(out, `${a.graph}.wgsl.json`));
+      for (const a of compileProgramWgsl(program)) write(join(out, `${a.graph}.wgsl.json`), JSON.stringify(a, null, 1) + "\n");
     } else {
       const ck = source.weights ? Checkpoint.open(source.weights) : undefined;
       try {
         if (ck) bindCheckpoint(program.graphs, ck);
         for (const m of program.graphs) {
-          const path = join(out, `${m.name}.onnx`);
-          writeFileAtomic(path, emitOnnx(m, { opset: int(args, "opset", 1), weights: ck ? checkpointLayout(ck) : unboundLayout() }).bytes);
-          written.push(path);
+          write(join(out, `${m.name}.onnx`), emitOnnx(m, { opset: int(args, "opset", 1), weights: ck ? checkpointLayout(ck) : unboundLayout() }).bytes);
         }
       } finally {
         ck?.close();

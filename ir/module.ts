@@ -8,6 +8,7 @@
 import type { Dim } from "./dim";
 import type { SourcePos } from "./errors";
 import type { TensorType } from "./types";
+import type { Dispatch } from "./dispatch";
 
 /** An attribute value; the op table says which kind each attribute has. */
 export type AttrValue = number | boolean | string | Dim | readonly number[] | readonly Dim[];
@@ -44,6 +45,9 @@ export class Op {
 
   /** Where this op was read from, when it came from an IR text (used for error messages). */
   textPos: SourcePos | undefined;
+
+  /** The kernels a target runs this op (or kernel call) with, and when (ir/dispatch.ts); set by kernel selection. */
+  dispatch: Dispatch | undefined;
 }
 
 export interface FuncResult {

@@ -7,6 +7,7 @@ import { Dim } from "./dim";
 import type { SourcePos } from "./errors";
 import { Func, Module, Op, Value, type AttrValue } from "./module";
 import { getOp, type AttrKind } from "./ops";
+import { formatDispatch } from "./dispatch";
 
 const PLAIN_VALUE = /^[A-Za-z0-9_.]+$/;
 const PLAIN_SYMBOL = /^[A-Za-z_][A-Za-z0-9_.*]*$/;
@@ -95,6 +96,7 @@ function printOp(op: Op, names: Map<Value, string>, out: string[]): void {
   line += ` : ${op.results.map((r) => r.type.toString()).join(", ")}`;
   if (op.scope) line += ` scope(${quote(op.scope)})`;
   if (op.loc) line += ` ${formatLoc(op.loc)}`;
+  if (op.dispatch) line += ` dispatch(${quote(formatDispatch(op.dispatch))})`;
   out.push(line);
 }
 

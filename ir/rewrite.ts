@@ -8,6 +8,7 @@ import { Dim } from "./dim";
 import { LingcError, type SourcePos } from "./errors";
 import { Func, Module, Op, Value, joinScope, type AttrValue, type Attrs } from "./module";
 import { unifyTypes } from "./unify";
+import { substituteDispatch } from "./dispatch";
 import { inferOp } from "./verify";
 
 /** Who uses each value of a function, where each op stands, and which values the function returns. */
@@ -249,6 +250,7 @@ export function inline(m: Module, f: Func, call: Op): void {
     op.results.forEach((r, i) => env.set(r, results[i]!));
     const attrs = Object.fromEntries(Object.entries(op.attrs).map(([k, v]) => [k, attr(v)]));
     const copy = new Op(op.opName, op.operands.map((v) => env.get(v)!), attrs, results, joinScope(call.scope, op.scope), op.loc, op.callee);
+    if (op.dispatch) copy.dispatch = substituteDispatch(op.dispatch, subst);
     copies.push(copy);
   }
   f.body.splice(at, 1, ...copies);

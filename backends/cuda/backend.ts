@@ -15,7 +15,7 @@ import { readAllSafetensors, writeSafetensors } from "../weights/safetensors";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel, type Program } from "../backend";
 import type { GenerateResult } from "../generation";
 import { cudaProfile, emitCuda, nvccFlags } from "./emit";
-import { libraryLowering } from "./library";
+import { runtimeKindOf } from "./library";
 import { Op } from "../../ir/module";
 import { templateForOp } from "../kernels/gen";
 
@@ -118,7 +118,7 @@ export const cudaBackend: Backend = {
   target: "cuda",
   lowers: (name) => {
     const op = new Op(name, [], {}, [], "", undefined);
-    return libraryLowering([op]) !== undefined || templateForOp(op) !== undefined;
+    return runtimeKindOf([op]) !== undefined || templateForOp(op) !== undefined;
   },
   async load(program, weights, options = {}): Promise<LoadedModel> {
     if (!hasCudaGpu()) {

@@ -26,7 +26,7 @@ import { storageSlot, type Step } from "../schedule";
 import { generateStep } from "../kernels/gen";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { literal, renderCuda } from "./render";
-import { libraryLowering } from "./library";
+import { libraryCall, stepDispatch } from "./library";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -158,8 +158,8 @@ class FuncEmitter {
 
   lower(step: Step, n: number): string[] {
     const op = step.op;
-    const lib = libraryLowering(step.ops);
-    if (lib) return lib.emit(step, { slot: (v) => this.slot(step, v), dim: (d) => cppDim(d.substitute(step.subst)) });
+    const lib = stepDispatch(step, this.profile);
+    if (lib) return libraryCall(lib.kind, lib.dispatch, step, { slot: (v) => this.slot(step, v), dim: (d) => cppDim(d.substitute(step.subst)), hostDim: cppDim });
     const limits = { maxThreads: this.profile.maxThreadsPerBlock, maxWorkgroupBytes: this.profile.sharedMemoryPerBlock, storage: cudaStorage };
     const g = generateStep(step, this.fr, limits, `k${n}`);
     const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}`);

@@ -1,129 +1,154 @@
 /**
- * The steps the CUDA backend runs in its runtime's routines (runtime/) or cuBLASLt instead of a
- * generated kernel: registered lowerings, each with the group of ops it covers and the call it
- * emits. Which kernel a routine then launches depends on sizes known only at run time (rows per
- * expert, the cache length); those choices live in the runtime for now (see docs/ARCHITECTURE.md).
+ * The steps the CUDA backend runs in its runtime's routines or cuBLASLt instead of a generated
+ * kernel. Which kinds of step these are, which kernels can run each, and when, is target data
+ * (ir/target/cuda-kernels.ts) that the select pass writes into the plan as a dispatch; this file
+ * only says how each kernel is called from the host code, and turns a dispatch into branches.
  */
 import { product, type Dim } from "../../ir/dim";
-import type { DType } from "../../ir/dtype";
+import { substituteDispatch, type Dispatch, type DispatchChoice } from "../../ir/dispatch";
 import type { Op, Value } from "../../ir/module";
 import { attrsOf, OPS } from "../../ir/ops";
+import { libraryKind, selectCudaKernel } from "../../ir/target/cuda-kernels";
+import type { CudaProfile } from "../../ir/target";
 import type { Step } from "../schedule";
 import { literal } from "./render";
 
 export interface EmitCtx {
   /** The slot of a value of the step, as C++. */
   slot(v: Value): string;
-  /** A dim of the step, as C++ in the host function's symbols. */
+  /** A dim of the step's ops, as C++ in the host function's symbols. */
   dim(d: Dim): string;
+  /** A dim already in the host function's symbols, as C++. */
+  hostDim(d: Dim): string;
 }
 
-export interface LibraryLowering {
-  name: string;
-  summary: string;
-  covers(ops: readonly Op[]): boolean;
-  emit(step: Step, c: EmitCtx): string[];
+type Call = (choice: DispatchChoice, step: Step, c: EmitCtx) => string;
+
+const p = (choice: DispatchChoice, name: string) => {
+  const v = choice.params[name];
+  if (v === undefined) throw new Error(`kernel ${choice.kernel} needs the parameter ${name}`);
+  return v;
+};
+
+function linearCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
+  const [x, w] = step.op.operands as [Value, Value];
+  const [N, K] = [w.type.shape[0]!.value, w.type.shape[1]!.value];
+  const out = c.slot(step.op.results[0]!);
+  if (choice.kernel === "gemv") return `c.gemv(${c.slot(x)}, ${c.slot(w)}, ${out}, ${N}L, ${K}L);`;
+  return `c.gemm(${c.slot(x)}, ${c.slot(w)}, ${out}, ${c.dim(product(x.type.shape.slice(0, -1)))}, ${N}L, ${K}L);`;
 }
 
-/** Float dtypes the runtime's cast takes. */
-const RUNTIME_FLOATS = new Set<DType>(["f32", "bf16"]);
-const names = (ops: readonly Op[]) => ops.map((o) => o.opName);
-const lone = (ops: readonly Op[], name: string) => ops.length === 1 && ops[0]!.opName === name;
+/** A grouped expert matmul (alone, or the SwiGLU experts with their token gather). */
+function expertCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
+  const gl = step.ops.filter((o) => o.opName === "grouped_linear");
+  let x: Value, order = "-1", k = 1, wg: Value, wu = "-1", offsets: Value, out: Value, rows: Dim;
+  if (gl.length === 1) {
+    [x, wg, offsets] = gl[0]!.operands as [Value, Value, Value];
+    out = gl[0]!.results[0]!;
+    rows = x.type.shape[0]!;
+  } else {
+    const perm = step.ops.find((o) => o.opName === "moe_permute");
+    const silu = step.ops.find((o) => o.opName === "silu")!;
+    const gate = gl.find((o) => o.results[0] === silu.operands[0])!;
+    const up = gl.find((o) => o !== gate)!;
+    x = perm ? perm.operands[0]! : gate.operands[0]!;
+    if (perm) {
+      order = c.slot(perm.operands[1]!);
+      k = attrsOf(OPS.moe_permute, perm).k;
+    }
+    wg = gate.operands[1]!;
+    wu = c.slot(up.operands[1]!);
+    offsets = gate.operands[2]!;
+    out = step.ops.find((o) => o.opName === "mul")!.results[0]!;
+    rows = gate.operands[0]!.type.shape[0]!;
+  }
+  const [E, O, I] = wg.type.shape.map((d) => d.value!) as [number, number, number];
+  const args = `${c.slot(x)}, ${order}, ${k}, ${c.slot(wg)}, ${wu}, ${c.slot(offsets)}, ${c.slot(out)}, ${c.dim(rows)}, ${E}L, ${O}L, ${I}L`;
+  if (choice.kernel === "expert_gemv") return `c.expert_gemv(${args}, ${p(choice, "by_row") ? "true" : "false"}, ${p(choice, "vec") ? "true" : "false"});`;
+  return `c.${choice.kernel}(${args});`;
+}
 
-export const LIBRARY: readonly LibraryLowering[] = [
-  {
-    name: "gemm",
-    summary: "cuBLASLt GEMM (the runtime's GEMV for one row)",
-    covers: (ops) => lone(ops, "linear"),
-    emit(step, c) {
-      const [x, w] = step.op.operands as [Value, Value];
-      return [`c.linear(${c.slot(x)}, ${c.slot(w)}, ${c.slot(step.op.results[0]!)}, ${c.dim(product(x.type.shape.slice(0, -1)))}, ${w.type.shape[0]!.value}L, ${w.type.shape[1]!.value}L);`];
-    },
-  },
-  {
-    name: "expert_linear",
-    summary: "grouped expert matmul: GEMV for few rows, grouped mma.sync GEMM (bf16) or batched cuBLASLt for many",
-    covers: (ops) => lone(ops, "grouped_linear"),
-    emit(step, c) {
-      const [x, w, off] = step.op.operands as [Value, Value, Value];
-      const [E, O, I] = w.type.shape.map((d) => d.value!) as [number, number, number];
-      return [`c.expert_linear(${c.slot(x)}, -1, 1, ${c.slot(w)}, -1, ${c.slot(off)}, ${c.slot(step.op.results[0]!)}, ${c.dim(x.type.shape[0]!)}, ${E}L, ${O}L, ${I}L);`];
-    },
-  },
-  {
-    name: "expert_swiglu",
-    summary: "silu(x Wg^T) * (x Wu^T) over grouped rows, with the token gather when fused",
-    covers: (ops) => {
-      const n = names(ops);
-      return n.filter((x) => x === "grouped_linear").length === 2 && n.includes("silu") && n.includes("mul") && n.every((x) => ["grouped_linear", "silu", "mul", "moe_permute"].includes(x));
-    },
-    emit(step, c) {
-      const gl = step.ops.filter((o) => o.opName === "grouped_linear");
-      const perm = step.ops.find((o) => o.opName === "moe_permute");
-      const mul = step.ops.find((o) => o.opName === "mul")!;
-      const silu = step.ops.find((o) => o.opName === "silu")!;
-      const gate = gl.find((o) => o.results[0] === silu.operands[0])!;
-      const up = gl.find((o) => o !== gate)!;
-      const [E, O, I] = gate.operands[1]!.type.shape.map((d) => d.value!) as [number, number, number];
-      const x = perm ? perm.operands[0]! : gate.operands[0]!;
-      const order = perm ? c.slot(perm.operands[1]!) : "-1";
-      const k = perm ? attrsOf(OPS.moe_permute, perm).k : 1;
-      const rows = gate.operands[0]!.type.shape[0]!;
-      return [`c.expert_linear(${c.slot(x)}, ${order}, ${k}, ${c.slot(gate.operands[1]!)}, ${c.slot(up.operands[1]!)}, ${c.slot(gate.operands[2]!)}, ${c.slot(mul.results[0]!)}, ${c.dim(rows)}, ${E}L, ${O}L, ${I}L);`];
-    },
-  },
-  {
-    name: "moe_dispatch",
-    summary: "counting sort of (token, slot) pairs by expert",
-    covers: (ops) => lone(ops, "moe_dispatch"),
-    emit(step, c) {
-      const op = step.op;
-      const [order, offsets, rowOf] = op.results as [Value, Value, Value];
-      const E = attrsOf(OPS.moe_dispatch, op).num_experts;
-      return [`c.moe_dispatch(${c.slot(op.operands[0]!)}, ${c.slot(order)}, ${c.slot(offsets)}, ${c.slot(rowOf)}, ${c.dim(order.type.shape[0]!)}, ${E}L);`];
-    },
-  },
-  {
-    // A lone float cast is a copy: the runtime's is vectorized (16-byte accesses); the generated
-    // kernel goes element by element through index arithmetic (logits to f32 at prefill).
-    name: "cast",
-    summary: "vectorized float copy (bf16 <-> f32)",
-    covers: (ops) => lone(ops, "cast") && RUNTIME_FLOATS.has(ops[0]!.operands[0]?.type.dtype ?? "i32") && RUNTIME_FLOATS.has(ops[0]!.results[0]?.type.dtype ?? "i32"),
-    emit: (step, c) => [`c.cast(${c.slot(step.op.operands[0]!)}, ${c.slot(step.op.results[0]!)}, ${c.dim(product(step.op.results[0]!.type.shape))});`],
-  },
-  {
-    // The KV cache append at every decode step.
-    name: "concat",
-    summary: "vectorized row concatenation (up to 4 sources)",
-    covers: (ops) => lone(ops, "concat") && ops[0]!.operands.length <= 4,
-    emit(step, c) {
-      const op = step.op;
-      const r = op.results[0]!;
-      const axis = (attrsOf(OPS.concat, op).axis + r.type.rank) % r.type.rank;
-      const srcs = op.operands.map((v) => c.slot(v)).join(", ");
-      const cols = op.operands.map((v) => c.dim(product(v.type.shape.slice(axis)))).join(", ");
-      return [`{ const int s_[] = {${srcs}}; const long c_[] = {${cols}}; c.concat(${c.slot(r)}, ${c.dim(product(r.type.shape.slice(0, axis)))}, ${op.operands.length}, s_, c_); }`];
-    },
-  },
-  {
-    name: "attention",
-    summary: "decode attention (split keys, GQA-shared) / flash attention (bf16 prefill) / cuBLASLt tiles",
-    covers: (ops) => ops.filter((o) => o.opName === "attention").length === 1 && ops.every((o) => ["attention", "transpose", "reshape"].includes(o.opName)),
-    emit(step, c) {
-      const att = step.ops.find((o) => o.opName === "attention")!;
-      const [q, k, v] = att.operands as [Value, Value, Value];
-      const last = step.ops[step.ops.length - 1]!.results[0]!;
-      const a = attrsOf(OPS.attention, att);
-      const [B, nh, S, d] = q.type.shape;
-      const transposed = step.ops.some((o) => o.opName === "transpose");
-      return [
-        `c.attention(${c.slot(q)}, ${c.slot(k)}, ${c.slot(v)}, ${c.slot(last)}, ${c.dim(B!)}, ${nh!.value}L, ${k.type.shape[1]!.value}L, ${c.dim(S!)}, ${c.dim(k.type.shape[2]!)}, ${d!.value}L, ${v.type.shape[3]!.value}L, ${literal(a.scale, "f32")}, ${a.causal ? "true" : "false"}, ${transposed ? "true" : "false"});`,
-      ];
-    },
-  },
-];
+function dispatchCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
+  const op = step.op;
+  const [order, offsets, rowOf] = op.results as [Value, Value, Value];
+  return `c.${choice.kernel}(${c.slot(op.operands[0]!)}, ${c.slot(order)}, ${c.slot(offsets)}, ${c.slot(rowOf)}, ${c.dim(order.type.shape[0]!)}, ${attrsOf(OPS.moe_dispatch, op).num_experts}L);`;
+}
 
-/** The library lowering that covers a step's ops, if any. */
-export function libraryLowering(ops: readonly Op[]): LibraryLowering | undefined {
-  return LIBRARY.find((l) => l.covers(ops));
+function castCall(_choice: DispatchChoice, step: Step, c: EmitCtx): string {
+  return `c.cast(${c.slot(step.op.operands[0]!)}, ${c.slot(step.op.results[0]!)}, ${c.dim(product(step.op.results[0]!.type.shape))});`;
+}
+
+function concatCall(_choice: DispatchChoice, step: Step, c: EmitCtx): string {
+  const op = step.op;
+  const r = op.results[0]!;
+  const axis = (attrsOf(OPS.concat, op).axis + r.type.rank) % r.type.rank;
+  const srcs = op.operands.map((v) => c.slot(v)).join(", ");
+  const cols = op.operands.map((v) => c.dim(product(v.type.shape.slice(axis)))).join(", ");
+  return `{ const int s_[] = {${srcs}}; const long c_[] = {${cols}}; c.concat(${c.slot(r)}, ${c.dim(product(r.type.shape.slice(0, axis)))}, ${op.operands.length}, s_, c_); }`;
+}
+
+function attentionCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
+  const att = step.ops.find((o) => o.opName === "attention")!;
+  const [q, k, v] = att.operands as [Value, Value, Value];
+  const last = step.ops[step.ops.length - 1]!.results[0]!;
+  const a = attrsOf(OPS.attention, att);
+  const [B, nh, S, d] = q.type.shape;
+  const transposed = step.ops.some((o) => o.opName === "transpose");
+  const args = [
+    c.slot(q),
+    c.slot(k),
+    c.slot(v),
+    c.slot(last),
+    c.dim(B!),
+    `${nh!.value}L`,
+    `${k.type.shape[1]!.value}L`,
+    c.dim(S!),
+    c.dim(k.type.shape[2]!),
+    `${d!.value}L`,
+    `${v.type.shape[3]!.value}L`,
+    literal(a.scale, "f32"),
+    a.causal ? "true" : "false",
+    transposed ? "true" : "false",
+  ];
+  if (choice.kernel === "attn_decode") args.push(`${p(choice, "sms")}`);
+  if (choice.kernel === "attn_tiles") args.push(`${p(choice, "score_bytes")}L`);
+  return `c.${choice.kernel}(${args.join(", ")});`;
+}
+
+const CALLS: Record<string, Call> = {
+  linear: linearCall,
+  expert: expertCall,
+  moe_dispatch: dispatchCall,
+  cast: castCall,
+  concat: concatCall,
+  attention: attentionCall,
+};
+
+/** The dispatch a step runs with: the plan's (the select pass's), or the default selection for the profile. */
+export function stepDispatch(step: Step, profile: CudaProfile): { kind: string; dispatch: Dispatch } | undefined {
+  const kind = libraryKind(step.ops);
+  if (!kind) return undefined;
+  if (step.op.dispatch) return { kind, dispatch: step.op.dispatch };
+  // Without the select pass (a --passes pipeline that leaves it out): the same choices, from the
+  // sizes of the step's ops, in the host function's symbols.
+  const sel = selectCudaKernel(step.ops, profile)!;
+  return { kind, dispatch: step.kernel ? substituteDispatch(sel.dispatch, step.subst) : sel.dispatch };
+}
+
+/** The host code of a runtime-run step: its dispatch as branches, each calling one kernel. */
+export function libraryCall(kind: string, dispatch: Dispatch, step: Step, c: EmitCtx): string[] {
+  const call = CALLS[kind]!;
+  if (dispatch.length === 1) return [call(dispatch[0]!, step, c)];
+  const lines: string[] = [];
+  dispatch.forEach((choice, i) => {
+    const cond = choice.when.map((w) => `${c.hostDim(w.lhs)} ${w.op} ${c.hostDim(w.rhs)}`).join(" && ");
+    const head = i === 0 ? `if (${cond}) ` : choice.when.length ? `else if (${cond}) ` : "else ";
+    lines.push(`${head}${call(choice, step, c)}`);
+  });
+  return lines;
+}
+
+/** The kinds of step the runtime can run, for the op coverage report. */
+export function runtimeKindOf(ops: readonly Op[]): string | undefined {
+  return libraryKind(ops);
 }

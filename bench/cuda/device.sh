@@ -26,15 +26,14 @@ print('|'.join(' '.join(str(int(x)) for x in row[12:]) for row in ids))")
 case "${1:-correct}" in
 correct)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  # The target's default pipeline (fused) and an unfused one (--passes cse,dce), then the runtime's
-  # other paths on the default program.
-  for variant in "" "--passes cse,dce" "ENV LINGC_EXPERT_PATH=gemm LINGC_ATTENTION_PATH=gemm" "ENV LINGC_EXPERT_PATH=gemm LINGC_EXPERT_CAP=2 LINGC_ATTENTION_PATH=split" "ENV LINGC_EXPERT_PATH=loop LINGC_ATTENTION_PATH=gemm LINGC_ATTENTION_TILE=5"; do
-    envs=""; opts="$variant"
-    case "$variant" in ENV*) envs="${variant#ENV }"; opts="";; esac
+  # The target's default pipeline (fused), an unfused one (--passes cse,dce), then the runtime's
+  # other kernels, chosen through the select pass's preferences (the plan says which kernel runs).
+  SEL="cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a"
+  for variant in "" "--passes cse,dce" "--passes $SEL,prefer=expert:expert_loop,attention:attn_tiles}" "--passes $SEL,prefer=expert:expert_gemv,attention:attn_decode}" "--passes $SEL,prefer=expert:expert_loop,attention:attn_tiles,moe_dispatch:dispatch_scan,score-bytes=1920}"; do
     echo "== run (${variant:-default pipeline})"
-    env $envs $L run $G --backend cuda $opts --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
+    $L run $G --backend cuda $variant --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
     echo "== generate (${variant:-default pipeline})"
-    GOT=$(env $envs $L generate $G --backend cuda $opts --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
+    GOT=$($L generate $G --backend cuda $variant --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
     echo "got  $GOT"; echo "want $WANT"; [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL"
   done
   echo "== the README's toy model (examples/toy-mlp.ts, seeded random weights): cuda vs interp"

@@ -8,6 +8,7 @@
 import { Func, Module, Op, Value } from "../../ir/module";
 import { getOp, hasTrait, type ShapedType } from "../../ir/ops";
 import { bytesOf, defaultCost } from "../../ir/ops/registry";
+import { formatDispatch } from "../../ir/dispatch";
 
 export interface LayerKindReport {
   function: string;
@@ -21,6 +22,8 @@ export interface LayerKindReport {
   /** The same without weight reads: the activation traffic that fusion removes. */
   activationBefore: number;
   activationAfter: number;
+  /** The kernel dispatches the plan carries (select pass): "what: dispatch" lines. */
+  dispatches: string[];
 }
 
 const shaped = (v: Value, b: ReadonlyMap<string, number>): ShapedType => ({ dtype: v.type.dtype, shape: v.type.shape.map((d) => d.eval(b)) });
@@ -95,9 +98,11 @@ export function kernelReport(m: Module, bindings: ReadonlyMap<string, number>): 
     let actBefore = 0;
     let actAfter = 0;
     const names: string[] = [];
+    const dispatches: string[] = [];
     for (const op of f.body) {
       const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
       if (callee && callee.role !== "kernel") continue; // a layer: reported on its own
+      if (op.dispatch) dispatches.push(`${callee ? callee.name.slice(f.name.length + 1) : op.opName}${op.scope ? ` (${op.scope})` : ""}: ${formatDispatch(op.dispatch)}`);
       if (callee) {
         kernels++;
         names.push(callee.name.slice(f.name.length + 1));
@@ -134,6 +139,7 @@ export function kernelReport(m: Module, bindings: ReadonlyMap<string, number>): 
       bytesAfter: after,
       activationBefore: actBefore,
       activationAfter: actAfter,
+      dispatches,
     });
   }
   return out;
@@ -159,6 +165,7 @@ export function formatKernelReport(m: Module, rows: LayerKindReport[], bindings:
       `  ${r.function.padEnd(14)} ${String(r.calls).padStart(5)}  ${`${r.unfusedKernels} -> ${r.kernels}`.padEnd(10)} ${`${mb(r.bytesBefore)} -> ${mb(r.bytesAfter)}`.padEnd(26)} ${mb(r.activationBefore)} -> ${mb(r.activationAfter)}`,
     );
     lines.push(`      ${r.kernelNames.join(", ")}`);
+    for (const d of r.dispatches) lines.push(`      dispatch ${d}`);
   }
   const pct = (a: number, b: number) => (a > 0 ? ((1 - b / a) * 100).toFixed(1) : "0");
   lines.push(`  whole graph per token: ${mb(before)} -> ${mb(after)} (${pct(before, after)}% less); activations ${mb(actBefore)} -> ${mb(actAfter)} (${pct(actBefore, actAfter)}% less)`);

@@ -67,5 +67,8 @@ export function defaultPipeline(target: Target, profile: TargetProfile | undefin
     return passes.join(",");
   }
   const opts = [`profile=${profile!.name}`, ...(noFuse.length ? [`disable=${noFuse.join(",")}`] : [])];
-  return [...passes, `fusion{${opts.join(",")}}`].join(",");
+  passes.push(`fusion{${opts.join(",")}}`);
+  // On CUDA the runtime's kernel choices are part of the plan.
+  if (target === "cuda") passes.push(`select{profile=${profile!.name}}`);
+  return passes.join(",");
 }

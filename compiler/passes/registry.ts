@@ -7,9 +7,10 @@ import { cse } from "./cse";
 import { dce } from "./dce";
 import { decompose } from "./decompose";
 import { fusion } from "./fusion";
+import { select } from "./select";
 import type { Pass } from "./pass";
 
-export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion];
+export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion, select];
 
 export function getPass(name: string): Pass {
   const p = PASSES.find((x) => x.name === name);

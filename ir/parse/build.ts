@@ -10,6 +10,7 @@ import { Func, Module, Op, Value, type AttrValue, type Attrs } from "../module";
 import { getOp, type AttrKind } from "../ops";
 import { TensorType, type Granularity } from "../types";
 import type { AttrAst, Expr, FuncAst, ModuleAst, OpAst, Pos, TypeAst } from "./grammar";
+import { parseDispatch } from "../dispatch";
 
 class Builder {
   constructor(readonly file: string) {}
@@ -167,6 +168,7 @@ class Builder {
       }
       const op = new Op(oa.opName, operands, attrs, results, oa.scope ?? "", loc, oa.callee);
       op.textPos = this.at(oa.pos);
+      if (oa.dispatch) op.dispatch = parseDispatch(oa.dispatch.text, this.at(oa.dispatch.pos));
       f.body.push(op);
     }
     if (fa.ret.length !== fa.results.length) {

@@ -35,6 +35,7 @@ export interface OpAst {
   types: TypeAst[];
   scope?: string;
   loc?: { file: string; line: string; col: string };
+  dispatch?: { text: string; pos: Pos };
   pos: Pos;
   namePos: Pos;
 }
@@ -301,7 +302,15 @@ class IrParser extends EmbeddedActionsParser {
       this.CONSUME3(T.RParen);
       this.ACTION(() => (loc = { file: unquoteRef(f.image, false), line: l.image, col: c.image }));
     });
-    return { results, opName, callee, operands, attrs, types, scope, loc, pos: this.ACTION(() => results[0]?.pos ?? namePos), namePos };
+    let dispatch: OpAst["dispatch"];
+    this.OPTION4(() => {
+      const kw = this.CONSUME(T.DispatchKw);
+      this.CONSUME4(T.LParen);
+      const d = this.CONSUME3(T.StringLit);
+      this.CONSUME4(T.RParen);
+      this.ACTION(() => (dispatch = { text: unquoteRef(d.image, false), pos: pos(kw) }));
+    });
+    return { results, opName, callee, operands, attrs, types, scope, loc, dispatch, pos: this.ACTION(() => results[0]?.pos ?? namePos), namePos };
   });
 
   private attrValue = this.RULE("attrValue", (): AttrAst => {

@@ -20,6 +20,7 @@ export const Call = keyword("call");
 export const Scope = keyword("scope");
 export const Loc = keyword("loc");
 export const Scale = keyword("scale");
+export const DispatchKw = keyword("dispatch");
 
 export const WhiteSpace = createToken({ name: "WhiteSpace", pattern: /\s+/, group: Lexer.SKIPPED });
 export const Comment = createToken({ name: "Comment", pattern: /\/\/[^\n]*/, group: Lexer.SKIPPED });
@@ -60,6 +61,7 @@ export const ALL_TOKENS: TokenType[] = [
   Scope,
   Loc,
   Scale,
+  DispatchKw,
   Ident,
   AnyName,
   LParen,

@@ -26,6 +26,8 @@ export interface CudaProfile {
   fp8: boolean;
   /** Dense GEMMs run in this library, so no fusion absorbs one into a generated kernel. */
   gemmLibrary: "cublaslt";
+  /** Scores the tiled attention keeps on the device at once (bytes): bounds its query tiles. */
+  attentionScoreBytes: number;
 }
 
 /** NVIDIA H100/H200 (Hopper, SXM): 132 SMs, 227 KB of opt-in shared memory per block. */
@@ -42,4 +44,5 @@ export const CUDA_SM90A: CudaProfile = {
   tensorCoreTypes: ["bf16", "f16", "f8e4m3fn", "f8e5m2", "tf32"],
   fp8: true,
   gemmLibrary: "cublaslt",
+  attentionScoreBytes: 256 << 20,
 };

@@ -20,7 +20,7 @@ describe("target pipelines", () => {
     ["ir", "cse,dce"],
     ["onnx", "cse,dce,decompose{ops=rope}"],
     ["wgsl", "cse,dce,fusion{profile=webgpu-baseline}"],
-    ["cuda", "cse,dce,fusion{profile=cuda-sm90a}"],
+    ["cuda", "cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a}"],
   ])("--target %s --print-pipeline prints %s", async (target, pipeline) => {
     const r = await cli("compile", "--target", target, "--print-pipeline");
     expect(r.code, r.stderr).toBe(0);

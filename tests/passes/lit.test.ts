@@ -32,6 +32,7 @@ describe("passes, text before and after", () => {
     verifyModule(m);
     runPasses(m, parsePipeline(pipeline), { verifyEach: true });
     const got = printModule(m);
+    expect(printModule(parseModule(got, `${file} (after)`)), "the result prints back the same after a parse").toBe(got);
     if (process.env["LINGC_UPDATE_EXPECTED"] === "1") writeFileSync(path, `${head}\n${before.trimEnd()}\n${SEP}${got}`);
     else expect(got).toBe(after);
   });

@@ -9,7 +9,7 @@ import { Op } from "../../ir/module";
 import { allOps, type OpDef } from "../../ir/ops";
 import { LOWERINGS, onnxLowering } from "../../backends/onnx/lower";
 import { templateForOp } from "../../backends/kernels/gen";
-import { LIBRARY } from "../../backends/cuda/library";
+import { runtimeKindOf } from "../../backends/cuda/library";
 
 type Status = { how: string } | { gap: string };
 
@@ -35,8 +35,8 @@ function gpu(d: OpDef): Status {
 }
 
 function cuda(d: OpDef): Status {
-  const lib = LIBRARY.find((l) => l.covers([new Op(d.name, [], {}, [], "", undefined)]));
-  return lib ? { how: `runtime: ${lib.name}` } : gpu(d);
+  const kind = runtimeKindOf([new Op(d.name, [], {}, [], "", undefined)]);
+  return kind ? { how: `runtime: ${kind}` } : gpu(d);
 }
 
 const BACKENDS: Record<string, (d: OpDef) => Status> = { interp, onnx, wgsl: gpu, cuda };

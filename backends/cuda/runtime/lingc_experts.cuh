@@ -79,40 +79,12 @@ __global__ void __launch_bounds__(256) expert_gemv(const T* __restrict__ x, cons
   }
 }
 
-/**
- * Rows into a [E, cap, H] buffer, each expert's first cap rows at its slot (for one strided-batched
- * GEMM over experts); a block per row. Rows past cap (an expert above the capacity) are left out.
- */
-template <typename T>
-__global__ void pad_rows(const T* __restrict__ x, const int* __restrict__ order, int k, const int* __restrict__ offsets, int E, T* __restrict__ out, long rows, long H, long cap) {
-  const long r = linear_block();
-  if (r >= rows) return;
-  const int e = expert_of(offsets, E, (int)r);
-  const long slot = r - offsets[e];
-  if (slot >= cap) return;
-  const T* src = x + source_row(order, k, r) * H;
-  T* dst = out + ((long)e * cap + slot) * H;
-  for (long c = threadIdx.x; c < H; c += blockDim.x) dst[c] = src[c];
-}
-
-/** The inverse of pad_rows for the results: out[r] = padded[e, r - offsets[e]] for the rows within cap. */
-template <typename T>
-__global__ void unpad_rows(const T* __restrict__ padded, const int* __restrict__ offsets, int E, T* __restrict__ out, long rows, long H, long cap) {
-  const long r = linear_block();
-  if (r >= rows) return;
-  const int e = expert_of(offsets, E, (int)r);
-  const long slot = r - offsets[e];
-  if (slot >= cap) return;
-  const T* src = padded + ((long)e * cap + slot) * H;
-  for (long c = threadIdx.x; c < H; c += blockDim.x) out[r * H + c] = src[c];
-}
-
 /** moe_dispatch in parallel: counts per expert, prefix sums, then each pair takes the next row of its expert. */
 __global__ void dispatch_count(const int* __restrict__ idx, long n, int* __restrict__ offsets) {
   const long p = linear_block() * blockDim.x + threadIdx.x;
   if (p < n) atomicAdd(&offsets[idx[p] + 1], 1);
 }
-__global__ void dispatch_scan(int* __restrict__ offsets, int* __restrict__ cursor, int E) {
+__global__ void dispatch_prefix(int* __restrict__ offsets, int* __restrict__ cursor, int E) {
   if (threadIdx.x != 0) return;
   for (int e = 0; e < E; ++e) offsets[e + 1] += offsets[e];
   for (int e = 0; e < E; ++e) cursor[e] = offsets[e];
@@ -161,21 +133,6 @@ __global__ void silu_mul(const T* __restrict__ g, const T* __restrict__ u, T* __
   if (i >= n) return;
   const float a = ld(g, i);
   st(out, i, rnd<T>(rnd<T>(a / (1.f + __expf(-a))) * ld(u, i)));
-}
-
-/** The SwiGLU experts' results out of the padded GEMM outputs: out[r] = silu(g) * u at r's padded slot. */
-template <typename T>
-__global__ void unpad_swiglu(const T* __restrict__ g, const T* __restrict__ u, const int* __restrict__ offsets, int E, T* __restrict__ out, long rows, long H, long cap) {
-  const long r = linear_block();
-  if (r >= rows) return;
-  const int e = expert_of(offsets, E, (int)r);
-  const long slot = r - offsets[e];
-  if (slot >= cap) return;
-  const long base = ((long)e * cap + slot) * H;
-  for (long c = threadIdx.x; c < H; c += blockDim.x) {
-    const float a = ld(g, base + c);
-    st(out, r * H + c, rnd<T>(rnd<T>(a / (1.f + __expf(-a))) * ld(u, base + c)));
-  }
 }
 
 /** The rows past each expert's first cap (those the per-expert GEMMs take), gathered to the same row index. */

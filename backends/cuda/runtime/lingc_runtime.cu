@@ -414,9 +414,7 @@ class Runtime {
   std::vector<int> event_labels;
   const Plan* profiling_plan = nullptr;
   std::map<std::string, std::pair<double, long>> timings;  // label -> (ms, calls)
-  std::string expert_path, attention_path;  // "" (automatic), "gemv"/"gemm", "split"/"gemm"
-  long attention_tile = -1;  // LINGC_ATTENTION_TILE: query rows per prefill attention tile (tests the tiling)
-  long expert_cap = -1;  // LINGC_EXPERT_CAP: rows per expert in the batched expert GEMM (tests the overflow GEMMs)
+  int sm_count = 0;  // of this GPU (the selftest's decode split; graphs get it from the plan)
   int* counters = nullptr;  // decode attention's combine counters, zero between launches (the last block resets its own)
   const long counter_slots = 1L << 16;
 
@@ -427,6 +425,11 @@ class Runtime {
       std::exit(3);
     }
     CK(cudaStreamCreate(&stream));
+    {
+      int dev = 0;
+      CK(cudaGetDevice(&dev));
+      CK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev));
+    }
     // Keep freed stream-ordered memory in the pool: by default it goes back to the driver at every
     // synchronize (the expert GEMMs sync for their offsets), and mapping it again costs milliseconds.
     {
@@ -445,10 +448,6 @@ class Runtime {
     CK(cudaFuncSetAttribute(flash_attn<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, flash_smem_bytes<128>()));
     CK(cudaFuncSetAttribute(expert_gemm<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, expert_gemm_smem_bytes()));
     CK(cudaFuncSetAttribute(expert_gemm<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, expert_gemm_smem_bytes()));
-    if (const char* e = std::getenv("LINGC_EXPERT_PATH")) expert_path = e;
-    if (const char* e = std::getenv("LINGC_ATTENTION_PATH")) attention_path = e;
-    if (const char* e = std::getenv("LINGC_EXPERT_CAP")) expert_cap = std::atol(e);
-    if (const char* e = std::getenv("LINGC_ATTENTION_TILE")) attention_tile = std::atol(e);
   }
 
   // --- GEMM (row-major): C[M,N] = A[M,K] . op(B), B stored [N,K] (b_trans) or [K,N]; batched by strides.
@@ -892,19 +891,17 @@ void Ctx::launched(const char* kernel) {
   check_launch(kernel);
 }
 
-void Ctx::linear(int x, int w, int out, long M, long N, long K) {
-  // One row (a batch-1 decode step): the GEMV kernel (16-byte loads, PDL-launched like the kernels
-  // around it) where cuBLASLt's GEMM for M = 1 moves less; the LM head stays on cuBLASLt.
-  const int dt = dtype(x);
-  if (M == 1 && K % 256 == 0 && N * K <= (64L << 20) && dtype(out) == dt) {
-    // As one expert over one row: expert_of never reads the offsets when E is 1.
-    const dim3 g((unsigned)((N + 7) / 8), 1);
-    if (dt == DT_BF16) CK(launch_pdl(stream, expert_gemv<__nv_bfloat16, false, true, true>, g, 256, 0, (const __nv_bfloat16*)ptr(x), (const int*)nullptr, 1, (const __nv_bfloat16*)ptr(w), (const __nv_bfloat16*)nullptr, (const int*)nullptr, (__nv_bfloat16*)ptr(out), 1, N, K));
-    else CK(launch_pdl(stream, expert_gemv<float, false, true, true>, g, 256, 0, (const float*)ptr(x), (const int*)nullptr, 1, (const float*)ptr(w), (const float*)nullptr, (const int*)nullptr, (float*)ptr(out), 1, N, K));
-    launched("gemv");
-    return;
-  }
-  rt->gemm(dt, M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1);
+// The routines below run the kernel the plan chose (the dispatch in model.cu); none chooses itself.
+
+void Ctx::gemm(int x, int w, int out, long M, long N, long K) { rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1); }
+
+void Ctx::gemv(int x, int w, int out, long N, long K) {
+  // One row (a batch-1 decode step), as one expert over one row: expert_of never reads the offsets when E is 1.
+  if (K % 256) fail("gemv: K = %ld is not a multiple of 256 (the plan must not choose it)", K);
+  const dim3 g((unsigned)((N + 7) / 8), 1);
+  if (dtype(x) == DT_BF16) CK(launch_pdl(stream, lingc::expert_gemv<__nv_bfloat16, false, true, true>, g, 256, 0, (const __nv_bfloat16*)ptr(x), (const int*)nullptr, 1, (const __nv_bfloat16*)ptr(w), (const __nv_bfloat16*)nullptr, (const int*)nullptr, (__nv_bfloat16*)ptr(out), 1, N, K));
+  else CK(launch_pdl(stream, lingc::expert_gemv<float, false, true, true>, g, 256, 0, (const float*)ptr(x), (const int*)nullptr, 1, (const float*)ptr(w), (const float*)nullptr, (const int*)nullptr, (float*)ptr(out), 1, N, K));
+  launched("gemv");
 }
 
 void Ctx::cast(int in, int out, long n) {
@@ -953,102 +950,75 @@ void Ctx::concat(int out, long rows, int count, const int* srcs, const long* col
   launched("concat_rows");
 }
 
-void Ctx::moe_dispatch(int idx, int order, int offsets, int row_of, long n, long E) {
-  if (n <= DISPATCH_ONE_BLOCK && E <= 4096) {
-    CK(launch_pdl(stream, dispatch_one_block, 1, 1024, 2 * E * sizeof(int), (const int*)ptr(idx), n, (int)E, (int*)ptr(offsets), (int*)ptr(order), (int*)ptr(row_of)));
-    launched("dispatch_one_block");
-    return;
-  }
+void Ctx::dispatch_block(int idx, int order, int offsets, int row_of, long n, long E) {
+  CK(launch_pdl(stream, dispatch_one_block, 1, 1024, 2 * E * sizeof(int), (const int*)ptr(idx), n, (int)E, (int*)ptr(offsets), (int*)ptr(order), (int*)ptr(row_of)));
+  launched("dispatch_one_block");
+}
+
+void Ctx::dispatch_scan(int idx, int order, int offsets, int row_of, long n, long E) {
   CK(cudaMemsetAsync(ptr(offsets), 0, (E + 1) * sizeof(int), stream));
   int* cursor;
   CK(cudaMallocAsync(&cursor, E * sizeof(int), stream));
   const long blocks = std::max<long>(1, (n + 255) / 256);
   dispatch_count<<<grid(blocks), 256, 0, stream>>>((const int*)ptr(idx), n, (int*)ptr(offsets));
-  dispatch_scan<<<1, 32, 0, stream>>>((int*)ptr(offsets), cursor, (int)E);
+  dispatch_prefix<<<1, 32, 0, stream>>>((int*)ptr(offsets), cursor, (int)E);
   dispatch_place<<<grid(blocks), 256, 0, stream>>>((const int*)ptr(idx), n, cursor, (int*)ptr(order), (int*)ptr(row_of));
   launched("moe_dispatch");
   CK(cudaFreeAsync(cursor, stream));
 }
 
-void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I) {
+void Ctx::expert_gemv(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I, bool by_row, bool vec) {
   if (rows == 0) return;
-  const int dt = dtype(out);
   const bool swiglu = wu >= 0;
-  const bool gemv = rt->expert_path == "gemv" || (rt->expert_path.empty() && rows <= 4 * E);
   const int* ord = order >= 0 ? (const int*)ptr(order) : nullptr;
-  if (gemv) {
-    // A handful of rows: a block per row; more: a block per expert, reading each weight row once for its rows.
-    const bool by_row = rows <= E / 4;
-    const dim3 g((unsigned)((O + 7) / 8), (unsigned)(by_row ? rows : E));
-    const bool vec = I % 256 == 0;
-#define LINGC_GEMV(T, SW, V, R) CK(launch_pdl(stream, expert_gemv<T, SW, V, R>, g, 256, 0, (const T*)ptr(x), ord, k, (const T*)ptr(wg), swiglu ? (const T*)ptr(wu) : nullptr, (const int*)ptr(offsets), (T*)ptr(out), (int)E, O, I))
-#define LINGC_GEMV_T(T)                                                          \
-  if (swiglu) {                                                                  \
+  // by_row: a block per row; else a block per expert, reading each weight row once for its rows.
+  const dim3 g((unsigned)((O + 7) / 8), (unsigned)(by_row ? rows : E));
+#define LINGC_GEMV(T, SW, V, R) CK(launch_pdl(stream, lingc::expert_gemv<T, SW, V, R>, g, 256, 0, (const T*)ptr(x), ord, k, (const T*)ptr(wg), swiglu ? (const T*)ptr(wu) : nullptr, (const int*)ptr(offsets), (T*)ptr(out), (int)E, O, I))
+#define LINGC_GEMV_T(T)                                                                          \
+  if (swiglu) {                                                                                  \
     if (vec) { if (by_row) LINGC_GEMV(T, true, true, true); else LINGC_GEMV(T, true, true, false); }     \
     else { if (by_row) LINGC_GEMV(T, true, false, true); else LINGC_GEMV(T, true, false, false); }       \
-  } else {                                                                       \
+  } else {                                                                                       \
     if (vec) { if (by_row) LINGC_GEMV(T, false, true, true); else LINGC_GEMV(T, false, true, false); }   \
     else { if (by_row) LINGC_GEMV(T, false, false, true); else LINGC_GEMV(T, false, false, false); }     \
   }
-    if (dt == DT_BF16) { LINGC_GEMV_T(__nv_bfloat16) } else { LINGC_GEMV_T(float) }
+  if (dtype(out) == DT_BF16) { LINGC_GEMV_T(__nv_bfloat16) } else { LINGC_GEMV_T(float) }
 #undef LINGC_GEMV_T
 #undef LINGC_GEMV
-    launched("expert_gemv");
-    return;
-  }
-  // Many rows: the offsets come to the host once. bf16 takes the grouped GEMM (expert_gemm: a tile
-  // per 128 rows of an expert, the token gather and SwiGLU fused), unless a test asks for the padded
-  // path (LINGC_EXPERT_PATH=gemm or loop), which fp32 always takes.
+  launched("expert_gemv");
+}
+
+/** The offsets on the host (the grouped and per-expert GEMMs size their launches by them). */
+static std::vector<int> host_offsets(Ctx& c, int offsets, long E) {
   std::vector<int> off(E + 1);
-  CK(cudaMemcpyAsync(off.data(), ptr(offsets), (E + 1) * sizeof(int), cudaMemcpyDeviceToHost, stream));
-  CK(cudaStreamSynchronize(stream));
-  if (dt == DT_BF16 && rt->expert_path != "gemm" && rt->expert_path != "loop" &&
-      expert_grouped(*rt, ptr(x), ord, k, ptr(wg), swiglu ? ptr(wu) : nullptr, (const int*)ptr(offsets), off, ptr(out), E, O, I))
-    return;
-  // The padded path: each expert's first `cap` rows go through one strided-batched cuBLASLt GEMM
-  // over all experts (rows padded to cap); an expert with more rows than cap (skewed routing) runs
-  // its remaining rows as GEMMs of its own. cap is the largest count when padding to it at most
-  // doubles the rows, else 5/4 of the mean, so a skewed router does not multiply the work.
-  long maxr = 0;
-  for (long e = 0; e < E; ++e) maxr = std::max<long>(maxr, off[e + 1] - off[e]);
-  long cap = maxr;
-  if (E * maxr > 2 * rows) cap = std::min<long>(maxr, ((rows * 5 / 4 + E - 1) / E + 15) / 16 * 16);
-  if (rt->expert_cap >= 0) cap = std::min(cap, rt->expert_cap);
-  if (rt->expert_path == "loop") cap = 0;
+  CK(cudaMemcpyAsync(off.data(), c.ptr(offsets), (E + 1) * sizeof(int), cudaMemcpyDeviceToHost, c.stream));
+  CK(cudaStreamSynchronize(c.stream));
+  return off;
+}
+
+void Ctx::expert_gemm(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I) {
+  if (rows == 0) return;
+  if (dtype(out) != DT_BF16) fail("expert_gemm runs bf16 only (the plan must not choose it for %s)", dtype_name(dtype(out)));
+  const std::vector<int> off = host_offsets(*this, offsets, E);
+  if (!expert_grouped(*rt, ptr(x), order >= 0 ? (const int*)ptr(order) : nullptr, k, ptr(wg), wu >= 0 ? ptr(wu) : nullptr, (const int*)ptr(offsets), off, ptr(out), E, O, I))
+    fail("expert_gemm: sizes %ldx%ld or pointers do not suit the grouped GEMM (the plan must not choose it)", O, I);
+}
+
+void Ctx::expert_loop(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I) {
+  if (rows == 0) return;
+  // One cuBLASLt GEMM per expert over its rows, which are first gathered (with the token gather) to their own row index.
+  const int dt = dtype(out);
+  const bool swiglu = wu >= 0;
+  const int* ord = order >= 0 ? (const int*)ptr(order) : nullptr;
+  const std::vector<int> off = host_offsets(*this, offsets, E);
   const size_t eb = dtype_bytes(dt);
-  if (cap > 0) {
-    void *xp, *gp, *up = nullptr;
-    CK(cudaMallocAsync(&xp, (size_t)E * cap * I * eb, stream));
-    CK(cudaMallocAsync(&gp, (size_t)E * cap * O * eb, stream));
-    if (swiglu) CK(cudaMallocAsync(&up, (size_t)E * cap * O * eb, stream));
-    if (dt == DT_BF16) pad_rows<<<grid(rows), 256, 0, stream>>>((const __nv_bfloat16*)ptr(x), ord, k, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)xp, rows, I, cap);
-    else pad_rows<<<grid(rows), 256, 0, stream>>>((const float*)ptr(x), ord, k, (const int*)ptr(offsets), (int)E, (float*)xp, rows, I, cap);
-    launched("pad_rows");
-    rt->gemm(dt, cap, O, I, xp, I, cap * I, ptr(wg), I, O * I, true, gp, O, cap * O, E);
-    if (swiglu) {
-      rt->gemm(dt, cap, O, I, xp, I, cap * I, ptr(wu), I, O * I, true, up, O, cap * O, E);
-      if (dt == DT_BF16) unpad_swiglu<<<grid(rows), 256, 0, stream>>>((const __nv_bfloat16*)gp, (const __nv_bfloat16*)up, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)ptr(out), rows, O, cap);
-      else unpad_swiglu<<<grid(rows), 256, 0, stream>>>((const float*)gp, (const float*)up, (const int*)ptr(offsets), (int)E, (float*)ptr(out), rows, O, cap);
-      launched("unpad_swiglu");
-    } else {
-      if (dt == DT_BF16) unpad_rows<<<grid(rows), 256, 0, stream>>>((const __nv_bfloat16*)gp, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)ptr(out), rows, O, cap);
-      else unpad_rows<<<grid(rows), 256, 0, stream>>>((const float*)gp, (const int*)ptr(offsets), (int)E, (float*)ptr(out), rows, O, cap);
-      launched("unpad_rows");
-    }
-    CK(cudaFreeAsync(xp, stream));
-    CK(cudaFreeAsync(gp, stream));
-    if (up) CK(cudaFreeAsync(up, stream));
-    if (cap == maxr) return;
-  }
-  // Rows past cap (all rows on the "loop" path): one GEMM per expert over its remaining rows, which
-  // are first gathered (with the token gather) to their own row index.
   const char* xs = (const char*)ptr(x);
   void* gathered = nullptr;
   if (ord) {
     CK(cudaMallocAsync(&gathered, (size_t)rows * I * eb, stream));
-    if (dt == DT_BF16) gather_overflow<<<grid(rows), 256, 0, stream>>>((const __nv_bfloat16*)xs, ord, k, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)gathered, rows, I, cap);
-    else gather_overflow<<<grid(rows), 256, 0, stream>>>((const float*)xs, ord, k, (const int*)ptr(offsets), (int)E, (float*)gathered, rows, I, cap);
-    launched("gather_overflow");
+    if (dt == DT_BF16) gather_overflow<<<grid(rows), 256, 0, stream>>>((const __nv_bfloat16*)xs, ord, k, (const int*)ptr(offsets), (int)E, (__nv_bfloat16*)gathered, rows, I, 0L);
+    else gather_overflow<<<grid(rows), 256, 0, stream>>>((const float*)xs, ord, k, (const int*)ptr(offsets), (int)E, (float*)gathered, rows, I, 0L);
+    launched("gather_rows");
     xs = (const char*)gathered;
   }
   void* g = ptr(out);
@@ -1058,7 +1028,7 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
     CK(cudaMallocAsync(&u, (size_t)rows * O * eb, stream));
   }
   for (long e = 0; e < E; ++e) {
-    const long lo = off[e] + cap, n = off[e + 1] - lo;
+    const long lo = off[e], n = off[e + 1] - lo;
     if (n <= 0) continue;
     rt->gemm(dt, n, O, I, xs + lo * I * eb, I, 0, (const char*)ptr(wg) + e * O * I * eb, I, 0, true, (char*)g + lo * O * eb, O, 0, 1);
     if (!swiglu) continue;
@@ -1075,49 +1045,51 @@ void Ctx::expert_linear(int x, int order, int k, int wg, int wu, int offsets, in
   if (gathered) CK(cudaFreeAsync(gathered, stream));
 }
 
-static void run_attention(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
+/**
+ * Decode attention (flash-decoding): items are (batch, KV head, query position, group of up to
+ * DEC_ROWS query heads); keys are split into enough chunks for about a block per SM (`sms` from the
+ * target profile), none under 32 keys or over DEC_CHUNK, at most DEC_MAX_SPLIT.
+ */
+static void attention_decode(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed, int sms) {
   cudaStream_t stream = rt.stream;
   if (d > 256 || dv > 256) fail("attention: head dims above 256 are not supported (d=%ld, dv=%ld)", d, dv);
-  // The decode kernel takes up to 16 query positions (more is prefill: the GEMM path) and caches of
-  // up to DEC_CHUNK * DEC_MAX_SPLIT keys, in no more items than it has combine counters.
   const long items = B * nkv * S * ((nh / nkv + DEC_ROWS - 1) / DEC_ROWS);
-  const bool fits = T <= (long)DEC_CHUNK * DEC_MAX_SPLIT && items <= rt.counter_slots;
-  const bool split = fits && (rt.attention_path == "split" || (rt.attention_path.empty() && S <= 16));
-  if (split) {
-    // Items are (batch, KV head, query position, group of up to DEC_ROWS query heads). Enough key
-    // chunks for about a block per SM, but none under 32 keys or over DEC_CHUNK, at most
-    // DEC_MAX_SPLIT.
-    long want = std::max<long>({1, (132 + items - 1) / items, (T + DEC_CHUNK - 1) / DEC_CHUNK});
-    want = std::min<long>({want, (T + 31) / 32, DEC_MAX_SPLIT});  // chunks of 32 keys at least
-    const int chunk = (int)((T + want - 1) / want);
-    const int nsplit = (int)((T + chunk - 1) / chunk);
-    float* part = nullptr;
-    if (nsplit > 1) CK(cudaMallocAsync(&part, (size_t)items * nsplit * DEC_ROWS * (2 + dv) * sizeof(float), stream));  // acc, then (max, sum)
-    const dim3 g1((unsigned)items, (unsigned)nsplit);
-    const size_t eb = dtype_bytes(dt);
-    // 16-byte key and value loads: rows a multiple of 16 bytes (and of 8 elements, for the P.V columns).
-    const bool vec = (d * eb) % 16 == 0 && (dv * eb) % 16 == 0 && dv % 8 == 0 && (uintptr_t)kp % 16 == 0 && (uintptr_t)vp % 16 == 0;
+  if (T > (long)DEC_CHUNK * DEC_MAX_SPLIT || items > rt.counter_slots) fail("attn_decode: %ld keys or %ld items are past the kernel's reach (the plan must not choose it)", T, items);
+  long want = std::max<long>({1, (sms + items - 1) / items, (T + DEC_CHUNK - 1) / DEC_CHUNK});
+  want = std::min<long>({want, (T + 31) / 32, DEC_MAX_SPLIT});
+  const int chunk = (int)((T + want - 1) / want);
+  const int nsplit = (int)((T + chunk - 1) / chunk);
+  float* part = nullptr;
+  if (nsplit > 1) CK(cudaMallocAsync(&part, (size_t)items * nsplit * DEC_ROWS * (2 + dv) * sizeof(float), stream));  // acc, then (max, sum)
+  const dim3 g1((unsigned)items, (unsigned)nsplit);
+  const size_t eb = dtype_bytes(dt);
+  // 16-byte key and value loads: rows a multiple of 16 bytes (and of 8 elements, for the P.V columns).
+  const bool vec = (d * eb) % 16 == 0 && (dv * eb) % 16 == 0 && dv % 8 == 0 && (uintptr_t)kp % 16 == 0 && (uintptr_t)vp % 16 == 0;
 #define LINGC_DEC(E, V) CK(launch_pdl(stream, attn_decode<E, V>, g1, DEC_THREADS, 0, (const E*)qp, (const E*)kp, (const E*)vp, part, rt.counters, (E*)op, nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit, (int)transposed))
-    if (dt == DT_BF16) { if (vec) LINGC_DEC(__nv_bfloat16, true); else LINGC_DEC(__nv_bfloat16, false); }
-    else { if (vec) LINGC_DEC(float, true); else LINGC_DEC(float, false); }
+  if (dt == DT_BF16) { if (vec) LINGC_DEC(__nv_bfloat16, true); else LINGC_DEC(__nv_bfloat16, false); }
+  else { if (vec) LINGC_DEC(float, true); else LINGC_DEC(float, false); }
 #undef LINGC_DEC
-    check_launch("attn_decode");
-    if (part) CK(cudaFreeAsync(part, stream));
-    return;
-  }
-  // Prefill, bf16, head dims 64 or 128: the fused kernel.
-  const bool flash = dt == DT_BF16 && d == dv && (d == 64 || d == 128) && rt.attention_path != "gemm";
-  if (flash) {
-    const dim3 gf((unsigned)((S + FA_BM - 1) / FA_BM), (unsigned)(B * nh));
-    if (d == 64) flash_attn<64><<<gf, FA_THREADS, flash_smem_bytes<64>(), stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, scale, causal, transposed);
-    else flash_attn<128><<<gf, FA_THREADS, flash_smem_bytes<128>(), stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, scale, causal, transposed);
-    check_launch("flash_attn");
-    return;
-  }
-  // Otherwise (fp32, other head dims, LINGC_ATTENTION_PATH=gemm): query tiles of Tq rows; per tile, scores = Q K^T over the keys the tile can see (the
-  // causal mask cuts the rest) as one strided-batched GEMM over all heads, softmax in place, then
-  // P V into the tile's rows. Grouped K/V are first repeated per query head so the batch strides are
-  // uniform. Tiles bound the score buffer (about 256 MB) and skip the masked half of the work.
+  check_launch("attn_decode");
+  if (part) CK(cudaFreeAsync(part, stream));
+}
+
+/** Fused bf16 prefill attention, head dims 64 and 128. */
+static void attention_flash(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
+  if (dt != DT_BF16 || d != dv || (d != 64 && d != 128)) fail("flash_attn: %s with head dims %ld/%ld is not what it runs (the plan must not choose it)", dtype_name(dt), d, dv);
+  const dim3 gf((unsigned)((S + FA_BM - 1) / FA_BM), (unsigned)(B * nh));
+  if (d == 64) flash_attn<64><<<gf, FA_THREADS, flash_smem_bytes<64>(), rt.stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, scale, causal, transposed);
+  else flash_attn<128><<<gf, FA_THREADS, flash_smem_bytes<128>(), rt.stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, scale, causal, transposed);
+  check_launch("flash_attn");
+}
+
+/**
+ * Any attention through cuBLASLt: query tiles; per tile, scores = Q K^T over the keys the tile can
+ * see (the causal mask cuts the rest) as one strided-batched GEMM over all heads, softmax in place,
+ * then P V into the tile's rows. Grouped K/V are first repeated per query head so the batch strides
+ * are uniform. The tile keeps at most `score_bytes` of scores (the plan's budget).
+ */
+static void attention_tiles(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed, long score_bytes) {
+  cudaStream_t stream = rt.stream;
   const long rep = nh / nkv, BH = B * nh;
   const size_t eb = dtype_bytes(dt);
   const void* kx = kp;
@@ -1138,8 +1110,7 @@ static void run_attention(Runtime& rt, int dt, const void* qp, const void* kp, c
     kx = kr;
     vx = vr;
   }
-  long Tq = std::max<long>(1, std::min<long>(S, (256L << 20) / std::max<long>(1, BH * T * (long)eb)));
-  if (rt.attention_tile > 0) Tq = std::min(Tq, rt.attention_tile);
+  const long Tq = std::max<long>(1, std::min<long>(S, score_bytes / std::max<long>(1, BH * T * (long)eb)));
   void* scores;
   CK(cudaMallocAsync(&scores, (size_t)BH * Tq * T * eb, stream));
   char* o = (char*)op;
@@ -1167,8 +1138,16 @@ static void run_attention(Runtime& rt, int dt, const void* qp, const void* kp, c
   if (vr) CK(cudaFreeAsync(vr, stream));
 }
 
-void Ctx::attention(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
-  run_attention(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, d, dv, scale, causal, transposed);
+void Ctx::attn_decode(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed, int sms) {
+  attention_decode(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, d, dv, scale, causal, transposed, sms);
+}
+
+void Ctx::flash_attn(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
+  attention_flash(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, d, dv, scale, causal, transposed);
+}
+
+void Ctx::attn_tiles(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed, long score_bytes) {
+  attention_tiles(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, d, dv, scale, causal, transposed, score_bytes);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -180,20 +180,31 @@ struct Ctx {
   void launch(void (*kern)(P...), dim3 grid, unsigned threads, A... args) {
     launch_status = launch_pdl(stream, kern, grid, dim3(threads), 0, args...);
   }
-  // Y[M,N] = X[M,K] . W[N,K]^T (cuBLASLt), in the slots' dtype with fp32 accumulation.
-  void linear(int x, int w, int out, long M, long N, long K);
+  // The routines the plan's dispatches call (each runs the one kernel it names).
+  // Y[M,N] = X[M,K] . W[N,K]^T with cuBLASLt, in the slots' dtype with fp32 accumulation.
+  void gemm(int x, int w, int out, long M, long N, long K);
+  // The same for one row (M = 1) with the runtime's GEMV (K a multiple of 256).
+  void gemv(int x, int w, int out, long N, long K);
   // Expert matmuls over rows grouped by expert (offsets[E+1]): with wu >= 0, silu(x.Wg^T) * (x.Wu^T);
-  // with order >= 0, row r reads x[order[r] / k] (the token gather).
-  void expert_linear(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I);
+  // with order >= 0, row r reads x[order[r] / k]. The GEMV (a block per row, or per expert), the
+  // grouped bf16 mma GEMM, or one cuBLASLt GEMM per expert.
+  void expert_gemv(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I, bool by_row, bool vec);
+  void expert_gemm(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I);
+  void expert_loop(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I);
   // A float cast of n elements (bf16 <-> f32), vectorized where the pointers allow.
   void cast(int in, int out, long n);
   // out [rows, sum cols] = the sources [rows, cols[j]] side by side (a concat along an axis whose
   // outer dims multiply to rows); 1 to 4 sources.
   void concat(int out, long rows, int count, const int* srcs, const long* cols);
-  // moe_dispatch: pairs sorted by expert (order), offsets[E+1], and the row each pair landed in.
-  void moe_dispatch(int idx, int order, int offsets, int row_of, long n, long E);
-  // Causal GQA attention; q [B,nh,S,d], k [B,nkv,T,d], v [B,nkv,T,dv]; out [B,nh,S,dv] or [B,S,nh,dv].
-  void attention(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed_out);
+  // moe_dispatch: pairs sorted by expert (order), offsets[E+1], and the row each pair landed in;
+  // in one block (counts in shared memory), or by count / scan / place kernels.
+  void dispatch_block(int idx, int order, int offsets, int row_of, long n, long E);
+  void dispatch_scan(int idx, int order, int offsets, int row_of, long n, long E);
+  // Causal GQA attention; q [B,nh,S,d], k [B,nkv,T,d], v [B,nkv,T,dv]; out [B,nh,S,dv] or [B,S,nh,dv]:
+  // decode (split keys over about `sms` blocks), fused bf16 prefill, or cuBLASLt tiles.
+  void attn_decode(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed_out, int sms);
+  void flash_attn(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed_out);
+  void attn_tiles(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed_out, long score_bytes);
 };
 
 inline dim3 grid(long blocks) {

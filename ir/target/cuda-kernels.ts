@@ -1,0 +1,160 @@
+/**
+ * The CUDA runtime's library kernels as data: for each kind of step the runtime runs itself (a dense
+ * linear, the expert matmuls, the MoE dispatch, attention, float copies), the kernels it can run it
+ * with and the condition under which each is chosen, as a dispatch (ir/dispatch.ts) in the step's
+ * sizes. The kernel-selection pass writes it into the plan, the CUDA emitter turns it into the host
+ * code's branches, and the runtime only runs what it is told. Static facts (dtypes, head dims,
+ * whether a width is a multiple of the vector width) are decided here; the profile supplies the
+ * hardware facts (SM count, shared memory).
+ */
+import { Dim, product } from "../dim";
+import type { Dispatch, DispatchChoice } from "../dispatch";
+import type { Op, Value } from "../module";
+import type { CudaProfile } from "./cuda";
+import { LingcError } from "../errors";
+import { attrsOf, OPS } from "../ops";
+
+/** What the runtime's kernels can take (they are the sizes the kernels were written for). */
+export const CUDA_KERNEL_LIMITS = {
+  /** The decode attention kernel: keys per block chunk times chunks per item, and combine counters. */
+  decodeMaxKeys: 256 * 128,
+  decodeMaxQueries: 16,
+  decodeCounters: 1 << 16,
+  decodeRowsPerBlock: 8,
+  /** The one-block MoE dispatch: pairs it sorts. */
+  dispatchBlockPairs: 1 << 16,
+  /** The vector GEMV reads rows in chunks of this many elements. */
+  gemvChunk: 256,
+  /** The GEMV is for weights up to this many elements (larger: cuBLASLt reads them better). */
+  gemvMaxWeight: 64 << 20,
+};
+
+/** Per-target settings of the selection (the select pass's options). */
+export interface SelectionOptions {
+  /** Force a kernel for a kind of step (testing the runtime's other paths): lowering -> kernel. */
+  prefer?: ReadonlyMap<string, string>;
+  /** The bytes of scores the tiled attention keeps at once (default: the profile's). */
+  scoreBytes?: number;
+}
+
+export interface Selection {
+  /** The kind of step (the library lowering that covers it). */
+  lowering: string;
+  dispatch: Dispatch;
+}
+
+const choice = (kernel: string, when: DispatchChoice["when"] = [], params: Record<string, number> = {}): DispatchChoice => ({ kernel, params, when });
+const le = (lhs: Dim, rhs: number) => ({ lhs, op: "<=" as const, rhs: Dim.of(rhs) });
+const names = (ops: readonly Op[]) => ops.map((o) => o.opName);
+const lone = (ops: readonly Op[], name: string) => ops.length === 1 && ops[0]!.opName === name;
+
+/** Which library lowering covers a step's ops (undefined: a generated kernel). */
+export function libraryKind(ops: readonly Op[]): string | undefined {
+  const n = names(ops);
+  if (lone(ops, "linear")) return "linear";
+  if (lone(ops, "grouped_linear")) return "expert";
+  if (n.filter((x) => x === "grouped_linear").length === 2 && n.includes("silu") && n.includes("mul") && n.every((x) => ["grouped_linear", "silu", "mul", "moe_permute"].includes(x))) return "expert";
+  if (lone(ops, "moe_dispatch")) return "moe_dispatch";
+  if (lone(ops, "cast") && ["f32", "bf16"].includes(ops[0]!.operands[0]?.type.dtype ?? "") && ["f32", "bf16"].includes(ops[0]!.results[0]?.type.dtype ?? "")) return "cast";
+  if (lone(ops, "concat") && ops[0]!.operands.length <= 4) return "concat";
+  if (n.filter((x) => x === "attention").length === 1 && n.every((x) => ["attention", "transpose", "reshape"].includes(x))) return "attention";
+  return undefined;
+}
+
+/**
+ * Settles what the sizes already decide: a condition between numbers is dropped when it holds, and
+ * a choice with one that fails is dropped; choices after one that always applies never run.
+ */
+function settle(all: DispatchChoice[]): DispatchChoice[] {
+  const out: DispatchChoice[] = [];
+  for (const c of all) {
+    const when = c.when.filter((w) => !(w.lhs.isConst() && w.rhs.isConst()));
+    const fails = c.when.some((w) => w.lhs.isConst() && w.rhs.isConst() && !(w.op === "<=" ? w.lhs.value! <= w.rhs.value! : w.lhs.value === w.rhs.value));
+    if (fails) continue;
+    out.push({ ...c, when });
+    if (!when.length) break;
+  }
+  return out;
+}
+
+function preferred(kind: string, all: DispatchChoice[], opts: SelectionOptions): Dispatch {
+  const want = opts.prefer?.get(kind);
+  if (!want) return settle(all);
+  const c = all.find((x) => x.kernel === want);
+  if (!c) throw new LingcError(`kernel '${want}' cannot run this ${kind} step (its kernels: ${all.map((x) => x.kernel).join(", ")})`);
+  return [{ ...c, when: [] }];
+}
+
+/** The dispatch of a step the runtime runs, in the sizes of the step's ops (undefined: generated). */
+export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts: SelectionOptions = {}): Selection | undefined {
+  const kind = libraryKind(ops);
+  if (!kind) return undefined;
+  const L = CUDA_KERNEL_LIMITS;
+  let all: DispatchChoice[];
+  switch (kind) {
+    case "linear": {
+      const [x, w] = ops[0]!.operands as [Value, Value];
+      const [N, K] = w.type.shape.map((d) => d.value!) as [number, number];
+      const rows = product(x.type.shape.slice(0, -1));
+      // One row (batch-1 decode): the runtime's GEMV moves less than cuBLASLt's M = 1 GEMM, except
+      // for the largest matrices (the LM head), which cuBLASLt reads better.
+      const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
+      all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
+      break;
+    }
+    case "expert": {
+      const gl = ops.find((o) => o.opName === "grouped_linear")!;
+      const rows = gl.operands[0]!.type.shape[0]!;
+      const [E, O, I] = gl.operands[1]!.type.shape.map((d) => d.value!) as [number, number, number];
+      const vec = I % L.gemvChunk === 0 ? 1 : 0;
+      // Few rows: the GEMV (a block per row when rows are under a quarter of the experts, else per
+      // expert, reading each weight row once for its rows); many: the grouped mma GEMM (bf16), or
+      // one cuBLASLt GEMM per expert.
+      const grouped = gl.operands[0]!.type.dtype === "bf16" && I % 8 === 0 && O % 2 === 0;
+      all = [
+        ...(E >= 4 ? [choice("expert_gemv", [le(rows, Math.floor(E / 4))], { by_row: 1, vec })] : []),
+        choice("expert_gemv", [le(rows, 4 * E)], { by_row: 0, vec }),
+        ...(grouped ? [choice("expert_gemm")] : []),
+        choice("expert_loop"),
+      ];
+      // expert_gemm covers every size it is chosen for: the loop after it is only reachable by preference.
+      if (grouped && !opts.prefer?.has("expert")) all = all.filter((c) => c.kernel !== "expert_loop");
+      break;
+    }
+    case "moe_dispatch": {
+      const op = ops[0]!;
+      const E = attrsOf(OPS.moe_dispatch, op).num_experts;
+      const pairs = op.operands[0]!.type.numel();
+      // Counts and cursors of every expert in shared memory.
+      const fits = 2 * E * 4 <= profile.sharedMemoryPerBlock;
+      all = fits ? [choice("dispatch_block", [le(pairs, L.dispatchBlockPairs)]), choice("dispatch_scan")] : [choice("dispatch_scan")];
+      break;
+    }
+    case "cast":
+      all = [choice("cast_copy")];
+      break;
+    case "concat":
+      all = [choice("concat_copy")];
+      break;
+    case "attention": {
+      const att = ops.find((o) => o.opName === "attention")!;
+      const [q, k, v] = att.operands as [Value, Value, Value];
+      const [B, nhD, S, dD] = q.type.shape as [Dim, Dim, Dim, Dim];
+      const nkv = k.type.shape[1]!.value!;
+      const T = k.type.shape[2]!;
+      const d = dD.value!;
+      const dv = v.type.shape[3]!.value!;
+      const rep = nhD.value! / nkv;
+      // Decode items: (batch, KV head, query position, group of up to 8 query heads).
+      const items = B.mul(S).mul(nkv * Math.ceil(rep / L.decodeRowsPerBlock));
+      const decode = choice("attn_decode", [le(S, L.decodeMaxQueries), le(T, L.decodeMaxKeys), le(items, L.decodeCounters)], { sms: profile.smCount });
+      const flash = q.type.dtype === "bf16" && d === dv && (d === 64 || d === 128);
+      const tiles = choice("attn_tiles", [], { score_bytes: opts.scoreBytes ?? profile.attentionScoreBytes });
+      all = [decode, ...(flash ? [choice("flash_attn")] : []), tiles];
+      break;
+    }
+    default:
+      return undefined;
+  }
+  return { lowering: kind, dispatch: preferred(kind, all, opts) };
+}

@@ -38,7 +38,7 @@ export async function modelFileTexts(path: string): Promise<string[]> {
     `import model from ${JSON.stringify(file)};`,
     `import { printModule } from ${JSON.stringify(printerSource())};`,
     `const all = Array.isArray(model) ? model : [model];`,
-    `export default all.map((m) => printModule(m));`,
+    `export default all.map((m) => (m && Array.isArray(m.functions) && typeof m.name === "string" ? printModule(m) : null));`,
   ].join("\n");
   let code: string;
   try {
@@ -66,7 +66,7 @@ export async function modelFileTexts(path: string): Promise<string[]> {
     process.setSourceMapsEnabled?.(true);
     const mod = (await import(pathToFileURL(out).href)) as { default: unknown };
     const texts = mod.default;
-    if (!Array.isArray(texts) || texts.some((t) => typeof t !== "string")) throw new LingcError(`${path}: the default export must be a module traced with the DSL (or a list of them)`);
+    if (!Array.isArray(texts) || texts.length === 0 || texts.some((t) => typeof t !== "string")) throw new LingcError(`${path}: the default export must be a module traced with the DSL (ModuleTracer.finish()), or a list of them`);
     return texts as string[];
   } catch (e) {
     if (e instanceof LingcError) throw e;

@@ -14,9 +14,25 @@ import type { Checkpoint } from "./weights/checkpoint";
 
 export type Observer = (name: string, value: Tensor) => void;
 
+/** A tensor a backend keeps in its device memory between runs (generation's KV cache); only that backend reads it. */
+export interface DeviceTensor {
+  readonly onDevice: true;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+}
+
+export function isDeviceTensor(t: Tensor | DeviceTensor): t is DeviceTensor {
+  return (t as DeviceTensor).onDevice === true;
+}
+
 export interface GraphRunner {
   /** Runs the graph. `observe` receives named internal values where the backend can expose them. */
   run(inputs: Readonly<Record<string, Tensor>>, observe?: Observer): Promise<Record<string, Tensor>>;
+  /**
+   * Runs with inputs that may already be in device memory, and leaves the outputs named in `keep`
+   * there (backends with device memory): generation keeps the KV cache on the device so.
+   */
+  runOnDevice?(inputs: Readonly<Record<string, Tensor | DeviceTensor>>, keep: ReadonlySet<string>): Promise<Record<string, Tensor | DeviceTensor>>;
 }
 
 /** A graph's interface as plain data: its name, module attributes, inputs and outputs. */
@@ -64,6 +80,13 @@ export interface LoadedModel {
    * backends without it use the shared loop in generation.ts over the graphs.
    */
   generate?(prompts: number[][], maxNew: number): Promise<{ tokens: number[][]; stepLogits: Float32Array[][] }>;
+  /**
+   * With runOnDevice: `t` copied once into a buffer with room for `rows` positions along `axis`, so
+   * that the graphs that grow it (cache_append) write only the new rows each step.
+   */
+  reserve?(t: DeviceTensor, axis: number, rows: number): DeviceTensor;
+  /** Frees a device tensor's memory (shared by every tensor made from it by in-place growth). */
+  release?(t: DeviceTensor): void;
   close(): void;
 }
 

@@ -13,7 +13,7 @@ import { Dim } from "../ir/dim";
 import { LingcError } from "../ir/errors";
 import { Func, Module, Op, Value } from "../ir/module";
 import { unifyTypes } from "../ir/unify";
-import type { Slot, Step } from "./schedule";
+import { resultSlot, type Slot, type Step } from "./schedule";
 
 export interface CallSite {
   callee: Func;
@@ -139,11 +139,11 @@ export function buildFrame(m: Module, f: Func): FrameSchedule {
       });
     } else {
       for (const v of op.operands) reads.set(v, get(v));
-      for (const r of op.results) {
-        const id = newSlot({ type: r.type, source: "computed", name: r.name });
+      op.results.forEach((r, i) => {
+        const id = newSlot(resultSlot(slots, op, i, r.type, op.operands.length ? get(op.operands[0]!) : undefined, r.name));
         writes.set(r, id);
         env.set(r, id);
-      }
+      });
     }
     steps.push({ step: { op, kernel: callee, ops: callee ? callee.body : [op], scope: op.scope, reads, writes, subst } });
   }

@@ -3,11 +3,12 @@
  * attributes, ir/generation.ts): one prefill pass over the prompt (which also returns the cache),
  * then one decode step per new token, each cache input fed from the output the declaration names.
  * Prompts of different lengths run as separate batches, so no padding or mask is ever needed.
+ * Generation stays within the cache capacity the decode graph declares.
  */
 import { LingcError } from "../ir/errors";
 import { cachePairs, generationRole, type CachePair } from "../ir/generation";
 import { Tensor } from "../ir/tensor";
-import type { GraphSignature, LoadedModel } from "./backend";
+import { isDeviceTensor, type DeviceTensor, type GraphSignature, type LoadedModel } from "./backend";
 
 export interface GenerateResult {
   /** New token ids per prompt. */
@@ -62,6 +63,70 @@ function lastLogits(logits: Tensor, b: number): Float32Array {
   return Float32Array.from(logits.data.subarray(off, off + V));
 }
 
+/** Refuses a generation whose cache would outgrow the capacity the decode graph declares. */
+function checkCapacity(plan: GenerationPlan, rows: number): void {
+  for (const c of plan.cache) {
+    if (rows > c.capacity) throw new LingcError(`generation needs a KV cache of ${rows} positions (prompt + new tokens - 1), over the capacity of ${c.capacity} that graph ${plan.decode.name} declares for ${c.input}`);
+  }
+}
+
+/**
+ * One batch's generation state: the KV cache after the last step. On a backend that keeps tensors on
+ * its device (runOnDevice), the cache stays there, in buffers with room for every position the
+ * generation reaches: one copy after prefill, then each decode step grows them in place (the
+ * graph's cache_append writes only the new rows). Elsewhere the cache round-trips as tensors.
+ */
+export class GenerationSession {
+  private cache: Record<string, Tensor | DeviceTensor> = {};
+  private readonly onDevice: boolean;
+  private readonly keep: ReadonlySet<string>;
+
+  /** `rows`: the most positions the cache will hold (prompt length + decode steps). */
+  constructor(
+    readonly model: LoadedModel,
+    readonly plan: GenerationPlan,
+    private readonly rows: number,
+  ) {
+    checkCapacity(plan, rows);
+    const runners = [plan.prefill.name, plan.decode.name].map((n) => model.graphs[n]!);
+    this.onDevice = runners.every((r) => r.runOnDevice) && !!model.reserve && !!model.release;
+    this.keep = new Set(plan.cache.map((c) => c.output));
+  }
+
+  private async step(graph: string, inputs: Record<string, Tensor | DeviceTensor>, logits: string): Promise<Tensor> {
+    const runner = this.model.graphs[graph]!;
+    const out: Record<string, Tensor | DeviceTensor> = this.onDevice ? await runner.runOnDevice!(inputs, this.keep) : await runner.run(inputs as Record<string, Tensor>);
+    const l = out[logits];
+    if (!l || isDeviceTensor(l)) throw new LingcError(`graph ${graph} returned no logits output ${logits}`);
+    for (const c of this.plan.cache) {
+      const t = out[c.output];
+      if (!t) throw new LingcError(`graph ${graph} returned no cache output ${c.output}`);
+      if (graph === this.plan.prefill.name && this.onDevice) {
+        // Into a buffer with room for the whole generation: the one copy the cache makes.
+        this.cache[c.input] = this.model.reserve!(t as DeviceTensor, c.axis, this.rows);
+        this.model.release!(t as DeviceTensor);
+      } else this.cache[c.input] = t; // on the device: the same buffer, one position longer
+    }
+    return l;
+  }
+
+  /** Runs the prompt [B, S]; returns its logits. */
+  prefill(ids: Tensor): Promise<Tensor> {
+    return this.step(this.plan.prefill.name, { [this.plan.tokens.prefill]: ids }, this.plan.logits.prefill);
+  }
+
+  /** One token per sequence [B, 1] through the cache; returns its logits. */
+  decode(ids: Tensor): Promise<Tensor> {
+    return this.step(this.plan.decode.name, { [this.plan.tokens.decode]: ids, ...this.cache }, this.plan.logits.decode);
+  }
+
+  /** Frees the device buffers of the cache. */
+  close(): void {
+    if (this.onDevice) for (const t of Object.values(this.cache)) this.model.release!(t as DeviceTensor);
+    this.cache = {};
+  }
+}
+
 async function generateBatch(model: LoadedModel, plan: GenerationPlan, prompts: number[][], maxNew: number): Promise<GenerateResult> {
   const B = prompts.length;
   const S = prompts[0]!.length;
@@ -75,15 +140,12 @@ async function generateBatch(model: LoadedModel, plan: GenerationPlan, prompts: 
       stepLogits[b]!.push(row);
       return id;
     });
-
-  const ids = Tensor.from("i64", [B, S], prompts.flat());
-  let out = await model.graphs[plan.prefill.name]!.run({ [plan.tokens.prefill]: ids });
-  let next = take(out[plan.logits.prefill]!);
-  for (let step = 1; step < maxNew; step++) {
-    const inputs: Record<string, Tensor> = { [plan.tokens.decode]: Tensor.from("i64", [B, 1], next) };
-    for (const c of plan.cache) inputs[c.input] = out[c.output]!;
-    out = await model.graphs[plan.decode.name]!.run(inputs);
-    next = take(out[plan.logits.decode]!);
+  const session = new GenerationSession(model, plan, S + maxNew - 1);
+  try {
+    let next = take(await session.prefill(Tensor.from("i64", [B, S], prompts.flat())));
+    for (let step = 1; step < maxNew; step++) next = take(await session.decode(Tensor.from("i64", [B, 1], next)));
+  } finally {
+    session.close();
   }
   return { tokens, stepLogits };
 }
@@ -99,6 +161,7 @@ export async function greedyGenerate(model: LoadedModel, prompts: number[][], ma
   });
   const result: GenerateResult = { tokens: prompts.map(() => []), stepLogits: prompts.map(() => []) };
   if (maxNew <= 0) return result;
+  checkCapacity(plan, Math.max(...prompts.map((p) => p.length)) + maxNew - 1);
   if (model.generate) return model.generate(prompts, maxNew);
   const byLength = new Map<number, number[]>();
   prompts.forEach((p, i) => byLength.set(p.length, [...(byLength.get(p.length) ?? []), i]));

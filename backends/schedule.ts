@@ -3,10 +3,13 @@
  * list of steps, each one kernel of the plan (a call to a kernel function, or an op of its own), with
  * every tensor given a slot. Layer calls are expanded with their scopes (weights get their full
  * checkpoint names) and symbols are rewritten to the entry's (B, S, P). Reshapes become aliases of
- * their input's slot and constants become data, so neither is a step.
+ * their input's slot and constants become data, so neither is a step. An in_place op (cache_append)
+ * is a step whose result is an alias of its first operand: it writes into that storage, a graph
+ * input (ir/cache-storage.ts), which is marked as growing so the host gives it room.
  */
 import type { Dim } from "../ir/dim";
 import { LingcError } from "../ir/errors";
+import { hasTrait } from "../ir/ops";
 import { Func, Module, Op, Value, joinScope } from "../ir/module";
 import { TensorType } from "../ir/types";
 import { unifyTypes } from "../ir/unify";
@@ -35,6 +38,13 @@ export interface Slot {
   /** Source "param": which parameter; source "call": which call site and which of its results. */
   param?: number;
   call?: { site: number; result: number };
+  /**
+   * The result of an in_place op (an alias of its first operand): its storage grown along `axis` to
+   * `rows` (the rows the buffer needs room for).
+   */
+  grows?: { axis: number; rows: Dim };
+  /** A storage an in_place op grows (a graph input, or a parameter of a frame): the axis its buffer has room along. */
+  roomAxis?: number;
 }
 
 export interface Step {
@@ -66,6 +76,24 @@ export function storageSlot(s: { slots: readonly Slot[] }, id: number): number {
   let slot = s.slots[id]!;
   while (slot.source === "alias") slot = s.slots[slot.aliasOf!]!;
   return slot.id;
+}
+
+/** The symbol a host binds to the capacity (rows along the growth axis) of a growing storage slot. */
+export function capacitySymbol(slot: number): string {
+  return `capacity_${slot}`;
+}
+
+/**
+ * The slot of an op's result: a new computed slot, or for an in_place op's result an alias of its
+ * first operand's slot that grows it, whose storage is then marked as having room.
+ */
+export function resultSlot(slots: Slot[], op: Op, i: number, type: TensorType, operand0: number | undefined, name: string | undefined): Omit<Slot, "id"> {
+  if (i !== 0 || operand0 === undefined || !hasTrait(op.opName, "in_place")) return { type, source: "computed", name };
+  const before = slots[operand0]!.type.shape;
+  const axis = type.shape.findIndex((d, a) => !d.equals(before[a]!));
+  if (axis < 0) return { type, source: "alias", aliasOf: operand0, name };
+  slots[storageSlot({ slots }, operand0)]!.roomAxis = axis;
+  return { type, source: "alias", aliasOf: operand0, name, grows: { axis, rows: type.shape[axis]! } };
 }
 
 export function buildSchedule(m: Module): Schedule {
@@ -136,11 +164,11 @@ export function buildSchedule(m: Module): Schedule {
         });
       } else {
         for (const v of op.operands) reads.set(v, get(v));
-        for (const r of op.results) {
-          const id = newSlot({ type: tr(r.type, subst), source: "computed", name: named(r) });
+        op.results.forEach((r, i) => {
+          const id = newSlot(resultSlot(slots, op, i, tr(r.type, subst), op.operands.length ? get(op.operands[0]!) : undefined, named(r)));
           writes.set(r, id);
           env.set(r, id);
-        }
+        });
       }
       steps.push({ op, kernel: callee, ops: callee ? callee.body : [op], scope, reads, writes, subst: inner });
     }

@@ -5,9 +5,11 @@
  *   generation = "prefill" | "decode"   this graph's role in greedy generation
  *   tokens     = "input_ids"            the input taking token ids [B, S]
  *   logits     = "logits"               the output [B, S, V] whose last position picks the next token
- *   kv_cache   = "past.*.key <- present.*.key axis 2; past.*.value <- present.*.value axis 2"
+ *   kv_cache   = "past.*.key <- present.*.key axis 2 capacity 4096; past.*.value <- ..."
  *                                      (decode) each cache input, the output of the previous step
- *                                      (prefill or decode) that feeds it, and the axis it grows along;
+ *                                      (prefill or decode) that feeds it, the axis it grows along and
+ *                                      the most positions it may hold (generation refuses to go past
+ *                                      it; the graph's cache_append ops grow it in place up to there);
  *                                      `*` stands for one name part, the same on both sides
  */
 import { LingcError } from "./errors";
@@ -16,13 +18,11 @@ export interface CacheRule {
   input: string;
   output: string;
   axis: number;
+  capacity: number;
 }
 
-export interface CachePair {
-  input: string;
-  output: string;
-  axis: number;
-}
+/** A cache rule expanded to one input and its output. */
+export type CachePair = CacheRule;
 
 export interface GenerationRole {
   role: "prefill" | "decode";
@@ -31,7 +31,7 @@ export interface GenerationRole {
   cache: CacheRule[];
 }
 
-const RULE = /^\s*(\S+)\s*<-\s*(\S+)\s+axis\s+(\d+)\s*$/;
+const RULE = /^\s*(\S+)\s*<-\s*(\S+)\s+axis\s+(\d+)\s+capacity\s+(\d+)\s*$/;
 
 export function parseCacheRules(text: string, where: string): CacheRule[] {
   return text
@@ -39,14 +39,16 @@ export function parseCacheRules(text: string, where: string): CacheRule[] {
     .filter((s) => s.trim())
     .map((item) => {
       const m = RULE.exec(item);
-      if (!m) throw new LingcError(`${where}: kv_cache entry '${item.trim()}' is not 'INPUT <- OUTPUT axis N'`);
+      if (!m) throw new LingcError(`${where}: kv_cache entry '${item.trim()}' is not 'INPUT <- OUTPUT axis N capacity C'`);
       if ((m[1]!.match(/\*/g) ?? []).length !== (m[2]!.match(/\*/g) ?? []).length) throw new LingcError(`${where}: kv_cache entry '${item.trim()}' has a different number of '*' on each side`);
-      return { input: m[1]!, output: m[2]!, axis: Number(m[3]) };
+      const capacity = Number(m[4]);
+      if (!(capacity > 0 && Number.isSafeInteger(capacity))) throw new LingcError(`${where}: kv_cache entry '${item.trim()}' has capacity ${m[4]}; it must be a positive integer`);
+      return { input: m[1]!, output: m[2]!, axis: Number(m[3]), capacity };
     });
 }
 
 export function formatCacheRules(rules: readonly CacheRule[]): string {
-  return rules.map((r) => `${r.input} <- ${r.output} axis ${r.axis}`).join("; ");
+  return rules.map((r) => `${r.input} <- ${r.output} axis ${r.axis} capacity ${r.capacity}`).join("; ");
 }
 
 /** The generation role a module declares, or undefined when it declares none. */
@@ -77,7 +79,7 @@ export function cachePairs(rules: readonly CacheRule[], inputs: readonly string[
       const m = re.exec(name);
       if (!m) continue;
       let i = 1;
-      out.push({ input: name, output: r.output.replace(/\*/g, () => m[i++]!), axis: r.axis });
+      out.push({ input: name, output: r.output.replace(/\*/g, () => m[i++]!), axis: r.axis, capacity: r.capacity });
     }
   }
   return out;

@@ -2,9 +2,11 @@
  * The verifier: checks that a module is well formed and well typed. Every value is defined once
  * before use; every op exists in the op table, has the right operands and attributes, and its
  * declared result types are the ones its shape rule gives; every call matches its callee's
- * signature (symbols unified); calls form no cycle; results match the signature. Errors carry the
+ * signature (symbols unified); calls form no cycle; results match the signature; a cache grown in
+ * place is used as cache-storage.ts allows. Errors carry the
  * op's location in the IR text when it was parsed, or its DSL source location.
  */
+import { verifyCacheStorage } from "./cache-storage";
 import { LingcError, OpError, type SourcePos } from "./errors";
 import { Func, Module, Op, Value, isStackedWeight } from "./module";
 import { attrsProblem, getOp } from "./ops";
@@ -134,4 +136,5 @@ export function verifyModule(m: Module): void {
   }
   checkCallGraph(m);
   for (const f of m.functions) verifyFunc(f, m);
+  verifyCacheStorage(m);
 }

@@ -10,6 +10,7 @@
  */
 import { Dim } from "../ir/dim";
 import { LingcError } from "../ir/errors";
+import { formatCacheRules } from "../ir/generation";
 import type { Module } from "../ir/module";
 import { ModuleTracer, op, scope, tensor, weight, type Tensor } from "../compiler/dsl";
 import { isMoeLayer, type LingConfig } from "./config";
@@ -41,7 +42,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
     generation: graph === "forward" ? "prefill" : "decode",
     tokens: "input_ids",
     logits: "logits",
-    ...(graph === "decode" ? { kv_cache: "past.*.key <- present.*.key axis 2; past.*.value <- present.*.value axis 2" } : {}),
+    ...(graph === "decode" ? { kv_cache: formatCacheRules(["key", "value"].map((kv) => ({ input: `past.*.${kv}`, output: `present.*.${kv}`, axis: 2, capacity: cfg.maxPositionEmbeddings }))) } : {}),
   });
 
   const norm = (x: Tensor, name: string) => scope(name, () => op.rmsNorm(x, weight("weight", [H], dt), eps));
@@ -66,8 +67,8 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
         k = op.rope(k, rope.cos, rope.sin);
       }
       if (past) {
-        k = op.concat([past.key, k], 2);
-        v = op.concat([past.value, v], 2);
+        k = op.cacheAppend(past.key, k, 2);
+        v = op.cacheAppend(past.value, v, 2);
       }
       const o = op.attention(q, k, v, { scale: 1 / Math.sqrt(d), causal: true });
       const merged = op.reshape(op.transpose(o, [0, 2, 1, 3]), [B, S, nh * d]);

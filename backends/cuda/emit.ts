@@ -5,7 +5,8 @@
  * layer call is a call of that function for the layer's frame (frames.ts; the runtime lays the
  * frames' slots side by side when it loads a graph). Dense matmuls (`linear`) become calls of the
  * runtime's linear (cuBLASLt, or its GEMV for one row); grouped expert matmuls, the SwiGLU experts,
- * attention, moe_dispatch and lone float casts and concats call the runtime's routines (runtime/);
+ * attention, moe_dispatch, cache appends (in place, into a graph input with room) and lone float
+ * casts and concats call the runtime's routines (runtime/);
  * every other kernel of the plan is generated from kir, and identical kernels are emitted once.
  * Steps that read only weights (such as the router weight's cast to fp32) run once at load.
  */
@@ -183,7 +184,7 @@ class FuncEmitter {
       const storage = storageSlot(fr, sl.id);
       const ref = sl.source === "param" ? sl.param! : sl.source === "alias" ? storage : sl.source === "call" ? sl.call!.site : -1;
       const ref2 = sl.source === "call" ? sl.call!.result : -1;
-      return `  {${cppString(sl.name ?? "")}, ${cppString(sl.weight ?? "")}, ${DTYPE_CODE[cudaStorage(sl.type.dtype)]}, ${SOURCE_CODE[sl.source]}, ${ref}, ${ref2}, ${sl.type.rank}, ${this.resident.has(sl.id) ? 1 : 0}}`;
+      return `  {${cppString(sl.name ?? "")}, ${cppString(sl.weight ?? "")}, ${DTYPE_CODE[cudaStorage(sl.type.dtype)]}, ${SOURCE_CODE[sl.source]}, ${ref}, ${ref2}, ${sl.type.rank}, ${this.resident.has(sl.id) ? 1 : 0}, ${sl.grows?.axis ?? -1}}`;
     });
     lines.push(`static const lingc::LocalSlot ${F}_slots[] = {\n${slotMeta.join(",\n")}\n};`);
     lines.push(`static void ${F}_shape(int slot, const long* sym, long* out) {`);
@@ -254,7 +255,7 @@ function generationTable(graphs: readonly Module[]): string {
   const dr = roles[d]!;
   const pairs = cachePairs(dr.cache, graphs[d]!.entry!.params.map((x) => x.name!));
   return [
-    `static const lingc::CacheDef CACHE[] = {${pairs.map((c) => `{${cppString(c.input)}, ${cppString(c.output)}, ${c.axis}}`).join(", ") || "{\"\", \"\", 0}"}};`,
+    `static const lingc::CacheDef CACHE[] = {${pairs.map((c) => `{${cppString(c.input)}, ${cppString(c.output)}, ${c.axis}, ${c.capacity}L}`).join(", ") || "{\"\", \"\", 0, 0}"}};`,
     `extern const lingc::GenerationDef GENERATION = {${p}, ${d}, ${cppString(pr.tokens)}, ${cppString(pr.logits)}, ${cppString(dr.tokens)}, ${cppString(dr.logits)}, ${pairs.length}, CACHE};`,
   ].join("\n");
 }

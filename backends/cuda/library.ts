@@ -87,6 +87,17 @@ function concatCall(_choice: DispatchChoice, step: Step, c: EmitCtx): string {
   return `{ const int s_[] = {${srcs}}; const long c_[] = {${cols}}; c.concat(${c.slot(r)}, ${c.dim(product(r.type.shape.slice(0, axis)))}, ${op.operands.length}, s_, c_); }`;
 }
 
+/** cache_append: the new rows written into the cache's buffer (a graph input with room), in place. */
+function appendCall(_choice: DispatchChoice, step: Step, c: EmitCtx): string {
+  const op = step.op;
+  const [cache, x] = op.operands as [Value, Value];
+  const rank = x.type.rank;
+  const axis = (attrsOf(OPS.cache_append, op).axis + rank) % rank;
+  const outer = product(x.type.shape.slice(0, axis));
+  const inner = product(x.type.shape.slice(axis + 1));
+  return `c.append(${c.slot(op.results[0]!)}, ${c.slot(x)}, ${c.dim(outer)}, ${c.dim(cache.type.shape[axis]!)}, ${c.dim(x.type.shape[axis]!)}, ${c.dim(inner)});`;
+}
+
 function attentionCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
   const att = step.ops.find((o) => o.opName === "attention")!;
   const [q, k, v] = att.operands as [Value, Value, Value];
@@ -121,6 +132,7 @@ const CALLS: Record<string, Call> = {
   moe_dispatch: dispatchCall,
   cast: castCall,
   concat: concatCall,
+  cache_append: appendCall,
   attention: attentionCall,
 };
 

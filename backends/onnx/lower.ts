@@ -250,6 +250,9 @@ export const LOWERINGS: Record<string, Lowering> = {
     emitTo(c, 0, slice(c, c.ins[0]!, a["axis"] as number, a["start"] as number, a["end"] as number));
   },
   concat: (c) => void c.g.node("Concat", c.ins, c.out, { axis: attrs(c)["axis"] as number }, c.meta),
+  // ONNX keeps a graph's inputs and outputs apart, so the decode graph cannot grow past.* in place:
+  // present.* is a new tensor, and Concat copies the whole cache into it each step (docs/ARCHITECTURE.md).
+  cache_append: (c) => void c.g.node("Concat", c.ins, c.out, { axis: attrs(c)["axis"] as number }, c.meta),
   shift: (c) => {
     const a = attrs(c);
     const axis = a["axis"] as number;

@@ -22,6 +22,11 @@ export interface ArtifactSlot {
   values?: number[];
   /** A weight stored as several GPU buffers of `rows` leading-axis rows each (it exceeds a binding limit). */
   parts?: { rows: number; count: number };
+  /**
+   * An input a cache_append grows in place: the axis, the length it grows to (its buffer needs room
+   * for that many rows), and the symbol that carries the buffer's actual rows to the kernels.
+   */
+  grows?: { axis: number; rows: DimTerms; capacity: string };
 }
 
 export interface ArtifactKernel {

@@ -12,7 +12,7 @@ import { compileWgsl } from "./compile";
 import { Op } from "../../ir/module";
 import { templateForOp } from "../kernels/gen";
 import { WgslGraph } from "./host";
-import { graphRunner } from "./runner";
+import { wgslModel } from "./runner";
 import { nodeDevice } from "./node";
 
 /** The WebGPU profile a program was compiled for. */
@@ -44,14 +44,9 @@ export const wgslBackend: Backend = {
       return t.data instanceof Float32Array ? t.data : Int32Array.from(t.data);
     };
     const graphs = await Promise.all(artifacts.map((a) => WgslGraph.load(device, a, provide)));
-    const profile = { on: options.profileKernels ?? false };
-    return {
-      graphs: Object.fromEntries(graphs.map((g) => [g.artifact.graph, graphRunner(g, profile)])),
-      signatures: Object.fromEntries(artifacts.map((a) => [a.graph, a.signature])),
-      close: () => {
-        for (const g of graphs) g.destroy();
-        device.destroy();
-      },
-    };
+    return wgslModel(device, graphs, { on: options.profileKernels ?? false }, () => {
+      for (const g of graphs) g.destroy();
+      device.destroy();
+    });
   },
 };

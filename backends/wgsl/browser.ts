@@ -8,7 +8,7 @@ import { decodeTensor, parseSafetensors } from "../weights/safetensors-format";
 import type { LoadedModel } from "../backend";
 import type { WgslArtifact } from "./artifact";
 import { WgslGraph, type WeightProvider } from "./host";
-import { graphRunner, type WgslRunner } from "./runner";
+import { wgslModel, type WgslRunner } from "./runner";
 
 export interface BrowserModel extends LoadedModel {
   graphs: Record<string, WgslRunner>;
@@ -49,11 +49,7 @@ export async function createBrowserModel(device: GPUDevice, artifacts: readonly 
   const provide = weightsFromBytes(weightBytes);
   const graphs: WgslGraph[] = [];
   for (const a of artifacts) graphs.push(await WgslGraph.load(device, a, provide));
-  return {
-    graphs: Object.fromEntries(graphs.map((g) => [g.artifact.graph, graphRunner(g, profile)])),
-    signatures: Object.fromEntries(artifacts.map((a) => [a.graph, a.signature])),
-    close: () => {
-      for (const g of graphs) g.destroy();
-    },
-  };
+  return wgslModel(device, graphs, profile, () => {
+    for (const g of graphs) g.destroy();
+  });
 }

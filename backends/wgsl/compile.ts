@@ -8,7 +8,7 @@ import type { Dim } from "../../ir/dim";
 import { LingcError, formatPos } from "../../ir/errors";
 import type { Module } from "../../ir/module";
 import { signatureOf } from "../backend";
-import { buildSchedule } from "../schedule";
+import { buildSchedule, capacitySymbol, storageSlot } from "../schedule";
 import { generateStep } from "../kernels/gen";
 import { renderWgsl } from "./render";
 import type { ArtifactDtype, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
@@ -36,6 +36,13 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
     }
     return out;
   });
+  // Inputs grown in place: the rows their buffers need, and the symbol that carries the rows they have.
+  for (const sl of s.slots) {
+    if (!sl.grows) continue;
+    const st = s.slots[storageSlot(s, sl.id)]!;
+    if (st.source !== "input") throw new LingcError(`WGSL: the storage a cache_append grows must be a graph input (${sl.name ?? `slot ${sl.id}`} grows a ${st.source} slot)`);
+    slots[st.id]!.grows = { axis: sl.grows.axis, rows: dimTerms(sl.grows.rows), capacity: capacitySymbol(st.id) };
+  }
 
   // Weights over the binding limit are split along their leading axis.
   const maxBinding = profile.maxStorageBufferBindingSize;

@@ -3,6 +3,11 @@
  * the same code runs in Node (Dawn, the `webgpu` package) and in a browser. Weights and constants
  * are uploaded once; each run binds the symbols (B, S, P) from the input shapes, allocates the
  * activation buffers, sets each kernel's sizes and dispatches the plan in order.
+ *
+ * A KV cache stays on the GPU between runs as a GpuTensor: an input that a cache_append grows is
+ * held in a buffer with room along its growth axis (given so by the caller, or made so on the way
+ * in), the append writes only the new rows into it, and the output it returns is the same buffer,
+ * one row longer. Kernels read it with the buffer's row count (a capacity symbol of the artifact).
  */
 import { evalTerms, type ArtifactSlot, type WgslArtifact } from "./artifact";
 
@@ -26,17 +31,67 @@ export interface KernelTiming {
   ms: number;
 }
 
+/**
+ * A tensor left in a GPU buffer between runs. `room`: the buffer holds `rows` positions along
+ * `axis` (at least shape[axis]; the rows past it are not the tensor's); without it the buffer is
+ * exactly the shape. Tensors that share a buffer (a cache before and after an append) are freed once.
+ */
+export interface GpuTensor {
+  buffer: GPUBuffer;
+  dtype: "f32" | "i32";
+  shape: number[];
+  room?: { axis: number; rows: number };
+}
+
 export interface RunOptions {
   /** Names of internal values to read back (those the plan materializes). */
   observe?: (name: string) => boolean;
   /** Time each kernel (one submission per kernel: slower, for profiling). */
   profile?: boolean;
+  /** Outputs to leave on the GPU (in `kept`) instead of reading them back. */
+  keep?: (name: string) => boolean;
 }
 
 export interface RunResult {
   outputs: Record<string, HostTensor>;
   observed: Record<string, HostTensor>;
+  /** The outputs left on the GPU; the caller frees their buffers. */
+  kept: Record<string, GpuTensor>;
   timings?: KernelTiming[];
+}
+
+export function isGpuTensor(t: HostTensor | GpuTensor): t is GpuTensor {
+  return "buffer" in t;
+}
+
+/** Outer and inner extents of a shape around one axis (a row-major [outer, shape[axis], inner] view). */
+function around(shape: readonly number[], axis: number): { outer: number; inner: number } {
+  return { outer: shape.slice(0, axis).reduce((a, b) => a * b, 1), inner: shape.slice(axis + 1).reduce((a, b) => a * b, 1) };
+}
+
+/**
+ * `t` in a new buffer with room for `rows` positions along `axis`: host data is laid out with the
+ * gaps and uploaded; a GPU tensor is copied block by block. The one copy a cache makes on its way into
+ * in-place growth.
+ */
+export function withRoom(device: GPUDevice, t: HostTensor | GpuTensor, axis: number, rows: number, label: string): GpuTensor {
+  const len = t.shape[axis]!;
+  if (rows < len) throw new Error(`${label}: room for ${rows} rows along axis ${axis} is less than its ${len}`);
+  const { outer, inner } = around(t.shape, axis);
+  const bytes = outer * rows * inner * 4;
+  const buffer = device.createBuffer({ size: Math.max(16, bytes), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label });
+  const block = len * inner;
+  if (!isGpuTensor(t)) {
+    const data = t.data instanceof Float32Array ? new Float32Array(outer * rows * inner) : new Int32Array(outer * rows * inner);
+    for (let o = 0; o < outer; o++) data.set(t.data.subarray(o * block, (o + 1) * block), o * rows * inner);
+    if (data.byteLength) device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+  } else if (block > 0) {
+    const srcRows = t.room?.axis === axis ? t.room.rows : len;
+    const enc = device.createCommandEncoder();
+    for (let o = 0; o < outer; o++) enc.copyBufferToBuffer(t.buffer, o * srcRows * inner * 4, buffer, o * rows * inner * 4, block * 4);
+    device.queue.submit([enc.finish()]);
+  }
+  return { buffer, dtype: t.dtype, shape: [...t.shape], room: { axis, rows } };
 }
 
 const isFloat = (dt: string) => dt === "f32" || dt === "f16" || dt === "bf16" || dt === "f8e4m3fn" || dt === "f8e5m2";
@@ -84,8 +139,8 @@ export class WgslGraph {
     return new WgslGraph(device, a, pipelines, resident);
   }
 
-  /** Runs the graph. Inputs by name (ids as i32); returns the outputs (and observed values) read back. */
-  async run(inputs: Record<string, HostTensor>, opts: RunOptions = {}): Promise<RunResult> {
+  /** Runs the graph. Inputs by name (ids as i32), on the host or the GPU; returns the outputs (and observed values) read back, or kept. */
+  async run(inputs: Record<string, HostTensor | GpuTensor>, opts: RunOptions = {}): Promise<RunResult> {
     const a = this.artifact;
     const device = this.device;
     const bindings = new Map<string, number>();
@@ -103,6 +158,8 @@ export class WgslGraph {
     const maxBinding = device.limits.maxStorageBufferBindingSize;
     const buffers = new Map<number, GPUBuffer[]>(this.resident);
     const transient: GPUBuffer[] = [];
+    /** Rows along the growth axis of each growing storage's buffer. */
+    const rowsOf = new Map<number, number>();
     const bufferOf = (id: number): GPUBuffer[] => {
       const s = storage(id);
       let b = buffers.get(s.id);
@@ -123,7 +180,21 @@ export class WgslGraph {
       const s = a.slots[inp.slot]!;
       const want = shapeOf(s);
       if (want.length !== t.shape.length || want.some((d, k) => d !== t.shape[k])) throw new Error(`input '${inp.name}' has shape [${t.shape}], the graph expects [${want}]`);
-      device.queue.writeBuffer(bufferOf(inp.slot)[0]!, 0, t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      if (s.grows) {
+        // A cache grown in place: its buffer needs room for the rows the append adds.
+        const need = evalTerms(s.grows.rows, bindings);
+        let g = isGpuTensor(t) && t.room?.axis === s.grows.axis && t.room.rows >= need ? t : undefined;
+        if (!g) {
+          g = withRoom(device, t, s.grows.axis, need, inp.name);
+          transient.push(g.buffer);
+        }
+        buffers.set(s.id, [g.buffer]);
+        rowsOf.set(s.id, g.room!.rows);
+        bindings.set(s.grows.capacity, g.room!.rows);
+      } else if (isGpuTensor(t)) {
+        if (t.room && t.room.rows !== t.shape[t.room.axis]) throw new Error(`input '${inp.name}' lies in a buffer with room to grow, which this graph does not grow`);
+        buffers.set(s.id, [t.buffer]);
+      } else device.queue.writeBuffer(bufferOf(inp.slot)[0]!, 0, t.data.buffer, t.data.byteOffset, t.data.byteLength);
     }
 
     const timings: KernelTiming[] = [];
@@ -156,28 +227,54 @@ export class WgslGraph {
     }
     device.queue.submit([encoder.finish()]);
 
-    const read = async (id: number): Promise<HostTensor> => {
+    /** A value as a GPU tensor: its storage's buffer, with the room that buffer has. */
+    const onGpu = (id: number): GpuTensor => {
       const s = storage(id);
-      const shape = shapeOf(a.slots[id]!);
-      const bytes = shape.reduce((x, y) => x * y, 1) * 4;
+      const rows = rowsOf.get(s.id);
+      return { buffer: bufferOf(s.id)[0]!, dtype: isFloat(s.dtype) ? "f32" : "i32", shape: shapeOf(a.slots[id]!), room: rows !== undefined ? { axis: s.grows!.axis, rows } : undefined };
+    };
+    const read = async (id: number): Promise<HostTensor> => {
+      const t = onGpu(id);
+      const { outer, inner } = t.room ? around(t.shape, t.room.axis) : { outer: 1, inner: 1 };
+      const len = t.room ? t.shape[t.room.axis]! : 0;
+      // A grown cache is read with its buffer's rows, then packed.
+      const count = t.room ? outer * t.room.rows * inner : t.shape.reduce((x, y) => x * y, 1);
+      const bytes = count * 4;
       const staging = device.createBuffer({ size: Math.max(16, bytes), usage: USAGE.MAP_READ | USAGE.COPY_DST });
       const enc = device.createCommandEncoder();
-      if (bytes > 0) enc.copyBufferToBuffer(bufferOf(s.id)[0]!, 0, staging, 0, bytes);
+      if (bytes > 0) enc.copyBufferToBuffer(t.buffer, 0, staging, 0, bytes);
       device.queue.submit([enc.finish()]);
       await staging.mapAsync(MAP_READ);
       const raw = staging.getMappedRange().slice(0, bytes);
       staging.unmap();
       staging.destroy();
-      return isFloat(s.dtype) ? { dtype: "f32", shape, data: new Float32Array(raw) } : { dtype: "i32", shape, data: new Int32Array(raw) };
+      let data: Float32Array | Int32Array = t.dtype === "f32" ? new Float32Array(raw) : new Int32Array(raw);
+      if (t.room) {
+        const packed = t.dtype === "f32" ? new Float32Array(outer * len * inner) : new Int32Array(outer * len * inner);
+        for (let o = 0; o < outer; o++) packed.set(data.subarray(o * t.room.rows * inner, o * t.room.rows * inner + len * inner), o * len * inner);
+        data = packed;
+      }
+      return { dtype: t.dtype, shape: t.shape, data } as HostTensor;
     };
     const outputs: Record<string, HostTensor> = {};
-    for (const o of a.outputs) outputs[o.name] = await read(o.slot);
+    const kept: Record<string, GpuTensor> = {};
+    for (const o of a.outputs) {
+      if (!opts.keep?.(o.name)) {
+        outputs[o.name] = await read(o.slot);
+        continue;
+      }
+      const t = onGpu(o.slot);
+      kept[o.name] = t;
+      // The caller owns it now.
+      const at = transient.indexOf(t.buffer);
+      if (at >= 0) transient.splice(at, 1);
+    }
     const observed: Record<string, HostTensor> = {};
     if (opts.observe) {
       for (const s of a.slots) if (s.name && s.source === "computed" && opts.observe(s.name)) observed[s.name] = await read(s.id);
     }
     for (const b of transient) b.destroy();
-    return { outputs, observed, timings: opts.profile ? timings : undefined };
+    return { outputs, observed, kept, timings: opts.profile ? timings : undefined };
   }
 
   destroy(): void {

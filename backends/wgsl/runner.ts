@@ -1,7 +1,7 @@
-/** A GraphRunner (the backend contract) over a WgslGraph, in Node or in a browser. */
+/** The backend contract (GraphRunner, LoadedModel) over WgslGraphs, in Node or in a browser. */
 import type { Tensor } from "../../ir/tensor";
-import type { GraphRunner } from "../backend";
-import type { HostTensor, KernelTiming, WgslGraph } from "./host";
+import { isDeviceTensor, type DeviceTensor, type GraphRunner, type GraphSignature, type LoadedModel } from "../backend";
+import { withRoom, type GpuTensor, type HostTensor, type KernelTiming, type WgslGraph } from "./host";
 import { fromHost, toHost } from "./tensors";
 
 export interface WgslRunner extends GraphRunner {
@@ -9,11 +9,19 @@ export interface WgslRunner extends GraphRunner {
   lastTimings?: KernelTiming[];
 }
 
+/** A GPU tensor as the backend contract's DeviceTensor. */
+interface WgslDeviceTensor extends DeviceTensor {
+  gpu: GpuTensor;
+}
+
+const wrap = (gpu: GpuTensor, dtype: Tensor["dtype"]): WgslDeviceTensor => ({ onDevice: true, dtype, shape: gpu.shape, gpu });
+
 /** `profile.on` makes each run time its kernels (one submission per kernel). */
 export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRunner {
   const a = graph.artifact;
   // Outputs come back as f32 or i32; they are labelled with the dtypes the graph declares.
   const dtypes = new Map(a.outputs.map((o) => [o.name, a.slots[o.slot]!.dtype]));
+  const label = (name: string, t: HostTensor) => fromHost(t, dtypes.get(name) ?? (t.dtype === "f32" ? "f32" : "i64"));
   const r: WgslRunner = {
     graph,
     async run(inputs, observe) {
@@ -22,10 +30,35 @@ export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRun
       const res = await graph.run(host, { observe: observe ? () => true : undefined, profile: profile.on });
       r.lastTimings = res.timings;
       const out: Record<string, Tensor> = {};
-      for (const [k, v] of Object.entries(res.outputs)) out[k] = fromHost(v, dtypes.get(k) ?? (v.dtype === "f32" ? "f32" : "i64"));
+      for (const [k, v] of Object.entries(res.outputs)) out[k] = label(k, v);
       if (observe) for (const [k, v] of Object.entries(res.observed)) observe(k, fromHost(v, v.dtype === "f32" ? "f32" : "i32"));
+      return out;
+    },
+    async runOnDevice(inputs, keep) {
+      const given: Record<string, HostTensor | GpuTensor> = {};
+      for (const [k, v] of Object.entries(inputs)) given[k] = isDeviceTensor(v) ? (v as WgslDeviceTensor).gpu : toHost(v);
+      const res = await graph.run(given, { keep: (n) => keep.has(n), profile: profile.on });
+      r.lastTimings = res.timings;
+      const out: Record<string, Tensor | DeviceTensor> = {};
+      for (const [k, v] of Object.entries(res.outputs)) out[k] = label(k, v);
+      for (const [k, v] of Object.entries(res.kept)) out[k] = wrap(v, dtypes.get(k) ?? v.dtype);
       return out;
     },
   };
   return r;
+}
+
+/** The LoadedModel of WgslGraphs on one device (Node's backend and the browser's loader). */
+export function wgslModel(device: GPUDevice, graphs: readonly WgslGraph[], profile: { on: boolean }, close: () => void): LoadedModel & { graphs: Record<string, WgslRunner> } {
+  return {
+    graphs: Object.fromEntries(graphs.map((g) => [g.artifact.graph, graphRunner(g, profile)])),
+    signatures: Object.fromEntries(graphs.map((g): [string, GraphSignature] => [g.artifact.graph, g.artifact.signature])),
+    reserve(t, axis, rows) {
+      return wrap(withRoom(device, (t as WgslDeviceTensor).gpu, axis, rows, "kv cache"), t.dtype);
+    },
+    release(t) {
+      (t as WgslDeviceTensor).gpu.buffer.destroy();
+    },
+    close,
+  };
 }

@@ -40,6 +40,8 @@ export const reshape = (x: Tensor, shape: readonly DimLike[]) => emit1("reshape"
 export const transpose = (x: Tensor, perm: number[]) => emit1("transpose", [x], { perm });
 export const slice = (x: Tensor, axis: number, start: number, end: number) => emit1("slice", [x], { axis, start, end });
 export const concat = (xs: Tensor[], axis: number) => emit1("concat", xs, { axis });
+/** A KV cache grown by `x` along `axis` (concat's value; backends grow the cache's buffer in place). */
+export const cacheAppend = (cache: Tensor, x: Tensor, axis: number) => emit1("cache_append", [cache, x], { axis });
 export const shift = (x: Tensor, axis: number, offset: number, fill: number) => emit1("shift", [x], { axis, offset, fill });
 export const iota = (start: DimLike, length: DimLike, dtype: DType) => emit1("iota", [], { start: dim(start), length: dim(length), dtype });
 

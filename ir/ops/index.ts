@@ -1,4 +1,5 @@
 /** Loads every op declaration into the table; import this before using getOp(). */
+import { CACHE_APPEND } from "./cache";
 import { CAST } from "./elementwise";
 import { REDUCE_MAX, REDUCE_MEAN, REDUCE_SUM } from "./reduce";
 import { CONCAT, CONSTANT, IOTA, RESHAPE, SHIFT, SLICE, TRANSPOSE } from "./shape";
@@ -18,6 +19,7 @@ export const OPS = {
   transpose: TRANSPOSE,
   slice: SLICE,
   concat: CONCAT,
+  cache_append: CACHE_APPEND,
   shift: SHIFT,
   iota: IOTA,
   constant: CONSTANT,

@@ -54,9 +54,11 @@ export interface InterpCtx {
  * - free: needs no kernel and moves no bytes (a reshape shares its operand's storage; a constant is data);
  * - contraction: sums products over a contraction axis (a matmul-like op; an epilogue can follow it);
  * - gemm: a dense matrix product of two operands that a GEMM library can run;
- * - reduction: reduces its operand over some axes.
+ * - reduction: reduces its operand over some axes;
+ * - in_place: its result is its first operand's storage, updated (a backend writes only what the op
+ *   adds); it is never fused, and its first operand has no other writer.
  */
-export const TRAITS = ["elementwise", "view", "free", "contraction", "gemm", "reduction"] as const;
+export const TRAITS = ["elementwise", "view", "free", "contraction", "gemm", "reduction", "in_place"] as const;
 export type Trait = (typeof TRAITS)[number];
 
 export type AttrSpecs = Readonly<Record<string, AttrSpec>>;

@@ -1,6 +1,6 @@
 /**
  * The CUDA runtime's library kernels as data: for each kind of step the runtime runs itself (a dense
- * linear, the expert matmuls, the MoE dispatch, attention, float copies), the kernels it can run it
+ * linear, the expert matmuls, the MoE dispatch, attention, float copies, cache appends), the kernels it can run it
  * with and the condition under which each is chosen, as a dispatch (ir/dispatch.ts) in the step's
  * sizes. The kernel-selection pass writes it into the plan, the CUDA emitter turns it into the host
  * code's branches, and the runtime only runs what it is told. Static facts (dtypes, head dims,
@@ -57,6 +57,7 @@ export function libraryKind(ops: readonly Op[]): string | undefined {
   if (lone(ops, "moe_dispatch")) return "moe_dispatch";
   if (lone(ops, "cast") && ["f32", "bf16"].includes(ops[0]!.operands[0]?.type.dtype ?? "") && ["f32", "bf16"].includes(ops[0]!.results[0]?.type.dtype ?? "")) return "cast";
   if (lone(ops, "concat") && ops[0]!.operands.length <= 4) return "concat";
+  if (lone(ops, "cache_append")) return "cache_append";
   if (n.filter((x) => x === "attention").length === 1 && n.every((x) => ["attention", "transpose", "reshape"].includes(x))) return "attention";
   return undefined;
 }
@@ -135,6 +136,10 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       break;
     case "concat":
       all = [choice("concat_copy")];
+      break;
+    case "cache_append":
+      // The new rows into the cache's buffer, in place: one strided copy.
+      all = [choice("append_rows")];
       break;
     case "attention": {
       const att = ops.find((o) => o.opName === "attention")!;

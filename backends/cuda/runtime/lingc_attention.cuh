@@ -12,12 +12,13 @@
  * (nsplit > 1) each block leaves (max, sum, acc) per head in `part`, and the last block of an item to
  * finish (counted in `counters`, which it resets) combines them into `out`. Loops are unrolled so
  * that each thread has several loads in flight: a decode step is latency-bound, not bandwidth-bound.
+ * Keys and values are Tk rows of heads that lie Tr rows apart (Tr > Tk: a KV cache grown in place).
  */
 constexpr int DEC_ROWS = 8, DEC_CHUNK = 256, DEC_THREADS = 128, DEC_MAX_SPLIT = 128;
 
 template <typename T, bool VEC>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* __restrict__ part, int* __restrict__ counters,
-                                                         T* __restrict__ out, long nh, long nkv, long S, long Tk, int D, int DV, float scale, int causal, int chunk, int nsplit, int transposed) {
+                                                         T* __restrict__ out, long nh, long nkv, long S, long Tk, long Tr, int D, int DV, float scale, int causal, int chunk, int nsplit, int transposed) {
   pdl_enter();
   const int rep = (int)(nh / nkv), ngroups = (rep + DEC_ROWS - 1) / DEC_ROWS;
   const long item = blockIdx.x;
@@ -42,8 +43,8 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
     sq[r][c] = r < R ? ld(q, ((b * nh + h0 + r) * S + i) * D + c) : 0.f;
   }
   __syncthreads();
-  const T* kb = k + ((b * nkv + g) * Tk + j0) * D;
-  const T* vb = v + ((b * nkv + g) * Tk + j0) * DV;
+  const T* kb = k + ((b * nkv + g) * Tr + j0) * D;
+  const T* vb = v + ((b * nkv + g) * Tr + j0) * DV;
   const int quad = tid >> 2, qp = tid & 3, ngrp = D / 8;
 #pragma unroll 2
   for (int base = 0; base < n; base += DEC_THREADS / 4) {
@@ -279,7 +280,7 @@ constexpr int flash_smem_bytes() { return 4 * FA_BN * (HD + 8) * 2; }
 
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS) flash_attn(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v,
-                                                       __nv_bfloat16* __restrict__ out, long nh, long nkv, long S, long Tk, float scale, int causal, int transposed) {
+                                                       __nv_bfloat16* __restrict__ out, long nh, long nkv, long S, long Tk, long Tr, float scale, int causal, int transposed) {
   constexpr int LD = HD + 8;  // padded shared row: the fragment reads below hit 32 distinct banks
   extern __shared__ __align__(16) unsigned char fa_smem[];
   __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(fa_smem);  // [2][FA_BN][LD]
@@ -288,8 +289,8 @@ __global__ void __launch_bounds__(FA_THREADS) flash_attn(const __nv_bfloat16* __
   const long q0 = (long)(gridDim.x - 1 - blockIdx.x) * FA_BM;  // the longest (causal) tiles first
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, tq = lane & 3;
   const long off = Tk - S;  // query i sits at key position i + off
-  const __nv_bfloat16* kb = k + (b * nkv + g) * Tk * HD;
-  const __nv_bfloat16* vb = v + (b * nkv + g) * Tk * HD;
+  const __nv_bfloat16* kb = k + (b * nkv + g) * Tr * HD;
+  const __nv_bfloat16* vb = v + (b * nkv + g) * Tr * HD;
   const long r0 = q0 + warp * 16 + gr, r1 = r0 + 8;
   unsigned qa[HD / 16][4];
 #pragma unroll
@@ -420,13 +421,16 @@ __global__ void __launch_bounds__(FA_THREADS) flash_attn(const __nv_bfloat16* __
   }
 }
 
-/** K or V per query head: [B, nkv, T, D] -> [B, nkv * rep, T, D] (GQA expanded, so one batched GEMM covers all heads). */
+/**
+ * K or V per query head: [B, nkv, T, D] -> [B, nkv * rep, T, D] (GQA expanded, so one batched GEMM
+ * covers all heads); the source's heads are TRD apart (a cache with room: more than T rows).
+ */
 template <typename T>
-__global__ void repeat_kv(const T* __restrict__ in, T* __restrict__ out, long B, long nkv, long rep, long TD) {
+__global__ void repeat_kv(const T* __restrict__ in, T* __restrict__ out, long B, long nkv, long rep, long TD, long TRD) {
   const long idx = linear_block() * blockDim.x + threadIdx.x;
   if (idx >= B * nkv * rep * TD) return;
   const long bh = idx / TD, h = bh % (nkv * rep), b = bh / (nkv * rep);
-  out[idx] = in[(b * nkv + h / rep) * TD + idx % TD];
+  out[idx] = in[(b * nkv + h / rep) * TRD + idx % TD];
 }
 
 /** [B, nh, S, D] -> [B, S, nh, D]. */

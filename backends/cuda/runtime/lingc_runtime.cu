@@ -315,6 +315,8 @@ struct Plan {
   std::vector<const char*> labels;
   int nsym = 0;
   std::vector<int> input_slots, output_slots;
+  std::vector<int> growers;    // the results of cache_append: aliases of the input they grow
+  std::vector<int> room_axis;  // per slot: the axis a grown input's buffer has room along, else -1
 
   static std::string join(const std::string& a, const char* b) {
     if (!b || !*b) return a;
@@ -335,7 +337,7 @@ struct Plan {
     const int base = (int)slots.size();
     for (int l = 0; l < f->nslots; ++l) {
       const LocalSlot& ls = f->slots[l];
-      SlotMeta m{ls.name && *ls.name ? join(prefix, ls.name) : "", "", ls.dtype, ls.source, -1, ls.rank, ls.resident, fi, l};
+      SlotMeta m{ls.name && *ls.name ? join(prefix, ls.name) : "", "", ls.dtype, ls.source, -1, ls.rank, ls.resident, fi, l, ls.grows};
       if (ls.source == SRC_WEIGHT) m.weight = join(prefix, ls.weight);
       if (ls.source == SRC_PARAM) {
         m.source = entry ? SRC_INPUT : SRC_ALIAS;
@@ -374,7 +376,16 @@ struct Plan {
         if (e.f->slots[l].source == SRC_PARAM && e.f->slots[l].ref == g->inputs[i].index) s = e.base + l;
       input_slots.push_back(s);
     }
-    for (int i = 0; i < g->noutputs; ++i) output_slots.push_back(storage(e.base + e.f->results[g->outputs[i].index]));
+    // The result slots themselves (their shapes), not their storage: a grown cache is longer than the input it lives in.
+    for (int i = 0; i < g->noutputs; ++i) output_slots.push_back(e.base + e.f->results[g->outputs[i].index]);
+    room_axis.assign(slots.size(), -1);
+    for (size_t s = 0; s < slots.size(); ++s) {
+      if (slots[s].grows < 0) continue;
+      const int st = storage((int)s);
+      if (slots[st].source != SRC_INPUT) fail("graph %s: a cache_append grows %s, which is not a graph input", g->name, slots[st].name.c_str());
+      growers.push_back((int)s);
+      room_axis[st] = slots[s].grows;
+    }
   }
 
   /** Every frame's symbols from the entry's (frames are in call order: a callee after its caller). */
@@ -644,6 +655,7 @@ class Runtime {
     c.stream = stream;
     c.sym = sym;
     c.ptrs.assign(p.slots.size(), nullptr);
+    c.rows.assign(p.slots.size(), 0);
     const std::vector<DevTensor>& res = resident[&p];
     for (size_t s = 0; s < p.slots.size(); ++s) {
       const SlotMeta& m = p.slots[s];
@@ -672,15 +684,47 @@ class Runtime {
   }
 
   /**
-   * Runs a graph: inputs by name (device tensors), returns the outputs (device tensors the caller
-   * owns); with observe, also every named value the plan materializes.
+   * `t` in a new buffer with room for `rows` positions along `axis` (one strided copy): how a KV
+   * cache enters in-place growth.
    */
-  std::map<std::string, DevTensor> run(const std::string& name, const std::map<std::string, DevTensor>& inputs, bool observe) {
-    const Plan& p = plan(name);
+  DevTensor with_room(const DevTensor& t, int axis, long rows) {
+    long outer = 1, inner = 1;
+    for (int d = 0; d < axis; ++d) outer *= t.shape[d];
+    for (size_t d = axis + 1; d < t.shape.size(); ++d) inner *= t.shape[d];
+    const long len = t.shape.at(axis);
+    if (rows < len) fail("a cache of %ld positions does not fit in room for %ld", len, rows);
+    const size_t eb = dtype_bytes(t.dtype);
+    DevTensor r = t;
+    r.room_axis = axis;
+    r.rows = rows;
+    r.view = false;
+    CK(cudaMallocAsync(&r.ptr, std::max<size_t>((size_t)(outer * rows * inner) * eb, 16), stream));
+    if (outer > 0 && len * inner > 0)
+      CK(cudaMemcpy2DAsync(r.ptr, rows * inner * eb, t.ptr, t.rows_along(axis) * inner * eb, len * inner * eb, outer, cudaMemcpyDeviceToDevice, stream));
+    return r;
+  }
+
+  /** Whether `t` lies in a buffer with rows past its own (a cache grown in place). */
+  static bool has_room(const DevTensor& t) { return t.room_axis >= 0 && t.rows != t.shape.at(t.room_axis); }
+
+  /** `t` copied into a buffer of exactly its shape (for reading back a cache with room). */
+  DevTensor packed(const DevTensor& t) {
+    DevTensor r = with_room(t, t.room_axis, t.shape.at(t.room_axis));
+    r.room_axis = -1;
+    r.rows = 0;
+    return r;
+  }
+
+  /**
+   * Binds a run's inputs by name: checks their shapes and dtypes, points the input slots at them,
+   * and gives each cache the plan grows in place (cache_append) a buffer with room for the rows it
+   * adds: the caller's when it has the room, else a copy into a new buffer (listed in `grown`).
+   */
+  void bind_inputs(Ctx& c, const Plan& p, const std::map<std::string, DevTensor>& inputs, std::vector<int>& grown, bool async_alloc) {
     const GraphDef* g = p.g;
-    Ctx c;
-    bind(c, p, symbols_from(p, inputs));
     std::vector<long> shape(8);
+    c.rows.assign(p.slots.size(), 0);
+    std::vector<const DevTensor*> given(p.slots.size(), nullptr);
     for (int i = 0; i < g->ninputs; ++i) {
       auto it = inputs.find(g->inputs[i].name);
       if (it == inputs.end()) fail("graph %s: missing input '%s'", g->name, g->inputs[i].name);
@@ -689,8 +733,59 @@ class Runtime {
       if ((int)it->second.shape.size() != p.slots[s].rank || !std::equal(it->second.shape.begin(), it->second.shape.end(), shape.begin()))
         fail("graph %s: input '%s' has the wrong shape", g->name, g->inputs[i].name);
       if (it->second.dtype != p.slots[s].dtype) fail("graph %s: input '%s' is %s, the graph takes %s", g->name, g->inputs[i].name, dtype_name(it->second.dtype), dtype_name(p.slots[s].dtype));
+      if (it->second.room_axis >= 0 && it->second.rows != it->second.shape[it->second.room_axis] && p.room_axis[s] != it->second.room_axis)
+        fail("graph %s: input '%s' lies in a buffer with room to grow, which this graph does not grow", g->name, g->inputs[i].name);
       c.ptrs[s] = it->second.ptr;
+      given[s] = &it->second;
     }
+    for (int gs : p.growers) {
+      const int st = p.storage(gs), axis = p.slots[gs].grows;
+      p.shape(gs, c.sym, shape.data());
+      const long need = shape[axis];
+      const DevTensor& t = *given[st];
+      const long have = t.rows_along(axis);
+      if (have >= need) {
+        c.rows[st] = have;
+        continue;
+      }
+      DevTensor r = with_room(t, axis, need);
+      if (!async_alloc) CK(cudaStreamSynchronize(stream));
+      c.ptrs[st] = r.ptr;
+      c.rows[st] = need;
+      grown.push_back(st);
+    }
+  }
+
+  /** An output (or observed value) of a run: slot `s`'s value, a view when its storage is not the run's to give. */
+  DevTensor result(const Ctx& c, const Plan& p, int s, bool view) {
+    const int st = p.storage(s);
+    DevTensor t;
+    t.ptr = c.ptrs[st];
+    t.dtype = p.slots[st].dtype;
+    std::vector<long> shape(8);
+    p.shape(s, c.sym, shape.data());
+    for (int d = 0; d < p.slots[s].rank; ++d) t.shape.push_back(shape[d]);
+    if (c.rows[st] > 0) {
+      t.room_axis = p.room_axis[st];
+      t.rows = c.rows[st];
+    }
+    t.view = view;
+    return t;
+  }
+
+  /**
+   * Runs a graph: inputs by name (device tensors), returns the outputs (device tensors the caller
+   * owns, except views of its inputs: a cache grown in place); with observe, also every named value
+   * the plan materializes.
+   */
+  std::map<std::string, DevTensor> run(const std::string& name, const std::map<std::string, DevTensor>& inputs, bool observe) {
+    const Plan& p = plan(name);
+    const GraphDef* g = p.g;
+    Ctx c;
+    bind(c, p, symbols_from(p, inputs));
+    std::vector<int> grown;
+    bind_inputs(c, p, inputs, grown, true);
+    std::vector<long> shape(8);
     std::vector<int> allocated;
     for (size_t s = 0; s < p.slots.size(); ++s) {
       const SlotMeta& m = p.slots[s];
@@ -701,20 +796,19 @@ class Runtime {
       CK(cudaMallocAsync(&c.ptrs[s], std::max<size_t>((size_t)n * dtype_bytes(m.dtype), 16), stream));
       allocated.push_back((int)s);
     }
+    allocated.insert(allocated.end(), grown.begin(), grown.end());
     resolve_aliases(c, p);
     if (profile) begin_profile(p);
     p.frames[0].f->run(c, p.frames[0]);
     if (profile) end_profile(p);
     std::map<std::string, DevTensor> out;
     std::vector<int> kept;
+    // Storage this run allocated goes to the first value kept in it; the caller's inputs stay the caller's.
     auto keep = [&](const std::string& nm, int s) {
       const int st = p.storage(s);
-      DevTensor t;
-      t.ptr = c.ptrs[st];
-      t.dtype = p.slots[st].dtype;
-      p.shape(s, c.sym, shape.data());
-      for (int d = 0; d < p.slots[s].rank; ++d) t.shape.push_back(shape[d]);
-      out[nm] = t;
+      const bool mine = std::find(allocated.begin(), allocated.end(), st) != allocated.end();
+      const bool first = std::find(kept.begin(), kept.end(), st) == kept.end();
+      out[nm] = result(c, p, s, !(mine && first));
       kept.push_back(st);
     };
     for (int i = 0; i < g->noutputs; ++i) keep(g->outputs[i].name, p.output_slots[i]);
@@ -725,7 +819,6 @@ class Runtime {
         const SlotMeta& st = p.slots[p.storage((int)s)];
         if (st.source == SRC_COMPUTED && !st.resident) keep(m.name, (int)s);
       }
-    // An output (or observed value) may share its storage with another: a slot kept twice is freed once, by the caller.
     for (int s : allocated)
       if (std::find(kept.begin(), kept.end(), s) == kept.end()) CK(cudaFreeAsync(c.ptrs[s], stream));
     return out;
@@ -734,8 +827,8 @@ class Runtime {
   /**
    * Runs a graph as a captured CUDA graph: the first call for a shape (and input buffers) allocates
    * every intermediate once and captures the launches; later calls replay them, with no host work
-   * per kernel. Outputs live in that arena and are overwritten by the next replay. Only for graphs
-   * that need no host synchronization (decoding: the expert GEMV path).
+   * per kernel. Outputs live in that arena (or in the inputs they grow) and are overwritten by the
+   * next replay. Only for graphs that need no host synchronization (decoding: the expert GEMV path).
    */
   std::map<std::string, DevTensor> run_graphed(const std::string& name, const std::map<std::string, DevTensor>& inputs) {
     const Plan& p = plan(name);
@@ -747,8 +840,10 @@ class Runtime {
       Captured cap;
       Ctx& c = cap.ctx;
       bind(c, p, symbols_from(p, inputs));
+      std::vector<int> grown;
+      bind_inputs(c, p, inputs, grown, false);
+      for (int s : grown) cap.arena.push_back(c.ptrs[s]);
       std::vector<long> shape(8);
-      for (int i = 0; i < g->ninputs; ++i) c.ptrs[p.input_slots[i]] = inputs.at(g->inputs[i].name).ptr;
       for (size_t s = 0; s < p.slots.size(); ++s) {
         const SlotMeta& m = p.slots[s];
         if (m.source != SRC_COMPUTED || c.ptrs[s]) continue;
@@ -774,17 +869,7 @@ class Runtime {
     }
     CK(cudaGraphLaunch(it->second.exec, stream));
     std::map<std::string, DevTensor> out;
-    const Ctx& c = it->second.ctx;
-    std::vector<long> shape(8);
-    for (int i = 0; i < g->noutputs; ++i) {
-      const int s = p.output_slots[i];
-      DevTensor t;
-      t.ptr = c.ptrs[s];
-      t.dtype = p.slots[s].dtype;
-      p.shape(s, c.sym, shape.data());
-      for (int d = 0; d < p.slots[s].rank; ++d) t.shape.push_back(shape[d]);
-      out[g->outputs[i].name] = t;
-    }
+    for (int i = 0; i < g->noutputs; ++i) out[g->outputs[i].name] = result(it->second.ctx, p, p.output_slots[i], true);
     return out;
   }
 
@@ -795,8 +880,9 @@ class Runtime {
   };
   std::map<std::string, Captured> captured;
 
+  /** Frees a tensor the caller owns (a view's buffer belongs to the tensor it views). */
   void free_tensor(DevTensor& t) {
-    if (t.ptr) CK(cudaFreeAsync(t.ptr, stream));
+    if (t.ptr && !t.view) CK(cudaFreeAsync(t.ptr, stream));
     t.ptr = nullptr;
   }
 
@@ -875,6 +961,19 @@ static bool expert_grouped(Runtime& rt, const void* x, const int* order, int k, 
 void Ctx::mark(int label) { rt->mark(label); }
 
 int Ctx::dtype(int slot) const { return plan->slots[slot].dtype; }
+
+long Ctx::rows_of(int slot, long extent) const {
+  const long r = rows[plan->storage(slot)];
+  return r > 0 ? r : extent;
+}
+
+void Ctx::append(int out, int src, long outer, long len, long n, long inner) {
+  const long room = rows[plan->storage(out)];
+  if (room < len + n) fail("cache_append: %ld + %ld rows do not fit the cache's buffer (%ld rows)", len, n, room);
+  const size_t eb = dtype_bytes(dtype(src));
+  if (outer > 0 && n * inner > 0)
+    CK(cudaMemcpy2DAsync((char*)ptr(out) + len * inner * eb, room * inner * eb, ptr(src), n * inner * eb, n * inner * eb, outer, cudaMemcpyDeviceToDevice, stream));
+}
 
 void Ctx::call(const Frame& fr, int k) {
   const Frame& child = plan->frames[fr.calls[k]];
@@ -1050,7 +1149,7 @@ void Ctx::expert_loop(int x, int order, int k, int wg, int wu, int offsets, int 
  * DEC_ROWS query heads); keys are split into enough chunks for about a block per SM (`sms` from the
  * target profile), none under 32 keys or over DEC_CHUNK, at most DEC_MAX_SPLIT.
  */
-static void attention_decode(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed, int sms) {
+static void attention_decode(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long Tr, long d, long dv, float scale, bool causal, bool transposed, int sms) {
   cudaStream_t stream = rt.stream;
   if (d > 256 || dv > 256) fail("attention: head dims above 256 are not supported (d=%ld, dv=%ld)", d, dv);
   const long items = B * nkv * S * ((nh / nkv + DEC_ROWS - 1) / DEC_ROWS);
@@ -1065,7 +1164,7 @@ static void attention_decode(Runtime& rt, int dt, const void* qp, const void* kp
   const size_t eb = dtype_bytes(dt);
   // 16-byte key and value loads: rows a multiple of 16 bytes (and of 8 elements, for the P.V columns).
   const bool vec = (d * eb) % 16 == 0 && (dv * eb) % 16 == 0 && dv % 8 == 0 && (uintptr_t)kp % 16 == 0 && (uintptr_t)vp % 16 == 0;
-#define LINGC_DEC(E, V) CK(launch_pdl(stream, attn_decode<E, V>, g1, DEC_THREADS, 0, (const E*)qp, (const E*)kp, (const E*)vp, part, rt.counters, (E*)op, nh, nkv, S, T, (int)d, (int)dv, scale, causal, chunk, nsplit, (int)transposed))
+#define LINGC_DEC(E, V) CK(launch_pdl(stream, attn_decode<E, V>, g1, DEC_THREADS, 0, (const E*)qp, (const E*)kp, (const E*)vp, part, rt.counters, (E*)op, nh, nkv, S, T, Tr, (int)d, (int)dv, scale, causal, chunk, nsplit, (int)transposed))
   if (dt == DT_BF16) { if (vec) LINGC_DEC(__nv_bfloat16, true); else LINGC_DEC(__nv_bfloat16, false); }
   else { if (vec) LINGC_DEC(float, true); else LINGC_DEC(float, false); }
 #undef LINGC_DEC
@@ -1074,11 +1173,11 @@ static void attention_decode(Runtime& rt, int dt, const void* qp, const void* kp
 }
 
 /** Fused bf16 prefill attention, head dims 64 and 128. */
-static void attention_flash(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
+static void attention_flash(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long Tr, long d, long dv, float scale, bool causal, bool transposed) {
   if (dt != DT_BF16 || d != dv || (d != 64 && d != 128)) fail("flash_attn: %s with head dims %ld/%ld is not what it runs (the plan must not choose it)", dtype_name(dt), d, dv);
   const dim3 gf((unsigned)((S + FA_BM - 1) / FA_BM), (unsigned)(B * nh));
-  if (d == 64) flash_attn<64><<<gf, FA_THREADS, flash_smem_bytes<64>(), rt.stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, scale, causal, transposed);
-  else flash_attn<128><<<gf, FA_THREADS, flash_smem_bytes<128>(), rt.stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, scale, causal, transposed);
+  if (d == 64) flash_attn<64><<<gf, FA_THREADS, flash_smem_bytes<64>(), rt.stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, Tr, scale, causal, transposed);
+  else flash_attn<128><<<gf, FA_THREADS, flash_smem_bytes<128>(), rt.stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, Tr, scale, causal, transposed);
   check_launch("flash_attn");
 }
 
@@ -1088,7 +1187,7 @@ static void attention_flash(Runtime& rt, int dt, const void* qp, const void* kp,
  * then P V into the tile's rows. Grouped K/V are first repeated per query head so the batch strides
  * are uniform. The tile keeps at most `score_bytes` of scores (the plan's budget).
  */
-static void attention_tiles(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed, long score_bytes) {
+static void attention_tiles(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long Tr, long d, long dv, float scale, bool causal, bool transposed, long score_bytes) {
   cudaStream_t stream = rt.stream;
   const long rep = nh / nkv, BH = B * nh;
   const size_t eb = dtype_bytes(dt);
@@ -1100,16 +1199,18 @@ static void attention_tiles(Runtime& rt, int dt, const void* qp, const void* kp,
     CK(cudaMallocAsync(&vr, (size_t)BH * T * dv * eb, stream));
     const long nk = BH * T * d, nv = BH * T * dv;
     if (dt == DT_BF16) {
-      repeat_kv<<<grid((nk + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)kx, (__nv_bfloat16*)kr, B, nkv, rep, T * d);
-      repeat_kv<<<grid((nv + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)vx, (__nv_bfloat16*)vr, B, nkv, rep, T * dv);
+      repeat_kv<<<grid((nk + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)kx, (__nv_bfloat16*)kr, B, nkv, rep, T * d, Tr * d);
+      repeat_kv<<<grid((nv + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)vx, (__nv_bfloat16*)vr, B, nkv, rep, T * dv, Tr * dv);
     } else {
-      repeat_kv<<<grid((nk + 255) / 256), 256, 0, stream>>>((const float*)kx, (float*)kr, B, nkv, rep, T * d);
-      repeat_kv<<<grid((nv + 255) / 256), 256, 0, stream>>>((const float*)vx, (float*)vr, B, nkv, rep, T * dv);
+      repeat_kv<<<grid((nk + 255) / 256), 256, 0, stream>>>((const float*)kx, (float*)kr, B, nkv, rep, T * d, Tr * d);
+      repeat_kv<<<grid((nv + 255) / 256), 256, 0, stream>>>((const float*)vx, (float*)vr, B, nkv, rep, T * dv, Tr * dv);
     }
     check_launch("repeat_kv");
     kx = kr;
     vx = vr;
   }
+  // The heads of K and V as the GEMMs read them: T rows apart once repeated, else as they lie.
+  const long kv_rows = rep > 1 ? T : Tr;
   const long Tq = std::max<long>(1, std::min<long>(S, score_bytes / std::max<long>(1, BH * T * (long)eb)));
   void* scores;
   CK(cudaMallocAsync(&scores, (size_t)BH * Tq * T * eb, stream));
@@ -1119,12 +1220,12 @@ static void attention_tiles(Runtime& rt, int dt, const void* qp, const void* kp,
     const long sq = std::min(Tq, S - s0);
     const long first_visible = T - S + s0 + 1;
     const long keys = causal ? std::min(T, first_visible + sq - 1) : T;
-    rt.gemm(dt, sq, keys, d, (const char*)qp + s0 * d * eb, d, S * d, kx, d, T * d, true, scores, keys, sq * keys, BH);
+    rt.gemm(dt, sq, keys, d, (const char*)qp + s0 * d * eb, d, S * d, kx, d, kv_rows * d, true, scores, keys, sq * keys, BH);
     const long rows = BH * sq;
     if (dt == DT_BF16) softmax_rows<<<grid(rows), 256, 0, stream>>>((__nv_bfloat16*)scores, rows, sq, keys, first_visible, scale, causal);
     else softmax_rows<<<grid(rows), 256, 0, stream>>>((float*)scores, rows, sq, keys, first_visible, scale, causal);
     check_launch("softmax_rows");
-    rt.gemm(dt, sq, dv, keys, scores, keys, sq * keys, vx, dv, T * dv, false, o + s0 * dv * eb, dv, S * dv, BH);
+    rt.gemm(dt, sq, dv, keys, scores, keys, sq * keys, vx, dv, kv_rows * dv, false, o + s0 * dv * eb, dv, S * dv, BH);
   }
   if (transposed) {
     const long n = BH * S * dv;
@@ -1138,16 +1239,23 @@ static void attention_tiles(Runtime& rt, int dt, const void* qp, const void* kp,
   if (vr) CK(cudaFreeAsync(vr, stream));
 }
 
+/** The rows K's and V's heads lie apart: T, or a KV cache's buffer rows (the same for both). */
+long Ctx::kv_rows(int k, int v, long T) const {
+  const long rk = rows_of(k, T), rv = rows_of(v, T);
+  if (rk != rv) fail("attention: the key and value caches lie in buffers of different room (%ld and %ld rows)", rk, rv);
+  return rk;
+}
+
 void Ctx::attn_decode(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed, int sms) {
-  attention_decode(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, d, dv, scale, causal, transposed, sms);
+  attention_decode(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, kv_rows(k, v, T), d, dv, scale, causal, transposed, sms);
 }
 
 void Ctx::flash_attn(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
-  attention_flash(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, d, dv, scale, causal, transposed);
+  attention_flash(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, kv_rows(k, v, T), d, dv, scale, causal, transposed);
 }
 
 void Ctx::attn_tiles(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed, long score_bytes) {
-  attention_tiles(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, d, dv, scale, causal, transposed, score_bytes);
+  attention_tiles(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, kv_rows(k, v, T), d, dv, scale, causal, transposed, score_bytes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1167,7 +1275,14 @@ static DevTensor upload_ids(Runtime& rt, const std::vector<int>& ids, long B, lo
   return t;
 }
 
-static std::string to_bytes_f32(Runtime& rt, const DevTensor& t) {
+static std::string to_bytes_f32(Runtime& rt, const DevTensor& given) {
+  if (Runtime::has_room(given)) {
+    DevTensor t = rt.packed(given);
+    std::string out = to_bytes_f32(rt, t);
+    rt.free_tensor(t);
+    return out;
+  }
+  const DevTensor& t = given;
   const long n = t.numel();
   std::string out((size_t)n * 4, '\0');
   if (t.dtype == DT_F32 || t.dtype == DT_I32) {
@@ -1201,17 +1316,28 @@ static const GenerationDef& generation() {
   return GENERATION;
 }
 
-/** Greedy generation for one batch of equal-length prompts: prefill once, then decode steps; the KV cache stays on the device. */
+/**
+ * Greedy generation for one batch of equal-length prompts: prefill once, then decode steps. The KV
+ * cache stays on the device, in buffers with room for the whole generation: prefill's cache is
+ * copied in once, and each decode step's cache_append writes only the new rows (its outputs are
+ * views of the same buffers).
+ */
 static std::vector<std::vector<int>> generate_batch(Runtime& rt, const std::vector<std::vector<int>>& prompts, int steps, std::vector<std::string>* step_logits) {
   const GenerationDef& gen = generation();
   const std::string prefill = GRAPHS[gen.prefill]->name, decode = GRAPHS[gen.decode]->name;
   const long B = (long)prompts.size(), S = (long)prompts[0].size();
+  const long positions = S + steps - 1;
+  for (int i = 0; i < gen.ncache; ++i)
+    if (positions > gen.cache[i].capacity)
+      fail("generation needs a KV cache of %ld positions (prompt + new tokens - 1), over the capacity of %ld that graph %s declares for %s", positions, gen.cache[i].capacity, decode.c_str(), gen.cache[i].input);
   std::vector<int> flat;
   for (auto& p : prompts) flat.insert(flat.end(), p.begin(), p.end());
   std::vector<std::vector<int>> outs(B);
   DevTensor ids = upload_ids(rt, flat, B, S);
   auto res = rt.run(prefill, {{gen.prefill_tokens, ids}}, false);
   rt.free_tensor(ids);
+  std::map<std::string, DevTensor> cache;  // by decode input
+  for (int i = 0; i < gen.ncache; ++i) cache[gen.cache[i].input] = rt.with_room(res.at(gen.cache[i].output), gen.cache[i].axis, positions);
   const char* logits_name = gen.prefill_logits;
   for (int step = 0; step < steps; ++step) {
     DevTensor& logits = res.at(logits_name);
@@ -1222,18 +1348,28 @@ static std::vector<std::vector<int>> generate_batch(Runtime& rt, const std::vect
       for (long b = 0; b < B; ++b) step_logits->push_back(all.substr(((b * Sx + Sx - 1) * V) * 4, V * 4));
     }
     for (long b = 0; b < B; ++b) outs[b].push_back(next[b]);
+    for (auto& kv : res) rt.free_tensor(kv.second);
     if (step + 1 == steps) break;
-    std::map<std::string, DevTensor> in;
+    std::map<std::string, DevTensor> in = cache;
     DevTensor nid = upload_ids(rt, next, B, 1);
     in[gen.decode_tokens] = nid;
-    for (int i = 0; i < gen.ncache; ++i) in[gen.cache[i].input] = res.at(gen.cache[i].output);
-    auto next_res = rt.run(decode, in, false);
-    for (auto& kv : res) rt.free_tensor(kv.second);
+    res = rt.run(decode, in, false);
     rt.free_tensor(nid);
-    res = next_res;
+    for (int i = 0; i < gen.ncache; ++i) {
+      DevTensor& out = res.at(gen.cache[i].output);
+      DevTensor& mine = cache[gen.cache[i].input];
+      if (out.ptr == mine.ptr) {
+        mine.shape = out.shape;  // grown in place
+      } else {
+        // A graph that makes a new cache (a concat): it is the cache now.
+        rt.free_tensor(mine);
+        mine = out;
+        out.view = true;
+      }
+    }
     logits_name = gen.decode_logits;
   }
-  for (auto& kv : res) rt.free_tensor(kv.second);
+  for (auto& kv : cache) rt.free_tensor(kv.second);
   return outs;
 }
 
@@ -1375,7 +1511,9 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
         dp.shape(s, sym, shape.data());
         DevTensor t = random_tensor(rt, dp.slots[s].dtype, std::vector<long>(shape.begin(), shape.begin() + dp.slots[s].rank), 100 + c);
         cache_bytes += (double)t.numel() * dtype_bytes(t.dtype);
-        in[gen.cache[c].input] = t;
+        // With room for the step's new position, as generation holds it: the step grows it in place.
+        in[gen.cache[c].input] = rt.with_room(t, gen.cache[c].axis, P + 1);
+        rt.free_tensor(t);
       }
     }
     auto once = [&] {

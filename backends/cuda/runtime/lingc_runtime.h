@@ -32,6 +32,7 @@ struct LocalSlot {
   int ref2;  // SRC_CALL: which result of the call
   int rank;
   int resident;  // computed once at load (reads only weights and constants)
+  int grows;     // SRC_ALIAS of a cache_append's result: the axis its storage (a graph input) grows along, else -1
 };
 struct ConstDef {
   int slot;
@@ -93,11 +94,12 @@ struct GraphDef {
   int nbinds;
   const SymBind* binds;  // how each entry symbol is read from an input's shape
 };
-/** A decode cache input and the output (of the step before) that feeds it. */
+/** A decode cache input, the output (of the step before) that feeds it, its axis and declared capacity. */
 struct CacheDef {
   const char* input;
   const char* output;
   int axis;
+  long capacity;
 };
 /** Greedy generation as the program declares it (module attributes); prefill < 0 when it declares none. */
 struct GenerationDef {
@@ -121,18 +123,28 @@ struct SlotMeta {
   int resident;
   int frame;  // the instance it belongs to, and its slot there
   int local;
+  int grows;  // as LocalSlot::grows
 };
 
-/** A tensor on the device. `owned` tensors are freed by their holder. */
+/**
+ * A tensor on the device. With room_axis >= 0 its buffer holds `rows` positions along that axis
+ * (a KV cache grown in place; the rows past shape[room_axis] are not the tensor's). A view shares
+ * the buffer of another tensor (a graph input it grew) and is not freed on its own.
+ */
 struct DevTensor {
   void* ptr = nullptr;
   int dtype = DT_F32;
   std::vector<long> shape;
+  int room_axis = -1;
+  long rows = 0;
+  bool view = false;
   long numel() const {
     long n = 1;
     for (long d : shape) n *= d;
     return n;
   }
+  /** Rows along `axis` of the buffer: `rows` on the room axis, else the extent. */
+  long rows_along(int axis) const { return axis == room_axis ? rows : shape.at(axis); }
 };
 
 size_t dtype_bytes(int dt);
@@ -168,7 +180,11 @@ struct Ctx {
   cudaStream_t stream;
   std::vector<long> sym;  // every frame's symbols (Frame::sym indexes it)
   std::vector<void*> ptrs;
+  std::vector<long> rows;  // per storage slot: the buffer's rows along its growth axis (0: exactly its shape)
   void* ptr(int slot) const { return ptrs[slot]; }
+  /** The rows along its growth axis of the buffer holding `slot` (`extent` when it has no room). */
+  long rows_of(int slot, long extent) const;
+  long kv_rows(int k, int v, long T) const;
   int dtype(int slot) const;
   /** Runs (or prepares) the callee of call site k of frame fr. */
   void call(const Frame& fr, int k);
@@ -196,6 +212,9 @@ struct Ctx {
   // out [rows, sum cols] = the sources [rows, cols[j]] side by side (a concat along an axis whose
   // outer dims multiply to rows); 1 to 4 sources.
   void concat(int out, long rows, int count, const int* srcs, const long* cols);
+  // cache_append in place: the n new rows of src [outer, n, inner] written after the len rows that
+  // out's storage (a graph input with room) holds, as one strided copy.
+  void append(int out, int src, long outer, long len, long n, long inner);
   // moe_dispatch: pairs sorted by expert (order), offsets[E+1], and the row each pair landed in;
   // in one block (counts in shared memory), or by count / scan / place kernels.
   void dispatch_block(int idx, int order, int offsets, int row_of, long n, long E);

@@ -151,8 +151,8 @@ static int selftest(Runtime& rt) {
     init_random<<<grid((nk + 255) / 256), 256, 0, rt.stream>>>(v, nk, 13, 1.f, 0.f);
     const float scale = 1.f / std::sqrt((float)c.D);
     // The cases up to 16 query positions are the decode kernel's, the rest the fused prefill kernel's.
-    if (c.S <= 16) attention_decode(rt, DT_BF16, q, k, v, o, c.B, c.nh, c.nkv, c.S, c.T, c.D, c.D, scale, c.causal, c.transposed, rt.sm_count);
-    else attention_flash(rt, DT_BF16, q, k, v, o, c.B, c.nh, c.nkv, c.S, c.T, c.D, c.D, scale, c.causal, c.transposed);
+    if (c.S <= 16) attention_decode(rt, DT_BF16, q, k, v, o, c.B, c.nh, c.nkv, c.S, c.T, c.T, c.D, c.D, scale, c.causal, c.transposed, rt.sm_count);
+    else attention_flash(rt, DT_BF16, q, k, v, o, c.B, c.nh, c.nkv, c.S, c.T, c.T, c.D, c.D, scale, c.causal, c.transposed);
     attn_reference<<<(unsigned)(c.B * c.nh * c.S), 128, c.T * sizeof(float), rt.stream>>>(q, k, v, ref, c.nh, c.nkv, c.S, c.T, (int)c.D, scale, c.causal);
     check_launch("attn_reference");
     std::vector<__nv_bfloat16> ho(nq);

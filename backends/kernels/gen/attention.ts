@@ -3,7 +3,8 @@
  * aligned to the end of the key range (query i sits at position T-S+i), and an online softmax that
  * keeps the running max, sum and output row in registers (the flash-attention recurrence), so the
  * score row is never stored. With the output transpose fused, the result is written as
- * [B, S, heads, d] directly.
+ * [B, S, heads, d] directly. Keys and values are read with their buffers' row counts, so a KV cache
+ * grown in place (rows past T not yet written) is read where it lies.
  */
 import { attrsOf, OPS } from "../../../ir/ops";
 import type { Dim } from "../../../ir/dim";
@@ -37,7 +38,9 @@ export function attentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
     const b = kb.let("b", K.div(bh, K.i(nh)));
     const kvh = kb.let("kvh", K.div(h, K.i(rep)));
     const qBase = kb.let("qbase", K.mul(row, K.i(d)));
-    const kvRow = kb.let("kvrow", K.mul(K.add(K.mul(b, K.i(nkv)), kvh), T));
+    const kvHead = kb.let("kvhead", K.add(K.mul(b, K.i(nkv)), kvh));
+    const kRow = kb.let("krow", K.mul(kvHead, g.storageRows(k, 2)));
+    const vRow = kb.let("vrow", K.mul(kvHead, g.storageRows(v, 2)));
     const visible = causal ? kb.let("visible", K.add(K.sub(T, S), K.add(i, K.i(1)))) : T;
     const acc = kb.array("acc", "f32", dv);
     kb.for("c", K.i(0), K.i(dv), (c) => kb.store(acc, c, K.f(0)));
@@ -45,14 +48,14 @@ export function attentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
     const l = kb.var("l", K.f(0));
     kb.for("j", K.i(0), visible, (j) => {
       const dot = kb.var("dot", K.f(0));
-      const kBase = kb.let("kbase", K.mul(K.add(kvRow, j), K.i(d)));
+      const kBase = kb.let("kbase", K.mul(K.add(kRow, j), K.i(d)));
       kb.for("c", K.i(0), K.i(d), (c) => dot.set(K.add(dot.ref, K.mul(kb.load(g.buf(q), K.add(qBase, c)), kb.load(g.buf(k), K.add(kBase, c))))));
       const s = kb.let("s", g.fit(K.mul(g.fit(dot.ref, dt), K.f(scale)), dt));
       const mNew = kb.let("mnew", K.max(m.ref, s));
       const corr = kb.let("corr", K.exp(K.sub(m.ref, mNew)));
       const p = kb.let("p", K.exp(K.sub(s, mNew)));
       l.set(K.add(K.mul(l.ref, corr), p));
-      const vBase = kb.let("vbase", K.mul(K.add(kvRow, j), K.i(dv)));
+      const vBase = kb.let("vbase", K.mul(K.add(vRow, j), K.i(dv)));
       kb.for("c", K.i(0), K.i(dv), (c) => kb.store(acc, c, K.add(K.mul(kb.load(acc, c, "f32"), corr), K.mul(p, kb.load(g.buf(v), K.add(vBase, c))))));
       m.set(mNew);
     });

@@ -8,7 +8,7 @@ import { Dim } from "../../../ir/dim";
 import { isFloat, type DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Value } from "../../../ir/module";
-import { storageSlot, type Slot, type Step } from "../../schedule";
+import { capacitySymbol, storageSlot, type Slot, type Step } from "../../schedule";
 import { KernelBuilder, i, round, type BufferElem, type Expr, type Kernel } from "../kir";
 
 export interface GeneratedKernel {
@@ -93,6 +93,17 @@ export class Gen {
 
   shapeDims(shape: readonly Dim[]): Expr[] {
     return shape.map((d) => this.size(d));
+  }
+
+  /**
+   * The rows along `axis` of the buffer that holds v: v's own extent, or, for a cache that grows in
+   * place, its buffer's capacity, a uniform the host sets from the buffer (capacitySymbol).
+   */
+  storageRows(v: Value, axis: number): Expr {
+    const slot = this.step.reads.get(v) ?? this.step.writes.get(v);
+    const storage = slot === undefined ? undefined : this.schedule.slots[storageSlot(this.schedule, slot)]!;
+    if (storage?.roomAxis === axis) return this.size(Dim.sym(capacitySymbol(storage.id)));
+    return this.size(v.type.shape[axis]!);
   }
 
   /** A dim in entry symbols (for the grid). */

@@ -10,6 +10,7 @@ import type { Op } from "../../../ir/module";
 import { attrsOf, hasTrait, OPS } from "../../../ir/ops";
 import type { Slot, Step } from "../../schedule";
 import { attentionKernel } from "./attention";
+import { cacheAppendKernel } from "./cache";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
 import { dispatchKernel } from "./dispatch";
 import { normKernel, normWorkgroup } from "./norm";
@@ -72,6 +73,11 @@ const TEMPLATES: readonly Template[] = [
     name: "dispatch",
     covers: (ops) => ops.length === 1 && ops[0]!.opName === "moe_dispatch",
     generate: (gen, ops) => dispatchKernel(gen(1), ops),
+  },
+  {
+    name: "cache_append",
+    covers: (ops) => ops.length === 1 && ops[0]!.opName === "cache_append",
+    generate: (gen, ops) => cacheAppendKernel(gen(64), ops[0]!),
   },
   {
     // One thread per element of a shared output shape: elementwise ops, views, contractions.

@@ -1,0 +1,95 @@
+/**
+ * The KV cache on WebGPU stays on the GPU and grows in place: the decode graph's only writers of a
+ * cache input are its cache_append kernels, each sized by the new rows (not the cache), and greedy
+ * generation moves the cache into a buffer with room once per batch, then runs every decode step
+ * on the device, giving the golden tokens. A decode run from host tensors (lingc run) gets the same
+ * numbers as the interpreter.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import { isDeviceTensor, type DeviceTensor, type LoadedModel } from "../../backends/backend";
+import { greedyGenerate } from "../../backends/generation";
+import { compileWgsl } from "../../backends/wgsl/compile";
+import { evalTerms } from "../../backends/wgsl/artifact";
+import { compileProgram } from "../../compiler/driver/compile";
+import { openSource } from "../../compiler/driver/source";
+import { readAllSafetensors } from "../../backends/weights/safetensors";
+import { Tensor } from "../../ir/tensor";
+import { loadCheckpoint, type TestModel } from "../support/load";
+import { tensorDiff } from "../support/compare";
+import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
+import { goldenGreedy } from "../support/golden";
+import type { WebGpuProfile } from "../../ir/target";
+
+const golden = readAllSafetensors(GOLDEN_FILE);
+const { prompts, tokens: wantIds, steps } = goldenGreedy(golden);
+
+describe("the WGSL decode graph", () => {
+  it("writes its cache inputs only with cache_append kernels sized by the new rows", async () => {
+    const { program } = await compileProgram({ source: await openSource(GOLDEN_DIR), target: "wgsl", graphs: ["decode"] });
+    const a = compileWgsl(program.graphs[0]!, program.profile as WebGpuProfile);
+    const grown = a.slots.filter((s) => s.grows);
+    expect(grown.map((s) => s.name).sort()).toEqual(a.inputs.filter((i) => i.name.startsWith("past.")).map((i) => i.name).sort());
+    const storage = (id: number): number => {
+      const s = a.slots[id]!;
+      return s.source === "alias" ? storage(s.aliasOf!) : id;
+    };
+    for (const g of grown) {
+      const writers = a.kernels.filter((k) => k.bindings.some((b) => b.write && storage(b.slot) === g.id));
+      expect(writers.map((k) => k.fusion)).toEqual(["cache_append"]);
+      // Threads: one per new element, the same for a cache of 10 or 1000 positions.
+      const at = (P: number) => evalTerms(writers[0]!.grid.dim, new Map([["B", 2], ["P", P]]));
+      expect(at(10)).toBe(at(1000));
+      expect(at(10)).toBe(2 * 2 * 16); // B x kv heads x head dim
+    }
+  });
+});
+
+describe("greedy generation on wgsl", () => {
+  let model: TestModel;
+  beforeAll(async () => {
+    model = await loadCheckpoint("wgsl", GOLDEN_DIR);
+  }, 120_000);
+
+  it("keeps the cache on the GPU: one move into a buffer with room per cache, then in-place decode steps", async () => {
+    const calls = { run: 0, onDevice: 0, reserve: 0, release: 0 };
+    const counted: LoadedModel = {
+      ...model,
+      graphs: Object.fromEntries(
+        Object.entries(model.graphs).map(([n, g]) => [
+          n,
+          {
+            run: (i, o) => (calls.run++, g.run(i, o)),
+            runOnDevice: async (i, keep) => {
+              calls.onDevice++;
+              const out = await g.runOnDevice!(i, keep);
+              // The caches come back on the device; only the logits are read back.
+              for (const k of keep) expect(isDeviceTensor(out[k]!)).toBe(true);
+              return out;
+            },
+          },
+        ]),
+      ),
+      reserve: (t: DeviceTensor, axis: number, rows: number) => (calls.reserve++, model.reserve!(t, axis, rows)),
+      release: (t: DeviceTensor) => (calls.release++, model.release!(t)),
+    };
+    const r = await greedyGenerate(counted, prompts, steps);
+    expect(r.tokens).toEqual(wantIds);
+    const caches = 2 * 3; // key and value, 3 layers
+    const batches = new Set(prompts.map((p) => p.length)).size;
+    expect(calls).toEqual({ run: 0, onDevice: batches * steps, reserve: batches * caches, release: 2 * batches * caches });
+  });
+
+  it("a decode step from host tensors gives the interpreter's numbers", async () => {
+    const interp = await loadCheckpoint("interp", GOLDEN_DIR);
+    const B = 2;
+    const P = 5;
+    const inputs: Record<string, Tensor> = { input_ids: Tensor.from("i64", [B, 1], [3, 7]) };
+    let seed = 1;
+    const rnd = () => ((seed = (seed * 16807) % 2147483647) / 2147483647) * 2 - 1;
+    for (let i = 0; i < 3; i++) for (const kv of ["key", "value"]) inputs[`past.${i}.${kv}`] = Tensor.from("f32", [B, 2, P, 16], Array.from({ length: B * 2 * P * 16 }, rnd));
+    const want = await interp.decode.run(inputs);
+    const got = await model.decode.run(inputs);
+    for (const name of Object.keys(want)) expect(tensorDiff(got[name]!, want[name]!), name).toBeLessThanOrEqual(1e-5);
+    expect(got["present.2.value"]!.shape).toEqual([B, 2, P + 1, 16]);
+  });
+});

@@ -1,7 +1,7 @@
 /**
  * WebGPU benchmark: ling-tiny (or any checkpoint) on the local adapter, fused vs unfused kernel plans
  * in one run: prefill tokens/s (one forward over a B x S prompt) and decode tokens/s (B sequences, one
- * token per step through the decode graph and its KV cache). Each figure is the median of several
+ * token per step through the decode graph and its KV cache, which stays on the GPU). Each figure is the median of several
  * timed runs after a warm-up (the first dispatch of each pipeline compiles it).
  * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S --steps N --runs R).
  */
@@ -9,7 +9,7 @@ import "../ir/ops";
 import { Tensor } from "../ir/tensor";
 import { nodeAdapter } from "../backends/wgsl/node";
 import type { LoadedModel } from "../backends/backend";
-import { generationPlan } from "../backends/generation";
+import { GenerationSession, generationPlan } from "../backends/generation";
 import { loadModel } from "../compiler/driver/load";
 import { openSource } from "../compiler/driver/source";
 import { resolve } from "node:path";
@@ -31,29 +31,26 @@ async function measure(model: LoadedModel): Promise<{ prefill: number; decode: n
   const plan = generationPlan(model.signatures);
   const V = plan.vocab;
   const ids = Tensor.from("i64", [B, S], Array.from({ length: B * S }, (_, k) => (k * 7919) % V));
-  const prefill = async () => {
-    const t0 = performance.now();
-    const out = await model.graphs[plan.prefill.name]!.run({ [plan.tokens.prefill]: ids });
-    return { ms: performance.now() - t0, out };
-  };
-  const decode = async (cache: Record<string, Tensor>) => {
-    let out = cache;
-    const t0 = performance.now();
-    for (let s = 0; s < steps; s++) {
-      const inputs: Record<string, Tensor> = { [plan.tokens.decode]: Tensor.from("i64", [B, 1], Array.from({ length: B }, (_, b) => (s * 31 + b) % V)) };
-      for (const c of plan.cache) inputs[c.input] = out[c.output]!;
-      out = await model.graphs[plan.decode.name]!.run(inputs);
+  // Prefill, then decode steps through the cache as generation runs them (on the GPU, grown in place).
+  const once = async () => {
+    const session = new GenerationSession(model, plan, S + steps);
+    try {
+      const t0 = performance.now();
+      await session.prefill(ids);
+      const t1 = performance.now();
+      for (let s = 0; s < steps; s++) await session.decode(Tensor.from("i64", [B, 1], Array.from({ length: B }, (_, b) => (s * 31 + b) % V)));
+      return { prefill: t1 - t0, decode: performance.now() - t1 };
+    } finally {
+      session.close();
     }
-    return performance.now() - t0;
   };
-  const warm = await prefill();
-  await decode(warm.out);
+  await once();
   const p: number[] = [];
   const d: number[] = [];
   for (let r = 0; r < runs; r++) {
-    const x = await prefill();
-    p.push(x.ms);
-    d.push(await decode(x.out));
+    const x = await once();
+    p.push(x.prefill);
+    d.push(x.decode);
   }
   return { prefill: (B * S) / (median(p) / 1000), decode: (B * steps) / (median(d) / 1000) };
 }

@@ -42,7 +42,8 @@ describe("cache_append", () => {
     verifyModule(m);
     const past = Tensor.from("f32", [1, 2, 3, 4], Array.from({ length: 24 }, (_, i) => i));
     const q = Tensor.from("f32", [1, 2, 1, 4], Array.from({ length: 8 }, (_, i) => 100 + i));
-    const out = interpret(m, { q, past, other: past });
+    const noWeights = { get: (name: string): Tensor => { throw new Error(`no weight ${name}`); } };
+    const out = interpret(m, { q, past, other: past }, noWeights);
     const p = out["present"]!;
     expect(p.shape).toEqual([1, 2, 4, 4]);
     // Head 0: the 3 past rows, then the new row; head 1 likewise.

@@ -48,8 +48,13 @@ interface FusionPattern {
   collect?(m: Match, ctx: PatternContext): Claim | Op[] | undefined;
 }
 
-/** A group can become one call placed where its last op stood if no outside op reads its results earlier. */
+/**
+ * A group can become one call placed where its last op stood if no outside op reads its results
+ * earlier, and if it holds no in_place op (whose result must stay its operand's storage, which a
+ * kernel function's fresh result would not be).
+ */
 function outlinable(ops: Set<Op>, uses: Uses): boolean {
+  for (const op of ops) if (hasTrait(op.opName, "in_place")) return false;
   const last = Math.max(...[...ops].map((o) => uses.indexOf(o)!));
   for (const op of ops) {
     for (const r of op.results) for (const u of uses.of(r)) if (!ops.has(u) && uses.indexOf(u)! < last) return false;

@@ -79,6 +79,8 @@ export function withRoom(device: GPUDevice, t: HostTensor | GpuTensor, axis: num
   if (rows < len) throw new Error(`${label}: room for ${rows} rows along axis ${axis} is less than its ${len}`);
   const { outer, inner } = around(t.shape, axis);
   const bytes = outer * rows * inner * 4;
+  const max = device.limits.maxStorageBufferBindingSize;
+  if (bytes > max) throw new Error(`${label}: a cache with room for ${rows} positions needs ${bytes} bytes, over maxStorageBufferBindingSize = ${max}: generate fewer tokens or a smaller batch`);
   const buffer = device.createBuffer({ size: Math.max(16, bytes), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label });
   const block = len * inner;
   if (!isGpuTensor(t)) {

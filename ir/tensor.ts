@@ -5,6 +5,7 @@
  */
 import { isFloat, type DType } from "./dtype";
 import { roundArrayInPlace } from "./numerics";
+import type { Scaled } from "./quant";
 
 export type TensorData = Float32Array | Float64Array;
 
@@ -17,6 +18,8 @@ export class Tensor {
     readonly dtype: DType,
     readonly shape: readonly number[],
     readonly data: TensorData,
+    /** An fp8 tensor with a scale layout: its scales (its real values are data x scale). */
+    readonly scaled?: Scaled,
   ) {
     const n = numelOf(shape);
     if (data.length !== n) throw new Error(`tensor data has ${data.length} elements, shape [${shape}] needs ${n}`);
@@ -43,6 +46,7 @@ export class Tensor {
   }
 
   reshaped(shape: readonly number[]): Tensor {
+    if (this.scaled) throw new Error("a tensor with block scales cannot be reshaped");
     return new Tensor(this.dtype, shape, this.data);
   }
 }

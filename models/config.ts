@@ -49,7 +49,10 @@ export interface LingConfig {
   numMtpLayers: number;
   useQkNorm: boolean;
   tieWordEmbeddings: boolean;
+  /** The dtype activations are computed in (`--dtype`; default: weightDtype, f32 for an FP8 checkpoint). */
   dtype: DType;
+  /** The dtype the checkpoint stores its unquantized weights in (torch_dtype); the model casts them to `dtype`. */
+  weightDtype: DType;
 }
 
 type Json = Record<string, unknown>;
@@ -219,6 +222,7 @@ export function configFromHf(json: unknown, name: string, file: string, text?: s
     useQkNorm: r.bool("use_qk_norm", true),
     tieWordEmbeddings: r.bool("tie_word_embeddings", false),
     dtype,
+    weightDtype: dtype,
   };
 
   if (numHeads % numKvHeads !== 0) r.fail("num_key_value_heads", `(${numKvHeads}) must divide num_attention_heads (${numHeads})`);

@@ -45,22 +45,25 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
     ...(graph === "decode" ? { kv_cache: formatCacheRules(["key", "value"].map((kv) => ({ input: `past.*.${kv}`, output: `present.*.${kv}`, axis: 2, capacity: cfg.maxPositionEmbeddings }))) } : {}),
   });
 
-  const norm = (x: Tensor, name: string) => scope(name, () => op.rmsNorm(x, weight("weight", [H], dt), eps));
+  // A weight as the checkpoint stores it, in the compute dtype (a cast when they differ: --dtype f32
+  // on a bf16 checkpoint; backends do it once, at load).
+  const param = (name: string, shape: number[]) => op.cast(weight(name, shape, cfg.weightDtype), dt);
+  const norm = (x: Tensor, name: string) => scope(name, () => op.rmsNorm(x, param("weight", [H]), eps));
 
   // §2.3 Attention: fused QKV split [Q|K|V], per-head QK RMSNorm before RoPE, partial rotate-half
   // RoPE, causal GQA, output projection. With a cache, new keys/values are appended to the past.
   const attention = (x: Tensor, rope: Rope, past?: Cache) =>
     scope("attention", () => {
       const [B, S] = x.shape as [Dim, Dim];
-      const qkv = op.linear(x, weight("query_key_value.weight", [(nh + 2 * nkv) * d, H], dt));
+      const qkv = op.linear(x, param("query_key_value.weight", [(nh + 2 * nkv) * d, H]));
       const heads = op.reshape(qkv, [B, S, nh + 2 * nkv, d]);
       const toBHSD = (t: Tensor) => op.transpose(t, [0, 2, 1, 3]);
       let q = toBHSD(op.slice(heads, 2, 0, nh)).as("q");
       let k = toBHSD(op.slice(heads, 2, nh, nh + nkv)).as("k");
       let v = toBHSD(op.slice(heads, 2, nh + nkv, nh + 2 * nkv)).as("v");
       if (cfg.useQkNorm) {
-        q = op.rmsNorm(q, weight("query_layernorm.weight", [d], dt), eps);
-        k = op.rmsNorm(k, weight("key_layernorm.weight", [d], dt), eps);
+        q = op.rmsNorm(q, param("query_layernorm.weight", [d]), eps);
+        k = op.rmsNorm(k, param("key_layernorm.weight", [d]), eps);
       }
       if (cfg.rotaryDim > 0) {
         q = op.rope(q, rope.cos, rope.sin);
@@ -72,14 +75,14 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       }
       const o = op.attention(q, k, v, { scale: 1 / Math.sqrt(d), causal: true });
       const merged = op.reshape(op.transpose(o, [0, 2, 1, 3]), [B, S, nh * d]);
-      return { out: op.linear(merged, weight("dense.weight", [H, nh * d], dt)), cache: { key: k, value: v } };
+      return { out: op.linear(merged, param("dense.weight", [H, nh * d])), cache: { key: k, value: v } };
     });
 
   // §2.4 SwiGLU: down(silu(gate(x)) * up(x)).
   const swiglu = (x: Tensor, inter: number) =>
     op.linear(
-      op.mul(op.silu(op.linear(x, weight("gate_proj.weight", [inter, H], dt))), op.linear(x, weight("up_proj.weight", [inter, H], dt))),
-      weight("down_proj.weight", [H, inter], dt),
+      op.mul(op.silu(op.linear(x, param("gate_proj.weight", [inter, H]))), op.linear(x, param("up_proj.weight", [inter, H]))),
+      param("down_proj.weight", [H, inter]),
     );
 
   // §2.5 Router: fp32 logits, sigmoid scores, selection-only bias, group-limited top-k, weights
@@ -88,7 +91,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
     scope("gate", () => {
       const E = cfg.numExperts;
       const K = cfg.numExpertsPerTok;
-      const logits = op.linear(op.cast(x, "f32"), op.cast(weight("weight", [E, H], dt), "f32"));
+      const logits = op.linear(op.cast(x, "f32"), op.cast(weight("weight", [E, H], cfg.weightDtype), "f32"));
       const scores = op.sigmoid(logits).as("scores");
       const selection = cfg.expertBias ? op.add(scores, weight("expert_bias", [E], "f32")) : scores;
       const idx = op.groupTopk(selection, { k: K, groups: cfg.nGroup, topkGroups: cfg.topkGroup, groupScoreTopk: cfg.groupScoreTopk });
@@ -111,9 +114,9 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       const { order, offsets, rowOf } = op.moeDispatch(r.idx, E);
       const rows = op.moePermute(tokens, order, K);
       const y = scope("experts", () => {
-        const gate = op.groupedLinear(rows, weight("*.gate_proj.weight", [E, I, H], dt), offsets);
-        const up = op.groupedLinear(rows, weight("*.up_proj.weight", [E, I, H], dt), offsets);
-        return op.groupedLinear(op.mul(op.silu(gate), up), weight("*.down_proj.weight", [E, H, I], dt), offsets);
+        const gate = op.groupedLinear(rows, param("*.gate_proj.weight", [E, I, H]), offsets);
+        const up = op.groupedLinear(rows, param("*.up_proj.weight", [E, I, H]), offsets);
+        return op.groupedLinear(op.mul(op.silu(gate), up), param("*.down_proj.weight", [E, H, I]), offsets);
       });
       let out = op.reshape(op.moeCombine(y, rowOf, r.weights).as("routed"), [B, S, H]);
       if (cfg.numSharedExperts > 0) out = op.add(out, scope("shared_experts", () => swiglu(x, I * cfg.numSharedExperts)));
@@ -139,7 +142,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
   // §2.7 MTP: enorm(embedding of token t+1) and hnorm(final-normed main hidden state), concatenated
   // in that order, projected 2H -> H, then a full MoE decoder layer and the MTP's own final norm.
   const mtpLayer = m.fn("mtp_layer", ["h", "next_embeds", "cos", "sin"], { role: "mtp" }, (h, e, cos, sin) => {
-    const z = op.linear(op.concat([norm(e, "enorm"), norm(h, "hnorm")], -1), weight("eh_proj.weight", [H, 2 * H], dt));
+    const z = op.linear(op.concat([norm(e, "enorm"), norm(h, "hnorm")], -1), param("eh_proj.weight", [H, 2 * H]));
     const layer = moeLayer("", z, cos, sin);
     return { hidden: norm(layer.hidden!, "final_layernorm") };
   });
@@ -166,8 +169,8 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
   m.entry(graph, inputs, (x) => {
     const ids = x["input_ids"]!;
     const S = ids.shape[1]!;
-    const embed = weight("model.word_embeddings.weight", [cfg.vocabSize, H], dt);
-    const lmHead = cfg.tieWordEmbeddings ? embed : weight("lm_head.weight", [cfg.vocabSize, H], dt);
+    const embed = param("model.word_embeddings.weight", [cfg.vocabSize, H]);
+    const lmHead = cfg.tieWordEmbeddings ? embed : param("lm_head.weight", [cfg.vocabSize, H]);
     const rope = ropeTables(op.iota(withCache ? "P" : 0, S, "i64"));
     const outputs: Record<string, Tensor> = {};
 

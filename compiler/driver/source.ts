@@ -5,6 +5,7 @@
  * modules in place, so each compile gets its own) and says where its weights are, when it has any.
  */
 import { readFileSync } from "node:fs";
+import type { DType } from "../../ir/dtype";
 import { LingcError } from "../../ir/errors";
 import type { Module } from "../../ir/module";
 import { parseModule } from "../../ir/parse";
@@ -55,20 +56,30 @@ function readText(path: string): string {
   }
 }
 
+/** How a model source is traced (model sources only). */
+export interface SourceOptions {
+  /** The dtype activations are computed in (`--dtype`): weights stored otherwise are cast to it. */
+  dtype?: DType;
+}
+
 /** Opens a source; `weights` (a checkpoint folder or .safetensors file) overrides where weights come from. */
-export async function openSource(arg: string, weights?: string): Promise<Source> {
+export async function openSource(arg: string, weights?: string, options: SourceOptions = {}): Promise<Source> {
   const withWeights = (s: Source): Source => (weights ? { ...s, weights } : s);
-  if (arg.endsWith(".lir")) return withWeights(textSource(arg, [readText(arg)]));
-  if (isModelFile(arg)) return withWeights(textSource(arg, await modelFileTexts(arg)));
+  const traced = () => {
+    if (options.dtype) throw new LingcError(`--dtype applies to a model traced from a config; ${arg} is already a graph (its dtypes are written in it)`);
+  };
+  if (arg.endsWith(".lir")) return traced(), withWeights(textSource(arg, [readText(arg)]));
+  if (isModelFile(arg)) return traced(), withWeights(textSource(arg, await modelFileTexts(arg)));
   const spec = resolveModel(arg);
+  const config = options.dtype ? { ...spec.config, dtype: options.dtype } : spec.config;
   return {
     label: arg,
     graphs: GRAPHS,
     module(graph) {
       if (!(GRAPHS as readonly string[]).includes(graph)) throw new LingcError(`unknown graph '${graph}' (choose ${GRAPHS.join(" or ")})`);
-      return buildLing2(spec.config, graph as (typeof GRAPHS)[number]);
+      return buildLing2(config, graph as (typeof GRAPHS)[number]);
     },
     weights: weights ?? spec.checkpointDir,
-    config: spec.config,
+    config,
   };
 }

@@ -13,6 +13,7 @@ import { roundTo } from "../numerics";
 import { Tensor, allocData } from "../tensor";
 import { TensorType } from "../types";
 import { attr, bytesOf, defineOp, expectDims, expectDtype, expectRank, numelOfShaped } from "./registry";
+import { OUT_DTYPE_ATTR, productDtype, realValues } from "./scaled";
 
 /** Indices of the `k` largest values of v[lo..hi), largest first; ties go to the lower index (as torch.topk on CPU). */
 function topIndices(v: ArrayLike<number>, lo: number, hi: number, k: number): number[] {
@@ -159,23 +160,25 @@ export const GROUPED_LINEAR = defineOp({
   name: "grouped_linear",
   summary: "per-expert linear: rows offsets[e]..offsets[e+1] of x times w[e]^T (w is [E, out, in]); experts with no rows cost nothing",
   operands: ["x", "w", "offsets"],
-  attrs: {},
+  attrs: { out: OUT_DTYPE_ATTR },
   traits: ["contraction", "gemm"],
-  infer([x, w, offsets]) {
+  infer([x, w, offsets], attrs) {
     expectRank(x!, 2, "grouped_linear x ([rows, in])");
     expectRank(w!, 3, "grouped_linear w ([experts, out, in])");
     expectRank(offsets!, 1, "grouped_linear offsets");
     expectDtype(offsets!, isInt, "grouped_linear offsets must be integers");
-    if (x!.dtype !== w!.dtype) throw new OpError(`grouped_linear x and w must have the same dtype: ${x} vs ${w} (insert a cast)`);
-    expectDtype(x!, isFloat, "grouped_linear needs float tensors");
+    const dt = productDtype("grouped_linear", x!, w!, attrs);
     expectDims(x!.shape[1]!, w!.shape[2]!, `grouped_linear: input features of ${x} do not match ${w}`);
     expectDims(offsets!.shape[0]!, w!.shape[0]!.add(1), "grouped_linear: offsets must have experts+1 entries");
-    return [new TensorType(x!.dtype, [x!.shape[0]!, w!.shape[1]!])];
+    return [new TensorType(dt, [x!.shape[0]!, w!.shape[1]!])];
   },
-  interpret([x, w, offsets]) {
+  interpret([x, w, offsets], _a, ctx) {
     const [E, O, I] = w!.shape as [number, number, number];
     const N = x!.shape[0]!;
-    const out = allocData(x!.dtype, N * O);
+    const dt = ctx.resultDtypes[0]!;
+    const out = allocData(dt, N * O);
+    const xd = realValues(x!);
+    const wd = realValues(w!);
     for (let e = 0; e < E; e++) {
       const lo = offsets!.data[e]!;
       const hi = offsets!.data[e + 1]!;
@@ -184,12 +187,12 @@ export const GROUPED_LINEAR = defineOp({
       for (let r = lo; r < hi; r++) {
         for (let o = 0; o < O; o++) {
           let s = 0;
-          for (let c = 0; c < I; c++) s += x!.data[r * I + c]! * w!.data[wBase + o * I + c]!;
+          for (let c = 0; c < I; c++) s += xd[r * I + c]! * wd[wBase + o * I + c]!;
           out[r * O + o] = s;
         }
       }
     }
-    return [new Tensor(x!.dtype, [N, O], out)];
+    return [new Tensor(dt, [N, O], out)];
   },
   cost(ins, outs) {
     const [E, O, I] = ins[1]!.shape as [number, number, number];

@@ -13,6 +13,7 @@ import { roundTo } from "../numerics";
 import { Tensor, allocData, numelOf } from "../tensor";
 import { TensorType } from "../types";
 import { broadcastShapes, broadcastIndex } from "./broadcast";
+import { OUT_DTYPE_ATTR, productDtype, realValues } from "./scaled";
 import {
   attr,
   bytesOf,
@@ -47,22 +48,22 @@ export const LINEAR = defineOp({
   name: "linear",
   summary: "x @ w^T with w in HF layout [out_features, in_features], no bias",
   operands: ["x", "w"],
-  attrs: {},
+  attrs: { out: OUT_DTYPE_ATTR },
   traits: ["contraction", "gemm"],
-  infer([x, w]) {
+  infer([x, w], attrs) {
     expectMinRank(x!, 1, "linear input");
     expectRank(w!, 2, "linear weight");
-    expectSameDtype(x!, w!, "linear input and weight");
-    expectDtype(x!, isFloat, "linear needs float tensors");
+    const dt = productDtype("linear", x!, w!, attrs);
     expectDims(x!.shape[x!.rank - 1]!, w!.shape[1]!, `linear: input features ${x} do not match weight ${w}`);
-    return [new TensorType(x!.dtype, [...x!.shape.slice(0, -1), w!.shape[0]!])];
+    return [new TensorType(dt, [...x!.shape.slice(0, -1), w!.shape[0]!])];
   },
   interpret([x, w], _a, ctx) {
     const [O, I] = w!.shape as [number, number];
     const rows = x!.numel / I;
-    const out = allocData(x!.dtype, rows * O);
-    const xd = x!.data;
-    const wd = w!.data;
+    const dt = ctx.resultDtypes[0]!;
+    const out = allocData(dt, rows * O);
+    const xd = realValues(x!);
+    const wd = realValues(w!);
     for (let r = 0; r < rows; r++) {
       const xo = r * I;
       for (let o = 0; o < O; o++) {
@@ -72,7 +73,7 @@ export const LINEAR = defineOp({
         out[r * O + o] = s;
       }
     }
-    return [new Tensor(x!.dtype, ctx.resultShapes[0]!, out)];
+    return [new Tensor(dt, ctx.resultShapes[0]!, out)];
   },
   cost(ins, outs) {
     const I = ins[1]!.shape[1]!;

@@ -19,6 +19,11 @@ function findGolden(): string {
 export const GOLDEN_DIR = findGolden();
 export const GOLDEN_FILE = join(GOLDEN_DIR, "golden.safetensors");
 
+/** The FP8 golden set (tests/data/golden/README.md): a bf16 checkpoint and its FineGrainedFP8 export with the numbers. */
+export const SMALL_DIR = resolve(ROOT, "tests/data/golden/ling-small");
+export const SMALL_FP8_DIR = resolve(ROOT, "tests/data/golden/ling-small-fp8");
+export const SMALL_FP8_GOLDEN = join(SMALL_FP8_DIR, "golden.safetensors");
+
 /** A fresh temporary folder, removed after the test file finishes. */
 export function scratchDir(prefix = "lingc-test-"): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));

@@ -3,12 +3,26 @@
  * from, and the options that shape the target's pipeline (fusions to switch off, the WebGPU
  * profile, a whole replacement pipeline).
  */
+import type { SourceOptions } from "../../driver/source";
 import type { TargetSettings } from "../../driver/targets";
 import { str, type OptionSpec, type ParsedArgs } from "../args";
 
 export const MODEL_POSITIONAL = { name: "model", help: "a checkpoint folder (config.json + *.safetensors), a built-in config, or an IR text (.lir) with --weights" };
 
 export const WEIGHTS_OPTION: OptionSpec = { name: "weights", value: "PATH", help: "where the weights are: a checkpoint folder or a .safetensors file (default: the model's checkpoint folder)" };
+
+export const DTYPE_OPTION: OptionSpec = {
+  name: "dtype",
+  value: "DTYPE",
+  help: "the dtype to compute activations in (default: the checkpoint's torch_dtype; f32 for an FP8 checkpoint); weights stored otherwise are cast to it",
+  choices: ["f32", "bf16", "f16"],
+};
+
+/** How the model is traced, from --dtype. */
+export function sourceOptions(args: ParsedArgs): SourceOptions {
+  const dtype = str(args, "dtype") as SourceOptions["dtype"];
+  return dtype ? { dtype } : {};
+}
 
 export const PIPELINE_OPTIONS: OptionSpec[] = [
   { name: "passes", value: "LIST", help: "the pass pipeline, replacing the target's default (see --print-pipeline); empty for none" },

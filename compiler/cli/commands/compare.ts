@@ -10,7 +10,7 @@ import { loadModel } from "../../driver/load";
 import { openSource } from "../../driver/source";
 import { str } from "../args";
 import type { Command } from "./command";
-import { MODEL_POSITIONAL, PIPELINE_OPTIONS, targetSettings, WEIGHTS_OPTION } from "./backend-options";
+import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION } from "./backend-options";
 import { readInputs } from "./run";
 
 export interface ValueDiff {
@@ -55,6 +55,7 @@ export const compare: Command = {
       { name: "input", value: "FILE", help: "safetensors file with the graph's inputs (for a model: input_ids, int64 [B, S])", required: true },
       { name: "tolerance", value: "X", help: "max abs error allowed (default 1e-4)" },
       WEIGHTS_OPTION,
+      DTYPE_OPTION,
       ...PIPELINE_OPTIONS,
     ],
     notes: ["exit code: 0 when every shared value is within the tolerance, 3 when one is not"],
@@ -65,7 +66,7 @@ export const compare: Command = {
     const tolText = str(args, "tolerance") ?? "1e-4";
     const tolerance = Number(tolText);
     if (!(tolerance >= 0)) throw new LingcError(`--tolerance must be a non-negative number, got '${tolText}'`);
-    const source = await openSource(args.positionals[0]!, str(args, "weights"));
+    const source = await openSource(args.positionals[0]!, str(args, "weights"), sourceOptions(args));
     const graph = str(args, "graph") ?? source.graphs[0]!;
     if (!source.graphs.includes(graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${source.graphs.join(", ")})`);
     const results: Record<string, Tensor>[] = [];

@@ -17,7 +17,7 @@ import { GRAPHS } from "../../../models/ling2";
 import { flag, int, str, UsageError, type OptionSpec } from "../args";
 import { writeFileAtomic } from "../io";
 import type { Command } from "./command";
-import { PIPELINE_OPTIONS, targetSettings } from "./backend-options";
+import { DTYPE_OPTION, PIPELINE_OPTIONS, sourceOptions, targetSettings } from "./backend-options";
 import { passOptions, PASS_OPTIONS, reportTimings } from "./pass-options";
 
 export const compile: Command = {
@@ -32,6 +32,7 @@ export const compile: Command = {
       { name: "print-pipeline", help: "print the pipeline the target runs (with these options) and stop" },
       { name: "opset", value: "N", help: `ONNX opset for --target onnx (default ${DEFAULT_OPSET})` },
       { name: "report", help: "print kernels per layer kind and bytes moved per token, before and after fusion" },
+      DTYPE_OPTION,
       ...PIPELINE_OPTIONS,
       ...PASS_OPTIONS,
     ] as OptionSpec[],
@@ -60,7 +61,7 @@ export const compile: Command = {
     if (modelArg === undefined) throw new UsageError("'lingc compile' needs <model> (see 'lingc compile --help')");
     const out = str(args, "out");
     if (out === undefined) throw new UsageError("'lingc compile' needs --out DIR (see 'lingc compile --help')");
-    const source = await openSource(modelArg);
+    const source = await openSource(modelArg, undefined, sourceOptions(args));
     const graphName = str(args, "graph");
     if (graphName && modelArg.endsWith(".lir")) throw new LingcError("--graph does not apply to an IR file (the module names its graph)");
     const graphs = graphName ? [graphName] : target === "cuda" ? source.graphs : [source.graphs[0]!];

@@ -5,7 +5,7 @@ import { loadModel } from "../../driver/load";
 import { openSource } from "../../driver/source";
 import { int, str, UsageError } from "../args";
 import type { Command } from "./command";
-import { MODEL_POSITIONAL, PIPELINE_OPTIONS, targetSettings, WEIGHTS_OPTION } from "./backend-options";
+import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION } from "./backend-options";
 
 /** "1,2,3;4,5" -> [[1,2,3],[4,5]] */
 export function parsePrompts(text: string): number[][] {
@@ -29,12 +29,13 @@ export const generate: Command = {
       { name: "prompt", value: "IDS", help: "token ids, comma separated; ';' between sequences", required: true },
       { name: "max-new-tokens", value: "N", help: "how many tokens to generate per sequence", required: true },
       WEIGHTS_OPTION,
+      DTYPE_OPTION,
       ...PIPELINE_OPTIONS,
     ],
     notes: ["example: lingc generate tests/data/golden/ling-tiny --prompt '5,9,13;7,7,2' --max-new-tokens 6"],
   },
   async run(args, io) {
-    const source = await openSource(args.positionals[0]!, str(args, "weights"));
+    const source = await openSource(args.positionals[0]!, str(args, "weights"), sourceOptions(args));
     const prompts = parsePrompts(str(args, "prompt")!);
     const maxNew = int(args, "max-new-tokens", 0)!;
     const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: str(args, "passes") });

@@ -17,7 +17,7 @@ import { openSource } from "../../driver/source";
 import { str } from "../args";
 import { ensureDir } from "../io";
 import type { Command } from "./command";
-import { MODEL_POSITIONAL, PIPELINE_OPTIONS, targetSettings, WEIGHTS_OPTION } from "./backend-options";
+import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION } from "./backend-options";
 
 /** Glob patterns (`*` matches anything) for --observe. */
 function matcher(patterns: string | undefined): ((name: string) => boolean) | undefined {
@@ -77,11 +77,12 @@ export const run: Command = {
       { name: "out", value: "FILE", help: "safetensors file to write", required: true },
       { name: "observe", value: "PATTERNS", help: "also write these named internal values, e.g. 'hidden.*,model.layers.*.mlp.topk_idx'" },
       WEIGHTS_OPTION,
+      DTYPE_OPTION,
       ...PIPELINE_OPTIONS,
     ],
   },
   async run(args, io) {
-    const source = await openSource(args.positionals[0]!, str(args, "weights"));
+    const source = await openSource(args.positionals[0]!, str(args, "weights"), sourceOptions(args));
     const graph = str(args, "graph") ?? source.graphs[0]!;
     if (!source.graphs.includes(graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${source.graphs.join(", ")})`);
     const outPath = str(args, "out")!;

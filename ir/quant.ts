@@ -1,0 +1,109 @@
+/**
+ * FP8 with scales, as the interpreter computes it and as checkpoints store it: the scale grid of a
+ * layout, quantization by the recipes lingc knows (each bit-exact with the code it follows), and
+ * dequantization. A scaled value's real elements are q * s, s being the scale of the element's
+ * block: the layout's scale is always the factor that dequantizes (HF's `weight_scale_inv`).
+ *
+ * Recipes (scales per block of the last two axes; amax = the block's largest |x|; fmax = 448 for
+ * e4m3, 57344 for e5m2; every step in f32 as the reference code computes it):
+ *   - "dynamic" (activations, transformers' and DeepSeek's per-token 1x128 groups):
+ *       s = max(amax, 1e-12) / fmax;  q = fp8(x / s)
+ *   - "transformers" (weights, transformers' Fp8Quantize):
+ *       scale = fmax / amax (1 where amax is 0);  q = fp8(clamp(x * scale, -fmax, fmax));  s = 1 / scale
+ *   - "ling" (weights, Ling's converter, LING2.md 2.8): s = max(amax, 1e-4) / fmax;  q = fp8(x / s)
+ * fp8() rounds to nearest even; e4m3 saturates at 448.
+ */
+import { isFp8, type DType } from "./dtype";
+import { LingcError } from "./errors";
+import { roundTo } from "./numerics";
+import type { Granularity, QuantLayout } from "./types";
+
+export const QUANT_RECIPES = ["dynamic", "transformers", "ling"] as const;
+export type QuantRecipe = (typeof QUANT_RECIPES)[number];
+
+/** The largest finite value of an fp8 format. */
+export function fp8Max(dtype: DType): number {
+  if (dtype === "f8e4m3fn") return 448;
+  if (dtype === "f8e5m2") return 57344;
+  throw new LingcError(`${dtype} is not an fp8 format`);
+}
+
+/** The shape of the scale grid of a tensor of `shape` under `g`. */
+export function scaleGridShape(shape: readonly number[], g: Granularity): number[] {
+  if (g.kind === "tensor") return [];
+  if (g.kind === "row") return shape.slice(0, -1);
+  const r = shape.length;
+  return [...shape.slice(0, r - 2), Math.ceil(shape[r - 2]! / g.rows), Math.ceil(shape[r - 1]! / g.cols)];
+}
+
+/** For each element (row-major), the index of its scale in the grid. */
+export function scaleIndexOf(shape: readonly number[], g: Granularity): (flat: number) => number {
+  if (g.kind === "tensor") return () => 0;
+  const C = shape[shape.length - 1] ?? 1;
+  if (g.kind === "row") return (flat) => Math.floor(flat / C);
+  const R = shape[shape.length - 2]!;
+  const gr = Math.ceil(R / g.rows);
+  const gc = Math.ceil(C / g.cols);
+  return (flat) => {
+    const c = flat % C;
+    const rest = Math.floor(flat / C);
+    const row = rest % R;
+    const lead = Math.floor(rest / R);
+    return (lead * gr + Math.floor(row / g.rows)) * gc + Math.floor(c / g.cols);
+  };
+}
+
+/** Scaled fp8 data: the elements (already fp8 values), the layout, and the scale grid (f32 values). */
+export interface Scaled {
+  layout: QuantLayout;
+  scales: Float32Array;
+}
+
+/** The real values q * s of scaled data, in double precision. */
+export function dequantizeValues(q: ArrayLike<number>, shape: readonly number[], sc: Scaled): Float64Array {
+  const at = scaleIndexOf(shape, sc.layout.granularity);
+  const out = new Float64Array(q.length);
+  for (let i = 0; i < q.length; i++) out[i] = q[i]! * sc.scales[at(i)]!;
+  return out;
+}
+
+/** Quantizes `x` (row-major, `shape`) to `to` by `recipe` with scales per `g`; returns the fp8 values and the scales. */
+export function quantizeValues(x: ArrayLike<number>, shape: readonly number[], to: DType, g: Granularity, recipe: QuantRecipe): { q: Float32Array; scales: Float32Array } {
+  const fmax = fp8Max(to);
+  const at = scaleIndexOf(shape, g);
+  const n = scaleGridShape(shape, g).reduce((a, b) => a * b, 1);
+  const amax = new Float32Array(n);
+  for (let i = 0; i < x.length; i++) {
+    const a = Math.abs(x[i]!);
+    const k = at(i);
+    if (a > amax[k]! || Number.isNaN(a)) amax[k] = a;
+  }
+  const f = Math.fround;
+  const scales = new Float32Array(n);
+  // What multiplies (transformers) or divides (the others) each element on its way to fp8.
+  const factor = new Float32Array(n);
+  for (let k = 0; k < n; k++) {
+    const a = amax[k]!;
+    if (recipe === "transformers") {
+      const scale = a > 0 ? f(fmax / a) : 1;
+      factor[k] = scale;
+      scales[k] = f(1 / scale);
+    } else {
+      const s = f(Math.max(a, f(recipe === "dynamic" ? 1e-12 : 1e-4)) / fmax);
+      factor[k] = s;
+      scales[k] = s;
+    }
+  }
+  const q = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const k = at(i);
+    const v = recipe === "transformers" ? Math.min(fmax, Math.max(-fmax, f(x[i]! * factor[k]!))) : f(x[i]! / factor[k]!);
+    q[i] = roundTo(v, to);
+  }
+  return { q, scales };
+}
+
+/** Checks that `dtype` is an fp8 format a recipe can target. */
+export function checkFp8(dtype: DType, where: string): void {
+  if (!isFp8(dtype)) throw new LingcError(`${where}: ${dtype} is not an fp8 format (f8e4m3fn or f8e5m2)`);
+}

@@ -25,7 +25,15 @@ export interface InterpretOptions {
   observe?: (name: string, value: Tensor) => void;
   /** Entry function (default: the function named like the module). */
   entry?: string;
+  /**
+   * Results of ops that read only weights (a weight's cast, its fp8 quantization), kept by the
+   * caller across runs with the same weights: each is computed once, as GPU backends do at load.
+   */
+  weightResults?: WeightResults;
 }
+
+/** Per op and call scope, the results of a weight-only op. */
+export type WeightResults = WeakMap<Op, Map<string, Tensor[]>>;
 
 function opLabel(op: Op, prefix: string): string {
   const name = op.opName === "call" ? `call @${op.callee}` : op.opName;
@@ -39,6 +47,7 @@ class Interpreter {
     readonly m: Module,
     readonly weights: WeightSource,
     readonly observe: InterpretOptions["observe"],
+    readonly weightResults: WeightResults | undefined,
   ) {}
 
   /** Runs the entry function: its symbols are bound from the argument shapes. */
@@ -69,14 +78,24 @@ class Interpreter {
       return w;
     };
 
+    // Values computed from weights alone (their ops' results can be kept across runs).
+    const fromWeights = new Set<Value>(f.weights);
     f.body.forEach((op, i) => {
-      const ins = op.operands.map(fetch);
+      const weightOnly = this.weightResults !== undefined && op.opName !== "call" && op.operands.length > 0 && op.operands.every((v) => fromWeights.has(v));
+      if (weightOnly) for (const r of op.results) fromWeights.add(r);
+      const kept = weightOnly ? this.weightResults!.get(op)?.get(prefix) : undefined;
+      const ins = kept ? [] : op.operands.map(fetch);
       let outs: Tensor[];
       try {
-        outs = this.runOp(op, ins, bindings, prefix);
+        outs = kept ?? this.runOp(op, ins, bindings, prefix);
       } catch (e) {
         if (e instanceof OpError) throw new LingcError(`while running ${opLabel(op, prefix)}: ${e.message}`);
         throw e;
+      }
+      if (weightOnly && !kept) {
+        let byScope = this.weightResults!.get(op);
+        if (!byScope) this.weightResults!.set(op, (byScope = new Map()));
+        byScope.set(prefix, outs);
       }
       op.results.forEach((r, j) => {
         const t = outs[j]!;
@@ -105,6 +124,7 @@ class Interpreter {
       if (t.dtype !== type.dtype || t.shape.length !== want.length || t.shape.some((d, k) => d !== want[k])) {
         throw new Error(`interpreter: ${opLabel(op, prefix)} produced ${t.dtype}${shapeToString(t.shape)}, its type says ${type.dtype}${shapeToString(want)}`);
       }
+      if (!!type.quant !== !!t.scaled) throw new Error(`interpreter: ${opLabel(op, prefix)} produced ${t.scaled ? "a scaled" : "an unscaled"} tensor, its type is ${type}`);
       if (t.data instanceof Float32Array) roundArrayInPlace(t.data, t.dtype);
     });
     return outs;
@@ -153,7 +173,7 @@ export function interpret(
     if (t.shape.length !== p.type.rank) throw new LingcError(`input '${p.name}' has shape ${shapeToString(t.shape)}, the graph expects ${p.type}`);
     return t;
   });
-  const outs = new Interpreter(m, weights, opts.observe).runEntry(f, args);
+  const outs = new Interpreter(m, weights, opts.observe, opts.weightResults).runEntry(f, args);
   const result: Record<string, Tensor> = {};
   f.results.forEach((r, i) => (result[r.name ?? String(i)] = outs[i]!));
   return result;

@@ -10,6 +10,7 @@
  *       s = max(amax, 1e-12) / fmax;  q = fp8(x / s)
  *   - "transformers" (weights, transformers' Fp8Quantize):
  *       scale = fmax / amax (1 where amax is 0);  q = fp8(clamp(x * scale, -fmax, fmax));  s = 1 / scale
+ *     where torch computes fmax / amax as (1 / amax) * fmax, both steps rounded to f32
  *   - "ling" (weights, Ling's converter, LING2.md 2.8): s = max(amax, 1e-4) / fmax;  q = fp8(x / s)
  * fp8() rounds to nearest even; e4m3 saturates at 448.
  */
@@ -85,7 +86,8 @@ export function quantizeValues(x: ArrayLike<number>, shape: readonly number[], t
   for (let k = 0; k < n; k++) {
     const a = amax[k]!;
     if (recipe === "transformers") {
-      const scale = a > 0 ? f(fmax / a) : 1;
+      // torch evaluates `fmax / amax` (a number over a tensor) as reciprocal(amax) * fmax.
+      const scale = a > 0 ? f(f(1 / a) * fmax) : 1;
       factor[k] = scale;
       scales[k] = f(1 / scale);
     } else {

@@ -53,6 +53,16 @@ export interface LingConfig {
   dtype: DType;
   /** The dtype the checkpoint stores its unquantized weights in (torch_dtype); the model casts them to `dtype`. */
   weightDtype: DType;
+  /** An FP8 checkpoint's `quantization_config` (HF FineGrainedFP8): its projections are stored in fp8 with block scales. */
+  quantization?: Fp8Config;
+}
+
+export interface Fp8Config {
+  format: "f8e4m3fn" | "f8e5m2";
+  /** How activations entering a quantized projection are treated: quantized per token (dynamic) or kept as they are. */
+  activationScheme: "dynamic" | "none";
+  /** Rows and columns of one weight scale block. */
+  weightBlock: [number, number];
 }
 
 type Json = Record<string, unknown>;
@@ -120,6 +130,26 @@ class Reader {
 }
 
 const DTYPES: Record<string, DType> = { float32: "f32", bfloat16: "bf16", float16: "f16" };
+
+/** An HF FineGrainedFP8 `quantization_config`; anything lingc does not run is refused naming the key. */
+function readQuantization(r: Reader): Fp8Config | undefined {
+  const v = r.raw("quantization_config", false);
+  if (v === undefined) return undefined;
+  if (typeof v !== "object" || Array.isArray(v)) r.fail("quantization_config", "must be an object");
+  const q = new Reader(v as Json, r.file, r.text);
+  const where = (key: string) => keyPos(r.text, r.file, key);
+  const method = q.str("quant_method", "");
+  if (method !== "fp8") throw new NotImplementedError(`quantization_config.quant_method "${method}" (lingc reads FP8 checkpoints: quant_method "fp8")`, where("quant_method"));
+  const fmt = q.str("fmt", "e4m3");
+  const format = ({ e4m3: "f8e4m3fn", e5m2: "f8e5m2" } as const)[fmt as "e4m3" | "e5m2"];
+  if (!format) throw new NotImplementedError(`quantization_config.fmt "${fmt}" (lingc reads e4m3 and e5m2)`, where("fmt"));
+  const scheme = q.str("activation_scheme", "dynamic");
+  if (scheme !== "dynamic") throw new NotImplementedError(`quantization_config.activation_scheme "${scheme}" (lingc quantizes activations dynamically, per token in 1x128 groups)`, where("activation_scheme"));
+  const block: unknown = q.raw("weight_block_size", false) ?? [128, 128];
+  if (!Array.isArray(block) || block.length !== 2 || !block.every((b) => Number.isSafeInteger(b) && b > 0)) q.fail("weight_block_size", `must be two positive integers [rows, cols], got ${JSON.stringify(block)}`);
+  const [rows, cols] = block as [number, number];
+  return { format, activationScheme: "dynamic", weightBlock: [rows, cols] };
+}
 
 function readRopeScaling(r: Reader, maxPos: number): YarnScaling | undefined {
   const v = r.raw("rope_scaling", false);
@@ -193,6 +223,7 @@ export function configFromHf(json: unknown, name: string, file: string, text?: s
   const dtype = DTYPES[dtypeName];
   if (!dtype) r.fail(r.has("torch_dtype") ? "torch_dtype" : "dtype", `must be one of ${Object.keys(DTYPES).join(", ")}, got "${dtypeName}"`);
 
+  const quantization = readQuantization(r);
   const cfg: LingConfig = {
     name,
     vocabSize: r.int("vocab_size"),
@@ -221,8 +252,11 @@ export function configFromHf(json: unknown, name: string, file: string, text?: s
     numMtpLayers: r.int("num_nextn_predict_layers", 0, 0),
     useQkNorm: r.bool("use_qk_norm", true),
     tieWordEmbeddings: r.bool("tie_word_embeddings", false),
-    dtype,
+    // An FP8 checkpoint computes in f32 by default: its reference (and Ling's recipe outside the
+    // FP8 GEMMs) keeps activations in high precision; --dtype bf16 trades that for speed.
+    dtype: quantization ? "f32" : dtype,
     weightDtype: dtype,
+    quantization,
   };
 
   if (numHeads % numKvHeads !== 0) r.fail("num_key_value_heads", `(${numKvHeads}) must divide num_attention_heads (${numHeads})`);

@@ -24,7 +24,7 @@ import type { CudaProfile } from "../../ir/target";
 import type { Program } from "../backend";
 import { buildFrames, type FrameSchedule } from "../frames";
 import { storageSlot, type Step } from "../schedule";
-import { generateStep } from "../kernels/gen";
+import { generateStep, refuseScaledFp8 } from "../kernels/gen";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
@@ -275,6 +275,7 @@ export function emitCuda(program: Program): CudaSources {
   const funcs: string[] = [];
   const graphs: string[] = [];
   for (const m of program.graphs) {
+    refuseScaledFp8(m);
     const frames = buildFrames(m);
     const funcNames = new Map(frames.map((f) => [f.func.name, cppIdent(`${m.name}__${f.func.name}`)]));
     // Function definitions refer to their callees' FUNC_ objects: all are declared first.

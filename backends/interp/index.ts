@@ -1,13 +1,15 @@
 /** The interpreter as a backend: runs the program's graphs with the reference interpreter (ir/interpret.ts). */
-import { interpret, type WeightSource } from "../../ir/interpret";
+import { interpret, type WeightResults, type WeightSource } from "../../ir/interpret";
 import { getOp } from "../../ir/ops";
 import type { Module } from "../../ir/module";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel } from "../backend";
 
 function runner(m: Module, weights: WeightSource): GraphRunner {
+  // Weight casts and quantizations are computed on the first run and kept, as at load on a GPU.
+  const weightResults: WeightResults = new WeakMap();
   return {
     async run(inputs, observe) {
-      return interpret(m, inputs, weights, { observe });
+      return interpret(m, inputs, weights, { observe, weightResults });
     },
   };
 }

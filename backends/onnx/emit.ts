@@ -14,7 +14,7 @@ import { TensorType } from "../../ir/types";
 import { unifyTypes } from "../../ir/unify";
 import { expertNames } from "../../ir/weights";
 import { GraphBuilder, Names } from "./graph";
-import { LOWERED_THROUGH_MATMUL, onnxLowering, type LowerCtx } from "./lower";
+import { LOWERED_THROUGH_MATMUL, ONNX_REFUSED, onnxLowering, type LowerCtx } from "./lower";
 import { getOp } from "../../ir/ops";
 import { elemType, encodeModel, valueInfo, type ModelProto, type OnnxDim, type TensorProto } from "./proto";
 import type { WeightLayout } from "./weights";
@@ -63,9 +63,11 @@ class Emitter {
 
   checkExpressible(op: Op, scope: string, types: TensorType[]): void {
     const what = `op '${op.opName}'${scope ? ` in ${scope}` : ""}${this.where(op)}`;
+    const refused = ONNX_REFUSED[op.opName];
+    if (refused) throw new LingcError(`${what}: ${refused}`);
     for (const t of types) {
       if (isFp8(t.dtype) && this.opset < 19) throw new LingcError(`${what}: dtype ${t.dtype} needs ONNX opset 19 or later (chosen: ${this.opset})`);
-      if (t.quant) throw new LingcError(`${what}: scaled fp8 tensors (${t}) cannot be expressed in ONNX directly; dequantize them first`);
+      if (t.quant) throw new LingcError(`${what}: ${ONNX_REFUSED["quantize"]} (it works on ${t})`);
       if (isFp8(t.dtype) && LOWERED_THROUGH_MATMUL.has(op.opName)) {
         throw new LingcError(`${what}: ONNX MatMul does not take ${t.dtype} operands; cast to a wider dtype (or dequantize) first`);
       }

@@ -298,6 +298,12 @@ export const LOWERINGS: Record<string, Lowering> = {
 /** The ops whose lowering above multiplies matrices (MatMul), which ONNX does not define on fp8 operands. */
 export const LOWERED_THROUGH_MATMUL: ReadonlySet<string> = new Set(["linear", "matmul", "grouped_linear", "attention"]);
 
+/** Ops the ONNX backend refuses, and why (an error names the op and this reason). */
+export const ONNX_REFUSED: Readonly<Record<string, string>> = {
+  quantize: "FP8 is not built for ONNX yet (run FP8 models on interp; ONNX needs a blocked DequantizeLinear composition)",
+  dequantize: "FP8 is not built for ONNX yet (run FP8 models on interp; ONNX needs a blocked DequantizeLinear composition)",
+};
+
 /** How an op lowers to ONNX: its entry in LOWERINGS, else its scalar formula; undefined when neither. */
 export function onnxLowering(opName: string): Lowering | undefined {
   const direct = LOWERINGS[opName];

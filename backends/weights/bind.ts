@@ -2,9 +2,13 @@
  * Binding a checkpoint to a graph by HF tensor name. Every weight the graph declares is checked
  * before anything runs (present, same dtype, same shape; for stacked expert weights, every expert's
  * tensor), so a bad checkpoint fails up front with one line that names the tensor. Tensors are then
- * read on first use and kept; stacked weights are assembled from the per-expert tensors.
+ * read on first use and kept; stacked weights are assembled from the per-expert tensors. A weight
+ * declared fp8 with block scales (`f8e4m3fn[O, I] scale(f32, block(128, 128))`) is its fp8 tensor
+ * and, beside it, HF's `<name>_scale_inv` (f32, one value per block: what dequantizes it).
  */
+import { isFp8, type DType } from "../../ir/dtype";
 import { LingcError } from "../../ir/errors";
+import { scaleGridShape } from "../../ir/quant";
 import type { WeightSource } from "../../ir/interpret";
 import { isStackedWeight, type Module } from "../../ir/module";
 import { Tensor, allocData, shapeToString } from "../../ir/tensor";
@@ -17,11 +21,27 @@ function checkTensor(ck: Checkpoint, name: string, dtype: string, shape: readonl
   if (!e) throw new LingcError(`${ck.dir}: tensor "${name}" is missing (the model needs it as ${role})`);
   const en = e.entry;
   if (en.dtype !== dtype) {
-    throw new LingcError(`${e.file.path}: tensor "${name}" has dtype ${en.stDtype}, the model expects ${dtype}${en.dtype === undefined ? "" : ` (${en.dtype})`}`);
+    const hint = en.dtype !== undefined && isFp8(en.dtype) && !isFp8(dtype as DType) ? "; an FP8 checkpoint's projections need the fp8 pass, which the default pipelines run for it" : "";
+    throw new LingcError(`${e.file.path}: tensor "${name}" has dtype ${en.stDtype}, the model expects ${dtype}${en.dtype === undefined ? "" : ` (${en.dtype})`}${hint}`);
   }
   if (en.shape.length !== shape.length || en.shape.some((d, i) => d !== shape[i])) {
     throw new LingcError(`${e.file.path}: tensor "${name}" has shape ${shapeToString(en.shape)}, the model expects ${shapeToString(shape)}`);
   }
+}
+
+/** HF's name for the scales of an fp8 weight: `x.weight` -> `x.weight_scale_inv`. */
+export function scaleNameOf(weight: string): string {
+  return `${weight}_scale_inv`;
+}
+
+/** Checks one (unstacked) weight, and for a scaled fp8 type its scale tensor against the blocks. */
+function checkWeight(ck: Checkpoint, name: string, type: TensorType, shape: readonly number[], role: string): void {
+  checkTensor(ck, name, type.dtype, shape, role);
+  if (!type.quant) return;
+  const grid = scaleGridShape(shape, type.quant.granularity);
+  const g = type.quant.granularity;
+  const blocks = g.kind === "block" ? `${g.rows}x${g.cols} blocks` : g.kind;
+  checkTensor(ck, scaleNameOf(name), type.quant.scaleDtype, grid, `the scales of ${name} (${blocks} of ${shapeToString(shape)})`);
 }
 
 /** Checks every weight of `m` against the checkpoint; throws on the first problem. */
@@ -29,9 +49,9 @@ export function checkCheckpoint(m: Module, ck: Checkpoint): void {
   for (const w of collectWeights(m)) {
     const shape = w.type.shape.map((d) => d.value!);
     if (isStackedWeight(w.name)) {
-      for (const n of expertNames(w.name, shape[0]!)) checkTensor(ck, n, w.type.dtype, shape.slice(1), `one expert of ${w.type}`);
+      for (const n of expertNames(w.name, shape[0]!)) checkWeight(ck, n, w.type, shape.slice(1), `one expert of ${w.type}`);
     } else {
-      checkTensor(ck, w.name, w.type.dtype, shape, w.type.toString());
+      checkWeight(ck, w.name, w.type, shape, w.type.toString());
     }
   }
 }
@@ -45,15 +65,23 @@ export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): Weig
       const hit = cache.get(name);
       if (hit) return hit;
       let t: Tensor;
-      if (isStackedWeight(name)) {
-        const shape = type.shape.map((d) => d.value!);
-        const per = shape.slice(1).reduce((a, b) => a * b, 1);
-        const data = allocData(type.dtype, shape[0]! * per);
-        expertNames(name, shape[0]!).forEach((n, e) => data.set(ck.read(n).data, e * per));
-        t = new Tensor(type.dtype, shape, data);
-      } else {
-        t = ck.read(name);
-      }
+      const shape = type.shape.map((d) => d.value!);
+      const names = isStackedWeight(name) ? expertNames(name, shape[0]!) : [name];
+      // One tensor per expert, side by side (a plain weight is one "expert" of the whole shape).
+      const gather = (parts: readonly string[], whole: readonly number[], dtype: TensorType["dtype"]) => {
+        if (parts.length === 1 && !isStackedWeight(name)) return ck.read(parts[0]!).data;
+        const per = whole.slice(1).reduce((a, b) => a * b, 1);
+        const data = allocData(dtype, whole[0]! * per);
+        parts.forEach((n, e) => data.set(ck.read(n).data, e * per));
+        return data;
+      };
+      const data = gather(names, shape, type.dtype);
+      if (type.quant) {
+        // Stacked experts: each expert's grid, side by side (the grid of the stacked shape).
+        const grid = scaleGridShape(shape, type.quant.granularity);
+        const scales = Float32Array.from(gather(names.map(scaleNameOf), grid, "f32"));
+        t = new Tensor(type.dtype, shape, data, { layout: type.quant, scales });
+      } else t = new Tensor(type.dtype, shape, data);
       cache.set(name, t);
       return t;
     },

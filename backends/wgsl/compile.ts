@@ -9,7 +9,7 @@ import { LingcError, formatPos } from "../../ir/errors";
 import type { Module } from "../../ir/module";
 import { signatureOf } from "../backend";
 import { buildSchedule, capacitySymbol, storageSlot } from "../schedule";
-import { generateStep } from "../kernels/gen";
+import { generateStep, refuseScaledFp8 } from "../kernels/gen";
 import { renderWgsl } from "./render";
 import type { ArtifactDtype, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
 import type { WebGpuProfile } from "../../ir/target/webgpu";
@@ -23,6 +23,7 @@ function bytesOfType(dtype: string): number {
 }
 
 export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
+  refuseScaledFp8(m);
   const s = buildSchedule(m);
   const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize };
   const slots: ArtifactSlot[] = s.slots.map((sl) => {

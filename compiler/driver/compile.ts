@@ -11,7 +11,7 @@ import { bindCheckpoint } from "../../backends/weights/bind";
 import { Checkpoint } from "../../backends/weights/checkpoint";
 import { parsePipeline, runPasses, type PassRunOptions, type PassTiming } from "../passes/manager";
 import type { Source } from "./source";
-import { defaultPipeline, targetProfile, type Target, type TargetSettings } from "./targets";
+import { defaultPipeline, targetProfile, type Fp8Settings, type Target, type TargetSettings } from "./targets";
 
 export interface CompileRequest {
   source: Source;
@@ -44,9 +44,29 @@ export async function pipelineFor(target: Target, settings: TargetSettings, pass
   return { profile, text: passes ?? defaultPipeline(target, profile, settings) };
 }
 
+/**
+ * The settings with the source's FP8 layout folded in: an FP8 checkpoint's projections are stored
+ * in fp8 (its quantization_config), `--quantize fp8` quantizes them from the weights at load;
+ * `--activation-scheme` chooses what happens to their inputs.
+ */
+export function fp8Settings(source: Source, settings: TargetSettings): TargetSettings {
+  const q = source.config?.quantization;
+  if (!q && !settings.quantize) {
+    if (settings.activationScheme) throw new LingcError(`--activation-scheme applies to FP8 models (an FP8 checkpoint, or --quantize fp8); ${source.label} has no FP8 projections`);
+    return settings;
+  }
+  if (!source.config) throw new LingcError(`--quantize applies to a model traced from a config; ${source.label} is already a graph`);
+  if (q && settings.quantize) throw new LingcError(`${source.label} is already an FP8 checkpoint (its config.json has a quantization_config); leave out --quantize`);
+  if (q && q.weightBlock[0] !== q.weightBlock[1]) throw new LingcError(`${source.label}: weight_block_size [${q.weightBlock.join(", ")}] is not square; lingc's fp8 pass takes square blocks`);
+  const fp8: Fp8Settings = q
+    ? { format: q.format === "f8e4m3fn" ? "e4m3" : "e5m2", weightBlock: q.weightBlock[0], activations: settings.activationScheme ?? q.activationScheme, weights: "stored" }
+    : { format: "e4m3", weightBlock: 128, activations: settings.activationScheme ?? "dynamic", weights: "quantize" };
+  return { ...settings, fp8 };
+}
+
 export async function compileProgram(req: CompileRequest): Promise<Compiled> {
   const profiles = new ProfileRegistry();
-  const { profile, text } = await pipelineFor(req.target, req.settings ?? {}, req.passes, profiles);
+  const { profile, text } = await pipelineFor(req.target, fp8Settings(req.source, req.settings ?? {}), req.passes, profiles);
   const passes = parsePipeline(text);
   const timings: PassTiming[] = [];
   const graphs = (req.graphs ?? req.source.graphs).map((g) => {

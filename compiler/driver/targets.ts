@@ -20,6 +20,28 @@ export interface TargetSettings {
   webgpuProfile?: string;
   /** WebGPU: limit overrides NAME=VALUE. */
   limits?: readonly string[];
+  /**
+   * FP8 projections: the fp8 pass that starts the pipeline (set by the driver for an FP8
+   * checkpoint, or for `--quantize fp8`; see fp8Settings in compile.ts).
+   */
+  fp8?: Fp8Settings;
+  /** `--activation-scheme`: how an FP8 model treats the inputs of its FP8 projections. */
+  activationScheme?: "dynamic" | "none";
+  /** `--quantize fp8`: quantize the model's projections to FP8 when its weights are bound. */
+  quantize?: "fp8";
+}
+
+export interface Fp8Settings {
+  format: "e4m3" | "e5m2";
+  weightBlock: number;
+  activations: "dynamic" | "none";
+  /** stored: the checkpoint holds the projections in fp8; quantize: quantized from its weights. */
+  weights: "stored" | "quantize";
+}
+
+/** The fp8 pass of these settings, as pipeline text. */
+export function fp8PassText(f: Fp8Settings): string {
+  return `fp8{format=${f.format},weight-block=${f.weightBlock},activations=${f.activations},weights=${f.weights}}`;
 }
 
 /** The profile a target compiles for (registered in `profiles` under its name). */
@@ -58,7 +80,8 @@ function decomposed(target: Target): string[] {
 export function defaultPipeline(target: Target, profile: TargetProfile | undefined, settings: TargetSettings): string {
   const noFuse = settings.noFuse ?? [];
   checkFusionNames(noFuse);
-  const passes = ["cse", "dce"];
+  // FP8 first: cse after it merges the activation quantizations that projections share.
+  const passes = [...(settings.fp8 ? [fp8PassText(settings.fp8)] : []), "cse", "dce"];
   const ops = decomposed(target);
   if (ops.length) passes.push(`decompose{ops=${ops.join(",")}}`);
   const fusing = target === "wgsl" || target === "cuda";

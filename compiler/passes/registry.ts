@@ -6,11 +6,12 @@ import { LingcError } from "../../ir/errors";
 import { cse } from "./cse";
 import { dce } from "./dce";
 import { decompose } from "./decompose";
+import { fp8 } from "./fp8";
 import { fusion } from "./fusion";
 import { select } from "./select";
 import type { Pass } from "./pass";
 
-export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion, select];
+export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion, select, fp8];
 
 export function getPass(name: string): Pass {
   const p = PASSES.find((x) => x.name === name);

@@ -1,6 +1,7 @@
 /** Loads every op declaration into the table; import this before using getOp(). */
 import { CACHE_APPEND } from "./cache";
 import { CAST } from "./elementwise";
+import { DEQUANTIZE, QUANTIZE } from "./fp8";
 import { REDUCE_MAX, REDUCE_MEAN, REDUCE_SUM } from "./reduce";
 import { CONCAT, CONSTANT, IOTA, RESHAPE, SHIFT, SLICE, TRANSPOSE } from "./shape";
 import { ATTENTION, EMBEDDING, LINEAR, MATMUL, RMS_NORM, ROPE } from "./nn";
@@ -20,6 +21,8 @@ export const OPS = {
   slice: SLICE,
   concat: CONCAT,
   cache_append: CACHE_APPEND,
+  quantize: QUANTIZE,
+  dequantize: DEQUANTIZE,
   shift: SHIFT,
   iota: IOTA,
   constant: CONSTANT,

@@ -205,6 +205,9 @@ export const attr = {
   dtype(a: Attrs, k: string): DType {
     return a[k] as DType;
   },
+  str(a: Attrs, k: string): string {
+    return a[k] as string;
+  },
   dim(a: Attrs, k: string): Dim {
     return a[k] as Dim;
   },

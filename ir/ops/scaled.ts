@@ -20,13 +20,13 @@ export const OUT_DTYPE_ATTR: AttrSpec = { kind: "dtype", doc: "the result dtype 
 export function productDtype(opName: string, x: TensorType, w: TensorType, attrs: Attrs): DType {
   const out = attrs["out"] as DType | undefined;
   if (out !== undefined && (!isFloat(out) || isFp8(out))) throw new OpError(`${opName}: out must be a float dtype wider than fp8, got ${out}`);
-  if (!isFp8(w.dtype) && !isFp8(x.dtype)) {
+  if (!w.quant && !x.quant) {
+    // Plain tensors (fp8 ones included: their values are the elements themselves).
     if (x.dtype !== w.dtype) throw new OpError(`${opName} input and weight must have the same dtype: ${x} vs ${w} (insert a cast)`);
     if (!isFloat(x.dtype)) throw new OpError(`${opName} needs float tensors, got ${x}`);
     return out ?? x.dtype;
   }
-  if (!isFp8(w.dtype)) throw new OpError(`${opName}: an fp8 input ${x} needs an fp8 weight, got ${w}`);
-  if (!w.quant) throw new OpError(`${opName}: the fp8 weight ${w} has no scale layout (its type must say how it is scaled)`);
+  if (!w.quant) throw new OpError(`${opName}: the scaled fp8 input ${x} needs a scaled fp8 weight, got ${w}`);
   if (isFp8(x.dtype)) {
     if (!x.quant) throw new OpError(`${opName}: the fp8 input ${x} has no scale layout`);
     if (out === undefined) throw new OpError(`${opName}: with an fp8 input, the result dtype must be given (out = f32 or bf16)`);
@@ -36,7 +36,12 @@ export function productDtype(opName: string, x: TensorType, w: TensorType, attrs
   return out ?? x.dtype;
 }
 
-/** A tensor's real values: fp8 data times its scales, or the data itself. */
+const dequantized = new WeakMap<Tensor, Float64Array>();
+
+/** A tensor's real values: fp8 data times its scales (computed once per tensor), or the data itself. */
 export function realValues(t: Tensor): ArrayLike<number> {
-  return t.scaled ? dequantizeValues(t.data, t.shape, t.scaled) : t.data;
+  if (!t.scaled) return t.data;
+  let v = dequantized.get(t);
+  if (!v) dequantized.set(t, (v = dequantizeValues(t.data, t.shape, t.scaled)));
+  return v;
 }

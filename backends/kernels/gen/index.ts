@@ -5,8 +5,8 @@
  * (most through the pointwise generator), so a graph runs with any set of fusions switched off, and
  * any group a pass forms is compiled if some template covers it.
  */
-import { LingcError } from "../../../ir/errors";
-import type { Op } from "../../../ir/module";
+import { LingcError, formatPos } from "../../../ir/errors";
+import type { Module, Op } from "../../../ir/module";
 import { attrsOf, hasTrait, OPS } from "../../../ir/ops";
 import type { Slot, Step } from "../../schedule";
 import { attentionKernel } from "./attention";
@@ -87,6 +87,24 @@ const TEMPLATES: readonly Template[] = [
   },
 ];
 
+/** Ops no GPU kernel template covers yet, and why (an error names the op and this reason). */
+export const GPU_REFUSED: Readonly<Record<string, string>> = {
+  quantize: "FP8 kernels are not built for the GPU backends yet (run FP8 models on interp)",
+  dequantize: "FP8 kernels are not built for the GPU backends yet (run FP8 models on interp)",
+};
+
+/** Refuses a module that holds FP8 tensors with scales (weights or activations): the GPU kernels do not read them yet. */
+export function refuseScaledFp8(m: Module): void {
+  for (const f of m.functions) {
+    for (const w of f.weights) if (w.type.quant) throw new LingcError(`${GPU_REFUSED["quantize"]}: weight @${w.name} of @${f.name} is ${w.type}`);
+    for (const op of f.body) {
+      if (op.results.some((r) => r.type.quant) || op.operands.some((v) => v.type.quant)) {
+        throw new LingcError(`${GPU_REFUSED["quantize"]}: op '${op.opName}' in @${f.name}${op.loc ? ` at ${formatPos(op.loc)}` : ""} works on scaled fp8 tensors`);
+      }
+    }
+  }
+}
+
 /** The template that compiles a lone op of this name (undefined when none does). */
 export function templateForOp(op: Op): string | undefined {
   return TEMPLATES.find((t) => t.covers([op]))?.name;
@@ -96,7 +114,8 @@ export function generateStep(step: Step, schedule: { slots: readonly Slot[] }, l
   const t = TEMPLATES.find((x) => x.covers(step.ops));
   if (!t) {
     const what = step.kernel ? `the kernel ${step.kernel.name} (${step.ops.map((o) => o.opName).join(", ")})` : `op '${step.op.opName}'`;
-    throw new LingcError(`no GPU kernel template covers ${what} (in ${step.scope || "the graph"})`);
+    const refused = step.ops.map((o) => GPU_REFUSED[o.opName]).find((r) => r);
+    throw new LingcError(`${refused ? `${refused}: ` : "no GPU kernel template covers "}${what} (in ${step.scope || "the graph"})`);
   }
   return t.generate((wg) => new Gen(step, schedule, name, wg, limits), step.ops, limits);
 }

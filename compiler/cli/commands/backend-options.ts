@@ -18,9 +18,9 @@ export const DTYPE_OPTION: OptionSpec = {
   choices: ["f32", "bf16", "f16"],
 };
 
-/** How the model is traced, from --dtype. */
+/** How the model is traced, from --dtype (f32 by default with --quantize fp8, as for an FP8 checkpoint). */
 export function sourceOptions(args: ParsedArgs): SourceOptions {
-  const dtype = str(args, "dtype") as SourceOptions["dtype"];
+  const dtype = (str(args, "dtype") ?? (str(args, "quantize") === "fp8" ? "f32" : undefined)) as SourceOptions["dtype"];
   return dtype ? { dtype } : {};
 }
 
@@ -29,9 +29,17 @@ export const PIPELINE_OPTIONS: OptionSpec[] = [
   { name: "no-fuse", value: "LIST", help: "fusions to switch off in the default pipeline (router, qk_norm_rope, attention, swiglu, residual_norm, norm_matmul, elementwise, or all)" },
   { name: "target-profile", value: "NAME", help: "WebGPU limits to compile for: baseline (default) or adapter", choices: ["baseline", "adapter"] },
   { name: "limit", value: "NAME=V,...", help: "override WebGPU limits, e.g. maxStorageBufferBindingSize=65536" },
+  { name: "quantize", value: "FORMAT", help: "quantize the model's projections when its weights are bound (fp8: 128x128 weight blocks, transformers' recipe)", choices: ["fp8"] },
+  { name: "activation-scheme", value: "S", help: "FP8 models: dynamic quantizes each projection's input per token (1x128 groups), none keeps it (weight-only); default: the checkpoint's", choices: ["dynamic", "none"] },
 ];
 
 export function targetSettings(args: ParsedArgs): TargetSettings {
   const list = (name: string) => str(args, name)?.split(",").map((s) => s.trim()).filter(Boolean);
-  return { noFuse: list("no-fuse"), webgpuProfile: str(args, "target-profile"), limits: list("limit") };
+  return {
+    noFuse: list("no-fuse"),
+    webgpuProfile: str(args, "target-profile"),
+    limits: list("limit"),
+    quantize: str(args, "quantize") as TargetSettings["quantize"],
+    activationScheme: str(args, "activation-scheme") as TargetSettings["activationScheme"],
+  };
 }

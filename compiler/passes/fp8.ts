@@ -1,0 +1,129 @@
+/**
+ * fp8: FP8 projections, the layout in the types. For every linear and grouped_linear whose weight
+ * matches one of `projections` (names relative to the function, `*` one name part; by default
+ * Ling's list: attention QKV and output, the dense MLP, the shared and routed experts, also inside
+ * the MTP layer; the router gate, embedding, head, norms and eh_proj stay as they are):
+ *   - weights=stored (an FP8 checkpoint): the weight's declared type becomes
+ *     `f8e4m3fn[O, I] scale(f32, block(B, B))`, so binding reads its fp8 tensor and block scales;
+ *   - weights=quantize: the weight is quantized from what the checkpoint stores, by `recipe`, with
+ *     a `quantize` op that reads only the weight (backends run such steps once, at load);
+ *   - activations=dynamic: the input is quantized per token in 1 x G groups (`quantize`, recipe
+ *     dynamic) and the product keeps the input's dtype (`out`); activations=none leaves the input
+ *     as it is (weight-only, W8A16).
+ * A cast between the weight and the product (a model computing in another dtype than the checkpoint
+ * stores) is looked through: the fp8 weight replaces it. Run cse after it: projections sharing an
+ * input (gate and up) then share one activation quantization.
+ */
+import { LingcError } from "../../ir/errors";
+import type { DType } from "../../ir/dtype";
+import type { Func, Module, Op, Value } from "../../ir/module";
+import { Builder, eraseOp, Uses } from "../../ir/rewrite";
+import { TensorType } from "../../ir/types";
+import type { Pass } from "./pass";
+import { optionReader } from "./pipeline";
+
+/** Ling's FP8 projections (LING2.md 2.8 and 3.1). */
+export const LING_FP8_PROJECTIONS = [
+  "attention.query_key_value",
+  "attention.dense",
+  "mlp.gate_proj",
+  "mlp.up_proj",
+  "mlp.down_proj",
+  "mlp.shared_experts.gate_proj",
+  "mlp.shared_experts.up_proj",
+  "mlp.shared_experts.down_proj",
+  "mlp.experts.*.gate_proj",
+  "mlp.experts.*.up_proj",
+  "mlp.experts.*.down_proj",
+] as const;
+
+const FORMATS: Record<string, DType> = { e4m3: "f8e4m3fn", e5m2: "f8e5m2" };
+
+/** Whether a weight name (without `.weight`) is the pattern, or ends with it after a dot. */
+function matcher(patterns: readonly string[]): (name: string) => boolean {
+  const res = patterns.map((p) => new RegExp(`(^|\\.)${p.split("*").map((s) => s.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("[^.]+")}$`));
+  return (name) => res.some((r) => r.test(name));
+}
+
+/** The weight a matmul's second operand is, looking through a cast of it. */
+function weightOf(v: Value): { weight: Value; cast?: Op } | undefined {
+  if (v.kind === "weight") return { weight: v };
+  const d = v.def;
+  if (d?.opName === "cast" && d.operands[0]!.kind === "weight") return { weight: d.operands[0]!, cast: d };
+  return undefined;
+}
+
+export const fp8: Pass = {
+  name: "fp8",
+  summary: "makes the matching projections FP8: weights stored or quantized in blocks, inputs quantized per token (or not)",
+  options: {
+    format: { kind: "string", doc: "the fp8 format (default e4m3)", choices: ["e4m3", "e5m2"] },
+    "weight-block": { kind: "int", doc: "rows and columns of one weight scale block (default 128)" },
+    "activation-group": { kind: "int", doc: "elements of one activation scale group along the input features (default 128)" },
+    activations: { kind: "string", doc: "dynamic: quantize each projection's input per token; none: weight-only (default dynamic)", choices: ["dynamic", "none"] },
+    weights: { kind: "string", doc: "stored: the checkpoint holds them in fp8 with block scales; quantize: quantized from its weights (default quantize)", choices: ["stored", "quantize"] },
+    recipe: { kind: "string", doc: "how weights=quantize picks block scales (default transformers)", choices: ["transformers", "ling"] },
+    projections: { kind: "list", doc: `weight names to make FP8 (without .weight; * is one name part; default: ${LING_FP8_PROJECTIONS.join(",")})` },
+  },
+  run(m: Module, options) {
+    const o = optionReader(options);
+    const to = FORMATS[o.string("format", "e4m3")!]!;
+    const wb = o.int("weight-block", 128);
+    const group = o.int("activation-group", 128);
+    if (!(wb > 0) || !(group > 0)) throw new LingcError(`fp8: weight-block and activation-group must be positive (got ${wb} and ${group})`);
+    const dynamic = o.string("activations", "dynamic") === "dynamic";
+    const stored = o.string("weights", "quantize") === "stored";
+    const recipe = o.string("recipe", "transformers")!;
+    const listed = o.list("projections");
+    const matches = matcher(listed.length ? listed : LING_FP8_PROJECTIONS);
+    const layout = { scaleDtype: "f32" as DType, granularity: { kind: "block" as const, rows: wb, cols: wb } };
+    for (const f of m.functions) rewriteFunction(m, f, { to, wb, group, dynamic, stored, recipe, matches, layout });
+  },
+};
+
+interface Plan {
+  to: DType;
+  wb: number;
+  group: number;
+  dynamic: boolean;
+  stored: boolean;
+  recipe: string;
+  matches: (name: string) => boolean;
+  layout: TensorType["quant"];
+}
+
+function rewriteFunction(m: Module, f: Func, p: Plan): void {
+  const retyped = new Set<Value>();
+  for (const op of [...f.body]) {
+    if (op.opName !== "linear" && op.opName !== "grouped_linear") continue;
+    const found = weightOf(op.operands[1]!);
+    if (!found || !p.matches(found.weight.name!.replace(/\.weight$/, ""))) continue;
+    const { weight, cast } = found;
+    const b = new Builder(m, f).setInsertionPointBefore(op);
+    const at = { scope: op.scope, loc: op.loc };
+    if (p.stored) {
+      if (!retyped.has(weight)) {
+        weight.type = new TensorType(p.to, weight.type.shape, p.layout);
+        retyped.add(weight);
+      }
+      op.operands[1] = weight;
+    } else {
+      op.operands[1] = b.op1("quantize", [weight], { to: p.to, block: [p.wb, p.wb], recipe: p.recipe }, at);
+    }
+    if (cast && new Uses(f).of(cast.results[0]!).length === 0) eraseOp(f, cast);
+    if (p.dynamic) {
+      const x = op.operands[0]!;
+      op.operands[0] = b.op1("quantize", [x], { to: p.to, block: [1, p.group], recipe: "dynamic" }, at);
+      op.attrs = { ...op.attrs, out: x.type.dtype };
+    }
+  }
+  // A weight stored in fp8 can only feed the projections: anything else would read fp8 codes as values.
+  if (retyped.size) {
+    const uses = new Uses(f);
+    for (const w of retyped) {
+      for (const u of uses.of(w)) {
+        if (u.opName !== "linear" && u.opName !== "grouped_linear") throw new LingcError(`fp8: weight @${w.name} is stored in fp8 but is also read by '${u.opName}' (in @${f.name}); leave it out of projections`, u.loc);
+      }
+    }
+  }
+}

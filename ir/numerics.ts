@@ -29,12 +29,17 @@ function roundHalfEven(q: number): number {
   return fl % 2 === 0 ? fl : fl + 1;
 }
 
-/** floor(log2(a)) for a finite a > 0, exact (Math.log2 can be off by one near powers of two). */
+const expScratch = new Float64Array(1);
+const expWords = new Uint32Array(expScratch.buffer);
+const HI = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 1 : 0; // the high word's index (little-endian: 1)
+
+/** floor(log2(a)) for a finite a > 0, exact: the exponent field of the double (Math.log2 can be off by one, and is slow). */
 function exponentOf(a: number): number {
-  let e = Math.floor(Math.log2(a));
-  if (2 ** e > a) e--;
-  else if (2 ** (e + 1) <= a) e++;
-  return e;
+  expScratch[0] = a;
+  const e = ((expWords[HI]! >>> 20) & 0x7ff) - 1023;
+  if (e > -1023) return e;
+  // A subnormal double: far below every narrow format's range, so any close answer rounds the same.
+  return Math.floor(Math.log2(a));
 }
 
 function roundToFormat(x: number, f: Format): number {

@@ -12,6 +12,8 @@
  *       scale = fmax / amax (1 where amax is 0);  q = fp8(clamp(x * scale, -fmax, fmax));  s = 1 / scale
  *     where torch computes fmax / amax as (1 / amax) * fmax, both steps rounded to f32
  *   - "ling" (weights, Ling's converter, LING2.md 2.8): s = max(amax, 1e-4) / fmax;  q = fp8(x / s)
+ *   - "ling-ue8m0": the same with s rounded up to a power of two (a UE8M0 scale; Ling's converter does
+ *     this for attention.dense and the experts' gate and up projections)
  * fp8() rounds to nearest even; e4m3 saturates at 448.
  */
 import { isFp8, type DType } from "./dtype";
@@ -19,7 +21,7 @@ import { LingcError } from "./errors";
 import { roundTo } from "./numerics";
 import type { Granularity, QuantLayout } from "./types";
 
-export const QUANT_RECIPES = ["dynamic", "transformers", "ling"] as const;
+export const QUANT_RECIPES = ["dynamic", "transformers", "ling", "ling-ue8m0"] as const;
 export type QuantRecipe = (typeof QUANT_RECIPES)[number];
 
 /** The largest finite value of an fp8 format. */
@@ -91,7 +93,8 @@ export function quantizeValues(x: ArrayLike<number>, shape: readonly number[], t
       factor[k] = scale;
       scales[k] = f(1 / scale);
     } else {
-      const s = f(Math.max(a, f(recipe === "dynamic" ? 1e-12 : 1e-4)) / fmax);
+      let s = f(Math.max(a, f(recipe === "dynamic" ? 1e-12 : 1e-4)) / fmax);
+      if (recipe === "ling-ue8m0") s = pow2AtLeast(s);
       factor[k] = s;
       scales[k] = s;
     }
@@ -103,6 +106,14 @@ export function quantizeValues(x: ArrayLike<number>, shape: readonly number[], t
     q[i] = roundTo(v, to);
   }
   return { q, scales };
+}
+
+/** The smallest power of two >= s (s > 0), exact (Math.log2 may be off by one near powers of two). */
+function pow2AtLeast(s: number): number {
+  let e = Math.ceil(Math.log2(s));
+  if (2 ** (e - 1) >= s) e--;
+  else if (2 ** e < s) e++;
+  return 2 ** e;
 }
 
 /** Checks that `dtype` is an fp8 format a recipe can target. */

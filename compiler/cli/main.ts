@@ -14,12 +14,13 @@ import { info } from "./commands/info";
 import { init } from "./commands/init";
 import { onnxBind } from "./commands/onnx-bind";
 import { opt } from "./commands/opt";
+import { quantize } from "./commands/quantize";
 import { run } from "./commands/run";
 import { processIO, type CliIO } from "./io";
 
 export const VERSION = "0.1.0";
 
-const COMMANDS: Command[] = [info, compile, opt, run, generate, compare, init, onnxBind];
+const COMMANDS: Command[] = [info, compile, opt, run, generate, compare, init, quantize, onnxBind];
 
 function mainHelp(): string {
   const lines = [

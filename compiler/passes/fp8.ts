@@ -39,8 +39,8 @@ export const LING_FP8_PROJECTIONS = [
 
 const FORMATS: Record<string, DType> = { e4m3: "f8e4m3fn", e5m2: "f8e5m2" };
 
-/** Whether a weight name (without `.weight`) is the pattern, or ends with it after a dot. */
-function matcher(patterns: readonly string[]): (name: string) => boolean {
+/** Whether a weight name (without `.weight`) is one of the patterns, or ends with one after a dot. */
+export function projectionMatcher(patterns: readonly string[]): (name: string) => boolean {
   const res = patterns.map((p) => new RegExp(`(^|\\.)${p.split("*").map((s) => s.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("[^.]+")}$`));
   return (name) => res.some((r) => r.test(name));
 }
@@ -75,7 +75,7 @@ export const fp8: Pass = {
     const stored = o.string("weights", "quantize") === "stored";
     const recipe = o.string("recipe", "transformers")!;
     const listed = o.list("projections");
-    const matches = matcher(listed.length ? listed : LING_FP8_PROJECTIONS);
+    const matches = projectionMatcher(listed.length ? listed : LING_FP8_PROJECTIONS);
     const layout = { scaleDtype: "f32" as DType, granularity: { kind: "block" as const, rows: wb, cols: wb } };
     for (const f of m.functions) rewriteFunction(m, f, { to, wb, group, dynamic, stored, recipe, matches, layout });
   },

@@ -8,6 +8,8 @@
  */
 import { Func, Module, Op, Value, joinScope } from "./module";
 import { byteSize } from "./dtype";
+import { scaleGridShape } from "./quant";
+import type { TensorType } from "./types";
 
 export interface ParamCounts {
   total: number;
@@ -26,6 +28,8 @@ interface WeightUse {
   /** How the use reads it: an embedding table reads one row per token. */
   embeddingRows?: number;
   mtp: boolean;
+  /** The use is a quantize op (run once, at load): what the weight becomes. */
+  quantizedTo?: TensorType;
 }
 
 /**
@@ -49,7 +53,8 @@ function weightUses(m: Module): WeightUse[] {
       op.operands.forEach((v, i) => {
         if (v.kind !== "weight") return;
         const elements = v.type.numel().value ?? 0;
-        const use: WeightUse = { name: joinScope(prefix, v.name!), elements, bytes: elements * byteSize(v.type.dtype), fraction: 1, mtp };
+        const use: WeightUse = { name: joinScope(prefix, v.name!), elements, bytes: storedBytes(v.type), fraction: 1, mtp };
+        if (op.opName === "quantize") use.quantizedTo = op.results[0]!.type;
         if (op.opName === "grouped_linear" && i === 1) {
           const dispatch = defOf(op.operands[2]!);
           const k = dispatch?.opName === "moe_dispatch" ? dispatch.operands[0]!.type.shape[1]?.value : undefined;
@@ -63,6 +68,30 @@ function weightUses(m: Module): WeightUse[] {
   };
   if (m.entry) visit(m.entry, "", new Map(), false);
   return out;
+}
+
+/** Bytes a tensor of a (numeric) type takes: its elements, and the scales of an fp8 layout. */
+export function storedBytes(t: TensorType): number {
+  const shape = t.shape.map((d) => d.value ?? 0);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const scales = t.quant ? scaleGridShape(shape, t.quant.granularity).reduce((a, b) => a * b, 1) * byteSize(t.quant.scaleDtype) : 0;
+  return n * byteSize(t.dtype) + scales;
+}
+
+/**
+ * Bytes of weights a loaded program holds: each weight once, as declared (an fp8 one with its
+ * scales), or, when all its uses quantize it (done once, at load), as the quantized tensor.
+ */
+export function residentWeightBytes(m: Module): number {
+  const byName = new Map<string, { bytes: number; quantized?: number }>();
+  for (const u of weightUses(m)) {
+    const prev = byName.get(u.name) ?? { bytes: u.bytes, quantized: u.quantizedTo ? storedBytes(u.quantizedTo) : undefined };
+    if (!u.quantizedTo) prev.quantized = undefined;
+    byName.set(u.name, prev);
+  }
+  let total = 0;
+  for (const w of byName.values()) total += w.quantized ?? w.bytes;
+  return total;
 }
 
 export function countParams(m: Module): ParamCounts {

@@ -2,8 +2,10 @@
 import { buildLing2, GRAPHS } from "../../../models/ling2";
 import { resolveModel } from "../../../models/resolve";
 import { isMoeLayer, type LingConfig } from "../../../models/config";
-import { countOps, countParams } from "../../../ir/params";
-import { flag } from "../args";
+import { countOps, countParams, residentWeightBytes } from "../../../ir/params";
+import { ProfileRegistry } from "../../../ir/target";
+import { parsePipeline, runPasses } from "../../passes/manager";
+import { flag, str } from "../args";
 import type { Command } from "./command";
 
 function human(n: number): string {
@@ -13,9 +15,24 @@ function human(n: number): string {
   return String(n);
 }
 
-export function modelInfo(cfg: LingConfig) {
+function bytes(n: number): string {
+  if (n >= 1e12) return `${(n / 1e12).toPrecision(4)} TB`;
+  if (n >= 1e9) return `${(n / 1e9).toPrecision(4)} GB`;
+  if (n >= 1e6) return `${(n / 1e6).toPrecision(4)} MB`;
+  return `${n} B`;
+}
+
+/** `passes`: a pipeline whose effect on the weights' bytes is reported (`--passes fp8`). */
+export function modelInfo(cfg: LingConfig, passes?: string) {
   const forward = buildLing2(cfg, "forward");
   const params = countParams(forward);
+  const weightBytes: { declared: number; afterPasses?: number; passes?: string } = { declared: residentWeightBytes(forward) };
+  if (passes !== undefined) {
+    const m = buildLing2(cfg, "forward");
+    runPasses(m, parsePipeline(passes), { profiles: new ProfileRegistry() });
+    weightBytes.afterPasses = residentWeightBytes(m);
+    weightBytes.passes = passes;
+  }
   const moeLayers = Array.from({ length: cfg.numLayers }, (_, i) => i).filter((i) => isMoeLayer(cfg, i)).length;
   const graphs = Object.fromEntries(GRAPHS.map((g) => [g, countOps(g === "forward" ? forward : buildLing2(cfg, g))]));
   return {
@@ -39,6 +56,7 @@ export function modelInfo(cfg: LingConfig) {
       routedScalingFactor: cfg.routedScalingFactor,
     },
     parameters: params,
+    weightBytes,
     graphs,
   };
 }
@@ -48,11 +66,14 @@ export const info: Command = {
     name: "info",
     summary: "Shows a model's architecture, its total and active parameters (counted from the IR's weight declarations) and its op counts.",
     positionals: [{ name: "model", help: "a built-in config (ling-1t, ling-flash-2.0, ling-mini-2.0, ling-tiny) or a checkpoint folder" }],
-    options: [{ name: "json", help: "print the report as JSON" }],
+    options: [
+      { name: "json", help: "print the report as JSON" },
+      { name: "passes", value: "LIST", help: "also report the weights' bytes after this pipeline (e.g. fp8: quantized at load)" },
+    ],
   },
   async run(args, io) {
     const { config: cfg } = resolveModel(args.positionals[0]!);
-    const r = modelInfo(cfg);
+    const r = modelInfo(cfg, str(args, "passes"));
     if (flag(args, "json")) {
       io.out(JSON.stringify(r, null, 2) + "\n");
       return 0;
@@ -69,6 +90,8 @@ export const info: Command = {
       `  parameters  ${human(p.total)} total, ${human(p.active)} active per token (embedding and head included, MTP excluded)`,
     ];
     if (p.mtpTotal) lines.push(`              MTP: ${human(p.mtpTotal)} total, ${human(p.mtpActive)} active`);
+    const wb = r.weightBytes;
+    lines.push(`  weights     ${bytes(wb.declared)} as declared${wb.afterPasses !== undefined ? `, ${bytes(wb.afterPasses)} after --passes ${wb.passes} (${(wb.afterPasses / wb.declared).toFixed(3)}x)` : ""}`);
     for (const [g, c] of Object.entries(r.graphs)) {
       lines.push(`  ${g.padEnd(11)} ${c.written} ops in ${c.functions.length} functions (${c.functions.map((f) => `${f.name} ${f.ops}`).join(", ")}); ${c.executed} ops per run`);
     }

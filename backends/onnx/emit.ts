@@ -6,13 +6,16 @@
  * external data (see weights.ts); expert weights are one initializer per expert, concatenated in the
  * graph (ONNX Runtime folds that at load), so each one can point into the checkpoint as stored.
  */
-import type { Dim } from "../../ir/dim";
+import { Dim } from "../../ir/dim";
 import { isFp8 } from "../../ir/dtype";
 import { LingcError, formatPos } from "../../ir/errors";
 import { Func, Module, Op, Value, isStackedWeight, joinScope } from "../../ir/module";
 import { TensorType } from "../../ir/types";
 import { unifyTypes } from "../../ir/unify";
 import { expertNames } from "../../ir/weights";
+import { scaleGridShape } from "../../ir/quant";
+import { scaleNameOf } from "../weights/bind";
+import { dequantizeTo, FP8_MIN_OPSET } from "./fp8";
 import { GraphBuilder, Names } from "./graph";
 import { LOWERED_THROUGH_MATMUL, ONNX_REFUSED, onnxLowering, type LowerCtx } from "./lower";
 import { getOp } from "../../ir/ops";
@@ -20,6 +23,8 @@ import { elemType, encodeModel, valueInfo, type ModelProto, type OnnxDim, type T
 import type { WeightLayout } from "./weights";
 
 export const DEFAULT_OPSET = 23;
+/** The output holding the scales of a scaled fp8 output `x` is `x.scale`. */
+export const SCALE_SUFFIX = ".scale";
 export const MIN_OPSET = 18;
 /** ONNX Runtime 1.30 refuses opset 27 (../shared/TOOLCHAIN.md). */
 export const MAX_OPSET = 26;
@@ -50,6 +55,8 @@ class Emitter {
   readonly memo = new Map<string, string[]>();
   readonly weightNames = new Map<string, string>();
   readonly exposed = new Map<string, string>();
+  /** Scaled fp8 data -> its scale grid (fp8.ts). */
+  readonly scales = new Map<string, string>();
 
   constructor(
     readonly m: Module,
@@ -67,8 +74,8 @@ class Emitter {
     if (refused) throw new LingcError(`${what}: ${refused}`);
     for (const t of types) {
       if (isFp8(t.dtype) && this.opset < 19) throw new LingcError(`${what}: dtype ${t.dtype} needs ONNX opset 19 or later (chosen: ${this.opset})`);
-      if (t.quant) throw new LingcError(`${what}: ${ONNX_REFUSED["quantize"]} (it works on ${t})`);
-      if (isFp8(t.dtype) && LOWERED_THROUGH_MATMUL.has(op.opName)) {
+      if (t.quant && this.opset < FP8_MIN_OPSET) throw new LingcError(`${what}: scaled ${t.dtype} tensors need blocked DequantizeLinear, ONNX opset ${FP8_MIN_OPSET} or later (chosen: ${this.opset})`);
+      if (isFp8(t.dtype) && !t.quant && LOWERED_THROUGH_MATMUL.has(op.opName)) {
         throw new LingcError(`${what}: ONNX MatMul does not take ${t.dtype} operands; cast to a wider dtype (or dequantize) first`);
       }
     }
@@ -84,13 +91,27 @@ class Emitter {
     const shape = type.shape.map((d) => d.value!);
     let name: string;
     if (isStackedWeight(full)) {
-      const parts = expertNames(full, shape[0]!).map((n) => this.initializer(n, type.withShape(type.shape.slice(1)), [1, ...shape.slice(1)]));
+      const part = type.withShape(type.shape.slice(1));
+      const parts = expertNames(full, shape[0]!).map((n) => {
+        const data = this.initializer(n, part, [1, ...shape.slice(1)]);
+        if (!type.quant) return data;
+        // float8 cannot be concatenated in ONNX Runtime: each expert is dequantized first (f32).
+        const s = this.scaleInitializer(n, part, true);
+        return dequantizeTo(this.g, data, s, type.withShape([Dim.of(1), ...type.shape.slice(1)]), "f32", { scope: full });
+      });
       name = this.g.one("Concat", parts, { axis: 0 }, { scope: full });
     } else {
       name = this.initializer(full, type, shape);
+      if (type.quant) this.scales.set(name, this.scaleInitializer(full, type, false));
     }
     this.weightNames.set(full, name);
     return name;
+  }
+
+  /** The `_scale_inv` initializer of fp8 weight `name` (with a leading 1 for one expert of a stack). */
+  scaleInitializer(name: string, type: TensorType, leadingOne: boolean): string {
+    const grid = scaleGridShape(type.shape.map((d) => d.value!), type.quant!.granularity);
+    return this.initializer(scaleNameOf(name), new TensorType(type.quant!.scaleDtype, grid.map((d) => Dim.of(d))), leadingOne ? [1, ...grid] : grid);
   }
 
   /** An external-data initializer for checkpoint tensor `name` (stored as `type`), declared with `dims`. */
@@ -151,6 +172,8 @@ class Emitter {
           meta: { scope: scope || op.opName, doc: op.loc ? formatPos(op.loc) : undefined },
           opset: this.opset,
           memo: this.memo,
+          scaleOf: (n) => this.scales.get(n),
+          setScale: (n, sc) => void this.scales.set(n, sc),
           fail: (msg) => {
             throw new LingcError(`op '${op.opName}'${this.where(op)}: ${msg}`);
           },
@@ -159,7 +182,7 @@ class Emitter {
       }
       op.results.forEach((r, i) => {
         env.set(r, outs[i]!);
-        if (this.opts.exposeNamed && r.name !== undefined) {
+        if (this.opts.exposeNamed && r.name !== undefined && !r.type.quant) {
           const full = joinScope(prefix, r.name);
           if (!this.exposed.has(outs[i]!) && ![...this.exposed.values()].includes(full)) {
             this.exposed.set(outs[i]!, full);
@@ -183,13 +206,26 @@ class Emitter {
       return boundary(p.type) === p.type.dtype ? name : this.g.one("Cast", [name], { to: elemType(p.type.dtype) }, { scope: "inputs" });
     });
     const outs = this.func(entry, args, "", new Map());
+    const scaleOutputs: ReturnType<typeof valueInfo>[] = [];
     entry.results.forEach((r, i) => {
       const t = r.value.type;
+      if (t.quant) {
+        // A scaled output: its fp8 values as f32 (exact), and its scales as `<name>.scale`.
+        this.g.node("Cast", [outs[i]!], [r.name!], { to: elemType("f32") }, { scope: "outputs" });
+        this.g.outputs.splice(i, 0, valueInfo(r.name!, "f32", onnxDims(t)));
+        const s = this.scales.get(outs[i]!);
+        if (!s) throw new LingcError(`output ${r.name} of @${entry.name} is scaled fp8 but its scales were not computed in the graph`);
+        const sname = this.names.reserve(`${r.name!}${SCALE_SUFFIX}`);
+        this.g.node("Identity", [s], [sname], {}, { scope: "outputs" });
+        scaleOutputs.push(valueInfo(sname, t.quant.scaleDtype, undefined));
+        return;
+      }
       const dt = boundary(t);
       if (dt !== t.dtype) this.g.node("Cast", [outs[i]!], [r.name!], { to: elemType(dt) }, { scope: "outputs" });
       else this.g.node("Identity", [outs[i]!], [r.name!], {}, { scope: "outputs" });
       this.g.outputs.splice(i, 0, valueInfo(r.name!, dt, onnxDims(t)));
     });
+    this.g.outputs.push(...scaleOutputs);
     const model: ModelProto = {
       irVersion: 10,
       opsetImport: [{ domain: "", version: this.opset }],

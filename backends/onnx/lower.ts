@@ -9,6 +9,7 @@
  * - attention is composed (MatMul, Where-mask, fp32 Softmax, MatMul): the opset-23 Attention op aligns
  *   its causal mask to the top left, which is wrong for a decode step that appends to a KV cache
  *   (queries sit at the end of the key range); the composed mask is aligned to the end.
+ * - FP8: scaled values are float8 data plus an f32 scale grid; see fp8.ts for what ONNX Runtime runs.
  * - MoE: routing is exact (TopK breaks ties toward the lower index, as torch does); the experts run
  *   in a Loop over only the experts that received tokens, each gathering its own weight slice, so
  *   the work depends on the routed tokens and not on the expert count.
@@ -24,6 +25,7 @@ import { Tensor } from "../../ir/tensor";
 import { castNode } from "./cast";
 import { getOp } from "../../ir/ops";
 import { fromScalarFormula } from "./scalar";
+import { dequantizeLowering, quantizeLowering, realOperands } from "./fp8";
 
 export interface LowerCtx {
   g: GraphBuilder;
@@ -36,6 +38,9 @@ export interface LowerCtx {
   opset: number;
   /** Per-model memo (for example the active-expert list of a dispatch, shared by its grouped_linears). */
   memo: Map<string, string[]>;
+  /** The scale grid of scaled fp8 data (fp8.ts), by the data's name. */
+  scaleOf(name: string): string | undefined;
+  setScale(name: string, scale: string): void;
   fail(msg: string): never;
 }
 
@@ -191,7 +196,7 @@ function activeExperts(c: LowerCtx, offsets: string): [string, string] {
 }
 
 function groupedLinear(c: LowerCtx): void {
-  const [x, w, offsets] = c.ins as [string, string, string];
+  const [x, w, offsets] = realOperands(c) as [string, string, string];
   const [active, off] = activeExperts(c, offsets);
   const dt = c.outTypes[0]!.dtype;
   const O = c.inTypes[1]!.shape[1]!.value!;
@@ -283,7 +288,12 @@ export const LOWERINGS: Record<string, Lowering> = {
     emitTo(c, 0, c.g.constant(Tensor.from(t.dtype, shape, values.length === 1 ? new Array(n).fill(values[0]) : values)));
   },
   embedding: (c) => void c.g.node("Gather", c.ins, c.out, { axis: 0 }, c.meta),
-  linear: (c) => void c.g.node("MatMul", [c.ins[0]!, c.g.one("Transpose", [c.ins[1]!], { perm: [1, 0] }, c.meta)], c.out, {}, c.meta),
+  linear: (c) => {
+    const [x, w] = realOperands(c) as [string, string];
+    c.g.node("MatMul", [x, c.g.one("Transpose", [w], { perm: [1, 0] }, c.meta)], c.out, {}, c.meta);
+  },
+  quantize: quantizeLowering,
+  dequantize: dequantizeLowering,
   matmul: direct("MatMul"),
   rms_norm: rmsNorm,
   attention,
@@ -298,11 +308,8 @@ export const LOWERINGS: Record<string, Lowering> = {
 /** The ops whose lowering above multiplies matrices (MatMul), which ONNX does not define on fp8 operands. */
 export const LOWERED_THROUGH_MATMUL: ReadonlySet<string> = new Set(["linear", "matmul", "grouped_linear", "attention"]);
 
-/** Ops the ONNX backend refuses, and why (an error names the op and this reason). */
-export const ONNX_REFUSED: Readonly<Record<string, string>> = {
-  quantize: "FP8 is not built for ONNX yet (run FP8 models on interp; ONNX needs a blocked DequantizeLinear composition)",
-  dequantize: "FP8 is not built for ONNX yet (run FP8 models on interp; ONNX needs a blocked DequantizeLinear composition)",
-};
+/** Ops the ONNX backend refuses, and why (an error names the op and this reason); none at present. */
+export const ONNX_REFUSED: Readonly<Record<string, string>> = {};
 
 /** How an op lowers to ONNX: its entry in LOWERINGS, else its scalar formula; undefined when neither. */
 export function onnxLowering(opName: string): Lowering | undefined {

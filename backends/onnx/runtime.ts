@@ -10,7 +10,7 @@ import type { Module } from "../../ir/module";
 import { Tensor } from "../../ir/tensor";
 import type { Checkpoint } from "../weights/checkpoint";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel } from "../backend";
-import { emitOnnx } from "./emit";
+import { emitOnnx, SCALE_SUFFIX } from "./emit";
 import { onnxLowering } from "./lower";
 import { checkpointLayout, unboundLayout } from "./weights";
 
@@ -101,7 +101,12 @@ export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: num
       }
       const results = await session.run(feeds);
       const out: Record<string, Tensor> = {};
-      for (const r of m.entry!.results) out[r.name!] = fromOrt(results[r.name!]!, r.name!);
+      for (const r of m.entry!.results) {
+        const t = fromOrt(results[r.name!]!, r.name!);
+        const q = r.value.type.quant;
+        // A scaled fp8 output comes as its values (f32, exact) and its scales.
+        out[r.name!] = q ? new Tensor(r.value.type.dtype, t.shape, t.data, { layout: q, scales: Float32Array.from(fromOrt(results[`${r.name!}${SCALE_SUFFIX}`]!, r.name!).data) }) : t;
+      }
       if (observe) for (const [onnxName, irName] of exposed) if (results[onnxName]) observe(irName, fromOrt(results[onnxName]!, onnxName));
       return out;
     },

@@ -1,5 +1,5 @@
 /**
- * FP8 end to end on the interpreter against the golden set (tests/data/golden/README.md):
+ * FP8 end to end on the CI backends against the golden set (tests/data/golden/README.md):
  * ling-small-fp8 weight-only (W8A16) gives upstream's logits and greedy ids; ling-small (bf16)
  * quantized at load by the fp8 pass gives the same; the default W8A8 path runs, and its distance to
  * upstream's W8A8 logits (not a tolerance target: rounding midpoints flip with summation order) is
@@ -22,18 +22,22 @@ const [B, S] = ids.shape as [number, number];
 const prompts = Array.from({ length: B }, (_, b) => Array.from(ids.data.subarray(b * S, (b + 1) * S)));
 const rows = (t: Tensor, from: number) => Array.from({ length: B }, (_, b) => Array.from(t.data.subarray(b * t.shape[1]! + from, (b + 1) * t.shape[1]!)));
 
-async function load(dir: string, settings: TargetSettings, dtype?: "f32"): Promise<LoadedModel> {
-  return (await loadModel({ source: await openSource(dir, undefined, dtype ? { dtype } : {}), backend: "interp", settings })).model;
+async function load(backend: string, dir: string, settings: TargetSettings, dtype?: "f32"): Promise<LoadedModel> {
+  return (await loadModel({ source: await openSource(dir, undefined, dtype ? { dtype } : {}), backend, settings })).model;
 }
 
-describe.each([
-  ["ling-small-fp8 (FP8 checkpoint), --activation-scheme none", SMALL_FP8_DIR, { activationScheme: "none" } as TargetSettings, undefined],
-  ["ling-small (bf16) with --quantize fp8 --activation-scheme none", SMALL_DIR, { quantize: "fp8", activationScheme: "none" } as TargetSettings, "f32" as const],
-])("W8A16: %s on the interpreter", (_label, dir, settings, dtype) => {
+const BACKENDS = ["interp", "onnx"];
+
+describe.each(
+  BACKENDS.flatMap((backend) => [
+    [backend, "ling-small-fp8 (FP8 checkpoint), --activation-scheme none", SMALL_FP8_DIR, { activationScheme: "none" } as TargetSettings, undefined],
+    [backend, "ling-small (bf16) with --quantize fp8 --activation-scheme none", SMALL_DIR, { quantize: "fp8", activationScheme: "none" } as TargetSettings, "f32" as const],
+  ]),
+)("W8A16 on %s: %s", (backend, _label, dir, settings, dtype) => {
   let model: LoadedModel;
   beforeAll(async () => {
-    model = await load(dir, settings, dtype);
-  });
+    model = await load(backend as string, dir as string, settings as TargetSettings, dtype as "f32" | undefined);
+  }, 60_000);
 
   it("matches logits_w8a16 and mtp_logits_w8a16 within 1e-4", async () => {
     const out = await model.graphs["forward"]!.run({ input_ids: ids });
@@ -52,13 +56,13 @@ describe.each([
   });
 });
 
-describe("W8A8 (the checkpoint's dynamic scheme) on the interpreter", () => {
+describe.each(BACKENDS)("W8A8 (the checkpoint's dynamic scheme) on %s", (backend) => {
   it("runs end to end; its distance to upstream's logits_w8a8 is reported", async () => {
-    const model = await load(SMALL_FP8_DIR, {});
+    const model = await load(backend, SMALL_FP8_DIR, {});
     const out = await model.graphs["forward"]!.run({ input_ids: ids });
     const d = tensorDiff(out["logits"]!, golden["logits_w8a8"]!);
     const toW8a16 = tensorDiff(out["logits"]!, golden["logits_w8a16"]!);
-    console.log(`W8A8 interp: max abs distance to logits_w8a8 ${d.toExponential(3)}, to logits_w8a16 ${toW8a16.toExponential(3)} (upstream's own fp32 vs fp64 W8A8 runs differ by up to 1.57)`);
+    console.log(`W8A8 ${backend}: max abs distance to logits_w8a8 ${d.toExponential(3)}, to logits_w8a16 ${toW8a16.toExponential(3)} (upstream's own fp32 vs fp64 W8A8 runs differ by up to 1.57)`);
     expect(Number.isFinite(d)).toBe(true);
-  });
+  }, 60_000);
 });

@@ -1,0 +1,119 @@
+/**
+ * FP8 in ONNX, standard ops only. A scaled IR value is two ONNX tensors: its FLOAT8E4M3FN (or E5M2)
+ * data and its f32 scale grid (LowerCtx.scaleOf). What ONNX Runtime 1.30's CPU provider runs, found
+ * by trying: Cast between float and float8 (round to nearest even, saturating), Transpose,
+ * Identity, blocked DequantizeLinear and QuantizeLinear (opset 21+, one blocked axis); it refuses
+ * Concat, Gather and Slice on float8 tensors (and Reshape below opset 21). So:
+ *   - dequantization is DequantizeLinear blocked along the last axis; a 128x128 block grid first
+ *     repeats each scale row over its 128 rows (Expand, Reshape), since ONNX blocks one axis only;
+ *   - quantization reshapes the float input into blocks, takes each block's amax (ReduceMax of Abs),
+ *     computes the recipe's scale in f32 exactly as ir/quant.ts does, divides (or multiplies) and
+ *     Casts to float8: bit for bit the interpreter's result;
+ *   - stacked expert weights are dequantized per expert before they are concatenated (the expert
+ *     Loop gathers from the stack, and Gather takes no float8).
+ */
+import type { DType } from "../../ir/dtype";
+import { fp8Max } from "../../ir/quant";
+import type { QuantLayout, TensorType } from "../../ir/types";
+import { castNode } from "./cast";
+import type { LowerCtx } from "./lower";
+import type { GraphBuilder, NodeMeta } from "./graph";
+
+/** The blocked-quantization opset: DequantizeLinear's block_size. */
+export const FP8_MIN_OPSET = 21;
+
+function blockOf(layout: QuantLayout): { rows: number; cols: number } {
+  const g = layout.granularity;
+  if (g.kind !== "block") throw new Error(`ONNX FP8: only block scale layouts are lowered (got ${g.kind})`);
+  return { rows: g.rows, cols: g.cols };
+}
+
+/**
+ * The real values of scaled data `q` (type `t`, scales `s`) as `to`: DequantizeLinear along the
+ * last axis, its scales repeated over each block's rows when blocks span several rows.
+ */
+export function dequantizeTo(g: GraphBuilder, q: string, s: string, t: TensorType, to: DType, meta: NodeMeta): string {
+  const { rows, cols } = blockOf(t.quant!);
+  const rank = t.rank;
+  let scales = s;
+  if (rows > 1) {
+    const R = t.shape[rank - 2]!.value;
+    if (R === undefined) throw new Error(`ONNX FP8: a ${rows}-row block grid needs a numeric row count (${t})`);
+    const grid = Math.ceil(R / rows);
+    const lead = t.shape.slice(0, rank - 2).map((d) => d.value!);
+    const cg = Math.ceil(t.shape[rank - 1]!.value! / cols);
+    const expanded = g.one("Expand", [g.one("Unsqueeze", [s, g.i64([rank - 1])], {}, meta), g.i64([...lead, grid, rows, cg])], {}, meta);
+    scales = g.one("Reshape", [expanded, g.i64([...lead, grid * rows, cg])], {}, meta);
+    if (grid * rows !== R) scales = g.one("Slice", [scales, g.i64([0]), g.i64([R]), g.i64([rank - 2])], {}, meta);
+  }
+  const real = g.one("DequantizeLinear", [q, scales], { axis: rank - 1, block_size: cols }, meta);
+  return to === "f32" ? real : g.one("Cast", [real], castNode(to), meta);
+}
+
+/** The scale grid's shape as ONNX Reshape wants it: 0 copies an input dimension (the leading, possibly symbolic, ones). */
+function blocked(rank: number, t: TensorType, rows: number, cols: number): number[] {
+  const R = t.shape[rank - 2]!;
+  const C = t.shape[rank - 1]!.value!;
+  const lead = Array.from({ length: rank - 2 }, () => 0);
+  // rows == 1 keeps the row axis as it is (0: copy); a block of several rows needs the row count.
+  return rows === 1 ? [...lead, 0, 1, C / cols, cols] : [...lead, R.value! / rows, rows, C / cols, cols];
+}
+
+/** quantize: blocks of x by the op's recipe into float8 data and f32 scales (bit-exact with ir/quant.ts). */
+export function quantizeLowering(c: LowerCtx): void {
+  const g = c.g;
+  const m = c.meta;
+  const xt = c.inTypes[0]!;
+  const out = c.outTypes[0]!;
+  const { rows, cols } = blockOf(out.quant!);
+  const rank = xt.rank;
+  const R = xt.shape[rank - 2]!;
+  const C = xt.shape[rank - 1]!.value;
+  if (C === undefined || C % cols !== 0 || (rows > 1 && (R.value === undefined || R.value % rows !== 0))) {
+    c.fail(`ONNX quantizes whole blocks only: ${xt} in ${rows}x${cols} blocks`);
+  }
+  const recipe = String(c.op.attrs["recipe"]);
+  const fmax = fp8Max(out.dtype);
+  const f32 = (v: number) => g.scalar(v, "f32");
+  const x = xt.dtype === "f32" ? c.ins[0]! : g.one("Cast", [c.ins[0]!], castNode("f32"), m);
+  const xb = g.one("Reshape", [x, g.i64(blocked(rank, xt, rows, cols))], {}, m);
+  const axes = g.i64([rank - 1, rank + 1]);
+  const amax = g.one("ReduceMax", [g.one("Abs", [xb], {}, m), axes], { keepdims: 1 }, m);
+  let scaled: string;
+  let s: string;
+  if (recipe === "transformers") {
+    // torch: scale = reciprocal(amax) * fmax, 1 where amax is 0; q = clamp(x * scale); s = 1 / scale.
+    const positive = g.one("Greater", [amax, f32(0)], {}, m);
+    const scale = g.one("Where", [positive, g.one("Mul", [g.one("Reciprocal", [amax], {}, m), f32(fmax)], {}, m), f32(1)], {}, m);
+    scaled = g.one("Clip", [g.one("Mul", [xb, scale], {}, m), f32(-fmax), f32(fmax)], {}, m);
+    s = g.one("Reciprocal", [scale], {}, m);
+  } else if (recipe === "dynamic" || recipe === "ling") {
+    s = g.one("Div", [g.one("Max", [amax, f32(recipe === "dynamic" ? 1e-12 : 1e-4)], {}, m), f32(fmax)], {}, m);
+    scaled = g.one("Div", [xb, s], {}, m);
+  } else {
+    c.fail(`the ${recipe} recipe is not lowered to ONNX (dynamic, transformers and ling are)`);
+  }
+  const shape = g.shape(xt.shape);
+  g.node("Cast", [g.one("Reshape", [scaled, shape], {}, m)], [c.out[0]!], castNode(out.dtype), m);
+  const scales = g.one("Squeeze", [s, axes], {}, m);
+  c.setScale(c.out[0]!, scales);
+}
+
+/** dequantize: the real values, in the op's dtype. */
+export function dequantizeLowering(c: LowerCtx): void {
+  const s = c.scaleOf(c.ins[0]!);
+  const real = s ? dequantizeTo(c.g, c.ins[0]!, s, c.inTypes[0]!, c.outTypes[0]!.dtype, c.meta) : c.ins[0]!;
+  c.g.node("Identity", [real], [c.out[0]!], {}, c.meta);
+}
+
+/** The operands of a (grouped) linear with scaled ones replaced by their real values in the result's dtype. */
+export function realOperands(c: LowerCtx): string[] {
+  const to = c.outTypes[0]!.dtype;
+  return c.ins.map((name, i) => {
+    const t = c.inTypes[i]!;
+    if (!t.quant) return name;
+    const s = c.scaleOf(name);
+    // Without a scale name it is already real values (a stacked expert weight, dequantized per expert).
+    return s ? dequantizeTo(c.g, name, s, t, to, c.meta) : name;
+  });
+}

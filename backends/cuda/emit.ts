@@ -49,13 +49,13 @@ const RUNTIME_PARTS = ["lingc_device.cuh", "lingc_experts.cuh", "lingc_attention
 export const RUNTIME_FILES = ["lingc_blas.h", "lingc_runtime.h", "lingc_runtime.cu", ...RUNTIME_PARTS];
 
 /** Storage on the GPU: bf16 stays bf16 (half the bytes), f16 is widened to f32, ints are i32. */
-export function cudaStorage(dt: DType): BufferElem {
+export function cudaStorage(dt: DType): Exclude<BufferElem, "f8e4m3"> {
   if (dt === "bf16") return "bf16";
   if (dt === "i32" || dt === "i64" || dt === "bool" || dt === "u8") return "i32";
   return "f32";
 }
 
-const DTYPE_CODE: Record<BufferElem, number> = { f32: 0, bf16: 1, i32: 2 };
+const DTYPE_CODE: Record<Exclude<BufferElem, "f8e4m3">, number> = { f32: 0, bf16: 1, i32: 2 };
 const SOURCE_CODE = { input: 0, weight: 1, constant: 2, computed: 3, alias: 4, param: 5, call: 6 } as const;
 
 /** The CUDA profile a program was compiled for. */
@@ -275,7 +275,7 @@ export function emitCuda(program: Program): CudaSources {
   const funcs: string[] = [];
   const graphs: string[] = [];
   for (const m of program.graphs) {
-    refuseScaledFp8(m);
+    refuseScaledFp8(m, "CUDA");
     const frames = buildFrames(m);
     const funcNames = new Map(frames.map((f) => [f.func.name, cppIdent(`${m.name}__${f.func.name}`)]));
     // Function definitions refer to their callees' FUNC_ objects: all are declared first.

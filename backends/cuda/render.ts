@@ -54,7 +54,11 @@ export class CudaRenderer {
       case "conv":
         return `((${TYPE[e.t]})(${this.expr(e.a)}))`;
       case "round":
-        return e.to === "bf16" ? `__bfloat162float(__float2bfloat16_rn(${this.expr(e.a)}))` : `__half2float(__float2half_rn(${this.expr(e.a)}))`;
+        if (e.to === "bf16") return `__bfloat162float(__float2bfloat16_rn(${this.expr(e.a)}))`;
+        if (e.to === "f16") return `__half2float(__float2half_rn(${this.expr(e.a)}))`;
+        throw new Error(`kir: the CUDA renderer has no ${e.to} rounding (FP8 kernels are not built for CUDA yet)`);
+      case "call":
+        throw new Error(`kir: the CUDA renderer has no helper ${e.fn} (FP8 kernels are not built for CUDA yet)`);
     }
   }
 

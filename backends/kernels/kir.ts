@@ -8,7 +8,9 @@
 export type KType = "f32" | "i32" | "u32" | "bool";
 export type BinOp = "+" | "-" | "*" | "/" | "%" | "<" | "<=" | ">" | ">=" | "==" | "!=" | "&&" | "||" | "min" | "max";
 export type UnOp = "neg" | "exp" | "log" | "sqrt" | "rsqrt" | "sin" | "cos" | "abs" | "not";
-export type NarrowFloat = "bf16" | "f16";
+export type NarrowFloat = "bf16" | "f16" | "f8e4m3fn" | "f8e5m2";
+/** Target helpers a kernel may call by name (each renderer defines the ones it supports). */
+export type Helper = "pow2_ceil";
 
 export type Expr =
   | { k: "lit"; t: KType; v: number }
@@ -20,7 +22,8 @@ export type Expr =
   | { k: "sel"; t: KType; c: Expr; a: Expr; b: Expr }
   | { k: "conv"; t: KType; a: Expr }
   | { k: "builtin"; t: "i32"; name: "lid" | "wg" }
-  | { k: "round"; t: "f32"; to: NarrowFloat; a: Expr };
+  | { k: "round"; t: "f32"; to: NarrowFloat; a: Expr }
+  | { k: "call"; t: "f32"; fn: Helper; a: Expr };
 
 export type Stmt =
   | { k: "let"; name: string; e: Expr }
@@ -32,8 +35,12 @@ export type Stmt =
   | { k: "barrier" }
   | { k: "array"; name: string; t: KType; size: number };
 
-/** Element types of buffers: bf16 buffers hold bf16 bits and read and write as f32 values. */
-export type BufferElem = "f32" | "i32" | "bf16";
+/**
+ * Element types of buffers: bf16 buffers hold bf16 bits and read and write as f32 values; f8e4m3
+ * buffers hold e4m3 codes packed four to a 32-bit word (a weight stored one byte per value) and read
+ * as f32 values (read-only).
+ */
+export type BufferElem = "f32" | "i32" | "bf16" | "f8e4m3";
 
 export interface BufferParam {
   name: string;
@@ -116,6 +123,7 @@ export const sel = (c: Expr, a: Expr, b: Expr): Expr => {
 export const toF = (a: Expr): Expr => (a.t === "f32" ? a : { k: "conv", t: "f32", a });
 export const toI = (a: Expr): Expr => (a.t === "i32" ? a : { k: "conv", t: "i32", a });
 export const round = (to: NarrowFloat, a: Expr): Expr => ({ k: "round", t: "f32", to, a });
+export const call = (fn: Helper, a: Expr): Expr => ({ k: "call", t: "f32", fn, a });
 
 /** A distinct node for the same expression (renders identically; lets a generator tag it by identity). */
 export const wrap = (e: Expr): Expr => ({ ...e });
@@ -196,7 +204,7 @@ export class KernelBuilder {
   load(buf: string, idx: Expr, t?: KType): Expr {
     const b = this.kernel.buffers.find((x) => x.name === buf);
     const s = this.kernel.shared.find((x) => x.name === buf);
-    const elem = t ?? (b ? (b.elem === "bf16" ? "f32" : b.elem) : s?.t);
+    const elem = t ?? (b ? (b.elem === "bf16" || b.elem === "f8e4m3" ? "f32" : b.elem) : s?.t);
     if (!elem) throw new Error(`kir: load from unknown buffer ${buf}`);
     return { k: "load", t: elem, buf, idx };
   }

@@ -22,6 +22,10 @@ export interface ArtifactSlot {
   values?: number[];
   /** A weight stored as several GPU buffers of `rows` leading-axis rows each (it exceeds a binding limit). */
   parts?: { rows: number; count: number };
+  /** A scaled fp8 tensor: its scale grid (f32) is a second buffer, in blocks of the last two axes. */
+  scales?: { shape: DimTerms[]; block: [number, number] };
+  /** An fp8 weight stored one byte per value, four to a 32-bit word (its kernels decode it). */
+  packed?: boolean;
   /**
    * An input a cache_append grows in place: the axis, the length it grows to (its buffer needs room
    * for that many rows), and the symbol that carries the buffer's actual rows to the kernels.
@@ -37,8 +41,8 @@ export interface ArtifactKernel {
   fusion: string;
   wgsl: string;
   workgroupSize: number;
-  /** The storage slot bound at each binding, in order (a split weight has one binding per part). */
-  bindings: { slot: number; part: number; write: boolean }[];
+  /** The storage slot bound at each binding, in order (a split weight has one binding per part; `scales`: the slot's scale grid). */
+  bindings: { slot: number; part: number; write: boolean; scales?: boolean }[];
   uniforms: { name: string; dim: DimTerms }[];
   grid: { dim: DimTerms; per: number };
 }
@@ -55,6 +59,8 @@ export interface WgslArtifact {
   outputs: { name: string; slot: number }[];
   slots: ArtifactSlot[];
   kernels: ArtifactKernel[];
+  /** Bytes the weights take on the GPU (fp8 weights one byte per value plus their scales; the rest four). */
+  weightBytes: number;
 }
 
 export function evalTerms(terms: DimTerms, bindings: ReadonlyMap<string, number>): number {

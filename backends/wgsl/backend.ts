@@ -38,6 +38,10 @@ export const wgslBackend: Backend = {
     const declared = new Map(program.graphs.flatMap((m) => collectWeights(m)).map((w) => [w.name, w.type]));
     const device = await nodeDevice();
     const provide = (name: string) => {
+      // An fp8 weight's block scales come with it (HF's `<weight>_scale_inv`).
+      const base = name.endsWith("_scale_inv") ? name.slice(0, -"_scale_inv".length) : undefined;
+      const scaled = base !== undefined ? declared.get(base) : undefined;
+      if (scaled?.quant) return weights.get(base!, scaled).scaled!.scales;
       const type = declared.get(name);
       if (!type) throw new LingcError(`the program declares no weight ${name}`);
       const t = weights.get(name, type);

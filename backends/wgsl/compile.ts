@@ -4,12 +4,12 @@
  * storage buffers per shader stage, and weights larger than maxStorageBufferBindingSize, which are
  * split over several bindings (re-planned) or refused with the limit, the tensor and the numbers.
  */
-import type { Dim } from "../../ir/dim";
+import { Dim } from "../../ir/dim";
 import { LingcError, formatPos } from "../../ir/errors";
 import type { Module } from "../../ir/module";
 import { signatureOf } from "../backend";
 import { buildSchedule, capacitySymbol, storageSlot } from "../schedule";
-import { generateStep, refuseScaledFp8 } from "../kernels/gen";
+import { generateStep } from "../kernels/gen";
 import { renderWgsl } from "./render";
 import type { ArtifactDtype, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
 import type { WebGpuProfile } from "../../ir/target/webgpu";
@@ -23,7 +23,6 @@ function bytesOfType(dtype: string): number {
 }
 
 export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
-  refuseScaledFp8(m);
   const s = buildSchedule(m);
   const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize };
   const slots: ArtifactSlot[] = s.slots.map((sl) => {
@@ -34,6 +33,17 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
     if (sl.constant) {
       const a = sl.constant.attrs as Record<string, number[]>;
       out.values = [...a["values"]!];
+    }
+    const q = sl.type.quant;
+    if (q) {
+      if (q.granularity.kind !== "block") throw new LingcError(`WGSL: ${sl.name ?? sl.weight ?? `slot ${sl.id}`} has ${q.granularity.kind} scales; the kernels read block scales`);
+      const shape = sl.type.shape;
+      const r = shape.length;
+      const g = q.granularity;
+      const grid = [...shape.slice(0, r - 2), shape[r - 2]!.isConst() ? Dim.of(Math.ceil(shape[r - 2]!.value! / g.rows)) : shape[r - 2]!, Dim.of(Math.ceil(shape[r - 1]!.value! / g.cols))];
+      if (!shape[r - 2]!.isConst() && g.rows !== 1) throw new LingcError(`WGSL: ${sl.name ?? `slot ${sl.id}`} has ${g.rows}-row scale blocks over a symbolic axis`);
+      out.scales = { shape: grid.map(dimTerms), block: [g.rows, g.cols] };
+      if (sl.source === "weight" && sl.type.dtype === "f8e4m3fn") out.packed = true;
     }
     return out;
   });
@@ -50,9 +60,10 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
   for (const sl of slots) {
     if (sl.source !== "weight") continue;
     const shape = sl.shape.map((t) => (t.length === 0 ? 0 : t[0]![0]));
-    const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * bytesOfType(sl.dtype);
+    const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * (sl.packed ? 1 : bytesOfType(sl.dtype));
     const total = rowBytes * (shape[0] ?? 1);
     if (total <= maxBinding) continue;
+    if (sl.packed) throw new LingcError(`weight ${sl.weight} (fp8, ${total} bytes) exceeds maxStorageBufferBindingSize = ${maxBinding} bytes; splitting packed fp8 weights over bindings is not built yet (profile ${profile.name})`);
     if (rowBytes > maxBinding || shape.length < 2) {
       throw new LingcError(`weight ${sl.weight} (${sl.dtype} [${shape.join(", ")}], ${total} bytes as f32 on the GPU) exceeds maxStorageBufferBindingSize = ${maxBinding} bytes, and one row of it (${rowBytes} bytes) does too, so it cannot be split (profile ${profile.name})`);
     }
@@ -72,10 +83,14 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
       throw new LingcError(`${where} needs ${shared} bytes of workgroup memory; maxComputeWorkgroupStorageSize = ${profile.maxComputeWorkgroupStorageSize} (profile ${profile.name})`);
     }
     // Split weights: one binding per part; the shader picks the part by index range.
-    const bindings: { slot: number; part: number; write: boolean }[] = [];
+    const bindings: { slot: number; part: number; write: boolean; scales?: boolean }[] = [];
     const splits: string[] = [];
     g.kernel.buffers.forEach((b, j) => {
       const slot = slots[g.slots[j]!]!;
+      if (g.roles[j] === "scales") {
+        bindings.push({ slot: g.slots[j]!, part: 0, write: b.write, scales: true });
+        return;
+      }
       if (!slot.parts) {
         bindings.push({ slot: g.slots[j]!, part: 0, write: b.write });
         return;
@@ -107,8 +122,11 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
       if (d.symbol && !symbols.some((x) => x.name === d.symbol)) symbols.push({ name: d.symbol, input: inp.name, axis });
     });
   }
+  const concrete = (terms: DimTerms[]) => terms.map((t) => (t.length === 0 ? 0 : t[0]![0])).reduce((a, b) => a * b, 1);
+  const weightBytes = slots.filter((sl) => sl.source === "weight").reduce((sum, sl) => sum + concrete(sl.shape) * (sl.packed ? 1 : 4) + (sl.scales ? concrete(sl.scales.shape) * 4 : 0), 0);
   return {
     format: "lingc-wgsl-1",
+    weightBytes,
     model: m.attrs["model"] ?? "",
     graph: m.name,
     signature: signatureOf(m),

@@ -20,6 +20,8 @@ export interface HostTensor {
   dtype: "f32" | "i32";
   shape: number[];
   data: Float32Array | Int32Array;
+  /** A scaled fp8 value: `data` holds its fp8 values, `scales` its scale grid. */
+  scales?: Float32Array;
 }
 
 /** Weight data by checkpoint name, as f32 (floats) or i32 values; a stacked name has its experts stacked. */
@@ -109,6 +111,7 @@ export class WgslGraph {
     readonly artifact: WgslArtifact,
     private readonly pipelines: Pipeline[],
     private readonly resident: Map<number, GPUBuffer[]>,
+    private readonly residentScales: Map<number, GPUBuffer>,
   ) {}
 
   static async load(device: GPUDevice, a: WgslArtifact, weights: WeightProvider): Promise<WgslGraph> {
@@ -124,11 +127,17 @@ export class WgslGraph {
       return { pipeline, layout };
     });
     const resident = new Map<number, GPUBuffer[]>();
+    const residentScales = new Map<number, GPUBuffer>();
     for (const s of a.slots) {
       if (s.source === "weight") {
         const shape = s.shape.map((t) => evalTerms(t, new Map()));
         const data = await weights(s.weight!, shape, s.dtype);
-        resident.set(s.id, uploadParts(device, s, shape, data));
+        resident.set(s.id, s.packed ? [uploadPacked(device, data, s.weight!)] : uploadParts(device, s, shape, data));
+        if (s.scales) {
+          const grid = s.scales.shape.map((t) => evalTerms(t, new Map()));
+          // HF's name for an fp8 weight's block scales.
+          residentScales.set(s.id, upload(device, Float32Array.from(await weights(`${s.weight}_scale_inv`, grid, "f32")), `${s.weight} scales`));
+        }
       } else if (s.source === "constant") {
         const shape = s.shape.map((t) => evalTerms(t, new Map()));
         const n = shape.reduce((x, y) => x * y, 1);
@@ -138,7 +147,7 @@ export class WgslGraph {
     }
     const err = await device.popErrorScope();
     if (err) throw new Error(`WebGPU rejected the compiled model: ${err.message}`);
-    return new WgslGraph(device, a, pipelines, resident);
+    return new WgslGraph(device, a, pipelines, resident, residentScales);
   }
 
   /** Runs the graph. Inputs by name (ids as i32), on the host or the GPU; returns the outputs (and observed values) read back, or kept. */
@@ -162,6 +171,20 @@ export class WgslGraph {
     const transient: GPUBuffer[] = [];
     /** Rows along the growth axis of each growing storage's buffer. */
     const rowsOf = new Map<number, number>();
+    const scaleBuffers = new Map<number, GPUBuffer>(this.residentScales);
+    /** The scale grid buffer of a scaled slot's storage. */
+    const scalesOf = (id: number): GPUBuffer => {
+      const s = storage(id);
+      let b = scaleBuffers.get(s.id);
+      if (!b) {
+        if (!s.scales) throw new Error(`slot ${s.name ?? s.id} has no scales`);
+        const n = s.scales.shape.map((t) => evalTerms(t, bindings)).reduce((x, y) => x * y, 1);
+        b = device.createBuffer({ size: Math.max(16, n * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label: `${s.name ?? `slot ${s.id}`} scales` });
+        transient.push(b);
+        scaleBuffers.set(s.id, b);
+      }
+      return b;
+    };
     const bufferOf = (id: number): GPUBuffer[] => {
       const s = storage(id);
       let b = buffers.get(s.id);
@@ -180,6 +203,7 @@ export class WgslGraph {
       const t = inputs[inp.name];
       if (!t) throw new Error(`missing input '${inp.name}'`);
       const s = a.slots[inp.slot]!;
+      if (s.scales) throw new Error(`input '${inp.name}' is a scaled fp8 tensor; graph inputs with scales are not supported`);
       const want = shapeOf(s);
       if (want.length !== t.shape.length || want.some((d, k) => d !== t.shape[k])) throw new Error(`input '${inp.name}' has shape [${t.shape}], the graph expects [${want}]`);
       if (s.grows) {
@@ -210,7 +234,7 @@ export class WgslGraph {
       const ubuf = device.createBuffer({ size: sizes.byteLength, usage: USAGE.UNIFORM | USAGE.COPY_DST });
       transient.push(ubuf);
       device.queue.writeBuffer(ubuf, 0, sizes);
-      const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: bufferOf(b.slot)[b.part]! } }));
+      const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: b.scales ? scalesOf(b.slot) : bufferOf(b.slot)[b.part]! } }));
       entries.push({ binding: k.bindings.length, resource: { buffer: ubuf } });
       const { pipeline, layout } = this.pipelines[n]!;
       const pass = encoder.beginComputePass({ label: k.label });
@@ -235,28 +259,33 @@ export class WgslGraph {
       const rows = rowsOf.get(s.id);
       return { buffer: bufferOf(s.id)[0]!, dtype: isFloat(s.dtype) ? "f32" : "i32", shape: shapeOf(a.slots[id]!), room: rows !== undefined ? { axis: s.grows!.axis, rows } : undefined };
     };
+    const readBuffer = async (buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> => {
+      const staging = device.createBuffer({ size: Math.max(16, bytes), usage: USAGE.MAP_READ | USAGE.COPY_DST });
+      const enc = device.createCommandEncoder();
+      if (bytes > 0) enc.copyBufferToBuffer(buffer, 0, staging, 0, bytes);
+      device.queue.submit([enc.finish()]);
+      await staging.mapAsync(MAP_READ);
+      const raw = staging.getMappedRange().slice(0, bytes);
+      staging.unmap();
+      staging.destroy();
+      return raw;
+    };
     const read = async (id: number): Promise<HostTensor> => {
       const t = onGpu(id);
       const { outer, inner } = t.room ? around(t.shape, t.room.axis) : { outer: 1, inner: 1 };
       const len = t.room ? t.shape[t.room.axis]! : 0;
       // A grown cache is read with its buffer's rows, then packed.
       const count = t.room ? outer * t.room.rows * inner : t.shape.reduce((x, y) => x * y, 1);
-      const bytes = count * 4;
-      const staging = device.createBuffer({ size: Math.max(16, bytes), usage: USAGE.MAP_READ | USAGE.COPY_DST });
-      const enc = device.createCommandEncoder();
-      if (bytes > 0) enc.copyBufferToBuffer(t.buffer, 0, staging, 0, bytes);
-      device.queue.submit([enc.finish()]);
-      await staging.mapAsync(MAP_READ);
-      const raw = staging.getMappedRange().slice(0, bytes);
-      staging.unmap();
-      staging.destroy();
+      const raw = await readBuffer(t.buffer, count * 4);
       let data: Float32Array | Int32Array = t.dtype === "f32" ? new Float32Array(raw) : new Int32Array(raw);
       if (t.room) {
         const packed = t.dtype === "f32" ? new Float32Array(outer * len * inner) : new Int32Array(outer * len * inner);
         for (let o = 0; o < outer; o++) packed.set(data.subarray(o * t.room.rows * inner, o * t.room.rows * inner + len * inner), o * len * inner);
         data = packed;
       }
-      return { dtype: t.dtype, shape: t.shape, data } as HostTensor;
+      const st = storage(id);
+      if (!st.scales) return { dtype: t.dtype, shape: t.shape, data } as HostTensor;
+      return { dtype: t.dtype, shape: t.shape, data, scales: new Float32Array(await readBuffer(scalesOf(id), st.scales.shape.map((x) => evalTerms(x, bindings)).reduce((x, y) => x * y, 1) * 4)) } as HostTensor;
     };
     const outputs: Record<string, HostTensor> = {};
     const kept: Record<string, GpuTensor> = {};
@@ -281,12 +310,44 @@ export class WgslGraph {
 
   destroy(): void {
     for (const bs of this.resident.values()) for (const b of bs) b.destroy();
+    for (const b of this.residentScales.values()) b.destroy();
   }
 }
 
 function upload(device: GPUDevice, data: Float32Array | Int32Array, label: string): GPUBuffer {
   const b = device.createBuffer({ size: Math.max(16, Math.ceil(data.byteLength / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_DST, label });
   if (data.byteLength) device.queue.writeBuffer(b, 0, data.buffer, data.byteOffset, data.byteLength);
+  return b;
+}
+
+/** e4m3 codes by value (the finite nonzero codes; the two zeros are told apart by sign below). */
+let e4m3Codes: Map<number, number> | undefined;
+
+function e4m3Code(v: number): number | undefined {
+  if (v === 0) return Object.is(v, -0) ? 0x80 : 0;
+  if (!e4m3Codes) {
+    e4m3Codes = new Map();
+    for (let c = 1; c < 256; c++) {
+      const e = (c >> 3) & 15;
+      const m = c & 7;
+      if ((e === 15 && m === 7) || (c & 0x7f) === 0) continue; // NaN, -0
+      const mag = e === 0 ? m * 2 ** -9 : (1 + m / 8) * 2 ** (e - 7);
+      e4m3Codes.set(c & 0x80 ? -mag : mag, c);
+    }
+  }
+  return e4m3Codes.get(v);
+}
+
+/** An fp8 weight (values already e4m3) as one byte per value, four to a 32-bit word. */
+function uploadPacked(device: GPUDevice, data: Float32Array | Int32Array, name: string): GPUBuffer {
+  const bytes = new Uint8Array(Math.ceil(data.length / 4) * 4);
+  for (let i = 0; i < data.length; i++) {
+    const c = e4m3Code(data[i]!);
+    if (c === undefined) throw new Error(`weight ${name}: value ${data[i]} at index ${i} is not an e4m3 value`);
+    bytes[i] = c;
+  }
+  const b = device.createBuffer({ size: Math.max(16, bytes.length), usage: USAGE.STORAGE | USAGE.COPY_DST, label: name });
+  device.queue.writeBuffer(b, 0, bytes.buffer, 0, bytes.length);
   return b;
 }
 

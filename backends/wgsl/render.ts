@@ -9,6 +9,8 @@ const TYPE: Record<KType, string> = { f32: "f32", i32: "i32", u32: "u32", bool: 
 
 /** Buffers split over several bindings in the kernel being rendered (their loads go through a helper). */
 let split = new Set<string>();
+/** Buffers of packed e4m3 codes (four per u32) in the kernel being rendered. */
+let packed = new Set<string>();
 
 function literal(v: number, t: KType): string {
   if (t === "bool") return v ? "true" : "false";
@@ -31,8 +33,14 @@ function expr(e: Expr): string {
       return e.name;
     case "uni":
       return `u.${e.name}`;
-    case "load":
+    case "load": {
+      if (packed.has(e.buf)) {
+        const i = expr(e.idx);
+        const word = split.has(e.buf) ? `load_${e.buf}((${i}) >> 2u)` : `${e.buf}[(${i}) >> 2u]`;
+        return `decode_e4m3((${word} >> (u32((${i}) & 3i) * 8u)) & 0xffu)`;
+      }
       return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;
+    }
     case "builtin":
       return e.name === "lid" ? "lid" : "wgid";
     case "bin":
@@ -55,6 +63,8 @@ function expr(e: Expr): string {
       return `${TYPE[e.t]}(${expr(e.a)})`;
     case "round":
       return `round_${e.to}(${expr(e.a)})`;
+    case "call":
+      return `${e.fn}(${expr(e.a)})`;
   }
 }
 
@@ -104,6 +114,46 @@ const HELPERS: Record<string, string> = {
   return bitcast<f32>((b + 0x7fffu + ((b >> 16u) & 1u)) & 0xffff0000u);
 }`,
   round_f16: `fn round_f16(x: f32) -> f32 { return unpack2x16float(pack2x16float(vec2f(x, 0.0f))).x; }`,
+  // Round to nearest even on 3 mantissa bits; below 2^-6 to multiples of 2^-9 (subnormals); saturate at 448.
+  round_f8e4m3fn: `fn round_f8e4m3fn(x: f32) -> f32 {
+  if (x != x) { return x; }
+  let sgn = bitcast<u32>(x) & 0x80000000u;
+  let a = abs(x);
+  var r: f32;
+  if (a < 0.015625f) { r = round(a * 512.0f) / 512.0f; }
+  else {
+    let b = bitcast<u32>(min(a, 464.0f));
+    r = min(bitcast<f32>((b + 0x7ffffu + ((b >> 20u) & 1u)) & 0xfff00000u), 448.0f);
+  }
+  return bitcast<f32>(bitcast<u32>(r) | sgn);
+}`,
+  // e5m2: 2 mantissa bits, subnormals below 2^-14 (multiples of 2^-16), overflow to infinity as IEEE.
+  round_f8e5m2: `fn round_f8e5m2(x: f32) -> f32 {
+  if (x != x) { return x; }
+  let sgn = bitcast<u32>(x) & 0x80000000u;
+  let a = abs(x);
+  var r: f32;
+  if (a < 6.103515625e-05f) { r = round(a * 65536.0f) / 65536.0f; }
+  else if (a >= 61440.0f) { r = bitcast<f32>(0x7f800000u); }
+  else {
+    let b = bitcast<u32>(a);
+    r = bitcast<f32>((b + 0xfffffu + ((b >> 21u) & 1u)) & 0xffe00000u);
+  }
+  return bitcast<f32>(bitcast<u32>(r) | sgn);
+}`,
+  decode_e4m3: `fn decode_e4m3(c: u32) -> f32 {
+  let e = (c >> 3u) & 15u;
+  let m = f32(c & 7u);
+  var v: f32;
+  if (e == 0u) { v = m * 0.001953125f; } else { v = ldexp(1.0f + m * 0.125f, i32(e) - 7); }
+  return select(v, -v, (c & 0x80u) != 0u);
+}`,
+  // The smallest power of two at least x (x > 0, finite): a UE8M0 scale.
+  pow2_ceil: `fn pow2_ceil(x: f32) -> f32 {
+  let b = bitcast<u32>(x);
+  if ((b & 0x007fffffu) == 0u) { return x; }
+  return bitcast<f32>((b & 0x7f800000u) + 0x00800000u);
+}`,
 };
 
 /** The WGSL source of a kernel (entry point `main`). */
@@ -114,16 +164,19 @@ export function renderWgsl(k: Kernel): string {
   out.push(`struct Sizes { ${padded.map((n) => `${n}: i32`).join(", ")} }`);
   if (k.buffers.some((b) => b.elem === "bf16")) throw new Error(`kir: kernel ${k.name} has a bf16 buffer, which WGSL cannot hold`);
   split = new Set(k.buffers.filter((b) => b.parts).map((b) => b.name));
+  packed = new Set(k.buffers.filter((b) => b.elem === "f8e4m3").map((b) => b.name));
+  const elemOf = (e: string) => (e === "f8e4m3" ? "u32" : e);
   let binding = 0;
   for (const b of k.buffers) {
+    if (b.elem === "f8e4m3" && b.write) throw new Error(`kir: kernel ${k.name} writes the packed fp8 buffer ${b.name}`);
     if (!b.parts) {
-      out.push(`@group(0) @binding(${binding++}) var<storage, ${b.write ? "read_write" : "read"}> ${b.name}: array<${b.elem}>;`);
+      out.push(`@group(0) @binding(${binding++}) var<storage, ${b.write ? "read_write" : "read"}> ${b.name}: array<${elemOf(b.elem)}>;`);
       continue;
     }
     const { count, per } = b.parts;
-    for (let p = 0; p < count; p++) out.push(`@group(0) @binding(${binding++}) var<storage, read> ${b.name}_p${p}: array<${b.elem}>;`);
+    for (let p = 0; p < count; p++) out.push(`@group(0) @binding(${binding++}) var<storage, read> ${b.name}_p${p}: array<${elemOf(b.elem)}>;`);
     const cases = Array.from({ length: count }, (_, p) => (p < count - 1 ? `  if (i < ${(p + 1) * per}i) { return ${b.name}_p${p}[i - ${p * per}i]; }` : `  return ${b.name}_p${p}[i - ${p * per}i];`));
-    out.push(`fn load_${b.name}(i: i32) -> ${b.elem} {`, ...cases, "}");
+    out.push(`fn load_${b.name}(i: i32) -> ${elemOf(b.elem)} {`, ...cases, "}");
   }
   out.push(`@group(0) @binding(${binding}) var<uniform> u: Sizes;`);
   for (const s of k.shared) out.push(`var<workgroup> ${s.name}: array<${TYPE[s.t]}, ${s.size}>;`);

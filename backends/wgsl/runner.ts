@@ -19,9 +19,11 @@ const wrap = (gpu: GpuTensor, dtype: Tensor["dtype"]): WgslDeviceTensor => ({ on
 /** `profile.on` makes each run time its kernels (one submission per kernel). */
 export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRunner {
   const a = graph.artifact;
-  // Outputs come back as f32 or i32; they are labelled with the dtypes the graph declares.
+  // Outputs come back as f32 or i32; they are labelled with the dtypes the graph declares (a scaled
+  // fp8 output with its scales and their blocks).
   const dtypes = new Map(a.outputs.map((o) => [o.name, a.slots[o.slot]!.dtype]));
-  const label = (name: string, t: HostTensor) => fromHost(t, dtypes.get(name) ?? (t.dtype === "f32" ? "f32" : "i64"));
+  const blocks = new Map(a.outputs.map((o) => [o.name, a.slots[o.slot]!.scales?.block]));
+  const label = (name: string, t: HostTensor) => fromHost(t, dtypes.get(name) ?? (t.dtype === "f32" ? "f32" : "i64"), blocks.get(name));
   const r: WgslRunner = {
     graph,
     async run(inputs, observe) {

@@ -26,7 +26,7 @@ async function load(backend: string, dir: string, settings: TargetSettings, dtyp
   return (await loadModel({ source: await openSource(dir, undefined, dtype ? { dtype } : {}), backend, settings })).model;
 }
 
-const BACKENDS = ["interp", "onnx"];
+const BACKENDS = ["interp", "onnx", "wgsl"];
 
 describe.each(
   BACKENDS.flatMap((backend) => [

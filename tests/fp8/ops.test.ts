@@ -36,7 +36,7 @@ function projectionModule(name: string, T: number, K: number, O: number): string
 `;
 }
 
-describe.each(["interp", "onnx"])("W8A8 projections on %s", (backend) => {
+describe.each(["interp", "onnx", "wgsl"])("W8A8 projections on %s", (backend) => {
   const outs = new Map<string, Record<string, Tensor>>();
   const models: LoadedModel[] = [];
   beforeAll(async () => {

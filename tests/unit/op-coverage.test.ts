@@ -10,7 +10,7 @@ import { Op } from "../../ir/module";
 import { allOps, type OpDef } from "../../ir/ops";
 import { LOWERINGS, ONNX_REFUSED, onnxLowering } from "../../backends/onnx/lower";
 import { GPU_REFUSED, templateForOp } from "../../backends/kernels/gen";
-import { runtimeKindOf } from "../../backends/cuda/library";
+import { CUDA_REFUSED, runtimeKindOf } from "../../backends/cuda/library";
 
 type Status = { how: string } | { gap: string };
 
@@ -38,6 +38,7 @@ function gpu(d: OpDef): Status {
 }
 
 function cuda(d: OpDef): Status {
+  if (CUDA_REFUSED[d.name]) return { how: "refused (FP8 not yet)" };
   const kind = runtimeKindOf([new Op(d.name, [], {}, [], "", undefined)]);
   return kind ? { how: `runtime: ${kind}` } : gpu(d);
 }

@@ -9,12 +9,14 @@ import { isFloat, type DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Value } from "../../../ir/module";
 import { capacitySymbol, storageSlot, type Slot, type Step } from "../../schedule";
-import { KernelBuilder, i, round, type BufferElem, type Expr, type Kernel } from "../kir";
+import { KernelBuilder, addI, divI, i, modI, mul, mulI, round, type BufferElem, type Expr, type Kernel } from "../kir";
 
 export interface GeneratedKernel {
   kernel: Kernel;
   /** The storage slot bound to each of kernel.buffers, in order. */
   slots: number[];
+  /** What of the slot each buffer binds: its data, or the scale grid of a scaled fp8 slot. */
+  roles: ("data" | "scales")[];
   /** Uniform name -> its value as a dim in the entry symbols. */
   uniforms: { name: string; dim: Dim }[];
   /** Workgroups to launch: ceil(dim / per). */
@@ -38,6 +40,8 @@ export class Gen {
   readonly kb: KernelBuilder;
   readonly uniforms = new Map<string, Dim>();
   readonly slotOf = new Map<string, number>();
+  /** Buffers that hold the scales of a scaled slot (the rest hold data). */
+  readonly scaleBuffers = new Set<string>();
   private readonly names = new Map<Value, string>();
 
   constructor(
@@ -50,8 +54,13 @@ export class Gen {
     this.kb = new KernelBuilder(name, Math.min(wg, limits.maxThreads));
   }
 
-  /** The buffer that holds value v (read by the step or written by it). */
-  buf(v: Value): string {
+  /**
+   * The buffer that holds value v (read by the step or written by it). A scaled fp8 value's buffer
+   * holds codes that mean nothing without their scales: templates read it through load() (`raw`:
+   * the callers that handle the scales themselves).
+   */
+  buf(v: Value, raw = false): string {
+    if (v.type.quant && !raw) throw new LingcError(`kernel generator: ${this.step.kernel?.name ?? this.step.op.opName} reads the scaled fp8 value ${v.name ?? ""} (${v.type}) without its scales; this kernel template does not take FP8 operands`);
     const hit = this.names.get(v);
     if (hit) return hit;
     const slot = this.step.reads.get(v) ?? this.step.writes.get(v);
@@ -64,10 +73,53 @@ export class Gen {
     const write = this.step.writes.has(v);
     const existing = this.kb.kernel.buffers.find((b) => b.name === name);
     if (existing) existing.write ||= write;
-    else this.kb.buffer(name, (this.limits.storage ?? defaultStorage)(v.type.dtype), write);
+    else this.kb.buffer(name, this.elemOf(v, storage), write);
     this.slotOf.set(name, storage);
     this.names.set(v, name);
     return name;
+  }
+
+  /** How a value's data is stored: an fp8 weight with scales one byte per value (packed), the rest as the target stores its dtype. */
+  private elemOf(v: Value, storage: number): BufferElem {
+    const slot = this.schedule.slots[storage]!;
+    if (v.type.quant && v.type.dtype === "f8e4m3fn" && slot.source === "weight") return "f8e4m3";
+    return (this.limits.storage ?? defaultStorage)(v.type.dtype);
+  }
+
+  /** The buffer of a scaled value's scale grid (f32). */
+  scalesBuf(v: Value): string {
+    if (!v.type.quant) throw new LingcError(`kernel generator: ${v.name ?? "a value"} of type ${v.type} has no scales`);
+    const data = this.buf(v, true);
+    const name = `${data}_s`;
+    const existing = this.kb.kernel.buffers.find((b) => b.name === name);
+    if (existing) existing.write ||= this.step.writes.has(v);
+    else this.kb.buffer(name, "f32", this.step.writes.has(v));
+    this.slotOf.set(name, this.slotOf.get(data)!);
+    this.scaleBuffers.add(name);
+    return name;
+  }
+
+  /** The index in the scale grid of element `flat` of a scaled value (blocks over its last two axes). */
+  scaleIndex(v: Value, flat: Expr): Expr {
+    const g = v.type.quant!.granularity;
+    if (g.kind !== "block") throw new LingcError(`kernel generator: only block scales are supported, ${v.type} has ${g.kind} scales`);
+    const dims = this.dims(v);
+    const C = dims[dims.length - 1]!;
+    const R = dims[dims.length - 2]!;
+    const col = modI(flat, C);
+    const rest = divI(flat, C);
+    const row = modI(rest, R);
+    const lead = divI(rest, R);
+    const gc = divI(addI(C, i(g.cols - 1)), i(g.cols));
+    const gr = divI(addI(R, i(g.rows - 1)), i(g.rows));
+    return addI(mulI(addI(mulI(lead, gr), divI(row, i(g.rows))), gc), divI(col, i(g.cols)));
+  }
+
+  /** Element `flat` of value v as a real number: a scaled fp8 value's element times its block's scale. */
+  load(v: Value, flat: Expr): Expr {
+    const data = this.kb.load(this.buf(v, true), flat);
+    if (!v.type.quant) return data;
+    return mul(data, this.kb.load(this.scalesBuf(v), this.scaleIndex(v, flat)));
   }
 
   isExternal(v: Value): boolean {
@@ -113,13 +165,14 @@ export class Gen {
 
   /** Rounds a value to a narrow float dtype the way the interpreter does (f32 and ints pass through). */
   fit(e: Expr, dt: DType): Expr {
-    if (dt === "bf16" || dt === "f16") return round(dt, e);
+    if (dt === "bf16" || dt === "f16" || dt === "f8e4m3fn" || dt === "f8e5m2") return round(dt, e);
     return e;
   }
 
   finish(grid: { dim: Dim; per: number }): GeneratedKernel {
     const slots = this.kb.kernel.buffers.map((b) => this.slotOf.get(b.name)!);
-    return { kernel: this.kb.kernel, slots, uniforms: [...this.uniforms].map(([name, dim]) => ({ name, dim })), grid };
+    const roles = this.kb.kernel.buffers.map((b) => (this.scaleBuffers.has(b.name) ? ("scales" as const) : ("data" as const)));
+    return { kernel: this.kb.kernel, slots, roles, uniforms: [...this.uniforms].map(([name, dim]) => ({ name, dim })), grid };
   }
 }
 

@@ -11,6 +11,7 @@ import { attrsOf, hasTrait, OPS } from "../../../ir/ops";
 import type { Slot, Step } from "../../schedule";
 import { attentionKernel } from "./attention";
 import { cacheAppendKernel } from "./cache";
+import { quantizeKernel } from "./quant";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
 import { dispatchKernel } from "./dispatch";
 import { normKernel, normWorkgroup } from "./norm";
@@ -75,6 +76,11 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops) => dispatchKernel(gen(1), ops),
   },
   {
+    name: "quantize",
+    covers: (ops) => ops.length === 1 && ops[0]!.opName === "quantize",
+    generate: (gen, ops) => quantizeKernel(gen(64), ops[0]!),
+  },
+  {
     name: "cache_append",
     covers: (ops) => ops.length === 1 && ops[0]!.opName === "cache_append",
     generate: (gen, ops) => cacheAppendKernel(gen(64), ops[0]!),
@@ -88,18 +94,16 @@ const TEMPLATES: readonly Template[] = [
 ];
 
 /** Ops no GPU kernel template covers yet, and why (an error names the op and this reason). */
-export const GPU_REFUSED: Readonly<Record<string, string>> = {
-  quantize: "FP8 kernels are not built for the GPU backends yet (run FP8 models on interp)",
-  dequantize: "FP8 kernels are not built for the GPU backends yet (run FP8 models on interp)",
-};
+export const GPU_REFUSED: Readonly<Record<string, string>> = {};
 
-/** Refuses a module that holds FP8 tensors with scales (weights or activations): the GPU kernels do not read them yet. */
-export function refuseScaledFp8(m: Module): void {
+/** Refuses a module that holds FP8 tensors with scales (weights or activations), for a target whose kernels do not read them yet. */
+export function refuseScaledFp8(m: Module, target: string): void {
+  const why = `FP8 kernels are not built for ${target} yet (FP8 models run on interp, onnx and wgsl)`;
   for (const f of m.functions) {
-    for (const w of f.weights) if (w.type.quant) throw new LingcError(`${GPU_REFUSED["quantize"]}: weight @${w.name} of @${f.name} is ${w.type}`);
+    for (const w of f.weights) if (w.type.quant) throw new LingcError(`${why}: weight @${w.name} of @${f.name} is ${w.type}`);
     for (const op of f.body) {
       if (op.results.some((r) => r.type.quant) || op.operands.some((v) => v.type.quant)) {
-        throw new LingcError(`${GPU_REFUSED["quantize"]}: op '${op.opName}' in @${f.name}${op.loc ? ` at ${formatPos(op.loc)}` : ""} works on scaled fp8 tensors`);
+        throw new LingcError(`${why}: op '${op.opName}' in @${f.name}${op.loc ? ` at ${formatPos(op.loc)}` : ""} works on scaled fp8 tensors`);
       }
     }
   }

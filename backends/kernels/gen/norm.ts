@@ -66,7 +66,8 @@ export function normKernel(g: Gen, ops: Op[]): GeneratedKernel {
     const O = lw.type.shape[0]!.value!;
     kb.for("o", kb.lid, K.i(O), (o) => {
       const acc = kb.var("acc", K.f(0));
-      kb.for("k", K.i(0), K.i(D), (k) => acc.set(K.add(acc.ref, K.mul(kb.load(sh, k), kb.load(g.buf(lw), K.add(K.mul(o, K.i(D)), k))))));
+      // The weight's element as a real value (an fp8 weight's code times its block scale).
+      kb.for("k", K.i(0), K.i(D), (k) => acc.set(K.add(acc.ref, K.mul(kb.load(sh, k), g.load(lw, K.add(K.mul(o, K.i(D)), k))))));
       kb.store(g.buf(linear.results[0]!), K.add(K.mul(row, K.i(O)), o), g.fit(acc.ref, linear.results[0]!.type.dtype));
     }, K.i(wg));
   });

@@ -65,7 +65,7 @@ class Pointwise {
     const p = this.producer(v);
     if (!p) {
       if (!this.g.isExternal(v)) throw new LingcError(`pointwise kernel: value ${v.name ?? "?"} is not available`);
-      return this.g.kb.load(this.g.buf(v), idx);
+      return this.g.load(v, idx);
     }
     if (getOp(p.opName)?.index) return this.view(p, v, idx, here);
     throw new LingcError(`pointwise kernel: ${p.opName} result is needed at another element than the thread's own`);
@@ -183,6 +183,9 @@ class Pointwise {
           dt,
         );
       }
+      case "dequantize":
+        // The scaled operand's element times its block's scale (Gen.load), in the result's dtype.
+        return g.fit(this.at(x, this.flat, true), dt);
       case "moe_combine": {
         const [y, rowOf, weights] = op.operands as [Value, Value, Value];
         const H = g.dims(v)[1]!;
@@ -293,7 +296,7 @@ export function pointwise(g: Gen, ops: Op[]): GeneratedKernel {
 }
 
 /** Ops the pointwise generator computes by their own element rule here (not by a formula or index rule). */
-export const POINTWISE_LOWERED = ["linear", "matmul", "grouped_linear", "moe_combine", "rope", "reduce_sum", "reduce_mean", "reduce_max"] as const;
+export const POINTWISE_LOWERED = ["linear", "matmul", "grouped_linear", "moe_combine", "rope", "reduce_sum", "reduce_mean", "reduce_max", "dequantize"] as const;
 
 /** Whether one op alone can be a pointwise kernel: by its scalar formula, its index rule, or an element rule here. */
 export function isPointwiseOp(name: string): boolean {

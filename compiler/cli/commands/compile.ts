@@ -82,7 +82,10 @@ export const compile: Command = {
       for (const [name, text] of Object.entries(emitCuda(program).files)) writeFileAtomic(join(out, name), text);
       written.push(`${out}/ (model.cu, runtime, Makefile: build with 'make' (nvcc), run ./lingc_model --help)`);
     } else if (target === "wgsl") {
-      for (const a of compileProgramWgsl(program)) write(join(out, `${a.graph}.wgsl.json`), JSON.stringify(a, null, 1) + "\n");
+      for (const a of compileProgramWgsl(program)) {
+        write(join(out, `${a.graph}.wgsl.json`), JSON.stringify(a, null, 1) + "\n");
+        written[written.length - 1] += ` (weights on the GPU: ${(a.weightBytes / 1e6).toFixed(2)} MB)`;
+      }
     } else {
       const ck = source.weights ? Checkpoint.open(source.weights) : undefined;
       try {

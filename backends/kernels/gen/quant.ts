@@ -1,0 +1,71 @@
+/**
+ * FP8 quantization (the quantize op), one thread per scale block of the last two axes: the block's
+ * amax, the recipe's scale (every step in f32 as ir/quant.ts computes it), then each element divided
+ * (or multiplied) and rounded to the fp8 format; the codes are stored as f32 values (exact) beside
+ * the scale grid. The kernel reads each block twice; blocks are small (1x128 per token) or quantized
+ * once (weights).
+ */
+import { Dim, product } from "../../../ir/dim";
+import { LingcError } from "../../../ir/errors";
+import type { DType } from "../../../ir/dtype";
+import type { Op } from "../../../ir/module";
+import { attrsOf, OPS } from "../../../ir/ops";
+import { fp8Max } from "../../../ir/quant";
+import * as K from "../kir";
+import type { Gen, GeneratedKernel } from "./context";
+
+export function quantizeKernel(g: Gen, op: Op): GeneratedKernel {
+  const x = op.operands[0]!;
+  const out = op.results[0]!;
+  const { to, block, recipe } = attrsOf(OPS.quantize, op);
+  const [rb, cb] = block as [number, number];
+  const fmax = fp8Max(to);
+  const kb = g.kb;
+  const dims = g.dims(x);
+  const rank = dims.length;
+  const C = dims[rank - 1]!;
+  const R = dims[rank - 2]!;
+  const gc = K.divI(K.addI(C, K.i(cb - 1)), K.i(cb));
+  const gr = K.divI(K.addI(R, K.i(rb - 1)), K.i(rb));
+  const lead = product(x.type.shape.slice(0, rank - 2));
+  const Cn = x.type.shape[rank - 1]!.value;
+  if (Cn === undefined) throw new LingcError(`quantize kernel: the last axis of ${x.type} must be a number`);
+  const Rd = x.type.shape[rank - 2]!;
+  // Threads: one per block, lead x ceil(R / rb) x ceil(C / cb); a symbolic R counts R rows of blocks
+  // (at least as many; the extra threads return).
+  const gridDim = product([lead, Rd.isConst() ? Dim.of(Math.ceil(Rd.value! / rb)) : Rd, Dim.of(Math.ceil(Cn / cb))]);
+  const nBlocks = K.mulI(K.mulI(g.size(lead), gr), gc);
+  const t = kb.let("t", kb.gid);
+  kb.if(K.lt(t, nBlocks), () => {
+    const bc = kb.let("bc", K.modI(t, gc));
+    const rest = kb.let("rest", K.divI(t, gc));
+    const br = kb.let("br", K.modI(rest, gr));
+    const l = kb.let("l", K.divI(rest, gr));
+    const r0 = kb.let("r0", K.mulI(br, K.i(rb)));
+    const c0 = kb.let("c0", K.mulI(bc, K.i(cb)));
+    const r1 = kb.let("r1", K.min(K.addI(r0, K.i(rb)), R));
+    const c1 = kb.let("c1", K.min(K.addI(c0, K.i(cb)), C));
+    const at = (r: K.Expr, c: K.Expr) => K.addI(K.mulI(K.addI(K.mulI(l, R), r), C), c);
+    const each = (body: (flat: K.Expr) => void) => kb.for("r", r0, r1, (r) => kb.for("c", c0, c1, (c) => body(at(r, c))));
+    const amax = kb.var("amax", K.f(0));
+    each((flat) => amax.set(K.max(amax.ref, K.abs(g.load(x, flat)))));
+    const f = (v: number) => K.f(v);
+    let s: K.Expr;
+    let q: (v: K.Expr) => K.Expr;
+    const fit = (v: K.Expr) => g.fit(v, to as DType);
+    if (recipe === "transformers") {
+      // torch: scale = reciprocal(amax) * fmax (1 where amax is 0); q = clamp(x * scale); s = 1 / scale.
+      const scale = kb.let("scale", K.sel(K.gt(amax.ref, f(0)), K.mul(K.div(f(1), amax.ref), f(fmax)), f(1)));
+      s = kb.let("s", K.div(f(1), scale));
+      q = (v) => fit(K.min(K.max(K.mul(v, scale), f(-fmax)), f(fmax)));
+    } else {
+      let sv: K.Expr = K.div(K.max(amax.ref, f(recipe === "dynamic" ? 1e-12 : 1e-4)), f(fmax));
+      if (recipe === "ling-ue8m0") sv = K.call("pow2_ceil", sv);
+      s = kb.let("s", sv);
+      q = (v) => fit(K.div(v, s));
+    }
+    each((flat) => kb.store(g.buf(out, true), flat, q(g.load(x, flat))));
+    kb.store(g.scalesBuf(out), t, s);
+  });
+  return g.finish({ dim: g.entryDim(gridDim), per: kb.kernel.wg });
+}

@@ -10,6 +10,8 @@
 import type { Dim } from "../ir/dim";
 import { LingcError } from "../ir/errors";
 import { hasTrait } from "../ir/ops";
+import { scaleGridDims } from "../ir/quant";
+import { scaleNameOf } from "./weights/bind";
 import { Func, Module, Op, Value, joinScope } from "../ir/module";
 import { TensorType } from "../ir/types";
 import { unifyTypes } from "../ir/unify";
@@ -45,6 +47,21 @@ export interface Slot {
   grows?: { axis: number; rows: Dim };
   /** A storage an in_place op grows (a graph input, or a parameter of a frame): the axis its buffer has room along. */
   roomAxis?: number;
+  /** A scaled fp8 value: the slot of its scale grid (f32; for a weight, HF's `<name>_scale_inv`). */
+  scales?: number;
+}
+
+/**
+ * The scale-grid slot that goes with a new slot of a scaled fp8 type: a weight's is the checkpoint's
+ * `<name>_scale_inv`, a computed value's is computed beside it. Scaled values do not cross the other
+ * boundaries (graph inputs, layer function parameters and results) yet.
+ */
+export function scaleSlotOf(s: Omit<Slot, "id">): Omit<Slot, "id"> {
+  const q = s.type.quant!;
+  const type = new TensorType(q.scaleDtype, scaleGridDims(s.type.shape, q.granularity));
+  if (s.source === "weight") return { type, source: "weight", weight: scaleNameOf(s.weight!) };
+  if (s.source === "computed") return { type, source: "computed", name: s.name !== undefined ? `${s.name}.scale` : undefined };
+  throw new LingcError(`a scaled fp8 value (${s.type}${s.name ? `, ${s.name}` : ""}) cannot be a ${s.source === "param" || s.source === "call" ? "layer function's parameter or result" : `graph ${s.source}`} yet`);
 }
 
 export interface Step {
@@ -104,7 +121,9 @@ export function buildSchedule(m: Module): Schedule {
   const weights = new Map<string, number>();
   const newSlot = (s: Omit<Slot, "id">): number => {
     slots.push({ id: slots.length, ...s });
-    return slots.length - 1;
+    const id = slots.length - 1;
+    if (s.type.quant && s.source !== "alias") slots[id]!.scales = newSlot(scaleSlotOf(s));
+    return id;
   };
   const tr = (t: TensorType, subst: ReadonlyMap<string, Dim>) => new TensorType(t.dtype, t.shape.map((d) => d.substitute(subst)), t.quant);
   const weightSlot = (full: string, t: TensorType) => {

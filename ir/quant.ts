@@ -16,6 +16,7 @@
  *     this for attention.dense and the experts' gate and up projections)
  * fp8() rounds to nearest even; e4m3 saturates at 448.
  */
+import { Dim } from "./dim";
 import { isFp8, type DType } from "./dtype";
 import { LingcError } from "./errors";
 import { roundTo } from "./numerics";
@@ -37,6 +38,21 @@ export function scaleGridShape(shape: readonly number[], g: Granularity): number
   if (g.kind === "row") return shape.slice(0, -1);
   const r = shape.length;
   return [...shape.slice(0, r - 2), Math.ceil(shape[r - 2]! / g.rows), Math.ceil(shape[r - 1]! / g.cols)];
+}
+
+/** The scale grid's dims of a tensor of `shape` (symbolic dims allowed where a block spans one row or the whole axis). */
+export function scaleGridDims(shape: readonly Dim[], g: Granularity): Dim[] {
+  if (g.kind === "tensor") return [];
+  if (g.kind === "row") return shape.slice(0, -1);
+  const r = shape.length;
+  const R = shape[r - 2]!;
+  const C = shape[r - 1]!;
+  const blocks = (d: Dim, n: number) => {
+    if (n === 1) return d;
+    if (!d.isConst()) throw new LingcError(`a ${n}-wide scale block over the symbolic axis ${d} (the grid's size would not be a dimension)`);
+    return Dim.of(Math.ceil(d.value! / n));
+  };
+  return [...shape.slice(0, r - 2), blocks(R, g.rows), blocks(C, g.cols)];
 }
 
 /** For each element (row-major), the index of its scale in the grid. */

@@ -22,8 +22,8 @@ export interface ArtifactSlot {
   values?: number[];
   /** A weight stored as several GPU buffers of `rows` leading-axis rows each (it exceeds a binding limit). */
   parts?: { rows: number; count: number };
-  /** A scaled fp8 tensor: its scale grid (f32) is a second buffer, in blocks of the last two axes. */
-  scales?: { shape: DimTerms[]; block: [number, number] };
+  /** A scaled fp8 tensor: the slot of its scale grid (f32), in blocks of the last two axes. */
+  scales?: { slot: number; block: [number, number] };
   /** An fp8 weight stored one byte per value, four to a 32-bit word (its kernels decode it). */
   packed?: boolean;
   /**
@@ -41,8 +41,8 @@ export interface ArtifactKernel {
   fusion: string;
   wgsl: string;
   workgroupSize: number;
-  /** The storage slot bound at each binding, in order (a split weight has one binding per part; `scales`: the slot's scale grid). */
-  bindings: { slot: number; part: number; write: boolean; scales?: boolean }[];
+  /** The storage slot bound at each binding, in order (a split weight has one binding per part). */
+  bindings: { slot: number; part: number; write: boolean }[];
   uniforms: { name: string; dim: DimTerms }[];
   grid: { dim: DimTerms; per: number };
 }

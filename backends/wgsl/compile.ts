@@ -35,14 +35,9 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
       out.values = [...a["values"]!];
     }
     const q = sl.type.quant;
-    if (q) {
+    if (q && sl.source !== "alias") {
       if (q.granularity.kind !== "block") throw new LingcError(`WGSL: ${sl.name ?? sl.weight ?? `slot ${sl.id}`} has ${q.granularity.kind} scales; the kernels read block scales`);
-      const shape = sl.type.shape;
-      const r = shape.length;
-      const g = q.granularity;
-      const grid = [...shape.slice(0, r - 2), shape[r - 2]!.isConst() ? Dim.of(Math.ceil(shape[r - 2]!.value! / g.rows)) : shape[r - 2]!, Dim.of(Math.ceil(shape[r - 1]!.value! / g.cols))];
-      if (!shape[r - 2]!.isConst() && g.rows !== 1) throw new LingcError(`WGSL: ${sl.name ?? `slot ${sl.id}`} has ${g.rows}-row scale blocks over a symbolic axis`);
-      out.scales = { shape: grid.map(dimTerms), block: [g.rows, g.cols] };
+      out.scales = { slot: sl.scales!, block: [q.granularity.rows, q.granularity.cols] };
       if (sl.source === "weight" && sl.type.dtype === "f8e4m3fn") out.packed = true;
     }
     return out;
@@ -83,14 +78,10 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
       throw new LingcError(`${where} needs ${shared} bytes of workgroup memory; maxComputeWorkgroupStorageSize = ${profile.maxComputeWorkgroupStorageSize} (profile ${profile.name})`);
     }
     // Split weights: one binding per part; the shader picks the part by index range.
-    const bindings: { slot: number; part: number; write: boolean; scales?: boolean }[] = [];
+    const bindings: { slot: number; part: number; write: boolean }[] = [];
     const splits: string[] = [];
     g.kernel.buffers.forEach((b, j) => {
       const slot = slots[g.slots[j]!]!;
-      if (g.roles[j] === "scales") {
-        bindings.push({ slot: g.slots[j]!, part: 0, write: b.write, scales: true });
-        return;
-      }
       if (!slot.parts) {
         bindings.push({ slot: g.slots[j]!, part: 0, write: b.write });
         return;
@@ -123,7 +114,8 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
     });
   }
   const concrete = (terms: DimTerms[]) => terms.map((t) => (t.length === 0 ? 0 : t[0]![0])).reduce((a, b) => a * b, 1);
-  const weightBytes = slots.filter((sl) => sl.source === "weight").reduce((sum, sl) => sum + concrete(sl.shape) * (sl.packed ? 1 : 4) + (sl.scales ? concrete(sl.scales.shape) * 4 : 0), 0);
+  // Scale grids of fp8 weights are weight slots of their own (f32).
+  const weightBytes = slots.filter((sl) => sl.source === "weight").reduce((sum, sl) => sum + concrete(sl.shape) * (sl.packed ? 1 : 4), 0);
   return {
     format: "lingc-wgsl-1",
     weightBytes,

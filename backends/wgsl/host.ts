@@ -111,7 +111,6 @@ export class WgslGraph {
     readonly artifact: WgslArtifact,
     private readonly pipelines: Pipeline[],
     private readonly resident: Map<number, GPUBuffer[]>,
-    private readonly residentScales: Map<number, GPUBuffer>,
   ) {}
 
   static async load(device: GPUDevice, a: WgslArtifact, weights: WeightProvider): Promise<WgslGraph> {
@@ -127,17 +126,12 @@ export class WgslGraph {
       return { pipeline, layout };
     });
     const resident = new Map<number, GPUBuffer[]>();
-    const residentScales = new Map<number, GPUBuffer>();
     for (const s of a.slots) {
       if (s.source === "weight") {
+        // (An fp8 weight's scale grid is a weight slot of its own: HF's `<name>_scale_inv`.)
         const shape = s.shape.map((t) => evalTerms(t, new Map()));
         const data = await weights(s.weight!, shape, s.dtype);
         resident.set(s.id, s.packed ? [uploadPacked(device, data, s.weight!)] : uploadParts(device, s, shape, data));
-        if (s.scales) {
-          const grid = s.scales.shape.map((t) => evalTerms(t, new Map()));
-          // HF's name for an fp8 weight's block scales.
-          residentScales.set(s.id, upload(device, Float32Array.from(await weights(`${s.weight}_scale_inv`, grid, "f32")), `${s.weight} scales`));
-        }
       } else if (s.source === "constant") {
         const shape = s.shape.map((t) => evalTerms(t, new Map()));
         const n = shape.reduce((x, y) => x * y, 1);
@@ -147,7 +141,7 @@ export class WgslGraph {
     }
     const err = await device.popErrorScope();
     if (err) throw new Error(`WebGPU rejected the compiled model: ${err.message}`);
-    return new WgslGraph(device, a, pipelines, resident, residentScales);
+    return new WgslGraph(device, a, pipelines, resident);
   }
 
   /** Runs the graph. Inputs by name (ids as i32), on the host or the GPU; returns the outputs (and observed values) read back, or kept. */
@@ -171,20 +165,6 @@ export class WgslGraph {
     const transient: GPUBuffer[] = [];
     /** Rows along the growth axis of each growing storage's buffer. */
     const rowsOf = new Map<number, number>();
-    const scaleBuffers = new Map<number, GPUBuffer>(this.residentScales);
-    /** The scale grid buffer of a scaled slot's storage. */
-    const scalesOf = (id: number): GPUBuffer => {
-      const s = storage(id);
-      let b = scaleBuffers.get(s.id);
-      if (!b) {
-        if (!s.scales) throw new Error(`slot ${s.name ?? s.id} has no scales`);
-        const n = s.scales.shape.map((t) => evalTerms(t, bindings)).reduce((x, y) => x * y, 1);
-        b = device.createBuffer({ size: Math.max(16, n * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label: `${s.name ?? `slot ${s.id}`} scales` });
-        transient.push(b);
-        scaleBuffers.set(s.id, b);
-      }
-      return b;
-    };
     const bufferOf = (id: number): GPUBuffer[] => {
       const s = storage(id);
       let b = buffers.get(s.id);
@@ -234,7 +214,7 @@ export class WgslGraph {
       const ubuf = device.createBuffer({ size: sizes.byteLength, usage: USAGE.UNIFORM | USAGE.COPY_DST });
       transient.push(ubuf);
       device.queue.writeBuffer(ubuf, 0, sizes);
-      const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: b.scales ? scalesOf(b.slot) : bufferOf(b.slot)[b.part]! } }));
+      const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: bufferOf(b.slot)[b.part]! } }));
       entries.push({ binding: k.bindings.length, resource: { buffer: ubuf } });
       const { pipeline, layout } = this.pipelines[n]!;
       const pass = encoder.beginComputePass({ label: k.label });
@@ -285,7 +265,7 @@ export class WgslGraph {
       }
       const st = storage(id);
       if (!st.scales) return { dtype: t.dtype, shape: t.shape, data } as HostTensor;
-      return { dtype: t.dtype, shape: t.shape, data, scales: new Float32Array(await readBuffer(scalesOf(id), st.scales.shape.map((x) => evalTerms(x, bindings)).reduce((x, y) => x * y, 1) * 4)) } as HostTensor;
+      return { dtype: t.dtype, shape: t.shape, data, scales: (await read(st.scales.slot)).data as Float32Array } as HostTensor;
     };
     const outputs: Record<string, HostTensor> = {};
     const kept: Record<string, GpuTensor> = {};
@@ -310,7 +290,6 @@ export class WgslGraph {
 
   destroy(): void {
     for (const bs of this.resident.values()) for (const b of bs) b.destroy();
-    for (const b of this.residentScales.values()) b.destroy();
   }
 }
 

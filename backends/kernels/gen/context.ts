@@ -15,8 +15,6 @@ export interface GeneratedKernel {
   kernel: Kernel;
   /** The storage slot bound to each of kernel.buffers, in order. */
   slots: number[];
-  /** What of the slot each buffer binds: its data, or the scale grid of a scaled fp8 slot. */
-  roles: ("data" | "scales")[];
   /** Uniform name -> its value as a dim in the entry symbols. */
   uniforms: { name: string; dim: Dim }[];
   /** Workgroups to launch: ceil(dim / per). */
@@ -40,8 +38,6 @@ export class Gen {
   readonly kb: KernelBuilder;
   readonly uniforms = new Map<string, Dim>();
   readonly slotOf = new Map<string, number>();
-  /** Buffers that hold the scales of a scaled slot (the rest hold data). */
-  readonly scaleBuffers = new Set<string>();
   private readonly names = new Map<Value, string>();
 
   constructor(
@@ -86,16 +82,19 @@ export class Gen {
     return (this.limits.storage ?? defaultStorage)(v.type.dtype);
   }
 
-  /** The buffer of a scaled value's scale grid (f32). */
+  /** The buffer of a scaled value's scale grid (f32): its scale slot (schedule.ts). */
   scalesBuf(v: Value): string {
-    if (!v.type.quant) throw new LingcError(`kernel generator: ${v.name ?? "a value"} of type ${v.type} has no scales`);
-    const data = this.buf(v, true);
-    const name = `${data}_s`;
-    const existing = this.kb.kernel.buffers.find((b) => b.name === name);
-    if (existing) existing.write ||= this.step.writes.has(v);
-    else this.kb.buffer(name, "f32", this.step.writes.has(v));
-    this.slotOf.set(name, this.slotOf.get(data)!);
-    this.scaleBuffers.add(name);
+    const slot = this.step.reads.get(v) ?? this.step.writes.get(v);
+    const storage = slot === undefined ? undefined : this.schedule.slots[storageSlot(this.schedule, slot)]!;
+    if (!v.type.quant || storage?.scales === undefined) throw new LingcError(`kernel generator: ${v.name ?? "a value"} of type ${v.type} has no scales`);
+    const scales = storage.scales;
+    const write = this.step.writes.has(v);
+    let name = [...this.slotOf].find(([, st]) => st === scales)?.[0];
+    if (!name) {
+      name = `b${this.slotOf.size}`;
+      this.kb.buffer(name, "f32", write);
+      this.slotOf.set(name, scales);
+    } else if (write) this.kb.kernel.buffers.find((b) => b.name === name)!.write = true;
     return name;
   }
 
@@ -171,8 +170,7 @@ export class Gen {
 
   finish(grid: { dim: Dim; per: number }): GeneratedKernel {
     const slots = this.kb.kernel.buffers.map((b) => this.slotOf.get(b.name)!);
-    const roles = this.kb.kernel.buffers.map((b) => (this.scaleBuffers.has(b.name) ? ("scales" as const) : ("data" as const)));
-    return { kernel: this.kb.kernel, slots, roles, uniforms: [...this.uniforms].map(([name, dim]) => ({ name, dim })), grid };
+    return { kernel: this.kb.kernel, slots, uniforms: [...this.uniforms].map(([name, dim]) => ({ name, dim })), grid };
   }
 }
 

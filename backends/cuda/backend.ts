@@ -10,7 +10,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, wr
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { LingcError } from "../../ir/errors";
-import type { Tensor } from "../../ir/tensor";
+import { Tensor } from "../../ir/tensor";
+import type { TensorType } from "../../ir/types";
 import { readAllSafetensors, writeSafetensors } from "../weights/safetensors";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel, type Program } from "../backend";
 import type { GenerateResult } from "../generation";
@@ -86,7 +87,8 @@ function runProgram(exe: string, args: string[]): string {
   return r.stdout;
 }
 
-function runner(exe: string, weights: string | undefined, graph: string, outputs: ReadonlySet<string>, profile: boolean): GraphRunner {
+/** The outputs of a graph: their names, and for a scaled fp8 one its type (its scales come as `<name>.scale`). */
+function runner(exe: string, weights: string | undefined, graph: string, outputs: ReadonlyMap<string, TensorType>, profile: boolean): GraphRunner {
   return {
     async run(inputs, observe) {
       const dir = mkdtempSync(join(tmpdir(), "lingc-cuda-"));
@@ -101,7 +103,9 @@ function runner(exe: string, weights: string | undefined, graph: string, outputs
         const all = readAllSafetensors(outFile);
         const result: Record<string, Tensor> = {};
         for (const [k, v] of Object.entries(all)) {
-          if (outputs.has(k)) result[k] = v;
+          const type = outputs.get(k);
+          if (type?.quant) result[k] = new Tensor(type.dtype, v.shape, v.data, { layout: type.quant, scales: Float32Array.from(all[`${k}.scale`]!.data) });
+          else if (type) result[k] = v;
           if (observe) observe(k, v);
         }
         return result;
@@ -129,7 +133,7 @@ export const cudaBackend: Backend = {
     const profile = options.profileKernels ?? process.env["LINGC_PROFILE"] === "1";
     const checkpointDir = weights.checkpoint?.path;
     return {
-      graphs: Object.fromEntries(program.graphs.map((m) => [m.name, runner(exe, checkpointDir, m.name, new Set(m.entry!.results.map((r) => r.name!)), profile)])),
+      graphs: Object.fromEntries(program.graphs.map((m) => [m.name, runner(exe, checkpointDir, m.name, new Map(m.entry!.results.map((r) => [r.name!, r.value.type])), profile)])),
       signatures: Object.fromEntries(program.graphs.map((m) => [m.name, signatureOf(m)])),
       async generate(prompts: number[][], maxNew: number): Promise<GenerateResult> {
         const dir = mkdtempSync(join(tmpdir(), "lingc-cuda-"));

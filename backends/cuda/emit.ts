@@ -24,7 +24,7 @@ import type { CudaProfile } from "../../ir/target";
 import type { Program } from "../backend";
 import { buildFrames, type FrameSchedule } from "../frames";
 import { storageSlot, type Step } from "../schedule";
-import { generateStep, refuseScaledFp8 } from "../kernels/gen";
+import { generateStep } from "../kernels/gen";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
@@ -48,15 +48,27 @@ function runtimeDir(): string {
 const RUNTIME_PARTS = ["lingc_device.cuh", "lingc_experts.cuh", "lingc_attention.cuh", "lingc_misc.cuh", "lingc_selftest.cuh"];
 export const RUNTIME_FILES = ["lingc_blas.h", "lingc_runtime.h", "lingc_runtime.cu", ...RUNTIME_PARTS];
 
-/** Storage on the GPU: bf16 stays bf16 (half the bytes), f16 is widened to f32, ints are i32. */
-export function cudaStorage(dt: DType): Exclude<BufferElem, "f8e4m3"> {
+/** Storage on the GPU: bf16 stays bf16 (half the bytes), e4m3 one byte, f16 is widened to f32, ints are i32. */
+export function cudaStorage(dt: DType): BufferElem {
   if (dt === "bf16") return "bf16";
+  if (dt === "f8e4m3fn") return "f8e4m3";
   if (dt === "i32" || dt === "i64" || dt === "bool" || dt === "u8") return "i32";
   return "f32";
 }
 
-const DTYPE_CODE: Record<Exclude<BufferElem, "f8e4m3">, number> = { f32: 0, bf16: 1, i32: 2 };
+const DTYPE_CODE: Record<BufferElem, number> = { f32: 0, bf16: 1, i32: 2, f8e4m3: 3 };
+const CPP_ELEM: Record<BufferElem, string> = { f32: "float", bf16: "__nv_bfloat16", i32: "int", f8e4m3: "__nv_fp8_e4m3" };
 const SOURCE_CODE = { input: 0, weight: 1, constant: 2, computed: 3, alias: 4, param: 5, call: 6 } as const;
+
+/** The FP8 the CUDA kernels take: e4m3 with block scales (an e5m2 tensor is refused naming the op). */
+function refuseUnsupportedFp8(m: Module): void {
+  for (const f of m.functions) {
+    for (const op of f.body) {
+      const t = [...op.operands, ...op.results].find((v) => v.type.dtype === "f8e5m2");
+      if (t) throw new LingcError(`CUDA: op '${op.opName}' in @${f.name}${op.loc ? ` at ${formatPos(op.loc)}` : ""} works on ${t.type}; the CUDA kernels take e4m3 only`);
+    }
+  }
+}
 
 /** The CUDA profile a program was compiled for. */
 export function cudaProfile(program: Program): CudaProfile {
@@ -148,7 +160,15 @@ class FuncEmitter {
       const step = s.step!;
       const label = `${step.scope || this.fr.func.name}: ${step.kernel?.name ?? step.op.opName}${step.op.loc ? ` (${formatPos(step.op.loc)})` : ""}`;
       const out = this.loadTime(step) ? this.prepare : this.body;
-      if (out === this.prepare) for (const id of step.writes.values()) this.resident.add(storageSlot(this.fr, id));
+      if (out === this.prepare) {
+        for (const id of step.writes.values()) {
+          const st = storageSlot(this.fr, id);
+          this.resident.add(st);
+          // A weight quantized at load keeps its scale grid too.
+          const scales = this.fr.slots[st]!.scales;
+          if (scales !== undefined) this.resident.add(scales);
+        }
+      }
       const idx = this.labels.length;
       this.labels.push(label);
       out.push(`  // [${idx}] ${label}`);
@@ -165,7 +185,7 @@ class FuncEmitter {
     const g = generateStep(step, this.fr, limits, `k${n}`);
     const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}`);
     const args = [
-      ...g.kernel.buffers.map((b, j) => `(${b.write ? "" : "const "}${b.elem === "bf16" ? "__nv_bfloat16" : b.elem === "i32" ? "int" : "float"}*)c.ptr(b + ${g.slots[j]})`),
+      ...g.kernel.buffers.map((b, j) => `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)c.ptr(b + ${g.slots[j]})`),
       ...g.uniforms.map((u) => `(int)${cppDim(u.dim)}`),
     ];
     return [`{ const long n_ = ${cppDim(g.grid.dim)}; if (n_ > 0) { c.launch(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, ${args.join(", ")}); c.launched(${cppString(name)}); } }`];
@@ -237,11 +257,19 @@ function graphTable(m: Module, entry: FrameSchedule, cname: string): string {
     }
     throw new LingcError(`CUDA emitter: symbol ${sym} of graph ${m.name} is not the size of any input axis`);
   });
+  // Outputs by result; a scaled fp8 result also outputs its scale grid as `<name>.scale` (an entry slot).
+  const outputs: string[] = [];
+  e.results.forEach((r, i) => {
+    const name = r.name ?? String(i);
+    outputs.push(`{${cppString(name)}, ${i}, -1}`);
+    const scales = entry.slots[storageSlot(entry, entry.results[i]!)]!.scales;
+    if (scales !== undefined) outputs.push(`{${cppString(`${name}.scale`)}, ${i}, ${scales}}`);
+  });
   return [
-    `static const lingc::IoDef GRAPH_${G}_inputs[] = {${e.params.map((p, i) => `{${cppString(p.name!)}, ${i}}`).join(", ") || "{\"\", -1}"}};`,
-    `static const lingc::IoDef GRAPH_${G}_outputs[] = {${e.results.map((r, i) => `{${cppString(r.name ?? String(i))}, ${i}}`).join(", ")}};`,
+    `static const lingc::IoDef GRAPH_${G}_inputs[] = {${e.params.map((p, i) => `{${cppString(p.name!)}, ${i}, -1}`).join(", ") || "{\"\", -1, -1}"}};`,
+    `static const lingc::IoDef GRAPH_${G}_outputs[] = {${outputs.join(", ")}};`,
     `static const lingc::SymBind GRAPH_${G}_binds[] = {${binds.join(", ") || "{-1, \"\", -1}"}};`,
-    `static const lingc::GraphDef GRAPH_${G} = {${cppString(m.name)}, &FUNC_${cname}, ${e.params.length}, GRAPH_${G}_inputs, ${e.results.length}, GRAPH_${G}_outputs, ${binds.length}, GRAPH_${G}_binds};`,
+    `static const lingc::GraphDef GRAPH_${G} = {${cppString(m.name)}, &FUNC_${cname}, ${e.params.length}, GRAPH_${G}_inputs, ${outputs.length}, GRAPH_${G}_outputs, ${binds.length}, GRAPH_${G}_binds};`,
   ].join("\n");
 }
 
@@ -275,7 +303,7 @@ export function emitCuda(program: Program): CudaSources {
   const funcs: string[] = [];
   const graphs: string[] = [];
   for (const m of program.graphs) {
-    refuseScaledFp8(m, "CUDA");
+    refuseUnsupportedFp8(m);
     const frames = buildFrames(m);
     const funcNames = new Map(frames.map((f) => [f.func.name, cppIdent(`${m.name}__${f.func.name}`)]));
     // Function definitions refer to their callees' FUNC_ objects: all are declared first.

@@ -160,11 +160,8 @@ export function libraryCall(kind: string, dispatch: Dispatch, step: Step, c: Emi
   return lines;
 }
 
-/** Ops the CUDA backend refuses, and why (emit.ts refuses a module with scaled fp8 tensors with this reason). */
-export const CUDA_REFUSED: Readonly<Record<string, string>> = {
-  quantize: "FP8 kernels are not built for CUDA yet (FP8 models run on interp, onnx and wgsl)",
-  dequantize: "FP8 kernels are not built for CUDA yet (FP8 models run on interp, onnx and wgsl)",
-};
+/** Ops the CUDA backend refuses, and why; none at present. */
+export const CUDA_REFUSED: Readonly<Record<string, string>> = {};
 
 /** The kinds of step the runtime can run, for the op coverage report. */
 export function runtimeKindOf(ops: readonly Op[]): string | undefined {

@@ -1,6 +1,7 @@
 /**
  * kir -> CUDA C++. One `__global__` function per kernel; buffers are pointer parameters (bf16 buffers
- * are `__nv_bfloat16*`, read and written as float), run-time sizes are int parameters after them.
+ * are `__nv_bfloat16*` and fp8 ones `__nv_fp8_e4m3*`, both read and written as float, rounding to
+ * nearest even, fp8 saturating), run-time sizes are int parameters after them.
  * The grid is linearized like WGSL's (blockIdx.x + blockIdx.y * gridDim.x).
  */
 import { f32Text, type Expr, type Kernel, type KType, type Stmt } from "../kernels/kir";
@@ -24,9 +25,11 @@ const UN: Record<string, string> = { exp: "expf", log: "logf", sqrt: "sqrtf", rs
 
 export class CudaRenderer {
   private readonly bf16 = new Set<string>();
+  private readonly fp8 = new Set<string>();
 
   constructor(k: Kernel) {
     for (const b of k.buffers) if (b.elem === "bf16") this.bf16.add(b.name);
+    for (const b of k.buffers) if (b.elem === "f8e4m3") this.fp8.add(b.name);
   }
 
   expr(e: Expr): string {
@@ -38,6 +41,7 @@ export class CudaRenderer {
       case "uni":
         return e.name;
       case "load":
+        if (this.fp8.has(e.buf)) return `float(${e.buf}[${this.expr(e.idx)}])`;
         return this.bf16.has(e.buf) ? `__bfloat162float(${e.buf}[${this.expr(e.idx)}])` : `${e.buf}[${this.expr(e.idx)}]`;
       case "builtin":
         return e.name === "lid" ? "lid" : "wgid";
@@ -56,9 +60,11 @@ export class CudaRenderer {
       case "round":
         if (e.to === "bf16") return `__bfloat162float(__float2bfloat16_rn(${this.expr(e.a)}))`;
         if (e.to === "f16") return `__half2float(__float2half_rn(${this.expr(e.a)}))`;
-        throw new Error(`kir: the CUDA renderer has no ${e.to} rounding (FP8 kernels are not built for CUDA yet)`);
+        if (e.to === "f8e4m3fn") return `float(__nv_fp8_e4m3(${this.expr(e.a)}))`;
+        throw new Error(`kir: the CUDA renderer rounds to e4m3, not ${e.to}`);
       case "call":
-        throw new Error(`kir: the CUDA renderer has no helper ${e.fn} (FP8 kernels are not built for CUDA yet)`);
+        // Device helpers of the runtime (lingc_runtime.h).
+        return `lingc::${e.fn}(${this.expr(e.a)})`;
     }
   }
 
@@ -75,7 +81,8 @@ export class CudaRenderer {
           out.push(`${indent}${s.name} = ${this.expr(s.e)};`);
           break;
         case "store":
-          out.push(this.bf16.has(s.buf) ? `${indent}${s.buf}[${this.expr(s.idx)}] = __float2bfloat16_rn(${this.expr(s.e)});` : `${indent}${s.buf}[${this.expr(s.idx)}] = ${this.expr(s.e)};`);
+          if (this.fp8.has(s.buf)) out.push(`${indent}${s.buf}[${this.expr(s.idx)}] = __nv_fp8_e4m3(${this.expr(s.e)});`);
+          else out.push(this.bf16.has(s.buf) ? `${indent}${s.buf}[${this.expr(s.idx)}] = __float2bfloat16_rn(${this.expr(s.e)});` : `${indent}${s.buf}[${this.expr(s.idx)}] = ${this.expr(s.e)};`);
           break;
         case "array":
           out.push(`${indent}${TYPE[s.t]} ${s.name}[${s.size}];`);
@@ -107,7 +114,7 @@ export class CudaRenderer {
   }
 }
 
-const ELEM: Record<string, string> = { f32: "float", i32: "int", bf16: "__nv_bfloat16" };
+const ELEM: Record<string, string> = { f32: "float", i32: "int", bf16: "__nv_bfloat16", f8e4m3: "__nv_fp8_e4m3" };
 
 /** The C++ parameter list of a kernel (buffers, then sizes), for declarations and launches. */
 export function cudaParams(k: Kernel): string[] {

@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|compare|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|compare|fp8|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -86,6 +86,35 @@ compare)
       echo "== $v, round $round"
       .gpu/mini-$v/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/bench-$v-$round.json"
     done
+  done
+  ;;
+fp8)
+  # FP8 on CUDA against tests/data/golden/ling-small-fp8 (bench/cuda/fp8_check.py): weight-only from the FP8
+  # checkpoint and from the bf16 one quantized at load (logits within 1e-4, greedy ids exact), the default
+  # W8A8 path (distance reported), the three W8A8 projections (q and s bit-exact, y within 1e-5), memcheck.
+  S=tests/data/golden/ling-small-fp8; Q=tests/data/golden/ling-small; GF=$S/golden.safetensors
+  P8=$(python3 -c "
+from safetensors.numpy import load_file
+ids = load_file('$GF')['input_ids']; print(';'.join(','.join(str(int(x)) for x in r) for r in ids))")
+  W8=$(python3 -c "
+from safetensors.numpy import load_file
+ids = load_file('$GF')['greedy_ids_w8a16']; print('|'.join(' '.join(str(int(x)) for x in r[16:]) for r in ids))")
+  for src in "$S --activation-scheme none" "$Q --quantize fp8 --activation-scheme none"; do
+    echo "== run $src"
+    $L run $src --backend cuda --input $GF --out "$OUT/fp8.safetensors" && python3 bench/cuda/fp8_check.py logits "$OUT/fp8.safetensors" w8a16
+    echo "== generate $src"
+    GOT=$($L generate $src --backend cuda --prompt "$P8" --max-new-tokens 6 | paste -sd'|')
+    echo "got  $GOT"; echo "want $W8"; [ "$GOT" = "$W8" ] && echo "greedy_ids_w8a16 PASS" || echo "greedy_ids_w8a16 FAIL"
+  done
+  echo "== W8A8, the checkpoint's dynamic scheme"
+  $L run $S --backend cuda --input $GF --out "$OUT/w8a8.safetensors" && python3 bench/cuda/fp8_check.py logits "$OUT/w8a8.safetensors" w8a8
+  echo "== W8A8 per projection"
+  mkdir -p /tmp/proj && python3 bench/cuda/fp8_check.py module /tmp/proj
+  $L run /tmp/proj/p.lir --weights $S --backend cuda --input /tmp/proj/x.safetensors --out "$OUT/proj.safetensors" && python3 bench/cuda/fp8_check.py projections "$OUT/proj.safetensors"
+  echo "== compute-sanitizer memcheck and racecheck: W8A8 forward"
+  EXE=$(ls -td /tmp/lingc-cache/cuda/ling-small-fp8-*/lingc_model | head -1)
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $S --graph forward --input $GF --out /tmp/s8.safetensors > "$OUT/san-fp8-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-fp8-$tool.txt"
   done
   ;;
 profile)

@@ -50,6 +50,8 @@ const lone = (ops: readonly Op[], name: string) => ops.length === 1 && ops[0]!.o
 
 /** Which library lowering covers a step's ops (undefined: a generated kernel). */
 export function libraryKind(ops: readonly Op[]): string | undefined {
+  // FP8 operands with scales run in generated kernels (code x block scale), not in the library's GEMMs.
+  if (ops.some((o) => [...o.operands, ...o.results].some((v) => v.type.quant))) return undefined;
   const n = names(ops);
   if (lone(ops, "linear")) return "linear";
   if (lone(ops, "grouped_linear")) return "expert";

@@ -10,6 +10,7 @@ template <> __device__ __forceinline__ float ld<__nv_bfloat16>(const __nv_bfloat
 template <typename T> __device__ __forceinline__ void st(T* p, long i, float v);
 template <> __device__ __forceinline__ void st<float>(float* p, long i, float v) { p[i] = v; }
 template <> __device__ __forceinline__ void st<__nv_bfloat16>(__nv_bfloat16* p, long i, float v) { p[i] = __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ void st<__nv_fp8_e4m3>(__nv_fp8_e4m3* p, long i, float v) { p[i] = __nv_fp8_e4m3(v); }  // RNE, saturating
 /** Rounds to the storage type's precision (what HF's bf16 tensors hold after each op). */
 template <typename T> __device__ __forceinline__ float rnd(float v);
 template <> __device__ __forceinline__ float rnd<float>(float v) { return v; }

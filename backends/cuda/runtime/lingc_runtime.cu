@@ -44,9 +44,9 @@ namespace lingc {
     if (s_ != CUBLAS_STATUS_SUCCESS) lingc::fail("%s failed with cuBLAS status %d", #call, (int)s_); \
   } while (0)
 
-size_t dtype_bytes(int dt) { return dt == DT_BF16 ? 2 : 4; }
+size_t dtype_bytes(int dt) { return dt == DT_BF16 ? 2 : dt == DT_F8 ? 1 : 4; }
 
-static const char* dtype_name(int dt) { return dt == DT_BF16 ? "bf16" : dt == DT_I32 ? "i32" : "f32"; }
+static const char* dtype_name(int dt) { return dt == DT_BF16 ? "bf16" : dt == DT_I32 ? "i32" : dt == DT_F8 ? "f8e4m3" : "f32"; }
 
 // ---------------------------------------------------------------------------------------------
 // JSON (enough for safetensors headers and index files).
@@ -377,7 +377,7 @@ struct Plan {
       input_slots.push_back(s);
     }
     // The result slots themselves (their shapes), not their storage: a grown cache is longer than the input it lives in.
-    for (int i = 0; i < g->noutputs; ++i) output_slots.push_back(e.base + e.f->results[g->outputs[i].index]);
+    for (int i = 0; i < g->noutputs; ++i) output_slots.push_back(e.base + (g->outputs[i].slot >= 0 ? g->outputs[i].slot : e.f->results[g->outputs[i].index]));
     room_axis.assign(slots.size(), -1);
     for (size_t s = 0; s < slots.size(); ++s) {
       if (slots[s].grows < 0) continue;
@@ -534,12 +534,13 @@ class Runtime {
       const float a = norm ? 0.05f : 1.f / std::sqrt((float)shape.back());
       const long n = t.numel();
       if (dt == DT_BF16) init_random<<<grid((n + 255) / 256), 256, 0, stream>>>((__nv_bfloat16*)t.ptr, n, seed ^ std::hash<std::string>()(name), a, norm ? 1.f : 0.f);
+      else if (dt == DT_F8) init_random<<<grid((n + 255) / 256), 256, 0, stream>>>((__nv_fp8_e4m3*)t.ptr, n, seed ^ std::hash<std::string>()(name), 448.f, 0.f);
       else init_random<<<grid((n + 255) / 256), 256, 0, stream>>>((float*)t.ptr, n, seed ^ std::hash<std::string>()(name), a, norm ? 1.f : 0.f);
       CK(cudaGetLastError());
       weights[name] = t;
       return;
     }
-    const std::string want = dt == DT_BF16 ? "BF16" : dt == DT_F32 ? "F32" : "I32";
+    const std::string want = dt == DT_BF16 ? "BF16" : dt == DT_F32 ? "F32" : dt == DT_F8 ? "F8_E4M3" : "I32";
     const size_t star = name.find(".*.");
     const long parts = star == std::string::npos ? 1 : shape[0];
     const std::vector<long> part_shape = star == std::string::npos ? shape : std::vector<long>(shape.begin() + 1, shape.end());
@@ -1276,6 +1277,16 @@ static DevTensor upload_ids(Runtime& rt, const std::vector<int>& ids, long B, lo
 }
 
 static std::string to_bytes_f32(Runtime& rt, const DevTensor& given) {
+  if (given.dtype == DT_F8) {
+    // e4m3 codes, decoded on the host.
+    const long n = given.numel();
+    std::vector<__nv_fp8_e4m3> codes(n);
+    CK(cudaMemcpyAsync(codes.data(), given.ptr, n, cudaMemcpyDeviceToHost, rt.stream));
+    CK(cudaStreamSynchronize(rt.stream));
+    std::string out((size_t)n * 4, '\0');
+    for (long i = 0; i < n; ++i) ((float*)&out[0])[i] = float(codes[i]);
+    return out;
+  }
   if (Runtime::has_room(given)) {
     DevTensor t = rt.packed(given);
     std::string out = to_bytes_f32(rt, t);

@@ -5,6 +5,7 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <cstdint>
 #include <map>
@@ -14,7 +15,13 @@
 
 namespace lingc {
 
-enum Dtype { DT_F32 = 0, DT_BF16 = 1, DT_I32 = 2 };
+enum Dtype { DT_F32 = 0, DT_BF16 = 1, DT_I32 = 2, DT_F8 = 3 };  // DT_F8: e4m3, one byte
+
+/** The smallest power of two at least x (x > 0, finite): a UE8M0 scale (generated kernels call it). */
+__device__ __forceinline__ float pow2_ceil(float x) {
+  const unsigned b = __float_as_uint(x);
+  return (b & 0x007fffffu) == 0u ? x : __uint_as_float((b & 0x7f800000u) + 0x00800000u);
+}
 // Where a slot's storage comes from. A function's own slots (LocalSlot) use PARAM and CALL too; a
 // graph's expanded slots (SlotMeta) use INPUT for the entry's parameters and ALIAS for the rest.
 enum Source { SRC_INPUT = 0, SRC_WEIGHT = 1, SRC_CONSTANT = 2, SRC_COMPUTED = 3, SRC_ALIAS = 4, SRC_PARAM = 5, SRC_CALL = 6 };
@@ -77,6 +84,7 @@ struct FuncDef {
 struct IoDef {
   const char* name;
   int index;  // inputs: parameter index of the entry; outputs: result index
+  int slot;   // outputs: >= 0 for the entry's local slot to output instead (a scaled result's scale grid)
 };
 struct SymBind {
   int sym;

@@ -5,8 +5,8 @@
  * (most through the pointwise generator), so a graph runs with any set of fusions switched off, and
  * any group a pass forms is compiled if some template covers it.
  */
-import { LingcError, formatPos } from "../../../ir/errors";
-import type { Module, Op } from "../../../ir/module";
+import { LingcError } from "../../../ir/errors";
+import type { Op } from "../../../ir/module";
 import { attrsOf, hasTrait, OPS } from "../../../ir/ops";
 import type { Slot, Step } from "../../schedule";
 import { attentionKernel } from "./attention";
@@ -95,19 +95,6 @@ const TEMPLATES: readonly Template[] = [
 
 /** Ops no GPU kernel template covers yet, and why (an error names the op and this reason). */
 export const GPU_REFUSED: Readonly<Record<string, string>> = {};
-
-/** Refuses a module that holds FP8 tensors with scales (weights or activations), for a target whose kernels do not read them yet. */
-export function refuseScaledFp8(m: Module, target: string): void {
-  const why = `FP8 kernels are not built for ${target} yet (FP8 models run on interp, onnx and wgsl)`;
-  for (const f of m.functions) {
-    for (const w of f.weights) if (w.type.quant) throw new LingcError(`${why}: weight @${w.name} of @${f.name} is ${w.type}`);
-    for (const op of f.body) {
-      if (op.results.some((r) => r.type.quant) || op.operands.some((v) => v.type.quant)) {
-        throw new LingcError(`${why}: op '${op.opName}' in @${f.name}${op.loc ? ` at ${formatPos(op.loc)}` : ""} works on scaled fp8 tensors`);
-      }
-    }
-  }
-}
 
 /** The template that compiles a lone op of this name (undefined when none does). */
 export function templateForOp(op: Op): string | undefined {

@@ -93,28 +93,24 @@ fp8)
   # checkpoint and from the bf16 one quantized at load (logits within 1e-4, greedy ids exact), the default
   # W8A8 path (distance reported), the three W8A8 projections (q and s bit-exact, y within 1e-5), memcheck.
   S=tests/data/golden/ling-small-fp8; Q=tests/data/golden/ling-small; GF=$S/golden.safetensors
-  P8=$(python3 -c "
-from safetensors.numpy import load_file
-ids = load_file('$GF')['input_ids']; print(';'.join(','.join(str(int(x)) for x in r) for r in ids))")
-  W8=$(python3 -c "
-from safetensors.numpy import load_file
-ids = load_file('$GF')['greedy_ids_w8a16']; print('|'.join(' '.join(str(int(x)) for x in r[16:]) for r in ids))")
+  P8=$(python3 bench/cuda/fp8_check.py ids prompt); W8=$(python3 bench/cuda/fp8_check.py ids want)
+  python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
   for src in "$S --activation-scheme none" "$Q --quantize fp8 --activation-scheme none"; do
     echo "== run $src"
-    $L run $src --backend cuda --input $GF --out "$OUT/fp8.safetensors" && python3 bench/cuda/fp8_check.py logits "$OUT/fp8.safetensors" w8a16
+    $L run $src --backend cuda --input /tmp/ids8.safetensors --out "$OUT/fp8.safetensors" && python3 bench/cuda/fp8_check.py logits "$OUT/fp8.safetensors" w8a16
     echo "== generate $src"
     GOT=$($L generate $src --backend cuda --prompt "$P8" --max-new-tokens 6 | paste -sd'|')
     echo "got  $GOT"; echo "want $W8"; [ "$GOT" = "$W8" ] && echo "greedy_ids_w8a16 PASS" || echo "greedy_ids_w8a16 FAIL"
   done
   echo "== W8A8, the checkpoint's dynamic scheme"
-  $L run $S --backend cuda --input $GF --out "$OUT/w8a8.safetensors" && python3 bench/cuda/fp8_check.py logits "$OUT/w8a8.safetensors" w8a8
+  $L run $S --backend cuda --input /tmp/ids8.safetensors --out "$OUT/w8a8.safetensors" && python3 bench/cuda/fp8_check.py logits "$OUT/w8a8.safetensors" w8a8
   echo "== W8A8 per projection"
   mkdir -p /tmp/proj && python3 bench/cuda/fp8_check.py module /tmp/proj
   $L run /tmp/proj/p.lir --weights $S --backend cuda --input /tmp/proj/x.safetensors --out "$OUT/proj.safetensors" && python3 bench/cuda/fp8_check.py projections "$OUT/proj.safetensors"
   echo "== compute-sanitizer memcheck and racecheck: W8A8 forward"
   EXE=$(ls -td /tmp/lingc-cache/cuda/ling-small-fp8-*/lingc_model | head -1)
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $S --graph forward --input $GF --out /tmp/s8.safetensors > "$OUT/san-fp8-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-fp8-$tool.txt"
+    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $S --graph forward --input /tmp/ids8.safetensors --out /tmp/s8.safetensors > "$OUT/san-fp8-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-fp8-$tool.txt"
   done
   ;;
 profile)

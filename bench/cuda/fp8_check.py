@@ -3,10 +3,18 @@
   fp8_check.py logits OUT.safetensors KEY        logits/mtp_logits vs the golden's <KEY> (w8a16: tolerance 1e-4; w8a8: report only)
   fp8_check.py module DIR                        writes DIR/p.lir (the three W8A8 projections) and DIR/x.safetensors
   fp8_check.py projections OUT.safetensors       q and s bit for bit, y within 1e-5 of its largest value
+  fp8_check.py ids OUT.safetensors | prompt | want  the golden's input_ids alone / as a --prompt / greedy_ids_w8a16 as text
 """
 import sys
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
+from safetensors.torch import load_file as load_torch
+
+
+def load_file(path):
+    """Every tensor as numpy (through torch: numpy has no float8 dtype); fp8 values as f32 (exact)."""
+    import torch
+    return {k: (v.float() if v.dtype in (torch.float8_e4m3fn, torch.float8_e5m2, torch.bfloat16) else v).numpy() for k, v in load_torch(path).items()}
 
 G = "tests/data/golden/ling-small-fp8/golden.safetensors"
 PROJ = ["layers.0.attention.query_key_value", "layers.0.mlp.down_proj", "layers.1.mlp.shared_experts.down_proj"]
@@ -59,5 +67,16 @@ def projections(out):
     print("projections PASS" if ok else "projections FAIL")
 
 
+def ids(what):
+    g = load_file(G)
+    x = g["input_ids"]
+    if what == "prompt":
+        print(";".join(",".join(str(int(v)) for v in r) for r in x))
+    elif what == "want":
+        print("|".join(" ".join(str(int(v)) for v in r[x.shape[1]:]) for r in g["greedy_ids_w8a16"]))
+    else:
+        save_file({"input_ids": x}, what)
+
+
 if __name__ == "__main__":
-    {"logits": lambda: logits(sys.argv[2], sys.argv[3]), "module": lambda: module(sys.argv[2]), "projections": lambda: projections(sys.argv[2])}[sys.argv[1]]()
+    {"logits": lambda: logits(sys.argv[2], sys.argv[3]), "module": lambda: module(sys.argv[2]), "projections": lambda: projections(sys.argv[2]), "ids": lambda: ids(sys.argv[2])}[sys.argv[1]]()

@@ -6,6 +6,7 @@ import { dirname } from "node:path";
 import { LingcError } from "../../../ir/errors";
 import { isFloat } from "../../../ir/dtype";
 import { Tensor, shapeToString } from "../../../ir/tensor";
+import { scaleGridShape } from "../../../ir/quant";
 import { tensor as tensorType } from "../../../ir/types";
 import { bindConcrete } from "../../../ir/unify";
 import { BACKEND_NAMES } from "../../../backends";
@@ -96,6 +97,10 @@ export const run: Command = {
       const out = await model.graphs[graph]!.run(inputs, want ? (n, t) => want(n) && (observed[n] = t) : undefined);
       const ms = performance.now() - t0;
       const result: Record<string, Tensor> = { ...observed, ...out };
+      // A scaled fp8 value is its fp8 data and, beside it, its scale grid (`<name>.scale`, f32).
+      for (const [name, t] of Object.entries(result)) {
+        if (t.scaled) result[`${name}.scale`] = new Tensor("f32", scaleGridShape(t.shape, t.scaled.layout.granularity), t.scaled.scales);
+      }
       writeSafetensors(outPath, result);
       io.err(`ran ${graph} on ${backend} in ${ms.toFixed(0)} ms; wrote ${Object.keys(result).sort().join(", ")} to ${outPath}\n`);
     } finally {

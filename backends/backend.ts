@@ -108,10 +108,3 @@ export interface Backend {
   lowers(opName: string): boolean;
   load(program: Program, weights: BoundWeights, options?: BackendOptions): Promise<LoadedModel>;
 }
-
-/** The runner of a graph the program has, or a clear error. */
-export function graphOf(model: LoadedModel, name: string): GraphRunner {
-  const g = model.graphs[name];
-  if (!g) throw new Error(`the program has no graph '${name}' (it has ${Object.keys(model.graphs).join(", ")})`);
-  return g;
-}

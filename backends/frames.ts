@@ -13,7 +13,7 @@ import { Dim } from "../ir/dim";
 import { LingcError } from "../ir/errors";
 import { Func, Module, Op, Value } from "../ir/module";
 import { unifyTypes } from "../ir/unify";
-import { resultSlot, scaleSlotOf, type Slot, type Step } from "./schedule";
+import { addSlot, resultSlot, type Slot, type Step } from "./schedule";
 
 export interface CallSite {
   callee: Func;
@@ -79,12 +79,7 @@ export function buildFrame(m: Module, f: Func): FrameSchedule {
   const steps: FrameStep[] = [];
   const calls: CallSite[] = [];
   const env = new Map<Value, number>();
-  const newSlot = (s: Omit<Slot, "id">): number => {
-    slots.push({ id: slots.length, ...s });
-    const id = slots.length - 1;
-    if (s.type.quant && s.source !== "alias") slots[id]!.scales = newSlot(scaleSlotOf(s));
-    return id;
-  };
+  const newSlot = (s: Omit<Slot, "id">): number => addSlot(slots, s);
   const identity = new Map<string, Dim>();
   const params = f.params.map((p, i) => {
     // Parameters are not named slots: their values are observable where they are made.

@@ -100,6 +100,14 @@ export function capacitySymbol(slot: number): string {
   return `capacity_${slot}`;
 }
 
+/** Adds a slot (and, for a scaled fp8 type, the slot of its scale grid); returns its id. */
+export function addSlot(slots: Slot[], s: Omit<Slot, "id">): number {
+  const id = slots.length;
+  slots.push({ id, ...s });
+  if (s.type.quant && s.source !== "alias") slots[id]!.scales = addSlot(slots, scaleSlotOf(s));
+  return id;
+}
+
 /**
  * The slot of an op's result: a new computed slot, or for an in_place op's result an alias of its
  * first operand's slot that grows it, whose storage is then marked as having room.
@@ -119,12 +127,7 @@ export function buildSchedule(m: Module): Schedule {
   const slots: Slot[] = [];
   const steps: Step[] = [];
   const weights = new Map<string, number>();
-  const newSlot = (s: Omit<Slot, "id">): number => {
-    slots.push({ id: slots.length, ...s });
-    const id = slots.length - 1;
-    if (s.type.quant && s.source !== "alias") slots[id]!.scales = newSlot(scaleSlotOf(s));
-    return id;
-  };
+  const newSlot = (s: Omit<Slot, "id">): number => addSlot(slots, s);
   const tr = (t: TensorType, subst: ReadonlyMap<string, Dim>) => new TensorType(t.dtype, t.shape.map((d) => d.substitute(subst)), t.quant);
   const weightSlot = (full: string, t: TensorType) => {
     let id = weights.get(full);

@@ -17,7 +17,7 @@
  * fp8() rounds to nearest even; e4m3 saturates at 448.
  */
 import { Dim } from "./dim";
-import { isFp8, type DType } from "./dtype";
+import type { DType } from "./dtype";
 import { LingcError } from "./errors";
 import { roundTo } from "./numerics";
 import type { Granularity, QuantLayout } from "./types";
@@ -30,14 +30,6 @@ export function fp8Max(dtype: DType): number {
   if (dtype === "f8e4m3fn") return 448;
   if (dtype === "f8e5m2") return 57344;
   throw new LingcError(`${dtype} is not an fp8 format`);
-}
-
-/** The shape of the scale grid of a tensor of `shape` under `g`. */
-export function scaleGridShape(shape: readonly number[], g: Granularity): number[] {
-  if (g.kind === "tensor") return [];
-  if (g.kind === "row") return shape.slice(0, -1);
-  const r = shape.length;
-  return [...shape.slice(0, r - 2), Math.ceil(shape[r - 2]! / g.rows), Math.ceil(shape[r - 1]! / g.cols)];
 }
 
 /** The scale grid's dims of a tensor of `shape` (symbolic dims allowed where a block spans one row or the whole axis). */
@@ -53,6 +45,11 @@ export function scaleGridDims(shape: readonly Dim[], g: Granularity): Dim[] {
     return Dim.of(Math.ceil(d.value! / n));
   };
   return [...shape.slice(0, r - 2), blocks(R, g.rows), blocks(C, g.cols)];
+}
+
+/** The shape of the scale grid of a tensor of `shape` under `g`. */
+export function scaleGridShape(shape: readonly number[], g: Granularity): number[] {
+  return scaleGridDims(shape.map((d) => Dim.of(d)), g).map((d) => d.value!);
 }
 
 /** For each element (row-major), the index of its scale in the grid. */
@@ -130,9 +127,4 @@ function pow2AtLeast(s: number): number {
   if (2 ** (e - 1) >= s) e--;
   else if (2 ** e < s) e++;
   return 2 ** e;
-}
-
-/** Checks that `dtype` is an fp8 format a recipe can target. */
-export function checkFp8(dtype: DType, where: string): void {
-  if (!isFp8(dtype)) throw new LingcError(`${where}: ${dtype} is not an fp8 format (f8e4m3fn or f8e5m2)`);
 }

@@ -9,7 +9,6 @@
  *            present.{i}.key/value [B, nkv, P+1, d]; the new token sits at position P
  */
 import { Dim } from "../ir/dim";
-import { LingcError } from "../ir/errors";
 import { formatCacheRules } from "../ir/generation";
 import type { Module } from "../ir/module";
 import { ModuleTracer, op, scope, tensor, weight, type Tensor } from "../compiler/dsl";
@@ -200,10 +199,4 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
     return { ...result, ...outputs };
   });
   return m.finish();
-}
-
-/** Checks the graph name a user asked for. */
-export function graphKind(name: string): GraphKind {
-  if ((GRAPHS as readonly string[]).includes(name)) return name as GraphKind;
-  throw new LingcError(`unknown graph '${name}' (choose ${GRAPHS.join(" or ")})`);
 }

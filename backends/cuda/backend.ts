@@ -16,7 +16,7 @@ import { readAllSafetensors, writeSafetensors } from "../weights/safetensors";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel, type Program } from "../backend";
 import type { GenerateResult } from "../generation";
 import { cudaProfile, emitCuda, nvccFlags } from "./emit";
-import { CUDA_REFUSED, runtimeKindOf } from "./library";
+import { runtimeKindOf } from "./library";
 import { Op } from "../../ir/module";
 import { templateForOp } from "../kernels/gen";
 
@@ -121,7 +121,6 @@ export const cudaBackend: Backend = {
   summary: "CUDA C++ (cuBLASLt GEMMs, generated kernels) built with nvcc, run on an NVIDIA GPU",
   target: "cuda",
   lowers: (name) => {
-    if (CUDA_REFUSED[name]) return false;
     const op = new Op(name, [], {}, [], "", undefined);
     return runtimeKindOf([op]) !== undefined || templateForOp(op) !== undefined;
   },

@@ -160,9 +160,6 @@ export function libraryCall(kind: string, dispatch: Dispatch, step: Step, c: Emi
   return lines;
 }
 
-/** Ops the CUDA backend refuses, and why; none at present. */
-export const CUDA_REFUSED: Readonly<Record<string, string>> = {};
-
 /** The kinds of step the runtime can run, for the op coverage report. */
 export function runtimeKindOf(ops: readonly Op[]): string | undefined {
   return libraryKind(ops);

@@ -17,7 +17,7 @@ import { scaleGridShape } from "../../ir/quant";
 import { scaleNameOf } from "../weights/bind";
 import { dequantizeTo, FP8_MIN_OPSET } from "./fp8";
 import { GraphBuilder, Names } from "./graph";
-import { LOWERED_THROUGH_MATMUL, ONNX_REFUSED, onnxLowering, type LowerCtx } from "./lower";
+import { LOWERED_THROUGH_MATMUL, onnxLowering, type LowerCtx } from "./lower";
 import { getOp } from "../../ir/ops";
 import { elemType, encodeModel, valueInfo, type ModelProto, type OnnxDim, type TensorProto } from "./proto";
 import type { WeightLayout } from "./weights";
@@ -70,8 +70,6 @@ class Emitter {
 
   checkExpressible(op: Op, scope: string, types: TensorType[]): void {
     const what = `op '${op.opName}'${scope ? ` in ${scope}` : ""}${this.where(op)}`;
-    const refused = ONNX_REFUSED[op.opName];
-    if (refused) throw new LingcError(`${what}: ${refused}`);
     for (const t of types) {
       if (isFp8(t.dtype) && this.opset < 19) throw new LingcError(`${what}: dtype ${t.dtype} needs ONNX opset 19 or later (chosen: ${this.opset})`);
       if (t.quant && this.opset < FP8_MIN_OPSET) throw new LingcError(`${what}: scaled ${t.dtype} tensors need blocked DequantizeLinear, ONNX opset ${FP8_MIN_OPSET} or later (chosen: ${this.opset})`);

@@ -50,7 +50,10 @@ export function dequantizeTo(g: GraphBuilder, q: string, s: string, t: TensorTyp
   return to === "f32" ? real : g.one("Cast", [real], castNode(to), meta);
 }
 
-/** The scale grid's shape as ONNX Reshape wants it: 0 copies an input dimension (the leading, possibly symbolic, ones). */
+/**
+ * The shape that splits the last two axes of a tensor into blocks, [..., R/rows, rows, C/cols, cols],
+ * as ONNX Reshape takes it: 0 copies an input dimension (the leading, possibly symbolic, ones).
+ */
 function blocked(rank: number, t: TensorType, rows: number, cols: number): number[] {
   const R = t.shape[rank - 2]!;
   const C = t.shape[rank - 1]!.value!;

@@ -308,9 +308,6 @@ export const LOWERINGS: Record<string, Lowering> = {
 /** The ops whose lowering above multiplies matrices (MatMul), which ONNX does not define on fp8 operands. */
 export const LOWERED_THROUGH_MATMUL: ReadonlySet<string> = new Set(["linear", "matmul", "grouped_linear", "attention"]);
 
-/** Ops the ONNX backend refuses, and why (an error names the op and this reason); none at present. */
-export const ONNX_REFUSED: Readonly<Record<string, string>> = {};
-
 /** How an op lowers to ONNX: its entry in LOWERINGS, else its scalar formula; undefined when neither. */
 export function onnxLowering(opName: string): Lowering | undefined {
   const direct = LOWERINGS[opName];

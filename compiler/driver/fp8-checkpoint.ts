@@ -11,7 +11,7 @@
  */
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import type { DType } from "../../ir/dtype";
+import { byteSize, type DType } from "../../ir/dtype";
 import { LingcError } from "../../ir/errors";
 import { dequantizeValues, quantizeValues, scaleIndexOf, type QuantRecipe } from "../../ir/quant";
 import { Tensor } from "../../ir/tensor";
@@ -92,8 +92,8 @@ export function quantizeCheckpoint(src: string, dest: string, opts: QuantizeOpti
   const isProjection = projectionMatcher(LING_FP8_PROJECTIONS);
   const g: Granularity = { kind: "block", rows: opts.block, cols: opts.block };
   const shards = shardsOf(ck);
-  const quantized = ck.names().filter((n) => n.endsWith(".weight") && isProjection(n.replace(/\.weight$/, "")) && ck.entry(n)!.entry.shape.length === 2);
-  if (!quantized.length) throw new LingcError(`${src}: no tensor is a projection lingc quantizes (${LING_FP8_PROJECTIONS.join(", ")})`);
+  const quantized = new Set(ck.names().filter((n) => n.endsWith(".weight") && isProjection(n.replace(/\.weight$/, "")) && ck.entry(n)!.entry.shape.length === 2));
+  if (!quantized.size) throw new LingcError(`${src}: no tensor is a projection lingc quantizes (${LING_FP8_PROJECTIONS.join(", ")})`);
   const tmp = `${dest}.tmp-${process.pid}`;
   const report: TensorHealth[] = [];
   try {
@@ -105,7 +105,7 @@ export function quantizeCheckpoint(src: string, dest: string, opts: QuantizeOpti
       const out: Record<string, Tensor> = {};
       for (const n of names) {
         const t = ck.read(n);
-        if (!quantized.includes(n)) {
+        if (!quantized.has(n)) {
           out[n] = t;
         } else {
           const recipe: QuantRecipe = opts.recipe === "transformers" ? "transformers" : UE8M0(n.replace(/\.weight$/, "")) ? "ling-ue8m0" : "ling";
@@ -114,12 +114,12 @@ export function quantizeCheckpoint(src: string, dest: string, opts: QuantizeOpti
           const grid = [Math.ceil(t.shape[0]! / opts.block), Math.ceil(t.shape[1]! / opts.block)];
           out[scaleNameOf(n)] = new Tensor("f32", grid, scales);
           report.push(health(n, t, q, scales, g));
-          opts.progress?.(++done, quantized.length, n);
+          opts.progress?.(++done, quantized.size, n);
         }
       }
       for (const [n, t] of Object.entries(out)) {
         weightMap[n] = file;
-        totalBytes += t.numel * (t.dtype === "f32" ? 4 : t.dtype === "bf16" || t.dtype === "f16" ? 2 : t.dtype === "i64" ? 8 : 1);
+        totalBytes += t.numel * byteSize(t.dtype);
       }
       writeSafetensors(join(tmp, file), out, { format: "pt" });
     }

@@ -94,6 +94,7 @@ interface Plan {
 
 function rewriteFunction(m: Module, f: Func, p: Plan): void {
   const retyped = new Set<Value>();
+  const casts = new Set<Op>();
   for (const op of [...f.body]) {
     if (op.opName !== "linear" && op.opName !== "grouped_linear") continue;
     const found = weightOf(op.operands[1]!);
@@ -110,20 +111,26 @@ function rewriteFunction(m: Module, f: Func, p: Plan): void {
     } else {
       op.operands[1] = b.op1("quantize", [weight], { to: p.to, block: [p.wb, p.wb], recipe: p.recipe }, at);
     }
-    if (cast && new Uses(f).of(cast.results[0]!).length === 0) eraseOp(f, cast);
+    if (cast) casts.add(cast);
     if (p.dynamic) {
       const x = op.operands[0]!;
       op.operands[0] = b.op1("quantize", [x], { to: p.to, block: [1, p.group], recipe: "dynamic" }, at);
       op.attrs = { ...op.attrs, out: x.type.dtype };
     }
   }
+  if (!casts.size && !retyped.size) return;
+  const uses = new Uses(f);
+  // The casts the fp8 weights replaced, where nothing else reads them.
+  const erased = new Set<Op>();
+  for (const c of casts) {
+    if (uses.of(c.results[0]!).length > 0) continue;
+    eraseOp(f, c);
+    erased.add(c);
+  }
   // A weight stored in fp8 can only feed the projections: anything else would read fp8 codes as values.
-  if (retyped.size) {
-    const uses = new Uses(f);
-    for (const w of retyped) {
-      for (const u of uses.of(w)) {
-        if (u.opName !== "linear" && u.opName !== "grouped_linear") throw new LingcError(`fp8: weight @${w.name} is stored in fp8 but is also read by '${u.opName}' (in @${f.name}); leave it out of projections`, u.loc);
-      }
+  for (const w of retyped) {
+    for (const u of uses.of(w)) {
+      if (!erased.has(u) && u.opName !== "linear" && u.opName !== "grouped_linear") throw new LingcError(`fp8: weight @${w.name} is stored in fp8 but is also read by '${u.opName}' (in @${f.name}); leave it out of projections`, u.loc);
     }
   }
 }

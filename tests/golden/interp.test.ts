@@ -1,6 +1,6 @@
 /**
  * Golden numerics: the reference interpreter against the numbers the upstream PyTorch
- * implementation produced for ling-tiny (../shared/golden). Tolerances from its README.
+ * implementation produced for ling-tiny (tests/data/golden, a copy of the project's golden set). Tolerances from its README.
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { greedyGenerate } from "../../backends/generation";

@@ -7,7 +7,7 @@ import { afterAll } from "vitest";
 export const ROOT = resolve(__dirname, "../..");
 /**
  * The golden checkpoint: $LINGC_GOLDEN_DIR when set, else the copy in the repository
- * (tests/data/golden, copied from ../shared/golden so that a fresh clone passes on its own).
+ * (tests/data/golden, the project's golden set, kept in the repository so that a fresh clone passes on its own).
  */
 function findGolden(): string {
   const candidates = [process.env["LINGC_GOLDEN_DIR"], resolve(ROOT, "tests/data/golden/ling-tiny")];

@@ -1,16 +1,15 @@
 /**
  * Every op of the op table against every backend: lowered (by a lowering of its own, by its scalar
- * formula or index rule, or by a library routine), or refused with a stated reason (ONNX_REFUSED,
- * GPU_REFUSED: the error the backend gives names it). A gap (an op a
+ * formula or index rule, or by a library routine), or refused with a stated reason. A gap (an op a
  * backend has no way to run and no reason for) fails the test; the table is printed.
  */
 import { describe, expect, it } from "vitest";
 import "../../ir/ops";
 import { Op } from "../../ir/module";
 import { allOps, type OpDef } from "../../ir/ops";
-import { LOWERINGS, ONNX_REFUSED, onnxLowering } from "../../backends/onnx/lower";
-import { GPU_REFUSED, templateForOp } from "../../backends/kernels/gen";
-import { CUDA_REFUSED, runtimeKindOf } from "../../backends/cuda/library";
+import { LOWERINGS, onnxLowering } from "../../backends/onnx/lower";
+import { templateForOp } from "../../backends/kernels/gen";
+import { runtimeKindOf } from "../../backends/cuda/library";
 
 type Status = { how: string } | { gap: string };
 
@@ -25,20 +24,17 @@ function onnx(d: OpDef): Status {
   if (LOWERINGS[d.name]) return { how: "lowering" };
   if (onnxLowering(d.name)) return { how: "scalar formula" };
   if (d.decompose) return { how: "decomposed" };
-  if (ONNX_REFUSED[d.name]) return { how: "refused (FP8 not yet)" };
   return { gap: "no ONNX lowering" };
 }
 
 function gpu(d: OpDef): Status {
   const t = templateForOp(new Op(d.name, [], {}, [], "", undefined));
-  if (!t && GPU_REFUSED[d.name]) return { how: "refused (FP8 not yet)" };
   if (!t) return { gap: "no kernel template" };
   if (t === "pointwise") return { how: d.scalar ? "pointwise (scalar formula)" : d.index ? "pointwise (index rule)" : "pointwise" };
   return { how: `${t} kernel` };
 }
 
 function cuda(d: OpDef): Status {
-  if (CUDA_REFUSED[d.name]) return { how: "refused (FP8 not yet)" };
   const kind = runtimeKindOf([new Op(d.name, [], {}, [], "", undefined)]);
   return kind ? { how: `runtime: ${kind}` } : gpu(d);
 }

@@ -721,7 +721,7 @@ class Runtime {
    * and gives each cache the plan grows in place (cache_append) a buffer with room for the rows it
    * adds: the caller's when it has the room, else a copy into a new buffer (listed in `grown`).
    */
-  void bind_inputs(Ctx& c, const Plan& p, const std::map<std::string, DevTensor>& inputs, std::vector<int>& grown, bool async_alloc) {
+  void bind_inputs(Ctx& c, const Plan& p, const std::map<std::string, DevTensor>& inputs, std::vector<int>& grown) {
     const GraphDef* g = p.g;
     std::vector<long> shape(8);
     c.rows.assign(p.slots.size(), 0);
@@ -749,8 +749,7 @@ class Runtime {
         c.rows[st] = have;
         continue;
       }
-      DevTensor r = with_room(t, axis, need);
-      if (!async_alloc) CK(cudaStreamSynchronize(stream));
+      DevTensor r = with_room(t, axis, need);  // stream-ordered: done before the graph's kernels read it
       c.ptrs[st] = r.ptr;
       c.rows[st] = need;
       grown.push_back(st);
@@ -785,7 +784,7 @@ class Runtime {
     Ctx c;
     bind(c, p, symbols_from(p, inputs));
     std::vector<int> grown;
-    bind_inputs(c, p, inputs, grown, true);
+    bind_inputs(c, p, inputs, grown);
     std::vector<long> shape(8);
     std::vector<int> allocated;
     for (size_t s = 0; s < p.slots.size(); ++s) {
@@ -842,7 +841,7 @@ class Runtime {
       Ctx& c = cap.ctx;
       bind(c, p, symbols_from(p, inputs));
       std::vector<int> grown;
-      bind_inputs(c, p, inputs, grown, false);
+      bind_inputs(c, p, inputs, grown);
       for (int s : grown) cap.arena.push_back(c.ptrs[s]);
       std::vector<long> shape(8);
       for (size_t s = 0; s < p.slots.size(); ++s) {

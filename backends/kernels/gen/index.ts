@@ -93,9 +93,6 @@ const TEMPLATES: readonly Template[] = [
   },
 ];
 
-/** Ops no GPU kernel template covers yet, and why (an error names the op and this reason). */
-export const GPU_REFUSED: Readonly<Record<string, string>> = {};
-
 /** The template that compiles a lone op of this name (undefined when none does). */
 export function templateForOp(op: Op): string | undefined {
   return TEMPLATES.find((t) => t.covers([op]))?.name;
@@ -105,8 +102,7 @@ export function generateStep(step: Step, schedule: { slots: readonly Slot[] }, l
   const t = TEMPLATES.find((x) => x.covers(step.ops));
   if (!t) {
     const what = step.kernel ? `the kernel ${step.kernel.name} (${step.ops.map((o) => o.opName).join(", ")})` : `op '${step.op.opName}'`;
-    const refused = step.ops.map((o) => GPU_REFUSED[o.opName]).find((r) => r);
-    throw new LingcError(`${refused ? `${refused}: ` : "no GPU kernel template covers "}${what} (in ${step.scope || "the graph"})`);
+    throw new LingcError(`no GPU kernel template covers ${what} (in ${step.scope || "the graph"})`);
   }
   return t.generate((wg) => new Gen(step, schedule, name, wg, limits), step.ops, limits);
 }

@@ -14,8 +14,19 @@ import { LingcError, type SourcePos } from "./errors";
 
 export interface DispatchCond {
   lhs: Dim;
-  op: "<=" | "==";
+  /** '%': lhs is a multiple of rhs (written `lhs % rhs == 0`). */
+  op: "<=" | "==" | "%";
   rhs: Dim;
+}
+
+/** A condition as text (the dump's form, and the C++ the CUDA host code tests, given each dim's text). */
+export function formatCond(w: DispatchCond, dim: (d: Dim) => string = (d) => d.toString()): string {
+  return w.op === "%" ? `${dim(w.lhs)} % ${dim(w.rhs)} == 0` : `${dim(w.lhs)} ${w.op} ${dim(w.rhs)}`;
+}
+
+/** Whether a condition between known numbers holds. */
+export function condHolds(op: DispatchCond["op"], lhs: number, rhs: number): boolean {
+  return op === "<=" ? lhs <= rhs : op === "==" ? lhs === rhs : lhs % rhs === 0;
 }
 
 export interface DispatchChoice {
@@ -32,7 +43,7 @@ export function formatDispatch(d: Dispatch): string {
     .map((c) => {
       const params = Object.keys(c.params);
       const head = params.length ? `${c.kernel}(${params.map((k) => `${k}=${c.params[k]}`).join(", ")})` : c.kernel;
-      return c.when.length ? `${head} if ${c.when.map((w) => `${w.lhs} ${w.op} ${w.rhs}`).join(" && ")}` : head;
+      return c.when.length ? `${head} if ${c.when.map((w) => formatCond(w)).join(" && ")}` : head;
     })
     .join("; ");
 }
@@ -68,8 +79,10 @@ export function parseDispatch(text: string, pos?: SourcePos): Dispatch {
       params[p[1]!] = Number(p[2]);
     }
     const when = (m[3] ?? "").split("&&").filter((x) => x.trim()).map((c) => {
+      const mod = /^\s*(.+?)\s*%\s*(\d+)\s*==\s*0\s*$/.exec(c);
+      if (mod) return { lhs: dimOf(mod[1]!), op: "%" as const, rhs: Dim.of(Number(mod[2])) };
       const w = /^\s*(.+?)\s*(<=|==)\s*(.+?)\s*$/.exec(c);
-      if (!w) return fail(`condition '${c.trim()}' is not 'SIZE <= SIZE' or 'SIZE == SIZE'`);
+      if (!w) return fail(`condition '${c.trim()}' is not 'SIZE <= SIZE', 'SIZE == SIZE' or 'SIZE % N == 0'`);
       return { lhs: dimOf(w[1]!), op: w[2] as "<=" | "==", rhs: dimOf(w[3]!) };
     });
     if (!when.length && i < all.length - 1) fail(`choice ${i + 1} (${m[1]}) has no condition, so the choices after it never run`);

@@ -177,10 +177,31 @@ class FuncEmitter {
     });
   }
 
+  /** The global slot (as C++) of a scaled value's scale grid. */
+  scales(step: Step, v: Value): string {
+    const id = step.reads.get(v) ?? step.writes.get(v);
+    const scales = id === undefined ? undefined : this.fr.slots[storageSlot(this.fr, id)]!.scales;
+    if (scales === undefined) throw new LingcError(`CUDA emitter: value ${v.name ?? "?"} (${v.type}) of step ${step.kernel?.name ?? step.op.opName} has no scale grid`);
+    return `b + ${scales}`;
+  }
+
   lower(step: Step, n: number): string[] {
-    const op = step.op;
     const lib = stepDispatch(step, this.profile);
-    if (lib) return libraryCall(lib.kind, lib.dispatch, step, { slot: (v) => this.slot(step, v), dim: (d) => cppDim(d.substitute(step.subst)), hostDim: cppDim });
+    if (lib) {
+      return libraryCall(lib.kind, lib.dispatch, step, {
+        slot: (v) => this.slot(step, v),
+        scales: (v) => this.scales(step, v),
+        dim: (d) => cppDim(d.substitute(step.subst)),
+        hostDim: cppDim,
+        generated: () => this.generated(step, n),
+      });
+    }
+    return [this.generated(step, n)];
+  }
+
+  /** The step as a generated kernel and its launch. */
+  generated(step: Step, n: number): string {
+    const op = step.op;
     const limits = { maxThreads: this.profile.maxThreadsPerBlock, maxWorkgroupBytes: this.profile.sharedMemoryPerBlock, storage: cudaStorage };
     const g = generateStep(step, this.fr, limits, `k${n}`);
     const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}`);
@@ -188,7 +209,7 @@ class FuncEmitter {
       ...g.kernel.buffers.map((b, j) => `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)c.ptr(b + ${g.slots[j]})`),
       ...g.uniforms.map((u) => `(int)${cppDim(u.dim)}`),
     ];
-    return [`{ const long n_ = ${cppDim(g.grid.dim)}; if (n_ > 0) { c.launch(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, ${args.join(", ")}); c.launched(${cppString(name)}); } }`];
+    return `{ const long n_ = ${cppDim(g.grid.dim)}; if (n_ > 0) { c.launch(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, ${args.join(", ")}); c.launched(${cppString(name)}); } }`;
   }
 
   /** The symbols as C++ variables, read from the frame. */

@@ -5,7 +5,7 @@
  * only says how each kernel is called from the host code, and turns a dispatch into branches.
  */
 import { product, type Dim } from "../../ir/dim";
-import { substituteDispatch, type Dispatch, type DispatchChoice } from "../../ir/dispatch";
+import { formatCond, substituteDispatch, type Dispatch, type DispatchChoice } from "../../ir/dispatch";
 import type { Op, Value } from "../../ir/module";
 import { attrsOf, OPS } from "../../ir/ops";
 import { libraryKind, selectCudaKernel } from "../../ir/target/cuda-kernels";
@@ -20,6 +20,10 @@ export interface EmitCtx {
   dim(d: Dim): string;
   /** A dim already in the host function's symbols, as C++. */
   hostDim(d: Dim): string;
+  /** The slot of a scaled fp8 value's scale grid, as C++. */
+  scales(v: Value): string;
+  /** The step as its generated kernel's launch (a dispatch's `generated` choice). */
+  generated(): string;
 }
 
 type Call = (choice: DispatchChoice, step: Step, c: EmitCtx) => string;
@@ -36,6 +40,15 @@ function linearCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
   const out = c.slot(step.op.results[0]!);
   if (choice.kernel === "gemv") return `c.gemv(${c.slot(x)}, ${c.slot(w)}, ${out}, ${N}L, ${K}L);`;
   return `c.gemm(${c.slot(x)}, ${c.slot(w)}, ${out}, ${c.dim(product(x.type.shape.slice(0, -1)))}, ${N}L, ${K}L);`;
+}
+
+/** Y = X . W^T of block-scaled e4m3 operands: cuBLASLt's block-scaled FP8 GEMM, or the generated kernel. */
+function fp8LinearCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
+  if (choice.kernel === "generated") return c.generated();
+  const [x, w] = step.op.operands as [Value, Value];
+  const [N, K] = [w.type.shape[0]!.value, w.type.shape[1]!.value];
+  const rows = c.dim(product(x.type.shape.slice(0, -1)));
+  return `c.gemm_fp8(${c.slot(x)}, ${c.scales(x)}, ${c.slot(w)}, ${c.scales(w)}, ${c.slot(step.op.results[0]!)}, ${rows}, ${N}L, ${K}L);`;
 }
 
 /** A grouped expert matmul (alone, or the SwiGLU experts with their token gather). */
@@ -128,6 +141,7 @@ function attentionCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
 
 const CALLS: Record<string, Call> = {
   linear: linearCall,
+  fp8_linear: fp8LinearCall,
   expert: expertCall,
   moe_dispatch: dispatchCall,
   cast: castCall,
@@ -153,7 +167,7 @@ export function libraryCall(kind: string, dispatch: Dispatch, step: Step, c: Emi
   if (dispatch.length === 1) return [call(dispatch[0]!, step, c)];
   const lines: string[] = [];
   dispatch.forEach((choice, i) => {
-    const cond = choice.when.map((w) => `${c.hostDim(w.lhs)} ${w.op} ${c.hostDim(w.rhs)}`).join(" && ");
+    const cond = choice.when.map((w) => formatCond(w, (d) => `(${c.hostDim(d)})`)).join(" && ");
     const head = i === 0 ? `if (${cond}) ` : choice.when.length ? `else if (${cond}) ` : "else ";
     lines.push(`${head}${call(choice, step, c)}`);
   });

@@ -8,7 +8,7 @@
  * hardware facts (SM count, shared memory).
  */
 import { Dim, product } from "../dim";
-import type { Dispatch, DispatchChoice } from "../dispatch";
+import { condHolds, type Dispatch, type DispatchChoice } from "../dispatch";
 import type { Op, Value } from "../module";
 import type { CudaProfile } from "./cuda";
 import { LingcError } from "../errors";
@@ -27,6 +27,8 @@ export const CUDA_KERNEL_LIMITS = {
   gemvChunk: 256,
   /** The GEMV is for weights up to this many elements (larger: cuBLASLt reads them better). */
   gemvMaxWeight: 64 << 20,
+  /** cuBLASLt's block-scaled FP8 GEMM runs row counts that are multiples of this. */
+  fp8RowMultiple: 4,
 };
 
 /** Per-target settings of the selection (the select pass's options). */
@@ -48,9 +50,28 @@ const le = (lhs: Dim, rhs: number) => ({ lhs, op: "<=" as const, rhs: Dim.of(rhs
 const names = (ops: readonly Op[]) => ops.map((o) => o.opName);
 const lone = (ops: readonly Op[], name: string) => ops.length === 1 && ops[0]!.opName === name;
 
+const blockOf = (v: Value, rows: number, cols: number) => {
+  const q = v.type.quant;
+  return v.type.dtype === "f8e4m3fn" && q?.scaleDtype === "f32" && q.granularity.kind === "block" && q.granularity.rows === rows && q.granularity.cols === cols;
+};
+
+/**
+ * A linear of e4m3 activations in 1x128 groups by e4m3 weights in 128x128 blocks (fp32 scales,
+ * both): what cuBLASLt's block-scaled FP8 GEMM computes on sm_90 (cuBLAS 12.9+). Its leading
+ * dimensions must be multiples of 16 bytes.
+ */
+function blockScaledLinear(op: Op): boolean {
+  if (op.opName !== "linear") return false;
+  const [x, w] = op.operands as [Value, Value];
+  const K = w.type.shape[1]!.value!;
+  const N = w.type.shape[0]!.value!;
+  return blockOf(x, 1, 128) && blockOf(w, 128, 128) && K % 16 === 0 && N % 16 === 0 && ["f32", "bf16"].includes(op.results[0]!.type.dtype);
+}
+
 /** Which library lowering covers a step's ops (undefined: a generated kernel). */
 export function libraryKind(ops: readonly Op[]): string | undefined {
-  // FP8 operands with scales run in generated kernels (code x block scale), not in the library's GEMMs.
+  if (ops.length === 1 && blockScaledLinear(ops[0]!)) return "fp8_linear";
+  // Other FP8 operands with scales run in generated kernels (code x block scale), not in the library's GEMMs.
   if (ops.some((o) => [...o.operands, ...o.results].some((v) => v.type.quant))) return undefined;
   const n = names(ops);
   if (lone(ops, "linear")) return "linear";
@@ -72,7 +93,7 @@ function settle(all: DispatchChoice[]): DispatchChoice[] {
   const out: DispatchChoice[] = [];
   for (const c of all) {
     const when = c.when.filter((w) => !(w.lhs.isConst() && w.rhs.isConst()));
-    const fails = c.when.some((w) => w.lhs.isConst() && w.rhs.isConst() && !(w.op === "<=" ? w.lhs.value! <= w.rhs.value! : w.lhs.value === w.rhs.value));
+    const fails = c.when.some((w) => w.lhs.isConst() && w.rhs.isConst() && !condHolds(w.op, w.lhs.value!, w.rhs.value!));
     if (fails) continue;
     out.push({ ...c, when });
     if (!when.length) break;
@@ -103,6 +124,14 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // for the largest matrices (the LM head), which cuBLASLt reads better.
       const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
       all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
+      break;
+    }
+    case "fp8_linear": {
+      const rows = product(ops[0]!.operands[0]!.type.shape.slice(0, -1));
+      // cuBLASLt's block-scaled FP8 GEMM takes row counts that are multiples of 4 (measured on the
+      // H200 with cuBLASLt 13.1: 1, 2, 7, 33 and 130 rows have no algorithm); other counts, and
+      // decode's single row, run the generated kernel (code x scale, fp32 sums).
+      all = [choice("gemm_fp8", [{ lhs: rows, op: "%", rhs: Dim.of(CUDA_KERNEL_LIMITS.fp8RowMultiple) }]), choice("generated")];
       break;
     }
     case "expert": {

@@ -420,6 +420,7 @@ class Runtime {
   std::map<std::string, Plan> plans_by_graph;
   std::map<const Plan*, std::vector<DevTensor>> resident;  // per graph: constants and load-time results by slot
   std::map<std::string, GemmPlan> plans;
+  cublasLtMatrixTransformDesc_t scale_transpose = nullptr;  // gemm_fp8's activation-scale transpose
   bool profile = false;
   std::vector<cudaEvent_t> events;
   std::vector<int> event_labels;
@@ -517,6 +518,84 @@ class Runtime {
     const float alpha = 1.f, beta = 0.f;
     const GemmPlan& p = it->second;
     CKB(cublasLtMatmul(lt, p.desc, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, workspace, workspace_bytes, stream));
+  }
+
+  // --- block-scaled FP8 GEMM (cuBLAS 12.9+ on sm_90): Y[M,N] = X[M,K] . W[N,K]^T of e4m3 codes with fp32
+  // scales, X in 1x128 groups and W in 128x128 blocks, accumulated in fp32 per 128-wide K slice.
+  // cuBLASLt's A is W (column-major K x N, transposed) with BLK128x128 scales laid out [N/128][L4]
+  // (L = K/128 blocks per row, rows padded to L4 = a multiple of 4); its B is X (column-major K x M)
+  // with VEC128 scales laid out K-block-major, [L][M]. lingc's grids are row-major [N/128][L] and
+  // [M][L], so the weight's is padded when L is not a multiple of 4 and the activations' transposed
+  // (cuBLASLt's own transform) when it has more than one row and one block. bench/cuda/fp8_gemm.cu
+  // checks these layouts against a dequantize-and-sum reference.
+  void gemm_fp8(int out_dt, long M, long N, long K, const void* X, const float* xs, const void* W, const float* ws, void* Y) {
+    if (M == 0 || N == 0) return;
+    if (M % 4 || K % 16 || N % 16) fail("gemm_fp8: %ldx%ldx%ld is not what cuBLASLt's block-scaled FP8 GEMM takes (rows a multiple of 4, K and N of 16; the plan must not choose it)", M, N, K);
+    const long L = (K + 127) / 128, L4 = (L + 3) / 4 * 4, NB = (N + 127) / 128;
+    float* wpad = nullptr;
+    float* xt = nullptr;
+    if (L4 != L) {
+      CK(cudaMallocAsync(&wpad, NB * L4 * sizeof(float), stream));
+      CK(cudaMemsetAsync(wpad, 0, NB * L4 * sizeof(float), stream));
+      CK(cudaMemcpy2DAsync(wpad, L4 * sizeof(float), ws, L * sizeof(float), L * sizeof(float), NB, cudaMemcpyDeviceToDevice, stream));
+      ws = wpad;
+    }
+    if (M > 1 && L > 1) {
+      CK(cudaMallocAsync(&xt, M * L * sizeof(float), stream));
+      if (!scale_transpose) {
+        CKB(cublasLtMatrixTransformDescCreate(&scale_transpose, CUDA_R_32F));
+        const cublasOperation_t t = CUBLAS_OP_T;
+        CKB(cublasLtMatrixTransformDescSetAttribute(scale_transpose, CUBLASLT_MATRIX_TRANSFORM_DESC_TRANSA, &t, sizeof t));
+      }
+      // [M][L] row-major is column-major L x M; its transpose, column-major M x L, is [L][M].
+      cublasLtMatrixLayout_t in, outl;
+      CKB(cublasLtMatrixLayoutCreate(&in, CUDA_R_32F, L, M, L));
+      CKB(cublasLtMatrixLayoutCreate(&outl, CUDA_R_32F, M, L, M));
+      const float one = 1.f, zero = 0.f;
+      CKB(cublasLtMatrixTransform(lt, scale_transpose, &one, xs, in, &zero, nullptr, nullptr, xt, outl, stream));
+      CKB(cublasLtMatrixLayoutDestroy(in));
+      CKB(cublasLtMatrixLayoutDestroy(outl));
+      xs = xt;
+    }
+    char key[128];
+    std::snprintf(key, sizeof key, "fp8/%d/%ld/%ld/%ld", out_dt, M, N, K);
+    auto it = plans.find(key);
+    if (it == plans.end()) {
+      GemmPlan p{};
+      const cudaDataType_t ot = out_dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+      CKB(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+      const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+      CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+      CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+      const cublasLtMatmulMatrixScale_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+      CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof am));
+      CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof bm));
+      CKB(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, K, N, K));
+      CKB(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, K, M, K));
+      CKB(cublasLtMatrixLayoutCreate(&p.c, ot, N, M, N));
+      cublasLtMatmulPreference_t pref;
+      CKB(cublasLtMatmulPreferenceCreate(&pref));
+      CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof workspace_bytes));
+      cublasLtMatmulHeuristicResult_t res{};
+      int got = 0;
+      // The scale pointers take part in choosing (the heuristic checks they are set); any will do.
+      CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ws, sizeof ws));
+      CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xs, sizeof xs));
+      const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, p.desc, p.a, p.b, p.c, p.c, pref, 1, &res, &got);
+      CKB(cublasLtMatmulPreferenceDestroy(pref));
+      if (st != CUBLAS_STATUS_SUCCESS || got == 0) fail("cuBLASLt has no block-scaled FP8 algorithm for a %ldx%ldx%ld GEMM on this GPU (it needs sm_90 and cuBLAS 12.9 or newer)", M, N, K);
+      p.algo = res.algo;
+      p.has_algo = true;
+      it = plans.emplace(key, p).first;
+    }
+    const GemmPlan& p = it->second;
+    // The scale pointers are arguments of this call: the descriptor is read when the matmul is enqueued.
+    CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ws, sizeof ws));
+    CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xs, sizeof xs));
+    const float alpha = 1.f, beta = 0.f;
+    CKB(cublasLtMatmul(lt, p.desc, &alpha, W, p.a, X, p.b, &beta, Y, p.c, Y, p.c, &p.algo, workspace, workspace_bytes, stream));
+    if (wpad) CK(cudaFreeAsync(wpad, stream));
+    if (xt) CK(cudaFreeAsync(xt, stream));
   }
 
   // --- weights
@@ -993,6 +1072,12 @@ void Ctx::launched(const char* kernel) {
 // The routines below run the kernel the plan chose (the dispatch in model.cu); none chooses itself.
 
 void Ctx::gemm(int x, int w, int out, long M, long N, long K) { rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1); }
+
+void Ctx::gemm_fp8(int x, int xs, int w, int ws, int out, long M, long N, long K) {
+  if (dtype(x) != DT_F8 || dtype(w) != DT_F8) fail("gemm_fp8: operands of %s and %s (it takes e4m3 codes)", dtype_name(dtype(x)), dtype_name(dtype(w)));
+  rt->gemm_fp8(dtype(out), M, N, K, ptr(x), (const float*)ptr(xs), ptr(w), (const float*)ptr(ws), ptr(out));
+  launched("gemm_fp8");
+}
 
 void Ctx::gemv(int x, int w, int out, long N, long K) {
   // One row (a batch-1 decode step), as one expert over one row: expert_of never reads the offsets when E is 1.

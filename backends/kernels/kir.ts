@@ -266,14 +266,24 @@ export class KernelBuilder {
 
   /** A workgroup-wide sum of one f32 per thread (all threads must reach it); returns the total in every thread. */
   workgroupSum(x: Expr): Expr {
+    return this.workgroupReduce(x, add, "sum");
+  }
+
+  /** A workgroup-wide maximum of one f32 per thread (all threads must reach it), in every thread. */
+  workgroupMax(x: Expr): Expr {
+    return this.workgroupReduce(x, max, "most");
+  }
+
+  /** A tree reduction through workgroup memory (a power-of-two workgroup). */
+  private workgroupReduce(x: Expr, combine: (a: Expr, b: Expr) => Expr, name: string): Expr {
     const sh = this.shared(this.fresh("red"), "f32", this.kernel.wg);
     this.store(sh, this.lid, x);
     this.barrier();
     for (let s = this.kernel.wg / 2; s >= 1; s /= 2) {
-      this.if(lt(this.lid, i(s)), () => this.store(sh, this.lid, add(this.load(sh, this.lid), this.load(sh, add(this.lid, i(s))))));
+      this.if(lt(this.lid, i(s)), () => this.store(sh, this.lid, combine(this.load(sh, this.lid), this.load(sh, add(this.lid, i(s))))));
       this.barrier();
     }
-    const total = this.let("sum", this.load(sh, i(0)));
+    const total = this.let(name, this.load(sh, i(0)));
     this.barrier();
     return total;
   }

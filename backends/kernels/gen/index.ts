@@ -11,7 +11,7 @@ import { attrsOf, hasTrait, OPS } from "../../../ir/ops";
 import type { Slot, Step } from "../../schedule";
 import { attentionKernel } from "./attention";
 import { cacheAppendKernel } from "./cache";
-import { quantizeKernel } from "./quant";
+import { quantizeKernel, quantizeWorkgroup } from "./quant";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
 import { dispatchKernel } from "./dispatch";
 import { normKernel, normWorkgroup } from "./norm";
@@ -78,7 +78,7 @@ const TEMPLATES: readonly Template[] = [
   {
     name: "quantize",
     covers: (ops) => ops.length === 1 && ops[0]!.opName === "quantize",
-    generate: (gen, ops) => quantizeKernel(gen(64), ops[0]!),
+    generate: (gen, ops, limits) => quantizeKernel(gen(quantizeWorkgroup(ops[0]!, limits.maxThreads)), ops[0]!),
   },
   {
     name: "cache_append",

@@ -1,9 +1,10 @@
 /**
- * FP8 quantization (the quantize op), one thread per scale block of the last two axes: the block's
- * amax, the recipe's scale (every step in f32 as ir/quant.ts computes it), then each element divided
- * (or multiplied) and rounded to the fp8 format; the codes are stored as f32 values (exact) beside
- * the scale grid. The kernel reads each block twice; blocks are small (1x128 per token) or quantized
- * once (weights).
+ * FP8 quantization (the quantize op): per scale block of the last two axes, the block's amax, the
+ * recipe's scale (every step in f32 as ir/quant.ts computes it), then each element divided (or
+ * multiplied) and rounded to the fp8 format, stored beside the scale grid. Activation groups (one
+ * row by a power-of-two width, 1x128) take a workgroup each: a thread per element, the amax
+ * reduced in workgroup memory, so reads and writes are contiguous across threads (this runs before
+ * every W8A8 projection). Other blocks (128x128 weights, quantized once at load) take a thread each.
  */
 import { Dim, product } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
@@ -13,6 +14,14 @@ import { attrsOf, OPS } from "../../../ir/ops";
 import { fp8Max } from "../../../ir/quant";
 import * as K from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
+
+/** A workgroup per 1 x cb activation group where cb is a power of two that fits; else 64 threads, a block each. */
+export function quantizeWorkgroup(op: Op, maxThreads: number): number {
+  const [rb, cb] = attrsOf(OPS.quantize, op).block as [number, number];
+  return groupWide(rb, cb, maxThreads) ? cb : 64;
+}
+
+const groupWide = (rb: number, cb: number, maxThreads: number) => rb === 1 && cb >= 32 && cb <= maxThreads && (cb & (cb - 1)) === 0;
 
 export function quantizeKernel(g: Gen, op: Op): GeneratedKernel {
   const x = op.operands[0]!;
@@ -35,6 +44,39 @@ export function quantizeKernel(g: Gen, op: Op): GeneratedKernel {
   // (at least as many; the extra threads return).
   const gridDim = product([lead, Rd.isConst() ? Dim.of(Math.ceil(Rd.value! / rb)) : Rd, Dim.of(Math.ceil(Cn / cb))]);
   const nBlocks = K.mulI(K.mulI(g.size(lead), gr), gc);
+  const fit = (v: K.Expr) => g.fit(v, to as DType);
+  const f = (v: number) => K.f(v);
+  /** The recipe's scale of a block with this amax, and how a value becomes its code. */
+  const recipeOf = (amax: K.Expr): { s: K.Expr; q: (v: K.Expr) => K.Expr } => {
+    if (recipe === "transformers") {
+      // torch: scale = reciprocal(amax) * fmax (1 where amax is 0); q = clamp(x * scale); s = 1 / scale.
+      const scale = kb.let("scale", K.sel(K.gt(amax, f(0)), K.mul(K.div(f(1), amax), f(fmax)), f(1)));
+      return { s: kb.let("s", K.div(f(1), scale)), q: (v) => fit(K.min(K.max(K.mul(v, scale), f(-fmax)), f(fmax))) };
+    }
+    let sv: K.Expr = K.div(K.max(amax, f(recipe === "dynamic" ? 1e-12 : 1e-4)), f(fmax));
+    if (recipe === "ling-ue8m0") sv = K.call("pow2_ceil", sv);
+    const s = kb.let("s", sv);
+    return { s, q: (v) => fit(K.div(v, s)) };
+  };
+  if (groupWide(rb, cb, kb.kernel.wg) && kb.kernel.wg === cb) {
+    // A workgroup per group: thread lid holds column c0 + lid (0 past the row's end).
+    const grid = product([lead, Rd, Dim.of(Math.ceil(Cn / cb))]);
+    const t = kb.let("t", kb.wg);
+    kb.if(K.lt(t, nBlocks), () => {
+      const bc = kb.let("bc", K.modI(t, gc));
+      const row = kb.let("row", K.divI(t, gc));
+      const c = kb.let("c", K.addI(K.mulI(bc, K.i(cb)), kb.lid));
+      const flat = kb.let("flat", K.addI(K.mulI(row, C), c));
+      const inside = K.lt(c, C);
+      const v = kb.var("v", f(0));
+      kb.if(inside, () => v.set(g.load(x, flat)));
+      const amax = kb.workgroupMax(K.abs(v.ref));
+      const { s, q } = recipeOf(amax);
+      kb.if(inside, () => kb.store(g.buf(out, true), flat, q(v.ref)));
+      kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(g.scalesBuf(out), t, s));
+    });
+    return g.finish({ dim: g.entryDim(grid), per: 1 });
+  }
   const t = kb.let("t", kb.gid);
   kb.if(K.lt(t, nBlocks), () => {
     const bc = kb.let("bc", K.modI(t, gc));
@@ -49,21 +91,7 @@ export function quantizeKernel(g: Gen, op: Op): GeneratedKernel {
     const each = (body: (flat: K.Expr) => void) => kb.for("r", r0, r1, (r) => kb.for("c", c0, c1, (c) => body(at(r, c))));
     const amax = kb.var("amax", K.f(0));
     each((flat) => amax.set(K.max(amax.ref, K.abs(g.load(x, flat)))));
-    const f = (v: number) => K.f(v);
-    let s: K.Expr;
-    let q: (v: K.Expr) => K.Expr;
-    const fit = (v: K.Expr) => g.fit(v, to as DType);
-    if (recipe === "transformers") {
-      // torch: scale = reciprocal(amax) * fmax (1 where amax is 0); q = clamp(x * scale); s = 1 / scale.
-      const scale = kb.let("scale", K.sel(K.gt(amax.ref, f(0)), K.mul(K.div(f(1), amax.ref), f(fmax)), f(1)));
-      s = kb.let("s", K.div(f(1), scale));
-      q = (v) => fit(K.min(K.max(K.mul(v, scale), f(-fmax)), f(fmax)));
-    } else {
-      let sv: K.Expr = K.div(K.max(amax.ref, f(recipe === "dynamic" ? 1e-12 : 1e-4)), f(fmax));
-      if (recipe === "ling-ue8m0") sv = K.call("pow2_ceil", sv);
-      s = kb.let("s", sv);
-      q = (v) => fit(K.div(v, s));
-    }
+    const { s, q } = recipeOf(amax.ref);
     each((flat) => kb.store(g.buf(out, true), flat, q(g.load(x, flat))));
     kb.store(g.scalesBuf(out), t, s);
   });

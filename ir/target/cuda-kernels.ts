@@ -61,11 +61,11 @@ const blockOf = (v: Value, rows: number, cols: number) => {
  * dimensions must be multiples of 16 bytes.
  */
 function blockScaledLinear(op: Op): boolean {
-  if (op.opName !== "linear") return false;
-  const [x, w] = op.operands as [Value, Value];
-  const K = w.type.shape[1]!.value!;
-  const N = w.type.shape[0]!.value!;
-  return blockOf(x, 1, 128) && blockOf(w, 128, 128) && K % 16 === 0 && N % 16 === 0 && ["f32", "bf16"].includes(op.results[0]!.type.dtype);
+  const [x, w] = op.operands;
+  const y = op.results[0];
+  if (op.opName !== "linear" || !x || !w || !y || !blockOf(x, 1, 128) || !blockOf(w, 128, 128) || w.type.rank !== 2) return false;
+  const [N, K] = w.type.shape.map((d) => d.value);
+  return N !== undefined && K !== undefined && K % 16 === 0 && N % 16 === 0 && ["f32", "bf16"].includes(y.type.dtype);
 }
 
 /** Which library lowering covers a step's ops (undefined: a generated kernel). */

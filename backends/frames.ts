@@ -12,7 +12,7 @@
 import { Dim } from "../ir/dim";
 import { LingcError } from "../ir/errors";
 import { Func, Module, Op, Value } from "../ir/module";
-import { unifyTypes } from "../ir/unify";
+import { callSymbols, functionSymbols } from "../ir/call-symbols";
 import { addSlot, resultSlot, type Slot, type Step } from "./schedule";
 
 export interface CallSite {
@@ -45,33 +45,6 @@ export interface FrameSchedule {
   results: number[];
   /** This function's symbols, in a fixed order (the host binds them by position). */
   symbols: string[];
-}
-
-/** The symbols a function's types and dim attributes use, sorted. */
-export function functionSymbols(f: Func): string[] {
-  const syms = new Set<string>();
-  const types = [...f.params, ...f.weights, ...f.body.flatMap((o) => o.results)].map((v) => v.type);
-  for (const t of types) for (const d of t.shape) for (const s of d.symbols()) syms.add(s);
-  for (const op of f.body) {
-    for (const a of Object.values(op.attrs)) {
-      const dims = a instanceof Dim ? [a] : Array.isArray(a) ? a.filter((x): x is Dim => x instanceof Dim) : [];
-      for (const d of dims) for (const s of d.symbols()) syms.add(s);
-    }
-  }
-  return [...syms].sort();
-}
-
-function symbolsOfCall(callee: Func, op: Op): Map<string, Dim> {
-  const u = unifyTypes(
-    callee.params.map((p) => p.type),
-    op.operands.map((v) => v.type),
-    callee.params.map((p) => p.name!),
-  );
-  if ("problem" in u) throw new LingcError(`call to @${callee.name}: ${u.problem}`);
-  // A symbol the parameters leave free (one inside products only) is the caller's symbol of the same name.
-  const out = new Map<string, Dim>();
-  for (const s of functionSymbols(callee)) out.set(s, u.bindings.get(s) ?? Dim.sym(s));
-  return out;
 }
 
 export function buildFrame(m: Module, f: Func): FrameSchedule {
@@ -114,7 +87,7 @@ export function buildFrame(m: Module, f: Func): FrameSchedule {
         env.set(r, id);
         return id;
       });
-      calls.push({ callee, scope: op.scope, args, results, symbols: symbolsOfCall(callee, op), op });
+      calls.push({ callee, scope: op.scope, args, results, symbols: callSymbols(callee, op), op });
       steps.push({ call: site });
       continue;
     }
@@ -122,7 +95,7 @@ export function buildFrame(m: Module, f: Func): FrameSchedule {
     const writes = new Map<Value, number>();
     let subst: ReadonlyMap<string, Dim> = identity;
     if (callee) {
-      subst = symbolsOfCall(callee, op);
+      subst = callSymbols(callee, op);
       callee.params.forEach((p, i) => reads.set(p, get(op.operands[i]!)));
       for (const w of callee.weights) {
         let id = slots.findIndex((s) => s.source === "weight" && s.weight === w.name);

@@ -14,7 +14,7 @@ import { scaleGridDims } from "../ir/quant";
 import { scaleNameOf } from "./weights/bind";
 import { Func, Module, Op, Value, joinScope } from "../ir/module";
 import { TensorType } from "../ir/types";
-import { unifyTypes } from "../ir/unify";
+import { callSymbols } from "../ir/call-symbols";
 
 /**
  * Where a slot's storage comes from. "param" and "call" occur only in per-function schedules
@@ -95,6 +95,12 @@ export function storageSlot(s: { slots: readonly Slot[] }, id: number): number {
   return slot.id;
 }
 
+/** The slot of a scaled value's scale grid, for a value step reads or writes (undefined: none). */
+export function scaleSlotOfValue(s: { slots: readonly Slot[] }, step: Step, v: Value): number | undefined {
+  const id = step.reads.get(v) ?? step.writes.get(v);
+  return id === undefined ? undefined : s.slots[storageSlot(s, id)]!.scales;
+}
+
 /** The symbol a host binds to the capacity (rows along the growth axis) of a growing storage slot. */
 export function capacitySymbol(slot: number): string {
   return `capacity_${slot}`;
@@ -159,14 +165,8 @@ export function buildSchedule(m: Module): Schedule {
       const callee = op.opName === "call" ? m.getFunc(op.callee!)! : undefined;
       let inner = subst;
       if (callee) {
-        const u = unifyTypes(
-          callee.params.map((p) => p.type),
-          op.operands.map((v) => v.type),
-          callee.params.map((p) => p.name!),
-        );
-        if ("problem" in u) throw new LingcError(`call to @${callee.name}: ${u.problem}`);
         const map = new Map<string, Dim>();
-        for (const [k, v] of u.bindings) map.set(k, v.substitute(subst));
+        for (const [k, v] of callSymbols(callee, op)) map.set(k, v.substitute(subst));
         inner = map;
       }
       if (callee && callee.role !== "kernel") {

@@ -23,7 +23,7 @@ import { weightBytesPerToken } from "../../ir/params";
 import type { CudaProfile } from "../../ir/target";
 import type { Program } from "../backend";
 import { buildFrames, type FrameSchedule } from "../frames";
-import { storageSlot, type Step } from "../schedule";
+import { scaleSlotOfValue, storageSlot, type Step } from "../schedule";
 import { generateStep } from "../kernels/gen";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { literal, renderCuda } from "./render";
@@ -179,8 +179,7 @@ class FuncEmitter {
 
   /** The global slot (as C++) of a scaled value's scale grid. */
   scales(step: Step, v: Value): string {
-    const id = step.reads.get(v) ?? step.writes.get(v);
-    const scales = id === undefined ? undefined : this.fr.slots[storageSlot(this.fr, id)]!.scales;
+    const scales = scaleSlotOfValue(this.fr, step, v);
     if (scales === undefined) throw new LingcError(`CUDA emitter: value ${v.name ?? "?"} (${v.type}) of step ${step.kernel?.name ?? step.op.opName} has no scale grid`);
     return `b + ${scales}`;
   }

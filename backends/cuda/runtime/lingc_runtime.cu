@@ -408,6 +408,7 @@ struct GemmPlan {
   cublasLtMatrixLayout_t a, b, c;
   cublasLtMatmulAlgo_t algo;
   bool has_algo;
+  cublasLtMatrixLayout_t scales_in = nullptr, scales_out = nullptr;  // gemm_fp8's activation-scale transpose
 };
 
 class Runtime {
@@ -453,6 +454,11 @@ class Runtime {
       CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     }
     CKB(cublasLtCreate(&lt));
+    CKB(cublasLtMatrixTransformDescCreate(&scale_transpose, CUDA_R_32F));
+    {
+      const cublasOperation_t t = CUBLAS_OP_T;
+      CKB(cublasLtMatrixTransformDescSetAttribute(scale_transpose, CUBLASLT_MATRIX_TRANSFORM_DESC_TRANSA, &t, sizeof t));
+    }
     CK(cudaMalloc(&workspace, workspace_bytes));
     CK(cudaMalloc(&counters, counter_slots * sizeof(int)));
     CK(cudaMemset(counters, 0, counter_slots * sizeof(int)));
@@ -532,31 +538,7 @@ class Runtime {
     if (M == 0 || N == 0) return;
     if (M % 4 || K % 16 || N % 16) fail("gemm_fp8: %ldx%ldx%ld is not what cuBLASLt's block-scaled FP8 GEMM takes (rows a multiple of 4, K and N of 16; the plan must not choose it)", M, N, K);
     const long L = (K + 127) / 128, L4 = (L + 3) / 4 * 4, NB = (N + 127) / 128;
-    float* wpad = nullptr;
-    float* xt = nullptr;
-    if (L4 != L) {
-      CK(cudaMallocAsync(&wpad, NB * L4 * sizeof(float), stream));
-      CK(cudaMemsetAsync(wpad, 0, NB * L4 * sizeof(float), stream));
-      CK(cudaMemcpy2DAsync(wpad, L4 * sizeof(float), ws, L * sizeof(float), L * sizeof(float), NB, cudaMemcpyDeviceToDevice, stream));
-      ws = wpad;
-    }
-    if (M > 1 && L > 1) {
-      CK(cudaMallocAsync(&xt, M * L * sizeof(float), stream));
-      if (!scale_transpose) {
-        CKB(cublasLtMatrixTransformDescCreate(&scale_transpose, CUDA_R_32F));
-        const cublasOperation_t t = CUBLAS_OP_T;
-        CKB(cublasLtMatrixTransformDescSetAttribute(scale_transpose, CUBLASLT_MATRIX_TRANSFORM_DESC_TRANSA, &t, sizeof t));
-      }
-      // [M][L] row-major is column-major L x M; its transpose, column-major M x L, is [L][M].
-      cublasLtMatrixLayout_t in, outl;
-      CKB(cublasLtMatrixLayoutCreate(&in, CUDA_R_32F, L, M, L));
-      CKB(cublasLtMatrixLayoutCreate(&outl, CUDA_R_32F, M, L, M));
-      const float one = 1.f, zero = 0.f;
-      CKB(cublasLtMatrixTransform(lt, scale_transpose, &one, xs, in, &zero, nullptr, nullptr, xt, outl, stream));
-      CKB(cublasLtMatrixLayoutDestroy(in));
-      CKB(cublasLtMatrixLayoutDestroy(outl));
-      xs = xt;
-    }
+    const bool transpose = M > 1 && L > 1;  // [M][L] and [L][M] are the same bytes otherwise
     char key[128];
     std::snprintf(key, sizeof key, "fp8/%d/%ld/%ld/%ld", out_dt, M, N, K);
     auto it = plans.find(key);
@@ -573,6 +555,11 @@ class Runtime {
       CKB(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, K, N, K));
       CKB(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, K, M, K));
       CKB(cublasLtMatrixLayoutCreate(&p.c, ot, N, M, N));
+      if (transpose) {
+        // [M][L] row-major is column-major L x M; its transpose, column-major M x L, is [L][M].
+        CKB(cublasLtMatrixLayoutCreate(&p.scales_in, CUDA_R_32F, L, M, L));
+        CKB(cublasLtMatrixLayoutCreate(&p.scales_out, CUDA_R_32F, M, L, M));
+      }
       cublasLtMatmulPreference_t pref;
       CKB(cublasLtMatmulPreferenceCreate(&pref));
       CKB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof workspace_bytes));
@@ -589,6 +576,23 @@ class Runtime {
       it = plans.emplace(key, p).first;
     }
     const GemmPlan& p = it->second;
+    // Scratch for the adapted grids (stream-ordered, so it also works inside a captured decode step).
+    // The weight's padding is redone per call; it only happens where K/128 is not a multiple of 4,
+    // which no Ling projection has.
+    float* wpad = nullptr;
+    float* xt = nullptr;
+    if (L4 != L) {
+      CK(cudaMallocAsync(&wpad, NB * L4 * sizeof(float), stream));
+      CK(cudaMemsetAsync(wpad, 0, NB * L4 * sizeof(float), stream));
+      CK(cudaMemcpy2DAsync(wpad, L4 * sizeof(float), ws, L * sizeof(float), L * sizeof(float), NB, cudaMemcpyDeviceToDevice, stream));
+      ws = wpad;
+    }
+    if (transpose) {
+      CK(cudaMallocAsync(&xt, M * L * sizeof(float), stream));
+      const float one = 1.f, zero = 0.f;
+      CKB(cublasLtMatrixTransform(lt, scale_transpose, &one, xs, p.scales_in, &zero, nullptr, nullptr, xt, p.scales_out, stream));
+      xs = xt;
+    }
     // The scale pointers are arguments of this call: the descriptor is read when the matmul is enqueued.
     CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ws, sizeof ws));
     CKB(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xs, sizeof xs));

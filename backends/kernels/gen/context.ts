@@ -8,7 +8,7 @@ import { Dim } from "../../../ir/dim";
 import { isFloat, type DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Value } from "../../../ir/module";
-import { capacitySymbol, storageSlot, type Slot, type Step } from "../../schedule";
+import { capacitySymbol, scaleSlotOfValue, storageSlot, type Slot, type Step } from "../../schedule";
 import { KernelBuilder, addI, divI, i, modI, mul, mulI, round, type BufferElem, type Expr, type Kernel } from "../kir";
 
 export interface GeneratedKernel {
@@ -84,10 +84,8 @@ export class Gen {
 
   /** The buffer of a scaled value's scale grid (f32): its scale slot (schedule.ts). */
   scalesBuf(v: Value): string {
-    const slot = this.step.reads.get(v) ?? this.step.writes.get(v);
-    const storage = slot === undefined ? undefined : this.schedule.slots[storageSlot(this.schedule, slot)]!;
-    if (!v.type.quant || storage?.scales === undefined) throw new LingcError(`kernel generator: ${v.name ?? "a value"} of type ${v.type} has no scales`);
-    const scales = storage.scales;
+    const scales = scaleSlotOfValue(this.schedule, this.step, v);
+    if (!v.type.quant || scales === undefined) throw new LingcError(`kernel generator: ${v.name ?? "a value"} of type ${v.type} has no scales`);
     const write = this.step.writes.has(v);
     let name = [...this.slotOf].find(([, st]) => st === scales)?.[0];
     if (!name) {

@@ -32,6 +32,35 @@ interface WeightUse {
   quantizedTo?: TensorType;
 }
 
+/** The share of a grouped_linear's expert weights one token reads: top-k of the experts. */
+function expertFraction(op: Op, defOf: (v: Value) => Op | undefined): number {
+  const dispatch = defOf(op.operands[2]!);
+  const k = dispatch?.opName === "moe_dispatch" ? dispatch.operands[0]!.type.shape[1]?.value : undefined;
+  const e = op.operands[1]!.type.shape[0]?.value;
+  return k !== undefined && e ? Math.min(k / e, 1) : 1;
+}
+
+/**
+ * The share of value v (a weight made at load) one token reads, from its consumers in f and the
+ * functions f passes it to: the routed experts' share where a grouped_linear takes it as weights.
+ */
+function readFraction(f: Func, v: Value, defOf: (v: Value) => Op | undefined, m?: Module): number {
+  let most = 0;
+  for (const op of f.body) {
+    op.operands.forEach((x, i) => {
+      if (x !== v) return;
+      if (op.opName === "grouped_linear" && i === 1) most = Math.max(most, expertFraction(op, defOf));
+      else if (op.opName === "call" && m?.getFunc(op.callee!)) {
+        const callee = m.getFunc(op.callee!)!;
+        const inner = new Map<Value, Op | undefined>();
+        callee.params.forEach((p, j) => inner.set(p, defOf(op.operands[j]!)));
+        most = Math.max(most, readFraction(callee, callee.params[i]!, (y) => (inner.has(y) ? inner.get(y) : y.def), m));
+      } else most = 1;
+    });
+  }
+  return most || 1;
+}
+
 /**
  * Every use of every weight from the entry, calls followed with their scopes; a value passed into a
  * call is traced back to the op that made it in the caller, so a kernel's grouped_linear finds its
@@ -54,13 +83,12 @@ function weightUses(m: Module): WeightUse[] {
         if (v.kind !== "weight") return;
         const elements = v.type.numel().value ?? 0;
         const use: WeightUse = { name: joinScope(prefix, v.name!), elements, bytes: storedBytes(v.type), fraction: 1, mtp };
-        if (op.opName === "quantize") use.quantizedTo = op.results[0]!.type;
-        if (op.opName === "grouped_linear" && i === 1) {
-          const dispatch = defOf(op.operands[2]!);
-          const k = dispatch?.opName === "moe_dispatch" ? dispatch.operands[0]!.type.shape[1]?.value : undefined;
-          const e = v.type.shape[0]?.value;
-          if (k !== undefined && e) use.fraction = Math.min(k / e, 1);
+        if (op.opName === "quantize") {
+          // Quantized once at load: a token reads the quantized tensor as its consumers do.
+          use.quantizedTo = op.results[0]!.type;
+          use.fraction = readFraction(f, op.results[0]!, defOf, m);
         }
+        if (op.opName === "grouped_linear" && i === 1) use.fraction = expertFraction(op, defOf);
         if (op.opName === "embedding" && i === 0) use.embeddingRows = v.type.shape[0]?.value;
         out.push(use);
       });
@@ -127,7 +155,7 @@ export function weightBytesPerToken(m: Module): number {
     const fraction = u.embeddingRows ? 1 / u.embeddingRows : u.fraction;
     const prev = byName.get(u.name);
     if (prev) prev.fraction = Math.max(prev.fraction, fraction);
-    else byName.set(u.name, { bytes: u.bytes, fraction });
+    else byName.set(u.name, { bytes: u.quantizedTo ? storedBytes(u.quantizedTo) : u.bytes, fraction });
   }
   let total = 0;
   for (const w of byName.values()) total += w.bytes * w.fraction;

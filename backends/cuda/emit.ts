@@ -201,7 +201,7 @@ class FuncEmitter {
   /** The step as a generated kernel and its launch. */
   generated(step: Step, n: number): string {
     const op = step.op;
-    const limits = { maxThreads: this.profile.maxThreadsPerBlock, maxWorkgroupBytes: this.profile.sharedMemoryPerBlock, storage: cudaStorage };
+    const limits = { maxThreads: this.profile.maxThreadsPerBlock, maxWorkgroupBytes: this.profile.sharedMemoryPerBlock, storage: cudaStorage, tensorCores: this.profile.tensorCoreTypes, warpSize: this.profile.warpSize };
     const g = generateStep(step, this.fr, limits, `k${n}`);
     const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}`);
     const args = [

@@ -4,7 +4,7 @@
  * nearest even, fp8 saturating), run-time sizes are int parameters after them.
  * The grid is linearized like WGSL's (blockIdx.x + blockIdx.y * gridDim.x).
  */
-import { f32Text, type Expr, type Kernel, type KType, type Stmt } from "../kernels/kir";
+import { f32Text, type Expr, type Kernel, type KType, type MmaShape, type Stmt } from "../kernels/kir";
 
 const TYPE: Record<KType, string> = { f32: "float", i32: "int", u32: "unsigned", bool: "bool" };
 
@@ -20,6 +20,9 @@ export function literal(v: number, t: KType): string {
 
 /** Largest constant trip count that the CUDA output unrolls. */
 const MAX_UNROLL = 256;
+
+/** The PTX instruction of each mma shape (kir.ts MmaShape: its fragment layout). */
+const MMA_PTX: Record<MmaShape, string> = { "m16n8k32.e4m3": "m16n8k32.row.col.f32.e4m3.e4m3.f32" };
 
 const UN: Record<string, string> = { exp: "expf", log: "logf", sqrt: "sqrtf", rsqrt: "rsqrtf", sin: "sinf", cos: "cosf", abs: "fabsf" };
 
@@ -65,6 +68,8 @@ export class CudaRenderer {
       case "call":
         // Device helpers of the runtime (lingc_runtime.h).
         return `lingc::${e.fn}(${this.expr(e.a)})`;
+      case "shfl":
+        return `__shfl_xor_sync(0xffffffffu, ${this.expr(e.a)}, ${e.mask})`;
     }
   }
 
@@ -101,12 +106,35 @@ export class CudaRenderer {
           break;
         case "for": {
           // Loops of a known small trip count are unrolled: the per-thread arrays they index (the
-          // router's group picks) can then stay in registers, and their loads are issued together.
+          // router's group picks, a tile's accumulators) can then stay in registers, and their
+          // loads are issued together. A pipeline's main loop asks not to be.
           const trips = s.from.k === "lit" && s.to.k === "lit" && s.step.k === "lit" && s.step.v > 0 ? Math.ceil((s.to.v - s.from.v) / s.step.v) : Infinity;
-          if (trips <= MAX_UNROLL) out.push(`${indent}#pragma unroll`);
+          if (s.unroll === false) out.push(`${indent}#pragma unroll 1`);
+          else if (trips <= MAX_UNROLL) out.push(`${indent}#pragma unroll`);
           out.push(`${indent}for (int ${s.v} = ${this.expr(s.from)}; ${s.v} < ${this.expr(s.to)}; ${s.v} += ${this.expr(s.step)}) {`);
           this.stmts(s.body, indent + "  ", out);
           out.push(`${indent}}`);
+          break;
+        }
+        case "copy16":
+          // cp.async with a source size of 0 when invalid: the 16 bytes are zero-filled, nothing is read.
+          out.push(
+            `${indent}asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: "r"((unsigned)__cvta_generic_to_shared(&${s.dst}[${this.expr(s.dstIdx)}])), "l"(&${s.src}[${this.expr(s.srcIdx)}]), "r"(${this.expr(s.valid)} ? 16 : 0));`,
+          );
+          break;
+        case "copyCommit":
+          out.push(`${indent}asm volatile("cp.async.commit_group;\\n" ::);`);
+          break;
+        case "copyWait":
+          out.push(`${indent}asm volatile("cp.async.wait_group %0;\\n" :: "n"(${s.pending}));`);
+          break;
+        case "mma": {
+          const at = this.expr(s.at);
+          const c = [0, 1, 2, 3].map((j) => `"+f"(${s.acc}[${at} + ${j}])`);
+          const regs = [...s.a, ...s.b].map((e) => `"r"(${this.expr(e)})`);
+          out.push(
+            `${indent}asm volatile("mma.sync.aligned.${MMA_PTX[s.shape]} {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\\n" : ${c.join(", ")} : ${regs.join(", ")});`,
+          );
           break;
         }
       }
@@ -130,7 +158,8 @@ export function renderCuda(k: Kernel): string {
   const body: string[] = [];
   r.stmts(k.body, "  ", body);
   const out = [`// ${k.name}`, `extern "C" __global__ void __launch_bounds__(${k.wg}) ${k.name}(${cudaParams(k).join(", ")}) {`];
-  for (const s of k.shared) out.push(`  __shared__ ${TYPE[s.t]} ${s.name}[${s.size}];`);
+  // 16-byte aligned: async copies write 16 bytes at a time.
+  for (const s of k.shared) out.push(`  __shared__ __align__(16) ${TYPE[s.t]} ${s.name}[${s.size}];`);
   // Launched with programmatic dependent launch (lingc_runtime.h): let the next kernel be
   // scheduled now, and wait for the previous kernel's results before reading anything.
   out.push(`  asm volatile("griddepcontrol.launch_dependents;");`, `  asm volatile("griddepcontrol.wait;" ::: "memory");`);

@@ -3,12 +3,24 @@
  * body of typed statements (lets, mutable vars, loops, ifs, loads and stores, workgroup barriers and
  * shared arrays). Kernels are written once with the builder below and rendered to WGSL (and CUDA):
  * the renderers are mostly tables from node kind to target text, as tinygrad's are.
+ *
+ * Tile programs add what tensor-core kernels are made of: 16-byte copies from a buffer into a
+ * shared array that complete asynchronously (a multi-stage pipeline commits them in groups and
+ * waits for all but the newest), and warp-wide matrix multiply-accumulates on register fragments
+ * whose per-lane layout the shape names (MmaShape). A renderer without tensor cores refuses an mma.
  */
 
 export type KType = "f32" | "i32" | "u32" | "bool";
 export type BinOp = "+" | "-" | "*" | "/" | "%" | "<" | "<=" | ">" | ">=" | "==" | "!=" | "&&" | "||" | "min" | "max";
 export type UnOp = "neg" | "exp" | "log" | "sqrt" | "rsqrt" | "sin" | "cos" | "abs" | "not";
 export type NarrowFloat = "bf16" | "f16" | "f8e4m3fn" | "f8e5m2";
+/**
+ * Warp-wide matrix multiply-accumulates (PTX mma.sync shapes). "m16n8k32.e4m3": D[16x8] += A[16x32]
+ * B[32x8], e4m3 inputs, f32 accumulators. Per lane (g = lane / 4, t = lane % 4), A is four words of
+ * four codes (rows g, g + 8, g, g + 8; k = 4t..4t+3, the same, then + 16), B two words (column g;
+ * k = 4t..4t+3 and + 16), the accumulator four floats (row g columns 2t, 2t + 1, then row g + 8).
+ */
+export type MmaShape = "m16n8k32.e4m3";
 /** Target helpers a kernel may call by name (each renderer defines the ones it supports). */
 export type Helper = "pow2_ceil";
 
@@ -23,7 +35,9 @@ export type Expr =
   | { k: "conv"; t: KType; a: Expr }
   | { k: "builtin"; t: "i32"; name: "lid" | "wg" }
   | { k: "round"; t: "f32"; to: NarrowFloat; a: Expr }
-  | { k: "call"; t: "f32"; fn: Helper; a: Expr };
+  | { k: "call"; t: "f32"; fn: Helper; a: Expr }
+  /** The value of `a` in the lane whose index is this lane's xor `mask`, within a warp of 32 (CUDA). */
+  | { k: "shfl"; t: KType; a: Expr; mask: number };
 
 export type Stmt =
   | { k: "let"; name: string; e: Expr }
@@ -31,9 +45,17 @@ export type Stmt =
   | { k: "set"; name: string; e: Expr }
   | { k: "store"; buf: string; idx: Expr; e: Expr }
   | { k: "if"; c: Expr; then: Stmt[]; else?: Stmt[] }
-  | { k: "for"; v: string; from: Expr; to: Expr; step: Expr; body: Stmt[] }
+  | { k: "for"; v: string; from: Expr; to: Expr; step: Expr; body: Stmt[]; unroll?: boolean }
   | { k: "barrier" }
-  | { k: "array"; name: string; t: KType; size: number };
+  | { k: "array"; name: string; t: KType; size: number }
+  /** 16 bytes of buffer `src` from element `srcIdx` into shared u32 array `dst` at word `dstIdx` (zeros when !valid), asynchronously. */
+  | { k: "copy16"; dst: string; dstIdx: Expr; src: string; srcIdx: Expr; valid: Expr }
+  /** Closes the group of copies issued since the last commit. */
+  | { k: "copyCommit" }
+  /** Waits until at most `pending` committed groups are still in flight (this thread's copies). */
+  | { k: "copyWait"; pending: number }
+  /** acc[at .. at+3] += A . B on the warp's fragments (a: 4 u32 words, b: 2; see MmaShape). */
+  | { k: "mma"; shape: MmaShape; acc: string; at: Expr; a: Expr[]; b: Expr[] };
 
 /**
  * Element types of buffers: bf16 buffers hold bf16 bits and read and write as f32 values; f8e4m3
@@ -260,6 +282,30 @@ export class KernelBuilder {
     this.emit({ k: "for", v, from, to, step, body: this.block(() => body(ref)) });
   }
 
+  /** A loop the renderer must not unroll (a pipeline's main loop: its body is large). */
+  loop(base: string, from: Expr, to: Expr, body: (v: Expr) => void): void {
+    const v = this.fresh(base);
+    const ref: Expr = { k: "ref", t: "i32", name: v };
+    this.emit({ k: "for", v, from, to, step: i(1), body: this.block(() => body(ref)), unroll: false });
+  }
+
+  copy16(dst: string, dstIdx: Expr, src: string, srcIdx: Expr, valid: Expr): void {
+    this.emit({ k: "copy16", dst, dstIdx, src, srcIdx, valid });
+  }
+
+  copyCommit(): void {
+    this.emit({ k: "copyCommit" });
+  }
+
+  copyWait(pending: number): void {
+    this.emit({ k: "copyWait", pending });
+  }
+
+  mma(shape: MmaShape, acc: string, at: Expr, a: Expr[], b: Expr[]): void {
+    if (a.length !== 4 || b.length !== 2 || [...a, ...b].some((x) => x.t !== "u32")) throw new Error(`kir: ${shape} takes 4 A and 2 B words (u32)`);
+    this.emit({ k: "mma", shape, acc, at, a, b });
+  }
+
   barrier(): void {
     this.emit({ k: "barrier" });
   }
@@ -272,6 +318,42 @@ export class KernelBuilder {
   /** A workgroup-wide maximum of one f32 per thread (all threads must reach it), in every thread. */
   workgroupMax(x: Expr): Expr {
     return this.workgroupReduce(x, max, "most");
+  }
+
+  /**
+   * A workgroup-wide inclusive prefix sum of one i32 per thread (Hillis-Steele through workgroup
+   * memory; all threads must reach it): this thread's running total and the workgroup's total.
+   */
+  workgroupScan(x: Expr): { inclusive: Expr; total: Expr } {
+    const sh = this.shared(this.fresh("scan"), "i32", this.kernel.wg);
+    this.store(sh, this.lid, x);
+    this.barrier();
+    for (let s = 1; s < this.kernel.wg; s *= 2) {
+      const v = this.let("prev", sel(ge(this.lid, i(s)), this.load(sh, sub(this.lid, i(s))), i(0)));
+      this.barrier();
+      this.store(sh, this.lid, add(this.load(sh, this.lid), v));
+      this.barrier();
+    }
+    const inclusive = this.let("incl", this.load(sh, this.lid));
+    const total = this.let("total", this.load(sh, i(this.kernel.wg - 1)));
+    this.barrier();
+    return { inclusive, total };
+  }
+
+  /** The sum of one f32 over a warp's 32 lanes, in every lane (butterfly shuffles; a warp-synchronous target). */
+  warpSum(x: Expr): Expr {
+    return this.warpReduce(x, add);
+  }
+
+  /** The maximum of one f32 over a warp's 32 lanes, in every lane. */
+  warpMax(x: Expr): Expr {
+    return this.warpReduce(x, max);
+  }
+
+  private warpReduce(x: Expr, combine: (a: Expr, b: Expr) => Expr): Expr {
+    let v = x;
+    for (let m = 16; m >= 1; m /= 2) v = this.let("wr", combine(v, { k: "shfl", t: v.t, a: v, mask: m }));
+    return v;
   }
 
   /** A tree reduction through workgroup memory (a power-of-two workgroup). */

@@ -65,6 +65,8 @@ function expr(e: Expr): string {
       return `round_${e.to}(${expr(e.a)})`;
     case "call":
       return `${e.fn}(${expr(e.a)})`;
+    case "shfl":
+      throw new Error("kir: this WGSL renderer has no subgroup shuffles (a warp-level kernel runs on CUDA only)");
   }
 }
 
@@ -98,6 +100,16 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
         }
         out.push(`${indent}}`);
         break;
+      case "copy16":
+        // No asynchronous copies in WGSL: four words now (a packed fp8 buffer: four codes a word).
+        if (!packed.has(s.src)) throw new Error(`kir: WGSL copies 16 bytes only from a packed fp8 buffer, not ${s.src}`);
+        for (let j = 0; j < 4; j++) out.push(`${indent}${s.dst}[${expr(s.dstIdx)} + ${j}i] = select(0u, ${s.src}[${expr(s.srcIdx)} / 4i + ${j}i], ${expr(s.valid)});`);
+        break;
+      case "copyCommit":
+      case "copyWait":
+        break;
+      case "mma":
+        throw new Error(`kir: WGSL has no tensor-core ${s.shape} (a tile program that uses one runs on CUDA only)`);
       case "for":
         out.push(`${indent}for (var ${s.v}: i32 = ${expr(s.from)}; ${s.v} < ${expr(s.to)}; ${s.v} = ${s.v} + ${expr(s.step)}) {`);
         stmts(s.body, indent + "  ", out);

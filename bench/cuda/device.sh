@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|compare|fp8|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|compare|fp8|fp8experts|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -122,6 +122,23 @@ fp8)
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $S --graph forward --input /tmp/ids8.safetensors --out /tmp/s8.safetensors > "$OUT/san-fp8-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-fp8-$tool.txt"
   done
+  ;;
+fp8experts)
+  # The routed experts' FP8 tile program (backends/kernels/gen/gemm-fp8.ts) against the interpreter on
+  # ling-small-fp8's layer-1 experts (W8A8: SwiGLU then down, rows spread unevenly, empty experts and
+  # several tiles per expert), then memcheck and racecheck on it, then the W8A8 forward end to end.
+  S=tests/data/golden/ling-small-fp8
+  mkdir -p /tmp/ex && python3 bench/cuda/fp8_check.py experts /tmp/ex
+  for b in interp cuda; do $L run /tmp/ex/e.lir --weights $S --backend $b --input /tmp/ex/e.safetensors --out /tmp/ex/$b.safetensors || echo "run $b failed"; done
+  # FP8 tensor-core sums are about 1e-4 of max |y| from exact ones (the fp8 results file), so 1e-3 as for gemm_fp8.
+  python3 bench/cuda/fp8_check.py compare /tmp/ex/cuda.safetensors /tmp/ex/interp.safetensors 1e-3
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $S --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san.safetensors > "$OUT/san-experts-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 -A3 "Invalid\|Race\|Hazard\|rror" "$OUT/san-experts-$tool.txt"; tail -1 "$OUT/san-experts-$tool.txt"
+  done
+  python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
+  echo "== W8A8 forward, ling-small-fp8"
+  $L run $S --backend cuda --input /tmp/ids8.safetensors --out "$OUT/w8a8.safetensors" && python3 bench/cuda/fp8_check.py logits "$OUT/w8a8.safetensors" w8a8
   ;;
 fp8bench)
   # FP8 against bf16, both lingc at this commit, on Ling-mini-2.0's sizes with random weights (the FP8

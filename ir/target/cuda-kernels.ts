@@ -29,6 +29,8 @@ export const CUDA_KERNEL_LIMITS = {
   gemvMaxWeight: 64 << 20,
   /** cuBLASLt's block-scaled FP8 GEMM runs row counts that are multiples of this. */
   fp8RowMultiple: 4,
+  /** Up to this many rows an FP8 linear runs the generated GEMV (reads the weight once). */
+  fp8GemvRows: 16,
 };
 
 /** Per-target settings of the selection (the select pass's options). */
@@ -128,10 +130,16 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
     }
     case "fp8_linear": {
       const rows = product(ops[0]!.operands[0]!.type.shape.slice(0, -1));
-      // cuBLASLt's block-scaled FP8 GEMM takes row counts that are multiples of 4 (measured on the
-      // H200 with cuBLASLt 13.1: 1, 2, 7, 33 and 130 rows have no algorithm); other counts, and
-      // decode's single row, run the generated kernel (code x scale, fp32 sums).
-      all = [choice("gemm_fp8", [{ lhs: rows, op: "%", rhs: Dim.of(CUDA_KERNEL_LIMITS.fp8RowMultiple) }]), choice("generated")];
+      // Few rows (decode) read the weight once in the generated warp-per-column kernel (gemv_fp8),
+      // which cuBLASLt's FP8 GEMM does not beat there (measured on the H200: at 32 rows it is slower
+      // than its own bf16 GEMM). cuBLASLt's block-scaled FP8 GEMM takes row counts that are
+      // multiples of 4 (cuBLASLt 13.1: 1, 2, 7, 33 and 130 rows have no algorithm); other counts
+      // run the generated kernel too (exact fp32 sums).
+      all = [
+        choice("generated", [le(rows, L.fp8GemvRows)]),
+        choice("gemm_fp8", [{ lhs: rows, op: "%", rhs: Dim.of(L.fp8RowMultiple) }]),
+        choice("generated"),
+      ];
       break;
     }
     case "expert": {

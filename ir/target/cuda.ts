@@ -18,6 +18,8 @@ export interface CudaProfile {
   sharedMemoryPerBlock: number;
   /** Shared memory per block a kernel may opt in to. */
   sharedMemoryPerBlockOptin: number;
+  /** Threads of a warp (lockstep, register shuffles). */
+  warpSize: number;
   /** 32-bit registers per thread. */
   registersPerThread: number;
   /** Element types the tensor cores multiply. */
@@ -40,6 +42,7 @@ export const CUDA_SM90A: CudaProfile = {
   maxThreadsPerBlock: 1024,
   sharedMemoryPerBlock: 48 * 1024,
   sharedMemoryPerBlockOptin: 227 * 1024,
+  warpSize: 32,
   registersPerThread: 255,
   tensorCoreTypes: ["bf16", "f16", "f8e4m3fn", "f8e5m2", "tf32"],
   fp8: true,

@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { nvccStrictFlags } from "../../backends/cuda/emit";
 import { CUDA_SM90A } from "../../ir/target";
 import { cli } from "../support/cli";
-import { scratchDir } from "../support/paths";
+import { scratchDir, SMALL_FP8_DIR } from "../support/paths";
 
 function nvcc(dir: string, file: string): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -63,5 +63,29 @@ describe("lingc compile --target cuda", () => {
       expect(res.code, res.out).toBe(0);
       expect(res.out.trim(), "nvcc printed warnings").toBe("");
     }
+  }, 300_000);
+
+  it("FP8 (W8A8): the routed experts are the mma tile program, decode's projections the warp GEMV, and it compiles", async () => {
+    const r = await cli("compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "fp8"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "fp8", "model.cu"), "utf8");
+    const kernel = (name: string) => {
+      const at = src.search(new RegExp(`__global__ void __launch_bounds__\\(\\d+\\) ${name}_\\d+\\(`));
+      expect(at, `no kernel ${name}`).toBeGreaterThan(0);
+      return src.slice(at, src.indexOf("\n}\n", at));
+    };
+    // SwiGLU experts (gate, up, silu, mul) and the down projection: FP8 tensor cores fed by async copies, scales per 128-wide K slice.
+    for (const name of ["k_swiglu", "k_grouped_linear"]) {
+      const k = kernel(name);
+      expect(k.match(/mma\.sync\.aligned\.m16n8k32\.row\.col\.f32\.e4m3\.e4m3\.f32/g)?.length).toBe(32);
+      expect(k).toContain("cp.async.cg.shared.global");
+      expect(k).toContain("cp.async.wait_group");
+    }
+    // Up to 16 rows an FP8 linear is the warp GEMV (its first choice), then cuBLASLt's FP8 GEMM.
+    expect(src).toMatch(/if \(\(\(B\*S\)\) <= \(16L\)\) \{ const long n_ = [^}]*c\.launch\(k_linear_\d+/);
+    expect(kernel("k_linear")).toContain("__shfl_xor_sync");
+    const res = await nvcc(join(dir, "fp8"), "model.cu");
+    expect(res.code, res.out).toBe(0);
+    expect(res.out.trim(), "nvcc printed warnings").toBe("");
   }, 300_000);
 });

@@ -1,6 +1,9 @@
 /** `lingc info ling-1t --passes fp8`: the weights' bytes before and after the fp8 pass (about 2 TB -> 1 TB). */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { cli } from "../support/cli";
+import { scratchDir, SMALL_DIR, SMALL_FP8_DIR } from "../support/paths";
 
 describe("lingc info --passes fp8", () => {
   it("reports Ling-1T's weights halved by FP8 projections", async () => {
@@ -13,4 +16,20 @@ describe("lingc info --passes fp8", () => {
     const text = await cli("info", "ling-1t", "--passes", "fp8");
     expect(text.stdout).toMatch(/^ {2}weights {5}2\.026 TB as declared, 1\.016 TB after --passes fp8 \(0\.502x\)$/m);
   });
+});
+
+describe("bytes a decode token reads (the CUDA benchmark's bandwidth share)", () => {
+  it("counts weights quantized at load as FP8, and routed experts at their top-k share, as for a stored FP8 checkpoint", async () => {
+    const dir = scratchDir("lingc-fp8-bytes-");
+    const bytes = async (name: string, ...args: string[]) => {
+      const r = await cli("compile", ...args, "--target", "cuda", "--graph", "decode", "--out", join(dir, name));
+      expect(r.code, r.stderr).toBe(0);
+      return Number(/DECODE_WEIGHT_BYTES = (\d+);/.exec(readFileSync(join(dir, name, "model.cu"), "utf8"))![1]);
+    };
+    const [bf16, atLoad, stored] = await Promise.all([bytes("bf16", SMALL_DIR), bytes("load", SMALL_DIR, "--quantize", "fp8"), bytes("stored", SMALL_FP8_DIR)]);
+    expect(atLoad).toBe(stored);
+    // ling-small: the quantized projections are most of a token's bytes; the head and embedding row stay bf16.
+    expect(atLoad / bf16).toBeGreaterThan(0.5);
+    expect(atLoad / bf16).toBeLessThan(0.75);
+  }, 60_000);
 });

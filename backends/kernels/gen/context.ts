@@ -26,6 +26,10 @@ export interface GenLimits {
   maxThreads: number;
   /** Workgroup (shared) memory in bytes. */
   maxWorkgroupBytes: number;
+  /** Element types the target's tensor cores multiply (kir mma; none on WebGPU). */
+  tensorCores?: readonly string[];
+  /** Lanes of a warp that run in lockstep and shuffle registers (kir shfl; CUDA: 32, none on WebGPU). */
+  warpSize?: number;
   /** How the target stores a dtype (WebGPU: every float as f32; CUDA: bf16 as bf16). Default: f32/i32. */
   storage?: (dt: DType) => BufferElem;
 }

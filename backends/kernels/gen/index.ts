@@ -14,6 +14,8 @@ import { cacheAppendKernel } from "./cache";
 import { quantizeKernel, quantizeWorkgroup } from "./quant";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
 import { dispatchKernel } from "./dispatch";
+import { coversGroupedFp8, GEMM_FP8_THREADS, groupedFp8Kernel } from "./gemm-fp8";
+import { coversFp8Gemv, fp8GemvKernel, GEMV_FP8_THREADS } from "./gemv-fp8";
 import { normKernel, normWorkgroup } from "./norm";
 import { isPointwiseOp, pointwise } from "./pointwise";
 import { qkvKernel } from "./qkv";
@@ -26,8 +28,8 @@ const count = (ops: readonly Op[], name: string) => ops.filter((o) => o.opName =
 
 interface Template {
   name: string;
-  /** Whether the template computes exactly these ops as one kernel. */
-  covers(ops: readonly Op[]): boolean;
+  /** Whether the template computes exactly these ops as one kernel (on a target with these limits). */
+  covers(ops: readonly Op[], limits?: GenLimits): boolean;
   generate(gen: (wg: number) => Gen, ops: Op[], limits: GenLimits): GeneratedKernel;
 }
 
@@ -78,7 +80,19 @@ const TEMPLATES: readonly Template[] = [
   {
     name: "quantize",
     covers: (ops) => ops.length === 1 && ops[0]!.opName === "quantize",
-    generate: (gen, ops, limits) => quantizeKernel(gen(quantizeWorkgroup(ops[0]!, limits.maxThreads)), ops[0]!),
+    generate: (gen, ops, limits) => quantizeKernel(gen(quantizeWorkgroup(ops[0]!, limits)), ops[0]!),
+  },
+  {
+    // The routed experts' FP8 matmuls (W8A8) on the tensor cores: a tile program (CUDA).
+    name: "grouped_gemm_fp8",
+    covers: (ops, limits) => limits !== undefined && coversGroupedFp8(ops, limits),
+    generate: (gen, ops) => groupedFp8Kernel(gen(GEMM_FP8_THREADS), ops),
+  },
+  {
+    // A linear of few rows against a block-scaled e4m3 weight (decode): warp-level (CUDA).
+    name: "gemv_fp8",
+    covers: (ops, limits) => limits !== undefined && coversFp8Gemv(ops, limits),
+    generate: (gen, ops) => fp8GemvKernel(gen(GEMV_FP8_THREADS), ops[0]!),
   },
   {
     name: "cache_append",
@@ -99,7 +113,7 @@ export function templateForOp(op: Op): string | undefined {
 }
 
 export function generateStep(step: Step, schedule: { slots: readonly Slot[] }, limits: GenLimits, name: string): GeneratedKernel {
-  const t = TEMPLATES.find((x) => x.covers(step.ops));
+  const t = TEMPLATES.find((x) => x.covers(step.ops, limits));
   if (!t) {
     const what = step.kernel ? `the kernel ${step.kernel.name} (${step.ops.map((o) => o.opName).join(", ")})` : `op '${step.op.opName}'`;
     throw new LingcError(`no GPU kernel template covers ${what} (in ${step.scope || "the graph"})`);

@@ -13,15 +13,22 @@ import type { Op } from "../../../ir/module";
 import { attrsOf, OPS } from "../../../ir/ops";
 import { fp8Max } from "../../../ir/quant";
 import * as K from "../kir";
-import type { Gen, GeneratedKernel } from "./context";
+import type { Gen, GeneratedKernel, GenLimits } from "./context";
 
-/** A workgroup per 1 x cb activation group where cb is a power of two that fits; else 64 threads, a block each. */
-export function quantizeWorkgroup(op: Op, maxThreads: number): number {
+/**
+ * A warp per 1 x cb activation group on a warp-synchronous target (8 groups a workgroup); else a
+ * workgroup per group where cb is a power of two that fits; else 64 threads, a block each.
+ */
+export function quantizeWorkgroup(op: Op, limits: GenLimits): number {
   const [rb, cb] = attrsOf(OPS.quantize, op).block as [number, number];
-  return groupWide(rb, cb, maxThreads) ? cb : 64;
+  if (groupPerWarp(rb, cb, limits)) return WARP_GROUPS * 32;
+  return groupWide(rb, cb, limits.maxThreads) ? cb : 64;
 }
 
 const groupWide = (rb: number, cb: number, maxThreads: number) => rb === 1 && cb >= 32 && cb <= maxThreads && (cb & (cb - 1)) === 0;
+const groupPerWarp = (rb: number, cb: number, limits: GenLimits) => limits.warpSize === 32 && rb === 1 && cb % 32 === 0 && cb <= 32 * 32;
+/** Groups (warps) per workgroup of the warp form. */
+const WARP_GROUPS = 8;
 
 export function quantizeKernel(g: Gen, op: Op): GeneratedKernel {
   const x = op.operands[0]!;
@@ -58,6 +65,33 @@ export function quantizeKernel(g: Gen, op: Op): GeneratedKernel {
     const s = kb.let("s", sv);
     return { s, q: (v) => fit(K.div(v, s)) };
   };
+  if (groupPerWarp(rb, cb, g.limits) && kb.kernel.wg === WARP_GROUPS * 32) {
+    // A warp per group: lane l holds columns c0 + l, c0 + l + 32, ... (each load of the warp is
+    // contiguous), the amax by shuffles; WARP_GROUPS groups per workgroup.
+    const per = cb / 32;
+    const t = kb.let("t", K.addI(K.mulI(kb.wg, K.i(WARP_GROUPS)), K.divI(kb.lid, K.i(32))));
+    const lane = kb.let("lane", K.modI(kb.lid, K.i(32)));
+    kb.if(K.lt(t, nBlocks), () => {
+      const bc = kb.let("bc", K.modI(t, gc));
+      const row = kb.let("row", K.divI(t, gc));
+      const vals: { c: K.Expr; flat: K.Expr; v: K.Expr }[] = [];
+      let m: K.Expr = f(0);
+      for (let j = 0; j < per; j++) {
+        const c = kb.let("c", K.addI(K.mulI(bc, K.i(cb)), K.addI(lane, K.i(32 * j))));
+        const flat = kb.let("flat", K.addI(K.mulI(row, C), c));
+        const v = kb.var("v", f(0));
+        kb.if(K.lt(c, C), () => v.set(g.load(x, flat)));
+        vals.push({ c, flat, v: v.ref });
+        m = kb.let("m", K.max(m, K.abs(v.ref)));
+      }
+      const amax = kb.warpMax(m);
+      const { s, q } = recipeOf(amax);
+      for (const { c, flat, v } of vals) kb.if(K.lt(c, C), () => kb.store(g.buf(out, true), flat, q(v)));
+      kb.if(K.eq(lane, K.i(0)), () => kb.store(g.scalesBuf(out), t, s));
+    });
+    // Groups: lead x rows x ceil(C / cb), WARP_GROUPS a workgroup.
+    return g.finish({ dim: g.entryDim(product([lead, Rd, Dim.of(Math.ceil(Cn / cb))])), per: WARP_GROUPS });
+  }
   if (groupWide(rb, cb, kb.kernel.wg) && kb.kernel.wg === cb) {
     // A workgroup per group: thread lid holds column c0 + lid (0 past the row's end).
     const grid = product([lead, Rd, Dim.of(Math.ceil(Cn / cb))]);

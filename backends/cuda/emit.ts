@@ -192,17 +192,17 @@ class FuncEmitter {
         scales: (v) => this.scales(step, v),
         dim: (d) => cppDim(d.substitute(step.subst)),
         hostDim: cppDim,
-        generated: () => this.generated(step, n),
+        generated: (template) => this.generated(step, n, template),
       });
     }
     return [this.generated(step, n)];
   }
 
   /** The step as a generated kernel and its launch. */
-  generated(step: Step, n: number): string {
+  generated(step: Step, n: number, template?: string): string {
     const op = step.op;
     const limits = { maxThreads: this.profile.maxThreadsPerBlock, maxWorkgroupBytes: this.profile.sharedMemoryPerBlock, storage: cudaStorage, tensorCores: this.profile.tensorCoreTypes, warpSize: this.profile.warpSize };
-    const g = generateStep(step, this.fr, limits, `k${n}`);
+    const g = generateStep(step, this.fr, limits, `k${n}`, template);
     const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}`);
     const args = [
       ...g.kernel.buffers.map((b, j) => `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)c.ptr(b + ${g.slots[j]})`),

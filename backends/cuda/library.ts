@@ -22,8 +22,8 @@ export interface EmitCtx {
   hostDim(d: Dim): string;
   /** The slot of a scaled fp8 value's scale grid, as C++. */
   scales(v: Value): string;
-  /** The step as its generated kernel's launch (a dispatch's `generated` choice). */
-  generated(): string;
+  /** The step as its generated kernel's launch (a dispatch's `generated` choice), or by the named kernel template. */
+  generated(template?: string): string;
 }
 
 type Call = (choice: DispatchChoice, step: Step, c: EmitCtx) => string;
@@ -139,9 +139,13 @@ function attentionCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
   return `c.${choice.kernel}(${args.join(", ")});`;
 }
 
+/** The FP8 experts: both kernels are generated (kernel templates of the same names). */
+const fp8ExpertCall: Call = (choice, _step, c) => c.generated(choice.kernel);
+
 const CALLS: Record<string, Call> = {
   linear: linearCall,
   fp8_linear: fp8LinearCall,
+  fp8_expert: fp8ExpertCall,
   expert: expertCall,
   moe_dispatch: dispatchCall,
   cast: castCall,

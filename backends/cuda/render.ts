@@ -128,6 +128,12 @@ export class CudaRenderer {
         case "copyWait":
           out.push(`${indent}asm volatile("cp.async.wait_group %0;\\n" :: "n"(${s.pending}));`);
           break;
+        case "ldsm":
+          out.push(
+            `${indent}unsigned ${s.names.join(", ")};`,
+            `${indent}asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\\n" : ${s.names.map((n) => `"=r"(${n})`).join(", ")} : "r"((unsigned)__cvta_generic_to_shared(&${s.src}[${this.expr(s.idx)}])));`,
+          );
+          break;
         case "mma": {
           const at = this.expr(s.at);
           const c = [0, 1, 2, 3].map((j) => `"+f"(${s.acc}[${at} + ${j}])`);

@@ -54,6 +54,13 @@ export type Stmt =
   | { k: "copyCommit" }
   /** Waits until at most `pending` committed groups are still in flight (this thread's copies). */
   | { k: "copyWait"; pending: number }
+  /**
+   * Four 8x8 matrices of 16-bit pairs from shared u32 array `src` into the u32 lets `names` (PTX
+   * ldmatrix .x4): lane l gives the word index of row l % 8 of matrix l / 8; lane l receives, of
+   * each matrix, row l / 4, word l % 4. For 8-bit codes that is the mma fragment layout of a 16x32
+   * A tile or two 8x32 B tiles (row-major rows of 16 bytes).
+   */
+  | { k: "ldsm"; names: string[]; src: string; idx: Expr }
   /** acc[at .. at+3] += A . B on the warp's fragments (a: 4 u32 words, b: 2; see MmaShape). */
   | { k: "mma"; shape: MmaShape; acc: string; at: Expr; a: Expr[]; b: Expr[] };
 
@@ -299,6 +306,13 @@ export class KernelBuilder {
 
   copyWait(pending: number): void {
     this.emit({ k: "copyWait", pending });
+  }
+
+  /** Four fragment words by ldmatrix (see the ldsm statement); idx: this lane's row's first word. */
+  ldsm(base: string, src: string, idx: Expr): Expr[] {
+    const names = [0, 1, 2, 3].map(() => this.fresh(base));
+    this.emit({ k: "ldsm", names, src, idx });
+    return names.map((name) => ({ k: "ref", t: "u32", name }) as Expr);
   }
 
   mma(shape: MmaShape, acc: string, at: Expr, a: Expr[], b: Expr[]): void {

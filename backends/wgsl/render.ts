@@ -108,6 +108,8 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
       case "copyCommit":
       case "copyWait":
         break;
+      case "ldsm":
+        throw new Error("kir: WGSL has no ldmatrix (a tensor-core tile program runs on CUDA only)");
       case "mma":
         throw new Error(`kir: WGSL has no tensor-core ${s.shape} (a tile program that uses one runs on CUDA only)`);
       case "for":

@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|compare|fp8|fp8experts|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|compare|fp8|fp8experts|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -132,6 +132,8 @@ fp8experts)
   for b in interp cuda; do $L run /tmp/ex/e.lir --weights $S --backend $b --input /tmp/ex/e.safetensors --out /tmp/ex/$b.safetensors || echo "run $b failed"; done
   # FP8 tensor-core sums are about 1e-4 of max |y| from exact ones (the fp8 results file), so 1e-3 as for gemm_fp8.
   python3 bench/cuda/fp8_check.py compare /tmp/ex/cuda.safetensors /tmp/ex/interp.safetensors 1e-3
+  echo "== the same experts on the by-row GEMV (decode's kernel), forced"
+  $L run /tmp/ex/e.lir --weights $S --backend cuda --passes "cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=fp8_expert:grouped_gemv_fp8}" --input /tmp/ex/e.safetensors --out /tmp/ex/gemv.safetensors && python3 bench/cuda/fp8_check.py compare /tmp/ex/gemv.safetensors /tmp/ex/interp.safetensors 1e-5
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $S --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san.safetensors > "$OUT/san-experts-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 -A3 "Invalid\|Race\|Hazard\|rror" "$OUT/san-experts-$tool.txt"; tail -1 "$OUT/san-experts-$tool.txt"
@@ -139,6 +141,27 @@ fp8experts)
   python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
   echo "== W8A8 forward, ling-small-fp8"
   $L run $S --backend cuda --input /tmp/ids8.safetensors --out "$OUT/w8a8.safetensors" && python3 bench/cuda/fp8_check.py logits "$OUT/w8a8.safetensors" w8a8
+  ;;
+fp8tiles)
+  # The grouped FP8 GEMM's tile shapes (LINGC_FP8_TILE=bm,bn,wm,wn; backends/kernels/gen/gemm-fp8.ts keeps
+  # the fastest as its default): each checked against the interpreter on the experts module, then timed
+  # in the Ling-mini-2.0 FP8 prefill 1x8192 profile (SwiGLU experts and the down projection, per layer).
+  S=tests/data/golden/ling-small-fp8; M=bench/cuda/ling-mini-2.0-no-mtp
+  TILES=${LINGC_FP8_TILES:-128,128,64,32 64,128,32,32 128,128,32,64}
+  mkdir -p /tmp/ex && python3 bench/cuda/fp8_check.py experts /tmp/ex
+  $L run /tmp/ex/e.lir --weights $S --backend interp --input /tmp/ex/e.safetensors --out /tmp/ex/interp.safetensors >/dev/null
+  for cfg in $TILES; do
+    d=/tmp/tile-${cfg//,/-}
+    (LINGC_FP8_TILE=$cfg $L compile $M --target cuda --quantize fp8 --activation-scheme dynamic --dtype bf16 --out $d >/dev/null && cd $d && make -j4 >/dev/null) &
+    (LINGC_FP8_TILE=$cfg $L run /tmp/ex/e.lir --weights $S --backend cuda --input /tmp/ex/e.safetensors --out /tmp/ex/cuda-${cfg//,/-}.safetensors >/dev/null) &
+  done
+  wait
+  for cfg in $TILES; do
+    echo "== tile $cfg"
+    python3 bench/cuda/fp8_check.py compare /tmp/ex/cuda-${cfg//,/-}.safetensors /tmp/ex/interp.safetensors 1e-3 | tail -1
+    /tmp/tile-${cfg//,/-}/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>"$OUT/tile-${cfg//,/-}.txt" >/dev/null
+    grep -E "swiglu|grouped_linear|in all" "$OUT/tile-${cfg//,/-}.txt" | head -4
+  done
   ;;
 fp8bench)
   # FP8 against bf16, both lingc at this commit, on Ling-mini-2.0's sizes with random weights (the FP8

@@ -8,6 +8,8 @@
  *   qk_norm_rope  the head split of the fused QKV projection, QK RMSNorm and partial RoPE
  *   attention     attention with its output transpose (and the reshape after it)
  *   swiglu        silu(gate(x)) * up(x); for experts with the token gather (moe_permute) as prologue
+ *   quantize      an activation quantization with the token gather before it (moe_permute) as its
+ *                 prologue: the gathered rows are quantized as they are read, never stored wide
  *   residual_norm a residual add and the RMSNorm of its result
  *   norm_matmul   an RMSNorm into the prologue of its only consumer, a linear layer, when one
  *                 normalized row fits the target's workgroup memory
@@ -20,7 +22,7 @@ import { Match, P, type OpPat, type PatternContext, type RewritePattern } from "
 import type { KernelLimits } from "../../ir/target";
 import type { Uses } from "../../ir/rewrite";
 
-export const FUSIONS = ["router", "qk_norm_rope", "attention", "swiglu", "residual_norm", "norm_matmul", "elementwise"] as const;
+export const FUSIONS = ["router", "qk_norm_rope", "attention", "swiglu", "quantize", "residual_norm", "norm_matmul", "elementwise"] as const;
 export type FusionName = (typeof FUSIONS)[number];
 
 export interface Group {
@@ -96,6 +98,11 @@ export function fusionPatterns(g: Grouping, limits: KernelLimits | undefined, di
         const prologue = perm?.opName === "moe_permute" && !uses.isReturned(perm.results[0]!) && uses.of(perm.results[0]!).every((u) => u === gate || u === up);
         return prologue ? [perm!, ...m.matched] : m.matched;
       },
+    },
+    {
+      fusion: "quantize",
+      root: P.op("quantize", [P.op("moe_permute", undefined, { oneUse: true })]),
+      collect: (m, { uses }) => (uses.isReturned(m.matched[1]!.results[0]!) ? undefined : m.matched),
     },
     { fusion: "residual_norm", root: P.op("rms_norm", [P.op("add"), P.any()]) },
     {

@@ -12,7 +12,7 @@ import { condHolds, type Dispatch, type DispatchChoice } from "../dispatch";
 import type { Op, Value } from "../module";
 import type { CudaProfile } from "./cuda";
 import { LingcError } from "../errors";
-import { attrsOf, OPS } from "../ops";
+import { attrsOf, getOp, OPS } from "../ops";
 
 /** What the runtime's kernels can take (they are the sizes the kernels were written for). */
 export const CUDA_KERNEL_LIMITS = {
@@ -31,6 +31,8 @@ export const CUDA_KERNEL_LIMITS = {
   fp8RowMultiple: 4,
   /** Up to this many rows an FP8 linear runs the generated GEMV (reads the weight once). */
   fp8GemvRows: 16,
+  /** K codes per stage of the FP8 expert tile program (its K must be a multiple). */
+  fp8TileK: 64,
 };
 
 /** Per-target settings of the selection (the select pass's options). */
@@ -70,9 +72,26 @@ function blockScaledLinear(op: Op): boolean {
   return N !== undefined && K !== undefined && K % 16 === 0 && N % 16 === 0 && ["f32", "bf16"].includes(y.type.dtype);
 }
 
+/**
+ * The routed experts' W8A8 matmuls (one grouped_linear, or gate and up with an elementwise
+ * epilogue) of 1x128-group by 128x128-block e4m3 operands whose K is a multiple of the FP8 tile
+ * program's 64-code stages: two generated kernels can run them (a tile program, a by-row GEMV).
+ */
+function fp8Experts(ops: readonly Op[]): boolean {
+  const gls = ops.filter((o) => o.opName === "grouped_linear");
+  if (gls.length < 1 || gls.length > 2 || !ops.every((o) => o.opName === "grouped_linear" || getOp(o.opName)?.scalar)) return false;
+  return gls.every((o) => {
+    const [x, w] = o.operands as [Value | undefined, Value | undefined];
+    if (!x || !w) return false;
+    const I = w.type.shape[2]?.value;
+    return blockOf(x, 1, 128) && blockOf(w, 128, 128) && w.type.rank === 3 && I !== undefined && I % CUDA_KERNEL_LIMITS.fp8TileK === 0;
+  });
+}
+
 /** Which library lowering covers a step's ops (undefined: a generated kernel). */
 export function libraryKind(ops: readonly Op[]): string | undefined {
   if (ops.length === 1 && blockScaledLinear(ops[0]!)) return "fp8_linear";
+  if (fp8Experts(ops)) return "fp8_expert";
   // Other FP8 operands with scales run in generated kernels (code x block scale), not in the library's GEMMs.
   if (ops.some((o) => [...o.operands, ...o.results].some((v) => v.type.quant))) return undefined;
   const n = names(ops);
@@ -140,6 +159,15 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
         choice("gemm_fp8", [{ lhs: rows, op: "%", rhs: Dim.of(L.fp8RowMultiple) }]),
         choice("generated"),
       ];
+      break;
+    }
+    case "fp8_expert": {
+      const gl = ops.find((o) => o.opName === "grouped_linear")!;
+      const rows = gl.operands[0]!.type.shape[0]!;
+      const E = gl.operands[1]!.type.shape[0]!.value!;
+      // Few rows (decode: under a quarter of the experts) read each row's expert weights once in
+      // the by-row GEMV; more, the tile program on the FP8 tensor cores.
+      all = [...(E >= 4 ? [choice("grouped_gemv_fp8", [le(rows, Math.floor(E / 4))])] : []), choice("grouped_gemm_fp8")];
       break;
     }
     case "expert": {

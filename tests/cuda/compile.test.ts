@@ -69,21 +69,30 @@ describe("lingc compile --target cuda", () => {
     const r = await cli("compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "fp8"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "fp8", "model.cu"), "utf8");
-    const kernel = (name: string) => {
-      const at = src.search(new RegExp(`__global__ void __launch_bounds__\\(\\d+\\) ${name}_\\d+\\(`));
-      expect(at, `no kernel ${name}`).toBeGreaterThan(0);
-      return src.slice(at, src.indexOf("\n}\n", at));
+    const kernels = (name: string) => {
+      const found: string[] = [];
+      const re = new RegExp(`__global__ void __launch_bounds__\\(\\d+\\) ${name}_\\d+\\(`, "g");
+      for (let m = re.exec(src); m; m = re.exec(src)) found.push(src.slice(m.index, src.indexOf("\n}\n", m.index)));
+      expect(found.length, `no kernel ${name}`).toBeGreaterThan(0);
+      return found;
     };
-    // SwiGLU experts (gate, up, silu, mul) and the down projection: FP8 tensor cores fed by async copies, scales per 128-wide K slice.
+    // SwiGLU experts (gate, up, silu, mul) and the down projection: each a tile program on the FP8
+    // tensor cores (async copies, ldmatrix, scales per 128-wide K slice) and a by-row warp GEMV,
+    // chosen by rows (the dispatch: up to a quarter of the 16 experts' count, the GEMV).
     for (const name of ["k_swiglu", "k_grouped_linear"]) {
-      const k = kernel(name);
-      expect(k.match(/mma\.sync\.aligned\.m16n8k32\.row\.col\.f32\.e4m3\.e4m3\.f32/g)?.length).toBe(32);
-      expect(k).toContain("cp.async.cg.shared.global");
-      expect(k).toContain("cp.async.wait_group");
+      const ks = kernels(name);
+      const tiles = ks.filter((k) => k.includes("mma.sync"));
+      expect(tiles.length).toBeGreaterThan(0);
+      for (const tile of tiles) {
+        expect(tile.match(/mma\.sync\.aligned\.m16n8k32\.row\.col\.f32\.e4m3\.e4m3\.f32/g)?.length).toBe(32);
+        for (const piece of ["cp.async.cg.shared.global", "cp.async.wait_group", "ldmatrix.sync.aligned.m8n8.x4.shared.b16"]) expect(tile).toContain(piece);
+      }
+      expect(ks.filter((k) => k.includes("__shfl_xor_sync") && !k.includes("mma.sync")).length).toBeGreaterThan(0);
     }
+    expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) \{ const long n_ = [^}]*c\.launch\(k_swiglu_\d+/);
     // Up to 16 rows an FP8 linear is the warp GEMV (its first choice), then cuBLASLt's FP8 GEMM.
     expect(src).toMatch(/if \(\(\(B\*S\)\) <= \(16L\)\) \{ const long n_ = [^}]*c\.launch\(k_linear_\d+/);
-    expect(kernel("k_linear")).toContain("__shfl_xor_sync");
+    expect(kernels("k_linear").some((k) => k.includes("__shfl_xor_sync"))).toBe(true);
     const res = await nvcc(join(dir, "fp8"), "model.cu");
     expect(res.code, res.out).toBe(0);
     expect(res.out.trim(), "nvcc printed warnings").toBe("");

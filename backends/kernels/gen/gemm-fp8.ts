@@ -22,23 +22,48 @@ import type { Expr } from "../kir";
 import { kirScalars } from "./algebra";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 
-const BM = 128;
-const BN = 128;
 /** K codes (bytes) per pipeline stage. */
 const BK = 64;
-const STAGES = 2;
 /** Words per shared row: BK / 4 and 4 of padding, so a warp's fragment reads hit 32 distinct banks. */
 const LDW = BK / 4 + 4;
 /** The K width of a scale block. */
 const SLICE = 128;
-export const GEMM_FP8_THREADS = 256;
+
+/** A tile shape: bm rows by bn weight rows per workgroup, each warp wm x wn of them. */
+export interface GemmTile {
+  bm: number;
+  bn: number;
+  wm: number;
+  wn: number;
+  /** Pipeline stages (copies of stage kt + stages - 1 fly while stage kt is multiplied). */
+  stages: number;
+}
+
+/**
+ * The tile the generator uses: the fastest of a sweep on the H200 in Ling-mini-2.0's FP8 prefill
+ * (bench/cuda/device.sh fp8tiles; bench/results/cuda-2026-11-30-fp8-tiles.md). LINGC_FP8_TILE =
+ * "bm,bn,wm,wn,stages" overrides it (what the sweep sets).
+ */
+export const GEMM_FP8_TILE: GemmTile = tileFromEnv() ?? { bm: 64, bn: 128, wm: 64, wn: 32, stages: 3 };
+
+function tileFromEnv(): GemmTile | undefined {
+  const t = typeof process !== "undefined" ? process.env["LINGC_FP8_TILE"] : undefined;
+  if (!t) return undefined;
+  const [bm, bn, wm, wn, stages] = t.split(",").map(Number) as [number, number, number, number, number];
+  return { bm, bn, wm, wn, stages: stages || 2 };
+}
+
+/** Threads of the tile's workgroup: a warp per wm x wn. */
+export function gemmFp8Threads(t: GemmTile = GEMM_FP8_TILE): number {
+  return 32 * (t.bm / t.wm) * (t.bn / t.wn);
+}
 
 const blockScaled = (v: Value, rows: number, cols: number) => {
   const q = v.type.quant;
   return v.type.dtype === "f8e4m3fn" && q?.scaleDtype === "f32" && q.granularity.kind === "block" && q.granularity.rows === rows && q.granularity.cols === cols;
 };
 
-interface Plan {
+export interface Plan {
   gate: Op;
   up?: Op;
   /** Elementwise ops after the GEMMs (in order), the last one's result is the output. */
@@ -46,7 +71,7 @@ interface Plan {
 }
 
 /** The step as a grouped FP8 GEMM (one grouped_linear, or gate and up with an elementwise epilogue), if the tile program covers it. */
-function planOf(ops: readonly Op[], limits: GenLimits): Plan | undefined {
+export function groupedFp8Plan(ops: readonly Op[], limits: GenLimits): Plan | undefined {
   if (!limits.tensorCores?.includes("f8e4m3fn")) return undefined;
   const gls = ops.filter((o) => o.opName === "grouped_linear");
   if (gls.length < 1 || gls.length > 2) return undefined;
@@ -70,18 +95,25 @@ function planOf(ops: readonly Op[], limits: GenLimits): Plan | undefined {
 }
 
 export function coversGroupedFp8(ops: readonly Op[], limits: GenLimits): boolean {
-  return planOf(ops, limits) !== undefined;
+  return groupedFp8Plan(ops, limits) !== undefined;
 }
 
-export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
-  const plan = planOf(ops, g.limits)!;
+export function groupedFp8Kernel(g: Gen, ops: readonly Op[], tile: GemmTile = GEMM_FP8_TILE): GeneratedKernel {
+  const plan = groupedFp8Plan(ops, g.limits)!;
   const kb = g.kb;
   const { gate, up, epilogue } = plan;
   const [x, w, offsets] = gate.operands as [Value, Value, Value];
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`grouped FP8 GEMM: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
+  const { bm: BM, bn: BN, wm: WM, wn: WN, stages: STAGES } = tile;
+  const T = gemmFp8Threads(tile);
+  if (kb.kernel.wg !== T) throw new LingcError(`grouped FP8 GEMM: a ${BM}x${BN} tile of ${WM}x${WN} warps needs ${T} threads, not ${kb.kernel.wg}`);
+  const warpsN = BN / WN;
+  const MT = WM / 16;
+  const NT = WN / 8;
   const [E, O, I] = w.type.shape.map((d) => d.value!) as [number, number, number];
   const swiglu = up !== undefined;
+  const half = NT / 2;
   const colsPer = swiglu ? BN / 2 : BN;
   const colTiles = Math.ceil(O / colsPer);
   const kBlocks = Math.ceil(I / SLICE);
@@ -93,10 +125,9 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const offb = g.buf(offsets);
   const ob = g.buf(out);
   const rowsDim = x.type.shape[0]!;
-  const T = GEMM_FP8_THREADS;
   const { i, add, sub, mul, div, mod, lt, ge, and } = K;
 
-  // Which tile: workgroup = tile x colTiles + column tile; a tile is (expert, 128 of its rows).
+  // Which tile: workgroup = tile x colTiles + column tile; a tile is (expert, BM of its rows).
   const t = kb.let("t", div(kb.wg, i(colTiles)));
   const ct = kb.let("ct", mod(kb.wg, i(colTiles)));
   const info = kb.shared(kb.fresh("tile"), "i32", 2);
@@ -124,112 +155,122 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
     const lane = kb.let("lane", mod(kb.lid, i(32)));
     const gr = kb.let("gr", div(lane, i(4)));
     const tq = kb.let("tq", mod(lane, i(4)));
-    const wm = kb.let("wm", div(warp, i(4)));
-    const wn = kb.let("wn", mod(warp, i(4)));
+    const wm = kb.let("wm", div(warp, i(warpsN)));
+    const wn = kb.let("wn", mod(warp, i(warpsN)));
     const As = kb.shared(kb.fresh("a_tile"), "u32", STAGES * BM * LDW);
     const Bs = kb.shared(kb.fresh("b_tile"), "u32", STAGES * BN * LDW);
 
-    // Copies: each thread moves two 16-byte chunks of A and two of B per stage (rows lid / 4 and
-    // + 64, chunk lid % 4). B row r of the tile: SwiGLU rows 0..63 gate and 64..127 up.
-    const lr = kb.let("lr", div(kb.lid, i(4)));
-    const lc = kb.let("lc", mod(kb.lid, i(4)));
-    const aBase: Expr[] = [];
-    const aOk: Expr[] = [];
-    const bBase: Expr[] = [];
-    const bOk: Expr[] = [];
-    const bBuf: string[] = [];
-    for (let h = 0; h < 2; h++) {
-      const r = kb.let("ar", add(row0, add(lr, i(64 * h))));
-      aOk.push(kb.let("aok", lt(r, rowEnd)));
-      aBase.push(kb.let("abase", mul(K.sel(aOk[h]!, r, row0), i(I))));
-      const o = kb.let("bo", swiglu ? add(mul(ct, i(colsPer)), lr) : add(mul(ct, i(BN)), add(lr, i(64 * h))));
-      bOk.push(kb.let("bok", lt(o, i(O))));
-      bBase.push(kb.let("bbase", mul(add(mul(e, i(O)), K.sel(bOk[h]!, o, i(0))), i(I))));
-      bBuf.push(swiglu ? wb[h]! : wb[0]!);
+    // Copies: a row of a stage is BK / 16 chunks of 16 bytes; T / 4 rows per pass of the threads
+    // (row lid / 4 + pass x T / 4, chunk lid % 4). B row r of the tile: SwiGLU rows below BN / 2
+    // are gate rows, the rest the same columns' up rows.
+    const per = T / (BK / 16);
+    if (BM % per !== 0 || (swiglu ? (BN / 2) % per : BN % per) !== 0) throw new LingcError(`grouped FP8 GEMM: a ${BM}x${BN} tile cannot be copied ${per} rows at a time`);
+    const lr = kb.let("lr", div(kb.lid, i(BK / 16)));
+    const lc = kb.let("lc", mod(kb.lid, i(BK / 16)));
+    const aRows: { base: Expr; ok: Expr; at: number }[] = [];
+    for (let h = 0; h * per < BM; h++) {
+      const r = kb.let("ar", add(row0, add(lr, i(per * h))));
+      const ok = kb.let("aok", lt(r, rowEnd));
+      aRows.push({ ok, base: kb.let("abase", mul(K.sel(ok, r, row0), i(I))), at: per * h });
+    }
+    const bRows: { base: Expr; ok: Expr; at: number; buf: string }[] = [];
+    for (let h = 0; h * per < BN; h++) {
+      const br = h * per; // this pass's first tile row (plus lr)
+      const isUp = swiglu && br >= BN / 2;
+      const o = kb.let("bo", add(mul(ct, i(colsPer)), add(lr, i(isUp ? br - BN / 2 : br))));
+      const ok = kb.let("bok", lt(o, i(O)));
+      bRows.push({ ok, base: kb.let("bbase", mul(add(mul(e, i(O)), K.sel(ok, o, i(0))), i(I))), at: br, buf: isUp ? wb[1]! : wb[0]! });
     }
     const loadStage = (kt: Expr, st: Expr) => {
       const kk = kb.let("kk", add(mul(kt, i(BK)), mul(lc, i(16))));
-      for (let h = 0; h < 2; h++) {
-        const srow = add(mul(st, i(BM)), add(lr, i(64 * h)));
-        kb.copy16(As, add(mul(srow, i(LDW)), mul(lc, i(4))), xb, add(aBase[h]!, kk), aOk[h]!);
-        kb.copy16(Bs, add(mul(srow, i(LDW)), mul(lc, i(4))), bBuf[h]!, add(bBase[h]!, kk), bOk[h]!);
-      }
+      const dst = (rows: number, r: number) => add(mul(add(mul(st, i(rows)), add(lr, i(r))), i(LDW)), mul(lc, i(4)));
+      for (const a of aRows) kb.copy16(As, dst(BM, a.at), xb, add(a.base, kk), a.ok);
+      for (const b of bRows) kb.copy16(Bs, dst(BN, b.at), b.buf, add(b.base, kk), b.ok);
       kb.copyCommit();
     };
 
-    const acc = kb.array("acc", "f32", 64);
-    const part = kb.array("part", "f32", 64);
-    kb.for("j", i(0), i(64), (j) => {
+    const n = MT * NT * 4;
+    const acc = kb.array("acc", "f32", n);
+    const part = kb.array("part", "f32", n);
+    kb.for("j", i(0), i(n), (j) => {
       kb.store(acc, j, K.f(0));
       kb.store(part, j, K.f(0));
     });
-    // The tile row (0..127) of n-tile nt's first weight row for this warp.
-    const bRow = (nt: number): Expr => (swiglu ? add(mul(wn, i(16)), i(nt < 2 ? nt * 8 : 64 + (nt - 2) * 8)) : add(mul(wn, i(32)), i(nt * 8)));
-    // The output column of n-tile nt, pair c (SwiGLU: n-tiles nt and nt + 2 are the gate and up halves of one column).
+    // The tile row (of BN) of n-tile nt's first weight row for this warp; SwiGLU: the first half of
+    // a warp's n-tiles are gate rows, the second half the up rows of the same columns.
+    const bRow = (nt: number): Expr =>
+      swiglu ? add(mul(wn, i(WN / 2)), i(nt < half ? nt * 8 : BN / 2 + (nt - half) * 8)) : add(mul(wn, i(WN)), i(nt * 8));
+    // The output column of n-tile nt, pair c.
     const colOf = (nt: number, c: number): Expr =>
-      add(add(mul(ct, i(colsPer)), swiglu ? add(mul(wn, i(16)), i((nt % 2) * 8)) : add(mul(wn, i(32)), i(nt * 8))), add(mul(tq, i(2)), i(c)));
+      add(add(mul(ct, i(colsPer)), swiglu ? add(mul(wn, i(WN / 2)), i((nt % half) * 8)) : add(mul(wn, i(WN)), i(nt * 8))), add(mul(tq, i(2)), i(c)));
 
     const nk = I / BK;
-    loadStage(i(0), i(0));
+    // Prologue: stages 0 .. STAGES-2 in flight (a group each, empty past the end).
+    for (let p = 0; p < STAGES - 1; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
     kb.loop("kt", i(0), i(nk), (kt) => {
-      // The stage computed on last iteration is free (the barrier that ended it): fill it with kt + 1.
-      kb.if(lt(add(kt, i(1)), i(nk)), () => loadStage(add(kt, i(1)), mod(add(kt, i(1)), i(STAGES))), () => kb.copyCommit());
-      kb.copyWait(1);
+      // Stage kt's group is complete when at most STAGES - 2 newer ones are pending.
+      kb.copyWait(STAGES - 2);
       kb.barrier();
+      // The buffer computed on last iteration is free (every thread passed the barrier): fill it
+      // with stage kt + STAGES - 1.
+      const next = add(kt, i(STAGES - 1));
+      kb.if(lt(next, i(nk)), () => loadStage(next, mod(next, i(STAGES))), () => kb.copyCommit());
       const st = kb.let("st", mod(kt, i(STAGES)));
       for (let ks = 0; ks < BK / 32; ks++) {
+        // ldmatrix: lane l addresses row l % 8 of matrix l / 8. A: matrices (rows 0-7, k 0-15),
+        // (rows 8-15, k 0-15), (rows 0-7, k 16-31), (rows 8-15, k 16-31) = a0..a3. B, two n-tiles:
+        // (nt, k 0-15), (nt, k 16-31), (nt + 1, k 0-15), (nt + 1, k 16-31) = b0, b1 of each.
         const a: Expr[][] = [];
-        for (let mt = 0; mt < 4; mt++) {
-          const base = kb.let("fa", add(mul(add(mul(st, i(BM)), add(mul(wm, i(64)), add(i(mt * 16), gr))), i(LDW)), add(i(ks * 8), tq)));
-          a.push([base, add(base, i(8 * LDW)), add(base, i(4)), add(base, i(8 * LDW + 4))].map((ix) => kb.let("af", kb.load(As, ix))));
+        for (let mt = 0; mt < MT; mt++) {
+          const row = add(mul(st, i(BM)), add(mul(wm, i(WM)), add(i(mt * 16), add(mod(lane, i(8)), mul(mod(div(lane, i(8)), i(2)), i(8))))));
+          a.push(kb.ldsm("af", As, add(mul(row, i(LDW)), add(i(ks * 8), mul(div(lane, i(16)), i(4))))));
         }
         const b: Expr[][] = [];
-        for (let nt = 0; nt < 4; nt++) {
-          const base = kb.let("fb", add(mul(add(mul(st, i(BN)), add(bRow(nt), gr)), i(LDW)), add(i(ks * 8), tq)));
-          b.push([base, add(base, i(4))].map((ix) => kb.let("bf", kb.load(Bs, ix))));
+        for (let nt = 0; nt < NT; nt += 2) {
+          const row = add(mul(st, i(BN)), add(K.sel(lt(lane, i(16)), bRow(nt), bRow(nt + 1)), mod(lane, i(8))));
+          const r = kb.ldsm("bf", Bs, add(mul(row, i(LDW)), add(i(ks * 8), mul(mod(div(lane, i(8)), i(2)), i(4)))));
+          b.push([r[0]!, r[1]!], [r[2]!, r[3]!]);
         }
-        for (let mt = 0; mt < 4; mt++) for (let nt = 0; nt < 4; nt++) kb.mma("m16n8k32.e4m3", part, i((mt * 4 + nt) * 4), a[mt]!, b[nt]!);
+        for (let mt = 0; mt < MT; mt++) for (let nt = 0; nt < NT; nt++) kb.mma("m16n8k32.e4m3", part, i((mt * NT + nt) * 4), a[mt]!, b[nt]!);
       }
       // A 128-wide K slice is summed: scale it into the total and start the next.
       const slice = kb.let("slice", div(kt, i(SLICE / BK)));
       kb.if(K.or(K.eq(mod(add(kt, i(1)), i(SLICE / BK)), i(0)), K.eq(kt, i(nk - 1))), () => {
         const sb: Expr[] = [];
-        for (let nt = 0; nt < 4; nt++) {
-          const col = colOf(nt, 0);
-          const blk = K.min(div(col, i(128)), i(oBlocks - 1));
-          const which = swiglu && nt >= 2 ? 1 : 0;
+        for (let nt = 0; nt < NT; nt++) {
+          const blk = K.min(div(colOf(nt, 0), i(128)), i(oBlocks - 1));
+          const which = swiglu && nt >= half ? 1 : 0;
           sb.push(kb.let("sb", kb.load(wsb[which]!, add(mul(add(mul(e, i(oBlocks)), blk), i(kBlocks)), slice))));
         }
-        for (let mt = 0; mt < 4; mt++)
+        for (let mt = 0; mt < MT; mt++)
           for (let hh = 0; hh < 2; hh++) {
-            const row = kb.let("srow", add(row0, add(mul(wm, i(64)), add(i(mt * 16 + hh * 8), gr))));
+            const row = kb.let("srow", add(row0, add(mul(wm, i(WM)), add(i(mt * 16 + hh * 8), gr))));
             const sa = kb.let("sa", K.sel(lt(row, rowEnd), kb.load(xs, add(mul(K.min(row, sub(rowEnd, i(1))), i(kBlocks)), slice)), K.f(0)));
-            for (let nt = 0; nt < 4; nt++)
+            for (let nt = 0; nt < NT; nt++)
               for (let c = 0; c < 2; c++) {
-                const j = i((mt * 4 + nt) * 4 + hh * 2 + c);
+                const j = i((mt * NT + nt) * 4 + hh * 2 + c);
                 kb.store(acc, j, add(kb.load(acc, j, "f32"), mul(kb.load(part, j, "f32"), mul(sa, sb[nt]!))));
                 kb.store(part, j, K.f(0));
               }
           }
       });
-      kb.barrier();
     });
     kb.copyWait(0);
 
-    // Epilogue: acc holds rows wm*64 + mt*16 + gr (+8) by columns 2 tq (+1) of each n-tile.
+    // Epilogue: acc holds rows wm*WM + mt*16 + gr (+8) by columns 2 tq (+1) of each n-tile.
     const gateDt = gate.results[0]!.type.dtype;
     const upDt = up?.results[0]!.type.dtype;
-    for (let mt = 0; mt < 4; mt++)
+    for (let mt = 0; mt < MT; mt++)
       for (let hh = 0; hh < 2; hh++) {
-        const row = kb.let("orow", add(row0, add(mul(wm, i(64)), add(i(mt * 16 + hh * 8), gr))));
+        const row = kb.let("orow", add(row0, add(mul(wm, i(WM)), add(i(mt * 16 + hh * 8), gr))));
         kb.if(lt(row, rowEnd), () => {
-          for (let nt = 0; nt < (swiglu ? 2 : 4); nt++)
+          for (let nt = 0; nt < (swiglu ? half : NT); nt++)
             for (let c = 0; c < 2; c++) {
               const col = kb.let("ocol", colOf(nt, c));
               kb.if(lt(col, i(O)), () => {
-                const j = (mt * 4 + nt) * 4 + hh * 2 + c;
+                const j = (mt * NT + nt) * 4 + hh * 2 + c;
                 const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(kb.load(acc, i(j), "f32"), gateDt)]]);
-                if (up) vals.set(up.results[0]!, g.fit(kb.load(acc, i(j + 8), "f32"), upDt as DType));
+                if (up) vals.set(up.results[0]!, g.fit(kb.load(acc, i(j + half * 4), "f32"), upDt as DType));
                 for (const op of epilogue) {
                   const dt = op.results[0]!.type.dtype;
                   const ins = op.operands.map((v) => vals.get(v)!);

@@ -12,7 +12,11 @@
 import type { Op, Value } from "../../../ir/module";
 import * as K from "../kir";
 import type { Expr } from "../kir";
+import { LingcError } from "../../../ir/errors";
+import { getOp } from "../../../ir/ops";
+import { kirScalars } from "./algebra";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
+import { groupedFp8Plan } from "./gemm-fp8";
 import { product } from "../../../ir/dim";
 
 const SLICE = 128;
@@ -32,6 +36,30 @@ export function coversFp8Gemv(ops: readonly Op[], limits: GenLimits): boolean {
   const [x, w] = ops[0]!.operands as [Value, Value];
   if (!blockScaled(w, 128, 128) || w.type.rank !== 2 || w.type.shape.some((d) => d.value === undefined)) return false;
   return x.type.quant ? blockScaled(x, 1, 128) : ["f32", "bf16", "f16"].includes(x.type.dtype);
+}
+
+/**
+ * One lane's share of a dot product of weight row `wRow` (e4m3 codes, 128x128-block scales at
+ * wScale(slice)) with input row `xRow` (e4m3 codes with scales at xScale(slice), or plain floats):
+ * the lanes' shares summed by warpSum give the full product.
+ */
+function laneDot(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr; scale: (s: Expr) => Expr }, x: { buf: string; row: Expr; scale?: (s: Expr) => Expr }): Expr {
+  const kb = g.kb;
+  const { i, add, mul, lt } = K;
+  const acc = kb.var("acc", K.f(0));
+  // Unrolled (a constant trip count): every slice's loads are in flight together.
+  kb.for("s", i(0), i(Math.ceil(Kd / SLICE)), (s) => {
+    const part = kb.var("part", K.f(0));
+    for (let b = 0; b < 4; b++) {
+      const k = kb.let("k", add(mul(s, i(SLICE)), add(mul(lane, i(4)), i(b))));
+      const term = () => part.set(add(part.ref, mul(kb.load(w.buf, add(mul(w.row, i(Kd)), k)), kb.load(x.buf, add(mul(x.row, i(Kd)), k)))));
+      if (Kd % SLICE === 0) term();
+      else kb.if(lt(k, i(Kd)), term);
+    }
+    const scale = x.scale ? mul(w.scale(s), x.scale(s)) : w.scale(s);
+    acc.set(add(acc.ref, mul(part.ref, scale)));
+  });
+  return acc.ref;
 }
 
 export function fp8GemvKernel(g: Gen, op: Op): GeneratedKernel {
@@ -57,24 +85,82 @@ export function fp8GemvKernel(g: Gen, op: Op): GeneratedKernel {
   const r0 = kb.let("r0", mul(div(kb.wg, i(blocks)), i(ROWS)));
   kb.if(lt(n, i(N)), () => {
     kb.loop("r", r0, K.min(rows, add(r0, i(ROWS))), (r) => {
-      const acc = kb.var("acc", K.f(0));
-      // Unrolled (a constant trip count): every slice's loads are in flight together.
-      kb.for("s", i(0), i(slices), (s) => {
-        const part = kb.var("part", K.f(0));
-        for (let b = 0; b < 4; b++) {
-          const k = kb.let("k", add(mul(s, i(SLICE)), add(mul(lane, i(4)), i(b))));
-          const term = () => part.set(add(part.ref, mul(kb.load(wb, add(mul(n, i(Kd)), k)), kb.load(xb, add(mul(r, i(Kd)), k)))));
-          if (Kd % SLICE === 0) term();
-          else kb.if(lt(k, i(Kd)), term);
-        }
-        let scale: Expr = kb.load(ws, add(mul(div(n, i(128)), i(slices)), s));
-        if (xs) scale = mul(scale, kb.load(xs, add(mul(r, i(slices)), s)));
-        acc.set(add(acc.ref, mul(part.ref, scale)));
-      });
-      const total = kb.warpSum(acc.ref);
+      const part = laneDot(
+        g,
+        lane,
+        Kd,
+        { buf: wb, row: n, scale: (s) => kb.load(ws, add(mul(div(n, i(128)), i(slices)), s)) },
+        { buf: xb, row: r, scale: xs ? (s) => kb.load(xs, add(mul(r, i(slices)), s)) : undefined },
+      );
+      const total = kb.warpSum(part);
       kb.if(K.eq(lane, i(0)), () => kb.store(yb, add(mul(r, i(N)), n), g.fit(total, y.type.dtype)));
     });
   });
   // ceil((rows + 15) x blocks / 16) >= blocks x ceil(rows / 16); workgroups past the rows run no row.
   return g.finish({ dim: g.entryDim(rowsDim.add(ROWS - 1).mul(blocks)), per: ROWS });
+}
+
+/** The grouped FP8 matmuls a by-row GEMV covers: what the tile program covers, on a warp-synchronous target. */
+export function coversGroupedFp8Gemv(ops: readonly Op[], limits: GenLimits): boolean {
+  return limits.warpSize === 32 && groupedFp8Plan(ops, limits) !== undefined;
+}
+
+/**
+ * The routed experts' FP8 matmuls for few rows (decode): a workgroup per (row, 8 output columns),
+ * a warp per column; the row's expert found by a binary search of the offsets; SwiGLU: the warp
+ * computes the column's gate and up products and applies the step's elementwise ops (op-table
+ * formulas). Each row reads only its expert's weight rows, once.
+ */
+export function groupedFp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
+  const { gate, up, epilogue } = groupedFp8Plan(ops, g.limits)!;
+  const kb = g.kb;
+  const [x, w, offsets] = gate.operands as [Value, Value, Value];
+  const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
+  if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`grouped FP8 GEMV: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
+  const [E, O, Kd] = w.type.shape.map((d) => d.value!) as [number, number, number];
+  const slices = Math.ceil(Kd / SLICE);
+  const oBlocks = Math.ceil(O / 128);
+  const rowsDim = x.type.shape[0]!;
+  const rows = g.size(rowsDim);
+  const xb = g.buf(x, true);
+  const xs = g.scalesBuf(x);
+  const weights = [gate, ...(up ? [up] : [])].map((gl) => ({ buf: g.buf(gl.operands[1]!, true), scales: g.scalesBuf(gl.operands[1]!), result: gl.results[0]! }));
+  const offb = g.buf(offsets);
+  const ob = g.buf(out);
+  const { i, add, mul, div, mod, lt, le } = K;
+  const blocks = Math.ceil(O / WARPS);
+  const warp = kb.let("warp", div(kb.lid, i(32)));
+  const lane = kb.let("lane", mod(kb.lid, i(32)));
+  const r = kb.let("r", div(kb.wg, i(blocks)));
+  const n = kb.let("n", add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp));
+  kb.if(K.and(lt(r, rows), lt(n, i(O))), () => {
+    // The largest e with offsets[e] <= r (so offsets[e + 1] > r: empty experts are skipped).
+    const lo = kb.var("lo", i(0));
+    const hi = kb.var("hi", i(E));
+    for (let step = 0; 1 << step <= E; step++) {
+      const mid = kb.let("mid", div(add(lo.ref, hi.ref), i(2)));
+      kb.if(le(kb.load(offb, mid), r), () => lo.set(mid), () => hi.set(mid));
+    }
+    const e = kb.let("expert", lo.ref);
+    const vals = new Map<Value, Expr>();
+    for (const wt of weights) {
+      const wRow = kb.let("wrow", add(mul(e, i(O)), n));
+      const part = laneDot(
+        g,
+        lane,
+        Kd,
+        { buf: wt.buf, row: wRow, scale: (s) => kb.load(wt.scales, add(mul(add(mul(e, i(oBlocks)), div(n, i(128))), i(slices)), s)) },
+        { buf: xb, row: r, scale: (s) => kb.load(xs, add(mul(r, i(slices)), s)) },
+      );
+      vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));
+    }
+    for (const op of epilogue) {
+      const dt = op.results[0]!.type.dtype;
+      const ins = op.operands.map((v) => vals.get(v)!);
+      const y = getOp(op.opName)!.scalar!(kirScalars(dt), ins, { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs });
+      vals.set(op.results[0]!, g.fit(y, dt));
+    }
+    kb.if(K.eq(lane, i(0)), () => kb.store(ob, add(mul(r, i(O)), n), vals.get(out)!));
+  });
+  return g.finish({ dim: g.entryDim(rowsDim.mul(blocks)), per: 1 });
 }

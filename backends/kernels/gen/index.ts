@@ -11,11 +11,11 @@ import { attrsOf, hasTrait, OPS } from "../../../ir/ops";
 import type { Slot, Step } from "../../schedule";
 import { attentionKernel } from "./attention";
 import { cacheAppendKernel } from "./cache";
-import { quantizeKernel, quantizeWorkgroup } from "./quant";
+import { quantizeKernel, quantizeOps, quantizeWorkgroup } from "./quant";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
 import { dispatchKernel } from "./dispatch";
-import { coversGroupedFp8, GEMM_FP8_THREADS, groupedFp8Kernel } from "./gemm-fp8";
-import { coversFp8Gemv, fp8GemvKernel, GEMV_FP8_THREADS } from "./gemv-fp8";
+import { coversGroupedFp8, gemmFp8Threads, groupedFp8Kernel } from "./gemm-fp8";
+import { coversFp8Gemv, coversGroupedFp8Gemv, fp8GemvKernel, GEMV_FP8_THREADS, groupedFp8GemvKernel } from "./gemv-fp8";
 import { normKernel, normWorkgroup } from "./norm";
 import { isPointwiseOp, pointwise } from "./pointwise";
 import { qkvKernel } from "./qkv";
@@ -78,15 +78,25 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops) => dispatchKernel(gen(1), ops),
   },
   {
+    // Quantize, alone or reading its rows through the token gather before it.
     name: "quantize",
-    covers: (ops) => ops.length === 1 && ops[0]!.opName === "quantize",
-    generate: (gen, ops, limits) => quantizeKernel(gen(quantizeWorkgroup(ops[0]!, limits)), ops[0]!),
+    covers: (ops) => quantizeOps(ops) !== undefined,
+    generate(gen, ops, limits) {
+      const { op, prologue } = quantizeOps(ops)!;
+      return quantizeKernel(gen(quantizeWorkgroup(op, limits)), op, prologue);
+    },
   },
   {
     // The routed experts' FP8 matmuls (W8A8) on the tensor cores: a tile program (CUDA).
     name: "grouped_gemm_fp8",
     covers: (ops, limits) => limits !== undefined && coversGroupedFp8(ops, limits),
-    generate: (gen, ops) => groupedFp8Kernel(gen(GEMM_FP8_THREADS), ops),
+    generate: (gen, ops) => groupedFp8Kernel(gen(gemmFp8Threads()), ops),
+  },
+  {
+    // The same for few rows (decode; chosen by the step's dispatch): a warp per output column (CUDA).
+    name: "grouped_gemv_fp8",
+    covers: (ops, limits) => limits !== undefined && coversGroupedFp8Gemv(ops, limits),
+    generate: (gen, ops) => groupedFp8GemvKernel(gen(GEMV_FP8_THREADS), ops),
   },
   {
     // A linear of few rows against a block-scaled e4m3 weight (decode): warp-level (CUDA).
@@ -112,8 +122,13 @@ export function templateForOp(op: Op): string | undefined {
   return TEMPLATES.find((t) => t.covers([op]))?.name;
 }
 
-export function generateStep(step: Step, schedule: { slots: readonly Slot[] }, limits: GenLimits, name: string): GeneratedKernel {
-  const t = TEMPLATES.find((x) => x.covers(step.ops, limits));
+/** Names of the templates (a dispatch may name one to run a step with: generateStep's `template`). */
+export const TEMPLATE_NAMES: readonly string[] = TEMPLATES.map((t) => t.name);
+
+/** The step's kernel: by the first template that covers it, or by the named one (which must). */
+export function generateStep(step: Step, schedule: { slots: readonly Slot[] }, limits: GenLimits, name: string, template?: string): GeneratedKernel {
+  const t = TEMPLATES.find((x) => (template === undefined || x.name === template) && x.covers(step.ops, limits));
+  if (!t && template !== undefined) throw new LingcError(`kernel template '${template}' does not cover ${step.kernel?.name ?? step.op.opName} (${step.ops.map((o) => o.opName).join(", ")})`);
   if (!t) {
     const what = step.kernel ? `the kernel ${step.kernel.name} (${step.ops.map((o) => o.opName).join(", ")})` : `op '${step.op.opName}'`;
     throw new LingcError(`no GPU kernel template covers ${what} (in ${step.scope || "the graph"})`);

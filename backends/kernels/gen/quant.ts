@@ -9,10 +9,11 @@
 import { Dim, product } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
 import type { DType } from "../../../ir/dtype";
-import type { Op } from "../../../ir/module";
-import { attrsOf, OPS } from "../../../ir/ops";
+import type { Op, Value } from "../../../ir/module";
+import { attrsOf, getOp, OPS } from "../../../ir/ops";
 import { fp8Max } from "../../../ir/quant";
 import * as K from "../kir";
+import { kirIndex } from "./algebra";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 
 /**
@@ -30,9 +31,35 @@ const groupPerWarp = (rb: number, cb: number, limits: GenLimits) => limits.warpS
 /** Groups (warps) per workgroup of the warp form. */
 const WARP_GROUPS = 8;
 
-export function quantizeKernel(g: Gen, op: Op): GeneratedKernel {
+/**
+ * Element `flat` of the quantize's input: from its buffer, or, when a view op of the step made it
+ * (the token gather, moe_permute), through that op's index rule from the view's operands.
+ */
+function inputReader(g: Gen, x: Value, prologue: Op | undefined): (flat: K.Expr) => K.Expr {
+  if (!prologue) return (flat) => g.load(x, flat);
+  const rule = getOp(prologue.opName)?.index;
+  if (!rule || prologue.results[0] !== x || !prologue.operands.every((v) => g.isExternal(v))) throw new LingcError(`quantize kernel: cannot read its input through ${prologue.opName}`);
+  const inShapes = prologue.operands.map((o) => o.type.shape);
+  return (flat) => {
+    const A = kirIndex({ kb: g.kb, size: (d) => g.size(d), readFlat: (j, f) => g.load(prologue.operands[j]!, f), inShapes, outType: x.type.dtype });
+    return rule(A, A.unflatten(flat, x.type.shape), { inShapes, outShape: x.type.shape, outType: x.type.dtype, attrs: prologue.attrs });
+  };
+}
+
+/** The quantize of a step: alone, or with a view op before it (moe_permute) as its prologue. */
+export function quantizeOps(ops: readonly Op[]): { op: Op; prologue?: Op } | undefined {
+  const q = ops.filter((o) => o.opName === "quantize");
+  if (q.length !== 1) return undefined;
+  if (ops.length === 1) return { op: q[0]! };
+  const pro = ops.find((o) => o !== q[0]);
+  if (ops.length !== 2 || !pro || pro.opName !== "moe_permute" || q[0]!.operands[0] !== pro.results[0]) return undefined;
+  return { op: q[0]!, prologue: pro };
+}
+
+export function quantizeKernel(g: Gen, op: Op, prologue?: Op): GeneratedKernel {
   const x = op.operands[0]!;
   const out = op.results[0]!;
+  const read = inputReader(g, x, prologue);
   const { to, block, recipe } = attrsOf(OPS.quantize, op);
   const [rb, cb] = block as [number, number];
   const fmax = fp8Max(to);
@@ -80,7 +107,7 @@ export function quantizeKernel(g: Gen, op: Op): GeneratedKernel {
         const c = kb.let("c", K.addI(K.mulI(bc, K.i(cb)), K.addI(lane, K.i(32 * j))));
         const flat = kb.let("flat", K.addI(K.mulI(row, C), c));
         const v = kb.var("v", f(0));
-        kb.if(K.lt(c, C), () => v.set(g.load(x, flat)));
+        kb.if(K.lt(c, C), () => v.set(read(flat)));
         vals.push({ c, flat, v: v.ref });
         m = kb.let("m", K.max(m, K.abs(v.ref)));
       }
@@ -103,7 +130,7 @@ export function quantizeKernel(g: Gen, op: Op): GeneratedKernel {
       const flat = kb.let("flat", K.addI(K.mulI(row, C), c));
       const inside = K.lt(c, C);
       const v = kb.var("v", f(0));
-      kb.if(inside, () => v.set(g.load(x, flat)));
+      kb.if(inside, () => v.set(read(flat)));
       const amax = kb.workgroupMax(K.abs(v.ref));
       const { s, q } = recipeOf(amax);
       kb.if(inside, () => kb.store(g.buf(out, true), flat, q(v.ref)));
@@ -124,9 +151,9 @@ export function quantizeKernel(g: Gen, op: Op): GeneratedKernel {
     const at = (r: K.Expr, c: K.Expr) => K.addI(K.mulI(K.addI(K.mulI(l, R), r), C), c);
     const each = (body: (flat: K.Expr) => void) => kb.for("r", r0, r1, (r) => kb.for("c", c0, c1, (c) => body(at(r, c))));
     const amax = kb.var("amax", K.f(0));
-    each((flat) => amax.set(K.max(amax.ref, K.abs(g.load(x, flat)))));
+    each((flat) => amax.set(K.max(amax.ref, K.abs(read(flat)))));
     const { s, q } = recipeOf(amax.ref);
-    each((flat) => kb.store(g.buf(out, true), flat, q(g.load(x, flat))));
+    each((flat) => kb.store(g.buf(out, true), flat, q(read(flat))));
     kb.store(g.scalesBuf(out), t, s);
   });
   return g.finish({ dim: g.entryDim(gridDim), per: kb.kernel.wg });

@@ -26,7 +26,7 @@ export function sourceOptions(args: ParsedArgs): SourceOptions {
 
 export const PIPELINE_OPTIONS: OptionSpec[] = [
   { name: "passes", value: "LIST", help: "the pass pipeline, replacing the target's default (see --print-pipeline); empty for none" },
-  { name: "no-fuse", value: "LIST", help: "fusions to switch off in the default pipeline (router, qk_norm_rope, attention, swiglu, residual_norm, norm_matmul, elementwise, or all)" },
+  { name: "no-fuse", value: "LIST", help: "fusions to switch off in the default pipeline (router, qk_norm_rope, attention, swiglu, quantize, residual_norm, norm_matmul, elementwise, or all)" },
   { name: "target-profile", value: "NAME", help: "WebGPU limits to compile for: baseline (default) or adapter", choices: ["baseline", "adapter"] },
   { name: "limit", value: "NAME=V,...", help: "override WebGPU limits, e.g. maxStorageBufferBindingSize=65536" },
   { name: "quantize", value: "FORMAT", help: "quantize the model's projections when its weights are bound (fp8: 128x128 weight blocks, transformers' recipe)", choices: ["fp8"] },

@@ -49,6 +49,12 @@ export interface Slot {
   roomAxis?: number;
   /** A scaled fp8 value: the slot of its scale grid (f32; for a weight, HF's `<name>_scale_inv`). */
   scales?: number;
+  /**
+   * A scale grid of 1 x c activation groups stored K-block-major, [C / c][rows] (its type says so),
+   * instead of row-major [rows][C / c]: a backend's choice for grids whose readers want that layout
+   * (the CUDA backend's, for cuBLASLt's block-scaled GEMM). Gen.scaleIndex reads it either way.
+   */
+  kMajor?: boolean;
 }
 
 /**

@@ -24,6 +24,7 @@ import type { CudaProfile } from "../../ir/target";
 import type { Program } from "../backend";
 import { buildFrames, type FrameSchedule } from "../frames";
 import { scaleSlotOfValue, storageSlot, type Step } from "../schedule";
+import { markKMajorScales } from "./scale-layout";
 import { generateStep } from "../kernels/gen";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { literal, renderCuda } from "./render";
@@ -190,6 +191,7 @@ class FuncEmitter {
       return libraryCall(lib.kind, lib.dispatch, step, {
         slot: (v) => this.slot(step, v),
         scales: (v) => this.scales(step, v),
+        scalesKMajor: (v) => this.fr.slots[scaleSlotOfValue(this.fr, step, v) ?? -1]?.kMajor === true,
         dim: (d) => cppDim(d.substitute(step.subst)),
         hostDim: cppDim,
         generated: (template) => this.generated(step, n, template),
@@ -329,6 +331,7 @@ export function emitCuda(program: Program): CudaSources {
     // Function definitions refer to their callees' FUNC_ objects: all are declared first.
     for (const n of funcNames.values()) decls.push(`extern const lingc::FuncDef FUNC_${n};`);
     for (const fr of frames) {
+      markKMajorScales(fr);
       const e = new FuncEmitter(fr, funcNames.get(fr.func.name)!, funcNames, library, profile);
       e.emit();
       funcs.push(e.tables());

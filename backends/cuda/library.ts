@@ -22,6 +22,8 @@ export interface EmitCtx {
   hostDim(d: Dim): string;
   /** The slot of a scaled fp8 value's scale grid, as C++. */
   scales(v: Value): string;
+  /** Whether that grid is stored K-block-major (Slot.kMajor). */
+  scalesKMajor(v: Value): boolean;
   /** The step as its generated kernel's launch (a dispatch's `generated` choice), or by the named kernel template. */
   generated(template?: string): string;
 }
@@ -48,7 +50,7 @@ function fp8LinearCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
   const [x, w] = step.op.operands as [Value, Value];
   const [N, K] = [w.type.shape[0]!.value, w.type.shape[1]!.value];
   const rows = c.dim(product(x.type.shape.slice(0, -1)));
-  return `c.gemm_fp8(${c.slot(x)}, ${c.scales(x)}, ${c.slot(w)}, ${c.scales(w)}, ${c.slot(step.op.results[0]!)}, ${rows}, ${N}L, ${K}L);`;
+  return `c.gemm_fp8(${c.slot(x)}, ${c.scales(x)}, ${c.scalesKMajor(x)}, ${c.slot(w)}, ${c.scales(w)}, ${c.slot(step.op.results[0]!)}, ${rows}, ${N}L, ${K}L);`;
 }
 
 /** A grouped expert matmul (alone, or the SwiGLU experts with their token gather). */

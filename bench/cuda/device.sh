@@ -115,6 +115,9 @@ fp8)
   # this run reports its error against the 1e-3 bound that tells a precision loss from a wrong scale.
   echo "== W8A8 per projection, the default dispatch (cuBLASLt's block-scaled FP8 GEMM where rows % 4 == 0)"
   $L run /tmp/proj/p.lir --weights $S --backend cuda --input /tmp/proj/x.safetensors --out "$OUT/proj-tc.safetensors" && python3 bench/cuda/fp8_check.py projections "$OUT/proj-tc.safetensors" 1e-3
+  echo "== the same, the quantized inputs internal (their scales stored K-block-major for cuBLASLt: no transpose)"
+  python3 bench/cuda/fp8_check.py module /tmp/proj y
+  $L run /tmp/proj/p-y.lir --weights $S --backend cuda --input /tmp/proj/x.safetensors --out "$OUT/proj-km.safetensors" && python3 bench/cuda/fp8_check.py projections "$OUT/proj-km.safetensors" 1e-3
   echo "== cuBLASLt's block-scaled FP8 GEMM against a dequantize-and-sum reference (the scale layouts gemm_fp8 uses)"
   nvcc -O2 -std=c++17 -arch=sm_90a bench/cuda/fp8_gemm.cu -I$CUDA_LT/../include -L$CUDA_LT -lcublasLt -Xlinker -rpath=$CUDA_LT -o /tmp/fp8_gemm 2>&1 | grep error; /tmp/fp8_gemm check
   echo "== compute-sanitizer memcheck and racecheck: W8A8 forward"

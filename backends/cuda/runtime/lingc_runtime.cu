@@ -532,15 +532,16 @@ class Runtime {
   // (L = K/128 blocks per row, rows padded to L4 = a multiple of 4); its B is X (column-major K x M)
   // with VEC128 scales laid out K-block-major, [L][M]. lingc's grids are row-major [N/128][L] and
   // [M][L], so the weight's is padded when L is not a multiple of 4 and the activations' transposed
-  // (cuBLASLt's own transform) when it has more than one row and one block. bench/cuda/fp8_gemm.cu
+  // (cuBLASLt's own transform) when it has more than one row and one block, unless the plan stored
+  // them K-block-major already (xs_kmajor: the quantize kernel wrote them so). bench/cuda/fp8_gemm.cu
   // checks these layouts against a dequantize-and-sum reference.
-  void gemm_fp8(int out_dt, long M, long N, long K, const void* X, const float* xs, const void* W, const float* ws, void* Y) {
+  void gemm_fp8(int out_dt, long M, long N, long K, const void* X, const float* xs, bool xs_kmajor, const void* W, const float* ws, void* Y) {
     if (M == 0 || N == 0) return;
     if (M % 4 || K % 16 || N % 16) fail("gemm_fp8: %ldx%ldx%ld is not what cuBLASLt's block-scaled FP8 GEMM takes (rows a multiple of 4, K and N of 16; the plan must not choose it)", M, N, K);
     const long L = (K + 127) / 128, L4 = (L + 3) / 4 * 4, NB = (N + 127) / 128;
-    const bool transpose = M > 1 && L > 1;  // [M][L] and [L][M] are the same bytes otherwise
+    const bool transpose = !xs_kmajor && M > 1 && L > 1;  // [M][L] and [L][M] are the same bytes otherwise
     char key[128];
-    std::snprintf(key, sizeof key, "fp8/%d/%ld/%ld/%ld", out_dt, M, N, K);
+    std::snprintf(key, sizeof key, "fp8/%d/%ld/%ld/%ld/%d", out_dt, M, N, K, transpose ? 1 : 0);
     auto it = plans.find(key);
     if (it == plans.end()) {
       GemmPlan p{};
@@ -1077,9 +1078,9 @@ void Ctx::launched(const char* kernel) {
 
 void Ctx::gemm(int x, int w, int out, long M, long N, long K) { rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1); }
 
-void Ctx::gemm_fp8(int x, int xs, int w, int ws, int out, long M, long N, long K) {
+void Ctx::gemm_fp8(int x, int xs, bool xs_kmajor, int w, int ws, int out, long M, long N, long K) {
   if (dtype(x) != DT_F8 || dtype(w) != DT_F8) fail("gemm_fp8: operands of %s and %s (it takes e4m3 codes)", dtype_name(dtype(x)), dtype_name(dtype(w)));
-  rt->gemm_fp8(dtype(out), M, N, K, ptr(x), (const float*)ptr(xs), ptr(w), (const float*)ptr(ws), ptr(out));
+  rt->gemm_fp8(dtype(out), M, N, K, ptr(x), (const float*)ptr(xs), xs_kmajor, ptr(w), (const float*)ptr(ws), ptr(out));
   launched("gemm_fp8");
 }
 

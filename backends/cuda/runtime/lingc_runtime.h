@@ -209,7 +209,7 @@ struct Ctx {
   void gemm(int x, int w, int out, long M, long N, long K);
   // The same of e4m3 operands with fp32 scales, x in 1x128 groups (xs [M, K/128]) and w in 128x128 blocks
   // (ws [N/128, K/128]): cuBLASLt's block-scaled FP8 GEMM (sm_90; M a multiple of 4), out f32 or bf16.
-  void gemm_fp8(int x, int xs, int w, int ws, int out, long M, long N, long K);
+  void gemm_fp8(int x, int xs, bool xs_kmajor, int w, int ws, int out, long M, long N, long K);
   // The same for one row (M = 1) with the runtime's GEMV (K a multiple of 256).
   void gemv(int x, int w, int out, long N, long K);
   // Expert matmuls over rows grouped by expert (offsets[E+1]): with wu >= 0, silu(x.Wg^T) * (x.Wu^T);

@@ -4,7 +4,7 @@
  * sizes: a dimension that is not a number becomes a uniform whose value the host computes from the
  * entry symbols before each launch.
  */
-import { Dim } from "../../../ir/dim";
+import { Dim, product } from "../../../ir/dim";
 import { isFloat, type DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Value } from "../../../ir/module";
@@ -100,6 +100,12 @@ export class Gen {
     return name;
   }
 
+  /** Whether a scaled value's grid is stored K-block-major (Slot.kMajor: 1 x c groups, [C / c][rows]). */
+  private kMajor(v: Value): boolean {
+    const scales = scaleSlotOfValue(this.schedule, this.step, v);
+    return scales !== undefined && this.schedule.slots[scales]!.kMajor === true;
+  }
+
   /** The index in the scale grid of element `flat` of a scaled value (blocks over its last two axes). */
   scaleIndex(v: Value, flat: Expr): Expr {
     const g = v.type.quant!.granularity;
@@ -109,11 +115,21 @@ export class Gen {
     const R = dims[dims.length - 2]!;
     const col = modI(flat, C);
     const rest = divI(flat, C);
+    if (this.kMajor(v)) return this.scaleAt(v, rest, divI(col, i(g.cols)));
     const row = modI(rest, R);
     const lead = divI(rest, R);
     const gc = divI(addI(C, i(g.cols - 1)), i(g.cols));
     const gr = divI(addI(R, i(g.rows - 1)), i(g.rows));
     return addI(mulI(addI(mulI(lead, gr), divI(row, i(g.rows))), gc), divI(col, i(g.cols)));
+  }
+
+  /** The grid index of row `row` (of all rows, leading axes flattened) and column block `block` of a value in 1 x c groups. */
+  scaleAt(v: Value, row: Expr, block: Expr): Expr {
+    const g = v.type.quant!.granularity;
+    if (g.kind !== "block" || g.rows !== 1) throw new LingcError(`kernel generator: ${v.type} is not in 1 x c groups`);
+    const dims = this.dims(v);
+    if (this.kMajor(v)) return addI(mulI(block, this.size(product(v.type.shape.slice(0, -1)))), row);
+    return addI(mulI(row, divI(addI(dims[dims.length - 1]!, i(g.cols - 1)), i(g.cols))), block);
   }
 
   /** Element `flat` of value v as a real number: a scaled fp8 value's element times its block's scale. */

@@ -90,7 +90,7 @@ export function fp8GemvKernel(g: Gen, op: Op): GeneratedKernel {
         lane,
         Kd,
         { buf: wb, row: n, scale: (s) => kb.load(ws, add(mul(div(n, i(128)), i(slices)), s)) },
-        { buf: xb, row: r, scale: xs ? (s) => kb.load(xs, add(mul(r, i(slices)), s)) : undefined },
+        { buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined },
       );
       const total = kb.warpSum(part);
       kb.if(K.eq(lane, i(0)), () => kb.store(yb, add(mul(r, i(N)), n), g.fit(total, y.type.dtype)));
@@ -150,7 +150,7 @@ export function groupedFp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKerne
         lane,
         Kd,
         { buf: wt.buf, row: wRow, scale: (s) => kb.load(wt.scales, add(mul(add(mul(e, i(oBlocks)), div(n, i(128))), i(slices)), s)) },
-        { buf: xb, row: r, scale: (s) => kb.load(xs, add(mul(r, i(slices)), s)) },
+        { buf: xb, row: r, scale: (s) => kb.load(xs, g.scaleAt(x, r, s)) },
       );
       vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));
     }

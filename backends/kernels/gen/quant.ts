@@ -114,7 +114,7 @@ export function quantizeKernel(g: Gen, op: Op, prologue?: Op): GeneratedKernel {
       const amax = kb.warpMax(m);
       const { s, q } = recipeOf(amax);
       for (const { c, flat, v } of vals) kb.if(K.lt(c, C), () => kb.store(g.buf(out, true), flat, q(v)));
-      kb.if(K.eq(lane, K.i(0)), () => kb.store(g.scalesBuf(out), t, s));
+      kb.if(K.eq(lane, K.i(0)), () => kb.store(g.scalesBuf(out), g.scaleIndex(out, K.addI(K.mulI(row, C), K.mulI(bc, K.i(cb)))), s));
     });
     // Groups: lead x rows x ceil(C / cb), WARP_GROUPS a workgroup.
     return g.finish({ dim: g.entryDim(product([lead, Rd, Dim.of(Math.ceil(Cn / cb))])), per: WARP_GROUPS });
@@ -134,7 +134,7 @@ export function quantizeKernel(g: Gen, op: Op, prologue?: Op): GeneratedKernel {
       const amax = kb.workgroupMax(K.abs(v.ref));
       const { s, q } = recipeOf(amax);
       kb.if(inside, () => kb.store(g.buf(out, true), flat, q(v.ref)));
-      kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(g.scalesBuf(out), t, s));
+      kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(g.scalesBuf(out), g.scaleIndex(out, K.addI(K.mulI(row, C), K.mulI(bc, K.i(cb)))), s));
     });
     return g.finish({ dim: g.entryDim(grid), per: 1 });
   }
@@ -154,7 +154,7 @@ export function quantizeKernel(g: Gen, op: Op, prologue?: Op): GeneratedKernel {
     each((flat) => amax.set(K.max(amax.ref, K.abs(read(flat)))));
     const { s, q } = recipeOf(amax.ref);
     each((flat) => kb.store(g.buf(out, true), flat, q(read(flat))));
-    kb.store(g.scalesBuf(out), t, s);
+    kb.store(g.scalesBuf(out), g.scaleIndex(out, at(r0, c0)), s);
   });
   return g.finish({ dim: g.entryDim(gridDim), per: kb.kernel.wg });
 }

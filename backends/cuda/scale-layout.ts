@@ -1,0 +1,35 @@
+/**
+ * Which activation scale grids the CUDA backend stores K-block-major ([C / 128][rows]) instead of
+ * row-major: those read only by FP8 linears (cuBLASLt's block-scaled GEMM, or their generated
+ * GEMV), because cuBLASLt takes activation scales (VEC128_32F) in that layout. The quantize kernel
+ * that makes the grid writes it so, and the GEMM runs without a transposing pass before it. A grid
+ * that leaves its function (a result, an output) keeps the row-major layout of the IR's meaning;
+ * an observed one is named `<value>.scale_t` with its transposed shape.
+ */
+import { Dim, product } from "../../ir/dim";
+import { TensorType } from "../../ir/types";
+import { libraryKind } from "../../ir/target/cuda-kernels";
+import type { FrameSchedule } from "../frames";
+import { storageSlot } from "../schedule";
+
+export function markKMajorScales(fr: FrameSchedule): void {
+  const steps = fr.steps.flatMap((s) => (s.step ? [s.step] : []));
+  const results = new Set(fr.results.map((r) => storageSlot(fr, r)));
+  for (const step of steps) {
+    for (const [v, id] of step.writes) {
+      const g = v.type.quant?.granularity;
+      const producer = step.ops.find((o) => o.results.includes(v));
+      if (!g || g.kind !== "block" || g.rows !== 1 || producer?.opName !== "quantize") continue;
+      const st = storageSlot(fr, id);
+      const scales = fr.slots[st]!.scales;
+      if (scales === undefined || results.has(st)) continue;
+      const readers = steps.filter((r) => [...r.reads.values()].some((x) => storageSlot(fr, x) === st));
+      if (!readers.length || !readers.every((r) => libraryKind(r.ops) === "fp8_linear")) continue;
+      const slot = fr.slots[scales]!;
+      const [blocks] = slot.type.shape.slice(-1) as [Dim];
+      slot.kMajor = true;
+      slot.type = new TensorType(slot.type.dtype, [blocks, product(slot.type.shape.slice(0, -1))]);
+      if (slot.name !== undefined) slot.name = slot.name.replace(/\.scale$/, ".scale_t");
+    }
+  }
+}

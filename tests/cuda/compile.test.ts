@@ -4,7 +4,7 @@
  * stand in for the headers, and nothing is linked).
  */
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { nvccStrictFlags } from "../../backends/cuda/emit";
@@ -93,8 +93,37 @@ describe("lingc compile --target cuda", () => {
     // Up to 16 rows an FP8 linear is the warp GEMV (its first choice), then cuBLASLt's FP8 GEMM.
     expect(src).toMatch(/if \(\(\(B\*S\)\) <= \(16L\)\) \{ const long n_ = [^}]*c\.launch\(k_linear_\d+/);
     expect(kernels("k_linear").some((k) => k.includes("__shfl_xor_sync"))).toBe(true);
+    // Activation scale grids read only by FP8 linears are stored K-block-major for cuBLASLt (no transpose at run time).
+    const calls = src.match(/c\.gemm_fp8\([^;]*;/g) ?? [];
+    expect(calls.length).toBeGreaterThan(0);
+    for (const c of calls) expect(c).toMatch(/^c\.gemm_fp8\(b \+ \d+, b \+ \d+, true, /);
     const res = await nvcc(join(dir, "fp8"), "model.cu");
     expect(res.code, res.out).toBe(0);
     expect(res.out.trim(), "nvcc printed warnings").toBe("");
   }, 300_000);
+
+  it("an FP8 linear's input that is also a graph output keeps row-major scales (the runtime transposes them for cuBLASLt)", async () => {
+    const lir = join(dir, "q-out.lir");
+    writeFileSync(
+      lir,
+      `module @p {
+  func @p(%x: f32[T, 256])
+      weights(
+        @w: f8e4m3fn[256, 256] scale(f32, block(128, 128))
+      )
+      -> (q: f8e4m3fn[T, 256] scale(f32, block(1, 128)), y: f32[T, 256], z: f32[T, 256]) {
+    %q = quantize(%x) {to = f8e4m3fn, block = [1, 128], recipe = "dynamic"} : f8e4m3fn[T, 256] scale(f32, block(1, 128))
+    %y = linear(%q, @w) {out = f32} : f32[T, 256]
+    %q2 = quantize(%y) {to = f8e4m3fn, block = [1, 128], recipe = "dynamic"} : f8e4m3fn[T, 256] scale(f32, block(1, 128))
+    %z = linear(%q2, @w) {out = f32} : f32[T, 256]
+    return %q, %y, %z
+  }
+}
+`,
+    );
+    const r = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "q-out"));
+    expect(r.code, r.stderr).toBe(0);
+    const calls = readFileSync(join(dir, "q-out", "model.cu"), "utf8").match(/c\.gemm_fp8\([^;]*;/g) ?? [];
+    expect(calls.map((c) => /, (true|false), /.exec(c)![1])).toEqual(["false", "true"]);
+  });
 });

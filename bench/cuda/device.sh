@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|compare|fp8|fp8experts|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|compare|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -144,6 +144,29 @@ fp8experts)
   python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
   echo "== W8A8 forward, ling-small-fp8"
   $L run $S --backend cuda --input /tmp/ids8.safetensors --out "$OUT/w8a8.safetensors" && python3 bench/cuda/fp8_check.py logits "$OUT/w8a8.safetensors" w8a8
+  ;;
+fp8other)
+  # FP8 on a checkpoint of other sizes than the golden ones (6 heads over 3 KV heads, 12 experts of
+  # 192 with top-3 over 3 groups, 2 shared experts, 2 dense layers, rotary 0.25, hidden 384): seeded
+  # random weights, quantized by lingc quantize, then cuda against interp (W8A16: within 1e-4; W8A8:
+  # reported) and greedy generation (W8A16: the same ids).
+  D=/tmp/oth; mkdir -p $D/bf16
+  python3 -c "
+import json
+c = json.load(open('tests/data/golden/ling-small/config.json'))
+c.update({'vocab_size': 768, 'hidden_size': 384, 'intermediate_size': 576, 'num_hidden_layers': 4, 'num_attention_heads': 6, 'num_key_value_heads': 3, 'partial_rotary_factor': 0.25, 'num_experts': 12, 'num_shared_experts': 2, 'num_experts_per_tok': 3, 'n_group': 3, 'topk_group': 2, 'moe_intermediate_size': 192, 'first_k_dense_replace': 2, 'torch_dtype': 'float32'})
+json.dump(c, open('$D/bf16/config.json', 'w'))"
+  $L init $D/bf16 --weights $D/bf16/model.safetensors --seed 3 --inputs $D/in.safetensors --dims B=2,S=24 >/dev/null && $L quantize $D/bf16 --out $D/fp8 >/dev/null || exit 1
+  echo "== W8A16 (weight-only): cuda vs interp"
+  $L compare $D/fp8 --backends interp,cuda --activation-scheme none --input $D/in.safetensors | tail -3
+  echo "== W8A8 (dynamic): cuda vs interp (reported: a rounding midpoint can flip)"
+  $L compare $D/fp8 --backends interp,cuda --input $D/in.safetensors --tolerance 1e9 | grep -E "^(logits|mtp_logits) "
+  echo "== greedy, W8A16, interp and cuda"
+  P=$(python3 -c "
+from safetensors.numpy import load_file
+ids = load_file('$D/in.safetensors')['input_ids']; print(';'.join(','.join(str(int(x)) for x in r) for r in ids))")
+  A=$($L generate $D/fp8 --activation-scheme none --backend interp --prompt "$P" --max-new-tokens 5 | paste -sd'|'); B=$($L generate $D/fp8 --activation-scheme none --backend cuda --prompt "$P" --max-new-tokens 5 | paste -sd'|')
+  echo "interp $A"; echo "cuda   $B"; [ "$A" = "$B" ] && echo "greedy PASS" || echo "greedy FAIL"
   ;;
 fp8tiles)
   # The grouped FP8 GEMM's tile shapes (LINGC_FP8_TILE=bm,bn,wm,wn; backends/kernels/gen/gemm-fp8.ts keeps

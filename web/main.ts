@@ -17,7 +17,10 @@ async function main(): Promise<void> {
   const adapter = await navigator.gpu.requestAdapter();
   if (!adapter) throw new Error("no WebGPU adapter");
   $("adapter").textContent = `${adapter.info.vendor} ${adapter.info.architecture} ${adapter.info.description}`.trim() || "(unnamed)";
-  const device = await adapter.requestDevice();
+  // The limits the model was compiled for above WebGPU's defaults (none for the baseline profile).
+  const requiredLimits: Record<string, number> = {};
+  for (const a of Object.values(model.artifacts)) for (const [k, v] of Object.entries(a.requiredLimits as Record<string, number>)) requiredLimits[k] = Math.max(requiredLimits[k] ?? 0, v);
+  const device = await adapter.requestDevice({ requiredLimits });
   $("status").textContent = "loading weights";
   const bytes = await (await fetch("model.safetensors")).arrayBuffer();
   const profile = { on: false };

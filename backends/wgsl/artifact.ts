@@ -54,6 +54,8 @@ export interface WgslArtifact {
   /** The graph's interface and module attributes (what generation reads). */
   signature: GraphSignature;
   profile: string;
+  /** Limits above WebGPU's defaults the kernels were compiled for: request them with the device. */
+  requiredLimits: Record<string, number>;
   symbols: { name: string; input: string; axis: number }[];
   inputs: { name: string; slot: number }[];
   outputs: { name: string; slot: number }[];

@@ -6,6 +6,7 @@
 import { LingcError } from "../../ir/errors";
 import { collectWeights } from "../../ir/weights";
 import type { WebGpuProfile } from "../../ir/target";
+import { requiredLimits } from "../../ir/target/webgpu";
 import type { Backend, LoadedModel, Program } from "../backend";
 import type { WgslArtifact } from "./artifact";
 import { compileWgsl } from "./compile";
@@ -36,7 +37,7 @@ export const wgslBackend: Backend = {
   async load(program, weights, options = {}): Promise<LoadedModel> {
     const artifacts = compileProgramWgsl(program);
     const declared = new Map(program.graphs.flatMap((m) => collectWeights(m)).map((w) => [w.name, w.type]));
-    const device = await nodeDevice();
+    const device = await nodeDevice(requiredLimits(webgpuProfile(program)));
     const provide = (name: string) => {
       // An fp8 weight's block scales come with it (HF's `<weight>_scale_inv`).
       const base = name.endsWith("_scale_inv") ? name.slice(0, -"_scale_inv".length) : undefined;

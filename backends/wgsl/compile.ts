@@ -12,7 +12,7 @@ import { buildSchedule, capacitySymbol, storageSlot } from "../schedule";
 import { generateStep } from "../kernels/gen";
 import { renderWgsl } from "./render";
 import type { ArtifactDtype, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
-import type { WebGpuProfile } from "../../ir/target/webgpu";
+import { requiredLimits, type WebGpuProfile } from "../../ir/target/webgpu";
 
 export function dimTerms(d: Dim): DimTerms {
   return d.terms.map((t) => [t.coef, [...t.syms]]);
@@ -58,11 +58,14 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
     const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * (sl.packed ? 1 : bytesOfType(sl.dtype));
     const total = rowBytes * (shape[0] ?? 1);
     if (total <= maxBinding) continue;
-    if (sl.packed) throw new LingcError(`weight ${sl.weight} (fp8, ${total} bytes) exceeds maxStorageBufferBindingSize = ${maxBinding} bytes; splitting packed fp8 weights over bindings is not built yet (profile ${profile.name})`);
+    const held = sl.packed ? "as packed fp8" : "as f32";
     if (rowBytes > maxBinding || shape.length < 2) {
-      throw new LingcError(`weight ${sl.weight} (${sl.dtype} [${shape.join(", ")}], ${total} bytes as f32 on the GPU) exceeds maxStorageBufferBindingSize = ${maxBinding} bytes, and one row of it (${rowBytes} bytes) does too, so it cannot be split (profile ${profile.name})`);
+      throw new LingcError(`weight ${sl.weight} (${sl.dtype} [${shape.join(", ")}], ${total} bytes ${held} on the GPU) exceeds maxStorageBufferBindingSize = ${maxBinding} bytes, and one row of it (${rowBytes} bytes) does too, so it cannot be split (profile ${profile.name})`);
     }
-    const rows = Math.floor(maxBinding / rowBytes);
+    let rows = Math.floor(maxBinding / rowBytes);
+    // A packed part holds whole 32-bit words: its codes start at a multiple of four.
+    if (sl.packed) while (rows > 0 && (rows * rowBytes) % 4 !== 0) rows--;
+    if (rows === 0) throw new LingcError(`weight ${sl.weight} (fp8 [${shape.join(", ")}]) cannot be split into parts of whole 32-bit words within maxStorageBufferBindingSize = ${maxBinding} bytes (profile ${profile.name})`);
     sl.parts = { rows, count: Math.ceil(shape[0]! / rows) };
   }
 
@@ -87,8 +90,11 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
         return;
       }
       const shape = slot.shape.map((t) => (t.length === 0 ? 0 : t[0]![0]));
-      b.parts = { count: slot.parts.count, per: slot.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1) };
-      splits.push(`${slot.weight} (${shape.reduce((x, y) => x * y, 1) * 4} bytes as f32) is split into ${slot.parts.count} bindings of at most maxStorageBufferBindingSize = ${maxBinding} bytes`);
+      const perElems = slot.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1);
+      // Parts are indexed in their array's units: f32 values, or words of four packed codes.
+      b.parts = { count: slot.parts.count, per: slot.packed ? perElems / 4 : perElems };
+      const bytes = shape.reduce((x, y) => x * y, 1) * (slot.packed ? 1 : 4);
+      splits.push(`${slot.weight} (${bytes} bytes ${slot.packed ? "as packed fp8" : "as f32"}) is split into ${slot.parts.count} bindings of at most maxStorageBufferBindingSize = ${maxBinding} bytes`);
       for (let p = 0; p < slot.parts.count; p++) bindings.push({ slot: g.slots[j]!, part: p, write: false });
     });
     if (bindings.length > profile.maxStorageBuffersPerShaderStage) {
@@ -123,6 +129,7 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
     graph: m.name,
     signature: signatureOf(m),
     profile: profile.name,
+    requiredLimits: requiredLimits(profile),
     symbols,
     inputs: s.inputs,
     outputs: s.outputs,

@@ -131,7 +131,7 @@ export class WgslGraph {
         // (An fp8 weight's scale grid is a weight slot of its own: HF's `<name>_scale_inv`.)
         const shape = s.shape.map((t) => evalTerms(t, new Map()));
         const data = await weights(s.weight!, shape, s.dtype);
-        resident.set(s.id, s.packed ? [uploadPacked(device, data, s.weight!)] : uploadParts(device, s, shape, data));
+        resident.set(s.id, uploadParts(device, s, shape, data));
       } else if (s.source === "constant") {
         const shape = s.shape.map((t) => evalTerms(t, new Map()));
         const n = shape.reduce((x, y) => x * y, 1);
@@ -330,10 +330,12 @@ function uploadPacked(device: GPUDevice, data: Float32Array | Int32Array, name: 
   return b;
 }
 
+/** A weight's buffers: one, or its parts along the leading axis (each packed four codes a word for fp8). */
 function uploadParts(device: GPUDevice, s: ArtifactSlot, shape: number[], data: Float32Array | Int32Array): GPUBuffer[] {
   const n = shape.reduce((x, y) => x * y, 1);
   if (data.length !== n) throw new Error(`weight ${s.weight}: got ${data.length} values for shape [${shape}]`);
-  if (!s.parts) return [upload(device, data, s.weight!)];
+  const put = (d: Float32Array | Int32Array, name: string) => (s.packed ? uploadPacked(device, d, name) : upload(device, d, name));
+  if (!s.parts) return [put(data, s.weight!)];
   const per = s.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1);
-  return Array.from({ length: s.parts.count }, (_, p) => upload(device, data.subarray(p * per, Math.min(n, (p + 1) * per)), `${s.weight} part ${p}`));
+  return Array.from({ length: s.parts.count }, (_, p) => put(data.subarray(p * per, Math.min(n, (p + 1) * per)), `${s.weight} part ${p}`));
 }

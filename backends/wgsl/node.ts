@@ -26,9 +26,14 @@ export async function nodeAdapter(): Promise<GPUAdapter> {
   return adapter;
 }
 
+/** A device with at least these limits (each checked against the adapter's, naming the one it lacks). */
 export async function nodeDevice(requiredLimits?: Record<string, number>): Promise<GPUDevice> {
   const adapter = await nodeAdapter();
-  const device = await adapter.requestDevice(requiredLimits ? { requiredLimits } : undefined);
+  const have = adapter.limits as unknown as Record<string, number>;
+  for (const [k, v] of Object.entries(requiredLimits ?? {})) {
+    if (typeof have[k] === "number" && have[k]! < v) throw new LingcError(`the model was compiled for ${k} = ${v}, but this WebGPU adapter allows ${have[k]} (compile for --target-profile adapter, or with a smaller --limit)`);
+  }
+  const device = await adapter.requestDevice(requiredLimits && Object.keys(requiredLimits).length ? { requiredLimits } : undefined);
   device.addEventListener?.("uncapturederror", (e) => {
     process.stderr.write(`lingc: WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}\n`);
   });

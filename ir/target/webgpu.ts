@@ -42,6 +42,20 @@ export function profileFromAdapter(adapter: { limits: Record<string, number> | o
   return p;
 }
 
+/**
+ * The limits a device must be asked for to run code compiled for this profile: those above
+ * WebGPU's defaults (a device gets the defaults unless it asks; the adapter profile, or a --limit
+ * override, may have compiled kernels that need more).
+ */
+export function requiredLimits(p: WebGpuProfile): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const k of LIMIT_KEYS) {
+    const v = p[k] as number;
+    if (v > (BASELINE[k] as number)) out[k] = v;
+  }
+  return out;
+}
+
 /** Applies `--limit NAME=VALUE` overrides (for testing how the compiler copes with small limits). */
 export function withLimits(p: WebGpuProfile, overrides: readonly string[]): WebGpuProfile {
   const out = { ...p } as unknown as Record<string, unknown>;
@@ -50,6 +64,7 @@ export function withLimits(p: WebGpuProfile, overrides: readonly string[]): WebG
     if (!m || !LIMIT_KEYS.includes(m[1] as keyof WebGpuProfile)) throw new LingcError(`--limit '${o}': expected NAME=VALUE with NAME one of ${LIMIT_KEYS.join(", ")}`);
     out[m[1]!] = Number(m[2]);
   }
-  out["name"] = `${p.name}+${overrides.join(",")}`;
+  // "+" between overrides: the name appears in pass options, where a comma separates options.
+  out["name"] = `${p.name}+${overrides.map((o) => o.trim()).join("+")}`;
   return out as unknown as WebGpuProfile;
 }

@@ -7,7 +7,8 @@ import { describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { readAllSafetensors } from "../../backends/weights/safetensors";
 import { cli } from "../support/cli";
-import { scratchDir, SMALL_FP8_DIR } from "../support/paths";
+import { tensorDiff } from "../support/compare";
+import { scratchDir, SMALL_FP8_DIR, SMALL_FP8_GOLDEN } from "../support/paths";
 
 describe("FP8 weights on the GPU (wgsl)", () => {
   const dir = scratchDir("lingc-fp8-wgsl-");
@@ -22,4 +23,21 @@ describe("FP8 weights on the GPU (wgsl)", () => {
     expect(a.slots.filter((s) => s.packed).length).toBeGreaterThan(0);
     expect(r.stderr).toContain(`forward.wgsl.json (weights on the GPU: ${(want / 1e6).toFixed(2)} MB)`);
   });
+
+  it("over the binding size limit, are split into parts of whole words and still give upstream's W8A16 logits", async () => {
+    // 256 KB bindings: each expert stack (16 x 128 x 256 codes, 512 KB) takes two; a SwiGLU kernel
+    // then binds 10 buffers, so the per-stage count is raised too (two overrides in one --limit).
+    const out = join(dir, "split.safetensors");
+    const limit = ["--limit", "maxStorageBufferBindingSize=262144,maxStorageBuffersPerShaderStage=16"];
+    const c = await cli("compile", SMALL_FP8_DIR, "--target", "wgsl", "--out", join(dir, "split"), ...limit);
+    expect(c.code, c.stderr).toBe(0);
+    const a = JSON.parse(readFileSync(join(dir, "split", "forward.wgsl.json"), "utf8")) as { slots: { packed?: boolean; parts?: { count: number } }[] };
+    expect(a.slots.filter((s) => s.packed && (s.parts?.count ?? 1) > 1).length).toBeGreaterThan(0);
+    const r = await cli("run", SMALL_FP8_DIR, "--backend", "wgsl", "--activation-scheme", "none", ...limit, "--input", SMALL_FP8_GOLDEN, "--out", out);
+    expect(r.code, r.stderr).toBe(0);
+    const got = readAllSafetensors(out);
+    const want = readAllSafetensors(SMALL_FP8_GOLDEN);
+    expect(tensorDiff(got["logits"]!, want["logits_w8a16"]!)).toBeLessThan(1e-4);
+    expect(tensorDiff(got["mtp_logits"]!, want["mtp_logits_w8a16"]!)).toBeLessThan(1e-4);
+  }, 120_000);
 });

@@ -45,6 +45,12 @@ export interface ArtifactKernel {
   bindings: { slot: number; part: number; write: boolean }[];
   uniforms: { name: string; dim: DimTerms }[];
   grid: { dim: DimTerms; per: number };
+  /**
+   * Reads only weights, constants and what earlier load-time kernels wrote, at sizes fixed at
+   * compile time (a weight quantized at load): the host runs it once, when it loads the graph, and
+   * keeps what it writes on the GPU.
+   */
+  atLoad?: boolean;
 }
 
 export interface WgslArtifact {

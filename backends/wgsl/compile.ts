@@ -11,7 +11,7 @@ import { signatureOf } from "../backend";
 import { buildSchedule, capacitySymbol, storageSlot } from "../schedule";
 import { generateStep } from "../kernels/gen";
 import { renderWgsl } from "./render";
-import type { ArtifactDtype, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
+import type { ArtifactDtype, ArtifactKernel, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
 import { requiredLimits, type WebGpuProfile } from "../../ir/target/webgpu";
 
 export function dimTerms(d: Dim): DimTerms {
@@ -69,7 +69,7 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
     sl.parts = { rows, count: Math.ceil(shape[0]! / rows) };
   }
 
-  const kernels = s.steps.map((step, n) => {
+  const kernels: ArtifactKernel[] = s.steps.map((step, n) => {
     // A label only: the fusion pattern that formed the kernel, or the op.
     const kind = step.kernel?.attrs["fusion"] ?? step.op.opName;
     const label = `${step.scope || m.name}: ${step.kernel ? step.kernel.name : step.op.opName}${step.op.loc ? ` (${formatPos(step.op.loc)})` : ""}`;
@@ -112,6 +112,20 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
       grid: { dim: dimTerms(g.grid.dim), per: g.grid.per },
     };
   });
+
+  // Kernels that only transform weights (quantize at load) run once, when the graph is loaded.
+  const fixed = new Set(slots.filter((sl) => sl.source === "weight" || sl.source === "constant").map((sl) => sl.id));
+  const constant = (t: DimTerms) => t.every(([, syms]) => syms.length === 0);
+  for (const k of kernels) {
+    const st = (id: number) => storageSlot(s, id);
+    const reads = k.bindings.filter((b) => !b.write).map((b) => st(b.slot));
+    const writes = k.bindings.filter((b) => b.write).map((b) => st(b.slot));
+    const sized = constant(k.grid.dim) && k.uniforms.every((u) => constant(u.dim)) && writes.every((w) => slots[w]!.shape.every(constant));
+    if (sized && writes.length && reads.every((r) => fixed.has(r)) && writes.every((w) => slots[w]!.source === "computed")) {
+      k.atLoad = true;
+      for (const w of writes) fixed.add(w);
+    }
+  }
 
   const symbols: WgslArtifact["symbols"] = [];
   for (const inp of s.inputs) {

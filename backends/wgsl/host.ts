@@ -139,9 +139,59 @@ export class WgslGraph {
         resident.set(s.id, [upload(device, isFloat(s.dtype) ? Float32Array.from(vals) : Int32Array.from(vals), s.name ?? `constant ${s.id}`)]);
       }
     }
+    const graph = new WgslGraph(device, a, pipelines, resident);
+    graph.prepare();
     const err = await device.popErrorScope();
     if (err) throw new Error(`WebGPU rejected the compiled model: ${err.message}`);
-    return new WgslGraph(device, a, pipelines, resident);
+    return graph;
+  }
+
+  /** Runs the load-time kernels (weights quantized at load) once; what they write stays resident. */
+  private prepare(): void {
+    const a = this.artifact;
+    const kernels = a.kernels.map((k, n) => ({ k, n })).filter(({ k }) => k.atLoad);
+    if (!kernels.length) return;
+    const none = new Map<string, number>();
+    const transient: GPUBuffer[] = [];
+    const bufferOf = (id: number): GPUBuffer[] => {
+      let s = a.slots[id]!;
+      while (s.source === "alias") s = a.slots[s.aliasOf!]!;
+      let b = this.resident.get(s.id);
+      if (!b) {
+        const bytes = s.shape.map((t) => evalTerms(t, none)).reduce((x, y) => x * y, 1) * 4;
+        b = [this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label: s.name ?? `slot ${s.id} (at load)` })];
+        this.resident.set(s.id, b);
+      }
+      return b;
+    };
+    const encoder = this.device.createCommandEncoder();
+    for (const { n } of kernels) this.encode(encoder, n, none, bufferOf, transient);
+    this.device.queue.submit([encoder.finish()]);
+    // Uniform buffers may go once the queue has run the kernels.
+    void this.device.queue.onSubmittedWorkDone().then(() => transient.forEach((b) => b.destroy()));
+  }
+
+  /** Records kernel n into a command encoder: its sizes, bindings and workgroups. */
+  private encode(encoder: GPUCommandEncoder, n: number, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[]): boolean {
+    const device = this.device;
+    const k = this.artifact.kernels[n]!;
+    const groups = Math.ceil(evalTerms(k.grid.dim, bindings) / k.grid.per);
+    if (groups === 0) return false;
+    const sizes = new Int32Array(Math.max(4, Math.ceil(k.uniforms.length / 4) * 4));
+    k.uniforms.forEach((u, j) => (sizes[j] = evalTerms(u.dim, bindings)));
+    const ubuf = device.createBuffer({ size: sizes.byteLength, usage: USAGE.UNIFORM | USAGE.COPY_DST });
+    transient.push(ubuf);
+    device.queue.writeBuffer(ubuf, 0, sizes);
+    const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: bufferOf(b.slot)[b.part]! } }));
+    entries.push({ binding: k.bindings.length, resource: { buffer: ubuf } });
+    const { pipeline, layout } = this.pipelines[n]!;
+    const pass = encoder.beginComputePass({ label: k.label });
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, device.createBindGroup({ layout, entries }));
+    const x = Math.min(groups, 65535);
+    pass.dispatchWorkgroups(x, Math.ceil(groups / x));
+    pass.end();
+    return true;
   }
 
   /** Runs the graph. Inputs by name (ids as i32), on the host or the GPU; returns the outputs (and observed values) read back, or kept. */
@@ -207,22 +257,8 @@ export class WgslGraph {
     let encoder = device.createCommandEncoder();
     for (let n = 0; n < a.kernels.length; n++) {
       const k = a.kernels[n]!;
-      const groups = Math.ceil(evalTerms(k.grid.dim, bindings) / k.grid.per);
-      if (groups === 0) continue;
-      const sizes = new Int32Array(Math.max(4, Math.ceil(k.uniforms.length / 4) * 4));
-      k.uniforms.forEach((u, j) => (sizes[j] = evalTerms(u.dim, bindings)));
-      const ubuf = device.createBuffer({ size: sizes.byteLength, usage: USAGE.UNIFORM | USAGE.COPY_DST });
-      transient.push(ubuf);
-      device.queue.writeBuffer(ubuf, 0, sizes);
-      const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: bufferOf(b.slot)[b.part]! } }));
-      entries.push({ binding: k.bindings.length, resource: { buffer: ubuf } });
-      const { pipeline, layout } = this.pipelines[n]!;
-      const pass = encoder.beginComputePass({ label: k.label });
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, device.createBindGroup({ layout, entries }));
-      const x = Math.min(groups, 65535);
-      pass.dispatchWorkgroups(x, Math.ceil(groups / x));
-      pass.end();
+      // Load-time kernels ran when the graph was loaded (their results are resident).
+      if (k.atLoad || !this.encode(encoder, n, bindings, bufferOf, transient)) continue;
       if (opts.profile) {
         const t0 = performance.now();
         device.queue.submit([encoder.finish()]);

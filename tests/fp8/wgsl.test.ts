@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { readAllSafetensors } from "../../backends/weights/safetensors";
 import { cli } from "../support/cli";
 import { tensorDiff } from "../support/compare";
-import { scratchDir, SMALL_FP8_DIR, SMALL_FP8_GOLDEN } from "../support/paths";
+import { scratchDir, SMALL_DIR, SMALL_FP8_DIR, SMALL_FP8_GOLDEN } from "../support/paths";
 
 describe("FP8 weights on the GPU (wgsl)", () => {
   const dir = scratchDir("lingc-fp8-wgsl-");
@@ -40,4 +40,17 @@ describe("FP8 weights on the GPU (wgsl)", () => {
     expect(tensorDiff(got["logits"]!, want["logits_w8a16"]!)).toBeLessThan(1e-4);
     expect(tensorDiff(got["mtp_logits"]!, want["mtp_logits_w8a16"]!)).toBeLessThan(1e-4);
   }, 120_000);
+
+  it("quantized at load, the weights' quantize kernels run once when the graph loads, not every run", async () => {
+    const r = await cli("compile", SMALL_DIR, "--quantize", "fp8", "--target", "wgsl", "--out", join(dir, "atload"));
+    expect(r.code, r.stderr).toBe(0);
+    type K = { fusion: string; atLoad?: boolean; bindings: { slot: number; write: boolean }[] };
+    const a = JSON.parse(readFileSync(join(dir, "atload", "forward.wgsl.json"), "utf8")) as { kernels: K[]; slots: { id: number; source: string }[]; inputs: { slot: number }[] };
+    const weightQuantize = a.kernels.filter((k) => k.fusion === "quantize" && k.bindings.some((b) => !b.write && a.slots[b.slot]!.source === "weight"));
+    expect(weightQuantize.length).toBeGreaterThan(0);
+    for (const k of weightQuantize) expect(k.atLoad).toBe(true);
+    // Nothing that reads the graph's input runs at load.
+    const input = new Set(a.inputs.map((i) => i.slot));
+    for (const k of a.kernels.filter((x) => x.atLoad)) expect(k.bindings.some((b) => input.has(b.slot))).toBe(false);
+  });
 });

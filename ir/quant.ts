@@ -20,7 +20,7 @@ import { Dim } from "./dim";
 import type { DType } from "./dtype";
 import { LingcError } from "./errors";
 import { roundTo } from "./numerics";
-import type { Granularity, QuantLayout } from "./types";
+import type { Granularity, QuantLayout, TensorType } from "./types";
 
 export const QUANT_RECIPES = ["dynamic", "transformers", "ling", "ling-ue8m0"] as const;
 export type QuantRecipe = (typeof QUANT_RECIPES)[number];
@@ -127,4 +127,10 @@ function pow2AtLeast(s: number): number {
   if (2 ** (e - 1) >= s) e--;
   else if (2 ** e < s) e++;
   return 2 ** e;
+}
+
+/** Whether a type is e4m3 with f32 scales in blocks of rows x cols (1 x 128 activation groups, 128 x 128 weight blocks). */
+export function isE4m3Blocks(t: TensorType, rows: number, cols: number): boolean {
+  const q = t.quant;
+  return t.dtype === "f8e4m3fn" && q?.scaleDtype === "f32" && q.granularity.kind === "block" && q.granularity.rows === rows && q.granularity.cols === cols;
 }

@@ -12,6 +12,7 @@ import { condHolds, type Dispatch, type DispatchChoice } from "../dispatch";
 import type { Op, Value } from "../module";
 import type { CudaProfile } from "./cuda";
 import { LingcError } from "../errors";
+import { isE4m3Blocks } from "../quant";
 import { attrsOf, getOp, OPS } from "../ops";
 
 /** What the runtime's kernels can take (they are the sizes the kernels were written for). */
@@ -54,10 +55,7 @@ const le = (lhs: Dim, rhs: number) => ({ lhs, op: "<=" as const, rhs: Dim.of(rhs
 const names = (ops: readonly Op[]) => ops.map((o) => o.opName);
 const lone = (ops: readonly Op[], name: string) => ops.length === 1 && ops[0]!.opName === name;
 
-const blockOf = (v: Value, rows: number, cols: number) => {
-  const q = v.type.quant;
-  return v.type.dtype === "f8e4m3fn" && q?.scaleDtype === "f32" && q.granularity.kind === "block" && q.granularity.rows === rows && q.granularity.cols === cols;
-};
+const blockOf = (v: Value, rows: number, cols: number) => isE4m3Blocks(v.type, rows, cols);
 
 /**
  * A linear of e4m3 activations in 1x128 groups by e4m3 weights in 128x128 blocks (fp32 scales,

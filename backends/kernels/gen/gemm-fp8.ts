@@ -16,6 +16,7 @@
 import type { DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
+import { isE4m3Blocks } from "../../../ir/quant";
 import { getOp } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
@@ -58,10 +59,7 @@ export function gemmFp8Threads(t: GemmTile = GEMM_FP8_TILE): number {
   return 32 * (t.bm / t.wm) * (t.bn / t.wn);
 }
 
-const blockScaled = (v: Value, rows: number, cols: number) => {
-  const q = v.type.quant;
-  return v.type.dtype === "f8e4m3fn" && q?.scaleDtype === "f32" && q.granularity.kind === "block" && q.granularity.rows === rows && q.granularity.cols === cols;
-};
+const blockScaled = (v: Value, rows: number, cols: number) => isE4m3Blocks(v.type, rows, cols);
 
 export interface Plan {
   gate: Op;
@@ -92,6 +90,20 @@ export function groupedFp8Plan(ops: readonly Op[], limits: GenLimits): Plan | un
     if (up && (gl.operands[1]!.type.shape[1]!.value !== gate.operands[1]!.type.shape[1]!.value || gl.operands[1]!.type.shape[0]!.value !== E)) return undefined;
   }
   return { gate, up, epilogue };
+}
+
+/**
+ * The step's elementwise ops after its matmuls, by their op-table scalar formulas, on the matmuls'
+ * results (`vals`, rounded to their dtypes): the value of `out`.
+ */
+export function applyEpilogue(g: Gen, epilogue: readonly Op[], vals: Map<Value, Expr>, out: Value): Expr {
+  for (const op of epilogue) {
+    const dt = op.results[0]!.type.dtype;
+    const ins = op.operands.map((v) => vals.get(v)!);
+    const y = getOp(op.opName)!.scalar!(kirScalars(dt), ins, { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs });
+    vals.set(op.results[0]!, g.fit(y, dt));
+  }
+  return vals.get(out)!;
 }
 
 export function coversGroupedFp8(ops: readonly Op[], limits: GenLimits): boolean {
@@ -271,13 +283,7 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[], tile: GemmTile = GE
                 const j = (mt * NT + nt) * 4 + hh * 2 + c;
                 const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(kb.load(acc, i(j), "f32"), gateDt)]]);
                 if (up) vals.set(up.results[0]!, g.fit(kb.load(acc, i(j + half * 4), "f32"), upDt as DType));
-                for (const op of epilogue) {
-                  const dt = op.results[0]!.type.dtype;
-                  const ins = op.operands.map((v) => vals.get(v)!);
-                  const y = getOp(op.opName)!.scalar!(kirScalars(dt), ins, { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs });
-                  vals.set(op.results[0]!, g.fit(y, dt));
-                }
-                kb.store(ob, add(mul(row, i(O)), col), vals.get(out)!);
+                kb.store(ob, add(mul(row, i(O)), col), applyEpilogue(g, epilogue, vals, out));
               });
             }
         });

@@ -10,13 +10,12 @@
  * exact path of a W8A8 projection (select{prefer=fp8_linear:generated}).
  */
 import type { Op, Value } from "../../../ir/module";
+import { isE4m3Blocks } from "../../../ir/quant";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import { LingcError } from "../../../ir/errors";
-import { getOp } from "../../../ir/ops";
-import { kirScalars } from "./algebra";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
-import { groupedFp8Plan } from "./gemm-fp8";
+import { applyEpilogue, groupedFp8Plan } from "./gemm-fp8";
 import { product } from "../../../ir/dim";
 
 const SLICE = 128;
@@ -25,10 +24,7 @@ const WARPS = 8;
 const ROWS = 16;
 export const GEMV_FP8_THREADS = WARPS * 32;
 
-const blockScaled = (v: Value, rows: number, cols: number) => {
-  const q = v.type.quant;
-  return v.type.dtype === "f8e4m3fn" && q?.scaleDtype === "f32" && q.granularity.kind === "block" && q.granularity.rows === rows && q.granularity.cols === cols;
-};
+const blockScaled = (v: Value, rows: number, cols: number) => isE4m3Blocks(v.type, rows, cols);
 
 /** A lone linear of an e4m3 weight in 128x128 blocks, its input either 1x128-scaled e4m3 or a plain float, on a warp-synchronous target. */
 export function coversFp8Gemv(ops: readonly Op[], limits: GenLimits): boolean {
@@ -154,13 +150,8 @@ export function groupedFp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKerne
       );
       vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));
     }
-    for (const op of epilogue) {
-      const dt = op.results[0]!.type.dtype;
-      const ins = op.operands.map((v) => vals.get(v)!);
-      const y = getOp(op.opName)!.scalar!(kirScalars(dt), ins, { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs });
-      vals.set(op.results[0]!, g.fit(y, dt));
-    }
-    kb.if(K.eq(lane, i(0)), () => kb.store(ob, add(mul(r, i(O)), n), vals.get(out)!));
+    const y = applyEpilogue(g, epilogue, vals, out);
+    kb.if(K.eq(lane, i(0)), () => kb.store(ob, add(mul(r, i(O)), n), y));
   });
   return g.finish({ dim: g.entryDim(rowsDim.mul(blocks)), per: 1 });
 }

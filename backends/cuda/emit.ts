@@ -21,6 +21,7 @@ import type { Module, Value } from "../../ir/module";
 import { attrsOf, OPS } from "../../ir/ops";
 import { weightBytesPerToken } from "../../ir/params";
 import type { CudaProfile } from "../../ir/target";
+import { parseTile, type TileShape } from "../../ir/target/cuda";
 import type { Program } from "../backend";
 import { buildFrames, type FrameSchedule } from "../frames";
 import { scaleSlotOfValue, storageSlot, type Step } from "../schedule";
@@ -69,6 +70,15 @@ function refuseUnsupportedFp8(m: Module): void {
       if (t) throw new LingcError(`CUDA: op '${op.opName}' in @${f.name}${op.loc ? ` at ${formatPos(op.loc)}` : ""} works on ${t.type}; the CUDA kernels take e4m3 only`);
     }
   }
+}
+
+/**
+ * The FP8 expert GEMM's tile: the profile's, or LINGC_FP8_TILE="bm,bn,wm,wn,stages" (how
+ * `bench/cuda/device.sh fp8tiles` sweeps tiles without a rebuild of lingc).
+ */
+function fp8ExpertTile(profile: CudaProfile): TileShape {
+  const env = typeof process !== "undefined" ? process.env["LINGC_FP8_TILE"] : undefined;
+  return env ? parseTile(env, "LINGC_FP8_TILE") : profile.fp8ExpertTile;
 }
 
 /** The CUDA profile a program was compiled for. */
@@ -203,7 +213,7 @@ class FuncEmitter {
   /** The step as a generated kernel and its launch. */
   generated(step: Step, n: number, template?: string): string {
     const op = step.op;
-    const limits = { maxThreads: this.profile.maxThreadsPerBlock, maxWorkgroupBytes: this.profile.sharedMemoryPerBlock, storage: cudaStorage, tensorCores: this.profile.tensorCoreTypes, warpSize: this.profile.warpSize };
+    const limits = { maxThreads: this.profile.maxThreadsPerBlock, maxWorkgroupBytes: this.profile.sharedMemoryPerBlock, storage: cudaStorage, tensorCores: this.profile.tensorCoreTypes, warpSize: this.profile.warpSize, gemmTile: fp8ExpertTile(this.profile) };
     const g = generateStep(step, this.fr, limits, `k${n}`, template);
     const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}`);
     const args = [

@@ -169,11 +169,11 @@ ids = load_file('$D/in.safetensors')['input_ids']; print(';'.join(','.join(str(i
   echo "interp $A"; echo "cuda   $B"; [ "$A" = "$B" ] && echo "greedy PASS" || echo "greedy FAIL"
   ;;
 fp8tiles)
-  # The grouped FP8 GEMM's tile shapes (LINGC_FP8_TILE=bm,bn,wm,wn; backends/kernels/gen/gemm-fp8.ts keeps
+  # The grouped FP8 GEMM's tile shapes (LINGC_FP8_TILE=bm,bn,wm,wn,stages; the CUDA profile (ir/target/cuda.ts) keeps
   # the fastest as its default): each checked against the interpreter on the experts module, then timed
   # in the Ling-mini-2.0 FP8 prefill 1x8192 profile (SwiGLU experts and the down projection, per layer).
   S=tests/data/golden/ling-small-fp8; M=bench/cuda/ling-mini-2.0-no-mtp
-  TILES=${LINGC_FP8_TILES:-128,128,64,32 64,128,32,32 128,128,32,64}
+  TILES=${LINGC_FP8_TILES:-64,128,64,32,3 64,128,64,32,2 128,128,64,32,2 64,128,32,64,3 64,64,32,32,3}
   mkdir -p /tmp/ex && python3 bench/cuda/fp8_check.py experts /tmp/ex
   $L run /tmp/ex/e.lir --weights $S --backend interp --input /tmp/ex/e.safetensors --out /tmp/ex/interp.safetensors >/dev/null
   for cfg in $TILES; do

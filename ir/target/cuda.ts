@@ -3,6 +3,8 @@
  * the facts about the GPU that kernel choices depend on. Passes (fusion) and the CUDA backend read
  * them from here; no hardware constant lives in the emitter or the runtime's kernel choices.
  */
+import { LingcError } from "../errors";
+
 export interface CudaProfile {
   kind: "cuda";
   name: string;
@@ -30,6 +32,29 @@ export interface CudaProfile {
   gemmLibrary: "cublaslt";
   /** Scores the tiled attention keeps on the device at once (bytes): bounds its query tiles. */
   attentionScoreBytes: number;
+  /** The FP8 expert GEMM tile program's tile (the fastest of a sweep on this GPU). */
+  fp8ExpertTile: TileShape;
+}
+
+/**
+ * A GEMM tile program's tile: bm rows by bn weight rows per workgroup, each warp wm x wn of them
+ * (multiples of 16), `stages` K stages in flight.
+ */
+export interface TileShape {
+  bm: number;
+  bn: number;
+  wm: number;
+  wn: number;
+  stages: number;
+}
+
+/** A tile written "bm,bn,wm,wn,stages" (the benchmark's sweep sets one through LINGC_FP8_TILE), checked. */
+export function parseTile(text: string, what: string): TileShape {
+  const v = text.split(",").map((x) => Number(x.trim()));
+  const [bm, bn, wm, wn, stages] = v as [number, number, number, number, number];
+  const ok = v.length === 5 && v.every((x) => Number.isInteger(x) && x > 0) && wm % 16 === 0 && wn % 16 === 0 && bm % wm === 0 && bn % wn === 0 && stages >= 2;
+  if (!ok) throw new LingcError(`${what} '${text}': expected bm,bn,wm,wn,stages (warp tile wm x wn in multiples of 16 dividing bm x bn, at least 2 stages)`);
+  return { bm, bn, wm, wn, stages };
 }
 
 /** NVIDIA H100/H200 (Hopper, SXM): 132 SMs, 227 KB of opt-in shared memory per block. */
@@ -48,4 +73,6 @@ export const CUDA_SM90A: CudaProfile = {
   fp8: true,
   gemmLibrary: "cublaslt",
   attentionScoreBytes: 256 << 20,
+  // bench/results/cuda-2026-11-30-fp8-tiles.md (device.sh fp8tiles)
+  fp8ExpertTile: { bm: 64, bn: 128, wm: 64, wn: 32, stages: 3 },
 };

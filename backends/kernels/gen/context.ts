@@ -9,6 +9,7 @@ import { isFloat, type DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Value } from "../../../ir/module";
 import { capacitySymbol, scaleSlotOfValue, storageSlot, type Slot, type Step } from "../../schedule";
+import type { TileShape } from "../../../ir/target/cuda";
 import { KernelBuilder, addI, divI, i, modI, mul, mulI, round, type BufferElem, type Expr, type Kernel } from "../kir";
 
 export interface GeneratedKernel {
@@ -30,6 +31,8 @@ export interface GenLimits {
   tensorCores?: readonly string[];
   /** Lanes of a warp that run in lockstep and shuffle registers (kir shfl; CUDA: 32, none on WebGPU). */
   warpSize?: number;
+  /** The tile of GEMM tile programs (the target profile's). */
+  gemmTile?: TileShape;
   /** How the target stores a dtype (WebGPU: every float as f32; CUDA: bf16 as bf16). Default: f32/i32. */
   storage?: (dt: DType) => BufferElem;
 }

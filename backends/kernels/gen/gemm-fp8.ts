@@ -6,12 +6,13 @@
  * accumulator, which is then multiplied by (the row's activation scale x the block's weight scale)
  * and added to the total in fp32.
  *
- * Tiles: 128 rows of one expert by 128 weight rows (the SwiGLU form: 64 gate and the same 64 up
- * rows, so the epilogue has both halves of each output); 8 warps of 64 x 32; K in stages of 64
- * codes, two stages in flight (async 16-byte copies into padded shared rows, conflict-free fragment
- * reads). A workgroup finds its (expert, first row) by a prefix sum of the experts' tile counts, so
- * nothing is padded and no tile table is built on the host; workgroups past the last tile return.
- * The epilogue evaluates the step's elementwise ops (silu, mul) by their op-table formulas.
+ * Tiles (the target's TileShape; H200: 64 rows of one expert by 128 weight rows, 4 warps of 64 x
+ * 32, 3 stages): SwiGLU tiles hold the gate rows and the same columns' up rows, so the epilogue has
+ * both halves of each output. K runs in stages of 64 codes, async 16-byte copies into padded shared
+ * rows, fragments by ldmatrix. A workgroup finds its (expert, first row) by a prefix sum of the
+ * experts' tile counts, so nothing is padded and no tile table is built on the host; workgroups past
+ * the last tile return. The epilogue evaluates the step's elementwise ops (silu, mul) by their
+ * op-table formulas.
  */
 import type { DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
@@ -21,6 +22,7 @@ import { getOp } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import { kirScalars } from "./algebra";
+import type { TileShape } from "../../../ir/target/cuda";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 
 /** K codes (bytes) per pipeline stage. */
@@ -30,32 +32,8 @@ const LDW = BK / 4 + 4;
 /** The K width of a scale block. */
 const SLICE = 128;
 
-/** A tile shape: bm rows by bn weight rows per workgroup, each warp wm x wn of them. */
-export interface GemmTile {
-  bm: number;
-  bn: number;
-  wm: number;
-  wn: number;
-  /** Pipeline stages (copies of stage kt + stages - 1 fly while stage kt is multiplied). */
-  stages: number;
-}
-
-/**
- * The tile the generator uses: the fastest of a sweep on the H200 in Ling-mini-2.0's FP8 prefill
- * (bench/cuda/device.sh fp8tiles; bench/results/cuda-2026-11-30-fp8-tiles.md). LINGC_FP8_TILE =
- * "bm,bn,wm,wn,stages" overrides it (what the sweep sets).
- */
-export const GEMM_FP8_TILE: GemmTile = tileFromEnv() ?? { bm: 64, bn: 128, wm: 64, wn: 32, stages: 3 };
-
-function tileFromEnv(): GemmTile | undefined {
-  const t = typeof process !== "undefined" ? process.env["LINGC_FP8_TILE"] : undefined;
-  if (!t) return undefined;
-  const [bm, bn, wm, wn, stages] = t.split(",").map(Number) as [number, number, number, number, number];
-  return { bm, bn, wm, wn, stages: stages || 2 };
-}
-
 /** Threads of the tile's workgroup: a warp per wm x wn. */
-export function gemmFp8Threads(t: GemmTile = GEMM_FP8_TILE): number {
+export function gemmFp8Threads(t: TileShape): number {
   return 32 * (t.bm / t.wm) * (t.bn / t.wn);
 }
 
@@ -70,7 +48,7 @@ export interface Plan {
 
 /** The step as a grouped FP8 GEMM (one grouped_linear, or gate and up with an elementwise epilogue), if the tile program covers it. */
 export function groupedFp8Plan(ops: readonly Op[], limits: GenLimits): Plan | undefined {
-  if (!limits.tensorCores?.includes("f8e4m3fn")) return undefined;
+  if (!limits.tensorCores?.includes("f8e4m3fn") || !limits.gemmTile) return undefined;
   const gls = ops.filter((o) => o.opName === "grouped_linear");
   if (gls.length < 1 || gls.length > 2) return undefined;
   const [gate, up] = gls as [Op, Op | undefined];
@@ -110,8 +88,9 @@ export function coversGroupedFp8(ops: readonly Op[], limits: GenLimits): boolean
   return groupedFp8Plan(ops, limits) !== undefined;
 }
 
-export function groupedFp8Kernel(g: Gen, ops: readonly Op[], tile: GemmTile = GEMM_FP8_TILE): GeneratedKernel {
+export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const plan = groupedFp8Plan(ops, g.limits)!;
+  const tile = g.limits.gemmTile!;
   const kb = g.kb;
   const { gate, up, epilogue } = plan;
   const [x, w, offsets] = gate.operands as [Value, Value, Value];

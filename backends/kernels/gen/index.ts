@@ -90,7 +90,7 @@ const TEMPLATES: readonly Template[] = [
     // The routed experts' FP8 matmuls (W8A8) on the tensor cores: a tile program (CUDA).
     name: "grouped_gemm_fp8",
     covers: (ops, limits) => limits !== undefined && coversGroupedFp8(ops, limits),
-    generate: (gen, ops) => groupedFp8Kernel(gen(gemmFp8Threads()), ops),
+    generate: (gen, ops, limits) => groupedFp8Kernel(gen(gemmFp8Threads(limits.gemmTile!)), ops),
   },
   {
     // The same for few rows (decode; chosen by the step's dispatch): a warp per output column (CUDA).

@@ -4,10 +4,10 @@
  * (each lane four consecutive codes of each 128-wide K slice, so a warp reads a slice's 128 bytes
  * together), the slice's products summed in fp32 and then scaled once by the weight block's scale
  * (and, W8A8, the row's activation scale), the lanes' totals added by warp shuffles. Rows loop inside
- * the warp (up to 16 per workgroup; more rows take more workgroups), so a weight row is read from
- * memory once and from cache for the other rows. The sums are
- * exact fp32 sums of the dequantized products (no tensor-core rounding): this kernel is also the
- * exact path of a W8A8 projection (select{prefer=fp8_linear:generated}).
+ * the warp, up to 16 per workgroup (more rows take more workgroups), so a weight row is read from
+ * memory once and from cache for the other rows. The sums are exact fp32 sums of the dequantized
+ * products (no tensor-core rounding): this kernel is also the exact path of a W8A8 projection
+ * (select{prefer=fp8_linear:generated}).
  */
 import type { Op, Value } from "../../../ir/module";
 import { isE4m3Blocks } from "../../../ir/quant";

@@ -4,7 +4,7 @@
  * stand in for the headers, and nothing is linked).
  */
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { nvccStrictFlags } from "../../backends/cuda/emit";
@@ -125,5 +125,12 @@ describe("lingc compile --target cuda", () => {
     expect(r.code, r.stderr).toBe(0);
     const calls = readFileSync(join(dir, "q-out", "model.cu"), "utf8").match(/c\.gemm_fp8\([^;]*;/g) ?? [];
     expect(calls.map((c) => /, (true|false), /.exec(c)![1])).toEqual(["false", "true"]);
+  });
+
+  it("refuses a generated kernel over a tensor its 32-bit indices cannot reach (Ling-1T's FP8 expert stacks), naming it", async () => {
+    const r = await cli("compile", "ling-1t", "--target", "cuda", "--quantize", "fp8", "--out", join(dir, "1t-fp8"));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/experts\.\*\.gate_proj\.weight has 4294967296 elements, more than the generated kernels' 32-bit indices reach/);
+    expect(existsSync(join(dir, "1t-fp8"))).toBe(false);
   });
 });

@@ -66,6 +66,12 @@ export class Gen {
     if (v.type.quant && !raw) throw new LingcError(`kernel generator: ${this.step.kernel?.name ?? this.step.op.opName} reads the scaled fp8 value ${v.name ?? ""} (${v.type}) without its scales; this kernel template does not take FP8 operands`);
     const hit = this.names.get(v);
     if (hit) return hit;
+    // Kernel indices are 32-bit: a larger tensor would be read at wrapped offsets.
+    const n = v.type.numel().value;
+    if (n !== undefined && n > 2 ** 31 - 1) {
+      const name = this.schedule.slots[this.step.reads.get(v) ?? this.step.writes.get(v) ?? -1]?.weight ?? v.name ?? String(v.type);
+      throw new LingcError(`kernel generator: ${name} has ${n} elements, more than the generated kernels' 32-bit indices reach (${this.step.kernel?.name ?? this.step.op.opName}); 64-bit indexing is not built yet`);
+    }
     const slot = this.step.reads.get(v) ?? this.step.writes.get(v);
     if (slot === undefined) throw new LingcError(`kernel generator: value ${v.name ?? "?"} is not an input or output of ${this.step.kernel?.name ?? this.step.op.opName}`);
     const storage = storageSlot(this.schedule, slot);

@@ -9,7 +9,9 @@
  *   attention     attention with its output transpose (and the reshape after it)
  *   swiglu        silu(gate(x)) * up(x); for experts with the token gather (moe_permute) as prologue
  *   quantize      an activation quantization with the token gather before it (moe_permute) as its
- *                 prologue: the gathered rows are quantized as they are read, never stored wide
+ *                 prologue (the gathered rows are quantized as they are read, never stored wide);
+ *                 and, after the norm patterns, one of an RMSNorm's row (joining its residual_norm
+ *                 group, or with the norm alone) when the row fits the target's workgroup memory
  *   residual_norm a residual add and the RMSNorm of its result
  *   norm_matmul   an RMSNorm into the prologue of its only consumer, a linear layer, when one
  *                 normalized row fits the target's workgroup memory
@@ -117,6 +119,22 @@ export function fusionPatterns(g: Grouping, limits: KernelLimits | undefined, di
       },
     },
     {
+      fusion: "quantize",
+      root: P.op("quantize", [P.op("rms_norm", undefined, { bind: "norm" })], { bind: "q" }),
+      collect(m) {
+        const q = m.op("q");
+        const norm = m.op("norm");
+        const { block, recipe } = attrsOf(OPS.quantize, q);
+        // The row kernel makes codes by dividing by the group's scale: per-token groups, a dividing recipe.
+        if (block[0] !== 1 || recipe === "transformers") return undefined;
+        const row = norm.results[0]!.type.shape.at(-1)!.value;
+        if (row === undefined || (limits !== undefined && (row + 2 * 256) * 4 > limits.sharedMemoryBytes)) return undefined;
+        const owner = g.groups.find((x) => x.ops.has(norm));
+        if (!owner) return [norm, q];
+        return owner.kind === "residual_norm" ? { ops: [q], extend: owner } : undefined;
+      },
+    },
+    {
       fusion: "elementwise",
       root: P.trait("elementwise"),
       collect: (m, { uses }) => elementwiseJoin(m.matched[0]!, uses, g, libraryMatmuls),
@@ -128,7 +146,8 @@ export function fusionPatterns(g: Grouping, limits: KernelLimits | undefined, di
       name: p.fusion,
       root: p.root,
       apply(m, ctx) {
-        if (!isFree(g, m.matched[0])) return false;
+        // The root (matched last) must be free; a claim that takes an owned op is refused by record().
+        if (!isFree(g, m.matched[m.matched.length - 1])) return false;
         const c = p.collect ? p.collect(m, ctx) : m.matched;
         if (!c) return false;
         return record(g, Array.isArray(c) ? { ops: c } : c, p.fusion, ctx.uses);

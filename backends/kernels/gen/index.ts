@@ -63,9 +63,14 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops) => attentionKernel(gen(64), ops),
   },
   {
-    // RMSNorm alone, after a residual add, or into a linear layer's prologue.
+    // RMSNorm alone, after a residual add, into a linear layer's prologue, or quantized per token.
     name: "norm",
-    covers: (ops) => count(ops, "rms_norm") === 1 && count(ops, "add") <= 1 && count(ops, "linear") <= 1 && only(ops, ["rms_norm", "add", "linear"]),
+    covers: (ops) =>
+      count(ops, "rms_norm") === 1 &&
+      count(ops, "add") <= 1 &&
+      count(ops, "linear") + count(ops, "quantize") <= 1 &&
+      only(ops, ["rms_norm", "add", "linear", "quantize"]) &&
+      ops.every((o) => o.opName !== "quantize" || o.operands[0]!.def?.opName === "rms_norm"),
     generate(gen, ops, limits) {
       const norm = ops.find((o) => o.opName === "rms_norm")!;
       const x = norm.operands[0]!;

@@ -1,7 +1,9 @@
 /**
  * Row kernels around RMSNorm, one workgroup per row: rms_norm alone; residual_norm (the residual add
  * is written out and normalized in the same pass); norm_matmul (the normalized row is kept in
- * workgroup memory and every output column of the following linear layer is computed from it).
+ * workgroup memory and every output column of the following linear layer is computed from it); a
+ * quantize of the normalized row in 1 x c groups (the row in workgroup memory, each group's amax
+ * reduced by the threads that share it, then the codes and scales written beside or instead of it).
  * Statistics are accumulated in fp32; the result is cast to the activation dtype before the weight
  * multiply, as HF does.
  */
@@ -12,6 +14,7 @@ import type { Op, Value } from "../../../ir/module";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
+import { codeOf, quantRecipe } from "./quant";
 
 function pow2AtMost(n: number, cap: number): number {
   let p = 32;
@@ -28,6 +31,7 @@ export function normKernel(g: Gen, ops: Op[]): GeneratedKernel {
   if (!norm) throw new LingcError("norm kernel without rms_norm");
   const add = ops.find((o) => o.opName === "add");
   const linear = ops.find((o) => o.opName === "linear");
+  const quantize = ops.find((o) => o.opName === "quantize");
   const [x, w] = norm.operands as [Value, Value];
   const dt = x.type.dtype;
   const eps = attrsOf(OPS.rms_norm, norm).eps;
@@ -54,6 +58,10 @@ export function normKernel(g: Gen, ops: Op[]): GeneratedKernel {
     const total = kb.workgroupSum(ss.ref);
     const inv = kb.let("inv", K.rsqrt(K.add(K.div(total, K.f(D)), K.f(eps))));
     const normed = (c: Expr) => g.fit(K.mul(kb.load(g.buf(w), c), g.fit(K.mul(elem(c), inv), dt)), dt);
+    if (quantize) {
+      quantizeRow(g, quantize, norm, normed, base, D);
+      return;
+    }
     if (!linear) {
       kb.for("c", kb.lid, K.i(D), (c) => kb.store(g.buf(norm.results[0]!), K.add(base, c), normed(c)), K.i(wg));
       return;
@@ -72,4 +80,50 @@ export function normKernel(g: Gen, ops: Op[]): GeneratedKernel {
     }, K.i(wg));
   });
   return g.finish({ dim: g.entryDim(rowsDim), per: 1 });
+}
+
+/**
+ * The normalized row quantized in 1 x cb groups: the row in workgroup memory (and stored when the
+ * norm's result is read elsewhere), the threads split over the groups to reduce each group's amax,
+ * one thread per group makes the scale (the quantize op's recipe), then every element its code.
+ */
+function quantizeRow(g: Gen, quantize: Op, norm: Op, normed: (c: Expr) => Expr, base: Expr, D: number): void {
+  const kb = g.kb;
+  const wg = kb.kernel.wg;
+  const cb = (attrsOf(OPS.quantize, quantize).block as [number, number])[1];
+  const q = quantize.results[0]!;
+  const groups = Math.ceil(D / cb);
+  const per = Math.max(1, Math.floor(wg / groups));
+  const row = kb.shared("row_normed", "f32", D);
+  const storeNorm = g.isOutput(norm.results[0]!);
+  kb.for("c", kb.lid, K.i(D), (c) => {
+    const v = kb.let("y", normed(c));
+    kb.store(row, c, v);
+    if (storeNorm) kb.store(g.buf(norm.results[0]!), K.add(base, c), v);
+  }, K.i(wg));
+  kb.barrier();
+  // Thread t reduces part t % per of group t / per (a strided share of its cb elements).
+  const part = kb.shared(kb.fresh("amax_part"), "f32", wg);
+  const m = kb.var("m", K.f(0));
+  const gi = kb.let("gi", K.div(kb.lid, K.i(per)));
+  kb.if(K.lt(gi, K.i(groups)), () => {
+    const first = kb.let("first", K.add(K.mul(gi, K.i(cb)), K.mod(kb.lid, K.i(per))));
+    kb.for("c", first, K.min(K.mul(K.add(gi, K.i(1)), K.i(cb)), K.i(D)), (c) => m.set(K.max(m.ref, K.abs(kb.load(row, c)))), K.i(per));
+  });
+  kb.store(part, kb.lid, m.ref);
+  kb.barrier();
+  const scales = kb.shared(kb.fresh("scale"), "f32", groups);
+  kb.if(K.lt(kb.lid, K.i(groups)), () => {
+    const amax = kb.var("amax", K.f(0));
+    kb.for("p", K.i(0), K.i(per), (p) => amax.set(K.max(amax.ref, kb.load(part, K.add(K.mul(kb.lid, K.i(per)), p)))));
+    const { s } = quantRecipe(g, quantize, amax.ref);
+    kb.store(scales, kb.lid, s);
+    kb.store(g.scalesBuf(q), g.scaleIndex(q, K.add(base, K.mul(kb.lid, K.i(cb)))), s);
+  });
+  kb.barrier();
+  kb.for("c", kb.lid, K.i(D), (c) => {
+    // Element c's code with its group's scale (the recipe divides by it; the fusion takes only such recipes).
+    const code = codeOf(g, quantize, kb.load(scales, kb.let("grp", K.div(c, K.i(cb)))));
+    kb.store(g.buf(q, true), K.add(base, c), code(kb.load(row, c)));
+  }, K.i(wg));
 }

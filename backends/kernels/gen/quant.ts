@@ -46,6 +46,34 @@ function inputReader(g: Gen, x: Value, prologue: Op | undefined): (flat: K.Expr)
   };
 }
 
+/**
+ * A quantize op's recipe in kir (each step in f32 as ir/quant.ts computes it): the scale of a block
+ * with this amax, and how a value becomes its code.
+ */
+export function quantRecipe(g: Gen, op: Op, amax: K.Expr): { s: K.Expr; q: (v: K.Expr) => K.Expr } {
+  const { to, recipe } = attrsOf(OPS.quantize, op);
+  const fmax = fp8Max(to);
+  const kb = g.kb;
+  const fit = (v: K.Expr) => g.fit(v, to as DType);
+  const f = (v: number) => K.f(v);
+  if (recipe === "transformers") {
+    // torch: scale = reciprocal(amax) * fmax (1 where amax is 0); q = clamp(x * scale); s = 1 / scale.
+    const scale = kb.let("scale", K.sel(K.gt(amax, f(0)), K.mul(K.div(f(1), amax), f(fmax)), f(1)));
+    return { s: kb.let("s", K.div(f(1), scale)), q: (v) => fit(K.min(K.max(K.mul(v, scale), f(-fmax)), f(fmax))) };
+  }
+  let sv: K.Expr = K.div(K.max(amax, f(recipe === "dynamic" ? 1e-12 : 1e-4)), f(fmax));
+  if (recipe === "ling-ue8m0") sv = K.call("pow2_ceil", sv);
+  const s = kb.let("s", sv);
+  return { s, q: codeOf(g, op, s) };
+}
+
+/** How a value becomes its code given its block's scale s, for the recipes that divide by s (not "transformers", which multiplies by its own reciprocal). */
+export function codeOf(g: Gen, op: Op, s: K.Expr): (v: K.Expr) => K.Expr {
+  const { to, recipe } = attrsOf(OPS.quantize, op);
+  if (recipe === "transformers") throw new LingcError("quantize kernel: the transformers recipe's codes come from its own multiplier, not from the scale");
+  return (v) => g.fit(K.div(v, s), to as DType);
+}
+
 /** The quantize of a step: alone, or with a view op before it (moe_permute) as its prologue. */
 export function quantizeOps(ops: readonly Op[]): { op: Op; prologue?: Op } | undefined {
   const q = ops.filter((o) => o.opName === "quantize");
@@ -60,9 +88,7 @@ export function quantizeKernel(g: Gen, op: Op, prologue?: Op): GeneratedKernel {
   const x = op.operands[0]!;
   const out = op.results[0]!;
   const read = inputReader(g, x, prologue);
-  const { to, block, recipe } = attrsOf(OPS.quantize, op);
-  const [rb, cb] = block as [number, number];
-  const fmax = fp8Max(to);
+  const [rb, cb] = attrsOf(OPS.quantize, op).block as [number, number];
   const kb = g.kb;
   const dims = g.dims(x);
   const rank = dims.length;
@@ -78,20 +104,8 @@ export function quantizeKernel(g: Gen, op: Op, prologue?: Op): GeneratedKernel {
   // (at least as many; the extra threads return).
   const gridDim = product([lead, Rd.isConst() ? Dim.of(Math.ceil(Rd.value! / rb)) : Rd, Dim.of(Math.ceil(Cn / cb))]);
   const nBlocks = K.mulI(K.mulI(g.size(lead), gr), gc);
-  const fit = (v: K.Expr) => g.fit(v, to as DType);
   const f = (v: number) => K.f(v);
-  /** The recipe's scale of a block with this amax, and how a value becomes its code. */
-  const recipeOf = (amax: K.Expr): { s: K.Expr; q: (v: K.Expr) => K.Expr } => {
-    if (recipe === "transformers") {
-      // torch: scale = reciprocal(amax) * fmax (1 where amax is 0); q = clamp(x * scale); s = 1 / scale.
-      const scale = kb.let("scale", K.sel(K.gt(amax, f(0)), K.mul(K.div(f(1), amax), f(fmax)), f(1)));
-      return { s: kb.let("s", K.div(f(1), scale)), q: (v) => fit(K.min(K.max(K.mul(v, scale), f(-fmax)), f(fmax))) };
-    }
-    let sv: K.Expr = K.div(K.max(amax, f(recipe === "dynamic" ? 1e-12 : 1e-4)), f(fmax));
-    if (recipe === "ling-ue8m0") sv = K.call("pow2_ceil", sv);
-    const s = kb.let("s", sv);
-    return { s, q: (v) => fit(K.div(v, s)) };
-  };
+  const recipeOf = (amax: K.Expr) => quantRecipe(g, op, amax);
   if (groupPerWarp(rb, cb, g.limits) && kb.kernel.wg === WARP_GROUPS * 32) {
     // A warp per group: lane l holds columns c0 + l, c0 + l + 32, ... (each load of the warp is
     // contiguous), the amax by shuffles; WARP_GROUPS groups per workgroup.

@@ -55,3 +55,4 @@ export {
   type Trait,
 } from "./registry";
 export type { ScalarAlgebra, IndexAlgebra, ScalarRule, IndexRule } from "./algebra";
+export { vjpRule, unbroadcast, type VjpRule } from "./vjp";

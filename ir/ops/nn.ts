@@ -5,7 +5,7 @@
  * Accumulations run in double precision and are rounded to the result dtype once; the elementwise
  * steps that HF performs in the activation dtype are rounded to it step by step.
  */
-import { Dim } from "../dim";
+import { Dim, product } from "../dim";
 import type { Value } from "../module";
 import { isFloat, isInt } from "../dtype";
 import { OpError } from "../errors";
@@ -13,6 +13,7 @@ import { roundTo } from "../numerics";
 import { Tensor, allocData, numelOf } from "../tensor";
 import { TensorType } from "../types";
 import { broadcastShapes, broadcastIndex } from "./broadcast";
+import { plainFloat, swapLast, unbroadcast } from "./vjp";
 import { OUT_DTYPE_ATTR, productDtype, realValues } from "./scaled";
 import {
   attr,
@@ -79,6 +80,17 @@ export const LINEAR = defineOp({
     const I = ins[1]!.shape[1]!;
     return { flops: 2 * numelOfShaped(outs[0]!) * I, bytesRead: bytesOf(ins[0]!) + bytesOf(ins[1]!), bytesWritten: bytesOf(outs[0]!) };
   },
+  vjp(b, [x, w], _outs, [ct]) {
+    plainFloat("linear", [x!, w!]);
+    const g = ct!.type.dtype === x!.type.dtype ? ct! : b.op1("cast", [ct!], { to: x!.type.dtype });
+    // dx = ct . w; dw = ct^T . x over every leading row.
+    const dx = b.op1("linear", [g, b.op1("transpose", [w!], { perm: [1, 0] })]);
+    const rows = product(x!.type.shape.slice(0, -1));
+    const ct2 = b.op1("reshape", [g], { shape: [rows, w!.type.shape[0]!] });
+    const x2 = b.op1("reshape", [x!], { shape: [rows, w!.type.shape[1]!] });
+    const dw = b.op1("matmul", [b.op1("transpose", [ct2], { perm: [1, 0] }), x2]);
+    return [dx, dw];
+  },
 });
 
 export const MATMUL = defineOp({
@@ -95,6 +107,10 @@ export const MATMUL = defineOp({
     expectDims(a!.shape[a!.rank - 1]!, b!.shape[b!.rank - 2]!, `matmul: contraction dims of ${a} and ${b} differ`);
     const batch = broadcastShapes([a!.shape.slice(0, -2), b!.shape.slice(0, -2)], "matmul batch axes");
     return [new TensorType(a!.dtype, [...batch, a!.shape[a!.rank - 2]!, b!.shape[b!.rank - 1]!])];
+  },
+  vjp(bld, [a, b], _outs, [ct]) {
+    // da = ct . b^T, db = a^T . ct, each summed back over batch axes it was broadcast along.
+    return [unbroadcast(bld, bld.op1("matmul", [ct!, swapLast(bld, b!)]), a!), unbroadcast(bld, bld.op1("matmul", [swapLast(bld, a!), ct!]), b!)];
   },
   interpret([a, b], _x, ctx) {
     const outShape = ctx.resultShapes[0]!;

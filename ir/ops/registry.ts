@@ -104,6 +104,12 @@ export interface OpDef<A extends AttrSpecs = AttrSpecs> {
    * applies it). Must compute exactly what `interpret` does, rounding included.
    */
   decompose?(b: OpBuilder, ins: readonly Value[], attrs: Attrs): Value[];
+  /**
+   * The reverse-mode derivative (ir/ops/vjp.ts): the cotangent of each operand (undefined: no
+   * gradient) built from the operands, results and results' cotangents. Elementwise ops derive
+   * theirs from `scalar`.
+   */
+  vjp?(b: OpBuilder, ins: readonly Value[], outs: readonly Value[], cts: readonly Value[], attrs: Attrs): (Value | undefined)[];
   /** FLOPs and bytes moved; when left out, one FLOP per output element and every operand read once. */
   cost?(ins: readonly ShapedType[], outs: readonly ShapedType[], attrs: Attrs): Cost;
 }

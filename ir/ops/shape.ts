@@ -27,6 +27,7 @@ export const RESHAPE = defineOp({
   },
   traits: ["view", "free"],
   index: (A, coords, c) => A.readFlat(0, A.flatten(coords, c.outShape)),
+  vjp: (b, [x], _outs, [ct]) => [b.op1("reshape", [ct!], { shape: [...x!.type.shape] })],
   cost: () => FREE,
 });
 
@@ -55,6 +56,13 @@ export const TRANSPOSE = defineOp({
     const src = new Array<(typeof coords)[number]>(perm.length);
     perm.forEach((p, j) => (src[p] = coords[j]!));
     return A.read(0, src);
+  },
+  vjp(b, _ins, _outs, [ct], attrs) {
+    // The inverse permutation: result axis j came from axis perm[j].
+    const perm = attr.ints(attrs, "perm");
+    const inv: number[] = [];
+    perm.forEach((p, j) => (inv[p] = j));
+    return [b.op1("transpose", [ct!], { perm: inv })];
   },
 });
 
@@ -121,6 +129,18 @@ export const CONCAT = defineOp({
       return A.choose(A.lt(coords[axis]!, hi), () => A.read(j, src), () => part(j + 1, hi));
     };
     return part(0, A.int(0));
+  },
+  vjp(b, ins, _outs, [ct], attrs) {
+    // Each operand's cotangent is its span of the result's (a slice needs numeric bounds).
+    const axis = normAxis(attr.int(attrs, "axis"), ct!.type.rank);
+    let at = 0;
+    return ins.map((x) => {
+      const n = x.type.shape[axis]!.value;
+      if (n === undefined) throw new OpError(`concat: the derivative slices the cotangent along axis ${axis}, whose length ${x.type.shape[axis]} is not a number`);
+      const piece = b.op1("slice", [ct!], { axis, start: at, end: at + n });
+      at += n;
+      return piece;
+    });
   },
 });
 

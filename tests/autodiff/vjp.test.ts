@@ -1,0 +1,205 @@
+/**
+ * VJP rules against finite differences (issue 11, the first piece): for each elementwise op, the
+ * cotangents its rule builds as IR (run by the interpreter, f32) against central differences of
+ * sum(ct * op(x)) computed from the op's scalar formula in doubles. Operands broadcast (a [4] b
+ * against a [3, 4] a) so the sum back over broadcast axes is checked too.
+ */
+import { describe, expect, it } from "vitest";
+import "../../ir/ops";
+import { allOps, getOp, vjpRule, type ScalarAlgebra } from "../../ir/ops";
+import { interpret } from "../../ir/interpret";
+import { parseModule } from "../../ir/parse";
+import { Builder } from "../../ir/rewrite";
+import { verifyModule } from "../../ir/verify";
+import { Tensor } from "../../ir/tensor";
+
+const noWeights = {
+  get: (name: string): Tensor => {
+    throw new Error(`no weight ${name}`);
+  },
+};
+
+/** The scalar formulas in doubles (no rounding), for the finite differences. */
+const DOUBLE: ScalarAlgebra<number> = {
+  lit: (v) => v,
+  add: (a, b) => a + b,
+  sub: (a, b) => a - b,
+  mul: (a, b) => a * b,
+  div: (a, b) => a / b,
+  max: Math.max,
+  min: Math.min,
+  neg: (a) => -a,
+  abs: Math.abs,
+  exp: Math.exp,
+  log: Math.log,
+  sqrt: Math.sqrt,
+  rsqrt: (a) => 1 / Math.sqrt(a),
+  sin: Math.sin,
+  cos: Math.cos,
+  cast: (a) => a,
+};
+
+/** A seeded uniform generator (xorshift), so failures reproduce. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 2 ** 32;
+  };
+}
+
+const POSITIVE = new Set(["log", "sqrt", "rsqrt", "div"]);
+/** Ops whose formula needs a comparison: their rule refuses, naming what is missing. */
+const NO_RULE_YET = new Set(["abs", "maximum", "minimum"]);
+
+const elementwise = allOps()
+  .filter((d) => d.traits?.includes("elementwise") && d.name !== "cast")
+  .map((d) => d.name)
+  .sort();
+
+describe("VJP rules of elementwise ops, from their scalar formulas", () => {
+  it("covers every elementwise op", () => {
+    expect(elementwise.length).toBeGreaterThan(15);
+    for (const name of elementwise) expect(vjpRule(name), name).toBeDefined();
+  });
+
+  for (const name of elementwise) {
+    it(`${name}: cotangents within 1e-4 of central differences`, () => {
+      const binary = getOp(name)!.operands.length === 2;
+      const text = `module @t {
+  func @t(%a: f32[3, 4]${binary ? ", %b: f32[4]" : ""}, %ct: f32[3, 4]) -> (y: f32[3, 4]) {
+    %y = ${name}(%a${binary ? ", %b" : ""}) : f32[3, 4]
+    return %y
+  }
+}
+`;
+      const m = parseModule(text, `${name}.lir`);
+      const f = m.entry!;
+      const op = f.results[0]!.value.def!;
+      const ct = f.params[f.params.length - 1]!;
+      const b = new Builder(m, f);
+      if (NO_RULE_YET.has(name)) {
+        expect(() => vjpRule(name)!(b, op.operands, op.results, [ct], op.attrs)).toThrow(/no derivative rule for (abs|max|min)/);
+        return;
+      }
+      const grads = vjpRule(name)!(b, op.operands, op.results, [ct], op.attrs);
+      grads.forEach((g, j) => f.results.push({ name: `g${j}`, value: g! }));
+      verifyModule(m);
+
+      const r = rng(name.length * 7919 + name.charCodeAt(0));
+      const draw = (n: number) => Array.from({ length: n }, () => (POSITIVE.has(name) ? 0.5 + 1.5 * r() : 4 * r() - 2));
+      const a = draw(12);
+      const bv = binary ? draw(4) : [];
+      const c = Array.from({ length: 12 }, () => 2 * r() - 1);
+      const inputs: Record<string, Tensor> = { a: Tensor.from("f32", [3, 4], a), ct: Tensor.from("f32", [3, 4], c) };
+      if (binary) inputs["b"] = Tensor.from("f32", [4], bv);
+      const out = interpret(m, inputs, noWeights);
+
+      const def = getOp(name)!;
+      const loss = (av: number[], bw: number[]) => {
+        let s = 0;
+        for (let i = 0; i < 12; i++) s += c[i]! * def.scalar!(DOUBLE, binary ? [av[i]!, bw[i % 4]!] : [av[i]!], { inTypes: ["f32"], outType: "f32", attrs: {} });
+        return s;
+      };
+      const h = 1e-4;
+      const fd = (which: "a" | "b", i: number) => {
+        const av = [...a];
+        const bw = [...bv];
+        const arr = which === "a" ? av : bw;
+        const x0 = arr[i]!;
+        arr[i] = x0 + h;
+        const up = loss(av, bw);
+        arr[i] = x0 - h;
+        const down = loss(av, bw);
+        return (up - down) / (2 * h);
+      };
+      const check = (which: "a" | "b", got: Tensor) => {
+        const n = which === "a" ? 12 : 4;
+        expect(got.shape).toEqual(which === "a" ? [3, 4] : [4]);
+        for (let i = 0; i < n; i++) {
+          const want = fd(which, i);
+          expect(Math.abs(got.data[i]! - want), `${name} d/d${which}[${i}]: ${got.data[i]} vs ${want}`).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(want)));
+        }
+      };
+      check("a", out["g0"]!);
+      if (binary) check("b", out["g1"]!);
+    });
+  }
+
+  it("cast: the cotangent is cast back to the operand's dtype", () => {
+    const m = parseModule(
+      `module @t {
+  func @t(%a: bf16[2, 3], %ct: f32[2, 3]) -> (y: f32[2, 3]) {
+    %y = cast(%a) {to = f32} : f32[2, 3]
+    return %y
+  }
+}
+`,
+      "cast.lir",
+    );
+    const f = m.entry!;
+    const op = f.results[0]!.value.def!;
+    const [g] = vjpRule("cast")!(new Builder(m, f), op.operands, op.results, [f.params[1]!], op.attrs);
+    f.results.push({ name: "g", value: g! });
+    verifyModule(m);
+    expect(g!.type.toString()).toBe("bf16[2, 3]");
+    const ct = [0.5, -1.25, 3, 0.125, -2, 1];
+    const out = interpret(m, { a: Tensor.from("bf16", [2, 3], [1, 2, 3, 4, 5, 6]), ct: Tensor.from("f32", [2, 3], ct) }, noWeights);
+    expect([...out["g"]!.data]).toEqual(ct);
+  });
+});
+
+/**
+ * Structural ops (views and contractions): linear in each operand, so a central difference with a
+ * step of 1, through the interpreter, is exact up to f32 rounding of the outputs.
+ */
+describe("VJP rules of structural ops", () => {
+  const cases: { name: string; params: string; op: string; out: string }[] = [
+    { name: "reshape", params: "%a: f32[3, 4]", op: "reshape(%a) {shape = [2, 6]}", out: "f32[2, 6]" },
+    { name: "transpose", params: "%a: f32[2, 3, 4]", op: "transpose(%a) {perm = [2, 0, 1]}", out: "f32[4, 2, 3]" },
+    { name: "concat", params: "%a: f32[2, 3], %b: f32[2, 2]", op: "concat(%a, %b) {axis = 1}", out: "f32[2, 5]" },
+    { name: "linear", params: "%a: f32[2, 3, 4], %b: f32[5, 4]", op: "linear(%a, %b)", out: "f32[2, 3, 5]" },
+    { name: "matmul (rhs broadcast over the batch)", params: "%a: f32[2, 3, 4], %b: f32[4, 5]", op: "matmul(%a, %b)", out: "f32[2, 3, 5]" },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: cotangents equal central differences`, () => {
+      const text = `module @t {\n  func @t(${c.params}, %ct: ${c.out}) -> (y: ${c.out}) {\n    %y = ${c.op} : ${c.out}\n    return %y\n  }\n}\n`;
+      const m = parseModule(text, "s.lir");
+      const f = m.entry!;
+      const op = f.results[0]!.value.def!;
+      const grads = vjpRule(op.opName)!(new Builder(m, f), op.operands, op.results, [f.params[f.params.length - 1]!], op.attrs);
+      grads.forEach((g, j) => f.results.push({ name: `g${j}`, value: g! }));
+      verifyModule(m);
+      const r = rng(c.name.length * 31 + 7);
+      const inputs: Record<string, Tensor> = {};
+      for (const p of f.params) {
+        const shape = p.type.shape.map((d) => d.value!);
+        inputs[p.name!] = Tensor.from("f32", shape, Array.from({ length: shape.reduce((x, y) => x * y, 1) }, () => 4 * r() - 2));
+      }
+      const out = interpret(m, inputs, noWeights);
+      const ct = inputs["ct"]!.data;
+      const loss = (ins: Record<string, Tensor>) => {
+        const y = interpret(m, ins, noWeights)["y"]!.data;
+        let s = 0;
+        for (let i = 0; i < y.length; i++) s += ct[i]! * y[i]!;
+        return s;
+      };
+      f.params.slice(0, -1).forEach((p, j) => {
+        const x = inputs[p.name!]!;
+        const g = out[`g${j}`]!;
+        expect(g.shape, `${c.name} d/d${p.name}`).toEqual(x.shape);
+        for (let i = 0; i < x.numel; i++) {
+          const bump = (delta: number) => {
+            const d = Float32Array.from(x.data);
+            d[i]! += delta;
+            return loss({ ...inputs, [p.name!]: Tensor.from("f32", x.shape, d) });
+          };
+          const want = (bump(1) - bump(-1)) / 2;
+          expect(Math.abs(g.data[i]! - want), `${c.name} d/d${p.name}[${i}]`).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(want)));
+        }
+      });
+    });
+  }
+});

@@ -3,6 +3,7 @@
  * made available (in the order `--help` shows them).
  */
 import { LingcError } from "../../ir/errors";
+import { autodiff } from "./autodiff";
 import { cse } from "./cse";
 import { dce } from "./dce";
 import { decompose } from "./decompose";
@@ -11,7 +12,7 @@ import { fusion } from "./fusion";
 import { select } from "./select";
 import type { Pass } from "./pass";
 
-export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion, select, fp8];
+export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion, select, fp8, autodiff];
 
 export function getPass(name: string): Pass {
   const p = PASSES.find((x) => x.name === name);

@@ -86,8 +86,9 @@ export const LINEAR = defineOp({
     // dx = ct . w; dw = ct^T . x over every leading row.
     const dx = b.op1("linear", [g, b.op1("transpose", [w!], { perm: [1, 0] })]);
     const rows = product(x!.type.shape.slice(0, -1));
-    const ct2 = b.op1("reshape", [g], { shape: [rows, w!.type.shape[0]!] });
-    const x2 = b.op1("reshape", [x!], { shape: [rows, w!.type.shape[1]!] });
+    const flat = (v: Value, cols: Dim) => (v.type.rank === 2 ? v : b.op1("reshape", [v], { shape: [rows, cols] }));
+    const ct2 = flat(g, w!.type.shape[0]!);
+    const x2 = flat(x!, w!.type.shape[1]!);
     const dw = b.op1("matmul", [b.op1("transpose", [ct2], { perm: [1, 0] }), x2]);
     return [dx, dw];
   },

@@ -1,0 +1,103 @@
+/**
+ * The autodiff pass (flat form): the gradients it appends, run by the interpreter, against central
+ * differences of the summed objective with respect to each weight element; and its refusals.
+ */
+import { describe, expect, it } from "vitest";
+import "../../ir/ops";
+import { interpret } from "../../ir/interpret";
+import { parseModule } from "../../ir/parse";
+import { verifyModule } from "../../ir/verify";
+import { Tensor } from "../../ir/tensor";
+import { printModule } from "../../ir/print";
+import { differentiate } from "../../compiler/passes/autodiff";
+
+const MLP = `module @mlp {
+  func @mlp(%x: f32[4, 8])
+      weights(
+        @w1: f32[16, 8],
+        @w2: f32[8, 16],
+        @g: f32[16]
+      )
+      -> (y: f32[4, 8]) {
+    %h = linear(%x, @w1) : f32[4, 16]
+    %a = silu(%h) : f32[4, 16]
+    %s = mul(%a, @g) : f32[4, 16]
+    %y = linear(%s, @w2) : f32[4, 8]
+    return %y
+  }
+}
+`;
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 2 ** 32;
+  };
+}
+
+describe("the autodiff pass", () => {
+  it("appends grad.<weight> results that match central differences of the summed objective", () => {
+    const m = parseModule(MLP, "mlp.lir");
+    const weights = differentiate(m, m.entry!);
+    verifyModule(m);
+    expect(weights.map((w) => w.name)).toEqual(["w1", "w2", "g"]);
+    expect(m.entry!.results.map((r) => r.name)).toEqual(["y", "grad.w1", "grad.w2", "grad.g"]);
+    const r = rng(11);
+    const rand = (shape: number[], scale = 1) => Tensor.from("f32", shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => scale * (2 * r() - 1)));
+    const w: Record<string, Tensor> = { w1: rand([16, 8], 0.5), w2: rand([8, 16], 0.5), g: rand([16]) };
+    const x = rand([4, 8]);
+    const source = (ws: Record<string, Tensor>) => ({ get: (name: string) => ws[name]! });
+    const out = interpret(m, { x }, source(w));
+    const objective = (ws: Record<string, Tensor>) => {
+      const y = interpret(m, { x }, source(ws))["y"]!.data;
+      let s = 0;
+      for (const v of y) s += v;
+      return s;
+    };
+    const h = 1e-2;
+    for (const name of ["w1", "w2", "g"]) {
+      const t = w[name]!;
+      const got = out[`grad.${name}`]!;
+      expect(got.shape).toEqual(t.shape);
+      for (let i = 0; i < t.numel; i += 3) {
+        const bump = (d: number) => {
+          const data = Float32Array.from(t.data);
+          data[i]! += d;
+          return objective({ ...w, [name]: Tensor.from("f32", t.shape, data) });
+        };
+        const want = (bump(h) - bump(-h)) / (2 * h);
+        expect(Math.abs(got.data[i]! - want), `grad.${name}[${i}]: ${got.data[i]} vs ${want}`).toBeLessThanOrEqual(2e-3 * Math.max(1, Math.abs(want)));
+      }
+    }
+  });
+
+  it("refuses an op with no derivative rule yet, naming it and its location", () => {
+    const m = parseModule(
+      `module @t {
+  func @t(%x: f32[2, 8])
+      weights(
+        @w: f32[8]
+      )
+      -> (y: f32[2, 8]) {
+    %y = rms_norm(%x, @w) {eps = 1e-6} : f32[2, 8]
+    return %y
+  }
+}
+`,
+      "norm.lir",
+    );
+    expect(() => differentiate(m, m.entry!)).toThrow(/no derivative \(VJP\) rule for 'rms_norm' in @t at norm\.lir:7:/);
+  });
+
+  it("leaves the forward ops and results as they were", () => {
+    const m = parseModule(MLP, "mlp.lir");
+    const before = printModule(m);
+    differentiate(m, m.entry!);
+    const after = printModule(m);
+    const forwardOps = before.split("\n").filter((l) => /^\s+%(h|a|s|y) = /.test(l));
+    for (const line of forwardOps) expect(after).toContain(line);
+  });
+});

@@ -169,6 +169,22 @@ export const RMS_NORM = defineOp({
     }
     return [new Tensor(dt, x!.shape, out)];
   },
+  vjp(b, [x, w], _outs, [ct], attrs) {
+    plainFloat("rms_norm", [x!, w!]);
+    // n = x r with r = rsqrt(mean(x^2) + eps): dw = sum over rows of ct n; with dn = ct w,
+    // dx = r (dn - n mean(dn n)) (the row statistics kept as [..., 1] and broadcast).
+    const last = x!.type.rank - 1;
+    const op = (name: string, ...vs: Value[]) => b.op1(name, vs);
+    const meanLast = (v: Value) => b.op1("reduce_mean", [v], { axes: [last], keepdims: true });
+    const eps = b.op1("constant", [], { values: [attr.float(attrs, "eps")], dtype: x!.type.dtype });
+    const r = op("rsqrt", op("add", meanLast(op("mul", x!, x!)), eps));
+    const n = op("mul", x!, r);
+    const dn = op("mul", ct!, w!);
+    const dx = op("mul", r, op("sub", dn, op("mul", n, meanLast(op("mul", dn, n)))));
+    const lead = Array.from({ length: last }, (_, i) => i);
+    const dw = lead.length ? b.op1("reduce_sum", [op("mul", ct!, n)], { axes: lead, keepdims: false }) : op("mul", ct!, n);
+    return [dx, dw];
+  },
   cost(ins, outs) {
     return { flops: 4 * numelOfShaped(outs[0]!), bytesRead: bytesOf(ins[0]!) + bytesOf(ins[1]!), bytesWritten: bytesOf(outs[0]!) };
   },
@@ -194,6 +210,9 @@ export const ROPE = defineOp({
     if (!half.isConst()) throw new OpError(`rope: the rotary width ${half} must be a number`);
     return [new TensorType(x!.dtype, x!.shape)];
   },
+  // A rotation by -angle undoes it, and a rotation is orthogonal: dx = rope(ct, cos, -sin). The
+  // positions' cos and sin are not trained.
+  vjp: (b, [, cos, sin], _outs, [ct]) => [b.op1("rope", [ct!, cos!, b.op1("neg", [sin!])]), undefined, undefined],
   // The rotation as slices and arithmetic on the activation dtype, each step rounded as interpret
   // rounds it: x1*cos - x2*sin and x2*cos + x1*sin on the rotary half-pairs, the rest passed through.
   decompose(b, [x, cos, sin]) {

@@ -156,12 +156,14 @@ describe("VJP rules of elementwise ops, from their scalar formulas", () => {
  * step of 1, through the interpreter, is exact up to f32 rounding of the outputs.
  */
 describe("VJP rules of structural ops", () => {
-  const cases: { name: string; params: string; op: string; out: string }[] = [
+  /** `only`: how many leading operands have gradients (the rest are not trained). */
+  const cases: { name: string; params: string; op: string; out: string; only?: number }[] = [
     { name: "reshape", params: "%a: f32[3, 4]", op: "reshape(%a) {shape = [2, 6]}", out: "f32[2, 6]" },
     { name: "transpose", params: "%a: f32[2, 3, 4]", op: "transpose(%a) {perm = [2, 0, 1]}", out: "f32[4, 2, 3]" },
     { name: "concat", params: "%a: f32[2, 3], %b: f32[2, 2]", op: "concat(%a, %b) {axis = 1}", out: "f32[2, 5]" },
     { name: "linear", params: "%a: f32[2, 3, 4], %b: f32[5, 4]", op: "linear(%a, %b)", out: "f32[2, 3, 5]" },
     { name: "matmul (rhs broadcast over the batch)", params: "%a: f32[2, 3, 4], %b: f32[4, 5]", op: "matmul(%a, %b)", out: "f32[2, 3, 5]" },
+    { name: "rope (partial: 2 x 2 of 6 dims rotate)", params: "%a: f32[2, 3, 6], %cos: f32[3, 2], %sin: f32[3, 2]", op: "rope(%a, %cos, %sin)", out: "f32[2, 3, 6]", only: 1 },
   ];
   for (const c of cases) {
     it(`${c.name}: cotangents equal central differences`, () => {
@@ -170,7 +172,11 @@ describe("VJP rules of structural ops", () => {
       const f = m.entry!;
       const op = f.results[0]!.value.def!;
       const grads = vjpRule(op.opName)!(new Builder(m, f), op.operands, op.results, [f.params[f.params.length - 1]!], op.attrs);
-      grads.forEach((g, j) => f.results.push({ name: `g${j}`, value: g! }));
+      const trained = c.only ?? f.params.length - 1;
+      grads.forEach((g, j) => {
+        if (j < trained) f.results.push({ name: `g${j}`, value: g! });
+        else expect(g, `operand ${j} has no gradient`).toBeUndefined();
+      });
       verifyModule(m);
       const r = rng(c.name.length * 31 + 7);
       const inputs: Record<string, Tensor> = {};
@@ -186,7 +192,7 @@ describe("VJP rules of structural ops", () => {
         for (let i = 0; i < y.length; i++) s += ct[i]! * y[i]!;
         return s;
       };
-      f.params.slice(0, -1).forEach((p, j) => {
+      f.params.slice(0, trained).forEach((p, j) => {
         const x = inputs[p.name!]!;
         const g = out[`g${j}`]!;
         expect(g.shape, `${c.name} d/d${p.name}`).toEqual(x.shape);
@@ -202,4 +208,46 @@ describe("VJP rules of structural ops", () => {
       });
     });
   }
+});
+
+describe("VJP rule of rms_norm", () => {
+  it("dx and dw within 2e-3 of central differences (step 1e-2, through the f32 interpreter)", () => {
+    const m = parseModule(
+      `module @t {
+  func @t(%x: f32[3, 8], %w: f32[8], %ct: f32[3, 8]) -> (y: f32[3, 8]) {
+    %y = rms_norm(%x, %w) {eps = 1e-6} : f32[3, 8]
+    return %y
+  }
+}
+`,
+      "norm.lir",
+    );
+    const f = m.entry!;
+    const op = f.results[0]!.value.def!;
+    const grads = vjpRule("rms_norm")!(new Builder(m, f), op.operands, op.results, [f.params[2]!], op.attrs);
+    grads.forEach((g, j) => f.results.push({ name: `g${j}`, value: g! }));
+    verifyModule(m);
+    const r = rng(99);
+    const rand = (shape: number[]) => Tensor.from("f32", shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => 2 * r() - 1));
+    const inputs: Record<string, Tensor> = { x: rand([3, 8]), w: rand([8]), ct: rand([3, 8]) };
+    const out = interpret(m, inputs, noWeights);
+    const loss = (ins: Record<string, Tensor>) => {
+      const y = interpret(m, ins, noWeights)["y"]!.data;
+      let s = 0;
+      for (let i = 0; i < y.length; i++) s += ins["ct"]!.data[i]! * y[i]!;
+      return s;
+    };
+    ["x", "w"].forEach((name, j) => {
+      const t = inputs[name]!;
+      for (let i = 0; i < t.numel; i++) {
+        const bump = (d: number) => {
+          const data = Float32Array.from(t.data);
+          data[i]! += d;
+          return loss({ ...inputs, [name]: Tensor.from("f32", t.shape, data) });
+        };
+        const want = (bump(1e-2) - bump(-1e-2)) / 2e-2;
+        expect(Math.abs(out[`g${j}`]!.data[i]! - want), `d/d${name}[${i}]`).toBeLessThanOrEqual(2e-3 * Math.max(1, Math.abs(want)));
+      }
+    });
+  });
 });

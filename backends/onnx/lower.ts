@@ -249,6 +249,7 @@ export const LOWERINGS: Record<string, Lowering> = {
   reduce_mean: reduce("ReduceMean"),
   reduce_max: reduce("ReduceMax"),
   reshape: (c) => void c.g.node("Reshape", [c.ins[0]!, c.g.shape(c.outTypes[0]!.shape)], c.out, {}, c.meta),
+  broadcast_to: (c) => void c.g.node("Expand", [c.ins[0]!, c.g.shape(c.outTypes[0]!.shape)], c.out, {}, c.meta),
   transpose: (c) => void c.g.node("Transpose", c.ins, c.out, { perm: [...(attrs(c)["perm"] as number[])] }, c.meta),
   slice: (c) => {
     const a = attrs(c);

@@ -3,7 +3,7 @@ import { CACHE_APPEND } from "./cache";
 import { CAST } from "./elementwise";
 import { DEQUANTIZE, QUANTIZE } from "./fp8";
 import { REDUCE_MAX, REDUCE_MEAN, REDUCE_SUM } from "./reduce";
-import { CONCAT, CONSTANT, IOTA, RESHAPE, SHIFT, SLICE, TRANSPOSE } from "./shape";
+import { BROADCAST_TO, CONCAT, CONSTANT, IOTA, RESHAPE, SHIFT, SLICE, TRANSPOSE } from "./shape";
 import { ATTENTION, EMBEDDING, LINEAR, MATMUL, RMS_NORM, ROPE } from "./nn";
 import { GROUPED_LINEAR, GROUP_TOPK, MOE_COMBINE, MOE_DISPATCH, MOE_PERMUTE, TAKE_ALONG } from "./moe";
 
@@ -38,6 +38,7 @@ export const OPS = {
   moe_permute: MOE_PERMUTE,
   grouped_linear: GROUPED_LINEAR,
   moe_combine: MOE_COMBINE,
+  broadcast_to: BROADCAST_TO,
 } as const;
 
 export {

@@ -72,6 +72,23 @@ function defineReduce(kind: Kind) {
       out.set(acc);
       return [new Tensor(x!.dtype, ctx.resultShapes[0]!, out)];
     },
+    // sum and mean: the cotangent spread back over the reduced axes (divided by the count for
+    // mean); max needs the argmax, a comparison the IR cannot express yet (undefined: refused by
+    // the autodiff pass).
+    vjp:
+      kind === "max"
+        ? undefined
+        : (b, [x], _outs, [ct], attrs) => {
+            const axes = reducedAxes(x!.type.rank, attr.ints(attrs, "axes"));
+            const kept = x!.type.shape.map((d, i) => (axes.has(i) ? Dim.of(1) : d));
+            let g = attr.bool(attrs, "keepdims", false) ? ct! : b.op1("reshape", [ct!], { shape: kept });
+            if (kind === "mean") {
+              const count = [...axes].reduce((n, a) => n * (x!.type.shape[a]!.value ?? NaN), 1);
+              if (Number.isNaN(count)) throw new OpError(`reduce_mean: its derivative divides by the reduced count, and an axis of ${x!.type} is not a number`);
+              g = b.op1("div", [g, b.op1("constant", [], { values: [count], dtype: x!.type.dtype })]);
+            }
+            return [b.op1("broadcast_to", [g], { shape: [...x!.type.shape] })];
+          },
   });
 }
 

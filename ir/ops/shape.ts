@@ -9,6 +9,7 @@ import { OpError } from "../errors";
 import { numelOf } from "../tensor";
 import { TensorType } from "../types";
 import { attr, defineOp, expectSameDtype, normAxis, type Cost } from "./registry";
+import { unbroadcast } from "./vjp";
 
 /** Ops that only reinterpret or create small tensors: free in the cost model. */
 const FREE: Cost = { flops: 0, bytesRead: 0, bytesWritten: 0 };
@@ -66,6 +67,29 @@ export const TRANSPOSE = defineOp({
   },
 });
 
+export const BROADCAST_TO = defineOp({
+  name: "broadcast_to",
+  summary: "x repeated to a larger shape, numpy-style: axes aligned from the right, size-1 axes stretched, leading axes added",
+  operands: ["x"],
+  attrs: { shape: { kind: "dims", doc: "the shape to broadcast to" } },
+  infer([x], attrs) {
+    const shape = attr.dims(attrs, "shape");
+    const lead = shape.length - x!.rank;
+    if (lead < 0) throw new OpError(`broadcast_to: ${x} has more axes than [${shape.join(", ")}]`);
+    x!.shape.forEach((d, i) => {
+      if (!d.equals(Dim.of(1)) && !d.equals(shape[lead + i]!)) throw new OpError(`broadcast_to: axis ${i} of ${x} is neither 1 nor ${shape[lead + i]}`);
+    });
+    return [new TensorType(x!.dtype, shape)];
+  },
+  traits: ["view"],
+  index(A, coords, c) {
+    const src = c.inShapes[0]!;
+    const lead = coords.length - src.length;
+    return A.read(0, src.map((d, i) => (d.equals(Dim.of(1)) ? A.int(0) : coords[lead + i]!)));
+  },
+  vjp: (b, [x], _outs, [ct]) => [unbroadcast(b, ct!, x!)],
+});
+
 export const SLICE = defineOp({
   name: "slice",
   summary: "elements start..end-1 along one axis",
@@ -92,6 +116,21 @@ export const SLICE = defineOp({
     const src = [...coords];
     src[axis] = A.add(coords[axis]!, A.int(c.attrs["start"] as number));
     return A.read(0, src);
+  },
+  vjp(b, [x], _outs, [ct], attrs) {
+    // The cotangent in its span of the axis, zeros before and after.
+    const axis = normAxis(attr.int(attrs, "axis"), x!.type.rank);
+    const start = attr.int(attrs, "start");
+    const end = attr.int(attrs, "end");
+    const zeros = (len: Dim) => {
+      const shape = [...x!.type.shape];
+      shape[axis] = len;
+      return b.op1("broadcast_to", [b.op1("constant", [], { values: [0], dtype: x!.type.dtype })], { shape });
+    };
+    const len = x!.type.shape[axis]!.value;
+    if (len === undefined) throw new OpError(`slice: its derivative pads axis ${axis} of ${x!.type}, whose length is not a number`);
+    const parts = [...(start > 0 ? [zeros(Dim.of(start))] : []), ct!, ...(len > end ? [zeros(Dim.of(len - end))] : [])];
+    return [parts.length === 1 ? ct! : b.op1("concat", parts, { axis })];
   },
 });
 

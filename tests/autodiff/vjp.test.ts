@@ -163,6 +163,12 @@ describe("VJP rules of structural ops", () => {
     { name: "concat", params: "%a: f32[2, 3], %b: f32[2, 2]", op: "concat(%a, %b) {axis = 1}", out: "f32[2, 5]" },
     { name: "linear", params: "%a: f32[2, 3, 4], %b: f32[5, 4]", op: "linear(%a, %b)", out: "f32[2, 3, 5]" },
     { name: "matmul (rhs broadcast over the batch)", params: "%a: f32[2, 3, 4], %b: f32[4, 5]", op: "matmul(%a, %b)", out: "f32[2, 3, 5]" },
+    { name: "broadcast_to", params: "%a: f32[3, 1]", op: "broadcast_to(%a) {shape = [2, 3, 4]}", out: "f32[2, 3, 4]" },
+    { name: "slice (middle of the axis)", params: "%a: f32[3, 7]", op: "slice(%a) {axis = 1, start = 2, end = 5}", out: "f32[3, 3]" },
+    { name: "slice (to the end)", params: "%a: f32[4, 3]", op: "slice(%a) {axis = 0, start = 1, end = 4}", out: "f32[3, 3]" },
+    { name: "reduce_sum", params: "%a: f32[2, 3, 4]", op: "reduce_sum(%a) {axes = [0, 2]}", out: "f32[3]" },
+    { name: "reduce_sum (keepdims)", params: "%a: f32[2, 3, 4]", op: "reduce_sum(%a) {axes = [-1], keepdims = true}", out: "f32[2, 3, 1]" },
+    { name: "reduce_mean", params: "%a: f32[2, 3, 4]", op: "reduce_mean(%a) {axes = [1]}", out: "f32[2, 4]" },
     { name: "rope (partial: 2 x 2 of 6 dims rotate)", params: "%a: f32[2, 3, 6], %cos: f32[3, 2], %sin: f32[3, 2]", op: "rope(%a, %cos, %sin)", out: "f32[2, 3, 6]", only: 1 },
   ];
   for (const c of cases) {

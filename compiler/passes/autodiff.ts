@@ -1,18 +1,22 @@
 /**
- * autodiff: reverse-mode differentiation of a graph's entry (issue 11; this is its first, flat
- * form). The entry's first result is the objective (its elements summed when it is not a scalar);
- * the pass appends the backward ops to the entry and a result `grad.<weight name>` (f32, the
- * weight's shape) for every float weight the objective depends on.
+ * autodiff: reverse-mode differentiation of a graph's entry (issue 11). The entry's first result is
+ * the objective (its elements summed when it is not a scalar); the pass appends the backward ops to
+ * the entry and a result `grad.<weight name>` (f32, the weight's shape) for every float weight the
+ * objective depends on, named in full (a layer's weights with their call scope).
  *
- * Guarantees: the forward ops and results are unchanged (the gradients are extra results after
- * them); cotangents are accumulated in program order of the uses, in reverse; an op that needs a
- * derivative and has no VJP rule stops the pass naming it and its location. Not built yet: calls
- * (a layer function's backward function, which keeps the graph folded), so a folded model is
- * refused; weight-only inputs (quantize at load) are not differentiated through.
+ * Folded: each function the entry calls gets one backward function `@<name>.backward`, called once
+ * per call site with the call's scope (so its weights bind as the forward call's do). It takes the
+ * forward parameters and the cotangents of the float results, recomputes the forward body (every
+ * activation is recomputed: what to keep instead is the recompute pass's choice, not built yet) and
+ * returns the cotangent of each float parameter and the gradient of each float weight.
+ *
+ * Guarantees: forward ops and results are unchanged (gradients are extra results after them);
+ * cotangents are summed over every use; an op that needs a derivative and has no VJP rule stops the
+ * pass naming it and where it was written. Quantized (fp8) weights are not differentiated.
  */
 import { LingcError, formatPos } from "../../ir/errors";
 import { isFloat } from "../../ir/dtype";
-import type { Func, Module, Op, Value } from "../../ir/module";
+import { Func, joinScope, Op, Value, type Module } from "../../ir/module";
 import { vjpRule } from "../../ir/ops";
 import { Builder } from "../../ir/rewrite";
 import type { Pass } from "./pass";
@@ -23,63 +27,142 @@ function where(op: Op, f: Func): string {
   return `'${op.opName}' in @${f.name}${pos ? ` at ${formatPos(pos)}` : ""}`;
 }
 
-/** Appends the backward of f's first result to f; returns the weights given gradients. */
-export function differentiate(m: Module, f: Func): Value[] {
-  const objective = f.results[0]?.value;
-  if (!objective) throw new LingcError(`autodiff: @${f.name} has no result to differentiate`);
-  if (!isFloat(objective.type.dtype)) throw new LingcError(`autodiff: the objective ${f.results[0]!.name ?? "result 0"} is ${objective.type}, not a float tensor`);
-  const shape = objective.type.shape.map((d) => d.value);
-  if (shape.some((d) => d === undefined)) throw new LingcError(`autodiff: the objective's shape ${objective.type} must be numbers`);
+const trainable = (v: Value) => isFloat(v.type.dtype) && !v.type.quant;
 
-  // Values the objective's derivative flows into: float weights and what is computed from them.
-  const varies = new Set<Value>(f.weights.filter((w) => isFloat(w.type.dtype) && !w.type.quant));
+/** Zeros of v's type (a broadcast scalar, so symbolic shapes work). */
+function zerosLike(b: Builder, v: Value): Value {
+  const zero = b.op1("constant", [], { values: [0], dtype: v.type.dtype });
+  return b.op1("broadcast_to", [zero], { shape: [...v.type.shape] });
+}
+
+/** What backprop found: cotangents of values, and gradients of weights by full name. */
+interface Backprop {
+  ct: Map<Value, Value>;
+  weights: Map<string, Value>;
+}
+
+/**
+ * Runs f's ops backwards from the seeds (cotangents of some values), appending the backward ops to f.
+ * `varies`: the values the derivative flows into (trainable parameters and weights); the set grows
+ * with what is computed from them.
+ */
+function backprop(m: Module, f: Func, seeds: ReadonlyMap<Value, Value>, varies: Set<Value>): Backprop {
   const forward = [...f.body];
   for (const op of forward) {
-    if (op.opName === "call" && op.operands.some((v) => varies.has(v))) throw new LingcError(`autodiff: ${where(op, f)} calls @${op.callee}; differentiating through layer functions is not built yet (inline them first)`);
-    if (op.operands.some((v) => varies.has(v))) for (const r of op.results) if (isFloat(r.type.dtype)) varies.add(r);
+    const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
+    const fromWeights = callee !== undefined && callee.weights.some(trainable);
+    if (fromWeights || op.operands.some((v) => varies.has(v))) for (const r of op.results) if (trainable(r)) varies.add(r);
   }
-
   const b = new Builder(m, f);
   const ct = new Map<Value, Value>();
-  const accumulate = (v: Value, g: Value) => {
-    const prev = ct.get(v);
-    ct.set(v, prev ? b.op1("add", [prev, g]) : g);
-  };
-  // d(sum of the objective) / d(objective) = 1 everywhere.
-  accumulate(objective, b.op1("constant", [], { values: [1], dtype: objective.type.dtype, shape: shape as number[] }));
+  const weights = new Map<string, Value>();
+  const sum = (prev: Value | undefined, g: Value) => (prev ? b.op1("add", [prev, g]) : g);
+  const accumulate = (v: Value, g: Value) => ct.set(v, sum(ct.get(v), g));
+  for (const [v, g] of seeds) accumulate(v, g);
   for (let i = forward.length - 1; i >= 0; i--) {
     const op = forward[i]!;
-    if (!op.operands.some((v) => varies.has(v))) continue;
+    if (!op.results.some((r) => varies.has(r))) continue;
     const cts = op.results.map((r) => ct.get(r));
     if (cts.every((c) => c === undefined)) continue;
+    if (op.opName === "call") {
+      const callee = m.getFunc(op.callee!);
+      if (!callee) throw new LingcError(`autodiff: ${where(op, f)} calls an unknown function @${op.callee}`);
+      const back = backwardOf(m, callee);
+      const floatResults = op.results.filter(trainable);
+      const outs = b.call(back, [...op.operands, ...floatResults.map((r) => ct.get(r) ?? zerosLike(b, r))], op.scope, op.loc);
+      const params = callee.params.filter(trainable);
+      op.operands.forEach((v, j) => {
+        if (!trainable(callee.params[j]!)) return;
+        const g = outs[params.indexOf(callee.params[j]!)]!;
+        if (varies.has(v)) accumulate(v, g);
+      });
+      callee.weights.filter(trainable).forEach((w, k) => {
+        const full = joinScope(op.scope, w.name!);
+        weights.set(full, sum(weights.get(full), outs[params.length + k]!));
+      });
+      continue;
+    }
+    if (!op.operands.some((v) => varies.has(v))) continue;
     const rule = vjpRule(op.opName);
     if (!rule) throw new LingcError(`autodiff: no derivative (VJP) rule for ${where(op, f)} yet`);
-    // A result nobody read back has a zero cotangent (a constant where its shape is numbers).
-    const zeros = (r: Value) => {
-      const dims = r.type.shape.map((d) => d.value);
-      const zero = b.op1("constant", [], { values: [0], dtype: r.type.dtype, ...(dims.every((d) => d !== undefined) ? { shape: dims as number[] } : {}) });
-      return zero.type.rank === r.type.rank ? zero : b.op1("mul", [r, zero]);
-    };
-    const full = op.results.map((r, k) => cts[k] ?? zeros(r));
-    const grads = rule(b, op.operands, op.results, full, op.attrs);
+    const grads = rule(b, op.operands, op.results, op.results.map((r, k) => cts[k] ?? zerosLike(b, r)), op.attrs);
     op.operands.forEach((v, j) => {
       const g = grads[j];
       if (g && varies.has(v)) accumulate(v, g);
     });
   }
-  const out: Value[] = [];
   for (const w of f.weights) {
     const g = ct.get(w);
-    if (!g) continue;
-    f.results.push({ name: `grad.${w.name}`, value: g.type.dtype === "f32" ? g : b.op1("cast", [g], { to: "f32" }) });
-    out.push(w);
+    if (g) weights.set(w.name!, sum(weights.get(w.name!), g));
   }
-  return out;
+  return { ct, weights };
+}
+
+/**
+ * The backward function of a layer function: (forward params, cotangents of its float results) ->
+ * (cotangents of its float params, gradients of its float weights), the forward recomputed inside.
+ */
+function backwardOf(m: Module, callee: Func): Func {
+  const name = `${callee.name}.backward`;
+  const have = m.getFunc(name);
+  if (have) return have;
+  const bf = new Func(name);
+  bf.attrs = { role: "backward", of: callee.name };
+  const env = new Map<Value, Value>();
+  bf.params = callee.params.map((p) => {
+    const q = new Value(p.type, p.name, "param");
+    env.set(p, q);
+    return q;
+  });
+  bf.weights = callee.weights.map((w) => {
+    const q = new Value(w.type, w.name, "weight");
+    env.set(w, q);
+    return q;
+  });
+  const floatResults = callee.results.filter((r) => trainable(r.value));
+  const cts = floatResults.map((r, k) => {
+    const q = new Value(r.value.type, `ct.${r.name ?? k}`, "param");
+    bf.params.push(q);
+    return q;
+  });
+  // The forward body, recomputed.
+  for (const op of callee.body) {
+    const results = op.results.map((r) => new Value(r.type, r.name, "result"));
+    op.results.forEach((r, i) => env.set(r, results[i]!));
+    const copy = new Op(op.opName, op.operands.map((v) => env.get(v)!), { ...op.attrs }, results, op.scope, op.loc, op.callee);
+    copy.textPos = op.textPos;
+    bf.body.push(copy);
+  }
+  m.functions.splice(m.functions.indexOf(callee) + 1, 0, bf);
+  const seeds = new Map(floatResults.map((r, k) => [env.get(r.value)!, cts[k]!]));
+  const varies = new Set<Value>([...bf.params.slice(0, callee.params.length).filter(trainable), ...bf.weights.filter(trainable)]);
+  const { ct, weights } = backprop(m, bf, seeds, varies);
+  const b = new Builder(m, bf);
+  for (const p of bf.params.slice(0, callee.params.length).filter(trainable)) bf.results.push({ name: `ct.${p.name}`, value: ct.get(p) ?? zerosLike(b, p) });
+  for (const w of bf.weights.filter(trainable)) bf.results.push({ name: `grad.${w.name}`, value: weights.get(w.name!) ?? zerosLike(b, w) });
+  return bf;
+}
+
+/** Appends the backward of f's first result to f and its weight gradients as results; returns their full names. */
+export function differentiate(m: Module, f: Func): string[] {
+  const objective = f.results[0]?.value;
+  if (!objective) throw new LingcError(`autodiff: @${f.name} has no result to differentiate`);
+  if (!isFloat(objective.type.dtype)) throw new LingcError(`autodiff: the objective ${f.results[0]!.name ?? "result 0"} is ${objective.type}, not a float tensor`);
+  const b = new Builder(m, f);
+  // d(sum of the objective) / d(objective) = 1 everywhere.
+  const one = b.op1("broadcast_to", [b.op1("constant", [], { values: [1], dtype: objective.type.dtype })], { shape: [...objective.type.shape] });
+  const { weights } = backprop(m, f, new Map([[objective, one]]), new Set(f.weights.filter(trainable)));
+  const names = [...weights.keys()];
+  for (const name of names) {
+    const g = weights.get(name)!;
+    f.results.push({ name: `grad.${name}`, value: g.type.dtype === "f32" ? g : b.op1("cast", [g], { to: "f32" }) });
+  }
+  return names;
 }
 
 export const autodiff: Pass = {
   name: "autodiff",
-  summary: "appends the gradient of the entry's first result (summed) with respect to every float weight it depends on, as results grad.<weight>",
+  summary: "appends the gradient of the entry's first result (summed) with respect to every float weight, as results grad.<weight>; each called function gets one backward function",
   options: {},
   run(m: Module) {
     const f = m.entry;

@@ -300,6 +300,12 @@ export const LOWERINGS: Record<string, Lowering> = {
   attention,
   group_topk: groupTopk,
   take_along: (c) => void c.g.node("GatherElements", c.ins, c.out, { axis: 1 }, c.meta),
+  // Zeros of the result's shape, then ScatterElements with reduction "add" (opset 16+).
+  scatter_add(c) {
+    const t = c.outTypes[0]!;
+    const zeros = c.g.one("ConstantOfShape", [c.g.shape(t.shape)], { value: fill(t.dtype, [1], [0]) }, c.meta);
+    c.g.node("ScatterElements", [zeros, c.ins[1]!, c.ins[0]!], c.out, { axis: attrs(c)["axis"] as number, reduction: "add" }, c.meta);
+  },
   moe_dispatch: moeDispatch,
   moe_permute: moePermute,
   grouped_linear: groupedLinear,

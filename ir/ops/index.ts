@@ -5,6 +5,7 @@ import { DEQUANTIZE, QUANTIZE } from "./fp8";
 import { REDUCE_MAX, REDUCE_MEAN, REDUCE_SUM } from "./reduce";
 import { BROADCAST_TO, CONCAT, CONSTANT, IOTA, RESHAPE, SHIFT, SLICE, TRANSPOSE } from "./shape";
 import { ATTENTION, EMBEDDING, LINEAR, MATMUL, RMS_NORM, ROPE } from "./nn";
+import { SCATTER_ADD } from "./scatter";
 import { GROUPED_LINEAR, GROUP_TOPK, MOE_COMBINE, MOE_DISPATCH, MOE_PERMUTE, TAKE_ALONG } from "./moe";
 
 /**
@@ -39,6 +40,7 @@ export const OPS = {
   grouped_linear: GROUPED_LINEAR,
   moe_combine: MOE_COMBINE,
   broadcast_to: BROADCAST_TO,
+  scatter_add: SCATTER_ADD,
 } as const;
 
 export {

@@ -100,6 +100,8 @@ export const TAKE_ALONG = defineOp({
   },
   traits: ["view"],
   index: (A, [t, j]) => A.read(0, [t!, A.toIndex(A.read(1, [t!, j!]))]),
+  // The selected columns' cotangents back into their columns (the choice itself is not differentiated).
+  vjp: (b, [x, idx], _outs, [ct]) => [b.op1("scatter_add", [ct!, idx!], { axis: 1, size: x!.type.shape[1]! }), undefined],
 });
 
 export const MOE_DISPATCH = defineOp({
@@ -154,6 +156,16 @@ export const MOE_PERMUTE = defineOp({
   },
   traits: ["view"],
   index: (A, [r, h], c) => A.read(0, [A.div(A.toIndex(A.read(1, [r!])), A.int(c.attrs["k"] as number)), h!]),
+  vjp(b, [x, order], _outs, [ct], attrs) {
+    // Row r came from token order[r] / k: the rows' cotangents summed back into their tokens (the
+    // division in f32, exact below 2^24 rows).
+    const k = attr.int(attrs, "k");
+    const f = b.op1("cast", [order!], { to: "f32" });
+    const token = b.op1("cast", [b.op1("div", [f, b.op1("constant", [], { values: [k], dtype: "f32" })])], { to: order!.type.dtype });
+    const R = order!.type.shape[0]!;
+    const at = b.op1("broadcast_to", [b.op1("reshape", [token], { shape: [R, Dim.of(1)] })], { shape: [...ct!.type.shape] });
+    return [b.op1("scatter_add", [ct!, at], { axis: 0, size: x!.type.shape[0]! }), undefined];
+  },
 });
 
 export const GROUPED_LINEAR = defineOp({
@@ -244,5 +256,25 @@ export const MOE_COMBINE = defineOp({
   },
   cost(ins, outs) {
     return { flops: 2 * numelOfShaped(ins[0]!), bytesRead: bytesOf(ins[0]!) + bytesOf(ins[1]!) + bytesOf(ins[2]!), bytesWritten: bytesOf(outs[0]!) };
+  },
+  vjp(b, [y, rowOf, weights], _outs, [ct]) {
+    // Slot p = t*K + j reads row row_of[p] of y with weight weights[t, j]:
+    // d weights[t, j] = ct[t] . y[row_of[p]]; d y[row_of[p]] += weights[t, j] ct[t].
+    const [T, K] = weights!.type.shape as [Dim, Dim];
+    const n = y!.type.shape[0]!;
+    const H = y!.type.shape[1]!;
+    const k = K.value;
+    if (k === undefined) throw new OpError(`moe_combine: its derivative needs the number of experts per token as a number, got ${weights!.type}`);
+    const g = ct!.type.dtype === "f32" ? ct! : b.op1("cast", [ct!], { to: "f32" });
+    const yf = y!.type.dtype === "f32" ? y! : b.op1("cast", [y!], { to: "f32" });
+    const slots = b.op1("iota", [], { start: Dim.of(0), length: n, dtype: rowOf!.type.dtype });
+    const ctRep = b.op1("moe_permute", [g, slots], { k }); // [n, H]: ct[p / K]
+    const picked = b.op1("moe_permute", [yf, rowOf!], { k: 1 }); // [n, H]: y[row_of[p]]
+    const dw = b.op1("reshape", [b.op1("reduce_sum", [b.op1("mul", [picked, ctRep])], { axes: [1] })], { shape: [T, K] });
+    const weighted = b.op1("mul", [ctRep, b.op1("reshape", [weights!], { shape: [n, Dim.of(1)] })]);
+    const at = b.op1("broadcast_to", [b.op1("reshape", [rowOf!], { shape: [n, Dim.of(1)] })], { shape: [n, H] });
+    let dy = b.op1("scatter_add", [weighted, at], { axis: 0, size: n });
+    if (dy.type.dtype !== y!.type.dtype) dy = b.op1("cast", [dy], { to: y!.type.dtype });
+    return [dy, undefined, dw];
   },
 });

@@ -40,6 +40,14 @@ export const EMBEDDING = defineOp({
   traits: ["view"],
   // out[..., h] = table[ids[...], h]
   index: (A, coords) => A.read(0, [A.toIndex(A.read(1, coords.slice(0, -1))), coords[coords.length - 1]!]),
+  // d table: each position's cotangent row summed into the row its id picked.
+  vjp(b, [table, ids], _outs, [ct]) {
+    const n = product(ids!.type.shape);
+    const H = table!.type.shape[1]!;
+    const rows = b.op1("reshape", [ct!], { shape: [n, H] });
+    const at = b.op1("broadcast_to", [b.op1("reshape", [ids!], { shape: [n, Dim.of(1)] })], { shape: [n, H] });
+    return [b.op1("scatter_add", [rows, at], { axis: 0, size: table!.type.shape[0]! }), undefined];
+  },
   cost(ins, outs) {
     return { flops: 0, bytesRead: bytesOf(outs[0]!) + bytesOf(ins[1]!), bytesWritten: bytesOf(outs[0]!) };
   },

@@ -156,8 +156,11 @@ describe("VJP rules of elementwise ops, from their scalar formulas", () => {
  * step of 1, through the interpreter, is exact up to f32 rounding of the outputs.
  */
 describe("VJP rules of structural ops", () => {
-  /** `only`: how many leading operands have gradients (the rest are not trained). */
-  const cases: { name: string; params: string; op: string; out: string; only?: number }[] = [
+  /**
+   * `only`: which operands have gradients (default: all); `ints`: the values of integer operands
+   * (indices), by name.
+   */
+  const cases: { name: string; params: string; op: string; out: string; only?: number[]; ints?: Record<string, number[]> }[] = [
     { name: "reshape", params: "%a: f32[3, 4]", op: "reshape(%a) {shape = [2, 6]}", out: "f32[2, 6]" },
     { name: "transpose", params: "%a: f32[2, 3, 4]", op: "transpose(%a) {perm = [2, 0, 1]}", out: "f32[4, 2, 3]" },
     { name: "concat", params: "%a: f32[2, 3], %b: f32[2, 2]", op: "concat(%a, %b) {axis = 1}", out: "f32[2, 5]" },
@@ -169,7 +172,11 @@ describe("VJP rules of structural ops", () => {
     { name: "reduce_sum", params: "%a: f32[2, 3, 4]", op: "reduce_sum(%a) {axes = [0, 2]}", out: "f32[3]" },
     { name: "reduce_sum (keepdims)", params: "%a: f32[2, 3, 4]", op: "reduce_sum(%a) {axes = [-1], keepdims = true}", out: "f32[2, 3, 1]" },
     { name: "reduce_mean", params: "%a: f32[2, 3, 4]", op: "reduce_mean(%a) {axes = [1]}", out: "f32[2, 4]" },
-    { name: "rope (partial: 2 x 2 of 6 dims rotate)", params: "%a: f32[2, 3, 6], %cos: f32[3, 2], %sin: f32[3, 2]", op: "rope(%a, %cos, %sin)", out: "f32[2, 3, 6]", only: 1 },
+    { name: "rope (partial: 2 x 2 of 6 dims rotate)", params: "%a: f32[2, 3, 6], %cos: f32[3, 2], %sin: f32[3, 2]", op: "rope(%a, %cos, %sin)", out: "f32[2, 3, 6]", only: [0] },
+    { name: "embedding (ids repeat)", params: "%a: f32[5, 3], %ids: i64[2, 3]", op: "embedding(%a, %ids)", out: "f32[2, 3, 3]", only: [0], ints: { ids: [4, 0, 4, 2, 2, 4] } },
+    { name: "take_along", params: "%a: f32[3, 6], %idx: i32[3, 2]", op: "take_along(%a, %idx)", out: "f32[3, 2]", only: [0], ints: { idx: [5, 1, 0, 3, 2, 2] } },
+    { name: "moe_permute (k = 2)", params: "%a: f32[3, 4], %order: i32[6]", op: "moe_permute(%a, %order) {k = 2}", out: "f32[6, 4]", only: [0], ints: { order: [3, 0, 5, 1, 4, 2] } },
+    { name: "moe_combine (k = 2)", params: "%a: f32[6, 4], %row_of: i32[6], %w: f32[3, 2]", op: "moe_combine(%a, %row_of, %w)", out: "f32[3, 4]", only: [0, 2], ints: { row_of: [1, 3, 5, 0, 2, 4] } },
   ];
   for (const c of cases) {
     it(`${c.name}: cotangents equal central differences`, () => {
@@ -178,9 +185,9 @@ describe("VJP rules of structural ops", () => {
       const f = m.entry!;
       const op = f.results[0]!.value.def!;
       const grads = vjpRule(op.opName)!(new Builder(m, f), op.operands, op.results, [f.params[f.params.length - 1]!], op.attrs);
-      const trained = c.only ?? f.params.length - 1;
+      const trained = c.only ?? f.params.slice(0, -1).map((_, j) => j);
       grads.forEach((g, j) => {
-        if (j < trained) f.results.push({ name: `g${j}`, value: g! });
+        if (trained.includes(j)) f.results.push({ name: `g${j}`, value: g! });
         else expect(g, `operand ${j} has no gradient`).toBeUndefined();
       });
       verifyModule(m);
@@ -188,7 +195,8 @@ describe("VJP rules of structural ops", () => {
       const inputs: Record<string, Tensor> = {};
       for (const p of f.params) {
         const shape = p.type.shape.map((d) => d.value!);
-        inputs[p.name!] = Tensor.from("f32", shape, Array.from({ length: shape.reduce((x, y) => x * y, 1) }, () => 4 * r() - 2));
+        const ints = c.ints?.[p.name!];
+        inputs[p.name!] = ints ? Tensor.from(p.type.dtype, shape, ints) : Tensor.from("f32", shape, Array.from({ length: shape.reduce((x, y) => x * y, 1) }, () => 4 * r() - 2));
       }
       const out = interpret(m, inputs, noWeights);
       const ct = inputs["ct"]!.data;
@@ -198,7 +206,8 @@ describe("VJP rules of structural ops", () => {
         for (let i = 0; i < y.length; i++) s += ct[i]! * y[i]!;
         return s;
       };
-      f.params.slice(0, trained).forEach((p, j) => {
+      f.params.forEach((p, j) => {
+        if (!trained.includes(j)) return;
         const x = inputs[p.name!]!;
         const g = out[`g${j}`]!;
         expect(g.shape, `${c.name} d/d${p.name}`).toEqual(x.shape);

@@ -232,6 +232,19 @@ class Pointwise {
         );
         return out.ref;
       }
+      case "scatter_add": {
+        // Output element (.., c, ..): the sum of src over the positions along the axis whose index is c.
+        const idx = op.operands[1]!;
+        const axis = (attrsOf(OPS.scatter_add, op).axis + x.type.rank) % x.type.rank;
+        const sd = g.dims(x);
+        const oc = unflatten(g, this.flat, g.dims(v));
+        const acc = g.kb.var("acc", K.f(0));
+        g.kb.for("j", K.i(0), sd[axis]!, (j) => {
+          const at = flatten(oc.map((c, a) => (a === axis ? j : c)), sd);
+          g.kb.if(K.eq(this.at(idx, at, false), oc[axis]!), () => acc.set(K.add(acc.ref, this.at(x, at, false))));
+        });
+        return g.fit(acc.ref, dt);
+      }
       case "reduce_sum":
       case "reduce_mean":
       case "reduce_max": {
@@ -296,7 +309,7 @@ export function pointwise(g: Gen, ops: Op[]): GeneratedKernel {
 }
 
 /** Ops the pointwise generator computes by their own element rule here (not by a formula or index rule). */
-export const POINTWISE_LOWERED = ["linear", "matmul", "grouped_linear", "moe_combine", "rope", "reduce_sum", "reduce_mean", "reduce_max", "dequantize"] as const;
+export const POINTWISE_LOWERED = ["linear", "matmul", "grouped_linear", "moe_combine", "rope", "reduce_sum", "reduce_mean", "reduce_max", "dequantize", "scatter_add"] as const;
 
 /** Whether one op alone can be a pointwise kernel: by its scalar formula, its index rule, or an element rule here. */
 export function isPointwiseOp(name: string): boolean {

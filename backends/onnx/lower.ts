@@ -226,6 +226,28 @@ function groupedLinear(c: LowerCtx): void {
   c.g.node("Loop", [trips, t, y0], c.out, { body: body.graph(`${c.meta.scope ?? "moe"}/experts_loop`) }, c.meta);
 }
 
+/** grouped_outer: a Loop over the experts whose scan output is a[lo:hi]^T b[lo:hi] per expert ([E, A, B]). */
+function groupedOuter(c: LowerCtx): void {
+  const [a, b, offsets] = c.ins as [string, string, string];
+  const dt = c.outTypes[0]!.dtype;
+  const [E, A, B] = c.outTypes[0]!.shape.map((d) => d.value!) as [number, number, number];
+  const off = c.g.one("Cast", [offsets], { to: 7 }, c.meta);
+  const body = new GraphBuilder(c.g.names, c.g);
+  const meta = { ...c.meta, scope: `${c.meta.scope ?? ""}/expert` };
+  const i = body.names.fresh("expert_iter");
+  const cond = body.names.fresh("cond");
+  body.inputs.push(valueInfo(i, "i64", []), valueInfo(cond, "bool", []));
+  const lo = body.one("Gather", [off, i], { axis: 0 }, meta);
+  const hi = body.one("Gather", [off, body.one("Add", [i, body.constant(Tensor.from("i64", [], [1]))], {}, meta)], { axis: 0 }, meta);
+  const u = (x: string) => body.one("Unsqueeze", [x, body.i64([0])], {}, meta);
+  const rows = (x: string) => body.one("Slice", [x, u(lo), u(hi), body.i64([0])], {}, meta);
+  const outer = body.one("MatMul", [body.one("Transpose", [rows(a)], { perm: [1, 0] }, meta), rows(b)], {}, meta);
+  const condOut = body.one("Identity", [cond], {}, meta);
+  body.outputs.push(valueInfo(condOut, "bool", []), valueInfo(outer, dt, [A, B]));
+  const t = c.g.constant(Tensor.from("bool", [], [1]), "true");
+  c.g.node("Loop", [c.g.constant(Tensor.from("i64", [], [E])), t], c.out, { body: body.graph(`${c.meta.scope ?? "moe"}/outer_loop`) }, c.meta);
+}
+
 function moeCombine(c: LowerCtx): void {
   const [y, rowOf, weights] = c.ins as [string, string, string];
   const dt = c.outTypes[0]!.dtype;
@@ -309,6 +331,7 @@ export const LOWERINGS: Record<string, Lowering> = {
   moe_dispatch: moeDispatch,
   moe_permute: moePermute,
   grouped_linear: groupedLinear,
+  grouped_outer: groupedOuter,
   moe_combine: moeCombine,
 };
 

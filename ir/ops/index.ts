@@ -6,7 +6,7 @@ import { REDUCE_MAX, REDUCE_MEAN, REDUCE_SUM } from "./reduce";
 import { BROADCAST_TO, CONCAT, CONSTANT, IOTA, RESHAPE, SHIFT, SLICE, TRANSPOSE } from "./shape";
 import { ATTENTION, EMBEDDING, LINEAR, MATMUL, RMS_NORM, ROPE } from "./nn";
 import { SCATTER_ADD } from "./scatter";
-import { GROUPED_LINEAR, GROUP_TOPK, MOE_COMBINE, MOE_DISPATCH, MOE_PERMUTE, TAKE_ALONG } from "./moe";
+import { GROUPED_LINEAR, GROUPED_OUTER, GROUP_TOPK, MOE_COMBINE, MOE_DISPATCH, MOE_PERMUTE, TAKE_ALONG } from "./moe";
 
 /**
  * The declarations of the ops that have attributes, for typed attribute reads outside the op
@@ -41,6 +41,7 @@ export const OPS = {
   moe_combine: MOE_COMBINE,
   broadcast_to: BROADCAST_TO,
   scatter_add: SCATTER_ADD,
+  grouped_outer: GROUPED_OUTER,
 } as const;
 
 export {

@@ -14,6 +14,7 @@ import { Tensor, allocData } from "../tensor";
 import { TensorType } from "../types";
 import { attr, bytesOf, defineOp, expectDims, expectDtype, expectRank, numelOfShaped } from "./registry";
 import { OUT_DTYPE_ATTR, productDtype, realValues } from "./scaled";
+import { plainFloat } from "./vjp";
 
 /** Indices of the `k` largest values of v[lo..hi), largest first; ties go to the lower index (as torch.topk on CPU). */
 function topIndices(v: ArrayLike<number>, lo: number, hi: number, k: number): number[] {
@@ -213,6 +214,47 @@ export const GROUPED_LINEAR = defineOp({
     const touched = Math.min(E, N);
     const wBytes = (bytesOf(ins[1]!) / Math.max(E, 1)) * touched;
     return { flops: 2 * N * O * I, bytesRead: bytesOf(ins[0]!) + wBytes + bytesOf(ins[2]!), bytesWritten: bytesOf(outs[0]!) };
+  },
+  vjp(b, [x, w, offsets], _outs, [ct]) {
+    plainFloat("grouped_linear", [x!, w!]);
+    const g = ct!.type.dtype === x!.type.dtype ? ct! : b.op1("cast", [ct!], { to: x!.type.dtype });
+    // dx: each row's cotangent through its expert's transposed weight; dw[e] = sum over e's rows of ct^T x.
+    const dx = b.op1("grouped_linear", [g, b.op1("transpose", [w!], { perm: [0, 2, 1] }), offsets!]);
+    return [dx, b.op1("grouped_outer", [g, x!, offsets!]), undefined];
+  },
+});
+
+export const GROUPED_OUTER = defineOp({
+  name: "grouped_outer",
+  summary: "per-expert sum of outer products: out[e] = sum over rows offsets[e]..offsets[e+1] of a[r]^T b[r] ([E, A, B]; grouped_linear's weight gradient)",
+  operands: ["a", "b", "offsets"],
+  attrs: {},
+  traits: ["contraction"],
+  infer([a, b, offsets]) {
+    expectRank(a!, 2, "grouped_outer a ([rows, A])");
+    expectRank(b!, 2, "grouped_outer b ([rows, B])");
+    expectRank(offsets!, 1, "grouped_outer offsets");
+    expectDtype(offsets!, isInt, "grouped_outer offsets must be integers");
+    expectDtype(a!, isFloat, "grouped_outer needs float tensors");
+    if (a!.dtype !== b!.dtype) throw new OpError(`grouped_outer operands must have the same dtype: ${a} vs ${b}`);
+    expectDims(a!.shape[0]!, b!.shape[0]!, "grouped_outer: a and b rows differ");
+    const E = offsets!.shape[0]!.value;
+    if (E === undefined) throw new OpError(`grouped_outer: offsets ${offsets} must have a number of entries`);
+    return [new TensorType(a!.dtype, [Dim.of(E - 1), a!.shape[1]!, b!.shape[1]!])];
+  },
+  interpret([a, b, offsets], _attrs, ctx) {
+    const [E, A, B] = ctx.resultShapes[0]! as [number, number, number];
+    const N = a!.shape[0]!;
+    const out = new Float64Array(E * A * B);
+    for (let e = 0; e < E; e++) {
+      const lo = offsets!.data[e]!;
+      const hi = offsets!.data[e + 1]!;
+      if (!(lo >= 0 && hi >= lo && hi <= N)) throw new OpError(`grouped_outer: offsets ${lo}..${hi} of expert ${e} are outside 0..${N}`);
+      for (let r = lo; r < hi; r++) for (let i = 0; i < A; i++) for (let j = 0; j < B; j++) out[(e * A + i) * B + j] += a!.data[r * A + i]! * b!.data[r * B + j]!;
+    }
+    const data = allocData(a!.dtype, out.length);
+    data.set(out);
+    return [new Tensor(a!.dtype, [E, A, B], data)];
   },
 });
 

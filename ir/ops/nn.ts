@@ -349,5 +349,42 @@ export const ATTENTION = defineOp({
       bytesWritten: bytesOf(outs[0]!),
     };
   },
+  vjp(b, [q, k, v], _outs, [ct], attrs) {
+    // The probabilities P come from the op itself with an identity as the values (so the mask and
+    // the grouped heads are exactly the forward's); then dV = P^T dO, dP = dO V^T,
+    // dS = P (dP - rowsum(dP P)), dQ = scale dS K, dK = scale dS^T Q, with the grouped heads' dK
+    // and dV summed over the query heads that share them.
+    plainFloat("attention", [q!, k!, v!]);
+    const [B, nh] = q!.type.shape as [Dim, Dim];
+    const [, nkv, T] = k!.type.shape as [Dim, Dim, Dim];
+    const rep = nh.value! / nkv.value!;
+    const dt = q!.type.dtype;
+    const op = (name: string, ...vs: Value[]) => b.op1(name, vs);
+    const scale = b.op1("constant", [], { values: [attr.float(attrs, "scale")], dtype: dt });
+    // I [T, T] = scatter of ones at (t, t), broadcast to [B, nkv, T, T].
+    const ids = b.op1("iota", [], { start: Dim.of(0), length: T, dtype: "i32" });
+    const col = b.op1("reshape", [ids], { shape: [T, Dim.of(1)] });
+    const ones = b.op1("broadcast_to", [b.op1("constant", [], { values: [1], dtype: dt })], { shape: [T, Dim.of(1)] });
+    const eye = b.op1("scatter_add", [ones, col], { axis: 1, size: T });
+    const p = b.op1("attention", [q!, k!, b.op1("broadcast_to", [eye], { shape: [B, nkv, T, T] })], { ...attrs });
+    // The KV heads repeated for their query heads, and the sum back over them.
+    const repeat = (x: Value) => {
+      const s = x.type.shape;
+      const five = b.op1("reshape", [x], { shape: [s[0]!, s[1]!, Dim.of(1), s[2]!, s[3]!] });
+      return b.op1("reshape", [b.op1("broadcast_to", [five], { shape: [s[0]!, s[1]!, Dim.of(rep), s[2]!, s[3]!] })], { shape: [s[0]!, nh, s[2]!, s[3]!] });
+    };
+    const fold = (x: Value) => {
+      const s = x.type.shape;
+      return rep === 1 ? x : b.op1("reduce_sum", [b.op1("reshape", [x], { shape: [s[0]!, nkv, Dim.of(rep), s[2]!, s[3]!] })], { axes: [2] });
+    };
+    const kr = rep === 1 ? k! : repeat(k!);
+    const vr = rep === 1 ? v! : repeat(v!);
+    const dv = fold(op("matmul", swapLast(b, p), ct!));
+    const dp = op("matmul", ct!, swapLast(b, vr));
+    const ds = op("mul", p, op("sub", dp, b.op1("reduce_sum", [op("mul", dp, p)], { axes: [-1], keepdims: true })));
+    const dq = op("mul", op("matmul", ds, kr), scale);
+    const dk = fold(op("mul", op("matmul", swapLast(b, ds), q!), scale));
+    return [dq, dk, dv];
+  },
 });
 

@@ -176,6 +176,7 @@ describe("VJP rules of structural ops", () => {
     { name: "embedding (ids repeat)", params: "%a: f32[5, 3], %ids: i64[2, 3]", op: "embedding(%a, %ids)", out: "f32[2, 3, 3]", only: [0], ints: { ids: [4, 0, 4, 2, 2, 4] } },
     { name: "take_along", params: "%a: f32[3, 6], %idx: i32[3, 2]", op: "take_along(%a, %idx)", out: "f32[3, 2]", only: [0], ints: { idx: [5, 1, 0, 3, 2, 2] } },
     { name: "moe_permute (k = 2)", params: "%a: f32[3, 4], %order: i32[6]", op: "moe_permute(%a, %order) {k = 2}", out: "f32[6, 4]", only: [0], ints: { order: [3, 0, 5, 1, 4, 2] } },
+    { name: "grouped_linear (an expert with no rows)", params: "%a: f32[6, 4], %w: f32[3, 5, 4], %off: i32[4]", op: "grouped_linear(%a, %w, %off)", out: "f32[6, 5]", only: [0, 1], ints: { off: [0, 2, 2, 6] } },
     { name: "moe_combine (k = 2)", params: "%a: f32[6, 4], %row_of: i32[6], %w: f32[3, 2]", op: "moe_combine(%a, %row_of, %w)", out: "f32[3, 4]", only: [0, 2], ints: { row_of: [1, 3, 5, 0, 2, 4] } },
   ];
   for (const c of cases) {
@@ -265,4 +266,48 @@ describe("VJP rule of rms_norm", () => {
       }
     });
   });
+});
+
+describe("VJP rule of attention", () => {
+  for (const causal of [true, false]) {
+    it(`grouped heads (4 over 2), 3 queries at the end of 5 keys, causal ${causal}: dq, dk, dv within 2e-3 of central differences`, () => {
+      const m = parseModule(
+        `module @t {
+  func @t(%q: f32[1, 4, 3, 2], %k: f32[1, 2, 5, 2], %v: f32[1, 2, 5, 3], %ct: f32[1, 4, 3, 3]) -> (y: f32[1, 4, 3, 3]) {
+    %y = attention(%q, %k, %v) {scale = 0.7, causal = ${causal}} : f32[1, 4, 3, 3]
+    return %y
+  }
+}
+`,
+        "att.lir",
+      );
+      const f = m.entry!;
+      const op = f.results[0]!.value.def!;
+      const grads = vjpRule("attention")!(new Builder(m, f), op.operands, op.results, [f.params[3]!], op.attrs);
+      grads.forEach((g, j) => f.results.push({ name: `g${j}`, value: g! }));
+      verifyModule(m);
+      const r = rng(causal ? 17 : 23);
+      const rand = (shape: number[]) => Tensor.from("f32", shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => 2 * r() - 1));
+      const inputs: Record<string, Tensor> = { q: rand([1, 4, 3, 2]), k: rand([1, 2, 5, 2]), v: rand([1, 2, 5, 3]), ct: rand([1, 4, 3, 3]) };
+      const out = interpret(m, inputs, noWeights);
+      const loss = (ins: Record<string, Tensor>) => {
+        const y = interpret(m, ins, noWeights)["y"]!.data;
+        let s = 0;
+        for (let i = 0; i < y.length; i++) s += ins["ct"]!.data[i]! * y[i]!;
+        return s;
+      };
+      ["q", "k", "v"].forEach((name, j) => {
+        const t = inputs[name]!;
+        for (let i = 0; i < t.numel; i++) {
+          const bump = (d: number) => {
+            const data = Float32Array.from(t.data);
+            data[i]! += d;
+            return loss({ ...inputs, [name]: Tensor.from("f32", t.shape, data) });
+          };
+          const want = (bump(1e-2) - bump(-1e-2)) / 2e-2;
+          expect(Math.abs(out[`g${j}`]!.data[i]! - want), `d/d${name}[${i}]: ${out[`g${j}`]!.data[i]} vs ${want}`).toBeLessThanOrEqual(2e-3 * Math.max(1, Math.abs(want)));
+        }
+      });
+    });
+  }
 });

@@ -232,6 +232,20 @@ class Pointwise {
         );
         return out.ref;
       }
+      case "grouped_outer": {
+        // Element (e, i, j): the sum over expert e's rows of a[r, i] b[r, j].
+        const [a, bb, offsets] = op.operands as [Value, Value, Value];
+        const [, A, B] = g.dims(v) as [Expr, Expr, Expr];
+        const e = g.kb.let("e", K.divI(this.flat, K.mulI(A, B)));
+        const ij = g.kb.let("ij", K.modI(this.flat, K.mulI(A, B)));
+        const i = g.kb.let("i", K.divI(ij, B));
+        const j = g.kb.let("j", K.modI(ij, B));
+        const acc = g.kb.var("acc", K.f(0));
+        g.kb.for("r", this.at(offsets, e, false), this.at(offsets, K.add(e, K.i(1)), false), (r) =>
+          acc.set(K.add(acc.ref, K.mul(this.at(a, K.addI(K.mulI(r, A), i), false), this.at(bb, K.addI(K.mulI(r, B), j), false)))),
+        );
+        return g.fit(acc.ref, dt);
+      }
       case "scatter_add": {
         // Output element (.., c, ..): the sum of src over the positions along the axis whose index is c.
         const idx = op.operands[1]!;
@@ -309,7 +323,7 @@ export function pointwise(g: Gen, ops: Op[]): GeneratedKernel {
 }
 
 /** Ops the pointwise generator computes by their own element rule here (not by a formula or index rule). */
-export const POINTWISE_LOWERED = ["linear", "matmul", "grouped_linear", "moe_combine", "rope", "reduce_sum", "reduce_mean", "reduce_max", "dequantize", "scatter_add"] as const;
+export const POINTWISE_LOWERED = ["linear", "matmul", "grouped_linear", "moe_combine", "rope", "reduce_sum", "reduce_mean", "reduce_max", "dequantize", "scatter_add", "grouped_outer"] as const;
 
 /** Whether one op alone can be a pointwise kernel: by its scalar formula, its index rule, or an element rule here. */
 export function isPointwiseOp(name: string): boolean {

@@ -7,6 +7,9 @@
  *            the KV cache present.{i}.key/value [B, nkv, S, d] (so a forward is also a prefill)
  *   decode   input_ids [B, 1] + past.{i}.key/value [B, nkv, P, d] -> logits [B, 1, V] and
  *            present.{i}.key/value [B, nkv, P+1, d]; the new token sits at position P
+ *   train    input_ids [B, S] -> loss, loss_main, loss_mtp ([1] each, f32), the objective Ling 2.0
+ *            is trained with (LING2.md section 2.7, Megatron's MTP weighting); the driver runs the
+ *            autodiff pass on it (the module's `objective` attribute), which adds grad.<weight>
  */
 import { Dim } from "../ir/dim";
 import { formatCacheRules } from "../ir/generation";
@@ -15,7 +18,9 @@ import { ModuleTracer, op, scope, tensor, weight, type Tensor } from "../compile
 import { isMoeLayer, type LingConfig } from "./config";
 import { ropeParams } from "./rope";
 
-export const GRAPHS = ["forward", "decode"] as const;
+export const GRAPHS = ["forward", "decode", "train"] as const;
+/** The weight of the MTP loss in the training objective (Megatron's mtp_loss_scaling_factor for Ling 2.0). */
+export const MTP_LOSS_WEIGHT = 0.1;
 export type GraphKind = (typeof GRAPHS)[number];
 
 interface Rope {
@@ -38,9 +43,9 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
   // What generation needs to know travels with the module (ir/generation.ts).
   const m = new ModuleTracer(graph, {
     model: cfg.name,
-    generation: graph === "forward" ? "prefill" : "decode",
+    // The router's expert_bias is a buffer (updated from token counts, not by the gradient).
+    ...(graph === "train" ? { objective: "loss", frozen: "expert_bias" } : { generation: graph === "forward" ? "prefill" : "decode", logits: "logits" }),
     tokens: "input_ids",
-    logits: "logits",
     ...(graph === "decode" ? { kv_cache: formatCacheRules(["key", "value"].map((kv) => ({ input: `past.*.${kv}`, output: `present.*.${kv}`, axis: 2, capacity: cfg.maxPositionEmbeddings }))) } : {}),
   });
 
@@ -196,7 +201,35 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
         result[name] = op.cast(op.linear(prev, lmHead), "f32").as(name);
       }
     }
+    if (graph === "train") return trainingLoss(ids, result);
     return { ...result, ...outputs };
   });
   return m.finish();
+}
+
+/**
+ * Mean cross-entropy of logits [B, S, V] (f32) against the ids `ahead` positions later, over the
+ * positions that have such an id (t < S - ahead): the log-sum-exp with its max held constant (its
+ * derivative is zero by construction), minus the target's logit.
+ */
+function crossEntropy(logits: Tensor, ids: Tensor, ahead: number): Tensor {
+  const [B, S, V] = logits.shape as [Dim, Dim, Dim];
+  const rows = B.mul(S);
+  const targets = op.reshape(op.shift(ids, 1, -ahead, 0), [rows, 1]);
+  const mask = op.reshape(op.shift(op.broadcastTo(op.constant(1, "f32"), [B, S]), 1, -ahead, 0), [rows, 1]);
+  const z = op.sub(logits, op.stopGradient(op.reduceMax(logits, [-1], true)));
+  const lse = op.reshape(op.log(op.reduceSum(op.exp(z), [-1], true)), [rows, 1]);
+  const nll = op.sub(lse, op.takeAlong(op.reshape(z, [rows, V]), targets));
+  return op.div(op.reduceSum(op.mul(nll, mask), [0, 1]), op.reduceSum(mask, [0, 1]));
+}
+
+/** loss = main + MTP_LOSS_WEIGHT * mtp (no MTP term without an MTP layer), each [1]. */
+function trainingLoss(ids: Tensor, result: Record<string, Tensor>): Record<string, Tensor> {
+  const one = (t: Tensor) => op.reshape(t, [1]);
+  const main = crossEntropy(result["logits"]!, ids, 1);
+  const mtpLogits = result["mtp_logits"];
+  if (!mtpLogits) return { loss: one(main).as("loss"), loss_main: one(main).as("loss_main") };
+  const mtp = crossEntropy(mtpLogits, ids, 2);
+  const loss = op.add(main, op.mul(mtp, op.constant(MTP_LOSS_WEIGHT, "f32")));
+  return { loss: one(loss).as("loss"), loss_main: one(main).as("loss_main"), loss_mtp: one(mtp).as("loss_mtp") };
 }

@@ -69,12 +69,18 @@ export async function compileProgram(req: CompileRequest): Promise<Compiled> {
   const { profile, text } = await pipelineFor(req.target, fp8Settings(req.source, req.settings ?? {}), req.passes, profiles);
   const passes = parsePipeline(text);
   const timings: PassTiming[] = [];
+  // A training graph (its `objective` attribute names the loss) is differentiated first, unless the
+  // pipeline given already does it.
+  const training = parsePipeline("autodiff");
+  let differentiated = false;
   const graphs = (req.graphs ?? req.source.graphs).map((g) => {
     const m = req.source.module(g);
-    timings.push(...runPasses(m, passes, { ...req.passRun, profiles }));
+    const differentiate = m.attrs["objective"] !== undefined && !passes.some((p) => p.pass.name === "autodiff");
+    differentiated ||= differentiate;
+    timings.push(...runPasses(m, differentiate ? [...training, ...passes] : passes, { ...req.passRun, profiles }));
     return m;
   });
-  return { program: { graphs, profile }, pipeline: text, timings };
+  return { program: { graphs, profile }, pipeline: differentiated ? `autodiff,${text}` : text, timings };
 }
 
 /** Opens the source's weights and checks them against every graph of the program (closed again on failure). */

@@ -11,6 +11,8 @@ export interface LoadRequest {
   settings?: TargetSettings;
   passes?: string;
   options?: BackendOptions;
+  /** The graphs to load (default: the source's). */
+  graphs?: readonly string[];
 }
 
 export interface Loaded {
@@ -21,7 +23,7 @@ export interface Loaded {
 
 export async function loadModel(req: LoadRequest): Promise<Loaded> {
   const backend = getBackend(req.backend);
-  const { program } = await compileProgram({ source: req.source, target: backend.target, settings: req.settings, passes: req.passes });
+  const { program } = await compileProgram({ source: req.source, target: backend.target, settings: req.settings, passes: req.passes, graphs: req.graphs });
   const weights = bindWeights(req.source, program);
   try {
     const model = await backend.load(program, weights, req.options);

@@ -18,8 +18,10 @@ import { isModelFile, modelFileTexts } from "./model-file";
 export interface Source {
   /** What the user named, for messages. */
   label: string;
-  /** The graphs the source has. */
+  /** The graphs the source has (compiled and loaded by default). */
   graphs: readonly string[];
+  /** Graphs it can also build, only when asked for by name (a model's training graph). */
+  onRequest?: readonly string[];
   /** A fresh, verified module of one graph. */
   module(graph: string): Module;
   /** The checkpoint (folder or .safetensors file) holding the weights, when the source has one. */
@@ -74,7 +76,8 @@ export async function openSource(arg: string, weights?: string, options: SourceO
   const config = options.dtype ? { ...spec.config, dtype: options.dtype } : spec.config;
   return {
     label: arg,
-    graphs: GRAPHS,
+    graphs: GRAPHS.filter((g) => g !== "train"),
+    onRequest: ["train"],
     module(graph) {
       if (!(GRAPHS as readonly string[]).includes(graph)) throw new LingcError(`unknown graph '${graph}' (choose ${GRAPHS.join(" or ")})`);
       return buildLing2(config, graph as (typeof GRAPHS)[number]);
@@ -82,4 +85,14 @@ export async function openSource(arg: string, weights?: string, options: SourceO
     weights: weights ?? spec.checkpointDir,
     config,
   };
+}
+
+/** Whether the source can build a graph of this name (by default or on request). */
+export function hasGraph(source: Source, graph: string): boolean {
+  return source.graphs.includes(graph) || (source.onRequest ?? []).includes(graph);
+}
+
+/** The graphs to load for running `graph`: the default ones, or just it when it is built on request. */
+export function graphsFor(source: Source, graph: string): readonly string[] | undefined {
+  return source.graphs.includes(graph) ? undefined : [graph];
 }

@@ -12,6 +12,9 @@ const binary = (name: string) => (a: Tensor, b: Tensor) => emit1(name, [a, b]);
 
 export const neg = unary("neg");
 export const exp = unary("exp");
+export const log = unary("log");
+/** x, with no derivative flowing through it (the autodiff pass treats it as a constant). */
+export const stopGradient = unary("stop_gradient");
 export const sqrt = unary("sqrt");
 export const rsqrt = unary("rsqrt");
 export const sigmoid = unary("sigmoid");
@@ -43,6 +46,7 @@ export const concat = (xs: Tensor[], axis: number) => emit1("concat", xs, { axis
 /** A KV cache grown by `x` along `axis` (concat's value; backends grow the cache's buffer in place). */
 export const cacheAppend = (cache: Tensor, x: Tensor, axis: number) => emit1("cache_append", [cache, x], { axis });
 export const shift = (x: Tensor, axis: number, offset: number, fill: number) => emit1("shift", [x], { axis, offset, fill });
+export const broadcastTo = (x: Tensor, shape: readonly DimLike[]) => emit1("broadcast_to", [x], { shape: shape.map(dim) });
 export const iota = (start: DimLike, length: DimLike, dtype: DType) => emit1("iota", [], { start: dim(start), length: dim(length), dtype });
 
 /** A constant: a scalar, or a vector/tensor of values (given row-major). */

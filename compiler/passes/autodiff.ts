@@ -46,11 +46,11 @@ interface Backprop {
  * `varies`: the values the derivative flows into (trainable parameters and weights); the set grows
  * with what is computed from them.
  */
-function backprop(m: Module, f: Func, seeds: ReadonlyMap<Value, Value>, varies: Set<Value>): Backprop {
+function backprop(m: Module, f: Func, seeds: ReadonlyMap<Value, Value>, varies: Set<Value>, frozen: Frozen): Backprop {
   const forward = [...f.body];
   for (const op of forward) {
     const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
-    const fromWeights = callee !== undefined && callee.weights.some(trainable);
+    const fromWeights = callee !== undefined && reachesWeights(m, callee);
     if (fromWeights || op.operands.some((v) => varies.has(v))) for (const r of op.results) if (trainable(r)) varies.add(r);
   }
   const b = new Builder(m, f);
@@ -67,18 +67,20 @@ function backprop(m: Module, f: Func, seeds: ReadonlyMap<Value, Value>, varies: 
     if (op.opName === "call") {
       const callee = m.getFunc(op.callee!);
       if (!callee) throw new LingcError(`autodiff: ${where(op, f)} calls an unknown function @${op.callee}`);
-      const back = backwardOf(m, callee);
+      const back = backwardOf(m, callee, frozen);
       const floatResults = op.results.filter(trainable);
       const outs = b.call(back, [...op.operands, ...floatResults.map((r) => ct.get(r) ?? zerosLike(b, r))], op.scope, op.loc);
-      const params = callee.params.filter(trainable);
-      op.operands.forEach((v, j) => {
-        if (!trainable(callee.params[j]!)) return;
-        const g = outs[params.indexOf(callee.params[j]!)]!;
-        if (varies.has(v)) accumulate(v, g);
-      });
-      callee.weights.filter(trainable).forEach((w, k) => {
-        const full = joinScope(op.scope, w.name!);
-        weights.set(full, sum(weights.get(full), outs[params.length + k]!));
+      // Results by name: ct.<param> for the call's operands, grad.<weight> (the callee's and those of
+      // the functions it calls, relative to it) for weights under the call's scope.
+      back.results.forEach((r, k) => {
+        const name = r.name!;
+        if (name.startsWith("ct.")) {
+          const j = callee.params.findIndex((p) => `ct.${p.name}` === name);
+          if (varies.has(op.operands[j]!)) accumulate(op.operands[j]!, outs[k]!);
+        } else {
+          const full = joinScope(op.scope, name.slice("grad.".length));
+          if (!frozen(full)) weights.set(full, sum(weights.get(full), outs[k]!));
+        }
       });
       continue;
     }
@@ -93,16 +95,24 @@ function backprop(m: Module, f: Func, seeds: ReadonlyMap<Value, Value>, varies: 
   }
   for (const w of f.weights) {
     const g = ct.get(w);
-    if (g) weights.set(w.name!, sum(weights.get(w.name!), g));
+    if (g && !frozen(w.name!)) weights.set(w.name!, sum(weights.get(w.name!), g));
   }
   return { ct, weights };
+}
+
+/** Whether f or a function it calls reads a float weight (so its results depend on trained values). */
+function reachesWeights(m: Module, f: Func, seen = new Set<string>()): boolean {
+  if (seen.has(f.name)) return false;
+  seen.add(f.name);
+  if (f.weights.some(trainable)) return true;
+  return f.body.some((op) => op.opName === "call" && m.getFunc(op.callee!) !== undefined && reachesWeights(m, m.getFunc(op.callee!)!, seen));
 }
 
 /**
  * The backward function of a layer function: (forward params, cotangents of its float results) ->
  * (cotangents of its float params, gradients of its float weights), the forward recomputed inside.
  */
-function backwardOf(m: Module, callee: Func): Func {
+function backwardOf(m: Module, callee: Func, frozen: Frozen): Func {
   const name = `${callee.name}.backward`;
   const have = m.getFunc(name);
   if (have) return have;
@@ -136,11 +146,23 @@ function backwardOf(m: Module, callee: Func): Func {
   m.functions.splice(m.functions.indexOf(callee) + 1, 0, bf);
   const seeds = new Map(floatResults.map((r, k) => [env.get(r.value)!, cts[k]!]));
   const varies = new Set<Value>([...bf.params.slice(0, callee.params.length).filter(trainable), ...bf.weights.filter(trainable)]);
-  const { ct, weights } = backprop(m, bf, seeds, varies);
+  const { ct, weights } = backprop(m, bf, seeds, varies, frozen);
   const b = new Builder(m, bf);
   for (const p of bf.params.slice(0, callee.params.length).filter(trainable)) bf.results.push({ name: `ct.${p.name}`, value: ct.get(p) ?? zerosLike(b, p) });
-  for (const w of bf.weights.filter(trainable)) bf.results.push({ name: `grad.${w.name}`, value: weights.get(w.name!) ?? zerosLike(b, w) });
+  for (const [name, g] of weights) bf.results.push({ name: `grad.${name}`, value: g });
   return bf;
+}
+
+/** Whether a weight (by full name) is not trained. */
+type Frozen = (name: string) => boolean;
+
+/**
+ * The weights a model declares untrained (its `frozen` attribute: comma-separated name suffixes,
+ * e.g. Ling's router expert_bias, a buffer updated outside the gradient step).
+ */
+function frozenWeights(m: Module): Frozen {
+  const suffixes = (m.attrs["frozen"] ?? "").split(",").map((x) => x.trim()).filter(Boolean);
+  return (name) => suffixes.some((sfx) => name === sfx || name.endsWith(`.${sfx}`));
 }
 
 /** Appends the backward of f's first result to f and its weight gradients as results; returns their full names. */
@@ -151,8 +173,9 @@ export function differentiate(m: Module, f: Func): string[] {
   const b = new Builder(m, f);
   // d(sum of the objective) / d(objective) = 1 everywhere.
   const one = b.op1("broadcast_to", [b.op1("constant", [], { values: [1], dtype: objective.type.dtype })], { shape: [...objective.type.shape] });
-  const { weights } = backprop(m, f, new Map([[objective, one]]), new Set(f.weights.filter(trainable)));
-  const names = [...weights.keys()];
+  const frozen = frozenWeights(m);
+  const { weights } = backprop(m, f, new Map([[objective, one]]), new Set(f.weights.filter(trainable)), frozen);
+  const names = [...weights.keys()].filter((n) => !frozen(n));
   for (const name of names) {
     const g = weights.get(name)!;
     f.results.push({ name: `grad.${name}`, value: g.type.dtype === "f32" ? g : b.op1("cast", [g], { to: "f32" }) });

@@ -91,6 +91,21 @@ for (const [name, b] of Object.entries(BINARY)) {
   });
 }
 
+/**
+ * x, unchanged, with no derivative: for a value whose gradient is zero by construction (the max
+ * subtracted inside a log-sum-exp), so the autodiff pass does not differentiate the max.
+ */
+export const STOP_GRADIENT = defineOp({
+  name: "stop_gradient",
+  summary: "x (the identity), through which no derivative flows",
+  operands: ["x"],
+  attrs: {},
+  traits: ["elementwise"],
+  infer: ([x]) => [new TensorType(x!.dtype, x!.shape)],
+  scalar: (_S, [x]) => x!,
+  vjp: () => [undefined],
+});
+
 export const CAST = defineOp({
   name: "cast",
   summary: "converts to another dtype (floats round to nearest even; to ints truncates)",

@@ -1,6 +1,6 @@
 /** Loads every op declaration into the table; import this before using getOp(). */
 import { CACHE_APPEND } from "./cache";
-import { CAST } from "./elementwise";
+import { CAST, STOP_GRADIENT } from "./elementwise";
 import { DEQUANTIZE, QUANTIZE } from "./fp8";
 import { REDUCE_MAX, REDUCE_MEAN, REDUCE_SUM } from "./reduce";
 import { BROADCAST_TO, CONCAT, CONSTANT, IOTA, RESHAPE, SHIFT, SLICE, TRANSPOSE } from "./shape";
@@ -42,6 +42,7 @@ export const OPS = {
   broadcast_to: BROADCAST_TO,
   scatter_add: SCATTER_ADD,
   grouped_outer: GROUPED_OUTER,
+  stop_gradient: STOP_GRADIENT,
 } as const;
 
 export {

@@ -55,7 +55,7 @@ const POSITIVE = new Set(["log", "sqrt", "rsqrt", "div"]);
 const NO_RULE_YET = new Set(["abs", "maximum", "minimum"]);
 
 const elementwise = allOps()
-  .filter((d) => d.traits?.includes("elementwise") && d.name !== "cast")
+  .filter((d) => d.traits?.includes("elementwise") && d.name !== "cast" && d.name !== "stop_gradient")
   .map((d) => d.name)
   .sort();
 
@@ -127,6 +127,13 @@ describe("VJP rules of elementwise ops, from their scalar formulas", () => {
       if (binary) check("b", out["g1"]!);
     });
   }
+
+  it("stop_gradient: no cotangent flows through it", () => {
+    const m = parseModule(`module @t {\n  func @t(%a: f32[2], %ct: f32[2]) -> (y: f32[2]) {\n    %y = stop_gradient(%a) : f32[2]\n    return %y\n  }\n}\n`, "sg.lir");
+    const f = m.entry!;
+    const op = f.results[0]!.value.def!;
+    expect(vjpRule("stop_gradient")!(new Builder(m, f), op.operands, op.results, [f.params[1]!], op.attrs)).toEqual([undefined]);
+  });
 
   it("cast: the cotangent is cast back to the operand's dtype", () => {
     const m = parseModule(

@@ -10,6 +10,7 @@ import { attrsOf, OPS } from "../../../ir/ops";
 import type { Dim } from "../../../ir/dim";
 import type { Op, Value } from "../../../ir/module";
 import { product } from "../../../ir/dim";
+import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
 
@@ -23,8 +24,11 @@ export function attentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const [Bd, nhD, Sd] = q.type.shape as [Dim, Dim, Dim];
   const nh = nhD.value!;
   const nkv = k.type.shape[1]!.value!;
-  const d = q.type.shape[3]!.value!;
-  const dv = v.type.shape[3]!.value!;
+  const d = q.type.shape[3]!.value;
+  const dv = v.type.shape[3]!.value;
+  // Each thread keeps a row of the output in registers: the head widths must be numbers (an
+  // attention whose values are [.., T, T], as its derivative builds, is not one of these).
+  if (d === undefined || dv === undefined) throw new LingcError(`attention kernel: head widths ${q.type.shape[3]} and ${v.type.shape[3]} must be numbers (this kernel keeps an output row in registers)`);
   const rep = nh / nkv;
   const kb = g.kb;
   const S = g.size(Sd);

@@ -7,7 +7,7 @@ import { LingcError } from "../../../ir/errors";
 import type { Tensor } from "../../../ir/tensor";
 import { BACKEND_NAMES } from "../../../backends";
 import { loadModel } from "../../driver/load";
-import { openSource } from "../../driver/source";
+import { graphsFor, hasGraph, openSource } from "../../driver/source";
 import { str } from "../args";
 import type { Command } from "./command";
 import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION } from "./backend-options";
@@ -51,7 +51,7 @@ export const compare: Command = {
     positionals: [MODEL_POSITIONAL],
     options: [
       { name: "backends", value: "A,B", help: `two backends (from ${BACKEND_NAMES.join(", ")}); the first is the reference`, required: true },
-      { name: "graph", value: "NAME", help: "which graph (default: the model's first, forward)" },
+      { name: "graph", value: "NAME", help: "which graph (default: the model's first, forward; a model also has train: the losses and grad.<weight>)" },
       { name: "input", value: "FILE", help: "safetensors file with the graph's inputs (for a model: input_ids, int64 [B, S])", required: true },
       { name: "tolerance", value: "X", help: "max abs error allowed (default 1e-4)" },
       WEIGHTS_OPTION,
@@ -68,11 +68,11 @@ export const compare: Command = {
     if (!(tolerance >= 0)) throw new LingcError(`--tolerance must be a non-negative number, got '${tolText}'`);
     const source = await openSource(args.positionals[0]!, str(args, "weights"), sourceOptions(args));
     const graph = str(args, "graph") ?? source.graphs[0]!;
-    if (!source.graphs.includes(graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${source.graphs.join(", ")})`);
+    if (!hasGraph(source, graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${[...source.graphs, ...(source.onRequest ?? [])].join(", ")})`);
     const results: Record<string, Tensor>[] = [];
     const order: string[] = [];
     for (const [i, name] of names.entries()) {
-      const { model } = await loadModel({ source, backend: name, settings: targetSettings(args), passes: str(args, "passes") });
+      const { model } = await loadModel({ source, backend: name, settings: targetSettings(args), passes: str(args, "passes"), graphs: graphsFor(source, graph) });
       try {
         const inputs = readInputs(str(args, "input")!, model.signatures[graph]!);
         const seen: Record<string, Tensor> = {};

@@ -26,7 +26,7 @@ export const compile: Command = {
     summary: "Traces a model graph (or reads an IR text), runs the target's pass pipeline and writes the output for the target.",
     positionals: [{ name: "model", help: "a built-in config, a checkpoint folder, or an IR text (.lir)", optional: true }],
     options: [
-      { name: "graph", value: "NAME", help: `which graph of a model (default: forward; cuda: ${GRAPHS.join(" and ")})`, choices: GRAPHS },
+      { name: "graph", value: "NAME", help: "which graph of a model (default: forward; cuda: forward and decode; train: the training loss and, by the autodiff pass, its gradients)", choices: GRAPHS },
       { name: "target", value: "NAME", help: "output kind (default ir: writes <out>/<graph>.lir)", choices: TARGETS },
       { name: "out", value: "DIR", help: "output folder" },
       { name: "print-pipeline", help: "print the pipeline the target runs (with these options) and stop" },

@@ -14,7 +14,7 @@ import type { GraphSignature } from "../../../backends/backend";
 import { generationRole } from "../../../ir/generation";
 import { readAllSafetensors, writeSafetensors } from "../../../backends/weights/safetensors";
 import { loadModel } from "../../driver/load";
-import { openSource } from "../../driver/source";
+import { graphsFor, hasGraph, openSource } from "../../driver/source";
 import { str } from "../args";
 import { ensureDir } from "../io";
 import type { Command } from "./command";
@@ -73,7 +73,7 @@ export const run: Command = {
     positionals: [MODEL_POSITIONAL],
     options: [
       { name: "backend", value: "NAME", help: "which backend runs the graph (default interp)", choices: BACKEND_NAMES },
-      { name: "graph", value: "NAME", help: "which graph (default: the model's first, forward)" },
+      { name: "graph", value: "NAME", help: "which graph (default: the model's first, forward; a model also has train: the losses and grad.<weight>)" },
       { name: "input", value: "FILE", help: "safetensors file with the graph's inputs (for a model: input_ids, int64 [B, S])", required: true },
       { name: "out", value: "FILE", help: "safetensors file to write", required: true },
       { name: "observe", value: "PATTERNS", help: "also write these named internal values, e.g. 'hidden.*,model.layers.*.mlp.topk_idx'" },
@@ -85,10 +85,10 @@ export const run: Command = {
   async run(args, io) {
     const source = await openSource(args.positionals[0]!, str(args, "weights"), sourceOptions(args));
     const graph = str(args, "graph") ?? source.graphs[0]!;
-    if (!source.graphs.includes(graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${source.graphs.join(", ")})`);
+    if (!hasGraph(source, graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${[...source.graphs, ...(source.onRequest ?? [])].join(", ")})`);
     const outPath = str(args, "out")!;
     ensureDir(dirname(outPath));
-    const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: str(args, "passes") });
+    const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: str(args, "passes"), graphs: graphsFor(source, graph) });
     try {
       const inputs = readInputs(str(args, "input")!, model.signatures[graph]!);
       const want = matcher(str(args, "observe"));

@@ -1,0 +1,54 @@
+/**
+ * ling-tiny's training step against upstream's (tests/data/golden/ling-tiny/train_golden.safetensors:
+ * torch autograd, fp32): `lingc run --graph train` on the interpreter and on ONNX Runtime gives loss, loss_main and
+ * loss_mtp within 1e-5 relative and every trained tensor's gradient within 1e-4 of its max abs value
+ * (the stacked expert gradients compared expert by expert); expert_bias (a buffer) has none.
+ */
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { readAllSafetensors } from "../../backends/weights/safetensors";
+import { cli } from "../support/cli";
+import { GOLDEN_DIR, GOLDEN_FILE, scratchDir } from "../support/paths";
+
+describe("the train graph of ling-tiny", () => {
+  for (const backend of ["interp", "onnx"]) it(`reproduces upstream's losses and gradients on ${backend}`, async () => {
+    const out = join(scratchDir("lingc-train-"), "train.safetensors");
+    const r = await cli("run", GOLDEN_DIR, "--graph", "train", "--backend", backend, "--input", GOLDEN_FILE, "--out", out);
+    expect(r.code, r.stderr).toBe(0);
+    const got = readAllSafetensors(out);
+    const want = readAllSafetensors(join(GOLDEN_DIR, "train_golden.safetensors"));
+    for (const k of ["loss", "loss_main", "loss_mtp"]) {
+      expect(got[k]!.shape).toEqual([1]);
+      expect(Math.abs(got[k]!.data[0]! / want[k]!.data[0]! - 1), k).toBeLessThanOrEqual(1e-5);
+    }
+    const grads = Object.keys(want).filter((k) => k.startsWith("grad."));
+    expect(grads.length).toBe(190);
+    const stacked = new Set<string>();
+    for (const name of grads) {
+      const w = want[name]!;
+      let data: ArrayLike<number>;
+      const m = /^(grad\..*\.experts)\.(\d+)\.(.*)$/.exec(name);
+      if (m) {
+        const key = `${m[1]}.*.${m[3]}`;
+        const s = got[key];
+        expect(s, key).toBeDefined();
+        stacked.add(key);
+        const per = s!.numel / s!.shape[0]!;
+        data = s!.data.subarray(Number(m[2]) * per, (Number(m[2]) + 1) * per);
+      } else {
+        expect(got[name], name).toBeDefined();
+        data = got[name]!.data;
+      }
+      let most = 0;
+      let diff = 0;
+      for (let i = 0; i < w.numel; i++) {
+        most = Math.max(most, Math.abs(w.data[i]!));
+        diff = Math.max(diff, Math.abs(data[i]! - w.data[i]!));
+      }
+      expect(diff, `${name}: max error ${diff} against max |g| ${most}`).toBeLessThanOrEqual(1e-4 * most);
+    }
+    // Nothing else was given a gradient (expert_bias is a buffer).
+    const extra = Object.keys(got).filter((k) => k.startsWith("grad.") && !grads.includes(k) && !stacked.has(k));
+    expect(extra).toEqual([]);
+  }, 60_000);
+});

@@ -8,7 +8,8 @@
  *   decode   input_ids [B, 1] + past.{i}.key/value [B, nkv, P, d] -> logits [B, 1, V] and
  *            present.{i}.key/value [B, nkv, P+1, d]; the new token sits at position P
  *   train    input_ids [B, S] -> loss, loss_main, loss_mtp ([1] each, f32), the objective Ling 2.0
- *            is trained with (LING2.md section 2.7, Megatron's MTP weighting); the driver runs the
+ *            is trained with (LING2.md section 2.7, Megatron's MTP weighting), and
+ *            tokens_per_expert.{i} (i64 [E]) of each MoE layer (MTP included); the driver runs the
  *            autodiff pass on it (the module's `objective` attribute), which adds grad.<weight>
  */
 import { Dim } from "../ir/dim";
@@ -105,6 +106,9 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       return { idx, weights: w };
     });
 
+  // The token counts of the MoE block traced last (the train graph returns them from each layer).
+  let counts: Tensor | undefined;
+
   // §2.5 MoE block: dropless grouped experts (only the chosen experts run) plus the shared expert.
   const moe = (x: Tensor) =>
     scope("mlp", () => {
@@ -116,6 +120,8 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       const r = router(tokens);
       r.idx.as("topk_idx");
       const { order, offsets, rowOf } = op.moeDispatch(r.idx, E);
+      // Tokens each expert received (the expert-bias update's input, LING2.md section 2.5).
+      if (graph === "train") counts = op.cast(op.sub(op.slice(offsets, 0, 1, E + 1), op.slice(offsets, 0, 0, E)), "i64");
       const rows = op.moePermute(tokens, order, K);
       const y = scope("experts", () => {
         const gate = op.groupedLinear(rows, param("*.gate_proj.weight", [E, I, H]), offsets);
@@ -134,8 +140,11 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
     const past = pastKey && pastValue ? { key: pastKey, value: pastValue } : undefined;
     const a = attention(norm(h, "input_layernorm"), { cos, sin }, past);
     const h1 = op.add(h, a.out);
+    counts = undefined;
     const h2 = op.add(h1, ffn(norm(h1, "post_attention_layernorm")));
-    return { hidden: h2, "present.key": a.cache.key, "present.value": a.cache.value };
+    const out: Record<string, Tensor> = { hidden: h2, "present.key": a.cache.key, "present.value": a.cache.value };
+    if (counts) out["tokens_per_expert"] = counts;
+    return out;
   };
 
   const withCache = graph === "decode";
@@ -148,7 +157,9 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
   const mtpLayer = m.fn("mtp_layer", ["h", "next_embeds", "cos", "sin"], { role: "mtp" }, (h, e, cos, sin) => {
     const z = op.linear(op.concat([norm(e, "enorm"), norm(h, "hnorm")], -1), param("eh_proj.weight", [H, 2 * H]));
     const layer = moeLayer("", z, cos, sin);
-    return { hidden: norm(layer.hidden!, "final_layernorm") };
+    const out: Record<string, Tensor> = { hidden: norm(layer.hidden!, "final_layernorm") };
+    if (layer["tokens_per_expert"]) out["tokens_per_expert"] = layer["tokens_per_expert"];
+    return out;
   });
 
   // §2.3 RoPE tables: angles = position * inv_freq in fp32, cos/sin times the YaRN scale, cast to the model dtype.
@@ -177,6 +188,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
     const lmHead = cfg.tieWordEmbeddings ? embed : param("lm_head.weight", [cfg.vocabSize, H]);
     const rope = ropeTables(op.iota(withCache ? "P" : 0, S, "i64"));
     const outputs: Record<string, Tensor> = {};
+    const counted: Record<string, Tensor> = {};
 
     let h = op.embedding(embed, ids);
     for (let i = 0; i < cfg.numLayers; i++) {
@@ -184,6 +196,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       const args = withCache ? [x[`past.${i}.key`]!, x[`past.${i}.value`]!] : [];
       const out = layer(`model.layers.${i}`, h, rope.cos, rope.sin, ...args);
       h = out.hidden!.as(`hidden.${i}`);
+      if (out["tokens_per_expert"]) counted[`tokens_per_expert.${i}`] = out["tokens_per_expert"];
       outputs[`present.${i}.key`] = out["present.key"]!.as(`present.${i}.key`);
       outputs[`present.${i}.value`] = out["present.value"]!.as(`present.${i}.value`);
     }
@@ -196,12 +209,14 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       for (let j = 0; j < cfg.numMtpLayers; j++) {
         ids2 = op.shift(ids2, 1, -1, 0);
         const e = op.embedding(embed, ids2);
-        prev = mtpLayer(`model.layers.${cfg.numLayers + j}`, prev, e, rope.cos, rope.sin).hidden!.as(`mtp_hidden.${j}`);
+        const mtp = mtpLayer(`model.layers.${cfg.numLayers + j}`, prev, e, rope.cos, rope.sin);
+        prev = mtp.hidden!.as(`mtp_hidden.${j}`);
+        if (mtp["tokens_per_expert"]) counted[`tokens_per_expert.${cfg.numLayers + j}`] = mtp["tokens_per_expert"];
         const name = j === 0 ? "mtp_logits" : `mtp_logits.${j}`;
         result[name] = op.cast(op.linear(prev, lmHead), "f32").as(name);
       }
     }
-    if (graph === "train") return trainingLoss(ids, result);
+    if (graph === "train") return { ...trainingLoss(ids, result), ...counted };
     return { ...result, ...outputs };
   });
   return m.finish();

@@ -2,7 +2,8 @@
  * ling-tiny's training step against upstream's (tests/data/golden/ling-tiny/train_golden.safetensors:
  * torch autograd, fp32): `lingc run --graph train` on the interpreter and on ONNX Runtime gives loss, loss_main and
  * loss_mtp within 1e-5 relative and every trained tensor's gradient within 1e-4 of its max abs value
- * (the stacked expert gradients compared expert by expert); expert_bias (a buffer) has none.
+ * (the stacked expert gradients compared expert by expert), tokens_per_expert identical; expert_bias
+ * (a buffer) has no gradient.
  */
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -46,6 +47,13 @@ describe("the train graph of ling-tiny", () => {
         diff = Math.max(diff, Math.abs(data[i]! - w.data[i]!));
       }
       expect(diff, `${name}: max error ${diff} against max |g| ${most}`).toBeLessThanOrEqual(1e-4 * most);
+    }
+    // Tokens per expert of each MoE layer (the MTP layer's included): identical.
+    const counts = Object.keys(want).filter((k) => k.startsWith("tokens_per_expert."));
+    expect(counts.length).toBe(3);
+    for (const k of counts) {
+      expect(got[k]?.dtype, k).toBe("i64");
+      expect([...got[k]!.data], k).toEqual([...want[k]!.data]);
     }
     // Nothing else was given a gradient (expert_bias is a buffer).
     const extra = Object.keys(got).filter((k) => k.startsWith("grad.") && !grads.includes(k) && !stacked.has(k));

@@ -205,6 +205,8 @@ export const SHIFT = defineOp({
     src[axis] = from;
     return A.choose(inside, () => A.read(0, src), () => A.value(c.attrs["fill"] as number));
   },
+  // Element i moved to i + offset: its cotangent moves back (the filled slots came from no element).
+  vjp: (b, _ins, _outs, [ct], attrs) => [b.op1("shift", [ct!], { axis: attr.int(attrs, "axis"), offset: -attr.int(attrs, "offset"), fill: 0 })],
 });
 
 export const IOTA = defineOp({

@@ -101,6 +101,14 @@ export const run: Command = {
       for (const [name, t] of Object.entries(result)) {
         if (t.scaled) result[`${name}.scale`] = new Tensor("f32", scaleGridShape(t.shape, t.scaled.layout.granularity), t.scaled.scales);
       }
+      // A gradient of stacked expert weights (`grad.<...>.experts.*.<proj>`, [E, ...]) is written per
+      // expert under the checkpoint's names, as the weights it belongs to are stored.
+      for (const [name, t] of Object.entries(result)) {
+        if (!name.startsWith("grad.") || !name.includes(".*.")) continue;
+        const per = t.numel / t.shape[0]!;
+        for (let e = 0; e < t.shape[0]!; e++) result[name.replace(".*.", `.${e}.`)] = new Tensor(t.dtype, t.shape.slice(1), t.data.slice(e * per, (e + 1) * per));
+        delete result[name];
+      }
       writeSafetensors(outPath, result);
       io.err(`ran ${graph} on ${backend} in ${ms.toFixed(0)} ms; wrote ${Object.keys(result).sort().join(", ")} to ${outPath}\n`);
     } finally {

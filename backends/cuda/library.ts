@@ -130,8 +130,10 @@ function attentionCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
     `${k.type.shape[1]!.value}L`,
     c.dim(S!),
     c.dim(k.type.shape[2]!),
-    `${d!.value}L`,
-    `${v.type.shape[3]!.value}L`,
+    // Head widths: numbers in a model's forward; the value width is the key length in attention's
+    // derivative (its probabilities come from identity values).
+    c.dim(d!),
+    c.dim(v.type.shape[3]!),
     literal(a.scale, "f32"),
     a.causal ? "true" : "false",
     transposed ? "true" : "false",

@@ -133,4 +133,14 @@ describe("lingc compile --target cuda", () => {
     expect(r.stderr).toMatch(/experts\.\*\.gate_proj\.weight has 4294967296 elements, more than the generated kernels' 32-bit indices reach/);
     expect(existsSync(join(dir, "1t-fp8"))).toBe(false);
   });
+
+  it("ling-tiny's train graph (forward, loss and the backward functions) compiles with nvcc, without warnings", async () => {
+    const r = await cli("compile", "ling-tiny", "--graph", "train", "--target", "cuda", "--out", join(dir, "train"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "train", "model.cu"), "utf8");
+    expect(src).toContain("moe_layer_backward");
+    const res = await nvcc(join(dir, "train"), "model.cu");
+    expect(res.code, res.out).toBe(0);
+    expect(res.out.trim(), "nvcc printed warnings").toBe("");
+  }, 300_000);
 });

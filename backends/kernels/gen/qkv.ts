@@ -61,7 +61,9 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
     const b = kb.let("b", K.div(tok, S));
     const s = kb.let("s", K.mod(tok, S));
     const x = kb.shared("xh", "f32", d);
-    const y = kb.shared("yh", "f32", d);
+    // The rotation's scratch row, when some chain rotates (a backward function may recompute only
+    // the value heads, which neither norm nor rotate).
+    const y = chains.some((ch) => ch.ops.some((o) => o.opName === "rope")) ? kb.shared("yh", "f32", d) : "";
     each(d, (c) => kb.store(x, c, kb.load(g.buf(src), K.add(K.mul(item, K.i(d)), c))));
     kb.barrier();
     const run = (ch: Chain) => {

@@ -8,7 +8,9 @@
  * per call site with the call's scope (so its weights bind as the forward call's do). It takes the
  * forward parameters and the cotangents of the float results, recomputes the forward body (every
  * activation is recomputed: what to keep instead is the recompute pass's choice, not built yet) and
- * returns the cotangent of each float parameter and the gradient of each float weight.
+ * returns the cotangent of each float parameter and the gradient of each float weight it reads,
+ * its own and those of the functions it calls (by name relative to it). Weights a module declares
+ * `frozen` (attribute: name suffixes) get none.
  *
  * Guarantees: forward ops and results are unchanged (gradients are extra results after them);
  * cotangents are summed over every use; an op that needs a derivative and has no VJP rule stops the
@@ -110,7 +112,8 @@ function reachesWeights(m: Module, f: Func, seen = new Set<string>()): boolean {
 
 /**
  * The backward function of a layer function: (forward params, cotangents of its float results) ->
- * (cotangents of its float params, gradients of its float weights), the forward recomputed inside.
+ * (ct.<param> for its float params, grad.<weight> for the weights it and its callees read, relative
+ * names), the forward recomputed inside. Made once per function (the first caller's `frozen` holds).
  */
 function backwardOf(m: Module, callee: Func, frozen: Frozen): Func {
   const name = `${callee.name}.backward`;

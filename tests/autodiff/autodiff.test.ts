@@ -10,6 +10,7 @@ import { verifyModule } from "../../ir/verify";
 import { Tensor } from "../../ir/tensor";
 import { printModule } from "../../ir/print";
 import { differentiate } from "../../compiler/passes/autodiff";
+import { rng } from "../support/fd";
 
 const MLP = `module @mlp {
   func @mlp(%x: f32[4, 8])
@@ -27,16 +28,6 @@ const MLP = `module @mlp {
   }
 }
 `;
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
-}
 
 describe("the autodiff pass", () => {
   it("appends grad.<weight> results that match central differences of the summed objective", () => {

@@ -6,49 +6,14 @@
  */
 import { describe, expect, it } from "vitest";
 import "../../ir/ops";
-import { allOps, getOp, vjpRule, type ScalarAlgebra } from "../../ir/ops";
+import { allOps, getOp, vjpRule } from "../../ir/ops";
+import { NUMBER_SCALARS } from "../../ir/ops/interpret-rules";
 import { interpret } from "../../ir/interpret";
 import { parseModule } from "../../ir/parse";
 import { Builder } from "../../ir/rewrite";
 import { verifyModule } from "../../ir/verify";
 import { Tensor } from "../../ir/tensor";
-
-const noWeights = {
-  get: (name: string): Tensor => {
-    throw new Error(`no weight ${name}`);
-  },
-};
-
-/** The scalar formulas in doubles (no rounding), for the finite differences. */
-const DOUBLE: ScalarAlgebra<number> = {
-  lit: (v) => v,
-  add: (a, b) => a + b,
-  sub: (a, b) => a - b,
-  mul: (a, b) => a * b,
-  div: (a, b) => a / b,
-  max: Math.max,
-  min: Math.min,
-  neg: (a) => -a,
-  abs: Math.abs,
-  exp: Math.exp,
-  log: Math.log,
-  sqrt: Math.sqrt,
-  rsqrt: (a) => 1 / Math.sqrt(a),
-  sin: Math.sin,
-  cos: Math.cos,
-  cast: (a) => a,
-};
-
-/** A seeded uniform generator (xorshift), so failures reproduce. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
-}
+import { expectCentralDifferences, noWeights, rng, uniform } from "../support/fd";
 
 const POSITIVE = new Set(["log", "sqrt", "rsqrt", "div"]);
 /** Ops whose formula needs a comparison: their rule refuses, naming what is missing. */
@@ -100,7 +65,7 @@ describe("VJP rules of elementwise ops, from their scalar formulas", () => {
       const def = getOp(name)!;
       const loss = (av: number[], bw: number[]) => {
         let s = 0;
-        for (let i = 0; i < 12; i++) s += c[i]! * def.scalar!(DOUBLE, binary ? [av[i]!, bw[i % 4]!] : [av[i]!], { inTypes: ["f32"], outType: "f32", attrs: {} });
+        for (let i = 0; i < 12; i++) s += c[i]! * def.scalar!(NUMBER_SCALARS, binary ? [av[i]!, bw[i % 4]!] : [av[i]!], { inTypes: ["f32"], outType: "f32", attrs: {} });
         return s;
       };
       const h = 1e-4;
@@ -205,30 +170,11 @@ describe("VJP rules of structural ops", () => {
       for (const p of f.params) {
         const shape = p.type.shape.map((d) => d.value!);
         const ints = c.ints?.[p.name!];
-        inputs[p.name!] = ints ? Tensor.from(p.type.dtype, shape, ints) : Tensor.from("f32", shape, Array.from({ length: shape.reduce((x, y) => x * y, 1) }, () => 4 * r() - 2));
+        inputs[p.name!] = ints ? Tensor.from(p.type.dtype, shape, ints) : uniform(r, shape, 2);
       }
       const out = interpret(m, inputs, noWeights);
-      const ct = inputs["ct"]!.data;
-      const loss = (ins: Record<string, Tensor>) => {
-        const y = interpret(m, ins, noWeights)["y"]!.data;
-        let s = 0;
-        for (let i = 0; i < y.length; i++) s += ct[i]! * y[i]!;
-        return s;
-      };
       f.params.forEach((p, j) => {
-        if (!trained.includes(j)) return;
-        const x = inputs[p.name!]!;
-        const g = out[`g${j}`]!;
-        expect(g.shape, `${c.name} d/d${p.name}`).toEqual(x.shape);
-        for (let i = 0; i < x.numel; i++) {
-          const bump = (delta: number) => {
-            const d = Float32Array.from(x.data);
-            d[i]! += delta;
-            return loss({ ...inputs, [p.name!]: Tensor.from("f32", x.shape, d) });
-          };
-          const want = (bump(1) - bump(-1)) / 2;
-          expect(Math.abs(g.data[i]! - want), `${c.name} d/d${p.name}[${i}]`).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(want)));
-        }
+        if (trained.includes(j)) expectCentralDifferences(m, inputs, p.name!, out[`g${j}`]!, { step: 1, tolerance: 1e-4 });
       });
     });
   }
@@ -252,27 +198,9 @@ describe("VJP rule of rms_norm", () => {
     grads.forEach((g, j) => f.results.push({ name: `g${j}`, value: g! }));
     verifyModule(m);
     const r = rng(99);
-    const rand = (shape: number[]) => Tensor.from("f32", shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => 2 * r() - 1));
-    const inputs: Record<string, Tensor> = { x: rand([3, 8]), w: rand([8]), ct: rand([3, 8]) };
+    const inputs: Record<string, Tensor> = { x: uniform(r, [3, 8]), w: uniform(r, [8]), ct: uniform(r, [3, 8]) };
     const out = interpret(m, inputs, noWeights);
-    const loss = (ins: Record<string, Tensor>) => {
-      const y = interpret(m, ins, noWeights)["y"]!.data;
-      let s = 0;
-      for (let i = 0; i < y.length; i++) s += ins["ct"]!.data[i]! * y[i]!;
-      return s;
-    };
-    ["x", "w"].forEach((name, j) => {
-      const t = inputs[name]!;
-      for (let i = 0; i < t.numel; i++) {
-        const bump = (d: number) => {
-          const data = Float32Array.from(t.data);
-          data[i]! += d;
-          return loss({ ...inputs, [name]: Tensor.from("f32", t.shape, data) });
-        };
-        const want = (bump(1e-2) - bump(-1e-2)) / 2e-2;
-        expect(Math.abs(out[`g${j}`]!.data[i]! - want), `d/d${name}[${i}]`).toBeLessThanOrEqual(2e-3 * Math.max(1, Math.abs(want)));
-      }
-    });
+    ["x", "w"].forEach((name, j) => expectCentralDifferences(m, inputs, name, out[`g${j}`]!, { step: 1e-2, tolerance: 2e-3 }));
   });
 });
 
@@ -295,27 +223,9 @@ describe("VJP rule of attention", () => {
       grads.forEach((g, j) => f.results.push({ name: `g${j}`, value: g! }));
       verifyModule(m);
       const r = rng(causal ? 17 : 23);
-      const rand = (shape: number[]) => Tensor.from("f32", shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => 2 * r() - 1));
-      const inputs: Record<string, Tensor> = { q: rand([1, 4, 3, 2]), k: rand([1, 2, 5, 2]), v: rand([1, 2, 5, 3]), ct: rand([1, 4, 3, 3]) };
+      const inputs: Record<string, Tensor> = { q: uniform(r, [1, 4, 3, 2]), k: uniform(r, [1, 2, 5, 2]), v: uniform(r, [1, 2, 5, 3]), ct: uniform(r, [1, 4, 3, 3]) };
       const out = interpret(m, inputs, noWeights);
-      const loss = (ins: Record<string, Tensor>) => {
-        const y = interpret(m, ins, noWeights)["y"]!.data;
-        let s = 0;
-        for (let i = 0; i < y.length; i++) s += ins["ct"]!.data[i]! * y[i]!;
-        return s;
-      };
-      ["q", "k", "v"].forEach((name, j) => {
-        const t = inputs[name]!;
-        for (let i = 0; i < t.numel; i++) {
-          const bump = (d: number) => {
-            const data = Float32Array.from(t.data);
-            data[i]! += d;
-            return loss({ ...inputs, [name]: Tensor.from("f32", t.shape, data) });
-          };
-          const want = (bump(1e-2) - bump(-1e-2)) / 2e-2;
-          expect(Math.abs(out[`g${j}`]!.data[i]! - want), `d/d${name}[${i}]: ${out[`g${j}`]!.data[i]} vs ${want}`).toBeLessThanOrEqual(2e-3 * Math.max(1, Math.abs(want)));
-        }
-      });
+      ["q", "k", "v"].forEach((name, j) => expectCentralDifferences(m, inputs, name, out[`g${j}`]!, { step: 1e-2, tolerance: 2e-3 }));
     });
   }
 });

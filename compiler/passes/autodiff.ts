@@ -48,7 +48,7 @@ interface Backprop {
  * `varies`: the values the derivative flows into (trainable parameters and weights); the set grows
  * with what is computed from them.
  */
-function backprop(m: Module, f: Func, seeds: ReadonlyMap<Value, Value>, varies: Set<Value>, frozen: Frozen): Backprop {
+function backprop(m: Module, f: Func, seeds: ReadonlyMap<Value, Value>, varies: Set<Value>, frozen: Frozen, save: SavePolicy): Backprop {
   const forward = [...f.body];
   for (const op of forward) {
     const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
@@ -69,9 +69,12 @@ function backprop(m: Module, f: Func, seeds: ReadonlyMap<Value, Value>, varies: 
     if (op.opName === "call") {
       const callee = m.getFunc(op.callee!);
       if (!callee) throw new LingcError(`autodiff: ${where(op, f)} calls an unknown function @${op.callee}`);
-      const back = backwardOf(m, callee, frozen);
-      const floatResults = op.results.filter(trainable);
-      const outs = b.call(back, [...op.operands, ...floatResults.map((r) => ct.get(r) ?? zerosLike(b, r))], op.scope, op.loc);
+      const back = backwardOf(m, callee, frozen, save);
+      // The forward results, then the values saved for the backward (after them, in order).
+      const forwardResults = op.results.slice(0, callee.results.length - savedCount(callee));
+      const saved = op.results.slice(forwardResults.length);
+      const floatResults = forwardResults.filter(trainable);
+      const outs = b.call(back, [...op.operands, ...floatResults.map((r) => ct.get(r) ?? zerosLike(b, r)), ...saved], op.scope, op.loc);
       // Results by name: ct.<param> for the call's operands, grad.<weight> (the callee's and those of
       // the functions it calls, relative to it) for weights under the call's scope.
       back.results.forEach((r, k) => {
@@ -102,6 +105,38 @@ function backprop(m: Module, f: Func, seeds: ReadonlyMap<Value, Value>, varies: 
   return { ct, weights };
 }
 
+/** How many of f's results are values saved for its backward function (named saved.<k>). */
+function savedCount(f: Func): number {
+  return f.results.filter((r) => r.name?.startsWith("saved.")).length;
+}
+
+/**
+ * Makes the forward function `callee` also return its float values (saved.<k>), every call of it
+ * return them too, and the backward function `bf` take them as parameters; returns recomputed copy
+ * -> parameter, for the backward to read the parameters once its ops are built.
+ */
+function saveForward(m: Module, callee: Func, bf: Func, env: Map<Value, Value>): Map<Value, Value> {
+  const values = callee.body.flatMap((op) => op.results.filter(trainable));
+  const replace = new Map<Value, Value>();
+  values.forEach((v, k) => {
+    callee.results.push({ name: `saved.${k}`, value: v });
+    const param = new Value(v.type, `saved.${k}`, "param");
+    bf.params.push(param);
+    replace.set(env.get(v)!, param);
+  });
+  for (const f of m.functions) {
+    for (const op of f.body) {
+      if (op.opName !== "call" || op.callee !== callee.name) continue;
+      for (const v of values) {
+        const r = new Value(v.type, undefined, "result");
+        r.def = op;
+        op.results.push(r);
+      }
+    }
+  }
+  return replace;
+}
+
 /** Whether f or a function it calls reads a float weight (so its results depend on trained values). */
 function reachesWeights(m: Module, f: Func, seen = new Set<string>()): boolean {
   if (seen.has(f.name)) return false;
@@ -115,7 +150,7 @@ function reachesWeights(m: Module, f: Func, seen = new Set<string>()): boolean {
  * (ct.<param> for its float params, grad.<weight> for the weights it and its callees read, relative
  * names), the forward recomputed inside. Made once per function (the first caller's `frozen` holds).
  */
-function backwardOf(m: Module, callee: Func, frozen: Frozen): Func {
+function backwardOf(m: Module, callee: Func, frozen: Frozen, save: SavePolicy): Func {
   const name = `${callee.name}.backward`;
   const have = m.getFunc(name);
   if (have) return have;
@@ -147,17 +182,29 @@ function backwardOf(m: Module, callee: Func, frozen: Frozen): Func {
     bf.body.push(copy);
   }
   m.functions.splice(m.functions.indexOf(callee) + 1, 0, bf);
+  const saved = save === "all" ? saveForward(m, callee, bf, env) : new Map<Value, Value>();
   const seeds = new Map(floatResults.map((r, k) => [env.get(r.value)!, cts[k]!]));
   const varies = new Set<Value>([...bf.params.slice(0, callee.params.length).filter(trainable), ...bf.weights.filter(trainable)]);
-  const { ct, weights } = backprop(m, bf, seeds, varies, frozen);
+  const { ct, weights } = backprop(m, bf, seeds, varies, frozen, save);
   const b = new Builder(m, bf);
   for (const p of bf.params.slice(0, callee.params.length).filter(trainable)) bf.results.push({ name: `ct.${p.name}`, value: ct.get(p) ?? zerosLike(b, p) });
   for (const [name, g] of weights) bf.results.push({ name: `grad.${name}`, value: g });
+  // Saved values replace their recomputed copies where the backward reads them (the copies' ops
+  // stay until dce: backprop walked them to route the cotangents).
+  for (const op of bf.body) op.operands = op.operands.map((v) => saved.get(v) ?? v);
+  for (const r of bf.results) r.value = saved.get(r.value) ?? r.value;
   return bf;
 }
 
 /** Whether a weight (by full name) is not trained. */
 type Frozen = (name: string) => boolean;
+
+/**
+ * Which forward values a backward function reads from its forward call instead of recomputing:
+ * none (the whole forward recomputed), or all of its float values (nothing recomputed). The
+ * recompute pass's plan will choose between these per value.
+ */
+export type SavePolicy = "none" | "all";
 
 /**
  * The weights a model declares untrained (its `frozen` attribute: comma-separated name suffixes,
@@ -169,7 +216,7 @@ function frozenWeights(m: Module): Frozen {
 }
 
 /** Appends the backward of f's first result to f and its weight gradients as results; returns their full names. */
-export function differentiate(m: Module, f: Func): string[] {
+export function differentiate(m: Module, f: Func, save: SavePolicy = "none"): string[] {
   const objective = f.results[0]?.value;
   if (!objective) throw new LingcError(`autodiff: @${f.name} has no result to differentiate`);
   if (!isFloat(objective.type.dtype)) throw new LingcError(`autodiff: the objective ${f.results[0]!.name ?? "result 0"} is ${objective.type}, not a float tensor`);
@@ -177,7 +224,7 @@ export function differentiate(m: Module, f: Func): string[] {
   // d(sum of the objective) / d(objective) = 1 everywhere.
   const one = b.op1("broadcast_to", [b.op1("constant", [], { values: [1], dtype: objective.type.dtype })], { shape: [...objective.type.shape] });
   const frozen = frozenWeights(m);
-  const { weights } = backprop(m, f, new Map([[objective, one]]), new Set(f.weights.filter(trainable)), frozen);
+  const { weights } = backprop(m, f, new Map([[objective, one]]), new Set(f.weights.filter(trainable)), frozen, save);
   const names = [...weights.keys()].filter((n) => !frozen(n));
   for (const name of names) {
     const g = weights.get(name)!;
@@ -189,10 +236,12 @@ export function differentiate(m: Module, f: Func): string[] {
 export const autodiff: Pass = {
   name: "autodiff",
   summary: "appends the gradient of the entry's first result (summed) with respect to every float weight, as results grad.<weight>; each called function gets one backward function",
-  options: {},
-  run(m: Module) {
+  options: {
+    save: { kind: "string", doc: "forward values a backward function reads instead of recomputing: none (default: full recompute) or all", choices: ["none", "all"] },
+  },
+  run(m: Module, options) {
     const f = m.entry;
     if (!f) throw new LingcError(`autodiff: module @${m.name} has no entry function`);
-    differentiate(m, f);
+    differentiate(m, f, (options["save"] as SavePolicy | undefined) ?? "none");
   },
 };

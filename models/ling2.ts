@@ -29,6 +29,12 @@ interface Rope {
   sin: Tensor;
 }
 
+/** A feed-forward block: its output, and the MoE block's tokens per expert (train graph). */
+interface Ffn {
+  out: Tensor;
+  counts?: Tensor;
+}
+
 interface Cache {
   key: Tensor;
   value: Tensor;
@@ -106,11 +112,9 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       return { idx, weights: w };
     });
 
-  // The token counts of the MoE block traced last (the train graph returns them from each layer).
-  let counts: Tensor | undefined;
-
   // §2.5 MoE block: dropless grouped experts (only the chosen experts run) plus the shared expert.
-  const moe = (x: Tensor) =>
+  // The block's output, and (train graph) the tokens each expert received, which its layer returns.
+  const moe = (x: Tensor): Ffn =>
     scope("mlp", () => {
       const [B, S] = x.shape as [Dim, Dim];
       const E = cfg.numExperts;
@@ -121,7 +125,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       r.idx.as("topk_idx");
       const { order, offsets, rowOf } = op.moeDispatch(r.idx, E);
       // Tokens each expert received (the expert-bias update's input, LING2.md section 2.5).
-      if (graph === "train") counts = op.cast(op.sub(op.slice(offsets, 0, 1, E + 1), op.slice(offsets, 0, 0, E)), "i64");
+      const counts = graph === "train" ? op.cast(op.sub(op.slice(offsets, 0, 1, E + 1), op.slice(offsets, 0, 0, E)), "i64") : undefined;
       const rows = op.moePermute(tokens, order, K);
       const y = scope("experts", () => {
         const gate = op.groupedLinear(rows, param("*.gate_proj.weight", [E, I, H]), offsets);
@@ -130,20 +134,20 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       });
       let out = op.reshape(op.moeCombine(y, rowOf, r.weights).as("routed"), [B, S, H]);
       if (cfg.numSharedExperts > 0) out = op.add(out, scope("shared_experts", () => swiglu(x, I * cfg.numSharedExperts)));
-      return out;
+      return { out, counts };
     });
 
-  const denseMlp = (x: Tensor) => scope("mlp", () => swiglu(x, cfg.intermediateSize));
+  const denseMlp = (x: Tensor): Ffn => ({ out: scope("mlp", () => swiglu(x, cfg.intermediateSize)) });
 
   // §2.2 Decoder layer: pre-norm attention and FFN, each added to the residual stream.
-  const decoderLayer = (ffn: (x: Tensor) => Tensor) => (h: Tensor, cos: Tensor, sin: Tensor, pastKey?: Tensor, pastValue?: Tensor) => {
+  const decoderLayer = (ffn: (x: Tensor) => Ffn) => (h: Tensor, cos: Tensor, sin: Tensor, pastKey?: Tensor, pastValue?: Tensor) => {
     const past = pastKey && pastValue ? { key: pastKey, value: pastValue } : undefined;
     const a = attention(norm(h, "input_layernorm"), { cos, sin }, past);
     const h1 = op.add(h, a.out);
-    counts = undefined;
-    const h2 = op.add(h1, ffn(norm(h1, "post_attention_layernorm")));
+    const f = ffn(norm(h1, "post_attention_layernorm"));
+    const h2 = op.add(h1, f.out);
     const out: Record<string, Tensor> = { hidden: h2, "present.key": a.cache.key, "present.value": a.cache.value };
-    if (counts) out["tokens_per_expert"] = counts;
+    if (f.counts) out["tokens_per_expert"] = f.counts;
     return out;
   };
 

@@ -26,7 +26,7 @@ import type { Program } from "../backend";
 import { buildFrames, type FrameSchedule } from "../frames";
 import { scaleSlotOfValue, storageSlot, type Step } from "../schedule";
 import { markKMajorScales } from "./scale-layout";
-import { generateStep } from "../kernels/gen";
+import { generateStep, type GenLimits } from "../kernels/gen";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
@@ -130,6 +130,8 @@ class FuncEmitter {
   readonly body: string[] = [];
   readonly labels: string[] = [];
   readonly resident = new Set<number>();
+  /** What the kernel generators may use on this GPU (made once per function, not per kernel). */
+  private readonly limits: GenLimits;
 
   constructor(
     readonly fr: FrameSchedule,
@@ -138,7 +140,9 @@ class FuncEmitter {
     readonly funcNames: ReadonlyMap<string, string>,
     readonly library: Library,
     readonly profile: CudaProfile,
-  ) {}
+  ) {
+    this.limits = { maxThreads: profile.maxThreadsPerBlock, maxWorkgroupBytes: profile.sharedMemoryPerBlock, storage: cudaStorage, tensorCores: profile.tensorCoreTypes, warpSize: profile.warpSize, gemmTile: fp8ExpertTile(profile) };
+  }
 
   /** The global slot (as C++) of a value of a step. */
   slot(step: Step, v: Value): string {
@@ -213,8 +217,7 @@ class FuncEmitter {
   /** The step as a generated kernel and its launch. */
   generated(step: Step, n: number, template?: string): string {
     const op = step.op;
-    const limits = { maxThreads: this.profile.maxThreadsPerBlock, maxWorkgroupBytes: this.profile.sharedMemoryPerBlock, storage: cudaStorage, tensorCores: this.profile.tensorCoreTypes, warpSize: this.profile.warpSize, gemmTile: fp8ExpertTile(this.profile) };
-    const g = generateStep(step, this.fr, limits, `k${n}`, template);
+    const g = generateStep(step, this.fr, this.limits, `k${n}`, template);
     const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}`);
     const args = [
       ...g.kernel.buffers.map((b, j) => `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)c.ptr(b + ${g.slots[j]})`),

@@ -105,6 +105,19 @@ interface Pipeline {
   layout: GPUBindGroupLayout;
 }
 
+/** The slot that holds slot id's storage (following aliases). */
+function storageSlot(a: WgslArtifact, id: number): ArtifactSlot {
+  let s = a.slots[id]!;
+  while (s.source === "alias") s = a.slots[s.aliasOf!]!;
+  return s;
+}
+
+/** A storage buffer for a computed value of this shape (four bytes an element, at least 16). */
+function slotBuffer(device: GPUDevice, shape: readonly number[], label: string): GPUBuffer {
+  const bytes = shape.reduce((x, y) => x * y, 1) * 4;
+  return device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label });
+}
+
 export class WgslGraph {
   private constructor(
     readonly device: GPUDevice,
@@ -154,12 +167,10 @@ export class WgslGraph {
     const none = new Map<string, number>();
     const transient: GPUBuffer[] = [];
     const bufferOf = (id: number): GPUBuffer[] => {
-      let s = a.slots[id]!;
-      while (s.source === "alias") s = a.slots[s.aliasOf!]!;
+      const s = storageSlot(a, id);
       let b = this.resident.get(s.id);
       if (!b) {
-        const bytes = s.shape.map((t) => evalTerms(t, none)).reduce((x, y) => x * y, 1) * 4;
-        b = [this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label: s.name ?? `slot ${s.id} (at load)` })];
+        b = [slotBuffer(this.device, s.shape.map((t) => evalTerms(t, none)), `${s.name ?? `slot ${s.id}`} (at load)`)];
         this.resident.set(s.id, b);
       }
       return b;
@@ -204,11 +215,7 @@ export class WgslGraph {
       if (!t) throw new Error(`missing input '${sym.input}'`);
       bindings.set(sym.name, t.shape[sym.axis]!);
     }
-    const storage = (id: number): ArtifactSlot => {
-      let s = a.slots[id]!;
-      while (s.source === "alias") s = a.slots[s.aliasOf!]!;
-      return s;
-    };
+    const storage = (id: number): ArtifactSlot => storageSlot(a, id);
     const shapeOf = (s: ArtifactSlot) => s.shape.map((t) => evalTerms(t, bindings));
     const maxBinding = device.limits.maxStorageBufferBindingSize;
     const buffers = new Map<number, GPUBuffer[]>(this.resident);
@@ -223,7 +230,7 @@ export class WgslGraph {
         if (bytes > maxBinding) {
           throw new Error(`tensor ${s.name ?? `#${s.id}`} [${shapeOf(s).join(", ")}] needs ${bytes} bytes, over maxStorageBufferBindingSize = ${maxBinding}: run with a smaller batch or sequence`);
         }
-        b = [device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label: s.name ?? `slot ${s.id}` })];
+        b = [slotBuffer(device, shapeOf(s), s.name ?? `slot ${s.id}`)];
         transient.push(b[0]!);
         buffers.set(s.id, b);
       }

@@ -223,9 +223,9 @@ export function differentiate(m: Module, f: Func, save: SavePolicy = "none"): st
   const b = new Builder(m, f);
   // d(sum of the objective) / d(objective) = 1 everywhere.
   const one = b.op1("broadcast_to", [b.op1("constant", [], { values: [1], dtype: objective.type.dtype })], { shape: [...objective.type.shape] });
-  const frozen = frozenWeights(m);
-  const { weights } = backprop(m, f, new Map([[objective, one]]), new Set(f.weights.filter(trainable)), frozen, save);
-  const names = [...weights.keys()].filter((n) => !frozen(n));
+  // (backprop leaves frozen weights out)
+  const { weights } = backprop(m, f, new Map([[objective, one]]), new Set(f.weights.filter(trainable)), frozenWeights(m), save);
+  const names = [...weights.keys()];
   for (const name of names) {
     const g = weights.get(name)!;
     f.results.push({ name: `grad.${name}`, value: g.type.dtype === "f32" ? g : b.op1("cast", [g], { to: "f32" }) });

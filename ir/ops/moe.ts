@@ -169,6 +169,14 @@ export const MOE_PERMUTE = defineOp({
   },
 });
 
+/** Rows offsets[e]..offsets[e+1] of expert e, checked to lie in 0..N. */
+function expertRows(opName: string, offsets: Tensor, e: number, N: number): [number, number] {
+  const lo = offsets.data[e]!;
+  const hi = offsets.data[e + 1]!;
+  if (!(lo >= 0 && hi >= lo && hi <= N)) throw new OpError(`${opName}: offsets ${lo}..${hi} of expert ${e} are outside 0..${N}`);
+  return [lo, hi];
+}
+
 export const GROUPED_LINEAR = defineOp({
   name: "grouped_linear",
   summary: "per-expert linear: rows offsets[e]..offsets[e+1] of x times w[e]^T (w is [E, out, in]); experts with no rows cost nothing",
@@ -193,9 +201,7 @@ export const GROUPED_LINEAR = defineOp({
     const xd = realValues(x!);
     const wd = realValues(w!);
     for (let e = 0; e < E; e++) {
-      const lo = offsets!.data[e]!;
-      const hi = offsets!.data[e + 1]!;
-      if (!(lo >= 0 && hi >= lo && hi <= N)) throw new OpError(`grouped_linear: offsets ${lo}..${hi} of expert ${e} are outside 0..${N}`);
+      const [lo, hi] = expertRows("grouped_linear", offsets!, e, N);
       const wBase = e * O * I;
       for (let r = lo; r < hi; r++) {
         for (let o = 0; o < O; o++) {
@@ -247,9 +253,7 @@ export const GROUPED_OUTER = defineOp({
     const N = a!.shape[0]!;
     const out = new Float64Array(E * A * B);
     for (let e = 0; e < E; e++) {
-      const lo = offsets!.data[e]!;
-      const hi = offsets!.data[e + 1]!;
-      if (!(lo >= 0 && hi >= lo && hi <= N)) throw new OpError(`grouped_outer: offsets ${lo}..${hi} of expert ${e} are outside 0..${N}`);
+      const [lo, hi] = expertRows("grouped_outer", offsets!, e, N);
       for (let r = lo; r < hi; r++) for (let i = 0; i < A; i++) for (let j = 0; j < B; j++) out[(e * A + i) * B + j] += a!.data[r * A + i]! * b!.data[r * B + j]!;
     }
     const data = allocData(a!.dtype, out.length);

@@ -55,7 +55,6 @@ const le = (lhs: Dim, rhs: number) => ({ lhs, op: "<=" as const, rhs: Dim.of(rhs
 const names = (ops: readonly Op[]) => ops.map((o) => o.opName);
 const lone = (ops: readonly Op[], name: string) => ops.length === 1 && ops[0]!.opName === name;
 
-const blockOf = (v: Value, rows: number, cols: number) => isE4m3Blocks(v.type, rows, cols);
 
 /**
  * A linear of e4m3 activations in 1x128 groups by e4m3 weights in 128x128 blocks (fp32 scales,
@@ -65,7 +64,7 @@ const blockOf = (v: Value, rows: number, cols: number) => isE4m3Blocks(v.type, r
 function blockScaledLinear(op: Op): boolean {
   const [x, w] = op.operands;
   const y = op.results[0];
-  if (op.opName !== "linear" || !x || !w || !y || !blockOf(x, 1, 128) || !blockOf(w, 128, 128) || w.type.rank !== 2) return false;
+  if (op.opName !== "linear" || !x || !w || !y || !isE4m3Blocks(x.type, 1, 128) || !isE4m3Blocks(w.type, 128, 128) || w.type.rank !== 2) return false;
   const [N, K] = w.type.shape.map((d) => d.value);
   return N !== undefined && K !== undefined && K % 16 === 0 && N % 16 === 0 && ["f32", "bf16"].includes(y.type.dtype);
 }
@@ -82,7 +81,7 @@ function fp8Experts(ops: readonly Op[]): boolean {
     const [x, w] = o.operands as [Value | undefined, Value | undefined];
     if (!x || !w) return false;
     const I = w.type.shape[2]?.value;
-    return blockOf(x, 1, 128) && blockOf(w, 128, 128) && w.type.rank === 3 && I !== undefined && I % CUDA_KERNEL_LIMITS.fp8TileK === 0;
+    return isE4m3Blocks(x.type, 1, 128) && isE4m3Blocks(w.type, 128, 128) && w.type.rank === 3 && I !== undefined && I % CUDA_KERNEL_LIMITS.fp8TileK === 0;
   });
 }
 

@@ -37,8 +37,6 @@ export function gemmFp8Threads(t: TileShape): number {
   return 32 * (t.bm / t.wm) * (t.bn / t.wn);
 }
 
-const blockScaled = (v: Value, rows: number, cols: number) => isE4m3Blocks(v.type, rows, cols);
-
 export interface Plan {
   gate: Op;
   up?: Op;
@@ -62,7 +60,7 @@ export function groupedFp8Plan(ops: readonly Op[], limits: GenLimits): Plan | un
   if (up && (up.operands[0] !== gate.operands[0] || up.operands[2] !== gate.operands[2] || !epilogue.length)) return undefined;
   for (const gl of gls) {
     const [x, w] = gl.operands as [Value, Value];
-    if (!blockScaled(x, 1, 128) || !blockScaled(w, 128, 128) || x.type.rank !== 2 || w.type.rank !== 3) return undefined;
+    if (!isE4m3Blocks(x.type, 1, 128) || !isE4m3Blocks(w.type, 128, 128) || x.type.rank !== 2 || w.type.rank !== 3) return undefined;
     const [E, O, I] = w.type.shape.map((d) => d.value);
     if (E === undefined || O === undefined || I === undefined || I % BK !== 0) return undefined;
     if (up && (gl.operands[1]!.type.shape[1]!.value !== gate.operands[1]!.type.shape[1]!.value || gl.operands[1]!.type.shape[0]!.value !== E)) return undefined;
@@ -107,12 +105,11 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const half = NT / 2;
   const colsPer = swiglu ? BN / 2 : BN;
   const colTiles = Math.ceil(O / colsPer);
-  const kBlocks = Math.ceil(I / SLICE);
-  const oBlocks = Math.ceil(O / 128);
   const xb = g.buf(x, true);
   const xs = g.scalesBuf(x);
   const wb = [g.buf(w, true), ...(up ? [g.buf(up.operands[1]!, true)] : [])];
-  const wsb = [g.scalesBuf(w), ...(up ? [g.scalesBuf(up.operands[1]!)] : [])];
+  const wv = [w, ...(up ? [up.operands[1]!] : [])];
+  const wsb = wv.map((v) => g.scalesBuf(v));
   const offb = g.buf(offsets);
   const ob = g.buf(out);
   const rowsDim = x.type.shape[0]!;
@@ -229,9 +226,10 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
       kb.if(K.or(K.eq(mod(add(kt, i(1)), i(SLICE / BK)), i(0)), K.eq(kt, i(nk - 1))), () => {
         const sb: Expr[] = [];
         for (let nt = 0; nt < NT; nt++) {
-          const blk = K.min(div(colOf(nt, 0), i(128)), i(oBlocks - 1));
+          // The block of the n-tile's first column (clamped past the last one) at this K slice.
+          const col = K.min(colOf(nt, 0), i(O - 1));
           const which = swiglu && nt >= half ? 1 : 0;
-          sb.push(kb.let("sb", kb.load(wsb[which]!, add(mul(add(mul(e, i(oBlocks)), blk), i(kBlocks)), slice))));
+          sb.push(kb.let("sb", kb.load(wsb[which]!, g.scaleIndex(wv[which]!, add(mul(add(mul(e, i(O)), col), i(I)), mul(slice, i(SLICE)))))));
         }
         for (let mt = 0; mt < MT; mt++)
           for (let hh = 0; hh < 2; hh++) {

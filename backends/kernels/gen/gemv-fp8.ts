@@ -15,6 +15,7 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import { LingcError } from "../../../ir/errors";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
+import { expertOfRow } from "./experts";
 import { applyEpilogue, groupedFp8Plan } from "./gemm-fp8";
 import { product } from "../../../ir/dim";
 
@@ -24,14 +25,12 @@ const WARPS = 8;
 const ROWS = 16;
 export const GEMV_FP8_THREADS = WARPS * 32;
 
-const blockScaled = (v: Value, rows: number, cols: number) => isE4m3Blocks(v.type, rows, cols);
-
 /** A lone linear of an e4m3 weight in 128x128 blocks, its input either 1x128-scaled e4m3 or a plain float, on a warp-synchronous target. */
 export function coversFp8Gemv(ops: readonly Op[], limits: GenLimits): boolean {
   if (limits.warpSize !== 32 || ops.length !== 1 || ops[0]!.opName !== "linear") return false;
   const [x, w] = ops[0]!.operands as [Value, Value];
-  if (!blockScaled(w, 128, 128) || w.type.rank !== 2 || w.type.shape.some((d) => d.value === undefined)) return false;
-  return x.type.quant ? blockScaled(x, 1, 128) : ["f32", "bf16", "f16"].includes(x.type.dtype);
+  if (!isE4m3Blocks(w.type, 128, 128) || w.type.rank !== 2 || w.type.shape.some((d) => d.value === undefined)) return false;
+  return x.type.quant ? isE4m3Blocks(x.type, 1, 128) : ["f32", "bf16", "f16"].includes(x.type.dtype);
 }
 
 /**
@@ -63,7 +62,6 @@ export function fp8GemvKernel(g: Gen, op: Op): GeneratedKernel {
   const [x, w] = op.operands as [Value, Value];
   const y = op.results[0]!;
   const [N, Kd] = w.type.shape.map((d) => d.value!) as [number, number];
-  const slices = Math.ceil(Kd / SLICE);
   const rowsDim = product(x.type.shape.slice(0, -1));
   const rows = g.size(rowsDim);
   const scaled = x.type.quant !== undefined;
@@ -85,7 +83,7 @@ export function fp8GemvKernel(g: Gen, op: Op): GeneratedKernel {
         g,
         lane,
         Kd,
-        { buf: wb, row: n, scale: (s) => kb.load(ws, add(mul(div(n, i(128)), i(slices)), s)) },
+        { buf: wb, row: n, scale: (s) => kb.load(ws, g.scaleIndex(w, add(mul(n, i(Kd)), mul(s, i(SLICE))))) },
         { buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined },
       );
       const total = kb.warpSum(part);
@@ -103,7 +101,8 @@ export function coversGroupedFp8Gemv(ops: readonly Op[], limits: GenLimits): boo
 
 /**
  * The routed experts' FP8 matmuls for few rows (decode): a workgroup per (row, 8 output columns),
- * a warp per column; the row's expert found by a binary search of the offsets; SwiGLU: the warp
+ * a warp per column; the row's expert found by a binary search of the offsets (expertOfRow, as the
+ * pointwise grouped_linear does); SwiGLU: the warp
  * computes the column's gate and up products and applies the step's elementwise ops (op-table
  * formulas). Each row reads only its expert's weight rows, once.
  */
@@ -114,30 +113,21 @@ export function groupedFp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKerne
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`grouped FP8 GEMV: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
   const [E, O, Kd] = w.type.shape.map((d) => d.value!) as [number, number, number];
-  const slices = Math.ceil(Kd / SLICE);
-  const oBlocks = Math.ceil(O / 128);
   const rowsDim = x.type.shape[0]!;
   const rows = g.size(rowsDim);
   const xb = g.buf(x, true);
   const xs = g.scalesBuf(x);
-  const weights = [gate, ...(up ? [up] : [])].map((gl) => ({ buf: g.buf(gl.operands[1]!, true), scales: g.scalesBuf(gl.operands[1]!), result: gl.results[0]! }));
+  const weights = [gate, ...(up ? [up] : [])].map((gl) => ({ value: gl.operands[1]!, buf: g.buf(gl.operands[1]!, true), scales: g.scalesBuf(gl.operands[1]!), result: gl.results[0]! }));
   const offb = g.buf(offsets);
   const ob = g.buf(out);
-  const { i, add, mul, div, mod, lt, le } = K;
+  const { i, add, mul, div, mod, lt } = K;
   const blocks = Math.ceil(O / WARPS);
   const warp = kb.let("warp", div(kb.lid, i(32)));
   const lane = kb.let("lane", mod(kb.lid, i(32)));
   const r = kb.let("r", div(kb.wg, i(blocks)));
   const n = kb.let("n", add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp));
   kb.if(K.and(lt(r, rows), lt(n, i(O))), () => {
-    // The largest e with offsets[e] <= r (so offsets[e + 1] > r: empty experts are skipped).
-    const lo = kb.var("lo", i(0));
-    const hi = kb.var("hi", i(E));
-    for (let step = 0; 1 << step <= E; step++) {
-      const mid = kb.let("mid", div(add(lo.ref, hi.ref), i(2)));
-      kb.if(le(kb.load(offb, mid), r), () => lo.set(mid), () => hi.set(mid));
-    }
-    const e = kb.let("expert", lo.ref);
+    const e = kb.let("expert", expertOfRow(kb, (j) => kb.load(offb, j), r, i(E), E));
     const vals = new Map<Value, Expr>();
     for (const wt of weights) {
       const wRow = kb.let("wrow", add(mul(e, i(O)), n));
@@ -145,7 +135,7 @@ export function groupedFp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKerne
         g,
         lane,
         Kd,
-        { buf: wt.buf, row: wRow, scale: (s) => kb.load(wt.scales, add(mul(add(mul(e, i(oBlocks)), div(n, i(128))), i(slices)), s)) },
+        { buf: wt.buf, row: wRow, scale: (s) => kb.load(wt.scales, g.scaleIndex(wt.value, add(mul(wRow, i(Kd)), mul(s, i(SLICE))))) },
         { buf: xb, row: r, scale: (s) => kb.load(xs, g.scaleAt(x, r, s)) },
       );
       vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));

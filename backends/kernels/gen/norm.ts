@@ -93,7 +93,9 @@ function quantizeRow(g: Gen, quantize: Op, norm: Op, normed: (c: Expr) => Expr, 
   const cb = (attrsOf(OPS.quantize, quantize).block as [number, number])[1];
   const q = quantize.results[0]!;
   const groups = Math.ceil(D / cb);
-  const per = Math.max(1, Math.floor(wg / groups));
+  // A thread per group makes its scale: the fusion keeps rows small enough (workgroup memory).
+  if (groups > wg) throw new LingcError(`norm kernel: ${groups} quantization groups in a row of ${D} exceed its ${wg} threads`);
+  const per = Math.floor(wg / groups);
   const row = kb.shared("row_normed", "f32", D);
   const storeNorm = g.isOutput(norm.results[0]!);
   kb.for("c", kb.lid, K.i(D), (c) => {

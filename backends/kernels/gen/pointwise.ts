@@ -16,6 +16,7 @@ import { attrsOf, getOp, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import { kirIndex, kirScalars } from "./algebra";
+import { expertOfRow } from "./experts";
 import type { Gen, GeneratedKernel } from "./context";
 
 /** Row-major coordinates of a flat index. */
@@ -159,21 +160,7 @@ class Pointwise {
         const offsets = op.operands[2]!;
         const r = g.kb.let("r", K.divI(this.flat, O));
         const o = g.kb.let("o", K.modI(this.flat, O));
-        // The expert whose row range holds r: the largest e with offsets[e] <= r (binary search).
-        const lo = g.kb.var("lo", K.i(0));
-        const hi = g.kb.var("hi", E);
-        const steps = Math.ceil(Math.log2((w.type.shape[0]!.value ?? 2) + 1)) + 1;
-        g.kb.for("s", K.i(0), K.i(steps), () => {
-          const mid = g.kb.let("mid", K.div(K.add(lo.ref, hi.ref), K.i(2)));
-          g.kb.if(K.lt(lo.ref, hi.ref), () => {
-            g.kb.if(
-              K.le(this.at(offsets, K.add(mid, K.i(1)), false), r),
-              () => lo.set(K.add(mid, K.i(1))),
-              () => hi.set(mid),
-            );
-          });
-        });
-        const e = lo.ref;
+        const e = expertOfRow(g.kb, (i) => this.at(offsets, i, false), r, E, w.type.shape[0]!.value);
         return g.fit(
           this.dot(
             I,

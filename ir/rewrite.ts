@@ -188,7 +188,22 @@ export function outline(m: Module, f: Func, group: Iterable<Op>, name: string, a
     seen.add(p.name!);
   });
   kernel.body = ops;
+  // A constant the group shares with ops outside it is copied out rather than returned: a kernel
+  // result is a buffer written per element of the kernel's grid, not a scalar the call could hand on.
+  const copies: Op[] = [];
+  const constants = new Map<Value, Value>();
+  for (const op of ops) {
+    if (op.opName !== "constant") continue;
+    const r = op.results[0]!;
+    const copy = new Op("constant", [], { ...op.attrs }, [new Value(r.type, undefined, "result")], op.scope, op.loc);
+    copies.push(copy);
+    constants.set(r, copy.results[0]!);
+  }
   const rest = f.body.filter((o) => !set.has(o));
+  for (const op of rest) op.operands = op.operands.map((v) => constants.get(v) ?? v);
+  f.results = f.results.map((r) => ({ name: r.name, value: constants.get(r.value) ?? r.value }));
+  const usedCopies = new Set(rest.flatMap((o) => o.operands).concat(f.results.map((r) => r.value)));
+  const copied = copies.filter((c) => usedCopies.has(c.results[0]!));
   const outside = new Set(rest.flatMap((o) => o.operands));
   const returned = new Set(f.results.map((r) => r.value));
   const outputs = ops.flatMap((o) => o.results).filter((r) => outside.has(r) || returned.has(r));
@@ -205,7 +220,7 @@ export function outline(m: Module, f: Func, group: Iterable<Op>, name: string, a
   const replace = new Map(outputs.map((r, i) => [r, callResults[i]!]));
   for (const op of rest) op.operands = op.operands.map((v) => replace.get(v) ?? v);
   f.results = f.results.map((r) => ({ name: r.name, value: replace.get(r.value) ?? r.value }));
-  f.body = [...f.body.slice(0, lastAt).filter((o) => !set.has(o)), call, ...f.body.slice(lastAt + 1)];
+  f.body = [...f.body.slice(0, lastAt).filter((o) => !set.has(o)), ...copied, call, ...f.body.slice(lastAt + 1)];
   m.functions.splice(m.functions.indexOf(f), 0, kernel);
   return kernel;
 }

@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|compare|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|compare|train|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -89,6 +89,15 @@ compare)
       .gpu/mini-$v/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/bench-$v-$round.json"
     done
   done
+  ;;
+train)
+  # ling-tiny's training step (the train graph: forward, loss, folded backward) on CUDA against upstream's
+  # (train_golden.safetensors): losses within 1e-5 relative, gradients within 1e-4 of max |g|, counts identical;
+  # then memcheck on it.
+  echo "== run --graph train, cuda"
+  $L run $G --graph train --backend cuda --input $G/golden.safetensors --out "$OUT/train.safetensors" && python3 bench/cuda/check_train.py "$OUT/train.safetensors" $G/train_golden.safetensors
+  EXE=$(ls -td /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
+  compute-sanitizer --tool memcheck --error-exitcode 9 $EXE run --checkpoint $G --graph train --input $G/golden.safetensors --out /tmp/st.safetensors > "$OUT/san-train.txt" 2>&1; echo "memcheck exit $?"; grep -m3 -A3 "Invalid" "$OUT/san-train.txt"; tail -1 "$OUT/san-train.txt"
   ;;
 fp8)
   # FP8 on CUDA against tests/data/golden/ling-small-fp8 (bench/cuda/fp8_check.py): weight-only from the FP8

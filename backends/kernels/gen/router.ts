@@ -133,6 +133,8 @@ export function routerKernel(g: Gen, ops: Op[]): GeneratedKernel {
     }
     for (const [v, r] of vals) {
       if (!g.isOutput(v)) continue;
+      // Each workgroup writes its token's row: a result must be per token ([T, n]).
+      if (v.type.rank !== 2 || !v.type.shape[0]!.equals(tokensDim)) throw new LingcError(`router kernel: result ${v.name ?? ""} of type ${v.type} is not one row per token`);
       const isInt = v.type.dtype !== "f32" && v.type.dtype !== "bf16" && v.type.dtype !== "f16";
       each(r.n, (e) => kb.store(g.buf(v), K.add(K.mul(t, K.i(r.n)), e), isInt ? K.toI(elem(r, e)) : elem(r, e)));
     }

@@ -8,7 +8,7 @@
 import { Func, Module, Value } from "../../ir/module";
 import type { Pass } from "./pass";
 
-function dceFunc(f: Func): void {
+export function dceFunc(f: Func): void {
   const live = new Set<Value>(f.results.map((r) => r.value));
   const kept = [];
   for (let i = f.body.length - 1; i >= 0; i--) {

@@ -27,6 +27,8 @@ export interface PassRunOptions {
   print?: (text: string) => void;
   /** Target profiles the passes may name (default: the built-in ones). */
   profiles?: ProfileRegistry;
+  /** Where passes' remarks go (what a pass decided; default: nowhere). */
+  remark?: (text: string) => void;
 }
 
 export interface PassTiming {
@@ -48,7 +50,7 @@ export function runPasses(m: Module, passes: readonly PassInstance[], opts: Pass
   const print = opts.print ?? ((t: string) => process.stdout.write(t));
   checkNames("--print-before", opts.printBefore, passes);
   checkNames("--print-after", opts.printAfter, passes);
-  const ctx = { analyses: new AnalysisManager(m), profiles: opts.profiles ?? new ProfileRegistry() };
+  const ctx = { analyses: new AnalysisManager(m), profiles: opts.profiles ?? new ProfileRegistry(), remark: opts.remark };
   const wants = (set: ReadonlySet<string> | "all" | undefined, name: string) => set === "all" || (set?.has(name) ?? false);
   const timings: PassTiming[] = [];
   for (const p of passes) {

@@ -23,6 +23,8 @@ export interface PassContext {
   analyses: AnalysisManager;
   /** Target profiles by name (the built-in ones and any the driver registered). */
   profiles: ProfileRegistry;
+  /** Reports what a pass decided (one line per decision; the CLI prints them to stderr). */
+  remark?: (text: string) => void;
 }
 
 export interface Pass {

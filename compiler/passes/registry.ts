@@ -4,6 +4,7 @@
  */
 import { LingcError } from "../../ir/errors";
 import { autodiff } from "./autodiff";
+import { recompute } from "./recompute";
 import { cse } from "./cse";
 import { dce } from "./dce";
 import { decompose } from "./decompose";
@@ -12,7 +13,7 @@ import { fusion } from "./fusion";
 import { select } from "./select";
 import type { Pass } from "./pass";
 
-export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion, select, fp8, autodiff];
+export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion, select, fp8, autodiff, recompute];
 
 export function getPass(name: string): Pass {
   const p = PASSES.find((x) => x.name === name);

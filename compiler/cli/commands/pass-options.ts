@@ -24,6 +24,7 @@ export function passOptions(args: ParsedArgs, io: CliIO): PassRunOptions {
     printBefore: passSet(args, "print-before", "print-before-all"),
     printAfter: passSet(args, "print-after", "print-after-all"),
     print: (t) => io.out(t),
+    remark: (t) => io.err(`${t}\n`),
   };
 }
 

@@ -2,7 +2,7 @@
 import { build } from "esbuild";
 
 await build({
-  entryPoints: { lingc: "compiler/cli/entry.ts", "bench-compile": "bench/compile.ts", "bench-wgsl": "bench/wgsl.ts", "esbuild-plugin": "compiler/esbuild-plugin.ts" },
+  entryPoints: { lingc: "compiler/cli/entry.ts", "bench-compile": "bench/compile.ts", "bench-wgsl": "bench/wgsl.ts", "bench-recompute": "bench/recompute.ts", "esbuild-plugin": "compiler/esbuild-plugin.ts" },
   outdir: "dist",
   outExtension: { ".js": ".mjs" },
   bundle: true,
@@ -12,6 +12,6 @@ await build({
   sourcemap: true,
   logLevel: "warning",
   // Native addons stay in node_modules and load at run time.
-  external: ["onnxruntime-node", "webgpu", "esbuild"],
+  external: ["onnxruntime-node", "webgpu", "esbuild", "highs"],
   banner: { js: "import { createRequire as __lingcRequire } from 'node:module'; const require = __lingcRequire(import.meta.url);" },
 });

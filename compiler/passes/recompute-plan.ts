@@ -11,8 +11,10 @@
  *     value "available in the backward" or not; an available value is kept unless its op reruns; a
  *     rerun op needs its operands available). Sweeping lambda over its breakpoints (Eisner-Severance)
  *     gives every plan on the lower convex hull of (bytes, FLOPs): each optimal for its own memory.
- *  2. For a budget between two hull plans, the best hull plan under it, improved by local search
- *     (add, drop or swap one kept value while it helps and fits).
+ *  2. For a budget between two hull plans: local search (add one kept value and drop up to two
+ *     others to fit, or drop one, while it helps) from the best few of: the hull plans and given seed plans under the budget, and
+ *     the two hull plans just above it shrunk greedily (drop the value freeing bytes for the fewest
+ *     FLOPs) until they fit.
  *  3. Up to EXACT_LIMIT candidate values: every subset is tried, so the plan is optimal.
  * Step 2's plans are checked against an ILP optimum in bench/recompute-ilp.ts (the results file).
  */
@@ -56,33 +58,39 @@ export const EXACT_LIMIT = 16;
  * values nothing reads are dropped from the plan.
  */
 export function evaluate(p: PlanProblem, kept: Iterable<number>): Plan {
-  const keep = new Set(kept);
-  const rerun = new Set<number>();
-  const used = new Set<number>();
+  const nv = p.values.length;
+  const keep = new Uint8Array(nv);
+  for (const v of kept) if (p.values[v]!.keepable) keep[v] = 1;
+  const seen = new Uint8Array(nv);
+  const rerun = new Uint8Array(p.ops.length);
+  const used: number[] = [];
   const stack = [...p.needed];
-  const seen = new Set<number>();
   while (stack.length) {
     const v = stack.pop()!;
-    if (seen.has(v)) continue;
-    seen.add(v);
+    if (seen[v]) continue;
+    seen[v] = 1;
     const def = p.values[v]!.def;
     if (def === undefined) continue;
-    if (keep.has(v) && p.values[v]!.keepable) {
-      used.add(v);
+    if (keep[v]) {
+      used.push(v);
       continue;
     }
-    if (rerun.has(def)) continue;
-    rerun.add(def);
-    stack.push(...p.ops[def]!.operands);
+    if (rerun[def]) continue;
+    rerun[def] = 1;
+    for (const u of p.ops[def]!.operands) if (!seen[u]) stack.push(u);
   }
   // A kept value whose op reruns anyway (for another of its results) is not worth its bytes.
-  const keptList = [...used].filter((v) => !rerun.has(p.values[v]!.def!)).sort((a, b) => a - b);
-  return {
-    kept: keptList,
-    rerun: [...rerun].sort((a, b) => a - b),
-    bytes: keptList.reduce((s, v) => s + p.values[v]!.bytes, 0),
-    flops: [...rerun].reduce((s, o) => s + p.ops[o]!.flops, 0),
-  };
+  const keptList = used.filter((v) => !rerun[p.values[v]!.def!]).sort((a, b) => a - b);
+  const rerunList: number[] = [];
+  let flops = 0;
+  rerun.forEach((r, o) => {
+    if (!r) return;
+    rerunList.push(o);
+    flops += p.ops[o]!.flops;
+  });
+  let bytes = 0;
+  for (const v of keptList) bytes += p.values[v]!.bytes;
+  return { kept: keptList, rerun: rerunList, bytes, flops };
 }
 
 /** The values a plan may keep: keepable values some needed value depends on. */
@@ -152,7 +160,7 @@ export function exhaustivePlan(p: PlanProblem, budget: number): Plan {
   return best;
 }
 
-/** Local search from a plan: add, drop or swap one kept value while FLOPs fall and the budget holds. */
+/** Local search from a plan: add a kept value (dropping up to two others to fit) or drop one, while FLOPs fall and the budget holds. */
 function improve(p: PlanProblem, start: Plan, budget: number): Plan {
   const cand = candidates(p);
   let best = start;
@@ -164,24 +172,64 @@ function improve(p: PlanProblem, start: Plan, budget: number): Plan {
       const plan = evaluate(p, kept);
       if (plan.bytes <= budget && better(plan, next)) next = plan;
     };
-    for (const v of outside) consider([...best.kept, v]);
-    for (const u of best.kept) {
-      const rest = best.kept.filter((x) => x !== u);
-      consider(rest);
-      for (const v of outside) consider([...rest, v]);
+    for (const v of outside) {
+      // Add v, dropping nothing, one or two kept values so that it fits (swaps of one for up to two).
+      const added = evaluate(p, [...best.kept, v]);
+      if (added.bytes <= budget) {
+        consider(added.kept);
+        continue;
+      }
+      if (added.flops >= next.flops) continue;
+      const kept = added.kept.filter((x) => x !== v);
+      kept.forEach((u, i) => {
+        const one = added.kept.filter((x) => x !== u);
+        if (added.bytes - p.values[u]!.bytes <= budget) consider(one);
+        else for (const w of kept.slice(i + 1)) if (added.bytes - p.values[u]!.bytes - p.values[w]!.bytes <= budget) consider(one.filter((x) => x !== w));
+      });
     }
+    for (const u of best.kept) consider(best.kept.filter((x) => x !== u));
     if (next === best) break;
     best = next;
   }
   return best;
 }
 
-/** The plan under `budget` kept bytes (module comment: exact up to EXACT_LIMIT candidates, else hull + local search). */
-export function planFor(p: PlanProblem, budget: number): Plan {
+/**
+ * The plan under `budget` kept bytes (module comment: exact up to EXACT_LIMIT candidates, else hull +
+ * local search). `seeds` are other plans (kept sets) it starts from too, such as the standard policies
+ * (full-layer or selective recompute): the result is never worse than a seed that fits.
+ */
+export function planFor(p: PlanProblem, budget: number, seeds: readonly (readonly number[])[] = []): Plan {
   if (candidates(p).length <= EXACT_LIMIT) return exhaustivePlan(p, budget);
-  const plans = hull(p).filter((x) => x.bytes <= budget);
-  const start = plans.reduce((a, b) => (better(b, a) ? b : a), evaluate(p, []));
-  return improve(p, start, budget);
+  const plans = [...hull(p), ...seeds.map((k) => evaluate(p, k))];
+  // Hull plans just above the budget, shrunk to fit: the optimum often lies between two hull points.
+  const above = plans.filter((x) => x.bytes > budget).sort((a, b) => a.bytes - b.bytes).slice(0, 2);
+  const starts = [...plans.filter((x) => x.bytes <= budget), ...above.map((x) => shrink(p, x, budget))];
+  const results = starts
+    .sort((a, b) => (better(a, b) ? -1 : 1))
+    .slice(0, 3)
+    .map((x) => improve(p, x, budget));
+  return results.reduce((a, b) => (better(b, a) ? b : a), evaluate(p, []));
+}
+
+/** Drops kept values, each time the one that frees its bytes for the fewest extra FLOPs, until the plan fits. */
+function shrink(p: PlanProblem, plan: Plan, budget: number): Plan {
+  let cur = plan;
+  while (cur.bytes > budget && cur.kept.length) {
+    let best: Plan | undefined;
+    let bestRate = Infinity;
+    for (const u of cur.kept) {
+      const next = evaluate(p, cur.kept.filter((x) => x !== u));
+      const freed = cur.bytes - next.bytes;
+      const rate = freed > 0 ? (next.flops - cur.flops) / freed : Infinity;
+      if (rate < bestRate || !best) {
+        best = next;
+        bestRate = rate;
+      }
+    }
+    cur = best!;
+  }
+  return cur;
 }
 
 /** The least bytes that need no recompute (the top of the hull): what budgets are fractions of. */

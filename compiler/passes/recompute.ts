@@ -149,6 +149,26 @@ export function layerProblem(m: Module, backward: Func, at: ReadonlyMap<string, 
   return { forward, backward, problem: { ops, values: planValues, needed: [...needed] }, values, index, copies, forwardFlops, nestedBytes };
 }
 
+/**
+ * Megatron-style selective recompute: everything the backward reads is kept except core attention's
+ * output (the attention op's result and the views and transposes taken of it before the next op),
+ * which is recomputed from the kept q, k and v.
+ */
+export function selectiveKept(lp: LayerProblem, full: Plan): number[] {
+  const core = new Set<number>();
+  const ops = lp.forward.body;
+  const grow = (v: Value) => {
+    core.add(lp.index.get(v)!);
+    for (const op of ops) {
+      if (!op.operands.includes(v)) continue;
+      const def = getOp(op.opName);
+      if (def?.traits?.includes("view") || def?.traits?.includes("free")) op.results.forEach(grow);
+    }
+  };
+  for (const op of ops) if (op.opName === "attention") op.results.forEach(grow);
+  return full.kept.filter((v) => !core.has(v));
+}
+
 /** Makes the plan real: kept values become forward results and backward parameters; the copies they replace go. */
 export function applyPlan(m: Module, lp: LayerProblem, plan: Plan): void {
   const { forward, backward } = lp;
@@ -263,7 +283,7 @@ export const recompute: Pass = {
     for (const bf of calleesFirst(m, m.functions.filter((f) => f.attrs["role"] === "backward"))) {
       const lp = layerProblem(m, bf, at, callFlops);
       const full = noRecompute(lp.problem);
-      const plan = planFor(lp.problem, budgetOf(full.bytes));
+      const plan = planFor(lp.problem, budgetOf(full.bytes), [[], selectiveKept(lp, full)]);
       applyPlan(m, lp, plan);
       const line = describePlan(lp, plan, full);
       bf.attrs = { ...bf.attrs, recompute: `${line} (at ${[...at].map(([k, v]) => `${k}=${v}`).join(",")})` };

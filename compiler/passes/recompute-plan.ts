@@ -12,7 +12,7 @@
  *     rerun op needs its operands available). Sweeping lambda over its breakpoints (Eisner-Severance)
  *     gives every plan on the lower convex hull of (bytes, FLOPs): each optimal for its own memory.
  *  2. For a budget between two hull plans: local search (add one kept value and drop up to two
- *     others to fit, or drop one, while it helps) from the best few of: the hull plans and given seed plans under the budget, and
+ *     others to fit, drop one, or add two, while it helps) from the best few of: the hull plans and given seed plans under the budget, and
  *     the two hull plans just above it shrunk greedily (drop the value freeing bytes for the fewest
  *     FLOPs) until they fit.
  *  3. Up to EXACT_LIMIT candidate values: every subset is tried, so the plan is optimal.
@@ -160,7 +160,7 @@ export function exhaustivePlan(p: PlanProblem, budget: number): Plan {
   return best;
 }
 
-/** Local search from a plan: add a kept value (dropping up to two others to fit) or drop one, while FLOPs fall and the budget holds. */
+/** Local search from a plan: add a kept value (dropping up to two others to fit), drop one, or add two, while FLOPs fall and the budget holds. */
 function improve(p: PlanProblem, start: Plan, budget: number): Plan {
   const cand = candidates(p);
   let best = start;
@@ -188,6 +188,8 @@ function improve(p: PlanProblem, start: Plan, budget: number): Plan {
       });
     }
     for (const u of best.kept) consider(best.kept.filter((x) => x !== u));
+    // Two values that only help together (say, both operands of an op that then needs no rerun).
+    if (next === best) outside.forEach((v, i) => outside.slice(i + 1).forEach((w) => consider([...best.kept, v, w])));
     if (next === best) break;
     best = next;
   }
@@ -200,14 +202,18 @@ function improve(p: PlanProblem, start: Plan, budget: number): Plan {
  * (full-layer or selective recompute): the result is never worse than a seed that fits.
  */
 export function planFor(p: PlanProblem, budget: number, seeds: readonly (readonly number[])[] = []): Plan {
-  if (candidates(p).length <= EXACT_LIMIT) return exhaustivePlan(p, budget);
+  return candidates(p).length <= EXACT_LIMIT ? exhaustivePlan(p, budget) : searchPlan(p, budget, seeds);
+}
+
+/** Step 2 of the module comment: hull plans and seeds, shrunk to fit where above the budget, then local search. */
+export function searchPlan(p: PlanProblem, budget: number, seeds: readonly (readonly number[])[] = []): Plan {
   const plans = [...hull(p), ...seeds.map((k) => evaluate(p, k))];
   // Hull plans just above the budget, shrunk to fit: the optimum often lies between two hull points.
-  const above = plans.filter((x) => x.bytes > budget).sort((a, b) => a.bytes - b.bytes).slice(0, 2);
+  const above = plans.filter((x) => x.bytes > budget).sort((a, b) => a.bytes - b.bytes).slice(0, 3);
   const starts = [...plans.filter((x) => x.bytes <= budget), ...above.map((x) => shrink(p, x, budget))];
   const results = starts
     .sort((a, b) => (better(a, b) ? -1 : 1))
-    .slice(0, 3)
+    .slice(0, 6)
     .map((x) => improve(p, x, budget));
   return results.reduce((a, b) => (better(b, a) ? b : a), evaluate(p, []));
 }

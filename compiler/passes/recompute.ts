@@ -256,8 +256,8 @@ export function describePlan(lp: LayerProblem, plan: Plan, full: Plan): string {
   const names = plan.kept.map((i) => lp.values[i]!.name ?? `%${i}`);
   const pct = (a: number, b: number) => `${b ? ((100 * a) / b).toFixed(1) : "0.0"}%`;
   return (
-    `keeps ${plan.kept.length} values, ${fmtBytes(plan.bytes)} (${pct(plan.bytes, full.bytes)} of ${fmtBytes(full.bytes)} without recompute); ` +
-    `reruns ${plan.rerun.length} ops, ${fmtFlops(plan.flops)} (${pct(plan.flops, lp.forwardFlops)} of the forward's ${fmtFlops(lp.forwardFlops)})` +
+    `keeps ${plan.kept.length} value${plan.kept.length === 1 ? "" : "s"}, ${fmtBytes(plan.bytes)} (${pct(plan.bytes, full.bytes)} of ${fmtBytes(full.bytes)} without recompute); ` +
+    `reruns ${plan.rerun.length} op${plan.rerun.length === 1 ? "" : "s"}, ${fmtFlops(plan.flops)} (${pct(plan.flops, lp.forwardFlops)} of the forward's ${fmtFlops(lp.forwardFlops)})` +
     (lp.nestedBytes ? `; calls inside keep ${fmtBytes(lp.nestedBytes)} by their own plans` : "") +
     (names.length ? `; kept: ${names.join(", ")}` : "")
   );
@@ -286,7 +286,8 @@ export const recompute: Pass = {
       const plan = planFor(lp.problem, budgetOf(full.bytes), [[], selectiveKept(lp, full)]);
       applyPlan(m, lp, plan);
       const line = describePlan(lp, plan, full);
-      bf.attrs = { ...bf.attrs, recompute: `${line} (at ${[...at].map(([k, v]) => `${k}=${v}`).join(",")})` };
+      const symbolic = [...lp.forward.params, ...lp.forward.weights].some((v) => v.type.shape.some((d) => d.value === undefined));
+      bf.attrs = { ...bf.attrs, recompute: symbolic ? `${line} (at ${[...at].map(([k, v]) => `${k}=${v}`).join(",")})` : line };
       ctx.remark?.(`recompute @${lp.forward.name}: ${line}`);
     }
   },

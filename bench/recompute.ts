@@ -8,14 +8,14 @@
  * Run with `npm run bench:recompute` (options: --model NAME, --seq N, --batch N, --layer NAME).
  */
 import "../ir/ops";
-import loadHighs from "highs";
 import { buildLing2 } from "../models/ling2";
 import { resolveModel } from "../models/resolve";
 import { parsePipeline } from "../compiler/passes/pipeline";
 import { runPasses } from "../compiler/passes/manager";
 import { costAnalysis, AnalysisManager } from "../ir/analysis";
 import { fmtBytes, fmtFlops, layerProblem, selectiveKept, type LayerProblem } from "../compiler/passes/recompute";
-import { candidates, evaluate, noRecompute, planFor, type Plan, type PlanProblem } from "../compiler/passes/recompute-plan";
+import { candidates, evaluate, noRecompute, planFor, type Plan } from "../compiler/passes/recompute-plan";
+import { ilpOptimum } from "./recompute-ilp";
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -28,43 +28,6 @@ const at = new Map([
   ["S", Number(arg("seq", "4096"))],
 ]);
 const only = arg("layer", "");
-
-/** The exact optimum under `budget` bytes: min sum(flops * rerun) s.t. needed values available, operands of rerun ops available, kept bytes <= budget. */
-async function ilpOptimum(p: PlanProblem, budget: number): Promise<{ plan: Plan; status: string; ms: number }> {
-  const highs = await loadHighs();
-  const cand = new Set(candidates(p));
-  const k = (v: number) => `k${v}`;
-  const r = (o: number) => `r${o}`;
-  // Scaled units (GFLOP, MiB) keep the coefficients within a few orders of magnitude.
-  const gf = (x: number) => (x / 1e9).toPrecision(12);
-  const mib = (x: number) => (x / 2 ** 20).toPrecision(12);
-  const avail = (v: number) => {
-    const val = p.values[v]!;
-    if (val.def === undefined) return undefined; // always there
-    return cand.has(v) ? `${k(v)} + ${r(val.def)}` : r(val.def);
-  };
-  const rows: string[] = [];
-  for (const v of p.needed) {
-    const a = avail(v);
-    if (a) rows.push(`${a} >= 1`);
-  }
-  p.ops.forEach((op, o) => {
-    for (const u of op.operands) {
-      const a = avail(u);
-      if (a) rows.push(`${a} - ${r(o)} >= 0`);
-    }
-  });
-  const bytes = [...cand].filter((v) => p.values[v]!.bytes > 0).map((v) => `${mib(p.values[v]!.bytes)} ${k(v)}`);
-  if (bytes.length) rows.push(`${bytes.join(" + ")} <= ${mib(budget)}`);
-  const vars = [...[...cand].map(k), ...p.ops.map((_, o) => r(o))];
-  const objective = p.ops.map((op, o) => `${gf(op.flops)} ${r(o)}`).join(" + ");
-  const lp = `Minimize\n obj: ${objective}\nSubject To\n${rows.map((x, i) => ` c${i}: ${x}`).join("\n")}\nBinary\n ${vars.join(" ")}\nEnd\n`;
-  const t0 = performance.now();
-  const sol = highs.solve(lp, { output_flag: false, mip_rel_gap: 0 });
-  const ms = performance.now() - t0;
-  const kept = [...cand].filter((v) => ((sol.Columns[k(v)] as { Primal?: number } | undefined)?.Primal ?? 0) > 0.5);
-  return { plan: evaluate(p, kept), status: sol.Status, ms };
-}
 
 const m = buildLing2(resolveModel(model).config, "train");
 runPasses(m, parsePipeline("autodiff,cse,dce"));

@@ -12,9 +12,10 @@
  *     rerun op needs its operands available). Sweeping lambda over its breakpoints (Eisner-Severance)
  *     gives every plan on the lower convex hull of (bytes, FLOPs): each optimal for its own memory.
  *  2. For a budget between two hull plans: local search (add one kept value and drop up to two
- *     others to fit, drop one, or add two, while it helps) from the best few of: the hull plans and given seed plans under the budget, and
- *     the two hull plans just above it shrunk greedily (drop the value freeing bytes for the fewest
- *     FLOPs) until they fit.
+ *     others to fit, drop one, or add two, while it helps) from the best few of: the hull plans and
+ *     given seed plans under the budget; the three hull plans just above it, shrunk greedily (drop
+ *     the value freeing bytes for the fewest FLOPs) until they fit; and the nearest of those without
+ *     one of its values, shrunk, then refilled greedily (ruin and recreate).
  *  3. Up to EXACT_LIMIT candidate values: every subset is tried, so the plan is optimal.
  * Step 2's plans are checked against an ILP optimum in bench/recompute-ilp.ts (the results file).
  */
@@ -211,11 +212,37 @@ export function searchPlan(p: PlanProblem, budget: number, seeds: readonly (read
   // Hull plans just above the budget, shrunk to fit: the optimum often lies between two hull points.
   const above = plans.filter((x) => x.bytes > budget).sort((a, b) => a.bytes - b.bytes).slice(0, 3);
   const starts = [...plans.filter((x) => x.bytes <= budget), ...above.map((x) => shrink(p, x, budget))];
+  // Ruin and recreate: the nearest plan above the budget without one of its values, shrunk to fit,
+  // then refilled greedily.
+  if (above[0]) for (const u of above[0].kept) starts.push(fill(p, shrink(p, evaluate(p, above[0].kept.filter((x) => x !== u)), budget), budget));
   const results = starts
     .sort((a, b) => (better(a, b) ? -1 : 1))
     .slice(0, 6)
     .map((x) => improve(p, x, budget));
   return results.reduce((a, b) => (better(b, a) ? b : a), evaluate(p, []));
+}
+
+/** Adds kept values, each time the one that saves the most FLOPs per byte and fits, while any saves. */
+function fill(p: PlanProblem, plan: Plan, budget: number): Plan {
+  const cand = candidates(p);
+  let cur = plan;
+  for (;;) {
+    let best: Plan | undefined;
+    let bestRate = 0;
+    const keep = new Set(cur.kept);
+    for (const v of cand) {
+      if (keep.has(v)) continue;
+      const next = evaluate(p, [...cur.kept, v]);
+      if (next.bytes > budget || next.flops >= cur.flops) continue;
+      const rate = (cur.flops - next.flops) / Math.max(next.bytes - cur.bytes, 1e-9);
+      if (rate > bestRate) {
+        best = next;
+        bestRate = rate;
+      }
+    }
+    if (!best) return cur;
+    cur = best;
+  }
 }
 
 /** Drops kept values, each time the one that frees its bytes for the fewest extra FLOPs, until the plan fits. */

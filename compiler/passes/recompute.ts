@@ -99,7 +99,7 @@ export function layerProblem(m: Module, backward: Func, at: ReadonlyMap<string, 
   }
   for (const f of [forward, backward]) {
     const kernel = f.body.find((op) => op.opName === "call" && m.getFunc(op.callee!)?.role === "kernel");
-    if (kernel) throw new LingcError(`recompute: @${f.name} already calls kernel @${kernel.callee}: run recompute before fusion`);
+    if (kernel) throw new LingcError(`recompute: @${f.name} already calls kernel @${kernel.callee}: run recompute before fusion (e.g. --passes cse,dce,recompute{budget=50%},fusion{...},select{...})`);
   }
   const values: Value[] = [];
   const index = new Map<Value, number>();

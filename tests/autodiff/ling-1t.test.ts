@@ -27,4 +27,31 @@ describe("Ling-1T's train graph", () => {
     expect([...grads].some((g) => g!.endsWith("expert_bias"))).toBe(false);
     expect(r.stderr).toMatch(/pass autodiff\s+[\d.]+ ms/);
   });
+
+  it("gets a recompute plan per layer function: kept bytes within the budget, shown in the dump and as remarks", async () => {
+    const dir = scratchDir("lingc-1t-recompute-");
+    const r = await cli("compile", "ling-1t", "--graph", "train", "--target", "ir", "--out", dir, "--passes", "cse,dce,recompute{budget=50%}", "--time-passes");
+    expect(r.code, r.stderr).toBe(0);
+    const remarks = [...r.stderr.matchAll(/^recompute @(\w+): keeps \d+ values?, [\d.]+ [KMG]iB \(([\d.]+)% of/gm)];
+    expect(remarks.map((x) => x[1]).sort()).toEqual(["dense_layer", "moe_layer", "mtp_layer"]);
+    for (const x of remarks) expect(Number(x[2]), x[0]).toBeLessThanOrEqual(50);
+    const text = readFileSync(join(dir, "train.lir"), "utf8");
+    expect(text.match(/recompute = "keeps/g)?.length).toBe(3);
+    // The MoE layer function returns what its plan keeps; its backward reads them.
+    expect(text).toMatch(/func @moe_layer\([^]*?-> \([^)]*saved\.0: /);
+    expect(text).toMatch(/func @moe_layer\.backward\([^)]*%saved\.0: /);
+    expect(r.stderr).toMatch(/pass recompute\s+[\d.]+ ms/);
+  });
+
+  it("refuses a recompute after fusion, saying where it goes", async () => {
+    const r = await cli("compile", "ling-tiny", "--graph", "train", "--target", "ir", "--out", scratchDir("lingc-rc-order-"), "--passes", "cse,dce,fusion{profile=cuda-sm90a},recompute{budget=50%}");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/recompute: @\w+ already calls kernel @[\w.]+: run recompute before fusion/);
+  });
+
+  it("refuses a bad budget", async () => {
+    const r = await cli("compile", "ling-tiny", "--graph", "train", "--target", "ir", "--out", scratchDir("lingc-rc-bad-"), "--passes", "recompute{budget=half}");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/budget 'half' is not none, a percentage/);
+  });
 });

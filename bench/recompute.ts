@@ -65,7 +65,7 @@ for (const bf of m.functions.filter((f) => f.attrs["role"] === "backward")) {
     planMs += performance.now() - t;
     const ilp = await ilpOptimum(p, frac * full.bytes);
     const gap = (plan.flops - ilp.plan.flops) / lp.forwardFlops;
-    if (process.env["DEBUG_PLAN"]) console.log("plan", plan.kept.map((i) => `${lp.values[i]!.name ?? i}:${(p.values[i]!.bytes / 2 ** 20).toFixed(0)}`).join(" "), "\nilp ", ilp.plan.kept.map((i) => `${lp.values[i]!.name ?? i}:${(p.values[i]!.bytes / 2 ** 20).toFixed(0)}`).join(" "));
+    if (process.env["DEBUG_PLAN"]) console.log("plan", plan.kept.map((i) => `${lp.labels[i]}:${(p.values[i]!.bytes / 2 ** 20).toFixed(0)}`).join(" "), "\nilp ", ilp.plan.kept.map((i) => `${lp.labels[i]}:${(p.values[i]!.bytes / 2 ** 20).toFixed(0)}`).join(" "));
     plans.push(row(`plan at ${Math.round(frac * 100)}%`, plan, ` ${fmtFlops(ilp.plan.flops)} (${ilp.status}, ${ilp.ms.toFixed(0)} ms) | ${(100 * gap).toFixed(3)}% |`));
     for (const base of [selective, none]) {
       if (base.bytes <= frac * full.bytes && plan.flops > base.flops) plans.push(`| ^ WORSE than a standard policy at less memory | | | | | | |`);
@@ -84,5 +84,5 @@ for (const bf of m.functions.filter((f) => f.attrs["role"] === "backward")) {
   }
   if (goal) console.log(row(`smallest budget with <= 5% extra: ${goalFrac}%`, goal, " | | |"));
   console.log(`\nPlanning time (no-recompute plan, the three budgets): ${(performance.now() - t0 - 0).toFixed(0)} ms in all including the ILPs; the planner alone ${planMs.toFixed(0)} ms for three budgets.`);
-  console.log(`Kept at 50%: ${planFor(p, 0.5 * full.bytes, seeds).kept.map((i) => lp.values[i]!.name ?? `%${i}`).join(", ")}\n`);
+  console.log(`Kept at 50%: ${planFor(p, 0.5 * full.bytes, seeds).kept.map((i) => lp.labels[i]).join(", ")}\n`);
 }

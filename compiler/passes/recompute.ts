@@ -42,8 +42,11 @@ export interface LayerProblem {
   copies: Map<Value, Value>;
   /** FLOPs of one forward call. */
   forwardFlops: number;
-  /** Bytes that calls in the forward keep for their own backward (their plans'). */
+  /** Bytes that calls in the forward keep for their own backward (their plans'), and those values. */
   nestedBytes: number;
+  nested: Set<number>;
+  /** A readable name per problem value (valueLabels). */
+  labels: string[];
 }
 
 const attrKey = (a: Attrs) => JSON.stringify(a, (_k, x: unknown) => (x instanceof Dim ? `dim:${x.toString()}` : x));
@@ -112,6 +115,7 @@ export function layerProblem(m: Module, backward: Func, at: ReadonlyMap<string, 
   for (const v of [...forward.params, ...forward.weights]) add(v, { bytes: bytesAt(v, at), keepable: false });
   let forwardFlops = 0;
   let nestedBytes = 0;
+  const nestedValues = new Set<number>();
   const ops = forward.body.map((op, o) => {
     let flops: number;
     let free = false;
@@ -128,7 +132,10 @@ export function layerProblem(m: Module, backward: Func, at: ReadonlyMap<string, 
     const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
     op.results.forEach((r, i) => {
       const nested = callee?.results[i]?.name?.startsWith("saved.") === true;
-      if (nested) nestedBytes += bytesAt(r, at);
+      if (nested) {
+        nestedBytes += bytesAt(r, at);
+        nestedValues.add(values.length);
+      }
       add(r, { bytes: nested ? 0 : bytesAt(r, at), def: o, keepable: !free });
     });
     return { flops, operands: op.operands.map((v) => index.get(v)!), results: op.results.map((r) => index.get(r)!) };
@@ -146,7 +153,7 @@ export function layerProblem(m: Module, backward: Func, at: ReadonlyMap<string, 
     const f = copies.get(r.value);
     if (f) needed.add(index.get(f)!);
   }
-  return { forward, backward, problem: { ops, values: planValues, needed: [...needed] }, values, index, copies, forwardFlops, nestedBytes };
+  return { forward, backward, problem: { ops, values: planValues, needed: [...needed] }, values, index, copies, forwardFlops, nestedBytes, nested: nestedValues, labels: valueLabels(m, forward, values) };
 }
 
 /**
@@ -251,12 +258,37 @@ export function fmtFlops(f: number): string {
   return `${unit === "FLOP" ? f.toFixed(0) : (f / scale).toFixed(2)} ${unit}`;
 }
 
+/**
+ * A value as a reader finds it: its name; a call's result by the callee's result name
+ * (`@moe_layer.hidden`); else the op that makes it and that op's scope (`grouped_linear@mlp.experts`,
+ * numbered `#2`, `#3` when a scope makes several of the kind).
+ */
+function valueLabels(m: Module, forward: Func, values: readonly Value[]): string[] {
+  const kinds = new Map<string, Op[]>();
+  for (const op of forward.body) {
+    const k = `${op.opName}@${op.scope || "-"}`;
+    kinds.set(k, [...(kinds.get(k) ?? []), op]);
+  }
+  return values.map((v, i) => {
+    if (v.name) return v.name;
+    const op = v.def;
+    if (!op) return `%${i}`;
+    const at = op.results.indexOf(v);
+    if (op.callee) return `@${op.callee}.${m.getFunc(op.callee)?.results[at]?.name ?? at}`;
+    const k = `${op.opName}@${op.scope || "-"}`;
+    const nth = kinds.get(k)!.indexOf(op);
+    return `${k}${nth > 0 ? `#${nth + 1}` : ""}${op.results.length > 1 ? `.${at}` : ""}`;
+  });
+}
+
 /** One line on a plan: what it keeps and reruns, against no recompute and the forward's FLOPs. */
 export function describePlan(lp: LayerProblem, plan: Plan, full: Plan): string {
-  const names = plan.kept.map((i) => lp.values[i]!.name ?? `%${i}`);
+  // Values a call inside keeps for its own backward are listed by that call's plan, not here.
+  const own = plan.kept.filter((i) => !lp.nested.has(i));
+  const names = own.map((i) => lp.labels[i]!);
   const pct = (a: number, b: number) => `${b ? ((100 * a) / b).toFixed(1) : "0.0"}%`;
   return (
-    `keeps ${plan.kept.length} value${plan.kept.length === 1 ? "" : "s"}, ${fmtBytes(plan.bytes)} (${pct(plan.bytes, full.bytes)} of ${fmtBytes(full.bytes)} without recompute); ` +
+    `keeps ${own.length} value${own.length === 1 ? "" : "s"}, ${fmtBytes(plan.bytes)} (${pct(plan.bytes, full.bytes)} of ${fmtBytes(full.bytes)} without recompute); ` +
     `reruns ${plan.rerun.length} op${plan.rerun.length === 1 ? "" : "s"}, ${fmtFlops(plan.flops)} (${pct(plan.flops, lp.forwardFlops)} of the forward's ${fmtFlops(lp.forwardFlops)})` +
     (lp.nestedBytes ? `; calls inside keep ${fmtBytes(lp.nestedBytes)} by their own plans` : "") +
     (names.length ? `; kept: ${names.join(", ")}` : "")

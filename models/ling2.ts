@@ -11,6 +11,8 @@
  *            is trained with (LING2.md section 2.7, Megatron's MTP weighting), and
  *            tokens_per_expert.{i} (i64 [E]) of each MoE layer (MTP included); the driver runs the
  *            autodiff pass on it (the module's `objective` attribute), which adds grad.<weight>
+ *   train-step  the train graph, then one AdamW step (the driver runs the adamw pass: the module's
+ *            `optimizer` attribute; its `expert_bias` attribute names each MoE layer's bias buffer)
  */
 import { Dim } from "../ir/dim";
 import { formatCacheRules } from "../ir/generation";
@@ -19,7 +21,7 @@ import { ModuleTracer, op, scope, tensor, weight, type Tensor } from "../compile
 import { isMoeLayer, type LingConfig } from "./config";
 import { ropeParams } from "./rope";
 
-export const GRAPHS = ["forward", "decode", "train"] as const;
+export const GRAPHS = ["forward", "decode", "train", "train-step"] as const;
 /** The weight of the MTP loss in the training objective (Megatron's mtp_loss_scaling_factor for Ling 2.0). */
 export const MTP_LOSS_WEIGHT = 0.1;
 export type GraphKind = (typeof GRAPHS)[number];
@@ -42,6 +44,7 @@ interface Cache {
 
 export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
   const dt = cfg.dtype;
+  const training = graph === "train" || graph === "train-step";
   const H = cfg.hiddenSize;
   const nh = cfg.numHeads;
   const nkv = cfg.numKvHeads;
@@ -51,7 +54,8 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
   const m = new ModuleTracer(graph, {
     model: cfg.name,
     // The router's expert_bias is a buffer (updated from token counts, not by the gradient).
-    ...(graph === "train" ? { objective: "loss", frozen: "expert_bias" } : { generation: graph === "forward" ? "prefill" : "decode", logits: "logits" }),
+    ...(training ? { objective: "loss", frozen: "expert_bias" } : { generation: graph === "forward" ? "prefill" : "decode", logits: "logits" }),
+    ...(graph === "train-step" ? { optimizer: "adamw", expert_bias: "model.layers.{}.mlp.gate.expert_bias" } : {}),
     tokens: "input_ids",
     ...(graph === "decode" ? { kv_cache: formatCacheRules(["key", "value"].map((kv) => ({ input: `past.*.${kv}`, output: `present.*.${kv}`, axis: 2, capacity: cfg.maxPositionEmbeddings }))) } : {}),
   });
@@ -125,7 +129,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       r.idx.as("topk_idx");
       const { order, offsets, rowOf } = op.moeDispatch(r.idx, E);
       // Tokens each expert received (the expert-bias update's input, LING2.md section 2.5).
-      const counts = graph === "train" ? op.cast(op.sub(op.slice(offsets, 0, 1, E + 1), op.slice(offsets, 0, 0, E)), "i64") : undefined;
+      const counts = training ? op.cast(op.sub(op.slice(offsets, 0, 1, E + 1), op.slice(offsets, 0, 0, E)), "i64") : undefined;
       const rows = op.moePermute(tokens, order, K);
       const y = scope("experts", () => {
         const gate = op.groupedLinear(rows, param("*.gate_proj.weight", [E, I, H]), offsets);
@@ -220,7 +224,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
         result[name] = op.cast(op.linear(prev, lmHead), "f32").as(name);
       }
     }
-    if (graph === "train") return { ...trainingLoss(ids, result), ...counted };
+    if (training) return { ...trainingLoss(ids, result), ...counted };
     return { ...result, ...outputs };
   });
   return m.finish();

@@ -16,11 +16,12 @@ import { onnxBind } from "./commands/onnx-bind";
 import { opt } from "./commands/opt";
 import { quantize } from "./commands/quantize";
 import { run } from "./commands/run";
+import { trainCommand } from "./commands/train";
 import { processIO, type CliIO } from "./io";
 
 export const VERSION = "0.1.0";
 
-const COMMANDS: Command[] = [info, compile, opt, run, generate, compare, init, quantize, onnxBind];
+const COMMANDS: Command[] = [info, compile, opt, run, generate, compare, init, quantize, onnxBind, trainCommand];
 
 function mainHelp(): string {
   const lines = [

@@ -71,16 +71,20 @@ export async function compileProgram(req: CompileRequest): Promise<Compiled> {
   const timings: PassTiming[] = [];
   // A training graph (its `objective` attribute names the loss) is differentiated first, unless the
   // pipeline given already does it.
-  const training = parsePipeline("autodiff");
-  let differentiated = false;
+  // A training step (its `optimizer` attribute) gets the optimizer's pass after autodiff.
+  let prefix = "";
   const graphs = (req.graphs ?? req.source.graphs).map((g) => {
     const m = req.source.module(g);
-    const differentiate = m.attrs["objective"] !== undefined && !passes.some((p) => p.pass.name === "autodiff");
-    differentiated ||= differentiate;
-    timings.push(...runPasses(m, differentiate ? [...training, ...passes] : passes, { ...req.passRun, profiles }));
+    const has = (name: string) => passes.some((p) => p.pass.name === name);
+    const differentiate = m.attrs["objective"] !== undefined && !has("autodiff");
+    const optimizer = m.attrs["optimizer"];
+    const step = optimizer !== undefined && !has(optimizer) ? optimizer : "";
+    const added = [differentiate ? "autodiff" : "", step].filter(Boolean).join(",");
+    if (added) prefix = added;
+    timings.push(...runPasses(m, [...parsePipeline(added), ...passes], { ...req.passRun, profiles }));
     return m;
   });
-  return { program: { graphs, profile }, pipeline: differentiated ? `autodiff,${text}` : text, timings };
+  return { program: { graphs, profile }, pipeline: prefix ? `${prefix}${text ? `,${text}` : ""}` : text, timings };
 }
 
 /** Opens the source's weights and checks them against every graph of the program (closed again on failure). */

@@ -5,6 +5,7 @@
 import { LingcError } from "../../ir/errors";
 import { autodiff } from "./autodiff";
 import { recompute } from "./recompute";
+import { adamw } from "./adamw";
 import { cse } from "./cse";
 import { dce } from "./dce";
 import { decompose } from "./decompose";
@@ -13,7 +14,7 @@ import { fusion } from "./fusion";
 import { select } from "./select";
 import type { Pass } from "./pass";
 
-export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion, select, fp8, autodiff, recompute];
+export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion, select, fp8, autodiff, recompute, adamw];
 
 export function getPass(name: string): Pass {
   const p = PASSES.find((x) => x.name === name);

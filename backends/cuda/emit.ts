@@ -24,6 +24,7 @@ import type { CudaProfile } from "../../ir/target";
 import { parseTile, type TileShape } from "../../ir/target/cuda";
 import type { Program } from "../backend";
 import { buildFrames, type FrameSchedule } from "../frames";
+import { predictPeak, storageLifetimes, type Lifetimes } from "../frames-memory";
 import { scaleSlotOfValue, storageSlot, type Step } from "../schedule";
 import { markKMajorScales } from "./scale-layout";
 import { generateStep, type GenLimits } from "../kernels/gen";
@@ -130,6 +131,8 @@ class FuncEmitter {
   readonly body: string[] = [];
   readonly labels: string[] = [];
   readonly resident = new Set<number>();
+  /** What each step allocates and frees (set by emit). */
+  lifetimes: Lifetimes | undefined;
   /** What the kernel generators may use on this GPU (made once per function, not per kernel). */
   private readonly limits: GenLimits;
 
@@ -140,6 +143,9 @@ class FuncEmitter {
     readonly funcNames: ReadonlyMap<string, string>,
     readonly library: Library,
     readonly profile: CudaProfile,
+    /** The graph's functions by name, and the load-time storage of those emitted so far (callees first). */
+    readonly frames: ReadonlyMap<string, FrameSchedule>,
+    readonly residents: Map<string, ReadonlySet<number>>,
   ) {
     this.limits = { maxThreads: profile.maxThreadsPerBlock, maxWorkgroupBytes: profile.sharedMemoryPerBlock, storage: cudaStorage, tensorCores: profile.tensorCoreTypes, warpSize: profile.warpSize, gemmTile: fp8ExpertTile(profile) };
   }
@@ -166,15 +172,16 @@ class FuncEmitter {
   }
 
   emit(): void {
+    const blocks: string[][] = this.fr.steps.map(() => []);
     this.fr.steps.forEach((s, n) => {
       if (s.call !== undefined) {
         this.prepare.push(`  c.prepare_call(fr, ${s.call});`);
-        this.body.push(`  c.call(fr, ${s.call});`);
+        blocks[n]!.push(`  c.call(fr, ${s.call});`);
         return;
       }
       const step = s.step!;
       const label = `${step.scope || this.fr.func.name}: ${step.kernel?.name ?? step.op.opName}${step.op.loc ? ` (${formatPos(step.op.loc)})` : ""}`;
-      const out = this.loadTime(step) ? this.prepare : this.body;
+      const out = this.loadTime(step) ? this.prepare : blocks[n]!;
       if (out === this.prepare) {
         for (const id of step.writes.values()) {
           const st = storageSlot(this.fr, id);
@@ -189,6 +196,16 @@ class FuncEmitter {
       out.push(`  // [${idx}] ${label}`);
       out.push(`  c.mark(fr.label + ${idx});`);
       out.push(...this.lower(step, n).map((l) => `  ${l}`));
+    });
+    // Storage this function owns lives from the step that first writes it to the one that last
+    // uses it (the runtime allocates and frees it there when it runs a graph without capture).
+    this.residents.set(this.fr.func.name, this.resident);
+    const life = storageLifetimes(this.fr, this.frames, this.residents);
+    this.lifetimes = life;
+    blocks.forEach((lines, n) => {
+      for (const st of life.acquire[n]!) this.body.push(`  c.acquire(b + ${st});`);
+      this.body.push(...lines);
+      for (const st of life.release[n]!) this.body.push(`  c.release(b + ${st});`);
     });
   }
 
@@ -323,6 +340,32 @@ function generationTable(graphs: readonly Module[]): string {
   ].join("\n");
 }
 
+/** A graph's functions (callees first, the entry last), emitted. */
+function emitGraph(m: Module, library: Library, profile: CudaProfile): { frames: FrameSchedule[]; funcNames: Map<string, string>; emitters: FuncEmitter[] } {
+  const frames = buildFrames(m);
+  const funcNames = new Map(frames.map((f) => [f.func.name, cppIdent(`${m.name}__${f.func.name}`)]));
+  const byName = new Map(frames.map((f) => [f.func.name, f]));
+  const residents = new Map<string, ReadonlySet<number>>();
+  const emitters = frames.map((fr) => {
+    markKMajorScales(fr);
+    const e = new FuncEmitter(fr, funcNames.get(fr.func.name)!, funcNames, library, profile, byName, residents);
+    e.emit();
+    return e;
+  });
+  return { frames, funcNames, emitters };
+}
+
+/**
+ * The activation memory the CUDA host will use running graph `m` of `program` at the entry's sizes
+ * `sizes` (storage allocated at first write, freed after last use: backends/frames-memory.ts): the
+ * peak of live bytes and what is still live at the end (the results). Kernel and library
+ * temporaries are not in it.
+ */
+export function cudaMemoryPrediction(program: Program, m: Module, sizes: ReadonlyMap<string, number>): { peak: number; end: number } {
+  const { frames, emitters } = emitGraph(m, new Library(), cudaProfile(program));
+  return predictPeak(frames, new Map(emitters.map((e) => [e.fr, e.lifetimes!])), sizes);
+}
+
 export interface CudaSources {
   /** File name -> contents. */
   files: Record<string, string>;
@@ -339,16 +382,10 @@ export function emitCuda(program: Program): CudaSources {
   const graphs: string[] = [];
   for (const m of program.graphs) {
     refuseUnsupportedFp8(m);
-    const frames = buildFrames(m);
-    const funcNames = new Map(frames.map((f) => [f.func.name, cppIdent(`${m.name}__${f.func.name}`)]));
+    const { frames, funcNames, emitters } = emitGraph(m, library, profile);
     // Function definitions refer to their callees' FUNC_ objects: all are declared first.
     for (const n of funcNames.values()) decls.push(`extern const lingc::FuncDef FUNC_${n};`);
-    for (const fr of frames) {
-      markKMajorScales(fr);
-      const e = new FuncEmitter(fr, funcNames.get(fr.func.name)!, funcNames, library, profile);
-      e.emit();
-      funcs.push(e.tables());
-    }
+    for (const e of emitters) funcs.push(e.tables());
     graphs.push(graphTable(m, frames[frames.length - 1]!, funcNames.get(m.entry!.name)!));
   }
   const model = program.graphs[0]!.attrs["model"] ?? program.graphs[0]!.name;

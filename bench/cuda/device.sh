@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|compare|train|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|compare|train|trainmem|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -98,6 +98,26 @@ train)
   $L run $G --graph train --backend cuda --input $G/golden.safetensors --out "$OUT/train.safetensors" && python3 bench/cuda/check_train.py "$OUT/train.safetensors" $G/train_golden.safetensors
   EXE=$(ls -td /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
   compute-sanitizer --tool memcheck --error-exitcode 9 $EXE run --checkpoint $G --graph train --input $G/golden.safetensors --out /tmp/st.safetensors > "$OUT/san-train.txt" 2>&1; echo "memcheck exit $?"; grep -m3 -A3 "Invalid" "$OUT/san-train.txt"; tail -1 "$OUT/san-train.txt"
+  ;;
+trainmem)
+  # A Ling-mini-2.0-shaped 4-layer model (bench/cuda/ling-mini-4l: 1 dense + 3 MoE layers + MTP, bf16,
+  # random weights), its train graph at micro-batch 1, sequence 4096: no recompute (recompute{budget=none}),
+  # full recompute (autodiff's default) and the recompute plan at 50%. For each: the predicted activation
+  # memory (bench/train-memory.ts: storage from first write to last use over the folded program), then the
+  # measured one (lingc_model trainbench: the stream pool's high-water mark over one step minus what was in
+  # use before it and minus the outputs it holds after it) and the step time.
+  M=bench/cuda/ling-mini-4l
+  K="fusion{profile=cuda-sm90a},select{profile=cuda-sm90a}"
+  declare -A P=([none]="cse,dce,recompute{budget=none},$K" [full]="cse,dce,$K" [plan50]="cse,dce,recompute{budget=50%},$K")
+  for v in none full plan50; do
+    (node dist/bench-train-memory.mjs --model $M --passes "${P[$v]}" > "$OUT/predict-$v.json" && $L compile $M --graph train --target cuda --passes "${P[$v]}" --out /tmp/tm-$v >/dev/null && cd /tmp/tm-$v && make -j6 >/dev/null 2>"$OUT/make-$v.txt" || tail -5 "$OUT/make-$v.txt") &
+  done
+  wait
+  for v in none full plan50; do
+    echo "== $v: ${P[$v]}"
+    cat "$OUT/predict-$v.json"
+    timeout 200 /tmp/tm-$v/lingc_model trainbench --random-weights --shape 1x4096 --repeats ${TRAIN_REPEATS:-1} | tee "$OUT/measured-$v.json"
+  done
   ;;
 fp8)
   # FP8 on CUDA against tests/data/golden/ling-small-fp8 (bench/cuda/fp8_check.py): weight-only from the FP8

@@ -316,6 +316,8 @@ struct Plan {
   int nsym = 0;
   std::vector<int> input_slots, output_slots;
   std::vector<int> growers;    // the results of cache_append: aliases of the input they grow
+  std::vector<std::vector<int>> members;  // per storage slot: the alias slots that share it
+  std::vector<char> is_output;            // per storage slot: a graph output lives in it
   std::vector<int> room_axis;  // per slot: the axis a grown input's buffer has room along, else -1
 
   static std::string join(const std::string& a, const char* b) {
@@ -378,6 +380,11 @@ struct Plan {
     }
     // The result slots themselves (their shapes), not their storage: a grown cache is longer than the input it lives in.
     for (int i = 0; i < g->noutputs; ++i) output_slots.push_back(e.base + (g->outputs[i].slot >= 0 ? g->outputs[i].slot : e.f->results[g->outputs[i].index]));
+    members.assign(slots.size(), {});
+    for (size_t s = 0; s < slots.size(); ++s)
+      if (slots[s].source == SRC_ALIAS) members[slots[s].alias_of].push_back((int)s);
+    is_output.assign(slots.size(), 0);
+    for (int s : output_slots) is_output[storage(s)] = 1;
     room_axis.assign(slots.size(), -1);
     for (size_t s = 0; s < slots.size(); ++s) {
       if (slots[s].grows < 0) continue;
@@ -423,6 +430,9 @@ class Runtime {
   std::map<std::string, GemmPlan> plans;
   cublasLtMatrixTransformDesc_t scale_transpose = nullptr;  // gemm_fp8's activation-scale transpose
   bool profile = false;
+  // run(): allocate each value's storage at its first write and free it after its last use (false:
+  // every value of the graph allocated for the whole run, --eager-alloc).
+  bool lazy_alloc = true;
   std::vector<cudaEvent_t> events;
   std::vector<int> event_labels;
   const Plan* profiling_plan = nullptr;
@@ -871,9 +881,11 @@ class Runtime {
     bind_inputs(c, p, inputs, grown);
     std::vector<long> shape(8);
     std::vector<int> allocated;
+    c.lazy = lazy_alloc && !observe;
+    if (c.lazy) c.held.assign(p.slots.size(), 0);
     for (size_t s = 0; s < p.slots.size(); ++s) {
       const SlotMeta& m = p.slots[s];
-      if (m.source != SRC_COMPUTED || c.ptrs[s]) continue;
+      if (m.source != SRC_COMPUTED || c.ptrs[s] || c.lazy) continue;
       p.shape((int)s, c.sym, shape.data());
       long n = 1;
       for (int d = 0; d < m.rank; ++d) n *= shape[d];
@@ -885,6 +897,10 @@ class Runtime {
     if (profile) begin_profile(p);
     p.frames[0].f->run(c, p.frames[0]);
     if (profile) end_profile(p);
+    // What a lazy run still holds: its outputs' storage.
+    if (c.lazy)
+      for (size_t s = 0; s < c.held.size(); ++s)
+        if (c.held[s]) allocated.push_back((int)s);
     std::map<std::string, DevTensor> out;
     std::vector<int> kept;
     // Storage this run allocated goes to the first value kept in it; the caller's inputs stay the caller's.
@@ -1045,6 +1061,30 @@ static bool expert_grouped(Runtime& rt, const void* x, const int* order, int k, 
 void Ctx::mark(int label) { rt->mark(label); }
 
 int Ctx::dtype(int slot) const { return plan->slots[slot].dtype; }
+
+void Ctx::acquire(int slot) {
+  if (!lazy) return;
+  const int r = plan->storage(slot);
+  if (ptrs[r]) return;
+  const SlotMeta& m = plan->slots[r];
+  std::vector<long> shape(8);
+  plan->shape(r, sym, shape.data());
+  long n = 1;
+  for (int d = 0; d < m.rank; ++d) n *= shape[d];
+  CK(cudaMallocAsync(&ptrs[r], std::max<size_t>((size_t)n * dtype_bytes(m.dtype), 16), stream));
+  for (int a : plan->members[r]) ptrs[a] = ptrs[r];
+  held[r] = 1;
+}
+
+void Ctx::release(int slot) {
+  if (!lazy) return;
+  const int r = plan->storage(slot);
+  if (!held[r] || plan->is_output[r]) return;
+  CK(cudaFreeAsync(ptrs[r], stream));
+  ptrs[r] = nullptr;
+  for (int a : plan->members[r]) ptrs[a] = nullptr;
+  held[r] = 0;
+}
 
 long Ctx::rows_of(int slot, long extent) const {
   const long r = rows[plan->storage(slot)];
@@ -1679,12 +1719,70 @@ static std::vector<std::vector<int>> parse_prompts(const std::string& s, long vo
   return out;
 }
 
+/**
+ * A training graph's step on random tokens: its time, and its memory: the stream-ordered pool's
+ * high-water mark over one run (every value the graph computes lives there; weights do not) and the
+ * bytes of its outputs (losses, gradients, counts), so that peak minus outputs is the activations'.
+ */
+static void trainbench(Runtime& rt, const std::string& graph, long B, long S, int repeats) {
+  const GraphDef* g = nullptr;
+  for (int i = 0; i < NGRAPHS; ++i)
+    if (graph == GRAPHS[i]->name) g = GRAPHS[i];
+  if (!g) fail("trainbench: no graph '%s'", graph.c_str());
+  long vocab = 0;
+  for (auto& kv : rt.weights)
+    if (kv.first.find("word_embeddings") != std::string::npos) vocab = kv.second.shape.at(0);
+  if (vocab <= 0) fail("trainbench: no word_embeddings weight to take the vocabulary size from");
+  size_t weight_bytes = 0;
+  for (auto& kv : rt.weights) weight_bytes += (size_t)kv.second.numel() * dtype_bytes(kv.second.dtype);
+  std::vector<int> ids((size_t)(B * S));
+  for (size_t j = 0; j < ids.size(); ++j) ids[j] = (int)((j * 7919 + 17) % vocab);
+  DevTensor t = upload_ids(rt, ids, B, S);
+  int dev = 0;
+  CK(cudaGetDevice(&dev));
+  cudaMemPool_t pool;
+  CK(cudaDeviceGetDefaultMemPool(&pool, dev));
+  size_t out_bytes = 0;
+  double loss = 0;
+  unsigned long long after = 0;  // pool bytes in use after the run, its outputs still held
+  auto once = [&](bool measure) {
+    auto r = rt.run(graph, {{"input_ids", t}}, false);
+    if (measure) {
+      out_bytes = 0;
+      for (auto& kv : r) out_bytes += (size_t)kv.second.numel() * dtype_bytes(kv.second.dtype);
+      CK(cudaStreamSynchronize(rt.stream));
+      CK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &after));
+      if (r.count("loss")) {
+        float l = 0;
+        CK(cudaMemcpyAsync(&l, r["loss"].ptr, 4, cudaMemcpyDeviceToHost, rt.stream));
+        CK(cudaStreamSynchronize(rt.stream));
+        loss = l;
+      }
+    }
+    for (auto& kv : r) rt.free_tensor(kv.second);
+  };
+  once(false);  // warm-up: kernels loaded, cuBLASLt plans made
+  CK(cudaStreamSynchronize(rt.stream));
+  unsigned long long zero = 0, high = 0, used = 0;  // the pool attributes are 64-bit
+  CK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used));
+  CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
+  once(true);
+  CK(cudaStreamSynchronize(rt.stream));
+  CK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high));
+  const double ms = time_ms(rt, repeats, [&] { once(false); });
+  std::printf("{\"graph\": \"%s\", \"batch\": %ld, \"seq\": %ld, \"lazy_alloc\": %s, \"step_ms\": %.2f, \"loss\": %.6f, \"pool_peak_bytes\": %llu, \"pool_in_use_before_bytes\": %llu, \"pool_in_use_after_bytes\": %llu, \"output_bytes\": %zu, \"weight_bytes\": %zu}\n",
+              graph.c_str(), B, S, rt.lazy_alloc ? "true" : "false", ms, loss, (unsigned long long)high, (unsigned long long)used, after, out_bytes, weight_bytes);
+  rt.free_tensor(t);
+}
+
 static const char* USAGE =
     "usage: lingc_model COMMAND [options]\n"
     "  run       --checkpoint DIR|FILE.safetensors --graph NAME --input IN.safetensors --out OUT.safetensors [--observe] [--profile]\n"
     "  generate  --checkpoint DIR --prompt '1,2,3;4,5' --max-new-tokens N [--logits-out F.safetensors] [--profile]\n"
     "  selftest  (the bf16 attention and grouped expert kernels against references; no checkpoint)\n"
-    "  bench     (--checkpoint DIR | --random-weights) [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--profile]\n";
+    "  bench     (--checkpoint DIR | --random-weights) [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--profile]\n"
+    "  trainbench (--checkpoint DIR | --random-weights) [--graph train] [--shape 1x4096] [--repeats N]: step time and memory of a training graph\n"
+    "  (any command: --eager-alloc allocates every value of a run for the whole run instead of first write to last use)\n";
 
 }  // namespace lingc
 
@@ -1701,13 +1799,14 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a.rfind("--", 0) != 0) fail("unexpected argument '%s'", a.c_str());
     a = a.substr(2);
-    if (a == "observe" || a == "profile" || a == "random-weights") opt[a] = "1";
+    if (a == "observe" || a == "profile" || a == "random-weights" || a == "eager-alloc") opt[a] = "1";
     else if (i + 1 < argc) opt[a] = argv[++i];
     else fail("option --%s needs a value", a.c_str());
   }
   Runtime rt;
   rt.init();
   rt.profile = opt.count("profile") > 0;
+  rt.lazy_alloc = opt.count("eager-alloc") == 0;
   if (cmd == "selftest") return selftest(rt);
   Checkpoint ck;
   const bool random = opt.count("random-weights") > 0;
@@ -1778,6 +1877,10 @@ int main(int argc, char** argv) {
       for (auto& l : logits) all += l;
       write_safetensors(opt["logits-out"], {{"step_logits", {"F32", {{(long)prompts.size(), (long)steps, vocab}, all}}}});
     }
+  } else if (cmd == "trainbench") {
+    const auto shape = parse_shapes(opt.count("shape") ? opt["shape"] : "1x4096");
+    if (shape.size() != 1) fail("trainbench: --shape takes one BxS");
+    trainbench(rt, opt.count("graph") ? opt["graph"] : "train", shape[0].first, shape[0].second, opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 3);
   } else if (cmd == "bench") {
     bench(rt, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10);
   } else {

@@ -190,6 +190,12 @@ struct Ctx {
   std::vector<void*> ptrs;
   std::vector<long> rows;  // per storage slot: the buffer's rows along its growth axis (0: exactly its shape)
   void* ptr(int slot) const { return ptrs[slot]; }
+  // Storage allocated when first written and freed after its last use (a run without capture and
+  // without observe): the generated code brackets its steps with these; otherwise they do nothing.
+  bool lazy = false;
+  std::vector<char> held;  // per storage slot: allocated by acquire, not yet released
+  void acquire(int slot);
+  void release(int slot);
   /** The rows along its growth axis of the buffer holding `slot` (`extent` when it has no room). */
   long rows_of(int slot, long extent) const;
   long kv_rows(int k, int v, long T) const;

@@ -46,10 +46,21 @@ export function storageLifetimes(fr: FrameSchedule, frames: ReadonlyMap<string, 
     if (slot.source === "call") return returnsRunStorage(frames, residents, frames.get(fr.calls[slot.call!.site]!.callee.name)!, slot.call!.result);
     return false;
   };
+  // Results of one call that the callee returns from one storage (a value returned twice: a layer's
+  // present.value is also a value it saves for its backward) are one storage here too.
+  const sameStorage = new Map<string, number>();
+  const canonical = (st: number) => {
+    const slot = fr.slots[st]!;
+    if (slot.source !== "call") return st;
+    const callee = frames.get(fr.calls[slot.call!.site]!.callee.name)!;
+    const key = `${slot.call!.site}:${storageSlot(callee, callee.results[slot.call!.result]!)}`;
+    if (!sameStorage.has(key)) sameStorage.set(key, st);
+    return sameStorage.get(key)!;
+  };
   const roots = (id: number) => {
     const st = storageSlot(fr, id);
     const scales = fr.slots[st]!.scales;
-    return scales === undefined ? [st] : [st, storageSlot(fr, scales)];
+    return (scales === undefined ? [st] : [st, storageSlot(fr, scales)]).map(canonical);
   };
   const first = new Map<number, number>();
   const last = new Map<number, number>();

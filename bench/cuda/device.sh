@@ -96,6 +96,12 @@ train)
   # then memcheck on it.
   echo "== run --graph train, cuda"
   $L run $G --graph train --backend cuda --input $G/golden.safetensors --out "$OUT/train.safetensors" && python3 bench/cuda/check_train.py "$OUT/train.safetensors" $G/train_golden.safetensors
+  RC="cse,dce,recompute{budget=50%,at=B=2;S=12},fusion{profile=cuda-sm90a},select{profile=cuda-sm90a}"
+  echo "== run --graph train, cuda, a recompute plan at 50% (the layer functions return what it keeps)"
+  $L run $G --graph train --backend cuda --passes "$RC" --input $G/golden.safetensors --out "$OUT/train-rc.safetensors" && python3 bench/cuda/check_train.py "$OUT/train-rc.safetensors" $G/train_golden.safetensors | tail -2
+  EXE=$(ls -td /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
+  echo "== the same build, every value allocated for the whole run (--eager-alloc)"
+  $EXE run --checkpoint $G --graph train --input $G/golden.safetensors --out "$OUT/train-rc-eager.safetensors" --eager-alloc && python3 bench/cuda/check_train.py "$OUT/train-rc-eager.safetensors" $G/train_golden.safetensors | tail -2
   EXE=$(ls -td /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
   compute-sanitizer --tool memcheck --error-exitcode 9 $EXE run --checkpoint $G --graph train --input $G/golden.safetensors --out /tmp/st.safetensors > "$OUT/san-train.txt" 2>&1; echo "memcheck exit $?"; grep -m3 -A3 "Invalid" "$OUT/san-train.txt"; tail -1 "$OUT/san-train.txt"
   ;;

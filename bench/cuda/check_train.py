@@ -7,6 +7,11 @@ import numpy as np
 from safetensors.numpy import load_file
 
 got, want = load_file(sys.argv[1]), load_file(sys.argv[2])
+# lingc_model itself writes a layer's expert gradients stacked (`...experts.*.<proj>`, [E, ...]); `lingc run` per expert.
+for k in [k for k in got if ".*." in k]:
+    for e in range(got[k].shape[0]):
+        got[k.replace(".*.", f".{e}.")] = got[k][e]
+    del got[k]
 bad = 0
 for k in ("loss", "loss_main", "loss_mtp"):
     rel = abs(float(got[k][0]) / float(want[k][0]) - 1)

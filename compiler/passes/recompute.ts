@@ -286,12 +286,21 @@ export function describePlan(lp: LayerProblem, plan: Plan, full: Plan): string {
   // Values a call inside keeps for its own backward are listed by that call's plan, not here.
   const own = plan.kept.filter((i) => !lp.nested.has(i));
   const names = own.map((i) => lp.labels[i]!);
+  // A rerun op by the value it makes (free ops, reshapes and constants, are left out).
+  const rerun = plan.rerun
+    .filter((o) => lp.problem.ops[o]!.flops > 0)
+    .map((o) => {
+      const results = lp.problem.ops[o]!.results;
+      const label = lp.labels[results[0]!]!;
+      return results.length > 1 && lp.forward.body[o]!.opName !== "call" ? label.replace(/\.0$/, "") : label;
+    });
   const pct = (a: number, b: number) => `${b ? ((100 * a) / b).toFixed(1) : "0.0"}%`;
   return (
     `keeps ${own.length} value${own.length === 1 ? "" : "s"}, ${fmtBytes(plan.bytes)} (${pct(plan.bytes, full.bytes)} of ${fmtBytes(full.bytes)} without recompute); ` +
     `reruns ${plan.rerun.length} op${plan.rerun.length === 1 ? "" : "s"}, ${fmtFlops(plan.flops)} (${pct(plan.flops, lp.forwardFlops)} of the forward's ${fmtFlops(lp.forwardFlops)})` +
     (lp.nestedBytes ? `; calls inside keep ${fmtBytes(lp.nestedBytes)} by their own plans` : "") +
-    (names.length ? `; kept: ${names.join(", ")}` : "")
+    (names.length ? `; kept: ${names.join(", ")}` : "") +
+    (rerun.length ? `; rerun: ${rerun.join(", ")}` : "")
   );
 }
 

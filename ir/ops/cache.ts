@@ -25,6 +25,8 @@ export const CACHE_APPEND = defineOp({
   },
   interpret: (ins, attrs, ctx) => interpretOp(CONCAT, ins, attrs, ctx),
   decompose: (b, ins, attrs) => [b.op1("concat", ins, attrs)],
+  // Its value is concat's, so is its derivative.
+  vjp: (b, ins, outs, cts, attrs) => CONCAT.vjp!(b, ins, outs, cts, attrs),
   // In place: only the new rows are read and written.
   cost: (ins) => ({ flops: 0, bytesRead: bytesOf(ins[1]!), bytesWritten: bytesOf(ins[1]!) }),
 });

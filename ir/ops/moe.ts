@@ -85,6 +85,8 @@ export const GROUP_TOPK = defineOp({
     }
     return [new Tensor("i32", [T, k], out)];
   },
+  // A choice (integer results): not differentiated; no gradient flows to the scores through it.
+  vjp: (_b, ins) => ins.map(() => undefined),
 });
 
 export const TAKE_ALONG = defineOp({
@@ -139,6 +141,8 @@ export const MOE_DISPATCH = defineOp({
     }
     return [new Tensor("i32", [n], order), new Tensor("i32", [E + 1], offsets), new Tensor("i32", [n], rowOf)];
   },
+  // A choice (integer results): not differentiated; no gradient flows to the scores through it.
+  vjp: (_b, ins) => ins.map(() => undefined),
 });
 
 export const MOE_PERMUTE = defineOp({
@@ -260,6 +264,13 @@ export const GROUPED_OUTER = defineOp({
     data.set(out);
     return [new Tensor(a!.dtype, [E, A, B], data)];
   },
+  // out[e] = sum_r a[r]^T b[r]: d a[r] = ct[e] b[r] (grouped_linear of b by ct), d b[r] = a[r] ct[e]
+  // (grouped_linear of a by ct transposed); the offsets are a choice.
+  vjp: (b, [a, bb, offsets], _outs, [ct]) => [
+    b.op1("grouped_linear", [bb!, ct!, offsets!]),
+    b.op1("grouped_linear", [a!, b.op1("transpose", [ct!], { perm: [0, 2, 1] }), offsets!]),
+    undefined,
+  ],
 });
 
 export const MOE_COMBINE = defineOp({

@@ -5,6 +5,7 @@ import { OpError } from "../errors";
 import { Tensor, allocData, numelOf, stridesOf } from "../tensor";
 import { TensorType } from "../types";
 import { attr, defineOp, normAxis } from "./registry";
+import { signOf } from "./vjp";
 
 type Kind = "sum" | "mean" | "max";
 
@@ -73,11 +74,21 @@ function defineReduce(kind: Kind) {
       return [new Tensor(x!.dtype, ctx.resultShapes[0]!, out)];
     },
     // sum and mean: the cotangent spread back over the reduced axes (divided by the count for
-    // mean); max needs the argmax, a comparison the IR cannot express yet (undefined: refused by
-    // the autodiff pass).
+    // mean); max: to the elements equal to the maximum, split evenly between ties (torch's amax).
     vjp:
       kind === "max"
-        ? undefined
+        ? (b, [x], [out], [ct], attrs) => {
+            const axes = reducedAxes(x!.type.rank, attr.ints(attrs, "axes"));
+            const kept = x!.type.shape.map((d, i) => (axes.has(i) ? Dim.of(1) : d));
+            const keepdims = attr.bool(attrs, "keepdims", false);
+            const m = keepdims ? out! : b.op1("reshape", [out!], { shape: kept });
+            const g = keepdims ? ct! : b.op1("reshape", [ct!], { shape: kept });
+            const one = b.op1("constant", [], { values: [1], dtype: x!.type.dtype });
+            // 1 where x equals the maximum, else 0: 1 - |sign(x - max)|.
+            const hit = b.op1("sub", [one, b.op1("abs", [signOf(b, b.op1("sub", [x!, m]))])]);
+            const ties = b.op1("reduce_sum", [hit], { axes: [...axes], keepdims: true });
+            return [b.op1("mul", [b.op1("broadcast_to", [b.op1("div", [g, ties])], { shape: [...x!.type.shape] }), hit])];
+          }
         : (b, [x], _outs, [ct], attrs) => {
             const axes = reducedAxes(x!.type.rank, attr.ints(attrs, "axes"));
             const kept = x!.type.shape.map((d, i) => (axes.has(i) ? Dim.of(1) : d));

@@ -47,4 +47,10 @@ export const SCATTER_ADD = defineOp({
     out.set(acc);
     return [new Tensor(src!.dtype, shape, out)];
   },
+  // d src = ct gathered back at the same indices (take_along: rank 2, the last axis, the one
+  // take_along's own derivative scatters over).
+  vjp: (b, [src, idx], _outs, [ct], attrs) => {
+    if (src!.type.rank !== 2 || normAxis(attr.int(attrs, "axis"), 2) !== 1) throw new OpError(`scatter_add: its derivative is take_along, which gathers along the last axis of rank-2 tensors (this one: ${src!.type}, axis ${attr.int(attrs, "axis")})`);
+    return [b.op1("take_along", [ct!, idx!]), undefined];
+  },
 });

@@ -223,6 +223,8 @@ export const IOTA = defineOp({
   },
   traits: ["view"],
   index: (A, coords, c) => A.fromIndex(A.add(A.size(c.attrs["start"] as Dim), coords[0]!)),
+  // No operands, nothing to differentiate.
+  vjp: () => [],
 });
 
 export const CONSTANT = defineOp({
@@ -251,4 +253,6 @@ export const CONSTANT = defineOp({
     return values.length === 1 ? A.value(values[0]!) : A.table(values, A.flatten(coords, c.outShape));
   },
   cost: () => FREE,
+  // No operands, nothing to differentiate.
+  vjp: () => [],
 });

@@ -35,9 +35,6 @@ function dualAlgebra(b: OpBuilder, dtype: DType): ScalarAlgebra<Dual> {
   const op = (name: string, ...xs: Value[]) => b.op1(name, xs);
   const c = (v: number) => scalarConst(b, v, dtype);
   const sum = (x?: Value, y?: Value) => (x && y ? op("add", x, y) : (x ?? y));
-  const noDerivative = (name: string) => (): Dual => {
-    throw new LingcError(`no derivative rule for ${name} in an elementwise formula yet (it needs a comparison the IR's ops cannot express)`);
-  };
   return {
     lit: (v) => ({ v: c(v) }),
     add: (x, y) => ({ v: op("add", x.v, y.v), d: sum(x.d, y.d) }),
@@ -66,10 +63,32 @@ function dualAlgebra(b: OpBuilder, dtype: DType): ScalarAlgebra<Dual> {
     sin: (x) => ({ v: op("sin", x.v), d: x.d && op("mul", x.d, op("cos", x.v)) }),
     cos: (x) => ({ v: op("cos", x.v), d: x.d && op("neg", op("mul", x.d, op("sin", x.v))) }),
     cast: (x, _from, to) => ({ v: b.op1("cast", [x.v], { to }), d: x.d && (isFloat(to) ? b.op1("cast", [x.d], { to }) : undefined) }),
-    abs: noDerivative("abs"),
-    max: noDerivative("max"),
-    min: noDerivative("min"),
+    abs: (x) => ({ v: op("abs", x.v), d: x.d && op("mul", x.d, signOf(b, x.v)) }),
+    // max/min: the derivative goes to the larger (smaller) operand, half to each on a tie (torch's).
+    max: (x, y) => pick(b, op("maximum", x.v, y.v), x, y, 1),
+    min: (x, y) => pick(b, op("minimum", x.v, y.v), x, y, -1),
   };
+}
+
+/**
+ * sign(x) (0 at 0) without a comparison op: x / max(|x|, the dtype's smallest normal), exactly +-1
+ * for every normal x (a subnormal x gives less than 1 in magnitude).
+ */
+export function signOf(b: OpBuilder, x: Value): Value {
+  const tiny = x.type.dtype === "f16" ? 6.103515625e-5 : 1.1754943508222875e-38;
+  return b.op1("div", [x, b.op1("maximum", [b.op1("abs", [x]), scalarConst(b, tiny, x.type.dtype)])]);
+}
+
+/** The dual of max (dir 1) or min (dir -1) of x and y: weight (1 + dir sign(x - y)) / 2 on x's tangent, the rest on y's. */
+function pick(b: OpBuilder, v: Value, x: Dual, y: Dual, dir: 1 | -1): Dual {
+  if (!x.d && !y.d) return { v };
+  const dt = v.type.dtype;
+  const s = signOf(b, b.op1("sub", [x.v, y.v]));
+  const wx = b.op1("mul", [b.op1(dir === 1 ? "add" : "sub", [scalarConst(b, 1, dt), s]), scalarConst(b, 0.5, dt)]);
+  const wy = b.op1("sub", [scalarConst(b, 1, dt), wx]);
+  const dx = x.d && b.op1("mul", [x.d, wx]);
+  const dy = y.d && b.op1("mul", [y.d, wy]);
+  return { v, d: dx && dy ? b.op1("add", [dx, dy]) : (dx ?? dy) };
 }
 
 /** A cotangent of a broadcast result summed back to the operand's shape (leading axes added, size-1 axes stretched). */

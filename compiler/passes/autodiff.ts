@@ -53,7 +53,10 @@ function backprop(m: Module, f: Func, seeds: ReadonlyMap<Value, Value>, varies: 
   for (const op of forward) {
     const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
     const fromWeights = callee !== undefined && reachesWeights(m, callee);
-    if (fromWeights || op.operands.some((v) => varies.has(v))) for (const r of op.results) if (trainable(r)) varies.add(r);
+    if (!fromWeights && !op.operands.some((v) => varies.has(v))) continue;
+    // A trained value quantized to fp8 would lose its gradient there: refused, not dropped.
+    if (op.results.some((r) => r.type.quant)) throw new LingcError(`autodiff: ${where(op, f)} quantizes a value the objective's gradient flows through; FP8 graphs are not differentiated (differentiate the unquantized model: lingc trains in the compute dtype)`);
+    for (const r of op.results) if (trainable(r)) varies.add(r);
   }
   const b = new Builder(m, f);
   const ct = new Map<Value, Value>();

@@ -65,23 +65,24 @@ describe("the autodiff pass", () => {
     }
   });
 
-  it("refuses an op with no derivative rule yet, naming it and its location", () => {
+  it("refuses to differentiate through fp8 quantization, naming the op and its location", () => {
     const m = parseModule(
       `module @t {
-  func @t(%x: f32[2, 4])
+  func @t(%x: f32[2, 128])
       weights(
-        @w: f32[8]
+        @w: f32[128, 128]
       )
-      -> (y: f32[2, 4]) {
-    %s = reduce_max(@w) {axes = [0]} : f32[]
-    %y = mul(%x, %s) : f32[2, 4]
+      -> (y: f32[2, 128]) {
+    %q = quantize(@w) {to = f8e4m3fn, block = [128, 128], recipe = "ling"} : f8e4m3fn[128, 128] scale(f32, block(128, 128))
+    %d = dequantize(%q) {to = f32} : f32[128, 128]
+    %y = linear(%x, %d) : f32[2, 128]
     return %y
   }
 }
 `,
-      "max.lir",
+      "q.lir",
     );
-    expect(() => differentiate(m, m.entry!)).toThrow(/no derivative \(VJP\) rule for 'reduce_max' in @t at max\.lir:7:/);
+    expect(() => differentiate(m, m.entry!)).toThrow(/autodiff: 'quantize' in @t at q\.lir:7:\d+ quantizes a value the objective's gradient flows through; FP8 graphs are not differentiated/);
   });
 
   it("leaves the forward ops and results as they were", () => {

@@ -17,11 +17,12 @@ import { opt } from "./commands/opt";
 import { quantize } from "./commands/quantize";
 import { run } from "./commands/run";
 import { trainCommand } from "./commands/train";
+import { planCommand } from "./commands/plan";
 import { processIO, type CliIO } from "./io";
 
 export const VERSION = "0.1.0";
 
-const COMMANDS: Command[] = [info, compile, opt, run, generate, compare, init, quantize, onnxBind, trainCommand];
+const COMMANDS: Command[] = [info, compile, opt, run, generate, compare, init, quantize, onnxBind, trainCommand, planCommand];
 
 function mainHelp(): string {
   const lines = [

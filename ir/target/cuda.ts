@@ -34,6 +34,22 @@ export interface CudaProfile {
   attentionScoreBytes: number;
   /** The FP8 expert GEMM tile program's tile (the fastest of a sweep on this GPU). */
   fp8ExpertTile: TileShape;
+  /** Rates the cost model (the pipeline plan) predicts times with. */
+  rates: DeviceRates;
+}
+
+/** What a device sustains, for predicted times: roofline per op (compute or memory, whichever is longer). */
+export interface DeviceRates {
+  /** Dense GEMM rate by operand dtype (FLOP/s): contractions (linear, matmul, grouped experts, attention). */
+  gemmFlops: Readonly<Record<string, number>>;
+  /** Everything else that computes (FLOP/s, the SIMT cores). */
+  simtFlops: number;
+  /** Device memory bandwidth (bytes/s). */
+  memoryBandwidth: number;
+  /** Bandwidth between two devices of a pipeline (bytes/s, one direction). */
+  linkBandwidth: number;
+  /** Where the numbers come from. */
+  source: string;
 }
 
 /**
@@ -75,4 +91,14 @@ export const CUDA_SM90A: CudaProfile = {
   attentionScoreBytes: 256 << 20,
   // bench/results/cuda-2026-11-30-fp8-tiles.md (device.sh fp8tiles)
   fp8ExpertTile: { bm: 64, bn: 128, wm: 64, wn: 32, stages: 3 },
+  rates: {
+    gemmFlops: { bf16: 802e12, f16: 802e12, f8e4m3fn: 1195e12, f8e5m2: 1195e12, f32: 60e12 },
+    simtFlops: 60e12,
+    memoryBandwidth: 4292e9,
+    linkBandwidth: 450e9,
+    source:
+      "measured on one H200: bf16 GEMM 802 TFLOP/s (cuBLASLt 8192^3, `lingc_model bench`, bench/results/cuda-2026-11-30*.json), " +
+      "FP8 block-scaled GEMM 1195 TFLOP/s (cuBLASLt 8192x5120x2048, bench/cuda/fp8_gemm.cu, bench/results/cuda-2026-11-30-fp8tiles-cublaslt.jsonl), " +
+      "copy bandwidth 4292 GB/s (`lingc_model bench`); not measured: f32/SIMT 60 TFLOP/s and NVLink 450 GB/s per direction (the H200's data sheet)",
+  },
 };

@@ -45,7 +45,7 @@ export const planCommand: Command = {
       return 0;
     }
     const what = `${source.label}, ${train ? "training" : "prefill"} of ${sizes.get("B")}x${sizes.get("S")}, ${stages} stages${virtual > 1 ? ` x ${virtual} virtual` : ""}`;
-    io.out(`${what}: ${r.units.length} schedule units, planned in ${r.ms.toFixed(0)} ms (H200 rates: ${CUDA_SM90A.rates.source})\n`);
+    io.out(`${what}: ${r.units.length} schedule units, planned in ${r.ms.toFixed(0)} ms at the H200's rates (bf16 GEMM ${(CUDA_SM90A.rates.gemmFlops["bf16"]! / 1e12).toFixed(0)} TFLOP/s, memory ${(CUDA_SM90A.rates.memoryBandwidth / 1e9).toFixed(0)} GB/s, link ${(CUDA_SM90A.rates.linkBandwidth / 1e9).toFixed(0)} GB/s; their sources in --json)\n`);
     const show = (l: LayoutReport) => {
       io.out(`\n${l.name}: bottleneck ${(l.max * 1e3).toFixed(2)} ms, imbalance (max/mean) ${l.imbalance.toFixed(3)}\n`);
       l.stages.forEach((s, i) => {

@@ -267,6 +267,7 @@ function moeCombine(c: LowerCtx): void {
 export const LOWERINGS: Record<string, Lowering> = {
   sigmoid: direct("Sigmoid"),
   stop_gradient: direct("Identity"),
+  transfer: direct("Identity"),
   silu: (c) => void c.g.node("Mul", [c.ins[0]!, c.g.one("Sigmoid", c.ins, {}, c.meta)], c.out, {}, c.meta),
   reduce_sum: reduce("ReduceSum"),
   reduce_mean: reduce("ReduceMean"),

@@ -29,6 +29,8 @@ export interface TargetSettings {
   activationScheme?: "dynamic" | "none";
   /** `--quantize fp8`: quantize the model's projections to FP8 when its weights are bound. */
   quantize?: "fp8";
+  /** `--stages N`: cut each graph into N pipeline stages after the pipeline (the pipeline pass). */
+  stages?: number;
 }
 
 export interface Fp8Settings {

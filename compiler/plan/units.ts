@@ -60,27 +60,30 @@ function opTime(m: Module, op: Op, sizes: ReadonlyMap<string, number>, rates: De
 }
 
 /**
- * The units of `m`'s entry at sizes `sizes` (the entry's symbols, e.g. B=1,S=4096). Layer functions
- * share their symbols with the entry (Ling 2.0's do), so their costs are evaluated at the same sizes.
+ * The sizes with a value for every symbol of the entry's parameters: one not given takes S's value
+ * (a decode graph's cache length P, a cache capacity T: as long as the sequence) or 1.
  */
-export function scheduleUnits(m: Module, sizes: ReadonlyMap<string, number>, rates: DeviceRates): Unit[] {
-  const f = m.entry!;
-  // Costs through the analysis (it also checks every call's symbols bind).
-  new AnalysisManager(m).get(costAnalysis(sizes));
-  const memo = new Map<Func, { s: number; flops: number }>();
-  const unitOf = new Map<Op, number>();
-  const units: (Unit & { ops: Op[] })[] = [];
-  const open = (name: string, kind: string) => units.push({ name, kind, seconds: 0, flops: 0, weightBytes: 0, cacheBytes: 0, cutBytes: 0, ops: [] });
-  for (const op of f.body) {
+export function withDefaultSizes(m: Module, given: ReadonlyMap<string, number>): Map<string, number> {
+  const sizes = new Map(given);
+  for (const p of m.entry!.params) for (const d of p.type.shape) for (const sym of d.symbols()) if (!sizes.has(sym)) sizes.set(sym, given.get("S") ?? 1);
+  return sizes;
+}
+
+/** The ops of each unit of function f, in program order (module comment). */
+export function unitGroups(m: Module, f: Func): { name: string; kind: string; ops: Op[] }[] {
+  const units: { name: string; kind: string; ops: Op[] }[] = [];
+  const isLayerCall = (op: Op) => {
     const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
-    if (callee && callee.attrs["role"] !== "kernel") {
+    return callee !== undefined && callee.attrs["role"] !== "kernel";
+  };
+  for (const op of f.body) {
+    if (isLayerCall(op)) {
+      const callee = m.getFunc(op.callee!)!;
       const role = callee.attrs["role"] ?? callee.name;
-      open(`${role} ${op.scope}`, role);
-    } else if (units.length === 0) open("embedding", "embedding");
-    else if (units[units.length - 1]!.ops.some((o) => o.opName === "call")) open("between", "between");
-    const u = units[units.length - 1]!;
-    u.ops.push(op);
-    unitOf.set(op, units.length - 1);
+      units.push({ name: `${role} ${op.scope}`, kind: role, ops: [] });
+    } else if (units.length === 0) units.push({ name: "embedding", kind: "embedding", ops: [] });
+    else if (units[units.length - 1]!.ops.some(isLayerCall)) units.push({ name: "between", kind: "between", ops: [] });
+    units[units.length - 1]!.ops.push(op);
   }
   // The run after the last layer call is the head.
   const last = units[units.length - 1];
@@ -88,6 +91,23 @@ export function scheduleUnits(m: Module, sizes: ReadonlyMap<string, number>, rat
     last.name = "head";
     last.kind = "head";
   }
+  return units;
+}
+
+/**
+ * The units of `m`'s entry at sizes `sizes` (the entry's symbols, e.g. B=1,S=4096). Layer functions
+ * share their symbols with the entry (Ling 2.0's do), so their costs are evaluated at the same sizes.
+ */
+export function scheduleUnits(m: Module, given: ReadonlyMap<string, number>, rates: DeviceRates): Unit[] {
+  const f = m.entry!;
+  const sizes = withDefaultSizes(m, given);
+  // Costs through the analysis (it also checks every call's symbols bind).
+  new AnalysisManager(m).get(costAnalysis(sizes));
+  const memo = new Map<Func, { s: number; flops: number }>();
+  const groups = unitGroups(m, f);
+  const unitOf = new Map<Op, number>();
+  groups.forEach((g, i) => g.ops.forEach((op) => unitOf.set(op, i)));
+  const units: (Unit & { ops: Op[] })[] = groups.map((g) => ({ ...g, seconds: 0, flops: 0, weightBytes: 0, cacheBytes: 0, cutBytes: 0 }));
   const cacheNames = new Set(f.results.filter((r) => r.name?.startsWith("present.")).map((r) => r.value));
   units.forEach((u) => {
     const weights = new Map<string, Value>();

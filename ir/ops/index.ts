@@ -6,6 +6,7 @@ import { REDUCE_MAX, REDUCE_MEAN, REDUCE_SUM } from "./reduce";
 import { BROADCAST_TO, CONCAT, CONSTANT, IOTA, RESHAPE, SHIFT, SLICE, TRANSPOSE } from "./shape";
 import { ATTENTION, EMBEDDING, LINEAR, MATMUL, RMS_NORM, ROPE } from "./nn";
 import { SCATTER_ADD } from "./scatter";
+import { TRANSFER } from "./transfer";
 import { GROUPED_LINEAR, GROUPED_OUTER, GROUP_TOPK, MOE_COMBINE, MOE_DISPATCH, MOE_PERMUTE, TAKE_ALONG } from "./moe";
 
 /**
@@ -43,6 +44,7 @@ export const OPS = {
   scatter_add: SCATTER_ADD,
   grouped_outer: GROUPED_OUTER,
   stop_gradient: STOP_GRADIENT,
+  transfer: TRANSFER,
 } as const;
 
 export {

@@ -64,7 +64,7 @@ describe("lingc compile / opt", () => {
     expect(ok.code, ok.stderr).toBe(0);
     const bad = await cli("opt", join(dir, "o", "decode.lir"), "--passes", "cse,fuse");
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toBe("lingc: error: unknown pass 'fuse' (available: cse, dce, decompose, fusion, select, fp8, autodiff, recompute, adamw)\n");
+    expect(bad.stderr).toBe("lingc: error: unknown pass 'fuse' (available: cse, dce, decompose, fusion, select, fp8, autodiff, recompute, adamw, pipeline)\n");
   });
 
   it("reports a broken IR file at its line and column", async () => {

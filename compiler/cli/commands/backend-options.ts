@@ -5,7 +5,7 @@
  */
 import type { SourceOptions } from "../../driver/source";
 import type { TargetSettings } from "../../driver/targets";
-import { str, type OptionSpec, type ParsedArgs } from "../args";
+import { int, str, type OptionSpec, type ParsedArgs } from "../args";
 
 export const MODEL_POSITIONAL = { name: "model", help: "a checkpoint folder (config.json + *.safetensors), a built-in config, or an IR text (.lir) with --weights" };
 
@@ -30,6 +30,7 @@ export const PIPELINE_OPTIONS: OptionSpec[] = [
   { name: "target-profile", value: "NAME", help: "WebGPU limits to compile for: baseline (default) or adapter", choices: ["baseline", "adapter"] },
   { name: "limit", value: "NAME=V,...", help: "override WebGPU limits, e.g. maxStorageBufferBindingSize=65536" },
   { name: "quantize", value: "FORMAT", help: "quantize the model's projections when its weights are bound (fp8: 128x128 weight blocks, transformers' recipe)", choices: ["fp8"] },
+  { name: "stages", value: "N", help: "cut each graph into N pipeline stages balanced by predicted time (the pipeline pass, after the target's passes)" },
   { name: "activation-scheme", value: "S", help: "FP8 models: dynamic quantizes each projection's input per token (1x128 groups), none keeps it (weight-only); default: the checkpoint's", choices: ["dynamic", "none"] },
 ];
 
@@ -41,5 +42,6 @@ export function targetSettings(args: ParsedArgs): TargetSettings {
     limits: list("limit"),
     quantize: str(args, "quantize") as TargetSettings["quantize"],
     activationScheme: str(args, "activation-scheme") as TargetSettings["activationScheme"],
+    stages: int(args, "stages", 1),
   };
 }

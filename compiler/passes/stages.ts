@@ -1,0 +1,86 @@
+/**
+ * pipeline{stages=N}: cuts the entry into N pipeline stages (issue 12). The entry's schedule units
+ * (compiler/plan/units.ts: layer calls and the runs of ops between them) are balanced by the exact
+ * min-max partition of their predicted times at the H200's rates (`at` sizes, default B=1;S=4096),
+ * or cut where `cuts` says (unit indexes where stages 1..N-1 start). Each stage's ops are outlined
+ * into a function `@<entry>.stage<k>` (attributes {role = "stage", stage = "k"}) that calls the
+ * same layer functions (folded layers stay folded), and every value a stage reads from an earlier
+ * one goes through `transfer(v) {from, to}` in the entry. The module computes what it computed.
+ */
+import { LingcError } from "../../ir/errors";
+import type { Module, Op, Value } from "../../ir/module";
+import { Op as IrOp, Value as IrValue } from "../../ir/module";
+import { outline } from "../../ir/rewrite";
+import { CUDA_SM90A } from "../../ir/target/cuda";
+import { minMaxPartition } from "../plan/partition";
+import { scheduleUnits, unitGroups } from "../plan/units";
+import type { Pass } from "./pass";
+import { dceFunc } from "./dce";
+import { optionReader } from "./pipeline";
+import { parseSizes } from "./recompute";
+
+export function cutIntoStages(m: Module, stages: number, at: ReadonlyMap<string, number>, cuts?: readonly number[]): number[] {
+  const f = m.entry;
+  if (!f) throw new LingcError(`pipeline: module @${m.name} has no entry function`);
+  if (f.body.some((op) => op.opName === "call" && m.getFunc(op.callee!)?.attrs["role"] === "stage")) throw new LingcError(`pipeline: @${f.name} is already cut into stages`);
+  const groups = unitGroups(m, f);
+  if (stages < 1 || stages > groups.length) throw new LingcError(`pipeline: ${stages} stages for ${groups.length} schedule units (layer calls and the ops between them)`);
+  let bounds: number[];
+  if (cuts) {
+    bounds = [0, ...cuts, groups.length];
+    if (bounds.length !== stages + 1 || bounds.some((b, i) => i > 0 && b <= bounds[i - 1]!)) throw new LingcError(`pipeline: cuts=${cuts.join(",")} must be ${stages - 1} increasing unit indexes between 1 and ${groups.length - 1}`);
+  } else {
+    const units = scheduleUnits(m, at, CUDA_SM90A.rates);
+    const plan = minMaxPartition({ seconds: units.map((u) => u.seconds), sendSeconds: units.map((u) => u.cutBytes / CUDA_SM90A.rates.linkBandwidth) }, stages)!;
+    bounds = plan.bounds;
+  }
+  // Outline each stage (callees' calls move with their ops).
+  const stageOf = new Map<Value, number>();
+  const calls: Op[] = [];
+  for (let k = 0; k < stages; k++) {
+    const ops = groups.slice(bounds[k]!, bounds[k + 1]!).flatMap((g) => g.ops);
+    const fn = outline(m, f, ops, `${f.name}.stage${k}`, { role: "stage", stage: String(k) });
+    const call = f.body.find((op) => op.opName === "call" && op.callee === fn.name)!;
+    call.results.forEach((r) => stageOf.set(r, k));
+    calls.push(call);
+  }
+  // A value read by a later stage crosses through a transfer (one per value and reading stage).
+  const sent = new Map<string, Value>();
+  calls.forEach((call, k) => {
+    call.operands = call.operands.map((v) => {
+      const from = stageOf.get(v);
+      if (from === undefined || from === k) return v;
+      const key = `${from}>${k}:${f.body.indexOf(v.def!)}:${v.def!.results.indexOf(v)}`;
+      let t = sent.get(key);
+      if (!t) {
+        t = new IrValue(v.type, undefined, "result");
+        const op = new IrOp("transfer", [v], { from, to: k }, [t], "", call.loc);
+        f.body.splice(f.body.indexOf(call), 0, op);
+        sent.set(key, t);
+      }
+      return t;
+    });
+  });
+  // The entry now reads only what the stages return: the weights it declared went with them.
+  dceFunc(f);
+  return bounds;
+}
+
+export const pipeline: Pass = {
+  name: "pipeline",
+  summary: "cuts the entry into pipeline stages balanced by predicted time (exact min-max partition of its layer calls), each outlined into a stage function, with transfer ops at the cuts",
+  options: {
+    stages: { kind: "int", doc: "number of stages" },
+    at: { kind: "string", doc: "sizes the times are predicted at, NAME=N separated by ';' (default B=1;S=4096)" },
+    cuts: { kind: "list", doc: "where stages 1..N-1 start (schedule unit indexes), instead of the balanced plan" },
+  },
+  run(m: Module, options) {
+    const o = optionReader(options);
+    const stages = o.int("stages", 0);
+    if (stages < 1) throw new LingcError("pipeline: give stages=N (N >= 1)");
+    const cutsText = o.list("cuts");
+    const cuts = cutsText.length ? cutsText.map((c) => Number(c)) : undefined;
+    if (cuts?.some((c) => !Number.isInteger(c))) throw new LingcError(`pipeline: cuts=${cutsText.join(",")} must be integers`);
+    cutIntoStages(m, stages, parseSizes(o.string("at") ?? "B=1;S=4096"), cuts);
+  },
+};

@@ -1,6 +1,6 @@
 /**
  * `--stages N` (the pipeline pass after the target's pipeline): ling-tiny's forward cut into 2 and 3
- * stages gives the one-stage outputs bit for bit on the interpreter and ONNX Runtime (a transfer is
+ * stages gives the one-stage outputs bit for bit on the interpreter, ONNX Runtime and WebGPU (a transfer is
  * the identity there), within 1e-4 of upstream's logits; generate --stages 2 reproduces greedy_ids.
  */
 import { join } from "node:path";
@@ -13,7 +13,7 @@ import { GOLDEN_DIR, GOLDEN_FILE, scratchDir } from "../support/paths";
 
 describe("--stages", () => {
   const golden = readAllSafetensors(GOLDEN_FILE);
-  for (const backend of ["interp", "onnx"]) {
+  for (const backend of ["interp", "onnx", "wgsl"]) {
     it(`${backend}: 2 and 3 stages equal 1 stage bit for bit, and upstream within 1e-4`, async () => {
       const dir = scratchDir("lingc-stages-");
       const run = async (stages: string[], name: string) => {

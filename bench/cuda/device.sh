@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|compare|train|trainmem|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|compare|train|trainmem|stages|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -124,6 +124,20 @@ trainmem)
     cat "$OUT/predict-$v.json"
     timeout 200 /tmp/tm-$v/lingc_model trainbench --random-weights --shape 1x4096 --repeats ${TRAIN_REPEATS:-1} | tee "$OUT/measured-$v.json"
   done
+  ;;
+stages)
+  # ling-tiny cut into pipeline stages (the pipeline pass after the CUDA pipeline; one program, the
+  # stages' functions called in turn on one GPU): run against the golden logits, generate's greedy ids,
+  # then memcheck on the 3-stage forward.
+  for n in 2 3; do
+    echo "== run --stages $n"
+    $L run $G --backend cuda --stages $n --input $G/golden.safetensors --out "$OUT/stages-$n.safetensors" && python3 bench/cuda/check_golden.py "$OUT/stages-$n.safetensors" $G/golden.safetensors | tail -1
+  done
+  echo "== generate --stages 2"
+  GOT=$($L generate $G --backend cuda --stages 2 --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
+  [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL: $GOT"
+  EXE=$(ls -td /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
+  compute-sanitizer --tool memcheck --error-exitcode 9 $EXE run --checkpoint $G --graph forward --input $G/golden.safetensors --out /tmp/st.safetensors > "$OUT/san-stages.txt" 2>&1; echo "memcheck exit $?"; tail -1 "$OUT/san-stages.txt"
   ;;
 fp8)
   # FP8 on CUDA against tests/data/golden/ling-small-fp8 (bench/cuda/fp8_check.py): weight-only from the FP8

@@ -3,6 +3,7 @@
  * checkpoint folder as ONNX Runtime's external-data folder, so the weights are read straight from
  * the checkpoint's safetensors files.
  */
+import { isStaged, splitStages } from "../../ir/stages";
 import type * as OrtTypes from "onnxruntime-node";
 import { LingcError } from "../../ir/errors";
 import type { DType } from "../../ir/dtype";
@@ -113,6 +114,28 @@ export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: num
   };
 }
 
+/**
+ * A graph cut into pipeline stages: one ONNX model (session) per stage, run in turn, each fed the
+ * graph inputs and earlier stages' results its chain names (ir/stages.ts).
+ */
+function stagedRunner(m: Module, ck: Checkpoint | undefined, opset?: number): GraphRunner {
+  const chain = splitStages(m);
+  const runners = chain.stages.map((st) => sessionRunner(st.module, ck, opset));
+  return {
+    async run(inputs, observe) {
+      const made: Record<string, Tensor>[] = [];
+      for (const [k, st] of chain.stages.entries()) {
+        const feeds: Record<string, Tensor> = {};
+        st.inputs.forEach((src, j) => {
+          feeds[st.module.entry!.params[j]!.name!] = "input" in src ? inputs[src.input]! : made[src.stage]![src.result]!;
+        });
+        made.push(await runners[k]!.run(feeds, observe));
+      }
+      return Object.fromEntries(chain.outputs.map((o) => [o.name, made[o.stage]![o.result]!]));
+    },
+  };
+}
+
 export const onnxBackend: Backend = {
   name: "onnx",
   summary: "ONNX (standard ai.onnx ops) run by ONNX Runtime on the CPU",
@@ -121,7 +144,7 @@ export const onnxBackend: Backend = {
   async load(program, weights): Promise<LoadedModel> {
     const opset = program.profile?.kind === "onnx" ? program.profile.opset : undefined;
     return {
-      graphs: Object.fromEntries(program.graphs.map((m) => [m.name, sessionRunner(m, weights.checkpoint, opset)])),
+      graphs: Object.fromEntries(program.graphs.map((m) => [m.name, (isStaged(m) ? stagedRunner : sessionRunner)(m, weights.checkpoint, opset)])),
       signatures: Object.fromEntries(program.graphs.map((m) => [m.name, signatureOf(m)])),
       close: () => undefined,
     };

@@ -61,6 +61,19 @@ export function cutIntoStages(m: Module, stages: number, at: ReadonlyMap<string,
       return t;
     });
   });
+  // A stage's parameter is named after what it receives (the sending stage's result, or the graph input).
+  calls.forEach((call) => {
+    const g = m.getFunc(call.callee!)!;
+    const taken = new Set<string>();
+    call.operands.forEach((v, j) => {
+      const src = v.def?.opName === "transfer" ? v.def.operands[0]! : v;
+      const made = src.def && src.def.opName === "call" ? m.getFunc(src.def.callee!)?.results[src.def.results.indexOf(src)]?.name : src.name;
+      let name = made ?? g.params[j]!.name!;
+      if (taken.has(name)) name = `${name}_${j}`;
+      taken.add(name);
+      g.params[j]!.name = name;
+    });
+  });
   // The entry now reads only what the stages return: the weights it declared went with them.
   dceFunc(f);
   return bounds;

@@ -51,4 +51,20 @@ describe("--stages", () => {
     expect(text).toMatch(/= transfer\(%\d+\) \{from = 0, to = 1\}/);
     expect(text.match(/call @moe_layer\(/g)?.length).toBeGreaterThanOrEqual(2);
   });
+
+  it("compile --target onnx --stages 2 writes one model per stage and the chain between them", async () => {
+    const dir = scratchDir("lingc-stages-onnx-");
+    const r = await cli("compile", GOLDEN_DIR, "--target", "onnx", "--graph", "forward", "--stages", "2", "--out", dir);
+    expect(r.code, r.stderr).toBe(0);
+    const fs = await import("node:fs");
+    expect(fs.existsSync(join(dir, "forward.stage0.onnx")) && fs.existsSync(join(dir, "forward.stage1.onnx"))).toBe(true);
+    expect(fs.existsSync(join(dir, "forward.onnx"))).toBe(false);
+    const chain = JSON.parse(fs.readFileSync(join(dir, "forward.stages.json"), "utf8")) as { stages: { model: string; inputs: Record<string, { input?: string; stage?: number; result?: string }> }[]; outputs: { name: string; stage: number }[] };
+    expect(chain.stages.map((st) => st.model)).toEqual(["forward.stage0.onnx", "forward.stage1.onnx"]);
+    // The second stage receives the first one's hidden state under its name, and the token ids.
+    const hidden = Object.entries(chain.stages[1]!.inputs).find(([, src]) => src.stage === 0 && src.result?.startsWith("hidden."));
+    expect(hidden?.[0]).toBe(hidden?.[1].result);
+    expect(chain.stages[1]!.inputs["input_ids"]).toEqual({ input: "input_ids" });
+    expect(chain.outputs.find((o) => o.name === "logits")?.stage).toBe(1);
+  });
 });

@@ -4,6 +4,8 @@ import { LingcError } from "../../../ir/errors";
 import { printModule } from "../../../ir/print";
 import { ProfileRegistry } from "../../../ir/target";
 import { emitOnnx, DEFAULT_OPSET } from "../../../backends/onnx/emit";
+import { isStaged, splitStages } from "../../../ir/stages";
+import type { Module } from "../../../ir/module";
 import { compileProgramWgsl } from "../../../backends/wgsl/backend";
 import { emitCuda } from "../../../backends/cuda/emit";
 import { checkpointLayout, unboundLayout } from "../../../backends/onnx/weights";
@@ -90,8 +92,17 @@ export const compile: Command = {
       const ck = source.weights ? Checkpoint.open(source.weights) : undefined;
       try {
         if (ck) bindCheckpoint(program.graphs, ck);
+        const emit = (m: Module) => emitOnnx(m, { opset: int(args, "opset", 1), weights: ck ? checkpointLayout(ck) : unboundLayout() }).bytes;
         for (const m of program.graphs) {
-          write(join(out, `${m.name}.onnx`), emitOnnx(m, { opset: int(args, "opset", 1), weights: ck ? checkpointLayout(ck) : unboundLayout() }).bytes);
+          if (!isStaged(m)) {
+            write(join(out, `${m.name}.onnx`), emit(m));
+            continue;
+          }
+          // One model per pipeline stage, and the chain that feeds them (inputs by name).
+          const chain = splitStages(m);
+          for (const st of chain.stages) write(join(out, `${st.module.name}.onnx`), emit(st.module));
+          const spec = { stages: chain.stages.map((st) => ({ model: `${st.module.name}.onnx`, inputs: Object.fromEntries(st.inputs.map((src, j) => [st.module.entry!.params[j]!.name!, src])) })), outputs: chain.outputs };
+          write(join(out, `${m.name}.stages.json`), `${JSON.stringify(spec, null, 1)}\n`);
         }
       } finally {
         ck?.close();

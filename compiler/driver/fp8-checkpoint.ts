@@ -9,7 +9,7 @@
  * values that quantize to zero, the cosine between the tensor and its dequantized quantization,
  * and the worst relative error of one block.
  */
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { byteSize, type DType } from "../../ir/dtype";
 import { LingcError } from "../../ir/errors";
@@ -20,6 +20,7 @@ import { Checkpoint } from "../../backends/weights/checkpoint";
 import { scaleNameOf } from "../../backends/weights/bind";
 import { writeSafetensors } from "../../backends/weights/safetensors";
 import { LING_FP8_PROJECTIONS, projectionMatcher } from "../passes/fp8";
+import { copyCheckpointExtras } from "./checkpoint-files";
 
 export interface QuantizeOptions {
   /** transformers (default; its Fp8Quantize) or ling (Ling's converter: max(amax, 1e-4) / 448, UE8M0 scales where it uses them). */
@@ -130,11 +131,7 @@ export function quantizeCheckpoint(src: string, dest: string, opts: QuantizeOpti
     config["quantization_config"] = { quant_method: "fp8", fmt, activation_scheme: "dynamic", weight_block_size: [opts.block, opts.block] };
     writeFileSync(join(tmp, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
     // What else the folder holds (tokenizer, generation config) comes along unchanged.
-    for (const f of readdirSync(src)) {
-      const p = join(src, f);
-      if (f === "config.json" || f.endsWith(".safetensors") || f === "model.safetensors.index.json" || !statSync(p).isFile()) continue;
-      copyFileSync(p, join(tmp, f));
-    }
+    copyCheckpointExtras(src, tmp, ["config.json"]);
     renameSync(tmp, dest);
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });

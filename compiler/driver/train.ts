@@ -4,7 +4,7 @@
  * step after step with the weights and the optimizer's moments of the previous step, all in memory;
  * the trained weights are written as an HF checkpoint (the source's other files copied).
  */
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { getBackend } from "../../backends";
 import type { BoundWeights } from "../../backends/backend";
@@ -13,6 +13,7 @@ import { writeSafetensors } from "../../backends/weights/safetensors";
 import { LingcError } from "../../ir/errors";
 import { Tensor } from "../../ir/tensor";
 import type { TensorType } from "../../ir/types";
+import { copyCheckpointExtras } from "./checkpoint-files";
 import { bindWeights, compileProgram } from "./compile";
 import { hasGraph, type Source } from "./source";
 
@@ -95,11 +96,7 @@ export function writeTrainedCheckpoint(sourceDir: string, dest: string, trained:
     rmSync(tmp, { recursive: true, force: true });
     mkdirSync(tmp, { recursive: true });
     writeSafetensors(join(tmp, "model.safetensors"), tensors);
-    for (const f of readdirSync(ck.dir)) {
-      const p = join(ck.dir, f);
-      if (f.endsWith(".safetensors") || f === "model.safetensors.index.json" || !statSync(p).isFile()) continue;
-      copyFileSync(p, join(tmp, f));
-    }
+    copyCheckpointExtras(ck.dir, tmp);
     renameSync(tmp, dest);
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });

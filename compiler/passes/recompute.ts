@@ -104,6 +104,8 @@ export function layerProblem(m: Module, backward: Func, at: ReadonlyMap<string, 
     const kernel = f.body.find((op) => op.opName === "call" && m.getFunc(op.callee!)?.role === "kernel");
     if (kernel) throw new LingcError(`recompute: @${f.name} already calls kernel @${kernel.callee}: run recompute before fusion (e.g. --passes cse,dce,recompute{budget=50%},fusion{...},select{...})`);
   }
+  const missing = [...new Set(forward.body.flatMap((op) => op.results).flatMap((v) => v.type.shape.flatMap((d) => d.symbols())))].filter((x) => !at.has(x));
+  if (missing.length) throw new LingcError(`recompute: @${forward.name}'s sizes use ${missing.join(", ")}, which at=${[...at].map(([k, v]) => `${k}=${v}`).join(";")} does not give (e.g. at=${missing.map((x) => `${x}=4096`).join(";")})`);
   const values: Value[] = [];
   const index = new Map<Value, number>();
   const planValues: PlanValue[] = [];

@@ -18,7 +18,7 @@ import { expectCentralDifferences, noWeights, rng, uniform } from "../support/fd
 const POSITIVE = new Set(["log", "sqrt", "rsqrt", "div"]);
 
 const elementwise = allOps()
-  .filter((d) => d.traits?.includes("elementwise") && d.name !== "cast" && d.name !== "stop_gradient")
+  .filter((d) => d.traits?.includes("elementwise") && !["cast", "stop_gradient", "transfer"].includes(d.name))
   .map((d) => d.name)
   .sort();
 
@@ -86,6 +86,16 @@ describe("VJP rules of elementwise ops, from their scalar formulas", () => {
       if (binary) check("b", out["g1"]!);
     });
   }
+
+  it("transfer: the cotangent goes back the other way (a transfer from the reading stage to the making one)", () => {
+    const m = parseModule(`module @t {\n  func @t(%a: f32[3], %ct: f32[3]) -> (y: f32[3]) {\n    %y = transfer(%a) {from = 0, to = 2} : f32[3]\n    return %y\n  }\n}\n`, "transfer.lir");
+    const f = m.entry!;
+    const op = f.results[0]!.value.def!;
+    const [g] = vjpRule("transfer")!(new Builder(m, f), op.operands, op.results, [f.params[1]!], op.attrs);
+    expect(g!.def!.opName).toBe("transfer");
+    expect(g!.def!.attrs).toEqual({ from: 2, to: 0 });
+    expect(g!.def!.operands[0]).toBe(f.params[1]);
+  });
 
   it("stop_gradient: no cotangent flows through it", () => {
     const m = parseModule(`module @t {\n  func @t(%a: f32[2], %ct: f32[2]) -> (y: f32[2]) {\n    %y = stop_gradient(%a) : f32[2]\n    return %y\n  }\n}\n`, "sg.lir");

@@ -5,7 +5,7 @@
  * (V > 1) is never below the lower bound nor above the min-max chunk partition's device load.
  */
 import { describe, expect, it } from "vitest";
-import { deviceLoads, interleavedPartition, lowerBound, minMaxPartition, stageTime, type PartitionInput } from "../../compiler/plan/partition";
+import { deviceLoads, interleavedPartition, lowerBound, minMaxPartition, stageTime, type PartitionInput } from "../../compiler/passes/stages-partition";
 import { rng } from "../support/fd";
 
 /** Every way to cut n units into k non-empty contiguous stages (bounds). */

@@ -2,7 +2,7 @@
 import { LingcError } from "../../../ir/errors";
 import { CUDA_SM90A } from "../../../ir/target/cuda";
 import { openSource } from "../../driver/source";
-import { planPipeline, type LayoutReport } from "../../plan/plan";
+import { planPipeline, type LayoutReport } from "../../passes/stages-plan";
 import { flag, int, str, UsageError } from "../args";
 import type { Command } from "./command";
 import { MODEL_POSITIONAL } from "./backend-options";

@@ -10,7 +10,7 @@ import { costAnalysis, AnalysisManager } from "../../ir/analysis";
 import { byteSize } from "../../ir/dtype";
 import type { Func, Module, Op, Value } from "../../ir/module";
 import type { DeviceRates } from "../../ir/target/cuda";
-import { opSeconds } from "./cost";
+import { opSeconds } from "./stages-cost";
 
 export interface Unit {
   /** `embedding`, `head`, `between`, or the layer function's role and its call scope (`moe model.layers.5`). */

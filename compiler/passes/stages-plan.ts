@@ -16,8 +16,8 @@
 import { LingcError } from "../../ir/errors";
 import type { Module } from "../../ir/module";
 import type { DeviceRates } from "../../ir/target/cuda";
-import { interleavedPartition, lowerBound, minMaxPartition, stageTime, type Partition, type PartitionInput } from "./partition";
-import { scheduleUnits, type Unit } from "./units";
+import { interleavedPartition, lowerBound, minMaxPartition, stageTime, type Partition, type PartitionInput } from "./stages-partition";
+import { scheduleUnits, type Unit } from "./stages-units";
 
 export interface PlanOptions {
   stages: number;

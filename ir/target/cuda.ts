@@ -95,10 +95,11 @@ export const CUDA_SM90A: CudaProfile = {
     gemmFlops: { bf16: 802e12, f16: 802e12, f8e4m3fn: 1195e12, f8e5m2: 1195e12, f32: 60e12 },
     simtFlops: 60e12,
     memoryBandwidth: 4292e9,
-    linkBandwidth: 450e9,
+    linkBandwidth: 396e9,
     source:
       "measured on one H200: bf16 GEMM 802 TFLOP/s (cuBLASLt 8192^3, `lingc_model bench`, bench/results/cuda-2026-11-30*.json), " +
       "FP8 block-scaled GEMM 1195 TFLOP/s (cuBLASLt 8192x5120x2048, bench/cuda/fp8_gemm.cu, bench/results/cuda-2026-11-30-fp8tiles-cublaslt.jsonl), " +
-      "copy bandwidth 4292 GB/s (`lingc_model bench`); not measured: f32/SIMT 60 TFLOP/s and NVLink 450 GB/s per direction (the H200's data sheet)",
+      "copy bandwidth 4292 GB/s (`lingc_model bench`), GPU-to-GPU peer copies 396 GB/s one way (bench/cuda/p2p.cu on the two-H200 machine, bench/results/p2p-2026-11-30-h200x2.md); " +
+      "not measured: f32/SIMT 60 TFLOP/s (the H200's data sheet)",
   },
 };

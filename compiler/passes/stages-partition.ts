@@ -96,26 +96,32 @@ export function interleavedPartition(input: PartitionInput, devices: number, vir
   if (!start) return undefined;
   const bounds = [...start.bounds];
   const n = input.seconds.length;
-  const worst = (b: readonly number[]) => Math.max(...deviceLoads(input, b, devices));
   const ok = (b: readonly number[], c: number) => !input.fits || input.fits(c % devices, b[c]!, b[c + 1]!);
-  let cur = worst(bounds);
-  for (let round = 0; round < 4 * n; round++) {
+  // Lexicographic: the largest device load, then the sum of squared loads (so that moves which
+  // unload the second-largest device count as progress on a plateau).
+  const score = (b: readonly number[]) => {
+    const loads = deviceLoads(input, b, devices);
+    return [Math.max(...loads), loads.reduce((a, x) => a + x * x, 0)] as const;
+  };
+  const less = (a: readonly [number, number], b: readonly [number, number]) => a[0] < b[0] - 1e-15 || (a[0] <= b[0] + 1e-15 && a[1] < b[1] * (1 - 1e-12));
+  let cur = score(bounds);
+  for (let round = 0; round < 8 * n; round++) {
     let improved = false;
     for (let c = 1; c < chunks; c++) {
-      for (const d of [-1, 1]) {
+      for (const d of [-3, -2, -1, 1, 2, 3]) {
         const next = [...bounds];
         next[c]! += d;
         if (next[c]! <= next[c - 1]! || next[c]! >= next[c + 1]!) continue;
         if (!ok(next, c - 1) || !ok(next, c)) continue;
-        const w = worst(next);
-        if (w < cur - 1e-15) {
+        const sc = score(next);
+        if (less(sc, cur)) {
           bounds[c] = next[c]!;
-          cur = w;
+          cur = sc;
           improved = true;
         }
       }
     }
     if (!improved) break;
   }
-  return { bounds, stageSeconds: bounds.slice(0, -1).map((b, c) => stageTime(input, b, bounds[c + 1]!)), max: cur };
+  return { bounds, stageSeconds: bounds.slice(0, -1).map((b, c) => stageTime(input, b, bounds[c + 1]!)), max: cur[0] };
 }

@@ -3,7 +3,8 @@
  * tensor is read (safetensors-format.ts); tensors are then read one at a time at their offsets, so a
  * large checkpoint is never loaded whole. Writes go through a temporary file and a rename.
  */
-import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { writeOutputFile } from "../output-file";
 import { LingcError } from "../../ir/errors";
 import { Tensor, numelOf } from "../../ir/tensor";
 import { TO_ST, decodeTensor, parseSafetensors, tensorBytes, type StEntry } from "./safetensors-format";
@@ -65,8 +66,8 @@ export class SafetensorsFile {
 }
 
 /**
- * Writes tensors (sorted by name, so the bytes depend only on the contents) to a temporary file
- * and renames it into place: a failure never leaves a partial file at `path`.
+ * Writes tensors (sorted by name, so the bytes depend only on the contents) through
+ * writeOutputFile: a failure never leaves a partial file at `path`, and a device is never replaced.
  */
 export function writeSafetensors(path: string, tensors: Readonly<Record<string, Tensor>>, metadata?: Record<string, string>): void {
   const names = Object.keys(tensors).sort();
@@ -86,27 +87,7 @@ export function writeSafetensors(path: string, tensors: Readonly<Record<string, 
   const hbytes = Buffer.from(json, "utf8");
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(hbytes.length));
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w");
-  try {
-    writeSync(fd, len);
-    writeSync(fd, hbytes);
-    for (const b of blobs) writeSync(fd, b);
-    closeSync(fd);
-    renameSync(tmp, path);
-  } catch (e) {
-    try {
-      closeSync(fd);
-    } catch {
-      /* already closed */
-    }
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* nothing to remove */
-    }
-    throw new LingcError(`cannot write ${path}: ${(e as Error).message}`);
-  }
+  writeOutputFile(path, [len, hbytes, ...blobs]);
 }
 
 /** Reads every tensor of a small file (inputs, golden values) into a record. */

@@ -1,6 +1,7 @@
 /** Output helpers for commands: streams that tests can capture, and atomic file writes. */
-import { mkdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { mkdirSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { writeOutputFile } from "../../backends/output-file";
+import { dirname, join } from "node:path";
 import { LingcError } from "../../ir/errors";
 
 export interface CliIO {
@@ -23,19 +24,37 @@ export function ensureDir(dir: string): void {
   if (!statSync(dir).isDirectory()) throw new LingcError(`output path ${dir} exists and is not a folder`);
 }
 
-/** Writes a file through a temporary name and a rename, so no partial file is ever left at `path`. */
+/**
+ * Writes a file through a temporary name and a rename (backends/output-file.ts: checked writes,
+ * devices written through, never replaced), creating its folder.
+ */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   ensureDir(dirname(path));
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    writeFileSync(tmp, data);
-    renameSync(tmp, path);
-  } catch (e) {
+  writeOutputFile(path, data);
+}
+
+/**
+ * Refuses an output path that is one of the command's inputs (the same file, through any path):
+ * `inputs` are files or folders (a folder stands for every file in it, as a checkpoint does).
+ */
+export function refuseInputAsOutput(out: string, inputs: readonly (string | undefined)[], option = "--out"): void {
+  const real = (p: string) => {
     try {
-      unlinkSync(tmp);
+      return realpathSync(p);
     } catch {
-      /* nothing to clean */
+      return undefined;
     }
-    throw new LingcError(`cannot write ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  };
+  const target = real(out);
+  if (target === undefined) return;
+  for (const input of inputs) {
+    if (!input) continue;
+    const r = real(input);
+    if (r === undefined) continue;
+    const isDir = statSync(r).isDirectory();
+    if (r === target || (isDir && readdirSync(r).some((f) => real(join(r, f)) === target))) {
+      throw new LingcError(`${option} ${out} is an input of this command (${isDir ? `a file of ${input}` : input}); write the output somewhere else`);
+    }
   }
 }
+

@@ -16,7 +16,7 @@ import { readAllSafetensors, writeSafetensors } from "../../../backends/weights/
 import { loadModel } from "../../driver/load";
 import { graphsFor, hasGraph, openSource } from "../../driver/source";
 import { str } from "../args";
-import { ensureDir } from "../io";
+import { ensureDir, refuseInputAsOutput } from "../io";
 import type { Command } from "./command";
 import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION } from "./backend-options";
 
@@ -87,6 +87,7 @@ export const run: Command = {
     const graph = str(args, "graph") ?? source.graphs[0]!;
     if (!hasGraph(source, graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${[...source.graphs, ...(source.onRequest ?? [])].join(", ")})`);
     const outPath = str(args, "out")!;
+    refuseInputAsOutput(outPath, [str(args, "input"), source.weights, args.positionals[0]]);
     ensureDir(dirname(outPath));
     const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: str(args, "passes"), graphs: graphsFor(source, graph) });
     try {

@@ -97,4 +97,27 @@ describe("output files", () => {
     expect(readFileSync(out, "utf8")).toBe("keep me");
     noTemp();
   });
+
+  it("other commands refuse an output that is one of their inputs: opt and init", async () => {
+    const lir = join(dir, "m.lir");
+    copyFileSync(join(__dirname, "..", "..", "examples", "two-layers.lir"), lir);
+    const before = readFileSync(lir);
+    let r = await cli("opt", lir, "--passes", "dce", "--out", lir);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/--out .*m\.lir is an input of this command/);
+    expect(readFileSync(lir).equals(before)).toBe(true);
+    const cfgDir = join(dir, "cfg");
+    mkdirSync(cfgDir, { recursive: true });
+    copyFileSync(join(GOLDEN_DIR, "config.json"), join(cfgDir, "config.json"));
+    const cfg = readFileSync(join(cfgDir, "config.json"));
+    r = await cli("init", cfgDir, "--weights", join(cfgDir, "config.json"));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/--weights .*config\.json is an input of this command/);
+    expect(readFileSync(join(cfgDir, "config.json")).equals(cfg)).toBe(true);
+    r = await cli("init", cfgDir, "--weights", join(cfgDir, "w.safetensors"), "--inputs", join(cfgDir, "w.safetensors"), "--dims", "B=1,S=4");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/--inputs .*w\.safetensors is the --weights file too/);
+    noTemp();
+  });
 });
+

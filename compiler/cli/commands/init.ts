@@ -5,6 +5,8 @@
  * (norm scales, biases) are 1 +- 0.05; stacked expert weights are written one tensor per expert
  * under their HF names.
  */
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { LingcError } from "../../../ir/errors";
 import { isFloat, type DType } from "../../../ir/dtype";
 import { Tensor } from "../../../ir/tensor";
@@ -12,6 +14,7 @@ import { isStackedWeight } from "../../../ir/module";
 import { collectWeights, expertNames } from "../../../ir/weights";
 import { generationRole } from "../../../ir/generation";
 import { writeSafetensors } from "../../../backends/weights/safetensors";
+import { refuseInputAsOutput } from "../io";
 import { openSource } from "../../driver/source";
 import { int, str, UsageError } from "../args";
 import type { Command } from "./command";
@@ -72,6 +75,13 @@ export const init: Command = {
         for (const n of names) if (!weights[n]) weights[n] = randomTensor(w.type.dtype, part, next);
       }
     }
+    // The config is read, the outputs written: neither may be the other, nor the two outputs one file.
+    const modelArg = args.positionals[0]!;
+    const configFile = existsSync(join(modelArg, "config.json")) ? join(modelArg, "config.json") : undefined;
+    refuseInputAsOutput(str(args, "weights")!, [configFile], "--weights");
+    const inputsOut = str(args, "inputs");
+    if (inputsOut) refuseInputAsOutput(inputsOut, [configFile], "--inputs");
+    if (inputsOut && resolve(inputsOut) === resolve(str(args, "weights")!)) throw new LingcError(`--inputs ${inputsOut} is the --weights file too; give them two files`);
     writeSafetensors(str(args, "weights")!, weights);
     io.err(`wrote ${Object.keys(weights).length} weight tensor(s) to ${str(args, "weights")} (seed ${seed})\n`);
     const inputsPath = str(args, "inputs");

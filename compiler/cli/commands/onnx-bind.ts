@@ -6,7 +6,7 @@ import { Checkpoint } from "../../../backends/weights/checkpoint";
 import { resolveCheckpoint } from "../../../models/resolve";
 import { str } from "../args";
 const CHECKPOINT_POSITIONAL = { name: "checkpoint", help: "a checkpoint folder (config.json + *.safetensors)" };
-import { writeFileAtomic } from "../io";
+import { refuseInputAsOutput, writeFileAtomic } from "../io";
 import type { Command } from "./command";
 
 export const onnxBind: Command = {
@@ -27,7 +27,9 @@ export const onnxBind: Command = {
     } catch (e) {
       throw new LingcError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
-    const ck = Checkpoint.open(resolveCheckpoint(ckArg).checkpointDir);
+    const ckDir = resolveCheckpoint(ckArg).checkpointDir;
+    refuseInputAsOutput(str(args, "out")!, [file, ckDir]);
+    const ck = Checkpoint.open(ckDir);
     try {
       writeFileAtomic(str(args, "out")!, bindOnnx(bytes, ck, file));
     } finally {

@@ -6,7 +6,7 @@ import { printModule } from "../../../ir/print";
 import { verifyModule } from "../../../ir/verify";
 import { parsePipeline, runPasses } from "../../passes/manager";
 import { flag, str } from "../args";
-import { writeFileAtomic } from "../io";
+import { refuseInputAsOutput, writeFileAtomic } from "../io";
 import type { Command } from "./command";
 import { passOptions, PASS_OPTIONS, reportTimings } from "./pass-options";
 
@@ -35,6 +35,7 @@ export const opt: Command = {
     if (flag(args, "time-passes")) reportTimings(timings, io);
     const out = printModule(m);
     const path = str(args, "out");
+    if (path) refuseInputAsOutput(path, [file === "-" ? undefined : file]);
     if (path) writeFileAtomic(path, out);
     else io.out(out);
     return 0;

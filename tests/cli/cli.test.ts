@@ -171,3 +171,14 @@ describe("the built executable", () => {
     expect(r.stderr).toMatch(/^lingc: error: cannot open .*missing\.safetensors: ENOENT\n$/);
   });
 });
+
+describe("--observe", () => {
+  it("a pattern that matches nothing is an error naming it (exit 1), and no output is written", async () => {
+    const out = join(scratchDir("lingc-observe-"), "o.safetensors");
+    const r = await cli("run", GOLDEN_DIR, "--observe", "hidden.*,nosuch.*", "--input", GOLDEN_FILE, "--out", out);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^lingc: error: --observe 'nosuch\.\*' matched no value of graph forward that the interp backend exposes/);
+    expect(existsSync(out)).toBe(false);
+  });
+});
+

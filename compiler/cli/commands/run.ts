@@ -20,11 +20,17 @@ import { ensureDir, refuseInputAsOutput } from "../io";
 import type { Command } from "./command";
 import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION } from "./backend-options";
 
-/** Glob patterns (`*` matches anything) for --observe. */
-function matcher(patterns: string | undefined): ((name: string) => boolean) | undefined {
-  if (!patterns) return undefined;
-  const res = patterns.split(",").map((p) => new RegExp(`^${p.trim().replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*")}$`));
-  return (name) => res.some((r) => r.test(name));
+/** Glob patterns (`*` matches anything) for --observe, each as a test. */
+function globs(patterns: string | undefined): { text: string; test: (name: string) => boolean }[] {
+  if (!patterns) return [];
+  return patterns
+    .split(",")
+    .map((p) => p.trim())
+    .filter(Boolean)
+    .map((p) => {
+      const re = new RegExp(`^${p.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*")}$`);
+      return { text: p, test: (name: string) => re.test(name) };
+    });
 }
 
 const isIntType = (dt: string) => dt === "i64" || dt === "i32" || dt === "u8" || dt === "bool";
@@ -92,12 +98,16 @@ export const run: Command = {
     const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: str(args, "passes"), graphs: graphsFor(source, graph) });
     try {
       const inputs = readInputs(str(args, "input")!, model.signatures[graph]!);
-      const want = matcher(str(args, "observe"));
+      const patterns = globs(str(args, "observe"));
+      const want = patterns.length ? (name: string) => patterns.some((p) => p.test(name)) : undefined;
       const observed: Record<string, Tensor> = {};
       const t0 = performance.now();
       const out = await model.graphs[graph]!.run(inputs, want ? (n, t) => want(n) && (observed[n] = t) : undefined);
       const ms = performance.now() - t0;
       const result: Record<string, Tensor> = { ...observed, ...out };
+      // A pattern that matched nothing is a mistake (a typo, or a backend that exposes no internal values).
+      const unmatched = patterns.filter((p) => !Object.keys(result).some(p.test));
+      if (unmatched.length) throw new LingcError(`--observe ${unmatched.map((p) => `'${p.text}'`).join(", ")} matched no value of graph ${graph} that the ${backend} backend exposes`);
       // A scaled fp8 value is its fp8 data and, beside it, its scale grid (`<name>.scale`, f32).
       for (const [name, t] of Object.entries(result)) {
         if (t.scaled) result[`${name}.scale`] = new Tensor("f32", scaleGridShape(t.shape, t.scaled.layout.granularity), t.scaled.scales);

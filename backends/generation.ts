@@ -150,7 +150,8 @@ async function generateBatch(model: LoadedModel, plan: GenerationPlan, prompts: 
   return { tokens, stepLogits };
 }
 
-export async function greedyGenerate(model: LoadedModel, prompts: number[][], maxNew: number): Promise<GenerateResult> {
+/** `onStart` is called once the prompts are checked, before any work (a CLI says there what it will do). */
+export async function greedyGenerate(model: LoadedModel, prompts: number[][], maxNew: number, onStart?: () => void): Promise<GenerateResult> {
   const plan = generationPlan(model.signatures);
   const V = plan.vocab;
   prompts.forEach((p, i) => {
@@ -162,6 +163,7 @@ export async function greedyGenerate(model: LoadedModel, prompts: number[][], ma
   const result: GenerateResult = { tokens: prompts.map(() => []), stepLogits: prompts.map(() => []) };
   if (maxNew <= 0) return result;
   checkCapacity(plan, Math.max(...prompts.map((p) => p.length)) + maxNew - 1);
+  onStart?.();
   if (model.generate) return model.generate(prompts, maxNew);
   const byLength = new Map<number, number[]>();
   prompts.forEach((p, i) => byLength.set(p.length, [...(byLength.get(p.length) ?? []), i]));

@@ -182,3 +182,12 @@ describe("--observe", () => {
   });
 });
 
+describe("generate's bounds", () => {
+  it("refuses a prompt plus --max-new-tokens past max_position_embeddings before any work (exit 1)", async () => {
+    const r = await cli("generate", GOLDEN_DIR, "--prompt", "1,2,3", "--max-new-tokens", "1000000000");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^lingc: error: a prompt of 3 tokens plus --max-new-tokens 1000000000 is 1000000003 positions, past the model's max_position_embeddings 2048/);
+    expect(r.stdout).toBe("");
+  });
+});
+

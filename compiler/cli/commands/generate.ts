@@ -3,7 +3,8 @@ import { BACKEND_NAMES } from "../../../backends";
 import { greedyGenerate } from "../../../backends/generation";
 import { loadModel } from "../../driver/load";
 import { openSource } from "../../driver/source";
-import { int, str, UsageError } from "../args";
+import { flag, int, str, UsageError } from "../args";
+import { LingcError } from "../../../ir/errors";
 import type { Command } from "./command";
 import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION } from "./backend-options";
 
@@ -28,6 +29,7 @@ export const generate: Command = {
       { name: "backend", value: "NAME", help: "which backend runs the graphs (default interp)", choices: BACKEND_NAMES },
       { name: "prompt", value: "IDS", help: "token ids, comma separated; ';' between sequences", required: true },
       { name: "max-new-tokens", value: "N", help: "how many tokens to generate per sequence", required: true },
+      { name: "allow-long-context", help: "allow a prompt plus --max-new-tokens longer than the model's max_position_embeddings" },
       WEIGHTS_OPTION,
       DTYPE_OPTION,
       ...PIPELINE_OPTIONS,
@@ -38,10 +40,17 @@ export const generate: Command = {
     const source = await openSource(args.positionals[0]!, str(args, "weights"), sourceOptions(args));
     const prompts = parsePrompts(str(args, "prompt")!);
     const maxNew = int(args, "max-new-tokens", 0)!;
+    // Before any work: a sequence the model was not trained for is refused (RoPE past its positions).
+    const limit = source.config?.maxPositionEmbeddings;
+    const longest = Math.max(...prompts.map((p) => p.length));
+    if (limit !== undefined && longest + maxNew > limit && !flag(args, "allow-long-context")) {
+      throw new LingcError(`a prompt of ${longest} tokens plus --max-new-tokens ${maxNew} is ${longest + maxNew} positions, past the model's max_position_embeddings ${limit} (--allow-long-context to run it anyway)`);
+    }
+
     const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: str(args, "passes") });
     try {
       const t0 = performance.now();
-      const r = await greedyGenerate(model, prompts, maxNew);
+      const r = await greedyGenerate(model, prompts, maxNew, () => io.err(`generating ${maxNew} token(s) for ${prompts.length} sequence(s) (longest prompt ${longest})\n`));
       const ms = performance.now() - t0;
       for (const t of r.tokens) io.out(t.join(" ") + "\n");
       io.err(`generated ${maxNew} token(s) for ${prompts.length} sequence(s) on ${backend} in ${ms.toFixed(0)} ms\n`);

@@ -57,6 +57,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
     ...(training ? { objective: "loss", frozen: "expert_bias" } : { generation: graph === "forward" ? "prefill" : "decode", logits: "logits" }),
     ...(graph === "train-step" ? { optimizer: "adamw", expert_bias: "model.layers.{}.mlp.gate.expert_bias" } : {}),
     tokens: "input_ids",
+    vocab: String(cfg.vocabSize),
     ...(graph === "decode" ? { kv_cache: formatCacheRules(["key", "value"].map((kv) => ({ input: `past.*.${kv}`, output: `present.*.${kv}`, axis: 2, capacity: cfg.maxPositionEmbeddings }))) } : {}),
   });
 

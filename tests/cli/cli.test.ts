@@ -191,3 +191,17 @@ describe("generate's bounds", () => {
   });
 });
 
+describe("token ids of any graph", () => {
+  it("the train graph's input_ids outside the vocabulary are refused before the run, by position (exit 1)", async () => {
+    const { writeSafetensors } = await import("../../backends/weights/safetensors");
+    const { Tensor } = await import("../../ir/tensor");
+    const dir = scratchDir("lingc-ids-");
+    writeSafetensors(join(dir, "ids.safetensors"), { input_ids: Tensor.from("i64", [2, 4], [1, 2, -1, 4, 5, 6, 7, 9999]) });
+    for (const backend of ["interp", "onnx"]) {
+      const r = await cli("run", GOLDEN_DIR, "--graph", "train", "--backend", backend, "--input", join(dir, "ids.safetensors"), "--out", join(dir, "o.safetensors"));
+      expect(r.code, backend).toBe(1);
+      expect(r.stderr).toMatch(/tensor "input_ids" holds -1 at \[0, 2\], outside the vocabulary 0\.\.511\n$/);
+    }
+  });
+});
+

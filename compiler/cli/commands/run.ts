@@ -59,14 +59,23 @@ export function readInputs(path: string, sig: GraphSignature): Record<string, Te
     sig.inputs.map((i) => `"${i.name}"`),
   );
   if ("problem" in b) throw new LingcError(`${path}: ${b.problem}`);
+  // Token ids must be in the vocabulary (a generation graph's logits say its size; a model's `vocab`
+  // attribute says it for any graph, the train graph's included).
   const role = generationRole(sig);
+  const tokens = role?.tokens ?? sig.attrs["tokens"];
   const logits = role && sig.outputs.find((o) => o.name === role.logits);
-  const ids = role && out[role.tokens];
-  if (logits && ids) {
-    const V = Number(logits.shape[logits.shape.length - 1]);
+  const V = sig.attrs["vocab"] !== undefined ? Number(sig.attrs["vocab"]) : logits ? Number(logits.shape[logits.shape.length - 1]) : undefined;
+  const ids = tokens !== undefined ? out[tokens] : undefined;
+  if (ids && V !== undefined) {
     for (let i = 0; i < ids.numel; i++) {
       const v = ids.data[i]!;
-      if (!(v >= 0 && v < V)) throw new LingcError(`${path}: tensor "${role.tokens}" holds ${v} at flat index ${i}, outside the vocabulary 0..${V - 1}`);
+      if (v >= 0 && v < V) continue;
+      const at: number[] = [];
+      for (let d = ids.shape.length - 1, r = i; d >= 0; d--) {
+        at.unshift(r % ids.shape[d]!);
+        r = Math.floor(r / ids.shape[d]!);
+      }
+      throw new LingcError(`${path}: tensor "${tokens}" holds ${v} at [${at.join(", ")}], outside the vocabulary 0..${V - 1}`);
     }
   }
   return out;

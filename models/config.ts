@@ -268,6 +268,10 @@ export function configFromHf(json: unknown, name: string, file: string, text?: s
   }
   if (nGroup > 1 && perGroup < cfg.groupScoreTopk) r.fail("n_group", `leaves ${perGroup} expert(s) per group; a group's score sums its best ${cfg.groupScoreTopk}`);
   if (cfg.firstKDenseReplace > numLayers) r.fail("first_k_dense_replace", `(${cfg.firstKDenseReplace}) exceeds num_hidden_layers (${numLayers})`);
+  // Values that would make every number NaN or infinite, refused here rather than found in the logits.
+  if (!(cfg.rmsNormEps > 0 && Number.isFinite(cfg.rmsNormEps))) r.fail("rms_norm_eps", `must be a positive number, got ${cfg.rmsNormEps}`);
+  if (!(cfg.ropeTheta > 1 && Number.isFinite(cfg.ropeTheta))) r.fail("rope_theta", `must be a number above 1, got ${cfg.ropeTheta}`);
+  if (!Number.isFinite(cfg.routedScalingFactor)) r.fail("routed_scaling_factor", `must be a finite number, got ${cfg.routedScalingFactor}`);
   return cfg;
 }
 

@@ -90,6 +90,20 @@ describe("bad checkpoints", () => {
     expect(r.stderr).toMatch(new RegExp(`badval/config\\.json:${line}:3: config key "num_experts" must be an integer >= 1, got "sixteen"`));
   });
 
+  it("values that would make every number NaN are refused at their line (exit 1), not found in the logits", async () => {
+    for (const [key, value, message] of [
+      ["rope_theta", 0, /config key "rope_theta" must be a number above 1, got 0/],
+      ["rms_norm_eps", -1, /config key "rms_norm_eps" must be a positive number, got -1/],
+    ] as const) {
+      const raw = JSON.stringify({ ...config, [key]: value }, null, 2);
+      const r = await runOn(checkpoint(`nan-${key}`, { rawConfig: raw }));
+      expect(r.code, key).toBe(1);
+      const line = raw.split("\n").findIndex((l) => l.includes(`"${key}"`)) + 1;
+      expect(r.stderr).toMatch(new RegExp(`config\\.json:${line}:3: `));
+      expect(r.stderr).toMatch(message);
+    }
+  });
+
   it("inconsistent and unsupported settings are explained", async () => {
     const r1 = await runOn(checkpoint("kv", { config: { ...config, num_key_value_heads: 3 } }));
     expect(r1.stderr).toMatch(/config key "num_key_value_heads" \(3\) must divide num_attention_heads \(4\)/);

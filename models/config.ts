@@ -268,6 +268,18 @@ export function configFromHf(json: unknown, name: string, file: string, text?: s
   }
   if (nGroup > 1 && perGroup < cfg.groupScoreTopk) r.fail("n_group", `leaves ${perGroup} expert(s) per group; a group's score sums its best ${cfg.groupScoreTopk}`);
   if (cfg.firstKDenseReplace > numLayers) r.fail("first_k_dense_replace", `(${cfg.firstKDenseReplace}) exceeds num_hidden_layers (${numLayers})`);
+  // Sizes far past any model of this family would only make tracing slow or exhaust memory (a million
+  // layers took `info` past a minute): refused with the bound named. Ling-1T is well inside them.
+  for (const [key, value, most] of [
+    ["num_hidden_layers", numLayers, 512],
+    ["num_experts", numExperts, 65536],
+    ["num_attention_heads", numHeads, 4096],
+    ["hidden_size", hiddenSize, 1 << 20],
+    ["vocab_size", cfg.vocabSize, 1 << 26],
+    ["num_nextn_predict_layers", cfg.numMtpLayers, 64],
+  ] as const) {
+    if (value > most) r.fail(key, `(${value}) is past what lingc accepts (${most})`);
+  }
   // Values that would make every number NaN or infinite, refused here rather than found in the logits.
   if (!(cfg.rmsNormEps > 0 && Number.isFinite(cfg.rmsNormEps))) r.fail("rms_norm_eps", `must be a positive number, got ${cfg.rmsNormEps}`);
   if (!(cfg.ropeTheta > 1 && Number.isFinite(cfg.ropeTheta))) r.fail("rope_theta", `must be a number above 1, got ${cfg.ropeTheta}`);

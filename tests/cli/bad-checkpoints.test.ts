@@ -104,6 +104,13 @@ describe("bad checkpoints", () => {
     }
   });
 
+  it("sizes far past the family (a million layers) are refused at once, naming the bound (exit 1)", async () => {
+    const raw = JSON.stringify({ ...config, num_hidden_layers: 1000000 }, null, 2);
+    const r = await runOn(checkpoint("huge", { rawConfig: raw }));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/config key "num_hidden_layers" \(1000000\) is past what lingc accepts \(512\)/);
+  });
+
   it("inconsistent and unsupported settings are explained", async () => {
     const r1 = await runOn(checkpoint("kv", { config: { ...config, num_key_value_heads: 3 } }));
     expect(r1.stderr).toMatch(/config key "num_key_value_heads" \(3\) must divide num_attention_heads \(4\)/);

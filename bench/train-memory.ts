@@ -28,9 +28,3 @@ const m = program.graphs[0]!;
 const { peak, end } = cudaMemoryPrediction(program, m, sizes);
 const recompute = timings.find((t) => t.name === "recompute");
 console.log(JSON.stringify({ model, passes: passes ?? "(default)", batch: sizes.get("B"), seq: sizes.get("S"), predicted_peak_bytes: peak, predicted_output_bytes: end, predicted_activation_bytes: peak - end, recompute_ms: recompute?.ms }));
-if (process.env["DEBUG_MEM"]) {
-  const { byteSize } = await import("../ir/dtype");
-  let total = 0;
-  for (const r of m.entry!.results) total += r.value.type.shape.reduce((n, d) => n * d.eval(sizes), 1) * byteSize(r.value.type.dtype);
-  console.log("entry results bytes", total, "end", end, "diff", end - total);
-}

@@ -12,10 +12,10 @@
  *     rerun op needs its operands available). Sweeping lambda over its breakpoints (Eisner-Severance)
  *     gives every plan on the lower convex hull of (bytes, FLOPs): each optimal for its own memory.
  *  2. For a budget between two hull plans: local search (add one kept value and drop up to two
- *     others to fit, drop one, or add two, while it helps) from the best few of: the hull plans and
- *     given seed plans under the budget; the three hull plans just above it, shrunk greedily (drop
- *     the value freeing bytes for the fewest FLOPs) until they fit; and the nearest of those without
- *     one of its values, shrunk, then refilled greedily (ruin and recreate).
+ *     others to fit, drop one, or add two, while it helps) from the best six of: the hull plans and
+ *     given seed plans under the budget, and the three hull plans just above it shrunk greedily (drop
+ *     the value freeing bytes for the fewest FLOPs) until they fit; and from the best three of: the
+ *     nearest of those without one of its values, shrunk, then refilled greedily (ruin and recreate).
  *  3. Up to EXACT_LIMIT candidate values: every subset is tried, so the plan is optimal.
  * Step 2's plans are checked against an ILP optimum in bench/recompute-ilp.ts (the results file).
  */
@@ -214,11 +214,10 @@ export function searchPlan(p: PlanProblem, budget: number, seeds: readonly (read
   const starts = [...plans.filter((x) => x.bytes <= budget), ...above.map((x) => shrink(p, x, budget))];
   // Ruin and recreate: the nearest plan above the budget without one of its values, shrunk to fit,
   // then refilled greedily.
-  if (above[0]) for (const u of above[0].kept) starts.push(fill(p, shrink(p, evaluate(p, above[0].kept.filter((x) => x !== u)), budget), budget));
-  const results = starts
-    .sort((a, b) => (better(a, b) ? -1 : 1))
-    .slice(0, 6)
-    .map((x) => improve(p, x, budget));
+  const recreated = above[0] ? above[0].kept.map((u) => fill(p, shrink(p, evaluate(p, above[0]!.kept.filter((x) => x !== u)), budget), budget)) : [];
+  // The best few of each kind (one kind's good starts do not crowd out the other's).
+  const best = (xs: Plan[], n: number) => [...xs].sort((a, b) => (better(a, b) ? -1 : 1)).slice(0, n);
+  const results = [...best(starts, 6), ...best(recreated, 3)].map((x) => improve(p, x, budget));
   return results.reduce((a, b) => (better(b, a) ? b : a), evaluate(p, []));
 }
 

@@ -71,9 +71,9 @@ export async function compileProgram(req: CompileRequest): Promise<Compiled> {
   const { profile, text } = await pipelineFor(req.target, fp8Settings(req.source, req.settings ?? {}), req.passes, profiles);
   const passes = parsePipeline(text);
   const timings: PassTiming[] = [];
-  // A training graph (its `objective` attribute names the loss) is differentiated first, unless the
-  // pipeline given already does it.
-  // A training step (its `optimizer` attribute) gets the optimizer's pass after autodiff.
+  // A training graph (its `objective` attribute names the loss) is differentiated first, and a
+  // training step (its `optimizer` attribute) gets the optimizer's pass after that, unless the
+  // pipeline given already runs them.
   let prefix = "";
   const graphs = (req.graphs ?? req.source.graphs).map((g) => {
     const m = req.source.module(g);

@@ -6,7 +6,7 @@
  * declared fp8 with block scales (`f8e4m3fn[O, I] scale(f32, block(128, 128))`) is its fp8 tensor
  * and, beside it, HF's `<name>_scale_inv` (f32, one value per block: what dequantizes it).
  */
-import { isFp8, type DType } from "../../ir/dtype";
+import { isFloat, isFp8, type DType } from "../../ir/dtype";
 import { LingcError } from "../../ir/errors";
 import { scaleGridShape } from "../../ir/quant";
 import type { WeightSource } from "../../ir/interpret";
@@ -56,6 +56,28 @@ export function checkCheckpoint(m: Module, ck: Checkpoint): void {
   }
 }
 
+/**
+ * A weight holding NaN or an infinity would make every output NaN without a word: refused when it is
+ * read, naming the checkpoint tensor (an expert's, for stacked weights) and the position in it.
+ */
+function refuseNonFinite(ck: Checkpoint, name: string, parts: readonly string[], shape: readonly number[], data: ArrayLike<number>): void {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (Number.isFinite(v)) continue;
+    const stacked = isStackedWeight(name);
+    const local = stacked ? shape.slice(1) : shape;
+    const per = local.reduce((a, b) => a * b, 1);
+    let r = stacked ? i % per : i;
+    const at: number[] = [];
+    for (let d = local.length - 1; d >= 0; d--) {
+      at.unshift(r % local[d]!);
+      r = Math.floor(r / local[d]!);
+    }
+    const tensor = stacked ? parts[Math.floor(i / per)]! : name;
+    throw new LingcError(`${ck.dir}: weight "${tensor}" holds ${v} at [${at.join(", ")}]; lingc refuses non-finite weights (every output would be NaN)`);
+  }
+}
+
 /** A weight source over a checkpoint, after checking it against the graph(s) that will use it. */
 export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): WeightSource {
   for (const m of modules) checkCheckpoint(m, ck);
@@ -76,6 +98,7 @@ export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): Weig
         return data;
       };
       const data = gather(names, shape, type.dtype);
+      if (isFloat(type.dtype) && !type.quant) refuseNonFinite(ck, name, names, shape, data);
       if (type.quant) {
         // Stacked experts: each expert's grid, side by side (the grid of the stacked shape).
         const grid = scaleGridShape(shape, type.quant.granularity);

@@ -111,6 +111,18 @@ describe("bad checkpoints", () => {
     expect(r.stderr).toMatch(/config key "num_hidden_layers" \(1000000\) is past what lingc accepts \(512\)/);
   });
 
+  it("a non-finite weight is refused when it is read, naming the tensor and the position (interp, wgsl)", async () => {
+    const w = weights["model.layers.1.mlp.experts.3.down_proj.weight"]!;
+    const data = Float32Array.from(w.data);
+    data[2 * 32 + 5] = Number.POSITIVE_INFINITY;
+    const dir = checkpoint("inf", { tensors: { ...weights, "model.layers.1.mlp.experts.3.down_proj.weight": new Tensor("f32", w.shape, data) } });
+    for (const backend of ["interp", "wgsl"]) {
+      const r = await cli("run", dir, "--backend", backend, "--input", GOLDEN_FILE, "--out", join(dir, "o.safetensors"));
+      expect(r.code, backend).toBe(1);
+      expect(r.stderr).toMatch(/weight "model\.layers\.1\.mlp\.experts\.3\.down_proj\.weight" holds Infinity at \[2, 5\]; lingc refuses non-finite weights/);
+    }
+  });
+
   it("inconsistent and unsupported settings are explained", async () => {
     const r1 = await runOn(checkpoint("kv", { config: { ...config, num_key_value_heads: 3 } }));
     expect(r1.stderr).toMatch(/config key "num_key_value_heads" \(3\) must divide num_attention_heads \(4\)/);

@@ -15,6 +15,7 @@ import { Tensor, allocData, shapeToString } from "../../ir/tensor";
 import type { TensorType } from "../../ir/types";
 import { collectWeights, expertNames } from "../../ir/weights";
 import type { Checkpoint } from "./checkpoint";
+import { TO_ST } from "./safetensors-format";
 
 function checkTensor(ck: Checkpoint, name: string, dtype: string, shape: readonly number[], role: string): void {
   const e = ck.entry(name);
@@ -22,7 +23,9 @@ function checkTensor(ck: Checkpoint, name: string, dtype: string, shape: readonl
   const en = e.entry;
   if (en.dtype !== dtype) {
     const hint = en.dtype !== undefined && isFp8(en.dtype) && !isFp8(dtype as DType) ? "; an FP8 checkpoint's projections need the fp8 pass, which the default pipelines run for it" : "";
-    throw new LingcError(`${e.file.path}: tensor "${name}" has dtype ${en.stDtype}, the model expects ${dtype}${en.dtype === undefined ? "" : ` (${en.dtype})`}${hint}`);
+    // Both dtypes as the file writes them, lingc's name beside each.
+    const expects = TO_ST[dtype as DType] ? `${TO_ST[dtype as DType]} (${dtype})` : dtype;
+    throw new LingcError(`${e.file.path}: tensor "${name}" has dtype ${en.stDtype}${en.dtype === undefined ? "" : ` (${en.dtype})`}, the model expects ${expects}${hint}`);
   }
   if (en.shape.length !== shape.length || en.shape.some((d, i) => d !== shape[i])) {
     throw new LingcError(`${e.file.path}: tensor "${name}" has shape ${shapeToString(en.shape)}, the model expects ${shapeToString(shape)}`);

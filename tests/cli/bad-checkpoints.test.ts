@@ -52,7 +52,7 @@ describe("bad checkpoints", () => {
     const t = { ...weights, "model.norm.weight": Tensor.from("f16", w.shape, w.data) };
     const r = await runOn(checkpoint("dtype", { tensors: t }));
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/tensor "model\.norm\.weight" has dtype F16, the model expects f32/);
+    expect(r.stderr).toMatch(/tensor "model\.norm\.weight" has dtype F16 \(f16\), the model expects F32 \(f32\)/);
   });
 
   it("a truncated weights file is named, with the tensor that runs past its end", async () => {

@@ -88,6 +88,21 @@ export class Module {
   }
 }
 
+/** The functions `root` reaches through calls (root included), in the module's order. */
+export function reachableFunctions(m: Module, root: Func): Func[] {
+  const seen = new Set<string>();
+  const visit = (g: Func) => {
+    if (seen.has(g.name)) return;
+    seen.add(g.name);
+    for (const op of g.body) {
+      const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
+      if (callee) visit(callee);
+    }
+  };
+  visit(root);
+  return m.functions.filter((g) => seen.has(g.name));
+}
+
 /** The separator between a call scope and the names inside it. */
 export function joinScope(prefix: string, name: string): string {
   if (!prefix) return name;

@@ -6,7 +6,7 @@
  * stage) load the stage modules and follow the chain.
  */
 import { LingcError } from "./errors";
-import { Func, Module, type Op, type Value } from "./module";
+import { Func, Module, reachableFunctions, type Op, type Value } from "./module";
 
 export type StageInput = { input: string } | { stage: number; result: string };
 
@@ -20,21 +20,6 @@ const stageCalls = (m: Module): Op[] => (m.entry?.body ?? []).filter((op) => op.
 /** Whether the graph's entry calls stage functions. */
 export function isStaged(m: Module): boolean {
   return stageCalls(m).length > 0;
-}
-
-/** The functions `f` reaches through calls (f included), in the module's order. */
-function reachable(m: Module, f: Func): Func[] {
-  const seen = new Set<string>();
-  const visit = (g: Func) => {
-    if (seen.has(g.name)) return;
-    seen.add(g.name);
-    for (const op of g.body) {
-      const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
-      if (callee) visit(callee);
-    }
-  };
-  visit(f);
-  return m.functions.filter((g) => seen.has(g.name));
 }
 
 export function splitStages(m: Module): StageChain {
@@ -68,7 +53,7 @@ export function splitStages(m: Module): StageChain {
     entry.weights = g.weights;
     entry.body = g.body;
     entry.results = g.results;
-    module.functions = [...reachable(m, g).filter((h) => h !== g), entry];
+    module.functions = [...reachableFunctions(m, g).filter((h) => h !== g), entry];
     return { module, inputs: call.operands.map(source) };
   });
   const outputs = f.results.map((r) => {

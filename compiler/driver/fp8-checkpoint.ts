@@ -9,7 +9,7 @@
  * values that quantize to zero, the cosine between the tensor and its dequantized quantization,
  * and the worst relative error of one block.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { byteSize, type DType } from "../../ir/dtype";
 import { LingcError } from "../../ir/errors";
@@ -20,7 +20,7 @@ import { Checkpoint } from "../../backends/weights/checkpoint";
 import { scaleNameOf } from "../../backends/weights/bind";
 import { writeSafetensors } from "../../backends/weights/safetensors";
 import { LING_FP8_PROJECTIONS, projectionMatcher } from "../passes/fp8";
-import { copyCheckpointExtras } from "./checkpoint-files";
+import { copyCheckpointExtras, writeFolderAtomic } from "./checkpoint-files";
 
 export interface QuantizeOptions {
   /** transformers (default; its Fp8Quantize) or ling (Ling's converter: max(amax, 1e-4) / 448, UE8M0 scales where it uses them). */
@@ -95,47 +95,43 @@ export function quantizeCheckpoint(src: string, dest: string, opts: QuantizeOpti
   const shards = shardsOf(ck);
   const quantized = new Set(ck.names().filter((n) => n.endsWith(".weight") && isProjection(n.replace(/\.weight$/, "")) && ck.entry(n)!.entry.shape.length === 2));
   if (!quantized.size) throw new LingcError(`${src}: no tensor is a projection lingc quantizes (${LING_FP8_PROJECTIONS.join(", ")})`);
-  const tmp = `${dest}.tmp-${process.pid}`;
   const report: TensorHealth[] = [];
   try {
-    mkdirSync(tmp, { recursive: true });
-    const weightMap: Record<string, string> = {};
-    let totalBytes = 0;
-    let done = 0;
-    for (const [file, names] of shards) {
-      const out: Record<string, Tensor> = {};
-      for (const n of names) {
-        const t = ck.read(n);
-        if (!quantized.has(n)) {
-          out[n] = t;
-        } else {
-          const recipe: QuantRecipe = opts.recipe === "transformers" ? "transformers" : UE8M0(n.replace(/\.weight$/, "")) ? "ling-ue8m0" : "ling";
-          const { q, scales } = quantizeValues(t.data, t.shape, opts.format as DType, g, recipe);
-          out[n] = new Tensor(opts.format, t.shape, q);
-          const grid = [Math.ceil(t.shape[0]! / opts.block), Math.ceil(t.shape[1]! / opts.block)];
-          out[scaleNameOf(n)] = new Tensor("f32", grid, scales);
-          report.push(health(n, t, q, scales, g));
-          opts.progress?.(++done, quantized.size, n);
+    writeFolderAtomic(dest, "quantized checkpoint", (tmp) => {
+      const weightMap: Record<string, string> = {};
+      let totalBytes = 0;
+      let done = 0;
+      for (const [file, names] of shards) {
+        const out: Record<string, Tensor> = {};
+        for (const n of names) {
+          const t = ck.read(n);
+          if (!quantized.has(n)) {
+            out[n] = t;
+          } else {
+            const recipe: QuantRecipe = opts.recipe === "transformers" ? "transformers" : UE8M0(n.replace(/\.weight$/, "")) ? "ling-ue8m0" : "ling";
+            const { q, scales } = quantizeValues(t.data, t.shape, opts.format as DType, g, recipe);
+            out[n] = new Tensor(opts.format, t.shape, q);
+            const grid = [Math.ceil(t.shape[0]! / opts.block), Math.ceil(t.shape[1]! / opts.block)];
+            out[scaleNameOf(n)] = new Tensor("f32", grid, scales);
+            report.push(health(n, t, q, scales, g));
+            opts.progress?.(++done, quantized.size, n);
+          }
         }
+        for (const [n, t] of Object.entries(out)) {
+          weightMap[n] = file;
+          totalBytes += t.numel * byteSize(t.dtype);
+        }
+        writeSafetensors(join(tmp, file), out, { format: "pt" });
       }
-      for (const [n, t] of Object.entries(out)) {
-        weightMap[n] = file;
-        totalBytes += t.numel * byteSize(t.dtype);
+      if (existsSync(join(src, "model.safetensors.index.json"))) {
+        writeFileSync(join(tmp, "model.safetensors.index.json"), `${JSON.stringify({ metadata: { total_size: totalBytes }, weight_map: weightMap }, null, 2)}\n`);
       }
-      writeSafetensors(join(tmp, file), out, { format: "pt" });
-    }
-    if (existsSync(join(src, "model.safetensors.index.json"))) {
-      writeFileSync(join(tmp, "model.safetensors.index.json"), `${JSON.stringify({ metadata: { total_size: totalBytes }, weight_map: weightMap }, null, 2)}\n`);
-    }
-    const fmt = opts.format === "f8e4m3fn" ? "e4m3" : "e5m2";
-    config["quantization_config"] = { quant_method: "fp8", fmt, activation_scheme: "dynamic", weight_block_size: [opts.block, opts.block] };
-    writeFileSync(join(tmp, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
-    // What else the folder holds (tokenizer, generation config) comes along unchanged.
-    copyCheckpointExtras(src, tmp, ["config.json"]);
-    renameSync(tmp, dest);
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
+      const fmt = opts.format === "f8e4m3fn" ? "e4m3" : "e5m2";
+      config["quantization_config"] = { quant_method: "fp8", fmt, activation_scheme: "dynamic", weight_block_size: [opts.block, opts.block] };
+      writeFileSync(join(tmp, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
+      // What else the folder holds (tokenizer, generation config) comes along unchanged.
+      copyCheckpointExtras(src, tmp, ["config.json"]);
+    });
   } finally {
     ck.close();
   }

@@ -4,8 +4,7 @@
  * step after step with the weights and the optimizer's moments of the previous step, all in memory;
  * the trained weights are written as an HF checkpoint (the source's other files copied).
  */
-import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { getBackend } from "../../backends";
 import type { BoundWeights } from "../../backends/backend";
 import { Checkpoint } from "../../backends/weights/checkpoint";
@@ -13,7 +12,7 @@ import { writeSafetensors } from "../../backends/weights/safetensors";
 import { LingcError } from "../../ir/errors";
 import { Tensor } from "../../ir/tensor";
 import type { TensorType } from "../../ir/types";
-import { copyCheckpointExtras } from "./checkpoint-files";
+import { copyCheckpointExtras, writeFolderAtomic } from "./checkpoint-files";
 import { bindWeights, compileProgram } from "./compile";
 import { hasGraph, type Source } from "./source";
 
@@ -80,27 +79,21 @@ export async function train(source: Source, batch: Tensor, o: TrainOptions, onSt
  * copied. Written in a temporary folder renamed into place: a failure leaves nothing.
  */
 export function writeTrainedCheckpoint(sourceDir: string, dest: string, trained: ReadonlyMap<string, Tensor>): void {
-  if (existsSync(dest)) throw new LingcError(`${dest} already exists; give a new folder for the trained checkpoint`);
   if (resolve(dest) === resolve(sourceDir)) throw new LingcError(`--out ${dest} is the source checkpoint`);
   const ck = Checkpoint.open(sourceDir);
-  const tmp = join(dirname(resolve(dest)), `.${basename(dest)}.tmp-${process.pid}`);
   try {
-    const tensors: Record<string, Tensor> = {};
-    for (const name of ck.names()) tensors[name] = ck.read(name);
-    for (const [name, t] of trained) {
-      if (name.includes(".*.")) {
-        const per = t.numel / t.shape[0]!;
-        for (let e = 0; e < t.shape[0]!; e++) put(tensors, name.replace(".*.", `.${e}.`), new Tensor(t.dtype, t.shape.slice(1), t.data.slice(e * per, (e + 1) * per)));
-      } else put(tensors, name, t);
-    }
-    rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(tmp, { recursive: true });
-    writeSafetensors(join(tmp, "model.safetensors"), tensors);
-    copyCheckpointExtras(ck.dir, tmp);
-    renameSync(tmp, dest);
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    writeFolderAtomic(dest, "trained checkpoint", (tmp) => {
+      const tensors: Record<string, Tensor> = {};
+      for (const name of ck.names()) tensors[name] = ck.read(name);
+      for (const [name, t] of trained) {
+        if (name.includes(".*.")) {
+          const per = t.numel / t.shape[0]!;
+          for (let e = 0; e < t.shape[0]!; e++) put(tensors, name.replace(".*.", `.${e}.`), new Tensor(t.dtype, t.shape.slice(1), t.data.slice(e * per, (e + 1) * per)));
+        } else put(tensors, name, t);
+      }
+      writeSafetensors(join(tmp, "model.safetensors"), tensors);
+      copyCheckpointExtras(ck.dir, tmp);
+    });
   } finally {
     ck.close();
   }

@@ -5,7 +5,7 @@
  * the module) does not reach are dropped. Parameters and results are never changed, so call sites
  * stay valid. All IR ops are pure, so removing unused ones never changes what a graph computes.
  */
-import { Func, Module, Value } from "../../ir/module";
+import { Func, Module, reachableFunctions, Value } from "../../ir/module";
 import type { Pass } from "./pass";
 
 export function dceFunc(f: Func): void {
@@ -29,16 +29,6 @@ export const dce: Pass = {
     for (const f of m.functions) dceFunc(f);
     const entry = m.entry;
     if (!entry) return;
-    const reached = new Set<string>();
-    const visit = (f: Func) => {
-      if (reached.has(f.name)) return;
-      reached.add(f.name);
-      for (const op of f.body) {
-        const callee = op.opName === "call" ? m.getFunc(op.callee!) : undefined;
-        if (callee) visit(callee);
-      }
-    };
-    visit(entry);
-    m.functions = m.functions.filter((f) => reached.has(f.name));
+    m.functions = reachableFunctions(m, entry);
   },
 };

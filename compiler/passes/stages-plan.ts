@@ -1,6 +1,6 @@
 /**
- * A pipeline plan for a model (issue 12, `lingc plan`): its schedule units (units.ts) timed by the
- * target's rates (cost.ts), cut into stages by the exact min-max partition (partition.ts), next to
+ * A pipeline plan for a model (issue 12, `lingc plan`): its schedule units (stages-units.ts) timed by the
+ * target's rates (stages-cost.ts), cut into stages by the exact min-max partition (stages-partition.ts), next to
  * the uniform layout (transformer layers split evenly, the embedding on the first stage, heads and
  * the MTP layer on the last, as Megatron lays them out by default) and LING2.md 3.2's suggested
  * layout (the last stage holds only the MTP layer and the heads, the first the embedding and one

@@ -2,11 +2,10 @@
  * The schedule units a pipeline cuts between (issue 12): the entry's layer calls, one unit each,
  * and the runs of other ops between them (the embedding before the first call, the head after the
  * last, what lies between two calls: for Ling 2.0 the main head and the MTP layer's embedding), in
- * program order. Each unit's predicted time comes from the op table's FLOPs and bytes (cost.ts);
+ * program order. Each unit's predicted time comes from the op table's FLOPs and bytes (stages-cost.ts);
  * its memory from the weights it reads (and, for inference, the KV cache it returns); each cut
  * from the bytes of the values that cross it.
  */
-import { costAnalysis, AnalysisManager } from "../../ir/analysis";
 import { byteSize } from "../../ir/dtype";
 import type { Func, Module, Op, Value } from "../../ir/module";
 import type { DeviceRates } from "../../ir/target/cuda";
@@ -101,8 +100,6 @@ export function unitGroups(m: Module, f: Func): { name: string; kind: string; op
 export function scheduleUnits(m: Module, given: ReadonlyMap<string, number>, rates: DeviceRates): Unit[] {
   const f = m.entry!;
   const sizes = withDefaultSizes(m, given);
-  // Costs through the analysis (it also checks every call's symbols bind).
-  new AnalysisManager(m).get(costAnalysis(sizes));
   const memo = new Map<Func, { s: number; flops: number }>();
   const groups = unitGroups(m, f);
   const unitOf = new Map<Op, number>();

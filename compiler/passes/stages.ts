@@ -1,6 +1,6 @@
 /**
  * pipeline{stages=N}: cuts the entry into N pipeline stages (issue 12). The entry's schedule units
- * (compiler/plan/units.ts: layer calls and the runs of ops between them) are balanced by the exact
+ * (stages-units.ts: layer calls and the runs of ops between them) are balanced by the exact
  * min-max partition of their predicted times at the H200's rates (`at` sizes, default B=1;S=4096),
  * or cut where `cuts` says (unit indexes where stages 1..N-1 start). Each stage's ops are outlined
  * into a function `@<entry>.stage<k>` (attributes {role = "stage", stage = "k"}) that calls the
@@ -8,8 +8,7 @@
  * one goes through `transfer(v) {from, to}` in the entry. The module computes what it computed.
  */
 import { LingcError } from "../../ir/errors";
-import type { Module, Op, Value } from "../../ir/module";
-import { Op as IrOp, Value as IrValue } from "../../ir/module";
+import { Op, Value, type Module } from "../../ir/module";
 import { outline } from "../../ir/rewrite";
 import { CUDA_SM90A } from "../../ir/target/cuda";
 import { minMaxPartition } from "./stages-partition";
@@ -53,8 +52,8 @@ export function cutIntoStages(m: Module, stages: number, at: ReadonlyMap<string,
       const key = `${from}>${k}:${f.body.indexOf(v.def!)}:${v.def!.results.indexOf(v)}`;
       let t = sent.get(key);
       if (!t) {
-        t = new IrValue(v.type, undefined, "result");
-        const op = new IrOp("transfer", [v], { from, to: k }, [t], "", call.loc);
+        t = new Value(v.type, undefined, "result");
+        const op = new Op("transfer", [v], { from, to: k }, [t], "", call.loc);
         f.body.splice(f.body.indexOf(call), 0, op);
         sent.set(key, t);
       }

@@ -5,8 +5,9 @@
  * by name. Two graphs:
  *   forward  input_ids [B, S] -> logits [B, S, V], mtp_logits (when the model has MTP layers) and
  *            the KV cache present.{i}.key/value [B, nkv, S, d] (so a forward is also a prefill)
- *   decode   input_ids [B, 1] + past.{i}.key/value [B, nkv, P, d] -> logits [B, 1, V] and
- *            present.{i}.key/value [B, nkv, P+1, d]; the new token sits at position P
+ *   decode   input_ids [B, S] + past.{i}.key/value [B, nkv, P, d] -> logits [B, S, V] and
+ *            present.{i}.key/value [B, nkv, P+S, d]; the new tokens sit at positions P..P+S-1 (S = 1
+ *            is a decode step; S > 1 extends the cache by a chunk: chunked prefill)
  *   train    input_ids [B, S] -> loss, loss_main, loss_mtp ([1] each, f32), the objective Ling 2.0
  *            is trained with (LING2.md section 2.7, Megatron's MTP weighting), and
  *            tokens_per_expert.{i} (i64 [E]) of each MoE layer (MTP included); the driver runs the
@@ -183,7 +184,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       return { cos: table(op.cos(angles)).as("cos"), sin: table(op.sin(angles)).as("sin") };
     });
 
-  const inputs: Record<string, ReturnType<typeof tensor>> = { input_ids: tensor("i64", ["B", withCache ? 1 : "S"]) };
+  const inputs: Record<string, ReturnType<typeof tensor>> = { input_ids: tensor("i64", ["B", "S"]) };
   if (withCache) {
     for (let i = 0; i < cfg.numLayers; i++) {
       for (const kv of ["key", "value"]) inputs[`past.${i}.${kv}`] = tensor(dt, ["B", nkv, "P", d]);

@@ -46,10 +46,10 @@ describe("lingc compile --target cuda", () => {
   it("the decode graph grows its KV cache in place: one strided append per cache, no concat of it", () => {
     const src = readFileSync(join(dir, "tiny", "model.cu"), "utf8");
     const decode = src.slice(src.indexOf("decode__"));
-    // Two layer functions (dense, MoE), each appending its key and value: one new row of 2 KV heads x 16.
+    // Two layer functions (dense, MoE), each appending its key and value: S new rows of 2 KV heads x 16.
     const appends = decode.match(/c\.append\([^;]*\);/g) ?? [];
     expect(appends).toHaveLength(4);
-    for (const a of appends) expect(a).toMatch(/^c\.append\(b \+ \d+, b \+ \d+, \(2L\*B\), \(P\), 1L, 16L\);$/);
+    for (const a of appends) expect(a).toMatch(/^c\.append\(b \+ \d+, b \+ \d+, \(2L\*B\), \(P\), \(S\), 16L\);$/);
     expect(decode).not.toMatch(/c\.concat\([^;]*\(P/);
     // The generation table carries each cache's declared capacity (max_position_embeddings).
     expect(src).toMatch(/\{"past\.0\.key", "present\.0\.key", 2, 2048L\}/);

@@ -36,8 +36,8 @@ describe("the WGSL decode graph", () => {
     for (const g of grown) {
       const writers = a.kernels.filter((k) => k.bindings.some((b) => b.write && storage(b.slot) === g.id));
       expect(writers.map((k) => k.fusion)).toEqual(["cache_append"]);
-      // Threads: one per new element, the same for a cache of 10 or 1000 positions.
-      const at = (P: number) => evalTerms(writers[0]!.grid.dim, new Map([["B", 2], ["P", P]]));
+      // Threads: one per new element (a step of S = 1 token), the same for a cache of 10 or 1000 positions.
+      const at = (P: number) => evalTerms(writers[0]!.grid.dim, new Map([["B", 2], ["S", 1], ["P", P]]));
       expect(at(10)).toBe(at(1000));
       expect(at(10)).toBe(2 * 2 * 16); // B x kv heads x head dim
     }

@@ -22,7 +22,12 @@ export function isStaged(m: Module): boolean {
   return stageCalls(m).length > 0;
 }
 
-export function splitStages(m: Module): StageChain {
+/**
+ * The stage modules are named `<graph>.stage<k>` and carry only the `model` attribute; with
+ * `asGraph` each is named like the graph and keeps all of its attributes (a host that runs one
+ * program per stage, whose graphs keep their names and generation roles: the CUDA stage programs).
+ */
+export function splitStages(m: Module, options: { asGraph?: boolean } = {}): StageChain {
   const f = m.entry;
   if (!f) throw new LingcError(`module @${m.name} has no entry function`);
   const calls = stageCalls(m);
@@ -44,8 +49,8 @@ export function splitStages(m: Module): StageChain {
   };
   const stages = calls.map((call, k) => {
     const g = m.getFunc(call.callee!)!;
-    const module = new Module(`${m.name}.stage${k}`);
-    module.attrs = m.attrs["model"] !== undefined ? { model: m.attrs["model"] } : {};
+    const module = new Module(options.asGraph ? m.name : `${m.name}.stage${k}`);
+    module.attrs = options.asGraph ? { ...m.attrs } : m.attrs["model"] !== undefined ? { model: m.attrs["model"] } : {};
     // The stage function is the stage module's entry: a copy under the module's name (its ops and
     // values shared, read only), with the functions it calls.
     const entry = new Func(module.name);

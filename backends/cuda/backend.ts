@@ -17,6 +17,7 @@ import { signatureOf, type Backend, type GraphRunner, type LoadedModel, type Pro
 import type { GenerateResult } from "../generation";
 import { cudaProfile, emitCuda, nvccFlags } from "./emit";
 import { runtimeKindOf } from "./library";
+import { gpuCount, runProgram } from "./launch";
 import { Op } from "../../ir/module";
 import { templateForOp } from "../kernels/gen";
 
@@ -48,15 +49,25 @@ function run(cmd: string, args: string[], cwd: string): Promise<{ code: number; 
   });
 }
 
-/** Builds (or finds) the executable of a program; returns its path. */
-export async function buildProgram(program: Program): Promise<string> {
+/** A built program: its folder and executable, or (a pipeline) one executable per stage. */
+export interface BuiltProgram {
+  dir: string;
+  /** lingc_model, or lingc_stage0..N-1 */
+  executables: string[];
+  stages: number;
+}
+
+/** Builds (or finds) the executable(s) of a program. */
+export async function buildProgram(program: Program): Promise<BuiltProgram> {
   const { files } = emitCuda(program);
+  const models = Object.keys(files).filter((f) => /^model(\.stage\d+)?\.cu$/.test(f)).sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+  const exeOf = (m: string) => (m === "model.cu" ? "lingc_model" : m.replace(/^model\.stage(\d+)\.cu$/, "lingc_stage$1"));
   const hash = createHash("sha256");
   for (const name of Object.keys(files).sort()) hash.update(name).update("\0").update(files[name]!).update("\0");
   const model = program.graphs[0]?.attrs["model"] ?? "program";
   const dir = join(cacheRoot(), "cuda", `${model.replace(/[^A-Za-z0-9_.-]/g, "_")}-${hash.digest("hex").slice(0, 16)}`);
-  const exe = join(dir, "lingc_model");
-  if (existsSync(exe)) return exe;
+  const built = { dir, executables: models.map((m) => join(dir, exeOf(m))), stages: models.length };
+  if (built.executables.every((e) => existsSync(e))) return built;
   const nvcc = spawnSync("nvcc", ["--version"], { encoding: "utf8" });
   if (nvcc.status !== 0) throw new LingcError("the cuda backend needs nvcc (the CUDA toolkit) on the PATH");
   const build = `${dir}.build-${process.pid}`;
@@ -64,31 +75,20 @@ export async function buildProgram(program: Program): Promise<string> {
   for (const [name, text] of Object.entries(files)) writeFileSync(join(build, name), text);
   const blas = cublasFlags();
   const flags = [...nvccFlags(cudaProfile(program)).split(" "), ...blas.compile];
-  const steps = await Promise.all(["model.cu", "lingc_runtime.cu"].map((f) => run("nvcc", [...flags, "-c", "-o", `${f}.o`, f], build)));
-  const link = steps.every((x) => x.code === 0) ? await run("nvcc", [...flags, "-o", "lingc_model", "model.cu.o", "lingc_runtime.cu.o", ...blas.link], build) : undefined;
-  const failed = [...steps, ...(link ? [link] : [])].find((x) => x.code !== 0);
+  const steps = await Promise.all([...models, "lingc_runtime.cu"].map((f) => run("nvcc", [...flags, "-c", "-o", `${f}.o`, f], build)));
+  const links = steps.every((x) => x.code === 0) ? await Promise.all(models.map((m) => run("nvcc", [...flags, "-o", exeOf(m), `${m}.o`, "lingc_runtime.cu.o", ...blas.link, "-ldl"], build))) : [];
+  const failed = [...steps, ...links].find((x) => x.code !== 0);
   if (failed) {
     const tail = failed.out.trim().split("\n").slice(-12).join("\n");
     throw new LingcError(`building the CUDA program failed (nvcc in ${build}):\n${tail}`);
   }
   rmSync(dir, { recursive: true, force: true });
   renameSync(build, dir);
-  return exe;
-}
-
-function runProgram(exe: string, args: string[]): string {
-  const r = spawnSync(exe, args, { encoding: "utf8", maxBuffer: 1 << 30 });
-  if (r.status === 3) throw new LingcError("the cuda backend needs an NVIDIA GPU, and this machine has none (no CUDA device)");
-  if (r.status !== 0) {
-    const msg = (r.stderr ?? "").trim().split("\n").filter((l) => l.startsWith("lingc_model: error:")).pop() ?? `${r.stderr ?? ""}`.trim().slice(-500);
-    throw new LingcError(msg.replace(/^lingc_model: error: /, "") || `the CUDA program failed (exit ${r.status ?? r.signal})`);
-  }
-  if (r.stderr) process.stderr.write(r.stderr);
-  return r.stdout;
+  return built;
 }
 
 /** The outputs of a graph: their names, and for a scaled fp8 one its type (its scales come as `<name>.scale`). */
-function runner(exe: string, weights: string | undefined, graph: string, outputs: ReadonlyMap<string, TensorType>, profile: boolean): GraphRunner {
+function runner(built: BuiltProgram, weights: string | undefined, graph: string, outputs: ReadonlyMap<string, TensorType>, profile: boolean): GraphRunner {
   return {
     async run(inputs, observe) {
       const dir = mkdtempSync(join(tmpdir(), "lingc-cuda-"));
@@ -99,7 +99,7 @@ function runner(exe: string, weights: string | undefined, graph: string, outputs
         const args = ["run", ...(weights ? ["--checkpoint", weights] : []), "--graph", graph, "--input", inFile, "--out", outFile];
         if (observe) args.push("--observe");
         if (profile) args.push("--profile");
-        runProgram(exe, args);
+        await runProgram(built, args);
         const all = readAllSafetensors(outFile);
         const result: Record<string, Tensor> = {};
         for (const [k, v] of Object.entries(all)) {
@@ -128,11 +128,11 @@ export const cudaBackend: Backend = {
     if (!hasCudaGpu()) {
       throw new LingcError("the cuda backend runs on an NVIDIA GPU and this machine has none (nvidia-smi lists no GPU); 'lingc compile --target cuda' still emits the sources");
     }
-    const exe = await buildProgram(program);
+    const built = await buildProgram(program);
     const profile = options.profileKernels ?? process.env["LINGC_PROFILE"] === "1";
     const checkpointDir = weights.checkpoint?.path;
     return {
-      graphs: Object.fromEntries(program.graphs.map((m) => [m.name, runner(exe, checkpointDir, m.name, new Map(m.entry!.results.map((r) => [r.name!, r.value.type])), profile)])),
+      graphs: Object.fromEntries(program.graphs.map((m) => [m.name, runner(built, checkpointDir, m.name, new Map(m.entry!.results.map((r) => [r.name!, r.value.type])), profile)])),
       signatures: Object.fromEntries(program.graphs.map((m) => [m.name, signatureOf(m)])),
       async generate(prompts: number[][], maxNew: number): Promise<GenerateResult> {
         const dir = mkdtempSync(join(tmpdir(), "lingc-cuda-"));
@@ -140,7 +140,7 @@ export const cudaBackend: Backend = {
           const logitsFile = join(dir, "logits.safetensors");
           const args = ["generate", ...(checkpointDir ? ["--checkpoint", checkpointDir] : []), "--prompt", prompts.map((p) => p.join(",")).join(";"), "--max-new-tokens", String(maxNew), "--logits-out", logitsFile];
           if (profile) args.push("--profile");
-          const out = runProgram(exe, args);
+          const out = await runProgram(built, args);
           const tokens = out.trim().split("\n").map((l) => (l.trim() ? l.trim().split(/\s+/).map(Number) : []));
           const stepLogits: Float32Array[][] = prompts.map(() => []);
           if (maxNew > 0 && existsSync(logitsFile)) {
@@ -162,7 +162,5 @@ export const cudaBackend: Backend = {
 
 /** Whether this machine can run CUDA programs (an NVIDIA GPU with its driver). */
 export function hasCudaGpu(): boolean {
-  const r = spawnSync("nvidia-smi", ["-L"], { encoding: "utf8" });
-  return r.status === 0 && /GPU \d+:/.test(r.stdout ?? "");
+  return gpuCount() > 0;
 }
-

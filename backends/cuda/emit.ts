@@ -19,6 +19,7 @@ import { LingcError, formatPos } from "../../ir/errors";
 import { cachePairs, generationRole } from "../../ir/generation";
 import type { Module, Value } from "../../ir/module";
 import { attrsOf, OPS } from "../../ir/ops";
+import { isStaged, splitStages } from "../../ir/stages";
 import { weightBytesPerToken } from "../../ir/params";
 import type { CudaProfile } from "../../ir/target";
 import { parseTile, type TileShape } from "../../ir/target/cuda";
@@ -48,7 +49,7 @@ function runtimeDir(): string {
 }
 
 /** The runtime: lingc_runtime.cu includes the .cuh parts (one translation unit). */
-const RUNTIME_PARTS = ["lingc_device.cuh", "lingc_experts.cuh", "lingc_attention.cuh", "lingc_misc.cuh", "lingc_selftest.cuh"];
+const RUNTIME_PARTS = ["lingc_nccl.h", "lingc_device.cuh", "lingc_experts.cuh", "lingc_attention.cuh", "lingc_misc.cuh", "lingc_selftest.cuh", "lingc_pipeline.cuh"];
 export const RUNTIME_FILES = ["lingc_blas.h", "lingc_runtime.h", "lingc_runtime.cu", ...RUNTIME_PARTS];
 
 /** Storage on the GPU: bf16 stays bf16 (half the bytes), e4m3 one byte, f16 is widened to f32, ints are i32. */
@@ -299,8 +300,15 @@ function graphTable(m: Module, entry: FrameSchedule, cname: string): string {
   const G = cppIdent(m.name);
   const e = m.entry!;
   const binds: string[] = [];
+  // Each symbol is read off the first input that has it, the generation's inputs (tokens, then the
+  // caches) first: generation and bench size a graph from those alone, even a pipeline stage's whose
+  // other inputs arrive from the stage before.
+  const role = generationRole(m);
+  const cacheInputs = new Set(role ? cachePairs(role.cache, e.params.map((p) => p.name!)).map((c) => c.input) : []);
+  const rank = (name: string) => (name === role?.tokens ? 0 : cacheInputs.has(name) ? 1 : 2);
+  const params = [...e.params].sort((a, b) => rank(a.name!) - rank(b.name!));
   entry.symbols.forEach((sym, i) => {
-    for (const p of e.params) {
+    for (const p of params) {
       const axis = p.type.shape.findIndex((d) => d.symbol === sym);
       if (axis >= 0) {
         binds.push(`{${i}, ${cppString(p.name!)}, ${axis}}`);
@@ -376,11 +384,66 @@ export function emitCuda(program: Program): CudaSources {
   if (!program.graphs.length) throw new LingcError("the CUDA emitter got a program with no graphs");
   const names = program.graphs.map((m) => m.name);
   if (new Set(names).size !== names.length) throw new LingcError(`the program has two graphs of the same name (${names.join(", ")})`);
+  const rt = runtimeDir();
+  const runtime = Object.fromEntries(RUNTIME_FILES.map((f) => [f, readFileSync(join(rt, f), "utf8")]));
+  const staged = program.graphs.filter(isStaged);
+  if (!staged.length) return { files: { "model.cu": modelSource(program.graphs, profile, { index: 0, count: 1, chain: "" }), Makefile: makefile(profile, ["model"]), ...runtime } };
+  // One program per stage (rank): each graph's stage k, named like the graph; the chain says where
+  // each stage's inputs come from (ir/stages.ts) and is the same text in every stage program.
+  if (staged.length !== program.graphs.length) throw new LingcError(`graphs ${names.join(", ")}: either all or none are cut into stages`);
+  const chains = program.graphs.map((m) => splitStages(m, { asGraph: true }));
+  const count = chains[0]!.stages.length;
+  const odd = chains.find((c) => c.stages.length !== count);
+  if (odd) throw new LingcError(`the graphs are cut into different numbers of stages (${chains.map((c, i) => `${names[i]}: ${c.stages.length}`).join(", ")})`);
+  const chain = JSON.stringify({
+    vocab: Number(program.graphs[0]!.attrs["vocab"] ?? 0),
+    graphs: Object.fromEntries(
+      chains.map((c, i) => [
+        names[i],
+        {
+          stages: c.stages.map((st) => st.inputs.map((src, j) => ({ name: st.module.entry!.params[j]!.name!, ...src }))),
+          outputs: c.outputs,
+        },
+      ]),
+    ),
+  });
+  const files: Record<string, string> = { ...runtime };
+  const models: string[] = [];
+  for (let k = 0; k < count; k++) {
+    files[`model.stage${k}.cu`] = modelSource(
+      chains.map((c) => c.stages[k]!.module),
+      profile,
+      { index: k, count, chain },
+    );
+    models.push(`model.stage${k}`);
+  }
+  files["Makefile"] = makefile(profile, models);
+  files["launch.sh"] = LAUNCHER;
+  return { files };
+}
+
+/** What a staged folder's processes are started through: each rank runs its stage's program. */
+const LAUNCHER = `#!/bin/sh
+# Runs this rank's stage program (RANK from the launcher: torchrun, mpirun or srun set it), e.g.
+#   torchrun --nproc-per-node N --no-python ./launch.sh run --checkpoint DIR --graph forward --input IN --out OUT
+# Each rank takes the GPU LOCAL_RANK; rank 0 hands out NCCL's id at MASTER_ADDR:MASTER_PORT (the
+# next port under torchrun's agent store). Graph inputs are read by each rank that needs them; the
+# last rank writes the outputs. With mpirun or srun, set RANK, WORLD_SIZE and LOCAL_RANK from theirs.
+RANK=\${RANK:-\${OMPI_COMM_WORLD_RANK:-\$SLURM_PROCID}}
+WORLD_SIZE=\${WORLD_SIZE:-\${OMPI_COMM_WORLD_SIZE:-\$SLURM_NTASKS}}
+LOCAL_RANK=\${LOCAL_RANK:-\${OMPI_COMM_WORLD_LOCAL_RANK:-\$SLURM_LOCALID}}
+export RANK WORLD_SIZE LOCAL_RANK
+exec "\$(dirname "\$0")/lingc_stage\${RANK:?RANK is not set}" "\$@"
+`;
+
+/** One program's model.cu: the graphs' tables, the generation declaration and its place in a pipeline. */
+function modelSource(graphModules: readonly Module[], profile: CudaProfile, stage: { index: number; count: number; chain: string }): string {
+  const names = graphModules.map((m) => m.name);
   const library = new Library();
   const decls: string[] = [];
   const funcs: string[] = [];
   const graphs: string[] = [];
-  for (const m of program.graphs) {
+  for (const m of graphModules) {
     refuseUnsupportedFp8(m);
     const { frames, funcNames, emitters } = emitGraph(m, library, profile);
     // Function definitions refer to their callees' FUNC_ objects: all are declared first.
@@ -388,29 +451,28 @@ export function emitCuda(program: Program): CudaSources {
     for (const e of emitters) funcs.push(e.tables());
     graphs.push(graphTable(m, frames[frames.length - 1]!, funcNames.get(m.entry!.name)!));
   }
-  const model = program.graphs[0]!.attrs["model"] ?? program.graphs[0]!.name;
-  const decode = program.graphs.find((m) => generationRole(m)?.role === "decode");
+  const model = graphModules[0]!.attrs["model"] ?? graphModules[0]!.name;
+  const decode = graphModules.find((m) => generationRole(m)?.role === "decode");
   const decodeWeightBytes = decode ? weightBytesPerToken(decode) : 0;
   const header = [
-    `// Generated by lingc for ${model}: the kernel plans of the graphs ${names.join(", ")}.`,
-    `// Build: make (nvcc -arch=${profile.arch}). Run: ./lingc_model --help`,
+    `// Generated by lingc for ${model}: the kernel plans of the graphs ${names.join(", ")}${stage.count > 1 ? ` (pipeline stage ${stage.index} of ${stage.count})` : ""}.`,
+    `// Build: make (nvcc -arch=${profile.arch}). Run: ./${stage.count > 1 ? `lingc_stage${stage.index}` : "lingc_model"} --help`,
     `#include "lingc_runtime.h"`,
     ``,
     `extern const char* const MODEL_NAME = ${cppString(model)};`,
     `extern const double DECODE_WEIGHT_BYTES = ${decodeWeightBytes};`,
+    `extern const int STAGE_INDEX = ${stage.index};`,
+    `extern const int STAGE_COUNT = ${stage.count};`,
+    `extern const char* const STAGE_CHAIN = ${cppString(stage.chain)};`,
     ``,
   ];
   const tables = [
     ...graphs,
-    `extern const int NGRAPHS = ${program.graphs.length};`,
-    `extern const lingc::GraphDef* const GRAPHS[] = {${program.graphs.map((m) => `&GRAPH_${cppIdent(m.name)}`).join(", ")}};`,
-    generationTable(program.graphs),
+    `extern const int NGRAPHS = ${graphModules.length};`,
+    `extern const lingc::GraphDef* const GRAPHS[] = {${graphModules.map((m) => `&GRAPH_${cppIdent(m.name)}`).join(", ")}};`,
+    generationTable(graphModules),
   ];
-  const text = [...header, ...library.sources, ...decls, ...funcs, ...tables].join("\n") + "\n";
-  const rt = runtimeDir();
-  const files: Record<string, string> = { "model.cu": text, Makefile: makefile(profile) };
-  for (const f of RUNTIME_FILES) files[f] = readFileSync(join(rt, f), "utf8");
-  return { files };
+  return [...header, ...library.sources, ...decls, ...funcs, ...tables].join("\n") + "\n";
 }
 
 export function nvccFlags(profile: CudaProfile): string {
@@ -422,7 +484,9 @@ export function nvccStrictFlags(profile: CudaProfile): string {
   return `${nvccFlags(profile)} -Werror all-warnings`;
 }
 
-function makefile(profile: CudaProfile): string {
+/** The Makefile: the runtime built once, and a program per model source (one, or one per stage). */
+function makefile(profile: CudaProfile, models: readonly string[]): string {
+  const exe = (m: string) => (m === "model" ? "lingc_model" : m.replace(/^model\.stage/, "lingc_stage"));
   return `# Builds the lingc model runner with nvcc and nothing else.
 NVCC ?= nvcc
 NVCCFLAGS ?= ${nvccFlags(profile)}
@@ -431,21 +495,23 @@ CUBLAS_HOME ?= $(shell python3 -c "import nvidia.cublas, os; print(os.path.dirna
 CUBLASLT ?= $(firstword $(wildcard $(CUBLAS_HOME)/lib/libcublasLt.so) $(wildcard $(CUBLAS_HOME)/lib/libcublasLt.so.*))
 ifneq ($(CUBLASLT),)
   NVCCFLAGS += -I$(CUBLAS_HOME)/include
-  LIBS = $(CUBLASLT) -Xlinker -rpath=$(CUBLAS_HOME)/lib
+  LIBS = $(CUBLASLT) -Xlinker -rpath=$(CUBLAS_HOME)/lib -ldl
 else
-  LIBS = -lcublasLt
+  LIBS = -lcublasLt -ldl
 endif
 
-lingc_model: model.o lingc_runtime.o
+all: ${models.map(exe).join(" ")}
+${models.map((m) => `
+${exe(m)}: ${m}.o lingc_runtime.o
 \t$(NVCC) $(NVCCFLAGS) -o $@ $^ $(LIBS)
 
-model.o: model.cu lingc_runtime.h lingc_blas.h
-\t$(NVCC) $(NVCCFLAGS) -c -o $@ model.cu
-
+${m}.o: ${m}.cu lingc_runtime.h lingc_blas.h
+\t$(NVCC) $(NVCCFLAGS) -c -o $@ ${m}.cu
+`).join("")}
 lingc_runtime.o: lingc_runtime.cu lingc_runtime.h lingc_blas.h ${RUNTIME_PARTS.join(" ")}
 \t$(NVCC) $(NVCCFLAGS) -c -o $@ lingc_runtime.cu
 
 clean:
-\trm -f lingc_model *.o
+\trm -f ${models.map(exe).join(" ")} *.o
 `;
 }

@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|compare|train|trainmem|stages|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|compare|train|trainmem|stages|pipebench|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -126,18 +126,68 @@ trainmem)
   done
   ;;
 stages)
-  # ling-tiny cut into pipeline stages (the pipeline pass after the CUDA pipeline; one program, the
-  # stages' functions called in turn on one GPU): run against the golden logits, generate's greedy ids,
-  # then memcheck on the 3-stage forward.
-  for n in 2 3; do
-    echo "== run --stages $n"
-    $L run $G --backend cuda --stages $n --input $G/golden.safetensors --out "$OUT/stages-$n.safetensors" && python3 bench/cuda/check_golden.py "$OUT/stages-$n.safetensors" $G/golden.safetensors | tail -1
-  done
+  # Pipeline stages as processes, one per GPU, activations over NCCL (the nvidia-h200-x2 machine):
+  # ling-tiny 1 vs 2 stages (bitwise, and the golden logits), generate --stages 2 (greedy ids), memcheck
+  # on both stage programs (API errors not reported: NCCL's setup probes kernels this GPU has no image
+  # for, by design); a Ling-mini-2.0-shaped bf16 model (random weights) 1 stage vs 2 stages
+  # started by torchrun through launch.sh (bitwise). NVLink multicast stays off, as the machine requires.
+  export NCCL_NVLS_ENABLE=0
+  nvidia-smi -L
+  $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/st1.safetensors" || exit 1
+  echo "== run --stages 2"
+  $L run $G --backend cuda --stages 2 --input $G/golden.safetensors --out "$OUT/st2.safetensors" && python3 bench/cuda/check_golden.py "$OUT/st2.safetensors" $G/golden.safetensors | tail -1
+  python3 bench/cuda/same_outputs.py "$OUT/st1.safetensors" "$OUT/st2.safetensors"
   echo "== generate --stages 2"
   GOT=$($L generate $G --backend cuda --stages 2 --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
   [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL: $GOT"
-  EXE=$(ls -td /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
-  compute-sanitizer --tool memcheck --error-exitcode 9 $EXE run --checkpoint $G --graph forward --input $G/golden.safetensors --out /tmp/st.safetensors > "$OUT/san-stages.txt" 2>&1; echo "memcheck exit $?"; tail -1 "$OUT/san-stages.txt"
+  echo "== chunked prefill: a forward of 5 tokens, then the decode graph over the other 7 (1 stage, then 2 stages)"
+  python3 bench/cuda/check_chunked.py first $G/golden.safetensors 5 /tmp/c1.safetensors
+  for n in 1 2; do
+    $L run $G --backend cuda --stages $n --input /tmp/c1.safetensors --out /tmp/c1o.safetensors >/dev/null && python3 bench/cuda/check_chunked.py rest $G/golden.safetensors 5 /tmp/c1o.safetensors /tmp/c2.safetensors
+    $L run $G --backend cuda --stages $n --graph decode --input /tmp/c2.safetensors --out /tmp/c2o.safetensors >/dev/null && python3 bench/cuda/check_chunked.py compare $G/golden.safetensors 5 /tmp/c2o.safetensors
+  done
+  echo "== memcheck, both stages of the forward"
+  D=$(dirname "$(ls -td /tmp/lingc-cache/cuda/ling-tiny-*/lingc_stage1 | head -1)")
+  for k in 0 1; do
+    RANK=$k LOCAL_RANK=$k WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29611 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 $D/lingc_stage$k run --checkpoint $G --graph forward --input $G/golden.safetensors --out /tmp/san-st.safetensors > "$OUT/san-stage$k.txt" 2>&1 &
+  done
+  wait; for k in 0 1; do echo "stage $k: $(tail -1 "$OUT/san-stage$k.txt")"; done
+  echo "== Ling-mini-2.0-shaped, bf16, random weights: 1 stage vs 2 stages (torchrun)"
+  MINI=bench/cuda/ling-mini-2.0-no-mtp
+  ($L compile $MINI --target cuda --out /tmp/m1 >/dev/null && make -C /tmp/m1 -j16 >/dev/null) &
+  ($L compile $MINI --target cuda --stages 2 --out /tmp/m2 >/dev/null && make -C /tmp/m2 -j16 >/dev/null) &
+  wait
+  python3 -c "
+import numpy as np; from safetensors.numpy import save_file
+save_file({'input_ids': np.random.default_rng(5).integers(0, 157184, size=(1, 1024)).astype(np.int64)}, '/tmp/ids.safetensors')"
+  /tmp/m1/lingc_model run --random-weights --graph forward --input /tmp/ids.safetensors --out /tmp/m1.safetensors || exit 1
+  (cd /tmp/m2 && torchrun --nproc-per-node 2 --no-python ./launch.sh run --random-weights --graph forward --input /tmp/ids.safetensors --out /tmp/m2.safetensors) > "$OUT/torchrun.txt" 2>&1; echo "torchrun exit $?"; tail -3 "$OUT/torchrun.txt"
+  python3 bench/cuda/same_outputs.py /tmp/m1.safetensors /tmp/m2.safetensors
+  ;;
+chunkprofile)
+  # Where a chunk of prefill spends its time: Ling-mini-shaped, 1 stage, 1x8192 whole and in 8 chunks, --profile.
+  MINI=bench/cuda/ling-mini-2.0-no-mtp
+  $L compile $MINI --target cuda --out /tmp/m1 >/dev/null && make -C /tmp/m1 -j16 >/dev/null || exit 1
+  /tmp/m1/lingc_model bench --random-weights --prefill 1x8192 --chunks 8 --decode 1x16 --repeats 3 --profile 2> "$OUT/chunk-profile.txt"
+  ;;
+pipebench)
+  # The 2-stage pipeline's speed (nvidia-h200-x2): Ling-mini-2.0-shaped bf16, prefill 1x8192 whole and
+  # in 8 chunks in flight, decode; the 1-stage program on one GPU beside it; then a Ling-flash-2.0-shaped
+  # bf16 model (random weights generated on the GPUs, about 206 GB) across the two GPUs.
+  export NCCL_NVLS_ENABLE=0
+  MINI=bench/cuda/ling-mini-2.0-no-mtp
+  ($L compile $MINI --target cuda --stages 2 --out /tmp/m2 >/dev/null && make -C /tmp/m2 -j16 >/dev/null) &
+  ($L compile $MINI --target cuda --out /tmp/m1 >/dev/null && make -C /tmp/m1 -j16 >/dev/null) &
+  wait
+  ($L compile ling-flash-2.0 --target cuda --stages 2 --out /tmp/f2 >/dev/null && make -C /tmp/f2 -j16 >/dev/null) &
+  echo "== Ling-mini-shaped, 1 stage (one GPU)"
+  /tmp/m1/lingc_model bench --random-weights --prefill 1x8192 --chunks 8 --decode 1x2048,8x2048 --repeats 5 | tee "$OUT/mini-1stage.json"
+  echo "== Ling-mini-shaped, 2 stages"
+  (cd /tmp/m2 && torchrun --nproc-per-node 2 --no-python ./launch.sh bench --random-weights --prefill 1x8192 --chunks 8 --decode 1x2048,8x2048 --repeats 5) 2>&1 | tee "$OUT/mini-2stage.json"
+  wait
+  echo "== Ling-flash-2.0-shaped, 2 stages"
+  (cd /tmp/f2 && torchrun --nproc-per-node 2 --no-python ./launch.sh bench --random-weights --prefill 1x4096 --chunks 8 --decode 1x4096,8x4096 --repeats 3) 2>&1 | tee "$OUT/flash-2stage.json"
+  nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv
   ;;
 fp8)
   # FP8 on CUDA against tests/data/golden/ling-small-fp8 (bench/cuda/fp8_check.py): weight-only from the FP8

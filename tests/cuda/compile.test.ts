@@ -4,7 +4,7 @@
  * stand in for the headers, and nothing is linked).
  */
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { nvccStrictFlags } from "../../backends/cuda/emit";
@@ -36,12 +36,43 @@ describe("lingc compile --target cuda", () => {
       "lingc_device.cuh",
       "lingc_experts.cuh",
       "lingc_misc.cuh",
+      "lingc_nccl.h",
+      "lingc_pipeline.cuh",
       "lingc_runtime.cu",
       "lingc_runtime.h",
       "lingc_selftest.cuh",
       "model.cu",
     ]);
   });
+
+  it("--stages 2 writes a program per stage, the chain that links them and a launcher; the stage sources compile", async () => {
+    const r = await cli("compile", "ling-tiny", "--target", "cuda", "--stages", "2", "--out", join(dir, "st2"));
+    expect(r.code, r.stderr).toBe(0);
+    const files = readdirSync(join(dir, "st2"));
+    expect(files.filter((f) => f.startsWith("model"))).toEqual(["model.stage0.cu", "model.stage1.cu"]);
+    expect(statSync(join(dir, "st2", "launch.sh")).mode & 0o111).not.toBe(0);
+    expect(readFileSync(join(dir, "st2", "Makefile"), "utf8")).toMatch(/^lingc_stage1: model\.stage1\.o lingc_runtime\.o$/m);
+    const src = (k: number) => readFileSync(join(dir, "st2", `model.stage${k}.cu`), "utf8");
+    expect(src(1)).toMatch(/STAGE_INDEX = 1;/);
+    expect(src(1)).toMatch(/STAGE_COUNT = 2;/);
+    // The chain (the same in both): stage 1's forward reads a hidden state stage 0 made, stage 0 the tokens.
+    const chain = (k: number) => JSON.parse(JSON.parse(/STAGE_CHAIN = ("(?:[^"\\]|\\.)*");/.exec(src(k))![1]!));
+    expect(chain(0)).toEqual(chain(1));
+    const fwd = chain(1).graphs.forward;
+    expect(fwd.stages[0]).toEqual([{ name: "input_ids", input: "input_ids" }]);
+    expect(fwd.stages[1].some((i: { stage?: number; result?: string }) => i.stage === 0 && /^hidden\.\d+$/.test(i.result ?? ""))).toBe(true);
+    expect(fwd.outputs.find((o: { name: string }) => o.name === "logits").stage).toBe(1);
+    // Each stage program declares only its own layers' caches for generation.
+    const caches = (k: number) => [...src(k).matchAll(/\{"past\.(\d+)\.key", "present\.\d+\.key"/g)].map((m) => Number(m[1]));
+    expect([...caches(0), ...caches(1)].sort()).toEqual([0, 1, 2]);
+    expect(caches(0).length).toBeGreaterThan(0);
+    expect(caches(1).length).toBeGreaterThan(0);
+    const results = await Promise.all([nvcc(join(dir, "st2"), "model.stage0.cu"), nvcc(join(dir, "st2"), "model.stage1.cu")]);
+    for (const res of results) {
+      expect(res.code, res.out).toBe(0);
+      expect(res.out.trim(), "nvcc printed warnings").toBe("");
+    }
+  }, 300_000);
 
   it("the decode graph grows its KV cache in place: one strided append per cache, no concat of it", () => {
     const src = readFileSync(join(dir, "tiny", "model.cu"), "utf8");

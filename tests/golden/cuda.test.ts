@@ -45,7 +45,7 @@ describe.skipIf(!gpu)("CUDA backend vs upstream golden (ling-tiny, fp32)", () =>
   });
 
   it("the bf16 attention and expert kernels match their references (lingc_model selftest)", async () => {
-    const exe = await buildProgram((await compileProgram({ source: await openSource(GOLDEN_DIR), target: "cuda" })).program);
+    const exe = (await buildProgram((await compileProgram({ source: await openSource(GOLDEN_DIR), target: "cuda" })).program)).executables[0]!;
     const r = spawnSync(exe, ["selftest"], { encoding: "utf8" });
     const lines = r.stdout.split("\n").filter((l) => l.startsWith("selftest"));
     expect(lines.length).toBeGreaterThanOrEqual(13);

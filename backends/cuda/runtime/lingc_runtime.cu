@@ -2,7 +2,8 @@
 // headers and index files); safetensors files; the hand-written kernels behind Ctx's routines, one
 // file per job (lingc_device.cuh: helpers, lingc_experts.cuh, lingc_attention.cuh, lingc_misc.cuh);
 // the Runtime (device, cuBLASLt, weights, graphs); Ctx's routines; the selftest command
-// (lingc_selftest.cuh); generate and bench; the command line.
+// (lingc_selftest.cuh); generate and bench; pipeline stages across processes (lingc_pipeline.cuh);
+// the command line.
 #include "lingc_runtime.h"
 
 #include <algorithm>
@@ -13,9 +14,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <cerrno>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "lingc_nccl.h"
 
 namespace lingc {
 
@@ -1557,6 +1563,7 @@ static DevTensor random_tensor(Runtime& rt, int dt, std::vector<long> shape, uns
   t.shape = shape;
   const long n = t.numel();
   CK(cudaMalloc(&t.ptr, std::max<size_t>((size_t)n * dtype_bytes(dt), 16)));
+  if (n == 0) return t;
   if (dt == DT_BF16) init_random<<<grid((n + 255) / 256), 256, 0, rt.stream>>>((__nv_bfloat16*)t.ptr, n, seed, 1.f, 0.f);
   else init_random<<<grid((n + 255) / 256), 256, 0, rt.stream>>>((float*)t.ptr, n, seed, 1.f, 0.f);
   CK(cudaGetLastError());
@@ -1565,9 +1572,10 @@ static DevTensor random_tensor(Runtime& rt, int dt, std::vector<long> shape, uns
 
 /**
  * The symbols of a graph with its tokens input at batch B (and, for prefill, length S) and its cache
- * inputs at length P: each entry symbol is read off those inputs' axes.
+ * inputs at length P: each entry symbol is read off those inputs' axes. Not strict: a symbol read off
+ * another input (a pipeline stage's activations) is left at 1 (for sizing the caches alone).
  */
-static std::vector<long> bench_symbols(Runtime& rt, const Plan& p, const char* tokens, long B, long S, long P) {
+static std::vector<long> bench_symbols(Runtime& rt, const Plan& p, const char* tokens, long B, long S, long P, bool strict = true) {
   std::vector<long> entry(p.frames[0].f->nsyms + 1, 0);
   const GenerationDef& gen = GENERATION;
   for (int i = 0; i < p.g->nbinds; ++i) {
@@ -1576,6 +1584,7 @@ static std::vector<long> bench_symbols(Runtime& rt, const Plan& p, const char* t
     if (!std::strcmp(b.input, tokens)) v = b.axis == 0 ? B : S;
     for (int c = 0; c < gen.ncache; ++c)
       if (!std::strcmp(b.input, gen.cache[c].input)) v = b.axis == 0 ? B : b.axis == gen.cache[c].axis ? P : -1;
+    if (v < 0 && !strict) v = 1;
     if (v < 0) fail("bench: cannot size symbol %d of graph %s (axis %d of input %s)", b.sym, p.g->name, b.axis, b.input);
     entry[b.sym] = v;
   }
@@ -1585,8 +1594,14 @@ static std::vector<long> bench_symbols(Runtime& rt, const Plan& p, const char* t
   return sym;
 }
 
-/** bench: prefill B x S and decode B with a P-token cache, median of repeats; plus this GPU's copy bandwidth and bf16 GEMM rate. */
-static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill, const std::vector<std::pair<long, long>>& decode, int repeats) {
+#include "lingc_pipeline.cuh"
+
+/**
+ * bench: prefill B x S (whole, and with chunks > 1 also in that many chunks of the sequence through
+ * the decode graph, one after another) and decode B with a P-token cache, median of repeats; plus
+ * this GPU's copy bandwidth and bf16 GEMM rate.
+ */
+static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill, int chunks, const std::vector<std::pair<long, long>>& decode, int repeats) {
   const GenerationDef& gen = generation();
   const std::string prefill_graph = GRAPHS[gen.prefill]->name, decode_graph = GRAPHS[gen.decode]->name;
   const long vocab = vocab_size(rt);
@@ -1625,11 +1640,39 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
     once();
     rt.timings.clear();
     const double ms = time_ms(rt, repeats, once);
-    std::printf("%s\n    {\"batch\": %ld, \"seq\": %ld, \"ms\": %.3f, \"tokens_per_s\": %.1f}", i ? "," : "", B, S, ms, B * S / (ms * 1e-3));
+    std::printf("%s\n    {\"batch\": %ld, \"seq\": %ld, \"ms\": %.3f, \"tokens_per_s\": %.1f", i ? "," : "", B, S, ms, B * S / (ms * 1e-3));
     if (rt.profile) {
       std::fprintf(stderr, "prefill %ldx%ld, %d run(s): ", B, S, repeats);
       rt.print_timings();
     }
+    if (chunks > 1) {
+      if (S % chunks) fail("bench: --chunks %d does not divide the prefill length %ld", chunks, S);
+      const long L = S / chunks;
+      auto chunked = [&] {
+        std::map<std::string, DevTensor> cache = random_caches(rt, B, L, 0, S);
+        for (long c = 0; c < chunks; ++c) {
+          std::vector<int> part;
+          for (long b = 0; b < B; ++b) part.insert(part.end(), ids.begin() + b * S + c * L, ids.begin() + b * S + (c + 1) * L);
+          std::map<std::string, DevTensor> in = cache;
+          DevTensor tc = upload_ids(rt, part, B, L);
+          in[gen.decode_tokens] = tc;
+          auto r = rt.run(decode_graph, in, false);
+          rt.free_tensor(tc);
+          caches_advance(rt, gen, cache, r);
+          for (auto& kv : r) rt.free_tensor(kv.second);
+        }
+        for (auto& kv : cache) rt.free_tensor(kv.second);
+      };
+      chunked();
+      rt.timings.clear();
+      const double cms = time_ms(rt, repeats, chunked);
+      std::printf(", \"chunks\": %d, \"chunked_ms\": %.3f", chunks, cms);
+      if (rt.profile) {
+        std::fprintf(stderr, "prefill %ldx%ld in %d chunks, %d run(s): ", B, S, chunks, repeats);
+        rt.print_timings();
+      }
+    }
+    std::printf("}");
     rt.free_tensor(t);
   }
   std::printf("\n  ],\n  \"decode\": [");
@@ -1775,14 +1818,56 @@ static void trainbench(Runtime& rt, const std::string& graph, long B, long S, in
   rt.free_tensor(t);
 }
 
+/** A run's inputs from a safetensors file: the tensors `wanted` names (others in the file are not read). */
+static std::map<std::string, DevTensor> read_inputs(const std::string& path, const std::function<bool(const std::string&)>& wanted) {
+  StFile in;
+  in.open(path);
+  std::map<std::string, DevTensor> inputs;
+  for (auto& kv : in.entries) {
+    if (!wanted(kv.first)) continue;
+    const StEntry& e = kv.second;
+    std::vector<char> host(e.end - e.begin);
+    in.read(e, host.data());
+    DevTensor t;
+    t.shape = e.shape;
+    const long n = t.numel();
+    std::vector<char> dev;
+    if (e.dtype == "I64") {
+      t.dtype = DT_I32;
+      dev.resize(n * 4);
+      for (long i = 0; i < n; ++i) ((int*)dev.data())[i] = (int)((const long long*)host.data())[i];
+    } else if (e.dtype == "I32" || e.dtype == "F32") {
+      t.dtype = e.dtype == "I32" ? DT_I32 : DT_F32;
+      dev = host;
+    } else if (e.dtype == "BF16") {
+      t.dtype = DT_BF16;
+      dev = host;
+    } else fail("%s: tensor \"%s\" has dtype %s, which the runner does not read", path.c_str(), kv.first.c_str(), e.dtype.c_str());
+    CK(cudaMalloc(&t.ptr, std::max<size_t>(dev.size(), 16)));
+    CK(cudaMemcpy(t.ptr, dev.data(), dev.size(), cudaMemcpyHostToDevice));
+    inputs[kv.first] = t;
+  }
+  return inputs;
+}
+
+/** A run's outputs as a safetensors file (f32, or i32 for integers). */
+static void write_outputs(Runtime& rt, const std::string& path, const std::map<std::string, DevTensor>& out) {
+  std::vector<std::pair<std::string, std::pair<std::string, std::pair<std::vector<long>, std::string>>>> tensors;
+  for (auto& kv : out) tensors.push_back({kv.first, {kv.second.dtype == DT_I32 ? "I32" : "F32", {kv.second.shape, to_bytes_f32(rt, kv.second)}}});
+  write_safetensors(path, tensors);
+}
+
 static const char* USAGE =
     "usage: lingc_model COMMAND [options]\n"
     "  run       --checkpoint DIR|FILE.safetensors --graph NAME --input IN.safetensors --out OUT.safetensors [--observe] [--profile]\n"
     "  generate  --checkpoint DIR --prompt '1,2,3;4,5' --max-new-tokens N [--logits-out F.safetensors] [--profile]\n"
     "  selftest  (the bf16 attention and grouped expert kernels against references; no checkpoint)\n"
     "  bench     (--checkpoint DIR | --random-weights) [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--profile]\n"
+    "            [--chunks N]: also prefill in N chunks of the sequence through the decode graph (in flight across a pipeline's stages)\n"
     "  trainbench (--checkpoint DIR | --random-weights) [--graph train] [--shape 1x4096] [--repeats N]: step time and memory of a training graph\n"
-    "  (any command: --eager-alloc allocates every value of a run for the whole run instead of first write to last use)\n";
+    "  (any command: --eager-alloc allocates every value of a run for the whole run instead of first write to last use)\n"
+    "  A program of a pipeline stage (lingc_stageK) runs as one process per stage (RANK, WORLD_SIZE, LOCAL_RANK,\n"
+    "  MASTER_ADDR, MASTER_PORT as torchrun sets them; see launch.sh); run's outputs are written by the last rank.\n";
 
 }  // namespace lingc
 
@@ -1803,6 +1888,10 @@ int main(int argc, char** argv) {
     else if (i + 1 < argc) opt[a] = argv[++i];
     else fail("option --%s needs a value", a.c_str());
   }
+  // A pipeline stage: this process's GPU comes from the launch (before the runtime starts on it).
+  Pipeline pp;
+  const bool staged = STAGE_COUNT > 1 && cmd != "selftest";
+  if (staged) pp.select_device();
   Runtime rt;
   rt.init();
   rt.profile = opt.count("profile") > 0;
@@ -1815,40 +1904,61 @@ int main(int argc, char** argv) {
     else if (rt.declares_weights()) fail("--checkpoint DIR is required (or --random-weights for bench)");
   }
   rt.load(random || !opt.count("checkpoint") ? nullptr : &ck, 1234);
-  if (cmd == "run") {
+  if (staged) pp.connect(rt);
+  if (staged && cmd == "run") {
     if (!opt.count("graph")) fail("run needs --graph NAME");
     const std::string g = opt["graph"];
     if (!opt.count("input") || !opt.count("out")) fail("run needs --input and --out");
-    StFile in;
-    in.open(opt["input"]);
-    std::map<std::string, DevTensor> inputs;
-    for (auto& kv : in.entries) {
-      const StEntry& e = kv.second;
-      std::vector<char> host(e.end - e.begin);
-      in.read(e, host.data());
-      DevTensor t;
-      t.shape = e.shape;
-      const long n = t.numel();
-      std::vector<char> dev;
-      if (e.dtype == "I64") {
-        t.dtype = DT_I32;
-        dev.resize(n * 4);
-        for (long i = 0; i < n; ++i) ((int*)dev.data())[i] = (int)((const long long*)host.data())[i];
-      } else if (e.dtype == "I32" || e.dtype == "F32") {
-        t.dtype = e.dtype == "I32" ? DT_I32 : DT_F32;
-        dev = host;
-      } else if (e.dtype == "BF16") {
-        t.dtype = DT_BF16;
-        dev = host;
-      } else fail("%s: tensor \"%s\" has dtype %s, which the runner does not read", opt["input"].c_str(), kv.first.c_str(), e.dtype.c_str());
-      CK(cudaMalloc(&t.ptr, std::max<size_t>(dev.size(), 16)));
-      CK(cudaMemcpy(t.ptr, dev.data(), dev.size(), cudaMemcpyHostToDevice));
-      inputs[kv.first] = t;
+    auto inputs = read_inputs(opt["input"], [&](const std::string& n) { return pp.reads_input(g, n); });
+    auto out = pp.run(g, inputs, true);
+    if (pp.rank == pp.last()) write_outputs(rt, opt["out"], out);
+  } else if (staged && cmd == "generate") {
+    if (!opt.count("prompt") || !opt.count("max-new-tokens")) fail("generate needs --prompt and --max-new-tokens");
+    const auto prompts = parse_prompts(opt["prompt"], pp.vocab > 0 ? pp.vocab : (1L << 31) - 1);
+    const int steps = std::atoi(opt["max-new-tokens"].c_str());
+    std::vector<std::vector<int>> result(prompts.size());
+    std::vector<std::string> logits(prompts.size() * std::max(steps, 0));
+    std::map<size_t, std::vector<size_t>> by_len;
+    for (size_t i = 0; i < prompts.size(); ++i) by_len[prompts[i].size()].push_back(i);
+    for (auto& kv : by_len) {
+      std::vector<std::vector<int>> batch;
+      for (size_t i : kv.second) batch.push_back(prompts[i]);
+      std::vector<std::string> lg;
+      auto r = steps > 0 ? pipeline_generate(rt, pp, batch, steps, &lg) : std::vector<std::vector<int>>(batch.size());
+      for (size_t j = 0; j < kv.second.size(); ++j) {
+        result[kv.second[j]] = r[j];
+        if (pp.rank == pp.last())
+          for (int s = 0; s < steps; ++s) logits[kv.second[j] * steps + s] = lg[s * batch.size() + j];
+      }
     }
-    auto out = rt.run(g, inputs, opt.count("observe") > 0);
-    std::vector<std::pair<std::string, std::pair<std::string, std::pair<std::vector<long>, std::string>>>> tensors;
-    for (auto& kv : out) tensors.push_back({kv.first, {kv.second.dtype == DT_I32 ? "I32" : "F32", {kv.second.shape, to_bytes_f32(rt, kv.second)}}});
-    write_safetensors(opt["out"], tensors);
+    if (pp.rank == pp.last()) {
+      for (auto& r : result) {
+        for (size_t j = 0; j < r.size(); ++j) std::printf("%s%d", j ? " " : "", r[j]);
+        std::printf("\n");
+      }
+      if (opt.count("logits-out") && steps > 0) {
+        std::string all;
+        for (auto& l : logits) all += l;
+        const long V = steps > 0 && !logits.empty() ? (long)(logits[0].size() / 4) : 0;
+        write_safetensors(opt["logits-out"], {{"step_logits", {"F32", {{(long)prompts.size(), (long)steps, V}, all}}}});
+      }
+    }
+  } else if (staged && cmd == "bench") {
+    pipeline_bench(rt, pp, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), opt.count("chunks") ? std::atoi(opt["chunks"].c_str()) : 0,
+                   parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10);
+  } else if (staged) {
+    fail("a pipeline stage program runs run, generate or bench (got '%s')", cmd.c_str());
+  } else if (cmd == "run") {
+    if (!opt.count("graph")) fail("run needs --graph NAME");
+    const std::string g = opt["graph"];
+    if (!opt.count("input") || !opt.count("out")) fail("run needs --input and --out");
+    const Plan& p = rt.plan(g);
+    auto inputs = read_inputs(opt["input"], [&](const std::string& n) {
+      for (int i = 0; i < p.g->ninputs; ++i)
+        if (n == p.g->inputs[i].name) return true;
+      return false;
+    });
+    write_outputs(rt, opt["out"], rt.run(g, inputs, opt.count("observe") > 0));
   } else if (cmd == "generate") {
     if (!opt.count("prompt") || !opt.count("max-new-tokens")) fail("generate needs --prompt and --max-new-tokens");
     const long vocab = vocab_size(rt);
@@ -1882,7 +1992,7 @@ int main(int argc, char** argv) {
     if (shape.size() != 1) fail("trainbench: --shape takes one BxS");
     trainbench(rt, opt.count("graph") ? opt["graph"] : "train", shape[0].first, shape[0].second, opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 3);
   } else if (cmd == "bench") {
-    bench(rt, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10);
+    bench(rt, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), opt.count("chunks") ? std::atoi(opt["chunks"].c_str()) : 0, parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10);
   } else {
     fail("unknown command '%s'\n%s", cmd.c_str(), USAGE);
   }

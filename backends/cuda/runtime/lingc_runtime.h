@@ -258,3 +258,7 @@ extern const lingc::GraphDef* const GRAPHS[];
 extern const lingc::GenerationDef GENERATION;
 /** Weight bytes one token of a decode step reads (the benchmark's bandwidth share); 0 when unknown. */
 extern const double DECODE_WEIGHT_BYTES;
+/** Which pipeline stage this program is, of how many (1: the whole graph), and the chain that links them (JSON, "" for one). */
+extern const int STAGE_INDEX;
+extern const int STAGE_COUNT;
+extern const char* const STAGE_CHAIN;

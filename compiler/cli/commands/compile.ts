@@ -1,4 +1,5 @@
 /** `lingc compile <model>`: runs the target's pipeline on the model's graphs and writes what the target's backend emits. */
+import { chmodSync } from "node:fs";
 import { join } from "node:path";
 import { LingcError } from "../../../ir/errors";
 import { printModule } from "../../../ir/print";
@@ -81,8 +82,15 @@ export const compile: Command = {
     if (target === "ir") {
       for (const m of program.graphs) write(join(out, `${m.name}.lir`), printModule(m));
     } else if (target === "cuda") {
-      for (const [name, text] of Object.entries(emitCuda(program).files)) writeFileAtomic(join(out, name), text);
-      written.push(`${out}/ (model.cu, runtime, Makefile: build with 'make' (nvcc), run ./lingc_model --help)`);
+      const { files } = emitCuda(program);
+      for (const [name, text] of Object.entries(files)) writeFileAtomic(join(out, name), text);
+      if (files["launch.sh"]) chmodSync(join(out, "launch.sh"), 0o755);
+      const stages = Object.keys(files).filter((f) => f.startsWith("model.stage")).length;
+      written.push(
+        stages
+          ? `${out}/ (model.stage0..${stages - 1}.cu, runtime, Makefile, launch.sh: build with 'make' (nvcc), run one process per stage, e.g. torchrun --nproc-per-node ${stages} --no-python ./launch.sh run ...)`
+          : `${out}/ (model.cu, runtime, Makefile: build with 'make' (nvcc), run ./lingc_model --help)`,
+      );
     } else if (target === "wgsl") {
       for (const a of compileProgramWgsl(program)) {
         write(join(out, `${a.graph}.wgsl.json`), JSON.stringify(a, null, 1) + "\n");

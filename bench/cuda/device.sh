@@ -181,12 +181,12 @@ pipebench)
   wait
   ($L compile ling-flash-2.0 --target cuda --stages 2 --out /tmp/f2 >/dev/null && make -C /tmp/f2 -j16 >/dev/null) &
   echo "== Ling-mini-shaped, 1 stage (one GPU)"
-  /tmp/m1/lingc_model bench --random-weights --prefill 1x8192 --chunks 8 --decode 1x2048,8x2048 --repeats 5 | tee "$OUT/mini-1stage.json"
+  /tmp/m1/lingc_model bench --random-weights --prefill 1x8192 --chunks 2,4,8 --decode 1x2048,8x2048 --repeats 5 | tee "$OUT/mini-1stage.json"
   echo "== Ling-mini-shaped, 2 stages"
-  (cd /tmp/m2 && torchrun --nproc-per-node 2 --no-python ./launch.sh bench --random-weights --prefill 1x8192 --chunks 8 --decode 1x2048,8x2048 --repeats 5) 2>&1 | tee "$OUT/mini-2stage.json"
+  (cd /tmp/m2 && torchrun --nproc-per-node 2 --no-python ./launch.sh bench --random-weights --prefill 1x8192 --chunks 2,4,8 --decode 1x2048,8x2048 --repeats 5) 2>&1 | tee "$OUT/mini-2stage.json"
   wait
   echo "== Ling-flash-2.0-shaped, 2 stages"
-  (cd /tmp/f2 && torchrun --nproc-per-node 2 --no-python ./launch.sh bench --random-weights --prefill 1x4096 --chunks 8 --decode 1x4096,8x4096 --repeats 3) 2>&1 | tee "$OUT/flash-2stage.json"
+  (cd /tmp/f2 && torchrun --nproc-per-node 2 --no-python ./launch.sh bench --random-weights --prefill 1x4096 --chunks 2,8 --decode 1x4096,8x4096 --repeats 3) 2>&1 | tee "$OUT/flash-2stage.json"
   nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv
   ;;
 fp8)

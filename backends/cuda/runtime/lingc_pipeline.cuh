@@ -6,8 +6,9 @@
 // (dtype, rank, dims) and its bytes. Graph outputs made by earlier stages are gathered on the last
 // rank (run); in generation each rank keeps its own layers' KV cache and the last rank broadcasts
 // the chosen tokens. Chunked prefill runs the decode graph on chunks of the sequence: while stage k
-// works on chunk c, stage k-1 works on chunk c+1 (NCCL's point-to-point calls are stream-ordered and
-// the host only waits for headers, so no rank waits for the whole prefill of the one before).
+// works on chunk c, stage k-1 works on chunk c+1. Transfers run on a stream of their own (the link),
+// ordered against the compute stream by events, so a send waiting for its receiver holds up neither
+// the sender's next chunk nor its host; the host waits only for headers.
 
 struct StageIn {
   std::string name;    // the stage function's parameter
@@ -34,6 +35,8 @@ class Pipeline {
   NcclCommHandle comm = nullptr;
   std::map<std::string, StageGraph> graphs;
   void* scratch = nullptr;  // headers and broadcasts (device)
+  cudaStream_t link = nullptr;  // every NCCL call runs here
+  cudaEvent_t computed = nullptr, linked = nullptr;
 
   int last() const { return world - 1; }
 
@@ -107,6 +110,19 @@ class Pipeline {
     }
     nccl_check(nccl.comm_init_rank(&comm, world, id, rank), "ncclCommInitRank");
     CK(cudaMalloc(&scratch, 4096));
+    CK(cudaStreamCreateWithFlags(&link, cudaStreamNonBlocking));
+    CK(cudaEventCreateWithFlags(&computed, cudaEventDisableTiming));
+    CK(cudaEventCreateWithFlags(&linked, cudaEventDisableTiming));
+  }
+
+  /** The link's next work waits for what the compute stream has queued so far, and the other way round. */
+  void link_after_compute() {
+    CK(cudaEventRecord(computed, rt->stream));
+    CK(cudaStreamWaitEvent(link, computed, 0));
+  }
+  void compute_after_link() {
+    CK(cudaEventRecord(linked, link));
+    CK(cudaStreamWaitEvent(rt->stream, linked, 0));
   }
 
   void nccl_check(int r, const char* what) {
@@ -115,44 +131,60 @@ class Pipeline {
 
   // --- one tensor from rank to rank
 
+  /** Sends a tensor the compute stream made (queued on the link after it; it must live until the link is done with it). */
   void send(const DevTensor& given, int peer) {
     DevTensor t = Runtime::has_room(given) ? rt->packed(given) : given;
+    link_after_compute();
     long long h[10] = {t.dtype, (long long)t.shape.size()};
     if (t.shape.size() > 8) fail("cannot send a tensor of rank %zu", t.shape.size());
     for (size_t d = 0; d < t.shape.size(); ++d) h[2 + d] = t.shape[d];
     // Headers go through a stream-ordered copy into their own buffer (freed once sent).
     void* dh;
-    CK(cudaMallocAsync(&dh, sizeof h, rt->stream));
-    CK(cudaMemcpyAsync(dh, h, sizeof h, cudaMemcpyHostToDevice, rt->stream));
-    nccl_check(nccl.send(dh, sizeof h, Nccl::kBytes, peer, comm, rt->stream), "ncclSend");
-    CK(cudaFreeAsync(dh, rt->stream));
+    CK(cudaMallocAsync(&dh, sizeof h, link));
+    CK(cudaMemcpyAsync(dh, h, sizeof h, cudaMemcpyHostToDevice, link));
+    nccl_check(nccl.send(dh, sizeof h, Nccl::kBytes, peer, comm, link), "ncclSend");
+    CK(cudaFreeAsync(dh, link));
     const size_t bytes = (size_t)t.numel() * dtype_bytes(t.dtype);
-    if (bytes) nccl_check(nccl.send(t.ptr, bytes, Nccl::kBytes, peer, comm, rt->stream), "ncclSend");
-    if (t.ptr != given.ptr) rt->free_tensor(t);
+    if (bytes) nccl_check(nccl.send(t.ptr, bytes, Nccl::kBytes, peer, comm, link), "ncclSend");
+    if (t.ptr != given.ptr) CK(cudaFreeAsync(t.ptr, link));
   }
 
+  /** Receives a tensor (the compute stream's next work waits for it). */
   DevTensor recv(int peer) {
     long long h[10];
-    nccl_check(nccl.recv(scratch, sizeof h, Nccl::kBytes, peer, comm, rt->stream), "ncclRecv");
-    CK(cudaMemcpyAsync(h, scratch, sizeof h, cudaMemcpyDeviceToHost, rt->stream));
-    CK(cudaStreamSynchronize(rt->stream));
+    nccl_check(nccl.recv(scratch, sizeof h, Nccl::kBytes, peer, comm, link), "ncclRecv");
+    CK(cudaMemcpyAsync(h, scratch, sizeof h, cudaMemcpyDeviceToHost, link));
+    CK(cudaStreamSynchronize(link));
     DevTensor t;
     t.dtype = (int)h[0];
     if (h[1] < 0 || h[1] > 8) fail("stage %d sent a malformed tensor header", peer);
     for (int d = 0; d < h[1]; ++d) t.shape.push_back((long)h[2 + d]);
     const size_t bytes = (size_t)t.numel() * dtype_bytes(t.dtype);
-    CK(cudaMallocAsync(&t.ptr, std::max<size_t>(bytes, 16), rt->stream));
-    if (bytes) nccl_check(nccl.recv(t.ptr, bytes, Nccl::kBytes, peer, comm, rt->stream), "ncclRecv");
+    CK(cudaMallocAsync(&t.ptr, std::max<size_t>(bytes, 16), link));
+    if (bytes) nccl_check(nccl.recv(t.ptr, bytes, Nccl::kBytes, peer, comm, link), "ncclRecv");
+    compute_after_link();
     return t;
   }
 
   /** n ints in device memory, the same on every rank afterwards: root's. */
-  void broadcast_ints(int* dev, long n, int root) { nccl_check(nccl.broadcast(dev, dev, (size_t)n * 4, Nccl::kBytes, root, comm, rt->stream), "ncclBroadcast"); }
+  void broadcast_ints(int* dev, long n, int root) {
+    link_after_compute();
+    nccl_check(nccl.broadcast(dev, dev, (size_t)n * 4, Nccl::kBytes, root, comm, link), "ncclBroadcast");
+    compute_after_link();
+  }
 
   /** Every rank waits here until all have come (a broadcast each rank finishes only when all joined it, then a sync). */
   void barrier() {
     for (int root = 0; root < world; ++root) broadcast_ints((int*)scratch, 1, root);
+    CK(cudaStreamSynchronize(link));
     CK(cudaStreamSynchronize(rt->stream));
+  }
+
+  /** Before the process ends: the last transfers done, the communicator closed. */
+  void finish() {
+    CK(cudaStreamSynchronize(link));
+    CK(cudaStreamSynchronize(rt->stream));
+    nccl_check(nccl.comm_destroy(comm), "ncclCommDestroy");
   }
 
   /** Whether this stage's part of `graph` reads graph input `name`. */
@@ -189,24 +221,36 @@ class Pipeline {
       }
     }
     std::map<std::string, DevTensor> res = rt->run(graph, in, false);
+    std::vector<void*> sent;
+    auto send_result = [&](const std::string& result, int to) {
+      send(res.at(result), to);
+      sent.push_back(res.at(result).ptr);
+    };
     for (int k = rank + 1; k < world; ++k)
       for (const StageIn& s : g.inputs.at(k))
-        if (s.stage == rank) send(res.at(s.result), k);
+        if (s.stage == rank) send_result(s.result, k);
     std::map<std::string, DevTensor> out;
     for (const StageOut& o : g.outputs) {
       if (o.stage != rank) continue;
-      if (gather && rank != last()) send(res.at(o.result), last());
+      if (gather && rank != last()) send_result(o.result, last());
       else out[o.name] = res.at(o.result);
     }
     if (gather && rank == last())
       for (const StageOut& o : g.outputs)
         if (o.stage != rank) out[o.name] = recv(o.stage);
-    // Results not handed out, and what was received, are done with (stream-ordered frees).
+    // Results not handed out are done with once sent: freed in the link's order if it reads them.
+    bool kept_sent = false;
     for (auto& kv : res) {
       bool kept = false;
       for (auto& o : out) kept = kept || o.second.ptr == kv.second.ptr;
-      if (!kept) rt->free_tensor(kv.second);
+      const bool was_sent = std::find(sent.begin(), sent.end(), kv.second.ptr) != sent.end();
+      kept_sent = kept_sent || (kept && was_sent);
+      if (kept) continue;
+      if (was_sent && kv.second.ptr && !kv.second.view) CK(cudaFreeAsync(kv.second.ptr, link));
+      else rt->free_tensor(kv.second);
     }
+    // What the caller keeps it may free or overwrite on the compute stream: after the link's reads.
+    if (kept_sent) compute_after_link();
     for (auto& t : received) rt->free_tensor(t);
     return out;
   }
@@ -368,13 +412,13 @@ static std::map<std::string, DevTensor> random_caches(Runtime& rt, long B, long 
 }
 
 /**
- * bench across the stages: prefill B x S whole and in `chunks` chunks of the sequence in flight
+ * bench across the stages: prefill B x S whole and in each of `chunk_counts` chunks of the sequence in flight
  * (the decode graph extending each stage's cache chunk by chunk), and decode steps of batch B with
  * a P-token cache. Each repeat starts from a barrier; its time is the last rank's (the whole
  * pipeline's latency, as the last stage finishes last). The last rank prints the JSON; every rank
  * reports its GPU memory.
  */
-static void pipeline_bench(Runtime& rt, Pipeline& pp, const std::vector<std::pair<long, long>>& prefill, int chunks, const std::vector<std::pair<long, long>>& decode, int repeats) {
+static void pipeline_bench(Runtime& rt, Pipeline& pp, const std::vector<std::pair<long, long>>& prefill, const std::vector<long>& chunk_counts, const std::vector<std::pair<long, long>>& decode, int repeats) {
   const GenerationDef& gen = generation();
   const std::string prefill_graph = GRAPHS[gen.prefill]->name, decode_graph = GRAPHS[gen.decode]->name;
   const bool lead = pp.rank == pp.last();
@@ -385,6 +429,7 @@ static void pipeline_bench(Runtime& rt, Pipeline& pp, const std::vector<std::pai
       const auto t0 = std::chrono::steady_clock::now();
       fn();
       CK(cudaStreamSynchronize(rt.stream));
+      CK(cudaStreamSynchronize(pp.link));
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       if (r > 0) t.push_back(ms);  // the first is a warm-up
     }
@@ -403,29 +448,36 @@ static void pipeline_bench(Runtime& rt, Pipeline& pp, const std::vector<std::pai
   for (size_t i = 0; i < prefill.size(); ++i) {
     const long B = prefill[i].first, S = prefill[i].second;
     const std::vector<int> ids = ids_for(B, S, 0);
-    // The last rank keeps the logits of the last positions once, whole and chunked, to compare them.
-    std::string whole_logits, chunked_logits;
-    auto last_rows = [&](std::map<std::string, DevTensor>& r, const char* name, long rows, std::string& into) {
-      if (!lead || !into.empty()) return;
+    // The last rank keeps logits of the last positions, whole and chunked, to compare them: the
+    // whole prefill's last `keep` rows (the longest chunk), and each chunked run's last chunk.
+    long keep = 0;
+    for (long C : chunk_counts) {
+      if (C < 2 || S % C) fail("bench: --chunks %ld does not divide the prefill length %ld into 2 or more chunks", C, S);
+      keep = std::max(keep, S / C);
+    }
+    auto last_rows = [&](std::map<std::string, DevTensor>& r, const char* name, long rows) {
+      std::string into;
+      if (!lead) return into;
       DevTensor& t = r.at(name);
       const std::string all = to_bytes_f32(rt, t);
       const long Sx = t.shape[1], V = t.shape[2];
       for (long b = 0; b < B; ++b) into += all.substr((size_t)((b * Sx + Sx - rows) * V) * 4, (size_t)(rows * V) * 4);
+      return into;
     };
-    const long C = chunks > 1 && S % chunks == 0 ? chunks : 0;
-    const long L = C ? S / C : 0;
+    std::string whole_logits;
     const double whole = timed([&] {
       std::map<std::string, DevTensor> given;
       if (pp.reads_input(prefill_graph, gen.prefill_tokens)) given[gen.prefill_tokens] = upload_ids(rt, ids, B, S);
       auto r = pp.run(prefill_graph, given, false);
-      if (C) last_rows(r, gen.prefill_logits, L, whole_logits);
+      if (keep && whole_logits.empty()) whole_logits = last_rows(r, gen.prefill_logits, keep);
       drop(r);
       drop(given);
     });
-    double chunked = 0;
-    if (chunks > 1 && !C) fail("bench: --chunks %d does not divide the prefill length %ld", chunks, S);
-    if (C) {
-      chunked = timed([&] {
+    if (lead) std::printf("%s\n    {\"batch\": %ld, \"seq\": %ld, \"ms\": %.3f, \"tokens_per_s\": %.1f, \"chunked\": [", i ? "," : "", B, S, whole, B * S / (whole * 1e-3));
+    for (size_t ci = 0; ci < chunk_counts.size(); ++ci) {
+      const long C = chunk_counts[ci], L = S / C;
+      std::string chunked_logits;
+      const double chunked = timed([&] {
         std::map<std::string, DevTensor> cache = random_caches(rt, B, L, 0, S);
         for (long c = 0; c < C; ++c) {
           std::map<std::string, DevTensor> in = cache;
@@ -437,41 +489,36 @@ static void pipeline_bench(Runtime& rt, Pipeline& pp, const std::vector<std::pai
           }
           auto r = pp.run(decode_graph, in, false);
           rt.free_tensor(t);
-          if (c == C - 1) last_rows(r, gen.decode_logits, L, chunked_logits);
+          if (c == C - 1 && chunked_logits.empty()) chunked_logits = last_rows(r, gen.decode_logits, L);
           caches_advance(rt, gen, cache, r);
           drop(r);
         }
         drop(cache);
       });
-    }
-    if (lead) {
-      std::printf("%s\n    {\"batch\": %ld, \"seq\": %ld, \"ms\": %.3f, \"tokens_per_s\": %.1f", i ? "," : "", B, S, whole, B * S / (whole * 1e-3));
-      if (C) {
-        // The last chunk's logits against the whole prefill's at the same positions (bf16 rounding
-        // differs: the chunk's attention reads the cache, its GEMMs have fewer rows).
-        // Reported: the largest difference, the largest logit, and the share of positions whose
-        // greedy token is the same.
-        double diff = 0, scale = 0;
-        long same = 0;
-        const float* a = (const float*)whole_logits.data();
-        const float* b = (const float*)chunked_logits.data();
-        const long V = (long)(whole_logits.size() / 4 / (B * L));
-        for (long r = 0; r < B * L; ++r) {
-          long ia = 0, ib = 0;
+      if (!lead) continue;
+      // The last chunk's logits against the whole prefill's at the same positions (bf16 rounding
+      // differs: the chunk's attention reads the cache, its GEMMs have fewer rows): the largest
+      // difference, the largest logit, and the share of positions whose greedy token is the same.
+      double diff = 0, scale = 0;
+      long same = 0;
+      const long V = (long)(whole_logits.size() / 4 / (B * keep));
+      for (long b = 0; b < B; ++b)
+        for (long q = 0; q < L; ++q) {
+          const float* x = (const float*)whole_logits.data() + (b * keep + keep - L + q) * V;
+          const float* y = (const float*)chunked_logits.data() + (b * L + q) * V;
+          long ix = 0, iy = 0;
           for (long v = 0; v < V; ++v) {
-            const long j = r * V + v;
-            diff = std::max(diff, (double)std::fabs(a[j] - b[j]));
-            scale = std::max(scale, (double)std::fabs(a[j]));
-            if (a[j] > a[r * V + ia]) ia = v;
-            if (b[j] > b[r * V + ib]) ib = v;
+            diff = std::max(diff, (double)std::fabs(x[v] - y[v]));
+            scale = std::max(scale, (double)std::fabs(x[v]));
+            if (x[v] > x[ix]) ix = v;
+            if (y[v] > y[iy]) iy = v;
           }
-          same += ia == ib;
+          same += ix == iy;
         }
-        std::printf(", \"chunks\": %ld, \"chunked_ms\": %.3f, \"chunked_tokens_per_s\": %.1f, \"chunked_speedup\": %.3f, \"last_chunk_logits_max_abs_diff\": %.4g, \"logits_max_abs\": %.4g, \"last_chunk_same_argmax\": %.4f",
-                    C, chunked, B * S / (chunked * 1e-3), whole / chunked, diff, scale, (double)same / (double)(B * L));
-      }
-      std::printf("}");
+      std::printf("%s\n      {\"chunks\": %ld, \"ms\": %.3f, \"tokens_per_s\": %.1f, \"speedup\": %.3f, \"last_chunk_logits_max_abs_diff\": %.4g, \"logits_max_abs\": %.4g, \"last_chunk_same_argmax\": %.4f}",
+                  ci ? "," : "", C, chunked, B * S / (chunked * 1e-3), whole / chunked, diff, scale, (double)same / (double)(B * L));
     }
+    if (lead) std::printf("%s]}", chunk_counts.empty() ? "" : "\n    ");
   }
   if (lead) std::printf("\n  ],\n  \"decode\": [");
   for (size_t i = 0; i < decode.size(); ++i) {

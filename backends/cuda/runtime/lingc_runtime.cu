@@ -1601,7 +1601,7 @@ static std::vector<long> bench_symbols(Runtime& rt, const Plan& p, const char* t
  * the decode graph, one after another) and decode B with a P-token cache, median of repeats; plus
  * this GPU's copy bandwidth and bf16 GEMM rate.
  */
-static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill, int chunks, const std::vector<std::pair<long, long>>& decode, int repeats) {
+static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill, const std::vector<long>& chunk_counts, const std::vector<std::pair<long, long>>& decode, int repeats) {
   const GenerationDef& gen = generation();
   const std::string prefill_graph = GRAPHS[gen.prefill]->name, decode_graph = GRAPHS[gen.decode]->name;
   const long vocab = vocab_size(rt);
@@ -1645,8 +1645,8 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
       std::fprintf(stderr, "prefill %ldx%ld, %d run(s): ", B, S, repeats);
       rt.print_timings();
     }
-    if (chunks > 1) {
-      if (S % chunks) fail("bench: --chunks %d does not divide the prefill length %ld", chunks, S);
+    for (const long chunks : chunk_counts) {
+      if (chunks < 2 || S % chunks) fail("bench: --chunks %ld does not divide the prefill length %ld into 2 or more chunks", chunks, S);
       const long L = S / chunks;
       auto chunked = [&] {
         std::map<std::string, DevTensor> cache = random_caches(rt, B, L, 0, S);
@@ -1666,9 +1666,9 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
       chunked();
       rt.timings.clear();
       const double cms = time_ms(rt, repeats, chunked);
-      std::printf(", \"chunks\": %d, \"chunked_ms\": %.3f", chunks, cms);
+      std::printf(", \"chunks_%ld_ms\": %.3f", chunks, cms);
       if (rt.profile) {
-        std::fprintf(stderr, "prefill %ldx%ld in %d chunks, %d run(s): ", B, S, chunks, repeats);
+        std::fprintf(stderr, "prefill %ldx%ld in %ld chunks, %d run(s): ", B, S, chunks, repeats);
         rt.print_timings();
       }
     }
@@ -1739,6 +1739,22 @@ static std::vector<std::pair<long, long>> parse_shapes(const std::string& s) {
     const size_t x = t.find('x');
     if (x == std::string::npos) fail("bad shape '%s' (expected BxS)", t.c_str());
     out.emplace_back(std::atol(t.substr(0, x).c_str()), std::atol(t.substr(x + 1).c_str()));
+    i = j + 1;
+  }
+  return out;
+}
+
+/** "2,4,8" as numbers (each at least 1). */
+static std::vector<long> parse_counts(const std::string& s) {
+  std::vector<long> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    char* end = nullptr;
+    const long v = std::strtol(s.c_str() + i, &end, 10);
+    if (end != s.c_str() + j || v < 1) fail("bad count '%s' (expected positive integers separated by commas)", s.substr(i, j - i).c_str());
+    out.push_back(v);
     i = j + 1;
   }
   return out;
@@ -1863,7 +1879,7 @@ static const char* USAGE =
     "  generate  --checkpoint DIR --prompt '1,2,3;4,5' --max-new-tokens N [--logits-out F.safetensors] [--profile]\n"
     "  selftest  (the bf16 attention and grouped expert kernels against references; no checkpoint)\n"
     "  bench     (--checkpoint DIR | --random-weights) [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--profile]\n"
-    "            [--chunks N]: also prefill in N chunks of the sequence through the decode graph (in flight across a pipeline's stages)\n"
+    "            [--chunks N[,N...]]: also prefill in N chunks of the sequence through the decode graph (in flight across a pipeline's stages)\n"
     "  trainbench (--checkpoint DIR | --random-weights) [--graph train] [--shape 1x4096] [--repeats N]: step time and memory of a training graph\n"
     "  (any command: --eager-alloc allocates every value of a run for the whole run instead of first write to last use)\n"
     "  A program of a pipeline stage (lingc_stageK) runs as one process per stage (RANK, WORLD_SIZE, LOCAL_RANK,\n"
@@ -1944,11 +1960,12 @@ int main(int argc, char** argv) {
       }
     }
   } else if (staged && cmd == "bench") {
-    pipeline_bench(rt, pp, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), opt.count("chunks") ? std::atoi(opt["chunks"].c_str()) : 0,
+    pipeline_bench(rt, pp, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), parse_counts(opt.count("chunks") ? opt["chunks"] : ""),
                    parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10);
   } else if (staged) {
     fail("a pipeline stage program runs run, generate or bench (got '%s')", cmd.c_str());
-  } else if (cmd == "run") {
+  }
+  if (staged) pp.finish(); else if (cmd == "run") {
     if (!opt.count("graph")) fail("run needs --graph NAME");
     const std::string g = opt["graph"];
     if (!opt.count("input") || !opt.count("out")) fail("run needs --input and --out");
@@ -1992,7 +2009,7 @@ int main(int argc, char** argv) {
     if (shape.size() != 1) fail("trainbench: --shape takes one BxS");
     trainbench(rt, opt.count("graph") ? opt["graph"] : "train", shape[0].first, shape[0].second, opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 3);
   } else if (cmd == "bench") {
-    bench(rt, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), opt.count("chunks") ? std::atoi(opt["chunks"].c_str()) : 0, parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10);
+    bench(rt, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), parse_counts(opt.count("chunks") ? opt["chunks"] : ""), parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10);
   } else {
     fail("unknown command '%s'\n%s", cmd.c_str(), USAGE);
   }

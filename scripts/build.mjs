@@ -2,7 +2,7 @@
 import { build } from "esbuild";
 
 await build({
-  entryPoints: { lingc: "compiler/cli/entry.ts", "bench-compile": "bench/compile.ts", "bench-wgsl": "bench/wgsl.ts", "bench-recompute": "bench/recompute.ts", "bench-train-memory": "bench/train-memory.ts", "esbuild-plugin": "compiler/esbuild-plugin.ts" },
+  entryPoints: { lingc: "compiler/cli/entry.ts", "bench-compile": "bench/compile.ts", "bench-wgsl": "bench/wgsl.ts", "bench-recompute": "bench/recompute.ts", "bench-train-memory": "bench/train-memory.ts", fuzz: "fuzz/main.ts", "esbuild-plugin": "compiler/esbuild-plugin.ts" },
   outdir: "dist",
   outExtension: { ".js": ".mjs" },
   bundle: true,

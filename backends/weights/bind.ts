@@ -81,6 +81,34 @@ function refuseNonFinite(ck: Checkpoint, name: string, parts: readonly string[],
   }
 }
 
+/** The checkpoint tensors the modules' weights read: stacked weights expert by expert, fp8 scales beside their weights. */
+export function checkpointNames(modules: readonly Module[]): Set<string> {
+  const names = new Set<string>();
+  for (const m of modules) {
+    for (const w of collectWeights(m)) {
+      const parts = isStackedWeight(w.name) ? expertNames(w.name, w.type.shape[0]!.value!) : [w.name];
+      for (const n of parts) {
+        names.add(n);
+        if (w.type.quant) names.add(scaleNameOf(n));
+      }
+    }
+  }
+  return names;
+}
+
+/**
+ * A checkpoint tensor no weight of the model reads is refused: it says the checkpoint was made for
+ * another configuration (a config.json that lost `use_qk_norm` would otherwise run without the
+ * QK norms the checkpoint has, silently). Names the first few and the count.
+ */
+export function refuseUnknownTensors(ck: Checkpoint, known: ReadonlySet<string>): void {
+  const unknown = ck.names().filter((n) => !known.has(n));
+  if (!unknown.length) return;
+  const shown = unknown.slice(0, 3).map((n) => `"${n}"`).join(", ");
+  const more = unknown.length > 3 ? ` and ${unknown.length - 3} more` : "";
+  throw new LingcError(`${ck.dir}: ${unknown.length === 1 ? "tensor" : "tensors"} ${shown}${more} ${unknown.length === 1 ? "is not a weight" : "are not weights"} of the model its config.json describes (a checkpoint for another configuration?)`);
+}
+
 /** A weight source over a checkpoint, after checking it against the graph(s) that will use it. */
 export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): WeightSource {
   for (const m of modules) checkCheckpoint(m, ck);

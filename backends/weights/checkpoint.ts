@@ -74,7 +74,7 @@ function weightFiles(dir: string): string[] {
       throw new LingcError(`${indexPath}: "weight_map" must map tensor names to file names`);
     }
     const names = [...new Set(Object.values(map as Record<string, string>))].sort();
-    for (const n of names) if (n.includes("/") || n.includes("..")) throw new LingcError(`${indexPath}: shard name "${n}" must be a file in the folder`);
+    for (const n of names) if (n === "" || n === "." || n.includes("/") || n.includes("..")) throw new LingcError(`${indexPath}: shard name "${n}" must be a file in the folder`);
     return names.map((n) => join(dir, n));
   }
   if (existsSync(join(dir, "model.safetensors"))) return [join(dir, "model.safetensors")];

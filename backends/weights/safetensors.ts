@@ -28,7 +28,9 @@ export class SafetensorsFile {
       throw new LingcError(`cannot open ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
     try {
-      const size = fstatSync(fd).size;
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw new LingcError(`${path} is not a file (a safetensors file was expected)`);
+      const size = st.size;
       const read = (offset: number, length: number) => {
         const b = new Uint8Array(length);
         readSync(fd, b, 0, length, offset);

@@ -7,7 +7,7 @@ import { LingcError } from "../../ir/errors";
 import { collectWeights } from "../../ir/weights";
 import { ProfileRegistry } from "../../ir/target";
 import type { BoundWeights, Program } from "../../backends/backend";
-import { bindCheckpoint } from "../../backends/weights/bind";
+import { bindCheckpoint, checkpointNames, refuseUnknownTensors } from "../../backends/weights/bind";
 import { Checkpoint } from "../../backends/weights/checkpoint";
 import { parsePipeline, runPasses, type PassRunOptions, type PassTiming } from "../passes/manager";
 import type { Source } from "./source";
@@ -105,7 +105,16 @@ export function bindWeights(source: Source, program: Program): BoundWeights {
   }
   const ck = Checkpoint.open(source.weights);
   try {
-    return { ...bindCheckpoint(program.graphs, ck), checkpoint: ck };
+    const bound = bindCheckpoint(program.graphs, ck);
+    // A model traced from a config: every tensor must be a weight of one of its graphs (as compiled,
+    // or as traced: fp8 scales are the compiled graphs'). An IR text or model file bound with
+    // --weights may read a part of a checkpoint on purpose.
+    if (source.config) {
+      const known = checkpointNames(program.graphs);
+      for (const g of source.graphs) for (const n of checkpointNames([source.module(g)])) known.add(n);
+      refuseUnknownTensors(ck, known);
+    }
+    return { ...bound, checkpoint: ck };
   } catch (e) {
     ck.close();
     throw e;

@@ -63,8 +63,8 @@ describe("lingc compile / opt", () => {
     const ok = await cli("opt", join(dir, "o", "decode.lir"), "--passes", "cse,dce", "--verify-each");
     expect(ok.code, ok.stderr).toBe(0);
     const bad = await cli("opt", join(dir, "o", "decode.lir"), "--passes", "cse,fuse");
-    expect(bad.code).toBe(1);
-    expect(bad.stderr).toBe("lingc: error: unknown pass 'fuse' (available: cse, dce, decompose, fusion, select, fp8, autodiff, recompute, adamw, pipeline)\n");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe("lingc: error: --passes: unknown pass 'fuse' (available: cse, dce, decompose, fusion, select, fp8, autodiff, recompute, adamw, pipeline)\n");
   });
 
   it("reports a broken IR file at its line and column", async () => {

@@ -3,9 +3,11 @@
  * from, and the options that shape the target's pipeline (fusions to switch off, the WebGPU
  * profile, a whole replacement pipeline).
  */
+import { LingcError } from "../../../ir/errors";
+import { parsePipeline } from "../../passes/manager";
 import type { SourceOptions } from "../../driver/source";
 import type { TargetSettings } from "../../driver/targets";
-import { int, str, type OptionSpec, type ParsedArgs } from "../args";
+import { int, str, UsageError, type OptionSpec, type ParsedArgs } from "../args";
 
 export const MODEL_POSITIONAL = { name: "model", help: "a checkpoint folder (config.json + *.safetensors), a built-in config, or an IR text (.lir) with --weights" };
 
@@ -22,6 +24,22 @@ export const DTYPE_OPTION: OptionSpec = {
 export function sourceOptions(args: ParsedArgs): SourceOptions {
   const dtype = (str(args, "dtype") ?? (str(args, "quantize") === "fp8" ? "f32" : undefined)) as SourceOptions["dtype"];
   return dtype ? { dtype } : {};
+}
+
+/**
+ * --passes, checked as an option value: a pipeline that does not parse (an unknown pass, a bad
+ * option of one) is a usage error (exit 2) like any other bad option value.
+ */
+export function passesOption(args: ParsedArgs): string | undefined {
+  const text = str(args, "passes");
+  if (text === undefined) return undefined;
+  try {
+    parsePipeline(text);
+  } catch (e) {
+    if (e instanceof LingcError) throw new UsageError(`--passes: ${e.message}`);
+    throw e;
+  }
+  return text;
 }
 
 export const PIPELINE_OPTIONS: OptionSpec[] = [

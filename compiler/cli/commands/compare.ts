@@ -8,9 +8,9 @@ import type { Tensor } from "../../../ir/tensor";
 import { BACKEND_NAMES } from "../../../backends";
 import { loadModel } from "../../driver/load";
 import { graphsFor, hasGraph, openSource } from "../../driver/source";
-import { str } from "../args";
+import { str, UsageError } from "../args";
 import type { Command } from "./command";
-import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION } from "./backend-options";
+import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION, passesOption } from "./backend-options";
 import { readInputs } from "./run";
 
 export interface ValueDiff {
@@ -62,17 +62,17 @@ export const compare: Command = {
   },
   async run(args, io) {
     const names = str(args, "backends")!.split(",").map((s) => s.trim());
-    if (names.length !== 2) throw new LingcError(`--backends needs two backends separated by a comma, got '${str(args, "backends")}'`);
+    if (names.length !== 2) throw new UsageError(`--backends needs two backends separated by a comma, got '${str(args, "backends")}'`);
     const tolText = str(args, "tolerance") ?? "1e-4";
     const tolerance = Number(tolText);
-    if (!(tolerance >= 0)) throw new LingcError(`--tolerance must be a non-negative number, got '${tolText}'`);
+    if (!(tolerance >= 0)) throw new UsageError(`--tolerance must be a non-negative number, got '${tolText}'`);
     const source = await openSource(args.positionals[0]!, str(args, "weights"), sourceOptions(args));
     const graph = str(args, "graph") ?? source.graphs[0]!;
     if (!hasGraph(source, graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${[...source.graphs, ...(source.onRequest ?? [])].join(", ")})`);
     const results: Record<string, Tensor>[] = [];
     const order: string[] = [];
     for (const [i, name] of names.entries()) {
-      const { model } = await loadModel({ source, backend: name, settings: targetSettings(args), passes: str(args, "passes"), graphs: graphsFor(source, graph) });
+      const { model } = await loadModel({ source, backend: name, settings: targetSettings(args), passes: passesOption(args), graphs: graphsFor(source, graph) });
       try {
         const inputs = readInputs(str(args, "input")!, model.signatures[graph]!);
         const seen: Record<string, Tensor> = {};

@@ -20,7 +20,7 @@ import { GRAPHS } from "../../../models/ling2";
 import { flag, int, str, UsageError, type OptionSpec } from "../args";
 import { writeFileAtomic } from "../io";
 import type { Command } from "./command";
-import { DTYPE_OPTION, PIPELINE_OPTIONS, sourceOptions, targetSettings } from "./backend-options";
+import { DTYPE_OPTION, PIPELINE_OPTIONS, sourceOptions, targetSettings, passesOption } from "./backend-options";
 import { passOptions, PASS_OPTIONS, reportTimings } from "./pass-options";
 
 export const compile: Command = {
@@ -54,7 +54,7 @@ export const compile: Command = {
   async run(args, io) {
     const target = (str(args, "target") ?? "ir") as Target;
     const settings = targetSettings(args);
-    const passes = str(args, "passes");
+    const passes = passesOption(args);
     if (flag(args, "print-pipeline")) {
       const { text } = await pipelineFor(target, settings, passes, new ProfileRegistry());
       io.out(`${text}\n`);

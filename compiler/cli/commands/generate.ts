@@ -6,7 +6,7 @@ import { openSource } from "../../driver/source";
 import { flag, int, str, UsageError } from "../args";
 import { LingcError } from "../../../ir/errors";
 import type { Command } from "./command";
-import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION } from "./backend-options";
+import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION, passesOption } from "./backend-options";
 
 /** "1,2,3;4,5" -> [[1,2,3],[4,5]] */
 export function parsePrompts(text: string): number[][] {
@@ -47,7 +47,7 @@ export const generate: Command = {
       throw new LingcError(`a prompt of ${longest} tokens plus --max-new-tokens ${maxNew} is ${longest + maxNew} positions, past the model's max_position_embeddings ${limit} (--allow-long-context to run it anyway)`);
     }
 
-    const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: str(args, "passes") });
+    const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: passesOption(args) });
     try {
       const t0 = performance.now();
       const r = await greedyGenerate(model, prompts, maxNew, () => io.err(`generating ${maxNew} token(s) for ${prompts.length} sequence(s) (longest prompt ${longest})\n`));

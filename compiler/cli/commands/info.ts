@@ -5,8 +5,9 @@ import { isMoeLayer, type LingConfig } from "../../../models/config";
 import { countOps, countParams, residentWeightBytes } from "../../../ir/params";
 import { ProfileRegistry } from "../../../ir/target";
 import { parsePipeline, runPasses } from "../../passes/manager";
-import { flag, str } from "../args";
+import { flag } from "../args";
 import type { Command } from "./command";
+import { passesOption } from "./backend-options";
 
 function human(n: number): string {
   if (n >= 1e9) return `${(n / 1e9).toPrecision(4)}B`;
@@ -73,7 +74,7 @@ export const info: Command = {
   },
   async run(args, io) {
     const { config: cfg } = resolveModel(args.positionals[0]!);
-    const r = modelInfo(cfg, str(args, "passes"));
+    const r = modelInfo(cfg, passesOption(args));
     if (flag(args, "json")) {
       io.out(JSON.stringify(r, null, 2) + "\n");
       return 0;

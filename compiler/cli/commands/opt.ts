@@ -8,6 +8,7 @@ import { parsePipeline, runPasses } from "../../passes/manager";
 import { flag, str } from "../args";
 import { refuseInputAsOutput, writeFileAtomic } from "../io";
 import type { Command } from "./command";
+import { passesOption } from "./backend-options";
 import { passOptions, PASS_OPTIONS, reportTimings } from "./pass-options";
 
 export const opt: Command = {
@@ -31,7 +32,7 @@ export const opt: Command = {
     }
     const m = parseModule(text, file === "-" ? "<stdin>" : file);
     verifyModule(m);
-    const timings = runPasses(m, parsePipeline(str(args, "passes") ?? ""), passOptions(args, io));
+    const timings = runPasses(m, parsePipeline(passesOption(args) ?? ""), passOptions(args, io));
     if (flag(args, "time-passes")) reportTimings(timings, io);
     const out = printModule(m);
     const path = str(args, "out");

@@ -18,7 +18,7 @@ import { graphsFor, hasGraph, openSource } from "../../driver/source";
 import { str } from "../args";
 import { ensureDir, refuseInputAsOutput } from "../io";
 import type { Command } from "./command";
-import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION } from "./backend-options";
+import { DTYPE_OPTION, MODEL_POSITIONAL, PIPELINE_OPTIONS, sourceOptions, targetSettings, WEIGHTS_OPTION, passesOption } from "./backend-options";
 
 /** Glob patterns (`*` matches anything) for --observe, each as a test. */
 function globs(patterns: string | undefined): { text: string; test: (name: string) => boolean }[] {
@@ -104,7 +104,7 @@ export const run: Command = {
     const outPath = str(args, "out")!;
     refuseInputAsOutput(outPath, [str(args, "input"), source.weights, args.positionals[0]]);
     ensureDir(dirname(outPath));
-    const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: str(args, "passes"), graphs: graphsFor(source, graph) });
+    const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: passesOption(args), graphs: graphsFor(source, graph) });
     try {
       const inputs = readInputs(str(args, "input")!, model.signatures[graph]!);
       const patterns = globs(str(args, "observe"));

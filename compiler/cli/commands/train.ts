@@ -6,6 +6,7 @@ import { openSource } from "../../driver/source";
 import { GRAPH, train, writeTrainedCheckpoint } from "../../driver/train";
 import { int, str, UsageError } from "../args";
 import type { Command } from "./command";
+import { passesOption } from "./backend-options";
 
 export const trainCommand: Command = {
   spec: {
@@ -39,7 +40,7 @@ export const trainCommand: Command = {
     const t0 = performance.now();
     let first: number | undefined;
     let last = NaN;
-    const trained = await train(source, ids.dtype === "i64" ? ids : new Tensor("i64", ids.shape, ids.data), { steps, lr, backend: str(args, "backend") ?? "interp", passes: str(args, "passes") }, (r) => {
+    const trained = await train(source, ids.dtype === "i64" ? ids : new Tensor("i64", ids.shape, ids.data), { steps, lr, backend: str(args, "backend") ?? "interp", passes: passesOption(args) }, (r) => {
       first ??= r.loss;
       last = r.loss;
       io.out(`step ${r.step} loss ${r.loss.toFixed(6)} (main ${r.lossMain.toFixed(6)}, mtp ${r.lossMtp.toFixed(6)}) grad_norm ${r.gradNorm.toFixed(4)}\n`);

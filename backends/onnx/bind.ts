@@ -10,7 +10,13 @@ import { decodeModel, dtypeOfElem, onnx } from "./proto";
 import { UNBOUND_PREFIX } from "./weights";
 
 export function bindOnnx(bytes: Uint8Array, ck: Checkpoint, what = "the model"): Uint8Array {
-  const model = decodeModel(bytes);
+  let model: ReturnType<typeof decodeModel>;
+  try {
+    model = decodeModel(bytes);
+  } catch (e) {
+    throw new LingcError(`${what} is not an ONNX model (${e instanceof Error ? e.message : String(e)})`);
+  }
+  if (!model.graph) throw new LingcError(`${what} is not an ONNX model (it has no graph)`);
   let bound = 0;
   for (const init of model.graph?.initializer ?? []) {
     const loc = init.externalData?.find((e) => e.key === "location");
@@ -20,8 +26,12 @@ export function bindOnnx(bytes: Uint8Array, ck: Checkpoint, what = "the model"):
     if (!e) throw new LingcError(`${ck.dir}: tensor "${name}" is missing (${what} needs it)`);
     const dtype = dtypeOfElem(init.dataType ?? 0);
     const length = Number(init.externalData!.find((x) => x.key === "length")?.value);
-    if (e.entry.dtype !== dtype || e.entry.end - e.entry.begin !== length) {
-      throw new LingcError(`${e.file.path}: tensor "${name}" (${e.entry.stDtype} [${e.entry.shape}]) does not match ${what}'s ${dtype} initializer of ${length} bytes`);
+    // Dtype, shape and size: a tensor of the right size but another shape (a transposed one) would
+    // bind and give wrong numbers.
+    const dims = (init.dims ?? []).map(Number);
+    const sameShape = dims.length === e.entry.shape.length && dims.every((d, i) => d === e.entry.shape[i]);
+    if (e.entry.dtype !== dtype || !sameShape || e.entry.end - e.entry.begin !== length) {
+      throw new LingcError(`${e.file.path}: tensor "${name}" (${e.entry.stDtype} [${e.entry.shape.join(", ")}]) does not match ${what}'s ${dtype} [${dims.join(", ")}] initializer of ${length} bytes`);
     }
     init.externalData = [
       { key: "location", value: basename(e.file.path) },

@@ -28,7 +28,9 @@ export function bindOnnx(bytes: Uint8Array, ck: Checkpoint, what = "the model"):
     const length = Number(init.externalData!.find((x) => x.key === "length")?.value);
     // Dtype, shape and size: a tensor of the right size but another shape (a transposed one) would
     // bind and give wrong numbers.
-    const dims = (init.dims ?? []).map(Number);
+    // (A stacked expert weight's part is one expert: [1, O, I] against the checkpoint's [O, I].)
+    let dims = (init.dims ?? []).map(Number);
+    while (dims.length > e.entry.shape.length && dims[0] === 1) dims = dims.slice(1);
     const sameShape = dims.length === e.entry.shape.length && dims.every((d, i) => d === e.entry.shape[i]);
     if (e.entry.dtype !== dtype || !sameShape || e.entry.end - e.entry.begin !== length) {
       throw new LingcError(`${e.file.path}: tensor "${name}" (${e.entry.stDtype} [${e.entry.shape.join(", ")}]) does not match ${what}'s ${dtype} [${dims.join(", ")}] initializer of ${length} bytes`);

@@ -21,6 +21,7 @@ import type { Module } from "../ir/module";
 import { ModuleTracer, op, scope, tensor, weight, type Tensor } from "../compiler/dsl";
 import { isMoeLayer, type LingConfig } from "./config";
 import { ropeParams } from "./rope";
+import { configRecord } from "./config-record";
 
 export const GRAPHS = ["forward", "decode", "train", "train-step"] as const;
 /** The weight of the MTP loss in the training objective (Megatron's mtp_loss_scaling_factor for Ling 2.0). */
@@ -59,6 +60,8 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
     ...(graph === "train-step" ? { optimizer: "adamw", expert_bias: "model.layers.{}.mlp.gate.expert_bias" } : {}),
     tokens: "input_ids",
     vocab: String(cfg.vocabSize),
+    // The config it was traced from: binding weights checks the checkpoint's against it.
+    config: configRecord(cfg),
     ...(graph === "decode" ? { kv_cache: formatCacheRules(["key", "value"].map((kv) => ({ input: `past.*.${kv}`, output: `present.*.${kv}`, axis: 2, capacity: cfg.maxPositionEmbeddings }))) } : {}),
   });
 

@@ -9,7 +9,7 @@ import type { Checkpoint } from "../weights/checkpoint";
 import { decodeModel, dtypeOfElem, onnx } from "./proto";
 import { UNBOUND_PREFIX } from "./weights";
 
-export function bindOnnx(bytes: Uint8Array, ck: Checkpoint, what = "the model"): Uint8Array {
+function decodeChecked(bytes: Uint8Array, what: string): ReturnType<typeof decodeModel> {
   let model: ReturnType<typeof decodeModel>;
   try {
     model = decodeModel(bytes);
@@ -17,6 +17,16 @@ export function bindOnnx(bytes: Uint8Array, ck: Checkpoint, what = "the model"):
     throw new LingcError(`${what} is not an ONNX model (${e instanceof Error ? e.message : String(e)})`);
   }
   if (!model.graph) throw new LingcError(`${what} is not an ONNX model (it has no graph)`);
+  return model;
+}
+
+/** An ONNX model's metadata properties (lingc writes lingc.graph, lingc.model, lingc.weights and lingc.config). */
+export function onnxMetadata(bytes: Uint8Array, what = "the model"): Record<string, string> {
+  return Object.fromEntries(decodeChecked(bytes, what).metadataProps.map((p) => [p.key ?? "", p.value ?? ""]));
+}
+
+export function bindOnnx(bytes: Uint8Array, ck: Checkpoint, what = "the model"): Uint8Array {
+  const model = decodeChecked(bytes, what);
   let bound = 0;
   for (const init of model.graph?.initializer ?? []) {
     const loc = init.externalData?.find((e) => e.key === "location");

@@ -230,7 +230,8 @@ class Emitter {
       producerName: "lingc",
       producerVersion: "0.1.0",
       graph: { ...this.g.graph(this.m.name), docString: `lingc: graph '${this.m.name}' of ${this.m.attrs["model"] ?? "a module"}` },
-      metadataProps: Object.entries({ "lingc.graph": this.m.name, "lingc.model": this.m.attrs["model"] ?? "", "lingc.weights": this.opts.weights.describe }).map(([key, value]) => ({ key, value })),
+      // The module's `config` attribute travels as metadata: onnx-bind checks a checkpoint's config against it.
+      metadataProps: Object.entries({ "lingc.graph": this.m.name, "lingc.model": this.m.attrs["model"] ?? "", "lingc.weights": this.opts.weights.describe, ...(this.m.attrs["config"] ? { "lingc.config": this.m.attrs["config"] } : {}) }).map(([key, value]) => ({ key, value })),
     };
     return { bytes: encodeModel(model), exposed: this.exposed };
   }

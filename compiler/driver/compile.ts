@@ -8,6 +8,7 @@ import { collectWeights } from "../../ir/weights";
 import { ProfileRegistry } from "../../ir/target";
 import type { BoundWeights, Program } from "../../backends/backend";
 import { bindCheckpoint, checkpointNames, refuseUnknownTensors } from "../../backends/weights/bind";
+import { checkConfigRecord } from "../../models/config-record";
 import { Checkpoint } from "../../backends/weights/checkpoint";
 import { parsePipeline, runPasses, type PassRunOptions, type PassTiming } from "../passes/manager";
 import type { Source } from "./source";
@@ -113,6 +114,10 @@ export function bindWeights(source: Source, program: Program): BoundWeights {
       const known = checkpointNames(program.graphs);
       for (const g of source.graphs) for (const n of checkpointNames([source.module(g)])) known.add(n);
       refuseUnknownTensors(ck, known);
+    } else {
+      // A graph from text (an IR file) records the config it was traced from: the checkpoint's must match.
+      const recorded = program.graphs.find((m) => m.attrs["config"])?.attrs["config"];
+      if (recorded) checkConfigRecord(recorded, source.weights, source.label);
     }
     return { ...bound, checkpoint: ck };
   } catch (e) {

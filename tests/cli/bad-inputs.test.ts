@@ -89,6 +89,8 @@ const CASES: Case[] = [
   { name: "a tensor of another dtype", argv: () => ["run", P("ck-f16"), "--input", IN(), "--out", P("new.safetensors")], code: 1, starts: /^.*ck-f16\/model\.safetensors: tensor ".*" has dtype F16 \(f16\), the model expects F32 \(f32\)/ },
   { name: "a missing tensor", argv: () => ["run", P("ck-missing"), "--input", IN(), "--out", P("new.safetensors")], code: 1, starts: /^.*ck-missing: tensor "model\.norm\.weight" is missing/ },
   { name: "a tensor no graph reads (config says no QK norm)", argv: () => ["run", P("ck-noqk"), "--input", IN(), "--out", P("new.safetensors")], code: 1, starts: /^.*ck-noqk: tensors ".*layernorm\.weight".* and 5 more are not weights of the model/ },
+  { name: "onnx-bind to a checkpoint of another config", argv: () => ["onnx-bind", P("tiny.onnx"), P("ck-scaling"), "--out", P("new.onnx")], code: 1, starts: /^.*ck-scaling\/config\.json: routed_scaling_factor is 1\.5, but .*tiny\.onnx was compiled for 2\.5/ },
+  { name: "an IR text run with weights of another config", argv: () => ["run", P("tiny.lir"), "--weights", P("ck-scaling"), "--input", IN(), "--out", P("new.safetensors")], code: 1, starts: /^.*ck-scaling\/config\.json: routed_scaling_factor is 1\.5, but .*tiny\.lir was compiled for 2\.5/ },
   { name: "a NaN weight", argv: () => ["run", P("ck-nan"), "--input", IN(), "--out", P("new.safetensors")], code: 1, starts: /^.*ck-nan: weight ".*" holds NaN at \[/ },
   { name: "an infinite weight", argv: () => ["run", P("ck-inf"), "--input", IN(), "--out", P("new.safetensors")], code: 1, starts: /^.*ck-inf: weight ".*" holds -?Infinity at \[/ },
   { name: "rope_theta 0", argv: () => ["run", P("ck-theta"), "--input", IN(), "--out", P("new.safetensors")], code: 1, starts: /^.*ck-theta\/config\.json:\d+:\d+: config key "rope_theta" must be a number above 1, got 0/ },
@@ -147,6 +149,7 @@ beforeAll(() => {
   checkpoint("ck-missing", (t) => delete t["model.norm.weight"]);
   checkpoint("ck-noqk", (_t, cfg) => (cfg["use_qk_norm"] = false));
   checkpoint("ck-theta", (_t, cfg) => (cfg["rope_theta"] = 0));
+  checkpoint("ck-scaling", (_t, cfg) => (cfg["routed_scaling_factor"] = 1.5));
   checkpoint("ck-eps", (_t, cfg) => (cfg["rms_norm_eps"] = -1));
   checkpoint("ck-layers", (_t, cfg) => (cfg["num_hidden_layers"] = 1000000));
   writeFileSync(join(checkpoint("ck-json", () => undefined), "config.json"), '{"vocab_size": 512,');
@@ -169,10 +172,11 @@ beforeAll(() => {
   inputFile("ids-empty.safetensors", ids([], [1, 0]));
   inputFile("no-ids.safetensors", { tokens: Tensor.from("i64", [1, 2], [3, 4]) });
   writeFileSync(P("broken.lir"), "module @m {\n  func @m(%x: f32[4] -> (y: f32[4]) {\n}\n");
-  // An unbound ONNX model of ling-tiny (onnx-bind's input).
-  const r = execFileSync(process.execPath, [join(ROOT, "bin/lingc.mjs"), "compile", "ling-tiny", "--target", "onnx", "--out", P("onnx-out")], { encoding: "utf8", stdio: "pipe" });
-  void r;
+  // An unbound ONNX model and the IR text of ling-tiny (compiled from its built-in config).
+  execFileSync(process.execPath, [join(ROOT, "bin/lingc.mjs"), "compile", "ling-tiny", "--target", "onnx", "--out", P("onnx-out")], { stdio: "pipe" });
   copyFileSync(P("onnx-out", "forward.onnx"), P("tiny.onnx"));
+  execFileSync(process.execPath, [join(ROOT, "bin/lingc.mjs"), "compile", "ling-tiny", "--target", "ir", "--out", P("onnx-out")], { stdio: "pipe" });
+  copyFileSync(P("onnx-out", "forward.lir"), P("tiny.lir"));
   rmSync(P("onnx-out"), { recursive: true, force: true });
 }, 120_000);
 

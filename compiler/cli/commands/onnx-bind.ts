@@ -1,7 +1,8 @@
 /** `lingc onnx-bind <model.onnx> <checkpoint>`: points an unbound ONNX model's weights into a checkpoint. */
 import { readFileSync } from "node:fs";
 import { LingcError } from "../../../ir/errors";
-import { bindOnnx } from "../../../backends/onnx/bind";
+import { bindOnnx, onnxMetadata } from "../../../backends/onnx/bind";
+import { checkConfigRecord } from "../../../models/config-record";
 import { Checkpoint } from "../../../backends/weights/checkpoint";
 import { resolveCheckpoint } from "../../../models/resolve";
 import { str } from "../args";
@@ -29,6 +30,10 @@ export const onnxBind: Command = {
     }
     const ckDir = resolveCheckpoint(ckArg).checkpointDir;
     refuseInputAsOutput(str(args, "out")!, [file, ckDir]);
+    // The checkpoint's config must be the one the model was compiled from (values such as rope_theta
+    // change the numbers without changing a shape).
+    const recorded = onnxMetadata(bytes, file)["lingc.config"];
+    if (recorded) checkConfigRecord(recorded, ckDir, file);
     const ck = Checkpoint.open(ckDir);
     try {
       writeFileAtomic(str(args, "out")!, bindOnnx(bytes, ck, file));

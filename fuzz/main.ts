@@ -78,6 +78,8 @@ async function checkpointFuzz(): Promise<void> {
   const t0 = performance.now();
   try {
     for (let i = from; i < from + ckCount; i++) {
+      // Progress, so that a case that kills the process (which no in-process check can catch) is found by --from.
+      if ((i - from) % 250 === 0) process.stderr.write(`checkpoints: case ${i} (${i - from} of ${ckCount} done, ${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
       const r = await runCheckpointCase(base, shardedBase, input, join(work, "ckpt"), Rng.forCase(seed, i));
       if (r.ms > slowest.ms) slowest = { ms: r.ms, index: i };
       if (r.ms > HANG_MS) findings.push(`checkpoint case ${i} (seed ${seed}): took ${r.ms.toFixed(0)} ms; ${r.mutations.join("; ")}`);

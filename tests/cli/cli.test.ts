@@ -44,7 +44,7 @@ describe("lingc compile / opt", () => {
       expect(r.code, r.stderr).toBe(0);
       const path = join(out, `${graph}.lir`);
       const text = readFileSync(path, "utf8");
-      expect(text.split("\n")[0]).toMatch(new RegExp(`^module @${graph} attributes \\{generation = "${graph === "forward" ? "prefill" : "decode"}", .*model = "ling-1t".*\\} \\{$`));
+      expect(text.split("\n")[0]).toMatch(new RegExp(`^module @${graph} attributes \\{config = ".*", generation = "${graph === "forward" ? "prefill" : "decode"}", .*model = "ling-1t".*\\} \\{$`));
       const o = await cli("opt", path);
       expect(o.code, o.stderr).toBe(0);
       expect(o.stdout).toBe(text);

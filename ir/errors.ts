@@ -50,3 +50,9 @@ export class OpError extends Error {
 export function fail(message: string, pos?: SourcePos): never {
   throw new LingcError(message, pos);
 }
+
+/** A list for an error message: the first `shown` items, then how many more (a message stays one short line). */
+export function listSome(items: readonly string[], shown = 5): string {
+  if (items.length <= shown) return items.join(", ");
+  return `${items.slice(0, shown).join(", ")} and ${items.length - shown} more`;
+}

@@ -57,6 +57,11 @@ from safetensors.numpy import load_file, save_file
 t = load_file('/tmp/bad/model.safetensors'); t['model.layers.1.attention.dense.weight'] = t['model.layers.1.attention.dense.weight'][:, :32].copy(); save_file(t, '/tmp/bad/model.safetensors')"
   EXE=$(ls -d /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
   "$EXE" run --checkpoint /tmp/bad --graph forward --input $G/golden.safetensors --out /tmp/bad-out.safetensors; echo "exit $?"
+  echo "== a checkpoint with a NaN weight (refused as it is loaded, naming the tensor and the position)"
+  rm -rf /tmp/nan && cp -r $G /tmp/nan && python3 -c "
+from safetensors.numpy import load_file, save_file
+t = load_file('/tmp/nan/model.safetensors'); w = t['model.layers.2.mlp.experts.5.up_proj.weight'].copy(); w[3, 7] = float('nan'); t['model.layers.2.mlp.experts.5.up_proj.weight'] = w; save_file(t, '/tmp/nan/model.safetensors')"
+  "$EXE" run --checkpoint /tmp/nan --graph forward --input $G/golden.safetensors --out /tmp/nan-out.safetensors; echo "exit $?"
   echo "== the bf16 attention kernels (fused prefill, decode) against a reference"
   "$EXE" selftest; echo "exit $?"
   ;;

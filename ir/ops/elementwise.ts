@@ -114,7 +114,7 @@ export const CAST = defineOp({
   traits: ["elementwise"],
   infer([x], attrs) {
     const to = attr.dtype(attrs, "to");
-    if (!isDType(to)) throw new OpError(`unknown dtype ${to}`);
+    if (!isDType(to)) throw new OpError(to === undefined ? "cast needs the attribute 'to' (the dtype to cast to)" : `unknown dtype '${String(to)}'`);
     return [new TensorType(to, x!.shape)];
   },
   scalar: (S, [x], c) => S.cast(x!, c.inTypes[0]!, c.outType),

@@ -7,6 +7,7 @@
 template <typename T> __device__ __forceinline__ float ld(const T* p, long i);
 template <> __device__ __forceinline__ float ld<float>(const float* p, long i) { return p[i]; }
 template <> __device__ __forceinline__ float ld<__nv_bfloat16>(const __nv_bfloat16* p, long i) { return __bfloat162float(p[i]); }
+template <> __device__ __forceinline__ float ld<__nv_fp8_e4m3>(const __nv_fp8_e4m3* p, long i) { return float(p[i]); }
 template <typename T> __device__ __forceinline__ void st(T* p, long i, float v);
 template <> __device__ __forceinline__ void st<float>(float* p, long i, float v) { p[i] = v; }
 template <> __device__ __forceinline__ void st<__nv_bfloat16>(__nv_bfloat16* p, long i, float v) { p[i] = __float2bfloat16_rn(v); }

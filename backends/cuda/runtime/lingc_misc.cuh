@@ -83,3 +83,11 @@ __global__ void init_random(T* __restrict__ p, long n, unsigned long long seed, 
   const float u = (float)(z >> 40) / (float)(1ull << 24) * 2.f - 1.f;
   st(p, i, center + a * u);
 }
+
+/** The first element of p[0..n) that is NaN or infinite, as an index (*first stays n when there is none). */
+template <typename T>
+__global__ void first_nonfinite(const T* __restrict__ p, long n, unsigned long long* __restrict__ first) {
+  for (long i = linear_block() * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * gridDim.y * blockDim.x)
+    if (!isfinite(ld(p, i))) atomicMin(first, (unsigned long long)i);
+}
+

@@ -660,9 +660,53 @@ class Runtime {
       }
       f->read(*en, host.data());
       CK(cudaMemcpy((char*)t.ptr + e * part_bytes, host.data(), part_bytes, cudaMemcpyHostToDevice));
+      refuse_nonfinite(ck->dir, n, dt, (char*)t.ptr + e * part_bytes, part_shape);
     }
     weights[name] = t;
   }
+
+  /**
+   * A weight holding NaN or an infinity would make every output NaN without a word: refused as it is
+   * loaded, naming the checkpoint tensor and the position (as the TypeScript hosts do).
+   */
+  void refuse_nonfinite(const std::string& dir, const std::string& tensor, int dt, const void* p, const std::vector<long>& shape) {
+    long n = 1;
+    for (long d : shape) n *= d;
+    if (dt == DT_I32 || n == 0) return;
+    if (!first_bad) CK(cudaMalloc(&first_bad, sizeof(unsigned long long)));
+    const unsigned long long none = (unsigned long long)n;
+    CK(cudaMemcpyAsync(first_bad, &none, sizeof none, cudaMemcpyHostToDevice, stream));
+    const long blocks = std::min<long>((n + 255) / 256, 4096);
+    if (dt == DT_BF16) first_nonfinite<<<grid(blocks), 256, 0, stream>>>((const __nv_bfloat16*)p, n, first_bad);
+    else if (dt == DT_F8) first_nonfinite<<<grid(blocks), 256, 0, stream>>>((const __nv_fp8_e4m3*)p, n, first_bad);
+    else first_nonfinite<<<grid(blocks), 256, 0, stream>>>((const float*)p, n, first_bad);
+    CK(cudaGetLastError());
+    unsigned long long at = none;
+    CK(cudaMemcpyAsync(&at, first_bad, sizeof at, cudaMemcpyDeviceToHost, stream));
+    CK(cudaStreamSynchronize(stream));
+    if (at >= none) return;
+    float v = 0;
+    const char* src = (const char*)p + at * dtype_bytes(dt);
+    if (dt == DT_BF16) {
+      __nv_bfloat16 b;
+      CK(cudaMemcpy(&b, src, 2, cudaMemcpyDeviceToHost));
+      v = __bfloat162float(b);
+    } else if (dt == DT_F8) {
+      __nv_fp8_e4m3 b;
+      CK(cudaMemcpy(&b, src, 1, cudaMemcpyDeviceToHost));
+      v = float(b);
+    } else {
+      CK(cudaMemcpy(&v, src, 4, cudaMemcpyDeviceToHost));
+    }
+    std::string pos;
+    long r = (long)at;
+    for (int d = (int)shape.size() - 1; d >= 0; --d) {
+      pos = std::to_string(r % shape[d]) + (pos.empty() ? "" : ", ") + pos;
+      r /= shape[d];
+    }
+    fail("%s: weight \"%s\" holds %s at [%s]; lingc refuses non-finite weights (every output would be NaN)", dir.c_str(), tensor.c_str(), std::isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity", pos.c_str());
+  }
+  unsigned long long* first_bad = nullptr;  // refuse_nonfinite's result on the device
 
   /** The expanded graph named `name` (built on first use). */
   const Plan& plan(const std::string& name) {

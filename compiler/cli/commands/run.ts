@@ -3,7 +3,7 @@
  * its inputs read by name from a safetensors file, and writes every output (and observed values).
  */
 import { dirname } from "node:path";
-import { LingcError } from "../../../ir/errors";
+import { LingcError, listSome } from "../../../ir/errors";
 import { isFloat } from "../../../ir/dtype";
 import { Tensor, shapeToString } from "../../../ir/tensor";
 import { scaleGridShape } from "../../../ir/quant";
@@ -45,7 +45,7 @@ export function readInputs(path: string, sig: GraphSignature): Record<string, Te
   const out: Record<string, Tensor> = {};
   for (const inp of sig.inputs) {
     const t = file[inp.name];
-    if (!t) throw new LingcError(`${path}: no tensor "${inp.name}" (graph ${sig.name} takes ${sig.inputs.map((i) => `${i.name}: ${i.dtype}[${i.shape.join(", ")}]`).join(", ")}; found: ${Object.keys(file).join(", ") || "none"})`);
+    if (!t) throw new LingcError(`${path}: no tensor "${inp.name}" (graph ${sig.name} takes ${listSome(sig.inputs.map((i) => `${i.name}: ${i.dtype}[${i.shape.join(", ")}]`))}; found: ${listSome(Object.keys(file)) || "none"})`);
     if (t.rank !== inp.shape.length) throw new LingcError(`${path}: tensor "${inp.name}" has shape ${shapeToString(t.shape)}, graph ${sig.name} takes ${inp.dtype}[${inp.shape.join(", ")}]`);
     if (t.shape.some((d) => d === 0)) throw new LingcError(`${path}: tensor "${inp.name}" has shape ${shapeToString(t.shape)}: every axis must be at least 1`);
     if (isIntType(inp.dtype) && isIntType(t.dtype)) out[inp.name] = new Tensor(inp.dtype, t.shape, t.data);

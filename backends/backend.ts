@@ -9,6 +9,7 @@ import type { DType } from "../ir/dtype";
 import type { WeightSource } from "../ir/interpret";
 import type { Module } from "../ir/module";
 import type { Tensor } from "../ir/tensor";
+import type { TensorType } from "../ir/types";
 import type { TargetProfile } from "../ir/target";
 import type { Checkpoint } from "./weights/checkpoint";
 
@@ -70,6 +71,11 @@ export interface BoundWeights extends WeightSource {
    * undefined for a program that declares no weights.
    */
   checkpoint?: Checkpoint;
+  /**
+   * Reads a weight only to check it (no NaN or infinity; throws naming the tensor), keeping nothing:
+   * for targets that read the checkpoint's files themselves.
+   */
+  check?(name: string, type: TensorType): void;
 }
 
 export interface LoadedModel {

@@ -8,6 +8,7 @@ import type * as OrtTypes from "onnxruntime-node";
 import { LingcError } from "../../ir/errors";
 import type { DType } from "../../ir/dtype";
 import type { Module } from "../../ir/module";
+import { collectWeights } from "../../ir/weights";
 import { Tensor } from "../../ir/tensor";
 import type { Checkpoint } from "../weights/checkpoint";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel } from "../backend";
@@ -143,6 +144,15 @@ export const onnxBackend: Backend = {
   lowers: (name) => onnxLowering(name) !== undefined,
   async load(program, weights): Promise<LoadedModel> {
     const opset = program.profile?.kind === "onnx" ? program.profile.opset : undefined;
+    // ONNX Runtime reads the checkpoint's files itself: every weight is checked once first (a NaN
+    // weight would make every output NaN without a word).
+    const checked = new Set<string>();
+    for (const m of program.graphs)
+      for (const w of collectWeights(m))
+        if (!checked.has(w.name)) {
+          checked.add(w.name);
+          weights.check?.(w.name, w.type);
+        }
     return {
       graphs: Object.fromEntries(program.graphs.map((m) => [m.name, (isStaged(m) ? stagedRunner : sessionRunner)(m, weights.checkpoint, opset)])),
       signatures: Object.fromEntries(program.graphs.map((m) => [m.name, signatureOf(m)])),

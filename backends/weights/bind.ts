@@ -109,14 +109,14 @@ export function refuseUnknownTensors(ck: Checkpoint, known: ReadonlySet<string>)
   throw new LingcError(`${ck.dir}: ${unknown.length === 1 ? "tensor" : "tensors"} ${shown}${more} ${unknown.length === 1 ? "is not a weight" : "are not weights"} of the model its config.json describes (a checkpoint for another configuration?)`);
 }
 
-/** A weight source over a checkpoint, after checking it against the graph(s) that will use it. */
-export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): WeightSource {
+/**
+ * A weight source over a checkpoint, after checking it against the graph(s) that will use it;
+ * `check` reads a weight only to refuse non-finite values (for hosts that read the files themselves).
+ */
+export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): WeightSource & { check(name: string, type: TensorType): void } {
   for (const m of modules) checkCheckpoint(m, ck);
   const cache = new Map<string, Tensor>();
-  return {
-    get(name: string, type: TensorType): Tensor {
-      const hit = cache.get(name);
-      if (hit) return hit;
+  const load = (name: string, type: TensorType): Tensor => {
       let t: Tensor;
       const shape = type.shape.map((d) => d.value!);
       const names = isStackedWeight(name) ? expertNames(name, shape[0]!) : [name];
@@ -136,8 +136,18 @@ export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): Weig
         const scales = Float32Array.from(gather(names.map(scaleNameOf), grid, "f32"));
         t = new Tensor(type.dtype, shape, data, { layout: type.quant, scales });
       } else t = new Tensor(type.dtype, shape, data);
+      return t;
+  };
+  return {
+    get(name: string, type: TensorType): Tensor {
+      const hit = cache.get(name);
+      if (hit) return hit;
+      const t = load(name, type);
       cache.set(name, t);
       return t;
+    },
+    check(name: string, type: TensorType): void {
+      if (!cache.has(name)) load(name, type);
     },
   };
 }

@@ -265,7 +265,7 @@ export interface CheckpointCase {
  * One case: the base (one file or sharded) mutated 1-3 times under `dir`, run with `input`. The case
  * folder is removed afterwards.
  */
-export async function runCheckpointCase(base: CheckpointFiles, shardedBase: CheckpointFiles, input: string, dir: string, rng: Rng): Promise<CheckpointCase> {
+export async function runCheckpointCase(base: CheckpointFiles, shardedBase: CheckpointFiles, input: string, dir: string, rng: Rng, show?: (mutations: readonly string[]) => void): Promise<CheckpointCase> {
   const files: CheckpointFiles = { ...(rng.int(3) === 0 ? shardedBase : base) };
   const mutations: string[] = [];
   const count = 1 + rng.int(3);
@@ -281,6 +281,7 @@ export async function runCheckpointCase(base: CheckpointFiles, shardedBase: Chec
     }
     mutations.push(`${kind}: ${what}`);
   }
+  show?.(mutations);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   for (const [name, bytes] of Object.entries(files)) writeFileSync(join(dir, name), bytes);

@@ -1,5 +1,5 @@
 /**
- * `npm run fuzz -- [--ir N] [--checkpoints N] [--seed S] [--from I] [--list-accepted]`: the IR text fuzzer and the
+ * `npm run fuzz -- [--ir N] [--checkpoints N] [--seed S] [--from I] [--list-accepted] [--show-cases]`: the IR text fuzzer and the
  * checkpoint fuzzer, in-process, seeded (case i of seed s is the same everywhere). Prints counts by
  * outcome, the slowest case, and every finding with what reproduces it (seed, case number, the
  * mutations); exits 1 if there is any finding. Defaults: 100000 IR texts and 10000 checkpoints.
@@ -36,6 +36,7 @@ const ckCount = option("checkpoints", 10_000);
 const from = option("from", 0);
 const findings: string[] = [];
 const listAccepted = process.argv.includes("--list-accepted");
+const showCases = process.argv.includes("--show-cases");
 
 function irFuzz(): void {
   const tiny = resolveModel("ling-tiny").config;
@@ -80,7 +81,7 @@ async function checkpointFuzz(): Promise<void> {
     for (let i = from; i < from + ckCount; i++) {
       // Progress, so that a case that kills the process (which no in-process check can catch) is found by --from.
       if ((i - from) % 250 === 0) process.stderr.write(`checkpoints: case ${i} (${i - from} of ${ckCount} done, ${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
-      const r = await runCheckpointCase(base, shardedBase, input, join(work, "ckpt"), Rng.forCase(seed, i));
+      const r = await runCheckpointCase(base, shardedBase, input, join(work, "ckpt"), Rng.forCase(seed, i), showCases ? (ms) => process.stderr.write(`case ${i}: ${ms.join("; ")}\n`) : undefined);
       if (r.ms > slowest.ms) slowest = { ms: r.ms, index: i };
       if (r.ms > HANG_MS) findings.push(`checkpoint case ${i} (seed ${seed}): took ${r.ms.toFixed(0)} ms; ${r.mutations.join("; ")}`);
       if (r.finding) {

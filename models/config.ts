@@ -277,6 +277,11 @@ export function configFromHf(json: unknown, name: string, file: string, text?: s
     ["hidden_size", hiddenSize, 1 << 20],
     ["vocab_size", cfg.vocabSize, 1 << 26],
     ["num_nextn_predict_layers", cfg.numMtpLayers, 64],
+    ["head_dim", cfg.headDim, 1 << 16],
+    ["intermediate_size", cfg.intermediateSize, 1 << 22],
+    ["moe_intermediate_size", cfg.moeIntermediateSize, 1 << 22],
+    ["num_shared_experts", cfg.numSharedExperts, 1024],
+    ["max_position_embeddings", cfg.maxPositionEmbeddings, 1 << 24],
   ] as const) {
     if (value > most) r.fail(key, `(${value}) is past what lingc accepts (${most})`);
   }

@@ -344,12 +344,8 @@ static std::vector<std::vector<int>> pipeline_generate(Runtime& rt, Pipeline& pp
   const GenerationDef& gen = generation();
   const std::string prefill = GRAPHS[gen.prefill]->name, decode = GRAPHS[gen.decode]->name;
   const long B = (long)prompts.size(), S = (long)prompts[0].size();
-  const long positions = S + steps - 1;
-  for (int i = 0; i < gen.ncache; ++i)
-    if (positions > gen.cache[i].capacity)
-      fail("generation needs a KV cache of %ld positions (prompt + new tokens - 1), over the capacity of %ld that graph %s declares for %s", positions, gen.cache[i].capacity, decode.c_str(), gen.cache[i].input);
   std::vector<int> flat;
-  for (auto& p : prompts) flat.insert(flat.end(), p.begin(), p.end());
+  const long positions = generation_positions(gen, prompts, steps, flat);
   std::map<std::string, DevTensor> given;
   if (pp.reads_input(prefill, gen.prefill_tokens)) given[gen.prefill_tokens] = upload_ids(rt, flat, B, S);
   auto res = pp.run(prefill, given, false);

@@ -22,7 +22,10 @@ async function main(): Promise<void> {
   for (const a of Object.values(model.artifacts)) for (const [k, v] of Object.entries(a.requiredLimits as Record<string, number>)) requiredLimits[k] = Math.max(requiredLimits[k] ?? 0, v);
   const device = await adapter.requestDevice({ requiredLimits });
   $("status").textContent = "loading weights";
-  const bytes = await (await fetch("model.safetensors")).arrayBuffer();
+  // A missing file is said as such (a server's 404 page read as safetensors would be "an absurd header length").
+  const response = await fetch("model.safetensors");
+  if (!response.ok) throw new Error(`model.safetensors: the server answered ${response.status} ${response.statusText} (serve the checkpoint's weights beside the page)`);
+  const bytes = await response.arrayBuffer();
   const profile = { on: false };
   const m = await model.load(device, bytes, profile);
   $("status").textContent = "generating";

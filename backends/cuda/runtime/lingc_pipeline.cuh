@@ -180,6 +180,22 @@ class Pipeline {
     CK(cudaStreamSynchronize(rt->stream));
   }
 
+  /** This rank's compute time since the last call: its stage's runs, not the waits for their inputs. */
+  double busy_ms() {
+    CK(cudaStreamSynchronize(rt->stream));
+    double ms = 0;
+    for (auto& sp : spans) {
+      float t = 0;
+      CK(cudaEventElapsedTime(&t, sp.first, sp.second));
+      ms += t;
+      CK(cudaEventDestroy(sp.first));
+      CK(cudaEventDestroy(sp.second));
+    }
+    spans.clear();
+    return ms;
+  }
+  std::vector<std::pair<cudaEvent_t, cudaEvent_t>> spans;
+
   /** Before the process ends: the last transfers done, the communicator closed. */
   void finish() {
     CK(cudaStreamSynchronize(link));
@@ -220,7 +236,13 @@ class Pipeline {
         in[s.name] = received.back();
       }
     }
+    cudaEvent_t began, ended;
+    CK(cudaEventCreate(&began));
+    CK(cudaEventCreate(&ended));
+    CK(cudaEventRecord(began, rt->stream));  // after the stream's wait for what was received
     std::map<std::string, DevTensor> res = rt->run(graph, in, false);
+    CK(cudaEventRecord(ended, rt->stream));
+    spans.emplace_back(began, ended);
     std::vector<void*> sent;
     auto send_result = [&](const std::string& result, int to) {
       send(res.at(result), to);
@@ -418,17 +440,22 @@ static void pipeline_bench(Runtime& rt, Pipeline& pp, const std::vector<std::pai
   const GenerationDef& gen = generation();
   const std::string prefill_graph = GRAPHS[gen.prefill]->name, decode_graph = GRAPHS[gen.decode]->name;
   const bool lead = pp.rank == pp.last();
-  auto timed = [&](const std::function<void()>& fn) {
-    std::vector<double> t;
+  // The pipeline's latency (the last rank's clock), and on stderr each rank's own compute time in it
+  // (the stage's runs without the waits for their inputs: what the plan predicts per stage).
+  auto timed = [&](const char* what, const std::function<void()>& fn) {
+    std::vector<double> t, busy;
     for (int r = 0; r < repeats + 1; ++r) {
       pp.barrier();
+      pp.busy_ms();
       const auto t0 = std::chrono::steady_clock::now();
       fn();
       CK(cudaStreamSynchronize(rt.stream));
       CK(cudaStreamSynchronize(pp.link));
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (r > 0) t.push_back(ms);  // the first is a warm-up
+      const double b = pp.busy_ms();
+      if (r > 0) t.push_back(ms), busy.push_back(b);  // the first is a warm-up
     }
+    std::fprintf(stderr, "stage %d: %s: computing %.3f ms of %.3f ms (medians)\n", pp.rank, what, median(busy), median(t));
     return median(t);
   };
   auto ids_for = [&](long B, long S, long salt) {
@@ -461,7 +488,8 @@ static void pipeline_bench(Runtime& rt, Pipeline& pp, const std::vector<std::pai
       return into;
     };
     std::string whole_logits;
-    const double whole = timed([&] {
+    const std::string whole_what = "prefill " + std::to_string(B) + "x" + std::to_string(S) + " whole";
+    const double whole = timed(whole_what.c_str(), [&] {
       std::map<std::string, DevTensor> given;
       if (pp.reads_input(prefill_graph, gen.prefill_tokens)) given[gen.prefill_tokens] = upload_ids(rt, ids, B, S);
       auto r = pp.run(prefill_graph, given, false);
@@ -473,7 +501,8 @@ static void pipeline_bench(Runtime& rt, Pipeline& pp, const std::vector<std::pai
     for (size_t ci = 0; ci < chunk_counts.size(); ++ci) {
       const long C = chunk_counts[ci], L = S / C;
       std::string chunked_logits;
-      const double chunked = timed([&] {
+      const std::string what = "prefill " + std::to_string(B) + "x" + std::to_string(S) + " in " + std::to_string(C) + " chunks";
+      const double chunked = timed(what.c_str(), [&] {
         std::map<std::string, DevTensor> cache = random_caches(rt, B, L, 0, S);
         for (long c = 0; c < C; ++c) {
           std::map<std::string, DevTensor> in = cache;
@@ -522,7 +551,8 @@ static void pipeline_bench(Runtime& rt, Pipeline& pp, const std::vector<std::pai
     std::map<std::string, DevTensor> cache = random_caches(rt, B, 1, P, P + 1);
     const std::vector<int> ids = ids_for(B, 1, 7);
     DevTensor t = upload_ids(rt, ids, B, 1);
-    const double ms = timed([&] {
+    const std::string what = "decode batch " + std::to_string(B) + ", cache " + std::to_string(P);
+    const double ms = timed(what.c_str(), [&] {
       std::map<std::string, DevTensor> in = cache;
       if (pp.reads_input(decode_graph, gen.decode_tokens)) in[gen.decode_tokens] = t;
       // Each step appends its row in place at position P (the caches it returns are views of them).

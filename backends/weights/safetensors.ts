@@ -94,11 +94,20 @@ export function writeSafetensors(path: string, tensors: Readonly<Record<string, 
 
 /** Reads every tensor of a small file (inputs, golden values) into a record. */
 export function readAllSafetensors(path: string): Record<string, Tensor> {
+  return readSafetensorsWhere(path, () => true).tensors;
+}
+
+/**
+ * The tensors of a file that `wanted` names (the others are not read: a file of golden values may
+ * hold tensors of dtypes lingc does not compute with), and the names of all of them.
+ */
+export function readSafetensorsWhere(path: string, wanted: (name: string) => boolean): { tensors: Record<string, Tensor>; names: string[] } {
   const f = SafetensorsFile.open(path);
   try {
-    const out: Record<string, Tensor> = {};
-    for (const name of [...f.entries.keys()].sort()) out[name] = f.read(name);
-    return out;
+    const names = [...f.entries.keys()].sort();
+    const tensors: Record<string, Tensor> = {};
+    for (const name of names) if (wanted(name)) tensors[name] = f.read(name);
+    return { tensors, names };
   } finally {
     f.close();
   }

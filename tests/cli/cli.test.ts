@@ -86,6 +86,24 @@ describe("lingc compile / opt", () => {
 });
 
 describe("lingc run / generate on the golden checkpoint", () => {
+  it("run reads only the graph's inputs from --input (another tensor may be of a dtype lingc does not compute with)", async () => {
+    // input_ids (i64) and an f64 tensor, as a file of reference values might hold.
+    const ids = golden["input_ids"]!;
+    const header = JSON.stringify({ input_ids: { dtype: "I64", shape: ids.shape, data_offsets: [0, ids.data.length * 8] }, reference: { dtype: "F64", shape: [2], data_offsets: [ids.data.length * 8, ids.data.length * 8 + 16] } }).padEnd(256, " ");
+    const body = new Uint8Array(ids.data.length * 8 + 16);
+    const view = new DataView(body.buffer);
+    Array.from(ids.data).forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true));
+    view.setFloat64(ids.data.length * 8, 0.5, true);
+    const file = new Uint8Array(8 + header.length + body.length);
+    new DataView(file.buffer).setBigUint64(0, BigInt(header.length), true);
+    file.set(new TextEncoder().encode(header), 8);
+    file.set(body, 8 + header.length);
+    writeFileSync(join(dir, "with-f64.safetensors"), file);
+    const r = await cli("run", GOLDEN_DIR, "--input", join(dir, "with-f64.safetensors"), "--out", join(dir, "with-f64-out.safetensors"));
+    expect(r.code, r.stderr).toBe(0);
+    expect(tensorDiff(readAllSafetensors(join(dir, "with-f64-out.safetensors"))["logits"]!, golden["logits"]!)).toBeLessThanOrEqual(1e-4);
+  });
+
   it("run writes logits and mtp_logits within 1e-4 of the golden, and observed values on request", async () => {
     const out = join(dir, "run.safetensors");
     const r = await cli("run", GOLDEN_DIR, "--backend", "interp", "--input", GOLDEN_FILE, "--out", out, "--observe", "hidden.*,model.layers.*.mlp.topk_idx");

@@ -12,7 +12,7 @@ import { bindConcrete } from "../../../ir/unify";
 import { BACKEND_NAMES } from "../../../backends";
 import type { GraphSignature } from "../../../backends/backend";
 import { generationRole } from "../../../ir/generation";
-import { readAllSafetensors, writeSafetensors } from "../../../backends/weights/safetensors";
+import { readSafetensorsWhere, writeSafetensors } from "../../../backends/weights/safetensors";
 import { loadModel } from "../../driver/load";
 import { graphsFor, hasGraph, openSource } from "../../driver/source";
 import { str } from "../args";
@@ -41,11 +41,12 @@ const isIntType = (dt: string) => dt === "i64" || dt === "i32" || dt === "u8" ||
  * as any integer type). Token ids of a generation graph must be in the vocabulary.
  */
 export function readInputs(path: string, sig: GraphSignature): Record<string, Tensor> {
-  const file = readAllSafetensors(path);
+  // Only the graph's inputs are read: the file may hold other tensors (golden files do).
+  const { tensors: file, names } = readSafetensorsWhere(path, (n) => sig.inputs.some((i) => i.name === n));
   const out: Record<string, Tensor> = {};
   for (const inp of sig.inputs) {
     const t = file[inp.name];
-    if (!t) throw new LingcError(`${path}: no tensor "${inp.name}" (graph ${sig.name} takes ${listSome(sig.inputs.map((i) => `${i.name}: ${i.dtype}[${i.shape.join(", ")}]`))}; found: ${listSome(Object.keys(file)) || "none"})`);
+    if (!t) throw new LingcError(`${path}: no tensor "${inp.name}" (graph ${sig.name} takes ${listSome(sig.inputs.map((i) => `${i.name}: ${i.dtype}[${i.shape.join(", ")}]`))}; found: ${listSome(names) || "none"})`);
     if (t.rank !== inp.shape.length) throw new LingcError(`${path}: tensor "${inp.name}" has shape ${shapeToString(t.shape)}, graph ${sig.name} takes ${inp.dtype}[${inp.shape.join(", ")}]`);
     if (t.shape.some((d) => d === 0)) throw new LingcError(`${path}: tensor "${inp.name}" has shape ${shapeToString(t.shape)}: every axis must be at least 1`);
     if (isIntType(inp.dtype) && isIntType(t.dtype)) out[inp.name] = new Tensor(inp.dtype, t.shape, t.data);

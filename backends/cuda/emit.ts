@@ -407,6 +407,17 @@ export function emitCuda(program: Program): CudaSources {
       ]),
     ),
   });
+  // Each stage's prefill must make the caches its decode reads (the graphs cut at the same layers).
+  const pre = program.graphs.findIndex((m) => generationRole(m)?.role === "prefill");
+  const dec = program.graphs.findIndex((m) => generationRole(m)?.role === "decode");
+  if (pre >= 0 && dec >= 0) {
+    for (let k = 0; k < count; k++) {
+      const d = chains[dec]!.stages[k]!.module;
+      const made = new Set(chains[pre]!.stages[k]!.module.entry!.results.map((r) => r.name));
+      const missing = cachePairs(generationRole(d)!.cache, d.entry!.params.map((x) => x.name!)).find((c) => !made.has(c.output));
+      if (missing) throw new LingcError(`stage ${k}: its decode reads ${missing.input}, but its part of ${names[pre]} does not make ${missing.output} (the graphs are cut at different layers; cut them at the same ones)`);
+    }
+  }
   const files: Record<string, string> = { ...runtime };
   const models: string[] = [];
   for (let k = 0; k < count; k++) {

@@ -49,10 +49,12 @@ async function runStages(built: BuiltProgram, args: string[]): Promise<string> {
   const port = await freePort();
   const env = { ...process.env, WORLD_SIZE: String(n), MASTER_ADDR: "127.0.0.1", MASTER_PORT: String(port), NCCL_NVLS_ENABLE: process.env["NCCL_NVLS_ENABLE"] ?? "0" };
   const procs = built.executables.map((exe, k) => spawn(exe, args, { env: { ...env, RANK: String(k), LOCAL_RANK: String(k) } }));
+  // The first stage to end badly on its own is the one to report (the others are then stopped:
+  // they would wait for it forever; SIGKILL follows if one does not end within 10 s).
+  let first = -1;
   const results = await new Promise<{ out: string; err: string; status: number | null; signal: string | null }[]>((resolve) => {
     const res = procs.map(() => ({ out: "", err: "", status: null as number | null, signal: null as string | null }));
     let left = n;
-    let failed = false;
     procs.forEach((p, k) => {
       p.stdout.on("data", (d) => (res[k]!.out += d));
       p.stderr.on("data", (d) => (res[k]!.err += d));
@@ -60,23 +62,23 @@ async function runStages(built: BuiltProgram, args: string[]): Promise<string> {
       p.on("close", (status, signal) => {
         res[k]!.status = status;
         res[k]!.signal = signal;
-        if ((status !== 0 || signal) && !failed) {
-          failed = true;
-          for (const q of procs) if (q !== p && q.exitCode === null) q.kill("SIGTERM");
+        if ((status !== 0 || signal) && first < 0) {
+          first = k;
+          for (const q of procs) {
+            if (q === p || q.exitCode !== null || q.signalCode !== null) continue;
+            q.kill("SIGTERM");
+            setTimeout(() => q.exitCode === null && q.signalCode === null && q.kill("SIGKILL"), 10_000).unref();
+          }
         }
         if (--left === 0) resolve(res);
       });
     });
   });
-  // The first stage that failed on its own (not stopped by us) is the one to report.
-  const bad = results.findIndex((r) => r.status !== 0 && r.status !== null);
-  if (bad >= 0) {
-    const r = results[bad]!;
+  if (first >= 0) {
+    const r = results[first]!;
     if (r.status === 3) throw new LingcError("the cuda backend needs an NVIDIA GPU, and this machine has none (no CUDA device)");
-    throw new LingcError(`pipeline stage ${bad}: ${errorOf(r.err, r.status, r.signal)}`);
+    throw new LingcError(`pipeline stage ${first}: ${r.signal ? `stopped by ${r.signal}${r.err.trim() ? `: ${errorOf(r.err, r.status, r.signal)}` : ""}` : errorOf(r.err, r.status, r.signal)}`);
   }
-  const killed = results.findIndex((r) => r.signal);
-  if (killed >= 0) throw new LingcError(`pipeline stage ${killed} was stopped by ${results[killed]!.signal}`);
   for (const r of results) if (r.err) process.stderr.write(r.err);
   return results[n - 1]!.out;
 }

@@ -134,6 +134,8 @@ export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): Weig
         // Stacked experts: each expert's grid, side by side (the grid of the stacked shape).
         const grid = scaleGridShape(shape, type.quant.granularity);
         const scales = Float32Array.from(gather(names.map(scaleNameOf), grid, "f32"));
+        // A NaN or infinite scale makes its block NaN (the fp8 codes themselves are checked where they decode).
+        refuseNonFinite(ck, scaleNameOf(name), names.map(scaleNameOf), grid, scales);
         t = new Tensor(type.dtype, shape, data, { layout: type.quant, scales });
       } else t = new Tensor(type.dtype, shape, data);
       return t;

@@ -8,7 +8,8 @@ import { collectWeights } from "../../ir/weights";
 import { ProfileRegistry } from "../../ir/target";
 import type { BoundWeights, Program } from "../../backends/backend";
 import { bindCheckpoint, checkpointNames, refuseUnknownTensors } from "../../backends/weights/bind";
-import { checkConfigRecord } from "../../models/config-record";
+import { checkConfigRecord, configRecord } from "../../models/config-record";
+import { generationRole } from "../../ir/generation";
 import { Checkpoint } from "../../backends/weights/checkpoint";
 import { parsePipeline, runPasses, type PassRunOptions, type PassTiming } from "../passes/manager";
 import type { Source } from "./source";
@@ -76,17 +77,27 @@ export async function compileProgram(req: CompileRequest): Promise<Compiled> {
   // training step (its `optimizer` attribute) gets the optimizer's pass after that, unless the
   // pipeline given already runs them.
   let prefix = "";
-  const graphs = (req.graphs ?? req.source.graphs).map((g) => {
-    const m = req.source.module(g);
+  // Cut into stages by plan, a program's graphs must be cut at the same layers (each stage keeps its
+  // layers' KV cache from prefill to decode): the decode graph is planned first and the others take
+  // its cuts (their schedule units start the same way; forward only adds the MTP layer and head).
+  const names = req.graphs ?? req.source.graphs;
+  const planned = passes.some((p) => p.pass.name === "pipeline" && !(p.options["cuts"] as readonly string[] | undefined)?.length);
+  const modules = new Map(names.map((g) => [g, req.source.module(g)]));
+  const order = planned ? [...names].sort((a, b) => Number(generationRole(modules.get(b)!)?.role === "decode") - Number(generationRole(modules.get(a)!)?.role === "decode")) : names;
+  let cuts: string | undefined;
+  for (const g of order) {
+    const m = modules.get(g)!;
     const has = (name: string) => passes.some((p) => p.pass.name === name);
     const differentiate = m.attrs["objective"] !== undefined && !has("autodiff");
     const optimizer = m.attrs["optimizer"];
     const step = optimizer !== undefined && !has(optimizer) ? optimizer : "";
     const added = [differentiate ? "autodiff" : "", step].filter(Boolean).join(",");
     if (added) prefix = added;
-    timings.push(...runPasses(m, [...parsePipeline(added), ...passes], { ...req.passRun, profiles }));
-    return m;
-  });
+    const these = cuts ? passes.map((p) => (p.pass.name === "pipeline" ? { ...p, options: { ...p.options, cuts: cuts!.split(",") } } : p)) : passes;
+    timings.push(...runPasses(m, [...parsePipeline(added), ...these], { ...req.passRun, profiles }));
+    if (planned && cuts === undefined) cuts = m.attrs["pipeline_cuts"] || undefined;
+  }
+  const graphs = names.map((g) => modules.get(g)!);
   return { program: { graphs, profile }, pipeline: prefix ? `${prefix}${text ? `,${text}` : ""}` : text, timings };
 }
 
@@ -111,6 +122,8 @@ export function bindWeights(source: Source, program: Program): BoundWeights {
     // or as traced: fp8 scales are the compiled graphs'). An IR text or model file bound with
     // --weights may read a part of a checkpoint on purpose.
     if (source.config) {
+      // A built-in config given --weights: the folder's config.json must describe the same model.
+      checkConfigRecord(configRecord(source.config), source.weights, `model ${source.label}`);
       const known = checkpointNames(program.graphs);
       for (const g of source.graphs) for (const n of checkpointNames([source.module(g)])) known.add(n);
       refuseUnknownTensors(ck, known);

@@ -33,6 +33,9 @@ export function cutIntoStages(m: Module, stages: number, at: ReadonlyMap<string,
     const plan = minMaxPartition({ seconds: units.map((u) => u.seconds), sendSeconds: units.map((u) => u.cutBytes / CUDA_SM90A.rates.linkBandwidth) }, stages)!;
     bounds = plan.bounds;
   }
+  // Where it cut, on the module: a program's other graphs are cut at the same units (their layers,
+  // and so their KV caches, on the same stages).
+  m.attrs["pipeline_cuts"] = bounds.slice(1, -1).join(",");
   // Outline each stage (callees' calls move with their ops).
   const stageOf = new Map<Value, number>();
   const calls: Op[] = [];

@@ -45,6 +45,21 @@ describe("lingc compile --target cuda", () => {
     ]);
   });
 
+  it.each([2, 3])("--stages %i cuts a model's graphs at the same layers (each stage's prefill makes the caches its decode reads)", async (n) => {
+    // Ling-mini-2.0's forward (with its MTP layer) alone would be cut elsewhere than its decode.
+    const r = await cli("compile", "ling-mini-2.0", "--target", "cuda", "--stages", String(n), "--out", join(dir, `mini${n}`));
+    expect(r.code, r.stderr).toBe(0);
+    // The chain (compiled into every stage program) says which stage makes each output: each layer's
+    // cache comes from the same stage in both graphs.
+    const src = readFileSync(join(dir, `mini${n}`, "model.stage0.cu"), "utf8");
+    const chain = JSON.parse(JSON.parse(/STAGE_CHAIN = ("(?:[^"\\]|\\.)*");/.exec(src)![1]!)) as { graphs: Record<string, { outputs: { name: string; stage: number }[] }> };
+    const stageOf = (graph: string) => Object.fromEntries(chain.graphs[graph]!.outputs.filter((o) => o.name.startsWith("present.")).map((o) => [o.name, o.stage]));
+    const decode = stageOf("decode");
+    expect(Object.keys(decode)).toHaveLength(40);
+    expect(new Set(Object.values(decode)).size).toBe(n);
+    expect(stageOf("forward")).toEqual(decode);
+  }, 120_000);
+
   it("--stages 2 writes a program per stage, the chain that links them and a launcher; the stage sources compile", async () => {
     const r = await cli("compile", "ling-tiny", "--target", "cuda", "--stages", "2", "--out", join(dir, "st2"));
     expect(r.code, r.stderr).toBe(0);

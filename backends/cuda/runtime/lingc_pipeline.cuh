@@ -195,6 +195,7 @@ class Pipeline {
     return ms;
   }
   std::vector<std::pair<cudaEvent_t, cudaEvent_t>> spans;
+  bool timing = false;  // bench: record each run's span for busy_ms
 
   /** Before the process ends: the last transfers done, the communicator closed. */
   void finish() {
@@ -236,13 +237,17 @@ class Pipeline {
         in[s.name] = received.back();
       }
     }
-    cudaEvent_t began, ended;
-    CK(cudaEventCreate(&began));
-    CK(cudaEventCreate(&ended));
-    CK(cudaEventRecord(began, rt->stream));  // after the stream's wait for what was received
+    cudaEvent_t began = nullptr, ended = nullptr;
+    if (timing) {
+      CK(cudaEventCreate(&began));
+      CK(cudaEventCreate(&ended));
+      CK(cudaEventRecord(began, rt->stream));  // after the stream's wait for what was received
+    }
     std::map<std::string, DevTensor> res = rt->run(graph, in, false);
-    CK(cudaEventRecord(ended, rt->stream));
-    spans.emplace_back(began, ended);
+    if (timing) {
+      CK(cudaEventRecord(ended, rt->stream));
+      spans.emplace_back(began, ended);
+    }
     std::vector<void*> sent;
     auto send_result = [&](const std::string& result, int to) {
       send(res.at(result), to);
@@ -261,18 +266,17 @@ class Pipeline {
       for (const StageOut& o : g.outputs)
         if (o.stage != rank) out[o.name] = recv(o.stage);
     // Results not handed out are done with once sent: freed in the link's order if it reads them.
-    bool kept_sent = false;
     for (auto& kv : res) {
       bool kept = false;
       for (auto& o : out) kept = kept || o.second.ptr == kv.second.ptr;
       const bool was_sent = std::find(sent.begin(), sent.end(), kv.second.ptr) != sent.end();
-      kept_sent = kept_sent || (kept && was_sent);
       if (kept) continue;
       if (was_sent && kv.second.ptr && !kv.second.view) CK(cudaFreeAsync(kv.second.ptr, link));
       else rt->free_tensor(kv.second);
     }
-    // What the caller keeps it may free or overwrite on the compute stream: after the link's reads.
-    if (kept_sent) compute_after_link();
+    // What was sent may share storage with what was received or given (a view): the compute stream,
+    // which frees and reuses storage, goes on only after the link's reads.
+    if (!sent.empty()) compute_after_link();
     for (auto& t : received) rt->free_tensor(t);
     return out;
   }
@@ -298,8 +302,7 @@ class Pipeline {
     const int fd = tcp_socket();
     const int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a = address(host, port);
-    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    const sockaddr_in a = address(host, port);  // MASTER_ADDR's interface only
     if (::bind(fd, (sockaddr*)&a, sizeof a) != 0) fail("rank 0 cannot listen on port %d (MASTER_PORT): %s", port, std::strerror(errno));
     if (::listen(fd, world) != 0) fail("listen on port %d: %s", port, std::strerror(errno));
     for (int k = 1; k < world; ++k) {
@@ -335,8 +338,9 @@ class Pipeline {
 static std::map<std::string, DevTensor> caches_with_room(Runtime& rt, const GenerationDef& gen, std::map<std::string, DevTensor>& res, long positions) {
   std::map<std::string, DevTensor> cache;
   for (int i = 0; i < gen.ncache; ++i) {
-    DevTensor& t = res.at(gen.cache[i].output);
-    cache[gen.cache[i].input] = rt.with_room(t, gen.cache[i].axis, positions);
+    auto it = res.find(gen.cache[i].output);
+    if (it == res.end()) fail("this stage's prefill made no %s for its decode's %s (the graphs were cut at different layers)", gen.cache[i].output, gen.cache[i].input);
+    cache[gen.cache[i].input] = rt.with_room(it->second, gen.cache[i].axis, positions);
   }
   return cache;
 }
@@ -440,6 +444,7 @@ static void pipeline_bench(Runtime& rt, Pipeline& pp, const std::vector<std::pai
   const GenerationDef& gen = generation();
   const std::string prefill_graph = GRAPHS[gen.prefill]->name, decode_graph = GRAPHS[gen.decode]->name;
   const bool lead = pp.rank == pp.last();
+  pp.timing = true;
   // The pipeline's latency (the last rank's clock), and on stderr each rank's own compute time in it
   // (the stage's runs without the waits for their inputs: what the plan predicts per stage).
   auto timed = [&](const char* what, const std::function<void()>& fn) {

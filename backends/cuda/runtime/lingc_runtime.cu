@@ -2002,6 +2002,8 @@ int main(int argc, char** argv) {
   if (staged) pp.select_device();
   Runtime rt;
   rt.init();
+  // The stages meet before each loads its weights (which may take minutes, more on one than another).
+  if (staged) pp.connect(rt);
   rt.profile = opt.count("profile") > 0;
   rt.lazy_alloc = opt.count("eager-alloc") == 0;
   if (cmd == "selftest") return selftest(rt);
@@ -2012,7 +2014,6 @@ int main(int argc, char** argv) {
     else if (rt.declares_weights()) fail("--checkpoint DIR is required (or --random-weights for bench)");
   }
   rt.load(random || !opt.count("checkpoint") ? nullptr : &ck, 1234);
-  if (staged) pp.connect(rt);
   if (staged && cmd == "run") {
     if (!opt.count("graph")) fail("run needs --graph NAME");
     const std::string g = opt["graph"];
@@ -2021,7 +2022,8 @@ int main(int argc, char** argv) {
     auto out = pp.run(g, inputs, true);
     if (pp.rank == pp.last()) write_outputs(rt, opt["out"], out);
   } else if (staged && cmd == "generate") {
-    generate_command(opt, pp.vocab > 0 ? pp.vocab : (1L << 31) - 1, pp.rank == pp.last(),
+    if (pp.vocab <= 0) fail("this pipeline's graphs record no vocabulary size (the 'vocab' module attribute), so prompt ids cannot be checked; compile it from a model");
+    generate_command(opt, pp.vocab, pp.rank == pp.last(),
                      [&](const std::vector<std::vector<int>>& batch, int steps, std::vector<std::string>* lg) { return pipeline_generate(rt, pp, batch, steps, lg); });
   } else if (staged && cmd == "bench") {
     pipeline_bench(rt, pp, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), parse_counts(opt.count("chunks") ? opt["chunks"] : ""),

@@ -64,10 +64,7 @@ export function sharded(files: CheckpointFiles): CheckpointFiles {
       off += bytes.length;
       weightMap[n] = shard;
     }
-    const data = new Uint8Array(off);
-    let at = 0;
-    for (const c of chunks) data.set(c, (at += c.length) - c.length);
-    out[shard] = encodeSt({ header, data });
+    out[shard] = encodeSt({ header, data: Buffer.concat(chunks) });
   });
   out["model.safetensors.index.json"] = new TextEncoder().encode(JSON.stringify({ metadata: {}, weight_map: weightMap }, null, 1));
   return out;

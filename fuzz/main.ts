@@ -67,7 +67,7 @@ function irFuzz(): void {
 }
 
 async function checkpointFuzz(): Promise<void> {
-  const golden = resolve(__dirname_of(), "../tests/data/golden/ling-tiny");
+  const golden = resolve(fuzzDir(), "../tests/data/golden/ling-tiny");
   const base = readBase(golden);
   const shardedBase = sharded(base);
   const work = mkdtempSync(join(tmpdir(), "lingc-fuzz-"));
@@ -107,7 +107,7 @@ async function checkpointFuzz(): Promise<void> {
 }
 
 /** This file's folder, in the bundle (dist/) or run from source. */
-function __dirname_of(): string {
+function fuzzDir(): string {
   const here = new URL(".", import.meta.url).pathname;
   return here.endsWith("/dist/") ? join(here, "../fuzz") : here;
 }

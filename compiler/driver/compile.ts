@@ -124,8 +124,11 @@ export function bindWeights(source: Source, program: Program): BoundWeights {
     if (source.config) {
       // A built-in config given --weights: the folder's config.json must describe the same model.
       checkConfigRecord(configRecord(source.config), source.weights, `model ${source.label}`);
-      const known = checkpointNames(program.graphs);
-      for (const g of source.graphs) for (const n of checkpointNames([source.module(g)])) known.add(n);
+      // Graphs the program does not hold (the forward's MTP layer when only decode was compiled) are
+      // traced for their weight names; the program's own graphs are not traced again.
+      const compiled = new Set(program.graphs.map((m) => m.name));
+      const others = source.graphs.filter((g) => !compiled.has(g)).map((g) => source.module(g));
+      const known = checkpointNames([...program.graphs, ...others]);
       refuseUnknownTensors(ck, known);
     } else {
       // A graph from text (an IR file) records the config it was traced from: the checkpoint's must match.

@@ -248,10 +248,10 @@ class Pipeline {
       CK(cudaEventRecord(ended, rt->stream));
       spans.emplace_back(began, ended);
     }
-    std::vector<void*> sent;
+    bool sent = false;
     auto send_result = [&](const std::string& result, int to) {
       send(res.at(result), to);
-      sent.push_back(res.at(result).ptr);
+      sent = true;
     };
     for (int k = rank + 1; k < world; ++k)
       for (const StageIn& s : g.inputs.at(k))
@@ -265,18 +265,15 @@ class Pipeline {
     if (gather && rank == last())
       for (const StageOut& o : g.outputs)
         if (o.stage != rank) out[o.name] = recv(o.stage);
-    // Results not handed out are done with once sent: freed in the link's order if it reads them.
+    // What was sent may share storage with what was received or given (a view): the compute stream,
+    // which frees and reuses storage, goes on only after the link's reads. Then results not handed
+    // out, and what was received, are freed in its order.
+    if (sent) compute_after_link();
     for (auto& kv : res) {
       bool kept = false;
       for (auto& o : out) kept = kept || o.second.ptr == kv.second.ptr;
-      const bool was_sent = std::find(sent.begin(), sent.end(), kv.second.ptr) != sent.end();
-      if (kept) continue;
-      if (was_sent && kv.second.ptr && !kv.second.view) CK(cudaFreeAsync(kv.second.ptr, link));
-      else rt->free_tensor(kv.second);
+      if (!kept) rt->free_tensor(kv.second);
     }
-    // What was sent may share storage with what was received or given (a view): the compute stream,
-    // which frees and reuses storage, goes on only after the link's reads.
-    if (!sent.empty()) compute_after_link();
     for (auto& t : received) rt->free_tensor(t);
     return out;
   }

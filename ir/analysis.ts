@@ -80,47 +80,62 @@ export interface FunctionCost extends Cost {
   ops: number;
 }
 
+/** Costs per function (one call, calls expanded) and per op (calls: their callee's whole cost). */
+export interface CostWalk {
+  functions: Map<Func, FunctionCost>;
+  ops: Map<Op, FunctionCost>;
+}
+
 /**
  * The cost of one call of each function (FLOPs and bytes from the op table's cost rules, calls
- * expanded through their callees) for concrete values of the entry's symbols. The analysis is made
- * per set of values: `costAnalysis(new Map([["B", 1], ["S", 1], ["P", 2048]]))`.
+ * expanded through their callees) and of each op, for concrete values of the entry's symbols. A
+ * function called from several sites is costed at its first call's sizes.
+ */
+export function costWalk(m: Module, bindings: ReadonlyMap<string, number>): CostWalk {
+  const functions = new Map<Func, FunctionCost>();
+  const ops = new Map<Op, FunctionCost>();
+  const shaped = (t: { dtype: ShapedType["dtype"]; shape: readonly Dim[] }, b: ReadonlyMap<string, number>): ShapedType => ({ dtype: t.dtype, shape: t.shape.map((d) => d.eval(b)) });
+  const visit = (f: Func, b: ReadonlyMap<string, number>): FunctionCost => {
+    const total: FunctionCost = { flops: 0, bytesRead: 0, bytesWritten: 0, ops: 0 };
+    const first = !functions.has(f);
+    for (const op of f.body) {
+      let c: FunctionCost;
+      if (op.opName === "call") {
+        const callee = m.getFunc(op.callee!)!;
+        const u = unifyTypes(
+          callee.params.map((p) => p.type),
+          op.operands.map((v) => v.type),
+          callee.params.map((p) => p.name ?? ""),
+        );
+        const inner = new Map(b);
+        if (!("problem" in u)) for (const [k, d] of u.bindings) inner.set(k, d.eval(b));
+        c = visit(callee, inner);
+      } else {
+        const def = getOp(op.opName)!;
+        const ins = op.operands.map((v) => shaped(v.type, b));
+        const outs = op.results.map((v) => shaped(v.type, b));
+        c = { ...(def.cost ? def.cost(ins, outs, op.attrs) : defaultCost(ins, outs)), ops: 1 };
+      }
+      if (first) ops.set(op, c);
+      total.flops += c.flops;
+      total.bytesRead += c.bytesRead;
+      total.bytesWritten += c.bytesWritten;
+      total.ops += c.ops;
+    }
+    if (first) functions.set(f, total);
+    return total;
+  };
+  if (m.entry) visit(m.entry, bindings);
+  return { functions, ops };
+}
+
+/**
+ * The cost of one call of each function for concrete values of the entry's symbols (see costWalk).
+ * The analysis is made per set of values: `costAnalysis(new Map([["B", 1], ["S", 1], ["P", 2048]]))`.
  */
 export function costAnalysis(bindings: ReadonlyMap<string, number>): Analysis<Map<Func, FunctionCost>> {
   return {
     name: `cost(${[...bindings].map(([k, v]) => `${k}=${v}`).join(",")})`,
-    compute(m) {
-      const out = new Map<Func, FunctionCost>();
-      const shaped = (t: { dtype: ShapedType["dtype"]; shape: readonly Dim[] }, b: ReadonlyMap<string, number>): ShapedType => ({ dtype: t.dtype, shape: t.shape.map((d) => d.eval(b)) });
-      const visit = (f: Func, b: ReadonlyMap<string, number>): FunctionCost => {
-        const total: FunctionCost = { flops: 0, bytesRead: 0, bytesWritten: 0, ops: 0 };
-        for (const op of f.body) {
-          let c: Cost & { ops?: number };
-          if (op.opName === "call") {
-            const callee = m.getFunc(op.callee!)!;
-            const u = unifyTypes(
-              callee.params.map((p) => p.type),
-              op.operands.map((v) => v.type),
-              callee.params.map((p) => p.name ?? ""),
-            );
-            const inner = new Map(b);
-            if (!("problem" in u)) for (const [k, d] of u.bindings) inner.set(k, d.eval(b));
-            c = visit(callee, inner);
-          } else {
-            const def = getOp(op.opName)!;
-            const ins = op.operands.map((v) => shaped(v.type, b));
-            const outs = op.results.map((v) => shaped(v.type, b));
-            c = { ...(def.cost ? def.cost(ins, outs, op.attrs) : defaultCost(ins, outs)), ops: 1 };
-          }
-          total.flops += c.flops;
-          total.bytesRead += c.bytesRead;
-          total.bytesWritten += c.bytesWritten;
-          total.ops += c.ops ?? 1;
-        }
-        if (!out.has(f)) out.set(f, total);
-        return total;
-      };
-      if (m.entry) visit(m.entry, bindings);
-      return out;
-    },
+    compute: (m) => costWalk(m, bindings).functions,
   };
 }

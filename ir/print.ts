@@ -57,7 +57,7 @@ function formatLoc(p: SourcePos): string {
 }
 
 /** Assigns each value of a function a unique printed name: its own name when free, else a numbered one. */
-function nameValues(f: Func): Map<Value, string> {
+export function nameValues(f: Func): Map<Value, string> {
   const names = new Map<Value, string>();
   const taken = new Set<string>();
   const claim = (v: Value, want: string | undefined) => {
@@ -98,6 +98,13 @@ function printOp(op: Op, names: Map<Value, string>, out: string[]): void {
   if (op.loc) line += ` ${formatLoc(op.loc)}`;
   if (op.dispatch) line += ` dispatch(${quote(formatDispatch(op.dispatch))})`;
   out.push(line);
+}
+
+/** One function as the module printer writes it. */
+export function printFunction(f: Func): string {
+  const out: string[] = [];
+  printFunc(f, out);
+  return out.join("\n") + "\n";
 }
 
 function printFunc(f: Func, out: string[]): void {

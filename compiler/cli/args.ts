@@ -113,3 +113,14 @@ export function helpText(spec: CommandSpec): string {
   if (spec.notes?.length) lines.push("", ...spec.notes);
   return lines.join("\n") + "\n";
 }
+
+/** `--dims B=2,S=5`: sizes of a graph's symbols. */
+export function parseDims(text: string | undefined, option = "--dims"): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const item of (text ?? "").split(",").filter(Boolean)) {
+    const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\d+)\s*$/.exec(item);
+    if (!m || Number(m[2]) < 1) throw new UsageError(`${option}: '${item}' is not SYMBOL=N with N >= 1`);
+    out.set(m[1]!, Number(m[2]));
+  }
+  return out;
+}

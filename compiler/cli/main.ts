@@ -18,11 +18,12 @@ import { quantize } from "./commands/quantize";
 import { run } from "./commands/run";
 import { trainCommand } from "./commands/train";
 import { planCommand } from "./commands/plan";
+import { view } from "./commands/view";
 import { processIO, type CliIO } from "./io";
 
 export const VERSION = "0.1.0";
 
-const COMMANDS: Command[] = [info, compile, opt, run, generate, compare, init, quantize, onnxBind, trainCommand, planCommand];
+const COMMANDS: Command[] = [info, compile, opt, run, generate, compare, init, quantize, onnxBind, trainCommand, planCommand, view];
 
 function mainHelp(): string {
   const lines = [

@@ -29,6 +29,8 @@ export interface PassRunOptions {
   profiles?: ProfileRegistry;
   /** Where passes' remarks go (what a pass decided; default: nowhere). */
   remark?: (text: string) => void;
+  /** Sees the module before the first pass (`stage` undefined) and after each pass (its text), e.g. for `lingc view`'s timeline. */
+  observe?: (m: Module, stage: string | undefined, ms: number) => void;
 }
 
 export interface PassTiming {
@@ -53,6 +55,7 @@ export function runPasses(m: Module, passes: readonly PassInstance[], opts: Pass
   const ctx = { analyses: new AnalysisManager(m), profiles: opts.profiles ?? new ProfileRegistry(), remark: opts.remark };
   const wants = (set: ReadonlySet<string> | "all" | undefined, name: string) => set === "all" || (set?.has(name) ?? false);
   const timings: PassTiming[] = [];
+  opts.observe?.(m, undefined, 0);
   for (const p of passes) {
     if (wants(opts.printBefore, p.pass.name)) print(`// ----- IR before ${instanceText(p)} -----\n${printModule(m)}`);
     const t0 = performance.now();
@@ -68,6 +71,7 @@ export function runPasses(m: Module, passes: readonly PassInstance[], opts: Pass
       }
     }
     if (wants(opts.printAfter, p.pass.name)) print(`// ----- IR after ${instanceText(p)} -----\n${printModule(m)}`);
+    opts.observe?.(m, instanceText(p), timings[timings.length - 1]!.ms);
   }
   return timings;
 }

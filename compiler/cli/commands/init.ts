@@ -16,7 +16,7 @@ import { generationRole } from "../../../ir/generation";
 import { writeSafetensors } from "../../../backends/weights/safetensors";
 import { refuseInputAsOutput } from "../io";
 import { openSource } from "../../driver/source";
-import { int, str, UsageError } from "../args";
+import { int, parseDims, str } from "../args";
 import type { Command } from "./command";
 
 /** A small seeded generator (mulberry32): the same seed gives the same weights everywhere. */
@@ -36,16 +36,6 @@ function randomTensor(dtype: DType, shape: number[], next: () => number): Tensor
   const vector = shape.length === 1;
   const a = vector ? 0.05 : 1 / Math.sqrt(shape[shape.length - 1] || 1);
   return Tensor.from(dtype, shape, Array.from({ length: n }, () => (vector ? 1 : 0) + a * (2 * next() - 1)));
-}
-
-function parseDims(text: string | undefined): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const item of (text ?? "").split(",").filter(Boolean)) {
-    const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\d+)\s*$/.exec(item);
-    if (!m || Number(m[2]) < 1) throw new UsageError(`--dims: '${item}' is not SYMBOL=N with N >= 1`);
-    out.set(m[1]!, Number(m[2]));
-  }
-  return out;
 }
 
 export const init: Command = {

@@ -46,10 +46,8 @@ try {
     });
     nav.push(t);
     if (shot && r === runs - 1) {
-      await page.evaluate(() => {
-        const k = document.querySelector("#graph g.kernel") as unknown as SVGGElement;
-        k?.dispatchEvent(new MouseEvent("click", { bubbles: true }));
-      });
+      // The router kernel's top-k op selected: its details and model source line in the right pane.
+      await page.locator('#graph g.node[data-func="moe_layer.router"]', { hasText: "group_topk" }).dispatchEvent("click");
       await page.screenshot({ path: shot });
     }
     await page.close();

@@ -128,6 +128,15 @@ describe("lingc view: the command", () => {
       expect(b.stderr).toContain(msg);
       expect(b.stderr).not.toContain("    at ");
     }
+    // A folder holding a page of someone else's is left alone; a previous view is replaced.
+    const theirs = join(dir, "theirs");
+    mkdirSync(theirs);
+    writeFileSync(join(theirs, "index.html"), "<html>my page</html>");
+    const t = await cli("view", "ling-tiny", "--out", theirs);
+    expect(t.code).toBe(1);
+    expect(t.stderr).toContain("already holds index.html that is not from 'lingc view'");
+    expect(readFileSync(join(theirs, "index.html"), "utf8")).toBe("<html>my page</html>");
+    expect((await cli("view", "ling-tiny", "--out", out)).code).toBe(0);
     // An IR text names its graph; its symbols need sizes.
     const lir = join(dir, "toy.lir");
     writeFileSync(lir, 'module @toy {\n  func @toy(%x: f32[N, 4]) -> (y: f32[N, 4]) {\n    %0 = exp(%x) : f32[N, 4]\n    return %0\n  }\n}\n');

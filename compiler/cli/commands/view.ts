@@ -39,8 +39,12 @@ function packageRoot(): string | undefined {
   return undefined;
 }
 
+/** Source locations name model code; an IR text could name any file, so only these are read. */
+const SOURCE_FILE = /\.(ts|mts|cts|js|mjs|cjs)$/;
+
 /** A model source file's text: the path as recorded (relative to the project root, or absolute). */
 function readSource(file: string): string | undefined {
+  if (!SOURCE_FILE.test(file)) return undefined;
   const root = packageRoot();
   for (const p of [resolve(file), root ? join(root, file) : undefined]) {
     try {
@@ -114,8 +118,15 @@ export const view: Command = {
     if (graphArg && modelArg.endsWith(".lir")) throw new LingcError("--graph does not apply to an IR file (the module names its graph)");
     const graph = graphArg ?? source.graphs[0]!;
     if (!hasGraph(source, graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${source.graphs.join(", ")})`);
-    // The output must not be the model itself (a checkpoint folder or the .lir).
-    if (existsSync(out) && existsSync(modelArg) && realpathSync(out) === realpathSync(modelArg)) throw new LingcError(`--out ${out} is the model given; write the view somewhere else`);
+    // The output must not be the model itself (the .lir, or a checkpoint folder: a built-in config's too).
+    for (const input of [modelArg, source.weights]) {
+      if (input && existsSync(out) && existsSync(input) && realpathSync(out) === realpathSync(input)) throw new LingcError(`--out ${out} is the model's ${input === modelArg ? "own path" : "checkpoint folder"}; write the view somewhere else`);
+    }
+    // The view's files replace a previous view's, never a page of someone else's.
+    const index = join(out, "index.html");
+    const ours = existsSync(index) && readFileSync(index, "utf8").includes("<title>lingc view");
+    const clash = ["index.html", "data.js", "app.js", "model-explorer.json"].find((name) => existsSync(join(out, name)));
+    if (clash && !ours) throw new LingcError(`--out ${out} already holds ${clash} that is not from 'lingc view'; give an empty or new folder`);
     const recorder = new TimelineRecorder(dims);
     let entry = "";
     const { program, pipeline } = await compileProgram({

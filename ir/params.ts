@@ -32,6 +32,9 @@ interface WeightUse {
   quantizedTo?: TensorType;
 }
 
+/** Ops that turn a weight into another element type, elementwise: its readers read it as the result's readers do. */
+const CONVERSIONS = new Set(["cast", "quantize", "dequantize"]);
+
 /** The share of a grouped_linear's expert weights one token reads: top-k of the experts. */
 function expertFraction(op: Op, defOf: (v: Value) => Op | undefined): number {
   const dispatch = defOf(op.operands[2]!);
@@ -50,6 +53,7 @@ function readFraction(f: Func, v: Value, defOf: (v: Value) => Op | undefined, m?
     op.operands.forEach((x, i) => {
       if (x !== v) return;
       if (op.opName === "grouped_linear" && i === 1) most = Math.max(most, expertFraction(op, defOf));
+      else if (CONVERSIONS.has(op.opName) && i === 0) most = Math.max(most, readFraction(f, op.results[0]!, defOf, m));
       else if (op.opName === "call" && m?.getFunc(op.callee!)) {
         const callee = m.getFunc(op.callee!)!;
         const inner = new Map<Value, Op | undefined>();
@@ -83,9 +87,10 @@ function weightUses(m: Module): WeightUse[] {
         if (v.kind !== "weight") return;
         const elements = v.type.numel().value ?? 0;
         const use: WeightUse = { name: joinScope(prefix, v.name!), elements, bytes: storedBytes(v.type), fraction: 1, mtp };
-        if (op.opName === "quantize") {
-          // Quantized once at load: a token reads the quantized tensor as its consumers do.
-          use.quantizedTo = op.results[0]!.type;
+        if (CONVERSIONS.has(op.opName) && i === 0) {
+          // Converted once at load (cast to the compute dtype, quantized): a token reads the result
+          // as its consumers do.
+          if (op.opName === "quantize") use.quantizedTo = op.results[0]!.type;
           use.fraction = readFraction(f, op.results[0]!, defOf, m);
         }
         if (op.opName === "grouped_linear" && i === 1) use.fraction = expertFraction(op, defOf);

@@ -148,7 +148,7 @@ class FuncEmitter {
     readonly frames: ReadonlyMap<string, FrameSchedule>,
     readonly residents: Map<string, ReadonlySet<number>>,
   ) {
-    this.limits = { maxThreads: profile.maxThreadsPerBlock, maxWorkgroupBytes: profile.sharedMemoryPerBlock, storage: cudaStorage, tensorCores: profile.tensorCoreTypes, warpSize: profile.warpSize, gemmTile: fp8ExpertTile(profile) };
+    this.limits = { maxThreads: profile.maxThreadsPerBlock, maxWorkgroupBytes: profile.sharedMemoryPerBlock, storage: cudaStorage, tensorCores: profile.tensorCoreTypes, warpSize: profile.warpSize, gemmTile: fp8ExpertTile(profile), wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true };
   }
 
   /** The global slot (as C++) of a value of a step. */

@@ -2,7 +2,8 @@
  * kir -> CUDA C++. One `__global__` function per kernel; buffers are pointer parameters (bf16 buffers
  * are `__nv_bfloat16*` and fp8 ones `__nv_fp8_e4m3*`, both read and written as float, rounding to
  * nearest even, fp8 saturating), run-time sizes are int parameters after them.
- * The grid is linearized like WGSL's (blockIdx.x + blockIdx.y * gridDim.x).
+ * The grid is linearized like WGSL's (blockIdx.x + blockIdx.y * gridDim.x). A wide kernel (kir
+ * Kernel.wide: a buffer past 2^31 - 1 elements) computes every integer as long long.
  */
 import { f32Text, type Expr, type Kernel, type KType, type MmaShape, type Stmt } from "../kernels/kir";
 
@@ -29,8 +30,11 @@ const UN: Record<string, string> = { exp: "expf", log: "logf", sqrt: "sqrtf", rs
 export class CudaRenderer {
   private readonly bf16 = new Set<string>();
   private readonly fp8 = new Set<string>();
+  /** The C++ type of each kir type in this kernel (i32 is long long in a wide kernel). */
+  private readonly type: Record<KType, string>;
 
-  constructor(k: Kernel) {
+  constructor(private readonly k: Kernel) {
+    this.type = k.wide ? { ...TYPE, i32: "long long" } : TYPE;
     for (const b of k.buffers) if (b.elem === "bf16") this.bf16.add(b.name);
     for (const b of k.buffers) if (b.elem === "f8e4m3") this.fp8.add(b.name);
   }
@@ -49,17 +53,21 @@ export class CudaRenderer {
       case "builtin":
         return e.name === "lid" ? "lid" : "wgid";
       case "bin":
-        if (e.op === "min" || e.op === "max") return e.t === "f32" ? `f${e.op}f(${this.expr(e.a)}, ${this.expr(e.b)})` : `${e.op}(${this.expr(e.a)}, ${this.expr(e.b)})`;
+        if (e.op === "min" || e.op === "max") {
+          if (e.t === "f32") return `f${e.op}f(${this.expr(e.a)}, ${this.expr(e.b)})`;
+          // Both sides of one type: an int size against a long long index has no overload.
+          return e.t === "i32" && this.k.wide ? `${e.op}((long long)(${this.expr(e.a)}), (long long)(${this.expr(e.b)}))` : `${e.op}(${this.expr(e.a)}, ${this.expr(e.b)})`;
+        }
         return `(${this.expr(e.a)} ${e.op} ${this.expr(e.b)})`;
       case "un":
         if (e.op === "neg") return `(-${this.expr(e.a)})`;
         if (e.op === "not") return `(!${this.expr(e.a)})`;
-        if (e.op === "abs" && e.t !== "f32") return `abs(${this.expr(e.a)})`;
+        if (e.op === "abs" && e.t !== "f32") return `${e.t === "i32" && this.k.wide ? "llabs" : "abs"}(${this.expr(e.a)})`;
         return `${UN[e.op]}(${this.expr(e.a)})`;
       case "sel":
         return `(${this.expr(e.c)} ? ${this.expr(e.a)} : ${this.expr(e.b)})`;
       case "conv":
-        return `((${TYPE[e.t]})(${this.expr(e.a)}))`;
+        return `((${this.type[e.t]})(${this.expr(e.a)}))`;
       case "round":
         if (e.to === "bf16") return `__bfloat162float(__float2bfloat16_rn(${this.expr(e.a)}))`;
         if (e.to === "f16") return `__half2float(__float2half_rn(${this.expr(e.a)}))`;
@@ -77,10 +85,10 @@ export class CudaRenderer {
     for (const s of ss) {
       switch (s.k) {
         case "let":
-          out.push(`${indent}[[maybe_unused]] const ${TYPE[s.e.t]} ${s.name} = ${this.expr(s.e)};`);
+          out.push(`${indent}[[maybe_unused]] const ${this.type[s.e.t]} ${s.name} = ${this.expr(s.e)};`);
           break;
         case "var":
-          out.push(`${indent}${TYPE[s.t]} ${s.name} = ${this.expr(s.e)};`);
+          out.push(`${indent}${this.type[s.t]} ${s.name} = ${this.expr(s.e)};`);
           break;
         case "set":
           out.push(`${indent}${s.name} = ${this.expr(s.e)};`);
@@ -90,7 +98,7 @@ export class CudaRenderer {
           else out.push(this.bf16.has(s.buf) ? `${indent}${s.buf}[${this.expr(s.idx)}] = __float2bfloat16_rn(${this.expr(s.e)});` : `${indent}${s.buf}[${this.expr(s.idx)}] = ${this.expr(s.e)};`);
           break;
         case "array":
-          out.push(`${indent}${TYPE[s.t]} ${s.name}[${s.size}];`);
+          out.push(`${indent}${this.type[s.t]} ${s.name}[${s.size}];`);
           break;
         case "barrier":
           out.push(`${indent}__syncthreads();`);
@@ -111,7 +119,7 @@ export class CudaRenderer {
           const trips = s.from.k === "lit" && s.to.k === "lit" && s.step.k === "lit" && s.step.v > 0 ? Math.ceil((s.to.v - s.from.v) / s.step.v) : Infinity;
           if (s.unroll === false) out.push(`${indent}#pragma unroll 1`);
           else if (trips <= MAX_UNROLL) out.push(`${indent}#pragma unroll`);
-          out.push(`${indent}for (int ${s.v} = ${this.expr(s.from)}; ${s.v} < ${this.expr(s.to)}; ${s.v} += ${this.expr(s.step)}) {`);
+          out.push(`${indent}for (${this.type.i32} ${s.v} = ${this.expr(s.from)}; ${s.v} < ${this.expr(s.to)}; ${s.v} += ${this.expr(s.step)}) {`);
           this.stmts(s.body, indent + "  ", out);
           out.push(`${indent}}`);
           break;
@@ -164,12 +172,14 @@ export function renderCuda(k: Kernel): string {
   const body: string[] = [];
   r.stmts(k.body, "  ", body);
   const out = [`// ${k.name}`, `extern "C" __global__ void __launch_bounds__(${k.wg}) ${k.name}(${cudaParams(k).join(", ")}) {`];
-  // 16-byte aligned: async copies write 16 bytes at a time.
+  // 16-byte aligned: async copies write 16 bytes at a time. Shared arrays stay 32-bit in a wide
+  // kernel (they hold per-workgroup counts and tiles, sized by the generator at 4 bytes).
   for (const s of k.shared) out.push(`  __shared__ __align__(16) ${TYPE[s.t]} ${s.name}[${s.size}];`);
   // Launched with programmatic dependent launch (lingc_runtime.h): let the next kernel be
   // scheduled now, and wait for the previous kernel's results before reading anything.
   out.push(`  asm volatile("griddepcontrol.launch_dependents;");`, `  asm volatile("griddepcontrol.wait;" ::: "memory");`);
-  out.push(`  [[maybe_unused]] const int lid = (int)threadIdx.x;`, `  [[maybe_unused]] const int wgid = (int)(blockIdx.x + blockIdx.y * gridDim.x);`);
+  if (k.wide) out.push(`  [[maybe_unused]] const long long lid = (long long)threadIdx.x;`, `  [[maybe_unused]] const long long wgid = (long long)blockIdx.x + (long long)blockIdx.y * (long long)gridDim.x;`);
+  else out.push(`  [[maybe_unused]] const int lid = (int)threadIdx.x;`, `  [[maybe_unused]] const int wgid = (int)(blockIdx.x + blockIdx.y * gridDim.x);`);
   out.push(...body, "}");
   return out.join("\n") + "\n";
 }

@@ -89,6 +89,11 @@ export interface Kernel {
   /** Workgroup-shared arrays. */
   shared: { name: string; t: KType; size: number }[];
   body: Stmt[];
+  /**
+   * A buffer of this kernel holds more elements than an i32 index reaches (an expert stack of
+   * Ling-1T: 256 x 2048 x 8192): a target renders its integers 64-bit (CUDA), or refuses it.
+   */
+  wide?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------

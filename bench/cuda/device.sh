@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|compare|train|trainmem|stages|pipebench|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -197,6 +197,46 @@ pipebench)
   echo "== Ling-flash-2.0-shaped, 2 stages"
   (cd /tmp/f2 && torchrun --nproc-per-node 2 --no-python ./launch.sh bench --random-weights --prefill 1x4096 --chunks 2,8 --decode 1x4096,8x4096 --repeats 3) 2>&1 | tee "$OUT/flash-2stage.json"
   nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv
+  ;;
+wide)
+  # The 64-bit index path (kir Kernel.wide, used where a buffer passes 2^31 elements: Ling-1T's expert
+  # stacks) rendered into every generated kernel (LINGC_CUDA_WIDE_INDEX=all) and checked on the small
+  # golden models: ling-tiny's logits, ling-small-fp8 W8A16 and W8A8 logits, the FP8 expert tile program
+  # and by-row GEMV against the interpreter.
+  export LINGC_CUDA_WIDE_INDEX=all LINGC_CACHE_DIR=/tmp/wide-cache
+  S=tests/data/golden/ling-small-fp8
+  $L run $G --backend cuda --input $G/golden.safetensors --out /tmp/wt.safetensors && python3 bench/cuda/check_golden.py /tmp/wt.safetensors $G/golden.safetensors | tail -1
+  grep -c "const long long lid" $(ls -td /tmp/wide-cache/cuda/ling-tiny-*/model.cu | head -1)
+  python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
+  $L run $S --activation-scheme none --backend cuda --input /tmp/ids8.safetensors --out /tmp/w16.safetensors && python3 bench/cuda/fp8_check.py logits /tmp/w16.safetensors w8a16
+  $L run $S --backend cuda --input /tmp/ids8.safetensors --out /tmp/w8.safetensors && python3 bench/cuda/fp8_check.py logits /tmp/w8.safetensors w8a8
+  mkdir -p /tmp/ex && python3 bench/cuda/fp8_check.py experts /tmp/ex
+  $L run /tmp/ex/e.lir --weights $S --backend interp --input /tmp/ex/e.safetensors --out /tmp/ex/interp.safetensors
+  $L run /tmp/ex/e.lir --weights $S --backend cuda --input /tmp/ex/e.safetensors --out /tmp/ex/cuda.safetensors && python3 bench/cuda/fp8_check.py compare /tmp/ex/cuda.safetensors /tmp/ex/interp.safetensors 1e-3
+  $L run /tmp/ex/e.lir --weights $S --backend cuda --passes "cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=fp8_expert:grouped_gemv_fp8}" --input /tmp/ex/e.safetensors --out /tmp/ex/gemv.safetensors && python3 bench/cuda/fp8_check.py compare /tmp/ex/gemv.safetensors /tmp/ex/interp.safetensors 1e-5
+  ;;
+ling1t)
+  # Issue 13's code path at a size two H200s hold: Ling-1T's layer shapes with 4 layers (1 dense, 3 MoE)
+  # and its MTP layer (bench/cuda/ling-1t-fp8-4l: the built-in config with a quantization_config), FP8
+  # weights as the fp8 pass lays them out (random codes and scales generated on the GPUs; the expert
+  # stacks have 4.3G elements: their kernels index 64-bit), bf16 activations. 1 stage on one GPU vs 2
+  # stages over NCCL (bitwise), then both programs' speed and memory. The full run changes only the config
+  # (bench/cuda/ling-1t-fp8, 8 stages).
+  export NCCL_NVLS_ENABLE=0
+  M=${LING1T_CONFIG:-bench/cuda/ling-1t-fp8-4l}
+  ($L compile $M --target cuda --dtype bf16 --out /tmp/t1 >/dev/null && make -C /tmp/t1 -j16 >/dev/null && echo "built 1 stage") &
+  ($L compile $M --target cuda --dtype bf16 --stages 2 --out /tmp/t2 >/dev/null && make -C /tmp/t2 -j16 >/dev/null && echo "built 2 stages") &
+  wait
+  python3 -c "
+import numpy as np; from safetensors.numpy import save_file
+save_file({'input_ids': np.random.default_rng(7).integers(0, 157184, size=(1, 512)).astype(np.int64)}, '/tmp/ids1t.safetensors')"
+  /tmp/t1/lingc_model run --random-weights --graph forward --input /tmp/ids1t.safetensors --out /tmp/t1.safetensors || exit 1
+  (cd /tmp/t2 && torchrun --nproc-per-node 2 --no-python ./launch.sh run --random-weights --graph forward --input /tmp/ids1t.safetensors --out /tmp/t2.safetensors) > "$OUT/torchrun-1t.txt" 2>&1; echo "torchrun exit $?"; tail -2 "$OUT/torchrun-1t.txt"
+  python3 bench/cuda/same_outputs.py /tmp/t1.safetensors /tmp/t2.safetensors
+  echo "== 1 stage (one GPU)"
+  /tmp/t1/lingc_model bench --random-weights --prefill 1x4096 --decode 1x4096,8x4096 --repeats 3 | tee "$OUT/ling1t-1stage.json"
+  echo "== 2 stages"
+  (cd /tmp/t2 && torchrun --nproc-per-node 2 --no-python ./launch.sh bench --random-weights --prefill 1x4096 --chunks 2 --decode 1x4096,8x4096 --repeats 3) 2>&1 | grep -v "^W1\|OMP_NUM\|\*\*\*\*" | tee "$OUT/ling1t-2stage.json"
   ;;
 fp8)
   # FP8 on CUDA against tests/data/golden/ling-small-fp8 (bench/cuda/fp8_check.py): weight-only from the FP8

@@ -18,6 +18,20 @@ describe("lingc info --passes fp8", () => {
   });
 });
 
+describe("lingc info on a checkpoint whose weights are cast at load", () => {
+  it("counts the routed experts at their top-k share whatever the weights' stored dtype (an FP8 checkpoint traces as f32)", async () => {
+    const counts = async (dir: string, ...args: string[]) => {
+      const r = await cli("info", dir, "--json", ...args);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout).parameters as { total: number; active: number; mtpActive: number };
+    };
+    const bf16 = await counts(SMALL_DIR);
+    const fp8 = await counts(SMALL_FP8_DIR);
+    expect(bf16.active).toBeLessThan(0.6 * bf16.total);
+    expect(fp8).toEqual(bf16);
+  });
+});
+
 describe("bytes a decode token reads (the CUDA benchmark's bandwidth share)", () => {
   it("counts weights quantized at load as FP8, and routed experts at their top-k share, as for a stored FP8 checkpoint", async () => {
     const dir = scratchDir("lingc-fp8-bytes-");

@@ -630,12 +630,21 @@ class Runtime {
     CK(cudaMalloc(&t.ptr, std::max<size_t>(bytes, 16)));
     if (!ck) {
       // Random weights: matrices uniform within 1/sqrt(fan-in); vectors (norm scales, biases) 1 +- 0.05.
+      // FP8 codes are uniform over the format's range (+-448) and their block scales (`*_scale_inv`, one
+      // per 128x128 block) positive, within [0.5, 1.5] x 1/(448 sqrt(fan-in)): the dequantized weights
+      // are as large as the bf16 ones.
       const bool norm = shape.size() == 1;
-      const float a = norm ? 0.05f : 1.f / std::sqrt((float)shape.back());
+      const bool block_scales = name.size() > 10 && name.compare(name.size() - 10, 10, "_scale_inv") == 0;
+      float a = norm ? 0.05f : 1.f / std::sqrt((float)shape.back());
+      float center = norm ? 1.f : 0.f;
+      if (block_scales) {
+        center = 1.f / (448.f * std::sqrt(128.f * (float)shape.back()));
+        a = 0.5f * center;
+      }
       const long n = t.numel();
-      if (dt == DT_BF16) init_random<<<grid((n + 255) / 256), 256, 0, stream>>>((__nv_bfloat16*)t.ptr, n, seed ^ std::hash<std::string>()(name), a, norm ? 1.f : 0.f);
+      if (dt == DT_BF16) init_random<<<grid((n + 255) / 256), 256, 0, stream>>>((__nv_bfloat16*)t.ptr, n, seed ^ std::hash<std::string>()(name), a, center);
       else if (dt == DT_F8) init_random<<<grid((n + 255) / 256), 256, 0, stream>>>((__nv_fp8_e4m3*)t.ptr, n, seed ^ std::hash<std::string>()(name), 448.f, 0.f);
-      else init_random<<<grid((n + 255) / 256), 256, 0, stream>>>((float*)t.ptr, n, seed ^ std::hash<std::string>()(name), a, norm ? 1.f : 0.f);
+      else init_random<<<grid((n + 255) / 256), 256, 0, stream>>>((float*)t.ptr, n, seed ^ std::hash<std::string>()(name), a, center);
       CK(cudaGetLastError());
       weights[name] = t;
       return;

@@ -35,6 +35,11 @@ export interface GenLimits {
   gemmTile?: TileShape;
   /** How the target stores a dtype (WebGPU: every float as f32; CUDA: bf16 as bf16). Default: f32/i32. */
   storage?: (dt: DType) => BufferElem;
+  /**
+   * Whether the target renders a kernel's integers 64-bit when a buffer is past 2^31 - 1 elements
+   * (kir Kernel.wide; CUDA); "all": every kernel (to check the 64-bit path on small models).
+   */
+  wideIndex?: boolean | "all";
 }
 
 export function defaultStorage(dt: DType): BufferElem {
@@ -55,6 +60,7 @@ export class Gen {
     readonly limits: GenLimits,
   ) {
     this.kb = new KernelBuilder(name, Math.min(wg, limits.maxThreads));
+    if (limits.wideIndex === "all") this.kb.kernel.wide = true;
   }
 
   /**
@@ -66,11 +72,15 @@ export class Gen {
     if (v.type.quant && !raw) throw new LingcError(`kernel generator: ${this.step.kernel?.name ?? this.step.op.opName} reads the scaled fp8 value ${v.name ?? ""} (${v.type}) without its scales; this kernel template does not take FP8 operands`);
     const hit = this.names.get(v);
     if (hit) return hit;
-    // Kernel indices are 32-bit: a larger tensor would be read at wrapped offsets.
+    // Kernel indices are 32-bit: a larger tensor is indexed 64-bit where the target can (the whole
+    // kernel's integers), else it would be read at wrapped offsets.
     const n = v.type.numel().value;
     if (n !== undefined && n > 2 ** 31 - 1) {
-      const name = this.schedule.slots[this.step.reads.get(v) ?? this.step.writes.get(v) ?? -1]?.weight ?? v.name ?? String(v.type);
-      throw new LingcError(`kernel generator: ${name} has ${n} elements, more than the generated kernels' 32-bit indices reach (${this.step.kernel?.name ?? this.step.op.opName}); 64-bit indexing is not built yet`);
+      if (this.limits.wideIndex) this.kb.kernel.wide = true;
+      else {
+        const name = this.schedule.slots[this.step.reads.get(v) ?? this.step.writes.get(v) ?? -1]?.weight ?? v.name ?? String(v.type);
+        throw new LingcError(`kernel generator: ${name} has ${n} elements, more than this target's 32-bit kernel indices reach (${this.step.kernel?.name ?? this.step.op.opName}); the CUDA target indexes such tensors 64-bit`);
+      }
     }
     const slot = this.step.reads.get(v) ?? this.step.writes.get(v);
     if (slot === undefined) throw new LingcError(`kernel generator: value ${v.name ?? "?"} is not an input or output of ${this.step.kernel?.name ?? this.step.op.opName}`);

@@ -219,24 +219,27 @@ ling1t)
   # Issue 13's code path at a size two H200s hold: Ling-1T's layer shapes with 4 layers (1 dense, 3 MoE)
   # and its MTP layer (bench/cuda/ling-1t-fp8-4l: the built-in config with a quantization_config), FP8
   # weights as the fp8 pass lays them out (random codes and scales generated on the GPUs; the expert
-  # stacks have 4.3G elements: their kernels index 64-bit), bf16 activations. 1 stage on one GPU vs 2
-  # stages over NCCL (bitwise), then both programs' speed and memory. The full run changes only the config
-  # (bench/cuda/ling-1t-fp8, 8 stages).
+  # stacks have 4.3G elements: their kernels index 64-bit), bf16 activations. 1 stage on one GPU vs
+  # $STAGES stages over NCCL (bitwise), then the speed and memory of both. The full run on nvidia-h200-x8
+  # changes only the size: LING1T_CONFIG=bench/cuda/ling-1t-fp8 STAGES=8 ONE_STAGE=no (it fits no one GPU).
   export NCCL_NVLS_ENABLE=0
-  M=${LING1T_CONFIG:-bench/cuda/ling-1t-fp8-4l}
-  ($L compile $M --target cuda --dtype bf16 --out /tmp/t1 >/dev/null && make -C /tmp/t1 -j16 >/dev/null && echo "built 1 stage") &
-  ($L compile $M --target cuda --dtype bf16 --stages 2 --out /tmp/t2 >/dev/null && make -C /tmp/t2 -j16 >/dev/null && echo "built 2 stages") &
+  M=${LING1T_CONFIG:-bench/cuda/ling-1t-fp8-4l}; N=${STAGES:-2}; ONE=${ONE_STAGE:-yes}
+  [ "$ONE" = yes ] && ($L compile $M --target cuda --dtype bf16 --out /tmp/t1 >/dev/null && make -C /tmp/t1 -j16 >/dev/null && echo "built 1 stage") &
+  ($L compile $M --target cuda --dtype bf16 --stages $N --out /tmp/tn >/dev/null && make -C /tmp/tn -j$(nproc) >/dev/null && echo "built $N stages") &
   wait
+  nvidia-smi -L
   python3 -c "
 import numpy as np; from safetensors.numpy import save_file
 save_file({'input_ids': np.random.default_rng(7).integers(0, 157184, size=(1, 512)).astype(np.int64)}, '/tmp/ids1t.safetensors')"
-  /tmp/t1/lingc_model run --random-weights --graph forward --input /tmp/ids1t.safetensors --out /tmp/t1.safetensors || exit 1
-  (cd /tmp/t2 && torchrun --nproc-per-node 2 --no-python ./launch.sh run --random-weights --graph forward --input /tmp/ids1t.safetensors --out /tmp/t2.safetensors) > "$OUT/torchrun-1t.txt" 2>&1; echo "torchrun exit $?"; tail -2 "$OUT/torchrun-1t.txt"
-  python3 bench/cuda/same_outputs.py /tmp/t1.safetensors /tmp/t2.safetensors
-  echo "== 1 stage (one GPU)"
-  /tmp/t1/lingc_model bench --random-weights --prefill 1x4096 --decode 1x4096,8x4096 --repeats 3 | tee "$OUT/ling1t-1stage.json"
-  echo "== 2 stages"
-  (cd /tmp/t2 && torchrun --nproc-per-node 2 --no-python ./launch.sh bench --random-weights --prefill 1x4096 --chunks 2 --decode 1x4096,8x4096 --repeats 3) 2>&1 | grep -v "^W1\|OMP_NUM\|\*\*\*\*" | tee "$OUT/ling1t-2stage.json"
+  (cd /tmp/tn && torchrun --nproc-per-node $N --no-python ./launch.sh run --random-weights --graph forward --input /tmp/ids1t.safetensors --out /tmp/tn.safetensors) > "$OUT/torchrun-1t.txt" 2>&1; echo "torchrun exit $?"; tail -2 "$OUT/torchrun-1t.txt"
+  if [ "$ONE" = yes ]; then
+    /tmp/t1/lingc_model run --random-weights --graph forward --input /tmp/ids1t.safetensors --out /tmp/t1.safetensors || exit 1
+    python3 bench/cuda/same_outputs.py /tmp/t1.safetensors /tmp/tn.safetensors
+    echo "== 1 stage (one GPU)"
+    /tmp/t1/lingc_model bench --random-weights --prefill 1x4096 --decode 1x4096,8x4096 --repeats 3 | tee "$OUT/ling1t-1stage.json"
+  fi
+  echo "== $N stages"
+  (cd /tmp/tn && torchrun --nproc-per-node $N --no-python ./launch.sh bench --random-weights --prefill 1x4096 --chunks 2 --decode 1x4096,8x4096 --repeats 3) 2>&1 | grep -v "^W1\|OMP_NUM\|\*\*\*\*" | tee "$OUT/ling1t-${N}stage.json"
   ;;
 fp8)
   # FP8 on CUDA against tests/data/golden/ling-small-fp8 (bench/cuda/fp8_check.py): weight-only from the FP8

@@ -1,4 +1,5 @@
 /** The command line as a user runs it: the acceptance numbers, outputs, and errors. */
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -9,7 +10,7 @@ import { printModule } from "../../ir/print";
 import { parsePipeline, runPasses } from "../../compiler/passes/manager";
 import { cli, lingcBin } from "../support/cli";
 import { rowSets, tensorDiff } from "../support/compare";
-import { GOLDEN_DIR, GOLDEN_FILE, scratchDir } from "../support/paths";
+import { GOLDEN_DIR, GOLDEN_FILE, ROOT, scratchDir } from "../support/paths";
 import { goldenGreedy } from "../support/golden";
 
 const dir = scratchDir();
@@ -223,3 +224,12 @@ describe("token ids of any graph", () => {
   });
 });
 
+
+describe("a reader that stops early", () => {
+  it("`lingc plan ... | head -1` stops quietly with exit 0 (no EPIPE stack trace)", () => {
+    const r = spawnSync("bash", ["-c", `node ${join(ROOT, "bin/lingc.mjs")} plan ling-1t --stages 16 | head -1; exit \${PIPESTATUS[0]}`], { encoding: "utf8" });
+    expect(r.stdout).toMatch(/^ling-1t, prefill of 1x4096, 16 stages/);
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+  });
+});

@@ -5,10 +5,12 @@
  * limit no layout meets is an error that says so.
  */
 import { describe, expect, it } from "vitest";
+import { join } from "node:path";
 import { cli } from "../support/cli";
+import { ROOT } from "../support/paths";
 
 interface Layout {
-  stages: { units: string[]; seconds: number }[];
+  stages: { units: string[]; seconds: number; weightBytes: number }[];
   max: number;
 }
 
@@ -38,5 +40,23 @@ describe("lingc plan", () => {
     const r = await cli("plan", "ling-1t", "--stages", "8", "--memory-limit", "141");
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/no layout keeps every stage within 141.0 GB/);
+  });
+
+  it("plans an FP8 model as it runs (FP8 weights and GEMMs; weights quantized at load cost nothing per run), and fits 8 H200s where bf16 does not", async () => {
+    const plan = async (...args: string[]) => {
+      const r = await cli("plan", ...args, "--stages", "8", "--json");
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as { plan: Layout };
+    };
+    const bf16 = await plan("ling-1t");
+    const atLoad = await plan("ling-1t", "--quantize", "fp8", "--dtype", "bf16");
+    const stored = await plan(join(ROOT, "bench/cuda/ling-1t-fp8"), "--dtype", "bf16");
+    // The same FP8 GEMMs whether the weights come quantized or are quantized at load.
+    expect(atLoad.plan.max).toBeCloseTo(stored.plan.max, 9);
+    expect(stored.plan.max).toBeLessThan(0.8 * bf16.plan.max);
+    // Stored FP8: about half the bytes, every stage within an H200's 150 GB (bf16 needs 2 TB / 8).
+    const most = (p: typeof stored) => Math.max(...p.plan.stages.map((s) => s.weightBytes));
+    expect(most(stored)).toBeLessThan(150e9);
+    expect(most(bf16)).toBeGreaterThan(200e9);
   });
 });

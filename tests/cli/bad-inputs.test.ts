@@ -111,6 +111,7 @@ const CASES: Case[] = [
   { name: "an input file without input_ids", argv: () => ["run", CK(), "--input", P("no-ids.safetensors"), "--out", P("new.safetensors")], code: 1, starts: /^.*no-ids\.safetensors: no tensor "input_ids"/ },
   { name: "an input file that is not safetensors", argv: () => ["run", CK(), "--input", P("ck", "config.json"), "--out", P("new.safetensors")], code: 1, starts: /^.*ck\/config\.json/ },
   { name: "--observe matching nothing", argv: () => run("--out", P("new.safetensors"), "--observe", "no.such.*"), code: 1, starts: /^--observe 'no\.such\.\*' matched no value of graph forward/ },
+  { name: "--observe on wgsl, where the values are fused away", argv: () => run("--out", P("new.safetensors"), "--backend", "wgsl", "--observe", "hidden.*"), code: 1, starts: /^--observe 'hidden\.\*' matched no value of graph forward that the wgsl backend exposes/ },
   { name: "a prompt past max_position_embeddings", argv: () => ["generate", CK(), "--prompt", "1,2,3", "--max-new-tokens", "2046"], code: 1, starts: /^a prompt of 3 tokens plus --max-new-tokens 2046 is 2049 positions, past the model's max_position_embeddings 2048/ },
   { name: "a prompt id past the vocabulary", argv: () => ["generate", CK(), "--prompt", "1,512", "--max-new-tokens", "2"], code: 1, starts: /^prompt 1, token 2: id 512 is not in the vocabulary \(0\.\.511\)/ },
   // Usage errors (exit 2): what was typed is wrong, not what it points at.

@@ -128,6 +128,9 @@ const CASES: Case[] = [
   { name: "plan without --stages", argv: () => ["plan", "ling-tiny"], code: 2, starts: /^.*--stages/ },
   // Other files given as models.
   { name: "an IR text with a syntax error", argv: () => ["opt", P("broken.lir")], code: 1, starts: /^.*broken\.lir:2:\d+:/ },
+  { name: "view into a folder holding a page of someone else's", argv: () => ["view", "ling-tiny", "--out", P("site")], code: 1, starts: /^--out .*site already holds index\.html that is not from 'lingc view'/ },
+  { name: "view with the model's checkpoint folder as --out", argv: () => ["view", CK(), "--out", CK()], code: 1, starts: /^--out .*ck is the model's own path/ },
+  { name: "view --port past 65535", argv: () => ["view", "ling-tiny", "--out", P("new-site"), "--port", "70000"], code: 2, starts: /^--port: 70000 is not a port/ },
   { name: "onnx-bind on a file that is not ONNX", argv: () => ["onnx-bind", P("ck", "config.json"), CK(), "--out", P("new.onnx")], code: 1, starts: /^.*ck\/config\.json is not an ONNX model/ },
 ];
 
@@ -137,6 +140,8 @@ beforeAll(() => {
   writeFileSync(OUT(), "a file that was here before\n");
   execFileSync("mkfifo", [P("fifo")]);
   mkdirSync(P("outdir"));
+  mkdirSync(P("site"));
+  writeFileSync(P("site", "index.html"), "<html>my page</html>\n");
   if (root) execFileSync("mknod", [P("full"), "c", "1", "7"]);
   checkpoint("ck-nan", (t) => (t["model.norm.weight"]!.data[3] = NaN));
   checkpoint("ck-inf", (t) => (t["lm_head.weight"]!.data[7] = -Infinity));

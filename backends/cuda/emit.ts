@@ -471,6 +471,8 @@ function modelSource(graphModules: readonly Module[], profile: CudaProfile, stag
     `#include "lingc_runtime.h"`,
     ``,
     `extern const char* const MODEL_NAME = ${cppString(model)};`,
+    // The config the graphs were traced from (the module attribute), checked against a checkpoint's config.json at load.
+    `extern const char* const MODEL_CONFIG = ${cppString(graphModules.find((m) => m.attrs["config"])?.attrs["config"] ?? "")};`,
     `extern const double DECODE_WEIGHT_BYTES = ${decodeWeightBytes};`,
     `extern const int STAGE_INDEX = ${stage.index};`,
     `extern const int STAGE_COUNT = ${stage.count};`,

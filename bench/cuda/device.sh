@@ -62,6 +62,10 @@ t = load_file('/tmp/bad/model.safetensors'); t['model.layers.1.attention.dense.w
 from safetensors.numpy import load_file, save_file
 t = load_file('/tmp/nan/model.safetensors'); w = t['model.layers.2.mlp.experts.5.up_proj.weight'].copy(); w[3, 7] = float('nan'); t['model.layers.2.mlp.experts.5.up_proj.weight'] = w; save_file(t, '/tmp/nan/model.safetensors')"
   "$EXE" run --checkpoint /tmp/nan --graph forward --input $G/golden.safetensors --out /tmp/nan-out.safetensors; echo "exit $?"
+  echo "== a checkpoint of another configuration, same shapes (rope_theta): refused by the program itself (its recorded config)"
+  rm -rf /tmp/theta && cp -r $G /tmp/theta && python3 -c "
+import json; p = '/tmp/theta/config.json'; c = json.load(open(p)); c['rope_theta'] = 20000.0; json.dump(c, open(p, 'w'))"
+  "$EXE" run --checkpoint /tmp/theta --graph forward --input $G/golden.safetensors --out /tmp/theta-out.safetensors; echo "exit $?"
   echo "== the bf16 attention kernels (fused prefill, decode) against a reference"
   "$EXE" selftest; echo "exit $?"
   ;;

@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { nvccStrictFlags } from "../../backends/cuda/emit";
 import { CUDA_SM90A } from "../../ir/target";
 import { cli } from "../support/cli";
-import { scratchDir, SMALL_FP8_DIR } from "../support/paths";
+import { GOLDEN_DIR, scratchDir, SMALL_FP8_DIR } from "../support/paths";
 
 function nvcc(dir: string, file: string): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -88,6 +88,20 @@ describe("lingc compile --target cuda", () => {
       expect(res.out.trim(), "nvcc printed warnings").toBe("");
     }
   }, 300_000);
+
+  it("records the config the program was compiled from (checked against a checkpoint's config.json at load)", () => {
+    const src = readFileSync(join(dir, "tiny", "model.cu"), "utf8");
+    const m = /extern const char\* const MODEL_CONFIG = ("(?:[^"\\]|\\.)*");/.exec(src);
+    expect(m).not.toBeNull();
+    const cfg = JSON.parse(JSON.parse(m![1]!)) as Record<string, unknown>;
+    // ling-tiny's config.json (the golden checkpoint's): every key both have agrees.
+    const file = JSON.parse(readFileSync(join(GOLDEN_DIR, "config.json"), "utf8")) as Record<string, unknown>;
+    const shared = Object.keys(cfg).filter((k) => k in file);
+    expect(shared).toEqual(expect.arrayContaining(["rope_theta", "routed_scaling_factor", "rms_norm_eps", "num_hidden_layers", "n_group"]));
+    for (const k of shared) expect(cfg[k], k).toEqual(file[k]);
+    const rt = readFileSync(join(dir, "tiny", "lingc_runtime.cu"), "utf8");
+    expect(rt).toMatch(/check_config\(opt\["checkpoint"\]\);\s+ck\.open\(opt\["checkpoint"\]\);/);
+  });
 
   it("the decode graph grows its KV cache in place: one strided append per cache, no concat of it", () => {
     const src = readFileSync(join(dir, "tiny", "model.cu"), "utf8");

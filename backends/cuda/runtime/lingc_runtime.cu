@@ -149,6 +149,41 @@ static Json parse_json(const std::string& text, const char* what) {
   return r.value();
 }
 
+static bool json_equal(const Json& a, const Json& b) {
+  if (a.kind != b.kind) return false;
+  switch (a.kind) {
+    case Json::NUL: return true;
+    case Json::BOOL: return a.b == b.b;
+    case Json::NUM: return a.num == b.num;
+    case Json::STR: return a.str == b.str;
+    case Json::ARR:
+      if (a.arr.size() != b.arr.size()) return false;
+      for (size_t i = 0; i < a.arr.size(); ++i)
+        if (!json_equal(a.arr[i], b.arr[i])) return false;
+      return true;
+    case Json::OBJ:
+      if (a.obj.size() != b.obj.size()) return false;
+      for (auto& kv : a.obj) {
+        const Json* o = b.get(kv.first);
+        if (!o || !json_equal(kv.second, *o)) return false;
+      }
+      return true;
+  }
+  return false;
+}
+
+static std::string json_text(const Json& j) {
+  switch (j.kind) {
+    case Json::NUL: return "null";
+    case Json::BOOL: return j.b ? "true" : "false";
+    case Json::NUM: { char buf[64]; std::snprintf(buf, sizeof buf, "%.17g", j.num); return buf; }
+    case Json::STR: return "\"" + j.str + "\"";
+    case Json::ARR: { std::string s = "["; for (size_t i = 0; i < j.arr.size(); ++i) s += (i ? ", " : "") + json_text(j.arr[i]); return s + "]"; }
+    case Json::OBJ: { std::string s = "{"; for (size_t i = 0; i < j.obj.size(); ++i) s += (i ? ", \"" : "\"") + j.obj[i].first + "\": " + json_text(j.obj[i].second); return s + "}"; }
+  }
+  return "?";
+}
+
 static std::string read_file(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) fail("cannot open %s", path.c_str());
@@ -163,6 +198,25 @@ static std::string read_file(const std::string& path) {
 static bool exists(const std::string& p) {
   struct stat st;
   return ::stat(p.c_str(), &st) == 0;
+}
+
+/**
+ * A checkpoint folder's config.json against the configuration the program was compiled from: every
+ * key both give must agree (keys config.json leaves out take defaults the compiler resolved, and are
+ * not judged here). A checkpoint of another configuration has the same tensor shapes more often than
+ * not (rope_theta, routed_scaling_factor, rms_norm_eps) and would give other numbers silently.
+ */
+static void check_config(const std::string& dir) {
+  const std::string path = dir + "/config.json";
+  if (!*MODEL_CONFIG || !exists(path)) return;
+  const Json want = parse_json(MODEL_CONFIG, "the program's recorded config");
+  const Json have = parse_json(read_file(path), path.c_str());
+  if (have.kind != Json::OBJ) fail("%s: not a JSON object", path.c_str());
+  for (auto& kv : want.obj) {
+    const Json* h = have.get(kv.first);
+    if (h && !json_equal(*h, kv.second))
+      fail("%s: %s is %s, but this program was compiled for %s (a checkpoint of another configuration; compile again from this one)", path.c_str(), kv.first.c_str(), json_text(*h).c_str(), json_text(kv.second).c_str());
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2019,7 +2073,10 @@ int main(int argc, char** argv) {
   Checkpoint ck;
   const bool random = opt.count("random-weights") > 0;
   if (!random) {
-    if (opt.count("checkpoint")) ck.open(opt["checkpoint"]);
+    if (opt.count("checkpoint")) {
+      check_config(opt["checkpoint"]);
+      ck.open(opt["checkpoint"]);
+    }
     else if (rt.declares_weights()) fail("--checkpoint DIR is required (or --random-weights for bench)");
   }
   rt.load(random || !opt.count("checkpoint") ? nullptr : &ck, 1234);

@@ -253,6 +253,8 @@ inline dim3 grid(long blocks) {
 
 // What a generated model.cu defines.
 extern const char* const MODEL_NAME;
+/** The configuration the program was compiled from, as JSON (config.json's keys), or "". */
+extern const char* const MODEL_CONFIG;
 extern const int NGRAPHS;
 extern const lingc::GraphDef* const GRAPHS[];
 extern const lingc::GenerationDef GENERATION;

@@ -10,6 +10,8 @@ export interface ViewValue {
 }
 
 export interface ViewWeight extends ViewValue {
+  /** How ops name it as an operand (`@mlp.gate.weight`). */
+  ref: string;
   /** Bytes of the elements (FP8 scales excluded). */
   bytes: number;
 }

@@ -45,11 +45,19 @@ const joinScope = (a: string, b: string) => (a && b ? `${a}.${b}` : a || b);
 function opAttrs(op: ViewOp, f: ViewFunction, extra: MeKeyValue[]): MeKeyValue[] {
   const out: MeKeyValue[] = [...extra, ...op.attrs.map(([key, value]) => ({ key, value }))];
   const weights = op.operands.filter((o) => o.startsWith("@"));
-  if (weights.length) out.push({ key: "weights", value: weights.map((w) => `${w}: ${f.weights.find((x) => `@${x.name}` === w || w === `@"${x.name}"`)?.type ?? "?"}`).join("; ") });
+  if (weights.length) out.push({ key: "weights", value: weights.map((w) => `${w}: ${f.weights.find((x) => x.ref === w)?.type ?? "?"}`).join("; ") });
   if (op.loc) out.push({ key: "source", value: op.loc });
   if (op.dispatch) out.push({ key: "kernels", value: op.dispatch });
   if (op.flops !== undefined) out.push({ key: "flops", value: String(op.flops) }, { key: "bytes", value: String(op.bytes) });
   return out;
+}
+
+/** A graph input (a parameter) and a graph output node. */
+function inputNode(id: string, name: string, type: string): MeNode {
+  return { id, label: "Input", namespace: "", attrs: [{ key: "name", value: name }, { key: "type", value: type }], incomingEdges: [], outputsMetadata: [{ id: "0", attrs: [{ key: "tensor_name", value: name }, { key: "type", value: type }] }] };
+}
+function outputNode(id: string, name: string, type: string, from: { node: string; out: number } | undefined): MeNode {
+  return { id, label: "Output", namespace: "", attrs: [{ key: "name", value: name }, { key: "type", value: type }], incomingEdges: from ? [{ sourceNodeId: from.node, sourceNodeOutputId: String(from.out), targetNodeInputId: "0" }] : [], outputsMetadata: [] };
 }
 
 function outputs(op: ViewOp): MeNode["outputsMetadata"] {
@@ -96,14 +104,11 @@ export function modelExplorerGraphs(data: ViewData): { graphs: MeGraph[] } {
     return f.returns.map((r) => env.get(r));
   };
   const inputs = entry.params.map((p, i): Source => {
-    nodes.push({ id: `input${i}`, label: "Input", namespace: "", attrs: [{ key: "name", value: p.name }, { key: "type", value: p.type }], incomingEdges: [], outputsMetadata: [{ id: "0", attrs: [{ key: "tensor_name", value: p.name }, { key: "type", value: p.type }] }] });
+    nodes.push(inputNode(`input${i}`, p.name, p.type));
     return { node: `input${i}`, out: 0 };
   });
   const results = expand(entry, "", inputs, undefined);
-  entry.results.forEach((r, i) => {
-    const s = results[i];
-    nodes.push({ id: `output${i}`, label: "Output", namespace: "", attrs: [{ key: "name", value: r.name }, { key: "type", value: r.type }], incomingEdges: s ? [{ sourceNodeId: s.node, sourceNodeOutputId: String(s.out), targetNodeInputId: "0" }] : [], outputsMetadata: [] });
-  });
+  entry.results.forEach((r, i) => nodes.push(outputNode(`output${i}`, r.name, r.type, results[i])));
   const graphs: MeGraph[] = [{ id: `${data.graph} (expanded)`, nodes }];
 
   // One graph per function, folded.
@@ -111,7 +116,7 @@ export function modelExplorerGraphs(data: ViewData): { graphs: MeGraph[] } {
     const fn: MeNode[] = [];
     const env = new Map<string, { node: string; out: number }>();
     f.params.forEach((p, i) => {
-      fn.push({ id: `input${i}`, label: "Input", namespace: "", attrs: [{ key: "name", value: p.name }, { key: "type", value: p.type }], incomingEdges: [], outputsMetadata: [{ id: "0", attrs: [{ key: "tensor_name", value: p.name }, { key: "type", value: p.type }] }] });
+      fn.push(inputNode(`input${i}`, p.name, p.type));
       env.set(p.name, { node: `input${i}`, out: 0 });
     });
     for (const op of f.ops) {
@@ -130,10 +135,7 @@ export function modelExplorerGraphs(data: ViewData): { graphs: MeGraph[] } {
       });
       op.results.forEach((r, i) => env.set(r.name, { node: id, out: i }));
     }
-    f.returns.forEach((r, i) => {
-      const s = env.get(r);
-      fn.push({ id: `output${i}`, label: "Output", namespace: "", attrs: [{ key: "name", value: f.results[i]!.name }, { key: "type", value: f.results[i]!.type }], incomingEdges: s ? [{ sourceNodeId: s.node, sourceNodeOutputId: String(s.out), targetNodeInputId: "0" }] : [], outputsMetadata: [] });
-    });
+    f.returns.forEach((r, i) => fn.push(outputNode(`output${i}`, f.results[i]!.name, f.results[i]!.type, env.get(r))));
     graphs.push({ id: graphId(f.name), nodes: fn });
   }
   return { graphs };

@@ -46,7 +46,7 @@ function viewFunction(f: Func, costs: ReturnType<typeof costWalk>): ViewFunction
     name: f.name,
     attrs: { ...f.attrs },
     params: f.params.map((p) => ({ name: ref(p), type: p.type.toString() })),
-    weights: f.weights.map((w) => ({ name: w.name!, type: w.type.toString(), bytes: w.type.bytes(new Map()) })),
+    weights: f.weights.map((w) => ({ name: w.name!, ref: symbolRef(w.name!), type: w.type.toString(), bytes: w.type.bytes(new Map()) })),
     results: f.results.map((r, i) => ({ name: r.name ?? `out${i}`, type: r.value.type.toString() })),
     returns: f.results.map((r) => ref(r.value)),
     ops,

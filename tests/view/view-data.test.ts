@@ -78,7 +78,7 @@ describe("view data", () => {
     expect(call.flops).toBe(fn(d, 4, "moe_layer.router").cost!.flops);
     expect(fused.cost!.flops).toBe(moe.cost!.flops);
     // Weights with shapes and bytes (f32 ling-tiny).
-    expect(moe.weights.find((w) => w.name === "mlp.experts.*.gate_proj.weight")).toEqual({ name: "mlp.experts.*.gate_proj.weight", type: "f32[16, 32, 64]", bytes: 16 * 32 * 64 * 4 });
+    expect(moe.weights.find((w) => w.name === "mlp.experts.*.gate_proj.weight")).toEqual({ name: "mlp.experts.*.gate_proj.weight", ref: "@mlp.experts.*.gate_proj.weight", type: "f32[16, 32, 64]", bytes: 16 * 32 * 64 * 4 });
   });
 
   it("points each op at its model source line", async () => {

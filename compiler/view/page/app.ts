@@ -318,7 +318,7 @@ function opDetails(f: ViewFunction, op: ViewOp): HTMLElement[] {
   if (op.scope) rows.push(["scope", op.scope]);
   for (const r of op.results) rows.push([r.name, r.type]);
   op.operands.forEach((o, i) => {
-    const w = o.startsWith("@") ? f.weights.find((x) => `@${x.name}` === o || o === `@"${x.name}"`) : undefined;
+    const w = o.startsWith("@") ? f.weights.find((x) => x.ref === o) : undefined;
     const p = f.params.find((x) => x.name === o);
     rows.push([`operand ${i}`, `${o}${w ? `: ${w.type} (${fmtNum(w.bytes, "B")})` : p ? `: ${p.type}` : ""}`]);
   });

@@ -9,6 +9,13 @@ import { Tensor } from "../ir/tensor";
 
 const $ = (id: string) => document.getElementById(id)!;
 
+declare global {
+  interface Window {
+    /** The prompts' prefill logits, set once generation is done (the browser test reads them). */
+    lingcLogits?: { shape: number[]; data: number[] };
+  }
+}
+
 async function main(): Promise<void> {
   const params = new URLSearchParams(location.search);
   const prompts = (params.get("prompt") ?? "1,2,3,4,5,6,7,8").split(";").map((s) => s.split(",").map(Number));
@@ -32,9 +39,17 @@ async function main(): Promise<void> {
   const r = await greedyGenerate(m, prompts, steps);
   $("ids").textContent = r.tokens.map((t) => t.join(" ")).join("\n");
 
-  profile.on = true;
   const plan = generationPlan(m.signatures);
   const prefill = m.graphs[plan.prefill.name]!;
+  // The prompts' logits (when the prompts have one length: one batch), for checks against a reference.
+  if (prompts.every((p) => p.length === prompts[0]!.length)) {
+    const batch = Tensor.from("i64", [prompts.length, prompts[0]!.length], prompts.flat());
+    const out = await prefill.run({ [plan.tokens.prefill]: batch });
+    const logits = out[plan.logits.prefill]!;
+    window.lingcLogits = { shape: [...logits.shape], data: Array.from(logits.data) };
+  }
+
+  profile.on = true;
   const ids = Tensor.from("i64", [1, prompts[0]!.length], prompts[0]!);
   await prefill.run({ [plan.tokens.prefill]: ids });
   profile.on = false;

@@ -54,6 +54,10 @@ function expr(e: Expr): string {
           return `(!${expr(e.a)})`;
         case "rsqrt":
           return `inverseSqrt(${expr(e.a)})`;
+        case "sin":
+        case "cos":
+          // Not WGSL's own: its precision is left to the implementation (see SINCOS).
+          return `${e.op}_poly(${expr(e.a)})`;
         default:
           return `${e.op}(${expr(e.a)})`;
       }
@@ -121,7 +125,34 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
   }
 }
 
+/**
+ * sin and cos in f32 from polynomials: WGSL leaves their precision to the implementation, and
+ * Chromium's (SwiftShader) is off by 2e-4 at a few radians, which RoPE turns into 1e-3 in the logits.
+ * x is reduced to r in [-pi/4, pi/4] by its nearest multiple j of pi/2 (pi/2 split in three parts so
+ * that j times the first two is exact for |j| < 2^15), then sin r and cos r by minimax polynomials of
+ * degree 7 and 8 (under 1 ulp on that range); the quadrant j mod 4 picks and signs them.
+ */
+const SINCOS = `fn sincos_quadrant(x: f32) -> vec3f {
+  let j = round(x * 0.63661977236758134f);
+  let r = ((x - j * 1.5703125f) - j * 4.837512969970703125e-4f) - j * 7.54978995489188216e-8f;
+  let r2 = r * r;
+  let s = r + r * r2 * (-1.6666654611e-1f + r2 * (8.3321608736e-3f + r2 * -1.9515295891e-4f));
+  let c = 1.0f - 0.5f * r2 + r2 * r2 * (4.166664568298827e-2f + r2 * (-1.388731625493765e-3f + r2 * 2.443315711809948e-5f));
+  return vec3f(s, c, f32(i32(j) & 3));
+}`;
+
 const HELPERS: Record<string, string> = {
+  sin_poly: `${SINCOS}
+fn sin_poly(x: f32) -> f32 {
+  let t = sincos_quadrant(x);
+  let q = i32(t.z);
+  return select(select(-t.y, -t.x, q == 2), select(t.y, t.x, q == 0), q < 2);
+}`,
+  cos_poly: `fn cos_poly(x: f32) -> f32 {
+  let t = sincos_quadrant(x);
+  let q = i32(t.z);
+  return select(select(t.x, -t.y, q == 2), select(-t.x, t.y, q == 0), q < 2);
+}`,
   round_bf16: `fn round_bf16(x: f32) -> f32 {
   let b = bitcast<u32>(x);
   if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u) { return x; }
@@ -197,7 +228,10 @@ export function renderWgsl(k: Kernel): string {
   const body: string[] = [];
   stmts(k.body, "  ", body);
   const text = body.join("\n");
-  for (const [name, src] of Object.entries(HELPERS)) if (text.includes(`${name}(`)) out.push(src);
+  const used = Object.keys(HELPERS).filter((name) => text.includes(`${name}(`));
+  // cos_poly shares sin_poly's quadrant reduction: declared once, with whichever comes first.
+  if (used.includes("cos_poly") && !used.includes("sin_poly")) out.push(SINCOS);
+  for (const name of used) out.push(HELPERS[name]!);
   out.push(`@compute @workgroup_size(${k.wg})`);
   out.push(`fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) w: vec3u, @builtin(num_workgroups) n: vec3u) {`);
   out.push(`  let lid = i32(l.x);`);

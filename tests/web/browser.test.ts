@@ -70,6 +70,13 @@ describe("the browser demo", () => {
       }, null, { timeout: 180_000 });
       expect(await page.textContent("#status")).toBe("done");
       expect(await page.textContent("#ids")).toBe(want);
+      // The prompts' logits against upstream's (the golden ones): as close as under Node.
+      const got = (await page.evaluate(() => window.lingcLogits))!;
+      const ref = golden["logits"]!;
+      expect(got.shape).toEqual([...ref.shape]);
+      let worst = 0;
+      got.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - ref.data[i]!))));
+      expect(worst, `browser logits vs golden: max abs error ${worst}`).toBeLessThan(1e-4);
       const rows = await page.$$eval("#timings tbody tr", (trs) => trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.textContent)));
       expect(rows.length).toBeGreaterThan(10);
       expect(rows.some((r) => r[0] === "moe_layer.router")).toBe(true);

@@ -1,7 +1,8 @@
 /**
- * Greedy generation with a KV cache, for any backend and any program that declares it (module
- * attributes, ir/generation.ts): one prefill pass over the prompt (which also returns the cache),
- * then one decode step per new token, each cache input fed from the output the declaration names.
+ * Generation with a KV cache, for any backend and any program that declares it (module attributes,
+ * ir/generation.ts): one prefill pass over the prompt (which also returns the cache), then one decode
+ * step per new token, each cache input fed from the output the declaration names. Tokens are chosen
+ * greedily or sampled (backends/sampling.ts); a sequence stops after an end-of-sequence token.
  * Prompts of different lengths run as separate batches, so no padding or mask is ever needed.
  * Generation stays within the cache capacity the decode graph declares.
  */
@@ -9,6 +10,18 @@ import { LingcError } from "../ir/errors";
 import { cachePairs, generationRole, type CachePair } from "../ir/generation";
 import { Tensor } from "../ir/tensor";
 import { isDeviceTensor, type DeviceTensor, type GraphSignature, type LoadedModel } from "./backend";
+import { checkSampling, TokenSampler, type SamplingOptions } from "./sampling";
+
+export { argmax } from "./sampling";
+
+export interface GenerateOptions {
+  /** How tokens are chosen (default: greedy). */
+  sampling?: SamplingOptions;
+  /** Token ids that end a sequence: it stops after the first one it generates (included in its tokens). */
+  eos?: readonly number[];
+  /** Called once the prompts are checked, before any work (a CLI says there what it will do). */
+  onStart?: () => void;
+}
 
 export interface GenerateResult {
   /** New token ids per prompt. */
@@ -48,13 +61,6 @@ export function generationPlan(signatures: Readonly<Record<string, GraphSignatur
     if (!decode.outputs.some((o) => o.name === c.output)) throw new LingcError(`graph ${decode.name}'s cache input ${c.input} is fed by ${c.output}, which ${decode.name} does not output`);
   }
   return { prefill, decode, tokens: { prefill: p.tokens, decode: d.tokens }, logits: { prefill: p.logits, decode: d.logits }, cache, vocab };
-}
-
-/** Index of the largest value; ties go to the lowest index (as torch.argmax). */
-export function argmax(a: ArrayLike<number>, lo: number, hi: number): number {
-  let best = lo;
-  for (let i = lo + 1; i < hi; i++) if (a[i]! > a[best]!) best = i;
-  return best - lo;
 }
 
 function lastLogits(logits: Tensor, b: number): Float32Array {
@@ -127,15 +133,22 @@ export class GenerationSession {
   }
 }
 
-async function generateBatch(model: LoadedModel, plan: GenerationPlan, prompts: number[][], maxNew: number): Promise<GenerateResult> {
+/** Whether a sequence has ended: its last token is an end-of-sequence id. */
+const ended = (tokens: readonly number[], eos: ReadonlySet<number>) => tokens.length > 0 && eos.has(tokens[tokens.length - 1]!);
+
+async function generateBatch(model: LoadedModel, plan: GenerationPlan, prompts: number[][], indices: readonly number[], maxNew: number, opts: GenerateOptions): Promise<GenerateResult> {
   const B = prompts.length;
   const S = prompts[0]!.length;
+  const eos = new Set(opts.eos ?? []);
   const tokens: number[][] = prompts.map(() => []);
   const stepLogits: Float32Array[][] = prompts.map(() => []);
+  // A sampler per sequence, keyed by its index among all prompts (batching does not change its ids).
+  const samplers = indices.map((i) => new TokenSampler(opts.sampling ?? { temperature: 0, seed: 0 }, i));
   const take = (logits: Tensor) =>
     prompts.map((_, b) => {
       const row = lastLogits(logits, b);
-      const id = argmax(row, 0, row.length);
+      if (ended(tokens[b]!, eos)) return tokens[b]![tokens[b]!.length - 1]!; // finished: fed its EOS again, nothing kept
+      const id = samplers[b]!.pick(row);
       tokens[b]!.push(id);
       stepLogits[b]!.push(row);
       return id;
@@ -143,15 +156,20 @@ async function generateBatch(model: LoadedModel, plan: GenerationPlan, prompts: 
   const session = new GenerationSession(model, plan, S + maxNew - 1);
   try {
     let next = take(await session.prefill(Tensor.from("i64", [B, S], prompts.flat())));
-    for (let step = 1; step < maxNew; step++) next = take(await session.decode(Tensor.from("i64", [B, 1], next)));
+    for (let step = 1; step < maxNew && !tokens.every((t) => ended(t, eos)); step++) next = take(await session.decode(Tensor.from("i64", [B, 1], next)));
   } finally {
     session.close();
   }
   return { tokens, stepLogits };
 }
 
-/** `onStart` is called once the prompts are checked, before any work (a CLI says there what it will do). */
-export async function greedyGenerate(model: LoadedModel, prompts: number[][], maxNew: number, onStart?: () => void): Promise<GenerateResult> {
+/** Greedy generation (see generate). */
+export function greedyGenerate(model: LoadedModel, prompts: number[][], maxNew: number, onStart?: () => void): Promise<GenerateResult> {
+  return generate(model, prompts, maxNew, { onStart });
+}
+
+/** Generates up to maxNew tokens per prompt: greedy, or sampled, stopping a sequence at an end-of-sequence id. */
+export async function generate(model: LoadedModel, prompts: number[][], maxNew: number, opts: GenerateOptions = {}): Promise<GenerateResult> {
   const plan = generationPlan(model.signatures);
   const V = plan.vocab;
   prompts.forEach((p, i) => {
@@ -160,11 +178,26 @@ export async function greedyGenerate(model: LoadedModel, prompts: number[][], ma
       if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new LingcError(`prompt ${i + 1}, token ${j + 1}: id ${id} is not in the vocabulary (0..${V - 1})`);
     });
   });
+  if (opts.sampling) checkSampling(opts.sampling);
+  const sampled = (opts.sampling?.temperature ?? 0) > 0;
+  if (sampled && model.generate) throw new LingcError("this backend generates greedily in its own program (cuda); sampling there is not built yet: use --temperature 0, or another backend");
   const result: GenerateResult = { tokens: prompts.map(() => []), stepLogits: prompts.map(() => []) };
   if (maxNew <= 0) return result;
   checkCapacity(plan, Math.max(...prompts.map((p) => p.length)) + maxNew - 1);
-  onStart?.();
-  if (model.generate) return model.generate(prompts, maxNew);
+  opts.onStart?.();
+  if (model.generate) {
+    // Greedy in the backend's own program: a sequence's tokens end at its first end-of-sequence id.
+    const r = await model.generate(prompts, maxNew);
+    const eos = new Set(opts.eos ?? []);
+    r.tokens.forEach((t, i) => {
+      const at = t.findIndex((id) => eos.has(id));
+      if (at >= 0) {
+        r.tokens[i] = t.slice(0, at + 1);
+        r.stepLogits[i] = r.stepLogits[i]?.slice(0, at + 1) ?? [];
+      }
+    });
+    return r;
+  }
   const byLength = new Map<number, number[]>();
   prompts.forEach((p, i) => byLength.set(p.length, [...(byLength.get(p.length) ?? []), i]));
   for (const idxs of byLength.values()) {
@@ -172,7 +205,9 @@ export async function greedyGenerate(model: LoadedModel, prompts: number[][], ma
       model,
       plan,
       idxs.map((i) => prompts[i]!),
+      idxs,
       maxNew,
+      opts,
     );
     idxs.forEach((i, j) => {
       result.tokens[i] = r.tokens[j]!;

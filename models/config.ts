@@ -34,6 +34,8 @@ export interface LingConfig {
   rotaryDim: number;
   ropeScaling?: YarnScaling;
   maxPositionEmbeddings: number;
+  /** Token ids that end a sequence (config.json's `eos_token_id`, a number or a list; none when absent). */
+  eosTokenIds: number[];
   numExperts: number;
   numExpertsPerTok: number;
   numSharedExperts: number;
@@ -127,6 +129,16 @@ class Reader {
     if (typeof v !== "string") this.fail(key, `must be a string, got ${JSON.stringify(v)}`);
     return v;
   }
+}
+
+/** `eos_token_id`: one id or a list of them (HF writes both), each within the vocabulary. */
+function readEos(r: Reader): number[] {
+  const v = r.raw("eos_token_id", false);
+  if (v === undefined) return [];
+  const ids = Array.isArray(v) ? v : [v];
+  const vocab = r.int("vocab_size");
+  for (const id of ids) if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0 || id >= vocab) r.fail("eos_token_id", `must be a token id in 0..${vocab - 1} (or a list of them), got ${JSON.stringify(v)}`);
+  return ids as number[];
 }
 
 const DTYPES: Record<string, DType> = { float32: "f32", bfloat16: "bf16", float16: "f16" };
@@ -238,6 +250,7 @@ export function configFromHf(json: unknown, name: string, file: string, text?: s
     rotaryDim,
     ropeScaling: readRopeScaling(r, maxPos),
     maxPositionEmbeddings: maxPos,
+    eosTokenIds: readEos(r),
     numExperts,
     numExpertsPerTok,
     numSharedExperts: r.int("num_shared_experts", undefined, 0),

@@ -9,7 +9,7 @@
  * in), the append writes only the new rows into it, and the output it returns is the same buffer,
  * one row longer. Kernels read it with the buffer's row count (a capacity symbol of the artifact).
  */
-import { evalTerms, type ArtifactSlot, type WgslArtifact } from "./artifact";
+import { evalTerms, type ArtifactKernel, type ArtifactSlot, type WgslArtifact } from "./artifact";
 
 // WebGPU enum values (GPUBufferUsage, GPUMapMode, GPUShaderStage), spelled out so the host needs no globals.
 const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 };
@@ -118,6 +118,36 @@ function slotBuffer(device: GPUDevice, shape: readonly number[], label: string):
   return device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label });
 }
 
+/**
+ * Pipelines by shader text and binding kinds, per device: the same kernel in every layer, and in the
+ * forward and decode graphs of a model, is compiled once (ling-tiny: 103 kernels, 36 distinct), and
+ * the distinct ones compile in parallel (createComputePipelineAsync).
+ */
+const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<Pipeline>>>();
+
+/** What makes two kernels one pipeline: their shader (less its first line, the kernel's name) and binding kinds. */
+export function pipelineKey(k: ArtifactKernel): string {
+  return `${k.bindings.map((b) => (b.write ? "w" : "r")).join("")}\n${k.wgsl.replace(/^\/\/ .*\n/, "")}`;
+}
+
+function pipelineOf(device: GPUDevice, k: ArtifactKernel): Promise<Pipeline> {
+  let cache = pipelineCache.get(device);
+  if (!cache) pipelineCache.set(device, (cache = new Map()));
+  const key = pipelineKey(k);
+  let p = cache.get(key);
+  if (!p) {
+    const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, j) => ({ binding: j, visibility: COMPUTE, buffer: { type: b.write ? "storage" : "read-only-storage" } }));
+    entries.push({ binding: k.bindings.length, visibility: COMPUTE, buffer: { type: "uniform" } });
+    const layout = device.createBindGroupLayout({ entries, label: k.name });
+    const module = device.createShaderModule({ code: k.wgsl, label: k.name });
+    p = device.createComputePipelineAsync({ layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: "main" }, label: k.name }).then((pipeline) => ({ pipeline, layout }));
+    cache.set(key, p);
+    // A failed compilation is not kept: the next load tries again (and reports it again).
+    p.catch(() => cache!.delete(key));
+  }
+  return p;
+}
+
 export class WgslGraph {
   private constructor(
     readonly device: GPUDevice,
@@ -129,15 +159,13 @@ export class WgslGraph {
   static async load(device: GPUDevice, a: WgslArtifact, weights: WeightProvider): Promise<WgslGraph> {
     if (a.format !== "lingc-wgsl-1") throw new Error(`not a lingc WGSL artifact (format ${String(a.format)})`);
     device.pushErrorScope("validation");
-    const pipelines = a.kernels.map((k) => {
-      const entries: GPUBindGroupLayoutEntry[] = [];
-      const module = device.createShaderModule({ code: k.wgsl, label: k.name });
-      k.bindings.forEach((b, j) => entries.push({ binding: j, visibility: COMPUTE, buffer: { type: b.write ? "storage" : "read-only-storage" } }));
-      entries.push({ binding: k.bindings.length, visibility: COMPUTE, buffer: { type: "uniform" } });
-      const layout = device.createBindGroupLayout({ entries, label: k.name });
-      const pipeline = device.createComputePipeline({ layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: "main" }, label: k.label });
-      return { pipeline, layout };
-    });
+    let pipelines: Pipeline[];
+    try {
+      pipelines = await Promise.all(a.kernels.map((k) => pipelineOf(device, k)));
+    } catch (e) {
+      await device.popErrorScope();
+      throw new Error(`WebGPU rejected a kernel of the compiled model: ${e instanceof Error ? e.message : String(e)}`);
+    }
     const resident = new Map<number, GPUBuffer[]>();
     for (const s of a.slots) {
       if (s.source === "weight") {

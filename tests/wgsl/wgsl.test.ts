@@ -72,3 +72,45 @@ describe("WebGPU limits", () => {
     expect(r.stderr).toMatch(/model\.word_embeddings\.weight \(5150605312 bytes as f32\) is split into 39 bindings .* over maxStorageBuffersPerShaderStage = 8 \(profile webgpu-baseline\)/);
   });
 });
+
+describe("wgsl pipelines", () => {
+  it("are compiled once per distinct kernel (shader and bindings) across a model's graphs, asynchronously", async () => {
+    const { nodeDevice } = await import("../../backends/wgsl/node");
+    const { loadModel } = await import("../../compiler/driver/load");
+    const { openSource } = await import("../../compiler/driver/source");
+    const { compileProgram } = await import("../../compiler/driver/compile");
+    const { compileProgramWgsl } = await import("../../backends/wgsl/backend");
+    const { pipelineKey } = await import("../../backends/wgsl/host");
+    // Every device shares the prototype: count the pipelines any of them creates.
+    const probe = await nodeDevice();
+    const proto = Object.getPrototypeOf(probe) as GPUDevice;
+    const realAsync = proto.createComputePipelineAsync;
+    const realSync = proto.createComputePipeline;
+    let created = 0;
+    let sync = 0;
+    proto.createComputePipelineAsync = function (this: GPUDevice, d: GPUComputePipelineDescriptor) {
+      created++;
+      return realAsync.call(this, d);
+    };
+    proto.createComputePipeline = function (this: GPUDevice, d: GPUComputePipelineDescriptor) {
+      sync++;
+      return realSync.call(this, d);
+    };
+    try {
+      const source = await openSource(GOLDEN_DIR);
+      const { model } = await loadModel({ source, backend: "wgsl" });
+      model.close();
+      // What the two graphs hold: kernels, and distinct (shader, binding kinds) pairs among them.
+      const { program } = await compileProgram({ source, target: "wgsl" });
+      const kernels = compileProgramWgsl(program).flatMap((a) => a.kernels);
+      const distinct = new Set(kernels.map(pipelineKey));
+      expect(kernels.length).toBeGreaterThan(distinct.size * 1.5);
+      expect(created).toBe(distinct.size);
+      expect(sync).toBe(0);
+    } finally {
+      proto.createComputePipelineAsync = realAsync;
+      proto.createComputePipeline = realSync;
+      probe.destroy();
+    }
+  }, 120_000);
+});

@@ -24,7 +24,14 @@ let ortModule: Promise<Ort> | undefined;
 
 /** onnxruntime-node, loaded on first use so that commands that do not run ONNX never load its native library. */
 export function loadOrt(): Promise<Ort> {
-  ortModule ??= import("onnxruntime-node").then((m) => ((m as unknown as { default?: Ort }).default ?? m) as Ort);
+  ortModule ??= import("onnxruntime-node").then(
+    (m) => ((m as unknown as { default?: Ort }).default ?? m) as Ort,
+    (e: unknown) => {
+      ortModule = undefined;
+      // An optional peer of the lingc package: only the onnx backend needs it.
+      throw new LingcError(`the onnx backend needs the onnxruntime-node package, which could not be loaded (${e instanceof Error ? e.message.split("\n")[0] : String(e)}); install it beside lingc: ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node@1.30.0`);
+    },
+  );
   return ortModule;
 }
 

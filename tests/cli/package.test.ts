@@ -1,0 +1,67 @@
+/**
+ * lingc as an installable package: `npm pack` gives a small tarball with the CLI bundle, the view
+ * page, the esbuild plugin and the CUDA runtime sources (here packed from the bundles the test setup
+ * built: --ignore-scripts, so the prepack build does not rewrite dist/ under the other tests);
+ * everything the bundles import is a dependency, an optional peer (onnxruntime-node: only the onnx
+ * backend needs it) or part of Node; installed alone into a fresh folder, `npx lingc generate
+ * --backend wgsl` reproduces the golden ids and `--backend onnx` says what to install.
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { builtinModules } from "node:module";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { readAllSafetensors } from "../../backends/weights/safetensors";
+import { goldenGreedy } from "../support/golden";
+import { GOLDEN_DIR, GOLDEN_FILE, ROOT, scratchDir } from "../support/paths";
+
+interface PackInfo {
+  filename: string;
+  size: number;
+  files: { path: string }[];
+}
+
+const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string>; peerDependencies: Record<string, string>; peerDependenciesMeta: Record<string, { optional?: boolean }> };
+const dir = scratchDir("lingc-pack-");
+
+describe("the npm package", () => {
+  let info: PackInfo;
+
+  it("packs the CLI, the view page, the esbuild plugin and the CUDA runtime, under 5 MB", () => {
+    const out = execFileSync("npm", ["pack", "--json", "--ignore-scripts", "--pack-destination", dir], { cwd: ROOT, encoding: "utf8", env: { ...process.env, npm_config_loglevel: "error" } });
+    info = (JSON.parse(out.slice(out.indexOf("["))) as PackInfo[])[0]!;
+    const files = info.files.map((f) => f.path);
+    for (const f of ["bin/lingc.mjs", "dist/lingc.mjs", "dist/lingc.mjs.map", "dist/esbuild-plugin.mjs", "dist/view/app.js", "dist/view/index.html", "backends/cuda/runtime/lingc_runtime.cu", "backends/cuda/runtime/lingc_runtime.h", "README.md", "package.json"]) expect(files).toContain(f);
+    // Sources, tests and benchmarks stay out (the bundles carry what runs).
+    expect(files.filter((f) => /^(tests|bench|fuzz|models|ir|compiler)\//.test(f) || /^dist\/(bench|fuzz)/.test(f))).toEqual([]);
+    expect(info.size).toBeLessThan(5e6);
+  }, 120_000);
+
+  it("imports nothing at run time but its dependencies, the optional onnxruntime-node peer and Node's own modules", () => {
+    const allowed = new Set([...Object.keys(pkg.dependencies), ...builtinModules]);
+    const optional = Object.keys(pkg.peerDependencies).filter((p) => pkg.peerDependenciesMeta[p]?.optional);
+    expect(optional).toEqual(["onnxruntime-node"]);
+    for (const bundle of ["dist/lingc.mjs", "dist/esbuild-plugin.mjs"]) {
+      const text = readFileSync(join(ROOT, bundle), "utf8");
+      const specs = [...text.matchAll(/\b(?:import\(|require\(|from )"([^".][^"]*)"/g)].map((m) => m[1]!.replace(/^node:/, ""));
+      const bare = [...new Set(specs.map((s) => (s.startsWith("@") ? s.split("/").slice(0, 2).join("/") : s.split("/")[0]!)))];
+      for (const b of bare) expect(allowed.has(b) || optional.includes(b), `${bundle} imports ${b}`).toBe(true);
+    }
+  });
+
+  it("installs alone into a fresh folder: npx lingc generate reproduces the golden ids on wgsl; onnx names what to install", () => {
+    const app = join(dir, "app");
+    execFileSync("mkdir", ["-p", app]);
+    writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", version: "1.0.0", private: true }));
+    execFileSync("npm", ["install", join(dir, info.filename), "--no-audit", "--no-fund", "--loglevel=error"], { cwd: app, stdio: "pipe" });
+    const golden = goldenGreedy(readAllSafetensors(GOLDEN_FILE));
+    const prompt = golden.prompts.map((p) => p.join(",")).join(";");
+    const g = spawnSync("npx", ["lingc", "generate", GOLDEN_DIR, "--backend", "wgsl", "--prompt", prompt, "--max-new-tokens", String(golden.steps)], { cwd: app, encoding: "utf8" });
+    expect(g.status, g.stderr).toBe(0);
+    expect(g.stdout).toBe(golden.tokens.map((t) => t.join(" ") + "\n").join(""));
+    const o = spawnSync("npx", ["lingc", "run", GOLDEN_DIR, "--backend", "onnx", "--input", GOLDEN_FILE, "--out", join(app, "out.safetensors")], { cwd: app, encoding: "utf8" });
+    expect(o.status).toBe(1);
+    expect(o.stderr).toContain("the onnx backend needs the onnxruntime-node package");
+    expect(o.stderr).toContain("ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node@1.30.0");
+  }, 300_000);
+});

@@ -21,6 +21,8 @@ export interface GenerateOptions {
   eos?: readonly number[];
   /** Called once the prompts are checked, before any work (a CLI says there what it will do). */
   onStart?: () => void;
+  /** Called with each token as it is chosen (the prompt's index, the token); a backend that generates in its own program calls it once it is done. */
+  onToken?: (sequence: number, token: number) => void;
 }
 
 export interface GenerateResult {
@@ -151,6 +153,7 @@ async function generateBatch(model: LoadedModel, plan: GenerationPlan, prompts: 
       const id = samplers[b]!.pick(row);
       tokens[b]!.push(id);
       stepLogits[b]!.push(row);
+      opts.onToken?.(indices[b]!, id);
       return id;
     });
   const session = new GenerationSession(model, plan, S + maxNew - 1);
@@ -196,6 +199,7 @@ export async function generate(model: LoadedModel, prompts: number[][], maxNew: 
         r.stepLogits[i] = r.stepLogits[i]?.slice(0, at + 1) ?? [];
       }
     });
+    if (opts.onToken) for (let step = 0; step < maxNew; step++) r.tokens.forEach((t, i) => step < t.length && opts.onToken!(i, t[step]!));
     return r;
   }
   const byLength = new Map<number, number[]>();

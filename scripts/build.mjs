@@ -1,10 +1,11 @@
 // Bundles the CLI and the benchmark scripts with esbuild (ESM for Node 20, with source maps), and
 // the `lingc view` page (dist/view/: one script with its graph-layout library, for file:// use).
-import { copyFileSync, mkdirSync } from "node:fs";
+import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { build } from "esbuild";
+import ts from "typescript";
 
 await build({
-  entryPoints: { lingc: "compiler/cli/entry.ts", "bench-compile": "bench/compile.ts", "bench-wgsl": "bench/wgsl.ts", "bench-recompute": "bench/recompute.ts", "bench-train-memory": "bench/train-memory.ts", "bench-view": "bench/view.ts", fuzz: "fuzz/main.ts", "esbuild-plugin": "compiler/esbuild-plugin.ts" },
+  entryPoints: { lingc: "compiler/cli/entry.ts", api: "compiler/api.ts", "bench-compile": "bench/compile.ts", "bench-wgsl": "bench/wgsl.ts", "bench-recompute": "bench/recompute.ts", "bench-train-memory": "bench/train-memory.ts", "bench-view": "bench/view.ts", fuzz: "fuzz/main.ts", "esbuild-plugin": "compiler/esbuild-plugin.ts" },
   outdir: "dist",
   outExtension: { ".js": ".mjs" },
   bundle: true,
@@ -21,3 +22,17 @@ await build({
 mkdirSync("dist/view", { recursive: true });
 await build({ entryPoints: ["compiler/view/page/app.ts"], outfile: "dist/view/app.js", bundle: true, format: "iife", platform: "browser", target: "es2022", minify: true, logLevel: "warning" });
 copyFileSync("compiler/view/page/index.html", "dist/view/index.html");
+
+// The public API's declarations (compiler/api.ts names no internal type: its .d.ts stands alone).
+{
+  const options = { declaration: true, emitDeclarationOnly: true, skipLibCheck: true, target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext, moduleResolution: ts.ModuleResolutionKind.Bundler, types: ["node"], noResolve: false, isolatedModules: true };
+  const program = ts.createProgram(["compiler/api.ts"], options);
+  let dts;
+  program.emit(program.getSourceFile("compiler/api.ts"), (name, text) => {
+    if (name.endsWith("api.d.ts")) dts = text;
+  }, undefined, true);
+  // A side-effect import (the op table's registration) says nothing about types.
+  dts = dts?.replace(/^import "[^"]*";\n/gm, "");
+  if (!dts || /(from|import) "\.\.?\//.test(dts)) throw new Error(`compiler/api.ts: its declarations ${dts ? "import internal modules" : "were not emitted"}`);
+  writeFileSync("dist/api.d.ts", dts);
+}

@@ -7,11 +7,8 @@
  * in the input are Errors whose message says what is wrong and where, as the CLI prints them.
  */
 import "../ir/ops";
-import { generate as generateTokens } from "../backends/generation";
-import { LingcError } from "../ir/errors";
-import { Tensor as InternalTensor } from "../ir/tensor";
-import type { DType } from "../ir/dtype";
 import { loadModel } from "./driver/load";
+import { publicModel } from "./public-model";
 import { openSource } from "./driver/source";
 
 // Source maps on, as the CLI's launcher does: provenance in IR dumps names the model's .ts lines.
@@ -54,6 +51,16 @@ export interface GenerateOptions {
   onToken?: (sequence: number, token: number) => void;
 }
 
+/** What `import model from "lingc:ling-tiny"` (or `"./config.json?lingc"`) gives a bundled web app: the model compiled to WGSL at build time. */
+export interface CompiledModel {
+  /** The compiled graphs (WGSL kernels and launch plans) by name. */
+  readonly artifacts: Readonly<Record<string, unknown>>;
+  /** WebGPU limits above the defaults the kernels were compiled for: request them with the device. */
+  readonly requiredLimits: Readonly<Record<string, number>>;
+  /** Loads it on a WebGPU device (a GPUDevice) with the checkpoint's model.safetensors bytes. */
+  load(device: object, weights: ArrayBuffer): Promise<Model>;
+}
+
 export interface Model {
   /** The graphs it holds (forward, decode), with their inputs and outputs. */
   readonly graphs: Readonly<Record<string, { inputs: readonly { name: string; dtype: string; shape: readonly string[] }[]; outputs: readonly { name: string; dtype: string; shape: readonly string[] }[] }>>;
@@ -67,13 +74,6 @@ export interface Model {
   close(): void;
 }
 
-const asInternal = (name: string, t: Tensor): InternalTensor => {
-  if (t instanceof InternalTensor) return t;
-  if (!Array.isArray(t.shape) || !t.data) throw new LingcError(`input ${name}: a tensor needs dtype, shape and data`);
-  const data = t.data instanceof BigInt64Array ? Array.from(t.data, Number) : (t.data as ArrayLike<number>);
-  return InternalTensor.from(t.dtype as DType, t.shape, data);
-};
-
 /** Loads a model on a backend: compiles its graphs for the backend's target and binds the weights. */
 export async function load(model: string, options: LoadOptions = {}): Promise<Model> {
   const source = await openSource(model, options.weights, options.dtype ? { dtype: options.dtype } : {});
@@ -83,28 +83,5 @@ export async function load(model: string, options: LoadOptions = {}): Promise<Mo
     settings: { quantize: options.quantize, stages: options.stages },
     passes: options.passes,
   });
-  const eos = source.config?.eosTokenIds ?? [];
-  return {
-    graphs: Object.fromEntries(Object.entries(loaded.signatures).map(([name, s]) => [name, { inputs: s.inputs, outputs: s.outputs }])),
-    backend,
-    async run(inputs, graph = "forward") {
-      const runner = loaded.graphs[graph];
-      if (!runner) throw new LingcError(`the model has no graph '${graph}' (it has ${Object.keys(loaded.graphs).join(", ")})`);
-      return runner.run(Object.fromEntries(Object.entries(inputs).map(([k, t]) => [k, asInternal(k, t)])));
-    },
-    async generate(prompts, o) {
-      const r = await generateTokens(
-        loaded,
-        prompts.map((p) => [...p]),
-        o.maxNewTokens,
-        {
-          sampling: { temperature: o.temperature ?? 0, ...(o.topK !== undefined ? { topK: o.topK } : {}), ...(o.topP !== undefined ? { topP: o.topP } : {}), seed: o.seed ?? 0 },
-          eos: o.eosTokenIds ?? eos,
-          ...(o.onToken ? { onToken: o.onToken } : {}),
-        },
-      );
-      return r.tokens;
-    },
-    close: () => loaded.close(),
-  };
+  return publicModel(loaded, backend, source.config?.eosTokenIds ?? []);
 }

@@ -3,11 +3,12 @@
  *   import model from "lingc:ling-tiny";                 // a built-in config
  *   import model from "./checkpoint/config.json?lingc";  // an HF config.json
  * and its bundle gets the compiled WGSL kernels and launch plans of the model's graphs (compiled by
- * the driver with the wgsl target's pipeline), plus the host code (`model.load(device,
- * safetensorsBytes)`), all produced during the build.
+ * the driver with the wgsl target's pipeline), plus the host code: `await model.load(device,
+ * safetensorsBytes)` gives the API's Model (compiler/api.ts: run, generate), all produced during the
+ * build. The host code comes from dist/browser.mjs in the package (compiler/browser-api.ts here).
  * Compile errors are esbuild errors located at the import.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Plugin, PartialMessage } from "esbuild";
@@ -25,6 +26,12 @@ export interface LingcPluginOptions {
 }
 
 const HERE = dirname(fileURLToPath(import.meta.url));
+
+/** The browser host the generated modules import: the package's bundle, or the sources in the repository. */
+function browserHost(): string {
+  const bundled = resolve(HERE, "browser.mjs");
+  return existsSync(bundled) ? bundled : resolve(HERE, "browser-api.ts");
+}
 
 /** Where in the importer the specifier is written, for error locations. */
 function locate(importer: string, specifier: string): PartialMessage["location"] {
@@ -53,24 +60,28 @@ export function lingcPlugin(options: LingcPluginOptions = {}): Plugin {
           } else {
             model = resolve(args.resolveDir, args.path.slice(0, -"?lingc".length));
           }
-          const { program } = await compileProgram({ source: await openSource(model), target: "wgsl", settings: { noFuse: options.noFuse, limits: options.limits } });
+          const source = await openSource(model);
+          const { program } = await compileProgram({ source, target: "wgsl", settings: { noFuse: options.noFuse, limits: options.limits } });
           const artifacts = Object.fromEntries(compileProgramWgsl(program).map((a) => [a.graph, a]));
+          const eos = source.config?.eosTokenIds ?? [];
           // Editing the config file rebuilds the bundle in watch mode.
           const watchFiles = args.path.startsWith("lingc:") ? [] : [model];
-          return { path: args.path, namespace: "lingc-model", pluginData: { artifacts }, watchFiles };
+          return { path: args.path, namespace: "lingc-model", pluginData: { artifacts, eos }, watchFiles };
         } catch (e) {
           if (!(e instanceof LingcError)) throw e;
           return { errors: [{ text: `lingc: ${e.message}`, location: locate(args.importer, args.path) }] };
         }
       });
       build.onLoad({ filter: /.*/, namespace: "lingc-model" }, (args) => {
-        const { artifacts } = args.pluginData as { artifacts: unknown };
-        const host = resolve(HERE, "../backends/wgsl/browser.ts");
+        const { artifacts, eos } = args.pluginData as { artifacts: unknown; eos: number[] };
         const contents = [
-          `import { createBrowserModel } from ${JSON.stringify(host)};`,
+          `import { compiledModel, createBrowserModel } from ${JSON.stringify(browserHost())};`,
           `export const artifacts = ${JSON.stringify(artifacts)};`,
-          `export function load(device, weightBytes, profile) { return createBrowserModel(device, Object.values(artifacts), weightBytes, profile); }`,
-          `export default { artifacts, load };`,
+          `const model = compiledModel(artifacts, ${JSON.stringify(eos)});`,
+          `export const load = model.load;`,
+          // The graphs as lingc runs them (per-kernel timings with profile.on): what the demo page shows.
+          `export function loadGraphs(device, weightBytes, profile) { return createBrowserModel(device, Object.values(artifacts), weightBytes, profile); }`,
+          `export default model;`,
         ].join("\n");
         return { contents, loader: "js", resolveDir: HERE };
       });

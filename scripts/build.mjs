@@ -19,6 +19,16 @@ await build({
   banner: { js: "import { createRequire as __lingcRequire } from 'node:module'; const require = __lingcRequire(import.meta.url);" },
 });
 
+// The browser host the esbuild plugin's modules import (compiler/browser-api.ts), for web apps.
+await build({ entryPoints: ["compiler/browser-api.ts"], outfile: "dist/browser.mjs", bundle: true, format: "esm", platform: "browser", target: "es2022", sourcemap: true, logLevel: "warning" });
+// Types for the plugin's imports in an app: /// <reference types="lingc/models" />.
+const compiled = `{
+  const model: import("lingc").CompiledModel;
+  export default model;
+  export const load: import("lingc").CompiledModel["load"];
+  export const artifacts: import("lingc").CompiledModel["artifacts"];
+}`;
+writeFileSync("dist/models.d.ts", `// Modules the lingc esbuild plugin makes at build time: a built-in config, or an HF config.json.\ndeclare module "lingc:*" ${compiled}\ndeclare module "*.json?lingc" ${compiled}\n`);
 mkdirSync("dist/view", { recursive: true });
 await build({ entryPoints: ["compiler/view/page/app.ts"], outfile: "dist/view/app.js", bundle: true, format: "iife", platform: "browser", target: "es2022", minify: true, logLevel: "warning" });
 copyFileSync("compiler/view/page/index.html", "dist/view/index.html");

@@ -1,11 +1,8 @@
-// Modules made by the lingc esbuild plugin at build time.
+// Modules made by the lingc esbuild plugin at build time (the package ships the public part as
+// lingc/models); the demo also uses loadGraphs, the graphs as lingc runs them.
 declare module "lingc:*" {
-  import type { BrowserModel } from "../backends/wgsl/browser";
-  import type { WgslArtifact } from "../backends/wgsl/artifact";
-  const model: {
-    /** The compiled graphs by name (forward, decode). */
-    artifacts: Record<string, WgslArtifact>;
-    load(device: GPUDevice, weightBytes: ArrayBuffer, profile?: { on: boolean }): Promise<BrowserModel>;
-  };
+  const model: import("../compiler/api").CompiledModel;
   export default model;
+  export const load: import("../compiler/api").CompiledModel["load"];
+  export function loadGraphs(device: GPUDevice, weightBytes: ArrayBuffer, profile?: { on: boolean }): Promise<import("../backends/wgsl/browser").BrowserModel>;
 }

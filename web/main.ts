@@ -3,8 +3,8 @@
  * the page's WebGPU adapter with the checkpoint fetched from `model.safetensors`. The prompt comes
  * from `?prompt=1,2,3;4,5,6&steps=6`. Shows the generated ids and per-kernel timings.
  */
-import model from "lingc:ling-tiny";
-import { generationPlan, greedyGenerate } from "../backends/generation";
+import model, { loadGraphs } from "lingc:ling-tiny";
+import { generationPlan } from "../backends/generation";
 import { Tensor } from "../ir/tensor";
 
 const $ = (id: string) => document.getElementById(id)!;
@@ -25,22 +25,23 @@ async function main(): Promise<void> {
   if (!adapter) throw new Error("no WebGPU adapter");
   $("adapter").textContent = `${adapter.info.vendor} ${adapter.info.architecture} ${adapter.info.description}`.trim() || "(unnamed)";
   // The limits the model was compiled for above WebGPU's defaults (none for the baseline profile).
-  const requiredLimits: Record<string, number> = {};
-  for (const a of Object.values(model.artifacts)) for (const [k, v] of Object.entries(a.requiredLimits as Record<string, number>)) requiredLimits[k] = Math.max(requiredLimits[k] ?? 0, v);
-  const device = await adapter.requestDevice({ requiredLimits });
+  const device = await adapter.requestDevice({ requiredLimits: { ...model.requiredLimits } });
   $("status").textContent = "loading weights";
   // A missing file is said as such (a server's 404 page read as safetensors would be "an absurd header length").
   const response = await fetch("model.safetensors");
   if (!response.ok) throw new Error(`model.safetensors: the server answered ${response.status} ${response.statusText} (serve the checkpoint's weights beside the page)`);
   const bytes = await response.arrayBuffer();
-  const profile = { on: false };
-  const m = await model.load(device, bytes, profile);
+  // Generation through the public API (what a web app gets from the import).
+  const m = await model.load(device, bytes);
   $("status").textContent = "generating";
-  const r = await greedyGenerate(m, prompts, steps);
-  $("ids").textContent = r.tokens.map((t) => t.join(" ")).join("\n");
+  const ids = await m.generate(prompts, { maxNewTokens: steps, eosTokenIds: [] });
+  $("ids").textContent = ids.map((t) => t.join(" ")).join("\n");
 
-  const plan = generationPlan(m.signatures);
-  const prefill = m.graphs[plan.prefill.name]!;
+  // The graphs as lingc runs them, for the prompts' logits and each kernel's time.
+  const profile = { on: false };
+  const graphs = await loadGraphs(device, bytes, profile);
+  const plan = generationPlan(graphs.signatures);
+  const prefill = graphs.graphs[plan.prefill.name]!;
   // The prompts' logits (when the prompts have one length: one batch), for checks against a reference.
   if (prompts.every((p) => p.length === prompts[0]!.length)) {
     const batch = Tensor.from("i64", [prompts.length, prompts[0]!.length], prompts.flat());
@@ -50,8 +51,8 @@ async function main(): Promise<void> {
   }
 
   profile.on = true;
-  const ids = Tensor.from("i64", [1, prompts[0]!.length], prompts[0]!);
-  await prefill.run({ [plan.tokens.prefill]: ids });
+  const one = Tensor.from("i64", [1, prompts[0]!.length], prompts[0]!);
+  await prefill.run({ [plan.tokens.prefill]: one });
   profile.on = false;
   const body = $("timings").querySelector("tbody")!;
   for (const t of prefill.lastTimings ?? []) {

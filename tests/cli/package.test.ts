@@ -8,7 +8,7 @@
  * reproduce the golden ids, and `--backend onnx` says what to install.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { builtinModules } from "node:module";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -32,7 +32,7 @@ describe("the npm package", () => {
     const out = execFileSync("npm", ["pack", "--json", "--ignore-scripts", "--pack-destination", dir], { cwd: ROOT, encoding: "utf8", env: { ...process.env, npm_config_loglevel: "error" } });
     info = (JSON.parse(out.slice(out.indexOf("["))) as PackInfo[])[0]!;
     const files = info.files.map((f) => f.path);
-    for (const f of ["bin/lingc.mjs", "dist/lingc.mjs", "dist/api.mjs", "dist/api.d.ts", "dist/lingc.mjs.map", "dist/esbuild-plugin.mjs", "dist/view/app.js", "dist/view/index.html", "backends/cuda/runtime/lingc_runtime.cu", "backends/cuda/runtime/lingc_runtime.h", "README.md", "package.json"]) expect(files).toContain(f);
+    for (const f of ["bin/lingc.mjs", "dist/lingc.mjs", "dist/api.mjs", "dist/api.d.ts", "dist/browser.mjs", "dist/models.d.ts", "dist/lingc.mjs.map", "dist/esbuild-plugin.mjs", "dist/view/app.js", "dist/view/index.html", "backends/cuda/runtime/lingc_runtime.cu", "backends/cuda/runtime/lingc_runtime.h", "README.md", "package.json"]) expect(files).toContain(f);
     // Sources, tests and benchmarks stay out (the bundles carry what runs).
     expect(files.filter((f) => /^(tests|bench|fuzz|models|ir|compiler)\//.test(f) || /^dist\/(bench|fuzz)/.test(f))).toEqual([]);
     expect(info.size).toBeLessThan(5e6);
@@ -42,7 +42,7 @@ describe("the npm package", () => {
     const allowed = new Set([...Object.keys(pkg.dependencies), ...builtinModules]);
     const optional = Object.keys(pkg.peerDependencies).filter((p) => pkg.peerDependenciesMeta[p]?.optional);
     expect(optional).toEqual(["onnxruntime-node"]);
-    for (const bundle of ["dist/lingc.mjs", "dist/api.mjs", "dist/esbuild-plugin.mjs"]) {
+    for (const bundle of ["dist/lingc.mjs", "dist/api.mjs", "dist/esbuild-plugin.mjs", "dist/browser.mjs"]) {
       const text = readFileSync(join(ROOT, bundle), "utf8");
       const specs = [...text.matchAll(/\b(?:import\(|require\(|from )"([^".][^"]*)"/g)].map((m) => m[1]!.replace(/^node:/, ""));
       const bare = [...new Set(specs.map((s) => (s.startsWith("@") ? s.split("/").slice(0, 2).join("/") : s.split("/")[0]!)))];
@@ -83,6 +83,35 @@ model.close();
     expect(got.ids).toEqual(golden.tokens);
     expect(got.streamed).toEqual(golden.tokens[0]);
     expect(got.logits).toEqual([1, 3, 512]);
+    // A web app: the plugin from the package compiles its imports at build time, and tsc types them.
+    copyFileSync(join(GOLDEN_DIR, "config.json"), join(app, "config.json"));
+    writeFileSync(
+      join(app, "page.ts"),
+      `/// <reference types="lingc/models" />
+import tiny from "lingc:ling-tiny";
+import mine from "./config.json?lingc";
+export async function start(device: object, weights: ArrayBuffer): Promise<number[][]> {
+  const limits: Record<string, number> = { ...tiny.requiredLimits, ...mine.requiredLimits };
+  const model = await mine.load(device, weights);
+  return Object.keys(limits).length ? [] : model.generate([[1, 2, 3]], { maxNewTokens: 2 });
+}
+`,
+    );
+    writeFileSync(join(app, "tsconfig.web.json"), JSON.stringify({ compilerOptions: { target: "ES2022", module: "ESNext", moduleResolution: "Bundler", strict: true, noEmit: true, skipLibCheck: true, types: [] }, files: ["page.ts"] }));
+    const webTsc = spawnSync(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.web.json"], { cwd: app, encoding: "utf8" });
+    expect(webTsc.status, webTsc.stdout + webTsc.stderr).toBe(0);
+    writeFileSync(
+      join(app, "bundle.mjs"),
+      `import { build } from "esbuild";
+import { lingcPlugin } from "lingc/esbuild-plugin";
+await build({ entryPoints: ["page.ts"], bundle: true, format: "esm", platform: "browser", outfile: "out/page.js", plugins: [lingcPlugin()], logLevel: "error" });
+`,
+    );
+    const bundled = spawnSync(process.execPath, ["bundle.mjs"], { cwd: app, encoding: "utf8" });
+    expect(bundled.status, bundled.stderr).toBe(0);
+    const page = readFileSync(join(app, "out/page.js"), "utf8");
+    expect(page).toContain("compiledModel");
+    expect(page.match(/"format":\s*"lingc-wgsl-1"|format: "lingc-wgsl-1"/g)?.length).toBe(4);
     const o = spawnSync("npx", ["lingc", "run", GOLDEN_DIR, "--backend", "onnx", "--input", GOLDEN_FILE, "--out", join(app, "out.safetensors")], { cwd: app, encoding: "utf8" });
     expect(o.status).toBe(1);
     expect(o.stderr).toContain("the onnx backend needs the onnxruntime-node package");

@@ -131,6 +131,10 @@ const CASES: Case[] = [
   { name: "view into a folder holding a page of someone else's", argv: () => ["view", "ling-tiny", "--out", P("site")], code: 1, starts: /^--out .*site already holds index\.html that is not from 'lingc view'/ },
   { name: "view with the model's checkpoint folder as --out", argv: () => ["view", CK(), "--out", CK()], code: 1, starts: /^--out .*ck is the model's own path/ },
   { name: "view --port past 65535", argv: () => ["view", "ling-tiny", "--out", P("new-site"), "--port", "70000"], code: 2, starts: /^--port: 70000 is not a port/ },
+  { name: "quantize into the checkpoint itself", argv: () => ["quantize", CK(), "--out", CK()], code: 1, starts: /^.*ck already exists; give a new folder for the quantized checkpoint/ },
+  { name: "quantize of a .safetensors file, not a folder", argv: () => ["quantize", P("ck", "model.safetensors"), "--out", P("new-q")], code: 1, starts: /^.*ck\/model\.safetensors: not a checkpoint folder/ },
+  { name: "quantize with an unknown recipe", argv: () => ["quantize", CK(), "--out", P("new-q"), "--recipe", "frob"], code: 2, starts: /^option '--recipe' must be one of transformers, ling, got 'frob'/ },
+  { name: "plan with a memory limit that is not a number", argv: () => ["plan", "ling-tiny", "--stages", "2", "--memory-limit", "abc"], code: 2, starts: /^--memory-limit abc is not a positive number of GB/ },
   { name: "onnx-bind on a file that is not ONNX", argv: () => ["onnx-bind", P("ck", "config.json"), CK(), "--out", P("new.onnx")], code: 1, starts: /^.*ck\/config\.json is not an ONNX model/ },
 ];
 

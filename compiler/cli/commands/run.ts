@@ -131,7 +131,7 @@ export const run: Command = {
         delete result[name];
       }
       writeSafetensors(outPath, result);
-      io.err(`ran ${graph} on ${backend} in ${ms.toFixed(0)} ms; wrote ${Object.keys(result).sort().join(", ")} to ${outPath}\n`);
+      io.err(`ran ${graph} on ${backend} in ${ms.toFixed(0)} ms; wrote ${listSome(Object.keys(result).sort(), 12)} to ${outPath}\n`);
     } finally {
       model.close();
     }

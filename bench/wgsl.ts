@@ -1,8 +1,9 @@
 /**
  * WebGPU benchmark: ling-tiny (or any checkpoint) on the local adapter, fused vs unfused kernel plans
  * in one run: prefill tokens/s (one forward over a B x S prompt) and decode tokens/s (B sequences, one
- * token per step through the decode graph and its KV cache, which stays on the GPU). Each figure is the median of several
- * timed runs after a warm-up (the first dispatch of each pipeline compiles it).
+ * token per step through the decode graph and its KV cache, which stays on the GPU). Each figure is
+ * given as min / median / max over several timed runs after a warm-up (the first dispatch of each
+ * pipeline compiles it).
  * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S --steps N --runs R).
  */
 import "../ir/ops";
@@ -25,9 +26,14 @@ const B = Number(arg("batch", "1"));
 const S = Number(arg("prompt", "64"));
 const steps = Number(arg("steps", "16"));
 const runs = Number(arg("runs", "5"));
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** Tokens/s of each run's time, as min / median / max. */
+function spread(tokens: number, ms: number[]): string {
+  const rates = ms.map((t) => tokens / (t / 1000)).sort((a, b) => a - b);
+  const f = (x: number) => x.toFixed(1);
+  return `${f(rates[0]!)} / ${f(rates[Math.floor(rates.length / 2)]!)} / ${f(rates[rates.length - 1]!)}`;
+}
 
-async function measure(model: LoadedModel): Promise<{ prefill: number; decode: number }> {
+async function measure(model: LoadedModel): Promise<{ prefill: string; decode: string }> {
   const plan = generationPlan(model.signatures);
   const V = plan.vocab;
   const ids = Tensor.from("i64", [B, S], Array.from({ length: B * S }, (_, k) => (k * 7919) % V));
@@ -52,12 +58,12 @@ async function measure(model: LoadedModel): Promise<{ prefill: number; decode: n
     p.push(x.prefill);
     d.push(x.decode);
   }
-  return { prefill: (B * S) / (median(p) / 1000), decode: (B * steps) / (median(d) / 1000) };
+  return { prefill: spread(B * S, p), decode: spread(B * steps, d) };
 }
 
 const source = await openSource(ckpt);
 const adapter = await nodeAdapter();
-console.log(`WebGPU benchmark: ${source.label} on ${adapter.info?.description || adapter.info?.device || "the local adapter"} (batch ${B}, prompt ${S}, ${steps} decode steps, median of ${runs})`);
+console.log(`WebGPU benchmark: ${source.label} on ${adapter.info?.description || adapter.info?.device || "the local adapter"} (batch ${B}, prompt ${S}, ${steps} decode steps; tokens/s as min / median / max of ${runs} runs)`);
 for (const [label, noFuse] of [
   ["fused", []],
   ["unfused", ["all"]],
@@ -65,5 +71,5 @@ for (const [label, noFuse] of [
   const { model } = await loadModel({ source, backend: "wgsl", settings: { noFuse: [...noFuse] } });
   const r = await measure(model);
   model.close();
-  console.log(`  ${label.padEnd(8)} prefill ${r.prefill.toFixed(1).padStart(8)} tokens/s   decode ${r.decode.toFixed(1).padStart(8)} tokens/s`);
+  console.log(`  ${label.padEnd(8)} prefill ${r.prefill.padStart(24)}   decode ${r.decode.padStart(24)}`);
 }

@@ -12,7 +12,7 @@
 import { evalTerms, type ArtifactKernel, type ArtifactSlot, type WgslArtifact } from "./artifact";
 
 // WebGPU enum values (GPUBufferUsage, GPUMapMode, GPUShaderStage), spelled out so the host needs no globals.
-const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 };
+const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80, QUERY_RESOLVE: 0x200 };
 const MAP_READ = 0x1;
 const COMPUTE = 0x4;
 
@@ -31,6 +31,8 @@ export interface KernelTiming {
   name: string;
   label: string;
   ms: number;
+  /** "gpu": from timestamp queries around the kernel's pass; "wall": a submission per kernel, timed on the host. */
+  clock: "gpu" | "wall";
 }
 
 /**
@@ -211,7 +213,7 @@ export class WgslGraph {
   }
 
   /** Records kernel n into a command encoder: its sizes, bindings and workgroups. */
-  private encode(encoder: GPUCommandEncoder, n: number, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[]): boolean {
+  private encode(encoder: GPUCommandEncoder, n: number, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites): boolean {
     const device = this.device;
     const k = this.artifact.kernels[n]!;
     const groups = Math.ceil(evalTerms(k.grid.dim, bindings) / k.grid.per);
@@ -224,7 +226,7 @@ export class WgslGraph {
     const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: bufferOf(b.slot)[b.part]! } }));
     entries.push({ binding: k.bindings.length, resource: { buffer: ubuf } });
     const { pipeline, layout } = this.pipelines[n]!;
-    const pass = encoder.beginComputePass({ label: k.label });
+    const pass = encoder.beginComputePass(timestamps ? { label: k.label, timestampWrites: timestamps } : { label: k.label });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, device.createBindGroup({ layout, entries }));
     const x = Math.min(groups, 65535);
@@ -290,19 +292,46 @@ export class WgslGraph {
 
     const timings: KernelTiming[] = [];
     let encoder = device.createCommandEncoder();
+    // Profiling: GPU timestamps around each kernel's pass where the device has them (one submission,
+    // the kernels' own time), else a submission per kernel timed on the host (launch costs included).
+    const gpuClock = opts.profile === true && device.features.has("timestamp-query");
+    const queries = gpuClock ? device.createQuerySet({ type: "timestamp", count: 2 * a.kernels.length }) : undefined;
+    const timed: number[] = [];
     for (let n = 0; n < a.kernels.length; n++) {
       const k = a.kernels[n]!;
+      const at = 2 * timed.length;
+      const stamps = queries ? { querySet: queries, beginningOfPassWriteIndex: at, endOfPassWriteIndex: at + 1 } : undefined;
       // Load-time kernels ran when the graph was loaded (their results are resident).
-      if (k.atLoad || !this.encode(encoder, n, bindings, bufferOf, transient)) continue;
-      if (opts.profile) {
+      if (k.atLoad || !this.encode(encoder, n, bindings, bufferOf, transient, stamps)) continue;
+      if (queries) timed.push(n);
+      else if (opts.profile) {
         const t0 = performance.now();
         device.queue.submit([encoder.finish()]);
         await device.queue.onSubmittedWorkDone();
-        timings.push({ name: k.name, label: k.label, ms: performance.now() - t0 });
+        timings.push({ name: k.name, label: k.label, ms: performance.now() - t0, clock: "wall" });
         encoder = device.createCommandEncoder();
       }
     }
+    let stampsRead: GPUBuffer | undefined;
+    if (queries && timed.length) {
+      const resolved = device.createBuffer({ size: 16 * timed.length, usage: USAGE.QUERY_RESOLVE | USAGE.COPY_SRC });
+      stampsRead = device.createBuffer({ size: 16 * timed.length, usage: USAGE.MAP_READ | USAGE.COPY_DST });
+      encoder.resolveQuerySet(queries, 0, 2 * timed.length, resolved, 0);
+      encoder.copyBufferToBuffer(resolved, 0, stampsRead, 0, 16 * timed.length);
+      transient.push(resolved);
+    }
     device.queue.submit([encoder.finish()]);
+    if (stampsRead) {
+      await stampsRead.mapAsync(MAP_READ);
+      const ns = new BigUint64Array(stampsRead.getMappedRange().slice(0));
+      stampsRead.unmap();
+      stampsRead.destroy();
+      timed.forEach((n, j) => {
+        const k = a.kernels[n]!;
+        timings.push({ name: k.name, label: k.label, ms: Number(ns[2 * j + 1]! - ns[2 * j]!) / 1e6, clock: "gpu" });
+      });
+    }
+    queries?.destroy();
 
     /** A value as a GPU tensor: its storage's buffer, with the room that buffer has. */
     const onGpu = (id: number): GpuTensor => {

@@ -33,7 +33,9 @@ export async function nodeDevice(requiredLimits?: Record<string, number>): Promi
   for (const [k, v] of Object.entries(requiredLimits ?? {})) {
     if (typeof have[k] === "number" && have[k]! < v) throw new LingcError(`the model was compiled for ${k} = ${v}, but this WebGPU adapter allows ${have[k]} (compile for --target-profile adapter, or with a smaller --limit)`);
   }
-  const device = await adapter.requestDevice(requiredLimits && Object.keys(requiredLimits).length ? { requiredLimits } : undefined);
+  // Timestamp queries, where the adapter has them, time each kernel on the GPU when profiling.
+  const requiredFeatures: GPUFeatureName[] = adapter.features.has("timestamp-query") ? ["timestamp-query"] : [];
+  const device = await adapter.requestDevice({ ...(requiredLimits && Object.keys(requiredLimits).length ? { requiredLimits } : {}), requiredFeatures });
   device.addEventListener?.("uncapturederror", (e) => {
     process.stderr.write(`lingc: WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}\n`);
   });

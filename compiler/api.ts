@@ -9,6 +9,7 @@
 import "../ir/ops";
 import { loadModel } from "./driver/load";
 import { publicModel } from "./public-model";
+import { folderTokenizer } from "./driver/tokenizer";
 import { openSource } from "./driver/source";
 
 // Source maps on, as the CLI's launcher does: provenance in IR dumps names the model's .ts lines.
@@ -66,6 +67,8 @@ export interface Model {
   readonly graphs: Readonly<Record<string, { inputs: readonly { name: string; dtype: string; shape: readonly string[] }[]; outputs: readonly { name: string; dtype: string; shape: readonly string[] }[] }>>;
   /** The backend that runs it. */
   readonly backend: string;
+  /** Text to ids and back, when the checkpoint folder has a tokenizer.json (tokenizers.js). */
+  readonly tokenizer?: { encode(text: string): number[]; decode(ids: readonly number[]): string };
   /** Runs one graph (default "forward") on named inputs; returns every output by name. */
   run(inputs: Readonly<Record<string, Tensor>>, graph?: string): Promise<Record<string, Tensor>>;
   /** New token ids per prompt. */
@@ -83,5 +86,5 @@ export async function load(model: string, options: LoadOptions = {}): Promise<Mo
     settings: { quantize: options.quantize, stages: options.stages },
     passes: options.passes,
   });
-  return publicModel(loaded, backend, source.config?.eosTokenIds ?? []);
+  return publicModel(loaded, backend, source.config?.eosTokenIds ?? [], folderTokenizer(source.weights));
 }

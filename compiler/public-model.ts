@@ -16,8 +16,9 @@ const asInternal = (name: string, t: Tensor): InternalTensor => {
   return InternalTensor.from(t.dtype as DType, t.shape, data);
 };
 
-export function publicModel(loaded: LoadedModel, backend: string, eos: readonly number[]): Model {
+export function publicModel(loaded: LoadedModel, backend: string, eos: readonly number[], tokenizer?: Model["tokenizer"]): Model {
   return {
+    ...(tokenizer ? { tokenizer } : {}),
     graphs: Object.fromEntries(Object.entries(loaded.signatures).map(([name, s]) => [name, { inputs: s.inputs, outputs: s.outputs }])),
     backend,
     async run(inputs, graph = "forward") {

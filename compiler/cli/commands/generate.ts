@@ -3,6 +3,7 @@ import { BACKEND_NAMES } from "../../../backends";
 import { generate as generateTokens } from "../../../backends/generation";
 import type { SamplingOptions } from "../../../backends/sampling";
 import { loadModel } from "../../driver/load";
+import { requireTokenizer } from "../../driver/tokenizer";
 import { openSource } from "../../driver/source";
 import { flag, int, str, UsageError, type ParsedArgs } from "../args";
 import { LingcError } from "../../../ir/errors";
@@ -53,7 +54,8 @@ export const generate: Command = {
     positionals: [MODEL_POSITIONAL],
     options: [
       { name: "backend", value: "NAME", help: "which backend runs the graphs (default interp)", choices: BACKEND_NAMES },
-      { name: "prompt", value: "IDS", help: "token ids, comma separated; ';' between sequences", required: true },
+      { name: "prompt", value: "IDS", help: "token ids, comma separated; ';' between sequences" },
+      { name: "prompt-text", value: "TEXT", help: "a text prompt (needs the checkpoint's tokenizer.json); the new tokens are printed as text" },
       { name: "max-new-tokens", value: "N", help: "how many tokens to generate per sequence", required: true },
       { name: "allow-long-context", help: "allow a prompt plus --max-new-tokens longer than the model's max_position_embeddings" },
       { name: "temperature", value: "T", help: "sample with this temperature (default 0: greedy)" },
@@ -66,11 +68,16 @@ export const generate: Command = {
       DTYPE_OPTION,
       ...PIPELINE_OPTIONS,
     ],
-    notes: ["example: lingc generate tests/data/golden/ling-tiny --prompt '5,9,13;7,7,2' --max-new-tokens 6"],
+    notes: ["example: lingc generate tests/data/golden/ling-tiny --prompt '5,9,13;7,7,2' --max-new-tokens 6", "         lingc generate <checkpoint with tokenizer.json> --prompt-text 'The capital of France is' --max-new-tokens 8"],
   },
   async run(args, io) {
     const source = await openSource(args.positionals[0]!, str(args, "weights"), sourceOptions(args));
-    const prompts = parsePrompts(str(args, "prompt")!);
+    const idsText = str(args, "prompt");
+    const text = str(args, "prompt-text");
+    if ((idsText === undefined) === (text === undefined)) throw new UsageError("'lingc generate' needs --prompt IDS or --prompt-text TEXT (one of them; see 'lingc generate --help')");
+    const tokenizer = text !== undefined ? requireTokenizer(source.weights, source.label, "--prompt-text") : undefined;
+    const prompts = text !== undefined ? [tokenizer!.encode(text)] : parsePrompts(idsText!);
+    if (text !== undefined && prompts[0]!.length === 0) throw new UsageError("--prompt-text: the text encodes to no tokens");
     const maxNew = int(args, "max-new-tokens", 0)!;
     // Before any work: a sequence the model was not trained for is refused (RoPE past its positions).
     const limit = source.config?.maxPositionEmbeddings;
@@ -92,7 +99,7 @@ export const generate: Command = {
         onStart: () => io.err(`generating up to ${maxNew} token(s) for ${prompts.length} sequence(s) (longest prompt ${longest}; ${how}${stop})\n`),
       });
       const ms = performance.now() - t0;
-      for (const t of r.tokens) io.out(t.join(" ") + "\n");
+      for (const t of r.tokens) io.out(tokenizer ? `${tokenizer.decode(t)}\n` : t.join(" ") + "\n");
       const made = r.tokens.reduce((a, t) => a + t.length, 0);
       io.err(`generated ${made} token(s) for ${prompts.length} sequence(s) on ${backend} in ${ms.toFixed(0)} ms\n`);
     } finally {

@@ -12,7 +12,6 @@ import { Tensor } from "../ir/tensor";
 import { isDeviceTensor, type DeviceTensor, type GraphSignature, type LoadedModel } from "./backend";
 import { checkSampling, TokenSampler, type SamplingOptions } from "./sampling";
 
-
 export interface GenerateOptions {
   /** How tokens are chosen (default: greedy). */
   sampling?: SamplingOptions;

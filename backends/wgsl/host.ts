@@ -294,7 +294,8 @@ export class WgslGraph {
     let encoder = device.createCommandEncoder();
     // Profiling: GPU timestamps around each kernel's pass where the device has them (one submission,
     // the kernels' own time), else a submission per kernel timed on the host (launch costs included).
-    const gpuClock = opts.profile === true && device.features.has("timestamp-query");
+    // (A query set holds at most 4096 queries, two a kernel.)
+    const gpuClock = opts.profile === true && device.features.has("timestamp-query") && 2 * a.kernels.length <= 4096;
     const queries = gpuClock ? device.createQuerySet({ type: "timestamp", count: 2 * a.kernels.length }) : undefined;
     const timed: number[] = [];
     for (let n = 0; n < a.kernels.length; n++) {

@@ -60,6 +60,8 @@ export interface CompiledModel {
   readonly requiredLimits: Readonly<Record<string, number>>;
   /** Loads it on a WebGPU device (a GPUDevice) with the checkpoint's model.safetensors bytes. */
   load(device: object, weights: ArrayBuffer): Promise<Model>;
+  /** Text to ids and back, when the config.json imported has a tokenizer.json beside it (embedded at build time). */
+  readonly tokenizer?: { encode(text: string): number[]; decode(ids: readonly number[]): string };
 }
 
 export interface Model {

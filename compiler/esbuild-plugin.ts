@@ -9,7 +9,7 @@
  * Compile errors are esbuild errors located at the import.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Plugin, PartialMessage } from "esbuild";
 import { LingcError } from "../ir/errors";
@@ -17,6 +17,7 @@ import { BUILTIN_CONFIGS } from "../models/builtin";
 import { compileProgramWgsl } from "../backends/wgsl/backend";
 import { compileProgram } from "./driver/compile";
 import { openSource } from "./driver/source";
+import { tokenizerFiles } from "./driver/tokenizer";
 
 export interface LingcPluginOptions {
   /** Fusions to switch off, as `--no-fuse`. */
@@ -64,20 +65,22 @@ export function lingcPlugin(options: LingcPluginOptions = {}): Plugin {
           const { program } = await compileProgram({ source, target: "wgsl", settings: { noFuse: options.noFuse, limits: options.limits } });
           const artifacts = Object.fromEntries(compileProgramWgsl(program).map((a) => [a.graph, a]));
           const eos = source.config?.eosTokenIds ?? [];
+          // A config.json with a tokenizer.json beside it: the bundle carries the tokenizer (text in and out).
+          const tokenizer = args.path.startsWith("lingc:") ? undefined : tokenizerFiles(dirname(model));
           // Editing the config file rebuilds the bundle in watch mode.
-          const watchFiles = args.path.startsWith("lingc:") ? [] : [model];
-          return { path: args.path, namespace: "lingc-model", pluginData: { artifacts, eos }, watchFiles };
+          const watchFiles = args.path.startsWith("lingc:") ? [] : [model, ...(tokenizer ? [join(dirname(model), "tokenizer.json")] : [])];
+          return { path: args.path, namespace: "lingc-model", pluginData: { artifacts, eos, tokenizer }, watchFiles };
         } catch (e) {
           if (!(e instanceof LingcError)) throw e;
           return { errors: [{ text: `lingc: ${e.message}`, location: locate(args.importer, args.path) }] };
         }
       });
       build.onLoad({ filter: /.*/, namespace: "lingc-model" }, (args) => {
-        const { artifacts, eos } = args.pluginData as { artifacts: unknown; eos: number[] };
+        const { artifacts, eos, tokenizer } = args.pluginData as { artifacts: unknown; eos: number[]; tokenizer?: object };
         const contents = [
           `import { compiledModel, createBrowserModel } from ${JSON.stringify(browserHost())};`,
           `export const artifacts = ${JSON.stringify(artifacts)};`,
-          `const model = compiledModel(artifacts, ${JSON.stringify(eos)});`,
+          `const model = compiledModel(artifacts, ${JSON.stringify(eos)}${tokenizer ? `, ${JSON.stringify(tokenizer)}` : ""});`,
           `export const load = model.load;`,
           // The graphs as lingc runs them (per-kernel timings with profile.on): what the demo page shows.
           `export function loadGraphs(device, weightBytes, profile) { return createBrowserModel(device, Object.values(artifacts), weightBytes, profile); }`,

@@ -5,13 +5,10 @@
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { Tokenizer } from "@huggingface/tokenizers";
 import { LingcError } from "../../ir/errors";
+import { textTokenizer, type TextTokenizer } from "../text-tokenizer";
 
-export interface TextTokenizer {
-  encode(text: string): number[];
-  decode(ids: readonly number[]): string;
-}
+export type { TextTokenizer } from "../text-tokenizer";
 
 function readJson(path: string): object {
   try {
@@ -21,22 +18,20 @@ function readJson(path: string): object {
   }
 }
 
+/** A checkpoint folder's tokenizer files as JSON (what a web app's bundle embeds), or undefined when it has no tokenizer.json. */
+export function tokenizerFiles(dir: string | undefined): { tokenizer: object; config: object } | undefined {
+  if (!dir || !existsSync(dir) || !statSync(dir).isDirectory() || !existsSync(join(dir, "tokenizer.json"))) return undefined;
+  const tokenizer = readJson(join(dir, "tokenizer.json"));
+  const config = existsSync(join(dir, "tokenizer_config.json")) ? readJson(join(dir, "tokenizer_config.json")) : {};
+  // Read now, so that a broken file is an error where it is named.
+  textTokenizer(tokenizer, config, join(dir, "tokenizer.json"));
+  return { tokenizer, config };
+}
+
 /** The tokenizer of a checkpoint folder, or undefined when it has no tokenizer.json. */
 export function folderTokenizer(dir: string | undefined): TextTokenizer | undefined {
-  if (!dir || !existsSync(dir) || !statSync(dir).isDirectory() || !existsSync(join(dir, "tokenizer.json"))) return undefined;
-  const json = readJson(join(dir, "tokenizer.json"));
-  const config = existsSync(join(dir, "tokenizer_config.json")) ? readJson(join(dir, "tokenizer_config.json")) : {};
-  let t: Tokenizer;
-  try {
-    t = new Tokenizer(json, config);
-  } catch (e) {
-    throw new LingcError(`${join(dir, "tokenizer.json")}: not a tokenizer tokenizers.js can read (${e instanceof Error ? e.message : String(e)})`);
-  }
-  return {
-    // The prompt as written: no special tokens added (a chat template is the caller's to apply).
-    encode: (text) => t.encode(text, { add_special_tokens: false }).ids,
-    decode: (ids) => t.decode([...ids], { skip_special_tokens: true }),
-  };
+  const files = tokenizerFiles(dir);
+  return files && textTokenizer(files.tokenizer, files.config, join(dir!, "tokenizer.json"));
 }
 
 /** The tokenizer, or an error saying that text needs one. */

@@ -5,7 +5,10 @@
  */
 import { cpSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { build } from "esbuild";
 import { beforeAll, describe, expect, it } from "vitest";
+import { lingcPlugin } from "../../compiler/esbuild-plugin";
 import { load } from "../../compiler/api";
 import { cli } from "../support/cli";
 import { GOLDEN_DIR, scratchDir } from "../support/paths";
@@ -66,4 +69,14 @@ describe("text in and out", () => {
     expect(b.code).toBe(1);
     expect(b.stderr).toMatch(/tokenizer\.json: not JSON/);
   });
+
+  it("a web app's import of the config.json carries the tokenizer (embedded at build time)", async () => {
+    const app = join(dir, "app.ts");
+    writeFileSync(app, `import model from "./ck/config.json?lingc";\nexport const ids = model.tokenizer!.encode(${JSON.stringify(text)});\nexport const back = model.tokenizer!.decode(ids);\n`);
+    const out = join(dir, "app.mjs");
+    await build({ entryPoints: [app], bundle: true, format: "esm", platform: "node", outfile: out, plugins: [lingcPlugin()], logLevel: "silent" });
+    const mod = (await import(pathToFileURL(out).href)) as { ids: number[]; back: string };
+    expect(mod.ids).toEqual([31, 34, 37, 39, 31, 42]);
+    expect(mod.back).toBe(text);
+  }, 60_000);
 });

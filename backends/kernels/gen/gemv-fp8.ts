@@ -20,6 +20,8 @@ import { applyEpilogue, groupedFp8Plan } from "./gemm-fp8";
 import { product } from "../../../ir/dim";
 
 const SLICE = 128;
+/** Slices of a long K loop unrolled together. */
+const UNROLL = 8;
 const WARPS = 8;
 /** Rows one workgroup runs through its warps. */
 const ROWS = 16;
@@ -42,8 +44,16 @@ function laneDot(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr; sc
   const kb = g.kb;
   const { i, add, mul, lt } = K;
   const acc = kb.var("acc", K.f(0));
-  // Unrolled (a constant trip count): every slice's loads are in flight together.
-  kb.for("s", i(0), i(Math.ceil(Kd / SLICE)), (s) => {
+  const slices = Math.ceil(Kd / SLICE);
+  // Unrolled (a constant trip count): every slice's loads are in flight together. A long row (Ling-1T's
+  // 64 slices) runs in groups of UNROLL slices, each group unrolled: the same sums in the same order,
+  // without a body of 64 x 4 loads.
+  const group = slices > 2 * UNROLL && slices % UNROLL === 0 ? UNROLL : slices;
+  const slicesOf = (body: (s: Expr) => void) => {
+    if (group === slices) kb.for("s", i(0), i(slices), body);
+    else kb.loop("sg", i(0), i(slices / group), (sg) => kb.for("s", i(0), i(group), (s0) => body(kb.let("s", add(mul(sg, i(group)), s0)))));
+  };
+  slicesOf((s) => {
     const part = kb.var("part", K.f(0));
     for (let b = 0; b < 4; b++) {
       const k = kb.let("k", add(mul(s, i(SLICE)), add(mul(lane, i(4)), i(b))));

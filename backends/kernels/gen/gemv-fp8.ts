@@ -47,7 +47,8 @@ function laneDot(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr; sc
   const slices = Math.ceil(Kd / SLICE);
   // Unrolled (a constant trip count): every slice's loads are in flight together. A long row (Ling-1T's
   // 64 slices) runs in groups of UNROLL slices, each group unrolled: the same sums in the same order,
-  // without a body of 64 x 4 loads.
+  // without a body of 64 x 4 loads (on the H200: decode 2.1x faster at K = 8192, but 14% slower at
+  // K = 2048 if grouped there too; bench/results/ling1t-fp8-2026-11-30-h200x2.md).
   const group = slices > 2 * UNROLL && slices % UNROLL === 0 ? UNROLL : slices;
   const slicesOf = (body: (s: Expr) => void) => {
     if (group === slices) kb.for("s", i(0), i(slices), body);

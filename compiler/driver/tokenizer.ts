@@ -18,20 +18,21 @@ function readJson(path: string): object {
   }
 }
 
-/** A checkpoint folder's tokenizer files as JSON (what a web app's bundle embeds), or undefined when it has no tokenizer.json. */
-export function tokenizerFiles(dir: string | undefined): { tokenizer: object; config: object } | undefined {
+/** A checkpoint folder's tokenizer files as JSON and the tokenizer read from them (which also checks them), or undefined when it has no tokenizer.json. */
+function readTokenizer(dir: string | undefined): { files: { tokenizer: object; config: object }; tokenizer: TextTokenizer } | undefined {
   if (!dir || !existsSync(dir) || !statSync(dir).isDirectory() || !existsSync(join(dir, "tokenizer.json"))) return undefined;
-  const tokenizer = readJson(join(dir, "tokenizer.json"));
-  const config = existsSync(join(dir, "tokenizer_config.json")) ? readJson(join(dir, "tokenizer_config.json")) : {};
-  // Read now, so that a broken file is an error where it is named.
-  textTokenizer(tokenizer, config, join(dir, "tokenizer.json"));
-  return { tokenizer, config };
+  const files = { tokenizer: readJson(join(dir, "tokenizer.json")), config: existsSync(join(dir, "tokenizer_config.json")) ? readJson(join(dir, "tokenizer_config.json")) : {} };
+  return { files, tokenizer: textTokenizer(files.tokenizer, files.config, join(dir, "tokenizer.json")) };
+}
+
+/** The tokenizer files as JSON (what a web app's bundle embeds; a broken file is an error here, where it is named). */
+export function tokenizerFiles(dir: string | undefined): { tokenizer: object; config: object } | undefined {
+  return readTokenizer(dir)?.files;
 }
 
 /** The tokenizer of a checkpoint folder, or undefined when it has no tokenizer.json. */
 export function folderTokenizer(dir: string | undefined): TextTokenizer | undefined {
-  const files = tokenizerFiles(dir);
-  return files && textTokenizer(files.tokenizer, files.config, join(dir!, "tokenizer.json"));
+  return readTokenizer(dir)?.tokenizer;
 }
 
 /** The tokenizer, or an error saying that text needs one. */

@@ -128,7 +128,6 @@ export const view: Command = {
     const clash = ["index.html", "data.js", "app.js", "model-explorer.json"].find((name) => existsSync(join(out, name)));
     if (clash && !ours) throw new LingcError(`--out ${out} already holds ${clash} that is not from 'lingc view'; give an empty or new folder`);
     const recorder = new TimelineRecorder(dims);
-    let entry = "";
     const { program, pipeline } = await compileProgram({
       source,
       graphs: [graph],
@@ -142,7 +141,6 @@ export const view: Command = {
             const missing = new Set<string>();
             for (const p of m.entry?.params ?? []) for (const d of p.type.shape) for (const s of d.symbols()) if (!dims.has(s)) missing.add(s);
             if (missing.size) throw new LingcError(`the graph's inputs have the symbol(s) ${[...missing].join(", ")}: give their sizes with --dims ${[...missing].map((s) => `${s}=N`).join(",")}`);
-            entry = m.name;
           }
           recorder.record(m, stage, ms);
         },
@@ -154,7 +152,7 @@ export const view: Command = {
       target,
       pipeline,
       dims: Object.fromEntries(dims),
-      entry: program.graphs[0]!.entry?.name ?? entry,
+      entry: program.graphs[0]!.name,
       functions: recorder.functions,
       snapshots: recorder.snapshots,
       sources: sourceLines(recorder.functions, readSource),

@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|strong|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -85,6 +85,16 @@ bench)
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
   /tmp/mini/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/lingc-bench.json"
   [ -n "${LINGC_SKIP_BASELINE:-}" ] || PYTHONUNBUFFERED=1 python3 bench/cuda/torch_baseline.py --repeats 3 | tee "$OUT/torch-bench.json"
+  ;;
+strong)
+  # lingc against the strong PyTorch implementation (bench/cuda/torch_strong.py) and the eager one
+  # (torch_baseline.py, skipped with LINGC_SKIP_EAGER=1), all in this call, Ling-mini-2.0 sizes.
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+  PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore python3 bench/cuda/torch_strong.py --check 2>&1 | grep -v -i "warn" | tail -12
+  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
+  /tmp/mini/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/lingc-bench.json"
+  PYTHONUNBUFFERED=1 python3 bench/cuda/torch_strong.py --repeats 10 2>"$OUT/torch-strong.err" | tee "$OUT/torch-strong.json" || tail -30 "$OUT/torch-strong.err"
+  [ -n "${LINGC_SKIP_EAGER:-}" ] || PYTHONUNBUFFERED=1 python3 bench/cuda/torch_baseline.py --repeats 3 | tee "$OUT/torch-eager.json"
   ;;
 compare)
   # Two builds of the benchmark model side by side in one session (the CUDA source folders that two

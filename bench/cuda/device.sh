@@ -31,7 +31,10 @@ correct)
   # The target's default pipeline (fused), an unfused one (--passes cse,dce), then the runtime's
   # other kernels, chosen through the select pass's preferences (the plan says which kernel runs).
   SEL="cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a"
-  for variant in "" "--passes cse,dce" "--passes $SEL,prefer=expert:expert_loop,attention:attn_tiles}" "--passes $SEL,prefer=expert:expert_gemv,attention:attn_decode}" "--passes $SEL,prefer=expert:expert_loop,attention:attn_tiles,moe_dispatch:dispatch_scan,score-bytes=1920}"; do
+  # LINGC_QUICK=1: the default pipeline only.
+  VARIANTS=("" "--passes cse,dce" "--passes $SEL,prefer=expert:expert_loop,attention:attn_tiles}" "--passes $SEL,prefer=expert:expert_gemv,attention:attn_decode}" "--passes $SEL,prefer=expert:expert_loop,attention:attn_tiles,moe_dispatch:dispatch_scan,score-bytes=1920}")
+  [ -n "${LINGC_QUICK:-}" ] && VARIANTS=("")
+  for variant in "${VARIANTS[@]}"; do
     echo "== run (${variant:-default pipeline})"
     $L run $G --backend cuda $variant --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
     echo "== generate (${variant:-default pipeline})"
@@ -88,9 +91,10 @@ bench)
   ;;
 strong)
   # lingc against the strong PyTorch implementation (bench/cuda/torch_strong.py) and the eager one
-  # (torch_baseline.py, skipped with LINGC_SKIP_EAGER=1), all in this call, Ling-mini-2.0 sizes.
+  # (torch_baseline.py, skipped with LINGC_SKIP_EAGER=1), all in this call, Ling-mini-2.0 sizes
+  # (LINGC_SKIP_CHECK=1 skips the strong baseline's check against the eager one).
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
-  PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore python3 bench/cuda/torch_strong.py --check 2>&1 | grep -v -i "warn" | tail -12
+  [ -n "${LINGC_SKIP_CHECK:-}" ] || PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore python3 bench/cuda/torch_strong.py --check 2>&1 | grep -v -i "warn" | tail -12
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
   /tmp/mini/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/lingc-bench.json"
   PYTHONUNBUFFERED=1 python3 bench/cuda/torch_strong.py --repeats 10 2>"$OUT/torch-strong.err" | tee "$OUT/torch-strong.json" || tail -30 "$OUT/torch-strong.err"
@@ -380,9 +384,9 @@ profile)
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
   /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode 1x2048 --repeats 2 --profile 2>"$OUT/profile.txt" >/dev/null
   # GPU-side time of each kernel of a decode step (no host gaps), from Nsight Compute.
-  # (slow: only with LINGC_NCU=1; the times are under Nsight's locked clocks and flushed caches)
+  # (slow: only with LINGC_NCU=1; clocks and caches left as they run)
   if [ -n "${LINGC_NCU:-}" ] && [ -x /usr/local/cuda/bin/ncu ]; then
-    /usr/local/cuda/bin/ncu --metrics gpu__time_duration.sum --csv --launch-count 1200 /tmp/mini/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 > "$OUT/ncu-decode.csv" 2>/dev/null; echo "ncu exit $?"
+    /usr/local/cuda/bin/ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --launch-count 1200 /tmp/mini/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 > "$OUT/ncu-decode.csv" 2>/dev/null; echo "ncu exit $?"
   fi
   ;;
 esac

@@ -248,6 +248,7 @@ def main():
     ap.add_argument("--decode", default="1x2048,32x2048")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="also print the GPU kernels of 5 replayed decode steps (torch.profiler), to stderr")
     ap.add_argument("--decode-attention", choices=["sliced", "masked"], default="sliced",
                     help="decode attention over the cache's filled prefix (one graph per length) or over the whole buffer with a mask")
     a = ap.parse_args()
@@ -294,6 +295,13 @@ def main():
             torch.cuda.synchronize()
             res["compile_s"][f"decode {s}"] = round(time.time() - t0, 1)
             ms = timed(graph.replay, max(a.repeats, 5))
+            if a.profile:
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                    for _ in range(5):
+                        graph.replay()
+                    torch.cuda.synchronize()
+                print(f"decode {s}, 5 replayed steps:", file=sys.stderr)
+                print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90), file=sys.stderr)
             res["decode"].append({"batch": B, "cache": P, "attention": a.decode_attention, "ms_per_step": ms, "tokens_per_s": B / (ms / 1e3)})
             del graph, kc, vc
     print(json.dumps(res, indent=2))

@@ -4,7 +4,8 @@
 // lingc (one translation unit), after the parts listed before it there. Not a standalone header.
 
 /**
- * Decode attention (flash-decoding). A block takes one query position of up to DEC_ROWS query heads
+ * Decode attention (flash-decoding). A block takes one query position of up to ROWS query heads (the
+ * power of two from 1 to DEC_ROWS that holds a KV head's query heads: no rows computed for nothing)
  * that share a KV head (GQA), and one chunk of keys: each key and value row is read once for all of
  * those heads. Scores: a quad of lanes per key, each lane a quarter of the head dim in 16-byte
  * loads, against the queries in shared memory; softmax per head over the chunk; P.V: groups of
@@ -16,29 +17,29 @@
  */
 constexpr int DEC_ROWS = 8, DEC_CHUNK = 256, DEC_THREADS = 128, DEC_MAX_SPLIT = 128;
 
-template <typename T, bool VEC>
+template <typename T, bool VEC, int ROWS>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* __restrict__ part, int* __restrict__ counters,
                                                          T* __restrict__ out, long nh, long nkv, long S, long Tk, long Tr, int D, int DV, float scale, int causal, int chunk, int nsplit, int transposed) {
   pdl_enter();
-  const int rep = (int)(nh / nkv), ngroups = (rep + DEC_ROWS - 1) / DEC_ROWS;
+  const int rep = (int)(nh / nkv), ngroups = (rep + ROWS - 1) / ROWS;
   const long item = blockIdx.x;
   const int split = blockIdx.y;
   long t = item / ngroups;
   const long i = t % S;
   t /= S;
   const long g = t % nkv, b = t / nkv;
-  const int hg = (int)(item % ngroups), h0 = (int)g * rep + hg * DEC_ROWS, R = min(DEC_ROWS, rep - hg * DEC_ROWS);
+  const int hg = (int)(item % ngroups), h0 = (int)g * rep + hg * ROWS, R = min(ROWS, rep - hg * ROWS);
   const long visible = causal ? Tk - S + i + 1 : Tk;
   const long j0 = (long)split * chunk;
   const int n = (int)max(0L, min((long)chunk, visible - j0));
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  __shared__ __align__(16) float sq[DEC_ROWS][256];  // the queries, then the P.V sums
-  __shared__ float sp[DEC_ROWS][DEC_CHUNK];
-  __shared__ float sm[DEC_ROWS], sl[DEC_ROWS];
-  __shared__ float sw[DEC_ROWS][DEC_MAX_SPLIT];
+  __shared__ __align__(16) float sq[ROWS][256];  // the queries, then the P.V sums
+  __shared__ float sp[ROWS][DEC_CHUNK];
+  __shared__ float sm[ROWS], sl[ROWS];
+  __shared__ float sw[ROWS][DEC_MAX_SPLIT];
   __shared__ int last;
 #pragma unroll 8
-  for (int e = tid; e < DEC_ROWS * D; e += DEC_THREADS) {
+  for (int e = tid; e < ROWS * D; e += DEC_THREADS) {
     const int r = e / D, c = e % D;
     sq[r][c] = r < R ? ld(q, ((b * nh + h0 + r) * S + i) * D + c) : 0.f;
   }
@@ -49,9 +50,9 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
 #pragma unroll 2
   for (int base = 0; base < n; base += DEC_THREADS / 4) {
     const int jj = base + quad;
-    float acc[DEC_ROWS];
+    float acc[ROWS];
 #pragma unroll
-    for (int r = 0; r < DEC_ROWS; ++r) acc[r] = 0.f;
+    for (int r = 0; r < ROWS; ++r) acc[r] = 0.f;
     if (jj < n) {
       const T* kr = kb + (long)jj * D;
 #pragma unroll 4
@@ -59,7 +60,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
         float kv[8];
         load8<T, VEC>(kr + gi * 8, kv);
 #pragma unroll
-        for (int r = 0; r < DEC_ROWS; ++r) {
+        for (int r = 0; r < ROWS; ++r) {
           const float4 qa = *reinterpret_cast<const float4*>(&sq[r][gi * 8]), qb = *reinterpret_cast<const float4*>(&sq[r][gi * 8 + 4]);
           acc[r] += qa.x * kv[0] + qa.y * kv[1] + qa.z * kv[2] + qa.w * kv[3] + qb.x * kv[4] + qb.y * kv[5] + qb.z * kv[6] + qb.w * kv[7];
         }
@@ -68,20 +69,20 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
         for (int c = ngrp * 8; c < D; ++c) {
           const float kv = ld(kr, c);
 #pragma unroll
-          for (int r = 0; r < DEC_ROWS; ++r) acc[r] += sq[r][c] * kv;
+          for (int r = 0; r < ROWS; ++r) acc[r] += sq[r][c] * kv;
         }
     }
 #pragma unroll
-    for (int r = 0; r < DEC_ROWS; ++r) {
+    for (int r = 0; r < ROWS; ++r) {
       acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], 1);
       acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], 2);
     }
     if (jj < n && qp == 0)
 #pragma unroll
-      for (int r = 0; r < DEC_ROWS; ++r) sp[r][jj] = rnd<T>(rnd<T>(acc[r]) * scale);
+      for (int r = 0; r < ROWS; ++r) sp[r][jj] = rnd<T>(rnd<T>(acc[r]) * scale);
   }
   __syncthreads();
-  for (int r = warp; r < DEC_ROWS; r += DEC_THREADS / 32) {
+  for (int r = warp; r < ROWS; r += DEC_THREADS / 32) {
     float m = -INFINITY;
     for (int jj = lane; jj < n; jj += 32) m = fmaxf(m, sp[r][jj]);
     for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
@@ -99,9 +100,9 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
   // in turns: no two threads add to one element at once and nothing needs atomics. VEC: a thread
   // takes 8 columns of one key at a time (16-byte loads), DV / 8 threads per key, the other threads
   // of the block other keys; otherwise lanes take columns lane + 32 u and the warps split the keys.
-  float acc[DEC_ROWS][8];
+  float acc[ROWS][8];
 #pragma unroll
-  for (int r = 0; r < DEC_ROWS; ++r)
+  for (int r = 0; r < ROWS; ++r)
 #pragma unroll
     for (int u = 0; u < 8; ++u) acc[r][u] = 0.f;
   int turns = DEC_THREADS / 32, my_turn = warp, c0 = lane, cstep = 32;
@@ -116,7 +117,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
         float vv[8];
         load8<T, true>(vb + (long)jj * DV + c0, vv);
 #pragma unroll
-        for (int r = 0; r < DEC_ROWS; ++r) {
+        for (int r = 0; r < ROWS; ++r) {
           const float p = sp[r][jj];
 #pragma unroll
           for (int u = 0; u < 8; ++u) acc[r][u] += p * vv[u];
@@ -127,7 +128,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
       // The key groups of a warp first, by shuffles; then one turn per warp.
       for (int o = tpr; o < 32; o <<= 1)
 #pragma unroll
-        for (int r = 0; r < DEC_ROWS; ++r)
+        for (int r = 0; r < ROWS; ++r)
 #pragma unroll
           for (int u = 0; u < 8; ++u) acc[r][u] += __shfl_xor_sync(0xffffffffu, acc[r][u], o);
       holder = lane < tpr;
@@ -144,7 +145,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
 #pragma unroll
       for (int u = 0; u < 8; ++u) vv[u] = lane + 32 * u < DV ? ld(vr, lane + 32 * u) : 0.f;
 #pragma unroll
-      for (int r = 0; r < DEC_ROWS; ++r) {
+      for (int r = 0; r < ROWS; ++r) {
         const float p = sp[r][jj];
 #pragma unroll
         for (int u = 0; u < 8; ++u) acc[r][u] += p * vv[u];
@@ -154,7 +155,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
   for (int turn = 0; turn < turns; ++turn) {
     if (my_turn == turn && holder)
 #pragma unroll
-      for (int r = 0; r < DEC_ROWS; ++r)
+      for (int r = 0; r < ROWS; ++r)
 #pragma unroll
         for (int u = 0; u < 8; ++u) {
           const int c = c0 + u * cstep;
@@ -163,14 +164,14 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
     __syncthreads();
   }
   // Partials: acc [item][split][row][DV], then (max, sum) [item][split][row][2].
-  const long nacc = gridDim.x * (long)nsplit * DEC_ROWS * DV;
+  const long nacc = gridDim.x * (long)nsplit * ROWS * DV;
   for (int e = tid; e < R * DV; e += DEC_THREADS) {
     const int r = e / DV, c = e % DV;
     if (nsplit == 1) {
       const long h = h0 + r;
       st(out, transposed ? ((b * S + i) * nh + h) * DV + c : ((b * nh + h) * S + i) * DV + c, sq[r][c] / sl[r]);
     } else {
-      const long pr = (item * nsplit + split) * DEC_ROWS + r;
+      const long pr = (item * nsplit + split) * ROWS + r;
       part[pr * DV + c] = sq[r][c];
       if (c == 0) {
         part[nacc + 2 * pr] = n > 0 ? sm[r] : -INFINITY;
@@ -188,16 +189,16 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
   if (!last) return;
   __threadfence();
   for (int r = warp; r < R; r += DEC_THREADS / 32) {
-    const float* ml = part + nacc + 2 * ((item * nsplit) * DEC_ROWS + r);
+    const float* ml = part + nacc + 2 * ((item * nsplit) * ROWS + r);
     float M = -INFINITY;
-    for (int s2 = lane; s2 < nsplit; s2 += 32) M = fmaxf(M, __ldcg(ml + 2L * s2 * DEC_ROWS));
+    for (int s2 = lane; s2 < nsplit; s2 += 32) M = fmaxf(M, __ldcg(ml + 2L * s2 * ROWS));
     for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
     float L = 0.f;
     for (int s2 = lane; s2 < nsplit; s2 += 32) {
-      const float ms = __ldcg(ml + 2L * s2 * DEC_ROWS);
+      const float ms = __ldcg(ml + 2L * s2 * ROWS);
       const float w = ms == -INFINITY ? 0.f : __expf(ms - M);
       sw[r][s2] = w;
-      L += w * __ldcg(ml + 2L * s2 * DEC_ROWS + 1);
+      L += w * __ldcg(ml + 2L * s2 * ROWS + 1);
     }
     L = warp_sum(L);
     if (lane == 0) sl[r] = L;
@@ -207,8 +208,8 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode(const T* __restrict__
   const int cw = DV % 4 == 0 ? 4 : 1;
   for (int e = tid; e < R * DV / cw; e += DEC_THREADS) {
     const int r = e / (DV / cw), c = (e % (DV / cw)) * cw;
-    const float* pc = part + (item * nsplit * DEC_ROWS + r) * (long)DV + c;
-    const long stride = (long)DEC_ROWS * DV;
+    const float* pc = part + (item * nsplit * ROWS + r) * (long)DV + c;
+    const long stride = (long)ROWS * DV;
     const long h = h0 + r;
     const long ob = transposed ? ((b * S + i) * nh + h) * DV + c : ((b * nh + h) * S + i) * DV + c;
     if (cw == 4) {

@@ -106,21 +106,44 @@ __global__ void __launch_bounds__(1024) dispatch_one_block(const int* __restrict
   pdl_enter();
   extern __shared__ int counts[];  // [E] counts, then [E] cursors
   int* cursor = counts + E;
-  for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] = 0;
+  __shared__ int warp_total[32];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nthreads = blockDim.x;
+  for (int e = tid; e < E; e += nthreads) counts[e] = 0;
   __syncthreads();
-  for (long p = threadIdx.x; p < n; p += blockDim.x) atomicAdd(&counts[idx[p]], 1);
+  for (long p = tid; p < n; p += nthreads) atomicAdd(&counts[idx[p]], 1);
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int sum = 0;
-    for (int e = 0; e < E; ++e) {
-      offsets[e] = sum;
-      cursor[e] = sum;
-      sum += counts[e];
+  // The exclusive prefix sum of the counts, by the whole block (one thread summing E counts in turn
+  // was most of a decode step's dispatch): each thread a run of experts, a warp scan of the runs'
+  // sums by shuffles, then of the warps' totals.
+  const int per = (E + nthreads - 1) / nthreads, e0 = min(E, tid * per), e1 = min(E, e0 + per);
+  int run = 0;
+  for (int e = e0; e < e1; ++e) run += counts[e];
+  int incl = run;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  if (lane == 31) warp_total[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    const int nw = (nthreads + 31) >> 5;
+    int t = lane < nw ? warp_total[lane] : 0;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, t, o);
+      if (lane >= o) t += y;
     }
-    offsets[E] = sum;
+    if (lane < nw) warp_total[lane] = t;  // inclusive over warps
   }
   __syncthreads();
-  for (long p = threadIdx.x; p < n; p += blockDim.x) {
+  int sum = incl - run + (warp > 0 ? warp_total[warp - 1] : 0);
+  for (int e = e0; e < e1; ++e) {
+    offsets[e] = sum;
+    cursor[e] = sum;
+    sum += counts[e];
+  }
+  if (e0 < E && e1 == E) offsets[E] = sum;
+  __syncthreads();
+  for (long p = tid; p < n; p += nthreads) {
     const int r = atomicAdd(&cursor[idx[p]], 1);
     order[r] = (int)p;
     row_of[p] = r;

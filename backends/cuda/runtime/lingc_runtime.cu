@@ -1293,7 +1293,10 @@ void Ctx::concat(int out, long rows, int count, const int* srcs, const long* col
 }
 
 void Ctx::dispatch_block(int idx, int order, int offsets, int row_of, long n, long E) {
-  CK(launch_pdl(stream, dispatch_one_block, 1, 1024, 2 * E * sizeof(int), (const int*)ptr(idx), n, (int)E, (int*)ptr(offsets), (int*)ptr(order), (int*)ptr(row_of)));
+  // As many threads as there are experts or pairs (a multiple of 32, at most 1024): a decode step's
+  // few pairs do not wait for 32 warps at each barrier.
+  const int threads = (int)std::min<long>(1024, (std::max<long>({E, std::min<long>(n, 1024), 32}) + 31) / 32 * 32);
+  CK(launch_pdl(stream, dispatch_one_block, 1, threads, 2 * E * sizeof(int), (const int*)ptr(idx), n, (int)E, (int*)ptr(offsets), (int*)ptr(order), (int*)ptr(row_of)));
   launched("dispatch_one_block");
 }
 
@@ -1389,28 +1392,37 @@ void Ctx::expert_loop(int x, int order, int k, int wg, int wu, int offsets, int 
 
 /**
  * Decode attention (flash-decoding): items are (batch, KV head, query position, group of up to
- * DEC_ROWS query heads); keys are split into enough chunks for about a block per SM (`sms` from the
- * target profile), none under 32 keys or over DEC_CHUNK, at most DEC_MAX_SPLIT.
+ * `rows` query heads: the power of two up to DEC_ROWS that holds a KV head's query heads); keys are
+ * split into enough chunks for about DEC_BLOCKS_PER_SM blocks per SM (`sms` from the target profile),
+ * none under 32 keys or over DEC_CHUNK, at most DEC_MAX_SPLIT. A block's work is a chain of dependent
+ * steps (latency-bound at one warp per scheduler: measured on the H200 with one block per SM at
+ * batch 1, each warp issued an instruction every 13 cycles), so more, smaller blocks finish sooner.
  */
+constexpr long DEC_BLOCKS_PER_SM = 2;
+
 static void attention_decode(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long Tr, long d, long dv, float scale, bool causal, bool transposed, int sms) {
   cudaStream_t stream = rt.stream;
   if (d > 256 || dv > 256) fail("attention: head dims above 256 are not supported (d=%ld, dv=%ld)", d, dv);
-  const long items = B * nkv * S * ((nh / nkv + DEC_ROWS - 1) / DEC_ROWS);
+  const long rep = nh / nkv;
+  const int rows = rep <= 1 ? 1 : rep <= 2 ? 2 : rep <= 4 ? 4 : DEC_ROWS;
+  const long items = B * nkv * S * ((rep + rows - 1) / rows);
   if (T > (long)DEC_CHUNK * DEC_MAX_SPLIT || items > rt.counter_slots) fail("attn_decode: %ld keys or %ld items are past the kernel's reach (the plan must not choose it)", T, items);
-  long want = std::max<long>({1, (sms + items - 1) / items, (T + DEC_CHUNK - 1) / DEC_CHUNK});
+  long want = std::max<long>({1, (DEC_BLOCKS_PER_SM * sms + items - 1) / items, (T + DEC_CHUNK - 1) / DEC_CHUNK});
   want = std::min<long>({want, (T + 31) / 32, DEC_MAX_SPLIT});
   const int chunk = (int)((T + want - 1) / want);
   const int nsplit = (int)((T + chunk - 1) / chunk);
   float* part = nullptr;
-  if (nsplit > 1) CK(cudaMallocAsync(&part, (size_t)items * nsplit * DEC_ROWS * (2 + dv) * sizeof(float), stream));  // acc, then (max, sum)
+  if (nsplit > 1) CK(cudaMallocAsync(&part, (size_t)items * nsplit * rows * (2 + dv) * sizeof(float), stream));  // acc, then (max, sum)
   const dim3 g1((unsigned)items, (unsigned)nsplit);
   const size_t eb = dtype_bytes(dt);
   // 16-byte key and value loads: rows a multiple of 16 bytes (and of 8 elements, for the P.V columns).
   const bool vec = (d * eb) % 16 == 0 && (dv * eb) % 16 == 0 && dv % 8 == 0 && (uintptr_t)kp % 16 == 0 && (uintptr_t)vp % 16 == 0;
-#define LINGC_DEC(E, V) CK(launch_pdl(stream, attn_decode<E, V>, g1, DEC_THREADS, 0, (const E*)qp, (const E*)kp, (const E*)vp, part, rt.counters, (E*)op, nh, nkv, S, T, Tr, (int)d, (int)dv, scale, causal, chunk, nsplit, (int)transposed))
-  if (dt == DT_BF16) { if (vec) LINGC_DEC(__nv_bfloat16, true); else LINGC_DEC(__nv_bfloat16, false); }
-  else { if (vec) LINGC_DEC(float, true); else LINGC_DEC(float, false); }
+#define LINGC_DEC_R(E, V, R) CK(launch_pdl(stream, attn_decode<E, V, R>, g1, DEC_THREADS, 0, (const E*)qp, (const E*)kp, (const E*)vp, part, rt.counters, (E*)op, nh, nkv, S, T, Tr, (int)d, (int)dv, scale, causal, chunk, nsplit, (int)transposed))
+#define LINGC_DEC(E, V) switch (rows) { case 1: LINGC_DEC_R(E, V, 1); break; case 2: LINGC_DEC_R(E, V, 2); break; case 4: LINGC_DEC_R(E, V, 4); break; default: LINGC_DEC_R(E, V, DEC_ROWS); }
+  if (dt == DT_BF16) { if (vec) LINGC_DEC(__nv_bfloat16, true) else LINGC_DEC(__nv_bfloat16, false) }
+  else { if (vec) LINGC_DEC(float, true) else LINGC_DEC(float, false) }
 #undef LINGC_DEC
+#undef LINGC_DEC_R
   check_launch("attn_decode");
   if (part) CK(cudaFreeAsync(part, stream));
 }

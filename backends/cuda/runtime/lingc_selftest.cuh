@@ -134,6 +134,8 @@ static int selftest(Runtime& rt) {
       {"decode, 16 heads per KV head (two row groups)", 1, 16, 1, 3, 1000, 64, true, true},
       {"decode, one chunk", 3, 2, 2, 1, 40, 128, true, false},
       {"decode, head dim 36 (scalar loads)", 1, 4, 2, 2, 100, 36, true, false},
+      {"decode, 3 heads per KV head (a 4-row block, one row idle)", 1, 6, 2, 1, 700, 128, true, false},
+      {"decode, 8 heads per KV head, batch 4", 4, 64, 8, 1, 4100, 128, true, true},
   };
   const float tol = 1e-2f;  // of the largest value: about 2.5 bf16 roundings
   int failed = 0;

@@ -3,7 +3,8 @@
  * workgroup memory, one element per thread: fp32 logits against the gate weight (when the group has
  * the linear), sigmoid, the selection-only bias, then group-limited top-k (group score = sum of the
  * group's best group_score_topk, best groups kept, best k experts among them, each pick a workgroup
- * arg-max with ties to the lower index as in torch.topk), then the gathered weights, normalized and
+ * arg-max with ties to the lower index as in torch.topk: by warp shuffles where the target has them,
+ * else a tree in workgroup memory), then the gathered weights, normalized and
  * scaled. It serves the fused router group and a lone group_topk alike: it runs whichever of those
  * ops the step holds, with a barrier after each. Elementwise ops (sigmoid, the bias add, the
  * normalization) run their op-table formula per element; linear, reduce_sum, take_along, constant
@@ -208,18 +209,52 @@ function groupTopk(
   kb.barrier();
   // k rounds of a workgroup arg-max (ties to the lower index); each pick is then masked out.
   const idx = shared("topk", k);
-  const rv = shared("redv", wg);
-  const ri = shared("redi", wg, "i32");
+  const warps = g.limits.warpSize === 32 && wg % 32 === 0 ? wg / 32 : 0;
+  const rv = shared("redv", warps || wg);
+  const ri = shared("redi", warps || wg, "i32");
+  /** (v2, i2) beats (v1, i1): greater, or equal at a lower index. */
+  const beats = (v2: Expr, i2: Expr, v1: Expr, i1: Expr) => K.or(K.gt(v2, v1), K.and(K.eq(v2, v1), K.lt(i2, i1)));
   for (let j = 0; j < k; j++) {
     const bv = kb.var("bv", K.f(-Infinity));
     const bi = kb.var("bi", K.i(E));
     each(E, (e) => {
       const val = kb.load(masked, e, "f32");
-      kb.if(K.or(K.gt(val, bv.ref), K.and(K.eq(val, bv.ref), K.lt(e, bi.ref))), () => {
+      kb.if(beats(val, e, bv.ref, bi.ref), () => {
         bv.set(val);
         bi.set(e);
       });
     });
+    if (warps) {
+      // Within each warp by shuffles, then every thread reads the warps' winners: two barriers a
+      // round instead of one per halving (a decode step's router is a chain of these rounds).
+      for (let m = 16; m >= 1; m /= 2) {
+        const v2 = kb.let("v2", { k: "shfl", t: "f32", a: bv.ref, mask: m });
+        const i2 = kb.let("i2", { k: "shfl", t: "i32", a: bi.ref, mask: m });
+        kb.if(beats(v2, i2, bv.ref, bi.ref), () => {
+          bv.set(v2);
+          bi.set(i2);
+        });
+      }
+      kb.if(K.eq(K.mod(lid, K.i(32)), K.i(0)), () => {
+        kb.store(rv, K.div(lid, K.i(32)), bv.ref);
+        kb.store(ri, K.div(lid, K.i(32)), bi.ref);
+      });
+      kb.barrier();
+      kb.for("w", K.i(0), K.i(warps), (w) => {
+        const v2 = kb.let("v2", kb.load(rv, w, "f32"));
+        const i2 = kb.let("i2", kb.load(ri, w, "i32"));
+        kb.if(beats(v2, i2, bv.ref, bi.ref), () => {
+          bv.set(v2);
+          bi.set(i2);
+        });
+      });
+      kb.if(K.eq(lid, K.i(0)), () => {
+        kb.store(idx, K.i(j), K.toF(bi.ref));
+        kb.store(masked, bi.ref, K.f(-Infinity));
+      });
+      kb.barrier();
+      continue;
+    }
     kb.store(rv, lid, bv.ref);
     kb.store(ri, lid, bi.ref);
     kb.barrier();
@@ -229,7 +264,7 @@ function groupTopk(
         const i2 = kb.let("i2", kb.load(ri, K.add(lid, K.i(st)), "i32"));
         const v1 = kb.let("v1", kb.load(rv, lid, "f32"));
         const i1 = kb.let("i1", kb.load(ri, lid, "i32"));
-        kb.if(K.or(K.gt(v2, v1), K.and(K.eq(v2, v1), K.lt(i2, i1))), () => {
+        kb.if(beats(v2, i2, v1, i1), () => {
           kb.store(rv, lid, v2);
           kb.store(ri, lid, i2);
         });

@@ -93,6 +93,11 @@ export interface LoadedModel {
   reserve?(t: DeviceTensor, axis: number, rows: number): DeviceTensor;
   /** Frees a device tensor's memory (shared by every tensor made from it by in-place growth). */
   release?(t: DeviceTensor): void;
+  /**
+   * With reserve: the same buffer holding only the first `length` positions along `axis` (the rows
+   * after them are overwritten by the next growth): speculative decoding drops a rejected token so.
+   */
+  truncate?(t: DeviceTensor, axis: number, length: number): DeviceTensor;
   close(): void;
 }
 

@@ -10,7 +10,7 @@ import "../ir/ops";
 import { Tensor } from "../ir/tensor";
 import { nodeAdapter } from "../backends/wgsl/node";
 import type { LoadedModel } from "../backends/backend";
-import { GenerationSession, generationPlan } from "../backends/generation";
+import { GenerationSession, generationPlan } from "../backends/generation-session";
 import { loadModel } from "../compiler/driver/load";
 import { openSource } from "../compiler/driver/source";
 import { resolve } from "node:path";

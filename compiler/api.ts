@@ -35,6 +35,8 @@ export interface LoadOptions {
   stages?: number;
   /** A pass pipeline replacing the backend's default. */
   passes?: string;
+  /** Also compile the model's draft graph (its MTP layer), for generate's `draft: "mtp"`. */
+  draft?: "mtp";
 }
 
 export interface GenerateOptions {
@@ -50,6 +52,8 @@ export interface GenerateOptions {
   eosTokenIds?: readonly number[];
   /** Called with each new token as it is chosen (sequence index, token id). */
   onToken?: (sequence: number, token: number) => void;
+  /** Speculative decoding with the model's MTP layer as the draft (load with `draft: "mtp"`): greedy only, the same ids as without. */
+  draft?: "mtp";
 }
 
 /** What `import model from "lingc:ling-tiny"` (or `"./config.json?lingc"`) gives a bundled web app: the model compiled to WGSL at build time. */
@@ -87,6 +91,7 @@ export async function load(model: string, options: LoadOptions = {}): Promise<Mo
     backend: options.backend ?? "interp",
     settings: { quantize: options.quantize, stages: options.stages },
     passes: options.passes,
+    ...(options.draft ? { graphs: [...source.graphs, "draft"] } : {}),
   });
   return publicModel(loaded, backend, source.config?.eosTokenIds ?? [], folderTokenizer(source.weights));
 }

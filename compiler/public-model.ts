@@ -35,6 +35,7 @@ export function publicModel(loaded: LoadedModel, backend: string, eos: readonly 
           sampling: { temperature: o.temperature ?? 0, ...(o.topK !== undefined ? { topK: o.topK } : {}), ...(o.topP !== undefined ? { topP: o.topP } : {}), seed: o.seed ?? 0 },
           eos: o.eosTokenIds ?? eos,
           ...(o.onToken ? { onToken: o.onToken } : {}),
+          ...(o.draft ? { draft: o.draft } : {}),
         },
       );
       return r.tokens;

@@ -2,11 +2,17 @@
  * What a module declares about generation, in its attributes, so that generation loops (TypeScript
  * and the CUDA host) need no knowledge of any model:
  *
- *   generation = "prefill" | "decode"   this graph's role in greedy generation
+ *   generation = "prefill" | "decode" | "draft"
+ *                                      this graph's role in generation; a draft graph proposes the
+ *                                      token after next for speculative decoding (it reads the
+ *                                      hidden states prefill and decode output, and the tokens after
+ *                                      them)
  *   tokens     = "input_ids"            the input taking token ids [B, S]
  *   logits     = "logits"               the output [B, S, V] whose last position picks the next token
+ *   hidden     = "final_hidden"         (optional) prefill and decode: the output [B, S, H] a draft
+ *                                      graph reads; draft: the input that takes it
  *   kv_cache   = "past.*.key <- present.*.key axis 2 capacity 4096; past.*.value <- ..."
- *                                      (decode) each cache input, the output of the previous step
+ *                                      (decode, draft) each cache input, the output of the previous step
  *                                      (prefill or decode) that feeds it, the axis it grows along and
  *                                      the most positions it may hold (generation refuses to go past
  *                                      it; the graph's cache_append ops grow it in place up to there);
@@ -25,10 +31,12 @@ export interface CacheRule {
 export type CachePair = CacheRule;
 
 export interface GenerationRole {
-  role: "prefill" | "decode";
+  role: "prefill" | "decode" | "draft";
   tokens: string;
   logits: string;
   cache: CacheRule[];
+  /** The hidden-state output (prefill, decode) or input (draft) of speculative decoding. */
+  hidden?: string;
 }
 
 const RULE = /^\s*(\S+)\s*<-\s*(\S+)\s+axis\s+(\d+)\s+capacity\s+(\d+)\s*$/;
@@ -56,14 +64,15 @@ export function generationRole(m: { name: string; attrs: Readonly<Record<string,
   const role = m.attrs["generation"];
   if (role === undefined) return undefined;
   const where = `module @${m.name}`;
-  if (role !== "prefill" && role !== "decode") throw new LingcError(`${where}: attribute generation must be "prefill" or "decode", got "${role}"`);
+  if (role !== "prefill" && role !== "decode" && role !== "draft") throw new LingcError(`${where}: attribute generation must be "prefill", "decode" or "draft", got "${role}"`);
   const need = (k: string) => {
     const v = m.attrs[k];
     if (!v) throw new LingcError(`${where}: a ${role} graph needs the attribute ${k}`);
     return v;
   };
-  const cache = role === "decode" ? parseCacheRules(need("kv_cache"), where) : [];
-  return { role, tokens: need("tokens"), logits: need("logits"), cache };
+  const cache = role === "prefill" ? [] : parseCacheRules(need("kv_cache"), where);
+  const hidden = role === "draft" ? need("hidden") : m.attrs["hidden"];
+  return { role, tokens: need("tokens"), logits: need("logits"), cache, ...(hidden ? { hidden } : {}) };
 }
 
 function globRegex(pattern: string): RegExp {

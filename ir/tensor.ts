@@ -49,6 +49,18 @@ export class Tensor {
     if (this.scaled) throw new Error("a tensor with block scales cannot be reshaped");
     return new Tensor(this.dtype, shape, this.data);
   }
+
+  /** The `length` positions from `start` along `axis` (a copy). */
+  narrowed(axis: number, start: number, length: number): Tensor {
+    if (this.scaled) throw new Error("a tensor with block scales cannot be narrowed");
+    const n = this.shape[axis]!;
+    if (start < 0 || length < 0 || start + length > n) throw new Error(`narrowing positions ${start}..${start + length} of an axis of ${n}`);
+    const inner = numelOf(this.shape.slice(axis + 1));
+    const outer = numelOf(this.shape.slice(0, axis));
+    const out = allocData(this.dtype, outer * length * inner);
+    for (let o = 0; o < outer; o++) out.set(this.data.subarray((o * n + start) * inner, (o * n + start + length) * inner), o * length * inner);
+    return new Tensor(this.dtype, this.shape.map((d, i) => (i === axis ? length : d)), out);
+  }
 }
 
 export function numelOf(shape: readonly number[]): number {

@@ -8,6 +8,12 @@
  *   decode   input_ids [B, S] + past.{i}.key/value [B, nkv, P, d] -> logits [B, S, V] and
  *            present.{i}.key/value [B, nkv, P+S, d]; the new tokens sit at positions P..P+S-1 (S = 1
  *            is a decode step; S > 1 extends the cache by a chunk: chunked prefill)
+ *   draft    the first MTP layer as a draft model (speculative decoding, LING2.md section 2.7):
+ *            hidden [B, S, H] (the main model's final_hidden at positions P..P+S-1) + input_ids
+ *            [B, S] (the token after each of those positions) + past.{L}.key/value [B, nkv, P, d]
+ *            (the MTP layer's own cache, L = num_hidden_layers) -> mtp_logits [B, S, V] (the token
+ *            two ahead) and present.{L}.key/value. With MTP layers, forward and decode also output
+ *            final_hidden [B, S, H] (the final-normed hidden state the MTP layer reads)
  *   train    input_ids [B, S] -> loss, loss_main, loss_mtp ([1] each, f32), the objective Ling 2.0
  *            is trained with (LING2.md section 2.7, Megatron's MTP weighting), and
  *            tokens_per_expert.{i} (i64 [E]) of each MoE layer (MTP included); the driver runs the
@@ -16,6 +22,7 @@
  *            `optimizer` attribute; its `expert_bias` attribute names each MoE layer's bias buffer)
  */
 import { Dim } from "../ir/dim";
+import { LingcError } from "../ir/errors";
 import { formatCacheRules } from "../ir/generation";
 import type { Module } from "../ir/module";
 import { ModuleTracer, op, scope, tensor, weight, type Tensor } from "../compiler/dsl";
@@ -23,7 +30,7 @@ import { isMoeLayer, type LingConfig } from "./config";
 import { ropeParams } from "./rope";
 import { configRecord } from "./config-record";
 
-export const GRAPHS = ["forward", "decode", "train", "train-step"] as const;
+export const GRAPHS = ["forward", "decode", "draft", "train", "train-step"] as const;
 /** The weight of the MTP loss in the training objective (Megatron's mtp_loss_scaling_factor for Ling 2.0). */
 export const MTP_LOSS_WEIGHT = 0.1;
 export type GraphKind = (typeof GRAPHS)[number];
@@ -52,17 +59,25 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
   const nkv = cfg.numKvHeads;
   const d = cfg.headDim;
   const eps = cfg.rmsNormEps;
+  if (graph === "draft" && cfg.numMtpLayers === 0) throw new LingcError(`${cfg.name} has no MTP layer (num_nextn_predict_layers is 0): there is no draft graph to build`);
+  // Each cache input fed by the same layer's present output of the step before: the main layers'
+  // (decode), or the first MTP layer's (draft).
+  const kvCache = formatCacheRules(["key", "value"].map((kv) => ({ input: `past.*.${kv}`, output: `present.*.${kv}`, axis: 2, capacity: cfg.maxPositionEmbeddings })));
   // What generation needs to know travels with the module (ir/generation.ts).
   const m = new ModuleTracer(graph, {
     model: cfg.name,
     // The router's expert_bias is a buffer (updated from token counts, not by the gradient).
-    ...(training ? { objective: "loss", frozen: "expert_bias" } : { generation: graph === "forward" ? "prefill" : "decode", logits: "logits" }),
+    ...(training
+      ? { objective: "loss", frozen: "expert_bias" }
+      : graph === "draft"
+        ? { generation: "draft", logits: "mtp_logits", hidden: "hidden" }
+        : { generation: graph === "forward" ? "prefill" : "decode", logits: "logits", ...(cfg.numMtpLayers > 0 ? { hidden: "final_hidden" } : {}) }),
     ...(graph === "train-step" ? { optimizer: "adamw", expert_bias: "model.layers.{}.mlp.gate.expert_bias" } : {}),
     tokens: "input_ids",
     vocab: String(cfg.vocabSize),
     // The config it was traced from: binding weights checks the checkpoint's against it.
     config: configRecord(cfg),
-    ...(graph === "decode" ? { kv_cache: formatCacheRules(["key", "value"].map((kv) => ({ input: `past.*.${kv}`, output: `present.*.${kv}`, axis: 2, capacity: cfg.maxPositionEmbeddings }))) } : {}),
+    ...(graph === "decode" || graph === "draft" ? { kv_cache: kvCache } : {}),
   });
 
   // A weight as the checkpoint stores it, in the compute dtype (a cast when they differ: --dtype f32
@@ -160,17 +175,23 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
     return out;
   };
 
-  const withCache = graph === "decode";
+  const withCache = graph === "decode" || graph === "draft";
   const layerParams = withCache ? ["h", "cos", "sin", "past_key", "past_value"] : ["h", "cos", "sin"];
   const denseLayer = m.fn("dense_layer", layerParams, { role: "dense" }, decoderLayer(denseMlp));
   const moeLayer = m.fn("moe_layer", layerParams, { role: "moe" }, decoderLayer(moe));
 
   // §2.7 MTP: enorm(embedding of token t+1) and hnorm(final-normed main hidden state), concatenated
   // in that order, projected 2H -> H, then a full MoE decoder layer and the MTP's own final norm.
-  const mtpLayer = m.fn("mtp_layer", ["h", "next_embeds", "cos", "sin"], { role: "mtp" }, (h, e, cos, sin) => {
+  // With a cache (the draft graph), the MTP layer's attention reads and grows its own.
+  const mtpParams = ["h", "next_embeds", ...layerParams.slice(1)];
+  const mtpLayer = m.fn("mtp_layer", mtpParams, { role: "mtp" }, (h, e, cos, sin, pastKey, pastValue) => {
     const z = op.linear(op.concat([norm(e, "enorm"), norm(h, "hnorm")], -1), param("eh_proj.weight", [H, 2 * H]));
-    const layer = moeLayer("", z, cos, sin);
+    const layer = moeLayer("", z, cos, sin, ...(withCache ? [pastKey!, pastValue!] : []));
     const out: Record<string, Tensor> = { hidden: norm(layer.hidden!, "final_layernorm") };
+    if (withCache) {
+      out["present.key"] = layer["present.key"]!;
+      out["present.value"] = layer["present.value"]!;
+    }
     if (layer["tokens_per_expert"]) out["tokens_per_expert"] = layer["tokens_per_expert"];
     return out;
   });
@@ -188,10 +209,31 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
     });
 
   const inputs: Record<string, ReturnType<typeof tensor>> = { input_ids: tensor("i64", ["B", "S"]) };
-  if (withCache) {
+  if (graph === "draft") {
+    inputs["hidden"] = tensor(dt, ["B", "S", H]);
+    for (const kv of ["key", "value"]) inputs[`past.${cfg.numLayers}.${kv}`] = tensor(dt, ["B", nkv, "P", d]);
+  } else if (withCache) {
     for (let i = 0; i < cfg.numLayers; i++) {
       for (const kv of ["key", "value"]) inputs[`past.${i}.${kv}`] = tensor(dt, ["B", nkv, "P", d]);
     }
+  }
+
+  // The draft graph: the first MTP layer on the main model's final hidden states and the tokens after them.
+  if (graph === "draft") {
+    m.entry(graph, inputs, (x) => {
+      const ids = x["input_ids"]!;
+      const embed = param("model.word_embeddings.weight", [cfg.vocabSize, H]);
+      const lmHead = cfg.tieWordEmbeddings ? embed : param("lm_head.weight", [cfg.vocabSize, H]);
+      const rope = ropeTables(op.iota("P", ids.shape[1]!, "i64"));
+      const L = cfg.numLayers;
+      const mtp = mtpLayer(`model.layers.${L}`, x["hidden"]!, op.embedding(embed, ids), rope.cos, rope.sin, x[`past.${L}.key`]!, x[`past.${L}.value`]!);
+      return {
+        mtp_logits: op.cast(op.linear(mtp.hidden!, lmHead), "f32").as("mtp_logits"),
+        [`present.${L}.key`]: mtp["present.key"]!.as(`present.${L}.key`),
+        [`present.${L}.value`]: mtp["present.value"]!.as(`present.${L}.value`),
+      };
+    });
+    return m.finish();
   }
 
   m.entry(graph, inputs, (x) => {
@@ -230,7 +272,8 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       }
     }
     if (training) return { ...trainingLoss(ids, result), ...counted };
-    return { ...result, ...outputs };
+    // Last, the draft graph's input (speculative decoding reads it back for the accepted positions).
+    return { ...result, ...outputs, ...(cfg.numMtpLayers > 0 ? { final_hidden: hNorm } : {}) };
   });
   return m.finish();
 }

@@ -61,6 +61,11 @@ export function wgslModel(device: GPUDevice, graphs: readonly WgslGraph[], profi
     release(t) {
       (t as WgslDeviceTensor).gpu.buffer.destroy();
     },
+    truncate(t, axis, length) {
+      const gpu = (t as WgslDeviceTensor).gpu;
+      if (gpu.room?.axis !== axis || length > gpu.shape[axis]!) throw new Error(`truncating a device tensor of shape [${gpu.shape}] to ${length} positions along axis ${axis}`);
+      return wrap({ ...gpu, shape: gpu.shape.map((d, i) => (i === axis ? length : d)) }, t.dtype);
+    },
     close,
   };
 }

@@ -76,8 +76,8 @@ export async function openSource(arg: string, weights?: string, options: SourceO
   const config = options.dtype ? { ...spec.config, dtype: options.dtype } : spec.config;
   return {
     label: arg,
-    graphs: GRAPHS.filter((g) => g !== "train" && g !== "train-step"),
-    onRequest: ["train", "train-step"],
+    graphs: GRAPHS.filter((g) => g !== "draft" && g !== "train" && g !== "train-step"),
+    onRequest: ["draft", "train", "train-step"],
     module(graph) {
       if (!(GRAPHS as readonly string[]).includes(graph)) throw new LingcError(`unknown graph '${graph}' (choose ${GRAPHS.join(" or ")})`);
       return buildLing2(config, graph as (typeof GRAPHS)[number]);

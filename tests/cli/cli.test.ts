@@ -132,7 +132,7 @@ describe("usage errors", () => {
     [["frobnicate"], /unknown command 'frobnicate'/],
     [["info"], /'lingc info' needs <model>/],
     [["info", "ling-1t", "--jsn"], /unknown option '--jsn' for 'info'/],
-    [["compile", "ling-1t", "--graph", "backward", "--out", "x"], /option '--graph' must be one of forward, decode, train, train-step, got 'backward'/],
+    [["compile", "ling-1t", "--graph", "backward", "--out", "x"], /option '--graph' must be one of forward, decode, draft, train, train-step, got 'backward'/],
     [["compile", "ling-1t"], /'lingc compile' needs --out DIR/],
     [["generate", GOLDEN_DIR, "--prompt", "1,x", "--max-new-tokens", "2"], /--prompt: sequence 1, item 2 \('x'\) is not a token id/],
     [["generate", GOLDEN_DIR, "--prompt", "1,2", "--max-new-tokens", "-3"], /option '--max-new-tokens' needs a value|must be an integer/],

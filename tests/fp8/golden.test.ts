@@ -6,7 +6,7 @@
  * printed.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { greedyGenerate } from "../../backends/generation";
+import { generate, greedyGenerate } from "../../backends/generation";
 import type { LoadedModel } from "../../backends/backend";
 import { loadModel } from "../../compiler/driver/load";
 import { openSource } from "../../compiler/driver/source";
@@ -22,8 +22,10 @@ const [B, S] = ids.shape as [number, number];
 const prompts = Array.from({ length: B }, (_, b) => Array.from(ids.data.subarray(b * S, (b + 1) * S)));
 const rows = (t: Tensor, from: number) => Array.from({ length: B }, (_, b) => Array.from(t.data.subarray(b * t.shape[1]! + from, (b + 1) * t.shape[1]!)));
 
-async function load(backend: string, dir: string, settings: TargetSettings, dtype?: "f32"): Promise<LoadedModel> {
-  return (await loadModel({ source: await openSource(dir, undefined, dtype ? { dtype } : {}), backend, settings })).model;
+/** The model's default graphs, and with `draft` its MTP draft graph too. */
+async function load(backend: string, dir: string, settings: TargetSettings, dtype?: "f32", draft = false): Promise<LoadedModel> {
+  const source = await openSource(dir, undefined, dtype ? { dtype } : {});
+  return (await loadModel({ source, backend, settings, ...(draft ? { graphs: [...source.graphs, "draft"] } : {}) })).model;
 }
 
 const BACKENDS = ["interp", "onnx", "wgsl"];
@@ -36,7 +38,7 @@ describe.each(
 )("W8A16 on %s: %s", (backend, _label, dir, settings, dtype) => {
   let model: LoadedModel;
   beforeAll(async () => {
-    model = await load(backend as string, dir as string, settings as TargetSettings, dtype as "f32" | undefined);
+    model = await load(backend as string, dir as string, settings as TargetSettings, dtype as "f32" | undefined, true);
   }, 60_000);
 
   it("matches logits_w8a16 and mtp_logits_w8a16 within 1e-4", async () => {
@@ -53,6 +55,13 @@ describe.each(
     const logits = golden["greedy_logits_w8a16"]!;
     const V = logits.shape[2]!;
     for (let b = 0; b < B; b++) for (let s = 0; s < steps; s++) expect(maxAbsDiff(r.stepLogits[b]![s]!, logits.data.subarray((b * steps + s) * V, (b * steps + s + 1) * V))).toBeLessThanOrEqual(1e-4);
+  });
+
+  it("reproduces greedy_ids_w8a16 with the MTP layer drafting (--draft mtp)", async () => {
+    const want = golden["greedy_ids_w8a16"]!;
+    const r = await generate(model, prompts, want.shape[1]! - S, { draft: "mtp" });
+    expect(r.tokens).toEqual(rows(want, S));
+    expect(r.draft!.drafted).toBeGreaterThan(0);
   });
 });
 

@@ -4,7 +4,7 @@ import { generate as generateTokens } from "../../../backends/generation";
 import type { SamplingOptions } from "../../../backends/sampling";
 import { loadModel } from "../../driver/load";
 import { requireTokenizer } from "../../driver/tokenizer";
-import { openSource } from "../../driver/source";
+import { hasGraph, openSource } from "../../driver/source";
 import { flag, int, str, UsageError, type ParsedArgs } from "../args";
 import { LingcError } from "../../../ir/errors";
 import type { Command } from "./command";
@@ -64,6 +64,7 @@ export const generate: Command = {
       { name: "seed", value: "N", help: "the sampling seed (default 0): the same seed gives the same ids on every run and backend" },
       { name: "eos-token-id", value: "IDS", help: "ids that end a sequence, comma separated (default: the config's eos_token_id)" },
       { name: "ignore-eos", help: "generate --max-new-tokens for every sequence, past end-of-sequence tokens" },
+      { name: "draft", value: "HEAD", help: "speculative decoding: the model's MTP layer drafts the token after next and the main model checks it in the same forward (greedy; the same ids as without)", choices: ["mtp"] },
       WEIGHTS_OPTION,
       DTYPE_OPTION,
       ...PIPELINE_OPTIONS,
@@ -88,7 +89,11 @@ export const generate: Command = {
 
     const sampling = samplingOptions(args);
     const eos = flag(args, "ignore-eos") ? [] : str(args, "eos-token-id") !== undefined ? parseIds("--eos-token-id", str(args, "eos-token-id")!) : (source.config?.eosTokenIds ?? []);
-    const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: passesOption(args) });
+    const draft = str(args, "draft") as "mtp" | undefined;
+    if (draft && !hasGraph(source, "draft")) throw new UsageError(`--draft mtp: ${source.label} has no draft graph (a Ling model with an MTP layer has one)`);
+    if (draft && sampling.temperature > 0) throw new UsageError("--draft mtp is greedy only: leave out --temperature (or give 0)");
+    const graphs = draft ? [...new Set([...source.graphs, "draft"])] : undefined;
+    const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: passesOption(args), ...(graphs ? { graphs } : {}) });
     try {
       const t0 = performance.now();
       const how = sampling.temperature > 0 ? `sampled at temperature ${sampling.temperature}${sampling.topK ? `, top-k ${sampling.topK}` : ""}${sampling.topP !== undefined ? `, top-p ${sampling.topP}` : ""}, seed ${sampling.seed}` : "greedy";
@@ -96,12 +101,18 @@ export const generate: Command = {
       const r = await generateTokens(model, prompts, maxNew, {
         sampling,
         eos,
+        ...(draft ? { draft } : {}),
         onStart: () => io.err(`generating up to ${maxNew} token(s) for ${prompts.length} sequence(s) (longest prompt ${longest}; ${how}${stop})\n`),
       });
       const ms = performance.now() - t0;
       for (const t of r.tokens) io.out(tokenizer ? `${tokenizer.decode(t)}\n` : t.join(" ") + "\n");
       const made = r.tokens.reduce((a, t) => a + t.length, 0);
       io.err(`generated ${made} token(s) for ${prompts.length} sequence(s) on ${backend} in ${ms.toFixed(0)} ms\n`);
+      if (r.draft) {
+        const d = r.draft;
+        const rate = d.drafted ? ((100 * d.accepted) / d.drafted).toFixed(1) : "0.0";
+        io.err(`draft (mtp): ${d.accepted} of ${d.drafted} drafts accepted (${rate}%); ${d.mainForwards} main-model forwards and ${d.draftRuns} draft runs for ${made} token(s)\n`);
+      }
     } finally {
       model.close();
     }

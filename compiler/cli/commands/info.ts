@@ -35,7 +35,9 @@ export function modelInfo(cfg: LingConfig, passes?: string) {
     weightBytes.passes = passes;
   }
   const moeLayers = Array.from({ length: cfg.numLayers }, (_, i) => i).filter((i) => isMoeLayer(cfg, i)).length;
-  const graphs = Object.fromEntries(GRAPHS.map((g) => [g, countOps(g === "forward" ? forward : buildLing2(cfg, g))]));
+  // A model without MTP layers has no draft graph.
+  const built = GRAPHS.filter((g) => g !== "draft" || cfg.numMtpLayers > 0);
+  const graphs = Object.fromEntries(built.map((g) => [g, countOps(g === "forward" ? forward : buildLing2(cfg, g))]));
   return {
     model: cfg.name,
     dtype: cfg.dtype,

@@ -82,10 +82,11 @@ export interface LoadedModel {
   graphs: Readonly<Record<string, GraphRunner>>;
   signatures: Readonly<Record<string, GraphSignature>>;
   /**
-   * Greedy generation done by the backend itself (the CUDA program keeps the KV cache on the GPU);
-   * backends without it use the shared loop in generation.ts over the graphs.
+   * Greedy generation done by the backend itself (the CUDA program keeps the KV cache on the GPU),
+   * with speculative decoding when asked (`draft`); backends without it use the shared loops in
+   * generation.ts and speculative.ts over the graphs.
    */
-  generate?(prompts: number[][], maxNew: number): Promise<{ tokens: number[][]; stepLogits: Float32Array[][] }>;
+  generate?(prompts: number[][], maxNew: number, opts?: { draft?: "mtp" }): Promise<{ tokens: number[][]; stepLogits: Float32Array[][]; draft?: DraftStats }>;
   /**
    * With runOnDevice: `t` copied once into a buffer with room for `rows` positions along `axis`, so
    * that the graphs that grow it (cache_append) write only the new rows each step.
@@ -99,6 +100,18 @@ export interface LoadedModel {
    */
   truncate?(t: DeviceTensor, axis: number, length: number): DeviceTensor;
   close(): void;
+}
+
+/** How speculative decoding's drafts fared. */
+export interface DraftStats {
+  /** Drafts checked by the main model. */
+  drafted: number;
+  /** Of them, those the main model agreed with (each saved a main forward). */
+  accepted: number;
+  /** Main-model forwards (the prefill included). */
+  mainForwards: number;
+  /** Draft-graph runs. */
+  draftRuns: number;
 }
 
 /** Settings a backend may read (the others ignore them). */

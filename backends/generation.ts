@@ -8,10 +8,10 @@
  */
 import { LingcError } from "../ir/errors";
 import { Tensor } from "../ir/tensor";
-import type { LoadedModel } from "./backend";
+import type { DraftStats, LoadedModel } from "./backend";
 import { checkCapacity, ended, generationPlan, GenerationSession, logitsRow, type GenerationPlan } from "./generation-session";
 import { checkSampling, TokenSampler, type SamplingOptions } from "./sampling";
-import { generateDrafted, type DraftStats } from "./speculative";
+import { generateDrafted } from "./speculative";
 
 export { generationPlan, type GenerationPlan } from "./generation-session";
 
@@ -84,7 +84,6 @@ export async function generate(model: LoadedModel, prompts: number[][], maxNew: 
   const sampled = (opts.sampling?.temperature ?? 0) > 0;
   if (sampled && model.generate) throw new LingcError("this backend generates greedily in its own program (cuda); sampling there is not built yet: use --temperature 0, or another backend");
   if (opts.draft) {
-    if (model.generate) throw new LingcError("this backend generates in its own program (cuda), which does not draft yet: speculative decoding (--draft mtp) runs on interp, onnx and wgsl");
     if (sampled) throw new LingcError("speculative decoding (--draft mtp) is greedy only: give --temperature 0 (the default)");
     if (!plan.draft) throw new LingcError("speculative decoding (--draft mtp) needs the model's draft graph loaded (the MTP layer's); the graphs loaded are " + Object.keys(model.signatures).join(", "));
     if (!plan.hidden) throw new LingcError(`speculative decoding needs graphs ${plan.prefill.name} and ${plan.decode.name} to declare their hidden-state outputs (attribute hidden)`);
@@ -95,7 +94,7 @@ export async function generate(model: LoadedModel, prompts: number[][], maxNew: 
   opts.onStart?.();
   if (model.generate) {
     // Greedy in the backend's own program: a sequence's tokens end at its first end-of-sequence id.
-    const r = await model.generate(prompts, maxNew);
+    const r = await model.generate(prompts, maxNew, opts.draft ? { draft: opts.draft } : {});
     const eos = new Set(opts.eos ?? []);
     r.tokens.forEach((t, i) => {
       const at = t.findIndex((id) => eos.has(id));

@@ -13,21 +13,9 @@
  */
 import { LingcError } from "../ir/errors";
 import { Tensor } from "../ir/tensor";
-import type { LoadedModel } from "./backend";
+import type { DraftStats, LoadedModel } from "./backend";
 import { ended, GenerationSession, logitsRow, type DraftPlan, type GenerationPlan } from "./generation-session";
 import { TokenSampler } from "./sampling";
-
-/** How the drafts fared. */
-export interface DraftStats {
-  /** Drafts checked by the main model. */
-  drafted: number;
-  /** Of them, those the main model agreed with (each saved a main forward). */
-  accepted: number;
-  /** Main-model forwards (the prefill included). */
-  mainForwards: number;
-  /** Draft-graph runs. */
-  draftRuns: number;
-}
 
 export interface DraftedSequence {
   tokens: number[];

@@ -6,7 +6,7 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { LingcError } from "../../ir/errors";
@@ -134,11 +134,13 @@ export const cudaBackend: Backend = {
     return {
       graphs: Object.fromEntries(program.graphs.map((m) => [m.name, runner(built, checkpointDir, m.name, new Map(m.entry!.results.map((r) => [r.name!, r.value.type])), profile)])),
       signatures: Object.fromEntries(program.graphs.map((m) => [m.name, signatureOf(m)])),
-      async generate(prompts: number[][], maxNew: number): Promise<GenerateResult> {
+      async generate(prompts: number[][], maxNew: number, opts: { draft?: "mtp" } = {}): Promise<GenerateResult> {
         const dir = mkdtempSync(join(tmpdir(), "lingc-cuda-"));
         try {
           const logitsFile = join(dir, "logits.safetensors");
+          const statsFile = join(dir, "draft-stats.txt");
           const args = ["generate", ...(checkpointDir ? ["--checkpoint", checkpointDir] : []), "--prompt", prompts.map((p) => p.join(",")).join(";"), "--max-new-tokens", String(maxNew), "--logits-out", logitsFile];
+          if (opts.draft) args.push("--draft", opts.draft, "--draft-stats", statsFile);
           if (profile) args.push("--profile");
           const out = await runProgram(built, args);
           const tokens = out.trim().split("\n").map((l) => (l.trim() ? l.trim().split(/\s+/).map(Number) : []));
@@ -149,6 +151,11 @@ export const cudaBackend: Backend = {
             prompts.forEach((_, b) => {
               for (let s = 0; s < maxNew; s++) stepLogits[b]!.push(Float32Array.from(t.data.subarray((b * maxNew + s) * V, (b * maxNew + s + 1) * V)));
             });
+          }
+          if (opts.draft && existsSync(statsFile)) {
+            const n = readFileSync(statsFile, "utf8").trim().split(/\s+/);
+            const at = (k: string) => Number(n[n.indexOf(k) + 1]);
+            return { tokens, stepLogits, draft: { drafted: at("drafted"), accepted: at("accepted"), mainForwards: at("main_forwards"), draftRuns: at("draft_runs") } };
           }
           return { tokens, stepLogits };
         } finally {

@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import { Dim } from "../../ir/dim";
 import type { DType } from "../../ir/dtype";
 import { LingcError, formatPos } from "../../ir/errors";
-import { cachePairs, generationRole } from "../../ir/generation";
+import { cachePairs, generationRole, type CachePair, type GenerationRole } from "../../ir/generation";
 import type { Module, Value } from "../../ir/module";
 import { attrsOf, OPS } from "../../ir/ops";
 import { isStaged, splitStages } from "../../ir/stages";
@@ -333,18 +333,31 @@ function graphTable(m: Module, entry: FrameSchedule, cname: string): string {
   ].join("\n");
 }
 
-/** GENERATION: which graphs prefill and decode, and how the cache flows (from the modules' attributes). */
+/**
+ * GENERATION: which graphs prefill, decode and draft (speculative decoding), how their caches flow,
+ * and the hidden states a draft reads (from the modules' attributes).
+ */
 function generationTable(graphs: readonly Module[]): string {
   const roles = graphs.map((m) => generationRole(m));
   const p = roles.findIndex((r) => r?.role === "prefill");
   const d = roles.findIndex((r) => r?.role === "decode");
-  if (p < 0 || d < 0) return `extern const lingc::GenerationDef GENERATION = {-1, -1, "", "", "", "", 0, nullptr};`;
+  const x = roles.findIndex((r) => r?.role === "draft");
+  if (p < 0 || d < 0) return `extern const lingc::GenerationDef GENERATION = {-1, -1, "", "", "", "", 0, nullptr, -1, "", "", "", "", "", 0, nullptr};`;
   const pr = roles[p]!;
   const dr = roles[d]!;
-  const pairs = cachePairs(dr.cache, graphs[d]!.entry!.params.map((x) => x.name!));
+  const xr = x >= 0 && pr.hidden && dr.hidden ? roles[x]! : undefined;
+  const pairs = (r: GenerationRole, m: Module) => cachePairs(r.cache, m.entry!.params.map((q) => q.name!));
+  const table = (name: string, list: CachePair[]) =>
+    `static const lingc::CacheDef ${name}[] = {${list.map((c) => `{${cppString(c.input)}, ${cppString(c.output)}, ${c.axis}, ${c.capacity}L}`).join(", ") || "{\"\", \"\", 0, 0}"}};`;
+  const main = pairs(dr, graphs[d]!);
+  const draft = xr ? pairs(xr, graphs[x]!) : [];
+  const draftPart = xr
+    ? `${x}, ${cppString(xr.tokens)}, ${cppString(xr.logits)}, ${cppString(xr.hidden!)}, ${cppString(pr.hidden!)}, ${cppString(dr.hidden!)}, ${draft.length}, DRAFT_CACHE`
+    : `-1, "", "", "", "", "", 0, nullptr`;
   return [
-    `static const lingc::CacheDef CACHE[] = {${pairs.map((c) => `{${cppString(c.input)}, ${cppString(c.output)}, ${c.axis}, ${c.capacity}L}`).join(", ") || "{\"\", \"\", 0, 0}"}};`,
-    `extern const lingc::GenerationDef GENERATION = {${p}, ${d}, ${cppString(pr.tokens)}, ${cppString(pr.logits)}, ${cppString(dr.tokens)}, ${cppString(dr.logits)}, ${pairs.length}, CACHE};`,
+    table("CACHE", main),
+    ...(xr ? [table("DRAFT_CACHE", draft)] : []),
+    `extern const lingc::GenerationDef GENERATION = {${p}, ${d}, ${cppString(pr.tokens)}, ${cppString(pr.logits)}, ${cppString(dr.tokens)}, ${cppString(dr.logits)}, ${main.length}, CACHE, ${draftPart}};`,
   ].join("\n");
 }
 

@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|strong|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|strong|draft|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -99,6 +99,27 @@ strong)
   /tmp/mini/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/lingc-bench.json"
   PYTHONUNBUFFERED=1 python3 bench/cuda/torch_strong.py --repeats 10 2>"$OUT/torch-strong.err" | tee "$OUT/torch-strong.json" || tail -30 "$OUT/torch-strong.err"
   [ -n "${LINGC_SKIP_EAGER:-}" ] || PYTHONUNBUFFERED=1 python3 bench/cuda/torch_baseline.py --repeats 3 | tee "$OUT/torch-eager.json"
+  ;;
+draft)
+  # Speculative decoding in the CUDA program's own loop (--draft mtp): the golden ids with the
+  # checkpoint's own MTP layer (random: every draft rejected, the cache rolled back each round), and
+  # on a checkpoint whose MTP layer always agrees (bench/cuda/agreeing_draft.py: every draft
+  # accepted) the interpreter's plain greedy ids; then memcheck and racecheck on the program.
+  echo "== ling-tiny golden, --draft mtp"
+  GOT=$($L generate $G --backend cuda --draft mtp --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
+  echo "got  $GOT"; echo "want $WANT"; [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL"
+  echo "== a checkpoint whose MTP layer always agrees: cuda --draft mtp against interp's plain greedy"
+  python3 bench/cuda/agreeing_draft.py $G /tmp/agree
+  PLAIN=$($L generate /tmp/agree --prompt "$PROMPT" --max-new-tokens 9 2>/dev/null | paste -sd'|')
+  DRAFT=$($L generate /tmp/agree --backend cuda --draft mtp --prompt "$PROMPT" --max-new-tokens 9 | paste -sd'|')
+  echo "cuda, drafted $DRAFT"; echo "interp, plain  $PLAIN"; [ -n "$PLAIN" ] && [ "$DRAFT" = "$PLAIN" ] && echo "agreeing draft PASS" || echo "agreeing draft FAIL"
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/ | head -1)lingc_model
+  for tool in memcheck racecheck; do
+    echo "== compute-sanitizer --tool $tool: generate --draft mtp (accepting, then rejecting)"
+    for ck in /tmp/agree $G; do
+      compute-sanitizer --tool $tool --error-exitcode 9 $EXE generate --checkpoint $ck --prompt "$PROMPT" --max-new-tokens 7 --draft mtp > "$OUT/san-draft-$tool.txt" 2>&1; echo "exit $?"; tail -2 "$OUT/san-draft-$tool.txt"
+    done
+  done
   ;;
 compare)
   # Two builds of the benchmark model side by side in one session (the CUDA source folders that two

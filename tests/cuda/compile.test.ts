@@ -215,6 +215,18 @@ describe("lingc compile --target cuda", () => {
     expect(existsSync(join(dir, "big"))).toBe(false);
   });
 
+  it("--draft mtp adds the draft graph (the MTP layer with its cache) to the program's generation table, and it compiles", async () => {
+    const r = await cli("compile", "ling-tiny", "--target", "cuda", "--draft", "mtp", "--out", join(dir, "draft"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "draft", "model.cu"), "utf8");
+    // prefill 0, decode 1, draft 2; its cache is the MTP layer's (layer 3 of ling-tiny's 3 + 1).
+    expect(src).toMatch(/GENERATION = \{0, 1, "input_ids", "logits", "input_ids", "logits", 6, CACHE, 2, "input_ids", "mtp_logits", "hidden", "final_hidden", "final_hidden", 2, DRAFT_CACHE\}/);
+    expect(src).toContain('{"past.3.key", "present.3.key", 2, ');
+    const res = await nvcc(join(dir, "draft"), "model.cu");
+    expect(res.code, res.out).toBe(0);
+    expect(res.out.trim(), "nvcc printed warnings").toBe("");
+  }, 300_000);
+
   it("ling-tiny's train graph (forward, loss and the backward functions) compiles with nvcc, without warnings", async () => {
     const r = await cli("compile", "ling-tiny", "--graph", "train", "--target", "cuda", "--out", join(dir, "train"));
     expect(r.code, r.stderr).toBe(0);

@@ -15,7 +15,9 @@ import { openSource } from "../../compiler/driver/source";
 import { Tensor } from "../../ir/tensor";
 import { cli } from "../support/cli";
 import { goldenGreedy } from "../support/golden";
-import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
+import { GOLDEN_DIR, GOLDEN_FILE, scratchDir } from "../support/paths";
+import { agreeingDraftCheckpoint } from "../support/agreeing-draft";
+import { join } from "node:path";
 
 const golden = readAllSafetensors(GOLDEN_FILE);
 const { prompts, tokens: want, steps } = goldenGreedy(golden);
@@ -80,6 +82,26 @@ describe.each(["interp", "onnx", "wgsl"])("speculative decoding with the MTP dra
       // Each forward keeps one token, and one more for each accepted draft.
       expect(d.mainForwards + d.accepted).toBe(prompts.length * steps);
       expect(d.mainForwards).toBeLessThan(prompts.length * steps);
+    } finally {
+      model.close();
+    }
+  });
+});
+
+describe.each(["interp", "onnx", "wgsl"])("speculative decoding with an MTP layer that always agrees (%s)", (backend) => {
+  it("accepts every draft: two tokens a main forward, the same ids as plain greedy", async () => {
+    const dir = agreeingDraftCheckpoint(GOLDEN_DIR, join(scratchDir("lingc-draft-"), "agree"));
+    const source = await openSource(dir);
+    const { model } = await loadModel({ source, backend, graphs: [...source.graphs, "draft"] });
+    try {
+      const plain = await generate(model, prompts, 9);
+      const r = await generate(model, prompts, 9, { draft: "mtp" });
+      expect(r.tokens).toEqual(plain.tokens);
+      const d = r.draft!;
+      expect(d.accepted).toBe(d.drafted);
+      // Per sequence: the prefill, 4 accepted rounds (8 tokens), and nothing left to draft.
+      expect(d.mainForwards).toBe(prompts.length * 5);
+      expect(d.mainForwards + d.accepted).toBe(prompts.length * 9);
     } finally {
       model.close();
     }

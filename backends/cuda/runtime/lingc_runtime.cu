@@ -1562,11 +1562,13 @@ static std::string to_bytes_f32(Runtime& rt, const DevTensor& given) {
   return out;
 }
 
-static std::vector<int> argmax_last(Runtime& rt, const DevTensor& logits) {
+/** Each sequence's greedy pick at position `at` of logits [B, S, V] (default: the last). */
+static std::vector<int> argmax_last(Runtime& rt, const DevTensor& logits, long at = -1) {
   const long B = logits.shape[0], S = logits.shape[1], V = logits.shape[2];
+  if (at < 0) at = S - 1;
   int* d;
   CK(cudaMallocAsync(&d, B * sizeof(int), rt.stream));
-  argmax_rows<<<(unsigned)B, 256, 0, rt.stream>>>((const float*)logits.ptr + (S - 1) * V, V, S * V, d);
+  argmax_rows<<<(unsigned)B, 256, 0, rt.stream>>>((const float*)logits.ptr + at * V, V, S * V, d);
   CK(cudaGetLastError());
   std::vector<int> h(B);
   CK(cudaMemcpyAsync(h.data(), d, B * sizeof(int), cudaMemcpyDeviceToHost, rt.stream));
@@ -1646,6 +1648,129 @@ static std::vector<std::vector<int>> generate_batch(Runtime& rt, const std::vect
   }
   for (auto& kv : cache) rt.free_tensor(kv.second);
   return outs;
+}
+
+/** The cache outputs of a run become the cache: grown in place (the same buffer), or replaced. */
+static void advance_cache(Runtime& rt, const CacheDef* defs, int n, std::map<std::string, DevTensor>& cache, std::map<std::string, DevTensor>& res) {
+  for (int i = 0; i < n; ++i) {
+    DevTensor& out = res.at(defs[i].output);
+    DevTensor& mine = cache[defs[i].input];
+    if (out.ptr == mine.ptr) {
+      mine.shape = out.shape;  // grown in place
+    } else {
+      rt.free_tensor(mine);
+      mine = out;
+      out.view = true;
+    }
+  }
+}
+
+/** How speculative decoding's drafts fared (printed to stderr as one line). */
+struct DraftStats {
+  long drafted = 0, accepted = 0, main_forwards = 0, draft_runs = 0;
+};
+
+/**
+ * Greedy generation of one prompt with the draft graph (the MTP layer) proposing the token after
+ * next, checked by one decode run on two tokens; a rejected draft's position is dropped from the KV
+ * cache (its length shortened in place). The same loop as backends/speculative.ts: every token kept
+ * is the main model's greedy pick, so the ids equal plain greedy decoding.
+ */
+static std::vector<int> generate_drafted(Runtime& rt, const std::vector<int>& prompt, int steps, std::vector<std::string>* step_logits, DraftStats& st) {
+  const GenerationDef& gen = generation();
+  if (gen.draft < 0) fail("this program has no draft graph to speculate with (it is compiled in when the model has an MTP layer and the draft graph is asked for: lingc generate --draft mtp)");
+  const std::string prefill = GRAPHS[gen.prefill]->name, decode = GRAPHS[gen.decode]->name, draft = GRAPHS[gen.draft]->name;
+  const long S = (long)prompt.size();
+  std::vector<int> flat;
+  // Room for the positions plain decoding reaches, plus the one a rejected draft takes for a step.
+  const long positions = generation_positions(gen, {prompt}, steps + 1, flat);
+  std::vector<int> out;
+  auto keep = [&](const DevTensor& logits, long at) {
+    const int id = argmax_last(rt, logits, at)[0];
+    if (step_logits) {
+      const long V = logits.shape[2];
+      step_logits->push_back(to_bytes_f32(rt, logits).substr(at * V * 4, V * 4));
+    }
+    out.push_back(id);
+    return id;
+  };
+  auto release = [&](std::map<std::string, DevTensor>& res) {
+    for (auto& kv : res) rt.free_tensor(kv.second);
+    res.clear();
+  };
+  DevTensor ids = upload_ids(rt, flat, 1, S);
+  auto res = rt.run(prefill, {{gen.prefill_tokens, ids}}, false);
+  rt.free_tensor(ids);
+  ++st.main_forwards;
+  std::map<std::string, DevTensor> cache, dcache;
+  for (int i = 0; i < gen.ncache; ++i) cache[gen.cache[i].input] = rt.with_room(res.at(gen.cache[i].output), gen.cache[i].axis, positions);
+  // The draft's cache starts empty: the main cache's layout (the MTP layer is a decoder layer of the same shapes) at 0 positions.
+  for (int i = 0; i < gen.ndraft_cache; ++i) {
+    const CacheDef& c = gen.draft_cache[i];
+    DevTensor empty = cache.at(gen.cache[0].input);
+    empty.shape.at(c.axis) = 0;
+    dcache[c.input] = rt.with_room(empty, c.axis, positions);
+  }
+  int last = keep(res.at(gen.prefill_logits), S - 1);
+  std::vector<int> next(prompt.begin() + 1, prompt.end());
+  next.push_back(last);
+  std::map<std::string, DevTensor> held = std::move(res);  // holds the hidden states the draft reads next
+  DevTensor hidden = held.at(gen.prefill_hidden);
+  while ((int)out.size() < steps) {
+    if ((int)out.size() + 1 == steps) {
+      // One token left: no use drafting past it.
+      std::map<std::string, DevTensor> in = cache;
+      DevTensor nid = upload_ids(rt, {last}, 1, 1);
+      in[gen.decode_tokens] = nid;
+      auto r = rt.run(decode, in, false);
+      rt.free_tensor(nid);
+      ++st.main_forwards;
+      advance_cache(rt, gen.cache, gen.ncache, cache, r);
+      keep(r.at(gen.decode_logits), 0);
+      release(r);
+      break;
+    }
+    // The draft over the positions whose next token is settled.
+    std::map<std::string, DevTensor> din = dcache;
+    DevTensor dids = upload_ids(rt, next, 1, (long)next.size());
+    din[gen.draft_tokens] = dids;
+    din[gen.draft_hidden] = hidden;
+    auto dr = rt.run(draft, din, false);
+    rt.free_tensor(dids);
+    ++st.draft_runs;
+    advance_cache(rt, gen.draft_cache, gen.ndraft_cache, dcache, dr);
+    const int d = argmax_last(rt, dr.at(gen.draft_logits))[0];
+    release(dr);
+    release(held);
+    // The main model on [last, draft].
+    std::map<std::string, DevTensor> in = cache;
+    DevTensor vid = upload_ids(rt, {last, d}, 1, 2);
+    in[gen.decode_tokens] = vid;
+    held = rt.run(decode, in, false);
+    rt.free_tensor(vid);
+    ++st.main_forwards;
+    ++st.drafted;
+    advance_cache(rt, gen.cache, gen.ncache, cache, held);
+    const DevTensor& logits = held.at(gen.decode_logits);
+    const int a = keep(logits, 0);
+    hidden = held.at(gen.decode_hidden);
+    if (a != d) {
+      for (int i = 0; i < gen.ncache; ++i) cache[gen.cache[i].input].shape.at(gen.cache[i].axis) -= 1;  // the draft's position
+      hidden.shape.at(1) = 1;  // the first position's row (rows are contiguous [1, S, H])
+      hidden.view = true;
+      next = {a};
+      last = a;
+      continue;
+    }
+    ++st.accepted;
+    const int b = keep(logits, 1);
+    next = {a, b};
+    last = b;
+  }
+  release(held);
+  for (auto& kv : cache) rt.free_tensor(kv.second);
+  for (auto& kv : dcache) rt.free_tensor(kv.second);
+  return out;
 }
 
 /** The vocabulary size: the last axis of the prefill graph's logits output. */
@@ -2044,6 +2169,7 @@ static const char* USAGE =
     "usage: lingc_model COMMAND [options]\n"
     "  run       --checkpoint DIR|FILE.safetensors --graph NAME --input IN.safetensors --out OUT.safetensors [--observe] [--profile]\n"
     "  generate  --checkpoint DIR --prompt '1,2,3;4,5' --max-new-tokens N [--logits-out F.safetensors] [--profile]\n"
+    "            [--draft mtp [--draft-stats F]]: speculative decoding with the program's draft graph (the MTP layer); greedy, the same ids\n"
     "  selftest  (the bf16 attention and grouped expert kernels against references; no checkpoint)\n"
     "  bench     (--checkpoint DIR | --random-weights) [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--profile]\n"
     "            [--chunks N[,N...]]: also prefill in N chunks of the sequence through the decode graph (in flight across a pipeline's stages)\n"
@@ -2100,6 +2226,7 @@ int main(int argc, char** argv) {
     auto out = pp.run(g, inputs, true);
     if (pp.rank == pp.last()) write_outputs(rt, opt["out"], out);
   } else if (staged && cmd == "generate") {
+    if (opt.count("draft")) fail("--draft: speculative decoding runs in a one-stage program (not across pipeline stages yet)");
     if (pp.vocab <= 0) fail("this pipeline's graphs record no vocabulary size (the 'vocab' module attribute), so prompt ids cannot be checked; compile it from a model");
     generate_command(opt, pp.vocab, pp.rank == pp.last(),
                      [&](const std::vector<std::vector<int>>& batch, int steps, std::vector<std::string>* lg) { return pipeline_generate(rt, pp, batch, steps, lg); });
@@ -2120,6 +2247,26 @@ int main(int argc, char** argv) {
       return false;
     });
     write_outputs(rt, opt["out"], rt.run(g, inputs, opt.count("observe") > 0));
+  } else if (cmd == "generate" && opt.count("draft")) {
+    if (opt["draft"] != "mtp") fail("--draft: '%s' is not a draft this program knows (mtp: the model's MTP layer)", opt["draft"].c_str());
+    DraftStats st;
+    generate_command(opt, vocab_size(rt), true, [&](const std::vector<std::vector<int>>& batch, int steps, std::vector<std::string>* lg) {
+      // One sequence at a time (their cache lengths diverge with what they accept); logits step-major as generate_command reads them.
+      std::vector<std::vector<int>> r;
+      std::vector<std::vector<std::string>> per(batch.size());
+      for (size_t j = 0; j < batch.size(); ++j) r.push_back(generate_drafted(rt, batch[j], steps, lg ? &per[j] : nullptr, st));
+      if (lg)
+        for (int s = 0; s < steps; ++s)
+          for (size_t j = 0; j < batch.size(); ++j) lg->push_back(per[j].at(s));
+      return r;
+    });
+    // How the drafts fared: into --draft-stats (the lingc driver reads it), else to stderr.
+    char line[160];
+    std::snprintf(line, sizeof line, "drafted %ld accepted %ld main_forwards %ld draft_runs %ld\n", st.drafted, st.accepted, st.main_forwards, st.draft_runs);
+    if (opt.count("draft-stats")) {
+      FILE* f = std::fopen(opt["draft-stats"].c_str(), "w");
+      if (!f || std::fputs(line, f) < 0 || std::fclose(f) != 0) fail("cannot write %s", opt["draft-stats"].c_str());
+    } else std::fprintf(stderr, "draft (mtp): %s", line);
   } else if (cmd == "generate") {
     generate_command(opt, vocab_size(rt), true, [&](const std::vector<std::vector<int>>& batch, int steps, std::vector<std::string>* lg) { return generate_batch(rt, batch, steps, lg); });
   } else if (cmd == "trainbench") {

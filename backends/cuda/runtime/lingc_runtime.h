@@ -119,6 +119,16 @@ struct GenerationDef {
   const char* decode_logits;
   int ncache;
   const CacheDef* cache;
+  // Speculative decoding: the draft graph (-1: none), its token, logits and hidden-state names, the
+  // hidden-state outputs of prefill and decode it reads, and its own cache.
+  int draft;
+  const char* draft_tokens;
+  const char* draft_logits;
+  const char* draft_hidden;
+  const char* prefill_hidden;
+  const char* decode_hidden;
+  int ndraft_cache;
+  const CacheDef* draft_cache;
 };
 /** A slot of an expanded graph (every function instance's slots side by side). */
 struct SlotMeta {

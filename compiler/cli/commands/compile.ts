@@ -35,6 +35,7 @@ export const compile: Command = {
       { name: "print-pipeline", help: "print the pipeline the target runs (with these options) and stop" },
       { name: "opset", value: "N", help: `ONNX opset for --target onnx (default ${DEFAULT_OPSET})` },
       { name: "report", help: "print kernels per layer kind and bytes moved per token, before and after fusion" },
+      { name: "draft", value: "HEAD", help: "--target cuda: also the draft graph (the MTP layer), so the program generates with --draft mtp", choices: ["mtp"] },
       DTYPE_OPTION,
       ...PIPELINE_OPTIONS,
       ...PASS_OPTIONS,
@@ -67,7 +68,8 @@ export const compile: Command = {
     const source = await openSource(modelArg, undefined, sourceOptions(args));
     const graphName = str(args, "graph");
     if (graphName && modelArg.endsWith(".lir")) throw new LingcError("--graph does not apply to an IR file (the module names its graph)");
-    const graphs = graphName ? [graphName] : target === "cuda" ? source.graphs : [source.graphs[0]!];
+    if (str(args, "draft") !== undefined && (target !== "cuda" || graphName)) throw new UsageError("--draft mtp adds the draft graph to a CUDA program's graphs: give it with --target cuda and without --graph");
+    const graphs = graphName ? [graphName] : target === "cuda" ? [...source.graphs, ...(str(args, "draft") ? ["draft"] : [])] : [source.graphs[0]!];
     const { program, timings } = await compileProgram({ source, graphs, target, settings, passes, passRun: passOptions(args, io) });
     if (flag(args, "time-passes")) reportTimings(timings, io);
     if (flag(args, "report")) {

@@ -31,14 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_baseline as eager  # noqa: E402  (the same model, eager; its CFG is shared)
 
 CFG = eager.CFG
+rms, timed = eager.rms, eager.timed  # the same RMSNorm and timing as the eager baseline
 DT = torch.bfloat16
 DEV = "cuda"
-
-
-def rms(x, w):
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + CFG["eps"])
-    return w * h.to(x.dtype)
 
 
 def grouped_mm(x, w, offs):
@@ -188,21 +183,6 @@ def caches(B, C):
     c = CFG
     shape = (B, c["kv_heads"], C, c["head_dim"])
     return [torch.zeros(shape, device=DEV, dtype=DT) for _ in range(c["layers"])], [torch.zeros(shape, device=DEV, dtype=DT) for _ in range(c["layers"])]
-
-
-def timed(fn, repeats):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
 
 
 def check():

@@ -1603,6 +1603,22 @@ static long generation_positions(const GenerationDef& gen, const std::vector<std
   return positions;
 }
 
+/** The cache outputs of a run become the cache: grown in place (the same buffer), or replaced. */
+static void advance_cache(Runtime& rt, const CacheDef* defs, int n, std::map<std::string, DevTensor>& cache, std::map<std::string, DevTensor>& res) {
+  for (int i = 0; i < n; ++i) {
+    DevTensor& out = res.at(defs[i].output);
+    DevTensor& mine = cache[defs[i].input];
+    if (out.ptr == mine.ptr) {
+      mine.shape = out.shape;  // grown in place
+    } else {
+      // A graph that makes a new cache (a concat): it is the cache now.
+      rt.free_tensor(mine);
+      mine = out;
+      out.view = true;
+    }
+  }
+}
+
 static std::vector<std::vector<int>> generate_batch(Runtime& rt, const std::vector<std::vector<int>>& prompts, int steps, std::vector<std::string>* step_logits) {
   const GenerationDef& gen = generation();
   const std::string prefill = GRAPHS[gen.prefill]->name, decode = GRAPHS[gen.decode]->name;
@@ -1632,37 +1648,11 @@ static std::vector<std::vector<int>> generate_batch(Runtime& rt, const std::vect
     in[gen.decode_tokens] = nid;
     res = rt.run(decode, in, false);
     rt.free_tensor(nid);
-    for (int i = 0; i < gen.ncache; ++i) {
-      DevTensor& out = res.at(gen.cache[i].output);
-      DevTensor& mine = cache[gen.cache[i].input];
-      if (out.ptr == mine.ptr) {
-        mine.shape = out.shape;  // grown in place
-      } else {
-        // A graph that makes a new cache (a concat): it is the cache now.
-        rt.free_tensor(mine);
-        mine = out;
-        out.view = true;
-      }
-    }
+    advance_cache(rt, gen.cache, gen.ncache, cache, res);
     logits_name = gen.decode_logits;
   }
   for (auto& kv : cache) rt.free_tensor(kv.second);
   return outs;
-}
-
-/** The cache outputs of a run become the cache: grown in place (the same buffer), or replaced. */
-static void advance_cache(Runtime& rt, const CacheDef* defs, int n, std::map<std::string, DevTensor>& cache, std::map<std::string, DevTensor>& res) {
-  for (int i = 0; i < n; ++i) {
-    DevTensor& out = res.at(defs[i].output);
-    DevTensor& mine = cache[defs[i].input];
-    if (out.ptr == mine.ptr) {
-      mine.shape = out.shape;  // grown in place
-    } else {
-      rt.free_tensor(mine);
-      mine = out;
-      out.view = true;
-    }
-  }
 }
 
 /** How speculative decoding's drafts fared (printed to stderr as one line). */

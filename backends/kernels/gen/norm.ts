@@ -1,7 +1,11 @@
 /**
  * Row kernels around RMSNorm, one workgroup per row: rms_norm alone; residual_norm (the residual add
- * is written out and normalized in the same pass); norm_matmul (the normalized row is kept in
- * workgroup memory and every output column of the following linear layer is computed from it); a
+ * is written out and normalized in the same pass); norm_matmul (one workgroup per row and tile of
+ * the following linear layer's output columns, a column per thread: each normalizes its row into
+ * workgroup memory, then computes its columns from it, so a single row, a decode step's, is spread
+ * over as many workgroups as the layer has column tiles instead of one. Measured on llvmpipe, that
+ * beat threads splitting each column's dot product and summing their parts through workgroup
+ * memory, whose barriers cost more there than they saved); a
  * quantize of the normalized row in 1 x c groups (the row in workgroup memory, each group's amax
  * reduced by the threads that share it, then the codes and scales written beside or instead of it).
  * Statistics are accumulated in fp32; the result is cast to the activation dtype before the weight
@@ -39,7 +43,10 @@ export function normKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const rowsDim = product(x.type.shape.slice(0, -1));
   const kb = g.kb;
   const wg = kb.kernel.wg;
-  const row = kb.let("row", kb.wg);
+  // norm_matmul: workgroup w takes row w / tiles and output columns (w % tiles) * wg onward.
+  const O = linear ? linear.operands[1]!.type.shape[0]!.value! : 0;
+  const tiles = linear ? Math.ceil(O / wg) : 1;
+  const row = kb.let("row", tiles > 1 ? K.div(kb.wg, K.i(tiles)) : kb.wg);
   const rows = g.size(rowsDim);
   const base = kb.let("base", K.mul(row, K.i(D)));
   // Element c of the row being normalized (the residual sum when the add is fused).
@@ -66,20 +73,21 @@ export function normKernel(g: Gen, ops: Op[]): GeneratedKernel {
       kb.for("c", kb.lid, K.i(D), (c) => kb.store(g.buf(norm.results[0]!), K.add(base, c), normed(c)), K.i(wg));
       return;
     }
-    // norm_matmul: the normalized row in workgroup memory, then the linear layer's columns.
+    // norm_matmul: the normalized row in workgroup memory, then this workgroup's tile of columns.
     const sh = kb.shared("row_normed", "f32", D);
     kb.for("c", kb.lid, K.i(D), (c) => kb.store(sh, c, normed(c)), K.i(wg));
     kb.barrier();
     const lw = linear.operands[1]!;
-    const O = lw.type.shape[0]!.value!;
-    kb.for("o", kb.lid, K.i(O), (o) => {
+    const o = kb.let("o", K.add(K.mul(tiles > 1 ? K.mod(kb.wg, K.i(tiles)) : K.i(0), K.i(wg)), kb.lid));
+    kb.if(K.lt(o, K.i(O)), () => {
       const acc = kb.var("acc", K.f(0));
       // The weight's element as a real value (an fp8 weight's code times its block scale).
       kb.for("k", K.i(0), K.i(D), (k) => acc.set(K.add(acc.ref, K.mul(kb.load(sh, k), g.load(lw, K.add(K.mul(o, K.i(D)), k))))));
       kb.store(g.buf(linear.results[0]!), K.add(K.mul(row, K.i(O)), o), g.fit(acc.ref, linear.results[0]!.type.dtype));
-    }, K.i(wg));
+    });
   });
-  return g.finish({ dim: g.entryDim(rowsDim), per: 1 });
+  const rowGroups = g.entryDim(rowsDim);
+  return g.finish({ dim: tiles > 1 ? rowGroups.mul(tiles) : rowGroups, per: 1 });
 }
 
 /**

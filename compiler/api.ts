@@ -11,6 +11,7 @@ import { loadModel } from "./driver/load";
 import { publicModel } from "./public-model";
 import { folderTokenizer } from "./driver/tokenizer";
 import { openSource } from "./driver/source";
+import { LingcError } from "../ir/errors";
 
 // Source maps on, as the CLI's launcher does: provenance in IR dumps names the model's .ts lines.
 process.setSourceMapsEnabled(true);
@@ -85,6 +86,7 @@ export interface Model {
 
 /** Loads a model on a backend: compiles its graphs for the backend's target and binds the weights. */
 export async function load(model: string, options: LoadOptions = {}): Promise<Model> {
+  if (options.draft && (options.stages ?? 1) > 1) throw new LingcError("load: draft 'mtp' runs the model in one stage; it does not combine with stages yet");
   const source = await openSource(model, options.weights, options.dtype ? { dtype: options.dtype } : {});
   const { model: loaded, backend } = await loadModel({
     source,

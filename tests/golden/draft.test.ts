@@ -119,13 +119,19 @@ describe("lingc generate --draft", () => {
     expect(drafted.stderr).toMatch(/draft \(mtp\): \d+ of \d+ drafts accepted/);
   });
 
-  it("refuses sampling, and a model without a draft graph, before any work", async () => {
+  it("refuses sampling, stages, and a model without a draft graph, before any work", async () => {
     const sampled = await cli("generate", GOLDEN_DIR, "--prompt", "1,2", "--max-new-tokens", "2", "--draft", "mtp", "--temperature", "0.7");
     expect(sampled.code).not.toBe(0);
     expect(sampled.stderr).toMatch(/--draft mtp is greedy only/);
     const toy = await cli("generate", "examples/toy-mlp.ts", "--prompt", "1,2", "--max-new-tokens", "2", "--draft", "mtp");
     expect(toy.code).not.toBe(0);
     expect(toy.stderr).toMatch(/has no draft graph/);
+    const staged = await cli("generate", GOLDEN_DIR, "--prompt", "1,2", "--max-new-tokens", "2", "--draft", "mtp", "--stages", "2");
+    expect(staged.code).toBe(2);
+    expect(staged.stderr).toMatch(/does not combine with --stages/);
+    const compiled = await cli("compile", GOLDEN_DIR, "--target", "onnx", "--draft", "mtp", "--out", join(scratchDir("lingc-draft-"), "x"));
+    expect(compiled.code).toBe(2);
+    expect(compiled.stderr).toMatch(/--draft mtp adds the draft graph to a CUDA program/);
     const other = await cli("generate", GOLDEN_DIR, "--prompt", "1,2", "--max-new-tokens", "2", "--draft", "eagle");
     expect(other.code).not.toBe(0);
     expect(other.stderr).toMatch(/--draft/);

@@ -92,6 +92,7 @@ export const generate: Command = {
     const draft = str(args, "draft") as "mtp" | undefined;
     if (draft && !hasGraph(source, "draft")) throw new UsageError(`--draft mtp: ${source.label} has no draft graph (a Ling model with an MTP layer has one)`);
     if (draft && sampling.temperature > 0) throw new UsageError("--draft mtp is greedy only: leave out --temperature (or give 0)");
+    if (draft && (targetSettings(args).stages ?? 1) > 1) throw new UsageError("--draft mtp runs the model in one stage: it does not combine with --stages yet");
     const graphs = draft ? [...new Set([...source.graphs, "draft"])] : undefined;
     const { model, backend } = await loadModel({ source, backend: str(args, "backend") ?? "interp", settings: targetSettings(args), passes: passesOption(args), ...(graphs ? { graphs } : {}) });
     try {

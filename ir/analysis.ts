@@ -11,6 +11,23 @@ import { Uses } from "./rewrite";
 import { unifyTypes } from "./unify";
 import type { Dim } from "./dim";
 
+/**
+ * The ops of a function that read only its weights, directly or through other such ops (not calls,
+ * not ops without operands): a cast of a weight to the compute dtype, an FP8 quantization of a
+ * weight. They run once, when the program loads, and their results are kept: the interpreter runs
+ * them so, and the cost model counts them as free per run.
+ */
+export function loadTimeOps(f: Func): Set<Op> {
+  const fromWeights = new Set<Value>(f.weights);
+  const ops = new Set<Op>();
+  for (const op of f.body) {
+    if (op.opName === "call" || op.operands.length === 0 || !op.operands.every((v) => fromWeights.has(v))) continue;
+    ops.add(op);
+    for (const r of op.results) fromWeights.add(r);
+  }
+  return ops;
+}
+
 export interface Analysis<T> {
   name: string;
   compute(m: Module, am: AnalysisManager): T;

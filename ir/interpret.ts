@@ -14,6 +14,7 @@ import { Tensor, shapeToString } from "./tensor";
 import type { TensorType } from "./types";
 import { bindConcrete, unifyTypes } from "./unify";
 import { Dim } from "./dim";
+import { loadTimeOps } from "./analysis";
 
 /** Where weights come from: a checkpoint, or anything that can produce a tensor for a full name. */
 export interface WeightSource {
@@ -78,11 +79,10 @@ class Interpreter {
       return w;
     };
 
-    // Values computed from weights alone (their ops' results can be kept across runs).
-    const fromWeights = new Set<Value>(f.weights);
+    // Ops computed from weights alone: their results are kept across runs.
+    const atLoad = this.weightResults !== undefined ? loadTimeOps(f) : undefined;
     f.body.forEach((op, i) => {
-      const weightOnly = this.weightResults !== undefined && op.opName !== "call" && op.operands.length > 0 && op.operands.every((v) => fromWeights.has(v));
-      if (weightOnly) for (const r of op.results) fromWeights.add(r);
+      const weightOnly = atLoad?.has(op) ?? false;
       const kept = weightOnly ? this.weightResults!.get(op)?.get(prefix) : undefined;
       const ins = kept ? [] : op.operands.map(fetch);
       let outs: Tensor[];

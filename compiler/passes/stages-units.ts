@@ -10,6 +10,7 @@ import { byteSize } from "../../ir/dtype";
 import type { Func, Module, Op, Value } from "../../ir/module";
 import type { DeviceRates } from "../../ir/target/cuda";
 import { opSeconds } from "./stages-cost";
+import { loadTimeOps } from "../../ir/analysis";
 
 export interface Unit {
   /** `embedding`, `head`, `between`, or the layer function's role and its call scope (`moe model.layers.5`). */
@@ -47,12 +48,9 @@ function funcSeconds(m: Module, f: Func, sizes: ReadonlyMap<string, number>, rat
   if (hit) return hit;
   let s = 0;
   let flops = 0;
-  const atLoad = new Set<Value>();
+  const atLoad = loadTimeOps(f);
   for (const op of f.body) {
-    if (op.opName !== "call" && op.operands.length > 0 && op.operands.every((v) => v.kind === "weight" || atLoad.has(v))) {
-      for (const r of op.results) atLoad.add(r);
-      continue;
-    }
+    if (atLoad.has(op)) continue;
     const t = opTime(m, op, sizes, rates, memo);
     s += t.s;
     flops += t.flops;

@@ -342,22 +342,6 @@ static std::map<std::string, DevTensor> caches_with_room(Runtime& rt, const Gene
   return cache;
 }
 
-/** A decode step's cache outputs become the next step's inputs (grown in place, or new buffers). */
-static void caches_advance(Runtime& rt, const GenerationDef& gen, std::map<std::string, DevTensor>& cache, std::map<std::string, DevTensor>& res) {
-  for (int i = 0; i < gen.ncache; ++i) {
-    DevTensor& out = res.at(gen.cache[i].output);
-    DevTensor& mine = cache[gen.cache[i].input];
-    if (out.ptr == mine.ptr) {
-      mine.shape = out.shape;
-      out.view = true;
-    } else {
-      rt.free_tensor(mine);
-      mine = out;
-      out.view = true;
-    }
-  }
-}
-
 /**
  * Greedy generation across the stages: every rank runs its stage of prefill and of each decode step
  * and keeps its layers' cache; the last rank picks the tokens and broadcasts them. Returns the tokens
@@ -402,7 +386,7 @@ static std::vector<std::vector<int>> pipeline_generate(Runtime& rt, Pipeline& pp
     if (pp.reads_input(decode, gen.decode_tokens)) in[gen.decode_tokens] = nid = upload_ids(rt, next, B, 1);
     res = pp.run(decode, in, false);
     rt.free_tensor(nid);
-    caches_advance(rt, gen, cache, res);
+    advance_cache(rt, gen.cache, gen.ncache, cache, res);
     logits_name = gen.decode_logits;
   }
   for (auto& kv : res) rt.free_tensor(kv.second);
@@ -517,7 +501,7 @@ static void pipeline_bench(Runtime& rt, Pipeline& pp, const std::vector<std::pai
           auto r = pp.run(decode_graph, in, false);
           rt.free_tensor(t);
           if (c == C - 1 && chunked_logits.empty()) chunked_logits = last_rows(r, gen.decode_logits, L);
-          caches_advance(rt, gen, cache, r);
+          advance_cache(rt, gen.cache, gen.ncache, cache, r);
           drop(r);
         }
         drop(cache);

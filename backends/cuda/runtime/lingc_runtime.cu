@@ -1610,6 +1610,7 @@ static void advance_cache(Runtime& rt, const CacheDef* defs, int n, std::map<std
     DevTensor& mine = cache[defs[i].input];
     if (out.ptr == mine.ptr) {
       mine.shape = out.shape;  // grown in place
+      out.view = true;         // the cache's buffer: freeing the run's outputs leaves it
     } else {
       // A graph that makes a new cache (a concat): it is the cache now.
       rt.free_tensor(mine);
@@ -1902,7 +1903,7 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
           in[gen.decode_tokens] = tc;
           auto r = rt.run(decode_graph, in, false);
           rt.free_tensor(tc);
-          caches_advance(rt, gen, cache, r);
+          advance_cache(rt, gen.cache, gen.ncache, cache, r);
           for (auto& kv : r) rt.free_tensor(kv.second);
         }
         for (auto& kv : cache) rt.free_tensor(kv.second);

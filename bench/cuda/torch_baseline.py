@@ -32,6 +32,12 @@ def rms(x, w):
     return w * h.to(x.dtype)
 
 
+def inv_freq():
+    """RoPE's inverse frequencies over the rotated dims."""
+    r = CFG["rotary"]
+    return 1.0 / (CFG["theta"] ** (torch.arange(0, r, 2, device=DEV).float() / r))
+
+
 class Model:
     def __init__(self):
         c = CFG
@@ -52,8 +58,7 @@ class Model:
                          experts=[(rnd(I, H), rnd(I, H), rnd(H, I)) for _ in range(E)],
                          sg=rnd(I * c["shared"], H), su=rnd(I * c["shared"], H), sd=rnd(H, I * c["shared"]))
             self.layers.append(L)
-        r = c["rotary"]
-        self.inv_freq = 1.0 / (c["theta"] ** (torch.arange(0, r, 2, device=DEV).float() / r))
+        self.inv_freq = inv_freq()
 
     def rope(self, x, pos):
         f = pos[:, None].float() * self.inv_freq[None]

@@ -52,7 +52,6 @@ class Strong:
     """Weights laid out for speed: fused gate+up, experts stacked [E, N, K]."""
 
     def __init__(self, m):
-        c = CFG
         self.embed, self.lm_head, self.norm = m.embed, m.lm_head, m.norm
         self.layers = []
         for L in m.layers:
@@ -68,8 +67,7 @@ class Strong:
                 S["shared_gate_up"] = torch.cat([L["sg"], L["su"]], 0)
                 S["shared_down"] = L["sd"]
             self.layers.append(S)
-        r = c["rotary"]
-        self.inv_freq = 1.0 / (c["theta"] ** (torch.arange(0, r, 2, device=DEV).float() / r))
+        self.inv_freq = eager.inv_freq()
 
     @staticmethod
     def random():
@@ -92,19 +90,11 @@ class Strong:
                          w13=rnd(E, 2 * I, H), w2=rnd(E, H, I),
                          shared_gate_up=rnd(2 * I * sh, H), shared_down=rnd(H, I * sh))
             self.layers.append(S)
-        r = c["rotary"]
-        self.inv_freq = 1.0 / (c["theta"] ** (torch.arange(0, r, 2, device=DEV).float() / r))
+        self.inv_freq = eager.inv_freq()
         return self
 
-    def rope(self, x, pos):
-        # x [B, heads, S, d], pos [S]: rotate-half on the first `rotary` dims.
-        f = pos[:, None].float() * self.inv_freq[None]
-        emb = torch.cat([f, f], -1)
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
-        r = cos.shape[-1]
-        xr, xp = x[..., :r], x[..., r:]
-        x1, x2 = xr[..., : r // 2], xr[..., r // 2:]
-        return torch.cat([xr * cos + torch.cat([-x2, x1], -1) * sin, xp], -1)
+    # x [B, heads, S, d], pos [S]: rotate-half on the first `rotary` dims, as the eager model does.
+    rope = eager.Model.rope
 
     @staticmethod
     def swiglu(x, gate_up, down):

@@ -11,7 +11,7 @@ import { Tensor } from "../ir/tensor";
 import type { DraftStats, LoadedModel } from "./backend";
 import { checkCapacity, ended, generationPlan, GenerationSession, logitsRow, type GenerationPlan } from "./generation-session";
 import { checkSampling, TokenSampler, type SamplingOptions } from "./sampling";
-import { generateDrafted } from "./speculative";
+import { draftOf, generateDrafted } from "./speculative";
 
 export { generationPlan, type GenerationPlan } from "./generation-session";
 
@@ -85,8 +85,7 @@ export async function generate(model: LoadedModel, prompts: number[][], maxNew: 
   if (sampled && model.generate) throw new LingcError("this backend generates greedily in its own program (cuda); sampling there is not built yet: use --temperature 0, or another backend");
   if (opts.draft) {
     if (sampled) throw new LingcError("speculative decoding (--draft mtp) is greedy only: give --temperature 0 (the default)");
-    if (!plan.draft) throw new LingcError("speculative decoding (--draft mtp) needs the model's draft graph loaded (the MTP layer's); the graphs loaded are " + Object.keys(model.signatures).join(", "));
-    if (!plan.hidden) throw new LingcError(`speculative decoding needs graphs ${plan.prefill.name} and ${plan.decode.name} to declare their hidden-state outputs (attribute hidden)`);
+    draftOf(plan, Object.keys(model.signatures));
   }
   const result: GenerateResult = { tokens: prompts.map(() => []), stepLogits: prompts.map(() => []) };
   if (maxNew <= 0) return result;
@@ -106,17 +105,7 @@ export async function generate(model: LoadedModel, prompts: number[][], maxNew: 
     if (opts.onToken) for (let step = 0; step < maxNew; step++) r.tokens.forEach((t, i) => step < t.length && opts.onToken!(i, t[step]!));
     return r;
   }
-  if (opts.draft) {
-    const eos = new Set(opts.eos ?? []);
-    const stats: DraftStats = { drafted: 0, accepted: 0, mainForwards: 0, draftRuns: 0 };
-    for (let i = 0; i < prompts.length; i++) {
-      const r = await generateDrafted(model, plan, prompts[i]!, i, maxNew, eos, opts.onToken);
-      result.tokens[i] = r.tokens;
-      result.stepLogits[i] = r.stepLogits;
-      for (const k of Object.keys(stats) as (keyof DraftStats)[]) stats[k] += r.stats[k];
-    }
-    return { ...result, draft: stats };
-  }
+  if (opts.draft) return generateDrafted(model, plan, prompts, maxNew, new Set(opts.eos ?? []), opts.onToken);
   const byLength = new Map<number, number[]>();
   prompts.forEach((p, i) => byLength.set(p.length, [...(byLength.get(p.length) ?? []), i]));
   for (const idxs of byLength.values()) {

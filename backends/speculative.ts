@@ -35,10 +35,30 @@ function emptyDraftCache(draft: DraftPlan): Record<string, Tensor> {
   return out;
 }
 
-/** Greedy generation of one prompt with the draft graph proposing every other token (see the file's comment). */
-export async function generateDrafted(model: LoadedModel, plan: GenerationPlan, prompt: readonly number[], index: number, maxNew: number, eos: ReadonlySet<number>, onToken?: (sequence: number, token: number) => void): Promise<DraftedSequence> {
-  const draft = plan.draft;
-  if (!draft || !plan.hidden) throw new LingcError("speculative decoding needs a draft graph and prefill and decode graphs that output hidden states (a model with an MTP layer)");
+/** The plan's draft graph, or an error saying what speculative decoding lacks (checked before any work). */
+export function draftOf(plan: GenerationPlan, loaded: readonly string[]): DraftPlan {
+  if (!plan.draft) throw new LingcError(`speculative decoding (--draft mtp) needs the model's draft graph loaded (the MTP layer's); the graphs loaded are ${loaded.join(", ")}`);
+  if (!plan.hidden) throw new LingcError(`speculative decoding needs graphs ${plan.prefill.name} and ${plan.decode.name} to declare their hidden-state outputs (attribute hidden)`);
+  return plan.draft;
+}
+
+/** Greedy generation of each prompt in turn with the draft (see the file's comment); the drafts' figures summed. */
+export async function generateDrafted(model: LoadedModel, plan: GenerationPlan, prompts: readonly (readonly number[])[], maxNew: number, eos: ReadonlySet<number>, onToken?: (sequence: number, token: number) => void): Promise<{ tokens: number[][]; stepLogits: Float32Array[][]; draft: DraftStats }> {
+  const draft: DraftStats = { drafted: 0, accepted: 0, mainForwards: 0, draftRuns: 0 };
+  const tokens: number[][] = [];
+  const stepLogits: Float32Array[][] = [];
+  for (let i = 0; i < prompts.length; i++) {
+    const r = await generateOne(model, plan, prompts[i]!, i, maxNew, eos, onToken);
+    tokens.push(r.tokens);
+    stepLogits.push(r.stepLogits);
+    for (const k of Object.keys(draft) as (keyof DraftStats)[]) draft[k] += r.stats[k];
+  }
+  return { tokens, stepLogits, draft };
+}
+
+/** One prompt. */
+async function generateOne(model: LoadedModel, plan: GenerationPlan, prompt: readonly number[], index: number, maxNew: number, eos: ReadonlySet<number>, onToken?: (sequence: number, token: number) => void): Promise<DraftedSequence> {
+  const draft = draftOf(plan, Object.keys(model.graphs));
   const runner = model.graphs[draft.graph.name]!;
   const greedy = new TokenSampler({ temperature: 0, seed: 0 }, index);
   const tokens: number[] = [];

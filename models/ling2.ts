@@ -208,27 +208,35 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       return { cos: table(op.cos(angles)).as("cos"), sin: table(op.sin(angles)).as("sin") };
     });
 
+  // The embedding table and the LM head (one weight when tied); the head's logits in fp32. Called
+  // inside an entry, where the weights are declared.
+  const vocab = () => {
+    const embed = param("model.word_embeddings.weight", [cfg.vocabSize, H]);
+    const lmHead = cfg.tieWordEmbeddings ? embed : param("lm_head.weight", [cfg.vocabSize, H]);
+    return { embed, logits: (h: Tensor, name: string) => op.cast(op.linear(h, lmHead), "f32").as(name) };
+  };
+
   const inputs: Record<string, ReturnType<typeof tensor>> = { input_ids: tensor("i64", ["B", "S"]) };
+  const pastOf = (layer: number) => {
+    for (const kv of ["key", "value"]) inputs[`past.${layer}.${kv}`] = tensor(dt, ["B", nkv, "P", d]);
+  };
   if (graph === "draft") {
     inputs["hidden"] = tensor(dt, ["B", "S", H]);
-    for (const kv of ["key", "value"]) inputs[`past.${cfg.numLayers}.${kv}`] = tensor(dt, ["B", nkv, "P", d]);
+    pastOf(cfg.numLayers);
   } else if (withCache) {
-    for (let i = 0; i < cfg.numLayers; i++) {
-      for (const kv of ["key", "value"]) inputs[`past.${i}.${kv}`] = tensor(dt, ["B", nkv, "P", d]);
-    }
+    for (let i = 0; i < cfg.numLayers; i++) pastOf(i);
   }
 
   // The draft graph: the first MTP layer on the main model's final hidden states and the tokens after them.
   if (graph === "draft") {
     m.entry(graph, inputs, (x) => {
       const ids = x["input_ids"]!;
-      const embed = param("model.word_embeddings.weight", [cfg.vocabSize, H]);
-      const lmHead = cfg.tieWordEmbeddings ? embed : param("lm_head.weight", [cfg.vocabSize, H]);
+      const { embed, logits } = vocab();
       const rope = ropeTables(op.iota("P", ids.shape[1]!, "i64"));
       const L = cfg.numLayers;
       const mtp = mtpLayer(`model.layers.${L}`, x["hidden"]!, op.embedding(embed, ids), rope.cos, rope.sin, x[`past.${L}.key`]!, x[`past.${L}.value`]!);
       return {
-        mtp_logits: op.cast(op.linear(mtp.hidden!, lmHead), "f32").as("mtp_logits"),
+        mtp_logits: logits(mtp.hidden!, "mtp_logits"),
         [`present.${L}.key`]: mtp["present.key"]!.as(`present.${L}.key`),
         [`present.${L}.value`]: mtp["present.value"]!.as(`present.${L}.value`),
       };
@@ -239,8 +247,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
   m.entry(graph, inputs, (x) => {
     const ids = x["input_ids"]!;
     const S = ids.shape[1]!;
-    const embed = param("model.word_embeddings.weight", [cfg.vocabSize, H]);
-    const lmHead = cfg.tieWordEmbeddings ? embed : param("lm_head.weight", [cfg.vocabSize, H]);
+    const { embed, logits } = vocab();
     const rope = ropeTables(op.iota(withCache ? "P" : 0, S, "i64"));
     const outputs: Record<string, Tensor> = {};
     const counted: Record<string, Tensor> = {};
@@ -256,7 +263,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       outputs[`present.${i}.value`] = out["present.value"]!.as(`present.${i}.value`);
     }
     const hNorm = norm(h, "model.norm").as("final_hidden");
-    const result: Record<string, Tensor> = { logits: op.cast(op.linear(hNorm, lmHead), "f32").as("logits") };
+    const result: Record<string, Tensor> = { logits: logits(hNorm, "logits") };
 
     if (!withCache) {
       let ids2 = ids;
@@ -268,7 +275,7 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
         prev = mtp.hidden!.as(`mtp_hidden.${j}`);
         if (mtp["tokens_per_expert"]) counted[`tokens_per_expert.${cfg.numLayers + j}`] = mtp["tokens_per_expert"];
         const name = j === 0 ? "mtp_logits" : `mtp_logits.${j}`;
-        result[name] = op.cast(op.linear(prev, lmHead), "f32").as(name);
+        result[name] = logits(prev, name);
       }
     }
     if (training) return { ...trainingLoss(ids, result), ...counted };

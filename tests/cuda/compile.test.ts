@@ -23,6 +23,14 @@ function nvcc(dir: string, file: string): Promise<{ code: number; out: string }>
   });
 }
 
+/** nvcc compiles each file (in its folder) without an error or a warning. */
+async function expectCompiles(...files: [dir: string, file: string][]): Promise<void> {
+  for (const res of await Promise.all(files.map(([d, f]) => nvcc(d, f)))) {
+    expect(res.code, res.out).toBe(0);
+    expect(res.out.trim(), "nvcc printed warnings").toBe("");
+  }
+}
+
 describe("lingc compile --target cuda", () => {
   const dir = scratchDir("lingc-cuda-");
 
@@ -82,11 +90,7 @@ describe("lingc compile --target cuda", () => {
     expect([...caches(0), ...caches(1)].sort()).toEqual([0, 1, 2]);
     expect(caches(0).length).toBeGreaterThan(0);
     expect(caches(1).length).toBeGreaterThan(0);
-    const results = await Promise.all([nvcc(join(dir, "st2"), "model.stage0.cu"), nvcc(join(dir, "st2"), "model.stage1.cu")]);
-    for (const res of results) {
-      expect(res.code, res.out).toBe(0);
-      expect(res.out.trim(), "nvcc printed warnings").toBe("");
-    }
+    await expectCompiles([join(dir, "st2"), "model.stage0.cu"], [join(dir, "st2"), "model.stage1.cu"]);
   }, 300_000);
 
   it("records the config the program was compiled from (checked against a checkpoint's config.json at load)", () => {
@@ -118,11 +122,7 @@ describe("lingc compile --target cuda", () => {
   it("the emitted sources for ling-tiny and Ling-1T compile with nvcc -arch=sm_90a and no warnings", async () => {
     const r = await cli("compile", "ling-1t", "--target", "cuda", "--out", join(dir, "1t"));
     expect(r.code, r.stderr).toBe(0);
-    const results = await Promise.all([nvcc(join(dir, "tiny"), "model.cu"), nvcc(join(dir, "1t"), "model.cu"), nvcc(join(dir, "tiny"), "lingc_runtime.cu")]);
-    for (const res of results) {
-      expect(res.code, res.out).toBe(0);
-      expect(res.out.trim(), "nvcc printed warnings").toBe("");
-    }
+    await expectCompiles([join(dir, "tiny"), "model.cu"], [join(dir, "1t"), "model.cu"], [join(dir, "tiny"), "lingc_runtime.cu"]);
   }, 300_000);
 
   it("FP8 (W8A8): the routed experts are the mma tile program, decode's projections the warp GEMV, and it compiles", async () => {
@@ -157,9 +157,7 @@ describe("lingc compile --target cuda", () => {
     const calls = src.match(/c\.gemm_fp8\([^;]*;/g) ?? [];
     expect(calls.length).toBeGreaterThan(0);
     for (const c of calls) expect(c).toMatch(/^c\.gemm_fp8\(b \+ \d+, b \+ \d+, true, /);
-    const res = await nvcc(join(dir, "fp8"), "model.cu");
-    expect(res.code, res.out).toBe(0);
-    expect(res.out.trim(), "nvcc printed warnings").toBe("");
+    await expectCompiles([join(dir, "fp8"), "model.cu"]);
   }, 300_000);
 
   it("an FP8 linear's input that is also a graph output keeps row-major scales (the runtime transposes them for cuBLASLt)", async () => {
@@ -201,9 +199,7 @@ describe("lingc compile --target cuda", () => {
     expect(kernels.length - wide.length).toBeGreaterThan(10);
     for (const k of kernels.filter((x) => !wide.includes(x))) expect(k).toContain("const int lid = (int)threadIdx.x;");
     writeFileSync(join(dir, "1t-fp8", "wide.cu"), `#include "lingc_runtime.h"\n\n${wide.join("\n")}`);
-    const res = await nvcc(join(dir, "1t-fp8"), "wide.cu");
-    expect(res.code, res.out).toBe(0);
-    expect(res.out.trim(), "nvcc printed warnings").toBe("");
+    await expectCompiles([join(dir, "1t-fp8"), "wide.cu"]);
   }, 300_000);
 
   it("WebGPU still refuses what 32-bit indices cannot reach, naming the tensor", async () => {
@@ -222,9 +218,7 @@ describe("lingc compile --target cuda", () => {
     // prefill 0, decode 1, draft 2; its cache is the MTP layer's (layer 3 of ling-tiny's 3 + 1).
     expect(src).toMatch(/GENERATION = \{0, 1, "input_ids", "logits", "input_ids", "logits", 6, CACHE, 2, "input_ids", "mtp_logits", "hidden", "final_hidden", "final_hidden", 2, DRAFT_CACHE\}/);
     expect(src).toContain('{"past.3.key", "present.3.key", 2, ');
-    const res = await nvcc(join(dir, "draft"), "model.cu");
-    expect(res.code, res.out).toBe(0);
-    expect(res.out.trim(), "nvcc printed warnings").toBe("");
+    await expectCompiles([join(dir, "draft"), "model.cu"]);
   }, 300_000);
 
   it("ling-tiny's train graph (forward, loss and the backward functions) compiles with nvcc, without warnings", async () => {
@@ -232,8 +226,6 @@ describe("lingc compile --target cuda", () => {
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "train", "model.cu"), "utf8");
     expect(src).toContain("moe_layer_backward");
-    const res = await nvcc(join(dir, "train"), "model.cu");
-    expect(res.code, res.out).toBe(0);
-    expect(res.out.trim(), "nvcc printed warnings").toBe("");
+    await expectCompiles([join(dir, "train"), "model.cu"]);
   }, 300_000);
 });

@@ -1679,8 +1679,12 @@ static std::vector<int> generate_drafted(Runtime& rt, const std::vector<int>& pr
   auto keep = [&](const DevTensor& logits, long at) {
     const int id = argmax_last(rt, logits, at)[0];
     if (step_logits) {
+      // Only that row (the logits are f32, as argmax reads them).
       const long V = logits.shape[2];
-      step_logits->push_back(to_bytes_f32(rt, logits).substr(at * V * 4, V * 4));
+      std::string row((size_t)V * 4, '\0');
+      CK(cudaMemcpyAsync(&row[0], (const float*)logits.ptr + at * V, V * 4, cudaMemcpyDeviceToHost, rt.stream));
+      CK(cudaStreamSynchronize(rt.stream));
+      step_logits->push_back(std::move(row));
     }
     out.push_back(id);
     return id;

@@ -30,7 +30,7 @@ import { scaleSlotOfValue, storageSlot, type Step } from "../schedule";
 import { markKMajorScales } from "./scale-layout";
 import { generateStep, type GenLimits } from "../kernels/gen";
 import type { BufferElem, Kernel } from "../kernels/kir";
-import { literal, renderCuda } from "./render";
+import { dynamicSharedBytes, literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -75,12 +75,18 @@ function refuseUnsupportedFp8(m: Module): void {
 }
 
 /**
- * The FP8 expert GEMM's tile: the profile's, or LINGC_FP8_TILE="bm,bn,wm,wn,stages" (how
- * `bench/cuda/device.sh fp8tiles` sweeps tiles without a rebuild of lingc).
+ * The grouped expert GEMM's tiles: the profile's, or LINGC_FP8_TILE / LINGC_BF16_TILE =
+ * "bm,bn,wm,wn,stages" (how `bench/cuda/device.sh fp8tiles` and `bf16tiles` sweep tiles without a
+ * rebuild of lingc).
  */
-function fp8ExpertTile(profile: CudaProfile): TileShape {
-  const env = typeof process !== "undefined" ? process.env["LINGC_FP8_TILE"] : undefined;
-  return env ? parseTile(env, "LINGC_FP8_TILE") : profile.fp8ExpertTile;
+function expertTiles(profile: CudaProfile): Record<string, TileShape> {
+  const tiles = { ...profile.expertTiles };
+  const env = (name: string) => (typeof process !== "undefined" ? process.env[name] : undefined);
+  for (const [dt, name] of [["f8e4m3fn", "LINGC_FP8_TILE"], ["bf16", "LINGC_BF16_TILE"]] as const) {
+    const text = env(name);
+    if (text) tiles[dt] = parseTile(text, name);
+  }
+  return tiles;
 }
 
 /** The CUDA profile a program was compiled for. */
@@ -148,7 +154,7 @@ class FuncEmitter {
     readonly frames: ReadonlyMap<string, FrameSchedule>,
     readonly residents: Map<string, ReadonlySet<number>>,
   ) {
-    this.limits = { maxThreads: profile.maxThreadsPerBlock, maxWorkgroupBytes: profile.sharedMemoryPerBlock, storage: cudaStorage, tensorCores: profile.tensorCoreTypes, warpSize: profile.warpSize, gemmTile: fp8ExpertTile(profile), wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true };
+    this.limits = { maxThreads: profile.maxThreadsPerBlock, maxWorkgroupBytes: profile.sharedMemoryPerBlock, maxDynamicWorkgroupBytes: profile.sharedMemoryPerBlockOptin, storage: cudaStorage, tensorCores: profile.tensorCoreTypes, warpSize: profile.warpSize, gemmTiles: expertTiles(profile), wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true };
   }
 
   /** The global slot (as C++) of a value of a step. */
@@ -241,7 +247,10 @@ class FuncEmitter {
       ...g.kernel.buffers.map((b, j) => `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)c.ptr(b + ${g.slots[j]})`),
       ...g.uniforms.map((u) => `(int)${cppDim(u.dim)}`),
     ];
-    return `{ const long n_ = ${cppDim(g.grid.dim)}; if (n_ > 0) { c.launch(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, ${args.join(", ")}); c.launched(${cppString(name)}); } }`;
+    // A kernel with more shared memory than a static declaration may hold opts in at its launch.
+    const smem = dynamicSharedBytes(g.kernel);
+    const launch = smem ? `c.launch_smem(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, ${smem}, ` : `c.launch(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, `;
+    return `{ const long n_ = ${cppDim(g.grid.dim)}; if (n_ > 0) { ${launch}${args.join(", ")}); c.launched(${cppString(name)}); } }`;
   }
 
   /** The symbols as C++ variables, read from the frame. */

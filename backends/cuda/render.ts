@@ -23,7 +23,7 @@ export function literal(v: number, t: KType): string {
 const MAX_UNROLL = 256;
 
 /** The PTX instruction of each mma shape (kir.ts MmaShape: its fragment layout). */
-const MMA_PTX: Record<MmaShape, string> = { "m16n8k32.e4m3": "m16n8k32.row.col.f32.e4m3.e4m3.f32" };
+const MMA_PTX: Record<MmaShape, string> = { "m16n8k32.e4m3": "m16n8k32.row.col.f32.e4m3.e4m3.f32", "m16n8k16.bf16": "m16n8k16.row.col.f32.bf16.bf16.f32" };
 
 const UN: Record<string, string> = { exp: "expf", log: "logf", sqrt: "sqrtf", rsqrt: "rsqrtf", sin: "sinf", cos: "cosf", abs: "fabsf" };
 
@@ -158,6 +158,32 @@ export class CudaRenderer {
 
 const ELEM: Record<string, string> = { f32: "float", i32: "int", bf16: "__nv_bfloat16", f8e4m3: "__nv_fp8_e4m3" };
 
+/**
+ * Shared memory past this many bytes cannot be declared statically: such a kernel carves its shared
+ * arrays from dynamic shared memory, which its launch sizes and opts in to (Ctx::launch_smem).
+ */
+export const STATIC_SHARED_LIMIT = 48 * 1024;
+
+/** Each shared array starts at a multiple of this many bytes (async copies write 16 at a time). */
+const SHARED_ALIGN = 16;
+
+/** The shared arrays' byte offsets and the kernel's total shared memory. */
+function sharedLayout(k: Kernel): { offsets: number[]; bytes: number } {
+  let bytes = 0;
+  const offsets = k.shared.map((s) => {
+    const at = bytes;
+    bytes += Math.ceil((s.size * 4) / SHARED_ALIGN) * SHARED_ALIGN;
+    return at;
+  });
+  return { offsets, bytes };
+}
+
+/** The dynamic shared memory a kernel's launch must give (0: its arrays are static). */
+export function dynamicSharedBytes(k: Kernel): number {
+  const { bytes } = sharedLayout(k);
+  return bytes > STATIC_SHARED_LIMIT ? bytes : 0;
+}
+
 /** The C++ parameter list of a kernel (buffers, then sizes), for declarations and launches. */
 export function cudaParams(k: Kernel): string[] {
   return [
@@ -174,7 +200,11 @@ export function renderCuda(k: Kernel): string {
   const out = [`// ${k.name}`, `extern "C" __global__ void __launch_bounds__(${k.wg}) ${k.name}(${cudaParams(k).join(", ")}) {`];
   // 16-byte aligned: async copies write 16 bytes at a time. Shared arrays stay 32-bit in a wide
   // kernel (they hold per-workgroup counts and tiles, sized by the generator at 4 bytes).
-  for (const s of k.shared) out.push(`  __shared__ __align__(16) ${TYPE[s.t]} ${s.name}[${s.size}];`);
+  if (dynamicSharedBytes(k)) {
+    const { offsets } = sharedLayout(k);
+    out.push(`  extern __shared__ __align__(${SHARED_ALIGN}) unsigned char lingc_smem[];`);
+    k.shared.forEach((s, j) => out.push(`  ${TYPE[s.t]}* const ${s.name} = reinterpret_cast<${TYPE[s.t]}*>(lingc_smem + ${offsets[j]});`));
+  } else for (const s of k.shared) out.push(`  __shared__ __align__(${SHARED_ALIGN}) ${TYPE[s.t]} ${s.name}[${s.size}];`);
   // Launched with programmatic dependent launch (lingc_runtime.h): let the next kernel be
   // scheduled now, and wait for the previous kernel's results before reading anything.
   out.push(`  asm volatile("griddepcontrol.launch_dependents;");`, `  asm volatile("griddepcontrol.wait;" ::: "memory");`);

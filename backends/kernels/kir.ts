@@ -19,8 +19,10 @@ export type NarrowFloat = "bf16" | "f16" | "f8e4m3fn" | "f8e5m2";
  * B[32x8], e4m3 inputs, f32 accumulators. Per lane (g = lane / 4, t = lane % 4), A is four words of
  * four codes (rows g, g + 8, g, g + 8; k = 4t..4t+3, the same, then + 16), B two words (column g;
  * k = 4t..4t+3 and + 16), the accumulator four floats (row g columns 2t, 2t + 1, then row g + 8).
+ * "m16n8k16.bf16": D[16x8] += A[16x16] B[16x8] of bf16 pairs, the same words in the same places
+ * (a word holds k = 2t, 2t + 1 instead of 4t..4t+3; the second half starts at k = 8).
  */
-export type MmaShape = "m16n8k32.e4m3";
+export type MmaShape = "m16n8k32.e4m3" | "m16n8k16.bf16";
 /** Target helpers a kernel may call by name (each renderer defines the ones it supports). */
 export type Helper = "pow2_ceil";
 

@@ -32,8 +32,8 @@ export interface CudaProfile {
   gemmLibrary: "cublaslt";
   /** Scores the tiled attention keeps on the device at once (bytes): bounds its query tiles. */
   attentionScoreBytes: number;
-  /** The FP8 expert GEMM tile program's tile (the fastest of a sweep on this GPU). */
-  fp8ExpertTile: TileShape;
+  /** The grouped expert GEMM tile program's tile by operand dtype (f8e4m3fn, bf16): the fastest of a sweep on this GPU. */
+  expertTiles: Readonly<Record<string, TileShape>>;
   /** Rates the cost model (the pipeline plan) predicts times with. */
   rates: DeviceRates;
 }
@@ -64,7 +64,7 @@ export interface TileShape {
   stages: number;
 }
 
-/** A tile written "bm,bn,wm,wn,stages" (the benchmark's sweep sets one through LINGC_FP8_TILE), checked. */
+/** A tile written "bm,bn,wm,wn,stages" (the benchmark's sweeps set one through LINGC_FP8_TILE or LINGC_BF16_TILE), checked. */
 export function parseTile(text: string, what: string): TileShape {
   const v = text.split(",").map((x) => Number(x.trim()));
   const [bm, bn, wm, wn, stages] = v as [number, number, number, number, number];
@@ -89,8 +89,8 @@ export const CUDA_SM90A: CudaProfile = {
   fp8: true,
   gemmLibrary: "cublaslt",
   attentionScoreBytes: 256 << 20,
-  // bench/results/cuda-2026-11-30-fp8-tiles.md (device.sh fp8tiles)
-  fp8ExpertTile: { bm: 64, bn: 128, wm: 64, wn: 32, stages: 3 },
+  // f8e4m3fn: bench/results/cuda-2026-11-30-fp8-tiles.md (device.sh fp8tiles)
+  expertTiles: { f8e4m3fn: { bm: 64, bn: 128, wm: 64, wn: 32, stages: 3 }, bf16: { bm: 128, bn: 128, wm: 64, wn: 32, stages: 3 } },
   rates: {
     gemmFlops: { bf16: 802e12, f16: 802e12, f8e4m3fn: 1195e12, f8e5m2: 1195e12, f32: 60e12 },
     simtFlops: 60e12,

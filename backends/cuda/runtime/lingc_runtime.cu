@@ -1222,6 +1222,14 @@ void Ctx::prepare_call(const Frame& fr, int k) {
   child.f->prepare(*this, child);
 }
 
+void Ctx::allow_smem(const void* kern, size_t bytes) {
+  static std::map<const void*, size_t> allowed;  // the runtime is single-threaded
+  auto& got = allowed[kern];
+  if (got >= bytes) return;
+  launch_status = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+  if (launch_status == cudaSuccess) got = bytes;
+}
+
 void Ctx::launched(const char* kernel) {
   if (launch_status != cudaSuccess) fail("kernel %s did not launch: %s", kernel, cudaGetErrorString(launch_status));
   check_launch(kernel);

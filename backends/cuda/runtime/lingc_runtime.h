@@ -220,6 +220,14 @@ struct Ctx {
   void launch(void (*kern)(P...), dim3 grid, unsigned threads, A... args) {
     launch_status = launch_pdl(stream, kern, grid, dim3(threads), 0, args...);
   }
+  // The same for a kernel whose shared arrays (smem bytes) are dynamic: past the 48 KB a static
+  // declaration may hold, opted in to once per kernel.
+  template <typename... P, typename... A>
+  void launch_smem(void (*kern)(P...), dim3 grid, unsigned threads, size_t smem, A... args) {
+    allow_smem(reinterpret_cast<const void*>(kern), smem);
+    launch_status = launch_pdl(stream, kern, grid, dim3(threads), smem, args...);
+  }
+  void allow_smem(const void* kern, size_t bytes);
   // The routines the plan's dispatches call (each runs the one kernel it names).
   // Y[M,N] = X[M,K] . W[N,K]^T with cuBLASLt, in the slots' dtype with fp32 accumulation.
   void gemm(int x, int w, int out, long M, long N, long K);

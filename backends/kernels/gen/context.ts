@@ -27,12 +27,14 @@ export interface GenLimits {
   maxThreads: number;
   /** Workgroup (shared) memory in bytes. */
   maxWorkgroupBytes: number;
+  /** Workgroup memory a kernel may opt in to at launch (CUDA: the profile's opt-in limit; tile programs), if more. */
+  maxDynamicWorkgroupBytes?: number;
   /** Element types the target's tensor cores multiply (kir mma; none on WebGPU). */
   tensorCores?: readonly string[];
   /** Lanes of a warp that run in lockstep and shuffle registers (kir shfl; CUDA: 32, none on WebGPU). */
   warpSize?: number;
-  /** The tile of GEMM tile programs (the target profile's). */
-  gemmTile?: TileShape;
+  /** The tiles of the grouped GEMM tile program by operand dtype (the target profile's). */
+  gemmTiles?: Readonly<Record<string, TileShape>>;
   /** How the target stores a dtype (WebGPU: every float as f32; CUDA: bf16 as bf16). Default: f32/i32. */
   storage?: (dt: DType) => BufferElem;
   /**

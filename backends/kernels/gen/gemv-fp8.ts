@@ -16,7 +16,7 @@ import type { Expr } from "../kir";
 import { LingcError } from "../../../ir/errors";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { expertOfRow } from "./experts";
-import { applyEpilogue, groupedFp8Plan } from "./gemm-fp8";
+import { applyEpilogue, groupedFp8Plan } from "./grouped-gemm";
 import { product } from "../../../ir/dim";
 
 const SLICE = 128;

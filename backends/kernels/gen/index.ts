@@ -14,7 +14,7 @@ import { cacheAppendKernel } from "./cache";
 import { quantizeKernel, quantizeOps, quantizeWorkgroup } from "./quant";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
 import { dispatchKernel } from "./dispatch";
-import { coversGroupedFp8, gemmFp8Threads, groupedFp8Kernel } from "./gemm-fp8";
+import { coversGroupedGemm, gemmTile, gemmTileThreads, groupedGemmKernel } from "./grouped-gemm";
 import { coversFp8Gemv, coversGroupedFp8Gemv, fp8GemvKernel, GEMV_FP8_THREADS, groupedFp8GemvKernel } from "./gemv-fp8";
 import { normKernel, normWorkgroup } from "./norm";
 import { isPointwiseOp, pointwise } from "./pointwise";
@@ -94,8 +94,14 @@ const TEMPLATES: readonly Template[] = [
   {
     // The routed experts' FP8 matmuls (W8A8) on the tensor cores: a tile program (CUDA).
     name: "grouped_gemm_fp8",
-    covers: (ops, limits) => limits !== undefined && coversGroupedFp8(ops, limits),
-    generate: (gen, ops, limits) => groupedFp8Kernel(gen(gemmFp8Threads(limits.gemmTile!)), ops),
+    covers: (ops, limits) => limits !== undefined && coversGroupedGemm(ops, limits, "e4m3"),
+    generate: (gen, ops, limits) => groupedGemmKernel(gen(gemmTileThreads(gemmTile(limits, "e4m3"))), ops, "e4m3"),
+  },
+  {
+    // The same tile program on bf16 tensor cores (a bf16 prefill's experts, through the token gather).
+    name: "grouped_gemm",
+    covers: (ops, limits) => limits !== undefined && coversGroupedGemm(ops, limits, "bf16"),
+    generate: (gen, ops, limits) => groupedGemmKernel(gen(gemmTileThreads(gemmTile(limits, "bf16"))), ops, "bf16"),
   },
   {
     // The same for few rows (decode; chosen by the step's dispatch): a warp per output column (CUDA).

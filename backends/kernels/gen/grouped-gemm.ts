@@ -1,56 +1,104 @@
 /**
- * The grouped FP8 GEMM as a tile program (the routed experts of a W8A8 prefill): rows sorted by
- * expert (offsets), e4m3 activations in 1x128 groups times an expert's e4m3 weights in 128x128
- * blocks, fp32 scales, on the tensor cores (mma m16n8k32 e4m3, fp32 accumulators). The scales are
- * applied per 128-wide K slice as DeepSeek-V3 and DeepGEMM do: a slice's products sum in a fresh
- * accumulator, which is then multiplied by (the row's activation scale x the block's weight scale)
- * and added to the total in fp32.
+ * The grouped expert GEMM as a tile program (the routed experts of a prefill): rows sorted by
+ * expert (offsets), each workgroup a tile of one expert's rows against that expert's weights, on
+ * the tensor cores (mma.sync, fp32 accumulators). Two element types, one program:
+ * - e4m3 (W8A8): activations in 1x128 groups times weights in 128x128 blocks, fp32 scales applied
+ *   per 128-wide K slice as DeepSeek-V3 and DeepGEMM do: a slice's products sum in a fresh
+ *   accumulator, which is then multiplied by (the row's activation scale x the block's weight scale)
+ *   and added to the total in fp32 (m16n8k32 e4m3).
+ * - bf16: the products accumulate directly (m16n8k16 bf16); the rows may be read through the token
+ *   gather before them (moe_permute: row r is x[order[r] / k]), so nothing is copied first.
+ * In 32-bit words both MMAs take the same fragments (A 16 rows x 8 words, B 8 rows x 8 words), so the
+ * copies, shared layout and ldmatrix addressing are the same; only the elements per word differ.
  *
- * Tiles (the target's TileShape; H200: 64 rows of one expert by 128 weight rows, 4 warps of 64 x
- * 32, 3 stages): SwiGLU tiles hold the gate rows and the same columns' up rows, so the epilogue has
- * both halves of each output. K runs in stages of 64 codes, async 16-byte copies into padded shared
- * rows, fragments by ldmatrix. A workgroup finds its (expert, first row) by a prefix sum of the
- * experts' tile counts, so nothing is padded and no tile table is built on the host; workgroups past
- * the last tile return. The epilogue evaluates the step's elementwise ops (silu, mul) by their
- * op-table formulas.
+ * Tiles (the target's TileShape per element type; H200: 64 rows of one expert by 128 weight rows, 4
+ * warps of 64 x 32, 3 stages): SwiGLU tiles hold the gate rows and the same columns' up rows, so the
+ * epilogue has both halves of each output. K runs in stages of 64 bytes per row, async 16-byte
+ * copies into padded shared rows, fragments by ldmatrix. A workgroup finds its (expert, first row)
+ * by a prefix sum of the experts' tile counts, so nothing is padded, no tile table is built and the
+ * host never reads the offsets; workgroups past the last tile return. The epilogue evaluates the
+ * step's elementwise ops (silu, mul) by their op-table formulas.
  */
 import type { DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
 import { isE4m3Blocks } from "../../../ir/quant";
-import { getOp } from "../../../ir/ops";
+import { attrsOf, getOp, OPS } from "../../../ir/ops";
 import * as K from "../kir";
-import type { Expr } from "../kir";
+import type { Expr, MmaShape } from "../kir";
 import { kirScalars } from "./algebra";
 import type { TileShape } from "../../../ir/target/cuda";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 
-/** K codes (bytes) per pipeline stage. */
-const BK = 64;
-/** Words per shared row: BK / 4 and 4 of padding, so a warp's fragment reads hit 32 distinct banks. */
-const LDW = BK / 4 + 4;
+/** The element types the tile program multiplies. */
+export type GemmElem = "e4m3" | "bf16";
+
+interface ElemInfo {
+  /** The dtype the target's tensor cores must list (GenLimits.tensorCores) and the tile key (GenLimits.gemmTiles). */
+  dtype: string;
+  /** Elements per 32-bit word. */
+  perWord: number;
+  mma: MmaShape;
+  /** Whether the operands carry block scales applied per K slice. */
+  scaled: boolean;
+}
+
+const ELEMS: Record<GemmElem, ElemInfo> = {
+  e4m3: { dtype: "f8e4m3fn", perWord: 4, mma: "m16n8k32.e4m3", scaled: true },
+  bf16: { dtype: "bf16", perWord: 2, mma: "m16n8k16.bf16", scaled: false },
+};
+
+/** 32-bit words of a row per pipeline stage (64 bytes: 64 e4m3 codes, 32 bf16). */
+const BKW = 16;
+/** Words per shared row: BKW and 4 of padding, so a warp's fragment reads hit 32 distinct banks. */
+const LDW = BKW + 4;
 /** The K width of a scale block. */
 const SLICE = 128;
 
+/** K elements per pipeline stage of an element type (an e4m3 step's K must be a multiple). */
+export function stageK(elem: GemmElem): number {
+  return BKW * ELEMS[elem].perWord;
+}
+
 /** Threads of the tile's workgroup: a warp per wm x wn. */
-export function gemmFp8Threads(t: TileShape): number {
+export function gemmTileThreads(t: TileShape): number {
   return 32 * (t.bm / t.wm) * (t.bn / t.wn);
 }
 
 export interface Plan {
+  elem: GemmElem;
   gate: Op;
   up?: Op;
+  /** bf16: the token gather the GEMMs read their rows through. */
+  permute?: Op;
   /** Elementwise ops after the GEMMs (in order), the last one's result is the output. */
   epilogue: Op[];
 }
 
-/** The step as a grouped FP8 GEMM (one grouped_linear, or gate and up with an elementwise epilogue), if the tile program covers it. */
-export function groupedFp8Plan(ops: readonly Op[], limits: GenLimits): Plan | undefined {
-  if (!limits.tensorCores?.includes("f8e4m3fn") || !limits.gemmTile) return undefined;
+/** The operand types of a grouped_linear the tile program takes for an element type. */
+function operandsFit(gl: Op, elem: GemmElem): boolean {
+  const [x, w] = gl.operands as [Value, Value];
+  if (x.type.rank !== 2 || w.type.rank !== 3 || w.type.shape.some((d) => d.value === undefined)) return false;
+  const I = w.type.shape[2]!.value!;
+  if (elem === "e4m3") return isE4m3Blocks(x.type, 1, 128) && isE4m3Blocks(w.type, 128, 128) && I % stageK(elem) === 0;
+  // bf16: 16-byte copies need rows of a multiple of 8 elements; a last partial stage is zero-filled.
+  return x.type.dtype === "bf16" && w.type.dtype === "bf16" && !x.type.quant && !w.type.quant && I % 8 === 0;
+}
+
+/**
+ * The step as a grouped GEMM of an element type (one grouped_linear, or gate and up with an
+ * elementwise epilogue; bf16 also through the token gather), if the tile program covers it.
+ */
+export function groupedGemmPlan(ops: readonly Op[], limits: GenLimits, elem: GemmElem): Plan | undefined {
+  const info = ELEMS[elem];
+  if (!limits.tensorCores?.includes(info.dtype) || !limits.gemmTiles?.[info.dtype]) return undefined;
   const gls = ops.filter((o) => o.opName === "grouped_linear");
   if (gls.length < 1 || gls.length > 2) return undefined;
   const [gate, up] = gls as [Op, Op | undefined];
-  const epilogue = ops.filter((o) => o.opName !== "grouped_linear");
+  const permutes = ops.filter((o) => o.opName === "moe_permute");
+  const permute = permutes[0];
+  if (permutes.length > 1 || (permute && (elem !== "bf16" || ops[0] !== permute || !gls.every((o) => o.operands[0] === permute.results[0])))) return undefined;
+  const epilogue = ops.filter((o) => o.opName !== "grouped_linear" && o !== permute);
   // The epilogue reads only the GEMMs' results and its own.
   const known = new Set<Value>(gls.map((o) => o.results[0]!));
   for (const o of epilogue) {
@@ -59,13 +107,16 @@ export function groupedFp8Plan(ops: readonly Op[], limits: GenLimits): Plan | un
   }
   if (up && (up.operands[0] !== gate.operands[0] || up.operands[2] !== gate.operands[2] || !epilogue.length)) return undefined;
   for (const gl of gls) {
-    const [x, w] = gl.operands as [Value, Value];
-    if (!isE4m3Blocks(x.type, 1, 128) || !isE4m3Blocks(w.type, 128, 128) || x.type.rank !== 2 || w.type.rank !== 3) return undefined;
-    const [E, O, I] = w.type.shape.map((d) => d.value);
-    if (E === undefined || O === undefined || I === undefined || I % BK !== 0) return undefined;
-    if (up && (gl.operands[1]!.type.shape[1]!.value !== gate.operands[1]!.type.shape[1]!.value || gl.operands[1]!.type.shape[0]!.value !== E)) return undefined;
+    if (!operandsFit(gl, elem)) return undefined;
+    const w = gl.operands[1]!;
+    if (up && (w.type.shape[1]!.value !== gate.operands[1]!.type.shape[1]!.value || w.type.shape[0]!.value !== gate.operands[1]!.type.shape[0]!.value)) return undefined;
   }
-  return { gate, up, epilogue };
+  return { elem, gate, up, permute, epilogue };
+}
+
+/** The FP8 (W8A8) plan: what the by-row FP8 GEMV covers too. */
+export function groupedFp8Plan(ops: readonly Op[], limits: GenLimits): Plan | undefined {
+  return groupedGemmPlan(ops, limits, "e4m3");
 }
 
 /**
@@ -82,34 +133,52 @@ export function applyEpilogue(g: Gen, epilogue: readonly Op[], vals: Map<Value, 
   return vals.get(out)!;
 }
 
-export function coversGroupedFp8(ops: readonly Op[], limits: GenLimits): boolean {
-  return groupedFp8Plan(ops, limits) !== undefined;
+export function coversGroupedGemm(ops: readonly Op[], limits: GenLimits, elem: GemmElem): boolean {
+  return groupedGemmPlan(ops, limits, elem) !== undefined;
 }
 
-export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
-  const plan = groupedFp8Plan(ops, g.limits)!;
-  const tile = g.limits.gemmTile!;
+/** The tile of an element type (the target's). */
+export function gemmTile(limits: GenLimits, elem: GemmElem): TileShape {
+  const t = limits.gemmTiles?.[ELEMS[elem].dtype];
+  if (!t) throw new LingcError(`grouped GEMM: the target has no ${elem} tile`);
+  return t;
+}
+
+export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): GeneratedKernel {
+  const plan = groupedGemmPlan(ops, g.limits, elem)!;
+  const info = ELEMS[elem];
+  const tile = gemmTile(g.limits, elem);
   const kb = g.kb;
-  const { gate, up, epilogue } = plan;
+  const { gate, up, permute, epilogue } = plan;
   const [x, w, offsets] = gate.operands as [Value, Value, Value];
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
-  if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`grouped FP8 GEMM: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
+  const what = `grouped ${elem} GEMM`;
+  if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`${what}: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
   const { bm: BM, bn: BN, wm: WM, wn: WN, stages: STAGES } = tile;
-  const T = gemmFp8Threads(tile);
-  if (kb.kernel.wg !== T) throw new LingcError(`grouped FP8 GEMM: a ${BM}x${BN} tile of ${WM}x${WN} warps needs ${T} threads, not ${kb.kernel.wg}`);
+  const T = gemmTileThreads(tile);
+  if (kb.kernel.wg !== T) throw new LingcError(`${what}: a ${BM}x${BN} tile of ${WM}x${WN} warps needs ${T} threads, not ${kb.kernel.wg}`);
+  const smem = 4 * STAGES * (BM + BN) * LDW;
+  const room = Math.max(g.limits.maxWorkgroupBytes, g.limits.maxDynamicWorkgroupBytes ?? 0);
+  if (smem > room) throw new LingcError(`${what}: a ${BM}x${BN} tile of ${STAGES} stages needs ${smem} bytes of shared memory, the target gives ${room}`);
   const warpsN = BN / WN;
   const MT = WM / 16;
   const NT = WN / 8;
   const [E, O, I] = w.type.shape.map((d) => d.value!) as [number, number, number];
+  const BK = stageK(elem);
+  /** Elements of a 16-byte copy. */
+  const CE = 4 * info.perWord;
   const swiglu = up !== undefined;
   const half = NT / 2;
   const colsPer = swiglu ? BN / 2 : BN;
   const colTiles = Math.ceil(O / colsPer);
-  const xb = g.buf(x, true);
-  const xs = g.scalesBuf(x);
+  // The rows' source: the gathered tokens (bf16 through moe_permute) or x itself.
+  const xb = g.buf(permute ? permute.operands[0]! : x, true);
+  const orderB = permute ? g.buf(permute.operands[1]!) : undefined;
+  const k = permute ? attrsOf(OPS.moe_permute, permute).k : 1;
+  const xs = info.scaled ? g.scalesBuf(x) : undefined;
   const wb = [g.buf(w, true), ...(up ? [g.buf(up.operands[1]!, true)] : [])];
   const wv = [w, ...(up ? [up.operands[1]!] : [])];
-  const wsb = wv.map((v) => g.scalesBuf(v));
+  const wsb = info.scaled ? wv.map((v) => g.scalesBuf(v)) : [];
   const offb = g.buf(offsets);
   const ob = g.buf(out);
   const rowsDim = x.type.shape[0]!;
@@ -118,8 +187,8 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   // Which tile: workgroup = tile x colTiles + column tile; a tile is (expert, BM of its rows).
   const t = kb.let("t", div(kb.wg, i(colTiles)));
   const ct = kb.let("ct", mod(kb.wg, i(colTiles)));
-  const info = kb.shared(kb.fresh("tile"), "i32", 2);
-  kb.if(K.eq(kb.lid, i(0)), () => kb.store(info, i(0), i(-1)));
+  const infoSh = kb.shared(kb.fresh("tile"), "i32", 2);
+  kb.if(K.eq(kb.lid, i(0)), () => kb.store(infoSh, i(0), i(-1)));
   const carry = kb.var("carry", i(0));
   kb.for("c0", i(0), i(E), (c0) => {
     const e = kb.let("e", add(c0, kb.lid));
@@ -129,14 +198,14 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
     const scan = kb.workgroupScan(nt);
     const first = kb.let("first", sub(add(carry.ref, scan.inclusive), nt));
     kb.if(and(lt(e, i(E)), and(ge(t, first), lt(t, add(carry.ref, scan.inclusive)))), () => {
-      kb.store(info, i(0), e);
-      kb.store(info, i(1), add(kb.load(offb, ec), mul(sub(t, first), i(BM))));
+      kb.store(infoSh, i(0), e);
+      kb.store(infoSh, i(1), add(kb.load(offb, ec), mul(sub(t, first), i(BM))));
     });
     carry.set(add(carry.ref, scan.total));
   }, i(T));
   kb.barrier();
-  const e = kb.let("expert", kb.load(info, i(0)));
-  const row0 = kb.let("row0", kb.load(info, i(1)));
+  const e = kb.let("expert", kb.load(infoSh, i(0)));
+  const row0 = kb.let("row0", kb.load(infoSh, i(1)));
   kb.if(ge(e, i(0)), () => {
     const rowEnd = kb.let("row_end", K.min(kb.load(offb, add(e, i(1))), add(row0, i(BM))));
     const warp = kb.let("warp", div(kb.lid, i(32)));
@@ -148,18 +217,22 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
     const As = kb.shared(kb.fresh("a_tile"), "u32", STAGES * BM * LDW);
     const Bs = kb.shared(kb.fresh("b_tile"), "u32", STAGES * BN * LDW);
 
-    // Copies: a row of a stage is BK / 16 chunks of 16 bytes; T / 4 rows per pass of the threads
+    // Copies: a row of a stage is BKW / 4 chunks of 16 bytes; T / 4 rows per pass of the threads
     // (row lid / 4 + pass x T / 4, chunk lid % 4). B row r of the tile: SwiGLU rows below BN / 2
     // are gate rows, the rest the same columns' up rows.
-    const per = T / (BK / 16);
-    if (BM % per !== 0 || (swiglu ? (BN / 2) % per : BN % per) !== 0) throw new LingcError(`grouped FP8 GEMM: a ${BM}x${BN} tile cannot be copied ${per} rows at a time`);
-    const lr = kb.let("lr", div(kb.lid, i(BK / 16)));
-    const lc = kb.let("lc", mod(kb.lid, i(BK / 16)));
+    const chunks = BKW / 4;
+    const per = T / chunks;
+    if (BM % per !== 0 || (swiglu ? (BN / 2) % per : BN % per) !== 0) throw new LingcError(`${what}: a ${BM}x${BN} tile cannot be copied ${per} rows at a time`);
+    const lr = kb.let("lr", div(kb.lid, i(chunks)));
+    const lc = kb.let("lc", mod(kb.lid, i(chunks)));
     const aRows: { base: Expr; ok: Expr; at: number }[] = [];
     for (let h = 0; h * per < BM; h++) {
       const r = kb.let("ar", add(row0, add(lr, i(per * h))));
       const ok = kb.let("aok", lt(r, rowEnd));
-      aRows.push({ ok, base: kb.let("abase", mul(K.sel(ok, r, row0), i(I))), at: per * h });
+      const rc = K.sel(ok, r, row0);
+      // The source row: a gathered token's (order[r] / k) or row r.
+      const src = orderB ? div(kb.load(orderB, rc), i(k)) : rc;
+      aRows.push({ ok, base: kb.let("abase", mul(src, i(I))), at: per * h });
     }
     const bRows: { base: Expr; ok: Expr; at: number; buf: string }[] = [];
     for (let h = 0; h * per < BN; h++) {
@@ -169,20 +242,26 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
       const ok = kb.let("bok", lt(o, i(O)));
       bRows.push({ ok, base: kb.let("bbase", mul(add(mul(e, i(O)), K.sel(ok, o, i(0))), i(I))), at: br, buf: isUp ? wb[1]! : wb[0]! });
     }
+    const partial = I % BK !== 0;
     const loadStage = (kt: Expr, st: Expr) => {
-      const kk = kb.let("kk", add(mul(kt, i(BK)), mul(lc, i(16))));
+      const kk = kb.let("kk", add(mul(kt, i(BK)), mul(lc, i(CE))));
+      // A last partial stage (bf16, K not a multiple of BK): its chunks past K are zero-filled.
+      const kin = partial ? kb.let("kin", lt(kk, i(I))) : undefined;
+      const valid = (ok: Expr) => (kin ? and(ok, kin) : ok);
+      const at = (base: Expr) => (kin ? add(base, K.sel(kin, kk, i(0))) : add(base, kk));
       const dst = (rows: number, r: number) => add(mul(add(mul(st, i(rows)), add(lr, i(r))), i(LDW)), mul(lc, i(4)));
-      for (const a of aRows) kb.copy16(As, dst(BM, a.at), xb, add(a.base, kk), a.ok);
-      for (const b of bRows) kb.copy16(Bs, dst(BN, b.at), b.buf, add(b.base, kk), b.ok);
+      for (const a of aRows) kb.copy16(As, dst(BM, a.at), xb, at(a.base), valid(a.ok));
+      for (const b of bRows) kb.copy16(Bs, dst(BN, b.at), b.buf, at(b.base), valid(b.ok));
       kb.copyCommit();
     };
 
     const n = MT * NT * 4;
     const acc = kb.array("acc", "f32", n);
-    const part = kb.array("part", "f32", n);
+    // Scaled: each K slice's products sum here first, then enter acc scaled.
+    const part = info.scaled ? kb.array("part", "f32", n) : acc;
     kb.for("j", i(0), i(n), (j) => {
       kb.store(acc, j, K.f(0));
-      kb.store(part, j, K.f(0));
+      if (part !== acc) kb.store(part, j, K.f(0));
     });
     // The tile row (of BN) of n-tile nt's first weight row for this warp; SwiGLU: the first half of
     // a warp's n-tiles are gate rows, the second half the up rows of the same columns.
@@ -192,7 +271,7 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
     const colOf = (nt: number, c: number): Expr =>
       add(add(mul(ct, i(colsPer)), swiglu ? add(mul(wn, i(WN / 2)), i((nt % half) * 8)) : add(mul(wn, i(WN)), i(nt * 8))), add(mul(tq, i(2)), i(c)));
 
-    const nk = I / BK;
+    const nk = Math.ceil(I / BK);
     // Prologue: stages 0 .. STAGES-2 in flight (a group each, empty past the end).
     for (let p = 0; p < STAGES - 1; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
     kb.loop("kt", i(0), i(nk), (kt) => {
@@ -204,10 +283,11 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
       const next = add(kt, i(STAGES - 1));
       kb.if(lt(next, i(nk)), () => loadStage(next, mod(next, i(STAGES))), () => kb.copyCommit());
       const st = kb.let("st", mod(kt, i(STAGES)));
-      for (let ks = 0; ks < BK / 32; ks++) {
-        // ldmatrix: lane l addresses row l % 8 of matrix l / 8. A: matrices (rows 0-7, k 0-15),
-        // (rows 8-15, k 0-15), (rows 0-7, k 16-31), (rows 8-15, k 16-31) = a0..a3. B, two n-tiles:
-        // (nt, k 0-15), (nt, k 16-31), (nt + 1, k 0-15), (nt + 1, k 16-31) = b0, b1 of each.
+      for (let ks = 0; ks < BKW / 8; ks++) {
+        // ldmatrix: lane l addresses row l % 8 of matrix l / 8. A: matrices (rows 0-7, words 0-3),
+        // (rows 8-15, words 0-3), (rows 0-7, words 4-7), (rows 8-15, words 4-7) = a0..a3. B, two
+        // n-tiles: (nt, words 0-3), (nt, words 4-7), (nt + 1, words 0-3), (nt + 1, words 4-7) = b0,
+        // b1 of each. (Words 0-3 are k 0-15 of e4m3, k 0-7 of bf16.)
         const a: Expr[][] = [];
         for (let mt = 0; mt < MT; mt++) {
           const row = add(mul(st, i(BM)), add(mul(wm, i(WM)), add(i(mt * 16), add(mod(lane, i(8)), mul(mod(div(lane, i(8)), i(2)), i(8))))));
@@ -219,8 +299,9 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
           const r = kb.ldsm("bf", Bs, add(mul(row, i(LDW)), add(i(ks * 8), mul(mod(div(lane, i(8)), i(2)), i(4)))));
           b.push([r[0]!, r[1]!], [r[2]!, r[3]!]);
         }
-        for (let mt = 0; mt < MT; mt++) for (let nt = 0; nt < NT; nt++) kb.mma("m16n8k32.e4m3", part, i((mt * NT + nt) * 4), a[mt]!, b[nt]!);
+        for (let mt = 0; mt < MT; mt++) for (let nt = 0; nt < NT; nt++) kb.mma(info.mma, part, i((mt * NT + nt) * 4), a[mt]!, b[nt]!);
       }
+      if (!info.scaled) return;
       // A 128-wide K slice is summed: scale it into the total and start the next.
       const slice = kb.let("slice", div(kt, i(SLICE / BK)));
       kb.if(K.or(K.eq(mod(add(kt, i(1)), i(SLICE / BK)), i(0)), K.eq(kt, i(nk - 1))), () => {
@@ -234,7 +315,7 @@ export function groupedFp8Kernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
         for (let mt = 0; mt < MT; mt++)
           for (let hh = 0; hh < 2; hh++) {
             const row = kb.let("srow", add(row0, add(mul(wm, i(WM)), add(i(mt * 16 + hh * 8), gr))));
-            const sa = kb.let("sa", K.sel(lt(row, rowEnd), kb.load(xs, g.scaleAt(x, K.min(row, sub(rowEnd, i(1))), slice)), K.f(0)));
+            const sa = kb.let("sa", K.sel(lt(row, rowEnd), kb.load(xs!, g.scaleAt(x, K.min(row, sub(rowEnd, i(1))), slice)), K.f(0)));
             for (let nt = 0; nt < NT; nt++)
               for (let c = 0; c < 2; c++) {
                 const j = i((mt * NT + nt) * 4 + hh * 2 + c);

@@ -361,6 +361,22 @@ export class KernelBuilder {
     return { inclusive, total };
   }
 
+  /**
+   * A warp-wide exclusive prefix sum of one i32 per lane (all 32 lanes must reach it; `lane` is the
+   * lane's index): butterfly shuffles, at step m a lane adds its partner group's total to its prefix
+   * when the partner group comes first (lane bit m set). No workgroup memory, no barriers.
+   */
+  warpScan(x: Expr, lane: Expr): { exclusive: Expr; total: Expr } {
+    const total = this.var("wtotal", x);
+    const pre = this.var("wpre", i(0));
+    for (let m = 1; m < 32; m *= 2) {
+      const other = this.let("wp", { k: "shfl", t: "i32", a: total.ref, mask: m });
+      pre.set(sel(eq(mod(div(lane, i(m)), i(2)), i(1)), add(pre.ref, other), pre.ref));
+      total.set(add(total.ref, other));
+    }
+    return { exclusive: this.let("wexcl", pre.ref), total: this.let("wsum", total.ref) };
+  }
+
   /** The sum of one f32 over a warp's 32 lanes, in every lane (butterfly shuffles; a warp-synchronous target). */
   warpSum(x: Expr): Expr {
     return this.warpReduce(x, add);

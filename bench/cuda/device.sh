@@ -392,7 +392,7 @@ tiles)
   HAND="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:expert_gemm}"
   TILED="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:grouped_gemm}"
   M=bench/cuda/ling-mini-2.0-no-mtp; Q=tests/data/golden/ling-small
-  TILES=${LINGC_BF16_TILES:-128,128,64,32,3 128,128,64,32,4 128,128,64,64,3 64,128,64,32,3}
+  TILES=${LINGC_BF16_TILES:-128,128,64,64,3 128,128,64,32,3}
   mkdir -p /tmp/ex && python3 bench/cuda/expert_check.py make /tmp/ex || exit 1
   R="/tmp/ex/e.lir --weights /tmp/ex/w.safetensors --input /tmp/ex/e.safetensors"
   $L run $R --backend interp --out /tmp/ex/interp.safetensors >/dev/null

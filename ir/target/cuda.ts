@@ -90,7 +90,7 @@ export const CUDA_SM90A: CudaProfile = {
   gemmLibrary: "cublaslt",
   attentionScoreBytes: 256 << 20,
   // f8e4m3fn: bench/results/cuda-2026-11-30-fp8-tiles.md (device.sh fp8tiles)
-  expertTiles: { f8e4m3fn: { bm: 64, bn: 128, wm: 64, wn: 32, stages: 3 }, bf16: { bm: 128, bn: 128, wm: 64, wn: 32, stages: 3 } },
+  expertTiles: { f8e4m3fn: { bm: 64, bn: 128, wm: 64, wn: 32, stages: 3 }, bf16: { bm: 128, bn: 128, wm: 64, wn: 64, stages: 3 } },
   rates: {
     gemmFlops: { bf16: 802e12, f16: 802e12, f8e4m3fn: 1195e12, f8e5m2: 1195e12, f32: 60e12 },
     simtFlops: 60e12,

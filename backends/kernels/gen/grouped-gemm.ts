@@ -15,8 +15,8 @@
  * warps of 64 x 32, 3 stages): SwiGLU tiles hold the gate rows and the same columns' up rows, so the
  * epilogue has both halves of each output. K runs in stages of 64 bytes per row, async 16-byte
  * copies into padded shared rows, fragments by ldmatrix. A workgroup finds its (expert, first row)
- * by a prefix sum of the experts' tile counts, so nothing is padded, no tile table is built and the
- * host never reads the offsets; workgroups past the last tile return. The epilogue evaluates the
+ * by a warp's prefix sum of the experts' tile counts, so nothing is padded, no tile table is built
+ * and the host never reads the offsets; workgroups past the last tile return. The epilogue evaluates the
  * step's elementwise ops (silu, mul) by their op-table formulas.
  */
 import type { DType } from "../../../ir/dtype";
@@ -187,22 +187,31 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): G
   // Which tile: workgroup = tile x colTiles + column tile; a tile is (expert, BM of its rows).
   const t = kb.let("t", div(kb.wg, i(colTiles)));
   const ct = kb.let("ct", mod(kb.wg, i(colTiles)));
+  // The first warp finds it: lane l counts the row tiles of experts l x per .. l x per + per - 1, a
+  // warp scan of those counts gives each lane its first tile, and the lane whose tiles hold t walks
+  // its experts to t's. One barrier, however many experts.
   const infoSh = kb.shared(kb.fresh("tile"), "i32", 2);
-  kb.if(K.eq(kb.lid, i(0)), () => kb.store(infoSh, i(0), i(-1)));
-  const carry = kb.var("carry", i(0));
-  kb.for("c0", i(0), i(E), (c0) => {
-    const e = kb.let("e", add(c0, kb.lid));
-    const ec = kb.let("ec", K.min(e, i(E - 1)));
-    const count = kb.let("count", K.sel(lt(e, i(E)), sub(kb.load(offb, add(ec, i(1))), kb.load(offb, ec)), i(0)));
-    const nt = kb.let("nt", div(add(count, i(BM - 1)), i(BM)));
-    const scan = kb.workgroupScan(nt);
-    const first = kb.let("first", sub(add(carry.ref, scan.inclusive), nt));
-    kb.if(and(lt(e, i(E)), and(ge(t, first), lt(t, add(carry.ref, scan.inclusive)))), () => {
-      kb.store(infoSh, i(0), e);
-      kb.store(infoSh, i(1), add(kb.load(offb, ec), mul(sub(t, first), i(BM))));
+  const per = Math.ceil(E / 32);
+  kb.if(lt(kb.lid, i(32)), () => {
+    const tilesOf = (e: Expr) => K.sel(lt(e, i(E)), div(add(sub(kb.load(offb, add(K.min(e, i(E - 1)), i(1))), kb.load(offb, K.min(e, i(E - 1)))), i(BM - 1)), i(BM)), i(0));
+    const mine = kb.var("mine", i(0));
+    kb.for("j", i(0), i(per), (j) => mine.set(add(mine.ref, tilesOf(add(mul(kb.lid, i(per)), j)))));
+    const scan = kb.warpScan(mine.ref, kb.lid);
+    // Past the last tile (t >= the total), lane 0 marks the workgroup idle; else exactly one lane writes.
+    kb.if(and(K.eq(kb.lid, i(0)), ge(t, scan.total)), () => kb.store(infoSh, i(0), i(-1)));
+    kb.if(and(ge(t, scan.exclusive), lt(t, add(scan.exclusive, mine.ref))), () => {
+      const run = kb.var("run", scan.exclusive);
+      kb.for("j", i(0), i(per), (j) => {
+        const e = kb.let("e", add(mul(kb.lid, i(per)), j));
+        const n = kb.let("n", tilesOf(e));
+        kb.if(and(ge(t, run.ref), lt(t, add(run.ref, n))), () => {
+          kb.store(infoSh, i(0), e);
+          kb.store(infoSh, i(1), add(kb.load(offb, e), mul(sub(t, run.ref), i(BM))));
+        });
+        run.set(add(run.ref, n));
+      });
     });
-    carry.set(add(carry.ref, scan.total));
-  }, i(T));
+  });
   kb.barrier();
   const e = kb.let("expert", kb.load(infoSh, i(0)));
   const row0 = kb.let("row0", kb.load(infoSh, i(1)));

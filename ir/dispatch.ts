@@ -4,7 +4,7 @@
  * under which it is chosen (the first whose condition holds; the last has none). Conditions compare
  * sizes, which are dims in the symbols of the op's function, so the dump shows exactly what decides:
  *
- *   %y = call @moe_layer.swiglu(...) : bf16[B*S*8, 1024] dispatch("expert_gemv_rows if B*S*8 <= 64; expert_gemv if B*S*8 <= 1024; expert_gemm")
+ *   %y = call @moe_layer.swiglu(...) : bf16[B*S*8, 1024] dispatch("expert_gemv_rows if B*S*8 <= 64; expert_gemv if B*S*8 <= 1024; grouped_gemm")
  *
  * A choice may carry integer parameters the target's planner fixed (`attn_decode(sms=132)`). Static
  * facts (dtypes, head dims, alignment of sizes) are settled when the plan is made and do not appear.

@@ -385,43 +385,45 @@ fp8tiles)
   ;;
 tiles)
   # The routed experts' bf16 tile program (backends/kernels/gen/grouped-gemm.ts, the "grouped_gemm"
-  # kernel): against the interpreter and against the runtime's hand-written grouped GEMM (expert_gemm)
-  # on an uneven routing (bench/cuda/expert_check.py), memcheck and racecheck; ling-small (bf16) end
-  # to end, tile program against the hand-written kernel; then, for each tile of LINGC_BF16_TILES
-  # (bm,bn,wm,wn,stages), Ling-mini-2.0's prefill per-kernel times next to the hand-written kernel's.
-  HAND="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:expert_gemm}"
+  # kernel): against the interpreter and against one cuBLASLt GEMM per expert (expert_loop) on an
+  # uneven routing (bench/cuda/expert_check.py), memcheck and racecheck; ling-small (bf16) end to
+  # end, tile program against expert_loop; then, for each tile of LINGC_BF16_TILES
+  # (bm,bn,wm,wn,stages), Ling-mini-2.0's prefill per-kernel times next to expert_loop's.
+  # (The runtime's hand-written grouped GEMM was removed after commit 00a406e, where the tile program
+  # measured faster: bench/results/tiles-2026-11-30-h200.md.)
+  LOOP="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:expert_loop}"
   TILED="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:grouped_gemm}"
   M=bench/cuda/ling-mini-2.0-no-mtp; Q=tests/data/golden/ling-small
   TILES=${LINGC_BF16_TILES:-128,128,64,64,3 128,128,64,32,3}
   mkdir -p /tmp/ex && python3 bench/cuda/expert_check.py make /tmp/ex || exit 1
   R="/tmp/ex/e.lir --weights /tmp/ex/w.safetensors --input /tmp/ex/e.safetensors"
   $L run $R --backend interp --out /tmp/ex/interp.safetensors >/dev/null
-  $L run $R --backend cuda $HAND --out /tmp/ex/hand.safetensors >/dev/null
+  $L run $R --backend cuda $LOOP --out /tmp/ex/loop.safetensors >/dev/null
   $L run $R --backend cuda --out /tmp/ex/cuda.safetensors >/dev/null
   # bf16 results: a sum in another order can round one bf16 step the other way, and h's step moves y:
-  # 2^-6 of the largest value (as the runtime's selftest of the hand-written kernel).
+  # 2^-6 of the largest value.
   echo "== tile program vs interp"; python3 bench/cuda/expert_check.py compare /tmp/ex/cuda.safetensors /tmp/ex/interp.safetensors 0.0156
-  echo "== hand-written vs interp"; python3 bench/cuda/expert_check.py compare /tmp/ex/hand.safetensors /tmp/ex/interp.safetensors 0.0156
-  echo "== tile program vs hand-written"; python3 bench/cuda/expert_check.py compare /tmp/ex/cuda.safetensors /tmp/ex/hand.safetensors 0.0156
+  echo "== expert_loop (cuBLASLt per expert) vs interp"; python3 bench/cuda/expert_check.py compare /tmp/ex/loop.safetensors /tmp/ex/interp.safetensors 0.0156
+  echo "== tile program vs expert_loop"; python3 bench/cuda/expert_check.py compare /tmp/ex/cuda.safetensors /tmp/ex/loop.safetensors 0.0156
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint /tmp/ex/w.safetensors --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san.safetensors > "$OUT/san-tiles-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 -A3 "Invalid\|Race\|Hazard\|rror" "$OUT/san-tiles-$tool.txt"; tail -1 "$OUT/san-tiles-$tool.txt"
   done
-  echo "== ling-small (bf16) end to end: tile program (forced) vs hand-written"
+  echo "== ling-small (bf16) end to end: tile program (forced) vs expert_loop"
   python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
   $L run $Q --backend cuda $TILED --input /tmp/ids8.safetensors --out /tmp/ex/small-tiled.safetensors >/dev/null
-  $L run $Q --backend cuda $HAND --input /tmp/ids8.safetensors --out /tmp/ex/small-hand.safetensors >/dev/null
-  python3 bench/cuda/expert_check.py compare /tmp/ex/small-tiled.safetensors /tmp/ex/small-hand.safetensors 0.0156
-  for cfg in $TILES hand; do
+  $L run $Q --backend cuda $LOOP --input /tmp/ids8.safetensors --out /tmp/ex/small-loop.safetensors >/dev/null
+  python3 bench/cuda/expert_check.py compare /tmp/ex/small-tiled.safetensors /tmp/ex/small-loop.safetensors 0.0156
+  for cfg in $TILES loop; do
     d=/tmp/tile-${cfg//,/-}
-    if [ $cfg = hand ]; then ($L compile $M --target cuda $HAND --out $d >/dev/null && cd $d && make -j4 >/dev/null) &
+    if [ $cfg = loop ]; then ($L compile $M --target cuda $LOOP --out $d >/dev/null && cd $d && make -j4 >/dev/null) &
     else (LINGC_BF16_TILE=$cfg $L compile $M --target cuda --out $d >/dev/null && cd $d && make -j4 >/dev/null) & fi
-    [ $cfg = hand ] || (LINGC_BF16_TILE=$cfg $L run $R --backend cuda --out /tmp/ex/cuda-${cfg//,/-}.safetensors >/dev/null) &
+    [ $cfg = loop ] || (LINGC_BF16_TILE=$cfg $L run $R --backend cuda --out /tmp/ex/cuda-${cfg//,/-}.safetensors >/dev/null) &
   done
   wait
-  for cfg in $TILES hand; do
+  for cfg in $TILES loop; do
     echo "== tile $cfg"
-    [ $cfg = hand ] || python3 bench/cuda/expert_check.py compare /tmp/ex/cuda-${cfg//,/-}.safetensors /tmp/ex/interp.safetensors 0.0156 | tail -1
+    [ $cfg = loop ] || python3 bench/cuda/expert_check.py compare /tmp/ex/cuda-${cfg//,/-}.safetensors /tmp/ex/interp.safetensors 0.0156 | tail -1
     for shape in 1x2048 1x8192; do
       /tmp/tile-${cfg//,/-}/lingc_model bench --random-weights --prefill $shape --decode "" --repeats 2 --profile 2>"$OUT/tile-${cfg//,/-}-$shape.txt" >/dev/null
       echo "prefill $shape:"; grep -E "swiglu|grouped_linear|in all" "$OUT/tile-${cfg//,/-}-$shape.txt" | head -3

@@ -170,24 +170,22 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
     case "expert": {
       const gl = ops.find((o) => o.opName === "grouped_linear")!;
       const rows = gl.operands[0]!.type.shape[0]!;
-      const [E, O, I] = gl.operands[1]!.type.shape.map((d) => d.value!) as [number, number, number];
+      const [E, , I] = gl.operands[1]!.type.shape.map((d) => d.value!) as [number, number, number];
       const vec = I % L.gemvChunk === 0 ? 1 : 0;
       // Few rows: the GEMV (a block per row when rows are under a quarter of the experts, else per
       // expert, reading each weight row once for its rows); many: the grouped GEMM tile program on
-      // the bf16 tensor cores (generated: backends/kernels/gen/grouped-gemm.ts), the runtime's
-      // hand-written grouped mma GEMM, or one cuBLASLt GEMM per expert.
+      // the bf16 tensor cores (generated: backends/kernels/gen/grouped-gemm.ts; bf16 rows of a
+      // multiple of 8 elements), else one cuBLASLt GEMM per expert.
       const bf16 = ops.every((o) => o.opName !== "grouped_linear" || (o.operands[0]!.type.dtype === "bf16" && o.operands[1]!.type.dtype === "bf16"));
-      const grouped = bf16 && I % 8 === 0 && O % 2 === 0;
       const tiles = bf16 && I % 8 === 0 && profile.tensorCoreTypes.includes("bf16") && profile.expertTiles["bf16"] !== undefined;
       all = [
         ...(E >= 4 ? [choice("expert_gemv", [le(rows, Math.floor(E / 4))], { by_row: 1, vec })] : []),
         choice("expert_gemv", [le(rows, 4 * E)], { by_row: 0, vec }),
         ...(tiles ? [choice("grouped_gemm")] : []),
-        ...(grouped ? [choice("expert_gemm")] : []),
         choice("expert_loop"),
       ];
-      // The first of those covers every size it is chosen for: the kernels after it are only reachable by preference.
-      if ((tiles || grouped) && !opts.prefer?.has("expert")) all = all.filter((c) => c.kernel !== "expert_loop" && (!tiles || c.kernel !== "expert_gemm"));
+      // The tile program covers every size it is chosen for: the loop after it is only reachable by preference.
+      if (tiles && !opts.prefer?.has("expert")) all = all.filter((c) => c.kernel !== "expert_loop");
       break;
     }
     case "moe_dispatch": {

@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { nvccStrictFlags } from "../../backends/cuda/emit";
 import { CUDA_SM90A } from "../../ir/target";
 import { cli } from "../support/cli";
-import { GOLDEN_DIR, scratchDir, SMALL_FP8_DIR } from "../support/paths";
+import { GOLDEN_DIR, scratchDir, SMALL_DIR, SMALL_FP8_DIR } from "../support/paths";
 
 function nvcc(dir: string, file: string): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -29,6 +29,15 @@ async function expectCompiles(...files: [dir: string, file: string][]): Promise<
     expect(res.code, res.out).toBe(0);
     expect(res.out.trim(), "nvcc printed warnings").toBe("");
   }
+}
+
+/** The generated kernels of a model.cu whose names start with `name_` (each from its signature to its closing brace). */
+function kernelsNamed(src: string, name: string): string[] {
+  const found: string[] = [];
+  const re = new RegExp(`__global__ void __launch_bounds__\\(\\d+\\) ${name}_\\d+\\(`, "g");
+  for (let m = re.exec(src); m; m = re.exec(src)) found.push(src.slice(m.index, src.indexOf("\n}\n", m.index)));
+  expect(found.length, `no kernel ${name}`).toBeGreaterThan(0);
+  return found;
 }
 
 describe("lingc compile --target cuda", () => {
@@ -129,13 +138,7 @@ describe("lingc compile --target cuda", () => {
     const r = await cli("compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "fp8"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "fp8", "model.cu"), "utf8");
-    const kernels = (name: string) => {
-      const found: string[] = [];
-      const re = new RegExp(`__global__ void __launch_bounds__\\(\\d+\\) ${name}_\\d+\\(`, "g");
-      for (let m = re.exec(src); m; m = re.exec(src)) found.push(src.slice(m.index, src.indexOf("\n}\n", m.index)));
-      expect(found.length, `no kernel ${name}`).toBeGreaterThan(0);
-      return found;
-    };
+    const kernels = (name: string) => kernelsNamed(src, name);
     // SwiGLU experts (gate, up, silu, mul) and the down projection: each a tile program on the FP8
     // tensor cores (async copies, ldmatrix, scales per 128-wide K slice) and a by-row warp GEMV,
     // chosen by rows (the dispatch: up to a quarter of the 16 experts' count, the GEMV).
@@ -158,6 +161,30 @@ describe("lingc compile --target cuda", () => {
     expect(calls.length).toBeGreaterThan(0);
     for (const c of calls) expect(c).toMatch(/^c\.gemm_fp8\(b \+ \d+, b \+ \d+, true, /);
     await expectCompiles([join(dir, "fp8"), "model.cu"]);
+  }, 300_000);
+
+  it("bf16: the routed experts of many rows are the mma tile program (through the token gather, dynamic shared memory), and it compiles", async () => {
+    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "bf16"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "bf16", "model.cu"), "utf8");
+    // The CUDA profile's bf16 tile: 128 x 128 of 64 x 64 warp tiles, 3 stages of 32 elements.
+    const tile = CUDA_SM90A.expertTiles["bf16"]!;
+    // A warp's mma.sync per stage: (wm / 16) x (wn / 8) fragments, two k16 steps of a 32-element stage.
+    const mmas = (tile.wm / 16) * (tile.wn / 8) * 2;
+    for (const name of ["k_swiglu", "k_grouped_linear"]) {
+      const tiles = kernelsNamed(src, name).filter((k) => k.includes("mma.sync"));
+      expect(tiles.length, name).toBe(1);
+      expect(tiles[0]!.match(/mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32/g)?.length).toBe(mmas);
+      // Past 48 KB: shared arrays carved from dynamic shared memory.
+      expect(tiles[0]).toContain("extern __shared__");
+    }
+    // SwiGLU reads its rows through the token gather (order[r] / k, ling-small's k = 4).
+    expect(kernelsNamed(src, "k_swiglu").find((k) => k.includes("mma.sync"))).toMatch(/\[\([^\]]*\)\] \/ 4\) \* 256\)/);
+    // The dispatch: few rows the expert GEMV, many the tile program, launched with its shared memory.
+    const smem = 4 * tile.stages * (tile.bm + tile.bn) * 20 + 16;
+    expect(src).toMatch(new RegExp(`else \\{ const long n_ = [^}]*c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, ${(tile.bm / tile.wm) * (tile.bn / tile.wn) * 32}, ${smem},`));
+    expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) c\.expert_gemv\(/);
+    await expectCompiles([join(dir, "bf16"), "model.cu"]);
   }, 300_000);
 
   it("an FP8 linear's input that is also a graph output keeps row-major scales (the runtime transposes them for cuBLASLt)", async () => {

@@ -534,8 +534,6 @@ class Runtime {
     CK(cudaMemset(counters, 0, counter_slots * sizeof(int)));
     CK(cudaFuncSetAttribute(flash_attn<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, flash_smem_bytes<64>()));
     CK(cudaFuncSetAttribute(flash_attn<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, flash_smem_bytes<128>()));
-    CK(cudaFuncSetAttribute(expert_gemm<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, expert_gemm_smem_bytes()));
-    CK(cudaFuncSetAttribute(expert_gemm<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, expert_gemm_smem_bytes()));
   }
 
   // --- GEMM (row-major): C[M,N] = A[M,K] . op(B), B stored [N,K] (b_trans) or [K,N]; batched by strides.
@@ -1140,34 +1138,6 @@ static void check_launch(const char* kernel) {
   if (e != cudaSuccess) fail("kernel %s did not launch: %s", kernel, cudaGetErrorString(e));
 }
 
-/**
- * The grouped expert GEMM (bf16) over rows grouped by the host copy `off` of the offsets: one tile
- * per 128 rows of each expert. False when the sizes or pointers do not suit it (the caller then
- * takes the padded cuBLASLt path).
- */
-static bool expert_grouped(Runtime& rt, const void* x, const int* order, int k, const void* wg, const void* wu, const int* offsets, const std::vector<int>& off, void* out, long E, long O, long I) {
-  auto aligned = [](const void* p) { return (uintptr_t)p % 16 == 0; };
-  if (I % 8 || O % 2 || !aligned(x) || !aligned(wg) || (wu && !aligned(wu))) return false;
-  std::vector<int2> tiles;
-  for (long e = 0; e < E; ++e)
-    for (int r = off[e]; r < off[e + 1]; r += EG_BM) tiles.push_back(make_int2((int)e, r));
-  if (tiles.empty()) return true;
-  int2* dev;
-  CK(cudaMallocAsync(&dev, tiles.size() * sizeof(int2), rt.stream));
-  CK(cudaMemcpyAsync(dev, tiles.data(), tiles.size() * sizeof(int2), cudaMemcpyHostToDevice, rt.stream));
-  const auto* xb = (const __nv_bfloat16*)x;
-  if (wu) {
-    const dim3 g((unsigned)tiles.size(), (unsigned)((O + EG_BN / 2 - 1) / (EG_BN / 2)));
-    expert_gemm<true><<<g, EG_THREADS, expert_gemm_smem_bytes(), rt.stream>>>(xb, order, k, (const __nv_bfloat16*)wg, (const __nv_bfloat16*)wu, offsets, dev, (__nv_bfloat16*)out, O, I);
-  } else {
-    const dim3 g((unsigned)tiles.size(), (unsigned)((O + EG_BN - 1) / EG_BN));
-    expert_gemm<false><<<g, EG_THREADS, expert_gemm_smem_bytes(), rt.stream>>>(xb, order, k, (const __nv_bfloat16*)wg, nullptr, offsets, dev, (__nv_bfloat16*)out, O, I);
-  }
-  check_launch("expert_gemm");
-  CK(cudaFreeAsync(dev, rt.stream));
-  return true;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Ctx routines
 
@@ -1341,20 +1311,12 @@ void Ctx::expert_gemv(int x, int order, int k, int wg, int wu, int offsets, int 
   launched("expert_gemv");
 }
 
-/** The offsets on the host (the grouped and per-expert GEMMs size their launches by them). */
+/** The offsets on the host (the per-expert GEMMs size their launches by them). */
 static std::vector<int> host_offsets(Ctx& c, int offsets, long E) {
   std::vector<int> off(E + 1);
   CK(cudaMemcpyAsync(off.data(), c.ptr(offsets), (E + 1) * sizeof(int), cudaMemcpyDeviceToHost, c.stream));
   CK(cudaStreamSynchronize(c.stream));
   return off;
-}
-
-void Ctx::expert_gemm(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I) {
-  if (rows == 0) return;
-  if (dtype(out) != DT_BF16) fail("expert_gemm runs bf16 only (the plan must not choose it for %s)", dtype_name(dtype(out)));
-  const std::vector<int> off = host_offsets(*this, offsets, E);
-  if (!expert_grouped(*rt, ptr(x), order >= 0 ? (const int*)ptr(order) : nullptr, k, ptr(wg), wu >= 0 ? ptr(wu) : nullptr, (const int*)ptr(offsets), off, ptr(out), E, O, I))
-    fail("expert_gemm: sizes %ldx%ld or pointers do not suit the grouped GEMM (the plan must not choose it)", O, I);
 }
 
 void Ctx::expert_loop(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I) {

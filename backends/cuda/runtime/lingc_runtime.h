@@ -237,10 +237,9 @@ struct Ctx {
   // The same for one row (M = 1) with the runtime's GEMV (K a multiple of 256).
   void gemv(int x, int w, int out, long N, long K);
   // Expert matmuls over rows grouped by expert (offsets[E+1]): with wu >= 0, silu(x.Wg^T) * (x.Wu^T);
-  // with order >= 0, row r reads x[order[r] / k]. The GEMV (a block per row, or per expert), the
-  // grouped bf16 mma GEMM, or one cuBLASLt GEMM per expert.
+  // with order >= 0, row r reads x[order[r] / k]. The GEMV (a block per row, or per expert), or one
+  // cuBLASLt GEMM per expert (the grouped GEMM of many rows is a generated tile program).
   void expert_gemv(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I, bool by_row, bool vec);
-  void expert_gemm(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I);
   void expert_loop(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I);
   // A float cast of n elements (bf16 <-> f32), vectorized where the pointers allow.
   void cast(int in, int out, long n);

@@ -142,6 +142,31 @@ export class CudaRenderer {
             `${indent}asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\\n" : ${s.names.map((n) => `"=r"(${n})`).join(", ")} : "r"((unsigned)__cvta_generic_to_shared(&${s.src}[${this.expr(s.idx)}])));`,
           );
           break;
+        case "wgmma": {
+          // Matrix descriptors (sm_90): start address >> 4, leading byte offset 16 (unused in a
+          // K-major swizzled layout), stride byte offset 1024 (8 rows of 128 bytes), 128-byte swizzle.
+          const desc = (idx: Expr) =>
+            `(0x4000000000000000ull | (64ull << 32) | (1ull << 16) | (unsigned long long)(((unsigned)__cvta_generic_to_shared(&${s.src}[${this.expr(idx)}]) & 0x3FFFF) >> 4))`;
+          const n = s.shape.n / 2;
+          const regs = Array.from({ length: n }, (_, j) => `%${j}`).join(",");
+          const accs = Array.from({ length: n }, (_, j) => `"+f"(${s.acc}[${j}])`).join(", ");
+          out.push(
+            `${indent}asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${n + 2}, 0;\\nwgmma.mma_async.sync.aligned.m64n${s.shape.n}k16.f32.bf16.bf16 {${regs}}, %${n}, %${n + 1}, p, 1, 1, 0, 0;\\n}\\n" : ${accs} : "l"(${desc(s.a)}), "l"(${desc(s.b)}), "n"(1));`,
+          );
+          break;
+        }
+        case "wgmmaFence":
+          out.push(`${indent}asm volatile("wgmma.fence.sync.aligned;\\n" ::: "memory");`);
+          break;
+        case "wgmmaCommit":
+          out.push(`${indent}asm volatile("wgmma.commit_group.sync.aligned;\\n" ::: "memory");`);
+          break;
+        case "wgmmaWait":
+          out.push(`${indent}asm volatile("wgmma.wait_group.sync.aligned %0;\\n" :: "n"(${s.pending}) : "memory");`);
+          break;
+        case "fenceAsyncShared":
+          out.push(`${indent}asm volatile("fence.proxy.async.shared::cta;\\n" ::: "memory");`);
+          break;
         case "mma": {
           const at = this.expr(s.at);
           const c = [0, 1, 2, 3].map((j) => `"+f"(${s.acc}[${at} + ${j}])`);
@@ -167,15 +192,18 @@ export const STATIC_SHARED_LIMIT = 48 * 1024;
 /** Each shared array starts at a multiple of this many bytes (async copies write 16 at a time). */
 const SHARED_ALIGN = 16;
 
-/** The shared arrays' byte offsets and the kernel's total shared memory. */
-function sharedLayout(k: Kernel): { offsets: number[]; bytes: number } {
+/** The shared arrays' byte offsets (each at its alignment) and the kernel's total shared memory. */
+function sharedLayout(k: Kernel): { offsets: number[]; bytes: number; align: number } {
   let bytes = 0;
+  let align = SHARED_ALIGN;
   const offsets = k.shared.map((s) => {
-    const at = bytes;
-    bytes += Math.ceil((s.size * 4) / SHARED_ALIGN) * SHARED_ALIGN;
+    const a = Math.max(SHARED_ALIGN, s.align ?? 0);
+    align = Math.max(align, a);
+    const at = Math.ceil(bytes / a) * a;
+    bytes = at + Math.ceil((s.size * 4) / SHARED_ALIGN) * SHARED_ALIGN;
     return at;
   });
-  return { offsets, bytes };
+  return { offsets, bytes, align };
 }
 
 /** The dynamic shared memory a kernel's launch must give (0: its arrays are static). */
@@ -201,10 +229,10 @@ export function renderCuda(k: Kernel): string {
   // 16-byte aligned: async copies write 16 bytes at a time. Shared arrays stay 32-bit in a wide
   // kernel (they hold per-workgroup counts and tiles, sized by the generator at 4 bytes).
   if (dynamicSharedBytes(k)) {
-    const { offsets } = sharedLayout(k);
-    out.push(`  extern __shared__ __align__(${SHARED_ALIGN}) unsigned char lingc_smem[];`);
+    const { offsets, align } = sharedLayout(k);
+    out.push(`  extern __shared__ __align__(${align}) unsigned char lingc_smem[];`);
     k.shared.forEach((s, j) => out.push(`  ${TYPE[s.t]}* const ${s.name} = reinterpret_cast<${TYPE[s.t]}*>(lingc_smem + ${offsets[j]});`));
-  } else for (const s of k.shared) out.push(`  __shared__ __align__(${SHARED_ALIGN}) ${TYPE[s.t]} ${s.name}[${s.size}];`);
+  } else for (const s of k.shared) out.push(`  __shared__ __align__(${Math.max(SHARED_ALIGN, s.align ?? 0)}) ${TYPE[s.t]} ${s.name}[${s.size}];`);
   // Launched with programmatic dependent launch (lingc_runtime.h): let the next kernel be
   // scheduled now, and wait for the previous kernel's results before reading anything.
   out.push(`  asm volatile("griddepcontrol.launch_dependents;");`, `  asm volatile("griddepcontrol.wait;" ::: "memory");`);

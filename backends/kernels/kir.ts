@@ -11,7 +11,7 @@
  */
 
 export type KType = "f32" | "i32" | "u32" | "bool";
-export type BinOp = "+" | "-" | "*" | "/" | "%" | "<" | "<=" | ">" | ">=" | "==" | "!=" | "&&" | "||" | "min" | "max";
+export type BinOp = "+" | "-" | "*" | "/" | "%" | "<" | "<=" | ">" | ">=" | "==" | "!=" | "&&" | "||" | "min" | "max" | "^";
 export type UnOp = "neg" | "exp" | "log" | "sqrt" | "rsqrt" | "sin" | "cos" | "abs" | "not";
 export type NarrowFloat = "bf16" | "f16" | "f8e4m3fn" | "f8e5m2";
 /**
@@ -23,6 +23,15 @@ export type NarrowFloat = "bf16" | "f16" | "f8e4m3fn" | "f8e5m2";
  * (a word holds k = 2t, 2t + 1 instead of 4t..4t+3; the second half starts at k = 8).
  */
 export type MmaShape = "m16n8k32.e4m3" | "m16n8k16.bf16";
+/**
+ * Hopper warpgroup MMAs (PTX wgmma.mma_async): D[64 x n] += A[64 x 16] B[16 x n] of bf16, f32
+ * accumulators, both operands read from shared memory through matrix descriptors, K-major in the
+ * 128-byte swizzle (rows of 64 elements, 16-byte chunk c of row r stored at chunk c ^ (r % 8), each
+ * 8-row group 1024 bytes after the previous, the tile 1024-byte aligned). Per thread of the
+ * warpgroup (warp w, g = lane / 4, t = lane % 4) the accumulators are n / 2 floats: for each 8-column
+ * block j, row 16w + g columns 8j + 2t, 8j + 2t + 1, then row 16w + g + 8 (as mma m16n8's).
+ */
+export type WgmmaShape = { m: 64; n: number; k: 16; ab: "bf16" };
 /** Target helpers a kernel may call by name (each renderer defines the ones it supports). */
 export type Helper = "pow2_ceil";
 
@@ -64,7 +73,21 @@ export type Stmt =
    */
   | { k: "ldsm"; names: string[]; src: string; idx: Expr }
   /** acc[at .. at+3] += A . B on the warp's fragments (a: 4 u32 words, b: 2; see MmaShape). */
-  | { k: "mma"; shape: MmaShape; acc: string; at: Expr; a: Expr[]; b: Expr[] };
+  | { k: "mma"; shape: MmaShape; acc: string; at: Expr; a: Expr[]; b: Expr[] }
+  /**
+   * acc[0 .. n/2 - 1] += A . B for the warpgroup (see WgmmaShape), asynchronously: A's 64 rows start
+   * at word `a` of shared u32 array `src`, B's n rows at word `b`; each the address of its k16 slice
+   * (a 32-byte step inside the swizzled rows). Completes by wgmmaCommit and wgmmaWait.
+   */
+  | { k: "wgmma"; shape: WgmmaShape; acc: string; src: string; a: Expr; b: Expr }
+  /** Orders register and shared-memory accesses before the warpgroup MMAs that follow (wgmma.fence). */
+  | { k: "wgmmaFence" }
+  /** Closes the group of warpgroup MMAs issued since the last commit. */
+  | { k: "wgmmaCommit" }
+  /** Waits until at most `pending` committed groups of warpgroup MMAs are in flight. */
+  | { k: "wgmmaWait"; pending: number }
+  /** Makes this thread's writes to shared memory (stores, completed async copies) visible to warpgroup MMAs. */
+  | { k: "fenceAsyncShared" };
 
 /**
  * Element types of buffers: bf16 buffers hold bf16 bits and read and write as f32 values; f8e4m3
@@ -88,8 +111,8 @@ export interface Kernel {
   buffers: BufferParam[];
   /** Run-time sizes (i32), set by the host before each launch. */
   uniforms: string[];
-  /** Workgroup-shared arrays. */
-  shared: { name: string; t: KType; size: number }[];
+  /** Workgroup-shared arrays; `align`: their first byte's alignment, if more than 16 (swizzled MMA tiles: 1024). */
+  shared: { name: string; t: KType; size: number; align?: number }[];
   body: Stmt[];
   /**
    * A buffer of this kernel holds more elements than an i32 index reaches (an expert stack of
@@ -140,6 +163,8 @@ export const and = (a: Expr, b: Expr) => bin("&&", a, b);
 export const or = (a: Expr, b: Expr) => bin("||", a, b);
 export const min = (a: Expr, b: Expr) => bin("min", a, b);
 export const max = (a: Expr, b: Expr) => bin("max", a, b);
+/** Bitwise exclusive or (integers). */
+export const xor = (a: Expr, b: Expr) => bin("^", a, b);
 
 const un = (op: UnOp) => (a: Expr): Expr => ({ k: "un", t: a.t, op, a });
 export const neg = un("neg");
@@ -232,8 +257,8 @@ export class KernelBuilder {
     return { k: "uni", t: "i32", name };
   }
 
-  shared(name: string, t: KType, size: number): string {
-    this.kernel.shared.push({ name, t, size });
+  shared(name: string, t: KType, size: number, align?: number): string {
+    this.kernel.shared.push({ name, t, size, ...(align ? { align } : {}) });
     return name;
   }
 
@@ -325,6 +350,27 @@ export class KernelBuilder {
   mma(shape: MmaShape, acc: string, at: Expr, a: Expr[], b: Expr[]): void {
     if (a.length !== 4 || b.length !== 2 || [...a, ...b].some((x) => x.t !== "u32")) throw new Error(`kir: ${shape} takes 4 A and 2 B words (u32)`);
     this.emit({ k: "mma", shape, acc, at, a, b });
+  }
+
+  wgmma(shape: WgmmaShape, acc: string, src: string, a: Expr, b: Expr): void {
+    if (shape.n % 8 !== 0 || shape.n < 8 || shape.n > 256) throw new Error(`kir: wgmma n must be a multiple of 8 up to 256, not ${shape.n}`);
+    this.emit({ k: "wgmma", shape, acc, src, a, b });
+  }
+
+  wgmmaFence(): void {
+    this.emit({ k: "wgmmaFence" });
+  }
+
+  wgmmaCommit(): void {
+    this.emit({ k: "wgmmaCommit" });
+  }
+
+  wgmmaWait(pending: number): void {
+    this.emit({ k: "wgmmaWait", pending });
+  }
+
+  fenceAsyncShared(): void {
+    this.emit({ k: "fenceAsyncShared" });
   }
 
   barrier(): void {

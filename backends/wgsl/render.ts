@@ -116,6 +116,12 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
         throw new Error("kir: WGSL has no ldmatrix (a tensor-core tile program runs on CUDA only)");
       case "mma":
         throw new Error(`kir: WGSL has no tensor-core ${s.shape} (a tile program that uses one runs on CUDA only)`);
+      case "wgmma":
+      case "wgmmaFence":
+      case "wgmmaCommit":
+      case "wgmmaWait":
+      case "fenceAsyncShared":
+        throw new Error("kir: WGSL has no warpgroup MMA (a Hopper tile program runs on CUDA only)");
       case "for":
         out.push(`${indent}for (var ${s.v}: i32 = ${expr(s.from)}; ${s.v} < ${expr(s.to)}; ${s.v} = ${s.v} + ${expr(s.step)}) {`);
         stmts(s.body, indent + "  ", out);

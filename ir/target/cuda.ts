@@ -54,7 +54,8 @@ export interface DeviceRates {
 
 /**
  * A GEMM tile program's tile: bm rows by bn weight rows per workgroup, each warp wm x wn of them
- * (multiples of 16), `stages` K stages in flight.
+ * (multiples of 16), `stages` K stages in flight. `wgmma`: Hopper warpgroup MMAs instead of warp
+ * mma.sync, a warpgroup of 4 warps per 64 rows over all bn columns (wm = 64, wn = bn).
  */
 export interface TileShape {
   bm: number;
@@ -62,14 +63,25 @@ export interface TileShape {
   wm: number;
   wn: number;
   stages: number;
+  wgmma?: boolean;
 }
 
-/** A tile written "bm,bn,wm,wn,stages" (the benchmark's sweeps set one through LINGC_FP8_TILE or LINGC_BF16_TILE), checked. */
+/**
+ * A tile written "bm,bn,wm,wn,stages", or "wgmma,bm,bn,stages" (the benchmark's sweeps set one through
+ * LINGC_FP8_TILE or LINGC_BF16_TILE), checked.
+ */
 export function parseTile(text: string, what: string): TileShape {
+  if (text.trim().startsWith("wgmma,")) {
+    const w = text.trim().slice(6).split(",").map((x) => Number(x.trim()));
+    const [bm, bn, stages] = w as [number, number, number];
+    const fine = w.length === 3 && w.every((x) => Number.isInteger(x) && x > 0) && bm % 64 === 0 && bn % 16 === 0 && bn <= 256 && stages >= 2;
+    if (!fine) throw new LingcError(`${what} '${text}': expected wgmma,bm,bn,stages (bm a multiple of 64, bn a multiple of 16 up to 256, at least 2 stages)`);
+    return { bm, bn, wm: 64, wn: bn, stages, wgmma: true };
+  }
   const v = text.split(",").map((x) => Number(x.trim()));
   const [bm, bn, wm, wn, stages] = v as [number, number, number, number, number];
   const ok = v.length === 5 && v.every((x) => Number.isInteger(x) && x > 0) && wm % 16 === 0 && wn % 16 === 0 && bm % wm === 0 && bn % wn === 0 && stages >= 2;
-  if (!ok) throw new LingcError(`${what} '${text}': expected bm,bn,wm,wn,stages (warp tile wm x wn in multiples of 16 dividing bm x bn, at least 2 stages)`);
+  if (!ok) throw new LingcError(`${what} '${text}': expected bm,bn,wm,wn,stages (warp tile wm x wn in multiples of 16 dividing bm x bn, at least 2 stages) or wgmma,bm,bn,stages`);
   return { bm, bn, wm, wn, stages };
 }
 

@@ -128,7 +128,7 @@ describe("lingc compile --target cuda", () => {
     expect(src).toMatch(/\{"past\.0\.key", "present\.0\.key", 2, 2048L\}/);
   });
 
-  it("the emitted sources for ling-tiny and Ling-1T compile with nvcc -arch=sm_90a and no warnings", async () => {
+  it("the emitted sources for ling-tiny and Ling-1T compile with nvcc for sm_90a and no warnings", async () => {
     const r = await cli("compile", "ling-1t", "--target", "cuda", "--out", join(dir, "1t"));
     expect(r.code, r.stderr).toBe(0);
     await expectCompiles([join(dir, "tiny"), "model.cu"], [join(dir, "1t"), "model.cu"], [join(dir, "tiny"), "lingc_runtime.cu"]);
@@ -186,6 +186,41 @@ describe("lingc compile --target cuda", () => {
     expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) c\.expert_gemv\(/);
     await expectCompiles([join(dir, "bf16"), "model.cu"]);
   }, 300_000);
+
+  it("bf16 on Hopper's warpgroup MMAs (LINGC_BF16_TILE=wgmma,...): wgmma from 128-byte-swizzled shared tiles, and it compiles", async () => {
+    process.env["LINGC_BF16_TILE"] = "wgmma,128,256,4";
+    let r;
+    try {
+      r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "wgmma"));
+    } finally {
+      delete process.env["LINGC_BF16_TILE"];
+    }
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "wgmma", "model.cu"), "utf8");
+    for (const name of ["k_swiglu", "k_grouped_linear"]) {
+      const tile = kernelsNamed(src, name).find((k) => k.includes("wgmma"));
+      expect(tile, name).toBeDefined();
+      // Four k16 slices of a 64-element stage, each a 64 x 256 warpgroup MMA (2 warpgroups of 128 threads).
+      expect(tile!.match(/wgmma\.mma_async\.sync\.aligned\.m64n256k16\.f32\.bf16\.bf16/g)?.length).toBe(4);
+      expect(tile).toMatch(/__launch_bounds__\(256\)/);
+      for (const piece of ["wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", "fence.proxy.async.shared::cta", "extern __shared__ __align__(1024)", "cp.async.cg.shared.global"]) expect(tile).toContain(piece);
+      // The swizzle: chunk lc ^ (row % 8).
+      expect(tile).toMatch(/\(lc_\d+ \^ \(lr_\d+ % 8\)\)/);
+    }
+    await expectCompiles([join(dir, "wgmma"), "model.cu"]);
+  }, 300_000);
+
+  it("a tile setting that is not a tile is refused by name", async () => {
+    process.env["LINGC_BF16_TILE"] = "wgmma,96,256,4";
+    try {
+      const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "bad-tile"));
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain("LINGC_BF16_TILE 'wgmma,96,256,4': expected wgmma,bm,bn,stages (bm a multiple of 64");
+      expect(existsSync(join(dir, "bad-tile", "model.cu"))).toBe(false);
+    } finally {
+      delete process.env["LINGC_BF16_TILE"];
+    }
+  });
 
   it("an FP8 linear's input that is also a graph output keeps row-major scales (the runtime transposes them for cuBLASLt)", async () => {
     const lir = join(dir, "q-out.lir");

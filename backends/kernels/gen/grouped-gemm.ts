@@ -60,9 +60,9 @@ export function stageK(elem: GemmElem): number {
   return BKW * ELEMS[elem].perWord;
 }
 
-/** Threads of the tile's workgroup: a warp per wm x wn. */
+/** Threads of the tile's workgroup: a warp per wm x wn (wgmma: a warpgroup of 4 warps per 64 rows). */
 export function gemmTileThreads(t: TileShape): number {
-  return 32 * (t.bm / t.wm) * (t.bn / t.wn);
+  return t.wgmma ? 128 * (t.bm / 64) : 32 * (t.bm / t.wm) * (t.bn / t.wn);
 }
 
 export interface Plan {
@@ -144,6 +144,43 @@ export function gemmTile(limits: GenLimits, elem: GemmElem): TileShape {
   return t;
 }
 
+/**
+ * Which tile a workgroup computes: workgroup = tile x colTiles + column tile, a tile being (expert,
+ * BM of its rows). The first warp finds it: lane l counts the row tiles of experts l x per .. l x
+ * per + per - 1, a warp scan of those counts gives each lane its first tile, and the lane whose tiles
+ * hold t walks its experts to t's. One barrier, however many experts. expert is -1 past the last tile.
+ */
+export function workgroupTile(g: Gen, offb: string, E: number, BM: number, colTiles: number): { t: Expr; ct: Expr; e: Expr; row0: Expr } {
+  const kb = g.kb;
+  const { i, add, sub, mul, div, mod, lt, ge, and } = K;
+  const t = kb.let("t", div(kb.wg, i(colTiles)));
+  const ct = kb.let("ct", mod(kb.wg, i(colTiles)));
+  const infoSh = kb.shared(kb.fresh("tile"), "i32", 2);
+  const per = Math.ceil(E / 32);
+  kb.if(lt(kb.lid, i(32)), () => {
+    const tilesOf = (e: Expr) => K.sel(lt(e, i(E)), div(add(sub(kb.load(offb, add(K.min(e, i(E - 1)), i(1))), kb.load(offb, K.min(e, i(E - 1)))), i(BM - 1)), i(BM)), i(0));
+    const mine = kb.var("mine", i(0));
+    kb.for("j", i(0), i(per), (j) => mine.set(add(mine.ref, tilesOf(add(mul(kb.lid, i(per)), j)))));
+    const scan = kb.warpScan(mine.ref, kb.lid);
+    // Past the last tile (t >= the total), lane 0 marks the workgroup idle; else exactly one lane writes.
+    kb.if(and(K.eq(kb.lid, i(0)), ge(t, scan.total)), () => kb.store(infoSh, i(0), i(-1)));
+    kb.if(and(ge(t, scan.exclusive), lt(t, add(scan.exclusive, mine.ref))), () => {
+      const run = kb.var("run", scan.exclusive);
+      kb.for("j", i(0), i(per), (j) => {
+        const e = kb.let("e", add(mul(kb.lid, i(per)), j));
+        const n = kb.let("n", tilesOf(e));
+        kb.if(and(ge(t, run.ref), lt(t, add(run.ref, n))), () => {
+          kb.store(infoSh, i(0), e);
+          kb.store(infoSh, i(1), add(kb.load(offb, e), mul(sub(t, run.ref), i(BM))));
+        });
+        run.set(add(run.ref, n));
+      });
+    });
+  });
+  kb.barrier();
+  return { t, ct, e: kb.let("expert", kb.load(infoSh, i(0))), row0: kb.let("row0", kb.load(infoSh, i(1))) };
+}
+
 export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): GeneratedKernel {
   const plan = groupedGemmPlan(ops, g.limits, elem)!;
   const info = ELEMS[elem];
@@ -154,6 +191,7 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): G
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
   const what = `grouped ${elem} GEMM`;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`${what}: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
+  if (tile.wgmma) throw new LingcError(`${what}: a wgmma tile is for bf16 (grouped-gemm-wgmma.ts); the ${elem} program takes warp tiles (bm,bn,wm,wn,stages)`);
   const { bm: BM, bn: BN, wm: WM, wn: WN, stages: STAGES } = tile;
   const T = gemmTileThreads(tile);
   if (kb.kernel.wg !== T) throw new LingcError(`${what}: a ${BM}x${BN} tile of ${WM}x${WN} warps needs ${T} threads, not ${kb.kernel.wg}`);
@@ -184,37 +222,7 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): G
   const rowsDim = x.type.shape[0]!;
   const { i, add, sub, mul, div, mod, lt, ge, and } = K;
 
-  // Which tile: workgroup = tile x colTiles + column tile; a tile is (expert, BM of its rows).
-  const t = kb.let("t", div(kb.wg, i(colTiles)));
-  const ct = kb.let("ct", mod(kb.wg, i(colTiles)));
-  // The first warp finds it: lane l counts the row tiles of experts l x per .. l x per + per - 1, a
-  // warp scan of those counts gives each lane its first tile, and the lane whose tiles hold t walks
-  // its experts to t's. One barrier, however many experts.
-  const infoSh = kb.shared(kb.fresh("tile"), "i32", 2);
-  const per = Math.ceil(E / 32);
-  kb.if(lt(kb.lid, i(32)), () => {
-    const tilesOf = (e: Expr) => K.sel(lt(e, i(E)), div(add(sub(kb.load(offb, add(K.min(e, i(E - 1)), i(1))), kb.load(offb, K.min(e, i(E - 1)))), i(BM - 1)), i(BM)), i(0));
-    const mine = kb.var("mine", i(0));
-    kb.for("j", i(0), i(per), (j) => mine.set(add(mine.ref, tilesOf(add(mul(kb.lid, i(per)), j)))));
-    const scan = kb.warpScan(mine.ref, kb.lid);
-    // Past the last tile (t >= the total), lane 0 marks the workgroup idle; else exactly one lane writes.
-    kb.if(and(K.eq(kb.lid, i(0)), ge(t, scan.total)), () => kb.store(infoSh, i(0), i(-1)));
-    kb.if(and(ge(t, scan.exclusive), lt(t, add(scan.exclusive, mine.ref))), () => {
-      const run = kb.var("run", scan.exclusive);
-      kb.for("j", i(0), i(per), (j) => {
-        const e = kb.let("e", add(mul(kb.lid, i(per)), j));
-        const n = kb.let("n", tilesOf(e));
-        kb.if(and(ge(t, run.ref), lt(t, add(run.ref, n))), () => {
-          kb.store(infoSh, i(0), e);
-          kb.store(infoSh, i(1), add(kb.load(offb, e), mul(sub(t, run.ref), i(BM))));
-        });
-        run.set(add(run.ref, n));
-      });
-    });
-  });
-  kb.barrier();
-  const e = kb.let("expert", kb.load(infoSh, i(0)));
-  const row0 = kb.let("row0", kb.load(infoSh, i(1)));
+  const { ct, e, row0 } = workgroupTile(g, offb, E, BM, colTiles);
   kb.if(ge(e, i(0)), () => {
     const rowEnd = kb.let("row_end", K.min(kb.load(offb, add(e, i(1))), add(row0, i(BM))));
     const warp = kb.let("warp", div(kb.lid, i(32)));

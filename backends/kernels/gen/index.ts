@@ -15,6 +15,7 @@ import { quantizeKernel, quantizeOps, quantizeWorkgroup } from "./quant";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
 import { dispatchKernel } from "./dispatch";
 import { coversGroupedGemm, gemmTile, gemmTileThreads, groupedGemmKernel } from "./grouped-gemm";
+import { groupedGemmWgmmaKernel } from "./grouped-gemm-wgmma";
 import { coversFp8Gemv, coversGroupedFp8Gemv, fp8GemvKernel, GEMV_FP8_THREADS, groupedFp8GemvKernel } from "./gemv-fp8";
 import { normKernel, normWorkgroup } from "./norm";
 import { isPointwiseOp, pointwise } from "./pointwise";
@@ -101,7 +102,10 @@ const TEMPLATES: readonly Template[] = [
     // The same tile program on bf16 tensor cores (a bf16 prefill's experts, through the token gather).
     name: "grouped_gemm",
     covers: (ops, limits) => limits !== undefined && coversGroupedGemm(ops, limits, "bf16"),
-    generate: (gen, ops, limits) => groupedGemmKernel(gen(gemmTileThreads(gemmTile(limits, "bf16"))), ops, "bf16"),
+    generate(gen, ops, limits) {
+      const tile = gemmTile(limits, "bf16");
+      return tile.wgmma ? groupedGemmWgmmaKernel(gen(gemmTileThreads(tile)), ops) : groupedGemmKernel(gen(gemmTileThreads(tile)), ops, "bf16");
+    },
   },
   {
     // The same for few rows (decode; chosen by the step's dispatch): a warp per output column (CUDA).

@@ -4,12 +4,15 @@
  * token per step through the decode graph and its KV cache, which stays on the GPU). Each figure is
  * given as min / median / max over several timed runs after a warm-up (the first dispatch of each
  * pipeline compiles it).
- * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S --steps N --runs R).
+ * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S --steps N --runs R;
+ * --kernels also prints the fused prefill's time per kernel, summed by kernel name, from a profiled
+ * run: GPU timestamps where the adapter has them, else one submission per kernel timed on the host).
  */
 import "../ir/ops";
 import { Tensor } from "../ir/tensor";
 import { nodeAdapter } from "../backends/wgsl/node";
 import type { LoadedModel } from "../backends/backend";
+import type { KernelTiming } from "../backends/wgsl/host";
 import { GenerationSession, generationPlan } from "../backends/generation-session";
 import { loadModel } from "../compiler/driver/load";
 import { openSource } from "../compiler/driver/source";
@@ -72,4 +75,44 @@ for (const [label, noFuse] of [
   const r = await measure(model);
   model.close();
   console.log(`  ${label.padEnd(8)} prefill ${r.prefill.padStart(24)}   decode ${r.decode.padStart(24)}`);
+}
+
+if (process.argv.includes("--kernels")) {
+  const { model } = await loadModel({ source, backend: "wgsl", options: { profileKernels: true } });
+  try {
+    const plan = generationPlan(model.signatures);
+    const ids = Tensor.from("i64", [B, S], Array.from({ length: B * S }, (_, k) => (k * 7919) % plan.vocab));
+    const runners = (model as { graphs?: Record<string, { lastTimings?: KernelTiming[] }> }).graphs ?? {};
+    const timed = async (run: () => Promise<unknown>): Promise<KernelTiming[]> => {
+      for (const g of Object.values(runners)) g.lastTimings = undefined;
+      await run();
+      return Object.values(runners).flatMap((g) => g.lastTimings ?? []);
+    };
+    let prefill: KernelTiming[] = [];
+    let decode: KernelTiming[] = [];
+    // The second round (the first compiles the pipelines).
+    for (let r = 0; r < 2; r++) {
+      const session = new GenerationSession(model, plan, S + 1);
+      try {
+        prefill = await timed(() => session.prefill(ids));
+        decode = await timed(() => session.decode(Tensor.from("i64", [B, 1], Array.from({ length: B }, (_, b) => b % plan.vocab))));
+      } finally {
+        session.close();
+      }
+    }
+    for (const [what, timings] of [["prefill", prefill], ["decode step", decode]] as const) {
+      const by = new Map<string, { ms: number; n: number }>();
+      for (const t of timings) {
+        const e = by.get(t.name) ?? { ms: 0, n: 0 };
+        e.ms += t.ms;
+        e.n += 1;
+        by.set(t.name, e);
+      }
+      const total = timings.reduce((a, t) => a + t.ms, 0);
+      console.log(`  fused ${what} per kernel (${timings[0]?.clock === "gpu" ? "GPU timestamps" : "wall time, a submission per kernel"}; ${total.toFixed(1)} ms in all):`);
+      for (const [name, e] of [...by].sort((a, b) => b[1].ms - a[1].ms).slice(0, 8)) console.log(`    ${e.ms.toFixed(2).padStart(9)} ms  ${String(e.n).padStart(3)} x  ${name}`);
+    }
+  } finally {
+    model.close();
+  }
 }

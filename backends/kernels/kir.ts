@@ -39,7 +39,8 @@ export type Expr =
   | { k: "lit"; t: KType; v: number }
   | { k: "ref"; t: KType; name: string }
   | { k: "uni"; t: "i32"; name: string }
-  | { k: "load"; t: KType; buf: string; idx: Expr }
+  /** `uniform`: a workgroup array's element every thread reads alike (see KernelBuilder.uniformLoad). */
+  | { k: "load"; t: KType; buf: string; idx: Expr; uniform?: true }
   | { k: "bin"; t: KType; op: BinOp; a: Expr; b: Expr }
   | { k: "un"; t: KType; op: UnOp; a: Expr }
   | { k: "sel"; t: KType; c: Expr; a: Expr; b: Expr }
@@ -268,6 +269,18 @@ export class KernelBuilder {
     const elem = t ?? (b ? (b.elem === "bf16" || b.elem === "f8e4m3" ? "f32" : b.elem) : s?.t);
     if (!elem) throw new Error(`kir: load from unknown buffer ${buf}`);
     return { k: "load", t: elem, buf, idx };
+  }
+
+  /**
+   * An element of a workgroup array that every thread reads alike, read after a barrier that follows
+   * its last write (the caller's): a value that control flow around barriers may depend on. WGSL's
+   * uniformity rules need it said (workgroupUniformLoad, which adds its own barrier); elsewhere a
+   * plain load.
+   */
+  uniformLoad(buf: string, idx: Expr): Expr {
+    const s = this.kernel.shared.find((x) => x.name === buf);
+    if (!s) throw new Error(`kir: uniformLoad reads workgroup arrays, not ${buf}`);
+    return { k: "load", t: s.t, buf, idx, uniform: true };
   }
 
   private emit(s: Stmt): void {

@@ -33,24 +33,33 @@ export interface ArtifactSlot {
   grows?: { axis: number; rows: DimTerms; capacity: string };
 }
 
-export interface ArtifactKernel {
+/** A kernel's launch: its shader, bindings, sizes and grid. */
+export interface ArtifactLaunch {
   /** The kernel function or op name. */
   name: string;
-  /** Where it comes from: scope and DSL location. */
-  label: string;
-  fusion: string;
   wgsl: string;
   workgroupSize: number;
   /** The storage slot bound at each binding, in order (a split weight has one binding per part). */
   bindings: { slot: number; part: number; write: boolean }[];
   uniforms: { name: string; dim: DimTerms }[];
   grid: { dim: DimTerms; per: number };
+}
+
+export interface ArtifactKernel extends ArtifactLaunch {
+  /** Where it comes from: scope and DSL location. */
+  label: string;
+  fusion: string;
   /**
    * Reads only weights, constants and what earlier load-time kernels wrote, at sizes fixed at
    * compile time (a weight quantized at load): the host runs it once, when it loads the graph, and
    * keeps what it writes on the GPU.
    */
   atLoad?: boolean;
+  /**
+   * Another kernel for the same step, launched instead when `dim` comes to at most `max` at run time
+   * (few rows, where the tiled kernel's tiles would stand mostly empty: a decode step's experts).
+   */
+  few?: { dim: DimTerms; max: number; launch: ArtifactLaunch };
 }
 
 export interface WgslArtifact {

@@ -9,9 +9,9 @@ import { LingcError, formatPos } from "../../ir/errors";
 import type { Module } from "../../ir/module";
 import { signatureOf } from "../backend";
 import { buildSchedule, capacitySymbol, storageSlot } from "../schedule";
-import { generateStep } from "../kernels/gen";
+import { fewRowsTemplate, generateStep } from "../kernels/gen";
 import { renderWgsl } from "./render";
-import type { ArtifactDtype, ArtifactKernel, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
+import type { ArtifactDtype, ArtifactKernel, ArtifactLaunch, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
 import { requiredLimits, type WebGpuProfile } from "../../ir/target/webgpu";
 
 export function dimTerms(d: Dim): DimTerms {
@@ -73,44 +73,48 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
     // A label only: the fusion pattern that formed the kernel, or the op.
     const kind = step.kernel?.attrs["fusion"] ?? step.op.opName;
     const label = `${step.scope || m.name}: ${step.kernel ? step.kernel.name : step.op.opName}${step.op.loc ? ` (${formatPos(step.op.loc)})` : ""}`;
-    const g = generateStep(step, s, limits, `k${n}_${kind}`);
-    const where = `kernel ${step.kernel?.name ?? step.op.opName} in ${step.scope || m.name}`;
-    if (g.kernel.wg > limits.maxThreads) throw new LingcError(`${where} needs ${g.kernel.wg} threads per workgroup; maxComputeInvocationsPerWorkgroup = ${limits.maxThreads}`);
-    const shared = g.kernel.shared.reduce((acc, x) => acc + x.size * 4, 0);
-    if (shared > profile.maxComputeWorkgroupStorageSize) {
-      throw new LingcError(`${where} needs ${shared} bytes of workgroup memory; maxComputeWorkgroupStorageSize = ${profile.maxComputeWorkgroupStorageSize} (profile ${profile.name})`);
-    }
-    // Split weights: one binding per part; the shader picks the part by index range.
-    const bindings: { slot: number; part: number; write: boolean }[] = [];
-    const splits: string[] = [];
-    g.kernel.buffers.forEach((b, j) => {
-      const slot = slots[g.slots[j]!]!;
-      if (!slot.parts) {
-        bindings.push({ slot: g.slots[j]!, part: 0, write: b.write });
-        return;
+    const launch = (name: string, template?: string): ArtifactLaunch => {
+      const g = generateStep(step, s, limits, name, template);
+      const where = `kernel ${step.kernel?.name ?? step.op.opName} in ${step.scope || m.name}`;
+      if (g.kernel.wg > limits.maxThreads) throw new LingcError(`${where} needs ${g.kernel.wg} threads per workgroup; maxComputeInvocationsPerWorkgroup = ${limits.maxThreads}`);
+      const shared = g.kernel.shared.reduce((acc, x) => acc + x.size * 4, 0);
+      if (shared > profile.maxComputeWorkgroupStorageSize) {
+        throw new LingcError(`${where} needs ${shared} bytes of workgroup memory; maxComputeWorkgroupStorageSize = ${profile.maxComputeWorkgroupStorageSize} (profile ${profile.name})`);
       }
-      const shape = slot.shape.map((t) => (t.length === 0 ? 0 : t[0]![0]));
-      const perElems = slot.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1);
-      // Parts are indexed in their array's units: f32 values, or words of four packed codes.
-      b.parts = { count: slot.parts.count, per: slot.packed ? perElems / 4 : perElems };
-      const bytes = shape.reduce((x, y) => x * y, 1) * (slot.packed ? 1 : 4);
-      splits.push(`${slot.weight} (${bytes} bytes ${slot.packed ? "as packed fp8" : "as f32"}) is split into ${slot.parts.count} bindings of at most maxStorageBufferBindingSize = ${maxBinding} bytes`);
-      for (let p = 0; p < slot.parts.count; p++) bindings.push({ slot: g.slots[j]!, part: p, write: false });
-    });
-    if (bindings.length > profile.maxStorageBuffersPerShaderStage) {
-      throw new LingcError(`${where} needs ${bindings.length} storage buffers${splits.length ? ` because ${splits.join("; ")}` : ""}, over maxStorageBuffersPerShaderStage = ${profile.maxStorageBuffersPerShaderStage} (profile ${profile.name})`);
-    }
-    const wgsl = renderWgsl(g.kernel);
-    return {
-      name: step.kernel?.name ?? step.op.opName,
-      label,
-      fusion: kind,
-      wgsl,
-      workgroupSize: g.kernel.wg,
-      bindings,
-      uniforms: g.uniforms.map((u) => ({ name: u.name, dim: dimTerms(u.dim) })),
-      grid: { dim: dimTerms(g.grid.dim), per: g.grid.per },
+      // Split weights: one binding per part; the shader picks the part by index range.
+      const bindings: { slot: number; part: number; write: boolean }[] = [];
+      const splits: string[] = [];
+      g.kernel.buffers.forEach((b, j) => {
+        const slot = slots[g.slots[j]!]!;
+        if (!slot.parts) {
+          bindings.push({ slot: g.slots[j]!, part: 0, write: b.write });
+          return;
+        }
+        const shape = slot.shape.map((t) => (t.length === 0 ? 0 : t[0]![0]));
+        const perElems = slot.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1);
+        // Parts are indexed in their array's units: f32 values, or words of four packed codes.
+        b.parts = { count: slot.parts.count, per: slot.packed ? perElems / 4 : perElems };
+        const bytes = shape.reduce((x, y) => x * y, 1) * (slot.packed ? 1 : 4);
+        splits.push(`${slot.weight} (${bytes} bytes ${slot.packed ? "as packed fp8" : "as f32"}) is split into ${slot.parts.count} bindings of at most maxStorageBufferBindingSize = ${maxBinding} bytes`);
+        for (let p = 0; p < slot.parts.count; p++) bindings.push({ slot: g.slots[j]!, part: p, write: false });
+      });
+      if (bindings.length > profile.maxStorageBuffersPerShaderStage) {
+        throw new LingcError(`${where} needs ${bindings.length} storage buffers${splits.length ? ` because ${splits.join("; ")}` : ""}, over maxStorageBuffersPerShaderStage = ${profile.maxStorageBuffersPerShaderStage} (profile ${profile.name})`);
+      }
+      return {
+        name: step.kernel?.name ?? step.op.opName,
+        wgsl: renderWgsl(g.kernel),
+        workgroupSize: g.kernel.wg,
+        bindings,
+        uniforms: g.uniforms.map((u) => ({ name: u.name, dim: dimTerms(u.dim) })),
+        grid: { dim: dimTerms(g.grid.dim), per: g.grid.per },
+      };
     };
+    const kernel: ArtifactKernel = { ...launch(`k${n}_${kind}`), label, fusion: kind };
+    // Few rows: the host launches another template's kernel (the tiled experts' pointwise form).
+    const few = fewRowsTemplate(step, limits);
+    if (few) kernel.few = { dim: dimTerms(few.rows), max: few.max, launch: launch(`k${n}_${kind}_few`, few.template) };
+    return kernel;
   });
 
   // Kernels that only transform weights (quantize at load) run once, when the graph is loaded.

@@ -9,7 +9,7 @@
  * in), the append writes only the new rows into it, and the output it returns is the same buffer,
  * one row longer. Kernels read it with the buffer's row count (a capacity symbol of the artifact).
  */
-import { evalTerms, type ArtifactKernel, type ArtifactSlot, type WgslArtifact } from "./artifact";
+import { evalTerms, type ArtifactLaunch, type ArtifactSlot, type WgslArtifact } from "./artifact";
 
 // WebGPU enum values (GPUBufferUsage, GPUMapMode, GPUShaderStage), spelled out so the host needs no globals.
 const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80, QUERY_RESOLVE: 0x200 };
@@ -107,6 +107,12 @@ interface Pipeline {
   layout: GPUBindGroupLayout;
 }
 
+/** A kernel's pipeline, and its few-rows alternative's (ArtifactKernel.few). */
+interface KernelPipelines {
+  main: Pipeline;
+  few?: Pipeline;
+}
+
 /** The slot that holds slot id's storage (following aliases). */
 function storageSlot(a: WgslArtifact, id: number): ArtifactSlot {
   let s = a.slots[id]!;
@@ -128,11 +134,11 @@ function slotBuffer(device: GPUDevice, shape: readonly number[], label: string):
 const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<Pipeline>>>();
 
 /** What makes two kernels one pipeline: their shader (less its first line, the kernel's name) and binding kinds. */
-export function pipelineKey(k: ArtifactKernel): string {
+export function pipelineKey(k: ArtifactLaunch): string {
   return `${k.bindings.map((b) => (b.write ? "w" : "r")).join("")}\n${k.wgsl.replace(/^\/\/ .*\n/, "")}`;
 }
 
-function pipelineOf(device: GPUDevice, k: ArtifactKernel): Promise<Pipeline> {
+function pipelineOf(device: GPUDevice, k: ArtifactLaunch): Promise<Pipeline> {
   let cache = pipelineCache.get(device);
   if (!cache) pipelineCache.set(device, (cache = new Map()));
   const key = pipelineKey(k);
@@ -154,16 +160,16 @@ export class WgslGraph {
   private constructor(
     readonly device: GPUDevice,
     readonly artifact: WgslArtifact,
-    private readonly pipelines: Pipeline[],
+    private readonly pipelines: KernelPipelines[],
     private readonly resident: Map<number, GPUBuffer[]>,
   ) {}
 
   static async load(device: GPUDevice, a: WgslArtifact, weights: WeightProvider): Promise<WgslGraph> {
     if (a.format !== "lingc-wgsl-1") throw new Error(`not a lingc WGSL artifact (format ${String(a.format)})`);
     device.pushErrorScope("validation");
-    let pipelines: Pipeline[];
+    let pipelines: KernelPipelines[];
     try {
-      pipelines = await Promise.all(a.kernels.map((k) => pipelineOf(device, k)));
+      pipelines = await Promise.all(a.kernels.map(async (k) => ({ main: await pipelineOf(device, k), few: k.few ? await pipelineOf(device, k.few.launch) : undefined })));
     } catch (e) {
       await device.popErrorScope();
       throw new Error(`WebGPU rejected a kernel of the compiled model: ${e instanceof Error ? e.message : String(e)}`);
@@ -215,7 +221,10 @@ export class WgslGraph {
   /** Records kernel n into a command encoder: its sizes, bindings and workgroups. */
   private encode(encoder: GPUCommandEncoder, n: number, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites): boolean {
     const device = this.device;
-    const k = this.artifact.kernels[n]!;
+    const kernel = this.artifact.kernels[n]!;
+    // Few rows: the step's other kernel, where it has one.
+    const few = kernel.few !== undefined && evalTerms(kernel.few.dim, bindings) <= kernel.few.max;
+    const k = few ? kernel.few!.launch : kernel;
     const groups = Math.ceil(evalTerms(k.grid.dim, bindings) / k.grid.per);
     if (groups === 0) return false;
     const sizes = new Int32Array(Math.max(4, Math.ceil(k.uniforms.length / 4) * 4));
@@ -225,8 +234,8 @@ export class WgslGraph {
     device.queue.writeBuffer(ubuf, 0, sizes);
     const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: bufferOf(b.slot)[b.part]! } }));
     entries.push({ binding: k.bindings.length, resource: { buffer: ubuf } });
-    const { pipeline, layout } = this.pipelines[n]!;
-    const pass = encoder.beginComputePass(timestamps ? { label: k.label, timestampWrites: timestamps } : { label: k.label });
+    const { pipeline, layout } = few ? this.pipelines[n]!.few! : this.pipelines[n]!.main;
+    const pass = encoder.beginComputePass(timestamps ? { label: kernel.label, timestampWrites: timestamps } : { label: kernel.label });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, device.createBindGroup({ layout, entries }));
     const x = Math.min(groups, 65535);

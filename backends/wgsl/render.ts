@@ -39,6 +39,7 @@ function expr(e: Expr): string {
         const word = split.has(e.buf) ? `load_${e.buf}((${i}) >> 2u)` : `${e.buf}[(${i}) >> 2u]`;
         return `decode_e4m3((${word} >> (u32((${i}) & 3i) * 8u)) & 0xffu)`;
       }
+      if (e.uniform) return `workgroupUniformLoad(&${e.buf}[${expr(e.idx)}])`;
       return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;
     }
     case "builtin":

@@ -65,24 +65,55 @@ export function gemmTileThreads(t: TileShape): number {
   return t.wgmma ? 128 * (t.bm / 64) : 32 * (t.bm / t.wm) * (t.bn / t.wn);
 }
 
-export interface Plan {
+export interface Plan extends GroupedMatmuls {
   elem: GemmElem;
-  gate: Op;
-  up?: Op;
-  /** bf16: the token gather the GEMMs read their rows through. */
-  permute?: Op;
-  /** Elementwise ops after the GEMMs (in order), the last one's result is the output. */
-  epilogue: Op[];
 }
 
 /** The operand types of a grouped_linear the tile program takes for an element type. */
 function operandsFit(gl: Op, elem: GemmElem): boolean {
   const [x, w] = gl.operands as [Value, Value];
-  if (x.type.rank !== 2 || w.type.rank !== 3 || w.type.shape.some((d) => d.value === undefined)) return false;
   const I = w.type.shape[2]!.value!;
   if (elem === "e4m3") return isE4m3Blocks(x.type, 1, 128) && isE4m3Blocks(w.type, 128, 128) && I % stageK(elem) === 0;
   // bf16: 16-byte copies need rows of a multiple of 8 elements; a last partial stage is zero-filled.
   return x.type.dtype === "bf16" && w.type.dtype === "bf16" && !x.type.quant && !w.type.quant && I % 8 === 0;
+}
+
+/** A step's grouped matmuls: one grouped_linear, or gate and up with an elementwise epilogue. */
+export interface GroupedMatmuls {
+  gate: Op;
+  up?: Op;
+  /** The token gather the matmuls read their rows through (first in the step), if any. */
+  permute?: Op;
+  /** Elementwise ops after the matmuls (in order), the last one's result is the output. */
+  epilogue: Op[];
+}
+
+/**
+ * The step's ops in the form every grouped-matmul kernel takes: one or two grouped_linears of one
+ * input, offsets and static [E, O, I] weights (up's the same shape as gate's), optionally read
+ * through a leading moe_permute, followed by elementwise ops on their results only.
+ */
+export function groupedMatmuls(ops: readonly Op[]): GroupedMatmuls | undefined {
+  const gls = ops.filter((o) => o.opName === "grouped_linear");
+  if (gls.length < 1 || gls.length > 2) return undefined;
+  const [gate, up] = gls as [Op, Op | undefined];
+  const permutes = ops.filter((o) => o.opName === "moe_permute");
+  const permute = permutes[0];
+  if (permutes.length > 1 || (permute && (ops[0] !== permute || !gls.every((o) => o.operands[0] === permute.results[0])))) return undefined;
+  const epilogue = ops.filter((o) => o.opName !== "grouped_linear" && o !== permute);
+  // The epilogue reads only the matmuls' results and its own.
+  const known = new Set<Value>(gls.map((o) => o.results[0]!));
+  for (const o of epilogue) {
+    if (!getOp(o.opName)?.scalar || o.results.length !== 1 || !o.operands.every((v) => known.has(v))) return undefined;
+    known.add(o.results[0]!);
+  }
+  if (up && (up.operands[0] !== gate.operands[0] || up.operands[2] !== gate.operands[2] || !epilogue.length)) return undefined;
+  const shape = (gl: Op) => gl.operands[1]!.type.shape;
+  for (const gl of gls) {
+    if (gl.operands[0]!.type.rank !== 2 || shape(gl).length !== 3 || shape(gl).some((d) => d.value === undefined)) return undefined;
+    if (gl !== gate && (shape(gl)[0]!.value !== shape(gate)[0]!.value || shape(gl)[1]!.value !== shape(gate)[1]!.value)) return undefined;
+  }
+  return { gate, up, permute, epilogue };
 }
 
 /**
@@ -92,26 +123,9 @@ function operandsFit(gl: Op, elem: GemmElem): boolean {
 export function groupedGemmPlan(ops: readonly Op[], limits: GenLimits, elem: GemmElem): Plan | undefined {
   const info = ELEMS[elem];
   if (!limits.tensorCores?.includes(info.dtype) || !limits.gemmTiles?.[info.dtype]) return undefined;
-  const gls = ops.filter((o) => o.opName === "grouped_linear");
-  if (gls.length < 1 || gls.length > 2) return undefined;
-  const [gate, up] = gls as [Op, Op | undefined];
-  const permutes = ops.filter((o) => o.opName === "moe_permute");
-  const permute = permutes[0];
-  if (permutes.length > 1 || (permute && (elem !== "bf16" || ops[0] !== permute || !gls.every((o) => o.operands[0] === permute.results[0])))) return undefined;
-  const epilogue = ops.filter((o) => o.opName !== "grouped_linear" && o !== permute);
-  // The epilogue reads only the GEMMs' results and its own.
-  const known = new Set<Value>(gls.map((o) => o.results[0]!));
-  for (const o of epilogue) {
-    if (!getOp(o.opName)?.scalar || o.results.length !== 1 || !o.operands.every((v) => known.has(v))) return undefined;
-    known.add(o.results[0]!);
-  }
-  if (up && (up.operands[0] !== gate.operands[0] || up.operands[2] !== gate.operands[2] || !epilogue.length)) return undefined;
-  for (const gl of gls) {
-    if (!operandsFit(gl, elem)) return undefined;
-    const w = gl.operands[1]!;
-    if (up && (w.type.shape[1]!.value !== gate.operands[1]!.type.shape[1]!.value || w.type.shape[0]!.value !== gate.operands[1]!.type.shape[0]!.value)) return undefined;
-  }
-  return { elem, gate, up, permute, epilogue };
+  const m = groupedMatmuls(ops);
+  if (!m || (m.permute && elem !== "bf16") || ![m.gate, ...(m.up ? [m.up] : [])].every((gl) => operandsFit(gl, elem))) return undefined;
+  return { elem, ...m };
 }
 
 /** The FP8 (W8A8) plan: what the by-row FP8 GEMV covers too. */
@@ -146,9 +160,11 @@ export function gemmTile(limits: GenLimits, elem: GemmElem): TileShape {
 
 /**
  * Which tile a workgroup computes: workgroup = tile x colTiles + column tile, a tile being (expert,
- * BM of its rows). The first warp finds it: lane l counts the row tiles of experts l x per .. l x
- * per + per - 1, a warp scan of those counts gives each lane its first tile, and the lane whose tiles
- * hold t walks its experts to t's. One barrier, however many experts. expert is -1 past the last tile.
+ * BM of its rows). On a warp-synchronous target the first warp finds it: lane l counts the row tiles
+ * of experts l x per .. l x per + per - 1, a warp scan of those counts gives each lane its first
+ * tile, and the lane whose tiles hold t walks its experts to t's (one barrier, however many
+ * experts). Elsewhere the workgroup scans the counts a workgroup's width of experts at a time.
+ * expert is -1 past the last tile.
  */
 export function workgroupTile(g: Gen, offb: string, E: number, BM: number, colTiles: number): { t: Expr; ct: Expr; e: Expr; row0: Expr } {
   const kb = g.kb;
@@ -156,9 +172,27 @@ export function workgroupTile(g: Gen, offb: string, E: number, BM: number, colTi
   const t = kb.let("t", div(kb.wg, i(colTiles)));
   const ct = kb.let("ct", mod(kb.wg, i(colTiles)));
   const infoSh = kb.shared(kb.fresh("tile"), "i32", 2);
+  const tilesOf = (e: Expr) => K.sel(lt(e, i(E)), div(add(sub(kb.load(offb, add(K.min(e, i(E - 1)), i(1))), kb.load(offb, K.min(e, i(E - 1)))), i(BM - 1)), i(BM)), i(0));
+  if (g.limits.warpSize !== 32) {
+    kb.if(K.eq(kb.lid, i(0)), () => kb.store(infoSh, i(0), i(-1)));
+    kb.barrier();
+    const carry = kb.var("carry", i(0));
+    kb.for("c0", i(0), i(E), (c0) => {
+      const e = kb.let("e", add(c0, kb.lid));
+      const nt = kb.let("nt", tilesOf(e));
+      const scan = kb.workgroupScan(nt);
+      const first = kb.let("first", sub(add(carry.ref, scan.inclusive), nt));
+      kb.if(and(lt(e, i(E)), and(ge(t, first), lt(t, add(carry.ref, scan.inclusive)))), () => {
+        kb.store(infoSh, i(0), e);
+        kb.store(infoSh, i(1), add(kb.load(offb, e), mul(sub(t, first), i(BM))));
+      });
+      carry.set(add(carry.ref, scan.total));
+    }, i(kb.kernel.wg));
+    kb.barrier();
+    return { t, ct, e: kb.let("expert", kb.uniformLoad(infoSh, i(0))), row0: kb.let("row0", kb.uniformLoad(infoSh, i(1))) };
+  }
   const per = Math.ceil(E / 32);
   kb.if(lt(kb.lid, i(32)), () => {
-    const tilesOf = (e: Expr) => K.sel(lt(e, i(E)), div(add(sub(kb.load(offb, add(K.min(e, i(E - 1)), i(1))), kb.load(offb, K.min(e, i(E - 1)))), i(BM - 1)), i(BM)), i(0));
     const mine = kb.var("mine", i(0));
     kb.for("j", i(0), i(per), (j) => mine.set(add(mine.ref, tilesOf(add(mul(kb.lid, i(per)), j)))));
     const scan = kb.warpScan(mine.ref, kb.lid);
@@ -178,7 +212,7 @@ export function workgroupTile(g: Gen, offb: string, E: number, BM: number, colTi
     });
   });
   kb.barrier();
-  return { t, ct, e: kb.let("expert", kb.load(infoSh, i(0))), row0: kb.let("row0", kb.load(infoSh, i(1))) };
+  return { t, ct, e: kb.let("expert", kb.uniformLoad(infoSh, i(0))), row0: kb.let("row0", kb.uniformLoad(infoSh, i(1))) };
 }
 
 export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): GeneratedKernel {

@@ -5,6 +5,7 @@
  * (most through the pointwise generator), so a graph runs with any set of fusions switched off, and
  * any group a pass forms is compiled if some template covers it.
  */
+import type { Dim } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
 import type { Op } from "../../../ir/module";
 import { attrsOf, hasTrait, OPS } from "../../../ir/ops";
@@ -16,6 +17,7 @@ import { Gen, type GeneratedKernel, type GenLimits } from "./context";
 import { dispatchKernel } from "./dispatch";
 import { coversGroupedGemm, gemmTile, gemmTileThreads, groupedGemmKernel } from "./grouped-gemm";
 import { groupedGemmWgmmaKernel } from "./grouped-gemm-wgmma";
+import { coversGroupedSimt, GROUPED_SIMT_THREADS, groupedSimtFew, groupedSimtKernel } from "./grouped-gemm-simt";
 import { coversFp8Gemv, coversGroupedFp8Gemv, fp8GemvKernel, GEMV_FP8_THREADS, groupedFp8GemvKernel } from "./gemv-fp8";
 import { normKernel, normWorkgroup } from "./norm";
 import { isPointwiseOp, pointwise } from "./pointwise";
@@ -32,6 +34,11 @@ interface Template {
   /** Whether the template computes exactly these ops as one kernel (on a target with these limits). */
   covers(ops: readonly Op[], limits?: GenLimits): boolean;
   generate(gen: (wg: number) => Gen, ops: Op[], limits: GenLimits): GeneratedKernel;
+  /**
+   * Below what size another template does better: `rows` (in the step's dims) at most `max`, where
+   * a target that chooses at run time (WebGPU's host) launches `template`'s kernel instead.
+   */
+  few?(ops: readonly Op[]): { rows: Dim; max: number; template: string } | undefined;
 }
 
 /** The templates, most specific first. */
@@ -120,6 +127,14 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops) => fp8GemvKernel(gen(GEMV_FP8_THREADS), ops[0]!),
   },
   {
+    // Grouped expert matmuls on a target without tensor cores (WebGPU): workgroup tiles staged in
+    // workgroup memory, a 4 x 4 block of outputs per thread.
+    name: "grouped_gemm_simt",
+    covers: (ops, limits) => limits !== undefined && coversGroupedSimt(ops, limits.tensorCores),
+    generate: (gen, ops) => groupedSimtKernel(gen(GROUPED_SIMT_THREADS), ops),
+    few: groupedSimtFew,
+  },
+  {
     name: "cache_append",
     covers: (ops) => ops.length === 1 && ops[0]!.opName === "cache_append",
     generate: (gen, ops) => cacheAppendKernel(gen(64), ops[0]!),
@@ -139,6 +154,17 @@ export function templateForOp(op: Op): string | undefined {
 
 /** Names of the templates (a dispatch may name one to run a step with: generateStep's `template`). */
 export const TEMPLATE_NAMES: readonly string[] = TEMPLATES.map((t) => t.name);
+
+/**
+ * When the template that compiles the step does worse on few rows: the rows dim (in entry symbols),
+ * the bound, and the template for that case (which covers the step too).
+ */
+export function fewRowsTemplate(step: Step, limits: GenLimits): { rows: Dim; max: number; template: string } | undefined {
+  const t = TEMPLATES.find((x) => x.covers(step.ops, limits));
+  const few = t?.few?.(step.ops);
+  if (!few || !TEMPLATES.some((x) => x.name === few.template && x.covers(step.ops, limits))) return undefined;
+  return { ...few, rows: few.rows.substitute(step.subst) };
+}
 
 /** The step's kernel: by the first template that covers it, or by the named one (which must). */
 export function generateStep(step: Step, schedule: { slots: readonly Slot[] }, limits: GenLimits, name: string, template?: string): GeneratedKernel {

@@ -1,0 +1,117 @@
+/**
+ * The routed experts' workgroup-tiled kernel on WebGPU (backends/kernels/gen/grouped-gemm-simt.ts)
+ * against the interpreter, on a routing made to reach its edges: an expert with no rows, one with
+ * every token (several row tiles), one with a single row; a hidden width (40) and an expert width
+ * (36) that are no multiple of the 16-wide K slices or the 32-column tiles. Above E x 32 / 2 rows
+ * the host launches the tiled kernel, at or below it the pointwise one (ArtifactKernel.few): both
+ * are run.
+ */
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { writeFileSync } from "node:fs";
+import { Tensor } from "../../ir/tensor";
+import { readAllSafetensors, writeSafetensors } from "../../backends/weights/safetensors";
+import { compileProgram } from "../../compiler/driver/compile";
+import { openSource } from "../../compiler/driver/source";
+import { compileProgramWgsl } from "../../backends/wgsl/backend";
+import { cli } from "../support/cli";
+import { tensorDiff } from "../support/compare";
+import { scratchDir } from "../support/paths";
+
+const E = 6;
+const K = 4;
+const H = 40;
+const F = 36;
+
+function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32 - 0.5;
+  };
+}
+
+/** The experts module over T tokens (both results combined back per token: GPU dispatch order varies). */
+function experts(T: number): string {
+  const R = T * K;
+  return `module @e {
+  func @e(%x: f32[${T}, ${H}], %ids: i32[${T}, ${K}], %wts: f32[${T}, ${K}])
+      weights(
+        @gate: f32[${E}, ${F}, ${H}],
+        @up: f32[${E}, ${F}, ${H}],
+        @down: f32[${E}, ${H}, ${F}]
+      )
+      -> (h: f32[${T}, ${F}], y: f32[${T}, ${H}]) {
+    %order, %offsets, %rows = moe_dispatch(%ids) {num_experts = ${E}} : i32[${R}], i32[${E + 1}], i32[${R}]
+    %p = moe_permute(%x, %order) {k = ${K}} : f32[${R}, ${H}]
+    %g = grouped_linear(%p, @gate, %offsets) : f32[${R}, ${F}]
+    %u = grouped_linear(%p, @up, %offsets) : f32[${R}, ${F}]
+    %s = silu(%g) : f32[${R}, ${F}]
+    %hr = mul(%s, %u) : f32[${R}, ${F}]
+    %yr = grouped_linear(%hr, @down, %offsets) : f32[${R}, ${H}]
+    %h = moe_combine(%hr, %rows, %wts) : f32[${T}, ${F}]
+    %y = moe_combine(%yr, %rows, %wts) : f32[${T}, ${H}]
+    return %h, %y
+  }
+}
+`;
+}
+
+/** Expert 0 gets nothing, expert 1 every token, expert 2 token 3 only, the rest spread over 3..5. */
+function routing(T: number, r: () => number): number[] {
+  const ids: number[] = [];
+  for (let t = 0; t < T; t++) {
+    const rest = [3, 4, 5];
+    const drop = Math.floor((r() + 0.5) * 3) % 3;
+    const picks = [1, ...rest.filter((_, j) => j !== drop)];
+    ids.push(...(t === 3 ? [1, 2, picks[1]!, picks[2]!] : [...picks, rest[drop]!]));
+  }
+  return ids;
+}
+
+describe("the experts' tiled kernel on WebGPU", () => {
+  const dir = scratchDir("lingc-wgsl-experts-");
+  const r = lcg(7);
+  const w = (n: number) => Array.from({ length: n }, () => r() * 0.4);
+  writeSafetensors(join(dir, "w.safetensors"), {
+    gate: Tensor.from("f32", [E, F, H], w(E * F * H)),
+    up: Tensor.from("f32", [E, F, H], w(E * F * H)),
+    down: Tensor.from("f32", [E, H, F], w(E * H * F)),
+  });
+
+  it("compiles the expert steps to the tiled kernel with the pointwise one for few rows", async () => {
+    writeFileSync(join(dir, "e100.lir"), experts(100));
+    const { program } = await compileProgram({ source: await openSource(join(dir, "e100.lir")), target: "wgsl" });
+    const kernels = compileProgramWgsl(program).flatMap((a) => a.kernels);
+    const tiled = kernels.filter((k) => k.wgsl.includes("x_tile"));
+    expect(tiled.map((k) => k.fusion).sort()).toEqual(["grouped_linear", "swiglu"]);
+    for (const k of tiled) {
+      // Few rows: at most E x 32 / 2 - 1 = 95 (in the step's rows, T x k).
+      expect(k.few?.max).toBe((E * 32) / 2 - 1);
+      expect(k.few?.launch.wgsl).not.toContain("x_tile");
+      expect(k.wgsl).toContain("workgroupUniformLoad");
+    }
+  });
+
+  it.each([
+    ["tiled (400 rows)", 100],
+    ["pointwise (80 rows)", 20],
+  ])("%s: the interpreter's numbers", async (_what, T) => {
+    const lir = join(dir, `e${T}.lir`);
+    writeFileSync(lir, experts(T));
+    writeSafetensors(join(dir, `in${T}.safetensors`), {
+      x: Tensor.from("f32", [T, H], w(T * H).map((v) => v * 5)),
+      ids: Tensor.from("i32", [T, K], routing(T, r)),
+      wts: Tensor.from("f32", [T, K], w(T * K).map((v) => v + 0.6)),
+    });
+    const out: Record<string, Record<string, Tensor>> = {};
+    for (const backend of ["interp", "wgsl"]) {
+      const file = join(dir, `${backend}${T}.safetensors`);
+      const res = await cli("run", lir, "--weights", join(dir, "w.safetensors"), "--backend", backend, "--input", join(dir, `in${T}.safetensors`), "--out", file);
+      expect(res.code, res.stderr).toBe(0);
+      out[backend] = readAllSafetensors(file);
+    }
+    // fp32 sums in another order: within 1e-5 of the largest value.
+    for (const name of ["h", "y"]) expect(tensorDiff(out["wgsl"]![name]!, out["interp"]![name]!), name).toBeLessThanOrEqual(1e-5);
+  }, 120_000);
+});

@@ -321,7 +321,7 @@ fp8)
   done
   ;;
 fp8experts)
-  # The routed experts' FP8 tile program (backends/kernels/gen/gemm-fp8.ts) against the interpreter on
+  # The routed experts' FP8 tile program (backends/kernels/gen/grouped-gemm.ts) against the interpreter on
   # ling-small-fp8's layer-1 experts (W8A8: SwiGLU then down, rows spread unevenly, empty experts and
   # several tiles per expert), then memcheck and racecheck on it, then the W8A8 forward end to end.
   S=tests/data/golden/ling-small-fp8

@@ -25,6 +25,22 @@ from safetensors.numpy import load_file
 g = load_file('$G/golden.safetensors'); ids = g['greedy_ids']
 print('|'.join(' '.join(str(int(x)) for x in row[12:]) for row in ids))")
 
+# The bf16 experts' tile program (the "grouped_gemm" kernel) on an uneven routing (bench/cuda/expert_check.py:
+# an empty expert, one with every token, one with one row, K and column tails) against the interpreter
+# and against one cuBLASLt GEMM per expert (expert_loop). bf16 results: a sum in another order can round
+# one bf16 step the other way, and h's step moves y: 2^-6 of the largest value.
+LOOP="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:expert_loop}"
+experts_check() {
+  mkdir -p /tmp/ex && python3 bench/cuda/expert_check.py make /tmp/ex || return 1
+  local R="/tmp/ex/e.lir --weights /tmp/ex/w.safetensors --input /tmp/ex/e.safetensors"
+  $L run $R --backend interp --out /tmp/ex/interp.safetensors >/dev/null || return 1
+  $L run $R --backend cuda $LOOP --out /tmp/ex/loop.safetensors >/dev/null || return 1
+  $L run $R --backend cuda --out /tmp/ex/cuda.safetensors >/dev/null || return 1
+  echo "== tile program vs interp"; python3 bench/cuda/expert_check.py compare /tmp/ex/cuda.safetensors /tmp/ex/interp.safetensors 0.0156
+  echo "== expert_loop (cuBLASLt per expert) vs interp"; python3 bench/cuda/expert_check.py compare /tmp/ex/loop.safetensors /tmp/ex/interp.safetensors 0.0156
+  echo "== tile program vs expert_loop"; python3 bench/cuda/expert_check.py compare /tmp/ex/cuda.safetensors /tmp/ex/loop.safetensors 0.0156
+}
+
 case "${1:-correct}" in
 correct)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -75,6 +91,8 @@ import json; p = '/tmp/theta/config.json'; c = json.load(open(p)); c['rope_theta
   "$EXE" run --checkpoint /tmp/theta --graph forward --input $G/golden.safetensors --out /tmp/theta-out.safetensors; echo "exit $?"
   echo "== the bf16 attention kernels (fused prefill, decode) against a reference"
   "$EXE" selftest; echo "exit $?"
+  echo "== the bf16 experts' tile program against the interpreter"
+  experts_check
   ;;
 sanitize)
   EXE=$(ls -d /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)
@@ -391,20 +409,11 @@ tiles)
   # (bm,bn,wm,wn,stages), Ling-mini-2.0's prefill per-kernel times next to expert_loop's.
   # (The runtime's hand-written grouped GEMM was removed after commit 00a406e, where the tile program
   # measured faster: bench/results/tiles-2026-11-30-h200.md.)
-  LOOP="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:expert_loop}"
   TILED="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:grouped_gemm}"
   M=bench/cuda/ling-mini-2.0-no-mtp; Q=tests/data/golden/ling-small
   TILES=${LINGC_BF16_TILES:-128,128,64,64,3 128,128,64,32,3}
-  mkdir -p /tmp/ex && python3 bench/cuda/expert_check.py make /tmp/ex || exit 1
+  experts_check || exit 1
   R="/tmp/ex/e.lir --weights /tmp/ex/w.safetensors --input /tmp/ex/e.safetensors"
-  $L run $R --backend interp --out /tmp/ex/interp.safetensors >/dev/null
-  $L run $R --backend cuda $LOOP --out /tmp/ex/loop.safetensors >/dev/null
-  $L run $R --backend cuda --out /tmp/ex/cuda.safetensors >/dev/null
-  # bf16 results: a sum in another order can round one bf16 step the other way, and h's step moves y:
-  # 2^-6 of the largest value.
-  echo "== tile program vs interp"; python3 bench/cuda/expert_check.py compare /tmp/ex/cuda.safetensors /tmp/ex/interp.safetensors 0.0156
-  echo "== expert_loop (cuBLASLt per expert) vs interp"; python3 bench/cuda/expert_check.py compare /tmp/ex/loop.safetensors /tmp/ex/interp.safetensors 0.0156
-  echo "== tile program vs expert_loop"; python3 bench/cuda/expert_check.py compare /tmp/ex/cuda.safetensors /tmp/ex/loop.safetensors 0.0156
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint /tmp/ex/w.safetensors --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san.safetensors > "$OUT/san-tiles-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 -A3 "Invalid\|Race\|Hazard\|rror" "$OUT/san-tiles-$tool.txt"; tail -1 "$OUT/san-tiles-$tool.txt"

@@ -20,7 +20,7 @@ import { attrsOf, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
-import { applyEpilogue, gemmTile, gemmTileThreads, groupedGemmPlan, workgroupTile } from "./grouped-gemm";
+import { applyEpilogue, copyRows, gemmTile, gemmTileThreads, groupedGemmPlan, workgroupTile } from "./grouped-gemm";
 
 /** K elements per stage: one 128-byte swizzle row of bf16. */
 const BK = 64;
@@ -71,22 +71,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[]): GeneratedKer
     const lr = kb.let("lr", div(kb.lid, i(8)));
     const lc = kb.let("lc", mod(kb.lid, i(8)));
     const sw = kb.let("sw", mul(K.xor(lc, mod(lr, i(8))), i(4)));
-    const aRows: { base: Expr; ok: Expr; at: number }[] = [];
-    for (let h = 0; h * per < BM; h++) {
-      const r = kb.let("ar", add(row0, add(lr, i(per * h))));
-      const ok = kb.let("aok", lt(r, rowEnd));
-      const rc = K.sel(ok, r, row0);
-      const src = orderB ? div(kb.load(orderB, rc), i(k)) : rc;
-      aRows.push({ ok, base: kb.let("abase", mul(src, i(I))), at: per * h });
-    }
-    const bRows: { base: Expr; ok: Expr; at: number; buf: string }[] = [];
-    for (let h = 0; h * per < BN; h++) {
-      const br = h * per;
-      const isUp = swiglu && br >= BN / 2;
-      const o = kb.let("bo", add(mul(ct, i(colsPer)), add(lr, i(isUp ? br - BN / 2 : br))));
-      const ok = kb.let("bok", lt(o, i(O)));
-      bRows.push({ ok, base: kb.let("bbase", mul(add(mul(e, i(O)), K.sel(ok, o, i(0))), i(I))), at: br, buf: isUp ? wb[1]! : wb[0]! });
-    }
+    const { aRows, bRows } = copyRows(kb, { lr, per, row0, rowEnd, orderB, k, e, ct, colsPer, O, I, BM, BN, wb });
     if (swiglu && (BN / 2) % per !== 0) throw new LingcError(`${what}: ${BN / 2} gate rows cannot be copied ${per} at a time`);
     const partial = I % BK !== 0;
     const loadStage = (kt: Expr, st: Expr) => {

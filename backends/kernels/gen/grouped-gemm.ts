@@ -215,6 +215,44 @@ export function workgroupTile(g: Gen, offb: string, E: number, BM: number, colTi
   return { t, ct, e: kb.let("expert", kb.uniformLoad(infoSh, i(0))), row0: kb.let("row0", kb.uniformLoad(infoSh, i(1))) };
 }
 
+/** A tile row a thread copies: its source's first element, whether it exists, its row in the tile. */
+export interface CopyRow {
+  base: Expr;
+  ok: Expr;
+  at: number;
+}
+
+/**
+ * The rows a thread copies each stage, tile row lr + pass x per: of A, the expert's rows (a gathered
+ * token's order[r] / k, or row r; rows past the expert's are skipped), and of B, the expert's weight
+ * rows for this column tile (SwiGLU, wb = [gate, up]: the first BN / 2 tile rows are gate rows, the
+ * rest the same columns' up rows; rows past O are skipped).
+ */
+export function copyRows(
+  kb: K.KernelBuilder,
+  o: { lr: Expr; per: number; row0: Expr; rowEnd: Expr; orderB?: string; k: number; e: Expr; ct: Expr; colsPer: number; O: number; I: number; BM: number; BN: number; wb: string[] },
+): { aRows: CopyRow[]; bRows: (CopyRow & { buf: string })[] } {
+  const { i, add, mul, div, lt } = K;
+  const swiglu = o.wb.length === 2;
+  const aRows: CopyRow[] = [];
+  for (let h = 0; h * o.per < o.BM; h++) {
+    const r = kb.let("ar", add(o.row0, add(o.lr, i(o.per * h))));
+    const ok = kb.let("aok", lt(r, o.rowEnd));
+    const rc = K.sel(ok, r, o.row0);
+    const src = o.orderB ? div(kb.load(o.orderB, rc), i(o.k)) : rc;
+    aRows.push({ ok, base: kb.let("abase", mul(src, i(o.I))), at: o.per * h });
+  }
+  const bRows: (CopyRow & { buf: string })[] = [];
+  for (let h = 0; h * o.per < o.BN; h++) {
+    const br = h * o.per; // this pass's first tile row (plus lr)
+    const isUp = swiglu && br >= o.BN / 2;
+    const col = kb.let("bo", add(mul(o.ct, i(o.colsPer)), add(o.lr, i(isUp ? br - o.BN / 2 : br))));
+    const ok = kb.let("bok", lt(col, i(o.O)));
+    bRows.push({ ok, base: kb.let("bbase", mul(add(mul(o.e, i(o.O)), K.sel(ok, col, i(0))), i(o.I))), at: br, buf: isUp ? o.wb[1]! : o.wb[0]! });
+  }
+  return { aRows, bRows };
+}
+
 export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): GeneratedKernel {
   const plan = groupedGemmPlan(ops, g.limits, elem)!;
   const info = ELEMS[elem];
@@ -276,23 +314,7 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): G
     if (BM % per !== 0 || (swiglu ? (BN / 2) % per : BN % per) !== 0) throw new LingcError(`${what}: a ${BM}x${BN} tile cannot be copied ${per} rows at a time`);
     const lr = kb.let("lr", div(kb.lid, i(chunks)));
     const lc = kb.let("lc", mod(kb.lid, i(chunks)));
-    const aRows: { base: Expr; ok: Expr; at: number }[] = [];
-    for (let h = 0; h * per < BM; h++) {
-      const r = kb.let("ar", add(row0, add(lr, i(per * h))));
-      const ok = kb.let("aok", lt(r, rowEnd));
-      const rc = K.sel(ok, r, row0);
-      // The source row: a gathered token's (order[r] / k) or row r.
-      const src = orderB ? div(kb.load(orderB, rc), i(k)) : rc;
-      aRows.push({ ok, base: kb.let("abase", mul(src, i(I))), at: per * h });
-    }
-    const bRows: { base: Expr; ok: Expr; at: number; buf: string }[] = [];
-    for (let h = 0; h * per < BN; h++) {
-      const br = h * per; // this pass's first tile row (plus lr)
-      const isUp = swiglu && br >= BN / 2;
-      const o = kb.let("bo", add(mul(ct, i(colsPer)), add(lr, i(isUp ? br - BN / 2 : br))));
-      const ok = kb.let("bok", lt(o, i(O)));
-      bRows.push({ ok, base: kb.let("bbase", mul(add(mul(e, i(O)), K.sel(ok, o, i(0))), i(I))), at: br, buf: isUp ? wb[1]! : wb[0]! });
-    }
+    const { aRows, bRows } = copyRows(kb, { lr, per, row0, rowEnd, orderB, k, e, ct, colsPer, O, I, BM, BN, wb });
     const partial = I % BK !== 0;
     const loadStage = (kt: Expr, st: Expr) => {
       const kk = kb.let("kk", add(mul(kt, i(BK)), mul(lc, i(CE))));

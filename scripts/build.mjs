@@ -5,7 +5,7 @@ import { build } from "esbuild";
 import ts from "typescript";
 
 await build({
-  entryPoints: { lingc: "compiler/cli/entry.ts", api: "compiler/api.ts", "bench-compile": "bench/compile.ts", "bench-wgsl": "bench/wgsl.ts", "bench-recompute": "bench/recompute.ts", "bench-train-memory": "bench/train-memory.ts", "bench-view": "bench/view.ts", fuzz: "fuzz/main.ts", "esbuild-plugin": "compiler/esbuild-plugin.ts" },
+  entryPoints: { lingc: "compiler/cli/entry.ts", api: "compiler/api.ts", "bench-compile": "bench/compile.ts", "bench-wgsl": "bench/wgsl.ts", "bench-recompute": "bench/recompute.ts", "bench-plan-calibrate": "bench/plan-calibrate.ts", "bench-train-memory": "bench/train-memory.ts", "bench-view": "bench/view.ts", fuzz: "fuzz/main.ts", "esbuild-plugin": "compiler/esbuild-plugin.ts" },
   outdir: "dist",
   outExtension: { ".js": ".mjs" },
   bundle: true,

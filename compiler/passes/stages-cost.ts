@@ -1,7 +1,9 @@
 /**
  * The plan's cost model: an op's predicted seconds from the op table's FLOPs and bytes (its `cost`
  * rule) and a device's rates, as a roofline: the longer of computing (contractions at the GEMM rate
- * of their operand dtype, everything else at the SIMT rate) and moving its bytes through memory.
+ * of their operand dtype, everything else at the SIMT rate) and moving its bytes through memory,
+ * each side at the fraction of its rate the device's kernels were measured to reach for that kind of
+ * op (DeviceRates.achieved), where the rates record them.
  */
 import type { Op, Value } from "../../ir/module";
 import { getOp, type ShapedType } from "../../ir/ops";
@@ -18,5 +20,6 @@ export function opSeconds(op: Op, sizes: ReadonlyMap<string, number>, rates: Dev
   const c = def.cost ? def.cost(ins, outs, op.attrs) : defaultCost(ins, outs);
   const contraction = def.traits?.includes("contraction") === true || op.opName === "attention";
   const rate = contraction ? (rates.gemmFlops[op.operands[0]!.type.dtype] ?? rates.simtFlops) : rates.simtFlops;
-  return { s: Math.max(c.flops / rate, (c.bytesRead + c.bytesWritten) / rates.memoryBandwidth), flops: c.flops };
+  const a = rates.achieved?.[op.opName] ?? rates.achieved?.["default"] ?? { compute: 1, memory: 1 };
+  return { s: Math.max(c.flops / (rate * a.compute), (c.bytesRead + c.bytesWritten) / (rates.memoryBandwidth * a.memory)), flops: c.flops };
 }

@@ -48,6 +48,13 @@ export interface DeviceRates {
   memoryBandwidth: number;
   /** Bandwidth between two devices of a pipeline (bytes/s, one direction). */
   linkBandwidth: number;
+  /**
+   * The fractions of the GEMM (or SIMT) rate and of the memory bandwidth each kind of op reaches in
+   * lingc's kernels, by op name (`default`: the rest), measured (bench/plan-calibrate.ts): an op's
+   * predicted time is the longer of its FLOPs at rate x compute and its bytes at bandwidth x memory.
+   * Absent: the roofline itself.
+   */
+  achieved?: Readonly<Record<string, { compute: number; memory: number }>>;
   /** Where the numbers come from. */
   source: string;
 }

@@ -233,10 +233,20 @@ function qkNormRopeGroup(r: Op, uses: Uses, g: Grouping): Op[] | undefined {
 /**
  * An elementwise op e joins the group of an operand's producer p when e is p's only reader and has
  * p's shape: p's elementwise or epilogue group is extended; a free elementwise p starts an
- * elementwise chain with e; a contraction p (unless it runs in a GEMM library) gets e as epilogue.
+ * elementwise chain with e; a contraction p (unless it runs in a GEMM library) gets e as epilogue,
+ * also through a reshape between them (the MoE combine before the residual adds: [B*S, H] read as
+ * [B, S, H]), which keeps every element's flat index.
  */
 function elementwiseJoin(e: Op, uses: Uses, g: Grouping, libraryMatmuls: boolean): Claim | undefined {
   const shape = e.results[0]!.type.toString();
+  const epilogueOf = (p: Op) => hasTrait(p.opName, "contraction") && !(libraryMatmuls && hasTrait(p.opName, "gemm"));
+  for (const v of e.operands) {
+    const r = uses.def(v);
+    if (r?.opName === "reshape" && uses.only(v) === e && !g.owner.has(r) && v.type.withDtype(e.results[0]!.type.dtype).toString() === shape) {
+      const q = uses.def(r.operands[0]!);
+      if (q && uses.only(r.operands[0]!) === r && !g.owner.has(q) && q.results.length === 1 && epilogueOf(q) && outlinable(new Set([q, r, e]), uses)) return { ops: [q, r, e], kind: "epilogue" };
+    }
+  }
   for (const v of e.operands) {
     const p = uses.def(v);
     if (!p || uses.only(v) !== e || hasTrait(p.opName, "free") || v.type.withDtype(e.results[0]!.type.dtype).toString() !== shape) continue;
@@ -249,7 +259,7 @@ function elementwiseJoin(e: Op, uses: Uses, g: Grouping, libraryMatmuls: boolean
     const pair = new Set([p, e]);
     if (!outlinable(pair, uses)) continue;
     if (hasTrait(p.opName, "elementwise")) return { ops: [p, e], kind: "elementwise" };
-    if (hasTrait(p.opName, "contraction") && !(libraryMatmuls && hasTrait(p.opName, "gemm"))) return { ops: [p, e], kind: "epilogue" };
+    if (epilogueOf(p)) return { ops: [p, e], kind: "epilogue" };
   }
   return undefined;
 }

@@ -78,6 +78,10 @@ class Pointwise {
 
   /** Elements of view ops: the op's index rule, with its reads remapped into the operands. */
   view(p: Op, v: Value, idx: Expr, here: boolean): Expr {
+    // A reshape keeps the row-major flat index: its element is its operand's at the same index (the
+    // thread's own, when idx is; an op of the group with another shape of the same size computes its
+    // element at the thread's flat index in its own dims: a contraction before a reshape).
+    if (p.opName === "reshape") return this.at(p.operands[0]!, idx, here);
     const rule = getOp(p.opName)!.index!;
     const inShapes = p.operands.map((o) => o.type.shape);
     const A = kirIndex({

@@ -4,7 +4,8 @@
  * token per step through the decode graph and its KV cache, which stays on the GPU). Each figure is
  * given as min / median / max over several timed runs after a warm-up (the first dispatch of each
  * pipeline compiles it).
- * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S --steps N --runs R;
+ * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S --steps N --runs R
+ * --target-profile baseline|adapter (compile for WebGPU's baseline limits, the default, or the adapter's);
  * --kernels also prints the fused prefill's time per kernel, summed by kernel name, from a profiled
  * run: GPU timestamps where the adapter has them, else one submission per kernel timed on the host).
  */
@@ -29,6 +30,8 @@ const B = Number(arg("batch", "1"));
 const S = Number(arg("prompt", "64"));
 const steps = Number(arg("steps", "16"));
 const runs = Number(arg("runs", "5"));
+/** WebGPU limits to compile for (a model whose expert stacks pass the baseline's binding limits needs the adapter's). */
+const webgpuProfile = arg("target-profile", "baseline");
 /** Tokens/s of each run's time, as min / median / max. */
 function spread(tokens: number, ms: number[]): string {
   const rates = ms.map((t) => tokens / (t / 1000)).sort((a, b) => a - b);
@@ -71,14 +74,14 @@ for (const [label, noFuse] of [
   ["fused", []],
   ["unfused", ["all"]],
 ] as const) {
-  const { model } = await loadModel({ source, backend: "wgsl", settings: { noFuse: [...noFuse] } });
+  const { model } = await loadModel({ source, backend: "wgsl", settings: { noFuse: [...noFuse], webgpuProfile } });
   const r = await measure(model);
   model.close();
   console.log(`  ${label.padEnd(8)} prefill ${r.prefill.padStart(24)}   decode ${r.decode.padStart(24)}`);
 }
 
 if (process.argv.includes("--kernels")) {
-  const { model } = await loadModel({ source, backend: "wgsl", options: { profileKernels: true } });
+  const { model } = await loadModel({ source, backend: "wgsl", settings: { webgpuProfile }, options: { profileKernels: true } });
   try {
     const plan = generationPlan(model.signatures);
     const ids = Tensor.from("i64", [B, S], Array.from({ length: B * S }, (_, k) => (k * 7919) % plan.vocab));

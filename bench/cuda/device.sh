@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|strong|draft|tiles|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|strong|draft|tiles|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -438,6 +438,23 @@ tiles)
       echo "prefill $shape:"; grep -E "swiglu|grouped_linear|in all" "$OUT/tile-${cfg//,/-}-$shape.txt" | head -3
     done
   done
+  ;;
+wgsl)
+  # WGSL on the H200 through Dawn's Vulkan backend (the issue's bar: Ling-mini-2.0-shaped decode batch 1
+  # at 5.6 ms per step or less). Carry (7 paths, about 48 MB): .gpu/node.xz, dist/lingc.mjs,
+  # dist/bench-wgsl.mjs, .gl (the Vulkan/EGL loader debs: the device README's recipe, kept out of git),
+  # node_modules/webgpu/index.js, node_modules/webgpu/package.json, node_modules/webgpu/dist/linux-x64.
+  # The ling-tiny golden on the adapter first; then Ling-mini-2.0's shape with 4 layers
+  # (bench/cuda/ling-mini-4l, random weights) on WGSL (adapter limits) and on CUDA in the same call.
+  for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
+  [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+  echo "== ling-tiny golden on the adapter"
+  $L run $G --backend wgsl --input $G/golden.safetensors --out "$OUT/wgsl.safetensors" && python3 bench/cuda/check_golden.py "$OUT/wgsl.safetensors" $G/golden.safetensors
+  mkdir -p /tmp/m4 && cp bench/cuda/ling-mini-4l/config.json /tmp/m4/ && $L init /tmp/m4 --weights /tmp/m4/model.safetensors --seed 1 >/dev/null || exit 1
+  echo "== WGSL, Ling-mini-2.0 shape, 4 layers: prefill 1x2048, then decode batch 1 from a 2048-token cache"
+  node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps 16 --runs 3 --kernels
+  echo "== CUDA, the same shape"
+  $L compile /tmp/m4 --target cuda --out /tmp/m4c >/dev/null && (cd /tmp/m4c && make -j16 >/dev/null) && /tmp/m4c/lingc_model bench --random-weights --prefill 1x2048 --decode 1x2048 --repeats 5
   ;;
 fp8bench)
   # FP8 against bf16, both lingc at this commit, on Ling-mini-2.0's sizes with random weights (the FP8

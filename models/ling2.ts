@@ -122,11 +122,13 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
 
   // §2.5 Router: fp32 logits, sigmoid scores, selection-only bias, group-limited top-k, weights
   // from the unbiased scores, normalized, times routed_scaling_factor.
+  // x: the tokens' hidden states, already in fp32 (cast before the token reshape, so that the norm
+  // kernel before it writes the fp32 copy too).
   const router = (x: Tensor) =>
     scope("gate", () => {
       const E = cfg.numExperts;
       const K = cfg.numExpertsPerTok;
-      const logits = op.linear(op.cast(x, "f32"), op.cast(weight("weight", [E, H], cfg.weightDtype), "f32"));
+      const logits = op.linear(x, op.cast(weight("weight", [E, H], cfg.weightDtype), "f32"));
       const scores = op.sigmoid(logits).as("scores");
       const selection = cfg.expertBias ? op.add(scores, weight("expert_bias", [E], "f32")) : scores;
       const idx = op.groupTopk(selection, { k: K, groups: cfg.nGroup, topkGroups: cfg.topkGroup, groupScoreTopk: cfg.groupScoreTopk });
@@ -144,8 +146,9 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       const E = cfg.numExperts;
       const K = cfg.numExpertsPerTok;
       const I = cfg.moeIntermediateSize;
+      // The router's fp32 input first: right after the norm that makes x, whose kernel writes it too.
+      const r = router(op.reshape(scope("gate", () => op.cast(x, "f32")), [B.mul(S), H]));
       const tokens = op.reshape(x, [B.mul(S), H]);
-      const r = router(tokens);
       r.idx.as("topk_idx");
       const { order, offsets, rowOf } = op.moeDispatch(r.idx, E);
       // Tokens each expert received (the expert-bias update's input, LING2.md section 2.5).

@@ -19,6 +19,7 @@
  *                 epilogue (group label "epilogue")
  */
 import type { Func, Op, Value } from "../../ir/module";
+import { isFloat } from "../../ir/dtype";
 import { attrsOf, hasTrait, OPS } from "../../ir/ops";
 import { Match, P, type OpPat, type PatternContext, type RewritePattern } from "../../ir/pattern";
 import type { KernelLimits } from "../../ir/target";
@@ -239,6 +240,14 @@ function qkNormRopeGroup(r: Op, uses: Uses, g: Grouping): Op[] | undefined {
  */
 function elementwiseJoin(e: Op, uses: Uses, g: Grouping, libraryMatmuls: boolean): Claim | undefined {
   const shape = e.results[0]!.type.toString();
+  // A float cast of an RMSNorm's result (the MoE router's fp32 input) joins the norm's group, which
+  // then writes both, however many other ops read the normalized row.
+  const n = e.opName === "cast" ? uses.def(e.operands[0]!) : undefined;
+  if (n?.opName === "rms_norm" && isFloat(e.results[0]!.type.dtype) && g.owner.get(n) === "residual_norm") {
+    const group = g.groups.find((x) => x.ops.has(n))!;
+    const plain = [...group.ops].every((o) => o.opName === "rms_norm" || o.opName === "add");
+    if (plain && outlinable(new Set([...group.ops, e]), uses)) return { ops: [e], extend: group };
+  }
   const epilogueOf = (p: Op) => hasTrait(p.opName, "contraction") && !(libraryMatmuls && hasTrait(p.opName, "gemm"));
   for (const v of e.operands) {
     const r = uses.def(v);

@@ -71,14 +71,15 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops) => attentionKernel(gen(64), ops),
   },
   {
-    // RMSNorm alone, after a residual add, into a linear layer's prologue, or quantized per token.
+    // RMSNorm alone, after a residual add, into a linear layer's prologue, or quantized per token;
+    // or written also as another float dtype (a cast of its result: the router's fp32 input).
     name: "norm",
     covers: (ops) =>
       count(ops, "rms_norm") === 1 &&
       count(ops, "add") <= 1 &&
-      count(ops, "linear") + count(ops, "quantize") <= 1 &&
-      only(ops, ["rms_norm", "add", "linear", "quantize"]) &&
-      ops.every((o) => o.opName !== "quantize" || o.operands[0]!.def?.opName === "rms_norm"),
+      count(ops, "linear") + count(ops, "quantize") + count(ops, "cast") <= 1 &&
+      only(ops, ["rms_norm", "add", "linear", "quantize", "cast"]) &&
+      ops.every((o) => (o.opName !== "quantize" && o.opName !== "cast") || o.operands[0]!.def?.opName === "rms_norm"),
     generate(gen, ops, limits) {
       const norm = ops.find((o) => o.opName === "rms_norm")!;
       const x = norm.operands[0]!;

@@ -1,6 +1,7 @@
 /**
  * Row kernels around RMSNorm, one workgroup per row: rms_norm alone; residual_norm (the residual add
- * is written out and normalized in the same pass); norm_matmul (one workgroup per row and tile of
+ * is written out and normalized in the same pass; a float cast of the normalized row, the MoE
+ * router's fp32 input, written beside it); norm_matmul (one workgroup per row and tile of
  * the following linear layer's output columns, a column per thread: each normalizes its row into
  * workgroup memory, then computes its columns from it, so a single row, a decode step's, is spread
  * over as many workgroups as the layer has column tiles instead of one. Measured on llvmpipe, that
@@ -36,6 +37,7 @@ export function normKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const add = ops.find((o) => o.opName === "add");
   const linear = ops.find((o) => o.opName === "linear");
   const quantize = ops.find((o) => o.opName === "quantize");
+  const cast = ops.find((o) => o.opName === "cast");
   const [x, w] = norm.operands as [Value, Value];
   const dt = x.type.dtype;
   const eps = attrsOf(OPS.rms_norm, norm).eps;
@@ -70,7 +72,12 @@ export function normKernel(g: Gen, ops: Op[]): GeneratedKernel {
       return;
     }
     if (!linear) {
-      kb.for("c", kb.lid, K.i(D), (c) => kb.store(g.buf(norm.results[0]!), K.add(base, c), normed(c)), K.i(wg));
+      kb.for("c", kb.lid, K.i(D), (c) => {
+        const y = kb.let("y", normed(c));
+        if (!cast || g.isOutput(norm.results[0]!)) kb.store(g.buf(norm.results[0]!), K.add(base, c), y);
+        // The cast of the normalized row (the router's fp32 input), from the same rounded value.
+        if (cast) kb.store(g.buf(cast.results[0]!), K.add(base, c), g.fit(y, cast.results[0]!.type.dtype));
+      }, K.i(wg));
       return;
     }
     // norm_matmul: the normalized row in workgroup memory, then this workgroup's tile of columns.

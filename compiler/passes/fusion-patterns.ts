@@ -12,11 +12,12 @@
  *                 prologue (the gathered rows are quantized as they are read, never stored wide);
  *                 and, after the norm patterns, one of an RMSNorm's row (joining its residual_norm
  *                 group, or with the norm alone) when the row fits the target's workgroup memory
- *   residual_norm a residual add and the RMSNorm of its result
+ *   residual_norm a residual add and the RMSNorm of its result (and, by the elementwise entry, a float
+ *                 cast of the normalized row: the MoE router's fp32 input)
  *   norm_matmul   an RMSNorm into the prologue of its only consumer, a linear layer, when one
  *                 normalized row fits the target's workgroup memory
  *   elementwise   an elementwise op into its producer's group: an elementwise chain, or a matmul's
- *                 epilogue (group label "epilogue")
+ *                 (or the MoE combine's, through a reshape) epilogue (group label "epilogue")
  */
 import type { Func, Op, Value } from "../../ir/module";
 import { isFloat } from "../../ir/dtype";

@@ -406,7 +406,8 @@ tiles)
   # kernel): against the interpreter and against one cuBLASLt GEMM per expert (expert_loop) on an
   # uneven routing (bench/cuda/expert_check.py), memcheck and racecheck; ling-small (bf16) end to
   # end, tile program against expert_loop; then, for each tile of LINGC_BF16_TILES
-  # (bm,bn,wm,wn,stages), Ling-mini-2.0's prefill per-kernel times next to expert_loop's.
+  # (bm,bn,wm,wn,stages[,bk] or wgmma,bm,bn,stages), Ling-mini-2.0's prefill per-kernel times next to
+  # expert_loop's.
   # (The runtime's hand-written grouped GEMM was removed after commit 00a406e, where the tile program
   # measured faster: bench/results/tiles-2026-11-30-h200.md.)
   TILED="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:grouped_gemm}"

@@ -71,11 +71,13 @@ export interface TileShape {
   wn: number;
   stages: number;
   wgmma?: boolean;
+  /** K elements per stage of the mma.sync program (bf16: 32 by default, or 64). */
+  bk?: number;
 }
 
 /**
- * A tile written "bm,bn,wm,wn,stages", or "wgmma,bm,bn,stages" (the benchmark's sweeps set one through
- * LINGC_FP8_TILE or LINGC_BF16_TILE), checked.
+ * A tile written "bm,bn,wm,wn,stages[,bk]", or "wgmma,bm,bn,stages" (the benchmark's sweeps set one
+ * through LINGC_FP8_TILE or LINGC_BF16_TILE), checked.
  */
 export function parseTile(text: string, what: string): TileShape {
   if (text.trim().startsWith("wgmma,")) {
@@ -86,10 +88,10 @@ export function parseTile(text: string, what: string): TileShape {
     return { bm, bn, wm: 64, wn: bn, stages, wgmma: true };
   }
   const v = text.split(",").map((x) => Number(x.trim()));
-  const [bm, bn, wm, wn, stages] = v as [number, number, number, number, number];
-  const ok = v.length === 5 && v.every((x) => Number.isInteger(x) && x > 0) && wm % 16 === 0 && wn % 16 === 0 && bm % wm === 0 && bn % wn === 0 && stages >= 2;
-  if (!ok) throw new LingcError(`${what} '${text}': expected bm,bn,wm,wn,stages (warp tile wm x wn in multiples of 16 dividing bm x bn, at least 2 stages) or wgmma,bm,bn,stages`);
-  return { bm, bn, wm, wn, stages };
+  const [bm, bn, wm, wn, stages, bk] = v as [number, number, number, number, number, number | undefined];
+  const ok = (v.length === 5 || v.length === 6) && v.every((x) => Number.isInteger(x) && x > 0) && wm % 16 === 0 && wn % 16 === 0 && bm % wm === 0 && bn % wn === 0 && stages >= 2 && (bk === undefined || bk % 16 === 0);
+  if (!ok) throw new LingcError(`${what} '${text}': expected bm,bn,wm,wn,stages[,bk] (warp tile wm x wn in multiples of 16 dividing bm x bn, at least 2 stages, bk a multiple of 16) or wgmma,bm,bn,stages`);
+  return bk === undefined ? { bm, bn, wm, wn, stages } : { bm, bn, wm, wn, stages, bk };
 }
 
 /** NVIDIA H100/H200 (Hopper, SXM): 132 SMs, 227 KB of opt-in shared memory per block. */

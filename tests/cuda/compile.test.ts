@@ -210,6 +210,25 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "wgmma"), "model.cu"]);
   }, 300_000);
 
+  it("a bf16 tile of 64-element K stages (bm,bn,wm,wn,stages,bk) doubles the MMAs per stage, and it compiles", async () => {
+    process.env["LINGC_BF16_TILE"] = "128,128,64,64,3,64";
+    let r;
+    try {
+      r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "bk64"));
+    } finally {
+      delete process.env["LINGC_BF16_TILE"];
+    }
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "bk64", "model.cu"), "utf8");
+    for (const name of ["k_swiglu", "k_grouped_linear"]) {
+      const tile = kernelsNamed(src, name).find((k) => k.includes("mma.sync"))!;
+      // (64 / 16) x (64 / 8) fragments, four k16 steps of a 64-element stage; shared rows of 32 + 4 words.
+      expect(tile.match(/mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32/g)?.length).toBe(4 * 8 * 4);
+      expect(tile).toMatch(/\* 36\)/);
+    }
+    await expectCompiles([join(dir, "bk64"), "model.cu"]);
+  }, 300_000);
+
   it("a tile setting that is not a tile is refused by name", async () => {
     process.env["LINGC_BF16_TILE"] = "wgmma,96,256,4";
     try {

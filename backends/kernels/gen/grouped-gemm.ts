@@ -48,10 +48,8 @@ const ELEMS: Record<GemmElem, ElemInfo> = {
   bf16: { dtype: "bf16", perWord: 2, mma: "m16n8k16.bf16", scaled: false },
 };
 
-/** 32-bit words of a row per pipeline stage (64 bytes: 64 e4m3 codes, 32 bf16). */
+/** 32-bit words of a row per pipeline stage by default (64 bytes: 64 e4m3 codes, 32 bf16). */
 const BKW = 16;
-/** Words per shared row: BKW and 4 of padding, so a warp's fragment reads hit 32 distinct banks. */
-const LDW = BKW + 4;
 /** The K width of a scale block. */
 const SLICE = 128;
 
@@ -267,6 +265,11 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): G
   const { bm: BM, bn: BN, wm: WM, wn: WN, stages: STAGES } = tile;
   const T = gemmTileThreads(tile);
   if (kb.kernel.wg !== T) throw new LingcError(`${what}: a ${BM}x${BN} tile of ${WM}x${WN} warps needs ${T} threads, not ${kb.kernel.wg}`);
+  // Words of a row per stage (the tile's bk, bf16 only: the e4m3 program's K checks assume 64 codes),
+  // and per shared row: 4 of padding, so a warp's fragment reads (8 rows of 4 words) hit distinct banks.
+  const bkw = tile.bk === undefined ? BKW : tile.bk / info.perWord;
+  if (bkw % 8 !== 0 || (elem === "e4m3" && bkw !== BKW)) throw new LingcError(`${what}: a stage of ${tile.bk} elements is not one the ${elem} program takes${elem === "e4m3" ? ` (${stageK(elem)})` : " (a multiple of 16)"}`);
+  const LDW = bkw + 4;
   const smem = 4 * STAGES * (BM + BN) * LDW;
   const room = Math.max(g.limits.maxWorkgroupBytes, g.limits.maxDynamicWorkgroupBytes ?? 0);
   if (smem > room) throw new LingcError(`${what}: a ${BM}x${BN} tile of ${STAGES} stages needs ${smem} bytes of shared memory, the target gives ${room}`);
@@ -274,7 +277,7 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): G
   const MT = WM / 16;
   const NT = WN / 8;
   const [E, O, I] = w.type.shape.map((d) => d.value!) as [number, number, number];
-  const BK = stageK(elem);
+  const BK = bkw * info.perWord;
   /** Elements of a 16-byte copy. */
   const CE = 4 * info.perWord;
   const swiglu = up !== undefined;
@@ -306,10 +309,10 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): G
     const As = kb.shared(kb.fresh("a_tile"), "u32", STAGES * BM * LDW);
     const Bs = kb.shared(kb.fresh("b_tile"), "u32", STAGES * BN * LDW);
 
-    // Copies: a row of a stage is BKW / 4 chunks of 16 bytes; T / 4 rows per pass of the threads
-    // (row lid / 4 + pass x T / 4, chunk lid % 4). B row r of the tile: SwiGLU rows below BN / 2
-    // are gate rows, the rest the same columns' up rows.
-    const chunks = BKW / 4;
+    // Copies: a row of a stage is bkw / 4 chunks of 16 bytes; T / chunks rows per pass of the threads
+    // (row lid / chunks + pass x T / chunks, chunk lid % chunks). B row r of the tile: SwiGLU rows
+    // below BN / 2 are gate rows, the rest the same columns' up rows.
+    const chunks = bkw / 4;
     const per = T / chunks;
     if (BM % per !== 0 || (swiglu ? (BN / 2) % per : BN % per) !== 0) throw new LingcError(`${what}: a ${BM}x${BN} tile cannot be copied ${per} rows at a time`);
     const lr = kb.let("lr", div(kb.lid, i(chunks)));
@@ -356,7 +359,7 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): G
       const next = add(kt, i(STAGES - 1));
       kb.if(lt(next, i(nk)), () => loadStage(next, mod(next, i(STAGES))), () => kb.copyCommit());
       const st = kb.let("st", mod(kt, i(STAGES)));
-      for (let ks = 0; ks < BKW / 8; ks++) {
+      for (let ks = 0; ks < bkw / 8; ks++) {
         // ldmatrix: lane l addresses row l % 8 of matrix l / 8. A: matrices (rows 0-7, words 0-3),
         // (rows 8-15, words 0-3), (rows 0-7, words 4-7), (rows 8-15, words 4-7) = a0..a3. B, two
         // n-tiles: (nt, words 0-3), (nt, words 4-7), (nt + 1, words 0-3), (nt + 1, words 4-7) = b0,

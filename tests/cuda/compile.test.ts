@@ -40,6 +40,16 @@ function kernelsNamed(src: string, name: string): string[] {
   return found;
 }
 
+/** `lingc compile <model> --target cuda --out <out>` with LINGC_BF16_TILE set to `tile` for the call. */
+async function compileWithBf16Tile(tile: string, model: string, out: string): Promise<{ code: number; stderr: string }> {
+  process.env["LINGC_BF16_TILE"] = tile;
+  try {
+    return await cli("compile", model, "--target", "cuda", "--out", out);
+  } finally {
+    delete process.env["LINGC_BF16_TILE"];
+  }
+}
+
 describe("lingc compile --target cuda", () => {
   const dir = scratchDir("lingc-cuda-");
 
@@ -188,13 +198,7 @@ describe("lingc compile --target cuda", () => {
   }, 300_000);
 
   it("bf16 on Hopper's warpgroup MMAs (LINGC_BF16_TILE=wgmma,...): wgmma from 128-byte-swizzled shared tiles, and it compiles", async () => {
-    process.env["LINGC_BF16_TILE"] = "wgmma,128,256,4";
-    let r;
-    try {
-      r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "wgmma"));
-    } finally {
-      delete process.env["LINGC_BF16_TILE"];
-    }
+    const r = await compileWithBf16Tile("wgmma,128,256,4", SMALL_DIR, join(dir, "wgmma"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "wgmma", "model.cu"), "utf8");
     for (const name of ["k_swiglu", "k_grouped_linear"]) {
@@ -211,13 +215,7 @@ describe("lingc compile --target cuda", () => {
   }, 300_000);
 
   it("a bf16 tile of 64-element K stages (bm,bn,wm,wn,stages,bk) doubles the MMAs per stage, and it compiles", async () => {
-    process.env["LINGC_BF16_TILE"] = "128,128,64,64,3,64";
-    let r;
-    try {
-      r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "bk64"));
-    } finally {
-      delete process.env["LINGC_BF16_TILE"];
-    }
+    const r = await compileWithBf16Tile("128,128,64,64,3,64", SMALL_DIR, join(dir, "bk64"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "bk64", "model.cu"), "utf8");
     for (const name of ["k_swiglu", "k_grouped_linear"]) {
@@ -230,15 +228,10 @@ describe("lingc compile --target cuda", () => {
   }, 300_000);
 
   it("a tile setting that is not a tile is refused by name", async () => {
-    process.env["LINGC_BF16_TILE"] = "wgmma,96,256,4";
-    try {
-      const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "bad-tile"));
-      expect(r.code).not.toBe(0);
-      expect(r.stderr).toContain("LINGC_BF16_TILE 'wgmma,96,256,4': expected wgmma,bm,bn,stages (bm a multiple of 64");
-      expect(existsSync(join(dir, "bad-tile", "model.cu"))).toBe(false);
-    } finally {
-      delete process.env["LINGC_BF16_TILE"];
-    }
+    const r = await compileWithBf16Tile("wgmma,96,256,4", SMALL_DIR, join(dir, "bad-tile"));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("LINGC_BF16_TILE 'wgmma,96,256,4': expected wgmma,bm,bn,stages (bm a multiple of 64");
+    expect(existsSync(join(dir, "bad-tile", "model.cu"))).toBe(false);
   });
 
   it("an FP8 linear's input that is also a graph output keeps row-major scales (the runtime transposes them for cuBLASLt)", async () => {

@@ -71,8 +71,9 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[]): GeneratedKer
     const lr = kb.let("lr", div(kb.lid, i(8)));
     const lc = kb.let("lc", mod(kb.lid, i(8)));
     const sw = kb.let("sw", mul(K.xor(lc, mod(lr, i(8))), i(4)));
+    // Whole passes only: a pass past the tile's rows would write into the next stage's.
+    if (BN % per !== 0 || (swiglu && (BN / 2) % per !== 0)) throw new LingcError(`${what}: a ${BM}x${BN} tile cannot be copied ${per} rows at a time${swiglu ? " (gate and up halves apart)" : ""}`);
     const { aRows, bRows } = copyRows(kb, { lr, per, row0, rowEnd, orderB, k, e, ct, colsPer, O, I, BM, BN, wb });
-    if (swiglu && (BN / 2) % per !== 0) throw new LingcError(`${what}: ${BN / 2} gate rows cannot be copied ${per} at a time`);
     const partial = I % BK !== 0;
     const loadStage = (kt: Expr, st: Expr) => {
       const kk = kb.let("kk", add(mul(kt, i(BK)), mul(lc, i(8))));

@@ -406,13 +406,14 @@ tiles)
   # kernel): against the interpreter and against one cuBLASLt GEMM per expert (expert_loop) on an
   # uneven routing (bench/cuda/expert_check.py), memcheck and racecheck; ling-small (bf16) end to
   # end, tile program against expert_loop; then, for each tile of LINGC_BF16_TILES
-  # (bm,bn,wm,wn,stages[,bk] or wgmma,bm,bn,stages), Ling-mini-2.0's prefill per-kernel times next to
-  # expert_loop's.
+  # (bm,bn,wm,wn,stages[,bk], wgmma,bm,bn,stages, or loop for expert_loop), Ling-mini-2.0's prefill
+  # per-kernel times.
   # (The runtime's hand-written grouped GEMM was removed after commit 00a406e, where the tile program
   # measured faster: bench/results/tiles-2026-11-30-h200.md.)
   TILED="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:grouped_gemm}"
   M=bench/cuda/ling-mini-2.0-no-mtp; Q=tests/data/golden/ling-small
-  TILES=${LINGC_BF16_TILES:-128,128,64,64,3 128,128,64,32,3}
+  # "loop" in the list: expert_loop (one cuBLASLt GEMM per expert), the baseline of the sweep.
+  TILES=${LINGC_BF16_TILES:-wgmma,128,256,4 128,128,64,64,3 loop}
   experts_check || exit 1
   R="/tmp/ex/e.lir --weights /tmp/ex/w.safetensors --input /tmp/ex/e.safetensors"
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
@@ -424,14 +425,14 @@ tiles)
   $L run $Q --backend cuda $TILED --input /tmp/ids8.safetensors --out /tmp/ex/small-tiled.safetensors >/dev/null
   $L run $Q --backend cuda $LOOP --input /tmp/ids8.safetensors --out /tmp/ex/small-loop.safetensors >/dev/null
   python3 bench/cuda/expert_check.py compare /tmp/ex/small-tiled.safetensors /tmp/ex/small-loop.safetensors 0.0156
-  for cfg in $TILES loop; do
+  for cfg in $TILES; do
     d=/tmp/tile-${cfg//,/-}
     if [ $cfg = loop ]; then ($L compile $M --target cuda $LOOP --out $d >/dev/null && cd $d && make -j4 >/dev/null) &
     else (LINGC_BF16_TILE=$cfg $L compile $M --target cuda --out $d >/dev/null && cd $d && make -j4 >/dev/null) & fi
     [ $cfg = loop ] || (LINGC_BF16_TILE=$cfg $L run $R --backend cuda --out /tmp/ex/cuda-${cfg//,/-}.safetensors >/dev/null) &
   done
   wait
-  for cfg in $TILES loop; do
+  for cfg in $TILES; do
     echo "== tile $cfg"
     [ $cfg = loop ] || python3 bench/cuda/expert_check.py compare /tmp/ex/cuda-${cfg//,/-}.safetensors /tmp/ex/interp.safetensors 0.0156 | tail -1
     for shape in 1x2048 1x8192; do

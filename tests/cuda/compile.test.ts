@@ -173,45 +173,47 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "fp8"), "model.cu"]);
   }, 300_000);
 
-  it("bf16: the routed experts of many rows are the mma tile program (through the token gather, dynamic shared memory), and it compiles", async () => {
+  it("bf16 (the profile's tile): the routed experts of many rows are Hopper warpgroup MMAs from 128-byte-swizzled shared tiles, through the token gather, and it compiles", async () => {
     const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "bf16"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "bf16", "model.cu"), "utf8");
-    // The CUDA profile's bf16 tile: 128 x 128 of 64 x 64 warp tiles, 3 stages of 32 elements.
     const tile = CUDA_SM90A.expertTiles["bf16"]!;
-    // A warp's mma.sync per stage: (wm / 16) x (wn / 8) fragments, two k16 steps of a 32-element stage.
-    const mmas = (tile.wm / 16) * (tile.wn / 8) * 2;
+    expect(tile.wgmma).toBe(true);
     for (const name of ["k_swiglu", "k_grouped_linear"]) {
-      const tiles = kernelsNamed(src, name).filter((k) => k.includes("mma.sync"));
+      const tiles = kernelsNamed(src, name).filter((k) => k.includes("wgmma"));
       expect(tiles.length, name).toBe(1);
-      expect(tiles[0]!.match(/mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32/g)?.length).toBe(mmas);
-      // Past 48 KB: shared arrays carved from dynamic shared memory.
-      expect(tiles[0]).toContain("extern __shared__");
+      // Four k16 slices of a 64-element stage, each a 64 x bn warpgroup MMA (bm / 64 warpgroups of 128 threads).
+      expect(tiles[0]!.match(new RegExp(`wgmma\\.mma_async\\.sync\\.aligned\\.m64n${tile.bn}k16\\.f32\\.bf16\\.bf16`, "g"))?.length).toBe(4);
+      expect(tiles[0]).toContain(`__launch_bounds__(${2 * tile.bm})`);
+      for (const piece of ["wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", "fence.proxy.async.shared::cta", "extern __shared__ __align__(1024)", "cp.async.cg.shared.global"]) expect(tiles[0]).toContain(piece);
+      // The swizzle: chunk lc ^ (row % 8).
+      expect(tiles[0]).toMatch(/\(lc_\d+ \^ \(lr_\d+ % 8\)\)/);
     }
     // SwiGLU reads its rows through the token gather (order[r] / k, ling-small's k = 4).
-    expect(kernelsNamed(src, "k_swiglu").find((k) => k.includes("mma.sync"))).toMatch(/\[\([^\]]*\)\] \/ 4\) \* 256\)/);
-    // The dispatch: few rows the expert GEMV, many the tile program, launched with its shared memory.
-    const smem = 4 * tile.stages * (tile.bm + tile.bn) * 20 + 16;
-    expect(src).toMatch(new RegExp(`else \\{ const long n_ = [^}]*c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, ${(tile.bm / tile.wm) * (tile.bn / tile.wn) * 32}, ${smem},`));
+    expect(kernelsNamed(src, "k_swiglu").find((k) => k.includes("wgmma"))).toMatch(/\[\([^\]]*\)\] \/ 4\) \* 256\)/);
+    // The dispatch: few rows the expert GEMV, many the tile program, launched with its dynamic
+    // shared memory: stages x (bm + bn) rows of 128 bytes, then the tile finder's words in the next
+    // 1024-byte-aligned block.
+    const smem = tile.stages * (tile.bm + tile.bn) * 128 + 1024;
+    expect(src).toMatch(new RegExp(`else \\{ const long n_ = [^}]*c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, ${2 * tile.bm}, ${smem}`));
     expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) c\.expert_gemv\(/);
     await expectCompiles([join(dir, "bf16"), "model.cu"]);
   }, 300_000);
 
-  it("bf16 on Hopper's warpgroup MMAs (LINGC_BF16_TILE=wgmma,...): wgmma from 128-byte-swizzled shared tiles, and it compiles", async () => {
-    const r = await compileWithBf16Tile("wgmma,128,256,4", SMALL_DIR, join(dir, "wgmma"));
+  it("bf16 on warp MMAs (LINGC_BF16_TILE=bm,bn,wm,wn,stages): mma.sync tiles, dynamic shared memory past 48 KB, and it compiles", async () => {
+    const r = await compileWithBf16Tile("128,128,64,64,3", SMALL_DIR, join(dir, "mma"));
     expect(r.code, r.stderr).toBe(0);
-    const src = readFileSync(join(dir, "wgmma", "model.cu"), "utf8");
+    const src = readFileSync(join(dir, "mma", "model.cu"), "utf8");
+    // A warp's mma.sync per stage: (64 / 16) x (64 / 8) fragments, two k16 steps of a 32-element stage.
     for (const name of ["k_swiglu", "k_grouped_linear"]) {
-      const tile = kernelsNamed(src, name).find((k) => k.includes("wgmma"));
-      expect(tile, name).toBeDefined();
-      // Four k16 slices of a 64-element stage, each a 64 x 256 warpgroup MMA (2 warpgroups of 128 threads).
-      expect(tile!.match(/wgmma\.mma_async\.sync\.aligned\.m64n256k16\.f32\.bf16\.bf16/g)?.length).toBe(4);
-      expect(tile).toMatch(/__launch_bounds__\(256\)/);
-      for (const piece of ["wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", "fence.proxy.async.shared::cta", "extern __shared__ __align__(1024)", "cp.async.cg.shared.global"]) expect(tile).toContain(piece);
-      // The swizzle: chunk lc ^ (row % 8).
-      expect(tile).toMatch(/\(lc_\d+ \^ \(lr_\d+ % 8\)\)/);
+      const tiles = kernelsNamed(src, name).filter((k) => k.includes("mma.sync"));
+      expect(tiles.length, name).toBe(1);
+      expect(tiles[0]!.match(/mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32/g)?.length).toBe(4 * 8 * 2);
+      expect(tiles[0]).toContain("extern __shared__");
     }
-    await expectCompiles([join(dir, "wgmma"), "model.cu"]);
+    // 4 warps, 3 stages of (128 + 128) rows of 16 + 4 words, and 16 bytes of tile finder.
+    expect(src).toMatch(new RegExp(`c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, 128, ${4 * 3 * 256 * 20 + 16},`));
+    await expectCompiles([join(dir, "mma"), "model.cu"]);
   }, 300_000);
 
   it("a bf16 tile of 64-element K stages (bm,bn,wm,wn,stages,bk) doubles the MMAs per stage, and it compiles", async () => {

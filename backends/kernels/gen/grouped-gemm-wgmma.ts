@@ -9,9 +9,9 @@
  *
  * Selected by a tile "wgmma,bm,bn,stages" (LINGC_BF16_TILE, or the profile's bf16 tile).
  *
- * Status (2026-11-30): compiles for sm_90a without warnings (tests/cuda/compile.test.ts) but has not
- * run on a GPU yet, so no profile selects it: `LINGC_BF16_TILES="wgmma,128,256,4" bash
- * bench/cuda/device.sh tiles` checks it against the interpreter and times it.
+ * The H200 profile's bf16 tile (wgmma,128,256,4): checked against the interpreter, memcheck and
+ * racecheck, and timed against the mma.sync tiles by `bash bench/cuda/device.sh tiles`
+ * (bench/results/tiles-2026-12-01-wgmma-h200.md).
  */
 import type { DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";

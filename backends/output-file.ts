@@ -12,7 +12,7 @@ import { LingcError } from "../ir/errors";
 const reason = (e: unknown) => (e as NodeJS.ErrnoException).code ?? (e as Error).message;
 
 /** Writes every byte of `chunks` to fd (a short write is retried; no progress is an error). */
-function writeAll(fd: number, chunks: readonly Uint8Array[]): void {
+function writeAll(fd: number, chunks: Iterable<Uint8Array>): void {
   for (const c of chunks) {
     for (let off = 0; off < c.length; ) {
       const n = writeSync(fd, c, off, c.length - off);
@@ -22,7 +22,8 @@ function writeAll(fd: number, chunks: readonly Uint8Array[]): void {
   }
 }
 
-export function writeOutputFile(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
+/** `data` may be a generator: chunks are made as they are written (a large file never sits in memory whole). */
+export function writeOutputFile(path: string, data: string | Uint8Array | Iterable<Uint8Array>): void {
   const chunks = typeof data === "string" ? [Buffer.from(data, "utf8")] : data instanceof Uint8Array ? [data] : data;
   let st;
   try {

@@ -183,7 +183,19 @@ export function tensorBytes(t: Tensor): Uint8Array {
   switch (t.dtype) {
     case "f32":
       return new Uint8Array(Float32Array.from(t.data).buffer);
-    case "bf16":
+    case "bf16": {
+      // The upper half of the f32 bits, rounded to nearest even (as encodeBits, inline: a model's
+      // worth of random weights goes through here); NaN as encodeBits writes it.
+      const u = new Uint16Array(n);
+      if (t.data instanceof Float32Array) {
+        const bits = new Uint32Array(t.data.buffer, t.data.byteOffset, n);
+        for (let i = 0; i < n; i++) {
+          const b = bits[i]!;
+          u[i] = (b & 0x7f800000) === 0x7f800000 && (b & 0x007fffff) !== 0 ? 0x7fc0 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+        }
+      } else for (let i = 0; i < n; i++) u[i] = encodeBits(t.data[i]!, t.dtype);
+      return new Uint8Array(u.buffer);
+    }
     case "f16": {
       const u = new Uint16Array(n);
       for (let i = 0; i < n; i++) u[i] = encodeBits(t.data[i]!, t.dtype);

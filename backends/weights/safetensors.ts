@@ -6,6 +6,7 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { writeOutputFile } from "../output-file";
 import { LingcError } from "../../ir/errors";
+import { byteSize, type DType } from "../../ir/dtype";
 import { Tensor, numelOf } from "../../ir/tensor";
 import { TO_ST, decodeTensor, parseSafetensors, tensorBytes, type StEntry } from "./safetensors-format";
 
@@ -67,29 +68,48 @@ export class SafetensorsFile {
   }
 }
 
+/** A tensor made when its turn to be written comes (its dtype and shape known before). */
+export interface LazyTensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  make(): Tensor;
+}
+
 /**
  * Writes tensors (sorted by name, so the bytes depend only on the contents) through
  * writeOutputFile: a failure never leaves a partial file at `path`, and a device is never replaced.
+ * A LazyTensor is made and encoded only as it is written, so a file of random weights for a large
+ * model (`lingc init`) never holds more than one tensor in memory.
  */
-export function writeSafetensors(path: string, tensors: Readonly<Record<string, Tensor>>, metadata?: Record<string, string>): void {
+export function writeSafetensors(path: string, tensors: Readonly<Record<string, Tensor | LazyTensor>>, metadata?: Record<string, string>): void {
   const names = Object.keys(tensors).sort();
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length) header["__metadata__"] = metadata;
-  const blobs: Uint8Array[] = [];
   let off = 0;
   for (const name of names) {
     const t = tensors[name]!;
-    const bytes = tensorBytes(t);
-    header[name] = { dtype: TO_ST[t.dtype], shape: [...t.shape], data_offsets: [off, off + bytes.length] };
-    blobs.push(bytes);
-    off += bytes.length;
+    const bytes = byteSize(t.dtype) * numelOf(t.shape);
+    header[name] = { dtype: TO_ST[t.dtype], shape: [...t.shape], data_offsets: [off, off + bytes] };
+    off += bytes;
   }
   let json = JSON.stringify(header);
   json += " ".repeat((8 - ((json.length + 8) % 8)) % 8);
   const hbytes = Buffer.from(json, "utf8");
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(hbytes.length));
-  writeOutputFile(path, [len, hbytes, ...blobs]);
+  function* chunks(): Generator<Uint8Array> {
+    yield len;
+    yield hbytes;
+    for (const name of names) {
+      const t = tensors[name]!;
+      const made = t instanceof Tensor ? t : t.make();
+      const bytes = tensorBytes(made);
+      const want = byteSize(t.dtype) * numelOf(t.shape);
+      if (made.dtype !== t.dtype || bytes.length !== want) throw new Error(`tensor "${name}": made ${made.dtype} [${made.shape}] (${bytes.length} bytes), declared ${t.dtype} [${t.shape}] (${want})`);
+      yield bytes;
+    }
+  }
+  writeOutputFile(path, chunks());
 }
 
 /** Reads every tensor of a small file (inputs, golden values) into a record. */

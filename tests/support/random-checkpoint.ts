@@ -10,10 +10,13 @@ import { collectWeights, expertNames } from "../../ir/weights";
 import { writeSafetensors } from "../../backends/weights/safetensors";
 import { configFromHf } from "../../models/config";
 import { buildLing2 } from "../../models/ling2";
-import { seeded } from "../../compiler/cli/commands/init";
+import { Seeded } from "../../compiler/cli/commands/init";
 
 /** A small deterministic PRNG (the one `lingc init` uses). */
-export const rng = seeded;
+export const rng = (seed: number): (() => number) => {
+  const s = new Seeded(seed);
+  return () => s.next();
+};
 
 export function normal(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());

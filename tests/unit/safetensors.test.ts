@@ -1,10 +1,12 @@
 /** Safetensors: round trips for every dtype, and a clear error for each kind of corruption. */
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { LingcError } from "../../ir/errors";
 import { Tensor } from "../../ir/tensor";
-import { readAllSafetensors, SafetensorsFile, writeSafetensors } from "../../backends/weights/safetensors";
+import { readAllSafetensors, SafetensorsFile, tensorBytes, writeSafetensors } from "../../backends/weights/safetensors";
+import { encodeBits } from "../../ir/numerics";
+import { Seeded } from "../../compiler/cli/commands/init";
 import { scratchDir } from "../support/paths";
 
 const dir = scratchDir();
@@ -29,6 +31,34 @@ function errorOf(path: string): string {
 }
 
 describe("safetensors", () => {
+  it("bf16 bytes are encodeBits' for every kind of f32 (ties to even, carries into the exponent, infinities, NaN, subnormals)", () => {
+    const bits = [0x3f808000, 0x3f818000, 0x3f80ffff, 0x7f7fffff, 0x7f800000, 0xff800000, 0x7fc00001, 0xffa00000, 0x00000001, 0x807fffff, 0, 0x80000000];
+    const r = new Seeded(3);
+    for (let i = 0; i < 200; i++) bits.push(Math.floor(r.next() * 2 ** 32));
+    const data = new Float32Array(new Uint32Array(bits).buffer);
+    const bytes = tensorBytes(new Tensor("bf16", [bits.length], data));
+    const got = new Uint16Array(bytes.buffer, bytes.byteOffset, bits.length);
+    for (let i = 0; i < bits.length; i++) expect(got[i], `0x${bits[i]!.toString(16)}`).toBe(encodeBits(data[i]!, "bf16"));
+  });
+
+  it("tensors made as they are written (lingc init) give the file eager ones give; a made tensor that is not the declared one is an error", () => {
+    const a = Tensor.from("bf16", [2, 3], [1, 2, 3, 4, 5, 6]);
+    const b = Tensor.from("f32", [4], [0.5, -1, 2, 8]);
+    writeSafetensors(join(dir, "eager.safetensors"), { a, b });
+    writeSafetensors(join(dir, "lazy.safetensors"), { a: { dtype: "bf16", shape: [2, 3], make: () => a }, b });
+    expect(readFileSync(join(dir, "lazy.safetensors"))).toEqual(readFileSync(join(dir, "eager.safetensors")));
+    expect(() => writeSafetensors(join(dir, "wrong.safetensors"), { a: { dtype: "bf16", shape: [3, 3], make: () => a } })).toThrow(/declared bf16 \[3,3\]/);
+    expect(existsSync(join(dir, "wrong.safetensors"))).toBe(false);
+  });
+
+  it("Seeded.fill draws the values of as many next() calls", () => {
+    const [x, y] = [new Seeded(7), new Seeded(7)];
+    const out = new Float32Array(1000);
+    x.fill(out, 1, 0.25);
+    for (let i = 0; i < out.length; i++) expect(out[i]).toBe(Math.fround(1 + 0.25 * (2 * y.next() - 1)));
+    expect(x.next()).toBe(y.next());
+  });
+
   it("round-trips every dtype lingc computes with", () => {
     const values = [0, 1, -2.5, 3.140625, 100, -0.0078125];
     const tensors: Record<string, Tensor> = {

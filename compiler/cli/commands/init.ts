@@ -9,33 +9,56 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LingcError } from "../../../ir/errors";
 import { isFloat, type DType } from "../../../ir/dtype";
-import { Tensor } from "../../../ir/tensor";
+import { allocData, Tensor } from "../../../ir/tensor";
+import { roundArrayInPlace } from "../../../ir/numerics";
 import { isStackedWeight } from "../../../ir/module";
 import { collectWeights, expertNames } from "../../../ir/weights";
 import { generationRole } from "../../../ir/generation";
-import { writeSafetensors } from "../../../backends/weights/safetensors";
+import { writeSafetensors, type LazyTensor } from "../../../backends/weights/safetensors";
 import { refuseInputAsOutput } from "../io";
 import { openSource } from "../../driver/source";
 import { int, parseDims, str } from "../args";
 import type { Command } from "./command";
 
 /** A small seeded generator (mulberry32): the same seed gives the same weights everywhere. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
+export class Seeded {
+  private state: number;
+  constructor(seed: number) {
+    this.state = seed >>> 0;
+  }
+
+  /** The next value in [0, 1). */
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  }
+
+  /** out[i] = base + scale x (2 next() - 1), the same values as that many next() calls, in one loop (no call per value: a model's worth of weights). */
+  fill(out: Float32Array | Float64Array, base: number, scale: number): void {
+    let s = this.state;
+    for (let i = 0; i < out.length; i++) {
+      s = (s + 0x6d2b79f5) >>> 0;
+      let t = s;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      out[i] = base + scale * (2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1);
+    }
+    this.state = s;
+  }
 }
 
-function randomTensor(dtype: DType, shape: number[], next: () => number): Tensor {
+function randomTensor(dtype: DType, shape: number[], rng: Seeded): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const vector = shape.length === 1;
-  const a = vector ? 0.05 : 1 / Math.sqrt(shape[shape.length - 1] || 1);
-  return Tensor.from(dtype, shape, Array.from({ length: n }, () => (vector ? 1 : 0) + a * (2 * next() - 1)));
+  // Straight into the tensor's typed array: a plain array of a large model's embedding (hundreds of
+  // millions of numbers) does not fit the JS heap.
+  const data = allocData(dtype, n);
+  rng.fill(data, vector ? 1 : 0, vector ? 0.05 : 1 / Math.sqrt(shape[shape.length - 1] || 1));
+  if (data instanceof Float32Array) roundArrayInPlace(data, dtype);
+  return new Tensor(dtype, shape, data);
 }
 
 export const init: Command = {
@@ -55,14 +78,17 @@ export const init: Command = {
   async run(args, io) {
     const source = await openSource(args.positionals[0]!);
     const seed = int(args, "seed", 0) ?? 1;
-    const next = seeded(seed);
-    const weights: Record<string, Tensor> = {};
+    const rng = new Seeded(seed);
+    // Made as the file is written (sorted by name, the order the values are drawn in): a large
+    // model's weights never sit in memory at once.
+    const weights: Record<string, LazyTensor> = {};
     for (const g of source.graphs) {
       for (const w of collectWeights(source.module(g))) {
         const shape = w.type.shape.map((d) => d.value!);
         const names = isStackedWeight(w.name) ? expertNames(w.name, shape[0]!) : [w.name];
         const part = isStackedWeight(w.name) ? shape.slice(1) : shape;
-        for (const n of names) if (!weights[n]) weights[n] = randomTensor(w.type.dtype, part, next);
+        const dtype = w.type.dtype;
+        for (const n of names) if (!weights[n]) weights[n] = { dtype, shape: part, make: () => randomTensor(dtype, part, rng) };
       }
     }
     // The config is read, the outputs written: neither may be the other, nor the two outputs one file.
@@ -88,8 +114,8 @@ export const init: Command = {
         for (const s of d.symbols()) if (!dims.has(s)) throw new LingcError(`input ${p.name} has the symbol ${s}: give its size with --dims ${s}=N`);
         return d.eval(dims);
       });
-      if (isFloat(p.type.dtype)) inputs[p.name!] = Tensor.from(p.type.dtype, shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => 2 * next() - 1));
-      else if (role && p.name === role.tokens && vocab) inputs[p.name!] = Tensor.from(p.type.dtype, shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => Math.floor(next() * vocab)));
+      if (isFloat(p.type.dtype)) inputs[p.name!] = Tensor.from(p.type.dtype, shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => 2 * rng.next() - 1));
+      else if (role && p.name === role.tokens && vocab) inputs[p.name!] = Tensor.from(p.type.dtype, shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => Math.floor(rng.next() * vocab)));
       else throw new LingcError(`input ${p.name} is ${p.type}: lingc does not make up integer inputs (only token ids of a generation graph)`);
     }
     writeSafetensors(inputsPath, inputs);

@@ -6,7 +6,7 @@
  * pipeline compiles it).
  * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S --steps N --runs R
  * --target-profile baseline|adapter (compile for WebGPU's baseline limits, the default, or the adapter's);
- * --kernels also prints the fused prefill's time per kernel, summed by kernel name, from a profiled
+ * --fused-only skips the unfused plan; --kernels also prints the fused prefill's time per kernel, summed by kernel name, from a profiled
  * run: GPU timestamps where the adapter has them, else one submission per kernel timed on the host).
  */
 import "../ir/ops";
@@ -70,10 +70,9 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
 const source = await openSource(ckpt);
 const adapter = await nodeAdapter();
 console.log(`WebGPU benchmark: ${source.label} on ${adapter.info?.description || adapter.info?.device || "the local adapter"} (batch ${B}, prompt ${S}, ${steps} decode steps; tokens/s as min / median / max of ${runs} runs)`);
-for (const [label, noFuse] of [
-  ["fused", []],
-  ["unfused", ["all"]],
-] as const) {
+// --fused-only: skip the unfused plan (a large checkpoint is loaded once less).
+const plans = [["fused", []], ["unfused", ["all"]]] as const;
+for (const [label, noFuse] of process.argv.includes("--fused-only") ? plans.slice(0, 1) : plans) {
   const { model } = await loadModel({ source, backend: "wgsl", settings: { noFuse: [...noFuse], webgpuProfile } });
   const r = await measure(model);
   model.close();

@@ -456,7 +456,7 @@ wgsl)
   $L run $G --backend wgsl --input $G/golden.safetensors --out "$OUT/wgsl.safetensors" && python3 bench/cuda/check_golden.py "$OUT/wgsl.safetensors" $G/golden.safetensors
   mkdir -p /tmp/m4 && cp bench/cuda/ling-mini-4l/config.json /tmp/m4/ && $L init /tmp/m4 --weights /tmp/m4/model.safetensors --seed 1 >/dev/null || exit 1
   echo "== WGSL, Ling-mini-2.0 shape, 4 layers: prefill 1x2048, then decode batch 1 from a 2048-token cache"
-  node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps 16 --runs 3 --kernels
+  node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps 16 --runs 3 --fused-only --kernels
   echo "== CUDA, the same shape"
   $L compile /tmp/m4 --target cuda --out /tmp/m4c >/dev/null && (cd /tmp/m4c && make -j16 >/dev/null) && /tmp/m4c/lingc_model bench --random-weights --prefill 1x2048 --decode 1x2048 --repeats 5
   ;;

@@ -3,8 +3,9 @@
  * against the interpreter, on a routing made to reach its edges: an expert with no rows, one with
  * every token (several row tiles), one with a single row; a hidden width (40) and an expert width
  * (36) that are no multiple of the 16-wide K slices or the 32-column tiles. Above E x 32 / 2 rows
- * the host launches the tiled kernel, at or below it the pointwise one (ArtifactKernel.few): both
- * are run.
+ * the host launches the tiled kernel, at or below it the pointwise group's gemv form (lanes split
+ * each dot product; ArtifactKernel.few): both are run. Then a plain linear layer with an epilogue:
+ * gemv form at few rows, pointwise at many.
  */
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -79,7 +80,7 @@ describe("the experts' tiled kernel on WebGPU", () => {
     down: Tensor.from("f32", [E, H, F], w(E * H * F)),
   });
 
-  it("compiles the expert steps to the tiled kernel with the pointwise one for few rows", async () => {
+  it("compiles the expert steps to the tiled kernel with the gemv form for few rows", async () => {
     writeFileSync(join(dir, "e100.lir"), experts(100));
     const { program } = await compileProgram({ source: await openSource(join(dir, "e100.lir")), target: "wgsl" });
     const kernels = compileProgramWgsl(program).flatMap((a) => a.kernels);
@@ -89,13 +90,14 @@ describe("the experts' tiled kernel on WebGPU", () => {
       // Few rows: at most E x 32 / 2 - 1 = 95 (in the step's rows, T x k).
       expect(k.few?.max).toBe((E * 32) / 2 - 1);
       expect(k.few?.launch.wgsl).not.toContain("x_tile");
+      expect(k.few?.launch.wgsl).toMatch(/var<workgroup> lanes_\d+/);
       expect(k.wgsl).toContain("workgroupUniformLoad");
     }
   });
 
   it.each([
     ["tiled (400 rows)", 100],
-    ["pointwise (80 rows)", 20],
+    ["gemv form (80 rows)", 20],
   ])("%s: the interpreter's numbers", async (_what, T) => {
     const lir = join(dir, `e${T}.lir`);
     writeFileSync(lir, experts(T));
@@ -113,5 +115,48 @@ describe("the experts' tiled kernel on WebGPU", () => {
     }
     // fp32 sums in another order: within 1e-5 of the largest value.
     for (const name of ["h", "y"]) expect(tensorDiff(out["wgsl"]![name]!, out["interp"]![name]!), name).toBeLessThanOrEqual(1e-5);
+  }, 120_000);
+});
+
+describe("a linear layer's few rows on WebGPU: the gemv form", () => {
+  const dir = scratchDir("lingc-wgsl-gemv-");
+  const r = lcg(11);
+  // 45 inputs (no multiple of the 32 lanes), 37 outputs (no multiple of a workgroup's 8 elements).
+  const [I, O] = [45, 37];
+  writeSafetensors(join(dir, "w.safetensors"), { w: Tensor.from("bf16", [O, I], Array.from({ length: O * I }, () => r())) });
+  const lin = (T: number) => `module @l {
+  func @l(%x: bf16[${T}, ${I}]) weights(@w: bf16[${O}, ${I}]) -> (y: f32[${T}, ${O}]) {
+    %h = linear(%x, @w) : bf16[${T}, ${O}]
+    %y = cast(%h) {to = f32} : f32[${T}, ${O}]
+    return %y
+  }
+}
+`;
+
+  it("compiles a linear and its epilogue to the pointwise kernel with the gemv form for up to 64 rows", async () => {
+    writeFileSync(join(dir, "l5.lir"), lin(5));
+    const { program } = await compileProgram({ source: await openSource(join(dir, "l5.lir")), target: "wgsl" });
+    const kernels = compileProgramWgsl(program).flatMap((a) => a.kernels);
+    expect(kernels.length).toBe(1);
+    expect(kernels[0]!.few?.max).toBe(64);
+    expect(kernels[0]!.wgsl).not.toContain("var<workgroup>");
+    expect(kernels[0]!.few?.launch.wgsl).toMatch(/var<workgroup> lanes_\d+: array<f32, 256>/);
+  });
+
+  it.each([1, 3, 64, 65, 100])("%i rows: the interpreter's numbers", async (T) => {
+    const lir = join(dir, `l${T}.lir`);
+    writeFileSync(lir, lin(T));
+    writeSafetensors(join(dir, `in${T}.safetensors`), { x: Tensor.from("bf16", [T, I], Array.from({ length: T * I }, () => r() * 4)) });
+    const out: Record<string, Tensor> = {};
+    for (const backend of ["interp", "wgsl"]) {
+      const file = join(dir, `${backend}${T}.safetensors`);
+      const res = await cli("run", lir, "--weights", join(dir, "w.safetensors"), "--backend", backend, "--input", join(dir, `in${T}.safetensors`), "--out", file);
+      expect(res.code, res.stderr).toBe(0);
+      out[backend] = readAllSafetensors(file)["y"]!;
+    }
+    // The fp32 sum in another order, then rounded to bf16: at most one bf16 step (2^-8 relative) of the largest value.
+    const largest = Math.max(...Array.from(out["interp"]!.data, Math.abs));
+    expect(largest).toBeGreaterThan(1);
+    expect(tensorDiff(out["wgsl"]!, out["interp"]!)).toBeLessThanOrEqual(2 ** -8 * largest);
   }, 120_000);
 });

@@ -40,14 +40,15 @@ function simtPlan(ops: readonly Op[]): GroupedMatmuls | undefined {
 
 /**
  * Tiles pay when the experts average half a tile of rows or more; with fewer (a decode step: B x k
- * rows over E experts) most of each tile would be empty, and the pointwise kernel (a thread per
- * output, its expert found by a binary search) does better.
+ * rows over E experts) most of each tile would be empty, and the pointwise group in its gemv form
+ * (each output's expert found by a binary search, its dot product split over a warp's width of
+ * lanes) does better.
  */
 export function groupedSimtFew(ops: readonly Op[]): { rows: Dim; max: number; template: string } | undefined {
   const plan = simtPlan(ops);
   if (!plan) return undefined;
   const E = plan.gate.operands[1]!.type.shape[0]!.value!;
-  return { rows: plan.gate.operands[0]!.type.shape[0]!, max: Math.floor((E * BM) / 2) - 1, template: "pointwise" };
+  return { rows: plan.gate.operands[0]!.type.shape[0]!, max: Math.floor((E * BM) / 2) - 1, template: "gemv" };
 }
 
 /** On a target without tensor cores: the grouped matmuls of a step, workgroup-tiled. */

@@ -20,7 +20,7 @@ import { groupedGemmWgmmaKernel } from "./grouped-gemm-wgmma";
 import { coversGroupedSimt, GROUPED_SIMT_THREADS, groupedSimtFew, groupedSimtKernel } from "./grouped-gemm-simt";
 import { coversFp8Gemv, coversGroupedFp8Gemv, fp8GemvKernel, GEMV_FP8_THREADS, groupedFp8GemvKernel } from "./gemv-fp8";
 import { normKernel, normWorkgroup } from "./norm";
-import { isPointwiseOp, pointwise } from "./pointwise";
+import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointwiseGemv } from "./pointwise";
 import { qkvKernel } from "./qkv";
 import { routerKernel, routerWorkgroup } from "./router";
 
@@ -141,10 +141,22 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops) => cacheAppendKernel(gen(64), ops[0]!),
   },
   {
-    // One thread per element of a shared output shape: elementwise ops, views, contractions.
+    // One thread per element of a shared output shape: elementwise ops, views, contractions; a
+    // contraction's few rows on a target without tensor cores (WebGPU) in the gemv form.
     name: "pointwise",
     covers: (ops) => ops.every((o) => isPointwiseOp(o.opName)),
     generate: (gen, ops) => pointwise(gen(64), ops),
+    few: (ops) => {
+      const rows = gemvRows(ops);
+      return rows ? { rows, max: GEMV_MAX_ROWS, template: "gemv" } : undefined;
+    },
+  },
+  {
+    // The pointwise group with GEMV_LANES threads per element splitting its dot products (only as
+    // another template's few-rows form: listed after pointwise, which covers all it covers).
+    name: "gemv",
+    covers: (ops, limits) => limits !== undefined && !limits.tensorCores?.length && gemvRows(ops) !== undefined,
+    generate: (gen, ops) => pointwiseGemv(gen(GEMV_THREADS), ops),
   },
 ];
 

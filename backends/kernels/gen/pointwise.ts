@@ -6,6 +6,12 @@
  * (POINTWISE_LOWERED). So a matmul with an elementwise epilogue, an elementwise chain, or swiglu with
  * its token gather as prologue are each one kernel, and every single op of these kinds is a kernel
  * of one op.
+ *
+ * The "gemv" form (pointwiseGemv) gives each element LANES threads instead of one, for a group whose
+ * only loops are its contractions' dot products: the lanes split the dot product (consecutive lanes
+ * read consecutive elements of the weight row, where one thread per element reads a row alone) and
+ * sum their parts through workgroup memory, then lane 0 stores. A decode step's few rows are then
+ * read at the memory's width. The host runs it for few rows (the pointwise template's `few`).
  */
 import type { Dim } from "../../../ir/dim";
 import { isFloat, type DType } from "../../../ir/dtype";
@@ -49,9 +55,14 @@ class Pointwise {
   constructor(
     readonly g: Gen,
     ops: Op[],
+    /** Threads per element (1: one thread each; more: the gemv form). */
+    readonly lanes = 1,
   ) {
     this.ops = new Set(ops);
   }
+
+  /** This thread's lane among its element's (the gemv form). */
+  lane!: Expr;
 
   producer(v: Value): Op | undefined {
     return v.def && this.ops.has(v.def) ? v.def : undefined;
@@ -107,9 +118,24 @@ class Pointwise {
   }
 
   dot(n: Expr, a: (k: Expr) => Expr, b: (k: Expr) => Expr): Expr {
-    const acc = this.g.kb.var("acc", K.f(0));
-    this.g.kb.for("k", K.i(0), n, (k) => acc.set(K.add(acc.ref, K.mul(a(k), b(k)))));
-    return acc.ref;
+    const kb = this.g.kb;
+    const acc = kb.var("acc", K.f(0));
+    if (this.lanes === 1) {
+      kb.for("k", K.i(0), n, (k) => acc.set(K.add(acc.ref, K.mul(a(k), b(k)))));
+      return acc.ref;
+    }
+    // The gemv form: lane l sums k = l, l + lanes, ...; the element's lanes (consecutive threads)
+    // then add their parts pairwise in workgroup memory. Every thread reaches the barriers (run()
+    // clamps instead of branching).
+    kb.for("k", this.lane, n, (k) => acc.set(K.add(acc.ref, K.mul(a(k), b(k)))), K.i(this.lanes));
+    const red = kb.shared(kb.fresh("lanes"), "f32", kb.kernel.wg);
+    kb.store(red, kb.lid, acc.ref);
+    kb.barrier();
+    for (let s = this.lanes / 2; s >= 1; s /= 2) {
+      kb.if(K.lt(this.lane, K.i(s)), () => kb.store(red, kb.lid, K.add(kb.load(red, kb.lid), kb.load(red, K.add(kb.lid, K.i(s))))));
+      kb.barrier();
+    }
+    return kb.let("dot", kb.load(red, K.sub(kb.lid, this.lane)));
   }
 
   compute(op: Op): Expr {
@@ -295,22 +321,68 @@ class Pointwise {
       if (!sameShape(o.type.shape, this.shape)) throw new LingcError(`pointwise kernel: outputs of different shapes (${o.type} vs ${main.type})`);
     }
     const total = product(this.shape.map((d) => g.entryDim(d)));
-    const flat = g.kb.let("flat", g.kb.gid);
-    this.flat = flat;
-    g.kb.if(K.lt(flat, g.size(product([...this.shape]))), () => {
+    const n = g.size(product([...this.shape]));
+    const body = () => {
       for (const op of ops) {
         if (getOp(op.opName)?.index) continue;
         if (op.results.length !== 1) throw new LingcError(`pointwise kernel: ${op.opName} has several results`);
         this.local.set(op.results[0]!, g.kb.let("v", this.compute(op)));
       }
-      for (const o of outputs) g.kb.store(g.buf(o), flat, this.at(o, flat, true));
+    };
+    if (this.lanes === 1) {
+      const flat = g.kb.let("flat", g.kb.gid);
+      this.flat = flat;
+      g.kb.if(K.lt(flat, n), () => {
+        body();
+        for (const o of outputs) g.kb.store(g.buf(o), flat, this.at(o, flat, true));
+      });
+      return g.finish({ dim: total, per: g.kb.kernel.wg });
+    }
+    // The gemv form: element wg x (threads / lanes) + lid / lanes. Past the end, a thread computes
+    // the last element (its lanes' barriers are every thread's) and does not store.
+    const per = g.kb.kernel.wg / this.lanes;
+    const own = g.kb.let("flat", K.add(K.mul(g.kb.wg, K.i(per)), K.div(g.kb.lid, K.i(this.lanes))));
+    this.lane = g.kb.let("lane", K.mod(g.kb.lid, K.i(this.lanes)));
+    this.flat = g.kb.let("flat_c", K.min(own, K.sub(n, K.i(1))));
+    body();
+    g.kb.if(K.and(K.lt(own, n), K.eq(this.lane, K.i(0))), () => {
+      for (const o of outputs) g.kb.store(g.buf(o), this.flat, this.at(o, this.flat, true));
     });
-    return g.finish({ dim: total, per: g.kb.kernel.wg });
+    return g.finish({ dim: total, per });
   }
 }
 
 export function pointwise(g: Gen, ops: Op[]): GeneratedKernel {
   return new Pointwise(g, ops).run(ops);
+}
+
+/** Threads per element of the gemv form: a warp's width of a weight row per read. */
+export const GEMV_LANES = 32;
+/** Threads of a gemv workgroup (8 elements). */
+export const GEMV_THREADS = 256;
+/** Rows up to which the host runs the gemv form (a decode step's, and its experts' B x k). */
+export const GEMV_MAX_ROWS = 64;
+
+/** Ops whose element loops (all but dot products): computed by every lane alike, they would cost the gemv form lanes-fold. */
+const LOOPING = new Set(["moe_combine", "reduce_sum", "reduce_mean", "reduce_max", "scatter_add", "grouped_outer"]);
+const DOTS = new Set(["linear", "matmul", "grouped_linear"]);
+
+/**
+ * A group the gemv form covers: pointwise, with a contraction, and no other op that loops; the
+ * rows (elements over the last dim of its contraction's result) the host compares to GEMV_MAX_ROWS.
+ */
+export function gemvRows(ops: readonly Op[]): Dim | undefined {
+  if (!ops.every((o) => isPointwiseOp(o.opName)) || ops.some((o) => LOOPING.has(o.opName))) return undefined;
+  const dot = ops.find((o) => DOTS.has(o.opName));
+  if (!dot) return undefined;
+  const shape = dot.results[0]!.type.shape;
+  return product([...shape.slice(0, -1)]);
+}
+
+/** The gemv form of a pointwise group (gemvRows covers it). */
+export function pointwiseGemv(g: Gen, ops: Op[]): GeneratedKernel {
+  if (g.kb.kernel.wg % GEMV_LANES !== 0) throw new LingcError(`gemv kernel: ${g.kb.kernel.wg} threads are not whole elements of ${GEMV_LANES} lanes`);
+  return new Pointwise(g, ops, GEMV_LANES).run(ops);
 }
 
 /** Ops the pointwise generator computes by their own element rule here (not by a formula or index rule). */

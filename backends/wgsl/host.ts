@@ -107,6 +107,16 @@ interface Pipeline {
   layout: GPUBindGroupLayout;
 }
 
+/** Bytes between kernels' sizes in a run's shared uniform buffer (WebGPU's largest minUniformBufferOffsetAlignment). */
+const UNIFORM_STRIDE = 256;
+
+/** A run's one compute pass, its uniform buffer, and the sizes to write into it at n x UNIFORM_STRIDE. */
+interface SharedPass {
+  pass: GPUComputePassEncoder;
+  uniforms: GPUBuffer;
+  sizes: Int32Array<ArrayBuffer>;
+}
+
 /** A kernel's pipeline, and its few-rows alternative's (ArtifactKernel.few). */
 interface KernelPipelines {
   main: Pipeline;
@@ -218,8 +228,14 @@ export class WgslGraph {
     void this.device.queue.onSubmittedWorkDone().then(() => transient.forEach((b) => b.destroy()));
   }
 
-  /** Records kernel n into a command encoder: its sizes, bindings and workgroups. */
-  private encode(encoder: GPUCommandEncoder, n: number, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites): boolean {
+  /**
+   * Records kernel n into a command encoder: its sizes, bindings and workgroups. With `shared`, into
+   * that compute pass (a run's dispatches share one pass: WebGPU orders each dispatch's storage
+   * accesses after the previous ones', so passes need not separate them) with its sizes in that
+   * run's uniform buffer at n x 256 bytes (one buffer and one write a run instead of one a kernel);
+   * else in a pass of its own (GPU timestamps around it) with a uniform buffer of its own.
+   */
+  private encode(encoder: GPUCommandEncoder, n: number, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites, shared?: SharedPass): boolean {
     const device = this.device;
     const kernel = this.artifact.kernels[n]!;
     // Few rows: the step's other kernel, where it has one.
@@ -227,20 +243,28 @@ export class WgslGraph {
     const k = few ? kernel.few!.launch : kernel;
     const groups = Math.ceil(evalTerms(k.grid.dim, bindings) / k.grid.per);
     if (groups === 0) return false;
-    const sizes = new Int32Array(Math.max(4, Math.ceil(k.uniforms.length / 4) * 4));
-    k.uniforms.forEach((u, j) => (sizes[j] = evalTerms(u.dim, bindings)));
-    const ubuf = device.createBuffer({ size: sizes.byteLength, usage: USAGE.UNIFORM | USAGE.COPY_DST });
-    transient.push(ubuf);
-    device.queue.writeBuffer(ubuf, 0, sizes);
+    const words = Math.max(4, Math.ceil(k.uniforms.length / 4) * 4);
+    let uniform: GPUBufferBinding;
+    if (shared && words <= UNIFORM_STRIDE / 4) {
+      k.uniforms.forEach((u, j) => (shared.sizes[n * (UNIFORM_STRIDE / 4) + j] = evalTerms(u.dim, bindings)));
+      uniform = { buffer: shared.uniforms, offset: n * UNIFORM_STRIDE, size: words * 4 };
+    } else {
+      const sizes = new Int32Array(words);
+      k.uniforms.forEach((u, j) => (sizes[j] = evalTerms(u.dim, bindings)));
+      const ubuf = device.createBuffer({ size: sizes.byteLength, usage: USAGE.UNIFORM | USAGE.COPY_DST });
+      transient.push(ubuf);
+      device.queue.writeBuffer(ubuf, 0, sizes);
+      uniform = { buffer: ubuf };
+    }
     const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: bufferOf(b.slot)[b.part]! } }));
-    entries.push({ binding: k.bindings.length, resource: { buffer: ubuf } });
+    entries.push({ binding: k.bindings.length, resource: uniform });
     const { pipeline, layout } = few ? this.pipelines[n]!.few! : this.pipelines[n]!.main;
-    const pass = encoder.beginComputePass(timestamps ? { label: kernel.label, timestampWrites: timestamps } : { label: kernel.label });
+    const pass = shared?.pass ?? encoder.beginComputePass(timestamps ? { label: kernel.label, timestampWrites: timestamps } : { label: kernel.label });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, device.createBindGroup({ layout, entries }));
     const x = Math.min(groups, 65535);
     pass.dispatchWorkgroups(x, Math.ceil(groups / x));
-    pass.end();
+    if (!shared) pass.end();
     return true;
   }
 
@@ -307,12 +331,19 @@ export class WgslGraph {
     const gpuClock = opts.profile === true && device.features.has("timestamp-query") && 2 * a.kernels.length <= 4096;
     const queries = gpuClock ? device.createQuerySet({ type: "timestamp", count: 2 * a.kernels.length }) : undefined;
     const timed: number[] = [];
+    // Unprofiled: one compute pass and one uniform buffer for the whole run.
+    let shared: SharedPass | undefined;
+    if (!opts.profile && a.kernels.length) {
+      const uniforms = device.createBuffer({ size: UNIFORM_STRIDE * a.kernels.length, usage: USAGE.UNIFORM | USAGE.COPY_DST });
+      transient.push(uniforms);
+      shared = { pass: encoder.beginComputePass({ label: "graph" }), uniforms, sizes: new Int32Array((UNIFORM_STRIDE / 4) * a.kernels.length) };
+    }
     for (let n = 0; n < a.kernels.length; n++) {
       const k = a.kernels[n]!;
       const at = 2 * timed.length;
       const stamps = queries ? { querySet: queries, beginningOfPassWriteIndex: at, endOfPassWriteIndex: at + 1 } : undefined;
       // Load-time kernels ran when the graph was loaded (their results are resident).
-      if (k.atLoad || !this.encode(encoder, n, bindings, bufferOf, transient, stamps)) continue;
+      if (k.atLoad || !this.encode(encoder, n, bindings, bufferOf, transient, stamps, shared)) continue;
       if (queries) timed.push(n);
       else if (opts.profile) {
         const t0 = performance.now();
@@ -321,6 +352,11 @@ export class WgslGraph {
         timings.push({ name: k.name, label: k.label, ms: performance.now() - t0, clock: "wall" });
         encoder = device.createCommandEncoder();
       }
+    }
+    if (shared) {
+      shared.pass.end();
+      // Before the submit below: the queue runs this write first.
+      device.queue.writeBuffer(shared.uniforms, 0, shared.sizes);
     }
     let stampsRead: GPUBuffer | undefined;
     if (queries && timed.length) {

@@ -5,7 +5,7 @@
  * (36) that are no multiple of the 16-wide K slices or the 32-column tiles. Above E x 32 / 2 rows
  * the host launches the tiled kernel, at or below it the pointwise group's gemv form (lanes split
  * each dot product; ArtifactKernel.few): both are run. Then a plain linear layer with an epilogue:
- * gemv form at few rows, pointwise at many.
+ * gemv form at few rows, workgroup tiles (backends/kernels/gen/linear-simt.ts) at many.
  */
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -118,7 +118,7 @@ describe("the experts' tiled kernel on WebGPU", () => {
   }, 120_000);
 });
 
-describe("a linear layer's few rows on WebGPU: the gemv form", () => {
+describe("a linear layer on WebGPU: workgroup tiles, and the gemv form for few rows", () => {
   const dir = scratchDir("lingc-wgsl-gemv-");
   const r = lcg(11);
   // 45 inputs (no multiple of the 32 lanes), 37 outputs (no multiple of a workgroup's 8 elements).
@@ -133,17 +133,19 @@ describe("a linear layer's few rows on WebGPU: the gemv form", () => {
 }
 `;
 
-  it("compiles a linear and its epilogue to the pointwise kernel with the gemv form for up to 64 rows", async () => {
+  it("compiles a linear and its epilogue to the tiled kernel with the gemv form for up to 16 rows", async () => {
     writeFileSync(join(dir, "l5.lir"), lin(5));
     const { program } = await compileProgram({ source: await openSource(join(dir, "l5.lir")), target: "wgsl" });
     const kernels = compileProgramWgsl(program).flatMap((a) => a.kernels);
     expect(kernels.length).toBe(1);
-    expect(kernels[0]!.few?.max).toBe(64);
-    expect(kernels[0]!.wgsl).not.toContain("var<workgroup>");
+    expect(kernels[0]!.few?.max).toBe(16);
+    expect(kernels[0]!.fusion).toBe("epilogue");
+    expect(kernels[0]!.wgsl).toMatch(/var<workgroup> x_tile_\d+/);
     expect(kernels[0]!.few?.launch.wgsl).toMatch(/var<workgroup> lanes_\d+: array<f32, 256>/);
   });
 
-  it.each([1, 3, 64, 65, 100])("%i rows: the interpreter's numbers", async (T) => {
+  // 17 and 100 rows: tiles with a partial row tile; 37 columns a partial column tile, 45 inputs a partial K slice.
+  it.each([1, 3, 16, 17, 100])("%i rows: the interpreter's numbers", async (T) => {
     const lir = join(dir, `l${T}.lir`);
     writeFileSync(lir, lin(T));
     writeSafetensors(join(dir, `in${T}.safetensors`), { x: Tensor.from("bf16", [T, I], Array.from({ length: T * I }, () => r() * 4)) });

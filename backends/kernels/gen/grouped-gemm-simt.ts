@@ -10,7 +10,6 @@
  * round them, then the epilogue's ops apply their op-table formulas.
  */
 import type { Dim } from "../../../ir/dim";
-import type { DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
 import { attrsOf, OPS } from "../../../ir/ops";
@@ -29,6 +28,8 @@ const BN = TS * RN;
 /** K elements per staged slice. */
 const BK = 16;
 export const GROUPED_SIMT_THREADS = TS * TS;
+/** The tile's rows and output columns (linear-simt.ts sizes its grid by them). */
+export const SIMT_TILE = { BM, BN } as const;
 
 /** The step as grouped matmuls this kernel covers: float operands without scales (the weights may have them: Gen.load applies them). */
 function simtPlan(ops: readonly Op[]): GroupedMatmuls | undefined {
@@ -64,77 +65,112 @@ export function groupedSimtKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`grouped matmul tile: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
   const [E, O, I] = w.type.shape.map((d) => d.value!) as [number, number, number];
-  const weights = [w, ...(up ? [up.operands[1]!] : [])];
-  const src = permute ? permute.operands[0]! : x;
   const order = permute?.operands[1];
   const k = permute ? attrsOf(OPS.moe_permute, permute).k : 1;
   const colTiles = Math.ceil(O / BN);
   const offb = g.buf(offsets);
-  const ob = g.buf(out);
-  const { i, add, mul, div, mod, lt, and } = K;
+  const { i, add, mul, div } = K;
 
   const { ct, e, row0 } = workgroupTile(g, offb, E, BM, colTiles);
-  const xs = kb.shared(kb.fresh("x_tile"), "f32", BM * BK);
-  const ws = weights.map(() => kb.shared(kb.fresh("w_tile"), "f32", BN * BK));
   // Workgroup-uniform: idle workgroups (past the last tile) return before any barrier below.
   kb.if(K.ge(e, i(0)), () => {
-    const rowEnd = kb.let("row_end", K.min(kb.load(offb, add(e, i(1))), add(row0, i(BM))));
-    const col0 = kb.let("col0", mul(ct, i(BN)));
-    const ty = kb.let("ty", div(kb.lid, i(TS)));
-    const tx = kb.let("tx", mod(kb.lid, i(TS)));
-    // Staging: thread lid loads elements lid + pass x 64 of each BM x BK (BN x BK) slice; element
-    // (row, kk) at row * BK + kk. Each row's source offset is computed once, outside the K loop.
-    const passes = (BM * BK) / GROUPED_SIMT_THREADS;
-    const xRow: { ok: Expr; base: Expr; kk: Expr; at: Expr }[] = [];
-    const wRow: { ok: Expr; base: Expr; kk: Expr; at: Expr }[] = [];
-    for (let p = 0; p < passes; p++) {
-      const el = kb.let("el", add(kb.lid, i(p * GROUPED_SIMT_THREADS)));
-      const rr = kb.let("rr", div(el, i(BK)));
-      const kk = kb.let("kk", mod(el, i(BK)));
-      const r = kb.let("xr", add(row0, rr));
-      const ok = kb.let("xok", lt(r, rowEnd));
-      const rc = K.sel(ok, r, row0);
-      const srcRow = order ? div(g.load(order, rc), i(k)) : rc;
-      xRow.push({ ok, base: kb.let("xbase", mul(srcRow, i(I))), kk, at: el });
-      const o = kb.let("wo", add(col0, rr));
-      const wok = kb.let("wok", lt(o, i(O)));
-      wRow.push({ ok: wok, base: kb.let("wbase", mul(add(mul(e, i(O)), K.sel(wok, o, i(0))), i(I))), kk, at: el });
-    }
-    const accs = weights.map(() => Array.from({ length: RM * RN }, () => kb.var("acc", K.f(0))));
-    kb.loop("k0", i(0), i(Math.ceil(I / BK)), (k0) => {
-      const kbase = kb.let("kb", mul(k0, i(BK)));
-      for (let p = 0; p < passes; p++) {
-        const kx = kb.let("kx", add(kbase, xRow[p]!.kk));
-        const kin = kb.let("kin", lt(kx, i(I)));
-        kb.store(xs, xRow[p]!.at, K.sel(and(xRow[p]!.ok, kin), g.load(src, add(xRow[p]!.base, K.sel(kin, kx, i(0)))), K.f(0)));
-        weights.forEach((wv, j) => kb.store(ws[j]!, wRow[p]!.at, K.sel(and(wRow[p]!.ok, kin), g.load(wv, add(wRow[p]!.base, K.sel(kin, kx, i(0)))), K.f(0))));
-      }
-      kb.barrier();
-      for (let kk = 0; kk < BK; kk++) {
-        const a = Array.from({ length: RM }, (_, m) => kb.let("a", kb.load(xs, add(mul(add(mul(ty, i(RM)), i(m)), i(BK)), i(kk)))));
-        weights.forEach((_, j) => {
-          const b = Array.from({ length: RN }, (_, n) => kb.let("b", kb.load(ws[j]!, add(mul(add(mul(tx, i(RN)), i(n)), i(BK)), i(kk)))));
-          for (let m = 0; m < RM; m++) for (let n = 0; n < RN; n++) accs[j]![m * RN + n]!.set(add(accs[j]![m * RN + n]!.ref, mul(a[m]!, b[n]!)));
-        });
-      }
-      kb.barrier();
+    simtTile(g, {
+      row0,
+      rowEnd: kb.let("row_end", K.min(kb.load(offb, add(e, i(1))), add(row0, i(BM)))),
+      col0: kb.let("col0", mul(ct, i(BN))),
+      src: permute ? permute.operands[0]! : x,
+      srcRow: (r) => (order ? div(g.load(order, r), i(k)) : r),
+      weights: [w, ...(up ? [up.operands[1]!] : [])],
+      weightRow: (o) => add(mul(e, i(O)), o),
+      I,
+      O,
+      value: (m) => {
+        const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(m[0]!, gate.results[0]!.type.dtype)]]);
+        if (up) vals.set(up.results[0]!, g.fit(m[1]!, up.results[0]!.type.dtype));
+        return applyEpilogue(g, epilogue, vals, out);
+      },
+      out,
     });
-    // Thread (ty, tx) holds rows ty x RM + m and columns tx x RN + n of the tile.
-    const dts = [gate.results[0]!.type.dtype, up?.results[0]!.type.dtype] as DType[];
-    for (let m = 0; m < RM; m++) {
-      const row = kb.let("orow", add(row0, add(mul(ty, i(RM)), i(m))));
-      kb.if(lt(row, rowEnd), () => {
-        for (let n = 0; n < RN; n++) {
-          const col = kb.let("ocol", add(col0, add(mul(tx, i(RN)), i(n))));
-          kb.if(lt(col, i(O)), () => {
-            const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(accs[0]![m * RN + n]!.ref, dts[0]!)]]);
-            if (up) vals.set(up.results[0]!, g.fit(accs[1]![m * RN + n]!.ref, dts[1]!));
-            kb.store(ob, add(mul(row, i(O)), col), applyEpilogue(g, epilogue, vals, out));
-          });
-        }
-      });
-    }
   });
   // Workgroups: (row tiles + one partial tile per expert) x column tiles; those past the last tile return.
   return g.finish({ dim: g.entryDim(x.type.shape[0]!.add(BM * (E + 1)).mul(colTiles)), per: BM });
+}
+
+/** One BM x BN tile of matmuls sharing their rows (SwiGLU: gate and up), and its stores. */
+export interface SimtTile {
+  /** The tile's first row, the end of its rows (exclusive), its first output column. */
+  row0: Expr;
+  rowEnd: Expr;
+  col0: Expr;
+  /** The rows' source and the source row of tile row r (a gather, or r itself). */
+  src: Value;
+  srcRow: (r: Expr) => Expr;
+  /** The weights ([.., O, I]) and the weight row of output column o. */
+  weights: readonly Value[];
+  weightRow: (o: Expr) => Expr;
+  I: number;
+  O: number;
+  /** The value stored at (row, col) from the matmuls' fp32 sums there (one per weight), and where. */
+  value: (sums: readonly Expr[], row: Expr, col: Expr) => Expr;
+  out: Value;
+}
+
+/**
+ * The tile's staged K loop and stores: BK-wide slices of the rows and of the weight rows in
+ * workgroup memory, a RM x RN block of sums per thread. Every thread must reach it (barriers).
+ */
+export function simtTile(g: Gen, t: SimtTile): void {
+  const kb = g.kb;
+  const { i, add, mul, div, mod, lt, and } = K;
+  const { row0, rowEnd, col0, src, weights, I, O } = t;
+  const xs = kb.shared(kb.fresh("x_tile"), "f32", BM * BK);
+  const ws = weights.map(() => kb.shared(kb.fresh("w_tile"), "f32", BN * BK));
+  const ty = kb.let("ty", div(kb.lid, i(TS)));
+  const tx = kb.let("tx", mod(kb.lid, i(TS)));
+  // Staging: thread lid loads elements lid + pass x 64 of each BM x BK (BN x BK) slice; element
+  // (row, kk) at row * BK + kk. Each row's source offset is computed once, outside the K loop.
+  const passes = (BM * BK) / GROUPED_SIMT_THREADS;
+  const xRow: { ok: Expr; base: Expr; kk: Expr; at: Expr }[] = [];
+  const wRow: { ok: Expr; base: Expr; kk: Expr; at: Expr }[] = [];
+  for (let p = 0; p < passes; p++) {
+    const el = kb.let("el", add(kb.lid, i(p * GROUPED_SIMT_THREADS)));
+    const rr = kb.let("rr", div(el, i(BK)));
+    const kk = kb.let("kk", mod(el, i(BK)));
+    const r = kb.let("xr", add(row0, rr));
+    const ok = kb.let("xok", lt(r, rowEnd));
+    xRow.push({ ok, base: kb.let("xbase", mul(t.srcRow(K.sel(ok, r, row0)), i(I))), kk, at: el });
+    const o = kb.let("wo", add(col0, rr));
+    const wok = kb.let("wok", lt(o, i(O)));
+    wRow.push({ ok: wok, base: kb.let("wbase", mul(t.weightRow(K.sel(wok, o, i(0))), i(I))), kk, at: el });
+  }
+  const accs = weights.map(() => Array.from({ length: RM * RN }, () => kb.var("acc", K.f(0))));
+  kb.loop("k0", i(0), i(Math.ceil(I / BK)), (k0) => {
+    const kbase = kb.let("kb", mul(k0, i(BK)));
+    for (let p = 0; p < passes; p++) {
+      const kx = kb.let("kx", add(kbase, xRow[p]!.kk));
+      const kin = kb.let("kin", lt(kx, i(I)));
+      kb.store(xs, xRow[p]!.at, K.sel(and(xRow[p]!.ok, kin), g.load(src, add(xRow[p]!.base, K.sel(kin, kx, i(0)))), K.f(0)));
+      weights.forEach((wv, j) => kb.store(ws[j]!, wRow[p]!.at, K.sel(and(wRow[p]!.ok, kin), g.load(wv, add(wRow[p]!.base, K.sel(kin, kx, i(0)))), K.f(0))));
+    }
+    kb.barrier();
+    for (let kk = 0; kk < BK; kk++) {
+      const a = Array.from({ length: RM }, (_, m) => kb.let("a", kb.load(xs, add(mul(add(mul(ty, i(RM)), i(m)), i(BK)), i(kk)))));
+      weights.forEach((_, j) => {
+        const b = Array.from({ length: RN }, (_, n) => kb.let("b", kb.load(ws[j]!, add(mul(add(mul(tx, i(RN)), i(n)), i(BK)), i(kk)))));
+        for (let m = 0; m < RM; m++) for (let n = 0; n < RN; n++) accs[j]![m * RN + n]!.set(add(accs[j]![m * RN + n]!.ref, mul(a[m]!, b[n]!)));
+      });
+    }
+    kb.barrier();
+  });
+  // Thread (ty, tx) holds rows ty x RM + m and columns tx x RN + n of the tile.
+  const ob = g.buf(t.out);
+  for (let m = 0; m < RM; m++) {
+    const row = kb.let("orow", add(row0, add(mul(ty, i(RM)), i(m))));
+    kb.if(lt(row, rowEnd), () => {
+      for (let n = 0; n < RN; n++) {
+        const col = kb.let("ocol", add(col0, add(mul(tx, i(RN)), i(n))));
+        kb.if(lt(col, i(O)), () => kb.store(ob, add(mul(row, i(O)), col), t.value(accs.map((a) => a[m * RN + n]!.ref), row, col)));
+      }
+    });
+  }
 }

@@ -20,6 +20,7 @@ import { groupedGemmWgmmaKernel } from "./grouped-gemm-wgmma";
 import { coversGroupedSimt, GROUPED_SIMT_THREADS, groupedSimtFew, groupedSimtKernel } from "./grouped-gemm-simt";
 import { coversFp8Gemv, coversGroupedFp8Gemv, fp8GemvKernel, GEMV_FP8_THREADS, groupedFp8GemvKernel } from "./gemv-fp8";
 import { normKernel, normWorkgroup } from "./norm";
+import { linearSimtKernel, linearSimtPlan } from "./linear-simt";
 import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointwiseGemv } from "./pointwise";
 import { qkvKernel } from "./qkv";
 import { routerKernel, routerWorkgroup } from "./router";
@@ -139,6 +140,17 @@ const TEMPLATES: readonly Template[] = [
     name: "cache_append",
     covers: (ops) => ops.length === 1 && ops[0]!.opName === "cache_append",
     generate: (gen, ops) => cacheAppendKernel(gen(64), ops[0]!),
+  },
+  {
+    // Dense linear layers on a target without tensor cores (WebGPU), with an elementwise epilogue:
+    // workgroup tiles; few rows in the pointwise group's gemv form.
+    name: "linear_simt",
+    covers: (ops, limits) => limits !== undefined && !limits.tensorCores?.length && linearSimtPlan(ops) !== undefined,
+    generate: (gen, ops) => linearSimtKernel(gen(GROUPED_SIMT_THREADS), ops),
+    few: (ops) => {
+      const plan = linearSimtPlan(ops);
+      return plan && gemvRows(ops) ? { rows: plan.rows, max: GEMV_MAX_ROWS, template: "gemv" } : undefined;
+    },
   },
   {
     // One thread per element of a shared output shape: elementwise ops, views, contractions; a

@@ -360,8 +360,8 @@ export function pointwise(g: Gen, ops: Op[]): GeneratedKernel {
 export const GEMV_LANES = 32;
 /** Threads of a gemv workgroup (8 elements). */
 export const GEMV_THREADS = 256;
-/** Rows up to which the host runs the gemv form (a decode step's, and its experts' B x k). */
-export const GEMV_MAX_ROWS = 64;
+/** Rows up to which the host runs a linear layer in the gemv form (a decode step's; from 17 rows a 32-row tile wastes at most half its rows and reads each weight once per tile). */
+export const GEMV_MAX_ROWS = 16;
 
 /** Ops whose element loops (all but dot products): computed by every lane alike, they would cost the gemv form lanes-fold. */
 const LOOPING = new Set(["moe_combine", "reduce_sum", "reduce_mean", "reduce_max", "scatter_add", "grouped_outer"]);

@@ -24,7 +24,7 @@ function bytesOfType(dtype: string): number {
 
 export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
   const s = buildSchedule(m);
-  const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize };
+  const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize, gpuForms: profile.gpuForms };
   const slots: ArtifactSlot[] = s.slots.map((sl) => {
     const out: ArtifactSlot = { id: sl.id, dtype: sl.type.dtype as ArtifactDtype, shape: sl.type.shape.map(dimTerms), source: sl.source as ArtifactSlot["source"] };
     if (sl.name !== undefined) out.name = sl.name;

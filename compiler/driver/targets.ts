@@ -57,6 +57,10 @@ export async function targetProfile(target: Target, settings: TargetSettings, pr
       p = profileFromAdapter(await nodeAdapter());
     } else throw new LingcError(`unknown target profile '${name}' (baseline or adapter)`);
     if (settings.limits?.length) p = withLimits(p, settings.limits);
+    // The GPU kernel forms forced on or off (tests run them on llvmpipe; a benchmark can compare).
+    const forms = typeof process !== "undefined" ? process.env["LINGC_WGSL_GPU_FORMS"] : undefined;
+    if (forms === "1" || forms === "0") p = { ...p, name: `${p.name}+gpu-forms=${forms}`, gpuForms: forms === "1" };
+    else if (forms) throw new LingcError(`LINGC_WGSL_GPU_FORMS '${forms}': expected 1 or 0`);
     profiles.register(p);
     // For --target ir the profile is only made available to a --passes pipeline (fusion{profile=...}).
     return target === "wgsl" ? p : undefined;

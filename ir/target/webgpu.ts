@@ -16,6 +16,13 @@ export interface WebGpuProfile {
   maxComputeWorkgroupSizeX: number;
   maxComputeWorkgroupsPerDimension: number;
   features: string[];
+  /**
+   * Kernel forms that pay on a GPU but cost a CPU adapter (llvmpipe: seconds of shader compile per
+   * tile, barriers dearer than the reads they save): dense linear layers as workgroup tiles and few
+   * rows' dot products split over lanes (the gemv form). Off in the baseline profile; the adapter
+   * profile turns them on for a GPU (LINGC_WGSL_GPU_FORMS=1 or 0 overrides either).
+   */
+  gpuForms: boolean;
 }
 
 /** WebGPU's default limits (https://www.w3.org/TR/webgpu/#limit-default). */
@@ -30,13 +37,19 @@ export const BASELINE: WebGpuProfile = {
   maxComputeWorkgroupSizeX: 256,
   maxComputeWorkgroupsPerDimension: 65535,
   features: [],
+  gpuForms: false,
 };
 
-const LIMIT_KEYS = Object.keys(BASELINE).filter((k) => k !== "name" && k !== "features" && k !== "kind") as (keyof WebGpuProfile)[];
+const LIMIT_KEYS = Object.keys(BASELINE).filter((k) => k !== "name" && k !== "features" && k !== "kind" && k !== "gpuForms") as (keyof WebGpuProfile)[];
 
-/** The profile of a live adapter (its limits and features). */
-export function profileFromAdapter(adapter: { limits: Record<string, number> | object; features: Iterable<string> }): WebGpuProfile {
-  const p: WebGpuProfile = { ...BASELINE, name: "webgpu-adapter", features: [...adapter.features].sort() };
+/** Whether an adapter is a CPU rasterizer (Mesa's llvmpipe/lavapipe, SwiftShader), by what it says of itself. */
+export function isCpuAdapter(info: { description?: string; device?: string; architecture?: string } | undefined): boolean {
+  return /llvmpipe|lavapipe|swiftshader/i.test(`${info?.description ?? ""} ${info?.device ?? ""} ${info?.architecture ?? ""}`);
+}
+
+/** The profile of a live adapter (its limits and features; the GPU kernel forms unless it is a CPU). */
+export function profileFromAdapter(adapter: { limits: Record<string, number> | object; features: Iterable<string>; info?: { description?: string; device?: string; architecture?: string } }): WebGpuProfile {
+  const p: WebGpuProfile = { ...BASELINE, name: "webgpu-adapter", features: [...adapter.features].sort(), gpuForms: !isCpuAdapter(adapter.info) };
   const limits = adapter.limits as Record<string, number>;
   for (const k of LIMIT_KEYS) if (typeof limits[k] === "number") (p as unknown as Record<string, number>)[k] = limits[k]!;
   return p;

@@ -3,9 +3,11 @@
  * against the interpreter, on a routing made to reach its edges: an expert with no rows, one with
  * every token (several row tiles), one with a single row; a hidden width (40) and an expert width
  * (36) that are no multiple of the 16-wide K slices or the 32-column tiles. Above E x 32 / 2 rows
- * the host launches the tiled kernel, at or below it the pointwise group's gemv form (lanes split
- * each dot product; ArtifactKernel.few): both are run. Then a plain linear layer with an epilogue:
- * gemv form at few rows, workgroup tiles (backends/kernels/gen/linear-simt.ts) at many.
+ * the host launches the tiled kernel, at or below it the pointwise group (ArtifactKernel.few): a
+ * thread per output, or with the GPU kernel forms (WebGpuProfile.gpuForms, forced here by
+ * LINGC_WGSL_GPU_FORMS=1 since llvmpipe is a CPU) its gemv form, lanes splitting each dot product:
+ * all are run. Then, with the GPU forms, a plain linear layer with an epilogue: the gemv form at few
+ * rows, workgroup tiles (backends/kernels/gen/linear-simt.ts) at many.
  */
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -16,6 +18,7 @@ import { compileProgram } from "../../compiler/driver/compile";
 import { openSource } from "../../compiler/driver/source";
 import { compileProgramWgsl } from "../../backends/wgsl/backend";
 import { cli } from "../support/cli";
+import { BASELINE, profileFromAdapter } from "../../ir/target/webgpu";
 import { tensorDiff } from "../support/compare";
 import { scratchDir } from "../support/paths";
 
@@ -23,6 +26,16 @@ const E = 6;
 const K = 4;
 const H = 40;
 const F = 36;
+
+/** Runs f with the GPU kernel forms forced on ("1") or off ("0"). */
+async function withGpuForms<T>(on: "1" | "0", f: () => Promise<T>): Promise<T> {
+  process.env["LINGC_WGSL_GPU_FORMS"] = on;
+  try {
+    return await f();
+  } finally {
+    delete process.env["LINGC_WGSL_GPU_FORMS"];
+  }
+}
 
 function lcg(seed: number): () => number {
   let s = seed >>> 0;
@@ -80,25 +93,32 @@ describe("the experts' tiled kernel on WebGPU", () => {
     down: Tensor.from("f32", [E, H, F], w(E * H * F)),
   });
 
-  it("compiles the expert steps to the tiled kernel with the gemv form for few rows", async () => {
+  it.each([
+    ["a thread per output", "0"],
+    ["the gemv form", "1"],
+  ] as const)("compiles the expert steps to the tiled kernel with %s for few rows", async (_what, forms) => {
     writeFileSync(join(dir, "e100.lir"), experts(100));
-    const { program } = await compileProgram({ source: await openSource(join(dir, "e100.lir")), target: "wgsl" });
-    const kernels = compileProgramWgsl(program).flatMap((a) => a.kernels);
+    const kernels = await withGpuForms(forms, async () => {
+      const { program } = await compileProgram({ source: await openSource(join(dir, "e100.lir")), target: "wgsl" });
+      return compileProgramWgsl(program).flatMap((a) => a.kernels);
+    });
     const tiled = kernels.filter((k) => k.wgsl.includes("x_tile"));
     expect(tiled.map((k) => k.fusion).sort()).toEqual(["grouped_linear", "swiglu"]);
     for (const k of tiled) {
       // Few rows: at most E x 32 / 2 - 1 = 95 (in the step's rows, T x k).
       expect(k.few?.max).toBe((E * 32) / 2 - 1);
       expect(k.few?.launch.wgsl).not.toContain("x_tile");
-      expect(k.few?.launch.wgsl).toMatch(/var<workgroup> lanes_\d+/);
+      if (forms === "1") expect(k.few?.launch.wgsl).toMatch(/var<workgroup> lanes_\d+/);
+      else expect(k.few?.launch.wgsl).not.toContain("var<workgroup>");
       expect(k.wgsl).toContain("workgroupUniformLoad");
     }
   });
 
   it.each([
-    ["tiled (400 rows)", 100],
-    ["gemv form (80 rows)", 20],
-  ])("%s: the interpreter's numbers", async (_what, T) => {
+    ["tiled (400 rows)", 100, "0"],
+    ["a thread per output (80 rows)", 20, "0"],
+    ["gemv form (80 rows)", 20, "1"],
+  ] as const)("%s: the interpreter's numbers", async (_what, T, forms) => {
     const lir = join(dir, `e${T}.lir`);
     writeFileSync(lir, experts(T));
     writeSafetensors(join(dir, `in${T}.safetensors`), {
@@ -109,7 +129,7 @@ describe("the experts' tiled kernel on WebGPU", () => {
     const out: Record<string, Record<string, Tensor>> = {};
     for (const backend of ["interp", "wgsl"]) {
       const file = join(dir, `${backend}${T}.safetensors`);
-      const res = await cli("run", lir, "--weights", join(dir, "w.safetensors"), "--backend", backend, "--input", join(dir, `in${T}.safetensors`), "--out", file);
+      const res = await withGpuForms(forms, () => cli("run", lir, "--weights", join(dir, "w.safetensors"), "--backend", backend, "--input", join(dir, `in${T}.safetensors`), "--out", file));
       expect(res.code, res.stderr).toBe(0);
       out[backend] = readAllSafetensors(file);
     }
@@ -118,7 +138,7 @@ describe("the experts' tiled kernel on WebGPU", () => {
   }, 120_000);
 });
 
-describe("a linear layer on WebGPU: workgroup tiles, and the gemv form for few rows", () => {
+describe("a linear layer on WebGPU with the GPU kernel forms: workgroup tiles, and the gemv form for few rows", () => {
   const dir = scratchDir("lingc-wgsl-gemv-");
   const r = lcg(11);
   // 45 inputs (no multiple of the 32 lanes), 37 outputs (no multiple of a workgroup's 8 elements).
@@ -135,8 +155,10 @@ describe("a linear layer on WebGPU: workgroup tiles, and the gemv form for few r
 
   it("compiles a linear and its epilogue to the tiled kernel with the gemv form for up to 16 rows", async () => {
     writeFileSync(join(dir, "l5.lir"), lin(5));
-    const { program } = await compileProgram({ source: await openSource(join(dir, "l5.lir")), target: "wgsl" });
-    const kernels = compileProgramWgsl(program).flatMap((a) => a.kernels);
+    const kernels = await withGpuForms("1", async () => {
+      const { program } = await compileProgram({ source: await openSource(join(dir, "l5.lir")), target: "wgsl" });
+      return compileProgramWgsl(program).flatMap((a) => a.kernels);
+    });
     expect(kernels.length).toBe(1);
     expect(kernels[0]!.few?.max).toBe(16);
     expect(kernels[0]!.fusion).toBe("epilogue");
@@ -152,7 +174,7 @@ describe("a linear layer on WebGPU: workgroup tiles, and the gemv form for few r
     const out: Record<string, Tensor> = {};
     for (const backend of ["interp", "wgsl"]) {
       const file = join(dir, `${backend}${T}.safetensors`);
-      const res = await cli("run", lir, "--weights", join(dir, "w.safetensors"), "--backend", backend, "--input", join(dir, `in${T}.safetensors`), "--out", file);
+      const res = await withGpuForms("1", () => cli("run", lir, "--weights", join(dir, "w.safetensors"), "--backend", backend, "--input", join(dir, `in${T}.safetensors`), "--out", file));
       expect(res.code, res.stderr).toBe(0);
       out[backend] = readAllSafetensors(file)["y"]!;
     }
@@ -161,4 +183,29 @@ describe("a linear layer on WebGPU: workgroup tiles, and the gemv form for few r
     expect(largest).toBeGreaterThan(1);
     expect(tensorDiff(out["wgsl"]!, out["interp"]!)).toBeLessThanOrEqual(2 ** -8 * largest);
   }, 120_000);
+});
+
+describe("which WebGPU profile has the GPU kernel forms", () => {
+  it("not the baseline; the adapter profile of a GPU, not of a CPU rasterizer; LINGC_WGSL_GPU_FORMS overrides, and a bad value is refused", async () => {
+    expect(BASELINE.gpuForms).toBe(false);
+    const adapter = (description: string) => ({ limits: {}, features: [], info: { description } });
+    expect(profileFromAdapter(adapter("NVIDIA: 580.159.04 580.159.4.0")).gpuForms).toBe(true);
+    expect(profileFromAdapter(adapter("llvmpipe: Mesa 25.0.7 (LLVM 15.0.6)")).gpuForms).toBe(false);
+    expect(profileFromAdapter(adapter("SwiftShader Device (Subzero)")).gpuForms).toBe(false);
+    const lir = join(scratchDir("lingc-wgsl-forms-"), "l.lir");
+    writeFileSync(lir, "module @l {\n  func @l(%x: f32[2, 4]) weights(@w: f32[3, 4]) -> (y: f32[2, 3]) {\n    %y = linear(%x, @w) : f32[2, 3]\n    return %y\n  }\n}\n");
+    const kernelsWith = (forms: "1" | "0") =>
+      withGpuForms(forms, async () => {
+        const { program } = await compileProgram({ source: await openSource(lir), target: "wgsl" });
+        return compileProgramWgsl(program).flatMap((a) => a.kernels);
+      });
+    expect((await kernelsWith("1"))[0]!.wgsl).toContain("x_tile");
+    expect((await kernelsWith("0"))[0]!.wgsl).not.toContain("x_tile");
+    process.env["LINGC_WGSL_GPU_FORMS"] = "yes";
+    try {
+      await expect(compileProgram({ source: await openSource(lir), target: "wgsl" })).rejects.toThrow("LINGC_WGSL_GPU_FORMS 'yes': expected 1 or 0");
+    } finally {
+      delete process.env["LINGC_WGSL_GPU_FORMS"];
+    }
+  });
 });

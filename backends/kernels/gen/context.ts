@@ -42,6 +42,8 @@ export interface GenLimits {
    * (kir Kernel.wide; CUDA); "all": every kernel (to check the 64-bit path on small models).
    */
   wideIndex?: boolean | "all";
+  /** WebGPU: the kernel forms that pay on a GPU (WebGpuProfile.gpuForms): dense linear tiles, the gemv form. */
+  gpuForms?: boolean;
 }
 
 export function defaultStorage(dt: DType): BufferElem {

@@ -15,7 +15,7 @@ import type { Op, Value } from "../../../ir/module";
 import { attrsOf, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
-import type { Gen, GeneratedKernel } from "./context";
+import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { applyEpilogue, groupedMatmuls, workgroupTile, type GroupedMatmuls } from "./grouped-gemm";
 
 /** Threads per tile side: 8 x 8. */
@@ -41,15 +41,15 @@ function simtPlan(ops: readonly Op[]): GroupedMatmuls | undefined {
 
 /**
  * Tiles pay when the experts average half a tile of rows or more; with fewer (a decode step: B x k
- * rows over E experts) most of each tile would be empty, and the pointwise group in its gemv form
- * (each output's expert found by a binary search, its dot product split over a warp's width of
- * lanes) does better.
+ * rows over E experts) most of each tile would be empty, and the pointwise group does better: in
+ * its gemv form on a GPU (each output's expert found by a binary search, its dot product split over
+ * lanes), a thread per output on a CPU adapter (GenLimits.gpuForms).
  */
-export function groupedSimtFew(ops: readonly Op[]): { rows: Dim; max: number; template: string } | undefined {
+export function groupedSimtFew(ops: readonly Op[], limits: GenLimits): { rows: Dim; max: number; template: string } | undefined {
   const plan = simtPlan(ops);
   if (!plan) return undefined;
   const E = plan.gate.operands[1]!.type.shape[0]!.value!;
-  return { rows: plan.gate.operands[0]!.type.shape[0]!, max: Math.floor((E * BM) / 2) - 1, template: "gemv" };
+  return { rows: plan.gate.operands[0]!.type.shape[0]!, max: Math.floor((E * BM) / 2) - 1, template: limits.gpuForms ? "gemv" : "pointwise" };
 }
 
 /** On a target without tensor cores: the grouped matmuls of a step, workgroup-tiled. */

@@ -39,7 +39,7 @@ interface Template {
    * Below what size another template does better: `rows` (in the step's dims) at most `max`, where
    * a target that chooses at run time (WebGPU's host) launches `template`'s kernel instead.
    */
-  few?(ops: readonly Op[]): { rows: Dim; max: number; template: string } | undefined;
+  few?(ops: readonly Op[], limits: GenLimits): { rows: Dim; max: number; template: string } | undefined;
 }
 
 /** The templates, most specific first. */
@@ -145,7 +145,7 @@ const TEMPLATES: readonly Template[] = [
     // Dense linear layers on a target without tensor cores (WebGPU), with an elementwise epilogue:
     // workgroup tiles; few rows in the pointwise group's gemv form.
     name: "linear_simt",
-    covers: (ops, limits) => limits !== undefined && !limits.tensorCores?.length && linearSimtPlan(ops) !== undefined,
+    covers: (ops, limits) => limits?.gpuForms === true && !limits.tensorCores?.length && linearSimtPlan(ops) !== undefined,
     generate: (gen, ops) => linearSimtKernel(gen(GROUPED_SIMT_THREADS), ops),
     few: (ops) => {
       const plan = linearSimtPlan(ops);
@@ -167,7 +167,7 @@ const TEMPLATES: readonly Template[] = [
     // The pointwise group with GEMV_LANES threads per element splitting its dot products (only as
     // another template's few-rows form: listed after pointwise, which covers all it covers).
     name: "gemv",
-    covers: (ops, limits) => limits !== undefined && !limits.tensorCores?.length && gemvRows(ops) !== undefined,
+    covers: (ops, limits) => limits?.gpuForms === true && !limits.tensorCores?.length && gemvRows(ops) !== undefined,
     generate: (gen, ops) => pointwiseGemv(gen(GEMV_THREADS), ops),
   },
 ];
@@ -186,7 +186,7 @@ export const TEMPLATE_NAMES: readonly string[] = TEMPLATES.map((t) => t.name);
  */
 export function fewRowsTemplate(step: Step, limits: GenLimits): { rows: Dim; max: number; template: string } | undefined {
   const t = TEMPLATES.find((x) => x.covers(step.ops, limits));
-  const few = t?.few?.(step.ops);
+  const few = t?.few?.(step.ops, limits);
   if (!few || !TEMPLATES.some((x) => x.name === few.template && x.covers(step.ops, limits))) return undefined;
   return { ...few, rows: few.rows.substitute(step.subst) };
 }

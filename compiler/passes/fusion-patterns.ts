@@ -15,7 +15,8 @@
  *   residual_norm a residual add and the RMSNorm of its result (and, by the elementwise entry, a float
  *                 cast of the normalized row: the MoE router's fp32 input)
  *   norm_matmul   an RMSNorm into the prologue of its only consumer, a linear layer, when one
- *                 normalized row fits the target's workgroup memory
+ *                 normalized row fits the target's workgroup memory (not where dense matmuls are
+ *                 tiled: KernelLimits.tiledMatmuls)
  *   elementwise   an elementwise op into its producer's group: an elementwise chain, or a matmul's
  *                 (or the MoE combine's, through a reshape) epilogue (group label "epilogue")
  */
@@ -113,7 +114,7 @@ export function fusionPatterns(g: Grouping, limits: KernelLimits | undefined, di
       fusion: "norm_matmul",
       root: P.op("linear", [P.op("rms_norm", undefined, { bind: "norm", oneUse: true }), P.any()]),
       collect(m) {
-        if (libraryMatmuls) return undefined;
+        if (libraryMatmuls || limits?.tiledMatmuls) return undefined;
         const t = m.value("norm").type;
         const row = t.shape[t.rank - 1]!.value;
         if (row === undefined || (limits !== undefined && row * 4 > limits.sharedMemoryBytes)) return undefined;

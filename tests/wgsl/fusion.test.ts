@@ -20,10 +20,11 @@ import { GOLDEN_DIR, GOLDEN_FILE } from "../support/paths";
 const BASELINE_WG = 16384;
 
 /** The model after cse, dce and fusion for WebGPU's baseline limits with this much workgroup memory. */
-function fused(name: string, graph: "forward" | "decode", noFuse: string[] = [], maxWorkgroupBytes = BASELINE_WG) {
+function fused(name: string, graph: "forward" | "decode", noFuse: string[] = [], maxWorkgroupBytes = BASELINE_WG, gpuForms = false) {
   const m = buildLing2(resolveModel(name).config, graph);
   const profiles = new ProfileRegistry();
-  const profile = withLimits(WEBGPU_BASELINE, [`maxComputeWorkgroupStorageSize=${maxWorkgroupBytes}`]);
+  const limited = withLimits(WEBGPU_BASELINE, [`maxComputeWorkgroupStorageSize=${maxWorkgroupBytes}`]);
+  const profile = gpuForms ? { ...limited, name: `${limited.name}+gpu-forms`, gpuForms } : limited;
   profiles.register(profile);
   const disable = noFuse.length ? `,disable=${noFuse.join(",")}` : "";
   runPasses(m, parsePipeline(`cse,dce,fusion{profile=${profile.name}${disable}}`), { verifyEach: true, profiles });
@@ -64,6 +65,10 @@ describe("fusion plan", () => {
     const kinds = (bytes: number) => fused("ling-1t", "forward", [], bytes).functions.map((f) => f.attrs["fusion"]);
     expect(kinds(16384)).not.toContain("norm_matmul"); // 8192 f32 = 32 KiB
     expect(kinds(65536)).toContain("norm_matmul");
+    // Not where dense matmuls are tiled (the GPU kernel forms): the norm is a kernel of its own.
+    const tiled = fused("ling-1t", "forward", [], 65536, true).functions.map((f) => f.attrs["fusion"]);
+    expect(tiled).not.toContain("norm_matmul");
+    expect(tiled).toContain("residual_norm");
   });
 
   it("the interpreter gives the same numbers with every fusion on and every fusion off", () => {

@@ -15,15 +15,23 @@ const spec = resolveCheckpoint(GOLDEN_DIR);
 const { prompts, tokens: wantIds, steps, stepLogits } = goldenGreedy(golden);
 
 describe.each([
-  ["every fusion on", []],
-  ["every fusion off", ["all"]],
-])("wgsl, %s", (_label, noFuse) => {
+  ["every fusion on", [], false],
+  ["every fusion off", ["all"], false],
+  // What a GPU adapter's profile compiles (dense linear tiles, the gemv form for few rows, no
+  // norm_matmul), forced on llvmpipe.
+  ["every fusion on, the GPU kernel forms", [], true],
+])("wgsl, %s", (_label, noFuse, gpuForms) => {
   let model: TestModel;
   let out: Record<string, Tensor>;
   beforeAll(async () => {
-    model = await loadCheckpoint("wgsl", spec.checkpointDir, { noFuse: [...noFuse] });
+    if (gpuForms) process.env["LINGC_WGSL_GPU_FORMS"] = "1";
+    try {
+      model = await loadCheckpoint("wgsl", spec.checkpointDir, { noFuse: [...noFuse] });
+    } finally {
+      delete process.env["LINGC_WGSL_GPU_FORMS"];
+    }
     out = await model.forward.run({ input_ids: golden["input_ids"]! });
-  }, 120_000);
+  }, 180_000);
 
   it("logits and mtp_logits match the golden within 1e-4", () => {
     expect(tensorDiff(out["logits"]!, golden["logits"]!)).toBeLessThanOrEqual(1e-4);

@@ -69,7 +69,9 @@ const TEMPLATES: readonly Template[] = [
   {
     name: "attention",
     covers: (ops) => count(ops, "attention") === 1 && only(ops, ["attention", "transpose", "reshape"]),
-    generate: (gen, ops) => attentionKernel(gen(64), ops),
+    // A workgroup per query row: on a GPU 256 threads (a decode step's 2048 keys in 8 blocks rather
+    // than 32; its few rows leave most of the GPU idle, so each row's chain of blocks is the time).
+    generate: (gen, ops, limits) => attentionKernel(gen(limits?.gpuForms ? Math.min(256, limits.maxThreads) : 64), ops),
   },
   {
     // RMSNorm alone, after a residual add, into a linear layer's prologue, or quantized per token;

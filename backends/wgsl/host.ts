@@ -117,10 +117,18 @@ interface SharedPass {
   sizes: Int32Array<ArrayBuffer>;
 }
 
-/** A kernel's pipeline, and its few-rows alternative's (ArtifactKernel.few). */
+/**
+ * A kernel's pipeline, and its few-rows alternative's (ArtifactKernel.few). A kernel with a few-rows
+ * form compiles that one at load and its main form when a run first needs it (a decode graph's
+ * workgroup tiles may never run; on llvmpipe each costs seconds to compile).
+ */
 interface KernelPipelines {
-  main: Pipeline;
+  main?: Pipeline;
   few?: Pipeline;
+}
+
+function fail(message: string): never {
+  throw new Error(message);
 }
 
 /** The slot that holds slot id's storage (following aliases). */
@@ -179,7 +187,7 @@ export class WgslGraph {
     device.pushErrorScope("validation");
     let pipelines: KernelPipelines[];
     try {
-      pipelines = await Promise.all(a.kernels.map(async (k) => ({ main: await pipelineOf(device, k), few: k.few ? await pipelineOf(device, k.few.launch) : undefined })));
+      pipelines = await Promise.all(a.kernels.map(async (k) => (k.few && !k.atLoad ? { few: await pipelineOf(device, k.few.launch) } : { main: await pipelineOf(device, k) })));
     } catch (e) {
       await device.popErrorScope();
       throw new Error(`WebGPU rejected a kernel of the compiled model: ${e instanceof Error ? e.message : String(e)}`);
@@ -258,7 +266,7 @@ export class WgslGraph {
     }
     const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: bufferOf(b.slot)[b.part]! } }));
     entries.push({ binding: k.bindings.length, resource: uniform });
-    const { pipeline, layout } = few ? this.pipelines[n]!.few! : this.pipelines[n]!.main;
+    const { pipeline, layout } = (few ? this.pipelines[n]!.few : this.pipelines[n]!.main) ?? fail(`kernel ${kernel.name}: its ${few ? "few-rows" : "main"} pipeline was not compiled`);
     const pass = shared?.pass ?? encoder.beginComputePass(timestamps ? { label: kernel.label, timestampWrites: timestamps } : { label: kernel.label });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, device.createBindGroup({ layout, entries }));
@@ -278,6 +286,20 @@ export class WgslGraph {
       if (!t) throw new Error(`missing input '${sym.input}'`);
       bindings.set(sym.name, t.shape[sym.axis]!);
     }
+    // Main forms not compiled at load that this run's sizes pick (checked as the load checks).
+    const missing = a.kernels.map((k, n) => ({ k, n })).filter(({ k, n }) => !k.atLoad && !this.pipelines[n]!.main && !(k.few !== undefined && evalTerms(k.few.dim, bindings) <= k.few.max));
+    if (missing.length) {
+      device.pushErrorScope("validation");
+      try {
+        await Promise.all(missing.map(async ({ k, n }) => (this.pipelines[n]!.main = await pipelineOf(device, k))));
+      } catch (e) {
+        await device.popErrorScope();
+        throw new Error(`WebGPU rejected a kernel of the compiled model: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      const err = await device.popErrorScope();
+      if (err) throw new Error(`WebGPU rejected a kernel of the compiled model: ${err.message}`);
+    }
+
     const storage = (id: number): ArtifactSlot => storageSlot(a, id);
     const shapeOf = (s: ArtifactSlot) => s.shape.map((t) => evalTerms(t, bindings));
     const maxBinding = device.limits.maxStorageBufferBindingSize;

@@ -444,7 +444,8 @@ tiles)
 wgsl)
   # WGSL on the H200 through Dawn's Vulkan backend (the issue's bar: Ling-mini-2.0-shaped decode batch 1
   # at 5.6 ms per step or less). Carry (7 paths): .gpu/node.xz, .gpu/dawn.node.xz (xz of
-  # node_modules/webgpu/dist/linux-x64/dawn.node: the working tree's 64 MiB limit), dist/lingc.mjs,
+  # node_modules/webgpu/dist/linux-x64/dawn.node: the working tree's 64 MiB limit; make it with
+  # `xz -T2 -9 -c node_modules/webgpu/dist/linux-x64/dawn.node > .gpu/dawn.node.xz`), dist/lingc.mjs,
   # dist/bench-wgsl.mjs, .gl (the Vulkan/EGL loader debs: the device README's recipe, kept out of git),
   # node_modules/webgpu/index.js, node_modules/webgpu/package.json.
   # The ling-tiny golden on the adapter first; then Ling-mini-2.0's shape with 4 layers

@@ -9,7 +9,7 @@
  * in), the append writes only the new rows into it, and the output it returns is the same buffer,
  * one row longer. Kernels read it with the buffer's row count (a capacity symbol of the artifact).
  */
-import { evalTerms, type ArtifactLaunch, type ArtifactSlot, type WgslArtifact } from "./artifact";
+import { evalTerms, type ArtifactKernel, type ArtifactLaunch, type ArtifactSlot, type WgslArtifact } from "./artifact";
 
 // WebGPU enum values (GPUBufferUsage, GPUMapMode, GPUShaderStage), spelled out so the host needs no globals.
 const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80, QUERY_RESOLVE: 0x200 };
@@ -125,6 +125,11 @@ interface SharedPass {
 interface KernelPipelines {
   main?: Pipeline;
   few?: Pipeline;
+}
+
+/** Whether this run's sizes pick kernel k's few-rows form. */
+function picksFew(k: ArtifactKernel, bindings: ReadonlyMap<string, number>): boolean {
+  return k.few !== undefined && evalTerms(k.few.dim, bindings) <= k.few.max;
 }
 
 function fail(message: string): never {
@@ -247,7 +252,7 @@ export class WgslGraph {
     const device = this.device;
     const kernel = this.artifact.kernels[n]!;
     // Few rows: the step's other kernel, where it has one.
-    const few = kernel.few !== undefined && evalTerms(kernel.few.dim, bindings) <= kernel.few.max;
+    const few = picksFew(kernel, bindings);
     const k = few ? kernel.few!.launch : kernel;
     const groups = Math.ceil(evalTerms(k.grid.dim, bindings) / k.grid.per);
     if (groups === 0) return false;
@@ -287,7 +292,7 @@ export class WgslGraph {
       bindings.set(sym.name, t.shape[sym.axis]!);
     }
     // Main forms not compiled at load that this run's sizes pick (checked as the load checks).
-    const missing = a.kernels.map((k, n) => ({ k, n })).filter(({ k, n }) => !k.atLoad && !this.pipelines[n]!.main && !(k.few !== undefined && evalTerms(k.few.dim, bindings) <= k.few.max));
+    const missing = a.kernels.map((k, n) => ({ k, n })).filter(({ k, n }) => !k.atLoad && !this.pipelines[n]!.main && !picksFew(k, bindings));
     if (missing.length) {
       device.pushErrorScope("validation");
       try {

@@ -50,6 +50,22 @@ async function compileWithBf16Tile(tile: string, model: string, out: string): Pr
   }
 }
 
+/** A bf16 mma.sync product instruction. */
+const BF16_MMA = /mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32/g;
+
+/** ling-small compiled with a bf16 warp tile: its model.cu, and the one mma.sync kernel of each expert step (SwiGLU, down). */
+async function warpTiles(tile: string, out: string): Promise<{ src: string; tiles: string[] }> {
+  const r = await compileWithBf16Tile(tile, SMALL_DIR, out);
+  expect(r.code, r.stderr).toBe(0);
+  const src = readFileSync(join(out, "model.cu"), "utf8");
+  const tiles = ["k_swiglu", "k_grouped_linear"].map((name) => {
+    const found = kernelsNamed(src, name).filter((k) => k.includes("mma.sync"));
+    expect(found.length, name).toBe(1);
+    return found[0]!;
+  });
+  return { src, tiles };
+}
+
 describe("lingc compile --target cuda", () => {
   const dir = scratchDir("lingc-cuda-");
 
@@ -201,15 +217,11 @@ describe("lingc compile --target cuda", () => {
   }, 300_000);
 
   it("bf16 on warp MMAs (LINGC_BF16_TILE=bm,bn,wm,wn,stages): mma.sync tiles, dynamic shared memory past 48 KB, and it compiles", async () => {
-    const r = await compileWithBf16Tile("128,128,64,64,3", SMALL_DIR, join(dir, "mma"));
-    expect(r.code, r.stderr).toBe(0);
-    const src = readFileSync(join(dir, "mma", "model.cu"), "utf8");
-    // A warp's mma.sync per stage: (64 / 16) x (64 / 8) fragments, two k16 steps of a 32-element stage.
-    for (const name of ["k_swiglu", "k_grouped_linear"]) {
-      const tiles = kernelsNamed(src, name).filter((k) => k.includes("mma.sync"));
-      expect(tiles.length, name).toBe(1);
-      expect(tiles[0]!.match(/mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32/g)?.length).toBe(4 * 8 * 2);
-      expect(tiles[0]).toContain("extern __shared__");
+    const { src, tiles } = await warpTiles("128,128,64,64,3", join(dir, "mma"));
+    for (const tile of tiles) {
+      // A warp's mma.sync per stage: (64 / 16) x (64 / 8) fragments, two k16 steps of a 32-element stage.
+      expect(tile.match(BF16_MMA)?.length).toBe(4 * 8 * 2);
+      expect(tile).toContain("extern __shared__");
     }
     // 4 warps, 3 stages of (128 + 128) rows of 16 + 4 words, and 16 bytes of tile finder.
     expect(src).toMatch(new RegExp(`c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, 128, ${4 * 3 * 256 * 20 + 16},`));
@@ -217,13 +229,10 @@ describe("lingc compile --target cuda", () => {
   }, 300_000);
 
   it("a bf16 tile of 64-element K stages (bm,bn,wm,wn,stages,bk) doubles the MMAs per stage, and it compiles", async () => {
-    const r = await compileWithBf16Tile("128,128,64,64,3,64", SMALL_DIR, join(dir, "bk64"));
-    expect(r.code, r.stderr).toBe(0);
-    const src = readFileSync(join(dir, "bk64", "model.cu"), "utf8");
-    for (const name of ["k_swiglu", "k_grouped_linear"]) {
-      const tile = kernelsNamed(src, name).find((k) => k.includes("mma.sync"))!;
+    const { tiles } = await warpTiles("128,128,64,64,3,64", join(dir, "bk64"));
+    for (const tile of tiles) {
       // (64 / 16) x (64 / 8) fragments, four k16 steps of a 64-element stage; shared rows of 32 + 4 words.
-      expect(tile.match(/mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32/g)?.length).toBe(4 * 8 * 4);
+      expect(tile.match(BF16_MMA)?.length).toBe(4 * 8 * 4);
       expect(tile).toMatch(/\* 36\)/);
     }
     await expectCompiles([join(dir, "bk64"), "model.cu"]);

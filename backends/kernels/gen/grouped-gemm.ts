@@ -12,7 +12,8 @@
  * copies, shared layout and ldmatrix addressing are the same; only the elements per word differ.
  *
  * Tiles (the target's TileShape per element type; H200: e4m3 64 rows of one expert by 128 weight
- * rows, 4 warps of 64 x 32, 3 stages; bf16 128 x 128, 4 warps of 64 x 64, 3 stages): SwiGLU tiles
+ * rows, 4 warps of 64 x 32, 3 stages; bf16 takes Hopper's warpgroup MMAs instead,
+ * grouped-gemm-wgmma.ts, unless LINGC_BF16_TILE names a warp tile here): SwiGLU tiles
  * hold the gate rows and the same columns' up rows, so the epilogue has both halves of each output. K runs in stages of 64 bytes per row, async 16-byte
  * copies into padded shared rows, fragments by ldmatrix. A workgroup finds its (expert, first row)
  * by a warp's prefix sum of the experts' tile counts, so nothing is padded, no tile table is built

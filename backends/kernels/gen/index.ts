@@ -42,6 +42,12 @@ interface Template {
   few?(ops: readonly Op[], limits: GenLimits): { rows: Dim; max: number; template: string } | undefined;
 }
 
+/** A contraction's few rows in the pointwise group's gemv form (where the gemv template covers the step). */
+function gemvFew(ops: readonly Op[]): { rows: Dim; max: number; template: string } | undefined {
+  const rows = gemvRows(ops);
+  return rows ? { rows, max: GEMV_MAX_ROWS, template: "gemv" } : undefined;
+}
+
 /** The templates, most specific first. */
 const TEMPLATES: readonly Template[] = [
   {
@@ -147,12 +153,9 @@ const TEMPLATES: readonly Template[] = [
     // Dense linear layers on a target without tensor cores (WebGPU), with an elementwise epilogue:
     // workgroup tiles; few rows in the pointwise group's gemv form.
     name: "linear_simt",
-    covers: (ops, limits) => limits?.gpuForms === true && !limits.tensorCores?.length && linearSimtPlan(ops) !== undefined,
+    covers: (ops, limits) => limits?.gpuForms === true && linearSimtPlan(ops) !== undefined,
     generate: (gen, ops) => linearSimtKernel(gen(GROUPED_SIMT_THREADS), ops),
-    few: (ops) => {
-      const plan = linearSimtPlan(ops);
-      return plan && gemvRows(ops) ? { rows: plan.rows, max: GEMV_MAX_ROWS, template: "gemv" } : undefined;
-    },
+    few: gemvFew,
   },
   {
     // One thread per element of a shared output shape: elementwise ops, views, contractions; a
@@ -160,16 +163,13 @@ const TEMPLATES: readonly Template[] = [
     name: "pointwise",
     covers: (ops) => ops.every((o) => isPointwiseOp(o.opName)),
     generate: (gen, ops) => pointwise(gen(64), ops),
-    few: (ops) => {
-      const rows = gemvRows(ops);
-      return rows ? { rows, max: GEMV_MAX_ROWS, template: "gemv" } : undefined;
-    },
+    few: gemvFew,
   },
   {
     // The pointwise group with GEMV_LANES threads per element splitting its dot products (only as
     // another template's few-rows form: listed after pointwise, which covers all it covers).
     name: "gemv",
-    covers: (ops, limits) => limits?.gpuForms === true && !limits.tensorCores?.length && gemvRows(ops) !== undefined,
+    covers: (ops, limits) => limits?.gpuForms === true && gemvRows(ops) !== undefined,
     generate: (gen, ops) => pointwiseGemv(gen(GEMV_THREADS), ops),
   },
 ];

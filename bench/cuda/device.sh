@@ -453,11 +453,10 @@ wgsl)
   for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
   mkdir -p node_modules/webgpu/dist/linux-x64 && python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.gpu/dawn.node.xz'), open('node_modules/webgpu/dist/linux-x64/dawn.node', 'wb'))"
   [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-  # LINGC_SKIP_CUDA=1: WGSL only (the golden check and the CUDA build skipped, when device time is short).
-  if [ -z "${LINGC_SKIP_CUDA:-}" ]; then
-    echo "== ling-tiny golden on the adapter"
-    $L run $G --backend wgsl --input $G/golden.safetensors --out "$OUT/wgsl.safetensors" && python3 bench/cuda/check_golden.py "$OUT/wgsl.safetensors" $G/golden.safetensors
-  fi
+  # LINGC_SKIP_CUDA=1: WGSL only (the CUDA build skipped, when device time is short).
+  # The golden with the GPU kernel forms forced (the baseline profile alone would not pick them).
+  echo "== ling-tiny golden on the adapter (GPU kernel forms)"
+  LINGC_WGSL_GPU_FORMS=1 $L run $G --backend wgsl --input $G/golden.safetensors --out "$OUT/wgsl.safetensors" && python3 bench/cuda/check_golden.py "$OUT/wgsl.safetensors" $G/golden.safetensors
   mkdir -p /tmp/m4 && cp bench/cuda/ling-mini-4l/config.json /tmp/m4/ && $L init /tmp/m4 --weights /tmp/m4/model.safetensors --seed 1 >/dev/null || exit 1
   echo "== WGSL, Ling-mini-2.0 shape, 4 layers: prefill 1x2048, then decode batch 1 from a 2048-token cache"
   node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only --kernels

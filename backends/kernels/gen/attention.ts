@@ -1,5 +1,6 @@
 /**
- * Attention, one workgroup per query row (batch, head, position): grouped KV heads, a causal mask
+ * Attention, one workgroup per query row, in two forms. The row form (attentionKernel), for CPU
+ * rasterizers and as the reference: a workgroup per query row (batch, head, position): grouped KV heads, a causal mask
  * aligned to the end of the key range (query i sits at position T-S+i), and an online softmax over
  * blocks of as many keys as the workgroup has threads (the flash-attention recurrence), so the score
  * row is never stored whole. Per block, each thread scores one key against the query row (held in
@@ -10,6 +11,16 @@
  * fused, the result is written as [B, S, heads, d] directly. Keys and values are read with their
  * buffers' row counts, so a KV cache grown in place (rows past T not yet written) is read where it
  * lies.
+ *
+ * The blocked form (attentionBlockedKernel), for GPUs (WebGpuProfile.gpuForms): the same workgroup
+ * per row and online softmax, but each thread's loads of a key block are independent statements
+ * (unrolled here: WGSL compilers do not unroll), so a block is a few memory round trips rather than
+ * one per key. On the H200 through Dawn the row form's value loop (a dependent chain of 256 loads
+ * per block) took 3.45 ms per layer for one query over 2048 keys. Per block of NB keys: P threads
+ * score each key (column c = p + P t, so neighbouring threads read neighbouring floats), their
+ * partial dots summed through workgroup memory; the block's maximum and sum reduce over NB
+ * entries; then KQ groups of dv threads each take every KQ-th key of the block for their output
+ * column, summed across groups at the end.
  */
 import { attrsOf, OPS } from "../../../ir/ops";
 import type { Dim } from "../../../ir/dim";
@@ -19,7 +30,21 @@ import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
 
-export function attentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
+/** What both forms share: a workgroup's query row, its KV head's rows, and where its output goes. */
+interface RowSetup {
+  q: Value;
+  k: Value;
+  v: Value;
+  outValue: Value;
+  d: number;
+  dv: number;
+  scaleOf: (dot: K.Expr) => K.Expr;
+  rowsDim: Dim;
+  /** Per workgroup (inside the row guard): */
+  at: (body: (r: { qBase: K.Expr; kRow: K.Expr; vRow: K.Expr; visible: K.Expr; outBase: K.Expr }) => void) => void;
+}
+
+function rowSetup(g: Gen, ops: Op[]): RowSetup {
   const att = ops.find((o) => o.opName === "attention")!;
   const transposed = ops.some((o) => o.opName === "transpose");
   const outValue = ops[ops.length - 1]!.results[0]!;
@@ -36,25 +61,45 @@ export function attentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
   if (d === undefined || dv === undefined) throw new LingcError(`attention kernel: head widths ${q.type.shape[3]} and ${v.type.shape[3]} must be numbers (this kernel keeps an output row in registers)`);
   const rep = nh / nkv;
   const kb = g.kb;
-  const wg = kb.kernel.wg;
   const S = g.size(Sd);
   const T = g.size(k.type.shape[2]!);
   const rowsDim = product([Bd, nhD, Sd]);
-  const row = kb.let("row", kb.wg);
-  kb.if(K.lt(row, g.size(rowsDim)), () => {
-    const i = kb.let("i", K.mod(row, S));
-    const bh = kb.let("bh", K.div(row, S));
-    const h = kb.let("h", K.mod(bh, K.i(nh)));
-    const b = kb.let("b", K.div(bh, K.i(nh)));
-    const kvh = kb.let("kvh", K.div(h, K.i(rep)));
-    const qBase = kb.let("qbase", K.mul(row, K.i(d)));
-    const kvHead = kb.let("kvhead", K.add(K.mul(b, K.i(nkv)), kvh));
-    const kRow = kb.let("krow", K.mul(kvHead, g.storageRows(k, 2)));
-    const vRow = kb.let("vrow", K.mul(kvHead, g.storageRows(v, 2)));
-    const visible = causal ? kb.let("visible", K.add(K.sub(T, S), K.add(i, K.i(1)))) : T;
-    // The query row, read once into workgroup memory.
-    const qs = kb.shared("q_row", "f32", d);
-    kb.for("c", kb.lid, K.i(d), (c) => kb.store(qs, c, kb.load(g.buf(q), K.add(qBase, c))), K.i(wg));
+  const at: RowSetup["at"] = (body) => {
+    const row = kb.let("row", kb.wg);
+    kb.if(K.lt(row, g.size(rowsDim)), () => {
+      const i = kb.let("i", K.mod(row, S));
+      const bh = kb.let("bh", K.div(row, S));
+      const h = kb.let("h", K.mod(bh, K.i(nh)));
+      const b = kb.let("b", K.div(bh, K.i(nh)));
+      const kvh = kb.let("kvh", K.div(h, K.i(rep)));
+      const qBase = kb.let("qbase", K.mul(row, K.i(d)));
+      const kvHead = kb.let("kvhead", K.add(K.mul(b, K.i(nkv)), kvh));
+      const kRow = kb.let("krow", K.mul(kvHead, g.storageRows(k, 2)));
+      const vRow = kb.let("vrow", K.mul(kvHead, g.storageRows(v, 2)));
+      const visible = causal ? kb.let("visible", K.add(K.sub(T, S), K.add(i, K.i(1)))) : T;
+      // [B, nh, S, dv], or [B, S, nh, dv] when the transpose is fused.
+      const outBase = transposed ? K.mul(K.add(K.mul(K.add(K.mul(b, S), i), K.i(nh)), h), K.i(dv)) : K.mul(row, K.i(dv));
+      body({ qBase, kRow, vRow, visible, outBase });
+    });
+  };
+  return { q, k, v, outValue, d, dv, rowsDim, at, scaleOf: (dot) => g.fit(K.mul(g.fit(dot, dt), K.f(scale)), dt) };
+}
+
+/** The query row, read once into workgroup memory (a barrier follows before it is read). */
+function queryRow(g: Gen, q: Value, qBase: K.Expr, d: number): string {
+  const kb = g.kb;
+  const qs = kb.shared("q_row", "f32", d);
+  kb.for("c", kb.lid, K.i(d), (c) => kb.store(qs, c, kb.load(g.buf(q), K.add(qBase, c))), K.i(kb.kernel.wg));
+  return qs;
+}
+
+export function attentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
+  const { q, k, v, outValue, d, dv, rowsDim, at, scaleOf } = rowSetup(g, ops);
+  const dt = q.type.dtype;
+  const kb = g.kb;
+  const wg = kb.kernel.wg;
+  at(({ qBase, kRow, vRow, visible, outBase }) => {
+    const qs = queryRow(g, q, qBase, d);
     // The block's probabilities, one per key.
     const ps = kb.shared("p_block", "f32", wg);
     kb.barrier();
@@ -72,7 +117,7 @@ export function attentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
         const dot = kb.var("dot", K.f(0));
         const kBase = kb.let("kbase", K.mul(K.add(kRow, j), K.i(d)));
         kb.for("c", K.i(0), K.i(d), (c) => dot.set(K.add(dot.ref, K.mul(kb.load(qs, c), kb.load(g.buf(k), K.add(kBase, c))))));
-        s.set(g.fit(K.mul(g.fit(dot.ref, dt), K.f(scale)), dt));
+        s.set(scaleOf(dot.ref));
       });
       const mNew = kb.let("mnew", K.max(m.ref, kb.workgroupMax(s.ref)));
       const p = kb.let("p", K.sel(live, K.exp(K.sub(s.ref, mNew)), K.f(0)));
@@ -93,12 +138,131 @@ export function attentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
       // ps is rewritten by the next block.
       kb.barrier();
     }, K.i(wg));
-    // [B, nh, S, dv], or [B, S, nh, dv] when the transpose is fused.
-    const outBase = transposed ? K.mul(K.add(K.mul(K.add(K.mul(b, S), i), K.i(nh)), h), K.i(dv)) : K.mul(row, K.i(dv));
     const ob = kb.let("obase", outBase);
     for (let t = 0; t < own; t++) {
       const c = kb.let("col", K.add(kb.lid, K.i(t * wg)));
       kb.if(K.lt(c, K.i(dv)), () => kb.store(g.buf(outValue), K.add(ob, c), g.fit(K.div(kb.load(acc, K.i(t), "f32"), l.ref), dt)));
+    }
+  });
+  return g.finish({ dim: g.entryDim(rowsDim), per: 1 });
+}
+
+/** The smallest power of two at least n. */
+const pow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/**
+ * The blocked form (see the file's note). The workgroup's size must be a power of two. Loads per
+ * thread per block: ceil(d / P) keys' columns (P: threads per key, so that it is at most 64) and
+ * ceil(NB / KQ) values per output column.
+ */
+export function attentionBlockedKernel(g: Gen, ops: Op[]): GeneratedKernel {
+  const { q, k, v, outValue, d, dv, rowsDim, at, scaleOf } = rowSetup(g, ops);
+  const dt = q.type.dtype;
+  const kb = g.kb;
+  const wg = kb.kernel.wg;
+  if (wg !== pow2(wg)) throw new LingcError(`attention kernel: the blocked form needs a power-of-two workgroup, not ${wg}`);
+  const P = Math.min(wg, pow2(Math.ceil(d / 64)));
+  const NB = wg / P;
+  const dPer = Math.ceil(d / P);
+  const dvSpan = Math.min(dv, wg);
+  const KQ = Math.floor(wg / dvSpan);
+  const own = Math.ceil(dv / dvSpan);
+  const keysPer = Math.ceil(NB / KQ);
+  const zero = K.f(0);
+  at(({ qBase, kRow, vRow, visible, outBase }) => {
+    const qs = queryRow(g, q, qBase, d);
+    const partial = kb.shared("dot_part", "f32", wg);
+    const probs = kb.shared("p_block", "f32", NB);
+    const red = kb.shared("red", "f32", NB);
+    kb.barrier();
+    // Scoring: key kk of the block, columns p, p + P, ...
+    const kk = kb.let("kk", K.div(kb.lid, K.i(P)));
+    const p = kb.let("p", K.mod(kb.lid, K.i(P)));
+    // Values: output column col0 (+ t x dvSpan), keys kq, kq + KQ, ... of the block.
+    const col0 = kb.let("col0", K.mod(kb.lid, K.i(dvSpan)));
+    const kq = kb.let("kq", K.div(kb.lid, K.i(dvSpan)));
+    const last = kb.let("last", K.sub(visible, K.i(1)));
+    const acc = kb.array("acc", "f32", own);
+    for (let t = 0; t < own; t++) kb.store(acc, K.i(t), zero);
+    const m = kb.var("m", K.f(-Infinity));
+    const l = kb.var("l", K.f(0));
+    /** Workgroup reduction of red[0 .. NB) into red[0], then read by all (a barrier after its use is the caller's). */
+    const reduceBlock = (combine: (a: K.Expr, b: K.Expr) => K.Expr): K.Expr => {
+      for (let s = NB / 2; s >= 1; s /= 2) {
+        kb.if(K.lt(kb.lid, K.i(s)), () => kb.store(red, kb.lid, combine(kb.load(red, kb.lid), kb.load(red, K.add(kb.lid, K.i(s))))));
+        kb.barrier();
+      }
+      return kb.let("total", kb.load(red, K.i(0)));
+    };
+    kb.for("j0", K.i(0), visible, (j0) => {
+      // Rows past the visible range are read at the last visible row (so never outside what is
+      // written) and count for nothing.
+      const kBase = kb.let("kbase", K.mul(K.add(kRow, K.min(K.add(j0, kk), last)), K.i(d)));
+      const terms: K.Expr[] = [];
+      for (let t = 0; t < dPer; t++) {
+        const c = K.add(p, K.i(P * t));
+        if (P * (t + 1) <= d) terms.push(K.mul(kb.load(qs, c), kb.let("kx", kb.load(g.buf(k), K.add(kBase, c)))));
+        else {
+          const cc = K.min(c, K.i(d - 1));
+          terms.push(K.sel(K.lt(c, K.i(d)), K.mul(kb.load(qs, cc), kb.let("kx", kb.load(g.buf(k), K.add(kBase, cc)))), zero));
+        }
+      }
+      kb.store(partial, kb.lid, terms.reduce((a, b) => K.add(a, b)));
+      kb.barrier();
+      kb.if(K.lt(kb.lid, K.i(NB)), () => {
+        let dot: K.Expr = kb.load(partial, K.mul(kb.lid, K.i(P)));
+        for (let pp = 1; pp < P; pp++) dot = K.add(dot, kb.load(partial, K.add(K.mul(kb.lid, K.i(P)), K.i(pp))));
+        const s = kb.let("s", K.sel(K.lt(K.add(j0, kb.lid), visible), scaleOf(dot), K.f(-Infinity)));
+        kb.store(probs, kb.lid, s);
+        kb.store(red, kb.lid, s);
+      });
+      kb.barrier();
+      const mNew = kb.let("mnew", K.max(m.ref, reduceBlock(K.max)));
+      kb.barrier();
+      kb.if(K.lt(kb.lid, K.i(NB)), () => {
+        const pj = kb.let("pj", K.sel(K.lt(K.add(j0, kb.lid), visible), K.exp(K.sub(kb.load(probs, kb.lid), mNew)), zero));
+        kb.store(probs, kb.lid, pj);
+        kb.store(red, kb.lid, pj);
+      });
+      kb.barrier();
+      const corr = kb.let("corr", K.exp(K.sub(m.ref, mNew)));
+      l.set(K.add(K.mul(l.ref, corr), reduceBlock(K.add)));
+      kb.if(K.lt(kq, K.i(KQ)), () => {
+        const sums: K.Expr[][] = Array.from({ length: own }, (_, t) => [K.mul(kb.load(acc, K.i(t), "f32"), corr)]);
+        for (let u = 0; u < keysPer; u++) {
+          const jj = K.add(kq, K.i(KQ * u));
+          const inBlock = KQ * (u + 1) <= NB;
+          const jc = inBlock ? jj : K.min(jj, K.i(NB - 1));
+          const pj = kb.let("pj", inBlock ? kb.load(probs, jc) : K.sel(K.lt(jj, K.i(NB)), kb.load(probs, jc), zero));
+          const vBase = kb.let("vbase", K.mul(K.add(vRow, K.min(K.add(j0, jc), last)), K.i(dv)));
+          for (let t = 0; t < own; t++) {
+            const c = K.add(col0, K.i(t * dvSpan));
+            const cc = dvSpan * (t + 1) <= dv ? c : K.min(c, K.i(dv - 1));
+            sums[t]!.push(K.mul(pj, kb.let("vx", kb.load(g.buf(v), K.add(vBase, cc)))));
+          }
+        }
+        for (let t = 0; t < own; t++) kb.store(acc, K.i(t), sums[t]!.reduce((a, b) => K.add(a, b)));
+      });
+      m.set(mNew);
+      // The block's arrays are rewritten by the next block.
+      kb.barrier();
+    }, K.i(NB));
+    const ob = kb.let("obase", outBase);
+    if (KQ > 1) {
+      // The key groups' partial sums (own = 1 here: dv <= wg).
+      const comb = kb.shared("o_part", "f32", KQ * dvSpan);
+      kb.if(K.lt(kq, K.i(KQ)), () => kb.store(comb, kb.lid, kb.load(acc, K.i(0), "f32")));
+      kb.barrier();
+      kb.if(K.lt(kb.lid, K.i(dv)), () => {
+        let o: K.Expr = kb.load(comb, kb.lid);
+        for (let r = 1; r < KQ; r++) o = K.add(o, kb.load(comb, K.add(kb.lid, K.i(r * dvSpan))));
+        kb.store(g.buf(outValue), K.add(ob, kb.lid), g.fit(K.div(o, l.ref), dt));
+      });
+    } else {
+      for (let t = 0; t < own; t++) {
+        const c = kb.let("col", K.add(kb.lid, K.i(t * wg)));
+        kb.if(K.lt(c, K.i(dv)), () => kb.store(g.buf(outValue), K.add(ob, c), g.fit(K.div(kb.load(acc, K.i(t), "f32"), l.ref), dt)));
+      }
     }
   });
   return g.finish({ dim: g.entryDim(rowsDim), per: 1 });

@@ -10,7 +10,7 @@ import { LingcError } from "../../../ir/errors";
 import type { Op } from "../../../ir/module";
 import { attrsOf, hasTrait, OPS } from "../../../ir/ops";
 import type { Slot, Step } from "../../schedule";
-import { attentionKernel } from "./attention";
+import { attentionBlockedKernel, attentionKernel } from "./attention";
 import { cacheAppendKernel } from "./cache";
 import { quantizeKernel, quantizeOps, quantizeWorkgroup } from "./quant";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
@@ -75,9 +75,10 @@ const TEMPLATES: readonly Template[] = [
   {
     name: "attention",
     covers: (ops) => count(ops, "attention") === 1 && only(ops, ["attention", "transpose", "reshape"]),
-    // A workgroup per query row: on a GPU 256 threads (a decode step's 2048 keys in 8 blocks rather
-    // than 32; its few rows leave most of the GPU idle, so each row's chain of blocks is the time).
-    generate: (gen, ops, limits) => attentionKernel(gen(limits?.gpuForms ? Math.min(256, limits.maxThreads) : 64), ops),
+    // A workgroup per query row: on a GPU the blocked form with 256 threads (a decode step's few rows
+    // leave most of the GPU idle, so each row's chain of key blocks is the time).
+    generate: (gen, ops, limits) =>
+      limits.gpuForms ? attentionBlockedKernel(gen(2 ** Math.floor(Math.log2(Math.min(256, limits.maxThreads)))), ops) : attentionKernel(gen(64), ops),
   },
   {
     // RMSNorm alone, after a residual add, into a linear layer's prologue, or quantized per token;

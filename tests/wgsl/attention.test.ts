@@ -3,8 +3,8 @@
  * forced here by LINGC_WGSL_GPU_FORMS=1 since llvmpipe is a CPU) against the interpreter, on
  * shapes that reach its edges: several key blocks with a partial last one and two key groups per
  * output column (d = dv = 128); head widths no power of two, a key group count that does not divide
- * the block (dv = 80: three groups); columns past a thread's share and a head wider than the
- * workgroup (d = 130, dv = 300), without the causal mask; a bf16 case with a grouped-query ratio of 4.
+ * the block (dv = 80: three groups), in bf16 with a grouped-query ratio of 4; columns past a
+ * thread's share and a head wider than the workgroup (d = 130, dv = 300), without the causal mask.
  */
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
@@ -39,9 +39,8 @@ interface Case {
 
 const CASES: [string, Case][] = [
   ["d = dv = 128, 300 keys in 3 blocks", { dt: "f32", nh: 4, nkv: 2, S: 3, T: 300, d: 128, dv: 128, causal: true }],
-  ["d = 48, dv = 80 (three key groups)", { dt: "f32", nh: 2, nkv: 1, S: 2, T: 270, d: 48, dv: 80, causal: true }],
+  ["bf16, d = 48, dv = 80 (three key groups), 4 heads on 1 KV head", { dt: "bf16", nh: 4, nkv: 1, S: 2, T: 270, d: 48, dv: 80, causal: true }],
   ["d = 130, dv = 300, no mask", { dt: "f32", nh: 2, nkv: 2, S: 1, T: 70, d: 130, dv: 300, causal: false }],
-  ["bf16, 8 heads on 2 KV heads", { dt: "bf16", nh: 8, nkv: 2, S: 2, T: 129, d: 64, dv: 64, causal: true }],
 ];
 
 const module = (c: Case) => `module @a {
@@ -95,7 +94,7 @@ describe("attention's blocked form on WebGPU", () => {
     }
     const largest = Math.max(...Array.from(out["interp"]!.data, Math.abs));
     expect(largest).toBeGreaterThan(0.1);
-    // fp32 sums in another order (bf16: then rounded, one bf16 step of the largest value).
-    expect(tensorDiff(out["wgsl"]!, out["interp"]!)).toBeLessThanOrEqual(c.dt === "bf16" ? 2 ** -8 * largest : 1e-5);
+    // fp32 sums in another order (bf16: then rounded, so at most one bf16 step, 2^-7 relative, of the largest value).
+    expect(tensorDiff(out["wgsl"]!, out["interp"]!)).toBeLessThanOrEqual(c.dt === "bf16" ? 2 ** -7 * largest : 1e-5);
   }, 120_000);
 });

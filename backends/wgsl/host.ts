@@ -10,6 +10,7 @@
  * one row longer. Kernels read it with the buffer's row count (a capacity symbol of the artifact).
  */
 import { evalTerms, type ArtifactKernel, type ArtifactLaunch, type ArtifactSlot, type WgslArtifact } from "./artifact";
+import { BindGroupCache, SlotBuffers } from "./slot-buffers";
 
 // WebGPU enum values (GPUBufferUsage, GPUMapMode, GPUShaderStage), spelled out so the host needs no globals.
 const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80, QUERY_RESOLVE: 0x200 };
@@ -180,12 +181,20 @@ function pipelineOf(device: GPUDevice, k: ArtifactLaunch): Promise<Pipeline> {
 }
 
 export class WgslGraph {
+  /** Activation buffers kept between runs, and the bind groups that bind them. */
+  private readonly slotBuffers: SlotBuffers;
+  private readonly bindGroups = new BindGroupCache();
+  /** Unprofiled runs' kernel sizes, n x UNIFORM_STRIDE bytes each (made at the first such run). */
+  private uniforms?: GPUBuffer;
+
   private constructor(
     readonly device: GPUDevice,
     readonly artifact: WgslArtifact,
     private readonly pipelines: KernelPipelines[],
     private readonly resident: Map<number, GPUBuffer[]>,
-  ) {}
+  ) {
+    this.slotBuffers = new SlotBuffers(device);
+  }
 
   static async load(device: GPUDevice, a: WgslArtifact, weights: WeightProvider): Promise<WgslGraph> {
     if (a.format !== "lingc-wgsl-1") throw new Error(`not a lingc WGSL artifact (format ${String(a.format)})`);
@@ -274,7 +283,8 @@ export class WgslGraph {
     const { pipeline, layout } = (few ? this.pipelines[n]!.few : this.pipelines[n]!.main) ?? fail(`kernel ${kernel.name}: its ${few ? "few-rows" : "main"} pipeline was not compiled`);
     const pass = shared?.pass ?? encoder.beginComputePass(timestamps ? { label: kernel.label, timestampWrites: timestamps } : { label: kernel.label });
     pass.setPipeline(pipeline);
-    pass.setBindGroup(0, device.createBindGroup({ layout, entries }));
+    // A run's shared pass binds kept buffers and the graph's uniform buffer: its bind groups repeat.
+    pass.setBindGroup(0, shared ? this.bindGroups.get(device, `${n}${few ? "f" : "m"}`, layout, entries) : device.createBindGroup({ layout, entries }));
     const x = Math.min(groups, 65535);
     pass.dispatchWorkgroups(x, Math.ceil(groups / x));
     if (!shared) pass.end();
@@ -310,9 +320,14 @@ export class WgslGraph {
     const maxBinding = device.limits.maxStorageBufferBindingSize;
     const buffers = new Map<number, GPUBuffer[]>(this.resident);
     const transient: GPUBuffer[] = [];
+    /** This run's activation buffers (from the graph's kept ones), by storage slot: given back at the end. */
+    const taken = new Map<number, GPUBuffer>();
+    // Clears of kept buffers, submitted before the kernels.
+    const clears = device.createCommandEncoder();
     /** Rows along the growth axis of each growing storage's buffer. */
     const rowsOf = new Map<number, number>();
-    const bufferOf = (id: number): GPUBuffer[] => {
+    /** `zeroed`: false for a buffer the host overwrites whole before the kernels run (an input). */
+    const bufferOf = (id: number, zeroed = true): GPUBuffer[] => {
       const s = storage(id);
       let b = buffers.get(s.id);
       if (!b) {
@@ -320,8 +335,8 @@ export class WgslGraph {
         if (bytes > maxBinding) {
           throw new Error(`tensor ${s.name ?? `#${s.id}`} [${shapeOf(s).join(", ")}] needs ${bytes} bytes, over maxStorageBufferBindingSize = ${maxBinding}: run with a smaller batch or sequence`);
         }
-        b = [slotBuffer(device, shapeOf(s), s.name ?? `slot ${s.id}`)];
-        transient.push(b[0]!);
+        b = [this.slotBuffers.take(s.id, bytes, s.name ?? `slot ${s.id}`, zeroed ? clears : undefined)];
+        taken.set(s.id, b[0]!);
         buffers.set(s.id, b);
       }
       return b;
@@ -347,7 +362,7 @@ export class WgslGraph {
       } else if (isGpuTensor(t)) {
         if (t.room && t.room.rows !== t.shape[t.room.axis]) throw new Error(`input '${inp.name}' lies in a buffer with room to grow, which this graph does not grow`);
         buffers.set(s.id, [t.buffer]);
-      } else device.queue.writeBuffer(bufferOf(inp.slot)[0]!, 0, t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      } else device.queue.writeBuffer(bufferOf(inp.slot, false)[0]!, 0, t.data.buffer, t.data.byteOffset, t.data.byteLength);
     }
 
     const timings: KernelTiming[] = [];
@@ -358,13 +373,18 @@ export class WgslGraph {
     const gpuClock = opts.profile === true && device.features.has("timestamp-query") && 2 * a.kernels.length <= 4096;
     const queries = gpuClock ? device.createQuerySet({ type: "timestamp", count: 2 * a.kernels.length }) : undefined;
     const timed: number[] = [];
-    // Unprofiled: one compute pass and one uniform buffer for the whole run.
+    // Unprofiled: one compute pass for the whole run, the sizes in the graph's uniform buffer (the
+    // queue runs this run's write of it after the kernels of the runs submitted before).
     let shared: SharedPass | undefined;
     if (!opts.profile && a.kernels.length) {
-      const uniforms = device.createBuffer({ size: UNIFORM_STRIDE * a.kernels.length, usage: USAGE.UNIFORM | USAGE.COPY_DST });
-      transient.push(uniforms);
-      shared = { pass: encoder.beginComputePass({ label: "graph" }), uniforms, sizes: new Int32Array((UNIFORM_STRIDE / 4) * a.kernels.length) };
+      this.uniforms ??= device.createBuffer({ size: UNIFORM_STRIDE * a.kernels.length, usage: USAGE.UNIFORM | USAGE.COPY_DST, label: `${a.graph} sizes` });
+      shared = { pass: encoder.beginComputePass({ label: "graph" }), uniforms: this.uniforms, sizes: new Int32Array((UNIFORM_STRIDE / 4) * a.kernels.length) };
     }
+    let submitted = false;
+    const submit = (enc: GPUCommandEncoder) => {
+      device.queue.submit(submitted ? [enc.finish()] : [clears.finish(), enc.finish()]);
+      submitted = true;
+    };
     for (let n = 0; n < a.kernels.length; n++) {
       const k = a.kernels[n]!;
       const at = 2 * timed.length;
@@ -374,7 +394,7 @@ export class WgslGraph {
       if (queries) timed.push(n);
       else if (opts.profile) {
         const t0 = performance.now();
-        device.queue.submit([encoder.finish()]);
+        submit(encoder);
         await device.queue.onSubmittedWorkDone();
         timings.push({ name: k.name, label: k.label, ms: performance.now() - t0, clock: "wall" });
         encoder = device.createCommandEncoder();
@@ -393,7 +413,48 @@ export class WgslGraph {
       encoder.copyBufferToBuffer(resolved, 0, stampsRead, 0, 16 * timed.length);
       transient.push(resolved);
     }
-    device.queue.submit([encoder.finish()]);
+
+    /** A value as a GPU tensor: its storage's buffer, with the room that buffer has. */
+    const onGpu = (id: number): GpuTensor => {
+      const s = storage(id);
+      const rows = rowsOf.get(s.id);
+      return { buffer: bufferOf(s.id)[0]!, dtype: isFloat(s.dtype) ? "f32" : "i32", shape: shapeOf(a.slots[id]!), room: rows !== undefined ? { axis: s.grows!.axis, rows } : undefined };
+    };
+    // What is read back (the outputs not kept, their scale grids, observed values) is copied into
+    // one staging buffer by the run's own submission and mapped once.
+    const reads = new Map<number, { t: GpuTensor; offset: number; count: number }>();
+    let staged = 0;
+    const stage = (id: number): void => {
+      if (reads.has(id)) return;
+      const t = onGpu(id);
+      const { outer, inner } = t.room ? around(t.shape, t.room.axis) : { outer: 1, inner: 1 };
+      // A grown cache is read with its buffer's rows, then packed.
+      const count = t.room ? outer * t.room.rows * inner : t.shape.reduce((x, y) => x * y, 1);
+      reads.set(id, { t, offset: staged, count });
+      staged += count * 4;
+      const sc = storage(id).scales;
+      if (sc) stage(sc.slot);
+    };
+    const outputs: Record<string, HostTensor> = {};
+    const kept: Record<string, GpuTensor> = {};
+    for (const o of a.outputs) {
+      if (!opts.keep?.(o.name)) {
+        stage(o.slot);
+        continue;
+      }
+      const t = onGpu(o.slot);
+      kept[o.name] = t;
+      // The caller owns it now.
+      const at = transient.indexOf(t.buffer);
+      if (at >= 0) transient.splice(at, 1);
+      for (const [id, b] of taken) if (b === t.buffer) taken.delete(id);
+    }
+    const observedSlots = opts.observe ? a.slots.filter((s) => s.name && s.source === "computed" && opts.observe!(s.name)) : [];
+    for (const s of observedSlots) stage(s.id);
+    const staging = device.createBuffer({ size: Math.max(16, staged), usage: USAGE.MAP_READ | USAGE.COPY_DST });
+    transient.push(staging);
+    for (const { t, offset, count } of reads.values()) if (count > 0) encoder.copyBufferToBuffer(t.buffer, 0, staging, offset, count * 4);
+    submit(encoder);
     if (stampsRead) {
       await stampsRead.mapAsync(MAP_READ);
       const ns = new BigUint64Array(stampsRead.getMappedRange().slice(0));
@@ -405,64 +466,36 @@ export class WgslGraph {
       });
     }
     queries?.destroy();
-
-    /** A value as a GPU tensor: its storage's buffer, with the room that buffer has. */
-    const onGpu = (id: number): GpuTensor => {
-      const s = storage(id);
-      const rows = rowsOf.get(s.id);
-      return { buffer: bufferOf(s.id)[0]!, dtype: isFloat(s.dtype) ? "f32" : "i32", shape: shapeOf(a.slots[id]!), room: rows !== undefined ? { axis: s.grows!.axis, rows } : undefined };
-    };
-    const readBuffer = async (buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> => {
-      const staging = device.createBuffer({ size: Math.max(16, bytes), usage: USAGE.MAP_READ | USAGE.COPY_DST });
-      const enc = device.createCommandEncoder();
-      if (bytes > 0) enc.copyBufferToBuffer(buffer, 0, staging, 0, bytes);
-      device.queue.submit([enc.finish()]);
-      await staging.mapAsync(MAP_READ);
-      const raw = staging.getMappedRange().slice(0, bytes);
-      staging.unmap();
-      staging.destroy();
-      return raw;
-    };
-    const read = async (id: number): Promise<HostTensor> => {
-      const t = onGpu(id);
-      const { outer, inner } = t.room ? around(t.shape, t.room.axis) : { outer: 1, inner: 1 };
-      const len = t.room ? t.shape[t.room.axis]! : 0;
-      // A grown cache is read with its buffer's rows, then packed.
-      const count = t.room ? outer * t.room.rows * inner : t.shape.reduce((x, y) => x * y, 1);
-      const raw = await readBuffer(t.buffer, count * 4);
-      let data: Float32Array | Int32Array = t.dtype === "f32" ? new Float32Array(raw) : new Int32Array(raw);
+    await staging.mapAsync(MAP_READ);
+    const raw = staging.getMappedRange().slice(0);
+    staging.unmap();
+    const read = (id: number): HostTensor => {
+      const { t, offset, count } = reads.get(id)!;
+      const own = raw.slice(offset, offset + count * 4);
+      let data: Float32Array | Int32Array = t.dtype === "f32" ? new Float32Array(own) : new Int32Array(own);
       if (t.room) {
+        const { outer, inner } = around(t.shape, t.room.axis);
+        const len = t.shape[t.room.axis]!;
         const packed = t.dtype === "f32" ? new Float32Array(outer * len * inner) : new Int32Array(outer * len * inner);
         for (let o = 0; o < outer; o++) packed.set(data.subarray(o * t.room.rows * inner, o * t.room.rows * inner + len * inner), o * len * inner);
         data = packed;
       }
-      const st = storage(id);
-      if (!st.scales) return { dtype: t.dtype, shape: t.shape, data } as HostTensor;
-      return { dtype: t.dtype, shape: t.shape, data, scales: (await read(st.scales.slot)).data as Float32Array } as HostTensor;
+      const sc = storage(id).scales;
+      if (!sc) return { dtype: t.dtype, shape: t.shape, data } as HostTensor;
+      return { dtype: t.dtype, shape: t.shape, data, scales: read(sc.slot).data as Float32Array } as HostTensor;
     };
-    const outputs: Record<string, HostTensor> = {};
-    const kept: Record<string, GpuTensor> = {};
-    for (const o of a.outputs) {
-      if (!opts.keep?.(o.name)) {
-        outputs[o.name] = await read(o.slot);
-        continue;
-      }
-      const t = onGpu(o.slot);
-      kept[o.name] = t;
-      // The caller owns it now.
-      const at = transient.indexOf(t.buffer);
-      if (at >= 0) transient.splice(at, 1);
-    }
+    for (const o of a.outputs) if (!kept[o.name]) outputs[o.name] = read(o.slot);
     const observed: Record<string, HostTensor> = {};
-    if (opts.observe) {
-      for (const s of a.slots) if (s.name && s.source === "computed" && opts.observe(s.name)) observed[s.name] = await read(s.id);
-    }
+    for (const s of observedSlots) observed[s.name!] = read(s.id);
     for (const b of transient) b.destroy();
+    for (const [id, b] of taken) this.slotBuffers.give(id, b);
     return { outputs, observed, kept, timings: opts.profile ? timings : undefined };
   }
 
   destroy(): void {
     for (const bs of this.resident.values()) for (const b of bs) b.destroy();
+    this.slotBuffers.destroy();
+    this.uniforms?.destroy();
   }
 }
 

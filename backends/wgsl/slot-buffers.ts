@@ -1,0 +1,93 @@
+/**
+ * A graph's activation buffers kept from one run to the next, by slot. A decode step allocates the
+ * same buffers every step; creating and destroying some seventy of them per token, and binding them
+ * anew, is host time that a GPU this fast turns into most of a step. A run takes its slot's buffer
+ * back when the size matches (else a new one), cleared to zeros as a new buffer reads, and gives it
+ * back at its end; concurrent runs of one graph never share one (taking removes it). Only buffers
+ * up to BUFFER_BYTES are kept, at most TOTAL_BYTES in all (a prefill's logits, rows x vocabulary,
+ * are not held between runs).
+ */
+
+const USAGE = { COPY_SRC: 0x4, COPY_DST: 0x8, STORAGE: 0x80 };
+const BUFFER_BYTES = 64 * 2 ** 20;
+const TOTAL_BYTES = 512 * 2 ** 20;
+
+export class SlotBuffers {
+  private readonly kept = new Map<number, GPUBuffer>();
+  private bytes = 0;
+
+  constructor(private readonly device: GPUDevice) {}
+
+  /**
+   * A storage buffer of `bytes` for slot `id`: zeroed, the clear of a kept one recorded in `clears`;
+   * without `clears`, as it was left (for a buffer the caller overwrites whole).
+   */
+  take(id: number, bytes: number, label: string, clears?: GPUCommandEncoder): GPUBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+    const b = this.kept.get(id);
+    if (b) {
+      this.kept.delete(id);
+      this.bytes -= b.size;
+      if (b.size === size) {
+        clears?.clearBuffer(b);
+        return b;
+      }
+      b.destroy();
+    }
+    return this.device.createBuffer({ size, usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label });
+  }
+
+  /** Slot id's buffer, back after a run (kept for the next run where the limits allow, else destroyed). */
+  give(id: number, b: GPUBuffer): void {
+    const old = this.kept.get(id);
+    if (old) {
+      this.kept.delete(id);
+      this.bytes -= old.size;
+      old.destroy();
+    }
+    if (b.size > BUFFER_BYTES || this.bytes + b.size > TOTAL_BYTES) {
+      b.destroy();
+      return;
+    }
+    this.kept.set(id, b);
+    this.bytes += b.size;
+  }
+
+  destroy(): void {
+    for (const b of this.kept.values()) b.destroy();
+    this.kept.clear();
+    this.bytes = 0;
+  }
+}
+
+/**
+ * Bind groups by kernel and the buffers bound (identified by object): a run that binds the same
+ * buffers as an earlier one (kept slot buffers, a KV cache grown in place) reuses its bind group.
+ */
+export class BindGroupCache {
+  private readonly groups = new Map<string, GPUBindGroup>();
+  private readonly ids = new WeakMap<GPUBuffer, number>();
+  private next = 0;
+  /** Entries kept at most (stale ones name destroyed buffers, never bound again: dropped wholesale). */
+  private static readonly MAX = 4096;
+
+  private idOf(b: GPUBuffer): number {
+    let id = this.ids.get(b);
+    if (id === undefined) this.ids.set(b, (id = this.next++));
+    return id;
+  }
+
+  get(device: GPUDevice, kernel: string, layout: GPUBindGroupLayout, entries: GPUBindGroupEntry[]): GPUBindGroup {
+    const key = `${kernel}|${entries.map((e) => {
+      const r = e.resource as GPUBufferBinding;
+      return `${this.idOf(r.buffer)}@${r.offset ?? 0}+${r.size ?? ""}`;
+    }).join(",")}`;
+    let g = this.groups.get(key);
+    if (!g) {
+      if (this.groups.size >= BindGroupCache.MAX) this.groups.clear();
+      g = device.createBindGroup({ layout, entries });
+      this.groups.set(key, g);
+    }
+    return g;
+  }
+}

@@ -31,9 +31,11 @@ export interface GraphRunner {
   run(inputs: Readonly<Record<string, Tensor>>, observe?: Observer): Promise<Record<string, Tensor>>;
   /**
    * Runs with inputs that may already be in device memory, and leaves the outputs named in `keep`
-   * there (backends with device memory): generation keeps the KV cache on the device so.
+   * there (backends with device memory): generation keeps the KV cache on the device so. Of the
+   * outputs named in `lastPosition` ([B, S, ...]) the caller needs the last position only: a backend
+   * may return them as [B, 1, ...] (a prompt's logits: rows x vocabulary, read back for one row).
    */
-  runOnDevice?(inputs: Readonly<Record<string, Tensor | DeviceTensor>>, keep: ReadonlySet<string>): Promise<Record<string, Tensor | DeviceTensor>>;
+  runOnDevice?(inputs: Readonly<Record<string, Tensor | DeviceTensor>>, keep: ReadonlySet<string>, lastPosition?: ReadonlySet<string>): Promise<Record<string, Tensor | DeviceTensor>>;
 }
 
 /** A graph's interface as plain data: its name, module attributes, inputs and outputs. */

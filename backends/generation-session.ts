@@ -101,9 +101,10 @@ export class GenerationSession {
     this.keep = new Set(plan.cache.map((c) => c.output));
   }
 
-  private async step(graph: string, inputs: Record<string, Tensor | DeviceTensor>, logits: string, hidden?: string): Promise<StepResult> {
+  /** `lastOnly`: only the last position's logits are used (a prompt's: the next token's). */
+  private async step(graph: string, inputs: Record<string, Tensor | DeviceTensor>, logits: string, hidden?: string, lastOnly = false): Promise<StepResult> {
     const runner = this.model.graphs[graph]!;
-    const out: Record<string, Tensor | DeviceTensor> = this.onDevice ? await runner.runOnDevice!(inputs, this.keep) : await runner.run(inputs as Record<string, Tensor>);
+    const out: Record<string, Tensor | DeviceTensor> = this.onDevice ? await runner.runOnDevice!(inputs, this.keep, lastOnly ? new Set([logits]) : undefined) : await runner.run(inputs as Record<string, Tensor>);
     const l = out[logits];
     if (!l || isDeviceTensor(l)) throw new LingcError(`graph ${graph} returned no logits output ${logits}`);
     const h = hidden === undefined ? undefined : out[hidden];
@@ -120,9 +121,12 @@ export class GenerationSession {
     return { logits: l, ...(h ? { hidden: h as Tensor } : {}) };
   }
 
-  /** Runs the prompt [B, S]; returns its logits (and hidden states, `withHidden`). */
+  /**
+   * Runs the prompt [B, S]; returns its logits (and hidden states, `withHidden`): on a backend that
+   * keeps tensors on its device, of the last position only ([B, 1, V]; logitsRow reads either).
+   */
   prefill(ids: Tensor, withHidden = false): Promise<StepResult> {
-    return this.step(this.plan.prefill.name, { [this.plan.tokens.prefill]: ids }, this.plan.logits.prefill, withHidden ? this.plan.hidden?.prefill : undefined);
+    return this.step(this.plan.prefill.name, { [this.plan.tokens.prefill]: ids }, this.plan.logits.prefill, withHidden ? this.plan.hidden?.prefill : undefined, true);
   }
 
   /** Tokens [B, S] (one per sequence: a decode step) through the cache; returns their logits (and hidden states, `withHidden`). */

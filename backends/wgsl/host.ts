@@ -55,6 +55,8 @@ export interface RunOptions {
   profile?: boolean;
   /** Outputs to leave on the GPU (in `kept`) instead of reading them back. */
   keep?: (name: string) => boolean;
+  /** Outputs [B, S, ...] to read back at their last position only, as [B, 1, ...]. */
+  lastPosition?: (name: string) => boolean;
 }
 
 export interface RunResult {
@@ -422,24 +424,35 @@ export class WgslGraph {
     };
     // What is read back (the outputs not kept, their scale grids, observed values) is copied into
     // one staging buffer by the run's own submission and mapped once.
-    const reads = new Map<number, { t: GpuTensor; offset: number; count: number }>();
+    /** `ranges`: the element ranges of the buffer copied (in order); `last`: only the last position was. */
+    const reads = new Map<number, { t: GpuTensor; offset: number; count: number; ranges: [number, number][]; last?: boolean }>();
     let staged = 0;
-    const stage = (id: number): void => {
+    const stage = (id: number, last = false): void => {
       if (reads.has(id)) return;
       const t = onGpu(id);
-      const { outer, inner } = t.room ? around(t.shape, t.room.axis) : { outer: 1, inner: 1 };
-      // A grown cache is read with its buffer's rows, then packed.
-      const count = t.room ? outer * t.room.rows * inner : t.shape.reduce((x, y) => x * y, 1);
-      reads.set(id, { t, offset: staged, count });
-      staged += count * 4;
       const sc = storage(id).scales;
+      let ranges: [number, number][];
+      if (last && t.shape.length >= 2 && !t.room && !sc) {
+        // Position S - 1 of each of the B rows: B ranges of the inner size.
+        const [B, S] = t.shape as [number, number];
+        const inner = t.shape.slice(2).reduce((x, y) => x * y, 1);
+        ranges = Array.from({ length: B }, (_, b) => [(b * S + S - 1) * inner, inner]);
+      } else {
+        last = false;
+        const { outer, inner } = t.room ? around(t.shape, t.room.axis) : { outer: 1, inner: 1 };
+        // A grown cache is read with its buffer's rows, then packed.
+        ranges = [[0, t.room ? outer * t.room.rows * inner : t.shape.reduce((x, y) => x * y, 1)]];
+      }
+      const count = ranges.reduce((n, r) => n + r[1], 0);
+      reads.set(id, { t, offset: staged, count, ranges, last });
+      staged += count * 4;
       if (sc) stage(sc.slot);
     };
     const outputs: Record<string, HostTensor> = {};
     const kept: Record<string, GpuTensor> = {};
     for (const o of a.outputs) {
       if (!opts.keep?.(o.name)) {
-        stage(o.slot);
+        stage(o.slot, opts.lastPosition?.(o.name));
         continue;
       }
       const t = onGpu(o.slot);
@@ -453,7 +466,13 @@ export class WgslGraph {
     for (const s of observedSlots) stage(s.id);
     const staging = device.createBuffer({ size: Math.max(16, staged), usage: USAGE.MAP_READ | USAGE.COPY_DST });
     transient.push(staging);
-    for (const { t, offset, count } of reads.values()) if (count > 0) encoder.copyBufferToBuffer(t.buffer, 0, staging, offset, count * 4);
+    for (const { t, offset, ranges } of reads.values()) {
+      let at = offset;
+      for (const [from, n] of ranges) {
+        if (n > 0) encoder.copyBufferToBuffer(t.buffer, from * 4, staging, at, n * 4);
+        at += n * 4;
+      }
+    }
     submit(encoder);
     if (stampsRead) {
       await stampsRead.mapAsync(MAP_READ);
@@ -470,9 +489,10 @@ export class WgslGraph {
     const raw = staging.getMappedRange().slice(0);
     staging.unmap();
     const read = (id: number): HostTensor => {
-      const { t, offset, count } = reads.get(id)!;
+      const { t, offset, count, last } = reads.get(id)!;
       const own = raw.slice(offset, offset + count * 4);
       let data: Float32Array | Int32Array = t.dtype === "f32" ? new Float32Array(own) : new Int32Array(own);
+      if (last) return { dtype: t.dtype, shape: [t.shape[0]!, 1, ...t.shape.slice(2)], data } as HostTensor;
       if (t.room) {
         const { outer, inner } = around(t.shape, t.room.axis);
         const len = t.shape[t.room.axis]!;

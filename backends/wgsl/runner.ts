@@ -36,10 +36,10 @@ export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRun
       if (observe) for (const [k, v] of Object.entries(res.observed)) observe(k, fromHost(v, v.dtype === "f32" ? "f32" : "i32"));
       return out;
     },
-    async runOnDevice(inputs, keep) {
+    async runOnDevice(inputs, keep, lastPosition) {
       const given: Record<string, HostTensor | GpuTensor> = {};
       for (const [k, v] of Object.entries(inputs)) given[k] = isDeviceTensor(v) ? (v as WgslDeviceTensor).gpu : toHost(v);
-      const res = await graph.run(given, { keep: (n) => keep.has(n), profile: profile.on });
+      const res = await graph.run(given, { keep: (n) => keep.has(n), lastPosition: lastPosition && ((n) => lastPosition.has(n)), profile: profile.on });
       r.lastTimings = res.timings;
       const out: Record<string, Tensor | DeviceTensor> = {};
       for (const [k, v] of Object.entries(res.outputs)) out[k] = label(k, v);

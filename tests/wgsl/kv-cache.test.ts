@@ -2,7 +2,8 @@
  * The KV cache on WebGPU stays on the GPU and grows in place: the decode graph's only writers of a
  * cache input are its cache_append kernels, each sized by the new rows (not the cache), and greedy
  * generation moves the cache into a buffer with room once per batch, then runs every decode step
- * on the device, giving the golden tokens. A decode run from host tensors (lingc run) gets the same
+ * on the device, giving the golden tokens (from the prompt's logits read back at its last position
+ * only). A decode run from host tensors (lingc run) gets the same
  * numbers as the interpreter.
  */
 import { beforeAll, describe, expect, it } from "vitest";
@@ -51,7 +52,7 @@ describe("greedy generation on wgsl", () => {
   }, 120_000);
 
   it("keeps the cache on the GPU: one move into a buffer with room per cache, then in-place decode steps", async () => {
-    const calls = { run: 0, onDevice: 0, reserve: 0, release: 0 };
+    const calls = { run: 0, onDevice: 0, last: 0, reserve: 0, release: 0 };
     const counted: LoadedModel = {
       ...model,
       graphs: Object.fromEntries(
@@ -59,11 +60,16 @@ describe("greedy generation on wgsl", () => {
           n,
           {
             run: (i, o) => (calls.run++, g.run(i, o)),
-            runOnDevice: async (i, keep) => {
+            runOnDevice: async (i, keep, last) => {
               calls.onDevice++;
-              const out = await g.runOnDevice!(i, keep);
-              // The caches come back on the device; only the logits are read back.
+              const out = await g.runOnDevice!(i, keep, last);
+              // The caches come back on the device; only the logits are read back, a prompt's
+              // at its last position only.
               for (const k of keep) expect(isDeviceTensor(out[k]!)).toBe(true);
+              for (const k of last ?? []) {
+                calls.last++;
+                expect((out[k] as Tensor).shape[1]).toBe(1);
+              }
               return out;
             },
           },
@@ -76,7 +82,7 @@ describe("greedy generation on wgsl", () => {
     expect(r.tokens).toEqual(wantIds);
     const caches = 2 * 3; // key and value, 3 layers
     const batches = new Set(prompts.map((p) => p.length)).size;
-    expect(calls).toEqual({ run: 0, onDevice: batches * steps, reserve: batches * caches, release: 2 * batches * caches });
+    expect(calls).toEqual({ run: 0, onDevice: batches * steps, last: batches, reserve: batches * caches, release: 2 * batches * caches });
   });
 
   it("a decode step from host tensors gives the interpreter's numbers", async () => {

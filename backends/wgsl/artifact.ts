@@ -43,6 +43,8 @@ export interface ArtifactLaunch {
   bindings: { slot: number; part: number; write: boolean }[];
   uniforms: { name: string; dim: DimTerms }[];
   grid: { dim: DimTerms; per: number };
+  /** A kernel launched right after this one for the same step (a split computation's merge; its scratch is a slot of its own). */
+  then?: ArtifactLaunch;
 }
 
 export interface ArtifactKernel extends ArtifactLaunch {

@@ -9,7 +9,8 @@ import { LingcError, formatPos } from "../../ir/errors";
 import type { Module } from "../../ir/module";
 import { signatureOf } from "../backend";
 import { buildSchedule, capacitySymbol, storageSlot } from "../schedule";
-import { fewRowsTemplate, generateStep } from "../kernels/gen";
+import { fewRowsTemplate, generateStep, type GeneratedKernel } from "../kernels/gen";
+import { SCRATCH_SLOT } from "../kernels/gen/context";
 import { renderWgsl } from "./render";
 import type { ArtifactDtype, ArtifactKernel, ArtifactLaunch, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
 import { requiredLimits, type WebGpuProfile } from "../../ir/target/webgpu";
@@ -73,8 +74,18 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
     // A label only: the fusion pattern that formed the kernel, or the op.
     const kind = step.kernel?.attrs["fusion"] ?? step.op.opName;
     const label = `${step.scope || m.name}: ${step.kernel ? step.kernel.name : step.op.opName}${step.op.loc ? ` (${formatPos(step.op.loc)})` : ""}`;
-    const launch = (name: string, template?: string): ArtifactLaunch => {
-      const g = generateStep(step, s, limits, name, template);
+    // The step's scratch buffer (GeneratedKernel.scratch), a computed slot of its own, made when first bound.
+    let scratch: number | undefined;
+    const scratchSlot = (elems: number): number => {
+      if (scratch === undefined) {
+        scratch = slots.length;
+        slots.push({ id: scratch, dtype: "f32", shape: [[[elems, []]]], source: "computed", name: `${step.kernel?.name ?? step.op.opName} scratch` });
+      }
+      return scratch;
+    };
+    const launch = (name: string, template?: string): ArtifactLaunch => render(generateStep(step, s, limits, name, template));
+    const render = (g: GeneratedKernel): ArtifactLaunch => {
+      g.slots = g.slots.map((id) => (id === SCRATCH_SLOT ? scratchSlot(g.scratch!) : id));
       const where = `kernel ${step.kernel?.name ?? step.op.opName} in ${step.scope || m.name}`;
       if (g.kernel.wg > limits.maxThreads) throw new LingcError(`${where} needs ${g.kernel.wg} threads per workgroup; maxComputeInvocationsPerWorkgroup = ${limits.maxThreads}`);
       const shared = g.kernel.shared.reduce((acc, x) => acc + x.size * 4, 0);
@@ -108,6 +119,7 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
         bindings,
         uniforms: g.uniforms.map((u) => ({ name: u.name, dim: dimTerms(u.dim) })),
         grid: { dim: dimTerms(g.grid.dim), per: g.grid.per },
+        ...(g.then ? { then: render({ ...g.then, scratch: g.then.scratch ?? g.scratch }) } : {}),
       };
     };
     const kernel: ArtifactKernel = { ...launch(`k${n}_${kind}`), label, fusion: kind };

@@ -113,7 +113,7 @@ interface Pipeline {
 /** Bytes between kernels' sizes in a run's shared uniform buffer (WebGPU's largest minUniformBufferOffsetAlignment). */
 const UNIFORM_STRIDE = 256;
 
-/** A run's one compute pass, its uniform buffer, and the sizes to write into it at n x UNIFORM_STRIDE. */
+/** A run's one compute pass, its uniform buffer, and the sizes to write into it (launch c of kernel n at (n x MAX_CHAIN + c) x UNIFORM_STRIDE). */
 interface SharedPass {
   pass: GPUComputePassEncoder;
   uniforms: GPUBuffer;
@@ -126,8 +126,20 @@ interface SharedPass {
  * workgroup tiles may never run; on llvmpipe each costs seconds to compile).
  */
 interface KernelPipelines {
-  main?: Pipeline;
-  few?: Pipeline;
+  /** One per launch of the form (ArtifactLaunch.then). */
+  main?: Pipeline[];
+  few?: Pipeline[];
+}
+
+/** Launches a step's kernel chain holds at most (a kernel and the one it is followed by). */
+const MAX_CHAIN = 2;
+
+/** A launch and the launches after it (ArtifactLaunch.then). */
+function chainOf(k: ArtifactLaunch): ArtifactLaunch[] {
+  const chain = [k];
+  while (chain[chain.length - 1]!.then) chain.push(chain[chain.length - 1]!.then!);
+  if (chain.length > MAX_CHAIN) throw new Error(`kernel ${k.name}: a chain of ${chain.length} launches, over the host's ${MAX_CHAIN}`);
+  return chain;
 }
 
 /** Whether this run's sizes pick kernel k's few-rows form. */
@@ -162,6 +174,11 @@ const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<Pipeline>>>();
 /** What makes two kernels one pipeline: their shader (less its first line, the kernel's name) and binding kinds. */
 export function pipelineKey(k: ArtifactLaunch): string {
   return `${k.bindings.map((b) => (b.write ? "w" : "r")).join("")}\n${k.wgsl.replace(/^\/\/ .*\n/, "")}`;
+}
+
+/** The pipelines of a launch's chain. */
+function pipelinesOf(device: GPUDevice, k: ArtifactLaunch): Promise<Pipeline[]> {
+  return Promise.all(chainOf(k).map((x) => pipelineOf(device, x)));
 }
 
 function pipelineOf(device: GPUDevice, k: ArtifactLaunch): Promise<Pipeline> {
@@ -203,7 +220,7 @@ export class WgslGraph {
     device.pushErrorScope("validation");
     let pipelines: KernelPipelines[];
     try {
-      pipelines = await Promise.all(a.kernels.map(async (k) => (k.few && !k.atLoad ? { few: await pipelineOf(device, k.few.launch) } : { main: await pipelineOf(device, k) })));
+      pipelines = await Promise.all(a.kernels.map(async (k) => (k.few && !k.atLoad ? { few: await pipelinesOf(device, k.few.launch) } : { main: await pipelinesOf(device, k) })));
     } catch (e) {
       await device.popErrorScope();
       throw new Error(`WebGPU rejected a kernel of the compiled model: ${e instanceof Error ? e.message : String(e)}`);
@@ -256,7 +273,7 @@ export class WgslGraph {
    * Records kernel n into a command encoder: its sizes, bindings and workgroups. With `shared`, into
    * that compute pass (a run's dispatches share one pass: WebGPU orders each dispatch's storage
    * accesses after the previous ones', so passes need not separate them) with its sizes in that
-   * run's uniform buffer at n x 256 bytes (one buffer and one write a run instead of one a kernel);
+   * run's uniform buffer (one buffer and one write a run instead of one a kernel);
    * else in a pass of its own (GPU timestamps around it) with a uniform buffer of its own.
    */
   private encode(encoder: GPUCommandEncoder, n: number, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites, shared?: SharedPass): boolean {
@@ -264,31 +281,38 @@ export class WgslGraph {
     const kernel = this.artifact.kernels[n]!;
     // Few rows: the step's other kernel, where it has one.
     const few = picksFew(kernel, bindings);
-    const k = few ? kernel.few!.launch : kernel;
-    const groups = Math.ceil(evalTerms(k.grid.dim, bindings) / k.grid.per);
-    if (groups === 0) return false;
-    const words = Math.max(4, Math.ceil(k.uniforms.length / 4) * 4);
-    let uniform: GPUBufferBinding;
-    if (shared && words <= UNIFORM_STRIDE / 4) {
-      k.uniforms.forEach((u, j) => (shared.sizes[n * (UNIFORM_STRIDE / 4) + j] = evalTerms(u.dim, bindings)));
-      uniform = { buffer: shared.uniforms, offset: n * UNIFORM_STRIDE, size: words * 4 };
-    } else {
-      const sizes = new Int32Array(words);
-      k.uniforms.forEach((u, j) => (sizes[j] = evalTerms(u.dim, bindings)));
-      const ubuf = device.createBuffer({ size: sizes.byteLength, usage: USAGE.UNIFORM | USAGE.COPY_DST });
-      transient.push(ubuf);
-      device.queue.writeBuffer(ubuf, 0, sizes);
-      uniform = { buffer: ubuf };
-    }
-    const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: bufferOf(b.slot)[b.part]! } }));
-    entries.push({ binding: k.bindings.length, resource: uniform });
-    const { pipeline, layout } = (few ? this.pipelines[n]!.few : this.pipelines[n]!.main) ?? fail(`kernel ${kernel.name}: its ${few ? "few-rows" : "main"} pipeline was not compiled`);
+    const chain = chainOf(few ? kernel.few!.launch : kernel);
+    const pipelines = (few ? this.pipelines[n]!.few : this.pipelines[n]!.main) ?? fail(`kernel ${kernel.name}: its ${few ? "few-rows" : "main"} pipeline was not compiled`);
+    const groupsOf = chain.map((k) => Math.ceil(evalTerms(k.grid.dim, bindings) / k.grid.per));
+    if (groupsOf[0] === 0) return false;
     const pass = shared?.pass ?? encoder.beginComputePass(timestamps ? { label: kernel.label, timestampWrites: timestamps } : { label: kernel.label });
-    pass.setPipeline(pipeline);
-    // A run's shared pass binds kept buffers and the graph's uniform buffer: its bind groups repeat.
-    pass.setBindGroup(0, shared ? this.bindGroups.get(device, `${n}${few ? "f" : "m"}`, layout, entries) : device.createBindGroup({ layout, entries }));
-    const x = Math.min(groups, 65535);
-    pass.dispatchWorkgroups(x, Math.ceil(groups / x));
+    chain.forEach((k, c) => {
+      const groups = groupsOf[c]!;
+      if (groups === 0) return;
+      const words = Math.max(4, Math.ceil(k.uniforms.length / 4) * 4);
+      // Launch c of kernel n: its sizes at block n x MAX_CHAIN + c of the shared uniform buffer.
+      const block = n * MAX_CHAIN + c;
+      let uniform: GPUBufferBinding;
+      if (shared && words <= UNIFORM_STRIDE / 4) {
+        k.uniforms.forEach((u, j) => (shared.sizes[block * (UNIFORM_STRIDE / 4) + j] = evalTerms(u.dim, bindings)));
+        uniform = { buffer: shared.uniforms, offset: block * UNIFORM_STRIDE, size: words * 4 };
+      } else {
+        const sizes = new Int32Array(words);
+        k.uniforms.forEach((u, j) => (sizes[j] = evalTerms(u.dim, bindings)));
+        const ubuf = device.createBuffer({ size: sizes.byteLength, usage: USAGE.UNIFORM | USAGE.COPY_DST });
+        transient.push(ubuf);
+        device.queue.writeBuffer(ubuf, 0, sizes);
+        uniform = { buffer: ubuf };
+      }
+      const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: bufferOf(b.slot)[b.part]! } }));
+      entries.push({ binding: k.bindings.length, resource: uniform });
+      const { pipeline, layout } = pipelines[c]!;
+      pass.setPipeline(pipeline);
+      // A run's shared pass binds kept buffers and the graph's uniform buffer: its bind groups repeat.
+      pass.setBindGroup(0, shared ? this.bindGroups.get(device, `${n}${few ? "f" : "m"}${c}`, layout, entries) : device.createBindGroup({ layout, entries }));
+      const x = Math.min(groups, 65535);
+      pass.dispatchWorkgroups(x, Math.ceil(groups / x));
+    });
     if (!shared) pass.end();
     return true;
   }
@@ -308,7 +332,7 @@ export class WgslGraph {
     if (missing.length) {
       device.pushErrorScope("validation");
       try {
-        await Promise.all(missing.map(async ({ k, n }) => (this.pipelines[n]!.main = await pipelineOf(device, k))));
+        await Promise.all(missing.map(async ({ k, n }) => (this.pipelines[n]!.main = await pipelinesOf(device, k))));
       } catch (e) {
         await device.popErrorScope();
         throw new Error(`WebGPU rejected a kernel of the compiled model: ${e instanceof Error ? e.message : String(e)}`);
@@ -379,8 +403,8 @@ export class WgslGraph {
     // queue runs this run's write of it after the kernels of the runs submitted before).
     let shared: SharedPass | undefined;
     if (!opts.profile && a.kernels.length) {
-      this.uniforms ??= device.createBuffer({ size: UNIFORM_STRIDE * a.kernels.length, usage: USAGE.UNIFORM | USAGE.COPY_DST, label: `${a.graph} sizes` });
-      shared = { pass: encoder.beginComputePass({ label: "graph" }), uniforms: this.uniforms, sizes: new Int32Array((UNIFORM_STRIDE / 4) * a.kernels.length) };
+      this.uniforms ??= device.createBuffer({ size: UNIFORM_STRIDE * MAX_CHAIN * a.kernels.length, usage: USAGE.UNIFORM | USAGE.COPY_DST, label: `${a.graph} sizes` });
+      shared = { pass: encoder.beginComputePass({ label: "graph" }), uniforms: this.uniforms, sizes: new Int32Array((UNIFORM_STRIDE / 4) * MAX_CHAIN * a.kernels.length) };
     }
     let submitted = false;
     const submit = (enc: GPUCommandEncoder) => {

@@ -1,10 +1,12 @@
 /**
- * Attention's blocked form on WebGPU (backends/kernels/gen/attention.ts, the GPU kernel forms,
- * forced here by LINGC_WGSL_GPU_FORMS=1 since llvmpipe is a CPU) against the interpreter, on
- * shapes that reach its edges: several key blocks with a partial last one and two key groups per
- * output column (d = dv = 128); head widths no power of two, a key group count that does not divide
- * the block (dv = 80: three groups), in bf16 with a grouped-query ratio of 4; columns past a
- * thread's share and a head wider than the workgroup (d = 130, dv = 300), without the causal mask.
+ * Attention's GPU forms on WebGPU (backends/kernels/gen/attention.ts; the GPU kernel forms, forced
+ * here by LINGC_WGSL_GPU_FORMS=1 since llvmpipe is a CPU) against the interpreter: the blocked form
+ * (many rows) and the split form (few rows: keys split over 16 workgroups a row, then merged), on
+ * shapes that reach their edges: several key blocks with a partial last one and two key groups per
+ * output column (d = dv = 128); columns past a thread's share and a head wider than the workgroup
+ * (d = 130, dv = 300), without the causal mask; head widths no power of two and a key group count
+ * that does not divide the block (dv = 80: three groups), in bf16 with a grouped-query ratio of 4;
+ * fewer keys than splits.
  */
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
@@ -37,10 +39,12 @@ interface Case {
   causal: boolean;
 }
 
+// Above ATTENTION_SPLIT_MAX_ROWS (64) query rows the blocked form runs, at or below it the split form.
 const CASES: [string, Case][] = [
-  ["d = dv = 128, 300 keys in 3 blocks", { dt: "f32", nh: 4, nkv: 2, S: 3, T: 300, d: 128, dv: 128, causal: true }],
-  ["bf16, d = 48, dv = 80 (three key groups), 4 heads on 1 KV head", { dt: "bf16", nh: 4, nkv: 1, S: 2, T: 270, d: 48, dv: 80, causal: true }],
-  ["d = 130, dv = 300, no mask", { dt: "f32", nh: 2, nkv: 2, S: 1, T: 70, d: 130, dv: 300, causal: false }],
+  ["blocked: d = dv = 128, 300 keys in 3 blocks", { dt: "f32", nh: 4, nkv: 2, S: 20, T: 300, d: 128, dv: 128, causal: true }],
+  ["blocked: d = 130, dv = 300, no mask", { dt: "f32", nh: 2, nkv: 2, S: 40, T: 70, d: 130, dv: 300, causal: false }],
+  ["split: bf16, d = 48, dv = 80 (three key groups), 4 heads on 1 KV head", { dt: "bf16", nh: 4, nkv: 1, S: 2, T: 270, d: 48, dv: 80, causal: true }],
+  ["split: 5 keys over 16 splits (most of them empty), 8 heads on 2 KV heads", { dt: "f32", nh: 8, nkv: 2, S: 1, T: 5, d: 128, dv: 128, causal: true }],
 ];
 
 const module = (c: Case) => `module @a {
@@ -60,18 +64,31 @@ async function withGpuForms<T>(f: () => Promise<T>): Promise<T> {
   }
 }
 
-describe("attention's blocked form on WebGPU", () => {
+describe("attention's GPU forms on WebGPU", () => {
   const dir = scratchDir("lingc-wgsl-attention-");
 
-  it("is what the GPU forms compile attention to", async () => {
+  it("is what the GPU forms compile attention to: the blocked form, and for few rows the split form's two launches", async () => {
     writeFileSync(join(dir, "a0.lir"), module(CASES[0]![1]));
-    const kernels = await withGpuForms(async () => {
+    const artifacts = await withGpuForms(async () => {
       const { program } = await compileProgram({ source: await openSource(join(dir, "a0.lir")), target: "wgsl" });
-      return compileProgramWgsl(program).flatMap((a) => a.kernels);
+      return compileProgramWgsl(program);
     });
+    const kernels = artifacts.flatMap((a) => a.kernels);
     expect(kernels.length).toBe(1);
-    expect(kernels[0]!.wgsl).toMatch(/var<workgroup> dot_part: array<f32, 256>/);
-    expect(kernels[0]!.wgsl).toMatch(/var<workgroup> o_part: array<f32, 256>/);
+    const k = kernels[0]!;
+    expect(k.wgsl).toMatch(/var<workgroup> dot_part: array<f32, 256>/);
+    expect(k.wgsl).toMatch(/var<workgroup> o_part: array<f32, 256>/);
+    expect(k.few?.max).toBe(64);
+    // The partial kernel: 16 workgroups a row; the merge: one a row; both bind the scratch slot.
+    const partial = k.few!.launch;
+    const merge = partial.then!;
+    expect(merge).toBeDefined();
+    const scratch = artifacts[0]!.slots.find((sl) => sl.name?.endsWith("scratch"))!;
+    expect(scratch.shape).toEqual([[[64 * 16 * (128 + 2), []]]]);
+    expect(partial.bindings.filter((b) => b.slot === scratch.id).map((b) => b.write)).toEqual([true]);
+    expect(merge.bindings.some((b) => b.slot === scratch.id)).toBe(true);
+    expect(partial.grid.per).toBe(1);
+    expect(JSON.stringify(partial.grid.dim)).toBe(JSON.stringify(k.grid.dim.map(([c, syms]) => [c * 16, syms])));
   });
 
   it.each(CASES)("%s: the interpreter's numbers", async (name, c) => {

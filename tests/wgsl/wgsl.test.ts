@@ -112,7 +112,12 @@ describe("wgsl pipelines", () => {
       const { program } = await compileProgram({ source, target: "wgsl" });
       // (A kernel with a few-rows alternative, the tiled experts' pointwise form, compiles that one at
       // load and its tiles when a run first picks them.)
-      const kernels = compileProgramWgsl(program).flatMap((a) => a.kernels.map((k) => (k.few && !k.atLoad ? k.few.launch : k)));
+      const kernels = compileProgramWgsl(program).flatMap((a) =>
+        a.kernels.flatMap((k) => {
+          const l = k.few && !k.atLoad ? k.few.launch : k;
+          return l.then ? [l, l.then] : [l];
+        }),
+      );
       const distinct = new Set(kernels.map(pipelineKey));
       expect(kernels.length).toBeGreaterThan(distinct.size * 1.5);
       expect(created).toBe(distinct.size);

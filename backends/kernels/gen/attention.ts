@@ -30,7 +30,17 @@ import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
 
-/** What both forms share: a workgroup's query row, its KV head's rows, and where its output goes. */
+/** A workgroup's query row: where its query and its KV head's rows are, the keys it sees, where its output goes. */
+interface RowAt {
+  row: K.Expr;
+  qBase: K.Expr;
+  kRow: K.Expr;
+  vRow: K.Expr;
+  visible: K.Expr;
+  outBase: K.Expr;
+}
+
+/** What every form shares: a workgroup's query row, its KV head's rows, and where its output goes. */
 interface RowSetup {
   q: Value;
   k: Value;
@@ -40,8 +50,8 @@ interface RowSetup {
   dv: number;
   scaleOf: (dot: K.Expr) => K.Expr;
   rowsDim: Dim;
-  /** Per workgroup (inside the row guard): */
-  at: (body: (r: { qBase: K.Expr; kRow: K.Expr; vRow: K.Expr; visible: K.Expr; outBase: K.Expr }) => void) => void;
+  /** Per workgroup (inside the row guard); `row`: the query row it computes (default: the workgroup's index). */
+  at: (body: (r: RowAt) => void, row?: K.Expr) => void;
 }
 
 function rowSetup(g: Gen, ops: Op[]): RowSetup {
@@ -64,8 +74,8 @@ function rowSetup(g: Gen, ops: Op[]): RowSetup {
   const S = g.size(Sd);
   const T = g.size(k.type.shape[2]!);
   const rowsDim = product([Bd, nhD, Sd]);
-  const at: RowSetup["at"] = (body) => {
-    const row = kb.let("row", kb.wg);
+  const at: RowSetup["at"] = (body, rowOf) => {
+    const row = kb.let("row", rowOf ?? kb.wg);
     kb.if(K.lt(row, g.size(rowsDim)), () => {
       const i = kb.let("i", K.mod(row, S));
       const bh = kb.let("bh", K.div(row, S));
@@ -79,7 +89,7 @@ function rowSetup(g: Gen, ops: Op[]): RowSetup {
       const visible = causal ? kb.let("visible", K.add(K.sub(T, S), K.add(i, K.i(1)))) : T;
       // [B, nh, S, dv], or [B, S, nh, dv] when the transpose is fused.
       const outBase = transposed ? K.mul(K.add(K.mul(K.add(K.mul(b, S), i), K.i(nh)), h), K.i(dv)) : K.mul(row, K.i(dv));
-      body({ qBase, kRow, vRow, visible, outBase });
+      body({ row, qBase, kRow, vRow, visible, outBase });
     });
   };
   return { q, k, v, outValue, d, dv, rowsDim, at, scaleOf: (dot) => g.fit(K.mul(g.fit(dot, dt), K.f(scale)), dt) };
@@ -156,8 +166,94 @@ const pow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
  * ceil(NB / KQ) values per output column.
  */
 export function attentionBlockedKernel(g: Gen, ops: Op[]): GeneratedKernel {
-  const { q, k, v, outValue, d, dv, rowsDim, at, scaleOf } = rowSetup(g, ops);
-  const dt = q.type.dtype;
+  const setup = rowSetup(g, ops);
+  const { outValue, rowsDim, at } = setup;
+  const dt = setup.q.type.dtype;
+  at((r) => {
+    const ob = g.kb.let("obase", r.outBase);
+    blockedRow(g, setup, r, K.i(0), r.visible, (col, o, l) => g.kb.store(g.buf(outValue), K.add(ob, col), g.fit(K.div(o, l), dt)));
+  });
+  return g.finish({ dim: g.entryDim(rowsDim), per: 1 });
+}
+
+/** The query rows of an attention group (batch x heads x positions: a workgroup each). */
+export function attentionRows(ops: readonly Op[]): Dim {
+  const q = ops.find((o) => o.opName === "attention")!.operands[0]!;
+  return product(q.type.shape.slice(0, 3));
+}
+
+/** Key splits of the split form, and the most query rows it takes (more rows fill the GPU as they are). */
+export const ATTENTION_SPLITS = 16;
+export const ATTENTION_SPLIT_MAX_ROWS = 64;
+
+/**
+ * The split form, for few query rows (a decode step: batch x heads rows): the blocked form over
+ * ATTENTION_SPLITS workgroups per row, each over its share of the keys, writing its unnormalized
+ * output row, running maximum and sum to a scratch buffer ([rows, splits, dv + 2] f32); then a
+ * second kernel, a workgroup per row, merges the splits (flash-decoding's two passes). With 16 rows
+ * the blocked form keeps 16 of the H200's 132 SMs busy, each walking 16 key blocks in a chain.
+ */
+export function attentionSplitKernels(g: Gen, merge: Gen, ops: Op[]): GeneratedKernel {
+  const setup = rowSetup(g, ops);
+  const { dv, rowsDim } = setup;
+  const kb = g.kb;
+  const W = dv + 2;
+  const rowsMax = ATTENTION_SPLIT_MAX_ROWS;
+  const scratch = g.scratch(rowsMax * ATTENTION_SPLITS * W);
+  const split = kb.let("split", K.mod(kb.wg, K.i(ATTENTION_SPLITS)));
+  setup.at((r) => {
+    const chunk = kb.let("chunk", K.div(K.add(r.visible, K.i(ATTENTION_SPLITS - 1)), K.i(ATTENTION_SPLITS)));
+    const lo = kb.let("lo", K.mul(split, chunk));
+    const hi = kb.let("hi", K.min(r.visible, K.add(lo, chunk)));
+    const base = kb.let("sbase", K.mul(K.add(K.mul(r.row, K.i(ATTENTION_SPLITS)), split), K.i(W)));
+    blockedRow(g, setup, r, lo, hi, (col, o, l, m) => {
+      kb.store(scratch, K.add(base, col), o);
+      kb.if(K.eq(col, K.i(0)), () => {
+        kb.store(scratch, K.add(base, K.i(dv)), m);
+        kb.store(scratch, K.add(base, K.i(dv + 1)), l);
+      });
+    });
+  }, K.div(kb.wg, K.i(ATTENTION_SPLITS)));
+  const partial = g.finish({ dim: g.entryDim(rowsDim).mul(ATTENTION_SPLITS), per: 1 });
+  merge.kb.kernel.name = `${merge.kb.kernel.name}_merge`;
+  partial.then = attentionMergeKernel(merge, ops, W);
+  return partial;
+}
+
+/** The split form's second kernel: per row, thread per output column, the splits merged by their maxima. */
+function attentionMergeKernel(g: Gen, ops: Op[], W: number): GeneratedKernel {
+  const setup = rowSetup(g, ops);
+  const { dv, outValue, rowsDim } = setup;
+  const dt = setup.q.type.dtype;
+  const kb = g.kb;
+  const wg = kb.kernel.wg;
+  const scratch = g.scratch(ATTENTION_SPLIT_MAX_ROWS * ATTENTION_SPLITS * W);
+  setup.at((r) => {
+    const base = kb.let("sbase", K.mul(r.row, K.i(ATTENTION_SPLITS * W)));
+    const at = (s: number, c: K.Expr) => kb.load(scratch, K.add(base, K.add(K.i(s * W), c)));
+    let mx: K.Expr = at(0, K.i(dv));
+    for (let s = 1; s < ATTENTION_SPLITS; s++) mx = K.max(mx, at(s, K.i(dv)));
+    const m = kb.let("m", mx);
+    // A split with no keys has maximum -inf (the lowest float) and weighs nothing.
+    const wts = Array.from({ length: ATTENTION_SPLITS }, (_, s) => kb.let("w", K.exp(K.sub(at(s, K.i(dv)), m))));
+    const l = kb.let("l", wts.map((w, s) => K.mul(w, at(s, K.i(dv + 1)))).reduce((a, b) => K.add(a, b)));
+    const ob = kb.let("obase", r.outBase);
+    kb.for("c", kb.lid, K.i(dv), (c) => {
+      const o = wts.map((w, s) => K.mul(w, at(s, c))).reduce((a, b) => K.add(a, b));
+      kb.store(g.buf(outValue), K.add(ob, c), g.fit(K.div(o, l), dt));
+    }, K.i(wg));
+  });
+  return g.finish({ dim: g.entryDim(rowsDim), per: 1 });
+}
+
+/**
+ * The blocked online softmax of one query row over keys [lo, hi) (hi <= visible), then `finish`
+ * with each output column's unnormalized sum, the row's sum of exponentials and its maximum (once
+ * per column, by one thread each).
+ */
+function blockedRow(g: Gen, setup: RowSetup, r: RowAt, lo: K.Expr, hi: K.Expr, finish: (col: K.Expr, o: K.Expr, l: K.Expr, m: K.Expr) => void): void {
+  const { q, k, v, d, dv, scaleOf } = setup;
+  const { qBase, kRow, vRow } = r;
   const kb = g.kb;
   const wg = kb.kernel.wg;
   if (wg !== pow2(wg)) throw new LingcError(`attention kernel: the blocked form needs a power-of-two workgroup, not ${wg}`);
@@ -169,7 +265,7 @@ export function attentionBlockedKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const own = Math.ceil(dv / dvSpan);
   const keysPer = Math.ceil(NB / KQ);
   const zero = K.f(0);
-  at(({ qBase, kRow, vRow, visible, outBase }) => {
+  {
     const qs = queryRow(g, q, qBase, d);
     const partial = kb.shared("dot_part", "f32", wg);
     const probs = kb.shared("p_block", "f32", NB);
@@ -181,7 +277,7 @@ export function attentionBlockedKernel(g: Gen, ops: Op[]): GeneratedKernel {
     // Values: output column col0 (+ t x dvSpan), keys kq, kq + KQ, ... of the block.
     const col0 = kb.let("col0", K.mod(kb.lid, K.i(dvSpan)));
     const kq = kb.let("kq", K.div(kb.lid, K.i(dvSpan)));
-    const last = kb.let("last", K.sub(visible, K.i(1)));
+    const last = kb.let("last", K.sub(hi, K.i(1)));
     const acc = kb.array("acc", "f32", own);
     for (let t = 0; t < own; t++) kb.store(acc, K.i(t), zero);
     const m = kb.var("m", K.f(-Infinity));
@@ -194,9 +290,9 @@ export function attentionBlockedKernel(g: Gen, ops: Op[]): GeneratedKernel {
       }
       return kb.let("total", kb.load(red, K.i(0)));
     };
-    kb.for("j0", K.i(0), visible, (j0) => {
-      // Rows past the visible range are read at the last visible row (so never outside what is
-      // written) and count for nothing.
+    kb.for("j0", lo, hi, (j0) => {
+      // Rows past the range are read at its last row (so never outside what is written) and count
+      // for nothing.
       const kBase = kb.let("kbase", K.mul(K.add(kRow, K.min(K.add(j0, kk), last)), K.i(d)));
       const terms: K.Expr[] = [];
       for (let t = 0; t < dPer; t++) {
@@ -212,7 +308,7 @@ export function attentionBlockedKernel(g: Gen, ops: Op[]): GeneratedKernel {
       kb.if(K.lt(kb.lid, K.i(NB)), () => {
         let dot: K.Expr = kb.load(partial, K.mul(kb.lid, K.i(P)));
         for (let pp = 1; pp < P; pp++) dot = K.add(dot, kb.load(partial, K.add(K.mul(kb.lid, K.i(P)), K.i(pp))));
-        const s = kb.let("s", K.sel(K.lt(K.add(j0, kb.lid), visible), scaleOf(dot), K.f(-Infinity)));
+        const s = kb.let("s", K.sel(K.lt(K.add(j0, kb.lid), hi), scaleOf(dot), K.f(-Infinity)));
         kb.store(probs, kb.lid, s);
         kb.store(red, kb.lid, s);
       });
@@ -220,7 +316,7 @@ export function attentionBlockedKernel(g: Gen, ops: Op[]): GeneratedKernel {
       const mNew = kb.let("mnew", K.max(m.ref, reduceBlock(K.max)));
       kb.barrier();
       kb.if(K.lt(kb.lid, K.i(NB)), () => {
-        const pj = kb.let("pj", K.sel(K.lt(K.add(j0, kb.lid), visible), K.exp(K.sub(kb.load(probs, kb.lid), mNew)), zero));
+        const pj = kb.let("pj", K.sel(K.lt(K.add(j0, kb.lid), hi), K.exp(K.sub(kb.load(probs, kb.lid), mNew)), zero));
         kb.store(probs, kb.lid, pj);
         kb.store(red, kb.lid, pj);
       });
@@ -247,7 +343,6 @@ export function attentionBlockedKernel(g: Gen, ops: Op[]): GeneratedKernel {
       // The block's arrays are rewritten by the next block.
       kb.barrier();
     }, K.i(NB));
-    const ob = kb.let("obase", outBase);
     if (KQ > 1) {
       // The key groups' partial sums (own = 1 here: dv <= wg).
       const comb = kb.shared("o_part", "f32", KQ * dvSpan);
@@ -255,15 +350,14 @@ export function attentionBlockedKernel(g: Gen, ops: Op[]): GeneratedKernel {
       kb.barrier();
       kb.if(K.lt(kb.lid, K.i(dv)), () => {
         let o: K.Expr = kb.load(comb, kb.lid);
-        for (let r = 1; r < KQ; r++) o = K.add(o, kb.load(comb, K.add(kb.lid, K.i(r * dvSpan))));
-        kb.store(g.buf(outValue), K.add(ob, kb.lid), g.fit(K.div(o, l.ref), dt));
+        for (let j = 1; j < KQ; j++) o = K.add(o, kb.load(comb, K.add(kb.lid, K.i(j * dvSpan))));
+        finish(kb.lid, o, l.ref, m.ref);
       });
     } else {
       for (let t = 0; t < own; t++) {
         const c = kb.let("col", K.add(kb.lid, K.i(t * wg)));
-        kb.if(K.lt(c, K.i(dv)), () => kb.store(g.buf(outValue), K.add(ob, c), g.fit(K.div(kb.load(acc, K.i(t), "f32"), l.ref), dt)));
+        kb.if(K.lt(c, K.i(dv)), () => finish(c, kb.load(acc, K.i(t), "f32"), l.ref, m.ref));
       }
     }
-  });
-  return g.finish({ dim: g.entryDim(rowsDim), per: 1 });
+  }
 }

@@ -20,7 +20,17 @@ export interface GeneratedKernel {
   uniforms: { name: string; dim: Dim }[];
   /** Workgroups to launch: ceil(dim / per). */
   grid: { dim: Dim; per: number };
+  /**
+   * A kernel to launch right after this one, for the same step (a split computation's merge). The
+   * step's scratch buffer (`scratch` f32 elements, bound as slot SCRATCH_SLOT in both) carries what
+   * the first leaves for the second; a target that launches `then` allocates it.
+   */
+  then?: GeneratedKernel;
+  scratch?: number;
 }
+
+/** The slot number that stands for a step's scratch buffer in GeneratedKernel.slots (the target gives it a slot of its own). */
+export const SCRATCH_SLOT = -1;
 
 export interface GenLimits {
   /** Threads per workgroup the target allows. */
@@ -123,6 +133,17 @@ export class Gen {
     return name;
   }
 
+  /** The step's scratch buffer of `elems` f32 values (read and written; see GeneratedKernel.then). */
+  scratch(elems: number): string {
+    const name = "scratch";
+    if (!this.kb.kernel.buffers.some((b) => b.name === name)) this.kb.buffer(name, "f32", true);
+    this.slotOf.set(name, SCRATCH_SLOT);
+    this.scratchElems = Math.max(this.scratchElems, elems);
+    return name;
+  }
+
+  private scratchElems = 0;
+
   /** Whether a scaled value's grid is stored K-block-major (Slot.kMajor: 1 x c groups, [C / c][rows]). */
   private kMajor(v: Value): boolean {
     const scales = scaleSlotOfValue(this.schedule, this.step, v);
@@ -211,7 +232,7 @@ export class Gen {
 
   finish(grid: { dim: Dim; per: number }): GeneratedKernel {
     const slots = this.kb.kernel.buffers.map((b) => this.slotOf.get(b.name)!);
-    return { kernel: this.kb.kernel, slots, uniforms: [...this.uniforms].map(([name, dim]) => ({ name, dim })), grid };
+    return { kernel: this.kb.kernel, slots, uniforms: [...this.uniforms].map(([name, dim]) => ({ name, dim })), grid, ...(this.scratchElems ? { scratch: this.scratchElems } : {}) };
   }
 }
 

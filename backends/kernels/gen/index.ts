@@ -10,7 +10,7 @@ import { LingcError } from "../../../ir/errors";
 import type { Op } from "../../../ir/module";
 import { attrsOf, hasTrait, OPS } from "../../../ir/ops";
 import type { Slot, Step } from "../../schedule";
-import { attentionBlockedKernel, attentionKernel } from "./attention";
+import { ATTENTION_SPLIT_MAX_ROWS, attentionBlockedKernel, attentionKernel, attentionRows, attentionSplitKernels } from "./attention";
 import { cacheAppendKernel } from "./cache";
 import { quantizeKernel, quantizeOps, quantizeWorkgroup } from "./quant";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
@@ -48,6 +48,10 @@ function gemvFew(ops: readonly Op[]): { rows: Dim; max: number; template: string
   return rows ? { rows, max: GEMV_MAX_ROWS, template: "gemv" } : undefined;
 }
 
+const coversAttention = (ops: readonly Op[]) => count(ops, "attention") === 1 && only(ops, ["attention", "transpose", "reshape"]);
+/** Threads of attention's blocked form: a power of two, 256 where the target allows. */
+const blockedThreads = (limits: GenLimits) => 2 ** Math.floor(Math.log2(Math.min(256, limits.maxThreads)));
+
 /** The templates, most specific first. */
 const TEMPLATES: readonly Template[] = [
   {
@@ -74,11 +78,17 @@ const TEMPLATES: readonly Template[] = [
   },
   {
     name: "attention",
-    covers: (ops) => count(ops, "attention") === 1 && only(ops, ["attention", "transpose", "reshape"]),
-    // A workgroup per query row: on a GPU the blocked form with 256 threads (a decode step's few rows
-    // leave most of the GPU idle, so each row's chain of key blocks is the time).
-    generate: (gen, ops, limits) =>
-      limits.gpuForms ? attentionBlockedKernel(gen(2 ** Math.floor(Math.log2(Math.min(256, limits.maxThreads)))), ops) : attentionKernel(gen(64), ops),
+    covers: coversAttention,
+    // A workgroup per query row: on a GPU the blocked form with 256 threads; few rows (a decode
+    // step's) in the split form, which spreads each row's keys over more workgroups.
+    generate: (gen, ops, limits) => (limits.gpuForms ? attentionBlockedKernel(gen(blockedThreads(limits)), ops) : attentionKernel(gen(64), ops)),
+    few: (ops, limits) => (limits.gpuForms ? { rows: attentionRows(ops), max: ATTENTION_SPLIT_MAX_ROWS, template: "attention_split" } : undefined),
+  },
+  {
+    // Attention's few-rows form on a GPU (only as that: listed after attention, which covers all it covers).
+    name: "attention_split",
+    covers: (ops, limits) => limits?.gpuForms === true && coversAttention(ops),
+    generate: (gen, ops, limits) => attentionSplitKernels(gen(blockedThreads(limits)), gen(Math.min(128, limits.maxThreads)), ops),
   },
   {
     // RMSNorm alone, after a residual add, into a linear layer's prologue, or quantized per token;

@@ -39,9 +39,10 @@ function spread(tokens: number, ms: number[]): string {
   return `${f(rates[0]!)} / ${f(rates[Math.floor(rates.length / 2)]!)} / ${f(rates[rates.length - 1]!)}`;
 }
 
-async function measure(model: LoadedModel): Promise<{ prefill: string; decode: string }> {
+async function measure(model: LoadedModel): Promise<{ prefill: string; decode: string; stepGpu: string }> {
   const plan = generationPlan(model.signatures);
   const V = plan.vocab;
+  const decodeRunner = (model.graphs as Record<string, { lastGpuMs?: number }>)[plan.decode.name];
   const ids = Tensor.from("i64", [B, S], Array.from({ length: B * S }, (_, k) => (k * 7919) % V));
   // Prefill, then decode steps through the cache as generation runs them (on the GPU, grown in place).
   const once = async () => {
@@ -50,8 +51,13 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
       const t0 = performance.now();
       await session.prefill(ids);
       const t1 = performance.now();
-      for (let s = 0; s < steps; s++) await session.decode(Tensor.from("i64", [B, 1], Array.from({ length: B }, (_, b) => (s * 31 + b) % V)));
-      return { prefill: t1 - t0, decode: performance.now() - t1 };
+      const gpu: number[] = [];
+      for (let s = 0; s < steps; s++) {
+        await session.decode(Tensor.from("i64", [B, 1], Array.from({ length: B }, (_, b) => (s * 31 + b) % V)));
+        const ms = decodeRunner?.lastGpuMs;
+        if (ms !== undefined) gpu.push(ms);
+      }
+      return { prefill: t1 - t0, decode: performance.now() - t1, gpu };
     } finally {
       session.close();
     }
@@ -59,12 +65,17 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
   await once();
   const p: number[] = [];
   const d: number[] = [];
+  const gpu: number[] = [];
   for (let r = 0; r < runs; r++) {
     const x = await once();
     p.push(x.prefill);
     d.push(x.decode);
+    gpu.push(...x.gpu);
   }
-  return { prefill: spread(B * S, p), decode: spread(B * steps, d) };
+  // The decode steps' one pass on the GPU (timestamps around it), against their wall time: the rest is the host's.
+  gpu.sort((a, b) => a - b);
+  const stepGpu = gpu.length ? `; decode step on the GPU ${gpu[Math.floor(gpu.length / 2)]!.toFixed(2)} ms (median of ${gpu.length}), wall ${(d.sort((a, b) => a - b)[Math.floor(d.length / 2)]! / steps).toFixed(2)} ms` : "";
+  return { prefill: spread(B * S, p), decode: spread(B * steps, d), stepGpu };
 }
 
 const source = await openSource(ckpt);
@@ -76,7 +87,7 @@ for (const [label, noFuse] of process.argv.includes("--fused-only") ? plans.slic
   const { model } = await loadModel({ source, backend: "wgsl", settings: { noFuse: [...noFuse], webgpuProfile } });
   const r = await measure(model);
   model.close();
-  console.log(`  ${label.padEnd(8)} prefill ${r.prefill.padStart(24)}   decode ${r.decode.padStart(24)}`);
+  console.log(`  ${label.padEnd(8)} prefill ${r.prefill.padStart(24)}   decode ${r.decode.padStart(24)}${r.stepGpu}`);
 }
 
 if (process.argv.includes("--kernels")) {

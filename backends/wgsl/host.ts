@@ -65,6 +65,8 @@ export interface RunResult {
   /** The outputs left on the GPU; the caller frees their buffers. */
   kept: Record<string, GpuTensor>;
   timings?: KernelTiming[];
+  /** An unprofiled run's kernels on the GPU, their one pass timed (where the device has timestamp queries). */
+  gpuMs?: number;
 }
 
 export function isGpuTensor(t: HostTensor | GpuTensor): t is GpuTensor {
@@ -205,6 +207,8 @@ export class WgslGraph {
   private readonly bindGroups = new BindGroupCache();
   /** Unprofiled runs' kernel sizes, n x UNIFORM_STRIDE bytes each (made at the first such run). */
   private uniforms?: GPUBuffer;
+  /** Unprofiled runs' pass timestamps and where they resolve (made at the first such run). */
+  private passClock?: { queries: GPUQuerySet; resolved: GPUBuffer };
 
   private constructor(
     readonly device: GPUDevice,
@@ -404,7 +408,12 @@ export class WgslGraph {
     let shared: SharedPass | undefined;
     if (!opts.profile && a.kernels.length) {
       this.uniforms ??= device.createBuffer({ size: UNIFORM_STRIDE * MAX_CHAIN * a.kernels.length, usage: USAGE.UNIFORM | USAGE.COPY_DST, label: `${a.graph} sizes` });
-      shared = { pass: encoder.beginComputePass({ label: "graph" }), uniforms: this.uniforms, sizes: new Int32Array((UNIFORM_STRIDE / 4) * MAX_CHAIN * a.kernels.length) };
+      // Its time on the GPU, where the device has timestamps: read back with the outputs.
+      if (device.features.has("timestamp-query")) {
+        this.passClock ??= { queries: device.createQuerySet({ type: "timestamp", count: 2 }), resolved: device.createBuffer({ size: 16, usage: USAGE.QUERY_RESOLVE | USAGE.COPY_SRC }) };
+      }
+      const clock = this.passClock && { querySet: this.passClock.queries, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 };
+      shared = { pass: encoder.beginComputePass({ label: "graph", ...(clock ? { timestampWrites: clock } : {}) }), uniforms: this.uniforms, sizes: new Int32Array((UNIFORM_STRIDE / 4) * MAX_CHAIN * a.kernels.length) };
     }
     let submitted = false;
     const submit = (enc: GPUCommandEncoder) => {
@@ -488,8 +497,16 @@ export class WgslGraph {
     }
     const observedSlots = opts.observe ? a.slots.filter((s) => s.name && s.source === "computed" && opts.observe!(s.name)) : [];
     for (const s of observedSlots) stage(s.id);
+    // The shared pass's two timestamps after the values (8-byte aligned).
+    const clockAt = Math.ceil(staged / 8) * 8;
+    const clocked = shared !== undefined && this.passClock !== undefined;
+    if (clocked) {
+      encoder.resolveQuerySet(this.passClock!.queries, 0, 2, this.passClock!.resolved, 0);
+      staged = clockAt + 16;
+    }
     const staging = device.createBuffer({ size: Math.max(16, staged), usage: USAGE.MAP_READ | USAGE.COPY_DST });
     transient.push(staging);
+    if (clocked) encoder.copyBufferToBuffer(this.passClock!.resolved, 0, staging, clockAt, 16);
     for (const { t, offset, ranges } of reads.values()) {
       let at = offset;
       for (const [from, n] of ranges) {
@@ -512,6 +529,7 @@ export class WgslGraph {
     await staging.mapAsync(MAP_READ);
     const raw = staging.getMappedRange().slice(0);
     staging.unmap();
+    const stamps = clocked ? new BigUint64Array(raw, clockAt, 2) : undefined;
     const read = (id: number): HostTensor => {
       const { t, offset, count, last } = reads.get(id)!;
       const own = raw.slice(offset, offset + count * 4);
@@ -533,13 +551,15 @@ export class WgslGraph {
     for (const s of observedSlots) observed[s.name!] = read(s.id);
     for (const b of transient) b.destroy();
     for (const [id, b] of taken) this.slotBuffers.give(id, b);
-    return { outputs, observed, kept, timings: opts.profile ? timings : undefined };
+    return { outputs, observed, kept, timings: opts.profile ? timings : undefined, ...(stamps ? { gpuMs: Number(stamps[1]! - stamps[0]!) / 1e6 } : {}) };
   }
 
   destroy(): void {
     for (const bs of this.resident.values()) for (const b of bs) b.destroy();
     this.slotBuffers.destroy();
     this.uniforms?.destroy();
+    this.passClock?.queries.destroy();
+    this.passClock?.resolved.destroy();
   }
 }
 

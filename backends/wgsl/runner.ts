@@ -7,6 +7,8 @@ import { fromHost, toHost } from "./tensors";
 export interface WgslRunner extends GraphRunner {
   graph: WgslGraph;
   lastTimings?: KernelTiming[];
+  /** The last unprofiled run's kernels on the GPU (RunResult.gpuMs). */
+  lastGpuMs?: number;
 }
 
 /** A GPU tensor as the backend contract's DeviceTensor. */
@@ -31,6 +33,7 @@ export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRun
       for (const [k, v] of Object.entries(inputs)) host[k] = toHost(v);
       const res = await graph.run(host, { observe: observe ? () => true : undefined, profile: profile.on });
       r.lastTimings = res.timings;
+      r.lastGpuMs = res.gpuMs;
       const out: Record<string, Tensor> = {};
       for (const [k, v] of Object.entries(res.outputs)) out[k] = label(k, v);
       if (observe) for (const [k, v] of Object.entries(res.observed)) observe(k, fromHost(v, v.dtype === "f32" ? "f32" : "i32"));
@@ -41,6 +44,7 @@ export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRun
       for (const [k, v] of Object.entries(inputs)) given[k] = isDeviceTensor(v) ? (v as WgslDeviceTensor).gpu : toHost(v);
       const res = await graph.run(given, { keep: (n) => keep.has(n), lastPosition: lastPosition && ((n) => lastPosition.has(n)), profile: profile.on });
       r.lastTimings = res.timings;
+      r.lastGpuMs = res.gpuMs;
       const out: Record<string, Tensor | DeviceTensor> = {};
       for (const [k, v] of Object.entries(res.outputs)) out[k] = label(k, v);
       for (const [k, v] of Object.entries(res.kept)) out[k] = wrap(v, dtypes.get(k) ?? v.dtype);

@@ -14,7 +14,7 @@ import { ATTENTION_SPLIT_MAX_ROWS, attentionBlockedKernel, attentionKernel, atte
 import { cacheAppendKernel } from "./cache";
 import { quantizeKernel, quantizeOps, quantizeWorkgroup } from "./quant";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
-import { dispatchKernel } from "./dispatch";
+import { dispatchKernel, dispatchWorkgroup } from "./dispatch";
 import { coversGroupedGemm, gemmTile, gemmTileThreads, groupedGemmKernel } from "./grouped-gemm";
 import { groupedGemmWgmmaKernel } from "./grouped-gemm-wgmma";
 import { coversGroupedSimt, GROUPED_SIMT_THREADS, groupedSimtFew, groupedSimtKernel } from "./grouped-gemm-simt";
@@ -109,7 +109,7 @@ const TEMPLATES: readonly Template[] = [
   {
     name: "dispatch",
     covers: (ops) => ops.length === 1 && ops[0]!.opName === "moe_dispatch",
-    generate: (gen, ops) => dispatchKernel(gen(1), ops),
+    generate: (gen, ops, limits) => dispatchKernel(gen(dispatchWorkgroup(attrsOf(OPS.moe_dispatch, ops[0]!).num_experts, limits.maxThreads)), ops),
   },
   {
     // Quantize, alone or reading its rows through the token gather before it.

@@ -459,13 +459,15 @@ wgsl)
   LINGC_WGSL_GPU_FORMS=1 $L run $G --backend wgsl --input $G/golden.safetensors --out "$OUT/wgsl.safetensors" && python3 bench/cuda/check_golden.py "$OUT/wgsl.safetensors" $G/golden.safetensors
   mkdir -p /tmp/m4 && cp bench/cuda/ling-mini-4l/config.json /tmp/m4/ && $L init /tmp/m4 --weights /tmp/m4/model.safetensors --seed 1 >/dev/null || exit 1
   echo "== WGSL, Ling-mini-2.0 shape, 4 layers: prefill 1x2048, then decode batch 1 from a 2048-token cache"
-  node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only --kernels
-  # LINGC_WGSL_CPUPROF=1: the host's JS time over decode steps (a V8 profile, summarized by function).
+  # LINGC_WGSL_CPUPROF=1: instead, the host's JS time over decode steps (a V8 profile of a 64-token
+  # prompt and 512 decode steps, summarized by function; the weights' load is in it too).
   if [ -n "${LINGC_WGSL_CPUPROF:-}" ]; then
-    echo "== host CPU profile: prefill 1x2048 and 64 decode steps, one run"
-    node --cpu-prof --cpu-prof-dir=/tmp/prof dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps 64 --runs 1 --fused-only
+    echo "== host CPU profile: prefill 1x64 and 512 decode steps, one run"
+    node --cpu-prof --cpu-prof-dir=/tmp/prof dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 64 --steps 512 --runs 1 --fused-only
     python3 bench/cpuprof_top.py /tmp/prof/*.cpuprofile 40 | tee "$OUT/cpuprof.txt"
+    exit 0
   fi
+  node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only --kernels
   [ -n "${LINGC_SKIP_CUDA:-}" ] && exit 0
   echo "== CUDA, the same shape"
   $L compile /tmp/m4 --target cuda --out /tmp/m4c >/dev/null && (cd /tmp/m4c && make -j16 >/dev/null) && /tmp/m4c/lingc_model bench --random-weights --prefill 1x2048 --decode 1x2048 --repeats 5

@@ -133,6 +133,9 @@ interface KernelPipelines {
   few?: Pipeline[];
 }
 
+/** The largest read-back staging buffer a graph keeps between runs. */
+const STAGING_KEEP = 64 * 2 ** 20;
+
 /** Launches a step's kernel chain holds at most (a kernel and the one it is followed by). */
 const MAX_CHAIN = 2;
 
@@ -207,6 +210,8 @@ export class WgslGraph {
   private readonly bindGroups = new BindGroupCache();
   /** Unprofiled runs' kernel sizes, n x UNIFORM_STRIDE bytes each (made at the first such run). */
   private uniforms?: GPUBuffer;
+  /** The read-back staging buffer of the last run, kept for the next (up to STAGING_KEEP bytes). */
+  private staging?: GPUBuffer;
   /** Unprofiled runs' pass timestamps and where they resolve (made at the first such run). */
   private passClock?: { queries: GPUQuerySet; resolved: GPUBuffer };
 
@@ -504,8 +509,11 @@ export class WgslGraph {
       encoder.resolveQuerySet(this.passClock!.queries, 0, 2, this.passClock!.resolved, 0);
       staged = clockAt + 16;
     }
-    const staging = device.createBuffer({ size: Math.max(16, staged), usage: USAGE.MAP_READ | USAGE.COPY_DST });
-    transient.push(staging);
+    // The graph's staging buffer where it is large enough (taken for this run: a concurrent run makes its own).
+    const need = Math.max(16, staged);
+    let staging = this.staging && this.staging.size >= need ? this.staging : undefined;
+    if (staging) this.staging = undefined;
+    else staging = device.createBuffer({ size: need, usage: USAGE.MAP_READ | USAGE.COPY_DST });
     if (clocked) encoder.copyBufferToBuffer(this.passClock!.resolved, 0, staging, clockAt, 16);
     for (const { t, offset, ranges } of reads.values()) {
       let at = offset;
@@ -526,9 +534,12 @@ export class WgslGraph {
       });
     }
     queries?.destroy();
-    await staging.mapAsync(MAP_READ);
-    const raw = staging.getMappedRange().slice(0);
+    await staging.mapAsync(MAP_READ, 0, need);
+    const raw = staging.getMappedRange(0, need).slice(0);
     staging.unmap();
+    // Kept for the next run up to STAGING_KEEP bytes (a prompt's full logits are not).
+    if (staging.size <= STAGING_KEEP && !this.staging) this.staging = staging;
+    else staging.destroy();
     const stamps = clocked ? new BigUint64Array(raw, clockAt, 2) : undefined;
     const read = (id: number): HostTensor => {
       const { t, offset, count, last } = reads.get(id)!;
@@ -558,6 +569,7 @@ export class WgslGraph {
     for (const bs of this.resident.values()) for (const b of bs) b.destroy();
     this.slotBuffers.destroy();
     this.uniforms?.destroy();
+    this.staging?.destroy();
     this.passClock?.queries.destroy();
     this.passClock?.resolved.destroy();
   }

@@ -1,10 +1,9 @@
 /**
- * The router kernel's gate logits (backends/kernels/gen/router.ts: lanes sharing an expert's dot
- * product, many independent loads per step) on WebGPU against the interpreter: 72 experts (128
- * threads in 16 groups of 8 lanes, so the fifth expert slot runs past the last expert) and hidden 192
- * (whole steps of 8 lanes x 12 loads; ling-tiny's golden tests take the masked tail of a hidden
- * size that is no multiple of a step). Top 2 only: each top-k round is seconds of llvmpipe's shader
- * compile, and the rounds are not what is tested.
+ * The router kernel on WebGPU (backends/kernels/gen/router.ts: gate logits with lanes sharing an
+ * expert's dot product and many independent loads per step; top-k by rank) against the interpreter:
+ * 72 experts (128 threads in 16 groups of 8 lanes, so the fifth expert slot runs past the last
+ * expert) and hidden 192 (whole steps of 8 lanes x 12 loads; ling-tiny's golden tests take the
+ * masked tail of a hidden size that is no multiple of a step), every expert tied with another.
  */
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
@@ -40,15 +39,23 @@ const router = (T: number, E: number, H: number, groups: number, topkGroups: num
 describe("the router kernel's gate logits on WebGPU", () => {
   const dir = scratchDir("lingc-wgsl-router-");
   it.each([
-    ["72 experts in 4 groups, hidden 192", 72, 192, 4, 2, 2],
+    ["72 experts in 4 groups, hidden 192, top 6", 72, 192, 4, 2, 6],
   ] as const)("%s: the interpreter's experts and weights", async (name, E, H, groups, topkGroups, k) => {
     const T = 3;
     const r = lcg(E + H);
     const tag = `r${E}x${H}`;
     writeFileSync(join(dir, `${tag}.lir`), router(T, E, H, groups, topkGroups, k));
+    // Experts 2j and 2j + 1 alike (rows and bias): every score ties with its pair's, and the lower
+    // index must come first, as the interpreter (torch.topk) has it.
+    const gate = Array.from({ length: E * H }, () => r() * 0.2);
+    const bias = Array.from({ length: E }, () => r() * 0.01);
+    for (let e = 1; e < E; e += 2) {
+      gate.copyWithin(e * H, (e - 1) * H, e * H);
+      bias[e] = bias[e - 1]!;
+    }
     writeSafetensors(join(dir, `${tag}-w.safetensors`), {
-      "gate.weight": Tensor.from("f32", [E, H], Array.from({ length: E * H }, () => r() * 0.2)),
-      "gate.expert_bias": Tensor.from("f32", [E], Array.from({ length: E }, () => r() * 0.01)),
+      "gate.weight": Tensor.from("f32", [E, H], gate),
+      "gate.expert_bias": Tensor.from("f32", [E], bias),
     });
     writeSafetensors(join(dir, `${tag}-in.safetensors`), { x: Tensor.from("f32", [T, H], Array.from({ length: T * H }, () => r() * 2)) });
     const out: Record<string, Record<string, Tensor>> = {};
@@ -58,7 +65,10 @@ describe("the router kernel's gate logits on WebGPU", () => {
       expect(res.code, `${name}: ${res.stderr}`).toBe(0);
       out[backend] = readAllSafetensors(file);
     }
-    expect(Array.from(out["wgsl"]!["idx"]!.data)).toEqual(Array.from(out["interp"]!["idx"]!.data));
+    const ids = Array.from(out["interp"]!["idx"]!.data);
+    // The ties are real: each token's picks come in pairs, lower index first.
+    for (let j = 0; j < T * k; j += 2) expect(ids[j + 1]! - ids[j]!).toBe(1);
+    expect(Array.from(out["wgsl"]!["idx"]!.data)).toEqual(ids);
     // The logits summed in another order (fp32).
     expect(tensorDiff(out["wgsl"]!["weights"]!, out["interp"]!["weights"]!)).toBeLessThanOrEqual(1e-5);
   }, 120_000);

@@ -2,9 +2,9 @@
  * The router kernel: one workgroup per token, one thread per expert. The token's values live in
  * workgroup memory, one element per thread: fp32 logits against the gate weight (when the group has
  * the linear), sigmoid, the selection-only bias, then group-limited top-k (group score = sum of the
- * group's best group_score_topk, best groups kept, best k experts among them, each pick a workgroup
- * arg-max with ties to the lower index as in torch.topk: by warp shuffles where the target has them,
- * else a tree in workgroup memory), then the gathered weights, normalized and
+ * group's best group_score_topk, best groups kept, best k experts among them, ties to the lower
+ * index as in torch.topk: k rounds of a workgroup arg-max by warp shuffles where the target has
+ * them, else each expert placed by its rank), then the gathered weights, normalized and
  * scaled. It serves the fused router group and a lone group_topk alike: it runs whichever of those
  * ops the step holds, with a barrier after each. Elementwise ops (sigmoid, the bias add, the
  * normalization) run their op-table formula per element; linear, reduce_sum, take_along, constant
@@ -256,13 +256,28 @@ function groupTopk(
     each(E, (e) => kb.store(masked, e, kb.load(s.sh!, e, "f32")));
   }
   kb.barrier();
-  // k rounds of a workgroup arg-max (ties to the lower index); each pick is then masked out.
   const idx = shared("topk", k);
-  const warps = g.limits.warpSize === 32 && wg % 32 === 0 ? wg / 32 : 0;
-  const rv = shared("redv", warps || wg);
-  const ri = shared("redi", warps || wg, "i32");
   /** (v2, i2) beats (v1, i1): greater, or equal at a lower index. */
   const beats = (v2: Expr, i2: Expr, v1: Expr, i1: Expr) => K.or(K.gt(v2, v1), K.and(K.eq(v2, v1), K.lt(i2, i1)));
+  const warps = g.limits.warpSize === 32 && wg % 32 === 0 ? wg / 32 : 0;
+  if (!warps) {
+    // Without warp shuffles: each expert's rank, the number of experts that beat it (a pass over the
+    // row in workgroup memory, no barrier), puts the best k at their places. k rounds of a
+    // workgroup arg-max cost k x log2(threads) barriers, most of a decode step's router on the
+    // H200 through Dawn.
+    each(E, (e) => {
+      const v = kb.let("v", kb.load(masked, e, "f32"));
+      const rank = kb.var("rank", K.i(0));
+      kb.for("o", K.i(0), K.i(E), (o) => rank.set(K.add(rank.ref, K.sel(beats(kb.load(masked, o, "f32"), o, v, e), K.i(1), K.i(0)))));
+      kb.if(K.lt(rank.ref, K.i(k)), () => kb.store(idx, rank.ref, K.toF(e)));
+    });
+    kb.barrier();
+    vals.set(op.results[0]!, { sh: idx, n: k });
+    return;
+  }
+  // k rounds of a workgroup arg-max (ties to the lower index); each pick is then masked out.
+  const rv = shared("redv", warps);
+  const ri = shared("redi", warps, "i32");
   for (let j = 0; j < k; j++) {
     const bv = kb.var("bv", K.f(-Infinity));
     const bi = kb.var("bi", K.i(E));
@@ -273,57 +288,32 @@ function groupTopk(
         bi.set(e);
       });
     });
-    if (warps) {
-      // Within each warp by shuffles, then every thread reads the warps' winners: two barriers a
-      // round instead of one per halving (a decode step's router is a chain of these rounds).
-      for (let m = 16; m >= 1; m /= 2) {
-        const v2 = kb.let("v2", { k: "shfl", t: "f32", a: bv.ref, mask: m });
-        const i2 = kb.let("i2", { k: "shfl", t: "i32", a: bi.ref, mask: m });
-        kb.if(beats(v2, i2, bv.ref, bi.ref), () => {
-          bv.set(v2);
-          bi.set(i2);
-        });
-      }
-      kb.if(K.eq(K.mod(lid, K.i(32)), K.i(0)), () => {
-        kb.store(rv, K.div(lid, K.i(32)), bv.ref);
-        kb.store(ri, K.div(lid, K.i(32)), bi.ref);
+    // Within each warp by shuffles, then every thread reads the warps' winners: two barriers a
+    // round instead of one per halving (a decode step's router is a chain of these rounds).
+    for (let m = 16; m >= 1; m /= 2) {
+      const v2 = kb.let("v2", { k: "shfl", t: "f32", a: bv.ref, mask: m });
+      const i2 = kb.let("i2", { k: "shfl", t: "i32", a: bi.ref, mask: m });
+      kb.if(beats(v2, i2, bv.ref, bi.ref), () => {
+        bv.set(v2);
+        bi.set(i2);
       });
-      kb.barrier();
-      kb.for("w", K.i(0), K.i(warps), (w) => {
-        const v2 = kb.let("v2", kb.load(rv, w, "f32"));
-        const i2 = kb.let("i2", kb.load(ri, w, "i32"));
-        kb.if(beats(v2, i2, bv.ref, bi.ref), () => {
-          bv.set(v2);
-          bi.set(i2);
-        });
-      });
-      kb.if(K.eq(lid, K.i(0)), () => {
-        kb.store(idx, K.i(j), K.toF(bi.ref));
-        kb.store(masked, bi.ref, K.f(-Infinity));
-      });
-      kb.barrier();
-      continue;
     }
-    kb.store(rv, lid, bv.ref);
-    kb.store(ri, lid, bi.ref);
+    kb.if(K.eq(K.mod(lid, K.i(32)), K.i(0)), () => {
+      kb.store(rv, K.div(lid, K.i(32)), bv.ref);
+      kb.store(ri, K.div(lid, K.i(32)), bi.ref);
+    });
     kb.barrier();
-    for (let st = wg / 2; st >= 1; st /= 2) {
-      kb.if(K.lt(lid, K.i(st)), () => {
-        const v2 = kb.let("v2", kb.load(rv, K.add(lid, K.i(st)), "f32"));
-        const i2 = kb.let("i2", kb.load(ri, K.add(lid, K.i(st)), "i32"));
-        const v1 = kb.let("v1", kb.load(rv, lid, "f32"));
-        const i1 = kb.let("i1", kb.load(ri, lid, "i32"));
-        kb.if(beats(v2, i2, v1, i1), () => {
-          kb.store(rv, lid, v2);
-          kb.store(ri, lid, i2);
-        });
+    kb.for("w", K.i(0), K.i(warps), (w) => {
+      const v2 = kb.let("v2", kb.load(rv, w, "f32"));
+      const i2 = kb.let("i2", kb.load(ri, w, "i32"));
+      kb.if(beats(v2, i2, bv.ref, bi.ref), () => {
+        bv.set(v2);
+        bi.set(i2);
       });
-      kb.barrier();
-    }
+    });
     kb.if(K.eq(lid, K.i(0)), () => {
-      const best = kb.let("best", kb.load(ri, K.i(0), "i32"));
-      kb.store(idx, K.i(j), K.toF(best));
-      kb.store(masked, best, K.f(-Infinity));
+      kb.store(idx, K.i(j), K.toF(bi.ref));
+      kb.store(masked, bi.ref, K.f(-Infinity));
     });
     kb.barrier();
   }

@@ -400,6 +400,11 @@ export class WgslGraph {
       } else device.queue.writeBuffer(bufferOf(inp.slot, false)[0]!, 0, t.data.buffer, t.data.byteOffset, t.data.byteLength);
     }
 
+    // Every buffer the run binds or reads back, taken before any pass begins and any submission:
+    // the clears of kept ones go first (a pass cannot hold them, and a profiled run submits per kernel).
+    for (const k of a.kernels) if (!k.atLoad) for (const l of chainOf(picksFew(k, bindings) ? k.few!.launch : k)) for (const b of l.bindings) bufferOf(b.slot);
+    for (const o of a.outputs) bufferOf(o.slot);
+
     const timings: KernelTiming[] = [];
     let encoder = device.createCommandEncoder();
     // Profiling: GPU timestamps around each kernel's pass where the device has them (one submission,

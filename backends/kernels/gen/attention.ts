@@ -1,26 +1,27 @@
 /**
- * Attention, one workgroup per query row, in two forms. The row form (attentionKernel), for CPU
- * rasterizers and as the reference: a workgroup per query row (batch, head, position): grouped KV heads, a causal mask
- * aligned to the end of the key range (query i sits at position T-S+i), and an online softmax over
- * blocks of as many keys as the workgroup has threads (the flash-attention recurrence), so the score
- * row is never stored whole. Per block, each thread scores one key against the query row (held in
- * workgroup memory), the workgroup reduces the block's maximum and sum, and each thread updates the
- * output columns it owns (c = lid, lid + wg, ...) from the block's probabilities. A decode step's
- * few rows thus use a workgroup each instead of a thread each (on the H200 through WebGPU, one
- * thread per row took 65 ms per layer for one query over 2048 keys). With the output transpose
- * fused, the result is written as [B, S, heads, d] directly. Keys and values are read with their
- * buffers' row counts, so a KV cache grown in place (rows past T not yet written) is read where it
- * lies.
+ * Attention, a workgroup per query row (batch, head, position), in three forms. Common to all:
+ * grouped KV heads, a causal mask aligned to the end of the key range (query i sits at position
+ * T-S+i), an online softmax over key blocks (the flash-attention recurrence), so the score row is
+ * never stored whole; with the output transpose fused, the result is written as [B, S, heads, d]
+ * directly; keys and values are read with their buffers' row counts, so a KV cache grown in place
+ * (rows past T not yet written) is read where it lies.
  *
- * The blocked form (attentionBlockedKernel), for GPUs (WebGpuProfile.gpuForms): the same workgroup
- * per row and online softmax, but each thread's loads of a key block are independent statements
- * (unrolled here: WGSL compilers do not unroll), so a block is a few memory round trips rather than
- * one per key. On the H200 through Dawn the row form's value loop (a dependent chain of 256 loads
- * per block) took 3.45 ms per layer for one query over 2048 keys. Per block of NB keys: P threads
- * score each key (column c = p + P t, so neighbouring threads read neighbouring floats), their
- * partial dots summed through workgroup memory; the block's maximum and sum reduce over NB
+ * The row form (attentionKernel), for CPU rasterizers: blocks of as many keys as the workgroup has
+ * threads; each thread scores one key against the query row (held in workgroup memory), the
+ * workgroup reduces the block's maximum and sum, and each thread updates the output columns it owns
+ * (c = lid, lid + wg, ...) from the block's probabilities. (On the H200 through WebGPU, a thread per
+ * row took 65 ms per layer for one query over 2048 keys; this form, 3.45 ms: its value loop is a
+ * dependent chain of 256 loads per block.)
+ *
+ * The blocked form (attentionBlockedKernel), for GPUs (WebGpuProfile.gpuForms): each thread's loads
+ * of a key block are independent statements (unrolled here: WGSL compilers do not unroll), so a
+ * block is a few memory round trips rather than one per key (0.83 ms). Per block of NB keys: P
+ * threads score each key (column c = p + P t, so neighbouring threads read neighbouring floats),
+ * their partial dots summed through workgroup memory; the block's maximum and sum reduce over NB
  * entries; then KQ groups of dv threads each take every KQ-th key of the block for their output
  * column, summed across groups at the end.
+ *
+ * The split form (attentionSplitKernels), the blocked form for few rows: see below (0.15 ms).
  */
 import { attrsOf, OPS } from "../../../ir/ops";
 import type { Dim } from "../../../ir/dim";
@@ -265,99 +266,97 @@ function blockedRow(g: Gen, setup: RowSetup, r: RowAt, lo: K.Expr, hi: K.Expr, f
   const own = Math.ceil(dv / dvSpan);
   const keysPer = Math.ceil(NB / KQ);
   const zero = K.f(0);
-  {
-    const qs = queryRow(g, q, qBase, d);
-    const partial = kb.shared("dot_part", "f32", wg);
-    const probs = kb.shared("p_block", "f32", NB);
-    const red = kb.shared("red", "f32", NB);
+  const qs = queryRow(g, q, qBase, d);
+  const partial = kb.shared("dot_part", "f32", wg);
+  const probs = kb.shared("p_block", "f32", NB);
+  const red = kb.shared("red", "f32", NB);
+  kb.barrier();
+  // Scoring: key kk of the block, columns p, p + P, ...
+  const kk = kb.let("kk", K.div(kb.lid, K.i(P)));
+  const p = kb.let("p", K.mod(kb.lid, K.i(P)));
+  // Values: output column col0 (+ t x dvSpan), keys kq, kq + KQ, ... of the block.
+  const col0 = kb.let("col0", K.mod(kb.lid, K.i(dvSpan)));
+  const kq = kb.let("kq", K.div(kb.lid, K.i(dvSpan)));
+  const last = kb.let("last", K.sub(hi, K.i(1)));
+  const acc = kb.array("acc", "f32", own);
+  for (let t = 0; t < own; t++) kb.store(acc, K.i(t), zero);
+  const m = kb.var("m", K.f(-Infinity));
+  const l = kb.var("l", K.f(0));
+  /** Workgroup reduction of red[0 .. NB) into red[0], then read by all (a barrier after its use is the caller's). */
+  const reduceBlock = (combine: (a: K.Expr, b: K.Expr) => K.Expr): K.Expr => {
+    for (let s = NB / 2; s >= 1; s /= 2) {
+      kb.if(K.lt(kb.lid, K.i(s)), () => kb.store(red, kb.lid, combine(kb.load(red, kb.lid), kb.load(red, K.add(kb.lid, K.i(s))))));
+      kb.barrier();
+    }
+    return kb.let("total", kb.load(red, K.i(0)));
+  };
+  kb.for("j0", lo, hi, (j0) => {
+    // Rows past the range are read at its last row (so never outside what is written) and count
+    // for nothing.
+    const kBase = kb.let("kbase", K.mul(K.add(kRow, K.min(K.add(j0, kk), last)), K.i(d)));
+    const terms: K.Expr[] = [];
+    for (let t = 0; t < dPer; t++) {
+      const c = K.add(p, K.i(P * t));
+      if (P * (t + 1) <= d) terms.push(K.mul(kb.load(qs, c), kb.let("kx", kb.load(g.buf(k), K.add(kBase, c)))));
+      else {
+        const cc = K.min(c, K.i(d - 1));
+        terms.push(K.sel(K.lt(c, K.i(d)), K.mul(kb.load(qs, cc), kb.let("kx", kb.load(g.buf(k), K.add(kBase, cc)))), zero));
+      }
+    }
+    kb.store(partial, kb.lid, terms.reduce((a, b) => K.add(a, b)));
     kb.barrier();
-    // Scoring: key kk of the block, columns p, p + P, ...
-    const kk = kb.let("kk", K.div(kb.lid, K.i(P)));
-    const p = kb.let("p", K.mod(kb.lid, K.i(P)));
-    // Values: output column col0 (+ t x dvSpan), keys kq, kq + KQ, ... of the block.
-    const col0 = kb.let("col0", K.mod(kb.lid, K.i(dvSpan)));
-    const kq = kb.let("kq", K.div(kb.lid, K.i(dvSpan)));
-    const last = kb.let("last", K.sub(hi, K.i(1)));
-    const acc = kb.array("acc", "f32", own);
-    for (let t = 0; t < own; t++) kb.store(acc, K.i(t), zero);
-    const m = kb.var("m", K.f(-Infinity));
-    const l = kb.var("l", K.f(0));
-    /** Workgroup reduction of red[0 .. NB) into red[0], then read by all (a barrier after its use is the caller's). */
-    const reduceBlock = (combine: (a: K.Expr, b: K.Expr) => K.Expr): K.Expr => {
-      for (let s = NB / 2; s >= 1; s /= 2) {
-        kb.if(K.lt(kb.lid, K.i(s)), () => kb.store(red, kb.lid, combine(kb.load(red, kb.lid), kb.load(red, K.add(kb.lid, K.i(s))))));
-        kb.barrier();
-      }
-      return kb.let("total", kb.load(red, K.i(0)));
-    };
-    kb.for("j0", lo, hi, (j0) => {
-      // Rows past the range are read at its last row (so never outside what is written) and count
-      // for nothing.
-      const kBase = kb.let("kbase", K.mul(K.add(kRow, K.min(K.add(j0, kk), last)), K.i(d)));
-      const terms: K.Expr[] = [];
-      for (let t = 0; t < dPer; t++) {
-        const c = K.add(p, K.i(P * t));
-        if (P * (t + 1) <= d) terms.push(K.mul(kb.load(qs, c), kb.let("kx", kb.load(g.buf(k), K.add(kBase, c)))));
-        else {
-          const cc = K.min(c, K.i(d - 1));
-          terms.push(K.sel(K.lt(c, K.i(d)), K.mul(kb.load(qs, cc), kb.let("kx", kb.load(g.buf(k), K.add(kBase, cc)))), zero));
+    kb.if(K.lt(kb.lid, K.i(NB)), () => {
+      let dot: K.Expr = kb.load(partial, K.mul(kb.lid, K.i(P)));
+      for (let pp = 1; pp < P; pp++) dot = K.add(dot, kb.load(partial, K.add(K.mul(kb.lid, K.i(P)), K.i(pp))));
+      const s = kb.let("s", K.sel(K.lt(K.add(j0, kb.lid), hi), scaleOf(dot), K.f(-Infinity)));
+      kb.store(probs, kb.lid, s);
+      kb.store(red, kb.lid, s);
+    });
+    kb.barrier();
+    const mNew = kb.let("mnew", K.max(m.ref, reduceBlock(K.max)));
+    kb.barrier();
+    kb.if(K.lt(kb.lid, K.i(NB)), () => {
+      const pj = kb.let("pj", K.sel(K.lt(K.add(j0, kb.lid), hi), K.exp(K.sub(kb.load(probs, kb.lid), mNew)), zero));
+      kb.store(probs, kb.lid, pj);
+      kb.store(red, kb.lid, pj);
+    });
+    kb.barrier();
+    const corr = kb.let("corr", K.exp(K.sub(m.ref, mNew)));
+    l.set(K.add(K.mul(l.ref, corr), reduceBlock(K.add)));
+    kb.if(K.lt(kq, K.i(KQ)), () => {
+      const sums: K.Expr[][] = Array.from({ length: own }, (_, t) => [K.mul(kb.load(acc, K.i(t), "f32"), corr)]);
+      for (let u = 0; u < keysPer; u++) {
+        const jj = K.add(kq, K.i(KQ * u));
+        const inBlock = KQ * (u + 1) <= NB;
+        const jc = inBlock ? jj : K.min(jj, K.i(NB - 1));
+        const pj = kb.let("pj", inBlock ? kb.load(probs, jc) : K.sel(K.lt(jj, K.i(NB)), kb.load(probs, jc), zero));
+        const vBase = kb.let("vbase", K.mul(K.add(vRow, K.min(K.add(j0, jc), last)), K.i(dv)));
+        for (let t = 0; t < own; t++) {
+          const c = K.add(col0, K.i(t * dvSpan));
+          const cc = dvSpan * (t + 1) <= dv ? c : K.min(c, K.i(dv - 1));
+          sums[t]!.push(K.mul(pj, kb.let("vx", kb.load(g.buf(v), K.add(vBase, cc)))));
         }
       }
-      kb.store(partial, kb.lid, terms.reduce((a, b) => K.add(a, b)));
-      kb.barrier();
-      kb.if(K.lt(kb.lid, K.i(NB)), () => {
-        let dot: K.Expr = kb.load(partial, K.mul(kb.lid, K.i(P)));
-        for (let pp = 1; pp < P; pp++) dot = K.add(dot, kb.load(partial, K.add(K.mul(kb.lid, K.i(P)), K.i(pp))));
-        const s = kb.let("s", K.sel(K.lt(K.add(j0, kb.lid), hi), scaleOf(dot), K.f(-Infinity)));
-        kb.store(probs, kb.lid, s);
-        kb.store(red, kb.lid, s);
-      });
-      kb.barrier();
-      const mNew = kb.let("mnew", K.max(m.ref, reduceBlock(K.max)));
-      kb.barrier();
-      kb.if(K.lt(kb.lid, K.i(NB)), () => {
-        const pj = kb.let("pj", K.sel(K.lt(K.add(j0, kb.lid), hi), K.exp(K.sub(kb.load(probs, kb.lid), mNew)), zero));
-        kb.store(probs, kb.lid, pj);
-        kb.store(red, kb.lid, pj);
-      });
-      kb.barrier();
-      const corr = kb.let("corr", K.exp(K.sub(m.ref, mNew)));
-      l.set(K.add(K.mul(l.ref, corr), reduceBlock(K.add)));
-      kb.if(K.lt(kq, K.i(KQ)), () => {
-        const sums: K.Expr[][] = Array.from({ length: own }, (_, t) => [K.mul(kb.load(acc, K.i(t), "f32"), corr)]);
-        for (let u = 0; u < keysPer; u++) {
-          const jj = K.add(kq, K.i(KQ * u));
-          const inBlock = KQ * (u + 1) <= NB;
-          const jc = inBlock ? jj : K.min(jj, K.i(NB - 1));
-          const pj = kb.let("pj", inBlock ? kb.load(probs, jc) : K.sel(K.lt(jj, K.i(NB)), kb.load(probs, jc), zero));
-          const vBase = kb.let("vbase", K.mul(K.add(vRow, K.min(K.add(j0, jc), last)), K.i(dv)));
-          for (let t = 0; t < own; t++) {
-            const c = K.add(col0, K.i(t * dvSpan));
-            const cc = dvSpan * (t + 1) <= dv ? c : K.min(c, K.i(dv - 1));
-            sums[t]!.push(K.mul(pj, kb.let("vx", kb.load(g.buf(v), K.add(vBase, cc)))));
-          }
-        }
-        for (let t = 0; t < own; t++) kb.store(acc, K.i(t), sums[t]!.reduce((a, b) => K.add(a, b)));
-      });
-      m.set(mNew);
-      // The block's arrays are rewritten by the next block.
-      kb.barrier();
-    }, K.i(NB));
-    if (KQ > 1) {
-      // The key groups' partial sums (own = 1 here: dv <= wg).
-      const comb = kb.shared("o_part", "f32", KQ * dvSpan);
-      kb.if(K.lt(kq, K.i(KQ)), () => kb.store(comb, kb.lid, kb.load(acc, K.i(0), "f32")));
-      kb.barrier();
-      kb.if(K.lt(kb.lid, K.i(dv)), () => {
-        let o: K.Expr = kb.load(comb, kb.lid);
-        for (let j = 1; j < KQ; j++) o = K.add(o, kb.load(comb, K.add(kb.lid, K.i(j * dvSpan))));
-        finish(kb.lid, o, l.ref, m.ref);
-      });
-    } else {
-      for (let t = 0; t < own; t++) {
-        const c = kb.let("col", K.add(kb.lid, K.i(t * wg)));
-        kb.if(K.lt(c, K.i(dv)), () => finish(c, kb.load(acc, K.i(t), "f32"), l.ref, m.ref));
-      }
+      for (let t = 0; t < own; t++) kb.store(acc, K.i(t), sums[t]!.reduce((a, b) => K.add(a, b)));
+    });
+    m.set(mNew);
+    // The block's arrays are rewritten by the next block.
+    kb.barrier();
+  }, K.i(NB));
+  if (KQ > 1) {
+    // The key groups' partial sums (own = 1 here: dv <= wg).
+    const comb = kb.shared("o_part", "f32", KQ * dvSpan);
+    kb.if(K.lt(kq, K.i(KQ)), () => kb.store(comb, kb.lid, kb.load(acc, K.i(0), "f32")));
+    kb.barrier();
+    kb.if(K.lt(kb.lid, K.i(dv)), () => {
+      let o: K.Expr = kb.load(comb, kb.lid);
+      for (let j = 1; j < KQ; j++) o = K.add(o, kb.load(comb, K.add(kb.lid, K.i(j * dvSpan))));
+      finish(kb.lid, o, l.ref, m.ref);
+    });
+  } else {
+    for (let t = 0; t < own; t++) {
+      const c = kb.let("col", K.add(kb.lid, K.i(t * wg)));
+      kb.if(K.lt(c, K.i(dv)), () => finish(c, kb.load(acc, K.i(t), "f32"), l.ref, m.ref));
     }
   }
 }

@@ -4,7 +4,8 @@
  * be outlinable: no outside op may read its results before its last op). Entries run in table order,
  * so earlier ones claim their ops first:
  *
- *   router        the whole MoE router: fp32 logits, sigmoid, bias, group-limited top-k, weights
+ *   router        the whole MoE router: fp32 logits (not where matmuls run in a library or as
+ *                 tiles), sigmoid, bias, group-limited top-k, weights
  *   qk_norm_rope  the head split of the fused QKV projection, QK RMSNorm and partial RoPE
  *   attention     attention with its output transpose (and the reshape after it)
  *   swiglu        silu(gate(x)) * up(x); for experts with the token gather (moe_permute) as prologue
@@ -78,7 +79,10 @@ export function fusionPatterns(g: Grouping, limits: KernelLimits | undefined, di
     {
       fusion: "router",
       root: P.op("group_topk"),
-      collect: (m, { func, uses }) => routerGroup(m.matched[0]!, func, uses, g, libraryMatmuls),
+      // Where matmuls run in a library or as tiles (and gemvs over many workgroups), the logits are
+      // that matmul's: inside the router they are one workgroup's GEMV per token (on the H200
+      // through WebGPU, 0.46 ms a decode step's layer).
+      collect: (m, { func, uses }) => routerGroup(m.matched[0]!, func, uses, g, libraryMatmuls || limits?.tiledMatmuls === true),
     },
     {
       fusion: "qk_norm_rope",
@@ -179,15 +183,15 @@ function record(g: Grouping, c: Claim, fusion: FusionName, uses: Uses): boolean 
 
 /**
  * The router: backward from group_topk through the selection scores' producers (bias add, sigmoid,
- * and, unless matmuls run in a library, the fp32 logits and the casts into them), then forward
+ * and, unless matmuls run elsewhere, the fp32 logits and the casts into them), then forward
  * through everything computed from the group's values alone (gathering, normalizing, scaling).
  */
-function routerGroup(gt: Op, f: Func, uses: Uses, g: Grouping, libraryMatmuls: boolean): Op[] {
+function routerGroup(gt: Op, f: Func, uses: Uses, g: Grouping, matmulsElsewhere: boolean): Op[] {
   const ops = new Set<Op>([gt]);
   const back = (v: Value, throughLinear: boolean) => {
     const p = uses.def(v);
     if (!isFree(g, p) || ops.has(p)) return;
-    const kinds = throughLinear ? ["add", "sigmoid", ...(libraryMatmuls ? [] : ["linear", "cast"])] : ["cast"];
+    const kinds = throughLinear ? ["add", "sigmoid", ...(matmulsElsewhere ? [] : ["linear", "cast"])] : ["cast"];
     if (!kinds.includes(p.opName)) return;
     ops.add(p);
     for (const o of p.operands) back(o, throughLinear && p.opName !== "linear");

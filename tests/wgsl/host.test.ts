@@ -1,0 +1,99 @@
+/**
+ * The WebGPU host (backends/wgsl/host.ts) across runs of one graph: activation buffers, bind groups
+ * and the read-back staging kept between runs give the same numbers run after run (a buffer taken
+ * back is cleared as a new one reads); a profiled run on a device without timestamp queries times
+ * each kernel by a submission of its own (the clears of kept buffers still go first); an unprofiled
+ * run on a device with them times its one pass on the GPU.
+ */
+import { join } from "node:path";
+import { writeFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { compileProgram } from "../../compiler/driver/compile";
+import { openSource } from "../../compiler/driver/source";
+import { compileProgramWgsl } from "../../backends/wgsl/backend";
+import { WgslGraph, type HostTensor } from "../../backends/wgsl/host";
+import { nodeAdapter, nodeDevice } from "../../backends/wgsl/node";
+import { scratchDir } from "../support/paths";
+
+// Two matmuls: two kernels at least, the second's buffers taken after the first is encoded.
+const MODULE = `module @h {
+  func @h(%x: f32[B, 8]) weights(@w: f32[4, 8], @v: f32[4, 4]) -> (y: f32[B, 4], z: f32[B, 4]) {
+    %y = linear(%x, @w) : f32[B, 4]
+    %n = neg(%y) : f32[B, 4]
+    %e = exp(%n) : f32[B, 4]
+    %u = mul(%e, %y) : f32[B, 4]
+    %z = linear(%u, @v) : f32[B, 4]
+    return %y, %z
+  }
+}
+`;
+
+const W = Array.from({ length: 32 }, (_, k) => ((k * 7) % 11) / 10 - 0.5);
+const V = Array.from({ length: 16 }, (_, k) => ((k * 5) % 7) / 7 - 0.4);
+
+/** Rows [B, n] times a weight [4, n] transposed. */
+const matmul = (x: number[], B: number, w: number[], n: number) => Array.from({ length: B * 4 }, (_, k) => Array.from({ length: n }, (_, i) => x[Math.floor(k / 4) * n + i]! * w[(k % 4) * n + i]!).reduce((a, c) => a + c));
+
+/** The module's outputs computed here, for rows x. */
+function expected(x: number[], B: number): { y: number[]; z: number[] } {
+  const y = matmul(x, B, W, 8);
+  return { y, z: matmul(y.map((v) => Math.exp(-v) * v), B, V, 4) };
+}
+
+describe("the WebGPU host across runs", () => {
+  const dir = scratchDir("lingc-wgsl-host-");
+
+  async function graphOn(device: GPUDevice): Promise<WgslGraph> {
+    writeFileSync(join(dir, "h.lir"), MODULE);
+    const { program } = await compileProgram({ source: await openSource(join(dir, "h.lir")), target: "wgsl" });
+    const a = compileProgramWgsl(program)[0]!;
+    expect(a.kernels.length).toBeGreaterThanOrEqual(2);
+    return WgslGraph.load(device, a, (name) => Float32Array.from(name === "w" ? W : V));
+  }
+
+  const input = (B: number, seed: number): HostTensor => ({ dtype: "f32", shape: [B, 8], data: Float32Array.from({ length: B * 8 }, (_, k) => Math.sin(k * 1.7 + seed)) });
+  const close = (got: Float32Array | Int32Array, want: number[]) => {
+    expect(got.length).toBe(want.length);
+    want.forEach((v, k) => expect(Math.abs(got[k]! - v)).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(v))));
+  };
+
+  it("gives each run's numbers with kept buffers, at one size and another, profiled or not", async () => {
+    // A device without timestamp queries: a profiled run submits each kernel on its own.
+    const device = await (await nodeAdapter()).requestDevice();
+    const g = await graphOn(device);
+    try {
+      for (const [B, seed, profile] of [[3, 0, false], [3, 1, true], [5, 2, true], [5, 3, true], [3, 4, false], [3, 5, false]] as const) {
+        const x = input(B, seed);
+        // (Nothing WebGPU refuses: a clear recorded after its encoder was submitted would be.)
+        device.pushErrorScope("validation");
+        const r = await g.run({ x }, { profile });
+        expect((await device.popErrorScope())?.message).toBeUndefined();
+        const want = expected(Array.from(x.data), B);
+        close(r.outputs["y"]!.data, want.y);
+        close(r.outputs["z"]!.data, want.z);
+        if (profile) {
+          expect(r.timings!.length).toBeGreaterThan(0);
+          expect(r.timings!.every((t) => t.clock === "wall")).toBe(true);
+        }
+        expect(r.gpuMs).toBeUndefined();
+      }
+    } finally {
+      g.destroy();
+      device.destroy();
+    }
+  });
+
+  it("times an unprofiled run's one pass on the GPU where the device has timestamp queries", async () => {
+    const device = await nodeDevice();
+    const g = await graphOn(device);
+    try {
+      const r = await g.run({ x: input(2, 5) });
+      close(r.outputs["y"]!.data, expected(Array.from(input(2, 5).data), 2).y);
+      if (device.features.has("timestamp-query")) expect(r.gpuMs).toBeGreaterThanOrEqual(0);
+      else expect(r.gpuMs).toBeUndefined();
+    } finally {
+      g.destroy();
+      device.destroy();
+    }
+  });
+});

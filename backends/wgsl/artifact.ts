@@ -26,6 +26,8 @@ export interface ArtifactSlot {
   scales?: { slot: number; block: [number, number] };
   /** An fp8 weight stored one byte per value, four to a 32-bit word (its kernels decode it). */
   packed?: boolean;
+  /** A bf16 weight stored two bytes per value, two to a 32-bit word (element 2k in the low half; exact). */
+  bf16Pairs?: boolean;
   /**
    * An input a cache_append grows in place: the axis, the length it grows to (its buffer needs room
    * for that many rows), and the symbol that carries the buffer's actual rows to the kernels.

@@ -19,13 +19,20 @@ export function dimTerms(d: Dim): DimTerms {
   return d.terms.map((t) => [t.coef, [...t.syms]]);
 }
 
-function bytesOfType(dtype: string): number {
-  return dtype === "i64" ? 4 : 4; // on the GPU every element is a 32-bit f32 or i32
+/** Bytes a weight's element takes on the GPU: packed fp8 1, packed bf16 2, the rest 4 (f32 or i32). */
+function elemBytes(sl: ArtifactSlot): number {
+  return sl.packed ? 1 : sl.bf16Pairs ? 2 : 4;
+}
+
+/** How a weight is held on the GPU, for messages. */
+function heldAs(sl: ArtifactSlot): string {
+  return sl.packed ? "as packed fp8" : sl.bf16Pairs ? "as packed bf16" : "as f32";
 }
 
 export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
   const s = buildSchedule(m);
-  const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize, gpuForms: profile.gpuForms };
+  // bf16 weights two to a word: half the bytes of f32 (every GEMV reads its weight once a token).
+  const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize, gpuForms: profile.gpuForms, packBf16Weights: true };
   const slots: ArtifactSlot[] = s.slots.map((sl) => {
     const out: ArtifactSlot = { id: sl.id, dtype: sl.type.dtype as ArtifactDtype, shape: sl.type.shape.map(dimTerms), source: sl.source as ArtifactSlot["source"] };
     if (sl.name !== undefined) out.name = sl.name;
@@ -41,6 +48,7 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
       out.scales = { slot: sl.scales!, block: [q.granularity.rows, q.granularity.cols] };
       if (sl.source === "weight" && sl.type.dtype === "f8e4m3fn") out.packed = true;
     }
+    if (!q && sl.source === "weight" && sl.type.dtype === "bf16") out.bf16Pairs = true;
     return out;
   });
   // Inputs grown in place: the rows their buffers need, and the symbol that carries the rows they have.
@@ -56,17 +64,17 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
   for (const sl of slots) {
     if (sl.source !== "weight") continue;
     const shape = sl.shape.map((t) => (t.length === 0 ? 0 : t[0]![0]));
-    const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * (sl.packed ? 1 : bytesOfType(sl.dtype));
+    const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * elemBytes(sl);
     const total = rowBytes * (shape[0] ?? 1);
     if (total <= maxBinding) continue;
-    const held = sl.packed ? "as packed fp8" : "as f32";
+    const held = heldAs(sl);
     if (rowBytes > maxBinding || shape.length < 2) {
       throw new LingcError(`weight ${sl.weight} (${sl.dtype} [${shape.join(", ")}], ${total} bytes ${held} on the GPU) exceeds maxStorageBufferBindingSize = ${maxBinding} bytes, and one row of it (${rowBytes} bytes) does too, so it cannot be split (profile ${profile.name})`);
     }
     let rows = Math.floor(maxBinding / rowBytes);
-    // A packed part holds whole 32-bit words: its codes start at a multiple of four.
-    if (sl.packed) while (rows > 0 && (rows * rowBytes) % 4 !== 0) rows--;
-    if (rows === 0) throw new LingcError(`weight ${sl.weight} (fp8 [${shape.join(", ")}]) cannot be split into parts of whole 32-bit words within maxStorageBufferBindingSize = ${maxBinding} bytes (profile ${profile.name})`);
+    // A packed part holds whole 32-bit words: its values start at a word.
+    while (rows > 0 && (rows * rowBytes) % 4 !== 0) rows--;
+    if (rows === 0) throw new LingcError(`weight ${sl.weight} (${sl.dtype} [${shape.join(", ")}] ${held}) cannot be split into parts of whole 32-bit words within maxStorageBufferBindingSize = ${maxBinding} bytes (profile ${profile.name})`);
     sl.parts = { rows, count: Math.ceil(shape[0]! / rows) };
   }
 
@@ -103,10 +111,10 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
         }
         const shape = slot.shape.map((t) => (t.length === 0 ? 0 : t[0]![0]));
         const perElems = slot.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1);
-        // Parts are indexed in their array's units: f32 values, or words of four packed codes.
-        b.parts = { count: slot.parts.count, per: slot.packed ? perElems / 4 : perElems };
-        const bytes = shape.reduce((x, y) => x * y, 1) * (slot.packed ? 1 : 4);
-        splits.push(`${slot.weight} (${bytes} bytes ${slot.packed ? "as packed fp8" : "as f32"}) is split into ${slot.parts.count} bindings of at most maxStorageBufferBindingSize = ${maxBinding} bytes`);
+        // Parts are indexed in their array's units: f32 values, or words of packed values.
+        b.parts = { count: slot.parts.count, per: (perElems * elemBytes(slot)) / 4 };
+        const bytes = shape.reduce((x, y) => x * y, 1) * elemBytes(slot);
+        splits.push(`${slot.weight} (${bytes} bytes ${heldAs(slot)}) is split into ${slot.parts.count} bindings of at most maxStorageBufferBindingSize = ${maxBinding} bytes`);
         for (let p = 0; p < slot.parts.count; p++) bindings.push({ slot: g.slots[j]!, part: p, write: false });
       });
       if (bindings.length > profile.maxStorageBuffersPerShaderStage) {
@@ -151,7 +159,7 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
   }
   const concrete = (terms: DimTerms[]) => terms.map((t) => (t.length === 0 ? 0 : t[0]![0])).reduce((a, b) => a * b, 1);
   // Scale grids of fp8 weights are weight slots of their own (f32).
-  const weightBytes = slots.filter((sl) => sl.source === "weight").reduce((sum, sl) => sum + concrete(sl.shape) * (sl.packed ? 1 : 4), 0);
+  const weightBytes = slots.filter((sl) => sl.source === "weight").reduce((sum, sl) => sum + concrete(sl.shape) * elemBytes(sl), 0);
   return {
     format: "lingc-wgsl-1",
     weightBytes,

@@ -472,6 +472,7 @@ export class WgslGraph {
     let staged = 0;
     const stage = (id: number, last = false): void => {
       if (reads.has(id)) return;
+      if (storage(id).bf16Pairs) throw new Error(`${a.slots[id]!.name ?? `slot ${id}`} is a packed bf16 weight, which the host does not read back`);
       const t = onGpu(id);
       const sc = storage(id).scales;
       let ranges: [number, number][];
@@ -617,11 +618,29 @@ function uploadPacked(device: GPUDevice, data: Float32Array | Int32Array, name: 
   return b;
 }
 
-/** A weight's buffers: one, or its parts along the leading axis (each packed four codes a word for fp8). */
+/**
+ * A bf16 weight two values to a 32-bit word (element 2k in the low half): each f32 value's high half,
+ * which is all of it for a bf16 value (a value with more bits is refused, not rounded silently).
+ */
+function uploadBf16Pairs(device: GPUDevice, data: Float32Array | Int32Array, name: string): GPUBuffer {
+  if (!(data instanceof Float32Array)) throw new Error(`weight ${name}: bf16 weight data must be floats`);
+  const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
+  const halves = new Uint16Array(Math.ceil(data.length / 2) * 2);
+  for (let i = 0; i < data.length; i++) {
+    const b = bits[i]!;
+    if ((b & 0xffff) !== 0) throw new Error(`weight ${name}: value ${data[i]} at index ${i} is not a bf16 value`);
+    halves[i] = b >>> 16;
+  }
+  const b = device.createBuffer({ size: Math.max(16, halves.byteLength), usage: USAGE.STORAGE | USAGE.COPY_DST, label: name });
+  device.queue.writeBuffer(b, 0, halves.buffer, 0, halves.byteLength);
+  return b;
+}
+
+/** A weight's buffers: one, or its parts along the leading axis (each packed four codes a word for fp8, two values for bf16). */
 function uploadParts(device: GPUDevice, s: ArtifactSlot, shape: number[], data: Float32Array | Int32Array): GPUBuffer[] {
   const n = shape.reduce((x, y) => x * y, 1);
   if (data.length !== n) throw new Error(`weight ${s.weight}: got ${data.length} values for shape [${shape}]`);
-  const put = (d: Float32Array | Int32Array, name: string) => (s.packed ? uploadPacked(device, d, name) : upload(device, d, name));
+  const put = (d: Float32Array | Int32Array, name: string) => (s.packed ? uploadPacked(device, d, name) : s.bf16Pairs ? uploadBf16Pairs(device, d, name) : upload(device, d, name));
   if (!s.parts) return [put(data, s.weight!)];
   const per = s.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1);
   return Array.from({ length: s.parts.count }, (_, p) => put(data.subarray(p * per, Math.min(n, (p + 1) * per)), `${s.weight} part ${p}`));

@@ -11,6 +11,8 @@ const TYPE: Record<KType, string> = { f32: "f32", i32: "i32", u32: "u32", bool: 
 let split = new Set<string>();
 /** Buffers of packed e4m3 codes (four per u32) in the kernel being rendered. */
 let packed = new Set<string>();
+/** Buffers of bf16 values (two per u32, element 2k in the low half) in the kernel being rendered. */
+let halves = new Set<string>();
 
 function literal(v: number, t: KType): string {
   if (t === "bool") return v ? "true" : "false";
@@ -38,6 +40,12 @@ function expr(e: Expr): string {
         const i = expr(e.idx);
         const word = split.has(e.buf) ? `load_${e.buf}((${i}) >> 2u)` : `${e.buf}[(${i}) >> 2u]`;
         return `decode_e4m3((${word} >> (u32((${i}) & 3i) * 8u)) & 0xffu)`;
+      }
+      if (halves.has(e.buf)) {
+        // A bf16 value is the high half of an f32: the low half of the word shifted up, or the high half kept.
+        const i = expr(e.idx);
+        const word = split.has(e.buf) ? `load_${e.buf}((${i}) >> 1u)` : `${e.buf}[(${i}) >> 1u]`;
+        return `bf16_at(${word}, ${i})`;
       }
       if (e.uniform) return `workgroupUniformLoad(&${e.buf}[${expr(e.idx)}])`;
       return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;
@@ -160,6 +168,9 @@ fn sin_poly(x: f32) -> f32 {
   let q = i32(t.z);
   return select(select(t.x, -t.y, q == 2), select(-t.x, t.y, q == 0), q < 2);
 }`,
+  bf16_at: `fn bf16_at(w: u32, i: i32) -> f32 {
+  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1i) == 1i));
+}`,
   round_bf16: `fn round_bf16(x: f32) -> f32 {
   let b = bitcast<u32>(x);
   if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u) { return x; }
@@ -214,13 +225,14 @@ export function renderWgsl(k: Kernel): string {
   const fields = k.uniforms.length ? k.uniforms : ["unused"];
   const padded = [...fields, ...Array.from({ length: (4 - (fields.length % 4)) % 4 }, (_, j) => `pad${j}`)];
   out.push(`struct Sizes { ${padded.map((n) => `${n}: i32`).join(", ")} }`);
-  if (k.buffers.some((b) => b.elem === "bf16")) throw new Error(`kir: kernel ${k.name} has a bf16 buffer, which WGSL cannot hold`);
   split = new Set(k.buffers.filter((b) => b.parts).map((b) => b.name));
   packed = new Set(k.buffers.filter((b) => b.elem === "f8e4m3").map((b) => b.name));
-  const elemOf = (e: string) => (e === "f8e4m3" ? "u32" : e);
+  halves = new Set(k.buffers.filter((b) => b.elem === "bf16").map((b) => b.name));
+  const elemOf = (e: string) => (e === "f8e4m3" || e === "bf16" ? "u32" : e);
   let binding = 0;
   for (const b of k.buffers) {
     if (b.elem === "f8e4m3" && b.write) throw new Error(`kir: kernel ${k.name} writes the packed fp8 buffer ${b.name}`);
+    if (b.elem === "bf16" && b.write) throw new Error(`kir: kernel ${k.name} writes the bf16 buffer ${b.name}, which WGSL holds only as packed read-only weights`);
     if (!b.parts) {
       out.push(`@group(0) @binding(${binding++}) var<storage, ${b.write ? "read_write" : "read"}> ${b.name}: array<${elemOf(b.elem)}>;`);
       continue;

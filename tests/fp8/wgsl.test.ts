@@ -13,11 +13,12 @@ import { scratchDir, SMALL_DIR, SMALL_FP8_DIR, SMALL_FP8_GOLDEN } from "../suppo
 describe("FP8 weights on the GPU (wgsl)", () => {
   const dir = scratchDir("lingc-fp8-wgsl-");
 
-  it("take one byte per fp8 value plus the scales, and compile reports it", async () => {
+  it("take one byte per fp8 value plus the scales (bf16 weights two), and compile reports it", async () => {
     const r = await cli("compile", SMALL_FP8_DIR, "--target", "wgsl", "--out", dir);
     expect(r.code, r.stderr).toBe(0);
     const ck = readAllSafetensors(join(SMALL_FP8_DIR, "model.safetensors"));
-    const want = Object.values(ck).reduce((sum, t) => sum + t.numel * (t.dtype === "f8e4m3fn" ? 1 : 4), 0);
+    // fp8 codes a byte each, bf16 weights two bytes (two to a word), the scales f32.
+    const want = Object.values(ck).reduce((sum, t) => sum + t.numel * (t.dtype === "f8e4m3fn" ? 1 : t.dtype === "bf16" ? 2 : 4), 0);
     const a = JSON.parse(readFileSync(join(dir, "forward.wgsl.json"), "utf8")) as { weightBytes: number; slots: { packed?: boolean }[] };
     expect(a.weightBytes).toBe(want);
     expect(a.slots.filter((s) => s.packed).length).toBeGreaterThan(0);

@@ -3,7 +3,8 @@
  * and the read-back staging kept between runs give the same numbers run after run (a buffer taken
  * back is cleared as a new one reads); a profiled run on a device without timestamp queries times
  * each kernel by a submission of its own (the clears of kept buffers still go first); an unprofiled
- * run on a device with them times its one pass on the GPU.
+ * run on a device with them times its one pass on the GPU. A bf16 weight is held two values to a
+ * 32-bit word, and data for it that is not bf16 is refused.
  */
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
@@ -79,6 +80,20 @@ describe("the WebGPU host across runs", () => {
       }
     } finally {
       g.destroy();
+      device.destroy();
+    }
+  });
+
+  it("holds a bf16 weight two values to a word, and refuses data that is not bf16 rather than round it", async () => {
+    writeFileSync(join(dir, "b.lir"), "module @b {\n  func @b(%x: bf16[2, 8]) weights(@w: bf16[4, 8]) -> (y: bf16[2, 4]) {\n    %y = linear(%x, @w) : bf16[2, 4]\n    return %y\n  }\n}\n");
+    const { program } = await compileProgram({ source: await openSource(join(dir, "b.lir")), target: "wgsl" });
+    const a = compileProgramWgsl(program)[0]!;
+    expect(a.slots.find((sl) => sl.weight === "w")?.bf16Pairs).toBe(true);
+    expect(a.weightBytes).toBe(4 * 8 * 2);
+    const device = await nodeDevice();
+    try {
+      await expect(WgslGraph.load(device, a, () => Float32Array.from(W, (v) => v + 1e-4))).rejects.toThrow(/weight w: value .* at index 0 is not a bf16 value/);
+    } finally {
       device.destroy();
     }
   });

@@ -3,7 +3,8 @@
  * in one run: prefill tokens/s (one forward over a B x S prompt) and decode tokens/s (B sequences, one
  * token per step through the decode graph and its KV cache, which stays on the GPU). Each figure is
  * given as min / median / max over several timed runs after a warm-up (the first dispatch of each
- * pipeline compiles it).
+ * pipeline compiles it); where the adapter has timestamp queries, also a decode step's time on the
+ * GPU (its one compute pass) against its wall time, the rest being the host's.
  * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S --steps N --runs R
  * --target-profile baseline|adapter (compile for WebGPU's baseline limits, the default, or the adapter's);
  * --fused-only skips the unfused plan; --kernels also prints the fused prefill's time per kernel, summed by kernel name, from a profiled

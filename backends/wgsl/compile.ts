@@ -31,8 +31,7 @@ function heldAs(sl: ArtifactSlot): string {
 
 export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
   const s = buildSchedule(m);
-  // bf16 weights two to a word: half the bytes of f32 (every GEMV reads its weight once a token).
-  const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize, gpuForms: profile.gpuForms, packBf16Weights: true };
+  const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize, gpuForms: profile.gpuForms };
   const slots: ArtifactSlot[] = s.slots.map((sl) => {
     const out: ArtifactSlot = { id: sl.id, dtype: sl.type.dtype as ArtifactDtype, shape: sl.type.shape.map(dimTerms), source: sl.source as ArtifactSlot["source"] };
     if (sl.name !== undefined) out.name = sl.name;
@@ -48,6 +47,8 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
       out.scales = { slot: sl.scales!, block: [q.granularity.rows, q.granularity.cols] };
       if (sl.source === "weight" && sl.type.dtype === "f8e4m3fn") out.packed = true;
     }
+    // bf16 weights two to a word (kernels read them as kir "bf16"): half the bytes of f32, and a
+    // decode step reads every weight once.
     if (!q && sl.source === "weight" && sl.type.dtype === "bf16") out.bf16Pairs = true;
     return out;
   });

@@ -11,6 +11,7 @@
  */
 import { evalTerms, type ArtifactKernel, type ArtifactLaunch, type ArtifactSlot, type WgslArtifact } from "./artifact";
 import { BindGroupCache, SlotBuffers } from "./slot-buffers";
+import { upload, uploadParts } from "./upload";
 
 // WebGPU enum values (GPUBufferUsage, GPUMapMode, GPUShaderStage), spelled out so the host needs no globals.
 const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80, QUERY_RESOLVE: 0x200 };
@@ -147,6 +148,11 @@ function chainOf(k: ArtifactLaunch): ArtifactLaunch[] {
   return chain;
 }
 
+/** The launches of kernel k's main form, or of its few-rows form. */
+function launchesOf(k: ArtifactKernel, few: boolean): ArtifactLaunch[] {
+  return chainOf(few ? k.few!.launch : k);
+}
+
 /** Whether this run's sizes pick kernel k's few-rows form. */
 function picksFew(k: ArtifactKernel, bindings: ReadonlyMap<string, number>): boolean {
   return k.few !== undefined && evalTerms(k.few.dim, bindings) <= k.few.max;
@@ -272,25 +278,24 @@ export class WgslGraph {
       return b;
     };
     const encoder = this.device.createCommandEncoder();
-    for (const { n } of kernels) this.encode(encoder, n, none, bufferOf, transient);
+    for (const { n } of kernels) this.encode(encoder, n, false, none, bufferOf, transient);
     this.device.queue.submit([encoder.finish()]);
     // Uniform buffers may go once the queue has run the kernels.
     void this.device.queue.onSubmittedWorkDone().then(() => transient.forEach((b) => b.destroy()));
   }
 
   /**
-   * Records kernel n into a command encoder: its sizes, bindings and workgroups. With `shared`, into
+   * Records kernel n (its few-rows form, `few`) into a command encoder: its sizes, bindings and
+   * workgroups. With `shared`, into
    * that compute pass (a run's dispatches share one pass: WebGPU orders each dispatch's storage
    * accesses after the previous ones', so passes need not separate them) with its sizes in that
    * run's uniform buffer (one buffer and one write a run instead of one a kernel);
    * else in a pass of its own (GPU timestamps around it) with a uniform buffer of its own.
    */
-  private encode(encoder: GPUCommandEncoder, n: number, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites, shared?: SharedPass): boolean {
+  private encode(encoder: GPUCommandEncoder, n: number, few: boolean, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites, shared?: SharedPass): boolean {
     const device = this.device;
     const kernel = this.artifact.kernels[n]!;
-    // Few rows: the step's other kernel, where it has one.
-    const few = picksFew(kernel, bindings);
-    const chain = chainOf(few ? kernel.few!.launch : kernel);
+    const chain = launchesOf(kernel, few);
     const pipelines = (few ? this.pipelines[n]!.few : this.pipelines[n]!.main) ?? fail(`kernel ${kernel.name}: its ${few ? "few-rows" : "main"} pipeline was not compiled`);
     const groupsOf = chain.map((k) => Math.ceil(evalTerms(k.grid.dim, bindings) / k.grid.per));
     if (groupsOf[0] === 0) return false;
@@ -336,8 +341,10 @@ export class WgslGraph {
       if (!t) throw new Error(`missing input '${sym.input}'`);
       bindings.set(sym.name, t.shape[sym.axis]!);
     }
-    // Main forms not compiled at load that this run's sizes pick (checked as the load checks).
-    const missing = a.kernels.map((k, n) => ({ k, n })).filter(({ k, n }) => !k.atLoad && !this.pipelines[n]!.main && !picksFew(k, bindings));
+    // Which form of each kernel this run's sizes pick (its few-rows form, where it has one).
+    const few = a.kernels.map((k) => picksFew(k, bindings));
+    // Main forms not compiled at load that this run picks (checked as the load checks).
+    const missing = a.kernels.map((k, n) => ({ k, n })).filter(({ k, n }) => !k.atLoad && !this.pipelines[n]!.main && !few[n]);
     if (missing.length) {
       device.pushErrorScope("validation");
       try {
@@ -402,7 +409,9 @@ export class WgslGraph {
 
     // Every buffer the run binds or reads back, taken before any pass begins and any submission:
     // the clears of kept ones go first (a pass cannot hold them, and a profiled run submits per kernel).
-    for (const k of a.kernels) if (!k.atLoad) for (const l of chainOf(picksFew(k, bindings) ? k.few!.launch : k)) for (const b of l.bindings) bufferOf(b.slot);
+    a.kernels.forEach((k, n) => {
+      if (!k.atLoad) for (const l of launchesOf(k, few[n]!)) for (const b of l.bindings) bufferOf(b.slot);
+    });
     for (const o of a.outputs) bufferOf(o.slot);
 
     const timings: KernelTiming[] = [];
@@ -435,7 +444,7 @@ export class WgslGraph {
       const at = 2 * timed.length;
       const stamps = queries ? { querySet: queries, beginningOfPassWriteIndex: at, endOfPassWriteIndex: at + 1 } : undefined;
       // Load-time kernels ran when the graph was loaded (their results are resident).
-      if (k.atLoad || !this.encode(encoder, n, bindings, bufferOf, transient, stamps, shared)) continue;
+      if (k.atLoad || !this.encode(encoder, n, few[n]!, bindings, bufferOf, transient, stamps, shared)) continue;
       if (queries) timed.push(n);
       else if (opts.profile) {
         const t0 = performance.now();
@@ -579,69 +588,4 @@ export class WgslGraph {
     this.passClock?.queries.destroy();
     this.passClock?.resolved.destroy();
   }
-}
-
-function upload(device: GPUDevice, data: Float32Array | Int32Array, label: string): GPUBuffer {
-  const b = device.createBuffer({ size: Math.max(16, Math.ceil(data.byteLength / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_DST, label });
-  if (data.byteLength) device.queue.writeBuffer(b, 0, data.buffer, data.byteOffset, data.byteLength);
-  return b;
-}
-
-/** e4m3 codes by value (the finite nonzero codes; the two zeros are told apart by sign below). */
-let e4m3Codes: Map<number, number> | undefined;
-
-function e4m3Code(v: number): number | undefined {
-  if (v === 0) return Object.is(v, -0) ? 0x80 : 0;
-  if (!e4m3Codes) {
-    e4m3Codes = new Map();
-    for (let c = 1; c < 256; c++) {
-      const e = (c >> 3) & 15;
-      const m = c & 7;
-      if ((e === 15 && m === 7) || (c & 0x7f) === 0) continue; // NaN, -0
-      const mag = e === 0 ? m * 2 ** -9 : (1 + m / 8) * 2 ** (e - 7);
-      e4m3Codes.set(c & 0x80 ? -mag : mag, c);
-    }
-  }
-  return e4m3Codes.get(v);
-}
-
-/** An fp8 weight (values already e4m3) as one byte per value, four to a 32-bit word. */
-function uploadPacked(device: GPUDevice, data: Float32Array | Int32Array, name: string): GPUBuffer {
-  const bytes = new Uint8Array(Math.ceil(data.length / 4) * 4);
-  for (let i = 0; i < data.length; i++) {
-    const c = e4m3Code(data[i]!);
-    if (c === undefined) throw new Error(`weight ${name}: value ${data[i]} at index ${i} is not an e4m3 value`);
-    bytes[i] = c;
-  }
-  const b = device.createBuffer({ size: Math.max(16, bytes.length), usage: USAGE.STORAGE | USAGE.COPY_DST, label: name });
-  device.queue.writeBuffer(b, 0, bytes.buffer, 0, bytes.length);
-  return b;
-}
-
-/**
- * A bf16 weight two values to a 32-bit word (element 2k in the low half): each f32 value's high half,
- * which is all of it for a bf16 value (a value with more bits is refused, not rounded silently).
- */
-function uploadBf16Pairs(device: GPUDevice, data: Float32Array | Int32Array, name: string): GPUBuffer {
-  if (!(data instanceof Float32Array)) throw new Error(`weight ${name}: bf16 weight data must be floats`);
-  const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
-  const halves = new Uint16Array(Math.ceil(data.length / 2) * 2);
-  for (let i = 0; i < data.length; i++) {
-    const b = bits[i]!;
-    if ((b & 0xffff) !== 0) throw new Error(`weight ${name}: value ${data[i]} at index ${i} is not a bf16 value`);
-    halves[i] = b >>> 16;
-  }
-  const b = device.createBuffer({ size: Math.max(16, halves.byteLength), usage: USAGE.STORAGE | USAGE.COPY_DST, label: name });
-  device.queue.writeBuffer(b, 0, halves.buffer, 0, halves.byteLength);
-  return b;
-}
-
-/** A weight's buffers: one, or its parts along the leading axis (each packed four codes a word for fp8, two values for bf16). */
-function uploadParts(device: GPUDevice, s: ArtifactSlot, shape: number[], data: Float32Array | Int32Array): GPUBuffer[] {
-  const n = shape.reduce((x, y) => x * y, 1);
-  if (data.length !== n) throw new Error(`weight ${s.weight}: got ${data.length} values for shape [${shape}]`);
-  const put = (d: Float32Array | Int32Array, name: string) => (s.packed ? uploadPacked(device, d, name) : s.bf16Pairs ? uploadBf16Pairs(device, d, name) : upload(device, d, name));
-  if (!s.parts) return [put(data, s.weight!)];
-  const per = s.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1);
-  return Array.from({ length: s.parts.count }, (_, p) => put(data.subarray(p * per, Math.min(n, (p + 1) * per)), `${s.weight} part ${p}`));
 }

@@ -54,8 +54,6 @@ export interface GenLimits {
   wideIndex?: boolean | "all";
   /** WebGPU: the kernel forms that pay on a GPU (WebGpuProfile.gpuForms): dense linear tiles, the gemv form. */
   gpuForms?: boolean;
-  /** WebGPU: bf16 weights held two to a 32-bit word (half the bytes of f32; kir elem "bf16", read as f32). */
-  packBf16Weights?: boolean;
 }
 
 export function defaultStorage(dt: DType): BufferElem {
@@ -114,11 +112,12 @@ export class Gen {
     return name;
   }
 
-  /** How a value's data is stored: an fp8 weight with scales one byte per value (packed), a bf16 weight two bytes where the target packs them, the rest as the target stores its dtype. */
+  /** How a value's data is stored: an fp8 weight with scales one byte per value (packed), a bf16 weight as bf16, the rest as the target stores its dtype. */
   private elemOf(v: Value, storage: number): BufferElem {
     const slot = this.schedule.slots[storage]!;
     if (v.type.quant && v.type.dtype === "f8e4m3fn" && slot.source === "weight") return "f8e4m3";
-    if (this.limits.packBf16Weights && slot.source === "weight" && !slot.type.quant && slot.type.dtype === "bf16") return "bf16";
+    // A bf16 weight as bf16 on every target (WebGPU packs two to a word; CUDA stores bf16 as bf16 anyway).
+    if (slot.source === "weight" && !slot.type.quant && slot.type.dtype === "bf16") return "bf16";
     return (this.limits.storage ?? defaultStorage)(v.type.dtype);
   }
 

@@ -62,7 +62,7 @@ function rowSetup(g: Gen, ops: Op[]): RowSetup {
   const [q, k, v] = att.operands as [Value, Value, Value];
   const { scale, causal } = attrsOf(OPS.attention, att);
   const dt = q.type.dtype;
-  const [Bd, nhD, Sd] = q.type.shape as [Dim, Dim, Dim];
+  const [, nhD, Sd] = q.type.shape as [Dim, Dim, Dim];
   const nh = nhD.value!;
   const nkv = k.type.shape[1]!.value!;
   const d = q.type.shape[3]!.value;
@@ -74,7 +74,7 @@ function rowSetup(g: Gen, ops: Op[]): RowSetup {
   const kb = g.kb;
   const S = g.size(Sd);
   const T = g.size(k.type.shape[2]!);
-  const rowsDim = product([Bd, nhD, Sd]);
+  const rowsDim = attentionRows(ops);
   const at: RowSetup["at"] = (body, rowOf) => {
     const row = kb.let("row", rowOf ?? kb.wg);
     kb.if(K.lt(row, g.size(rowsDim)), () => {

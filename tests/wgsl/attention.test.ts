@@ -5,7 +5,7 @@
  * shapes that reach their edges: several key blocks with a partial last one and two key groups per
  * output column (d = dv = 128); columns past a thread's share and a head wider than the workgroup
  * (d = 130, dv = 300), without the causal mask; head widths no power of two and a key group count
- * that does not divide the block (dv = 80: three groups), in bf16 with a grouped-query ratio of 4;
+ * that does not divide the block (d = dv = 80: three groups), in bf16 with a grouped-query ratio of 4;
  * fewer keys than splits.
  */
 import { join } from "node:path";
@@ -43,7 +43,7 @@ interface Case {
 const CASES: [string, Case][] = [
   ["blocked: d = dv = 128, 300 keys in 3 blocks", { dt: "f32", nh: 4, nkv: 2, S: 20, T: 300, d: 128, dv: 128, causal: true }],
   ["blocked: d = 130, dv = 300, no mask", { dt: "f32", nh: 2, nkv: 2, S: 40, T: 70, d: 130, dv: 300, causal: false }],
-  ["split: bf16, d = 48, dv = 80 (three key groups), 4 heads on 1 KV head", { dt: "bf16", nh: 4, nkv: 1, S: 2, T: 270, d: 48, dv: 80, causal: true }],
+  ["split: bf16, d = dv = 80 (three key groups), 4 heads on 1 KV head", { dt: "bf16", nh: 4, nkv: 1, S: 2, T: 270, d: 80, dv: 80, causal: true }],
   ["split: 5 keys over 16 splits (most of them empty), 8 heads on 2 KV heads", { dt: "f32", nh: 8, nkv: 2, S: 1, T: 5, d: 32, dv: 32, causal: true }],
 ];
 

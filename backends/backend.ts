@@ -36,6 +36,21 @@ export interface GraphRunner {
    * may return them as [B, 1, ...] (a prompt's logits: rows x vocabulary, read back for one row).
    */
   runOnDevice?(inputs: Readonly<Record<string, Tensor | DeviceTensor>>, keep: ReadonlySet<string>, lastPosition?: ReadonlySet<string>): Promise<Record<string, Tensor | DeviceTensor>>;
+  /**
+   * runOnDevice without waiting for the read-backs: resolves once the run is on the device's queue,
+   * with the kept outputs (inputs of the next launch at once: the device runs launches in order) and,
+   * given `nextToken` (an output of logits [B, S, V]), each sequence's greedy next token chosen on
+   * the device ([B, 1] ids, the next decode step's input; `release` frees it). `read` resolves with
+   * the outputs read back and the ids the device chose. Greedy generation so overlaps the host's
+   * work and the read-back's latency with the device's.
+   */
+  launchOnDevice?(inputs: Readonly<Record<string, Tensor | DeviceTensor>>, keep: ReadonlySet<string>, opts: { lastPosition?: ReadonlySet<string>; nextToken: string }): Promise<LaunchedOnDevice>;
+}
+
+export interface LaunchedOnDevice {
+  kept: Record<string, DeviceTensor>;
+  nextToken: DeviceTensor;
+  read: Promise<{ outputs: Record<string, Tensor>; nextToken: Int32Array }>;
 }
 
 /** A graph's interface as plain data: its name, module attributes, inputs and outputs. */

@@ -109,6 +109,12 @@ export class GenerationSession {
     if (!l || isDeviceTensor(l)) throw new LingcError(`graph ${graph} returned no logits output ${logits}`);
     const h = hidden === undefined ? undefined : out[hidden];
     if (hidden !== undefined && (!h || isDeviceTensor(h))) throw new LingcError(`graph ${graph} returned no hidden-state output ${hidden}`);
+    this.keepCache(graph, out);
+    return { logits: l, ...(h ? { hidden: h as Tensor } : {}) };
+  }
+
+  /** The cache a step returned, as the next step's input. */
+  private keepCache(graph: string, out: Record<string, Tensor | DeviceTensor>): void {
     for (const c of this.plan.cache) {
       const t = out[c.output];
       if (!t) throw new LingcError(`graph ${graph} returned no cache output ${c.output}`);
@@ -118,7 +124,37 @@ export class GenerationSession {
         this.model.release!(t as DeviceTensor);
       } else this.cache[c.input] = t; // on the device: the same buffer, one position longer
     }
-    return { logits: l, ...(h ? { hidden: h as Tensor } : {}) };
+  }
+
+  /** Whether steps can be launched before the last one is read back, the device choosing greedy tokens (GraphRunner.launchOnDevice). */
+  get chains(): boolean {
+    return this.onDevice && [this.plan.prefill.name, this.plan.decode.name].every((n) => this.model.graphs[n]!.launchOnDevice);
+  }
+
+  private async launch(graph: string, inputs: Record<string, Tensor | DeviceTensor>, logits: string, lastOnly: boolean): Promise<LaunchedStep> {
+    const l = await this.model.graphs[graph]!.launchOnDevice!(inputs, this.keep, { lastPosition: lastOnly ? new Set([logits]) : undefined, nextToken: logits });
+    this.keepCache(graph, l.kept);
+    const read = l.read.then((r) => {
+      const t = r.outputs[logits];
+      if (!t) throw new LingcError(`graph ${graph} returned no logits output ${logits}`);
+      return { logits: t, chosen: r.nextToken };
+    });
+    return { next: l.nextToken, read };
+  }
+
+  /** prefill, launched (see chains): the device's greedy choice of the next tokens at once, the logits when read back. */
+  prefillLaunch(ids: Tensor): Promise<LaunchedStep> {
+    return this.launch(this.plan.prefill.name, { [this.plan.tokens.prefill]: ids }, this.plan.logits.prefill, true);
+  }
+
+  /** decode, launched (see chains), from tokens on the device (a launched step's `next`). */
+  decodeLaunch(ids: DeviceTensor): Promise<LaunchedStep> {
+    return this.launch(this.plan.decode.name, { [this.plan.tokens.decode]: ids, ...this.cache }, this.plan.logits.decode, false);
+  }
+
+  /** Frees a launched step's token ids on the device. */
+  release(t: DeviceTensor): void {
+    this.model.release!(t);
   }
 
   /**
@@ -150,6 +186,12 @@ export class GenerationSession {
     if (this.onDevice) for (const t of Object.values(this.cache)) this.model.release!(t as DeviceTensor);
     this.cache = {};
   }
+}
+
+/** A step on the device's queue: the tokens the device chose ([B, 1]), and the logits it chose them from, once read back. */
+export interface LaunchedStep {
+  next: DeviceTensor;
+  read: Promise<{ logits: Tensor; chosen: Int32Array }>;
 }
 
 export interface StepResult {

@@ -9,7 +9,7 @@
 import { LingcError } from "../ir/errors";
 import { Tensor } from "../ir/tensor";
 import type { DraftStats, LoadedModel } from "./backend";
-import { checkCapacity, ended, generationPlan, GenerationSession, logitsRow, type GenerationPlan } from "./generation-session";
+import { checkCapacity, ended, generationPlan, GenerationSession, logitsRow, type GenerationPlan, type LaunchedStep } from "./generation-session";
 import { checkSampling, TokenSampler, type SamplingOptions } from "./sampling";
 import { draftOf, generateDrafted } from "./speculative";
 
@@ -56,13 +56,51 @@ async function generateBatch(model: LoadedModel, plan: GenerationPlan, prompts: 
       return id;
     });
   const session = new GenerationSession(model, plan, S + maxNew - 1);
+  const prompt = Tensor.from("i64", [B, S], prompts.flat());
   try {
-    let next = take((await session.prefill(Tensor.from("i64", [B, S], prompts.flat()))).logits);
-    for (let step = 1; step < maxNew && !tokens.every((t) => ended(t, eos)); step++) next = take((await session.decode(Tensor.from("i64", [B, 1], next))).logits);
+    if ((opts.sampling?.temperature ?? 0) === 0 && session.chains) await chainedGreedy(session, prompt, maxNew, take, tokens, eos);
+    else {
+      let next = take((await session.prefill(prompt)).logits);
+      for (let step = 1; step < maxNew && !tokens.every((t) => ended(t, eos)); step++) next = take((await session.decode(Tensor.from("i64", [B, 1], next))).logits);
+    }
   } finally {
     session.close();
   }
   return { tokens, stepLogits };
+}
+
+/**
+ * Greedy generation with each step launched before the last one is read back: the device chooses
+ * the tokens (the argmax of the logits) and feeds them to the next step, so the host's encoding and
+ * the read-back's latency overlap the device's work. The host still takes every step's logits and
+ * picks its token from them as the step-by-step loop does; a token the device chose otherwise is an
+ * error, never a silently different generation. A step launched past the last one needed (every
+ * sequence ended) runs and is dropped.
+ */
+async function chainedGreedy(session: GenerationSession, prompt: Tensor, maxNew: number, take: (logits: Tensor) => number[], tokens: number[][], eos: ReadonlySet<number>): Promise<void> {
+  let cur: LaunchedStep | undefined = await session.prefillLaunch(prompt);
+  let ahead: LaunchedStep | undefined;
+  try {
+    for (let step = 1; cur; step++) {
+      const done = tokens.map((t) => ended(t, eos));
+      ahead = step < maxNew ? await session.decodeLaunch(cur.next) : undefined;
+      session.release(cur.next);
+      const { logits, chosen } = await cur.read;
+      const picked = take(logits);
+      picked.forEach((id, b) => {
+        if (!done[b] && chosen[b] !== id) throw new LingcError(`generation: the device chose token ${chosen[b]} for sequence ${b + 1} at step ${step}, where the argmax of the logits read back is ${id}`);
+      });
+      if (tokens.every((t) => ended(t, eos))) break;
+      cur = ahead;
+      ahead = undefined;
+    }
+  } finally {
+    // A step launched ahead and not needed: its read-back awaited (its buffers go back), its ids freed.
+    if (ahead) {
+      await ahead.read.catch(() => undefined);
+      session.release(ahead.next);
+    }
+  }
 }
 
 /** Greedy generation (see generate). */

@@ -4,7 +4,9 @@
  * token per step through the decode graph and its KV cache, which stays on the GPU). Each figure is
  * given as min / median / max over several timed runs after a warm-up (the first dispatch of each
  * pipeline compiles it); where the adapter has timestamp queries, also a decode step's time on the
- * GPU (its one compute pass) against its wall time, the rest being the host's.
+ * GPU (its one compute pass) against its wall time, the rest being the host's; and greedy generation's
+ * decode as `generate` runs it (each step launched before the last is read back, the GPU choosing the
+ * tokens), from the first new token to the last.
  * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S --steps N --runs R
  * --target-profile baseline|adapter (compile for WebGPU's baseline limits, the default, or the adapter's);
  * --fused-only skips the unfused plan; --kernels also prints the fused prefill's time per kernel, summed by kernel name, from a profiled
@@ -16,6 +18,7 @@ import { nodeAdapter } from "../backends/wgsl/node";
 import type { LoadedModel } from "../backends/backend";
 import type { KernelTiming } from "../backends/wgsl/host";
 import { GenerationSession, generationPlan } from "../backends/generation-session";
+import { generate } from "../backends/generation";
 import { loadModel } from "../compiler/driver/load";
 import { openSource } from "../compiler/driver/source";
 import { resolve } from "node:path";
@@ -40,10 +43,10 @@ function spread(tokens: number, ms: number[]): string {
   return `${f(rates[0]!)} / ${f(rates[Math.floor(rates.length / 2)]!)} / ${f(rates[rates.length - 1]!)}`;
 }
 
-async function measure(model: LoadedModel): Promise<{ prefill: string; decode: string; stepGpu: string }> {
+async function measure(model: LoadedModel): Promise<{ prefill: string; decode: string; greedy: string; stepGpu: string }> {
   const plan = generationPlan(model.signatures);
   const V = plan.vocab;
-  const decodeRunner = (model.graphs as Record<string, { lastGpuMs?: number }>)[plan.decode.name];
+  const decodeRunner = (model.graphs as Record<string, { lastGpuMs?: number; lastHostMs?: { encode: number; wait: number } }>)[plan.decode.name];
   const ids = Tensor.from("i64", [B, S], Array.from({ length: B * S }, (_, k) => (k * 7919) % V));
   // Prefill, then decode steps through the cache as generation runs them (on the GPU, grown in place).
   const once = async () => {
@@ -53,30 +56,54 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
       await session.prefill(ids);
       const t1 = performance.now();
       const gpu: number[] = [];
+      const encode: number[] = [];
+      const wait: number[] = [];
       for (let s = 0; s < steps; s++) {
         await session.decode(Tensor.from("i64", [B, 1], Array.from({ length: B }, (_, b) => (s * 31 + b) % V)));
         const ms = decodeRunner?.lastGpuMs;
         if (ms !== undefined) gpu.push(ms);
+        if (decodeRunner?.lastHostMs) {
+          encode.push(decodeRunner.lastHostMs.encode);
+          wait.push(decodeRunner.lastHostMs.wait);
+        }
       }
-      return { prefill: t1 - t0, decode: performance.now() - t1, gpu };
+      return { prefill: t1 - t0, decode: performance.now() - t1, gpu, encode, wait };
     } finally {
       session.close();
     }
   };
+  // Greedy generation as `generate` runs it (on a backend that chains steps: each launched before the
+  // last is read back): the decode steps' time from the first token to the last.
+  const greedyOnce = async () => {
+    let first = 0;
+    await generate(model, Array.from({ length: B }, (_, b) => Array.from(ids.data.subarray(b * S, (b + 1) * S), Number)), steps + 1, {
+      onToken: () => (first ||= performance.now()),
+    });
+    return performance.now() - first;
+  };
   await once();
+  await greedyOnce();
   const p: number[] = [];
   const d: number[] = [];
+  const g: number[] = [];
   const gpu: number[] = [];
+  const encode: number[] = [];
+  const wait: number[] = [];
   for (let r = 0; r < runs; r++) {
     const x = await once();
     p.push(x.prefill);
     d.push(x.decode);
     gpu.push(...x.gpu);
+    encode.push(...x.encode);
+    wait.push(...x.wait);
+    g.push(await greedyOnce());
   }
-  // The decode steps' one pass on the GPU (timestamps around it), against their wall time: the rest is the host's.
-  gpu.sort((a, b) => a - b);
-  const stepGpu = gpu.length ? `; decode step on the GPU ${gpu[Math.floor(gpu.length / 2)]!.toFixed(2)} ms (median of ${gpu.length}), wall ${(d.sort((a, b) => a - b)[Math.floor(d.length / 2)]! / steps).toFixed(2)} ms` : "";
-  return { prefill: spread(B * S, p), decode: spread(B * steps, d), stepGpu };
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  // The decode steps' one pass on the GPU (timestamps around it), against their wall time: the rest is
+  // the host's (encoding up to the submission; waiting from there to the read-back's data).
+  const host = encode.length ? `; host encode ${median(encode).toFixed(2)} ms, submit to read-back ${median(wait).toFixed(2)} ms` : "";
+  const stepGpu = gpu.length ? `; decode step on the GPU ${median(gpu).toFixed(2)} ms (median of ${gpu.length}), wall ${(median(d) / steps).toFixed(2)} ms${host}` : "";
+  return { prefill: spread(B * S, p), decode: spread(B * steps, d), greedy: spread(B * steps, g), stepGpu };
 }
 
 const source = await openSource(ckpt);
@@ -89,6 +116,7 @@ for (const [label, noFuse] of process.argv.includes("--fused-only") ? plans.slic
   const r = await measure(model);
   model.close();
   console.log(`  ${label.padEnd(8)} prefill ${r.prefill.padStart(24)}   decode ${r.decode.padStart(24)}${r.stepGpu}`);
+  console.log(`  ${"".padEnd(8)} greedy generate's decode (steps chained on the GPU where the backend can) ${r.greedy}`);
 }
 
 if (process.argv.includes("--kernels")) {

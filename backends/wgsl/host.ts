@@ -10,6 +10,8 @@
  * one row longer. Kernels read it with the buffer's row count (a capacity symbol of the artifact).
  */
 import { evalTerms, type ArtifactKernel, type ArtifactLaunch, type ArtifactSlot, type WgslArtifact } from "./artifact";
+import { NextToken } from "./next-token";
+import { around, Readback } from "./readback";
 import { BindGroupCache, SlotBuffers } from "./slot-buffers";
 import { upload, uploadParts } from "./upload";
 
@@ -58,6 +60,18 @@ export interface RunOptions {
   keep?: (name: string) => boolean;
   /** Outputs [B, S, ...] to read back at their last position only, as [B, 1, ...]. */
   lastPosition?: (name: string) => boolean;
+  /** An output of logits [B, S, V]: also choose each sequence's next token on the GPU (its argmax at position S - 1). */
+  nextToken?: string;
+}
+
+/** A run submitted to the device (WgslGraph.launch). */
+export interface LaunchedRun {
+  /** The outputs left on the GPU (RunResult.kept). */
+  kept: Record<string, GpuTensor>;
+  /** With RunOptions.nextToken: the chosen ids [B, 1] (i32) on the GPU; the caller frees the buffer. */
+  nextToken?: GpuTensor;
+  /** The run's read-backs, once the GPU has run it. */
+  result: Promise<RunResult>;
 }
 
 export interface RunResult {
@@ -68,15 +82,14 @@ export interface RunResult {
   timings?: KernelTiming[];
   /** An unprofiled run's kernels on the GPU, their one pass timed (where the device has timestamp queries). */
   gpuMs?: number;
+  /** With RunOptions.nextToken: the ids the GPU chose, one per sequence. */
+  nextToken?: Int32Array;
+  /** Host time: from the call to the submission (`encode`), and from there to the read-back's data (`wait`). */
+  hostMs: { encode: number; wait: number };
 }
 
 export function isGpuTensor(t: HostTensor | GpuTensor): t is GpuTensor {
   return "buffer" in t;
-}
-
-/** Outer and inner extents of a shape around one axis (a row-major [outer, shape[axis], inner] view). */
-function around(shape: readonly number[], axis: number): { outer: number; inner: number } {
-  return { outer: shape.slice(0, axis).reduce((a, b) => a * b, 1), inner: shape.slice(axis + 1).reduce((a, b) => a * b, 1) };
 }
 
 /**
@@ -218,6 +231,8 @@ export class WgslGraph {
   private uniforms?: GPUBuffer;
   /** The read-back staging buffer of the last run, kept for the next (up to STAGING_KEEP bytes). */
   private staging?: GPUBuffer;
+  /** The next-token kernel (made at the first run that asks for it). */
+  private nextTokens?: NextToken;
   /** Unprofiled runs' pass timestamps and where they resolve (made at the first such run). */
   private passClock?: { queries: GPUQuerySet; resolved: GPUBuffer };
 
@@ -333,7 +348,18 @@ export class WgslGraph {
 
   /** Runs the graph. Inputs by name (ids as i32), on the host or the GPU; returns the outputs (and observed values) read back, or kept. */
   async run(inputs: Record<string, HostTensor | GpuTensor>, opts: RunOptions = {}): Promise<RunResult> {
+    return (await this.launch(inputs, opts)).result;
+  }
+
+  /**
+   * Submits a run: resolves once its work is on the device's queue, with the outputs it keeps on the
+   * GPU (`kept`: inputs of another launch at once, the queue runs launches in order), the next
+   * token ids where `opts.nextToken` asks for them, and the promise of the run's read-backs.
+   */
+  async launch(inputs: Record<string, HostTensor | GpuTensor>, opts: RunOptions = {}): Promise<LaunchedRun> {
+    const started = performance.now();
     const a = this.artifact;
+    const logitsOut = opts.nextToken === undefined ? undefined : (a.outputs.find((x) => x.name === opts.nextToken) ?? fail(`no output '${opts.nextToken}' to choose the next token from`));
     const device = this.device;
     const bindings = new Map<string, number>();
     for (const sym of a.symbols) {
@@ -454,6 +480,16 @@ export class WgslGraph {
         encoder = device.createCommandEncoder();
       }
     }
+    // Greedy generation's next token, chosen on the GPU from the logits (next-token.ts).
+    let nextIds: GpuTensor | undefined;
+    if (logitsOut) {
+      const o = logitsOut;
+      const shape = shapeOf(a.slots[o.slot]!);
+      this.nextTokens ??= new NextToken(device);
+      const pass = shared?.pass ?? encoder.beginComputePass({ label: "next token" });
+      nextIds = { buffer: this.nextTokens.encode(pass, bufferOf(o.slot)[0]!, shape), dtype: "i32", shape: [shape[0]!, 1] };
+      if (!shared) pass.end();
+    }
     if (shared) {
       shared.pass.end();
       // Before the submit below: the queue runs this write first.
@@ -474,38 +510,12 @@ export class WgslGraph {
       const rows = rowsOf.get(s.id);
       return { buffer: bufferOf(s.id)[0]!, dtype: isFloat(s.dtype) ? "f32" : "i32", shape: shapeOf(a.slots[id]!), room: rows !== undefined ? { axis: s.grows!.axis, rows } : undefined };
     };
-    // What is read back (the outputs not kept, their scale grids, observed values) is copied into
-    // one staging buffer by the run's own submission and mapped once.
-    /** `ranges`: the element ranges of the buffer copied (in order); `last`: only the last position was. */
-    const reads = new Map<number, { t: GpuTensor; offset: number; count: number; ranges: [number, number][]; last?: boolean }>();
-    let staged = 0;
-    const stage = (id: number, last = false): void => {
-      if (reads.has(id)) return;
-      if (storage(id).bf16Pairs) throw new Error(`${a.slots[id]!.name ?? `slot ${id}`} is a packed bf16 weight, which the host does not read back`);
-      const t = onGpu(id);
-      const sc = storage(id).scales;
-      let ranges: [number, number][];
-      if (last && t.shape.length >= 2 && !t.room && !sc) {
-        // Position S - 1 of each of the B rows: B ranges of the inner size.
-        const [B, S] = t.shape as [number, number];
-        const inner = t.shape.slice(2).reduce((x, y) => x * y, 1);
-        ranges = Array.from({ length: B }, (_, b) => [(b * S + S - 1) * inner, inner]);
-      } else {
-        last = false;
-        const { outer, inner } = t.room ? around(t.shape, t.room.axis) : { outer: 1, inner: 1 };
-        // A grown cache is read with its buffer's rows, then packed.
-        ranges = [[0, t.room ? outer * t.room.rows * inner : t.shape.reduce((x, y) => x * y, 1)]];
-      }
-      const count = ranges.reduce((n, r) => n + r[1], 0);
-      reads.set(id, { t, offset: staged, count, ranges, last });
-      staged += count * 4;
-      if (sc) stage(sc.slot);
-    };
+    const readback = new Readback(onGpu, storage, (id) => a.slots[id]!.name ?? `slot ${id}`);
     const outputs: Record<string, HostTensor> = {};
     const kept: Record<string, GpuTensor> = {};
     for (const o of a.outputs) {
       if (!opts.keep?.(o.name)) {
-        stage(o.slot, opts.lastPosition?.(o.name));
+        readback.stage(o.slot, opts.lastPosition?.(o.name));
         continue;
       }
       const t = onGpu(o.slot);
@@ -516,68 +526,58 @@ export class WgslGraph {
       for (const [id, b] of taken) if (b === t.buffer) taken.delete(id);
     }
     const observedSlots = opts.observe ? a.slots.filter((s) => s.name && s.source === "computed" && opts.observe!(s.name)) : [];
-    for (const s of observedSlots) stage(s.id);
-    // The shared pass's two timestamps after the values (8-byte aligned).
-    const clockAt = Math.ceil(staged / 8) * 8;
+    for (const s of observedSlots) readback.stage(s.id);
+    // The shared pass's two timestamps after the values.
     const clocked = shared !== undefined && this.passClock !== undefined;
-    if (clocked) {
-      encoder.resolveQuerySet(this.passClock!.queries, 0, 2, this.passClock!.resolved, 0);
-      staged = clockAt + 16;
-    }
+    if (clocked) encoder.resolveQuerySet(this.passClock!.queries, 0, 2, this.passClock!.resolved, 0);
+    const clockAt = clocked ? readback.raw(this.passClock!.resolved, 16) : 0;
+    const tokensAt = nextIds ? readback.raw(nextIds.buffer, 4 * nextIds.shape[0]!) : 0;
     // The graph's staging buffer where it is large enough (taken for this run: a concurrent run makes its own).
-    const need = Math.max(16, staged);
+    const need = Math.max(16, readback.bytes);
     let staging = this.staging && this.staging.size >= need ? this.staging : undefined;
     if (staging) this.staging = undefined;
     else staging = device.createBuffer({ size: need, usage: USAGE.MAP_READ | USAGE.COPY_DST });
-    if (clocked) encoder.copyBufferToBuffer(this.passClock!.resolved, 0, staging, clockAt, 16);
-    for (const { t, offset, ranges } of reads.values()) {
-      let at = offset;
-      for (const [from, n] of ranges) {
-        if (n > 0) encoder.copyBufferToBuffer(t.buffer, from * 4, staging, at, n * 4);
-        at += n * 4;
-      }
-    }
+    readback.copy(encoder, staging);
     submit(encoder);
-    if (stampsRead) {
-      await stampsRead.mapAsync(MAP_READ);
-      const ns = new BigUint64Array(stampsRead.getMappedRange().slice(0));
-      stampsRead.unmap();
-      stampsRead.destroy();
-      timed.forEach((n, j) => {
-        const k = a.kernels[n]!;
-        timings.push({ name: k.name, label: k.label, ms: Number(ns[2 * j + 1]! - ns[2 * j]!) / 1e6, clock: "gpu" });
-      });
-    }
-    queries?.destroy();
-    await staging.mapAsync(MAP_READ, 0, need);
-    const raw = staging.getMappedRange(0, need).slice(0);
-    staging.unmap();
-    // Kept for the next run up to STAGING_KEEP bytes (a prompt's full logits are not).
-    if (staging.size <= STAGING_KEEP && !this.staging) this.staging = staging;
-    else staging.destroy();
-    const stamps = clocked ? new BigUint64Array(raw, clockAt, 2) : undefined;
-    const read = (id: number): HostTensor => {
-      const { t, offset, count, last } = reads.get(id)!;
-      const own = raw.slice(offset, offset + count * 4);
-      let data: Float32Array | Int32Array = t.dtype === "f32" ? new Float32Array(own) : new Int32Array(own);
-      if (last) return { dtype: t.dtype, shape: [t.shape[0]!, 1, ...t.shape.slice(2)], data } as HostTensor;
-      if (t.room) {
-        const { outer, inner } = around(t.shape, t.room.axis);
-        const len = t.shape[t.room.axis]!;
-        const packed = t.dtype === "f32" ? new Float32Array(outer * len * inner) : new Int32Array(outer * len * inner);
-        for (let o = 0; o < outer; o++) packed.set(data.subarray(o * t.room.rows * inner, o * t.room.rows * inner + len * inner), o * len * inner);
-        data = packed;
-      }
-      const sc = storage(id).scales;
-      if (!sc) return { dtype: t.dtype, shape: t.shape, data } as HostTensor;
-      return { dtype: t.dtype, shape: t.shape, data, scales: read(sc.slot).data as Float32Array } as HostTensor;
-    };
-    for (const o of a.outputs) if (!kept[o.name]) outputs[o.name] = read(o.slot);
-    const observed: Record<string, HostTensor> = {};
-    for (const s of observedSlots) observed[s.name!] = read(s.id);
-    for (const b of transient) b.destroy();
+    const submittedAt = performance.now();
+    // The activation buffers go back for the next run now: the queue runs its work after this run's
+    // (the read-back copies included), so a launch need not wait for this one's read-back.
     for (const [id, b] of taken) this.slotBuffers.give(id, b);
-    return { outputs, observed, kept, timings: opts.profile ? timings : undefined, ...(stamps ? { gpuMs: Number(stamps[1]! - stamps[0]!) / 1e6 } : {}) };
+    const result = (async (): Promise<RunResult> => {
+      if (stampsRead) {
+        await stampsRead.mapAsync(MAP_READ);
+        const ns = new BigUint64Array(stampsRead.getMappedRange().slice(0));
+        stampsRead.unmap();
+        stampsRead.destroy();
+        timed.forEach((n, j) => {
+          const k = a.kernels[n]!;
+          timings.push({ name: k.name, label: k.label, ms: Number(ns[2 * j + 1]! - ns[2 * j]!) / 1e6, clock: "gpu" });
+        });
+      }
+      queries?.destroy();
+      await staging.mapAsync(MAP_READ, 0, need);
+      const raw = staging.getMappedRange(0, need).slice(0);
+      staging.unmap();
+      // Kept for the next run up to STAGING_KEEP bytes (a prompt's full logits are not).
+      if (staging.size <= STAGING_KEEP && !this.staging) this.staging = staging;
+      else staging.destroy();
+      const read = (id: number) => readback.read(raw, id);
+      for (const o of a.outputs) if (!kept[o.name]) outputs[o.name] = read(o.slot);
+      const observed: Record<string, HostTensor> = {};
+      for (const s of observedSlots) observed[s.name!] = read(s.id);
+      for (const b of transient) b.destroy();
+      const stamps = clocked ? new BigUint64Array(raw, clockAt, 2) : undefined;
+      return {
+        outputs,
+        observed,
+        kept,
+        timings: opts.profile ? timings : undefined,
+        ...(stamps ? { gpuMs: Number(stamps[1]! - stamps[0]!) / 1e6 } : {}),
+        ...(nextIds ? { nextToken: new Int32Array(raw.slice(tokensAt, tokensAt + 4 * nextIds.shape[0]!)) } : {}),
+        hostMs: { encode: submittedAt - started, wait: performance.now() - submittedAt },
+      };
+    })();
+    return { kept, ...(nextIds ? { nextToken: nextIds } : {}), result };
   }
 
   destroy(): void {
@@ -587,5 +587,6 @@ export class WgslGraph {
     this.staging?.destroy();
     this.passClock?.queries.destroy();
     this.passClock?.resolved.destroy();
+    this.nextTokens?.destroy();
   }
 }

@@ -9,6 +9,8 @@ export interface WgslRunner extends GraphRunner {
   lastTimings?: KernelTiming[];
   /** The last unprofiled run's kernels on the GPU (RunResult.gpuMs). */
   lastGpuMs?: number;
+  /** The last run's host time: encoding up to its submission, then waiting for its read-back (RunResult.hostMs). */
+  lastHostMs?: { encode: number; wait: number };
 }
 
 /** A GPU tensor as the backend contract's DeviceTensor. */
@@ -34,10 +36,27 @@ export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRun
       const res = await graph.run(host, { observe: observe ? () => true : undefined, profile: profile.on });
       r.lastTimings = res.timings;
       r.lastGpuMs = res.gpuMs;
+      r.lastHostMs = res.hostMs;
       const out: Record<string, Tensor> = {};
       for (const [k, v] of Object.entries(res.outputs)) out[k] = label(k, v);
       if (observe) for (const [k, v] of Object.entries(res.observed)) observe(k, fromHost(v, v.dtype === "f32" ? "f32" : "i32"));
       return out;
+    },
+    async launchOnDevice(inputs, keep, { lastPosition, nextToken }) {
+      const given: Record<string, HostTensor | GpuTensor> = {};
+      for (const [k, v] of Object.entries(inputs)) given[k] = isDeviceTensor(v) ? (v as WgslDeviceTensor).gpu : toHost(v);
+      const launched = await graph.launch(given, { keep: (n) => keep.has(n), lastPosition: lastPosition && ((n) => lastPosition.has(n)), nextToken, profile: profile.on });
+      const kept: Record<string, DeviceTensor> = {};
+      for (const [k, v] of Object.entries(launched.kept)) kept[k] = wrap(v, dtypes.get(k) ?? v.dtype);
+      const read = launched.result.then((res) => {
+        r.lastTimings = res.timings;
+        r.lastGpuMs = res.gpuMs;
+        r.lastHostMs = res.hostMs;
+        const outputs: Record<string, Tensor> = {};
+        for (const [k, v] of Object.entries(res.outputs)) outputs[k] = label(k, v);
+        return { outputs, nextToken: res.nextToken! };
+      });
+      return { kept, nextToken: wrap(launched.nextToken!, "i64"), read };
     },
     async runOnDevice(inputs, keep, lastPosition) {
       const given: Record<string, HostTensor | GpuTensor> = {};
@@ -45,6 +64,7 @@ export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRun
       const res = await graph.run(given, { keep: (n) => keep.has(n), lastPosition: lastPosition && ((n) => lastPosition.has(n)), profile: profile.on });
       r.lastTimings = res.timings;
       r.lastGpuMs = res.gpuMs;
+      r.lastHostMs = res.hostMs;
       const out: Record<string, Tensor | DeviceTensor> = {};
       for (const [k, v] of Object.entries(res.outputs)) out[k] = label(k, v);
       for (const [k, v] of Object.entries(res.kept)) out[k] = wrap(v, dtypes.get(k) ?? v.dtype);

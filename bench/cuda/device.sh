@@ -468,6 +468,12 @@ wgsl)
     exit 0
   fi
   node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only --kernels
+  # LINGC_WGSL_VARIANTS="A=1 A=2,B=3": the same benchmark again (one run, no kernel table) under each
+  # comma-separated set of environment assignments (an A/B of a code generator's knob in one call).
+  for v in ${LINGC_WGSL_VARIANTS:-}; do
+    echo "== variant $v"
+    env ${v//,/ } node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps ${LINGC_WGSL_STEPS:-16} --runs 1 --fused-only
+  done
   [ -n "${LINGC_SKIP_CUDA:-}" ] && exit 0
   echo "== CUDA, the same shape"
   $L compile /tmp/m4 --target cuda --out /tmp/m4c >/dev/null && (cd /tmp/m4c && make -j16 >/dev/null) && /tmp/m4c/lingc_model bench --random-weights --prefill 1x2048 --decode 1x2048 --repeats 5

@@ -4,7 +4,8 @@
  * back is cleared as a new one reads); a profiled run on a device without timestamp queries times
  * each kernel by a submission of its own (the clears of kept buffers still go first); an unprofiled
  * run on a device with them times its one pass on the GPU. A bf16 weight is held two values to a
- * 32-bit word, and data for it that is not bf16 is refused.
+ * 32-bit word, and data for it that is not bf16 is refused. Greedy generation's next token chosen on
+ * the GPU (next-token.ts) is the argmax of the last position's logits, ties to the lowest index.
  */
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
@@ -106,6 +107,36 @@ describe("the WebGPU host across runs", () => {
       close(r.outputs["y"]!.data, expected(Array.from(input(2, 5).data), 2).y);
       if (device.features.has("timestamp-query")) expect(r.gpuMs).toBeGreaterThanOrEqual(0);
       else expect(r.gpuMs).toBeUndefined();
+    } finally {
+      g.destroy();
+      device.destroy();
+    }
+  });
+
+  it("chooses each sequence's next token on the GPU: the last position's argmax, ties to the lowest index", async () => {
+    const Vn = 1000;
+    writeFileSync(join(dir, "t.lir"), `module @t {\n  func @t(%x: f32[B, S, ${Vn}]) -> (y: f32[B, S, ${Vn}]) {\n    %y = neg(%x) : f32[B, S, ${Vn}]\n    return %y\n  }\n}\n`);
+    const { program } = await compileProgram({ source: await openSource(join(dir, "t.lir")), target: "wgsl" });
+    const device = await nodeDevice();
+    const g = await WgslGraph.load(device, compileProgramWgsl(program)[0]!, () => new Float32Array());
+    try {
+      const [B, S] = [4, 2];
+      const x = new Float32Array(B * S * Vn).fill(1);
+      const last = (b: number, v: number, value: number) => (x[(b * S + S - 1) * Vn + v] = -value);
+      // Logits y = -x. Row 0: the maximum at 300 and 700 (two threads' shares); row 1: at 5 and 261 (one
+      // thread's); row 2: every logit -inf but 999; row 3: all equal. Position 0 holds larger values, not read.
+      last(0, 300, 9), last(0, 700, 9);
+      last(1, 261, 3), last(1, 5, 3);
+      for (let v = 0; v < Vn; v++) last(2, v, -Infinity);
+      last(2, 999, 0);
+      for (let b = 0; b < B; b++) x[b * S * Vn + 17] = -100;
+      const launched = await g.launch({ x: { dtype: "f32", shape: [B, S, Vn], data: x } }, { nextToken: "y" });
+      expect(launched.nextToken!.shape).toEqual([B, 1]);
+      const r = await launched.result;
+      expect(Array.from(r.nextToken!)).toEqual([300, 5, 999, 0]);
+      expect(r.hostMs.encode).toBeGreaterThanOrEqual(0);
+      launched.nextToken!.buffer.destroy();
+      await expect(g.launch({ x: { dtype: "f32", shape: [B, S, Vn], data: x } }, { nextToken: "x" })).rejects.toThrow(/no output 'x' to choose the next token from/);
     } finally {
       g.destroy();
       device.destroy();

@@ -85,6 +85,42 @@ describe("greedy generation on wgsl", () => {
     expect(calls).toEqual({ run: 0, onDevice: batches * steps, last: batches, reserve: batches * caches, release: 2 * batches * caches });
   });
 
+  it("chains greedy steps: each launched before the last is read back, fed the tokens the GPU chose", async () => {
+    const calls = { launch: 0, reserve: 0, release: 0 };
+    let corrupt = false;
+    const chained: LoadedModel = {
+      ...model,
+      graphs: Object.fromEntries(
+        Object.entries(model.graphs).map(([n, g]) => [
+          n,
+          {
+            run: () => Promise.reject(new Error("not the chained path")),
+            runOnDevice: () => Promise.reject(new Error("not the chained path")),
+            launchOnDevice: async (i, keep, opts) => {
+              calls.launch++;
+              const l = await g.launchOnDevice!(i, keep, opts);
+              for (const k of keep) expect(isDeviceTensor(l.kept[k]!)).toBe(true);
+              expect(l.nextToken.shape).toEqual([i[Object.keys(i)[0]!]!.shape[0], 1]);
+              // A device that chose another token than the logits' argmax must not pass unnoticed.
+              if (corrupt) return { ...l, read: l.read.then((r) => ({ ...r, nextToken: r.nextToken.map((t) => t + 1) })) };
+              return l;
+            },
+          },
+        ]),
+      ),
+      reserve: (t: DeviceTensor, axis: number, rows: number) => (calls.reserve++, model.reserve!(t, axis, rows)),
+      release: (t: DeviceTensor) => (calls.release++, model.release!(t)),
+    };
+    const r = await greedyGenerate(chained, prompts, steps);
+    expect(r.tokens).toEqual(wantIds);
+    const caches = 2 * 3;
+    const batches = new Set(prompts.map((p) => p.length)).size;
+    // A launch per step; released: each prefill's caches (moved into room) and each batch's at the end, and every launch's ids.
+    expect(calls).toEqual({ launch: batches * steps, reserve: batches * caches, release: 2 * batches * caches + batches * steps });
+    corrupt = true;
+    await expect(greedyGenerate(chained, prompts, steps)).rejects.toThrow(/the device chose token \d+ for sequence 1 at step 1, where the argmax of the logits read back is \d+/);
+  });
+
   it("a decode step from host tensors gives the interpreter's numbers", async () => {
     const interp = await loadCheckpoint("interp", GOLDEN_DIR);
     const B = 2;

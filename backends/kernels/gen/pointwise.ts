@@ -124,10 +124,32 @@ class Pointwise {
       kb.for("k", K.i(0), n, (k) => acc.set(K.add(acc.ref, K.mul(a(k), b(k)))));
       return acc.ref;
     }
-    // The gemv form: lane l sums k = l, l + lanes, ...; the element's lanes (consecutive threads)
-    // then add their parts pairwise in workgroup memory. Every thread reaches the barriers (run()
-    // clamps instead of branching).
-    kb.for("k", this.lane, n, (k) => acc.set(K.add(acc.ref, K.mul(a(k), b(k)))), K.i(this.lanes));
+    // The gemv form: each step, lane l reads GEMV_UNROLL pairs of neighbouring elements,
+    // k = 2 (l + lanes u) + {0, 1}: loads that do not depend on each other, written out (WGSL
+    // compilers do not unroll), all issued before the products that use them. A loop of one load
+    // pair per step keeps one load in flight per thread, a fraction of what the memory needs to run
+    // at its rate. The element's lanes (consecutive threads) then add their parts pairwise in
+    // workgroup memory. Every thread reaches the barriers (run() clamps instead of branching).
+    const L = this.lanes;
+    const stride = 2 * L * GEMV_UNROLL;
+    // Past n (when the step does not divide it) a lane reads element n - 1 and adds nothing.
+    const exact = n.k === "lit" && n.v % stride === 0;
+    const last = exact ? undefined : kb.let("k_last", K.sub(n, K.i(1)));
+    kb.for("k0", K.i(0), n, (k0) => {
+      const first = kb.let("k", K.add(k0, K.mul(this.lane, K.i(2))));
+      const terms: { k: Expr; a: Expr; b: Expr }[] = [];
+      for (let u = 0; u < GEMV_UNROLL; u++) {
+        for (let p = 0; p < 2; p++) {
+          const k = kb.let("k", K.add(first, K.i(2 * L * u + p)));
+          const kc = last ? kb.let("kc", K.min(k, last)) : k;
+          terms.push({ k, a: kb.let("xa", a(kc)), b: kb.let("wb", b(kc)) });
+        }
+      }
+      for (const t of terms) {
+        const prod = K.mul(t.a, t.b);
+        acc.set(K.add(acc.ref, last ? K.sel(K.lt(t.k, n), prod, K.f(0)) : prod));
+      }
+    }, K.i(stride));
     const red = kb.shared(kb.fresh("lanes"), "f32", kb.kernel.wg);
     kb.store(red, kb.lid, acc.ref);
     kb.barrier();
@@ -358,6 +380,12 @@ export function pointwise(g: Gen, ops: Op[]): GeneratedKernel {
 
 /** Threads per element of the gemv form: a warp's width of a weight row per read. */
 export const GEMV_LANES = 32;
+/**
+ * Neighbouring pairs of elements a gemv lane loads per step of its dot product (2 x 4 loads of each
+ * operand in flight). On the H200 through Dawn (Ling-mini shape, 4 layers, decode step's GPU time):
+ * 1 pair 4.26 ms, 2 pairs 3.67, 4 pairs 3.34, 8 pairs 3.41 (bench/results/wgsl-2026-12-01-h200.md).
+ */
+export const GEMV_UNROLL = 4;
 /** Threads of a gemv workgroup (8 elements). */
 export const GEMV_THREADS = 256;
 /** Rows up to which the host runs a linear layer in the gemv form (a decode step's; from 17 rows a 32-row tile wastes at most half its rows and reads each weight once per tile). */

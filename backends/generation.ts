@@ -26,6 +26,14 @@ export interface GenerateOptions {
   onToken?: (sequence: number, token: number) => void;
   /** Speculative decoding with the model's draft graph (its MTP layer): greedy only; the same tokens as without. */
   draft?: "mtp";
+  /**
+   * Greedy on a backend that keeps tensors on its device (GraphRunner.launchOnDevice): launch each
+   * step before the last is read back, the device choosing the tokens (the same tokens; see
+   * chainedGreedy). Off by default: through Dawn on the H200 the submissions made while a step is
+   * still running stalled for up to 1.9 ms each, so it was not shown to be faster there (on llvmpipe
+   * it was: 24.6 against 19.4 tokens/s); `npm run bench:wgsl` measures both.
+   */
+  chainSteps?: boolean;
 }
 
 export interface GenerateResult {
@@ -58,7 +66,7 @@ async function generateBatch(model: LoadedModel, plan: GenerationPlan, prompts: 
   const session = new GenerationSession(model, plan, S + maxNew - 1);
   const prompt = Tensor.from("i64", [B, S], prompts.flat());
   try {
-    if ((opts.sampling?.temperature ?? 0) === 0 && session.chains) await chainedGreedy(session, prompt, maxNew, take, tokens, eos);
+    if (opts.chainSteps && (opts.sampling?.temperature ?? 0) === 0 && session.chains) await chainedGreedy(session, prompt, maxNew, take, tokens, eos);
     else {
       let next = take((await session.prefill(prompt)).logits);
       for (let step = 1; step < maxNew && !tokens.every((t) => ended(t, eos)); step++) next = take((await session.decode(Tensor.from("i64", [B, 1], next))).logits);

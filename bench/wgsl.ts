@@ -74,18 +74,22 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
   };
   // Greedy generation as `generate` runs it (on a backend that chains steps: each launched before the
   // last is read back): the decode steps' time from the first token to the last.
-  const greedyOnce = async () => {
+  // Chained (GenerateOptions.chainSteps) and step by step.
+  const greedyOnce = async (chainSteps = true) => {
     let first = 0;
     await generate(model, Array.from({ length: B }, (_, b) => Array.from(ids.data.subarray(b * S, (b + 1) * S), Number)), steps + 1, {
       onToken: () => (first ||= performance.now()),
+      chainSteps,
     });
     return performance.now() - first;
   };
   await once();
   await greedyOnce();
+  await greedyOnce(false);
   const p: number[] = [];
   const d: number[] = [];
   const g: number[] = [];
+  const gs: number[] = [];
   const gpu: number[] = [];
   const encode: number[] = [];
   const wait: number[] = [];
@@ -97,13 +101,14 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
     encode.push(...x.encode);
     wait.push(...x.wait);
     g.push(await greedyOnce());
+    gs.push(await greedyOnce(false));
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   // The decode steps' one pass on the GPU (timestamps around it), against their wall time: the rest is
   // the host's (encoding up to the submission; waiting from there to the read-back's data).
   const host = encode.length ? `; host encode ${median(encode).toFixed(2)} ms, submit to read-back ${median(wait).toFixed(2)} ms` : "";
   const stepGpu = gpu.length ? `; decode step on the GPU ${median(gpu).toFixed(2)} ms (median of ${gpu.length}), wall ${(median(d) / steps).toFixed(2)} ms${host}` : "";
-  return { prefill: spread(B * S, p), decode: spread(B * steps, d), greedy: spread(B * steps, g), stepGpu };
+  return { prefill: spread(B * S, p), decode: spread(B * steps, d), greedy: `${spread(B * steps, g)}; step by step ${spread(B * steps, gs)}`, stepGpu };
 }
 
 const source = await openSource(ckpt);

@@ -227,8 +227,9 @@ export class WgslGraph {
   /** Activation buffers kept between runs, and the bind groups that bind them. */
   private readonly slotBuffers: SlotBuffers;
   private readonly bindGroups = new BindGroupCache();
-  /** Unprofiled runs' kernel sizes, n x UNIFORM_STRIDE bytes each (made at the first such run). */
-  private uniforms?: GPUBuffer;
+  /** Unprofiled runs' kernel sizes, n x UNIFORM_STRIDE bytes each (made at the first such run), two used in turn. */
+  private uniforms?: GPUBuffer[];
+  private uniformTurn = 0;
   /** The read-back staging buffer of the last run, kept for the next (up to STAGING_KEEP bytes). */
   private staging?: GPUBuffer;
   /** The next-token kernel (made at the first run that asks for it). */
@@ -452,13 +453,15 @@ export class WgslGraph {
     // queue runs this run's write of it after the kernels of the runs submitted before).
     let shared: SharedPass | undefined;
     if (!opts.profile && a.kernels.length) {
-      this.uniforms ??= device.createBuffer({ size: UNIFORM_STRIDE * MAX_CHAIN * a.kernels.length, usage: USAGE.UNIFORM | USAGE.COPY_DST, label: `${a.graph} sizes` });
+      // Two, used in turn: a launch writes the one the run before it did not bind (that run may still be on the queue).
+      this.uniforms ??= [0, 1].map(() => device.createBuffer({ size: UNIFORM_STRIDE * MAX_CHAIN * a.kernels.length, usage: USAGE.UNIFORM | USAGE.COPY_DST, label: `${a.graph} sizes` }));
+      this.uniformTurn ^= 1;
       // Its time on the GPU, where the device has timestamps: read back with the outputs.
       if (device.features.has("timestamp-query")) {
         this.passClock ??= { queries: device.createQuerySet({ type: "timestamp", count: 2 }), resolved: device.createBuffer({ size: 16, usage: USAGE.QUERY_RESOLVE | USAGE.COPY_SRC }) };
       }
       const clock = this.passClock && { querySet: this.passClock.queries, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 };
-      shared = { pass: encoder.beginComputePass({ label: "graph", ...(clock ? { timestampWrites: clock } : {}) }), uniforms: this.uniforms, sizes: new Int32Array((UNIFORM_STRIDE / 4) * MAX_CHAIN * a.kernels.length) };
+      shared = { pass: encoder.beginComputePass({ label: "graph", ...(clock ? { timestampWrites: clock } : {}) }), uniforms: this.uniforms[this.uniformTurn]!, sizes: new Int32Array((UNIFORM_STRIDE / 4) * MAX_CHAIN * a.kernels.length) };
     }
     let submitted = false;
     const submit = (enc: GPUCommandEncoder) => {
@@ -583,7 +586,7 @@ export class WgslGraph {
   destroy(): void {
     for (const bs of this.resident.values()) for (const b of bs) b.destroy();
     this.slotBuffers.destroy();
-    this.uniforms?.destroy();
+    this.uniforms?.forEach((b) => b.destroy());
     this.staging?.destroy();
     this.passClock?.queries.destroy();
     this.passClock?.resolved.destroy();

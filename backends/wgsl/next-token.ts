@@ -60,6 +60,7 @@ export function nextTokenKernel(): Kernel {
 export class NextToken {
   private readonly pipeline: GPUComputePipeline;
   private readonly sizes: GPUBuffer;
+  private written?: [number, number];
 
   constructor(private readonly device: GPUDevice) {
     const code = renderWgsl(nextTokenKernel());
@@ -75,7 +76,11 @@ export class NextToken {
     const [B, S, V] = shape as [number, number, number];
     if (shape.length !== 3 || !(V > 0) || !(S > 0)) throw new Error(`next token: logits of shape [${shape.join(", ")}], not [batch, positions, vocabulary]`);
     const ids = this.device.createBuffer({ size: Math.max(16, 4 * B), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label: "next token ids" });
-    this.device.queue.writeBuffer(this.sizes, 0, new Int32Array([V, S, 0, 0]));
+    // Written only when they change (a decode step's are the last step's; the buffer may be on the queue).
+    if (this.written?.[0] !== V || this.written[1] !== S) {
+      this.device.queue.writeBuffer(this.sizes, 0, new Int32Array([V, S, 0, 0]));
+      this.written = [V, S];
+    }
     const group = this.device.createBindGroup({
       layout: this.pipeline.getBindGroupLayout(0),
       entries: [

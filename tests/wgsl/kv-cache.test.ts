@@ -3,12 +3,14 @@
  * cache input are its cache_append kernels, each sized by the new rows (not the cache), and greedy
  * generation moves the cache into a buffer with room once per batch, then runs every decode step
  * on the device, giving the golden tokens (from the prompt's logits read back at its last position
- * only). A decode run from host tensors (lingc run) gets the same
+ * only). Chained (GenerateOptions.chainSteps), each step is launched before the last is read back,
+ * fed the tokens the GPU chose, with the same tokens; a device choice that differs from the logits'
+ * argmax is refused. A decode run from host tensors (lingc run) gets the same
  * numbers as the interpreter.
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { isDeviceTensor, type DeviceTensor, type LoadedModel } from "../../backends/backend";
-import { greedyGenerate } from "../../backends/generation";
+import { generate, greedyGenerate } from "../../backends/generation";
 import { compileWgsl } from "../../backends/wgsl/compile";
 import { evalTerms } from "../../backends/wgsl/artifact";
 import { compileProgram } from "../../compiler/driver/compile";
@@ -111,14 +113,14 @@ describe("greedy generation on wgsl", () => {
       reserve: (t: DeviceTensor, axis: number, rows: number) => (calls.reserve++, model.reserve!(t, axis, rows)),
       release: (t: DeviceTensor) => (calls.release++, model.release!(t)),
     };
-    const r = await greedyGenerate(chained, prompts, steps);
+    const r = await generate(chained, prompts, steps, { chainSteps: true });
     expect(r.tokens).toEqual(wantIds);
     const caches = 2 * 3;
     const batches = new Set(prompts.map((p) => p.length)).size;
     // A launch per step; released: each prefill's caches (moved into room) and each batch's at the end, and every launch's ids.
     expect(calls).toEqual({ launch: batches * steps, reserve: batches * caches, release: 2 * batches * caches + batches * steps });
     corrupt = true;
-    await expect(greedyGenerate(chained, prompts, steps)).rejects.toThrow(/the device chose token \d+ for sequence 1 at step 1, where the argmax of the logits read back is \d+/);
+    await expect(generate(chained, prompts, steps, { chainSteps: true })).rejects.toThrow(/the device chose token \d+ for sequence 1 at step 1, where the argmax of the logits read back is \d+/);
   });
 
   it("a decode step from host tensors gives the interpreter's numbers", async () => {

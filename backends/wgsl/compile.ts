@@ -31,7 +31,7 @@ function heldAs(sl: ArtifactSlot): string {
 
 export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
   const s = buildSchedule(m);
-  const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize, gpuForms: profile.gpuForms };
+  const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize, gpuForms: profile.gpuForms, gemvUnroll: profile.gemvUnroll };
   const slots: ArtifactSlot[] = s.slots.map((sl) => {
     const out: ArtifactSlot = { id: sl.id, dtype: sl.type.dtype as ArtifactDtype, shape: sl.type.shape.map(dimTerms), source: sl.source as ArtifactSlot["source"] };
     if (sl.name !== undefined) out.name = sl.name;

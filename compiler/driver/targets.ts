@@ -61,6 +61,12 @@ export async function targetProfile(target: Target, settings: TargetSettings, pr
     const forms = typeof process !== "undefined" ? process.env["LINGC_WGSL_GPU_FORMS"] : undefined;
     if (forms === "1" || forms === "0") p = { ...p, name: `${p.name}+gpu-forms=${forms}`, gpuForms: forms === "1" };
     else if (forms) throw new LingcError(`LINGC_WGSL_GPU_FORMS '${forms}': expected 1 or 0`);
+    // The gemv form's loads per step (an A/B on a GPU; a test that compiles a whole model's GPU forms on llvmpipe).
+    const unroll = typeof process !== "undefined" ? process.env["LINGC_WGSL_GEMV_UNROLL"] : undefined;
+    if (unroll !== undefined) {
+      if (!/^[1-8]$/.test(unroll)) throw new LingcError(`LINGC_WGSL_GEMV_UNROLL '${unroll}': expected a whole number from 1 to 8`);
+      p = { ...p, name: `${p.name}+gemv-unroll=${unroll}`, gemvUnroll: Number(unroll) };
+    }
     profiles.register(p);
     // For --target ir the profile is only made available to a --passes pipeline (fusion{profile=...}).
     return target === "wgsl" ? p : undefined;

@@ -23,6 +23,12 @@ export interface WebGpuProfile {
    * profile turns them on for a GPU (LINGC_WGSL_GPU_FORMS=1 or 0 overrides either).
    */
   gpuForms: boolean;
+  /**
+   * Neighbouring pairs of elements each gemv lane loads per step, independent loads written out
+   * (4 on a GPU: measured on the H200; 1 for a CPU adapter, whose shader compiler pays for every
+   * copy; LINGC_WGSL_GEMV_UNROLL overrides it).
+   */
+  gemvUnroll: number;
 }
 
 /** WebGPU's default limits (https://www.w3.org/TR/webgpu/#limit-default). */
@@ -38,9 +44,10 @@ export const BASELINE: WebGpuProfile = {
   maxComputeWorkgroupsPerDimension: 65535,
   features: [],
   gpuForms: false,
+  gemvUnroll: 4,
 };
 
-const LIMIT_KEYS = Object.keys(BASELINE).filter((k) => k !== "name" && k !== "features" && k !== "kind" && k !== "gpuForms") as (keyof WebGpuProfile)[];
+const LIMIT_KEYS = Object.keys(BASELINE).filter((k) => k !== "name" && k !== "features" && k !== "kind" && k !== "gpuForms" && k !== "gemvUnroll") as (keyof WebGpuProfile)[];
 
 /** Whether an adapter is a CPU rasterizer (Mesa's llvmpipe/lavapipe, SwiftShader), by what it says of itself. */
 export function isCpuAdapter(info: { description?: string; device?: string; architecture?: string } | undefined): boolean {
@@ -49,7 +56,7 @@ export function isCpuAdapter(info: { description?: string; device?: string; arch
 
 /** The profile of a live adapter (its limits and features; the GPU kernel forms unless it is a CPU). */
 export function profileFromAdapter(adapter: { limits: Record<string, number> | object; features: Iterable<string>; info?: { description?: string; device?: string; architecture?: string } }): WebGpuProfile {
-  const p: WebGpuProfile = { ...BASELINE, name: "webgpu-adapter", features: [...adapter.features].sort(), gpuForms: !isCpuAdapter(adapter.info) };
+  const p: WebGpuProfile = { ...BASELINE, name: "webgpu-adapter", features: [...adapter.features].sort(), gpuForms: !isCpuAdapter(adapter.info), gemvUnroll: isCpuAdapter(adapter.info) ? 1 : BASELINE.gemvUnroll };
   const limits = adapter.limits as Record<string, number>;
   for (const k of LIMIT_KEYS) if (typeof limits[k] === "number") (p as unknown as Record<string, number>)[k] = limits[k]!;
   return p;

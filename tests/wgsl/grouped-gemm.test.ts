@@ -201,7 +201,7 @@ describe("a linear layer on WebGPU with the GPU kernel forms: workgroup tiles, a
 });
 
 describe("which WebGPU profile has the GPU kernel forms", () => {
-  it("not the baseline; the adapter profile of a GPU, not of a CPU rasterizer; LINGC_WGSL_GPU_FORMS overrides, and a bad value is refused", async () => {
+  it("not the baseline; the adapter profile of a GPU, not of a CPU rasterizer; LINGC_WGSL_GPU_FORMS overrides, and a bad value is refused; the gemv form's loads a step", async () => {
     expect(BASELINE.gpuForms).toBe(false);
     const adapter = (description: string) => ({ limits: {}, features: [], info: { description } });
     expect(profileFromAdapter(adapter("NVIDIA: 580.159.04 580.159.4.0")).gpuForms).toBe(true);
@@ -222,5 +222,20 @@ describe("which WebGPU profile has the GPU kernel forms", () => {
     } finally {
       delete process.env["LINGC_WGSL_GPU_FORMS"];
     }
+    // The gemv form's weight loads per lane and step: two a pair, 4 pairs on a GPU, 1 on a CPU adapter, or as LINGC_WGSL_GEMV_UNROLL says.
+    expect(BASELINE.gemvUnroll).toBe(4);
+    expect(profileFromAdapter(adapter("NVIDIA: 580.159.04 580.159.4.0")).gemvUnroll).toBe(4);
+    expect(profileFromAdapter(adapter("llvmpipe: Mesa 25.0.7 (LLVM 15.0.6)")).gemvUnroll).toBe(1);
+    const loads = async (unroll?: string) => {
+      if (unroll) process.env["LINGC_WGSL_GEMV_UNROLL"] = unroll;
+      try {
+        return (await kernelsWith("1"))[0]!.few!.launch.wgsl.match(/let wb_\d+/g)?.length;
+      } finally {
+        delete process.env["LINGC_WGSL_GEMV_UNROLL"];
+      }
+    };
+    expect(await loads()).toBe(8);
+    expect(await loads("2")).toBe(4);
+    await expect(loads("0")).rejects.toThrow("LINGC_WGSL_GEMV_UNROLL '0': expected a whole number from 1 to 8");
   });
 });

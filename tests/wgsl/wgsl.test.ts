@@ -24,11 +24,18 @@ describe.each([
   let model: TestModel;
   let out: Record<string, Tensor>;
   beforeAll(async () => {
-    if (gpuForms) process.env["LINGC_WGSL_GPU_FORMS"] = "1";
+    if (gpuForms) {
+      process.env["LINGC_WGSL_GPU_FORMS"] = "1";
+      // One pair of loads a gemv step: llvmpipe compiles the unrolled form's shaders for minutes on
+      // two cores (tests/wgsl/grouped-gemm.test.ts runs the unrolled form on its edge shapes; the
+      // H200's golden run, bench/cuda/device.sh wgsl, the whole model with it).
+      process.env["LINGC_WGSL_GEMV_UNROLL"] = "1";
+    }
     try {
       model = await loadCheckpoint("wgsl", spec.checkpointDir, { noFuse: [...noFuse] });
     } finally {
       delete process.env["LINGC_WGSL_GPU_FORMS"];
+      delete process.env["LINGC_WGSL_GEMV_UNROLL"];
     }
     out = await model.forward.run({ input_ids: golden["input_ids"]! });
   }, 180_000);

@@ -54,6 +54,8 @@ export interface GenLimits {
   wideIndex?: boolean | "all";
   /** WebGPU: the kernel forms that pay on a GPU (WebGpuProfile.gpuForms): dense linear tiles, the gemv form. */
   gpuForms?: boolean;
+  /** The gemv form's pairs of elements loaded per lane and step (WebGpuProfile.gemvUnroll; default GEMV_UNROLL). */
+  gemvUnroll?: number;
 }
 
 export function defaultStorage(dt: DType): BufferElem {

@@ -57,6 +57,8 @@ class Pointwise {
     ops: Op[],
     /** Threads per element (1: one thread each; more: the gemv form). */
     readonly lanes = 1,
+    /** The gemv form's pairs of elements a lane loads per step. */
+    readonly unroll = GEMV_UNROLL,
   ) {
     this.ops = new Set(ops);
   }
@@ -124,21 +126,21 @@ class Pointwise {
       kb.for("k", K.i(0), n, (k) => acc.set(K.add(acc.ref, K.mul(a(k), b(k)))));
       return acc.ref;
     }
-    // The gemv form: each step, lane l reads GEMV_UNROLL pairs of neighbouring elements,
+    // The gemv form: each step, lane l reads `unroll` pairs of neighbouring elements,
     // k = 2 (l + lanes u) + {0, 1}: loads that do not depend on each other, written out (WGSL
     // compilers do not unroll), all issued before the products that use them. A loop of one load
     // pair per step keeps one load in flight per thread, a fraction of what the memory needs to run
     // at its rate. The element's lanes (consecutive threads) then add their parts pairwise in
     // workgroup memory. Every thread reaches the barriers (run() clamps instead of branching).
     const L = this.lanes;
-    const stride = 2 * L * GEMV_UNROLL;
+    const stride = 2 * L * this.unroll;
     // Past n (when the step does not divide it) a lane reads element n - 1 and adds nothing.
     const exact = n.k === "lit" && n.v % stride === 0;
     const last = exact ? undefined : kb.let("k_last", K.sub(n, K.i(1)));
     kb.for("k0", K.i(0), n, (k0) => {
       const first = kb.let("k", K.add(k0, K.mul(this.lane, K.i(2))));
       const terms: { k: Expr; a: Expr; b: Expr }[] = [];
-      for (let u = 0; u < GEMV_UNROLL; u++) {
+      for (let u = 0; u < this.unroll; u++) {
         for (let p = 0; p < 2; p++) {
           const k = kb.let("k", K.add(first, K.i(2 * L * u + p)));
           const kc = last ? kb.let("kc", K.min(k, last)) : k;
@@ -410,7 +412,7 @@ export function gemvRows(ops: readonly Op[]): Dim | undefined {
 /** The gemv form of a pointwise group (gemvRows covers it). */
 export function pointwiseGemv(g: Gen, ops: Op[]): GeneratedKernel {
   if (g.kb.kernel.wg % GEMV_LANES !== 0) throw new LingcError(`gemv kernel: ${g.kb.kernel.wg} threads are not whole elements of ${GEMV_LANES} lanes`);
-  return new Pointwise(g, ops, GEMV_LANES).run(ops);
+  return new Pointwise(g, ops, GEMV_LANES, g.limits.gemvUnroll ?? GEMV_UNROLL).run(ops);
 }
 
 /** Ops the pointwise generator computes by their own element rule here (not by a formula or index rule). */

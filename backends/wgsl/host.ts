@@ -12,7 +12,7 @@
 import { evalTerms, type ArtifactKernel, type ArtifactLaunch, type ArtifactSlot, type WgslArtifact } from "./artifact";
 import { NextToken } from "./next-token";
 import { around, Readback } from "./readback";
-import { BindGroupCache, SlotBuffers } from "./slot-buffers";
+import { bindGroupEntries, BindGroupCache, SlotBuffers } from "./slot-buffers";
 import { upload, uploadParts } from "./upload";
 
 // WebGPU enum values (GPUBufferUsage, GPUMapMode, GPUShaderStage), spelled out so the host needs no globals.
@@ -334,12 +334,11 @@ export class WgslGraph {
         device.queue.writeBuffer(ubuf, 0, sizes);
         uniform = { buffer: ubuf };
       }
-      const entries: GPUBindGroupEntry[] = k.bindings.map((b, j) => ({ binding: j, resource: { buffer: bufferOf(b.slot)[b.part]! } }));
-      entries.push({ binding: k.bindings.length, resource: uniform });
+      const buffers = k.bindings.map((b) => bufferOf(b.slot)[b.part]!);
       const { pipeline, layout } = pipelines[c]!;
       pass.setPipeline(pipeline);
       // A run's shared pass binds kept buffers and the graph's uniform buffer: its bind groups repeat.
-      pass.setBindGroup(0, shared ? this.bindGroups.get(device, `${n}${few ? "f" : "m"}${c}`, layout, entries) : device.createBindGroup({ layout, entries }));
+      pass.setBindGroup(0, shared ? this.bindGroups.get(device, `${n}${few ? "f" : "m"}${c}`, layout, buffers, uniform) : device.createBindGroup({ layout, entries: bindGroupEntries(buffers, uniform) }));
       const x = Math.min(groups, 65535);
       pass.dispatchWorkgroups(x, Math.ceil(groups / x));
     });

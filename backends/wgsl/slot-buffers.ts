@@ -66,6 +66,8 @@ export class SlotBuffers {
  */
 export class BindGroupCache {
   private readonly groups = new Map<string, GPUBindGroup>();
+  /** Each launch's last bind group and what it binds. */
+  private readonly last = new Map<string, { buffers: GPUBuffer[]; uniform: GPUBufferBinding; group: GPUBindGroup }>();
   private readonly ids = new WeakMap<GPUBuffer, number>();
   private next = 0;
   /** Entries kept at most (stale ones name destroyed buffers, never bound again: dropped wholesale). */
@@ -77,17 +79,33 @@ export class BindGroupCache {
     return id;
   }
 
-  get(device: GPUDevice, kernel: string, layout: GPUBindGroupLayout, entries: GPUBindGroupEntry[]): GPUBindGroup {
-    const key = `${kernel}|${entries.map((e) => {
-      const r = e.resource as GPUBufferBinding;
-      return `${this.idOf(r.buffer)}@${r.offset ?? 0}+${r.size ?? ""}`;
-    }).join(",")}`;
+  /**
+   * The bind group of a launch (`kernel`: which kernel and launch) binding `buffers` in order, then the
+   * uniform block. The launch's last group is checked first by identity (a decode step binds what the
+   * step before it bound): no key is built then.
+   */
+  get(device: GPUDevice, kernel: string, layout: GPUBindGroupLayout, buffers: readonly GPUBuffer[], uniform: GPUBufferBinding): GPUBindGroup {
+    const launch = `${kernel}|${this.idOf(uniform.buffer)}`;
+    const last = this.last.get(launch);
+    if (last && last.uniform.offset === uniform.offset && last.uniform.size === uniform.size && last.buffers.length === buffers.length && last.buffers.every((b, j) => b === buffers[j])) return last.group;
+    const key = `${launch}@${uniform.offset ?? 0}+${uniform.size ?? ""}|${buffers.map((b) => this.idOf(b)).join(",")}`;
     let g = this.groups.get(key);
     if (!g) {
-      if (this.groups.size >= BindGroupCache.MAX) this.groups.clear();
-      g = device.createBindGroup({ layout, entries });
+      if (this.groups.size >= BindGroupCache.MAX) {
+        this.groups.clear();
+        this.last.clear();
+      }
+      g = device.createBindGroup({ layout, entries: bindGroupEntries(buffers, uniform) });
       this.groups.set(key, g);
     }
+    this.last.set(launch, { buffers: [...buffers], uniform, group: g });
     return g;
   }
+}
+
+/** Bind group entries: the storage buffers at bindings 0.., the uniform block after them. */
+export function bindGroupEntries(buffers: readonly GPUBuffer[], uniform: GPUBufferBinding): GPUBindGroupEntry[] {
+  const entries: GPUBindGroupEntry[] = buffers.map((buffer, j) => ({ binding: j, resource: { buffer } }));
+  entries.push({ binding: buffers.length, resource: uniform });
+  return entries;
 }

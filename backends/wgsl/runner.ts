@@ -20,6 +20,13 @@ interface WgslDeviceTensor extends DeviceTensor {
 
 const wrap = (gpu: GpuTensor, dtype: Tensor["dtype"]): WgslDeviceTensor => ({ onDevice: true, dtype, shape: gpu.shape, gpu });
 
+/** A run's inputs for the host: device tensors as their GPU buffers, the rest as host data. */
+function given(inputs: Readonly<Record<string, Tensor | DeviceTensor>>): Record<string, HostTensor | GpuTensor> {
+  const out: Record<string, HostTensor | GpuTensor> = {};
+  for (const [k, v] of Object.entries(inputs)) out[k] = isDeviceTensor(v) ? (v as WgslDeviceTensor).gpu : toHost(v);
+  return out;
+}
+
 /** `profile.on` makes each run time its kernels (one submission per kernel). */
 export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRunner {
   const a = graph.artifact;
@@ -43,9 +50,7 @@ export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRun
       return out;
     },
     async launchOnDevice(inputs, keep, { lastPosition, nextToken }) {
-      const given: Record<string, HostTensor | GpuTensor> = {};
-      for (const [k, v] of Object.entries(inputs)) given[k] = isDeviceTensor(v) ? (v as WgslDeviceTensor).gpu : toHost(v);
-      const launched = await graph.launch(given, { keep: (n) => keep.has(n), lastPosition: lastPosition && ((n) => lastPosition.has(n)), nextToken, profile: profile.on });
+      const launched = await graph.launch(given(inputs), { keep: (n) => keep.has(n), lastPosition: lastPosition && ((n) => lastPosition.has(n)), nextToken, profile: profile.on });
       const kept: Record<string, DeviceTensor> = {};
       for (const [k, v] of Object.entries(launched.kept)) kept[k] = wrap(v, dtypes.get(k) ?? v.dtype);
       const read = launched.result.then((res) => {
@@ -59,9 +64,7 @@ export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRun
       return { kept, nextToken: wrap(launched.nextToken!, "i64"), read };
     },
     async runOnDevice(inputs, keep, lastPosition) {
-      const given: Record<string, HostTensor | GpuTensor> = {};
-      for (const [k, v] of Object.entries(inputs)) given[k] = isDeviceTensor(v) ? (v as WgslDeviceTensor).gpu : toHost(v);
-      const res = await graph.run(given, { keep: (n) => keep.has(n), lastPosition: lastPosition && ((n) => lastPosition.has(n)), profile: profile.on });
+      const res = await graph.run(given(inputs), { keep: (n) => keep.has(n), lastPosition: lastPosition && ((n) => lastPosition.has(n)), profile: profile.on });
       r.lastTimings = res.timings;
       r.lastGpuMs = res.gpuMs;
       r.lastHostMs = res.hostMs;

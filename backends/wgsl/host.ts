@@ -388,14 +388,11 @@ export class WgslGraph {
     const maxBinding = device.limits.maxStorageBufferBindingSize;
     const buffers = new Map<number, GPUBuffer[]>(this.resident);
     const transient: GPUBuffer[] = [];
-    /** This run's activation buffers (from the graph's kept ones), by storage slot: given back at the end. */
+    /** This run's activation buffers (from the graph's kept ones), by storage slot: given back once submitted. */
     const taken = new Map<number, GPUBuffer>();
-    // Clears of kept buffers, submitted before the kernels.
-    const clears = device.createCommandEncoder();
     /** Rows along the growth axis of each growing storage's buffer. */
     const rowsOf = new Map<number, number>();
-    /** `zeroed`: false for a buffer the host overwrites whole before the kernels run (an input). */
-    const bufferOf = (id: number, zeroed = true): GPUBuffer[] => {
+    const bufferOf = (id: number): GPUBuffer[] => {
       const s = storage(id);
       let b = buffers.get(s.id);
       if (!b) {
@@ -403,7 +400,7 @@ export class WgslGraph {
         if (bytes > maxBinding) {
           throw new Error(`tensor ${s.name ?? `#${s.id}`} [${shapeOf(s).join(", ")}] needs ${bytes} bytes, over maxStorageBufferBindingSize = ${maxBinding}: run with a smaller batch or sequence`);
         }
-        b = [this.slotBuffers.take(s.id, bytes, s.name ?? `slot ${s.id}`, zeroed ? clears : undefined)];
+        b = [this.slotBuffers.take(s.id, bytes, s.name ?? `slot ${s.id}`)];
         taken.set(s.id, b[0]!);
         buffers.set(s.id, b);
       }
@@ -430,11 +427,10 @@ export class WgslGraph {
       } else if (isGpuTensor(t)) {
         if (t.room && t.room.rows !== t.shape[t.room.axis]) throw new Error(`input '${inp.name}' lies in a buffer with room to grow, which this graph does not grow`);
         buffers.set(s.id, [t.buffer]);
-      } else device.queue.writeBuffer(bufferOf(inp.slot, false)[0]!, 0, t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      } else device.queue.writeBuffer(bufferOf(inp.slot)[0]!, 0, t.data.buffer, t.data.byteOffset, t.data.byteLength);
     }
 
-    // Every buffer the run binds or reads back, taken before any pass begins and any submission:
-    // the clears of kept ones go first (a pass cannot hold them, and a profiled run submits per kernel).
+    // Every buffer the run binds or reads back, taken before any pass begins.
     a.kernels.forEach((k, n) => {
       if (!k.atLoad) for (const l of launchesOf(k, few[n]!)) for (const b of l.bindings) bufferOf(b.slot);
     });
@@ -462,11 +458,7 @@ export class WgslGraph {
       const clock = this.passClock && { querySet: this.passClock.queries, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 };
       shared = { pass: encoder.beginComputePass({ label: "graph", ...(clock ? { timestampWrites: clock } : {}) }), uniforms: this.uniforms[this.uniformTurn]!, sizes: new Int32Array((UNIFORM_STRIDE / 4) * MAX_CHAIN * a.kernels.length) };
     }
-    let submitted = false;
-    const submit = (enc: GPUCommandEncoder) => {
-      device.queue.submit(submitted ? [enc.finish()] : [clears.finish(), enc.finish()]);
-      submitted = true;
-    };
+    const submit = (enc: GPUCommandEncoder) => device.queue.submit([enc.finish()]);
     for (let n = 0; n < a.kernels.length; n++) {
       const k = a.kernels[n]!;
       const at = 2 * timed.length;

@@ -2,10 +2,13 @@
  * A graph's activation buffers kept from one run to the next, by slot. A decode step allocates the
  * same buffers every step; creating and destroying some seventy of them per token, and binding them
  * anew, is host time that a GPU this fast turns into most of a step. A run takes its slot's buffer
- * back when the size matches (else a new one), cleared to zeros as a new buffer reads, and gives it
- * back at its end; concurrent runs of one graph never share one (taking removes it). Only buffers
- * up to BUFFER_BYTES are kept, at most TOTAL_BYTES in all (a prefill's logits, rows x vocabulary,
- * are not held between runs).
+ * back when the size matches (else a new one) as the last run left it, not cleared: every kernel
+ * writes its outputs whole before anything reads them (tests/wgsl/wgsl.test.ts checks a model's
+ * outputs after a run on other tokens), so a clear would be a command per buffer and step for
+ * nothing. It gives it back once its work is submitted (the queue orders the next run's after it);
+ * concurrent runs of one graph never share one (taking removes it). Only buffers up to BUFFER_BYTES
+ * are kept, at most TOTAL_BYTES in all (a prefill's logits, rows x vocabulary, are not held between
+ * runs).
  */
 
 const USAGE = { COPY_SRC: 0x4, COPY_DST: 0x8, STORAGE: 0x80 };
@@ -18,20 +21,14 @@ export class SlotBuffers {
 
   constructor(private readonly device: GPUDevice) {}
 
-  /**
-   * A storage buffer of `bytes` for slot `id`: zeroed, the clear of a kept one recorded in `clears`;
-   * without `clears`, as it was left (for a buffer the caller overwrites whole).
-   */
-  take(id: number, bytes: number, label: string, clears?: GPUCommandEncoder): GPUBuffer {
+  /** A storage buffer of `bytes` for slot `id`: a kept one as the last run left it, else a new one. */
+  take(id: number, bytes: number, label: string): GPUBuffer {
     const size = Math.max(16, Math.ceil(bytes / 4) * 4);
     const b = this.kept.get(id);
     if (b) {
       this.kept.delete(id);
       this.bytes -= b.size;
-      if (b.size === size) {
-        clears?.clearBuffer(b);
-        return b;
-      }
+      if (b.size === size) return b;
       b.destroy();
     }
     return this.device.createBuffer({ size, usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label });

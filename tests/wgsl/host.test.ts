@@ -1,8 +1,8 @@
 /**
  * The WebGPU host (backends/wgsl/host.ts) across runs of one graph: activation buffers, bind groups
- * and the read-back staging kept between runs give the same numbers run after run (a buffer taken
- * back is cleared as a new one reads); a profiled run on a device without timestamp queries times
- * each kernel by a submission of its own (the clears of kept buffers still go first); an unprofiled
+ * and the read-back staging kept between runs give the same numbers run after run (a buffer is
+ * taken back as the last run left it: its kernels overwrite it whole); a profiled run on a device
+ * without timestamp queries times each kernel by a submission of its own; an unprofiled
  * run on a device with them times its one pass on the GPU. A bf16 weight is held two values to a
  * 32-bit word, and data for it that is not bf16 is refused. Greedy generation's next token chosen on
  * the GPU (next-token.ts) is the argmax of the last position's logits, ties to the lowest index.
@@ -66,7 +66,7 @@ describe("the WebGPU host across runs", () => {
     try {
       for (const [B, seed, profile] of [[3, 0, false], [3, 1, true], [5, 2, true], [5, 3, true], [3, 4, false], [3, 5, false]] as const) {
         const x = input(B, seed);
-        // (Nothing WebGPU refuses: a clear recorded after its encoder was submitted would be.)
+        // (Nothing WebGPU refuses.)
         device.pushErrorScope("validation");
         const r = await g.run({ x }, { profile });
         expect((await device.popErrorScope())?.message).toBeUndefined();

@@ -2,7 +2,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { greedyGenerate } from "../../backends/generation";
 import { loadCheckpoint, type TestModel } from "../support/load";
-import type { Tensor } from "../../ir/tensor";
+import { Tensor } from "../../ir/tensor";
 import { readAllSafetensors } from "../../backends/weights/safetensors";
 import { resolveCheckpoint } from "../../models/resolve";
 import { cli } from "../support/cli";
@@ -43,6 +43,17 @@ describe.each([
   it("logits and mtp_logits match the golden within 1e-4", () => {
     expect(tensorDiff(out["logits"]!, golden["logits"]!)).toBeLessThanOrEqual(1e-4);
     expect(tensorDiff(out["mtp_logits"]!, golden["mtp_logits"]!)).toBeLessThanOrEqual(1e-4);
+  });
+
+  it("gives the same outputs after a run on other tokens (kept buffers are not cleared: every kernel writes its outputs whole)", async () => {
+    const ids = golden["input_ids"]!;
+    const V = golden["logits"]!.shape[2]!;
+    const other = Tensor.from("i64", [...ids.shape], Array.from(ids.data as ArrayLike<number | bigint>, (v, k) => (Number(v) * 7 + k + 1) % V));
+    const o = await model.forward.run({ input_ids: other });
+    expect(tensorDiff(o["logits"]!, out["logits"]!)).toBeGreaterThan(0.01);
+    const again = await model.forward.run({ input_ids: ids });
+    expect(tensorDiff(again["logits"]!, out["logits"]!)).toBe(0);
+    expect(tensorDiff(again["mtp_logits"]!, out["mtp_logits"]!)).toBe(0);
   });
 
   it("generate reproduces greedy_ids through the decode graph and its KV cache", async () => {

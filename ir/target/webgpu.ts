@@ -24,9 +24,10 @@ export interface WebGpuProfile {
    */
   gpuForms: boolean;
   /**
-   * Neighbouring pairs of elements each gemv lane loads per step, independent loads written out
-   * (4 on a GPU: measured on the H200; 1 for a CPU adapter, whose shader compiler pays for every
-   * copy; LINGC_WGSL_GEMV_UNROLL overrides it).
+   * Neighbouring pairs of elements each gemv lane loads per step, independent loads written out: 4
+   * on a GPU (on the H200 through Dawn, Ling-mini shape with 4 layers, a decode step's GPU time: 1
+   * pair 4.26 ms, 2 pairs 3.67, 4 pairs 3.34, 8 pairs 3.41; bench/results/wgsl-2026-12-01-h200.md),
+   * 1 for a CPU adapter, whose shader compiler pays for every copy. LINGC_WGSL_GEMV_UNROLL overrides it.
    */
   gemvUnroll: number;
 }

@@ -382,11 +382,7 @@ export function pointwise(g: Gen, ops: Op[]): GeneratedKernel {
 
 /** Threads per element of the gemv form: a warp's width of a weight row per read. */
 export const GEMV_LANES = 32;
-/**
- * Neighbouring pairs of elements a gemv lane loads per step of its dot product (2 x 4 loads of each
- * operand in flight). On the H200 through Dawn (Ling-mini shape, 4 layers, decode step's GPU time):
- * 1 pair 4.26 ms, 2 pairs 3.67, 4 pairs 3.34, 8 pairs 3.41 (bench/results/wgsl-2026-12-01-h200.md).
- */
+/** Neighbouring pairs of elements a gemv lane loads per step where the target does not say (WebGpuProfile.gemvUnroll). */
 export const GEMV_UNROLL = 4;
 /** Threads of a gemv workgroup (8 elements). */
 export const GEMV_THREADS = 256;

@@ -30,7 +30,7 @@ export interface GenerateOptions {
    * Greedy on a backend that keeps tensors on its device (GraphRunner.launchOnDevice): launch each
    * step before the last is read back, the device choosing the tokens (the same tokens; see
    * chainedGreedy). Off by default: through Dawn on the H200 the submissions made while a step is
-   * still running stalled for up to 1.9 ms each, so it was not shown to be faster there (on llvmpipe
+   * still running stalled for up to 2.0 ms each, so it was not shown to be faster there (on llvmpipe
    * it was: 24.6 against 19.4 tokens/s); `npm run bench:wgsl` measures both.
    */
   chainSteps?: boolean;

@@ -78,6 +78,10 @@ export class CudaRenderer {
         return `lingc::${e.fn}(${this.expr(e.a)})`;
       case "shfl":
         return `__shfl_xor_sync(0xffffffffu, ${this.expr(e.a)}, ${e.mask})`;
+      case "word":
+        return `reinterpret_cast<const unsigned int*>(${e.buf})[${this.expr(e.idx)}]`;
+      case "half":
+        return e.hi ? `__uint_as_float(${this.expr(e.a)} & 0xffff0000u)` : `__uint_as_float(${this.expr(e.a)} << 16)`;
     }
   }
 

@@ -49,7 +49,11 @@ export type Expr =
   | { k: "round"; t: "f32"; to: NarrowFloat; a: Expr }
   | { k: "call"; t: "f32"; fn: Helper; a: Expr }
   /** The value of `a` in the lane whose index is this lane's xor `mask`, within a warp of 32 (CUDA). */
-  | { k: "shfl"; t: KType; a: Expr; mask: number };
+  | { k: "shfl"; t: KType; a: Expr; mask: number }
+  /** The 32-bit word `idx` of a bf16 buffer (two values: element 2 idx in the low half), undecoded. */
+  | { k: "word"; t: "u32"; buf: string; idx: Expr }
+  /** The bf16 value in the low (`hi` false) or high half of a word, as f32 (exact). */
+  | { k: "half"; t: "f32"; a: Expr; hi: boolean };
 
 export type Stmt =
   | { k: "let"; name: string; e: Expr }
@@ -186,6 +190,8 @@ export const toF = (a: Expr): Expr => (a.t === "f32" ? a : { k: "conv", t: "f32"
 export const toI = (a: Expr): Expr => (a.t === "i32" ? a : { k: "conv", t: "i32", a });
 export const round = (to: NarrowFloat, a: Expr): Expr => ({ k: "round", t: "f32", to, a });
 export const call = (fn: Helper, a: Expr): Expr => ({ k: "call", t: "f32", fn, a });
+/** The bf16 value in the low (`hi` false) or high half of a word (KernelBuilder.loadWord), as f32. */
+export const half = (a: Expr, hi: boolean): Expr => ({ k: "half", t: "f32", a, hi });
 
 /** A distinct node for the same expression (renders identically; lets a generator tag it by identity). */
 export const wrap = (e: Expr): Expr => ({ ...e });
@@ -269,6 +275,13 @@ export class KernelBuilder {
     const elem = t ?? (b ? (b.elem === "bf16" || b.elem === "f8e4m3" ? "f32" : b.elem) : s?.t);
     if (!elem) throw new Error(`kir: load from unknown buffer ${buf}`);
     return { k: "load", t: elem, buf, idx };
+  }
+
+  /** Word `idx` of bf16 buffer `buf`: elements 2 idx and 2 idx + 1, one load (take them with K.half). */
+  loadWord(buf: string, idx: Expr): Expr {
+    const b = this.kernel.buffers.find((x) => x.name === buf);
+    if (b?.elem !== "bf16") throw new Error(`kir: loadWord reads bf16 buffers, not ${buf}`);
+    return { k: "word", t: "u32", buf, idx };
   }
 
   /**

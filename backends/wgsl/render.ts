@@ -80,6 +80,11 @@ function expr(e: Expr): string {
       return `${e.fn}(${expr(e.a)})`;
     case "shfl":
       throw new Error("kir: this WGSL renderer has no subgroup shuffles (a warp-level kernel runs on CUDA only)");
+    case "word":
+      return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;
+    case "half":
+      // A bf16 value is the high half of an f32.
+      return e.hi ? `bitcast<f32>(${expr(e.a)} & 0xffff0000u)` : `bitcast<f32>(${expr(e.a)} << 16u)`;
   }
 }
 

@@ -45,26 +45,26 @@ function lcg(seed: number): () => number {
   };
 }
 
-/** The experts module over T tokens (both results combined back per token: GPU dispatch order varies). */
-function experts(T: number): string {
+/** The experts module over T tokens in dtype d, the routing weights f32 (both results combined back per token: GPU dispatch order varies). */
+function experts(T: number, d: "f32" | "bf16" = "f32"): string {
   const R = T * K;
   return `module @e {
-  func @e(%x: f32[${T}, ${H}], %ids: i32[${T}, ${K}], %wts: f32[${T}, ${K}])
+  func @e(%x: ${d}[${T}, ${H}], %ids: i32[${T}, ${K}], %wts: f32[${T}, ${K}])
       weights(
-        @gate: f32[${E}, ${F}, ${H}],
-        @up: f32[${E}, ${F}, ${H}],
-        @down: f32[${E}, ${H}, ${F}]
+        @gate: ${d}[${E}, ${F}, ${H}],
+        @up: ${d}[${E}, ${F}, ${H}],
+        @down: ${d}[${E}, ${H}, ${F}]
       )
-      -> (h: f32[${T}, ${F}], y: f32[${T}, ${H}]) {
+      -> (h: ${d}[${T}, ${F}], y: ${d}[${T}, ${H}]) {
     %order, %offsets, %rows = moe_dispatch(%ids) {num_experts = ${E}} : i32[${R}], i32[${E + 1}], i32[${R}]
-    %p = moe_permute(%x, %order) {k = ${K}} : f32[${R}, ${H}]
-    %g = grouped_linear(%p, @gate, %offsets) : f32[${R}, ${F}]
-    %u = grouped_linear(%p, @up, %offsets) : f32[${R}, ${F}]
-    %s = silu(%g) : f32[${R}, ${F}]
-    %hr = mul(%s, %u) : f32[${R}, ${F}]
-    %yr = grouped_linear(%hr, @down, %offsets) : f32[${R}, ${H}]
-    %h = moe_combine(%hr, %rows, %wts) : f32[${T}, ${F}]
-    %y = moe_combine(%yr, %rows, %wts) : f32[${T}, ${H}]
+    %p = moe_permute(%x, %order) {k = ${K}} : ${d}[${R}, ${H}]
+    %g = grouped_linear(%p, @gate, %offsets) : ${d}[${R}, ${F}]
+    %u = grouped_linear(%p, @up, %offsets) : ${d}[${R}, ${F}]
+    %s = silu(%g) : ${d}[${R}, ${F}]
+    %hr = mul(%s, %u) : ${d}[${R}, ${F}]
+    %yr = grouped_linear(%hr, @down, %offsets) : ${d}[${R}, ${H}]
+    %h = moe_combine(%hr, %rows, %wts) : ${d}[${T}, ${F}]
+    %y = moe_combine(%yr, %rows, %wts) : ${d}[${T}, ${H}]
     return %h, %y
   }
 }
@@ -87,11 +87,14 @@ describe("the experts' tiled kernel on WebGPU", () => {
   const dir = scratchDir("lingc-wgsl-experts-");
   const r = lcg(7);
   const w = (n: number) => Array.from({ length: n }, () => r() * 0.4);
-  writeSafetensors(join(dir, "w.safetensors"), {
-    gate: Tensor.from("f32", [E, F, H], w(E * F * H)),
-    up: Tensor.from("f32", [E, F, H], w(E * F * H)),
-    down: Tensor.from("f32", [E, H, F], w(E * H * F)),
-  });
+  const weights = { gate: w(E * F * H), up: w(E * F * H), down: w(E * H * F) };
+  for (const d of ["f32", "bf16"] as const) {
+    writeSafetensors(join(dir, `w-${d}.safetensors`), {
+      gate: Tensor.from(d, [E, F, H], weights.gate),
+      up: Tensor.from(d, [E, F, H], weights.up),
+      down: Tensor.from(d, [E, H, F], weights.down),
+    });
+  }
 
   it.each([
     ["a thread per output", "0"],
@@ -114,35 +117,53 @@ describe("the experts' tiled kernel on WebGPU", () => {
     }
   });
 
+  // bf16: the gemv form reads the expert weights (even rows: 40 and 36) a word, two values, a load.
   it.each([
-    ["tiled (400 rows)", 100, "0"],
-    ["a thread per output (80 rows)", 20, "0"],
-    ["gemv form (80 rows)", 20, "1"],
-  ] as const)("%s: the interpreter's numbers", async (_what, T, forms) => {
-    const lir = join(dir, `e${T}.lir`);
-    writeFileSync(lir, experts(T));
-    writeSafetensors(join(dir, `in${T}.safetensors`), {
-      x: Tensor.from("f32", [T, H], w(T * H).map((v) => v * 5)),
+    ["tiled (400 rows)", 100, "0", "f32"],
+    ["a thread per output (80 rows)", 20, "0", "f32"],
+    ["gemv form (80 rows)", 20, "1", "f32"],
+    ["gemv form, bf16 (80 rows)", 20, "1", "bf16"],
+  ] as const)("%s: the interpreter's numbers", async (_what, T, forms, d) => {
+    const lir = join(dir, `e${T}-${d}.lir`);
+    writeFileSync(lir, experts(T, d));
+    writeSafetensors(join(dir, `in${T}-${d}.safetensors`), {
+      x: Tensor.from(d, [T, H], w(T * H).map((v) => v * 5)),
       ids: Tensor.from("i32", [T, K], routing(T, r)),
       wts: Tensor.from("f32", [T, K], w(T * K).map((v) => v + 0.6)),
     });
     const out: Record<string, Record<string, Tensor>> = {};
     for (const backend of ["interp", "wgsl"]) {
-      const file = join(dir, `${backend}${T}.safetensors`);
-      const res = await withGpuForms(forms, () => cli("run", lir, "--weights", join(dir, "w.safetensors"), "--backend", backend, "--input", join(dir, `in${T}.safetensors`), "--out", file));
+      const file = join(dir, `${backend}${T}-${d}.safetensors`);
+      const res = await withGpuForms(forms, () => cli("run", lir, "--weights", join(dir, `w-${d}.safetensors`), "--backend", backend, "--input", join(dir, `in${T}-${d}.safetensors`), "--out", file));
       expect(res.code, res.stderr).toBe(0);
       out[backend] = readAllSafetensors(file);
     }
-    // fp32 sums in another order: within 1e-5 of the largest value.
-    for (const name of ["h", "y"]) expect(tensorDiff(out["wgsl"]![name]!, out["interp"]![name]!), name).toBeLessThanOrEqual(1e-5);
+    if (d === "bf16") {
+      const kernels = await withGpuForms(forms, async () => {
+        const { program } = await compileProgram({ source: await openSource(lir), target: "wgsl" });
+        return compileProgramWgsl(program).flatMap((a) => a.kernels);
+      });
+      // SwiGLU's gate and up (two words a step each) and the down projection (one).
+      const words = kernels.filter((k) => k.few).map((k) => k.few!.launch.wgsl.match(/let w2_\d+/g)?.length ?? 0);
+      expect(words.sort()).toEqual([4, 8]);
+    }
+    // fp32 sums in another order: within 1e-5 of the largest value; in bf16, then rounded at each op
+    // as the interpreter rounds: at most one bf16 step (2^-8 relative) of the largest value.
+    for (const name of ["h", "y"]) {
+      const largest = Math.max(...Array.from(out["interp"]![name]!.data, Math.abs));
+      expect(tensorDiff(out["wgsl"]![name]!, out["interp"]![name]!), name).toBeLessThanOrEqual(d === "f32" ? 1e-5 : 2 ** -8 * largest);
+    }
   }, 120_000);
 });
 
-describe("a linear layer on WebGPU with the GPU kernel forms: workgroup tiles, and the gemv form for few rows", () => {
-  const dir = scratchDir("lingc-wgsl-gemv-");
+/**
+ * A bf16 linear [O, I] with its epilogue under the GPU forms: tiles, and the gemv form for few rows.
+ * `rows`: the row counts run against the interpreter; `split`: the parts a 1 KiB binding limit cuts
+ * the weight into (rows each, count), run at 3 rows.
+ */
+function linearLayer(I: number, O: number, rows: readonly number[], split: { rows: number; count: number }) {
+  const dir = scratchDir(`lingc-wgsl-gemv-${I}-`);
   const r = lcg(11);
-  // 45 inputs (no multiple of the 32 lanes), 37 outputs (no multiple of a workgroup's 8 elements).
-  const [I, O] = [45, 37];
   writeSafetensors(join(dir, "w.safetensors"), { w: Tensor.from("bf16", [O, I], Array.from({ length: O * I }, () => r())) });
   const lin = (T: number) => `module @l {
   func @l(%x: bf16[${T}, ${I}]) weights(@w: bf16[${O}, ${I}]) -> (y: f32[${T}, ${O}]) {
@@ -163,20 +184,13 @@ describe("a linear layer on WebGPU with the GPU kernel forms: workgroup tiles, a
     expect(kernels[0]!.few?.max).toBe(16);
     expect(kernels[0]!.fusion).toBe("epilogue");
     expect(kernels[0]!.wgsl).toMatch(/var<workgroup> x_tile_\d+/);
-    expect(kernels[0]!.few?.launch.wgsl).toMatch(/var<workgroup> lanes_\d+: array<f32, 256>/);
+    const gemv = kernels[0]!.few!.launch.wgsl;
+    expect(gemv).toMatch(/var<workgroup> lanes_\d+: array<f32, 256>/);
+    // An even row length is read a word (two bf16 values) a load: 4 words a lane and step.
+    expect(gemv.match(/let w2_\d+/g)?.length ?? 0).toBe(I % 2 === 0 ? 4 : 0);
   });
 
-  // 17 and 100 rows: tiles with a partial row tile; 37 columns a partial column tile, 45 inputs a partial K slice.
-  // The bf16 weight is held two values to a word (1665 values: the last word half used); with
-  // 1 KiB bindings (3 rows) it is split into parts of 10 rows (900 bytes: whole words; 11 rows, 990, are not).
-  it.each([
-    [1, []],
-    [3, []],
-    [16, []],
-    [17, []],
-    [100, []],
-    [3, ["--limit", "maxStorageBufferBindingSize=1024"]],
-  ] as const)("%i rows: the interpreter's numbers %j", async (T, limit) => {
+  it.each([...rows.map((T) => [T, []] as const), [3, ["--limit", "maxStorageBufferBindingSize=1024"]] as const])("%i rows: the interpreter's numbers %j", async (T, limit) => {
     const lir = join(dir, `l${T}.lir`);
     writeFileSync(lir, lin(T));
     writeSafetensors(join(dir, `in${T}.safetensors`), { x: Tensor.from("bf16", [T, I], Array.from({ length: T * I }, () => r() * 4)) });
@@ -184,7 +198,7 @@ describe("a linear layer on WebGPU with the GPU kernel forms: workgroup tiles, a
       const c = await withGpuForms("1", () => cli("compile", lir, "--target", "wgsl", "--out", join(dir, "split"), ...limit));
       expect(c.code, c.stderr).toBe(0);
       const a = JSON.parse(readFileSync(join(dir, "split", "l.wgsl.json"), "utf8")) as { slots: { weight?: string; bf16Pairs?: boolean; parts?: { rows: number; count: number } }[] };
-      expect(a.slots.find((sl) => sl.weight === "w")).toMatchObject({ bf16Pairs: true, parts: { rows: 10, count: 4 } });
+      expect(a.slots.find((sl) => sl.weight === "w")).toMatchObject({ bf16Pairs: true, parts: split });
     }
     const out: Record<string, Tensor> = {};
     for (const backend of ["interp", "wgsl"]) {
@@ -198,6 +212,21 @@ describe("a linear layer on WebGPU with the GPU kernel forms: workgroup tiles, a
     expect(largest).toBeGreaterThan(1);
     expect(tensorDiff(out["wgsl"]!, out["interp"]!)).toBeLessThanOrEqual(2 ** -8 * largest);
   }, 120_000);
+}
+
+// 45 inputs (no multiple of the 32 lanes; odd: a value a load), 37 outputs (no multiple of a
+// workgroup's 8 elements). 17 and 100 rows: tiles with a partial row tile; 37 columns a partial
+// column tile, 45 inputs a partial K slice. The bf16 weight is held two values to a word (1665
+// values: the last word half used); with 1 KiB bindings (3 rows) it is split into parts of 10 rows
+// (900 bytes: whole words; 11 rows, 990, are not).
+describe("a linear layer on WebGPU with the GPU kernel forms: workgroup tiles, and the gemv form for few rows", () => {
+  linearLayer(45, 37, [1, 3, 16, 17, 100], { rows: 10, count: 4 });
+});
+
+// 46 inputs: the gemv form reads the weight a word (two values) a load, its last step partial
+// (46 = 2 x 23 pairs); 1 KiB bindings hold 11 rows (1012 bytes) a part, so parts start at odd rows.
+describe("a linear layer of an even row length on WebGPU: the gemv form's word loads", () => {
+  linearLayer(46, 37, [1, 16], { rows: 11, count: 4 });
 });
 
 describe("which WebGPU profile has the GPU kernel forms", () => {

@@ -10,7 +10,7 @@ import { LingcError } from "../../../ir/errors";
 import type { Value } from "../../../ir/module";
 import { capacitySymbol, scaleSlotOfValue, storageSlot, type Slot, type Step } from "../../schedule";
 import type { TileShape } from "../../../ir/target/cuda";
-import { KernelBuilder, addI, divI, i, modI, mul, mulI, round, type BufferElem, type Expr, type Kernel } from "../kir";
+import { KernelBuilder, addI, divI, half, i, modI, mul, mulI, round, type BufferElem, type Expr, type Kernel } from "../kir";
 
 export interface GeneratedKernel {
   kernel: Kernel;
@@ -185,6 +185,20 @@ export class Gen {
     const data = this.kb.load(this.buf(v, true), flat);
     if (!v.type.quant) return data;
     return mul(data, this.kb.load(this.scalesBuf(v), this.scaleIndex(v, flat)));
+  }
+
+  /** Whether value v is read two elements to a load (loadPair): a bf16 weight, held two values to a word. */
+  readsPairs(v: Value): boolean {
+    if (v.type.quant || !this.isExternal(v)) return false;
+    const buf = this.buf(v);
+    return this.kb.kernel.buffers.find((b) => b.name === buf)?.elem === "bf16";
+  }
+
+  /** Elements `even` and `even` + 1 of value v (readsPairs) with one load; `even` must be even. */
+  loadPair(v: Value, even: Expr): [Expr, Expr] {
+    if (!this.readsPairs(v)) throw new LingcError(`kernel generator: ${v.name ?? "a value"} of type ${v.type} is not read in pairs`);
+    const word = this.kb.let("w2", this.kb.loadWord(this.buf(v), divI(even, i(2))));
+    return [half(word, false), half(word, true)];
   }
 
   isExternal(v: Value): boolean {

@@ -11,7 +11,9 @@
  * only loops are its contractions' dot products: the lanes split the dot product (consecutive lanes
  * read consecutive elements of the weight row, where one thread per element reads a row alone) and
  * sum their parts through workgroup memory, then lane 0 stores. A decode step's few rows are then
- * read at the memory's width. The host runs it for few rows (the pointwise template's `few`).
+ * read at the memory's width. Each lane keeps several independent loads in flight (the target's
+ * gemv unroll), and a bf16 weight of even rows is read a 32-bit word (two values) a load. The host
+ * runs it for few rows (the pointwise template's `few`).
  */
 import type { Dim } from "../../../ir/dim";
 import { isFloat, type DType } from "../../../ir/dtype";
@@ -119,7 +121,8 @@ class Pointwise {
     return { idx: flatten(cc, vd), here: false };
   }
 
-  dot(n: Expr, a: (k: Expr) => Expr, b: (k: Expr) => Expr): Expr {
+  /** `bPair`: b's elements k and k + 1 (k even) with one load, where b is read in pairs (Gen.readsPairs) and n is even. */
+  dot(n: Expr, a: (k: Expr) => Expr, b: (k: Expr) => Expr, bPair?: (k: Expr) => [Expr, Expr]): Expr {
     const kb = this.g.kb;
     const acc = kb.var("acc", K.f(0));
     if (this.lanes === 1) {
@@ -132,15 +135,25 @@ class Pointwise {
     // pair per step keeps one load in flight per thread, a fraction of what the memory needs to run
     // at its rate. The element's lanes (consecutive threads) then add their parts pairwise in
     // workgroup memory. Every thread reaches the barriers (run() clamps instead of branching).
+    // A bf16 weight of an even row length is read a word (two values) a load.
     const L = this.lanes;
     const stride = 2 * L * this.unroll;
-    // Past n (when the step does not divide it) a lane reads element n - 1 and adds nothing.
+    const pairs = bPair && n.k === "lit" && n.v % 2 === 0 ? bPair : undefined;
+    // Past n (when the step does not divide it) a lane reads the last element (pair) and adds nothing.
     const exact = n.k === "lit" && n.v % stride === 0;
-    const last = exact ? undefined : kb.let("k_last", K.sub(n, K.i(1)));
+    const last = exact ? undefined : kb.let("k_last", K.sub(n, K.i(pairs ? 2 : 1)));
     kb.for("k0", K.i(0), n, (k0) => {
       const first = kb.let("k", K.add(k0, K.mul(this.lane, K.i(2))));
       const terms: { k: Expr; a: Expr; b: Expr }[] = [];
       for (let u = 0; u < this.unroll; u++) {
+        if (pairs) {
+          // k even, n even: k < n covers k + 1 too.
+          const k = kb.let("k", K.add(first, K.i(2 * L * u)));
+          const kc = last ? kb.let("kc", K.min(k, last)) : k;
+          const [w0, w1] = pairs(kc);
+          terms.push({ k, a: kb.let("xa", a(kc)), b: kb.let("wb", w0) }, { k, a: kb.let("xa", a(K.add(kc, K.i(1)))), b: kb.let("wb", w1) });
+          continue;
+        }
         for (let p = 0; p < 2; p++) {
           const k = kb.let("k", K.add(first, K.i(2 * L * u + p)));
           const kc = last ? kb.let("kc", K.min(k, last)) : k;
@@ -181,11 +194,13 @@ class Pointwise {
         const [O, I] = g.dims(w) as [Expr, Expr];
         const row = g.kb.let("row", K.divI(this.flat, O));
         const o = g.kb.let("o", K.modI(this.flat, O));
+        const wAt = (k: Expr) => K.addI(K.mulI(o, I), k);
         return g.fit(
           this.dot(
             I,
             (k) => this.at(x, K.addI(K.mulI(row, I), k), false),
-            (k) => this.at(w, K.addI(K.mulI(o, I), k), false),
+            (k) => this.at(w, wAt(k), false),
+            this.lanes > 1 && g.readsPairs(w) ? (k) => g.loadPair(w, wAt(k)) : undefined,
           ),
           dt,
         );
@@ -215,11 +230,13 @@ class Pointwise {
         const r = g.kb.let("r", K.divI(this.flat, O));
         const o = g.kb.let("o", K.modI(this.flat, O));
         const e = expertOfRow(g.kb, (i) => this.at(offsets, i, false), r, E, w.type.shape[0]!.value);
+        const wAt = (k: Expr) => K.addI(K.mulI(K.addI(K.mulI(e, O), o), I), k);
         return g.fit(
           this.dot(
             I,
             (k) => this.at(x, K.addI(K.mulI(r, I), k), false),
-            (k) => this.at(w, K.addI(K.mulI(K.addI(K.mulI(e, O), o), I), k), false),
+            (k) => this.at(w, wAt(k), false),
+            this.lanes > 1 && g.readsPairs(w) ? (k) => g.loadPair(w, wAt(k)) : undefined,
           ),
           dt,
         );

@@ -1,7 +1,7 @@
 /** The backend contract (GraphRunner, LoadedModel) over WgslGraphs, in Node or in a browser. */
 import type { Tensor } from "../../ir/tensor";
 import { isDeviceTensor, type DeviceTensor, type GraphRunner, type GraphSignature, type LoadedModel } from "../backend";
-import { withRoom, type GpuTensor, type HostTensor, type KernelTiming, type WgslGraph } from "./host";
+import { withRoom, type GpuTensor, type HostTensor, type KernelTiming, type RunOptions, type RunResult, type WgslGraph } from "./host";
 import { fromHost, toHost } from "./tensors";
 
 export interface WgslRunner extends GraphRunner {
@@ -35,41 +35,36 @@ export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRun
   const dtypes = new Map(a.outputs.map((o) => [o.name, a.slots[o.slot]!.dtype]));
   const blocks = new Map(a.outputs.map((o) => [o.name, a.slots[o.slot]!.scales?.block]));
   const label = (name: string, t: HostTensor) => fromHost(t, dtypes.get(name) ?? (t.dtype === "f32" ? "f32" : "i64"), blocks.get(name));
+  /** A run's read-back outputs, labelled; its times noted on the runner. */
+  const outputsOf = (res: RunResult): Record<string, Tensor> => {
+    r.lastTimings = res.timings;
+    r.lastGpuMs = res.gpuMs;
+    r.lastHostMs = res.hostMs;
+    const out: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(res.outputs)) out[k] = label(k, v);
+    return out;
+  };
+  const onDevice = (keep: ReadonlySet<string>, lastPosition?: ReadonlySet<string>): RunOptions => ({ keep: (n) => keep.has(n), lastPosition: lastPosition && ((n) => lastPosition.has(n)), profile: profile.on });
   const r: WgslRunner = {
     graph,
     async run(inputs, observe) {
       const host: Record<string, HostTensor> = {};
       for (const [k, v] of Object.entries(inputs)) host[k] = toHost(v);
       const res = await graph.run(host, { observe: observe ? () => true : undefined, profile: profile.on });
-      r.lastTimings = res.timings;
-      r.lastGpuMs = res.gpuMs;
-      r.lastHostMs = res.hostMs;
-      const out: Record<string, Tensor> = {};
-      for (const [k, v] of Object.entries(res.outputs)) out[k] = label(k, v);
+      const out = outputsOf(res);
       if (observe) for (const [k, v] of Object.entries(res.observed)) observe(k, fromHost(v, v.dtype === "f32" ? "f32" : "i32"));
       return out;
     },
     async launchOnDevice(inputs, keep, { lastPosition, nextToken }) {
-      const launched = await graph.launch(given(inputs), { keep: (n) => keep.has(n), lastPosition: lastPosition && ((n) => lastPosition.has(n)), nextToken, profile: profile.on });
+      const launched = await graph.launch(given(inputs), { ...onDevice(keep, lastPosition), nextToken });
       const kept: Record<string, DeviceTensor> = {};
       for (const [k, v] of Object.entries(launched.kept)) kept[k] = wrap(v, dtypes.get(k) ?? v.dtype);
-      const read = launched.result.then((res) => {
-        r.lastTimings = res.timings;
-        r.lastGpuMs = res.gpuMs;
-        r.lastHostMs = res.hostMs;
-        const outputs: Record<string, Tensor> = {};
-        for (const [k, v] of Object.entries(res.outputs)) outputs[k] = label(k, v);
-        return { outputs, nextToken: res.nextToken! };
-      });
+      const read = launched.result.then((res) => ({ outputs: outputsOf(res), nextToken: res.nextToken! }));
       return { kept, nextToken: wrap(launched.nextToken!, "i64"), read };
     },
     async runOnDevice(inputs, keep, lastPosition) {
-      const res = await graph.run(given(inputs), { keep: (n) => keep.has(n), lastPosition: lastPosition && ((n) => lastPosition.has(n)), profile: profile.on });
-      r.lastTimings = res.timings;
-      r.lastGpuMs = res.gpuMs;
-      r.lastHostMs = res.hostMs;
-      const out: Record<string, Tensor | DeviceTensor> = {};
-      for (const [k, v] of Object.entries(res.outputs)) out[k] = label(k, v);
+      const res = await graph.run(given(inputs), onDevice(keep, lastPosition));
+      const out: Record<string, Tensor | DeviceTensor> = outputsOf(res);
       for (const [k, v] of Object.entries(res.kept)) out[k] = wrap(v, dtypes.get(k) ?? v.dtype);
       return out;
     },

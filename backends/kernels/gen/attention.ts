@@ -199,8 +199,8 @@ export function attentionSplitKernels(g: Gen, merge: Gen, ops: Op[]): GeneratedK
   const { dv, rowsDim } = setup;
   const kb = g.kb;
   const W = dv + 2;
-  const rowsMax = ATTENTION_SPLIT_MAX_ROWS;
-  const scratch = g.scratch(rowsMax * ATTENTION_SPLITS * W);
+  const scratchElems = ATTENTION_SPLIT_MAX_ROWS * ATTENTION_SPLITS * W;
+  const scratch = g.scratch(scratchElems);
   const split = kb.let("split", K.mod(kb.wg, K.i(ATTENTION_SPLITS)));
   setup.at((r) => {
     const chunk = kb.let("chunk", K.div(K.add(r.visible, K.i(ATTENTION_SPLITS - 1)), K.i(ATTENTION_SPLITS)));
@@ -217,18 +217,18 @@ export function attentionSplitKernels(g: Gen, merge: Gen, ops: Op[]): GeneratedK
   }, K.div(kb.wg, K.i(ATTENTION_SPLITS)));
   const partial = g.finish({ dim: g.entryDim(rowsDim).mul(ATTENTION_SPLITS), per: 1 });
   merge.kb.kernel.name = `${merge.kb.kernel.name}_merge`;
-  partial.then = attentionMergeKernel(merge, ops, W);
+  partial.then = attentionMergeKernel(merge, ops, W, scratchElems);
   return partial;
 }
 
 /** The split form's second kernel: per row, thread per output column, the splits merged by their maxima. */
-function attentionMergeKernel(g: Gen, ops: Op[], W: number): GeneratedKernel {
+function attentionMergeKernel(g: Gen, ops: Op[], W: number, scratchElems: number): GeneratedKernel {
   const setup = rowSetup(g, ops);
   const { dv, outValue, rowsDim } = setup;
   const dt = setup.q.type.dtype;
   const kb = g.kb;
   const wg = kb.kernel.wg;
-  const scratch = g.scratch(ATTENTION_SPLIT_MAX_ROWS * ATTENTION_SPLITS * W);
+  const scratch = g.scratch(scratchElems);
   setup.at((r) => {
     const base = kb.let("sbase", K.mul(r.row, K.i(ATTENTION_SPLITS * W)));
     const at = (s: number, c: K.Expr) => kb.load(scratch, K.add(base, K.add(K.i(s * W), c)));

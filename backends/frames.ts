@@ -13,7 +13,7 @@ import { Dim } from "../ir/dim";
 import { LingcError } from "../ir/errors";
 import { Func, Module, Op, Value } from "../ir/module";
 import { callSymbols, functionSymbols } from "../ir/call-symbols";
-import { addSlot, resultSlot, type Slot, type Step } from "./schedule";
+import { addSlot, kernelResultSlot, resultSlot, type Slot, type Step } from "./schedule";
 
 export interface CallSite {
   callee: Func;
@@ -103,7 +103,7 @@ export function buildFrame(m: Module, f: Func): FrameSchedule {
         reads.set(w, id);
       }
       callee.results.forEach((r, i) => {
-        const id = newSlot({ type: op.results[i]!.type, source: "computed", name: r.value.name });
+        const id = newSlot(kernelResultSlot(slots, callee, i, op.results[i]!.type, callee.params.map((p) => reads.get(p)!), r.value.name));
         writes.set(r.value, id);
         env.set(op.results[i]!, id);
       });

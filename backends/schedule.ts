@@ -133,6 +133,18 @@ export function resultSlot(slots: Slot[], op: Op, i: number, type: TensorType, o
   return { type, source: "alias", aliasOf: operand0, name, grows: { axis, rows: type.shape[axis]! } };
 }
 
+/**
+ * The slot of a kernel function's result: a new computed slot, or where the kernel grows one of its
+ * parameters' storage in place (an in_place op of its body whose result it returns, such as a KV
+ * cache append fused into the kernel that computes the new rows) an alias of that argument's slot,
+ * as resultSlot makes for the op alone.
+ */
+export function kernelResultSlot(slots: Slot[], kernel: Func, i: number, type: TensorType, args: readonly number[], name: string | undefined): Omit<Slot, "id"> {
+  const def = kernel.results[i]!.value.def;
+  const k = def && hasTrait(def.opName, "in_place") ? kernel.params.indexOf(def.operands[0]!) : -1;
+  return k < 0 ? { type, source: "computed", name } : resultSlot(slots, def!, 0, type, args[k], name);
+}
+
 export function buildSchedule(m: Module): Schedule {
   const entry = m.entry;
   if (!entry) throw new LingcError(`module @${m.name} has no entry function @${m.name}`);
@@ -186,7 +198,8 @@ export function buildSchedule(m: Module): Schedule {
         callee.params.forEach((p, i) => reads.set(p, get(op.operands[i]!)));
         for (const w of callee.weights) reads.set(w, weightSlot(joinScope(scope, w.name!), w.type));
         callee.results.forEach((r, i) => {
-          const id = newSlot({ type: tr(r.value.type, inner), source: "computed", name: r.value.name !== undefined ? joinScope(scope, r.value.name) : undefined });
+          const args = callee.params.map((p) => reads.get(p)!);
+          const id = newSlot(kernelResultSlot(slots, callee, i, tr(r.value.type, inner), args, r.value.name !== undefined ? joinScope(scope, r.value.name) : undefined));
           writes.set(r.value, id);
           env.set(op.results[i]!, id);
         });

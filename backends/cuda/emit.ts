@@ -249,8 +249,17 @@ class FuncEmitter {
     ];
     // A kernel with more shared memory than a static declaration may hold opts in at its launch.
     const smem = dynamicSharedBytes(g.kernel);
+    // A kernel that writes into a cache grown in place (a fused append) takes the rows of the
+    // cache's buffer (its capacity symbol, schedule.ts) as a size: the runtime's, from the binding.
+    const capacities = new Set(g.uniforms.flatMap((u) => u.dim.symbols()).filter((x) => x.startsWith("capacity_")));
+    const caps = [...capacities].map((x) => {
+      const id = Number(x.slice("capacity_".length));
+      const grown = [...step.writes.values()].map((w) => this.fr.slots[w]!).find((sl) => sl.grows && storageSlot(this.fr, sl.id) === id);
+      if (!grown) throw new LingcError(`CUDA emitter: ${step.kernel?.name ?? op.opName} sizes by the buffer of a cache it does not grow (${x})`);
+      return `const long ${x} = c.room_for(b + ${id}, ${cppDim(grown.grows!.rows)}); `;
+    });
     const launch = smem ? `c.launch_smem(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, ${smem}, ` : `c.launch(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, `;
-    return `{ const long n_ = ${cppDim(g.grid.dim)}; if (n_ > 0) { ${launch}${args.join(", ")}); c.launched(${cppString(name)}); } }`;
+    return `{ ${caps.join("")}const long n_ = ${cppDim(g.grid.dim)}; if (n_ > 0) { ${launch}${args.join(", ")}); c.launched(${cppString(name)}); } }`;
   }
 
   /** The symbols as C++ variables, read from the frame. */

@@ -6,7 +6,8 @@
  *
  *   router        the whole MoE router: fp32 logits (not where matmuls run in a library or as
  *                 tiles), sigmoid, bias, group-limited top-k, weights
- *   qk_norm_rope  the head split of the fused QKV projection, QK RMSNorm and partial RoPE
+ *   qk_norm_rope  the head split of the fused QKV projection, QK RMSNorm and partial RoPE, and the
+ *                 KV cache appends of the new keys and values (written in place)
  *   attention     attention with its output transpose (and the reshape after it)
  *   swiglu        silu(gate(x)) * up(x); for experts with the token gather (moe_permute) as prologue
  *   quantize      an activation quantization with the token gather before it (moe_permute) as its
@@ -58,11 +59,15 @@ interface FusionPattern {
 
 /**
  * A group can become one call placed where its last op stood if no outside op reads its results
- * earlier, and if it holds no in_place op (whose result must stay its operand's storage, which a
- * kernel function's fresh result would not be).
+ * earlier, and if each in_place op it holds grows storage from outside the group (a parameter of
+ * the kernel function, whose result the schedule then keeps as that argument's storage:
+ * backends/schedule.ts kernelResultSlot); storage made inside the group would be the kernel's own.
  */
 function outlinable(ops: Set<Op>, uses: Uses): boolean {
-  for (const op of ops) if (hasTrait(op.opName, "in_place")) return false;
+  for (const op of ops) {
+    const p = hasTrait(op.opName, "in_place") ? uses.def(op.operands[0]!) : undefined;
+    if (p !== undefined && ops.has(p)) return false;
+  }
   const last = Math.max(...[...ops].map((o) => uses.indexOf(o)!));
   for (const op of ops) {
     for (const r of op.results) for (const u of uses.of(r)) if (!ops.has(u) && uses.indexOf(u)! < last) return false;
@@ -218,7 +223,8 @@ function routerGroup(gt: Op, f: Func, uses: Uses, g: Grouping, matmulsElsewhere:
 
 /**
  * The QKV head split: a reshape to heads read only by slices along the head axis, each slice read
- * only by a transpose to [B, heads, S, d], then each chain's single-use RMSNorms and RoPEs.
+ * only by a transpose to [B, heads, S, d], then each chain's single-use RMSNorms and RoPEs and the
+ * cache append (along the sequence axis) that is the chain's only reader.
  */
 function qkNormRopeGroup(r: Op, uses: Uses, g: Grouping): Op[] | undefined {
   const slices = uses.of(r.results[0]!);
@@ -228,11 +234,16 @@ function qkNormRopeGroup(r: Op, uses: Uses, g: Grouping): Op[] | undefined {
     const t = uses.only(s.results[0]!);
     if (!t || t.opName !== "transpose") return undefined;
     ops.push(s, t);
-    let cur = uses.only(t.results[0]!);
+    let last = t.results[0]!;
+    let cur = uses.only(last);
     while (cur && (cur.opName === "rms_norm" || cur.opName === "rope") && isFree(g, cur)) {
       ops.push(cur);
-      cur = uses.only(cur.results[0]!);
+      last = cur.results[0]!;
+      cur = uses.only(last);
     }
+    // The KV cache append of the chain's rows (its only reader): the kernel writes them into the
+    // cache's buffer, in place, instead of into a tensor of their own for a kernel of its own.
+    if (cur?.opName === "cache_append" && cur.operands[1] === last && isFree(g, cur) && (attrsOf(OPS.cache_append, cur).axis + 4) % 4 === 2 && cur.results[0]!.type.rank === 4) ops.push(cur);
   }
   return ops;
 }

@@ -142,13 +142,14 @@ describe("lingc compile --target cuda", () => {
     expect(rt).toMatch(/check_config\(opt\["checkpoint"\]\);\s+ck\.open\(opt\["checkpoint"\]\);/);
   });
 
-  it("the decode graph grows its KV cache in place: one strided append per cache, no concat of it", () => {
+  it("the decode graph grows its KV cache in place: the kernel that computes the new rows writes them into the cache's buffer, no append or concat of it", () => {
     const src = readFileSync(join(dir, "tiny", "model.cu"), "utf8");
     const decode = src.slice(src.indexOf("decode__"));
-    // Two layer functions (dense, MoE), each appending its key and value: S new rows of 2 KV heads x 16.
-    const appends = decode.match(/c\.append\([^;]*\);/g) ?? [];
-    expect(appends).toHaveLength(4);
-    for (const a of appends) expect(a).toMatch(/^c\.append\(b \+ \d+, b \+ \d+, \(2L\*B\), \(P\), \(S\), 16L\);$/);
+    // Two layer functions (dense, MoE), each growing its key and value to P + S rows in the
+    // qk_norm_rope kernel (the appends fused into it), sized by the rows of the caches' buffers.
+    const launches = decode.match(/\{ const long capacity_\d+ = c\.room_for\(b \+ \d+, \(P \+ S\)\); const long capacity_\d+ = c\.room_for\(b \+ \d+, \(P \+ S\)\); [^\n]*c\.launch\(k_qk_norm_rope_\d+,/g) ?? [];
+    expect(launches).toHaveLength(2);
+    expect(decode).not.toMatch(/c\.append\(/);
     expect(decode).not.toMatch(/c\.concat\([^;]*\(P/);
     // The generation table carries each cache's declared capacity (max_position_embeddings).
     expect(src).toMatch(/\{"past\.0\.key", "present\.0\.key", 2, 2048L\}/);

@@ -1,6 +1,7 @@
 /**
- * The KV cache on WebGPU stays on the GPU and grows in place: the decode graph's only writers of a
- * cache input are its cache_append kernels, each sized by the new rows (not the cache), and greedy
+ * The KV cache on WebGPU stays on the GPU and grows in place: the decode graph's only writer of a
+ * cache input is the kernel that computes its new rows (qk_norm_rope, with the cache appends fused
+ * into it; cache_append kernels where that fusion is off), sized by the new rows (not the cache), and greedy
  * generation moves the cache into a buffer with room once per batch, then runs every decode step
  * on the device, giving the golden tokens (from the prompt's logits read back at its last position
  * only). Chained (GenerateOptions.chainSteps), each step is launched before the last is read back,
@@ -27,8 +28,11 @@ const golden = readAllSafetensors(GOLDEN_FILE);
 const { prompts, tokens: wantIds, steps } = goldenGreedy(golden);
 
 describe("the WGSL decode graph", () => {
-  it("writes its cache inputs only with cache_append kernels sized by the new rows", async () => {
-    const { program } = await compileProgram({ source: await openSource(GOLDEN_DIR), target: "wgsl", graphs: ["decode"] });
+  it.each([
+    ["qk_norm_rope", [], 2 * (4 + 2 + 2)], // B x (query + key + value heads) workgroups
+    ["cache_append", ["qk_norm_rope"], 2 * 2 * 16], // B x kv heads x head dim threads
+  ])("writes its cache inputs only with %s kernels sized by the new rows", async (writer, noFuse, threads) => {
+    const { program } = await compileProgram({ source: await openSource(GOLDEN_DIR), target: "wgsl", graphs: ["decode"], settings: { noFuse } });
     const a = compileWgsl(program.graphs[0]!, program.profile as WebGpuProfile);
     const grown = a.slots.filter((s) => s.grows);
     expect(grown.map((s) => s.name).sort()).toEqual(a.inputs.filter((i) => i.name.startsWith("past.")).map((i) => i.name).sort());
@@ -38,11 +42,11 @@ describe("the WGSL decode graph", () => {
     };
     for (const g of grown) {
       const writers = a.kernels.filter((k) => k.bindings.some((b) => b.write && storage(b.slot) === g.id));
-      expect(writers.map((k) => k.fusion)).toEqual(["cache_append"]);
-      // Threads: one per new element (a step of S = 1 token), the same for a cache of 10 or 1000 positions.
+      expect(writers.map((k) => k.fusion)).toEqual([writer]);
+      // Sized by a step of S = 1 token, the same for a cache of 10 or 1000 positions.
       const at = (P: number) => evalTerms(writers[0]!.grid.dim, new Map([["B", 2], ["S", 1], ["P", P]]));
       expect(at(10)).toBe(at(1000));
-      expect(at(10)).toBe(2 * 2 * 16); // B x kv heads x head dim
+      expect(at(10)).toBe(threads);
     }
   });
 });

@@ -1174,6 +1174,12 @@ long Ctx::rows_of(int slot, long extent) const {
   return r > 0 ? r : extent;
 }
 
+long Ctx::room_for(int slot, long need) const {
+  const long room = rows_of(slot, 0);
+  if (room < need) fail("a kernel grows a cache to %ld rows in place, but its buffer has %ld", need, room);
+  return room;
+}
+
 void Ctx::append(int out, int src, long outer, long len, long n, long inner) {
   const long room = rows[plan->storage(out)];
   if (room < len + n) fail("cache_append: %ld + %ld rows do not fit the cache's buffer (%ld rows)", len, n, room);

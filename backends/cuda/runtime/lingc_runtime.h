@@ -208,6 +208,8 @@ struct Ctx {
   void release(int slot);
   /** The rows along its growth axis of the buffer holding `slot` (`extent` when it has no room). */
   long rows_of(int slot, long extent) const;
+  /** The rows of the buffer of a cache a kernel grows in place to `need` rows (fails when it has fewer). */
+  long room_for(int slot, long need) const;
   long kv_rows(int k, int v, long T) const;
   int dtype(int slot) const;
   /** Runs (or prepares) the callee of call site k of frame fr. */

@@ -69,8 +69,10 @@ const TEMPLATES: readonly Template[] = [
     covers: (ops) =>
       count(ops, "reshape") === 1 &&
       count(ops, "slice") >= 1 &&
-      only(ops, ["reshape", "slice", "transpose", "rms_norm", "rope"]) &&
-      ops.filter((o) => o.opName === "slice").every((s) => attrsOf(OPS.slice, s).axis === 2 && s.operands[0]!.def?.opName === "reshape"),
+      only(ops, ["reshape", "slice", "transpose", "rms_norm", "rope", "cache_append"]) &&
+      ops.filter((o) => o.opName === "slice").every((s) => attrsOf(OPS.slice, s).axis === 2 && s.operands[0]!.def?.opName === "reshape") &&
+      // A cache append takes a chain's rows along the sequence axis of [B, heads, S, d].
+      ops.filter((o) => o.opName === "cache_append").every((a) => ops.includes(a.operands[1]!.def!) && a.results[0]!.type.rank === 4 && (attrsOf(OPS.cache_append, a).axis + 4) % 4 === 2),
     generate(gen, ops, limits) {
       const heads = ops.find((o) => o.opName === "reshape")!.results[0]!;
       return qkvKernel(gen(normWorkgroup(heads.type.shape[3]!.value!, limits.maxThreads)), ops);

@@ -4,8 +4,10 @@
  * or V it belongs to (by the group's slices) gets that chain's per-head RMSNorm (a workgroup sum)
  * and partial rotate-half RoPE (each element reads its partner from workgroup memory), and is
  * written straight to its [B, heads, S, d] output. Replaces the split, three transposes, two norms
- * and two RoPEs of the unfused graph. (A thread per head was the first version: its strided reads
- * and serial loops made it the slowest kernel of a decode step.)
+ * and two RoPEs of the unfused graph. A chain whose rows a KV cache append takes (decode) writes
+ * them straight into the cache's buffer past its rows, as the append would have, and so saves the
+ * append's own kernel. (A thread per head was the first version: its strided reads and serial loops
+ * made it the slowest kernel of a decode step.)
  */
 import { attrsOf, OPS } from "../../../ir/ops";
 import { LingcError } from "../../../ir/errors";
@@ -30,7 +32,11 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const NH = NHd!.value!;
   const d = Dd!.value!;
   const byInput = new Map<Value, Op>();
-  for (const o of ops) if (o !== reshape) byInput.set(o.operands[0]!, o);
+  const appendOf = new Map<Value, Op>();
+  for (const o of ops) {
+    if (o.opName === "cache_append") appendOf.set(o.operands[1]!, o);
+    else if (o !== reshape) byInput.set(o.operands[0]!, o);
+  }
   const chains: Chain[] = ops
     .filter((o) => o.opName === "slice")
     .map((sl) => {
@@ -101,8 +107,18 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
         }
       }
       const n = ch.end - ch.start;
-      const base = kb.let("obase", K.mul(K.add(K.mul(K.add(K.mul(b, K.i(n)), K.sub(j, K.i(ch.start))), S), s), K.i(d)));
-      each(d, (c) => kb.store(g.buf(ch.out), K.add(base, c), kb.load(x, c, "f32")));
+      // Row (b, head, s) of a [B, n, rows, d] buffer, at `past` rows into its sequence axis.
+      const write = (out: Value, rows: Expr, past: Expr) => {
+        const base = kb.let("obase", K.mul(K.add(K.mul(K.add(K.mul(b, K.i(n)), K.sub(j, K.i(ch.start))), rows), K.add(past, s)), K.i(d)));
+        each(d, (c) => kb.store(g.buf(out), K.add(base, c), kb.load(x, c, "f32")));
+      };
+      const append = appendOf.get(ch.out);
+      if (append) {
+        // Into the cache's buffer past its rows (its capacity's row stride), in place.
+        const grown = append.results[0]!;
+        write(grown, g.storageRows(grown, 2), g.size(append.operands[0]!.type.shape[2]!));
+      }
+      if (!append || g.isOutput(ch.out)) write(ch.out, S, K.i(0));
     };
     const branch = (k: number): void => {
       const ch = chains[k]!;

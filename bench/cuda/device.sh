@@ -467,7 +467,10 @@ wgsl)
     python3 bench/cpuprof_top.py /tmp/prof/*.cpuprofile 40 | tee "$OUT/cpuprof.txt"
     exit 0
   fi
-  node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only --kernels
+  # LINGC_WGSL_PROMPTS="512 2048": the benchmark at each prompt (cache) length, in turn.
+  for P in ${LINGC_WGSL_PROMPTS:-2048}; do
+    node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt $P --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only --kernels
+  done
   # LINGC_WGSL_VARIANTS="A=1 A=2,B=3": the same benchmark again (one run, no kernel table) under each
   # comma-separated set of environment assignments (an A/B of a code generator's knob in one call).
   for v in ${LINGC_WGSL_VARIANTS:-}; do

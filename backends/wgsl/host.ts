@@ -10,6 +10,7 @@
  * one row longer. Kernels read it with the buffer's row count (a capacity symbol of the artifact).
  */
 import { evalTerms, type ArtifactKernel, type ArtifactLaunch, type ArtifactSlot, type WgslArtifact } from "./artifact";
+import { ChunkedPass, submitEvery } from "./chunked-pass";
 import { NextToken } from "./next-token";
 import { around, Readback } from "./readback";
 import { bindGroupEntries, BindGroupCache, SlotBuffers } from "./slot-buffers";
@@ -129,7 +130,7 @@ interface Pipeline {
 /** Bytes between kernels' sizes in a run's shared uniform buffer (WebGPU's largest minUniformBufferOffsetAlignment). */
 const UNIFORM_STRIDE = 256;
 
-/** A run's one compute pass, its uniform buffer, and the sizes to write into it (launch c of kernel n at (n x MAX_CHAIN + c) x UNIFORM_STRIDE). */
+/** A run's open compute pass, its uniform buffer, and the sizes to write into it (launch c of kernel n at (n x MAX_CHAIN + c) x UNIFORM_STRIDE): a ChunkedPass. */
 interface SharedPass {
   pass: GPUComputePassEncoder;
   uniforms: GPUBuffer;
@@ -230,6 +231,8 @@ export class WgslGraph {
   /** Unprofiled runs' kernel sizes, n x UNIFORM_STRIDE bytes each (made at the first such run), two used in turn. */
   private uniforms?: GPUBuffer[];
   private uniformTurn = 0;
+  /** Kernels a submission holds (chunked-pass.ts). */
+  private readonly chunkKernels = submitEvery();
   /** The read-back staging buffer of the last run, kept for the next (up to STAGING_KEEP bytes). */
   private staging?: GPUBuffer;
   /** The next-token kernel (made at the first run that asks for it). */
@@ -303,9 +306,9 @@ export class WgslGraph {
   /**
    * Records kernel n (its few-rows form, `few`) into a command encoder: its sizes, bindings and
    * workgroups. With `shared`, into
-   * that compute pass (a run's dispatches share one pass: WebGPU orders each dispatch's storage
+   * that compute pass (a chunk of a run's dispatches share one pass: WebGPU orders each dispatch's storage
    * accesses after the previous ones', so passes need not separate them) with its sizes in that
-   * run's uniform buffer (one buffer and one write a run instead of one a kernel);
+   * run's uniform buffer (one buffer a run, one write a chunk, instead of one a kernel);
    * else in a pass of its own (GPU timestamps around it) with a uniform buffer of its own.
    */
   private encode(encoder: GPUCommandEncoder, n: number, few: boolean, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites, shared?: SharedPass): boolean {
@@ -437,16 +440,15 @@ export class WgslGraph {
     for (const o of a.outputs) bufferOf(o.slot);
 
     const timings: KernelTiming[] = [];
-    let encoder = device.createCommandEncoder();
     // Profiling: GPU timestamps around each kernel's pass where the device has them (one submission,
     // the kernels' own time), else a submission per kernel timed on the host (launch costs included).
     // (A query set holds at most 4096 queries, two a kernel.)
     const gpuClock = opts.profile === true && device.features.has("timestamp-query") && 2 * a.kernels.length <= 4096;
     const queries = gpuClock ? device.createQuerySet({ type: "timestamp", count: 2 * a.kernels.length }) : undefined;
     const timed: number[] = [];
-    // Unprofiled: one compute pass for the whole run, the sizes in the graph's uniform buffer (the
-    // queue runs this run's write of it after the kernels of the runs submitted before).
-    let shared: SharedPass | undefined;
+    // Unprofiled: compute passes submitted a chunk of kernels at a time (chunked-pass.ts), the sizes
+    // in the graph's uniform buffer (the queue runs each chunk's write of it before the chunk).
+    let shared: ChunkedPass | undefined;
     if (!opts.profile && a.kernels.length) {
       // Two, used in turn: a launch writes the one the run before it did not bind (that run may still be on the queue).
       this.uniforms ??= [0, 1].map(() => device.createBuffer({ size: UNIFORM_STRIDE * MAX_CHAIN * a.kernels.length, usage: USAGE.UNIFORM | USAGE.COPY_DST, label: `${a.graph} sizes` }));
@@ -455,14 +457,16 @@ export class WgslGraph {
       if (device.features.has("timestamp-query")) {
         this.passClock ??= { queries: device.createQuerySet({ type: "timestamp", count: 2 }), resolved: device.createBuffer({ size: 16, usage: USAGE.QUERY_RESOLVE | USAGE.COPY_SRC }) };
       }
-      const clock = this.passClock && { querySet: this.passClock.queries, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 };
-      shared = { pass: encoder.beginComputePass({ label: "graph", ...(clock ? { timestampWrites: clock } : {}) }), uniforms: this.uniforms[this.uniformTurn]!, sizes: new Int32Array((UNIFORM_STRIDE / 4) * MAX_CHAIN * a.kernels.length) };
+      const sizes = new Int32Array((UNIFORM_STRIDE / 4) * MAX_CHAIN * a.kernels.length);
+      shared = new ChunkedPass(device, this.uniforms[this.uniformTurn]!, sizes, UNIFORM_STRIDE * MAX_CHAIN, a.kernels.length, this.chunkKernels, this.passClock?.queries);
     }
+    let encoder = shared?.encoder ?? device.createCommandEncoder();
     const submit = (enc: GPUCommandEncoder) => device.queue.submit([enc.finish()]);
     for (let n = 0; n < a.kernels.length; n++) {
       const k = a.kernels[n]!;
       const at = 2 * timed.length;
       const stamps = queries ? { querySet: queries, beginningOfPassWriteIndex: at, endOfPassWriteIndex: at + 1 } : undefined;
+      shared?.at(n);
       // Load-time kernels ran when the graph was loaded (their results are resident).
       if (k.atLoad || !this.encode(encoder, n, few[n]!, bindings, bufferOf, transient, stamps, shared)) continue;
       if (queries) timed.push(n);
@@ -484,11 +488,8 @@ export class WgslGraph {
       nextIds = { buffer: this.nextTokens.encode(pass, bufferOf(o.slot)[0]!, shape), dtype: "i32", shape: [shape[0]!, 1] };
       if (!shared) pass.end();
     }
-    if (shared) {
-      shared.pass.end();
-      // Before the submit below: the queue runs this write first.
-      device.queue.writeBuffer(shared.uniforms, 0, shared.sizes);
-    }
+    // The last chunk's pass ends, its sizes written before the submission below.
+    if (shared) encoder = shared.end();
     let stampsRead: GPUBuffer | undefined;
     if (queries && timed.length) {
       const resolved = device.createBuffer({ size: 16 * timed.length, usage: USAGE.QUERY_RESOLVE | USAGE.COPY_SRC });

@@ -467,16 +467,21 @@ wgsl)
     python3 bench/cpuprof_top.py /tmp/prof/*.cpuprofile 40 | tee "$OUT/cpuprof.txt"
     exit 0
   fi
+  # LINGC_WGSL_CLOCKS=1: the GPU's clocks, power and clock-event reasons sampled every 100 ms
+  # through the benchmarks (to $OUT/clocks.csv; each benchmark's start time is printed beside it).
+  [ -n "${LINGC_WGSL_CLOCKS:-}" ] && { nvidia-smi --query-gpu=timestamp,pstate,clocks.sm,clocks.mem,power.draw,clocks_event_reasons.active --format=csv -lms 100 > "$OUT/clocks.csv" & CLK=$!; }
   # LINGC_WGSL_PROMPTS="512 2048": the benchmark at each prompt (cache) length, in turn.
   for P in ${LINGC_WGSL_PROMPTS:-2048}; do
+    echo "== prompt $P, started $(date +%H:%M:%S.%N)"
     node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt $P --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only --kernels
   done
   # LINGC_WGSL_VARIANTS="A=1 A=2,B=3": the same benchmark again (one run, no kernel table) under each
   # comma-separated set of environment assignments (an A/B of a code generator's knob in one call).
   for v in ${LINGC_WGSL_VARIANTS:-}; do
-    echo "== variant $v"
+    echo "== variant $v, started $(date +%H:%M:%S.%N)"
     env ${v//,/ } node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps ${LINGC_WGSL_STEPS:-16} --runs 1 --fused-only
   done
+  [ -n "${CLK:-}" ] && kill $CLK
   [ -n "${LINGC_SKIP_CUDA:-}" ] && exit 0
   echo "== CUDA, the same shape"
   $L compile /tmp/m4 --target cuda --out /tmp/m4c >/dev/null && (cd /tmp/m4c && make -j16 >/dev/null) && /tmp/m4c/lingc_model bench --random-weights --prefill 1x2048 --decode 1x2048 --repeats 5

@@ -3,7 +3,8 @@
  * and the read-back staging kept between runs give the same numbers run after run (a buffer is
  * taken back as the last run left it: its kernels overwrite it whole); a profiled run on a device
  * without timestamp queries times each kernel by a submission of its own; an unprofiled
- * run on a device with them times its one pass on the GPU. A bf16 weight is held two values to a
+ * run on a device with them times its passes on the GPU; a run is submitted a chunk of kernels at a
+ * time (chunked-pass.ts), with the same numbers whatever the chunk. A bf16 weight is held two values to a
  * 32-bit word, and data for it that is not bf16 is refused. Greedy generation's next token chosen on
  * the GPU (next-token.ts) is the argmax of the last position's logits, ties to the lowest index.
  */
@@ -109,6 +110,45 @@ describe("the WebGPU host across runs", () => {
       else expect(r.gpuMs).toBeUndefined();
     } finally {
       g.destroy();
+      device.destroy();
+    }
+  });
+
+  it("submits a run a chunk of kernels at a time (LINGC_WGSL_SUBMIT_EVERY), with the same numbers and one GPU time across the chunks", async () => {
+    const device = await nodeDevice();
+    const queue = device.queue;
+    const submit = queue.submit.bind(queue);
+    let submissions = 0;
+    queue.submit = (buffers: Iterable<GPUCommandBuffer>) => (submissions++, submit(buffers));
+    const before = process.env["LINGC_WGSL_SUBMIT_EVERY"];
+    try {
+      const counts: number[] = [];
+      for (const every of ["0", "1", "2"]) {
+        process.env["LINGC_WGSL_SUBMIT_EVERY"] = every;
+        const g = await graphOn(device);
+        try {
+          await g.run({ x: input(2, 1) }); // (pipelines and buffers made)
+          submissions = 0;
+          const r = await g.run({ x: input(2, 6) });
+          counts.push(submissions);
+          const want = expected(Array.from(input(2, 6).data), 2);
+          close(r.outputs["y"]!.data, want.y);
+          close(r.outputs["z"]!.data, want.z);
+          if (device.features.has("timestamp-query")) expect(r.gpuMs).toBeGreaterThanOrEqual(0);
+        } finally {
+          g.destroy();
+        }
+      }
+      const probe = await graphOn(device);
+      const kernels = probe.artifact.kernels.length;
+      probe.destroy();
+      // One submission a run; one a kernel; one per two kernels.
+      expect(counts).toEqual([1, kernels, Math.ceil(kernels / 2)]);
+      process.env["LINGC_WGSL_SUBMIT_EVERY"] = "two";
+      await expect(graphOn(device)).rejects.toThrow(/LINGC_WGSL_SUBMIT_EVERY must be a whole number of kernels/);
+    } finally {
+      if (before === undefined) delete process.env["LINGC_WGSL_SUBMIT_EVERY"];
+      else process.env["LINGC_WGSL_SUBMIT_EVERY"] = before;
       device.destroy();
     }
   });

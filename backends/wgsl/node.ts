@@ -15,7 +15,9 @@ async function gpu(): Promise<GPU> {
   } catch (e) {
     throw new LingcError(`WebGPU for Node (the 'webgpu' package) could not be loaded: ${(e as Error).message}`);
   }
-  gpuRoot = mod.create([]);
+  // Full-precision GPU timestamps: Dawn rounds them down to 65,536 ns by default (a browser's
+  // mitigation of timing attacks), which made every per-kernel time a multiple of 65.5 us.
+  gpuRoot = mod.create(["disable-dawn-features=timestamp_quantization"]);
   return gpuRoot;
 }
 

@@ -54,12 +54,16 @@ function opBytes(op: Op, b: ReadonlyMap<string, number>): [number, number] {
   return [c.bytesRead + c.bytesWritten, c.bytesRead + c.bytesWritten - weights];
 }
 
-/** A fused kernel reads each external input once and writes its outputs once: [all, without weights]. */
+/**
+ * A fused kernel reads each external input once and writes its outputs once: [all, without weights].
+ * An in_place op inside it (a KV cache append) neither reads the storage it grows nor writes it
+ * whole: its result counts the bytes its cost rule writes (the new rows).
+ */
 function kernelBytes(k: Func, b: ReadonlyMap<string, number>): [number, number] {
   const read = new Map<Value, number>();
   for (const op of k.body) {
     op.operands.forEach((v, i) => {
-      if (v.kind === "result") return;
+      if (v.kind === "result" || (i === 0 && hasTrait(op.opName, "in_place"))) return;
       read.set(v, Math.max(read.get(v) ?? 0, operandBytes(op, i, b)));
     });
   }
@@ -69,7 +73,11 @@ function kernelBytes(k: Func, b: ReadonlyMap<string, number>): [number, number] 
     total += n;
     if (v.kind === "weight") weights += n;
   }
-  for (const r of k.results) total += bytesOf(shaped(r.value, b));
+  for (const r of k.results) {
+    const def = r.value.def;
+    const grown = def && hasTrait(def.opName, "in_place") ? getOp(def.opName)?.cost?.(def.operands.map((v) => shaped(v, b)), [shaped(r.value, b)], def.attrs) : undefined;
+    total += grown ? grown.bytesWritten : bytesOf(shaped(r.value, b));
+  }
   return [total, total - weights];
 }
 

@@ -49,6 +49,15 @@ describe("fusion plan", () => {
     expect(ops).toEqual(expect.arrayContaining(["sigmoid", "add", "group_topk", "take_along", "reduce_sum", "div", "mul"]));
   });
 
+  it("counts a KV cache append inside a kernel as the new rows it writes, not the cache", () => {
+    const m = fused("ling-tiny", "decode");
+    expect(m.getFunc("moe_layer.qk_norm_rope")!.body.filter((o) => o.opName === "cache_append")).toHaveLength(2);
+    const at = (P: number) => kernelReport(m, new Map([["B", 1], ["S", 1], ["P", P]])).find((x) => x.function === "moe_layer")!.bytesAfter;
+    // Only attention reads the cache's rows: keys and values, P + S rows of 2 KV heads x 16 f32 each.
+    // (Counted whole, the appends' kernel would add the caches' rows read and written too.)
+    expect(at(2048) - at(16)).toBe(2 * (2048 - 16) * 2 * 16 * 4);
+  });
+
   it("shows every kernel in the dump as a named function, and the dump parses back", () => {
     const text = printModule(fused("ling-tiny", "decode"));
     expect(text).toMatch(/func @moe_layer\.swiglu\(.*\n(.*\n)*.*attributes \{fusion = "swiglu", role = "kernel"\}/);

@@ -5,7 +5,8 @@
  * checkpoint names) and symbols are rewritten to the entry's (B, S, P). Reshapes become aliases of
  * their input's slot and constants become data, so neither is a step. An in_place op (cache_append)
  * is a step whose result is an alias of its first operand: it writes into that storage, a graph
- * input (ir/cache-storage.ts), which is marked as growing so the host gives it room.
+ * input (ir/cache-storage.ts), which is marked as growing so the host gives it room; so is a kernel's
+ * result that an in_place op inside it grew from one of its parameters (a fused cache append).
  */
 import type { Dim } from "../ir/dim";
 import { LingcError } from "../ir/errors";

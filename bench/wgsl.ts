@@ -58,8 +58,11 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
       const gpu: number[] = [];
       const encode: number[] = [];
       const wait: number[] = [];
+      const step: number[] = [];
       for (let s = 0; s < steps; s++) {
+        const t = performance.now();
         await session.decode(Tensor.from("i64", [B, 1], Array.from({ length: B }, (_, b) => (s * 31 + b) % V)));
+        step.push(performance.now() - t);
         const ms = decodeRunner?.lastGpuMs;
         if (ms !== undefined) gpu.push(ms);
         if (decodeRunner?.lastHostMs) {
@@ -67,7 +70,7 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
           wait.push(decodeRunner.lastHostMs.wait);
         }
       }
-      return { prefill: t1 - t0, decode: performance.now() - t1, gpu, encode, wait };
+      return { prefill: t1 - t0, decode: performance.now() - t1, gpu, encode, wait, step };
     } finally {
       session.close();
     }
@@ -93,6 +96,7 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
   const gpu: number[] = [];
   const encode: number[] = [];
   const wait: number[] = [];
+  const step: number[] = [];
   for (let r = 0; r < runs; r++) {
     const x = await once();
     p.push(x.prefill);
@@ -100,14 +104,19 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
     gpu.push(...x.gpu);
     encode.push(...x.encode);
     wait.push(...x.wait);
+    step.push(...x.step);
     g.push(await greedyOnce());
     gs.push(await greedyOnce(false));
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * q))]!;
+  const median = (xs: number[]) => quantile(xs, 0.5);
   // The decode steps' one pass on the GPU (timestamps around it), against their wall time: the rest is
   // the host's (encoding up to the submission; waiting from there to the read-back's data).
   const host = encode.length ? `; host encode ${median(encode).toFixed(2)} ms, submit to read-back ${median(wait).toFixed(2)} ms` : "";
-  const stepGpu = gpu.length ? `; decode step on the GPU ${median(gpu).toFixed(2)} ms (median of ${gpu.length}), wall ${(median(d) / steps).toFixed(2)} ms${host}` : "";
+  // A step's wall time as the mean over a run (what tokens/s counts) and its median, 90th percentile
+  // and maximum (the mean above the median: some steps take much longer than most).
+  const walls = `wall ${(median(d) / steps).toFixed(2)} ms mean (a step: median ${median(step).toFixed(2)}, p90 ${quantile(step, 0.9).toFixed(2)}, max ${quantile(step, 1).toFixed(2)})`;
+  const stepGpu = gpu.length ? `; decode step on the GPU ${median(gpu).toFixed(2)} ms (median of ${gpu.length}), ${walls}${host}` : "";
   return { prefill: spread(B * S, p), decode: spread(B * steps, d), greedy: `${spread(B * steps, g)}; step by step ${spread(B * steps, gs)}`, stepGpu };
 }
 

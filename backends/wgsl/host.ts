@@ -230,6 +230,7 @@ export class WgslGraph {
   private readonly bindGroups = new BindGroupCache();
   /** Unprofiled runs' kernel sizes, n x UNIFORM_STRIDE bytes each (made at the first such run), two used in turn. */
   private uniforms?: GPUBuffer[];
+  private sizes?: Int32Array<ArrayBuffer>;
   private uniformTurn = 0;
   /** Kernels a submission holds (chunked-pass.ts). */
   private readonly chunkKernels = submitEvery();
@@ -389,7 +390,8 @@ export class WgslGraph {
     const storage = (id: number): ArtifactSlot => storageSlot(a, id);
     const shapeOf = (s: ArtifactSlot) => s.shape.map((t) => evalTerms(t, bindings));
     const maxBinding = device.limits.maxStorageBufferBindingSize;
-    const buffers = new Map<number, GPUBuffer[]>(this.resident);
+    // This run's buffers by storage slot, over the graph's resident ones (weights: not copied a run).
+    const buffers = new Map<number, GPUBuffer[]>();
     const transient: GPUBuffer[] = [];
     /** This run's activation buffers (from the graph's kept ones), by storage slot: given back once submitted. */
     const taken = new Map<number, GPUBuffer>();
@@ -397,7 +399,7 @@ export class WgslGraph {
     const rowsOf = new Map<number, number>();
     const bufferOf = (id: number): GPUBuffer[] => {
       const s = storage(id);
-      let b = buffers.get(s.id);
+      let b = buffers.get(s.id) ?? this.resident.get(s.id);
       if (!b) {
         const bytes = shapeOf(s).reduce((x, y) => x * y, 1) * 4;
         if (bytes > maxBinding) {
@@ -457,8 +459,9 @@ export class WgslGraph {
       if (device.features.has("timestamp-query")) {
         this.passClock ??= { queries: device.createQuerySet({ type: "timestamp", count: 2 }), resolved: device.createBuffer({ size: 16, usage: USAGE.QUERY_RESOLVE | USAGE.COPY_SRC }) };
       }
-      const sizes = new Int32Array((UNIFORM_STRIDE / 4) * MAX_CHAIN * a.kernels.length);
-      shared = new ChunkedPass(device, this.uniforms[this.uniformTurn]!, sizes, UNIFORM_STRIDE * MAX_CHAIN, a.kernels.length, this.chunkKernels, this.passClock?.queries);
+      // One array for every run: each chunk's sizes are copied out by writeBuffer as it is submitted.
+      this.sizes ??= new Int32Array((UNIFORM_STRIDE / 4) * MAX_CHAIN * a.kernels.length);
+      shared = new ChunkedPass(device, this.uniforms[this.uniformTurn]!, this.sizes, UNIFORM_STRIDE * MAX_CHAIN, a.kernels.length, this.chunkKernels, this.passClock?.queries);
     }
     let encoder = shared?.encoder ?? device.createCommandEncoder();
     const submit = (enc: GPUCommandEncoder) => device.queue.submit([enc.finish()]);

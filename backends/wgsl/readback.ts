@@ -80,11 +80,10 @@ export class Readback {
     for (const r of this.raws) encoder.copyBufferToBuffer(r.buffer, 0, staging, r.offset, r.bytes);
   }
 
-  /** Slot id's value from the mapped staging data. */
+  /** Slot id's value from the mapped staging data (a copy the run owns): a view into it, not a copy. */
   read(data: ArrayBuffer, id: number): HostTensor {
     const { t, offset, count, last, scales } = this.reads.get(id)!;
-    const own = data.slice(offset, offset + count * 4);
-    let values: Float32Array | Int32Array = t.dtype === "f32" ? new Float32Array(own) : new Int32Array(own);
+    let values: Float32Array | Int32Array = t.dtype === "f32" ? new Float32Array(data, offset, count) : new Int32Array(data, offset, count);
     if (last) return { dtype: t.dtype, shape: [t.shape[0]!, 1, ...t.shape.slice(2)], data: values } as HostTensor;
     if (t.room) {
       const { outer, inner } = around(t.shape, t.room.axis);

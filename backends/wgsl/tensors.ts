@@ -11,9 +11,13 @@ export function toHost(t: Tensor): HostTensor {
   return { dtype: "f32", shape: [...t.shape], data: Float32Array.from(t.data) };
 }
 
-/** A host tensor as a lingc tensor of `dtype`; a scaled fp8 one keeps its scales (blocks of `block` rows x cols). */
+/**
+ * A host tensor as a lingc tensor of `dtype`; a scaled fp8 one keeps its scales (blocks of `block`
+ * rows x cols). Float data becomes the tensor's as it is (a run's read-back is its own: no copy of a
+ * decode step's logits); integers are widened to the Float64Array lingc holds them in.
+ */
 export function fromHost(t: HostTensor, dtype: Tensor["dtype"], block?: readonly [number, number]): Tensor {
-  const data = t.data instanceof Float32Array ? Float32Array.from(t.data) : Float64Array.from(t.data);
+  const data = t.data instanceof Float32Array ? t.data : Float64Array.from(t.data);
   if (!t.scales || !block) return new Tensor(dtype, t.shape, data);
   return new Tensor(dtype, t.shape, data, { layout: { scaleDtype: "f32", granularity: { kind: "block", rows: block[0], cols: block[1] } }, scales: t.scales });
 }

@@ -113,6 +113,12 @@ export function capacitySymbol(slot: number): string {
   return `capacity_${slot}`;
 }
 
+/** The storage slot whose capacity a symbol is (capacitySymbol), or undefined for another symbol. */
+export function capacitySlotOf(symbol: string): number | undefined {
+  const m = /^capacity_(\d+)$/.exec(symbol);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** Adds a slot (and, for a scaled fp8 type, the slot of its scale grid); returns its id. */
 export function addSlot(slots: Slot[], s: Omit<Slot, "id">): number {
   const id = slots.length;

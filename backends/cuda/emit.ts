@@ -26,7 +26,7 @@ import { parseTile, type TileShape } from "../../ir/target/cuda";
 import type { Program } from "../backend";
 import { buildFrames, type FrameSchedule } from "../frames";
 import { predictPeak, storageLifetimes, type Lifetimes } from "../frames-memory";
-import { scaleSlotOfValue, storageSlot, type Step } from "../schedule";
+import { capacitySlotOf, scaleSlotOfValue, storageSlot, type Step } from "../schedule";
 import { markKMajorScales } from "./scale-layout";
 import { generateStep, type GenLimits } from "../kernels/gen";
 import type { BufferElem, Kernel } from "../kernels/kir";
@@ -251,9 +251,9 @@ class FuncEmitter {
     const smem = dynamicSharedBytes(g.kernel);
     // A kernel that writes into a cache grown in place (a fused append) takes the rows of the
     // cache's buffer (its capacity symbol, schedule.ts) as a size: the runtime's, from the binding.
-    const capacities = new Set(g.uniforms.flatMap((u) => u.dim.symbols()).filter((x) => x.startsWith("capacity_")));
+    const capacities = new Set(g.uniforms.flatMap((u) => u.dim.symbols()).filter((x) => capacitySlotOf(x) !== undefined));
     const caps = [...capacities].map((x) => {
-      const id = Number(x.slice("capacity_".length));
+      const id = capacitySlotOf(x)!;
       const grown = [...step.writes.values()].map((w) => this.fr.slots[w]!).find((sl) => sl.grows && storageSlot(this.fr, sl.id) === id);
       if (!grown) throw new LingcError(`CUDA emitter: ${step.kernel?.name ?? op.opName} sizes by the buffer of a cache it does not grow (${x})`);
       return `const long ${x} = c.room_for(b + ${id}, ${cppDim(grown.grows!.rows)}); `;

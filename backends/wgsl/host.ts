@@ -230,6 +230,7 @@ export class WgslGraph {
   private readonly bindGroups = new BindGroupCache();
   /** Unprofiled runs' kernel sizes, n x UNIFORM_STRIDE bytes each (made at the first such run), two used in turn. */
   private uniforms?: GPUBuffer[];
+  /** The sizes written into them, one array for every run (writeBuffer copies each chunk's out). */
   private sizes?: Int32Array<ArrayBuffer>;
   private uniformTurn = 0;
   /** Kernels a submission holds (chunked-pass.ts). */

@@ -457,8 +457,10 @@ wgsl)
   # The golden with the GPU kernel forms forced (the baseline profile alone would not pick them).
   echo "== ling-tiny golden on the adapter (GPU kernel forms)"
   LINGC_WGSL_GPU_FORMS=1 $L run $G --backend wgsl --input $G/golden.safetensors --out "$OUT/wgsl.safetensors" && python3 bench/cuda/check_golden.py "$OUT/wgsl.safetensors" $G/golden.safetensors
-  mkdir -p /tmp/m4 && cp bench/cuda/ling-mini-4l/config.json /tmp/m4/ && $L init /tmp/m4 --weights /tmp/m4/model.safetensors --seed 1 >/dev/null || exit 1
-  echo "== WGSL, Ling-mini-2.0 shape, 4 layers: prefill 1x2048, then decode batch 1 from a 2048-token cache"
+  # LINGC_WGSL_MODEL=bench/cuda/ling-mini-2.0-no-mtp: the full 20-layer shape the issue's bar names
+  # (about 32 GB of random bf16 weights written to /tmp first) instead of the 4-layer one.
+  mkdir -p /tmp/m4 && cp ${LINGC_WGSL_MODEL:-bench/cuda/ling-mini-4l}/config.json /tmp/m4/ && $L init /tmp/m4 --weights /tmp/m4/model.safetensors --seed 1 >/dev/null || exit 1
+  echo "== WGSL, Ling-mini-2.0 shape ($(python3 -c "import json; print(json.load(open('/tmp/m4/config.json'))['num_hidden_layers'])") layers): prefill, then decode batch 1 from the prompt's cache"
   # LINGC_WGSL_CPUPROF=1: instead, the host's JS time over decode steps (a V8 profile of a 64-token
   # prompt and 512 decode steps, summarized by function; the weights' load is in it too).
   if [ -n "${LINGC_WGSL_CPUPROF:-}" ]; then

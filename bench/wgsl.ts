@@ -7,7 +7,9 @@
  * GPU (its one compute pass) against its wall time, the rest being the host's; and greedy generation's
  * decode as `generate` runs it (each step launched before the last is read back, the GPU choosing the
  * tokens), from the first new token to the last.
- * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S --steps N --runs R
+ * Run with `npm run bench:wgsl` (options: --checkpoint DIR --batch B --prompt S[,S2...] (lengths measured
+ * in turn on one loaded model) --prefill-chunk N (a prompt prefilled N tokens at a time: a forward,
+ * then decode runs) --steps N --runs R
  * --target-profile baseline|adapter (compile for WebGPU's baseline limits, the default, or the adapter's);
  * --fused-only skips the unfused plan; --kernels also prints the fused prefill's time per kernel, summed by kernel name, from a profiled
  * run: GPU timestamps where the adapter has them, else one submission per kernel timed on the host).
@@ -31,7 +33,11 @@ function arg(name: string, dflt: string): string {
 const defaultCkpt = resolve("tests/data/golden/ling-tiny");
 const ckpt = arg("checkpoint", defaultCkpt);
 const B = Number(arg("batch", "1"));
-const S = Number(arg("prompt", "64"));
+/** Prompt lengths, measured in turn with the same loaded model ("2048,512,2048": one process, both caches). */
+const prompts = arg("prompt", "64").split(",").map(Number);
+if (prompts.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`--prompt takes prompt lengths, comma-separated (got '${arg("prompt", "64")}')`);
+/** Prefill a prompt in chunks of this many tokens (a forward, then decode runs of S tokens); 0: one forward. */
+const prefillChunk = Number(arg("prefill-chunk", "0"));
 const steps = Number(arg("steps", "16"));
 const runs = Number(arg("runs", "5"));
 /** WebGPU limits to compile for (a model whose expert stacks pass the baseline's binding limits needs the adapter's). */
@@ -43,7 +49,7 @@ function spread(tokens: number, ms: number[]): string {
   return `${f(rates[0]!)} / ${f(rates[Math.floor(rates.length / 2)]!)} / ${f(rates[rates.length - 1]!)}`;
 }
 
-async function measure(model: LoadedModel): Promise<{ prefill: string; decode: string; greedy: string; stepGpu: string }> {
+async function measure(model: LoadedModel, S: number): Promise<{ prefill: string; decode: string; greedy: string; stepGpu: string }> {
   const plan = generationPlan(model.signatures);
   const V = plan.vocab;
   const decodeRunner = (model.graphs as Record<string, { lastGpuMs?: number; lastHostMs?: { encode: number; wait: number } }>)[plan.decode.name];
@@ -53,7 +59,12 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
     const session = new GenerationSession(model, plan, S + steps);
     try {
       const t0 = performance.now();
-      await session.prefill(ids);
+      if (prefillChunk > 0 && prefillChunk < S) {
+        // The first chunk through the forward graph, the rest through the decode graph after the cache.
+        const part = (from: number, to: number) => Tensor.from("i64", [B, to - from], Array.from({ length: B * (to - from) }, (_, k) => ids.data[Math.floor(k / (to - from)) * S + from + (k % (to - from))]!));
+        await session.prefill(part(0, prefillChunk));
+        for (let from = prefillChunk; from < S; from += prefillChunk) await session.decode(part(from, Math.min(S, from + prefillChunk)));
+      } else await session.prefill(ids);
       const t1 = performance.now();
       const gpu: number[] = [];
       const encode: number[] = [];
@@ -122,19 +133,25 @@ async function measure(model: LoadedModel): Promise<{ prefill: string; decode: s
 
 const source = await openSource(ckpt);
 const adapter = await nodeAdapter();
-console.log(`WebGPU benchmark: ${source.label} on ${adapter.info?.description || adapter.info?.device || "the local adapter"} (batch ${B}, prompt ${S}, ${steps} decode steps; tokens/s as min / median / max of ${runs} runs)`);
+const chunked = prefillChunk > 0 ? `, prefilled in chunks of ${prefillChunk}` : "";
+console.log(`WebGPU benchmark: ${source.label} on ${adapter.info?.description || adapter.info?.device || "the local adapter"} (batch ${B}, prompt ${prompts.join(" then ")}${chunked}, ${steps} decode steps; tokens/s as min / median / max of ${runs} runs)`);
 // --fused-only: skip the unfused plan (a large checkpoint is loaded once less).
 const plans = [["fused", []], ["unfused", ["all"]]] as const;
 for (const [label, noFuse] of process.argv.includes("--fused-only") ? plans.slice(0, 1) : plans) {
   const { model } = await loadModel({ source, backend: "wgsl", settings: { noFuse: [...noFuse], webgpuProfile } });
-  const r = await measure(model);
+  for (const S of prompts) {
+    const r = await measure(model, S);
+    const at = prompts.length > 1 ? ` (prompt ${S})` : "";
+    console.log(`  ${label.padEnd(8)} prefill ${r.prefill.padStart(24)}   decode ${r.decode.padStart(24)}${r.stepGpu}${at}`);
+    console.log(`  ${"".padEnd(8)} greedy generate's decode (steps chained on the GPU where the backend can) ${r.greedy}`);
+  }
   model.close();
-  console.log(`  ${label.padEnd(8)} prefill ${r.prefill.padStart(24)}   decode ${r.decode.padStart(24)}${r.stepGpu}`);
-  console.log(`  ${"".padEnd(8)} greedy generate's decode (steps chained on the GPU where the backend can) ${r.greedy}`);
 }
 
 if (process.argv.includes("--kernels")) {
   const { model } = await loadModel({ source, backend: "wgsl", settings: { webgpuProfile }, options: { profileKernels: true } });
+  // (At the first prompt length.)
+  const S = prompts[0]!;
   try {
     const plan = generationPlan(model.signatures);
     const ids = Tensor.from("i64", [B, S], Array.from({ length: B * S }, (_, k) => (k * 7919) % plan.vocab));

@@ -472,10 +472,12 @@ wgsl)
   # LINGC_WGSL_CLOCKS=1: the GPU's clocks, power and clock-event reasons sampled every 100 ms
   # through the benchmarks (to $OUT/clocks.csv; each benchmark's start time is printed beside it).
   [ -n "${LINGC_WGSL_CLOCKS:-}" ] && { nvidia-smi --query-gpu=timestamp,pstate,clocks.sm,clocks.mem,power.draw,clocks_event_reasons.active --format=csv -lms 100 > "$OUT/clocks.csv" & CLK=$!; }
-  # LINGC_WGSL_PROMPTS="512 2048": the benchmark at each prompt (cache) length, in turn.
+  # LINGC_WGSL_PROMPTS="512 2048": the benchmark at each prompt (cache) length, in turn, a process
+  # each ("2048,512,2048": the lengths in turn in one process, on one loaded model);
+  # LINGC_WGSL_ARGS: more benchmark options (e.g. "--prefill-chunk 512": the cache built by chunks).
   for P in ${LINGC_WGSL_PROMPTS:-2048}; do
     echo "== prompt $P, started $(date +%H:%M:%S.%N)"
-    node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt $P --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only --kernels
+    node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt $P --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only --kernels ${LINGC_WGSL_ARGS:-}
   done
   # LINGC_WGSL_VARIANTS="A=1 A=2,B=3": the same benchmark again (one run, no kernel table) under each
   # comma-separated set of environment assignments (an A/B of a code generator's knob in one call).

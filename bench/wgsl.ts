@@ -36,8 +36,12 @@ const B = Number(arg("batch", "1"));
 /** Prompt lengths, measured in turn with the same loaded model ("2048,512,2048": one process, both caches). */
 const prompts = arg("prompt", "64").split(",").map(Number);
 if (prompts.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`--prompt takes prompt lengths, comma-separated (got '${arg("prompt", "64")}')`);
-/** Prefill a prompt in chunks of this many tokens (a forward, then decode runs of S tokens); 0: one forward. */
-const prefillChunk = Number(arg("prefill-chunk", "0"));
+/**
+ * Prefill a prompt in chunks of this many tokens (a forward, then decode runs of S tokens); 0: one
+ * forward. LINGC_WGSL_PREFILL_CHUNK sets the default (device.sh's variants are environments).
+ */
+const prefillChunk = Number(arg("prefill-chunk", process.env["LINGC_WGSL_PREFILL_CHUNK"] ?? "0"));
+if (!Number.isInteger(prefillChunk) || prefillChunk < 0) throw new Error(`--prefill-chunk takes a number of tokens (got '${prefillChunk}')`);
 const steps = Number(arg("steps", "16"));
 const runs = Number(arg("runs", "5"));
 /** WebGPU limits to compile for (a model whose expert stacks pass the baseline's binding limits needs the adapter's). */

@@ -44,6 +44,19 @@ function linearCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
   return `c.gemm(${c.slot(x)}, ${c.slot(w)}, ${out}, ${c.dim(product(x.type.shape.slice(0, -1)))}, ${N}L, ${K}L);`;
 }
 
+/** silu(X . Wg^T) * (X . Wu^T) of two linears of one input: the runtime's SwiGLU GEMV (one row) or GEMMs. */
+function denseSwigluCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
+  const silu = step.ops.find((o) => o.opName === "silu")!;
+  const linears = step.ops.filter((o) => o.opName === "linear");
+  const gate = linears.find((o) => o.results[0] === silu.operands[0])!;
+  const up = linears.find((o) => o !== gate)!;
+  const [x, wg] = gate.operands as [Value, Value];
+  const [N, K] = [wg.type.shape[0]!.value, wg.type.shape[1]!.value];
+  const out = c.slot(step.ops.find((o) => o.opName === "mul")!.results[0]!);
+  if (choice.kernel === "gemv") return `c.gemv_swiglu(${c.slot(x)}, ${c.slot(wg)}, ${c.slot(up.operands[1]!)}, ${out}, ${N}L, ${K}L);`;
+  return `c.gemm_swiglu(${c.slot(x)}, ${c.slot(wg)}, ${c.slot(up.operands[1]!)}, ${out}, ${c.dim(product(x.type.shape.slice(0, -1)))}, ${N}L, ${K}L);`;
+}
+
 /** Y = X . W^T of block-scaled e4m3 operands: cuBLASLt's block-scaled FP8 GEMM, or the generated kernel. */
 function fp8LinearCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
   if (choice.kernel === "generated") return c.generated();
@@ -150,6 +163,7 @@ const fp8ExpertCall: Call = (choice, _step, c) => c.generated(choice.kernel);
 
 const CALLS: Record<string, Call> = {
   linear: linearCall,
+  dense_swiglu: denseSwigluCall,
   fp8_linear: fp8LinearCall,
   fp8_expert: fp8ExpertCall,
   expert: expertCall,

@@ -1,6 +1,6 @@
 /**
  * The CUDA runtime's library kernels as data: for each kind of step the runtime runs itself (a dense
- * linear, the expert matmuls, the MoE dispatch, attention, float copies, cache appends), the kernels it can run it
+ * linear, a SwiGLU of two dense linears, the expert matmuls, the MoE dispatch, attention, float copies, cache appends), the kernels it can run it
  * with and the condition under which each is chosen, as a dispatch (ir/dispatch.ts) in the step's
  * sizes. The kernel-selection pass writes it into the plan, the CUDA emitter turns it into the host
  * code's branches, and the runtime only runs what it is told. Static facts (dtypes, head dims,
@@ -85,6 +85,22 @@ function fp8Experts(ops: readonly Op[]): boolean {
   });
 }
 
+/**
+ * silu(x . Wg^T) * (x . Wu^T) of two plain linears of one input (a dense MLP's or the shared
+ * expert's gate and up, fused by the swiglu pattern), in bf16 or f32 with 2-D weights of one shape.
+ */
+function denseSwiglu(ops: readonly Op[]): boolean {
+  const n = names(ops);
+  if (ops.length !== 4 || n.filter((x) => x === "linear").length !== 2 || !n.includes("silu") || !n.includes("mul")) return false;
+  const [a, b] = ops.filter((o) => o.opName === "linear") as [Op, Op];
+  const [x, wg] = a.operands as [Value, Value];
+  const wu = b.operands[1]!;
+  return (
+    a.operands.length === 2 && b.operands.length === 2 && b.operands[0] === x && wg.type.rank === 2 &&
+    wg.type.toString() === wu.type.toString() && ["f32", "bf16"].includes(x.type.dtype) && x.type.dtype === wg.type.dtype
+  );
+}
+
 /** Which library lowering covers a step's ops (undefined: a generated kernel). */
 export function libraryKind(ops: readonly Op[]): string | undefined {
   if (ops.length === 1 && blockScaledLinear(ops[0]!)) return "fp8_linear";
@@ -93,6 +109,7 @@ export function libraryKind(ops: readonly Op[]): string | undefined {
   if (ops.some((o) => [...o.operands, ...o.results].some((v) => v.type.quant))) return undefined;
   const n = names(ops);
   if (lone(ops, "linear")) return "linear";
+  if (denseSwiglu(ops)) return "dense_swiglu";
   if (lone(ops, "grouped_linear")) return "expert";
   if (n.filter((x) => x === "grouped_linear").length === 2 && n.includes("silu") && n.includes("mul") && n.every((x) => ["grouped_linear", "silu", "mul", "moe_permute"].includes(x))) return "expert";
   if (lone(ops, "moe_dispatch")) return "moe_dispatch";
@@ -140,6 +157,16 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       const rows = product(x.type.shape.slice(0, -1));
       // One row (batch-1 decode): the runtime's GEMV moves less than cuBLASLt's M = 1 GEMM, except
       // for the largest matrices (the LM head), which cuBLASLt reads better.
+      const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
+      all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
+      break;
+    }
+    case "dense_swiglu": {
+      const [x, w] = ops.find((o) => o.opName === "linear")!.operands as [Value, Value];
+      const [N, K] = w.type.shape.map((d) => d.value!) as [number, number];
+      const rows = product(x.type.shape.slice(0, -1));
+      // One row: the expert GEMV's SwiGLU form (one launch for gate, up and the product, where the
+      // unfused ops took three); more: two cuBLASLt GEMMs and silu_mul.
       const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
       all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
       break;

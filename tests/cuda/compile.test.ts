@@ -214,6 +214,10 @@ describe("lingc compile --target cuda", () => {
     const smem = tile.stages * (tile.bm + tile.bn) * 128 + 1024;
     expect(src).toMatch(new RegExp(`else \\{ const long n_ = [^}]*c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, ${2 * tile.bm}, ${smem}`));
     expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) c\.expert_gemv\(/);
+    // The dense MLP's and the shared expert's SwiGLU (two linears, silu, mul: one kernel call): the
+    // runtime's SwiGLU GEMV at one row, two GEMMs and silu_mul beyond; in each graph's two layer kinds.
+    expect(src.match(/if \(\(\(B\*S\)\) == \(1L\)\) c\.gemv_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, 640L, 256L\);\n\s*else c\.gemm_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, \(B\*S\), 640L, 256L\);/g)).toHaveLength(2);
+    expect(src.match(/c\.gemv_swiglu\([^;]*, 128L, 256L\);/g)).toHaveLength(2);
     await expectCompiles([join(dir, "bf16"), "model.cu"]);
   }, 300_000);
 

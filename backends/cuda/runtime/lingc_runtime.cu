@@ -1230,6 +1230,32 @@ void Ctx::gemv(int x, int w, int out, long N, long K) {
   launched("gemv");
 }
 
+void Ctx::gemv_swiglu(int x, int wg, int wu, int out, long N, long K) {
+  // One row as one expert (expert_of reads no offsets when E is 1), gate and up in one pass over x.
+  if (K % 256) fail("gemv_swiglu: K = %ld is not a multiple of 256 (the plan must not choose it)", K);
+  const dim3 g((unsigned)((N + 7) / 8), 1);
+  if (dtype(x) == DT_BF16) CK(launch_pdl(stream, lingc::expert_gemv<__nv_bfloat16, true, true, true>, g, 256, 0, (const __nv_bfloat16*)ptr(x), (const int*)nullptr, 1, (const __nv_bfloat16*)ptr(wg), (const __nv_bfloat16*)ptr(wu), (const int*)nullptr, (__nv_bfloat16*)ptr(out), 1, N, K));
+  else CK(launch_pdl(stream, lingc::expert_gemv<float, true, true, true>, g, 256, 0, (const float*)ptr(x), (const int*)nullptr, 1, (const float*)ptr(wg), (const float*)ptr(wu), (const int*)nullptr, (float*)ptr(out), 1, N, K));
+  launched("gemv_swiglu");
+}
+
+void Ctx::gemm_swiglu(int x, int wg, int wu, int out, long M, long N, long K) {
+  if (M == 0) return;
+  const int dt = dtype(out);
+  const size_t eb = dtype_bytes(dt);
+  // Gate and up side by side in one scratch (stream-ordered: a graph capture records it as memory nodes).
+  char* gu = nullptr;
+  CK(cudaMallocAsync((void**)&gu, 2 * (size_t)M * N * eb, stream));
+  char* up = gu + (size_t)M * N * eb;
+  rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(wg), K, 0, true, gu, N, 0, 1);
+  rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(wu), K, 0, true, up, N, 0, 1);
+  const long n = M * N;
+  if (dt == DT_BF16) silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)gu, (const __nv_bfloat16*)up, (__nv_bfloat16*)ptr(out), n);
+  else silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)gu, (const float*)up, (float*)ptr(out), n);
+  launched("silu_mul");
+  CK(cudaFreeAsync(gu, stream));
+}
+
 void Ctx::cast(int in, int out, long n) {
   if (n == 0) return;
   const int a = dtype(in), b = dtype(out);

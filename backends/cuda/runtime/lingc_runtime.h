@@ -238,6 +238,11 @@ struct Ctx {
   void gemm_fp8(int x, int xs, bool xs_kmajor, int w, int ws, int out, long M, long N, long K);
   // The same for one row (M = 1) with the runtime's GEMV (K a multiple of 256).
   void gemv(int x, int w, int out, long N, long K);
+  // SwiGLU of two linears of one input: out[M,N] = silu(X.Wg^T) * (X.Wu^T), rounded as the unfused ops
+  // round. One row: the expert GEMV's SwiGLU form over one expert (gate and up read together, one
+  // launch); more: two cuBLASLt GEMMs into a stream-ordered scratch, then silu_mul.
+  void gemv_swiglu(int x, int wg, int wu, int out, long N, long K);
+  void gemm_swiglu(int x, int wg, int wu, int out, long M, long N, long K);
   // Expert matmuls over rows grouped by expert (offsets[E+1]): with wu >= 0, silu(x.Wg^T) * (x.Wu^T);
   // with order >= 0, row r reads x[order[r] / k]. The GEMV (a block per row, or per expert), or one
   // cuBLASLt GEMM per expert (the grouped GEMM of many rows is a generated tile program).

@@ -1,5 +1,6 @@
 // The runner's selftest command: the bf16 kernels that the fp32 golden checkpoint (head dim 16)
-// does not reach (fused prefill and decode attention) against plain reference kernels. (The bf16
+// does not reach (fused prefill and decode attention, the dense SwiGLU's GEMV and GEMM paths)
+// against plain reference kernels. (The bf16
 // grouped expert GEMM, a generated tile program, is checked against the interpreter by
 // bench/cuda/device.sh tiles.)
 // A part of lingc_runtime.cu kept in its own file: lingc_runtime.cu includes it inside namespace
@@ -30,6 +31,79 @@ __global__ void attn_reference(const __nv_bfloat16* q, const __nv_bfloat16* k, c
     for (long j = 0; j < visible; ++j) a += rnd<__nv_bfloat16>(__expf(sc[j] - stat[0]) / stat[1]) * __bfloat162float(v[((b * nkv + g) * Tk + j) * D + c]);
     out[row * D + c] = a;
   }
+}
+
+/** Reference SwiGLU of two linears: a thread per output, fp32 dots, the unfused ops' bf16 roundings. */
+__global__ void swiglu_reference(const __nv_bfloat16* x, const __nv_bfloat16* wg, const __nv_bfloat16* wu, float* out, long M, long N, long K) {
+  const long i = linear_block() * blockDim.x + threadIdx.x;
+  if (i >= M * N) return;
+  const long r = i / N, o = i % N;
+  float g = 0.f, u = 0.f;
+  for (long c = 0; c < K; ++c) {
+    const float xv = __bfloat162float(x[r * K + c]);
+    g += xv * __bfloat162float(wg[o * K + c]);
+    u += xv * __bfloat162float(wu[o * K + c]);
+  }
+  g = rnd<__nv_bfloat16>(g);
+  out[i] = rnd<__nv_bfloat16>(rnd<__nv_bfloat16>(g / (1.f + __expf(-g))) * rnd<__nv_bfloat16>(u));
+}
+
+/** The dense SwiGLU's two paths (Ctx::gemv_swiglu's kernel at one row, Ctx::gemm_swiglu's GEMMs) against the reference. */
+static int selftest_swiglu(Runtime& rt) {
+  struct Case {
+    const char* what;
+    long M, N, K;
+    bool gemv;
+  };
+  const Case cases[] = {
+      {"one row, the SwiGLU GEMV (shared expert's size)", 1, 512, 2048, true},
+      {"one row, the GEMMs", 1, 512, 2048, false},
+      {"5 rows, the GEMMs (dense MLP's width)", 5, 5120, 2048, false},
+  };
+  int failed = 0;
+  for (const Case& c : cases) {
+    const long nx = c.M * c.K, nw = c.N * c.K, no = c.M * c.N;
+    __nv_bfloat16 *x, *wg, *wu, *o, *gu;
+    float* ref;
+    CK(cudaMalloc(&x, nx * 2));
+    CK(cudaMalloc(&wg, nw * 2));
+    CK(cudaMalloc(&wu, nw * 2));
+    CK(cudaMalloc(&o, no * 2));
+    CK(cudaMalloc(&gu, 2 * no * 2));
+    CK(cudaMalloc(&ref, no * 4));
+    init_random<<<grid((nx + 255) / 256), 256, 0, rt.stream>>>(x, nx, 21, 2.f, 0.f);
+    init_random<<<grid((nw + 255) / 256), 256, 0, rt.stream>>>(wg, nw, 22, 0.05f, 0.f);
+    init_random<<<grid((nw + 255) / 256), 256, 0, rt.stream>>>(wu, nw, 23, 0.05f, 0.f);
+    if (c.gemv) {
+      expert_gemv<__nv_bfloat16, true, true, true><<<dim3((unsigned)((c.N + 7) / 8), 1), 256, 0, rt.stream>>>(x, nullptr, 1, wg, wu, nullptr, o, 1, c.N, c.K);
+      check_launch("expert_gemv (SwiGLU, one expert)");
+    } else {
+      rt.gemm(DT_BF16, c.M, c.N, c.K, x, c.K, 0, wg, c.K, 0, true, gu, c.N, 0, 1);
+      rt.gemm(DT_BF16, c.M, c.N, c.K, x, c.K, 0, wu, c.K, 0, true, gu + no, c.N, 0, 1);
+      silu_mul<<<grid((no + 255) / 256), 256, 0, rt.stream>>>((const __nv_bfloat16*)gu, (const __nv_bfloat16*)(gu + no), o, no);
+      check_launch("silu_mul");
+    }
+    swiglu_reference<<<grid((no + 127) / 128), 128, 0, rt.stream>>>(x, wg, wu, ref, c.M, c.N, c.K);
+    check_launch("swiglu_reference");
+    std::vector<__nv_bfloat16> ho(no);
+    std::vector<float> hr(no);
+    CK(cudaMemcpyAsync(ho.data(), o, no * 2, cudaMemcpyDeviceToHost, rt.stream));
+    CK(cudaMemcpyAsync(hr.data(), ref, no * 4, cudaMemcpyDeviceToHost, rt.stream));
+    CK(cudaStreamSynchronize(rt.stream));
+    double worst = 0, biggest = 0;
+    for (long i = 0; i < no; ++i) {
+      const float got = __bfloat162float(ho[i]);
+      worst = std::max(worst, std::isfinite(got) ? std::fabs((double)got - hr[i]) : INFINITY);
+      biggest = std::max(biggest, (double)std::fabs(hr[i]));
+    }
+    // Sums in another order round g or u one bf16 step the other way: 2^-6 of the largest value covers it.
+    const double tol = biggest / 64;
+    const bool ok = worst <= tol && biggest > 0.01;
+    failed += !ok;
+    std::printf("selftest swiglu (%s): max abs diff %.3e, largest value %.3f (tolerance %.1e): %s\n", c.what, worst, biggest, tol, ok ? "PASS" : "FAIL");
+    for (void* p : {(void*)x, (void*)wg, (void*)wu, (void*)o, (void*)gu, (void*)ref}) CK(cudaFree(p));
+  }
+  return failed;
 }
 
 static int selftest(Runtime& rt) {
@@ -92,5 +166,6 @@ static int selftest(Runtime& rt) {
     std::printf("selftest attention (%s): max abs diff %.3e, largest value %.3f (tolerance %.1e): %s\n", c.what, worst, biggest, tol * biggest, ok ? "PASS" : "FAIL");
     for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)ref}) CK(cudaFree(p));
   }
+  failed += selftest_swiglu(rt);
   return failed ? 1 : 0;
 }

@@ -10,7 +10,7 @@
  *                 KV cache appends of the new keys and values (written in place)
  *   attention     attention with its output transpose (and the reshape after it)
  *   swiglu        silu(gate(x)) * up(x); for experts with the token gather (moe_permute) as prologue;
- *                 where matmuls run in a library, of plain unquantized linears (its SwiGLU lowering)
+ *                 where matmuls run in a library, of linears only as a group it runs (KernelLimits.libraryRuns)
  *   quantize      an activation quantization with the token gather before it (moe_permute) as its
  *                 prologue (the gathered rows are quantized as they are read, never stored wide);
  *                 and, after the norm patterns, one of an RMSNorm's row (joining its residual_norm
@@ -107,9 +107,9 @@ export function fusionPatterns(g: Grouping, limits: KernelLimits | undefined, di
         const gate = m.op("gate");
         const up = m.op("up");
         if (gate.opName !== up.opName || gate.operands[2] !== up.operands[2]) return undefined;
-        // Where matmuls run in a library, its SwiGLU lowering takes two plain linears of unquantized
-        // operands (ir/target/cuda-kernels.ts dense_swiglu: one launch at one row, where three ran).
-        if (gate.opName === "linear" && libraryMatmuls && [gate, up].some((l) => l.operands.length !== 2 || l.operands.some((v) => v.type.quant))) return undefined;
+        // Where matmuls run in a library, only as a group the library runs as one step (the CUDA
+        // runtime's dense SwiGLU of two plain unquantized linears: one launch at one row, where three ran).
+        if (gate.opName === "linear" && libraryMatmuls && !limits?.libraryRuns?.(m.matched)) return undefined;
         // The experts' token gather becomes the kernel's prologue when only these two read it.
         const perm = uses.def(m.value("x"));
         const prologue = perm?.opName === "moe_permute" && !uses.isReturned(perm.results[0]!) && uses.of(perm.results[0]!).every((u) => u === gate || u === up);

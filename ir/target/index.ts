@@ -4,6 +4,8 @@
  * profiles it derives at run time (a live WebGPU adapter's limits, `--limit` overrides).
  */
 import { LingcError } from "../errors";
+import type { Op } from "../module";
+import { libraryKind } from "./cuda-kernels";
 import { CUDA_SM90A, type CudaProfile } from "./cuda";
 import { ONNX_23, type OnnxProfile } from "./onnx";
 import { BASELINE, type WebGpuProfile } from "./webgpu";
@@ -26,6 +28,11 @@ export interface KernelLimits {
    * linear of that size 0.08 ms).
    */
   tiledMatmuls?: boolean;
+  /**
+   * Where matmuls run in a library: whether it also runs this group of ops as one step (the CUDA
+   * runtime's SwiGLU of two dense linears), so that fusion may group them.
+   */
+  libraryRuns?: (ops: readonly Op[]) => boolean;
 }
 
 export function kernelLimits(p: TargetProfile): KernelLimits | undefined {
@@ -33,7 +40,7 @@ export function kernelLimits(p: TargetProfile): KernelLimits | undefined {
     case "webgpu":
       return { maxThreads: Math.min(p.maxComputeInvocationsPerWorkgroup, p.maxComputeWorkgroupSizeX), sharedMemoryBytes: p.maxComputeWorkgroupStorageSize, libraryMatmuls: false, tiledMatmuls: p.gpuForms };
     case "cuda":
-      return { maxThreads: p.maxThreadsPerBlock, sharedMemoryBytes: p.sharedMemoryPerBlock, libraryMatmuls: true };
+      return { maxThreads: p.maxThreadsPerBlock, sharedMemoryBytes: p.sharedMemoryPerBlock, libraryMatmuls: true, libraryRuns: (ops) => libraryKind(ops) !== undefined };
     case "onnx":
       return undefined;
   }

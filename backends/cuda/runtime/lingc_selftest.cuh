@@ -33,6 +33,15 @@ __global__ void attn_reference(const __nv_bfloat16* q, const __nv_bfloat16* k, c
   }
 }
 
+/** A kernel's n bf16 results and the reference's n floats, on the host. */
+static void fetch_results(Runtime& rt, const __nv_bfloat16* o, const float* ref, long n, std::vector<__nv_bfloat16>& ho, std::vector<float>& hr) {
+  ho.resize(n);
+  hr.resize(n);
+  CK(cudaMemcpyAsync(ho.data(), o, n * 2, cudaMemcpyDeviceToHost, rt.stream));
+  CK(cudaMemcpyAsync(hr.data(), ref, n * 4, cudaMemcpyDeviceToHost, rt.stream));
+  CK(cudaStreamSynchronize(rt.stream));
+}
+
 /** Reference SwiGLU of two linears: a thread per output, fp32 dots, the unfused ops' bf16 roundings. */
 __global__ void swiglu_reference(const __nv_bfloat16* x, const __nv_bfloat16* wg, const __nv_bfloat16* wu, float* out, long M, long N, long K) {
   const long i = linear_block() * blockDim.x + threadIdx.x;
@@ -85,11 +94,9 @@ static int selftest_swiglu(Runtime& rt) {
     }
     swiglu_reference<<<grid((no + 127) / 128), 128, 0, rt.stream>>>(x, wg, wu, ref, c.M, c.N, c.K);
     check_launch("swiglu_reference");
-    std::vector<__nv_bfloat16> ho(no);
-    std::vector<float> hr(no);
-    CK(cudaMemcpyAsync(ho.data(), o, no * 2, cudaMemcpyDeviceToHost, rt.stream));
-    CK(cudaMemcpyAsync(hr.data(), ref, no * 4, cudaMemcpyDeviceToHost, rt.stream));
-    CK(cudaStreamSynchronize(rt.stream));
+    std::vector<__nv_bfloat16> ho;
+    std::vector<float> hr;
+    fetch_results(rt, o, ref, no, ho, hr);
     double worst = 0, biggest = 0;
     for (long i = 0; i < no; ++i) {
       const float got = __bfloat162float(ho[i]);
@@ -145,11 +152,9 @@ static int selftest(Runtime& rt) {
     else attention_flash(rt, DT_BF16, q, k, v, o, c.B, c.nh, c.nkv, c.S, c.T, c.T, c.D, c.D, scale, c.causal, c.transposed);
     attn_reference<<<(unsigned)(c.B * c.nh * c.S), 128, c.T * sizeof(float), rt.stream>>>(q, k, v, ref, c.nh, c.nkv, c.S, c.T, (int)c.D, scale, c.causal);
     check_launch("attn_reference");
-    std::vector<__nv_bfloat16> ho(nq);
-    std::vector<float> hr(nq);
-    CK(cudaMemcpyAsync(ho.data(), o, nq * 2, cudaMemcpyDeviceToHost, rt.stream));
-    CK(cudaMemcpyAsync(hr.data(), ref, nq * 4, cudaMemcpyDeviceToHost, rt.stream));
-    CK(cudaStreamSynchronize(rt.stream));
+    std::vector<__nv_bfloat16> ho;
+    std::vector<float> hr;
+    fetch_results(rt, o, ref, nq, ho, hr);
     double worst = 0, biggest = 0;
     for (long b = 0; b < c.B; ++b)
       for (long h = 0; h < c.nh; ++h)

@@ -130,13 +130,6 @@ interface Pipeline {
 /** Bytes between kernels' sizes in a run's shared uniform buffer (WebGPU's largest minUniformBufferOffsetAlignment). */
 const UNIFORM_STRIDE = 256;
 
-/** A run's open compute pass, its uniform buffer, and the sizes to write into it (launch c of kernel n at (n x MAX_CHAIN + c) x UNIFORM_STRIDE): a ChunkedPass. */
-interface SharedPass {
-  pass: GPUComputePassEncoder;
-  uniforms: GPUBuffer;
-  sizes: Int32Array<ArrayBuffer>;
-}
-
 /**
  * A kernel's pipeline, and its few-rows alternative's (ArtifactKernel.few). A kernel with a few-rows
  * form compiles that one at load and its main form when a run first needs it (a decode graph's
@@ -307,13 +300,13 @@ export class WgslGraph {
 
   /**
    * Records kernel n (its few-rows form, `few`) into a command encoder: its sizes, bindings and
-   * workgroups. With `shared`, into
-   * that compute pass (a chunk of a run's dispatches share one pass: WebGPU orders each dispatch's storage
-   * accesses after the previous ones', so passes need not separate them) with its sizes in that
-   * run's uniform buffer (one buffer a run, one write a chunk, instead of one a kernel);
+   * workgroups. With `shared`, into its open compute pass (a chunk of a run's dispatches share one
+   * pass: WebGPU orders each dispatch's storage accesses after the previous ones', so passes need not
+   * separate them) with its sizes in that run's uniform buffer, launch c of kernel n at
+   * (n x MAX_CHAIN + c) x UNIFORM_STRIDE (one buffer a run, one write a chunk, instead of one a kernel);
    * else in a pass of its own (GPU timestamps around it) with a uniform buffer of its own.
    */
-  private encode(encoder: GPUCommandEncoder, n: number, few: boolean, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites, shared?: SharedPass): boolean {
+  private encode(encoder: GPUCommandEncoder, n: number, few: boolean, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites, shared?: ChunkedPass): boolean {
     const device = this.device;
     const kernel = this.artifact.kernels[n]!;
     const chain = launchesOf(kernel, few);

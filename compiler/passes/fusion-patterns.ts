@@ -25,7 +25,7 @@
  */
 import type { Func, Op, Value } from "../../ir/module";
 import { isFloat } from "../../ir/dtype";
-import { attrsOf, hasTrait, OPS } from "../../ir/ops";
+import { attrsOf, hasTrait, normAxis, OPS } from "../../ir/ops";
 import { Match, P, type OpPat, type PatternContext, type RewritePattern } from "../../ir/pattern";
 import type { KernelLimits } from "../../ir/target";
 import type { Uses } from "../../ir/rewrite";
@@ -246,7 +246,7 @@ function qkNormRopeGroup(r: Op, uses: Uses, g: Grouping): Op[] | undefined {
     }
     // The KV cache append of the chain's rows (its only reader): the kernel writes them into the
     // cache's buffer, in place, instead of into a tensor of their own for a kernel of its own.
-    if (cur?.opName === "cache_append" && cur.operands[1] === last && isFree(g, cur) && (attrsOf(OPS.cache_append, cur).axis + 4) % 4 === 2 && cur.results[0]!.type.rank === 4) ops.push(cur);
+    if (cur?.opName === "cache_append" && cur.operands[1] === last && isFree(g, cur) && cur.results[0]!.type.rank === 4 && normAxis(attrsOf(OPS.cache_append, cur).axis, 4) === 2) ops.push(cur);
   }
   return ops;
 }

@@ -53,6 +53,7 @@ export {
   attrsOf,
   hasTrait,
   attrsProblem,
+  normAxis,
   TRAITS,
   type OpDef,
   type AttrKind,

@@ -57,7 +57,8 @@ export function isCpuAdapter(info: { description?: string; device?: string; arch
 
 /** The profile of a live adapter (its limits and features; the GPU kernel forms unless it is a CPU). */
 export function profileFromAdapter(adapter: { limits: Record<string, number> | object; features: Iterable<string>; info?: { description?: string; device?: string; architecture?: string } }): WebGpuProfile {
-  const p: WebGpuProfile = { ...BASELINE, name: "webgpu-adapter", features: [...adapter.features].sort(), gpuForms: !isCpuAdapter(adapter.info), gemvUnroll: isCpuAdapter(adapter.info) ? 1 : BASELINE.gemvUnroll };
+  const cpu = isCpuAdapter(adapter.info);
+  const p: WebGpuProfile = { ...BASELINE, name: "webgpu-adapter", features: [...adapter.features].sort(), gpuForms: !cpu, gemvUnroll: cpu ? 1 : BASELINE.gemvUnroll };
   const limits = adapter.limits as Record<string, number>;
   for (const k of LIMIT_KEYS) if (typeof limits[k] === "number") (p as unknown as Record<string, number>)[k] = limits[k]!;
   return p;

@@ -8,7 +8,7 @@
 import type { Dim } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
 import type { Op } from "../../../ir/module";
-import { attrsOf, hasTrait, OPS } from "../../../ir/ops";
+import { attrsOf, hasTrait, normAxis, OPS } from "../../../ir/ops";
 import type { Slot, Step } from "../../schedule";
 import { ATTENTION_SPLIT_MAX_ROWS, attentionBlockedKernel, attentionKernel, attentionRows, attentionSplitKernels } from "./attention";
 import { cacheAppendKernel } from "./cache";
@@ -72,7 +72,7 @@ const TEMPLATES: readonly Template[] = [
       only(ops, ["reshape", "slice", "transpose", "rms_norm", "rope", "cache_append"]) &&
       ops.filter((o) => o.opName === "slice").every((s) => attrsOf(OPS.slice, s).axis === 2 && s.operands[0]!.def?.opName === "reshape") &&
       // A cache append takes a chain's rows along the sequence axis of [B, heads, S, d].
-      ops.filter((o) => o.opName === "cache_append").every((a) => ops.includes(a.operands[1]!.def!) && a.results[0]!.type.rank === 4 && (attrsOf(OPS.cache_append, a).axis + 4) % 4 === 2),
+      ops.filter((o) => o.opName === "cache_append").every((a) => ops.includes(a.operands[1]!.def!) && a.results[0]!.type.rank === 4 && normAxis(attrsOf(OPS.cache_append, a).axis, 4) === 2),
     generate(gen, ops, limits) {
       const heads = ops.find((o) => o.opName === "reshape")!.results[0]!;
       return qkvKernel(gen(normWorkgroup(heads.type.shape[3]!.value!, limits.maxThreads)), ops);

@@ -275,24 +275,30 @@ __global__ void __launch_bounds__(256) softmax_rows(T* __restrict__ s, long rows
  * S x T touches memory. HD is the head dim (queries, keys and values alike).
  */
 constexpr int FA_BM = 64, FA_BN = 64, FA_THREADS = 128;
+// Three blocks per SM (12 warps): at two (the registers ptxas chose and the default shared-memory
+// carveout each allowed only two) the warps stalled on mma and shared-memory latency with 60% of
+// the issue slots idle (Nsight Compute, prefill 1x8192). Three need at most 168 registers a thread
+// and the largest carveout (set where the runtime starts).
+constexpr int FA_BLOCKS_PER_SM = 3;
 
 template <int HD>
 constexpr int flash_smem_bytes() { return 4 * FA_BN * (HD + 8) * 2; }
 
 template <int HD>
-__global__ void __launch_bounds__(FA_THREADS) flash_attn(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v,
+__global__ void __launch_bounds__(FA_THREADS, FA_BLOCKS_PER_SM) flash_attn(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v,
                                                        __nv_bfloat16* __restrict__ out, long nh, long nkv, long S, long Tk, long Tr, float scale, int causal, int transposed) {
   constexpr int LD = HD + 8;  // padded shared row: the fragment reads below hit 32 distinct banks
   extern __shared__ __align__(16) unsigned char fa_smem[];
   __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(fa_smem);  // [2][FA_BN][LD]
   __nv_bfloat16* Vs = Ks + 2 * FA_BN * LD;                          // [2][FA_BN][LD]
   const long bh = blockIdx.y, h = bh % nh, b = bh / nh, g = h / (nh / nkv);
-  const long q0 = (long)(gridDim.x - 1 - blockIdx.x) * FA_BM;  // the longest (causal) tiles first
+  // Positions in 32 bits (fewer registers: 64-bit ones pushed the kernel past 168 and into spills).
+  const int q0 = (int)(gridDim.x - 1 - blockIdx.x) * FA_BM;  // the longest (causal) tiles first
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, tq = lane & 3;
-  const long off = Tk - S;  // query i sits at key position i + off
+  const int Tk32 = (int)Tk, off = (int)(Tk - S);  // query i sits at key position i + off
   const __nv_bfloat16* kb = k + (b * nkv + g) * Tr * HD;
   const __nv_bfloat16* vb = v + (b * nkv + g) * Tr * HD;
-  const long r0 = q0 + warp * 16 + gr, r1 = r0 + 8;
+  const int r0 = q0 + warp * 16 + gr, r1 = r0 + 8;
   unsigned qa[HD / 16][4];
 #pragma unroll
   for (int kk = 0; kk < HD / 16; ++kk) {
@@ -306,14 +312,14 @@ __global__ void __launch_bounds__(FA_THREADS) flash_attn(const __nv_bfloat16* __
 #pragma unroll
   for (int d = 0; d < HD / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  const long last_query = min(S, q0 + FA_BM) - 1;
-  const long kend = causal ? min(Tk, last_query + off + 1) : Tk;
+  const int last_query = (int)min(S, (long)q0 + FA_BM) - 1;
+  const int kend = causal ? min(Tk32, last_query + off + 1) : Tk32;
   const int nblocks = (int)((kend + FA_BN - 1) / FA_BN);
   auto load_tile = [&](int blk, int buf) {
-    const long j0 = (long)blk * FA_BN;
+    const int j0 = blk * FA_BN;
     for (int e = tid; e < FA_BN * (HD / 8); e += FA_THREADS) {
       const int r = e / (HD / 8), c = (e % (HD / 8)) * 8;
-      const bool ok = j0 + r < Tk;
+      const bool ok = j0 + r < Tk32;
       const long j = ok ? j0 + r : 0;
       cp_async16(Ks + (buf * FA_BN + r) * LD + c, kb + j * HD + c, ok);
       cp_async16(Vs + (buf * FA_BN + r) * LD + c, vb + j * HD + c, ok);
@@ -347,16 +353,19 @@ __global__ void __launch_bounds__(FA_THREADS) flash_attn(const __nv_bfloat16* __
         mma_bf16(s[nt], qa[kk], b[0], b[1]);
         mma_bf16(s[nt + 1], qa[kk], b[2], b[3]);
       }
-    const long j0 = (long)blk * FA_BN;
+    const int j0 = blk * FA_BN;
+    // Only a tile past the keys' end or across the causal diagonal masks (the same for the whole
+    // block: every key of the tile is at most the block's first query's position).
+    const bool masked = j0 + FA_BN > Tk32 || (causal && j0 + FA_BN - 1 > q0 + off);
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < FA_BN / 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const long j = j0 + nt * 8 + 2 * tq + e;
+        const int j = j0 + nt * 8 + 2 * tq + e;
         float a0 = rnd<__nv_bfloat16>(rnd<__nv_bfloat16>(s[nt][e]) * scale), a1 = rnd<__nv_bfloat16>(rnd<__nv_bfloat16>(s[nt][2 + e]) * scale);
-        if (j >= Tk || (causal && j > r0 + off)) a0 = -INFINITY;
-        if (j >= Tk || (causal && j > r1 + off)) a1 = -INFINITY;
+        if (masked && (j >= Tk32 || (causal && j > r0 + off))) a0 = -INFINITY;
+        if (masked && (j >= Tk32 || (causal && j > r1 + off))) a1 = -INFINITY;
         s[nt][e] = a0;
         s[nt][2 + e] = a1;
         mx0 = fmaxf(mx0, a0);

@@ -28,7 +28,7 @@ import { buildFrames, type FrameSchedule } from "../frames";
 import { predictPeak, storageLifetimes, type Lifetimes } from "../frames-memory";
 import { capacitySlotOf, scaleSlotOfValue, storageSlot, type Step } from "../schedule";
 import { markKMajorScales } from "./scale-layout";
-import { generateStep, type GenLimits } from "../kernels/gen";
+import { generateStep, POINTWISE_RUN, type GenLimits } from "../kernels/gen";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { dynamicSharedBytes, literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
@@ -154,7 +154,7 @@ class FuncEmitter {
     readonly frames: ReadonlyMap<string, FrameSchedule>,
     readonly residents: Map<string, ReadonlySet<number>>,
   ) {
-    this.limits = { maxThreads: profile.maxThreadsPerBlock, maxWorkgroupBytes: profile.sharedMemoryPerBlock, maxDynamicWorkgroupBytes: profile.sharedMemoryPerBlockOptin, storage: cudaStorage, tensorCores: profile.tensorCoreTypes, warpSize: profile.warpSize, gemmTiles: expertTiles(profile), wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true };
+    this.limits = { maxThreads: profile.maxThreadsPerBlock, maxWorkgroupBytes: profile.sharedMemoryPerBlock, maxDynamicWorkgroupBytes: profile.sharedMemoryPerBlockOptin, storage: cudaStorage, tensorCores: profile.tensorCoreTypes, warpSize: profile.warpSize, pointwiseRun: POINTWISE_RUN, gemmTiles: expertTiles(profile), wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true };
   }
 
   /** The global slot (as C++) of a value of a step. */

@@ -217,13 +217,35 @@ export function mulI(a: Expr, b: Expr): Expr {
   return mul(a, b);
 }
 
+/**
+ * x * C or x * C + u (0 <= u < C) for literals C and u: the index of element u of the run of C
+ * elements that a thread computes (the pointwise generator's runs), as { x, C, u }.
+ */
+function runIndex(e: Expr): { x: Expr; C: number; u: number } | undefined {
+  const scaled = (m: Expr) => (m.k === "bin" && m.op === "*" && m.b.k === "lit" && m.b.t === "i32" && m.b.v > 0 ? { x: m.a, C: m.b.v } : undefined);
+  const whole = scaled(e);
+  if (whole) return { ...whole, u: 0 };
+  if (e.k !== "bin" || e.op !== "+" || e.b.k !== "lit" || e.b.t !== "i32") return undefined;
+  const part = scaled(e.a);
+  return part && e.b.v >= 0 && e.b.v < part.C ? { ...part, u: e.b.v } : undefined;
+}
+
+/**
+ * Index quotients, folding literal ones; (x C + u) / L with C dividing L is x / (L / C) (indices are
+ * never negative), so the elements of a thread's run share their row's index math.
+ */
 export function divI(a: Expr, b: Expr): Expr {
   if (b.k === "lit" && b.v === 1) return a;
+  const run = b.k === "lit" ? runIndex(a) : undefined;
+  if (run && b.k === "lit" && b.v % run.C === 0) return divI(run.x, i(b.v / run.C));
   return div(a, b);
 }
 
+/** Index remainders: (x C + u) % L with C dividing L is (x % (L / C)) C + u (divI says why). */
 export function modI(a: Expr, b: Expr): Expr {
   if (b.k === "lit" && b.v === 1) return i(0);
+  const run = b.k === "lit" ? runIndex(a) : undefined;
+  if (run && b.k === "lit" && b.v % run.C === 0) return addI(mulI(modI(run.x, i(b.v / run.C)), i(run.C)), i(run.u));
   return mod(a, b);
 }
 
@@ -235,7 +257,16 @@ export class KernelBuilder {
   private blocks: Stmt[][];
   private counter = 0;
 
-  constructor(name: string, wg: number) {
+  /**
+   * warpSize: lanes that shuffle registers in lockstep (CUDA: 32); workgroup reductions then sum
+   * each warp by shuffles and the warps' partial results through workgroup memory (two barriers)
+   * instead of a tree through workgroup memory (log2(wg) + 2 barriers).
+   */
+  constructor(
+    name: string,
+    wg: number,
+    private readonly warpSize?: number,
+  ) {
     this.kernel = { name, wg, buffers: [], uniforms: [], shared: [], body: [] };
     this.blocks = [this.kernel.body];
   }
@@ -459,14 +490,37 @@ export class KernelBuilder {
     return this.warpReduce(x, max);
   }
 
-  private warpReduce(x: Expr, combine: (a: Expr, b: Expr) => Expr): Expr {
+  private warpReduce(x: Expr, combine: (a: Expr, b: Expr) => Expr, width = 32): Expr {
     let v = x;
-    for (let m = 16; m >= 1; m /= 2) v = this.let("wr", combine(v, { k: "shfl", t: v.t, a: v, mask: m }));
+    for (let m = width / 2; m >= 1; m /= 2) v = this.let("wr", combine(v, { k: "shfl", t: v.t, a: v, mask: m }));
     return v;
   }
 
-  /** A tree reduction through workgroup memory (a power-of-two workgroup). */
+  /**
+   * A tree reduction through workgroup memory (a power-of-two workgroup); with warp shuffles, each
+   * warp's result by shuffles, then every thread combines the warps' results (in warp order, the
+   * same order in every thread, so every thread gets the same total).
+   */
   private workgroupReduce(x: Expr, combine: (a: Expr, b: Expr) => Expr, name: string): Expr {
+    const W = this.warpSize;
+    if (W && this.kernel.wg % W === 0) {
+      const warps = this.kernel.wg / W;
+      const own = this.warpReduce(x, combine, W);
+      if (warps === 1) {
+        // Callers may rely on the barrier a reduction ends with (their workgroup memory is reused after it).
+        const total = this.let(name, own);
+        this.barrier();
+        return total;
+      }
+      const sh = this.shared(this.fresh("red"), "f32", warps);
+      this.if(eq(mod(this.lid, i(W)), i(0)), () => this.store(sh, div(this.lid, i(W)), own));
+      this.barrier();
+      let acc = this.load(sh, i(0));
+      for (let w = 1; w < warps; w++) acc = combine(acc, this.load(sh, i(w)));
+      const total = this.let(name, acc);
+      this.barrier();
+      return total;
+    }
     const sh = this.shared(this.fresh("red"), "f32", this.kernel.wg);
     this.store(sh, this.lid, x);
     this.barrier();

@@ -56,6 +56,8 @@ export interface GenLimits {
   gpuForms?: boolean;
   /** The gemv form's pairs of elements loaded per lane and step (WebGpuProfile.gemvUnroll; default GEMV_UNROLL). */
   gemvUnroll?: number;
+  /** Consecutive elements of a row a thread of a pointwise kernel computes (CUDA: POINTWISE_RUN; default 1). */
+  pointwiseRun?: number;
 }
 
 export function defaultStorage(dt: DType): BufferElem {
@@ -75,7 +77,7 @@ export class Gen {
     wg: number,
     readonly limits: GenLimits,
   ) {
-    this.kb = new KernelBuilder(name, Math.min(wg, limits.maxThreads));
+    this.kb = new KernelBuilder(name, Math.min(wg, limits.maxThreads), limits.warpSize);
     if (limits.wideIndex === "all") this.kb.kernel.wide = true;
   }
 

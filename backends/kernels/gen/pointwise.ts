@@ -352,6 +352,18 @@ class Pointwise {
     throw new LingcError(`pointwise kernel: no element rule for '${op.opName}'`);
   }
 
+  /**
+   * Elements a thread computes (the target's pointwiseRun): 1 unless the group's rows are a literal
+   * multiple of it and no op loops over more than a few elements (contractions, reductions: their
+   * loops would be written out once per element of the run).
+   */
+  runLength(ops: readonly Op[]): number {
+    const C = this.g.limits.pointwiseRun ?? 1;
+    const row = this.shape[this.shape.length - 1]?.value;
+    if (C <= 1 || row === undefined || row % C !== 0) return 1;
+    return ops.some((o) => DOTS.has(o.opName) || (LOOPING.has(o.opName) && o.opName !== "moe_combine")) ? 1 : C;
+  }
+
   run(ops: Op[]): GeneratedKernel {
     const g = this.g;
     const outputs = ops.flatMap((o) => o.results).filter((r) => g.isOutput(r));
@@ -371,6 +383,23 @@ class Pointwise {
       }
     };
     if (this.lanes === 1) {
+      const C = this.runLength(ops);
+      if (C > 1) {
+        // A run of C consecutive elements a thread, in one row (C divides the row): their indices
+        // are written x C + u, which kir's divI/modI fold to the row's own index math, shared by
+        // the run (e.g. the combine's expert rows and weights, read once for C elements).
+        const th = g.kb.let("run", g.kb.gid);
+        g.kb.if(K.lt(K.mul(th, K.i(C)), n), () => {
+          for (let u = 0; u < C; u++) {
+            const flat = u === 0 ? K.mul(th, K.i(C)) : K.add(K.mul(th, K.i(C)), K.i(u));
+            this.flat = flat;
+            this.local.clear();
+            body();
+            for (const o of outputs) g.kb.store(g.buf(o), flat, this.at(o, flat, true));
+          }
+        });
+        return g.finish({ dim: total, per: g.kb.kernel.wg * C });
+      }
       const flat = g.kb.let("flat", g.kb.gid);
       this.flat = flat;
       g.kb.if(K.lt(flat, n), () => {
@@ -396,6 +425,9 @@ class Pointwise {
 export function pointwise(g: Gen, ops: Op[]): GeneratedKernel {
   return new Pointwise(g, ops).run(ops);
 }
+
+/** Consecutive elements a CUDA pointwise thread computes (GenLimits.pointwiseRun). */
+export const POINTWISE_RUN = 4;
 
 /** Threads per element of the gemv form: a warp's width of a weight row per read. */
 export const GEMV_LANES = 32;

@@ -73,16 +73,23 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
     each(d, (c) => kb.store(x, c, kb.load(g.buf(src), K.add(K.mul(item, K.i(d)), c))));
     kb.barrier();
     const run = (ch: Chain) => {
-      for (const op of ch.ops) {
+      // The head's current values: in x, or in y after a rotation (which reads other threads'
+      // elements of one buffer and writes the other). A thread reads and writes only its own
+      // elements otherwise, so no barrier follows the chain's last op.
+      let cur = x;
+      ch.ops.forEach((op, n) => {
+        const last = n === ch.ops.length - 1;
         if (op.opName === "rms_norm") {
           const w = op.operands[1]!;
           const eps = attrsOf(OPS.rms_norm, op).eps;
           const ss = kb.var("ss", K.f(0));
-          each(d, (c) => ss.set(K.add(ss.ref, K.mul(kb.load(x, c, "f32"), kb.load(x, c, "f32")))));
+          const xs = cur;
+          each(d, (c) => ss.set(K.add(ss.ref, K.mul(kb.load(xs, c, "f32"), kb.load(xs, c, "f32")))));
           const inv = kb.let("inv", K.rsqrt(K.add(K.div(kb.workgroupSum(ss.ref), K.f(d)), K.f(eps))));
-          each(d, (c) => kb.store(x, c, g.fit(K.mul(kb.load(g.buf(w), c), g.fit(K.mul(kb.load(x, c, "f32"), inv), dt)), dt)));
-          kb.barrier();
+          each(d, (c) => kb.store(xs, c, g.fit(K.mul(kb.load(g.buf(w), c), g.fit(K.mul(kb.load(xs, c, "f32"), inv), dt)), dt)));
+          if (!last) kb.barrier();
         } else {
+          const [from, to] = cur === x ? [x, y] : [y, x];
           const [cosT, sinT] = [op.operands[1]!, op.operands[2]!];
           const half = cosT.type.shape[1]!.value!;
           const r = (e: Expr) => g.fit(e, dt);
@@ -95,22 +102,22 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
             const pc = K.min(p, K.i(half - 1)); // in range for every c, so the loads below are safe
             const cs = kb.let("cs", kb.load(g.buf(cosT), K.add(K.mul(s, K.i(half)), pc)));
             const sn = kb.let("sn", kb.load(g.buf(sinT), K.add(K.mul(s, K.i(half)), pc)));
-            const a1 = kb.let("a1", kb.load(x, pc, "f32"));
-            const a2 = kb.let("a2", kb.load(x, K.add(pc, K.i(half)), "f32"));
+            const a1 = kb.let("a1", kb.load(from, pc, "f32"));
+            const a2 = kb.let("a2", kb.load(from, K.add(pc, K.i(half)), "f32"));
             const first = r(K.add(r(K.mul(a1, cs)), r(K.neg(K.mul(a2, sn)))));
             const second = r(K.add(r(K.mul(a2, cs)), r(K.mul(a1, sn))));
-            kb.store(y, c, K.sel(rotated, K.sel(lo, first, second), kb.load(x, c, "f32")));
+            kb.store(to, c, K.sel(rotated, K.sel(lo, first, second), kb.load(from, c, "f32")));
           });
-          kb.barrier();
-          each(d, (c) => kb.store(x, c, kb.load(y, c, "f32")));
-          kb.barrier();
+          if (!last) kb.barrier();
+          cur = to;
         }
-      }
+      });
+      const head = cur;
       const n = ch.end - ch.start;
       // Row (b, head, s) of a [B, n, rows, d] buffer, at `past` rows into its sequence axis.
       const write = (out: Value, rows: Expr, past: Expr) => {
         const base = kb.let("obase", K.mul(K.add(K.mul(K.add(K.mul(b, K.i(n)), K.sub(j, K.i(ch.start))), rows), K.add(past, s)), K.i(d)));
-        each(d, (c) => kb.store(g.buf(out), K.add(base, c), kb.load(x, c, "f32")));
+        each(d, (c) => kb.store(g.buf(out), K.add(base, c), kb.load(head, c, "f32")));
       };
       const append = appendOf.get(ch.out);
       if (append) {

@@ -107,6 +107,9 @@ export class CudaRenderer {
         case "barrier":
           out.push(`${indent}__syncthreads();`);
           break;
+        case "warpBarrier":
+          out.push(`${indent}__syncwarp();`);
+          break;
         case "if":
           out.push(`${indent}if (${this.expr(s.c)}) {`);
           this.stmts(s.then, indent + "  ", out);

@@ -63,6 +63,8 @@ export type Stmt =
   | { k: "if"; c: Expr; then: Stmt[]; else?: Stmt[] }
   | { k: "for"; v: string; from: Expr; to: Expr; step: Expr; body: Stmt[]; unroll?: boolean }
   | { k: "barrier" }
+  /** Orders this warp's shared-memory accesses (its lanes only; CUDA __syncwarp): a warp that works alone on its part of workgroup memory. */
+  | { k: "warpBarrier" }
   | { k: "array"; name: string; t: KType; size: number }
   /** 16 bytes of buffer `src` from element `srcIdx` into shared u32 array `dst` at word `dstIdx` (zeros when !valid), asynchronously. */
   | { k: "copy16"; dst: string; dstIdx: Expr; src: string; srcIdx: Expr; valid: Expr }
@@ -432,6 +434,10 @@ export class KernelBuilder {
 
   barrier(): void {
     this.emit({ k: "barrier" });
+  }
+
+  warpBarrier(): void {
+    this.emit({ k: "warpBarrier" });
   }
 
   /** A workgroup-wide sum of one f32 per thread (all threads must reach it); returns the total in every thread. */

@@ -109,6 +109,8 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
       case "barrier":
         out.push(`${indent}workgroupBarrier();`);
         break;
+      case "warpBarrier":
+        throw new Error("kir: this WGSL renderer has no subgroups (a warp-level kernel runs on CUDA only)");
       case "if":
         out.push(`${indent}if (${expr(s.c)}) {`);
         stmts(s.then, indent + "  ", out);

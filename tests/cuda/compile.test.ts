@@ -155,6 +155,22 @@ describe("lingc compile --target cuda", () => {
     expect(src).toMatch(/\{"past\.0\.key", "present\.0\.key", 2, 2048L\}/);
   });
 
+  it("qk_norm_rope takes four heads a block, a warp each: warp barriers and shuffles, no block barrier", () => {
+    const src = readFileSync(join(dir, "tiny", "model.cu"), "utf8");
+    const kernels = src.split("extern \"C\" __global__").filter((k) => /^ void __launch_bounds__\(\d+\) k_qk_norm_rope_\d+\(/.test(k));
+    expect(kernels.length).toBeGreaterThan(0);
+    for (const k of kernels) {
+      const body = k.slice(0, k.indexOf("\n}\n"));
+      expect(body).toMatch(/^ void __launch_bounds__\(128\)/);
+      expect(body).toContain("const int item_1 = ((wgid * 4) + (lid / 32));");
+      expect(body).toContain("__syncwarp();");
+      expect(body).toContain("__shfl_xor_sync(0xffffffffu");
+      expect(body).not.toContain("__syncthreads()");
+    }
+    // Launched a block per four heads.
+    expect(src).toMatch(/c\.launch\(k_qk_norm_rope_\d+, lingc::grid\(\(n_ \+ 3\) \/ 4\), 128,/);
+  });
+
   it("the emitted sources for ling-tiny and Ling-1T compile with nvcc for sm_90a and no warnings", async () => {
     const r = await cli("compile", "ling-1t", "--target", "cuda", "--out", join(dir, "1t"));
     expect(r.code, r.stderr).toBe(0);

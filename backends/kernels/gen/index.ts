@@ -22,7 +22,7 @@ import { coversFp8Gemv, coversGroupedFp8Gemv, fp8GemvKernel, GEMV_FP8_THREADS, g
 import { normKernel, normWorkgroup } from "./norm";
 import { linearSimtKernel, linearSimtPlan } from "./linear-simt";
 import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointwiseGemv } from "./pointwise";
-import { qkvKernel } from "./qkv";
+import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
 import { routerKernel, routerWorkgroup } from "./router";
 
 export type { GeneratedKernel, GenLimits } from "./context";
@@ -76,11 +76,12 @@ const TEMPLATES: readonly Template[] = [
       ops.filter((o) => o.opName === "cache_append").every((a) => ops.includes(a.operands[1]!.def!) && a.results[0]!.type.rank === 4 && normAxis(attrsOf(OPS.cache_append, a).axis, 4) === 2),
     generate(gen, ops, limits) {
       const heads = ops.find((o) => o.opName === "reshape")!.results[0]!;
-      // One warp per head where the target has warps: a thread's fixed work (its head's indices, the
-      // chain's branch, the reduction) is then shared by several elements, and the reduction is the
-      // warp's shuffles. A thread per element spent ~250 instructions each on the H200 (Nsight
-      // Compute, prefill 1x8192), instruction-bound at 0.32 ms a layer.
-      return qkvKernel(gen(limits.warpSize ?? normWorkgroup(heads.type.shape[3]!.value!, limits.maxThreads)), ops);
+      // Where the target has warps: a warp per head (a thread's fixed work, its head's indices, the
+      // chain's branch and the reduction, is shared by several elements; the reduction is the
+      // warp's shuffles), QKV_WARP_HEADS heads a workgroup. A workgroup per head ran at 0.32 ms a
+      // layer at 1x8192 on the H200 whether of 128 threads or of one warp: too few heads in flight.
+      if (limits.warpSize) return qkvKernel(gen(limits.warpSize * QKV_WARP_HEADS), ops, QKV_WARP_HEADS);
+      return qkvKernel(gen(normWorkgroup(heads.type.shape[3]!.value!, limits.maxThreads)), ops);
     },
   },
   {

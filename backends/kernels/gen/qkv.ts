@@ -1,6 +1,6 @@
 /**
  * qk_norm_rope: one workgroup per (token, head) of the fused QKV projection, a thread per element
- * of the head. The head's vector is read once (coalesced) into workgroup memory; whichever of Q, K
+ * of the head (on a target with warps: a warp per head, several heads a workgroup, see qkvKernel). The head's vector is read once (coalesced) into workgroup memory; whichever of Q, K
  * or V it belongs to (by the group's slices) gets that chain's per-head RMSNorm (a workgroup sum)
  * and partial rotate-half RoPE (each element reads its partner from workgroup memory), and is
  * written straight to its [B, heads, S, d] output. Replaces the split, three transposes, two norms
@@ -17,6 +17,9 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
 
+/** Heads (a warp each) a qk_norm_rope workgroup takes on a target with warps. */
+export const QKV_WARP_HEADS = 4;
+
 interface Chain {
   start: number;
   end: number;
@@ -24,7 +27,13 @@ interface Chain {
   out: Value;
 }
 
-export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
+/**
+ * warpHeads > 0 (a target with warps): a warp per head and that many heads a workgroup, each warp on
+ * its own part of workgroup memory, ordered by warp barriers and summed by shuffles. With a
+ * workgroup per head (a warp or more), the H200 ran 196,608 small blocks at 1x8192 and was bound by
+ * how many heads it had in flight, not by their instructions.
+ */
+export function qkvKernel(g: Gen, ops: Op[], warpHeads = 0): GeneratedKernel {
   const reshape = ops.find((o) => o.opName === "reshape");
   if (!reshape) throw new LingcError("qk_norm_rope kernel without its reshape");
   const heads = reshape.results[0]!;
@@ -58,20 +67,30 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const wg = kb.kernel.wg;
   const S = g.size(Sd!);
   const tokensDim = product([Bd!, Sd!]);
-  const item = kb.let("item", kb.wg);
-  /** for (c = lid; c < n; c += wg) */
-  const each = (n: number, body: (c: Expr) => void) => kb.for("c", kb.lid, K.i(n), body, K.i(wg));
+  const W = g.limits.warpSize;
+  if (warpHeads > 0 && (!W || wg !== W * warpHeads)) throw new LingcError(`qk_norm_rope: ${warpHeads} heads a workgroup need ${warpHeads} warps, not ${wg} threads`);
+  const H = warpHeads > 0 ? warpHeads : 1;
+  // This thread's lane among its head's threads, and its head's place in workgroup memory.
+  const lane = warpHeads > 0 ? kb.let("lane", K.mod(kb.lid, K.i(W!))) : kb.lid;
+  const lanes = warpHeads > 0 ? W! : wg;
+  const item = warpHeads > 0 ? kb.let("item", K.add(K.mul(kb.wg, K.i(H)), K.div(kb.lid, K.i(W!)))) : kb.let("item", kb.wg);
+  const part = warpHeads > 0 && H > 1 ? kb.let("part", K.mul(K.div(kb.lid, K.i(W!)), K.i(d))) : K.i(0);
+  const at = (c: Expr) => K.addI(part, c);
+  const sync = () => (warpHeads > 0 ? kb.warpBarrier() : kb.barrier());
+  const sum = (v: Expr) => (warpHeads > 0 ? kb.warpSum(v) : kb.workgroupSum(v));
+  /** for (c = lane; c < n; c += lanes) */
+  const each = (n: number, body: (c: Expr) => void) => kb.for("c", lane, K.i(n), body, K.i(lanes));
   kb.if(K.lt(item, K.mul(g.size(tokensDim), K.i(NH))), () => {
     const tok = kb.let("tok", K.div(item, K.i(NH)));
     const j = kb.let("j", K.mod(item, K.i(NH)));
     const b = kb.let("b", K.div(tok, S));
     const s = kb.let("s", K.mod(tok, S));
-    const x = kb.shared("xh", "f32", d);
+    const x = kb.shared("xh", "f32", H * d);
     // The rotation's scratch row, when some chain rotates (a backward function may recompute only
     // the value heads, which neither norm nor rotate).
-    const y = chains.some((ch) => ch.ops.some((o) => o.opName === "rope")) ? kb.shared("yh", "f32", d) : "";
-    each(d, (c) => kb.store(x, c, kb.load(g.buf(src), K.add(K.mul(item, K.i(d)), c))));
-    kb.barrier();
+    const y = chains.some((ch) => ch.ops.some((o) => o.opName === "rope")) ? kb.shared("yh", "f32", H * d) : "";
+    each(d, (c) => kb.store(x, at(c), kb.load(g.buf(src), K.add(K.mul(item, K.i(d)), c))));
+    sync();
     const run = (ch: Chain) => {
       // The head's current values: in x, or in y after a rotation (which reads other threads'
       // elements of one buffer and writes the other). A thread reads and writes only its own
@@ -84,10 +103,10 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
           const eps = attrsOf(OPS.rms_norm, op).eps;
           const ss = kb.var("ss", K.f(0));
           const xs = cur;
-          each(d, (c) => ss.set(K.add(ss.ref, K.mul(kb.load(xs, c, "f32"), kb.load(xs, c, "f32")))));
-          const inv = kb.let("inv", K.rsqrt(K.add(K.div(kb.workgroupSum(ss.ref), K.f(d)), K.f(eps))));
-          each(d, (c) => kb.store(xs, c, g.fit(K.mul(kb.load(g.buf(w), c), g.fit(K.mul(kb.load(xs, c, "f32"), inv), dt)), dt)));
-          if (!last) kb.barrier();
+          each(d, (c) => ss.set(K.add(ss.ref, K.mul(kb.load(xs, at(c), "f32"), kb.load(xs, at(c), "f32")))));
+          const inv = kb.let("inv", K.rsqrt(K.add(K.div(sum(ss.ref), K.f(d)), K.f(eps))));
+          each(d, (c) => kb.store(xs, at(c), g.fit(K.mul(kb.load(g.buf(w), c), g.fit(K.mul(kb.load(xs, at(c), "f32"), inv), dt)), dt)));
+          if (!last) sync();
         } else {
           const [from, to] = cur === x ? [x, y] : [y, x];
           const [cosT, sinT] = [op.operands[1]!, op.operands[2]!];
@@ -102,13 +121,13 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
             const pc = K.min(p, K.i(half - 1)); // in range for every c, so the loads below are safe
             const cs = kb.let("cs", kb.load(g.buf(cosT), K.add(K.mul(s, K.i(half)), pc)));
             const sn = kb.let("sn", kb.load(g.buf(sinT), K.add(K.mul(s, K.i(half)), pc)));
-            const a1 = kb.let("a1", kb.load(from, pc, "f32"));
-            const a2 = kb.let("a2", kb.load(from, K.add(pc, K.i(half)), "f32"));
+            const a1 = kb.let("a1", kb.load(from, at(pc), "f32"));
+            const a2 = kb.let("a2", kb.load(from, at(K.add(pc, K.i(half))), "f32"));
             const first = r(K.add(r(K.mul(a1, cs)), r(K.neg(K.mul(a2, sn)))));
             const second = r(K.add(r(K.mul(a2, cs)), r(K.mul(a1, sn))));
-            kb.store(to, c, K.sel(rotated, K.sel(lo, first, second), kb.load(from, c, "f32")));
+            kb.store(to, at(c), K.sel(rotated, K.sel(lo, first, second), kb.load(from, at(c), "f32")));
           });
-          if (!last) kb.barrier();
+          if (!last) sync();
           cur = to;
         }
       });
@@ -117,7 +136,7 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
       // Row (b, head, s) of a [B, n, rows, d] buffer, at `past` rows into its sequence axis.
       const write = (out: Value, rows: Expr, past: Expr) => {
         const base = kb.let("obase", K.mul(K.add(K.mul(K.add(K.mul(b, K.i(n)), K.sub(j, K.i(ch.start))), rows), K.add(past, s)), K.i(d)));
-        each(d, (c) => kb.store(g.buf(out), K.add(base, c), kb.load(head, c, "f32")));
+        each(d, (c) => kb.store(g.buf(out), K.add(base, c), kb.load(head, at(c), "f32")));
       };
       const append = appendOf.get(ch.out);
       if (append) {
@@ -133,5 +152,5 @@ export function qkvKernel(g: Gen, ops: Op[]): GeneratedKernel {
     };
     branch(0);
   });
-  return g.finish({ dim: g.entryDim(product([Bd!, Sd!, NHd!])), per: 1 });
+  return g.finish({ dim: g.entryDim(product([Bd!, Sd!, NHd!])), per: H });
 }

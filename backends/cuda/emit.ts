@@ -250,15 +250,22 @@ class FuncEmitter {
     // A kernel with more shared memory than a static declaration may hold opts in at its launch.
     const smem = dynamicSharedBytes(g.kernel);
     // A kernel that writes into a cache grown in place (a fused append) takes the rows of the
-    // cache's buffer (its capacity symbol, schedule.ts) as a size: the runtime's, from the binding.
+    // cache's buffer (its capacity symbol, schedule.ts) as a size: the runtime's, from the binding;
+    // so does one that reads a cache (attention over it): the buffer's rows, or the value's own
+    // extent where it has no room.
     const capacities = new Set(g.uniforms.flatMap((u) => u.dim.symbols()).filter((x) => capacitySlotOf(x) !== undefined));
     const caps = [...capacities].map((x) => {
       const id = capacitySlotOf(x)!;
       const grown = [...step.writes.values()].map((w) => this.fr.slots[w]!).find((sl) => sl.grows && storageSlot(this.fr, sl.id) === id);
-      if (!grown) throw new LingcError(`CUDA emitter: ${step.kernel?.name ?? op.opName} sizes by the buffer of a cache it does not grow (${x})`);
-      return `const long ${x} = c.room_for(b + ${id}, ${cppDim(grown.grows!.rows)}); `;
+      if (grown) return `const long ${x} = c.room_for(b + ${id}, ${cppDim(grown.grows!.rows)}); `;
+      const read = [...step.reads].find(([, sl]) => storageSlot(this.fr, sl) === id);
+      const axis = this.fr.slots[id]!.roomAxis;
+      if (!read || axis === undefined) throw new LingcError(`CUDA emitter: ${step.kernel?.name ?? op.opName} sizes by the buffer of a cache it neither grows nor reads (${x})`);
+      return `const long ${x} = c.rows_of(b + ${id}, ${cppDim(read[0].type.shape[axis]!.substitute(step.subst))}); `;
     });
-    const launch = smem ? `c.launch_smem(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, ${smem}, ` : `c.launch(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, `;
+    // A kernel that must keep several blocks resident (kir minBlocks) asks for all the shared memory.
+    const carve = g.kernel.minBlocks && smem ? `c.prefer_shared((const void*)${name}); ` : "";
+    const launch = smem ? `${carve}c.launch_smem(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, ${smem}, ` : `c.launch(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, `;
     return `{ ${caps.join("")}const long n_ = ${cppDim(g.grid.dim)}; if (n_ > 0) { ${launch}${args.join(", ")}); c.launched(${cppString(name)}); } }`;
   }
 

@@ -82,6 +82,8 @@ export class CudaRenderer {
         return `reinterpret_cast<const unsigned int*>(${e.buf})[${this.expr(e.idx)}]`;
       case "half":
         return e.hi ? `__uint_as_float(${this.expr(e.a)} & 0xffff0000u)` : `__uint_as_float(${this.expr(e.a)} << 16)`;
+      case "pack":
+        return `lingc::pack_bf16x2(${this.expr(e.lo)}, ${this.expr(e.hi)})`;
     }
   }
 
@@ -146,7 +148,7 @@ export class CudaRenderer {
         case "ldsm":
           out.push(
             `${indent}unsigned ${s.names.join(", ")};`,
-            `${indent}asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\\n" : ${s.names.map((n) => `"=r"(${n})`).join(", ")} : "r"((unsigned)__cvta_generic_to_shared(&${s.src}[${this.expr(s.idx)}])));`,
+            `${indent}asm volatile("ldmatrix.sync.aligned.m8n8.x4${s.trans ? ".trans" : ""}.shared.b16 {%0,%1,%2,%3}, [%4];\\n" : ${s.names.map((n) => `"=r"(${n})`).join(", ")} : "r"((unsigned)__cvta_generic_to_shared(&${s.src}[${this.expr(s.idx)}])));`,
           );
           break;
         case "wgmma": {
@@ -232,7 +234,7 @@ export function renderCuda(k: Kernel): string {
   const r = new CudaRenderer(k);
   const body: string[] = [];
   r.stmts(k.body, "  ", body);
-  const out = [`// ${k.name}`, `extern "C" __global__ void __launch_bounds__(${k.wg}) ${k.name}(${cudaParams(k).join(", ")}) {`];
+  const out = [`// ${k.name}`, `extern "C" __global__ void __launch_bounds__(${k.wg}${k.minBlocks ? `, ${k.minBlocks}` : ""}) ${k.name}(${cudaParams(k).join(", ")}) {`];
   // 16-byte aligned: async copies write 16 bytes at a time. Shared arrays stay 32-bit in a wide
   // kernel (they hold per-workgroup counts and tiles, sized by the generator at 4 bytes).
   if (dynamicSharedBytes(k)) {

@@ -53,7 +53,9 @@ export type Expr =
   /** The 32-bit word `idx` of a bf16 buffer (two values: element 2 idx in the low half), undecoded. */
   | { k: "word"; t: "u32"; buf: string; idx: Expr }
   /** The bf16 value in the low (`hi` false) or high half of a word, as f32 (exact). */
-  | { k: "half"; t: "f32"; a: Expr; hi: boolean };
+  | { k: "half"; t: "f32"; a: Expr; hi: boolean }
+  /** Two f32 values rounded to bf16 (to nearest even) in one word, `lo` in the low half: an mma fragment (CUDA). */
+  | { k: "pack"; t: "u32"; lo: Expr; hi: Expr };
 
 export type Stmt =
   | { k: "let"; name: string; e: Expr }
@@ -78,7 +80,7 @@ export type Stmt =
    * each matrix, row l / 4, word l % 4. For 8-bit codes that is the mma fragment layout of a 16x32
    * A tile or two 8x32 B tiles (row-major rows of 16 bytes).
    */
-  | { k: "ldsm"; names: string[]; src: string; idx: Expr }
+  | { k: "ldsm"; names: string[]; src: string; idx: Expr; trans?: boolean }
   /** acc[at .. at+3] += A . B on the warp's fragments (a: 4 u32 words, b: 2; see MmaShape). */
   | { k: "mma"; shape: MmaShape; acc: string; at: Expr; a: Expr[]; b: Expr[] }
   /**
@@ -126,6 +128,8 @@ export interface Kernel {
    * Ling-1T: 256 x 2048 x 8192): a target renders its integers 64-bit (CUDA), or refuses it.
    */
   wide?: boolean;
+  /** Workgroups the target must be able to keep resident on one multiprocessor (CUDA launch bounds: caps registers a thread). */
+  minBlocks?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -197,6 +201,7 @@ export const half = (a: Expr, hi: boolean): Expr => ({ k: "half", t: "f32", a, h
 
 /** A distinct node for the same expression (renders identically; lets a generator tag it by identity). */
 export const wrap = (e: Expr): Expr => ({ ...e });
+export const pack = (lo: Expr, hi: Expr): Expr => ({ k: "pack", t: "u32", lo, hi });
 
 /** Structural equality of two expressions. */
 export function same(a: Expr, b: Expr): boolean {
@@ -400,9 +405,10 @@ export class KernelBuilder {
   }
 
   /** Four fragment words by ldmatrix (see the ldsm statement); idx: this lane's row's first word. */
-  ldsm(base: string, src: string, idx: Expr): Expr[] {
+  /** trans: each matrix transposed (ldmatrix .trans): lane l receives column l / 4, rows 2 (l % 4) and + 1, the B fragment of a [k][n] tile. */
+  ldsm(base: string, src: string, idx: Expr, trans = false): Expr[] {
     const names = [0, 1, 2, 3].map(() => this.fresh(base));
-    this.emit({ k: "ldsm", names, src, idx });
+    this.emit({ k: "ldsm", names, src, idx, ...(trans ? { trans } : {}) });
     return names.map((name) => ({ k: "ref", t: "u32", name }) as Expr);
   }
 

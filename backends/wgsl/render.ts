@@ -82,6 +82,8 @@ function expr(e: Expr): string {
       throw new Error("kir: this WGSL renderer has no subgroup shuffles (a warp-level kernel runs on CUDA only)");
     case "word":
       return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;
+    case "pack":
+      throw new Error("kir: WGSL has no bf16 pair packing (a tensor-core tile program runs on CUDA only)");
     case "half":
       // A bf16 value is the high half of an f32.
       return e.hi ? `bitcast<f32>(${expr(e.a)} & 0xffff0000u)` : `bitcast<f32>(${expr(e.a)} << 16u)`;

@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|strong|draft|tiles|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh correct|sanitize|bench|strong|draft|tiles|flashtile|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -509,6 +509,33 @@ fp8bench)
     echo "== lingc $v"
     /tmp/$v/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 3 | tee "$OUT/bench-$v.json"
     /tmp/$v/lingc_model bench --random-weights --prefill 1x8192 --decode 1x2048 --repeats 1 --profile 2>"$OUT/profile-$v.txt" >/dev/null
+  done
+  ;;
+flashtile)
+  # The flash attention tile program (generated from kir: backends/kernels/gen/flash-attention.ts, chosen by
+  # select's prefer=attention:flash_tile) against the interpreter and the runtime's hand-written flash_attn on two
+  # shapes (bench/cuda/attention_check.py: d 128 GQA causal with a partial tile; d 64 transposed), sanitized, then
+  # both on Ling-mini-2.0's prefill (speed, and the attention's per-kernel time).
+  FT="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=attention:flash_tile}"
+  mkdir -p /tmp/ac && python3 bench/cuda/attention_check.py make /tmp/ac || exit 1
+  R="/tmp/ac/a.lir --input /tmp/ac/x.safetensors"
+  $L run $R --backend interp --out /tmp/ac/interp.safetensors >/dev/null || exit 1
+  $L run $R --backend cuda --out /tmp/ac/runtime.safetensors >/dev/null || exit 1
+  $L run $R --backend cuda $FT --out /tmp/ac/tile.safetensors >/dev/null || exit 1
+  echo "== runtime flash_attn vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/runtime.safetensors /tmp/ac/interp.safetensors 0.01
+  echo "== tile program vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/tile.safetensors /tmp/ac/interp.safetensors 0.01
+  echo "== tile program vs runtime flash_attn"; python3 bench/cuda/attention_check.py compare /tmp/ac/tile.safetensors /tmp/ac/runtime.safetensors 0.01
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: the tile program's
+  for tool in memcheck racecheck; do
+    echo "== compute-sanitizer --tool $tool: the tile program"
+    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --graph att --input /tmp/ac/x.safetensors --out /tmp/ac/s.safetensors > "$OUT/san-ft-$tool.txt" 2>&1; echo "exit $?"; tail -1 "$OUT/san-ft-$tool.txt"
+  done
+  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
+  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $FT --out /tmp/mini-ft >/dev/null && (cd /tmp/mini-ft && make -j16 >/dev/null) || exit 1
+  for m in mini mini-ft; do
+    echo "== $m"
+    /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 10 | grep seq
+    /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -m2 "attention"
   done
   ;;
 profile)

@@ -248,7 +248,11 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       const decode = choice("attn_decode", [le(S, L.decodeMaxQueries), le(T, L.decodeMaxKeys), le(items, L.decodeCounters)], { sms: profile.smCount });
       const flash = q.type.dtype === "bf16" && d === dv && (d === 64 || d === 128);
       const tiles = choice("attn_tiles", [], { score_bytes: opts.scoreBytes ?? profile.attentionScoreBytes });
-      all = [decode, ...(flash ? [choice("flash_attn")] : []), tiles];
+      // flash_tile: the same flash attention generated from the kernel language
+      // (backends/kernels/gen/flash-attention.ts); only by preference (prefer=attention:flash_tile)
+      // until it has been measured against the runtime's on the GPU.
+      const tile = flash && profile.tensorCoreTypes.includes("bf16") && k.type.dtype === "bf16" && v.type.dtype === "bf16";
+      all = [decode, ...(flash ? [choice("flash_attn")] : []), tiles, ...(tile ? [choice("flash_tile")] : [])];
       break;
     }
     default:

@@ -259,6 +259,45 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "bk64"), "model.cu"]);
   }, 300_000);
 
+  it("prefill attention as a tile program (prefer=attention:flash_tile): mma.sync on transposed V fragments, three blocks a multiprocessor, and it compiles", async () => {
+    const lir = join(dir, "att.lir");
+    writeFileSync(
+      lir,
+      `module @att {
+  func @att(%q: bf16[B, 8, S, 128], %k: bf16[B, 2, S, 128], %v: bf16[B, 2, S, 128], %q2: bf16[B, 4, S, 64], %k2: bf16[B, 4, S, 64], %v2: bf16[B, 4, S, 64]) -> (a: bf16[B, 8, S, 128], b: bf16[B, S, 256]) {
+    %a = attention(%q, %k, %v) {scale = 0.08838834764831843, causal = true} : bf16[B, 8, S, 128]
+    %o = attention(%q2, %k2, %v2) {scale = 0.125, causal = false} : bf16[B, 4, S, 64]
+    %t = transpose(%o) {perm = [0, 2, 1, 3]} : bf16[B, S, 4, 64]
+    %b = reshape(%t) {shape = [B, S, 256]} : bf16[B, S, 256]
+    return %a, %b
+  }
+}
+`,
+    );
+    const passes = "cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=attention:flash_tile}";
+    const r = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "att"), "--passes", passes);
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "att", "model.cu"), "utf8");
+    const kernels = src.split('extern "C" __global__').slice(1);
+    expect(kernels).toHaveLength(2);
+    for (const [k, hd] of [
+      [kernels[0]!, 128],
+      [kernels[1]!, 64],
+    ] as const) {
+      expect(k).toMatch(/^ void __launch_bounds__\(128, 3\) k_attention_\d+\(/);
+      // A 64-key tile: (64 / 8) key tiles x (hd / 16) k steps for S, (hd / 8) dim tiles x 4 key steps for O.
+      expect(k.match(BF16_MMA)?.length).toBe((64 / 8) * (hd / 16) + (hd / 8) * 4);
+      expect(k.match(/ldmatrix\.sync\.aligned\.m8n8\.x4\.trans/g)?.length).toBe((hd / 16) * 4);
+    }
+    // d 128: 2 x 2 x 64 rows of 68 words (past 48 KB: opted in, with the largest carveout).
+    expect(src).toMatch(/c\.prefer_shared\(\(const void\*\)k_attention_\d+\); c\.launch_smem\(k_attention_\d+, [^,]*, 128, 69632,/);
+    // The runtime's kernel stays the default.
+    const dflt = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "att-default"));
+    expect(dflt.code, dflt.stderr).toBe(0);
+    expect(readFileSync(join(dir, "att-default", "model.cu"), "utf8")).toMatch(/c\.flash_attn\(/);
+    await expectCompiles([join(dir, "att"), "model.cu"]);
+  }, 300_000);
+
   it("a tile setting that is not a tile is refused by name", async () => {
     const r = await compileWithBf16Tile("wgmma,96,256,4", SMALL_DIR, join(dir, "bad-tile"));
     expect(r.code).not.toBe(0);

@@ -1208,6 +1208,13 @@ void Ctx::allow_smem(const void* kern, size_t bytes) {
   if (launch_status == cudaSuccess) got = bytes;
 }
 
+void Ctx::prefer_shared(const void* kern) {
+  static std::map<const void*, bool> done;  // the runtime is single-threaded
+  if (done[kern]) return;
+  CK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared));
+  done[kern] = true;
+}
+
 void Ctx::launched(const char* kernel) {
   if (launch_status != cudaSuccess) fail("kernel %s did not launch: %s", kernel, cudaGetErrorString(launch_status));
   check_launch(kernel);

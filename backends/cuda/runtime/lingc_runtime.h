@@ -22,6 +22,11 @@ __device__ __forceinline__ float pow2_ceil(float x) {
   const unsigned b = __float_as_uint(x);
   return (b & 0x007fffffu) == 0u ? x : __uint_as_float((b & 0x7f800000u) + 0x00800000u);
 }
+/** Two floats rounded to bf16 in one 32-bit word, lo in the low half: an mma A fragment (generated kernels call it). */
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
 // Where a slot's storage comes from. A function's own slots (LocalSlot) use PARAM and CALL too; a
 // graph's expanded slots (SlotMeta) use INPUT for the entry's parameters and ALIAS for the rest.
 enum Source { SRC_INPUT = 0, SRC_WEIGHT = 1, SRC_CONSTANT = 2, SRC_COMPUTED = 3, SRC_ALIAS = 4, SRC_PARAM = 5, SRC_CALL = 6 };
@@ -230,6 +235,8 @@ struct Ctx {
     launch_status = launch_pdl(stream, kern, grid, dim3(threads), smem, args...);
   }
   void allow_smem(const void* kern, size_t bytes);
+  /** Asks for the largest shared-memory carveout for a kernel that must keep several large blocks resident (kir minBlocks). */
+  void prefer_shared(const void* kern);
   // The routines the plan's dispatches call (each runs the one kernel it names).
   // Y[M,N] = X[M,K] . W[N,K]^T with cuBLASLt, in the slots' dtype with fp32 accumulation.
   void gemm(int x, int w, int out, long M, long N, long K);

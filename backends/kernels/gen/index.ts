@@ -23,6 +23,7 @@ import { normKernel, normWorkgroup } from "./norm";
 import { linearSimtKernel, linearSimtPlan } from "./linear-simt";
 import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointwiseGemv } from "./pointwise";
 import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
+import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attention";
 import { routerKernel, routerWorkgroup } from "./router";
 
 export type { GeneratedKernel, GenLimits } from "./context";
@@ -97,6 +98,13 @@ const TEMPLATES: readonly Template[] = [
     name: "attention_split",
     covers: (ops, limits) => limits?.gpuForms === true && coversAttention(ops),
     generate: (gen, ops, limits) => attentionSplitKernels(gen(blockedThreads(limits)), gen(Math.min(128, limits.maxThreads)), ops),
+  },
+  {
+    // Flash attention on the bf16 tensor cores (CUDA), only when a dispatch names it (listed after
+    // attention, which covers all it covers).
+    name: "flash_tile",
+    covers: (ops, limits) => coversAttention(ops) && coversFlash(ops, limits?.tensorCores),
+    generate: (gen, ops) => flashAttentionKernel(gen(FLASH_THREADS), ops),
   },
   {
     // RMSNorm alone, after a residual add, into a linear layer's prologue, or quantized per token;

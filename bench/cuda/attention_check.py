@@ -1,0 +1,104 @@
+"""Prefill attention kernels on the GPU against the interpreter (device.sh flashtile). Standard library only.
+
+  attention_check.py make DIR      writes DIR/a.lir: two bf16 attentions, (1) head dim 128, 8 query heads on
+                                   2 KV heads, causal, S = 200 (a partial last tile of 64); (2) head dim 64,
+                                   4 heads, not causal, S = 130, its result transposed to [1, S, 256] (the
+                                   transposed output form); and DIR/x.safetensors, its seeded inputs.
+  attention_check.py compare A B TOL   every tensor of A against B's: max |A - B| / max |B| within TOL
+"""
+import json
+import random
+import struct
+import sys
+from array import array
+
+CASES = [  # name, query heads, KV heads, S, head dim, causal, transposed
+    ("a", 8, 2, 200, 128, True, False),
+    ("b", 4, 4, 130, 64, False, True),
+]
+
+
+def bf16_bits(x):
+    """Round-to-nearest-even f32 -> bf16 bits."""
+    u = struct.unpack("<I", struct.pack("<f", x))[0]
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def write_safetensors(path, tensors):
+    header, blobs, at = {}, [], 0
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [at, at + len(raw)]}
+        blobs.append(raw)
+        at += len(raw)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    out = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = meta["data_offsets"]
+        raw = data[8 + n + a : 8 + n + b]
+        if meta["dtype"] == "BF16":
+            vals = array("H", raw)
+            out[name] = [struct.unpack("<f", struct.pack("<I", v << 16))[0] for v in vals]
+        elif meta["dtype"] == "F32":
+            out[name] = list(array("f", raw))
+        else:
+            raise SystemExit(f"{path}: {name} is {meta['dtype']}, this check reads BF16 and F32")
+    return out
+
+
+def make(d):
+    rng = random.Random(7)
+    params, ops, results, tensors = [], [], [], {}
+    for name, nh, nkv, S, D, causal, transposed in CASES:
+        for t, heads in (("q", nh), ("k", nkv), ("v", nkv)):
+            shape = [1, heads, S, D]
+            params.append(f"%{t}{name}: bf16[{', '.join(map(str, shape))}]")
+            vals = array("H", (bf16_bits(rng.uniform(-1.0, 1.0)) for _ in range(heads * S * D)))
+            tensors[f"{t}{name}"] = ("BF16", shape, vals.tobytes())
+        scale = 1.0 / D**0.5
+        ops.append(f"    %o{name} = attention(%q{name}, %k{name}, %v{name}) {{scale = {scale!r}, causal = {str(causal).lower()}}} : bf16[1, {nh}, {S}, {D}]")
+        if transposed:
+            ops.append(f"    %t{name} = transpose(%o{name}) {{perm = [0, 2, 1, 3]}} : bf16[1, {S}, {nh}, {D}]")
+            ops.append(f"    %r{name} = reshape(%t{name}) {{shape = [1, {S}, {nh * D}]}} : bf16[1, {S}, {nh * D}]")
+            results.append((f"r{name}", f"{name}: bf16[1, {S}, {nh * D}]"))
+        else:
+            results.append((f"o{name}", f"{name}: bf16[1, {nh}, {S}, {D}]"))
+    lir = "module @att {\n  func @att(" + ", ".join(params) + ")\n      -> (" + ", ".join(r[1] for r in results) + ") {\n"
+    lir += "\n".join(ops) + "\n    return " + ", ".join(f"%{r[0]}" for r in results) + "\n  }\n}\n"
+    with open(f"{d}/a.lir", "w") as f:
+        f.write(lir)
+    write_safetensors(f"{d}/x.safetensors", tensors)
+
+
+def compare(a_path, b_path, tol):
+    a, b = read_safetensors(a_path), read_safetensors(b_path)
+    ok = True
+    for name in sorted(b):
+        x, y = a[name], b[name]
+        big = max(abs(v) for v in y) or 1.0
+        err, at = max((abs(p - q), j) for j, (p, q) in enumerate(zip(x, y)))
+        bad = sum(1 for p, q in zip(x, y) if abs(p - q) > tol * big)
+        print(f"{name} ({len(y)} values): max error / max |ref| {err / big:.3e} (at {at}: {x[at]:.6g} vs {y[at]:.6g}; {bad} values past the tolerance)")
+        ok = ok and bad == 0 and len(x) == len(y)
+    print(("PASS" if ok else "FAIL") + f" at {tol}")
+    return ok
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["make"]:
+        make(sys.argv[2])
+    elif sys.argv[1:2] == ["compare"]:
+        sys.exit(0 if compare(sys.argv[2], sys.argv[3], float(sys.argv[4])) else 1)
+    else:
+        raise SystemExit(__doc__)

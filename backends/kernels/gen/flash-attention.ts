@@ -22,8 +22,8 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
 
-export const FLASH_BM = 64;
-export const FLASH_BN = 64;
+const FLASH_BM = 64;
+const FLASH_BN = 64;
 export const FLASH_THREADS = 128;
 const FLASH_MIN_BLOCKS = 3;
 
@@ -88,14 +88,14 @@ export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
     // Q fragments (a0..a3 of each 16-wide k slice) from global memory, words of two bf16: rows r0
     // and r1, columns kk 16 + 2 tq (+ 8); zeros past S.
     const qa = kb.array("qa", "u32", (HD / 16) * 4);
-    const qRow = (r: Expr) => kb.let("qrow", add(mul(add(mul(bh, S), K.min(r, sub(S, i(1)))), i(HD / 2)), tq));
-    const [q0Row, q1Row] = [qRow(r0), qRow(r1)];
-    const qWord = (r: Expr, c: number) => sel(lt(r, S), kb.loadWord(qb, add(r === r0 ? q0Row : q1Row, i(c / 2))), K.lit(0, "u32"));
+    // Word of row r's first pair of this thread (the row clamped into the queries), and word c / 2 past it.
+    const rows = [r0, r1].map((r) => ({ r, word: kb.let("qrow", add(mul(add(mul(bh, S), K.min(r, sub(S, i(1)))), i(HD / 2)), tq)) }));
+    const qWord = (row: { r: Expr; word: Expr }, c: number) => sel(lt(row.r, S), kb.loadWord(qb, add(row.word, i(c / 2))), K.lit(0, "u32"));
     for (let kk = 0; kk < HD / 16; kk++) {
-      kb.store(qa, i(kk * 4 + 0), qWord(r0, kk * 16));
-      kb.store(qa, i(kk * 4 + 1), qWord(r1, kk * 16));
-      kb.store(qa, i(kk * 4 + 2), qWord(r0, kk * 16 + 8));
-      kb.store(qa, i(kk * 4 + 3), qWord(r1, kk * 16 + 8));
+      kb.store(qa, i(kk * 4 + 0), qWord(rows[0]!, kk * 16));
+      kb.store(qa, i(kk * 4 + 1), qWord(rows[1]!, kk * 16));
+      kb.store(qa, i(kk * 4 + 2), qWord(rows[0]!, kk * 16 + 8));
+      kb.store(qa, i(kk * 4 + 3), qWord(rows[1]!, kk * 16 + 8));
     }
     const qFrag = (kk: number) => [0, 1, 2, 3].map((j) => kb.load(qa, i(kk * 4 + j), "u32"));
     const o = kb.array("o", "f32", (HD / 8) * 4);

@@ -513,10 +513,10 @@ fp8bench)
   ;;
 flashtile)
   # The flash attention tile program (generated from kir: backends/kernels/gen/flash-attention.ts, chosen by
-  # select's prefer=attention:flash_tile) against the interpreter and the runtime's hand-written flash_attn on two
+  # --prefer attention:flash_tile) against the interpreter and the runtime's hand-written flash_attn on two
   # shapes (bench/cuda/attention_check.py: d 128 GQA causal with a partial tile; d 64 transposed), sanitized, then
   # both on Ling-mini-2.0's prefill (speed, and the attention's per-kernel time).
-  FT="--passes cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=attention:flash_tile}"
+  FT="--prefer attention:flash_tile"
   mkdir -p /tmp/ac && python3 bench/cuda/attention_check.py make /tmp/ac || exit 1
   R="/tmp/ac/a.lir --input /tmp/ac/x.safetensors"
   $L run $R --backend interp --out /tmp/ac/interp.safetensors >/dev/null || exit 1

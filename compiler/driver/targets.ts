@@ -31,6 +31,8 @@ export interface TargetSettings {
   quantize?: "fp8";
   /** `--stages N`: cut each graph into N pipeline stages after the pipeline (the pipeline pass). */
   stages?: number;
+  /** `--prefer KIND:KERNEL,...` (CUDA): the runtime's kernel for a kind of step, whatever the sizes (select's prefer). */
+  prefer?: readonly string[];
 }
 
 export interface Fp8Settings {
@@ -96,6 +98,8 @@ export function defaultPipeline(target: Target, profile: TargetProfile | undefin
   const passes = [...(settings.fp8 ? [fp8PassText(settings.fp8)] : []), "cse", "dce"];
   const ops = decomposed(target);
   if (ops.length) passes.push(`decompose{ops=${ops.join(",")}}`);
+  const prefer = settings.prefer ?? [];
+  if (prefer.length && target !== "cuda") throw new LingcError(`--prefer chooses the CUDA runtime's kernels; it does not apply to target ${target}`);
   const fusing = target === "wgsl" || target === "cuda";
   if (!fusing) {
     if (noFuse.length) throw new LingcError(`--no-fuse applies to the targets that fuse kernels (wgsl, cuda), not ${target}`);
@@ -104,6 +108,6 @@ export function defaultPipeline(target: Target, profile: TargetProfile | undefin
   const opts = [`profile=${profile!.name}`, ...(noFuse.length ? [`disable=${noFuse.join(",")}`] : [])];
   passes.push(`fusion{${opts.join(",")}}`);
   // On CUDA the runtime's kernel choices are part of the plan.
-  if (target === "cuda") passes.push(`select{profile=${profile!.name}}`);
+  if (target === "cuda") passes.push(`select{profile=${profile!.name}${prefer.length ? `,prefer=${prefer.join(",")}` : ""}}`);
   return passes.join(",");
 }

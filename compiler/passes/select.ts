@@ -11,7 +11,7 @@
 import { LingcError } from "../../ir/errors";
 import type { Module } from "../../ir/module";
 import { substituteDispatch } from "../../ir/dispatch";
-import { selectCudaKernel } from "../../ir/target/cuda-kernels";
+import { LIBRARY_KINDS, selectCudaKernel } from "../../ir/target/cuda-kernels";
 import { unifyTypes } from "../../ir/unify";
 import type { Pass } from "./pass";
 import { optionReader } from "./pipeline";
@@ -21,7 +21,7 @@ export const select: Pass = {
   summary: "writes each runtime-run step's kernel dispatch (kernels and size conditions) into the plan",
   options: {
     profile: { kind: "string", doc: "the CUDA profile (e.g. cuda-sm90a)" },
-    prefer: { kind: "list", doc: "KIND:KERNEL pairs forcing a kernel (kinds: linear, expert, moe_dispatch, attention)" },
+    prefer: { kind: "list", doc: `KIND:KERNEL pairs forcing a kernel (kinds: ${LIBRARY_KINDS.join(", ")})` },
     "score-bytes": { kind: "int", doc: "score bytes the tiled attention keeps at once (default: the profile's)" },
   },
   preserves: "all",
@@ -35,6 +35,7 @@ export const select: Pass = {
     for (const p of o.list("prefer")) {
       const [kind, kernel] = p.split(":");
       if (!kind || !kernel) throw new LingcError(`option 'prefer' of pass 'select': '${p}' is not KIND:KERNEL`);
+      if (!(LIBRARY_KINDS as readonly string[]).includes(kind)) throw new LingcError(`option 'prefer' of pass 'select': '${kind}' is not a kind of step the runtime runs (${LIBRARY_KINDS.join(", ")})`);
       prefer.set(kind, kernel);
     }
     const scoreBytes = options["score-bytes"] as number | undefined;

@@ -101,6 +101,9 @@ function denseSwiglu(ops: readonly Op[]): boolean {
   );
 }
 
+/** The kinds of step the runtime runs (libraryKind's answers): what select's prefer=KIND:KERNEL names. */
+export const LIBRARY_KINDS = ["fp8_linear", "fp8_expert", "linear", "dense_swiglu", "expert", "moe_dispatch", "cast", "concat", "cache_append", "attention"] as const;
+
 /** Which library lowering covers a step's ops (undefined: a generated kernel). */
 export function libraryKind(ops: readonly Op[]): string | undefined {
   if (ops.length === 1 && blockScaledLinear(ops[0]!)) return "fp8_linear";

@@ -3,7 +3,7 @@
  * replaces it on every target; --print-before/--print-after show what the backend receives; an IR
  * text compiles to every target exactly as the model it was printed from.
  */
-import { readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { cli } from "../support/cli";
@@ -30,6 +30,29 @@ describe("target pipelines", () => {
   it("--no-fuse and --limit show in the printed pipeline", async () => {
     const r = await cli("compile", "--target", "wgsl", "--print-pipeline", "--no-fuse", "router,swiglu", "--limit", "maxComputeWorkgroupStorageSize=65536");
     expect(r.stdout).toBe("cse,dce,fusion{profile=webgpu-baseline+maxComputeWorkgroupStorageSize=65536,disable=router,swiglu}\n");
+  });
+
+  it("--prefer picks the CUDA runtime's kernel for a kind of step (select's prefer), and is refused where it cannot apply", async () => {
+    const printed = await cli("compile", "--target", "cuda", "--print-pipeline", "--prefer", "expert:expert_loop,attention:attn_tiles");
+    expect(printed.stdout).toBe("cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:expert_loop,attention:attn_tiles}\n");
+    const out = join(dir, "prefer");
+    const r = await cli("compile", "ling-tiny", "--target", "cuda", "--out", out, "--prefer", "expert:expert_loop");
+    expect(r.code, r.stderr).toBe(0);
+    const text = readFileSync(join(out, "model.cu"), "utf8");
+    expect(text).toMatch(/c\.expert_loop\(/);
+    expect(text).not.toMatch(/c\.expert_gemv\(/);
+    const refused = [
+      [["--target", "wgsl", "--prefer", "attention:flash_tile"], "--prefer chooses the CUDA runtime's kernels; it does not apply to target wgsl"],
+      [["--target", "cuda", "--prefer", "attn:flash_tile"], "'attn' is not a kind of step the runtime runs"],
+      // ling-tiny's heads are 16 wide: the flash kernels take 64 or 128.
+      [["--target", "cuda", "--prefer", "attention:flash_tile"], "kernel 'flash_tile' cannot run this attention step (its kernels: attn_decode, attn_tiles)"],
+    ] as const;
+    for (const [args, message] of refused) {
+      const e = await cli("compile", "ling-tiny", ...args, "--out", join(dir, "prefer-bad"));
+      expect(e.code, e.stderr).toBe(1);
+      expect(e.stderr).toContain(message);
+      expect(existsSync(join(dir, "prefer-bad"))).toBe(false);
+    }
   });
 
   it("--passes replaces the cuda pipeline: cse,dce emits an unfused plan with more kernels", async () => {

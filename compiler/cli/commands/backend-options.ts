@@ -49,6 +49,7 @@ export const PIPELINE_OPTIONS: OptionSpec[] = [
   { name: "limit", value: "NAME=V,...", help: "override WebGPU limits, e.g. maxStorageBufferBindingSize=65536" },
   { name: "quantize", value: "FORMAT", help: "quantize the model's projections when its weights are bound (fp8: 128x128 weight blocks, transformers' recipe)", choices: ["fp8"] },
   { name: "stages", value: "N", help: "cut each graph into N pipeline stages balanced by predicted time (the pipeline pass, after the target's passes)" },
+  { name: "prefer", value: "KIND:KERNEL,...", help: "--target/--backend cuda: run a kind of step with this runtime kernel whatever the sizes, e.g. attention:flash_tile (the generated flash attention) or expert:expert_loop" },
   { name: "activation-scheme", value: "S", help: "FP8 models: dynamic quantizes each projection's input per token (1x128 groups), none keeps it (weight-only); default: the checkpoint's", choices: ["dynamic", "none"] },
 ];
 
@@ -61,5 +62,6 @@ export function targetSettings(args: ParsedArgs): TargetSettings {
     quantize: str(args, "quantize") as TargetSettings["quantize"],
     activationScheme: str(args, "activation-scheme") as TargetSettings["activationScheme"],
     stages: int(args, "stages", 1),
+    prefer: list("prefer"),
   };
 }

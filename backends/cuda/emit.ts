@@ -79,6 +79,21 @@ function refuseUnsupportedFp8(m: Module): void {
  * "bm,bn,wm,wn,stages" (how `bench/cuda/device.sh fp8tiles` and `bf16tiles` sweep tiles without a
  * rebuild of lingc).
  */
+/** What the kernel generators may use on a CUDA profile (the emitter's; the kir simulator's tests take the same). */
+export function cudaGenLimits(profile: CudaProfile): GenLimits {
+  return {
+    maxThreads: profile.maxThreadsPerBlock,
+    maxWorkgroupBytes: profile.sharedMemoryPerBlock,
+    maxDynamicWorkgroupBytes: profile.sharedMemoryPerBlockOptin,
+    storage: cudaStorage,
+    tensorCores: profile.tensorCoreTypes,
+    warpSize: profile.warpSize,
+    pointwiseRun: POINTWISE_RUN,
+    gemmTiles: expertTiles(profile),
+    wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true,
+  };
+}
+
 function expertTiles(profile: CudaProfile): Record<string, TileShape> {
   const tiles = { ...profile.expertTiles };
   const env = (name: string) => (typeof process !== "undefined" ? process.env[name] : undefined);
@@ -154,7 +169,7 @@ class FuncEmitter {
     readonly frames: ReadonlyMap<string, FrameSchedule>,
     readonly residents: Map<string, ReadonlySet<number>>,
   ) {
-    this.limits = { maxThreads: profile.maxThreadsPerBlock, maxWorkgroupBytes: profile.sharedMemoryPerBlock, maxDynamicWorkgroupBytes: profile.sharedMemoryPerBlockOptin, storage: cudaStorage, tensorCores: profile.tensorCoreTypes, warpSize: profile.warpSize, pointwiseRun: POINTWISE_RUN, gemmTiles: expertTiles(profile), wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true };
+    this.limits = cudaGenLimits(profile);
   }
 
   /** The global slot (as C++) of a value of a step. */

@@ -1,0 +1,406 @@
+/**
+ * kir on the CPU: runs a kernel as a GPU with warps of 32 lanes would, so that tile programs (mma
+ * fragments, ldmatrix, shuffles, async copies, barriers) are checked for their numbers where there
+ * is no GPU (CI). A reference executor, not a backend: slow, exact in its f32/i32 arithmetic, with
+ * fp32 sums in the MMAs (their order inside one MMA is the hardware's own).
+ *
+ * Each warp runs its lanes in lockstep with an active mask (an `if` runs both sides under their
+ * masks, a loop runs while a lane is active); a workgroup's warps run interleaved, a statement at a
+ * time, and meet at each barrier.
+ * Async copies complete at once (copy16 is a copy; commit and wait do nothing), which is what a
+ * correct program may assume after its wait. Warpgroup MMAs (wgmma) are not simulated.
+ */
+import { decodeBits, encodeBits } from "../../ir/numerics";
+import type { Expr, Kernel, KType, Stmt } from "./kir";
+
+export type SimArray = Float32Array | Int32Array | Uint16Array | Uint8Array;
+
+const W = 32;
+type Vec = number[];
+type Mask = boolean[];
+
+const f32 = Math.fround;
+const u32 = (x: number) => x >>> 0;
+const i32 = (x: number) => x | 0;
+
+function fit(t: KType, x: number): number {
+  if (t === "f32") return f32(x);
+  if (t === "i32") return i32(x);
+  if (t === "u32") return u32(x);
+  return x ? 1 : 0;
+}
+
+const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0]!;
+const bitsF32 = (b: number) => new Float32Array(new Uint32Array([b >>> 0]).buffer)[0]!;
+
+/** Runs `workgroups` workgroups of kernel k over its buffers (by name) with its uniforms' values. */
+export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms: Record<string, number>, workgroups: number): void {
+  for (const b of k.buffers) if (!buffers[b.name]) throw new Error(`simulate ${k.name}: no buffer for ${b.name}`);
+  for (const u of k.uniforms) if (uniforms[u] === undefined) throw new Error(`simulate ${k.name}: no value for ${u}`);
+  if (k.wg % W !== 0) throw new Error(`simulate ${k.name}: ${k.wg} threads are not whole warps`);
+  const elem = new Map(k.buffers.map((b) => [b.name, b.elem]));
+  for (let wg = 0; wg < workgroups; wg++) {
+    const shared = new Map<string, { t: KType; a: Float64Array }>(k.shared.map((s) => [s.name, { t: s.t, a: new Float64Array(s.size) }]));
+    const warps = Array.from({ length: k.wg / W }, (_, w) => new WarpRun(k, w, wg, buffers, elem, shared, uniforms).run(k.body, new Array<boolean>(W).fill(true)));
+    // The warps interleaved a statement at a time (so that a read of workgroup memory that another
+    // warp writes without a barrier between gets the wrong value here too), each held at a barrier
+    // until every warp still running has reached one.
+    const state: ("run" | "barrier" | "done")[] = warps.map(() => "run");
+    while (state.some((x) => x !== "done")) {
+      if (!state.includes("run")) {
+        if (state.includes("done")) throw new Error(`simulate ${k.name}: a barrier that some warps of workgroup ${wg} do not reach (they finished)`);
+        state.fill("run");
+      }
+      warps.forEach((g, w) => {
+        if (state[w] !== "run") return;
+        const r = g.next();
+        state[w] = r.done ? "done" : r.value;
+      });
+    }
+  }
+}
+
+class WarpRun {
+  private readonly vars = new Map<string, Vec>();
+  private readonly arrays = new Map<string, { t: KType; a: Float64Array[] }>();
+  private readonly types = new Map<string, KType>();
+
+  constructor(
+    private readonly k: Kernel,
+    private readonly warp: number,
+    private readonly wg: number,
+    private readonly buffers: Record<string, SimArray>,
+    private readonly elem: Map<string, string>,
+    private readonly shared: Map<string, { t: KType; a: Float64Array }>,
+    private readonly uniforms: Record<string, number>,
+  ) {}
+
+  private vec(f: (lane: number) => number, m: Mask): Vec {
+    const out = new Array<number>(W).fill(0);
+    for (let l = 0; l < W; l++) if (m[l]) out[l] = f(l);
+    return out;
+  }
+
+  private loadBuffer(name: string, idx: number): number {
+    const b = this.buffers[name]!;
+    if (!Number.isInteger(idx) || idx < 0 || idx >= b.length) throw new Error(`simulate ${this.k.name}: ${name}[${idx}] is out of bounds (${b.length} elements)`);
+    const e = this.elem.get(name);
+    if (e === "bf16") return decodeBits(b[idx]!, "bf16");
+    if (e === "f8e4m3") return decodeBits(b[idx]!, "f8e4m3fn");
+    return b[idx]!;
+  }
+
+  private storeBuffer(name: string, idx: number, v: number): void {
+    const b = this.buffers[name]!;
+    if (!Number.isInteger(idx) || idx < 0 || idx >= b.length) throw new Error(`simulate ${this.k.name}: store to ${name}[${idx}] is out of bounds (${b.length} elements)`);
+    const e = this.elem.get(name);
+    if (e === "bf16") b[idx] = encodeBits(v, "bf16");
+    else if (e === "f8e4m3") b[idx] = encodeBits(v, "f8e4m3fn");
+    else b[idx] = v;
+  }
+
+  private sharedOf(name: string): { t: KType; a: Float64Array } {
+    const s = this.shared.get(name);
+    if (!s) throw new Error(`simulate ${this.k.name}: no workgroup array ${name}`);
+    return s;
+  }
+
+  eval(e: Expr, m: Mask): Vec {
+    switch (e.k) {
+      case "lit":
+        return new Array<number>(W).fill(e.v);
+      case "ref": {
+        const v = this.vars.get(e.name);
+        if (!v) throw new Error(`simulate ${this.k.name}: ${e.name} read before it is set`);
+        return v;
+      }
+      case "uni":
+        return new Array<number>(W).fill(this.uniforms[e.name]!);
+      case "builtin":
+        return e.name === "wg" ? new Array<number>(W).fill(this.wg) : Array.from({ length: W }, (_, l) => this.warp * W + l);
+      case "load": {
+        const idx = this.eval(e.idx, m);
+        const arr = this.arrays.get(e.buf);
+        if (arr) return this.vec((l) => arr.a[l]![idx[l]!]!, m);
+        if (this.shared.has(e.buf)) {
+          const s = this.sharedOf(e.buf);
+          return this.vec((l) => {
+            if (idx[l]! < 0 || idx[l]! >= s.a.length) throw new Error(`simulate ${this.k.name}: ${e.buf}[${idx[l]}] is out of bounds`);
+            return s.a[idx[l]!]!;
+          }, m);
+        }
+        return this.vec((l) => this.loadBuffer(e.buf, idx[l]!), m);
+      }
+      case "word": {
+        const idx = this.eval(e.idx, m);
+        const b = this.buffers[e.buf]!;
+        return this.vec((l) => {
+          const i = 2 * idx[l]!;
+          if (i < 0 || i + 1 >= b.length) throw new Error(`simulate ${this.k.name}: word ${idx[l]} of ${e.buf} is out of bounds`);
+          return u32(b[i]! | (b[i + 1]! << 16));
+        }, m);
+      }
+      case "half": {
+        const a = this.eval(e.a, m);
+        return this.vec((l) => bitsF32(e.hi ? a[l]! & 0xffff0000 : a[l]! << 16), m);
+      }
+      case "pack": {
+        const [lo, hi] = [this.eval(e.lo, m), this.eval(e.hi, m)];
+        return this.vec((l) => u32(encodeBits(lo[l]!, "bf16") | (encodeBits(hi[l]!, "bf16") << 16)), m);
+      }
+      case "bin": {
+        const [a, b] = [this.eval(e.a, m), this.eval(e.b, m)];
+        const t = e.a.t;
+        return this.vec((l) => binary(e.op, t, a[l]!, b[l]!), m);
+      }
+      case "un": {
+        const a = this.eval(e.a, m);
+        return this.vec((l) => unary(e.op, e.t, a[l]!), m);
+      }
+      case "sel": {
+        const [c, a, b] = [this.eval(e.c, m), this.eval(e.a, m), this.eval(e.b, m)];
+        return this.vec((l) => (c[l] ? a[l]! : b[l]!), m);
+      }
+      case "conv": {
+        const a = this.eval(e.a, m);
+        return this.vec((l) => (e.t === "f32" ? f32(a[l]!) : e.t === "i32" ? i32(Math.trunc(a[l]!)) : e.t === "u32" ? u32(Math.trunc(a[l]!)) : a[l] ? 1 : 0), m);
+      }
+      case "round": {
+        const a = this.eval(e.a, m);
+        const dt = e.to === "bf16" ? "bf16" : e.to === "f16" ? "f16" : e.to;
+        return this.vec((l) => decodeBits(encodeBits(a[l]!, dt), dt), m);
+      }
+      case "call": {
+        const a = this.eval(e.a, m);
+        // pow2_ceil: the smallest power of two at least x (a UE8M0 scale).
+        return this.vec((l) => {
+          const b = f32Bits(a[l]!);
+          return (b & 0x007fffff) === 0 ? a[l]! : bitsF32(((b & 0x7f800000) + 0x00800000) >>> 0);
+        }, m);
+      }
+      case "shfl": {
+        const a = this.eval(e.a, new Array<boolean>(W).fill(true));
+        return this.vec((l) => a[l ^ e.mask]!, m);
+      }
+    }
+  }
+
+  private setVar(name: string, t: KType, v: Vec, m: Mask): void {
+    const old = this.vars.get(name) ?? new Array<number>(W).fill(0);
+    this.vars.set(
+      name,
+      old.map((x, l) => (m[l] ? fit(t, v[l]!) : x)),
+    );
+    this.types.set(name, t);
+  }
+
+  /** Runs statements under a lane mask, yielding after each ("run") and at each barrier. */
+  *run(ss: Stmt[], m: Mask): Generator<"run" | "barrier", void, void> {
+    if (!m.some((x) => x)) return;
+    for (const s of ss) {
+      yield "run";
+      switch (s.k) {
+        case "let":
+        case "var":
+          this.setVar(s.name, s.k === "let" ? s.e.t : s.t, this.eval(s.e, m), m);
+          break;
+        case "set":
+          this.setVar(s.name, this.types.get(s.name)!, this.eval(s.e, m), m);
+          break;
+        case "array":
+          this.arrays.set(s.name, { t: s.t, a: Array.from({ length: W }, () => new Float64Array(s.size)) });
+          break;
+        case "store": {
+          const [idx, v] = [this.eval(s.idx, m), this.eval(s.e, m)];
+          const arr = this.arrays.get(s.buf);
+          for (let l = 0; l < W; l++) {
+            if (!m[l]) continue;
+            if (arr) arr.a[l]![idx[l]!] = fit(arr.t, v[l]!);
+            else if (this.shared.has(s.buf)) {
+              const sh = this.sharedOf(s.buf);
+              if (idx[l]! < 0 || idx[l]! >= sh.a.length) throw new Error(`simulate ${this.k.name}: store to ${s.buf}[${idx[l]}] is out of bounds`);
+              sh.a[idx[l]!] = fit(sh.t, v[l]!);
+            } else this.storeBuffer(s.buf, idx[l]!, v[l]!);
+          }
+          break;
+        }
+        case "if": {
+          const c = this.eval(s.c, m);
+          yield* this.run(s.then, m.map((x, l) => x && !!c[l]));
+          if (s.else) yield* this.run(s.else, m.map((x, l) => x && !c[l]));
+          break;
+        }
+        case "for": {
+          this.setVar(s.v, "i32", this.eval(s.from, m), m);
+          // The lanes still looping (a lane leaves when its bound is reached).
+          let on = m;
+          for (;;) {
+            const v = this.vars.get(s.v)!;
+            const to = this.eval(s.to, on);
+            on = on.map((x, l) => x && v[l]! < to[l]!);
+            if (!on.some((x) => x)) break;
+            yield* this.run(s.body, on);
+            const step = this.eval(s.step, on);
+            this.setVar(s.v, "i32", this.vars.get(s.v)!.map((x, l) => x + step[l]!), on);
+          }
+          break;
+        }
+        case "barrier":
+          yield "barrier";
+          break;
+        case "warpBarrier":
+        case "copyCommit":
+        case "copyWait":
+          break;
+        case "copy16": {
+          const [di, si, ok] = [this.eval(s.dstIdx, m), this.eval(s.srcIdx, m), this.eval(s.valid, m)];
+          const dst = this.sharedOf(s.dst);
+          const src = this.buffers[s.src]!;
+          const e = this.elem.get(s.src);
+          for (let l = 0; l < W; l++) {
+            if (!m[l]) continue;
+            for (let j = 0; j < 4; j++) {
+              let word = 0;
+              if (ok[l]) {
+                if (e === "bf16") word = u32(src[si[l]! + 2 * j]! | (src[si[l]! + 2 * j + 1]! << 16));
+                else if (e === "f8e4m3") word = u32(src[si[l]! + 4 * j]! | (src[si[l]! + 4 * j + 1]! << 8) | (src[si[l]! + 4 * j + 2]! << 16) | (src[si[l]! + 4 * j + 3]! << 24));
+                else word = e === "f32" ? f32Bits(src[si[l]! + j]!) : u32(src[si[l]! + j]!);
+              }
+              dst.a[di[l]! + j] = word;
+            }
+          }
+          break;
+        }
+        case "ldsm": {
+          const addr = this.eval(s.idx, new Array<boolean>(W).fill(true));
+          const src = this.sharedOf(s.src).a;
+          const half = (row: number, c: number) => (src[addr[row]! + (c >> 1)]! >>> (16 * (c & 1))) & 0xffff;
+          s.names.forEach((name, mat) => {
+            const out = Array.from({ length: W }, (_, t) => {
+              if (!s.trans) return u32(src[addr[mat * 8 + (t >> 2)]! + (t & 3)]!);
+              const r = 2 * (t & 3);
+              return u32(half(mat * 8 + r, t >> 2) | (half(mat * 8 + r + 1, t >> 2) << 16));
+            });
+            this.vars.set(name, out);
+            this.types.set(name, "u32");
+          });
+          break;
+        }
+        case "mma":
+          this.mma(s, m);
+          break;
+        case "wgmma":
+        case "wgmmaFence":
+        case "wgmmaCommit":
+        case "wgmmaWait":
+        case "fenceAsyncShared":
+          throw new Error(`simulate ${this.k.name}: warpgroup MMAs are not simulated`);
+      }
+    }
+  }
+
+  /** One warp-wide MMA: the fragments decoded to matrices, D = A B + C in f32 (exact products, f32 sums). */
+  private mma(s: Extract<Stmt, { k: "mma" }>, m: Mask): void {
+    if (!m.every((x) => x)) throw new Error(`simulate ${this.k.name}: an mma with lanes of the warp inactive`);
+    const acc = this.arrays.get(s.acc)!;
+    const at = this.eval(s.at, m);
+    const a = s.a.map((e) => this.eval(e, m));
+    const b = s.b.map((e) => this.eval(e, m));
+    const fp8 = s.shape === "m16n8k32.e4m3";
+    const K = fp8 ? 32 : 16;
+    const A = Array.from({ length: 16 }, () => new Array<number>(K).fill(0));
+    const B = Array.from({ length: K }, () => new Array<number>(8).fill(0));
+    const el = (word: number, j: number) => (fp8 ? decodeBits((word >>> (8 * j)) & 0xff, "f8e4m3fn") : decodeBits((word >>> (16 * j)) & 0xffff, "bf16"));
+    const per = fp8 ? 4 : 2;
+    for (let t = 0; t < W; t++) {
+      const gr = t >> 2;
+      const tq = t & 3;
+      for (let j = 0; j < per; j++) {
+        const k0 = per * tq + j;
+        A[gr]![k0] = el(a[0]![t]!, j);
+        A[gr + 8]![k0] = el(a[1]![t]!, j);
+        A[gr]![k0 + K / 2] = el(a[2]![t]!, j);
+        A[gr + 8]![k0 + K / 2] = el(a[3]![t]!, j);
+        B[k0]![gr] = el(b[0]![t]!, j);
+        B[k0 + K / 2]![gr] = el(b[1]![t]!, j);
+      }
+    }
+    const C = (row: number, col: number) => {
+      const t = (row % 8) * 4 + (col >> 1);
+      return { t, j: at[t]! + (row >= 8 ? 2 : 0) + (col & 1) };
+    };
+    for (let row = 0; row < 16; row++)
+      for (let col = 0; col < 8; col++) {
+        let sum = 0;
+        for (let kk = 0; kk < K; kk++) sum += A[row]![kk]! * B[kk]![col]!;
+        const { t, j } = C(row, col);
+        acc.a[t]![j] = f32(acc.a[t]![j]! + sum);
+      }
+  }
+}
+
+function binary(op: string, t: KType, a: number, b: number): number {
+  switch (op) {
+    case "+":
+      return fit(t, a + b);
+    case "-":
+      return fit(t, a - b);
+    case "*":
+      return t === "i32" ? Math.imul(a, b) : t === "u32" ? u32(Math.imul(a, b)) : fit(t, a * b);
+    case "/":
+      if (t === "f32") return f32(a / b);
+      if (b === 0) throw new Error("simulate: integer division by zero");
+      return fit(t, Math.trunc(a / b));
+    case "%":
+      if (t === "f32") return f32(a % b);
+      if (b === 0) throw new Error("simulate: integer remainder by zero");
+      return fit(t, a % b);
+    case "<":
+      return a < b ? 1 : 0;
+    case "<=":
+      return a <= b ? 1 : 0;
+    case ">":
+      return a > b ? 1 : 0;
+    case ">=":
+      return a >= b ? 1 : 0;
+    case "==":
+      return a === b ? 1 : 0;
+    case "!=":
+      return a !== b ? 1 : 0;
+    case "&&":
+      return a && b ? 1 : 0;
+    case "||":
+      return a || b ? 1 : 0;
+    case "min":
+      return Math.min(a, b);
+    case "max":
+      return Math.max(a, b);
+    case "^":
+      return fit(t, a ^ b);
+  }
+  throw new Error(`simulate: no binary op ${op}`);
+}
+
+function unary(op: string, t: KType, a: number): number {
+  switch (op) {
+    case "neg":
+      return fit(t, -a);
+    case "exp":
+      return f32(Math.exp(a));
+    case "log":
+      return f32(Math.log(a));
+    case "sqrt":
+      return f32(Math.sqrt(a));
+    case "rsqrt":
+      return f32(1 / Math.sqrt(a));
+    case "sin":
+      return f32(Math.sin(a));
+    case "cos":
+      return f32(Math.cos(a));
+    case "abs":
+      return fit(t, Math.abs(a));
+    case "not":
+      return a ? 0 : 1;
+  }
+  throw new Error(`simulate: no unary op ${op}`);
+}

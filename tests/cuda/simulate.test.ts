@@ -1,0 +1,203 @@
+/**
+ * CUDA tile programs run on the CPU by the kir simulator (backends/kernels/simulate.ts), against the
+ * interpreter: their numbers are checked where there is no GPU. The flash attention tile program
+ * (generated, CUDA's prefer=attention:flash_tile) on causal GQA with a partial query tile and on a
+ * transposed, non-causal result; the simulator itself on a warp reduction.
+ */
+import { describe, expect, it } from "vitest";
+import "../../ir/ops";
+import { interpret } from "../../ir/interpret";
+import { parseModule } from "../../ir/parse";
+import { Tensor } from "../../ir/tensor";
+import { encodeBits, decodeBits } from "../../ir/numerics";
+import { parsePipeline, runPasses } from "../../compiler/passes/manager";
+import { buildSchedule, storageSlot } from "../../backends/schedule";
+import { generateStep, type GeneratedKernel, type GenLimits } from "../../backends/kernels/gen";
+import { cudaGenLimits, cudaStorage } from "../../backends/cuda/emit";
+import { CUDA_SM90A } from "../../ir/target";
+import { simulate, type SimArray } from "../../backends/kernels/simulate";
+import { KernelBuilder } from "../../backends/kernels/kir";
+import * as K from "../../backends/kernels/kir";
+import { rng, noWeights } from "../support/fd";
+
+const LIMITS: GenLimits = cudaGenLimits(CUDA_SM90A);
+
+/** The module's attention group (fused for CUDA) run by the tile program in the simulator, and by the interpreter. */
+function runFlash(text: string, shapes: Record<string, number[]>): { got: Float32Array; want: Float32Array } {
+  const m = parseModule(text, "att.lir");
+  const r = rng(5);
+  const inputs: Record<string, Tensor> = {};
+  for (const [name, shape] of Object.entries(shapes)) inputs[name] = Tensor.from("bf16", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => 2 * r() - 1));
+  const want = interpret(m, inputs, noWeights);
+  const out = Object.keys(want)[0]!;
+
+  runPasses(m, parsePipeline("cse,dce,fusion{profile=cuda-sm90a}"), {});
+  const s = buildSchedule(m);
+  const step = s.steps.find((x) => x.ops.some((o) => o.opName === "attention"))!;
+  const g = generateStep(step, s, LIMITS, "k0", "flash_tile");
+  expect(g.uniforms).toEqual([]); // static shapes: every size a literal
+  const bySlot = new Map<number, SimArray>();
+  for (const { name, slot } of s.inputs) bySlot.set(slot, Uint16Array.from(inputs[name]!.data, (v) => encodeBits(v, "bf16")));
+  const outSlot = s.outputs.find((o) => o.name === out)!.slot;
+  const outElems = want[out]!.data.length;
+  bySlot.set(outSlot, new Uint16Array(outElems));
+  const buffers: Record<string, SimArray> = {};
+  g.kernel.buffers.forEach((b, j) => (buffers[b.name] = bySlot.get(g.slots[j]!)!));
+  simulate(g.kernel, buffers, {}, Math.ceil(g.grid.dim.value! / g.grid.per));
+  return { got: Float32Array.from(bySlot.get(outSlot)!, (b) => decodeBits(b, "bf16")), want: want[out]!.data as Float32Array };
+}
+
+const ARRAYS = { f32: Float32Array, i32: Int32Array, bf16: Uint16Array, f8e4m3: Uint8Array } as const;
+
+/**
+ * A module whose every step is a generated kernel, fused for CUDA and run step by step in the
+ * simulator (static shapes), and by the interpreter: the outputs of both, by name.
+ */
+const kernels: GeneratedKernel[] = [];
+
+function runGenerated(text: string, inputs: Record<string, Tensor>, weights: Record<string, Tensor>): Record<string, { got: Float32Array; want: Float32Array }> {
+  kernels.length = 0;
+  const m = parseModule(text, "m.lir");
+  const want = interpret(m, inputs, { get: (n: string) => weights[n]! });
+  runPasses(m, parsePipeline("cse,dce,fusion{profile=cuda-sm90a}"), {});
+  const s = buildSchedule(m);
+  const arrays = new Map<number, SimArray>();
+  const storage = (id: number): SimArray => {
+    const at = storageSlot(s, id);
+    let a = arrays.get(at);
+    if (!a) {
+      const slot = s.slots[at]!;
+      const elem = cudaStorage(slot.type.dtype);
+      a = new ARRAYS[elem as keyof typeof ARRAYS](slot.type.numel().value!);
+      const data = slot.source === "input" ? inputs[slot.input!]!.data : slot.source === "weight" ? weights[slot.weight!]!.data : undefined;
+      if (data) data.forEach((v, i) => (a![i] = elem === "bf16" ? encodeBits(v, "bf16") : v));
+      arrays.set(at, a);
+    }
+    return a;
+  };
+  for (const step of s.steps) {
+    const g = generateStep(step, s, LIMITS, "k");
+    kernels.push(g);
+    const buffers: Record<string, SimArray> = {};
+    g.kernel.buffers.forEach((b, j) => (buffers[b.name] = storage(g.slots[j]!)));
+    simulate(g.kernel, buffers, {}, Math.ceil(g.grid.dim.value! / g.grid.per));
+  }
+  return Object.fromEntries(
+    s.outputs.map(({ name, slot }) => {
+      const a = storage(slot);
+      const got = a instanceof Uint16Array ? Float32Array.from(a, (b) => decodeBits(b, "bf16")) : Float32Array.from(a);
+      return [name, { got, want: want[name]!.data as Float32Array }];
+    }),
+  );
+}
+
+/** max |got - want| over max |want|. */
+function relError(got: Float32Array, want: Float32Array): number {
+  let err = 0;
+  let big = 0;
+  want.forEach((w, i) => {
+    err = Math.max(err, Math.abs(got[i]! - w));
+    big = Math.max(big, Math.abs(w));
+  });
+  return err / big;
+}
+
+describe("CUDA tile programs in the kir simulator", () => {
+  it("a workgroup sum by warp shuffles gives every thread the total (the simulator's warps and barriers)", () => {
+    const kb = new KernelBuilder("sum", 128, 32);
+    const out = kb.buffer("out", "f32", true);
+    const total = kb.workgroupSum(K.toF(kb.lid));
+    kb.store(out, K.add(K.mul(kb.wg, K.i(128)), kb.lid), total);
+    const buf = new Float32Array(2 * 128);
+    simulate(kb.kernel, { out: buf }, {}, 2);
+    expect([...new Set(buf)]).toEqual([(127 * 128) / 2]);
+  });
+
+  it("flash attention: causal, 8 query heads on 2 KV heads, head dim 64, 70 queries (a partial second tile)", () => {
+    const { got, want } = runFlash(
+      `module @att {
+  func @att(%q: bf16[1, 8, 70, 64], %k: bf16[1, 2, 70, 64], %v: bf16[1, 2, 70, 64]) -> (o: bf16[1, 8, 70, 64]) {
+    %o = attention(%q, %k, %v) {scale = 0.125, causal = true} : bf16[1, 8, 70, 64]
+    return %o
+  }
+}`,
+      { q: [1, 8, 70, 64], k: [1, 2, 70, 64], v: [1, 2, 70, 64] },
+    );
+    // bf16 outputs: a sum in another order can round one bf16 step (2^-8 of a value) the other way;
+    // the probabilities enter the P V products as bf16 (the interpreter keeps them f32).
+    expect(relError(got, want)).toBeLessThan(1e-2);
+    expect(relError(got, want)).toBeGreaterThan(0); // the simulator computed something of its own
+  });
+
+  it("qk_norm_rope, four heads a block and a warp each (CUDA's form): the head split, QK RMSNorm and partial RoPE equal the interpreter's", () => {
+    // Heads of 64 (two elements a lane) with a rotary half of 16; 2 x 3 tokens x 8 heads = 48 heads, 12 blocks.
+    const [B, S, D, H] = [2, 3, 64, 16];
+    const text = `module @m {
+  func @m(%qkv: bf16[${B}, ${S}, ${8 * D}], %cos: bf16[${S}, ${H}], %sin: bf16[${S}, ${H}])
+      weights(@q_norm.weight: bf16[${D}], @k_norm.weight: bf16[${D}])
+      -> (q: bf16[${B}, 4, ${S}, ${D}], k: bf16[${B}, 2, ${S}, ${D}], v: bf16[${B}, 2, ${S}, ${D}]) {
+    %heads = reshape(%qkv) {shape = [${B}, ${S}, 8, ${D}]} : bf16[${B}, ${S}, 8, ${D}]
+    %0 = slice(%heads) {axis = 2, start = 0, end = 4} : bf16[${B}, ${S}, 4, ${D}]
+    %q = transpose(%0) {perm = [0, 2, 1, 3]} : bf16[${B}, 4, ${S}, ${D}]
+    %1 = slice(%heads) {axis = 2, start = 4, end = 6} : bf16[${B}, ${S}, 2, ${D}]
+    %k = transpose(%1) {perm = [0, 2, 1, 3]} : bf16[${B}, 2, ${S}, ${D}]
+    %2 = slice(%heads) {axis = 2, start = 6, end = 8} : bf16[${B}, ${S}, 2, ${D}]
+    %v = transpose(%2) {perm = [0, 2, 1, 3]} : bf16[${B}, 2, ${S}, ${D}]
+    %qn = rms_norm(%q, @q_norm.weight) {eps = 1e-6} : bf16[${B}, 4, ${S}, ${D}]
+    %kn = rms_norm(%k, @k_norm.weight) {eps = 1e-6} : bf16[${B}, 2, ${S}, ${D}]
+    %qr = rope(%qn, %cos, %sin) : bf16[${B}, 4, ${S}, ${D}]
+    %kr = rope(%kn, %cos, %sin) : bf16[${B}, 2, ${S}, ${D}]
+    return %qr, %kr, %v
+  }
+}`;
+    const r = rng(9);
+    const t = (shape: number[]) => Tensor.from("bf16", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => 2 * r() - 1));
+    const angles = Array.from({ length: S * H }, (_, i) => Math.floor(i / H) / 10000 ** ((i % H) / H));
+    const inputs = { qkv: t([B, S, 8 * D]), cos: Tensor.from("bf16", [S, H], angles.map(Math.cos)), sin: Tensor.from("bf16", [S, H], angles.map(Math.sin)) };
+    const weights = { "q_norm.weight": t([D]), "k_norm.weight": t([D]) };
+    const outs = runGenerated(text, inputs, weights);
+    expect(kernels.map((k) => [k.kernel.wg, k.grid.per])).toEqual([[128, 4]]); // one kernel, four heads a block
+    expect(Object.keys(outs).sort()).toEqual(["k", "q", "v"]);
+    // The same roundings in the same order as the interpreter; the norm's sum of squares in another
+    // order (shuffles): within a bf16 step of the largest value.
+    for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(2 ** -7);
+    expect(relError(outs["v"]!.got, outs["v"]!.want)).toBe(0); // the value heads pass through
+  });
+
+  it("pointwise runs of four elements a thread (CUDA's form): the MoE combine with its residual adds as epilogue", () => {
+    // 2 x 3 tokens, 2 experts each, rows of 12 (three runs); the rows in a scrambled order.
+    const [B, S, H, K] = [2, 3, 12, 2];
+    const T = B * S;
+    const text = `module @m {
+  func @m(%y: bf16[${T * K}, ${H}], %rows: i32[${T * K}], %w: f32[${T}, ${K}], %shared: bf16[${B}, ${S}, ${H}], %h: bf16[${B}, ${S}, ${H}]) -> (out: bf16[${B}, ${S}, ${H}]) {
+    %c = moe_combine(%y, %rows, %w) : bf16[${T}, ${H}]
+    %r = reshape(%c) {shape = [${B}, ${S}, ${H}]} : bf16[${B}, ${S}, ${H}]
+    %a = add(%r, %shared) : bf16[${B}, ${S}, ${H}]
+    %out = add(%h, %a) : bf16[${B}, ${S}, ${H}]
+    return %out
+  }
+}`;
+    const r = rng(3);
+    const t = (shape: number[]) => Tensor.from("bf16", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => 2 * r() - 1));
+    const rows = Array.from({ length: T * K }, (_, i) => (i * 5 + 3) % (T * K));
+    const inputs = { y: t([T * K, H]), rows: Tensor.from("i32", [T * K], rows), w: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())), shared: t([B, S, H]), h: t([B, S, H]) };
+    const { got, want } = runGenerated(text, inputs, {})["out"]!;
+    expect(kernels.map((k) => [k.kernel.wg, k.grid.per])).toEqual([[64, 256]]); // one kernel, 4 elements a thread
+    expect(relError(got, want)).toBe(0); // the interpreter's roundings, in its order
+  });
+
+  it("flash attention: not causal, head dim 128, the result transposed to [B, S, heads x d]", () => {
+    const { got, want } = runFlash(
+      `module @att {
+  func @att(%q: bf16[2, 2, 33, 128], %k: bf16[2, 2, 33, 128], %v: bf16[2, 2, 33, 128]) -> (o: bf16[2, 33, 256]) {
+    %a = attention(%q, %k, %v) {scale = 0.08838834764831843, causal = false} : bf16[2, 2, 33, 128]
+    %t = transpose(%a) {perm = [0, 2, 1, 3]} : bf16[2, 33, 2, 128]
+    %o = reshape(%t) {shape = [2, 33, 256]} : bf16[2, 33, 256]
+    return %o
+  }
+}`,
+      { q: [2, 2, 33, 128], k: [2, 2, 33, 128], v: [2, 2, 33, 128] },
+    );
+    expect(relError(got, want)).toBeLessThan(1e-2);
+  });
+});

@@ -43,6 +43,9 @@ export async function pipelineFor(target: Target, settings: TargetSettings, pass
   if (passes !== undefined && settings.noFuse?.length) {
     throw new LingcError("--no-fuse changes the target's default pipeline; with --passes, write fusion{disable=...} in the pipeline instead");
   }
+  if (passes !== undefined && settings.prefer?.length) {
+    throw new LingcError("--prefer changes the target's default pipeline; with --passes, write select{prefer=...} in the pipeline instead");
+  }
   const text = passes ?? defaultPipeline(target, profile, settings);
   const stages = settings.stages && settings.stages > 1 ? `pipeline{stages=${settings.stages}}` : "";
   return { profile, text: [text, stages].filter(Boolean).join(",") };

@@ -44,6 +44,7 @@ describe("target pipelines", () => {
     const refused = [
       [["--target", "wgsl", "--prefer", "attention:flash_tile"], "--prefer chooses the CUDA runtime's kernels; it does not apply to target wgsl"],
       [["--target", "cuda", "--prefer", "attn:flash_tile"], "'attn' is not a kind of step the runtime runs"],
+      [["--target", "cuda", "--prefer", "expert:expert_loop", "--passes", "cse,dce"], "with --passes, write select{prefer=...} in the pipeline instead"],
       // ling-tiny's heads are 16 wide: the flash kernels take 64 or 128.
       [["--target", "cuda", "--prefer", "attention:flash_tile"], "kernel 'flash_tile' cannot run this attention step (its kernels: attn_decode, attn_tiles)"],
     ] as const;

@@ -37,11 +37,11 @@ const bitsF32 = (b: number) => new Float32Array(new Uint32Array([b >>> 0]).buffe
 export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms: Record<string, number>, workgroups: number): void {
   for (const b of k.buffers) if (!buffers[b.name]) throw new Error(`simulate ${k.name}: no buffer for ${b.name}`);
   for (const u of k.uniforms) if (uniforms[u] === undefined) throw new Error(`simulate ${k.name}: no value for ${u}`);
-  if (k.wg % W !== 0) throw new Error(`simulate ${k.name}: ${k.wg} threads are not whole warps`);
   const elem = new Map(k.buffers.map((b) => [b.name, b.elem]));
   for (let wg = 0; wg < workgroups; wg++) {
     const shared = new Map<string, { t: KType; a: Float64Array }>(k.shared.map((s) => [s.name, { t: s.t, a: new Float64Array(s.size) }]));
-    const warps = Array.from({ length: k.wg / W }, (_, w) => new WarpRun(k, w, wg, buffers, elem, shared, uniforms).run(k.body, new Array<boolean>(W).fill(true)));
+    // A workgroup of fewer threads than whole warps has lanes that never run (past wg).
+    const warps = Array.from({ length: Math.ceil(k.wg / W) }, (_, w) => new WarpRun(k, w, wg, buffers, elem, shared, uniforms).run(k.body, Array.from({ length: W }, (_, l) => w * W + l < k.wg)));
     // The warps interleaved a statement at a time (so that a read of workgroup memory that another
     // warp writes without a barrier between gets the wrong value here too), each held at a barrier
     // until every warp still running has reached one.
@@ -158,7 +158,10 @@ class WarpRun {
         return this.vec((l) => unary(e.op, e.t, a[l]!), m);
       }
       case "sel": {
-        const [c, a, b] = [this.eval(e.c, m), this.eval(e.a, m), this.eval(e.b, m)];
+        // As CUDA's ?: does, each lane evaluates only its side (a load there may be out of range).
+        const c = this.eval(e.c, m);
+        const a = this.eval(e.a, m.map((x, l) => x && !!c[l]));
+        const b = this.eval(e.b, m.map((x, l) => x && !c[l]));
         return this.vec((l) => (c[l] ? a[l]! : b[l]!), m);
       }
       case "conv": {

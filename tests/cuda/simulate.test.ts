@@ -1,8 +1,10 @@
 /**
  * CUDA tile programs run on the CPU by the kir simulator (backends/kernels/simulate.ts), against the
  * interpreter: their numbers are checked where there is no GPU. The flash attention tile program
- * (generated, CUDA's prefer=attention:flash_tile) on causal GQA with a partial query tile and on a
- * transposed, non-causal result; the simulator itself on a warp reduction.
+ * (generated, CUDA's --prefer attention:flash_tile) on causal GQA with a partial query tile and on a
+ * transposed, non-causal result; qk_norm_rope's warp form; the pointwise runs; the grouped expert
+ * GEMM on bf16 and e4m3 mma.sync (an uneven routing: an expert with every token, one with none);
+ * and the simulator itself on a warp reduction.
  */
 import { describe, expect, it } from "vitest";
 import "../../ir/ops";
@@ -15,6 +17,7 @@ import { buildSchedule, storageSlot } from "../../backends/schedule";
 import { generateStep, type GeneratedKernel, type GenLimits } from "../../backends/kernels/gen";
 import { cudaGenLimits, cudaStorage } from "../../backends/cuda/emit";
 import { CUDA_SM90A } from "../../ir/target";
+import { parseTile } from "../../ir/target/cuda";
 import { simulate, type SimArray } from "../../backends/kernels/simulate";
 import { KernelBuilder } from "../../backends/kernels/kir";
 import * as K from "../../backends/kernels/kir";
@@ -55,9 +58,11 @@ const ARRAYS = { f32: Float32Array, i32: Int32Array, bf16: Uint16Array, f8e4m3: 
  */
 const kernels: GeneratedKernel[] = [];
 
-function runGenerated(text: string, inputs: Record<string, Tensor>, weights: Record<string, Tensor>): Record<string, { got: Float32Array; want: Float32Array }> {
+function runGenerated(text: string, inputs: Record<string, Tensor>, weights: Record<string, Tensor>, limits: GenLimits = LIMITS, before = ""): Record<string, { got: Float32Array; want: Float32Array }> {
   kernels.length = 0;
   const m = parseModule(text, "m.lir");
+  // Passes whose module is the reference too (the fp8 pass: the interpreter runs its quantization).
+  if (before) runPasses(m, parsePipeline(before), {});
   const want = interpret(m, inputs, { get: (n: string) => weights[n]! });
   runPasses(m, parsePipeline("cse,dce,fusion{profile=cuda-sm90a}"), {});
   const s = buildSchedule(m);
@@ -76,7 +81,7 @@ function runGenerated(text: string, inputs: Record<string, Tensor>, weights: Rec
     return a;
   };
   for (const step of s.steps) {
-    const g = generateStep(step, s, LIMITS, "k");
+    const g = generateStep(step, s, limits, "k");
     kernels.push(g);
     const buffers: Record<string, SimArray> = {};
     g.kernel.buffers.forEach((b, j) => (buffers[b.name] = storage(g.slots[j]!)));
@@ -184,6 +189,66 @@ describe("CUDA tile programs in the kir simulator", () => {
     const { got, want } = runGenerated(text, inputs, {})["out"]!;
     expect(kernels.map((k) => [k.kernel.wg, k.grid.per])).toEqual([[64, 256]]); // one kernel, 4 elements a thread
     expect(relError(got, want)).toBe(0); // the interpreter's roundings, in its order
+  });
+
+  it("the grouped expert GEMM tile program on mma.sync (bf16, LINGC_BF16_TILE's form): SwiGLU and down experts on an uneven routing", () => {
+    // 40 tokens, 2 experts each of 6: expert 0 gets every token (a partial second 32-row tile), expert
+    // 5 none; the expert width 40 is no multiple of the 32-wide K stages, so the last stage is partial.
+    const [T, H, F, E, K] = [40, 32, 40, 6, 2];
+    const text = `module @e {
+  func @e(%x: bf16[${T}, ${H}], %ids: i32[${T}, ${K}], %wts: f32[${T}, ${K}])
+      weights(@gate: bf16[${E}, ${F}, ${H}], @up: bf16[${E}, ${F}, ${H}], @down: bf16[${E}, ${H}, ${F}])
+      -> (y: bf16[${T}, ${H}]) {
+    %order, %offsets, %rows = moe_dispatch(%ids) {num_experts = ${E}} : i32[${T * K}], i32[${E + 1}], i32[${T * K}]
+    %p = moe_permute(%x, %order) {k = ${K}} : bf16[${T * K}, ${H}]
+    %g = grouped_linear(%p, @gate, %offsets) : bf16[${T * K}, ${F}]
+    %u = grouped_linear(%p, @up, %offsets) : bf16[${T * K}, ${F}]
+    %s = silu(%g) : bf16[${T * K}, ${F}]
+    %hr = mul(%s, %u) : bf16[${T * K}, ${F}]
+    %yr = grouped_linear(%hr, @down, %offsets) : bf16[${T * K}, ${H}]
+    %y = moe_combine(%yr, %rows, %wts) : bf16[${T}, ${H}]
+    return %y
+  }
+}`;
+    const r = rng(21);
+    const t = (shape: number[], scale = 1) => Tensor.from("bf16", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => scale * (2 * r() - 1)));
+    const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
+    const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
+    const weights = { gate: t([E, F, H], 0.2), up: t([E, F, H], 0.2), down: t([E, H, F], 0.2) };
+    const tiles = { ...LIMITS.gemmTiles, bf16: parseTile("128,128,64,64,3", "test tile") };
+    const { got, want } = runGenerated(text, inputs, weights, { ...LIMITS, gemmTiles: tiles })["y"]!;
+    expect(kernels.some((k) => /mma/.test(JSON.stringify(k.kernel.body)))).toBe(true);
+    // bf16 results: a sum in another order can round a bf16 step the other way (expert_check.py's tolerance).
+    expect(relError(got, want)).toBeLessThan(2 ** -6);
+  });
+
+  it("the FP8 grouped expert GEMM tile program (e4m3 mma.sync, the CUDA profile's FP8 tile) with the activations quantized per token", () => {
+    const [T, H, F, E, K] = [40, 128, 128, 6, 2];
+    const text = `module @e {
+  func @e(%x: f32[${T}, ${H}], %ids: i32[${T}, ${K}], %wts: f32[${T}, ${K}])
+      weights(@gate: f32[${E}, ${F}, ${H}], @up: f32[${E}, ${F}, ${H}], @down: f32[${E}, ${H}, ${F}])
+      -> (y: f32[${T}, ${H}]) {
+    %order, %offsets, %rows = moe_dispatch(%ids) {num_experts = ${E}} : i32[${T * K}], i32[${E + 1}], i32[${T * K}]
+    %p = moe_permute(%x, %order) {k = ${K}} : f32[${T * K}, ${H}]
+    %g = grouped_linear(%p, @gate, %offsets) : f32[${T * K}, ${F}]
+    %u = grouped_linear(%p, @up, %offsets) : f32[${T * K}, ${F}]
+    %s = silu(%g) : f32[${T * K}, ${F}]
+    %hr = mul(%s, %u) : f32[${T * K}, ${F}]
+    %yr = grouped_linear(%hr, @down, %offsets) : f32[${T * K}, ${H}]
+    %y = moe_combine(%yr, %rows, %wts) : f32[${T}, ${H}]
+    return %y
+  }
+}`;
+    const r = rng(33);
+    const t = (shape: number[], scale = 1) => Tensor.from("f32", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => scale * (2 * r() - 1)));
+    const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
+    const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
+    const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1) };
+    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=gate,up,down}";
+    const { got, want } = runGenerated(text, inputs, weights, LIMITS, fp8)["y"]!;
+    expect(kernels.some((k) => JSON.stringify(k.kernel.body).includes("m16n8k32.e4m3"))).toBe(true);
+    // The same e4m3 codes and scales as the interpreter; fp32 sums in another order.
+    expect(relError(got, want)).toBeLessThan(1e-5);
   });
 
   it("flash attention: not causal, head dim 128, the result transposed to [B, S, heads x d]", () => {

@@ -58,7 +58,15 @@ const ARRAYS = { f32: Float32Array, i32: Int32Array, bf16: Uint16Array, f8e4m3: 
  */
 const kernels: GeneratedKernel[] = [];
 
-function runGenerated(text: string, inputs: Record<string, Tensor>, weights: Record<string, Tensor>, limits: GenLimits = LIMITS, before = ""): Record<string, { got: Float32Array; want: Float32Array }> {
+function runGenerated(
+  text: string,
+  inputs: Record<string, Tensor>,
+  weights: Record<string, Tensor>,
+  limits: GenLimits = LIMITS,
+  before = "",
+  /** The template a step runs with (the CUDA dispatch's choice for these sizes), where not the first that covers it. */
+  pick: (ops: readonly { opName: string }[]) => string | undefined = () => undefined,
+): Record<string, { got: Float32Array; want: Float32Array }> {
   kernels.length = 0;
   const m = parseModule(text, "m.lir");
   // Passes whose module is the reference too (the fp8 pass: the interpreter runs its quantization).
@@ -81,7 +89,7 @@ function runGenerated(text: string, inputs: Record<string, Tensor>, weights: Rec
     return a;
   };
   for (const step of s.steps) {
-    const g = generateStep(step, s, limits, "k");
+    const g = generateStep(step, s, limits, "k", pick(step.ops));
     kernels.push(g);
     const buffers: Record<string, SimArray> = {};
     g.kernel.buffers.forEach((b, j) => (buffers[b.name] = storage(g.slots[j]!)));
@@ -249,6 +257,36 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(kernels.some((k) => JSON.stringify(k.kernel.body).includes("m16n8k32.e4m3"))).toBe(true);
     // The same e4m3 codes and scales as the interpreter; fp32 sums in another order.
     expect(relError(got, want)).toBeLessThan(1e-5);
+  });
+
+  it("decode's FP8 kernels (a warp per column): the by-row grouped expert GEMV and the dense GEMV, activations quantized per token", () => {
+    // 2 tokens x 2 experts of 16: 4 rows, at most a quarter of the experts (the dispatch's GEMV case).
+    const [T, H, F, E, K, O] = [2, 256, 128, 16, 2, 96];
+    const text = `module @e {
+  func @e(%x: f32[${T}, ${H}], %ids: i32[${T}, ${K}], %wts: f32[${T}, ${K}])
+      weights(@gate: f32[${E}, ${F}, ${H}], @up: f32[${E}, ${F}, ${H}], @down: f32[${E}, ${H}, ${F}], @proj: f32[${O}, ${H}])
+      -> (y: f32[${T}, ${H}], z: f32[${T}, ${O}]) {
+    %order, %offsets, %rows = moe_dispatch(%ids) {num_experts = ${E}} : i32[${T * K}], i32[${E + 1}], i32[${T * K}]
+    %p = moe_permute(%x, %order) {k = ${K}} : f32[${T * K}, ${H}]
+    %g = grouped_linear(%p, @gate, %offsets) : f32[${T * K}, ${F}]
+    %u = grouped_linear(%p, @up, %offsets) : f32[${T * K}, ${F}]
+    %s = silu(%g) : f32[${T * K}, ${F}]
+    %hr = mul(%s, %u) : f32[${T * K}, ${F}]
+    %yr = grouped_linear(%hr, @down, %offsets) : f32[${T * K}, ${H}]
+    %y = moe_combine(%yr, %rows, %wts) : f32[${T}, ${H}]
+    %z = linear(%x, @proj) : f32[${T}, ${O}]
+    return %y, %z
+  }
+}`;
+    const r = rng(44);
+    const t = (shape: number[], scale = 1) => Tensor.from("f32", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => scale * (2 * r() - 1)));
+    const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], [3, 9, 9, 15]), wts: Tensor.from("f32", [T, K], [0.25, 0.75, 0.5, 0.5]) };
+    const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1), proj: t([O, H], 0.1) };
+    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=gate,up,down,proj}";
+    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "grouped_linear") ? "grouped_gemv_fp8" : ops.length === 1 && ops[0]!.opName === "linear" ? "gemv_fp8" : undefined);
+    const outs = runGenerated(text, inputs, weights, LIMITS, fp8, pick);
+    expect(kernels.filter((k) => k.kernel.wg === 256).length).toBeGreaterThanOrEqual(3); // two expert GEMVs and the dense one
+    for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(1e-5);
   });
 
   it("flash attention: not causal, head dim 128, the result transposed to [B, S, heads x d]", () => {

@@ -404,8 +404,11 @@ export class KernelBuilder {
     this.emit({ k: "copyWait", pending });
   }
 
-  /** Four fragment words by ldmatrix (see the ldsm statement); idx: this lane's row's first word. */
-  /** trans: each matrix transposed (ldmatrix .trans): lane l receives column l / 4, rows 2 (l % 4) and + 1, the B fragment of a [k][n] tile. */
+  /**
+   * Four fragment words by ldmatrix (see the ldsm statement); idx: this lane's row's first word.
+   * trans: each matrix transposed (ldmatrix .trans): lane l receives column l / 4, rows 2 (l % 4)
+   * and + 1 (16-bit elements), the B fragment of a [k][n] tile.
+   */
   ldsm(base: string, src: string, idx: Expr, trans = false): Expr[] {
     const names = [0, 1, 2, 3].map(() => this.fresh(base));
     this.emit({ k: "ldsm", names, src, idx, ...(trans ? { trans } : {}) });

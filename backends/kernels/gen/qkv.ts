@@ -1,7 +1,8 @@
 /**
  * qk_norm_rope: one workgroup per (token, head) of the fused QKV projection, a thread per element
- * of the head (on a target with warps: a warp per head, several heads a workgroup, see qkvKernel). The head's vector is read once (coalesced) into workgroup memory; whichever of Q, K
- * or V it belongs to (by the group's slices) gets that chain's per-head RMSNorm (a workgroup sum)
+ * of the head (on a target with warps: a warp per head, several heads a workgroup, see qkvKernel).
+ * The head's vector is read once (coalesced) into workgroup memory; whichever of Q, K or V it
+ * belongs to (by the group's slices) gets that chain's per-head RMSNorm (a workgroup sum)
  * and partial rotate-half RoPE (each element reads its partner from workgroup memory), and is
  * written straight to its [B, heads, S, d] output. Replaces the split, three transposes, two norms
  * and two RoPEs of the unfused graph. A chain whose rows a KV cache append takes (decode) writes

@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh correct|sanitize|bench|strong|draft|tiles|flashtile|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -42,6 +42,17 @@ experts_check() {
 }
 
 case "${1:-correct}" in
+checks)
+  # One call for what a session's kernel changes need before they are measured, within the 8 files a
+  # device call returns: correct (quick), sanitize and flashtile, each to its log; the logs' key lines
+  # to stdout; every other file they leave in $OUT packed into checks-files.tgz.
+  for m in correct sanitize flashtile; do
+    echo "== $m"
+    LINGC_QUICK=1 bash "$0" "$m" > "$OUT/$m.log" 2>&1; echo "exit $?"
+    grep -E "PASS|FAIL|max abs error|worst|SUMMARY|error|exit [1-9]|seq|attention" "$OUT/$m.log" | grep -v "^lingc_model: error: /tmp/\(bad\|nan\|theta\)" | head -40
+  done
+  (cd "$OUT" && ls | grep -v -E '^(correct|sanitize|flashtile)\.log$' > /tmp/checks-extra.txt; [ -s /tmp/checks-extra.txt ] && tar czf checks-files.tgz -T /tmp/checks-extra.txt && xargs rm -f < /tmp/checks-extra.txt)
+  ;;
 correct)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   # The target's default pipeline (fused), an unfused one (--passes cse,dce), then the runtime's

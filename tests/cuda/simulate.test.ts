@@ -21,43 +21,20 @@ import { parseTile } from "../../ir/target/cuda";
 import { simulate, type SimArray } from "../../backends/kernels/simulate";
 import { KernelBuilder } from "../../backends/kernels/kir";
 import * as K from "../../backends/kernels/kir";
-import { rng, noWeights } from "../support/fd";
+import { rng } from "../support/fd";
 
 const LIMITS: GenLimits = cudaGenLimits(CUDA_SM90A);
 
-/** The module's attention group (fused for CUDA) run by the tile program in the simulator, and by the interpreter. */
-function runFlash(text: string, shapes: Record<string, number[]>): { got: Float32Array; want: Float32Array } {
-  const m = parseModule(text, "att.lir");
-  const r = rng(5);
-  const inputs: Record<string, Tensor> = {};
-  for (const [name, shape] of Object.entries(shapes)) inputs[name] = Tensor.from("bf16", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => 2 * r() - 1));
-  const want = interpret(m, inputs, noWeights);
-  const out = Object.keys(want)[0]!;
-
-  runPasses(m, parsePipeline("cse,dce,fusion{profile=cuda-sm90a}"), {});
-  const s = buildSchedule(m);
-  const step = s.steps.find((x) => x.ops.some((o) => o.opName === "attention"))!;
-  const g = generateStep(step, s, LIMITS, "k0", "flash_tile");
-  expect(g.uniforms).toEqual([]); // static shapes: every size a literal
-  const bySlot = new Map<number, SimArray>();
-  for (const { name, slot } of s.inputs) bySlot.set(slot, Uint16Array.from(inputs[name]!.data, (v) => encodeBits(v, "bf16")));
-  const outSlot = s.outputs.find((o) => o.name === out)!.slot;
-  const outElems = want[out]!.data.length;
-  bySlot.set(outSlot, new Uint16Array(outElems));
-  const buffers: Record<string, SimArray> = {};
-  g.kernel.buffers.forEach((b, j) => (buffers[b.name] = bySlot.get(g.slots[j]!)!));
-  simulate(g.kernel, buffers, {}, Math.ceil(g.grid.dim.value! / g.grid.per));
-  return { got: Float32Array.from(bySlot.get(outSlot)!, (b) => decodeBits(b, "bf16")), want: want[out]!.data as Float32Array };
-}
-
 const ARRAYS = { f32: Float32Array, i32: Int32Array, bf16: Uint16Array, f8e4m3: Uint8Array } as const;
+
+/** The kernels the last runGenerated generated, in order. */
+const kernels: GeneratedKernel[] = [];
 
 /**
  * A module whose every step is a generated kernel, fused for CUDA and run step by step in the
- * simulator (static shapes), and by the interpreter: the outputs of both, by name.
+ * simulator (static shapes: a size left symbolic is refused as a missing uniform), and by the
+ * interpreter: the outputs of both, by name.
  */
-const kernels: GeneratedKernel[] = [];
-
 function runGenerated(
   text: string,
   inputs: Record<string, Tensor>,
@@ -102,6 +79,16 @@ function runGenerated(
       return [name, { got, want: want[name]!.data as Float32Array }];
     }),
   );
+}
+
+/** A module of one attention (and views of its result), random bf16 inputs, its group run by the flash tile program. */
+function runFlash(text: string, shapes: Record<string, number[]>): { got: Float32Array; want: Float32Array } {
+  const r = rng(5);
+  const inputs = Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, Tensor.from("bf16", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => 2 * r() - 1))]));
+  const outs = Object.values(runGenerated(text, inputs, {}, LIMITS, "", (ops) => (ops.some((o) => o.opName === "attention") ? "flash_tile" : undefined)));
+  expect(outs).toHaveLength(1);
+  expect(kernels).toHaveLength(1); // the attention with its result's views: one kernel
+  return outs[0]!;
 }
 
 /** max |got - want| over max |want|. */

@@ -129,31 +129,35 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(got, want)).toBeGreaterThan(0); // the simulator computed something of its own
   });
 
-  it("qk_norm_rope, four heads a block and a warp each (CUDA's form): the head split, QK RMSNorm and partial RoPE equal the interpreter's", () => {
-    // Heads of 64 (two elements a lane) with a rotary half of 16; 2 x 3 tokens x 8 heads = 48 heads, 12 blocks.
-    const [B, S, D, H] = [2, 3, 64, 16];
+  it.each([
+    // Heads of 64 (two elements a lane) with a rotary half of 16: 2 x 3 tokens x 8 heads = 48 heads, 12 blocks.
+    [2, 3, 64, 16, 4, 2],
+    // Heads of 80 (not a multiple of 32) with a rotary half of 10, 3 query and 1 KV heads: 2 x 3 x 5 = 30 heads, the last block half idle.
+    [2, 3, 80, 10, 3, 1],
+  ])("qk_norm_rope, four heads a block and a warp each (CUDA's form), B %i, S %i, head dim %i, rotary half %i, %i query / %i KV heads: equal to the interpreter", (B, S, D, H, NQ, NKV) => {
+    const NH = NQ + 2 * NKV;
     const text = `module @m {
-  func @m(%qkv: bf16[${B}, ${S}, ${8 * D}], %cos: bf16[${S}, ${H}], %sin: bf16[${S}, ${H}])
+  func @m(%qkv: bf16[${B}, ${S}, ${NH * D}], %cos: bf16[${S}, ${H}], %sin: bf16[${S}, ${H}])
       weights(@q_norm.weight: bf16[${D}], @k_norm.weight: bf16[${D}])
-      -> (q: bf16[${B}, 4, ${S}, ${D}], k: bf16[${B}, 2, ${S}, ${D}], v: bf16[${B}, 2, ${S}, ${D}]) {
-    %heads = reshape(%qkv) {shape = [${B}, ${S}, 8, ${D}]} : bf16[${B}, ${S}, 8, ${D}]
-    %0 = slice(%heads) {axis = 2, start = 0, end = 4} : bf16[${B}, ${S}, 4, ${D}]
-    %q = transpose(%0) {perm = [0, 2, 1, 3]} : bf16[${B}, 4, ${S}, ${D}]
-    %1 = slice(%heads) {axis = 2, start = 4, end = 6} : bf16[${B}, ${S}, 2, ${D}]
-    %k = transpose(%1) {perm = [0, 2, 1, 3]} : bf16[${B}, 2, ${S}, ${D}]
-    %2 = slice(%heads) {axis = 2, start = 6, end = 8} : bf16[${B}, ${S}, 2, ${D}]
-    %v = transpose(%2) {perm = [0, 2, 1, 3]} : bf16[${B}, 2, ${S}, ${D}]
-    %qn = rms_norm(%q, @q_norm.weight) {eps = 1e-6} : bf16[${B}, 4, ${S}, ${D}]
-    %kn = rms_norm(%k, @k_norm.weight) {eps = 1e-6} : bf16[${B}, 2, ${S}, ${D}]
-    %qr = rope(%qn, %cos, %sin) : bf16[${B}, 4, ${S}, ${D}]
-    %kr = rope(%kn, %cos, %sin) : bf16[${B}, 2, ${S}, ${D}]
+      -> (q: bf16[${B}, ${NQ}, ${S}, ${D}], k: bf16[${B}, ${NKV}, ${S}, ${D}], v: bf16[${B}, ${NKV}, ${S}, ${D}]) {
+    %heads = reshape(%qkv) {shape = [${B}, ${S}, ${NH}, ${D}]} : bf16[${B}, ${S}, ${NH}, ${D}]
+    %0 = slice(%heads) {axis = 2, start = 0, end = ${NQ}} : bf16[${B}, ${S}, ${NQ}, ${D}]
+    %q = transpose(%0) {perm = [0, 2, 1, 3]} : bf16[${B}, ${NQ}, ${S}, ${D}]
+    %1 = slice(%heads) {axis = 2, start = ${NQ}, end = ${NQ + NKV}} : bf16[${B}, ${S}, ${NKV}, ${D}]
+    %k = transpose(%1) {perm = [0, 2, 1, 3]} : bf16[${B}, ${NKV}, ${S}, ${D}]
+    %2 = slice(%heads) {axis = 2, start = ${NQ + NKV}, end = ${NH}} : bf16[${B}, ${S}, ${NKV}, ${D}]
+    %v = transpose(%2) {perm = [0, 2, 1, 3]} : bf16[${B}, ${NKV}, ${S}, ${D}]
+    %qn = rms_norm(%q, @q_norm.weight) {eps = 1e-6} : bf16[${B}, ${NQ}, ${S}, ${D}]
+    %kn = rms_norm(%k, @k_norm.weight) {eps = 1e-6} : bf16[${B}, ${NKV}, ${S}, ${D}]
+    %qr = rope(%qn, %cos, %sin) : bf16[${B}, ${NQ}, ${S}, ${D}]
+    %kr = rope(%kn, %cos, %sin) : bf16[${B}, ${NKV}, ${S}, ${D}]
     return %qr, %kr, %v
   }
 }`;
     const r = rng(9);
     const t = (shape: number[]) => Tensor.from("bf16", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => 2 * r() - 1));
     const angles = Array.from({ length: S * H }, (_, i) => Math.floor(i / H) / 10000 ** ((i % H) / H));
-    const inputs = { qkv: t([B, S, 8 * D]), cos: Tensor.from("bf16", [S, H], angles.map(Math.cos)), sin: Tensor.from("bf16", [S, H], angles.map(Math.sin)) };
+    const inputs = { qkv: t([B, S, NH * D]), cos: Tensor.from("bf16", [S, H], angles.map(Math.cos)), sin: Tensor.from("bf16", [S, H], angles.map(Math.sin)) };
     const weights = { "q_norm.weight": t([D]), "k_norm.weight": t([D]) };
     const outs = runGenerated(text, inputs, weights);
     expect(kernels.map((k) => [k.kernel.wg, k.grid.per])).toEqual([[128, 4]]); // one kernel, four heads a block

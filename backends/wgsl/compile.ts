@@ -9,7 +9,7 @@ import { LingcError, formatPos } from "../../ir/errors";
 import type { Module } from "../../ir/module";
 import { signatureOf } from "../backend";
 import { buildSchedule, capacitySymbol, storageSlot } from "../schedule";
-import { fewRowsTemplate, generateStep, type GeneratedKernel } from "../kernels/gen";
+import { fewRowsTemplate, generateStep, POINTWISE_RUN, type GeneratedKernel } from "../kernels/gen";
 import { SCRATCH_SLOT } from "../kernels/gen/context";
 import { renderWgsl } from "./render";
 import type { ArtifactDtype, ArtifactKernel, ArtifactLaunch, ArtifactSlot, DimTerms, WgslArtifact } from "./artifact";
@@ -31,7 +31,10 @@ function heldAs(sl: ArtifactSlot): string {
 
 export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
   const s = buildSchedule(m);
-  const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize, gpuForms: profile.gpuForms, gemvUnroll: profile.gemvUnroll };
+  // Runs of elements a pointwise thread only on a GPU (the CUDA backend's runs halved the MoE combine
+  // on the H200); on llvmpipe they were slower (prefill 457-473 vs 565-628 tokens/s, ling-tiny,
+  // `npm run bench:wgsl`): it spreads invocations over SIMD lanes, and fewer of them lose.
+  const limits = { maxThreads: Math.min(profile.maxComputeInvocationsPerWorkgroup, profile.maxComputeWorkgroupSizeX), maxWorkgroupBytes: profile.maxComputeWorkgroupStorageSize, gpuForms: profile.gpuForms, gemvUnroll: profile.gemvUnroll, ...(profile.gpuForms ? { pointwiseRun: POINTWISE_RUN } : {}) };
   const slots: ArtifactSlot[] = s.slots.map((sl) => {
     const out: ArtifactSlot = { id: sl.id, dtype: sl.type.dtype as ArtifactDtype, shape: sl.type.shape.map(dimTerms), source: sl.source as ArtifactSlot["source"] };
     if (sl.name !== undefined) out.name = sl.name;

@@ -9,6 +9,7 @@ import { compileProgram } from "../../compiler/driver/compile";
 import { openSource } from "../../compiler/driver/source";
 import { GOLDEN_DIR } from "../support/paths";
 import type { WebGpuProfile } from "../../ir/target";
+
 describe("pointwise runs on WebGPU", () => {
   it("a GPU adapter's profile computes runs of four elements a pointwise thread; llvmpipe's keeps one (there they were slower)", async () => {
     const perOf = async (gpuForms: boolean) => {

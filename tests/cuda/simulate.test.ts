@@ -81,14 +81,60 @@ function runGenerated(
   );
 }
 
-/** A module of one attention (and views of its result), random bf16 inputs, its group run by the flash tile program. */
-function runFlash(text: string, shapes: Record<string, number[]>): { got: Float32Array; want: Float32Array } {
+/**
+ * One bf16 attention of queries [B, heads, S, d] over keys and values [B, KV heads, T, d] (scale
+ * 1/sqrt(d)), its result transposed to [B, S, heads x d] if asked, on random inputs; its group run
+ * by the flash tile program.
+ */
+function runFlash([B, NH, S, D]: [number, number, number, number], [NKV, T]: [number, number], causal: boolean, transposed = false): { got: Float32Array; want: Float32Array } {
+  const q = `bf16[${B}, ${NH}, ${S}, ${D}]`;
+  const kv = `bf16[${B}, ${NKV}, ${T}, ${D}]`;
+  const flat = `bf16[${B}, ${S}, ${NH * D}]`;
+  const views = transposed
+    ? `
+    %t = transpose(%o) {perm = [0, 2, 1, 3]} : bf16[${B}, ${S}, ${NH}, ${D}]
+    %r = reshape(%t) {shape = [${B}, ${S}, ${NH * D}]} : ${flat}`
+    : "";
+  const text = `module @att {
+  func @att(%q: ${q}, %k: ${kv}, %v: ${kv}) -> (o: ${transposed ? flat : q}) {
+    %o = attention(%q, %k, %v) {scale = ${1 / Math.sqrt(D)}, causal = ${causal}} : ${q}${views}
+    return ${transposed ? "%r" : "%o"}
+  }
+}`;
   const r = rng(5);
-  const inputs = Object.fromEntries(Object.entries(shapes).map(([name, shape]) => [name, Tensor.from("bf16", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => 2 * r() - 1))]));
+  const inputs = { q: random("bf16", r, [B, NH, S, D]), k: random("bf16", r, [B, NKV, T, D]), v: random("bf16", r, [B, NKV, T, D]) };
   const outs = Object.values(runGenerated(text, inputs, {}, LIMITS, "", (ops) => (ops.some((o) => o.opName === "attention") ? "flash_tile" : undefined)));
   expect(outs).toHaveLength(1);
   expect(kernels).toHaveLength(1); // the attention with its result's views: one kernel
   return outs[0]!;
+}
+
+/**
+ * The routed experts as Ling runs them (dispatch, token gather, SwiGLU experts, down experts, the
+ * weighted combine) in dtype dt; `proj` adds a dense linear of the input with that many outputs (z).
+ */
+function expertModule(dt: string, [T, H, F, E, K]: [number, number, number, number, number], proj?: number): string {
+  const extra = proj === undefined ? { weight: "", result: "", op: "", ret: "" } : { weight: `, @proj: ${dt}[${proj}, ${H}]`, result: `, z: ${dt}[${T}, ${proj}]`, op: `\n    %z = linear(%x, @proj) : ${dt}[${T}, ${proj}]`, ret: ", %z" };
+  return `module @e {
+  func @e(%x: ${dt}[${T}, ${H}], %ids: i32[${T}, ${K}], %wts: f32[${T}, ${K}])
+      weights(@gate: ${dt}[${E}, ${F}, ${H}], @up: ${dt}[${E}, ${F}, ${H}], @down: ${dt}[${E}, ${H}, ${F}]${extra.weight})
+      -> (y: ${dt}[${T}, ${H}]${extra.result}) {
+    %order, %offsets, %rows = moe_dispatch(%ids) {num_experts = ${E}} : i32[${T * K}], i32[${E + 1}], i32[${T * K}]
+    %p = moe_permute(%x, %order) {k = ${K}} : ${dt}[${T * K}, ${H}]
+    %g = grouped_linear(%p, @gate, %offsets) : ${dt}[${T * K}, ${F}]
+    %u = grouped_linear(%p, @up, %offsets) : ${dt}[${T * K}, ${F}]
+    %s = silu(%g) : ${dt}[${T * K}, ${F}]
+    %hr = mul(%s, %u) : ${dt}[${T * K}, ${F}]
+    %yr = grouped_linear(%hr, @down, %offsets) : ${dt}[${T * K}, ${H}]
+    %y = moe_combine(%yr, %rows, %wts) : ${dt}[${T}, ${H}]${extra.op}
+    return %y${extra.ret}
+  }
+}`;
+}
+
+/** Uniform random values in [-scale, scale) of a float dtype, from the generator r. */
+function random(dt: "bf16" | "f32", r: () => number, shape: number[], scale = 1): Tensor {
+  return Tensor.from(dt, shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => scale * (2 * r() - 1)));
 }
 
 /** max |got - want| over max |want|. */
@@ -114,15 +160,7 @@ describe("CUDA tile programs in the kir simulator", () => {
   });
 
   it("flash attention: causal, 8 query heads on 2 KV heads, head dim 64, 70 queries (a partial second tile)", () => {
-    const { got, want } = runFlash(
-      `module @att {
-  func @att(%q: bf16[1, 8, 70, 64], %k: bf16[1, 2, 70, 64], %v: bf16[1, 2, 70, 64]) -> (o: bf16[1, 8, 70, 64]) {
-    %o = attention(%q, %k, %v) {scale = 0.125, causal = true} : bf16[1, 8, 70, 64]
-    return %o
-  }
-}`,
-      { q: [1, 8, 70, 64], k: [1, 2, 70, 64], v: [1, 2, 70, 64] },
-    );
+    const { got, want } = runFlash([1, 8, 70, 64], [2, 70], true);
     // bf16 outputs: a sum in another order can round one bf16 step (2^-8 of a value) the other way;
     // the probabilities enter the P V products as bf16 (the interpreter keeps them f32).
     expect(relError(got, want)).toBeLessThan(1e-2);
@@ -155,7 +193,7 @@ describe("CUDA tile programs in the kir simulator", () => {
   }
 }`;
     const r = rng(9);
-    const t = (shape: number[]) => Tensor.from("bf16", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => 2 * r() - 1));
+    const t = (shape: number[]) => random("bf16", r, shape);
     const angles = Array.from({ length: S * H }, (_, i) => Math.floor(i / H) / 10000 ** ((i % H) / H));
     const inputs = { qkv: t([B, S, NH * D]), cos: Tensor.from("bf16", [S, H], angles.map(Math.cos)), sin: Tensor.from("bf16", [S, H], angles.map(Math.sin)) };
     const weights = { "q_norm.weight": t([D]), "k_norm.weight": t([D]) };
@@ -182,7 +220,7 @@ describe("CUDA tile programs in the kir simulator", () => {
   }
 }`;
     const r = rng(3);
-    const t = (shape: number[]) => Tensor.from("bf16", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => 2 * r() - 1));
+    const t = (shape: number[]) => random("bf16", r, shape);
     const rows = Array.from({ length: T * K }, (_, i) => (i * 5 + 3) % (T * K));
     const inputs = { y: t([T * K, H]), rows: Tensor.from("i32", [T * K], rows), w: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())), shared: t([B, S, H]), h: t([B, S, H]) };
     const { got, want } = runGenerated(text, inputs, {})["out"]!;
@@ -194,23 +232,9 @@ describe("CUDA tile programs in the kir simulator", () => {
     // 40 tokens, 2 experts each of 6: expert 0 gets every token (a partial second 32-row tile), expert
     // 5 none; the expert width 40 is no multiple of the 32-wide K stages, so the last stage is partial.
     const [T, H, F, E, K] = [40, 32, 40, 6, 2];
-    const text = `module @e {
-  func @e(%x: bf16[${T}, ${H}], %ids: i32[${T}, ${K}], %wts: f32[${T}, ${K}])
-      weights(@gate: bf16[${E}, ${F}, ${H}], @up: bf16[${E}, ${F}, ${H}], @down: bf16[${E}, ${H}, ${F}])
-      -> (y: bf16[${T}, ${H}]) {
-    %order, %offsets, %rows = moe_dispatch(%ids) {num_experts = ${E}} : i32[${T * K}], i32[${E + 1}], i32[${T * K}]
-    %p = moe_permute(%x, %order) {k = ${K}} : bf16[${T * K}, ${H}]
-    %g = grouped_linear(%p, @gate, %offsets) : bf16[${T * K}, ${F}]
-    %u = grouped_linear(%p, @up, %offsets) : bf16[${T * K}, ${F}]
-    %s = silu(%g) : bf16[${T * K}, ${F}]
-    %hr = mul(%s, %u) : bf16[${T * K}, ${F}]
-    %yr = grouped_linear(%hr, @down, %offsets) : bf16[${T * K}, ${H}]
-    %y = moe_combine(%yr, %rows, %wts) : bf16[${T}, ${H}]
-    return %y
-  }
-}`;
+    const text = expertModule("bf16", [T, H, F, E, K]);
     const r = rng(21);
-    const t = (shape: number[], scale = 1) => Tensor.from("bf16", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => scale * (2 * r() - 1)));
+    const t = (shape: number[], scale = 1) => random("bf16", r, shape, scale);
     const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
     const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
     const weights = { gate: t([E, F, H], 0.2), up: t([E, F, H], 0.2), down: t([E, H, F], 0.2) };
@@ -223,23 +247,9 @@ describe("CUDA tile programs in the kir simulator", () => {
 
   it("the FP8 grouped expert GEMM tile program (e4m3 mma.sync, the CUDA profile's FP8 tile) with the activations quantized per token", () => {
     const [T, H, F, E, K] = [40, 128, 128, 6, 2];
-    const text = `module @e {
-  func @e(%x: f32[${T}, ${H}], %ids: i32[${T}, ${K}], %wts: f32[${T}, ${K}])
-      weights(@gate: f32[${E}, ${F}, ${H}], @up: f32[${E}, ${F}, ${H}], @down: f32[${E}, ${H}, ${F}])
-      -> (y: f32[${T}, ${H}]) {
-    %order, %offsets, %rows = moe_dispatch(%ids) {num_experts = ${E}} : i32[${T * K}], i32[${E + 1}], i32[${T * K}]
-    %p = moe_permute(%x, %order) {k = ${K}} : f32[${T * K}, ${H}]
-    %g = grouped_linear(%p, @gate, %offsets) : f32[${T * K}, ${F}]
-    %u = grouped_linear(%p, @up, %offsets) : f32[${T * K}, ${F}]
-    %s = silu(%g) : f32[${T * K}, ${F}]
-    %hr = mul(%s, %u) : f32[${T * K}, ${F}]
-    %yr = grouped_linear(%hr, @down, %offsets) : f32[${T * K}, ${H}]
-    %y = moe_combine(%yr, %rows, %wts) : f32[${T}, ${H}]
-    return %y
-  }
-}`;
+    const text = expertModule("f32", [T, H, F, E, K]);
     const r = rng(33);
-    const t = (shape: number[], scale = 1) => Tensor.from("f32", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => scale * (2 * r() - 1)));
+    const t = (shape: number[], scale = 1) => random("f32", r, shape, scale);
     const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
     const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
     const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1) };
@@ -253,24 +263,9 @@ describe("CUDA tile programs in the kir simulator", () => {
   it("decode's FP8 kernels (a warp per column): the by-row grouped expert GEMV and the dense GEMV, activations quantized per token", () => {
     // 2 tokens x 2 experts of 16: 4 rows, at most a quarter of the experts (the dispatch's GEMV case).
     const [T, H, F, E, K, O] = [2, 256, 128, 16, 2, 96];
-    const text = `module @e {
-  func @e(%x: f32[${T}, ${H}], %ids: i32[${T}, ${K}], %wts: f32[${T}, ${K}])
-      weights(@gate: f32[${E}, ${F}, ${H}], @up: f32[${E}, ${F}, ${H}], @down: f32[${E}, ${H}, ${F}], @proj: f32[${O}, ${H}])
-      -> (y: f32[${T}, ${H}], z: f32[${T}, ${O}]) {
-    %order, %offsets, %rows = moe_dispatch(%ids) {num_experts = ${E}} : i32[${T * K}], i32[${E + 1}], i32[${T * K}]
-    %p = moe_permute(%x, %order) {k = ${K}} : f32[${T * K}, ${H}]
-    %g = grouped_linear(%p, @gate, %offsets) : f32[${T * K}, ${F}]
-    %u = grouped_linear(%p, @up, %offsets) : f32[${T * K}, ${F}]
-    %s = silu(%g) : f32[${T * K}, ${F}]
-    %hr = mul(%s, %u) : f32[${T * K}, ${F}]
-    %yr = grouped_linear(%hr, @down, %offsets) : f32[${T * K}, ${H}]
-    %y = moe_combine(%yr, %rows, %wts) : f32[${T}, ${H}]
-    %z = linear(%x, @proj) : f32[${T}, ${O}]
-    return %y, %z
-  }
-}`;
+    const text = expertModule("f32", [T, H, F, E, K], O);
     const r = rng(44);
-    const t = (shape: number[], scale = 1) => Tensor.from("f32", shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => scale * (2 * r() - 1)));
+    const t = (shape: number[], scale = 1) => random("f32", r, shape, scale);
     const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], [3, 9, 9, 15]), wts: Tensor.from("f32", [T, K], [0.25, 0.75, 0.5, 0.5]) };
     const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1), proj: t([O, H], 0.1) };
     const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=gate,up,down,proj}";
@@ -281,30 +276,12 @@ describe("CUDA tile programs in the kir simulator", () => {
   });
 
   it("flash attention: fewer queries than keys (a chunk after a cached prefix: the mask aligned to the end), causal", () => {
-    const { got, want } = runFlash(
-      `module @att {
-  func @att(%q: bf16[1, 4, 20, 64], %k: bf16[1, 2, 90, 64], %v: bf16[1, 2, 90, 64]) -> (o: bf16[1, 4, 20, 64]) {
-    %o = attention(%q, %k, %v) {scale = 0.125, causal = true} : bf16[1, 4, 20, 64]
-    return %o
-  }
-}`,
-      { q: [1, 4, 20, 64], k: [1, 2, 90, 64], v: [1, 2, 90, 64] },
-    );
+    const { got, want } = runFlash([1, 4, 20, 64], [2, 90], true);
     expect(relError(got, want)).toBeLessThan(1e-2);
   });
 
   it("flash attention: not causal, head dim 128, the result transposed to [B, S, heads x d]", () => {
-    const { got, want } = runFlash(
-      `module @att {
-  func @att(%q: bf16[2, 2, 33, 128], %k: bf16[2, 2, 33, 128], %v: bf16[2, 2, 33, 128]) -> (o: bf16[2, 33, 256]) {
-    %a = attention(%q, %k, %v) {scale = 0.08838834764831843, causal = false} : bf16[2, 2, 33, 128]
-    %t = transpose(%a) {perm = [0, 2, 1, 3]} : bf16[2, 33, 2, 128]
-    %o = reshape(%t) {shape = [2, 33, 256]} : bf16[2, 33, 256]
-    return %o
-  }
-}`,
-      { q: [2, 2, 33, 128], k: [2, 2, 33, 128], v: [2, 2, 33, 128] },
-    );
+    const { got, want } = runFlash([2, 2, 33, 128], [2, 33], false, true);
     expect(relError(got, want)).toBeLessThan(1e-2);
   });
 });

@@ -101,11 +101,12 @@ function denseSwiglu(ops: readonly Op[]): boolean {
   );
 }
 
-/** The kinds of step the runtime runs (libraryKind's answers): what select's prefer=KIND:KERNEL names. */
+/** The kinds of step the runtime runs (libraryKind's answers, typed so): what select's prefer=KIND:KERNEL names. */
 export const LIBRARY_KINDS = ["fp8_linear", "fp8_expert", "linear", "dense_swiglu", "expert", "moe_dispatch", "cast", "concat", "cache_append", "attention"] as const;
+export type LibraryKind = (typeof LIBRARY_KINDS)[number];
 
 /** Which library lowering covers a step's ops (undefined: a generated kernel). */
-export function libraryKind(ops: readonly Op[]): string | undefined {
+export function libraryKind(ops: readonly Op[]): LibraryKind | undefined {
   if (ops.length === 1 && blockScaledLinear(ops[0]!)) return "fp8_linear";
   if (fp8Experts(ops)) return "fp8_expert";
   // Other FP8 operands with scales run in generated kernels (code x block scale), not in the library's GEMMs.

@@ -75,7 +75,7 @@ export function qkvKernel(g: Gen, ops: Op[], warpHeads = 0): GeneratedKernel {
   const lane = warpHeads > 0 ? kb.let("lane", K.mod(kb.lid, K.i(W!))) : kb.lid;
   const lanes = warpHeads > 0 ? W! : wg;
   const item = warpHeads > 0 ? kb.let("item", K.add(K.mul(kb.wg, K.i(H)), K.div(kb.lid, K.i(W!)))) : kb.let("item", kb.wg);
-  const part = warpHeads > 0 && H > 1 ? kb.let("part", K.mul(K.div(kb.lid, K.i(W!)), K.i(d))) : K.i(0);
+  const part = H > 1 ? kb.let("part", K.mul(K.div(kb.lid, K.i(W!)), K.i(d))) : K.i(0);
   const at = (c: Expr) => K.addI(part, c);
   const sync = () => (warpHeads > 0 ? kb.warpBarrier() : kb.barrier());
   const sum = (v: Expr) => (warpHeads > 0 ? kb.warpSum(v) : kb.workgroupSum(v));

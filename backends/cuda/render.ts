@@ -239,8 +239,11 @@ export function renderCuda(k: Kernel): string {
   // kernel (they hold per-workgroup counts and tiles, sized by the generator at 4 bytes).
   if (dynamicSharedBytes(k)) {
     const { offsets, align } = sharedLayout(k);
-    out.push(`  extern __shared__ __align__(${align}) unsigned char lingc_smem[];`);
-    k.shared.forEach((s, j) => out.push(`  ${TYPE[s.t]}* const ${s.name} = reinterpret_cast<${TYPE[s.t]}*>(lingc_smem + ${offsets[j]});`));
+    // Named by its alignment: extern shared arrays of one name must agree on it across the
+    // translation unit, and a wgmma kernel's (1024) is not an mma.sync kernel's (16).
+    const base = `lingc_smem${align}`;
+    out.push(`  extern __shared__ __align__(${align}) unsigned char ${base}[];`);
+    k.shared.forEach((s, j) => out.push(`  ${TYPE[s.t]}* const ${s.name} = reinterpret_cast<${TYPE[s.t]}*>(${base} + ${offsets[j]});`));
   } else for (const s of k.shared) out.push(`  __shared__ __align__(${Math.max(SHARED_ALIGN, s.align ?? 0)}) ${TYPE[s.t]} ${s.name}[${s.size}];`);
   // Launched with programmatic dependent launch (lingc_runtime.h): let the next kernel be
   // scheduled now, and wait for the previous kernel's results before reading anything.

@@ -1,9 +1,11 @@
 """Prefill attention kernels on the GPU against the interpreter (device.sh flashtile). Standard library only.
 
-  attention_check.py make DIR      writes DIR/a.lir: two bf16 attentions, (1) head dim 128, 8 query heads on
-                                   2 KV heads, causal, S = 200 (a partial last tile of 64); (2) head dim 64,
+  attention_check.py make DIR      writes DIR/a.lir: four bf16 attentions, (a) head dim 128, 8 query heads on
+                                   2 KV heads, causal, S = 200 (a partial last tile of 64); (b) head dim 64,
                                    4 heads, not causal, S = 130, its result transposed to [1, S, 256] (the
-                                   transposed output form); and DIR/x.safetensors, its seeded inputs.
+                                   transposed output form); (c) batch 2, 70 queries after 80 cached keys
+                                   (S < T, causal from position 80), transposed; (d) head dim 64, 8 heads,
+                                   causal, S = 130; and DIR/x.safetensors, its seeded inputs.
   attention_check.py compare A B TOL   every tensor of A against B's: max |A - B| / max |B| within TOL
 """
 import json
@@ -12,9 +14,11 @@ import struct
 import sys
 from array import array
 
-CASES = [  # name, query heads, KV heads, S, head dim, causal, transposed
-    ("a", 8, 2, 200, 128, True, False),
-    ("b", 4, 4, 130, 64, False, True),
+CASES = [  # name, batch, query heads, KV heads, S (queries), T (keys), head dim, causal, transposed
+    ("a", 1, 8, 2, 200, 200, 128, True, False),
+    ("b", 1, 4, 4, 130, 130, 64, False, True),
+    ("c", 2, 4, 2, 70, 150, 128, True, True),
+    ("d", 1, 8, 8, 130, 130, 64, True, False),
 ]
 
 
@@ -60,20 +64,20 @@ def read_safetensors(path):
 def make(d):
     rng = random.Random(7)
     params, ops, results, tensors = [], [], [], {}
-    for name, nh, nkv, S, D, causal, transposed in CASES:
-        for t, heads in (("q", nh), ("k", nkv), ("v", nkv)):
-            shape = [1, heads, S, D]
+    for name, B, nh, nkv, S, T, D, causal, transposed in CASES:
+        for t, heads, rows in (("q", nh, S), ("k", nkv, T), ("v", nkv, T)):
+            shape = [B, heads, rows, D]
             params.append(f"%{t}{name}: bf16[{', '.join(map(str, shape))}]")
-            vals = array("H", (bf16_bits(rng.uniform(-1.0, 1.0)) for _ in range(heads * S * D)))
+            vals = array("H", (bf16_bits(rng.uniform(-1.0, 1.0)) for _ in range(B * heads * rows * D)))
             tensors[f"{t}{name}"] = ("BF16", shape, vals.tobytes())
         scale = 1.0 / D**0.5
-        ops.append(f"    %o{name} = attention(%q{name}, %k{name}, %v{name}) {{scale = {scale!r}, causal = {str(causal).lower()}}} : bf16[1, {nh}, {S}, {D}]")
+        ops.append(f"    %o{name} = attention(%q{name}, %k{name}, %v{name}) {{scale = {scale!r}, causal = {str(causal).lower()}}} : bf16[{B}, {nh}, {S}, {D}]")
         if transposed:
-            ops.append(f"    %t{name} = transpose(%o{name}) {{perm = [0, 2, 1, 3]}} : bf16[1, {S}, {nh}, {D}]")
-            ops.append(f"    %r{name} = reshape(%t{name}) {{shape = [1, {S}, {nh * D}]}} : bf16[1, {S}, {nh * D}]")
-            results.append((f"r{name}", f"{name}: bf16[1, {S}, {nh * D}]"))
+            ops.append(f"    %t{name} = transpose(%o{name}) {{perm = [0, 2, 1, 3]}} : bf16[{B}, {S}, {nh}, {D}]")
+            ops.append(f"    %r{name} = reshape(%t{name}) {{shape = [{B}, {S}, {nh * D}]}} : bf16[{B}, {S}, {nh * D}]")
+            results.append((f"r{name}", f"{name}: bf16[{B}, {S}, {nh * D}]"))
         else:
-            results.append((f"o{name}", f"{name}: bf16[1, {nh}, {S}, {D}]"))
+            results.append((f"o{name}", f"{name}: bf16[{B}, {nh}, {S}, {D}]"))
     lir = "module @att {\n  func @att(" + ", ".join(params) + ")\n      -> (" + ", ".join(r[1] for r in results) + ") {\n"
     lir += "\n".join(ops) + "\n    return " + ", ".join(f"%{r[0]}" for r in results) + "\n  }\n}\n"
     with open(f"{d}/a.lir", "w") as f:

@@ -523,27 +523,26 @@ fp8bench)
   done
   ;;
 flashtile)
-  # The flash attention tile program (generated from kir: backends/kernels/gen/flash-attention.ts, chosen by
-  # --prefer attention:flash_tile) against the interpreter and the runtime's hand-written flash_attn on two
-  # shapes (bench/cuda/attention_check.py: d 128 GQA causal with a partial tile; d 64 transposed), sanitized, then
+  # Prefill attention's tile program (flash_tile, the default: backends/kernels/gen/flash-attention.ts) and
+  # the runtime's tiled kernels (attn_tiles) against the interpreter on four shapes (bench/cuda/attention_check.py:
+  # d 128 GQA causal with a partial tile; d 64 transposed; batch 2 with S < T; d 64 MHA), sanitized, then
   # both on Ling-mini-2.0's prefill (speed, and the attention's per-kernel time).
-  FT="--prefer attention:flash_tile"
+  AT="--prefer attention:attn_tiles"
   mkdir -p /tmp/ac && python3 bench/cuda/attention_check.py make /tmp/ac || exit 1
   R="/tmp/ac/a.lir --input /tmp/ac/x.safetensors"
   $L run $R --backend interp --out /tmp/ac/interp.safetensors >/dev/null || exit 1
-  $L run $R --backend cuda --out /tmp/ac/runtime.safetensors >/dev/null || exit 1
-  $L run $R --backend cuda $FT --out /tmp/ac/tile.safetensors >/dev/null || exit 1
-  echo "== runtime flash_attn vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/runtime.safetensors /tmp/ac/interp.safetensors 0.01
+  $L run $R --backend cuda $AT --out /tmp/ac/tiles.safetensors >/dev/null || exit 1
+  $L run $R --backend cuda --out /tmp/ac/tile.safetensors >/dev/null || exit 1
+  echo "== attn_tiles vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/tiles.safetensors /tmp/ac/interp.safetensors 0.01
   echo "== tile program vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/tile.safetensors /tmp/ac/interp.safetensors 0.01
-  echo "== tile program vs runtime flash_attn"; python3 bench/cuda/attention_check.py compare /tmp/ac/tile.safetensors /tmp/ac/runtime.safetensors 0.01
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: the tile program's
   for tool in memcheck racecheck; do
     echo "== compute-sanitizer --tool $tool: the tile program"
     compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --graph att --input /tmp/ac/x.safetensors --out /tmp/ac/s.safetensors > "$OUT/san-ft-$tool.txt" 2>&1; echo "exit $?"; tail -1 "$OUT/san-ft-$tool.txt"
   done
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
-  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $FT --out /tmp/mini-ft >/dev/null && (cd /tmp/mini-ft && make -j16 >/dev/null) || exit 1
-  for m in mini mini-ft; do
+  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $AT --out /tmp/mini-at >/dev/null && (cd /tmp/mini-at && make -j16 >/dev/null) || exit 1
+  for m in mini mini-at; do
     echo "== $m"
     /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 10 | grep seq
     /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -m2 "attention"

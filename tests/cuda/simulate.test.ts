@@ -1,7 +1,7 @@
 /**
  * CUDA tile programs run on the CPU by the kir simulator (backends/kernels/simulate.ts), against the
  * interpreter: their numbers are checked where there is no GPU. The flash attention tile program
- * (generated, CUDA's --prefer attention:flash_tile) on causal GQA with a partial query tile and on a
+ * (generated; CUDA's default prefill attention, flash_tile) on causal GQA with a partial query tile and on a
  * transposed, non-causal result; qk_norm_rope's warp form; the pointwise runs; the grouped expert
  * GEMM on bf16 and e4m3 mma.sync (an uneven routing: an expert with every token, one with none);
  * and the simulator itself on a warp reduction.

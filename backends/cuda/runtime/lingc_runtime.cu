@@ -532,10 +532,6 @@ class Runtime {
     CK(cudaMalloc(&workspace, workspace_bytes));
     CK(cudaMalloc(&counters, counter_slots * sizeof(int)));
     CK(cudaMemset(counters, 0, counter_slots * sizeof(int)));
-    CK(cudaFuncSetAttribute(flash_attn<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, flash_smem_bytes<64>()));
-    CK(cudaFuncSetAttribute(flash_attn<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, flash_smem_bytes<128>()));
-    CK(cudaFuncSetAttribute(flash_attn<64>, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared));
-    CK(cudaFuncSetAttribute(flash_attn<128>, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared));
   }
 
   // --- GEMM (row-major): C[M,N] = A[M,K] . op(B), B stored [N,K] (b_trans) or [K,N]; batched by strides.
@@ -1438,15 +1434,6 @@ static void attention_decode(Runtime& rt, int dt, const void* qp, const void* kp
   if (part) CK(cudaFreeAsync(part, stream));
 }
 
-/** Fused bf16 prefill attention, head dims 64 and 128. */
-static void attention_flash(Runtime& rt, int dt, const void* qp, const void* kp, const void* vp, void* op, long B, long nh, long nkv, long S, long T, long Tr, long d, long dv, float scale, bool causal, bool transposed) {
-  if (dt != DT_BF16 || d != dv || (d != 64 && d != 128)) fail("flash_attn: %s with head dims %ld/%ld is not what it runs (the plan must not choose it)", dtype_name(dt), d, dv);
-  const dim3 gf((unsigned)((S + FA_BM - 1) / FA_BM), (unsigned)(B * nh));
-  if (d == 64) flash_attn<64><<<gf, FA_THREADS, flash_smem_bytes<64>(), rt.stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, Tr, scale, causal, transposed);
-  else flash_attn<128><<<gf, FA_THREADS, flash_smem_bytes<128>(), rt.stream>>>((const __nv_bfloat16*)qp, (const __nv_bfloat16*)kp, (const __nv_bfloat16*)vp, (__nv_bfloat16*)op, nh, nkv, S, T, Tr, scale, causal, transposed);
-  check_launch("flash_attn");
-}
-
 /**
  * Any attention through cuBLASLt: query tiles; per tile, scores = Q K^T over the keys the tile can
  * see (the causal mask cuts the rest) as one strided-batched GEMM over all heads, softmax in place,
@@ -1514,10 +1501,6 @@ long Ctx::kv_rows(int k, int v, long T) const {
 
 void Ctx::attn_decode(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed, int sms) {
   attention_decode(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, kv_rows(k, v, T), d, dv, scale, causal, transposed, sms);
-}
-
-void Ctx::flash_attn(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed) {
-  attention_flash(*rt, dtype(q), ptr(q), ptr(k), ptr(v), ptr(out), B, nh, nkv, S, T, kv_rows(k, v, T), d, dv, scale, causal, transposed);
 }
 
 void Ctx::attn_tiles(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed, long score_bytes) {

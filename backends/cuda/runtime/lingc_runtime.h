@@ -270,7 +270,6 @@ struct Ctx {
   // Causal GQA attention; q [B,nh,S,d], k [B,nkv,T,d], v [B,nkv,T,dv]; out [B,nh,S,dv] or [B,S,nh,dv]:
   // decode (split keys over about `sms` blocks), fused bf16 prefill, or cuBLASLt tiles.
   void attn_decode(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed_out, int sms);
-  void flash_attn(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed_out);
   void attn_tiles(int q, int k, int v, int out, long B, long nh, long nkv, long S, long T, long d, long dv, float scale, bool causal, bool transposed_out, long score_bytes);
 };
 

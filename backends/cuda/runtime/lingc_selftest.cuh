@@ -1,8 +1,8 @@
 // The runner's selftest command: the bf16 kernels that the fp32 golden checkpoint (head dim 16)
-// does not reach (fused prefill and decode attention, the dense SwiGLU's GEMV and GEMM paths)
-// against plain reference kernels. (The bf16
-// grouped expert GEMM, a generated tile program, is checked against the interpreter by
-// bench/cuda/device.sh tiles.)
+// does not reach (decode attention, the dense SwiGLU's GEMV and GEMM paths) against plain reference
+// kernels. (The generated tile programs are checked against the interpreter on the GPU by
+// bench/cuda/device.sh tiles (the bf16 grouped expert GEMM) and flashtile (prefill attention), and
+// in CI by the kir simulator: tests/cuda/simulate.test.ts.)
 // A part of lingc_runtime.cu kept in its own file: lingc_runtime.cu includes it inside namespace
 // lingc (one translation unit), after the parts listed before it there. Not a standalone header.
 
@@ -120,10 +120,6 @@ static int selftest(Runtime& rt) {
     bool causal, transposed;
   };
   const Case cases[] = {
-      {"fused prefill, GQA 4:1, causal", 1, 4, 1, 200, 200, 128, true, false},
-      {"fused prefill, S < T, transposed out", 2, 4, 2, 70, 150, 128, true, true},
-      {"fused prefill, head dim 64, not causal", 1, 2, 2, 64, 64, 64, false, false},
-      {"fused prefill, head dim 64, 8 heads", 1, 8, 8, 130, 130, 64, true, false},
       {"decode, batch 1, 2048 keys, GQA 4:1", 1, 16, 4, 1, 2048, 128, true, true},
       {"decode, 5 queries, batch 2", 2, 4, 1, 5, 300, 128, true, false},
       {"decode, 16 heads per KV head (two row groups)", 1, 16, 1, 3, 1000, 64, true, true},
@@ -147,9 +143,7 @@ static int selftest(Runtime& rt) {
     init_random<<<grid((nk + 255) / 256), 256, 0, rt.stream>>>(k, nk, 12, 1.f, 0.f);
     init_random<<<grid((nk + 255) / 256), 256, 0, rt.stream>>>(v, nk, 13, 1.f, 0.f);
     const float scale = 1.f / std::sqrt((float)c.D);
-    // The cases up to 16 query positions are the decode kernel's, the rest the fused prefill kernel's.
-    if (c.S <= 16) attention_decode(rt, DT_BF16, q, k, v, o, c.B, c.nh, c.nkv, c.S, c.T, c.T, c.D, c.D, scale, c.causal, c.transposed, rt.sm_count);
-    else attention_flash(rt, DT_BF16, q, k, v, o, c.B, c.nh, c.nkv, c.S, c.T, c.T, c.D, c.D, scale, c.causal, c.transposed);
+    attention_decode(rt, DT_BF16, q, k, v, o, c.B, c.nh, c.nkv, c.S, c.T, c.T, c.D, c.D, scale, c.causal, c.transposed, rt.sm_count);
     attn_reference<<<(unsigned)(c.B * c.nh * c.S), 128, c.T * sizeof(float), rt.stream>>>(q, k, v, ref, c.nh, c.nkv, c.S, c.T, (int)c.D, scale, c.causal);
     check_launch("attn_reference");
     std::vector<__nv_bfloat16> ho;

@@ -12,7 +12,7 @@
 
 export type KType = "f32" | "i32" | "u32" | "bool";
 export type BinOp = "+" | "-" | "*" | "/" | "%" | "<" | "<=" | ">" | ">=" | "==" | "!=" | "&&" | "||" | "min" | "max" | "^";
-export type UnOp = "neg" | "exp" | "log" | "sqrt" | "rsqrt" | "sin" | "cos" | "abs" | "not";
+export type UnOp = "neg" | "exp" | "exp2" | "log" | "sqrt" | "rsqrt" | "sin" | "cos" | "abs" | "not";
 export type NarrowFloat = "bf16" | "f16" | "f8e4m3fn" | "f8e5m2";
 /**
  * Warp-wide matrix multiply-accumulates (PTX mma.sync shapes). "m16n8k32.e4m3": D[16x8] += A[16x32]
@@ -180,6 +180,8 @@ export const xor = (a: Expr, b: Expr) => bin("^", a, b);
 const un = (op: UnOp) => (a: Expr): Expr => ({ k: "un", t: a.t, op, a });
 export const neg = un("neg");
 export const exp = un("exp");
+/** 2^x: one hardware instruction on GPUs (CUDA ex2.approx), where exp is several; softmaxes fold log2(e) into their scale. */
+export const exp2 = un("exp2");
 export const log = un("log");
 export const sqrt = un("sqrt");
 export const rsqrt = un("rsqrt");

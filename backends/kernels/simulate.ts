@@ -390,6 +390,8 @@ function unary(op: string, t: KType, a: number): number {
       return fit(t, -a);
     case "exp":
       return f32(Math.exp(a));
+    case "exp2":
+      return f32(Math.pow(2, a));
     case "log":
       return f32(Math.log(a));
     case "sqrt":

@@ -283,13 +283,19 @@ describe("lingc compile --target cuda", () => {
       [kernels[0]!, 128],
       [kernels[1]!, 64],
     ] as const) {
-      expect(k).toMatch(/^ void __launch_bounds__\(128, 3\) k_attention_\d+\(/);
-      // A 64-key tile: (64 / 8) key tiles x (hd / 16) k steps for S, (hd / 8) dim tiles x 4 key steps for O.
-      expect(k.match(BF16_MMA)?.length).toBe((64 / 8) * (hd / 16) + (hd / 8) * 4);
+      expect(k).toMatch(/^ void __launch_bounds__\(128, 2\) k_attention_\d+\(/);
+      // Two 16-row query tiles a warp, 64-key tiles: (64 / 8) key tiles x (hd / 16) k steps for S,
+      // (hd / 8) dim tiles x 4 key steps for O, each fragment feeding both query tiles.
+      expect(k.match(BF16_MMA)?.length).toBe(2 * ((64 / 8) * (hd / 16) + (hd / 8) * 4));
       expect(k.match(/ldmatrix\.sync\.aligned\.m8n8\.x4\.trans/g)?.length).toBe((hd / 16) * 4);
+      // Q's fragments from shared memory (both tiles) and K's, per k step.
+      expect(k.match(/ldmatrix\.sync\.aligned\.m8n8\.x4\.shared/g)?.length).toBe((hd / 16) * (2 + 4));
+      // The softmax's exponentials are exp2 (one instruction), none of expf.
+      expect(k).toMatch(/exp2f\(/);
+      expect(k).not.toMatch(/[^2]expf\(/);
     }
-    // d 128: 2 x 2 x 64 rows of 68 words (past 48 KB: opted in, with the largest carveout).
-    expect(src).toMatch(/c\.prefer_shared\(\(const void\*\)k_attention_\d+\); c\.launch_smem\(k_attention_\d+, [^,]*, 128, 69632,/);
+    // d 128: Q (128 rows) and 2 x 2 x 64 K/V rows of 68 words (past 48 KB: opted in, with the largest carveout).
+    expect(src).toMatch(/c\.prefer_shared\(\(const void\*\)k_attention_\d+\); c\.launch_smem\(k_attention_\d+, [^,]*, 128, 104448,/);
     // Few queries (a decode step's) take the runtime's decode kernel; the hand-written flash_attn is gone.
     expect(src.match(/c\.attn_decode\(/g)?.length).toBe(2);
     expect(src).not.toMatch(/flash_attn/);

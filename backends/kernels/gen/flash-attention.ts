@@ -3,14 +3,18 @@
  * from the runtime's hand-written `flash_attn`, step for step, and measured faster than it on the H200,
  * it replaced that kernel (the CUDA speed issue's "attentions generated").
  *
- * A workgroup takes BM = 64 queries of one head, a warp 16 of them, their Q fragments held in
- * registers; key/value tiles of BN = 64 rows stream through workgroup memory (async copies,
- * double-buffered) while each warp computes S = Q K^T with mma m16n8k16 (fp32 accumulate), the
- * online softmax in registers (a quad of lanes shares a row: shuffles by 1 and 2), and O += P V with
- * P re-packed from the S accumulators as the A operand and V's fragments read transposed. Scores are
- * rounded as the op table's attention rounds them in bf16 (the product, then after the scale), and
- * only the tiles that cross the causal diagonal or the keys' end are masked. Three workgroups a
- * multiprocessor (the registers that allows: measured on the runtime's kernel, 2026-12-01).
+ * A workgroup of 4 warps takes BM = 128 queries of one head, a warp two tiles of 16 of them; the Q
+ * tile is copied to workgroup memory once, and key/value tiles of BN = 64 rows stream through it
+ * (async copies, double-buffered) while each warp computes S = Q K^T with mma m16n8k16 (fp32
+ * accumulate; Q's and K's fragments by ldmatrix, each K fragment feeding both query tiles), the
+ * online softmax in registers (a quad of lanes shares a row: shuffles by 1 and 2; exponentials as
+ * exp2 with log2(e) folded in), and O += P V with P re-packed from the S accumulators as the A
+ * operand and V's fragments read transposed. Scores are rounded as the op table's attention rounds
+ * them in bf16 (the product, then after the scale), and only the tiles that cross the causal
+ * diagonal or the keys' end are masked (a branch: the other tiles carry no compares). Two
+ * workgroups a multiprocessor (255 registers). Measured on the H200, Ling-mini prefill 1x8192
+ * (19 MoE layers' attention): 24.5 ms with one 16-row tile a warp and Q in registers, 23.6 with two
+ * tiles, 19.7 with two tiles, exp2 and the unmasked tiles' branch (2026-12-01).
  * Keys and values may lie in a cache's buffer with more rows than keys (Gen.storageRows).
  */
 import { attrsOf, OPS } from "../../../ir/ops";
@@ -21,10 +25,17 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
 
-const FLASH_BM = 64;
+// A warp takes MT = 2 tiles of 16 query rows (rows mt 64 + warp 16 ..: every warp meets the causal
+// diagonal alike), so that each K and V fragment read from shared memory feeds two MMAs: with one
+// tile a warp the kernel read 256 bytes of shared memory per MMA, which bounds it below the
+// tensor cores' rate. Q is read from shared memory per k step (its fragments in registers for both
+// tiles would push the accumulators, 192 registers, into spills: measured 2026-12-01).
+const FLASH_MT = 2;
+const FLASH_WARPS = 4;
+const FLASH_BM = FLASH_WARPS * 16 * FLASH_MT;
 const FLASH_BN = 64;
-export const FLASH_THREADS = 128;
-const FLASH_MIN_BLOCKS = 3;
+export const FLASH_THREADS = 32 * FLASH_WARPS;
+const FLASH_MIN_BLOCKS = 2;
 
 /** Whether the tile program runs this attention group: bf16 operands, equal head widths of 64 or 128, on bf16 tensor cores. */
 export function coversFlash(ops: readonly Op[], tensorCores: readonly string[] | undefined): boolean {
@@ -49,7 +60,7 @@ export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const NKV = k.type.shape[1]!.value!;
   const kb = g.kb;
   kb.kernel.minBlocks = FLASH_MIN_BLOCKS;
-  const { i, add, sub, mul, div, mod, lt, gt, and, or, sel } = K;
+  const { i, add, sub, mul, div, mod, lt, gt, or, sel } = K;
   const S = g.size(Sd!);
   const T = g.size(k.type.shape[2]!);
   const Tr = g.storageRows(k, 2);
@@ -77,43 +88,50 @@ export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
     const mi = kb.let("mi", div(lane, i(8)));
     const mr = kb.let("mr", mod(lane, i(8)));
     const off = kb.let("off", sub(T, S)); // query i sits at key position i + off
-    const r0 = kb.let("r0", add(add(q0, mul(warp, i(16))), gr));
-    const r1 = kb.let("r1", add(r0, i(8)));
+    const MT = FLASH_MT;
+    const tilesOf = (f: (mt: number) => void) => {
+      for (let mt = 0; mt < MT; mt++) f(mt);
+    };
+    // The thread's two rows of each of its warp's query tiles: local (in the workgroup's tile) and absolute.
+    const local = Array.from({ length: MT }, (_, mt) => kb.let("lrow", add(add(i(mt * FLASH_WARPS * 16), mul(warp, i(16))), gr)));
+    const rows = local.map((l) => {
+      const r0 = kb.let("r0", add(q0, l));
+      return [r0, kb.let("r1", add(r0, i(8)))] as const;
+    });
     const kBase = kb.let("kbase", mul(mul(add(mul(b, i(NKV)), grp), Tr), i(HD)));
     const vBase = kb.let("vbase", mul(mul(add(mul(b, i(NKV)), grp), TrV), i(HD)));
+    const Qs = kb.shared(kb.fresh("q_tile"), "u32", FLASH_BM * LDW);
     const Ks = kb.shared(kb.fresh("k_tile"), "u32", 2 * FLASH_BN * LDW);
     const Vs = kb.shared(kb.fresh("v_tile"), "u32", 2 * FLASH_BN * LDW);
 
-    // Q fragments (a0..a3 of each 16-wide k slice) from global memory, words of two bf16: rows r0
-    // and r1, columns kk 16 + 2 tq (+ 8); zeros past S.
-    const qa = kb.array("qa", "u32", (HD / 16) * 4);
-    // Word of row r's first pair of this thread (the row clamped into the queries), and word c / 2 past it.
-    const rows = [r0, r1].map((r) => ({ r, word: kb.let("qrow", add(mul(add(mul(bh, S), K.min(r, sub(S, i(1)))), i(HD / 2)), tq)) }));
-    const qWord = (row: { r: Expr; word: Expr }, c: number) => sel(lt(row.r, S), kb.loadWord(qb, add(row.word, i(c / 2))), K.lit(0, "u32"));
-    for (let kk = 0; kk < HD / 16; kk++) {
-      kb.store(qa, i(kk * 4 + 0), qWord(rows[0]!, kk * 16));
-      kb.store(qa, i(kk * 4 + 1), qWord(rows[1]!, kk * 16));
-      kb.store(qa, i(kk * 4 + 2), qWord(rows[0]!, kk * 16 + 8));
-      kb.store(qa, i(kk * 4 + 3), qWord(rows[1]!, kk * 16 + 8));
+    // Row r of a tile at lid / CH + p (threads / CH), chunk lid % CH (16 bytes); rows past the end are zeros.
+    const lr = kb.let("lr", div(kb.lid, i(CH)));
+    const lc = kb.let("lc", mod(kb.lid, i(CH)));
+    const RSTEP = FLASH_THREADS / CH;
+    // The Q tile, once (its own async-copy group, complete with the first K/V tile's).
+    const qRow0 = kb.let("qrow0", mul(bh, S));
+    for (let p = 0; p < FLASH_BM / RSTEP; p++) {
+      const r = add(lr, i(p * RSTEP));
+      const ok = kb.let("ok", lt(add(q0, r), S));
+      const src = add(mul(add(qRow0, sel(ok, add(q0, r), i(0))), i(HD)), mul(lc, i(8)));
+      kb.copy16(Qs, add(mul(r, i(LDW)), mul(lc, i(4))), qb, src, ok);
     }
-    const qFrag = (kk: number) => [0, 1, 2, 3].map((j) => kb.load(qa, i(kk * 4 + j), "u32"));
-    const o = kb.array("o", "f32", (HD / 8) * 4);
-    for (let j = 0; j < (HD / 8) * 4; j++) kb.store(o, i(j), K.f(0));
-    const m0 = kb.var("m0", K.f(-Infinity));
-    const m1 = kb.var("m1", K.f(-Infinity));
-    const l0 = kb.var("l0", K.f(0));
-    const l1 = kb.var("l1", K.f(0));
+    kb.copyCommit();
+
+    const o = kb.array("o", "f32", MT * (HD / 8) * 4);
+    for (let j = 0; j < MT * (HD / 8) * 4; j++) kb.store(o, i(j), K.f(0));
+    const oAt = (mt: number, d: number, j: number) => i((mt * (HD / 8) + d) * 4 + j);
+    // Running max and sum of each row (tile mt, half hh: rows r0 and r1).
+    const m = rows.map(() => [kb.var("m", K.f(-Infinity)), kb.var("m", K.f(-Infinity))] as const);
+    const l = rows.map(() => [kb.var("l", K.f(0)), kb.var("l", K.f(0))] as const);
     const lastQuery = kb.let("last_q", sub(K.min(S, add(q0, i(FLASH_BM))), i(1)));
     const kend = kb.let("kend", a.causal ? K.min(T, add(add(lastQuery, off), i(1))) : T);
     const nblocks = kb.let("nblocks", div(add(kend, i(FLASH_BN - 1)), i(FLASH_BN)));
 
-    // A K/V tile: row r of it at lid / CH + p (128 / CH), chunk lid % CH; rows past the keys are zeros.
-    const lr = kb.let("lr", div(kb.lid, i(CH)));
-    const lc = kb.let("lc", mod(kb.lid, i(CH)));
     const loadTile = (blk: Expr, buf: Expr) => {
       const j0 = kb.let("j0", mul(blk, i(FLASH_BN)));
-      for (let p = 0; p < (FLASH_BN * CH) / FLASH_THREADS; p++) {
-        const r = add(lr, i((p * FLASH_THREADS) / CH));
+      for (let p = 0; p < FLASH_BN / RSTEP; p++) {
+        const r = add(lr, i(p * RSTEP));
         const ok = kb.let("ok", lt(add(j0, r), T));
         const j = sel(ok, add(j0, r), i(0));
         const dst = add(mul(add(mul(buf, i(FLASH_BN)), r), i(LDW)), mul(lc, i(4)));
@@ -123,6 +141,8 @@ export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
       kb.copyCommit();
     };
     loadTile(i(0), i(0));
+    // Q's A fragments by ldmatrix: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) of the lane's tile.
+    const qRow = Array.from({ length: MT }, (_, mt) => kb.let("qrow", add(add(i(mt * FLASH_WARPS * 16), mul(warp, i(16))), add(mul(mod(mi, i(2)), i(8)), mr))));
     kb.loop("blk", i(0), nblocks, (blk) => {
       const buf = kb.let("buf", mod(blk, i(2)));
       kb.if(
@@ -134,109 +154,117 @@ export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
         () => kb.copyWait(0),
       );
       kb.barrier();
-      const sc = kb.array("s", "f32", (FLASH_BN / 8) * 4);
-      for (let j = 0; j < (FLASH_BN / 8) * 4; j++) kb.store(sc, i(j), K.f(0));
+      const sc = kb.array("s", "f32", MT * (FLASH_BN / 8) * 4);
+      const sAt = (mt: number, nt: number, j: number) => i((mt * (FLASH_BN / 8) + nt) * 4 + j);
+      for (let j = 0; j < MT * (FLASH_BN / 8) * 4; j++) kb.store(sc, i(j), K.f(0));
       // K fragments by ldmatrix: matrices (keys nt.., dims kk..), (keys nt.., dims kk+8..), (keys
-      // nt+8.., dims kk..), (keys nt+8.., dims kk+8..): b0, b1 of key tiles nt and nt + 1.
+      // nt+8.., dims kk..), (keys nt+8.., dims kk+8..): b0, b1 of key tiles nt and nt + 1; each
+      // feeds both of the warp's query tiles.
       const kRow = kb.let("krow", add(mul(buf, i(FLASH_BN)), add(mul(div(mi, i(2)), i(8)), mr)));
       for (let kk = 0; kk < HD / 16; kk++) {
-        const af = qFrag(kk);
+        const af = qRow.map((qr) => kb.ldsm("qf", Qs, add(mul(qr, i(LDW)), add(i(kk * 8), mul(div(mi, i(2)), i(4))))));
         for (let nt = 0; nt < FLASH_BN / 8; nt += 2) {
           const bf = kb.ldsm("kf", Ks, add(mul(add(kRow, i(nt * 8)), i(LDW)), add(i(kk * 8), mul(mod(mi, i(2)), i(4)))));
-          kb.mma("m16n8k16.bf16", sc, i(nt * 4), af, [bf[0]!, bf[1]!]);
-          kb.mma("m16n8k16.bf16", sc, i((nt + 1) * 4), af, [bf[2]!, bf[3]!]);
+          tilesOf((mt) => {
+            kb.mma("m16n8k16.bf16", sc, sAt(mt, nt, 0), af[mt]!, [bf[0]!, bf[1]!]);
+            kb.mma("m16n8k16.bf16", sc, sAt(mt, nt + 1, 0), af[mt]!, [bf[2]!, bf[3]!]);
+          });
         }
       }
       const j0 = kb.let("kj0", mul(blk, i(FLASH_BN)));
       // Only a tile past the keys' end or across the causal diagonal masks (the same for the whole
       // workgroup: every key of the other tiles is at most its first query's position).
       const masked = kb.let("masked", or(gt(add(j0, i(FLASH_BN)), T), a.causal ? gt(add(j0, i(FLASH_BN - 1)), add(q0, off)) : K.lit(0, "bool")));
-      // The last key each of the thread's rows sees.
-      const lim0 = kb.let("lim0", a.causal ? K.min(sub(T, i(1)), add(r0, off)) : sub(T, i(1)));
-      const lim1 = kb.let("lim1", a.causal ? K.min(sub(T, i(1)), add(r1, off)) : sub(T, i(1)));
-      const mx0 = kb.var("mx0", K.f(-Infinity));
-      const mx1 = kb.var("mx1", K.f(-Infinity));
       const scale = K.f(a.scale);
+      const LOG2E = K.f(Math.LOG2E);
       const rb = (x: Expr) => K.round("bf16", x);
-      for (let nt = 0; nt < FLASH_BN / 8; nt++)
-        for (let e = 0; e < 2; e++) {
-          const j = add(j0, add(i(nt * 8 + e), mul(tq, i(2))));
-          const v0 = kb.let("sa", sel(and(masked, gt(j, lim0)), K.f(-Infinity), rb(mul(rb(kb.load(sc, i(nt * 4 + e), "f32")), scale))));
-          const v1 = kb.let("sb", sel(and(masked, gt(j, lim1)), K.f(-Infinity), rb(mul(rb(kb.load(sc, i(nt * 4 + 2 + e), "f32")), scale))));
-          kb.store(sc, i(nt * 4 + e), v0);
-          kb.store(sc, i(nt * 4 + 2 + e), v1);
-          mx0.set(K.max(mx0.ref, v0));
-          mx1.set(K.max(mx1.ref, v1));
+      const cs: Expr[][] = [];
+      tilesOf((mt) => {
+        // The last key each of the thread's rows sees.
+        const lim = rows[mt]!.map((r) => kb.let("lim", a.causal ? K.min(sub(T, i(1)), add(r, off)) : sub(T, i(1))));
+        const mx = [kb.var("mx", K.f(-Infinity)), kb.var("mx", K.f(-Infinity))];
+        // The scores as the op table rounds them; the mask's compares only in the tiles that need them.
+        const score = (withMask: boolean) => {
+          for (let nt = 0; nt < FLASH_BN / 8; nt++)
+            for (let e = 0; e < 2; e++) {
+              const j = add(j0, add(i(nt * 8 + e), mul(tq, i(2))));
+              for (let hh = 0; hh < 2; hh++) {
+                const at = sAt(mt, nt, 2 * hh + e);
+                const sv = rb(mul(rb(kb.load(sc, at, "f32")), scale));
+                const v = kb.let("sv", withMask ? sel(gt(j, lim[hh]!), K.f(-Infinity), sv) : sv);
+                kb.store(sc, at, v);
+                mx[hh]!.set(K.max(mx[hh]!.ref, v));
+              }
+            }
+        };
+        kb.if(masked, () => score(true), () => score(false));
+        const base: Expr[] = [];
+        const c: Expr[] = [];
+        for (let hh = 0; hh < 2; hh++) {
+          for (const sh of [1, 2]) mx[hh]!.set(K.max(mx[hh]!.ref, { k: "shfl", t: "f32", a: mx[hh]!.ref, mask: sh }));
+          const mn = kb.let("mn", K.max(m[mt]![hh]!.ref, mx[hh]!.ref));
+          // A row that has seen no key yet (past S, or masked so far) keeps a finite base.
+          // exp(x - base) as 2^(x log2(e) - base log2(e)): one multiply-add and one instruction.
+          base.push(kb.let("base", mul(sel(K.eq(mn, K.f(-Infinity)), K.f(0), mn), LOG2E)));
+          c.push(kb.let("c", K.exp2(sub(mul(m[mt]![hh]!.ref, LOG2E), base[hh]!))));
+          m[mt]![hh]!.set(mn);
         }
-      for (const s of [1, 2]) {
-        mx0.set(K.max(mx0.ref, { k: "shfl", t: "f32", a: mx0.ref, mask: s }));
-        mx1.set(K.max(mx1.ref, { k: "shfl", t: "f32", a: mx1.ref, mask: s }));
-      }
-      const mn0 = kb.let("mn0", K.max(m0.ref, mx0.ref));
-      const mn1 = kb.let("mn1", K.max(m1.ref, mx1.ref));
-      // A row that has seen no key yet (past S, or masked so far) keeps a finite base.
-      const base0 = kb.let("base0", sel(K.eq(mn0, K.f(-Infinity)), K.f(0), mn0));
-      const base1 = kb.let("base1", sel(K.eq(mn1, K.f(-Infinity)), K.f(0), mn1));
-      const c0 = kb.let("c0", K.exp(sub(m0.ref, base0)));
-      const c1 = kb.let("c1", K.exp(sub(m1.ref, base1)));
-      const ls0 = kb.var("ls0", K.f(0));
-      const ls1 = kb.var("ls1", K.f(0));
-      for (let nt = 0; nt < FLASH_BN / 8; nt++)
-        for (let e = 0; e < 2; e++) {
-          const p0 = kb.let("p", K.exp(sub(kb.load(sc, i(nt * 4 + e), "f32"), base0)));
-          const p1 = kb.let("p", K.exp(sub(kb.load(sc, i(nt * 4 + 2 + e), "f32"), base1)));
-          kb.store(sc, i(nt * 4 + e), p0);
-          kb.store(sc, i(nt * 4 + 2 + e), p1);
-          ls0.set(add(ls0.ref, p0));
-          ls1.set(add(ls1.ref, p1));
+        const ls = [kb.var("ls", K.f(0)), kb.var("ls", K.f(0))];
+        for (let nt = 0; nt < FLASH_BN / 8; nt++)
+          for (let e = 0; e < 2; e++)
+            for (let hh = 0; hh < 2; hh++) {
+              const at = sAt(mt, nt, 2 * hh + e);
+              const pv = kb.let("p", K.exp2(sub(mul(kb.load(sc, at, "f32"), LOG2E), base[hh]!)));
+              kb.store(sc, at, pv);
+              ls[hh]!.set(add(ls[hh]!.ref, pv));
+            }
+        for (let hh = 0; hh < 2; hh++) {
+          for (const sh of [1, 2]) ls[hh]!.set(add(ls[hh]!.ref, { k: "shfl", t: "f32", a: ls[hh]!.ref, mask: sh }));
+          l[mt]![hh]!.set(add(mul(l[mt]![hh]!.ref, c[hh]!), ls[hh]!.ref));
         }
-      for (const s of [1, 2]) {
-        ls0.set(add(ls0.ref, { k: "shfl", t: "f32", a: ls0.ref, mask: s }));
-        ls1.set(add(ls1.ref, { k: "shfl", t: "f32", a: ls1.ref, mask: s }));
-      }
-      l0.set(add(mul(l0.ref, c0), ls0.ref));
-      l1.set(add(mul(l1.ref, c1), ls1.ref));
-      m0.set(mn0);
-      m1.set(mn1);
-      for (let d = 0; d < HD / 8; d++) {
-        kb.store(o, i(d * 4 + 0), mul(kb.load(o, i(d * 4 + 0), "f32"), c0));
-        kb.store(o, i(d * 4 + 1), mul(kb.load(o, i(d * 4 + 1), "f32"), c0));
-        kb.store(o, i(d * 4 + 2), mul(kb.load(o, i(d * 4 + 2), "f32"), c1));
-        kb.store(o, i(d * 4 + 3), mul(kb.load(o, i(d * 4 + 3), "f32"), c1));
-      }
+        cs.push(c);
+      });
+      tilesOf((mt) => {
+        for (let d = 0; d < HD / 8; d++)
+          for (let j = 0; j < 4; j++) kb.store(o, oAt(mt, d, j), mul(kb.load(o, oAt(mt, d, j), "f32"), cs[mt]![j >> 1]!));
+      });
       // P V: P's A fragments from the probabilities (key slice kk: key tiles 2 kk and 2 kk + 1); V
       // fragments by ldmatrix.trans: matrices (keys kk.., dims d..), (keys kk+8.., dims d..), (keys
-      // kk.., dims d+8..), (keys kk+8.., dims d+8..): b0, b1 of dim tiles d and d + 1.
+      // kk.., dims d+8..), (keys kk+8.., dims d+8..): b0, b1 of dim tiles d and d + 1, each feeding
+      // both query tiles.
       const vRow = kb.let("vrow", add(mul(buf, i(FLASH_BN)), add(mul(mod(mi, i(2)), i(8)), mr)));
-      const p = (t: number, j: number) => kb.load(sc, i(t * 4 + j), "f32");
+      const pr = (mt: number, t: number, j: number) => kb.load(sc, sAt(mt, t, j), "f32");
       for (let kk = 0; kk < FLASH_BN / 16; kk++) {
-        const pa = [K.pack(p(2 * kk, 0), p(2 * kk, 1)), K.pack(p(2 * kk, 2), p(2 * kk, 3)), K.pack(p(2 * kk + 1, 0), p(2 * kk + 1, 1)), K.pack(p(2 * kk + 1, 2), p(2 * kk + 1, 3))].map((w) =>
-          kb.let("pa", w),
+        const pa = Array.from({ length: MT }, (_, mt) =>
+          [K.pack(pr(mt, 2 * kk, 0), pr(mt, 2 * kk, 1)), K.pack(pr(mt, 2 * kk, 2), pr(mt, 2 * kk, 3)), K.pack(pr(mt, 2 * kk + 1, 0), pr(mt, 2 * kk + 1, 1)), K.pack(pr(mt, 2 * kk + 1, 2), pr(mt, 2 * kk + 1, 3))].map((w) =>
+            kb.let("pa", w),
+          ),
         );
         for (let d = 0; d < HD / 8; d += 2) {
           const bf = kb.ldsm("vf", Vs, add(mul(add(vRow, i(kk * 16)), i(LDW)), add(i(d * 4), mul(div(mi, i(2)), i(4)))), true);
-          kb.mma("m16n8k16.bf16", o, i(d * 4), pa, [bf[0]!, bf[1]!]);
-          kb.mma("m16n8k16.bf16", o, i((d + 1) * 4), pa, [bf[2]!, bf[3]!]);
+          tilesOf((mt) => {
+            kb.mma("m16n8k16.bf16", o, oAt(mt, d, 0), pa[mt]!, [bf[0]!, bf[1]!]);
+            kb.mma("m16n8k16.bf16", o, oAt(mt, d + 1, 0), pa[mt]!, [bf[2]!, bf[3]!]);
+          });
         }
       }
       kb.barrier(); // this buffer is the next iteration's load target but one
     });
 
-    // Rows r0 and r1, columns d 8 + 2 tq (+ 1), normalized by their sums; [B, S, heads, d] when
-    // the group transposes the result, else [B, heads, S, d].
-    const inv0 = kb.let("inv0", sel(gt(l0.ref, K.f(0)), K.div(K.f(1), l0.ref), K.f(0)));
-    const inv1 = kb.let("inv1", sel(gt(l1.ref, K.f(0)), K.div(K.f(1), l1.ref), K.f(0)));
+    // Rows r0 and r1 of each tile, columns d 8 + 2 tq (+ 1), normalized by their sums; [B, S, heads,
+    // d] when the group transposes the result, else [B, heads, S, d].
     const rowAt = (r: Expr) => (transposed ? mul(add(mul(add(mul(b, S), r), i(NH)), h), i(HD)) : mul(add(mul(bh, S), r), i(HD)));
-    for (const [r, inv, hh] of [
-      [r0, inv0, 0],
-      [r1, inv1, 2],
-    ] as const) {
-      kb.if(lt(r, S), () => {
-        const at = kb.let("orow", rowAt(r));
-        for (let d = 0; d < HD / 8; d++)
-          for (let c = 0; c < 2; c++) kb.store(ob, add(at, add(i(d * 8 + c), mul(tq, i(2)))), mul(kb.load(o, i(d * 4 + hh + c), "f32"), inv));
-      });
-    }
+    tilesOf((mt) => {
+      for (let hh = 0; hh < 2; hh++) {
+        const r = rows[mt]![hh]!;
+        const inv = kb.let("inv", sel(gt(l[mt]![hh]!.ref, K.f(0)), K.div(K.f(1), l[mt]![hh]!.ref), K.f(0)));
+        kb.if(lt(r, S), () => {
+          const at = kb.let("orow", rowAt(r));
+          for (let d = 0; d < HD / 8; d++)
+            for (let c = 0; c < 2; c++) kb.store(ob, add(at, add(i(d * 8 + c), mul(tq, i(2)))), mul(kb.load(o, oAt(mt, d, 2 * hh + c), "f32"), inv));
+        });
+      }
+    });
   });
   kb.copyWait(0);
   // Workgroups: tiles x heads, tiles = ceil(S / BM) <= (S + BM - 1) / BM (the extra ones exit).

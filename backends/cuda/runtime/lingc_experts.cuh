@@ -5,13 +5,17 @@
 // lingc (one translation unit), after the parts listed before it there. Not a standalone header.
 
 /**
- * Expert GEMV for the few rows experts get while decoding. Each warp owns one output column o and
- * reads that column's weight row once per group of up to four rows (VEC: eight elements per lane per
- * load, so a warp moves 512 contiguous bytes of bf16 at a time). Two grids: BY_ROW (block per (o-tile,
- * row), for a handful of rows) or by expert (block per (o-tile, expert), blocks of idle experts exit).
- * With SWIGLU, gate and up are read together and the result is silu(g) * u, rounded as HF rounds.
+ * Expert GEMV for the few rows experts get while decoding. Each warp owns CPW output columns and
+ * reads each column's weight row once per group of up to four rows (VEC: eight elements per lane per
+ * load, so a warp moves 512 contiguous bytes of bf16 a row at a time). Two grids: BY_ROW (block per
+ * (o-tile, row), for a handful of rows) or by expert (block per (o-tile, expert), blocks of idle
+ * experts exit). With SWIGLU, gate and up are read together and the result is silu(g) * u, rounded
+ * as HF rounds. CPW > 1 for short rows (the down projection's 512 elements: 1 KB a row): with one
+ * column a warp each block read 8 KB and the kernel ran at the rate blocks start (1.6 TB/s at decode
+ * batch 32 on the H200), not at the memory's; CPW rows' loads are in flight together. A column's sum
+ * is the same with any CPW (the same lanes, the same order).
  */
-template <typename T, bool SWIGLU, bool VEC, bool BY_ROW>
+template <typename T, bool SWIGLU, bool VEC, bool BY_ROW, int CPW = 1>
 __global__ void __launch_bounds__(256) expert_gemv(const T* __restrict__ x, const int* __restrict__ order, int k, const T* __restrict__ wg, const T* __restrict__ wu,
                                                    const int* __restrict__ offsets, T* __restrict__ out, int E, long O, long I) {
   pdl_enter();
@@ -27,56 +31,81 @@ __global__ void __launch_bounds__(256) expert_gemv(const T* __restrict__ x, cons
     if (lo >= hi) return;
   }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const long o = (long)blockIdx.x * 8 + warp;
-  if (o >= O) return;
-  const T* rg = wg + ((long)e * O + o) * I;
-  const T* ru = SWIGLU ? wu + ((long)e * O + o) * I : nullptr;
+  const long o0 = ((long)blockIdx.x * 8 + warp) * CPW;
+  if (o0 >= O) return;
+  const int nc = (int)min((long)CPW, O - o0);
+  const T* rg[CPW];
+  const T* ru[CPW];
+#pragma unroll
+  for (int cc = 0; cc < CPW; ++cc) {
+    const long o = o0 + min(cc, nc - 1);  // past O: the last column again, not stored
+    rg[cc] = wg + ((long)e * O + o) * I;
+    ru[cc] = SWIGLU ? wu + ((long)e * O + o) * I : nullptr;
+  }
   for (int r0 = lo; r0 < hi; r0 += 4) {
     const int nr = min(4, hi - r0);
     long xr[4];
     for (int j = 0; j < 4; ++j) xr[j] = j < nr ? (long)(order ? order[r0 + j] / k : r0 + j) * I : 0;
-    float ag[4] = {0, 0, 0, 0}, au[4] = {0, 0, 0, 0};
+    float ag[CPW][4], au[CPW][4];
+#pragma unroll
+    for (int cc = 0; cc < CPW; ++cc)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) ag[cc][j] = au[cc][j] = 0.f;
     if (VEC) {
 #pragma unroll 4
       for (long c = lane * 8; c < I; c += 256) {
-        float g[8], u[8], xv[8];
-        load8(rg, c, g);
-        if (SWIGLU) load8(ru, c, u);
+        float g[CPW][8], u[CPW][8], xv[8];
+#pragma unroll
+        for (int cc = 0; cc < CPW; ++cc) {
+          load8(rg[cc], c, g[cc]);
+          if (SWIGLU) load8(ru[cc], c, u[cc]);
+        }
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           if (j < nr) {
             load8(x, xr[j] + c, xv);
 #pragma unroll
-            for (int t = 0; t < 8; ++t) {
-              ag[j] += g[t] * xv[t];
-              if (SWIGLU) au[j] += u[t] * xv[t];
-            }
+            for (int cc = 0; cc < CPW; ++cc)
+#pragma unroll
+              for (int t = 0; t < 8; ++t) {
+                ag[cc][j] += g[cc][t] * xv[t];
+                if (SWIGLU) au[cc][j] += u[cc][t] * xv[t];
+              }
           }
         }
       }
     } else {
       for (long c = lane; c < I; c += 32) {
-        const float g = ld(rg, c);
-        const float u = SWIGLU ? ld(ru, c) : 0.f;
+        float g[CPW], u[CPW];
+#pragma unroll
+        for (int cc = 0; cc < CPW; ++cc) {
+          g[cc] = ld(rg[cc], c);
+          u[cc] = SWIGLU ? ld(ru[cc], c) : 0.f;
+        }
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           if (j < nr) {
             const float xv = ld(x, xr[j] + c);
-            ag[j] += g * xv;
-            if (SWIGLU) au[j] += u * xv;
+#pragma unroll
+            for (int cc = 0; cc < CPW; ++cc) {
+              ag[cc][j] += g[cc] * xv;
+              if (SWIGLU) au[cc][j] += u[cc] * xv;
+            }
           }
         }
       }
     }
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float g = rnd<T>(warp_sum(ag[j]));
-      const float u = SWIGLU ? rnd<T>(warp_sum(au[j])) : 0.f;
-      if (lane == 0 && j < nr) {
-        const float y = SWIGLU ? rnd<T>(rnd<T>(g / (1.f + __expf(-g))) * u) : g;
-        st(out, (long)(r0 + j) * O + o, y);
+    for (int cc = 0; cc < CPW; ++cc)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float g = rnd<T>(warp_sum(ag[cc][j]));
+        const float u = SWIGLU ? rnd<T>(warp_sum(au[cc][j])) : 0.f;
+        if (lane == 0 && j < nr && cc < nc) {
+          const float y = SWIGLU ? rnd<T>(rnd<T>(g / (1.f + __expf(-g))) * u) : g;
+          st(out, (long)(r0 + j) * O + o0 + cc, y);
+        }
       }
-    }
   }
 }
 

@@ -1332,19 +1332,25 @@ void Ctx::expert_gemv(int x, int order, int k, int wg, int wu, int offsets, int 
   const bool swiglu = wu >= 0;
   const int* ord = order >= 0 ? (const int*)ptr(order) : nullptr;
   // by_row: a block per row; else a block per expert, reading each weight row once for its rows.
-  const dim3 g((unsigned)((O + 7) / 8), (unsigned)(by_row ? rows : E));
-#define LINGC_GEMV(T, SW, V, R) CK(launch_pdl(stream, lingc::expert_gemv<T, SW, V, R>, g, 256, 0, (const T*)ptr(x), ord, k, (const T*)ptr(wg), swiglu ? (const T*)ptr(wu) : nullptr, (const int*)ptr(offsets), (T*)ptr(out), (int)E, O, I))
+  // Columns a warp: about 8 KB of weights a warp (4 for the down projection's 1 KB rows).
+  const long row_bytes = I * (long)dtype_bytes(dtype(out)) * (swiglu ? 2 : 1);
+  const int cpw = !vec ? 1 : row_bytes <= 2048 ? 4 : row_bytes <= 4096 ? 2 : 1;  // (the scalar-load form: one)
+  const dim3 g((unsigned)((O + 8 * cpw - 1) / (8 * cpw)), (unsigned)(by_row ? rows : E));
+#define LINGC_GEMV_C(T, SW, V, R, C) CK(launch_pdl(stream, lingc::expert_gemv<T, SW, V, R, C>, g, 256, 0, (const T*)ptr(x), ord, k, (const T*)ptr(wg), swiglu ? (const T*)ptr(wu) : nullptr, (const int*)ptr(offsets), (T*)ptr(out), (int)E, O, I))
+#define LINGC_GEMV(T, SW, V, R) \
+  do { if (cpw == 4) LINGC_GEMV_C(T, SW, V, R, 4); else if (cpw == 2) LINGC_GEMV_C(T, SW, V, R, 2); else LINGC_GEMV_C(T, SW, V, R, 1); } while (0)
 #define LINGC_GEMV_T(T)                                                                          \
   if (swiglu) {                                                                                  \
     if (vec) { if (by_row) LINGC_GEMV(T, true, true, true); else LINGC_GEMV(T, true, true, false); }     \
-    else { if (by_row) LINGC_GEMV(T, true, false, true); else LINGC_GEMV(T, true, false, false); }       \
+    else { if (by_row) LINGC_GEMV_C(T, true, false, true, 1); else LINGC_GEMV_C(T, true, false, false, 1); }       \
   } else {                                                                                       \
     if (vec) { if (by_row) LINGC_GEMV(T, false, true, true); else LINGC_GEMV(T, false, true, false); }   \
-    else { if (by_row) LINGC_GEMV(T, false, false, true); else LINGC_GEMV(T, false, false, false); }     \
+    else { if (by_row) LINGC_GEMV_C(T, false, false, true, 1); else LINGC_GEMV_C(T, false, false, false, 1); }     \
   }
   if (dtype(out) == DT_BF16) { LINGC_GEMV_T(__nv_bfloat16) } else { LINGC_GEMV_T(float) }
 #undef LINGC_GEMV_T
 #undef LINGC_GEMV
+#undef LINGC_GEMV_C
   launched("expert_gemv");
 }
 

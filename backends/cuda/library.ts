@@ -91,7 +91,7 @@ function expertCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
     rows = gate.operands[0]!.type.shape[0]!;
   }
   // The grouped GEMM tile program: a generated kernel (the kernel template of that name).
-  if (choice.kernel === "grouped_gemm") return c.generated(choice.kernel);
+  if (choice.kernel === "grouped_gemm" || choice.kernel === "grouped_gemv" || choice.kernel === "grouped_gemv_rows") return c.generated(choice.kernel);
   const [E, O, I] = wg.type.shape.map((d) => d.value!) as [number, number, number];
   const args = `${c.slot(x)}, ${order}, ${k}, ${c.slot(wg)}, ${wu}, ${c.slot(offsets)}, ${c.slot(out)}, ${c.dim(rows)}, ${E}L, ${O}L, ${I}L`;
   if (choice.kernel === "expert_gemv") return `c.expert_gemv(${args}, ${p(choice, "by_row") ? "true" : "false"}, ${p(choice, "vec") ? "true" : "false"});`;

@@ -145,6 +145,14 @@ export class CudaRenderer {
         case "copyWait":
           out.push(`${indent}asm volatile("cp.async.wait_group %0;\\n" :: "n"(${s.pending}));`);
           break;
+        case "load16": {
+          const v = `${s.names[0]}_v16`;
+          out.push(
+            `${indent}const uint4 ${v} = *reinterpret_cast<const uint4*>(reinterpret_cast<const unsigned int*>(${s.buf}) + (${this.expr(s.idx)}));`,
+            `${indent}const unsigned ${s.names.map((n, j) => `${n} = ${v}.${"xyzw"[j]}`).join(", ")};`,
+          );
+          break;
+        }
         case "ldsm":
           out.push(
             `${indent}unsigned ${s.names.join(", ")};`,

@@ -81,6 +81,12 @@ export type Stmt =
    * A tile or two 8x32 B tiles (row-major rows of 16 bytes).
    */
   | { k: "ldsm"; names: string[]; src: string; idx: Expr; trans?: boolean }
+  /**
+   * Words idx .. idx + 3 of bf16 buffer `buf` (eight values, 16 bytes; idx a multiple of 4) into the
+   * u32 lets `names`: one vector load where the target has them (CUDA), so that a lane keeps 16
+   * bytes in flight per load (a GEMV's weight rows).
+   */
+  | { k: "load16"; names: string[]; buf: string; idx: Expr }
   /** acc[at .. at+3] += A . B on the warp's fragments (a: 4 u32 words, b: 2; see MmaShape). */
   | { k: "mma"; shape: MmaShape; acc: string; at: Expr; a: Expr[]; b: Expr[] }
   /**
@@ -414,6 +420,15 @@ export class KernelBuilder {
   ldsm(base: string, src: string, idx: Expr, trans = false): Expr[] {
     const names = [0, 1, 2, 3].map(() => this.fresh(base));
     this.emit({ k: "ldsm", names, src, idx, ...(trans ? { trans } : {}) });
+    return names.map((name) => ({ k: "ref", t: "u32", name }) as Expr);
+  }
+
+  /** Four words of bf16 buffer `buf` from word `idx` (a multiple of 4; see the load16 statement): take the values with K.half. */
+  load16(base: string, buf: string, idx: Expr): Expr[] {
+    const b = this.kernel.buffers.find((x) => x.name === buf);
+    if (b?.elem !== "bf16") throw new Error(`kir: load16 reads bf16 buffers, not ${buf}`);
+    const names = [0, 1, 2, 3].map(() => this.fresh(base));
+    this.emit({ k: "load16", names, buf, idx });
     return names.map((name) => ({ k: "ref", t: "u32", name }) as Expr);
   }
 

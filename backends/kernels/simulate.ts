@@ -274,6 +274,23 @@ class WarpRun {
           }
           break;
         }
+        case "load16": {
+          const idx = this.eval(s.idx, m);
+          const b = this.buffers[s.buf]!;
+          s.names.forEach((name, j) => {
+            this.vars.set(
+              name,
+              this.vec((l) => {
+                if (idx[l]! % 4 !== 0) throw new Error(`simulate ${this.k.name}: load16 of ${s.buf} at word ${idx[l]}, not 16-byte aligned`);
+                const i = 2 * (idx[l]! + j);
+                if (i < 0 || i + 1 >= b.length) throw new Error(`simulate ${this.k.name}: word ${idx[l]! + j} of ${s.buf} is out of bounds`);
+                return u32(b[i]! | (b[i + 1]! << 16));
+              }, m),
+            );
+            this.types.set(name, "u32");
+          });
+          break;
+        }
         case "ldsm": {
           const addr = this.eval(s.idx, new Array<boolean>(W).fill(true));
           const src = this.sharedOf(s.src).a;

@@ -130,6 +130,10 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
       case "copyCommit":
       case "copyWait":
         break;
+      case "load16":
+        // No 16-byte loads into registers in WGSL: four words.
+        s.names.forEach((n, j) => out.push(`${indent}let ${n} = ${split.has(s.buf) ? `load_${s.buf}(${expr(s.idx)} + ${j}i)` : `${s.buf}[${expr(s.idx)} + ${j}i]`};`));
+        break;
       case "ldsm":
         throw new Error("kir: WGSL has no ldmatrix (a tensor-core tile program runs on CUDA only)");
       case "mma":

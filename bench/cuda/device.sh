@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -547,6 +547,33 @@ flashtile)
     /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 10 | grep seq
     /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -m2 "attention"
   done
+  ;;
+gemvtile)
+  # Decode's bf16 expert GEMVs as kir programs (--prefer expert:grouped_gemv: backends/kernels/gen/grouped-gemv.ts)
+  # against the interpreter on decode-sized expert modules (bench/cuda/expert_check.py: by row, T=1; by
+  # expert, T=2; column and step tails), sanitized, then Ling-mini decode with them and with the
+  # runtime's expert_gemv (speed; per-kernel times of the experts at batch 32).
+  GV="--prefer expert:grouped_gemv"
+  for cfg in "1 512 264" "2 512 256" "8 2048 512"; do
+    set -- $cfg; D=/tmp/gv$1; mkdir -p $D
+    EXPERT_T=$1 EXPERT_H=$2 EXPERT_F=$3 python3 bench/cuda/expert_check.py make $D || exit 1
+    R="$D/e.lir --weights $D/w.safetensors --input $D/e.safetensors"
+    $L run $R --backend interp --out $D/interp.safetensors >/dev/null || exit 1
+    $L run $R --backend cuda $GV --out $D/gv.safetensors >/dev/null || exit 1
+    echo "== T=$1 H=$2 F=$3: grouped_gemv vs interp"; python3 bench/cuda/expert_check.py compare $D/gv.safetensors $D/interp.safetensors 0.0156
+    EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
+    for tool in memcheck racecheck; do
+      compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $D/w.safetensors --graph e --input $D/e.safetensors --out $D/s.safetensors > "$OUT/san-gv$1-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-gv$1-$tool.txt"
+    done
+  done
+  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
+  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $GV --out /tmp/mini-gv >/dev/null && (cd /tmp/mini-gv && make -j16 >/dev/null) || exit 1
+  for round in 1 2; do
+    for m in mini mini-gv; do
+      echo "== $m, round $round"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048,32x2048 --repeats 10 | grep -o '"graph_ms_per_step": [0-9.]*'
+    done
+  done
+  for m in mini mini-gv; do echo "== $m profile, decode 32x2048"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 32x2048 --repeats 2 --profile 2>&1 >/dev/null | grep -E "swiglu \(|grouped_linear"; done
   ;;
 profile)
   # Per-kernel times (events between launches, no CUDA graph) of one prefill and of one decode step.

@@ -217,6 +217,13 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       ];
       // The tile program covers every size it is chosen for: the loop after it is only reachable by preference.
       if (tiles && !opts.prefer?.has("expert")) all = all.filter((c) => c.kernel !== "expert_loop");
+      // prefer=expert:grouped_gemv: the generated GEMVs (backends/kernels/gen/grouped-gemv.ts, the
+      // runtime GEMV's two grids written in the kernel language) in expert_gemv's places, at the
+      // same sizes; by preference only until they have been measured against it on the GPU.
+      if (tiles && opts.prefer?.get("expert") === "grouped_gemv") {
+        const gemv = [...(E >= 4 ? [choice("grouped_gemv_rows", [le(rows, Math.floor(E / 4))])] : []), choice("grouped_gemv", [le(rows, 4 * E)]), choice("grouped_gemm")];
+        return { lowering: kind, dispatch: settle(gemv) };
+      }
       break;
     }
     case "moe_dispatch": {

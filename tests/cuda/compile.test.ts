@@ -237,6 +237,21 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "bf16"), "model.cu"]);
   }, 300_000);
 
+  it("--prefer expert:grouped_gemv: decode's bf16 expert GEMVs generated from the kernel language (by row, by expert, then the tile program), 16-byte loads, and it compiles", async () => {
+    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--prefer", "expert:grouped_gemv", "--out", join(dir, "gemv"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "gemv", "model.cu"), "utf8");
+    expect(src).not.toMatch(/c\.expert_gemv\(/);
+    // ling-small: 16 experts, 4 a token: by row up to 4 rows (a workgroup per row and 32 of the 128
+    // columns: four a warp), by expert up to 64 (16 experts x 4 column tiles), the tile program beyond.
+    expect(src).toMatch(/ if \(\(\(4L\*B\*S\)\) <= \(4L\)\) \{ const long n_ = \(16L\*B\*S\);[^\n]*c\.launch\(k_swiglu_\d+,[^\n]*\n\s*else if \(\(\(4L\*B\*S\)\) <= \(64L\)\) \{ const long n_ = 64L;[^\n]*c\.launch\(k_swiglu_\d+,/);
+    const gemvs = [...kernelsNamed(src, "k_swiglu"), ...kernelsNamed(src, "k_grouped_linear")].filter((k) => k.includes("const uint4 "));
+    // SwiGLU and down, each by row and by expert, in each graph (forward, decode).
+    expect(gemvs.length).toBeGreaterThanOrEqual(4);
+    for (const k of gemvs) expect(k).toContain("__shfl_xor_sync");
+    await expectCompiles([join(dir, "gemv"), "model.cu"]);
+  }, 300_000);
+
   it("bf16 on warp MMAs (LINGC_BF16_TILE=bm,bn,wm,wn,stages): mma.sync tiles, dynamic shared memory past 48 KB, and it compiles", async () => {
     const { src, tiles } = await warpTiles("128,128,64,64,3", join(dir, "mma"));
     for (const tile of tiles) {
@@ -259,7 +274,7 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "bk64"), "model.cu"]);
   }, 300_000);
 
-  it("prefill attention is a tile program (flash_tile, the default past decode sizes): mma.sync on transposed V fragments, three blocks a multiprocessor, and it compiles", async () => {
+  it("prefill attention is a tile program (flash_tile, the default past decode sizes): mma.sync on transposed V fragments, two query tiles a warp, two blocks a multiprocessor, and it compiles", async () => {
     const lir = join(dir, "att.lir");
     writeFileSync(
       lir,

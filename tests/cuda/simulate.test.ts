@@ -260,6 +260,28 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(got, want)).toBeLessThan(1e-5);
   });
 
+  it.each([
+    // By row (4 rows, at most a quarter of 16 experts); gate/up rows of 2 x 256 bf16 (1 KB: four
+    // columns a warp), one 256-element step; down rows of 264 (a partial second step).
+    ["grouped_gemv_rows", [2, 256, 264, 16, 2], [3, 9, 9, 15]],
+    // By expert: 10 rows over 4 experts (expert 1 has 5: two groups of up to four), expert 0 none;
+    // gate/up rows of 2 x 256 (1 KB), the down rows' 40 outputs not a multiple of a warp's columns
+    // x 8 warps; the input rows of 256 (one step).
+    ["grouped_gemv", [5, 40, 256, 4, 2], [1, 2, 1, 3, 1, 2, 1, 3, 1, 2]],
+  ] as const)("the bf16 expert GEMVs (%s: 16-byte loads, four columns a warp, SwiGLU through the token gather) against the interpreter", (template, dims, ids) => {
+    const [T, H, F, E, K] = dims;
+    const text = expertModule("bf16", [T, H, F, E, K]);
+    const r = rng(55);
+    const t = (shape: number[], scale = 1) => random("bf16", r, shape, scale);
+    const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], [...ids]), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
+    const weights = { gate: t([E, F, H], 0.2), up: t([E, F, H], 0.2), down: t([E, H, F], 0.2) };
+    const { got, want } = runGenerated(text, inputs, weights, LIMITS, "", (ops) => (ops.some((o) => o.opName === "grouped_linear") ? template : undefined))["y"]!;
+    expect(kernels.filter((k) => JSON.stringify(k.kernel.body).includes('"load16"')).length).toBe(2); // SwiGLU and down
+    // bf16 results: a sum in another order can round a bf16 step the other way (expert_check.py's tolerance).
+    expect(relError(got, want)).toBeLessThan(2 ** -6);
+    expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.1); // (the same sums in the interpreter's order may well be exact)
+  });
+
   it("decode's FP8 kernels (a warp per column): the by-row grouped expert GEMV and the dense GEMV, activations quantized per token", () => {
     // 2 tokens x 2 experts of 16: 4 rows, at most a quarter of the experts (the dispatch's GEMV case).
     const [T, H, F, E, K, O] = [2, 256, 128, 16, 2, 96];

@@ -24,6 +24,7 @@ import { linearSimtKernel, linearSimtPlan } from "./linear-simt";
 import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointwiseGemv } from "./pointwise";
 import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
 import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attention";
+import { coversGroupedGemv, GROUPED_GEMV_THREADS, groupedGemvKernel } from "./grouped-gemv";
 import { routerKernel, routerWorkgroup } from "./router";
 
 export type { GeneratedKernel, GenLimits } from "./context";
@@ -150,6 +151,18 @@ const TEMPLATES: readonly Template[] = [
       const tile = gemmTile(limits, "bf16");
       return tile.wgmma ? groupedGemmWgmmaKernel(gen(gemmTileThreads(tile)), ops) : groupedGemmKernel(gen(gemmTileThreads(tile)), ops, "bf16");
     },
+  },
+  {
+    // The bf16 experts for few rows (decode; only when a dispatch names them: listed after
+    // grouped_gemm): a warp per few output columns, by row or by expert (CUDA).
+    name: "grouped_gemv_rows",
+    covers: coversGroupedGemv,
+    generate: (gen, ops) => groupedGemvKernel(gen(GROUPED_GEMV_THREADS), ops, true),
+  },
+  {
+    name: "grouped_gemv",
+    covers: coversGroupedGemv,
+    generate: (gen, ops) => groupedGemvKernel(gen(GROUPED_GEMV_THREADS), ops, false),
   },
   {
     // The same for few rows (decode; chosen by the step's dispatch): a warp per output column (CUDA).

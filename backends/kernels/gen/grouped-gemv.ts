@@ -1,0 +1,144 @@
+/**
+ * The routed experts' bf16 matmuls for few rows (decode), the kernel language's form of the
+ * runtime's hand-written `expert_gemv`: a warp owns CPW output columns and reads each column's
+ * weight row once per group of up to four of its expert's rows, eight elements a lane per 16-byte
+ * load (kir load16: a warp moves 512 contiguous bytes of a row at a time), the lanes' partial sums
+ * added by warp shuffles. SwiGLU: gate and up rows are read together and the step's elementwise ops
+ * (op-table formulas) make the output. Rows are read through the step's token gather when it has
+ * one. Two grids, as the runtime's:
+ *   - by row (`grouped_gemv_rows`): a workgroup per (row, column tile), the row's expert found by a
+ *     search of the offsets; for rows fewer than a quarter of the experts (batch-1 decode), where a
+ *     workgroup per expert would mostly start idle;
+ *   - by expert (`grouped_gemv`): a workgroup per (expert, column tile), its rows in groups of four,
+ *     so each weight row is read once however many rows the expert has; workgroups of idle experts
+ *     exit.
+ * CPW: four columns a warp for rows up to 2 KB, two up to 4 KB, else one (the runtime's choice,
+ * measured on the H200: with one column a warp the down projection's 1 KB rows ran at the rate
+ * workgroups start).
+ */
+import type { Op, Value } from "../../../ir/module";
+import { attrsOf, OPS } from "../../../ir/ops";
+import { Dim } from "../../../ir/dim";
+import { LingcError } from "../../../ir/errors";
+import * as K from "../kir";
+import type { Expr } from "../kir";
+import type { Gen, GeneratedKernel, GenLimits } from "./context";
+import { expertOfRow } from "./experts";
+import { applyEpilogue, groupedMatmuls } from "./grouped-gemm";
+
+const WARPS = 8;
+export const GROUPED_GEMV_THREADS = WARPS * 32;
+/** Elements a lane reads per load (16 bytes of bf16), and a warp per step. */
+const LANE = 8;
+const STEP = 32 * LANE;
+/** Rows whose sums a warp keeps at once (the weight row read once for them). */
+const ROWS = 4;
+/** Steps of a row unrolled together (the runtime kernel's unroll). */
+const UNROLL = 4;
+
+/** The step's grouped bf16 matmuls (through the token gather, if any) on a warp-synchronous target, with rows of a multiple of 8 elements. */
+export function coversGroupedGemv(ops: readonly Op[], limits: GenLimits | undefined): boolean {
+  if (limits?.warpSize !== 32) return false;
+  const m = groupedMatmuls(ops);
+  if (!m) return false;
+  const src = m.permute ? m.permute.operands[0]! : m.gate.operands[0]!;
+  return (
+    src.type.dtype === "bf16" &&
+    !src.type.quant &&
+    [m.gate, ...(m.up ? [m.up] : [])].every((gl) => {
+      const w = gl.operands[1]!;
+      return w.type.dtype === "bf16" && !w.type.quant && gl.operands[0]!.type.dtype === "bf16" && w.type.shape[2]!.value! % LANE === 0;
+    })
+  );
+}
+
+/** Output columns a warp (see the file's comment). */
+export function gemvColumnsPerWarp(rowBytes: number): number {
+  return rowBytes <= 2048 ? 4 : rowBytes <= 4096 ? 2 : 1;
+}
+
+export function groupedGemvKernel(g: Gen, ops: readonly Op[], byRow: boolean): GeneratedKernel {
+  const m = groupedMatmuls(ops);
+  if (!m) throw new LingcError("grouped GEMV: the step is not a grouped matmul");
+  const { gate, up, permute, epilogue } = m;
+  const kb = g.kb;
+  const [x, w, offsets] = gate.operands as [Value, Value, Value];
+  const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
+  if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`grouped GEMV: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
+  const [E, O, I] = w.type.shape.map((d) => d.value!) as [number, number, number];
+  const rowsDim = x.type.shape[0]!;
+  const src = permute ? permute.operands[0]! : x;
+  const xb = g.buf(src);
+  const order = permute ? g.buf(permute.operands[1]!) : undefined;
+  const topK = permute ? attrsOf(OPS.moe_permute, permute).k : 1;
+  const mats = [gate, ...(up ? [up] : [])].map((gl) => ({ buf: g.buf(gl.operands[1]!), result: gl.results[0]! }));
+  const offb = g.buf(offsets);
+  const ob = g.buf(out);
+  const CPW = gemvColumnsPerWarp(I * 2 * mats.length);
+  const { i, add, sub, mul, div, mod, lt, min } = K;
+  const blocks = Math.ceil(O / (WARPS * CPW));
+  const warp = kb.let("warp", div(kb.lid, i(32)));
+  const lane = kb.let("lane", mod(kb.lid, i(32)));
+  const o0 = kb.let("o0", mul(add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp), i(CPW)));
+  const sel0 = (c: Expr, v: Expr) => K.sel(c, v, i(0));
+  // The input row of routed row r (through the gather: token order[r] / k).
+  const inputRow = (r: Expr) => (order ? div(kb.load(order, r), i(topK)) : r);
+
+  /** Columns o0 .. o0 + CPW - 1 of rows r0 .. r0 + n - 1 (n <= ROWS; rows past n read row r0 again, unstored) of expert e. */
+  const columns = (e: Expr, r0: Expr, n: Expr, nRows: number) => {
+    const xr = Array.from({ length: nRows }, (_, j) => kb.let("xrow", mul(inputRow(j === 0 ? r0 : add(r0, sel0(lt(i(j), n), i(j)))), i(I))));
+    // Weight rows of the warp's columns (a column past O reads the last one again, unstored).
+    const wr = Array.from({ length: CPW }, (_, cc) => kb.let("wrow", mul(add(mul(e, i(O)), min(add(o0, i(cc)), i(O - 1))), i(I))));
+    const acc = mats.map(() => Array.from({ length: CPW }, () => Array.from({ length: nRows }, () => kb.var("acc", K.f(0)))));
+    const step = (k: Expr) => {
+      const ws = mats.map((mt) => wr.map((row) => kb.load16("w", mt.buf, div(add(row, k), i(2)))));
+      for (let j = 0; j < nRows; j++) {
+        const xs = kb.load16("x", xb, div(add(xr[j]!, k), i(2)));
+        for (let t = 0; t < LANE; t++) {
+          const xv = kb.let("xv", K.half(xs[t >> 1]!, (t & 1) === 1));
+          mats.forEach((_, mi) => {
+            for (let cc = 0; cc < CPW; cc++) {
+              const a = acc[mi]![cc]![j]!;
+              a.set(add(a.ref, mul(K.half(ws[mi]![cc]![t >> 1]!, (t & 1) === 1), xv)));
+            }
+          });
+        }
+      }
+    };
+    // The row's steps in groups of UNROLL, each group unrolled (its loads in flight together; the
+    // whole row unrolled took 240 registers for a SwiGLU of four rows); a last partial step only in
+    // the lanes it covers.
+    const steps = Math.ceil(I / STEP);
+    const group = steps % UNROLL === 0 ? UNROLL : steps < UNROLL ? steps : 1;
+    const body = (s: Expr) => {
+      const k = kb.let("k", add(mul(s, i(STEP)), mul(lane, i(LANE))));
+      if (I % STEP === 0) step(k);
+      else kb.if(lt(k, i(I)), () => step(k));
+    };
+    if (group === steps) kb.for("s", i(0), i(steps), body);
+    else kb.loop("sg", i(0), i(steps / group), (sg) => kb.for("s", i(0), i(group), (s0) => body(kb.let("s", add(mul(sg, i(group)), s0)))));
+    for (let j = 0; j < nRows; j++)
+      for (let cc = 0; cc < CPW; cc++) {
+        const vals = new Map<Value, Expr>();
+        mats.forEach((mt, mi) => vals.set(mt.result, g.fit(kb.warpSum(acc[mi]![cc]![j]!.ref), mt.result.type.dtype)));
+        const y = applyEpilogue(g, epilogue, vals, out);
+        const o = add(o0, i(cc));
+        kb.if(K.and(K.eq(lane, i(0)), K.and(lt(i(j), n), lt(o, i(O)))), () => kb.store(ob, add(mul(add(r0, i(j)), i(O)), o), y));
+      }
+  };
+  if (byRow) {
+    const r = kb.let("r", div(kb.wg, i(blocks)));
+    kb.if(K.and(lt(r, g.size(rowsDim)), lt(o0, i(O))), () => columns(kb.let("expert", expertOfRow(kb, (j) => kb.load(offb, j), r, i(E), E)), r, i(1), 1));
+    return g.finish({ dim: g.entryDim(rowsDim.mul(blocks)), per: 1 });
+  }
+  const e = kb.let("expert", div(kb.wg, i(blocks)));
+  kb.if(K.and(lt(e, i(E)), lt(o0, i(O))), () => {
+    const lo = kb.let("lo", kb.load(offb, e));
+    const hi = kb.let("hi", kb.load(offb, add(e, i(1))));
+    kb.loop("grp", i(0), div(add(sub(hi, lo), i(ROWS - 1)), i(ROWS)), (grp) => {
+      const r0 = kb.let("r0", add(lo, mul(grp, i(ROWS))));
+      columns(e, r0, kb.let("n", min(i(ROWS), sub(hi, r0))), ROWS);
+    });
+  });
+  return g.finish({ dim: g.entryDim(Dim.of(E * blocks)), per: 1 });
+}

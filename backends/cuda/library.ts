@@ -40,6 +40,7 @@ function linearCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
   const [x, w] = step.op.operands as [Value, Value];
   const [N, K] = [w.type.shape[0]!.value, w.type.shape[1]!.value];
   const out = c.slot(step.op.results[0]!);
+  if (choice.kernel === "linear_gemv") return c.generated(choice.kernel);
   if (choice.kernel === "gemv") return `c.gemv(${c.slot(x)}, ${c.slot(w)}, ${out}, ${N}L, ${K}L);`;
   return `c.gemm(${c.slot(x)}, ${c.slot(w)}, ${out}, ${c.dim(product(x.type.shape.slice(0, -1)))}, ${N}L, ${K}L);`;
 }
@@ -53,6 +54,7 @@ function denseSwigluCall(choice: DispatchChoice, step: Step, c: EmitCtx): string
   const [x, wg] = gate.operands as [Value, Value];
   const [N, K] = [wg.type.shape[0]!.value, wg.type.shape[1]!.value];
   const out = c.slot(step.ops.find((o) => o.opName === "mul")!.results[0]!);
+  if (choice.kernel === "linear_gemv") return c.generated(choice.kernel);
   if (choice.kernel === "gemv") return `c.gemv_swiglu(${c.slot(x)}, ${c.slot(wg)}, ${c.slot(up.operands[1]!)}, ${out}, ${N}L, ${K}L);`;
   return `c.gemm_swiglu(${c.slot(x)}, ${c.slot(wg)}, ${c.slot(up.operands[1]!)}, ${out}, ${c.dim(product(x.type.shape.slice(0, -1)))}, ${N}L, ${K}L);`;
 }

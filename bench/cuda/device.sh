@@ -549,11 +549,13 @@ flashtile)
   done
   ;;
 gemvtile)
-  # Decode's bf16 expert GEMVs as kir programs (--prefer expert:grouped_gemv: backends/kernels/gen/grouped-gemv.ts)
-  # against the interpreter on decode-sized expert modules (bench/cuda/expert_check.py: by row, T=1; by
-  # expert, T=2; column and step tails), sanitized, then Ling-mini decode with them and with the
-  # runtime's expert_gemv (speed; per-kernel times of the experts at batch 32).
-  GV="--prefer expert:grouped_gemv"
+  # Decode's bf16 GEMVs as kir programs (--prefer expert:grouped_gemv and linear/dense_swiglu:linear_gemv:
+  # backends/kernels/gen/grouped-gemv.ts) against the interpreter on decode-sized expert modules
+  # (bench/cuda/expert_check.py: by row, T=1; by expert, T=2; column and step tails), sanitized; ling-small
+  # (bf16) generating with them and with the runtime's GEMVs (the same lanes' sums in the same order; silu's
+  # exp is the op table's expf where the runtime's is __expf: the same ids unless a near tie); then Ling-mini
+  # decode with each (speed; per-kernel times at batch 32).
+  GV="--prefer expert:grouped_gemv,linear:linear_gemv,dense_swiglu:linear_gemv"
   for cfg in "1 512 264" "2 512 256" "8 2048 512"; do
     set -- $cfg; D=/tmp/gv$1; mkdir -p $D
     EXPERT_T=$1 EXPERT_H=$2 EXPERT_F=$3 python3 bench/cuda/expert_check.py make $D || exit 1
@@ -566,6 +568,9 @@ gemvtile)
       compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $D/w.safetensors --graph e --input $D/e.safetensors --out $D/s.safetensors > "$OUT/san-gv$1-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-gv$1-$tool.txt"
     done
   done
+  S=tests/data/golden/ling-small
+  A=$($L generate $S --backend cuda --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|'); B=$($L generate $S --backend cuda $GV --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|')
+  echo "ling-small runtime GEMVs $A"; echo "ling-small kir GEMVs     $B"; [ -n "$A" ] && [ "$A" = "$B" ] && echo "same ids PASS" || echo "same ids FAIL"
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $GV --out /tmp/mini-gv >/dev/null && (cd /tmp/mini-gv && make -j16 >/dev/null) || exit 1
   for round in 1 2; do
@@ -573,7 +578,7 @@ gemvtile)
       echo "== $m, round $round"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048,32x2048 --repeats 10 | grep -o '"graph_ms_per_step": [0-9.]*'
     done
   done
-  for m in mini mini-gv; do echo "== $m profile, decode 32x2048"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 32x2048 --repeats 2 --profile 2>&1 >/dev/null | grep -E "swiglu \(|grouped_linear"; done
+  for m in mini mini-gv; do echo "== $m profile, decode 32x2048"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 32x2048 --repeats 2 --profile 2>&1 >/dev/null | grep -E "swiglu|grouped_linear|attention: linear|shared_experts|in all"; done
   ;;
 profile)
   # Per-kernel times (events between launches, no CUDA graph) of one prefill and of one decode step.

@@ -148,6 +148,16 @@ function preferred(kind: string, all: DispatchChoice[], opts: SelectionOptions):
   return [{ ...c, when: [] }];
 }
 
+/**
+ * prefer=linear:linear_gemv / dense_swiglu:linear_gemv: the generated dense GEMV
+ * (backends/kernels/gen/grouped-gemv.ts) in the runtime gemv's places (one row), in the steps where
+ * it runs (bf16 operands; the others, the fp32 router gate and the LM head's GEMM, keep their
+ * kernels); by preference only until measured against it on the GPU.
+ */
+function generatedGemv(ops: readonly Op[]): boolean {
+  return ops.filter((o) => o.opName === "linear").every((o) => o.operands.every((v) => v.type.dtype === "bf16" && !v.type.quant));
+}
+
 /** The dispatch of a step the runtime runs, in the sizes of the step's ops (undefined: generated). */
 export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts: SelectionOptions = {}): Selection | undefined {
   const kind = libraryKind(ops);
@@ -163,6 +173,7 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // for the largest matrices (the LM head), which cuBLASLt reads better.
       const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
       all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
+      if (opts.prefer?.get(kind) === "linear_gemv") return { lowering: kind, dispatch: settle(gemv && generatedGemv(ops) ? [choice("linear_gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : all) };
       break;
     }
     case "dense_swiglu": {
@@ -173,6 +184,7 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // unfused ops took three); more: two cuBLASLt GEMMs and silu_mul.
       const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
       all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
+      if (opts.prefer?.get(kind) === "linear_gemv") return { lowering: kind, dispatch: settle(gemv && generatedGemv(ops) ? [choice("linear_gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : all) };
       break;
     }
     case "fp8_linear": {
@@ -219,10 +231,11 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       if (tiles && !opts.prefer?.has("expert")) all = all.filter((c) => c.kernel !== "expert_loop");
       // prefer=expert:grouped_gemv: the generated GEMVs (backends/kernels/gen/grouped-gemv.ts, the
       // runtime GEMV's two grids written in the kernel language) in expert_gemv's places, at the
-      // same sizes; by preference only until they have been measured against it on the GPU.
-      if (tiles && opts.prefer?.get("expert") === "grouped_gemv") {
+      // same sizes, in the steps where they run (bf16; the others keep their kernels); by preference
+      // only until they have been measured against it on the GPU.
+      if (opts.prefer?.get("expert") === "grouped_gemv") {
         const gemv = [...(E >= 4 ? [choice("grouped_gemv_rows", [le(rows, Math.floor(E / 4))])] : []), choice("grouped_gemv", [le(rows, 4 * E)]), choice("grouped_gemm")];
-        return { lowering: kind, dispatch: settle(gemv) };
+        return { lowering: kind, dispatch: settle(tiles ? gemv : all) };
       }
       break;
     }

@@ -237,11 +237,14 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "bf16"), "model.cu"]);
   }, 300_000);
 
-  it("--prefer expert:grouped_gemv: decode's bf16 expert GEMVs generated from the kernel language (by row, by expert, then the tile program), 16-byte loads, and it compiles", async () => {
-    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--prefer", "expert:grouped_gemv", "--out", join(dir, "gemv"));
+  it("--prefer expert:grouped_gemv,linear:linear_gemv,dense_swiglu:linear_gemv: decode's bf16 GEMVs generated from the kernel language (experts by row, by expert, then the tile program; dense at one row), 16-byte loads, and it compiles", async () => {
+    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--prefer", "expert:grouped_gemv,linear:linear_gemv,dense_swiglu:linear_gemv", "--out", join(dir, "gemv"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "gemv", "model.cu"), "utf8");
-    expect(src).not.toMatch(/c\.expert_gemv\(/);
+    // Only the fp32 router gate keeps the runtime's GEMV (the generated one reads bf16).
+    expect(src).not.toMatch(/c\.expert_gemv\(|c\.gemv_swiglu\(/);
+    expect(src.match(/c\.gemv\(/g)?.length).toBe(src.match(/\/\/ \[\d+\] mlp\.gate: linear/g)?.length);
+    expect(kernelsNamed(src, "k_linear").filter((k) => k.includes("const uint4 ")).length).toBeGreaterThanOrEqual(2);
     // ling-small: 16 experts, 4 a token: by row up to 4 rows (a workgroup per row and 32 of the 128
     // columns: four a warp), by expert up to 64 (16 experts x 4 column tiles), the tile program beyond.
     expect(src).toMatch(/ if \(\(\(4L\*B\*S\)\) <= \(4L\)\) \{ const long n_ = \(16L\*B\*S\);[^\n]*c\.launch\(k_swiglu_\d+,[^\n]*\n\s*else if \(\(\(4L\*B\*S\)\) <= \(64L\)\) \{ const long n_ = 64L;[^\n]*c\.launch\(k_swiglu_\d+,/);

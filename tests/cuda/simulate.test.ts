@@ -282,6 +282,28 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.1); // (the same sums in the interpreter's order may well be exact)
   });
 
+  it("the dense bf16 GEMV (linear_gemv): a lone linear and a dense SwiGLU (gate, up, silu, mul in one kernel) of one row against the interpreter", () => {
+    // Rows of 264 (a partial second 256-element step); 40 and 72 outputs (not multiples of 8 warps x 4 columns).
+    const text = `module @d {
+  func @d(%x: bf16[1, 1, 264]) weights(@w: bf16[40, 264], @g: bf16[72, 264], @u: bf16[72, 264]) -> (y: bf16[1, 1, 40], h: bf16[1, 1, 72]) {
+    %y = linear(%x, @w) : bf16[1, 1, 40]
+    %a = linear(%x, @g) : bf16[1, 1, 72]
+    %b = linear(%x, @u) : bf16[1, 1, 72]
+    %s = silu(%a) : bf16[1, 1, 72]
+    %h = mul(%s, %b) : bf16[1, 1, 72]
+    return %y, %h
+  }
+}`;
+    const r = rng(66);
+    const t = (shape: number[], scale = 1) => random("bf16", r, shape, scale);
+    const outs = runGenerated(text, { x: t([1, 1, 264]) }, { w: t([40, 264], 0.2), g: t([72, 264], 0.2), u: t([72, 264], 0.2) }, LIMITS, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined));
+    expect(kernels.filter((k) => JSON.stringify(k.kernel.body).includes('"load16"')).length).toBe(2);
+    for (const [name, { got, want }] of Object.entries(outs)) {
+      expect(relError(got, want), name).toBeLessThan(2 ** -6);
+      expect(Math.max(...got.map(Math.abs)), name).toBeGreaterThan(0.05);
+    }
+  });
+
   it("decode's FP8 kernels (a warp per column): the by-row grouped expert GEMV and the dense GEMV, activations quantized per token", () => {
     // 2 tokens x 2 experts of 16: 4 rows, at most a quarter of the experts (the dispatch's GEMV case).
     const [T, H, F, E, K, O] = [2, 256, 128, 16, 2, 96];

@@ -12,13 +12,15 @@
  *   - by expert (`grouped_gemv`): a workgroup per (expert, column tile), its rows in groups of four,
  *     so each weight row is read once however many rows the expert has; workgroups of idle experts
  *     exit.
+ * Dense linears of few rows (`linear_gemv`: one linear, or a dense SwiGLU's two of one input with
+ * its elementwise ops) run the by-row form with one "expert".
  * CPW: four columns a warp for rows up to 2 KB, two up to 4 KB, else one (the runtime's choice,
  * measured on the H200: with one column a warp the down projection's 1 KB rows ran at the rate
  * workgroups start).
  */
 import type { Op, Value } from "../../../ir/module";
-import { attrsOf, OPS } from "../../../ir/ops";
-import { Dim } from "../../../ir/dim";
+import { attrsOf, getOp, OPS } from "../../../ir/ops";
+import { Dim, product } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Expr } from "../kir";
@@ -36,20 +38,61 @@ const ROWS = 4;
 /** Steps of a row unrolled together (the runtime kernel's unroll). */
 const UNROLL = 4;
 
+/** What the GEMV computes: one or two matmuls of one input (grouped by expert, or dense), then elementwise ops. */
+interface GemvPlan {
+  mats: Op[];
+  epilogue: Op[];
+  /** The rows' source (the token gather's input when there is one). */
+  src: Value;
+  permute?: Op;
+  /** Grouped: the experts' row offsets; dense: none (one "expert"). */
+  offsets?: Value;
+  E: number;
+  O: number;
+  I: number;
+  rowsDim: Dim;
+}
+
+const bf16 = (v: Value) => v.type.dtype === "bf16" && !v.type.quant;
+
+function groupedPlan(ops: readonly Op[]): GemvPlan | undefined {
+  const m = groupedMatmuls(ops);
+  if (!m) return undefined;
+  const mats = [m.gate, ...(m.up ? [m.up] : [])];
+  const src = m.permute ? m.permute.operands[0]! : m.gate.operands[0]!;
+  const [E, O, I] = m.gate.operands[1]!.type.shape.map((d) => d.value!) as [number, number, number];
+  if (!bf16(src) || !mats.every((gl) => bf16(gl.operands[0]!) && bf16(gl.operands[1]!)) || I % LANE !== 0) return undefined;
+  return { mats, epilogue: m.epilogue, src, permute: m.permute, offsets: m.gate.operands[2]!, E, O, I, rowsDim: m.gate.operands[0]!.type.shape[0]! };
+}
+
+/** A lone bf16 linear, or two of one input followed by elementwise ops on their results (a dense SwiGLU). */
+function densePlan(ops: readonly Op[]): GemvPlan | undefined {
+  const lins = ops.filter((o) => o.opName === "linear");
+  if (lins.length < 1 || lins.length > 2 || lins.some((o) => o.operands.length !== 2)) return undefined;
+  const x = lins[0]!.operands[0]!;
+  const shape = lins[0]!.operands[1]!.type.shape;
+  if (shape.length !== 2 || shape.some((d) => d.value === undefined)) return undefined;
+  if (!lins.every((o) => o.operands[0] === x && bf16(o.operands[1]!) && o.operands[1]!.type.shape.every((d, j) => d.value === shape[j]!.value))) return undefined;
+  const epilogue = ops.filter((o) => o.opName !== "linear");
+  const known = new Set<Value>(lins.map((o) => o.results[0]!));
+  for (const o of epilogue) {
+    if (!getOp(o.opName)?.scalar || o.results.length !== 1 || !o.operands.every((v) => known.has(v))) return undefined;
+    known.add(o.results[0]!);
+  }
+  if (lins.length === 2 && !epilogue.length) return undefined;
+  const [O, I] = shape.map((d) => d.value!) as [number, number];
+  if (!bf16(x) || I % LANE !== 0) return undefined;
+  return { mats: lins, epilogue, src: x, E: 1, O, I, rowsDim: product(x.type.shape.slice(0, -1)) };
+}
+
 /** The step's grouped bf16 matmuls (through the token gather, if any) on a warp-synchronous target, with rows of a multiple of 8 elements. */
 export function coversGroupedGemv(ops: readonly Op[], limits: GenLimits | undefined): boolean {
-  if (limits?.warpSize !== 32) return false;
-  const m = groupedMatmuls(ops);
-  if (!m) return false;
-  const src = m.permute ? m.permute.operands[0]! : m.gate.operands[0]!;
-  return (
-    src.type.dtype === "bf16" &&
-    !src.type.quant &&
-    [m.gate, ...(m.up ? [m.up] : [])].every((gl) => {
-      const w = gl.operands[1]!;
-      return w.type.dtype === "bf16" && !w.type.quant && gl.operands[0]!.type.dtype === "bf16" && w.type.shape[2]!.value! % LANE === 0;
-    })
-  );
+  return limits?.warpSize === 32 && groupedPlan(ops) !== undefined;
+}
+
+/** The same for dense bf16 linears (one, or a SwiGLU's two). */
+export function coversDenseGemv(ops: readonly Op[], limits: GenLimits | undefined): boolean {
+  return limits?.warpSize === 32 && densePlan(ops) !== undefined;
 }
 
 /** Output columns a warp (see the file's comment). */
@@ -57,22 +100,29 @@ export function gemvColumnsPerWarp(rowBytes: number): number {
   return rowBytes <= 2048 ? 4 : rowBytes <= 4096 ? 2 : 1;
 }
 
+/** Dense linears of few rows: a workgroup per (row, column tile), as the grouped form by row. */
+export function denseGemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
+  const plan = densePlan(ops);
+  if (!plan) throw new LingcError("dense GEMV: the step is not one or two bf16 linears of one input");
+  return gemvKernel(g, plan, true);
+}
+
 export function groupedGemvKernel(g: Gen, ops: readonly Op[], byRow: boolean): GeneratedKernel {
-  const m = groupedMatmuls(ops);
-  if (!m) throw new LingcError("grouped GEMV: the step is not a grouped matmul");
-  const { gate, up, permute, epilogue } = m;
+  const plan = groupedPlan(ops);
+  if (!plan) throw new LingcError("grouped GEMV: the step is not a grouped bf16 matmul");
+  return gemvKernel(g, plan, byRow);
+}
+
+function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
+  const { mats: matOps, epilogue, src, permute, offsets, E, O, I, rowsDim } = plan;
   const kb = g.kb;
-  const [x, w, offsets] = gate.operands as [Value, Value, Value];
-  const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
-  if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`grouped GEMV: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
-  const [E, O, I] = w.type.shape.map((d) => d.value!) as [number, number, number];
-  const rowsDim = x.type.shape[0]!;
-  const src = permute ? permute.operands[0]! : x;
+  const out = (epilogue.length ? epilogue[epilogue.length - 1]! : matOps[0]!).results[0]!;
+  if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`GEMV: the step must write only its last result (${g.step.kernel?.name ?? matOps[0]!.opName})`);
   const xb = g.buf(src);
   const order = permute ? g.buf(permute.operands[1]!) : undefined;
   const topK = permute ? attrsOf(OPS.moe_permute, permute).k : 1;
-  const mats = [gate, ...(up ? [up] : [])].map((gl) => ({ buf: g.buf(gl.operands[1]!), result: gl.results[0]! }));
-  const offb = g.buf(offsets);
+  const mats = matOps.map((mo) => ({ buf: g.buf(mo.operands[1]!), result: mo.results[0]! }));
+  const offb = offsets ? g.buf(offsets) : undefined;
   const ob = g.buf(out);
   const CPW = gemvColumnsPerWarp(I * 2 * mats.length);
   const { i, add, sub, mul, div, mod, lt, min } = K;
@@ -128,9 +178,10 @@ export function groupedGemvKernel(g: Gen, ops: readonly Op[], byRow: boolean): G
   };
   if (byRow) {
     const r = kb.let("r", div(kb.wg, i(blocks)));
-    kb.if(K.and(lt(r, g.size(rowsDim)), lt(o0, i(O))), () => columns(kb.let("expert", expertOfRow(kb, (j) => kb.load(offb, j), r, i(E), E)), r, i(1), 1));
+    kb.if(K.and(lt(r, g.size(rowsDim)), lt(o0, i(O))), () => columns(offb ? kb.let("expert", expertOfRow(kb, (j) => kb.load(offb, j), r, i(E), E)) : i(0), r, i(1), 1));
     return g.finish({ dim: g.entryDim(rowsDim.mul(blocks)), per: 1 });
   }
+  if (!offb) throw new LingcError("GEMV: the by-expert grid needs the experts' offsets");
   const e = kb.let("expert", div(kb.wg, i(blocks)));
   kb.if(K.and(lt(e, i(E)), lt(o0, i(O))), () => {
     const lo = kb.let("lo", kb.load(offb, e));

@@ -24,7 +24,7 @@ import { linearSimtKernel, linearSimtPlan } from "./linear-simt";
 import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointwiseGemv } from "./pointwise";
 import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
 import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attention";
-import { coversGroupedGemv, GROUPED_GEMV_THREADS, groupedGemvKernel } from "./grouped-gemv";
+import { coversDenseGemv, coversGroupedGemv, denseGemvKernel, GROUPED_GEMV_THREADS, groupedGemvKernel } from "./grouped-gemv";
 import { routerKernel, routerWorkgroup } from "./router";
 
 export type { GeneratedKernel, GenLimits } from "./context";
@@ -211,6 +211,13 @@ const TEMPLATES: readonly Template[] = [
     name: "gemv",
     covers: (ops, limits) => limits?.gpuForms === true && gemvRows(ops) !== undefined,
     generate: (gen, ops) => pointwiseGemv(gen(GEMV_THREADS), ops),
+  },
+  {
+    // Dense bf16 linears of few rows with 16-byte loads, a warp per few columns (CUDA; only when a
+    // dispatch names it: listed after pointwise, which covers all it covers).
+    name: "linear_gemv",
+    covers: coversDenseGemv,
+    generate: (gen, ops) => denseGemvKernel(gen(GROUPED_GEMV_THREADS), ops),
   },
 ];
 

@@ -41,6 +41,13 @@ describe("target pipelines", () => {
     const text = readFileSync(join(out, "model.cu"), "utf8");
     expect(text).toMatch(/c\.expert_loop\(/);
     expect(text).not.toMatch(/c\.expert_gemv\(/);
+    // The generated GEMVs' preferences apply where a step can run them: ling-tiny is fp32, so its
+    // steps keep the runtime's GEMVs (and nothing is refused).
+    const fp32 = await cli("compile", "ling-tiny", "--target", "cuda", "--out", join(dir, "prefer-gemv"), "--prefer", "expert:grouped_gemv,linear:linear_gemv,dense_swiglu:linear_gemv");
+    expect(fp32.code, fp32.stderr).toBe(0);
+    const kept = readFileSync(join(dir, "prefer-gemv", "model.cu"), "utf8");
+    expect(kept).toMatch(/c\.expert_gemv\(/);
+    expect(kept).not.toMatch(/grouped_gemv|linear_gemv/);
     const refused = [
       [["--target", "wgsl", "--prefer", "attention:flash_tile"], "--prefer chooses the CUDA runtime's kernels; it does not apply to target wgsl"],
       [["--target", "cuda", "--prefer", "attn:flash_tile"], "'attn' is not a kind of step the runtime runs"],

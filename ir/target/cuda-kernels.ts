@@ -173,7 +173,7 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // for the largest matrices (the LM head), which cuBLASLt reads better.
       const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
       all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
-      if (opts.prefer?.get(kind) === "linear_gemv") return { lowering: kind, dispatch: settle(gemv && generatedGemv(ops) ? [choice("linear_gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : all) };
+      if (opts.prefer?.get(kind) === "linear_gemv") return { lowering: kind, dispatch: settle(gemv && generatedGemv(ops) ? [{ ...all[0]!, kernel: "linear_gemv" }, ...all.slice(1)] : all) };
       break;
     }
     case "dense_swiglu": {
@@ -184,7 +184,7 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // unfused ops took three); more: two cuBLASLt GEMMs and silu_mul.
       const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
       all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
-      if (opts.prefer?.get(kind) === "linear_gemv") return { lowering: kind, dispatch: settle(gemv && generatedGemv(ops) ? [choice("linear_gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : all) };
+      if (opts.prefer?.get(kind) === "linear_gemv") return { lowering: kind, dispatch: settle(gemv && generatedGemv(ops) ? [{ ...all[0]!, kernel: "linear_gemv" }, ...all.slice(1)] : all) };
       break;
     }
     case "fp8_linear": {

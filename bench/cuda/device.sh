@@ -4,7 +4,7 @@
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
 # files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -579,6 +579,25 @@ gemvtile)
     done
   done
   for m in mini mini-gv; do echo "== $m profile, decode 32x2048"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 32x2048 --repeats 2 --profile 2>&1 >/dev/null | grep -E "swiglu|grouped_linear|attention: linear|shared_experts|in all"; done
+  ;;
+decsplit)
+  # Decode attention's key split (runtime attn_decode: DEC_BLOCKS_PER_SM, tuned at batch 1, where the
+  # keys' 32-row floor decides; at batch 32 it gives 1,024 blocks of 256 keys and ran at 0.7 TB/s):
+  # the same Ling-mini build with the constant at each of LINGC_DEC_VARIANTS (default "2 8 32"), its
+  # selftest (the decode attention cases), then decode 1x2048 and 32x2048 alternately, two rounds.
+  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null || exit 1
+  VARS=${LINGC_DEC_VARIANTS:-2 8 32}
+  for n in $VARS; do
+    rm -rf /tmp/dec$n && cp -r /tmp/mini /tmp/dec$n
+    sed -i "s/^constexpr long DEC_BLOCKS_PER_SM = [0-9]*;/constexpr long DEC_BLOCKS_PER_SM = $n;/" /tmp/dec$n/lingc_runtime.cu
+    grep -q "DEC_BLOCKS_PER_SM = $n;" /tmp/dec$n/lingc_runtime.cu || { echo "variant $n: the constant was not found"; exit 1; }
+    (cd /tmp/dec$n && make -j16 >/dev/null 2>&1 || echo "variant $n: make failed") &
+  done
+  wait
+  for n in $VARS; do echo "== DEC_BLOCKS_PER_SM=$n selftest"; /tmp/dec$n/lingc_model selftest 2>&1 | grep -E "attention \(decode|FAIL"; done
+  for round in 1 2; do
+    for n in $VARS; do echo "== DEC_BLOCKS_PER_SM=$n, round $round"; /tmp/dec$n/lingc_model bench --random-weights --prefill "" --decode 1x2048,32x2048 --repeats 10 | grep -o '"graph_ms_per_step": [0-9.]*'; done
+  done
   ;;
 profile)
   # Per-kernel times (events between launches, no CUDA graph) of one prefill and of one decode step.

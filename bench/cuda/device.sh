@@ -2,8 +2,9 @@
 # What runs on the H200 (the device machine): the CUDA backend on the golden checkpoint (run,
 # generate, both expert and attention paths, a bad checkpoint), compute-sanitizer memcheck and
 # racecheck, and the benchmark against the PyTorch baseline. It needs node, which the machine lacks:
-# carry .gpu/node.xz (xz of a Node 20 binary), dist/, and node_modules/esbuild + node_modules/@esbuild (model
-# files such as examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
+# carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
+# names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
+# examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
 # usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."

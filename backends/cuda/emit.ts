@@ -28,7 +28,8 @@ import { buildFrames, type FrameSchedule } from "../frames";
 import { predictPeak, storageLifetimes, type Lifetimes } from "../frames-memory";
 import { capacitySlotOf, scaleSlotOfValue, storageSlot, type Step } from "../schedule";
 import { markKMajorScales } from "./scale-layout";
-import { generateStep, POINTWISE_RUN, type GenLimits } from "../kernels/gen";
+import { generateStep, POINTWISE_RUN, type GeneratedKernel, type GenLimits } from "../kernels/gen";
+import { SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { dynamicSharedBytes, literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
@@ -253,13 +254,27 @@ class FuncEmitter {
     return [this.generated(step, n)];
   }
 
-  /** The step as a generated kernel and its launch. */
+  /**
+   * The step as a generated kernel and its launch; a split computation's second kernel
+   * (GeneratedKernel.then) launches right after it, both binding the step's scratch (taken
+   * stream-ordered for the step and given back after it).
+   */
   generated(step: Step, n: number, template?: string): string {
-    const op = step.op;
     const g = generateStep(step, this.fr, this.limits, `k${n}`, template);
-    const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}`);
+    const chain: GeneratedKernel[] = [];
+    for (let k: GeneratedKernel | undefined = g; k; k = k.then) chain.push(k);
+    const bytes = Math.max(0, ...chain.map((k) => (k.scratch ?? 0) * 4));
+    const launches = chain.map((k, j) => this.launch(step, k, j === 0 ? "" : "_then"));
+    if (!bytes) return launches.join(" ");
+    return `{ float* scratch_ = (float*)c.scratch_acquire(${bytes}); ${launches.join(" ")} c.scratch_release(scratch_); }`;
+  }
+
+  /** One generated kernel's launch (its source added to the program's library). */
+  private launch(step: Step, g: GeneratedKernel, suffix: string): string {
+    const op = step.op;
+    const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}${suffix}`);
     const args = [
-      ...g.kernel.buffers.map((b, j) => `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)c.ptr(b + ${g.slots[j]})`),
+      ...g.kernel.buffers.map((b, j) => (g.slots[j] === SCRATCH_SLOT ? "scratch_" : `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)c.ptr(b + ${g.slots[j]})`)),
       ...g.uniforms.map((u) => `(int)${cppDim(u.dim)}`),
     ];
     // A kernel with more shared memory than a static declaration may hold opts in at its launch.

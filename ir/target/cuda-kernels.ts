@@ -14,6 +14,7 @@ import type { CudaProfile } from "./cuda";
 import { LingcError } from "../errors";
 import { isE4m3Blocks } from "../quant";
 import { attrsOf, getOp, OPS } from "../ops";
+import { ATTENTION_SPLIT_MAX_ROWS } from "./kernel-forms";
 
 /** What the runtime's kernels can take (they are the sizes the kernels were written for). */
 export const CUDA_KERNEL_LIMITS = {
@@ -277,6 +278,15 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // 26.4 -> 24.4 ms). Otherwise the tiled kernels, which take any dtype and head width.
       const flash = [q, k, v].every((x) => x.type.dtype === "bf16") && d === dv && (d === 64 || d === 128) && profile.tensorCoreTypes.includes("bf16");
       all = [decode, ...(flash ? [choice("flash_tile")] : []), tiles];
+      // prefer=attention:attention_split: decode's few query rows by the generated split form
+      // (backends/kernels/gen/attention.ts: the keys in ATTENTION_SPLITS workgroups a query row, then a
+      // merge kernel; its scratch holds ATTENTION_SPLIT_MAX_ROWS rows: kernel-forms.ts) ahead of
+      // attn_decode, which keeps more rows; by preference only until measured against it on the GPU.
+      if (opts.prefer?.get("attention") === "attention_split") {
+        const rowsDim = B.mul(S).mul(nhD.value!);
+        const split = choice("attention_split", [le(S, L.decodeMaxQueries), le(rowsDim, ATTENTION_SPLIT_MAX_ROWS)]);
+        return { lowering: kind, dispatch: settle([split, ...all]) };
+      }
       break;
     }
     default:

@@ -255,6 +255,26 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "gemv"), "model.cu"]);
   }, 300_000);
 
+  it("--prefer attention:attention_split: decode attention by the generated split form, its merge kernel launched after it through the step's scratch (stream-ordered), and it compiles", async () => {
+    const lir = join(dir, "dec.lir");
+    writeFileSync(
+      lir,
+      `module @att {
+  func @att(%q: bf16[B, 8, 1, 64], %k: bf16[B, 2, T, 64], %v: bf16[B, 2, T, 64]) -> (o: bf16[B, 8, 1, 64]) {
+    %o = attention(%q, %k, %v) {scale = 0.125, causal = true} : bf16[B, 8, 1, 64]
+    return %o
+  }
+}
+`,
+    );
+    const r = await cli("compile", lir, "--target", "cuda", "--prefer", "attention:attention_split", "--out", join(dir, "dec"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "dec", "model.cu"), "utf8");
+    // Up to 64 query rows (8 a batch row here) the split form, its scratch 64 rows x 16 splits x (64 + 2) floats; more, attn_decode.
+    expect(src).toMatch(/if \(\(\(8L\*B\)\) <= \(64L\)\) \{ float\* scratch_ = \(float\*\)c\.scratch_acquire\(270336\); \{[^\n]*c\.launch\(k_attention_\d+, [^\n]*scratch_[^\n]*c\.launch\(k_attention_then_\d+, [^\n]*c\.scratch_release\(scratch_\); \}\n\s*else if [^\n]*c\.attn_decode\(/);
+    await expectCompiles([join(dir, "dec"), "model.cu"]);
+  }, 300_000);
+
   it("bf16 on warp MMAs (LINGC_BF16_TILE=bm,bn,wm,wn,stages): mma.sync tiles, dynamic shared memory past 48 KB, and it compiles", async () => {
     const { src, tiles } = await warpTiles("128,128,64,64,3", join(dir, "mma"));
     for (const tile of tiles) {

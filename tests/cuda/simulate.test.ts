@@ -15,6 +15,7 @@ import { encodeBits, decodeBits } from "../../ir/numerics";
 import { parsePipeline, runPasses } from "../../compiler/passes/manager";
 import { buildSchedule, storageSlot } from "../../backends/schedule";
 import { generateStep, type GeneratedKernel, type GenLimits } from "../../backends/kernels/gen";
+import { SCRATCH_SLOT } from "../../backends/kernels/gen/context";
 import { cudaGenLimits, cudaStorage } from "../../backends/cuda/emit";
 import { CUDA_SM90A } from "../../ir/target";
 import { parseTile } from "../../ir/target/cuda";
@@ -67,10 +68,14 @@ function runGenerated(
   };
   for (const step of s.steps) {
     const g = generateStep(step, s, limits, "k", pick(step.ops));
-    kernels.push(g);
-    const buffers: Record<string, SimArray> = {};
-    g.kernel.buffers.forEach((b, j) => (buffers[b.name] = storage(g.slots[j]!)));
-    simulate(g.kernel, buffers, {}, Math.ceil(g.grid.dim.value! / g.grid.per));
+    // A split computation's kernels run in turn, sharing the step's scratch (as the CUDA emitter binds it).
+    const scratch = new Float32Array(g.scratch ?? 0);
+    for (let k: GeneratedKernel | undefined = g; k; k = k.then) {
+      kernels.push(k);
+      const buffers: Record<string, SimArray> = {};
+      k.kernel.buffers.forEach((b, j) => (buffers[b.name] = k!.slots[j] === SCRATCH_SLOT ? scratch : storage(k!.slots[j]!)));
+      simulate(k.kernel, buffers, {}, Math.ceil(k.grid.dim.value! / k.grid.per));
+    }
   }
   return Object.fromEntries(
     s.outputs.map(({ name, slot }) => {
@@ -302,6 +307,24 @@ describe("CUDA tile programs in the kir simulator", () => {
       expect(relError(got, want), name).toBeLessThan(2 ** -6);
       expect(Math.max(...got.map(Math.abs)), name).toBeGreaterThan(0.05);
     }
+  });
+
+  it("decode attention's generated split form on CUDA (prefer=attention:attention_split): the keys in 16 workgroups a query row, then the merge kernel through the step's scratch, GQA, against the interpreter", () => {
+    // 2 x 4 query rows of one position (decode), 2 KV heads, 40 cached keys (splits of 3: the last short, two empty).
+    const [B, NH, NKV, T, D] = [2, 4, 2, 40, 64];
+    const text = `module @a {
+  func @a(%q: bf16[${B}, ${NH}, 1, ${D}], %k: bf16[${B}, ${NKV}, ${T}, ${D}], %v: bf16[${B}, ${NKV}, ${T}, ${D}]) -> (o: bf16[${B}, ${NH}, 1, ${D}]) {
+    %o = attention(%q, %k, %v) {scale = 0.125, causal = true} : bf16[${B}, ${NH}, 1, ${D}]
+    return %o
+  }
+}`;
+    const r = rng(77);
+    const inputs = { q: random("bf16", r, [B, NH, 1, D]), k: random("bf16", r, [B, NKV, T, D]), v: random("bf16", r, [B, NKV, T, D]) };
+    const { got, want } = runGenerated(text, inputs, {}, LIMITS, "", (ops) => (ops.some((o) => o.opName === "attention") ? "attention_split" : undefined))["o"]!;
+    expect(kernels.length).toBe(2); // the split kernel and its merge
+    expect(kernels[0]!.scratch).toBeGreaterThan(0);
+    expect(relError(got, want)).toBeLessThan(1e-2);
+    expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
   });
 
   it("decode's FP8 kernels (a warp per column): the by-row grouped expert GEMV and the dense GEMV, activations quantized per token", () => {

@@ -1211,6 +1211,14 @@ void Ctx::prefer_shared(const void* kern) {
   done[kern] = true;
 }
 
+void* Ctx::scratch_acquire(size_t bytes) {
+  void* p = nullptr;
+  CK(cudaMallocAsync(&p, bytes, stream));
+  return p;
+}
+
+void Ctx::scratch_release(void* p) { CK(cudaFreeAsync(p, stream)); }
+
 void Ctx::launched(const char* kernel) {
   if (launch_status != cudaSuccess) fail("kernel %s did not launch: %s", kernel, cudaGetErrorString(launch_status));
   check_launch(kernel);

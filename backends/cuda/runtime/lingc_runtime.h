@@ -237,6 +237,13 @@ struct Ctx {
   void allow_smem(const void* kern, size_t bytes);
   /** Asks for the largest shared-memory carveout for a kernel that must keep several large blocks resident (kir minBlocks). */
   void prefer_shared(const void* kern);
+  /**
+   * A generated step's scratch (GeneratedKernel.scratch: what a split computation's first kernel
+   * leaves for the second), stream-ordered (CUDA graphs capture it), freed by scratch_release after
+   * the step's last launch.
+   */
+  void* scratch_acquire(size_t bytes);
+  void scratch_release(void* p);
   // The routines the plan's dispatches call (each runs the one kernel it names).
   // Y[M,N] = X[M,K] . W[N,K]^T with cuBLASLt, in the slots' dtype with fp32 accumulation.
   void gemm(int x, int w, int out, long M, long N, long K);

@@ -30,6 +30,7 @@ import { product } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
+import { ATTENTION_SPLITS, ATTENTION_SPLIT_MAX_ROWS } from "../../../ir/target/kernel-forms";
 
 /** A workgroup's query row: where its query and its KV head's rows are, the keys it sees, where its output goes. */
 interface RowAt {
@@ -183,9 +184,8 @@ export function attentionRows(ops: readonly Op[]): Dim {
   return product(q.type.shape.slice(0, 3));
 }
 
-/** Key splits of the split form, and the most query rows it takes (more rows fill the GPU as they are). */
-export const ATTENTION_SPLITS = 16;
-export const ATTENTION_SPLIT_MAX_ROWS = 64;
+// Key splits of the split form, and the most query rows it takes (ir/target/kernel-forms.ts: the CUDA dispatch bounds by it too).
+export { ATTENTION_SPLITS, ATTENTION_SPLIT_MAX_ROWS };
 
 /**
  * The split form, for few query rows (a decode step: batch x heads rows): the blocked form over

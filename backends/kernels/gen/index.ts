@@ -95,9 +95,10 @@ const TEMPLATES: readonly Template[] = [
     few: (ops, limits) => (limits.gpuForms ? { rows: attentionRows(ops), max: ATTENTION_SPLIT_MAX_ROWS, template: "attention_split" } : undefined),
   },
   {
-    // Attention's few-rows form on a GPU (only as that: listed after attention, which covers all it covers).
+    // Attention's few-rows form on a GPU (only as that, or, on CUDA, when a dispatch names it: listed
+    // after attention, which covers all it covers).
     name: "attention_split",
-    covers: (ops, limits) => limits?.gpuForms === true && coversAttention(ops),
+    covers: (ops, limits) => (limits?.gpuForms === true || limits?.warpSize === 32) && coversAttention(ops),
     generate: (gen, ops, limits) => attentionSplitKernels(gen(blockedThreads(limits)), gen(Math.min(128, limits.maxThreads)), ops),
   },
   {

@@ -73,8 +73,13 @@ export const compile: Command = {
     const { program, timings } = await compileProgram({ source, graphs, target, settings, passes, passRun: passOptions(args, io) });
     if (flag(args, "time-passes")) reportTimings(timings, io);
     if (flag(args, "report")) {
-      const bindings = new Map([["B", 1], ["S", 1], ["P", 2048]]);
-      for (const m of program.graphs) io.out(formatKernelReport(m, kernelReport(m, bindings), bindings));
+      for (const m of program.graphs) {
+        // Per token of a decode step with a 2048-token cache; a symbol of another name (an IR file's
+        // own) at 1, shown in the report's header.
+        const bindings = new Map([["B", 1], ["S", 1], ["P", 2048]]);
+        for (const v of m.entry?.params ?? []) for (const d of v.type.shape) for (const x of d.symbols()) if (!bindings.has(x)) bindings.set(x, 1);
+        io.out(formatKernelReport(m, kernelReport(m, bindings), bindings));
+      }
     }
     const written: string[] = [];
     const write = (path: string, data: string | Uint8Array) => {

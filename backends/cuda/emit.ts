@@ -14,7 +14,6 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Dim } from "../../ir/dim";
-import type { DType } from "../../ir/dtype";
 import { LingcError, formatPos } from "../../ir/errors";
 import { cachePairs, generationRole, type CachePair, type GenerationRole } from "../../ir/generation";
 import type { Module, Value } from "../../ir/module";
@@ -22,13 +21,13 @@ import { attrsOf, OPS } from "../../ir/ops";
 import { isStaged, splitStages } from "../../ir/stages";
 import { weightBytesPerToken } from "../../ir/params";
 import type { CudaProfile } from "../../ir/target";
-import { parseTile, type TileShape } from "../../ir/target/cuda";
 import type { Program } from "../backend";
 import { buildFrames, type FrameSchedule } from "../frames";
 import { predictPeak, storageLifetimes, type Lifetimes } from "../frames-memory";
 import { capacitySlotOf, scaleSlotOfValue, storageSlot, type Step } from "../schedule";
 import { markKMajorScales } from "./scale-layout";
-import { generateStep, POINTWISE_RUN, type GeneratedKernel, type GenLimits } from "../kernels/gen";
+import { generateStep, type GeneratedKernel, type GenLimits } from "../kernels/gen";
+import { cudaGenLimits, cudaStorage } from "./gen-limits";
 import { SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { dynamicSharedBytes, literal, renderCuda } from "./render";
@@ -53,13 +52,6 @@ function runtimeDir(): string {
 const RUNTIME_PARTS = ["lingc_nccl.h", "lingc_device.cuh", "lingc_experts.cuh", "lingc_attention.cuh", "lingc_misc.cuh", "lingc_selftest.cuh", "lingc_pipeline.cuh"];
 export const RUNTIME_FILES = ["lingc_blas.h", "lingc_runtime.h", "lingc_runtime.cu", ...RUNTIME_PARTS];
 
-/** Storage on the GPU: bf16 stays bf16 (half the bytes), e4m3 one byte, f16 is widened to f32, ints are i32. */
-export function cudaStorage(dt: DType): BufferElem {
-  if (dt === "bf16") return "bf16";
-  if (dt === "f8e4m3fn") return "f8e4m3";
-  if (dt === "i32" || dt === "i64" || dt === "bool" || dt === "u8") return "i32";
-  return "f32";
-}
 
 const DTYPE_CODE: Record<BufferElem, number> = { f32: 0, bf16: 1, i32: 2, f8e4m3: 3 };
 const CPP_ELEM: Record<BufferElem, string> = { f32: "float", bf16: "__nv_bfloat16", i32: "int", f8e4m3: "__nv_fp8_e4m3" };
@@ -73,36 +65,6 @@ function refuseUnsupportedFp8(m: Module): void {
       if (t) throw new LingcError(`CUDA: op '${op.opName}' in @${f.name}${op.loc ? ` at ${formatPos(op.loc)}` : ""} works on ${t.type}; the CUDA kernels take e4m3 only`);
     }
   }
-}
-
-/**
- * The grouped expert GEMM's tiles: the profile's, or LINGC_FP8_TILE / LINGC_BF16_TILE =
- * "bm,bn,wm,wn,stages" (how `bench/cuda/device.sh fp8tiles` and `bf16tiles` sweep tiles without a
- * rebuild of lingc).
- */
-/** What the kernel generators may use on a CUDA profile (the emitter's; the kir simulator's tests take the same). */
-export function cudaGenLimits(profile: CudaProfile): GenLimits {
-  return {
-    maxThreads: profile.maxThreadsPerBlock,
-    maxWorkgroupBytes: profile.sharedMemoryPerBlock,
-    maxDynamicWorkgroupBytes: profile.sharedMemoryPerBlockOptin,
-    storage: cudaStorage,
-    tensorCores: profile.tensorCoreTypes,
-    warpSize: profile.warpSize,
-    pointwiseRun: POINTWISE_RUN,
-    gemmTiles: expertTiles(profile),
-    wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true,
-  };
-}
-
-function expertTiles(profile: CudaProfile): Record<string, TileShape> {
-  const tiles = { ...profile.expertTiles };
-  const env = (name: string) => (typeof process !== "undefined" ? process.env[name] : undefined);
-  for (const [dt, name] of [["f8e4m3fn", "LINGC_FP8_TILE"], ["bf16", "LINGC_BF16_TILE"]] as const) {
-    const text = env(name);
-    if (text) tiles[dt] = parseTile(text, name);
-  }
-  return tiles;
 }
 
 /** The CUDA profile a program was compiled for. */

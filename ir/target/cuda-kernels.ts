@@ -141,22 +141,34 @@ function settle(all: DispatchChoice[]): DispatchChoice[] {
   return out;
 }
 
-function preferred(kind: string, all: DispatchChoice[], opts: SelectionOptions): Dispatch {
+/**
+ * A generated kernel that a preference (prefer=KIND:<its name>) puts in the places of runtime
+ * kernels, each choice it stands in for replaced by `replace` with its size conditions kept, in the
+ * steps whose operands it takes (`applies`; the other steps keep their kernels). The GEMVs and the
+ * split decode attention are chosen so until they have been measured against the runtime's on the GPU.
+ */
+interface StandIn {
+  kernel: string;
+  applies: boolean;
+  replace: (c: DispatchChoice) => DispatchChoice[];
+}
+
+function preferred(kind: string, all: DispatchChoice[], opts: SelectionOptions, standIn?: StandIn): Dispatch {
   const want = opts.prefer?.get(kind);
   if (!want) return settle(all);
+  if (standIn && want === standIn.kernel) return settle(standIn.applies ? all.flatMap(standIn.replace) : all);
   const c = all.find((x) => x.kernel === want);
   if (!c) throw new LingcError(`kernel '${want}' cannot run this ${kind} step (its kernels: ${all.map((x) => x.kernel).join(", ")})`);
   return [{ ...c, when: [] }];
 }
 
 /**
- * prefer=linear:linear_gemv / dense_swiglu:linear_gemv: the generated dense GEMV
- * (backends/kernels/gen/grouped-gemv.ts) in the runtime gemv's places (one row), in the steps where
- * it runs (bf16 operands; the others, the fp32 router gate and the LM head's GEMM, keep their
- * kernels); by preference only until measured against it on the GPU.
+ * The generated dense GEMV (backends/kernels/gen/grouped-gemv.ts: `linear_gemv`) in the runtime
+ * gemv's places, where the linears are bf16 (the fp32 router gate keeps the runtime's).
  */
-function generatedGemv(ops: readonly Op[]): boolean {
-  return ops.filter((o) => o.opName === "linear").every((o) => o.operands.every((v) => v.type.dtype === "bf16" && !v.type.quant));
+function denseGemvStandIn(ops: readonly Op[], gemv: boolean): StandIn {
+  const bf16 = ops.filter((o) => o.opName === "linear").every((o) => o.operands.every((v) => v.type.dtype === "bf16" && !v.type.quant));
+  return { kernel: "linear_gemv", applies: gemv && bf16, replace: (c) => [c.kernel === "gemv" ? { ...c, kernel: "linear_gemv" } : c] };
 }
 
 /** The dispatch of a step the runtime runs, in the sizes of the step's ops (undefined: generated). */
@@ -165,6 +177,7 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
   if (!kind) return undefined;
   const L = CUDA_KERNEL_LIMITS;
   let all: DispatchChoice[];
+  let standIn: StandIn | undefined;
   switch (kind) {
     case "linear": {
       const [x, w] = ops[0]!.operands as [Value, Value];
@@ -174,7 +187,7 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // for the largest matrices (the LM head), which cuBLASLt reads better.
       const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
       all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
-      if (opts.prefer?.get(kind) === "linear_gemv") return { lowering: kind, dispatch: settle(gemv && generatedGemv(ops) ? [{ ...all[0]!, kernel: "linear_gemv" }, ...all.slice(1)] : all) };
+      standIn = denseGemvStandIn(ops, gemv);
       break;
     }
     case "dense_swiglu": {
@@ -185,7 +198,7 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // unfused ops took three); more: two cuBLASLt GEMMs and silu_mul.
       const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
       all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
-      if (opts.prefer?.get(kind) === "linear_gemv") return { lowering: kind, dispatch: settle(gemv && generatedGemv(ops) ? [{ ...all[0]!, kernel: "linear_gemv" }, ...all.slice(1)] : all) };
+      standIn = denseGemvStandIn(ops, gemv);
       break;
     }
     case "fp8_linear": {
@@ -231,13 +244,8 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // The tile program covers every size it is chosen for: the loop after it is only reachable by preference.
       if (tiles && !opts.prefer?.has("expert")) all = all.filter((c) => c.kernel !== "expert_loop");
       // prefer=expert:grouped_gemv: the generated GEMVs (backends/kernels/gen/grouped-gemv.ts, the
-      // runtime GEMV's two grids written in the kernel language) in expert_gemv's places, at the
-      // same sizes, in the steps where they run (bf16; the others keep their kernels); by preference
-      // only until they have been measured against it on the GPU.
-      if (opts.prefer?.get("expert") === "grouped_gemv") {
-        const gemv = [...(E >= 4 ? [choice("grouped_gemv_rows", [le(rows, Math.floor(E / 4))])] : []), choice("grouped_gemv", [le(rows, 4 * E)]), choice("grouped_gemm")];
-        return { lowering: kind, dispatch: settle(tiles ? gemv : all) };
-      }
+      // runtime GEMV's two grids written in the kernel language) in expert_gemv's places.
+      standIn = { kernel: "grouped_gemv", applies: tiles, replace: (c) => [c.kernel === "expert_gemv" ? choice(c.params["by_row"] ? "grouped_gemv_rows" : "grouped_gemv", c.when) : c] };
       break;
     }
     case "moe_dispatch": {
@@ -281,16 +289,13 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // prefer=attention:attention_split: decode's few query rows by the generated split form
       // (backends/kernels/gen/attention.ts: the keys in ATTENTION_SPLITS workgroups a query row, then a
       // merge kernel; its scratch holds ATTENTION_SPLIT_MAX_ROWS rows: kernel-forms.ts) ahead of
-      // attn_decode, which keeps more rows; by preference only until measured against it on the GPU.
-      if (opts.prefer?.get("attention") === "attention_split") {
-        const rowsDim = B.mul(S).mul(nhD.value!);
-        const split = choice("attention_split", [le(S, L.decodeMaxQueries), le(rowsDim, ATTENTION_SPLIT_MAX_ROWS)]);
-        return { lowering: kind, dispatch: settle([split, ...all]) };
-      }
+      // attn_decode, which keeps more rows.
+      const split = choice("attention_split", [le(S, L.decodeMaxQueries), le(B.mul(S).mul(nhD.value!), ATTENTION_SPLIT_MAX_ROWS)]);
+      standIn = { kernel: "attention_split", applies: true, replace: (c) => (c.kernel === "attn_decode" ? [split, c] : [c]) };
       break;
     }
     default:
       return undefined;
   }
-  return { lowering: kind, dispatch: preferred(kind, all, opts) };
+  return { lowering: kind, dispatch: preferred(kind, all, opts, standIn) };
 }

@@ -16,7 +16,7 @@ import { parsePipeline, runPasses } from "../../compiler/passes/manager";
 import { buildSchedule, storageSlot } from "../../backends/schedule";
 import { generateStep, type GeneratedKernel, type GenLimits } from "../../backends/kernels/gen";
 import { SCRATCH_SLOT } from "../../backends/kernels/gen/context";
-import { cudaGenLimits, cudaStorage } from "../../backends/cuda/emit";
+import { cudaGenLimits, cudaStorage } from "../../backends/cuda/gen-limits";
 import { CUDA_SM90A } from "../../ir/target";
 import { parseTile } from "../../ir/target/cuda";
 import { simulate, type SimArray } from "../../backends/kernels/simulate";

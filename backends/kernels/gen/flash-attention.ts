@@ -92,10 +92,11 @@ export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
     const tilesOf = (f: (mt: number) => void) => {
       for (let mt = 0; mt < MT; mt++) f(mt);
     };
-    // The thread's two rows of each of its warp's query tiles: local (in the workgroup's tile) and absolute.
-    const local = Array.from({ length: MT }, (_, mt) => kb.let("lrow", add(add(i(mt * FLASH_WARPS * 16), mul(warp, i(16))), gr)));
-    const rows = local.map((l) => {
-      const r0 = kb.let("r0", add(q0, l));
+    // The first row (in the workgroup's tile) of each of the warp's query tiles, and the thread's two
+    // absolute rows of each.
+    const tile0 = Array.from({ length: MT }, (_, mt) => kb.let("t0", add(i(mt * FLASH_WARPS * 16), mul(warp, i(16)))));
+    const rows = tile0.map((t) => {
+      const r0 = kb.let("r0", add(q0, add(t, gr)));
       return [r0, kb.let("r1", add(r0, i(8)))] as const;
     });
     const kBase = kb.let("kbase", mul(mul(add(mul(b, i(NKV)), grp), Tr), i(HD)));
@@ -142,7 +143,7 @@ export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
     };
     loadTile(i(0), i(0));
     // Q's A fragments by ldmatrix: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) of the lane's tile.
-    const qRow = Array.from({ length: MT }, (_, mt) => kb.let("qrow", add(add(i(mt * FLASH_WARPS * 16), mul(warp, i(16))), add(mul(mod(mi, i(2)), i(8)), mr))));
+    const qRow = tile0.map((t) => kb.let("qrow", add(t, add(mul(mod(mi, i(2)), i(8)), mr))));
     kb.loop("blk", i(0), nblocks, (blk) => {
       const buf = kb.let("buf", mod(blk, i(2)));
       kb.if(

@@ -95,8 +95,8 @@ export function coversDenseGemv(ops: readonly Op[], limits: GenLimits | undefine
   return limits?.warpSize === 32 && densePlan(ops) !== undefined;
 }
 
-/** Output columns a warp (see the file's comment). */
-export function gemvColumnsPerWarp(rowBytes: number): number {
+/** Output columns a warp (see the file's comment; the runtime's expert_gemv chooses alike). */
+function gemvColumnsPerWarp(rowBytes: number): number {
   return rowBytes <= 2048 ? 4 : rowBytes <= 4096 ? 2 : 1;
 }
 

@@ -1,0 +1,46 @@
+/**
+ * What the kernel generators may use on a CUDA profile, and how values are stored on the GPU: the
+ * emitter's (backends/cuda/emit.ts), which the kir simulator's tests take too.
+ */
+import type { DType } from "../../ir/dtype";
+import { parseTile, type CudaProfile, type TileShape } from "../../ir/target/cuda";
+import { POINTWISE_RUN, type GenLimits } from "../kernels/gen";
+import type { BufferElem } from "../kernels/kir";
+
+/** Storage on the GPU: bf16 stays bf16 (half the bytes), e4m3 one byte, f16 is widened to f32, ints are i32. */
+export function cudaStorage(dt: DType): BufferElem {
+  if (dt === "bf16") return "bf16";
+  if (dt === "f8e4m3fn") return "f8e4m3";
+  if (dt === "i32" || dt === "i64" || dt === "bool" || dt === "u8") return "i32";
+  return "f32";
+}
+
+/** What the kernel generators may use on a CUDA profile (the emitter's; the kir simulator's tests take the same). */
+export function cudaGenLimits(profile: CudaProfile): GenLimits {
+  return {
+    maxThreads: profile.maxThreadsPerBlock,
+    maxWorkgroupBytes: profile.sharedMemoryPerBlock,
+    maxDynamicWorkgroupBytes: profile.sharedMemoryPerBlockOptin,
+    storage: cudaStorage,
+    tensorCores: profile.tensorCoreTypes,
+    warpSize: profile.warpSize,
+    pointwiseRun: POINTWISE_RUN,
+    gemmTiles: expertTiles(profile),
+    wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true,
+  };
+}
+
+/**
+ * The grouped expert GEMM's tiles: the profile's, or LINGC_FP8_TILE / LINGC_BF16_TILE =
+ * "bm,bn,wm,wn,stages" (how `bench/cuda/device.sh fp8tiles` and `bf16tiles` sweep tiles without a
+ * rebuild of lingc).
+ */
+function expertTiles(profile: CudaProfile): Record<string, TileShape> {
+  const tiles = { ...profile.expertTiles };
+  const env = (name: string) => (typeof process !== "undefined" ? process.env[name] : undefined);
+  for (const [dt, name] of [["f8e4m3fn", "LINGC_FP8_TILE"], ["bf16", "LINGC_BF16_TILE"]] as const) {
+    const text = env(name);
+    if (text) tiles[dt] = parseTile(text, name);
+  }
+  return tiles;
+}

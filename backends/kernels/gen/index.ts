@@ -102,8 +102,8 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops, limits) => attentionSplitKernels(gen(blockedThreads(limits)), gen(Math.min(128, limits.maxThreads)), ops),
   },
   {
-    // Flash attention on the bf16 tensor cores (CUDA), only when a dispatch names it (listed after
-    // attention, which covers all it covers).
+    // Flash attention on the bf16 tensor cores (CUDA): the attention dispatch names it for prefill
+    // (listed after attention, which covers all it covers, it runs only when named).
     name: "flash_tile",
     covers: (ops, limits) => coversAttention(ops) && coversFlash(ops, limits?.tensorCores),
     generate: (gen, ops) => flashAttentionKernel(gen(FLASH_THREADS), ops),

@@ -550,43 +550,43 @@ flashtile)
   done
   ;;
 gemvtile)
-  # Decode's bf16 GEMVs as kir programs (--prefer expert:grouped_gemv and linear/dense_swiglu:linear_gemv:
-  # backends/kernels/gen/grouped-gemv.ts) against the interpreter on decode-sized expert modules
-  # (bench/cuda/expert_check.py: by row, T=1; by expert, T=2; column and step tails), sanitized; ling-small
-  # (bf16) generating with them and with the runtime's GEMVs (the same lanes' sums in the same order; silu's
-  # exp is the op table's expf where the runtime's is __expf: the same ids unless a near tie); then Ling-mini
-  # decode with each (speed; per-kernel times at batch 32); and decode attention by the generated split form
-  # (--prefer attention:attention_split: golden ids, decode A/B as mini-as).
-  GV="--prefer expert:grouped_gemv,linear:linear_gemv,dense_swiglu:linear_gemv"
+  # Decode's bf16 GEMVs, generated from the kernel language by default (grouped_gemv_rows, grouped_gemv,
+  # linear_gemv: backends/kernels/gen/grouped-gemv.ts) against the interpreter on decode-sized expert
+  # modules (bench/cuda/expert_check.py: by row, T=1; by expert, T=2; column and step tails), sanitized;
+  # ling-small (bf16) generating with them and with the runtime's GEMVs put back (--prefer
+  # expert:expert_gemv,linear:gemv,dense_swiglu:gemv: the same lanes' sums in the same order; silu's exp is
+  # the op table's expf where the runtime's is __expf: the same ids unless a near tie); decode attention
+  # by the generated split form (the default up to 64 query rows): the golden ids; then Ling-mini decode
+  # by default (mini), with the runtime's GEMVs (mini-rg) and with the runtime's decode attention
+  # (mini-rd, --prefer attention:attn_decode), and per-kernel times at batch 32 of mini and mini-rg.
+  RG="--prefer expert:expert_gemv,linear:gemv,dense_swiglu:gemv"
+  RD="--prefer attention:attn_decode"
   for cfg in "1 512 264" "2 512 256" "8 2048 512"; do
     set -- $cfg; D=/tmp/gv$1; mkdir -p $D
     EXPERT_T=$1 EXPERT_H=$2 EXPERT_F=$3 python3 bench/cuda/expert_check.py make $D || exit 1
     R="$D/e.lir --weights $D/w.safetensors --input $D/e.safetensors"
     $L run $R --backend interp --out $D/interp.safetensors >/dev/null || exit 1
-    $L run $R --backend cuda $GV --out $D/gv.safetensors >/dev/null || exit 1
+    $L run $R --backend cuda --out $D/gv.safetensors >/dev/null || exit 1
     echo "== T=$1 H=$2 F=$3: grouped_gemv vs interp"; python3 bench/cuda/expert_check.py compare $D/gv.safetensors $D/interp.safetensors 0.0156
     EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
     for tool in memcheck racecheck; do
       compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $D/w.safetensors --graph e --input $D/e.safetensors --out $D/s.safetensors > "$OUT/san-gv$1-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-gv$1-$tool.txt"
     done
   done
-  # Decode attention by the generated split form (--prefer attention:attention_split): the golden greedy ids
-  # (ling-tiny, fp32), then a decode A/B below.
-  AS="--prefer attention:attention_split"
-  GOT=$($L generate $G --backend cuda $AS --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
+  GOT=$($L generate $G --backend cuda --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
   echo "attention_split: got  $GOT"; echo "attention_split: want $WANT"; [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL"
   S=tests/data/golden/ling-small
-  A=$($L generate $S --backend cuda --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|'); B=$($L generate $S --backend cuda $GV --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|')
+  A=$($L generate $S --backend cuda $RG --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|'); B=$($L generate $S --backend cuda --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|')
   echo "ling-small runtime GEMVs $A"; echo "ling-small kir GEMVs     $B"; [ -n "$A" ] && [ "$A" = "$B" ] && echo "same ids PASS" || echo "same ids FAIL"
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
-  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $GV --out /tmp/mini-gv >/dev/null && (cd /tmp/mini-gv && make -j16 >/dev/null) || exit 1
-  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $AS --out /tmp/mini-as >/dev/null && (cd /tmp/mini-as && make -j16 >/dev/null) || exit 1
+  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $RG --out /tmp/mini-rg >/dev/null && (cd /tmp/mini-rg && make -j16 >/dev/null) || exit 1
+  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $RD --out /tmp/mini-rd >/dev/null && (cd /tmp/mini-rd && make -j16 >/dev/null) || exit 1
   for round in 1 2; do
-    for m in mini mini-gv mini-as; do
+    for m in mini mini-rg mini-rd; do
       echo "== $m, round $round"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048,32x2048 --repeats 10 | grep -o '"graph_ms_per_step": [0-9.]*'
     done
   done
-  for m in mini mini-gv; do echo "== $m profile, decode 32x2048"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 32x2048 --repeats 2 --profile 2>&1 >/dev/null | grep -E "swiglu|grouped_linear|attention: linear|shared_experts|in all"; done
+  for m in mini mini-rg; do echo "== $m profile, decode 32x2048"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 32x2048 --repeats 2 --profile 2>&1 >/dev/null | grep -E "swiglu|grouped_linear|attention: linear|shared_experts|in all"; done
   ;;
 decsplit)
   # Decode attention's key split (runtime attn_decode: DEC_BLOCKS_PER_SM, tuned at batch 1, where the

@@ -142,33 +142,41 @@ function settle(all: DispatchChoice[]): DispatchChoice[] {
 }
 
 /**
- * A generated kernel that a preference (prefer=KIND:<its name>) puts in the places of runtime
- * kernels, each choice it stands in for replaced by `replace` with its size conditions kept, in the
- * steps whose operands it takes (`applies`; the other steps keep their kernels). The GEMVs and the
- * split decode attention are chosen so until they have been measured against the runtime's on the GPU.
+ * A runtime kernel that generated kernels replaced by default (measured faster on the H200), which a
+ * preference (prefer=KIND:<its name>) puts back in their places with their size conditions kept
+ * (`restore`), so that the two can be measured against each other on the GPU (bench/cuda/device.sh
+ * gemvtile). Steps the generated kernels do not take (fp32 operands) keep the runtime kernel anyway.
  */
-interface StandIn {
+interface Replaced {
   kernel: string;
-  applies: boolean;
-  replace: (c: DispatchChoice) => DispatchChoice[];
+  restore: (c: DispatchChoice) => DispatchChoice[];
 }
 
-function preferred(kind: string, all: DispatchChoice[], opts: SelectionOptions, standIn?: StandIn): Dispatch {
+function preferred(kind: string, all: DispatchChoice[], opts: SelectionOptions, replaced?: Replaced): Dispatch {
   const want = opts.prefer?.get(kind);
   if (!want) return settle(all);
-  if (standIn && want === standIn.kernel) return settle(standIn.applies ? all.flatMap(standIn.replace) : all);
+  if (replaced && want === replaced.kernel) return settle(all.flatMap(replaced.restore));
   const c = all.find((x) => x.kernel === want);
-  if (!c) throw new LingcError(`kernel '${want}' cannot run this ${kind} step (its kernels: ${all.map((x) => x.kernel).join(", ")})`);
+  if (!c) throw new LingcError(`kernel '${want}' cannot run this ${kind} step (its kernels: ${[...new Set([...all.map((x) => x.kernel), ...(replaced ? [replaced.kernel] : [])])].join(", ")})`);
   return [{ ...c, when: [] }];
 }
 
+const bf16Linears = (ops: readonly Op[]) => ops.filter((o) => o.opName === "linear").every((o) => o.operands.every((v) => v.type.dtype === "bf16" && !v.type.quant));
+
 /**
- * The generated dense GEMV (backends/kernels/gen/grouped-gemv.ts: `linear_gemv`) in the runtime
- * gemv's places, where the linears are bf16 (the fp32 router gate keeps the runtime's).
+ * One row of a dense linear (or a dense SwiGLU's two): the GEMV, generated from the kernel language
+ * where the linears are bf16 (backends/kernels/gen/grouped-gemv.ts: `linear_gemv`; measured against
+ * the runtime's `gemv` on the H200: Ling-mini decode batch 1 2.085 -> 2.005 ms a step with the
+ * experts' below), else the runtime's (the fp32 router gate); more rows, cuBLASLt.
  */
-function denseGemvStandIn(ops: readonly Op[], gemv: boolean): StandIn {
-  const bf16 = ops.filter((o) => o.opName === "linear").every((o) => o.operands.every((v) => v.type.dtype === "bf16" && !v.type.quant));
-  return { kernel: "linear_gemv", applies: gemv && bf16, replace: (c) => [c.kernel === "gemv" ? { ...c, kernel: "linear_gemv" } : c] };
+function denseChoices(ops: readonly Op[], N: number, K: number, rows: Dim): { all: DispatchChoice[]; replaced: Replaced } {
+  const L = CUDA_KERNEL_LIMITS;
+  // prefer=KIND:gemv: the runtime's GEMV wherever a GEMV would run, keeping the one-row condition
+  // (it reads one row); the steps that take none (the LM head) keep cuBLASLt.
+  const replaced: Replaced = { kernel: "gemv", restore: (c) => [c.kernel === "linear_gemv" ? { ...c, kernel: "gemv" } : c] };
+  if (K % L.gemvChunk !== 0 || N * K > L.gemvMaxWeight) return { all: [choice("gemm")], replaced };
+  const one = [{ lhs: rows, op: "==" as const, rhs: Dim.of(1) }];
+  return { all: [choice(bf16Linears(ops) ? "linear_gemv" : "gemv", one), choice("gemm")], replaced };
 }
 
 /** The dispatch of a step the runtime runs, in the sizes of the step's ops (undefined: generated). */
@@ -177,28 +185,22 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
   if (!kind) return undefined;
   const L = CUDA_KERNEL_LIMITS;
   let all: DispatchChoice[];
-  let standIn: StandIn | undefined;
+  let replaced: Replaced | undefined;
   switch (kind) {
     case "linear": {
       const [x, w] = ops[0]!.operands as [Value, Value];
       const [N, K] = w.type.shape.map((d) => d.value!) as [number, number];
-      const rows = product(x.type.shape.slice(0, -1));
-      // One row (batch-1 decode): the runtime's GEMV moves less than cuBLASLt's M = 1 GEMM, except
-      // for the largest matrices (the LM head), which cuBLASLt reads better.
-      const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
-      all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
-      standIn = denseGemvStandIn(ops, gemv);
+      // One row (batch-1 decode): a GEMV moves less than cuBLASLt's M = 1 GEMM, except for the
+      // largest matrices (the LM head), which cuBLASLt reads better.
+      ({ all, replaced } = denseChoices(ops, N, K, product(x.type.shape.slice(0, -1))));
       break;
     }
     case "dense_swiglu": {
       const [x, w] = ops.find((o) => o.opName === "linear")!.operands as [Value, Value];
       const [N, K] = w.type.shape.map((d) => d.value!) as [number, number];
-      const rows = product(x.type.shape.slice(0, -1));
-      // One row: the expert GEMV's SwiGLU form (one launch for gate, up and the product, where the
-      // unfused ops took three); more: two cuBLASLt GEMMs and silu_mul.
-      const gemv = K % L.gemvChunk === 0 && N * K <= L.gemvMaxWeight;
-      all = gemv ? [choice("gemv", [{ lhs: rows, op: "==", rhs: Dim.of(1) }]), choice("gemm")] : [choice("gemm")];
-      standIn = denseGemvStandIn(ops, gemv);
+      // One row: a GEMV's SwiGLU form (one launch for gate, up and the product, where the unfused
+      // ops took three); more: two cuBLASLt GEMMs and silu_mul.
+      ({ all, replaced } = denseChoices(ops, N, K, product(x.type.shape.slice(0, -1))));
       break;
     }
     case "fp8_linear": {
@@ -232,20 +234,22 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // Few rows: the GEMV (a block per row when rows are under a quarter of the experts, else per
       // expert, reading each weight row once for its rows); many: the grouped GEMM tile program on
       // the bf16 tensor cores (generated: backends/kernels/gen/grouped-gemm.ts; bf16 rows of a
-      // multiple of 8 elements), else one cuBLASLt GEMM per expert.
+      // multiple of 8 elements), else one cuBLASLt GEMM per expert. bf16: the GEMVs are generated
+      // too (backends/kernels/gen/grouped-gemv.ts, the runtime expert_gemv's two grids in the kernel
+      // language; measured on the H200 against it: Ling-mini decode batch 32 9.37 -> 8.78 ms a step,
+      // batch 1 2.085 -> 2.005 with the dense GEMV); fp32, the runtime's expert_gemv.
       const bf16 = ops.every((o) => o.opName !== "grouped_linear" || (o.operands[0]!.type.dtype === "bf16" && o.operands[1]!.type.dtype === "bf16"));
       const tiles = bf16 && I % 8 === 0 && profile.tensorCoreTypes.includes("bf16") && profile.expertTiles["bf16"] !== undefined;
-      all = [
-        ...(E >= 4 ? [choice("expert_gemv", [le(rows, Math.floor(E / 4))], { by_row: 1, vec })] : []),
-        choice("expert_gemv", [le(rows, 4 * E)], { by_row: 0, vec }),
-        ...(tiles ? [choice("grouped_gemm")] : []),
-        choice("expert_loop"),
-      ];
+      const byRow = E >= 4 ? [le(rows, Math.floor(E / 4))] : undefined;
+      const byExpert = [le(rows, 4 * E)];
+      all = tiles
+        ? [...(byRow ? [choice("grouped_gemv_rows", byRow)] : []), choice("grouped_gemv", byExpert), choice("grouped_gemm"), choice("expert_loop")]
+        : [...(byRow ? [choice("expert_gemv", byRow, { by_row: 1, vec })] : []), choice("expert_gemv", byExpert, { by_row: 0, vec }), choice("expert_loop")];
       // The tile program covers every size it is chosen for: the loop after it is only reachable by preference.
       if (tiles && !opts.prefer?.has("expert")) all = all.filter((c) => c.kernel !== "expert_loop");
-      // prefer=expert:grouped_gemv: the generated GEMVs (backends/kernels/gen/grouped-gemv.ts, the
-      // runtime GEMV's two grids written in the kernel language) in expert_gemv's places.
-      standIn = { kernel: "grouped_gemv", applies: tiles, replace: (c) => [c.kernel === "expert_gemv" ? choice(c.params["by_row"] ? "grouped_gemv_rows" : "grouped_gemv", c.when) : c] };
+      // prefer=expert:expert_gemv: the runtime's GEMVs with their size conditions, bf16 or not.
+      const runtime = (c: DispatchChoice) => choice("expert_gemv", c.when, { by_row: c.kernel === "grouped_gemv_rows" ? 1 : 0, vec });
+      replaced = { kernel: "expert_gemv", restore: (c) => [c.kernel.startsWith("grouped_gemv") ? runtime(c) : c] };
       break;
     }
     case "moe_dispatch": {
@@ -285,17 +289,19 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // hand-written flash_attn after measuring faster on the H200 (prefill 1x8192's attention
       // 26.4 -> 24.4 ms). Otherwise the tiled kernels, which take any dtype and head width.
       const flash = [q, k, v].every((x) => x.type.dtype === "bf16") && d === dv && (d === 64 || d === 128) && profile.tensorCoreTypes.includes("bf16");
-      all = [decode, ...(flash ? [choice("flash_tile")] : []), tiles];
-      // prefer=attention:attention_split: decode's few query rows by the generated split form
-      // (backends/kernels/gen/attention.ts: the keys in ATTENTION_SPLITS workgroups a query row, then a
-      // merge kernel; its scratch holds ATTENTION_SPLIT_MAX_ROWS rows: kernel-forms.ts) ahead of
-      // attn_decode, which keeps more rows.
-      const split = choice("attention_split", [le(S, L.decodeMaxQueries), le(B.mul(S).mul(nhD.value!), ATTENTION_SPLIT_MAX_ROWS)]);
-      standIn = { kernel: "attention_split", applies: true, replace: (c) => (c.kernel === "attn_decode" ? [split, c] : [c]) };
+      // Decode's few query rows: the generated split form (backends/kernels/gen/attention.ts: the
+      // keys in ATTENTION_SPLITS workgroups a query row, then a merge kernel; its scratch holds
+      // ATTENTION_SPLIT_MAX_ROWS rows: kernel-forms.ts), measured against attn_decode on the H200:
+      // Ling-mini decode batch 1 2.085 -> 2.04 ms a step, batch 32 the same; more rows, attn_decode.
+      // (An attention whose values are [.., T, T], as its derivative builds, is not one of these: the
+      // split form keeps an output row in registers.)
+      const split = v.type.shape[3]!.value !== undefined ? [choice("attention_split", [le(S, L.decodeMaxQueries), le(B.mul(S).mul(nhD.value!), ATTENTION_SPLIT_MAX_ROWS)])] : [];
+      all = [...split, decode, ...(flash ? [choice("flash_tile")] : []), tiles];
+      replaced = { kernel: "attn_decode", restore: (c) => (c.kernel === "attention_split" ? [] : [c]) };
       break;
     }
     default:
       return undefined;
   }
-  return { lowering: kind, dispatch: preferred(kind, all, opts, standIn) };
+  return { lowering: kind, dispatch: preferred(kind, all, opts, replaced) };
 }

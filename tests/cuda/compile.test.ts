@@ -229,33 +229,35 @@ describe("lingc compile --target cuda", () => {
     // 1024-byte-aligned block.
     const smem = tile.stages * (tile.bm + tile.bn) * 128 + 1024;
     expect(src).toMatch(new RegExp(`else \\{ const long n_ = [^}]*c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, ${2 * tile.bm}, ${smem}`));
-    expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) c\.expert_gemv\(/);
-    // The dense MLP's and the shared expert's SwiGLU (two linears, silu, mul: one kernel call): the
-    // runtime's SwiGLU GEMV at one row, two GEMMs and silu_mul beyond; in each graph's two layer kinds.
-    expect(src.match(/if \(\(\(B\*S\)\) == \(1L\)\) c\.gemv_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, 640L, 256L\);\n\s*else c\.gemm_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, \(B\*S\), 640L, 256L\);/g)).toHaveLength(2);
-    expect(src.match(/c\.gemv_swiglu\([^;]*, 128L, 256L\);/g)).toHaveLength(2);
-    await expectCompiles([join(dir, "bf16"), "model.cu"]);
-  }, 300_000);
-
-  it("--prefer expert:grouped_gemv,linear:linear_gemv,dense_swiglu:linear_gemv: decode's bf16 GEMVs generated from the kernel language (experts by row, by expert, then the tile program; dense at one row), 16-byte loads, and it compiles", async () => {
-    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--prefer", "expert:grouped_gemv,linear:linear_gemv,dense_swiglu:linear_gemv", "--out", join(dir, "gemv"));
-    expect(r.code, r.stderr).toBe(0);
-    const src = readFileSync(join(dir, "gemv", "model.cu"), "utf8");
-    // Only the fp32 router gate keeps the runtime's GEMV (the generated one reads bf16).
+    // Decode's GEMVs are generated (16-byte loads, warp-shuffle sums). ling-small: 16 experts, 4 a
+    // token: by row up to 4 rows (a workgroup per row and 32 of the 128 columns: four a warp), by
+    // expert up to 64 (16 experts x 4 column tiles), the tile program beyond.
     expect(src).not.toMatch(/c\.expert_gemv\(|c\.gemv_swiglu\(/);
-    expect(src.match(/c\.gemv\(/g)?.length).toBe(src.match(/\/\/ \[\d+\] mlp\.gate: linear/g)?.length);
-    expect(kernelsNamed(src, "k_linear").filter((k) => k.includes("const uint4 ")).length).toBeGreaterThanOrEqual(2);
-    // ling-small: 16 experts, 4 a token: by row up to 4 rows (a workgroup per row and 32 of the 128
-    // columns: four a warp), by expert up to 64 (16 experts x 4 column tiles), the tile program beyond.
     expect(src).toMatch(/ if \(\(\(4L\*B\*S\)\) <= \(4L\)\) \{ const long n_ = \(16L\*B\*S\);[^\n]*c\.launch\(k_swiglu_\d+,[^\n]*\n\s*else if \(\(\(4L\*B\*S\)\) <= \(64L\)\) \{ const long n_ = 64L;[^\n]*c\.launch\(k_swiglu_\d+,/);
     const gemvs = [...kernelsNamed(src, "k_swiglu"), ...kernelsNamed(src, "k_grouped_linear")].filter((k) => k.includes("const uint4 "));
     // SwiGLU and down, each by row and by expert, in each graph (forward, decode).
     expect(gemvs.length).toBeGreaterThanOrEqual(4);
     for (const k of gemvs) expect(k).toContain("__shfl_xor_sync");
+    // The dense linears at one row too; only the fp32 router gate keeps the runtime's GEMV (the generated one reads bf16).
+    expect(src.match(/c\.gemv\(/g)?.length).toBe(src.match(/\/\/ \[\d+\] mlp\.gate: linear/g)?.length);
+    expect(kernelsNamed(src, "k_linear").filter((k) => k.includes("const uint4 ")).length).toBeGreaterThanOrEqual(2);
+    // The dense MLP's and the shared expert's SwiGLU (two linears, silu, mul: one step): the
+    // generated GEMV at one row, two GEMMs and silu_mul beyond; in each graph's two layer kinds.
+    expect(src.match(/if \(\(\(B\*S\)\) == \(1L\)\) \{[^\n]*c\.launch\(k_\w+_\d+, [^\n]*\n\s*else c\.gemm_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, \(B\*S\), 640L, 256L\);/g)).toHaveLength(2);
+    await expectCompiles([join(dir, "bf16"), "model.cu"]);
+  }, 300_000);
+
+  it("--prefer expert:expert_gemv,linear:gemv,dense_swiglu:gemv puts the runtime's GEMVs back in the generated ones' places, their size conditions kept, and it compiles", async () => {
+    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--prefer", "expert:expert_gemv,linear:gemv,dense_swiglu:gemv", "--out", join(dir, "gemv"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "gemv", "model.cu"), "utf8");
+    expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) c\.expert_gemv\([^\n]*, true, true\);\n\s*else if \(\(\(4L\*B\*S\)\) <= \(64L\)\) c\.expert_gemv\([^\n]*, false, true\);/);
+    expect(src.match(/if \(\(\(B\*S\)\) == \(1L\)\) c\.gemv_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, 640L, 256L\);\n\s*else c\.gemm_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, \(B\*S\), 640L, 256L\);/g)).toHaveLength(2);
+    expect(kernelsNamed(src, "k_swiglu").filter((k) => k.includes("const uint4 "))).toHaveLength(0);
     await expectCompiles([join(dir, "gemv"), "model.cu"]);
   }, 300_000);
 
-  it("--prefer attention:attention_split: decode attention by the generated split form, its merge kernel launched after it through the step's scratch (stream-ordered), and it compiles", async () => {
+  it("decode attention is the generated split form, its merge kernel launched after it through the step's scratch (stream-ordered), and it compiles", async () => {
     const lir = join(dir, "dec.lir");
     writeFileSync(
       lir,
@@ -267,7 +269,7 @@ describe("lingc compile --target cuda", () => {
 }
 `,
     );
-    const r = await cli("compile", lir, "--target", "cuda", "--prefer", "attention:attention_split", "--out", join(dir, "dec"));
+    const r = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "dec"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "dec", "model.cu"), "utf8");
     // Up to 64 query rows (8 a batch row here) the split form, its scratch 64 rows x 16 splits x (64 + 2) floats; more, attn_decode.
@@ -315,7 +317,8 @@ describe("lingc compile --target cuda", () => {
     const r = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "att"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "att", "model.cu"), "utf8");
-    const kernels = src.split('extern "C" __global__').slice(1);
+    // The flash tiles (the split decode attention's two kernels for each attention aside).
+    const kernels = src.split('extern "C" __global__').slice(1).filter((k) => k.includes("mma.sync"));
     expect(kernels).toHaveLength(2);
     for (const [k, hd] of [
       [kernels[0]!, 128],
@@ -334,7 +337,8 @@ describe("lingc compile --target cuda", () => {
     }
     // d 128: Q (128 rows) and 2 x 2 x 64 K/V rows of 68 words (past 48 KB: opted in, with the largest carveout).
     expect(src).toMatch(/c\.prefer_shared\(\(const void\*\)k_attention_\d+\); c\.launch_smem\(k_attention_\d+, [^,]*, 128, 104448,/);
-    // Few queries (a decode step's) take the runtime's decode kernel; the hand-written flash_attn is gone.
+    // Few queries (a decode step's) take the split form, then the runtime's decode kernel; the hand-written flash_attn is gone.
+    expect(src.match(/c\.scratch_acquire\(/g)?.length).toBe(2);
     expect(src.match(/c\.attn_decode\(/g)?.length).toBe(2);
     expect(src).not.toMatch(/flash_attn/);
     await expectCompiles([join(dir, "att"), "model.cu"]);

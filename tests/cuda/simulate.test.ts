@@ -309,7 +309,7 @@ describe("CUDA tile programs in the kir simulator", () => {
     }
   });
 
-  it("decode attention's generated split form on CUDA (prefer=attention:attention_split): the keys in 16 workgroups a query row, then the merge kernel through the step's scratch, GQA, against the interpreter", () => {
+  it("decode attention's generated split form on CUDA (attention_split, the default up to 64 query rows): the keys in 16 workgroups a query row, then the merge kernel through the step's scratch, GQA, against the interpreter", () => {
     // 2 x 4 query rows of one position (decode), 2 KV heads, 40 cached keys (splits of 3: the last short, two empty).
     const [B, NH, NKV, T, D] = [2, 4, 2, 40, 64];
     const text = `module @a {

@@ -267,6 +267,13 @@ export function modI(a: Expr, b: Expr): Expr {
 // ---------------------------------------------------------------------------------------------
 // Builder
 
+/** Powers of two from `lo` up to below `hi` (xor masks of a butterfly). */
+const lanesFrom = (lo: number, hi: number): number[] => {
+  const out: number[] = [];
+  for (let m = lo; m < hi; m *= 2) out.push(m);
+  return out;
+};
+
 export class KernelBuilder {
   readonly kernel: Kernel;
   private blocks: Stmt[][];
@@ -512,19 +519,40 @@ export class KernelBuilder {
     return { exclusive: this.let("wexcl", pre.ref), total: this.let("wsum", total.ref) };
   }
 
-  /** The sum of one f32 over a warp's 32 lanes, in every lane (butterfly shuffles; a warp-synchronous target). */
-  warpSum(x: Expr): Expr {
-    return this.warpReduce(x, add);
+  /**
+   * The sum of one f32 over a warp's 32 lanes, in every lane (butterfly shuffles; a warp-synchronous
+   * target); with `width` (a power of two), over each aligned group of that many lanes.
+   */
+  warpSum(x: Expr, width = 32): Expr {
+    return this.warpReduce(x, add, width);
   }
 
-  /** The maximum of one f32 over a warp's 32 lanes, in every lane. */
-  warpMax(x: Expr): Expr {
-    return this.warpReduce(x, max);
+  /** The maximum of one f32 over a warp's 32 lanes (or each aligned group of `width`), in every lane. */
+  warpMax(x: Expr, width = 32): Expr {
+    return this.warpReduce(x, max, width);
+  }
+
+  /**
+   * The sum over the lanes that hold this lane's place in the other groups of `width` lanes (lanes
+   * l % width, + width, + 2 width, ...: the groups' partial results added), in every lane.
+   */
+  warpSumAcross(x: Expr, width: number): Expr {
+    return this.butterfly(x, add, lanesFrom(width, 32));
+  }
+
+  /** The maximum over the same lanes as warpSumAcross. */
+  warpMaxAcross(x: Expr, width: number): Expr {
+    return this.butterfly(x, max, lanesFrom(width, 32));
   }
 
   private warpReduce(x: Expr, combine: (a: Expr, b: Expr) => Expr, width = 32): Expr {
+    return this.butterfly(x, combine, lanesFrom(1, width).reverse());
+  }
+
+  /** Butterfly shuffles at these lane distances (xor masks), each combining with the partner's value. */
+  private butterfly(x: Expr, combine: (a: Expr, b: Expr) => Expr, masks: number[]): Expr {
     let v = x;
-    for (let m = width / 2; m >= 1; m /= 2) v = this.let("wr", combine(v, { k: "shfl", t: v.t, a: v, mask: m }));
+    for (const m of masks) v = this.let("wr", combine(v, { k: "shfl", t: v.t, a: v, mask: m }));
     return v;
   }
 

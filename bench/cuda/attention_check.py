@@ -1,4 +1,4 @@
-"""Prefill attention kernels on the GPU against the interpreter (device.sh flashtile). Standard library only.
+"""Attention kernels on the GPU against the interpreter (device.sh flashtile, decattn). Standard library only.
 
   attention_check.py make DIR      writes DIR/a.lir: four bf16 attentions, (a) head dim 128, 8 query heads on
                                    2 KV heads, causal, S = 200 (a partial last tile of 64); (b) head dim 64,
@@ -6,6 +6,11 @@
                                    transposed output form); (c) batch 2, 70 queries after 80 cached keys
                                    (S < T, causal from position 80), transposed; (d) head dim 64, 8 heads,
                                    causal, S = 130; and DIR/x.safetensors, its seeded inputs.
+  attention_check.py make-decode DIR   the same for decode shapes (few queries, many cached keys): (e) Ling-mini's,
+                                   16 query heads on 4 KV heads, head dim 128, 1 query over 2048 keys; (f) batch 3,
+                                   8 heads on 2, head dim 64, 2 queries (a drafted step) over 301 keys; (g) 6
+                                   heads on 2 (groups of 3), head dim 256, 1 query over 70 keys, transposed;
+                                   (h) batch 32, 16 heads on 4, head dim 128, 1 query over 600 keys.
   attention_check.py compare A B TOL   every tensor of A against B's: max |A - B| / max |B| within TOL
 """
 import json
@@ -19,6 +24,13 @@ CASES = [  # name, batch, query heads, KV heads, S (queries), T (keys), head dim
     ("b", 1, 4, 4, 130, 130, 64, False, True),
     ("c", 2, 4, 2, 70, 150, 128, True, True),
     ("d", 1, 8, 8, 130, 130, 64, True, False),
+]
+
+DECODE_CASES = [
+    ("e", 1, 16, 4, 1, 2048, 128, True, False),
+    ("f", 3, 8, 2, 2, 301, 64, True, False),
+    ("g", 1, 6, 2, 1, 70, 256, True, True),
+    ("h", 32, 16, 4, 1, 600, 128, True, False),
 ]
 
 
@@ -61,10 +73,10 @@ def read_safetensors(path):
     return out
 
 
-def make(d):
+def make(d, cases):
     rng = random.Random(7)
     params, ops, results, tensors = [], [], [], {}
-    for name, B, nh, nkv, S, T, D, causal, transposed in CASES:
+    for name, B, nh, nkv, S, T, D, causal, transposed in cases:
         for t, heads, rows in (("q", nh, S), ("k", nkv, T), ("v", nkv, T)):
             shape = [B, heads, rows, D]
             params.append(f"%{t}{name}: bf16[{', '.join(map(str, shape))}]")
@@ -101,7 +113,9 @@ def compare(a_path, b_path, tol):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["make"]:
-        make(sys.argv[2])
+        make(sys.argv[2], CASES)
+    elif sys.argv[1:2] == ["make-decode"]:
+        make(sys.argv[2], DECODE_CASES)
     elif sys.argv[1:2] == ["compare"]:
         sys.exit(0 if compare(sys.argv[2], sys.argv[3], float(sys.argv[4])) else 1)
     else:

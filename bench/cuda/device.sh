@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -587,6 +587,40 @@ gemvtile)
     done
   done
   for m in mini mini-rg; do echo "== $m profile, decode 32x2048"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 32x2048 --repeats 2 --profile 2>&1 >/dev/null | grep -E "swiglu|grouped_linear|attention: linear|shared_experts|in all"; done
+  ;;
+decattn)
+  # Decode attention's GQA form (decode_attention, the default for bf16 decode steps:
+  # backends/kernels/gen/decode-attention.ts) and the runtime's attn_decode against the interpreter on
+  # four decode shapes (bench/cuda/attention_check.py make-decode), sanitized; ling-small (bf16, its
+  # cache grown in place) generating with each; then Ling-mini decode by default (mini), with
+  # attn_decode (mini-rd) and, when carried, an earlier build (.gpu/mini-old), alternately, and the
+  # attention's per-kernel times at batch 1 and 32.
+  RD="--prefer attention:attn_decode"
+  builds="mini mini-rd"
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j6 >/dev/null ) &
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $RD --out /tmp/mini-rd >/dev/null && cd /tmp/mini-rd && make -j6 >/dev/null ) &
+  if [ -d .gpu/mini-old ]; then builds="$builds mini-old"; rm -rf /tmp/mini-old; cp -r .gpu/mini-old /tmp/mini-old; (cd /tmp/mini-old && make -j6 >/dev/null) & fi
+  mkdir -p /tmp/dc && python3 bench/cuda/attention_check.py make-decode /tmp/dc || exit 1
+  R="/tmp/dc/a.lir --input /tmp/dc/x.safetensors"
+  $L run $R --backend interp --out /tmp/dc/interp.safetensors >/dev/null || exit 1
+  $L run $R --backend cuda $RD --out /tmp/dc/rd.safetensors >/dev/null || exit 1
+  $L run $R --backend cuda --out /tmp/dc/da.safetensors >/dev/null || exit 1
+  echo "== attn_decode vs interp"; python3 bench/cuda/attention_check.py compare /tmp/dc/rd.safetensors /tmp/dc/interp.safetensors 0.01
+  echo "== decode_attention vs interp"; python3 bench/cuda/attention_check.py compare /tmp/dc/da.safetensors /tmp/dc/interp.safetensors 0.01
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: decode_attention's
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --graph att --input /tmp/dc/x.safetensors --out /tmp/dc/s.safetensors > "$OUT/san-da-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-da-$tool.txt"
+  done
+  S=tests/data/golden/ling-small
+  A=$($L generate $S --backend cuda --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|'); B=$($L generate $S --backend cuda $RD --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|')
+  echo "ling-small decode_attention $A"; echo "ling-small attn_decode      $B"; [ -n "$A" ] && [ "$A" = "$B" ] && echo "same ids PASS" || echo "same ids FAIL"
+  wait
+  for round in 1 2; do
+    for m in $builds; do
+      echo "== $m, round $round"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048,32x2048 --repeats 10 | grep -o '"graph_ms_per_step": [0-9.]*'
+    done
+  done
+  for m in mini mini-rd; do for sh in 1x2048 32x2048; do echo "== $m profile, decode $sh"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode $sh --repeats 2 --profile 2>&1 >/dev/null | grep -E "attention \(|\.attention|in all" | head -3; done; done
   ;;
 decsplit)
   # Decode attention's key split (runtime attn_decode: DEC_BLOCKS_PER_SM, tuned at batch 1, where the

@@ -257,23 +257,26 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "gemv"), "model.cu"]);
   }, 300_000);
 
-  it("decode attention is the generated split form, its merge kernel launched after it through the step's scratch (stream-ordered), and it compiles", async () => {
+  it("decode attention is generated: bf16 by the GQA form (a KV head's query heads together) up to 512 query rows, fp32 by the split form up to 64, each with its merge kernel launched after it through the step's scratch (stream-ordered), and it compiles", async () => {
     const lir = join(dir, "dec.lir");
-    writeFileSync(
-      lir,
-      `module @att {
-  func @att(%q: bf16[B, 8, 1, 64], %k: bf16[B, 2, T, 64], %v: bf16[B, 2, T, 64]) -> (o: bf16[B, 8, 1, 64]) {
-    %o = attention(%q, %k, %v) {scale = 0.125, causal = true} : bf16[B, 8, 1, 64]
+    const text = (dt: string) => `module @att {
+  func @att(%q: ${dt}[B, 8, 1, 64], %k: ${dt}[B, 2, T, 64], %v: ${dt}[B, 2, T, 64]) -> (o: ${dt}[B, 8, 1, 64]) {
+    %o = attention(%q, %k, %v) {scale = 0.125, causal = true} : ${dt}[B, 8, 1, 64]
     return %o
   }
 }
-`,
-    );
+`;
+    writeFileSync(lir, text("bf16"));
+    writeFileSync(lir.replace(".lir", "32.lir"), text("f32"));
     const r = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "dec"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "dec", "model.cu"), "utf8");
-    // Up to 64 query rows (8 a batch row here) the split form, its scratch 64 rows x 16 splits x (64 + 2) floats; more, attn_decode.
-    expect(src).toMatch(/if \(\(\(8L\*B\)\) <= \(64L\)\) \{ float\* scratch_ = \(float\*\)c\.scratch_acquire\(270336\); \{[^\n]*c\.launch\(k_attention_\d+, [^\n]*scratch_[^\n]*c\.launch\(k_attention_then_\d+, [^\n]*c\.scratch_release\(scratch_\); \}\n\s*else if [^\n]*c\.attn_decode\(/);
+    // Up to 512 query rows (8 a batch row here) the GQA form, its scratch 512 rows x 32 splits x (64 + 2) floats; more, attn_decode.
+    expect(src).toMatch(/if \(\(\(8L\*B\)\) <= \(512L\)\) \{ float\* scratch_ = \(float\*\)c\.scratch_acquire\(4325376\); \{[^\n]*c\.launch\(k_attention_\d+, [^\n]*scratch_[^\n]*c\.launch\(k_attention_then_\d+, [^\n]*c\.scratch_release\(scratch_\); \}\n\s*else if [^\n]*c\.attn_decode\(/);
+    // fp32 heads (the golden checkpoint's) take the split form, up to 64 rows (16 splits a row).
+    const r32 = await cli("compile", lir.replace(".lir", "32.lir"), "--target", "cuda", "--out", join(dir, "dec32"));
+    expect(r32.code, r32.stderr).toBe(0);
+    expect(readFileSync(join(dir, "dec32", "model.cu"), "utf8")).toMatch(/if \(\(\(8L\*B\)\) <= \(64L\)\) \{ float\* scratch_ = \(float\*\)c\.scratch_acquire\(270336\); \{[^\n]*c\.launch\(k_attention_\d+, [^\n]*scratch_[^\n]*c\.launch\(k_attention_then_\d+, [^\n]*c\.scratch_release\(scratch_\); \}\n\s*else if [^\n]*c\.attn_decode\(/);
     await expectCompiles([join(dir, "dec"), "model.cu"]);
   }, 300_000);
 
@@ -337,7 +340,8 @@ describe("lingc compile --target cuda", () => {
     }
     // d 128: Q (128 rows) and 2 x 2 x 64 K/V rows of 68 words (past 48 KB: opted in, with the largest carveout).
     expect(src).toMatch(/c\.prefer_shared\(\(const void\*\)k_attention_\d+\); c\.launch_smem\(k_attention_\d+, [^,]*, 128, 104448,/);
-    // Few queries (a decode step's) take the split form, then the runtime's decode kernel; the hand-written flash_attn is gone.
+    // Few queries (a decode step's) take the GQA decode form (with its scratch), then the runtime's
+    // decode kernel; the hand-written flash_attn is gone.
     expect(src.match(/c\.scratch_acquire\(/g)?.length).toBe(2);
     expect(src.match(/c\.attn_decode\(/g)?.length).toBe(2);
     expect(src).not.toMatch(/flash_attn/);

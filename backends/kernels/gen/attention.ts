@@ -217,26 +217,31 @@ export function attentionSplitKernels(g: Gen, merge: Gen, ops: Op[]): GeneratedK
   }, K.div(kb.wg, K.i(ATTENTION_SPLITS)));
   const partial = g.finish({ dim: g.entryDim(rowsDim).mul(ATTENTION_SPLITS), per: 1 });
   merge.kb.kernel.name = `${merge.kb.kernel.name}_merge`;
-  partial.then = attentionMergeKernel(merge, ops, W, scratchElems);
+  partial.then = attentionMergeKernel(merge, ops, ATTENTION_SPLITS, scratchElems);
   return partial;
 }
 
-/** The split form's second kernel: per row, thread per output column, the splits merged by their maxima. */
-function attentionMergeKernel(g: Gen, ops: Op[], W: number, scratchElems: number): GeneratedKernel {
+/**
+ * A split form's second kernel: per query row, a thread per output column, the row's `splits`
+ * partial results (scratch: [rows, splits, dv + 2] f32, the unnormalized output row, then its
+ * maximum and sum of exponentials) merged by their maxima.
+ */
+export function attentionMergeKernel(g: Gen, ops: Op[], splits: number, scratchElems: number): GeneratedKernel {
   const setup = rowSetup(g, ops);
   const { dv, outValue, rowsDim } = setup;
+  const W = dv + 2;
   const dt = setup.q.type.dtype;
   const kb = g.kb;
   const wg = kb.kernel.wg;
   const scratch = g.scratch(scratchElems);
   setup.at((r) => {
-    const base = kb.let("sbase", K.mul(r.row, K.i(ATTENTION_SPLITS * W)));
+    const base = kb.let("sbase", K.mul(r.row, K.i(splits * W)));
     const at = (s: number, c: K.Expr) => kb.load(scratch, K.add(base, K.add(K.i(s * W), c)));
     let mx: K.Expr = at(0, K.i(dv));
-    for (let s = 1; s < ATTENTION_SPLITS; s++) mx = K.max(mx, at(s, K.i(dv)));
+    for (let s = 1; s < splits; s++) mx = K.max(mx, at(s, K.i(dv)));
     const m = kb.let("m", mx);
-    // A split with no keys has maximum -inf (the lowest float) and weighs nothing.
-    const wts = Array.from({ length: ATTENTION_SPLITS }, (_, s) => kb.let("w", K.exp(K.sub(at(s, K.i(dv)), m))));
+    // A split with no keys has maximum -inf (the lowest float) or a large negative one, and weighs nothing.
+    const wts = Array.from({ length: splits }, (_, s) => kb.let("w", K.exp(K.sub(at(s, K.i(dv)), m))));
     const l = kb.let("l", wts.map((w, s) => K.mul(w, at(s, K.i(dv + 1)))).reduce((a, b) => K.add(a, b)));
     const ob = kb.let("obase", r.outBase);
     kb.for("c", kb.lid, K.i(dv), (c) => {

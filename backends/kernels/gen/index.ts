@@ -24,6 +24,7 @@ import { linearSimtKernel, linearSimtPlan } from "./linear-simt";
 import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointwiseGemv } from "./pointwise";
 import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
 import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attention";
+import { coversDecodeAttention, DECODE_ATTENTION_THREADS, decodeAttentionKernels } from "./decode-attention";
 import { coversDenseGemv, coversGroupedGemv, denseGemvKernel, GROUPED_GEMV_THREADS, groupedGemvKernel } from "./grouped-gemv";
 import { routerKernel, routerWorkgroup } from "./router";
 
@@ -100,6 +101,13 @@ const TEMPLATES: readonly Template[] = [
     name: "attention_split",
     covers: (ops, limits) => (limits?.gpuForms === true || limits?.warpSize === 32) && coversAttention(ops),
     generate: (gen, ops, limits) => attentionSplitKernels(gen(blockedThreads(limits)), gen(Math.min(128, limits.maxThreads)), ops),
+  },
+  {
+    // Decode attention on CUDA (bf16): a KV head's query heads together over key splits, then the
+    // split form's merge (only when the attention dispatch names it).
+    name: "decode_attention",
+    covers: (ops, limits) => coversAttention(ops) && coversDecodeAttention(ops, limits),
+    generate: (gen, ops, limits) => decodeAttentionKernels(gen(DECODE_ATTENTION_THREADS), gen(Math.min(128, limits.maxThreads)), ops),
   },
   {
     // Flash attention on the bf16 tensor cores (CUDA): the attention dispatch names it for prefill

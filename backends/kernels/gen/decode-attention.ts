@@ -1,0 +1,163 @@
+/**
+ * Decode attention on CUDA (bf16 heads 64, 128 or 256 wide): flash-decoding with a KV head's query
+ * heads together, so each key and value row is read once for all of them. A workgroup per (batch,
+ * KV head, query position, key split), DECODE_ATTENTION_SPLITS splits, four warps. A warp scores
+ * KPW keys a step: d / 8 lanes a key, each reading 16 bytes of the key row (kir load16) and of the
+ * value row, its eight query columns of every head held in registers; a key's dot products are
+ * summed over its lanes by shuffles. Every lane keeps each head's running maximum and sum (the
+ * online softmax) and its eight output columns; UNROLL steps' loads are issued before their math,
+ * so a warp has 2 x UNROLL row reads in flight. At the end the warp's key groups and then the four
+ * warps are merged (shuffles, then workgroup memory) into the split's unnormalized output rows,
+ * maxima and sums in the step's scratch, which the attention merge kernel (attention.ts) combines
+ * per query row.
+ *
+ * The WGSL split form (attention.ts) on CUDA took about 27 us a layer for Ling-mini's batch-1 step
+ * (16 query heads, 4 KV heads, 2048 keys of 128: 4 MB): a workgroup per query row and split reads
+ * each KV row once per query head with two-byte loads, and reduces every 128-key block through
+ * 14 barriers.
+ */
+import type { Op, Value } from "../../../ir/module";
+import { attrsOf, OPS } from "../../../ir/ops";
+import { LingcError } from "../../../ir/errors";
+import * as K from "../kir";
+import type { Expr } from "../kir";
+import type { Gen, GeneratedKernel, GenLimits } from "./context";
+import { attentionMergeKernel } from "./attention";
+import { DECODE_ATTENTION_MAX_GROUP, DECODE_ATTENTION_MAX_ROWS, DECODE_ATTENTION_SPLITS } from "../../../ir/target/kernel-forms";
+
+const WARPS = 4;
+export const DECODE_ATTENTION_THREADS = WARPS * 32;
+/** bf16 elements a lane reads per row (16 bytes). */
+const LANE = 8;
+/** Warp steps whose loads are issued together. */
+const UNROLL = 4;
+/** A split with no keys: its maximum (finite, so that exp(m - m) is 1, not NaN) and weight (none). */
+const EMPTY_MAX = -1e30;
+
+/** The step's attention where this form takes it (bf16 q, k, v of one head width, 64, 128 or 256; at most DECODE_ATTENTION_MAX_GROUP query heads a KV head), else undefined. */
+function decodeAttentionOf(ops: readonly Op[]): Op | undefined {
+  const att = ops.find((o) => o.opName === "attention");
+  if (!att) return undefined;
+  const [q, k, v] = att.operands as [Value, Value, Value];
+  if (![q, k, v].every((x) => x.type.dtype === "bf16" && !x.type.quant)) return undefined;
+  const d = q.type.shape[3]!.value;
+  const [nh, nkv] = [q.type.shape[1]!.value, k.type.shape[1]!.value];
+  const fits = d !== undefined && v.type.shape[3]!.value === d && [64, 128, 256].includes(d) && nh !== undefined && nkv !== undefined && nh % nkv === 0 && nh / nkv <= DECODE_ATTENTION_MAX_GROUP;
+  return fits ? att : undefined;
+}
+
+/** Whether the form takes the step's attention on this target (warps of 32 lanes). */
+export function coversDecodeAttention(ops: readonly Op[], limits: GenLimits | undefined): boolean {
+  return limits?.warpSize === 32 && decodeAttentionOf(ops) !== undefined;
+}
+
+export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[]): GeneratedKernel {
+  const att = decodeAttentionOf(ops);
+  if (!att) throw new LingcError("decode attention: the step is not a bf16 attention of head width 64, 128 or 256 with a whole group of query heads a KV head");
+  if (g.kb.kernel.wg !== DECODE_ATTENTION_THREADS) throw new LingcError(`decode attention: the form is written for ${DECODE_ATTENTION_THREADS} threads, not ${g.kb.kernel.wg}`);
+  const [q, k, v] = att.operands as [Value, Value, Value];
+  const { scale, causal } = attrsOf(OPS.attention, att);
+  const [Bd, nhD, Sd, dD] = q.type.shape;
+  const [nh, nkv, d] = [nhD!.value!, k.type.shape[1]!.value!, dD!.value!];
+  const rep = nh / nkv;
+  const LPK = d / LANE;
+  const KPW = 32 / LPK;
+  const SPL = DECODE_ATTENTION_SPLITS;
+  const W = d + 2;
+  const scratchElems = DECODE_ATTENTION_MAX_ROWS * SPL * W;
+  const kb = g.kb;
+  const { i, add, sub, mul, div, mod, lt, min, max, sel } = K;
+  const scratch = g.scratch(scratchElems);
+  const [qb, kbuf, vbuf] = [g.buf(q), g.buf(k), g.buf(v)];
+  const S = g.size(Sd!);
+  const T = g.size(k.type.shape[2]!);
+  const itemsDim = Bd!.mul(nkv).mul(Sd!);
+  const split = kb.let("split", mod(kb.wg, i(SPL)));
+  const item = kb.let("item", div(kb.wg, i(SPL)));
+  kb.if(lt(item, g.size(itemsDim)), () => {
+    const pos = kb.let("pos", mod(item, S));
+    const bkv = kb.let("bkv", div(item, S));
+    const b = kb.let("b", div(bkv, i(nkv)));
+    const kvh = kb.let("kvh", mod(bkv, i(nkv)));
+    const visible = causal ? kb.let("visible", add(sub(T, S), add(pos, i(1)))) : T;
+    const chunk = kb.let("chunk", div(add(visible, i(SPL - 1)), i(SPL)));
+    const lo = kb.let("lo", mul(split, chunk));
+    const hi = kb.let("hi", min(visible, add(lo, chunk)));
+    const warp = kb.let("warp", div(kb.lid, i(32)));
+    const lane = kb.let("lane", mod(kb.lid, i(32)));
+    const sub0 = kb.let("sub", div(lane, i(LPK)));
+    const col = kb.let("col", mul(mod(lane, i(LPK)), i(LANE)));
+    const kRow = kb.let("krow", mul(bkv, g.storageRows(k, 2)));
+    const vRow = kb.let("vrow", mul(bkv, g.storageRows(v, 2)));
+    // Query row of head hh of the group: ((b nh + kvh rep + hh) S + pos).
+    const qRow = (hh: number) => add(mul(add(add(mul(b, i(nh)), mul(kvh, i(rep))), i(hh)), S), pos);
+    const unpack = (w: Expr[]) => Array.from({ length: LANE }, (_, t) => K.half(w[t >> 1]!, (t & 1) === 1));
+    const qf = Array.from({ length: rep }, (_, hh) => unpack(kb.load16("q", qb, div(add(mul(qRow(hh), i(d)), col), i(2)))).map((x) => kb.let("qf", x)));
+    const m = Array.from({ length: rep }, () => kb.var("m", K.f(EMPTY_MAX)));
+    const l = Array.from({ length: rep }, () => kb.var("l", K.f(0)));
+    const acc = Array.from({ length: rep }, () => Array.from({ length: LANE }, () => kb.var("acc", K.f(0))));
+    const perStep = WARPS * KPW;
+    const n = kb.let("n", max(sub(hi, lo), i(0)));
+    const last = kb.let("last", sub(hi, i(1)));
+    kb.loop("grp", i(0), div(add(n, i(perStep * UNROLL - 1)), i(perStep * UNROLL)), (grp) => {
+      // This lane's key of each unrolled step; a key past the range reads the range's last row and counts for nothing.
+      const keys = Array.from({ length: UNROLL }, (_, u) => kb.let("j", add(lo, add(mul(add(mul(add(mul(grp, i(UNROLL)), i(u)), i(WARPS)), warp), i(KPW)), sub0))));
+      const rows = keys.map((j) => kb.let("jc", min(j, last)));
+      const kw = rows.map((j) => kb.load16("kw", kbuf, div(add(mul(add(kRow, j), i(d)), col), i(2))));
+      const vw = rows.map((j) => kb.load16("vw", vbuf, div(add(mul(add(vRow, j), i(d)), col), i(2))));
+      for (let u = 0; u < UNROLL; u++) {
+        const live = kb.let("live", lt(keys[u]!, hi));
+        const kf = unpack(kw[u]!);
+        const vf = unpack(vw[u]!).map((x) => kb.let("vf", x));
+        for (let hh = 0; hh < rep; hh++) {
+          const part = kf.map((x, t) => mul(qf[hh]![t]!, x)).reduce((a, c) => add(a, c));
+          const dot = kb.warpSum(kb.let("part", part), LPK);
+          const s = kb.let("s", sel(live, g.fit(mul(g.fit(dot, "bf16"), K.f(scale)), "bf16"), K.f(-Infinity)));
+          const mNew = kb.let("mnew", max(m[hh]!.ref, KPW > 1 ? kb.warpMaxAcross(s, LPK) : s));
+          const corr = kb.let("corr", K.exp(sub(m[hh]!.ref, mNew)));
+          const p = kb.let("p", K.exp(sub(s, mNew)));
+          l[hh]!.set(add(mul(l[hh]!.ref, corr), p));
+          for (let t = 0; t < LANE; t++) acc[hh]![t]!.set(add(mul(acc[hh]![t]!.ref, corr), mul(p, vf[t]!)));
+          m[hh]!.set(mNew);
+        }
+      }
+    });
+    // The warp's key groups (lanes col / 8 apart) hold sums over different keys under one maximum.
+    const lw = l.map((x) => (KPW > 1 ? kb.warpSumAcross(x.ref, LPK) : x.ref));
+    const ow = acc.map((row) => row.map((x) => (KPW > 1 ? kb.warpSumAcross(x.ref, LPK) : x.ref)));
+    const smM = kb.shared("warp_m", "f32", WARPS * rep);
+    const smL = kb.shared("warp_l", "f32", WARPS * rep);
+    const smO = kb.shared("warp_o", "f32", WARPS * rep * d);
+    for (let hh = 0; hh < rep; hh++) {
+      const at = kb.let("wi", add(mul(warp, i(rep)), i(hh)));
+      kb.if(K.eq(lane, i(0)), () => {
+        kb.store(smM, at, m[hh]!.ref);
+        kb.store(smL, at, lw[hh]!);
+      });
+      kb.if(K.eq(sub0, i(0)), () => {
+        for (let t = 0; t < LANE; t++) kb.store(smO, add(mul(at, i(d)), add(col, i(t))), ow[hh]![t]!);
+      });
+    }
+    kb.barrier();
+    // The warps merged by their maxima: a thread per (head, column) of the group.
+    kb.for("e", kb.lid, i(rep * d), (e) => {
+      const hh = kb.let("hh", div(e, i(d)));
+      const c = kb.let("c", mod(e, i(d)));
+      const mw = Array.from({ length: WARPS }, (_, w) => kb.load(smM, add(mul(i(w), i(rep)), hh)));
+      const M = kb.let("mx", mw.reduce((a, x) => max(a, x)));
+      const wts = mw.map((x) => kb.let("w", K.exp(sub(x, M))));
+      const o = wts.map((w, wi) => mul(w, kb.load(smO, add(mul(add(mul(i(wi), i(rep)), hh), i(d)), c)))).reduce((a, x) => add(a, x));
+      const row = kb.let("row", add(mul(add(add(mul(b, i(nh)), mul(kvh, i(rep))), hh), S), pos));
+      const base = kb.let("sbase", mul(add(mul(row, i(SPL)), split), i(W)));
+      kb.store(scratch, add(base, c), o);
+      kb.if(K.eq(c, i(0)), () => {
+        kb.store(scratch, add(base, i(d)), M);
+        kb.store(scratch, add(base, i(d + 1)), wts.map((w, wi) => mul(w, kb.load(smL, add(mul(i(wi), i(rep)), hh)))).reduce((a, x) => add(a, x)));
+      });
+    }, i(DECODE_ATTENTION_THREADS));
+  });
+  const partial = g.finish({ dim: g.entryDim(itemsDim).mul(SPL), per: 1 });
+  merge.kb.kernel.name = `${merge.kb.kernel.name}_merge`;
+  partial.then = attentionMergeKernel(merge, ops, SPL, scratchElems);
+  return partial;
+}

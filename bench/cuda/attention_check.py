@@ -10,7 +10,8 @@
                                    16 query heads on 4 KV heads, head dim 128, 1 query over 2048 keys; (f) batch 3,
                                    8 heads on 2, head dim 64, 2 queries (a drafted step) over 301 keys; (g) 6
                                    heads on 2 (groups of 3), head dim 256, 1 query over 70 keys, transposed;
-                                   (h) batch 32, 16 heads on 4, head dim 128, 1 query over 600 keys.
+                                   (h) batch 32 (512 query rows: the GQA form of 4 splits), 16 heads on 4, head
+                                   dim 128, 1 query over 600 keys.
   attention_check.py compare A B TOL   every tensor of A against B's: max |A - B| / max |B| within TOL
 """
 import json

@@ -14,7 +14,7 @@ import type { CudaProfile } from "./cuda";
 import { LingcError } from "../errors";
 import { isE4m3Blocks } from "../quant";
 import { attrsOf, getOp, OPS } from "../ops";
-import { ATTENTION_SPLIT_MAX_ROWS, DECODE_ATTENTION_MAX_GROUP, DECODE_ATTENTION_MAX_ROWS } from "./kernel-forms";
+import { ATTENTION_SPLIT_MAX_ROWS, DECODE_ATTENTION_FORMS, DECODE_ATTENTION_MAX_GROUP } from "./kernel-forms";
 
 /** What the runtime's kernels can take (they are the sizes the kernels were written for). */
 export const CUDA_KERNEL_LIMITS = {
@@ -296,13 +296,13 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // (An attention whose values are [.., T, T], as its derivative builds, is not one of these: the
       // split form keeps an output row in registers.)
       const split = v.type.shape[3]!.value !== undefined ? [choice("attention_split", [le(S, L.decodeMaxQueries), le(B.mul(S).mul(nhD.value!), ATTENTION_SPLIT_MAX_ROWS)])] : [];
-      // bf16 heads of 64-256 (a KV head's query heads together, each key row read once for them:
-      // backends/kernels/gen/decode-attention.ts), up to DECODE_ATTENTION_MAX_ROWS query rows.
+      // bf16 heads of 64-256: the GQA forms (a KV head's query heads together, each key row read
+      // once for them: backends/kernels/gen/decode-attention.ts), more key splits for fewer rows.
       const gqa = [q, k, v].every((x) => x.type.dtype === "bf16" && !x.type.quant) && d === dv && [64, 128, 256].includes(d) && Number.isInteger(rep) && rep <= DECODE_ATTENTION_MAX_GROUP;
-      // (It takes every row count the split form would.)
-      const grouped = choice("decode_attention", [le(S, L.decodeMaxQueries), le(B.mul(S).mul(nhD.value!), DECODE_ATTENTION_MAX_ROWS)]);
-      all = [...(gqa ? [grouped] : split), decode, ...(flash ? [choice("flash_tile")] : []), tiles];
-      replaced = { kernel: "attn_decode", restore: (c) => (c.kernel === "attention_split" || c.kernel === "decode_attention" ? [] : [c]) };
+      // (They take every row count the split form would.)
+      const grouped = DECODE_ATTENTION_FORMS.map((f) => choice(f.name, [le(S, L.decodeMaxQueries), le(B.mul(S).mul(nhD.value!), f.maxRows)]));
+      all = [...(gqa ? grouped : split), decode, ...(flash ? [choice("flash_tile")] : []), tiles];
+      replaced = { kernel: "attn_decode", restore: (c) => (c.kernel === "attention_split" || c.kernel.startsWith("decode_attention") ? [] : [c]) };
       break;
     }
     default:

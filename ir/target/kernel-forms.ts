@@ -9,11 +9,18 @@ export const ATTENTION_SPLITS = 16;
 export const ATTENTION_SPLIT_MAX_ROWS = 64;
 
 /**
- * The GQA decode form on CUDA (bf16): workgroups a (batch, KV head, query position), each over its
- * share of the keys for all of the KV head's query heads.
+ * The GQA decode forms on CUDA (bf16): workgroups a (batch, KV head, query position), each over its
+ * share of the keys for all of the KV head's query heads; the fewer the rows, the more splits (the
+ * grid's size is the rows' work items times the splits, fixed when the kernel is generated). Each
+ * takes up to `maxRows` query rows (batch x heads x positions): its scratch, [rows, splits, d + 2]
+ * f32, holds this many. Measured on the H200 (bench/results/decattn-2026-12-01-h200.md): with 32
+ * splits, faster than the runtime's attn_decode at Ling-mini's batch 1 (16 rows; 29 -> 20 us a
+ * layer), slower at batch 32 (512 rows: 4,096 workgroups of 64 keys each), hence a form of 4
+ * splits for more rows.
  */
-export const DECODE_ATTENTION_SPLITS = 32;
-/** The most query rows (batch x heads x positions) it takes: its scratch, [rows, splits, d + 2] f32, holds this many (8.5 MB at d 128). */
-export const DECODE_ATTENTION_MAX_ROWS = 512;
-/** The most query heads a KV head may have in it (each lane keeps 8 output columns of each in registers). */
+export const DECODE_ATTENTION_FORMS = [
+  { name: "decode_attention", splits: 32, maxRows: 64 },
+  { name: "decode_attention_wide", splits: 4, maxRows: 512 },
+] as const;
+/** The most query heads a KV head may have in them (each lane keeps 8 output columns of each in registers). */
 export const DECODE_ATTENTION_MAX_GROUP = 8;

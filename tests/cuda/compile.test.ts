@@ -257,7 +257,7 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "gemv"), "model.cu"]);
   }, 300_000);
 
-  it("decode attention is generated: bf16 by the GQA form (a KV head's query heads together) up to 512 query rows, fp32 by the split form up to 64, each with its merge kernel launched after it through the step's scratch (stream-ordered), and it compiles", async () => {
+  it("decode attention is generated: bf16 by the GQA forms (a KV head's query heads together; 32 key splits up to 64 query rows, 4 up to 512), fp32 by the split form up to 64, each with its merge kernel launched after it through the step's scratch (stream-ordered), and it compiles", async () => {
     const lir = join(dir, "dec.lir");
     const text = (dt: string) => `module @att {
   func @att(%q: ${dt}[B, 8, 1, 64], %k: ${dt}[B, 2, T, 64], %v: ${dt}[B, 2, T, 64]) -> (o: ${dt}[B, 8, 1, 64]) {
@@ -271,8 +271,11 @@ describe("lingc compile --target cuda", () => {
     const r = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "dec"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "dec", "model.cu"), "utf8");
-    // Up to 512 query rows (8 a batch row here) the GQA form, its scratch 512 rows x 32 splits x (64 + 2) floats; more, attn_decode.
-    expect(src).toMatch(/if \(\(\(8L\*B\)\) <= \(512L\)\) \{ float\* scratch_ = \(float\*\)c\.scratch_acquire\(4325376\); \{[^\n]*c\.launch\(k_attention_\d+, [^\n]*scratch_[^\n]*c\.launch\(k_attention_then_\d+, [^\n]*c\.scratch_release\(scratch_\); \}\n\s*else if [^\n]*c\.attn_decode\(/);
+    // Up to 64 query rows (8 a batch row here) the GQA form of 32 key splits, its scratch 64 rows x 32 splits x (64 + 2)
+    // floats; up to 512 the form of 4 splits (512 x 4 x 66 floats); more, attn_decode.
+    const gqa = (rows: number) => `\\(\\(\\(8L\\*B\\)\\) <= \\(${rows}L\\)\\) \\{ float\\* scratch_ = \\(float\\*\\)c\\.scratch_acquire\\(540672\\); \\{[^\\n]*c\\.launch\\(k_attention_\\d+, [^\\n]*scratch_[^\\n]*c\\.launch\\(k_attention_then_\\d+, [^\\n]*c\\.scratch_release\\(scratch_\\); \\}\\n\\s*`;
+    expect(src).toMatch(new RegExp(`if ${gqa(64)}else if ${gqa(512)}else if [^\\n]*c\\.attn_decode\\(`));
+    expect(kernelsNamed(src, "k_attention").filter((k) => k.includes("const uint4 "))).toHaveLength(2);
     // fp32 heads (the golden checkpoint's) take the split form, up to 64 rows (16 splits a row).
     const r32 = await cli("compile", lir.replace(".lir", "32.lir"), "--target", "cuda", "--out", join(dir, "dec32"));
     expect(r32.code, r32.stderr).toBe(0);
@@ -340,9 +343,9 @@ describe("lingc compile --target cuda", () => {
     }
     // d 128: Q (128 rows) and 2 x 2 x 64 K/V rows of 68 words (past 48 KB: opted in, with the largest carveout).
     expect(src).toMatch(/c\.prefer_shared\(\(const void\*\)k_attention_\d+\); c\.launch_smem\(k_attention_\d+, [^,]*, 128, 104448,/);
-    // Few queries (a decode step's) take the GQA decode form (with its scratch), then the runtime's
-    // decode kernel; the hand-written flash_attn is gone.
-    expect(src.match(/c\.scratch_acquire\(/g)?.length).toBe(2);
+    // Few queries (a decode step's) take the GQA decode forms (32 key splits, then 4; each with its
+    // scratch), then the runtime's decode kernel; the hand-written flash_attn is gone.
+    expect(src.match(/c\.scratch_acquire\(/g)?.length).toBe(4);
     expect(src.match(/c\.attn_decode\(/g)?.length).toBe(2);
     expect(src).not.toMatch(/flash_attn/);
     await expectCompiles([join(dir, "att"), "model.cu"]);

@@ -328,11 +328,13 @@ describe("CUDA tile programs in the kir simulator", () => {
   });
 
   it.each([
-    // 8 query heads over 2 KV heads (4 a group), 40 cached keys: splits of 2 keys, the last 12 empty; head 64: four keys a warp step.
-    [1, 8, 2, 1, 40, 64],
+    // 8 query heads over 2 KV heads (4 a group), 40 cached keys: 32 splits of 2 keys, the last 12 empty; head 64: four keys a warp step.
+    ["decode_attention", 1, 8, 2, 1, 40, 64],
     // 2 query positions (a drafted step: the second sees one key more), 2 KV heads of 3 query heads, head 128: two keys a warp step, 300 keys (10 a split, a partial unrolled group).
-    [1, 6, 2, 2, 300, 128],
-  ])("decode attention's GQA form on CUDA (decode_attention: B %i, heads %i over %i KV heads, %i positions, %i keys of %i): a KV head's query heads over key splits, then the merge, against the interpreter", (B, NH, NKV, S, T, D) => {
+    ["decode_attention", 1, 6, 2, 2, 300, 128],
+    // The form for more rows: 4 splits of 45 keys (several unrolled groups a warp, the last partial).
+    ["decode_attention_wide", 2, 8, 2, 1, 180, 128],
+  ] as const)("decode attention's GQA form on CUDA (%s: B %i, heads %i over %i KV heads, %i positions, %i keys of %i): a KV head's query heads over key splits, then the merge, against the interpreter", (form, B, NH, NKV, S, T, D) => {
     const text = `module @a {
   func @a(%q: bf16[${B}, ${NH}, ${S}, ${D}], %k: bf16[${B}, ${NKV}, ${T}, ${D}], %v: bf16[${B}, ${NKV}, ${T}, ${D}]) -> (o: bf16[${B}, ${NH}, ${S}, ${D}]) {
     %o = attention(%q, %k, %v) {scale = ${1 / Math.sqrt(D)}, causal = true} : bf16[${B}, ${NH}, ${S}, ${D}]
@@ -341,7 +343,7 @@ describe("CUDA tile programs in the kir simulator", () => {
 }`;
     const r = rng(91);
     const inputs = { q: random("bf16", r, [B, NH, S, D], 2), k: random("bf16", r, [B, NKV, T, D], 2), v: random("bf16", r, [B, NKV, T, D]) };
-    const { got, want } = runGenerated(text, inputs, {}, LIMITS, "", (ops) => (ops.some((o) => o.opName === "attention") ? "decode_attention" : undefined))["o"]!;
+    const { got, want } = runGenerated(text, inputs, {}, LIMITS, "", (ops) => (ops.some((o) => o.opName === "attention") ? form : undefined))["o"]!;
     expect(kernels.length).toBe(2); // the split kernel and its merge
     expect(kernels[0]!.kernel.name).not.toMatch(/merge/);
     expect(JSON.stringify(kernels[0]!.kernel.body)).toContain('"load16"');

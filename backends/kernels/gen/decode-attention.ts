@@ -1,7 +1,8 @@
 /**
  * Decode attention on CUDA (bf16 heads 64, 128 or 256 wide): flash-decoding with a KV head's query
  * heads together, so each key and value row is read once for all of them. A workgroup per (batch,
- * KV head, query position, key split), DECODE_ATTENTION_SPLITS splits, four warps. A warp scores
+ * KV head, query position, key split), four warps; the form's split count (DECODE_ATTENTION_FORMS:
+ * many for few rows, fewer for more) is fixed in the kernel. A warp scores
  * KPW keys a step: d / 8 lanes a key, each reading 16 bytes of the key row (kir load16) and of the
  * value row, its eight query columns of every head held in registers; a key's dot products are
  * summed over its lanes by shuffles. Every lane keeps each head's running maximum and sum (the
@@ -11,10 +12,11 @@
  * maxima and sums in the step's scratch, which the attention merge kernel (attention.ts) combines
  * per query row.
  *
- * The WGSL split form (attention.ts) on CUDA took about 27 us a layer for Ling-mini's batch-1 step
- * (16 query heads, 4 KV heads, 2048 keys of 128: 4 MB): a workgroup per query row and split reads
- * each KV row once per query head with two-byte loads, and reduces every 128-key block through
- * 14 barriers.
+ * Measured on the H200 (bench/results/decattn-2026-12-01-h200.md), Ling-mini's batch-1 decode step
+ * (16 query heads, 4 KV heads, 2048 keys of 128: 4 MB a layer): 20 us a layer against the runtime's
+ * attn_decode's 29 (events between launches), 1.96 -> 1.75 ms a step. The WGSL split form on CUDA
+ * (attention_split: a workgroup per query row and split, each KV row read once per query head with
+ * two-byte loads, every 128-key block reduced through 14 barriers) was about as slow as attn_decode.
  */
 import type { Op, Value } from "../../../ir/module";
 import { attrsOf, OPS } from "../../../ir/ops";
@@ -23,7 +25,7 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { attentionMergeKernel } from "./attention";
-import { DECODE_ATTENTION_MAX_GROUP, DECODE_ATTENTION_MAX_ROWS, DECODE_ATTENTION_SPLITS } from "../../../ir/target/kernel-forms";
+import { DECODE_ATTENTION_MAX_GROUP } from "../../../ir/target/kernel-forms";
 
 const WARPS = 4;
 export const DECODE_ATTENTION_THREADS = WARPS * 32;
@@ -51,7 +53,8 @@ export function coversDecodeAttention(ops: readonly Op[], limits: GenLimits | un
   return limits?.warpSize === 32 && decodeAttentionOf(ops) !== undefined;
 }
 
-export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[]): GeneratedKernel {
+/** The form of `splits` key splits for up to `maxRows` query rows (its scratch's size). */
+export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { splits: number; maxRows: number }): GeneratedKernel {
   const att = decodeAttentionOf(ops);
   if (!att) throw new LingcError("decode attention: the step is not a bf16 attention of head width 64, 128 or 256 with a whole group of query heads a KV head");
   if (g.kb.kernel.wg !== DECODE_ATTENTION_THREADS) throw new LingcError(`decode attention: the form is written for ${DECODE_ATTENTION_THREADS} threads, not ${g.kb.kernel.wg}`);
@@ -62,9 +65,9 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[]): Generated
   const rep = nh / nkv;
   const LPK = d / LANE;
   const KPW = 32 / LPK;
-  const SPL = DECODE_ATTENTION_SPLITS;
+  const SPL = form.splits;
   const W = d + 2;
-  const scratchElems = DECODE_ATTENTION_MAX_ROWS * SPL * W;
+  const scratchElems = form.maxRows * SPL * W;
   const kb = g.kb;
   const { i, add, sub, mul, div, mod, lt, min, max, sel } = K;
   const scratch = g.scratch(scratchElems);

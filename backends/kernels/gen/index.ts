@@ -25,6 +25,7 @@ import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointw
 import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
 import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attention";
 import { coversDecodeAttention, DECODE_ATTENTION_THREADS, decodeAttentionKernels } from "./decode-attention";
+import { DECODE_ATTENTION_FORMS } from "../../../ir/target/kernel-forms";
 import { coversDenseGemv, coversGroupedGemv, denseGemvKernel, GROUPED_GEMV_THREADS, groupedGemvKernel } from "./grouped-gemv";
 import { routerKernel, routerWorkgroup } from "./router";
 
@@ -102,13 +103,15 @@ const TEMPLATES: readonly Template[] = [
     covers: (ops, limits) => (limits?.gpuForms === true || limits?.warpSize === 32) && coversAttention(ops),
     generate: (gen, ops, limits) => attentionSplitKernels(gen(blockedThreads(limits)), gen(Math.min(128, limits.maxThreads)), ops),
   },
-  {
-    // Decode attention on CUDA (bf16): a KV head's query heads together over key splits, then the
-    // split form's merge (only when the attention dispatch names it).
-    name: "decode_attention",
-    covers: (ops, limits) => coversAttention(ops) && coversDecodeAttention(ops, limits),
-    generate: (gen, ops, limits) => decodeAttentionKernels(gen(DECODE_ATTENTION_THREADS), gen(Math.min(128, limits.maxThreads)), ops),
-  },
+  // Decode attention on CUDA (bf16): a KV head's query heads together over key splits, then the
+  // split form's merge (only when the attention dispatch names one; a form per split count).
+  ...DECODE_ATTENTION_FORMS.map(
+    (form): Template => ({
+      name: form.name,
+      covers: (ops, limits) => coversAttention(ops) && coversDecodeAttention(ops, limits),
+      generate: (gen, ops, limits) => decodeAttentionKernels(gen(DECODE_ATTENTION_THREADS), gen(Math.min(128, limits.maxThreads)), ops, form),
+    }),
+  ),
   {
     // Flash attention on the bf16 tensor cores (CUDA): the attention dispatch names it for prefill
     // (listed after attention, which covers all it covers, it runs only when named).

@@ -12,11 +12,12 @@
  * maxima and sums in the step's scratch, which the attention merge kernel (attention.ts) combines
  * per query row.
  *
- * Measured on the H200 (bench/results/decattn-2026-12-01-h200.md), Ling-mini's batch-1 decode step
- * (16 query heads, 4 KV heads, 2048 keys of 128: 4 MB a layer): 20 us a layer against the runtime's
- * attn_decode's 29 (events between launches), 1.96 -> 1.75 ms a step. The WGSL split form on CUDA
- * (attention_split: a workgroup per query row and split, each KV row read once per query head with
- * two-byte loads, every 128-key block reduced through 14 barriers) was about as slow as attn_decode.
+ * Measured on the H200 (bench/results/decattn-2026-12-01-h200.md), Ling-mini's decode step (16 query
+ * heads, 4 KV heads, 2048 keys of 128: 4 MB a layer a sequence): at batch 1, 20 us a layer against the
+ * runtime's attn_decode's 29 (events between launches), 2.00 -> 1.75 ms a step; at batch 32 (4
+ * splits), 8.76 -> 8.40 ms a step. The WGSL split form on CUDA (attention_split: a workgroup per
+ * query row and split, each KV row read once per query head with two-byte loads, every 128-key
+ * block reduced through 14 barriers) was about as slow as attn_decode.
  */
 import type { Op, Value } from "../../../ir/module";
 import { attrsOf, OPS } from "../../../ir/ops";

@@ -631,7 +631,8 @@ decsplit)
   # keys' 32-row floor decides; at batch 32 it gives 1,024 blocks of 256 keys and ran at 0.7 TB/s):
   # the same Ling-mini build with the constant at each of LINGC_DEC_VARIANTS (default "2 8 32"), its
   # selftest (the decode attention cases), then decode 1x2048 and 32x2048 alternately, two rounds.
-  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null || exit 1
+  # (Ling-mini's decode steps take the generated GQA forms by default: built with attn_decode preferred.)
+  $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --prefer attention:attn_decode --out /tmp/mini >/dev/null || exit 1
   VARS=${LINGC_DEC_VARIANTS:-2 8 32}
   for n in $VARS; do
     rm -rf /tmp/dec$n && cp -r /tmp/mini /tmp/dec$n

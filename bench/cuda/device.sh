@@ -26,6 +26,25 @@ from safetensors.numpy import load_file
 g = load_file('$G/golden.safetensors'); ids = g['greedy_ids']
 print('|'.join(' '.join(str(int(x)) for x in row[12:]) for row in ids))")
 
+# Attention kernels against the interpreter (bench/cuda/attention_check.py MODE: its prefill or its
+# decode shapes, into DIR): CUDA with the preference ALT and with the default dispatch, each compared
+# within 1e-2 of the largest value, then compute-sanitizer memcheck and racecheck on the default's
+# program (logs $OUT/san-TAG-TOOL.txt).
+attention_check() {
+  local mode=$1 dir=$2 alt=$3 tag=$4
+  mkdir -p $dir && python3 bench/cuda/attention_check.py $mode $dir || return 1
+  local R="$dir/a.lir --input $dir/x.safetensors"
+  $L run $R --backend interp --out $dir/interp.safetensors >/dev/null || return 1
+  $L run $R --backend cuda $alt --out $dir/alt.safetensors >/dev/null || return 1
+  $L run $R --backend cuda --out $dir/default.safetensors >/dev/null || return 1
+  echo "== $alt vs interp"; python3 bench/cuda/attention_check.py compare $dir/alt.safetensors $dir/interp.safetensors 0.01
+  echo "== the default dispatch vs interp"; python3 bench/cuda/attention_check.py compare $dir/default.safetensors $dir/interp.safetensors 0.01
+  local exe=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: the default's
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 $exe run --graph att --input $dir/x.safetensors --out $dir/s.safetensors > "$OUT/san-$tag-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-$tag-$tool.txt"
+  done
+}
+
 # The bf16 experts' tile program (the "grouped_gemm" kernel) on an uneven routing (bench/cuda/expert_check.py:
 # an empty expert, one with every token, one with one row, K and column tails) against the interpreter
 # and against one cuBLASLt GEMM per expert (expert_loop). bf16 results: a sum in another order can round
@@ -531,18 +550,7 @@ flashtile)
   # d 128 GQA causal with a partial tile; d 64 transposed; batch 2 with S < T; d 64 MHA), sanitized, then
   # both on Ling-mini-2.0's prefill (speed, and the attention's per-kernel time).
   AT="--prefer attention:attn_tiles"
-  mkdir -p /tmp/ac && python3 bench/cuda/attention_check.py make /tmp/ac || exit 1
-  R="/tmp/ac/a.lir --input /tmp/ac/x.safetensors"
-  $L run $R --backend interp --out /tmp/ac/interp.safetensors >/dev/null || exit 1
-  $L run $R --backend cuda $AT --out /tmp/ac/tiles.safetensors >/dev/null || exit 1
-  $L run $R --backend cuda --out /tmp/ac/tile.safetensors >/dev/null || exit 1
-  echo "== attn_tiles vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/tiles.safetensors /tmp/ac/interp.safetensors 0.01
-  echo "== tile program vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/tile.safetensors /tmp/ac/interp.safetensors 0.01
-  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: the tile program's
-  for tool in memcheck racecheck; do
-    echo "== compute-sanitizer --tool $tool: the tile program"
-    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --graph att --input /tmp/ac/x.safetensors --out /tmp/ac/s.safetensors > "$OUT/san-ft-$tool.txt" 2>&1; echo "exit $?"; tail -1 "$OUT/san-ft-$tool.txt"
-  done
+  attention_check make /tmp/ac "$AT" ft || exit 1
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $AT --out /tmp/mini-at >/dev/null && (cd /tmp/mini-at && make -j16 >/dev/null) || exit 1
   for m in mini mini-at; do
@@ -602,17 +610,7 @@ decattn)
   ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j6 >/dev/null ) &
   ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $RD --out /tmp/mini-rd >/dev/null && cd /tmp/mini-rd && make -j6 >/dev/null ) &
   if [ -d .gpu/mini-old ]; then builds="$builds mini-old"; rm -rf /tmp/mini-old; cp -r .gpu/mini-old /tmp/mini-old; (cd /tmp/mini-old && make -j6 >/dev/null) & fi
-  mkdir -p /tmp/dc && python3 bench/cuda/attention_check.py make-decode /tmp/dc || exit 1
-  R="/tmp/dc/a.lir --input /tmp/dc/x.safetensors"
-  $L run $R --backend interp --out /tmp/dc/interp.safetensors >/dev/null || exit 1
-  $L run $R --backend cuda $RD --out /tmp/dc/rd.safetensors >/dev/null || exit 1
-  $L run $R --backend cuda --out /tmp/dc/da.safetensors >/dev/null || exit 1
-  echo "== attn_decode vs interp"; python3 bench/cuda/attention_check.py compare /tmp/dc/rd.safetensors /tmp/dc/interp.safetensors 0.01
-  echo "== decode_attention vs interp"; python3 bench/cuda/attention_check.py compare /tmp/dc/da.safetensors /tmp/dc/interp.safetensors 0.01
-  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: decode_attention's
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --graph att --input /tmp/dc/x.safetensors --out /tmp/dc/s.safetensors > "$OUT/san-da-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-da-$tool.txt"
-  done
+  attention_check make-decode /tmp/dc "$RD" da || exit 1
   if [ -z "${LINGC_QUICK:-}" ]; then
     S=tests/data/golden/ling-small
     A=$($L generate $S --backend cuda --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|'); B=$($L generate $S --backend cuda $RD --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|')

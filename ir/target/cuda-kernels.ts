@@ -14,7 +14,7 @@ import type { CudaProfile } from "./cuda";
 import { LingcError } from "../errors";
 import { isE4m3Blocks } from "../quant";
 import { attrsOf, getOp, OPS } from "../ops";
-import { ATTENTION_SPLIT_MAX_ROWS, DECODE_ATTENTION_FORMS, DECODE_ATTENTION_MAX_GROUP } from "./kernel-forms";
+import { ATTENTION_SPLIT_MAX_ROWS, DECODE_ATTENTION_FORMS, decodeAttentionTakes } from "./kernel-forms";
 
 /** What the runtime's kernels can take (they are the sizes the kernels were written for). */
 export const CUDA_KERNEL_LIMITS = {
@@ -145,7 +145,7 @@ function settle(all: DispatchChoice[]): DispatchChoice[] {
  * A runtime kernel that generated kernels replaced by default (measured faster on the H200), which a
  * preference (prefer=KIND:<its name>) puts back in their places with their size conditions kept
  * (`restore`), so that the two can be measured against each other on the GPU (bench/cuda/device.sh
- * gemvtile). Steps the generated kernels do not take (fp32 operands) keep the runtime kernel anyway.
+ * gemvtile, decattn). Steps the generated kernels do not take (fp32 operands) keep the runtime kernel anyway.
  */
 interface Replaced {
   kernel: string;
@@ -298,7 +298,7 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       const split = v.type.shape[3]!.value !== undefined ? [choice("attention_split", [le(S, L.decodeMaxQueries), le(B.mul(S).mul(nhD.value!), ATTENTION_SPLIT_MAX_ROWS)])] : [];
       // bf16 heads of 64-256: the GQA forms (a KV head's query heads together, each key row read
       // once for them: backends/kernels/gen/decode-attention.ts), more key splits for fewer rows.
-      const gqa = [q, k, v].every((x) => x.type.dtype === "bf16" && !x.type.quant) && d === dv && [64, 128, 256].includes(d) && Number.isInteger(rep) && rep <= DECODE_ATTENTION_MAX_GROUP;
+      const gqa = decodeAttentionTakes(q, k, v);
       // (They take every row count the split form would.)
       const grouped = DECODE_ATTENTION_FORMS.map((f) => choice(f.name, [le(S, L.decodeMaxQueries), le(B.mul(S).mul(nhD.value!), f.maxRows)]));
       all = [...(gqa ? grouped : split), decode, ...(flash ? [choice("flash_tile")] : []), tiles];

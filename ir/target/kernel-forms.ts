@@ -1,3 +1,5 @@
+import type { Value } from "../module";
+
 /**
  * Geometry of generated kernel forms that both a target's dispatch (ir/target) and the kernel
  * generators (backends/kernels/gen) need: written once here, where both may import it.
@@ -24,3 +26,15 @@ export const DECODE_ATTENTION_FORMS = [
 ] as const;
 /** The most query heads a KV head may have in them (each lane keeps 8 output columns of each in registers). */
 export const DECODE_ATTENTION_MAX_GROUP = 8;
+
+/**
+ * Whether the GQA decode forms take an attention of these operands ([B, heads, rows, d]): bf16 q, k
+ * and v of one head width, 64, 128 or 256 (d / 8 lanes a key), a whole group of at most
+ * DECODE_ATTENTION_MAX_GROUP query heads a KV head.
+ */
+export function decodeAttentionTakes(q: Value, k: Value, v: Value): boolean {
+  if (![q, k, v].every((x) => x.type.dtype === "bf16" && !x.type.quant)) return false;
+  const d = q.type.shape[3]!.value;
+  const [nh, nkv] = [q.type.shape[1]!.value, k.type.shape[1]!.value];
+  return d !== undefined && v.type.shape[3]!.value === d && [64, 128, 256].includes(d) && nh !== undefined && nkv !== undefined && nh % nkv === 0 && nh / nkv <= DECODE_ATTENTION_MAX_GROUP;
+}

@@ -26,7 +26,7 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { attentionMergeKernel } from "./attention";
-import { DECODE_ATTENTION_MAX_GROUP } from "../../../ir/target/kernel-forms";
+import { decodeAttentionTakes } from "../../../ir/target/kernel-forms";
 
 const WARPS = 4;
 export const DECODE_ATTENTION_THREADS = WARPS * 32;
@@ -37,16 +37,10 @@ const UNROLL = 4;
 /** A split with no keys: its maximum (finite, so that exp(m - m) is 1, not NaN) and weight (none). */
 const EMPTY_MAX = -1e30;
 
-/** The step's attention where this form takes it (bf16 q, k, v of one head width, 64, 128 or 256; at most DECODE_ATTENTION_MAX_GROUP query heads a KV head), else undefined. */
+/** The step's attention where the form takes it (ir/target/kernel-forms.ts: decodeAttentionTakes), else undefined. */
 function decodeAttentionOf(ops: readonly Op[]): Op | undefined {
   const att = ops.find((o) => o.opName === "attention");
-  if (!att) return undefined;
-  const [q, k, v] = att.operands as [Value, Value, Value];
-  if (![q, k, v].every((x) => x.type.dtype === "bf16" && !x.type.quant)) return undefined;
-  const d = q.type.shape[3]!.value;
-  const [nh, nkv] = [q.type.shape[1]!.value, k.type.shape[1]!.value];
-  const fits = d !== undefined && v.type.shape[3]!.value === d && [64, 128, 256].includes(d) && nh !== undefined && nkv !== undefined && nh % nkv === 0 && nh / nkv <= DECODE_ATTENTION_MAX_GROUP;
-  return fits ? att : undefined;
+  return att && decodeAttentionTakes(...(att.operands as [Value, Value, Value])) ? att : undefined;
 }
 
 /** Whether the form takes the step's attention on this target (warps of 32 lanes). */
@@ -57,7 +51,7 @@ export function coversDecodeAttention(ops: readonly Op[], limits: GenLimits | un
 /** The form of `splits` key splits for up to `maxRows` query rows (its scratch's size). */
 export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { splits: number; maxRows: number }): GeneratedKernel {
   const att = decodeAttentionOf(ops);
-  if (!att) throw new LingcError("decode attention: the step is not a bf16 attention of head width 64, 128 or 256 with a whole group of query heads a KV head");
+  if (!att) throw new LingcError("decode attention: the step is not a bf16 attention of head width 64, 128 or 256 with a whole group of at most 8 query heads a KV head");
   if (g.kb.kernel.wg !== DECODE_ATTENTION_THREADS) throw new LingcError(`decode attention: the form is written for ${DECODE_ATTENTION_THREADS} threads, not ${g.kb.kernel.wg}`);
   const [q, k, v] = att.operands as [Value, Value, Value];
   const { scale, causal } = attrsOf(OPS.attention, att);

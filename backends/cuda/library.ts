@@ -175,6 +175,8 @@ const CALLS: Record<string, Call> = {
   concat: concatCall,
   cache_append: appendCall,
   attention: attentionCall,
+  // Both of the router's kernels are generated (templates of the same names).
+  router: (choice, _step, c) => c.generated(choice.kernel),
 };
 
 /** The dispatch a step runs with: the plan's (the select pass's), or the default selection for the profile. */

@@ -78,6 +78,8 @@ export class CudaRenderer {
         return `lingc::${e.fn}(${this.expr(e.a)})`;
       case "shfl":
         return `__shfl_xor_sync(0xffffffffu, ${this.expr(e.a)}, ${e.mask})`;
+      case "shflIdx":
+        return `__shfl_sync(0xffffffffu, ${this.expr(e.a)}, ${this.expr(e.lane)})`;
       case "word":
         return `reinterpret_cast<const unsigned int*>(${e.buf})[${this.expr(e.idx)}]`;
       case "half":

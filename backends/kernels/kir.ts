@@ -50,6 +50,8 @@ export type Expr =
   | { k: "call"; t: "f32"; fn: Helper; a: Expr }
   /** The value of `a` in the lane whose index is this lane's xor `mask`, within a warp of 32 (CUDA). */
   | { k: "shfl"; t: KType; a: Expr; mask: number }
+  /** The value of `a` in lane `lane` of this warp (a lane index, 0-31, any per lane; CUDA). */
+  | { k: "shflIdx"; t: KType; a: Expr; lane: Expr }
   /** The 32-bit word `idx` of a bf16 buffer (two values: element 2 idx in the low half), undecoded. */
   | { k: "word"; t: "u32"; buf: string; idx: Expr }
   /** The bf16 value in the low (`hi` false) or high half of a word, as f32 (exact). */
@@ -200,6 +202,8 @@ export const sel = (c: Expr, a: Expr, b: Expr): Expr => {
   if (a.t !== b.t) throw new Error(`kir: select on ${a.t} and ${b.t}`);
   return { k: "sel", t: a.t, c, a, b };
 };
+/** `a` as lane `lane` of the warp holds it (every lane of the warp must evaluate it). */
+export const shflIdx = (a: Expr, lane: Expr): Expr => ({ k: "shflIdx", t: a.t, a, lane });
 export const toF = (a: Expr): Expr => (a.t === "f32" ? a : { k: "conv", t: "f32", a });
 export const toI = (a: Expr): Expr => (a.t === "i32" ? a : { k: "conv", t: "i32", a });
 export const round = (to: NarrowFloat, a: Expr): Expr => ({ k: "round", t: "f32", to, a });

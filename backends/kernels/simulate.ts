@@ -185,6 +185,11 @@ class WarpRun {
         const a = this.eval(e.a, new Array<boolean>(W).fill(true));
         return this.vec((l) => a[l ^ e.mask]!, m);
       }
+      case "shflIdx": {
+        const a = this.eval(e.a, new Array<boolean>(W).fill(true));
+        const src = this.eval(e.lane, m);
+        return this.vec((l) => a[src[l]! & (W - 1)]!, m);
+      }
     }
   }
 

@@ -79,6 +79,7 @@ function expr(e: Expr): string {
     case "call":
       return `${e.fn}(${expr(e.a)})`;
     case "shfl":
+    case "shflIdx":
       throw new Error("kir: this WGSL renderer has no subgroup shuffles (a warp-level kernel runs on CUDA only)");
     case "word":
       return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -623,6 +623,29 @@ decattn)
     done
   done
   for m in mini mini-rd; do for sh in 1x2048 32x2048; do echo "== $m profile, decode $sh"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode $sh --repeats 2 --profile 2>&1 >/dev/null | grep -E "attention \(|\.attention|in all" | head -3; done; done
+  ;;
+routerwarp)
+  # The router a warp per token (--prefer router:router_warp: backends/kernels/gen/router-warp.ts) against
+  # the interpreter (bench/cuda/router_check.py: Ling-mini's router on 37 tokens; `lingc compare`: the
+  # indices equal, the weights within 1e-4), sanitized; then Ling-mini with the workgroup router (mini)
+  # and with the warp router (mini-rw), alternately: decode 1x2048 and 32x2048, prefill 1x8192, and the
+  # router's per-kernel times.
+  RW="--prefer router:router_warp"
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $RW --out /tmp/mini-rw >/dev/null && cd /tmp/mini-rw && make -j8 >/dev/null ) &
+  mkdir -p /tmp/rt && python3 bench/cuda/router_check.py make /tmp/rt || exit 1
+  $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda $RW | tail -3
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint /tmp/rt/w.safetensors --graph r --input /tmp/rt/x.safetensors --out /tmp/rt/s.safetensors > "$OUT/san-rw-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-rw-$tool.txt"
+  done
+  wait
+  for round in 1 2; do
+    for m in mini mini-rw; do
+      echo "== $m, round $round"; /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode 1x2048,32x2048 --repeats 10 | grep -o '"ms": [0-9.]*\|"graph_ms_per_step": [0-9.]*'
+    done
+  done
+  for m in mini mini-rw; do for sh in "--prefill 1x8192 --decode ''" "--prefill '' --decode 1x2048"; do echo "== $m profile, $sh"; eval /tmp/$m/lingc_model bench --random-weights $sh --repeats 2 --profile 2>&1 >/dev/null | grep -E "router|in all" | head -2; done; done
   ;;
 decsplit)
   # Decode attention's key split (runtime attn_decode: DEC_BLOCKS_PER_SM, tuned at batch 1, where the

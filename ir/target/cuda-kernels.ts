@@ -103,7 +103,7 @@ function denseSwiglu(ops: readonly Op[]): boolean {
 }
 
 /** The kinds of step the runtime runs (libraryKind's answers, typed so): what select's prefer=KIND:KERNEL names. */
-export const LIBRARY_KINDS = ["fp8_linear", "fp8_expert", "linear", "dense_swiglu", "expert", "moe_dispatch", "cast", "concat", "cache_append", "attention"] as const;
+export const LIBRARY_KINDS = ["fp8_linear", "fp8_expert", "linear", "dense_swiglu", "expert", "moe_dispatch", "cast", "concat", "cache_append", "attention", "router"] as const;
 export type LibraryKind = (typeof LIBRARY_KINDS)[number];
 
 /** Which library lowering covers a step's ops (undefined: a generated kernel). */
@@ -122,6 +122,7 @@ export function libraryKind(ops: readonly Op[]): LibraryKind | undefined {
   if (lone(ops, "concat") && ops[0]!.operands.length <= 4) return "concat";
   if (lone(ops, "cache_append")) return "cache_append";
   if (n.filter((x) => x === "attention").length === 1 && n.every((x) => ["attention", "transpose", "reshape"].includes(x))) return "attention";
+  if (n.filter((x) => x === "group_topk").length === 1) return "router";
   return undefined;
 }
 
@@ -305,6 +306,12 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       replaced = { kernel: "attn_decode", restore: (c) => (c.kernel === "attention_split" || c.kernel.startsWith("decode_attention") ? [] : [c]) };
       break;
     }
+    case "router":
+      // Both generated: a workgroup per token (backends/kernels/gen/router.ts), or by preference
+      // (router:router_warp) a warp per token (router-warp.ts: scores in registers, no barriers;
+      // E a multiple of 32), until the latter is measured on the GPU.
+      all = [choice("router"), choice("router_warp")];
+      break;
     default:
       return undefined;
   }

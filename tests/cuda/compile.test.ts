@@ -283,6 +283,40 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "dec"), "model.cu"]);
   }, 300_000);
 
+  it("--prefer router:router_warp: the router a warp per token (scores in registers, source-lane shuffles, no barriers), and it compiles; refused by name where the experts are not a multiple of 32", async () => {
+    const lir = join(dir, "router.lir");
+    writeFileSync(
+      lir,
+      `module @r {
+  func @r(%x: f32[T, 256]) weights(@bias: f32[256]) -> (idx: i32[T, 8], w: f32[T, 8]) {
+    %s = sigmoid(%x) : f32[T, 256]
+    %b = add(%s, @bias) : f32[T, 256]
+    %idx = group_topk(%b) {k = 8, groups = 8, topk_groups = 4, group_score_topk = 2} : i32[T, 8]
+    %g = take_along(%s, %idx) : f32[T, 8]
+    %sum = reduce_sum(%g) {axes = [-1], keepdims = true} : f32[T, 1]
+    %w = div(%g, %sum) : f32[T, 8]
+    return %idx, %w
+  }
+}
+`,
+    );
+    const plain = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "router-wg"));
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(kernelsNamed(readFileSync(join(dir, "router-wg", "model.cu"), "utf8"), "k_router")[0]).toContain("__syncthreads");
+    const r = await cli("compile", lir, "--target", "cuda", "--prefer", "router:router_warp", "--out", join(dir, "router"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "router", "model.cu"), "utf8");
+    const [k] = kernelsNamed(src, "k_router");
+    expect(k).toContain("__shfl_sync(0xffffffffu, ");
+    expect(k).not.toContain("__syncthreads");
+    // Four tokens a 128-thread workgroup.
+    expect(k).toMatch(/^__global__ void __launch_bounds__\(128\) k_router_\d+\(/);
+    await expectCompiles([join(dir, "router"), "model.cu"]);
+    const bad = await cli("compile", SMALL_DIR, "--target", "cuda", "--prefer", "router:router_warp", "--out", join(dir, "router-bad"));
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/kernel template 'router_warp' does not cover/);
+  }, 300_000);
+
   it("bf16 on warp MMAs (LINGC_BF16_TILE=bm,bn,wm,wn,stages): mma.sync tiles, dynamic shared memory past 48 KB, and it compiles", async () => {
     const { src, tiles } = await warpTiles("128,128,64,64,3", join(dir, "mma"));
     for (const tile of tiles) {

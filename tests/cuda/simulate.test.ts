@@ -287,6 +287,42 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.1); // (the same sums in the interpreter's order may well be exact)
   });
 
+  it.each([
+    // Ling-mini's router: 256 experts in 8 groups (4 lanes a group), the best 4 groups by their top-2 sums, top-8; 3 tokens (one workgroup, one warp idle).
+    [3, 256, 8, 4, 2, 8],
+    // 64 experts in 4 groups of 16 (8 lanes a group, 2 experts a lane), 2 groups kept, top-6 by top-3 group sums; 5 tokens (two workgroups).
+    [5, 64, 4, 2, 3, 6],
+    // One group (no group stage), 32 experts, top-4.
+    [2, 32, 1, 1, 1, 4],
+  ])("the router a warp per token (router_warp: %i tokens, %i experts in %i groups, %i kept by top-%i sums, top-%i): indices exactly and weights as the interpreter's", (T, E, G, TG, GST, K2) => {
+    const text = `module @r {
+  func @r(%x: f32[${T}, ${E}]) weights(@bias: f32[${E}]) -> (idx: i32[${T}, ${K2}], w: f32[${T}, ${K2}]) {
+    %s = sigmoid(%x) : f32[${T}, ${E}]
+    %b = add(%s, @bias) : f32[${T}, ${E}]
+    %idx = group_topk(%b) {k = ${K2}, groups = ${G}, topk_groups = ${TG}, group_score_topk = ${GST}} : i32[${T}, ${K2}]
+    %g = take_along(%s, %idx) : f32[${T}, ${K2}]
+    %sum = reduce_sum(%g) {axes = [-1], keepdims = true} : f32[${T}, 1]
+    %eps = constant() {values = [1e-20], dtype = f32} : f32[]
+    %d = add(%sum, %eps) : f32[${T}, 1]
+    %n = div(%g, %d) : f32[${T}, ${K2}]
+    %c = constant() {values = [2.5], dtype = f32} : f32[]
+    %w = mul(%n, %c) : f32[${T}, ${K2}]
+    return %idx, %w
+  }
+}`;
+    const r = rng(19);
+    const outs = runGenerated(text, { x: random("f32", r, [T, E], 3) }, { bias: random("f32", r, [E], 0.05) }, LIMITS, "", (ops) => (ops.some((o) => o.opName === "group_topk") ? "router_warp" : undefined));
+    expect(kernels.some((k) => k.kernel.name.includes("router") || JSON.stringify(k.kernel.body).includes('"shflIdx"'))).toBe(true);
+    expect(JSON.stringify(kernels.find((k) => JSON.stringify(k.kernel.body).includes('"shflIdx"'))!.kernel.body)).not.toContain('"barrier"');
+    expect([...outs["idx"]!.got]).toEqual([...outs["idx"]!.want]);
+    expect(relError(outs["w"]!.got, outs["w"]!.want)).toBeLessThan(1e-6);
+    // Every token's indices are distinct and its weights sum to the scaling factor.
+    for (let t = 0; t < T; t++) {
+      expect(new Set(outs["idx"]!.got.slice(t * K2, (t + 1) * K2)).size).toBe(K2);
+      expect(outs["w"]!.got.slice(t * K2, (t + 1) * K2).reduce((a, b) => a + b, 0)).toBeCloseTo(2.5, 5);
+    }
+  });
+
   it("the dense bf16 GEMV (linear_gemv): a lone linear and a dense SwiGLU (gate, up, silu, mul in one kernel) of one row against the interpreter", () => {
     // Rows of 264 (a partial second 256-element step); 40 and 72 outputs (not multiples of 8 warps x 4 columns).
     const text = `module @d {

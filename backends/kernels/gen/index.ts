@@ -28,6 +28,7 @@ import { coversDecodeAttention, DECODE_ATTENTION_THREADS, decodeAttentionKernels
 import { DECODE_ATTENTION_FORMS } from "../../../ir/target/kernel-forms";
 import { coversDenseGemv, coversGroupedGemv, denseGemvKernel, GROUPED_GEMV_THREADS, groupedGemvKernel } from "./grouped-gemv";
 import { routerKernel, routerWorkgroup } from "./router";
+import { coversRouterWarp, ROUTER_WARP_THREADS, routerWarpKernel } from "./router-warp";
 
 export type { GeneratedKernel, GenLimits } from "./context";
 export { POINTWISE_RUN } from "./pointwise";
@@ -67,6 +68,12 @@ const TEMPLATES: readonly Template[] = [
       const gt = ops.find((o) => o.opName === "group_topk")!;
       return routerKernel(gen(routerWorkgroup(gt.operands[0]!.type.shape[1]!.value!, limits.maxThreads)), ops);
     },
+  },
+  {
+    // The same ops, a warp per token on CUDA (only when the router dispatch names it: listed after router).
+    name: "router_warp",
+    covers: (ops, limits) => coversRouterWarp(ops, limits),
+    generate: (gen, ops) => routerWarpKernel(gen(ROUTER_WARP_THREADS), ops),
   },
   {
     // A reshape to heads, its head-axis slices, each transposed to [B, heads, S, d], then RMSNorm / RoPE.

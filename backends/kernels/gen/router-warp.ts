@@ -1,0 +1,227 @@
+/**
+ * The router on CUDA, a warp per token (ROUTER_WARPS tokens a workgroup), decode and prefill alike.
+ * The workgroup router (router.ts) keeps a token's rows in workgroup memory and pays a barrier after
+ * each op and two for each of its k arg-max rounds; here a token's E expert scores sit in its warp's
+ * registers, E / 32 consecutive experts a lane (a row of k <= 32 values: one a lane; a per-token
+ * scalar: in every lane), and warps share nothing. The same ops as router.ts but the gate linear:
+ * casts, constants, elementwise ops (their op-table formulas per register), group_topk (each group's
+ * score by merging its lanes' best values over butterfly shuffles, the kept groups by each group's
+ * rank among the others read by xor shuffles, then k rounds of a warp arg-max, ties to the lower
+ * index as torch.topk), take_along (source-lane shuffles) and reduce_sum.
+ */
+import type { Op, Value } from "../../../ir/module";
+import { attrsOf, getOp, hasTrait, OPS } from "../../../ir/ops";
+import { LingcError } from "../../../ir/errors";
+import * as K from "../kir";
+import type { Expr } from "../kir";
+import { kirScalars } from "./algebra";
+import type { Gen, GeneratedKernel, GenLimits } from "./context";
+
+export const ROUTER_WARPS = 4;
+export const ROUTER_WARP_THREADS = ROUTER_WARPS * 32;
+
+/** A token's row in its warp: n values, element lane x per + r in register r of lane `lane` (n = 1: the same value in every lane). */
+interface WarpRow {
+  n: number;
+  per: number;
+  regs: Expr[];
+}
+
+const SIMPLE = ["cast", "constant", "reduce_sum", "take_along", "group_topk"];
+/** The row width of a value: its last dim (1 for a scalar or a [T, 1] column). */
+const width = (v: Value) => (v.type.rank ? (v.type.shape[v.type.rank - 1]!.value ?? 0) : 1);
+
+/** Whether the warp form computes these ops: one group_topk over E scores (a multiple of 32, whole lanes a group), rows of E, k or 1 values. */
+export function coversRouterWarp(ops: readonly Op[], limits: GenLimits | undefined): boolean {
+  if (limits?.warpSize !== 32) return false;
+  const gts = ops.filter((o) => o.opName === "group_topk");
+  if (gts.length !== 1) return false;
+  const a = attrsOf(OPS.group_topk, gts[0]!);
+  const E = gts[0]!.operands[0]!.type.shape[1]?.value;
+  if (E === undefined || E % 32 !== 0 || a.k > 32 || E % a.groups !== 0) return false;
+  const per = E / 32;
+  const lanes = E / a.groups / per;
+  if (!Number.isInteger(lanes) || lanes < 1 || (lanes & (lanes - 1)) !== 0) return false;
+  if (!ops.every((o) => SIMPLE.includes(o.opName) || (hasTrait(o.opName, "elementwise") && getOp(o.opName)?.scalar))) return false;
+  const fits = (v: Value) => [E, a.k, 1].includes(width(v));
+  return ops.every((o) => o.results.every(fits) && o.operands.every(fits));
+}
+
+export function routerWarpKernel(g: Gen, ops: Op[]): GeneratedKernel {
+  if (!coversRouterWarp(ops, g.limits)) throw new LingcError("router (warp form): the step is not a group_topk over a multiple of 32 scores with its elementwise ops");
+  const kb = g.kb;
+  const { i, add, mul, div, mod, lt, eq, sel } = K;
+  const gt = ops.find((o) => o.opName === "group_topk")!;
+  const tokensDim = gt.results[0]!.type.shape[0]!;
+  const lane = kb.let("lane", mod(kb.lid, i(32)));
+  const t = kb.let("t", add(mul(kb.wg, i(ROUTER_WARPS)), div(kb.lid, i(32))));
+  const vals = new Map<Value, WarpRow>();
+  const inGroup = new Set(ops.flatMap((o) => o.results));
+  // Casts of inputs read the input itself (every float is held as f32 in registers).
+  const aliases = new Map<Value, Value>();
+  const ext = (v: Value) => aliases.get(v) ?? v;
+  const rowShape = (n: number) => ({ n, per: n <= 32 ? 1 : n / 32 });
+  /** This lane's element of register r. */
+  const elemOf = (row: { per: number }, r: number) => add(mul(lane, i(row.per)), i(r));
+  /** A row's register r, or the scalar in every lane. */
+  const at = (row: WarpRow, r: number) => (row.n === 1 ? row.regs[0]! : row.regs[r]!);
+
+  const get = (w: Value): WarpRow => {
+    const v = ext(w);
+    const hit = vals.get(v);
+    if (hit) return hit;
+    if (inGroup.has(v)) throw new LingcError(`router (warp form): ${v.name ?? "a value"} is used before it is computed`);
+    // External: a per-token row [T, n] (or [T, 1]), or a vector shared by all tokens [n] (the bias).
+    const { n, per } = rowShape(width(v));
+    const perToken = v.type.rank === 2;
+    const regs = Array.from({ length: n === 1 ? 1 : per }, (_, r) => {
+      // Lanes past a short row read its last element (and never store it).
+      const e = n === 1 ? i(0) : n < 32 ? K.min(elemOf({ per }, r), i(n - 1)) : elemOf({ per }, r);
+      return kb.let("x", K.toF(kb.load(g.buf(v), perToken ? add(mul(t, i(n)), e) : e)));
+    });
+    const row = { n, per, regs };
+    vals.set(v, row);
+    return row;
+  };
+  const map = (op: Op, fn: (r: number) => Expr) => {
+    const { n, per } = rowShape(width(op.results[0]!));
+    const regs = Array.from({ length: n === 1 ? 1 : per }, (_, r) => kb.let("v", g.fit(fn(r), op.results[0]!.type.dtype)));
+    vals.set(op.results[0]!, { n, per, regs });
+  };
+
+  kb.if(lt(t, g.size(tokensDim)), () => {
+    for (const op of ops) {
+      const res = op.results[0]!;
+      switch (op.opName) {
+        case "cast": {
+          const src = op.operands[0]!;
+          if (!inGroup.has(src)) aliases.set(res, ext(src));
+          else {
+            const a = get(src);
+            map(op, (r) => at(a, r));
+          }
+          break;
+        }
+        case "constant": {
+          const values = attrsOf(OPS.constant, op).values;
+          if (values.length !== 1) throw new LingcError("router (warp form): only scalar constants");
+          vals.set(res, { n: 1, per: 1, regs: [K.f(values[0]!)] });
+          break;
+        }
+        case "reduce_sum": {
+          const a = get(op.operands[0]!);
+          if (width(res) !== 1) throw new LingcError("router (warp form): reduce_sum over a token's row only");
+          // Lanes past a short row hold copies of its last element: they add nothing.
+          const own = a.n === 1 ? a.regs[0]! : a.n < 32 ? sel(lt(lane, i(a.n)), a.regs[0]!, K.f(0)) : a.regs.reduce((x, y) => add(x, y));
+          vals.set(res, { n: 1, per: 1, regs: [kb.let("sum", a.n === 1 ? own : kb.warpSum(own))] });
+          break;
+        }
+        case "take_along": {
+          const a = get(op.operands[0]!);
+          const idx = get(op.operands[1]!);
+          if (idx.per !== 1) throw new LingcError("router (warp form): take_along of more than 32 indices");
+          map(op, () => {
+            const id = kb.let("id", K.min(K.max(K.toI(idx.regs[0]!), i(0)), i(a.n - 1)));
+            if (a.n === 1) return a.regs[0]!;
+            const src = a.per === 1 ? id : kb.let("src", div(id, i(a.per)));
+            const got = a.regs.map((reg) => K.shflIdx(reg, src));
+            return a.per === 1 ? got[0]! : got.reduce((acc, x, r) => sel(eq(mod(id, i(a.per)), i(r)), x, acc));
+          });
+          break;
+        }
+        case "group_topk":
+          vals.set(res, groupTopkWarp(g, op, get(op.operands[0]!), lane));
+          break;
+        default: {
+          const scalar = getOp(op.opName)!.scalar!;
+          const args = op.operands.map(get);
+          const dt = res.type.dtype;
+          map(op, (r) => scalar(kirScalars(dt), args.map((a) => at(a, r)), { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs }));
+        }
+      }
+    }
+    for (const [v, row] of vals) {
+      if (!g.isOutput(v)) continue;
+      // Each warp writes its token's row: a result must be per token ([T, n]).
+      if (v.type.rank !== 2 || !v.type.shape[0]!.equals(tokensDim)) throw new LingcError(`router (warp form): result ${v.name ?? ""} of type ${v.type} is not one row per token`);
+      const isInt = v.type.dtype !== "f32" && v.type.dtype !== "bf16" && v.type.dtype !== "f16";
+      const out = (x: Expr) => (isInt ? K.toI(x) : x);
+      if (row.n === 1) kb.if(eq(lane, i(0)), () => kb.store(g.buf(v), t, out(row.regs[0]!)));
+      else
+        row.regs.forEach((reg, r) => {
+          const e = elemOf(row, r);
+          const store = () => kb.store(g.buf(v), add(mul(t, i(row.n)), e), out(reg));
+          if (row.n < 32) kb.if(lt(lane, i(row.n)), store);
+          else store();
+        });
+    }
+  });
+  return g.finish({ dim: g.entryDim(tokensDim), per: ROUTER_WARPS });
+}
+
+/** Group-limited top-k of a token's E scores in its warp: the chosen indices (as floats), one a lane. */
+function groupTopkWarp(g: Gen, op: Op, s: WarpRow, lane: Expr): WarpRow {
+  const kb = g.kb;
+  const { i, add, mul, eq, lt, gt, and, or, sel, max, min } = K;
+  const a = attrsOf(OPS.group_topk, op);
+  const E = s.n;
+  const per = s.per;
+  const lanes = E / a.groups / per;
+  const ninf = K.f(-Infinity);
+  /** (v2, i2) beats (v1, i1): greater, or equal at a lower index. */
+  const beats = (v2: Expr, i2: Expr, v1: Expr, i1: Expr) => or(gt(v2, v1), and(eq(v2, v1), lt(i2, i1)));
+  let masked = s.regs;
+  if (a.groups > 1) {
+    // The lane's best group_score_topk values, largest first (an insertion network), then merged with
+    // the group's other lanes (butterfly), so every lane of a group holds the group's best.
+    const insert = (best: Expr[], v: Expr) => {
+      let carry = v;
+      return best.map((b) => {
+        const hi = kb.let("hi", max(b, carry));
+        carry = kb.let("lo", min(b, carry));
+        return hi;
+      });
+    };
+    let best = Array.from({ length: a.group_score_topk }, () => ninf);
+    for (const v of s.regs) best = insert(best, v);
+    for (let m = 1; m < lanes; m *= 2) {
+      const theirs = best.map((b) => kb.let("gb", { k: "shfl", t: "f32", a: b, mask: m }));
+      for (const v of theirs) best = insert(best, v);
+    }
+    // Summed largest first, as the workgroup router picks them.
+    const score = kb.let("gscore", best.reduce((acc, b) => add(acc, b), K.f(0) as Expr));
+    // The group's rank among the others (group gi ^ j sits j x lanes lanes away); the best topk_groups are kept.
+    const gi = kb.let("group", K.div(lane, i(lanes)));
+    let rank: Expr = i(0);
+    for (let j = 1; j < a.groups; j++) {
+      const theirs = kb.let("go", { k: "shfl", t: "f32", a: score, mask: j * lanes });
+      rank = add(rank, sel(beats(theirs, K.xor(gi, i(j)), score, gi), i(1), i(0)));
+    }
+    const keep = kb.let("keep", lt(kb.let("grank", rank), i(a.topk_groups)));
+    masked = s.regs.map((v) => kb.let("m", sel(keep, v, ninf)));
+  }
+  const cur = masked.map((v) => kb.var("m", v));
+  const idx = kb.var("idx", i(0));
+  for (let j = 0; j < a.k; j++) {
+    let bv: Expr = ninf;
+    let bi: Expr = i(E);
+    cur.forEach((c, r) => {
+      const e = add(mul(lane, i(per)), i(r));
+      const b = kb.let("b", beats(c.ref, e, bv, bi));
+      bv = kb.let("bv", sel(b, c.ref, bv));
+      bi = kb.let("bi", sel(b, e, bi));
+    });
+    for (let m = 16; m >= 1; m /= 2) {
+      const v2 = kb.let("v2", { k: "shfl", t: "f32", a: bv, mask: m });
+      const i2 = kb.let("i2", { k: "shfl", t: "i32", a: bi, mask: m });
+      const b = kb.let("b", beats(v2, i2, bv, bi));
+      bv = kb.let("bv", sel(b, v2, bv));
+      bi = kb.let("bi", sel(b, i2, bi));
+    }
+    // Every lane holds the winner: lane j keeps it; its owner masks it out.
+    idx.set(sel(eq(lane, i(j)), bi, idx.ref));
+    const won = bi;
+    cur.forEach((c, r) => c.set(sel(eq(add(mul(lane, i(per)), i(r)), won), ninf, c.ref)));
+  }
+  return { n: a.k, per: 1, regs: [kb.let("topk", K.toF(idx.ref))] };
+}

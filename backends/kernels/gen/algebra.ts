@@ -9,11 +9,24 @@ import { LingcError } from "../../../ir/errors";
 import type { IndexAlgebra, ScalarAlgebra } from "../../../ir/ops/algebra";
 import * as K from "../kir";
 import type { Expr, KernelBuilder } from "../kir";
+import type { Op } from "../../../ir/module";
+import { getOp } from "../../../ir/ops";
 
 /** Rounds a value to a narrow float dtype the way the interpreter does (f32 and ints pass through). */
 export function fitTo(e: Expr, dt: DType): Expr {
   if (dt === "bf16" || dt === "f16") return K.round(dt, e);
   return e;
+}
+
+/**
+ * An elementwise op's op-table scalar formula on kir inputs (one per operand), in its result's
+ * dtype (unrounded: the caller fits it where it is stored or passed on).
+ */
+export function opFormula(op: Op, ins: Expr[]): Expr {
+  const scalar = getOp(op.opName)?.scalar;
+  if (!scalar) throw new LingcError(`${op.opName} has no scalar formula (not an elementwise op)`);
+  const dt = op.results[0]!.type.dtype;
+  return scalar(kirScalars(dt), ins, { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs });
 }
 
 /** Scalar formulas evaluated on kir expressions whose element type is `dt`. */

@@ -88,9 +88,9 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
     const kRow = kb.let("krow", mul(bkv, g.storageRows(k, 2)));
     const vRow = kb.let("vrow", mul(bkv, g.storageRows(v, 2)));
     // Query row of head hh of the group: ((b nh + kvh rep + hh) S + pos).
-    const qRow = (hh: number) => add(mul(add(add(mul(b, i(nh)), mul(kvh, i(rep))), i(hh)), S), pos);
+    const qRow = (hh: Expr) => add(mul(add(add(mul(b, i(nh)), mul(kvh, i(rep))), hh), S), pos);
     const unpack = (w: Expr[]) => Array.from({ length: LANE }, (_, t) => K.half(w[t >> 1]!, (t & 1) === 1));
-    const qf = Array.from({ length: rep }, (_, hh) => unpack(kb.load16("q", qb, div(add(mul(qRow(hh), i(d)), col), i(2)))).map((x) => kb.let("qf", x)));
+    const qf = Array.from({ length: rep }, (_, hh) => unpack(kb.load16("q", qb, div(add(mul(qRow(i(hh)), i(d)), col), i(2)))).map((x) => kb.let("qf", x)));
     const m = Array.from({ length: rep }, () => kb.var("m", K.f(EMPTY_MAX)));
     const l = Array.from({ length: rep }, () => kb.var("l", K.f(0)));
     const acc = Array.from({ length: rep }, () => Array.from({ length: LANE }, () => kb.var("acc", K.f(0))));
@@ -145,7 +145,7 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
       const M = kb.let("mx", mw.reduce((a, x) => max(a, x)));
       const wts = mw.map((x) => kb.let("w", K.exp(sub(x, M))));
       const o = wts.map((w, wi) => mul(w, kb.load(smO, add(mul(add(mul(i(wi), i(rep)), hh), i(d)), c)))).reduce((a, x) => add(a, x));
-      const row = kb.let("row", add(mul(add(add(mul(b, i(nh)), mul(kvh, i(rep))), hh), S), pos));
+      const row = kb.let("row", qRow(hh));
       const base = kb.let("sbase", mul(add(mul(row, i(SPL)), split), i(W)));
       kb.store(scratch, add(base, c), o);
       kb.if(K.eq(c, i(0)), () => {

@@ -27,7 +27,7 @@ import { isE4m3Blocks } from "../../../ir/quant";
 import { attrsOf, getOp, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr, MmaShape } from "../kir";
-import { kirScalars } from "./algebra";
+import { opFormula } from "./algebra";
 import type { TileShape } from "../../../ir/target/cuda";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 
@@ -139,9 +139,7 @@ export function groupedFp8Plan(ops: readonly Op[], limits: GenLimits): Plan | un
 export function applyEpilogue(g: Gen, epilogue: readonly Op[], vals: Map<Value, Expr>, out: Value): Expr {
   for (const op of epilogue) {
     const dt = op.results[0]!.type.dtype;
-    const ins = op.operands.map((v) => vals.get(v)!);
-    const y = getOp(op.opName)!.scalar!(kirScalars(dt), ins, { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs });
-    vals.set(op.results[0]!, g.fit(y, dt));
+    vals.set(op.results[0]!, g.fit(opFormula(op, op.operands.map((v) => vals.get(v)!)), dt));
   }
   return vals.get(out)!;
 }

@@ -23,7 +23,7 @@ import { product } from "../../../ir/dim";
 import { attrsOf, getOp, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
-import { kirIndex, kirScalars } from "./algebra";
+import { kirIndex, opFormula } from "./algebra";
 import { expertOfRow } from "./experts";
 import type { Gen, GeneratedKernel } from "./context";
 
@@ -183,11 +183,7 @@ class Pointwise {
       const { idx, here } = this.broadcast(op.operands[j]!);
       return this.at(op.operands[j]!, idx, here);
     };
-    const scalar = getOp(op.opName)?.scalar;
-    if (scalar) {
-      const ins = op.operands.map((_, j) => operand(j));
-      return g.fit(scalar(kirScalars(dt), ins, { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs }), dt);
-    }
+    if (getOp(op.opName)?.scalar) return g.fit(opFormula(op, op.operands.map((_, j) => operand(j))), dt);
     const [x, w] = op.operands as [Value, Value];
     switch (op.opName) {
       case "linear": {

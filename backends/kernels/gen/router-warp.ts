@@ -14,7 +14,7 @@ import { attrsOf, getOp, hasTrait, OPS } from "../../../ir/ops";
 import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Expr } from "../kir";
-import { kirScalars } from "./algebra";
+import { opFormula } from "./algebra";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 
 export const ROUTER_WARPS = 4;
@@ -133,10 +133,9 @@ export function routerWarpKernel(g: Gen, ops: Op[]): GeneratedKernel {
           vals.set(res, groupTopkWarp(g, op, get(op.operands[0]!), lane));
           break;
         default: {
-          const scalar = getOp(op.opName)!.scalar!;
+          // An elementwise op (coversRouterWarp admits no other): its scalar formula per register.
           const args = op.operands.map(get);
-          const dt = res.type.dtype;
-          map(op, (r) => scalar(kirScalars(dt), args.map((a) => at(a, r)), { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs }));
+          map(op, (r) => opFormula(op, args.map((a) => at(a, r))));
         }
       }
     }
@@ -201,12 +200,14 @@ function groupTopkWarp(g: Gen, op: Op, s: WarpRow, lane: Expr): WarpRow {
     masked = s.regs.map((v) => kb.let("m", sel(keep, v, ninf)));
   }
   const cur = masked.map((v) => kb.var("m", v));
+  // The expert of each of the lane's registers.
+  const experts = cur.map((_, r) => kb.let("e", add(mul(lane, i(per)), i(r))));
   const idx = kb.var("idx", i(0));
   for (let j = 0; j < a.k; j++) {
     let bv: Expr = ninf;
     let bi: Expr = i(E);
     cur.forEach((c, r) => {
-      const e = add(mul(lane, i(per)), i(r));
+      const e = experts[r]!;
       const b = kb.let("b", beats(c.ref, e, bv, bi));
       bv = kb.let("bv", sel(b, c.ref, bv));
       bi = kb.let("bi", sel(b, e, bi));
@@ -221,7 +222,7 @@ function groupTopkWarp(g: Gen, op: Op, s: WarpRow, lane: Expr): WarpRow {
     // Every lane holds the winner: lane j keeps it; its owner masks it out.
     idx.set(sel(eq(lane, i(j)), bi, idx.ref));
     const won = bi;
-    cur.forEach((c, r) => c.set(sel(eq(add(mul(lane, i(per)), i(r)), won), ninf, c.ref)));
+    cur.forEach((c, r) => c.set(sel(eq(experts[r]!, won), ninf, c.ref)));
   }
   return { n: a.k, per: 1, regs: [kb.let("topk", K.toF(idx.ref))] };
 }

@@ -16,7 +16,7 @@ import type { Op, Value } from "../../../ir/module";
 import { attrsOf, getOp, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
-import { kirScalars } from "./algebra";
+import { opFormula } from "./algebra";
 import type { Gen, GeneratedKernel } from "./context";
 
 /** A per-token vector in workgroup memory (n elements), or a scalar expression. */
@@ -117,11 +117,9 @@ export function routerKernel(g: Gen, ops: Op[]): GeneratedKernel {
           break;
         default: {
           // Any elementwise op (sigmoid, the bias add, the normalization): its scalar formula per element.
-          const scalar = getOp(op.opName)?.scalar;
-          if (!scalar) throw new LingcError(`router kernel: unexpected op ${op.opName}`);
+          if (!getOp(op.opName)?.scalar) throw new LingcError(`router kernel: unexpected op ${op.opName}`);
           const args = op.operands.map(get);
-          const dt = res.type.dtype;
-          map(op, n, (e) => scalar(kirScalars(dt), args.map((a) => elem(a, e)), { inTypes: op.operands.map((o) => o.type.dtype), outType: dt, attrs: op.attrs }));
+          map(op, n, (e) => opFormula(op, args.map((a) => elem(a, e))));
         }
       }
     }

@@ -625,13 +625,13 @@ decattn)
   for m in mini mini-rd; do for sh in 1x2048 32x2048; do echo "== $m profile, decode $sh"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode $sh --repeats 2 --profile 2>&1 >/dev/null | grep -E "attention \(|\.attention|in all" | head -3; done; done
   ;;
 routerwarp)
-  # The router a warp per token (--prefer router:router_warp: backends/kernels/gen/router-warp.ts) against
-  # the interpreter (bench/cuda/router_check.py: Ling-mini's router on 37 tokens; `lingc compare`: the
-  # indices equal, the weights within 1e-4), sanitized; then Ling-mini with the workgroup router (mini)
-  # and with the warp router (mini-rw), alternately: decode 1x2048 and 32x2048, prefill 1x8192, and the
+  # The router a warp per token (backends/kernels/gen/router-warp.ts, the default where it applies)
+  # against the interpreter (bench/cuda/router_check.py: Ling-mini's router on 37 tokens; `lingc compare`:
+  # the indices equal, the weights within 1e-4), sanitized; then Ling-mini with the workgroup router
+  # (mini: --prefer router:router) and with the warp router (mini-rw), alternately: decode 1x2048 and 32x2048, prefill 1x8192, and the
   # router's per-kernel times.
   RW="--prefer router:router_warp"
-  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --prefer router:router --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
   ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $RW --out /tmp/mini-rw >/dev/null && cd /tmp/mini-rw && make -j8 >/dev/null ) &
   mkdir -p /tmp/rt && python3 bench/cuda/router_check.py make /tmp/rt || exit 1
   $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda $RW | tail -3

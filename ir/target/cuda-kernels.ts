@@ -14,7 +14,7 @@ import type { CudaProfile } from "./cuda";
 import { LingcError } from "../errors";
 import { isE4m3Blocks } from "../quant";
 import { attrsOf, getOp, OPS } from "../ops";
-import { ATTENTION_SPLIT_MAX_ROWS, DECODE_ATTENTION_FORMS, decodeAttentionTakes } from "./kernel-forms";
+import { ATTENTION_SPLIT_MAX_ROWS, DECODE_ATTENTION_FORMS, decodeAttentionTakes, routerWarpTakes } from "./kernel-forms";
 
 /** What the runtime's kernels can take (they are the sizes the kernels were written for). */
 export const CUDA_KERNEL_LIMITS = {
@@ -307,10 +307,12 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       break;
     }
     case "router":
-      // Both generated: a workgroup per token (backends/kernels/gen/router.ts), or by preference
-      // (router:router_warp) a warp per token (router-warp.ts: scores in registers, no barriers;
-      // E a multiple of 32), until the latter is measured on the GPU.
-      all = [choice("router"), choice("router_warp")];
+      // Both generated. Where it takes the step, a warp per token (backends/kernels/gen/router-warp.ts:
+      // scores in registers, no barriers), measured on the H200 against the workgroup router
+      // (router.ts) at Ling-mini's shape: its router 3.06 -> 0.44 ms at prefill 1x8192, 11.2 -> 8.6 us
+      // a layer at decode batch 1 (prefill 79.4 -> 76.5 ms, decode 1.756 -> 1.668 ms a step); else, and
+      // by preference (router:router), a workgroup per token.
+      all = routerWarpTakes(ops) ? [choice("router_warp"), choice("router")] : [choice("router")];
       break;
     default:
       return undefined;

@@ -1,4 +1,5 @@
-import type { Value } from "../module";
+import type { Op, Value } from "../module";
+import { attrsOf, getOp, hasTrait, OPS } from "../ops";
 
 /**
  * Geometry of generated kernel forms that both a target's dispatch (ir/target) and the kernel
@@ -37,4 +38,27 @@ export function decodeAttentionTakes(q: Value, k: Value, v: Value): boolean {
   const d = q.type.shape[3]!.value;
   const [nh, nkv] = [q.type.shape[1]!.value, k.type.shape[1]!.value];
   return d !== undefined && v.type.shape[3]!.value === d && [64, 128, 256].includes(d) && nh !== undefined && nkv !== undefined && nh % nkv === 0 && nh / nkv <= DECODE_ATTENTION_MAX_GROUP;
+}
+
+/** Ops the warp router computes besides elementwise ones with a scalar formula. */
+const ROUTER_WARP_OPS = ["cast", "constant", "reduce_sum", "take_along", "group_topk"];
+
+/**
+ * Whether the router a warp per token (CUDA, backends/kernels/gen/router-warp.ts) takes a step: one
+ * group_topk over E scores, E a multiple of 32 (E / 32 consecutive experts a lane) with whole lanes
+ * a group (a power of two of them), k <= 32 (one kept expert a lane), every value a row of E, k or 1
+ * values a token, the ops elementwise with a scalar formula or one of ROUTER_WARP_OPS.
+ */
+export function routerWarpTakes(ops: readonly Op[]): boolean {
+  const gts = ops.filter((o) => o.opName === "group_topk");
+  if (gts.length !== 1) return false;
+  const a = attrsOf(OPS.group_topk, gts[0]!);
+  const E = gts[0]!.operands[0]!.type.shape[1]?.value;
+  if (E === undefined || E % 32 !== 0 || a.k > 32 || E % a.groups !== 0) return false;
+  const lanes = E / a.groups / (E / 32);
+  if (!Number.isInteger(lanes) || lanes < 1 || (lanes & (lanes - 1)) !== 0) return false;
+  if (!ops.every((o) => ROUTER_WARP_OPS.includes(o.opName) || (hasTrait(o.opName, "elementwise") && getOp(o.opName)?.scalar))) return false;
+  const width = (v: Value) => (v.type.rank ? (v.type.shape[v.type.rank - 1]!.value ?? 0) : 1);
+  const fits = (v: Value) => [E, a.k, 1].includes(width(v));
+  return ops.every((o) => o.results.every(fits) && o.operands.every(fits));
 }

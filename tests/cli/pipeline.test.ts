@@ -61,6 +61,10 @@ describe("target pipelines", () => {
       expect(e.stderr).toContain(message);
       expect(existsSync(join(dir, "prefer-bad"))).toBe(false);
     }
+    // compare gives --prefer to its cuda side only, and refuses it where neither side is cuda.
+    const cmp = await cli("compare", "ling-tiny", "--backends", "interp,onnx", "--input", "x.safetensors", "--prefer", "router:router_warp");
+    expect(cmp.code).not.toBe(0);
+    expect(cmp.stderr).toContain("--prefer chooses CUDA kernels; neither of --backends interp,onnx is cuda");
   });
 
   it("--passes replaces the cuda pipeline: cse,dce emits an unfused plan with more kernels", async () => {

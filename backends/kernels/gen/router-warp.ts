@@ -10,7 +10,8 @@
  * index as torch.topk), take_along (source-lane shuffles) and reduce_sum.
  */
 import type { Op, Value } from "../../../ir/module";
-import { attrsOf, getOp, hasTrait, OPS } from "../../../ir/ops";
+import { attrsOf, OPS } from "../../../ir/ops";
+import { routerWarpTakes } from "../../../ir/target/kernel-forms";
 import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Expr } from "../kir";
@@ -27,24 +28,12 @@ interface WarpRow {
   regs: Expr[];
 }
 
-const SIMPLE = ["cast", "constant", "reduce_sum", "take_along", "group_topk"];
 /** The row width of a value: its last dim (1 for a scalar or a [T, 1] column). */
 const width = (v: Value) => (v.type.rank ? (v.type.shape[v.type.rank - 1]!.value ?? 0) : 1);
 
-/** Whether the warp form computes these ops: one group_topk over E scores (a multiple of 32, whole lanes a group), rows of E, k or 1 values. */
+/** Whether the warp form computes these ops (ir/target/kernel-forms.ts: routerWarpTakes, which the CUDA dispatch reads too) on a target with 32-lane warps. */
 export function coversRouterWarp(ops: readonly Op[], limits: GenLimits | undefined): boolean {
-  if (limits?.warpSize !== 32) return false;
-  const gts = ops.filter((o) => o.opName === "group_topk");
-  if (gts.length !== 1) return false;
-  const a = attrsOf(OPS.group_topk, gts[0]!);
-  const E = gts[0]!.operands[0]!.type.shape[1]?.value;
-  if (E === undefined || E % 32 !== 0 || a.k > 32 || E % a.groups !== 0) return false;
-  const per = E / 32;
-  const lanes = E / a.groups / per;
-  if (!Number.isInteger(lanes) || lanes < 1 || (lanes & (lanes - 1)) !== 0) return false;
-  if (!ops.every((o) => SIMPLE.includes(o.opName) || (hasTrait(o.opName, "elementwise") && getOp(o.opName)?.scalar))) return false;
-  const fits = (v: Value) => [E, a.k, 1].includes(width(v));
-  return ops.every((o) => o.results.every(fits) && o.operands.every(fits));
+  return limits?.warpSize === 32 && routerWarpTakes(ops);
 }
 
 export function routerWarpKernel(g: Gen, ops: Op[]): GeneratedKernel {

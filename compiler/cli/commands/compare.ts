@@ -71,8 +71,12 @@ export const compare: Command = {
     if (!hasGraph(source, graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${[...source.graphs, ...(source.onRequest ?? [])].join(", ")})`);
     const results: Record<string, Tensor>[] = [];
     const order: string[] = [];
+    const settings = targetSettings(args);
+    if (settings.prefer?.length && !names.includes("cuda")) throw new UsageError(`--prefer chooses CUDA kernels; neither of --backends ${names.join(",")} is cuda`);
     for (const [i, name] of names.entries()) {
-      const { model } = await loadModel({ source, backend: name, settings: targetSettings(args), passes: passesOption(args), graphs: graphsFor(source, graph) });
+      // --prefer is CUDA's kernel choice: comparing interp with cuda under it means the CUDA side's.
+      const own = name === "cuda" ? settings : { ...settings, prefer: undefined };
+      const { model } = await loadModel({ source, backend: name, settings: own, passes: passesOption(args), graphs: graphsFor(source, graph) });
       try {
         const inputs = readInputs(str(args, "input")!, model.signatures[graph]!);
         const seen: Record<string, Tensor> = {};

@@ -27,7 +27,17 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     pointwiseRun: POINTWISE_RUN,
     gemmTiles: expertTiles(profile),
     wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true,
+    gemvWorkgroups: gemvWorkgroups(profile),
   };
+}
+
+/** Two workgroups an SM, or LINGC_GEMV_WORKGROUPS (0: no K split; how device.sh gemvsplit measures the two). */
+function gemvWorkgroups(profile: CudaProfile): number {
+  const text = typeof process !== "undefined" ? process.env["LINGC_GEMV_WORKGROUPS"] : undefined;
+  if (text === undefined || text === "") return 2 * profile.smCount;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`LINGC_GEMV_WORKGROUPS must be a non-negative integer, got '${text}'`);
+  return n;
 }
 
 /**

@@ -84,6 +84,8 @@ export class CudaRenderer {
         return `reinterpret_cast<const unsigned int*>(${e.buf})[${this.expr(e.idx)}]`;
       case "half":
         return e.hi ? `__uint_as_float(${this.expr(e.a)} & 0xffff0000u)` : `__uint_as_float(${this.expr(e.a)} << 16)`;
+      case "bitsF32":
+        return `__uint_as_float(${this.expr(e.a)})`;
       case "pack":
         return `lingc::pack_bf16x2(${this.expr(e.lo)}, ${this.expr(e.hi)})`;
     }

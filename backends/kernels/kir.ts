@@ -56,6 +56,8 @@ export type Expr =
   | { k: "word"; t: "u32"; buf: string; idx: Expr }
   /** The bf16 value in the low (`hi` false) or high half of a word, as f32 (exact). */
   | { k: "half"; t: "f32"; a: Expr; hi: boolean }
+  /** The f32 value whose bits are the word `a` (a load16 word of an f32 buffer). */
+  | { k: "bitsF32"; t: "f32"; a: Expr }
   /** Two f32 values rounded to bf16 (to nearest even) in one word, `lo` in the low half: an mma fragment (CUDA). */
   | { k: "pack"; t: "u32"; lo: Expr; hi: Expr };
 
@@ -210,6 +212,8 @@ export const round = (to: NarrowFloat, a: Expr): Expr => ({ k: "round", t: "f32"
 export const call = (fn: Helper, a: Expr): Expr => ({ k: "call", t: "f32", fn, a });
 /** The bf16 value in the low (`hi` false) or high half of a word (KernelBuilder.loadWord), as f32. */
 export const half = (a: Expr, hi: boolean): Expr => ({ k: "half", t: "f32", a, hi });
+/** The f32 value of a word's bits (a load16 word of an f32 buffer). */
+export const bitsF32 = (a: Expr): Expr => ({ k: "bitsF32", t: "f32", a });
 
 /** A distinct node for the same expression (renders identically; lets a generator tag it by identity). */
 export const wrap = (e: Expr): Expr => ({ ...e });
@@ -434,10 +438,13 @@ export class KernelBuilder {
     return names.map((name) => ({ k: "ref", t: "u32", name }) as Expr);
   }
 
-  /** Four words of bf16 buffer `buf` from word `idx` (a multiple of 4; see the load16 statement): take the values with K.half. */
+  /**
+   * Four words of a bf16 or f32 buffer `buf` from word `idx` (a multiple of 4; see the load16
+   * statement): take the values with K.half (bf16: two a word) or K.bitsF32 (f32).
+   */
   load16(base: string, buf: string, idx: Expr): Expr[] {
     const b = this.kernel.buffers.find((x) => x.name === buf);
-    if (b?.elem !== "bf16") throw new Error(`kir: load16 reads bf16 buffers, not ${buf}`);
+    if (b?.elem !== "bf16" && b?.elem !== "f32") throw new Error(`kir: load16 reads bf16 or f32 buffers, not ${buf}`);
     const names = [0, 1, 2, 3].map(() => this.fresh(base));
     this.emit({ k: "load16", names, buf, idx });
     return names.map((name) => ({ k: "ref", t: "u32", name }) as Expr);

@@ -144,6 +144,10 @@ class WarpRun {
         const a = this.eval(e.a, m);
         return this.vec((l) => bitsF32(e.hi ? a[l]! & 0xffff0000 : a[l]! << 16), m);
       }
+      case "bitsF32": {
+        const a = this.eval(e.a, m);
+        return this.vec((l) => bitsF32(a[l]!), m);
+      }
       case "pack": {
         const [lo, hi] = [this.eval(e.lo, m), this.eval(e.hi, m)];
         return this.vec((l) => u32(encodeBits(lo[l]!, "bf16") | (encodeBits(hi[l]!, "bf16") << 16)), m);
@@ -287,6 +291,11 @@ class WarpRun {
               name,
               this.vec((l) => {
                 if (idx[l]! % 4 !== 0) throw new Error(`simulate ${this.k.name}: load16 of ${s.buf} at word ${idx[l]}, not 16-byte aligned`);
+                if (b instanceof Float32Array) {
+                  const w = idx[l]! + j;
+                  if (w < 0 || w >= b.length) throw new Error(`simulate ${this.k.name}: word ${w} of ${s.buf} is out of bounds`);
+                  return f32Bits(b[w]!);
+                }
                 const i = 2 * (idx[l]! + j);
                 if (i < 0 || i + 1 >= b.length) throw new Error(`simulate ${this.k.name}: word ${idx[l]! + j} of ${s.buf} is out of bounds`);
                 return u32(b[i]! | (b[i + 1]! << 16));

@@ -83,6 +83,8 @@ function expr(e: Expr): string {
       throw new Error("kir: this WGSL renderer has no subgroup shuffles (a warp-level kernel runs on CUDA only)");
     case "word":
       return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;
+    case "bitsF32":
+      return `bitcast<f32>(${expr(e.a)})`;
     case "pack":
       throw new Error("kir: WGSL has no bf16 pair packing (a tensor-core tile program runs on CUDA only)");
     case "half":
@@ -133,7 +135,11 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
         break;
       case "load16":
         // No 16-byte loads into registers in WGSL: four words.
-        s.names.forEach((n, j) => out.push(`${indent}let ${n} = ${split.has(s.buf) ? `load_${s.buf}(${expr(s.idx)} + ${j}i)` : `${s.buf}[${expr(s.idx)} + ${j}i]`};`));
+        // (An f32 buffer's words as their bits: load16 gives words, K.bitsF32 the values.)
+        s.names.forEach((n, j) => {
+          const w = split.has(s.buf) ? `load_${s.buf}(${expr(s.idx)} + ${j}i)` : `${s.buf}[${expr(s.idx)} + ${j}i]`;
+          out.push(`${indent}let ${n} = ${halves.has(s.buf) || packed.has(s.buf) ? w : `bitcast<u32>(${w})`};`);
+        });
         break;
       case "ldsm":
         throw new Error("kir: WGSL has no ldmatrix (a tensor-core tile program runs on CUDA only)");

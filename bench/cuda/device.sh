@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -646,6 +646,43 @@ routerwarp)
     done
   done
   for m in mini mini-rw; do for sh in "--prefill 1x8192 --decode ''" "--prefill '' --decode 1x2048"; do echo "== $m profile, $sh"; eval /tmp/$m/lingc_model bench --random-weights $sh --repeats 2 --profile 2>&1 >/dev/null | grep -E "router|in all" | head -2; done; done
+  ;;
+gemvsplit)
+  # Decode's dense GEMVs (linear_gemv) with the K split among a tile's warps (GenLimits.gemvWorkgroups: two
+  # workgroups an SM) and f32 rows (the router gate), against the interpreter (bench/cuda/gemv_check.py: Ling-
+  # mini's dense linears on one row), with and without the split (LINGC_GEMV_WORKGROUPS=0), sanitized; the warp
+  # router against the interpreter (router_check.py); ling-small generating by default and with the runtime's
+  # GEMVs; the golden ids; then Ling-mini decode by default (mini), without the split (mini-ns) and with the
+  # runtime's dense GEMVs (mini-rg), alternately, and the batch-1 per-kernel times of the linears.
+  RG="--prefer linear:gemv,dense_swiglu:gemv"
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j6 >/dev/null ) &
+  ( LINGC_GEMV_WORKGROUPS=0 $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini-ns >/dev/null && cd /tmp/mini-ns && make -j5 >/dev/null ) &
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $RG --out /tmp/mini-rg >/dev/null && cd /tmp/mini-rg && make -j5 >/dev/null ) &
+  D=/tmp/gc; mkdir -p $D && (cd bench/cuda && python3 gemv_check.py make $D) || exit 1
+  R="$D/g.lir --weights $D/w.safetensors --input $D/x.safetensors"
+  $L run $R --backend interp --out $D/interp.safetensors >/dev/null || exit 1
+  LINGC_GEMV_WORKGROUPS=0 $L run $R --backend cuda --out $D/ns.safetensors >/dev/null || exit 1
+  $L run $R --backend cuda --out $D/split.safetensors >/dev/null || exit 1
+  echo "== linear_gemv, K split, vs interp"; (cd bench/cuda && python3 gemv_check.py compare $D/split.safetensors $D/interp.safetensors)
+  echo "== linear_gemv, no split, vs interp"; (cd bench/cuda && python3 gemv_check.py compare $D/ns.safetensors $D/interp.safetensors)
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $D/w.safetensors --graph g --input $D/x.safetensors --out $D/s.safetensors > "$OUT/san-gemv-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-gemv-$tool.txt"
+  done
+  mkdir -p /tmp/rt && python3 bench/cuda/router_check.py make /tmp/rt || exit 1
+  echo "== router (router_warp, the default) vs interp"; $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda | tail -3
+  GOT=$($L generate $G --backend cuda --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
+  [ "$GOT" = "$WANT" ] && echo "golden greedy_ids PASS" || echo "golden greedy_ids FAIL: $GOT"
+  S=tests/data/golden/ling-small
+  A=$($L generate $S --backend cuda $RG --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|'); B=$($L generate $S --backend cuda --prompt "1,2,3,4,5;9,8,7" --max-new-tokens 8 | paste -sd'|')
+  echo "ling-small runtime GEMVs $A"; echo "ling-small kir GEMVs     $B"; [ -n "$A" ] && [ "$A" = "$B" ] && echo "same ids PASS" || echo "same ids DIFFER"
+  wait
+  for round in 1 2; do
+    for m in mini mini-ns mini-rg; do
+      echo "== $m, round $round"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048,32x2048 --repeats 10 | grep -o '"graph_ms_per_step": [0-9.]*'
+    done
+  done
+  for m in mini mini-ns mini-rg; do echo "== $m profile, decode 1x2048"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 2 --profile 2>&1 >/dev/null | grep -E "linear|swiglu|in all"; done
   ;;
 decsplit)
   # Decode attention's key split (runtime attn_decode: DEC_BLOCKS_PER_SM, tuned at batch 1, where the

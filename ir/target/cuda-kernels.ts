@@ -162,13 +162,18 @@ function preferred(kind: string, all: DispatchChoice[], opts: SelectionOptions, 
   return [{ ...c, when: [] }];
 }
 
-const bf16Linears = (ops: readonly Op[]) => ops.filter((o) => o.opName === "linear").every((o) => o.operands.every((v) => v.type.dtype === "bf16" && !v.type.quant));
+/** Whether a step's linears are all bf16 or all f32 (no quantized layout): the generated GEMV's operands. */
+const plainLinears = (ops: readonly Op[]) => {
+  const vs = ops.filter((o) => o.opName === "linear").flatMap((o) => o.operands);
+  return vs.every((v) => ["bf16", "f32"].includes(v.type.dtype) && v.type.dtype === vs[0]!.type.dtype && !v.type.quant);
+};
 
 /**
  * One row of a dense linear (or a dense SwiGLU's two): the GEMV, generated from the kernel language
- * where the linears are bf16 (backends/kernels/gen/grouped-gemv.ts: `linear_gemv`; measured against
- * the runtime's `gemv` on the H200: Ling-mini decode batch 1 2.085 -> 2.005 ms a step with the
- * experts' below), else the runtime's (the fp32 router gate); more rows, cuBLASLt.
+ * (backends/kernels/gen/grouped-gemv.ts: `linear_gemv`; bf16 measured against the runtime's `gemv` on
+ * the H200: Ling-mini decode batch 1 2.085 -> 2.005 ms a step with the experts' below; f32, the router
+ * gate, where its K split among a tile's warps gives 256 workgroups to the runtime gemv's 32); more
+ * rows, cuBLASLt.
  */
 function denseChoices(ops: readonly Op[], N: number, K: number, rows: Dim): { all: DispatchChoice[]; replaced: Replaced } {
   const L = CUDA_KERNEL_LIMITS;
@@ -177,7 +182,7 @@ function denseChoices(ops: readonly Op[], N: number, K: number, rows: Dim): { al
   const replaced: Replaced = { kernel: "gemv", restore: (c) => [c.kernel === "linear_gemv" ? { ...c, kernel: "gemv" } : c] };
   if (K % L.gemvChunk !== 0 || N * K > L.gemvMaxWeight) return { all: [choice("gemm")], replaced };
   const one = [{ lhs: rows, op: "==" as const, rhs: Dim.of(1) }];
-  return { all: [choice(bf16Linears(ops) ? "linear_gemv" : "gemv", one), choice("gemm")], replaced };
+  return { all: [choice(plainLinears(ops) ? "linear_gemv" : "gemv", one), choice("gemm")], replaced };
 }
 
 /** The dispatch of a step the runtime runs, in the sizes of the step's ops (undefined: generated). */

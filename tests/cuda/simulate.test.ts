@@ -345,6 +345,28 @@ describe("CUDA tile programs in the kir simulator", () => {
     }
   });
 
+  it.each([
+    // The router gate's kind: 8 KB rows, 24 columns: all eight warps of a tile split K (workgroup memory, a barrier).
+    [2048, 24, 8, undefined],
+    // A partial last step (516 = 4 x 128 + 4), no split.
+    [516, 40, 1, 0],
+  ])("the dense f32 GEMV (linear_gemv, four elements a lane per load): K %i, %i outputs, K split among %i warps, against the interpreter", (I, O, split, workgroups) => {
+    const text = `module @d {
+  func @d(%x: f32[1, ${I}]) weights(@w: f32[${O}, ${I}]) -> (y: f32[1, ${O}]) {
+    %y = linear(%x, @w) : f32[1, ${O}]
+    return %y
+  }
+}`;
+    const r = rng(67);
+    const limits = workgroups === undefined ? LIMITS : { ...LIMITS, gemvWorkgroups: workgroups };
+    const { got, want } = runGenerated(text, { x: random("f32", r, [1, I]) }, { w: random("f32", r, [O, I], 0.2) }, limits, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined))["y"]!;
+    const [k] = kernels;
+    expect(JSON.stringify(k!.kernel.body)).toContain('"bitsF32"');
+    expect(k!.kernel.shared.length).toBe(split > 1 ? 1 : 0);
+    expect(relError(got, want)).toBeLessThan(1e-5);
+    expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
+  });
+
   it("decode attention's generated split form on CUDA (attention_split, the default up to 64 query rows): the keys in 16 workgroups a query row, then the merge kernel through the step's scratch, GQA, against the interpreter", () => {
     // 2 x 4 query rows of one position (decode), 2 KV heads, 40 cached keys (splits of 3: the last short, two empty).
     const [B, NH, NKV, T, D] = [2, 4, 2, 40, 64];

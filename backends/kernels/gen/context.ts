@@ -56,6 +56,11 @@ export interface GenLimits {
   gpuForms?: boolean;
   /** The gemv form's pairs of elements loaded per lane and step (WebGpuProfile.gemvUnroll; default GEMV_UNROLL). */
   gemvUnroll?: number;
+  /**
+   * Workgroups a dense GEMV's grid should have at least (CUDA: two per SM): where its column tiles
+   * are fewer, a tile's warps split each row's K among them. Default: no split.
+   */
+  gemvWorkgroups?: number;
   /** Consecutive elements of a row a thread of a pointwise kernel computes (CUDA: POINTWISE_RUN; default 1). */
   pointwiseRun?: number;
 }

@@ -13,7 +13,11 @@
  *     so each weight row is read once however many rows the expert has; workgroups of idle experts
  *     exit.
  * Dense linears of few rows (`linear_gemv`: one linear, or a dense SwiGLU's two of one input with
- * its elementwise ops) run the by-row form with one "expert".
+ * its elementwise ops) run the by-row form with one "expert", bf16 or f32 (the router gate: f32
+ * rows, four elements a lane per load). Where that form's column tiles are too few workgroups to
+ * keep the GPU's memory busy (GenLimits.gemvWorkgroups; the router gate's 256 columns of 8 KB rows
+ * made 32), a tile's warps split each row's K among them (up to all eight) and add their sums
+ * through workgroup memory.
  * CPW: four columns a warp for rows up to 2 KB, two up to 4 KB, else one (the runtime's choice,
  * measured on the H200: with one column a warp the down projection's 1 KB rows ran at the rate
  * workgroups start).
@@ -30,9 +34,8 @@ import { applyEpilogue, groupedMatmuls } from "./grouped-gemm";
 
 const WARPS = 8;
 export const GROUPED_GEMV_THREADS = WARPS * 32;
-/** Elements a lane reads per load (16 bytes of bf16), and a warp per step. */
-const LANE = 8;
-const STEP = 32 * LANE;
+/** Bytes a lane reads per load (kir load16). */
+const LOAD_BYTES = 16;
 /** Rows whose sums a warp keeps at once (the weight row read once for them). */
 const ROWS = 4;
 /** Steps of a row unrolled together (the runtime kernel's unroll). */
@@ -51,9 +54,19 @@ interface GemvPlan {
   O: number;
   I: number;
   rowsDim: Dim;
+  /** The operands' element type (all alike). */
+  elem: "bf16" | "f32";
 }
 
 const bf16 = (v: Value) => v.type.dtype === "bf16" && !v.type.quant;
+/** Elements a lane reads per 16-byte load. */
+const laneElems = (elem: "bf16" | "f32") => (elem === "bf16" ? LOAD_BYTES / 2 : LOAD_BYTES / 4);
+/** The operands' common element type where the dense form takes it (bf16, or f32 without a quantized layout), else undefined. */
+function commonElem(vs: readonly Value[]): "bf16" | "f32" | undefined {
+  const dt = vs[0]!.type.dtype;
+  if ((dt !== "bf16" && dt !== "f32") || vs.some((v) => v.type.dtype !== dt || v.type.quant)) return undefined;
+  return dt;
+}
 
 function groupedPlan(ops: readonly Op[]): GemvPlan | undefined {
   const m = groupedMatmuls(ops);
@@ -61,18 +74,19 @@ function groupedPlan(ops: readonly Op[]): GemvPlan | undefined {
   const mats = [m.gate, ...(m.up ? [m.up] : [])];
   const src = m.permute ? m.permute.operands[0]! : m.gate.operands[0]!;
   const [E, O, I] = m.gate.operands[1]!.type.shape.map((d) => d.value!) as [number, number, number];
-  if (!bf16(src) || !mats.every((gl) => bf16(gl.operands[0]!) && bf16(gl.operands[1]!)) || I % LANE !== 0) return undefined;
-  return { mats, epilogue: m.epilogue, src, permute: m.permute, offsets: m.gate.operands[2]!, E, O, I, rowsDim: m.gate.operands[0]!.type.shape[0]! };
+  if (!bf16(src) || !mats.every((gl) => bf16(gl.operands[0]!) && bf16(gl.operands[1]!)) || I % laneElems("bf16") !== 0) return undefined;
+  return { mats, epilogue: m.epilogue, src, permute: m.permute, offsets: m.gate.operands[2]!, E, O, I, rowsDim: m.gate.operands[0]!.type.shape[0]!, elem: "bf16" };
 }
 
-/** A lone bf16 linear, or two of one input followed by elementwise ops on their results (a dense SwiGLU). */
+/** A lone bf16 or f32 linear, or two of one input followed by elementwise ops on their results (a dense SwiGLU). */
 function densePlan(ops: readonly Op[]): GemvPlan | undefined {
   const lins = ops.filter((o) => o.opName === "linear");
   if (lins.length < 1 || lins.length > 2 || lins.some((o) => o.operands.length !== 2)) return undefined;
   const x = lins[0]!.operands[0]!;
   const shape = lins[0]!.operands[1]!.type.shape;
   if (shape.length !== 2 || shape.some((d) => d.value === undefined)) return undefined;
-  if (!lins.every((o) => o.operands[0] === x && bf16(o.operands[1]!) && o.operands[1]!.type.shape.every((d, j) => d.value === shape[j]!.value))) return undefined;
+  const elem = commonElem([x, ...lins.map((o) => o.operands[1]!)]);
+  if (!elem || !lins.every((o) => o.operands[0] === x && o.operands[1]!.type.shape.every((d, j) => d.value === shape[j]!.value))) return undefined;
   const epilogue = ops.filter((o) => o.opName !== "linear");
   const known = new Set<Value>(lins.map((o) => o.results[0]!));
   for (const o of epilogue) {
@@ -81,8 +95,8 @@ function densePlan(ops: readonly Op[]): GemvPlan | undefined {
   }
   if (lins.length === 2 && !epilogue.length) return undefined;
   const [O, I] = shape.map((d) => d.value!) as [number, number];
-  if (!bf16(x) || I % LANE !== 0) return undefined;
-  return { mats: lins, epilogue, src: x, E: 1, O, I, rowsDim: product(x.type.shape.slice(0, -1)) };
+  if (I % laneElems(elem) !== 0) return undefined;
+  return { mats: lins, epilogue, src: x, E: 1, O, I, rowsDim: product(x.type.shape.slice(0, -1)), elem };
 }
 
 /** The step's grouped bf16 matmuls (through the token gather, if any) on a warp-synchronous target, with rows of a multiple of 8 elements. */
@@ -90,7 +104,7 @@ export function coversGroupedGemv(ops: readonly Op[], limits: GenLimits | undefi
   return limits?.warpSize === 32 && groupedPlan(ops) !== undefined;
 }
 
-/** The same for dense bf16 linears (one, or a SwiGLU's two). */
+/** The same for dense bf16 or f32 linears (one, or a SwiGLU's two). */
 export function coversDenseGemv(ops: readonly Op[], limits: GenLimits | undefined): boolean {
   return limits?.warpSize === 32 && densePlan(ops) !== undefined;
 }
@@ -103,7 +117,7 @@ function gemvColumnsPerWarp(rowBytes: number): number {
 /** Dense linears of few rows: a workgroup per (row, column tile), as the grouped form by row. */
 export function denseGemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const plan = densePlan(ops);
-  if (!plan) throw new LingcError("dense GEMV: the step is not one or two bf16 linears of one input");
+  if (!plan) throw new LingcError("dense GEMV: the step is not one or two bf16 or f32 linears of one input");
   return gemvKernel(g, plan, true);
 }
 
@@ -113,8 +127,19 @@ export function groupedGemvKernel(g: Gen, ops: readonly Op[], byRow: boolean): G
   return gemvKernel(g, plan, byRow);
 }
 
+/**
+ * How many of a column tile's warps share a row's K (a power of two up to WARPS): dense forms only
+ * (one row: a grouped form's workgroups are many by its rows), until the tiles are `want`
+ * workgroups, each warp keeping whole steps of the row.
+ */
+function kSplit(plan: GemvPlan, cpw: number, steps: number, want: number): number {
+  let ks = 1;
+  while (!plan.offsets && ks < WARPS && Math.ceil(plan.O / ((WARPS / ks) * cpw)) < want && steps % (2 * ks) === 0) ks *= 2;
+  return ks;
+}
+
 function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
-  const { mats: matOps, epilogue, src, permute, offsets, E, O, I, rowsDim } = plan;
+  const { mats: matOps, epilogue, src, permute, offsets, E, O, I, rowsDim, elem } = plan;
   const kb = g.kb;
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : matOps[0]!).results[0]!;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`GEMV: the step must write only its last result (${g.step.kernel?.name ?? matOps[0]!.opName})`);
@@ -124,61 +149,101 @@ function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
   const mats = matOps.map((mo) => ({ buf: g.buf(mo.operands[1]!), result: mo.results[0]! }));
   const offb = offsets ? g.buf(offsets) : undefined;
   const ob = g.buf(out);
-  const CPW = gemvColumnsPerWarp(I * 2 * mats.length);
+  const size = elem === "bf16" ? 2 : 4;
+  const LANE = laneElems(elem);
+  const STEP = 32 * LANE;
+  // Element t of a load's four words.
+  const value = (words: Expr[], t: number) => (elem === "bf16" ? K.half(words[t >> 1]!, (t & 1) === 1) : K.bitsF32(words[t]!));
+  const CPW = gemvColumnsPerWarp(I * size * mats.length);
+  const steps = Math.ceil(I / STEP);
+  const KS = kSplit(plan, CPW, steps, g.limits.gemvWorkgroups ?? 0);
+  const tileWarps = WARPS / KS;
   const { i, add, sub, mul, div, mod, lt, min } = K;
-  const blocks = Math.ceil(O / (WARPS * CPW));
+  const blocks = Math.ceil(O / (tileWarps * CPW));
   const warp = kb.let("warp", div(kb.lid, i(32)));
   const lane = kb.let("lane", mod(kb.lid, i(32)));
-  const o0 = kb.let("o0", mul(add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp), i(CPW)));
+  // Warp w: columns of tile warp w % tileWarps, K part w / tileWarps.
+  const part = KS > 1 ? kb.let("kpart", div(warp, i(tileWarps))) : i(0);
+  const o0 = kb.let("o0", mul(add(mul(mod(kb.wg, i(blocks)), i(tileWarps)), KS > 1 ? mod(warp, i(tileWarps)) : warp), i(CPW)));
   const sel0 = (c: Expr, v: Expr) => K.sel(c, v, i(0));
   // The input row of routed row r (through the gather: token order[r] / k).
   const inputRow = (r: Expr) => (order ? div(kb.load(order, r), i(topK)) : r);
-
-  /** Columns o0 .. o0 + CPW - 1 of rows r0 .. r0 + n - 1 (n <= ROWS; rows past n read row r0 again, unstored) of expert e. */
+  // The warps' partial sums of a split K (lane 0's, by warp, column and matmul).
+  const partials = KS > 1 ? kb.shared("kparts", "f32", WARPS * CPW * mats.length) : undefined;
+  // Columns o0..o0+CPW-1 of the nRows rows from r0 (the first n of them real; the others repeat r0,
+  // their results not stored), expert e's weights.
   const columns = (e: Expr, r0: Expr, n: Expr, nRows: number) => {
     const xr = Array.from({ length: nRows }, (_, j) => kb.let("xrow", mul(inputRow(j === 0 ? r0 : add(r0, sel0(lt(i(j), n), i(j)))), i(I))));
-    // Weight rows of the warp's columns (a column past O reads the last one again, unstored).
+    // Columns past the last are clamped to it (their results are not stored).
     const wr = Array.from({ length: CPW }, (_, cc) => kb.let("wrow", mul(add(mul(e, i(O)), min(add(o0, i(cc)), i(O - 1))), i(I))));
     const acc = mats.map(() => Array.from({ length: CPW }, () => Array.from({ length: nRows }, () => kb.var("acc", K.f(0)))));
+    const words = i(size === 2 ? 2 : 1);
     const step = (k: Expr) => {
-      const ws = mats.map((mt) => wr.map((row) => kb.load16("w", mt.buf, div(add(row, k), i(2)))));
+      const ws = mats.map((mt) => wr.map((row) => kb.load16("w", mt.buf, div(add(row, k), words))));
       for (let j = 0; j < nRows; j++) {
-        const xs = kb.load16("x", xb, div(add(xr[j]!, k), i(2)));
+        const xs = kb.load16("x", xb, div(add(xr[j]!, k), words));
         for (let t = 0; t < LANE; t++) {
-          const xv = kb.let("xv", K.half(xs[t >> 1]!, (t & 1) === 1));
+          const xv = kb.let("xv", value(xs, t));
           mats.forEach((_, mi) => {
             for (let cc = 0; cc < CPW; cc++) {
               const a = acc[mi]![cc]![j]!;
-              a.set(add(a.ref, mul(K.half(ws[mi]![cc]![t >> 1]!, (t & 1) === 1), xv)));
+              a.set(add(a.ref, mul(value(ws[mi]![cc]!, t), xv)));
             }
           });
         }
       }
     };
-    // The row's steps in groups of UNROLL, each group unrolled (its loads in flight together; the
-    // whole row unrolled took 240 registers for a SwiGLU of four rows); a last partial step only in
-    // the lanes it covers.
-    const steps = Math.ceil(I / STEP);
-    const group = steps % UNROLL === 0 ? UNROLL : steps < UNROLL ? steps : 1;
+    // The warp's steps (a K part's: steps / KS of them) in groups of UNROLL, each group unrolled (its
+    // loads in flight together; the whole row unrolled took 240 registers for a SwiGLU of four rows);
+    // a last partial step only in the lanes it covers.
+    const own = steps / KS;
+    const group = own % UNROLL === 0 ? UNROLL : own < UNROLL ? own : 1;
     const body = (s: Expr) => {
-      const k = kb.let("k", add(mul(s, i(STEP)), mul(lane, i(LANE))));
+      const k = kb.let("k", add(mul(KS > 1 ? add(mul(part, i(own)), s) : s, i(STEP)), mul(lane, i(LANE))));
       if (I % STEP === 0) step(k);
       else kb.if(lt(k, i(I)), () => step(k));
     };
-    if (group === steps) kb.for("s", i(0), i(steps), body);
-    else kb.loop("sg", i(0), i(steps / group), (sg) => kb.for("s", i(0), i(group), (s0) => body(kb.let("s", add(mul(sg, i(group)), s0)))));
-    for (let j = 0; j < nRows; j++)
+    if (group === own) kb.for("s", i(0), i(own), body);
+    else kb.loop("sg", i(0), i(own / group), (sg) => kb.for("s", i(0), i(group), (s0) => body(kb.let("s", add(mul(sg, i(group)), s0)))));
+    const store = (j: number, cc: number, vals: Map<Value, Expr>) => {
+      const y = applyEpilogue(g, epilogue, vals, out);
+      const o = add(o0, i(cc));
+      kb.if(K.and(K.eq(lane, i(0)), K.and(lt(i(j), n), lt(o, i(O)))), () => kb.store(ob, add(mul(add(r0, i(j)), i(O)), o), y));
+    };
+    if (!partials) {
+      for (let j = 0; j < nRows; j++)
+        for (let cc = 0; cc < CPW; cc++) {
+          const vals = new Map<Value, Expr>();
+          mats.forEach((mt, mi) => vals.set(mt.result, g.fit(kb.warpSum(acc[mi]![cc]![j]!.ref), mt.result.type.dtype)));
+          store(j, cc, vals);
+        }
+      return;
+    }
+    // Split K (one row): each warp's sums to workgroup memory, then the first part's warps add the others'.
+    const slot = (w: Expr, cc: number, mi: number) => add(mul(w, i(CPW * mats.length)), i(cc * mats.length + mi));
+    for (let cc = 0; cc < CPW; cc++)
+      mats.forEach((_, mi) => {
+        const sum = kb.let("sum", kb.warpSum(acc[mi]![cc]![0]!.ref));
+        kb.if(K.eq(lane, i(0)), () => kb.store(partials, slot(warp, cc, mi), sum));
+      });
+    kb.barrier();
+    kb.if(K.eq(part, i(0)), () => {
       for (let cc = 0; cc < CPW; cc++) {
         const vals = new Map<Value, Expr>();
-        mats.forEach((mt, mi) => vals.set(mt.result, g.fit(kb.warpSum(acc[mi]![cc]![j]!.ref), mt.result.type.dtype)));
-        const y = applyEpilogue(g, epilogue, vals, out);
-        const o = add(o0, i(cc));
-        kb.if(K.and(K.eq(lane, i(0)), K.and(lt(i(j), n), lt(o, i(O)))), () => kb.store(ob, add(mul(add(r0, i(j)), i(O)), o), y));
+        mats.forEach((mt, mi) => {
+          let total: Expr = kb.load(partials, slot(warp, cc, mi));
+          for (let p = 1; p < KS; p++) total = add(total, kb.load(partials, slot(add(warp, i(p * tileWarps)), cc, mi)));
+          vals.set(mt.result, g.fit(kb.let("total", total), mt.result.type.dtype));
+        });
+        store(0, cc, vals);
       }
+    });
   };
   if (byRow) {
     const r = kb.let("r", div(kb.wg, i(blocks)));
-    kb.if(K.and(lt(r, g.size(rowsDim)), lt(o0, i(O))), () => columns(offb ? kb.let("expert", expertOfRow(kb, (j) => kb.load(offb, j), r, i(E), E)) : i(0), r, i(1), 1));
+    // (Split K: a tile's warps meet at a barrier, so only the row, the same for all of them, decides
+    // here; the columns past the last are clamped and not stored.)
+    kb.if(KS > 1 ? lt(r, g.size(rowsDim)) : K.and(lt(r, g.size(rowsDim)), lt(o0, i(O))), () => columns(offb ? kb.let("expert", expertOfRow(kb, (j) => kb.load(offb, j), r, i(E), E)) : i(0), r, i(1), 1));
     return g.finish({ dim: g.entryDim(rowsDim.mul(blocks)), per: 1 });
   }
   if (!offb) throw new LingcError("GEMV: the by-expert grid needs the experts' offsets");

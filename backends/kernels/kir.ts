@@ -163,8 +163,25 @@ export const lit = (v: number, t: KType = "i32"): Expr => ({ k: "lit", t, v });
 export const f = (v: number): Expr => lit(v, "f32");
 export const i = (v: number): Expr => lit(v, "i32");
 
+/** Whether an expression holds a warp shuffle (not through a let: a ref is a value already computed). */
+function hasShuffle(e: Expr): boolean {
+  if (e.k === "shfl" || e.k === "shflIdx") return true;
+  return Object.values(e).some((x) => typeof x === "object" && x !== null && "k" in x && hasShuffle(x as Expr));
+}
+
+/**
+ * A shuffle must run in every lane of its warp (CUDA __shfl_sync with the full mask), but CUDA
+ * evaluates a select's branches and the right of && and || only in some lanes: such a shuffle is
+ * refused here (bind it with a let first). The simulator evaluates every branch in every lane, so
+ * it would not notice.
+ */
+function noLaneShuffle(what: string, ...es: Expr[]): void {
+  if (es.some(hasShuffle)) throw new Error(`kir: a warp shuffle ${what} runs in some lanes only; bind it with a let first`);
+}
+
 function bin(op: BinOp, a: Expr, b: Expr): Expr {
   if (a.t !== b.t) throw new Error(`kir: '${op}' on ${a.t} and ${b.t}`);
+  if (op === "&&" || op === "||") noLaneShuffle(`right of '${op}'`, b);
   const cmp = ["<", "<=", ">", ">=", "==", "!="].includes(op);
   return { k: "bin", t: cmp ? "bool" : a.t, op, a, b };
 }
@@ -202,6 +219,7 @@ export const not = un("not");
 
 export const sel = (c: Expr, a: Expr, b: Expr): Expr => {
   if (a.t !== b.t) throw new Error(`kir: select on ${a.t} and ${b.t}`);
+  noLaneShuffle("in a branch of a select", a, b);
   return { k: "sel", t: a.t, c, a, b };
 };
 /** `a` as lane `lane` of the warp holds it (every lane of the warp must evaluate it). */

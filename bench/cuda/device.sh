@@ -634,7 +634,7 @@ routerwarp)
   ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --prefer router:router --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
   ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $RW --out /tmp/mini-rw >/dev/null && cd /tmp/mini-rw && make -j8 >/dev/null ) &
   mkdir -p /tmp/rt && python3 bench/cuda/router_check.py make /tmp/rt || exit 1
-  $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda $RW | tail -3
+  $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda $RW | tail -4
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint /tmp/rt/w.safetensors --graph r --input /tmp/rt/x.safetensors --out /tmp/rt/s.safetensors > "$OUT/san-rw-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-rw-$tool.txt"

@@ -164,6 +164,17 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect([...new Set(buf)]).toEqual([(127 * 128) / 2]);
   });
 
+  it("a warp shuffle where CUDA evaluates it in some lanes only (a select's branch, the right of && or ||) is refused; bound by a let first it is accepted", () => {
+    const x = K.f(1);
+    const sh = K.shflIdx(x, K.i(0));
+    const lane = K.lt(K.i(0), K.i(1));
+    expect(() => K.sel(lane, sh, x)).toThrow("kir: a warp shuffle in a branch of a select runs in some lanes only; bind it with a let first");
+    expect(() => K.and(lane, K.gt(sh, x))).toThrow("right of '&&'");
+    expect(() => K.or(lane, K.sel(lane, x, { k: "shfl", t: "f32", a: x, mask: 1 }))).toThrow("in a branch of a select");
+    const kb = new KernelBuilder("ok", 32, 32);
+    expect(K.sel(lane, kb.let("got", sh), x).k).toBe("sel");
+  });
+
   it("flash attention: causal, 4 query heads on 2 KV heads, head dim 64, 150 queries (two query tiles of 128, the second partial; a warp's second 16-row tile)", () => {
     const { got, want } = runFlash([1, 4, 150, 64], [2, 150], true);
     // bf16 outputs: a sum in another order can round one bf16 step (2^-8 of a value) the other way;
@@ -290,6 +301,7 @@ describe("CUDA tile programs in the kir simulator", () => {
   it.each([
     // Ling-mini's router: 256 experts in 8 groups (4 lanes a group), the best 4 groups by their top-2 sums, top-8; 3 tokens (one workgroup, one warp idle).
     [3, 256, 8, 4, 2, 8],
+    [37, 256, 8, 4, 2, 8],
     // 64 experts in 4 groups of 16 (8 lanes a group, 2 experts a lane), 2 groups kept, top-6 by top-3 group sums; 5 tokens (two workgroups).
     [5, 64, 4, 2, 3, 6],
     // One group (no group stage), 32 experts, top-4.

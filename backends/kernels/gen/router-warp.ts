@@ -113,7 +113,8 @@ export function routerWarpKernel(g: Gen, ops: Op[]): GeneratedKernel {
             const id = kb.let("id", K.min(K.max(K.toI(idx.regs[0]!), i(0)), i(a.n - 1)));
             if (a.n === 1) return a.regs[0]!;
             const src = a.per === 1 ? id : kb.let("src", div(id, i(a.per)));
-            const got = a.regs.map((reg) => K.shflIdx(reg, src));
+            // Every lane shuffles every register (a shuffle runs in all lanes), then keeps its own.
+            const got = a.regs.map((reg) => kb.let("got", K.shflIdx(reg, src)));
             return a.per === 1 ? got[0]! : got.reduce((acc, x, r) => sel(eq(mod(id, i(a.per)), i(r)), x, acc));
           });
           break;

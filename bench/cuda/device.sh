@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -683,6 +683,46 @@ gemvsplit)
     done
   done
   for m in mini mini-ns mini-rg; do echo "== $m profile, decode 1x2048"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 2 --profile 2>&1 >/dev/null | grep -E "linear|swiglu|in all"; done
+  ;;
+alt)
+  # A/B of lingc builds (a constant changed: no knob for it in lingc): dist/lingc.mjs (mini) and each of
+  # LINGC_ALT's (mini-alt1, mini-alt2, ...; carry them beside dist/lingc.mjs, which has the runtime sources:
+  # e.g. LINGC_ALT="dist/lingc-alt1.mjs dist/lingc-alt2.mjs"). LINGC_ALT_CHECK=1 first runs the decode
+  # attention shapes against the interpreter under each (attention_check make-decode, sanitized) and
+  # LINGC_ALT_EXPERTS=1 the decode-sized expert modules (expert_check.py, T=1, 2, 32); always the warp router
+  # against the interpreter (router_check.py); then Ling-mini decode 1x2048 and 32x2048 alternately, two
+  # rounds, and per-kernel times at batch 32 of each and at batch 1 of mini.
+  ALTS=(${LINGC_ALT:?LINGC_ALT names the other builds})
+  BUILDS=(mini)
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j4 >/dev/null ) &
+  for n in "${!ALTS[@]}"; do
+    m=mini-alt$((n + 1)); BUILDS+=($m)
+    ( node ${ALTS[$n]} compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) &
+  done
+  mkdir -p /tmp/rt && python3 bench/cuda/router_check.py make /tmp/rt || exit 1
+  echo "== router (router_warp, the default) vs interp"; $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda | tail -4
+  for n in "${!ALTS[@]}"; do
+    A="node ${ALTS[$n]}"
+    if [ "${LINGC_ALT_CHECK:-0}" = 1 ]; then echo "=== alt$((n + 1)): decode attention"; L="$A" attention_check make-decode /tmp/ad$n "" alt$((n + 1)); fi
+    if [ "${LINGC_ALT_EXPERTS:-0}" = 1 ]; then
+      for cfg in "1 2048 512" "2 2048 512" "32 2048 512"; do
+        set -- $cfg; D=/tmp/ax$n-$1; mkdir -p $D
+        EXPERT_T=$1 EXPERT_H=$2 EXPERT_F=$3 python3 bench/cuda/expert_check.py make $D || exit 1
+        R="$D/e.lir --weights $D/w.safetensors --input $D/e.safetensors"
+        $L run $R --backend interp --out $D/interp.safetensors >/dev/null || exit 1
+        $A run $R --backend cuda --out $D/gv.safetensors >/dev/null || exit 1
+        echo "== alt$((n + 1)) experts T=$1 H=$2 F=$3 vs interp"; python3 bench/cuda/expert_check.py compare $D/gv.safetensors $D/interp.safetensors 0.0156 | tail -1
+      done
+    fi
+  done
+  wait
+  for round in 1 2; do
+    for m in "${BUILDS[@]}"; do
+      echo "== $m, round $round"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048,32x2048 --repeats 10 | grep -o '"graph_ms_per_step": [0-9.]*'
+    done
+  done
+  for m in "${BUILDS[@]}"; do echo "== $m profile, decode 32x2048"; /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 32x2048 --repeats 2 --profile 2>&1 >/dev/null | head -6; done
+  echo "== mini profile, decode 1x2048"; /tmp/mini/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 2 --profile 2>&1 >/dev/null | head -24
   ;;
 decsplit)
   # Decode attention's key split (runtime attn_decode: DEC_BLOCKS_PER_SM, tuned at batch 1, where the

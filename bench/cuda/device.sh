@@ -154,6 +154,12 @@ strong)
   /tmp/mini/lingc_model bench --random-weights --prefill "$PF" --decode "$DC" --repeats 10 | tee "$OUT/lingc-bench.json"
   PYTHONUNBUFFERED=1 python3 bench/cuda/torch_strong.py --prefill "$PF" --decode "$DC" --repeats 10 2>"$OUT/torch-strong.err" | tee "$OUT/torch-strong.json" || tail -30 "$OUT/torch-strong.err"
   [ -n "${LINGC_SKIP_EAGER:-}" ] || PYTHONUNBUFFERED=1 python3 bench/cuda/torch_baseline.py --repeats 3 | tee "$OUT/torch-eager.json"
+  # LINGC_PROFILES=1: lingc's per-kernel times (events between launches) of each row, to $OUT/lingc-profile.txt.
+  if [ -n "${LINGC_PROFILES:-}" ]; then
+    for row in "--prefill 1x2048 --decode ''" "--prefill 1x8192 --decode ''" "--prefill '' --decode 1x2048" "--prefill '' --decode 32x2048"; do
+      eval /tmp/mini/lingc_model bench --random-weights $row --repeats 2 --profile 2>&1 >/dev/null
+    done > "$OUT/lingc-profile.txt"
+  fi
   ;;
 draft)
   # Speculative decoding in the CUDA program's own loop (--draft mtp): the golden ids with the

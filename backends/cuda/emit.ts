@@ -28,7 +28,7 @@ import { capacitySlotOf, scaleSlotOfValue, storageSlot, type Step } from "../sch
 import { markKMajorScales } from "./scale-layout";
 import { generateStep, type GeneratedKernel, type GenLimits } from "../kernels/gen";
 import { cudaGenLimits, cudaStorage } from "./gen-limits";
-import { SCRATCH_SLOT } from "../kernels/gen/context";
+import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { dynamicSharedBytes, literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
@@ -236,7 +236,7 @@ class FuncEmitter {
     const op = step.op;
     const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}${suffix}`);
     const args = [
-      ...g.kernel.buffers.map((b, j) => (g.slots[j] === SCRATCH_SLOT ? "scratch_" : `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)c.ptr(b + ${g.slots[j]})`)),
+      ...g.kernel.buffers.map((b, j) => (g.slots[j] === SCRATCH_SLOT ? "scratch_" : g.slots[j] === COUNTERS_SLOT ? "c.counters()" : `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)c.ptr(b + ${g.slots[j]})`)),
       ...g.uniforms.map((u) => `(int)${cppDim(u.dim)}`),
     ];
     // A kernel with more shared memory than a static declaration may hold opts in at its launch.

@@ -188,6 +188,12 @@ export class CudaRenderer {
         case "fenceAsyncShared":
           out.push(`${indent}asm volatile("fence.proxy.async.shared::cta;\\n" ::: "memory");`);
           break;
+        case "fence":
+          out.push(`${indent}__threadfence();`);
+          break;
+        case "atomicAdd":
+          out.push(`${indent}const int ${s.name} = atomicAdd(&${s.buf}[${this.expr(s.idx)}], ${this.expr(s.e)});`);
+          break;
         case "mma": {
           const at = this.expr(s.at);
           const c = [0, 1, 2, 3].map((j) => `"+f"(${s.acc}[${at} + ${j}])`);

@@ -106,7 +106,11 @@ export type Stmt =
   /** Waits until at most `pending` committed groups of warpgroup MMAs are in flight. */
   | { k: "wgmmaWait"; pending: number }
   /** Makes this thread's writes to shared memory (stores, completed async copies) visible to warpgroup MMAs. */
-  | { k: "fenceAsyncShared" };
+  | { k: "fenceAsyncShared" }
+  /** Orders this thread's global-memory writes before its later ones for every thread of the grid (CUDA __threadfence). */
+  | { k: "fence" }
+  /** Adds `e` to element `idx` of i32 buffer `buf` atomically; the let `name` gets the element's value before (CUDA atomicAdd). */
+  | { k: "atomicAdd"; name: string; buf: string; idx: Expr; e: Expr };
 
 /**
  * Element types of buffers: bf16 buffers hold bf16 bits and read and write as f32 values; f8e4m3
@@ -492,6 +496,21 @@ export class KernelBuilder {
 
   fenceAsyncShared(): void {
     this.emit({ k: "fenceAsyncShared" });
+  }
+
+  /** A device-wide memory fence (see the fence statement): this thread's global writes before, visible to the grid before those after. */
+  fence(): void {
+    this.emit({ k: "fence" });
+  }
+
+  /** Atomically adds `e` (i32) to `buf[idx]` (an i32 buffer) and gives the value it had. */
+  atomicAdd(base: string, buf: string, idx: Expr, e: Expr): Expr {
+    const b = this.kernel.buffers.find((x) => x.name === buf);
+    if (b?.elem !== "i32" || !b.write) throw new Error(`kir: atomicAdd on ${buf}, which is not a written i32 buffer`);
+    if (e.t !== "i32") throw new Error(`kir: atomicAdd of ${e.t}`);
+    const name = this.fresh(base);
+    this.emit({ k: "atomicAdd", name, buf, idx, e });
+    return { k: "ref", t: "i32", name };
   }
 
   barrier(): void {

@@ -329,6 +329,20 @@ class WarpRun {
         case "wgmmaWait":
         case "fenceAsyncShared":
           throw new Error(`simulate ${this.k.name}: warpgroup MMAs are not simulated`);
+        case "fence":
+          // Workgroups run one after another here: every earlier write is already visible.
+          break;
+        case "atomicAdd": {
+          const [idx, v] = [this.eval(s.idx, m), this.eval(s.e, m)];
+          const old = new Array<number>(W).fill(0);
+          for (let l = 0; l < W; l++) {
+            if (!m[l]) continue;
+            old[l] = this.loadBuffer(s.buf, idx[l]!);
+            this.storeBuffer(s.buf, idx[l]!, old[l]! + v[l]!);
+          }
+          this.setVar(s.name, "i32", old, m);
+          break;
+        }
       }
     }
   }

@@ -151,6 +151,9 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
       case "wgmmaWait":
       case "fenceAsyncShared":
         throw new Error("kir: WGSL has no warpgroup MMA (a Hopper tile program runs on CUDA only)");
+      case "fence":
+      case "atomicAdd":
+        throw new Error("kir: this WGSL renderer has no grid-wide fences or atomics (a kernel whose last workgroup merges the others' results runs on CUDA only)");
       case "for":
         out.push(`${indent}for (var ${s.v}: i32 = ${expr(s.from)}; ${s.v} < ${expr(s.to)}; ${s.v} = ${s.v} + ${expr(s.step)}) {`);
         stmts(s.body, indent + "  ", out);

@@ -694,7 +694,8 @@ alt)
   # A/B of lingc builds (a constant changed: no knob for it in lingc): dist/lingc.mjs (mini) and each of
   # LINGC_ALT's (mini-alt1, mini-alt2, ...; carry them beside dist/lingc.mjs, which has the runtime sources:
   # e.g. LINGC_ALT="dist/lingc-alt1.mjs dist/lingc-alt2.mjs"). LINGC_ALT_CHECK=1 first runs the decode
-  # attention shapes against the interpreter under each (attention_check make-decode, sanitized) and
+  # attention shapes against the interpreter under each (attention_check make-decode, sanitized;
+  # LINGC_ALT_CHECK=default: under the default build instead) and
   # LINGC_ALT_EXPERTS=1 the decode-sized expert modules (expert_check.py, T=1, 2, 32); always the warp router
   # against the interpreter (router_check.py); then Ling-mini decode 1x2048 and 32x2048 alternately, two
   # rounds, and per-kernel times at batch 32 of each and at batch 1 of mini.
@@ -707,6 +708,7 @@ alt)
   done
   mkdir -p /tmp/rt && python3 bench/cuda/router_check.py make /tmp/rt || exit 1
   echo "== router (router_warp, the default) vs interp"; $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda | tail -4
+  if [ "${LINGC_ALT_CHECK:-0}" = default ]; then echo "=== the default build: decode attention"; attention_check make-decode /tmp/ad "" default; fi
   for n in "${!ALTS[@]}"; do
     A="node ${ALTS[$n]}"
     if [ "${LINGC_ALT_CHECK:-0}" = 1 ]; then echo "=== alt$((n + 1)): decode attention"; L="$A" attention_check make-decode /tmp/ad$n "" alt$((n + 1)); fi

@@ -499,7 +499,7 @@ class Runtime {
   std::map<std::string, std::pair<double, long>> timings;  // label -> (ms, calls)
   int sm_count = 0;  // of this GPU (the selftest's decode split; graphs get it from the plan)
   int* counters = nullptr;  // decode attention's combine counters, zero between launches (the last block resets its own)
-  const long counter_slots = 1L << 16;
+  const long counter_slots = 1L << 16;  // (backends/kernels/gen/context.ts COUNTER_SLOTS: the generated kernels' bound)
 
   void init() {
     int n = 0;
@@ -1210,6 +1210,8 @@ void Ctx::prefer_shared(const void* kern) {
   CK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared));
   done[kern] = true;
 }
+
+int* Ctx::counters() { return rt->counters; }
 
 void* Ctx::scratch_acquire(size_t bytes) {
   void* p = nullptr;

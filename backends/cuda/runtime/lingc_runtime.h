@@ -243,6 +243,9 @@ struct Ctx {
    * the step's last launch.
    */
   void* scratch_acquire(size_t bytes);
+  // The runtime's counters (counter_slots i32, zero between launches): a generated kernel whose last
+  // workgroup finishes the others' work counts them here and sets each it used back to zero.
+  int* counters();
   void scratch_release(void* p);
   // The routines the plan's dispatches call (each runs the one kernel it names).
   // Y[M,N] = X[M,K] . W[N,K]^T with cuBLASLt, in the slots' dtype with fp32 accumulation.

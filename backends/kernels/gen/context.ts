@@ -31,6 +31,13 @@ export interface GeneratedKernel {
 
 /** The slot number that stands for a step's scratch buffer in GeneratedKernel.slots (the target gives it a slot of its own). */
 export const SCRATCH_SLOT = -1;
+/**
+ * The slot number of the target's counters (GeneratedKernel.slots): i32 values, zero before every
+ * launch, which a kernel that counts its finished workgroups with atomics sets back to zero itself
+ * (CUDA: the runtime's, COUNTER_SLOTS of them).
+ */
+export const COUNTERS_SLOT = -2;
+export const COUNTER_SLOTS = 1 << 16;
 
 export interface GenLimits {
   /** Threads per workgroup the target allows. */
@@ -154,6 +161,14 @@ export class Gen {
   }
 
   private scratchElems = 0;
+
+  /** The target's counters (COUNTERS_SLOT): zero at launch; the kernel leaves each it counts with back at zero. */
+  counters(): string {
+    const name = "counters";
+    if (!this.kb.kernel.buffers.some((b) => b.name === name)) this.kb.buffer(name, "i32", true);
+    this.slotOf.set(name, COUNTERS_SLOT);
+    return name;
+  }
 
   /** Whether a scaled value's grid is stored K-block-major (Slot.kMajor: 1 x c groups, [C / c][rows]). */
   private kMajor(v: Value): boolean {

@@ -34,6 +34,8 @@ export const DECODE_ATTENTION_THREADS = WARPS * 32;
 const LANE = 8;
 /** Warp steps whose loads are issued together. */
 const UNROLL = 4;
+/** Whether the item's last split merges the splits (one launch) or a merge kernel does after (two). */
+const MERGE_IN_KERNEL = true;
 /** A split with no keys: its maximum (finite, so that exp(m - m) is 1, not NaN) and weight (none). */
 const EMPTY_MAX = -1e30;
 
@@ -153,9 +155,56 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
         kb.store(scratch, add(base, i(d + 1)), wts.map((w, wi) => mul(w, kb.load(smL, add(mul(i(wi), i(rep)), hh)))).reduce((a, x) => add(a, x)));
       });
     }, i(DECODE_ATTENTION_THREADS));
+    if (MERGE_IN_KERNEL) mergeInLastSplit(g, ops, { item, b, kvh, pos, S, qRow }, SPL, rep, d, scratch);
   });
+  if (MERGE_IN_KERNEL) return g.finish({ dim: g.entryDim(itemsDim).mul(SPL), per: 1 });
   const partial = g.finish({ dim: g.entryDim(itemsDim).mul(SPL), per: 1 });
   merge.kb.kernel.name = `${merge.kb.kernel.name}_merge`;
   partial.then = attentionMergeKernel(merge, ops, SPL, scratchElems);
   return partial;
+}
+
+/**
+ * The item's last split to finish merges all of them (one launch where two were): every workgroup
+ * fences its partial rows and counts itself in the item's counter; the one that counts last reads
+ * the others' rows (written before their fences), merges them as the merge kernel does (attention.ts
+ * attentionMergeKernel: the same sums in the same order) and sets the counter back to zero.
+ */
+function mergeInLastSplit(g: Gen, ops: Op[], at: { item: Expr; b: Expr; kvh: Expr; pos: Expr; S: Expr; qRow: (hh: Expr) => Expr }, splits: number, rep: number, d: number, scratch: string): void {
+  const kb = g.kb;
+  const { i, add, mul, div, mod, eq, sub, max } = K;
+  const outValue = ops[ops.length - 1]!.results[0]!;
+  const transposed = ops.some((o) => o.opName === "transpose");
+  const nh = rep * ops.find((o) => o.opName === "attention")!.operands[1]!.type.shape[1]!.value!;
+  const W = d + 2;
+  const counters = g.counters();
+  const flag = kb.shared("last_split", "i32", 1);
+  kb.fence();
+  kb.barrier();
+  kb.if(eq(kb.lid, i(0)), () => {
+    const before = kb.atomicAdd("done", counters, at.item, i(1));
+    kb.store(flag, i(0), K.sel(eq(before, i(splits - 1)), i(1), i(0)));
+  });
+  kb.barrier();
+  kb.if(eq(kb.load(flag, i(0)), i(1)), () => {
+    kb.fence();
+    kb.if(eq(kb.lid, i(0)), () => kb.store(counters, at.item, i(0)));
+    kb.for("e", kb.lid, i(rep * d), (e) => {
+      const hh = kb.let("hh", div(e, i(d)));
+      const c = kb.let("c", mod(e, i(d)));
+      const row = kb.let("mrow", at.qRow(hh));
+      const base = kb.let("mbase", mul(row, i(splits * W)));
+      const part = (s: number, col: Expr) => kb.load(scratch, add(base, add(i(s * W), col)));
+      let mx: Expr = part(0, i(d));
+      for (let s = 1; s < splits; s++) mx = max(mx, part(s, i(d)));
+      const m = kb.let("m", mx);
+      const wts = Array.from({ length: splits }, (_, s) => kb.let("w", K.exp(sub(part(s, i(d)), m))));
+      const l = kb.let("l", wts.map((w, s) => mul(w, part(s, i(d + 1)))).reduce((x, y) => add(x, y)));
+      const o = wts.map((w, s) => mul(w, part(s, c))).reduce((x, y) => add(x, y));
+      // [B, nh, S, d], or [B, S, nh, d] when the transpose is fused.
+      const h = add(mul(at.kvh, i(rep)), hh);
+      const outBase = transposed ? mul(add(mul(add(mul(at.b, at.S), at.pos), i(nh)), h), i(d)) : mul(row, i(d));
+      kb.store(g.buf(outValue), add(outBase, c), g.fit(K.div(o, l), outValue.type.dtype));
+    }, i(DECODE_ATTENTION_THREADS));
+  });
 }

@@ -3,6 +3,7 @@
  * emitter's (backends/cuda/emit.ts), which the kir simulator's tests take too.
  */
 import type { DType } from "../../ir/dtype";
+import { LingcError } from "../../ir/errors";
 import { parseTile, type CudaProfile, type TileShape } from "../../ir/target/cuda";
 import { POINTWISE_RUN, type GenLimits } from "../kernels/gen";
 import type { BufferElem } from "../kernels/kir";
@@ -28,7 +29,16 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     gemmTiles: expertTiles(profile),
     wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true,
     gemvWorkgroups: gemvWorkgroups(profile),
+    mergeInLastSplit: decodeMerge() === "last",
   };
+}
+
+/** LINGC_DECODE_MERGE: "kernel" (the default: a merge kernel after the key splits) or "last" (each item's last split merges). */
+function decodeMerge(): "kernel" | "last" {
+  const text = typeof process !== "undefined" ? process.env["LINGC_DECODE_MERGE"] : undefined;
+  if (text === undefined || text === "" || text === "kernel") return "kernel";
+  if (text === "last") return "last";
+  throw new LingcError(`LINGC_DECODE_MERGE must be 'kernel' or 'last', got '${text}'`);
 }
 
 /** Two workgroups an SM, or LINGC_GEMV_WORKGROUPS (0: no K split; how device.sh gemvsplit measures the two). */
@@ -36,7 +46,7 @@ function gemvWorkgroups(profile: CudaProfile): number {
   const text = typeof process !== "undefined" ? process.env["LINGC_GEMV_WORKGROUPS"] : undefined;
   if (text === undefined || text === "") return 2 * profile.smCount;
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`LINGC_GEMV_WORKGROUPS must be a non-negative integer, got '${text}'`);
+  if (!Number.isInteger(n) || n < 0) throw new LingcError(`LINGC_GEMV_WORKGROUPS must be a non-negative integer, got '${text}'`);
   return n;
 }
 

@@ -31,6 +31,20 @@ async function expectCompiles(...files: [dir: string, file: string][]): Promise<
   }
 }
 
+/** The CLI in-process with these environment variables set for the call (the kir generators read LINGC_* knobs). */
+async function cliEnv(env: Record<string, string>, ...argv: string[]) {
+  const before = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, env);
+  try {
+    return await cli(...argv);
+  } finally {
+    for (const [k, v] of Object.entries(before)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
 /** The generated kernels of a model.cu whose names start with `name_` (each from its signature to its closing brace). */
 function kernelsNamed(src: string, name: string): string[] {
   const found: string[] = [];
@@ -257,7 +271,7 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "gemv"), "model.cu"]);
   }, 300_000);
 
-  it("decode attention is generated: bf16 by the GQA forms (a KV head's query heads together; 32 key splits up to 64 query rows, 4 up to 512), fp32 by the split form up to 64; the GQA forms merge in each item's last split (the runtime's counters), the split form in a merge kernel launched after it, both through the step's scratch (stream-ordered); and it compiles", async () => {
+  it("decode attention is generated: bf16 by the GQA forms (a KV head's query heads together; 32 key splits up to 64 query rows, 4 up to 512), fp32 by the split form up to 64, each with its merge kernel launched after it through the step's scratch (stream-ordered), or with LINGC_DECODE_MERGE=last the GQA forms' merge in each item's last split (the runtime's counters); and it compiles", async () => {
     const lir = join(dir, "dec.lir");
     const text = (dt: string) => `module @att {
   func @att(%q: ${dt}[B, 8, 1, 64], %k: ${dt}[B, 2, T, 64], %v: ${dt}[B, 2, T, 64]) -> (o: ${dt}[B, 8, 1, 64]) {
@@ -273,19 +287,23 @@ describe("lingc compile --target cuda", () => {
     const src = readFileSync(join(dir, "dec", "model.cu"), "utf8");
     // Up to 64 query rows (8 a batch row here) the GQA form of 32 key splits, its scratch 64 rows x 32 splits x (64 + 2)
     // floats; up to 512 the form of 4 splits (512 x 4 x 66 floats); more, attn_decode.
-    // A split form's branch: up to `rows` query rows, its scratch taken, the kernel (the GQA forms: with the
-    // runtime's counters, one launch; the split form: then its merge), the scratch given back.
+    // A split form's branch: up to `rows` query rows, its scratch taken, the kernel (then its merge; or
+    // merged in its last splits: with the runtime's counters, one launch), the scratch given back.
     const split = (rows: number, bytes: number, merged: boolean) =>
       `\\(\\(\\(8L\\*B\\)\\) <= \\(${rows}L\\)\\) \\{ float\\* scratch_ = \\(float\\*\\)c\\.scratch_acquire\\(${bytes}\\); \\{[^\\n]*c\\.launch\\(k_attention_\\d+, [^\\n]*scratch_${merged ? "[^\\n]*c\\.counters\\(\\)[^\\n]*" : "[^\\n]*c\\.launch\\(k_attention_then_\\d+, [^\\n]*"}c\\.scratch_release\\(scratch_\\); \\}\\n\\s*`;
-    expect(src).toMatch(new RegExp(`if ${split(64, 540672, true)}else if ${split(512, 540672, true)}else if [^\\n]*c\\.attn_decode\\(`));
-    expect(src).not.toContain("k_attention_then_");
-    expect(kernelsNamed(src, "k_attention").filter((k) => k.includes("atomicAdd(&counters[") && k.includes("__threadfence();"))).toHaveLength(2);
+    expect(src).toMatch(new RegExp(`if ${split(64, 540672, false)}else if ${split(512, 540672, false)}else if [^\\n]*c\\.attn_decode\\(`));
     expect(kernelsNamed(src, "k_attention").filter((k) => k.includes("const uint4 "))).toHaveLength(2);
+    const last = await cliEnv({ LINGC_DECODE_MERGE: "last" }, "compile", lir, "--target", "cuda", "--out", join(dir, "dec-last"));
+    expect(last.code, last.stderr).toBe(0);
+    const merged = readFileSync(join(dir, "dec-last", "model.cu"), "utf8");
+    expect(merged).toMatch(new RegExp(`if ${split(64, 540672, true)}else if ${split(512, 540672, true)}else if [^\\n]*c\\.attn_decode\\(`));
+    expect(merged).not.toContain("k_attention_then_");
+    expect(kernelsNamed(merged, "k_attention").filter((k) => k.includes("atomicAdd(&counters[") && k.includes("__threadfence();"))).toHaveLength(2);
     // fp32 heads (the golden checkpoint's) take the split form, up to 64 rows (16 splits a row).
     const r32 = await cli("compile", lir.replace(".lir", "32.lir"), "--target", "cuda", "--out", join(dir, "dec32"));
     expect(r32.code, r32.stderr).toBe(0);
     expect(readFileSync(join(dir, "dec32", "model.cu"), "utf8")).toMatch(new RegExp(`if ${split(64, 270336, false)}else if [^\\n]*c\\.attn_decode\\(`));
-    await expectCompiles([join(dir, "dec"), "model.cu"]);
+    await expectCompiles([join(dir, "dec"), "model.cu"], [join(dir, "dec-last"), "model.cu"]);
   }, 300_000);
 
   it("the router a warp per token by default where it takes the step (scores in registers, source-lane shuffles, no barriers), and it compiles; --prefer router:router gives the workgroup router; router_warp refused by name where the experts are not a multiple of 32", async () => {

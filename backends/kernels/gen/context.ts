@@ -68,6 +68,11 @@ export interface GenLimits {
    * are fewer, a tile's warps split each row's K among them. Default: no split.
    */
   gemvWorkgroups?: number;
+  /**
+   * CUDA's GQA decode attention: the key splits merged by each item's last split to finish (atomics
+   * on the target's counters, one launch) instead of a merge kernel after (two). Default: the latter.
+   */
+  mergeInLastSplit?: boolean;
   /** Consecutive elements of a row a thread of a pointwise kernel computes (CUDA: POINTWISE_RUN; default 1). */
   pointwiseRun?: number;
 }

@@ -34,8 +34,6 @@ export const DECODE_ATTENTION_THREADS = WARPS * 32;
 const LANE = 8;
 /** Warp steps whose loads are issued together. */
 const UNROLL = 4;
-/** Whether the item's last split merges the splits (one launch) or a merge kernel does after (two). */
-const MERGE_IN_KERNEL = true;
 /** A split with no keys: its maximum (finite, so that exp(m - m) is 1, not NaN) and weight (none). */
 const EMPTY_MAX = -1e30;
 
@@ -68,6 +66,8 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
   const kb = g.kb;
   const { i, add, sub, mul, div, mod, lt, min, max, sel } = K;
   const scratch = g.scratch(scratchElems);
+  // The splits merged by the last of each item to finish (GenLimits.mergeInLastSplit), else by a merge kernel after.
+  const mergeInLast = g.limits.mergeInLastSplit === true;
   const [qb, kbuf, vbuf] = [g.buf(q), g.buf(k), g.buf(v)];
   const S = g.size(Sd!);
   const T = g.size(k.type.shape[2]!);
@@ -155,9 +155,9 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
         kb.store(scratch, add(base, i(d + 1)), wts.map((w, wi) => mul(w, kb.load(smL, add(mul(i(wi), i(rep)), hh)))).reduce((a, x) => add(a, x)));
       });
     }, i(DECODE_ATTENTION_THREADS));
-    if (MERGE_IN_KERNEL) mergeInLastSplit(g, ops, { item, b, kvh, pos, S, qRow }, SPL, rep, d, scratch);
+    if (mergeInLast) mergeInLastSplit(g, ops, { item, b, kvh, pos, S, qRow }, SPL, rep, d, scratch);
   });
-  if (MERGE_IN_KERNEL) return g.finish({ dim: g.entryDim(itemsDim).mul(SPL), per: 1 });
+  if (mergeInLast) return g.finish({ dim: g.entryDim(itemsDim).mul(SPL), per: 1 });
   const partial = g.finish({ dim: g.entryDim(itemsDim).mul(SPL), per: 1 });
   merge.kb.kernel.name = `${merge.kb.kernel.name}_merge`;
   partial.then = attentionMergeKernel(merge, ops, SPL, scratchElems);
@@ -169,6 +169,12 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
  * fences its partial rows and counts itself in the item's counter; the one that counts last reads
  * the others' rows (written before their fences), merges them as the merge kernel does (attention.ts
  * attentionMergeKernel: the same sums in the same order) and sets the counter back to zero.
+ * Measured on the H200 against the merge kernel (bench/results/strong-2026-12-01f-h200.md, call 7):
+ * exact against the interpreter and sanitizer-clean, but slower at Ling-mini's batch 1 (1.476, 1.461
+ * against 1.442, 1.450 ms a step; the same at batch 32): one workgroup then merges an item's 32 splits
+ * alone, after its own, where the merge kernel spreads the rows over the GPU and starts early (PDL).
+ * So it is not the default: LINGC_DECODE_MERGE=last (GenLimits.mergeInLastSplit) selects it, for the
+ * launch-count work (a persistent decode kernel would merge this way).
  */
 function mergeInLastSplit(g: Gen, ops: Op[], at: { item: Expr; b: Expr; kvh: Expr; pos: Expr; S: Expr; qRow: (hh: Expr) => Expr }, splits: number, rep: number, d: number, scratch: string): void {
   const kb = g.kb;

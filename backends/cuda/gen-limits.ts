@@ -30,6 +30,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true,
     gemvWorkgroups: gemvWorkgroups(profile),
     mergeInLastSplit: decodeMerge() === "last",
+    decodeSoftmaxChunk: decodeSoftmax() === "chunk",
   };
 }
 
@@ -39,6 +40,14 @@ function decodeMerge(): "kernel" | "last" {
   if (text === undefined || text === "" || text === "kernel") return "kernel";
   if (text === "last") return "last";
   throw new LingcError(`LINGC_DECODE_MERGE must be 'kernel' or 'last', got '${text}'`);
+}
+
+/** LINGC_DECODE_SOFTMAX: "key" (the default: decode attention's online softmax a key at a time) or "chunk" (a warp's unrolled group of keys at once). */
+function decodeSoftmax(): "key" | "chunk" {
+  const text = typeof process !== "undefined" ? process.env["LINGC_DECODE_SOFTMAX"] : undefined;
+  if (text === undefined || text === "" || text === "key") return "key";
+  if (text === "chunk") return "chunk";
+  throw new LingcError(`LINGC_DECODE_SOFTMAX must be 'key' or 'chunk', got '${text}'`);
 }
 
 /** Two workgroups an SM, or LINGC_GEMV_WORKGROUPS (0: no K split; how device.sh gemvsplit measures the two). */

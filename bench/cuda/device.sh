@@ -693,7 +693,8 @@ gemvsplit)
 alt)
   # A/B of lingc builds (a constant changed: no knob for it in lingc): dist/lingc.mjs (mini) and each of
   # LINGC_ALT's (mini-alt1, mini-alt2, ...; carry them beside dist/lingc.mjs, which has the runtime sources:
-  # e.g. LINGC_ALT="dist/lingc-alt1.mjs dist/lingc-alt2.mjs"). LINGC_ALT_CHECK=1 first runs the decode
+  # e.g. LINGC_ALT="dist/lingc-alt1.mjs dist/lingc-alt2.mjs"; or env:VAR=VALUE, dist/lingc.mjs with a knob
+  # of the generated kernels set, e.g. LINGC_ALT="env:LINGC_DECODE_SOFTMAX=chunk"). LINGC_ALT_CHECK=1 first runs the decode
   # attention shapes against the interpreter under each (attention_check make-decode, sanitized;
   # LINGC_ALT_CHECK=default: under the default build instead) and
   # LINGC_ALT_EXPERTS=1 the decode-sized expert modules (expert_check.py, T=1, 2, 32); always the warp router
@@ -702,15 +703,17 @@ alt)
   ALTS=(${LINGC_ALT:?LINGC_ALT names the other builds})
   BUILDS=(mini)
   ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j4 >/dev/null ) &
+  # An entry env:VAR=VALUE is the default build compiled with that environment (a generated kernel's knob).
+  altL() { case "$1" in env:*) echo "env ${1#env:} $L" ;; *) echo "node $1" ;; esac; }
   for n in "${!ALTS[@]}"; do
     m=mini-alt$((n + 1)); BUILDS+=($m)
-    ( node ${ALTS[$n]} compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) &
+    ( $(altL ${ALTS[$n]}) compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) &
   done
   mkdir -p /tmp/rt && python3 bench/cuda/router_check.py make /tmp/rt || exit 1
   echo "== router (router_warp, the default) vs interp"; $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda | tail -4
   if [ "${LINGC_ALT_CHECK:-0}" = default ]; then echo "=== the default build: decode attention"; attention_check make-decode /tmp/ad "" default; fi
   for n in "${!ALTS[@]}"; do
-    A="node ${ALTS[$n]}"
+    A=$(altL ${ALTS[$n]})
     if [ "${LINGC_ALT_CHECK:-0}" = 1 ]; then echo "=== alt$((n + 1)): decode attention"; L="$A" attention_check make-decode /tmp/ad$n "" alt$((n + 1)); fi
     if [ "${LINGC_ALT_EXPERTS:-0}" = 1 ]; then
       for cfg in "1 2048 512" "2 2048 512" "32 2048 512"; do

@@ -402,15 +402,17 @@ describe("CUDA tile programs in the kir simulator", () => {
 
   it.each([
     // 8 query heads over 2 KV heads (4 a group), 40 cached keys: 32 splits of 2 keys, the last 12 empty; head 64: four keys a warp step.
-    ["decode_attention", 1, 8, 2, 1, 40, 64, "kernel"],
-    ["decode_attention", 1, 8, 2, 1, 40, 64, "last"],
+    ["decode_attention", 1, 8, 2, 1, 40, 64, "kernel", "key"],
+    ["decode_attention", 1, 8, 2, 1, 40, 64, "last", "chunk"],
     // 2 query positions (a drafted step: the second sees one key more), 2 KV heads of 3 query heads, head 128: two keys a warp step, 300 keys (10 a split, a partial unrolled group).
-    ["decode_attention", 1, 6, 2, 2, 300, 128, "kernel"],
-    ["decode_attention", 1, 6, 2, 2, 300, 128, "last"],
+    ["decode_attention", 1, 6, 2, 2, 300, 128, "kernel", "key"],
+    ["decode_attention", 1, 6, 2, 2, 300, 128, "last", "key"],
+    ["decode_attention", 1, 6, 2, 2, 300, 128, "kernel", "chunk"],
     // The form for more rows: 4 splits of 45 keys (several unrolled groups a warp, the last partial).
-    ["decode_attention_wide", 2, 8, 2, 1, 180, 128, "kernel"],
-    ["decode_attention_wide", 2, 8, 2, 1, 180, 128, "last"],
-  ] as const)("decode attention's GQA form on CUDA (%s: B %i, heads %i over %i KV heads, %i positions, %i keys of %i): a KV head's query heads over key splits, merged by a merge kernel or by each item's last split (%s), against the interpreter", (form, B, NH, NKV, S, T, D, merge) => {
+    ["decode_attention_wide", 2, 8, 2, 1, 180, 128, "kernel", "key"],
+    ["decode_attention_wide", 2, 8, 2, 1, 180, 128, "last", "key"],
+    ["decode_attention_wide", 2, 8, 2, 1, 180, 128, "kernel", "chunk"],
+  ] as const)("decode attention's GQA form on CUDA (%s: B %i, heads %i over %i KV heads, %i positions, %i keys of %i): a KV head's query heads over key splits, merged by a merge kernel or by each item's last split (%s), the online softmax a key or a group of keys at a time (%s), against the interpreter", (form, B, NH, NKV, S, T, D, merge, softmax) => {
     const text = `module @a {
   func @a(%q: bf16[${B}, ${NH}, ${S}, ${D}], %k: bf16[${B}, ${NKV}, ${T}, ${D}], %v: bf16[${B}, ${NKV}, ${T}, ${D}]) -> (o: bf16[${B}, ${NH}, ${S}, ${D}]) {
     %o = attention(%q, %k, %v) {scale = ${1 / Math.sqrt(D)}, causal = true} : bf16[${B}, ${NH}, ${S}, ${D}]
@@ -419,7 +421,7 @@ describe("CUDA tile programs in the kir simulator", () => {
 }`;
     const r = rng(91);
     const inputs = { q: random("bf16", r, [B, NH, S, D], 2), k: random("bf16", r, [B, NKV, T, D], 2), v: random("bf16", r, [B, NKV, T, D]) };
-    const limits = { ...LIMITS, mergeInLastSplit: merge === "last" };
+    const limits = { ...LIMITS, mergeInLastSplit: merge === "last", decodeSoftmaxChunk: softmax === "chunk" };
     const { got, want } = runGenerated(text, inputs, {}, limits, "", (ops) => (ops.some((o) => o.opName === "attention") ? form : undefined))["o"]!;
     // "kernel": the splits, then the merge kernel; "last": one kernel, each item's last split merging
     // (counted with an atomic; the harness checks the counters are back at zero).

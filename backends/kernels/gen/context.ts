@@ -73,6 +73,11 @@ export interface GenLimits {
    * on the target's counters, one launch) instead of a merge kernel after (two). Default: the latter.
    */
   mergeInLastSplit?: boolean;
+  /**
+   * CUDA's GQA decode attention: the online softmax over a warp's unrolled group of keys at once (one
+   * maximum and one correction a group) instead of a key at a time. Default: a key at a time.
+   */
+  decodeSoftmaxChunk?: boolean;
   /** Consecutive elements of a row a thread of a pointwise kernel computes (CUDA: POINTWISE_RUN; default 1). */
   pointwiseRun?: number;
 }

@@ -68,6 +68,8 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
   const scratch = g.scratch(scratchElems);
   // The splits merged by the last of each item to finish (GenLimits.mergeInLastSplit), else by a merge kernel after.
   const mergeInLast = g.limits.mergeInLastSplit === true;
+  // The online softmax a group of UNROLL keys at a time (GenLimits.decodeSoftmaxChunk), else a key at a time.
+  const chunked = g.limits.decodeSoftmaxChunk === true;
   const [qb, kbuf, vbuf] = [g.buf(q), g.buf(k), g.buf(v)];
   const S = g.size(Sd!);
   const T = g.size(k.type.shape[2]!);
@@ -105,21 +107,44 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
       const rows = keys.map((j) => kb.let("jc", min(j, last)));
       const kw = rows.map((j) => kb.load16("kw", kbuf, div(add(mul(add(kRow, j), i(d)), col), i(2))));
       const vw = rows.map((j) => kb.load16("vw", vbuf, div(add(mul(add(vRow, j), i(d)), col), i(2))));
-      for (let u = 0; u < UNROLL; u++) {
-        const live = kb.let("live", lt(keys[u]!, hi));
-        const kf = unpack(kw[u]!);
-        const vf = unpack(vw[u]!).map((x) => kb.let("vf", x));
-        for (let hh = 0; hh < rep; hh++) {
-          const part = kf.map((x, t) => mul(qf[hh]![t]!, x)).reduce((a, c) => add(a, c));
-          const dot = kb.warpSum(kb.let("part", part), LPK);
-          const s = kb.let("s", sel(live, g.fit(mul(g.fit(dot, "bf16"), K.f(scale)), "bf16"), K.f(-Infinity)));
-          const mNew = kb.let("mnew", max(m[hh]!.ref, KPW > 1 ? kb.warpMaxAcross(s, LPK) : s));
-          const corr = kb.let("corr", K.exp(sub(m[hh]!.ref, mNew)));
-          const p = kb.let("p", K.exp(sub(s, mNew)));
-          l[hh]!.set(add(mul(l[hh]!.ref, corr), p));
-          for (let t = 0; t < LANE; t++) acc[hh]![t]!.set(add(mul(acc[hh]![t]!.ref, corr), mul(p, vf[t]!)));
-          m[hh]!.set(mNew);
+      // Key u's score for head hh (its lanes' dot products summed by shuffles; a dead key -inf).
+      const score = (hh: number, kf: Expr[], live: Expr) => {
+        const part = kf.map((x, t) => mul(qf[hh]![t]!, x)).reduce((a, c) => add(a, c));
+        const dot = kb.warpSum(kb.let("part", part), LPK);
+        return kb.let("s", sel(live, g.fit(mul(g.fit(dot, "bf16"), K.f(scale)), "bf16"), K.f(-Infinity)));
+      };
+      if (!chunked) {
+        // The online softmax a key at a time: the maximum, its correction and the sums after each.
+        for (let u = 0; u < UNROLL; u++) {
+          const live = kb.let("live", lt(keys[u]!, hi));
+          const kf = unpack(kw[u]!);
+          const vf = unpack(vw[u]!).map((x) => kb.let("vf", x));
+          for (let hh = 0; hh < rep; hh++) {
+            const s = score(hh, kf, live);
+            const mNew = kb.let("mnew", max(m[hh]!.ref, KPW > 1 ? kb.warpMaxAcross(s, LPK) : s));
+            const corr = kb.let("corr", K.exp(sub(m[hh]!.ref, mNew)));
+            const p = kb.let("p", K.exp(sub(s, mNew)));
+            l[hh]!.set(add(mul(l[hh]!.ref, corr), p));
+            for (let t = 0; t < LANE; t++) acc[hh]![t]!.set(add(mul(acc[hh]![t]!.ref, corr), mul(p, vf[t]!)));
+            m[hh]!.set(mNew);
+          }
         }
+        return;
+      }
+      // A group's UNROLL keys at once: their scores, one maximum (one cross-group shuffle), one
+      // correction of the sums, then each key's weight.
+      const lives = keys.map((j) => kb.let("live", lt(j, hi)));
+      const kfs = kw.map(unpack);
+      const scores = Array.from({ length: rep }, (_, hh) => kfs.map((kf, u) => score(hh, kf, lives[u]!)));
+      const vfs = vw.map((w) => unpack(w).map((x) => kb.let("vf", x)));
+      for (let hh = 0; hh < rep; hh++) {
+        const own = kb.let("cmax", scores[hh]!.reduce((a, x) => max(a, x)));
+        const mNew = kb.let("mnew", max(m[hh]!.ref, KPW > 1 ? kb.warpMaxAcross(own, LPK) : own));
+        const corr = kb.let("corr", K.exp(sub(m[hh]!.ref, mNew)));
+        const ps = scores[hh]!.map((s) => kb.let("p", K.exp(sub(s, mNew))));
+        l[hh]!.set(add(mul(l[hh]!.ref, corr), ps.reduce((a, x) => add(a, x))));
+        for (let t = 0; t < LANE; t++) acc[hh]![t]!.set(ps.reduce((a, p, u) => add(a, mul(p, vfs[u]![t]!)), mul(acc[hh]![t]!.ref, corr)));
+        m[hh]!.set(mNew);
       }
     });
     // The warp's key groups (lanes col / 8 apart) hold sums over different keys under one maximum.

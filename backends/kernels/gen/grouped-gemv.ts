@@ -177,11 +177,12 @@ function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
     // Columns past the last are clamped to it (their results are not stored).
     const wr = Array.from({ length: CPW }, (_, cc) => kb.let("wrow", mul(add(mul(e, i(O)), min(add(o0, i(cc)), i(O - 1))), i(I))));
     const acc = mats.map(() => Array.from({ length: CPW }, () => Array.from({ length: nRows }, () => kb.var("acc", K.f(0)))));
-    const words = i(size === 2 ? 2 : 1);
+    // Element index -> 32-bit word index.
+    const perWord = i(4 / size);
     const step = (k: Expr) => {
-      const ws = mats.map((mt) => wr.map((row) => kb.load16("w", mt.buf, div(add(row, k), words))));
+      const ws = mats.map((mt) => wr.map((row) => kb.load16("w", mt.buf, div(add(row, k), perWord))));
       for (let j = 0; j < nRows; j++) {
-        const xs = kb.load16("x", xb, div(add(xr[j]!, k), words));
+        const xs = kb.load16("x", xb, div(add(xr[j]!, k), perWord));
         for (let t = 0; t < LANE; t++) {
           const xv = kb.let("xv", value(xs, t));
           mats.forEach((_, mi) => {

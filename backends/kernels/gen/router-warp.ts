@@ -16,6 +16,7 @@ import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import { opFormula } from "./algebra";
+import { walkRouter } from "./router-walk";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 
 export const ROUTER_WARPS = 4;
@@ -44,107 +45,64 @@ export function routerWarpKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const tokensDim = gt.results[0]!.type.shape[0]!;
   const lane = kb.let("lane", mod(kb.lid, i(32)));
   const t = kb.let("t", add(mul(kb.wg, i(ROUTER_WARPS)), div(kb.lid, i(32))));
-  const vals = new Map<Value, WarpRow>();
-  const inGroup = new Set(ops.flatMap((o) => o.results));
-  // Casts of inputs read the input itself (every float is held as f32 in registers).
-  const aliases = new Map<Value, Value>();
-  const ext = (v: Value) => aliases.get(v) ?? v;
   const rowShape = (n: number) => ({ n, per: n <= 32 ? 1 : n / 32 });
   /** This lane's element of register r. */
   const elemOf = (row: { per: number }, r: number) => add(mul(lane, i(row.per)), i(r));
   /** A row's register r, or the scalar in every lane. */
   const at = (row: WarpRow, r: number) => (row.n === 1 ? row.regs[0]! : row.regs[r]!);
-
-  const get = (w: Value): WarpRow => {
-    const v = ext(w);
-    const hit = vals.get(v);
-    if (hit) return hit;
-    if (inGroup.has(v)) throw new LingcError(`router (warp form): ${v.name ?? "a value"} is used before it is computed`);
-    // External: a per-token row [T, n] (or [T, 1]), or a vector shared by all tokens [n] (the bias).
-    const { n, per } = rowShape(width(v));
-    const perToken = v.type.rank === 2;
-    const regs = Array.from({ length: n === 1 ? 1 : per }, (_, r) => {
-      // Lanes past a short row read its last element (and never store it).
-      const e = n === 1 ? i(0) : n < 32 ? K.min(elemOf({ per }, r), i(n - 1)) : elemOf({ per }, r);
-      return kb.let("x", K.toF(kb.load(g.buf(v), perToken ? add(mul(t, i(n)), e) : e)));
-    });
-    const row = { n, per, regs };
-    vals.set(v, row);
-    return row;
-  };
-  const map = (op: Op, fn: (r: number) => Expr) => {
+  /** The op's result row, register r by fn. */
+  const map = (op: Op, fn: (r: number) => Expr): WarpRow => {
     const { n, per } = rowShape(width(op.results[0]!));
     const regs = Array.from({ length: n === 1 ? 1 : per }, (_, r) => kb.let("v", g.fit(fn(r), op.results[0]!.type.dtype)));
-    vals.set(op.results[0]!, { n, per, regs });
+    return { n, per, regs };
   };
 
-  kb.if(lt(t, g.size(tokensDim)), () => {
-    for (const op of ops) {
-      const res = op.results[0]!;
-      switch (op.opName) {
-        case "cast": {
-          const src = op.operands[0]!;
-          if (!inGroup.has(src)) aliases.set(res, ext(src));
-          else {
-            const a = get(src);
-            map(op, (r) => at(a, r));
-          }
-          break;
-        }
-        case "constant": {
-          const values = attrsOf(OPS.constant, op).values;
-          if (values.length !== 1) throw new LingcError("router (warp form): only scalar constants");
-          vals.set(res, { n: 1, per: 1, regs: [K.f(values[0]!)] });
-          break;
-        }
-        case "reduce_sum": {
-          const a = get(op.operands[0]!);
-          if (width(res) !== 1) throw new LingcError("router (warp form): reduce_sum over a token's row only");
-          // Lanes past a short row hold copies of its last element: they add nothing.
-          const own = a.n === 1 ? a.regs[0]! : a.n < 32 ? sel(lt(lane, i(a.n)), a.regs[0]!, K.f(0)) : a.regs.reduce((x, y) => add(x, y));
-          vals.set(res, { n: 1, per: 1, regs: [kb.let("sum", a.n === 1 ? own : kb.warpSum(own))] });
-          break;
-        }
-        case "take_along": {
-          const a = get(op.operands[0]!);
-          const idx = get(op.operands[1]!);
-          if (idx.per !== 1) throw new LingcError("router (warp form): take_along of more than 32 indices");
-          map(op, () => {
-            const id = kb.let("id", K.min(K.max(K.toI(idx.regs[0]!), i(0)), i(a.n - 1)));
-            if (a.n === 1) return a.regs[0]!;
-            const src = a.per === 1 ? id : kb.let("src", div(id, i(a.per)));
-            // Every lane shuffles every register (a shuffle runs in all lanes), then keeps its own.
-            const got = a.regs.map((reg) => kb.let("got", K.shflIdx(reg, src)));
-            return a.per === 1 ? got[0]! : got.reduce((acc, x, r) => sel(eq(mod(id, i(a.per)), i(r)), x, acc));
-          });
-          break;
-        }
-        case "group_topk":
-          vals.set(res, groupTopkWarp(g, op, get(op.operands[0]!), lane));
-          break;
-        default: {
-          // An elementwise op (coversRouterWarp admits no other): its scalar formula per register.
-          const args = op.operands.map(get);
-          map(op, (r) => opFormula(op, args.map((a) => at(a, r))));
-        }
-      }
-    }
-    for (const [v, row] of vals) {
-      if (!g.isOutput(v)) continue;
-      // Each warp writes its token's row: a result must be per token ([T, n]).
-      if (v.type.rank !== 2 || !v.type.shape[0]!.equals(tokensDim)) throw new LingcError(`router (warp form): result ${v.name ?? ""} of type ${v.type} is not one row per token`);
-      const isInt = v.type.dtype !== "f32" && v.type.dtype !== "bf16" && v.type.dtype !== "f16";
-      const out = (x: Expr) => (isInt ? K.toI(x) : x);
-      if (row.n === 1) kb.if(eq(lane, i(0)), () => kb.store(g.buf(v), t, out(row.regs[0]!)));
-      else
-        row.regs.forEach((reg, r) => {
-          const e = elemOf(row, r);
-          const store = () => kb.store(g.buf(v), add(mul(t, i(row.n)), e), out(reg));
-          if (row.n < 32) kb.if(lt(lane, i(row.n)), store);
-          else store();
+  kb.if(lt(t, g.size(tokensDim)), () =>
+    walkRouter<WarpRow>(g, ops, tokensDim, "router (warp form)", {
+      external(v) {
+        // A per-token row [T, n] (or [T, 1]), or a vector shared by all tokens [n] (the bias).
+        const { n, per } = rowShape(width(v));
+        const perToken = v.type.rank === 2;
+        const regs = Array.from({ length: n === 1 ? 1 : per }, (_, r) => {
+          // Lanes past a short row read its last element (and never store it).
+          const e = n === 1 ? i(0) : n < 32 ? K.min(elemOf({ per }, r), i(n - 1)) : elemOf({ per }, r);
+          return kb.let("x", K.toF(kb.load(g.buf(v), perToken ? add(mul(t, i(n)), e) : e)));
         });
-    }
-  });
+        return { n, per, regs };
+      },
+      scalar: (x) => ({ n: 1, per: 1, regs: [K.f(x)] }),
+      cast: (op, a) => map(op, (r) => at(a, r)),
+      elementwise: (op, args) => map(op, (r) => opFormula(op, args.map((a) => at(a, r)))),
+      reduceSum(op, a) {
+        if (width(op.results[0]!) !== 1) throw new LingcError("router (warp form): reduce_sum over a token's row only");
+        // Lanes past a short row hold copies of its last element: they add nothing.
+        const own = a.n === 1 ? a.regs[0]! : a.n < 32 ? sel(lt(lane, i(a.n)), a.regs[0]!, K.f(0)) : a.regs.reduce((x, y) => add(x, y));
+        return { n: 1, per: 1, regs: [kb.let("sum", a.n === 1 ? own : kb.warpSum(own))] };
+      },
+      takeAlong(op, a, idx) {
+        if (idx.per !== 1) throw new LingcError("router (warp form): take_along of more than 32 indices");
+        return map(op, () => {
+          const id = kb.let("id", K.min(K.max(K.toI(idx.regs[0]!), i(0)), i(a.n - 1)));
+          if (a.n === 1) return a.regs[0]!;
+          const src = a.per === 1 ? id : kb.let("src", div(id, i(a.per)));
+          // Every lane shuffles every register (a shuffle runs in all lanes), then keeps its own.
+          const got = a.regs.map((reg) => kb.let("got", K.shflIdx(reg, src)));
+          return a.per === 1 ? got[0]! : got.reduce((acc, x, r) => sel(eq(mod(id, i(a.per)), i(r)), x, acc));
+        });
+      },
+      groupTopk: (op, scores) => groupTopkWarp(g, op, scores, lane),
+      store(v, row, value) {
+        if (row.n === 1) kb.if(eq(lane, i(0)), () => kb.store(g.buf(v), t, value(row.regs[0]!)));
+        else
+          row.regs.forEach((reg, r) => {
+            const e = elemOf(row, r);
+            const store = () => kb.store(g.buf(v), add(mul(t, i(row.n)), e), value(reg));
+            if (row.n < 32) kb.if(lt(lane, i(row.n)), store);
+            else store();
+          });
+      },
+    }),
+  );
   return g.finish({ dim: g.entryDim(tokensDim), per: ROUTER_WARPS });
 }
 

@@ -13,11 +13,12 @@
 import type { DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
-import { attrsOf, getOp, OPS } from "../../../ir/ops";
+import { attrsOf, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import { opFormula } from "./algebra";
 import type { Gen, GeneratedKernel } from "./context";
+import { walkRouter } from "./router-walk";
 
 /** A per-token vector in workgroup memory (n elements), or a scalar expression. */
 interface RowValue {
@@ -41,96 +42,49 @@ export function routerKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const tokensDim = gt.results[0]!.type.shape[0]!;
   const t = kb.let("t", kb.wg);
   const lid = kb.lid;
-  const vals = new Map<Value, RowValue>();
-  const inGroup = new Set(ops.flatMap((o) => o.results));
-  // Casts of inputs read the input itself: on the GPU every float is held as f32 already.
-  const aliases = new Map<Value, Value>();
-  const ext = (v: Value) => aliases.get(v) ?? v;
   const width = (v: Value) => v.type.shape[v.type.rank - 1]?.value ?? 1;
   /** for (e = lid; e < n; e += wg) */
   const each = (n: number, body: (e: Expr) => void) => kb.for("e", lid, K.i(n), body, K.i(wg));
   const shared = (base: string, n: number, t2: K.KType = "f32") => kb.shared(kb.fresh(base), t2, Math.max(n, 1));
   const elem = (r: RowValue, e: Expr): Expr => r.scalar ?? kb.load(r.sh!, r.n === 1 ? K.i(0) : e, "f32");
-
-  const get = (w: Value): RowValue => {
-    const v = ext(w);
-    const hit = vals.get(v);
-    if (hit) return hit;
-    if (inGroup.has(v)) throw new LingcError(`router kernel: ${v.name ?? "a value"} is used before it is computed`);
-    // External: a per-token row [T, n], a vector shared by all tokens [n] (the bias), or [T, 1].
-    const n = width(v);
-    const perToken = v.type.rank === 2;
-    const sh = shared("ext", n);
-    each(n, (e) => kb.store(sh, e, K.toF(kb.load(g.buf(v), perToken ? K.add(K.mul(t, K.i(n)), e) : e))));
-    kb.barrier();
-    const r = { sh, n };
-    vals.set(v, r);
-    return r;
-  };
-  const map = (op: Op, n: number, fn: (e: Expr) => Expr) => {
+  /** The op's result row, element e by fn, then a barrier. */
+  const map = (op: Op, fn: (e: Expr) => Expr): RowValue => {
+    const n = width(op.results[0]!);
     const sh = shared("v", n);
     each(n, (e) => kb.store(sh, e, g.fit(fn(e), op.results[0]!.type.dtype)));
     kb.barrier();
-    vals.set(op.results[0]!, { sh, n });
+    return { sh, n };
   };
 
-  kb.if(K.lt(t, g.size(tokensDim)), () => {
-    for (const op of ops) {
-      const res = op.results[0]!;
-      const n = width(res);
-      switch (op.opName) {
-        case "cast": {
-          const src = op.operands[0]!;
-          if (!inGroup.has(src)) aliases.set(res, ext(src));
-          else map(op, n, (e) => elem(get(src), e));
-          break;
-        }
-        case "linear":
-          vals.set(res, { sh: routerLinear(g, ext(op.operands[0]!), ext(op.operands[1]!), t, shared("v", n), res.type.dtype), n });
-          break;
-        case "constant": {
-          const values = attrsOf(OPS.constant, op).values;
-          if (values.length !== 1) throw new LingcError("router kernel: only scalar constants");
-          vals.set(res, { n: 1, scalar: K.f(values[0]!) });
-          break;
-        }
-        case "reduce_sum": {
-          const a = get(op.operands[0]!);
-          const sh = shared("sum", 1);
-          kb.if(K.eq(lid, K.i(0)), () => {
-            const acc = kb.var("sum", K.f(0));
-            kb.for("e", K.i(0), K.i(a.n), (e) => acc.set(K.add(acc.ref, elem(a, e))));
-            kb.store(sh, K.i(0), acc.ref);
-          });
-          kb.barrier();
-          vals.set(res, { sh, n: 1 });
-          break;
-        }
-        case "take_along": {
-          const a = get(op.operands[0]!);
-          const idx = get(op.operands[1]!);
-          map(op, n, (j) => kb.load(a.sh!, K.toI(elem(idx, j)), "f32"));
-          break;
-        }
-        case "group_topk":
-          groupTopk(g, op, get(op.operands[0]!), vals, each, shared);
-          break;
-        default: {
-          // Any elementwise op (sigmoid, the bias add, the normalization): its scalar formula per element.
-          if (!getOp(op.opName)?.scalar) throw new LingcError(`router kernel: unexpected op ${op.opName}`);
-          const args = op.operands.map(get);
-          map(op, n, (e) => opFormula(op, args.map((a) => elem(a, e))));
-        }
-      }
-    }
-    for (const [v, r] of vals) {
-      if (!g.isOutput(v)) continue;
-      // Each workgroup writes its token's row: a result must be per token ([T, n]).
-      if (v.type.rank !== 2 || !v.type.shape[0]!.equals(tokensDim)) throw new LingcError(`router kernel: result ${v.name ?? ""} of type ${v.type} is not one row per token`);
-      const isInt = v.type.dtype !== "f32" && v.type.dtype !== "bf16" && v.type.dtype !== "f16";
-      each(r.n, (e) => kb.store(g.buf(v), K.add(K.mul(t, K.i(r.n)), e), isInt ? K.toI(elem(r, e)) : elem(r, e)));
-    }
-  });
+  kb.if(K.lt(t, g.size(tokensDim)), () =>
+    walkRouter<RowValue>(g, ops, tokensDim, "router kernel", {
+      external(v) {
+        const n = width(v);
+        const perToken = v.type.rank === 2;
+        const sh = shared("ext", n);
+        each(n, (e) => kb.store(sh, e, K.toF(kb.load(g.buf(v), perToken ? K.add(K.mul(t, K.i(n)), e) : e))));
+        kb.barrier();
+        return { sh, n };
+      },
+      scalar: (x) => ({ n: 1, scalar: K.f(x) }),
+      cast: (op, a) => map(op, (e) => elem(a, e)),
+      elementwise: (op, args) => map(op, (e) => opFormula(op, args.map((a) => elem(a, e)))),
+      reduceSum(_op, a) {
+        const sh = shared("sum", 1);
+        kb.if(K.eq(lid, K.i(0)), () => {
+          const acc = kb.var("sum", K.f(0));
+          kb.for("e", K.i(0), K.i(a.n), (e) => acc.set(K.add(acc.ref, elem(a, e))));
+          kb.store(sh, K.i(0), acc.ref);
+        });
+        kb.barrier();
+        return { sh, n: 1 };
+      },
+      takeAlong: (op, a, idx) => map(op, (j) => kb.load(a.sh!, K.toI(elem(idx, j)), "f32")),
+      groupTopk: (op, scores) => groupTopk(g, op, scores, each, shared),
+      linear: (op, x, w) => ({ sh: routerLinear(g, x, w, t, shared("v", width(op.results[0]!)), op.results[0]!.type.dtype), n: width(op.results[0]!) }),
+      store: (v, r, value) => each(r.n, (e) => kb.store(g.buf(v), K.add(K.mul(t, K.i(r.n)), e), value(elem(r, e)))),
+    }),
+  );
   return g.finish({ dim: g.entryDim(tokensDim), per: 1 });
 }
 
@@ -195,10 +149,9 @@ function groupTopk(
   g: Gen,
   op: Op,
   s: RowValue,
-  vals: Map<Value, RowValue>,
   each: (n: number, body: (e: Expr) => void) => void,
   shared: (base: string, n: number, t?: K.KType) => string,
-): void {
+): RowValue {
   const kb = g.kb;
   const wg = kb.kernel.wg;
   const lid = kb.lid;
@@ -270,8 +223,7 @@ function groupTopk(
       kb.if(K.lt(rank.ref, K.i(k)), () => kb.store(idx, rank.ref, K.toF(e)));
     });
     kb.barrier();
-    vals.set(op.results[0]!, { sh: idx, n: k });
-    return;
+    return { sh: idx, n: k };
   }
   // k rounds of a workgroup arg-max (ties to the lower index); each pick is then masked out.
   const rv = shared("redv", warps);
@@ -315,5 +267,5 @@ function groupTopk(
     });
     kb.barrier();
   }
-  vals.set(op.results[0]!, { sh: idx, n: k });
+  return { sh: idx, n: k };
 }

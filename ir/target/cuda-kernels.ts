@@ -315,8 +315,9 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       // Both generated. Where it takes the step, a warp per token (backends/kernels/gen/router-warp.ts:
       // scores in registers, no barriers), measured on the H200 against the workgroup router
       // (router.ts) at Ling-mini's shape: its router 3.06 -> 0.44 ms at prefill 1x8192, 11.2 -> 8.6 us
-      // a layer at decode batch 1 (prefill 79.4 -> 76.5 ms, decode 1.756 -> 1.668 ms a step); else, and
-      // by preference (router:router), a workgroup per token.
+      // a layer at decode batch 1 (prefill 79.4 -> 76.5 ms, decode 1.756 -> 1.668 ms a step; that build
+      // shuffled under a select, fixed since: prefill 76.47 ms with the fix, strong-2026-12-01f call 6);
+      // else, and by preference (router:router), a workgroup per token.
       all = routerWarpTakes(ops) ? [choice("router_warp"), choice("router")] : [choice("router")];
       break;
     default:

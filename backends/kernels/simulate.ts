@@ -75,6 +75,18 @@ class WarpRun {
     private readonly uniforms: Record<string, number>,
   ) {}
 
+  /**
+   * A warp shuffle runs in every lane of the warp (CUDA __shfl_sync with the full mask: undefined if
+   * some lanes do not reach it); code under a lane-dependent branch that shuffles is refused here,
+   * which the lockstep evaluation would otherwise run as if every lane were there.
+   */
+  private wholeWarp(m: Mask): void {
+    for (let l = 0; l < W; l++) {
+      const live = this.warp * W + l < this.k.wg;
+      if (live && !m[l]) throw new Error(`simulate ${this.k.name}: a warp shuffle that lane ${l} of warp ${this.warp} does not reach (a branch that differs between lanes: CUDA's full-mask shuffle is undefined there)`);
+    }
+  }
+
   private vec(f: (lane: number) => number, m: Mask): Vec {
     const out = new Array<number>(W).fill(0);
     for (let l = 0; l < W; l++) if (m[l]) out[l] = f(l);
@@ -186,10 +198,12 @@ class WarpRun {
         }, m);
       }
       case "shfl": {
+        this.wholeWarp(m);
         const a = this.eval(e.a, new Array<boolean>(W).fill(true));
         return this.vec((l) => a[l ^ e.mask]!, m);
       }
       case "shflIdx": {
+        this.wholeWarp(m);
         const a = this.eval(e.a, new Array<boolean>(W).fill(true));
         const src = this.eval(e.lane, m);
         return this.vec((l) => a[src[l]! & (W - 1)]!, m);

@@ -167,7 +167,7 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect([...new Set(buf)]).toEqual([(127 * 128) / 2]);
   });
 
-  it("a warp shuffle where CUDA evaluates it in some lanes only (a select's branch, the right of && or ||) is refused; bound by a let first it is accepted", () => {
+  it("a warp shuffle where CUDA evaluates it in some lanes only (a select's branch, the right of && or ||, a branch that differs between a warp's lanes) is refused; bound by a let first, or under a warp-uniform branch, it is accepted", () => {
     const x = K.f(1);
     const sh = K.shflIdx(x, K.i(0));
     const lane = K.lt(K.i(0), K.i(1));
@@ -176,6 +176,18 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(() => K.or(lane, K.sel(lane, x, { k: "shfl", t: "f32", a: x, mask: 1 }))).toThrow("in a branch of a select");
     const kb = new KernelBuilder("ok", 32, 32);
     expect(K.sel(lane, kb.let("got", sh), x).k).toBe("sel");
+    // The statement form: a shuffle under a branch that differs between lanes fails in the simulator.
+    const run = (cond: (lid: K.Expr) => K.Expr) => {
+      const b = new KernelBuilder("div", 64, 32);
+      const out = b.buffer("out", "f32", true);
+      b.if(cond(b.lid), () => b.store(out, b.lid, b.let("v", { k: "shfl", t: "f32", a: K.toF(b.lid), mask: 1 })));
+      const buf = new Float32Array(64);
+      simulate(b.kernel, { out: buf }, {}, 1);
+      return buf;
+    };
+    expect(() => run((lid) => K.lt(K.mod(lid, K.i(32)), K.i(16)))).toThrow("a warp shuffle that lane 16 of warp 0 does not reach");
+    // A branch the same in every lane of a warp (here: the second warp) is fine.
+    expect([...run((lid) => K.ge(lid, K.i(32))).slice(32, 34)]).toEqual([33, 32]);
   });
 
   it("flash attention: causal, 4 query heads on 2 KV heads, head dim 64, 150 queries (two query tiles of 128, the second partial; a warp's second 16-row tile)", () => {

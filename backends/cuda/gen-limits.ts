@@ -27,11 +27,19 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     warpSize: profile.warpSize,
     pointwiseRun: POINTWISE_RUN,
     gemmTiles: expertTiles(profile),
-    wideIndex: process.env["LINGC_CUDA_WIDE_INDEX"] === "all" ? "all" : true,
+    wideIndex: wideIndex(),
     gemvWorkgroups: gemvWorkgroups(profile),
     mergeInLastSplit: decodeMerge() === "last",
     decodeSoftmaxChunk: decodeSoftmax() === "chunk",
   };
+}
+
+/** LINGC_CUDA_WIDE_INDEX: unset (64-bit indices where a buffer is past 2^31 - 1 elements) or "all" (in every kernel). */
+function wideIndex(): true | "all" {
+  const text = typeof process !== "undefined" ? process.env["LINGC_CUDA_WIDE_INDEX"] : undefined;
+  if (text === undefined || text === "") return true;
+  if (text === "all") return "all";
+  throw new LingcError(`LINGC_CUDA_WIDE_INDEX must be 'all' or unset, got '${text}'`);
 }
 
 /** LINGC_DECODE_MERGE: "kernel" (the default: a merge kernel after the key splits) or "last" (each item's last split merges). */

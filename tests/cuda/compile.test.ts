@@ -308,6 +308,22 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "dec"), "model.cu"], [join(dir, "dec-last"), "model.cu"]);
   }, 300_000);
 
+  it("a bad value of a generated kernel's knob is refused by name (exit 1), and nothing is written", async () => {
+    const bad = [
+      ["LINGC_GEMV_WORKGROUPS", "many", "LINGC_GEMV_WORKGROUPS must be a non-negative integer, got 'many'"],
+      ["LINGC_DECODE_MERGE", "first", "LINGC_DECODE_MERGE must be 'kernel' or 'last', got 'first'"],
+      ["LINGC_DECODE_SOFTMAX", "block", "LINGC_DECODE_SOFTMAX must be 'key' or 'chunk', got 'block'"],
+      ["LINGC_CUDA_WIDE_INDEX", "1", "LINGC_CUDA_WIDE_INDEX must be 'all' or unset, got '1'"],
+    ] as const;
+    for (const [name, value, message] of bad) {
+      const out = join(dir, `knob-${name}`);
+      const r = await cliEnv({ [name]: value }, "compile", "ling-tiny", "--target", "cuda", "--out", out);
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toContain(message);
+      expect(existsSync(out)).toBe(false);
+    }
+  });
+
   it("the router a warp per token by default where it takes the step (scores in registers, source-lane shuffles, no barriers), and it compiles; --prefer router:router gives the workgroup router; router_warp refused by name where the experts are not a multiple of 32", async () => {
     const lir = join(dir, "router.lir");
     writeFileSync(

@@ -237,19 +237,33 @@ export function attentionMergeKernel(g: Gen, ops: Op[], splits: number, scratchE
   setup.at((r) => {
     const base = kb.let("sbase", K.mul(r.row, K.i(splits * W)));
     const at = (s: number, c: K.Expr) => kb.load(scratch, K.add(base, K.add(K.i(s * W), c)));
-    let mx: K.Expr = at(0, K.i(dv));
-    for (let s = 1; s < splits; s++) mx = K.max(mx, at(s, K.i(dv)));
-    const m = kb.let("m", mx);
-    // A split with no keys has maximum -inf (the lowest float) or a large negative one, and weighs nothing.
-    const wts = Array.from({ length: splits }, (_, s) => kb.let("w", K.exp(K.sub(at(s, K.i(dv)), m))));
-    const l = kb.let("l", wts.map((w, s) => K.mul(w, at(s, K.i(dv + 1)))).reduce((a, b) => K.add(a, b)));
+    const { wts, l } = splitWeights(kb, at, splits, dv);
     const ob = kb.let("obase", r.outBase);
-    kb.for("c", kb.lid, K.i(dv), (c) => {
-      const o = wts.map((w, s) => K.mul(w, at(s, c))).reduce((a, b) => K.add(a, b));
-      kb.store(g.buf(outValue), K.add(ob, c), g.fit(K.div(o, l), dt));
-    }, K.i(wg));
+    kb.for("c", kb.lid, K.i(dv), (c) => kb.store(g.buf(outValue), K.add(ob, c), g.fit(mergedColumn(at, wts, l, c), dt)), K.i(wg));
   });
   return g.finish({ dim: g.entryDim(rowsDim), per: 1 });
+}
+
+/** A query row's split `s`, column `c` of its partial result ([dv + 2]: the unnormalized row, its maximum, its sum of exponentials). */
+export type SplitPart = (s: number, c: K.Expr) => K.Expr;
+
+/**
+ * The merge of a query row's `splits` partial results: each split's weight exp(m_s - m) under the
+ * row's maximum m, and the row's sum of exponentials. A split with no keys has maximum -inf (the
+ * lowest float) or a large negative one, and weighs nothing.
+ */
+export function splitWeights(kb: K.KernelBuilder, part: SplitPart, splits: number, dv: number): { wts: K.Expr[]; l: K.Expr } {
+  let mx: K.Expr = part(0, K.i(dv));
+  for (let s = 1; s < splits; s++) mx = K.max(mx, part(s, K.i(dv)));
+  const m = kb.let("m", mx);
+  const wts = Array.from({ length: splits }, (_, s) => kb.let("w", K.exp(K.sub(part(s, K.i(dv)), m))));
+  const l = kb.let("l", wts.map((w, s) => K.mul(w, part(s, K.i(dv + 1)))).reduce((a, b) => K.add(a, b)));
+  return { wts, l };
+}
+
+/** Column c of the merged row (unrounded): the splits' sums by their weights, over the row's sum. */
+export function mergedColumn(part: SplitPart, wts: K.Expr[], l: K.Expr, c: K.Expr): K.Expr {
+  return K.div(wts.map((w, s) => K.mul(w, part(s, c))).reduce((a, b) => K.add(a, b)), l);
 }
 
 /**

@@ -25,7 +25,7 @@ import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
-import { attentionMergeKernel } from "./attention";
+import { attentionMergeKernel, mergedColumn, splitWeights } from "./attention";
 import { decodeAttentionTakes } from "../../../ir/target/kernel-forms";
 
 const WARPS = 4;
@@ -180,7 +180,7 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
         kb.store(scratch, add(base, i(d + 1)), wts.map((w, wi) => mul(w, kb.load(smL, add(mul(i(wi), i(rep)), hh)))).reduce((a, x) => add(a, x)));
       });
     }, i(DECODE_ATTENTION_THREADS));
-    if (mergeInLast) mergeInLastSplit(g, ops, { item, b, kvh, pos, S, qRow }, SPL, rep, d, scratch);
+    if (mergeInLast) mergeInLastSplit(g, ops, { item, b, kvh, pos, S, qRow }, { nh, rep }, SPL, d, scratch);
   });
   if (mergeInLast) return g.finish({ dim: g.entryDim(itemsDim).mul(SPL), per: 1 });
   const partial = g.finish({ dim: g.entryDim(itemsDim).mul(SPL), per: 1 });
@@ -193,7 +193,7 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
  * The item's last split to finish merges all of them (one launch where two were): every workgroup
  * fences its partial rows and counts itself in the item's counter; the one that counts last reads
  * the others' rows (written before their fences), merges them as the merge kernel does (attention.ts
- * attentionMergeKernel: the same sums in the same order) and sets the counter back to zero.
+ * splitWeights and mergedColumn: the same sums in the same order) and sets the counter back to zero.
  * Measured on the H200 against the merge kernel (bench/results/strong-2026-12-01f-h200.md, call 7):
  * exact against the interpreter and sanitizer-clean, but slower at Ling-mini's batch 1 (1.476, 1.461
  * against 1.442, 1.450 ms a step; the same at batch 32): one workgroup then merges an item's 32 splits
@@ -201,12 +201,12 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
  * So it is not the default: LINGC_DECODE_MERGE=last (GenLimits.mergeInLastSplit) selects it, for the
  * launch-count work (a persistent decode kernel would merge this way).
  */
-function mergeInLastSplit(g: Gen, ops: Op[], at: { item: Expr; b: Expr; kvh: Expr; pos: Expr; S: Expr; qRow: (hh: Expr) => Expr }, splits: number, rep: number, d: number, scratch: string): void {
+function mergeInLastSplit(g: Gen, ops: Op[], at: { item: Expr; b: Expr; kvh: Expr; pos: Expr; S: Expr; qRow: (hh: Expr) => Expr }, heads: { nh: number; rep: number }, splits: number, d: number, scratch: string): void {
   const kb = g.kb;
-  const { i, add, mul, div, mod, eq, sub, max } = K;
+  const { i, add, mul, div, mod, eq } = K;
+  const { nh, rep } = heads;
   const outValue = ops[ops.length - 1]!.results[0]!;
   const transposed = ops.some((o) => o.opName === "transpose");
-  const nh = rep * ops.find((o) => o.opName === "attention")!.operands[1]!.type.shape[1]!.value!;
   const W = d + 2;
   const counters = g.counters();
   const flag = kb.shared("last_split", "i32", 1);
@@ -226,16 +226,11 @@ function mergeInLastSplit(g: Gen, ops: Op[], at: { item: Expr; b: Expr; kvh: Exp
       const row = kb.let("mrow", at.qRow(hh));
       const base = kb.let("mbase", mul(row, i(splits * W)));
       const part = (s: number, col: Expr) => kb.load(scratch, add(base, add(i(s * W), col)));
-      let mx: Expr = part(0, i(d));
-      for (let s = 1; s < splits; s++) mx = max(mx, part(s, i(d)));
-      const m = kb.let("m", mx);
-      const wts = Array.from({ length: splits }, (_, s) => kb.let("w", K.exp(sub(part(s, i(d)), m))));
-      const l = kb.let("l", wts.map((w, s) => mul(w, part(s, i(d + 1)))).reduce((x, y) => add(x, y)));
-      const o = wts.map((w, s) => mul(w, part(s, c))).reduce((x, y) => add(x, y));
+      const { wts, l } = splitWeights(kb, part, splits, d);
       // [B, nh, S, d], or [B, S, nh, d] when the transpose is fused.
       const h = add(mul(at.kvh, i(rep)), hh);
       const outBase = transposed ? mul(add(mul(add(mul(at.b, at.S), at.pos), i(nh)), h), i(d)) : mul(row, i(d));
-      kb.store(g.buf(outValue), add(outBase, c), g.fit(K.div(o, l), outValue.type.dtype));
+      kb.store(g.buf(outValue), add(outBase, c), g.fit(mergedColumn(part, wts, l, c), outValue.type.dtype));
     }, i(DECODE_ATTENTION_THREADS));
   });
 }

@@ -34,34 +34,34 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
   };
 }
 
+/** The value of environment variable `name` (undefined where unset, empty, or there is no process: a browser). */
+function env(name: string): string | undefined {
+  const text = typeof process !== "undefined" ? process.env[name] : undefined;
+  return text === "" ? undefined : text;
+}
+
+/** A knob that takes one of `choices`, the first the default (unset); another value is refused by name. */
+function envChoice<T extends string>(name: string, choices: readonly T[]): T {
+  const text = env(name) ?? choices[0]!;
+  if (!(choices as readonly string[]).includes(text)) throw new LingcError(`${name} must be ${choices.map((c) => `'${c}'`).join(" or ")}, got '${text}'`);
+  return text as T;
+}
+
 /** LINGC_CUDA_WIDE_INDEX: unset (64-bit indices where a buffer is past 2^31 - 1 elements) or "all" (in every kernel). */
 function wideIndex(): true | "all" {
-  const text = typeof process !== "undefined" ? process.env["LINGC_CUDA_WIDE_INDEX"] : undefined;
-  if (text === undefined || text === "") return true;
-  if (text === "all") return "all";
-  throw new LingcError(`LINGC_CUDA_WIDE_INDEX must be 'all' or unset, got '${text}'`);
+  const text = env("LINGC_CUDA_WIDE_INDEX");
+  if (text !== undefined && text !== "all") throw new LingcError(`LINGC_CUDA_WIDE_INDEX must be 'all' or unset, got '${text}'`);
+  return text === "all" ? "all" : true;
 }
-
-/** LINGC_DECODE_MERGE: "kernel" (the default: a merge kernel after the key splits) or "last" (each item's last split merges). */
-function decodeMerge(): "kernel" | "last" {
-  const text = typeof process !== "undefined" ? process.env["LINGC_DECODE_MERGE"] : undefined;
-  if (text === undefined || text === "" || text === "kernel") return "kernel";
-  if (text === "last") return "last";
-  throw new LingcError(`LINGC_DECODE_MERGE must be 'kernel' or 'last', got '${text}'`);
-}
-
-/** LINGC_DECODE_SOFTMAX: "key" (the default: decode attention's online softmax a key at a time) or "chunk" (a warp's unrolled group of keys at once). */
-function decodeSoftmax(): "key" | "chunk" {
-  const text = typeof process !== "undefined" ? process.env["LINGC_DECODE_SOFTMAX"] : undefined;
-  if (text === undefined || text === "" || text === "key") return "key";
-  if (text === "chunk") return "chunk";
-  throw new LingcError(`LINGC_DECODE_SOFTMAX must be 'key' or 'chunk', got '${text}'`);
-}
+/** LINGC_DECODE_MERGE: "kernel" (a merge kernel after decode attention's key splits) or "last" (each item's last split merges). */
+const decodeMerge = () => envChoice("LINGC_DECODE_MERGE", ["kernel", "last"]);
+/** LINGC_DECODE_SOFTMAX: "key" (decode attention's online softmax a key at a time) or "chunk" (a warp's unrolled group of keys at once). */
+const decodeSoftmax = () => envChoice("LINGC_DECODE_SOFTMAX", ["key", "chunk"]);
 
 /** Two workgroups an SM, or LINGC_GEMV_WORKGROUPS (0: no K split; how device.sh gemvsplit measures the two). */
 function gemvWorkgroups(profile: CudaProfile): number {
-  const text = typeof process !== "undefined" ? process.env["LINGC_GEMV_WORKGROUPS"] : undefined;
-  if (text === undefined || text === "") return 2 * profile.smCount;
+  const text = env("LINGC_GEMV_WORKGROUPS");
+  if (text === undefined) return 2 * profile.smCount;
   const n = Number(text);
   if (!Number.isInteger(n) || n < 0) throw new LingcError(`LINGC_GEMV_WORKGROUPS must be a non-negative integer, got '${text}'`);
   return n;
@@ -74,7 +74,6 @@ function gemvWorkgroups(profile: CudaProfile): number {
  */
 function expertTiles(profile: CudaProfile): Record<string, TileShape> {
   const tiles = { ...profile.expertTiles };
-  const env = (name: string) => (typeof process !== "undefined" ? process.env[name] : undefined);
   for (const [dt, name] of [["f8e4m3fn", "LINGC_FP8_TILE"], ["bf16", "LINGC_BF16_TILE"]] as const) {
     const text = env(name);
     if (text) tiles[dt] = parseTile(text, name);

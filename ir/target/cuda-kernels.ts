@@ -14,7 +14,7 @@ import type { CudaProfile } from "./cuda";
 import { LingcError } from "../errors";
 import { isE4m3Blocks } from "../quant";
 import { attrsOf, getOp, OPS } from "../ops";
-import { ATTENTION_SPLIT_MAX_ROWS, DECODE_ATTENTION_FORMS, decodeAttentionTakes, routerWarpTakes } from "./kernel-forms";
+import { ATTENTION_SPLIT_MAX_ROWS, DECODE_ATTENTION_FORMS, decodeAttentionTakes, denseGemvElem, routerWarpTakes } from "./kernel-forms";
 
 /** What the runtime's kernels can take (they are the sizes the kernels were written for). */
 export const CUDA_KERNEL_LIMITS = {
@@ -163,10 +163,7 @@ function preferred(kind: string, all: DispatchChoice[], opts: SelectionOptions, 
 }
 
 /** Whether a step's linears are all bf16 or all f32 (no quantized layout): the generated GEMV's operands. */
-const plainLinears = (ops: readonly Op[]) => {
-  const vs = ops.filter((o) => o.opName === "linear").flatMap((o) => o.operands);
-  return vs.every((v) => ["bf16", "f32"].includes(v.type.dtype) && v.type.dtype === vs[0]!.type.dtype && !v.type.quant);
-};
+const plainLinears = (ops: readonly Op[]) => denseGemvElem(ops.filter((o) => o.opName === "linear").flatMap((o) => o.operands)) !== undefined;
 
 /**
  * One row of a dense linear (or a dense SwiGLU's two): the GEMV, generated from the kernel language

@@ -40,6 +40,19 @@ export function decodeAttentionTakes(q: Value, k: Value, v: Value): boolean {
   return d !== undefined && v.type.shape[3]!.value === d && [64, 128, 256].includes(d) && nh !== undefined && nkv !== undefined && nh % nkv === 0 && nh / nkv <= DECODE_ATTENTION_MAX_GROUP;
 }
 
+/**
+ * The element type of a dense GEMV's operands (the generated one-row form's: backends/kernels/gen/
+ * grouped-gemv.ts) where they are all bf16 or all f32 without a quantized layout, else undefined.
+ */
+export function denseGemvElem(vs: readonly Value[]): "bf16" | "f32" | undefined {
+  const dt = vs[0]?.type.dtype;
+  if ((dt !== "bf16" && dt !== "f32") || vs.some((v) => v.type.dtype !== dt || v.type.quant)) return undefined;
+  return dt;
+}
+
+/** A value's row width: its last dim (1 for a scalar or a [T, 1] column; 0 where not a number). */
+export const rowWidth = (v: Value) => (v.type.rank ? (v.type.shape[v.type.rank - 1]!.value ?? 0) : 1);
+
 /** Ops the warp router computes besides elementwise ones with a scalar formula. */
 const ROUTER_WARP_OPS = ["cast", "constant", "reduce_sum", "take_along", "group_topk"];
 
@@ -58,7 +71,6 @@ export function routerWarpTakes(ops: readonly Op[]): boolean {
   const lanes = E / a.groups / (E / 32);
   if (!Number.isInteger(lanes) || lanes < 1 || (lanes & (lanes - 1)) !== 0) return false;
   if (!ops.every((o) => ROUTER_WARP_OPS.includes(o.opName) || (hasTrait(o.opName, "elementwise") && getOp(o.opName)?.scalar))) return false;
-  const width = (v: Value) => (v.type.rank ? (v.type.shape[v.type.rank - 1]!.value ?? 0) : 1);
-  const fits = (v: Value) => [E, a.k, 1].includes(width(v));
+  const fits = (v: Value) => [E, a.k, 1].includes(rowWidth(v));
   return ops.every((o) => o.results.every(fits) && o.operands.every(fits));
 }

@@ -30,6 +30,7 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { expertOfRow } from "./experts";
+import { denseGemvElem } from "../../../ir/target/kernel-forms";
 import { applyEpilogue, groupedMatmuls } from "./grouped-gemm";
 
 const WARPS = 8;
@@ -61,12 +62,6 @@ interface GemvPlan {
 const bf16 = (v: Value) => v.type.dtype === "bf16" && !v.type.quant;
 /** Elements a lane reads per 16-byte load. */
 const laneElems = (elem: "bf16" | "f32") => (elem === "bf16" ? LOAD_BYTES / 2 : LOAD_BYTES / 4);
-/** The operands' common element type where the dense form takes it (bf16, or f32 without a quantized layout), else undefined. */
-function commonElem(vs: readonly Value[]): "bf16" | "f32" | undefined {
-  const dt = vs[0]!.type.dtype;
-  if ((dt !== "bf16" && dt !== "f32") || vs.some((v) => v.type.dtype !== dt || v.type.quant)) return undefined;
-  return dt;
-}
 
 function groupedPlan(ops: readonly Op[]): GemvPlan | undefined {
   const m = groupedMatmuls(ops);
@@ -85,7 +80,7 @@ function densePlan(ops: readonly Op[]): GemvPlan | undefined {
   const x = lins[0]!.operands[0]!;
   const shape = lins[0]!.operands[1]!.type.shape;
   if (shape.length !== 2 || shape.some((d) => d.value === undefined)) return undefined;
-  const elem = commonElem([x, ...lins.map((o) => o.operands[1]!)]);
+  const elem = denseGemvElem([x, ...lins.map((o) => o.operands[1]!)]);
   if (!elem || !lins.every((o) => o.operands[0] === x && o.operands[1]!.type.shape.every((d, j) => d.value === shape[j]!.value))) return undefined;
   const epilogue = ops.filter((o) => o.opName !== "linear");
   const known = new Set<Value>(lins.map((o) => o.results[0]!));

@@ -9,9 +9,9 @@
  * rank among the others read by xor shuffles, then k rounds of a warp arg-max, ties to the lower
  * index as torch.topk), take_along (source-lane shuffles) and reduce_sum.
  */
-import type { Op, Value } from "../../../ir/module";
+import type { Op } from "../../../ir/module";
 import { attrsOf, OPS } from "../../../ir/ops";
-import { routerWarpTakes } from "../../../ir/target/kernel-forms";
+import { routerWarpTakes, rowWidth } from "../../../ir/target/kernel-forms";
 import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Expr } from "../kir";
@@ -28,9 +28,6 @@ interface WarpRow {
   per: number;
   regs: Expr[];
 }
-
-/** The row width of a value: its last dim (1 for a scalar or a [T, 1] column). */
-const width = (v: Value) => (v.type.rank ? (v.type.shape[v.type.rank - 1]!.value ?? 0) : 1);
 
 /** Whether the warp form computes these ops (ir/target/kernel-forms.ts: routerWarpTakes, which the CUDA dispatch reads too) on a target with 32-lane warps. */
 export function coversRouterWarp(ops: readonly Op[], limits: GenLimits | undefined): boolean {
@@ -52,7 +49,7 @@ export function routerWarpKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const at = (row: WarpRow, r: number) => (row.n === 1 ? row.regs[0]! : row.regs[r]!);
   /** The op's result row, register r by fn. */
   const map = (op: Op, fn: (r: number) => Expr): WarpRow => {
-    const { n, per } = rowShape(width(op.results[0]!));
+    const { n, per } = rowShape(rowWidth(op.results[0]!));
     const regs = Array.from({ length: n === 1 ? 1 : per }, (_, r) => kb.let("v", g.fit(fn(r), op.results[0]!.type.dtype)));
     return { n, per, regs };
   };
@@ -61,7 +58,7 @@ export function routerWarpKernel(g: Gen, ops: Op[]): GeneratedKernel {
     walkRouter<WarpRow>(g, ops, tokensDim, "router (warp form)", {
       external(v) {
         // A per-token row [T, n] (or [T, 1]), or a vector shared by all tokens [n] (the bias).
-        const { n, per } = rowShape(width(v));
+        const { n, per } = rowShape(rowWidth(v));
         const perToken = v.type.rank === 2;
         const regs = Array.from({ length: n === 1 ? 1 : per }, (_, r) => {
           // Lanes past a short row read its last element (and never store it).
@@ -74,7 +71,7 @@ export function routerWarpKernel(g: Gen, ops: Op[]): GeneratedKernel {
       cast: (op, a) => map(op, (r) => at(a, r)),
       elementwise: (op, args) => map(op, (r) => opFormula(op, args.map((a) => at(a, r)))),
       reduceSum(op, a) {
-        if (width(op.results[0]!) !== 1) throw new LingcError("router (warp form): reduce_sum over a token's row only");
+        if (rowWidth(op.results[0]!) !== 1) throw new LingcError("router (warp form): reduce_sum over a token's row only");
         // Lanes past a short row hold copies of its last element: they add nothing.
         const own = a.n === 1 ? a.regs[0]! : a.n < 32 ? sel(lt(lane, i(a.n)), a.regs[0]!, K.f(0)) : a.regs.reduce((x, y) => add(x, y));
         return { n: 1, per: 1, regs: [kb.let("sum", a.n === 1 ? own : kb.warpSum(own))] };

@@ -26,6 +26,24 @@ from safetensors.numpy import load_file
 g = load_file('$G/golden.safetensors'); ids = g['greedy_ids']
 print('|'.join(' '.join(str(int(x)) for x in row[12:]) for row in ids))")
 
+# compute-sanitizer memcheck and racecheck on one run of a program: sanitized TAG EXE ARGS... (logs
+# $OUT/san-TAG-TOOL.txt; prints each tool's exit status, its first findings and its summary line).
+sanitized() {
+  local tag=$1; shift
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 "$@" > "$OUT/san-$tag-$tool.txt" 2>&1; echo "$tool exit $?"
+    grep -m3 -A3 "Invalid\|Race\|Hazard\|rror" "$OUT/san-$tag-$tool.txt" | grep -v "ERROR SUMMARY"; tail -1 "$OUT/san-$tag-$tool.txt"
+  done
+}
+
+# The router kernels against the interpreter (bench/cuda/router_check.py: Ling-mini's router on 37
+# tokens; the indices equal, the weights within 1e-4): router_check [--prefer ...]; its program is the
+# last one built.
+router_check() {
+  mkdir -p /tmp/rt && python3 bench/cuda/router_check.py make /tmp/rt || return 1
+  echo "== router vs interp $*"; $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda "$@" | tail -4
+}
+
 # Attention kernels against the interpreter (bench/cuda/attention_check.py MODE: its prefill or its
 # decode shapes, into DIR): CUDA with the preference ALT and with the default dispatch, each compared
 # within 1e-2 of the largest value, then compute-sanitizer memcheck and racecheck on the default's
@@ -40,9 +58,7 @@ attention_check() {
   echo "== $alt vs interp"; python3 bench/cuda/attention_check.py compare $dir/alt.safetensors $dir/interp.safetensors 0.01
   echo "== the default dispatch vs interp"; python3 bench/cuda/attention_check.py compare $dir/default.safetensors $dir/interp.safetensors 0.01
   local exe=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: the default's
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 $exe run --graph att --input $dir/x.safetensors --out $dir/s.safetensors > "$OUT/san-$tag-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-$tag-$tool.txt"
-  done
+  sanitized $tag $exe run --graph att --input $dir/x.safetensors --out $dir/s.safetensors
 }
 
 # The bf16 experts' tile program (the "grouped_gemm" kernel) on an uneven routing (bench/cuda/expert_check.py:
@@ -373,9 +389,7 @@ fp8)
   nvcc -O2 -std=c++17 -arch=sm_90a bench/cuda/fp8_gemm.cu -I$CUDA_LT/../include -L$CUDA_LT -lcublasLt -Xlinker -rpath=$CUDA_LT -o /tmp/fp8_gemm 2>&1 | grep error; /tmp/fp8_gemm check
   echo "== compute-sanitizer memcheck and racecheck: W8A8 forward"
   EXE=$(ls -td /tmp/lingc-cache/cuda/ling-small-fp8-*/lingc_model | head -1)
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $S --graph forward --input /tmp/ids8.safetensors --out /tmp/s8.safetensors > "$OUT/san-fp8-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-fp8-$tool.txt"
-  done
+  sanitized fp8 $EXE run --checkpoint $S --graph forward --input /tmp/ids8.safetensors --out /tmp/s8.safetensors
   ;;
 fp8experts)
   # The routed experts' FP8 tile program (backends/kernels/gen/grouped-gemm.ts) against the interpreter on
@@ -389,9 +403,7 @@ fp8experts)
   echo "== the same experts on the by-row GEMV (decode's kernel), forced"
   $L run /tmp/ex/e.lir --weights $S --backend cuda --passes "cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=fp8_expert:grouped_gemv_fp8}" --input /tmp/ex/e.safetensors --out /tmp/ex/gemv.safetensors && python3 bench/cuda/fp8_check.py compare /tmp/ex/gemv.safetensors /tmp/ex/interp.safetensors 1e-5
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $S --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san.safetensors > "$OUT/san-experts-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 -A3 "Invalid\|Race\|Hazard\|rror" "$OUT/san-experts-$tool.txt"; tail -1 "$OUT/san-experts-$tool.txt"
-  done
+  sanitized experts $EXE run --checkpoint $S --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san.safetensors
   python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
   echo "== W8A8 forward, ling-small-fp8"
   $L run $S --backend cuda --input /tmp/ids8.safetensors --out "$OUT/w8a8.safetensors" && python3 bench/cuda/fp8_check.py logits "$OUT/w8a8.safetensors" w8a8
@@ -456,9 +468,7 @@ tiles)
   experts_check || exit 1
   R="/tmp/ex/e.lir --weights /tmp/ex/w.safetensors --input /tmp/ex/e.safetensors"
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint /tmp/ex/w.safetensors --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san.safetensors > "$OUT/san-tiles-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 -A3 "Invalid\|Race\|Hazard\|rror" "$OUT/san-tiles-$tool.txt"; tail -1 "$OUT/san-tiles-$tool.txt"
-  done
+  sanitized tiles $EXE run --checkpoint /tmp/ex/w.safetensors --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san.safetensors
   echo "== ling-small (bf16) end to end: tile program (forced) vs expert_loop"
   python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
   $L run $Q --backend cuda $TILED --input /tmp/ids8.safetensors --out /tmp/ex/small-tiled.safetensors >/dev/null
@@ -585,9 +595,7 @@ gemvtile)
     $L run $R --backend cuda --out $D/gv.safetensors >/dev/null || exit 1
     echo "== T=$1 H=$2 F=$3: grouped_gemv vs interp"; python3 bench/cuda/expert_check.py compare $D/gv.safetensors $D/interp.safetensors 0.0156
     EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
-    for tool in memcheck racecheck; do
-      compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $D/w.safetensors --graph e --input $D/e.safetensors --out $D/s.safetensors > "$OUT/san-gv$1-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-gv$1-$tool.txt"
-    done
+    sanitized gv$1 $EXE run --checkpoint $D/w.safetensors --graph e --input $D/e.safetensors --out $D/s.safetensors
   done
   GOT=$($L generate $G --backend cuda --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
   echo "attention_split: got  $GOT"; echo "attention_split: want $WANT"; [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL"
@@ -639,12 +647,9 @@ routerwarp)
   RW="--prefer router:router_warp"
   ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --prefer router:router --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
   ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $RW --out /tmp/mini-rw >/dev/null && cd /tmp/mini-rw && make -j8 >/dev/null ) &
-  mkdir -p /tmp/rt && python3 bench/cuda/router_check.py make /tmp/rt || exit 1
-  $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda $RW | tail -4
+  router_check $RW || exit 1
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint /tmp/rt/w.safetensors --graph r --input /tmp/rt/x.safetensors --out /tmp/rt/s.safetensors > "$OUT/san-rw-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-rw-$tool.txt"
-  done
+  sanitized rw $EXE run --checkpoint /tmp/rt/w.safetensors --graph r --input /tmp/rt/x.safetensors --out /tmp/rt/s.safetensors
   wait
   for round in 1 2; do
     for m in mini mini-rw; do
@@ -672,11 +677,8 @@ gemvsplit)
   echo "== linear_gemv, K split, vs interp"; (cd bench/cuda && python3 gemv_check.py compare $D/split.safetensors $D/interp.safetensors)
   echo "== linear_gemv, no split, vs interp"; (cd bench/cuda && python3 gemv_check.py compare $D/ns.safetensors $D/interp.safetensors)
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 $EXE run --checkpoint $D/w.safetensors --graph g --input $D/x.safetensors --out $D/s.safetensors > "$OUT/san-gemv-$tool.txt" 2>&1; echo "$tool exit $?"; tail -1 "$OUT/san-gemv-$tool.txt"
-  done
-  mkdir -p /tmp/rt && python3 bench/cuda/router_check.py make /tmp/rt || exit 1
-  echo "== router (router_warp, the default) vs interp"; $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda | tail -3
+  sanitized gemv $EXE run --checkpoint $D/w.safetensors --graph g --input $D/x.safetensors --out $D/s.safetensors
+  router_check || exit 1
   GOT=$($L generate $G --backend cuda --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|')
   [ "$GOT" = "$WANT" ] && echo "golden greedy_ids PASS" || echo "golden greedy_ids FAIL: $GOT"
   S=tests/data/golden/ling-small
@@ -709,8 +711,7 @@ alt)
     m=mini-alt$((n + 1)); BUILDS+=($m)
     ( $(altL ${ALTS[$n]}) compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) &
   done
-  mkdir -p /tmp/rt && python3 bench/cuda/router_check.py make /tmp/rt || exit 1
-  echo "== router (router_warp, the default) vs interp"; $L compare /tmp/rt/r.lir --weights /tmp/rt/w.safetensors --input /tmp/rt/x.safetensors --backends interp,cuda | tail -4
+  router_check || exit 1
   if [ "${LINGC_ALT_CHECK:-0}" = default ]; then echo "=== the default build: decode attention"; attention_check make-decode /tmp/ad "" default; fi
   for n in "${!ALTS[@]}"; do
     A=$(altL ${ALTS[$n]})

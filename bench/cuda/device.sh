@@ -696,7 +696,7 @@ alt)
   # A/B of lingc builds (a constant changed: no knob for it in lingc): dist/lingc.mjs (mini) and each of
   # LINGC_ALT's (mini-alt1, mini-alt2, ...; carry them beside dist/lingc.mjs, which has the runtime sources:
   # e.g. LINGC_ALT="dist/lingc-alt1.mjs dist/lingc-alt2.mjs"; or env:VAR=VALUE, dist/lingc.mjs with a knob
-  # of the generated kernels set, e.g. LINGC_ALT="env:LINGC_DECODE_SOFTMAX=chunk"). LINGC_ALT_CHECK=1 first runs the decode
+  # of the generated kernels set, e.g. LINGC_ALT="env:LINGC_DECODE_SOFTMAX=key"). LINGC_ALT_CHECK=1 first runs the decode
   # attention shapes against the interpreter under each (attention_check make-decode, sanitized;
   # LINGC_ALT_CHECK=default: under the default build instead) and
   # LINGC_ALT_EXPERTS=1 the decode-sized expert modules (expert_check.py, T=1, 2, 32); always the warp router

@@ -312,7 +312,7 @@ describe("lingc compile --target cuda", () => {
     const bad = [
       ["LINGC_GEMV_WORKGROUPS", "many", "LINGC_GEMV_WORKGROUPS must be a non-negative integer, got 'many'"],
       ["LINGC_DECODE_MERGE", "first", "LINGC_DECODE_MERGE must be 'kernel' or 'last', got 'first'"],
-      ["LINGC_DECODE_SOFTMAX", "block", "LINGC_DECODE_SOFTMAX must be 'key' or 'chunk', got 'block'"],
+      ["LINGC_DECODE_SOFTMAX", "block", "LINGC_DECODE_SOFTMAX must be 'chunk' or 'key', got 'block'"],
       ["LINGC_CUDA_WIDE_INDEX", "1", "LINGC_CUDA_WIDE_INDEX must be 'all' or unset, got '1'"],
     ] as const;
     for (const [name, value, message] of bad) {

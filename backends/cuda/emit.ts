@@ -13,7 +13,7 @@
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Dim } from "../../ir/dim";
+import { Dim, product } from "../../ir/dim";
 import { LingcError, formatPos } from "../../ir/errors";
 import { cachePairs, generationRole, type CachePair, type GenerationRole } from "../../ir/generation";
 import type { Module, Value } from "../../ir/module";
@@ -26,7 +26,7 @@ import { buildFrames, type FrameSchedule } from "../frames";
 import { predictPeak, storageLifetimes, type Lifetimes } from "../frames-memory";
 import { capacitySlotOf, scaleSlotOfValue, storageSlot, type Step } from "../schedule";
 import { markKMajorScales } from "./scale-layout";
-import { generateStep, type GeneratedKernel, type GenLimits } from "../kernels/gen";
+import { generateStep, referenceTemplate, stepTemplate, TILE_TEMPLATES, type GeneratedKernel, type GenLimits } from "../kernels/gen";
 import { cudaGenLimits, cudaStorage } from "./gen-limits";
 import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
@@ -118,6 +118,10 @@ class FuncEmitter {
   readonly resident = new Set<number>();
   /** What each step allocates and frees (set by emit). */
   lifetimes: Lifetimes | undefined;
+  /** Steps whose tile program the program's selftest checks against a reference form (referenceCheck). */
+  checks = 0;
+  /** The label of the step being lowered. */
+  private label = "";
   /** What the kernel generators may use on this GPU (made once per function, not per kernel). */
   private readonly limits: GenLimits;
 
@@ -180,6 +184,7 @@ class FuncEmitter {
       this.labels.push(label);
       out.push(`  // [${idx}] ${label}`);
       out.push(`  c.mark(fr.label + ${idx});`);
+      this.label = label;
       out.push(...this.lower(step, n).map((l) => `  ${l}`));
     });
     // Storage this function owns lives from the step that first writes it to the one that last
@@ -222,21 +227,57 @@ class FuncEmitter {
    * stream-ordered for the step and given back after it).
    */
   generated(step: Step, n: number, template?: string): string {
-    const g = generateStep(step, this.fr, this.limits, `k${n}`, template);
+    const run = this.launches(step, generateStep(step, this.fr, this.limits, `k${n}`, template), "");
+    const check = this.referenceCheck(step, n, template);
+    // One statement either way: a dispatch's branch (`if (...) <this> else if ...`) holds it.
+    return check ? `{ ${run} ${check} }` : run;
+  }
+
+  /** A generated kernel's launch and its chain's (GeneratedKernel.then), with the step's scratch; `into` puts results in other buffers. */
+  private launches(step: Step, g: GeneratedKernel, suffix: string, into?: ReadonlyMap<number, string>): string {
     const chain: GeneratedKernel[] = [];
     for (let k: GeneratedKernel | undefined = g; k; k = k.then) chain.push(k);
     const bytes = Math.max(0, ...chain.map((k) => (k.scratch ?? 0) * 4));
-    const launches = chain.map((k, j) => this.launch(step, k, j === 0 ? "" : "_then"));
+    const launches = chain.map((k, j) => this.launch(step, k, suffix + (j === 0 ? "" : "_then"), into));
     if (!bytes) return launches.join(" ");
     return `{ float* scratch_ = (float*)c.scratch_acquire(${bytes}); ${launches.join(" ")} c.scratch_release(scratch_); }`;
   }
 
-  /** One generated kernel's launch (its source added to the program's library). */
-  private launch(step: Step, g: GeneratedKernel, suffix: string): string {
+  /**
+   * A tile program's check, run by the program's `selftest` (the runtime's `c.checking()`; never
+   * while a CUDA graph is captured): the op table's direct form of the same step (referenceTemplate)
+   * computes its results again into buffers of their own, and the runtime compares the two. Steps
+   * that write in place (a cache grown, a result in an operand's storage) are not checked: the
+   * reference would read what the tile program wrote.
+   */
+  private referenceCheck(step: Step, n: number, template: string | undefined): string {
+    const tile = stepTemplate(step, this.limits, template);
+    const reference = referenceTemplate(step, this.limits);
+    if (!tile || !TILE_TEMPLATES.has(tile) || !reference) return "";
+    const read = new Set([...step.reads.values()].map((id) => storageSlot(this.fr, id)));
+    const outs = [...step.writes].map(([v, id]) => ({ v, id, st: storageSlot(this.fr, id) }));
+    if (outs.some((o) => read.has(o.st) || this.fr.slots[o.id]!.grows || this.fr.slots[o.st]!.roomAxis !== undefined)) return "";
+    this.checks++;
+    const into = new Map(outs.map((o, j) => [o.st, `r${j}_`]));
+    const count = (v: Value) => cppDim(product(v.type.shape).substitute(step.subst));
+    const what = cppString(`${this.label}: ${tile} against ${reference}`);
+    const ref = this.launches(step, generateStep(step, this.fr, this.limits, `k${n}r`, reference), "_ref", into);
+    return [
+      `if (c.checking()) {`,
+      ...outs.map((o, j) => `void* r${j}_ = c.check_begin(b + ${o.st}, ${count(o.v)});`),
+      ref,
+      ...outs.map((o, j) => `c.check_end(b + ${o.st}, r${j}_, ${count(o.v)}, ${what});`),
+      `}`,
+    ].join(" ");
+  }
+
+  /** One generated kernel's launch (its source added to the program's library); `into` maps a storage slot to the buffer its results go to instead. */
+  private launch(step: Step, g: GeneratedKernel, suffix: string, into?: ReadonlyMap<number, string>): string {
     const op = step.op;
     const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}${suffix}`);
+    const pointer = (slot: number) => into?.get(slot) ?? `c.ptr(b + ${slot})`;
     const args = [
-      ...g.kernel.buffers.map((b, j) => (g.slots[j] === SCRATCH_SLOT ? "scratch_" : g.slots[j] === COUNTERS_SLOT ? "c.counters()" : `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)c.ptr(b + ${g.slots[j]})`)),
+      ...g.kernel.buffers.map((b, j) => (g.slots[j] === SCRATCH_SLOT ? "scratch_" : g.slots[j] === COUNTERS_SLOT ? "c.counters()" : `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)${pointer(g.slots[j]!)}`)),
       ...g.uniforms.map((u) => `(int)${cppDim(u.dim)}`),
     ];
     // A kernel with more shared memory than a static declaration may hold opts in at its launch.
@@ -484,12 +525,14 @@ function modelSource(graphModules: readonly Module[], profile: CudaProfile, stag
   const decls: string[] = [];
   const funcs: string[] = [];
   const graphs: string[] = [];
+  let checks = 0;
   for (const m of graphModules) {
     refuseUnsupportedFp8(m);
     const { frames, funcNames, emitters } = emitGraph(m, library, profile);
     // Function definitions refer to their callees' FUNC_ objects: all are declared first.
     for (const n of funcNames.values()) decls.push(`extern const lingc::FuncDef FUNC_${n};`);
     for (const e of emitters) funcs.push(e.tables());
+    for (const e of emitters) checks += e.checks;
     graphs.push(graphTable(m, frames[frames.length - 1]!, funcNames.get(m.entry!.name)!));
   }
   const model = graphModules[0]!.attrs["model"] ?? graphModules[0]!.name;
@@ -507,6 +550,8 @@ function modelSource(graphModules: readonly Module[], profile: CudaProfile, stag
     `extern const int STAGE_INDEX = ${stage.index};`,
     `extern const int STAGE_COUNT = ${stage.count};`,
     `extern const char* const STAGE_CHAIN = ${cppString(stage.chain)};`,
+    // Steps whose tile program selftest checks against the op table's direct form (FuncEmitter.referenceCheck).
+    `extern const int CHECKED_STEPS = ${checks};`,
     ``,
   ];
   const tables = [

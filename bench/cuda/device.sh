@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -140,6 +140,19 @@ import json; p = '/tmp/theta/config.json'; c = json.load(open(p)); c['rope_theta
   "$EXE" selftest; echo "exit $?"
   echo "== the bf16 experts' tile program against the interpreter"
   experts_check
+  ;;
+selftest)
+  # Each build's selftest: the runtime's kernels against references, then its tile programs against the op
+  # table's direct forms of the same steps (random weights; prefill 1 x 333, decode at batch 1, 5, 40):
+  # ling-tiny (fp32), ling-small (bf16), ling-small-fp8, Ling-mini; memcheck and racecheck on ling-small's.
+  for m in $G tests/data/golden/ling-small tests/data/golden/ling-small-fp8 bench/cuda/ling-mini-2.0-no-mtp; do
+    D=/tmp/st-$(basename $m); ( $L compile $m --target cuda --out $D >/dev/null && cd $D && make -j16 >/dev/null ) &
+  done
+  wait
+  for m in $G tests/data/golden/ling-small tests/data/golden/ling-small-fp8 bench/cuda/ling-mini-2.0-no-mtp; do
+    echo "== $(basename $m) selftest"; /tmp/st-$(basename $m)/lingc_model selftest; echo "exit $?"
+  done
+  sanitized small-selftest /tmp/st-ling-small/lingc_model selftest
   ;;
 sanitize)
   EXE=$(ls -d /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)

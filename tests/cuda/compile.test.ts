@@ -209,9 +209,9 @@ describe("lingc compile --target cuda", () => {
       }
       expect(ks.filter((k) => k.includes("__shfl_xor_sync") && !k.includes("mma.sync")).length).toBeGreaterThan(0);
     }
-    expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) \{ const long n_ = [^}]*c\.launch\(k_swiglu_\d+/);
+    expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) \{ \{ const long n_ = [^}]*c\.launch\(k_swiglu_\d+/);
     // Up to 16 rows an FP8 linear is the warp GEMV (its first choice), then cuBLASLt's FP8 GEMM.
-    expect(src).toMatch(/if \(\(\(B\*S\)\) <= \(16L\)\) \{ const long n_ = [^}]*c\.launch\(k_linear_\d+/);
+    expect(src).toMatch(/if \(\(\(B\*S\)\) <= \(16L\)\) \{ \{ const long n_ = [^}]*c\.launch\(k_linear_\d+/);
     expect(kernels("k_linear").some((k) => k.includes("__shfl_xor_sync"))).toBe(true);
     // Activation scale grids read only by FP8 linears are stored K-block-major for cuBLASLt (no transpose at run time).
     const calls = src.match(/c\.gemm_fp8\([^;]*;/g) ?? [];
@@ -242,12 +242,12 @@ describe("lingc compile --target cuda", () => {
     // shared memory: stages x (bm + bn) rows of 128 bytes, then the tile finder's words in the next
     // 1024-byte-aligned block.
     const smem = tile.stages * (tile.bm + tile.bn) * 128 + 1024;
-    expect(src).toMatch(new RegExp(`else \\{ const long n_ = [^}]*c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, ${2 * tile.bm}, ${smem}`));
+    expect(src).toMatch(new RegExp(`else \\{ \\{ const long n_ = [^}]*c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, ${2 * tile.bm}, ${smem}`));
     // Decode's GEMVs are generated (16-byte loads, warp-shuffle sums). ling-small: 16 experts, 4 a
     // token: by row up to 4 rows (a workgroup per row and 32 of the 128 columns: four a warp), by
     // expert up to 64 (16 experts x 4 column tiles), the tile program beyond.
     expect(src).not.toMatch(/c\.expert_gemv\(|c\.gemv_swiglu\(/);
-    expect(src).toMatch(/ if \(\(\(4L\*B\*S\)\) <= \(4L\)\) \{ const long n_ = \(16L\*B\*S\);[^\n]*c\.launch\(k_swiglu_\d+,[^\n]*\n\s*else if \(\(\(4L\*B\*S\)\) <= \(64L\)\) \{ const long n_ = 64L;[^\n]*c\.launch\(k_swiglu_\d+,/);
+    expect(src).toMatch(/ if \(\(\(4L\*B\*S\)\) <= \(4L\)\) \{ \{ const long n_ = \(16L\*B\*S\);[^\n]*c\.launch\(k_swiglu_\d+,[^\n]*\n\s*else if \(\(\(4L\*B\*S\)\) <= \(64L\)\) \{ \{ const long n_ = 64L;[^\n]*c\.launch\(k_swiglu_\d+,/);
     const gemvs = [...kernelsNamed(src, "k_swiglu"), ...kernelsNamed(src, "k_grouped_linear")].filter((k) => k.includes("const uint4 "));
     // SwiGLU and down, each by row and by expert, in each graph (forward, decode).
     expect(gemvs.length).toBeGreaterThanOrEqual(4);
@@ -291,8 +291,9 @@ describe("lingc compile --target cuda", () => {
     // floats; up to 512 the form of 4 splits (512 x 4 x 66 floats); more, attn_decode.
     // A split form's branch: up to `rows` query rows, its scratch taken, the kernel (then its merge; or
     // merged in its last splits: with the runtime's counters, one launch), the scratch given back.
+    // The branch is one statement: the launches, then selftest's check against the plain attention kernel.
     const split = (rows: number, bytes: number, merged: boolean) =>
-      `\\(\\(\\(8L\\*B\\)\\) <= \\(${rows}L\\)\\) \\{ float\\* scratch_ = \\(float\\*\\)c\\.scratch_acquire\\(${bytes}\\); \\{[^\\n]*c\\.launch\\(k_attention_\\d+, [^\\n]*scratch_${merged ? "[^\\n]*c\\.counters\\(\\)[^\\n]*" : "[^\\n]*c\\.launch\\(k_attention_then_\\d+, [^\\n]*"}c\\.scratch_release\\(scratch_\\); \\}\\n\\s*`;
+      `\\(\\(\\(8L\\*B\\)\\) <= \\(${rows}L\\)\\) \\{ \\{ float\\* scratch_ = \\(float\\*\\)c\\.scratch_acquire\\(${bytes}\\); \\{[^\\n]*c\\.launch\\(k_attention_\\d+, [^\\n]*scratch_${merged ? "[^\\n]*c\\.counters\\(\\)[^\\n]*" : "[^\\n]*c\\.launch\\(k_attention_then_\\d+, [^\\n]*"}c\\.scratch_release\\(scratch_\\); \\} if \\(c\\.checking\\(\\)\\) \\{[^\\n]*against attention"\\); \\} \\}\\n\\s*`;
     expect(src).toMatch(new RegExp(`if ${split(64, 540672, false)}else if ${split(512, 540672, false)}else if [^\\n]*c\\.attn_decode\\(`));
     expect(kernelsNamed(src, "k_attention").filter((k) => k.includes("const uint4 "))).toHaveLength(2);
     const last = await cliEnv({ LINGC_DECODE_MERGE: "last" }, "compile", lir, "--target", "cuda", "--out", join(dir, "dec-last"));
@@ -465,8 +466,9 @@ describe("lingc compile --target cuda", () => {
     const kernels = src.split("// KERNEL\n").slice(1).map((k) => k.slice(0, k.indexOf("\n}\n") + 3));
     const wide = kernels.filter((k) => k.includes("const long long lid = (long long)threadIdx.x;"));
     const name = (k: string) => /void __launch_bounds__\(\d+\) (k_[a-z_]+?)_\d+\(/.exec(k)![1]!;
-    // The load-time quantize of the 256 x 2048 x 8192 stacks and the expert GEMMs that read them.
-    expect(new Set(wide.map(name))).toEqual(new Set(["k_quantize", "k_swiglu", "k_grouped_linear"]));
+    // The load-time quantize of the 256 x 2048 x 8192 stacks and the expert GEMMs that read them (and
+    // their reference forms, selftest's).
+    expect(new Set(wide.map(name))).toEqual(new Set(["k_quantize", "k_swiglu", "k_grouped_linear", "k_swiglu_ref", "k_grouped_linear_ref"]));
     for (const k of wide) expect(k).not.toMatch(/\bconst int \w+ =|\bfor \(int /);
     // The other kernels keep 32-bit integers.
     expect(kernels.length - wide.length).toBeGreaterThan(10);
@@ -493,6 +495,36 @@ describe("lingc compile --target cuda", () => {
     expect(src).toContain('{"past.3.key", "present.3.key", 2, ');
     await expectCompiles([join(dir, "draft"), "model.cu"]);
   }, 300_000);
+
+  it("each tile program's step carries selftest's check: the op table's direct form of the step into buffers of its own, compared by the runtime; in-place steps are not checked", async () => {
+    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "checks"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "checks", "model.cu"), "utf8");
+    const sites = [...src.matchAll(/if \(c\.checking\(\)\) \{ (.*?) c\.check_end\(b \+ (\d+), r0_, [^,]+, "([^"]*)"\); \}/g)];
+    expect(Number(/CHECKED_STEPS = (\d+);/.exec(src)![1])).toBe(sites.length);
+    const pairs = new Set(sites.map((m) => /: (\w+ against \w+)$/.exec(m[3]!)![1]));
+    expect([...pairs].sort()).toEqual([
+      "decode_attention against attention",
+      "decode_attention_wide against attention",
+      "flash_tile against attention",
+      "grouped_gemm against pointwise",
+      "grouped_gemv against pointwise",
+      "grouped_gemv_rows against pointwise",
+      "linear_gemv against pointwise",
+    ]);
+    for (const [, body, slot] of sites) {
+      // The reference writes the buffer check_begin gave it, never the step's own result.
+      expect(body).toContain(`void* r0_ = c.check_begin(b + ${slot}, `);
+      expect(body).toMatch(/\((__nv_bfloat16|float)\*\)r0_/);
+      expect(body).not.toMatch(new RegExp(`\\((__nv_bfloat16|float)\\*\\)c\\.ptr\\(b \\+ ${slot}\\)`));
+      expect(body).toMatch(/c\.launch\(k_\w+_ref_\d+, /);
+    }
+    // qk_norm_rope writes the KV cache in place: not checked (its reference would read what it wrote).
+    expect(sites.some((m) => m[3]!.includes("qk_norm_rope"))).toBe(false);
+    const tiny = await cli("compile", "ling-tiny", "--target", "cuda", "--out", join(dir, "checks-tiny"));
+    expect(tiny.code, tiny.stderr).toBe(0);
+    expect(readFileSync(join(dir, "checks-tiny", "model.cu"), "utf8")).toMatch(/: attention_split against attention"/);
+  }, 120_000);
 
   it("ling-tiny's train graph (forward, loss and the backward functions) compiles with nvcc, without warnings", async () => {
     const r = await cli("compile", "ling-tiny", "--graph", "train", "--target", "cuda", "--out", join(dir, "train"));

@@ -490,6 +490,14 @@ class Runtime {
   std::map<std::string, GemmPlan> plans;
   cublasLtMatrixTransformDesc_t scale_transpose = nullptr;  // gemm_fp8's activation-scale transpose
   bool profile = false;
+  // The selftest's check of the tile programs (Ctx::checking): on while it runs the model, and what
+  // each checked step's comparisons found, by label.
+  struct StepCheck {
+    long runs = 0, bad = 0;
+    double worst = 0, tolerance = 0;
+  };
+  bool check_steps = false;
+  std::map<std::string, StepCheck> step_checks;
   // run(): allocate each value's storage at its first write and free it after its last use (false:
   // every value of the graph allocated for the whole run, --eager-alloc).
   bool lazy_alloc = true;
@@ -1221,6 +1229,54 @@ void* Ctx::scratch_acquire(size_t bytes) {
 
 void Ctx::scratch_release(void* p) { CK(cudaFreeAsync(p, stream)); }
 
+bool Ctx::checking() const { return rt->check_steps; }
+
+void* Ctx::check_begin(int slot, long n) {
+  void* p = nullptr;
+  const size_t bytes = std::max<size_t>((size_t)n * dtype_bytes(dtype(slot)), 16);
+  CK(cudaMalloc(&p, bytes));
+  CK(cudaMemsetAsync(p, 0xff, bytes, stream));  // NaN in f32 and bf16
+  return p;
+}
+
+/** n elements of dtype dt at p on the device, as floats on the host (e4m3 and i32 by value). */
+static std::vector<float> host_floats(cudaStream_t stream, const void* p, int dt, long n) {
+  std::vector<unsigned char> raw((size_t)n * dtype_bytes(dt));
+  CK(cudaMemcpyAsync(raw.data(), p, raw.size(), cudaMemcpyDeviceToHost, stream));
+  CK(cudaStreamSynchronize(stream));
+  std::vector<float> out((size_t)n);
+  for (long i = 0; i < n; ++i) {
+    const unsigned char* e = raw.data() + (size_t)i * dtype_bytes(dt);
+    if (dt == DT_BF16) out[i] = __bfloat162float(*(const __nv_bfloat16*)e);
+    else if (dt == DT_F8) out[i] = (float)*(const __nv_fp8_e4m3*)e;
+    else if (dt == DT_I32) out[i] = (float)*(const int*)e;
+    else out[i] = *(const float*)e;
+  }
+  return out;
+}
+
+void Ctx::check_end(int slot, void* ref, long n, const char* what) {
+  const int dt = dtype(slot);
+  const std::vector<float> got = host_floats(stream, ptr(slot), dt, n), want = host_floats(stream, ref, dt, n);
+  CK(cudaFree(ref));
+  Runtime::StepCheck& c = rt->step_checks[what];
+  // Of the largest reference value: bf16 results may round a step apart (another summation order),
+  // f32 ones only by the order's own error; integers must be equal.
+  c.tolerance = dt == DT_BF16 ? 1.0 / 64 : dt == DT_F32 ? 1e-4 : dt == DT_F8 ? 1.0 / 8 : 0;
+  double worst = 0, biggest = 0;
+  for (long i = 0; i < n; ++i) {
+    if (!std::isfinite(want[i])) {
+      // The reference's own non-finite values must be the tile program's too (a NaN left by check_begin is not).
+      c.bad += !(std::isinf(want[i]) && got[i] == want[i]);
+      continue;
+    }
+    worst = std::max(worst, std::isfinite(got[i]) ? std::fabs((double)got[i] - want[i]) : INFINITY);
+    biggest = std::max(biggest, (double)std::fabs(want[i]));
+  }
+  c.runs += 1;
+  c.worst = std::max(c.worst, biggest > 0 ? worst / biggest : worst > 0 ? INFINITY : 0);
+}
+
 void Ctx::launched(const char* kernel) {
   if (launch_status != cudaSuccess) fail("kernel %s did not launch: %s", kernel, cudaGetErrorString(launch_status));
   check_launch(kernel);
@@ -1855,6 +1911,81 @@ static std::vector<long> bench_symbols(Runtime& rt, const Plan& p, const char* t
   return sym;
 }
 
+/**
+ * The decode graph's inputs at batch B: token ids, and the caches at P positions of random values,
+ * shaped and typed as the graph declares them, with room for the step's new position as generation
+ * holds them (the step grows them in place); their bytes added to *cache_bytes.
+ */
+static std::map<std::string, DevTensor> decode_inputs(Runtime& rt, long B, long P, long vocab, double* cache_bytes) {
+  const GenerationDef& gen = generation();
+  const Plan& dp = rt.plan(GRAPHS[gen.decode]->name);
+  std::map<std::string, DevTensor> in;
+  std::vector<int> ids((size_t)B);
+  for (long b = 0; b < B; ++b) ids[b] = (int)((b * 31 + 7) % vocab);
+  in[gen.decode_tokens] = upload_ids(rt, ids, B, 1);
+  const std::vector<long> sym = bench_symbols(rt, dp, gen.decode_tokens, B, 1, P);
+  std::vector<long> shape(8);
+  for (int c = 0; c < gen.ncache; ++c) {
+    for (int k = 0; k < dp.g->ninputs; ++k) {
+      if (std::strcmp(dp.g->inputs[k].name, gen.cache[c].input)) continue;
+      const int s = dp.input_slots[k];
+      dp.shape(s, sym, shape.data());
+      DevTensor t = random_tensor(rt, dp.slots[s].dtype, std::vector<long>(shape.begin(), shape.begin() + dp.slots[s].rank), 100 + c);
+      *cache_bytes += (double)t.numel() * dtype_bytes(t.dtype);
+      in[gen.cache[c].input] = rt.with_room(t, gen.cache[c].axis, P + 1);
+      rt.free_tensor(t);
+    }
+  }
+  return in;
+}
+
+/**
+ * selftest's check of this model's own tile programs (CHECKED_STEPS of them): random weights, a
+ * prefill of 1 x 333 tokens, then decode steps at batch 1, 5 and 40 over 333-position caches (the
+ * sizes take different kernels: the grouped GEMM or the GEMVs, decode attention's split forms);
+ * each checked step's results are computed again by the op table's direct form of the step and
+ * compared (Ctx::check_end). Odd sizes, so that tiles end part-filled.
+ */
+static int selftest_model(Runtime& rt) {
+  if (!CHECKED_STEPS) {
+    std::printf("selftest model: this build has no tile programs to check\n");
+    return 0;
+  }
+  if (GENERATION.prefill < 0) {
+    std::printf("selftest model: FAIL (this program declares no prefill and decode graphs to run its %d checked steps with)\n", CHECKED_STEPS);
+    return 1;
+  }
+  const GenerationDef& gen = generation();
+  rt.load(nullptr, 1234);
+  const long vocab = vocab_size(rt), P = 333;
+  rt.check_steps = true;
+  std::vector<int> ids((size_t)P);
+  for (long j = 0; j < P; ++j) ids[j] = (int)((j * 7919 + 13) % vocab);
+  DevTensor t = upload_ids(rt, ids, 1, P);
+  for (auto& kv : rt.run(GRAPHS[gen.prefill]->name, {{gen.prefill_tokens, t}}, false)) rt.free_tensor(kv.second);
+  rt.free_tensor(t);
+  for (const long B : {1L, 5L, 40L}) {
+    double bytes = 0;
+    std::map<std::string, DevTensor> in = decode_inputs(rt, B, P, vocab, &bytes);
+    for (auto& kv : rt.run(GRAPHS[gen.decode]->name, in, false)) rt.free_tensor(kv.second);
+    for (auto& kv : in) rt.free_tensor(kv.second);
+  }
+  rt.check_steps = false;
+  CK(cudaStreamSynchronize(rt.stream));
+  int failed = 0;
+  for (const auto& [what, c] : rt.step_checks) {
+    const bool ok = c.bad == 0 && c.worst <= c.tolerance;
+    failed += !ok;
+    std::printf("selftest step %s: %ld run(s), max error / max |reference| %.3e (tolerance %.1e)%s: %s\n", what.c_str(), c.runs, c.worst, c.tolerance,
+                c.bad ? (" and " + std::to_string(c.bad) + " element(s) not equal where the reference is not finite").c_str() : "", ok ? "PASS" : "FAIL");
+  }
+  if (rt.step_checks.empty()) {
+    std::printf("selftest model: FAIL (none of the %d checked steps ran at these sizes)\n", CHECKED_STEPS);
+    return 1;
+  }
+  return failed ? 1 : 0;
+}
+
 #include "lingc_pipeline.cuh"
 
 /**
@@ -1937,29 +2068,10 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
     rt.free_tensor(t);
   }
   std::printf("\n  ],\n  \"decode\": [");
-  const Plan& dp = rt.plan(decode_graph);
   for (size_t i = 0; i < decode.size(); ++i) {
     const long B = decode[i].first, P = decode[i].second;
-    std::map<std::string, DevTensor> in;
-    std::vector<int> ids((size_t)B);
-    for (long b = 0; b < B; ++b) ids[b] = (int)((b * 31 + 7) % vocab);
-    in[gen.decode_tokens] = upload_ids(rt, ids, B, 1);
-    // The cache inputs at P positions, shaped and typed as the decode graph declares them.
-    const std::vector<long> sym = bench_symbols(rt, dp, gen.decode_tokens, B, 1, P);
     double cache_bytes = 0;
-    std::vector<long> shape(8);
-    for (int c = 0; c < gen.ncache; ++c) {
-      for (int k = 0; k < dp.g->ninputs; ++k) {
-        if (std::strcmp(dp.g->inputs[k].name, gen.cache[c].input)) continue;
-        const int s = dp.input_slots[k];
-        dp.shape(s, sym, shape.data());
-        DevTensor t = random_tensor(rt, dp.slots[s].dtype, std::vector<long>(shape.begin(), shape.begin() + dp.slots[s].rank), 100 + c);
-        cache_bytes += (double)t.numel() * dtype_bytes(t.dtype);
-        // With room for the step's new position, as generation holds it: the step grows it in place.
-        in[gen.cache[c].input] = rt.with_room(t, gen.cache[c].axis, P + 1);
-        rt.free_tensor(t);
-      }
-    }
+    std::map<std::string, DevTensor> in = decode_inputs(rt, B, P, vocab, &cache_bytes);
     auto once = [&] {
       auto r = rt.run(decode_graph, in, false);
       for (auto& kv : r) rt.free_tensor(kv.second);
@@ -2177,7 +2289,8 @@ static const char* USAGE =
     "  run       --checkpoint DIR|FILE.safetensors --graph NAME --input IN.safetensors --out OUT.safetensors [--observe] [--profile]\n"
     "  generate  --checkpoint DIR --prompt '1,2,3;4,5' --max-new-tokens N [--logits-out F.safetensors] [--profile]\n"
     "            [--draft mtp [--draft-stats F]]: speculative decoding with the program's draft graph (the MTP layer); greedy, the same ids\n"
-    "  selftest  (the bf16 attention and grouped expert kernels against references; no checkpoint)\n"
+    "  selftest  (the runtime's bf16 attention and SwiGLU kernels against references; then, with random weights, the model's\n"
+    "            tile programs (attentions, grouped expert GEMM/GEMVs, dense GEMVs) against the op table's direct forms; no checkpoint)\n"
     "  bench     (--checkpoint DIR | --random-weights) [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--profile]\n"
     "            [--chunks N[,N...]]: also prefill in N chunks of the sequence through the decode graph (in flight across a pipeline's stages)\n"
     "  trainbench (--checkpoint DIR | --random-weights) [--graph train] [--shape 1x4096] [--repeats N]: step time and memory of a training graph\n"
@@ -2214,7 +2327,15 @@ int main(int argc, char** argv) {
   if (staged) pp.connect(rt);
   rt.profile = opt.count("profile") > 0;
   rt.lazy_alloc = opt.count("eager-alloc") == 0;
-  if (cmd == "selftest") return selftest(rt);
+  if (cmd == "selftest") {
+    // The runtime's kernels against references, then (in a one-stage program) the model's own tile programs.
+    const int failed = selftest(rt);
+    if (STAGE_COUNT > 1) {
+      std::printf("selftest model: run in the one-stage program (a stage program holds part of the model)\n");
+      return failed;
+    }
+    return selftest_model(rt) | failed;
+  }
   Checkpoint ck;
   const bool random = opt.count("random-weights") > 0;
   if (!random) {

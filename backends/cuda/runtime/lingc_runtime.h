@@ -247,6 +247,14 @@ struct Ctx {
   // workgroup finishes the others' work counts them here and sets each it used back to zero.
   int* counters();
   void scratch_release(void* p);
+  // The selftest's check of the tile programs (model.cu's CHECKED_STEPS): while checking() holds, a
+  // checked step's reference form writes its results into buffers from check_begin (n elements of the
+  // slot's dtype, filled with NaN so that an element it leaves unwritten fails), and check_end
+  // compares them with the tile program's, recording the worst error under `what`. Synchronous:
+  // never on while a CUDA graph is captured.
+  bool checking() const;
+  void* check_begin(int slot, long n);
+  void check_end(int slot, void* ref, long n, const char* what);
   // The routines the plan's dispatches call (each runs the one kernel it names).
   // Y[M,N] = X[M,K] . W[N,K]^T with cuBLASLt, in the slots' dtype with fp32 accumulation.
   void gemm(int x, int w, int out, long M, long N, long K);
@@ -304,3 +312,5 @@ extern const double DECODE_WEIGHT_BYTES;
 extern const int STAGE_INDEX;
 extern const int STAGE_COUNT;
 extern const char* const STAGE_CHAIN;
+/** Steps whose tile program the selftest checks against the op table's direct form (0: none). */
+extern const int CHECKED_STEPS;

@@ -1,8 +1,8 @@
 // The runner's selftest command: the bf16 kernels that the fp32 golden checkpoint (head dim 16)
 // does not reach (decode attention, the dense SwiGLU's GEMV and GEMM paths) against plain reference
-// kernels. (The generated tile programs are checked against the interpreter on the GPU by
-// bench/cuda/device.sh tiles (the bf16 grouped expert GEMM) and flashtile (prefill attention), and
-// in CI by the kir simulator: tests/cuda/simulate.test.ts.)
+// kernels. The model's own generated tile programs are checked after these, against the op table's
+// direct forms of their steps (selftest_model in lingc_runtime.cu; the checks are in model.cu), and
+// in CI by the kir simulator (tests/cuda/simulate.test.ts).
 // A part of lingc_runtime.cu kept in its own file: lingc_runtime.cu includes it inside namespace
 // lingc (one translation unit), after the parts listed before it there. Not a standalone header.
 

@@ -245,6 +245,39 @@ export function templateForOp(op: Op): string | undefined {
   return TEMPLATES.find((t) => t.covers([op]))?.name;
 }
 
+/**
+ * The tile programs a CUDA build checks against the op table's direct forms when its `selftest`
+ * runs the model (referenceTemplate): the attentions, the grouped expert GEMMs and GEMVs, and the
+ * dense GEMVs.
+ */
+export const TILE_TEMPLATES: ReadonlySet<string> = new Set([
+  "flash_tile",
+  "attention_split",
+  ...DECODE_ATTENTION_FORMS.map((f) => f.name),
+  "grouped_gemm",
+  "grouped_gemm_fp8",
+  "grouped_gemv",
+  "grouped_gemv_rows",
+  "grouped_gemv_fp8",
+  "gemv_fp8",
+  "linear_gemv",
+]);
+
+/** The template generateStep compiles the step with: the named one, else the first that covers it. */
+export function stepTemplate(step: Step, limits: GenLimits, template?: string): string | undefined {
+  return template ?? TEMPLATES.find((x) => x.covers(step.ops, limits))?.name;
+}
+
+/**
+ * The op table's direct form of a step, where one covers it: attention's plain kernel (a workgroup
+ * per query row, the scores in workgroup memory) or a thread per output element (each dot product
+ * whole, in the op's own order). What a tile program is checked against.
+ */
+export function referenceTemplate(step: Step, limits: GenLimits): string | undefined {
+  if (limits.gpuForms) throw new LingcError("referenceTemplate: a target with gpuForms compiles attention in its blocked form, not the plain one");
+  return ["attention", "pointwise"].find((name) => TEMPLATES.find((x) => x.name === name)!.covers(step.ops, limits));
+}
+
 /** Names of the templates (a dispatch may name one to run a step with: generateStep's `template`). */
 export const TEMPLATE_NAMES: readonly string[] = TEMPLATES.map((t) => t.name);
 

@@ -227,8 +227,9 @@ class FuncEmitter {
    * stream-ordered for the step and given back after it).
    */
   generated(step: Step, n: number, template?: string): string {
-    const run = this.launches(step, generateStep(step, this.fr, this.limits, `k${n}`, template), "");
-    const check = this.referenceCheck(step, n, template);
+    const g = generateStep(step, this.fr, this.limits, `k${n}`, template);
+    const run = this.launches(step, g, "");
+    const check = this.referenceCheck(step, n, template, g.accuracy ?? 0);
     // One statement either way: a dispatch's branch (`if (...) <this> else if ...`) holds it.
     return check ? `{ ${run} ${check} }` : run;
   }
@@ -246,11 +247,12 @@ class FuncEmitter {
   /**
    * A tile program's check, run by the program's `selftest` (the runtime's `c.checking()`; never
    * while a CUDA graph is captured): the op table's direct form of the same step (referenceTemplate)
-   * computes its results again into buffers of their own, and the runtime compares the two. Steps
+   * computes its results again into buffers of their own, and the runtime compares the two (within
+   * the result dtype's rounding, or the tile program's `accuracy` where the hardware's is coarser). Steps
    * that write in place (a cache grown, a result in an operand's storage) are not checked: the
    * reference would read what the tile program wrote.
    */
-  private referenceCheck(step: Step, n: number, template: string | undefined): string {
+  private referenceCheck(step: Step, n: number, template: string | undefined, accuracy: number): string {
     const tile = stepTemplate(step, this.limits, template);
     const reference = referenceTemplate(step, this.limits);
     if (!tile || !TILE_TEMPLATES.has(tile) || !reference) return "";
@@ -266,7 +268,7 @@ class FuncEmitter {
       `if (c.checking()) {`,
       ...outs.map((o, j) => `void* r${j}_ = c.check_begin(b + ${o.st}, ${count(o.v)});`),
       ref,
-      ...outs.map((o, j) => `c.check_end(b + ${o.st}, r${j}_, ${count(o.v)}, ${what});`),
+      ...outs.map((o, j) => `c.check_end(b + ${o.st}, r${j}_, ${count(o.v)}, ${what}, ${literal(accuracy, "f32")});`),
       `}`,
     ].join(" ");
   }

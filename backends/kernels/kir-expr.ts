@@ -18,14 +18,15 @@ export type NarrowFloat = "bf16" | "f16" | "f8e4m3fn" | "f8e5m2";
  */
 export type MmaShape = "m16n8k32.e4m3" | "m16n8k16.bf16";
 /**
- * Hopper warpgroup MMAs (PTX wgmma.mma_async): D[64 x n] += A[64 x 16] B[16 x n] of bf16, f32
- * accumulators, both operands read from shared memory through matrix descriptors, K-major in the
+ * Hopper warpgroup MMAs (PTX wgmma.mma_async): D[64 x n] += A[64 x k] B[k x n] of bf16 (k 16) or
+ * e4m3 (k 32: the same 32 bytes of a row), f32 accumulators, both operands read from shared memory
+ * through matrix descriptors, K-major in the
  * 128-byte swizzle (rows of 64 elements, 16-byte chunk c of row r stored at chunk c ^ (r % 8), each
  * 8-row group 1024 bytes after the previous, the tile 1024-byte aligned). Per thread of the
  * warpgroup (warp w, g = lane / 4, t = lane % 4) the accumulators are n / 2 floats: for each 8-column
  * block j, row 16w + g columns 8j + 2t, 8j + 2t + 1, then row 16w + g + 8 (as mma m16n8's).
  */
-export type WgmmaShape = { m: 64; n: number; k: 16; ab: "bf16" };
+export type WgmmaShape = { m: 64; n: number; k: 16; ab: "bf16" } | { m: 64; n: number; k: 32; ab: "e4m3" };
 /** Target helpers a kernel may call by name (each renderer defines the ones it supports). */
 export type Helper = "pow2_ceil";
 

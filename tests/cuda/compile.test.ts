@@ -191,24 +191,40 @@ describe("lingc compile --target cuda", () => {
     await expectCompiles([join(dir, "tiny"), "model.cu"], [join(dir, "1t"), "model.cu"], [join(dir, "tiny"), "lingc_runtime.cu"]);
   }, 300_000);
 
-  it("FP8 (W8A8): the routed experts are the mma tile program, decode's projections the warp GEMV, and it compiles", async () => {
+  it("FP8 (W8A8): the routed experts are a warpgroup-MMA tile program (or, by tile, the exact mma.sync one), decode's projections the warp GEMV, and it compiles", async () => {
     const r = await cli("compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "fp8"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "fp8", "model.cu"), "utf8");
     const kernels = (name: string) => kernelsNamed(src, name);
     // SwiGLU experts (gate, up, silu, mul) and the down projection: each a tile program on the FP8
-    // tensor cores (async copies, ldmatrix, scales per 128-wide K slice) and a by-row warp GEMV,
-    // chosen by rows (the dispatch: up to a quarter of the 16 experts' count, the GEMV).
+    // tensor cores (the profile's tile: one warpgroup, four m64n128k32 MMAs a 128-code stage read
+    // from 128-byte-swizzled shared tiles by descriptor, each stage's sums scaled into the total) and
+    // a by-row warp GEMV, chosen by rows (the dispatch: up to a quarter of the 16 experts' count, the
+    // GEMV). selftest allows the FP8 MMA's rounding (1e-3 of the largest result) in their checks.
     for (const name of ["k_swiglu", "k_grouped_linear"]) {
       const ks = kernels(name);
-      const tiles = ks.filter((k) => k.includes("mma.sync"));
+      const tiles = ks.filter((k) => k.includes("wgmma.mma_async"));
+      expect(tiles.length).toBeGreaterThan(0);
+      for (const tile of tiles) {
+        expect(tile.match(/wgmma\.mma_async\.sync\.aligned\.m64n128k32\.f32\.e4m3\.e4m3 /g)?.length).toBe(4);
+        for (const piece of ["cp.async.cg.shared.global", "fence.proxy.async.shared::cta", "wgmma.wait_group.sync.aligned"]) expect(tile).toContain(piece);
+      }
+      expect(ks.filter((k) => k.includes("__shfl_xor_sync") && !k.includes("wgmma")).length).toBeGreaterThan(0);
+    }
+    expect(src).toMatch(/: grouped_gemm_fp8 against pointwise", 0\.001f\); \}/);
+    // The exact tile (mma.sync m16n8k32: its slices summed in fp32) by LINGC_FP8_TILE.
+    const exact = await cliEnv({ LINGC_FP8_TILE: "64,128,64,32,3" }, "compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "fp8-mma"));
+    expect(exact.code, exact.stderr).toBe(0);
+    const mmaSrc = readFileSync(join(dir, "fp8-mma", "model.cu"), "utf8");
+    for (const name of ["k_swiglu", "k_grouped_linear"]) {
+      const tiles = kernelsNamed(mmaSrc, name).filter((k) => k.includes("mma.sync"));
       expect(tiles.length).toBeGreaterThan(0);
       for (const tile of tiles) {
         expect(tile.match(/mma\.sync\.aligned\.m16n8k32\.row\.col\.f32\.e4m3\.e4m3\.f32/g)?.length).toBe(32);
         for (const piece of ["cp.async.cg.shared.global", "cp.async.wait_group", "ldmatrix.sync.aligned.m8n8.x4.shared.b16"]) expect(tile).toContain(piece);
       }
-      expect(ks.filter((k) => k.includes("__shfl_xor_sync") && !k.includes("mma.sync")).length).toBeGreaterThan(0);
     }
+    expect(mmaSrc).toMatch(/: grouped_gemm_fp8 against pointwise", 0\.0f\); \}/);
     expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) \{ \{ const long n_ = [^}]*c\.launch\(k_swiglu_\d+/);
     // Up to 16 rows an FP8 linear is the warp GEMV (its first choice), then cuBLASLt's FP8 GEMM.
     expect(src).toMatch(/if \(\(\(B\*S\)\) <= \(16L\)\) \{ \{ const long n_ = [^}]*c\.launch\(k_linear_\d+/);
@@ -217,7 +233,7 @@ describe("lingc compile --target cuda", () => {
     const calls = src.match(/c\.gemm_fp8\([^;]*;/g) ?? [];
     expect(calls.length).toBeGreaterThan(0);
     for (const c of calls) expect(c).toMatch(/^c\.gemm_fp8\(b \+ \d+, b \+ \d+, true, /);
-    await expectCompiles([join(dir, "fp8"), "model.cu"]);
+    await expectCompiles([join(dir, "fp8"), "model.cu"], [join(dir, "fp8-mma"), "model.cu"]);
   }, 300_000);
 
   it("bf16 (the profile's tile): the routed experts of many rows are Hopper warpgroup MMAs from 128-byte-swizzled shared tiles, through the token gather, and it compiles", async () => {
@@ -293,7 +309,7 @@ describe("lingc compile --target cuda", () => {
     // merged in its last splits: with the runtime's counters, one launch), the scratch given back.
     // The branch is one statement: the launches, then selftest's check against the plain attention kernel.
     const split = (rows: number, bytes: number, merged: boolean) =>
-      `\\(\\(\\(8L\\*B\\)\\) <= \\(${rows}L\\)\\) \\{ \\{ float\\* scratch_ = \\(float\\*\\)c\\.scratch_acquire\\(${bytes}\\); \\{[^\\n]*c\\.launch\\(k_attention_\\d+, [^\\n]*scratch_${merged ? "[^\\n]*c\\.counters\\(\\)[^\\n]*" : "[^\\n]*c\\.launch\\(k_attention_then_\\d+, [^\\n]*"}c\\.scratch_release\\(scratch_\\); \\} if \\(c\\.checking\\(\\)\\) \\{[^\\n]*against attention"\\); \\} \\}\\n\\s*`;
+      `\\(\\(\\(8L\\*B\\)\\) <= \\(${rows}L\\)\\) \\{ \\{ float\\* scratch_ = \\(float\\*\\)c\\.scratch_acquire\\(${bytes}\\); \\{[^\\n]*c\\.launch\\(k_attention_\\d+, [^\\n]*scratch_${merged ? "[^\\n]*c\\.counters\\(\\)[^\\n]*" : "[^\\n]*c\\.launch\\(k_attention_then_\\d+, [^\\n]*"}c\\.scratch_release\\(scratch_\\); \\} if \\(c\\.checking\\(\\)\\) \\{[^\\n]*against attention", 0\\.0f\\); \\} \\}\\n\\s*`;
     expect(src).toMatch(new RegExp(`if ${split(64, 540672, false)}else if ${split(512, 540672, false)}else if [^\\n]*c\\.attn_decode\\(`));
     expect(kernelsNamed(src, "k_attention").filter((k) => k.includes("const uint4 "))).toHaveLength(2);
     const last = await cliEnv({ LINGC_DECODE_MERGE: "last" }, "compile", lir, "--target", "cuda", "--out", join(dir, "dec-last"));
@@ -500,7 +516,7 @@ describe("lingc compile --target cuda", () => {
     const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "checks"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "checks", "model.cu"), "utf8");
-    const sites = [...src.matchAll(/if \(c\.checking\(\)\) \{ (.*?) c\.check_end\(b \+ (\d+), r0_, [^,]+, "([^"]*)"\); \}/g)];
+    const sites = [...src.matchAll(/if \(c\.checking\(\)\) \{ (.*?) c\.check_end\(b \+ (\d+), r0_, [^,]+, "([^"]*)", 0\.0f\); \}/g)];
     expect(Number(/CHECKED_STEPS = (\d+);/.exec(src)![1])).toBe(sites.length);
     const pairs = new Set(sites.map((m) => /: (\w+ against \w+)$/.exec(m[3]!)![1]));
     expect([...pairs].sort()).toEqual([

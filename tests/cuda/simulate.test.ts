@@ -276,7 +276,7 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(got, want)).toBeLessThan(2 ** -6);
   });
 
-  it("the FP8 grouped expert GEMM tile program (e4m3 mma.sync, the CUDA profile's FP8 tile) with the activations quantized per token", () => {
+  it("the FP8 grouped expert GEMM tile program (e4m3 mma.sync: the exact tile, 64,128,64,32,3; the profile's wgmma tile is checked on the GPU) with the activations quantized per token", () => {
     const [T, H, F, E, K] = [40, 128, 128, 6, 2];
     const text = expertModule("f32", [T, H, F, E, K]);
     const r = rng(33);
@@ -285,7 +285,8 @@ describe("CUDA tile programs in the kir simulator", () => {
     const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
     const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1) };
     const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=gate,up,down}";
-    const { got, want } = runGenerated(text, inputs, weights, LIMITS, fp8)["y"]!;
+    const tiles = { ...LIMITS.gemmTiles, f8e4m3fn: parseTile("64,128,64,32,3", "test tile") };
+    const { got, want } = runGenerated(text, inputs, weights, { ...LIMITS, gemmTiles: tiles }, fp8)["y"]!;
     expect(kernels.some((k) => JSON.stringify(k.kernel.body).includes("m16n8k32.e4m3"))).toBe(true);
     // The same e4m3 codes and scales as the interpreter; fp32 sums in another order.
     expect(relError(got, want)).toBeLessThan(1e-5);

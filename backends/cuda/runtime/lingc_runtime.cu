@@ -1255,14 +1255,14 @@ static std::vector<float> host_floats(cudaStream_t stream, const void* p, int dt
   return out;
 }
 
-void Ctx::check_end(int slot, void* ref, long n, const char* what) {
+void Ctx::check_end(int slot, void* ref, long n, const char* what, float accuracy) {
   const int dt = dtype(slot);
   const std::vector<float> got = host_floats(stream, ptr(slot), dt, n), want = host_floats(stream, ref, dt, n);
   CK(cudaFree(ref));
   Runtime::StepCheck& c = rt->step_checks[what];
   // Of the largest reference value: bf16 results may round a step apart (another summation order),
   // f32 ones only by the order's own error; integers must be equal.
-  c.tolerance = dt == DT_BF16 ? 1.0 / 64 : dt == DT_F32 ? 1e-4 : dt == DT_F8 ? 1.0 / 8 : 0;
+  c.tolerance = std::max<double>(accuracy, dt == DT_BF16 ? 1.0 / 64 : dt == DT_F32 ? 1e-4 : dt == DT_F8 ? 1.0 / 8 : 0);
   double worst = 0, biggest = 0;
   for (long i = 0; i < n; ++i) {
     if (!std::isfinite(want[i])) {

@@ -250,11 +250,12 @@ struct Ctx {
   // The selftest's check of the tile programs (model.cu's CHECKED_STEPS): while checking() holds, a
   // checked step's reference form writes its results into buffers from check_begin (n elements of the
   // slot's dtype, filled with NaN so that an element it leaves unwritten fails), and check_end
-  // compares them with the tile program's, recording the worst error under `what`. Synchronous:
+  // compares them with the tile program's, recording the worst error under `what` (allowed: the
+  // result dtype's rounding, or `accuracy` where the tile program's hardware sums coarser). Synchronous:
   // never on while a CUDA graph is captured.
   bool checking() const;
   void* check_begin(int slot, long n);
-  void check_end(int slot, void* ref, long n, const char* what);
+  void check_end(int slot, void* ref, long n, const char* what, float accuracy);
   // The routines the plan's dispatches call (each runs the one kernel it names).
   // Y[M,N] = X[M,K] . W[N,K]^T with cuBLASLt, in the slots' dtype with fp32 accumulation.
   void gemm(int x, int w, int out, long M, long N, long K);

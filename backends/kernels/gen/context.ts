@@ -27,6 +27,12 @@ export interface GeneratedKernel {
    */
   then?: GeneratedKernel;
   scratch?: number;
+  /**
+   * How far the kernel's results may be from exact fp32 sums of the same operands, relative to the
+   * largest result, by the hardware it runs on (not by its result dtype's rounding): Hopper's FP8
+   * warpgroup MMAs sum with fewer bits than fp32. Unset: fp32 sums. What selftest's checks allow.
+   */
+  accuracy?: number;
 }
 
 /** The slot number that stands for a step's scratch buffer in GeneratedKernel.slots (the target gives it a slot of its own). */

@@ -7,7 +7,12 @@
  * row), copied by 16-byte async copies into the 128-byte swizzle the MMAs' descriptors name (chunk c
  * of row r at chunk c ^ (r % 8)), `stages` deep; each stage is four k16 MMAs per warpgroup.
  *
- * Selected by a tile "wgmma,bm,bn,stages" (LINGC_BF16_TILE, or the profile's bf16 tile).
+ * e4m3 (W8A8) runs the same program with a stage of 128 codes per row (one 128-byte swizzle row is
+ * one 128-wide scale block of K) and four k32 MMAs a stage into a second accumulator, which is then
+ * scaled by (the row's activation scale x the block's weight scale) into the total, as the mma.sync
+ * program (grouped-gemm.ts) and DeepGEMM do; accumulators bn floats a thread in all.
+ *
+ * Selected by a tile "wgmma,bm,bn,stages" (LINGC_BF16_TILE / LINGC_FP8_TILE, or the profile's tile).
  *
  * The H200 profile's bf16 tile (wgmma,128,256,4): checked against the interpreter, memcheck and
  * racecheck, and timed against the mma.sync tiles by `bash bench/cuda/device.sh tiles`
@@ -20,21 +25,26 @@ import { attrsOf, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
-import { applyEpilogue, copyRows, gemmTile, gemmTileThreads, groupedGemmPlan, workgroupTile } from "./grouped-gemm";
+import { applyEpilogue, copyRows, gemmTile, gemmTileThreads, groupedGemmPlan, workgroupTile, type GemmElem } from "./grouped-gemm";
 
-/** K elements per stage: one 128-byte swizzle row of bf16. */
-const BK = 64;
-/** 32-bit words of a tile row in shared memory. */
-const ROW_WORDS = BK / 2;
+/** 32-bit words of a tile row in shared memory: one 128-byte swizzle row a stage. */
+const ROW_WORDS = 32;
+/** Bytes of an element, and K of one MMA (32 bytes of a row either way). */
+const ELEM: Record<GemmElem, { bytes: number; mmaK: 16 | 32 }> = { bf16: { bytes: 2, mmaK: 16 }, e4m3: { bytes: 1, mmaK: 32 } };
 
-export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
-  const plan = groupedGemmPlan(ops, g.limits, "bf16")!;
-  const tile = gemmTile(g.limits, "bf16");
+export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmElem = "bf16"): GeneratedKernel {
+  const plan = groupedGemmPlan(ops, g.limits, elem)!;
+  const tile = gemmTile(g.limits, elem);
   const kb = g.kb;
   const { gate, up, permute, epilogue } = plan;
   const [x, w, offsets] = gate.operands as [Value, Value, Value];
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
-  const what = "grouped bf16 GEMM (wgmma)";
+  const what = `grouped ${elem} GEMM (wgmma)`;
+  const scaled = elem === "e4m3";
+  const { bytes, mmaK } = ELEM[elem];
+  /** K elements per stage (one swizzle row), and of a 16-byte copy. */
+  const BK = 128 / bytes;
+  const CE = 16 / bytes;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`${what}: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
   const { bm: BM, bn: BN, stages: STAGES } = tile;
   const T = gemmTileThreads(tile);
@@ -43,6 +53,8 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[]): GeneratedKer
   const room = Math.max(g.limits.maxWorkgroupBytes, g.limits.maxDynamicWorkgroupBytes ?? 0);
   if (smem > room) throw new LingcError(`${what}: a ${BM}x${BN} tile of ${STAGES} stages needs ${smem} bytes of shared memory, the target gives ${room}`);
   const [E, O, I] = w.type.shape.map((d) => d.value!) as [number, number, number];
+  // A scale block is one stage: its K must be whole blocks.
+  if (scaled && I % BK !== 0) throw new LingcError(`${what}: K = ${I} is not a multiple of the ${BK}-wide scale blocks`);
   const swiglu = up !== undefined;
   if (swiglu && BN % 16 !== 0) throw new LingcError(`${what}: a SwiGLU tile's ${BN} weight rows must split into two halves of 8-column blocks`);
   const colsPer = swiglu ? BN / 2 : BN;
@@ -51,10 +63,13 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[]): GeneratedKer
   const orderB = permute ? g.buf(permute.operands[1]!) : undefined;
   const k = permute ? attrsOf(OPS.moe_permute, permute).k : 1;
   const wb = [g.buf(w, true), ...(up ? [g.buf(up.operands[1]!, true)] : [])];
+  const wv = [w, ...(up ? [up.operands[1]!] : [])];
+  const xs = scaled ? g.scalesBuf(x) : undefined;
+  const wsb = scaled ? wv.map((v) => g.scalesBuf(v)) : [];
   const offb = g.buf(offsets);
   const ob = g.buf(out);
   const rowsDim = x.type.shape[0]!;
-  const { i, add, mul, div, mod, lt, ge, and } = K;
+  const { i, add, sub, mul, div, mod, lt, ge, and } = K;
 
   const { ct, e, row0 } = workgroupTile(g, offb, E, BM, colTiles);
   kb.if(ge(e, i(0)), () => {
@@ -76,7 +91,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[]): GeneratedKer
     const { aRows, bRows } = copyRows(kb, { lr, per, row0, rowEnd, orderB, k, e, ct, colsPer, O, I, BM, BN, wb });
     const partial = I % BK !== 0;
     const loadStage = (kt: Expr, st: Expr) => {
-      const kk = kb.let("kk", add(mul(kt, i(BK)), mul(lc, i(8))));
+      const kk = kb.let("kk", add(mul(kt, i(BK)), mul(lc, i(CE))));
       const kin = partial ? kb.let("kin", lt(kk, i(I))) : undefined;
       const valid = (ok: Expr) => (kin ? and(ok, kin) : ok);
       const at = (base: Expr) => (kin ? add(base, K.sel(kin, kk, i(0))) : add(base, kk));
@@ -87,8 +102,24 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[]): GeneratedKer
     };
 
     const acc = kb.array("acc", "f32", BN / 2);
-    kb.for("j", i(0), i(BN / 2), (j) => kb.store(acc, j, K.f(0)));
+    // Scaled: a stage's (a scale block's) products sum here first, then enter acc scaled.
+    const part = scaled ? kb.array("part", "f32", BN / 2) : acc;
+    kb.for("j", i(0), i(BN / 2), (j) => {
+      kb.store(acc, j, K.f(0));
+      if (part !== acc) kb.store(part, j, K.f(0));
+    });
     const wgi = kb.let("wgi", div(kb.lid, i(128)));
+    const lane = kb.let("lane", mod(kb.lid, i(32)));
+    const wq = kb.let("wq", mod(div(kb.lid, i(32)), i(4)));
+    const gr = kb.let("gr", div(lane, i(4)));
+    const tq = kb.let("tq", mod(lane, i(4)));
+    // Thread (warp wq of its warpgroup, g = lane / 4, t = lane % 4) holds rows 16 wq + g (+8) of its
+    // warpgroup's 64, columns 8j + 2t (+1) of each 8-column block j (SwiGLU: block j of the gate
+    // half pairs with block j + BN / 16 of the up half).
+    const rowOf = (hh: number) => add(row0, add(mul(wgi, i(64)), add(mul(wq, i(16)), add(gr, i(hh * 8)))));
+    const blocks = swiglu ? BN / 16 : BN / 8;
+    /** The output column of block j (of either half), pair c. */
+    const colOf = (j: number, c: number) => add(mul(ct, i(colsPer)), add(i((j % blocks) * 8 + c), mul(tq, i(2))));
     const nk = Math.ceil(I / BK);
     for (let p = 0; p < STAGES - 1; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
     kb.loop("kt", i(0), i(nk), (kt) => {
@@ -101,33 +132,45 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[]): GeneratedKer
       kb.if(lt(next, i(nk)), () => loadStage(next, mod(next, i(STAGES))), () => kb.copyCommit());
       const st = kb.let("st", mod(kt, i(STAGES)));
       kb.wgmmaFence();
-      // k16 slice ks starts 32 bytes (8 words) into each swizzled row.
-      for (let ks = 0; ks < BK / 16; ks++) {
+      // MMA slice ks starts 32 bytes (8 words) into each swizzled row (k16 of bf16, k32 of e4m3).
+      const shape = elem === "bf16" ? ({ m: 64, n: BN, k: 16, ab: "bf16" } as const) : ({ m: 64, n: BN, k: 32, ab: "e4m3" } as const);
+      for (let ks = 0; ks < BK / mmaK; ks++) {
         const a = add(add(aBase(st), mul(wgi, i(64 * ROW_WORDS))), i(ks * 8));
         const b = add(bBase(st), i(ks * 8));
-        kb.wgmma({ m: 64, n: BN, k: 16, ab: "bf16" }, acc, S, a, b);
+        kb.wgmma(shape, part, S, a, b);
       }
       kb.wgmmaCommit();
       kb.wgmmaWait(0);
+      if (!scaled) return;
+      // The stage was scale block kt of K: acc += part x (row's activation scale x column block's weight scale).
+      const sb: Expr[] = [];
+      for (let j = 0; j < BN / 8; j++) {
+        const which = swiglu && j >= blocks ? 1 : 0;
+        const col = K.min(colOf(j, 0), i(O - 1));
+        sb.push(kb.let("sb", kb.load(wsb[which]!, g.scaleIndex(wv[which]!, add(mul(add(mul(e, i(O)), col), i(I)), mul(kt, i(BK)))))));
+      }
+      for (let hh = 0; hh < 2; hh++) {
+        const row = kb.let("srow", rowOf(hh));
+        const sa = kb.let("sa", K.sel(lt(row, rowEnd), kb.load(xs!, g.scaleAt(x, K.min(row, sub(rowEnd, i(1))), kt)), K.f(0)));
+        for (let j = 0; j < BN / 8; j++)
+          for (let c = 0; c < 2; c++) {
+            const at = i(4 * j + 2 * hh + c);
+            kb.store(acc, at, add(kb.load(acc, at, "f32"), mul(kb.load(part, at, "f32"), mul(sa, sb[j]!))));
+            kb.store(part, at, K.f(0));
+          }
+      }
     });
     kb.copyWait(0);
 
-    // Epilogue: thread (warp w of its warpgroup, g = lane / 4, t = lane % 4) holds rows 16w + g (+8)
-    // of its warpgroup's 64, columns 8j + 2t (+1) of each 8-column block j (SwiGLU: block j of the
-    // gate half pairs with block j + BN / 16 of the up half).
-    const lane = kb.let("lane", mod(kb.lid, i(32)));
-    const wq = kb.let("wq", mod(div(kb.lid, i(32)), i(4)));
-    const gr = kb.let("gr", div(lane, i(4)));
-    const tq = kb.let("tq", mod(lane, i(4)));
-    const blocks = swiglu ? BN / 16 : BN / 8;
+    // Epilogue: acc by the layout above.
     const gateDt = gate.results[0]!.type.dtype;
     const upDt = up?.results[0]!.type.dtype;
     for (let hh = 0; hh < 2; hh++) {
-      const row = kb.let("orow", add(row0, add(mul(wgi, i(64)), add(mul(wq, i(16)), add(gr, i(hh * 8))))));
+      const row = kb.let("orow", rowOf(hh));
       kb.if(lt(row, rowEnd), () => {
         for (let j = 0; j < blocks; j++)
           for (let c = 0; c < 2; c++) {
-            const col = kb.let("ocol", add(mul(ct, i(colsPer)), add(i(j * 8 + c), mul(tq, i(2)))));
+            const col = kb.let("ocol", colOf(j, c));
             kb.if(lt(col, i(O)), () => {
               const at = 4 * j + 2 * hh + c;
               const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(kb.load(acc, i(at), "f32"), gateDt)]]);
@@ -138,5 +181,10 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[]): GeneratedKer
       });
     }
   });
-  return g.finish({ dim: g.entryDim(rowsDim.add(BM * (E + 1)).mul(colTiles)), per: BM });
+  const kernel = g.finish({ dim: g.entryDim(rowsDim.add(BM * (E + 1)).mul(colTiles)), per: BM });
+  // Hopper's FP8 MMA keeps about 14 bits of each 128-wide slice's sum (DeepSeek-V3 3.3.2): measured
+  // 3.1e-4 of the largest result on ling-small-fp8's SwiGLU experts (f32 results), where the mma.sync
+  // program is exact to 1e-7 (bench/results/fp8-wgmma-2026-12-01-h200.md); 1e-3 still tells a wrong
+  // scale (a block's scale is off by percents) from the MMA's rounding.
+  return scaled ? { ...kernel, accuracy: 1e-3 } : kernel;
 }

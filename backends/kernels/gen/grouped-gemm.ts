@@ -11,9 +11,10 @@
  * In 32-bit words both MMAs take the same fragments (A 16 rows x 8 words, B 8 rows x 8 words), so the
  * copies, shared layout and ldmatrix addressing are the same; only the elements per word differ.
  *
- * Tiles (the target's TileShape per element type; H200: e4m3 64 rows of one expert by 128 weight
- * rows, 4 warps of 64 x 32, 3 stages; bf16 takes Hopper's warpgroup MMAs instead,
- * grouped-gemm-wgmma.ts, unless LINGC_BF16_TILE names a warp tile here): SwiGLU tiles
+ * Tiles (the target's TileShape per element type; the H200's take Hopper's warpgroup MMAs instead,
+ * grouped-gemm-wgmma.ts, unless LINGC_BF16_TILE / LINGC_FP8_TILE names a warp tile here, such as
+ * e4m3's exact 64,128,64,32,3: 64 rows of one expert by 128 weight rows, 4 warps of 64 x 32, 3
+ * stages): SwiGLU tiles
  * hold the gate rows and the same columns' up rows, so the epilogue has both halves of each output. K runs in stages of 64 bytes per row, async 16-byte
  * copies into padded shared rows, fragments by ldmatrix. A workgroup finds its (expert, first row)
  * by a warp's prefix sum of the experts' tile counts, so nothing is padded, no tile table is built
@@ -260,7 +261,7 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): G
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
   const what = `grouped ${elem} GEMM`;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`${what}: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
-  if (tile.wgmma) throw new LingcError(`${what}: a wgmma tile is for bf16 (grouped-gemm-wgmma.ts); the ${elem} program takes warp tiles (bm,bn,wm,wn,stages)`);
+  if (tile.wgmma) throw new LingcError(`${what}: a wgmma tile is grouped-gemm-wgmma.ts's; this program takes warp tiles (bm,bn,wm,wn,stages)`);
   const { bm: BM, bn: BN, wm: WM, wn: WN, stages: STAGES } = tile;
   const T = gemmTileThreads(tile);
   if (kb.kernel.wg !== T) throw new LingcError(`${what}: a ${BM}x${BN} tile of ${WM}x${WN} warps needs ${T} threads, not ${kb.kernel.wg}`);

@@ -160,7 +160,10 @@ const TEMPLATES: readonly Template[] = [
     // The routed experts' FP8 matmuls (W8A8) on the tensor cores: a tile program (CUDA).
     name: "grouped_gemm_fp8",
     covers: (ops, limits) => limits !== undefined && coversGroupedGemm(ops, limits, "e4m3"),
-    generate: (gen, ops, limits) => groupedGemmKernel(gen(gemmTileThreads(gemmTile(limits, "e4m3"))), ops, "e4m3"),
+    generate(gen, ops, limits) {
+      const tile = gemmTile(limits, "e4m3");
+      return tile.wgmma ? groupedGemmWgmmaKernel(gen(gemmTileThreads(tile)), ops, "e4m3") : groupedGemmKernel(gen(gemmTileThreads(tile)), ops, "e4m3");
+    },
   },
   {
     // The same tile program on bf16 tensor cores (a bf16 prefill's experts, through the token gather).

@@ -31,6 +31,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     gemvWorkgroups: gemvWorkgroups(profile),
     mergeInLastSplit: decodeMerge() === "last",
     decodeSoftmaxChunk: decodeSoftmax() === "chunk",
+    wgmmaLateWait: wgmmaWait() === "late",
   };
 }
 
@@ -60,6 +61,9 @@ const decodeMerge = () => envChoice("LINGC_DECODE_MERGE", ["kernel", "last"]);
  * once: the default, measured faster on the H200) or "key" (a key at a time).
  */
 const decodeSoftmax = () => envChoice("LINGC_DECODE_SOFTMAX", ["chunk", "key"]);
+
+/** LINGC_WGMMA_WAIT: "late" (the bf16 wgmma expert GEMM waits for a stage's MMAs after the next stage's copies and loads; the default, measured faster) or "early" (at once). */
+const wgmmaWait = () => envChoice("LINGC_WGMMA_WAIT", ["late", "early"]);
 
 /** Two workgroups an SM, or LINGC_GEMV_WORKGROUPS (0: no K split; how device.sh gemvsplit measures the two). */
 function gemvWorkgroups(profile: CudaProfile): number {

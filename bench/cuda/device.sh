@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -159,6 +159,21 @@ selftest)
     echo "== $(basename $m) selftest"; /tmp/st-$(basename $m)/lingc_model selftest; echo "exit $?"
   done
   sanitized small-selftest /tmp/st-ling-small/lingc_model selftest
+  ;;
+wgmmawait)
+  # The wgmma expert GEMM's wait for a stage's MMAs (LINGC_WGMMA_WAIT): late (after the next stage's
+  # copies, barrier and loads: they overlap) or early (at once); bf16 and FP8 Ling-mini, selftest of the
+  # late builds (the expert GEMMs against the op table's direct forms), then prefill alternately, two rounds.
+  M=bench/cuda/ling-mini-2.0-no-mtp; F8="--quantize fp8 --activation-scheme dynamic --dtype bf16"
+  for v in late early; do
+    ( LINGC_WGMMA_WAIT=$v $L compile $M --target cuda --out /tmp/m-$v >/dev/null && cd /tmp/m-$v && make -j8 >/dev/null ) &
+    ( LINGC_WGMMA_WAIT=$v $L compile $M --target cuda $F8 --out /tmp/m8-$v >/dev/null && cd /tmp/m8-$v && make -j8 >/dev/null ) &
+  done
+  wait
+  for b in m-late m8-late; do echo "== $b selftest"; /tmp/$b/lingc_model selftest | grep -E "grouped_gemm|FAIL"; echo "exit ${PIPESTATUS[0]}"; done
+  for round in 1 2; do
+    for b in m-late m-early m8-late m8-early; do echo "== $b, round $round"; /tmp/$b/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
+  done
   ;;
 fp8quick)
   # The FP8 build's checks that fit one short call: ling-small-fp8's selftest (its tile programs, the

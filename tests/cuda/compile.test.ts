@@ -208,6 +208,8 @@ describe("lingc compile --target cuda", () => {
       for (const tile of tiles) {
         expect(tile.match(/wgmma\.mma_async\.sync\.aligned\.m64n128k32\.f32\.e4m3\.e4m3 /g)?.length).toBe(4);
         for (const piece of ["cp.async.cg.shared.global", "fence.proxy.async.shared::cta", "wgmma.wait_group.sync.aligned"]) expect(tile).toContain(piece);
+        // Waited for at once (a stage's sums are scaled before the next stage's MMAs).
+        expect(tile.match(/wgmma\.wait_group\.sync\.aligned/g)?.length).toBe(1);
       }
       expect(ks.filter((k) => k.includes("__shfl_xor_sync") && !k.includes("wgmma")).length).toBeGreaterThan(0);
     }
@@ -251,6 +253,9 @@ describe("lingc compile --target cuda", () => {
       for (const piece of ["wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", "fence.proxy.async.shared::cta", "extern __shared__ __align__(1024)", "cp.async.cg.shared.global"]) expect(tiles[0]).toContain(piece);
       // The swizzle: chunk lc ^ (row % 8).
       expect(tiles[0]).toMatch(/\(lc_\d+ \^ \(lr_\d+ % 8\)\)/);
+      // A stage's MMAs are waited for late (in the next iteration, after its copies and loads; the
+      // last stage's after the loop): two waits in the text.
+      expect(tiles[0]!.match(/wgmma\.wait_group\.sync\.aligned/g)?.length).toBe(2);
     }
     // SwiGLU reads its rows through the token gather (order[r] / k, ling-small's k = 4).
     expect(kernelsNamed(src, "k_swiglu").find((k) => k.includes("wgmma"))).toMatch(/\[\([^\]]*\)\] \/ 4\) \* 256\)/);
@@ -331,6 +336,7 @@ describe("lingc compile --target cuda", () => {
       ["LINGC_DECODE_MERGE", "first", "LINGC_DECODE_MERGE must be 'kernel' or 'last', got 'first'"],
       ["LINGC_DECODE_SOFTMAX", "block", "LINGC_DECODE_SOFTMAX must be 'chunk' or 'key', got 'block'"],
       ["LINGC_CUDA_WIDE_INDEX", "1", "LINGC_CUDA_WIDE_INDEX must be 'all' or unset, got '1'"],
+      ["LINGC_WGMMA_WAIT", "never", "LINGC_WGMMA_WAIT must be 'late' or 'early', got 'never'"],
     ] as const;
     for (const [name, value, message] of bad) {
       const out = join(dir, `knob-${name}`);

@@ -84,6 +84,11 @@ export interface GenLimits {
    * maximum and one correction a group) instead of a key at a time. Default: a key at a time.
    */
   decodeSoftmaxChunk?: boolean;
+  /**
+   * CUDA's bf16 wgmma expert GEMM: a stage's MMAs waited for in the next iteration, after its copies,
+   * barrier and loads (they overlap), instead of right after they are issued. Default: at once.
+   */
+  wgmmaLateWait?: boolean;
   /** Consecutive elements of a row a thread of a pointwise kernel computes (CUDA: POINTWISE_RUN; default 1). */
   pointwiseRun?: number;
 }

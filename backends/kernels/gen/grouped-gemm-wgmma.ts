@@ -121,28 +121,9 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     /** The output column of block j (of either half), pair c. */
     const colOf = (j: number, c: number) => add(mul(ct, i(colsPer)), add(i((j % blocks) * 8 + c), mul(tq, i(2))));
     const nk = Math.ceil(I / BK);
-    for (let p = 0; p < STAGES - 1; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
-    kb.loop("kt", i(0), i(nk), (kt) => {
-      kb.copyWait(STAGES - 2);
-      // The copies that landed are this thread's; the MMAs read them through the async proxy.
-      kb.fenceAsyncShared();
-      kb.barrier();
-      // The buffer the last iteration's MMAs read is free (they completed before its end).
-      const next = add(kt, i(STAGES - 1));
-      kb.if(lt(next, i(nk)), () => loadStage(next, mod(next, i(STAGES))), () => kb.copyCommit());
-      const st = kb.let("st", mod(kt, i(STAGES)));
-      kb.wgmmaFence();
-      // MMA slice ks starts 32 bytes (8 words) into each swizzled row (k16 of bf16, k32 of e4m3).
-      const shape = elem === "bf16" ? ({ m: 64, n: BN, k: 16, ab: "bf16" } as const) : ({ m: 64, n: BN, k: 32, ab: "e4m3" } as const);
-      for (let ks = 0; ks < BK / mmaK; ks++) {
-        const a = add(add(aBase(st), mul(wgi, i(64 * ROW_WORDS))), i(ks * 8));
-        const b = add(bBase(st), i(ks * 8));
-        kb.wgmma(shape, part, S, a, b);
-      }
-      kb.wgmmaCommit();
-      kb.wgmmaWait(0);
-      if (!scaled) return;
-      // The stage was scale block kt of K: acc += part x (row's activation scale x column block's weight scale).
+    // The stage's scale block kt is summed in part: acc += part x (row's activation scale x column
+    // block's weight scale), and part starts the next block at zero.
+    const promote = (kt: Expr) => {
       const sb: Expr[] = [];
       for (let j = 0; j < BN / 8; j++) {
         const which = swiglu && j >= blocks ? 1 : 0;
@@ -159,7 +140,49 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
             kb.store(part, at, K.f(0));
           }
       }
+    };
+    const shape = elem === "bf16" ? ({ m: 64, n: BN, k: 16, ab: "bf16" } as const) : ({ m: 64, n: BN, k: 32, ab: "e4m3" } as const);
+    const mmas = (st: Expr) => {
+      kb.wgmmaFence();
+      // MMA slice ks starts 32 bytes (8 words) into each swizzled row (k16 of bf16, k32 of e4m3).
+      for (let ks = 0; ks < BK / mmaK; ks++) kb.wgmma(shape, part, S, add(add(aBase(st), mul(wgi, i(64 * ROW_WORDS))), i(ks * 8)), add(bBase(st), i(ks * 8)));
+      kb.wgmmaCommit();
+    };
+    // Late wait (GenLimits.wgmmaLateWait, bf16): a stage's MMAs run on while the next iteration waits
+    // for its copies, meets the barrier and issues its loads; they are waited for only then. A load
+    // then goes S - 2 stages ahead, into the buffer of stage kt - 2, whose MMAs every warpgroup waited
+    // for before this iteration's barrier. Else (and always for e4m3, whose scaling of a stage's sums
+    // must come before the next stage's MMAs: measured slower late) each stage's MMAs are waited for
+    // at once and a load goes S - 1 stages ahead, into the buffer of the stage just computed. On the
+    // H200, Ling-mini prefill 1x8192: bf16 75.9-76.8 -> 73.7-73.9 ms late; FP8 83.6-83.7 early,
+    // 85.6-85.8 late (bench/results/wgmma-wait-2026-12-01-h200.md).
+    const late = !scaled && g.limits.wgmmaLateWait === true;
+    if (late && STAGES < 3) throw new LingcError(`${what}: overlapping a stage's MMAs with the next copies needs at least 3 stages, the tile has ${STAGES}`);
+    const ahead = late ? STAGES - 2 : STAGES - 1;
+    for (let p = 0; p < ahead; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
+    kb.loop("kt", i(0), i(nk), (kt) => {
+      kb.copyWait(ahead - 1);
+      // The copies that landed are this thread's; the MMAs read them through the async proxy.
+      kb.fenceAsyncShared();
+      kb.barrier();
+      const next = add(kt, i(ahead));
+      kb.if(lt(next, i(nk)), () => loadStage(next, mod(next, i(STAGES))), () => kb.copyCommit());
+      const st = kb.let("st", mod(kt, i(STAGES)));
+      if (late) {
+        // Stage kt - 1's MMAs (none before the first).
+        kb.wgmmaWait(0);
+        if (scaled) kb.if(K.gt(kt, i(0)), () => promote(sub(kt, i(1))));
+        mmas(st);
+      } else {
+        mmas(st);
+        kb.wgmmaWait(0);
+        if (scaled) promote(kt);
+      }
     });
+    if (late) {
+      kb.wgmmaWait(0);
+      if (scaled) promote(i(nk - 1));
+    }
     kb.copyWait(0);
 
     // Epilogue: acc by the layout above.

@@ -292,6 +292,24 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(got, want)).toBeLessThan(1e-5);
   });
 
+  it("an FP8 expert GEMM whose K is not whole 128-wide scale blocks takes the exact warp tile where the profile's is a warpgroup tile", () => {
+    // K = 192 (hidden and expert width): 1.5 scale blocks; the warpgroup program's stage is a block.
+    const [T, H, F, E, K] = [40, 192, 192, 6, 2];
+    expect(LIMITS.gemmTiles!["f8e4m3fn"]!.wgmma).toBe(true);
+    const text = expertModule("f32", [T, H, F, E, K]);
+    const r = rng(34);
+    const t = (shape: number[], scale = 1) => random("f32", r, shape, scale);
+    const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
+    const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
+    const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1) };
+    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=gate,up,down}";
+    const { got, want } = runGenerated(text, inputs, weights, LIMITS, fp8)["y"]!;
+    const bodies = kernels.map((k) => JSON.stringify(k.kernel.body));
+    expect(bodies.some((b) => b.includes("m16n8k32.e4m3"))).toBe(true);
+    expect(bodies.some((b) => b.includes('"wgmma"'))).toBe(false);
+    expect(relError(got, want)).toBeLessThan(1e-5);
+  });
+
   it.each([
     // By row (4 rows, at most a quarter of 16 experts); gate/up rows of 2 x 256 bf16 (1 KB: four
     // columns a warp), one 256-element step; down rows of 264 (a partial second step).

@@ -156,6 +156,22 @@ export function gemmTile(limits: GenLimits, elem: GemmElem): TileShape {
   return t;
 }
 
+/** The e4m3 warp tile that sums exactly (fp32 per 128-wide slice): the fastest mma.sync tile of the H200's sweep. */
+export const FP8_WARP_TILE: TileShape = { bm: 64, bn: 128, wm: 64, wn: 32, stages: 3 };
+
+/**
+ * The tile a step's grouped GEMM runs with: the target's, except that an e4m3 warpgroup tile (a
+ * stage is one 128-wide scale block) cannot take a K that is not whole blocks: such a step takes
+ * the warp tile, whose 64-code stages can.
+ */
+export function stepGemmTile(ops: readonly Op[], limits: GenLimits, elem: GemmElem): TileShape {
+  const tile = gemmTile(limits, elem);
+  if (elem !== "e4m3" || !tile.wgmma) return tile;
+  const m = groupedMatmuls(ops);
+  const whole = m !== undefined && [m.gate, ...(m.up ? [m.up] : [])].every((gl) => gl.operands[1]!.type.shape[2]!.value! % SLICE === 0);
+  return whole ? tile : FP8_WARP_TILE;
+}
+
 /**
  * Which tile a workgroup computes: workgroup = tile x colTiles + column tile, a tile being (expert,
  * BM of its rows). On a warp-synchronous target the first warp finds it: lane l counts the row tiles
@@ -251,10 +267,9 @@ export function copyRows(
   return { aRows, bRows };
 }
 
-export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem): GeneratedKernel {
+export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem, tile = gemmTile(g.limits, elem)): GeneratedKernel {
   const plan = groupedGemmPlan(ops, g.limits, elem)!;
   const info = ELEMS[elem];
-  const tile = gemmTile(g.limits, elem);
   const kb = g.kb;
   const { gate, up, permute, epilogue } = plan;
   const [x, w, offsets] = gate.operands as [Value, Value, Value];

@@ -15,7 +15,7 @@ import { cacheAppendKernel } from "./cache";
 import { quantizeKernel, quantizeOps, quantizeWorkgroup } from "./quant";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
 import { dispatchKernel, dispatchWorkgroup } from "./dispatch";
-import { coversGroupedGemm, gemmTile, gemmTileThreads, groupedGemmKernel } from "./grouped-gemm";
+import { coversGroupedGemm, gemmTile, gemmTileThreads, groupedGemmKernel, stepGemmTile } from "./grouped-gemm";
 import { groupedGemmWgmmaKernel } from "./grouped-gemm-wgmma";
 import { coversGroupedSimt, GROUPED_SIMT_THREADS, groupedSimtFew, groupedSimtKernel } from "./grouped-gemm-simt";
 import { coversFp8Gemv, coversGroupedFp8Gemv, fp8GemvKernel, GEMV_FP8_THREADS, groupedFp8GemvKernel } from "./gemv-fp8";
@@ -161,8 +161,8 @@ const TEMPLATES: readonly Template[] = [
     name: "grouped_gemm_fp8",
     covers: (ops, limits) => limits !== undefined && coversGroupedGemm(ops, limits, "e4m3"),
     generate(gen, ops, limits) {
-      const tile = gemmTile(limits, "e4m3");
-      return tile.wgmma ? groupedGemmWgmmaKernel(gen(gemmTileThreads(tile)), ops, "e4m3") : groupedGemmKernel(gen(gemmTileThreads(tile)), ops, "e4m3");
+      const tile = stepGemmTile(ops, limits, "e4m3");
+      return tile.wgmma ? groupedGemmWgmmaKernel(gen(gemmTileThreads(tile)), ops, "e4m3") : groupedGemmKernel(gen(gemmTileThreads(tile)), ops, "e4m3", tile);
     },
   },
   {

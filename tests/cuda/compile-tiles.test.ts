@@ -1,0 +1,258 @@
+/**
+ * The tile programs in the CUDA sources lingc emits (the grouped expert GEMMs on warpgroup and warp
+ * MMAs, flash and decode attention, the warp router): their instructions, tiles and dispatches, and
+ * that they compile with nvcc for sm_90a without a warning.
+ */
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { CUDA_SM90A } from "../../ir/target";
+import { cli } from "../support/cli";
+import { BF16_MMA, cliEnv, compileWithBf16Tile, expectCompiles, kernelsNamed, warpTiles } from "../support/cuda-compile";
+import { scratchDir, SMALL_DIR, SMALL_FP8_DIR } from "../support/paths";
+
+describe("lingc compile --target cuda: tile programs", () => {
+  const dir = scratchDir("lingc-cuda-tiles-");
+
+  it("FP8 (W8A8): the routed experts are a warpgroup-MMA tile program (or, by tile, the exact mma.sync one), decode's projections the warp GEMV, and it compiles", async () => {
+    const r = await cli("compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "fp8"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "fp8", "model.cu"), "utf8");
+    const kernels = (name: string) => kernelsNamed(src, name);
+    // SwiGLU experts (gate, up, silu, mul) and the down projection: each a tile program on the FP8
+    // tensor cores (the profile's tile: one warpgroup, four m64n128k32 MMAs a 128-code stage read
+    // from 128-byte-swizzled shared tiles by descriptor, each stage's sums scaled into the total) and
+    // a by-row warp GEMV, chosen by rows (the dispatch: up to a quarter of the 16 experts' count, the
+    // GEMV). selftest allows the FP8 MMA's rounding (1e-3 of the largest result) in their checks.
+    for (const name of ["k_swiglu", "k_grouped_linear"]) {
+      const ks = kernels(name);
+      const tiles = ks.filter((k) => k.includes("wgmma.mma_async"));
+      expect(tiles.length).toBeGreaterThan(0);
+      for (const tile of tiles) {
+        expect(tile.match(/wgmma\.mma_async\.sync\.aligned\.m64n128k32\.f32\.e4m3\.e4m3 /g)?.length).toBe(4);
+        for (const piece of ["cp.async.cg.shared.global", "fence.proxy.async.shared::cta", "wgmma.wait_group.sync.aligned"]) expect(tile).toContain(piece);
+        // Waited for at once (a stage's sums are scaled before the next stage's MMAs).
+        expect(tile.match(/wgmma\.wait_group\.sync\.aligned/g)?.length).toBe(1);
+      }
+      expect(ks.filter((k) => k.includes("__shfl_xor_sync") && !k.includes("wgmma")).length).toBeGreaterThan(0);
+    }
+    expect(src).toMatch(/: grouped_gemm_fp8 against pointwise", 0\.001f\); \}/);
+    // The exact tile (mma.sync m16n8k32: its slices summed in fp32) by LINGC_FP8_TILE.
+    const exact = await cliEnv({ LINGC_FP8_TILE: "64,128,64,32,3" }, "compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "fp8-mma"));
+    expect(exact.code, exact.stderr).toBe(0);
+    const mmaSrc = readFileSync(join(dir, "fp8-mma", "model.cu"), "utf8");
+    const mmaTiles: string[] = [];
+    for (const name of ["k_swiglu", "k_grouped_linear"]) {
+      const tiles = kernelsNamed(mmaSrc, name).filter((k) => k.includes("mma.sync"));
+      expect(tiles.length).toBeGreaterThan(0);
+      mmaTiles.push(...tiles);
+      for (const tile of tiles) {
+        expect(tile.match(/mma\.sync\.aligned\.m16n8k32\.row\.col\.f32\.e4m3\.e4m3\.f32/g)?.length).toBe(32);
+        for (const piece of ["cp.async.cg.shared.global", "cp.async.wait_group", "ldmatrix.sync.aligned.m8n8.x4.shared.b16"]) expect(tile).toContain(piece);
+      }
+    }
+    expect(mmaSrc).toMatch(/: grouped_gemm_fp8 against pointwise", 0\.0f\); \}/);
+    expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) \{ \{ const long n_ = [^}]*c\.launch\(k_swiglu_\d+/);
+    // Up to 16 rows an FP8 linear is the warp GEMV (its first choice), then cuBLASLt's FP8 GEMM.
+    expect(src).toMatch(/if \(\(\(B\*S\)\) <= \(16L\)\) \{ \{ const long n_ = [^}]*c\.launch\(k_linear_\d+/);
+    expect(kernels("k_linear").some((k) => k.includes("__shfl_xor_sync"))).toBe(true);
+    // Activation scale grids read only by FP8 linears are stored K-block-major for cuBLASLt (no transpose at run time).
+    const calls = src.match(/c\.gemm_fp8\([^;]*;/g) ?? [];
+    expect(calls.length).toBeGreaterThan(0);
+    for (const c of calls) expect(c).toMatch(/^c\.gemm_fp8\(b \+ \d+, b \+ \d+, true, /);
+    // The whole default program, and the exact tile's kernels alone (the rest is the same program).
+    writeFileSync(join(dir, "fp8-mma", "tiles.cu"), `#include "lingc_runtime.h"\n\n${mmaTiles.map((k) => `${k}\n}\n`).join("\n")}`);
+    await expectCompiles([join(dir, "fp8"), "model.cu"], [join(dir, "fp8-mma"), "tiles.cu"]);
+  }, 300_000);
+
+  it("bf16 (the profile's tile): the routed experts of many rows are Hopper warpgroup MMAs from 128-byte-swizzled shared tiles, through the token gather, and it compiles", async () => {
+    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "bf16"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "bf16", "model.cu"), "utf8");
+    const tile = CUDA_SM90A.expertTiles["bf16"]!;
+    expect(tile.wgmma).toBe(true);
+    for (const name of ["k_swiglu", "k_grouped_linear"]) {
+      const tiles = kernelsNamed(src, name).filter((k) => k.includes("wgmma"));
+      expect(tiles.length, name).toBe(1);
+      // Four k16 slices of a 64-element stage, each a 64 x bn warpgroup MMA (bm / 64 warpgroups of 128 threads).
+      expect(tiles[0]!.match(new RegExp(`wgmma\\.mma_async\\.sync\\.aligned\\.m64n${tile.bn}k16\\.f32\\.bf16\\.bf16`, "g"))?.length).toBe(4);
+      expect(tiles[0]).toContain(`__launch_bounds__(${2 * tile.bm})`);
+      for (const piece of ["wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", "fence.proxy.async.shared::cta", "extern __shared__ __align__(1024)", "cp.async.cg.shared.global"]) expect(tiles[0]).toContain(piece);
+      // The swizzle: chunk lc ^ (row % 8).
+      expect(tiles[0]).toMatch(/\(lc_\d+ \^ \(lr_\d+ % 8\)\)/);
+      // A stage's MMAs are waited for late (in the next iteration, after its copies and loads; the
+      // last stage's after the loop): two waits in the text.
+      expect(tiles[0]!.match(/wgmma\.wait_group\.sync\.aligned/g)?.length).toBe(2);
+    }
+    // SwiGLU reads its rows through the token gather (order[r] / k, ling-small's k = 4).
+    expect(kernelsNamed(src, "k_swiglu").find((k) => k.includes("wgmma"))).toMatch(/\[\([^\]]*\)\] \/ 4\) \* 256\)/);
+    // The dispatch: few rows the expert GEMV, many the tile program, launched with its dynamic
+    // shared memory: stages x (bm + bn) rows of 128 bytes, then the tile finder's words in the next
+    // 1024-byte-aligned block.
+    const smem = tile.stages * (tile.bm + tile.bn) * 128 + 1024;
+    expect(src).toMatch(new RegExp(`else \\{ \\{ const long n_ = [^}]*c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, ${2 * tile.bm}, ${smem}`));
+    // Decode's GEMVs are generated (16-byte loads, warp-shuffle sums). ling-small: 16 experts, 4 a
+    // token: by row up to 4 rows (a workgroup per row and 32 of the 128 columns: four a warp), by
+    // expert up to 64 (16 experts x 4 column tiles), the tile program beyond.
+    expect(src).not.toMatch(/c\.expert_gemv\(|c\.gemv_swiglu\(/);
+    expect(src).toMatch(/ if \(\(\(4L\*B\*S\)\) <= \(4L\)\) \{ \{ const long n_ = \(16L\*B\*S\);[^\n]*c\.launch\(k_swiglu_\d+,[^\n]*\n\s*else if \(\(\(4L\*B\*S\)\) <= \(64L\)\) \{ \{ const long n_ = 64L;[^\n]*c\.launch\(k_swiglu_\d+,/);
+    const gemvs = [...kernelsNamed(src, "k_swiglu"), ...kernelsNamed(src, "k_grouped_linear")].filter((k) => k.includes("const uint4 "));
+    // SwiGLU and down, each by row and by expert, in each graph (forward, decode).
+    expect(gemvs.length).toBeGreaterThanOrEqual(4);
+    for (const k of gemvs) expect(k).toContain("__shfl_xor_sync");
+    // The dense linears at one row too, the fp32 router gate's included (four f32 values a load).
+    expect(src).not.toMatch(/c\.gemv\(/);
+    const dense = kernelsNamed(src, "k_linear").filter((k) => k.includes("const uint4 "));
+    expect(dense.length).toBeGreaterThanOrEqual(2);
+    expect(dense.some((k) => k.includes("__uint_as_float(") && k.includes("const float* __restrict__"))).toBe(true);
+    // The dense MLP's and the shared expert's SwiGLU (two linears, silu, mul: one step): the
+    // generated GEMV at one row, two GEMMs and silu_mul beyond; in each graph's two layer kinds.
+    expect(src.match(/if \(\(\(B\*S\)\) == \(1L\)\) \{[^\n]*c\.launch\(k_\w+_\d+, [^\n]*\n\s*else c\.gemm_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, \(B\*S\), 640L, 256L\);/g)).toHaveLength(2);
+    await expectCompiles([join(dir, "bf16"), "model.cu"]);
+  }, 300_000);
+
+  it("decode attention is generated: bf16 by the GQA forms (a KV head's query heads together; 32 key splits up to 64 query rows, 4 up to 512), fp32 by the split form up to 64, each with its merge kernel launched after it through the step's scratch (stream-ordered), or with LINGC_DECODE_MERGE=last the GQA forms' merge in each item's last split (the runtime's counters); and it compiles", async () => {
+    const lir = join(dir, "dec.lir");
+    const text = (dt: string) => `module @att {
+  func @att(%q: ${dt}[B, 8, 1, 64], %k: ${dt}[B, 2, T, 64], %v: ${dt}[B, 2, T, 64]) -> (o: ${dt}[B, 8, 1, 64]) {
+    %o = attention(%q, %k, %v) {scale = 0.125, causal = true} : ${dt}[B, 8, 1, 64]
+    return %o
+  }
+}
+`;
+    writeFileSync(lir, text("bf16"));
+    writeFileSync(lir.replace(".lir", "32.lir"), text("f32"));
+    const r = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "dec"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "dec", "model.cu"), "utf8");
+    // Up to 64 query rows (8 a batch row here) the GQA form of 32 key splits, its scratch 64 rows x 32 splits x (64 + 2)
+    // floats; up to 512 the form of 4 splits (512 x 4 x 66 floats); more, attn_decode.
+    // A split form's branch: up to `rows` query rows, its scratch taken, the kernel (then its merge; or
+    // merged in its last splits: with the runtime's counters, one launch), the scratch given back.
+    // The branch is one statement: the launches, then selftest's check against the plain attention kernel.
+    const split = (rows: number, bytes: number, merged: boolean) =>
+      `\\(\\(\\(8L\\*B\\)\\) <= \\(${rows}L\\)\\) \\{ \\{ float\\* scratch_ = \\(float\\*\\)c\\.scratch_acquire\\(${bytes}\\); \\{[^\\n]*c\\.launch\\(k_attention_\\d+, [^\\n]*scratch_${merged ? "[^\\n]*c\\.counters\\(\\)[^\\n]*" : "[^\\n]*c\\.launch\\(k_attention_then_\\d+, [^\\n]*"}c\\.scratch_release\\(scratch_\\); \\} if \\(c\\.checking\\(\\)\\) \\{[^\\n]*against attention", 0\\.0f\\); \\} \\}\\n\\s*`;
+    expect(src).toMatch(new RegExp(`if ${split(64, 540672, false)}else if ${split(512, 540672, false)}else if [^\\n]*c\\.attn_decode\\(`));
+    expect(kernelsNamed(src, "k_attention").filter((k) => k.includes("const uint4 "))).toHaveLength(2);
+    const last = await cliEnv({ LINGC_DECODE_MERGE: "last" }, "compile", lir, "--target", "cuda", "--out", join(dir, "dec-last"));
+    expect(last.code, last.stderr).toBe(0);
+    const merged = readFileSync(join(dir, "dec-last", "model.cu"), "utf8");
+    expect(merged).toMatch(new RegExp(`if ${split(64, 540672, true)}else if ${split(512, 540672, true)}else if [^\\n]*c\\.attn_decode\\(`));
+    expect(merged).not.toContain("k_attention_then_");
+    expect(kernelsNamed(merged, "k_attention").filter((k) => k.includes("atomicAdd(&counters[") && k.includes("__threadfence();"))).toHaveLength(2);
+    // fp32 heads (the golden checkpoint's) take the split form, up to 64 rows (16 splits a row).
+    const r32 = await cli("compile", lir.replace(".lir", "32.lir"), "--target", "cuda", "--out", join(dir, "dec32"));
+    expect(r32.code, r32.stderr).toBe(0);
+    expect(readFileSync(join(dir, "dec32", "model.cu"), "utf8")).toMatch(new RegExp(`if ${split(64, 270336, false)}else if [^\\n]*c\\.attn_decode\\(`));
+    await expectCompiles([join(dir, "dec"), "model.cu"], [join(dir, "dec-last"), "model.cu"]);
+  }, 300_000);
+
+  it("the router a warp per token by default where it takes the step (scores in registers, source-lane shuffles, no barriers), and it compiles; --prefer router:router gives the workgroup router; router_warp refused by name where the experts are not a multiple of 32", async () => {
+    const lir = join(dir, "router.lir");
+    writeFileSync(
+      lir,
+      `module @r {
+  func @r(%x: f32[T, 256]) weights(@bias: f32[256]) -> (idx: i32[T, 8], w: f32[T, 8]) {
+    %s = sigmoid(%x) : f32[T, 256]
+    %b = add(%s, @bias) : f32[T, 256]
+    %idx = group_topk(%b) {k = 8, groups = 8, topk_groups = 4, group_score_topk = 2} : i32[T, 8]
+    %g = take_along(%s, %idx) : f32[T, 8]
+    %sum = reduce_sum(%g) {axes = [-1], keepdims = true} : f32[T, 1]
+    %w = div(%g, %sum) : f32[T, 8]
+    return %idx, %w
+  }
+}
+`,
+    );
+    const plain = await cli("compile", lir, "--target", "cuda", "--prefer", "router:router", "--out", join(dir, "router-wg"));
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(kernelsNamed(readFileSync(join(dir, "router-wg", "model.cu"), "utf8"), "k_router")[0]).toContain("__syncthreads");
+    const r = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "router"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "router", "model.cu"), "utf8");
+    const [k] = kernelsNamed(src, "k_router");
+    expect(k).toContain("__shfl_sync(0xffffffffu, ");
+    expect(k).not.toContain("__syncthreads");
+    // Four tokens a 128-thread workgroup.
+    expect(k).toMatch(/^__global__ void __launch_bounds__\(128\) k_router_\d+\(/);
+    await expectCompiles([join(dir, "router"), "model.cu"]);
+    const bad = await cli("compile", SMALL_DIR, "--target", "cuda", "--prefer", "router:router_warp", "--out", join(dir, "router-bad"));
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("kernel 'router_warp' cannot run this router step (its kernels: router)");
+  }, 300_000);
+
+  it("bf16 on warp MMAs (LINGC_BF16_TILE=bm,bn,wm,wn,stages): mma.sync tiles, dynamic shared memory past 48 KB, and it compiles", async () => {
+    const { src, tiles } = await warpTiles("128,128,64,64,3", join(dir, "mma"));
+    for (const tile of tiles) {
+      // A warp's mma.sync per stage: (64 / 16) x (64 / 8) fragments, two k16 steps of a 32-element stage.
+      expect(tile.match(BF16_MMA)?.length).toBe(4 * 8 * 2);
+      expect(tile).toContain("extern __shared__");
+    }
+    // 4 warps, 3 stages of (128 + 128) rows of 16 + 4 words, and 16 bytes of tile finder.
+    expect(src).toMatch(new RegExp(`c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, 128, ${4 * 3 * 256 * 20 + 16},`));
+    await expectCompiles([join(dir, "mma"), "model.cu"]);
+  }, 300_000);
+
+  it("a bf16 tile of 64-element K stages (bm,bn,wm,wn,stages,bk) doubles the MMAs per stage, and it compiles", async () => {
+    const { tiles } = await warpTiles("128,128,64,64,3,64", join(dir, "bk64"));
+    for (const tile of tiles) {
+      // (64 / 16) x (64 / 8) fragments, four k16 steps of a 64-element stage; shared rows of 32 + 4 words.
+      expect(tile.match(BF16_MMA)?.length).toBe(4 * 8 * 4);
+      expect(tile).toMatch(/\* 36\)/);
+    }
+    await expectCompiles([join(dir, "bk64"), "model.cu"]);
+  }, 300_000);
+
+  it("prefill attention is a tile program (flash_tile, the default past decode sizes): mma.sync on transposed V fragments, two query tiles a warp, two blocks a multiprocessor, and it compiles", async () => {
+    const lir = join(dir, "att.lir");
+    writeFileSync(
+      lir,
+      `module @att {
+  func @att(%q: bf16[B, 8, S, 128], %k: bf16[B, 2, S, 128], %v: bf16[B, 2, S, 128], %q2: bf16[B, 4, S, 64], %k2: bf16[B, 4, S, 64], %v2: bf16[B, 4, S, 64]) -> (a: bf16[B, 8, S, 128], b: bf16[B, S, 256]) {
+    %a = attention(%q, %k, %v) {scale = 0.08838834764831843, causal = true} : bf16[B, 8, S, 128]
+    %o = attention(%q2, %k2, %v2) {scale = 0.125, causal = false} : bf16[B, 4, S, 64]
+    %t = transpose(%o) {perm = [0, 2, 1, 3]} : bf16[B, S, 4, 64]
+    %b = reshape(%t) {shape = [B, S, 256]} : bf16[B, S, 256]
+    return %a, %b
+  }
+}
+`,
+    );
+    const r = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "att"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "att", "model.cu"), "utf8");
+    // The flash tiles (the split decode attention's two kernels for each attention aside).
+    const kernels = src.split('extern "C" __global__').slice(1).filter((k) => k.includes("mma.sync"));
+    expect(kernels).toHaveLength(2);
+    for (const [k, hd] of [
+      [kernels[0]!, 128],
+      [kernels[1]!, 64],
+    ] as const) {
+      expect(k).toMatch(/^ void __launch_bounds__\(128, 2\) k_attention_\d+\(/);
+      // Two 16-row query tiles a warp, 64-key tiles: (64 / 8) key tiles x (hd / 16) k steps for S,
+      // (hd / 8) dim tiles x 4 key steps for O, each fragment feeding both query tiles.
+      expect(k.match(BF16_MMA)?.length).toBe(2 * ((64 / 8) * (hd / 16) + (hd / 8) * 4));
+      expect(k.match(/ldmatrix\.sync\.aligned\.m8n8\.x4\.trans/g)?.length).toBe((hd / 16) * 4);
+      // Q's fragments from shared memory (both tiles) and K's, per k step.
+      expect(k.match(/ldmatrix\.sync\.aligned\.m8n8\.x4\.shared/g)?.length).toBe((hd / 16) * (2 + 4));
+      // The softmax's exponentials are exp2 (one instruction), none of expf.
+      expect(k).toMatch(/exp2f\(/);
+      expect(k).not.toMatch(/[^2]expf\(/);
+    }
+    // d 128: Q (128 rows) and 2 x 2 x 64 K/V rows of 68 words (past 48 KB: opted in, with the largest carveout).
+    expect(src).toMatch(/c\.prefer_shared\(\(const void\*\)k_attention_\d+\); c\.launch_smem\(k_attention_\d+, [^,]*, 128, 104448,/);
+    // Few queries (a decode step's) take the GQA decode forms (32 key splits, then 4; each with its
+    // scratch), then the runtime's decode kernel; the hand-written flash_attn is gone.
+    expect(src.match(/c\.scratch_acquire\(/g)?.length).toBe(4);
+    expect(src.match(/c\.attn_decode\(/g)?.length).toBe(2);
+    expect(src).not.toMatch(/flash_attn/);
+    await expectCompiles([join(dir, "att"), "model.cu"]);
+  }, 300_000);
+
+  it("a tile setting that is not a tile is refused by name", async () => {
+    const r = await compileWithBf16Tile("wgmma,96,256,4", SMALL_DIR, join(dir, "bad-tile"));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("LINGC_BF16_TILE 'wgmma,96,256,4': expected wgmma,bm,bn,stages (bm a multiple of 64");
+    expect(existsSync(join(dir, "bad-tile", "model.cu"))).toBe(false);
+  });
+});

@@ -3,7 +3,7 @@
  * set for a call, and finding the generated kernels in an emitted model.cu.
  */
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect } from "vitest";
 import { nvccStrictFlags } from "../../backends/cuda/emit";
@@ -77,4 +77,13 @@ export async function warpTiles(tile: string, out: string): Promise<{ src: strin
     return found[0]!;
   });
   return { src, tiles };
+}
+
+/**
+ * nvcc compiles these kernels of a model.cu alone (as kernelsNamed found them), in a file of their
+ * own in `dir`: for a variant whose host code is the default program's, compiled whole elsewhere.
+ */
+export async function expectKernelsCompile(dir: string, kernels: readonly string[]): Promise<void> {
+  writeFileSync(join(dir, "kernels.cu"), `#include "lingc_runtime.h"\n\n${kernels.map((k) => `${k}\n}\n`).join("\n")}`);
+  await expectCompiles([dir, "kernels.cu"]);
 }

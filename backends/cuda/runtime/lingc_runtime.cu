@@ -1952,8 +1952,9 @@ static int selftest_model(Runtime& rt) {
     return 0;
   }
   if (GENERATION.prefill < 0) {
-    std::printf("selftest model: FAIL (this program declares no prefill and decode graphs to run its %d checked steps with)\n", CHECKED_STEPS);
-    return 1;
+    // Inputs are made only for generation's graphs (token ids and caches); another graph's are unknown.
+    std::printf("selftest model: NOT RUN (this program has no prefill and decode graphs to run the model with, so its %d tile-program checks did not run; compile it with its generation graphs, the default)\n", CHECKED_STEPS);
+    return 0;
   }
   const GenerationDef& gen = generation();
   rt.load(nullptr, 1234);

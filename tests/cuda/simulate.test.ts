@@ -276,17 +276,21 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(got, want)).toBeLessThan(2 ** -6);
   });
 
-  it("the FP8 grouped expert GEMM tile program (e4m3 mma.sync: the exact tile, 64,128,64,32,3; the profile's wgmma tile is checked on the GPU) with the activations quantized per token", () => {
-    const [T, H, F, E, K] = [40, 128, 128, 6, 2];
-    const text = expertModule("f32", [T, H, F, E, K]);
-    const r = rng(33);
-    const t = (shape: number[], scale = 1) => random("f32", r, shape, scale);
+  /** Routed FP8 experts (W8A8, activations quantized per token) of [T, H, F, E, K] on the simulator and the interpreter. */
+  const fp8Experts = (shape: [number, number, number, number, number], seed: number, limits: GenLimits) => {
+    const [T, H, F, E, K] = shape;
+    const r = rng(seed);
+    const t = (dims: number[], scale = 1) => random("f32", r, dims, scale);
     const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
     const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
     const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1) };
     const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=gate,up,down}";
+    return runGenerated(expertModule("f32", shape), inputs, weights, limits, fp8)["y"]!;
+  };
+
+  it("the FP8 grouped expert GEMM tile program (e4m3 mma.sync: the exact tile, 64,128,64,32,3; the profile's wgmma tile is checked on the GPU) with the activations quantized per token", () => {
     const tiles = { ...LIMITS.gemmTiles, f8e4m3fn: parseTile("64,128,64,32,3", "test tile") };
-    const { got, want } = runGenerated(text, inputs, weights, { ...LIMITS, gemmTiles: tiles }, fp8)["y"]!;
+    const { got, want } = fp8Experts([40, 128, 128, 6, 2], 33, { ...LIMITS, gemmTiles: tiles });
     expect(kernels.some((k) => JSON.stringify(k.kernel.body).includes("m16n8k32.e4m3"))).toBe(true);
     // The same e4m3 codes and scales as the interpreter; fp32 sums in another order.
     expect(relError(got, want)).toBeLessThan(1e-5);
@@ -294,16 +298,8 @@ describe("CUDA tile programs in the kir simulator", () => {
 
   it("an FP8 expert GEMM whose K is not whole 128-wide scale blocks takes the exact warp tile where the profile's is a warpgroup tile", () => {
     // K = 192 (hidden and expert width): 1.5 scale blocks; the warpgroup program's stage is a block.
-    const [T, H, F, E, K] = [40, 192, 192, 6, 2];
     expect(LIMITS.gemmTiles!["f8e4m3fn"]!.wgmma).toBe(true);
-    const text = expertModule("f32", [T, H, F, E, K]);
-    const r = rng(34);
-    const t = (shape: number[], scale = 1) => random("f32", r, shape, scale);
-    const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
-    const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
-    const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1) };
-    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=gate,up,down}";
-    const { got, want } = runGenerated(text, inputs, weights, LIMITS, fp8)["y"]!;
+    const { got, want } = fp8Experts([40, 192, 192, 6, 2], 34, LIMITS);
     const bodies = kernels.map((k) => JSON.stringify(k.kernel.body));
     expect(bodies.some((b) => b.includes("m16n8k32.e4m3"))).toBe(true);
     expect(bodies.some((b) => b.includes('"wgmma"'))).toBe(false);

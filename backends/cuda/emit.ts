@@ -26,7 +26,7 @@ import { buildFrames, type FrameSchedule } from "../frames";
 import { predictPeak, storageLifetimes, type Lifetimes } from "../frames-memory";
 import { capacitySlotOf, scaleSlotOfValue, storageSlot, type Step } from "../schedule";
 import { markKMajorScales } from "./scale-layout";
-import { generateStep, referenceTemplate, stepTemplate, TILE_TEMPLATES, type GeneratedKernel, type GenLimits } from "../kernels/gen";
+import { generateStep, referenceTemplate, TILE_TEMPLATES, type GeneratedKernel, type GenLimits } from "../kernels/gen";
 import { cudaGenLimits, cudaStorage } from "./gen-limits";
 import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
@@ -229,7 +229,7 @@ class FuncEmitter {
   generated(step: Step, n: number, template?: string): string {
     const g = generateStep(step, this.fr, this.limits, `k${n}`, template);
     const run = this.launches(step, g, "");
-    const check = this.referenceCheck(step, n, template, g.accuracy ?? 0);
+    const check = this.referenceCheck(step, n, g);
     // One statement either way: a dispatch's branch (`if (...) <this> else if ...`) holds it.
     return check ? `{ ${run} ${check} }` : run;
   }
@@ -252,8 +252,8 @@ class FuncEmitter {
    * that write in place (a cache grown, a result in an operand's storage) are not checked: the
    * reference would read what the tile program wrote.
    */
-  private referenceCheck(step: Step, n: number, template: string | undefined, accuracy: number): string {
-    const tile = stepTemplate(step, this.limits, template);
+  private referenceCheck(step: Step, n: number, g: GeneratedKernel): string {
+    const tile = g.template;
     const reference = referenceTemplate(step, this.limits);
     if (!tile || !TILE_TEMPLATES.has(tile) || !reference) return "";
     const read = new Set([...step.reads.values()].map((id) => storageSlot(this.fr, id)));
@@ -268,7 +268,7 @@ class FuncEmitter {
       `if (c.checking()) {`,
       ...outs.map((o, j) => `void* r${j}_ = c.check_begin(b + ${o.st}, ${count(o.v)});`),
       ref,
-      ...outs.map((o, j) => `c.check_end(b + ${o.st}, r${j}_, ${count(o.v)}, ${what}, ${literal(accuracy, "f32")});`),
+      ...outs.map((o, j) => `c.check_end(b + ${o.st}, r${j}_, ${count(o.v)}, ${what}, ${literal(g.accuracy ?? 0, "f32")});`),
       `}`,
     ].join(" ");
   }

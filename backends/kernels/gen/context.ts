@@ -33,6 +33,8 @@ export interface GeneratedKernel {
    * warpgroup MMAs sum with fewer bits than fp32. Unset: fp32 sums. What selftest's checks allow.
    */
   accuracy?: number;
+  /** The kernel template that generated it (generateStep sets it). */
+  template?: string;
 }
 
 /** The slot number that stands for a step's scratch buffer in GeneratedKernel.slots (the target gives it a slot of its own). */

@@ -266,11 +266,6 @@ export const TILE_TEMPLATES: ReadonlySet<string> = new Set([
   "linear_gemv",
 ]);
 
-/** The template generateStep compiles the step with: the named one, else the first that covers it. */
-export function stepTemplate(step: Step, limits: GenLimits, template?: string): string | undefined {
-  return template ?? TEMPLATES.find((x) => x.covers(step.ops, limits))?.name;
-}
-
 /**
  * The op table's direct form of a step, where one covers it: attention's plain kernel (a workgroup
  * per query row, the scores in workgroup memory) or a thread per output element (each dot product
@@ -303,5 +298,5 @@ export function generateStep(step: Step, schedule: { slots: readonly Slot[] }, l
     const what = step.kernel ? `the kernel ${step.kernel.name} (${step.ops.map((o) => o.opName).join(", ")})` : `op '${step.op.opName}'`;
     throw new LingcError(`no GPU kernel template covers ${what} (in ${step.scope || "the graph"})`);
   }
-  return t.generate((wg) => new Gen(step, schedule, name, wg, limits), step.ops, limits);
+  return { ...t.generate((wg) => new Gen(step, schedule, name, wg, limits), step.ops, limits), template: t.name };
 }

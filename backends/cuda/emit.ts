@@ -10,9 +10,6 @@
  * every other kernel of the plan is generated from kir, and identical kernels are emitted once.
  * Steps that read only weights (such as the router weight's cast to fp32) run once at load.
  */
-import { readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { Dim, product } from "../../ir/dim";
 import { LingcError, formatPos } from "../../ir/errors";
 import { cachePairs, generationRole, type CachePair, type GenerationRole } from "../../ir/generation";
@@ -32,26 +29,7 @@ import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { dynamicSharedBytes, literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
-
-const HERE = dirname(fileURLToPath(import.meta.url));
-
-/** Where the runtime sources are: beside this file in the repo, or under dist/ in the bundle. */
-function runtimeDir(): string {
-  for (const d of [join(HERE, "runtime"), join(HERE, "../backends/cuda/runtime")]) {
-    try {
-      readFileSync(join(d, "lingc_runtime.h"));
-      return d;
-    } catch {
-      /* try the next */
-    }
-  }
-  throw new LingcError("the CUDA runtime sources (backends/cuda/runtime) are missing from this installation");
-}
-
-/** The runtime: lingc_runtime.cu includes the .cuh parts (one translation unit). */
-const RUNTIME_PARTS = ["lingc_nccl.h", "lingc_device.cuh", "lingc_experts.cuh", "lingc_attention.cuh", "lingc_misc.cuh", "lingc_selftest.cuh", "lingc_pipeline.cuh"];
-export const RUNTIME_FILES = ["lingc_blas.h", "lingc_runtime.h", "lingc_runtime.cu", ...RUNTIME_PARTS];
-
+import { LAUNCHER, makefile, runtimeSources } from "./build-files";
 
 const DTYPE_CODE: Record<BufferElem, number> = { f32: 0, bf16: 1, i32: 2, f8e4m3: 3 };
 const CPP_ELEM: Record<BufferElem, string> = { f32: "float", bf16: "__nv_bfloat16", i32: "int", f8e4m3: "__nv_fp8_e4m3" };
@@ -457,8 +435,7 @@ export function emitCuda(program: Program): CudaSources {
   if (!program.graphs.length) throw new LingcError("the CUDA emitter got a program with no graphs");
   const names = program.graphs.map((m) => m.name);
   if (new Set(names).size !== names.length) throw new LingcError(`the program has two graphs of the same name (${names.join(", ")})`);
-  const rt = runtimeDir();
-  const runtime = Object.fromEntries(RUNTIME_FILES.map((f) => [f, readFileSync(join(rt, f), "utf8")]));
+  const runtime = runtimeSources();
   const staged = program.graphs.filter(isStaged);
   if (!staged.length) return { files: { "model.cu": modelSource(program.graphs, profile, { index: 0, count: 1, chain: "" }), Makefile: makefile(profile, ["model"]), ...runtime } };
   // One program per stage (rank): each graph's stage k, named like the graph; the chain says where
@@ -506,19 +483,6 @@ export function emitCuda(program: Program): CudaSources {
   return { files };
 }
 
-/** What a staged folder's processes are started through: each rank runs its stage's program. */
-const LAUNCHER = `#!/bin/sh
-# Runs this rank's stage program (RANK from the launcher: torchrun, mpirun or srun set it), e.g.
-#   torchrun --nproc-per-node N --no-python ./launch.sh run --checkpoint DIR --graph forward --input IN --out OUT
-# Each rank takes the GPU LOCAL_RANK; rank 0 hands out NCCL's id at MASTER_ADDR:MASTER_PORT (the
-# next port under torchrun's agent store). Graph inputs are read by each rank that needs them; the
-# last rank writes the outputs. With mpirun or srun, set RANK, WORLD_SIZE and LOCAL_RANK from theirs.
-RANK=\${RANK:-\${OMPI_COMM_WORLD_RANK:-\$SLURM_PROCID}}
-WORLD_SIZE=\${WORLD_SIZE:-\${OMPI_COMM_WORLD_SIZE:-\$SLURM_NTASKS}}
-LOCAL_RANK=\${LOCAL_RANK:-\${OMPI_COMM_WORLD_LOCAL_RANK:-\$SLURM_LOCALID}}
-export RANK WORLD_SIZE LOCAL_RANK
-exec "\$(dirname "\$0")/lingc_stage\${RANK:?RANK is not set}" "\$@"
-`;
 
 /** One program's model.cu: the graphs' tables, the generation declaration and its place in a pipeline. */
 function modelSource(graphModules: readonly Module[], profile: CudaProfile, stage: { index: number; count: number; chain: string }): string {
@@ -565,48 +529,3 @@ function modelSource(graphModules: readonly Module[], profile: CudaProfile, stag
   return [...header, ...library.sources, ...decls, ...funcs, ...tables].join("\n") + "\n";
 }
 
-/**
- * nvcc's flags for the profile. The code is built for the architecture itself, PTX included
- * (`-gencode arch=compute_90a,code=sm_90a`): nvcc 13's `-arch=sm_90a` also emits generic compute_90
- * PTX, which cannot hold Hopper's warpgroup MMAs.
- */
-export function nvccFlags(profile: CudaProfile): string {
-  return `-gencode arch=${profile.arch.replace(/^sm_/, "compute_")},code=${profile.arch} -O3 -std=c++17 --expt-relaxed-constexpr`;
-}
-
-/** What CI checks the emitted sources with: no warning of any kind. */
-export function nvccStrictFlags(profile: CudaProfile): string {
-  return `${nvccFlags(profile)} -Werror all-warnings`;
-}
-
-/** The Makefile: the runtime built once, and a program per model source (one, or one per stage). */
-function makefile(profile: CudaProfile, models: readonly string[]): string {
-  const exe = (m: string) => (m === "model" ? "lingc_model" : m.replace(/^model\.stage/, "lingc_stage"));
-  return `# Builds the lingc model runner with nvcc and nothing else.
-NVCC ?= nvcc
-NVCCFLAGS ?= ${nvccFlags(profile)}
-# cuBLASLt: the CUDA toolkit's, or else the nvidia-cublas Python package's (as on machines with PyTorch).
-CUBLAS_HOME ?= $(shell python3 -c "import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__))" 2>/dev/null)
-CUBLASLT ?= $(firstword $(wildcard $(CUBLAS_HOME)/lib/libcublasLt.so) $(wildcard $(CUBLAS_HOME)/lib/libcublasLt.so.*))
-ifneq ($(CUBLASLT),)
-  NVCCFLAGS += -I$(CUBLAS_HOME)/include
-  LIBS = $(CUBLASLT) -Xlinker -rpath=$(CUBLAS_HOME)/lib -ldl
-else
-  LIBS = -lcublasLt -ldl
-endif
-
-all: ${models.map(exe).join(" ")}
-${models.map((m) => `
-${exe(m)}: ${m}.o lingc_runtime.o
-\t$(NVCC) $(NVCCFLAGS) -o $@ $^ $(LIBS)
-
-${m}.o: ${m}.cu lingc_runtime.h lingc_blas.h
-\t$(NVCC) $(NVCCFLAGS) -c -o $@ ${m}.cu
-`).join("")}
-lingc_runtime.o: lingc_runtime.cu lingc_runtime.h lingc_blas.h ${RUNTIME_PARTS.join(" ")}
-\t$(NVCC) $(NVCCFLAGS) -c -o $@ lingc_runtime.cu
-
-clean:
-\trm -f ${models.map(exe).join(" ")} *.o
-`;
-}

@@ -13,7 +13,7 @@ import { ModuleTracer, op, tensor, type Tensor as DslTensor } from "../../compil
 import { printModule } from "../../ir/print";
 import { Tensor } from "../../ir/tensor";
 import { CUDA_SM90A } from "../../ir/target";
-import { nvccStrictFlags } from "../../backends/cuda/emit";
+import { nvccStrictFlags } from "../../backends/cuda/build-files";
 import { readAllSafetensors, writeSafetensors } from "../../backends/weights/safetensors";
 import { cli } from "../support/cli";
 import { maxAbsDiff } from "../support/compare";

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect } from "vitest";
-import { nvccStrictFlags } from "../../backends/cuda/emit";
+import { nvccStrictFlags } from "../../backends/cuda/build-files";
 import { CUDA_SM90A } from "../../ir/target";
 import { cli } from "./cli";
 import { SMALL_DIR } from "./paths";

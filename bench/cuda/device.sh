@@ -151,11 +151,12 @@ selftest)
   # Each build's selftest: the runtime's kernels against references, then its tile programs against the op
   # table's direct forms of the same steps (random weights; prefill 1 x 333, decode at batch 1, 5, 40):
   # ling-tiny (fp32), ling-small (bf16), ling-small-fp8, Ling-mini; memcheck and racecheck on ling-small's.
-  for m in $G tests/data/golden/ling-small tests/data/golden/ling-small-fp8 bench/cuda/ling-mini-2.0-no-mtp; do
+  MODELS="$G tests/data/golden/ling-small tests/data/golden/ling-small-fp8 bench/cuda/ling-mini-2.0-no-mtp"
+  for m in $MODELS; do
     D=/tmp/st-$(basename $m); ( $L compile $m --target cuda --out $D >/dev/null && cd $D && make -j16 >/dev/null ) &
   done
   wait
-  for m in $G tests/data/golden/ling-small tests/data/golden/ling-small-fp8 bench/cuda/ling-mini-2.0-no-mtp; do
+  for m in $MODELS; do
     echo "== $(basename $m) selftest"; /tmp/st-$(basename $m)/lingc_model selftest; echo "exit $?"
   done
   sanitized small-selftest /tmp/st-ling-small/lingc_model selftest

@@ -22,3 +22,23 @@ export function expertOfRow(kb: KernelBuilder, offsetAt: (e: Expr) => Expr, r: E
   });
   return lo.ref;
 }
+
+/**
+ * The same search by a whole warp (all 32 lanes reach it with the same r: a warp-synchronous
+ * target): each level the lanes test 32 evenly spaced offsets of the remaining range at once and
+ * count the ones at or below r (a warp sum), which narrows the range 32-fold: two dependent loads
+ * for 256 experts where the binary search takes nine. At batch-1 decode those loads are most of
+ * a GEMV's start (each an L2 round trip after the previous kernel's results are visible).
+ */
+export function expertOfRowByWarp(kb: KernelBuilder, offsetAt: (e: Expr) => Expr, r: Expr, E: number, lane: Expr): Expr {
+  let lo: Expr = K.i(0);
+  // Invariant: the expert is in [lo, lo + span); offsets[lo + span] > r, so lanes past the span test false.
+  for (let span = E; span > 1; ) {
+    const stride = Math.ceil(span / 32);
+    const at = K.min(K.add(lo, K.mul(K.add(lane, K.i(1)), K.i(stride))), K.i(E));
+    const below = kb.let("below", K.sel(K.le(offsetAt(at), r), K.i(1), K.i(0)));
+    lo = kb.let("lo", K.add(lo, K.mul(kb.warpSum(below), K.i(stride))));
+    span = stride;
+  }
+  return lo;
+}

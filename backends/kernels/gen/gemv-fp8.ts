@@ -15,7 +15,7 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import { LingcError } from "../../../ir/errors";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
-import { expertOfRow } from "./experts";
+import { expertOfRowByWarp } from "./experts";
 import { applyEpilogue, groupedFp8Plan } from "./grouped-gemm";
 import { product } from "../../../ir/dim";
 
@@ -112,9 +112,8 @@ export function coversGroupedFp8Gemv(ops: readonly Op[], limits: GenLimits): boo
 
 /**
  * The routed experts' FP8 matmuls for few rows (decode): a workgroup per (row, 8 output columns),
- * a warp per column; the row's expert found by a binary search of the offsets (expertOfRow, as the
- * pointwise grouped_linear does); SwiGLU: the warp
- * computes the column's gate and up products and applies the step's elementwise ops (op-table
+ * a warp per column; the row's expert found by a warp's search of the offsets (expertOfRowByWarp);
+ * SwiGLU: the warp computes the column's gate and up products and applies the step's elementwise ops (op-table
  * formulas). Each row reads only its expert's weight rows, once.
  */
 export function groupedFp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
@@ -138,7 +137,7 @@ export function groupedFp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKerne
   const r = kb.let("r", div(kb.wg, i(blocks)));
   const n = kb.let("n", add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp));
   kb.if(K.and(lt(r, rows), lt(n, i(O))), () => {
-    const e = kb.let("expert", expertOfRow(kb, (j) => kb.load(offb, j), r, i(E), E));
+    const e = kb.let("expert", expertOfRowByWarp(kb, (j) => kb.load(offb, j), r, E, lane));
     const vals = new Map<Value, Expr>();
     for (const wt of weights) {
       const wRow = kb.let("wrow", add(mul(e, i(O)), n));

@@ -29,7 +29,7 @@ import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
-import { expertOfRow } from "./experts";
+import { expertOfRowByWarp } from "./experts";
 import { denseGemvElem } from "../../../ir/target/kernel-forms";
 import { applyEpilogue, groupedMatmuls } from "./grouped-gemm";
 
@@ -239,7 +239,7 @@ function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
     const r = kb.let("r", div(kb.wg, i(blocks)));
     // (Split K: a tile's warps meet at a barrier, so only the row, the same for all of them, decides
     // here; the columns past the last are clamped and not stored.)
-    kb.if(KS > 1 ? lt(r, g.size(rowsDim)) : K.and(lt(r, g.size(rowsDim)), lt(o0, i(O))), () => columns(offb ? kb.let("expert", expertOfRow(kb, (j) => kb.load(offb, j), r, i(E), E)) : i(0), r, i(1), 1));
+    kb.if(KS > 1 ? lt(r, g.size(rowsDim)) : K.and(lt(r, g.size(rowsDim)), lt(o0, i(O))), () => columns(offb ? kb.let("expert", expertOfRowByWarp(kb, (j) => kb.load(offb, j), r, E, lane)) : i(0), r, i(1), 1));
     return g.finish({ dim: g.entryDim(rowsDim.mul(blocks)), per: 1 });
   }
   if (!offb) throw new LingcError("GEMV: the by-expert grid needs the experts' offsets");

@@ -1,5 +1,5 @@
 /**
- * `lingc train` as a user runs it: 50 AdamW steps of ling-tiny's train-step graph on the golden
+ * `lingc train` as a user runs it: 12 AdamW steps of ling-tiny's train-step graph on the golden
  * batch. The first step's loss is upstream's (train_golden.safetensors); the loss falls below half
  * of it; the written checkpoint loads and its loss is lower still; the router's expert_bias moved
  * (the expert-bias update) and kept its mean. And the refusals.
@@ -12,22 +12,23 @@ import { cli } from "../support/cli";
 import { GOLDEN_DIR, GOLDEN_FILE, scratchDir } from "../support/paths";
 
 describe("lingc train", () => {
-  it("trains ling-tiny for 50 steps on a fixed batch: the loss falls below half its start", async () => {
+  it("trains ling-tiny for 12 steps on a fixed batch: the loss falls below half its start", async () => {
     const dir = scratchDir("lingc-train-cli-");
     const out = join(dir, "trained");
-    const r = await cli("train", GOLDEN_DIR, "--data", GOLDEN_FILE, "--steps", "50", "--out", out);
+    const r = await cli("train", GOLDEN_DIR, "--data", GOLDEN_FILE, "--steps", "12", "--out", out);
     expect(r.code, r.stderr).toBe(0);
     const losses = [...r.stdout.matchAll(/^step (\d+) loss ([\d.]+) \(main ([\d.]+), mtp ([\d.]+)\) grad_norm ([\d.]+)$/gm)].map((m) => Number(m[2]));
-    expect(losses.length).toBe(50);
+    expect(losses.length).toBe(12);
     const golden = readAllSafetensors(join(GOLDEN_DIR, "train_golden.safetensors"));
     expect(Math.abs(losses[0]! / golden["loss"]!.data[0]! - 1)).toBeLessThanOrEqual(1e-5);
-    expect(losses[49]!).toBeLessThan(losses[0]! / 2);
-    // The trained checkpoint: config copied, weights updated; its loss on the batch after the 50th update.
+    // (Measured: 7.20 at step 1, 3.90 at 5, 1.99 at 10, 0.04 at 50.)
+    expect(losses[11]!).toBeLessThan(losses[0]! / 2);
+    // The trained checkpoint: config copied, weights updated; its loss on the batch after the 12th update.
     expect(existsSync(join(out, "config.json"))).toBe(true);
     const res = join(dir, "after.safetensors");
     const run = await cli("run", out, "--graph", "train", "--input", GOLDEN_FILE, "--out", res);
     expect(run.code, run.stderr).toBe(0);
-    expect(readAllSafetensors(res)["loss"]!.data[0]!).toBeLessThan(losses[49]!);
+    expect(readAllSafetensors(res)["loss"]!.data[0]!).toBeLessThan(losses[11]!);
     const before = readAllSafetensors(join(GOLDEN_DIR, "model.safetensors"));
     const after = readAllSafetensors(join(out, "model.safetensors"));
     expect(Object.keys(after).sort()).toEqual(Object.keys(before).sort());

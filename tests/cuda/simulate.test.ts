@@ -310,9 +310,9 @@ describe("CUDA tile programs in the kir simulator", () => {
     // By row (4 rows, at most a quarter of 16 experts); gate/up rows of 2 x 256 bf16 (1 KB: four
     // columns a warp), one 256-element step; down rows of 264 (a partial second step).
     ["grouped_gemv_rows", [2, 256, 264, 16, 2], [3, 9, 9, 15]],
-    // By row over 80 experts, most of them empty: the warp's search of the offsets takes two levels
-    // (strides 3, then 1), the first and the last experts among the rows.
-    ["grouped_gemv_rows", [3, 256, 264, 80, 2], [0, 41, 41, 79, 5, 78]],
+    // By row over 40 experts, most of them empty: the warp's search of the offsets takes two levels
+    // (strides 2, then 1), the first and the last experts among the rows; down rows of 72 (a part step).
+    ["grouped_gemv_rows", [3, 256, 72, 40, 2], [0, 21, 21, 39, 5, 38]],
     // By expert: 10 rows over 4 experts (expert 1 has 5: two groups of up to four), expert 0 none;
     // gate/up rows of 2 x 256 (1 KB), the down rows' 40 outputs not a multiple of a warp's columns
     // x 8 warps; the input rows of 256 (one step).

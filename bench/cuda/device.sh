@@ -823,7 +823,8 @@ profile)
   # GPU-side time of each kernel of a decode step (no host gaps), from Nsight Compute.
   # (slow: only with LINGC_NCU=1; clocks and caches left as they run)
   if [ -n "${LINGC_NCU:-}" ] && [ -x /usr/local/cuda/bin/ncu ]; then
-    /usr/local/cuda/bin/ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --launch-count 1200 /tmp/mini/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 > "$OUT/ncu-decode.csv" 2>/dev/null; echo "ncu exit $?"
+    /usr/local/cuda/bin/ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --launch-count 1400 /tmp/mini/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 > "$OUT/ncu-decode.csv" 2>/dev/null; echo "ncu exit $?"
+    python3 bench/cuda/ncu_step.py "$OUT/ncu-decode.csv" | tee "$OUT/ncu-step.txt" | head -20
   fi
   ;;
 esac

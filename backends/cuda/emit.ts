@@ -8,7 +8,8 @@
  * attention, moe_dispatch, cache appends (in place, into a graph input with room) and lone float
  * casts and concats call the runtime's routines (runtime/);
  * every other kernel of the plan is generated from kir, and identical kernels are emitted once.
- * Steps that read only weights (such as the router weight's cast to fp32) run once at load.
+ * Steps that read only weights (such as the router weight's cast to fp32) run once at load. Where
+ * GenLimits.pairLaunches holds, two adjacent independent steps may share one launch (launch-pairs.ts).
  */
 import { Dim, product } from "../../ir/dim";
 import { LingcError, formatPos } from "../../ir/errors";
@@ -27,6 +28,7 @@ import { generateStep, referenceTemplate, TILE_TEMPLATES, type GeneratedKernel, 
 import { cudaGenLimits, cudaStorage } from "./gen-limits";
 import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
+import { launchPairs, type LaunchPair } from "./launch-pairs";
 import { dynamicSharedBytes, literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
 import { LAUNCHER, makefile, runtimeSources } from "./build-files";
@@ -67,6 +69,7 @@ export function cppDim(d: Dim): string {
 }
 
 /** Texts emitted once however often they are asked for (kernels, symbol maps), by content. */
+
 class Library {
   readonly sources: string[] = [];
   private readonly byBody = new Map<string, string>();
@@ -140,6 +143,7 @@ class FuncEmitter {
 
   emit(): void {
     const blocks: string[][] = this.fr.steps.map(() => []);
+    const pairs = this.limits.pairLaunches ? launchPairs(this.fr, this.limits, this.profile, (st) => this.loadTime(st), cppDim) : new Map<number, LaunchPair>();
     this.fr.steps.forEach((s, n) => {
       if (s.call !== undefined) {
         this.prepare.push(`  c.prepare_call(fr, ${s.call});`);
@@ -163,7 +167,21 @@ class FuncEmitter {
       out.push(`  // [${idx}] ${label}`);
       out.push(`  c.mark(fr.label + ${idx});`);
       this.label = label;
-      out.push(...this.lower(step, n).map((l) => `  ${l}`));
+      const first = pairs.get(n);
+      const second = pairs.get(n - 1);
+      if (first) {
+        // The pair's one launch where both steps take their generated kernels; else this step as usual.
+        const flag = `pair${n}_`;
+        out.push(`  const bool ${flag} = (${first.when});`);
+        const check = this.referenceCheck(step, n, first.a, false);
+        out.push(`  if (${flag}) { ${this.launches(step, first.merged, "_pair")}${check ? ` ${check}` : ""} }`, `  else {`);
+        out.push(...this.lower(step, n).map((l) => `    ${l}`), `  }`);
+      } else if (second) {
+        const flag = `pair${n - 1}_`;
+        const check = this.referenceCheck(step, n, second.b, false);
+        if (check) out.push(`  if (${flag}) { ${check} }`);
+        out.push(`  if (!${flag}) {`, ...this.lower(step, n).map((l) => `    ${l}`), `  }`);
+      } else out.push(...this.lower(step, n).map((l) => `  ${l}`));
     });
     // Storage this function owns lives from the step that first writes it to the one that last
     // uses it (the runtime allocates and frees it there when it runs a graph without capture).
@@ -171,7 +189,9 @@ class FuncEmitter {
     const life = storageLifetimes(this.fr, this.frames, this.residents);
     this.lifetimes = life;
     blocks.forEach((lines, n) => {
-      for (const st of life.acquire[n]!) this.body.push(`  c.acquire(b + ${st});`);
+      // A pair's second step's storage is taken before the pair's launch, which writes it.
+      if (pairs.has(n)) for (const st of life.acquire[n + 1]!) this.body.push(`  c.acquire(b + ${st});`);
+      if (!pairs.has(n - 1)) for (const st of life.acquire[n]!) this.body.push(`  c.acquire(b + ${st});`);
       this.body.push(...lines);
       for (const st of life.release[n]!) this.body.push(`  c.release(b + ${st});`);
     });
@@ -230,14 +250,15 @@ class FuncEmitter {
    * that write in place (a cache grown, a result in an operand's storage) are not checked: the
    * reference would read what the tile program wrote.
    */
-  private referenceCheck(step: Step, n: number, g: GeneratedKernel): string {
+  private referenceCheck(step: Step, n: number, g: GeneratedKernel, counted = true): string {
     const tile = g.template;
     const reference = referenceTemplate(step, this.limits);
     if (!tile || !TILE_TEMPLATES.has(tile) || !reference) return "";
     const read = new Set([...step.reads.values()].map((id) => storageSlot(this.fr, id)));
     const outs = [...step.writes].map(([v, id]) => ({ v, id, st: storageSlot(this.fr, id) }));
     if (outs.some((o) => read.has(o.st) || this.fr.slots[o.id]!.grows || this.fr.slots[o.st]!.roomAxis !== undefined)) return "";
-    this.checks++;
+    // (A step checked on two paths, a launch pair's and its own, counts once.)
+    if (counted) this.checks++;
     const into = new Map(outs.map((o, j) => [o.st, `r${j}_`]));
     const count = (v: Value) => cppDim(product(v.type.shape).substitute(step.subst));
     const what = cppString(`${this.label}: ${tile} against ${reference}`);

@@ -32,6 +32,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     mergeInLastSplit: decodeMerge() === "last",
     decodeSoftmaxChunk: decodeSoftmax() === "chunk",
     wgmmaLateWait: wgmmaWait() === "late",
+    pairLaunches: pairLaunch() === "on",
   };
 }
 
@@ -64,6 +65,12 @@ const decodeSoftmax = () => envChoice("LINGC_DECODE_SOFTMAX", ["chunk", "key"]);
 
 /** LINGC_WGMMA_WAIT: "late" (the bf16 wgmma expert GEMM waits for a stage's MMAs after the next stage's copies and loads; the default, measured faster) or "early" (at once). */
 const wgmmaWait = () => envChoice("LINGC_WGMMA_WAIT", ["late", "early"]);
+
+/**
+ * LINGC_PAIR_LAUNCH: "off" (every step its own launch: the default) or "on" (two adjacent independent
+ * steps whose sizes choose generated kernels for both, as one launch; not yet measured on a GPU).
+ */
+const pairLaunch = () => envChoice("LINGC_PAIR_LAUNCH", ["off", "on"]);
 
 /** Two workgroups an SM, or LINGC_GEMV_WORKGROUPS (0: no K split; how device.sh gemvsplit measures the two). */
 function gemvWorkgroups(profile: CudaProfile): number {

@@ -146,6 +146,25 @@ describe("lingc compile --target cuda: tile programs", () => {
     await expectCompiles([join(dir, "dec"), "model.cu"], [join(dir, "dec-last"), "model.cu"]);
   }, 300_000);
 
+  it("LINGC_PAIR_LAUNCH=on: the routed experts' down projection and the shared expert's SwiGLU GEMV (adjacent, independent) are one launch where the sizes choose both generated kernels, else each as before; the merged kernel compiles", async () => {
+    const r = await cliEnv({ LINGC_PAIR_LAUNCH: "on" }, "compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "pair"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "pair", "model.cu"), "utf8");
+    // The pair's condition is both steps' first choices' (the by-row expert GEMV, the one-row dense GEMV).
+    const flags = src.match(/const bool (pair\d+_) = \(\(\(4L\*B\*S\)\) <= \(4L\) && \(\(B\*S\)\) == \(1L\)\);/g) ?? [];
+    expect(flags.length).toBeGreaterThan(0);
+    const flag = flags[0]!.match(/pair\d+_/)![0];
+    expect(src).toContain(`if (${flag}) { { const long n_ = (36L*B*S);`); // 32 workgroups a row of the down projection, 4 of the SwiGLU
+    expect(src).toContain(`if (!${flag}) {`);
+    const merged = kernelsNamed(src, "k_grouped_linear_pair");
+    expect(merged[0]).toMatch(/if \(\(wgid < merge_split\)\)/);
+    // Without the knob: no pairs.
+    const plain = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "unpaired"));
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(readFileSync(join(dir, "unpaired", "model.cu"), "utf8")).not.toMatch(/pair\d+_|_pair_/);
+    await expectKernelsCompile(join(dir, "pair"), merged);
+  }, 300_000);
+
   it("the router a warp per token by default where it takes the step (scores in registers, source-lane shuffles, no barriers), and it compiles; --prefer router:router gives the workgroup router; router_warp refused by name where the experts are not a multiple of 32", async () => {
     const lir = join(dir, "router.lir");
     writeFileSync(

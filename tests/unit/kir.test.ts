@@ -4,6 +4,8 @@ import { f32Text, KernelBuilder } from "../../backends/kernels/kir";
 import * as K from "../../backends/kernels/kir";
 import { renderCuda } from "../../backends/cuda/render";
 import { renderWgsl } from "../../backends/wgsl/render";
+import { simulate } from "../../backends/kernels/simulate";
+import { mergeKernels, MERGE_SPLIT } from "../../backends/kernels/kir-merge";
 
 describe("f32Text", () => {
   it("writes the shortest text that reads back as the same f32, keeping the sign of zero", () => {
@@ -79,5 +81,46 @@ describe("index folding of a thread's run of elements", () => {
   it("leaves what it cannot fold: a divisor C does not divide, or an offset past the run", () => {
     expect(K.divI(K.add(K.mul(x, K.i(4)), K.i(1)), K.i(6))).toEqual(K.div(K.add(K.mul(x, K.i(4)), K.i(1)), K.i(6)));
     expect(K.divI(K.add(K.mul(x, K.i(4)), K.i(4)), K.i(8))).toEqual(K.div(K.add(K.mul(x, K.i(4)), K.i(4)), K.i(8)));
+  });
+});
+
+describe("two kernels as one launch (kir-merge)", () => {
+  /**
+   * Each workgroup sums its rows' values (workgroup memory, barriers, a uniform size) and writes the
+   * sum times a constant: the same locals' names in both kernels (one builder's counter each).
+   */
+  const rowSums = (name: string, scale: number) => {
+    const kb = new KernelBuilder(name, 64, 32);
+    const x = kb.buffer("b0", "f32");
+    const y = kb.buffer("b1", "f32", true);
+    const n = kb.uniform("n_rows");
+    kb.if(K.lt(kb.wg, n), () => {
+      const total = kb.workgroupSum(kb.load(x, K.add(K.mul(kb.wg, K.i(64)), kb.lid)));
+      kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(y, kb.wg, K.mul(total, K.f(scale))));
+    });
+    return kb.kernel;
+  };
+
+  it("runs each kernel's workgroups on their own data and names, as the two launches would", () => {
+    const [a, b] = [rowSums("a", 2), rowSums("b", -3)];
+    const merged = mergeKernels(a, b, "ab");
+    expect(merged.buffers.map((x) => x.name)).toEqual(["b0", "b1", "b0_m", "b1_m"]);
+    expect(merged.uniforms).toEqual(["n_rows", "n_rows_m", MERGE_SPLIT]);
+    expect(new Set(merged.shared.map((x) => x.name)).size).toBe(merged.shared.length);
+    const xa = Float32Array.from({ length: 3 * 64 }, (_, j) => (j % 7) - 3);
+    const xb = Float32Array.from({ length: 2 * 64 }, (_, j) => (j % 5) * 0.5);
+    const [ya, yb] = [new Float32Array(3), new Float32Array(2)];
+    simulate(a, { b0: xa, b1: ya }, { n_rows: 3 }, 3);
+    simulate(b, { b0: xb, b1: yb }, { n_rows: 2 }, 2);
+    const [ma, mb] = [new Float32Array(3), new Float32Array(2)];
+    simulate(merged, { b0: xa, b1: ma, b0_m: xb, b1_m: mb }, { n_rows: 3, n_rows_m: 2, [MERGE_SPLIT]: 3 }, 5);
+    expect([...ma]).toEqual([...ya]);
+    expect([...mb]).toEqual([...yb]);
+    expect(ya.some((v) => v !== 0) && yb.some((v) => v !== 0)).toBe(true);
+    // CUDA: one kernel, the second body's names suffixed, its workgroup index offset by the split.
+    const cuda = renderCuda(merged);
+    expect(cuda).toContain(`if ((wgid < ${MERGE_SPLIT}))`);
+    expect(cuda).toContain(`(wgid - ${MERGE_SPLIT})`);
+    expect(() => mergeKernels(a, new KernelBuilder("c", 128, 32).kernel, "ac")).toThrow(/different workgroup sizes/);
   });
 });

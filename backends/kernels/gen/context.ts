@@ -77,6 +77,11 @@ export interface GenLimits {
    */
   gemvWorkgroups?: number;
   /**
+   * CUDA's emitter: two adjacent independent steps whose dispatches both take generated kernels
+   * launched as one (kir-merge.ts), where the sizes choose both. Default: each its own launch.
+   */
+  pairLaunches?: boolean;
+  /**
    * CUDA's GQA decode attention: the key splits merged by each item's last split to finish (atomics
    * on the target's counters, one launch) instead of a merge kernel after (two). Default: the latter.
    */

@@ -11,7 +11,7 @@ import type { CudaProfile } from "../../ir/target";
 import type { FrameSchedule } from "../frames";
 import { generateStep, type GeneratedKernel, type GenLimits } from "../kernels/gen";
 import { COUNTERS_SLOT } from "../kernels/gen/context";
-import { mergeKernels, MERGE_SPLIT } from "../kernels/kir-merge";
+import { mergeKernels, MERGE_SPLIT, secondName } from "../kernels/kir-merge";
 import { capacitySlotOf, storageSlot, type Step } from "../schedule";
 import { stepDispatch } from "./library";
 import type { Dim } from "../../ir/dim";
@@ -48,7 +48,7 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
     const merged: GeneratedKernel = {
       kernel,
       slots: [...a.slots, ...b.slots],
-      uniforms: [...a.uniforms, ...b.uniforms.map((u) => ({ ...u, name: `${u.name}_m` })), { name: MERGE_SPLIT, dim: a.grid.dim }],
+      uniforms: [...a.uniforms, ...b.uniforms.map((u) => ({ ...u, name: secondName(u.name) })), { name: MERGE_SPLIT, dim: a.grid.dim }],
       grid: { dim: a.grid.dim.add(b.grid.dim), per: 1 },
     };
     pairs.set(n, { a, b, merged, when: [ca.when, cb.when].filter((w) => w).join(" && ") || "true" });

@@ -11,6 +11,9 @@ import type { Expr, Kernel, Stmt } from "./kir-expr";
 /** The merged kernel's last uniform: how many workgroups the first kernel's grid has. */
 export const MERGE_SPLIT = "merge_split";
 
+/** A name of the second kernel (a buffer, a size, a local) in the merged kernel. */
+export const secondName = (name: string): string => `${name}_m`;
+
 /** Fields of kir nodes that hold an identifier (or a list of them). */
 const NAME_FIELDS = new Set(["name", "names", "buf", "src", "dst", "acc", "v"]);
 /** Statements that declare a local (its name in `name`, `names` or, for loops, `v`). */
@@ -19,9 +22,11 @@ const DECLARES = new Set(["let", "var", "array", "atomicAdd", "ldsm", "load16", 
 export function mergeKernels(a: Kernel, b: Kernel, name: string): Kernel {
   if (a.wg !== b.wg) throw new Error(`kir merge: ${a.name} and ${b.name} have different workgroup sizes (${a.wg}, ${b.wg})`);
   if (a.minBlocks !== b.minBlocks) throw new Error(`kir merge: ${a.name} and ${b.name} ask for different resident workgroups`);
-  const own = new Set<string>([...b.buffers.map((x) => x.name), ...b.uniforms, ...b.shared.map((x) => x.name)]);
-  collectLocals(b.body, own);
-  const renamed = new Map([...own].map((n) => [n, `${n}_m`]));
+  const own = namesOf(b);
+  const renamed = new Map([...own].map((n) => [n, secondName(n)]));
+  const first = namesOf(a);
+  const clash = [...renamed.values(), MERGE_SPLIT].find((n) => first.has(n));
+  if (clash) throw new Error(`kir merge: ${a.name} already has a name ${clash}`);
   const split: Expr = { k: "uni", t: "i32", name: MERGE_SPLIT };
   const wg: Expr = { k: "builtin", t: "i32", name: "wg" };
   const second = rename(b.body, renamed, { k: "bin", t: "i32", op: "-", a: wg, b: split }) as Stmt[];
@@ -35,6 +40,13 @@ export function mergeKernels(a: Kernel, b: Kernel, name: string): Kernel {
     ...(a.wide || b.wide ? { wide: true } : {}),
     ...(a.minBlocks ? { minBlocks: a.minBlocks } : {}),
   };
+}
+
+/** A kernel's names: buffers, sizes, workgroup arrays and the locals its body declares. */
+function namesOf(k: Kernel): Set<string> {
+  const out = new Set<string>([...k.buffers.map((x) => x.name), ...k.uniforms, ...k.shared.map((x) => x.name)]);
+  collectLocals(k.body, out);
+  return out;
 }
 
 /** The names a body declares (at any depth). */

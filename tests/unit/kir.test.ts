@@ -122,5 +122,8 @@ describe("two kernels as one launch (kir-merge)", () => {
     expect(cuda).toContain(`if ((wgid < ${MERGE_SPLIT}))`);
     expect(cuda).toContain(`(wgid - ${MERGE_SPLIT})`);
     expect(() => mergeKernels(a, new KernelBuilder("c", 128, 32).kernel, "ac")).toThrow(/different workgroup sizes/);
+    const taken = new KernelBuilder("d", 64, 32);
+    taken.buffer("b0_m", "f32");
+    expect(() => mergeKernels(taken.kernel, a, "da")).toThrow(/d already has a name b0_m/);
   });
 });

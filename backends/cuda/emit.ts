@@ -69,7 +69,6 @@ export function cppDim(d: Dim): string {
 }
 
 /** Texts emitted once however often they are asked for (kernels, symbol maps), by content. */
-
 class Library {
   readonly sources: string[] = [];
   private readonly byBody = new Map<string, string>();

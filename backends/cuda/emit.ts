@@ -9,7 +9,7 @@
  * casts and concats call the runtime's routines (runtime/);
  * every other kernel of the plan is generated from kir, and identical kernels are emitted once.
  * Steps that read only weights (such as the router weight's cast to fp32) run once at load. Where
- * GenLimits.pairLaunches holds, two adjacent independent steps may share one launch (launch-pairs.ts).
+ * GenLimits.pairLaunches holds, two independent steps near each other may share one launch (launch-pairs.ts).
  */
 import { Dim, product } from "../../ir/dim";
 import { LingcError, formatPos } from "../../ir/errors";
@@ -28,7 +28,7 @@ import { generateStep, referenceTemplate, TILE_TEMPLATES, type GeneratedKernel, 
 import { cudaGenLimits, cudaStorage } from "./gen-limits";
 import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
-import { launchPairs, type LaunchPair } from "./launch-pairs";
+import { launchPairs, pairFlag, type LaunchPair } from "./launch-pairs";
 import { dynamicSharedBytes, literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
 import { LAUNCHER, makefile, runtimeSources } from "./build-files";
@@ -143,6 +143,8 @@ class FuncEmitter {
   emit(): void {
     const blocks: string[][] = this.fr.steps.map(() => []);
     const pairs = this.limits.pairLaunches ? launchPairs(this.fr, this.limits, this.profile, (st) => this.loadTime(st), cppDim) : new Map<number, LaunchPair>();
+    /** A pair's second step's index -> its first step's. */
+    const firstOf = new Map([...pairs].map(([n, p]) => [p.second, n]));
     this.fr.steps.forEach((s, n) => {
       if (s.call !== undefined) {
         this.prepare.push(`  c.prepare_call(fr, ${s.call});`);
@@ -167,16 +169,16 @@ class FuncEmitter {
       out.push(`  c.mark(fr.label + ${idx});`);
       this.label = label;
       const first = pairs.get(n);
-      const second = pairs.get(n - 1);
+      const second = firstOf.has(n) ? pairs.get(firstOf.get(n)!) : undefined;
       if (first) {
         // The pair's one launch where both steps take their generated kernels; else this step as usual.
-        const flag = `pair${n}_`;
+        const flag = pairFlag(n);
         out.push(`  const bool ${flag} = (${first.when});`);
         const check = this.referenceCheck(step, n, first.a, false);
         out.push(`  if (${flag}) { ${this.launches(step, first.merged, "_pair")}${check ? ` ${check}` : ""} }`, `  else {`);
         out.push(...this.lower(step, n).map((l) => `    ${l}`), `  }`);
       } else if (second) {
-        const flag = `pair${n - 1}_`;
+        const flag = pairFlag(firstOf.get(n)!);
         const check = this.referenceCheck(step, n, second.b, false);
         if (check) out.push(`  if (${flag}) { ${check} }`);
         out.push(`  if (!${flag}) {`, ...this.lower(step, n).map((l) => `    ${l}`), `  }`);
@@ -189,8 +191,9 @@ class FuncEmitter {
     this.lifetimes = life;
     blocks.forEach((lines, n) => {
       // A pair's second step's storage is taken before the pair's launch, which writes it.
-      if (pairs.has(n)) for (const st of life.acquire[n + 1]!) this.body.push(`  c.acquire(b + ${st});`);
-      if (!pairs.has(n - 1)) for (const st of life.acquire[n]!) this.body.push(`  c.acquire(b + ${st});`);
+      const pair = pairs.get(n);
+      if (pair) for (const st of life.acquire[pair.second]!) this.body.push(`  c.acquire(b + ${st});`);
+      if (!firstOf.has(n)) for (const st of life.acquire[n]!) this.body.push(`  c.acquire(b + ${st});`);
       this.body.push(...lines);
       for (const st of life.release[n]!) this.body.push(`  c.release(b + ${st});`);
     });

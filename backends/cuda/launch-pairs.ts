@@ -1,7 +1,7 @@
 /**
- * Which adjacent steps of a function the CUDA emitter launches as one kernel (GenLimits.pairLaunches,
- * LINGC_PAIR_LAUNCH=on): both run by the library's dispatch with a generated kernel template as its
- * first choice, neither reading or writing what the other writes, their kernels of one workgroup
+ * Which steps of a function the CUDA emitter launches as one kernel (GenLimits.pairLaunches,
+ * LINGC_PAIR_LAUNCH=on): two near each other, both run by the library's dispatch with a generated
+ * kernel template as its first choice, neither reading or writing what the other writes, their kernels of one workgroup
  * size and one workgroup per grid unit, without scratch, a second kernel, counters, dynamic shared
  * memory or a cache's sizes. The merged kernel is kir-merge's; the emitter runs it under a host
  * branch where the sizes choose both first choices, and each step as before otherwise.
@@ -17,44 +17,83 @@ import { stepDispatch } from "./library";
 import type { Dim } from "../../ir/dim";
 import { dynamicSharedBytes } from "./render";
 
-/** Two adjacent steps as one launch: their kernels, the merged one, and when the sizes choose both (C++). */
+/** Two steps as one launch: their kernels, the merged one, the second's index, and when the sizes choose both (C++). */
 export interface LaunchPair {
   a: GeneratedKernel;
   b: GeneratedKernel;
   merged: GeneratedKernel;
+  /** The second step's index. */
+  second: number;
   when: string;
 }
 
 /** Library dispatch choices that are generated kernel templates (launched by the emitter). */
 const PAIRABLE_TEMPLATES = new Set(["linear_gemv", "grouped_gemv", "grouped_gemv_rows"]);
 
-/** The function's launch pairs, by the first step's index (a step is in one pair at most). */
-/** `loadTime`: the steps that run once at load (never paired); `dimText`: a host-function dim as C++. */
+/** How many steps later than the first a pair's second step may be (the steps between stay where they are). */
+const REACH = 2;
+
+/**
+ * The function's launch pairs, by the first step's index (a step is in one pair at most). The second
+ * step may be up to REACH steps after the first when it is independent of the steps between that
+ * still run there; a step between that an earlier pair moved up is then a condition of this pair
+ * (its flag joins `when`), since only that pair runs it before this one.
+ * `loadTime`: the steps that run once at load (never paired); `dimText`: a host-function dim as C++.
+ */
 export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, loadTime: (step: Step) => boolean, dimText: (d: Dim) => string): Map<number, LaunchPair> {
   const pairs = new Map<number, LaunchPair>();
+  /** A moved step's index -> its pair's first step's index. */
+  const moved = new Map<number, number>();
   const storage = (ids: Iterable<number>) => new Set([...ids].map((id) => storageSlot(fr, id)));
+  const meets = (x: Set<number>, y: Set<number>) => [...x].some((st) => y.has(st));
+  const usable = (k: number) => {
+    const st = fr.steps[k]?.step;
+    return st && !loadTime(st) && !pairs.has(k) && !moved.has(k) ? st : undefined;
+  };
   for (let n = 0; n + 1 < fr.steps.length; n++) {
-    const [sa, sb] = [fr.steps[n]!.step, fr.steps[n + 1]!.step];
-    if (!sa || !sb || pairs.has(n - 1) || loadTime(sa) || loadTime(sb)) continue;
-    const [ca, cb] = [firstGenerated(sa, profile, dimText), firstGenerated(sb, profile, dimText)];
-    if (!ca || !cb) continue;
-    const [ra, wa, rb, wb] = [storage(sa.reads.values()), storage(sa.writes.values()), storage(sb.reads.values()), storage(sb.writes.values())];
-    if ([...wa].some((st) => rb.has(st) || wb.has(st)) || [...wb].some((st) => ra.has(st))) continue;
-    const a = generateStep(sa, fr, limits, `k${n}`, ca.template);
-    const b = generateStep(sb, fr, limits, `k${n + 1}`, cb.template);
-    if (!plain(a) || !plain(b) || a.kernel.wg !== b.kernel.wg || a.kernel.minBlocks !== b.kernel.minBlocks) continue;
-    const kernel = mergeKernels(a.kernel, b.kernel, `${a.kernel.name}_pair`);
-    if (dynamicSharedBytes(kernel)) continue;
-    const merged: GeneratedKernel = {
-      kernel,
-      slots: [...a.slots, ...b.slots],
-      uniforms: [...a.uniforms, ...b.uniforms.map((u) => ({ ...u, name: secondName(u.name) })), { name: MERGE_SPLIT, dim: a.grid.dim }],
-      grid: { dim: a.grid.dim.add(b.grid.dim), per: 1 },
-    };
-    pairs.set(n, { a, b, merged, when: [ca.when, cb.when].filter((w) => w).join(" && ") || "true" });
+    const sa = usable(n);
+    const ca = sa && firstGenerated(sa, profile, dimText);
+    if (!sa || !ca) continue;
+    const [ra, wa] = [storage(sa.reads.values()), storage(sa.writes.values())];
+    for (let m = n + 1; m <= n + REACH && m < fr.steps.length; m++) {
+      const sb = usable(m);
+      const cb = sb && firstGenerated(sb, profile, dimText);
+      if (!sb || !cb) continue;
+      const [rb, wb] = [storage(sb.reads.values()), storage(sb.writes.values())];
+      if (meets(wa, rb) || meets(wa, wb) || meets(wb, ra)) continue;
+      // The steps between: each either moved up by an earlier pair (whose flag this pair then needs) or independent of the second step.
+      const needs: number[] = [];
+      const between = Array.from({ length: m - n - 1 }, (_, j) => n + 1 + j);
+      const clear = between.every((k) => {
+        if (moved.has(k)) return needs.push(moved.get(k)!) > 0;
+        const sk = fr.steps[k]!.step;
+        if (!sk) return false;
+        const [rk, wk] = [storage(sk.reads.values()), storage(sk.writes.values())];
+        return !meets(wk, rb) && !meets(wb, rk) && !meets(wb, wk);
+      });
+      if (!clear) continue;
+      const a = generateStep(sa, fr, limits, `k${n}`, ca.template);
+      const b = generateStep(sb, fr, limits, `k${m}`, cb.template);
+      if (!plain(a) || !plain(b) || a.kernel.wg !== b.kernel.wg || a.kernel.minBlocks !== b.kernel.minBlocks) continue;
+      const kernel = mergeKernels(a.kernel, b.kernel, `${a.kernel.name}_pair`);
+      if (dynamicSharedBytes(kernel)) continue;
+      const merged: GeneratedKernel = {
+        kernel,
+        slots: [...a.slots, ...b.slots],
+        uniforms: [...a.uniforms, ...b.uniforms.map((u) => ({ ...u, name: secondName(u.name) })), { name: MERGE_SPLIT, dim: a.grid.dim }],
+        grid: { dim: a.grid.dim.add(b.grid.dim), per: 1 },
+      };
+      const when = [...needs.map(pairFlag), ca.when, cb.when].filter((w) => w).join(" && ") || "true";
+      pairs.set(n, { a, b, merged, second: m, when });
+      moved.set(m, n);
+      break;
+    }
   }
   return pairs;
 }
+
+/** The C++ flag that says pair `n` ran (its first step's index). */
+export const pairFlag = (n: number): string => `pair${n}_`;
 
 /** A kernel the pair can hold: one launch, a workgroup per grid unit, nothing bound beyond its buffers. */
 function plain(g: GeneratedKernel): boolean {

@@ -146,23 +146,28 @@ describe("lingc compile --target cuda: tile programs", () => {
     await expectCompiles([join(dir, "dec"), "model.cu"], [join(dir, "dec-last"), "model.cu"]);
   }, 300_000);
 
-  it("LINGC_PAIR_LAUNCH=on: the routed experts' down projection and the shared expert's SwiGLU GEMV (adjacent, independent) are one launch where the sizes choose both generated kernels, else each as before; the merged kernel compiles", async () => {
+  it("LINGC_PAIR_LAUNCH=on: two independent steps near each other are one launch where the sizes choose both generated kernels, else each as before; a pair that moves a step past one an earlier pair moved needs that pair; the merged kernels compile", async () => {
+    // ling-small (its shared expert's down projection is cuBLASLt's): the routed experts' SwiGLU GEMV with the shared expert's, past the routed down projection.
     const r = await cliEnv({ LINGC_PAIR_LAUNCH: "on" }, "compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "pair"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "pair", "model.cu"), "utf8");
-    // The pair's condition is both steps' first choices' (the by-row expert GEMV, the one-row dense GEMV).
     const flags = src.match(/const bool (pair\d+_) = \(\(\(4L\*B\*S\)\) <= \(4L\) && \(\(B\*S\)\) == \(1L\)\);/g) ?? [];
     expect(flags.length).toBeGreaterThan(0);
     const flag = flags[0]!.match(/pair\d+_/)![0];
-    expect(src).toContain(`if (${flag}) { { const long n_ = (36L*B*S);`); // 32 workgroups a row of the down projection, 4 of the SwiGLU
+    expect(src).toContain(`if (${flag}) { { const long n_ = (20L*B*S);`); // 16 workgroups a row of the routed SwiGLU, 4 of the shared one
     expect(src).toContain(`if (!${flag}) {`);
-    const merged = kernelsNamed(src, "k_grouped_linear_pair");
+    const merged = kernelsNamed(src, "k_swiglu_pair");
     expect(merged[0]).toMatch(/if \(\(wgid < merge_split\)\)/);
+    // Ling-mini's shape: both shared-expert GEMVs move up, the second pair only with the first.
+    const mini = await cliEnv({ LINGC_PAIR_LAUNCH: "on" }, "compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--out", join(dir, "pair-mini"));
+    expect(mini.code, mini.stderr).toBe(0);
+    const miniSrc = readFileSync(join(dir, "pair-mini", "model.cu"), "utf8");
+    expect(miniSrc).toMatch(/const bool (pair\d+_) = \(\(\(8L\*B\*S\)\) <= \(64L\) && \(\(B\*S\)\) == \(1L\)\);\n(?:.*\n)*?  const bool pair\d+_ = \(\1 && /);
     // Without the knob: no pairs.
     const plain = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "unpaired"));
     expect(plain.code, plain.stderr).toBe(0);
     expect(readFileSync(join(dir, "unpaired", "model.cu"), "utf8")).not.toMatch(/pair\d+_|_pair_/);
-    await expectKernelsCompile(join(dir, "pair"), merged);
+    await expectKernelsCompile(join(dir, "pair"), [...merged, ...kernelsNamed(miniSrc, "k_grouped_linear_pair")]);
   }, 300_000);
 
   it("the router a warp per token by default where it takes the step (scores in registers, source-lane shuffles, no barriers), and it compiles; --prefer router:router gives the workgroup router; router_warp refused by name where the experts are not a multiple of 32", async () => {

@@ -67,8 +67,8 @@ const decodeSoftmax = () => envChoice("LINGC_DECODE_SOFTMAX", ["chunk", "key"]);
 const wgmmaWait = () => envChoice("LINGC_WGMMA_WAIT", ["late", "early"]);
 
 /**
- * LINGC_PAIR_LAUNCH: "off" (every step its own launch: the default) or "on" (two adjacent independent
- * steps whose sizes choose generated kernels for both, as one launch; not yet measured on a GPU).
+ * LINGC_PAIR_LAUNCH: "off" (every step its own launch: the default) or "on" (two independent steps at
+ * most two apart whose sizes choose generated kernels for both, as one launch; not yet measured on a GPU).
  */
 const pairLaunch = () => envChoice("LINGC_PAIR_LAUNCH", ["off", "on"]);
 

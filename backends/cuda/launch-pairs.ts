@@ -1,19 +1,18 @@
 /**
  * Which steps of a function the CUDA emitter launches as one kernel (GenLimits.pairLaunches,
  * LINGC_PAIR_LAUNCH=on): two near each other, both run by the library's dispatch with a generated
- * kernel template as its first choice, neither reading or writing what the other writes, their kernels of one workgroup
- * size and one workgroup per grid unit, without scratch, a second kernel, counters, dynamic shared
- * memory or a cache's sizes. The merged kernel is kir-merge's; the emitter runs it under a host
+ * kernel template as its first choice, neither reading or writing what the other writes, their
+ * kernels of one workgroup size and one workgroup per grid unit, without scratch, a second kernel,
+ * counters, dynamic shared memory or a cache's sizes. The merged kernel is kir-merge's; the emitter runs it under a host
  * branch where the sizes choose both first choices, and each step as before otherwise.
  */
-import { formatCond } from "../../ir/dispatch";
 import type { CudaProfile } from "../../ir/target";
 import type { FrameSchedule } from "../frames";
 import { generateStep, type GeneratedKernel, type GenLimits } from "../kernels/gen";
 import { COUNTERS_SLOT } from "../kernels/gen/context";
 import { mergeKernels, MERGE_SPLIT, secondName } from "../kernels/kir-merge";
 import { capacitySlotOf, storageSlot, type Step } from "../schedule";
-import { stepDispatch } from "./library";
+import { choiceCondition, stepDispatch } from "./library";
 import type { Dim } from "../../ir/dim";
 import { dynamicSharedBytes } from "./render";
 
@@ -65,7 +64,10 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
       const needs: number[] = [];
       const between = Array.from({ length: m - n - 1 }, (_, j) => n + 1 + j);
       const clear = between.every((k) => {
-        if (moved.has(k)) return needs.push(moved.get(k)!) > 0;
+        if (moved.has(k)) {
+          needs.push(moved.get(k)!);
+          return true;
+        }
         const sk = fr.steps[k]!.step;
         if (!sk) return false;
         const [rk, wk] = [storage(sk.reads.values()), storage(sk.writes.values())];
@@ -104,5 +106,5 @@ function plain(g: GeneratedKernel): boolean {
 function firstGenerated(step: Step, profile: CudaProfile, dimText: (d: Dim) => string): { template: string; when: string } | undefined {
   const c = stepDispatch(step, profile)?.dispatch[0];
   if (!c || !PAIRABLE_TEMPLATES.has(c.kernel)) return undefined;
-  return { template: c.kernel, when: c.when.map((w) => formatCond(w, (d) => `(${dimText(d)})`)).join(" && ") };
+  return { template: c.kernel, when: choiceCondition(c, dimText) };
 }

@@ -190,13 +190,18 @@ export function stepDispatch(step: Step, profile: CudaProfile): { kind: string; 
   return { kind, dispatch: step.kernel ? substituteDispatch(sel.dispatch, step.subst) : sel.dispatch };
 }
 
+/** A dispatch choice's condition as C++ (its terms joined by &&; empty when it always holds), dims by `dimText`. */
+export function choiceCondition(choice: DispatchChoice, dimText: (d: Dim) => string): string {
+  return choice.when.map((w) => formatCond(w, (d) => `(${dimText(d)})`)).join(" && ");
+}
+
 /** The host code of a runtime-run step: its dispatch as branches, each calling one kernel. */
 export function libraryCall(kind: string, dispatch: Dispatch, step: Step, c: EmitCtx): string[] {
   const call = CALLS[kind]!;
   if (dispatch.length === 1) return [call(dispatch[0]!, step, c)];
   const lines: string[] = [];
   dispatch.forEach((choice, i) => {
-    const cond = choice.when.map((w) => formatCond(w, (d) => `(${c.hostDim(d)})`)).join(" && ");
+    const cond = choiceCondition(choice, c.hostDim);
     const head = i === 0 ? `if (${cond}) ` : choice.when.length ? `else if (${cond}) ` : "else ";
     lines.push(`${head}${call(choice, step, c)}`);
   });

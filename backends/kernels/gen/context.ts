@@ -77,8 +77,9 @@ export interface GenLimits {
    */
   gemvWorkgroups?: number;
   /**
-   * CUDA's emitter: two adjacent independent steps whose dispatches both take generated kernels
-   * launched as one (kir-merge.ts), where the sizes choose both. Default: each its own launch.
+   * CUDA's emitter: two independent steps at most two apart whose dispatches both take generated
+   * kernels launched as one (launch-pairs.ts, kir-merge.ts), where the sizes choose both. Default:
+   * each its own launch.
    */
   pairLaunches?: boolean;
   /**

@@ -67,10 +67,11 @@ const decodeSoftmax = () => envChoice("LINGC_DECODE_SOFTMAX", ["chunk", "key"]);
 const wgmmaWait = () => envChoice("LINGC_WGMMA_WAIT", ["late", "early"]);
 
 /**
- * LINGC_PAIR_LAUNCH: "off" (every step its own launch: the default) or "on" (two independent steps at
- * most two apart whose sizes choose generated kernels for both, as one launch; not yet measured on a GPU).
+ * LINGC_PAIR_LAUNCH: "on" (two independent steps at most two apart whose sizes choose generated kernels
+ * for both, as one launch: the default, measured faster on Ling-mini decode at batch 1,
+ * bench/results/pair-launch-2026-12-02-h200.md) or "off" (every step its own launch).
  */
-const pairLaunch = () => envChoice("LINGC_PAIR_LAUNCH", ["off", "on"]);
+const pairLaunch = () => envChoice("LINGC_PAIR_LAUNCH", ["on", "off"]);
 
 /** Two workgroups an SM, or LINGC_GEMV_WORKGROUPS (0: no K split; how device.sh gemvsplit measures the two). */
 function gemvWorkgroups(profile: CudaProfile): number {

@@ -1,6 +1,6 @@
 /**
  * Which steps of a function the CUDA emitter launches as one kernel (GenLimits.pairLaunches,
- * LINGC_PAIR_LAUNCH=on): two near each other, both run by the library's dispatch with a generated
+ * on unless LINGC_PAIR_LAUNCH=off): two near each other, both run by the library's dispatch with a generated
  * kernel template as its first choice, neither reading or writing what the other writes, their
  * kernels of one workgroup size and one workgroup per grid unit, without scratch, a second kernel,
  * counters, dynamic shared memory or a cache's sizes. The merged kernel is kir-merge's; the emitter runs it under a host

@@ -146,9 +146,9 @@ describe("lingc compile --target cuda: tile programs", () => {
     await expectCompiles([join(dir, "dec"), "model.cu"], [join(dir, "dec-last"), "model.cu"]);
   }, 300_000);
 
-  it("LINGC_PAIR_LAUNCH=on: two independent steps near each other are one launch where the sizes choose both generated kernels, else each as before; a pair that moves a step past one an earlier pair moved needs that pair; the merged kernels compile", async () => {
+  it("by default (LINGC_PAIR_LAUNCH=on) two independent steps near each other are one launch where the sizes choose both generated kernels, else each as before; a pair that moves a step past one an earlier pair moved needs that pair; the merged kernels compile", async () => {
     // ling-small (its shared expert's down projection is cuBLASLt's): the routed experts' SwiGLU GEMV with the shared expert's, past the routed down projection.
-    const r = await cliEnv({ LINGC_PAIR_LAUNCH: "on" }, "compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "pair"));
+    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "pair"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "pair", "model.cu"), "utf8");
     const flags = src.match(/const bool (pair\d+_) = \(\(\(4L\*B\*S\)\) <= \(4L\) && \(\(B\*S\)\) == \(1L\)\);/g) ?? [];
@@ -159,12 +159,12 @@ describe("lingc compile --target cuda: tile programs", () => {
     const merged = kernelsNamed(src, "k_swiglu_pair");
     expect(merged[0]).toMatch(/if \(\(wgid < merge_split\)\)/);
     // Ling-mini's shape: both shared-expert GEMVs move up, the second pair only with the first.
-    const mini = await cliEnv({ LINGC_PAIR_LAUNCH: "on" }, "compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--out", join(dir, "pair-mini"));
+    const mini = await cli("compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--out", join(dir, "pair-mini"));
     expect(mini.code, mini.stderr).toBe(0);
     const miniSrc = readFileSync(join(dir, "pair-mini", "model.cu"), "utf8");
     expect(miniSrc).toMatch(/const bool (pair\d+_) = \(\(\(8L\*B\*S\)\) <= \(64L\) && \(\(B\*S\)\) == \(1L\)\);\n(?:.*\n)*?  const bool pair\d+_ = \(\1 && /);
-    // Without the knob: no pairs.
-    const plain = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "unpaired"));
+    // LINGC_PAIR_LAUNCH=off: no pairs.
+    const plain = await cliEnv({ LINGC_PAIR_LAUNCH: "off" }, "compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "unpaired"));
     expect(plain.code, plain.stderr).toBe(0);
     expect(readFileSync(join(dir, "unpaired", "model.cu"), "utf8")).not.toMatch(/pair\d+_|_pair_/);
     await expectKernelsCompile(join(dir, "pair"), [...merged, ...kernelsNamed(miniSrc, "k_grouped_linear_pair")]);

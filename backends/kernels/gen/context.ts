@@ -78,8 +78,8 @@ export interface GenLimits {
   gemvWorkgroups?: number;
   /**
    * CUDA's emitter: two independent steps at most two apart whose dispatches both take generated
-   * kernels launched as one (launch-pairs.ts, kir-merge.ts), where the sizes choose both. Default:
-   * each its own launch.
+   * kernels launched as one (launch-pairs.ts, kir-merge.ts), where the sizes choose both. Unset:
+   * each its own launch (the CUDA target sets it unless LINGC_PAIR_LAUNCH=off).
    */
   pairLaunches?: boolean;
   /**

@@ -32,11 +32,18 @@ export class CudaRenderer {
   private readonly fp8 = new Set<string>();
   /** The C++ type of each kir type in this kernel (i32 is long long in a wide kernel). */
   private readonly type: Record<KType, string>;
+  /** mbarrier waits rendered so far (each wait loop's flag is named apart). */
+  private waits = 0;
 
   constructor(private readonly k: Kernel) {
     this.type = k.wide ? { ...TYPE, i32: "long long" } : TYPE;
     for (const b of k.buffers) if (b.elem === "bf16") this.bf16.add(b.name);
     for (const b of k.buffers) if (b.elem === "f8e4m3") this.fp8.add(b.name);
+  }
+
+  /** The shared-window address of mbarrier `idx` of array `bar` (two words each). */
+  private mbar(bar: string, idx: Expr): string {
+    return `(unsigned)__cvta_generic_to_shared(&${bar}[2 * (${this.expr(idx)})])`;
   }
 
   expr(e: Expr): string {
@@ -192,6 +199,23 @@ export class CudaRenderer {
           break;
         case "fence":
           out.push(`${indent}__threadfence();`);
+          break;
+        case "mbarInit":
+          out.push(`${indent}asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\\n" :: "r"(${this.mbar(s.bar, s.idx)}), "r"(${s.count}) : "memory");`);
+          break;
+        case "mbarArrive":
+          out.push(`${indent}asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\\n" :: "r"(${this.mbar(s.bar, s.idx)}) : "memory");`);
+          break;
+        case "mbarWait": {
+          // try_wait suspends the thread for a while in hardware; the loop retries until the phase is done.
+          const done = `${s.bar}_done${this.waits++}`;
+          out.push(
+            `${indent}for (unsigned ${done} = 0; !${done};) asm volatile("{\\n.reg .pred p;\\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\\nselp.u32 %0, 1, 0, p;\\n}\\n" : "=r"(${done}) : "r"(${this.mbar(s.bar, s.idx)}), "r"((unsigned)(${this.expr(s.parity)})) : "memory");`,
+          );
+          break;
+        }
+        case "setmaxnreg":
+          out.push(`${indent}asm volatile("setmaxnreg.${s.inc ? "inc" : "dec"}.sync.aligned.u32 ${s.regs};\\n" ::: "memory");`);
           break;
         case "atomicAdd":
           out.push(`${indent}const int ${s.name} = atomicAdd(&${s.buf}[${this.expr(s.idx)}], ${this.expr(s.e)});`);

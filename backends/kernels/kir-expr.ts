@@ -104,6 +104,22 @@ export type Stmt =
   | { k: "fenceAsyncShared" }
   /** Orders this thread's global-memory writes before its later ones for every thread of the grid (CUDA __threadfence). */
   | { k: "fence" }
+  /**
+   * Workgroup-memory barriers that threads arrive at and wait on apart (PTX mbarrier, CUDA), for a
+   * warp-specialized pipeline: barrier `idx` of u32 array `bar` (two words each, 8-byte aligned).
+   * init: one thread sets it to expect `count` arrivals a phase (then a workgroup barrier, before any
+   * use); arrive: this thread's arrival (its earlier writes released to the waiters); wait: until the
+   * phase of parity `parity` (0 or 1, phases alternate) has completed (acquires what was released).
+   */
+  | { k: "mbarInit"; bar: string; idx: Expr; count: number }
+  | { k: "mbarArrive"; bar: string; idx: Expr }
+  | { k: "mbarWait"; bar: string; idx: Expr; parity: Expr }
+  /**
+   * Moves this warpgroup's register budget to `regs` a thread (PTX setmaxnreg, Hopper: a producer
+   * warpgroup gives registers up, `inc` false, so that the MMA warpgroups can take them); every
+   * thread of the warpgroup reaches it alike.
+   */
+  | { k: "setmaxnreg"; inc: boolean; regs: number }
   /** Adds `e` to element `idx` of i32 buffer `buf` atomically; the let `name` gets the element's value before (CUDA atomicAdd). */
   | { k: "atomicAdd"; name: string; buf: string; idx: Expr; e: Expr };
 

@@ -15,7 +15,7 @@ export const MERGE_SPLIT = "merge_split";
 export const secondName = (name: string): string => `${name}_m`;
 
 /** Fields of kir nodes that hold an identifier (or a list of them). */
-const NAME_FIELDS = new Set(["name", "names", "buf", "src", "dst", "acc", "v"]);
+const NAME_FIELDS = new Set(["name", "names", "buf", "src", "dst", "acc", "v", "bar"]);
 /** Statements that declare a local (its name in `name`, `names` or, for loops, `v`). */
 const DECLARES = new Set(["let", "var", "array", "atomicAdd", "ldsm", "load16", "for"]);
 

@@ -225,6 +225,29 @@ export class KernelBuilder {
     this.emit({ k: "fence" });
   }
 
+  /** A workgroup array of `n` mbarriers (see the mbar statements): two u32 words each, 8-byte aligned. */
+  mbarriers(base: string, n: number): string {
+    return this.shared(this.fresh(base), "u32", 2 * n, 8);
+  }
+
+  mbarInit(bar: string, idx: Expr, count: number): void {
+    if (!Number.isInteger(count) || count < 1) throw new Error(`kir: an mbarrier expects a positive count of arrivals, not ${count}`);
+    this.emit({ k: "mbarInit", bar, idx, count });
+  }
+
+  mbarArrive(bar: string, idx: Expr): void {
+    this.emit({ k: "mbarArrive", bar, idx });
+  }
+
+  mbarWait(bar: string, idx: Expr, parity: Expr): void {
+    this.emit({ k: "mbarWait", bar, idx, parity });
+  }
+
+  setmaxnreg(inc: boolean, regs: number): void {
+    if (regs % 8 !== 0 || regs < 24 || regs > 256) throw new Error(`kir: setmaxnreg takes a multiple of 8 from 24 to 256, not ${regs}`);
+    this.emit({ k: "setmaxnreg", inc, regs });
+  }
+
   /** Atomically adds `e` (i32) to `buf[idx]` (an i32 buffer) and gives the value it had. */
   atomicAdd(base: string, buf: string, idx: Expr, e: Expr): Expr {
     const b = this.kernel.buffers.find((x) => x.name === buf);

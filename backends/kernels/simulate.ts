@@ -343,6 +343,11 @@ class WarpRun {
         case "wgmmaWait":
         case "fenceAsyncShared":
           throw new Error(`simulate ${this.k.name}: warpgroup MMAs are not simulated`);
+        case "mbarInit":
+        case "mbarArrive":
+        case "mbarWait":
+        case "setmaxnreg":
+          throw new Error(`simulate ${this.k.name}: warp-specialized pipelines (mbarriers, register moves) are not simulated`);
         case "fence":
           // Workgroups run one after another here: every earlier write is already visible.
           break;

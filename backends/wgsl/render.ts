@@ -151,6 +151,11 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
       case "wgmmaWait":
       case "fenceAsyncShared":
         throw new Error("kir: WGSL has no warpgroup MMA (a Hopper tile program runs on CUDA only)");
+      case "mbarInit":
+      case "mbarArrive":
+      case "mbarWait":
+      case "setmaxnreg":
+        throw new Error("kir: WGSL has no split-arrival barriers or register moves (a warp-specialized tile program runs on CUDA only)");
       case "fence":
       case "atomicAdd":
         throw new Error("kir: this WGSL renderer has no grid-wide fences or atomics (a kernel whose last workgroup merges the others' results runs on CUDA only)");

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|wstiles|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -510,6 +510,25 @@ fp8tiles)
     python3 bench/cuda/fp8_check.py compare /tmp/ex/cuda-${cfg//,/-}.safetensors /tmp/ex/interp.safetensors 1e-3 $EXPERTS_Y
     /tmp/tile-${cfg//,/-}/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>"$OUT/tile-${cfg//,/-}.txt" >/dev/null
     grep -E "swiglu|grouped_linear|in all" "$OUT/tile-${cfg//,/-}.txt" | head -4
+  done
+  ;;
+wstiles)
+  # The warp-specialized wgmma expert GEMM (tile wgmma-ws,bm,bn,stages: a producer warpgroup copies,
+  # mbarriers hand the stages over) against the profile's tile: `tiles` with both (the experts module
+  # against the interpreter, prefill per-kernel times), memcheck and racecheck on the experts module
+  # under the ws tile, then Ling-mini prefill 1x2048 and 1x8192 of both builds alternately, two rounds.
+  # LINGC_WS_TILE (default wgmma-ws,128,256,4) and LINGC_WS_BASE (default wgmma,128,256,4).
+  WS=${LINGC_WS_TILE:-wgmma-ws,128,256,4}; BASE=${LINGC_WS_BASE:-wgmma,128,256,4}
+  LINGC_BF16_TILES="$BASE $WS" bash "$0" tiles || exit 1
+  R="/tmp/ex/e.lir --weights /tmp/ex/w.safetensors --input /tmp/ex/e.safetensors"
+  LINGC_BF16_TILE=$WS $L run $R --backend cuda --out /tmp/ex/ws.safetensors >/dev/null || exit 1
+  EXE=$(grep -l setmaxnreg /tmp/lingc-cache/cuda/*/model.cu | head -1 | xargs dirname)/lingc_model
+  echo "== sanitizers, $WS experts module ($EXE)"
+  sanitized ws $EXE run --checkpoint /tmp/ex/w.safetensors --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san-ws.safetensors
+  for round in 1 2; do
+    for cfg in $BASE $WS; do
+      echo "== $cfg, round $round"; /tmp/tile-${cfg//,/-}/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'
+    done
   done
   ;;
 tiles)

@@ -29,6 +29,14 @@ import { applyEpilogue, copyRows, gemmTile, gemmTileThreads, groupedGemmPlan, wo
 
 /** 32-bit words of a tile row in shared memory: one 128-byte swizzle row a stage. */
 const ROW_WORDS = 32;
+/** The warp-specialized program's copying warpgroup, and the register budgets it and the MMA warpgroups move to (setmaxnreg; 128 x 40 + 256 x 232 fits the 64 K registers of an SM). */
+const PRODUCER_THREADS = 128;
+const PRODUCER_REGS = 64;
+const MAX_CONSUMER_REGS = 240;
+/** 32-bit registers of a multiprocessor (sm_90), all the workgroup's: the tile takes one an SM. */
+const SM_REGISTERS = 65536;
+/** Stages of copies the producer keeps in flight before it waits for the oldest to land. */
+const PRODUCER_LAG = 2;
 /** Bytes of an element, and K of one MMA (32 bytes of a row either way). */
 const ELEM: Record<GemmElem, { bytes: number; mmaK: 16 | 32 }> = { bf16: { bytes: 2, mmaK: 16 }, e4m3: { bytes: 1, mmaK: 32 } };
 
@@ -47,8 +55,17 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const CE = 16 / bytes;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`${what}: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
   const { bm: BM, bn: BN, stages: STAGES } = tile;
+  const producer = tile.producer === true;
   const T = gemmTileThreads(tile);
   if (kb.kernel.wg !== T) throw new LingcError(`${what}: a ${BM}x${BN} tile needs ${T} threads, not ${kb.kernel.wg}`);
+  // Warp-specialized: one workgroup an SM holding all its registers (ptxas gives a kernel that moves
+  // registers its launch bound's whole share, 64 K / T a thread, in steps of 8); the producer gives up
+  // all but PRODUCER_REGS, the MMA threads take the rest (at most MAX_CONSUMER_REGS). setmaxnreg.inc
+  // may only raise a count: the share at entry must be below it, so at least two MMA warpgroups.
+  const entryRegs = Math.floor(SM_REGISTERS / T / 8) * 8;
+  const consumerRegs = Math.min(MAX_CONSUMER_REGS, Math.floor((SM_REGISTERS - PRODUCER_THREADS * PRODUCER_REGS) / (T - PRODUCER_THREADS) / 8) * 8);
+  if (producer && !(entryRegs < consumerRegs && entryRegs > PRODUCER_REGS)) throw new LingcError(`${what}: a warp-specialized ${BM}x${BN} tile (${T} threads) cannot move registers to its MMA warpgroups (${entryRegs} a thread at entry, ${consumerRegs} after): it needs bm of 128 or more`);
+  if (producer) kb.kernel.minBlocks = 1;
   const smem = 4 * STAGES * (BM + BN) * ROW_WORDS;
   const room = Math.max(g.limits.maxWorkgroupBytes, g.limits.maxDynamicWorkgroupBytes ?? 0);
   if (smem > room) throw new LingcError(`${what}: a ${BM}x${BN} tile of ${STAGES} stages needs ${smem} bytes of shared memory, the target gives ${room}`);
@@ -80,34 +97,41 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     const aBase = (st: Expr) => mul(st, i((BM + BN) * ROW_WORDS));
     const bBase = (st: Expr) => add(mul(st, i((BM + BN) * ROW_WORDS)), i(BM * ROW_WORDS));
 
-    // Copies: chunk c = lid % 8 of rows lid / 8 + pass x T / 8; T / 8 is a multiple of 8, so a
-    // thread's rows share r % 8 and with it the swizzled chunk c ^ (r % 8).
-    const per = T / 8;
-    const lr = kb.let("lr", div(kb.lid, i(8)));
-    const lc = kb.let("lc", mod(kb.lid, i(8)));
-    const sw = kb.let("sw", mul(K.xor(lc, mod(lr, i(8))), i(4)));
+    // Copies: chunk c = cid % 8 of rows cid / 8 + pass x copiers / 8 (cid: the thread's index among
+    // the copying threads, every thread or the producer warpgroup's); copiers / 8 is a multiple of 8,
+    // so a thread's rows share r % 8 and with it the swizzled chunk c ^ (r % 8).
+    const copiers = producer ? PRODUCER_THREADS : T;
+    const per = copiers / 8;
     // Whole passes only: a pass past the tile's rows would write into the next stage's.
     if (BN % per !== 0 || (swiglu && (BN / 2) % per !== 0)) throw new LingcError(`${what}: a ${BM}x${BN} tile cannot be copied ${per} rows at a time${swiglu ? " (gate and up halves apart)" : ""}`);
-    const { aRows, bRows } = copyRows(kb, { lr, per, row0, rowEnd, orderB, k, e, ct, colsPer, O, I, BM, BN, wb });
     const partial = I % BK !== 0;
-    const loadStage = (kt: Expr, st: Expr) => {
-      const kk = kb.let("kk", add(mul(kt, i(BK)), mul(lc, i(CE))));
-      const kin = partial ? kb.let("kin", lt(kk, i(I))) : undefined;
-      const valid = (ok: Expr) => (kin ? and(ok, kin) : ok);
-      const at = (base: Expr) => (kin ? add(base, K.sel(kin, kk, i(0))) : add(base, kk));
-      const dst = (base: Expr, r: number) => add(add(base, mul(add(lr, i(r)), i(ROW_WORDS))), sw);
-      for (const a of aRows) kb.copy16(S, dst(aBase(st), a.at), xb, at(a.base), valid(a.ok));
-      for (const b of bRows) kb.copy16(S, dst(bBase(st), b.at), b.buf, at(b.base), valid(b.ok));
-      kb.copyCommit();
+    /** The copy of stage kt into buffer st by copying thread cid (the rows' bases found once, when the copier is made). */
+    const copier = (cid: Expr) => {
+      const lr = kb.let("lr", div(cid, i(8)));
+      const lc = kb.let("lc", mod(cid, i(8)));
+      const sw = kb.let("sw", mul(K.xor(lc, mod(lr, i(8))), i(4)));
+      const { aRows, bRows } = copyRows(kb, { lr, per, row0, rowEnd, orderB, k, e, ct, colsPer, O, I, BM, BN, wb });
+      return (kt: Expr, st: Expr) => {
+        const kk = kb.let("kk", add(mul(kt, i(BK)), mul(lc, i(CE))));
+        const kin = partial ? kb.let("kin", lt(kk, i(I))) : undefined;
+        const valid = (ok: Expr) => (kin ? and(ok, kin) : ok);
+        const at = (base: Expr) => (kin ? add(base, K.sel(kin, kk, i(0))) : add(base, kk));
+        const dst = (base: Expr, r: number) => add(add(base, mul(add(lr, i(r)), i(ROW_WORDS))), sw);
+        for (const a of aRows) kb.copy16(S, dst(aBase(st), a.at), xb, at(a.base), valid(a.ok));
+        for (const b of bRows) kb.copy16(S, dst(bBase(st), b.at), b.buf, at(b.base), valid(b.ok));
+        kb.copyCommit();
+      };
     };
 
     const acc = kb.array("acc", "f32", BN / 2);
     // Scaled: a stage's (a scale block's) products sum here first, then enter acc scaled.
     const part = scaled ? kb.array("part", "f32", BN / 2) : acc;
-    kb.for("j", i(0), i(BN / 2), (j) => {
-      kb.store(acc, j, K.f(0));
-      if (part !== acc) kb.store(part, j, K.f(0));
-    });
+    // (Zeroed by the threads that multiply, once they hold their registers: zeroAcc.)
+    const zeroAcc = () =>
+      kb.for("j", i(0), i(BN / 2), (j) => {
+        kb.store(acc, j, K.f(0));
+        if (part !== acc) kb.store(part, j, K.f(0));
+      });
     const wgi = kb.let("wgi", div(kb.lid, i(128)));
     const lane = kb.let("lane", mod(kb.lid, i(32)));
     const wq = kb.let("wq", mod(div(kb.lid, i(32)), i(4)));
@@ -159,50 +183,124 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     // (A tile of 2 stages has no buffer free for a load while a stage's MMAs run: it waits at once.)
     const late = !scaled && g.limits.wgmmaLateWait === true && STAGES >= 3;
     const ahead = late ? STAGES - 2 : STAGES - 1;
-    for (let p = 0; p < ahead; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
-    kb.loop("kt", i(0), i(nk), (kt) => {
-      kb.copyWait(ahead - 1);
-      // The copies that landed are this thread's; the MMAs read them through the async proxy.
-      kb.fenceAsyncShared();
-      kb.barrier();
-      const next = add(kt, i(ahead));
-      kb.if(lt(next, i(nk)), () => loadStage(next, mod(next, i(STAGES))), () => kb.copyCommit());
-      const st = kb.let("st", mod(kt, i(STAGES)));
+    const mainLoop = () => {
+      zeroAcc();
+      const loadStage = copier(kb.lid);
+      for (let p = 0; p < ahead; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
+      kb.loop("kt", i(0), i(nk), (kt) => {
+        kb.copyWait(ahead - 1);
+        // The copies that landed are this thread's; the MMAs read them through the async proxy.
+        kb.fenceAsyncShared();
+        kb.barrier();
+        const next = add(kt, i(ahead));
+        kb.if(lt(next, i(nk)), () => loadStage(next, mod(next, i(STAGES))), () => kb.copyCommit());
+        const st = kb.let("st", mod(kt, i(STAGES)));
+        if (late) {
+          // Stage kt - 1's MMAs (none before the first).
+          kb.wgmmaWait(0);
+          if (scaled) kb.if(K.gt(kt, i(0)), () => promote(sub(kt, i(1))));
+          mmas(st);
+        } else {
+          mmas(st);
+          kb.wgmmaWait(0);
+          if (scaled) promote(kt);
+        }
+      });
       if (late) {
-        // Stage kt - 1's MMAs (none before the first).
         kb.wgmmaWait(0);
-        if (scaled) kb.if(K.gt(kt, i(0)), () => promote(sub(kt, i(1))));
-        mmas(st);
-      } else {
-        mmas(st);
-        kb.wgmmaWait(0);
-        if (scaled) promote(kt);
+        if (scaled) promote(i(nk - 1));
       }
-    });
-    if (late) {
-      kb.wgmmaWait(0);
-      if (scaled) promote(i(nk - 1));
-    }
-    kb.copyWait(0);
+      kb.copyWait(0);
+      epilogueOut();
+    };
+
+    // Warp-specialized (tile.producer): the last warpgroup copies, the others multiply, each stage
+    // handed over by two mbarriers: full[st] (the producer's 128 threads arrive once their copies of
+    // the stage landed and were fenced for the async proxy, as a thread of the plain program does
+    // before its workgroup barrier) and empty[st] (every MMA thread arrives once the MMAs that read
+    // the stage completed). Stage kt is buffer kt % S in its (kt / S)-th use: its waits name that
+    // use's parity. The producer keeps LAG stages of copies in flight before it waits for the oldest.
+    const specialized = () => {
+      const bars = kb.mbarriers("stage_bars", 2 * STAGES);
+      const full = (st: Expr) => st;
+      const empty = (st: Expr) => add(st, i(STAGES));
+      kb.if(K.eq(kb.lid, i(0)), () => {
+        for (let st = 0; st < STAGES; st++) {
+          kb.mbarInit(bars, i(st), PRODUCER_THREADS);
+          kb.mbarInit(bars, i(STAGES + st), T - PRODUCER_THREADS);
+        }
+      });
+      kb.barrier();
+      const lag = Math.min(PRODUCER_LAG, STAGES - 1);
+      kb.if(
+        ge(kb.lid, i(T - PRODUCER_THREADS)),
+        () => {
+          kb.setmaxnreg(false, PRODUCER_REGS);
+          const loadStage = copier(sub(kb.lid, i(T - PRODUCER_THREADS)));
+          const land = (kt: Expr, pending: number) => {
+            kb.copyWait(pending);
+            kb.fenceAsyncShared();
+            kb.mbarArrive(bars, full(mod(kt, i(STAGES))));
+          };
+          kb.loop("kt", i(0), i(nk), (kt) => {
+            const st = kb.let("st", mod(kt, i(STAGES)));
+            // The buffer's previous use (stage kt - S) must have been multiplied.
+            kb.if(ge(kt, i(STAGES)), () => kb.mbarWait(bars, empty(st), mod(sub(div(kt, i(STAGES)), i(1)), i(2))));
+            loadStage(kt, st);
+            kb.if(ge(kt, i(lag)), () => land(sub(kt, i(lag)), lag));
+          });
+          // The last stages still in flight, oldest first.
+          for (let j = lag - 1; j >= 0; j--) {
+            const kt = kb.let("kt_last", sub(i(nk - 1), i(j)));
+            kb.if(ge(kt, i(Math.max(0, nk - lag))), () => land(kt, j));
+          }
+        },
+        () => {
+          kb.setmaxnreg(true, consumerRegs);
+          zeroAcc();
+          kb.loop("kt", i(0), i(nk), (kt) => {
+            const st = kb.let("st", mod(kt, i(STAGES)));
+            kb.mbarWait(bars, full(st), mod(div(kt, i(STAGES)), i(2)));
+            mmas(st);
+            if (scaled) {
+              kb.wgmmaWait(0);
+              promote(kt);
+              kb.mbarArrive(bars, empty(st));
+            } else {
+              // The previous stage's MMAs are done once at most this stage's are in flight.
+              kb.wgmmaWait(1);
+              kb.if(K.gt(kt, i(0)), () => kb.mbarArrive(bars, empty(mod(sub(kt, i(1)), i(STAGES)))));
+            }
+          });
+          kb.wgmmaWait(0);
+          // The producer has left: its branch never joins this one (their register budgets differ).
+          epilogueOut();
+        },
+      );
+    };
 
     // Epilogue: acc by the layout above.
-    const gateDt = gate.results[0]!.type.dtype;
-    const upDt = up?.results[0]!.type.dtype;
-    for (let hh = 0; hh < 2; hh++) {
-      const row = kb.let("orow", rowOf(hh));
-      kb.if(lt(row, rowEnd), () => {
-        for (let j = 0; j < blocks; j++)
-          for (let c = 0; c < 2; c++) {
-            const col = kb.let("ocol", colOf(j, c));
-            kb.if(lt(col, i(O)), () => {
-              const at = 4 * j + 2 * hh + c;
-              const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(kb.load(acc, i(at), "f32"), gateDt)]]);
-              if (up) vals.set(up.results[0]!, g.fit(kb.load(acc, i(at + 4 * blocks), "f32"), upDt as DType));
-              kb.store(ob, add(mul(row, i(O)), col), applyEpilogue(g, epilogue, vals, out));
-            });
-          }
-      });
-    }
+    const epilogueOut = () => {
+      const gateDt = gate.results[0]!.type.dtype;
+      const upDt = up?.results[0]!.type.dtype;
+      for (let hh = 0; hh < 2; hh++) {
+        const row = kb.let("orow", rowOf(hh));
+        kb.if(lt(row, rowEnd), () => {
+          for (let j = 0; j < blocks; j++)
+            for (let c = 0; c < 2; c++) {
+              const col = kb.let("ocol", colOf(j, c));
+              kb.if(lt(col, i(O)), () => {
+                const at = 4 * j + 2 * hh + c;
+                const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(kb.load(acc, i(at), "f32"), gateDt)]]);
+                if (up) vals.set(up.results[0]!, g.fit(kb.load(acc, i(at + 4 * blocks), "f32"), upDt as DType));
+                kb.store(ob, add(mul(row, i(O)), col), applyEpilogue(g, epilogue, vals, out));
+              });
+            }
+        });
+      }
+    };
+    if (producer) specialized();
+    else mainLoop();
   });
   const kernel = g.finish({ dim: g.entryDim(rowsDim.add(BM * (E + 1)).mul(colTiles)), per: BM });
   // Hopper's FP8 MMA keeps about 14 bits of each 128-wide slice's sum (DeepSeek-V3 3.3.2): measured

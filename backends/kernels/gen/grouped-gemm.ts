@@ -62,7 +62,7 @@ export function stageK(elem: GemmElem): number {
 
 /** Threads of the tile's workgroup: a warp per wm x wn (wgmma: a warpgroup of 4 warps per 64 rows). */
 export function gemmTileThreads(t: TileShape): number {
-  return t.wgmma ? 128 * (t.bm / 64) : 32 * (t.bm / t.wm) * (t.bn / t.wn);
+  return t.wgmma ? 128 * (t.bm / 64 + (t.producer ? 1 : 0)) : 32 * (t.bm / t.wm) * (t.bn / t.wn);
 }
 
 export interface Plan extends GroupedMatmuls {

@@ -29,9 +29,12 @@ import { applyEpilogue, copyRows, gemmTile, gemmTileThreads, groupedGemmPlan, wo
 
 /** 32-bit words of a tile row in shared memory: one 128-byte swizzle row a stage. */
 const ROW_WORDS = 32;
-/** The warp-specialized program's copying warpgroup, and the register budgets it and the MMA warpgroups move to (setmaxnreg; 128 x 40 + 256 x 232 fits the 64 K registers of an SM). */
+/**
+ * The warp-specialized program's copying warpgroup and the registers it keeps (setmaxnreg; with two MMA
+ * warpgroups, 384 x 168 registers at entry = 128 x 56 + 256 x 224; 40 spilled its copies' row bases).
+ */
 const PRODUCER_THREADS = 128;
-const PRODUCER_REGS = 64;
+const PRODUCER_REGS = 56;
 const MAX_CONSUMER_REGS = 240;
 /** 32-bit registers of a multiprocessor (sm_90), all the workgroup's: the tile takes one an SM. */
 const SM_REGISTERS = 65536;
@@ -58,12 +61,14 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const producer = tile.producer === true;
   const T = gemmTileThreads(tile);
   if (kb.kernel.wg !== T) throw new LingcError(`${what}: a ${BM}x${BN} tile needs ${T} threads, not ${kb.kernel.wg}`);
-  // Warp-specialized: one workgroup an SM holding all its registers (ptxas gives a kernel that moves
-  // registers its launch bound's whole share, 64 K / T a thread, in steps of 8); the producer gives up
-  // all but PRODUCER_REGS, the MMA threads take the rest (at most MAX_CONSUMER_REGS). setmaxnreg.inc
-  // may only raise a count: the share at entry must be below it, so at least two MMA warpgroups.
+  // Warp-specialized: one workgroup an SM. ptxas gives a kernel that moves registers its launch
+  // bound's share, 64 K / T a thread rounded down to a multiple of 8, and the workgroup holds T times
+  // that; the producer gives up all but PRODUCER_REGS and the MMA threads take what that frees (at
+  // most MAX_CONSUMER_REGS): asking for more than the workgroup holds would wait forever.
+  // setmaxnreg.inc may only raise a count: the share at entry must be below it, so at least two MMA
+  // warpgroups.
   const entryRegs = Math.floor(SM_REGISTERS / T / 8) * 8;
-  const consumerRegs = Math.min(MAX_CONSUMER_REGS, Math.floor((SM_REGISTERS - PRODUCER_THREADS * PRODUCER_REGS) / (T - PRODUCER_THREADS) / 8) * 8);
+  const consumerRegs = Math.min(MAX_CONSUMER_REGS, Math.floor((T * entryRegs - PRODUCER_THREADS * PRODUCER_REGS) / (T - PRODUCER_THREADS) / 8) * 8);
   if (producer && !(entryRegs < consumerRegs && entryRegs > PRODUCER_REGS)) throw new LingcError(`${what}: a warp-specialized ${BM}x${BN} tile (${T} threads) cannot move registers to its MMA warpgroups (${entryRegs} a thread at entry, ${consumerRegs} after): it needs bm of 128 or more`);
   if (producer) kb.kernel.minBlocks = 1;
   const smem = 4 * STAGES * (BM + BN) * ROW_WORDS;

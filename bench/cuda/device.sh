@@ -513,29 +513,35 @@ fp8tiles)
   done
   ;;
 wstiles)
-  # The warp-specialized wgmma expert GEMM (tile wgmma-ws,bm,bn,stages: a producer warpgroup copies,
-  # mbarriers hand the stages over) against the profile's tile. First the experts module under the ws
-  # tile against the interpreter (a hang is cut after 120 s), memcheck and racecheck on it; then
-  # Ling-mini built with each tile: prefill per-kernel times, and prefill 1x2048 and 1x8192 of both
-  # builds alternately, two rounds. LINGC_WS_TILE (default wgmma-ws,128,256,4), LINGC_WS_BASE
-  # (default wgmma,128,256,4).
-  WS=${LINGC_WS_TILE:-wgmma-ws,128,256,4}; BASE=${LINGC_WS_BASE:-wgmma,128,256,4}; M=bench/cuda/ling-mini-2.0-no-mtp
-  for cfg in $BASE $WS; do (LINGC_BF16_TILE=$cfg $L compile $M --target cuda --out /tmp/tile-${cfg//,/-} >/dev/null && cd /tmp/tile-${cfg//,/-} && make -j8 >/dev/null) & done
+  # The warp-specialized wgmma expert GEMM (tile wgmma-ws,bm,bn,stages[,tiles]: a producer warpgroup
+  # copies, mbarriers hand the stages over, a workgroup takes `tiles` consecutive tiles) against the
+  # profile's tile. First the experts module under each ws tile against the interpreter (a hang is
+  # cut after 120 s), memcheck and racecheck on the first; then Ling-mini built with each tile:
+  # prefill per-kernel times, and prefill 1x2048 and 1x8192 of the builds alternately, two rounds.
+  # LINGC_WS_TILES (default wgmma-ws,128,256,4,2), LINGC_WS_BASE (default wgmma,128,256,4).
+  WSS=${LINGC_WS_TILES:-wgmma-ws,128,256,4,2}; BASE=${LINGC_WS_BASE:-wgmma,128,256,4}; M=bench/cuda/ling-mini-2.0-no-mtp
+  for cfg in $BASE $WSS; do (LINGC_BF16_TILE=$cfg $L compile $M --target cuda --out /tmp/tile-${cfg//,/-} >/dev/null && cd /tmp/tile-${cfg//,/-} && make -j8 >/dev/null) & done
   mkdir -p /tmp/ex && python3 bench/cuda/expert_check.py make /tmp/ex || exit 1
   R="/tmp/ex/e.lir --weights /tmp/ex/w.safetensors --input /tmp/ex/e.safetensors"
   $L run $R --backend interp --out /tmp/ex/interp.safetensors >/dev/null || exit 1
-  LINGC_BF16_TILE=$WS timeout 120 $L run $R --backend cuda --out /tmp/ex/ws.safetensors >/dev/null; rc=$?
-  if [ $rc != 0 ]; then echo "the experts module under $WS: exit $rc (124: hung, cut)"; pkill -9 lingc_model; exit 1; fi
-  echo "== $WS experts module vs interp"; python3 bench/cuda/expert_check.py compare /tmp/ex/ws.safetensors /tmp/ex/interp.safetensors 0.0156 | tail -3
-  EXE=$(grep -l setmaxnreg /tmp/lingc-cache/cuda/*/model.cu | head -1 | xargs dirname)/lingc_model
-  sanitized ws $EXE run --checkpoint /tmp/ex/w.safetensors --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san-ws.safetensors
+  first=1
+  for WS in $WSS; do
+    LINGC_BF16_TILE=$WS timeout 120 $L run $R --backend cuda --out /tmp/ex/ws.safetensors >/dev/null; rc=$?
+    if [ $rc != 0 ]; then echo "the experts module under $WS: exit $rc (124: hung, cut)"; pkill -9 lingc_model; exit 1; fi
+    echo "== $WS experts module vs interp"; python3 bench/cuda/expert_check.py compare /tmp/ex/ws.safetensors /tmp/ex/interp.safetensors 0.0156 | tail -3
+    if [ $first = 1 ]; then
+      EXE=$(ls -td /tmp/lingc-cache/cuda/*/ | head -1)lingc_model
+      sanitized ws $EXE run --checkpoint /tmp/ex/w.safetensors --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san-ws.safetensors
+      first=0
+    fi
+  done
   wait
-  for cfg in $BASE $WS; do
+  for cfg in $BASE $WSS; do
     echo "== $cfg profile"; timeout 120 /tmp/tile-${cfg//,/-}/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>"$OUT/tile-${cfg//,/-}.txt" >/dev/null
     grep -E "swiglu|grouped_linear|in all" "$OUT/tile-${cfg//,/-}.txt" | head -3
   done
   for round in 1 2; do
-    for cfg in $BASE $WS; do
+    for cfg in $BASE $WSS; do
       echo "== $cfg, round $round"; timeout 120 /tmp/tile-${cfg//,/-}/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'
     done
   done

@@ -78,25 +78,28 @@ export interface TileShape {
    * warpgroups waiting on each stage's barrier instead of a workgroup barrier a stage.
    */
   producer?: boolean;
+  /** Warp-specialized: consecutive tiles a workgroup computes (its producer copies the next tile's stages while the last one's results are written). */
+  tilesPer?: number;
 }
 
 /**
- * A tile written "bm,bn,wm,wn,stages[,bk]", "wgmma,bm,bn,stages" or "wgmma-ws,bm,bn,stages" (warp-specialized; the benchmark's sweeps set one
+ * A tile written "bm,bn,wm,wn,stages[,bk]", "wgmma,bm,bn,stages" or "wgmma-ws,bm,bn,stages[,tiles]" (warp-specialized, tiles a workgroup; the benchmark's sweeps set one
  * through LINGC_FP8_TILE or LINGC_BF16_TILE), checked.
  */
 export function parseTile(text: string, what: string): TileShape {
   const kind = /^\s*(wgmma|wgmma-ws),/.exec(text)?.[1];
   if (kind) {
     const w = text.trim().slice(kind.length + 1).split(",").map((x) => Number(x.trim()));
-    const [bm, bn, stages] = w as [number, number, number];
-    const fine = w.length === 3 && w.every((x) => Number.isInteger(x) && x > 0) && bm % 64 === 0 && bn % 16 === 0 && bn <= 256 && stages >= 2;
-    if (!fine) throw new LingcError(`${what} '${text}': expected ${kind},bm,bn,stages (bm a multiple of 64, bn a multiple of 16 up to 256, at least 2 stages)`);
-    return { bm, bn, wm: 64, wn: bn, stages, wgmma: true, ...(kind === "wgmma-ws" ? { producer: true } : {}) };
+    const [bm, bn, stages, tilesPer] = w as [number, number, number, number | undefined];
+    const ws = kind === "wgmma-ws";
+    const fine = (w.length === 3 || (ws && w.length === 4)) && w.every((x) => Number.isInteger(x) && x > 0) && bm % 64 === 0 && bn % 16 === 0 && bn <= 256 && stages >= 2;
+    if (!fine) throw new LingcError(`${what} '${text}': expected ${ws ? "wgmma-ws,bm,bn,stages[,tiles]" : "wgmma,bm,bn,stages"} (bm a multiple of 64, bn a multiple of 16 up to 256, at least 2 stages${ws ? ", tiles a workgroup" : ""})`);
+    return { bm, bn, wm: 64, wn: bn, stages, wgmma: true, ...(ws ? { producer: true, tilesPer: tilesPer ?? 1 } : {}) };
   }
   const v = text.split(",").map((x) => Number(x.trim()));
   const [bm, bn, wm, wn, stages, bk] = v as [number, number, number, number, number, number | undefined];
   const ok = (v.length === 5 || v.length === 6) && v.every((x) => Number.isInteger(x) && x > 0) && wm % 16 === 0 && wn % 16 === 0 && bm % wm === 0 && bn % wn === 0 && stages >= 2 && (bk === undefined || bk % 16 === 0);
-  if (!ok) throw new LingcError(`${what} '${text}': expected bm,bn,wm,wn,stages[,bk] (warp tile wm x wn in multiples of 16 dividing bm x bn, at least 2 stages, bk a multiple of 16) or wgmma,bm,bn,stages or wgmma-ws,bm,bn,stages`);
+  if (!ok) throw new LingcError(`${what} '${text}': expected bm,bn,wm,wn,stages[,bk] (warp tile wm x wn in multiples of 16 dividing bm x bn, at least 2 stages, bk a multiple of 16) or wgmma,bm,bn,stages or wgmma-ws,bm,bn,stages[,tiles]`);
   return bk === undefined ? { bm, bn, wm, wn, stages } : { bm, bn, wm, wn, stages, bk };
 }
 

@@ -93,104 +93,137 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const rowsDim = x.type.shape[0]!;
   const { i, add, sub, mul, div, mod, lt, ge, and } = K;
 
-  const { ct, e, row0 } = workgroupTile(g, offb, E, BM, colTiles);
-  kb.if(ge(e, i(0)), () => {
-    const rowEnd = kb.let("row_end", K.min(kb.load(offb, add(e, i(1))), add(row0, i(BM))));
-    // Stage s: A rows at word s x (BM + BN) x 32, B rows after them; 1024-byte aligned (BM and BN
-    // are multiples of 8 rows of 128 bytes).
-    const S = kb.shared(kb.fresh("tiles"), "u32", STAGES * (BM + BN) * ROW_WORDS, 1024);
-    const aBase = (st: Expr) => mul(st, i((BM + BN) * ROW_WORDS));
-    const bBase = (st: Expr) => add(mul(st, i((BM + BN) * ROW_WORDS)), i(BM * ROW_WORDS));
+  /** A tile's expert (-1: none), first row, column tile and end of its rows. */
+  interface TileAt {
+    e: Expr;
+    row0: Expr;
+    ct: Expr;
+    rowEnd: Expr;
+  }
+  const tileAt = (index?: Expr): TileAt => {
+    const { ct, e, row0 } = workgroupTile(g, offb, E, BM, colTiles, index);
+    // (An idle tile, e = -1, reads offsets[0].)
+    return { e, row0, ct, rowEnd: kb.let("row_end", K.min(kb.load(offb, add(e, i(1))), add(row0, i(BM)))) };
+  };
+  // Stage s: A rows at word s x (BM + BN) x 32, B rows after them; 1024-byte aligned (BM and BN
+  // are multiples of 8 rows of 128 bytes).
+  const S = kb.shared(kb.fresh("tiles"), "u32", STAGES * (BM + BN) * ROW_WORDS, 1024);
+  const aBase = (st: Expr) => mul(st, i((BM + BN) * ROW_WORDS));
+  const bBase = (st: Expr) => add(mul(st, i((BM + BN) * ROW_WORDS)), i(BM * ROW_WORDS));
 
-    // Copies: chunk c = cid % 8 of rows cid / 8 + pass x copiers / 8 (cid: the thread's index among
-    // the copying threads, every thread or the producer warpgroup's); copiers / 8 is a multiple of 8,
-    // so a thread's rows share r % 8 and with it the swizzled chunk c ^ (r % 8).
-    const copiers = producer ? PRODUCER_THREADS : T;
-    const per = copiers / 8;
-    // Whole passes only: a pass past the tile's rows would write into the next stage's.
-    if (BN % per !== 0 || (swiglu && (BN / 2) % per !== 0)) throw new LingcError(`${what}: a ${BM}x${BN} tile cannot be copied ${per} rows at a time${swiglu ? " (gate and up halves apart)" : ""}`);
-    const partial = I % BK !== 0;
-    /** The copy of stage kt into buffer st by copying thread cid (the rows' bases found once, when the copier is made). */
-    const copier = (cid: Expr) => {
-      const lr = kb.let("lr", div(cid, i(8)));
-      const lc = kb.let("lc", mod(cid, i(8)));
-      const sw = kb.let("sw", mul(K.xor(lc, mod(lr, i(8))), i(4)));
-      const { aRows, bRows } = copyRows(kb, { lr, per, row0, rowEnd, orderB, k, e, ct, colsPer, O, I, BM, BN, wb });
-      return (kt: Expr, st: Expr) => {
-        const kk = kb.let("kk", add(mul(kt, i(BK)), mul(lc, i(CE))));
-        const kin = partial ? kb.let("kin", lt(kk, i(I))) : undefined;
-        const valid = (ok: Expr) => (kin ? and(ok, kin) : ok);
-        const at = (base: Expr) => (kin ? add(base, K.sel(kin, kk, i(0))) : add(base, kk));
-        const dst = (base: Expr, r: number) => add(add(base, mul(add(lr, i(r)), i(ROW_WORDS))), sw);
-        for (const a of aRows) kb.copy16(S, dst(aBase(st), a.at), xb, at(a.base), valid(a.ok));
-        for (const b of bRows) kb.copy16(S, dst(bBase(st), b.at), b.buf, at(b.base), valid(b.ok));
-        kb.copyCommit();
-      };
+  // Copies: chunk c = cid % 8 of rows cid / 8 + pass x copiers / 8 (cid: the thread's index among
+  // the copying threads, every thread or the producer warpgroup's); copiers / 8 is a multiple of 8,
+  // so a thread's rows share r % 8 and with it the swizzled chunk c ^ (r % 8).
+  const copiers = producer ? PRODUCER_THREADS : T;
+  const per = copiers / 8;
+  // Whole passes only: a pass past the tile's rows would write into the next stage's.
+  if (BN % per !== 0 || (swiglu && (BN / 2) % per !== 0)) throw new LingcError(`${what}: a ${BM}x${BN} tile cannot be copied ${per} rows at a time${swiglu ? " (gate and up halves apart)" : ""}`);
+  const partial = I % BK !== 0;
+  /** The copy of a tile's stage kt into buffer st by copying thread cid (the rows' bases found once, when the copier is made). */
+  const copier = (tl: TileAt, cid: Expr) => {
+    const lr = kb.let("lr", div(cid, i(8)));
+    const lc = kb.let("lc", mod(cid, i(8)));
+    const sw = kb.let("sw", mul(K.xor(lc, mod(lr, i(8))), i(4)));
+    const { aRows, bRows } = copyRows(kb, { lr, per, row0: tl.row0, rowEnd: tl.rowEnd, orderB, k, e: tl.e, ct: tl.ct, colsPer, O, I, BM, BN, wb });
+    return (kt: Expr, st: Expr) => {
+      const kk = kb.let("kk", add(mul(kt, i(BK)), mul(lc, i(CE))));
+      const kin = partial ? kb.let("kin", lt(kk, i(I))) : undefined;
+      const valid = (ok: Expr) => (kin ? and(ok, kin) : ok);
+      const at = (base: Expr) => (kin ? add(base, K.sel(kin, kk, i(0))) : add(base, kk));
+      const dst = (base: Expr, r: number) => add(add(base, mul(add(lr, i(r)), i(ROW_WORDS))), sw);
+      for (const a of aRows) kb.copy16(S, dst(aBase(st), a.at), xb, at(a.base), valid(a.ok));
+      for (const b of bRows) kb.copy16(S, dst(bBase(st), b.at), b.buf, at(b.base), valid(b.ok));
+      kb.copyCommit();
     };
+  };
 
-    const acc = kb.array("acc", "f32", BN / 2);
-    // Scaled: a stage's (a scale block's) products sum here first, then enter acc scaled.
-    const part = scaled ? kb.array("part", "f32", BN / 2) : acc;
-    // (Zeroed by the threads that multiply, once they hold their registers: zeroAcc.)
-    const zeroAcc = () =>
-      kb.for("j", i(0), i(BN / 2), (j) => {
-        kb.store(acc, j, K.f(0));
-        if (part !== acc) kb.store(part, j, K.f(0));
-      });
-    const wgi = kb.let("wgi", div(kb.lid, i(128)));
-    const lane = kb.let("lane", mod(kb.lid, i(32)));
-    const wq = kb.let("wq", mod(div(kb.lid, i(32)), i(4)));
-    const gr = kb.let("gr", div(lane, i(4)));
-    const tq = kb.let("tq", mod(lane, i(4)));
-    // Thread (warp wq of its warpgroup, g = lane / 4, t = lane % 4) holds rows 16 wq + g (+8) of its
-    // warpgroup's 64, columns 8j + 2t (+1) of each 8-column block j (SwiGLU: block j of the gate
-    // half pairs with block j + BN / 16 of the up half).
-    const rowOf = (hh: number) => add(row0, add(mul(wgi, i(64)), add(mul(wq, i(16)), add(gr, i(hh * 8)))));
-    const blocks = swiglu ? BN / 16 : BN / 8;
-    /** The output column of block j (of either half), pair c. */
-    const colOf = (j: number, c: number) => add(mul(ct, i(colsPer)), add(i((j % blocks) * 8 + c), mul(tq, i(2))));
-    const nk = Math.ceil(I / BK);
-    // The stage's scale block kt is summed in part: acc += part x (row's activation scale x column
-    // block's weight scale), and part starts the next block at zero.
-    const promote = (kt: Expr) => {
-      const sb: Expr[] = [];
-      for (let j = 0; j < BN / 8; j++) {
-        const which = swiglu && j >= blocks ? 1 : 0;
-        const col = K.min(colOf(j, 0), i(O - 1));
-        sb.push(kb.let("sb", kb.load(wsb[which]!, g.scaleIndex(wv[which]!, add(mul(add(mul(e, i(O)), col), i(I)), mul(kt, i(BK)))))));
-      }
-      for (let hh = 0; hh < 2; hh++) {
-        const row = kb.let("srow", rowOf(hh));
-        const sa = kb.let("sa", K.sel(lt(row, rowEnd), kb.load(xs!, g.scaleAt(x, K.min(row, sub(rowEnd, i(1))), kt)), K.f(0)));
-        for (let j = 0; j < BN / 8; j++)
+  const acc = kb.array("acc", "f32", BN / 2);
+  // Scaled: a stage's (a scale block's) products sum here first, then enter acc scaled.
+  const part = scaled ? kb.array("part", "f32", BN / 2) : acc;
+  // (Zeroed by the threads that multiply, once they hold their registers, for each tile.)
+  const zeroAcc = () =>
+    kb.for("j", i(0), i(BN / 2), (j) => {
+      kb.store(acc, j, K.f(0));
+      if (part !== acc) kb.store(part, j, K.f(0));
+    });
+  const wgi = kb.let("wgi", div(kb.lid, i(128)));
+  const lane = kb.let("lane", mod(kb.lid, i(32)));
+  const wq = kb.let("wq", mod(div(kb.lid, i(32)), i(4)));
+  const gr = kb.let("gr", div(lane, i(4)));
+  const tq = kb.let("tq", mod(lane, i(4)));
+  // Thread (warp wq of its warpgroup, g = lane / 4, t = lane % 4) holds rows 16 wq + g (+8) of its
+  // warpgroup's 64, columns 8j + 2t (+1) of each 8-column block j (SwiGLU: block j of the gate
+  // half pairs with block j + BN / 16 of the up half).
+  const rowOf = (tl: TileAt, hh: number) => add(tl.row0, add(mul(wgi, i(64)), add(mul(wq, i(16)), add(gr, i(hh * 8)))));
+  const blocks = swiglu ? BN / 16 : BN / 8;
+  /** The output column of block j (of either half), pair c. */
+  const colOf = (tl: TileAt, j: number, c: number) => add(mul(tl.ct, i(colsPer)), add(i((j % blocks) * 8 + c), mul(tq, i(2))));
+  const nk = Math.ceil(I / BK);
+  // The stage's scale block kt is summed in part: acc += part x (row's activation scale x column
+  // block's weight scale), and part starts the next block at zero.
+  const promote = (tl: TileAt, kt: Expr) => {
+    const sb: Expr[] = [];
+    for (let j = 0; j < BN / 8; j++) {
+      const which = swiglu && j >= blocks ? 1 : 0;
+      const col = K.min(colOf(tl, j, 0), i(O - 1));
+      sb.push(kb.let("sb", kb.load(wsb[which]!, g.scaleIndex(wv[which]!, add(mul(add(mul(tl.e, i(O)), col), i(I)), mul(kt, i(BK)))))));
+    }
+    for (let hh = 0; hh < 2; hh++) {
+      const row = kb.let("srow", rowOf(tl, hh));
+      const sa = kb.let("sa", K.sel(lt(row, tl.rowEnd), kb.load(xs!, g.scaleAt(x, K.min(row, sub(tl.rowEnd, i(1))), kt)), K.f(0)));
+      for (let j = 0; j < BN / 8; j++)
+        for (let c = 0; c < 2; c++) {
+          const at = i(4 * j + 2 * hh + c);
+          kb.store(acc, at, add(kb.load(acc, at, "f32"), mul(kb.load(part, at, "f32"), mul(sa, sb[j]!))));
+          kb.store(part, at, K.f(0));
+        }
+    }
+  };
+  const shape = elem === "bf16" ? ({ m: 64, n: BN, k: 16, ab: "bf16" } as const) : ({ m: 64, n: BN, k: 32, ab: "e4m3" } as const);
+  const mmas = (st: Expr) => {
+    kb.wgmmaFence();
+    // MMA slice ks starts 32 bytes (8 words) into each swizzled row (k16 of bf16, k32 of e4m3).
+    for (let ks = 0; ks < BK / mmaK; ks++) kb.wgmma(shape, part, S, add(add(aBase(st), mul(wgi, i(64 * ROW_WORDS))), i(ks * 8)), add(bBase(st), i(ks * 8)));
+    kb.wgmmaCommit();
+  };
+  // Epilogue: acc by the layout above.
+  const epilogueOut = (tl: TileAt) => {
+    const gateDt = gate.results[0]!.type.dtype;
+    const upDt = up?.results[0]!.type.dtype;
+    for (let hh = 0; hh < 2; hh++) {
+      const row = kb.let("orow", rowOf(tl, hh));
+      kb.if(lt(row, tl.rowEnd), () => {
+        for (let j = 0; j < blocks; j++)
           for (let c = 0; c < 2; c++) {
-            const at = i(4 * j + 2 * hh + c);
-            kb.store(acc, at, add(kb.load(acc, at, "f32"), mul(kb.load(part, at, "f32"), mul(sa, sb[j]!))));
-            kb.store(part, at, K.f(0));
+            const col = kb.let("ocol", colOf(tl, j, c));
+            kb.if(lt(col, i(O)), () => {
+              const at = 4 * j + 2 * hh + c;
+              const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(kb.load(acc, i(at), "f32"), gateDt)]]);
+              if (up) vals.set(up.results[0]!, g.fit(kb.load(acc, i(at + 4 * blocks), "f32"), upDt as DType));
+              kb.store(ob, add(mul(row, i(O)), col), applyEpilogue(g, epilogue, vals, out));
+            });
           }
-      }
-    };
-    const shape = elem === "bf16" ? ({ m: 64, n: BN, k: 16, ab: "bf16" } as const) : ({ m: 64, n: BN, k: 32, ab: "e4m3" } as const);
-    const mmas = (st: Expr) => {
-      kb.wgmmaFence();
-      // MMA slice ks starts 32 bytes (8 words) into each swizzled row (k16 of bf16, k32 of e4m3).
-      for (let ks = 0; ks < BK / mmaK; ks++) kb.wgmma(shape, part, S, add(add(aBase(st), mul(wgi, i(64 * ROW_WORDS))), i(ks * 8)), add(bBase(st), i(ks * 8)));
-      kb.wgmmaCommit();
-    };
-    // Late wait (GenLimits.wgmmaLateWait, bf16): a stage's MMAs run on while the next iteration waits
-    // for its copies, meets the barrier and issues its loads; they are waited for only then. A load
-    // then goes S - 2 stages ahead, into the buffer of stage kt - 2, whose MMAs every warpgroup waited
-    // for before this iteration's barrier. Else (and always for e4m3, whose scaling of a stage's sums
-    // must come before the next stage's MMAs: measured slower late) each stage's MMAs are waited for
-    // at once and a load goes S - 1 stages ahead, into the buffer of the stage just computed. On the
-    // H200, Ling-mini prefill 1x8192: bf16 75.9-76.8 -> 73.7-73.9 ms late; FP8 83.6-83.7 early,
-    // 85.6-85.8 late (bench/results/wgmma-wait-2026-12-01-h200.md).
-    // (A tile of 2 stages has no buffer free for a load while a stage's MMAs run: it waits at once.)
-    const late = !scaled && g.limits.wgmmaLateWait === true && STAGES >= 3;
-    const ahead = late ? STAGES - 2 : STAGES - 1;
-    const mainLoop = () => {
+      });
+    }
+  };
+
+  // Late wait (GenLimits.wgmmaLateWait, bf16): a stage's MMAs run on while the next iteration waits
+  // for its copies, meets the barrier and issues its loads; they are waited for only then. A load
+  // then goes S - 2 stages ahead, into the buffer of stage kt - 2, whose MMAs every warpgroup waited
+  // for before this iteration's barrier. Else (and always for e4m3, whose scaling of a stage's sums
+  // must come before the next stage's MMAs: measured slower late) each stage's MMAs are waited for
+  // at once and a load goes S - 1 stages ahead, into the buffer of the stage just computed. On the
+  // H200, Ling-mini prefill 1x8192: bf16 75.9-76.8 -> 73.7-73.9 ms late; FP8 83.6-83.7 early,
+  // 85.6-85.8 late (bench/results/wgmma-wait-2026-12-01-h200.md).
+  // (A tile of 2 stages has no buffer free for a load while a stage's MMAs run: it waits at once.)
+  const late = !scaled && g.limits.wgmmaLateWait === true && STAGES >= 3;
+  const ahead = late ? STAGES - 2 : STAGES - 1;
+  /** Every thread copies and multiplies the workgroup's one tile, a workgroup barrier a stage. */
+  const plain = () => {
+    const tl = tileAt();
+    kb.if(ge(tl.e, i(0)), () => {
       zeroAcc();
-      const loadStage = copier(kb.lid);
+      const loadStage = copier(tl, kb.lid);
       for (let p = 0; p < ahead; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
       kb.loop("kt", i(0), i(nk), (kt) => {
         kb.copyWait(ahead - 1);
@@ -203,111 +236,108 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
         if (late) {
           // Stage kt - 1's MMAs (none before the first).
           kb.wgmmaWait(0);
-          if (scaled) kb.if(K.gt(kt, i(0)), () => promote(sub(kt, i(1))));
+          if (scaled) kb.if(K.gt(kt, i(0)), () => promote(tl, sub(kt, i(1))));
           mmas(st);
         } else {
           mmas(st);
           kb.wgmmaWait(0);
-          if (scaled) promote(kt);
+          if (scaled) promote(tl, kt);
         }
       });
       if (late) {
         kb.wgmmaWait(0);
-        if (scaled) promote(i(nk - 1));
+        if (scaled) promote(tl, i(nk - 1));
       }
       kb.copyWait(0);
-      epilogueOut();
-    };
+      epilogueOut(tl);
+    });
+  };
 
-    // Warp-specialized (tile.producer): the last warpgroup copies, the others multiply, each stage
-    // handed over by two mbarriers: full[st] (the producer's 128 threads arrive once their copies of
-    // the stage landed and were fenced for the async proxy, as a thread of the plain program does
-    // before its workgroup barrier) and empty[st] (every MMA thread arrives once the MMAs that read
-    // the stage completed). Stage kt is buffer kt % S in its (kt / S)-th use: its waits name that
-    // use's parity. The producer keeps LAG stages of copies in flight before it waits for the oldest.
-    const specialized = () => {
-      const bars = kb.mbarriers("stage_bars", 2 * STAGES);
-      const full = (st: Expr) => st;
-      const empty = (st: Expr) => add(st, i(STAGES));
-      kb.if(K.eq(kb.lid, i(0)), () => {
-        for (let st = 0; st < STAGES; st++) {
-          kb.mbarInit(bars, i(st), PRODUCER_THREADS);
-          kb.mbarInit(bars, i(STAGES + st), T - PRODUCER_THREADS);
-        }
-      });
-      kb.barrier();
-      const lag = Math.min(PRODUCER_LAG, STAGES - 1);
-      kb.if(
-        ge(kb.lid, i(T - PRODUCER_THREADS)),
-        () => {
-          kb.setmaxnreg(false, PRODUCER_REGS);
-          const loadStage = copier(sub(kb.lid, i(T - PRODUCER_THREADS)));
-          const land = (kt: Expr, pending: number) => {
-            kb.copyWait(pending);
-            kb.fenceAsyncShared();
-            kb.mbarArrive(bars, full(mod(kt, i(STAGES))));
-          };
+  // Warp-specialized (tile.producer): the last warpgroup copies, the others multiply, over the
+  // workgroup's TP consecutive tiles (the producer copies the next tile's first stages while the
+  // MMA warpgroups write the last one's results). Each stage is handed over by two mbarriers:
+  // full[st] (the producer's 128 threads arrive once their copies of the stage landed and were
+  // fenced for the async proxy, as a thread of the plain program does before its workgroup barrier)
+  // and empty[st] (every MMA thread arrives once the MMAs that read the stage completed). The
+  // workgroup's stages are counted across its tiles (gs = tile x nk + kt): stage gs is buffer gs % S
+  // in its (gs / S)-th use, and its waits name that use's parity. The producer keeps LAG stages of
+  // copies in flight before it waits for the oldest.
+  const specialized = () => {
+    const TP = tile.tilesPer ?? 1;
+    const tiles = Array.from({ length: TP }, (_, p) => tileAt(add(mul(kb.wg, i(TP)), i(p))));
+    const bars = kb.mbarriers("stage_bars", 2 * STAGES);
+    const full = (st: Expr) => st;
+    const empty = (st: Expr) => add(st, i(STAGES));
+    kb.if(K.eq(kb.lid, i(0)), () => {
+      for (let st = 0; st < STAGES; st++) {
+        kb.mbarInit(bars, i(st), PRODUCER_THREADS);
+        kb.mbarInit(bars, i(STAGES + st), T - PRODUCER_THREADS);
+      }
+    });
+    kb.barrier();
+    const lag = Math.min(PRODUCER_LAG, STAGES - 1);
+    const each = (f: (tl: TileAt, p: number) => void) => tiles.forEach((tl, p) => kb.if(ge(tl.e, i(0)), () => f(tl, p)));
+    kb.if(
+      ge(kb.lid, i(T - PRODUCER_THREADS)),
+      () => {
+        kb.setmaxnreg(false, PRODUCER_REGS);
+        const cid = kb.let("cid", sub(kb.lid, i(T - PRODUCER_THREADS)));
+        const land = (gs: Expr, pending: number) => {
+          kb.copyWait(pending);
+          kb.fenceAsyncShared();
+          kb.mbarArrive(bars, full(mod(gs, i(STAGES))));
+        };
+        each((tl, p) => {
+          const loadStage = copier(tl, cid);
           kb.loop("kt", i(0), i(nk), (kt) => {
-            const st = kb.let("st", mod(kt, i(STAGES)));
-            // The buffer's previous use (stage kt - S) must have been multiplied.
-            kb.if(ge(kt, i(STAGES)), () => kb.mbarWait(bars, empty(st), mod(sub(div(kt, i(STAGES)), i(1)), i(2))));
+            const gs = kb.let("gs", add(i(p * nk), kt));
+            const st = kb.let("st", mod(gs, i(STAGES)));
+            // The buffer's previous use (stage gs - S) must have been multiplied.
+            kb.if(ge(gs, i(STAGES)), () => kb.mbarWait(bars, empty(st), mod(sub(div(gs, i(STAGES)), i(1)), i(2))));
             loadStage(kt, st);
-            kb.if(ge(kt, i(lag)), () => land(sub(kt, i(lag)), lag));
+            kb.if(ge(gs, i(lag)), () => land(sub(gs, i(lag)), lag));
           });
-          // The last stages still in flight, oldest first.
-          for (let j = lag - 1; j >= 0; j--) {
-            const kt = kb.let("kt_last", sub(i(nk - 1), i(j)));
-            kb.if(ge(kt, i(Math.max(0, nk - lag))), () => land(kt, j));
-          }
-        },
-        () => {
-          kb.setmaxnreg(true, consumerRegs);
+        });
+        // The last stages still in flight, oldest first (the tiles with an expert come first).
+        const count = tiles.reduce<Expr>((n, tl) => add(n, K.sel(ge(tl.e, i(0)), i(nk), i(0))), i(0));
+        const stages = kb.let("stages", count);
+        for (let j = lag - 1; j >= 0; j--) {
+          const gs = kb.let("gs_last", sub(stages, i(j + 1)));
+          kb.if(ge(gs, i(0)), () => land(gs, j));
+        }
+      },
+      () => {
+        kb.setmaxnreg(true, consumerRegs);
+        each((tl, p) => {
           zeroAcc();
           kb.loop("kt", i(0), i(nk), (kt) => {
-            const st = kb.let("st", mod(kt, i(STAGES)));
-            kb.mbarWait(bars, full(st), mod(div(kt, i(STAGES)), i(2)));
+            const gs = kb.let("gs", add(i(p * nk), kt));
+            const st = kb.let("st", mod(gs, i(STAGES)));
+            kb.mbarWait(bars, full(st), mod(div(gs, i(STAGES)), i(2)));
             mmas(st);
             if (scaled) {
               kb.wgmmaWait(0);
-              promote(kt);
+              promote(tl, kt);
               kb.mbarArrive(bars, empty(st));
             } else {
               // The previous stage's MMAs are done once at most this stage's are in flight.
               kb.wgmmaWait(1);
-              kb.if(K.gt(kt, i(0)), () => kb.mbarArrive(bars, empty(mod(sub(kt, i(1)), i(STAGES)))));
+              kb.if(K.gt(kt, i(0)), () => kb.mbarArrive(bars, empty(mod(sub(gs, i(1)), i(STAGES)))));
             }
           });
           kb.wgmmaWait(0);
-          // The producer has left: its branch never joins this one (their register budgets differ).
-          epilogueOut();
-        },
-      );
-    };
-
-    // Epilogue: acc by the layout above.
-    const epilogueOut = () => {
-      const gateDt = gate.results[0]!.type.dtype;
-      const upDt = up?.results[0]!.type.dtype;
-      for (let hh = 0; hh < 2; hh++) {
-        const row = kb.let("orow", rowOf(hh));
-        kb.if(lt(row, rowEnd), () => {
-          for (let j = 0; j < blocks; j++)
-            for (let c = 0; c < 2; c++) {
-              const col = kb.let("ocol", colOf(j, c));
-              kb.if(lt(col, i(O)), () => {
-                const at = 4 * j + 2 * hh + c;
-                const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(kb.load(acc, i(at), "f32"), gateDt)]]);
-                if (up) vals.set(up.results[0]!, g.fit(kb.load(acc, i(at + 4 * blocks), "f32"), upDt as DType));
-                kb.store(ob, add(mul(row, i(O)), col), applyEpilogue(g, epilogue, vals, out));
-              });
-            }
+          // The tile's last stage is free before its results are written (the producer goes on).
+          if (!scaled) kb.mbarArrive(bars, empty(i((p * nk + nk - 1) % STAGES)));
+          epilogueOut(tl);
         });
-      }
-    };
-    if (producer) specialized();
-    else mainLoop();
-  });
-  const kernel = g.finish({ dim: g.entryDim(rowsDim.add(BM * (E + 1)).mul(colTiles)), per: BM });
+        // The producer's branch never joins this one (their register budgets differ).
+      },
+    );
+  };
+  if (producer) specialized();
+  else plain();
+  // Workgroups: one per tile (warp-specialized: per tilesPer tiles), tiles <= (rows + BM x (E + 1)) / BM x colTiles.
+  const kernel = g.finish({ dim: g.entryDim(rowsDim.add(BM * (E + 1)).mul(colTiles)), per: BM * (producer ? (tile.tilesPer ?? 1) : 1) });
   // Hopper's FP8 MMA keeps about 14 bits of each 128-wide slice's sum (DeepSeek-V3 3.3.2): measured
   // 3.1e-4 of the largest result on ling-small-fp8's SwiGLU experts (f32 results), where the mma.sync
   // program is exact to 1e-7 (bench/results/fp8-wgmma-2026-12-01-h200.md); 1e-3 still tells a wrong

@@ -173,18 +173,18 @@ export function stepGemmTile(ops: readonly Op[], limits: GenLimits, elem: GemmEl
 }
 
 /**
- * Which tile a workgroup computes: workgroup = tile x colTiles + column tile, a tile being (expert,
+ * Which tile a workgroup computes (or, with `index`, the tile of that number): workgroup = tile x colTiles + column tile, a tile being (expert,
  * BM of its rows). On a warp-synchronous target the first warp finds it: lane l counts the row tiles
  * of experts l x per .. l x per + per - 1, a warp scan of those counts gives each lane its first
  * tile, and the lane whose tiles hold t walks its experts to t's (one barrier, however many
  * experts). Elsewhere the workgroup scans the counts a workgroup's width of experts at a time.
  * expert is -1 past the last tile.
  */
-export function workgroupTile(g: Gen, offb: string, E: number, BM: number, colTiles: number): { t: Expr; ct: Expr; e: Expr; row0: Expr } {
+export function workgroupTile(g: Gen, offb: string, E: number, BM: number, colTiles: number, index: Expr = g.kb.wg): { t: Expr; ct: Expr; e: Expr; row0: Expr } {
   const kb = g.kb;
   const { i, add, sub, mul, div, mod, lt, ge, and } = K;
-  const t = kb.let("t", div(kb.wg, i(colTiles)));
-  const ct = kb.let("ct", mod(kb.wg, i(colTiles)));
+  const t = kb.let("t", div(index, i(colTiles)));
+  const ct = kb.let("ct", mod(index, i(colTiles)));
   const infoSh = kb.shared(kb.fresh("tile"), "i32", 2);
   const tilesOf = (e: Expr) => K.sel(lt(e, i(E)), div(add(sub(kb.load(offb, add(K.min(e, i(E - 1)), i(1))), kb.load(offb, K.min(e, i(E - 1)))), i(BM - 1)), i(BM)), i(0));
   if (g.limits.warpSize !== 32) {

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|wstiles|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|wstiles|prefillab|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -511,6 +511,22 @@ fp8tiles)
     /tmp/tile-${cfg//,/-}/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>"$OUT/tile-${cfg//,/-}.txt" >/dev/null
     grep -E "swiglu|grouped_linear|in all" "$OUT/tile-${cfg//,/-}.txt" | head -4
   done
+  ;;
+prefillab)
+  # A/B of lingc builds on prefill: dist/lingc.mjs (mini) against each of LINGC_ALT's builds
+  # (dist/lingc-altN.mjs, carried beside it): the experts module (expert_check.py, uneven routing)
+  # and selftest under dist/lingc.mjs, then Ling-mini prefill 1x2048 and 1x8192 of the builds
+  # alternately, two rounds, and the experts' per-kernel times at 1x8192.
+  ALTS=(${LINGC_ALT:?LINGC_ALT names the other builds}); BUILDS=(mini); M=bench/cuda/ling-mini-2.0-no-mtp
+  ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
+  for n in "${!ALTS[@]}"; do m=mini-alt$((n + 1)); BUILDS+=($m); ( node ${ALTS[$n]} compile $M --target cuda --out /tmp/$m >/dev/null && cd /tmp/$m && make -j8 >/dev/null ) & done
+  experts_check || exit 1
+  wait
+  echo "== mini selftest"; timeout 300 /tmp/mini/lingc_model selftest | grep -E "grouped_gemm |FAIL"; echo "exit ${PIPESTATUS[0]}"
+  for round in 1 2; do
+    for m in "${BUILDS[@]}"; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
+  done
+  for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>&1 >/dev/null | grep -E "swiglu \(|grouped_linear|in all" | head -3; done
   ;;
 wstiles)
   # The warp-specialized wgmma expert GEMM (tile wgmma-ws,bm,bn,stages[,tiles]: a producer warpgroup

@@ -86,9 +86,8 @@ describe("lingc compile --target cuda: tile programs", () => {
     // SwiGLU reads its rows through the token gather (order[r] / k, ling-small's k = 4).
     expect(kernelsNamed(src, "k_swiglu").find((k) => k.includes("wgmma"))).toMatch(/\[\([^\]]*\)\] \/ 4\) \* 256\)/);
     // The dispatch: few rows the expert GEMV, many the tile program, launched with its dynamic
-    // shared memory: stages x (bm + bn) rows of 128 bytes, then the tile finder's words in the next
-    // 1024-byte-aligned block.
-    const smem = tile.stages * (tile.bm + tile.bn) * 128 + 1024;
+    // shared memory: stages x (bm + bn) rows of 128 bytes, then the tile finder's two words (16 bytes).
+    const smem = tile.stages * (tile.bm + tile.bn) * 128 + 16;
     expect(src).toMatch(new RegExp(`else \\{ \\{ const long n_ = [^}]*c\\.launch_smem\\(k_swiglu_\\d+, [^,]*, ${2 * tile.bm}, ${smem}`));
     // Decode's GEMVs are generated (16-byte loads, warp-shuffle sums). ling-small: 16 experts, 4 a
     // token: by row up to 4 rows (a workgroup per row and 32 of the 128 columns: four a warp), by
@@ -270,6 +269,41 @@ describe("lingc compile --target cuda: tile programs", () => {
     expect(src.match(/c\.attn_decode\(/g)?.length).toBe(2);
     expect(src).not.toMatch(/flash_attn/);
     await expectCompiles([join(dir, "att"), "model.cu"]);
+  }, 300_000);
+
+  it("LINGC_BF16_TILE=wgmma-ws,128,256,4,2: the experts' tile program is warp-specialized (a producer warpgroup hands each stage over by mbarriers, registers moved to the MMA warpgroups, two tiles a workgroup), and it compiles", async () => {
+    const r = await compileWithBf16Tile("wgmma-ws,128,256,4,2", SMALL_DIR, join(dir, "ws"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "ws", "model.cu"), "utf8");
+    const tiles = ["k_swiglu", "k_grouped_linear"].map((name) => kernelsNamed(src, name).filter((k) => k.includes("wgmma")));
+    for (const [t] of tiles) {
+      // Two MMA warpgroups and the producer's: 384 threads, one workgroup an SM (its registers all
+      // moved between them: 384 x 168 = 128 x 56 + 256 x 224).
+      expect(t).toMatch(/^__global__ void __launch_bounds__\(384, 1\) /);
+      expect(t!.match(/setmaxnreg\.dec\.sync\.aligned\.u32 56;/g)?.length).toBe(1);
+      expect(t!.match(/setmaxnreg\.inc\.sync\.aligned\.u32 224;/g)?.length).toBe(1);
+      // Four stages: a full and an empty barrier each, expecting the producer's 128 threads and the
+      // MMA warpgroups' 256.
+      expect(t!.match(/mbarrier\.init\.shared::cta\.b64 [^\n]*?, "r"\(128\) : "memory"\);/g)?.length).toBe(4);
+      expect(t!.match(/mbarrier\.init\.shared::cta\.b64 [^\n]*?, "r"\(256\) : "memory"\);/g)?.length).toBe(4);
+      // No workgroup barrier inside the pipeline: the one after the tile finders' and the inits'.
+      expect(t).toContain("mbarrier.try_wait.parity.shared::cta.b64");
+      expect(t).toContain("mbarrier.arrive.shared::cta.b64");
+      const loops = t!.slice(t!.indexOf("setmaxnreg"));
+      expect(loops).not.toContain("__syncthreads()");
+      // Two tiles a workgroup, each an MMA loop (four k16 MMAs a stage) and a copy loop.
+      expect(t!.match(/wgmma\.mma_async\.sync\.aligned\.m64n256k16/g)?.length).toBe(8);
+    }
+    // The launch: a workgroup per two tiles of 128 rows.
+    expect(src).toMatch(/c\.launch_smem\(k_swiglu_\d+, lingc::grid\(\(n_ \+ 255\) \/ 256\), 384, /);
+    await expectKernelsCompile(join(dir, "ws"), tiles.flat());
+    // One MMA warpgroup has no registers to take (256 threads enter with 256 a thread), and a tile count must be a count.
+    const one = await compileWithBf16Tile("wgmma-ws,64,256,4", SMALL_DIR, join(dir, "ws-64"));
+    expect(one.code).not.toBe(0);
+    expect(one.stderr).toContain("cannot move registers to its MMA warpgroups (256 a thread at entry, 240 after): it needs bm of 128 or more");
+    const zero = await compileWithBf16Tile("wgmma-ws,128,256,4,0", SMALL_DIR, join(dir, "ws-0"));
+    expect(zero.code).not.toBe(0);
+    expect(zero.stderr).toContain("LINGC_BF16_TILE 'wgmma-ws,128,256,4,0': expected wgmma-ws,bm,bn,stages[,tiles]");
   }, 300_000);
 
   it("a tile setting that is not a tile is refused by name", async () => {

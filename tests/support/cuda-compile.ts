@@ -47,7 +47,7 @@ export async function cliEnv(env: Record<string, string>, ...argv: string[]) {
 /** The generated kernels of a model.cu whose names start with `name_` (each from its signature to its closing brace). */
 export function kernelsNamed(src: string, name: string): string[] {
   const found: string[] = [];
-  const re = new RegExp(`__global__ void __launch_bounds__\\(\\d+\\) ${name}_\\d+\\(`, "g");
+  const re = new RegExp(`__global__ void __launch_bounds__\\(\\d+(?:, \\d+)?\\) ${name}_\\d+\\(`, "g");
   for (let m = re.exec(src); m; m = re.exec(src)) found.push(src.slice(m.index, src.indexOf("\n}\n", m.index)));
   expect(found.length, `no kernel ${name}`).toBeGreaterThan(0);
   return found;

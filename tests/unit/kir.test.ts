@@ -127,3 +127,47 @@ describe("two kernels as one launch (kir-merge)", () => {
     expect(() => mergeKernels(taken.kernel, a, "da")).toThrow(/d already has a name b0_m/);
   });
 });
+
+describe("kir split-arrival barriers (mbarriers) and register moves", () => {
+  const pipeline = () => {
+    const kb = new KernelBuilder("ws", 256, 32);
+    const y = kb.buffer("b0", "f32", true);
+    const bars = kb.mbarriers("bars", 2);
+    kb.if(K.eq(kb.lid, K.i(0)), () => kb.mbarInit(bars, K.i(1), 128));
+    kb.barrier();
+    kb.if(
+      K.ge(kb.lid, K.i(128)),
+      () => {
+        kb.setmaxnreg(false, 56);
+        kb.mbarArrive(bars, K.i(1));
+      },
+      () => {
+        kb.setmaxnreg(true, 224);
+        kb.mbarWait(bars, K.i(1), K.i(0));
+        kb.mbarWait(bars, K.i(1), K.i(1));
+        kb.store(y, kb.lid, K.f(1));
+      },
+    );
+    return kb.kernel;
+  };
+
+  it("renders on CUDA as PTX mbarrier and setmaxnreg (each wait a loop of its own), 8-byte aligned barrier words", () => {
+    const cuda = renderCuda(pipeline());
+    expect(cuda).toContain("__shared__ __align__(16) unsigned bars_0[4];");
+    expect(cuda).toContain(`asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\\n" :: "r"((unsigned)__cvta_generic_to_shared(&bars_0[2 * (1)])), "r"(128) : "memory");`);
+    expect(cuda).toContain(`asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\\n" :: "r"((unsigned)__cvta_generic_to_shared(&bars_0[2 * (1)])) : "memory");`);
+    expect(cuda).toContain(`for (unsigned bars_0_done0 = 0; !bars_0_done0;) asm volatile("{\\n.reg .pred p;\\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\\nselp.u32 %0, 1, 0, p;\\n}\\n" : "=r"(bars_0_done0) : "r"((unsigned)__cvta_generic_to_shared(&bars_0[2 * (1)])), "r"((unsigned)(0)) : "memory");`);
+    expect(cuda).toContain("bars_0_done1");
+    expect(cuda).toContain(`asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\\n" ::: "memory");`);
+    expect(cuda).toContain(`asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\\n" ::: "memory");`);
+  });
+
+  it("is refused where it cannot run: WGSL, the simulator; bad counts by name", () => {
+    expect(() => renderWgsl(pipeline())).toThrow(/WGSL has no split-arrival barriers or register moves/);
+    expect(() => simulate(pipeline(), { b0: new Float32Array(256) }, {}, 1)).toThrow(/warp-specialized pipelines \(mbarriers, register moves\) are not simulated/);
+    const kb = new KernelBuilder("bad", 128, 32);
+    const bars = kb.mbarriers("bars", 1);
+    expect(() => kb.mbarInit(bars, K.i(0), 0)).toThrow(/positive count of arrivals, not 0/);
+    expect(() => kb.setmaxnreg(true, 230)).toThrow(/setmaxnreg takes a multiple of 8 from 24 to 256, not 230/);
+  });
+});

@@ -32,7 +32,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     mergeInLastSplit: decodeMerge() === "last",
     decodeSoftmaxChunk: decodeSoftmax() === "chunk",
     wgmmaLateWait: wgmmaWait() === "late",
-    pairLaunches: pairLaunch() === "on",
+    ...pairLaunches(),
   };
 }
 
@@ -67,11 +67,15 @@ const decodeSoftmax = () => envChoice("LINGC_DECODE_SOFTMAX", ["chunk", "key"]);
 const wgmmaWait = () => envChoice("LINGC_WGMMA_WAIT", ["late", "early"]);
 
 /**
- * LINGC_PAIR_LAUNCH: "on" (two independent steps at most two apart whose sizes choose generated kernels
- * for both, as one launch: the default, measured faster on Ling-mini decode at batch 1,
- * bench/results/pair-launch-2026-12-02-h200.md) or "off" (every step its own launch).
+ * LINGC_PAIR_LAUNCH: "on" (two independent steps at most two apart whose sizes choose generated bf16
+ * GEMVs for both, as one launch: the default, measured faster on Ling-mini decode at batch 1,
+ * bench/results/pair-launch-2026-12-02-h200.md), "fp8" (those, and FP8's warp GEMVs: not yet run
+ * on a GPU) or "off" (every step its own launch).
  */
-const pairLaunch = () => envChoice("LINGC_PAIR_LAUNCH", ["on", "off"]);
+function pairLaunches(): { pairLaunches?: "bf16" | "fp8" } {
+  const v = envChoice("LINGC_PAIR_LAUNCH", ["on", "fp8", "off"]);
+  return v === "off" ? {} : { pairLaunches: v === "on" ? "bf16" : "fp8" };
+}
 
 /** Two workgroups an SM, or LINGC_GEMV_WORKGROUPS (0: no K split; how device.sh gemvsplit measures the two). */
 function gemvWorkgroups(profile: CudaProfile): number {

@@ -1,6 +1,6 @@
 /**
  * Which steps of a function the CUDA emitter launches as one kernel (GenLimits.pairLaunches,
- * on unless LINGC_PAIR_LAUNCH=off): two near each other, both run by the library's dispatch with a generated
+ * LINGC_PAIR_LAUNCH): two near each other, both run by the library's dispatch with a generated
  * kernel template as its first choice, neither reading or writing what the other writes, their
  * kernels of one workgroup size and one workgroup per grid unit, without scratch, a second kernel,
  * counters, dynamic shared memory or a cache's sizes. The merged kernel is kir-merge's; the emitter runs it under a host
@@ -26,8 +26,17 @@ export interface LaunchPair {
   when: string;
 }
 
-/** Library dispatch choices that are generated kernel templates (launched by the emitter). */
-const PAIRABLE_TEMPLATES = new Set(["linear_gemv", "grouped_gemv", "grouped_gemv_rows"]);
+/**
+ * The generated kernel templates a pair may hold (GenLimits.pairLaunches), as a library dispatch's
+ * first choice names them (the bf16 GEMVs; with "fp8", the FP8 expert GEMV too), or as the template
+ * an FP8 linear's "generated" choice takes (gemv_fp8, the warp GEMV of few rows).
+ */
+const PAIRABLE_TEMPLATES: Record<"bf16" | "fp8", ReadonlySet<string>> = {
+  bf16: new Set(["linear_gemv", "grouped_gemv", "grouped_gemv_rows"]),
+  fp8: new Set(["linear_gemv", "grouped_gemv", "grouped_gemv_rows", "grouped_gemv_fp8", "gemv_fp8"]),
+};
+/** Dispatch choices named "generated" (the FP8 linear's) take the template that covers the step. */
+const GENERATED = "generated";
 
 /** How many steps later than the first a pair's second step may be (the steps between stay where they are). */
 const REACH = 2;
@@ -35,12 +44,14 @@ const REACH = 2;
 /**
  * The function's launch pairs, by the first step's index (a step is in one pair at most). The second
  * step may be up to REACH steps after the first when it is independent of the steps between that
- * still run there; a step between that an earlier pair moved up is then a condition of this pair
- * (its flag joins `when`), since only that pair runs it before this one.
+ * still run there (a step that runs once at load is not there at run time); a step between that an
+ * earlier pair moved up is then a condition of this pair (its flag joins `when`), since only that
+ * pair runs it before this one.
  * `loadTime`: the steps that run once at load (never paired); `dimText`: a host-function dim as C++.
  */
 export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, loadTime: (step: Step) => boolean, dimText: (d: Dim) => string): Map<number, LaunchPair> {
   const pairs = new Map<number, LaunchPair>();
+  const pairable = PAIRABLE_TEMPLATES[limits.pairLaunches ?? "bf16"];
   /** A moved step's index -> its pair's first step's index. */
   const moved = new Map<number, number>();
   const storage = (ids: Iterable<number>) => new Set([...ids].map((id) => storageSlot(fr, id)));
@@ -51,12 +62,12 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
   };
   for (let n = 0; n + 1 < fr.steps.length; n++) {
     const sa = usable(n);
-    const ca = sa && firstGenerated(sa, profile, dimText);
+    const ca = sa && firstGenerated(sa, profile, pairable, dimText);
     if (!sa || !ca) continue;
     const [ra, wa] = [storage(sa.reads.values()), storage(sa.writes.values())];
     for (let m = n + 1; m <= n + REACH && m < fr.steps.length; m++) {
       const sb = usable(m);
-      const cb = sb && firstGenerated(sb, profile, dimText);
+      const cb = sb && firstGenerated(sb, profile, pairable, dimText);
       if (!sb || !cb) continue;
       const [rb, wb] = [storage(sb.reads.values()), storage(sb.writes.values())];
       if (meets(wa, rb) || meets(wa, wb) || meets(wb, ra)) continue;
@@ -70,22 +81,25 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
         }
         const sk = fr.steps[k]!.step;
         if (!sk) return false;
+        // (A step that runs once at load, such as a weight quantized there, is not between them at run time.)
+        if (loadTime(sk)) return true;
         const [rk, wk] = [storage(sk.reads.values()), storage(sk.writes.values())];
         return !meets(wk, rb) && !meets(wb, rk) && !meets(wb, wk);
       });
       if (!clear) continue;
       const a = generateStep(sa, fr, limits, `k${n}`, ca.template);
       const b = generateStep(sb, fr, limits, `k${m}`, cb.template);
-      if (!plain(a) || !plain(b) || a.kernel.wg !== b.kernel.wg || a.kernel.minBlocks !== b.kernel.minBlocks) continue;
+      const [ga, gb] = [workgroups(a), workgroups(b)];
+      if (!ga || !gb || !pairable.has(a.template!) || !pairable.has(b.template!) || a.kernel.wg !== b.kernel.wg || a.kernel.minBlocks !== b.kernel.minBlocks) continue;
       const kernel = mergeKernels(a.kernel, b.kernel, `${a.kernel.name}_pair`);
       if (dynamicSharedBytes(kernel)) continue;
       const merged: GeneratedKernel = {
         kernel,
         slots: [...a.slots, ...b.slots],
-        uniforms: [...a.uniforms, ...b.uniforms.map((u) => ({ ...u, name: secondName(u.name) })), { name: MERGE_SPLIT, dim: a.grid.dim }],
-        grid: { dim: a.grid.dim.add(b.grid.dim), per: 1 },
+        uniforms: [...a.uniforms, ...b.uniforms.map((u) => ({ ...u, name: secondName(u.name) })), { name: MERGE_SPLIT, dim: ga }],
+        grid: { dim: ga.add(gb), per: 1 },
       };
-      const when = [...needs.map(pairFlag), ca.when, cb.when].filter((w) => w).join(" && ") || "true";
+      const when = [...new Set([...needs.map(pairFlag), ca.when, cb.when].filter((w) => w))].join(" && ") || "true";
       pairs.set(n, { a, b, merged, second: m, when });
       moved.set(m, n);
       break;
@@ -97,14 +111,22 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
 /** The C++ flag that says pair `n` ran (its first step's index). */
 export const pairFlag = (n: number): string => `pair${n}_`;
 
-/** A kernel the pair can hold: one launch, a workgroup per grid unit, nothing bound beyond its buffers. */
-function plain(g: GeneratedKernel): boolean {
-  return !g.then && !g.scratch && g.grid.per === 1 && !g.slots.includes(COUNTERS_SLOT) && !g.uniforms.some((u) => u.dim.symbols().some((x) => capacitySlotOf(x) !== undefined));
+/**
+ * The workgroups of a kernel the pair can hold (one launch, nothing bound beyond its buffers), as a
+ * dim: its grid's units over the units a workgroup takes, where that divides exactly (the merged
+ * kernel's split between the two is a size); else undefined.
+ */
+function workgroups(g: GeneratedKernel): Dim | undefined {
+  const bound = g.then || g.scratch || g.slots.includes(COUNTERS_SLOT) || g.uniforms.some((u) => u.dim.symbols().some((x) => capacitySlotOf(x) !== undefined));
+  return bound ? undefined : g.grid.per === 1 ? g.grid.dim : g.grid.dim.divExact(g.grid.per);
 }
 
-/** A library step's first dispatch choice when it is a generated kernel template: the template and its condition as C++. */
-function firstGenerated(step: Step, profile: CudaProfile, dimText: (d: Dim) => string): { template: string; when: string } | undefined {
+/**
+ * A library step's first dispatch choice when it is a generated kernel: the template (undefined for
+ * a "generated" choice: generateStep picks the one that covers the step) and its condition as C++.
+ */
+function firstGenerated(step: Step, profile: CudaProfile, pairable: ReadonlySet<string>, dimText: (d: Dim) => string): { template: string | undefined; when: string } | undefined {
   const c = stepDispatch(step, profile)?.dispatch[0];
-  if (!c || !PAIRABLE_TEMPLATES.has(c.kernel)) return undefined;
-  return { template: c.kernel, when: choiceCondition(c, dimText) };
+  if (!c || (c.kernel === GENERATED ? !pairable.has("gemv_fp8") : !pairable.has(c.kernel))) return undefined;
+  return { template: c.kernel === GENERATED ? undefined : c.kernel, when: choiceCondition(c, dimText) };
 }

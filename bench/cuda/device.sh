@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|wstiles|prefillab|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -512,6 +512,20 @@ fp8tiles)
     grep -E "swiglu|grouped_linear|in all" "$OUT/tile-${cfg//,/-}.txt" | head -4
   done
   ;;
+gemmncu)
+  # Where the bf16 expert GEMM's time goes (Nsight Compute, Ling-mini prefill 1x8192, the profile's
+  # tile or LINGC_BF16_TILE): one launch each of the SwiGLU experts and the down projection, with the
+  # speed-of-light, compute, memory and warp-state sections (tensor pipe activity, DRAM and L2
+  # throughput, the stall reasons); raw report in $OUT/gemm-ncu.txt.
+  M=bench/cuda/ling-mini-2.0-no-mtp
+  $L compile $M --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
+  for k in k_swiglu k_grouped_linear; do
+    timeout 240 /usr/local/cuda/bin/ncu --kernel-name regex:"^${k}_[0-9]+$" --launch-skip 19 --launch-count 1 \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats --section Occupancy \
+      /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 > "$OUT/gemm-ncu-$k.txt" 2>&1; echo "$k: ncu exit $?"
+    grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L2 Cache Throughput|Executed Ipc|Issue Slots Busy|Stall|Registers Per|Achieved Occupancy|Grid Size|Block Size" "$OUT/gemm-ncu-$k.txt" | head -30
+  done
+  ;;
 prefillab)
   # A/B of lingc builds on prefill: dist/lingc.mjs (mini) against each of LINGC_ALT's builds
   # (dist/lingc-altN.mjs, carried beside it): the experts module (expert_check.py, uneven routing)
@@ -812,14 +826,16 @@ alt)
   # LINGC_ALT_EXPERTS=1 the decode-sized expert modules (expert_check.py, T=1, 2, 32); always the warp router
   # against the interpreter (router_check.py); then Ling-mini decode 1x2048 and 32x2048 alternately, two
   # rounds, and per-kernel times at batch 32 of each and at batch 1 of mini.
+  # LINGC_ALT_FP8=1: every build FP8 (W8A8, quantized at load).
   ALTS=(${LINGC_ALT:?LINGC_ALT names the other builds})
   BUILDS=(mini)
-  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j4 >/dev/null ) &
+  Q=${LINGC_ALT_FP8:+--quantize fp8 --activation-scheme dynamic --dtype bf16}
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $Q --out /tmp/mini >/dev/null && cd /tmp/mini && make -j4 >/dev/null ) &
   # An entry env:VAR=VALUE is the default build compiled with that environment (a generated kernel's knob).
   altL() { case "$1" in env:*) echo "env ${1#env:} $L" ;; *) echo "node $1" ;; esac; }
   for n in "${!ALTS[@]}"; do
     m=mini-alt$((n + 1)); BUILDS+=($m)
-    ( $(altL ${ALTS[$n]}) compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) &
+    ( $(altL ${ALTS[$n]}) compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $Q --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) &
   done
   router_check || exit 1
   if [ "${LINGC_ALT_CHECK:-0}" = default ]; then echo "=== the default build: decode attention"; attention_check make-decode /tmp/ad "" default; fi

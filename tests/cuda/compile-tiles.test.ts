@@ -145,7 +145,7 @@ describe("lingc compile --target cuda: tile programs", () => {
     await expectCompiles([join(dir, "dec"), "model.cu"], [join(dir, "dec-last"), "model.cu"]);
   }, 300_000);
 
-  it("by default (LINGC_PAIR_LAUNCH=on) two independent steps near each other are one launch where the sizes choose both generated kernels, else each as before; a pair that moves a step past one an earlier pair moved needs that pair; the merged kernels compile", async () => {
+  it("by default (LINGC_PAIR_LAUNCH=on) two independent steps near each other are one launch where the sizes choose both generated kernels, else each as before; a pair that moves a step past one an earlier pair moved needs that pair; FP8's warp GEMVs pair with LINGC_PAIR_LAUNCH=fp8; the merged kernels compile", async () => {
     // ling-small (its shared expert's down projection is cuBLASLt's): the routed experts' SwiGLU GEMV with the shared expert's, past the routed down projection.
     const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "pair"));
     expect(r.code, r.stderr).toBe(0);
@@ -162,11 +162,24 @@ describe("lingc compile --target cuda: tile programs", () => {
     expect(mini.code, mini.stderr).toBe(0);
     const miniSrc = readFileSync(join(dir, "pair-mini", "model.cu"), "utf8");
     expect(miniSrc).toMatch(/const bool (pair\d+_) = \(\(\(8L\*B\*S\)\) <= \(64L\) && \(\(B\*S\)\) == \(1L\)\);\n(?:.*\n)*?  const bool pair\d+_ = \(\1 && /);
+    // FP8 (ling-small-fp8), with LINGC_PAIR_LAUNCH=fp8 only (not yet run on a GPU): the shared
+    // expert's gate and up projections (and the dense MLP's), each the warp GEMV of few rows (the FP8
+    // linear's "generated" choice), one launch up to 16 rows.
+    const fp8Default = await cli("compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "pair-fp8-default"));
+    expect(fp8Default.code, fp8Default.stderr).toBe(0);
+    expect(readFileSync(join(dir, "pair-fp8-default", "model.cu"), "utf8")).not.toMatch(/pair\d+_|_pair_/);
+    const fp8 = await cliEnv({ LINGC_PAIR_LAUNCH: "fp8" }, "compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "pair-fp8"));
+    expect(fp8.code, fp8.stderr).toBe(0);
+    const fp8Src = readFileSync(join(dir, "pair-fp8", "model.cu"), "utf8");
+    const fp8Flags = new Set(fp8Src.match(/const bool pair\d+_ = \(\(\(B\*S\)\) <= \(16L\)\);/g) ?? []);
+    expect(fp8Flags.size).toBe(2);
+    const fp8Merged = kernelsNamed(fp8Src, "k_linear_pair");
+    for (const k of fp8Merged) expect(k).toMatch(/if \(\(wgid < merge_split\)\)/);
     // LINGC_PAIR_LAUNCH=off: no pairs.
     const plain = await cliEnv({ LINGC_PAIR_LAUNCH: "off" }, "compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "unpaired"));
     expect(plain.code, plain.stderr).toBe(0);
     expect(readFileSync(join(dir, "unpaired", "model.cu"), "utf8")).not.toMatch(/pair\d+_|_pair_/);
-    await expectKernelsCompile(join(dir, "pair"), [...merged, ...kernelsNamed(miniSrc, "k_grouped_linear_pair")]);
+    await expectKernelsCompile(join(dir, "pair"), [...merged, ...kernelsNamed(miniSrc, "k_grouped_linear_pair"), ...fp8Merged]);
   }, 300_000);
 
   it("the router a warp per token by default where it takes the step (scores in registers, source-lane shuffles, no barriers), and it compiles; --prefer router:router gives the workgroup router; router_warp refused by name where the experts are not a multiple of 32", async () => {

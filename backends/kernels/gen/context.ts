@@ -78,10 +78,12 @@ export interface GenLimits {
   gemvWorkgroups?: number;
   /**
    * CUDA's emitter: two independent steps at most two apart whose dispatches both take generated
-   * kernels launched as one (launch-pairs.ts, kir-merge.ts), where the sizes choose both. Unset:
-   * each its own launch (the CUDA target sets it unless LINGC_PAIR_LAUNCH=off).
+   * kernels launched as one (launch-pairs.ts, kir-merge.ts), where the sizes choose both: "bf16"
+   * the bf16 GEMVs' templates (measured on the H200), "fp8" those and the FP8 warp GEMVs (not yet
+   * run on a GPU). Unset: each its own launch (the CUDA target sets "bf16" unless
+   * LINGC_PAIR_LAUNCH says otherwise).
    */
-  pairLaunches?: boolean;
+  pairLaunches?: "bf16" | "fp8";
   /**
    * CUDA's GQA decode attention: the key splits merged by each item's last split to finish (atomics
    * on the target's counters, one launch) instead of a merge kernel after (two). Default: the latter.

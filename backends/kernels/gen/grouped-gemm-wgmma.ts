@@ -13,6 +13,10 @@
  * program (grouped-gemm.ts) and DeepGEMM do; accumulators bn floats a thread in all.
  *
  * Selected by a tile "wgmma,bm,bn,stages" (LINGC_BF16_TILE / LINGC_FP8_TILE, or the profile's tile).
+ * "wgmma-ws,bm,bn,stages[,tiles]" runs it warp-specialized (a producer warpgroup copies, mbarriers
+ * hand the stages to the MMA warpgroups, `tiles` consecutive tiles a workgroup; see `specialized`):
+ * correct on the H200 but slower than the plain form there (bench/results/ws-gemm-2026-12-02-h200.md,
+ * bf16; the e4m3 form compiles, not yet run).
  *
  * The H200 profile's bf16 tile (wgmma,128,256,4): checked against the interpreter, memcheck and
  * racecheck, and timed against the mma.sync tiles by `bash bench/cuda/device.sh tiles`

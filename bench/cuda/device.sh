@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -511,6 +511,14 @@ fp8tiles)
     /tmp/tile-${cfg//,/-}/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>"$OUT/tile-${cfg//,/-}.txt" >/dev/null
     grep -E "swiglu|grouped_linear|in all" "$OUT/tile-${cfg//,/-}.txt" | head -4
   done
+  ;;
+gridsync)
+  # What a dependent step costs at decode sizes (bench/cuda/gridsync.cu): a chain of tiny kernels
+  # with PDL in a CUDA graph (lingc's launches), without PDL, and one persistent kernel whose steps
+  # are separated by grid-wide barriers (what a one-launch-per-layer decode kernel would pay):
+  # microseconds a step at 1, 2 and 4 workgroups an SM.
+  nvcc -O3 -gencode arch=compute_90a,code=sm_90a -o /tmp/gridsync bench/cuda/gridsync.cu || exit 1
+  timeout 120 /tmp/gridsync | tee "$OUT/gridsync.jsonl"
   ;;
 gemmncu)
   # Where the bf16 expert GEMM's time goes (Nsight Compute, Ling-mini prefill 1x8192, the profile's

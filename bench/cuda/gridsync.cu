@@ -1,0 +1,139 @@
+// What a dependent step costs at batch-1 decode sizes, three ways, on the GPU at hand: a chain of
+// tiny kernels launched with programmatic dependent launch (as lingc launches its kernels) in one
+// CUDA graph, the same chain without PDL, and one persistent kernel whose phases are separated by
+// grid-wide barriers (what a one-launch-per-layer decode kernel would pay instead of a launch).
+// Each phase reads, in every workgroup, a value another workgroup wrote in the phase before, so a
+// phase boundary must order memory as a kernel boundary does.
+// Build and run: nvcc -O3 -gencode arch=compute_90a,code=sm_90a -o /tmp/gridsync bench/cuda/gridsync.cu && /tmp/gridsync
+// Prints one JSON line per (workgroups, form): microseconds per step, median of 21 graph runs.
+#include <cuda_runtime.h>
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)); std::exit(1); } } while (0)
+
+constexpr int THREADS = 256;
+constexpr int STEPS = 200;
+
+// One step of work: workgroup b adds what workgroup (b + 1) % n wrote last step to its own value.
+__device__ __forceinline__ void step(unsigned* vals, int n, int from, int to) {
+  if (threadIdx.x == 0) {
+    const int b = blockIdx.x;
+    vals[to * n + b] = vals[from * n + (b + 1) % n] + 1;
+  }
+}
+
+__global__ void chain_pdl(unsigned* vals, int n, int from, int to) {
+  asm volatile("griddepcontrol.launch_dependents;");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  step(vals, n, from, to);
+}
+
+__global__ void chain_plain(unsigned* vals, int n, int from, int to) { step(vals, n, from, to); }
+
+// A sense-reversing grid barrier: the last workgroup to arrive resets the count and moves the
+// generation on; the others wait for the generation to move (every workgroup resident at once).
+__device__ __forceinline__ void grid_sync(unsigned* count, volatile unsigned* gen, unsigned n) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned g = *gen;
+    __threadfence();
+    if (atomicAdd(count, 1u) == n - 1) {
+      *count = 0;
+      __threadfence();
+      atomicAdd((unsigned*)gen, 1u);
+    } else {
+      while (*gen == g) {
+      }
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+__global__ void persistent(unsigned* vals, int n, unsigned* count, unsigned* gen) {
+  asm volatile("griddepcontrol.launch_dependents;");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  for (int s = 0; s < STEPS; ++s) {
+    if (s) grid_sync(count, gen, n);
+    step(vals, n, s & 1, (s + 1) & 1);
+  }
+}
+
+template <typename F>
+static double median_us_per_step(cudaStream_t st, F record) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  record();
+  CK(cudaStreamEndCapture(st, &graph));
+  CK(cudaGraphInstantiate(&exec, graph, 0));
+  CK(cudaGraphLaunch(exec, st));
+  CK(cudaStreamSynchronize(st));
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  std::vector<double> us;
+  for (int r = 0; r < 21; ++r) {
+    CK(cudaEventRecord(a, st));
+    CK(cudaGraphLaunch(exec, st));
+    CK(cudaEventRecord(b, st));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    us.push_back(1000.0 * ms / STEPS);
+  }
+  std::sort(us.begin(), us.end());
+  CK(cudaGraphExecDestroy(exec));
+  CK(cudaGraphDestroy(graph));
+  return us[us.size() / 2];
+}
+
+static void launch(cudaStream_t st, void (*k)(unsigned*, int, int, int), bool pdl, int n, unsigned* vals, int from, int to) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(n);
+  cfg.blockDim = dim3(THREADS);
+  cfg.stream = st;
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  CK(cudaLaunchKernelEx(&cfg, k, vals, n, from, to));
+}
+
+int main() {
+  cudaDeviceProp p;
+  CK(cudaGetDeviceProperties(&p, 0));
+  int resident = 0;
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, persistent, THREADS, 0));
+  cudaStream_t st;
+  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  unsigned *vals, *count, *gen;
+  CK(cudaMalloc(&vals, 2 * 4096 * sizeof(unsigned)));
+  CK(cudaMalloc(&count, sizeof(unsigned)));
+  CK(cudaMalloc(&gen, sizeof(unsigned)));
+  CK(cudaMemset(vals, 0, 2 * 4096 * sizeof(unsigned)));
+  CK(cudaMemset(count, 0, sizeof(unsigned)));
+  CK(cudaMemset(gen, 0, sizeof(unsigned)));
+  for (int per : {1, 2, 4}) {
+    const int n = per * p.multiProcessorCount;
+    if (per > resident) continue;  // the persistent kernel's workgroups must all be resident
+    const double pdl = median_us_per_step(st, [&] { for (int s = 0; s < STEPS; ++s) launch(st, chain_pdl, true, n, vals, s & 1, (s + 1) & 1); });
+    const double plain = median_us_per_step(st, [&] { for (int s = 0; s < STEPS; ++s) launch(st, chain_plain, false, n, vals, s & 1, (s + 1) & 1); });
+    const double grid = median_us_per_step(st, [&] {
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(n);
+      cfg.blockDim = dim3(THREADS);
+      cfg.stream = st;
+      CK(cudaLaunchKernelEx(&cfg, persistent, vals, n, count, gen));
+    });
+    std::printf("{\"gpu\": \"%s\", \"workgroups\": %d, \"threads\": %d, \"steps\": %d, \"us_per_step\": {\"kernels_pdl\": %.3f, \"kernels\": %.3f, \"grid_barrier\": %.3f}}\n", p.name, n, THREADS, STEPS, pdl, plain, grid);
+  }
+  unsigned h[2] = {0, 0};
+  CK(cudaMemcpy(h, vals, sizeof h, cudaMemcpyDeviceToHost));
+  std::printf("{\"check\": %u}\n", h[0] + h[1]);  // keeps the work observable
+  return 0;
+}

@@ -78,12 +78,16 @@ export interface TileShape {
    * warpgroups waiting on each stage's barrier instead of a workgroup barrier a stage.
    */
   producer?: boolean;
-  /** Warp-specialized: consecutive tiles a workgroup computes (its producer copies the next tile's stages while the last one's results are written). */
+  /**
+   * Warp-specialized: consecutive tiles a workgroup computes (its producer copies the next tile's
+   * stages while the last one's results are written).
+   */
   tilesPer?: number;
 }
 
 /**
- * A tile written "bm,bn,wm,wn,stages[,bk]", "wgmma,bm,bn,stages" or "wgmma-ws,bm,bn,stages[,tiles]" (warp-specialized, tiles a workgroup; the benchmark's sweeps set one
+ * A tile written "bm,bn,wm,wn,stages[,bk]", "wgmma,bm,bn,stages" or "wgmma-ws,bm,bn,stages[,tiles]"
+ * (warp-specialized, tiles a workgroup; the benchmark's sweeps set one
  * through LINGC_FP8_TILE or LINGC_BF16_TILE), checked.
  */
 export function parseTile(text: string, what: string): TileShape {

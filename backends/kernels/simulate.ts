@@ -8,7 +8,12 @@
  * masks, a loop runs while a lane is active); a workgroup's warps run interleaved, a statement at a
  * time, and meet at each barrier.
  * Async copies complete at once (copy16 is a copy; commit and wait do nothing), which is what a
- * correct program may assume after its wait. Warpgroup MMAs (wgmma) are not simulated.
+ * correct program may assume after its wait. So do warpgroup MMAs (wgmma: each warp computes its
+ * 16 rows of the product from the 128-byte-swizzled shared tiles at issue; fences, commits, waits and
+ * proxy fences do nothing) and register moves (setmaxnreg). mbarriers keep their count of arrivals
+ * and their phase in their two words; a warp waiting on one retries, and a workgroup whose warps
+ * all wait (on mbarriers, or at a barrier that a waiting warp never reaches) is refused as a
+ * deadlock.
  */
 import { decodeBits, encodeBits } from "../../ir/numerics";
 import type { Expr, Kernel, KType, Stmt } from "./kir";
@@ -45,17 +50,21 @@ export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms:
     // The warps interleaved a statement at a time (so that a read of workgroup memory that another
     // warp writes without a barrier between gets the wrong value here too), each held at a barrier
     // until every warp still running has reached one.
-    const state: ("run" | "barrier" | "done")[] = warps.map(() => "run");
+    const state: ("run" | "barrier" | "done" | "wait")[] = warps.map(() => "run");
     while (state.some((x) => x !== "done")) {
-      if (!state.includes("run")) {
+      if (!state.includes("run") && !state.includes("wait")) {
         if (state.includes("done")) throw new Error(`simulate ${k.name}: a barrier that some warps of workgroup ${wg} do not reach (they finished)`);
         state.fill("run");
       }
+      // A round in which every warp that could go on only waited on an mbarrier moved nothing.
+      let moved = false;
       warps.forEach((g, w) => {
-        if (state[w] !== "run") return;
+        if (state[w] !== "run" && state[w] !== "wait") return;
         const r = g.next();
         state[w] = r.done ? "done" : r.value;
+        if (state[w] !== "wait") moved = true;
       });
+      if (!moved) throw new Error(`simulate ${k.name}: the warps of workgroup ${wg} wait on mbarriers that no warp will complete (a deadlock)`);
     }
   }
 }
@@ -220,8 +229,8 @@ class WarpRun {
     this.types.set(name, t);
   }
 
-  /** Runs statements under a lane mask, yielding after each ("run") and at each barrier. */
-  *run(ss: Stmt[], m: Mask): Generator<"run" | "barrier", void, void> {
+  /** Runs statements under a lane mask, yielding after each ("run"), at each barrier, and while it waits on an mbarrier ("wait"). */
+  *run(ss: Stmt[], m: Mask): Generator<"run" | "barrier" | "wait", void, void> {
     if (!m.some((x) => x)) return;
     for (const s of ss) {
       yield "run";
@@ -338,16 +347,43 @@ class WarpRun {
           this.mma(s, m);
           break;
         case "wgmma":
+          this.wgmma(s, m);
+          break;
         case "wgmmaFence":
         case "wgmmaCommit":
         case "wgmmaWait":
         case "fenceAsyncShared":
-          throw new Error(`simulate ${this.k.name}: warpgroup MMAs are not simulated`);
-        case "mbarInit":
-        case "mbarArrive":
-        case "mbarWait":
         case "setmaxnreg":
-          throw new Error(`simulate ${this.k.name}: warp-specialized pipelines (mbarriers, register moves) are not simulated`);
+          break;
+        case "mbarInit":
+        case "mbarArrive": {
+          const idx = this.eval(s.idx, m);
+          const bar = this.sharedOf(s.bar).a;
+          for (let l = 0; l < W; l++) {
+            if (!m[l]) continue;
+            const at = 2 * idx[l]!;
+            if (at < 0 || at + 1 >= bar.length) throw new Error(`simulate ${this.k.name}: mbarrier ${idx[l]} of ${s.bar} is out of bounds`);
+            // Word 0: arrivals still expected this phase; word 1: phase x 2^16 + arrivals a phase.
+            if (s.k === "mbarInit") [bar[at], bar[at + 1]] = [s.count, s.count];
+            else {
+              const [count, phase] = [bar[at + 1]! % 65536, Math.floor(bar[at + 1]! / 65536)];
+              if (count === 0) throw new Error(`simulate ${this.k.name}: an arrival on mbarrier ${idx[l]} of ${s.bar} before its init`);
+              bar[at] = bar[at]! - 1;
+              if (bar[at] === 0) [bar[at], bar[at + 1]] = [count, (phase + 1) * 65536 + count];
+            }
+          }
+          break;
+        }
+        case "mbarWait": {
+          // Until the phase of this parity has completed: the current phase's parity differs.
+          const bar = this.sharedOf(s.bar).a;
+          const blocked = () => {
+            const [idx, parity] = [this.eval(s.idx, m), this.eval(s.parity, m)];
+            return m.some((on, l) => on && Math.floor(bar[2 * idx[l]! + 1]! / 65536) % 2 === parity[l]! % 2);
+          };
+          while (blocked()) yield "wait";
+          break;
+        }
         case "fence":
           // Workgroups run one after another here: every earlier write is already visible.
           break;
@@ -363,6 +399,42 @@ class WarpRun {
           break;
         }
       }
+    }
+  }
+
+  /**
+   * This warp's part of a warpgroup MMA: rows 16 w .. 16 w + 15 (w: the warp within its warpgroup)
+   * of D = A B^T + D, A's 64 rows and B's n rows read from the 128-byte-swizzled shared tile (row r
+   * of a tile at word r x 32 of its 1024-byte-aligned block, 16-byte chunk c at chunk c ^ (r % 8);
+   * the MMA's k slice is the 32 bytes its address points into), f32 sums as mma's.
+   */
+  private wgmma(s: Extract<Stmt, { k: "wgmma" }>, m: Mask): void {
+    if (!m.every((x, l) => x || this.warp * W + l >= this.k.wg)) throw new Error(`simulate ${this.k.name}: a wgmma with lanes of the warp inactive`);
+    const acc = this.arrays.get(s.acc)!;
+    const src = this.sharedOf(s.src).a;
+    const [a, b] = [this.eval(s.a, m)[0]!, this.eval(s.b, m)[0]!];
+    const fp8 = s.shape.ab === "e4m3";
+    const K = s.shape.k;
+    const bytes = fp8 ? 1 : 2;
+    // Element kk of tile row r (the row's first word base) in the slice starting `slice` bytes into the row.
+    const el = (base: number, r: number, slice: number, kk: number) => {
+      const byte = slice + kk * bytes;
+      const word = src[base + r * 32 + (((byte >> 4) ^ ((base / 32 + r) % 8)) << 2) + ((byte & 15) >> 2)]!;
+      return fp8 ? decodeBits((word >>> (8 * (byte & 3))) & 0xff, "f8e4m3fn") : decodeBits((word >>> (8 * (byte & 2))) & 0xffff, "bf16");
+    };
+    const tile = (at: number) => ({ base: at - (at % 32), slice: (at % 32) * 4 });
+    const [ta, tb] = [tile(a), tile(b)];
+    const wq = this.warp % 4;
+    for (let t = 0; t < W; t++) {
+      const [gr, tq] = [t >> 2, t & 3];
+      for (let j = 0; j < s.shape.n / 8; j++)
+        for (let q = 0; q < 4; q++) {
+          const row = 16 * wq + gr + (q >= 2 ? 8 : 0);
+          const col = 8 * j + 2 * tq + (q & 1);
+          let sum = 0;
+          for (let kk = 0; kk < K; kk++) sum += el(ta.base, row, ta.slice, kk) * el(tb.base, col, tb.slice, kk);
+          acc.a[t]![4 * j + q] = f32(acc.a[t]![4 * j + q]! + sum);
+        }
     }
   }
 

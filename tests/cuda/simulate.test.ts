@@ -3,7 +3,8 @@
  * interpreter: their numbers are checked where there is no GPU. The flash attention tile program
  * (generated; CUDA's default prefill attention, flash_tile) on causal GQA with a partial query tile and on a
  * transposed, non-causal result; qk_norm_rope's warp form; the pointwise runs; the grouped expert
- * GEMM on bf16 and e4m3 mma.sync (an uneven routing: an expert with every token, one with none);
+ * GEMM on bf16 and e4m3 mma.sync and on warpgroup MMAs (plain and warp-specialized; an uneven
+ * routing: an expert with every token, one with none);
  * and the simulator itself on a warp reduction.
  */
 import { describe, expect, it } from "vitest";
@@ -276,6 +277,34 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(got, want)).toBeLessThan(2 ** -6);
   });
 
+  /** The bf16 routed experts of the mma.sync test's uneven routing, under a bf16 tile (a warpgroup-MMA one: the kernels hold wgmma). */
+  const bf16Experts = (tile: string, H = 32) => {
+    const [T, F, E, K] = [40, 40, 6, 2];
+    const r = rng(21);
+    const t = (shape: number[], scale = 1) => random("bf16", r, shape, scale);
+    const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
+    const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
+    const weights = { gate: t([E, F, H], 0.2), up: t([E, F, H], 0.2), down: t([E, H, F], 0.2) };
+    const { got, want } = runGenerated(expertModule("bf16", [T, H, F, E, K]), inputs, weights, { ...LIMITS, gemmTiles: { ...LIMITS.gemmTiles, bf16: parseTile(tile, "test tile") } })["y"]!;
+    expect(kernels.filter((k) => JSON.stringify(k.kernel.body).includes('"k":"wgmma"'))).toHaveLength(2);
+    return { got, want };
+  };
+
+  it("the grouped expert GEMM on Hopper warpgroup MMAs (bf16, the profile's tile wgmma,128,256,4): SwiGLU and down experts on an uneven routing", () => {
+    expect(LIMITS.gemmTiles!["bf16"]!.wgmma).toBe(true);
+    const { got, want } = bf16Experts("wgmma,128,256,4");
+    expect(relError(got, want)).toBeLessThan(2 ** -6);
+  });
+
+  it("the warp-specialized warpgroup-MMA expert GEMM (wgmma-ws,128,256,2,2: a producer warpgroup, mbarriers, two tiles a workgroup, stage buffers reused within and across them)", () => {
+    // Hidden 160: the SwiGLU experts' K is three 64-wide stages (the last partial), so each of the
+    // two buffers is used three times by a workgroup's two tiles; five experts' tiles, the last
+    // workgroup's second tile idle.
+    const { got, want } = bf16Experts("wgmma-ws,128,256,2,2", 160);
+    expect(kernels.some((k) => JSON.stringify(k.kernel.body).includes('"k":"mbarWait"'))).toBe(true);
+    expect(relError(got, want)).toBeLessThan(2 ** -6);
+  });
+
   /** Routed FP8 experts (W8A8, activations quantized per token) of [T, H, F, E, K] on the simulator and the interpreter. */
   const fp8Experts = (shape: [number, number, number, number, number], seed: number, limits: GenLimits) => {
     const [T, H, F, E, K] = shape;
@@ -288,7 +317,14 @@ describe("CUDA tile programs in the kir simulator", () => {
     return runGenerated(expertModule("f32", shape), inputs, weights, limits, fp8)["y"]!;
   };
 
-  it("the FP8 grouped expert GEMM tile program (e4m3 mma.sync: the exact tile, 64,128,64,32,3; the profile's wgmma tile is checked on the GPU) with the activations quantized per token", () => {
+  it("the FP8 grouped expert GEMM on warpgroup MMAs (e4m3, the profile's tile; the simulator sums each 128-wide slice exactly, where Hopper keeps about 14 bits) with the activations quantized per token", () => {
+    expect(LIMITS.gemmTiles!["f8e4m3fn"]!.wgmma).toBe(true);
+    const { got, want } = fp8Experts([40, 128, 128, 6, 2], 33, LIMITS);
+    expect(kernels.filter((k) => JSON.stringify(k.kernel.body).includes('"ab":"e4m3"'))).toHaveLength(2);
+    expect(relError(got, want)).toBeLessThan(1e-5);
+  });
+
+  it("the FP8 grouped expert GEMM tile program (e4m3 mma.sync: the exact tile, 64,128,64,32,3) with the activations quantized per token", () => {
     const tiles = { ...LIMITS.gemmTiles, f8e4m3fn: parseTile("64,128,64,32,3", "test tile") };
     const { got, want } = fp8Experts([40, 128, 128, 6, 2], 33, { ...LIMITS, gemmTiles: tiles });
     expect(kernels.some((k) => JSON.stringify(k.kernel.body).includes("m16n8k32.e4m3"))).toBe(true);

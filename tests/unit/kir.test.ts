@@ -129,9 +129,15 @@ describe("two kernels as one launch (kir-merge)", () => {
 });
 
 describe("kir split-arrival barriers (mbarriers) and register moves", () => {
-  const pipeline = () => {
+  /**
+   * Threads 128-255 write their values and arrive; threads 0-127 wait for that phase and read them.
+   * `waits`: the parities the readers wait on in turn (a second wait on parity 1 waits for a phase
+   * that no thread will complete).
+   */
+  const pipeline = (waits = [0]) => {
     const kb = new KernelBuilder("ws", 256, 32);
     const y = kb.buffer("b0", "f32", true);
+    const sh = kb.shared("vals", "f32", 128);
     const bars = kb.mbarriers("bars", 2);
     kb.if(K.eq(kb.lid, K.i(0)), () => kb.mbarInit(bars, K.i(1), 128));
     kb.barrier();
@@ -139,13 +145,13 @@ describe("kir split-arrival barriers (mbarriers) and register moves", () => {
       K.ge(kb.lid, K.i(128)),
       () => {
         kb.setmaxnreg(false, 56);
+        kb.store(sh, K.sub(kb.lid, K.i(128)), K.toF(kb.lid));
         kb.mbarArrive(bars, K.i(1));
       },
       () => {
         kb.setmaxnreg(true, 224);
-        kb.mbarWait(bars, K.i(1), K.i(0));
-        kb.mbarWait(bars, K.i(1), K.i(1));
-        kb.store(y, kb.lid, K.f(1));
+        for (const p of waits) kb.mbarWait(bars, K.i(1), K.i(p));
+        kb.store(y, kb.lid, kb.load(sh, K.sub(K.i(127), kb.lid)));
       },
     );
     return kb.kernel;
@@ -157,14 +163,20 @@ describe("kir split-arrival barriers (mbarriers) and register moves", () => {
     expect(cuda).toContain(`asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\\n" :: "r"((unsigned)__cvta_generic_to_shared(&bars_0[2 * (1)])), "r"(128) : "memory");`);
     expect(cuda).toContain(`asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\\n" :: "r"((unsigned)__cvta_generic_to_shared(&bars_0[2 * (1)])) : "memory");`);
     expect(cuda).toContain(`for (unsigned bars_0_done0 = 0; !bars_0_done0;) asm volatile("{\\n.reg .pred p;\\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\\nselp.u32 %0, 1, 0, p;\\n}\\n" : "=r"(bars_0_done0) : "r"((unsigned)__cvta_generic_to_shared(&bars_0[2 * (1)])), "r"((unsigned)(0)) : "memory");`);
-    expect(cuda).toContain("bars_0_done1");
+    expect(renderCuda(pipeline([0, 1]))).toContain("bars_0_done1");
     expect(cuda).toContain(`asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\\n" ::: "memory");`);
     expect(cuda).toContain(`asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\\n" ::: "memory");`);
   });
 
-  it("is refused where it cannot run: WGSL, the simulator; bad counts by name", () => {
+  it("runs in the simulator: the waiting threads read what the arriving ones wrote; a wait no arrival completes is a deadlock", () => {
+    const y = new Float32Array(256);
+    simulate(pipeline(), { b0: y }, {}, 1);
+    expect([...y.slice(0, 128)]).toEqual(Array.from({ length: 128 }, (_, t) => 255 - t));
+    expect(() => simulate(pipeline([0, 1]), { b0: new Float32Array(256) }, {}, 1)).toThrow(/wait on mbarriers that no warp will complete \(a deadlock\)/);
+  });
+
+  it("is refused where it cannot run (WGSL); bad counts by name", () => {
     expect(() => renderWgsl(pipeline())).toThrow(/WGSL has no split-arrival barriers or register moves/);
-    expect(() => simulate(pipeline(), { b0: new Float32Array(256) }, {}, 1)).toThrow(/warp-specialized pipelines \(mbarriers, register moves\) are not simulated/);
     const kb = new KernelBuilder("bad", 128, 32);
     const bars = kb.mbarriers("bars", 1);
     expect(() => kb.mbarInit(bars, K.i(0), 0)).toThrow(/positive count of arrivals, not 0/);

@@ -296,10 +296,13 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
           kb.loop("kt", i(0), i(nk), (kt) => {
             const gs = kb.let("gs", add(i(p * nk), kt));
             const st = kb.let("st", mod(gs, i(STAGES)));
+            // Stage gs - LAG lands first (the stages after it, LAG - 1, may still be in flight): the
+            // MMA warpgroups may need it before they free the buffer this stage waits for (with the
+            // wait first, S - 1 stages in flight would never free one: a hang the simulator found).
+            kb.if(ge(gs, i(lag)), () => land(sub(gs, i(lag)), lag - 1));
             // The buffer's previous use (stage gs - S) must have been multiplied.
             kb.if(ge(gs, i(STAGES)), () => kb.mbarWait(bars, empty(st), mod(sub(div(gs, i(STAGES)), i(1)), i(2))));
             loadStage(kt, st);
-            kb.if(ge(gs, i(lag)), () => land(sub(gs, i(lag)), lag));
           });
         });
         // The last stages still in flight, oldest first (the tiles with an expert come first).

@@ -24,6 +24,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     maxDynamicWorkgroupBytes: profile.sharedMemoryPerBlockOptin,
     storage: cudaStorage,
     tensorCores: profile.tensorCoreTypes,
+    warpgroupMma: profile.arch === "sm_90a",
     warpSize: profile.warpSize,
     pointwiseRun: POINTWISE_RUN,
     gemmTiles: expertTiles(profile),

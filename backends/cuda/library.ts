@@ -131,7 +131,7 @@ function appendCall(_choice: DispatchChoice, step: Step, c: EmitCtx): string {
 }
 
 function attentionCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
-  if (choice.kernel === "flash_tile" || choice.kernel === "attention_split" || choice.kernel.startsWith("decode_attention")) return c.generated(choice.kernel);
+  if (choice.kernel === "flash_tile" || choice.kernel === "flash_wgmma" || choice.kernel === "attention_split" || choice.kernel.startsWith("decode_attention")) return c.generated(choice.kernel);
   const att = step.ops.find((o) => o.opName === "attention")!;
   const [q, k, v] = att.operands as [Value, Value, Value];
   const last = step.ops[step.ops.length - 1]!.results[0]!;

@@ -181,7 +181,7 @@ export class CudaRenderer {
           // bf16 names both operands' layout (K-major: 0, 0); e4m3 has no transposed form to name.
           const types = s.shape.ab === "bf16" ? `k16.f32.bf16.bf16 {${regs}}, %${n}, %${n + 1}, p, 1, 1, 0, 0` : `k32.f32.e4m3.e4m3 {${regs}}, %${n}, %${n + 1}, p, 1, 1`;
           out.push(
-            `${indent}asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${n + 2}, 0;\\nwgmma.mma_async.sync.aligned.m64n${s.shape.n}${types};\\n}\\n" : ${accs} : "l"(${desc(s.a)}), "l"(${desc(s.b)}), "n"(1));`,
+            `${indent}asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${n + 2}, 0;\\nwgmma.mma_async.sync.aligned.m64n${s.shape.n}${types};\\n}\\n" : ${accs} : "l"(${desc(s.a)}), "l"(${desc(s.b)}), "n"(${s.zero ? 0 : 1}));`,
           );
           break;
         }

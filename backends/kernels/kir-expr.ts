@@ -91,9 +91,11 @@ export type Stmt =
   /**
    * acc[0 .. n/2 - 1] += A . B for the warpgroup (see WgmmaShape), asynchronously: A's 64 rows start
    * at word `a` of shared u32 array `src`, B's n rows at word `b`; each the address of its k16 slice
-   * (a 32-byte step inside the swizzled rows). Completes by wgmmaCommit and wgmmaWait.
+   * (a 32-byte step inside the swizzled rows). Completes by wgmmaCommit and wgmmaWait. `zero`: the
+   * accumulators' values before are not read (D = A B: a product's first MMA, with no registers
+   * zeroed before it, which ptxas would have to fence).
    */
-  | { k: "wgmma"; shape: WgmmaShape; acc: string; src: string; a: Expr; b: Expr }
+  | { k: "wgmma"; shape: WgmmaShape; acc: string; src: string; a: Expr; b: Expr; zero?: true }
   /** Orders register and shared-memory accesses before the warpgroup MMAs that follow (wgmma.fence). */
   | { k: "wgmmaFence" }
   /** Closes the group of warpgroup MMAs issued since the last commit. */

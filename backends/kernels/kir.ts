@@ -199,9 +199,9 @@ export class KernelBuilder {
     this.emit({ k: "mma", shape, acc, at, a, b });
   }
 
-  wgmma(shape: WgmmaShape, acc: string, src: string, a: Expr, b: Expr): void {
+  wgmma(shape: WgmmaShape, acc: string, src: string, a: Expr, b: Expr, zero = false): void {
     if (shape.n % 8 !== 0 || shape.n < 8 || shape.n > 256) throw new Error(`kir: wgmma n must be a multiple of 8 up to 256, not ${shape.n}`);
-    this.emit({ k: "wgmma", shape, acc, src, a, b });
+    this.emit({ k: "wgmma", shape, acc, src, a, b, ...(zero ? { zero: true as const } : {}) });
   }
 
   wgmmaFence(): void {

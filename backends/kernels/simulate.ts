@@ -433,7 +433,7 @@ class WarpRun {
           const col = 8 * j + 2 * tq + (q & 1);
           let sum = 0;
           for (let kk = 0; kk < K; kk++) sum += el(ta.base, row, ta.slice, kk) * el(tb.base, col, tb.slice, kk);
-          acc.a[t]![4 * j + q] = f32(acc.a[t]![4 * j + q]! + sum);
+          acc.a[t]![4 * j + q] = f32((s.zero ? 0 : acc.a[t]![4 * j + q]!) + sum);
         }
     }
   }

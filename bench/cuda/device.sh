@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -691,6 +691,27 @@ fp8bench)
     /tmp/$v/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 3 | tee "$OUT/bench-$v.json"
     /tmp/$v/lingc_model bench --random-weights --prefill 1x8192 --decode 1x2048 --repeats 1 --profile 2>"$OUT/profile-$v.txt" >/dev/null
   done
+  ;;
+flashwgmma)
+  # Prefill attention on warpgroup MMAs (flash_wgmma, by preference: backends/kernels/gen/flash-attention-wgmma.ts)
+  # against the interpreter on attention_check.py's four shapes, sanitized, then Ling-mini prefill with it
+  # and with the default flash_tile alternately, two rounds, and the attention's per-kernel time.
+  FW="--prefer attention:flash_wgmma"
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $FW --out /tmp/mini-fw >/dev/null && cd /tmp/mini-fw && make -j8 >/dev/null ) &
+  mkdir -p /tmp/ac && python3 bench/cuda/attention_check.py make /tmp/ac || exit 1
+  R="/tmp/ac/a.lir --input /tmp/ac/x.safetensors"
+  $L run $R --backend interp --out /tmp/ac/interp.safetensors >/dev/null || exit 1
+  timeout 180 $L run $R --backend cuda $FW --out /tmp/ac/fw.safetensors >/dev/null; rc=$?
+  if [ $rc != 0 ]; then echo "flash_wgmma on the attention shapes: exit $rc (124: hung, cut)"; pkill -9 lingc_model; exit 1; fi
+  echo "== flash_wgmma vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/fw.safetensors /tmp/ac/interp.safetensors 0.01
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/ | head -1)lingc_model
+  sanitized fw $EXE run --graph att --input /tmp/ac/x.safetensors --out /tmp/ac/s.safetensors
+  wait
+  for round in 1 2; do
+    for m in mini mini-fw; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
+  done
+  for m in mini mini-fw; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -m2 "attention"; done
   ;;
 flashtile)
   # Prefill attention's tile program (flash_tile, the default: backends/kernels/gen/flash-attention.ts) and

@@ -304,7 +304,9 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       const gqa = decodeAttentionTakes(q, k, v);
       // (They take every row count the split form would.)
       const grouped = DECODE_ATTENTION_FORMS.map((f) => choice(f.name, [le(S, L.decodeMaxQueries), le(B.mul(S).mul(nhD.value!), f.maxRows)]));
-      all = [...(gqa ? grouped : split), decode, ...(flash ? [choice("flash_tile")] : []), tiles];
+      // (flash_wgmma, the warpgroup-MMA form on sm_90a, only by preference: after flash_tile, which always applies.)
+      const wgmma = flash && profile.arch === "sm_90a" ? [choice("flash_wgmma")] : [];
+      all = [...(gqa ? grouped : split), decode, ...(flash ? [choice("flash_tile")] : []), ...wgmma, tiles];
       replaced = { kernel: "attn_decode", restore: (c) => (c.kernel === "attention_split" || c.kernel.startsWith("decode_attention") ? [] : [c]) };
       break;
     }

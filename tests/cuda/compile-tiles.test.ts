@@ -319,6 +319,27 @@ describe("lingc compile --target cuda: tile programs", () => {
     expect(zero.stderr).toContain("LINGC_BF16_TILE 'wgmma-ws,128,256,4,0': expected wgmma-ws,bm,bn,stages[,tiles]");
   }, 300_000);
 
+  it("--prefer attention:flash_wgmma: prefill attention on warpgroup MMAs (S = Q K^T and O += P V from swizzled shared tiles, V written transposed), one warpgroup a workgroup, and it compiles", async () => {
+    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--prefer", "attention:flash_wgmma", "--out", join(dir, "fw"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "fw", "model.cu"), "utf8");
+    const ks = kernelsNamed(src, "k_attention").filter((k) => k.includes("wgmma"));
+    expect(ks.length).toBeGreaterThan(0);
+    const d = 64; // ling-small's head dim: S in d / 16 k-slices of 64 keys, O += P V in 4 slices of d columns
+    for (const k of ks) {
+      expect(k).toMatch(/^__global__ void __launch_bounds__\(128\) /);
+      expect(k.match(/wgmma\.mma_async\.sync\.aligned\.m64n64k16\.f32\.bf16\.bf16 /g)?.length).toBe(d / 16 + 4);
+      for (const piece of ["cp.async.cg.shared.global", "fence.proxy.async.shared::cta", "wgmma.wait_group.sync.aligned", "__align__(1024)"]) expect(k).toContain(piece);
+    }
+    expect(src).not.toContain("c.flash_wgmma(");
+    await expectKernelsCompile(join(dir, "fw"), ks);
+    // Without the preference: the mma.sync flash tile, as before.
+    const p = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "fw-plain"));
+    expect(p.code, p.stderr).toBe(0);
+    const plain = readFileSync(join(dir, "fw-plain", "model.cu"), "utf8");
+    expect(kernelsNamed(plain, "k_attention").some((k) => k.includes("wgmma"))).toBe(false);
+  }, 300_000);
+
   it("a tile setting that is not a tile is refused by name", async () => {
     const r = await compileWithBf16Tile("wgmma,96,256,4", SMALL_DIR, join(dir, "bad-tile"));
     expect(r.code).not.toBe(0);

@@ -95,7 +95,7 @@ function runGenerated(
  * 1/sqrt(d)), its result transposed to [B, S, heads x d] if asked, on random inputs; its group run
  * by the flash tile program.
  */
-function runFlash([B, NH, S, D]: [number, number, number, number], [NKV, T]: [number, number], causal: boolean, transposed = false): { got: Float32Array; want: Float32Array } {
+function runFlash([B, NH, S, D]: [number, number, number, number], [NKV, T]: [number, number], causal: boolean, transposed = false, template = "flash_tile"): { got: Float32Array; want: Float32Array } {
   const q = `bf16[${B}, ${NH}, ${S}, ${D}]`;
   const kv = `bf16[${B}, ${NKV}, ${T}, ${D}]`;
   const flat = `bf16[${B}, ${S}, ${NH * D}]`;
@@ -112,7 +112,7 @@ function runFlash([B, NH, S, D]: [number, number, number, number], [NKV, T]: [nu
 }`;
   const r = rng(5);
   const inputs = { q: random("bf16", r, [B, NH, S, D]), k: random("bf16", r, [B, NKV, T, D]), v: random("bf16", r, [B, NKV, T, D]) };
-  const outs = Object.values(runGenerated(text, inputs, {}, LIMITS, "", (ops) => (ops.some((o) => o.opName === "attention") ? "flash_tile" : undefined)));
+  const outs = Object.values(runGenerated(text, inputs, {}, LIMITS, "", (ops) => (ops.some((o) => o.opName === "attention") ? template : undefined)));
   expect(outs).toHaveLength(1);
   expect(kernels).toHaveLength(1); // the attention with its result's views: one kernel
   return outs[0]!;
@@ -513,6 +513,20 @@ describe("CUDA tile programs in the kir simulator", () => {
     const outs = runGenerated(text, inputs, weights, LIMITS, fp8, pick);
     expect(kernels.filter((k) => k.kernel.wg === 256).length).toBeGreaterThanOrEqual(3); // two expert GEMVs and the dense one
     for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(1e-5);
+  });
+
+  it("flash attention on warpgroup MMAs (flash_wgmma, by preference): causal GQA, head dim 64, 150 queries (three tiles of 64, the last partial), the keys' last block partial", () => {
+    const { got, want } = runFlash([1, 4, 150, 64], [2, 150], true, false, "flash_wgmma");
+    expect(kernels[0]!.kernel.wg).toBe(128);
+    expect(JSON.stringify(kernels[0]!.kernel.body)).toContain('"k":"wgmma"');
+    expect(relError(got, want)).toBeLessThan(2 ** -7);
+  });
+
+  it("flash attention on warpgroup MMAs: fewer queries than keys (a chunk after a cached prefix), head dim 128, the result transposed; and not causal", () => {
+    const causal = runFlash([1, 2, 70, 128], [1, 200], true, true, "flash_wgmma");
+    expect(relError(causal.got, causal.want)).toBeLessThan(2 ** -7);
+    const full = runFlash([2, 2, 40, 128], [2, 90], false, false, "flash_wgmma");
+    expect(relError(full.got, full.want)).toBeLessThan(2 ** -7);
   });
 
   it("flash attention: fewer queries than keys (a chunk after a cached prefix: the mask aligned to the end), causal", () => {

@@ -56,6 +56,8 @@ export interface GenLimits {
   maxDynamicWorkgroupBytes?: number;
   /** Element types the target's tensor cores multiply (kir mma; none on WebGPU). */
   tensorCores?: readonly string[];
+  /** Hopper's warpgroup MMAs (kir wgmma; CUDA sm_90a). */
+  warpgroupMma?: boolean;
   /** Lanes of a warp that run in lockstep and shuffle registers (kir shfl; CUDA: 32, none on WebGPU). */
   warpSize?: number;
   /** The tiles of the grouped GEMM tile program by operand dtype (the target profile's). */

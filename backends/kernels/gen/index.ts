@@ -24,6 +24,7 @@ import { linearSimtKernel, linearSimtPlan } from "./linear-simt";
 import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointwiseGemv } from "./pointwise";
 import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
 import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attention";
+import { FLASH_WGMMA_THREADS, flashWgmmaKernel } from "./flash-attention-wgmma";
 import { coversDecodeAttention, DECODE_ATTENTION_THREADS, decodeAttentionKernels } from "./decode-attention";
 import { DECODE_ATTENTION_FORMS } from "../../../ir/target/kernel-forms";
 import { coversDenseGemv, coversGroupedGemv, denseGemvKernel, GROUPED_GEMV_THREADS, groupedGemvKernel } from "./grouped-gemv";
@@ -125,6 +126,12 @@ const TEMPLATES: readonly Template[] = [
     name: "flash_tile",
     covers: (ops, limits) => coversAttention(ops) && coversFlash(ops, limits?.tensorCores),
     generate: (gen, ops) => flashAttentionKernel(gen(FLASH_THREADS), ops),
+  },
+  {
+    // The same on Hopper's warpgroup MMAs (only when the dispatch names it: by preference).
+    name: "flash_wgmma",
+    covers: (ops, limits) => coversAttention(ops) && coversFlash(ops, limits?.tensorCores) && limits?.warpgroupMma === true,
+    generate: (gen, ops) => flashWgmmaKernel(gen(FLASH_WGMMA_THREADS), ops),
   },
   {
     // RMSNorm alone, after a residual add, into a linear layer's prologue, or quantized per token;
@@ -255,6 +262,7 @@ export function templateForOp(op: Op): string | undefined {
  */
 export const TILE_TEMPLATES: ReadonlySet<string> = new Set([
   "flash_tile",
+  "flash_wgmma",
   "attention_split",
   ...DECODE_ATTENTION_FORMS.map((f) => f.name),
   "grouped_gemm",

@@ -1,0 +1,221 @@
+/**
+ * Prefill attention on Hopper's warpgroup MMAs (CUDA sm_90a): the flash tile program's steps
+ * (flash-attention.ts: online softmax, scores rounded as the op table's attention rounds them, only
+ * the tiles across the causal diagonal or the keys' end masked) with both products as wgmma from
+ * 128-byte-swizzled shared tiles, the layout the expert GEMM's MMAs read (row r of a 64-wide chunk
+ * at byte 128 r, 16-byte piece p at piece p ^ (r % 8)).
+ *
+ * A workgroup is one warpgroup (128 threads) and BM = 64 queries of one head. The Q tile is copied
+ * once (HD / 64 chunks); per block of BN = 64 keys:
+ *   - K's rows are copied as they lie (keys x head dims: the B operand of S = Q K^T, K-major);
+ *   - V is written transposed (head dims x keys: the B operand of O += P V, K-major over keys):
+ *     each thread reads two keys' 8 head dims (16-byte loads) and stores 8 words of a key pair;
+ *   - S: HD / 16 MMAs m64n64k16; the softmax on the accumulators (a row's 64 scores over the 4
+ *     lanes of a quad, as mma's m16n8 layout), then P, rounded to bf16 in pairs of keys, stored to
+ *     its swizzled tile (the A operand of the second product);
+ *   - O += P V: 4 MMAs m64nHDk16 into the output accumulators, rescaled by the softmax's
+ *     correction before.
+ * Not the default: chosen by --prefer attention:flash_wgmma, checked against the interpreter by the
+ * kir simulator (tests/cuda/simulate.test.ts); not yet run on a GPU.
+ */
+import { attrsOf, OPS } from "../../../ir/ops";
+import { LingcError } from "../../../ir/errors";
+import type { Op, Value } from "../../../ir/module";
+import { product } from "../../../ir/dim";
+import * as K from "../kir";
+import type { Expr } from "../kir";
+import type { Gen, GeneratedKernel } from "./context";
+
+export const FLASH_WGMMA_THREADS = 128;
+const BM = 64;
+const BN = 64;
+/** 32-bit words of a swizzled tile row (128 bytes: 64 bf16). */
+const ROW = 32;
+
+export function flashWgmmaKernel(g: Gen, ops: Op[]): GeneratedKernel {
+  const att = ops.find((o) => o.opName === "attention");
+  if (!att) throw new LingcError("flash attention (wgmma) without its attention op");
+  if (g.kb.kernel.wg !== FLASH_WGMMA_THREADS) throw new LingcError(`flash attention (wgmma): ${g.kb.kernel.wg} threads, the tile program is written for ${FLASH_WGMMA_THREADS}`);
+  const [q, k, v] = att.operands as [Value, Value, Value];
+  const a = attrsOf(OPS.attention, att);
+  const out = ops[ops.length - 1]!.results[0]!;
+  const transposed = ops.some((o) => o.opName === "transpose");
+  const [Bd, NHd, Sd, Dd] = q.type.shape;
+  const HD = Dd!.value!;
+  const NH = NHd!.value!;
+  const NKV = k.type.shape[1]!.value!;
+  const CH = HD / 64; // 64-wide chunks of a head
+  const kb = g.kb;
+  const { i, add, sub, mul, div, mod, lt, gt, or, sel } = K;
+  const S = g.size(Sd!);
+  const T = g.size(k.type.shape[2]!);
+  const Tr = g.storageRows(k, 2);
+  const TrV = g.storageRows(v, 2);
+  const BH = g.size(product([Bd!, NHd!]));
+  const qb = g.buf(q);
+  const kbuf = g.buf(k);
+  const vbuf = g.buf(v);
+  const ob = g.buf(out);
+
+  // One workgroup array (a warpgroup MMA reads both operands from one): Q [CH][BM rows], K [CH][BN
+  // rows], V^T [HD rows] (one chunk of 64 keys), P [BM rows] (one chunk of 64 keys), each a whole
+  // number of 1024-byte blocks.
+  const [QW, KW, VW, PW] = [CH * BM * ROW, CH * BN * ROW, HD * ROW, BM * ROW];
+  const smem = kb.shared(kb.fresh("tiles"), "u32", QW + KW + VW + PW, 1024);
+  const [Qs, Ks, Vt, Ps] = [0, QW, QW + KW, QW + KW + VW];
+  /** Word of element pair (piece, word in piece) of row r in a chunk starting at word base. */
+  const at = (base: Expr, r: Expr, piece: Expr, w: Expr) => add(add(base, mul(r, i(ROW))), add(mul(K.xor(piece, mod(r, i(8))), i(4)), w));
+
+  const tiles = kb.let("tiles", div(add(S, i(BM - 1)), i(BM)));
+  kb.if(lt(kb.wg, mul(tiles, BH)), () => {
+    const bh = kb.let("bh", mod(kb.wg, BH));
+    const q0 = kb.let("q0", mul(sub(sub(tiles, i(1)), div(kb.wg, BH)), i(BM)));
+    const h = kb.let("h", mod(bh, i(NH)));
+    const b = kb.let("b", div(bh, i(NH)));
+    const grp = kb.let("grp", div(h, i(NH / NKV)));
+    const warp = kb.let("warp", div(kb.lid, i(32)));
+    const lane = kb.let("lane", mod(kb.lid, i(32)));
+    const gr = kb.let("gr", div(lane, i(4)));
+    const tq = kb.let("tq", mod(lane, i(4)));
+    const off = kb.let("off", sub(T, S)); // query i sits at key position i + off
+    // The thread's two rows of the tile (accumulator layout: warp w's rows 16 w + g and + 8).
+    const tr = [kb.let("tr0", add(mul(warp, i(16)), gr)), kb.let("tr1", add(add(mul(warp, i(16)), gr), i(8)))] as const;
+    const rows = tr.map((r) => kb.let("r", add(q0, r)));
+    const kBase = kb.let("kbase", mul(mul(add(mul(b, i(NKV)), grp), Tr), i(HD)));
+    const vBase = kb.let("vbase", mul(mul(add(mul(b, i(NKV)), grp), TrV), i(HD)));
+
+    // Q and K rows by 16-byte async copies: piece p (8 dims) of row r at its swizzled place; rows
+    // past the end are zeros. A thread copies piece lid % 8 of rows lid / 8 + 16 j of each chunk.
+    const lr = kb.let("lr", div(kb.lid, i(8)));
+    const lp = kb.let("lp", mod(kb.lid, i(8)));
+    const copyRows = (dst: number, n: number, row0: Expr, limit: Expr, src: string, srcRow: (r: Expr) => Expr) => {
+      for (let c = 0; c < CH; c++)
+        for (let j = 0; j < n / 16; j++) {
+          const r = add(lr, i(16 * j));
+          const ok = kb.let("ok", lt(add(row0, r), limit));
+          const from = add(srcRow(sel(ok, add(row0, r), i(0))), add(i(64 * c), mul(lp, i(8))));
+          kb.copy16(smem, at(i(dst + c * n * ROW), r, lp, i(0)), src, from, ok);
+        }
+      kb.copyCommit();
+    };
+    const qRow0 = kb.let("qrow0", mul(bh, S));
+    copyRows(Qs, BM, q0, S, qb, (r) => mul(add(qRow0, r), i(HD)));
+
+    const o = kb.array("o", "f32", HD / 2);
+    for (let j = 0; j < HD / 2; j++) kb.store(o, i(j), K.f(0));
+    const sc = kb.array("s", "f32", BN / 2);
+    const m = [kb.var("m", K.f(-Infinity)), kb.var("m", K.f(-Infinity))] as const;
+    const l = [kb.var("l", K.f(0)), kb.var("l", K.f(0))] as const;
+    const lastQuery = kb.let("last_q", sub(K.min(S, add(q0, i(BM))), i(1)));
+    const kend = kb.let("kend", a.causal ? K.min(T, add(add(lastQuery, off), i(1))) : T);
+    const nblocks = kb.let("nblocks", div(add(kend, i(BN - 1)), i(BN)));
+    const scale = K.f(a.scale);
+    const LOG2E = K.f(Math.LOG2E);
+    const rb = (x: Expr) => K.round("bf16", x);
+
+    kb.loop("blk", i(0), nblocks, (blk) => {
+      const j0 = kb.let("kj0", mul(blk, i(BN)));
+      // The last block's MMAs read K, V^T and P: every warp is past them before they are rewritten.
+      kb.barrier();
+      copyRows(Ks, BN, j0, T, kbuf, (r) => add(kBase, mul(r, i(HD))));
+      // V^T: key pair kp (keys 2 kp, 2 kp + 1) and head dims 8 db .. 8 db + 7 per item, 4 items a thread.
+      for (let it = 0; it < (BN / 2) * (HD / 8) / FLASH_WGMMA_THREADS; it++) {
+        const item = kb.let("vi", add(kb.lid, i(it * FLASH_WGMMA_THREADS)));
+        const kp = kb.let("kp", mod(item, i(BN / 2)));
+        const db = kb.let("db", div(item, i(BN / 2)));
+        const words = [0, 1].map((e) => {
+          const key = kb.let("vk", add(j0, add(mul(kp, i(2)), i(e))));
+          const ok = kb.let("vok", lt(key, T));
+          const w = kb.load16("vw", vbuf, div(add(vBase, add(mul(sel(ok, key, i(0)), i(HD)), mul(db, i(8)))), i(2)));
+          return { ok, w };
+        });
+        for (let d = 0; d < 8; d++) {
+          const val = (e: number) => K.sel(words[e]!.ok, K.half(words[e]!.w[d >> 1]!, (d & 1) === 1), K.f(0));
+          const row = kb.let("vr", add(mul(db, i(8)), i(d)));
+          // Keys 2 kp, 2 kp + 1 are bytes 4 kp: piece kp / 4, word kp % 4.
+          kb.store(smem, at(i(Vt), row, div(kp, i(4)), mod(kp, i(4))), K.pack(val(0), val(1)));
+        }
+      }
+      kb.copyWait(0);
+      kb.fenceAsyncShared();
+      kb.barrier();
+
+      // S = Q K^T (the first MMA writes S without reading it: no zeroed registers to fence).
+      kb.wgmmaFence();
+      for (let ks = 0; ks < HD / 16; ks++) {
+        const c = Math.floor(ks / 4);
+        const slice = (ks % 4) * 8;
+        kb.wgmma({ m: 64, n: BN, k: 16, ab: "bf16" }, sc, smem, i(Qs + c * BM * ROW + slice), i(Ks + c * BN * ROW + slice), ks === 0);
+      }
+      kb.wgmmaCommit();
+      kb.wgmmaWait(0);
+
+      // Scores as the op table rounds them; the mask only in the tiles that need it.
+      const masked = kb.let("masked", or(gt(add(j0, i(BN)), T), a.causal ? gt(add(j0, i(BN - 1)), add(q0, off)) : K.lit(0, "bool")));
+      const lim = rows.map((r) => kb.let("lim", a.causal ? K.min(sub(T, i(1)), add(r, off)) : sub(T, i(1))));
+      const mx = [kb.var("mx", K.f(-Infinity)), kb.var("mx", K.f(-Infinity))];
+      const sAt = (j: number, hh: number, e: number) => i(4 * j + 2 * hh + e);
+      const score = (withMask: boolean) => {
+        for (let j = 0; j < BN / 8; j++)
+          for (let hh = 0; hh < 2; hh++)
+            for (let e = 0; e < 2; e++) {
+              const key = add(j0, add(i(8 * j + e), mul(tq, i(2))));
+              const sv = rb(mul(rb(kb.load(sc, sAt(j, hh, e), "f32")), scale));
+              const x = kb.let("sv", withMask ? sel(gt(key, lim[hh]!), K.f(-Infinity), sv) : sv);
+              kb.store(sc, sAt(j, hh, e), x);
+              mx[hh]!.set(K.max(mx[hh]!.ref, x));
+            }
+      };
+      kb.if(masked, () => score(true), () => score(false));
+      const base: Expr[] = [];
+      const c: Expr[] = [];
+      for (let hh = 0; hh < 2; hh++) {
+        for (const sh of [1, 2]) mx[hh]!.set(K.max(mx[hh]!.ref, { k: "shfl", t: "f32", a: mx[hh]!.ref, mask: sh }));
+        const mn = kb.let("mn", K.max(m[hh]!.ref, mx[hh]!.ref));
+        base.push(kb.let("base", mul(sel(K.eq(mn, K.f(-Infinity)), K.f(0), mn), LOG2E)));
+        c.push(kb.let("c", K.exp2(sub(mul(m[hh]!.ref, LOG2E), base[hh]!))));
+        m[hh]!.set(mn);
+      }
+      const ls = [kb.var("ls", K.f(0)), kb.var("ls", K.f(0))];
+      for (let j = 0; j < BN / 8; j++)
+        for (let hh = 0; hh < 2; hh++) {
+          const p = [0, 1].map((e) => {
+            const pv = kb.let("p", K.exp2(sub(mul(kb.load(sc, sAt(j, hh, e), "f32"), LOG2E), base[hh]!)));
+            ls[hh]!.set(add(ls[hh]!.ref, pv));
+            return pv;
+          });
+          // Keys 8 j + 2 t, + 1 of the row: bytes 16 j + 4 t, piece j, word t.
+          kb.store(smem, at(i(Ps), tr[hh]!, i(j), tq), K.pack(p[0]!, p[1]!));
+        }
+      for (let hh = 0; hh < 2; hh++) {
+        for (const sh of [1, 2]) ls[hh]!.set(add(ls[hh]!.ref, { k: "shfl", t: "f32", a: ls[hh]!.ref, mask: sh }));
+        l[hh]!.set(add(mul(l[hh]!.ref, c[hh]!), ls[hh]!.ref));
+      }
+      for (let j = 0; j < HD / 8; j++) for (let q4 = 0; q4 < 4; q4++) kb.store(o, i(4 * j + q4), mul(kb.load(o, i(4 * j + q4), "f32"), c[q4 >> 1]!));
+      kb.fenceAsyncShared();
+      kb.barrier();
+
+      // O += P V.
+      kb.wgmmaFence();
+      for (let ks = 0; ks < BN / 16; ks++) kb.wgmma({ m: 64, n: HD, k: 16, ab: "bf16" }, o, smem, i(Ps + ks * 8), i(Vt + ks * 8));
+      kb.wgmmaCommit();
+      kb.wgmmaWait(0);
+    });
+
+    // Rows r0 and r1, columns 8 j + 2 t (+ 1), normalized by their sums; [B, S, heads, d] when the
+    // group transposes the result, else [B, heads, S, d].
+    const rowAt = (r: Expr) => (transposed ? mul(add(mul(add(mul(b, S), r), i(NH)), h), i(HD)) : mul(add(mul(bh, S), r), i(HD)));
+    for (let hh = 0; hh < 2; hh++) {
+      const r = rows[hh]!;
+      const inv = kb.let("inv", sel(gt(l[hh]!.ref, K.f(0)), K.div(K.f(1), l[hh]!.ref), K.f(0)));
+      kb.if(lt(r, S), () => {
+        const ra = kb.let("orow", rowAt(r));
+        for (let j = 0; j < HD / 8; j++)
+          for (let e = 0; e < 2; e++) kb.store(ob, add(ra, add(i(8 * j + e), mul(tq, i(2)))), mul(kb.load(o, i(4 * j + 2 * hh + e), "f32"), inv));
+      });
+    }
+  });
+  kb.copyWait(0);
+  // Workgroups: tiles x heads, tiles = ceil(S / BM) <= (S + BM - 1) / BM (the extra ones exit).
+  return g.finish({ dim: g.entryDim(product([Bd!, NHd!]).mul(Sd!.add(BM - 1))), per: BM });
+}

@@ -18,13 +18,11 @@
  * Not the default: chosen by --prefer attention:flash_wgmma, checked against the interpreter by the
  * kir simulator (tests/cuda/simulate.test.ts); not yet run on a GPU.
  */
-import { attrsOf, OPS } from "../../../ir/ops";
-import { LingcError } from "../../../ir/errors";
-import type { Op, Value } from "../../../ir/module";
-import { product } from "../../../ir/dim";
+import type { Op } from "../../../ir/module";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
+import { flashOperands, flashTile, onlineSoftmax, storeRows } from "./flash-common";
 
 export const FLASH_WGMMA_THREADS = 128;
 const BM = 64;
@@ -33,29 +31,10 @@ const BN = 64;
 const ROW = 32;
 
 export function flashWgmmaKernel(g: Gen, ops: Op[]): GeneratedKernel {
-  const att = ops.find((o) => o.opName === "attention");
-  if (!att) throw new LingcError("flash attention (wgmma) without its attention op");
-  if (g.kb.kernel.wg !== FLASH_WGMMA_THREADS) throw new LingcError(`flash attention (wgmma): ${g.kb.kernel.wg} threads, the tile program is written for ${FLASH_WGMMA_THREADS}`);
-  const [q, k, v] = att.operands as [Value, Value, Value];
-  const a = attrsOf(OPS.attention, att);
-  const out = ops[ops.length - 1]!.results[0]!;
-  const transposed = ops.some((o) => o.opName === "transpose");
-  const [Bd, NHd, Sd, Dd] = q.type.shape;
-  const HD = Dd!.value!;
-  const NH = NHd!.value!;
-  const NKV = k.type.shape[1]!.value!;
-  const CH = HD / 64; // 64-wide chunks of a head
+  const { a, transposed, grid, HD, NH, NKV, S, T, Tr, TrV, BH, qb, kbuf, vbuf, ob } = flashOperands(g, ops, "flash attention (wgmma)", FLASH_WGMMA_THREADS);
   const kb = g.kb;
+  const CH = HD / 64; // 64-wide chunks of a head
   const { i, add, sub, mul, div, mod, lt, gt, or, sel } = K;
-  const S = g.size(Sd!);
-  const T = g.size(k.type.shape[2]!);
-  const Tr = g.storageRows(k, 2);
-  const TrV = g.storageRows(v, 2);
-  const BH = g.size(product([Bd!, NHd!]));
-  const qb = g.buf(q);
-  const kbuf = g.buf(k);
-  const vbuf = g.buf(v);
-  const ob = g.buf(out);
 
   // One workgroup array (a warpgroup MMA reads both operands from one): Q [CH][BM rows], K [CH][BN
   // rows], V^T [HD rows] (one chunk of 64 keys), P [BM rows] (one chunk of 64 keys), each a whole
@@ -66,13 +45,8 @@ export function flashWgmmaKernel(g: Gen, ops: Op[]): GeneratedKernel {
   /** Word of element pair (piece, word in piece) of row r in a chunk starting at word base. */
   const at = (base: Expr, r: Expr, piece: Expr, w: Expr) => add(add(base, mul(r, i(ROW))), add(mul(K.xor(piece, mod(r, i(8))), i(4)), w));
 
-  const tiles = kb.let("tiles", div(add(S, i(BM - 1)), i(BM)));
-  kb.if(lt(kb.wg, mul(tiles, BH)), () => {
-    const bh = kb.let("bh", mod(kb.wg, BH));
-    const q0 = kb.let("q0", mul(sub(sub(tiles, i(1)), div(kb.wg, BH)), i(BM)));
-    const h = kb.let("h", mod(bh, i(NH)));
-    const b = kb.let("b", div(bh, i(NH)));
-    const grp = kb.let("grp", div(h, i(NH / NKV)));
+  flashTile(kb, { S, BH, NH, NKV, BM }, (tile) => {
+    const { bh, q0, b, grp } = tile;
     const warp = kb.let("warp", div(kb.lid, i(32)));
     const lane = kb.let("lane", mod(kb.lid, i(32)));
     const gr = kb.let("gr", div(lane, i(4)));
@@ -109,9 +83,6 @@ export function flashWgmmaKernel(g: Gen, ops: Op[]): GeneratedKernel {
     const lastQuery = kb.let("last_q", sub(K.min(S, add(q0, i(BM))), i(1)));
     const kend = kb.let("kend", a.causal ? K.min(T, add(add(lastQuery, off), i(1))) : T);
     const nblocks = kb.let("nblocks", div(add(kend, i(BN - 1)), i(BN)));
-    const scale = K.f(a.scale);
-    const LOG2E = K.f(Math.LOG2E);
-    const rb = (x: Expr) => K.round("bf16", x);
 
     kb.loop("blk", i(0), nblocks, (blk) => {
       const j0 = kb.let("kj0", mul(blk, i(BN)));
@@ -150,47 +121,14 @@ export function flashWgmmaKernel(g: Gen, ops: Op[]): GeneratedKernel {
       kb.wgmmaCommit();
       kb.wgmmaWait(0);
 
-      // Scores as the op table rounds them; the mask only in the tiles that need it.
+      // The scores' softmax (the mask only in the blocks that need it), then P to its tile: keys
+      // 8 j + 2 t, + 1 of a row are bytes 16 j + 4 t, piece j, word t.
       const masked = kb.let("masked", or(gt(add(j0, i(BN)), T), a.causal ? gt(add(j0, i(BN - 1)), add(q0, off)) : K.lit(0, "bool")));
       const lim = rows.map((r) => kb.let("lim", a.causal ? K.min(sub(T, i(1)), add(r, off)) : sub(T, i(1))));
-      const mx = [kb.var("mx", K.f(-Infinity)), kb.var("mx", K.f(-Infinity))];
       const sAt = (j: number, hh: number, e: number) => i(4 * j + 2 * hh + e);
-      const score = (withMask: boolean) => {
-        for (let j = 0; j < BN / 8; j++)
-          for (let hh = 0; hh < 2; hh++)
-            for (let e = 0; e < 2; e++) {
-              const key = add(j0, add(i(8 * j + e), mul(tq, i(2))));
-              const sv = rb(mul(rb(kb.load(sc, sAt(j, hh, e), "f32")), scale));
-              const x = kb.let("sv", withMask ? sel(gt(key, lim[hh]!), K.f(-Infinity), sv) : sv);
-              kb.store(sc, sAt(j, hh, e), x);
-              mx[hh]!.set(K.max(mx[hh]!.ref, x));
-            }
-      };
-      kb.if(masked, () => score(true), () => score(false));
-      const base: Expr[] = [];
-      const c: Expr[] = [];
-      for (let hh = 0; hh < 2; hh++) {
-        for (const sh of [1, 2]) mx[hh]!.set(K.max(mx[hh]!.ref, { k: "shfl", t: "f32", a: mx[hh]!.ref, mask: sh }));
-        const mn = kb.let("mn", K.max(m[hh]!.ref, mx[hh]!.ref));
-        base.push(kb.let("base", mul(sel(K.eq(mn, K.f(-Infinity)), K.f(0), mn), LOG2E)));
-        c.push(kb.let("c", K.exp2(sub(mul(m[hh]!.ref, LOG2E), base[hh]!))));
-        m[hh]!.set(mn);
-      }
-      const ls = [kb.var("ls", K.f(0)), kb.var("ls", K.f(0))];
+      const c = onlineSoftmax(kb, { sc, at: sAt, blocks: BN / 8, j0, tq, lim, masked, scale: a.scale, m, l });
       for (let j = 0; j < BN / 8; j++)
-        for (let hh = 0; hh < 2; hh++) {
-          const p = [0, 1].map((e) => {
-            const pv = kb.let("p", K.exp2(sub(mul(kb.load(sc, sAt(j, hh, e), "f32"), LOG2E), base[hh]!)));
-            ls[hh]!.set(add(ls[hh]!.ref, pv));
-            return pv;
-          });
-          // Keys 8 j + 2 t, + 1 of the row: bytes 16 j + 4 t, piece j, word t.
-          kb.store(smem, at(i(Ps), tr[hh]!, i(j), tq), K.pack(p[0]!, p[1]!));
-        }
-      for (let hh = 0; hh < 2; hh++) {
-        for (const sh of [1, 2]) ls[hh]!.set(add(ls[hh]!.ref, { k: "shfl", t: "f32", a: ls[hh]!.ref, mask: sh }));
-        l[hh]!.set(add(mul(l[hh]!.ref, c[hh]!), ls[hh]!.ref));
-      }
+        for (let hh = 0; hh < 2; hh++) kb.store(smem, at(i(Ps), tr[hh]!, i(j), tq), K.pack(kb.load(sc, sAt(j, hh, 0), "f32"), kb.load(sc, sAt(j, hh, 1), "f32")));
       for (let j = 0; j < HD / 8; j++) for (let q4 = 0; q4 < 4; q4++) kb.store(o, i(4 * j + q4), mul(kb.load(o, i(4 * j + q4), "f32"), c[q4 >> 1]!));
       kb.fenceAsyncShared();
       kb.barrier();
@@ -202,20 +140,8 @@ export function flashWgmmaKernel(g: Gen, ops: Op[]): GeneratedKernel {
       kb.wgmmaWait(0);
     });
 
-    // Rows r0 and r1, columns 8 j + 2 t (+ 1), normalized by their sums; [B, S, heads, d] when the
-    // group transposes the result, else [B, heads, S, d].
-    const rowAt = (r: Expr) => (transposed ? mul(add(mul(add(mul(b, S), r), i(NH)), h), i(HD)) : mul(add(mul(bh, S), r), i(HD)));
-    for (let hh = 0; hh < 2; hh++) {
-      const r = rows[hh]!;
-      const inv = kb.let("inv", sel(gt(l[hh]!.ref, K.f(0)), K.div(K.f(1), l[hh]!.ref), K.f(0)));
-      kb.if(lt(r, S), () => {
-        const ra = kb.let("orow", rowAt(r));
-        for (let j = 0; j < HD / 8; j++)
-          for (let e = 0; e < 2; e++) kb.store(ob, add(ra, add(i(8 * j + e), mul(tq, i(2)))), mul(kb.load(o, i(4 * j + 2 * hh + e), "f32"), inv));
-      });
-    }
+    storeRows(kb, { ob, acc: o, at: (d, hh, e) => i(4 * d + 2 * hh + e), rows, l, tq, S, HD, NH, tile, transposed });
   });
   kb.copyWait(0);
-  // Workgroups: tiles x heads, tiles = ceil(S / BM) <= (S + BM - 1) / BM (the extra ones exit).
-  return g.finish({ dim: g.entryDim(product([Bd!, NHd!]).mul(Sd!.add(BM - 1))), per: BM });
+  return g.finish(grid(BM));
 }

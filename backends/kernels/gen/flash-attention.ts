@@ -17,13 +17,11 @@
  * tiles, 19.7 with two tiles, exp2 and the unmasked tiles' branch (2026-12-01).
  * Keys and values may lie in a cache's buffer with more rows than keys (Gen.storageRows).
  */
-import { attrsOf, OPS } from "../../../ir/ops";
-import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
-import { product } from "../../../ir/dim";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
+import { flashOperands, flashTile, onlineSoftmax, storeRows } from "./flash-common";
 
 // A warp takes MT = 2 tiles of 16 query rows (rows mt 64 + warp 16 ..: every warp meets the causal
 // diagonal alike), so that each K and V fragment read from shared memory feeds two MMAs: with one
@@ -47,40 +45,15 @@ export function coversFlash(ops: readonly Op[], tensorCores: readonly string[] |
 }
 
 export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
-  const att = ops.find((o) => o.opName === "attention");
-  if (!att) throw new LingcError("flash attention kernel without its attention op");
-  if (g.kb.kernel.wg !== FLASH_THREADS) throw new LingcError(`flash attention: ${g.kb.kernel.wg} threads, the tile program is written for ${FLASH_THREADS}`);
-  const [q, k, v] = att.operands as [Value, Value, Value];
-  const a = attrsOf(OPS.attention, att);
-  const out = ops[ops.length - 1]!.results[0]!;
-  const transposed = ops.some((o) => o.opName === "transpose");
-  const [Bd, NHd, Sd, Dd] = q.type.shape;
-  const HD = Dd!.value!;
-  const NH = NHd!.value!;
-  const NKV = k.type.shape[1]!.value!;
+  const { a, transposed, grid, HD, NH, NKV, S, T, Tr, TrV, BH, qb, kbuf, vbuf, ob } = flashOperands(g, ops, "flash attention", FLASH_THREADS);
   const kb = g.kb;
   kb.kernel.minBlocks = FLASH_MIN_BLOCKS;
   const { i, add, sub, mul, div, mod, lt, gt, or, sel } = K;
-  const S = g.size(Sd!);
-  const T = g.size(k.type.shape[2]!);
-  const Tr = g.storageRows(k, 2);
-  const TrV = g.storageRows(v, 2);
-  const BH = g.size(product([Bd!, NHd!]));
-  const qb = g.buf(q);
-  const kbuf = g.buf(k);
-  const vbuf = g.buf(v);
-  const ob = g.buf(out);
   const LDW = HD / 2 + 4; // a padded shared row in 32-bit words (HD bf16 + 8): fragment reads hit distinct banks
   const CH = HD / 8; // 16-byte chunks of a row
 
-  const tiles = kb.let("tiles", div(add(S, i(FLASH_BM - 1)), i(FLASH_BM)));
-  kb.if(lt(kb.wg, mul(tiles, BH)), () => {
-    // The longest (causal) tiles first: workgroup w takes tile tiles - 1 - w / BH of head w % BH.
-    const bh = kb.let("bh", mod(kb.wg, BH));
-    const q0 = kb.let("q0", mul(sub(sub(tiles, i(1)), div(kb.wg, BH)), i(FLASH_BM)));
-    const h = kb.let("h", mod(bh, i(NH)));
-    const b = kb.let("b", div(bh, i(NH)));
-    const grp = kb.let("grp", div(h, i(NH / NKV)));
+  flashTile(kb, { S, BH, NH, NKV, BM: FLASH_BM }, (tile) => {
+    const { bh, q0, b, grp } = tile;
     const warp = kb.let("warp", div(kb.lid, i(32)));
     const lane = kb.let("lane", mod(kb.lid, i(32)));
     const gr = kb.let("gr", div(lane, i(4)));
@@ -176,53 +149,11 @@ export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
       // Only a tile past the keys' end or across the causal diagonal masks (the same for the whole
       // workgroup: every key of the other tiles is at most its first query's position).
       const masked = kb.let("masked", or(gt(add(j0, i(FLASH_BN)), T), a.causal ? gt(add(j0, i(FLASH_BN - 1)), add(q0, off)) : K.lit(0, "bool")));
-      const scale = K.f(a.scale);
-      const LOG2E = K.f(Math.LOG2E);
-      const rb = (x: Expr) => K.round("bf16", x);
       const cs: Expr[][] = [];
       tilesOf((mt) => {
         // The last key each of the thread's rows sees.
         const lim = rows[mt]!.map((r) => kb.let("lim", a.causal ? K.min(sub(T, i(1)), add(r, off)) : sub(T, i(1))));
-        const mx = [kb.var("mx", K.f(-Infinity)), kb.var("mx", K.f(-Infinity))];
-        // The scores as the op table rounds them; the mask's compares only in the tiles that need them.
-        const score = (withMask: boolean) => {
-          for (let nt = 0; nt < FLASH_BN / 8; nt++)
-            for (let e = 0; e < 2; e++) {
-              const j = add(j0, add(i(nt * 8 + e), mul(tq, i(2))));
-              for (let hh = 0; hh < 2; hh++) {
-                const at = sAt(mt, nt, 2 * hh + e);
-                const sv = rb(mul(rb(kb.load(sc, at, "f32")), scale));
-                const v = kb.let("sv", withMask ? sel(gt(j, lim[hh]!), K.f(-Infinity), sv) : sv);
-                kb.store(sc, at, v);
-                mx[hh]!.set(K.max(mx[hh]!.ref, v));
-              }
-            }
-        };
-        kb.if(masked, () => score(true), () => score(false));
-        const base: Expr[] = [];
-        const c: Expr[] = [];
-        for (let hh = 0; hh < 2; hh++) {
-          for (const sh of [1, 2]) mx[hh]!.set(K.max(mx[hh]!.ref, { k: "shfl", t: "f32", a: mx[hh]!.ref, mask: sh }));
-          const mn = kb.let("mn", K.max(m[mt]![hh]!.ref, mx[hh]!.ref));
-          // A row that has seen no key yet (past S, or masked so far) keeps a finite base.
-          // exp(x - base) as 2^(x log2(e) - base log2(e)): one multiply-add and one instruction.
-          base.push(kb.let("base", mul(sel(K.eq(mn, K.f(-Infinity)), K.f(0), mn), LOG2E)));
-          c.push(kb.let("c", K.exp2(sub(mul(m[mt]![hh]!.ref, LOG2E), base[hh]!))));
-          m[mt]![hh]!.set(mn);
-        }
-        const ls = [kb.var("ls", K.f(0)), kb.var("ls", K.f(0))];
-        for (let nt = 0; nt < FLASH_BN / 8; nt++)
-          for (let e = 0; e < 2; e++)
-            for (let hh = 0; hh < 2; hh++) {
-              const at = sAt(mt, nt, 2 * hh + e);
-              const pv = kb.let("p", K.exp2(sub(mul(kb.load(sc, at, "f32"), LOG2E), base[hh]!)));
-              kb.store(sc, at, pv);
-              ls[hh]!.set(add(ls[hh]!.ref, pv));
-            }
-        for (let hh = 0; hh < 2; hh++) {
-          for (const sh of [1, 2]) ls[hh]!.set(add(ls[hh]!.ref, { k: "shfl", t: "f32", a: ls[hh]!.ref, mask: sh }));
-          l[mt]![hh]!.set(add(mul(l[mt]![hh]!.ref, c[hh]!), ls[hh]!.ref));
-        }
+        const c = onlineSoftmax(kb, { sc, at: (j, hh, e) => sAt(mt, j, 2 * hh + e), blocks: FLASH_BN / 8, j0, tq, lim, masked, scale: a.scale, m: m[mt]!, l: l[mt]! });
         cs.push(c);
       });
       tilesOf((mt) => {
@@ -252,22 +183,9 @@ export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
       kb.barrier(); // this buffer is the next iteration's load target but one
     });
 
-    // Rows r0 and r1 of each tile, columns d 8 + 2 tq (+ 1), normalized by their sums; [B, S, heads,
-    // d] when the group transposes the result, else [B, heads, S, d].
-    const rowAt = (r: Expr) => (transposed ? mul(add(mul(add(mul(b, S), r), i(NH)), h), i(HD)) : mul(add(mul(bh, S), r), i(HD)));
-    tilesOf((mt) => {
-      for (let hh = 0; hh < 2; hh++) {
-        const r = rows[mt]![hh]!;
-        const inv = kb.let("inv", sel(gt(l[mt]![hh]!.ref, K.f(0)), K.div(K.f(1), l[mt]![hh]!.ref), K.f(0)));
-        kb.if(lt(r, S), () => {
-          const at = kb.let("orow", rowAt(r));
-          for (let d = 0; d < HD / 8; d++)
-            for (let c = 0; c < 2; c++) kb.store(ob, add(at, add(i(d * 8 + c), mul(tq, i(2)))), mul(kb.load(o, oAt(mt, d, 2 * hh + c), "f32"), inv));
-        });
-      }
-    });
+    // Rows r0 and r1 of each tile, normalized by their sums.
+    tilesOf((mt) => storeRows(kb, { ob, acc: o, at: (d, hh, e) => oAt(mt, d, 2 * hh + e), rows: rows[mt]!, l: l[mt]!, tq, S, HD, NH, tile, transposed }));
   });
   kb.copyWait(0);
-  // Workgroups: tiles x heads, tiles = ceil(S / BM) <= (S + BM - 1) / BM (the extra ones exit).
-  return g.finish({ dim: g.entryDim(product([Bd!, NHd!]).mul(Sd!.add(FLASH_BM - 1))), per: FLASH_BM });
+  return g.finish(grid(FLASH_BM));
 }

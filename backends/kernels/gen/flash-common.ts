@@ -1,0 +1,146 @@
+/**
+ * What the two flash attention tile programs (flash-attention.ts on mma.sync, flash-attention-wgmma.ts
+ * on warpgroup MMAs) share: which query tile and head a workgroup takes, the online softmax of a
+ * thread's score fragments, and the normalized rows written out. Both hold scores and outputs in the
+ * MMA accumulator layout (per 8-column block, a thread's row g columns 2t, 2t + 1, then row g + 8), so
+ * a thread's two rows are a quad's, reduced by shuffles across its 4 lanes.
+ */
+import { attrsOf, OPS } from "../../../ir/ops";
+import { LingcError } from "../../../ir/errors";
+import type { Op, Value } from "../../../ir/module";
+import { product, type Dim } from "../../../ir/dim";
+import * as K from "../kir";
+import type { Expr } from "../kir";
+import type { Gen } from "./context";
+
+type Var = { ref: Expr; set: (e: Expr) => void };
+
+/** A flash attention step's operands: the attention op and its sizes, and the kernel's buffers and sizes bound (queries, keys, values, the result). */
+export function flashOperands(g: Gen, ops: readonly Op[], what: string, threads: number) {
+  const att = ops.find((o) => o.opName === "attention");
+  if (!att) throw new LingcError(`${what} without its attention op`);
+  if (g.kb.kernel.wg !== threads) throw new LingcError(`${what}: ${g.kb.kernel.wg} threads, the tile program is written for ${threads}`);
+  const [q, k, v] = att.operands as [Value, Value, Value];
+  const [Bd, NHd, Sd, Dd] = q.type.shape as [Dim, Dim, Dim, Dim];
+  const out = ops[ops.length - 1]!.results[0]!;
+  return {
+    a: attrsOf(OPS.attention, att),
+    transposed: ops.some((o) => o.opName === "transpose"),
+    /** Workgroups: tiles x heads, tiles = ceil(S / bm) <= (S + bm - 1) / bm (the extra ones exit). */
+    grid: (bm: number) => ({ dim: g.entryDim(product([Bd, NHd]).mul(Sd.add(bm - 1))), per: bm }),
+    HD: Dd.value!,
+    NH: NHd.value!,
+    NKV: k.type.shape[1]!.value!,
+    S: g.size(Sd),
+    T: g.size(k.type.shape[2]!),
+    Tr: g.storageRows(k, 2),
+    TrV: g.storageRows(v, 2),
+    BH: g.size(product([Bd, NHd])),
+    qb: g.buf(q),
+    kbuf: g.buf(k),
+    vbuf: g.buf(v),
+    ob: g.buf(out),
+  };
+}
+
+/** The workgroup's query tile (the longest causal ones first: workgroup w takes tile tiles - 1 - w / BH of head w % BH) and head. */
+export interface FlashTile {
+  bh: Expr;
+  q0: Expr;
+  h: Expr;
+  b: Expr;
+  /** The KV head of the query head. */
+  grp: Expr;
+}
+
+/** Runs `body` for the workgroup's tile (workgroups past tiles x heads run nothing). */
+export function flashTile(kb: K.KernelBuilder, o: { S: Expr; BH: Expr; NH: number; NKV: number; BM: number }, body: (t: FlashTile) => void): void {
+  const { i, add, sub, mul, div, mod, lt } = K;
+  const tiles = kb.let("tiles", div(add(o.S, i(o.BM - 1)), i(o.BM)));
+  kb.if(lt(kb.wg, mul(tiles, o.BH)), () => {
+    const bh = kb.let("bh", mod(kb.wg, o.BH));
+    const q0 = kb.let("q0", mul(sub(sub(tiles, i(1)), div(kb.wg, o.BH)), i(o.BM)));
+    const h = kb.let("h", mod(bh, i(o.NH)));
+    const b = kb.let("b", div(bh, i(o.NH)));
+    body({ bh, q0, h, b, grp: kb.let("grp", div(h, i(o.NH / o.NKV))) });
+  });
+}
+
+/**
+ * One block of keys of a thread's two rows: the scores in `sc` (at(j, hh, e): block j, row hh, column
+ * e) rounded as the op table's attention rounds them (the product, then after the scale), keys past a
+ * row's last (`lim`) masked only when `masked` holds (a branch: the other blocks carry no compares),
+ * the running maximum `m` and sum `l` updated, and the probabilities written back in place of the
+ * scores. Gives each row's correction of what it summed before (to scale its outputs by).
+ */
+export function onlineSoftmax(
+  kb: K.KernelBuilder,
+  o: { sc: string; at: (j: number, hh: number, e: number) => Expr; blocks: number; j0: Expr; tq: Expr; lim: readonly Expr[]; masked: Expr; scale: number; m: readonly Var[]; l: readonly Var[] },
+): Expr[] {
+  const { i, add, sub, mul, gt, sel } = K;
+  const LOG2E = K.f(Math.LOG2E);
+  const rb = (x: Expr) => K.round("bf16", x);
+  const mx = [kb.var("mx", K.f(-Infinity)), kb.var("mx", K.f(-Infinity))];
+  const score = (withMask: boolean) => {
+    for (let j = 0; j < o.blocks; j++)
+      for (let e = 0; e < 2; e++) {
+        const key = add(o.j0, add(i(j * 8 + e), mul(o.tq, i(2))));
+        for (let hh = 0; hh < 2; hh++) {
+          const at = o.at(j, hh, e);
+          const sv = rb(mul(rb(kb.load(o.sc, at, "f32")), K.f(o.scale)));
+          const v = kb.let("sv", withMask ? sel(gt(key, o.lim[hh]!), K.f(-Infinity), sv) : sv);
+          kb.store(o.sc, at, v);
+          mx[hh]!.set(K.max(mx[hh]!.ref, v));
+        }
+      }
+  };
+  kb.if(o.masked, () => score(true), () => score(false));
+  const base: Expr[] = [];
+  const c: Expr[] = [];
+  for (let hh = 0; hh < 2; hh++) {
+    for (const sh of [1, 2]) mx[hh]!.set(K.max(mx[hh]!.ref, { k: "shfl", t: "f32", a: mx[hh]!.ref, mask: sh }));
+    const mn = kb.let("mn", K.max(o.m[hh]!.ref, mx[hh]!.ref));
+    // A row that has seen no key yet (past S, or masked so far) keeps a finite base.
+    // exp(x - base) as 2^(x log2(e) - base log2(e)): one multiply-add and one instruction.
+    base.push(kb.let("base", mul(sel(K.eq(mn, K.f(-Infinity)), K.f(0), mn), LOG2E)));
+    c.push(kb.let("c", K.exp2(sub(mul(o.m[hh]!.ref, LOG2E), base[hh]!))));
+    o.m[hh]!.set(mn);
+  }
+  const ls = [kb.var("ls", K.f(0)), kb.var("ls", K.f(0))];
+  for (let j = 0; j < o.blocks; j++)
+    for (let e = 0; e < 2; e++)
+      for (let hh = 0; hh < 2; hh++) {
+        const at = o.at(j, hh, e);
+        const pv = kb.let("p", K.exp2(sub(mul(kb.load(o.sc, at, "f32"), LOG2E), base[hh]!)));
+        kb.store(o.sc, at, pv);
+        ls[hh]!.set(add(ls[hh]!.ref, pv));
+      }
+  for (let hh = 0; hh < 2; hh++) {
+    for (const sh of [1, 2]) ls[hh]!.set(add(ls[hh]!.ref, { k: "shfl", t: "f32", a: ls[hh]!.ref, mask: sh }));
+    o.l[hh]!.set(add(mul(o.l[hh]!.ref, c[hh]!), ls[hh]!.ref));
+  }
+  return c;
+}
+
+/**
+ * A thread's two rows of the output (rows[hh], absolute query rows), columns 8 d + 2 t (+ 1), from
+ * the accumulators (`at(d, hh, e)` in `o`) normalized by the rows' sums; into [B, S, heads, d] when
+ * the group transposes the result, else [B, heads, S, d].
+ */
+export function storeRows(
+  kb: K.KernelBuilder,
+  o: { ob: string; acc: string; at: (d: number, hh: number, e: number) => Expr; rows: readonly Expr[]; l: readonly Var[]; tq: Expr; S: Expr; HD: number; NH: number; tile: FlashTile; transposed: boolean },
+): void {
+  const { i, add, mul, lt, gt, sel } = K;
+  const { b, h, bh } = o.tile;
+  const rowAt = (r: Expr) => (o.transposed ? mul(add(mul(add(mul(b, o.S), r), i(o.NH)), h), i(o.HD)) : mul(add(mul(bh, o.S), r), i(o.HD)));
+  for (let hh = 0; hh < 2; hh++) {
+    const r = o.rows[hh]!;
+    const inv = kb.let("inv", sel(gt(o.l[hh]!.ref, K.f(0)), K.div(K.f(1), o.l[hh]!.ref), K.f(0)));
+    kb.if(lt(r, o.S), () => {
+      const at = kb.let("orow", rowAt(r));
+      for (let d = 0; d < o.HD / 8; d++)
+        for (let e = 0; e < 2; e++) kb.store(o.ob, add(at, add(i(d * 8 + e), mul(o.tq, i(2)))), mul(kb.load(o.acc, o.at(d, hh, e), "f32"), inv));
+    });
+  }
+}

@@ -4,7 +4,7 @@
  */
 import type { DType } from "../../ir/dtype";
 import { LingcError } from "../../ir/errors";
-import { parseTile, type CudaProfile, type TileShape } from "../../ir/target/cuda";
+import { hasWarpgroupMma, parseTile, type CudaProfile, type TileShape } from "../../ir/target/cuda";
 import { POINTWISE_RUN, type GenLimits } from "../kernels/gen";
 import type { BufferElem } from "../kernels/kir";
 
@@ -24,7 +24,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     maxDynamicWorkgroupBytes: profile.sharedMemoryPerBlockOptin,
     storage: cudaStorage,
     tensorCores: profile.tensorCoreTypes,
-    warpgroupMma: profile.arch === "sm_90a",
+    warpgroupMma: hasWarpgroupMma(profile),
     warpSize: profile.warpSize,
     pointwiseRun: POINTWISE_RUN,
     gemmTiles: expertTiles(profile),

@@ -10,7 +10,7 @@
 import { Dim, product } from "../dim";
 import { condHolds, type Dispatch, type DispatchChoice } from "../dispatch";
 import type { Op, Value } from "../module";
-import type { CudaProfile } from "./cuda";
+import { hasWarpgroupMma, type CudaProfile } from "./cuda";
 import { LingcError } from "../errors";
 import { isE4m3Blocks } from "../quant";
 import { attrsOf, getOp, OPS } from "../ops";
@@ -304,8 +304,8 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       const gqa = decodeAttentionTakes(q, k, v);
       // (They take every row count the split form would.)
       const grouped = DECODE_ATTENTION_FORMS.map((f) => choice(f.name, [le(S, L.decodeMaxQueries), le(B.mul(S).mul(nhD.value!), f.maxRows)]));
-      // (flash_wgmma, the warpgroup-MMA form on sm_90a, only by preference: after flash_tile, which always applies.)
-      const wgmma = flash && profile.arch === "sm_90a" ? [choice("flash_wgmma")] : [];
+      // (flash_wgmma, the warpgroup-MMA form, only by preference: after flash_tile, which always applies.)
+      const wgmma = flash && hasWarpgroupMma(profile) ? [choice("flash_wgmma")] : [];
       all = [...(gqa ? grouped : split), decode, ...(flash ? [choice("flash_tile")] : []), ...wgmma, tiles];
       replaced = { kernel: "attn_decode", restore: (c) => (c.kernel === "attention_split" || c.kernel.startsWith("decode_attention") ? [] : [c]) };
       break;

@@ -107,6 +107,11 @@ export function parseTile(text: string, what: string): TileShape {
   return bk === undefined ? { bm, bn, wm, wn, stages } : { bm, bn, wm, wn, stages, bk };
 }
 
+/** Whether the profile's architecture has Hopper's warpgroup MMAs (wgmma: sm_90a, the arch-specific target). */
+export function hasWarpgroupMma(profile: CudaProfile): boolean {
+  return profile.arch === "sm_90a";
+}
+
 /** NVIDIA H100/H200 (Hopper, SXM): 132 SMs, 227 KB of opt-in shared memory per block. */
 export const CUDA_SM90A: CudaProfile = {
   kind: "cuda",

@@ -425,14 +425,16 @@ class WarpRun {
     const tile = (at: number) => ({ base: at - (at % 32), slice: (at % 32) * 4 });
     const [ta, tb] = [tile(a), tile(b)];
     const wq = this.warp % 4;
+    // The warp's 16 rows of A and all n rows of B, decoded once.
+    const A = Array.from({ length: 16 }, (_, r) => Array.from({ length: K }, (_, kk) => el(ta.base, 16 * wq + r, ta.slice, kk)));
+    const B = Array.from({ length: s.shape.n }, (_, c) => Array.from({ length: K }, (_, kk) => el(tb.base, c, tb.slice, kk)));
     for (let t = 0; t < W; t++) {
       const [gr, tq] = [t >> 2, t & 3];
       for (let j = 0; j < s.shape.n / 8; j++)
         for (let q = 0; q < 4; q++) {
-          const row = 16 * wq + gr + (q >= 2 ? 8 : 0);
-          const col = 8 * j + 2 * tq + (q & 1);
+          const [ar, bc] = [A[gr + (q >= 2 ? 8 : 0)]!, B[8 * j + 2 * tq + (q & 1)]!];
           let sum = 0;
-          for (let kk = 0; kk < K; kk++) sum += el(ta.base, row, ta.slice, kk) * el(tb.base, col, tb.slice, kk);
+          for (let kk = 0; kk < K; kk++) sum += ar[kk]! * bc[kk]!;
           acc.a[t]![4 * j + q] = f32((s.zero ? 0 : acc.a[t]![4 * j + q]!) + sum);
         }
     }

@@ -127,6 +127,7 @@ function workgroups(g: GeneratedKernel): Dim | undefined {
  */
 function firstGenerated(step: Step, profile: CudaProfile, pairable: ReadonlySet<string>, dimText: (d: Dim) => string): { template: string | undefined; when: string } | undefined {
   const c = stepDispatch(step, profile)?.dispatch[0];
-  if (!c || (c.kernel === GENERATED ? !pairable.has("gemv_fp8") : !pairable.has(c.kernel))) return undefined;
+  // (A "generated" choice's template is known once generated: the pair checks it then.)
+  if (!c || (c.kernel !== GENERATED && !pairable.has(c.kernel))) return undefined;
   return { template: c.kernel === GENERATED ? undefined : c.kernel, when: choiceCondition(c, dimText) };
 }

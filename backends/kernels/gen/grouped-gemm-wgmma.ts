@@ -42,7 +42,7 @@ const PRODUCER_REGS = 56;
 const MAX_CONSUMER_REGS = 240;
 /** 32-bit registers of a multiprocessor (sm_90), all the workgroup's: the tile takes one an SM. */
 const SM_REGISTERS = 65536;
-/** Stages of copies the producer keeps in flight before it waits for the oldest to land. */
+/** Stages of copies the producer has in flight when it lands the oldest (before issuing the next). */
 const PRODUCER_LAG = 2;
 /** Bytes of an element, and K of one MMA (32 bytes of a row either way). */
 const ELEM: Record<GemmElem, { bytes: number; mmaK: 16 | 32 }> = { bf16: { bytes: 2, mmaK: 16 }, e4m3: { bytes: 1, mmaK: 32 } };
@@ -264,8 +264,8 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   // fenced for the async proxy, as a thread of the plain program does before its workgroup barrier)
   // and empty[st] (every MMA thread arrives once the MMAs that read the stage completed). The
   // workgroup's stages are counted across its tiles (gs = tile x nk + kt): stage gs is buffer gs % S
-  // in its (gs / S)-th use, and its waits name that use's parity. The producer keeps LAG stages of
-  // copies in flight before it waits for the oldest.
+  // in its (gs / S)-th use, and its waits name that use's parity. Before it issues a stage, the
+  // producer lands the oldest of the LAG stages it has in flight.
   const specialized = () => {
     const TP = tile.tilesPer ?? 1;
     const tiles = Array.from({ length: TP }, (_, p) => tileAt(add(mul(kb.wg, i(TP)), i(p))));

@@ -33,6 +33,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     mergeInLastSplit: decodeMerge() === "last",
     decodeSoftmaxChunk: decodeSoftmax() === "chunk",
     wgmmaLateWait: wgmmaWait() === "late",
+    flashWarpgroups: Number(envChoice("LINGC_FLASH_WGMMA_WARPGROUPS", ["1", "2"])),
     ...pairLaunches(),
   };
 }

@@ -171,17 +171,18 @@ export class CudaRenderer {
           );
           break;
         case "wgmma": {
-          // Matrix descriptors (sm_90): start address >> 4, leading byte offset 16 (unused in a
-          // K-major swizzled layout), stride byte offset 1024 (8 rows of 128 bytes), 128-byte swizzle.
-          const desc = (idx: Expr) =>
-            `(0x4000000000000000ull | (64ull << 32) | (1ull << 16) | (unsigned long long)(((unsigned)__cvta_generic_to_shared(&${s.src}[${this.expr(idx)}]) & 0x3FFFF) >> 4))`;
+          // Matrix descriptors (sm_90): start address >> 4, leading byte offset (>> 4; unused in a
+          // K-major swizzled layout: 16; MN-major: the 64-column chunks' distance), stride byte
+          // offset 1024 (8 rows of 128 bytes), 128-byte swizzle.
+          const desc = (idx: Expr, lbo: number) =>
+            `(0x4000000000000000ull | (64ull << 32) | (${lbo}ull << 16) | (unsigned long long)(((unsigned)__cvta_generic_to_shared(&${s.src}[${this.expr(idx)}]) & 0x3FFFF) >> 4))`;
           const n = s.shape.n / 2;
           const regs = Array.from({ length: n }, (_, j) => `%${j}`).join(",");
           const accs = Array.from({ length: n }, (_, j) => `"+f"(${s.acc}[${j}])`).join(", ");
-          // bf16 names both operands' layout (K-major: 0, 0); e4m3 has no transposed form to name.
-          const types = s.shape.ab === "bf16" ? `k16.f32.bf16.bf16 {${regs}}, %${n}, %${n + 1}, p, 1, 1, 0, 0` : `k32.f32.e4m3.e4m3 {${regs}}, %${n}, %${n + 1}, p, 1, 1`;
+          // bf16 names both operands' layout (K-major 0, MN-major 1); e4m3 has no transposed form to name.
+          const types = s.shape.ab === "bf16" ? `k16.f32.bf16.bf16 {${regs}}, %${n}, %${n + 1}, p, 1, 1, 0, ${s.bMn !== undefined ? 1 : 0}` : `k32.f32.e4m3.e4m3 {${regs}}, %${n}, %${n + 1}, p, 1, 1`;
           out.push(
-            `${indent}asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${n + 2}, 0;\\nwgmma.mma_async.sync.aligned.m64n${s.shape.n}${types};\\n}\\n" : ${accs} : "l"(${desc(s.a)}), "l"(${desc(s.b)}), "n"(${s.zero ? 0 : 1}));`,
+            `${indent}asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${n + 2}, 0;\\nwgmma.mma_async.sync.aligned.m64n${s.shape.n}${types};\\n}\\n" : ${accs} : "l"(${desc(s.a, 1)}), "l"(${desc(s.b, s.bMn !== undefined ? s.bMn / 4 : 1)}), "n"(${s.zero ? 0 : 1}));`,
           );
           break;
         }

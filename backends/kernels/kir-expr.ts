@@ -93,9 +93,12 @@ export type Stmt =
    * at word `a` of shared u32 array `src`, B's n rows at word `b`; each the address of its k16 slice
    * (a 32-byte step inside the swizzled rows). Completes by wgmmaCommit and wgmmaWait. `zero`: the
    * accumulators' values before are not read (D = A B: a product's first MMA, with no registers
-   * zeroed before it, which ptxas would have to fence).
+   * zeroed before it, which ptxas would have to fence). `bMn` (bf16 only): B is MN-major instead,
+   * stored as the k rows (128 bytes: 64 of the n columns each, swizzled as above) of each 64-column
+   * chunk, the chunks bMn words apart (a 1024-byte multiple); `b` is then the word of the slice's
+   * first row (k rows k0 .. k0 + 15), so a row-major [keys x dims] tile is B of P V as it lies.
    */
-  | { k: "wgmma"; shape: WgmmaShape; acc: string; src: string; a: Expr; b: Expr; zero?: true }
+  | { k: "wgmma"; shape: WgmmaShape; acc: string; src: string; a: Expr; b: Expr; zero?: true; bMn?: number }
   /** Orders register and shared-memory accesses before the warpgroup MMAs that follow (wgmma.fence). */
   | { k: "wgmmaFence" }
   /** Closes the group of warpgroup MMAs issued since the last commit. */

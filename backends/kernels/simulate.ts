@@ -427,7 +427,15 @@ class WarpRun {
     const wq = this.warp % 4;
     // The warp's 16 rows of A and all n rows of B, decoded once.
     const A = Array.from({ length: 16 }, (_, r) => Array.from({ length: K }, (_, kk) => el(ta.base, 16 * wq + r, ta.slice, kk)));
-    const B = Array.from({ length: s.shape.n }, (_, c) => Array.from({ length: K }, (_, kk) => el(tb.base, c, tb.slice, kk)));
+    // MN-major B: column c of slice row kk in chunk c / 64, its 2 bytes at (c % 64) x 2 of the swizzled row.
+    const elMn = (c: number, kk: number) => {
+      const row = b + kk * 32 + (c >> 6) * s.bMn!;
+      const byte = (c & 63) * 2;
+      const word = src[row + (((byte >> 4) ^ ((row / 32) % 8)) << 2) + ((byte & 15) >> 2)]!;
+      return decodeBits((word >>> (8 * (byte & 2))) & 0xffff, "bf16");
+    };
+    if (s.bMn !== undefined && b % 32 !== 0) throw new Error(`simulate ${this.k.name}: an MN-major wgmma B starts at a row (word ${b})`);
+    const B = Array.from({ length: s.shape.n }, (_, c) => Array.from({ length: K }, (_, kk) => (s.bMn !== undefined ? elMn(c, kk) : el(tb.base, c, tb.slice, kk))));
     for (let t = 0; t < W; t++) {
       const [gr, tq] = [t >> 2, t & 3];
       for (let j = 0; j < s.shape.n / 8; j++)

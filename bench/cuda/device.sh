@@ -694,24 +694,27 @@ fp8bench)
   ;;
 flashwgmma)
   # Prefill attention on warpgroup MMAs (flash_wgmma, by preference: backends/kernels/gen/flash-attention-wgmma.ts)
-  # against the interpreter on attention_check.py's four shapes, sanitized, then Ling-mini prefill with it
-  # and with the default flash_tile alternately, two rounds, and the attention's per-kernel time.
+  # with one and two warpgroups a workgroup (LINGC_FLASH_WGMMA_WARPGROUPS) against the interpreter on
+  # attention_check.py's four shapes, each sanitized, then Ling-mini prefill with each and with the
+  # default flash_tile alternately, two rounds, and the attention's per-kernel time.
   FW="--prefer attention:flash_wgmma"
-  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
-  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $FW --out /tmp/mini-fw >/dev/null && cd /tmp/mini-fw && make -j8 >/dev/null ) &
+  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j5 >/dev/null ) &
+  for w in 1 2; do ( LINGC_FLASH_WGMMA_WARPGROUPS=$w $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $FW --out /tmp/mini-fw$w >/dev/null && cd /tmp/mini-fw$w && make -j5 >/dev/null ) & done
   mkdir -p /tmp/ac && python3 bench/cuda/attention_check.py make /tmp/ac || exit 1
   R="/tmp/ac/a.lir --input /tmp/ac/x.safetensors"
   $L run $R --backend interp --out /tmp/ac/interp.safetensors >/dev/null || exit 1
-  timeout 180 $L run $R --backend cuda $FW --out /tmp/ac/fw.safetensors >/dev/null; rc=$?
-  if [ $rc != 0 ]; then echo "flash_wgmma on the attention shapes: exit $rc (124: hung, cut)"; pkill -9 lingc_model; exit 1; fi
-  echo "== flash_wgmma vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/fw.safetensors /tmp/ac/interp.safetensors 0.01
-  EXE=$(ls -td /tmp/lingc-cache/cuda/*/ | head -1)lingc_model
-  sanitized fw $EXE run --graph att --input /tmp/ac/x.safetensors --out /tmp/ac/s.safetensors
+  for w in 1 2; do
+    LINGC_FLASH_WGMMA_WARPGROUPS=$w timeout 180 $L run $R --backend cuda $FW --out /tmp/ac/fw$w.safetensors >/dev/null; rc=$?
+    if [ $rc != 0 ]; then echo "flash_wgmma ($w warpgroups) on the attention shapes: exit $rc (124: hung, cut)"; pkill -9 lingc_model; exit 1; fi
+    echo "== flash_wgmma, $w warpgroups, vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/fw$w.safetensors /tmp/ac/interp.safetensors 0.01
+    EXE=$(ls -td /tmp/lingc-cache/cuda/*/ | head -1)lingc_model
+    sanitized fw$w $EXE run --graph att --input /tmp/ac/x.safetensors --out /tmp/ac/s.safetensors
+  done
   wait
   for round in 1 2; do
-    for m in mini mini-fw; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
+    for m in mini mini-fw1 mini-fw2; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
   done
-  for m in mini mini-fw; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -m2 "attention"; done
+  for m in mini mini-fw1 mini-fw2; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -m2 "attention"; done
   ;;
 flashtile)
   # Prefill attention's tile program (flash_tile, the default: backends/kernels/gen/flash-attention.ts) and

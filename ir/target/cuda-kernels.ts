@@ -304,9 +304,12 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       const gqa = decodeAttentionTakes(q, k, v);
       // (They take every row count the split form would.)
       const grouped = DECODE_ATTENTION_FORMS.map((f) => choice(f.name, [le(S, L.decodeMaxQueries), le(B.mul(S).mul(nhD.value!), f.maxRows)]));
-      // (flash_wgmma, the warpgroup-MMA form, only by preference: after flash_tile, which always applies.)
+      // Where the profile has warpgroup MMAs, flash_wgmma first (backends/kernels/gen/flash-attention-wgmma.ts:
+      // both products as wgmma, K and V copied a block ahead), measured on the H200 against flash_tile
+      // at Ling-mini's shape: prefill 1x8192's attention 19.73 -> 17.58 ms, the prefill 74.4 -> 71.8 ms,
+      // 1x2048 18.9 -> 17.6 ms (bench/results/flash-wgmma-2026-12-02-h200.md); flash_tile elsewhere.
       const wgmma = flash && hasWarpgroupMma(profile) ? [choice("flash_wgmma")] : [];
-      all = [...(gqa ? grouped : split), decode, ...(flash ? [choice("flash_tile")] : []), ...wgmma, tiles];
+      all = [...(gqa ? grouped : split), decode, ...wgmma, ...(flash ? [choice("flash_tile")] : []), tiles];
       replaced = { kernel: "attn_decode", restore: (c) => (c.kernel === "attention_split" || c.kernel.startsWith("decode_attention") ? [] : [c]) };
       break;
     }

@@ -238,7 +238,7 @@ describe("lingc compile --target cuda: tile programs", () => {
     await expectKernelsCompile(join(dir, "bk64"), tiles);
   }, 300_000);
 
-  it("prefill attention is a tile program (flash_tile, the default past decode sizes): mma.sync on transposed V fragments, two query tiles a warp, two blocks a multiprocessor, and it compiles", async () => {
+  it("prefill attention on mma.sync (flash_tile: by preference on sm_90a, the default past decode sizes without warpgroup MMAs): transposed V fragments, two query tiles a warp, two blocks a multiprocessor, and it compiles", async () => {
     const lir = join(dir, "att.lir");
     writeFileSync(
       lir,
@@ -253,7 +253,7 @@ describe("lingc compile --target cuda: tile programs", () => {
 }
 `,
     );
-    const r = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "att"));
+    const r = await cli("compile", lir, "--target", "cuda", "--prefer", "attention:flash_tile", "--out", join(dir, "att"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "att", "model.cu"), "utf8");
     // The flash tiles (the split decode attention's two kernels for each attention aside).
@@ -276,12 +276,15 @@ describe("lingc compile --target cuda: tile programs", () => {
     }
     // d 128: Q (128 rows) and 2 x 2 x 64 K/V rows of 68 words (past 48 KB: opted in, with the largest carveout).
     expect(src).toMatch(/c\.prefer_shared\(\(const void\*\)k_attention_\d+\); c\.launch_smem\(k_attention_\d+, [^,]*, 128, 104448,/);
-    // Few queries (a decode step's) take the GQA decode forms (32 key splits, then 4; each with its
-    // scratch), then the runtime's decode kernel; the hand-written flash_attn is gone.
-    expect(src.match(/c\.scratch_acquire\(/g)?.length).toBe(4);
-    expect(src.match(/c\.attn_decode\(/g)?.length).toBe(2);
-    expect(src).not.toMatch(/flash_attn/);
     await expectCompiles([join(dir, "att"), "model.cu"]);
+    // Without the preference, few queries (a decode step's) take the GQA decode forms (32 key splits,
+    // then 4; each with its scratch), then the runtime's decode kernel; the hand-written flash_attn is gone.
+    const d = await cli("compile", lir, "--target", "cuda", "--out", join(dir, "att-default"));
+    expect(d.code, d.stderr).toBe(0);
+    const dsrc = readFileSync(join(dir, "att-default", "model.cu"), "utf8");
+    expect(dsrc.match(/c\.scratch_acquire\(/g)?.length).toBe(4);
+    expect(dsrc.match(/c\.attn_decode\(/g)?.length).toBe(2);
+    expect(dsrc).not.toMatch(/flash_attn/);
   }, 300_000);
 
   it("LINGC_BF16_TILE=wgmma-ws,128,256,4,2: the experts' tile program is warp-specialized (a producer warpgroup hands each stage over by mbarriers, registers moved to the MMA warpgroups, two tiles a workgroup), and it compiles", async () => {
@@ -319,8 +322,8 @@ describe("lingc compile --target cuda: tile programs", () => {
     expect(zero.stderr).toContain("LINGC_BF16_TILE 'wgmma-ws,128,256,4,0': expected wgmma-ws,bm,bn,stages[,tiles]");
   }, 300_000);
 
-  it("--prefer attention:flash_wgmma: prefill attention on warpgroup MMAs (S = Q K^T and O += P V from swizzled shared tiles, V written transposed), one warpgroup a workgroup, and it compiles", async () => {
-    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--prefer", "attention:flash_wgmma", "--out", join(dir, "fw"));
+  it("prefill attention on warpgroup MMAs (flash_wgmma, the default on sm_90a past decode sizes: S = Q K^T and O += P V from swizzled shared tiles, V read MN-major as it lies, K and V copied a block ahead), one warpgroup a workgroup, and it compiles", async () => {
+    const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "fw"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "fw", "model.cu"), "utf8");
     const ks = kernelsNamed(src, "k_attention").filter((k) => k.includes("wgmma"));
@@ -329,12 +332,27 @@ describe("lingc compile --target cuda: tile programs", () => {
     for (const k of ks) {
       expect(k).toMatch(/^__global__ void __launch_bounds__\(128\) /);
       expect(k.match(/wgmma\.mma_async\.sync\.aligned\.m64n64k16\.f32\.bf16\.bf16 /g)?.length).toBe(d / 16 + 4);
+      // S's B (K) K-major, P V's B (V) MN-major: its layout flag, and its 64-dim chunks 64 rows of 128 bytes apart (LBO 8192 >> 4).
+      expect(k.match(/, p, 1, 1, 0, 0;/g)?.length).toBe(d / 16);
+      expect(k.match(/, p, 1, 1, 0, 1;/g)?.length).toBe(4);
+      expect(k.match(/\(512ull << 16\)/g)?.length).toBe(4);
+      // Q and, a block ahead, K and V: 16-byte async copies, no V transposed through registers.
+      expect(k).toMatch(/cp\.async\.wait_group %0;\\n" :: "n"\(1\)/);
       for (const piece of ["cp.async.cg.shared.global", "fence.proxy.async.shared::cta", "wgmma.wait_group.sync.aligned", "__align__(1024)"]) expect(k).toContain(piece);
     }
     expect(src).not.toContain("c.flash_wgmma(");
     await expectKernelsCompile(join(dir, "fw"), ks);
-    // Without the preference: the mma.sync flash tile, as before.
-    const p = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "fw-plain"));
+    // Two warpgroups a workgroup (128 queries sharing the K and V tiles) by LINGC_FLASH_WGMMA_WARPGROUPS.
+    const two = await cliEnv({ LINGC_FLASH_WGMMA_WARPGROUPS: "2" }, "compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "fw2"));
+    expect(two.code, two.stderr).toBe(0);
+    const ks2 = kernelsNamed(readFileSync(join(dir, "fw2", "model.cu"), "utf8"), "k_attention").filter((k) => k.includes("wgmma"));
+    expect(ks2.length).toBe(ks.length);
+    for (const k of ks2) expect(k).toMatch(/^__global__ void __launch_bounds__\(256\) /);
+    const bad = await cliEnv({ LINGC_FLASH_WGMMA_WARPGROUPS: "3" }, "compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "fw3"));
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain("LINGC_FLASH_WGMMA_WARPGROUPS must be '1' or '2', got '3'");
+    // Without warpgroup MMAs' preference: the mma.sync flash tile.
+    const p = await cli("compile", SMALL_DIR, "--target", "cuda", "--prefer", "attention:flash_tile", "--out", join(dir, "fw-plain"));
     expect(p.code, p.stderr).toBe(0);
     const plain = readFileSync(join(dir, "fw-plain", "model.cu"), "utf8");
     expect(kernelsNamed(plain, "k_attention").some((k) => k.includes("wgmma"))).toBe(false);

@@ -227,7 +227,7 @@ describe("lingc compile --target cuda", () => {
     expect([...pairs].sort()).toEqual([
       "decode_attention against attention",
       "decode_attention_wide against attention",
-      "flash_tile against attention",
+      "flash_wgmma against attention",
       "grouped_gemm against pointwise",
       "grouped_gemv against pointwise",
       "grouped_gemv_rows against pointwise",

@@ -95,7 +95,7 @@ function runGenerated(
  * 1/sqrt(d)), its result transposed to [B, S, heads x d] if asked, on random inputs; its group run
  * by the flash tile program.
  */
-function runFlash([B, NH, S, D]: [number, number, number, number], [NKV, T]: [number, number], causal: boolean, transposed = false, template = "flash_tile"): { got: Float32Array; want: Float32Array } {
+function runFlash([B, NH, S, D]: [number, number, number, number], [NKV, T]: [number, number], causal: boolean, transposed = false, template = "flash_tile", limits = LIMITS): { got: Float32Array; want: Float32Array } {
   const q = `bf16[${B}, ${NH}, ${S}, ${D}]`;
   const kv = `bf16[${B}, ${NKV}, ${T}, ${D}]`;
   const flat = `bf16[${B}, ${S}, ${NH * D}]`;
@@ -112,7 +112,7 @@ function runFlash([B, NH, S, D]: [number, number, number, number], [NKV, T]: [nu
 }`;
   const r = rng(5);
   const inputs = { q: random("bf16", r, [B, NH, S, D]), k: random("bf16", r, [B, NKV, T, D]), v: random("bf16", r, [B, NKV, T, D]) };
-  const outs = Object.values(runGenerated(text, inputs, {}, LIMITS, "", (ops) => (ops.some((o) => o.opName === "attention") ? template : undefined)));
+  const outs = Object.values(runGenerated(text, inputs, {}, limits, "", (ops) => (ops.some((o) => o.opName === "attention") ? template : undefined)));
   expect(outs).toHaveLength(1);
   expect(kernels).toHaveLength(1); // the attention with its result's views: one kernel
   return outs[0]!;
@@ -526,6 +526,15 @@ describe("CUDA tile programs in the kir simulator", () => {
     const causal = runFlash([1, 2, 70, 128], [1, 200], true, true, "flash_wgmma");
     expect(relError(causal.got, causal.want)).toBeLessThan(2 ** -7);
     const full = runFlash([2, 2, 40, 128], [2, 90], false, false, "flash_wgmma");
+    expect(relError(full.got, full.want)).toBeLessThan(2 ** -7);
+  });
+
+  it("flash attention on warpgroup MMAs, two warpgroups a workgroup (128 queries sharing each block's K and V): causal GQA with a partial tile, and head dim 128 not causal", () => {
+    const two = { ...LIMITS, flashWarpgroups: 2 };
+    const causal = runFlash([1, 4, 150, 64], [2, 150], true, false, "flash_wgmma", two);
+    expect(kernels[0]!.kernel.wg).toBe(256);
+    expect(relError(causal.got, causal.want)).toBeLessThan(2 ** -7);
+    const full = runFlash([1, 2, 40, 128], [1, 90], false, true, "flash_wgmma", two);
     expect(relError(full.got, full.want)).toBeLessThan(2 ** -7);
   });
 

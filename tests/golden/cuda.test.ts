@@ -59,7 +59,7 @@ describe.skipIf(!gpu)("CUDA backend vs upstream golden (ling-tiny, fp32)", () =>
 // on the model's own shapes with random weights (selftest's model part: prefill 1 x 333, decode at
 // batch 1, 5 and 40). Each template the build uses must have run and passed.
 describe.skipIf(!gpu).each([
-  [SMALL_DIR, ["flash_tile", "decode_attention", "decode_attention_wide", "grouped_gemm", "grouped_gemv", "grouped_gemv_rows", "linear_gemv"]],
+  [SMALL_DIR, ["flash_wgmma", "decode_attention", "decode_attention_wide", "grouped_gemm", "grouped_gemv", "grouped_gemv_rows", "linear_gemv"]],
   [SMALL_FP8_DIR, ["attention_split", "grouped_gemm_fp8", "grouped_gemv_fp8", "gemv_fp8", "linear_gemv"]],
 ])("CUDA tile programs of %s (lingc_model selftest)", (dir, templates) => {
   it("each checked against its reference form, within tolerance", async () => {

@@ -101,6 +101,8 @@ export interface GenLimits {
    * barrier and loads (they overlap), instead of right after they are issued. Default: at once.
    */
   wgmmaLateWait?: boolean;
+  /** CUDA's flash_wgmma: warpgroups a workgroup (1 or 2, each 64 queries sharing the K and V tiles). Default 1. */
+  flashWarpgroups?: number;
   /** Consecutive elements of a row a thread of a pointwise kernel computes (CUDA: POINTWISE_RUN; default 1). */
   pointwiseRun?: number;
 }

@@ -5,43 +5,47 @@
  * 128-byte-swizzled shared tiles, the layout the expert GEMM's MMAs read (row r of a 64-wide chunk
  * at byte 128 r, 16-byte piece p at piece p ^ (r % 8)).
  *
- * A workgroup is one warpgroup (128 threads) and BM = 64 queries of one head. The Q tile is copied
- * once (HD / 64 chunks); per block of BN = 64 keys:
- *   - K's rows are copied as they lie (keys x head dims: the B operand of S = Q K^T, K-major);
- *   - V is written transposed (head dims x keys: the B operand of O += P V, K-major over keys):
- *     each thread reads two keys' 8 head dims (16-byte loads) and stores 8 words of a key pair;
+ * A workgroup is one or two warpgroups (LINGC_FLASH_WGMMA_WARPGROUPS), each 64 queries of one head
+ * (BM = 64 or 128: two share each block's K and V tiles). The Q tile is copied
+ * once (HD / 64 chunks); per block of BN = 64 keys, whose K and V rows were copied (async, as they
+ * lie: keys x head dims) while the block before was multiplied, and the next block's copies start:
+ *   - K is the B operand of S = Q K^T, K-major; V that of O += P V, MN-major (no transpose);
  *   - S: HD / 16 MMAs m64n64k16; the softmax on the accumulators (a row's 64 scores over the 4
  *     lanes of a quad, as mma's m16n8 layout), then P, rounded to bf16 in pairs of keys, stored to
  *     its swizzled tile (the A operand of the second product);
  *   - O += P V: 4 MMAs m64nHDk16 into the output accumulators, rescaled by the softmax's
  *     correction before.
  * Not the default: chosen by --prefer attention:flash_wgmma, checked against the interpreter by the
- * kir simulator (tests/cuda/simulate.test.ts); not yet run on a GPU.
+ * kir simulator (tests/cuda/simulate.test.ts) and on the H200 (bench/cuda/device.sh flashwgmma).
  */
+import { LingcError } from "../../../ir/errors";
 import type { Op } from "../../../ir/module";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
 import { flashOperands, flashTile, onlineSoftmax, storeRows } from "./flash-common";
 
-export const FLASH_WGMMA_THREADS = 128;
-const BM = 64;
+/** Threads of a workgroup of `warpgroups` warpgroups (each its own 64 queries). */
+export const flashWgmmaThreads = (warpgroups: number) => 128 * warpgroups;
 const BN = 64;
 /** 32-bit words of a swizzled tile row (128 bytes: 64 bf16). */
 const ROW = 32;
 
-export function flashWgmmaKernel(g: Gen, ops: Op[]): GeneratedKernel {
-  const { a, transposed, grid, HD, NH, NKV, S, T, Tr, TrV, BH, qb, kbuf, vbuf, ob } = flashOperands(g, ops, "flash attention (wgmma)", FLASH_WGMMA_THREADS);
+export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number): GeneratedKernel {
+  if (warpgroups !== 1 && warpgroups !== 2) throw new LingcError(`flash attention (wgmma): 1 or 2 warpgroups a workgroup, not ${warpgroups}`);
+  const THREADS = flashWgmmaThreads(warpgroups);
+  const BM = 64 * warpgroups;
+  const { a, transposed, grid, HD, NH, NKV, S, T, Tr, TrV, BH, qb, kbuf, vbuf, ob } = flashOperands(g, ops, "flash attention (wgmma)", THREADS);
   const kb = g.kb;
   const CH = HD / 64; // 64-wide chunks of a head
   const { i, add, sub, mul, div, mod, lt, gt, or, sel } = K;
 
-  // One workgroup array (a warpgroup MMA reads both operands from one): Q [CH][BM rows], K [CH][BN
-  // rows], V^T [HD rows] (one chunk of 64 keys), P [BM rows] (one chunk of 64 keys), each a whole
-  // number of 1024-byte blocks.
-  const [QW, KW, VW, PW] = [CH * BM * ROW, CH * BN * ROW, HD * ROW, BM * ROW];
-  const smem = kb.shared(kb.fresh("tiles"), "u32", QW + KW + VW + PW, 1024);
-  const [Qs, Ks, Vt, Ps] = [0, QW, QW + KW, QW + KW + VW];
+  // One workgroup array (a warpgroup MMA reads both operands from one): Q [CH][BM rows], K and V
+  // twice each (the block being multiplied and the next one in flight) [CH][BN rows], P [BM rows]
+  // (one chunk of 64 keys), each a whole number of 1024-byte blocks.
+  const [QW, KW, PW] = [CH * BM * ROW, CH * BN * ROW, BM * ROW];
+  const smem = kb.shared(kb.fresh("tiles"), "u32", QW + 4 * KW + PW, 1024);
+  const [Qs, Ks, Vs, Ps] = [0, QW, QW + 2 * KW, QW + 4 * KW];
   /** Word of element pair (piece, word in piece) of row r in a chunk starting at word base. */
   const at = (base: Expr, r: Expr, piece: Expr, w: Expr) => add(add(base, mul(r, i(ROW))), add(mul(K.xor(piece, mod(r, i(8))), i(4)), w));
 
@@ -54,26 +58,28 @@ export function flashWgmmaKernel(g: Gen, ops: Op[]): GeneratedKernel {
     const off = kb.let("off", sub(T, S)); // query i sits at key position i + off
     // The thread's two rows of the tile (accumulator layout: warp w's rows 16 w + g and + 8).
     const tr = [kb.let("tr0", add(mul(warp, i(16)), gr)), kb.let("tr1", add(add(mul(warp, i(16)), gr), i(8)))] as const;
+    // The warpgroup's first row in the Q and P tiles (its MMAs' A operand).
+    const wgRow = kb.let("wgrow", mul(div(warp, i(4)), i(64 * ROW)));
     const rows = tr.map((r) => kb.let("r", add(q0, r)));
     const kBase = kb.let("kbase", mul(mul(add(mul(b, i(NKV)), grp), Tr), i(HD)));
     const vBase = kb.let("vbase", mul(mul(add(mul(b, i(NKV)), grp), TrV), i(HD)));
 
-    // Q and K rows by 16-byte async copies: piece p (8 dims) of row r at its swizzled place; rows
-    // past the end are zeros. A thread copies piece lid % 8 of rows lid / 8 + 16 j of each chunk.
+    // Rows by 16-byte async copies: piece p (8 dims) of row r at its swizzled place; rows past
+    // `limit` are zeros. A thread copies piece lid % 8 of rows lid / 8 + (threads / 8) j of each chunk. Q, K
+    // and V all lie as they are in memory (V [keys x dims] is B of P V read MN-major).
     const lr = kb.let("lr", div(kb.lid, i(8)));
     const lp = kb.let("lp", mod(kb.lid, i(8)));
-    const copyRows = (dst: number, n: number, row0: Expr, limit: Expr, src: string, srcRow: (r: Expr) => Expr) => {
+    const copyRows = (dst: Expr, n: number, row0: Expr, limit: Expr, src: string, srcRow: (r: Expr) => Expr) => {
       for (let c = 0; c < CH; c++)
-        for (let j = 0; j < n / 16; j++) {
-          const r = add(lr, i(16 * j));
+        for (let j = 0; j < n / (THREADS / 8); j++) {
+          const r = add(lr, i((THREADS / 8) * j));
           const ok = kb.let("ok", lt(add(row0, r), limit));
           const from = add(srcRow(sel(ok, add(row0, r), i(0))), add(i(64 * c), mul(lp, i(8))));
-          kb.copy16(smem, at(i(dst + c * n * ROW), r, lp, i(0)), src, from, ok);
+          kb.copy16(smem, at(add(dst, i(c * n * ROW)), r, lp, i(0)), src, from, ok);
         }
-      kb.copyCommit();
     };
     const qRow0 = kb.let("qrow0", mul(bh, S));
-    copyRows(Qs, BM, q0, S, qb, (r) => mul(add(qRow0, r), i(HD)));
+    copyRows(i(Qs), BM, q0, S, qb, (r) => mul(add(qRow0, r), i(HD)));
 
     const o = kb.array("o", "f32", HD / 2);
     for (let j = 0; j < HD / 2; j++) kb.store(o, i(j), K.f(0));
@@ -83,31 +89,24 @@ export function flashWgmmaKernel(g: Gen, ops: Op[]): GeneratedKernel {
     const lastQuery = kb.let("last_q", sub(K.min(S, add(q0, i(BM))), i(1)));
     const kend = kb.let("kend", a.causal ? K.min(T, add(add(lastQuery, off), i(1))) : T);
     const nblocks = kb.let("nblocks", div(add(kend, i(BN - 1)), i(BN)));
+    /** Block blk's K and V into buffer blk % 2 (all zeros past `limit`: a block past the last). */
+    const copyBlock = (blk: Expr, limit: Expr) => {
+      const j0 = kb.let("cj0", mul(blk, i(BN)));
+      const buf = kb.let("cbuf", mul(mod(blk, i(2)), i(KW)));
+      copyRows(add(i(Ks), buf), BN, j0, limit, kbuf, (r) => add(kBase, mul(r, i(HD))));
+      copyRows(add(i(Vs), buf), BN, j0, limit, vbuf, (r) => add(vBase, mul(r, i(HD))));
+      kb.copyCommit();
+    };
+    copyBlock(i(0), T); // with Q: the first group
 
     kb.loop("blk", i(0), nblocks, (blk) => {
       const j0 = kb.let("kj0", mul(blk, i(BN)));
-      // The last block's MMAs read K, V^T and P: every warp is past them before they are rewritten.
+      const buf = kb.let("buf", mul(mod(blk, i(2)), i(KW)));
+      // The last block's MMAs read the other buffers and P: every warp is past them before the
+      // next block's copies rewrite them (past the last block, an empty group of zero-filled rows).
       kb.barrier();
-      copyRows(Ks, BN, j0, T, kbuf, (r) => add(kBase, mul(r, i(HD))));
-      // V^T: key pair kp (keys 2 kp, 2 kp + 1) and head dims 8 db .. 8 db + 7 per item, 4 items a thread.
-      for (let it = 0; it < (BN / 2) * (HD / 8) / FLASH_WGMMA_THREADS; it++) {
-        const item = kb.let("vi", add(kb.lid, i(it * FLASH_WGMMA_THREADS)));
-        const kp = kb.let("kp", mod(item, i(BN / 2)));
-        const db = kb.let("db", div(item, i(BN / 2)));
-        const words = [0, 1].map((e) => {
-          const key = kb.let("vk", add(j0, add(mul(kp, i(2)), i(e))));
-          const ok = kb.let("vok", lt(key, T));
-          const w = kb.load16("vw", vbuf, div(add(vBase, add(mul(sel(ok, key, i(0)), i(HD)), mul(db, i(8)))), i(2)));
-          return { ok, w };
-        });
-        for (let d = 0; d < 8; d++) {
-          const val = (e: number) => K.sel(words[e]!.ok, K.half(words[e]!.w[d >> 1]!, (d & 1) === 1), K.f(0));
-          const row = kb.let("vr", add(mul(db, i(8)), i(d)));
-          // Keys 2 kp, 2 kp + 1 are bytes 4 kp: piece kp / 4, word kp % 4.
-          kb.store(smem, at(i(Vt), row, div(kp, i(4)), mod(kp, i(4))), K.pack(val(0), val(1)));
-        }
-      }
-      kb.copyWait(0);
+      copyBlock(add(blk, i(1)), sel(lt(add(blk, i(1)), nblocks), T, i(0)));
+      kb.copyWait(1);
       kb.fenceAsyncShared();
       kb.barrier();
 
@@ -116,7 +115,7 @@ export function flashWgmmaKernel(g: Gen, ops: Op[]): GeneratedKernel {
       for (let ks = 0; ks < HD / 16; ks++) {
         const c = Math.floor(ks / 4);
         const slice = (ks % 4) * 8;
-        kb.wgmma({ m: 64, n: BN, k: 16, ab: "bf16" }, sc, smem, i(Qs + c * BM * ROW + slice), i(Ks + c * BN * ROW + slice), ks === 0);
+        kb.wgmma({ m: 64, n: BN, k: 16, ab: "bf16" }, sc, smem, add(wgRow, i(Qs + c * BM * ROW + slice)), add(buf, i(Ks + c * BN * ROW + slice)), { zero: ks === 0 });
       }
       kb.wgmmaCommit();
       kb.wgmmaWait(0);
@@ -133,9 +132,9 @@ export function flashWgmmaKernel(g: Gen, ops: Op[]): GeneratedKernel {
       kb.fenceAsyncShared();
       kb.barrier();
 
-      // O += P V.
+      // O += P V, V's rows (keys 16 ks ..) read MN-major: its 64-dim chunks BN rows apart.
       kb.wgmmaFence();
-      for (let ks = 0; ks < BN / 16; ks++) kb.wgmma({ m: 64, n: HD, k: 16, ab: "bf16" }, o, smem, i(Ps + ks * 8), i(Vt + ks * 8));
+      for (let ks = 0; ks < BN / 16; ks++) kb.wgmma({ m: 64, n: HD, k: 16, ab: "bf16" }, o, smem, add(wgRow, i(Ps + ks * 8)), add(buf, i(Vs + ks * 16 * ROW)), { bMn: BN * ROW });
       kb.wgmmaCommit();
       kb.wgmmaWait(0);
     });

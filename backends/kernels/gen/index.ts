@@ -24,7 +24,7 @@ import { linearSimtKernel, linearSimtPlan } from "./linear-simt";
 import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointwiseGemv } from "./pointwise";
 import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
 import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attention";
-import { FLASH_WGMMA_THREADS, flashWgmmaKernel } from "./flash-attention-wgmma";
+import { flashWgmmaKernel, flashWgmmaThreads } from "./flash-attention-wgmma";
 import { coversDecodeAttention, DECODE_ATTENTION_THREADS, decodeAttentionKernels } from "./decode-attention";
 import { DECODE_ATTENTION_FORMS } from "../../../ir/target/kernel-forms";
 import { coversDenseGemv, coversGroupedGemv, denseGemvKernel, GROUPED_GEMV_THREADS, groupedGemvKernel } from "./grouped-gemv";
@@ -131,7 +131,7 @@ const TEMPLATES: readonly Template[] = [
     // The same on Hopper's warpgroup MMAs (only when the dispatch names it: by preference).
     name: "flash_wgmma",
     covers: (ops, limits) => coversAttention(ops) && coversFlash(ops, limits?.tensorCores) && limits?.warpgroupMma === true,
-    generate: (gen, ops) => flashWgmmaKernel(gen(FLASH_WGMMA_THREADS), ops),
+    generate: (gen, ops, limits) => flashWgmmaKernel(gen(flashWgmmaThreads(limits.flashWarpgroups ?? 1)), ops, limits.flashWarpgroups ?? 1),
   },
   {
     // RMSNorm alone, after a residual add, into a linear layer's prologue, or quantized per token;

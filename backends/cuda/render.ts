@@ -156,6 +156,9 @@ export class CudaRenderer {
         case "copyWait":
           out.push(`${indent}asm volatile("cp.async.wait_group %0;\\n" :: "n"(${s.pending}));`);
           break;
+        case "store16":
+          out.push(`${indent}*reinterpret_cast<uint4*>(reinterpret_cast<unsigned int*>(${s.buf}) + (${this.expr(s.idx)})) = make_uint4(${s.words.map((w) => this.expr(w)).join(", ")});`);
+          break;
         case "load16": {
           const v = `${s.names[0]}_v16`;
           out.push(

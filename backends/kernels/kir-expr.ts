@@ -86,6 +86,8 @@ export type Stmt =
    * bytes in flight per load (a GEMV's weight rows).
    */
   | { k: "load16"; names: string[]; buf: string; idx: Expr }
+  /** Words idx .. idx + 3 (16-byte aligned) of bf16 buffer `buf` (elements 2 idx .. 2 idx + 7), one store (CUDA). */
+  | { k: "store16"; buf: string; idx: Expr; words: Expr[] }
   /** acc[at .. at+3] += A . B on the warp's fragments (a: 4 u32 words, b: 2; see MmaShape). */
   | { k: "mma"; shape: MmaShape; acc: string; at: Expr; a: Expr[]; b: Expr[] }
   /**

@@ -194,6 +194,14 @@ export class KernelBuilder {
     return names.map((name) => ({ k: "ref", t: "u32", name }) as Expr);
   }
 
+  /** Four u32 words (bf16 pairs, K.pack) as words idx .. idx + 3 of bf16 buffer `buf`, one 16-byte store where the target has them. */
+  store16(buf: string, idx: Expr, words: Expr[]): void {
+    const b = this.kernel.buffers.find((x) => x.name === buf);
+    if (b?.elem !== "bf16") throw new Error(`kir: store16 writes bf16 buffers, not ${buf}`);
+    if (words.length !== 4 || words.some((w) => w.t !== "u32")) throw new Error("kir: store16 takes 4 u32 words");
+    this.emit({ k: "store16", buf, idx, words });
+  }
+
   mma(shape: MmaShape, acc: string, at: Expr, a: Expr[], b: Expr[]): void {
     if (a.length !== 4 || b.length !== 2 || [...a, ...b].some((x) => x.t !== "u32")) throw new Error(`kir: ${shape} takes 4 A and 2 B words (u32)`);
     this.emit({ k: "mma", shape, acc, at, a, b });

@@ -306,6 +306,22 @@ class WarpRun {
           }
           break;
         }
+        case "store16": {
+          const idx = this.eval(s.idx, m);
+          const words = s.words.map((w) => this.eval(w, m));
+          const b = this.buffers[s.buf]!;
+          for (let l = 0; l < W; l++) {
+            if (!m[l]) continue;
+            if (idx[l]! % 4 !== 0) throw new Error(`simulate ${this.k.name}: store16 to ${s.buf} at word ${idx[l]}, not 16-byte aligned`);
+            for (let j = 0; j < 4; j++) {
+              const e = 2 * (idx[l]! + j);
+              if (e < 0 || e + 1 >= b.length) throw new Error(`simulate ${this.k.name}: store16 to word ${idx[l]! + j} of ${s.buf} is out of bounds`);
+              b[e] = words[j]![l]! & 0xffff;
+              b[e + 1] = words[j]![l]! >>> 16;
+            }
+          }
+          break;
+        }
         case "load16": {
           const idx = this.eval(s.idx, m);
           const b = this.buffers[s.buf]!;

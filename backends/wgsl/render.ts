@@ -133,6 +133,8 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
       case "copyCommit":
       case "copyWait":
         break;
+      case "store16":
+        throw new Error(`kir: WGSL has no 16-byte stores of bf16 pairs (${s.buf}): a CUDA-only tile program's epilogue`);
       case "load16":
         // No 16-byte loads into registers in WGSL: four words.
         // (An f32 buffer's words as their bits: load16 gives words, K.bitsF32 the values.)

@@ -536,13 +536,15 @@ gemmncu)
   ;;
 prefillab)
   # A/B of lingc builds on prefill: dist/lingc.mjs (mini) against each of LINGC_ALT's builds
-  # (dist/lingc-altN.mjs, carried beside it): the experts module (expert_check.py, uneven routing)
-  # and selftest under dist/lingc.mjs, then Ling-mini prefill 1x2048 and 1x8192 of the builds
+  # (dist/lingc-altN.mjs, carried beside it): the experts module (expert_check.py, uneven routing),
+  # sanitized, and selftest under dist/lingc.mjs, then Ling-mini prefill 1x2048 and 1x8192 of the builds
   # alternately, two rounds, and the experts' per-kernel times at 1x8192.
   ALTS=(${LINGC_ALT:?LINGC_ALT names the other builds}); BUILDS=(mini); M=bench/cuda/ling-mini-2.0-no-mtp
   ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
   for n in "${!ALTS[@]}"; do m=mini-alt$((n + 1)); BUILDS+=($m); ( node ${ALTS[$n]} compile $M --target cuda --out /tmp/$m >/dev/null && cd /tmp/$m && make -j8 >/dev/null ) & done
   experts_check || exit 1
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/ | head -1)lingc_model  # the experts module's default build (experts_check's last)
+  sanitized ex $EXE run --checkpoint /tmp/ex/w.safetensors --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san.safetensors
   wait
   echo "== mini selftest"; timeout 300 /tmp/mini/lingc_model selftest | grep -E "grouped_gemm |FAIL"; echo "exit ${PIPESTATUS[0]}"
   for round in 1 2; do

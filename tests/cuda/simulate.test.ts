@@ -294,6 +294,8 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(LIMITS.gemmTiles!["bf16"]!.wgmma).toBe(true);
     const { got, want } = bf16Experts("wgmma,128,256,4");
     expect(relError(got, want)).toBeLessThan(2 ** -6);
+    // Both write their results through shared memory, 16 bytes a store (whole 8-column pieces: 40 and 32 columns).
+    expect(kernels.filter((k) => JSON.stringify(k.kernel.body).includes('"k":"store16"'))).toHaveLength(2);
   });
 
   it("the warp-specialized warpgroup-MMA expert GEMM (wgmma-ws,128,256,2,2: a producer warpgroup, mbarriers, two tiles a workgroup, stage buffers reused within and across them)", () => {
@@ -444,6 +446,21 @@ describe("CUDA tile programs in the kir simulator", () => {
     const [k] = kernels;
     expect(JSON.stringify(k!.kernel.body)).toContain('"bitsF32"');
     expect(k!.kernel.shared.length).toBe(split > 1 ? 1 : 0);
+    expect(relError(got, want)).toBeLessThan(1e-5);
+    expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
+  });
+
+  it("the router gate after castlinear (linear of bf16 operands {out = f32}) as the dense GEMV: f32 sums of the bf16 products, as the interpreter's", () => {
+    const [I, O] = [2048, 24];
+    const text = `module @d {
+  func @d(%x: bf16[1, ${I}]) weights(@w: bf16[${O}, ${I}]) -> (y: f32[1, ${O}]) {
+    %y = linear(%x, @w) {out = f32} : f32[1, ${O}]
+    return %y
+  }
+}`;
+    const r = rng(68);
+    const { got, want } = runGenerated(text, { x: random("bf16", r, [1, I]) }, { w: random("bf16", r, [O, I], 0.2) }, LIMITS, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined))["y"]!;
+    expect(JSON.stringify(kernels[0]!.kernel.body)).toContain('"load16"');
     expect(relError(got, want)).toBeLessThan(1e-5);
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
   });

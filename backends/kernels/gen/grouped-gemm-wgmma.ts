@@ -211,6 +211,44 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     }
   };
 
+  // Staged epilogue (bf16 results of the plain program, whole 8-column pieces): the stages' shared
+  // memory is free once every warpgroup's MMAs completed, so the results go there as bf16 pairs
+  // (row stride colsPer / 2 + 4 words: a quad's 8 rows on distinct banks), then out as 16-byte
+  // stores of row pieces (a thread writes BM x colsPer / 8 / T of them instead of 2 x blocks x 2
+  // single elements, each behind its own branch).
+  const RS = colsPer / 2 + 4;
+  const pieces = (BM * colsPer) / 8;
+  const outElem = kb.kernel.buffers.find((b) => b.name === ob)?.elem;
+  const staged = !producer && outElem === "bf16" && O % 8 === 0 && colsPer % 8 === 0 && BM * RS <= STAGES * (BM + BN) * ROW_WORDS && pieces % T === 0;
+  const epilogueStaged = (tl: TileAt) => {
+    kb.barrier();
+    for (let hh = 0; hh < 2; hh++) {
+      const r = kb.let("srow", add(mul(wgi, i(64)), add(mul(wq, i(16)), add(gr, i(hh * 8)))));
+      for (let j = 0; j < blocks; j++) {
+        const v = [0, 1].map((c) => {
+          const at = 4 * j + 2 * hh + c;
+          const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(kb.load(acc, i(at), "f32"), gate.results[0]!.type.dtype)]]);
+          if (up) vals.set(up.results[0]!, g.fit(kb.load(acc, i(at + 4 * blocks), "f32"), up.results[0]!.type.dtype));
+          return applyEpilogue(g, epilogue, vals, out);
+        });
+        kb.store(S, add(mul(r, i(RS)), add(i(4 * j), tq)), K.pack(v[0]!, v[1]!));
+      }
+    }
+    kb.barrier();
+    const cpr = colsPer / 8;
+    for (let p = 0; p < pieces / T; p++) {
+      const q = kb.let("q", add(kb.lid, i(p * T)));
+      const r = kb.let("qr", div(q, i(cpr)));
+      const cc = kb.let("qc", mod(q, i(cpr)));
+      const row = kb.let("qrow", add(tl.row0, r));
+      const col = kb.let("qcol", add(mul(tl.ct, i(colsPer)), mul(cc, i(8))));
+      kb.if(and(lt(row, tl.rowEnd), lt(col, i(O))), () => {
+        const base = kb.let("qs", add(mul(r, i(RS)), mul(cc, i(4))));
+        kb.store16(ob, div(add(mul(row, i(O)), col), i(2)), [0, 1, 2, 3].map((w) => kb.load(S, add(base, i(w)), "u32")));
+      });
+    }
+  };
+
   // Late wait (GenLimits.wgmmaLateWait, bf16): a stage's MMAs run on while the next iteration waits
   // for its copies, meets the barrier and issues its loads; they are waited for only then. A load
   // then goes S - 2 stages ahead, into the buffer of stage kt - 2, whose MMAs every warpgroup waited
@@ -253,7 +291,8 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
         if (scaled) promote(tl, i(nk - 1));
       }
       kb.copyWait(0);
-      epilogueOut(tl);
+      if (staged) epilogueStaged(tl);
+      else epilogueOut(tl);
     });
   };
 

@@ -95,7 +95,9 @@ export function defaultPipeline(target: Target, profile: TargetProfile | undefin
   const noFuse = settings.noFuse ?? [];
   checkFusionNames(noFuse);
   // FP8 first: cse after it merges the activation quantizations that projections share.
-  const passes = [...(settings.fp8 ? [fp8PassText(settings.fp8)] : []), "cse", "dce"];
+  // CUDA: a linear of operands widened to f32 (the router gate) multiplies the narrow ones on the
+  // tensor cores into f32 (castlinear; cuBLASLt bf16 x bf16 -> f32), before dce drops the casts.
+  const passes = [...(settings.fp8 ? [fp8PassText(settings.fp8)] : []), ...(target === "cuda" ? ["castlinear"] : []), "cse", "dce"];
   const ops = decomposed(target);
   if (ops.length) passes.push(`decompose{ops=${ops.join(",")}}`);
   const prefer = settings.prefer ?? [];

@@ -7,6 +7,7 @@ import { autodiff } from "./autodiff";
 import { recompute } from "./recompute";
 import { adamw } from "./adamw";
 import { pipeline } from "./stages";
+import { castlinear } from "./castlinear";
 import { cse } from "./cse";
 import { dce } from "./dce";
 import { decompose } from "./decompose";
@@ -15,7 +16,7 @@ import { fusion } from "./fusion";
 import { select } from "./select";
 import type { Pass } from "./pass";
 
-export const PASSES: readonly Pass[] = [cse, dce, decompose, fusion, select, fp8, autodiff, recompute, adamw, pipeline];
+export const PASSES: readonly Pass[] = [cse, dce, castlinear, decompose, fusion, select, fp8, autodiff, recompute, adamw, pipeline];
 
 export function getPass(name: string): Pass {
   const p = PASSES.find((x) => x.name === name);

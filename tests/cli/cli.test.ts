@@ -65,7 +65,7 @@ describe("lingc compile / opt", () => {
     expect(ok.code, ok.stderr).toBe(0);
     const bad = await cli("opt", join(dir, "o", "decode.lir"), "--passes", "cse,fuse");
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toBe("lingc: error: --passes: unknown pass 'fuse' (available: cse, dce, decompose, fusion, select, fp8, autodiff, recompute, adamw, pipeline)\n");
+    expect(bad.stderr).toBe("lingc: error: --passes: unknown pass 'fuse' (available: cse, dce, castlinear, decompose, fusion, select, fp8, autodiff, recompute, adamw, pipeline)\n");
   });
 
   it("reports a broken IR file at its line and column", async () => {

@@ -20,7 +20,7 @@ describe("target pipelines", () => {
     ["ir", "cse,dce"],
     ["onnx", "cse,dce,decompose{ops=rope}"],
     ["wgsl", "cse,dce,fusion{profile=webgpu-baseline}"],
-    ["cuda", "cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a}"],
+    ["cuda", "castlinear,cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a}"],
   ])("--target %s --print-pipeline prints %s", async (target, pipeline) => {
     const r = await cli("compile", "--target", target, "--print-pipeline");
     expect(r.code, r.stderr).toBe(0);
@@ -34,7 +34,7 @@ describe("target pipelines", () => {
 
   it("--prefer picks the CUDA runtime's kernel for a kind of step (select's prefer), and is refused where it cannot apply", async () => {
     const printed = await cli("compile", "--target", "cuda", "--print-pipeline", "--prefer", "expert:expert_loop,attention:attn_tiles");
-    expect(printed.stdout).toBe("cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:expert_loop,attention:attn_tiles}\n");
+    expect(printed.stdout).toBe("castlinear,cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a,prefer=expert:expert_loop,attention:attn_tiles}\n");
     const out = join(dir, "prefer");
     const r = await cli("compile", "ling-tiny", "--target", "cuda", "--out", out, "--prefer", "expert:expert_loop");
     expect(r.code, r.stderr).toBe(0);

@@ -98,11 +98,13 @@ describe("lingc compile --target cuda: tile programs", () => {
     // SwiGLU and down, each by row and by expert, in each graph (forward, decode).
     expect(gemvs.length).toBeGreaterThanOrEqual(4);
     for (const k of gemvs) expect(k).toContain("__shfl_xor_sync");
-    // The dense linears at one row too, the fp32 router gate's included (four f32 values a load).
+    // The dense linears at one row too, the router gate's included: after castlinear its bf16 input
+    // and weight into f32 results (no f32 copy of either).
     expect(src).not.toMatch(/c\.gemv\(/);
     const dense = kernelsNamed(src, "k_linear").filter((k) => k.includes("const uint4 "));
     expect(dense.length).toBeGreaterThanOrEqual(2);
-    expect(dense.some((k) => k.includes("__uint_as_float(") && k.includes("const float* __restrict__"))).toBe(true);
+    expect(dense.some((k) => /\(const __nv_bfloat16\* __restrict__ b0, const __nv_bfloat16\* __restrict__ b1, float\* __restrict__ b2,/.test(k))).toBe(true);
+    expect(dense.some((k) => k.includes("const float* __restrict__"))).toBe(false);
     // The dense MLP's and the shared expert's SwiGLU (two linears, silu, mul: one step): the
     // generated GEMV at one row, two GEMMs and silu_mul beyond; in each graph's two layer kinds.
     expect(src.match(/if \(\(\(B\*S\)\) == \(1L\)\) \{[^\n]*c\.launch\(k_\w+_\d+, [^\n]*\n\s*else c\.gemm_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, \(B\*S\), 640L, 256L\);/g)).toHaveLength(2);

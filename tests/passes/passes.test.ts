@@ -119,7 +119,7 @@ module @m {
 
 describe("pass manager", () => {
   it("names unknown passes and refuses --print-after for a pass not in the pipeline", () => {
-    expect(() => parsePipeline("cse,fuse")).toThrow(/unknown pass 'fuse' \(available: cse, dce, decompose, fusion, select, fp8, autodiff, recompute, adamw, pipeline\)/);
+    expect(() => parsePipeline("cse,fuse")).toThrow(/unknown pass 'fuse' \(available: cse, dce, castlinear, decompose, fusion, select, fp8, autodiff, recompute, adamw, pipeline\)/);
     const m = buildLing2(resolveCheckpoint(GOLDEN_DIR).config, "forward");
     expect(() => runPasses(m, parsePipeline("dce"), { printAfter: new Set(["cse"]) })).toThrow(/pass 'cse' is not in this pipeline/);
   });

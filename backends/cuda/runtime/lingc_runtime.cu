@@ -543,9 +543,12 @@ class Runtime {
   }
 
   // --- GEMM (row-major): C[M,N] = A[M,K] . op(B), B stored [N,K] (b_trans) or [K,N]; batched by strides.
-  void gemm(int dt, long M, long N, long K, const void* A, long lda, long sa, const void* B, long ldb, long sb, bool b_trans, void* C, long ldc, long sc, long batch) {
+  // C is of dtype out_dt (-1: dt's; bf16 operands into f32 results: a linear {out = f32}), summed in f32.
+  void gemm(int dt, long M, long N, long K, const void* A, long lda, long sa, const void* B, long ldb, long sb, bool b_trans, void* C, long ldc, long sc, long batch, int out_dt = -1) {
     if (M == 0 || N == 0) return;
+    if (out_dt < 0) out_dt = dt;
     const cudaDataType_t t = dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t tc = out_dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     // cuBLASLt is column-major: C^T[N,M] = op(B)^T . A^T, i.e. m = N, n = M with B as the first operand.
     const cublasOperation_t ta = b_trans ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
     // The algorithm must suit the pointers' alignment (cuBLASLt assumes 256 bytes unless told), and
@@ -558,7 +561,7 @@ class Runtime {
     };
     const uint32_t al_a = align(B), al_b = align(A), al_c = align(C);
     char key[256];
-    std::snprintf(key, sizeof key, "%d/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%d/%u/%u/%u", dt, M, N, K, lda, sa, ldb, sb, ldc, sc, batch, (int)b_trans, al_a, al_b, al_c);
+    std::snprintf(key, sizeof key, "%d>%d/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%ld/%d/%u/%u/%u", dt, out_dt, M, N, K, lda, sa, ldb, sb, ldc, sc, batch, (int)b_trans, al_a, al_b, al_c);
     auto it = plans.find(key);
     if (it == plans.end()) {
       GemmPlan p{};
@@ -568,7 +571,7 @@ class Runtime {
       if (b_trans) CKB(cublasLtMatrixLayoutCreate(&p.a, t, K, N, ldb));
       else CKB(cublasLtMatrixLayoutCreate(&p.a, t, N, K, ldb));
       CKB(cublasLtMatrixLayoutCreate(&p.b, t, K, M, lda));
-      CKB(cublasLtMatrixLayoutCreate(&p.c, t, N, M, ldc));
+      CKB(cublasLtMatrixLayoutCreate(&p.c, tc, N, M, ldc));
       if (batch > 1) {
         const int bc = (int)batch;
         const int64_t s1 = sb, s2 = sa, s3 = sc;
@@ -1284,7 +1287,7 @@ void Ctx::launched(const char* kernel) {
 
 // The routines below run the kernel the plan chose (the dispatch in model.cu); none chooses itself.
 
-void Ctx::gemm(int x, int w, int out, long M, long N, long K) { rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1); }
+void Ctx::gemm(int x, int w, int out, long M, long N, long K) { rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(w), K, 0, true, ptr(out), N, 0, 1, dtype(out)); }
 
 void Ctx::gemm_fp8(int x, int xs, bool xs_kmajor, int w, int ws, int out, long M, long N, long K) {
   if (dtype(x) != DT_F8 || dtype(w) != DT_F8) fail("gemm_fp8: operands of %s and %s (it takes e4m3 codes)", dtype_name(dtype(x)), dtype_name(dtype(w)));

@@ -232,6 +232,7 @@ describe("lingc compile --target cuda", () => {
       "grouped_gemv against pointwise",
       "grouped_gemv_rows against pointwise",
       "linear_gemv against pointwise",
+      "moe_combine against pointwise",
     ]);
     for (const [, body, slot] of sites) {
       // The reference writes the buffer check_begin gave it, never the step's own result.

@@ -39,16 +39,16 @@ const fn = (d: ViewData, snap: number, name: string): ViewFunction => d.function
 describe("view data", () => {
   it("records the module before the passes and after each, with what each pass changed", async () => {
     const d = await viewOf("ling-tiny");
-    expect(d.snapshots.map((s) => s.pass)).toEqual(["input", "cse", "dce", "fusion{profile=cuda-sm90a}", "select{profile=cuda-sm90a}"]);
+    expect(d.snapshots.map((s) => s.pass)).toEqual(["input", "castlinear", "cse", "dce", "fusion{profile=cuda-sm90a}", "select{profile=cuda-sm90a}"]);
     const input = d.snapshots[0]!;
     expect(input.functions.map((k) => d.functions[k]!.name)).toEqual(["dense_layer", "moe_layer", "mtp_layer", "forward"]);
-    const fusion = d.snapshots[3]!;
+    const fusion = d.snapshots[4]!;
     // Fusion outlines kernels: the router and SwiGLU kernels are new functions, moe_layer changed.
     expect(fusion.changes["moe_layer.router"]?.status).toBe("added");
     expect(fusion.changes["moe_layer.swiglu"]?.status).toBe("added");
     const moe = Object.entries(fusion.changes).find(([k]) => d.functions[k]!.name === "moe_layer")![1];
     expect(moe.status).toBe("changed");
-    const after = fn(d, 3, "moe_layer");
+    const after = fn(d, 4, "moe_layer");
     const newCalls = moe.ops.map((i) => after.ops[i]!).filter((o) => o.op === "call").map((o) => o.callee);
     expect(newCalls).toEqual(expect.arrayContaining(["moe_layer.router", "moe_layer.swiglu", "moe_layer.attention"]));
     expect(moe.removed).toBeGreaterThan(10);
@@ -56,7 +56,7 @@ describe("view data", () => {
     const names = Object.values(d.functions).map((f) => f.name);
     expect(names.filter((n) => n === "mtp_layer").length).toBeLessThanOrEqual(3);
     // select adds kernel choices (dispatch) and nothing else.
-    const sel = d.snapshots[4]!;
+    const sel = d.snapshots[5]!;
     for (const [k, c] of Object.entries(sel.changes)) {
       expect(c.status).toBe("changed");
       for (const i of c.ops) expect(d.functions[k]!.ops[i]!.dispatch).toBeDefined();
@@ -73,9 +73,9 @@ describe("view data", () => {
     const total = moe.ops.reduce((a, o) => a + (o.flops ?? 0), 0);
     expect(moe.cost!.flops).toBe(total);
     // A call op's cost is its callee's, in the fused module too.
-    const fused = fn(d, 4, "moe_layer");
+    const fused = fn(d, 5, "moe_layer");
     const call = fused.ops.find((o) => o.callee === "moe_layer.router")!;
-    expect(call.flops).toBe(fn(d, 4, "moe_layer.router").cost!.flops);
+    expect(call.flops).toBe(fn(d, 5, "moe_layer.router").cost!.flops);
     expect(fused.cost!.flops).toBe(moe.cost!.flops);
     // Weights with shapes and bytes (f32 ling-tiny).
     expect(moe.weights.find((w) => w.name === "mlp.experts.*.gate_proj.weight")).toEqual({ name: "mlp.experts.*.gate_proj.weight", ref: "@mlp.experts.*.gate_proj.weight", type: "f32[16, 32, 64]", bytes: 16 * 32 * 64 * 4 });
@@ -83,7 +83,7 @@ describe("view data", () => {
 
   it("points each op at its model source line", async () => {
     const d = await viewOf("ling-tiny");
-    const moe = fn(d, 4, "moe_layer");
+    const moe = fn(d, 5, "moe_layer");
     const qkv = moe.ops.find((o) => o.operands.includes("@attention.query_key_value.weight"))!;
     const [file, line] = qkv.loc!.split(":");
     expect(file).toBe("models/ling2.ts");

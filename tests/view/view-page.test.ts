@@ -84,12 +84,12 @@ describe("lingc view: the page in headless Chromium", () => {
 
   it("steps through the pass timeline, showing what each pass changed", async () => {
     const passes = await page.$$eval("#timeline button.pass", (bs) => bs.map((b) => b.textContent));
-    expect(passes).toEqual(["input", "cse", "dce", "fusion{..}", "select{..}"]);
+    expect(passes).toEqual(["input", "castlinear", "cse", "dce", "fusion{..}", "select{..}"]);
     await page.click("#prev-pass");
     await page.click("#prev-pass");
-    expect(await page.textContent("#pass-name")).toBe("2/4 dce");
+    expect(await page.textContent("#pass-name")).toBe("3/5 dce");
     await page.click("#next-pass");
-    expect(await page.textContent("#pass-name")).toBe("3/4 fusion{profile=cuda-sm90a}");
+    expect(await page.textContent("#pass-name")).toBe("4/5 fusion{profile=cuda-sm90a}");
     expect(await page.textContent("#pass-summary")).toMatch(/^\d+ function\(s\) added, \d+ changed, 0 removed$/);
     // Kernels are new in this pass, and the MoE layer's new ops are marked.
     expect(await page.$$eval("#tree a.fn.added", (as) => as.map((a) => a.getAttribute("data-func")))).toEqual(expect.arrayContaining(["moe_layer.router", "moe_layer.swiglu"]));
@@ -97,7 +97,7 @@ describe("lingc view: the page in headless Chromium", () => {
     expect(await page.$$eval("#graph g.kernel.changed", (gs) => gs.length)).toBeGreaterThanOrEqual(4);
     // Before fusion the layer has no kernel boxes.
     await page.click('#timeline button.pass[data-index="0"]');
-    expect(await page.textContent("#pass-name")).toBe("0/4 input");
+    expect(await page.textContent("#pass-name")).toBe("0/5 input");
     expect(await page.$$eval("#graph g.kernel", (gs) => gs.length)).toBe(0);
     expect(await page.textContent("#crumbs")).toContain("@moe_layer");
   });

@@ -25,6 +25,7 @@ import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointw
 import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
 import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attention";
 import { flashWgmmaKernel, flashWgmmaThreads } from "./flash-attention-wgmma";
+import { COMBINE_THREADS, combineKernel, coversCombine } from "./combine";
 import { coversDecodeAttention, DECODE_ATTENTION_THREADS, decodeAttentionKernels } from "./decode-attention";
 import { DECODE_ATTENTION_FORMS } from "../../../ir/target/kernel-forms";
 import { coversDenseGemv, coversGroupedGemv, denseGemvKernel, GROUPED_GEMV_THREADS, groupedGemvKernel } from "./grouped-gemv";
@@ -227,6 +228,13 @@ const TEMPLATES: readonly Template[] = [
     few: gemvFew,
   },
   {
+    // The MoE combine and its elementwise epilogue on CUDA, 8 elements of a row a thread in 16-byte
+    // accesses (the pointwise template's sums, bitwise; it covers all this one covers).
+    name: "moe_combine",
+    covers: coversCombine,
+    generate: (gen, ops) => combineKernel(gen(COMBINE_THREADS), ops),
+  },
+  {
     // One thread per element of a shared output shape: elementwise ops, views, contractions; a
     // contraction's few rows on a target without tensor cores (WebGPU) in the gemv form.
     name: "pointwise",
@@ -272,6 +280,7 @@ export const TILE_TEMPLATES: ReadonlySet<string> = new Set([
   "grouped_gemv_fp8",
   "gemv_fp8",
   "linear_gemv",
+  "moe_combine",
 ]);
 
 /**

@@ -183,9 +183,18 @@ export class CudaRenderer {
           const regs = Array.from({ length: n }, (_, j) => `%${j}`).join(",");
           const accs = Array.from({ length: n }, (_, j) => `"+f"(${s.acc}[${j}])`).join(", ");
           // bf16 names both operands' layout (K-major 0, MN-major 1); e4m3 has no transposed form to name.
+          const bDesc = `"l"(${desc(s.b, s.bMn !== undefined ? s.bMn / 4 : 1)})`;
+          if (Array.isArray(s.a)) {
+            // A from registers: no A descriptor and no A layout flag, only B's.
+            const a = `{%${n}, %${n + 1}, %${n + 2}, %${n + 3}}`;
+            out.push(
+              `${indent}asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${n + 5}, 0;\\nwgmma.mma_async.sync.aligned.m64n${s.shape.n}k16.f32.bf16.bf16 {${regs}}, ${a}, %${n + 4}, p, 1, 1, ${s.bMn !== undefined ? 1 : 0};\\n}\\n" : ${accs} : ${s.a.map((w) => `"r"(${this.expr(w)})`).join(", ")}, ${bDesc}, "n"(${s.zero ? 0 : 1}));`,
+            );
+            break;
+          }
           const types = s.shape.ab === "bf16" ? `k16.f32.bf16.bf16 {${regs}}, %${n}, %${n + 1}, p, 1, 1, 0, ${s.bMn !== undefined ? 1 : 0}` : `k32.f32.e4m3.e4m3 {${regs}}, %${n}, %${n + 1}, p, 1, 1`;
           out.push(
-            `${indent}asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${n + 2}, 0;\\nwgmma.mma_async.sync.aligned.m64n${s.shape.n}${types};\\n}\\n" : ${accs} : "l"(${desc(s.a, 1)}), "l"(${desc(s.b, s.bMn !== undefined ? s.bMn / 4 : 1)}), "n"(${s.zero ? 0 : 1}));`,
+            `${indent}asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${n + 2}, 0;\\nwgmma.mma_async.sync.aligned.m64n${s.shape.n}${types};\\n}\\n" : ${accs} : "l"(${desc(s.a, 1)}), ${bDesc}, "n"(${s.zero ? 0 : 1}));`,
           );
           break;
         }

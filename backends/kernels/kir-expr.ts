@@ -99,8 +99,11 @@ export type Stmt =
    * stored as the k rows (128 bytes: 64 of the n columns each, swizzled as above) of each 64-column
    * chunk, the chunks bMn words apart (a 1024-byte multiple); `b` is then the word of the slice's
    * first row (k rows k0 .. k0 + 15), so a row-major [keys x dims] tile is B of P V as it lies.
+   * `a` as four u32 words (bf16 only): A from registers, each warp its 16 rows as mma m16n8k16's A
+   * fragment (bf16 pairs: row g k 2t, 2t + 1; row g + 8; row g k 8 + 2t; row g + 8 k 8 + 2t), which
+   * is a k16 slice of an accumulator's two 8-column blocks rounded to bf16 pairs (P of P V).
    */
-  | { k: "wgmma"; shape: WgmmaShape; acc: string; src: string; a: Expr; b: Expr; zero?: true; bMn?: number }
+  | { k: "wgmma"; shape: WgmmaShape; acc: string; src: string; a: Expr | Expr[]; b: Expr; zero?: true; bMn?: number }
   /** Orders register and shared-memory accesses before the warpgroup MMAs that follow (wgmma.fence). */
   | { k: "wgmmaFence" }
   /** Closes the group of warpgroup MMAs issued since the last commit. */

@@ -207,8 +207,9 @@ export class KernelBuilder {
     this.emit({ k: "mma", shape, acc, at, a, b });
   }
 
-  wgmma(shape: WgmmaShape, acc: string, src: string, a: Expr, b: Expr, opts: { zero?: boolean; bMn?: number } = {}): void {
+  wgmma(shape: WgmmaShape, acc: string, src: string, a: Expr | Expr[], b: Expr, opts: { zero?: boolean; bMn?: number } = {}): void {
     if (shape.n % 8 !== 0 || shape.n < 8 || shape.n > 256) throw new Error(`kir: wgmma n must be a multiple of 8 up to 256, not ${shape.n}`);
+    if (Array.isArray(a) && (shape.ab !== "bf16" || a.length !== 4 || a.some((x) => x.t !== "u32"))) throw new Error("kir: a wgmma A from registers is four u32 words of bf16 pairs");
     if (opts.bMn !== undefined && (shape.ab !== "bf16" || opts.bMn % 256 !== 0 || opts.bMn <= 0 || (shape.n > 64 && shape.n % 64 !== 0)))
       throw new Error(`kir: an MN-major wgmma B is bf16, its chunks a positive multiple of 1024 bytes apart and n a multiple of 64 past 64 (bMn ${opts.bMn}, n ${shape.n})`);
     this.emit({ k: "wgmma", shape, acc, src, a, b, ...(opts.zero ? { zero: true as const } : {}), ...(opts.bMn !== undefined ? { bMn: opts.bMn } : {}) });

@@ -428,7 +428,8 @@ class WarpRun {
     if (!m.every((x, l) => x || this.warp * W + l >= this.k.wg)) throw new Error(`simulate ${this.k.name}: a wgmma with lanes of the warp inactive`);
     const acc = this.arrays.get(s.acc)!;
     const src = this.sharedOf(s.src).a;
-    const [a, b] = [this.eval(s.a, m)[0]!, this.eval(s.b, m)[0]!];
+    const regs = Array.isArray(s.a) ? s.a.map((w) => this.eval(w, m)) : undefined;
+    const [a, b] = [Array.isArray(s.a) ? 0 : this.eval(s.a, m)[0]!, this.eval(s.b, m)[0]!];
     const fp8 = s.shape.ab === "e4m3";
     const K = s.shape.k;
     const bytes = fp8 ? 1 : 2;
@@ -442,7 +443,13 @@ class WarpRun {
     const [ta, tb] = [tile(a), tile(b)];
     const wq = this.warp % 4;
     // The warp's 16 rows of A and all n rows of B, decoded once.
-    const A = Array.from({ length: 16 }, (_, r) => Array.from({ length: K }, (_, kk) => el(ta.base, 16 * wq + r, ta.slice, kk)));
+    // A from registers: lane 4 g + t holds row g's k 2t, 2t + 1 (word 0), row g + 8's (1), then k + 8 (2, 3).
+    const fromRegs = (r: number, kk: number) => {
+      const lane = 4 * (r % 8) + ((kk % 8) >> 1);
+      const word = regs![(r >= 8 ? 1 : 0) + (kk >= 8 ? 2 : 0)]![lane]!;
+      return decodeBits((word >>> (16 * (kk & 1))) & 0xffff, "bf16");
+    };
+    const A = Array.from({ length: 16 }, (_, r) => Array.from({ length: K }, (_, kk) => (regs ? fromRegs(r, kk) : el(ta.base, 16 * wq + r, ta.slice, kk))));
     // MN-major B: column c of slice row kk in chunk c / 64, its 2 bytes at (c % 64) x 2 of the swizzled row.
     const elMn = (c: number, kk: number) => {
       const row = b + kk * 32 + (c >> 6) * s.bMn!;

@@ -40,12 +40,12 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number): Generat
   const CH = HD / 64; // 64-wide chunks of a head
   const { i, add, sub, mul, div, mod, lt, gt, or, sel } = K;
 
-  // One workgroup array (a warpgroup MMA reads both operands from one): Q [CH][BM rows], K and V
-  // twice each (the block being multiplied and the next one in flight) [CH][BN rows], P [BM rows]
-  // (one chunk of 64 keys), each a whole number of 1024-byte blocks.
-  const [QW, KW, PW] = [CH * BM * ROW, CH * BN * ROW, BM * ROW];
-  const smem = kb.shared(kb.fresh("tiles"), "u32", QW + 4 * KW + PW, 1024);
-  const [Qs, Ks, Vs, Ps] = [0, QW, QW + 2 * KW, QW + 4 * KW];
+  // One workgroup array (the MMAs read Q, K and V from it; P stays in registers): Q [CH][BM rows],
+  // K and V twice each (the block being multiplied and the next one in flight) [CH][BN rows], each a
+  // whole number of 1024-byte blocks.
+  const [QW, KW] = [CH * BM * ROW, CH * BN * ROW];
+  const smem = kb.shared(kb.fresh("tiles"), "u32", QW + 4 * KW, 1024);
+  const [Qs, Ks, Vs] = [0, QW, QW + 2 * KW];
   /** Word of element pair (piece, word in piece) of row r in a chunk starting at word base. */
   const at = (base: Expr, r: Expr, piece: Expr, w: Expr) => add(add(base, mul(r, i(ROW))), add(mul(K.xor(piece, mod(r, i(8))), i(4)), w));
 
@@ -58,7 +58,7 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number): Generat
     const off = kb.let("off", sub(T, S)); // query i sits at key position i + off
     // The thread's two rows of the tile (accumulator layout: warp w's rows 16 w + g and + 8).
     const tr = [kb.let("tr0", add(mul(warp, i(16)), gr)), kb.let("tr1", add(add(mul(warp, i(16)), gr), i(8)))] as const;
-    // The warpgroup's first row in the Q and P tiles (its MMAs' A operand).
+    // The warpgroup's first row in the Q tile (its first product's A operand).
     const wgRow = kb.let("wgrow", mul(div(warp, i(4)), i(64 * ROW)));
     const rows = tr.map((r) => kb.let("r", add(q0, r)));
     const kBase = kb.let("kbase", mul(mul(add(mul(b, i(NKV)), grp), Tr), i(HD)));
@@ -102,13 +102,13 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number): Generat
     kb.loop("blk", i(0), nblocks, (blk) => {
       const j0 = kb.let("kj0", mul(blk, i(BN)));
       const buf = kb.let("buf", mul(mod(blk, i(2)), i(KW)));
-      // The last block's MMAs read the other buffers and P: every warp is past them before the
-      // next block's copies rewrite them (past the last block, an empty group of zero-filled rows).
-      kb.barrier();
-      copyBlock(add(blk, i(1)), sel(lt(add(blk, i(1)), nblocks), T, i(0)));
-      kb.copyWait(1);
+      // One barrier a block: past it, this block's copies (the only group in flight) are every
+      // thread's, and every warp has finished the last block, whose MMAs (waited for) read the other
+      // buffers, which the next block's copies then rewrite (past the last block, zero-filled rows).
+      kb.copyWait(0);
       kb.fenceAsyncShared();
       kb.barrier();
+      copyBlock(add(blk, i(1)), sel(lt(add(blk, i(1)), nblocks), T, i(0)));
 
       // S = Q K^T (the first MMA writes S without reading it: no zeroed registers to fence).
       kb.wgmmaFence();
@@ -120,21 +120,21 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number): Generat
       kb.wgmmaCommit();
       kb.wgmmaWait(0);
 
-      // The scores' softmax (the mask only in the blocks that need it), then P to its tile: keys
-      // 8 j + 2 t, + 1 of a row are bytes 16 j + 4 t, piece j, word t.
+      // The scores' softmax (the mask only in the blocks that need it), then P as the second
+      // product's A from registers: k16 slice ks is 8-column blocks 2 ks and 2 ks + 1 of the
+      // accumulators, as bf16 pairs (rows g and g + 8 of each).
       const masked = kb.let("masked", or(gt(add(j0, i(BN)), T), a.causal ? gt(add(j0, i(BN - 1)), add(q0, off)) : K.lit(0, "bool")));
       const lim = rows.map((r) => kb.let("lim", a.causal ? K.min(sub(T, i(1)), add(r, off)) : sub(T, i(1))));
       const sAt = (j: number, hh: number, e: number) => i(4 * j + 2 * hh + e);
       const c = onlineSoftmax(kb, { sc, at: sAt, blocks: BN / 8, j0, tq, lim, masked, scale: a.scale, m, l });
-      for (let j = 0; j < BN / 8; j++)
-        for (let hh = 0; hh < 2; hh++) kb.store(smem, at(i(Ps), tr[hh]!, i(j), tq), K.pack(kb.load(sc, sAt(j, hh, 0), "f32"), kb.load(sc, sAt(j, hh, 1), "f32")));
+      const p = Array.from({ length: BN / 16 }, (_, ks) =>
+        [0, 1].flatMap((half) => [0, 1].map((hh) => kb.let("p", K.pack(kb.load(sc, sAt(2 * ks + half, hh, 0), "f32"), kb.load(sc, sAt(2 * ks + half, hh, 1), "f32"))))),
+      );
       for (let j = 0; j < HD / 8; j++) for (let q4 = 0; q4 < 4; q4++) kb.store(o, i(4 * j + q4), mul(kb.load(o, i(4 * j + q4), "f32"), c[q4 >> 1]!));
-      kb.fenceAsyncShared();
-      kb.barrier();
 
       // O += P V, V's rows (keys 16 ks ..) read MN-major: its 64-dim chunks BN rows apart.
       kb.wgmmaFence();
-      for (let ks = 0; ks < BN / 16; ks++) kb.wgmma({ m: 64, n: HD, k: 16, ab: "bf16" }, o, smem, add(wgRow, i(Ps + ks * 8)), add(buf, i(Vs + ks * 16 * ROW)), { bMn: BN * ROW });
+      for (let ks = 0; ks < BN / 16; ks++) kb.wgmma({ m: 64, n: HD, k: 16, ab: "bf16" }, o, smem, p[ks]!, add(buf, i(Vs + ks * 16 * ROW)), { bMn: BN * ROW });
       kb.wgmmaCommit();
       kb.wgmmaWait(0);
     });

@@ -538,7 +538,8 @@ prefillab)
   # A/B of lingc builds on prefill: dist/lingc.mjs (mini) against each of LINGC_ALT's builds
   # (dist/lingc-altN.mjs, carried beside it): the experts module (expert_check.py, uneven routing),
   # sanitized, and selftest under dist/lingc.mjs, then Ling-mini prefill 1x2048 and 1x8192 of the builds
-  # alternately, two rounds, and the experts' per-kernel times at 1x8192.
+  # alternately, two rounds, and the first LINGC_PROFILE_LINES (default 3) lines of each one's
+  # per-kernel profile at 1x8192.
   ALTS=(${LINGC_ALT:?LINGC_ALT names the other builds}); BUILDS=(mini); M=bench/cuda/ling-mini-2.0-no-mtp
   ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
   for n in "${!ALTS[@]}"; do m=mini-alt$((n + 1)); BUILDS+=($m); ( node ${ALTS[$n]} compile $M --target cuda --out /tmp/$m >/dev/null && cd /tmp/$m && make -j8 >/dev/null ) & done
@@ -550,7 +551,7 @@ prefillab)
   for round in 1 2; do
     for m in "${BUILDS[@]}"; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
   done
-  for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>&1 >/dev/null | grep -E "swiglu \(|grouped_linear|in all" | head -3; done
+  for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>&1 >/dev/null | head -${LINGC_PROFILE_LINES:-3}; done
   ;;
 wstiles)
   # The warp-specialized wgmma expert GEMM (tile wgmma-ws,bm,bn,stages[,tiles]: a producer warpgroup

@@ -556,7 +556,7 @@ describe("CUDA tile programs in the kir simulator", () => {
     for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(1e-5);
   });
 
-  it("flash attention on warpgroup MMAs (flash_wgmma, by preference): causal GQA, head dim 64, 150 queries (three tiles of 64, the last partial), the keys' last block partial", () => {
+  it("flash attention on warpgroup MMAs (flash_wgmma, the sm_90a default): causal GQA, head dim 64, 150 queries (three tiles of 64, the last partial), the keys' last block partial", () => {
     const { got, want } = runFlash([1, 4, 150, 64], [2, 150], true, false, "flash_wgmma");
     expect(kernels[0]!.kernel.wg).toBe(128);
     expect(JSON.stringify(kernels[0]!.kernel.body)).toContain('"k":"wgmma"');

@@ -1,22 +1,24 @@
 /**
  * Prefill attention on Hopper's warpgroup MMAs (CUDA sm_90a): the flash tile program's steps
  * (flash-attention.ts: online softmax, scores rounded as the op table's attention rounds them, only
- * the tiles across the causal diagonal or the keys' end masked) with both products as wgmma from
- * 128-byte-swizzled shared tiles, the layout the expert GEMM's MMAs read (row r of a 64-wide chunk
- * at byte 128 r, 16-byte piece p at piece p ^ (r % 8)).
+ * the tiles across the causal diagonal or the keys' end masked) with both products as wgmma, Q, K
+ * and V read from 128-byte-swizzled shared tiles, the layout the expert GEMM's MMAs read (row r of a
+ * 64-wide chunk at byte 128 r, 16-byte piece p at piece p ^ (r % 8)).
  *
  * A workgroup is one or two warpgroups (LINGC_FLASH_WGMMA_WARPGROUPS), each 64 queries of one head
- * (BM = 64 or 128: two share each block's K and V tiles). The Q tile is copied
- * once (HD / 64 chunks); per block of BN = 64 keys, whose K and V rows were copied (async, as they
- * lie: keys x head dims) while the block before was multiplied, and the next block's copies start:
- *   - K is the B operand of S = Q K^T, K-major; V that of O += P V, MN-major (no transpose);
- *   - S: HD / 16 MMAs m64n64k16; the softmax on the accumulators (a row's 64 scores over the 4
- *     lanes of a quad, as mma's m16n8 layout), then P, rounded to bf16 in pairs of keys, stored to
- *     its swizzled tile (the A operand of the second product);
- *   - O += P V: 4 MMAs m64nHDk16 into the output accumulators, rescaled by the softmax's
- *     correction before.
- * Not the default: chosen by --prefer attention:flash_wgmma, checked against the interpreter by the
- * kir simulator (tests/cuda/simulate.test.ts) and on the H200 (bench/cuda/device.sh flashwgmma).
+ * (BM = 64 or 128: two share each block's K and V tiles). The Q tile is copied once (HD / 64
+ * chunks); per block of BN = 64 keys, whose K and V rows were copied (async, as they lie: keys x
+ * head dims) while the block before was multiplied, past the block's one workgroup barrier the next
+ * block's copies start, then:
+ *   - S = Q K^T: HD / 16 MMAs m64n64k16, K the K-major B operand; the softmax on the accumulators
+ *     (a row's 64 scores over the 4 lanes of a quad, as mma's m16n8 layout);
+ *   - O += P V: 4 MMAs m64nHDk16 into the output accumulators (rescaled by the softmax's correction
+ *     before), P from registers (each k16 slice: two 8-column blocks of the scores as bf16 pairs, mma
+ *     m16n8k16's A fragment), V the MN-major B operand (no transpose).
+ * The default prefill attention where the profile has warpgroup MMAs (measured faster than
+ * flash_tile on the H200: bench/results/flash-wgmma-2026-12-02-h200.md); checked against the
+ * interpreter by the kir simulator (tests/cuda/simulate.test.ts) and on the H200 (device.sh
+ * flashwgmma, and selftest against the plain attention).
  */
 import { LingcError } from "../../../ir/errors";
 import type { Op } from "../../../ir/module";

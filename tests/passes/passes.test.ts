@@ -1,6 +1,7 @@
 /** Pass tests as text before and after (MLIR/TVM style), plus meaning preservation on the golden model. */
 import { describe, expect, it } from "vitest";
 import { interpret } from "../../ir/interpret";
+import { Tensor } from "../../ir/tensor";
 import { parseModule } from "../../ir/parse";
 import { printModule } from "../../ir/print";
 import { verifyModule } from "../../ir/verify";
@@ -154,5 +155,37 @@ describe("pass manager", () => {
 
   it("cse and dce preserve the golden model's numbers exactly", () => {
     exactAfter("cse,dce");
+  });
+});
+
+describe("castlinear", () => {
+  it("computes what the linear of the f32 casts computed, bit for bit, in the interpreter (Ling's router gate shape, through the token reshape)", () => {
+    const src = `
+module @m {
+  func @m(%h: bf16[2, 3, 256]) weights(@gate.weight: bf16[16, 256]) -> (logits: f32[6, 16]) {
+    %x = cast(%h) {to = f32} : f32[2, 3, 256]
+    %t = reshape(%x) {shape = [6, 256]} : f32[6, 256]
+    %w = cast(@gate.weight) {to = f32} : f32[16, 256]
+    %logits = linear(%t, %w) : f32[6, 16]
+    return %logits
+  }
+}
+`;
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
+    const h = Tensor.from("bf16", [2, 3, 256], Array.from({ length: 1536 }, rnd));
+    const wv = Tensor.from("bf16", [16, 256], Array.from({ length: 4096 }, () => rnd() * 0.1));
+    const weights = { get: () => wv };
+    const run = (m: ReturnType<typeof parseModule>) => interpret(m, { h }, weights)["logits"]!;
+    const before = parseModule(src, "castlinear.lir");
+    const want = run(before);
+    const after = parseModule(src, "castlinear.lir");
+    runPasses(after, parsePipeline("castlinear,dce"), { verifyEach: true });
+    expect(printModule(after)).toContain("linear(%0, @gate.weight) {out = f32} : f32[6, 16]");
+    expect(printModule(after)).not.toContain("cast(");
+    const got = run(after);
+    expect(got.dtype).toBe("f32");
+    expect(Array.from(got.data)).toEqual(Array.from(want.data));
+    expect(Math.max(...Array.from(want.data, Math.abs))).toBeGreaterThan(0.1);
   });
 });

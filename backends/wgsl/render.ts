@@ -134,7 +134,7 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
       case "copyWait":
         break;
       case "store16":
-        throw new Error(`kir: WGSL has no 16-byte stores of bf16 pairs (${s.buf}): a CUDA-only tile program's epilogue`);
+        throw new Error(`kir: WGSL has no 16-byte stores of bf16 pairs (${s.buf}): only CUDA templates use them (the wgmma expert GEMM, moe_combine)`);
       case "load16":
         // No 16-byte loads into registers in WGSL: four words.
         // (An f32 buffer's words as their bits: load16 gives words, K.bitsF32 the values.)

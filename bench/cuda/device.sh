@@ -696,13 +696,16 @@ fp8bench)
   done
   ;;
 flashwgmma)
-  # Prefill attention on warpgroup MMAs (flash_wgmma, by preference: backends/kernels/gen/flash-attention-wgmma.ts)
+  # Prefill attention on warpgroup MMAs (flash_wgmma, the sm_90a default: backends/kernels/gen/flash-attention-wgmma.ts)
   # with one and two warpgroups a workgroup (LINGC_FLASH_WGMMA_WARPGROUPS) against the interpreter on
-  # attention_check.py's four shapes, each sanitized, then Ling-mini prefill with each and with the
-  # default flash_tile alternately, two rounds, and the attention's per-kernel time.
+  # attention_check.py's four shapes, each sanitized, then Ling-mini prefill with each and with
+  # flash_tile alternately, two rounds, and the attention's per-kernel time (mini: the default, one
+  # warpgroup; mini-fw2: two; mini-ft: flash_tile by preference).
   FW="--prefer attention:flash_wgmma"
-  ( $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j5 >/dev/null ) &
-  for w in 1 2; do ( LINGC_FLASH_WGMMA_WARPGROUPS=$w $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda $FW --out /tmp/mini-fw$w >/dev/null && cd /tmp/mini-fw$w && make -j5 >/dev/null ) & done
+  M=bench/cuda/ling-mini-2.0-no-mtp
+  ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j5 >/dev/null ) &
+  ( LINGC_FLASH_WGMMA_WARPGROUPS=2 $L compile $M --target cuda --out /tmp/mini-fw2 >/dev/null && cd /tmp/mini-fw2 && make -j5 >/dev/null ) &
+  ( $L compile $M --target cuda --prefer attention:flash_tile --out /tmp/mini-ft >/dev/null && cd /tmp/mini-ft && make -j5 >/dev/null ) &
   mkdir -p /tmp/ac && python3 bench/cuda/attention_check.py make /tmp/ac || exit 1
   R="/tmp/ac/a.lir --input /tmp/ac/x.safetensors"
   $L run $R --backend interp --out /tmp/ac/interp.safetensors >/dev/null || exit 1
@@ -715,9 +718,9 @@ flashwgmma)
   done
   wait
   for round in 1 2; do
-    for m in mini mini-fw1 mini-fw2; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
+    for m in mini mini-fw2 mini-ft; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
   done
-  for m in mini mini-fw1 mini-fw2; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -m2 "attention"; done
+  for m in mini mini-fw2 mini-ft; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -m2 "attention"; done
   ;;
 flashtile)
   # Prefill attention's tile program (flash_tile, the default: backends/kernels/gen/flash-attention.ts) and

@@ -30,9 +30,10 @@ function widened(v: Value, uses: Uses, reshape: boolean): { src: Value; reshape?
 }
 
 function castLinearFunc(m: Module, f: Func): void {
+  // (Found once: a rewrite adds and removes only linears and reshapes no later match looks up.)
+  const uses = new Uses(f);
   for (const op of [...f.body]) {
     if (op.opName !== "linear" || op.attrs["out"] !== undefined || op.results[0]!.type.dtype !== "f32") continue;
-    const uses = new Uses(f);
     const x = widened(op.operands[0]!, uses, true);
     const w = widened(op.operands[1]!, uses, false);
     if (!x || !w || x.src.type.dtype !== w.src.type.dtype) continue;

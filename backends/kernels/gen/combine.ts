@@ -13,13 +13,13 @@ import { getOp } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import { opFormula } from "./algebra";
+import { sameShape } from "./pointwise";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 
 export const COMBINE_THREADS = 64;
 /** Elements a thread: 16 bytes of bf16. */
 const V = 8;
 
-const sameShape = (a: Value, b: Value) => a.type.rank === b.type.rank && a.type.shape.every((d, i) => d.equals(b.type.shape[i]!));
 
 export function coversCombine(ops: readonly Op[], limits?: GenLimits): boolean {
   if (limits?.warpSize !== 32 || ops[0]?.opName !== "moe_combine" || ops.slice(1).some((o) => o.opName === "moe_combine")) return false;
@@ -34,7 +34,7 @@ export function coversCombine(ops: readonly Op[], limits?: GenLimits): boolean {
     const r = o.results[0]!;
     if (o.results.length !== 1 || r.type.dtype !== "bf16" || !r.type.numel().equals(numel)) return false;
     if (o === comb || o.opName === "reshape") return true;
-    return getOp(o.opName)?.scalar !== undefined && o.operands.every((x) => (inside.has(x) ? true : x.type.dtype === "bf16" && !x.type.quant && sameShape(x, r)));
+    return getOp(o.opName)?.scalar !== undefined && o.operands.every((x) => (inside.has(x) ? true : x.type.dtype === "bf16" && !x.type.quant && sameShape(x.type.shape, r.type.shape)));
   });
 }
 

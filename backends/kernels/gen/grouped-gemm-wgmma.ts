@@ -22,7 +22,6 @@
  * racecheck, and timed against the mma.sync tiles by `bash bench/cuda/device.sh tiles`
  * (bench/results/tiles-2026-12-01-wgmma-h200.md).
  */
-import type { DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
 import { attrsOf, OPS } from "../../../ir/ops";
@@ -158,7 +157,8 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   // Thread (warp wq of its warpgroup, g = lane / 4, t = lane % 4) holds rows 16 wq + g (+8) of its
   // warpgroup's 64, columns 8j + 2t (+1) of each 8-column block j (SwiGLU: block j of the gate
   // half pairs with block j + BN / 16 of the up half).
-  const rowOf = (tl: TileAt, hh: number) => add(tl.row0, add(mul(wgi, i(64)), add(mul(wq, i(16)), add(gr, i(hh * 8)))));
+  const tileRow = (hh: number) => add(mul(wgi, i(64)), add(mul(wq, i(16)), add(gr, i(hh * 8))));
+  const rowOf = (tl: TileAt, hh: number) => add(tl.row0, tileRow(hh));
   const blocks = swiglu ? BN / 16 : BN / 8;
   /** The output column of block j (of either half), pair c. */
   const colOf = (tl: TileAt, j: number, c: number) => add(mul(tl.ct, i(colsPer)), add(i((j % blocks) * 8 + c), mul(tq, i(2))));
@@ -190,22 +190,21 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     for (let ks = 0; ks < BK / mmaK; ks++) kb.wgmma(shape, part, S, add(add(aBase(st), mul(wgi, i(64 * ROW_WORDS))), i(ks * 8)), add(bBase(st), i(ks * 8)));
     kb.wgmmaCommit();
   };
+  /** The step's result from accumulator `at` (SwiGLU: with its up half's): the epilogue on the rounded products. */
+  const resultAt = (at: number) => {
+    const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(kb.load(acc, i(at), "f32"), gate.results[0]!.type.dtype)]]);
+    if (up) vals.set(up.results[0]!, g.fit(kb.load(acc, i(at + 4 * blocks), "f32"), up.results[0]!.type.dtype));
+    return applyEpilogue(g, epilogue, vals, out);
+  };
   // Epilogue: acc by the layout above.
   const epilogueOut = (tl: TileAt) => {
-    const gateDt = gate.results[0]!.type.dtype;
-    const upDt = up?.results[0]!.type.dtype;
     for (let hh = 0; hh < 2; hh++) {
       const row = kb.let("orow", rowOf(tl, hh));
       kb.if(lt(row, tl.rowEnd), () => {
         for (let j = 0; j < blocks; j++)
           for (let c = 0; c < 2; c++) {
             const col = kb.let("ocol", colOf(tl, j, c));
-            kb.if(lt(col, i(O)), () => {
-              const at = 4 * j + 2 * hh + c;
-              const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(kb.load(acc, i(at), "f32"), gateDt)]]);
-              if (up) vals.set(up.results[0]!, g.fit(kb.load(acc, i(at + 4 * blocks), "f32"), upDt as DType));
-              kb.store(ob, add(mul(row, i(O)), col), applyEpilogue(g, epilogue, vals, out));
-            });
+            kb.if(lt(col, i(O)), () => kb.store(ob, add(mul(row, i(O)), col), resultAt(4 * j + 2 * hh + c)));
           }
       });
     }
@@ -223,16 +222,8 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const epilogueStaged = (tl: TileAt) => {
     kb.barrier();
     for (let hh = 0; hh < 2; hh++) {
-      const r = kb.let("srow", add(mul(wgi, i(64)), add(mul(wq, i(16)), add(gr, i(hh * 8)))));
-      for (let j = 0; j < blocks; j++) {
-        const v = [0, 1].map((c) => {
-          const at = 4 * j + 2 * hh + c;
-          const vals = new Map<Value, Expr>([[gate.results[0]!, g.fit(kb.load(acc, i(at), "f32"), gate.results[0]!.type.dtype)]]);
-          if (up) vals.set(up.results[0]!, g.fit(kb.load(acc, i(at + 4 * blocks), "f32"), up.results[0]!.type.dtype));
-          return applyEpilogue(g, epilogue, vals, out);
-        });
-        kb.store(S, add(mul(r, i(RS)), add(i(4 * j), tq)), K.pack(v[0]!, v[1]!));
-      }
+      const r = kb.let("srow", tileRow(hh));
+      for (let j = 0; j < blocks; j++) kb.store(S, add(mul(r, i(RS)), add(i(4 * j), tq)), K.pack(resultAt(4 * j + 2 * hh), resultAt(4 * j + 2 * hh + 1)));
     }
     kb.barrier();
     const cpr = colsPer / 8;

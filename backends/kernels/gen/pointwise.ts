@@ -44,7 +44,7 @@ export function flatten(coords: Expr[], dims: Expr[]): Expr {
   return acc;
 }
 
-function sameShape(a: readonly Dim[], b: readonly Dim[]): boolean {
+export function sameShape(a: readonly Dim[], b: readonly Dim[]): boolean {
   return a.length === b.length && a.every((d, i) => d.equals(b[i]!));
 }
 

@@ -200,11 +200,19 @@ describe("CUDA tile programs in the kir simulator", () => {
   });
 
   it.each([
-    // Heads of 64 (two elements a lane) with a rotary half of 16: 2 x 3 tokens x 8 heads = 48 heads, 12 blocks.
-    [2, 3, 64, 16, 4, 2],
-    // Heads of 80 (not a multiple of 32) with a rotary half of 10, 3 query and 1 KV heads: 2 x 3 x 5 = 30 heads, the last block half idle.
-    [2, 3, 80, 10, 3, 1],
-  ])("qk_norm_rope, four heads a block and a warp each (CUDA's form), B %i, S %i, head dim %i, rotary half %i, %i query / %i KV heads: equal to the interpreter", (B, S, D, H, NQ, NKV) => {
+    // The register form (8 elements a lane): heads of 64 with a rotary half of 16; the value heads
+    // start at head 6, so two heads a warp (16 lanes each, 8 of them holding nothing), 8 a block.
+    [2, 3, 64, 16, 4, 2, 8],
+    // Ling-mini's heads (128, rotary half 32, 16 query / 4 KV heads): two heads a warp, all lanes holding.
+    [1, 5, 128, 32, 16, 4, 8],
+    // The whole head rotated (half 64), 3 query / 1 KV heads: a head a warp, 16 lanes holding.
+    [2, 3, 128, 64, 3, 1, 4],
+    // Heads of 32 (4 lanes' worth), 2 query / 1 KV heads: a head a warp.
+    [1, 4, 32, 8, 2, 1, 4],
+    // The workgroup-memory form (a warp a head, four a block): heads of 80 (not whole 8-element
+    // pieces) with a rotary half of 10, 3 query and 1 KV heads: 2 x 3 x 5 = 30 heads, the last block half idle.
+    [2, 3, 80, 10, 3, 1, 4],
+  ])("qk_norm_rope on CUDA (B %i, S %i, head dim %i, rotary half %i, %i query / %i KV heads; %i heads a block of 128 threads): equal to the interpreter", (B, S, D, H, NQ, NKV, per) => {
     const NH = NQ + 2 * NKV;
     const text = `module @m {
   func @m(%qkv: bf16[${B}, ${S}, ${NH * D}], %cos: bf16[${S}, ${H}], %sin: bf16[${S}, ${H}])
@@ -230,7 +238,7 @@ describe("CUDA tile programs in the kir simulator", () => {
     const inputs = { qkv: t([B, S, NH * D]), cos: Tensor.from("bf16", [S, H], angles.map(Math.cos)), sin: Tensor.from("bf16", [S, H], angles.map(Math.sin)) };
     const weights = { "q_norm.weight": t([D]), "k_norm.weight": t([D]) };
     const outs = runGenerated(text, inputs, weights);
-    expect(kernels.map((k) => [k.kernel.wg, k.grid.per])).toEqual([[128, 4]]); // one kernel, four heads a block
+    expect(kernels.map((k) => [k.kernel.wg, k.grid.per, k.template])).toEqual([[128, per, H % 8 === 0 ? "qk_norm_rope_registers" : "qk_norm_rope"]]); // one kernel
     expect(Object.keys(outs).sort()).toEqual(["k", "q", "v"]);
     // The same roundings in the same order as the interpreter; the norm's sum of squares in another
     // order (shuffles): within a bf16 step of the largest value.

@@ -23,6 +23,7 @@ import { normKernel, normWorkgroup } from "./norm";
 import { linearSimtKernel, linearSimtPlan } from "./linear-simt";
 import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointwiseGemv } from "./pointwise";
 import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
+import { QKV_REGISTER_THREADS, qkvRegistersFits, qkvRegistersKernel } from "./qkv-registers";
 import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attention";
 import { flashWgmmaKernel, flashWgmmaThreads } from "./flash-attention-wgmma";
 import { COMBINE_THREADS, combineKernel, coversCombine } from "./combine";
@@ -60,6 +61,18 @@ const coversAttention = (ops: readonly Op[]) => count(ops, "attention") === 1 &&
 /** Threads of attention's blocked form: a power of two, 256 where the target allows. */
 const blockedThreads = (limits: GenLimits) => 2 ** Math.floor(Math.log2(Math.min(256, limits.maxThreads)));
 
+/** A reshape to heads, its head-axis slices, each transposed to [B, heads, S, d], then RMSNorm / RoPE. */
+function coversQkNormRope(ops: readonly Op[]): boolean {
+  return (
+    count(ops, "reshape") === 1 &&
+    count(ops, "slice") >= 1 &&
+    only(ops, ["reshape", "slice", "transpose", "rms_norm", "rope", "cache_append"]) &&
+    ops.filter((o) => o.opName === "slice").every((s) => attrsOf(OPS.slice, s).axis === 2 && s.operands[0]!.def?.opName === "reshape") &&
+    // A cache append takes a chain's rows along the sequence axis of [B, heads, S, d].
+    ops.filter((o) => o.opName === "cache_append").every((a) => ops.includes(a.operands[1]!.def!) && a.results[0]!.type.rank === 4 && normAxis(attrsOf(OPS.cache_append, a).axis, 4) === 2)
+  );
+}
+
 /** The templates, most specific first. */
 const TEMPLATES: readonly Template[] = [
   {
@@ -78,15 +91,16 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops) => routerWarpKernel(gen(ROUTER_WARP_THREADS), ops),
   },
   {
+    // The same group on CUDA with each head in registers, 8 elements a lane (16-byte accesses,
+    // shuffles for the norm's sum and RoPE's partners; most specific: listed first).
+    name: "qk_norm_rope_registers",
+    covers: (ops, limits) => coversQkNormRope(ops) && limits !== undefined && qkvRegistersFits(ops, limits),
+    generate: (gen, ops) => qkvRegistersKernel(gen(QKV_REGISTER_THREADS), ops),
+  },
+  {
     // A reshape to heads, its head-axis slices, each transposed to [B, heads, S, d], then RMSNorm / RoPE.
     name: "qk_norm_rope",
-    covers: (ops) =>
-      count(ops, "reshape") === 1 &&
-      count(ops, "slice") >= 1 &&
-      only(ops, ["reshape", "slice", "transpose", "rms_norm", "rope", "cache_append"]) &&
-      ops.filter((o) => o.opName === "slice").every((s) => attrsOf(OPS.slice, s).axis === 2 && s.operands[0]!.def?.opName === "reshape") &&
-      // A cache append takes a chain's rows along the sequence axis of [B, heads, S, d].
-      ops.filter((o) => o.opName === "cache_append").every((a) => ops.includes(a.operands[1]!.def!) && a.results[0]!.type.rank === 4 && normAxis(attrsOf(OPS.cache_append, a).axis, 4) === 2),
+    covers: (ops) => coversQkNormRope(ops),
     generate(gen, ops, limits) {
       const heads = ops.find((o) => o.opName === "reshape")!.results[0]!;
       // Where the target has warps: a warp per head (a thread's fixed work, its head's indices, the

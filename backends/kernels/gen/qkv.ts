@@ -21,33 +21,24 @@ import type { Gen, GeneratedKernel } from "./context";
 /** Heads (a warp each) a qk_norm_rope workgroup takes on a target with warps. */
 export const QKV_WARP_HEADS = 4;
 
-interface Chain {
+export interface QkvChain {
   start: number;
   end: number;
   ops: Op[]; // after the transpose: rms_norm / rope, in order
   out: Value;
 }
 
-/**
- * warpHeads > 0 (a target with warps): a warp per head and that many heads a workgroup, each warp on
- * its own part of workgroup memory, ordered by warp barriers and summed by shuffles. With a
- * workgroup per head (a warp or more), the H200 ran 196,608 small blocks at 1x8192 and was bound by
- * how many heads it had in flight, not by their instructions.
- */
-export function qkvKernel(g: Gen, ops: Op[], warpHeads = 0): GeneratedKernel {
+/** The group's head reshape, its chains (one a head-axis slice) and the cache appends by chain output. */
+export function qkvChains(ops: readonly Op[]): { reshape: Op; chains: QkvChain[]; appendOf: Map<Value, Op> } {
   const reshape = ops.find((o) => o.opName === "reshape");
   if (!reshape) throw new LingcError("qk_norm_rope kernel without its reshape");
-  const heads = reshape.results[0]!;
-  const [Bd, Sd, NHd, Dd] = heads.type.shape;
-  const NH = NHd!.value!;
-  const d = Dd!.value!;
   const byInput = new Map<Value, Op>();
   const appendOf = new Map<Value, Op>();
   for (const o of ops) {
     if (o.opName === "cache_append") appendOf.set(o.operands[1]!, o);
     else if (o !== reshape) byInput.set(o.operands[0]!, o);
   }
-  const chains: Chain[] = ops
+  const chains: QkvChain[] = ops
     .filter((o) => o.opName === "slice")
     .map((sl) => {
       const a = attrsOf(OPS.slice, sl);
@@ -62,6 +53,21 @@ export function qkvKernel(g: Gen, ops: Op[], warpHeads = 0): GeneratedKernel {
       }
       return { start: a.start, end: a.end, ops: rest, out: last };
     });
+  return { reshape, chains, appendOf };
+}
+
+/**
+ * warpHeads > 0 (a target with warps): a warp per head and that many heads a workgroup, each warp on
+ * its own part of workgroup memory, ordered by warp barriers and summed by shuffles. With a
+ * workgroup per head (a warp or more), the H200 ran 196,608 small blocks at 1x8192 and was bound by
+ * how many heads it had in flight, not by their instructions.
+ */
+export function qkvKernel(g: Gen, ops: Op[], warpHeads = 0): GeneratedKernel {
+  const { reshape, chains, appendOf } = qkvChains(ops);
+  const heads = reshape.results[0]!;
+  const [Bd, Sd, NHd, Dd] = heads.type.shape;
+  const NH = NHd!.value!;
+  const d = Dd!.value!;
   const src = reshape.operands[0]!;
   const dt = heads.type.dtype;
   const kb = g.kb;
@@ -92,7 +98,7 @@ export function qkvKernel(g: Gen, ops: Op[], warpHeads = 0): GeneratedKernel {
     const y = chains.some((ch) => ch.ops.some((o) => o.opName === "rope")) ? kb.shared("yh", "f32", H * d) : "";
     each(d, (c) => kb.store(x, at(c), kb.load(g.buf(src), K.add(K.mul(item, K.i(d)), c))));
     sync();
-    const run = (ch: Chain) => {
+    const run = (ch: QkvChain) => {
       // The head's current values: in x, or in y after a rotation (which reads other threads'
       // elements of one buffer and writes the other). A thread reads and writes only its own
       // elements otherwise, so no barrier follows the chain's last op.

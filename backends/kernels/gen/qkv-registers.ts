@@ -1,0 +1,131 @@
+/**
+ * qk_norm_rope with a head in registers (CUDA, bf16): each lane of a head's lane group holds 8 of its
+ * elements, read as one 16-byte load and written as one 16-byte store; the norm's sum is the group's
+ * shuffles and RoPE's partner elements come from the partner lane by a shuffle, so a head takes one
+ * global round trip and no workgroup memory or barriers. The workgroup-memory form (qkv.ts) ran
+ * 1.6 ms a forward at 1x8192 on the H200 (Ling-mini), about three times its bytes at the copy rate:
+ * each warp's scalar loads, its barriers and its cos/sin loads after them made a chain of round trips
+ * a head, and too few heads were in flight to hide them.
+ *
+ * The arithmetic is qkv.ts's, value by value (rounded to the dtype where it rounds), except the
+ * norm's sum of squares, which adds in another order. Covers bf16 heads whose dimension is a
+ * multiple of 8 of at most 256 elements, and whose rotations (if any) turn halves that are whole
+ * 8-element pieces; qkvRegistersFits says so.
+ */
+import { attrsOf, OPS } from "../../../ir/ops";
+import type { Op, Value } from "../../../ir/module";
+import { product } from "../../../ir/dim";
+import * as K from "../kir";
+import type { Expr } from "../kir";
+import type { Gen, GeneratedKernel, GenLimits } from "./context";
+import { qkvChains } from "./qkv";
+
+/** Elements a lane: 16 bytes of bf16. */
+const V = 8;
+/** Threads a workgroup (4 warps). */
+export const QKV_REGISTER_THREADS = 128;
+
+/** Lanes a head takes (a power of two covering d / 8) and heads a warp, or undefined where the form does not apply. */
+function shape(ops: readonly Op[], limits: GenLimits): { lanes: number; perWarp: number } | undefined {
+  if (limits.warpSize !== 32) return undefined;
+  const { reshape, chains } = qkvChains(ops);
+  const heads = reshape.results[0]!;
+  const [, , NHd, Dd] = heads.type.shape;
+  const d = Dd?.value;
+  const NH = NHd?.value;
+  if (d === undefined || NH === undefined || d % V !== 0 || d / V > 32) return undefined;
+  if (heads.type.dtype !== "bf16" || heads.type.quant || reshape.operands[0]!.type.dtype !== "bf16") return undefined;
+  for (const ch of chains) {
+    if (ch.out.type.dtype !== "bf16") return undefined;
+    for (const op of ch.ops) if (op.opName === "rope" && (op.operands[1]!.type.shape[1]!.value! % V !== 0 || 2 * op.operands[1]!.type.shape[1]!.value! > d)) return undefined;
+  }
+  const lanes = 2 ** Math.ceil(Math.log2(d / V));
+  // Heads a warp: as many as fit, fewer until every chain's slice (and the head count) is whole
+  // warps, so a warp's lanes take one branch and its shuffles run in all of them.
+  let perWarp = 32 / lanes;
+  while (perWarp > 1 && (NH % perWarp !== 0 || chains.some((ch) => ch.start % perWarp !== 0 || ch.end % perWarp !== 0))) perWarp /= 2;
+  return { lanes: 32 / perWarp, perWarp };
+}
+
+export const qkvRegistersFits = (ops: readonly Op[], limits: GenLimits): boolean => shape(ops, limits) !== undefined;
+
+export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
+  const { lanes: L, perWarp } = shape(ops, g.limits)!;
+  const { reshape, chains, appendOf } = qkvChains(ops);
+  const heads = reshape.results[0]!;
+  const [Bd, Sd, NHd, Dd] = heads.type.shape;
+  const NH = NHd!.value!;
+  const d = Dd!.value!;
+  const dt = heads.type.dtype;
+  const src = reshape.operands[0]!;
+  const kb = g.kb;
+  const { i, add, mul, div, mod, lt, ge, and, sel } = K;
+  const S = g.size(Sd!);
+  const perGroup = (kb.kernel.wg / 32) * perWarp;
+  const lane = kb.let("lane", mod(kb.lid, i(32)));
+  const q = kb.let("q", mod(lane, i(L))); // this lane's place in its head's group
+  const item = kb.let("item", add(mul(kb.wg, i(perGroup)), div(kb.lid, i(L))));
+  const c0 = kb.let("c0", mul(q, i(V))); // its first element
+  const holds = kb.let("holds", lt(c0, i(d))); // lanes past d / 8 (a group wider than the head) hold nothing
+  kb.if(lt(item, mul(g.size(product([Bd!, Sd!])), i(NH))), () => {
+    const tok = kb.let("tok", div(item, i(NH)));
+    const j = kb.let("j", mod(item, i(NH)));
+    const b = kb.let("b", div(tok, S));
+    const s = kb.let("s", mod(tok, S));
+    const at = kb.let("at", K.min(c0, i(d - V))); // in range in every lane
+    const words = kb.load16("x", g.buf(src), div(add(mul(item, i(d)), at), i(2)));
+    const x = Array.from({ length: V }, (_, e) => kb.let("x", sel(holds, K.half(words[e >> 1]!, (e & 1) === 1), K.f(0))));
+    const run = (ch: (typeof chains)[number]) => {
+      let v = x;
+      for (const op of ch.ops) {
+        if (op.opName === "rms_norm") {
+          const w = op.operands[1]!;
+          const eps = attrsOf(OPS.rms_norm, op).eps;
+          let ss: Expr = K.f(0);
+          for (const e of v) ss = add(ss, mul(e, e));
+          const own = kb.let("ss", ss);
+          const inv = kb.let("inv", K.rsqrt(add(div(kb.warpSum(own, L), K.f(d)), K.f(eps))));
+          v = v.map((e, n) => kb.let("n", g.fit(mul(kb.load(g.buf(w), add(at, i(n))), g.fit(mul(e, inv), dt)), dt)));
+        } else {
+          const [cosT, sinT] = [op.operands[1]!, op.operands[2]!];
+          const half = cosT.type.shape[1]!.value!;
+          const r = (e: Expr) => g.fit(e, dt);
+          // A lane's 8 elements are all below half, all in [half, 2 half) or all past the rotation;
+          // element c's partner c +- half is the same element of the lane half / 8 away.
+          const lo = kb.let("lo", lt(c0, i(half)));
+          const rotated = kb.let("rot", lt(c0, i(2 * half)));
+          const partner = kb.let("pl", add(lane, sel(lo, i(half / V), sel(rotated, i(-half / V), i(0)))));
+          const pv = v.map((e) => kb.let("pv", K.shflIdx(e, partner)));
+          const p0 = kb.let("p0", K.min(sel(lo, c0, K.sub(c0, i(half))), i(half - V))); // the pairs' first index, in range
+          v = v.map((e, n) => {
+            const cs = kb.let("cs", kb.load(g.buf(cosT), add(mul(s, i(half)), add(p0, i(n)))));
+            const sn = kb.let("sn", kb.load(g.buf(sinT), add(mul(s, i(half)), add(p0, i(n)))));
+            // below half: x[c] cos - x[c + half] sin; above: x[c] cos + x[c - half] sin (qkv.ts)
+            const first = r(add(r(mul(e, cs)), r(K.neg(mul(pv[n]!, sn)))));
+            const second = r(add(r(mul(e, cs)), r(mul(pv[n]!, sn))));
+            return kb.let("r", sel(rotated, sel(lo, first, second), e));
+          });
+        }
+      }
+      const packed = [0, 1, 2, 3].map((p) => kb.let("w", K.pack(v[2 * p]!, v[2 * p + 1]!)));
+      const n = ch.end - ch.start;
+      // Row (b, head, s) of a [B, n, rows, d] buffer at `past` rows into its sequence axis.
+      const write = (out: Value, rows: Expr, past: Expr) => {
+        const base = kb.let("obase", mul(add(mul(add(mul(b, i(n)), K.sub(j, i(ch.start))), rows), add(past, s)), i(d)));
+        kb.if(holds, () => kb.store16(g.buf(out), div(add(base, c0), i(2)), packed));
+      };
+      const append = appendOf.get(ch.out);
+      if (append) {
+        const grown = append.results[0]!;
+        write(grown, g.storageRows(grown, 2), g.size(append.operands[0]!.type.shape[2]!));
+      }
+      if (!append || g.isOutput(ch.out)) write(ch.out, S, i(0));
+    };
+    const branch = (k: number): void => {
+      const ch = chains[k]!;
+      kb.if(and(ge(j, i(ch.start)), lt(j, i(ch.end))), () => run(ch), k + 1 < chains.length ? () => branch(k + 1) : undefined);
+    };
+    branch(0);
+  });
+  return g.finish({ dim: g.entryDim(product([Bd!, Sd!, NHd!])), per: perGroup });
+}

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -552,6 +552,23 @@ prefillab)
     for m in "${BUILDS[@]}"; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
   done
   for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>&1 >/dev/null | head -${LINGC_PROFILE_LINES:-3}; done
+  ;;
+flagsab)
+  # A/B of compile options: Ling-mini built by dist/lingc.mjs as is (mini) and with LINGC_AB_FLAGS
+  # (mini-flags, e.g. "--prefer moe_dispatch:dispatch_scan"); ling-tiny's golden logits and greedy ids
+  # on CUDA with the flags; then the benchmark's four rows of both builds alternately, two rounds, and
+  # the per-kernel profile lines matching LINGC_AB_GREP (default: everything's first 3 lines) at 1x2048 and 1x8192.
+  FL=${LINGC_AB_FLAGS:?LINGC_AB_FLAGS names the compile options}; M=bench/cuda/ling-mini-2.0-no-mtp
+  ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
+  ( $L compile $M --target cuda $FL --out /tmp/mini-flags >/dev/null && cd /tmp/mini-flags && make -j8 >/dev/null ) &
+  echo "== ling-tiny golden with $FL"
+  $L run $G --backend cuda $FL --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
+  GOT=$($L generate $G --backend cuda $FL --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|'); [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL: $GOT"
+  wait
+  for round in 1 2; do
+    for m in mini mini-flags; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 5 | grep -oE '"seq": [0-9]*, "ms": [0-9.]*|"batch": [0-9]*, "cache": 2048, .*"graph_ms_per_step": [0-9.]*'; done
+  done
+  for m in mini mini-flags; do for row in 1x2048 1x8192; do echo "== $m profile $row"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill $row --decode "" --repeats 2 --profile 2>&1 >/dev/null | grep -E "${LINGC_AB_GREP:-.}" | head -${LINGC_PROFILE_LINES:-3}; done; done
   ;;
 wstiles)
   # The warp-specialized wgmma expert GEMM (tile wgmma-ws,bm,bn,stages[,tiles]: a producer warpgroup

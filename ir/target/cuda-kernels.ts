@@ -259,9 +259,9 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
       const op = ops[0]!;
       const E = attrsOf(OPS.moe_dispatch, op).num_experts;
       const pairs = op.operands[0]!.type.numel();
-      // Counts and cursors of every expert in shared memory.
-      const fits = 2 * E * 4 <= profile.sharedMemoryPerBlock;
-      all = fits ? [choice("dispatch_block", [le(pairs, L.dispatchBlockPairs)]), choice("dispatch_scan")] : [choice("dispatch_scan")];
+      // Both keep counts and cursors of every expert in a block's shared memory.
+      if (2 * E * 4 > profile.sharedMemoryPerBlock) throw new LingcError(`moe_dispatch: ${E} experts' counts and cursors (${2 * E * 4} bytes) do not fit a block's shared memory on ${profile.name} (${profile.sharedMemoryPerBlock} bytes)`);
+      all = [choice("dispatch_block", [le(pairs, L.dispatchBlockPairs)]), choice("dispatch_scan")];
       break;
     }
     case "cast":

@@ -1388,10 +1388,10 @@ void Ctx::dispatch_scan(int idx, int order, int offsets, int row_of, long n, lon
   CK(cudaMemsetAsync(ptr(offsets), 0, (E + 1) * sizeof(int), stream));
   int* cursor;
   CK(cudaMallocAsync(&cursor, E * sizeof(int), stream));
-  const long blocks = std::max<long>(1, (n + 255) / 256);
-  dispatch_count<<<grid(blocks), 256, 0, stream>>>((const int*)ptr(idx), n, (int*)ptr(offsets));
-  dispatch_prefix<<<1, 32, 0, stream>>>((int*)ptr(offsets), cursor, (int)E);
-  dispatch_place<<<grid(blocks), 256, 0, stream>>>((const int*)ptr(idx), n, cursor, (int*)ptr(order), (int*)ptr(row_of));
+  const long blocks = std::max<long>(1, (n + DISPATCH_CHUNK - 1) / DISPATCH_CHUNK);
+  CK(launch_pdl(stream, dispatch_count, grid(blocks), DISPATCH_THREADS, E * sizeof(int), (const int*)ptr(idx), n, (int)E, (int*)ptr(offsets)));
+  CK(launch_pdl(stream, dispatch_prefix, 1, (int)std::min<long>(1024, (E + 31) / 32 * 32), 0, (int*)ptr(offsets), cursor, (int)E));
+  CK(launch_pdl(stream, dispatch_place, grid(blocks), DISPATCH_THREADS, 2 * E * sizeof(int), (const int*)ptr(idx), n, (int)E, cursor, (int*)ptr(order), (int*)ptr(row_of)));
   launched("moe_dispatch");
   CK(cudaFreeAsync(cursor, stream));
 }

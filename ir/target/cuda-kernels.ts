@@ -24,7 +24,7 @@ export const CUDA_KERNEL_LIMITS = {
   decodeCounters: 1 << 16,
   decodeRowsPerBlock: 8,
   /** The one-block MoE dispatch: pairs it sorts. */
-  dispatchBlockPairs: 1 << 16,
+  dispatchBlockPairs: 1 << 15,
   /** The vector GEMV reads rows in chunks of this many elements. */
   gemvChunk: 256,
   /** The GEMV is for weights up to this many elements (larger: cuBLASLt reads them better). */

@@ -714,30 +714,30 @@ fp8bench)
   ;;
 flashwgmma)
   # Prefill attention on warpgroup MMAs (flash_wgmma, the sm_90a default: backends/kernels/gen/flash-attention-wgmma.ts)
-  # with one and two warpgroups a workgroup (LINGC_FLASH_WGMMA_WARPGROUPS) against the interpreter on
-  # attention_check.py's four shapes, each sanitized, then Ling-mini prefill with each and with
-  # flash_tile alternately, two rounds, and the attention's per-kernel time (mini: the default, one
-  # warpgroup; mini-fw2: two; mini-ft: flash_tile by preference).
+  # under each of LINGC_FW_ENVS (default: LINGC_FLASH_WGMMA_PIPE=off and =on; e.g. LINGC_FLASH_WGMMA_WARPGROUPS=2)
+  # against the interpreter on attention_check.py's four shapes, each sanitized, then Ling-mini prefill
+  # built under each and with flash_tile (mini-ft, by preference) alternately, two rounds, and the
+  # attention's per-kernel time.
   FW="--prefer attention:flash_wgmma"
   M=bench/cuda/ling-mini-2.0-no-mtp
-  ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j5 >/dev/null ) &
-  ( LINGC_FLASH_WGMMA_WARPGROUPS=2 $L compile $M --target cuda --out /tmp/mini-fw2 >/dev/null && cd /tmp/mini-fw2 && make -j5 >/dev/null ) &
-  ( $L compile $M --target cuda --prefer attention:flash_tile --out /tmp/mini-ft >/dev/null && cd /tmp/mini-ft && make -j5 >/dev/null ) &
+  ENVS=(${LINGC_FW_ENVS:-LINGC_FLASH_WGMMA_PIPE=off LINGC_FLASH_WGMMA_PIPE=on}); BUILDS=()
+  for n in "${!ENVS[@]}"; do BUILDS+=(mini-fw$n); ( env ${ENVS[$n]} $L compile $M --target cuda --out /tmp/mini-fw$n >/dev/null && cd /tmp/mini-fw$n && make -j5 >/dev/null ) & done
+  BUILDS+=(mini-ft); ( $L compile $M --target cuda --prefer attention:flash_tile --out /tmp/mini-ft >/dev/null && cd /tmp/mini-ft && make -j5 >/dev/null ) &
   mkdir -p /tmp/ac && python3 bench/cuda/attention_check.py make /tmp/ac || exit 1
   R="/tmp/ac/a.lir --input /tmp/ac/x.safetensors"
   $L run $R --backend interp --out /tmp/ac/interp.safetensors >/dev/null || exit 1
-  for w in 1 2; do
-    LINGC_FLASH_WGMMA_WARPGROUPS=$w timeout 180 $L run $R --backend cuda $FW --out /tmp/ac/fw$w.safetensors >/dev/null; rc=$?
-    if [ $rc != 0 ]; then echo "flash_wgmma ($w warpgroups) on the attention shapes: exit $rc (124: hung, cut)"; pkill -9 lingc_model; exit 1; fi
-    echo "== flash_wgmma, $w warpgroups, vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/fw$w.safetensors /tmp/ac/interp.safetensors 0.01
+  for n in "${!ENVS[@]}"; do
+    env ${ENVS[$n]} timeout 180 $L run $R --backend cuda $FW --out /tmp/ac/fw$n.safetensors >/dev/null; rc=$?
+    if [ $rc != 0 ]; then echo "flash_wgmma (${ENVS[$n]}) on the attention shapes: exit $rc (124: hung, cut)"; pkill -9 lingc_model; exit 1; fi
+    echo "== flash_wgmma, ${ENVS[$n]} (mini-fw$n), vs interp"; python3 bench/cuda/attention_check.py compare /tmp/ac/fw$n.safetensors /tmp/ac/interp.safetensors 0.01
     EXE=$(ls -td /tmp/lingc-cache/cuda/*/ | head -1)lingc_model
-    sanitized fw$w $EXE run --graph att --input /tmp/ac/x.safetensors --out /tmp/ac/s.safetensors
+    sanitized fw$n $EXE run --graph att --input /tmp/ac/x.safetensors --out /tmp/ac/s.safetensors
   done
   wait
   for round in 1 2; do
-    for m in mini mini-fw2 mini-ft; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
+    for m in "${BUILDS[@]}"; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
   done
-  for m in mini mini-fw2 mini-ft; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -m2 "attention"; done
+  for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -m2 "attention"; done
   ;;
 flashtile)
   # Prefill attention's tile program (flash_tile, the default: backends/kernels/gen/flash-attention.ts) and

@@ -578,6 +578,18 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(full.got, full.want)).toBeLessThan(2 ** -7);
   });
 
+  it("flash attention on warpgroup MMAs, pipelined (LINGC_FLASH_WGMMA_PIPE=on: the next block's scores issued before this block's softmax, blocks two at a time): causal GQA over odd and even block counts, a chunk after a cached prefix transposed, and not causal", () => {
+    const pipe = { ...LIMITS, flashPipelined: true };
+    // 150 queries and keys: tiles of 1, 2 and 3 key blocks (an odd count runs one block of masked keys more).
+    const causal = runFlash([1, 4, 150, 64], [2, 150], true, false, "flash_wgmma", pipe);
+    expect(kernels[0]!.kernel.wg).toBe(128);
+    expect(relError(causal.got, causal.want)).toBeLessThan(2 ** -7);
+    const chunk = runFlash([1, 2, 70, 128], [1, 200], true, true, "flash_wgmma", pipe);
+    expect(relError(chunk.got, chunk.want)).toBeLessThan(2 ** -7);
+    const full = runFlash([2, 2, 40, 128], [2, 330], false, false, "flash_wgmma", pipe);
+    expect(relError(full.got, full.want)).toBeLessThan(2 ** -7);
+  });
+
   it("flash attention on warpgroup MMAs, two warpgroups a workgroup (128 queries sharing each block's K and V): causal GQA with a partial tile, and head dim 128 not causal", () => {
     const two = { ...LIMITS, flashWarpgroups: 2 };
     const causal = runFlash([1, 4, 150, 64], [2, 150], true, false, "flash_wgmma", two);

@@ -103,6 +103,12 @@ export interface GenLimits {
   wgmmaLateWait?: boolean;
   /** CUDA's flash_wgmma: warpgroups a workgroup (1 or 2, each 64 queries sharing the K and V tiles). Default 1. */
   flashWarpgroups?: number;
+  /**
+   * CUDA's flash_wgmma with one warpgroup: the next block's Q K^T issued before this block's softmax,
+   * which runs while the tensor cores compute it and the last block's P V (waited for only before the
+   * rescale); K two blocks ahead (two buffers), V three buffers. Default: off (each product waited at once).
+   */
+  flashPipelined?: boolean;
   /** Consecutive elements of a row a thread of a pointwise kernel computes (CUDA: POINTWISE_RUN; default 1). */
   pointwiseRun?: number;
 }

@@ -33,8 +33,9 @@ const BN = 64;
 /** 32-bit words of a swizzled tile row (128 bytes: 64 bf16). */
 const ROW = 32;
 
-export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number): GeneratedKernel {
+export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number, pipelined = false): GeneratedKernel {
   if (warpgroups !== 1 && warpgroups !== 2) throw new LingcError(`flash attention (wgmma): 1 or 2 warpgroups a workgroup, not ${warpgroups}`);
+  if (pipelined && warpgroups !== 1) throw new LingcError("flash attention (wgmma): the pipelined form takes one warpgroup a workgroup");
   const THREADS = flashWgmmaThreads(warpgroups);
   const BM = 64 * warpgroups;
   const { a, transposed, grid, HD, NH, NKV, S, T, Tr, TrV, BH, qb, kbuf, vbuf, ob } = flashOperands(g, ops, "flash attention (wgmma)", THREADS);
@@ -43,10 +44,11 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number): Generat
   const { i, add, sub, mul, div, mod, lt, gt, or, sel } = K;
 
   // One workgroup array (the MMAs read Q, K and V from it; P stays in registers): Q [CH][BM rows],
-  // K and V twice each (the block being multiplied and the next one in flight) [CH][BN rows], each a
-  // whole number of 1024-byte blocks.
+  // K twice (the block being multiplied and the next one in flight) and V twice (pipelined: three
+  // times, one for the P V in flight past its block) [CH][BN rows], each a whole number of 1024-byte blocks.
+  const VB = pipelined ? 3 : 2;
   const [QW, KW] = [CH * BM * ROW, CH * BN * ROW];
-  const smem = kb.shared(kb.fresh("tiles"), "u32", QW + 4 * KW, 1024);
+  const smem = kb.shared(kb.fresh("tiles"), "u32", QW + (2 + VB) * KW, 1024);
   const [Qs, Ks, Vs] = [0, QW, QW + 2 * KW];
   /** Word of element pair (piece, word in piece) of row r in a chunk starting at word base. */
   const at = (base: Expr, r: Expr, piece: Expr, w: Expr) => add(add(base, mul(r, i(ROW))), add(mul(K.xor(piece, mod(r, i(8))), i(4)), w));
@@ -81,7 +83,7 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number): Generat
         }
     };
     const qRow0 = kb.let("qrow0", mul(bh, S));
-    copyRows(i(Qs), BM, q0, S, qb, (r) => mul(add(qRow0, r), i(HD)));
+    if (!pipelined) copyRows(i(Qs), BM, q0, S, qb, (r) => mul(add(qRow0, r), i(HD)));
 
     const o = kb.array("o", "f32", HD / 2);
     for (let j = 0; j < HD / 2; j++) kb.store(o, i(j), K.f(0));
@@ -91,55 +93,110 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number): Generat
     const lastQuery = kb.let("last_q", sub(K.min(S, add(q0, i(BM))), i(1)));
     const kend = kb.let("kend", a.causal ? K.min(T, add(add(lastQuery, off), i(1))) : T);
     const nblocks = kb.let("nblocks", div(add(kend, i(BN - 1)), i(BN)));
-    /** Block blk's K and V into buffer blk % 2 (all zeros past `limit`: a block past the last). */
-    const copyBlock = (blk: Expr, limit: Expr) => {
-      const j0 = kb.let("cj0", mul(blk, i(BN)));
-      const buf = kb.let("cbuf", mul(mod(blk, i(2)), i(KW)));
-      copyRows(add(i(Ks), buf), BN, j0, limit, kbuf, (r) => add(kBase, mul(r, i(HD))));
-      copyRows(add(i(Vs), buf), BN, j0, limit, vbuf, (r) => add(vBase, mul(r, i(HD))));
-      kb.copyCommit();
-    };
-    copyBlock(i(0), T); // with Q: the first group
-
-    kb.loop("blk", i(0), nblocks, (blk) => {
-      const j0 = kb.let("kj0", mul(blk, i(BN)));
-      const buf = kb.let("buf", mul(mod(blk, i(2)), i(KW)));
-      // One barrier a block: past it, this block's copies (the only group in flight) are every
-      // thread's, and every warp has finished the last block, whose MMAs (waited for) read the other
-      // buffers, which the next block's copies then rewrite (past the last block, zero-filled rows).
-      kb.copyWait(0);
-      kb.fenceAsyncShared();
-      kb.barrier();
-      copyBlock(add(blk, i(1)), sel(lt(add(blk, i(1)), nblocks), T, i(0)));
-
-      // S = Q K^T (the first MMA writes S without reading it: no zeroed registers to fence).
+    const masking = (j0: Expr) => kb.let("masked", or(gt(add(j0, i(BN)), T), a.causal ? gt(add(j0, i(BN - 1)), add(q0, off)) : K.lit(0, "bool")));
+    const lim = rows.map((r) => kb.let("lim", a.causal ? K.min(sub(T, i(1)), add(r, off)) : sub(T, i(1))));
+    const sAt = (j: number, hh: number, e: number) => i(4 * j + 2 * hh + e);
+    /** S = Q K^T of the K tile at word kAt into `acc` (the first MMA writes it without reading it). */
+    const scores = (acc: string, kAt: Expr) => {
       kb.wgmmaFence();
       for (let ks = 0; ks < HD / 16; ks++) {
         const c = Math.floor(ks / 4);
         const slice = (ks % 4) * 8;
-        kb.wgmma({ m: 64, n: BN, k: 16, ab: "bf16" }, sc, smem, add(wgRow, i(Qs + c * BM * ROW + slice)), add(buf, i(Ks + c * BN * ROW + slice)), { zero: ks === 0 });
+        kb.wgmma({ m: 64, n: BN, k: 16, ab: "bf16" }, acc, smem, add(wgRow, i(Qs + c * BM * ROW + slice)), add(kAt, i(c * BN * ROW + slice)), { zero: ks === 0 });
       }
       kb.wgmmaCommit();
-      kb.wgmmaWait(0);
-
-      // The scores' softmax (the mask only in the blocks that need it), then P as the second
-      // product's A from registers: k16 slice ks is 8-column blocks 2 ks and 2 ks + 1 of the
-      // accumulators, as bf16 pairs (rows g and g + 8 of each).
-      const masked = kb.let("masked", or(gt(add(j0, i(BN)), T), a.causal ? gt(add(j0, i(BN - 1)), add(q0, off)) : K.lit(0, "bool")));
-      const lim = rows.map((r) => kb.let("lim", a.causal ? K.min(sub(T, i(1)), add(r, off)) : sub(T, i(1))));
-      const sAt = (j: number, hh: number, e: number) => i(4 * j + 2 * hh + e);
-      const c = onlineSoftmax(kb, { sc, at: sAt, blocks: BN / 8, j0, tq, lim, masked, scale: a.scale, m, l });
+    };
+    /**
+     * The scores' softmax (the mask only in the blocks that need it), the outputs rescaled (their
+     * last P V must be complete: `ready` waits for it), then O += P V issued with P from registers:
+     * k16 slice ks is 8-column blocks 2 ks and 2 ks + 1 of the accumulators as bf16 pairs (rows g
+     * and g + 8 of each); V's rows (keys 16 ks ..) read MN-major, its 64-dim chunks BN rows apart.
+     */
+    const softmaxAndPv = (acc: string, j0: Expr, vAt: Expr, ready: () => void) => {
+      const c = onlineSoftmax(kb, { sc: acc, at: sAt, blocks: BN / 8, j0, tq, lim, masked: masking(j0), scale: a.scale, m, l });
       const p = Array.from({ length: BN / 16 }, (_, ks) =>
-        [0, 1].flatMap((half) => [0, 1].map((hh) => kb.let("p", K.pack(kb.load(sc, sAt(2 * ks + half, hh, 0), "f32"), kb.load(sc, sAt(2 * ks + half, hh, 1), "f32"))))),
+        [0, 1].flatMap((half) => [0, 1].map((hh) => kb.let("p", K.pack(kb.load(acc, sAt(2 * ks + half, hh, 0), "f32"), kb.load(acc, sAt(2 * ks + half, hh, 1), "f32"))))),
       );
+      ready();
       for (let j = 0; j < HD / 8; j++) for (let q4 = 0; q4 < 4; q4++) kb.store(o, i(4 * j + q4), mul(kb.load(o, i(4 * j + q4), "f32"), c[q4 >> 1]!));
-
-      // O += P V, V's rows (keys 16 ks ..) read MN-major: its 64-dim chunks BN rows apart.
       kb.wgmmaFence();
-      for (let ks = 0; ks < BN / 16; ks++) kb.wgmma({ m: 64, n: HD, k: 16, ab: "bf16" }, o, smem, p[ks]!, add(buf, i(Vs + ks * 16 * ROW)), { bMn: BN * ROW });
+      for (let ks = 0; ks < BN / 16; ks++) kb.wgmma({ m: 64, n: HD, k: 16, ab: "bf16" }, o, smem, p[ks]!, add(vAt, i(ks * 16 * ROW)), { bMn: BN * ROW });
       kb.wgmmaCommit();
+    };
+    /** Rows of block blk into the tile at word dst: zeros past `limit` (T, or 0 for a block past the last). */
+    const copyTile = (dst: Expr, blk: Expr, limit: Expr, src: string, base: Expr) => copyRows(dst, BN, kb.let("cj0", mul(blk, i(BN))), limit, src, (r) => add(base, mul(r, i(HD))));
+    const kTile = (blk: Expr) => add(i(Ks), mul(mod(blk, i(2)), i(KW)));
+    const vTile = (blk: Expr) => add(i(Vs), mul(mod(blk, i(VB)), i(KW)));
+    const limitOf = (blk: Expr, n: Expr) => sel(lt(blk, n), T, i(0));
+
+    if (!pipelined) {
+      /** Block blk's K and V into buffer blk % 2 (all zeros past `limit`: a block past the last). */
+      const copyBlock = (blk: Expr, limit: Expr) => {
+        copyTile(kTile(blk), blk, limit, kbuf, kBase);
+        copyTile(vTile(blk), blk, limit, vbuf, vBase);
+        kb.copyCommit();
+      };
+      copyBlock(i(0), T); // with Q: the first group
+      kb.loop("blk", i(0), nblocks, (blk) => {
+        // One barrier a block: past it, this block's copies (the only group in flight) are every
+        // thread's, and every warp has finished the last block, whose MMAs (waited for) read the other
+        // buffers, which the next block's copies then rewrite (past the last block, zero-filled rows).
+        kb.copyWait(0);
+        kb.fenceAsyncShared();
+        kb.barrier();
+        copyBlock(add(blk, i(1)), limitOf(add(blk, i(1)), nblocks));
+        scores(sc, kTile(blk));
+        kb.wgmmaWait(0);
+        softmaxAndPv(sc, mul(blk, i(BN)), vTile(blk), () => {});
+        kb.wgmmaWait(0);
+      });
+    } else {
+      // Block j's softmax runs while the tensor cores compute block j + 1's scores (into the other of
+      // two score arrays: the loop takes blocks two at a time, so each array is registers of its own,
+      // and runs an even count, the extra block all keys masked) and block j - 1's P V, which is
+      // waited for only before the rescale. At the top of block j: S_j complete, K_{j+1} and V_j
+      // landed; in flight: P V_{j-1} and the copies of K_{j+2} and V_{j+1}.
+      const sc2 = kb.array("s", "f32", BN / 2);
+      const nb = kb.let("nb", mul(div(add(nblocks, i(1)), i(2)), i(2)));
+      copyRows(i(Qs), BM, q0, S, qb, (r) => mul(add(qRow0, r), i(HD)));
+      copyTile(kTile(i(0)), i(0), T, kbuf, kBase);
+      copyTile(vTile(i(0)), i(0), T, vbuf, vBase);
+      copyTile(kTile(i(1)), i(1), limitOf(i(1), nblocks), kbuf, kBase);
+      kb.copyCommit();
+      kb.copyWait(0);
+      kb.fenceAsyncShared();
+      kb.barrier();
+      scores(sc, kTile(i(0)));
       kb.wgmmaWait(0);
-    });
+      kb.barrier(); // every warp's S_0 read K_0's buffer, which K_2 takes
+      copyTile(kTile(i(2)), i(2), limitOf(i(2), nblocks), kbuf, kBase);
+      copyTile(vTile(i(1)), i(1), limitOf(i(1), nblocks), vbuf, vBase);
+      kb.copyCommit();
+      const block = (j: Expr, cur: string, next: string) => {
+        const j1 = kb.let("j1", add(j, i(1)));
+        scores(next, kTile(j1)); // S_{j+1} (past the last block: zero keys, never used)
+        // Past the softmax, P V_{j-1} (the outputs' last) and S_{j+1} complete: all of them waited
+        // for. (Waiting only for P V_{j-1}, leaving S_{j+1} in flight, ptxas cannot prove across the
+        // loop's back edge, and serializes every wgmma of the kernel: C7514.)
+        softmaxAndPv(cur, mul(j, i(BN)), vTile(j), () => kb.wgmmaWait(0));
+        // P V_j in flight. K_{j+2} and V_{j+1} landed; every warp is past S_{j+1} (K_{j+1}'s buffer,
+        // which K_{j+3} takes) and P V_{j-1} (V_{j-1}'s, which V_{j+2} takes).
+        kb.copyWait(0);
+        kb.fenceAsyncShared();
+        kb.barrier();
+        const j3 = kb.let("j3", add(j, i(3)));
+        const j2 = kb.let("j2", add(j, i(2)));
+        copyTile(kTile(j3), j3, limitOf(j3, nblocks), kbuf, kBase);
+        copyTile(vTile(j2), j2, limitOf(j2, nblocks), vbuf, vBase);
+        kb.copyCommit();
+      };
+      kb.loop("pair", i(0), div(nb, i(2)), (pair) => {
+        const j = kb.let("j", mul(pair, i(2)));
+        block(j, sc, sc2);
+        block(add(j, i(1)), sc2, sc);
+      });
+      kb.wgmmaWait(0);
+    }
 
     storeRows(kb, { ob, acc: o, at: (d, hh, e) => i(4 * d + 2 * hh + e), rows, l, tq, S, HD, NH, tile, transposed });
   });

@@ -34,7 +34,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     decodeSoftmaxChunk: decodeSoftmax() === "chunk",
     wgmmaLateWait: wgmmaWait() === "late",
     flashWarpgroups: Number(envChoice("LINGC_FLASH_WGMMA_WARPGROUPS", ["1", "2"])),
-    flashPipelined: envChoice("LINGC_FLASH_WGMMA_PIPE", ["off", "on"]) === "on",
+    flashPipelined: envChoice("LINGC_FLASH_WGMMA_PIPE", ["on", "off"]) === "on",
     ...pairLaunches(),
   };
 }

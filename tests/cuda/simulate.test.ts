@@ -564,10 +564,11 @@ describe("CUDA tile programs in the kir simulator", () => {
     for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(1e-5);
   });
 
-  it("flash attention on warpgroup MMAs (flash_wgmma, the sm_90a default): causal GQA, head dim 64, 150 queries (three tiles of 64, the last partial), the keys' last block partial", () => {
+  it("flash attention on warpgroup MMAs (flash_wgmma, the sm_90a default, pipelined: the next block's scores issued before this block's softmax, blocks two at a time): causal GQA, head dim 64, 150 queries (three tiles of 64, the last partial: 1, 2 and 3 key blocks, an odd count runs a block of masked keys more), the keys' last block partial", () => {
     const { got, want } = runFlash([1, 4, 150, 64], [2, 150], true, false, "flash_wgmma");
     expect(kernels[0]!.kernel.wg).toBe(128);
     expect(JSON.stringify(kernels[0]!.kernel.body)).toContain('"k":"wgmma"');
+    expect(JSON.stringify(kernels[0]!.kernel.body)).toMatch(/"pair_\d+"/); // the loop over pairs of blocks
     expect(relError(got, want)).toBeLessThan(2 ** -7);
   });
 
@@ -578,8 +579,8 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(full.got, full.want)).toBeLessThan(2 ** -7);
   });
 
-  it("flash attention on warpgroup MMAs, pipelined (LINGC_FLASH_WGMMA_PIPE=on: the next block's scores issued before this block's softmax, blocks two at a time): causal GQA over odd and even block counts, a chunk after a cached prefix transposed, and not causal", () => {
-    const pipe = { ...LIMITS, flashPipelined: true };
+  it("flash attention on warpgroup MMAs, not pipelined (LINGC_FLASH_WGMMA_PIPE=off: each product waited for at once, blocks one at a time): causal GQA over odd and even block counts, a chunk after a cached prefix transposed, and not causal", () => {
+    const pipe = { ...LIMITS, flashPipelined: false };
     // 150 queries and keys: tiles of 1, 2 and 3 key blocks (an odd count runs one block of masked keys more).
     const causal = runFlash([1, 4, 150, 64], [2, 150], true, false, "flash_wgmma", pipe);
     expect(kernels[0]!.kernel.wg).toBe(128);

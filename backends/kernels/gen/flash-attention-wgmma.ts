@@ -15,8 +15,12 @@
  *   - O += P V: 4 MMAs m64nHDk16 into the output accumulators (rescaled by the softmax's correction
  *     before), P from registers (each k16 slice: two 8-column blocks of the scores as bf16 pairs, mma
  *     m16n8k16's A fragment), V the MN-major B operand (no transpose).
+ * Pipelined (the default with one warpgroup; LINGC_FLASH_WGMMA_PIPE=off: each product waited for at
+ * once), block j + 1's Q K^T is issued before block j's softmax, which runs while the tensor cores
+ * compute it and block j - 1's P V (FA3's overlap within a warpgroup); see the loop's comments.
  * The default prefill attention where the profile has warpgroup MMAs (measured faster than
- * flash_tile on the H200: bench/results/flash-wgmma-2026-12-02-h200.md); checked against the
+ * flash_tile on the H200: bench/results/flash-wgmma-2026-12-02-h200.md, and pipelined faster than
+ * not: bench/results/qkv-dispatch-pipe-2026-12-02-h200.md); checked against the
  * interpreter by the kir simulator (tests/cuda/simulate.test.ts) and on the H200 (device.sh
  * flashwgmma, and selftest against the plain attention).
  */

@@ -146,7 +146,11 @@ const TEMPLATES: readonly Template[] = [
     // The same on Hopper's warpgroup MMAs (only when the dispatch names it: the attention dispatch's first prefill choice where the profile has them).
     name: "flash_wgmma",
     covers: (ops, limits) => coversAttention(ops) && coversFlash(ops, limits?.tensorCores) && limits?.warpgroupMma === true,
-    generate: (gen, ops, limits) => flashWgmmaKernel(gen(flashWgmmaThreads(limits.flashWarpgroups ?? 1)), ops, limits.flashWarpgroups ?? 1, limits.flashPipelined ?? false),
+    generate(gen, ops, limits) {
+      // Pipelined with one warpgroup a workgroup (LINGC_FLASH_WGMMA_PIPE, default on); two (LINGC_FLASH_WGMMA_WARPGROUPS=2) are not.
+      const wgs = limits.flashWarpgroups ?? 1;
+      return flashWgmmaKernel(gen(flashWgmmaThreads(wgs)), ops, wgs, wgs === 1 && (limits.flashPipelined ?? false));
+    },
   },
   {
     // RMSNorm alone, after a residual add, into a linear layer's prologue, or quantized per token;

@@ -459,6 +459,56 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
   });
 
+  it.each([
+    // A row of 256 pieces: a piece a thread of 256.
+    [3, 2048, true],
+    // 25 pieces: 32 threads, 7 of them past the row.
+    [2, 200, false],
+    // 515 pieces: 256 threads, three pieces each, the third only in 3 threads.
+    [2, 4120, true],
+  ])("RMSNorm of bf16 rows in registers on CUDA (norm_registers: 8 elements a thread, 16-byte loads and stores), %i rows of %i, residual add %s: against the interpreter", (R, D, residual) => {
+    const row = `bf16[${R}, ${D}]`;
+    const text = `module @n {
+  func @n(%h: ${row}, %a: ${row}) weights(@w: bf16[${D}]) -> (${residual ? "h1: " + row + ", " : ""}y: ${row}) {
+    ${residual ? `%h1 = add(%h, %a) : ${row}
+    %y = rms_norm(%h1, @w) {eps = 1e-6} : ${row}
+    return %h1, %y` : `%y = rms_norm(%h, @w) {eps = 1e-6} : ${row}
+    return %y`}
+  }
+}`;
+    const r = rng(D);
+    const outs = runGenerated(text, { h: random("bf16", r, [R, D]), a: random("bf16", r, [R, D]) }, { w: random("bf16", r, [D]) });
+    expect(kernels.map((k) => k.template)).toEqual(["norm_registers"]);
+    const body = JSON.stringify(kernels[0]!.kernel.body);
+    expect(body).toContain('"k":"store16"');
+    // Each of a thread's pieces: its operands' 16 bytes and the weight's (no element read by itself).
+    expect(body.match(/"k":"load16"/g)?.length).toBe(Math.ceil(D / 8 / 256) * (residual ? 3 : 2));
+    // The same roundings as the interpreter's; the sum of squares in another order.
+    for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(2 ** -7);
+    if (residual) expect(relError(outs["h1"]!.got, outs["h1"]!.want)).toBe(0);
+  });
+
+  it("scalar ops on bf16 values of one shape (pointwise16: the combine's kernel without the combine, 8 elements a thread, 16-byte loads and stores) against the interpreter, bitwise", () => {
+    const t = "bf16[3, 5, 40]";
+    const text = `module @p {
+  func @p(%x: ${t}, %a: ${t}, %b: ${t}) -> (h: ${t}, y: ${t}) {
+    %h = add(%x, %a) : ${t}
+    %s = silu(%b) : ${t}
+    %y = mul(%h, %s) : ${t}
+    return %h, %y
+  }
+}`;
+    const r = rng(16);
+    const outs = runGenerated(text, { x: random("bf16", r, [3, 5, 40]), a: random("bf16", r, [3, 5, 40]), b: random("bf16", r, [3, 5, 40]) }, {});
+    // (However the fusion groups them: every kernel is this form.)
+    expect(kernels.length).toBeGreaterThan(0);
+    for (const k of kernels) expect([k.template, k.kernel.wg, k.grid.per]).toEqual(["pointwise16", 64, 512]);
+    const body = JSON.stringify(kernels.map((k) => k.kernel.body));
+    expect(body.match(/"k":"store16"/g)?.length).toBe(2); // h and y, each once
+    for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBe(0);
+    expect(Math.max(...outs["y"]!.got.map(Math.abs))).toBeGreaterThan(0.1);
+  });
+
   it("the MoE combine with the shared expert and the residual added (moe_combine: 8 elements of a row a thread, 16-byte loads and stores) against the interpreter", () => {
     const [T, H, K] = [6, 48, 3];
     const text = `module @c {

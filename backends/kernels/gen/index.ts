@@ -20,13 +20,14 @@ import { groupedGemmWgmmaKernel } from "./grouped-gemm-wgmma";
 import { coversGroupedSimt, GROUPED_SIMT_THREADS, groupedSimtFew, groupedSimtKernel } from "./grouped-gemm-simt";
 import { coversFp8Gemv, coversGroupedFp8Gemv, fp8GemvKernel, GEMV_FP8_THREADS, groupedFp8GemvKernel } from "./gemv-fp8";
 import { normKernel, normWorkgroup } from "./norm";
+import { coversNormRegisters, normRegistersKernel, normRegistersThreads } from "./norm-registers";
 import { linearSimtKernel, linearSimtPlan } from "./linear-simt";
 import { GEMV_MAX_ROWS, GEMV_THREADS, gemvRows, isPointwiseOp, pointwise, pointwiseGemv } from "./pointwise";
 import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
 import { QKV_REGISTER_THREADS, qkvRegistersFits, qkvRegistersKernel } from "./qkv-registers";
 import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attention";
 import { flashWgmmaKernel, flashWgmmaThreads } from "./flash-attention-wgmma";
-import { COMBINE_THREADS, combineKernel, coversCombine } from "./combine";
+import { COMBINE_THREADS, combineKernel, coversCombine, coversPointwise16 } from "./combine";
 import { coversDecodeAttention, DECODE_ATTENTION_THREADS, decodeAttentionKernels } from "./decode-attention";
 import { DECODE_ATTENTION_FORMS } from "../../../ir/target/kernel-forms";
 import { coversDenseGemv, coversGroupedGemv, denseGemvKernel, GROUPED_GEMV_THREADS, groupedGemvKernel } from "./grouped-gemv";
@@ -153,6 +154,13 @@ const TEMPLATES: readonly Template[] = [
     },
   },
   {
+    // RMSNorm alone or after a residual add, bf16 on CUDA: each row in registers, 16-byte accesses
+    // (most specific: listed first).
+    name: "norm_registers",
+    covers: (ops, limits) => coversNormRegisters(ops, limits),
+    generate: (gen, ops) => normRegistersKernel(gen(normRegistersThreads(ops)), ops),
+  },
+  {
     // RMSNorm alone, after a residual add, into a linear layer's prologue, or quantized per token;
     // or written also as another float dtype (a cast of its result: the router's fp32 input).
     name: "norm",
@@ -253,6 +261,13 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops) => combineKernel(gen(COMBINE_THREADS), ops),
   },
   {
+    // Scalar ops on bf16 values of one shape on CUDA, 8 elements a thread in 16-byte accesses (the
+    // MoE combine's kernel without the combine; listed before pointwise, which covers all it covers).
+    name: "pointwise16",
+    covers: coversPointwise16,
+    generate: (gen, ops) => combineKernel(gen(COMBINE_THREADS), ops),
+  },
+  {
     // One thread per element of a shared output shape: elementwise ops, views, contractions; a
     // contraction's few rows on a target without tensor cores (WebGPU) in the gemv form.
     name: "pointwise",
@@ -299,6 +314,7 @@ export const TILE_TEMPLATES: ReadonlySet<string> = new Set([
   "gemv_fp8",
   "linear_gemv",
   "moe_combine",
+  "pointwise16",
 ]);
 
 /**

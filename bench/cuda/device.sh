@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -552,6 +552,24 @@ prefillab)
     for m in "${BUILDS[@]}"; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
   done
   for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>&1 >/dev/null | head -${LINGC_PROFILE_LINES:-3}; done
+  ;;
+rowsab)
+  # A/B of lingc builds on all four benchmark rows: dist/lingc.mjs (mini) against each of LINGC_ALT's
+  # builds (dist/lingc-altN.mjs, carried beside it). First the current build's selftest on ling-small
+  # (bf16) and Ling-mini (its tile programs against the op table's direct forms), ling-small's under
+  # memcheck and racecheck; then the rows of the builds alternately, two rounds, and the per-kernel
+  # profile lines at 1x8192 matching LINGC_AB_GREP (default: the first LINGC_PROFILE_LINES, 3).
+  ALTS=(${LINGC_ALT:?LINGC_ALT names the other builds}); BUILDS=(mini); M=bench/cuda/ling-mini-2.0-no-mtp
+  ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j5 >/dev/null ) &
+  ( $L compile tests/data/golden/ling-small --target cuda --out /tmp/small >/dev/null && cd /tmp/small && make -j5 >/dev/null ) &
+  for n in "${!ALTS[@]}"; do m=mini-alt$((n + 1)); BUILDS+=($m); ( node ${ALTS[$n]} compile $M --target cuda --out /tmp/$m >/dev/null && cd /tmp/$m && make -j5 >/dev/null ) & done
+  wait
+  for m in small mini; do echo "== $m selftest"; timeout 200 /tmp/$m/lingc_model selftest | grep -E "${LINGC_SELFTEST_GREP:-FAIL}"; echo "exit ${PIPESTATUS[0]}"; done
+  sanitized small-selftest /tmp/small/lingc_model selftest
+  for round in 1 2; do
+    for m in "${BUILDS[@]}"; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 5 | grep -oE '"seq": [0-9]*, "ms": [0-9.]*|"batch": [0-9]*, "cache": 2048, .*"graph_ms_per_step": [0-9.]*'; done
+  done
+  for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>&1 >/dev/null | grep -E "${LINGC_AB_GREP:-.}" | head -${LINGC_PROFILE_LINES:-3}; done
   ;;
 flagsab)
   # A/B of compile options: Ling-mini built by dist/lingc.mjs as is (mini) and with LINGC_AB_FLAGS

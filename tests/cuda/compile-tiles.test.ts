@@ -324,24 +324,31 @@ describe("lingc compile --target cuda: tile programs", () => {
     expect(zero.stderr).toContain("LINGC_BF16_TILE 'wgmma-ws,128,256,4,0': expected wgmma-ws,bm,bn,stages[,tiles]");
   }, 300_000);
 
-  it("prefill attention on warpgroup MMAs (flash_wgmma, the default on sm_90a past decode sizes: S = Q K^T from swizzled shared tiles, O += P V with P from registers and V read MN-major as it lies, K and V copied a block ahead, one barrier a block), one warpgroup a workgroup, and it compiles", async () => {
+  it("prefill attention on warpgroup MMAs (flash_wgmma, the default on sm_90a past decode sizes: S = Q K^T from swizzled shared tiles, O += P V with P from registers and V read MN-major as it lies; pipelined: blocks two at a time, the next block's S issued before this one's softmax), one warpgroup a workgroup, and it compiles; LINGC_FLASH_WGMMA_PIPE=off: a block at a time, K and V a block ahead, one barrier a block", async () => {
     const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "fw"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "fw", "model.cu"), "utf8");
     const ks = kernelsNamed(src, "k_attention").filter((k) => k.includes("wgmma"));
+    const off = await cliEnv({ LINGC_FLASH_WGMMA_PIPE: "off" }, "compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "fw-off"));
+    expect(off.code, off.stderr).toBe(0);
+    const ksOff = kernelsNamed(readFileSync(join(dir, "fw-off", "model.cu"), "utf8"), "k_attention").filter((k) => k.includes("wgmma"));
     expect(ks.length).toBeGreaterThan(0);
+    expect(ksOff.length).toBe(ks.length);
     const d = 64; // ling-small's head dim: S in d / 16 k-slices of 64 keys, O += P V in 4 slices of d columns
-    for (const k of ks) {
+    // Pipelined: block 0's S before the loop, then two blocks a pass (S of the next, P V of this one);
+    // off: one block a pass.
+    for (const [k, S, PV, barriers] of [...ks.map((k) => [k, 3, 2, 4] as const), ...ksOff.map((k) => [k, 1, 1, 1] as const)]) {
       expect(k).toMatch(/^__global__ void __launch_bounds__\(128\) /);
-      expect(k.match(/wgmma\.mma_async\.sync\.aligned\.m64n64k16\.f32\.bf16\.bf16 /g)?.length).toBe(d / 16 + 4);
+      expect(k.match(/wgmma\.mma_async\.sync\.aligned\.m64n64k16\.f32\.bf16\.bf16 /g)?.length).toBe(S * (d / 16) + PV * 4);
       // S's B (K) K-major from shared memory; P V's A (P) from registers and its B (V) MN-major: the
       // layout flag, and its 64-dim chunks 64 rows of 128 bytes apart (LBO 8192 >> 4).
-      expect(k.match(/, p, 1, 1, 0, 0;/g)?.length).toBe(d / 16);
-      expect(k.match(/\}, \{%\d+, %\d+, %\d+, %\d+\}, %\d+, p, 1, 1, 1;/g)?.length).toBe(4);
-      expect(k.match(/\(512ull << 16\)/g)?.length).toBe(4);
-      // One workgroup barrier a block of keys (and none for P, which never goes through shared memory).
-      expect(k.match(/__syncthreads\(\);/g)?.length).toBe(1);
-      // Q and, a block ahead, K and V: 16-byte async copies, no V transposed through registers.
+      expect(k.match(/, p, 1, 1, 0, 0;/g)?.length).toBe(S * (d / 16));
+      expect(k.match(/\}, \{%\d+, %\d+, %\d+, %\d+\}, %\d+, p, 1, 1, 1;/g)?.length).toBe(PV * 4);
+      expect(k.match(/\(512ull << 16\)/g)?.length).toBe(PV * 4);
+      // One workgroup barrier a block of keys (and none for P, which never goes through shared
+      // memory); the pipelined form's two more before its loop.
+      expect(k.match(/__syncthreads\(\);/g)?.length).toBe(barriers);
+      // Q, K and V: 16-byte async copies, no V transposed through registers.
       expect(k).toMatch(/cp\.async\.wait_group %0;\\n" :: "n"\(0\)/);
       for (const piece of ["cp.async.cg.shared.global", "fence.proxy.async.shared::cta", "wgmma.wait_group.sync.aligned", "__align__(1024)"]) expect(k).toContain(piece);
     }

@@ -161,6 +161,9 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number, pipeline
       // waited for only before the rescale. At the top of block j: S_j complete, K_{j+1} and V_j
       // landed; in flight: P V_{j-1} and the copies of K_{j+2} and V_{j+1}.
       const sc2 = kb.array("s", "f32", BN / 2);
+      // (Zeros first: each array's first MMA, outside the loop for sc, reads it, for nothing, and
+      // nvcc refuses a read of registers never set.)
+      for (let j = 0; j < BN / 2; j++) for (const acc of [sc, sc2]) kb.store(acc, i(j), K.f(0));
       const nb = kb.let("nb", mul(div(add(nblocks, i(1)), i(2)), i(2)));
       copyRows(i(Qs), BM, q0, S, qb, (r) => mul(add(qRow0, r), i(HD)));
       copyTile(kTile(i(0)), i(0), T, kbuf, kBase);

@@ -40,8 +40,11 @@ export function coversCombine(ops: readonly Op[], limits?: GenLimits): boolean {
  */
 export function coversPointwise16(ops: readonly Op[], limits?: GenLimits): boolean {
   if (limits?.warpSize !== 32 || ops.length === 0 || ops.some((o) => o.opName === "moe_combine")) return false;
-  const numel = ops[0]!.results[0]?.type.numel();
-  return numel !== undefined && numel.value !== undefined && numel.value % V === 0 && ops.some((o) => o.opName !== "reshape") && elementwiseOn(ops, numel);
+  const r = ops[0]!.results[0];
+  if (!r) return false;
+  // Whole pieces whatever the symbols: the static extents' product a multiple of 8.
+  const fixed = r.type.shape.reduce((p, d) => p * (d.value ?? 1), 1);
+  return fixed % V === 0 && ops.some((o) => o.opName !== "reshape") && elementwiseOn(ops, r.type.numel());
 }
 
 /** Every op one bf16 result of `numel` elements, a reshape or a scalar op whose outside operands are bf16 of its result's shape. */

@@ -488,6 +488,20 @@ describe("CUDA tile programs in the kir simulator", () => {
     if (residual) expect(relError(outs["h1"]!.got, outs["h1"]!.want)).toBe(0);
   });
 
+  it("the embedding lookup of a bf16 table (embedding16: a row's 8-element pieces copied in 16-byte loads and stores) against the interpreter, bitwise", () => {
+    const text = `module @e {
+  func @e(%ids: i64[2, 3]) weights(@table: bf16[50, 24]) -> (h: bf16[2, 3, 24]) {
+    %h = embedding(@table, %ids) : bf16[2, 3, 24]
+    return %h
+  }
+}`;
+    const r = rng(50);
+    const { got, want } = runGenerated(text, { ids: Tensor.from("i64", [2, 3], [49, 0, 7, 7, 31, 2]) }, { table: random("bf16", r, [50, 24]) })["h"]!;
+    expect(kernels.map((k) => [k.template, k.grid.per])).toEqual([["embedding16", 512]]);
+    expect(relError(got, want)).toBe(0);
+    expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.1);
+  });
+
   it("scalar ops on bf16 values of one shape (pointwise16: the combine's kernel without the combine, 8 elements a thread, 16-byte loads and stores) against the interpreter, bitwise", () => {
     const t = "bf16[3, 5, 40]";
     const text = `module @p {

@@ -10,6 +10,7 @@ import { LingcError } from "../../../ir/errors";
 import type { Value } from "../../../ir/module";
 import { capacitySymbol, scaleSlotOfValue, storageSlot, type Slot, type Step } from "../../schedule";
 import type { TileShape } from "../../../ir/target/cuda";
+import * as K from "../kir";
 import { KernelBuilder, addI, divI, half, i, modI, mul, mulI, round, type BufferElem, type Expr, type Kernel } from "../kir";
 
 export interface GeneratedKernel {
@@ -305,6 +306,28 @@ export class Gen {
   /** A dim in entry symbols (for the grid). */
   entryDim(d: Dim): Dim {
     return d.substitute(this.step.subst);
+  }
+
+  /**
+   * Elements at .. at + 7 of v (`at` a multiple of 8, the buffer's start 16-byte aligned) as f32
+   * values, in 16-byte loads: one of a bf16 buffer, two of an f32 one. Whether v's storage allows it:
+   * wide8(v).
+   */
+  load8(v: Value, at: Expr): Expr[] {
+    const buf = this.buf(v);
+    const elem = this.kb.kernel.buffers.find((b) => b.name === buf)!.elem;
+    if (elem === "bf16") {
+      const words = this.kb.load16("v8", buf, K.div(at, K.i(2)));
+      return Array.from({ length: 8 }, (_, e) => K.half(words[e >> 1]!, (e & 1) === 1));
+    }
+    if (elem !== "f32") throw new LingcError(`kernel generator: 16-byte loads of ${v.type} (stored as ${elem}) are not implemented`);
+    return [0, 4].flatMap((o) => this.kb.load16("v8", buf, K.add(at, K.i(o))).map((w) => K.bitsF32(w)));
+  }
+
+  /** Whether load8 reads v: a bf16 or f32 value (as the target stores it), not scaled fp8. */
+  wide8(v: Value): boolean {
+    const elem = (this.limits.storage ?? defaultStorage)(v.type.dtype);
+    return !v.type.quant && (elem === "bf16" || elem === "f32");
   }
 
   /** Rounds a value to a narrow float dtype the way the interpreter does (f32 and ints pass through). */

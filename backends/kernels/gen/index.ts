@@ -27,6 +27,7 @@ import { QKV_WARP_HEADS, qkvKernel } from "./qkv";
 import { QKV_REGISTER_THREADS, qkvRegistersFits, qkvRegistersKernel } from "./qkv-registers";
 import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attention";
 import { flashWgmmaKernel, flashWgmmaThreads } from "./flash-attention-wgmma";
+import { coversEmbedding16, EMBEDDING_THREADS, embeddingKernel } from "./embedding";
 import { COMBINE_THREADS, combineKernel, coversCombine, coversPointwise16 } from "./combine";
 import { coversDecodeAttention, DECODE_ATTENTION_THREADS, decodeAttentionKernels } from "./decode-attention";
 import { DECODE_ATTENTION_FORMS } from "../../../ir/target/kernel-forms";
@@ -261,6 +262,12 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops) => combineKernel(gen(COMBINE_THREADS), ops),
   },
   {
+    // The embedding lookup of a bf16 table on CUDA, 16 bytes of a row a thread's access (before pointwise, which covers it).
+    name: "embedding16",
+    covers: coversEmbedding16,
+    generate: (gen, ops) => embeddingKernel(gen(EMBEDDING_THREADS), ops),
+  },
+  {
     // Scalar ops on bf16 values of one shape on CUDA, 8 elements a thread in 16-byte accesses (the
     // MoE combine's kernel without the combine; listed before pointwise, which covers all it covers).
     name: "pointwise16",
@@ -315,6 +322,7 @@ export const TILE_TEMPLATES: ReadonlySet<string> = new Set([
   "linear_gemv",
   "moe_combine",
   "pointwise16",
+  "embedding16",
 ]);
 
 /**

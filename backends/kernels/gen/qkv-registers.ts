@@ -2,7 +2,8 @@
  * qk_norm_rope with a head in registers (CUDA, bf16): each lane of a head's lane group holds 8 of its
  * elements, read as one 16-byte load and written as one 16-byte store; the norm's sum is the group's
  * shuffles and RoPE's partner elements come from the partner lane by a shuffle, so a head takes one
- * global round trip and no workgroup memory or barriers. The workgroup-memory form (qkv.ts) ran
+ * global round trip and no workgroup memory or barriers; the norm's weights and RoPE's cos and sin
+ * are 16-byte loads too. The workgroup-memory form (qkv.ts) ran
  * 1.6 ms a forward at 1x8192 on the H200 (Ling-mini), about three times its bytes at the copy rate:
  * each warp's scalar loads, its barriers and its cos/sin loads after them made a chain of round trips
  * a head, and too few heads were in flight to hide them.
@@ -85,7 +86,8 @@ export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
           for (const e of v) ss = add(ss, mul(e, e));
           const own = kb.let("ss", ss);
           const inv = kb.let("inv", K.rsqrt(add(div(kb.warpSum(own, L), K.f(d)), K.f(eps))));
-          v = v.map((e, n) => kb.let("n", g.fit(mul(kb.load(g.buf(w), add(at, i(n))), g.fit(mul(e, inv), dt)), dt)));
+          const ws = g.wide8(w) ? g.load8(w, at) : v.map((_, n) => kb.load(g.buf(w), add(at, i(n))));
+          v = v.map((e, n) => kb.let("n", g.fit(mul(ws[n]!, g.fit(mul(e, inv), dt)), dt)));
         } else {
           const [cosT, sinT] = [op.operands[1]!, op.operands[2]!];
           const half = cosT.type.shape[1]!.value!;
@@ -97,9 +99,13 @@ export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
           const partner = kb.let("pl", add(lane, sel(lo, i(half / V), sel(rotated, i(-half / V), i(0)))));
           const pv = v.map((e) => kb.let("pv", K.shflIdx(e, partner)));
           const p0 = kb.let("p0", K.min(sel(lo, c0, K.sub(c0, i(half))), i(half - V))); // the pairs' first index, in range
+          // The 8 pairs' cos and sin: 16-byte loads (half is whole pieces, so p0 is one's start).
+          const row = kb.let("trow", add(mul(s, i(half)), p0));
+          const table = (t: Value) => (g.wide8(t) ? g.load8(t, row) : v.map((_, n) => kb.load(g.buf(t), add(row, i(n)))));
+          const [coss, sins] = [table(cosT), table(sinT)];
           v = v.map((e, n) => {
-            const cs = kb.let("cs", kb.load(g.buf(cosT), add(mul(s, i(half)), add(p0, i(n)))));
-            const sn = kb.let("sn", kb.load(g.buf(sinT), add(mul(s, i(half)), add(p0, i(n)))));
+            const cs = kb.let("cs", coss[n]!);
+            const sn = kb.let("sn", sins[n]!);
             // below half: x[c] cos - x[c + half] sin; above: x[c] cos + x[c - half] sin (qkv.ts)
             const first = r(add(r(mul(e, cs)), r(K.neg(mul(pv[n]!, sn)))));
             const second = r(add(r(mul(e, cs)), r(mul(pv[n]!, sn))));

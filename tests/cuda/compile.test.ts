@@ -227,12 +227,14 @@ describe("lingc compile --target cuda", () => {
     expect([...pairs].sort()).toEqual([
       "decode_attention against attention",
       "decode_attention_wide against attention",
+      "embedding16 against pointwise",
       "flash_wgmma against attention",
       "grouped_gemm against pointwise",
       "grouped_gemv against pointwise",
       "grouped_gemv_rows against pointwise",
       "linear_gemv against pointwise",
       "moe_combine against pointwise",
+      "pointwise16 against pointwise",
     ]);
     for (const [, body, slot] of sites) {
       // The reference writes the buffer check_begin gave it, never the step's own result.

@@ -110,6 +110,35 @@ __global__ void __launch_bounds__(256) expert_gemv(const T* __restrict__ x, cons
 }
 
 /**
+ * The block's exclusive prefix sum of one int a thread (every thread of the block calls it): each
+ * warp's by shuffles, then the warps' totals; ends with a barrier, so it may be called again.
+ */
+__device__ __forceinline__ int block_exclusive_scan(int run) {
+  __shared__ int warp_total[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int incl = run;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  if (lane == 31) warp_total[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    const int nw = (blockDim.x + 31) >> 5;
+    int t = lane < nw ? warp_total[lane] : 0;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, t, o);
+      if (lane >= o) t += y;
+    }
+    if (lane < nw) warp_total[lane] = t;  // inclusive over warps
+  }
+  __syncthreads();
+  const int before = incl - run + (warp > 0 ? warp_total[warp - 1] : 0);
+  __syncthreads();
+  return before;
+}
+
+/**
  * moe_dispatch over many blocks (more pairs than one block sorts quickly): each block takes
  * DISPATCH_CHUNK consecutive pairs and counts them by expert in shared memory, adding each nonzero
  * count to the global counts once (a pair each a global atomic was most of the old form's time);
@@ -133,30 +162,12 @@ __global__ void __launch_bounds__(DISPATCH_THREADS) dispatch_count(const int* __
 /** offsets[1..E] hold the counts: the inclusive sums in place (offsets[0] is 0), and cursor = offsets[0..E). One block. */
 __global__ void __launch_bounds__(1024) dispatch_prefix(int* __restrict__ offsets, int* __restrict__ cursor, int E) {
   pdl_enter();
-  __shared__ int warp_total[32];
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nthreads = blockDim.x;
-  // Each thread a run of experts, a warp scan of the runs' sums by shuffles, then of the warps' totals.
+  const int tid = threadIdx.x, nthreads = blockDim.x;
+  // Each thread a run of experts, then the block's scan of the runs' sums.
   const int per = (E + nthreads - 1) / nthreads, e0 = min(E, tid * per), e1 = min(E, e0 + per);
   int run = 0;
   for (int e = e0; e < e1; ++e) run += offsets[e + 1];
-  int incl = run;
-  for (int o = 1; o < 32; o <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += y;
-  }
-  if (lane == 31) warp_total[warp] = incl;
-  __syncthreads();
-  if (warp == 0) {
-    const int nw = (nthreads + 31) >> 5;
-    int t = lane < nw ? warp_total[lane] : 0;
-    for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_up_sync(0xffffffffu, t, o);
-      if (lane >= o) t += y;
-    }
-    if (lane < nw) warp_total[lane] = t;
-  }
-  __syncthreads();
-  int sum = incl - run + (warp > 0 ? warp_total[warp - 1] : 0);
+  int sum = block_exclusive_scan(run);
   for (int e = e0; e < e1; ++e) {
     const int c = offsets[e + 1];
     cursor[e] = sum;
@@ -192,36 +203,18 @@ __global__ void __launch_bounds__(1024) dispatch_one_block(const int* __restrict
   pdl_enter();
   extern __shared__ int counts[];  // [E] counts, then [E] cursors
   int* cursor = counts + E;
-  __shared__ int warp_total[32];
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nthreads = blockDim.x;
+  const int tid = threadIdx.x, nthreads = blockDim.x;
   for (int e = tid; e < E; e += nthreads) counts[e] = 0;
   __syncthreads();
   for (long p = tid; p < n; p += nthreads) atomicAdd(&counts[idx[p]], 1);
   __syncthreads();
   // The exclusive prefix sum of the counts, by the whole block (one thread summing E counts in turn
-  // was most of a decode step's dispatch): each thread a run of experts, a warp scan of the runs'
-  // sums by shuffles, then of the warps' totals.
+  // was most of a decode step's dispatch): each thread a run of experts, then the block's scan of
+  // the runs' sums.
   const int per = (E + nthreads - 1) / nthreads, e0 = min(E, tid * per), e1 = min(E, e0 + per);
   int run = 0;
   for (int e = e0; e < e1; ++e) run += counts[e];
-  int incl = run;
-  for (int o = 1; o < 32; o <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += y;
-  }
-  if (lane == 31) warp_total[warp] = incl;
-  __syncthreads();
-  if (warp == 0) {
-    const int nw = (nthreads + 31) >> 5;
-    int t = lane < nw ? warp_total[lane] : 0;
-    for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_up_sync(0xffffffffu, t, o);
-      if (lane >= o) t += y;
-    }
-    if (lane < nw) warp_total[lane] = t;  // inclusive over warps
-  }
-  __syncthreads();
-  int sum = incl - run + (warp > 0 ? warp_total[warp - 1] : 0);
+  int sum = block_exclusive_scan(run);
   for (int e = e0; e < e1; ++e) {
     offsets[e] = sum;
     cursor[e] = sum;

@@ -148,14 +148,18 @@ __device__ __forceinline__ int block_exclusive_scan(int run) {
  */
 constexpr int DISPATCH_THREADS = 256;
 constexpr long DISPATCH_CHUNK = 1024;
+/** local[e] = how many of pairs p0 .. p1 - 1 go to expert e (every thread of the block calls it; ends with a barrier). */
+__device__ __forceinline__ void chunk_counts(const int* __restrict__ idx, long p0, long p1, int E, int* local) {
+  for (int e = threadIdx.x; e < E; e += blockDim.x) local[e] = 0;
+  __syncthreads();
+  for (long p = p0 + threadIdx.x; p < p1; p += blockDim.x) atomicAdd(&local[idx[p]], 1);
+  __syncthreads();
+}
 __global__ void __launch_bounds__(DISPATCH_THREADS) dispatch_count(const int* __restrict__ idx, long n, int E, int* __restrict__ offsets) {
   pdl_enter();
   extern __shared__ int local[];  // [E]
-  for (int e = threadIdx.x; e < E; e += blockDim.x) local[e] = 0;
-  __syncthreads();
   const long p0 = linear_block() * DISPATCH_CHUNK, p1 = min(n, p0 + DISPATCH_CHUNK);
-  for (long p = p0 + threadIdx.x; p < p1; p += blockDim.x) atomicAdd(&local[idx[p]], 1);
-  __syncthreads();
+  chunk_counts(idx, p0, p1, E, local);
   for (int e = threadIdx.x; e < E; e += blockDim.x)
     if (local[e]) atomicAdd(&offsets[e + 1], local[e]);
 }
@@ -179,11 +183,8 @@ __global__ void __launch_bounds__(DISPATCH_THREADS) dispatch_place(const int* __
   pdl_enter();
   extern __shared__ int local[];  // [E] counts, then [E] this block's next row of each expert
   int* next = local + E;
-  for (int e = threadIdx.x; e < E; e += blockDim.x) local[e] = 0;
-  __syncthreads();
   const long p0 = linear_block() * DISPATCH_CHUNK, p1 = min(n, p0 + DISPATCH_CHUNK);
-  for (long p = p0 + threadIdx.x; p < p1; p += blockDim.x) atomicAdd(&local[idx[p]], 1);
-  __syncthreads();
+  chunk_counts(idx, p0, p1, E, local);
   for (int e = threadIdx.x; e < E; e += blockDim.x)
     if (local[e]) next[e] = atomicAdd(&cursor[e], local[e]);
   __syncthreads();

@@ -118,6 +118,22 @@ module @m {
   });
 });
 
+describe("select on CUDA", () => {
+  it("refuses a MoE dispatch whose experts' counts and cursors do not fit a block's shared memory, naming the sizes", () => {
+    const text = (E: number) => `module @d {
+  func @d(%idx: i32[T, 8]) -> (order: i32[T*8], offsets: i32[${E + 1}], rows: i32[T*8]) {
+    %order, %offsets, %rows = moe_dispatch(%idx) {num_experts = ${E}} : i32[T*8], i32[${E + 1}], i32[T*8]
+    return %order, %offsets, %rows
+  }
+}`;
+    const select = parsePipeline("select{profile=cuda-sm90a}");
+    const fits = parseModule(text(6144), "d.lir");
+    runPasses(fits, select, {});
+    expect(printModule(fits)).toContain('dispatch("dispatch_block if T*8 <= 32768; dispatch_scan")');
+    expect(() => runPasses(parseModule(text(6145), "d.lir"), select, {})).toThrow("moe_dispatch: 6145 experts' counts and cursors (49160 bytes) do not fit a block's shared memory on cuda-sm90a (49152 bytes)");
+  });
+});
+
 describe("pass manager", () => {
   it("names unknown passes and refuses --print-after for a pass not in the pipeline", () => {
     expect(() => parsePipeline("cse,fuse")).toThrow(/unknown pass 'fuse' \(available: cse, dce, castlinear, decompose, fusion, select, fp8, autodiff, recompute, adamw, pipeline\)/);

@@ -140,6 +140,7 @@ describe("lingc compile --target cuda", () => {
       ["LINGC_CUDA_WIDE_INDEX", "1", "LINGC_CUDA_WIDE_INDEX must be 'all' or unset, got '1'"],
       ["LINGC_WGMMA_WAIT", "never", "LINGC_WGMMA_WAIT must be 'late' or 'early', got 'never'"],
       ["LINGC_PAIR_LAUNCH", "yes", "LINGC_PAIR_LAUNCH must be 'on' or 'fp8' or 'off', got 'yes'"],
+      ["LINGC_FLASH_WGMMA_PIPE", "maybe", "LINGC_FLASH_WGMMA_PIPE must be 'on' or 'off', got 'maybe'"],
     ] as const;
     for (const [name, value, message] of bad) {
       const out = join(dir, `knob-${name}`);

@@ -14,7 +14,7 @@ import { parseModule } from "../../ir/parse";
 import { Tensor } from "../../ir/tensor";
 import { encodeBits, decodeBits } from "../../ir/numerics";
 import { parsePipeline, runPasses } from "../../compiler/passes/manager";
-import { buildSchedule, storageSlot } from "../../backends/schedule";
+import { buildSchedule, capacitySymbol, storageSlot } from "../../backends/schedule";
 import { generateStep, type GeneratedKernel, type GenLimits } from "../../backends/kernels/gen";
 import { COUNTER_SLOTS, COUNTERS_SLOT, SCRATCH_SLOT } from "../../backends/kernels/gen/context";
 import { cudaGenLimits, cudaStorage } from "../../backends/cuda/gen-limits";
@@ -54,19 +54,41 @@ function runGenerated(
   runPasses(m, parsePipeline("cse,dce,fusion{profile=cuda-sm90a}"), {});
   const s = buildSchedule(m);
   const arrays = new Map<number, SimArray>();
+  // A KV cache grown in place (a slot with room along an axis): its buffer holds ROOM rows more than
+  // its value along that axis, as the runtime's does (the capacity a fused append's kernel takes as
+  // a uniform); `rowsOf` views a value of that storage as [outer, its rows, inner] of [outer, capacity, inner].
+  const ROOM = 3;
+  const capacity = (at: number) => {
+    const slot = s.slots[at]!;
+    return slot.roomAxis === undefined ? undefined : slot.type.shape[slot.roomAxis]!.value! + ROOM;
+  };
+  const layout = (at: number, shape: readonly { value?: number }[]) => {
+    const axis = s.slots[at]!.roomAxis!;
+    const dims = shape.map((d) => d.value!);
+    return { outer: dims.slice(0, axis).reduce((a, b) => a * b, 1), rows: dims[axis]!, inner: dims.slice(axis + 1).reduce((a, b) => a * b, 1), cap: capacity(at)! };
+  };
+  /** Element i of a contiguous value of this shape, where it lies in its storage with room. */
+  const placed = (at: number, shape: readonly { value?: number }[], i: number) => {
+    if (capacity(at) === undefined) return i;
+    const { rows, inner, cap } = layout(at, shape);
+    const o = Math.floor(i / (rows * inner));
+    return (o * cap + Math.floor(i / inner) % rows) * inner + (i % inner);
+  };
   const storage = (id: number): SimArray => {
     const at = storageSlot(s, id);
     let a = arrays.get(at);
     if (!a) {
       const slot = s.slots[at]!;
       const elem = cudaStorage(slot.type.dtype);
-      a = new ARRAYS[elem as keyof typeof ARRAYS](slot.type.numel().value!);
+      const cap = capacity(at);
+      a = new ARRAYS[elem as keyof typeof ARRAYS](cap === undefined ? slot.type.numel().value! : (slot.type.numel().value! / slot.type.shape[slot.roomAxis!]!.value!) * cap);
       const data = slot.source === "input" ? inputs[slot.input!]!.data : slot.source === "weight" ? weights[slot.weight!]!.data : undefined;
-      if (data) data.forEach((v, i) => (a![i] = elem === "bf16" ? encodeBits(v, "bf16") : v));
+      if (data) data.forEach((v, i) => (a![placed(at, slot.type.shape, i)] = elem === "bf16" ? encodeBits(v, "bf16") : v));
       arrays.set(at, a);
     }
     return a;
   };
+  const uniforms = Object.fromEntries(s.slots.flatMap((sl) => (capacity(sl.id) === undefined ? [] : [[`n_${capacitySymbol(sl.id)}`, capacity(sl.id)!]])));
   for (const step of s.steps) {
     const g = generateStep(step, s, limits, "k", pick(step.ops));
     // A split computation's kernels run in turn, sharing the step's scratch (as the CUDA emitter binds it).
@@ -76,7 +98,7 @@ function runGenerated(
       kernels.push(k);
       const buffers: Record<string, SimArray> = {};
       k.kernel.buffers.forEach((b, j) => (buffers[b.name] = k!.slots[j] === SCRATCH_SLOT ? scratch : k!.slots[j] === COUNTERS_SLOT ? counters : storage(k!.slots[j]!)));
-      simulate(k.kernel, buffers, {}, Math.ceil(k.grid.dim.value! / k.grid.per));
+      simulate(k.kernel, buffers, Object.fromEntries(k.kernel.uniforms.filter((u) => uniforms[u] !== undefined).map((u) => [u, uniforms[u]!])), Math.ceil(k.grid.dim.value! / k.grid.per));
     }
     // A kernel that counts its workgroups leaves the counters as it found them (zero).
     if (counters.some((x) => x !== 0)) throw new Error(`step ${step.kernel?.name ?? step.ops[0]!.opName}: counters left nonzero`);
@@ -84,7 +106,11 @@ function runGenerated(
   return Object.fromEntries(
     s.outputs.map(({ name, slot }) => {
       const a = storage(slot);
-      const got = a instanceof Uint16Array ? Float32Array.from(a, (b) => decodeBits(b, "bf16")) : Float32Array.from(a);
+      const at = storageSlot(s, slot);
+      const shape = s.slots[slot]!.type.shape;
+      const n = s.slots[slot]!.type.numel().value!;
+      const bits = Array.from({ length: n }, (_, i) => a[placed(at, shape, i)]!);
+      const got = a instanceof Uint16Array ? Float32Array.from(bits, (b) => decodeBits(b, "bf16")) : Float32Array.from(bits);
       return [name, { got, want: want[name]!.data as Float32Array }];
     }),
   );
@@ -500,6 +526,40 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(kernels.map((k) => [k.template, k.grid.per])).toEqual([["embedding16", 512]]);
     expect(relError(got, want)).toBe(0);
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.1);
+  });
+
+  it("qk_norm_rope's register form with the KV cache appends fused (decode): the new key and value rows written past the cache's rows, equal to the interpreter", () => {
+    const [B, S, P, D, H, NQ, NKV] = [2, 1, 5, 64, 16, 4, 2];
+    const NH = NQ + 2 * NKV;
+    const kv = (rows: number) => `bf16[${B}, ${NKV}, ${rows}, ${D}]`;
+    const text = `module @m {
+  func @m(%qkv: bf16[${B}, ${S}, ${NH * D}], %cos: bf16[${S}, ${H}], %sin: bf16[${S}, ${H}], %past_key: ${kv(P)}, %past_value: ${kv(P)})
+      weights(@q_norm.weight: bf16[${D}], @k_norm.weight: bf16[${D}])
+      -> (q: bf16[${B}, ${NQ}, ${S}, ${D}], key: ${kv(P + S)}, value: ${kv(P + S)}) {
+    %heads = reshape(%qkv) {shape = [${B}, ${S}, ${NH}, ${D}]} : bf16[${B}, ${S}, ${NH}, ${D}]
+    %0 = slice(%heads) {axis = 2, start = 0, end = ${NQ}} : bf16[${B}, ${S}, ${NQ}, ${D}]
+    %q = transpose(%0) {perm = [0, 2, 1, 3]} : bf16[${B}, ${NQ}, ${S}, ${D}]
+    %1 = slice(%heads) {axis = 2, start = ${NQ}, end = ${NQ + NKV}} : bf16[${B}, ${S}, ${NKV}, ${D}]
+    %k = transpose(%1) {perm = [0, 2, 1, 3]} : ${kv(S)}
+    %2 = slice(%heads) {axis = 2, start = ${NQ + NKV}, end = ${NH}} : bf16[${B}, ${S}, ${NKV}, ${D}]
+    %v = transpose(%2) {perm = [0, 2, 1, 3]} : ${kv(S)}
+    %qn = rms_norm(%q, @q_norm.weight) {eps = 1e-6} : bf16[${B}, ${NQ}, ${S}, ${D}]
+    %kn = rms_norm(%k, @k_norm.weight) {eps = 1e-6} : ${kv(S)}
+    %qr = rope(%qn, %cos, %sin) : bf16[${B}, ${NQ}, ${S}, ${D}]
+    %kr = rope(%kn, %cos, %sin) : ${kv(S)}
+    %key = cache_append(%past_key, %kr) {axis = 2} : ${kv(P + S)}
+    %value = cache_append(%past_value, %v) {axis = 2} : ${kv(P + S)}
+    return %qr, %key, %value
+  }
+}`;
+    const r = rng(77);
+    const t = (shape: number[]) => random("bf16", r, shape);
+    const angles = Array.from({ length: S * H }, (_, i) => (3 + Math.floor(i / H)) / 10000 ** ((i % H) / H));
+    const inputs = { qkv: t([B, S, NH * D]), cos: Tensor.from("bf16", [S, H], angles.map(Math.cos)), sin: Tensor.from("bf16", [S, H], angles.map(Math.sin)), past_key: t([B, NKV, P, D]), past_value: t([B, NKV, P, D]) };
+    const outs = runGenerated(text, inputs, { "q_norm.weight": t([D]), "k_norm.weight": t([D]) });
+    expect(kernels.map((k) => k.template)).toContain("qk_norm_rope_registers");
+    for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(2 ** -7);
+    expect(relError(outs["value"]!.got, outs["value"]!.want)).toBe(0); // the cache's rows and the new value rows, as they are
   });
 
   it("scalar ops on bf16 values of one shape (pointwise16: the combine's kernel without the combine, 8 elements a thread, 16-byte loads and stores) against the interpreter, bitwise", () => {

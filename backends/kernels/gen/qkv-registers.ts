@@ -3,10 +3,11 @@
  * elements, read as one 16-byte load and written as one 16-byte store; the norm's sum is the group's
  * shuffles and RoPE's partner elements come from the partner lane by a shuffle, so a head takes one
  * global round trip and no workgroup memory or barriers; the norm's weights and RoPE's cos and sin
- * are 16-byte loads too. The workgroup-memory form (qkv.ts) ran
- * 1.6 ms a forward at 1x8192 on the H200 (Ling-mini), about three times its bytes at the copy rate:
- * each warp's scalar loads, its barriers and its cos/sin loads after them made a chain of round trips
- * a head, and too few heads were in flight to hide them.
+ * are 16-byte loads too. The workgroup-memory form (qkv.ts) ran 1.6 ms a forward at 1x8192 on the
+ * H200 (Ling-mini), over three times its bytes at the copy rate: each warp's scalar loads, its
+ * barriers and its cos/sin loads after them made a chain of round trips a head, and too few heads
+ * were in flight to hide them. This form: 1.0 ms (bench/results/qkv-dispatch-pipe-2026-12-02-h200.md),
+ * still about twice its bytes' time; more heads in flight a warp is the untried next step.
  *
  * The arithmetic is qkv.ts's, value by value (rounded to the dtype where it rounds), except the
  * norm's sum of squares, which adds in another order. Covers bf16 heads whose dimension is a

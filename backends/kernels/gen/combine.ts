@@ -81,16 +81,15 @@ export function combineKernel(g: Gen, ops: Op[]): GeneratedKernel {
         const pair = kb.let("pair", add(mul(t, Kd), j));
         const row = kb.let("row", kb.load(g.buf(rowOf), pair));
         const w = kb.let("w", kb.load(g.buf(weights), pair));
-        const words = kb.load16("y", g.buf(y), div(add(mul(row, i(H)), h), i(2)));
-        for (let e = 0; e < V; e++) kb.store(acc, i(e), add(kb.load(acc, i(e), "f32"), mul(w, K.half(words[e >> 1]!, (e & 1) === 1))));
+        const ys = g.load8(y, add(mul(row, i(H)), h));
+        for (let e = 0; e < V; e++) kb.store(acc, i(e), add(kb.load(acc, i(e), "f32"), mul(w, ys[e]!)));
       });
       vals.set(first, Array.from({ length: V }, (_, e) => kb.let("v", g.fit(kb.load(acc, i(e), "f32"), first.type.dtype))));
     }
     const of = (x: Value): Expr[] => {
       let got = vals.get(x);
       if (!got) {
-        const words = kb.load16("x", g.buf(x), div(flat, i(2)));
-        got = Array.from({ length: V }, (_, e) => K.half(words[e >> 1]!, (e & 1) === 1));
+        got = g.load8(x, flat);
         vals.set(x, got);
       }
       return got;
@@ -100,10 +99,7 @@ export function combineKernel(g: Gen, ops: Op[]): GeneratedKernel {
       if (op.opName === "reshape") vals.set(r, of(op.operands[0]!));
       else vals.set(r, Array.from({ length: V }, (_, e) => kb.let("v", g.fit(opFormula(op, op.operands.map((x) => of(x)[e]!)), r.type.dtype))));
     }
-    for (const o of ops.flatMap((x) => x.results).filter((r) => g.isOutput(r))) {
-      const els = vals.get(o)!;
-      kb.store16(g.buf(o), div(flat, i(2)), [0, 1, 2, 3].map((p) => K.pack(els[2 * p]!, els[2 * p + 1]!)));
-    }
+    for (const o of ops.flatMap((x) => x.results).filter((r) => g.isOutput(r))) g.store8(o, flat, vals.get(o)!);
   });
   return g.finish({ dim: product(first.type.shape.map((d) => g.entryDim(d))), per: kb.kernel.wg * V });
 }

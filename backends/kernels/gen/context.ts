@@ -324,6 +324,11 @@ export class Gen {
     return [0, 4].flatMap((o) => this.kb.load16("v8", buf, K.add(at, K.i(o))).map((w) => K.bitsF32(w)));
   }
 
+  /** Eight values (f32 expressions) as elements at .. at + 7 of bf16 v (`at` a multiple of 8): one 16-byte store (CUDA). */
+  store8(v: Value, at: Expr, vals: readonly Expr[]): void {
+    this.kb.store16(this.buf(v), K.div(at, K.i(2)), [0, 1, 2, 3].map((p) => K.pack(vals[2 * p]!, vals[2 * p + 1]!)));
+  }
+
   /** Whether load8 reads v: a bf16 or f32 value (as the target stores it), not scaled fp8. */
   wide8(v: Value): boolean {
     const elem = (this.limits.storage ?? defaultStorage)(v.type.dtype);

@@ -21,7 +21,7 @@
  * The default prefill attention where the profile has warpgroup MMAs (measured faster than
  * flash_tile on the H200: bench/results/flash-wgmma-2026-12-02-h200.md, and pipelined faster than
  * not: bench/results/qkv-dispatch-pipe-2026-12-02-h200.md); checked against the
- * interpreter by the kir simulator (tests/cuda/simulate.test.ts) and on the H200 (device.sh
+ * interpreter by the kir simulator (tests/cuda/simulate-attention.test.ts) and on the H200 (device.sh
  * flashwgmma, and selftest against the plain attention).
  */
 import { LingcError } from "../../../ir/errors";

@@ -65,22 +65,20 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
       const has = P % wg === 0 ? undefined : kb.let("has", lt(piece, i(P)));
       return { has, at: kb.let("at", has ? K.min(mul(piece, i(V)), i(D - V)) : mul(piece, i(V))) };
     });
-    const halves = (words: Expr[]) => Array.from({ length: V }, (_, e) => K.half(words[e >> 1]!, (e & 1) === 1));
     const store = (v: Value, at: Expr, vals: Expr[], has: Expr | undefined) => {
-      const words = [0, 1, 2, 3].map((p) => kb.let("w", K.pack(vals[2 * p]!, vals[2 * p + 1]!)));
-      const put = () => kb.store16(g.buf(v), div(plus(base, at), i(2)), words);
+      const put = () => g.store8(v, plus(base, at), vals);
       if (has) kb.if(has, put);
       else put();
     };
     let ss: Expr = K.f(0);
     const xs = pieces.map(({ has, at }) => {
-      const word = (v: Value) => kb.load16("x", g.buf(v), div(plus(base, at), i(2)));
+      const row = (v: Value) => g.load8(v, plus(base, at));
       let vals: Expr[];
       if (add) {
-        const [a, b] = [halves(word(add.operands[0]!)), halves(word(add.operands[1]!))];
+        const [a, b] = [row(add.operands[0]!), row(add.operands[1]!)];
         vals = a.map((e, n) => kb.let("h", g.fit(plus(e, b[n]!), dt)));
         if (g.isOutput(add.results[0]!)) store(add.results[0]!, at, vals, has);
-      } else vals = halves(word(x)).map((e) => kb.let("h", e));
+      } else vals = row(x).map((e) => kb.let("h", e));
       if (has) vals = vals.map((e) => kb.let("h", K.sel(has, e, K.f(0))));
       for (const e of vals) ss = plus(ss, mul(e, e));
       ss = kb.let("ss", ss);
@@ -88,7 +86,7 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
     });
     const inv = kb.let("inv", K.rsqrt(plus(div(kb.workgroupSum(ss), K.f(D)), K.f(eps))));
     pieces.forEach(({ has, at }, k) => {
-      const ws = halves(kb.load16("wt", g.buf(w), div(at, i(2))));
+      const ws = g.load8(w, at);
       const ys = xs[k]!.map((e, n) => kb.let("y", g.fit(mul(ws[n]!, g.fit(mul(e, inv), dt)), dt)));
       store(norm.results[0]!, at, ys, has);
     });

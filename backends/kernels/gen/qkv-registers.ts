@@ -75,8 +75,7 @@ export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
     const b = kb.let("b", div(tok, S));
     const s = kb.let("s", mod(tok, S));
     const at = kb.let("at", K.min(c0, i(d - V))); // in range in every lane
-    const words = kb.load16("x", g.buf(src), div(add(mul(item, i(d)), at), i(2)));
-    const x = Array.from({ length: V }, (_, e) => kb.let("x", sel(holds, K.half(words[e >> 1]!, (e & 1) === 1), K.f(0))));
+    const x = g.load8(src, add(mul(item, i(d)), at)).map((e) => kb.let("x", sel(holds, e, K.f(0))));
     const run = (ch: (typeof chains)[number]) => {
       let v = x;
       for (const op of ch.ops) {
@@ -114,12 +113,11 @@ export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
           });
         }
       }
-      const packed = [0, 1, 2, 3].map((p) => kb.let("w", K.pack(v[2 * p]!, v[2 * p + 1]!)));
       const n = ch.end - ch.start;
       // Row (b, head, s) of a [B, n, rows, d] buffer at `past` rows into its sequence axis.
       const write = (out: Value, rows: Expr, past: Expr) => {
         const base = kb.let("obase", mul(add(mul(add(mul(b, i(n)), K.sub(j, i(ch.start))), rows), add(past, s)), i(d)));
-        kb.if(holds, () => kb.store16(g.buf(out), div(add(base, c0), i(2)), packed));
+        kb.if(holds, () => g.store8(out, add(base, c0), v));
       };
       const append = appendOf.get(ch.out);
       if (append) {

@@ -1,0 +1,117 @@
+/**
+ * Attention's CUDA tile programs in the kir simulator, against the interpreter: flash attention on
+ * mma.sync (flash_tile) and on warpgroup MMAs (flash_wgmma: pipelined, not, and two warpgroups),
+ * causal GQA with partial tiles, a chunk after a cached prefix, transposed results; and decode
+ * attention's split and GQA forms with their merges.
+ */
+import { describe, expect, it } from "vitest";
+import { rng } from "../support/fd";
+import { LIMITS, kernels, runGenerated, runFlash, random, relError } from "../support/kir-run";
+
+describe("attention tile programs in the kir simulator", () => {
+  it("flash attention: causal, 4 query heads on 2 KV heads, head dim 64, 150 queries (two query tiles of 128, the second partial; a warp's second 16-row tile)", () => {
+    const { got, want } = runFlash([1, 4, 150, 64], [2, 150], true);
+    // bf16 outputs: a sum in another order can round one bf16 step (2^-8 of a value) the other way;
+    // the probabilities enter the P V products as bf16 (the interpreter keeps them f32).
+    expect(relError(got, want)).toBeLessThan(1e-2);
+    expect(relError(got, want)).toBeGreaterThan(0); // the simulator computed something of its own
+  });
+
+  it("decode attention's generated split form on CUDA (attention_split, the default up to 64 query rows): the keys in 16 workgroups a query row, then the merge kernel through the step's scratch, GQA, against the interpreter", () => {
+    // 2 x 4 query rows of one position (decode), 2 KV heads, 40 cached keys (splits of 3: the last short, two empty).
+    const [B, NH, NKV, T, D] = [2, 4, 2, 40, 64];
+    const text = `module @a {
+  func @a(%q: bf16[${B}, ${NH}, 1, ${D}], %k: bf16[${B}, ${NKV}, ${T}, ${D}], %v: bf16[${B}, ${NKV}, ${T}, ${D}]) -> (o: bf16[${B}, ${NH}, 1, ${D}]) {
+    %o = attention(%q, %k, %v) {scale = 0.125, causal = true} : bf16[${B}, ${NH}, 1, ${D}]
+    return %o
+  }
+}`;
+    const r = rng(77);
+    const inputs = { q: random("bf16", r, [B, NH, 1, D]), k: random("bf16", r, [B, NKV, T, D]), v: random("bf16", r, [B, NKV, T, D]) };
+    const { got, want } = runGenerated(text, inputs, {}, LIMITS, "", (ops) => (ops.some((o) => o.opName === "attention") ? "attention_split" : undefined))["o"]!;
+    expect(kernels.length).toBe(2); // the split kernel and its merge
+    expect(kernels[0]!.scratch).toBeGreaterThan(0);
+    expect(relError(got, want)).toBeLessThan(1e-2);
+    expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
+  });
+
+  it.each([
+    // 8 query heads over 2 KV heads (4 a group), 40 cached keys: 32 splits of 2 keys, the last 12 empty; head 64: four keys a warp step.
+    ["decode_attention", 1, 8, 2, 1, 40, 64, "kernel", "key"],
+    ["decode_attention", 1, 8, 2, 1, 40, 64, "last", "chunk"],
+    // 2 query positions (a drafted step: the second sees one key more), 2 KV heads of 3 query heads, head 128: two keys a warp step, 300 keys (10 a split, a partial unrolled group).
+    ["decode_attention", 1, 6, 2, 2, 300, 128, "kernel", "key"],
+    ["decode_attention", 1, 6, 2, 2, 300, 128, "last", "key"],
+    ["decode_attention", 1, 6, 2, 2, 300, 128, "kernel", "chunk"],
+    // The form for more rows: 4 splits of 45 keys (several unrolled groups a warp, the last partial).
+    ["decode_attention_wide", 2, 8, 2, 1, 180, 128, "kernel", "key"],
+    ["decode_attention_wide", 2, 8, 2, 1, 180, 128, "last", "key"],
+    ["decode_attention_wide", 2, 8, 2, 1, 180, 128, "kernel", "chunk"],
+  ] as const)("decode attention's GQA form on CUDA (%s: B %i, heads %i over %i KV heads, %i positions, %i keys of %i): a KV head's query heads over key splits, merged by a merge kernel or by each item's last split (%s), the online softmax a key or a group of keys at a time (%s), against the interpreter", (form, B, NH, NKV, S, T, D, merge, softmax) => {
+    const text = `module @a {
+  func @a(%q: bf16[${B}, ${NH}, ${S}, ${D}], %k: bf16[${B}, ${NKV}, ${T}, ${D}], %v: bf16[${B}, ${NKV}, ${T}, ${D}]) -> (o: bf16[${B}, ${NH}, ${S}, ${D}]) {
+    %o = attention(%q, %k, %v) {scale = ${1 / Math.sqrt(D)}, causal = true} : bf16[${B}, ${NH}, ${S}, ${D}]
+    return %o
+  }
+}`;
+    const r = rng(91);
+    const inputs = { q: random("bf16", r, [B, NH, S, D], 2), k: random("bf16", r, [B, NKV, T, D], 2), v: random("bf16", r, [B, NKV, T, D]) };
+    const limits = { ...LIMITS, mergeInLastSplit: merge === "last", decodeSoftmaxChunk: softmax === "chunk" };
+    const { got, want } = runGenerated(text, inputs, {}, limits, "", (ops) => (ops.some((o) => o.opName === "attention") ? form : undefined))["o"]!;
+    // "kernel": the splits, then the merge kernel; "last": one kernel, each item's last split merging
+    // (counted with an atomic; the harness checks the counters are back at zero).
+    expect(kernels.length).toBe(merge === "last" ? 1 : 2);
+    expect(kernels[0]!.kernel.name).not.toMatch(/merge/);
+    const body = JSON.stringify(kernels[0]!.kernel.body);
+    expect(body).toContain('"load16"');
+    expect(body.includes('"atomicAdd"') && body.includes('"fence"')).toBe(merge === "last");
+    expect(relError(got, want)).toBeLessThan(1e-2);
+    expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
+  });
+
+  it("flash attention on warpgroup MMAs (flash_wgmma, the sm_90a default, pipelined: the next block's scores issued before this block's softmax, blocks two at a time): causal GQA, head dim 64, 150 queries (three tiles of 64, the last partial: 1, 2 and 3 key blocks, an odd count runs a block of masked keys more), the keys' last block partial", () => {
+    const { got, want } = runFlash([1, 4, 150, 64], [2, 150], true, false, "flash_wgmma");
+    expect(kernels[0]!.kernel.wg).toBe(128);
+    expect(JSON.stringify(kernels[0]!.kernel.body)).toContain('"k":"wgmma"');
+    expect(JSON.stringify(kernels[0]!.kernel.body)).toMatch(/"pair_\d+"/); // the loop over pairs of blocks
+    expect(relError(got, want)).toBeLessThan(2 ** -7);
+  });
+
+  it("flash attention on warpgroup MMAs: fewer queries than keys (a chunk after a cached prefix), head dim 128, the result transposed; and not causal", () => {
+    const causal = runFlash([1, 2, 70, 128], [1, 200], true, true, "flash_wgmma");
+    expect(relError(causal.got, causal.want)).toBeLessThan(2 ** -7);
+    const full = runFlash([2, 2, 40, 128], [2, 90], false, false, "flash_wgmma");
+    expect(relError(full.got, full.want)).toBeLessThan(2 ** -7);
+  });
+
+  it("flash attention on warpgroup MMAs, not pipelined (LINGC_FLASH_WGMMA_PIPE=off: each product waited for at once, blocks one at a time): causal GQA over odd and even block counts, a chunk after a cached prefix transposed, and not causal", () => {
+    const pipe = { ...LIMITS, flashPipelined: false };
+    // 150 queries and keys: tiles of 1, 2 and 3 key blocks (an odd count runs one block of masked keys more).
+    const causal = runFlash([1, 4, 150, 64], [2, 150], true, false, "flash_wgmma", pipe);
+    expect(kernels[0]!.kernel.wg).toBe(128);
+    expect(relError(causal.got, causal.want)).toBeLessThan(2 ** -7);
+    const chunk = runFlash([1, 2, 70, 128], [1, 200], true, true, "flash_wgmma", pipe);
+    expect(relError(chunk.got, chunk.want)).toBeLessThan(2 ** -7);
+    const full = runFlash([2, 2, 40, 128], [2, 330], false, false, "flash_wgmma", pipe);
+    expect(relError(full.got, full.want)).toBeLessThan(2 ** -7);
+  });
+
+  it("flash attention on warpgroup MMAs, two warpgroups a workgroup (128 queries sharing each block's K and V): causal GQA with a partial tile, and head dim 128 not causal", () => {
+    const two = { ...LIMITS, flashWarpgroups: 2 };
+    const causal = runFlash([1, 4, 150, 64], [2, 150], true, false, "flash_wgmma", two);
+    expect(kernels[0]!.kernel.wg).toBe(256);
+    expect(relError(causal.got, causal.want)).toBeLessThan(2 ** -7);
+    const full = runFlash([1, 2, 40, 128], [1, 90], false, true, "flash_wgmma", two);
+    expect(relError(full.got, full.want)).toBeLessThan(2 ** -7);
+  });
+
+  it("flash attention: fewer queries than keys (a chunk after a cached prefix: the mask aligned to the end), causal", () => {
+    const { got, want } = runFlash([1, 4, 20, 64], [2, 90], true);
+    expect(relError(got, want)).toBeLessThan(1e-2);
+  });
+
+  it("flash attention: not causal, head dim 128, the result transposed to [B, S, heads x d]", () => {
+    const { got, want } = runFlash([2, 2, 33, 128], [2, 33], false, true);
+    expect(relError(got, want)).toBeLessThan(1e-2);
+  });
+});

@@ -1,0 +1,177 @@
+/**
+ * What the kir simulator's tests share (tests/cuda/simulate*.test.ts): a module's steps generated
+ * for CUDA and run in the simulator next to the interpreter, a flash attention of random inputs,
+ * the routed experts' module, random tensors and the relative error.
+ */
+import { expect } from "vitest";
+import "../../ir/ops";
+import { interpret } from "../../ir/interpret";
+import { parseModule } from "../../ir/parse";
+import { Tensor } from "../../ir/tensor";
+import { encodeBits, decodeBits } from "../../ir/numerics";
+import { parsePipeline, runPasses } from "../../compiler/passes/manager";
+import { buildSchedule, capacitySymbol, storageSlot } from "../../backends/schedule";
+import { generateStep, type GeneratedKernel, type GenLimits } from "../../backends/kernels/gen";
+import { COUNTER_SLOTS, COUNTERS_SLOT, SCRATCH_SLOT } from "../../backends/kernels/gen/context";
+import { cudaGenLimits, cudaStorage } from "../../backends/cuda/gen-limits";
+import { CUDA_SM90A } from "../../ir/target";
+import { simulate, type SimArray } from "../../backends/kernels/simulate";
+import { rng } from "./fd";
+
+export const LIMITS: GenLimits = cudaGenLimits(CUDA_SM90A);
+
+const ARRAYS = { f32: Float32Array, i32: Int32Array, bf16: Uint16Array, f8e4m3: Uint8Array } as const;
+
+/** The kernels the last runGenerated generated, in order. */
+export const kernels: GeneratedKernel[] = [];
+
+/**
+ * A module whose every step is a generated kernel, fused for CUDA and run step by step in the
+ * simulator (static shapes: a size left symbolic is refused as a missing uniform), and by the
+ * interpreter: the outputs of both, by name.
+ */
+export function runGenerated(
+  text: string,
+  inputs: Record<string, Tensor>,
+  weights: Record<string, Tensor>,
+  limits: GenLimits = LIMITS,
+  before = "",
+  /** The template a step runs with (the CUDA dispatch's choice for these sizes), where not the first that covers it. */
+  pick: (ops: readonly { opName: string }[]) => string | undefined = () => undefined,
+): Record<string, { got: Float32Array; want: Float32Array }> {
+  kernels.length = 0;
+  const m = parseModule(text, "m.lir");
+  // Passes whose module is the reference too (the fp8 pass: the interpreter runs its quantization).
+  if (before) runPasses(m, parsePipeline(before), {});
+  const want = interpret(m, inputs, { get: (n: string) => weights[n]! });
+  runPasses(m, parsePipeline("cse,dce,fusion{profile=cuda-sm90a}"), {});
+  const s = buildSchedule(m);
+  const arrays = new Map<number, SimArray>();
+  // A KV cache grown in place (a slot with room along an axis): its buffer holds ROOM rows more than
+  // its value along that axis, as the runtime's does (the capacity a fused append's kernel takes as
+  // a uniform); `rowsOf` views a value of that storage as [outer, its rows, inner] of [outer, capacity, inner].
+  const ROOM = 3;
+  const capacity = (at: number) => {
+    const slot = s.slots[at]!;
+    return slot.roomAxis === undefined ? undefined : slot.type.shape[slot.roomAxis]!.value! + ROOM;
+  };
+  const layout = (at: number, shape: readonly { value?: number }[]) => {
+    const axis = s.slots[at]!.roomAxis!;
+    const dims = shape.map((d) => d.value!);
+    return { outer: dims.slice(0, axis).reduce((a, b) => a * b, 1), rows: dims[axis]!, inner: dims.slice(axis + 1).reduce((a, b) => a * b, 1), cap: capacity(at)! };
+  };
+  /** Element i of a contiguous value of this shape, where it lies in its storage with room. */
+  const placed = (at: number, shape: readonly { value?: number }[], i: number) => {
+    if (capacity(at) === undefined) return i;
+    const { rows, inner, cap } = layout(at, shape);
+    const o = Math.floor(i / (rows * inner));
+    return (o * cap + Math.floor(i / inner) % rows) * inner + (i % inner);
+  };
+  const storage = (id: number): SimArray => {
+    const at = storageSlot(s, id);
+    let a = arrays.get(at);
+    if (!a) {
+      const slot = s.slots[at]!;
+      const elem = cudaStorage(slot.type.dtype);
+      const cap = capacity(at);
+      a = new ARRAYS[elem as keyof typeof ARRAYS](cap === undefined ? slot.type.numel().value! : (slot.type.numel().value! / slot.type.shape[slot.roomAxis!]!.value!) * cap);
+      const data = slot.source === "input" ? inputs[slot.input!]!.data : slot.source === "weight" ? weights[slot.weight!]!.data : undefined;
+      if (data) data.forEach((v, i) => (a![placed(at, slot.type.shape, i)] = elem === "bf16" ? encodeBits(v, "bf16") : v));
+      arrays.set(at, a);
+    }
+    return a;
+  };
+  const uniforms = Object.fromEntries(s.slots.flatMap((sl) => (capacity(sl.id) === undefined ? [] : [[`n_${capacitySymbol(sl.id)}`, capacity(sl.id)!]])));
+  for (const step of s.steps) {
+    const g = generateStep(step, s, limits, "k", pick(step.ops));
+    // A split computation's kernels run in turn, sharing the step's scratch (as the CUDA emitter binds it).
+    const scratch = new Float32Array(g.scratch ?? 0);
+    const counters = new Int32Array(COUNTER_SLOTS);
+    for (let k: GeneratedKernel | undefined = g; k; k = k.then) {
+      kernels.push(k);
+      const buffers: Record<string, SimArray> = {};
+      k.kernel.buffers.forEach((b, j) => (buffers[b.name] = k!.slots[j] === SCRATCH_SLOT ? scratch : k!.slots[j] === COUNTERS_SLOT ? counters : storage(k!.slots[j]!)));
+      simulate(k.kernel, buffers, Object.fromEntries(k.kernel.uniforms.filter((u) => uniforms[u] !== undefined).map((u) => [u, uniforms[u]!])), Math.ceil(k.grid.dim.value! / k.grid.per));
+    }
+    // A kernel that counts its workgroups leaves the counters as it found them (zero).
+    if (counters.some((x) => x !== 0)) throw new Error(`step ${step.kernel?.name ?? step.ops[0]!.opName}: counters left nonzero`);
+  }
+  return Object.fromEntries(
+    s.outputs.map(({ name, slot }) => {
+      const a = storage(slot);
+      const at = storageSlot(s, slot);
+      const shape = s.slots[slot]!.type.shape;
+      const n = s.slots[slot]!.type.numel().value!;
+      const bits = Array.from({ length: n }, (_, i) => a[placed(at, shape, i)]!);
+      const got = a instanceof Uint16Array ? Float32Array.from(bits, (b) => decodeBits(b, "bf16")) : Float32Array.from(bits);
+      return [name, { got, want: want[name]!.data as Float32Array }];
+    }),
+  );
+}
+
+/**
+ * One bf16 attention of queries [B, heads, S, d] over keys and values [B, KV heads, T, d] (scale
+ * 1/sqrt(d)), its result transposed to [B, S, heads x d] if asked, on random inputs; its group run
+ * by the flash tile program.
+ */
+export function runFlash([B, NH, S, D]: [number, number, number, number], [NKV, T]: [number, number], causal: boolean, transposed = false, template = "flash_tile", limits = LIMITS): { got: Float32Array; want: Float32Array } {
+  const q = `bf16[${B}, ${NH}, ${S}, ${D}]`;
+  const kv = `bf16[${B}, ${NKV}, ${T}, ${D}]`;
+  const flat = `bf16[${B}, ${S}, ${NH * D}]`;
+  const views = transposed
+    ? `
+    %t = transpose(%o) {perm = [0, 2, 1, 3]} : bf16[${B}, ${S}, ${NH}, ${D}]
+    %r = reshape(%t) {shape = [${B}, ${S}, ${NH * D}]} : ${flat}`
+    : "";
+  const text = `module @att {
+  func @att(%q: ${q}, %k: ${kv}, %v: ${kv}) -> (o: ${transposed ? flat : q}) {
+    %o = attention(%q, %k, %v) {scale = ${1 / Math.sqrt(D)}, causal = ${causal}} : ${q}${views}
+    return ${transposed ? "%r" : "%o"}
+  }
+}`;
+  const r = rng(5);
+  const inputs = { q: random("bf16", r, [B, NH, S, D]), k: random("bf16", r, [B, NKV, T, D]), v: random("bf16", r, [B, NKV, T, D]) };
+  const outs = Object.values(runGenerated(text, inputs, {}, limits, "", (ops) => (ops.some((o) => o.opName === "attention") ? template : undefined)));
+  expect(outs).toHaveLength(1);
+  expect(kernels).toHaveLength(1); // the attention with its result's views: one kernel
+  return outs[0]!;
+}
+
+/**
+ * The routed experts as Ling runs them (dispatch, token gather, SwiGLU experts, down experts, the
+ * weighted combine) in dtype dt; `proj` adds a dense linear of the input with that many outputs (z).
+ */
+export function expertModule(dt: string, [T, H, F, E, K]: [number, number, number, number, number], proj?: number): string {
+  const extra = proj === undefined ? { weight: "", result: "", op: "", ret: "" } : { weight: `, @proj: ${dt}[${proj}, ${H}]`, result: `, z: ${dt}[${T}, ${proj}]`, op: `\n    %z = linear(%x, @proj) : ${dt}[${T}, ${proj}]`, ret: ", %z" };
+  return `module @e {
+  func @e(%x: ${dt}[${T}, ${H}], %ids: i32[${T}, ${K}], %wts: f32[${T}, ${K}])
+      weights(@gate: ${dt}[${E}, ${F}, ${H}], @up: ${dt}[${E}, ${F}, ${H}], @down: ${dt}[${E}, ${H}, ${F}]${extra.weight})
+      -> (y: ${dt}[${T}, ${H}]${extra.result}) {
+    %order, %offsets, %rows = moe_dispatch(%ids) {num_experts = ${E}} : i32[${T * K}], i32[${E + 1}], i32[${T * K}]
+    %p = moe_permute(%x, %order) {k = ${K}} : ${dt}[${T * K}, ${H}]
+    %g = grouped_linear(%p, @gate, %offsets) : ${dt}[${T * K}, ${F}]
+    %u = grouped_linear(%p, @up, %offsets) : ${dt}[${T * K}, ${F}]
+    %s = silu(%g) : ${dt}[${T * K}, ${F}]
+    %hr = mul(%s, %u) : ${dt}[${T * K}, ${F}]
+    %yr = grouped_linear(%hr, @down, %offsets) : ${dt}[${T * K}, ${H}]
+    %y = moe_combine(%yr, %rows, %wts) : ${dt}[${T}, ${H}]${extra.op}
+    return %y${extra.ret}
+  }
+}`;
+}
+
+/** Uniform random values in [-scale, scale) of a float dtype, from the generator r. */
+export function random(dt: "bf16" | "f32", r: () => number, shape: number[], scale = 1): Tensor {
+  return Tensor.from(dt, shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => scale * (2 * r() - 1)));
+}
+
+/** max |got - want| over max |want|. */
+export function relError(got: Float32Array, want: Float32Array): number {
+  let err = 0;
+  let big = 0;
+  want.forEach((w, i) => {
+    err = Math.max(err, Math.abs(got[i]! - w));
+    big = Math.max(big, Math.abs(w));
+  });
+  return err / big;
+}

@@ -2,7 +2,7 @@
 // does not reach (decode attention, the dense SwiGLU's GEMV and GEMM paths) against plain reference
 // kernels. The model's own generated tile programs are checked after these, against the op table's
 // direct forms of their steps (selftest_model in lingc_runtime.cu; the checks are in model.cu), and
-// in CI by the kir simulator (tests/cuda/simulate.test.ts).
+// in CI by the kir simulator (tests/cuda/simulate*.test.ts).
 // A part of lingc_runtime.cu kept in its own file: lingc_runtime.cu includes it inside namespace
 // lingc (one translation unit), after the parts listed before it there. Not a standalone header.
 

@@ -67,6 +67,15 @@ attention_check() {
   sanitized $tag $exe run --graph att --input $dir/x.safetensors --out $dir/s.safetensors
 }
 
+# Ling-mini builds in /tmp benchmarked alternately, two rounds, so that the machine's drift hits all:
+# alternate PREFILL DECODE BUILD... (each row's median: prefill ms, decode's CUDA-graph ms a step).
+alternate() {
+  local pf=$1 dc=$2; shift 2
+  for round in 1 2; do
+    for m in "$@"; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "$pf" --decode "$dc" --repeats 5 | grep -oE '"seq": [0-9]*, "ms": [0-9.]*|"batch": [0-9]*, "cache": 2048, .*"graph_ms_per_step": [0-9.]*'; done
+  done
+}
+
 # The bf16 experts' tile program (the "grouped_gemm" kernel) on an uneven routing (bench/cuda/expert_check.py:
 # an empty expert, one with every token, one with one row, K and column tails) against the interpreter
 # and against one cuBLASLt GEMM per expert (expert_loop). bf16 results: a sum in another order can round
@@ -548,9 +557,7 @@ prefillab)
   sanitized ex $EXE run --checkpoint /tmp/ex/w.safetensors --graph e --input /tmp/ex/e.safetensors --out /tmp/ex/san.safetensors
   wait
   echo "== mini selftest"; timeout 300 /tmp/mini/lingc_model selftest | grep -E "grouped_gemm |FAIL"; echo "exit ${PIPESTATUS[0]}"
-  for round in 1 2; do
-    for m in "${BUILDS[@]}"; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
-  done
+  alternate 1x2048,1x8192 "" "${BUILDS[@]}"
   for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>&1 >/dev/null | head -${LINGC_PROFILE_LINES:-3}; done
   ;;
 rowsab)
@@ -566,9 +573,7 @@ rowsab)
   wait
   for m in small mini; do echo "== $m selftest"; timeout 200 /tmp/$m/lingc_model selftest | grep -E "${LINGC_SELFTEST_GREP:-FAIL}"; echo "exit ${PIPESTATUS[0]}"; done
   sanitized small-selftest /tmp/small/lingc_model selftest
-  for round in 1 2; do
-    for m in "${BUILDS[@]}"; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 5 | grep -oE '"seq": [0-9]*, "ms": [0-9.]*|"batch": [0-9]*, "cache": 2048, .*"graph_ms_per_step": [0-9.]*'; done
-  done
+  alternate 1x2048,1x8192 1x2048,32x2048 "${BUILDS[@]}"
   for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>&1 >/dev/null | grep -E "${LINGC_AB_GREP:-.}" | head -${LINGC_PROFILE_LINES:-3}; done
   ;;
 flagsab)
@@ -583,9 +588,7 @@ flagsab)
   $L run $G --backend cuda $FL --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
   GOT=$($L generate $G --backend cuda $FL --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|'); [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL: $GOT"
   wait
-  for round in 1 2; do
-    for m in mini mini-flags; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 5 | grep -oE '"seq": [0-9]*, "ms": [0-9.]*|"batch": [0-9]*, "cache": 2048, .*"graph_ms_per_step": [0-9.]*'; done
-  done
+  alternate 1x2048,1x8192 1x2048,32x2048 mini mini-flags
   for m in mini mini-flags; do for row in 1x2048 1x8192; do echo "== $m profile $row"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill $row --decode "" --repeats 2 --profile 2>&1 >/dev/null | grep -E "${LINGC_AB_GREP:-.}" | head -${LINGC_PROFILE_LINES:-3}; done; done
   ;;
 wstiles)
@@ -752,9 +755,7 @@ flashwgmma)
     sanitized fw$n $EXE run --graph att --input /tmp/ac/x.safetensors --out /tmp/ac/s.safetensors
   done
   wait
-  for round in 1 2; do
-    for m in "${BUILDS[@]}"; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode "" --repeats 5 | grep -o '"seq": [0-9]*, "ms": [0-9.]*'; done
-  done
+  alternate 1x2048,1x8192 "" "${BUILDS[@]}"
   for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -m2 "attention"; done
   ;;
 flashtile)

@@ -49,7 +49,8 @@ describe("row kernels in the kir simulator", () => {
     const inputs = { qkv: t([B, S, NH * D]), cos: Tensor.from("bf16", [S, H], angles.map(Math.cos)), sin: Tensor.from("bf16", [S, H], angles.map(Math.sin)) };
     const weights = { "q_norm.weight": t([D]), "k_norm.weight": t([D]) };
     const outs = runGenerated(text, inputs, weights);
-    expect(kernels.map((k) => [k.kernel.wg, k.grid.per, k.template])).toEqual([[128, per, H % 8 === 0 ? "qk_norm_rope_registers" : "qk_norm_rope"]]); // one kernel
+    // One kernel; the register form takes four tokens of each of its heads a block.
+    expect(kernels.map((k) => [k.kernel.wg, k.grid.per, k.template])).toEqual([[128, H % 8 === 0 ? 4 * per : per, H % 8 === 0 ? "qk_norm_rope_registers" : "qk_norm_rope"]]);
     expect(Object.keys(outs).sort()).toEqual(["k", "q", "v"]);
     // The same roundings in the same order as the interpreter; the norm's sum of squares in another
     // order (shuffles): within a bf16 step of the largest value.

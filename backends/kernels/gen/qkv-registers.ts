@@ -24,6 +24,11 @@ import { qkvChains } from "./qkv";
 
 /** Elements a lane: 16 bytes of bf16. */
 const V = 8;
+/**
+ * Tokens a lane group takes of its head: their loads all issued before any math, so each lane has
+ * TOKENS x 16 bytes in flight (one token's head a group left the H200 at about twice the bytes' time).
+ */
+const TOKENS = 4;
 /** Threads a workgroup (4 warps). */
 export const QKV_REGISTER_THREADS = 128;
 
@@ -63,31 +68,41 @@ export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const kb = g.kb;
   const { i, add, mul, div, mod, lt, ge, and, sel } = K;
   const S = g.size(Sd!);
+  const tokensDim = product([Bd!, Sd!]);
+  const BS = g.size(tokensDim);
   const perGroup = (kb.kernel.wg / 32) * perWarp;
   const lane = kb.let("lane", mod(kb.lid, i(32)));
   const q = kb.let("q", mod(lane, i(L))); // this lane's place in its head's group
-  const item = kb.let("item", add(mul(kb.wg, i(perGroup)), div(kb.lid, i(L))));
+  // A lane group's unit: one head of TOKENS consecutive tokens (the head, so its chain, is the
+  // same for all of them: one branch, and every load issued before any math).
+  const unit = kb.let("unit", add(mul(kb.wg, i(perGroup)), div(kb.lid, i(L))));
   const c0 = kb.let("c0", mul(q, i(V))); // its first element
   const holds = kb.let("holds", lt(c0, i(d))); // lanes past d / 8 (a group wider than the head) hold nothing
-  kb.if(lt(item, mul(g.size(product([Bd!, Sd!])), i(NH))), () => {
-    const tok = kb.let("tok", div(item, i(NH)));
-    const j = kb.let("j", mod(item, i(NH)));
-    const b = kb.let("b", div(tok, S));
-    const s = kb.let("s", mod(tok, S));
+  kb.if(lt(unit, mul(div(add(BS, i(TOKENS - 1)), i(TOKENS)), i(NH))), () => {
+    const j = kb.let("j", mod(unit, i(NH)));
+    const t0 = kb.let("t0", mul(div(unit, i(NH)), i(TOKENS)));
     const at = kb.let("at", K.min(c0, i(d - V))); // in range in every lane
-    const x = g.load8(src, add(mul(item, i(d)), at)).map((e) => kb.let("x", sel(holds, e, K.f(0))));
+    const toks = Array.from({ length: TOKENS }, (_, u) => {
+      const tok = kb.let("tok", add(t0, i(u)));
+      const live = kb.let("live", lt(tok, BS)); // past the last token: read the last one's head, write nothing
+      const tc = kb.let("tc", K.min(tok, K.sub(BS, i(1))));
+      return { live, b: kb.let("b", div(tc, S)), s: kb.let("s", mod(tc, S)), tc };
+    });
+    const xs = toks.map(({ tc }) => g.load8(src, add(mul(add(mul(tc, i(NH)), j), i(d)), at)).map((e) => kb.let("x", sel(holds, e, K.f(0)))));
     const run = (ch: (typeof chains)[number]) => {
-      let v = x;
+      let vs = xs;
       for (const op of ch.ops) {
         if (op.opName === "rms_norm") {
           const w = op.operands[1]!;
           const eps = attrsOf(OPS.rms_norm, op).eps;
-          let ss: Expr = K.f(0);
-          for (const e of v) ss = add(ss, mul(e, e));
-          const own = kb.let("ss", ss);
-          const inv = kb.let("inv", K.rsqrt(add(div(kb.warpSum(own, L), K.f(d)), K.f(eps))));
-          const ws = g.wide8(w) ? g.load8(w, at) : v.map((_, n) => kb.load(g.buf(w), add(at, i(n))));
-          v = v.map((e, n) => kb.let("n", g.fit(mul(ws[n]!, g.fit(mul(e, inv), dt)), dt)));
+          const ws = g.wide8(w) ? g.load8(w, at) : xs[0]!.map((_, n) => kb.load(g.buf(w), add(at, i(n))));
+          vs = vs.map((v) => {
+            let ss: Expr = K.f(0);
+            for (const e of v) ss = add(ss, mul(e, e));
+            const own = kb.let("ss", ss);
+            const inv = kb.let("inv", K.rsqrt(add(div(kb.warpSum(own, L), K.f(d)), K.f(eps))));
+            return v.map((e, n) => kb.let("n", g.fit(mul(ws[n]!, g.fit(mul(e, inv), dt)), dt)));
+          });
         } else {
           const [cosT, sinT] = [op.operands[1]!, op.operands[2]!];
           const half = cosT.type.shape[1]!.value!;
@@ -97,28 +112,33 @@ export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
           const lo = kb.let("lo", lt(c0, i(half)));
           const rotated = kb.let("rot", lt(c0, i(2 * half)));
           const partner = kb.let("pl", add(lane, sel(lo, i(half / V), sel(rotated, i(-half / V), i(0)))));
-          const pv = v.map((e) => kb.let("pv", K.shflIdx(e, partner)));
           const p0 = kb.let("p0", K.min(sel(lo, c0, K.sub(c0, i(half))), i(half - V))); // the pairs' first index, in range
-          // The 8 pairs' cos and sin: 16-byte loads (half is whole pieces, so p0 is one's start).
-          const row = kb.let("trow", add(mul(s, i(half)), p0));
-          const table = (t: Value) => (g.wide8(t) ? g.load8(t, row) : v.map((_, n) => kb.load(g.buf(t), add(row, i(n)))));
-          const [coss, sins] = [table(cosT), table(sinT)];
-          v = v.map((e, n) => {
-            const cs = kb.let("cs", coss[n]!);
-            const sn = kb.let("sn", sins[n]!);
-            // below half: x[c] cos - x[c + half] sin; above: x[c] cos + x[c - half] sin (qkv.ts)
-            const first = r(add(r(mul(e, cs)), r(K.neg(mul(pv[n]!, sn)))));
-            const second = r(add(r(mul(e, cs)), r(mul(pv[n]!, sn))));
-            return kb.let("r", sel(rotated, sel(lo, first, second), e));
+          // The 8 pairs' cos and sin of each token: 16-byte loads (half is whole pieces, so p0 is one's start), all issued first.
+          const table = (t: Value, row: Expr) => (g.wide8(t) ? g.load8(t, row) : xs[0]!.map((_, n) => kb.load(g.buf(t), add(row, i(n)))));
+          const tables = toks.map(({ s }) => {
+            const row = kb.let("trow", add(mul(s, i(half)), p0));
+            return [table(cosT, row).map((e) => kb.let("cs", e)), table(sinT, row).map((e) => kb.let("sn", e))] as const;
+          });
+          vs = vs.map((v, u) => {
+            const [coss, sins] = tables[u]!;
+            const pv = v.map((e) => kb.let("pv", K.shflIdx(e, partner)));
+            return v.map((e, n) => {
+              const [cs, sn] = [coss[n]!, sins[n]!];
+              // below half: x[c] cos - x[c + half] sin; above: x[c] cos + x[c - half] sin (qkv.ts)
+              const first = r(add(r(mul(e, cs)), r(K.neg(mul(pv[n]!, sn)))));
+              const second = r(add(r(mul(e, cs)), r(mul(pv[n]!, sn))));
+              return kb.let("r", sel(rotated, sel(lo, first, second), e));
+            });
           });
         }
       }
       const n = ch.end - ch.start;
       // Row (b, head, s) of a [B, n, rows, d] buffer at `past` rows into its sequence axis.
-      const write = (out: Value, rows: Expr, past: Expr) => {
-        const base = kb.let("obase", mul(add(mul(add(mul(b, i(n)), K.sub(j, i(ch.start))), rows), add(past, s)), i(d)));
-        kb.if(holds, () => g.store8(out, add(base, c0), v));
-      };
+      const write = (out: Value, rows: Expr, past: Expr) =>
+        toks.forEach(({ live, b, s }, u) => {
+          const base = kb.let("obase", mul(add(mul(add(mul(b, i(n)), K.sub(j, i(ch.start))), rows), add(past, s)), i(d)));
+          kb.if(and(holds, live), () => g.store8(out, add(base, c0), vs[u]!));
+        });
       const append = appendOf.get(ch.out);
       if (append) {
         const grown = append.results[0]!;
@@ -132,5 +152,7 @@ export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
     };
     branch(0);
   });
-  return g.finish({ dim: g.entryDim(product([Bd!, Sd!, NHd!])), per: perGroup });
+  // Units: heads x ceil(tokens / TOKENS), perGroup a workgroup; (tokens + TOKENS - 1) x heads over
+  // perGroup x TOKENS gives at least as many workgroups (the extra ones exit).
+  return g.finish({ dim: g.entryDim(tokensDim.add(TOKENS - 1).mul(NHd!)), per: perGroup * TOKENS });
 }

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -575,6 +575,23 @@ rowsab)
   sanitized small-selftest /tmp/small/lingc_model selftest
   alternate 1x2048,1x8192 1x2048,32x2048 "${BUILDS[@]}"
   for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>&1 >/dev/null | grep -E "${LINGC_AB_GREP:-.}" | head -${LINGC_PROFILE_LINES:-3}; done
+  ;;
+envbuild|envab)
+  # A/B of environment settings read at compile time (tile choices, kernel knobs): Ling-mini built by
+  # dist/lingc.mjs under each of LINGC_ENVS ("A=1 B=2;C=3": ';' between builds, "-" for none) into
+  # /tmp/mini-envN. envbuild only builds (start it in the background while another mode runs; envab
+  # then reuses what it built); envab then runs the builds' prefill rows (LINGC_PREFILL, default
+  # 1x2048,1x8192) alternately, two rounds, and each one's 1x8192 profile lines matching LINGC_AB_GREP.
+  IFS=';' read -ra ENVS <<< "${LINGC_ENVS:?LINGC_ENVS names the settings}"; BUILDS=(); M=bench/cuda/ling-mini-2.0-no-mtp
+  for n in "${!ENVS[@]}"; do
+    m=mini-env$n; BUILDS+=($m); e=${ENVS[$n]}; [ "$e" = - ] && e=
+    [ -x /tmp/$m/lingc_model ] || ( env $e $L compile $M --target cuda --out /tmp/$m >/dev/null && cd /tmp/$m && make -j5 >/dev/null ) &
+  done
+  wait
+  [ "$1" = envbuild ] && exit 0
+  for n in "${!ENVS[@]}"; do echo "mini-env$n: ${ENVS[$n]}"; done
+  alternate "${LINGC_PREFILL-1x2048,1x8192}" "" "${BUILDS[@]}"
+  for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>&1 >/dev/null | grep -E "${LINGC_AB_GREP:-.}" | head -${LINGC_PROFILE_LINES:-3}; done
   ;;
 flagsab)
   # A/B of compile options: Ling-mini built by dist/lingc.mjs as is (mini) and with LINGC_AB_FLAGS

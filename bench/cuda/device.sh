@@ -533,14 +533,16 @@ gemmncu)
   # Where the bf16 expert GEMM's time goes (Nsight Compute, Ling-mini prefill 1x8192, the profile's
   # tile or LINGC_BF16_TILE): one launch each of the SwiGLU experts and the down projection, with the
   # speed-of-light, compute, memory and warp-state sections (tensor pipe activity, DRAM and L2
-  # throughput, the stall reasons); raw report in $OUT/gemm-ncu.txt.
+  # throughput, the stall reasons); raw report in $OUT/gemm-ncu-<kernel>.txt.
   M=bench/cuda/ling-mini-2.0-no-mtp
   $L compile $M --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
-  for k in k_swiglu k_grouped_linear; do
-    timeout 240 /usr/local/cuda/bin/ncu --kernel-name regex:"^${k}_[0-9]+$" --launch-skip 19 --launch-count 1 \
+  # LINGC_NCU_KERNELS: other kernels' names (each a name prefix before _N, or a full regex with ^...$).
+  for k in ${LINGC_NCU_KERNELS:-k_swiglu k_grouped_linear}; do
+    re=$k; [[ $re == ^* ]] || re="^${k}_[0-9]+$"
+    timeout 240 /usr/local/cuda/bin/ncu --kernel-name regex:"$re" --launch-skip ${LINGC_NCU_SKIP:-19} --launch-count 1 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats --section Occupancy \
       /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 > "$OUT/gemm-ncu-$k.txt" 2>&1; echo "$k: ncu exit $?"
-    grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L2 Cache Throughput|Executed Ipc|Issue Slots Busy|Stall|Registers Per|Achieved Occupancy|Grid Size|Block Size" "$OUT/gemm-ncu-$k.txt" | head -30
+    grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L2 Cache Throughput|Executed Ipc|Issue Slots Busy|Stall|stalled|Cycles Per Issued|Eligible|Registers Per|Occupancy|Grid Size|Block Size" "$OUT/gemm-ncu-$k.txt" | head -30
   done
   ;;
 prefillab)

@@ -88,7 +88,8 @@ export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
       const tc = kb.let("tc", K.min(tok, K.sub(BS, i(1))));
       return { live, b: kb.let("b", div(tc, S)), s: kb.let("s", mod(tc, S)), tc };
     });
-    const xs = toks.map(({ tc }) => g.load8(src, add(mul(add(mul(tc, i(NH)), j), i(d)), at)).map((e) => kb.let("x", sel(holds, e, K.f(0)))));
+    // (Lanes past the head read its last piece again; zeros for them where a group is wider than the head.)
+    const xs = toks.map(({ tc }) => g.load8(src, add(mul(add(mul(tc, i(NH)), j), i(d)), at)).map((e) => kb.let("x", L * V === d ? e : sel(holds, e, K.f(0)))));
     const run = (ch: (typeof chains)[number]) => {
       let vs = xs;
       for (const op of ch.ops) {
@@ -124,10 +125,10 @@ export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
             const pv = v.map((e) => kb.let("pv", K.shflIdx(e, partner)));
             return v.map((e, n) => {
               const [cs, sn] = [coss[n]!, sins[n]!];
-              // below half: x[c] cos - x[c + half] sin; above: x[c] cos + x[c - half] sin (qkv.ts)
-              const first = r(add(r(mul(e, cs)), r(K.neg(mul(pv[n]!, sn)))));
-              const second = r(add(r(mul(e, cs)), r(mul(pv[n]!, sn))));
-              return kb.let("r", sel(rotated, sel(lo, first, second), e));
+              // below half: x[c] cos - x[c + half] sin; above: x[c] cos + x[c - half] sin (qkv.ts's
+              // two forms in one: rounding to nearest is odd, so r(-y) = -r(y))
+              const ps = kb.let("ps", r(mul(pv[n]!, sn)));
+              return kb.let("r", sel(rotated, r(add(r(mul(e, cs)), sel(lo, K.neg(ps), ps))), e));
             });
           });
         }

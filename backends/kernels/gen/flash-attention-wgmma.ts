@@ -122,12 +122,7 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number, pipeline
         [0, 1].flatMap((half) => [0, 1].map((hh) => kb.let("p", K.pack(kb.load(acc, sAt(2 * ks + half, hh, 0), "f32"), kb.load(acc, sAt(2 * ks + half, hh, 1), "f32"))))),
       );
       ready();
-      // The rescale only where a row's maximum moved (c is exactly 1 where it did not: x 1 changes
-      // nothing): past the first blocks most warps skip its HD / 2 multiplies (a branch, taken by a
-      // warp when any of its lanes needs it; the MMAs after it run converged).
-      kb.if(or(K.ne(c[0]!, K.f(1)), K.ne(c[1]!, K.f(1))), () => {
-        for (let j = 0; j < HD / 8; j++) for (let q4 = 0; q4 < 4; q4++) kb.store(o, i(4 * j + q4), mul(kb.load(o, i(4 * j + q4), "f32"), c[q4 >> 1]!));
-      });
+      for (let j = 0; j < HD / 8; j++) for (let q4 = 0; q4 < 4; q4++) kb.store(o, i(4 * j + q4), mul(kb.load(o, i(4 * j + q4), "f32"), c[q4 >> 1]!));
       kb.wgmmaFence();
       for (let ks = 0; ks < BN / 16; ks++) kb.wgmma({ m: 64, n: HD, k: 16, ab: "bf16" }, o, smem, p[ks]!, add(vAt, i(ks * 16 * ROW)), { bMn: BN * ROW });
       kb.wgmmaCommit();

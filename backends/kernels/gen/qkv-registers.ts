@@ -6,8 +6,10 @@
  * are 16-byte loads too. The workgroup-memory form (qkv.ts) ran 1.6 ms a forward at 1x8192 on the
  * H200 (Ling-mini), over three times its bytes at the copy rate: each warp's scalar loads, its
  * barriers and its cos/sin loads after them made a chain of round trips a head, and too few heads
- * were in flight to hide them. This form: 1.0 ms (bench/results/qkv-dispatch-pipe-2026-12-02-h200.md),
- * still about twice its bytes' time; more heads in flight a warp is the untried next step.
+ * were in flight to hide them. This form with one token a lane group: 1.0 ms
+ * (bench/results/qkv-dispatch-pipe-2026-12-02-h200.md). Nsight Compute then showed it bound by
+ * issue, not memory (DRAM 27%, SM 77%, RoPE computing both of its forms); four tokens a group
+ * alone did not move it, RoPE as one form with them: 0.78 ms (bench/results/qk-router-2026-12-02-h200.md).
  *
  * The arithmetic is qkv.ts's, value by value (rounded to the dtype where it rounds), except the
  * norm's sum of squares, which adds in another order. Covers bf16 heads whose dimension is a

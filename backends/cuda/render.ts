@@ -87,6 +87,10 @@ export class CudaRenderer {
         return `__shfl_xor_sync(0xffffffffu, ${this.expr(e.a)}, ${e.mask})`;
       case "shflIdx":
         return `__shfl_sync(0xffffffffu, ${this.expr(e.a)}, ${this.expr(e.lane)})`;
+      case "warpMax":
+        return `lingc::warp_max(${this.expr(e.a)})`;
+      case "firstLane":
+        return `(__ffs(__ballot_sync(0xffffffffu, ${this.expr(e.a)})) - 1)`;
       case "word":
         return `reinterpret_cast<const unsigned int*>(${e.buf})[${this.expr(e.idx)}]`;
       case "half":

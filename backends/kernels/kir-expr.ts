@@ -47,6 +47,10 @@ export type Expr =
   | { k: "shfl"; t: KType; a: Expr; mask: number }
   /** The value of `a` in lane `lane` of this warp (a lane index, 0-31, any per lane; CUDA). */
   | { k: "shflIdx"; t: KType; a: Expr; lane: Expr }
+  /** The largest `a` (f32, not NaN) of the warp's 32 lanes, in every lane (CUDA: one redux.sync on order-preserving bits). */
+  | { k: "warpMax"; t: "f32"; a: Expr }
+  /** The lowest lane of the warp where bool `a` holds, in every lane; -1 where it holds in none (CUDA: ballot, then ffs). */
+  | { k: "firstLane"; t: "i32"; a: Expr }
   /** The 32-bit word `idx` of a bf16 buffer (two values: element 2 idx in the low half), undecoded. */
   | { k: "word"; t: "u32"; buf: string; idx: Expr }
   /** The bf16 value in the low (`hi` false) or high half of a word, as f32 (exact). */
@@ -190,7 +194,7 @@ export const i = (v: number): Expr => lit(v, "i32");
 
 /** Whether an expression holds a warp shuffle (not through a let: a ref is a value already computed). */
 function hasShuffle(e: Expr): boolean {
-  if (e.k === "shfl" || e.k === "shflIdx") return true;
+  if (e.k === "shfl" || e.k === "shflIdx" || e.k === "warpMax" || e.k === "firstLane") return true;
   return Object.values(e).some((x) => typeof x === "object" && x !== null && "k" in x && hasShuffle(x as Expr));
 }
 
@@ -249,6 +253,16 @@ export const sel = (c: Expr, a: Expr, b: Expr): Expr => {
 };
 /** `a` as lane `lane` of the warp holds it (every lane of the warp must evaluate it). */
 export const shflIdx = (a: Expr, lane: Expr): Expr => ({ k: "shflIdx", t: a.t, a, lane });
+/** The warp's largest f32 `a` (every lane of the warp must evaluate it). */
+export const warpMax = (a: Expr): Expr => {
+  if (a.t !== "f32") throw new Error(`kir: warpMax of ${a.t}`);
+  return { k: "warpMax", t: "f32", a };
+};
+/** The warp's lowest lane where bool `a` holds, -1 where none (every lane of the warp must evaluate it). */
+export const firstLane = (a: Expr): Expr => {
+  if (a.t !== "bool") throw new Error(`kir: firstLane of ${a.t}`);
+  return { k: "firstLane", t: "i32", a };
+};
 export const toF = (a: Expr): Expr => (a.t === "f32" ? a : { k: "conv", t: "f32", a });
 export const toI = (a: Expr): Expr => (a.t === "i32" ? a : { k: "conv", t: "i32", a });
 export const round = (to: NarrowFloat, a: Expr): Expr => ({ k: "round", t: "f32", to, a });

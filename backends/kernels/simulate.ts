@@ -211,6 +211,18 @@ class WarpRun {
         const a = this.eval(e.a, new Array<boolean>(W).fill(true));
         return this.vec((l) => a[l ^ e.mask]!, m);
       }
+      case "warpMax": {
+        this.wholeWarp(m);
+        const a = this.eval(e.a, new Array<boolean>(W).fill(true));
+        const top = a.reduce((x, y) => Math.max(x, y));
+        return this.vec(() => top, m);
+      }
+      case "firstLane": {
+        this.wholeWarp(m);
+        const a = this.eval(e.a, new Array<boolean>(W).fill(true));
+        const first = a.findIndex((x) => x !== 0);
+        return this.vec(() => first, m);
+      }
       case "shflIdx": {
         this.wholeWarp(m);
         const a = this.eval(e.a, new Array<boolean>(W).fill(true));

@@ -80,6 +80,8 @@ function expr(e: Expr): string {
       return `${e.fn}(${expr(e.a)})`;
     case "shfl":
     case "shflIdx":
+    case "warpMax":
+    case "firstLane":
       throw new Error("kir: this WGSL renderer has no subgroup shuffles (a warp-level kernel runs on CUDA only)");
     case "word":
       return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;

@@ -209,6 +209,9 @@ describe("lingc compile --target cuda: tile programs", () => {
     const src = readFileSync(join(dir, "router", "model.cu"), "utf8");
     const [k] = kernelsNamed(src, "k_router");
     expect(k).toContain("__shfl_sync(0xffffffffu, ");
+    // The top-k rounds: a warp max and a ballot each.
+    expect(k).toContain("lingc::warp_max(");
+    expect(k).toContain("__ballot_sync(0xffffffffu, ");
     expect(k).not.toContain("__syncthreads");
     // Four tokens a 128-thread workgroup.
     expect(k).toMatch(/^__global__ void __launch_bounds__\(128\) k_router_\d+\(/);

@@ -168,7 +168,10 @@ describe("CUDA tile programs in the kir simulator", () => {
     [5, 64, 4, 2, 3, 6],
     // One group (no group stage), 32 experts, top-4.
     [2, 32, 1, 1, 1, 4],
-  ])("the router a warp per token (router_warp: %i tokens, %i experts in %i groups, %i kept by top-%i sums, top-%i): indices exactly and weights as the interpreter's", (T, E, G, TG, GST, K2) => {
+    // Ties everywhere (scores of three values, no bias): groups and experts both go to the lower index.
+    [6, 256, 8, 4, 2, 8, true],
+    [4, 64, 4, 2, 3, 6, true],
+  ])("the router a warp per token (router_warp: %i tokens, %i experts in %i groups, %i kept by top-%i sums, top-%i; ties: %s): indices exactly and weights as the interpreter's", (T, E, G, TG, GST, K2, ties = false) => {
     const text = `module @r {
   func @r(%x: f32[${T}, ${E}]) weights(@bias: f32[${E}]) -> (idx: i32[${T}, ${K2}], w: f32[${T}, ${K2}]) {
     %s = sigmoid(%x) : f32[${T}, ${E}]
@@ -185,7 +188,9 @@ describe("CUDA tile programs in the kir simulator", () => {
   }
 }`;
     const r = rng(19);
-    const outs = runGenerated(text, { x: random("f32", r, [T, E], 3) }, { bias: random("f32", r, [E], 0.05) }, LIMITS, "", (ops) => (ops.some((o) => o.opName === "group_topk") ? "router_warp" : undefined));
+    const x = ties ? Tensor.from("f32", [T, E], Array.from({ length: T * E }, () => Math.floor(r() * 3) - 1)) : random("f32", r, [T, E], 3);
+    const bias = ties ? Tensor.from("f32", [E], new Array<number>(E).fill(0)) : random("f32", r, [E], 0.05);
+    const outs = runGenerated(text, { x }, { bias }, LIMITS, "", (ops) => (ops.some((o) => o.opName === "group_topk") ? "router_warp" : undefined));
     expect(kernels.some((k) => k.kernel.name.includes("router") || JSON.stringify(k.kernel.body).includes('"shflIdx"'))).toBe(true);
     expect(JSON.stringify(kernels.find((k) => JSON.stringify(k.kernel.body).includes('"shflIdx"'))!.kernel.body)).not.toContain('"barrier"');
     expect([...outs["idx"]!.got]).toEqual([...outs["idx"]!.want]);

@@ -27,6 +27,16 @@ __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const unsigned*>(&v);
 }
+/**
+ * The largest x of the warp's 32 lanes (not NaN), in every lane: one integer max (redux.sync) over
+ * bits that order as the floats do (sign set: all bits flipped; clear: the sign bit set). Generated
+ * kernels call it (kir warpMax); every lane of the warp must.
+ */
+__device__ __forceinline__ float warp_max(float x) {
+  const unsigned b = __float_as_uint(x);
+  const unsigned key = __reduce_max_sync(0xffffffffu, (b & 0x80000000u) ? ~b : (b | 0x80000000u));
+  return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
+}
 // Where a slot's storage comes from. A function's own slots (LocalSlot) use PARAM and CALL too; a
 // graph's expanded slots (SlotMeta) use INPUT for the entry's parameters and ALIAS for the rest.
 enum Source { SRC_INPUT = 0, SRC_WEIGHT = 1, SRC_CONSTANT = 2, SRC_COMPUTED = 3, SRC_ALIAS = 4, SRC_PARAM = 5, SRC_CALL = 6 };

@@ -6,8 +6,8 @@
  * scalar: in every lane), and warps share nothing. The same ops as router.ts but the gate linear:
  * casts, constants, elementwise ops (their op-table formulas per register), group_topk (each group's
  * score by merging its lanes' best values over butterfly shuffles, the kept groups by each group's
- * rank among the others read by xor shuffles, then k rounds of a warp arg-max, ties to the lower
- * index as torch.topk), take_along (source-lane shuffles) and reduce_sum.
+ * rank among the others read by xor shuffles, then k rounds of a warp arg-max (a warp max and a
+ * ballot a round), ties to the lower index as torch.topk), take_along (source-lane shuffles) and reduce_sum.
  */
 import type { Op } from "../../../ir/module";
 import { attrsOf, OPS } from "../../../ir/ops";
@@ -145,28 +145,26 @@ function groupTopkWarp(g: Gen, op: Op, s: WarpRow, lane: Expr): WarpRow {
     masked = s.regs.map((v) => kb.let("m", sel(keep, v, ninf)));
   }
   const cur = masked.map((v) => kb.var("m", v));
-  // The expert of each of the lane's registers.
+  // The expert of each of the lane's registers (lane l holds experts l per .. l per + per - 1).
   const experts = cur.map((_, r) => kb.let("e", add(mul(lane, i(per)), i(r))));
   const idx = kb.var("idx", i(0));
+  // k rounds of an arg-max over the warp, ties to the lower expert (torch.topk's order): the lane's
+  // best in register order (a later register only when strictly greater), the warp's largest in one
+  // reduction, the lowest lane holding it by a ballot (lower lanes hold lower experts), its expert by
+  // one shuffle. (A butterfly of value and index shuffles took five dependent steps a round.)
   for (let j = 0; j < a.k; j++) {
-    let bv: Expr = ninf;
-    let bi: Expr = i(E);
-    cur.forEach((c, r) => {
-      const e = experts[r]!;
-      const b = kb.let("b", beats(c.ref, e, bv, bi));
+    let bv: Expr = cur[0]!.ref;
+    let bi: Expr = experts[0]!;
+    cur.slice(1).forEach((c, r) => {
+      const b = kb.let("b", gt(c.ref, bv));
       bv = kb.let("bv", sel(b, c.ref, bv));
-      bi = kb.let("bi", sel(b, e, bi));
+      bi = kb.let("bi", sel(b, experts[r + 1]!, bi));
     });
-    for (let m = 16; m >= 1; m /= 2) {
-      const v2 = kb.let("v2", { k: "shfl", t: "f32", a: bv, mask: m });
-      const i2 = kb.let("i2", { k: "shfl", t: "i32", a: bi, mask: m });
-      const b = kb.let("b", beats(v2, i2, bv, bi));
-      bv = kb.let("bv", sel(b, v2, bv));
-      bi = kb.let("bi", sel(b, i2, bi));
-    }
-    // Every lane holds the winner: lane j keeps it; its owner masks it out.
-    idx.set(sel(eq(lane, i(j)), bi, idx.ref));
-    const won = bi;
+    const top = kb.let("top", K.warpMax(bv));
+    const owner = kb.let("owner", K.firstLane(eq(bv, top)));
+    const won = kb.let("won", K.shflIdx(bi, owner));
+    // Lane j keeps the winner; its owner masks it out.
+    idx.set(sel(eq(lane, i(j)), won, idx.ref));
     cur.forEach((c, r) => c.set(sel(eq(experts[r]!, won), ninf, c.ref)));
   }
   return { n: a.k, per: 1, regs: [kb.let("topk", K.toF(idx.ref))] };

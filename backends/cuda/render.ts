@@ -25,7 +25,7 @@ const MAX_UNROLL = 256;
 /** The PTX instruction of each mma shape (kir.ts MmaShape: its fragment layout). */
 const MMA_PTX: Record<MmaShape, string> = { "m16n8k32.e4m3": "m16n8k32.row.col.f32.e4m3.e4m3.f32", "m16n8k16.bf16": "m16n8k16.row.col.f32.bf16.bf16.f32" };
 
-const UN: Record<string, string> = { exp: "expf", exp2: "exp2f", log: "logf", sqrt: "sqrtf", rsqrt: "rsqrtf", sin: "sinf", cos: "cosf", abs: "fabsf" };
+const UN: Record<string, string> = { exp: "expf", exp2: "lingc::ex2", log: "logf", sqrt: "sqrtf", rsqrt: "rsqrtf", sin: "sinf", cos: "cosf", abs: "fabsf" };
 
 export class CudaRenderer {
   private readonly bf16 = new Set<string>();

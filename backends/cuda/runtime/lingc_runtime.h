@@ -28,6 +28,16 @@ __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
   return *reinterpret_cast<const unsigned*>(&v);
 }
 /**
+ * 2^x in one instruction (ex2.approx.ftz): exp2f is ex2.approx without ftz, which ptxas wraps in
+ * three more for subnormal results. The softmaxes that call it (kir exp2) lose nothing by the flush:
+ * a probability under 2^-126 adds nothing to a row's sum (at least 1) and moves no output.
+ */
+__device__ __forceinline__ float ex2(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+/**
  * The largest x of the warp's 32 lanes (not NaN), in every lane: one integer max (redux.sync) over
  * bits that order as the floats do (sign set: all bits flipped; clear: the sign bit set). Generated
  * kernels call it (kir warpMax); every lane of the warp must.

@@ -27,8 +27,10 @@ import { qkvChains } from "./qkv";
 /** Elements a lane: 16 bytes of bf16. */
 const V = 8;
 /**
- * Tokens a lane group takes of its head: their loads all issued before any math, so each lane has
- * TOKENS x 16 bytes in flight (one token's head a group left the H200 at about twice the bytes' time).
+ * Tokens a lane group takes of its head: their loads all issued before any math (TOKENS x 16 bytes
+ * in flight a lane), the head's index work shared. Alone it did not move the H200's time (the kernel
+ * was bound by issue, not by loads in flight); the one-form RoPE with it did. TOKENS = 1 with the
+ * one-form RoPE was not measured.
  */
 const TOKENS = 4;
 /** Threads a workgroup (4 warps). */

@@ -237,7 +237,8 @@ strong)
   # LINGC_PREFILL / LINGC_DECODE: the rows (both sides; "" for none), default all four.
   PF=${LINGC_PREFILL-1x2048,1x8192}; DC=${LINGC_DECODE-1x2048,32x2048}
   /tmp/mini/lingc_model bench --random-weights --prefill "$PF" --decode "$DC" --repeats 10 | tee "$OUT/lingc-bench.json"
-  PYTHONUNBUFFERED=1 python3 bench/cuda/torch_strong.py --prefill "$PF" --decode "$DC" --repeats 10 2>"$OUT/torch-strong.err" | tee "$OUT/torch-strong.json" || tail -30 "$OUT/torch-strong.err"
+  # LINGC_BASELINE_PREFILL_GRAPH=1: the baseline's prefill rows also as CUDA graphs (graph_ms beside ms).
+  PYTHONUNBUFFERED=1 python3 bench/cuda/torch_strong.py --prefill "$PF" --decode "$DC" --repeats 10 ${LINGC_BASELINE_PREFILL_GRAPH:+--prefill-graph} 2>"$OUT/torch-strong.err" | tee "$OUT/torch-strong.json" || tail -30 "$OUT/torch-strong.err"
   [ -n "${LINGC_SKIP_EAGER:-}" ] || PYTHONUNBUFFERED=1 python3 bench/cuda/torch_baseline.py --repeats 3 | tee "$OUT/torch-eager.json"
   # LINGC_PROFILES=1: lingc's per-kernel times (events between launches) of each row, to $OUT/lingc-profile.txt.
   if [ -n "${LINGC_PROFILES:-}" ]; then

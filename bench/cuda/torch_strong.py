@@ -11,10 +11,11 @@ in PyTorch:
   one grouped GEMM per layer, down into a second), the shared expert and dense MLP with fused
   gate+up weights;
 - the whole forward under torch.compile (inductor, fullgraph, static shapes);
-- each decode step captured as one CUDA graph and replayed.
+- each decode step captured as one CUDA graph and replayed (with --prefill-graph, each prefill too,
+  timed beside the plain call as graph_ms).
 Prints one JSON object with prefill and decode times in the format of torch_baseline.py.
 
-usage: python3 bench/cuda/torch_strong.py [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N]
+usage: python3 bench/cuda/torch_strong.py [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--prefill-graph]
        python3 bench/cuda/torch_strong.py --check    # same logits as torch_baseline.py on a small config
 """
 import argparse
@@ -215,6 +216,7 @@ def check():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--prefill", default="1x2048,1x8192")
+    ap.add_argument("--prefill-graph", action="store_true", help="also time each prefill captured as one CUDA graph (graph_ms)")
     ap.add_argument("--decode", default="1x2048,32x2048")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--check", action="store_true")
@@ -240,7 +242,23 @@ def main():
             torch.cuda.synchronize()
             res["compile_s"][f"prefill {s}"] = round(time.time() - t0, 1)
             ms = timed(lambda: fwd(ids, kc, vc, zero), a.repeats)
-            res["prefill"].append({"batch": B, "seq": S, "ms": ms, "tokens_per_s": B * S / (ms / 1e3)})
+            row = {"batch": B, "seq": S, "ms": ms, "tokens_per_s": B * S / (ms / 1e3)}
+            if a.prefill_graph:
+                # The same compiled forward captured as one CUDA graph (as decode is): no host work a
+                # kernel, so the row does not move with the host's speed.
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        fwd(ids, kc, vc, zero)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    fwd(ids, kc, vc, zero)
+                torch.cuda.synchronize()
+                row["graph_ms"] = timed(graph.replay, a.repeats)
+                del graph
+            res["prefill"].append(row)
             del kc, vc
         for s in filter(None, a.decode.split(",")):
             B, P = map(int, s.split("x"))

@@ -79,19 +79,23 @@ export function onlineSoftmax(
 ): Expr[] {
   const { i, add, sub, mul, gt, sel } = K;
   const LOG2E = K.f(Math.LOG2E);
-  const rb = (x: Expr) => K.round("bf16", x);
+  // A row's two adjacent scores rounded to bf16 together: one paired conversion and two exact
+  // widenings (K.pack, K.half) where two single roundings take four instructions.
+  const rb2 = (a: Expr, b: Expr): [Expr, Expr] => {
+    const w = kb.let("rw", K.pack(a, b));
+    return [K.half(w, false), K.half(w, true)];
+  };
   const mx = [kb.var("mx", K.f(-Infinity)), kb.var("mx", K.f(-Infinity))];
   const score = (withMask: boolean) => {
     for (let j = 0; j < o.blocks; j++)
-      for (let e = 0; e < 2; e++) {
-        const key = add(o.j0, add(i(j * 8 + e), mul(o.tq, i(2))));
-        for (let hh = 0; hh < 2; hh++) {
-          const at = o.at(j, hh, e);
-          const sv = rb(mul(rb(kb.load(o.sc, at, "f32")), K.f(o.scale)));
+      for (let hh = 0; hh < 2; hh++) {
+        const [r0, r1] = rb2(kb.load(o.sc, o.at(j, hh, 0), "f32"), kb.load(o.sc, o.at(j, hh, 1), "f32"));
+        rb2(mul(r0, K.f(o.scale)), mul(r1, K.f(o.scale))).forEach((sv, e) => {
+          const key = add(o.j0, add(i(j * 8 + e), mul(o.tq, i(2))));
           const v = kb.let("sv", withMask ? sel(gt(key, o.lim[hh]!), K.f(-Infinity), sv) : sv);
-          kb.store(o.sc, at, v);
+          kb.store(o.sc, o.at(j, hh, e), v);
           mx[hh]!.set(K.max(mx[hh]!.ref, v));
-        }
+        });
       }
   };
   kb.if(o.masked, () => score(true), () => score(false));

@@ -183,3 +183,37 @@ describe("kir split-arrival barriers (mbarriers) and register moves", () => {
     expect(() => kb.setmaxnreg(true, 230)).toThrow(/setmaxnreg takes a multiple of 8 from 24 to 256, not 230/);
   });
 });
+
+describe("warp max and first lane (the warp router's top-k round)", () => {
+  /** Each lane's value (lane-dependent, negative ones and a tie included), the warp's max, and the first lanes where a value equals it and where it exceeds a bound nowhere. */
+  const kernel = () => {
+    const kb = new KernelBuilder("wm", 64, 32);
+    const out = kb.buffer("out", "f32", true);
+    const lane = kb.let("lane", K.mod(kb.lid, K.i(32)));
+    const warp = kb.let("warp", K.div(kb.lid, K.i(32)));
+    // Warp 0: -lane (the max 0 at lane 0); warp 1: (lane % 7) - 3 (the max 3 at lanes 6, 13, 20, 27).
+    const v = kb.let("v", K.sel(K.eq(warp, K.i(0)), K.sub(K.f(0), K.toF(lane)), K.sub(K.toF(K.mod(lane, K.i(7))), K.f(3))));
+    const top = kb.let("top", K.warpMax(v));
+    const first = kb.let("first", K.firstLane(K.eq(v, top)));
+    const none = kb.let("none", K.firstLane(K.gt(v, K.f(100))));
+    kb.store(out, K.mul(kb.lid, K.i(3)), top);
+    kb.store(out, K.add(K.mul(kb.lid, K.i(3)), K.i(1)), K.toF(first));
+    kb.store(out, K.add(K.mul(kb.lid, K.i(3)), K.i(2)), K.toF(none));
+    return kb.kernel;
+  };
+
+  it("every lane gets the warp's largest value and the lowest lane holding it; -1 where no lane holds", () => {
+    const out = new Float32Array(64 * 3);
+    simulate(kernel(), { out }, {}, 1);
+    for (let t = 0; t < 64; t++) expect([...out.slice(3 * t, 3 * t + 3)]).toEqual(t < 32 ? [0, 0, -1] : [3, 6, -1]);
+  });
+
+  it("renders on CUDA as the runtime's redux.sync max and a ballot; WGSL refuses it; a select's branch may not hold it", () => {
+    const cuda = renderCuda(kernel());
+    expect(cuda).toContain("lingc::warp_max(");
+    expect(cuda).toContain("(__ffs(__ballot_sync(0xffffffffu, ");
+    expect(() => renderWgsl(kernel())).toThrow(/no subgroup shuffles/);
+    expect(() => K.sel(K.lt(K.i(0), K.i(1)), K.warpMax(K.f(1)), K.f(0))).toThrow("runs in some lanes only");
+    expect(() => K.warpMax(K.i(1))).toThrow("kir: warpMax of i32");
+  });
+});

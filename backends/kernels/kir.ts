@@ -331,7 +331,10 @@ export class KernelBuilder {
     return this.warpReduce(x, add, width);
   }
 
-  /** The maximum of one f32 over a warp's 32 lanes (or each aligned group of `width`), in every lane. */
+  /**
+   * The maximum of one f32 over a warp's 32 lanes (or each aligned group of `width`), in every lane,
+   * by butterfly shuffles (K.warpMax is the whole warp's as one expression: CUDA's redux.sync).
+   */
   warpMax(x: Expr, width = 32): Expr {
     return this.warpReduce(x, max, width);
   }

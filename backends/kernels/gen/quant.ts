@@ -5,6 +5,11 @@
  * row by a power-of-two width, 1x128) take a workgroup each: a thread per element, the amax
  * reduced in workgroup memory, so reads and writes are contiguous across threads (this runs before
  * every W8A8 projection). Other blocks (128x128 weights, quantized once at load) take a thread each.
+ * On a warp target a group takes a warp (4 of its elements a lane), or, where the row is whole
+ * groups of whole 8-element pieces read from a bf16 or f32 buffer (the token rows the gather reads,
+ * too), cb / 8 lanes with 8 consecutive elements each, one 16-byte load a lane: the scalar form ran
+ * Ling-mini's gathered expert inputs at 6.9 ms a forward at 1x8192 on the H200
+ * (fp8-wgmma-2026-12-01-h200.md), well past their bytes' time; the 16-byte form is not yet timed.
  */
 import { Dim, product } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
@@ -44,6 +49,23 @@ function inputReader(g: Gen, x: Value, prologue: Op | undefined): (flat: K.Expr)
     const A = kirIndex({ kb: g.kb, size: (d) => g.size(d), readFlat: (j, f) => g.load(prologue.operands[j]!, f), inShapes, outType: x.type.dtype });
     return rule(A, A.unflatten(flat, x.type.shape), { inShapes, outShape: x.type.shape, outType: x.type.dtype, attrs: prologue.attrs });
   };
+}
+
+/**
+ * Where 16-byte loads can read a 1 x cb group's elements, 8 to a lane: the buffer and the row of it
+ * that row r of the quantize's input is (its own, or, through the token gather, the token's:
+ * moe_permute's out[r] = x[order[r] / k]); undefined where they cannot (no whole 8-element pieces, a
+ * narrow or scaled source, another prologue).
+ */
+function wideSource(g: Gen, x: Value, prologue: Op | undefined, rb: number, cb: number, C: number): { src: Value; row: (r: K.Expr) => K.Expr } | undefined {
+  const L = cb / 8;
+  if (rb !== 1 || cb % 8 !== 0 || C % cb !== 0 || L > 32 || (L & (L - 1)) !== 0) return undefined;
+  if (!prologue) return g.wide8(x) && g.isExternal(x) ? { src: x, row: (r) => r } : undefined;
+  if (prologue.opName !== "moe_permute" || prologue.results[0] !== x) return undefined;
+  const [tokens, order] = prologue.operands as [Value, Value];
+  if (!g.wide8(tokens) || !g.isExternal(tokens) || !g.isExternal(order) || tokens.type.rank !== 2) return undefined;
+  const k = attrsOf(OPS.moe_permute, prologue).k;
+  return { src: tokens, row: (r) => K.divI(g.kb.let("tok", K.toI(g.load(order, r))), K.i(k)) };
 }
 
 /**
@@ -106,6 +128,32 @@ export function quantizeKernel(g: Gen, op: Op, prologue?: Op): GeneratedKernel {
   const nBlocks = K.mulI(K.mulI(g.size(lead), gr), gc);
   const f = (v: number) => K.f(v);
   const recipeOf = (amax: K.Expr) => quantRecipe(g, op, amax);
+  const wide = wideSource(g, x, prologue, rb, cb, Cn);
+  if (wide && groupPerWarp(rb, cb, g.limits) && kb.kernel.wg === WARP_GROUPS * 32) {
+    // 8 consecutive elements a lane, one 16-byte load (bf16; two for f32) of the row, or of the token
+    // row the gather reads; a group's L = cb / 8 lanes reduce its amax by shuffles, 32 / L groups a
+    // warp. Every lane runs the loads and shuffles (lanes of groups past the last read the last
+    // group again: a warp's shuffles run in all its lanes) and only groups that exist store.
+    const L = cb / 8;
+    const GW = 32 / L;
+    const lane = kb.let("lane", K.modI(kb.lid, K.i(32)));
+    const t = kb.let("t", K.addI(K.mulI(kb.wg, K.i(WARP_GROUPS * GW)), K.divI(kb.lid, K.i(L))));
+    const live = kb.let("live", K.lt(t, nBlocks));
+    const tc = kb.let("tc", K.min(t, K.sub(nBlocks, K.i(1))));
+    const bc = kb.let("bc", K.modI(tc, gc));
+    const row = kb.let("row", K.divI(tc, gc));
+    const c0 = kb.let("c0", K.addI(K.mulI(bc, K.i(cb)), K.mulI(K.modI(lane, K.i(L)), K.i(8))));
+    const vals = g.load8(wide.src, K.addI(K.mulI(wide.row(row), C), c0)).map((v) => kb.let("v", v));
+    const m = kb.let("m", vals.reduce((a: K.Expr, v) => K.max(a, K.abs(v)), f(0)));
+    const amax = kb.warpMax(m, L);
+    const { s, q } = recipeOf(amax);
+    kb.if(live, () => {
+      const flat = kb.let("flat", K.addI(K.mulI(row, C), c0));
+      vals.forEach((v, e) => kb.store(g.buf(out, true), K.addI(flat, K.i(e)), q(v)));
+      kb.if(K.eq(K.modI(lane, K.i(L)), K.i(0)), () => kb.store(g.scalesBuf(out), g.scaleIndex(out, K.addI(K.mulI(row, C), K.mulI(bc, K.i(cb)))), s));
+    });
+    return g.finish({ dim: g.entryDim(product([lead, Rd, Dim.of(Math.ceil(Cn / cb))])), per: WARP_GROUPS * GW });
+  }
   if (groupPerWarp(rb, cb, g.limits) && kb.kernel.wg === WARP_GROUPS * 32) {
     // A warp per group: lane l holds columns c0 + l, c0 + l + 32, ... (each load of the warp is
     // contiguous), the amax by shuffles; WARP_GROUPS groups per workgroup.

@@ -164,17 +164,26 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const colOf = (tl: TileAt, j: number, c: number) => add(mul(tl.ct, i(colsPer)), add(i((j % blocks) * 8 + c), mul(tq, i(2))));
   const nk = Math.ceil(I / BK);
   // The stage's scale block kt is summed in part: acc += part x (row's activation scale x column
-  // block's weight scale), and part starts the next block at zero.
-  const promote = (tl: TileAt, kt: Expr) => {
+  // block's weight scale), and part starts the next block at zero. The scales are loaded apart
+  // (stageScales), before the stage's MMAs are issued, so that their round trip runs while the
+  // tensor cores work rather than after the wait for them.
+  const stageScales = (tl: TileAt, kt: Expr): { sb: Expr[]; sa: Expr[] } => {
     const sb: Expr[] = [];
     for (let j = 0; j < BN / 8; j++) {
       const which = swiglu && j >= blocks ? 1 : 0;
       const col = K.min(colOf(tl, j, 0), i(O - 1));
       sb.push(kb.let("sb", kb.load(wsb[which]!, g.scaleIndex(wv[which]!, add(mul(add(mul(tl.e, i(O)), col), i(I)), mul(kt, i(BK)))))));
     }
-    for (let hh = 0; hh < 2; hh++) {
+    const sa = [0, 1].map((hh) => {
       const row = kb.let("srow", rowOf(tl, hh));
-      const sa = kb.let("sa", K.sel(lt(row, tl.rowEnd), kb.load(xs!, g.scaleAt(x, K.min(row, sub(tl.rowEnd, i(1))), kt)), K.f(0)));
+      return kb.let("sa", K.sel(lt(row, tl.rowEnd), kb.load(xs!, g.scaleAt(x, K.min(row, sub(tl.rowEnd, i(1))), kt)), K.f(0)));
+    });
+    return { sb, sa };
+  };
+  const promote = (tl: TileAt, kt: Expr, scales = stageScales(tl, kt)) => {
+    const { sb } = scales;
+    for (let hh = 0; hh < 2; hh++) {
+      const sa = scales.sa[hh]!;
       for (let j = 0; j < BN / 8; j++)
         for (let c = 0; c < 2; c++) {
           const at = i(4 * j + 2 * hh + c);
@@ -272,9 +281,10 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
           if (scaled) kb.if(K.gt(kt, i(0)), () => promote(tl, sub(kt, i(1))));
           mmas(st);
         } else {
+          const scales = scaled ? stageScales(tl, kt) : undefined;
           mmas(st);
           kb.wgmmaWait(0);
-          if (scaled) promote(tl, kt);
+          if (scales) promote(tl, kt, scales);
         }
       });
       if (late) {
@@ -351,10 +361,11 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
             const gs = kb.let("gs", add(i(p * nk), kt));
             const st = kb.let("st", mod(gs, i(STAGES)));
             kb.mbarWait(bars, full(st), mod(div(gs, i(STAGES)), i(2)));
+            const scales = scaled ? stageScales(tl, kt) : undefined;
             mmas(st);
-            if (scaled) {
+            if (scales) {
               kb.wgmmaWait(0);
-              promote(tl, kt);
+              promote(tl, kt, scales);
               kb.mbarArrive(bars, empty(st));
             } else {
               // The previous stage's MMAs are done once at most this stage's are in flight.

@@ -169,8 +169,15 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   // tensor cores work rather than after the wait for them.
   const stageScales = (tl: TileAt, kt: Expr): { sb: Expr[]; sa: Expr[] } => {
     const sb: Expr[] = [];
+    // Where a half's colsPer columns divide the weights' 128-row scale blocks, a tile's half lies in
+    // one block (its clamped columns too): one load a half.
+    const oneBlock = 128 % colsPer === 0;
     for (let j = 0; j < BN / 8; j++) {
       const which = swiglu && j >= blocks ? 1 : 0;
+      if (oneBlock && j % blocks !== 0) {
+        sb.push(sb[j - (j % blocks)]!);
+        continue;
+      }
       const col = K.min(colOf(tl, j, 0), i(O - 1));
       sb.push(kb.let("sb", kb.load(wsb[which]!, g.scaleIndex(wv[which]!, add(mul(add(mul(tl.e, i(O)), col), i(I)), mul(kt, i(BK)))))));
     }

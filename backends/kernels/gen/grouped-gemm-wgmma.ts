@@ -164,9 +164,9 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const colOf = (tl: TileAt, j: number, c: number) => add(mul(tl.ct, i(colsPer)), add(i((j % blocks) * 8 + c), mul(tq, i(2))));
   const nk = Math.ceil(I / BK);
   // The stage's scale block kt is summed in part: acc += part x (row's activation scale x column
-  // block's weight scale), and part starts the next block at zero. The scales are loaded apart
-  // (stageScales), before the stage's MMAs are issued, so that their round trip runs while the
-  // tensor cores work rather than after the wait for them.
+  // block's weight scale), and part starts the next block at zero. (Loading a stage's scales before
+  // its MMAs are issued, to hide their round trip under them, made ptxas inject a warpgroup.arrive
+  // (C7519) into ling-small-fp8's SwiGLU tile: they are loaded after the wait, as few as the tile needs.)
   const stageScales = (tl: TileAt, kt: Expr): { sb: Expr[]; sa: Expr[] } => {
     const sb: Expr[] = [];
     // Where a half's colsPer columns divide the weights' 128-row scale blocks, a tile's half lies in
@@ -187,10 +187,10 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     });
     return { sb, sa };
   };
-  const promote = (tl: TileAt, kt: Expr, scales = stageScales(tl, kt)) => {
-    const { sb } = scales;
+  const promote = (tl: TileAt, kt: Expr) => {
+    const { sb, sa: rowScales } = stageScales(tl, kt);
     for (let hh = 0; hh < 2; hh++) {
-      const sa = scales.sa[hh]!;
+      const sa = rowScales[hh]!;
       for (let j = 0; j < BN / 8; j++)
         for (let c = 0; c < 2; c++) {
           const at = i(4 * j + 2 * hh + c);
@@ -288,10 +288,9 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
           if (scaled) kb.if(K.gt(kt, i(0)), () => promote(tl, sub(kt, i(1))));
           mmas(st);
         } else {
-          const scales = scaled ? stageScales(tl, kt) : undefined;
           mmas(st);
           kb.wgmmaWait(0);
-          if (scales) promote(tl, kt, scales);
+          if (scaled) promote(tl, kt);
         }
       });
       if (late) {
@@ -368,11 +367,10 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
             const gs = kb.let("gs", add(i(p * nk), kt));
             const st = kb.let("st", mod(gs, i(STAGES)));
             kb.mbarWait(bars, full(st), mod(div(gs, i(STAGES)), i(2)));
-            const scales = scaled ? stageScales(tl, kt) : undefined;
             mmas(st);
-            if (scales) {
+            if (scaled) {
               kb.wgmmaWait(0);
-              promote(tl, kt, scales);
+              promote(tl, kt);
               kb.mbarArrive(bars, empty(st));
             } else {
               // The previous stage's MMAs are done once at most this stage's are in flight.

@@ -1,6 +1,19 @@
-/** Finding a row's expert in kernels over rows grouped by expert (grouped_linear's `offsets`). */
+/** Finding a row's expert in kernels over rows grouped by expert (grouped_linear's `offsets`), and a routed row's token row. */
+import type { Op, Value } from "../../../ir/module";
+import { attrsOf, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr, KernelBuilder } from "../kir";
+import type { Gen } from "./context";
+
+/**
+ * The row of the token gather's source that routed row r is (moe_permute: out[r] = x[order[r] / k];
+ * a whole row, so a row's elements stay consecutive), or r where no gather is fused.
+ */
+export function gatheredRow(g: Gen, permute: Op | undefined, r: Expr): Expr {
+  if (!permute) return r;
+  const order = permute.operands[1] as Value;
+  return K.div(K.toI(g.load(order, r)), K.i(attrsOf(OPS.moe_permute, permute).k));
+}
 
 /**
  * The expert whose row range holds row r: the smallest e with offsets[e + 1] > r (so experts with

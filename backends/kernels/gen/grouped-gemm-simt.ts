@@ -12,7 +12,7 @@
 import type { Dim } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
-import { attrsOf, OPS } from "../../../ir/ops";
+import { gatheredRow } from "./experts";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
@@ -65,11 +65,9 @@ export function groupedSimtKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`grouped matmul tile: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
   const [E, O, I] = w.type.shape.map((d) => d.value!) as [number, number, number];
-  const order = permute?.operands[1];
-  const k = permute ? attrsOf(OPS.moe_permute, permute).k : 1;
   const colTiles = Math.ceil(O / BN);
   const offb = g.buf(offsets);
-  const { i, add, mul, div } = K;
+  const { i, add, mul } = K;
 
   const { ct, e, row0 } = workgroupTile(g, offb, E, BM, colTiles);
   // Workgroup-uniform: idle workgroups (past the last tile) return before any barrier below.
@@ -79,7 +77,7 @@ export function groupedSimtKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
       rowEnd: kb.let("row_end", K.min(kb.load(offb, add(e, i(1))), add(row0, i(BM)))),
       col0: kb.let("col0", mul(ct, i(BN))),
       src: permute ? permute.operands[0]! : x,
-      srcRow: (r) => (order ? div(g.load(order, r), i(k)) : r),
+      srcRow: (r) => gatheredRow(g, permute, r),
       weights: [w, ...(up ? [up.operands[1]!] : [])],
       weightRow: (o) => add(mul(e, i(O)), o),
       I,

@@ -23,13 +23,13 @@
  * workgroups start).
  */
 import type { Op, Value } from "../../../ir/module";
-import { attrsOf, getOp, OPS } from "../../../ir/ops";
+import { getOp } from "../../../ir/ops";
 import { Dim, product } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
-import { expertOfRowByWarp } from "./experts";
+import { expertOfRowByWarp, gatheredRow } from "./experts";
 import { denseGemvElem } from "../../../ir/target/kernel-forms";
 import { applyEpilogue, groupedMatmuls } from "./grouped-gemm";
 
@@ -139,8 +139,6 @@ function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : matOps[0]!).results[0]!;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`GEMV: the step must write only its last result (${g.step.kernel?.name ?? matOps[0]!.opName})`);
   const xb = g.buf(src);
-  const order = permute ? g.buf(permute.operands[1]!) : undefined;
-  const topK = permute ? attrsOf(OPS.moe_permute, permute).k : 1;
   const mats = matOps.map((mo) => ({ buf: g.buf(mo.operands[1]!), result: mo.results[0]! }));
   const offb = offsets ? g.buf(offsets) : undefined;
   const ob = g.buf(out);
@@ -161,8 +159,7 @@ function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
   const part = KS > 1 ? kb.let("kpart", div(warp, i(tileWarps))) : i(0);
   const o0 = kb.let("o0", mul(add(mul(mod(kb.wg, i(blocks)), i(tileWarps)), KS > 1 ? mod(warp, i(tileWarps)) : warp), i(CPW)));
   const sel0 = (c: Expr, v: Expr) => K.sel(c, v, i(0));
-  // The input row of routed row r (through the gather: token order[r] / k).
-  const inputRow = (r: Expr) => (order ? div(kb.load(order, r), i(topK)) : r);
+  const inputRow = (r: Expr) => gatheredRow(g, permute, r);
   // The warps' partial sums of a split K (lane 0's, by warp, column and matmul).
   const partials = KS > 1 ? kb.shared("kparts", "f32", WARPS * CPW * mats.length) : undefined;
   // Columns o0..o0+CPW-1 of the nRows rows from r0 (the first n of them real; the others repeat r0,

@@ -19,6 +19,7 @@ import { attrsOf, getOp, OPS } from "../../../ir/ops";
 import { fp8Max } from "../../../ir/quant";
 import * as K from "../kir";
 import { kirIndex } from "./algebra";
+import { gatheredRow } from "./experts";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 
 /**
@@ -64,8 +65,7 @@ function wideSource(g: Gen, x: Value, prologue: Op | undefined, rb: number, cb: 
   if (prologue.opName !== "moe_permute" || prologue.results[0] !== x) return undefined;
   const [tokens, order] = prologue.operands as [Value, Value];
   if (!g.wide8(tokens) || !g.isExternal(tokens) || !g.isExternal(order) || tokens.type.rank !== 2) return undefined;
-  const k = attrsOf(OPS.moe_permute, prologue).k;
-  return { src: tokens, row: (r) => K.divI(g.kb.let("tok", K.toI(g.load(order, r))), K.i(k)) };
+  return { src: tokens, row: (r) => g.kb.let("tok", gatheredRow(g, prologue, r)) };
 }
 
 /**

@@ -78,18 +78,13 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number, pipeline
     const lr = kb.let("lr", div(kb.lid, i(8)));
     const lp = kb.let("lp", mod(kb.lid, i(8)));
     const copyRows = (dst: Expr, n: number, row0: Expr, limit: Expr, src: string, srcRow: (r: Expr) => Expr) => {
-      const copies = (whole: boolean) => {
-        for (let c = 0; c < CH; c++)
-          for (let j = 0; j < n / (THREADS / 8); j++) {
-            const r = add(lr, i((THREADS / 8) * j));
-            const ok = whole ? K.lit(1, "bool") : kb.let("ok", lt(add(row0, r), limit));
-            const from = add(srcRow(whole ? add(row0, r) : sel(ok, add(row0, r), i(0))), add(i(64 * c), mul(lp, i(8))));
-            kb.copy16(smem, at(add(dst, i(c * n * ROW)), r, lp, i(0)), src, from, ok);
-          }
-      };
-      // Every row below the limit (all blocks but the keys' last): no compare or clamp a copy, each
-      // source a constant step from the first (address offsets the copies carry).
-      kb.if(K.le(add(row0, i(n)), limit), () => copies(true), () => copies(false));
+      for (let c = 0; c < CH; c++)
+        for (let j = 0; j < n / (THREADS / 8); j++) {
+          const r = add(lr, i((THREADS / 8) * j));
+          const ok = kb.let("ok", lt(add(row0, r), limit));
+          const from = add(srcRow(sel(ok, add(row0, r), i(0))), add(i(64 * c), mul(lp, i(8))));
+          kb.copy16(smem, at(add(dst, i(c * n * ROW)), r, lp, i(0)), src, from, ok);
+        }
     };
     const qRow0 = kb.let("qrow0", mul(bh, S));
     if (!pipelined) copyRows(i(Qs), BM, q0, S, qb, (r) => mul(add(qRow0, r), i(HD)));

@@ -209,6 +209,7 @@ fp8quick)
     /tmp/$v/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 3 | tee "$OUT/bench-$v.json" | grep -E '"(ms|graph_ms_per_step)"'
   done
   /tmp/mini8/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2>"$OUT/profile-mini8.txt" >/dev/null
+  /tmp/mini8/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 --profile 2>"$OUT/profile-mini8-decode.txt" >/dev/null
   ;;
 sanitize)
   EXE=$(ls -d /tmp/lingc-cache/cuda/ling-tiny-*/lingc_model | head -1)

@@ -68,6 +68,21 @@ function fp8LinearCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
   return `c.gemm_fp8(${c.slot(x)}, ${c.scales(x)}, ${c.scalesKMajor(x)}, ${c.slot(w)}, ${c.scales(w)}, ${c.slot(step.op.results[0]!)}, ${rows}, ${N}L, ${K}L);`;
 }
 
+/** silu(X . Wg^T) * (X . Wu^T) of block-scaled e4m3 operands: the generated GEMV's SwiGLU form, or cuBLASLt's FP8 GEMM twice and silu_mul. */
+function fp8SwigluCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
+  if (choice.kernel === "generated") return c.generated();
+  const silu = step.ops.find((o) => o.opName === "silu")!;
+  const linears = step.ops.filter((o) => o.opName === "linear");
+  const gate = linears.find((o) => o.results[0] === silu.operands[0])!;
+  const up = linears.find((o) => o !== gate)!;
+  const [x, wg] = gate.operands as [Value, Value];
+  const wu = up.operands[1]!;
+  const [N, K] = [wg.type.shape[0]!.value, wg.type.shape[1]!.value];
+  const out = c.slot(step.ops.find((o) => o.opName === "mul")!.results[0]!);
+  const rows = c.dim(product(x.type.shape.slice(0, -1)));
+  return `c.gemm_fp8_swiglu(${c.slot(x)}, ${c.scales(x)}, ${c.scalesKMajor(x)}, ${c.slot(wg)}, ${c.scales(wg)}, ${c.slot(wu)}, ${c.scales(wu)}, ${out}, ${rows}, ${N}L, ${K}L);`;
+}
+
 /** A grouped expert matmul (alone, or the SwiGLU experts with their token gather). */
 function expertCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
   const gl = step.ops.filter((o) => o.opName === "grouped_linear");
@@ -168,6 +183,7 @@ const CALLS: Record<string, Call> = {
   linear: linearCall,
   dense_swiglu: denseSwigluCall,
   fp8_linear: fp8LinearCall,
+  fp8_swiglu: fp8SwigluCall,
   fp8_expert: fp8ExpertCall,
   expert: expertCall,
   moe_dispatch: dispatchCall,

@@ -1,7 +1,7 @@
 /**
  * Which activation scale grids the CUDA backend stores K-block-major ([C / 128][rows]) instead of
- * row-major: those read only by FP8 linears (cuBLASLt's block-scaled GEMM, or their generated
- * GEMV), because cuBLASLt takes activation scales (VEC128_32F) in that layout. The quantize kernel
+ * row-major: those read only by FP8 linears and their SwiGLU pairs (cuBLASLt's block-scaled GEMM, or their
+ * generated GEMV), because cuBLASLt takes activation scales (VEC128_32F) in that layout. The quantize kernel
  * that makes the grid writes it so, and the GEMM runs without a transposing pass before it. A grid
  * that leaves its function (a result, an output) keeps the row-major layout of the IR's meaning;
  * an observed one is named `<value>.scale_t` with its transposed shape.
@@ -24,7 +24,7 @@ export function markKMajorScales(fr: FrameSchedule): void {
       const scales = fr.slots[st]!.scales;
       if (scales === undefined || results.has(st)) continue;
       const readers = steps.filter((r) => [...r.reads.values()].some((x) => storageSlot(fr, x) === st));
-      if (!readers.length || !readers.every((r) => libraryKind(r.ops) === "fp8_linear")) continue;
+      if (!readers.length || !readers.every((r) => ["fp8_linear", "fp8_swiglu"].includes(libraryKind(r.ops) ?? ""))) continue;
       const slot = fr.slots[scales]!;
       const [blocks] = slot.type.shape.slice(-1) as [Dim];
       slot.kMajor = true;

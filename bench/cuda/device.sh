@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -579,6 +579,35 @@ rowsab)
   [ -n "${LINGC_SKIP_SAN:-}" ] || sanitized small-selftest /tmp/small/lingc_model selftest  # LINGC_SKIP_SAN=1: not here
   alternate 1x2048,1x8192 1x2048,32x2048 "${BUILDS[@]}"
   for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>&1 >/dev/null | grep -E "${LINGC_AB_GREP:-.}" | head -${LINGC_PROFILE_LINES:-3}; done
+  ;;
+fp8ab)
+  # A/B of lingc builds on the FP8 (W8A8) Ling-mini: dist/lingc.mjs (mini8) against each of LINGC_ALT's
+  # builds (mini8-altN) and against dist/lingc.mjs under each of LINGC_ENVS (';' between builds:
+  # mini8-envN), and bf16 Ling-mini of dist/lingc.mjs (mini) as the bar. First ling-small-fp8's
+  # selftest (its tile programs and GEMVs against the op table's direct forms; LINGC_SELFTEST_GREP
+  # picks the lines, default FAIL) and its W8A8 logits' distance to the golden's; then the four rows
+  # of every build alternately, two rounds, and each FP8 build's decode batch-1 profile (the first
+  # LINGC_PROFILE_LINES lines matching LINGC_AB_GREP) with its profiled steps a decode step counted (a step of two launches counts once).
+  S=tests/data/golden/ling-small-fp8; M=bench/cuda/ling-mini-2.0-no-mtp; Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"
+  ALTS=(${LINGC_ALT:-}); BUILDS=(mini8); IFS=';' read -ra ENVS <<< "${LINGC_ENVS:-}"
+  ( $L compile $M --target cuda $Q --out /tmp/mini8 >/dev/null && cd /tmp/mini8 && make -j4 >/dev/null ) &
+  ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j4 >/dev/null ) &
+  ( $L compile $S --target cuda --out /tmp/small8 >/dev/null && cd /tmp/small8 && make -j4 >/dev/null ) &
+  for n in "${!ALTS[@]}"; do m=mini8-alt$((n + 1)); BUILDS+=($m); ( node ${ALTS[$n]} compile $M --target cuda $Q --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) & done
+  for n in "${!ENVS[@]}"; do m=mini8-env$n; BUILDS+=($m); ( env ${ENVS[$n]} $L compile $M --target cuda $Q --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) & done
+  wait
+  for n in "${!ENVS[@]}"; do echo "mini8-env$n: ${ENVS[$n]}"; done
+  echo "== ling-small-fp8 selftest"; timeout 200 /tmp/small8/lingc_model selftest | grep -E "${LINGC_SELFTEST_GREP:-FAIL}"; echo "exit ${PIPESTATUS[0]}"
+  python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
+  echo "== W8A8 logits against the golden's"
+  /tmp/small8/lingc_model run --checkpoint $S --graph forward --input /tmp/ids8.safetensors --out /tmp/w8.safetensors && python3 bench/cuda/fp8_check.py logits /tmp/w8.safetensors w8a8
+  alternate 1x2048,1x8192 1x2048,32x2048 "${BUILDS[@]}" mini
+  for m in "${BUILDS[@]}"; do
+    echo "== $m decode 1x2048 profile"
+    timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 --profile 2> "$OUT/profile-$m-decode.txt" >/dev/null
+    grep -E "${LINGC_AB_GREP:-.}" "$OUT/profile-$m-decode.txt" | head -${LINGC_PROFILE_LINES:-3}
+    awk '/ x /{n += $3} END {print "profiled steps a decode step:", n}' "$OUT/profile-$m-decode.txt"
+  done
   ;;
 envbuild|envab)
   # A/B of environment settings read at compile time (tile choices, kernel knobs): Ling-mini built by

@@ -95,6 +95,7 @@ interface Plan {
 function rewriteFunction(m: Module, f: Func, p: Plan): void {
   const retyped = new Set<Value>();
   const casts = new Set<Op>();
+  const quantizedLast = new Map<Value, Op>();
   for (const op of [...f.body]) {
     if (op.opName !== "linear" && op.opName !== "grouped_linear") continue;
     const found = weightOf(op.operands[1]!);
@@ -114,7 +115,17 @@ function rewriteFunction(m: Module, f: Func, p: Plan): void {
     if (cast) casts.add(cast);
     if (p.dynamic) {
       const x = op.operands[0]!;
-      op.operands[0] = b.op1("quantize", [x], { to: p.to, block: [1, p.group], recipe: "dynamic" }, at);
+      // Right after its input is made (first in the function for a parameter), not before this
+      // projection: cse then finds one quantize for the projections of one input, and fusion can
+      // take it into the kernel that makes the input (an RMSNorm's, residual_norm's) where no other
+      // reader of that kernel's results comes between.
+      // (After the quantizes already made of it, so that they stay in program order.)
+      const def = quantizedLast.get(x) ?? x.def;
+      const qb = new Builder(m, f);
+      if (def && f.body.includes(def)) qb.setInsertionPointAfter(def);
+      else qb.setInsertionPointBefore(f.body[0]);
+      op.operands[0] = qb.op1("quantize", [x], { to: p.to, block: [1, p.group], recipe: "dynamic" }, at);
+      quantizedLast.set(x, op.operands[0]!.def!);
       op.attrs = { ...op.attrs, out: x.type.dtype };
     }
   }

@@ -86,6 +86,32 @@ function fp8Experts(ops: readonly Op[]): boolean {
   });
 }
 
+/** A linear of a plain bf16 or f32 input and an e4m3 weight in 128x128 blocks (weight-only FP8, W8A16). */
+function weightOnlyFp8Linear(op: Op): boolean {
+  const [x, w] = op.operands;
+  return op.opName === "linear" && op.operands.length === 2 && !!x && !!w && !x.type.quant && ["f32", "bf16"].includes(x.type.dtype) && isE4m3Blocks(w.type, 128, 128) && w.type.rank === 2;
+}
+
+/**
+ * silu(x . Wg^T) * (x . Wu^T) of two FP8 linears of one input and one weight shape (a dense MLP's or
+ * the shared expert's gate and up under the fp8 pass): both block-scaled (W8A8), or both weight-only.
+ */
+function fp8Swiglu(ops: readonly Op[]): boolean {
+  const n = names(ops);
+  if (ops.length !== 4 || !n.includes("silu") || !n.includes("mul")) return false;
+  const ls = ops.filter((o) => o.opName === "linear");
+  if (ls.length !== 2 || !(ls.every(blockScaledLinear) || ls.every(weightOnlyFp8Linear))) return false;
+  const [a, b] = ls as [Op, Op];
+  const silu = ops.find((o) => o.opName === "silu")!;
+  const mul = ops.find((o) => o.opName === "mul")!;
+  const gate = ls.find((o) => o.results[0] === silu.operands[0]);
+  const up = ls.find((o) => o !== gate);
+  return (
+    gate !== undefined && up !== undefined && a.operands[0] === b.operands[0] && a.operands[1]!.type.toString() === b.operands[1]!.type.toString() &&
+    mul.operands.includes(silu.results[0]!) && mul.operands.includes(up.results[0]!) && a.results[0]!.type.dtype === b.results[0]!.type.dtype
+  );
+}
+
 /**
  * silu(x . Wg^T) * (x . Wu^T) of two plain linears of one input (a dense MLP's or the shared
  * expert's gate and up, fused by the swiglu pattern), in bf16 or f32 with 2-D weights of one shape.
@@ -103,12 +129,13 @@ function denseSwiglu(ops: readonly Op[]): boolean {
 }
 
 /** The kinds of step the runtime runs (libraryKind's answers, typed so): what select's prefer=KIND:KERNEL names. */
-export const LIBRARY_KINDS = ["fp8_linear", "fp8_expert", "linear", "dense_swiglu", "expert", "moe_dispatch", "cast", "concat", "cache_append", "attention", "router"] as const;
+export const LIBRARY_KINDS = ["fp8_linear", "fp8_swiglu", "fp8_expert", "linear", "dense_swiglu", "expert", "moe_dispatch", "cast", "concat", "cache_append", "attention", "router"] as const;
 export type LibraryKind = (typeof LIBRARY_KINDS)[number];
 
 /** Which library lowering covers a step's ops (undefined: a generated kernel). */
 export function libraryKind(ops: readonly Op[]): LibraryKind | undefined {
   if (ops.length === 1 && blockScaledLinear(ops[0]!)) return "fp8_linear";
+  if (fp8Swiglu(ops)) return "fp8_swiglu";
   if (fp8Experts(ops)) return "fp8_expert";
   // Other FP8 operands with scales run in generated kernels (code x block scale), not in the library's GEMMs.
   if (ops.some((o) => [...o.operands, ...o.results].some((v) => v.type.quant))) return undefined;
@@ -218,6 +245,18 @@ export function selectCudaKernel(ops: readonly Op[], profile: CudaProfile, opts:
         choice("gemm_fp8", [{ lhs: rows, op: "%", rhs: Dim.of(L.fp8RowMultiple) }]),
         choice("generated"),
       ];
+      break;
+    }
+    case "fp8_swiglu": {
+      const x = ops.find((o) => o.opName === "linear")!.operands[0]!;
+      const rows = product(x.type.shape.slice(0, -1));
+      // The FP8 linear's choices for the pair: few rows, the generated GEMV's SwiGLU form (one pass
+      // over the input, one launch where three ran); rows cuBLASLt takes, its block-scaled GEMM for
+      // each and the runtime's silu_mul; else (and weight-only, whose lone linears run it too) the
+      // generated form (exact fp32 sums).
+      all = x.type.quant
+        ? [choice("generated", [le(rows, L.fp8GemvRows)]), choice("gemm_fp8_swiglu", [{ lhs: rows, op: "%", rhs: Dim.of(L.fp8RowMultiple) }]), choice("generated")]
+        : [choice("generated")];
       break;
     }
     case "fp8_expert": {

@@ -164,18 +164,19 @@ describe("lingc compile --target cuda: tile programs", () => {
     expect(mini.code, mini.stderr).toBe(0);
     const miniSrc = readFileSync(join(dir, "pair-mini", "model.cu"), "utf8");
     expect(miniSrc).toMatch(/const bool (pair\d+_) = \(\(\(8L\*B\*S\)\) <= \(64L\) && \(\(B\*S\)\) == \(1L\)\);\n(?:.*\n)*?  const bool pair\d+_ = \(\1 && /);
-    // FP8 (ling-small-fp8), with LINGC_PAIR_LAUNCH=fp8 only (not yet run on a GPU): the shared
-    // expert's gate and up projections (and the dense MLP's), each the warp GEMV of few rows (the FP8
-    // linear's "generated" choice), one launch up to 16 rows.
+    // FP8 (ling-small-fp8), with LINGC_PAIR_LAUNCH=fp8 only (not yet run on a GPU): the routed
+    // experts' down projection GEMV with the shared expert's (the warp GEMV of few rows, the FP8
+    // linear's "generated" choice; its gate and up are one SwiGLU GEMV launch already).
     const fp8Default = await cli("compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "pair-fp8-default"));
     expect(fp8Default.code, fp8Default.stderr).toBe(0);
     expect(readFileSync(join(dir, "pair-fp8-default", "model.cu"), "utf8")).not.toMatch(/pair\d+_|_pair_/);
     const fp8 = await cliEnv({ LINGC_PAIR_LAUNCH: "fp8" }, "compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "pair-fp8"));
     expect(fp8.code, fp8.stderr).toBe(0);
     const fp8Src = readFileSync(join(dir, "pair-fp8", "model.cu"), "utf8");
-    const fp8Flags = new Set(fp8Src.match(/const bool pair\d+_ = \(\(\(B\*S\)\) <= \(16L\)\);/g) ?? []);
-    expect(fp8Flags.size).toBe(2);
-    const fp8Merged = kernelsNamed(fp8Src, "k_linear_pair");
+    const fp8Flags = new Set(fp8Src.match(/const bool pair\d+_ = \(\(\(4L\*B\*S\)\) <= \(4L\) && \(\(B\*S\)\) <= \(16L\)\);/g) ?? []);
+    expect(fp8Flags.size).toBe(1);
+    const fp8Merged = kernelsNamed(fp8Src, "k_grouped_linear_pair");
+    expect(fp8Merged.length).toBe(1);
     for (const k of fp8Merged) expect(k).toMatch(/if \(\(wgid < merge_split\)\)/);
     // LINGC_PAIR_LAUNCH=off: no pairs.
     const plain = await cliEnv({ LINGC_PAIR_LAUNCH: "off" }, "compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "unpaired"));

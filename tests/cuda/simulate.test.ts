@@ -275,4 +275,25 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(kernels.filter((k) => k.kernel.wg === 256).length).toBeGreaterThanOrEqual(3); // two expert GEMVs and the dense one
     for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(1e-5);
   });
+
+  it.each(["dynamic", "none"])("an FP8 SwiGLU (gate and up of one input, silu(gate) * up) as one GEMV launch, activations %s: the interpreter's values", (activations) => {
+    // 3 rows, K of two 128-wide slices, 96 columns (12 workgroups of 8 warps).
+    const [R, H, F] = [3, 256, 96];
+    const text = `module @s {
+  func @s(%x: bf16[${R}, ${H}]) weights(@gate: bf16[${F}, ${H}], @up: bf16[${F}, ${H}]) -> (y: bf16[${R}, ${F}]) {
+    %g = linear(%x, @gate) : bf16[${R}, ${F}]
+    %a = silu(%g) : bf16[${R}, ${F}]
+    %u = linear(%x, @up) : bf16[${R}, ${F}]
+    %y = mul(%a, %u) : bf16[${R}, ${F}]
+    return %y
+  }
+}`;
+    const r = rng(45);
+    const fp8 = `fp8{format=e4m3,weight-block=128,activations=${activations},weights=quantize,projections=gate,up}`;
+    const { got, want } = runGenerated(text, { x: random("bf16", r, [R, H]) }, { gate: random("bf16", r, [F, H], 0.2), up: random("bf16", r, [F, H], 0.2) }, LIMITS, fp8, (ops) => (ops.some((o) => o.opName === "linear") ? "gemv_fp8" : undefined))["y"]!;
+    // One GEMV kernel reads both weights (the quantizes of the weights and of x are kernels of their own).
+    expect(kernels.map((k) => k.template).filter((t) => t !== "quantize")).toEqual(["gemv_fp8"]);
+    expect(relError(got, want)).toBeLessThan(1e-5);
+    expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.01);
+  });
 });

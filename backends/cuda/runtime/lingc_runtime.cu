@@ -1330,6 +1330,25 @@ void Ctx::gemm_swiglu(int x, int wg, int wu, int out, long M, long N, long K) {
   CK(cudaFreeAsync(gu, stream));
 }
 
+void Ctx::gemm_fp8_swiglu(int x, int xs, bool xs_kmajor, int wg, int wgs, int wu, int wus, int out, long M, long N, long K) {
+  if (M == 0) return;
+  if (dtype(x) != DT_F8 || dtype(wg) != DT_F8 || dtype(wu) != DT_F8) fail("gemm_fp8_swiglu: operands of %s, %s and %s (it takes e4m3 codes)", dtype_name(dtype(x)), dtype_name(dtype(wg)), dtype_name(dtype(wu)));
+  const int dt = dtype(out);
+  const size_t eb = dtype_bytes(dt);
+  // Gate and up side by side in one scratch (stream-ordered, as gemm_swiglu's).
+  char* gu = nullptr;
+  CK(cudaMallocAsync((void**)&gu, 2 * (size_t)M * N * eb, stream));
+  char* up = gu + (size_t)M * N * eb;
+  rt->gemm_fp8(dt, M, N, K, ptr(x), (const float*)ptr(xs), xs_kmajor, ptr(wg), (const float*)ptr(wgs), gu);
+  rt->gemm_fp8(dt, M, N, K, ptr(x), (const float*)ptr(xs), xs_kmajor, ptr(wu), (const float*)ptr(wus), up);
+  launched("gemm_fp8");
+  const long n = M * N;
+  if (dt == DT_BF16) silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)gu, (const __nv_bfloat16*)up, (__nv_bfloat16*)ptr(out), n);
+  else silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)gu, (const float*)up, (float*)ptr(out), n);
+  launched("silu_mul");
+  CK(cudaFreeAsync(gu, stream));
+}
+
 void Ctx::cast(int in, int out, long n) {
   if (n == 0) return;
   const int a = dtype(in), b = dtype(out);

@@ -289,6 +289,8 @@ struct Ctx {
   // launch); more: two cuBLASLt GEMMs into a stream-ordered scratch, then silu_mul.
   void gemv_swiglu(int x, int wg, int wu, int out, long N, long K);
   void gemm_swiglu(int x, int wg, int wu, int out, long M, long N, long K);
+  // silu(X . Wg^T) * (X . Wu^T) of e4m3 codes with block scales: cuBLASLt's block-scaled FP8 GEMM twice, then silu_mul.
+  void gemm_fp8_swiglu(int x, int xs, bool xs_kmajor, int wg, int wgs, int wu, int wus, int out, long M, long N, long K);
   // Expert matmuls over rows grouped by expert (offsets[E+1]): with wu >= 0, silu(x.Wg^T) * (x.Wu^T);
   // with order >= 0, row r reads x[order[r] / k]. The GEMV (a block per row, or per expert), or one
   // cuBLASLt GEMM per expert (the grouped GEMM of many rows is a generated tile program).

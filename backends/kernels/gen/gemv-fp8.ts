@@ -1,6 +1,6 @@
 /**
  * A linear of few rows against an e4m3 weight in 128x128 blocks (decode's projections, W8A8 or
- * weight-only): a warp per output column, its lanes reading the weight row's codes side by side
+ * weight-only; or a SwiGLU's two, gate and up, with silu(gate) * up after them): a warp per output column, its lanes reading the weight row's codes side by side
  * (each lane four consecutive codes of each 128-wide K slice, so a warp reads a slice's 128 bytes
  * together), the slice's products summed in fp32 and then scaled once by the weight block's scale
  * (and, W8A8, the row's activation scale), the lanes' totals added by warp shuffles. Rows loop inside
@@ -27,12 +27,35 @@ const WARPS = 8;
 const ROWS = 16;
 export const GEMV_FP8_THREADS = WARPS * 32;
 
-/** A lone linear of an e4m3 weight in 128x128 blocks, its input either 1x128-scaled e4m3 or a plain float, on a warp-synchronous target. */
-export function coversFp8Gemv(ops: readonly Op[], limits: GenLimits): boolean {
-  if (limits.warpSize !== 32 || ops.length !== 1 || ops[0]!.opName !== "linear") return false;
-  const [x, w] = ops[0]!.operands as [Value, Value];
+/** Whether a linear reads an e4m3 weight in 128x128 blocks and an input either 1x128-scaled e4m3 or a plain float. */
+function fp8GemvLinear(op: Op): boolean {
+  if (op.opName !== "linear" || op.operands.length !== 2) return false;
+  const [x, w] = op.operands as [Value, Value];
   if (!isE4m3Blocks(w.type, 128, 128) || w.type.rank !== 2 || w.type.shape.some((d) => d.value === undefined)) return false;
   return x.type.quant ? isE4m3Blocks(x.type, 1, 128) : ["f32", "bf16", "f16"].includes(x.type.dtype);
+}
+
+/**
+ * The linears of a step the FP8 GEMV runs and the ops after them: one linear alone, or the SwiGLU
+ * of two (gate and up of one input and one weight shape) with silu(gate) * up as the epilogue (a
+ * dense MLP's or the shared expert's: one pass over the input where three launches ran).
+ */
+export function fp8GemvPlan(ops: readonly Op[]): { linears: Op[]; epilogue: Op[]; out: Value } | undefined {
+  if (ops.length === 1) return fp8GemvLinear(ops[0]!) ? { linears: [ops[0]!], epilogue: [], out: ops[0]!.results[0]! } : undefined;
+  const linears = ops.filter((o) => o.opName === "linear");
+  const silu = ops.find((o) => o.opName === "silu");
+  const mul = ops.find((o) => o.opName === "mul");
+  if (ops.length !== 4 || linears.length !== 2 || !silu || !mul || !linears.every(fp8GemvLinear)) return undefined;
+  const gate = linears.find((o) => o.results[0] === silu.operands[0]);
+  const up = linears.find((o) => o !== gate);
+  if (!gate || !up || gate.operands[0] !== up.operands[0] || gate.operands[1]!.type.toString() !== up.operands[1]!.type.toString()) return undefined;
+  if (!mul.operands.includes(silu.results[0]!) || !mul.operands.includes(up.results[0]!)) return undefined;
+  return { linears: [gate, up], epilogue: [silu, mul], out: mul.results[0]! };
+}
+
+/** A lone FP8 linear, or the SwiGLU of two (fp8GemvPlan), on a warp-synchronous target. */
+export function coversFp8Gemv(ops: readonly Op[], limits: GenLimits): boolean {
+  return limits.warpSize === 32 && fp8GemvPlan(ops) !== undefined;
 }
 
 /**
@@ -68,18 +91,18 @@ function laneDot(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr; sc
   return acc.ref;
 }
 
-export function fp8GemvKernel(g: Gen, op: Op): GeneratedKernel {
+export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const kb = g.kb;
-  const [x, w] = op.operands as [Value, Value];
-  const y = op.results[0]!;
-  const [N, Kd] = w.type.shape.map((d) => d.value!) as [number, number];
+  const { linears, epilogue, out: y } = fp8GemvPlan(ops)!;
+  const x = linears[0]!.operands[0]!;
+  const [N, Kd] = linears[0]!.operands[1]!.type.shape.map((d) => d.value!) as [number, number];
   const rowsDim = product(x.type.shape.slice(0, -1));
   const rows = g.size(rowsDim);
   const scaled = x.type.quant !== undefined;
   const xb = g.buf(x, scaled);
   const xs = scaled ? g.scalesBuf(x) : undefined;
-  const wb = g.buf(w, true);
-  const ws = g.scalesBuf(w);
+  const weights = linears.map((l) => ({ value: l.operands[1]!, buf: g.buf(l.operands[1]!, true), scales: g.scalesBuf(l.operands[1]!), result: l.results[0]! }));
+  if (epilogue.length && (g.step.writes.size !== 1 || !g.step.writes.has(y))) throw new LingcError(`FP8 GEMV: a SwiGLU step must write only its product (${g.step.kernel?.name ?? "swiglu"})`);
   const yb = g.buf(y);
   const { i, add, mul, div, mod, lt } = K;
   const warp = kb.let("warp", div(kb.lid, i(32)));
@@ -90,14 +113,18 @@ export function fp8GemvKernel(g: Gen, op: Op): GeneratedKernel {
   const r0 = kb.let("r0", mul(div(kb.wg, i(blocks)), i(ROWS)));
   kb.if(lt(n, i(N)), () => {
     kb.loop("r", r0, K.min(rows, add(r0, i(ROWS))), (r) => {
-      const part = laneDot(
-        g,
-        lane,
-        Kd,
-        { buf: wb, row: n, scale: (s) => kb.load(ws, g.scaleIndex(w, add(mul(n, i(Kd)), mul(s, i(SLICE))))) },
-        { buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined },
-      );
-      const total = kb.warpSum(part);
+      const vals = new Map<Value, Expr>();
+      for (const wt of weights) {
+        const part = laneDot(
+          g,
+          lane,
+          Kd,
+          { buf: wt.buf, row: n, scale: (s) => kb.load(wt.scales, g.scaleIndex(wt.value, add(mul(n, i(Kd)), mul(s, i(SLICE))))) },
+          { buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined },
+        );
+        vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));
+      }
+      const total = applyEpilogue(g, epilogue, vals, y);
       kb.if(K.eq(lane, i(0)), () => kb.store(yb, add(mul(r, i(N)), n), g.fit(total, y.type.dtype)));
     });
   });

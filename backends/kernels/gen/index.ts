@@ -228,10 +228,10 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops) => groupedFp8GemvKernel(gen(GEMV_FP8_THREADS), ops),
   },
   {
-    // A linear of few rows against a block-scaled e4m3 weight (decode): warp-level (CUDA).
+    // A linear of few rows against a block-scaled e4m3 weight (decode), or a SwiGLU of two: warp-level (CUDA).
     name: "gemv_fp8",
     covers: (ops, limits) => limits !== undefined && coversFp8Gemv(ops, limits),
-    generate: (gen, ops) => fp8GemvKernel(gen(GEMV_FP8_THREADS), ops[0]!),
+    generate: (gen, ops) => fp8GemvKernel(gen(GEMV_FP8_THREADS), ops),
   },
   {
     // Grouped expert matmuls on a target without tensor cores (WebGPU): workgroup tiles staged in

@@ -97,6 +97,8 @@ export class CudaRenderer {
         return e.hi ? `__uint_as_float(${this.expr(e.a)} & 0xffff0000u)` : `__uint_as_float(${this.expr(e.a)} << 16)`;
       case "bitsF32":
         return `__uint_as_float(${this.expr(e.a)})`;
+      case "e4m3Byte":
+        return `lingc::e4m3_byte(${this.expr(e.a)}, ${e.byte})`;
       case "pack":
         return `lingc::pack_bf16x2(${this.expr(e.lo)}, ${this.expr(e.hi)})`;
     }

@@ -57,6 +57,8 @@ export type Expr =
   | { k: "half"; t: "f32"; a: Expr; hi: boolean }
   /** The f32 value whose bits are the word `a` (a load16 word of an f32 buffer). */
   | { k: "bitsF32"; t: "f32"; a: Expr }
+  /** The e4m3 code in byte `byte` (0 lowest) of the word `a` (a load16 word of an f8e4m3 buffer), as f32 (exact). */
+  | { k: "e4m3Byte"; t: "f32"; a: Expr; byte: number }
   /** Two f32 values rounded to bf16 (to nearest even) in one word, `lo` in the low half: an mma fragment (CUDA). */
   | { k: "pack"; t: "u32"; lo: Expr; hi: Expr };
 
@@ -271,6 +273,8 @@ export const call = (fn: Helper, a: Expr): Expr => ({ k: "call", t: "f32", fn, a
 export const half = (a: Expr, hi: boolean): Expr => ({ k: "half", t: "f32", a, hi });
 /** The f32 value of a word's bits (a load16 word of an f32 buffer). */
 export const bitsF32 = (a: Expr): Expr => ({ k: "bitsF32", t: "f32", a });
+/** The e4m3 code in byte `byte` of a word (a load16 word of an f8e4m3 buffer), as f32. */
+export const e4m3Byte = (a: Expr, byte: number): Expr => ({ k: "e4m3Byte", t: "f32", a, byte });
 
 /** A distinct node for the same expression (renders identically; lets a generator tag it by identity). */
 export const wrap = (e: Expr): Expr => ({ ...e });

@@ -183,12 +183,13 @@ export class KernelBuilder {
   }
 
   /**
-   * Four words of a bf16 or f32 buffer `buf` from word `idx` (a multiple of 4; see the load16
-   * statement): take the values with K.half (bf16: two a word) or K.bitsF32 (f32).
+   * Four words of a bf16, f32 or f8e4m3 buffer `buf` from word `idx` (a multiple of 4; see the
+   * load16 statement): take the values with K.half (bf16: two a word), K.bitsF32 (f32) or
+   * K.e4m3Byte (e4m3: four a word).
    */
   load16(base: string, buf: string, idx: Expr): Expr[] {
     const b = this.kernel.buffers.find((x) => x.name === buf);
-    if (b?.elem !== "bf16" && b?.elem !== "f32") throw new Error(`kir: load16 reads bf16 or f32 buffers, not ${buf}`);
+    if (b?.elem !== "bf16" && b?.elem !== "f32" && b?.elem !== "f8e4m3") throw new Error(`kir: load16 reads bf16, f32 or f8e4m3 buffers, not ${buf}`);
     const names = [0, 1, 2, 3].map(() => this.fresh(base));
     this.emit({ k: "load16", names, buf, idx });
     return names.map((name) => ({ k: "ref", t: "u32", name }) as Expr);

@@ -165,6 +165,10 @@ class WarpRun {
         const a = this.eval(e.a, m);
         return this.vec((l) => bitsF32(e.hi ? a[l]! & 0xffff0000 : a[l]! << 16), m);
       }
+      case "e4m3Byte": {
+        const a = this.eval(e.a, m);
+        return this.vec((l) => decodeBits((a[l]! >>> (8 * e.byte)) & 0xff, "f8e4m3fn"), m);
+      }
       case "bitsF32": {
         const a = this.eval(e.a, m);
         return this.vec((l) => bitsF32(a[l]!), m);
@@ -342,6 +346,11 @@ class WarpRun {
               name,
               this.vec((l) => {
                 if (idx[l]! % 4 !== 0) throw new Error(`simulate ${this.k.name}: load16 of ${s.buf} at word ${idx[l]}, not 16-byte aligned`);
+                if (this.elem.get(s.buf) === "f8e4m3") {
+                  const i = 4 * (idx[l]! + j);
+                  if (i < 0 || i + 3 >= b.length) throw new Error(`simulate ${this.k.name}: word ${idx[l]! + j} of ${s.buf} is out of bounds`);
+                  return u32(b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24));
+                }
                 if (b instanceof Float32Array) {
                   const w = idx[l]! + j;
                   if (w < 0 || w >= b.length) throw new Error(`simulate ${this.k.name}: word ${w} of ${s.buf} is out of bounds`);

@@ -38,6 +38,13 @@ __device__ __forceinline__ float ex2(float x) {
   return r;
 }
 /**
+ * The e4m3 code in byte b of word w (a 16-byte load of four codes a word, kir e4m3Byte) as a float:
+ * the hardware's e4m3-to-half conversion, then half to float (both exact).
+ */
+__device__ __forceinline__ float e4m3_byte(unsigned w, int b) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)((w >> (8 * b)) & 0xffu), __NV_E4M3)));
+}
+/**
  * The largest x of the warp's 32 lanes (not NaN), in every lane: one integer max (redux.sync) over
  * bits that order as the floats do (sign set: all bits flipped; clear: the sign bit set). Generated
  * kernels call it (kir warpMax); every lane of the warp must.

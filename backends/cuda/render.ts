@@ -101,6 +101,8 @@ export class CudaRenderer {
         return `lingc::e4m3_byte(${this.expr(e.a)}, ${e.byte})`;
       case "pack":
         return `lingc::pack_bf16x2(${this.expr(e.lo)}, ${this.expr(e.hi)})`;
+      case "packE4m3":
+        return `lingc::pack_e4m3x4(${e.a.map((x) => this.expr(x)).join(", ")})`;
     }
   }
 

@@ -60,7 +60,9 @@ export type Expr =
   /** The e4m3 code in byte `byte` (0 lowest) of the word `a` (a load16 word of an f8e4m3 buffer), as f32 (exact). */
   | { k: "e4m3Byte"; t: "f32"; a: Expr; byte: number }
   /** Two f32 values rounded to bf16 (to nearest even) in one word, `lo` in the low half: an mma fragment (CUDA). */
-  | { k: "pack"; t: "u32"; lo: Expr; hi: Expr };
+  | { k: "pack"; t: "u32"; lo: Expr; hi: Expr }
+  /** Four f32 values as e4m3 codes (rounded to nearest even, saturating at 448) in one word, `a[0]` in the lowest byte (CUDA). */
+  | { k: "packE4m3"; t: "u32"; a: Expr[] };
 
 export type Stmt =
   | { k: "let"; name: string; e: Expr }
@@ -279,6 +281,11 @@ export const e4m3Byte = (a: Expr, byte: number): Expr => ({ k: "e4m3Byte", t: "f
 /** A distinct node for the same expression (renders identically; lets a generator tag it by identity). */
 export const wrap = (e: Expr): Expr => ({ ...e });
 export const pack = (lo: Expr, hi: Expr): Expr => ({ k: "pack", t: "u32", lo, hi });
+/** Four f32 values as the e4m3 codes of one word (KernelBuilder.store16 of an f8e4m3 buffer). */
+export const packE4m3 = (a: readonly Expr[]): Expr => {
+  if (a.length !== 4) throw new Error("kir: packE4m3 takes 4 values");
+  return { k: "packE4m3", t: "u32", a: [...a] };
+};
 
 /** Structural equality of two expressions. */
 export function same(a: Expr, b: Expr): boolean {

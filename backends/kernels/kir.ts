@@ -195,10 +195,13 @@ export class KernelBuilder {
     return names.map((name) => ({ k: "ref", t: "u32", name }) as Expr);
   }
 
-  /** Four u32 words (bf16 pairs, K.pack) as words idx .. idx + 3 of bf16 buffer `buf`, one 16-byte store where the target has them. */
+  /**
+   * Four u32 words (bf16 pairs, K.pack; or e4m3 quadruples, K.packE4m3) as words idx .. idx + 3 of
+   * bf16 (or f8e4m3) buffer `buf`, one 16-byte store where the target has them.
+   */
   store16(buf: string, idx: Expr, words: Expr[]): void {
     const b = this.kernel.buffers.find((x) => x.name === buf);
-    if (b?.elem !== "bf16") throw new Error(`kir: store16 writes bf16 buffers, not ${buf}`);
+    if (b?.elem !== "bf16" && b?.elem !== "f8e4m3") throw new Error(`kir: store16 writes bf16 or f8e4m3 buffers, not ${buf}`);
     if (words.length !== 4 || words.some((w) => w.t !== "u32")) throw new Error("kir: store16 takes 4 u32 words");
     this.emit({ k: "store16", buf, idx, words });
   }

@@ -173,6 +173,10 @@ class WarpRun {
         const a = this.eval(e.a, m);
         return this.vec((l) => bitsF32(a[l]!), m);
       }
+      case "packE4m3": {
+        const vs = e.a.map((x) => this.eval(x, m));
+        return this.vec((l) => u32(vs.reduce((w, v, j) => w | (encodeBits(v[l]!, "f8e4m3fn") << (8 * j)), 0)), m);
+      }
       case "pack": {
         const [lo, hi] = [this.eval(e.lo, m), this.eval(e.hi, m)];
         return this.vec((l) => u32(encodeBits(lo[l]!, "bf16") | (encodeBits(hi[l]!, "bf16") << 16)), m);
@@ -329,6 +333,14 @@ class WarpRun {
           for (let l = 0; l < W; l++) {
             if (!m[l]) continue;
             if (idx[l]! % 4 !== 0) throw new Error(`simulate ${this.k.name}: store16 to ${s.buf} at word ${idx[l]}, not 16-byte aligned`);
+            if (this.elem.get(s.buf) === "f8e4m3") {
+              for (let j = 0; j < 16; j++) {
+                const e = 4 * idx[l]! + j;
+                if (e < 0 || e >= b.length) throw new Error(`simulate ${this.k.name}: store16 to byte ${e} of ${s.buf} is out of bounds`);
+                b[e] = (words[j >> 2]![l]! >>> (8 * (j & 3))) & 0xff;
+              }
+              continue;
+            }
             for (let j = 0; j < 4; j++) {
               const e = 2 * (idx[l]! + j);
               if (e < 0 || e + 1 >= b.length) throw new Error(`simulate ${this.k.name}: store16 to word ${idx[l]! + j} of ${s.buf} is out of bounds`);

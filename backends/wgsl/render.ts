@@ -87,6 +87,8 @@ function expr(e: Expr): string {
       return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;
     case "bitsF32":
       return `bitcast<f32>(${expr(e.a)})`;
+    case "packE4m3":
+      throw new Error("kir: WGSL has no e4m3 packing (the 16-byte FP8 quantize runs on CUDA only)");
     case "e4m3Byte":
       throw new Error("kir: this WGSL renderer does not decode e4m3 words (the 16-byte FP8 GEMV runs on CUDA only)");
     case "pack":

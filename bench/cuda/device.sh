@@ -608,6 +608,14 @@ fp8ab)
     grep -E "${LINGC_AB_GREP:-.}" "$OUT/profile-$m-decode.txt" | head -${LINGC_PROFILE_LINES:-3}
     awk '/ x /{n += $3} END {print "profiled steps a decode step:", n}' "$OUT/profile-$m-decode.txt"
   done
+  # LINGC_NCU_KERNELS: kernels of mini8 (name prefixes before _N, or full regexes with ^...$) for Nsight Compute, one launch each at 1x8192 (the LINGC_NCU_SKIP-th, default 19).
+  for k in ${LINGC_NCU_KERNELS:-}; do
+    re=$k; [[ $re == ^* ]] || re="^${k}_[0-9]+$"
+    timeout 200 /usr/local/cuda/bin/ncu --kernel-name regex:"$re" --launch-skip ${LINGC_NCU_SKIP:-19} --launch-count 1 \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats --section Occupancy \
+      /tmp/mini8/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 > "$OUT/ncu-mini8-$k.txt" 2>&1; echo "$k: ncu exit $?"
+    grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L2 Cache Throughput|Issue Slots Busy|Registers Per|Achieved Occupancy|Grid Size|Block Size|Stall [A-Z]" "$OUT/ncu-mini8-$k.txt" | head -24
+  done
   ;;
 envbuild|envab)
   # A/B of environment settings read at compile time (tile choices, kernel knobs): Ling-mini built by

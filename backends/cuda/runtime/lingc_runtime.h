@@ -27,6 +27,12 @@ __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const unsigned*>(&v);
 }
+/** Four floats as e4m3 codes (to nearest even, saturating) in one 32-bit word, a in the lowest byte (kir packE4m3). */
+__device__ __forceinline__ unsigned pack_e4m3x4(float a, float b, float c, float d) {
+  const unsigned lo = __nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
+  const unsigned hi = __nv_cvt_float2_to_fp8x2(make_float2(c, d), __NV_SATFINITE, __NV_E4M3);
+  return lo | (hi << 16);
+}
 /**
  * 2^x in one instruction (ex2.approx.ftz): exp2f is ex2.approx without ftz, which ptxas wraps in
  * three more for subnormal results. The softmaxes that call it (kir exp2) lose nothing by the flush:

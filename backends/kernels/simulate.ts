@@ -17,6 +17,7 @@
  */
 import { decodeBits, encodeBits } from "../../ir/numerics";
 import type { Expr, Kernel, KType, Stmt } from "./kir";
+import { binary, f32, fit, i32, u32, unary } from "./simulate-scalar";
 
 export type SimArray = Float32Array | Int32Array | Uint16Array | Uint8Array;
 
@@ -24,16 +25,6 @@ const W = 32;
 type Vec = number[];
 type Mask = boolean[];
 
-const f32 = Math.fround;
-const u32 = (x: number) => x >>> 0;
-const i32 = (x: number) => x | 0;
-
-function fit(t: KType, x: number): number {
-  if (t === "f32") return f32(x);
-  if (t === "i32") return i32(x);
-  if (t === "u32") return u32(x);
-  return x ? 1 : 0;
-}
 
 const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0]!;
 const bitsF32 = (b: number) => new Float32Array(new Uint32Array([b >>> 0]).buffer)[0]!;
@@ -542,72 +533,4 @@ class WarpRun {
         acc.a[t]![j] = f32(acc.a[t]![j]! + sum);
       }
   }
-}
-
-function binary(op: string, t: KType, a: number, b: number): number {
-  switch (op) {
-    case "+":
-      return fit(t, a + b);
-    case "-":
-      return fit(t, a - b);
-    case "*":
-      return t === "i32" ? Math.imul(a, b) : t === "u32" ? u32(Math.imul(a, b)) : fit(t, a * b);
-    case "/":
-      if (t === "f32") return f32(a / b);
-      if (b === 0) throw new Error("simulate: integer division by zero");
-      return fit(t, Math.trunc(a / b));
-    case "%":
-      if (t === "f32") return f32(a % b);
-      if (b === 0) throw new Error("simulate: integer remainder by zero");
-      return fit(t, a % b);
-    case "<":
-      return a < b ? 1 : 0;
-    case "<=":
-      return a <= b ? 1 : 0;
-    case ">":
-      return a > b ? 1 : 0;
-    case ">=":
-      return a >= b ? 1 : 0;
-    case "==":
-      return a === b ? 1 : 0;
-    case "!=":
-      return a !== b ? 1 : 0;
-    case "&&":
-      return a && b ? 1 : 0;
-    case "||":
-      return a || b ? 1 : 0;
-    case "min":
-      return Math.min(a, b);
-    case "max":
-      return Math.max(a, b);
-    case "^":
-      return fit(t, a ^ b);
-  }
-  throw new Error(`simulate: no binary op ${op}`);
-}
-
-function unary(op: string, t: KType, a: number): number {
-  switch (op) {
-    case "neg":
-      return fit(t, -a);
-    case "exp":
-      return f32(Math.exp(a));
-    case "exp2":
-      return f32(Math.pow(2, a));
-    case "log":
-      return f32(Math.log(a));
-    case "sqrt":
-      return f32(Math.sqrt(a));
-    case "rsqrt":
-      return f32(1 / Math.sqrt(a));
-    case "sin":
-      return f32(Math.sin(a));
-    case "cos":
-      return f32(Math.cos(a));
-    case "abs":
-      return fit(t, Math.abs(a));
-    case "not":
-      return a ? 0 : 1;
-  }
-  throw new Error(`simulate: no unary op ${op}`);
 }

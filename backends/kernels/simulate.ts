@@ -25,7 +25,6 @@ const W = 32;
 type Vec = number[];
 type Mask = boolean[];
 
-
 const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0]!;
 const bitsF32 = (b: number) => new Float32Array(new Uint32Array([b >>> 0]).buffer)[0]!;
 

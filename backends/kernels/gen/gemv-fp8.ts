@@ -1,12 +1,14 @@
 /**
  * A linear of few rows against an e4m3 weight in 128x128 blocks (decode's projections, W8A8 or
- * weight-only; or a SwiGLU's two, gate and up, with silu(gate) * up after them): a warp per output column, its lanes reading the weight row's codes side by side
- * (each lane four consecutive codes of each 128-wide K slice, so a warp reads a slice's 128 bytes
- * together), the slice's products summed in fp32 and then scaled once by the weight block's scale
- * (and, W8A8, the row's activation scale), the lanes' totals added by warp shuffles. Rows loop inside
- * the warp, up to 16 per workgroup (more rows take more workgroups), so a weight row is read from
- * memory once and from cache for the other rows. The sums are exact fp32 sums of the dequantized
- * products (no tensor-core rounding): this kernel is also the exact path of a W8A8 projection
+ * weight-only; or a SwiGLU's two, gate and up, with silu(gate) * up after them): a warp per output
+ * column, its lanes reading the weight row's codes side by side (each lane 16 consecutive codes of
+ * one 128-wide K slice by one 16-byte load, so a warp reads 512 bytes of the row at a time; where K
+ * is not whole 16s, four codes of each slice), a lane's products summed in fp32 and then scaled once
+ * by the weight block's scale (and, W8A8, the row's activation scale), the lanes' totals added by
+ * warp shuffles. Rows loop inside the warp, up to 16 per workgroup (more rows take more
+ * workgroups), so a weight row is read from memory once and from cache for the other rows. The sums
+ * are exact fp32 sums of the dequantized products (no tensor-core rounding), in another order than
+ * the interpreter's: this kernel is also the exact path of a W8A8 projection
  * (select{prefer=fp8_linear:generated}).
  */
 import type { Op, Value } from "../../../ir/module";

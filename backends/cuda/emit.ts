@@ -29,6 +29,7 @@ import { cudaGenLimits, cudaStorage } from "./gen-limits";
 import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { launchPairs, pairFlag, type LaunchPair } from "./launch-pairs";
+import { prologueFlag, quantPrologues, type QuantPrologue } from "./quant-prologue";
 import { dynamicSharedBytes, literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
 import { LAUNCHER, makefile, runtimeSources } from "./build-files";
@@ -145,6 +146,10 @@ class FuncEmitter {
     const pairs = this.limits.pairLaunches ? launchPairs(this.fr, this.limits, this.profile, (st) => this.loadTime(st), cppDim) : new Map<number, LaunchPair>();
     /** A pair's second step's index -> its first step's. */
     const firstOf = new Map([...pairs].map(([n, p]) => [p.second, n]));
+    const free = (k: number) => !pairs.has(k) && !firstOf.has(k) && this.fr.steps[k]?.step !== undefined && !this.loadTime(this.fr.steps[k]!.step!);
+    const prologues = this.limits.quantPrologue ? quantPrologues(this.fr, this.limits, this.profile, free, cppDim) : new Map<number, QuantPrologue>();
+    /** A quantize prologue's quantize step's index -> the prologue. */
+    const prologueOf = new Map([...prologues.values()].map((p) => [p.quant, p]));
     this.fr.steps.forEach((s, n) => {
       if (s.call !== undefined) {
         this.prepare.push(`  c.prepare_call(fr, ${s.call});`);
@@ -170,7 +175,15 @@ class FuncEmitter {
       this.label = label;
       const first = pairs.get(n);
       const second = firstOf.has(n) ? pairs.get(firstOf.get(n)!) : undefined;
-      if (first) {
+      const quant = prologueOf.get(n);
+      const gemv = prologues.get(n);
+      if (quant) {
+        // Where the sizes choose the GEMV, it quantizes its rows itself: this step does not run.
+        const flag = prologueFlag(quant.consumer);
+        out.push(`  const bool ${flag} = (${quant.when});`, `  if (!${flag}) {`, ...this.lower(step, n).map((l) => `    ${l}`), `  }`);
+      } else if (gemv) {
+        out.push(`  if (${prologueFlag(n)}) { ${this.launches(step, gemv.merged, "_q")} }`, `  else {`, ...this.lower(step, n).map((l) => `    ${l}`), `  }`);
+      } else if (first) {
         // The pair's one launch where both steps take their generated kernels; else this step as usual.
         const flag = pairFlag(n);
         out.push(`  const bool ${flag} = (${first.when});`);

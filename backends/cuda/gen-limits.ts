@@ -36,6 +36,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     flashWarpgroups: Number(envChoice("LINGC_FLASH_WGMMA_WARPGROUPS", ["1", "2"])),
     flashPipelined: envChoice("LINGC_FLASH_WGMMA_PIPE", ["on", "off"]) === "on",
     ...pairLaunches(),
+    ...(envChoice("LINGC_QUANT_PROLOGUE", ["off", "on"]) === "on" ? { quantPrologue: true } : {}),
   };
 }
 

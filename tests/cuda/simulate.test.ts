@@ -276,6 +276,29 @@ describe("CUDA tile programs in the kir simulator", () => {
     for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(1e-5);
   });
 
+  it("a quantize whose codes only an FP8 GEMV reads runs as the GEMV's prologue (LINGC_QUANT_PROLOGUE): the dense and the routed experts' down GEMVs quantize their rows as they read them, bit for bit the separate quantize's results", () => {
+    // K of 512 (one round of the 16-code form) for the dense projection and the down projection.
+    const [T, H, F, E, K, O] = [2, 512, 512, 2, 2, 64];
+    const text = expertModule("bf16", [T, H, F, E, K], O);
+    const r = rng(46);
+    const t = (shape: number[], scale = 1) => random("bf16", r, shape, scale);
+    const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], [0, 1, 1, 0]), wts: Tensor.from("f32", [T, K], [0.25, 0.75, 0.5, 0.5]) };
+    const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1), proj: t([O, H], 0.1) };
+    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=gate,up,down,proj}";
+    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "grouped_linear") ? "grouped_gemv_fp8" : ops.some((o) => o.opName === "linear") ? "gemv_fp8" : undefined);
+    const apart = runGenerated(text, inputs, weights, LIMITS, fp8, pick);
+    const quantizes = () => kernels.filter((k) => k.template === "quantize").length;
+    // The four weights' (at load), the gathered rows', the hidden rows' and the projection input's.
+    expect(quantizes()).toBe(7);
+    const merged = runGenerated(text, inputs, weights, LIMITS, fp8, pick, true);
+    expect(quantizes()).toBe(5);
+    for (const [name, { got, want }] of Object.entries(merged)) {
+      expect(relError(got, want), name).toBeLessThan(1e-5);
+      expect(Math.max(...got.map(Math.abs)), name).toBeGreaterThan(0.01);
+      expect([...got], name).toEqual([...apart[name]!.got]);
+    }
+  });
+
   it.each(["dynamic", "none"])("an FP8 SwiGLU (gate and up of one input, silu(gate) * up) as one GEMV launch, activations %s: the interpreter's values", (activations) => {
     // 3 rows, K of two 128-wide slices, 96 columns (12 workgroups of 8 warps).
     const [R, H, F] = [3, 256, 96];

@@ -10,12 +10,13 @@ import { parseModule } from "../../ir/parse";
 import { Tensor } from "../../ir/tensor";
 import { encodeBits, decodeBits } from "../../ir/numerics";
 import { parsePipeline, runPasses } from "../../compiler/passes/manager";
-import { buildSchedule, capacitySymbol, storageSlot } from "../../backends/schedule";
+import { buildSchedule, capacitySymbol, storageSlot, type Step } from "../../backends/schedule";
 import { generateStep, type GeneratedKernel, type GenLimits } from "../../backends/kernels/gen";
 import { COUNTER_SLOTS, COUNTERS_SLOT, SCRATCH_SLOT } from "../../backends/kernels/gen/context";
 import { cudaGenLimits, cudaStorage } from "../../backends/cuda/gen-limits";
 import { CUDA_SM90A } from "../../ir/target";
 import { simulate, type SimArray } from "../../backends/kernels/simulate";
+import { prologueCandidates, prologueStep } from "../../backends/cuda/quant-prologue";
 import { rng } from "./fd";
 
 export const LIMITS: GenLimits = cudaGenLimits(CUDA_SM90A);
@@ -38,6 +39,8 @@ export function runGenerated(
   before = "",
   /** The template a step runs with (the CUDA dispatch's choice for these sizes), where not the first that covers it. */
   pick: (ops: readonly { opName: string }[]) => string | undefined = () => undefined,
+  /** Each lone quantize whose codes only one lone matmul reads runs as that matmul's prologue (backends/cuda/quant-prologue.ts), the quantize step not run. */
+  prologues = false,
 ): Record<string, { got: Float32Array; want: Float32Array }> {
   kernels.length = 0;
   const m = parseModule(text, "m.lir");
@@ -82,7 +85,16 @@ export function runGenerated(
     return a;
   };
   const uniforms = Object.fromEntries(s.slots.flatMap((sl) => (capacity(sl.id) === undefined ? [] : [[`n_${capacitySymbol(sl.id)}`, capacity(sl.id)!]])));
-  for (const step of s.steps) {
+  const steps: (Step | undefined)[] = [...s.steps];
+  if (prologues) {
+    const kept = new Set(s.outputs.map((o) => storageSlot(s, o.slot)));
+    for (const { a, b } of prologueCandidates(steps, (id) => storageSlot(s, id), kept, () => true)) {
+      steps[b] = prologueStep(steps[a]!, steps[b]!);
+      steps[a] = undefined;
+    }
+  }
+  for (const step of steps) {
+    if (!step) continue;
     const g = generateStep(step, s, limits, "k", pick(step.ops));
     // A split computation's kernels run in turn, sharing the step's scratch (as the CUDA emitter binds it).
     const scratch = new Float32Array(g.scratch ?? 0);

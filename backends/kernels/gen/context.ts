@@ -88,6 +88,12 @@ export interface GenLimits {
    */
   pairLaunches?: "bf16" | "fp8";
   /**
+   * CUDA: an activation quantize whose codes only one FP8 GEMV reads runs inside that GEMV where the
+   * sizes choose it (backends/cuda/quant-prologue.ts; LINGC_QUANT_PROLOGUE=on). Default: off (not yet
+   * timed on a GPU).
+   */
+  quantPrologue?: boolean;
+  /**
    * CUDA's GQA decode attention: the key splits merged by each item's last split to finish (atomics
    * on the target's counters, one launch) instead of a merge kernel after (two). Default: the latter.
    */

@@ -19,6 +19,8 @@ import { LingcError } from "../../../ir/errors";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { expertOfRowByWarp } from "./experts";
 import { applyEpilogue, groupedFp8Plan } from "./grouped-gemm";
+import { quantRecipe } from "./quant";
+import { attrsOf, OPS } from "../../../ir/ops";
 import { product } from "../../../ir/dim";
 
 const SLICE = 128;
@@ -42,7 +44,36 @@ function fp8GemvLinear(op: Op): boolean {
  * of two (gate and up of one input and one weight shape) with silu(gate) * up as the epilogue (a
  * dense MLP's or the shared expert's: one pass over the input where three launches ran).
  */
-export function fp8GemvPlan(ops: readonly Op[]): { linears: Op[]; epilogue: Op[]; out: Value } | undefined {
+export function fp8GemvPlan(all: readonly Op[]): { quant?: Op; linears: Op[]; epilogue: Op[]; out: Value } | undefined {
+  const { quant, ops } = splitPrologue(all);
+  const plan = fp8GemvOps(ops);
+  if (!plan || !quant) return plan;
+  return plan.linears.every((l) => l.operands[0] === quant.results[0] && prologueFits(quant, l)) ? { quant, ...plan } : undefined;
+}
+
+/**
+ * A step's leading activation quantize whose result the rest reads (a quantize prologue: the GEMV
+ * quantizes its input rows as it reads them; backends/cuda/quant-prologue.ts makes such steps),
+ * and the rest.
+ */
+function splitPrologue(ops: readonly Op[]): { quant?: Op; ops: readonly Op[] } {
+  const [q, ...rest] = ops;
+  return q?.opName === "quantize" && rest.length > 0 ? { quant: q, ops: rest } : { ops };
+}
+
+/**
+ * Whether the 16-code form can quantize a matmul's input as it reads it: 1x128 groups (a slice is 8
+ * lanes' 16 inputs), every lane in every round (K whole 512s: the group's amax is a warp
+ * reduction), inputs of a bf16 or f32 row.
+ */
+function prologueFits(quant: Op, matmul: Op): boolean {
+  const [rb, cb] = attrsOf(OPS.quantize, quant).block as [number, number];
+  const src = quant.operands[0]!;
+  const Kd = matmul.operands[1]!.type.shape.at(-1)!.value;
+  return rb === 1 && cb === SLICE && Kd !== undefined && Kd % (32 * CHUNK) === 0 && !src.type.quant && ["bf16", "f32"].includes(src.type.dtype);
+}
+
+function fp8GemvOps(ops: readonly Op[]): { linears: Op[]; epilogue: Op[]; out: Value } | undefined {
   if (ops.length === 1) return fp8GemvLinear(ops[0]!) ? { linears: [ops[0]!], epilogue: [], out: ops[0]!.results[0]! } : undefined;
   const linears = ops.filter((o) => o.opName === "linear");
   const silu = ops.find((o) => o.opName === "silu");
@@ -65,8 +96,18 @@ export function coversFp8Gemv(ops: readonly Op[], limits: GenLimits): boolean {
  * wScale(slice)) with input row `xRow` (e4m3 codes with scales at xScale(slice), or plain floats):
  * the lanes' shares summed by warpSum give the full product.
  */
-function laneDot(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr; scale: (s: Expr) => Expr }, x: { value: Value; buf: string; row: Expr; scale?: (s: Expr) => Expr }): Expr {
+/** A GEMV's input row: its buffer, e4m3 with scales at scale(slice) or plain floats, or plain floats that `quant` quantizes as they are read (a quantize prologue). */
+interface InputRow {
+  value: Value;
+  buf: string;
+  row: Expr;
+  scale?: (s: Expr) => Expr;
+  quant?: Op;
+}
+
+function laneDot(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr; scale: (s: Expr) => Expr }, x: InputRow): Expr {
   if (Kd % CHUNK === 0 && (x.scale !== undefined || g.wide8(x.value))) return laneDotWide(g, lane, Kd, w, x);
+  if (x.quant) throw new LingcError("FP8 GEMV: a quantize prologue needs the 16-code form (K whole 512s, a bf16 or f32 input)");
   const kb = g.kb;
   const { i, add, mul, lt } = K;
   const acc = kb.var("acc", K.f(0));
@@ -106,7 +147,7 @@ const ROUND_GROUP = 4;
  * products in fp32 and scales the sum once by its slice's scales. The same products as laneDot's
  * 4-code form, in a different order of fp32 additions; a quarter of the load instructions.
  */
-function laneDotWide(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr; scale: (s: Expr) => Expr }, x: { value: Value; buf: string; row: Expr; scale?: (s: Expr) => Expr }): Expr {
+function laneDotWide(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr; scale: (s: Expr) => Expr }, x: InputRow): Expr {
   const kb = g.kb;
   const { i, add, mul, div, lt } = K;
   const acc = kb.var("acc", K.f(0));
@@ -118,14 +159,26 @@ function laneDotWide(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr
     const body = () => {
       const ww = kb.load16("w16", w.buf, div(add(mul(w.row, i(Kd)), k0), i(4)));
       const xat = add(mul(x.row, i(Kd)), k0);
-      const xs = x.scale
+      let xs = x.scale
         ? kb.load16("x16", x.buf, div(xat, i(4))).flatMap((word) => [0, 1, 2, 3].map((b) => K.e4m3Byte(word, b)))
         : [...g.load8(x.value, xat), ...g.load8(x.value, add(xat, i(8)))];
+      let xScale: Expr | undefined;
+      if (x.quant) {
+        // The slice's 128 inputs are this lane's 16 and its 7 neighbours': their amax over the 8
+        // lanes, then the quantize's own recipe (quant.ts), so the codes and the scale are the ones
+        // the quantize kernel would have stored.
+        const v = xs.map((e) => kb.let("xv", e));
+        const amax = kb.warpMax(kb.let("m", v.reduce((a: Expr, e) => K.max(a, K.abs(e)), K.f(0))), SLICE / CHUNK);
+        const { s, q } = quantRecipe(g, x.quant, amax);
+        xs = v.map(q);
+        xScale = s;
+      }
       let part: Expr = K.mul(K.e4m3Byte(ww[0]!, 0), xs[0]!);
       for (let j = 1; j < CHUNK; j++) part = K.add(part, K.mul(K.e4m3Byte(ww[j >> 2]!, j & 3), xs[j]!));
       const p = kb.let("part", part);
       const sl = kb.let("sl", div(k0, i(SLICE)));
-      acc.set(add(acc.ref, mul(p, x.scale ? mul(w.scale(sl), x.scale(sl)) : w.scale(sl))));
+      if (x.scale) xScale = x.scale(sl);
+      acc.set(add(acc.ref, mul(p, xScale ? mul(w.scale(sl), xScale) : w.scale(sl))));
     };
     if (Kd % per === 0) body();
     else kb.if(lt(k0, i(Kd)), body);
@@ -137,8 +190,9 @@ function laneDotWide(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr
 
 export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const kb = g.kb;
-  const { linears, epilogue, out: y } = fp8GemvPlan(ops)!;
-  const x = linears[0]!.operands[0]!;
+  const { quant, linears, epilogue, out: y } = fp8GemvPlan(ops)!;
+  // With a quantize prologue the rows are read from the quantize's input.
+  const x = quant ? quant.operands[0]! : linears[0]!.operands[0]!;
   const [N, Kd] = linears[0]!.operands[1]!.type.shape.map((d) => d.value!) as [number, number];
   const rowsDim = product(x.type.shape.slice(0, -1));
   const rows = g.size(rowsDim);
@@ -146,7 +200,7 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const xb = g.buf(x, scaled);
   const xs = scaled ? g.scalesBuf(x) : undefined;
   const weights = linears.map((l) => ({ value: l.operands[1]!, buf: g.buf(l.operands[1]!, true), scales: g.scalesBuf(l.operands[1]!), result: l.results[0]! }));
-  if (epilogue.length && (g.step.writes.size !== 1 || !g.step.writes.has(y))) throw new LingcError(`FP8 GEMV: a SwiGLU step must write only its product (${g.step.kernel?.name ?? "swiglu"})`);
+  if ((epilogue.length || quant) && (g.step.writes.size !== 1 || !g.step.writes.has(y))) throw new LingcError(`FP8 GEMV: a SwiGLU or quantize-prologue step must write only its result (${g.step.kernel?.name ?? y.name ?? "gemv"})`);
   const yb = g.buf(y);
   const { i, add, mul, div, mod, lt } = K;
   const warp = kb.let("warp", div(kb.lid, i(32)));
@@ -164,7 +218,7 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
           lane,
           Kd,
           { buf: wt.buf, row: n, scale: (s) => kb.load(wt.scales, g.scaleIndex(wt.value, add(mul(n, i(Kd)), mul(s, i(SLICE))))) },
-          { value: x, buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined },
+          { value: x, buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant },
         );
         vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));
       }
@@ -177,8 +231,11 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
 }
 
 /** The grouped FP8 matmuls a by-row GEMV covers: what the tile program covers, on a warp-synchronous target. */
-export function coversGroupedFp8Gemv(ops: readonly Op[], limits: GenLimits): boolean {
-  return limits.warpSize === 32 && groupedFp8Plan(ops, limits) !== undefined;
+export function coversGroupedFp8Gemv(all: readonly Op[], limits: GenLimits): boolean {
+  const { quant, ops } = splitPrologue(all);
+  const plan = limits.warpSize === 32 ? groupedFp8Plan(ops, limits) : undefined;
+  if (!plan || !quant) return plan !== undefined;
+  return [plan.gate, ...(plan.up ? [plan.up] : [])].every((gl) => gl.operands[0] === quant.results[0] && prologueFits(quant, gl));
 }
 
 /**
@@ -187,17 +244,20 @@ export function coversGroupedFp8Gemv(ops: readonly Op[], limits: GenLimits): boo
  * SwiGLU: the warp computes the column's gate and up products and applies the step's elementwise ops (op-table
  * formulas). Each row reads only its expert's weight rows, once.
  */
-export function groupedFp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
+export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKernel {
+  const { quant, ops } = splitPrologue(all);
   const { gate, up, epilogue } = groupedFp8Plan(ops, g.limits)!;
   const kb = g.kb;
-  const [x, w, offsets] = gate.operands as [Value, Value, Value];
+  const [q, w, offsets] = gate.operands as [Value, Value, Value];
+  // With a quantize prologue the rows are read from the quantize's input.
+  const x = quant ? quant.operands[0]! : q;
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`grouped FP8 GEMV: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
   const [E, O, Kd] = w.type.shape.map((d) => d.value!) as [number, number, number];
   const rowsDim = x.type.shape[0]!;
   const rows = g.size(rowsDim);
-  const xb = g.buf(x, true);
-  const xs = g.scalesBuf(x);
+  const xb = g.buf(x, !quant);
+  const xs = quant ? undefined : g.scalesBuf(x);
   const weights = [gate, ...(up ? [up] : [])].map((gl) => ({ value: gl.operands[1]!, buf: g.buf(gl.operands[1]!, true), scales: g.scalesBuf(gl.operands[1]!), result: gl.results[0]! }));
   const offb = g.buf(offsets);
   const ob = g.buf(out);
@@ -217,7 +277,7 @@ export function groupedFp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKerne
         lane,
         Kd,
         { buf: wt.buf, row: wRow, scale: (s) => kb.load(wt.scales, g.scaleIndex(wt.value, add(mul(wRow, i(Kd)), mul(s, i(SLICE))))) },
-        { value: x, buf: xb, row: r, scale: (s) => kb.load(xs, g.scaleAt(x, r, s)) },
+        { value: x, buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant },
       );
       vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));
     }

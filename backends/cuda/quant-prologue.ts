@@ -1,13 +1,15 @@
 /**
- * Quantize prologues (GenLimits.quantPrologue, LINGC_QUANT_PROLOGUE=on; not yet timed on a GPU): a
- * lone activation quantize step whose codes only one later lone FP8 matmul step reads (a dense
- * projection's GEMV, or the routed experts' by-row GEMV) runs inside that matmul's GEMV where the
+ * Quantize prologues (GenLimits.quantPrologue, LINGC_QUANT_PROLOGUE=on; not yet timed on a GPU): an
+ * activation quantize step (alone, or after the token gather) whose codes only one later FP8 matmul
+ * step reads (a dense projection's GEMV, or the routed experts' by-row GEMV, their SwiGLU's too)
+ * runs inside that matmul's GEMV where the
  * sizes choose the GEMV (its dispatch's first choice): the GEMV reads the quantize's input and makes
  * the codes and scales in registers, the ones the quantize kernel would store (its recipe, its
  * rounding), and the quantize is not launched. Elsewhere (prefill's rows) both run as before. The
  * emitter runs the merged kernel under a host branch, as it does a launch pair's.
  */
 import type { Dim } from "../../ir/dim";
+import type { Value } from "../../ir/module";
 import { LingcError } from "../../ir/errors";
 import type { CudaProfile } from "../../ir/target";
 import type { FrameSchedule } from "../frames";
@@ -26,36 +28,55 @@ export interface QuantPrologue {
   when: string;
 }
 
-/** The step that runs quantize step `a`'s op as the prologue of lone matmul step `b`, which reads a's codes and nothing else of a. */
-export function prologueStep(a: Step, b: Step): Step {
-  const q = a.op.results[0]!;
-  return { op: b.op, ops: [a.op, ...b.ops], scope: b.scope, reads: new Map([...a.reads, ...[...b.reads].filter(([v]) => v !== q)]), writes: b.writes, subst: b.subst };
+/**
+ * The step that runs quantize step `a`'s ops (the quantize, with the token gather before it or
+ * alone) as the prologue of matmul step `b`, whose value `codes` holds a's codes (a's own result for
+ * a lone op, or b's kernel parameter bound to their storage); undefined where the two kernels'
+ * sizes name one symbol differently.
+ */
+export function prologueStep(a: Step, b: Step, codes: Value): Step | undefined {
+  const subst = new Map(a.subst);
+  for (const [x, d] of b.subst) {
+    const had = subst.get(x);
+    if (had && !had.equals(d)) return undefined;
+    subst.set(x, d);
+  }
+  return { op: b.op, kernel: b.kernel, ops: [...a.ops, ...b.ops], scope: b.scope, reads: new Map([...a.reads, ...[...b.reads].filter(([v]) => v !== codes)]), writes: b.writes, subst };
+}
+
+/** Whether a step is an activation quantize alone or after the token gather, writing only its codes. */
+function quantizeStep(s: Step): boolean {
+  const q = s.ops[s.ops.length - 1]!;
+  if (q.opName !== "quantize" || s.writes.size !== 1) return false;
+  return s.ops.length === 1 || (s.ops.length === 2 && s.ops[0]!.opName === "moe_permute" && q.operands[0] === s.ops[0]!.results[0]);
 }
 
 /**
- * The pairs (quantize step, its only reader) that can merge, by index: both lone ops of the
- * function (their values the function's own), the quantize's codes not kept past the reader (`kept`:
- * storage the function returns), the reader a linear or grouped_linear of them, and no step between
- * that writes the quantize's input (the GEMV reads it later) or that is not a step (a call).
+ * The pairs (quantize step, its only reader) that can merge, by index, with the reader's value of
+ * the codes: the quantize alone or after the token gather, its codes not kept past the reader
+ * (`kept`: storage the function returns), the reader's matmuls (linear or grouped_linear) all
+ * reading the codes as their input and nothing else reading them, and no step between that writes
+ * what the quantize reads (the GEMV reads it later) or that is not a step (a call).
  */
-export function prologueCandidates(steps: readonly (Step | undefined)[], storage: (id: number) => number, kept: ReadonlySet<number>, usable: (k: number) => boolean): { a: number; b: number }[] {
-  const out: { a: number; b: number }[] = [];
+export function prologueCandidates(steps: readonly (Step | undefined)[], storage: (id: number) => number, kept: ReadonlySet<number>, usable: (k: number) => boolean): { a: number; b: number; codes: Value }[] {
+  const out: { a: number; b: number; codes: Value }[] = [];
   steps.forEach((sa, a) => {
-    if (!sa || sa.kernel || sa.ops.length !== 1 || sa.op.opName !== "quantize" || !usable(a)) return;
-    const q = sa.op.results[0]!;
-    const qSt = storage(sa.writes.get(q)!);
-    const xSt = storage(sa.reads.get(sa.op.operands[0]!)!);
+    if (!sa || !quantizeStep(sa) || !usable(a)) return;
+    const qSt = storage([...sa.writes.values()][0]!);
+    const inputs = new Set([...sa.reads.values()].map(storage));
     if (kept.has(qSt)) return;
     const readers = steps.flatMap((s, k) => (k > a && s && [...s.reads.values()].some((id) => storage(id) === qSt) ? [k] : []));
     if (readers.length !== 1) return;
     const b = readers[0]!;
     const sb = steps[b]!;
-    if (sb.kernel || sb.ops.length !== 1 || !["linear", "grouped_linear"].includes(sb.op.opName) || sb.op.operands[0] !== q || !usable(b)) return;
+    const codes = [...sb.reads].find(([, id]) => storage(id) === qSt)![0];
+    const matmuls = sb.ops.filter((o) => o.opName === "linear" || o.opName === "grouped_linear");
+    if (!usable(b) || !matmuls.length || !matmuls.every((o) => o.operands[0] === codes) || sb.ops.some((o) => !matmuls.includes(o) && o.operands.includes(codes))) return;
     for (let k = a + 1; k < b; k++) {
       const s = steps[k];
-      if (!s || [...s.writes.values()].some((id) => storage(id) === xSt)) return;
+      if (!s || [...s.writes.values()].some((id) => inputs.has(storage(id)))) return;
     }
-    out.push({ a, b });
+    out.push({ a, b, codes });
   });
   return out;
 }
@@ -68,21 +89,23 @@ export function quantPrologues(fr: FrameSchedule, limits: GenLimits, profile: Cu
   const found = new Map<number, QuantPrologue>();
   const kept = new Set(fr.results.map((r) => storageSlot(fr, r)));
   const steps = fr.steps.map((s) => s.step);
-  for (const { a, b } of prologueCandidates(steps, (id) => storageSlot(fr, id), kept, usable)) {
+  for (const { a, b, codes } of prologueCandidates(steps, (id) => storageSlot(fr, id), kept, usable)) {
     const sb = steps[b]!;
+    const merged = prologueStep(steps[a]!, sb, codes);
+    if (!merged) continue;
     const first = stepDispatch(sb, profile)?.dispatch[0];
     // The GEMV the dispatch picks first: the FP8 linear's "generated" (its warp GEMV), or the experts' by-row GEMV.
     const template = first?.kernel === "generated" ? "gemv_fp8" : first?.kernel;
     if (!first || !first.when.length || (template !== "gemv_fp8" && template !== "grouped_gemv_fp8")) continue;
-    let merged: GeneratedKernel;
+    let kernel: GeneratedKernel;
     try {
-      merged = generateStep(prologueStep(steps[a]!, sb), fr, limits, `k${b}q`, template);
+      kernel = generateStep(merged, fr, limits, `k${b}q`, template);
     } catch (e) {
       // The GEMV's 16-code form cannot take this quantize (K not whole 512s, a narrow input): the template refuses it.
       if (e instanceof LingcError) continue;
       throw e;
     }
-    found.set(b, { quant: a, consumer: b, merged, when: choiceCondition(first, dimText) });
+    found.set(b, { quant: a, consumer: b, merged: kernel, when: choiceCondition(first, dimText) });
   }
   return found;
 }

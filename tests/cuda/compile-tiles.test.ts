@@ -185,22 +185,29 @@ describe("lingc compile --target cuda: tile programs", () => {
     await expectKernelsCompile(join(dir, "pair"), [...merged, ...kernelsNamed(miniSrc, "k_grouped_linear_pair"), ...fp8Merged]);
   }, 300_000);
 
-  it("LINGC_QUANT_PROLOGUE=on: FP8 Ling-mini's lone quantizes read by one GEMV (the attention output's, the routed and shared hidden rows') run inside it where the sizes choose the GEMV, else as before; the merged kernels compile", async () => {
+  it("LINGC_QUANT_PROLOGUE=on: FP8 Ling-mini's quantizes read by one GEMV (the attention output's, the gathered expert rows', the routed and shared hidden rows') run inside it where the sizes choose the GEMV, else as before; the merged kernels compile", async () => {
     const args = ["compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16"];
     const on = await cliEnv({ LINGC_QUANT_PROLOGUE: "on" }, ...args, "--out", join(dir, "qp"));
     expect(on.code, on.stderr).toBe(0);
     const src = readFileSync(join(dir, "qp", "model.cu"), "utf8");
-    // The MoE layer's three: the output projection and the shared down projection (up to 16 rows),
-    // the routed down projection (the by-row GEMV's rows); the dense layer's two.
+    // The MoE layer's four: the output projection and the shared down projection (up to 16 rows),
+    // the routed SwiGLU (its gathered rows) and down projection (the by-row GEMV's rows); the dense
+    // layer's two (the output projection's shares a flag name with the MoE layer's).
     const flags = [...new Set(src.match(/const bool qp\d+_ = \([^;]*\);/g) ?? [])];
-    expect(flags.sort()).toEqual(["const bool qp14_ = (((B*S)) <= (16L));", "const bool qp18_ = (((8L*B*S)) <= (64L));", "const bool qp24_ = (((B*S)) <= (16L));", "const bool qp7_ = (((B*S)) <= (16L));"]);
+    expect(flags.sort()).toEqual([
+      "const bool qp14_ = (((B*S)) <= (16L));",
+      "const bool qp15_ = (((8L*B*S)) <= (64L));",
+      "const bool qp18_ = (((8L*B*S)) <= (64L));",
+      "const bool qp24_ = (((B*S)) <= (16L));",
+      "const bool qp7_ = (((B*S)) <= (16L));",
+    ]);
     for (const f of flags) {
       const flag = /qp\d+_/.exec(f)![0];
       expect(src).toContain(`if (!${flag}) {`);
       expect(src).toContain(`if (${flag}) { { const long n_`);
     }
-    const merged = [...kernelsNamed(src, "k_linear_q"), ...kernelsNamed(src, "k_grouped_linear_q")];
-    expect(merged.length).toBeGreaterThanOrEqual(3);
+    const merged = [...kernelsNamed(src, "k_linear_q"), ...kernelsNamed(src, "k_grouped_linear_q"), ...kernelsNamed(src, "k_swiglu_q")];
+    expect(merged.length).toBeGreaterThanOrEqual(4);
     for (const k of merged) expect(k).toContain("__shfl_xor_sync(0xffffffffu, ");
     const off = await cli(...args, "--out", join(dir, "qp-off"));
     expect(off.code, off.stderr).toBe(0);

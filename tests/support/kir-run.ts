@@ -39,7 +39,7 @@ export function runGenerated(
   before = "",
   /** The template a step runs with (the CUDA dispatch's choice for these sizes), where not the first that covers it. */
   pick: (ops: readonly { opName: string }[]) => string | undefined = () => undefined,
-  /** Each lone quantize whose codes only one lone matmul reads runs as that matmul's prologue (backends/cuda/quant-prologue.ts), the quantize step not run. */
+  /** Each quantize step whose codes only one matmul step reads runs as that matmul's prologue (backends/cuda/quant-prologue.ts), the quantize step not run. */
   prologues = false,
 ): Record<string, { got: Float32Array; want: Float32Array }> {
   kernels.length = 0;
@@ -88,8 +88,10 @@ export function runGenerated(
   const steps: (Step | undefined)[] = [...s.steps];
   if (prologues) {
     const kept = new Set(s.outputs.map((o) => storageSlot(s, o.slot)));
-    for (const { a, b } of prologueCandidates(steps, (id) => storageSlot(s, id), kept, () => true)) {
-      steps[b] = prologueStep(steps[a]!, steps[b]!);
+    for (const { a, b, codes } of prologueCandidates(steps, (id) => storageSlot(s, id), kept, () => true)) {
+      const merged = prologueStep(steps[a]!, steps[b]!, codes);
+      if (!merged) continue;
+      steps[b] = merged;
       steps[a] = undefined;
     }
   }

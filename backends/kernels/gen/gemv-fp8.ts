@@ -17,7 +17,7 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import { LingcError } from "../../../ir/errors";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
-import { expertOfRowByWarp } from "./experts";
+import { expertOfRowByWarp, gatheredRow } from "./experts";
 import { applyEpilogue, groupedFp8Plan } from "./grouped-gemm";
 import { quantRecipe } from "./quant";
 import { attrsOf, OPS } from "../../../ir/ops";
@@ -45,20 +45,29 @@ function fp8GemvLinear(op: Op): boolean {
  * dense MLP's or the shared expert's: one pass over the input where three launches ran).
  */
 export function fp8GemvPlan(all: readonly Op[]): { quant?: Op; linears: Op[]; epilogue: Op[]; out: Value } | undefined {
-  const { quant, ops } = splitPrologue(all);
+  const { permute, quant, ops } = splitPrologue(all);
   const plan = fp8GemvOps(ops);
   if (!plan || !quant) return plan;
-  return plan.linears.every((l) => l.operands[0] === quant.results[0] && prologueFits(quant, l)) ? { quant, ...plan } : undefined;
+  return !permute && plan.linears.every((l) => reads(l, quant) && prologueFits(quant, l)) ? { quant, ...plan } : undefined;
 }
 
 /**
- * A step's leading activation quantize whose result the rest reads (a quantize prologue: the GEMV
- * quantizes its input rows as it reads them; backends/cuda/quant-prologue.ts makes such steps),
- * and the rest.
+ * Whether a matmul of a merged step reads the prologue's codes: their value, or the consumer
+ * kernel's own parameter for them (same type), which prologueStep linked to the codes by their
+ * storage (such steps come only from it).
  */
-function splitPrologue(ops: readonly Op[]): { quant?: Op; ops: readonly Op[] } {
-  const [q, ...rest] = ops;
-  return q?.opName === "quantize" && rest.length > 0 ? { quant: q, ops: rest } : { ops };
+const reads = (matmul: Op, quant: Op) => matmul.operands[0] === quant.results[0] || matmul.operands[0]!.type.toString() === quant.results[0]!.type.toString();
+
+/**
+ * A step's leading activation quantize, with the token gather before it (moe_permute) or alone,
+ * whose result the rest reads (a quantize prologue: the GEMV quantizes its input rows as it reads
+ * them; backends/cuda/quant-prologue.ts makes such steps), and the rest.
+ */
+function splitPrologue(ops: readonly Op[]): { permute?: Op; quant?: Op; ops: readonly Op[] } {
+  const gathered = ops[0]?.opName === "moe_permute" && ops[1]?.opName === "quantize" && ops[1].operands[0] === ops[0].results[0];
+  const at = gathered ? 1 : 0;
+  const q = ops[at];
+  return q?.opName === "quantize" && ops.length > at + 1 ? { ...(gathered ? { permute: ops[0] } : {}), quant: q, ops: ops.slice(at + 1) } : { ops };
 }
 
 /**
@@ -235,7 +244,7 @@ export function coversGroupedFp8Gemv(all: readonly Op[], limits: GenLimits): boo
   const { quant, ops } = splitPrologue(all);
   const plan = limits.warpSize === 32 ? groupedFp8Plan(ops, limits) : undefined;
   if (!plan || !quant) return plan !== undefined;
-  return [plan.gate, ...(plan.up ? [plan.up] : [])].every((gl) => gl.operands[0] === quant.results[0] && prologueFits(quant, gl));
+  return [plan.gate, ...(plan.up ? [plan.up] : [])].every((gl) => reads(gl, quant) && prologueFits(quant, gl));
 }
 
 /**
@@ -245,16 +254,17 @@ export function coversGroupedFp8Gemv(all: readonly Op[], limits: GenLimits): boo
  * formulas). Each row reads only its expert's weight rows, once.
  */
 export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKernel {
-  const { quant, ops } = splitPrologue(all);
+  const { permute, quant, ops } = splitPrologue(all);
   const { gate, up, epilogue } = groupedFp8Plan(ops, g.limits)!;
   const kb = g.kb;
   const [q, w, offsets] = gate.operands as [Value, Value, Value];
-  // With a quantize prologue the rows are read from the quantize's input.
-  const x = quant ? quant.operands[0]! : q;
+  // With a quantize prologue the rows are read from the quantize's input: through the token gather
+  // (row r is token order[r] / k's), or as they are.
+  const x = permute ? permute.operands[0]! : quant ? quant.operands[0]! : q;
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`grouped FP8 GEMV: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
   const [E, O, Kd] = w.type.shape.map((d) => d.value!) as [number, number, number];
-  const rowsDim = x.type.shape[0]!;
+  const rowsDim = q.type.shape[0]!;
   const rows = g.size(rowsDim);
   const xb = g.buf(x, !quant);
   const xs = quant ? undefined : g.scalesBuf(x);
@@ -269,6 +279,7 @@ export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKerne
   const n = kb.let("n", add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp));
   kb.if(K.and(lt(r, rows), lt(n, i(O))), () => {
     const e = kb.let("expert", expertOfRowByWarp(kb, (j) => kb.load(offb, j), r, E, lane));
+    const xRow = permute ? kb.let("tok", gatheredRow(g, permute, r)) : r;
     const vals = new Map<Value, Expr>();
     for (const wt of weights) {
       const wRow = kb.let("wrow", add(mul(e, i(O)), n));
@@ -277,7 +288,7 @@ export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKerne
         lane,
         Kd,
         { buf: wt.buf, row: wRow, scale: (s) => kb.load(wt.scales, g.scaleIndex(wt.value, add(mul(wRow, i(Kd)), mul(s, i(SLICE))))) },
-        { value: x, buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant },
+        { value: x, buf: xb, row: xRow, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant },
       );
       vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));
     }

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -616,6 +616,19 @@ fp8ab)
       /tmp/mini8/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 > "$OUT/ncu-mini8-$k.txt" 2>&1; echo "$k: ncu exit $?"
     grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L2 Cache Throughput|Issue Slots Busy|Registers Per|Achieved Occupancy|Grid Size|Block Size|Stall [A-Z]" "$OUT/ncu-mini8-$k.txt" | head -24
   done
+  ;;
+qprologue)
+  # Quantize prologues (LINGC_QUANT_PROLOGUE=on) on the GPU: a small random Ling 2.0 whose K are all
+  # whole 512s (bench/cuda/ling-qp: hidden 512, 4 heads of 128, 32 experts of width 512), W8A8
+  # quantized at load. Its forward on 4 tokens (where every quantize is a prologue: rows <= 16, and
+  # the experts' <= 32 / 4) with and without them, bit for bit; generate's greedy ids with and
+  # without (decode: one row); then fp8ab with LINGC_ENVS=LINGC_QUANT_PROLOGUE=on (Ling-mini's rows).
+  D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic"
+  rm -rf $D && mkdir -p $D && cp bench/cuda/ling-qp/config.json $D/ && $L init $D --weights $D/model.safetensors --inputs $D/ids.safetensors --graph forward --dims B=1,S=4 >/dev/null || exit 1
+  for v in off on; do LINGC_QUANT_PROLOGUE=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_QUANT_PROLOGUE=$v failed"; done
+  echo "== forward, prologues off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/on.safetensors
+  for v in off on; do echo "generate, prologues $v: $(LINGC_QUANT_PROLOGUE=$v $L generate $D $Q --backend cuda --prompt 5,6,7,8 --max-new-tokens 8 | paste -sd'|')"; done
+  LINGC_ENVS="LINGC_QUANT_PROLOGUE=on" bash "$0" fp8ab
   ;;
 envbuild|envab)
   # A/B of environment settings read at compile time (tile choices, kernel knobs): Ling-mini built by

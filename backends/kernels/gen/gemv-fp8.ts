@@ -197,6 +197,28 @@ function laneDotWide(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr
   return acc.ref;
 }
 
+/** A weight of a GEMV step: its codes' and scales' buffers and the linear's result. */
+interface WeightRows {
+  value: Value;
+  buf: string;
+  scales: string;
+  result: Value;
+}
+
+/**
+ * The warp's output column: row wRow of each weight against input row x (warpSum of the lanes'
+ * laneDot shares, rounded to the result's dtype), then the step's epilogue: the value of `out`.
+ */
+function columnValue(g: Gen, lane: Expr, Kd: number, weights: readonly WeightRows[], wRow: Expr, x: InputRow, epilogue: readonly Op[], out: Value): Expr {
+  const kb = g.kb;
+  const vals = new Map<Value, Expr>();
+  for (const wt of weights) {
+    const part = laneDot(g, lane, Kd, { buf: wt.buf, row: wRow, scale: (s) => kb.load(wt.scales, g.scaleIndex(wt.value, K.add(K.mul(wRow, K.i(Kd)), K.mul(s, K.i(SLICE))))) }, x);
+    vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));
+  }
+  return applyEpilogue(g, epilogue, vals, out);
+}
+
 export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const kb = g.kb;
   const { quant, linears, epilogue, out: y } = fp8GemvPlan(ops)!;
@@ -220,18 +242,7 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const r0 = kb.let("r0", mul(div(kb.wg, i(blocks)), i(ROWS)));
   kb.if(lt(n, i(N)), () => {
     kb.loop("r", r0, K.min(rows, add(r0, i(ROWS))), (r) => {
-      const vals = new Map<Value, Expr>();
-      for (const wt of weights) {
-        const part = laneDot(
-          g,
-          lane,
-          Kd,
-          { buf: wt.buf, row: n, scale: (s) => kb.load(wt.scales, g.scaleIndex(wt.value, add(mul(n, i(Kd)), mul(s, i(SLICE))))) },
-          { value: x, buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant },
-        );
-        vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));
-      }
-      const total = applyEpilogue(g, epilogue, vals, y);
+      const total = columnValue(g, lane, Kd, weights, n, { value: x, buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant }, epilogue, y);
       kb.if(K.eq(lane, i(0)), () => kb.store(yb, add(mul(r, i(N)), n), g.fit(total, y.type.dtype)));
     });
   });
@@ -280,19 +291,8 @@ export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKerne
   kb.if(K.and(lt(r, rows), lt(n, i(O))), () => {
     const e = kb.let("expert", expertOfRowByWarp(kb, (j) => kb.load(offb, j), r, E, lane));
     const xRow = permute ? kb.let("tok", gatheredRow(g, permute, r)) : r;
-    const vals = new Map<Value, Expr>();
-    for (const wt of weights) {
-      const wRow = kb.let("wrow", add(mul(e, i(O)), n));
-      const part = laneDot(
-        g,
-        lane,
-        Kd,
-        { buf: wt.buf, row: wRow, scale: (s) => kb.load(wt.scales, g.scaleIndex(wt.value, add(mul(wRow, i(Kd)), mul(s, i(SLICE))))) },
-        { value: x, buf: xb, row: xRow, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant },
-      );
-      vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));
-    }
-    const y = applyEpilogue(g, epilogue, vals, out);
+    const wRow = kb.let("wrow", add(mul(e, i(O)), n));
+    const y = columnValue(g, lane, Kd, weights, wRow, { value: x, buf: xb, row: xRow, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant }, epilogue, out);
     kb.if(K.eq(lane, i(0)), () => kb.store(ob, add(mul(r, i(O)), n), y));
   });
   return g.finish({ dim: g.entryDim(rowsDim.mul(blocks)), per: 1 });

@@ -2,11 +2,11 @@
  * Quantize prologues (GenLimits.quantPrologue, LINGC_QUANT_PROLOGUE=on; not yet timed on a GPU): an
  * activation quantize step (alone, or after the token gather) whose codes only one later FP8 matmul
  * step reads (a dense projection's GEMV, or the routed experts' by-row GEMV, their SwiGLU's too)
- * runs inside that matmul's GEMV where the
- * sizes choose the GEMV (its dispatch's first choice): the GEMV reads the quantize's input and makes
- * the codes and scales in registers, the ones the quantize kernel would store (its recipe, its
- * rounding), and the quantize is not launched. Elsewhere (prefill's rows) both run as before. The
- * emitter runs the merged kernel under a host branch, as it does a launch pair's.
+ * runs inside that matmul's GEMV where the sizes choose the GEMV (its dispatch's first choice): the
+ * GEMV reads the quantize's input and makes the codes and scales in registers, the ones the
+ * quantize kernel would store (its recipe, its rounding), and the quantize is not launched.
+ * Elsewhere (prefill's rows) both run as before. The emitter runs the merged kernel under a host
+ * branch, as it does a launch pair's.
  */
 import type { Dim } from "../../ir/dim";
 import type { Value } from "../../ir/module";

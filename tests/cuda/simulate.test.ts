@@ -276,6 +276,26 @@ describe("CUDA tile programs in the kir simulator", () => {
     for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(1e-5);
   });
 
+  it.each([true, false])("the activation quantize's 16-code form (a lane's codes in one 16-byte store), through the token gather %s: codes and scales bit for bit the interpreter's (their dequantized values compared), small values' subnormal codes and an all-zero row included", (gathered) => {
+    const [T, H, K] = [3, 512, 2];
+    const R = gathered ? T * K : T;
+    const text = `module @q {
+  func @q(%x: bf16[${T}, ${H}], %order: i32[${T * K}]) -> (d: f32[${R}, ${H}]) {${gathered ? `\n    %p = moe_permute(%x, %order) {k = ${K}} : bf16[${R}, ${H}]` : ""}
+    %q = quantize(${gathered ? "%p" : "%x"}) {to = f8e4m3fn, block = [1, 128], recipe = "dynamic"} : f8e4m3fn[${R}, ${H}] scale(f32, block(1, 128))
+    %d = dequantize(%q) {to = f32} : f32[${R}, ${H}]
+    return %d
+  }
+}`;
+    const r = rng(3);
+    // Row 1 all zeros; every seventh element a thousand times smaller (codes below e4m3's normal range).
+    const x = Tensor.from("bf16", [T, H], Array.from({ length: T * H }, (_, i) => (Math.floor(i / H) === 1 ? 0 : (2 * r() - 1) * (i % 7 === 0 ? 1e-3 : 1))));
+    const { got, want } = runGenerated(text, { x, order: Tensor.from("i32", [T * K], [5, 0, 3, 1, 4, 2]) }, {}, LIMITS)["d"]!;
+    expect(kernels[0]!.template).toBe("quantize");
+    expect(JSON.stringify(kernels[0]!.kernel.body)).toContain('"store16"');
+    expect([...got]).toEqual([...want]);
+    expect(got.filter((v) => v !== 0 && Math.abs(v) < 1e-3).length).toBeGreaterThan(10);
+  });
+
   it("a quantize whose codes only an FP8 GEMV reads runs as the GEMV's prologue (LINGC_QUANT_PROLOGUE): the dense GEMV and the routed experts' SwiGLU (through the token gather) and down GEMVs quantize their rows as they read them, bit for bit the separate quantizes' results", () => {
     // K of 512 (one round of the 16-code form) for the dense projection and the down projection.
     const [T, H, F, E, K, O] = [1, 512, 512, 2, 2, 64];

@@ -8,7 +8,7 @@ import { product, type Dim } from "../../ir/dim";
 import { formatCond, substituteDispatch, type Dispatch, type DispatchChoice } from "../../ir/dispatch";
 import type { Op, Value } from "../../ir/module";
 import { attrsOf, OPS } from "../../ir/ops";
-import { libraryKind, selectCudaKernel } from "../../ir/target/cuda-kernels";
+import { libraryKind, selectCudaKernel, swigluPair } from "../../ir/target/cuda-kernels";
 import type { CudaProfile } from "../../ir/target";
 import type { Step } from "../schedule";
 import { literal } from "./render";
@@ -47,14 +47,11 @@ function linearCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
 
 /** silu(X . Wg^T) * (X . Wu^T) of two linears of one input: the runtime's SwiGLU GEMV (one row) or GEMMs. */
 function denseSwigluCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
-  const silu = step.ops.find((o) => o.opName === "silu")!;
-  const linears = step.ops.filter((o) => o.opName === "linear");
-  const gate = linears.find((o) => o.results[0] === silu.operands[0])!;
-  const up = linears.find((o) => o !== gate)!;
+  if (choice.kernel === "linear_gemv") return c.generated(choice.kernel);
+  const { gate, up, mul } = swigluPair(step.ops)!;
   const [x, wg] = gate.operands as [Value, Value];
   const [N, K] = [wg.type.shape[0]!.value, wg.type.shape[1]!.value];
-  const out = c.slot(step.ops.find((o) => o.opName === "mul")!.results[0]!);
-  if (choice.kernel === "linear_gemv") return c.generated(choice.kernel);
+  const out = c.slot(mul.results[0]!);
   if (choice.kernel === "gemv") return `c.gemv_swiglu(${c.slot(x)}, ${c.slot(wg)}, ${c.slot(up.operands[1]!)}, ${out}, ${N}L, ${K}L);`;
   return `c.gemm_swiglu(${c.slot(x)}, ${c.slot(wg)}, ${c.slot(up.operands[1]!)}, ${out}, ${c.dim(product(x.type.shape.slice(0, -1)))}, ${N}L, ${K}L);`;
 }
@@ -71,16 +68,12 @@ function fp8LinearCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
 /** silu(X . Wg^T) * (X . Wu^T) of block-scaled e4m3 operands: the generated GEMV's SwiGLU form, or cuBLASLt's FP8 GEMM twice and silu_mul. */
 function fp8SwigluCall(choice: DispatchChoice, step: Step, c: EmitCtx): string {
   if (choice.kernel === "generated") return c.generated();
-  const silu = step.ops.find((o) => o.opName === "silu")!;
-  const linears = step.ops.filter((o) => o.opName === "linear");
-  const gate = linears.find((o) => o.results[0] === silu.operands[0])!;
-  const up = linears.find((o) => o !== gate)!;
+  const { gate, up, mul } = swigluPair(step.ops)!;
   const [x, wg] = gate.operands as [Value, Value];
   const wu = up.operands[1]!;
   const [N, K] = [wg.type.shape[0]!.value, wg.type.shape[1]!.value];
-  const out = c.slot(step.ops.find((o) => o.opName === "mul")!.results[0]!);
   const rows = c.dim(product(x.type.shape.slice(0, -1)));
-  return `c.gemm_fp8_swiglu(${c.slot(x)}, ${c.scales(x)}, ${c.scalesKMajor(x)}, ${c.slot(wg)}, ${c.scales(wg)}, ${c.slot(wu)}, ${c.scales(wu)}, ${out}, ${rows}, ${N}L, ${K}L);`;
+  return `c.gemm_fp8_swiglu(${c.slot(x)}, ${c.scales(x)}, ${c.scalesKMajor(x)}, ${c.slot(wg)}, ${c.scales(wg)}, ${c.slot(wu)}, ${c.scales(wu)}, ${c.slot(mul.results[0]!)}, ${rows}, ${N}L, ${K}L);`;
 }
 
 /** A grouped expert matmul (alone, or the SwiGLU experts with their token gather). */

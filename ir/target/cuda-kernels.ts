@@ -93,39 +93,36 @@ function weightOnlyFp8Linear(op: Op): boolean {
 }
 
 /**
- * silu(x . Wg^T) * (x . Wu^T) of two FP8 linears of one input and one weight shape (a dense MLP's or
- * the shared expert's gate and up under the fp8 pass): both block-scaled (W8A8), or both weight-only.
+ * silu(x . Wg^T) * (x . Wu^T) as a step's four ops: two bias-free linears of one input whose
+ * weights have one type, silu of the gate's, and their product (the swiglu fusion's dense group);
+ * the gate, the up projection and the product, else undefined.
  */
-function fp8Swiglu(ops: readonly Op[]): boolean {
-  const n = names(ops);
-  if (ops.length !== 4 || !n.includes("silu") || !n.includes("mul")) return false;
+export function swigluPair(ops: readonly Op[]): { gate: Op; up: Op; mul: Op } | undefined {
   const ls = ops.filter((o) => o.opName === "linear");
-  if (ls.length !== 2 || !(ls.every(blockScaledLinear) || ls.every(weightOnlyFp8Linear))) return false;
-  const [a, b] = ls as [Op, Op];
-  const silu = ops.find((o) => o.opName === "silu")!;
-  const mul = ops.find((o) => o.opName === "mul")!;
+  const silu = ops.find((o) => o.opName === "silu");
+  const mul = ops.find((o) => o.opName === "mul");
+  if (ops.length !== 4 || ls.length !== 2 || !silu || !mul || ls.some((o) => o.operands.length !== 2)) return undefined;
   const gate = ls.find((o) => o.results[0] === silu.operands[0]);
   const up = ls.find((o) => o !== gate);
-  return (
-    gate !== undefined && up !== undefined && a.operands[0] === b.operands[0] && a.operands[1]!.type.toString() === b.operands[1]!.type.toString() &&
-    mul.operands.includes(silu.results[0]!) && mul.operands.includes(up.results[0]!) && a.results[0]!.type.dtype === b.results[0]!.type.dtype
-  );
+  if (!gate || !up || up.operands[0] !== gate.operands[0] || up.operands[1]!.type.toString() !== gate.operands[1]!.type.toString()) return undefined;
+  return mul.operands.includes(silu.results[0]!) && mul.operands.includes(up.results[0]!) ? { gate, up, mul } : undefined;
 }
 
 /**
- * silu(x . Wg^T) * (x . Wu^T) of two plain linears of one input (a dense MLP's or the shared
- * expert's gate and up, fused by the swiglu pattern), in bf16 or f32 with 2-D weights of one shape.
+ * A SwiGLU (swigluPair) of two FP8 linears (a dense MLP's or the shared expert's gate and up under
+ * the fp8 pass): both block-scaled (W8A8), or both weight-only.
  */
+function fp8Swiglu(ops: readonly Op[]): boolean {
+  const p = swigluPair(ops);
+  return p !== undefined && ([p.gate, p.up].every(blockScaledLinear) || [p.gate, p.up].every(weightOnlyFp8Linear));
+}
+
+/** A SwiGLU (swigluPair) of plain linears in bf16 or f32 with 2-D weights. */
 function denseSwiglu(ops: readonly Op[]): boolean {
-  const n = names(ops);
-  if (ops.length !== 4 || n.filter((x) => x === "linear").length !== 2 || !n.includes("silu") || !n.includes("mul")) return false;
-  const [a, b] = ops.filter((o) => o.opName === "linear") as [Op, Op];
-  const [x, wg] = a.operands as [Value, Value];
-  const wu = b.operands[1]!;
-  return (
-    a.operands.length === 2 && b.operands.length === 2 && b.operands[0] === x && wg.type.rank === 2 &&
-    wg.type.toString() === wu.type.toString() && ["f32", "bf16"].includes(x.type.dtype) && x.type.dtype === wg.type.dtype
-  );
+  const p = swigluPair(ops);
+  if (!p) return false;
+  const [x, wg] = p.gate.operands as [Value, Value];
+  return wg.type.rank === 2 && ["f32", "bf16"].includes(x.type.dtype) && x.type.dtype === wg.type.dtype;
 }
 
 /** The kinds of step the runtime runs (libraryKind's answers, typed so): what select's prefer=KIND:KERNEL names. */

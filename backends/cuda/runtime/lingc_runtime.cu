@@ -1313,40 +1313,40 @@ void Ctx::gemv_swiglu(int x, int wg, int wu, int out, long N, long K) {
   launched("gemv_swiglu");
 }
 
+// out = silu(gate) * up (silu_mul, rounded as the unfused ops round), gate and up of M x N put side by
+// side in a stream-ordered scratch by gemms(gate, up) (a graph capture records it as memory nodes):
+// the GEMM forms of gemm_swiglu and gemm_fp8_swiglu.
+template <typename Gemms>
+static void swiglu_through_scratch(Ctx& c, int out, long M, long N, Gemms gemms) {
+  const int dt = c.dtype(out);
+  const size_t eb = dtype_bytes(dt);
+  char* gu = nullptr;
+  CK(cudaMallocAsync((void**)&gu, 2 * (size_t)M * N * eb, c.stream));
+  char* up = gu + (size_t)M * N * eb;
+  gemms(gu, up);
+  const long n = M * N;
+  if (dt == DT_BF16) silu_mul<<<grid((n + 255) / 256), 256, 0, c.stream>>>((const __nv_bfloat16*)gu, (const __nv_bfloat16*)up, (__nv_bfloat16*)c.ptr(out), n);
+  else silu_mul<<<grid((n + 255) / 256), 256, 0, c.stream>>>((const float*)gu, (const float*)up, (float*)c.ptr(out), n);
+  c.launched("silu_mul");
+  CK(cudaFreeAsync(gu, c.stream));
+}
+
 void Ctx::gemm_swiglu(int x, int wg, int wu, int out, long M, long N, long K) {
   if (M == 0) return;
-  const int dt = dtype(out);
-  const size_t eb = dtype_bytes(dt);
-  // Gate and up side by side in one scratch (stream-ordered: a graph capture records it as memory nodes).
-  char* gu = nullptr;
-  CK(cudaMallocAsync((void**)&gu, 2 * (size_t)M * N * eb, stream));
-  char* up = gu + (size_t)M * N * eb;
-  rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(wg), K, 0, true, gu, N, 0, 1);
-  rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(wu), K, 0, true, up, N, 0, 1);
-  const long n = M * N;
-  if (dt == DT_BF16) silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)gu, (const __nv_bfloat16*)up, (__nv_bfloat16*)ptr(out), n);
-  else silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)gu, (const float*)up, (float*)ptr(out), n);
-  launched("silu_mul");
-  CK(cudaFreeAsync(gu, stream));
+  swiglu_through_scratch(*this, out, M, N, [&](char* gate, char* up) {
+    rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(wg), K, 0, true, gate, N, 0, 1);
+    rt->gemm(dtype(x), M, N, K, ptr(x), K, 0, ptr(wu), K, 0, true, up, N, 0, 1);
+  });
 }
 
 void Ctx::gemm_fp8_swiglu(int x, int xs, bool xs_kmajor, int wg, int wgs, int wu, int wus, int out, long M, long N, long K) {
   if (M == 0) return;
   if (dtype(x) != DT_F8 || dtype(wg) != DT_F8 || dtype(wu) != DT_F8) fail("gemm_fp8_swiglu: operands of %s, %s and %s (it takes e4m3 codes)", dtype_name(dtype(x)), dtype_name(dtype(wg)), dtype_name(dtype(wu)));
   const int dt = dtype(out);
-  const size_t eb = dtype_bytes(dt);
-  // Gate and up side by side in one scratch (stream-ordered, as gemm_swiglu's).
-  char* gu = nullptr;
-  CK(cudaMallocAsync((void**)&gu, 2 * (size_t)M * N * eb, stream));
-  char* up = gu + (size_t)M * N * eb;
-  rt->gemm_fp8(dt, M, N, K, ptr(x), (const float*)ptr(xs), xs_kmajor, ptr(wg), (const float*)ptr(wgs), gu);
-  rt->gemm_fp8(dt, M, N, K, ptr(x), (const float*)ptr(xs), xs_kmajor, ptr(wu), (const float*)ptr(wus), up);
-  launched("gemm_fp8");
-  const long n = M * N;
-  if (dt == DT_BF16) silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const __nv_bfloat16*)gu, (const __nv_bfloat16*)up, (__nv_bfloat16*)ptr(out), n);
-  else silu_mul<<<grid((n + 255) / 256), 256, 0, stream>>>((const float*)gu, (const float*)up, (float*)ptr(out), n);
-  launched("silu_mul");
-  CK(cudaFreeAsync(gu, stream));
+  swiglu_through_scratch(*this, out, M, N, [&](char* gate, char* up) {
+    rt->gemm_fp8(dt, M, N, K, ptr(x), (const float*)ptr(xs), xs_kmajor, ptr(wg), (const float*)ptr(wgs), gate);
+    rt->gemm_fp8(dt, M, N, K, ptr(x), (const float*)ptr(xs), xs_kmajor, ptr(wu), (const float*)ptr(wus), up);
+  });
 }
 
 void Ctx::cast(int in, int out, long n) {

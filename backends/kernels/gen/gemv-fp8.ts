@@ -19,6 +19,7 @@ import { LingcError } from "../../../ir/errors";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { expertOfRowByWarp, gatheredRow } from "./experts";
 import { applyEpilogue, groupedFp8Plan } from "./grouped-gemm";
+import { denseMatmuls } from "./grouped-gemv";
 import { quantRecipe } from "./quant";
 import { attrsOf, OPS } from "../../../ir/ops";
 import { product } from "../../../ir/dim";
@@ -41,14 +42,15 @@ function fp8GemvLinear(op: Op): boolean {
 
 /**
  * The linears of a step the FP8 GEMV runs and the ops after them: one linear alone, or the SwiGLU
- * of two (gate and up of one input and one weight shape) with silu(gate) * up as the epilogue (a
- * dense MLP's or the shared expert's: one pass over the input where three launches ran).
+ * of two (gate and up of one input and one weight shape) with its elementwise epilogue (a dense
+ * MLP's or the shared expert's: one pass over the input where three launches ran); with a leading
+ * quantize (a prologue), the linears reading its codes.
  */
 export function fp8GemvPlan(all: readonly Op[]): { quant?: Op; linears: Op[]; epilogue: Op[]; out: Value } | undefined {
   const { permute, quant, ops } = splitPrologue(all);
   const plan = fp8GemvOps(ops);
   if (!plan || !quant) return plan;
-  return !permute && plan.linears.every((l) => reads(l, quant) && prologueFits(quant, l)) ? { quant, ...plan } : undefined;
+  return !permute && plan.linears.every((l) => readsCodes(l, quant) && prologueFits(quant, l)) ? { quant, ...plan } : undefined;
 }
 
 /**
@@ -56,7 +58,7 @@ export function fp8GemvPlan(all: readonly Op[]): { quant?: Op; linears: Op[]; ep
  * kernel's own parameter for them (same type), which prologueStep linked to the codes by their
  * storage (such steps come only from it).
  */
-const reads = (matmul: Op, quant: Op) => matmul.operands[0] === quant.results[0] || matmul.operands[0]!.type.toString() === quant.results[0]!.type.toString();
+const readsCodes = (matmul: Op, quant: Op) => matmul.operands[0] === quant.results[0] || matmul.operands[0]!.type.toString() === quant.results[0]!.type.toString();
 
 /**
  * A step's leading activation quantize, with the token gather before it (moe_permute) or alone,
@@ -82,17 +84,10 @@ function prologueFits(quant: Op, matmul: Op): boolean {
   return rb === 1 && cb === SLICE && Kd !== undefined && Kd % (32 * CHUNK) === 0 && !src.type.quant && ["bf16", "f32"].includes(src.type.dtype);
 }
 
+/** The step's dense matmuls (denseMatmuls: one linear, or a SwiGLU's two and its epilogue), all FP8 linears the GEMV takes. */
 function fp8GemvOps(ops: readonly Op[]): { linears: Op[]; epilogue: Op[]; out: Value } | undefined {
-  if (ops.length === 1) return fp8GemvLinear(ops[0]!) ? { linears: [ops[0]!], epilogue: [], out: ops[0]!.results[0]! } : undefined;
-  const linears = ops.filter((o) => o.opName === "linear");
-  const silu = ops.find((o) => o.opName === "silu");
-  const mul = ops.find((o) => o.opName === "mul");
-  if (ops.length !== 4 || linears.length !== 2 || !silu || !mul || !linears.every(fp8GemvLinear)) return undefined;
-  const gate = linears.find((o) => o.results[0] === silu.operands[0]);
-  const up = linears.find((o) => o !== gate);
-  if (!gate || !up || gate.operands[0] !== up.operands[0] || gate.operands[1]!.type.toString() !== up.operands[1]!.type.toString()) return undefined;
-  if (!mul.operands.includes(silu.results[0]!) || !mul.operands.includes(up.results[0]!)) return undefined;
-  return { linears: [gate, up], epilogue: [silu, mul], out: mul.results[0]! };
+  const m = denseMatmuls(ops);
+  return m && m.lins.every(fp8GemvLinear) ? { linears: m.lins, epilogue: m.epilogue, out: m.out } : undefined;
 }
 
 /** A lone FP8 linear, or the SwiGLU of two (fp8GemvPlan), on a warp-synchronous target. */
@@ -255,7 +250,7 @@ export function coversGroupedFp8Gemv(all: readonly Op[], limits: GenLimits): boo
   const { quant, ops } = splitPrologue(all);
   const plan = limits.warpSize === 32 ? groupedFp8Plan(ops, limits) : undefined;
   if (!plan || !quant) return plan !== undefined;
-  return [plan.gate, ...(plan.up ? [plan.up] : [])].every((gl) => reads(gl, quant) && prologueFits(quant, gl));
+  return [plan.gate, ...(plan.up ? [plan.up] : [])].every((gl) => readsCodes(gl, quant) && prologueFits(quant, gl));
 }
 
 /**

@@ -73,15 +73,18 @@ function groupedPlan(ops: readonly Op[]): GemvPlan | undefined {
   return { mats, epilogue: m.epilogue, src, permute: m.permute, offsets: m.gate.operands[2]!, E, O, I, rowsDim: m.gate.operands[0]!.type.shape[0]!, elem: "bf16" };
 }
 
-/** A lone bf16 or f32 linear, or two of one input followed by elementwise ops on their results (a dense SwiGLU). */
-function densePlan(ops: readonly Op[]): GemvPlan | undefined {
+/**
+ * A step's dense matmuls as a GEMV takes them (whatever their element types): a lone linear, or two
+ * of one input whose weights have one numeric 2-D shape, followed by elementwise ops reading only
+ * their results and each other's (a dense SwiGLU's silu * mul); the value the step ends with.
+ */
+export function denseMatmuls(ops: readonly Op[]): { lins: Op[]; epilogue: Op[]; out: Value } | undefined {
   const lins = ops.filter((o) => o.opName === "linear");
   if (lins.length < 1 || lins.length > 2 || lins.some((o) => o.operands.length !== 2)) return undefined;
   const x = lins[0]!.operands[0]!;
   const shape = lins[0]!.operands[1]!.type.shape;
   if (shape.length !== 2 || shape.some((d) => d.value === undefined)) return undefined;
-  const elem = denseGemvElem([x, ...lins.map((o) => o.operands[1]!)]);
-  if (!elem || !lins.every((o) => o.operands[0] === x && o.operands[1]!.type.shape.every((d, j) => d.value === shape[j]!.value))) return undefined;
+  if (!lins.every((o) => o.operands[0] === x && o.operands[1]!.type.shape.every((d, j) => d.value === shape[j]!.value))) return undefined;
   const epilogue = ops.filter((o) => o.opName !== "linear");
   const known = new Set<Value>(lins.map((o) => o.results[0]!));
   for (const o of epilogue) {
@@ -89,6 +92,18 @@ function densePlan(ops: readonly Op[]): GemvPlan | undefined {
     known.add(o.results[0]!);
   }
   if (lins.length === 2 && !epilogue.length) return undefined;
+  return { lins, epilogue, out: (epilogue.length ? epilogue[epilogue.length - 1]! : lins[0]!).results[0]! };
+}
+
+/** A lone bf16 or f32 linear, or two of one input followed by elementwise ops on their results (a dense SwiGLU). */
+function densePlan(ops: readonly Op[]): GemvPlan | undefined {
+  const m = denseMatmuls(ops);
+  if (!m) return undefined;
+  const { lins, epilogue } = m;
+  const x = lins[0]!.operands[0]!;
+  const shape = lins[0]!.operands[1]!.type.shape;
+  const elem = denseGemvElem([x, ...lins.map((o) => o.operands[1]!)]);
+  if (!elem) return undefined;
   const [O, I] = shape.map((d) => d.value!) as [number, number];
   if (I % laneElems(elem) !== 0) return undefined;
   return { mats: lins, epilogue, src: x, E: 1, O, I, rowsDim: product(x.type.shape.slice(0, -1)), elem };

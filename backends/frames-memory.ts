@@ -37,8 +37,10 @@ function returnsRunStorage(frames: ReadonlyMap<string, FrameSchedule>, residents
 /**
  * What each step of `fr` allocates and frees. `frames` and `residents` (by function name) describe
  * the functions it calls, whose results it frees when they are storage made at run time.
+ * `alsoReads` (step index -> value ids): what a step may read beyond its own reads (a GEMV that runs
+ * an earlier quantize step as its prologue reads that step's input), kept live through it.
  */
-export function storageLifetimes(fr: FrameSchedule, frames: ReadonlyMap<string, FrameSchedule>, residents: Residents): Lifetimes {
+export function storageLifetimes(fr: FrameSchedule, frames: ReadonlyMap<string, FrameSchedule>, residents: Residents, alsoReads: ReadonlyMap<number, readonly number[]> = new Map()): Lifetimes {
   const resident = residents.get(fr.func.name) ?? new Set<number>();
   const owned = (st: number) => {
     const slot = fr.slots[st]!;
@@ -65,7 +67,7 @@ export function storageLifetimes(fr: FrameSchedule, frames: ReadonlyMap<string, 
   const first = new Map<number, number>();
   const last = new Map<number, number>();
   fr.steps.forEach((s, n) => {
-    const ids = s.call !== undefined ? [...fr.calls[s.call]!.args, ...fr.calls[s.call]!.results] : [...s.step!.reads.values(), ...s.step!.writes.values()];
+    const ids = s.call !== undefined ? [...fr.calls[s.call]!.args, ...fr.calls[s.call]!.results] : [...s.step!.reads.values(), ...s.step!.writes.values(), ...(alsoReads.get(n) ?? [])];
     for (const id of ids) {
       for (const r of roots(id)) {
         if (!owned(r)) continue;

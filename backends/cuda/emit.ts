@@ -200,7 +200,9 @@ class FuncEmitter {
     // Storage this function owns lives from the step that first writes it to the one that last
     // uses it (the runtime allocates and frees it there when it runs a graph without capture).
     this.residents.set(this.fr.func.name, this.resident);
-    const life = storageLifetimes(this.fr, this.frames, this.residents);
+    // A GEMV running a quantize as its prologue reads the quantize's input: it lives until the GEMV.
+    const prologueReads = new Map([...prologues.values()].map((p) => [p.consumer, [...this.fr.steps[p.quant]!.step!.reads.values()]]));
+    const life = storageLifetimes(this.fr, this.frames, this.residents, prologueReads);
     this.lifetimes = life;
     blocks.forEach((lines, n) => {
       // A pair's second step's storage is taken before the pair's launch, which writes it.

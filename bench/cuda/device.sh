@@ -594,7 +594,7 @@ fp8ab)
   ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j4 >/dev/null ) &
   ( $L compile $S --target cuda --out /tmp/small8 >/dev/null && cd /tmp/small8 && make -j4 >/dev/null ) &
   for n in "${!ALTS[@]}"; do m=mini8-alt$((n + 1)); BUILDS+=($m); ( node ${ALTS[$n]} compile $M --target cuda $Q --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) & done
-  for n in "${!ENVS[@]}"; do m=mini8-env$n; BUILDS+=($m); ( env ${ENVS[$n]} $L compile $M --target cuda $Q --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) & done
+  for n in "${!ENVS[@]}"; do m=mini8-env$n; BUILDS+=($m); [ -x /tmp/$m/lingc_model ] || ( env ${ENVS[$n]} $L compile $M --target cuda $Q --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) & done
   wait
   for n in "${!ENVS[@]}"; do echo "mini8-env$n: ${ENVS[$n]}"; done
   echo "== ling-small-fp8 selftest"; timeout 200 /tmp/small8/lingc_model selftest | grep -E "${LINGC_SELFTEST_GREP:-FAIL}"; echo "exit ${PIPESTATUS[0]}"
@@ -628,6 +628,14 @@ qprologue)
   for v in off on; do LINGC_QUANT_PROLOGUE=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_QUANT_PROLOGUE=$v failed"; done
   echo "== forward, prologues off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/on.safetensors
   for v in off on; do echo "generate, prologues $v: $(LINGC_QUANT_PROLOGUE=$v $L generate $D $Q --backend cuda --prompt 5,6,7,8 --max-new-tokens 8 | paste -sd'|')"; done
+  # Ling-mini's FP8 build with them (fp8ab's mini8-env0, reused there): memcheck on a decode step
+  # (every prologue runs at one row); fp8ab only where it is clean.
+  M=bench/cuda/ling-mini-2.0-no-mtp; rm -rf /tmp/mini8-env0
+  LINGC_QUANT_PROLOGUE=on $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8-env0 >/dev/null && (cd /tmp/mini8-env0 && make -j16 >/dev/null) || exit 1
+  echo "== memcheck, Ling-mini FP8 with prologues, decode 1x64"
+  compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/mini8-env0/lingc_model bench --random-weights --prefill "" --decode 1x64 --repeats 1 > "$OUT/san-qp-memcheck.txt" 2>&1; r=$?; echo "memcheck exit $r"
+  grep -m2 -A8 "Invalid\|rror" "$OUT/san-qp-memcheck.txt" | head -30; tail -1 "$OUT/san-qp-memcheck.txt"
+  [ $r = 0 ] || exit 1
   LINGC_ENVS="LINGC_QUANT_PROLOGUE=on" bash "$0" fp8ab
   ;;
 envbuild|envab)

@@ -206,6 +206,11 @@ describe("lingc compile --target cuda: tile programs", () => {
       expect(src).toContain(`if (!${flag}) {`);
       expect(src).toContain(`if (${flag}) { { const long n_`);
     }
+    expectPrologueInputsLive(src, flags.length);
+    // bench/cuda/ling-qp (f32): there the quantize is its input's last reader in the step list.
+    const qp = await cliEnv({ LINGC_QUANT_PROLOGUE: "on" }, "compile", "bench/cuda/ling-qp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--out", join(dir, "qp-small"));
+    expect(qp.code, qp.stderr).toBe(0);
+    expectPrologueInputsLive(readFileSync(join(dir, "qp-small", "model.cu"), "utf8"), 4);
     const merged = [...kernelsNamed(src, "k_linear_q"), ...kernelsNamed(src, "k_grouped_linear_q"), ...kernelsNamed(src, "k_swiglu_q")];
     expect(merged.length).toBeGreaterThanOrEqual(4);
     for (const k of merged) expect(k).toContain("__shfl_xor_sync(0xffffffffu, ");
@@ -411,3 +416,18 @@ describe("lingc compile --target cuda: tile programs", () => {
     expect(existsSync(join(dir, "bad-tile", "model.cu"))).toBe(false);
   });
 });
+
+/**
+ * What a merged GEMV reads (the quantize's input among it) stays allocated until it runs (the runtime
+ * frees storage at its last listed reader when it runs without graph capture): no slot of the merged
+ * launch is released between the quantize's place and the GEMV's; at least `least` such places.
+ */
+function expectPrologueInputsLive(src: string, least: number): void {
+  const spans = [...src.matchAll(/const bool (qp\d+_) = [^\n]*\n([\s\S]*?)\n  if \(\1\) \{ ([^\n]*)/g)];
+  expect(spans.length).toBeGreaterThanOrEqual(least);
+  for (const [, flag, between, launch] of spans) {
+    const slots = [...launch!.matchAll(/c\.ptr\(b \+ (\d+)\)/g)].map((m) => m[1]);
+    expect(slots.length, flag).toBeGreaterThan(2);
+    for (const st of slots) expect(between, `${flag}: slot ${st} released before its GEMV`).not.toContain(`c.release(b + ${st});`);
+  }
+}

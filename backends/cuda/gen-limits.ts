@@ -33,6 +33,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     mergeInLastSplit: decodeMerge() === "last",
     decodeSoftmaxChunk: decodeSoftmax() === "chunk",
     wgmmaLateWait: wgmmaWait() === "late",
+    fp8WgmmaOverlap: envChoice("LINGC_FP8_WGMMA", ["wait", "overlap"]) === "overlap",
     flashWarpgroups: Number(envChoice("LINGC_FLASH_WGMMA_WARPGROUPS", ["1", "2"])),
     flashPipelined: envChoice("LINGC_FLASH_WGMMA_PIPE", ["on", "off"]) === "on",
     ...pairLaunches(),

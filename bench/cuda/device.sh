@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|fp8env|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -580,6 +580,19 @@ rowsab)
   alternate 1x2048,1x8192 1x2048,32x2048 "${BUILDS[@]}"
   for m in "${BUILDS[@]}"; do echo "== $m profile 1x8192"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 2 --profile 2>&1 >/dev/null | grep -E "${LINGC_AB_GREP:-.}" | head -${LINGC_PROFILE_LINES:-3}; done
   ;;
+fp8env)
+  # A compile-time setting of the FP8 kernels (LINGC_ENVS, one build: e.g. LINGC_FP8_WGMMA=overlap)
+  # checked, then timed: ling-small-fp8 built under it, its selftest (FAIL lines and the FP8 expert
+  # GEMM's checks), compute-sanitizer memcheck and racecheck on its forward of the golden's ids; then
+  # fp8ab with it (Ling-mini's rows against the default build and bf16).
+  S=tests/data/golden/ling-small-fp8
+  ( env ${LINGC_ENVS:?LINGC_ENVS names the setting} $L compile $S --target cuda --out /tmp/small8-env >/dev/null && cd /tmp/small8-env && make -j16 >/dev/null ) || exit 1
+  echo "== ling-small-fp8 selftest under ${LINGC_ENVS}"; timeout 200 /tmp/small8-env/lingc_model selftest > "$OUT/selftest-env.txt" 2>&1; echo "exit $?"
+  grep -E "FAIL|grouped_gemm_fp8" "$OUT/selftest-env.txt" | head -8
+  python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
+  sanitized small8-env /tmp/small8-env/lingc_model run --checkpoint $S --graph forward --input /tmp/ids8.safetensors --out /tmp/w8-env.safetensors
+  bash "$0" fp8ab
+  ;;
 fp8ab)
   # A/B of lingc builds on the FP8 (W8A8) Ling-mini: dist/lingc.mjs (mini8) against each of LINGC_ALT's
   # builds (mini8-altN) and against dist/lingc.mjs under each of LINGC_ENVS (';' between builds:
@@ -607,6 +620,11 @@ fp8ab)
     timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 --profile 2> "$OUT/profile-$m-decode.txt" >/dev/null
     grep -E "${LINGC_AB_GREP:-.}" "$OUT/profile-$m-decode.txt" | head -${LINGC_PROFILE_LINES:-3}
     awk '/ x /{n += $3} END {print "profiled steps a decode step:", n}' "$OUT/profile-$m-decode.txt"
+    # LINGC_AB_PREFILL_GREP: also the prefill 1x8192 profile's lines matching it (e.g. the expert GEMMs).
+    if [ -n "${LINGC_AB_PREFILL_GREP:-}" ]; then
+      timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2> "$OUT/profile-$m-prefill.txt" >/dev/null
+      echo "== $m prefill 1x8192 profile: $(head -1 "$OUT/profile-$m-prefill.txt")"; grep -E "$LINGC_AB_PREFILL_GREP" "$OUT/profile-$m-prefill.txt" | head -8
+    fi
   done
   # LINGC_NCU_KERNELS: kernels of mini8 (name prefixes before _N, or full regexes with ^...$) for Nsight Compute, one launch each at 1x8192 (the LINGC_NCU_SKIP-th, default 19).
   for k in ${LINGC_NCU_KERNELS:-}; do

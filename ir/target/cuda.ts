@@ -128,13 +128,14 @@ export const CUDA_SM90A: CudaProfile = {
   fp8: true,
   gemmLibrary: "cublaslt",
   attentionScoreBytes: 256 << 20,
-  // f8e4m3fn: Hopper's warpgroup MMA, one warpgroup of m64n128k32, 4 stages of 128 (a scale block
+  // f8e4m3fn: Hopper's warpgroup MMA, one warpgroup of m64n128k32, 3 stages of 128 (a scale block
   // each; bench/results/fp8-wgmma-2026-12-01-h200.md: Ling-mini's FP8 experts at 1x8192 46.7 -> 27.0 ms
   // against the best mma.sync tile, 64,128,64,32,3, which sums exactly where Hopper's FP8 MMA keeps
-  // about 14 bits a slice); bf16: Hopper's warpgroup MMA, 2 warpgroups of m64n256k16, 4 stages of 64
+  // about 14 bits a slice; 3 stages rather than 4 keep three workgroups an SM at 168 registers:
+  // 17.96 -> 14.03 ms, bench/results/fp8-occupancy-2026-12-02-h200.md); bf16: Hopper's warpgroup MMA, 2 warpgroups of m64n256k16, 4 stages of 64
   // (bench/results/tiles-2026-12-01-wgmma-h200.md: SwiGLU experts 35% and down projection 18% faster
   // than the best mma.sync tile at 1x8192).
-  expertTiles: { f8e4m3fn: { bm: 64, bn: 128, wm: 64, wn: 128, stages: 4, wgmma: true }, bf16: { bm: 128, bn: 256, wm: 64, wn: 256, stages: 4, wgmma: true } },
+  expertTiles: { f8e4m3fn: { bm: 64, bn: 128, wm: 64, wn: 128, stages: 3, wgmma: true }, bf16: { bm: 128, bn: 256, wm: 64, wn: 256, stages: 4, wgmma: true } },
   rates: {
     gemmFlops: { bf16: 802e12, f16: 802e12, f8e4m3fn: 1195e12, f8e5m2: 1195e12, f32: 60e12 },
     simtFlops: 60e12,

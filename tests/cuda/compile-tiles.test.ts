@@ -3,9 +3,11 @@
  * MMAs, flash and decode attention, the warp router): their instructions, tiles and dispatches, and
  * that they compile with nvcc for sm_90a without a warning.
  */
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { nvccStrictFlags } from "../../backends/cuda/build-files";
 import { CUDA_SM90A } from "../../ir/target";
 import { cli } from "../support/cli";
 import { BF16_MMA, cliEnv, compileWithBf16Tile, expectCompiles, expectKernelsCompile, kernelsNamed, warpTiles } from "../support/cuda-compile";
@@ -33,6 +35,8 @@ describe("lingc compile --target cuda: tile programs", () => {
         for (const piece of ["cp.async.cg.shared.global", "fence.proxy.async.shared::cta", "wgmma.wait_group.sync.aligned"]) expect(tile).toContain(piece);
         // Waited for at once (a stage's sums are scaled before the next stage's MMAs).
         expect(tile.match(/wgmma\.wait_group\.sync\.aligned/g)?.length).toBe(1);
+        // 3 stages of (64 + 128) rows of 128 bytes: three workgroups an SM, asked of ptxas (<= 168 registers).
+        expect(tile).toContain("__launch_bounds__(128, 3)");
       }
       expect(ks.filter((k) => k.includes("__shfl_xor_sync") && !k.includes("wgmma")).length).toBeGreaterThan(0);
     }
@@ -62,6 +66,25 @@ describe("lingc compile --target cuda: tile programs", () => {
     for (const c of calls) expect(c).toMatch(/^c\.gemm_fp8\(b \+ \d+, b \+ \d+, true, /);
     // The whole default program, and the exact tile's kernels alone (the rest is the same program).
     await Promise.all([expectCompiles([join(dir, "fp8"), "model.cu"]), expectKernelsCompile(join(dir, "fp8-mma"), mmaTiles)]);
+  }, 300_000);
+
+  it("LINGC_FP8_WGMMA=overlap: the FP8 expert GEMM's two stage sums in turn (each stage's first MMA writes its sums), and ptxas neither spills nor serializes the MMAs", async () => {
+    const r = await cliEnv({ LINGC_FP8_WGMMA: "overlap" }, "compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "fp8-overlap"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "fp8-overlap", "model.cu"), "utf8");
+    const tiles = [...kernelsNamed(src, "k_swiglu"), ...kernelsNamed(src, "k_grouped_linear")].filter((k) => k.includes("wgmma.mma_async"));
+    expect(tiles).toHaveLength(2);
+    for (const tile of tiles) {
+      // The K loop two stages an iteration (and the odd last one after it): each stage's first MMA with
+      // scale-d 0, its wait for the stage before; the last stage's wait after the loop.
+      expect(tile.match(/"n"\(0\)\);/g)?.length).toBeGreaterThanOrEqual(2);
+      expect(tile.match(/wgmma\.wait_group\.sync\.aligned/g)?.length).toBeGreaterThanOrEqual(3);
+    }
+    await expectKernelsCompile(join(dir, "fp8-overlap"), tiles);
+    const v = spawnSync("nvcc", [...nvccStrictFlags(CUDA_SM90A).split(" "), "-Xptxas", "-v", "-c", "-o", "kernels-v.o", "kernels.cu"], { cwd: join(dir, "fp8-overlap"), encoding: "utf8" });
+    expect(v.status, v.stderr).toBe(0);
+    expect(v.stderr).toContain("Used ");
+    expect(v.stderr).not.toMatch(/C7514|C7515|C7519|[1-9]\d* bytes spill/);
   }, 300_000);
 
   it("bf16 (the profile's tile): the routed experts of many rows are Hopper warpgroup MMAs from 128-byte-swizzled shared tiles, through the token gather, and it compiles", async () => {

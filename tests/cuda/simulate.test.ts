@@ -116,6 +116,14 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(got, want)).toBeLessThan(1e-5);
   });
 
+  it("the FP8 warpgroup-MMA expert GEMM overlapped (LINGC_FP8_WGMMA=overlap: two stage sums in turn, a stage's MMAs issued before the last one's are scaled): 3 stages of K (SwiGLU, an odd count) and 2 (down)", () => {
+    const { got, want } = fp8Experts([40, 384, 256, 6, 2], 35, { ...LIMITS, fp8WgmmaOverlap: true });
+    const bodies = kernels.map((k) => JSON.stringify(k.kernel.body)).filter((b) => b.includes('"ab":"e4m3"'));
+    expect(bodies).toHaveLength(2);
+    for (const b of bodies) expect(b).toContain('"zero":true');
+    expect(relError(got, want)).toBeLessThan(1e-5);
+  });
+
   it("the FP8 grouped expert GEMM tile program (e4m3 mma.sync: the exact tile, 64,128,64,32,3) with the activations quantized per token", () => {
     const tiles = { ...LIMITS.gemmTiles, f8e4m3fn: parseTile("64,128,64,32,3", "test tile") };
     const { got, want } = fp8Experts([40, 128, 128, 6, 2], 33, { ...LIMITS, gemmTiles: tiles });

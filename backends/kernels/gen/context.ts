@@ -108,6 +108,12 @@ export interface GenLimits {
    * barrier and loads (they overlap), instead of right after they are issued. Default: at once.
    */
   wgmmaLateWait?: boolean;
+  /**
+   * CUDA's e4m3 wgmma expert GEMM: two stage-sum accumulators in turn, so a stage's MMAs are issued
+   * before the previous stage's sums are scaled into the total (that scaling, and its scale loads,
+   * run while the tensor cores compute). Default: each stage's MMAs waited for at once, then scaled.
+   */
+  fp8WgmmaOverlap?: boolean;
   /** CUDA's flash_wgmma: warpgroups a workgroup (1 or 2, each 64 queries sharing the K and V tiles). Default 1. */
   flashWarpgroups?: number;
   /**

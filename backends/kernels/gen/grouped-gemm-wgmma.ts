@@ -41,6 +41,10 @@ const PRODUCER_REGS = 56;
 const MAX_CONSUMER_REGS = 240;
 /** 32-bit registers of a multiprocessor (sm_90), all the workgroup's: the tile takes one an SM. */
 const SM_REGISTERS = 65536;
+/** Shared memory the hardware keeps per resident workgroup beside its own (sm_80 and later: 1 KB). */
+const SMEM_RESERVED = 1024;
+/** A plain program's registers a thread beyond its accumulators (addresses, scales, loop state; ptxas: 168 at 128 accumulator floats). */
+const REGS_BESIDES = 40;
 /** Stages of copies the producer has in flight when it lands the oldest (before issuing the next). */
 const PRODUCER_LAG = 2;
 /** Bytes of an element, and K of one MMA (32 bytes of a row either way). */
@@ -77,6 +81,17 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const smem = 4 * STAGES * (BM + BN) * ROW_WORDS;
   const room = Math.max(g.limits.maxWorkgroupBytes, g.limits.maxDynamicWorkgroupBytes ?? 0);
   if (smem > room) throw new LingcError(`${what}: a ${BM}x${BN} tile of ${STAGES} stages needs ${smem} bytes of shared memory, the target gives ${room}`);
+  const overlap = scaled && !producer && g.limits.fp8WgmmaOverlap === true && STAGES >= 3;
+  // The plain program: as many workgroups an SM as its shared memory (each also reserving
+  // SMEM_RESERVED) and, at the registers its accumulators want, its register file hold, asked of
+  // ptxas (registers capped to fit) and of the runtime (the shared-memory carve-out): e4m3
+  // wgmma,64,128,3 keeps three resident at 168 registers, which ptxas would otherwise exceed.
+  if (!producer) {
+    const resident = Math.floor((room + SMEM_RESERVED) / (smem + SMEM_RESERVED));
+    const wants = Math.ceil(((BN / 2) * (1 + (scaled ? (overlap ? 2 : 1) : 0)) + REGS_BESIDES) / 8) * 8;
+    const blocks = Math.min(resident, Math.floor(SM_REGISTERS / (T * wants)));
+    if (blocks >= 2) kb.kernel.minBlocks = blocks;
+  }
   const [E, O, I] = w.type.shape.map((d) => d.value!) as [number, number, number];
   // A scale block is one stage: its K must be whole blocks.
   if (scaled && I % BK !== 0) throw new LingcError(`${what}: K = ${I} is not a multiple of the ${BK}-wide scale blocks`);
@@ -141,13 +156,16 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   };
 
   const acc = kb.array("acc", "f32", BN / 2);
-  // Scaled: a stage's (a scale block's) products sum here first, then enter acc scaled.
-  const part = scaled ? kb.array("part", "f32", BN / 2) : acc;
+  // Scaled: a stage's (a scale block's) products sum here first, then enter acc scaled. Overlapped
+  // (GenLimits.fp8WgmmaOverlap, the plain program with 3 stages or more): two such sums in turn,
+  // stage kt's in parts[kt % 2], each stage's first MMA writing it (D = A B) instead of adding.
+  const parts = overlap ? [kb.array("part", "f32", BN / 2), kb.array("part", "f32", BN / 2)] : [scaled ? kb.array("part", "f32", BN / 2) : acc];
+  const part = parts[0]!;
   // (Zeroed by the threads that multiply, once they hold their registers, for each tile.)
   const zeroAcc = () =>
     kb.for("j", i(0), i(BN / 2), (j) => {
       kb.store(acc, j, K.f(0));
-      if (part !== acc) kb.store(part, j, K.f(0));
+      if (part !== acc && !overlap) kb.store(part, j, K.f(0));
     });
   const wgi = kb.let("wgi", div(kb.lid, i(128)));
   const lane = kb.let("lane", mod(kb.lid, i(32)));
@@ -187,23 +205,24 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     });
     return { sb, sa };
   };
-  const promote = (tl: TileAt, kt: Expr) => {
-    const { sb, sa: rowScales } = stageScales(tl, kt);
+  /** acc += sums x scales (stageScales' loads, made before); the sums zeroed unless the next stage's first MMA overwrites them. */
+  const scaleInto = (scales: { sb: Expr[]; sa: Expr[] }, sums: string) => {
     for (let hh = 0; hh < 2; hh++) {
-      const sa = rowScales[hh]!;
+      const sa = scales.sa[hh]!;
       for (let j = 0; j < BN / 8; j++)
         for (let c = 0; c < 2; c++) {
           const at = i(4 * j + 2 * hh + c);
-          kb.store(acc, at, add(kb.load(acc, at, "f32"), mul(kb.load(part, at, "f32"), mul(sa, sb[j]!))));
-          kb.store(part, at, K.f(0));
+          kb.store(acc, at, add(kb.load(acc, at, "f32"), mul(kb.load(sums, at, "f32"), mul(sa, scales.sb[j]!))));
+          if (!overlap) kb.store(sums, at, K.f(0));
         }
     }
   };
+  const promote = (tl: TileAt, kt: Expr) => scaleInto(stageScales(tl, kt), part);
   const shape = elem === "bf16" ? ({ m: 64, n: BN, k: 16, ab: "bf16" } as const) : ({ m: 64, n: BN, k: 32, ab: "e4m3" } as const);
-  const mmas = (st: Expr) => {
+  const mmas = (st: Expr, into = part) => {
     kb.wgmmaFence();
     // MMA slice ks starts 32 bytes (8 words) into each swizzled row (k16 of bf16, k32 of e4m3).
-    for (let ks = 0; ks < BK / mmaK; ks++) kb.wgmma(shape, part, S, add(add(aBase(st), mul(wgi, i(64 * ROW_WORDS))), i(ks * 8)), add(bBase(st), i(ks * 8)));
+    for (let ks = 0; ks < BK / mmaK; ks++) kb.wgmma(shape, into, S, add(add(aBase(st), mul(wgi, i(64 * ROW_WORDS))), i(ks * 8)), add(bBase(st), i(ks * 8)), { zero: overlap && ks === 0 });
     kb.wgmmaCommit();
   };
   /** The step's result from accumulator `at` (SwiGLU: with its up half's): the epilogue on the rounded products. */
@@ -266,7 +285,8 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   // 85.6-85.8 late (bench/results/wgmma-wait-2026-12-01-h200.md).
   // (A tile of 2 stages has no buffer free for a load while a stage's MMAs run: it waits at once.)
   const late = !scaled && g.limits.wgmmaLateWait === true && STAGES >= 3;
-  const ahead = late ? STAGES - 2 : STAGES - 1;
+  // Overlapped e4m3 likewise keeps a stage's MMAs in flight into the next iteration.
+  const ahead = late || overlap ? STAGES - 2 : STAGES - 1;
   /** Every thread copies and multiplies the workgroup's one tile, a workgroup barrier a stage. */
   const plain = () => {
     const tl = tileAt();
@@ -274,14 +294,43 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
       zeroAcc();
       const loadStage = copier(tl, kb.lid);
       for (let p = 0; p < ahead; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
-      kb.loop("kt", i(0), i(nk), (kt) => {
+      /** Stage kt's copies landed for every thread, and the load S - 2 or S - 1 stages ahead issued: kt's buffer. */
+      const stageReady = (kt: Expr) => {
         kb.copyWait(ahead - 1);
         // The copies that landed are this thread's; the MMAs read them through the async proxy.
         kb.fenceAsyncShared();
         kb.barrier();
         const next = add(kt, i(ahead));
         kb.if(lt(next, i(nk)), () => loadStage(next, mod(next, i(STAGES))), () => kb.copyCommit());
-        const st = kb.let("st", mod(kt, i(STAGES)));
+        return kb.let("st", mod(kt, i(STAGES)));
+      };
+      if (overlap) {
+        // Stage kt - 1's MMAs (in flight through kt's copy wait, barrier and loads) waited for, stage
+        // kt's issued into parts[kt % 2], then kt - 1's sums scaled into acc from the other while the
+        // tensor cores run. (Waiting for kt - 1 after kt's issue, with wait_group 1, ptxas cannot prove
+        // across the loop's back edge and serializes the MMAs: C7514.) The K loop runs two stages an
+        // iteration so that each names its sums statically (registers), an odd last stage after it.
+        const stage = (kt: Expr, p: number) => {
+          const st = stageReady(kt);
+          kb.wgmmaWait(0);
+          mmas(st, parts[p]);
+          kb.if(K.gt(kt, i(0)), () => scaleInto(stageScales(tl, sub(kt, i(1))), parts[1 - p]!));
+        };
+        kb.loop("kp", i(0), i(Math.floor(nk / 2)), (kp) => {
+          stage(kb.let("kt", mul(kp, i(2))), 0);
+          stage(kb.let("kt", add(mul(kp, i(2)), i(1))), 1);
+        });
+        if (nk % 2) stage(i(nk - 1), 0);
+        const scales = stageScales(tl, i(nk - 1));
+        kb.wgmmaWait(0);
+        scaleInto(scales, parts[(nk - 1) % 2]!);
+        kb.copyWait(0);
+        if (staged) epilogueStaged(tl);
+        else epilogueOut(tl);
+        return;
+      }
+      kb.loop("kt", i(0), i(nk), (kt) => {
+        const st = stageReady(kt);
         if (late) {
           // Stage kt - 1's MMAs (none before the first).
           kb.wgmmaWait(0);

@@ -182,7 +182,7 @@ describe("lingc compile --target cuda", () => {
     const src = readFileSync(join(dir, "1t-fp8", "model.cu"), "utf8");
     const kernels = src.split("// KERNEL\n").slice(1).map((k) => k.slice(0, k.indexOf("\n}\n") + 3));
     const wide = kernels.filter((k) => k.includes("const long long lid = (long long)threadIdx.x;"));
-    const name = (k: string) => /void __launch_bounds__\(\d+\) (k_[a-z_]+?)_\d+\(/.exec(k)![1]!;
+    const name = (k: string) => /void __launch_bounds__\(\d+(?:, \d+)?\) (k_[a-z_]+?)_\d+\(/.exec(k)![1]!;
     // The load-time quantize of the 256 x 2048 x 8192 stacks and the expert GEMMs that read them (and
     // their reference forms, selftest's).
     expect(new Set(wide.map(name))).toEqual(new Set(["k_quantize", "k_swiglu", "k_grouped_linear", "k_swiglu_ref", "k_grouped_linear_ref"]));

@@ -2,7 +2,7 @@
  * What the CUDA compile tests share: nvcc with the strict flags CI uses, the CLI with LINGC_* knobs
  * set for a call, and finding the generated kernels in an emitted model.cu.
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect } from "vitest";
@@ -86,4 +86,17 @@ export async function warpTiles(tile: string, out: string): Promise<{ src: strin
 export async function expectKernelsCompile(dir: string, kernels: readonly string[]): Promise<void> {
   writeFileSync(join(dir, "kernels.cu"), `#include "lingc_runtime.h"\n\n${kernels.map((k) => `${k}\n}\n`).join("\n")}`);
   await expectCompiles([dir, "kernels.cu"]);
+}
+
+/**
+ * ptxas's report (-Xptxas -v) on these kernels, compiled as expectKernelsCompile does: each kernel's
+ * registers, and neither a spill nor a serialized warpgroup-MMA advisory (C7514/C7515/C7519, which
+ * ptxas prints as info, not as a warning).
+ */
+export async function expectNoSpills(dir: string, kernels: readonly string[]): Promise<void> {
+  writeFileSync(join(dir, "kernels-v.cu"), `#include "lingc_runtime.h"\n\n${kernels.map((k) => `${k}\n}\n`).join("\n")}`);
+  const v = spawnSync("nvcc", [...nvccStrictFlags(CUDA_SM90A).split(" "), "-Xptxas", "-v", "-c", "-o", "kernels-v.o", "kernels-v.cu"], { cwd: dir, encoding: "utf8" });
+  expect(v.status, v.stderr).toBe(0);
+  expect(v.stderr.match(/Used \d+ registers/g)?.length).toBe(kernels.length);
+  expect(v.stderr).not.toMatch(/C7514|C7515|C7519|[1-9]\d* bytes spill/);
 }

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|fp8env|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|fp8env|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -40,6 +40,24 @@ sanitized() {
     compute-sanitizer --tool $tool --error-exitcode 9 "$@" > "$OUT/san-$tag-$tool.txt" 2>&1; echo "$tool exit $?"
     grep -m3 -A3 "Invalid\|Race\|Hazard\|rror" "$OUT/san-$tag-$tool.txt" | grep -v "ERROR SUMMARY"; tail -1 "$OUT/san-$tag-$tool.txt"
   done
+}
+
+# The three W8A8 projections of tests/data/golden/ling-small-fp8 on CUDA (fp8_check.py): the activation
+# quantization's q and s bit-exact and y within 1e-5 with the generated kernel; cuBLASLt's within 1e-3.
+fp8_projections() {
+  local S=tests/data/golden/ling-small-fp8
+  echo "== W8A8 per projection, the generated kernel (fp32 sums): y within 1e-5"
+  mkdir -p /tmp/proj && python3 bench/cuda/fp8_check.py module /tmp/proj
+  SEL="cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a"
+  $L run /tmp/proj/p.lir --weights $S --backend cuda --passes "$SEL,prefer=fp8_linear:generated}" --input /tmp/proj/x.safetensors --out "$OUT/proj.safetensors" && python3 bench/cuda/fp8_check.py projections "$OUT/proj.safetensors"
+  # Hopper's FP8 MMA sums each 128-wide K slice with fewer bits than fp32 (DeepSeek-V3 3.3.2): cuBLASLt's
+  # block-scaled GEMM lands about 1e-4 of max |y| from the exact sum (bench/cuda/fp8_gemm.cu check), so
+  # this run reports its error against the 1e-3 bound that tells a precision loss from a wrong scale.
+  echo "== W8A8 per projection, the default dispatch (cuBLASLt's block-scaled FP8 GEMM where rows % 4 == 0)"
+  $L run /tmp/proj/p.lir --weights $S --backend cuda --input /tmp/proj/x.safetensors --out "$OUT/proj-tc.safetensors" && python3 bench/cuda/fp8_check.py projections "$OUT/proj-tc.safetensors" 1e-3
+  echo "== the same, the quantized inputs internal (their scales stored K-block-major for cuBLASLt: no transpose)"
+  python3 bench/cuda/fp8_check.py module /tmp/proj y
+  $L run /tmp/proj/p-y.lir --weights $S --backend cuda --input /tmp/proj/x.safetensors --out "$OUT/proj-km.safetensors" && python3 bench/cuda/fp8_check.py projections "$OUT/proj-km.safetensors" 1e-3
 }
 
 # The router kernels against the interpreter (bench/cuda/router_check.py: Ling-mini's router on 37
@@ -428,6 +446,10 @@ save_file({'input_ids': np.random.default_rng(7).integers(0, 157184, size=(1, 51
   echo "== $N stages"
   (cd /tmp/tn && torchrun --nproc-per-node $N --no-python ./launch.sh bench --random-weights --prefill 1x4096 --chunks 2 --decode 1x4096,8x4096 --repeats 3) 2>&1 | grep -v "^W1\|OMP_NUM\|\*\*\*\*" | tee "$OUT/ling1t-${N}stage.json"
   ;;
+fp8proj)
+  # Only fp8's per-projection W8A8 checks (fp8_projections).
+  fp8_projections
+  ;;
 fp8)
   # FP8 on CUDA against tests/data/golden/ling-small-fp8 (bench/cuda/fp8_check.py): weight-only from the FP8
   # checkpoint and from the bf16 one quantized at load (logits within 1e-4, greedy ids exact), the default
@@ -444,18 +466,7 @@ fp8)
   done
   echo "== W8A8, the checkpoint's dynamic scheme"
   $L run $S --backend cuda --input /tmp/ids8.safetensors --out "$OUT/w8a8.safetensors" && python3 bench/cuda/fp8_check.py logits "$OUT/w8a8.safetensors" w8a8
-  echo "== W8A8 per projection, the generated kernel (fp32 sums): y within 1e-5"
-  mkdir -p /tmp/proj && python3 bench/cuda/fp8_check.py module /tmp/proj
-  SEL="cse,dce,fusion{profile=cuda-sm90a},select{profile=cuda-sm90a"
-  $L run /tmp/proj/p.lir --weights $S --backend cuda --passes "$SEL,prefer=fp8_linear:generated}" --input /tmp/proj/x.safetensors --out "$OUT/proj.safetensors" && python3 bench/cuda/fp8_check.py projections "$OUT/proj.safetensors"
-  # Hopper's FP8 MMA sums each 128-wide K slice with fewer bits than fp32 (DeepSeek-V3 3.3.2): cuBLASLt's
-  # block-scaled GEMM lands about 1e-4 of max |y| from the exact sum (bench/cuda/fp8_gemm.cu check), so
-  # this run reports its error against the 1e-3 bound that tells a precision loss from a wrong scale.
-  echo "== W8A8 per projection, the default dispatch (cuBLASLt's block-scaled FP8 GEMM where rows % 4 == 0)"
-  $L run /tmp/proj/p.lir --weights $S --backend cuda --input /tmp/proj/x.safetensors --out "$OUT/proj-tc.safetensors" && python3 bench/cuda/fp8_check.py projections "$OUT/proj-tc.safetensors" 1e-3
-  echo "== the same, the quantized inputs internal (their scales stored K-block-major for cuBLASLt: no transpose)"
-  python3 bench/cuda/fp8_check.py module /tmp/proj y
-  $L run /tmp/proj/p-y.lir --weights $S --backend cuda --input /tmp/proj/x.safetensors --out "$OUT/proj-km.safetensors" && python3 bench/cuda/fp8_check.py projections "$OUT/proj-km.safetensors" 1e-3
+  fp8_projections
   echo "== cuBLASLt's block-scaled FP8 GEMM against a dequantize-and-sum reference (the scale layouts gemm_fp8 uses)"
   nvcc -O2 -std=c++17 -arch=sm_90a bench/cuda/fp8_gemm.cu -I$CUDA_LT/../include -L$CUDA_LT -lcublasLt -Xlinker -rpath=$CUDA_LT -o /tmp/fp8_gemm 2>&1 | grep error; /tmp/fp8_gemm check
   echo "== compute-sanitizer memcheck and racecheck: W8A8 forward"

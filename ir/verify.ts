@@ -52,6 +52,12 @@ export function inferOp(op: Op, m: Module): TensorType[] {
   }
   const problem = attrsProblem(def, op.attrs);
   if (problem) throw new OpError(problem);
+  // An op that does not read scale layouts would drop them (a reshape or a gather of the codes alone
+  // gives the codes as values): refused, naming the operand.
+  if (!def.traits?.includes("scaled")) {
+    const at = ins.findIndex((t) => t.quant);
+    if (at >= 0) throw new OpError(`'${op.opName}' does not take a scaled fp8 operand (${def.operands[Math.min(at, n - 1)]}: ${ins[at]}): it would drop the scales; dequantize it first`);
+  }
   return def.infer(ins, op.attrs);
 }
 

@@ -53,6 +53,7 @@ export const DEQUANTIZE = defineOp({
   summary: "the real values (elements x scales) of an fp8 tensor with a scale layout, as `to`",
   operands: ["x"],
   attrs: { to: { kind: "dtype", doc: "the float dtype of the result" } },
+  traits: ["scaled"],
   infer([x], attrs) {
     if (!isFp8(x!.dtype) || !x!.quant) throw new OpError(`dequantize takes an fp8 tensor with a scale layout, got ${x}`);
     const to = attr.dtype(attrs, "to");

@@ -186,7 +186,7 @@ export const GROUPED_LINEAR = defineOp({
   summary: "per-expert linear: rows offsets[e]..offsets[e+1] of x times w[e]^T (w is [E, out, in]); experts with no rows cost nothing",
   operands: ["x", "w", "offsets"],
   attrs: { out: OUT_DTYPE_ATTR },
-  traits: ["contraction", "gemm"],
+  traits: ["contraction", "gemm", "scaled"],
   infer([x, w, offsets], attrs) {
     expectRank(x!, 2, "grouped_linear x ([rows, in])");
     expectRank(w!, 3, "grouped_linear w ([experts, out, in])");

@@ -58,7 +58,7 @@ export const LINEAR = defineOp({
   summary: "x @ w^T with w in HF layout [out_features, in_features], no bias",
   operands: ["x", "w"],
   attrs: { out: OUT_DTYPE_ATTR },
-  traits: ["contraction", "gemm"],
+  traits: ["contraction", "gemm", "scaled"],
   infer([x, w], attrs) {
     expectMinRank(x!, 1, "linear input");
     expectRank(w!, 2, "linear weight");

@@ -56,9 +56,12 @@ export interface InterpCtx {
  * - gemm: a dense matrix product of two operands that a GEMM library can run;
  * - reduction: reduces its operand over some axes;
  * - in_place: its result is its first operand's storage, updated (a backend writes only what the op
- *   adds); it is never fused, and its first operand has no other writer.
+ *   adds); it is never fused, and its first operand has no other writer;
+ * - scaled: takes fp8 operands with their scale layouts (reads the real values q x s, or passes the
+ *   layout on). Every other op refuses a scaled operand (verify's inferOp), whose scales it would
+ *   drop: a reshape or gather of the codes alone would give the codes as values.
  */
-export const TRAITS = ["elementwise", "view", "free", "contraction", "gemm", "reduction", "in_place"] as const;
+export const TRAITS = ["elementwise", "view", "free", "contraction", "gemm", "reduction", "in_place", "scaled"] as const;
 export type Trait = (typeof TRAITS)[number];
 
 export type AttrSpecs = Readonly<Record<string, AttrSpec>>;

@@ -14,7 +14,7 @@ export const TRANSFER = defineOp({
     from: { kind: "int", doc: "the stage that made x" },
     to: { kind: "int", doc: "the stage that reads it" },
   },
-  traits: ["elementwise"],
+  traits: ["elementwise", "scaled"],
   infer: ([x]) => [new TensorType(x!.dtype, x!.shape, x!.quant)],
   scalar: (_S, [x]) => x!,
   // The cotangent travels back the other way.

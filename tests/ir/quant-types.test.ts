@@ -68,4 +68,39 @@ describe("scaled FP8 types", () => {
     const m = parseModule(bad, "bad.lir");
     expect(() => verifyModule(m)).toThrow(/bad\.lir:\d+:\d+: call to @pass_through: argument %a: expected f8e4m3fn\[T, 128\] scale\(f32, block\(1, 128\)\), got f8e4m3fn\[T, 128\]/);
   });
+
+  // Before this rule, a reshape of a quantized activation verified and ran: its result, typed unscaled
+  // fp8, held the codes alone, and a cast of it gave 112, -448, 24, ... where x was 0.25, -0.99, 0.05.
+  it.each([
+    ["reshape", "%1 = reshape(%0) {shape = [2, 512]} : f8e4m3fn[2, 512]", "x"],
+    ["moe_permute", "%1 = moe_permute(%0, %order) {k = 2} : f8e4m3fn[8, 256]", "x"],
+    ["cast", "%1 = cast(%0) {to = f32} : f32[4, 256]", "x"],
+    ["add", "%1 = add(%0, %0) : f8e4m3fn[4, 256]", "a"],
+  ])("an op that does not read scale layouts (%s) refuses a scaled operand, naming it and the line", (name, line, operand) => {
+    const text = `module @m {
+  func @m(%x: f32[4, 256], %order: i32[8]) -> (y: f32[4, 256]) {
+    %0 = quantize(%x) {to = f8e4m3fn, block = [1, 128], recipe = "dynamic"} : f8e4m3fn[4, 256] scale(f32, block(1, 128))
+    ${line}
+    return %x
+  }
+}
+`;
+    const want = new RegExp(`drop\\.lir:4:5: '${name}' does not take a scaled fp8 operand \\(${operand}: f8e4m3fn\\[4, 256\\] scale\\(f32, block\\(1, 128\\)\\)\\): it would drop the scales; dequantize it first`);
+    expect(() => verifyModule(parseModule(text, "drop.lir"))).toThrow(want);
+  });
+
+  it("the ops with the scaled trait take it: dequantize, linear, grouped_linear, transfer", () => {
+    const text = `module @m {
+  func @m(%x: f32[4, 256], %offsets: i32[3]) weights(@w: ${"f8e4m3fn[128, 256] scale(f32, block(128, 128))"}, @e: f8e4m3fn[2, 128, 256] scale(f32, block(128, 128))) -> (a: f32[4, 256], b: f32[4, 128], c: f32[4, 128]) {
+    %0 = quantize(%x) {to = f8e4m3fn, block = [1, 128], recipe = "dynamic"} : f8e4m3fn[4, 256] scale(f32, block(1, 128))
+    %1 = transfer(%0) {from = 0, to = 1} : f8e4m3fn[4, 256] scale(f32, block(1, 128))
+    %2 = dequantize(%1) {to = f32} : f32[4, 256]
+    %3 = linear(%1, @w) {out = f32} : f32[4, 128]
+    %4 = grouped_linear(%1, @e, %offsets) {out = f32} : f32[4, 128]
+    return %2, %3, %4
+  }
+}
+`;
+    expect(() => verifyModule(parseModule(text, "ok.lir"))).not.toThrow();
+  });
 });

@@ -180,7 +180,14 @@ function moeDispatch(c: LowerCtx): void {
 function moePermute(c: LowerCtx): void {
   const k = attrs(c)["k"] as number;
   const rows = c.g.one("Div", [c.g.one("Cast", [c.ins[1]!], { to: 7 }, c.meta), c.g.i64([k], [])], {}, c.meta);
-  c.g.node("Gather", [c.ins[0]!, rows], c.out, { axis: 0 }, c.meta);
+  const t = c.inTypes[0]!;
+  if (!t.quant) return void c.g.node("Gather", [c.ins[0]!, rows], c.out, { axis: 0 }, c.meta);
+  // Scaled codes (ONNX Runtime gathers no float8): through f32, where every code is exact, and
+  // their scale rows with them (per-row or 1 x G layouts: a grid row per row).
+  const codes = c.g.one("Gather", [c.g.one("Cast", [c.ins[0]!], { to: 1 }, c.meta), rows], { axis: 0 }, c.meta);
+  c.g.node("Cast", [codes], c.out, castNode(t.dtype), c.meta);
+  const scales = c.scaleOf(c.ins[0]!) ?? c.fail(`moe_permute: no scale grid for ${c.ins[0]}`);
+  c.setScale(c.out[0]!, c.g.one("Gather", [scales, rows], { axis: 0 }, c.meta));
 }
 
 /** The experts that received rows (int64 [A]) and the offsets as int64, shared by a dispatch's grouped_linears. */

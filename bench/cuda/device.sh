@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|fp8env|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -446,6 +446,19 @@ save_file({'input_ids': np.random.default_rng(7).integers(0, 157184, size=(1, 51
   echo "== $N stages"
   (cd /tmp/tn && torchrun --nproc-per-node $N --no-python ./launch.sh bench --random-weights --prefill 1x4096 --chunks 2 --decode 1x4096,8x4096 --repeats 3) 2>&1 | grep -v "^W1\|OMP_NUM\|\*\*\*\*" | tee "$OUT/ling1t-${N}stage.json"
   ;;
+fp8gather)
+  # --fp8-gather before on the GPU (not yet run there): ling-small-fp8's W8A8 forward of the golden's
+  # ids with and without it, bit for bit (the same codes; CPU backends: tests/fp8/gather.test.ts);
+  # its selftest and sanitizers with it; then fp8ab's rows of Ling-mini with it (mini8-env0) against
+  # the default and bf16, with the quantize and expert kernels' 1x8192 times.
+  S=tests/data/golden/ling-small-fp8; python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
+  for g in after before; do $L run $S --backend cuda --fp8-gather $g --input /tmp/ids8.safetensors --out /tmp/g-$g.safetensors >/dev/null || echo "run --fp8-gather $g failed"; done
+  echo "== forward, --fp8-gather after against before"; python3 bench/cuda/same_outputs.py /tmp/g-after.safetensors /tmp/g-before.safetensors
+  ( $L compile $S --target cuda --fp8-gather before --out /tmp/small8-g >/dev/null && cd /tmp/small8-g && make -j16 >/dev/null ) || exit 1
+  echo "== selftest with it"; timeout 200 /tmp/small8-g/lingc_model selftest > "$OUT/selftest-gather.txt" 2>&1; echo "exit $?"; grep -E "FAIL|grouped_gemm_fp8|grouped_gemv_fp8" "$OUT/selftest-gather.txt" | head -6
+  sanitized small8-g /tmp/small8-g/lingc_model run --checkpoint $S --graph forward --input /tmp/ids8.safetensors --out /tmp/w8-g.safetensors
+  LINGC_ENVS=- LINGC_AB_FP8_FLAGS="--fp8-gather before" LINGC_AB_PREFILL_GREP="${LINGC_AB_PREFILL_GREP:-quantize|swiglu|grouped_linear}" bash "$0" fp8ab
+  ;;
 fp8proj)
   # Only fp8's per-projection W8A8 checks (fp8_projections).
   fp8_projections
@@ -619,9 +632,11 @@ fp8ab)
   ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j4 >/dev/null ) &
   ( $L compile $S --target cuda --out /tmp/small8 >/dev/null && cd /tmp/small8 && make -j4 >/dev/null ) &
   for n in "${!ALTS[@]}"; do m=mini8-alt$((n + 1)); BUILDS+=($m); ( node ${ALTS[$n]} compile $M --target cuda $Q --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) & done
-  for n in "${!ENVS[@]}"; do m=mini8-env$n; BUILDS+=($m); [ -x /tmp/$m/lingc_model ] || ( env ${ENVS[$n]} $L compile $M --target cuda $Q --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) & done
+  # LINGC_AB_FP8_FLAGS: compile options of the LINGC_ENVS builds too ("-" there for no setting), e.g.
+  # LINGC_ENVS=- LINGC_AB_FP8_FLAGS="--fp8-gather before".
+  for n in "${!ENVS[@]}"; do m=mini8-env$n; BUILDS+=($m); e=${ENVS[$n]}; [ "$e" = - ] && e=; [ -x /tmp/$m/lingc_model ] || ( env $e $L compile $M --target cuda $Q ${LINGC_AB_FP8_FLAGS:-} --out /tmp/$m >/dev/null && cd /tmp/$m && make -j4 >/dev/null ) & done
   wait
-  for n in "${!ENVS[@]}"; do echo "mini8-env$n: ${ENVS[$n]}"; done
+  for n in "${!ENVS[@]}"; do echo "mini8-env$n: ${ENVS[$n]} ${LINGC_AB_FP8_FLAGS:-}"; done
   echo "== ling-small-fp8 selftest"; timeout 200 /tmp/small8/lingc_model selftest | grep -E "${LINGC_SELFTEST_GREP:-FAIL}"; echo "exit ${PIPESTATUS[0]}"
   python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
   echo "== W8A8 logits against the golden's"

@@ -60,6 +60,7 @@ export function fp8Settings(source: Source, settings: TargetSettings): TargetSet
   const q = source.config?.quantization;
   if (!q && !settings.quantize) {
     if (settings.activationScheme) throw new LingcError(`--activation-scheme applies to FP8 models (an FP8 checkpoint, or --quantize fp8); ${source.label} has no FP8 projections`);
+    if (settings.fp8Gather) throw new LingcError(`--fp8-gather applies to FP8 models (an FP8 checkpoint, or --quantize fp8); ${source.label} has no FP8 projections`);
     return settings;
   }
   if (!source.config) throw new LingcError(`--quantize applies to a model traced from a config; ${source.label} is already a graph`);
@@ -68,7 +69,8 @@ export function fp8Settings(source: Source, settings: TargetSettings): TargetSet
   const fp8: Fp8Settings = q
     ? { format: q.format === "f8e4m3fn" ? "e4m3" : "e5m2", weightBlock: q.weightBlock[0], activations: settings.activationScheme ?? q.activationScheme, weights: "stored" }
     : { format: "e4m3", weightBlock: 128, activations: settings.activationScheme ?? "dynamic", weights: "quantize" };
-  return { ...settings, fp8 };
+  if (settings.fp8Gather && fp8.activations !== "dynamic") throw new LingcError(`--fp8-gather places the activations' quantization; with --activation-scheme none there is none`);
+  return { ...settings, fp8: settings.fp8Gather ? { ...fp8, gather: settings.fp8Gather } : fp8 };
 }
 
 export async function compileProgram(req: CompileRequest): Promise<Compiled> {

@@ -27,6 +27,8 @@ export interface TargetSettings {
   fp8?: Fp8Settings;
   /** `--activation-scheme`: how an FP8 model treats the inputs of its FP8 projections. */
   activationScheme?: "dynamic" | "none";
+  /** `--fp8-gather`: where the routed experts' inputs are quantized, before their token gather or after it (the default). */
+  fp8Gather?: "before" | "after";
   /** `--quantize fp8`: quantize the model's projections to FP8 when its weights are bound. */
   quantize?: "fp8";
   /** `--stages N`: cut each graph into N pipeline stages after the pipeline (the pipeline pass). */
@@ -41,11 +43,13 @@ export interface Fp8Settings {
   activations: "dynamic" | "none";
   /** stored: the checkpoint holds the projections in fp8; quantize: quantized from its weights. */
   weights: "stored" | "quantize";
+  /** The fp8 pass's `gather` (default after). */
+  gather?: "before" | "after";
 }
 
 /** The fp8 pass of these settings, as pipeline text. */
 export function fp8PassText(f: Fp8Settings): string {
-  return `fp8{format=${f.format},weight-block=${f.weightBlock},activations=${f.activations},weights=${f.weights}}`;
+  return `fp8{format=${f.format},weight-block=${f.weightBlock},activations=${f.activations},weights=${f.weights}${f.gather ? `,gather=${f.gather}` : ""}}`;
 }
 
 /** The profile a target compiles for (registered in `profiles` under its name). */

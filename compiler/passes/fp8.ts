@@ -9,7 +9,9 @@
  *     a `quantize` op that reads only the weight (backends run such steps once, at load);
  *   - activations=dynamic: the input is quantized per token in 1 x G groups (`quantize`, recipe
  *     dynamic) and the product keeps the input's dtype (`out`); activations=none leaves the input
- *     as it is (weight-only, W8A16).
+ *     as it is (weight-only, W8A16). gather=before: an input that is a token gather (moe_permute,
+ *     the routed experts') is quantized before it, the codes and their scale rows gathered instead
+ *     (the same codes: a row's groups are its own), so T tokens are quantized where T x k rows were.
  * A cast between the weight and the product (a model computing in another dtype than the checkpoint
  * stores) is looked through: the fp8 weight replaces it. Run cse after it: projections sharing an
  * input (gate and up) then share one activation quantization.
@@ -63,6 +65,7 @@ export const fp8: Pass = {
     activations: { kind: "string", doc: "dynamic: quantize each projection's input per token; none: weight-only (default dynamic)", choices: ["dynamic", "none"] },
     weights: { kind: "string", doc: "stored: the checkpoint holds them in fp8 with block scales; quantize: quantized from its weights (default quantize)", choices: ["stored", "quantize"] },
     recipe: { kind: "string", doc: "how weights=quantize picks block scales (default transformers)", choices: ["transformers", "ling"] },
+    gather: { kind: "string", doc: "before: quantize the tokens a moe_permute gathers, then gather the codes; after: quantize the gathered rows (default after)", choices: ["after", "before"] },
     projections: { kind: "list", doc: `weight names to make FP8 (without .weight; * is one name part; default: ${LING_FP8_PROJECTIONS.join(",")})` },
   },
   run(m: Module, options) {
@@ -72,12 +75,13 @@ export const fp8: Pass = {
     const group = o.int("activation-group", 128);
     if (!(wb > 0) || !(group > 0)) throw new LingcError(`fp8: weight-block and activation-group must be positive (got ${wb} and ${group})`);
     const dynamic = o.string("activations", "dynamic") === "dynamic";
+    const gatherFirst = o.string("gather", "after") === "before";
     const stored = o.string("weights", "quantize") === "stored";
     const recipe = o.string("recipe", "transformers")!;
     const listed = o.list("projections");
     const matches = projectionMatcher(listed.length ? listed : LING_FP8_PROJECTIONS);
     const layout = { scaleDtype: "f32" as DType, granularity: { kind: "block" as const, rows: wb, cols: wb } };
-    for (const f of m.functions) rewriteFunction(m, f, { to, wb, group, dynamic, stored, recipe, matches, layout });
+    for (const f of m.functions) rewriteFunction(m, f, { to, wb, group, dynamic, gatherFirst, stored, recipe, matches, layout });
   },
 };
 
@@ -86,6 +90,7 @@ interface Plan {
   wb: number;
   group: number;
   dynamic: boolean;
+  gatherFirst: boolean;
   stored: boolean;
   recipe: string;
   matches: (name: string) => boolean;
@@ -120,12 +125,21 @@ function rewriteFunction(m: Module, f: Func, p: Plan): void {
       // take it into the kernel that makes the input (an RMSNorm's, residual_norm's) where no other
       // reader of that kernel's results comes between.
       // (After the quantizes already made of it, so that they stay in program order.)
-      const def = quantizedLast.get(x) ?? x.def;
-      const qb = new Builder(m, f);
-      if (def && f.body.includes(def)) qb.setInsertionPointAfter(def);
-      else qb.setInsertionPointBefore(f.body[0]);
-      op.operands[0] = qb.op1("quantize", [x], { to: p.to, block: [1, p.group], recipe: "dynamic" }, at);
-      quantizedLast.set(x, op.operands[0]!.def!);
+      const quantized = (v: Value): Value => {
+        const def = quantizedLast.get(v) ?? v.def;
+        const qb = new Builder(m, f);
+        if (def && f.body.includes(def)) qb.setInsertionPointAfter(def);
+        else qb.setInsertionPointBefore(f.body[0]);
+        const q = qb.op1("quantize", [v], { to: p.to, block: [1, p.group], recipe: "dynamic" }, at);
+        quantizedLast.set(v, q.def!);
+        return q;
+      };
+      const gather = x.def?.opName === "moe_permute" && p.gatherFirst ? x.def : undefined;
+      if (gather) {
+        // The tokens' codes, gathered where the rows were (cse merges gate's and up's).
+        const gb = new Builder(m, f).setInsertionPointAfter(gather);
+        op.operands[0] = gb.op1("moe_permute", [quantized(gather.operands[0]!), gather.operands[1]!], gather.attrs, { scope: gather.scope, loc: gather.loc });
+      } else op.operands[0] = quantized(x);
       op.attrs = { ...op.attrs, out: x.type.dtype };
     }
   }

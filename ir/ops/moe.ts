@@ -147,7 +147,7 @@ export const MOE_DISPATCH = defineOp({
 
 export const MOE_PERMUTE = defineOp({
   name: "moe_permute",
-  summary: "rows of x in dispatch order: out[r] = x[order[r] / k]",
+  summary: "rows of x in dispatch order: out[r] = x[order[r] / k] (an fp8 x scaled per row or in 1 x G groups: its scale rows with it)",
   operands: ["x", "order"],
   attrs: { k: { kind: "int", doc: "experts per token" } },
   infer([x, order], attrs) {
@@ -157,10 +157,30 @@ export const MOE_PERMUTE = defineOp({
     const k = attr.int(attrs, "k");
     if (!(k >= 1)) throw new OpError(`moe_permute: k must be positive, got ${k}`);
     expectDims(order!.shape[0]!, x!.shape[0]!.mul(k), "moe_permute: order length must be tokens*k");
-    return [new TensorType(x!.dtype, [order!.shape[0]!, x!.shape[1]!])];
+    // A row's scales move with it where no scale spans two rows.
+    const g = x!.quant?.granularity;
+    if (g && !(g.kind === "row" || (g.kind === "block" && g.rows === 1))) throw new OpError(`moe_permute of ${x}: its scales span rows that the gather moves apart (only per-row or 1 x G scales move with their rows)`);
+    return [new TensorType(x!.dtype, [order!.shape[0]!, x!.shape[1]!], x!.quant)];
   },
-  traits: ["view"],
+  traits: ["view", "scaled"],
   index: (A, [r, h], c) => A.read(0, [A.div(A.toIndex(A.read(1, [r!])), A.int(c.attrs["k"] as number)), h!]),
+  // Gathered rows, and for a scaled x their scale rows (the layout's grid has one row per row).
+  interpret([x, order], attrs) {
+    const k = attr.int(attrs, "k");
+    const [R, H] = [order!.shape[0]!, x!.shape[1]!];
+    const rows = (data: ArrayLike<number>, width: number, into: Float32Array | Float64Array) => {
+      for (let r = 0; r < R; r++) {
+        const t = Math.floor(order!.data[r]! / k);
+        if (!(t >= 0 && t < x!.shape[0]!)) throw new OpError(`moe_permute: order[${r}] = ${order!.data[r]} names token ${t} of ${x!.shape[0]}`);
+        for (let j = 0; j < width; j++) into[r * width + j] = data[t * width + j]!;
+      }
+      return into;
+    };
+    const data = rows(x!.data, H, allocData(x!.dtype, R * H));
+    if (!x!.scaled) return [new Tensor(x!.dtype, [R, H], data)];
+    const sw = x!.scaled.scales.length / x!.shape[0]!;
+    return [new Tensor(x!.dtype, [R, H], data, { layout: x!.scaled.layout, scales: rows(x!.scaled.scales, sw, new Float32Array(R * sw)) as Float32Array })];
+  },
   vjp(b, [x, order], _outs, [ct], attrs) {
     // Row r came from token order[r] / k: the rows' cotangents summed back into their tokens (the
     // division in f32, exact below 2^24 rows).

@@ -77,7 +77,9 @@ function blockScaledLinear(op: Op): boolean {
  */
 function fp8Experts(ops: readonly Op[]): boolean {
   const gls = ops.filter((o) => o.opName === "grouped_linear");
-  if (gls.length < 1 || gls.length > 2 || !ops.every((o) => o.opName === "grouped_linear" || getOp(o.opName)?.scalar)) return false;
+  // (A leading token gather of codes with their scale rows: the fp8 pass's gather=before.)
+  const gather = (o: Op) => o === ops[0] && o.opName === "moe_permute" && o.operands[0]!.type.quant !== undefined;
+  if (gls.length < 1 || gls.length > 2 || !ops.every((o) => o.opName === "grouped_linear" || gather(o) || getOp(o.opName)?.scalar)) return false;
   return gls.every((o) => {
     const [x, w] = o.operands as [Value | undefined, Value | undefined];
     if (!x || !w) return false;

@@ -98,14 +98,14 @@ describe("CUDA tile programs in the kir simulator", () => {
   });
 
   /** Routed FP8 experts (W8A8, activations quantized per token) of [T, H, F, E, K] on the simulator and the interpreter. */
-  const fp8Experts = (shape: [number, number, number, number, number], seed: number, limits: GenLimits) => {
+  const fp8Experts = (shape: [number, number, number, number, number], seed: number, limits: GenLimits, gather = "after") => {
     const [T, H, F, E, K] = shape;
     const r = rng(seed);
     const t = (dims: number[], scale = 1) => random("f32", r, dims, scale);
     const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
     const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
     const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1) };
-    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=gate,up,down}";
+    const fp8 = `fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,gather=${gather},projections=gate,up,down}`;
     return runGenerated(expertModule("f32", shape), inputs, weights, limits, fp8)["y"]!;
   };
 
@@ -121,6 +121,18 @@ describe("CUDA tile programs in the kir simulator", () => {
     const bodies = kernels.map((k) => JSON.stringify(k.kernel.body)).filter((b) => b.includes('"ab":"e4m3"'));
     expect(bodies).toHaveLength(2);
     for (const b of bodies) expect(b).toContain('"zero":true');
+    expect(relError(got, want)).toBeLessThan(1e-5);
+  });
+
+  it.each([
+    ["the warpgroup-MMA tile", undefined, '"ab":"e4m3"'],
+    ["the exact mma.sync tile", "64,128,64,32,3", "m16n8k32.e4m3"],
+  ] as const)("the FP8 experts with the tokens quantized before their gather (gather=before), %s: the SwiGLU step copies the gathered codes and reads their scale rows through the order", (_name, tile, mma) => {
+    const limits = tile ? { ...LIMITS, gemmTiles: { ...LIMITS.gemmTiles, f8e4m3fn: parseTile(tile, "test tile") } } : LIMITS;
+    const { got, want } = fp8Experts([40, 128, 128, 6, 2], 36, limits, "before");
+    // SwiGLU (through the gather) and down on the tensor cores.
+    const bodies = kernels.map((k) => JSON.stringify(k.kernel.body));
+    expect(bodies.filter((b) => b.includes(mma))).toHaveLength(2);
     expect(relError(got, want)).toBeLessThan(1e-5);
   });
 
@@ -269,7 +281,7 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
   });
 
-  it("decode's FP8 kernels (a warp per column): the by-row grouped expert GEMV and the dense GEMV, activations quantized per token", () => {
+  it.each(["after", "before"])("decode's FP8 kernels (a warp per column): the by-row grouped expert GEMV and the dense GEMV, activations quantized per token (gather=%s; before: the GEMV reads the tokens' codes and scale rows through the order)", (gather) => {
     // 2 tokens x 2 experts of 16: 4 rows, at most a quarter of the experts (the dispatch's GEMV case).
     const [T, H, F, E, K, O] = [2, 256, 128, 16, 2, 96];
     const text = expertModule("f32", [T, H, F, E, K], O);
@@ -277,7 +289,7 @@ describe("CUDA tile programs in the kir simulator", () => {
     const t = (shape: number[], scale = 1) => random("f32", r, shape, scale);
     const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], [3, 9, 9, 15]), wts: Tensor.from("f32", [T, K], [0.25, 0.75, 0.5, 0.5]) };
     const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1), proj: t([O, H], 0.1) };
-    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=gate,up,down,proj}";
+    const fp8 = `fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,gather=${gather},projections=gate,up,down,proj}`;
     const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "grouped_linear") ? "grouped_gemv_fp8" : ops.length === 1 && ops[0]!.opName === "linear" ? "gemv_fp8" : undefined);
     const outs = runGenerated(text, inputs, weights, LIMITS, fp8, pick);
     expect(kernels.filter((k) => k.kernel.wg === 256).length).toBeGreaterThanOrEqual(3); // two expert GEMVs and the dense one

@@ -73,7 +73,7 @@ describe("scaled FP8 types", () => {
   // fp8, held the codes alone, and a cast of it gave 112, -448, 24, ... where x was 0.25, -0.99, 0.05.
   it.each([
     ["reshape", "%1 = reshape(%0) {shape = [2, 512]} : f8e4m3fn[2, 512]", "x"],
-    ["moe_permute", "%1 = moe_permute(%0, %order) {k = 2} : f8e4m3fn[8, 256]", "x"],
+    ["transpose", "%1 = transpose(%0) {perm = [1, 0]} : f8e4m3fn[256, 4]", "x"],
     ["cast", "%1 = cast(%0) {to = f32} : f32[4, 256]", "x"],
     ["add", "%1 = add(%0, %0) : f8e4m3fn[4, 256]", "a"],
   ])("an op that does not read scale layouts (%s) refuses a scaled operand, naming it and the line", (name, line, operand) => {
@@ -87,6 +87,21 @@ describe("scaled FP8 types", () => {
 `;
     const want = new RegExp(`drop\\.lir:4:5: '${name}' does not take a scaled fp8 operand \\(${operand}: f8e4m3fn\\[4, 256\\] scale\\(f32, block\\(1, 128\\)\\)\\): it would drop the scales; dequantize it first`);
     expect(() => verifyModule(parseModule(text, "drop.lir"))).toThrow(want);
+  });
+
+  it("moe_permute moves a row's scales with it (per-row and 1 x G layouts), and refuses scales that span rows", () => {
+    const ok = `module @m {
+  func @m(%x: f32[4, 256], %order: i32[8]) -> (y: f32[8, 256]) {
+    %0 = quantize(%x) {to = f8e4m3fn, block = [1, 128], recipe = "dynamic"} : f8e4m3fn[4, 256] scale(f32, block(1, 128))
+    %1 = moe_permute(%0, %order) {k = 2} : f8e4m3fn[8, 256] scale(f32, block(1, 128))
+    %2 = dequantize(%1) {to = f32} : f32[8, 256]
+    return %2
+  }
+}
+`;
+    expect(() => verifyModule(parseModule(ok, "ok.lir"))).not.toThrow();
+    const blocks = ok.replaceAll("block = [1, 128]", "block = [2, 128]").replaceAll("block(1, 128)", "block(2, 128)");
+    expect(() => verifyModule(parseModule(blocks, "blocks.lir"))).toThrow(/blocks\.lir:4:5: moe_permute of f8e4m3fn\[4, 256\] scale\(f32, block\(2, 128\)\): its scales span rows that the gather moves apart/);
   });
 
   it("the ops with the scaled trait take it: dequantize, linear, grouped_linear, transfer", () => {

@@ -260,8 +260,12 @@ export function coversGroupedFp8Gemv(all: readonly Op[], limits: GenLimits): boo
  * formulas). Each row reads only its expert's weight rows, once.
  */
 export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKernel {
-  const { permute, quant, ops } = splitPrologue(all);
-  const { gate, up, epilogue } = groupedFp8Plan(ops, g.limits)!;
+  const prologue = splitPrologue(all);
+  const { quant, ops } = prologue;
+  const plan = groupedFp8Plan(ops, g.limits)!;
+  const { gate, up, epilogue } = plan;
+  // The token gather: before a quantize prologue, or of the tokens' codes (their scale rows with them).
+  const permute = prologue.permute ?? plan.permute;
   const kb = g.kb;
   const [q, w, offsets] = gate.operands as [Value, Value, Value];
   // With a quantize prologue the rows are read from the quantize's input: through the token gather
@@ -287,7 +291,7 @@ export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKerne
     const e = kb.let("expert", expertOfRowByWarp(kb, (j) => kb.load(offb, j), r, E, lane));
     const xRow = permute ? kb.let("tok", gatheredRow(g, permute, r)) : r;
     const wRow = kb.let("wrow", add(mul(e, i(O)), n));
-    const y = columnValue(g, lane, Kd, weights, wRow, { value: x, buf: xb, row: xRow, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant }, epilogue, out);
+    const y = columnValue(g, lane, Kd, weights, wRow, { value: x, buf: xb, row: xRow, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, xRow, s)) : undefined, quant }, epilogue, out);
     kb.if(K.eq(lane, i(0)), () => kb.store(ob, add(mul(r, i(O)), n), y));
   });
   return g.finish({ dim: g.entryDim(rowsDim.mul(blocks)), per: 1 });

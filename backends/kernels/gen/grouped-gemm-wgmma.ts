@@ -28,6 +28,7 @@ import { attrsOf, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
+import { gatheredRow } from "./experts";
 import { applyEpilogue, copyRows, gemmTile, gemmTileThreads, groupedGemmPlan, workgroupTile, type GemmElem } from "./grouped-gemm";
 
 /** 32-bit words of a tile row in shared memory: one 128-byte swizzle row a stage. */
@@ -104,7 +105,9 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const k = permute ? attrsOf(OPS.moe_permute, permute).k : 1;
   const wb = [g.buf(w, true), ...(up ? [g.buf(up.operands[1]!, true)] : [])];
   const wv = [w, ...(up ? [up.operands[1]!] : [])];
-  const xs = scaled ? g.scalesBuf(x) : undefined;
+  // Activation scales: the gathered tokens' (a row's are token order[r] / k's), or x's.
+  const xsrc = permute ? permute.operands[0]! : x;
+  const xs = scaled ? g.scalesBuf(xsrc) : undefined;
   const wsb = scaled ? wv.map((v) => g.scalesBuf(v)) : [];
   const offb = g.buf(offsets);
   const ob = g.buf(out);
@@ -201,7 +204,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     }
     const sa = [0, 1].map((hh) => {
       const row = kb.let("srow", rowOf(tl, hh));
-      return kb.let("sa", K.sel(lt(row, tl.rowEnd), kb.load(xs!, g.scaleAt(x, K.min(row, sub(tl.rowEnd, i(1))), kt)), K.f(0)));
+      return kb.let("sa", K.sel(lt(row, tl.rowEnd), kb.load(xs!, g.scaleAt(xsrc, gatheredRow(g, permute, K.min(row, sub(tl.rowEnd, i(1)))), kt)), K.f(0)));
     });
     return { sb, sa };
   };

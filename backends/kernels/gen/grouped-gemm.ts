@@ -31,6 +31,7 @@ import type { Expr, MmaShape } from "../kir";
 import { opFormula } from "./algebra";
 import type { TileShape } from "../../../ir/target/cuda";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
+import { gatheredRow } from "./experts";
 
 /** The element types the tile program multiplies. */
 export type GemmElem = "e4m3" | "bf16";
@@ -124,7 +125,8 @@ export function groupedGemmPlan(ops: readonly Op[], limits: GenLimits, elem: Gem
   const info = ELEMS[elem];
   if (!limits.tensorCores?.includes(info.dtype) || !limits.gemmTiles?.[info.dtype]) return undefined;
   const m = groupedMatmuls(ops);
-  if (!m || (m.permute && elem !== "bf16") || ![m.gate, ...(m.up ? [m.up] : [])].every((gl) => operandsFit(gl, elem))) return undefined;
+  // e4m3 rows through the gather: the tokens' codes with their scale rows (the fp8 pass's gather=before).
+  if (!m || (m.permute && elem !== "bf16" && !m.permute.operands[0]!.type.quant) || ![m.gate, ...(m.up ? [m.up] : [])].every((gl) => operandsFit(gl, elem))) return undefined;
   return { elem, ...m };
 }
 
@@ -303,7 +305,9 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem, ti
   const xb = g.buf(permute ? permute.operands[0]! : x, true);
   const orderB = permute ? g.buf(permute.operands[1]!) : undefined;
   const k = permute ? attrsOf(OPS.moe_permute, permute).k : 1;
-  const xs = info.scaled ? g.scalesBuf(x) : undefined;
+  // Activation scales: the gathered tokens' (a row's are token order[r] / k's), or x's.
+  const xsrc = permute ? permute.operands[0]! : x;
+  const xs = info.scaled ? g.scalesBuf(xsrc) : undefined;
   const wb = [g.buf(w, true), ...(up ? [g.buf(up.operands[1]!, true)] : [])];
   const wv = [w, ...(up ? [up.operands[1]!] : [])];
   const wsb = info.scaled ? wv.map((v) => g.scalesBuf(v)) : [];
@@ -406,7 +410,7 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem, ti
         for (let mt = 0; mt < MT; mt++)
           for (let hh = 0; hh < 2; hh++) {
             const row = kb.let("srow", add(row0, add(mul(wm, i(WM)), add(i(mt * 16 + hh * 8), gr))));
-            const sa = kb.let("sa", K.sel(lt(row, rowEnd), kb.load(xs!, g.scaleAt(x, K.min(row, sub(rowEnd, i(1))), slice)), K.f(0)));
+            const sa = kb.let("sa", K.sel(lt(row, rowEnd), kb.load(xs!, g.scaleAt(xsrc, gatheredRow(g, permute, K.min(row, sub(rowEnd, i(1)))), slice)), K.f(0)));
             for (let nt = 0; nt < NT; nt++)
               for (let c = 0; c < 2; c++) {
                 const j = i((mt * NT + nt) * 4 + hh * 2 + c);

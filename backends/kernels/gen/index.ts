@@ -351,6 +351,11 @@ export function fewRowsTemplate(step: Step, limits: GenLimits): { rows: Dim; max
 
 /** The step's kernel: by the first template that covers it, or by the named one (which must). */
 export function generateStep(step: Step, schedule: { slots: readonly Slot[] }, limits: GenLimits, name: string, template?: string): GeneratedKernel {
+  // Only a quantize makes a scale grid: a step that would write scaled codes any other way (a
+  // gather of codes left on its own) would leave its grid unwritten.
+  for (const v of step.writes.keys()) {
+    if (v.type.quant && !(v.def?.opName === "quantize" && step.ops.includes(v.def))) throw new LingcError(`no GPU kernel writes the scaled fp8 value ${v.name ?? `made by '${v.def?.opName}'`} (${v.type}) except a quantize; '${v.def?.opName}' of scaled data runs only fused into the matmul that reads it (in ${step.scope || "the graph"})`, v.def?.textPos ?? v.def?.loc);
+  }
   const t = TEMPLATES.find((x) => (template === undefined || x.name === template) && x.covers(step.ops, limits));
   if (!t && template !== undefined) throw new LingcError(`kernel template '${template}' does not cover ${step.kernel?.name ?? step.op.opName} (${step.ops.map((o) => o.opName).join(", ")})`);
   if (!t) {

@@ -46,8 +46,13 @@ export class Tensor {
   }
 
   reshaped(shape: readonly number[]): Tensor {
-    if (this.scaled) throw new Error("a tensor with block scales cannot be reshaped");
-    return new Tensor(this.dtype, shape, this.data);
+    if (!this.scaled) return new Tensor(this.dtype, shape, this.data);
+    // Scales per row or per 1 x G group of the last axis stay with their elements while the leading
+    // axes merge or split (the grid, row-major, is the same array); block scales over rows do not.
+    const g = this.scaled.layout.granularity;
+    const keeps = (g.kind === "row" || (g.kind === "block" && g.rows === 1)) && shape[shape.length - 1] === this.shape[this.shape.length - 1];
+    if (!keeps) throw new Error("a tensor with block scales over rows, or reshaped along its last axis, cannot keep its scales");
+    return new Tensor(this.dtype, shape, this.data, this.scaled);
   }
 
   /** The `length` positions from `start` along `axis` (a copy). */

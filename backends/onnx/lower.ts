@@ -23,6 +23,7 @@ import { valueInfo, type TensorProto } from "./proto";
 import { Dim as DimClass } from "../../ir/dim";
 import { Tensor } from "../../ir/tensor";
 import { castNode } from "./cast";
+import { scaleGridDims } from "../../ir/quant";
 import { getOp } from "../../ir/ops";
 import { fromScalarFormula } from "./scalar";
 import { dequantizeLowering, quantizeLowering, realOperands } from "./fp8";
@@ -279,7 +280,14 @@ export const LOWERINGS: Record<string, Lowering> = {
   reduce_sum: reduce("ReduceSum"),
   reduce_mean: reduce("ReduceMean"),
   reduce_max: reduce("ReduceMax"),
-  reshape: (c) => void c.g.node("Reshape", [c.ins[0]!, c.g.shape(c.outTypes[0]!.shape)], c.out, {}, c.meta),
+  reshape: (c) => {
+    c.g.node("Reshape", [c.ins[0]!, c.g.shape(c.outTypes[0]!.shape)], c.out, {}, c.meta);
+    // Scaled codes: their grid (per-row or 1 x G, the last axis kept) takes the leading axes' new shape.
+    const q = c.outTypes[0]!.quant;
+    if (!q) return;
+    const scales = c.scaleOf(c.ins[0]!) ?? c.fail(`reshape: no scale grid for ${c.ins[0]}`);
+    c.setScale(c.out[0]!, c.g.one("Reshape", [scales, c.g.shape(scaleGridDims(c.outTypes[0]!.shape, q.granularity))], {}, c.meta));
+  },
   broadcast_to: (c) => void c.g.node("Expand", [c.ins[0]!, c.g.shape(c.outTypes[0]!.shape)], c.out, {}, c.meta),
   transpose: (c) => void c.g.node("Transpose", c.ins, c.out, { perm: [...(attrs(c)["perm"] as number[])] }, c.meta),
   slice: (c) => {

@@ -136,9 +136,19 @@ function rewriteFunction(m: Module, f: Func, p: Plan): void {
       };
       const gather = x.def?.opName === "moe_permute" && p.gatherFirst ? x.def : undefined;
       if (gather) {
-        // The tokens' codes, gathered where the rows were (cse merges gate's and up's).
+        // The tokens' codes, gathered where the rows were (cse merges gate's and up's). Tokens that
+        // are a reshape merging leading axes ([B, S, H] -> [B*S, H]) are quantized before it and
+        // their codes reshaped: the quantize is then the one the shared expert's projections of
+        // the same rows make (cse), and no step of its own.
+        const src = gather.operands[0]!;
+        const view = src.def?.opName === "reshape" && f.body.includes(src.def) && src.type.shape[src.type.rank - 1]!.equals(src.def.operands[0]!.type.shape[src.def.operands[0]!.type.rank - 1]!) ? src.def : undefined;
+        let codes: Value;
+        if (view) {
+          const q = quantized(view.operands[0]!);
+          codes = new Builder(m, f).setInsertionPointAfter(q.def!).op1("reshape", [q], view.attrs, { scope: view.scope, loc: view.loc });
+        } else codes = quantized(src);
         const gb = new Builder(m, f).setInsertionPointAfter(gather);
-        op.operands[0] = gb.op1("moe_permute", [quantized(gather.operands[0]!), gather.operands[1]!], gather.attrs, { scope: gather.scope, loc: gather.loc });
+        op.operands[0] = gb.op1("moe_permute", [codes, gather.operands[1]!], gather.attrs, { scope: gather.scope, loc: gather.loc });
       } else op.operands[0] = quantized(x);
       op.attrs = { ...op.attrs, out: x.type.dtype };
     }

@@ -24,10 +24,17 @@ export const RESHAPE = defineOp({
     const a = x!.numel();
     const b = product(shape);
     if (!a.equals(b)) throw new OpError(`reshape from ${x} to [${shape.join(", ")}] changes the element count (${a} vs ${b})`);
-    return [new TensorType(x!.dtype, shape)];
+    // A scaled x: its per-row or 1 x G scales stay with their elements where only the leading axes
+    // merge or split (the grid is the same array).
+    const g = x!.quant?.granularity;
+    if (g && !((g.kind === "row" || (g.kind === "block" && g.rows === 1)) && shape.length >= 1 && shape[shape.length - 1]!.equals(x!.shape[x!.rank - 1]!))) {
+      throw new OpError(`reshape of ${x} to [${shape.join(", ")}]: its scales would not stay with their elements (only per-row or 1 x G scales, with the last axis kept)`);
+    }
+    return [new TensorType(x!.dtype, shape, x!.quant)];
   },
-  traits: ["view", "free"],
+  traits: ["view", "free", "scaled"],
   index: (A, coords, c) => A.readFlat(0, A.flatten(coords, c.outShape)),
+  interpret: ([x], _attrs, ctx) => [x!.reshaped(ctx.resultShapes[0]!)],
   vjp: (b, [x], _outs, [ct]) => [b.op1("reshape", [ct!], { shape: [...x!.type.shape] })],
   cost: () => FREE,
 });

@@ -136,6 +136,26 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(got, want)).toBeLessThan(1e-5);
   });
 
+  it("gather=before through a reshape ([2, 20, H] rows flattened for the experts, and read as they are by a dense projection): one quantize of the rows, its codes reshaped and gathered, the warpgroup tile's and the by-row GEMV's scales read through the alias", () => {
+    const [T, H, F, E, K, O] = [40, 128, 128, 6, 2, 96];
+    const text = expertModule("f32", [T, H, F, E, K])
+      .replace(`func @e(%x: f32[${T}, ${H}],`, `func @e(%x3: f32[2, ${T / 2}, ${H}],`)
+      .replace(`@down: f32[${E}, ${H}, ${F}])`, `@down: f32[${E}, ${H}, ${F}], @proj: f32[${O}, ${H}])`)
+      .replace(`-> (y: f32[${T}, ${H}])`, `-> (y: f32[${T}, ${H}], z: f32[2, ${T / 2}, ${O}])`)
+      .replace(`    %order, %offsets`, `    %z = linear(%x3, @proj) : f32[2, ${T / 2}, ${O}]\n    %x = reshape(%x3) {shape = [${T}, ${H}]} : f32[${T}, ${H}]\n    %order, %offsets`)
+      .replace("return %y", "return %y, %z");
+    const r = rng(37);
+    const t = (dims: number[], scale = 1) => random("f32", r, dims, scale);
+    const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
+    const inputs = { x3: t([2, T / 2, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
+    const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1), proj: t([O, H], 0.1) };
+    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,gather=before,projections=gate,up,down,proj},cse,dce";
+    for (const pick of [undefined, (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "grouped_linear") ? "grouped_gemv_fp8" : undefined)]) {
+      const outs = runGenerated(text, inputs, weights, LIMITS, fp8, pick);
+      for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(1e-5);
+    }
+  });
+
   it("the FP8 grouped expert GEMM tile program (e4m3 mma.sync: the exact tile, 64,128,64,32,3) with the activations quantized per token", () => {
     const tiles = { ...LIMITS.gemmTiles, f8e4m3fn: parseTile("64,128,64,32,3", "test tile") };
     const { got, want } = fp8Experts([40, 128, 128, 6, 2], 33, { ...LIMITS, gemmTiles: tiles });

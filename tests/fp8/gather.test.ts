@@ -43,6 +43,11 @@ describe("lingc --fp8-gather", () => {
     const text = readFileSync(join(dir, "ir", "forward.lir"), "utf8");
     expect(text).toMatch(/= moe_permute\(%\d+, %\d+\) \{k = 4\} : f8e4m3fn\[B\*S\*4, 256\] scale\(f32, block\(1, 128\)\)/);
     expect(text).not.toMatch(/= quantize\(%\d+\) [^\n]*: f8e4m3fn\[B\*S\*4, 256\]/);
+    // The tokens' codes are the shared expert's (one quantize of the normalized [B, S, H] rows a MoE
+    // layer), reshaped to [B*S, H] for the gather.
+    const moe = text.slice(text.indexOf("func @moe_layer"), text.indexOf("func @mtp_layer"));
+    expect(moe.match(/= quantize\(%\d+\) [^\n]*: f8e4m3fn\[B, S, 256\]/g)).toHaveLength(3); // the QKV input, the attention output, the MLP's input
+    expect(moe).toMatch(/= reshape\(%\d+\) \{shape = \[B\*S, 256\]\} : f8e4m3fn\[B\*S, 256\] scale\(f32, block\(1, 128\)\)/);
   });
 
   it("CUDA: the gathered codes' SwiGLU step keeps its dispatch (the by-row GEMV for few rows, the warpgroup tile for more), and its kernels compile unspilled", async () => {

@@ -72,7 +72,7 @@ describe("scaled FP8 types", () => {
   // Before this rule, a reshape of a quantized activation verified and ran: its result, typed unscaled
   // fp8, held the codes alone, and a cast of it gave 112, -448, 24, ... where x was 0.25, -0.99, 0.05.
   it.each([
-    ["reshape", "%1 = reshape(%0) {shape = [2, 512]} : f8e4m3fn[2, 512]", "x"],
+    ["neg", "%1 = neg(%0) : f8e4m3fn[4, 256]", "x"],
     ["transpose", "%1 = transpose(%0) {perm = [1, 0]} : f8e4m3fn[256, 4]", "x"],
     ["cast", "%1 = cast(%0) {to = f32} : f32[4, 256]", "x"],
     ["add", "%1 = add(%0, %0) : f8e4m3fn[4, 256]", "a"],
@@ -87,6 +87,19 @@ describe("scaled FP8 types", () => {
 `;
     const want = new RegExp(`drop\\.lir:4:5: '${name}' does not take a scaled fp8 operand \\(${operand}: f8e4m3fn\\[4, 256\\] scale\\(f32, block\\(1, 128\\)\\)\\): it would drop the scales; dequantize it first`);
     expect(() => verifyModule(parseModule(text, "drop.lir"))).toThrow(want);
+  });
+
+  it("reshape keeps per-row and 1 x G scales where only the leading axes change, and refuses to move elements between groups", () => {
+    const text = (shape: string) => `module @m {
+  func @m(%x: f32[4, 256]) -> (y: f32[4, 256]) {
+    %0 = quantize(%x) {to = f8e4m3fn, block = [1, 128], recipe = "dynamic"} : f8e4m3fn[4, 256] scale(f32, block(1, 128))
+    %1 = reshape(%0) {shape = [${shape}]} : f8e4m3fn[${shape}] scale(f32, block(1, 128))
+    return %x
+  }
+}
+`;
+    expect(() => verifyModule(parseModule(text("2, 2, 256"), "ok.lir"))).not.toThrow();
+    expect(() => verifyModule(parseModule(text("2, 512"), "bad.lir"))).toThrow(/bad\.lir:4:5: reshape of f8e4m3fn\[4, 256\] scale\(f32, block\(1, 128\)\) to \[2, 512\]: its scales would not stay with their elements/);
   });
 
   it("moe_permute moves a row's scales with it (per-row and 1 x G layouts), and refuses scales that span rows", () => {

@@ -91,6 +91,19 @@ describe("lingc --fp8-gather", () => {
     }
   });
 
+  it("CUDA, FP8 Ling-mini: the routed experts read the shared expert's codes (quantized inside residual_norm), so a decode MoE layer has one step fewer (17, not 18)", async () => {
+    const steps = async (extra: string[]) => {
+      const out = join(dir, `mini${extra.length}`);
+      const r = await cli("compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16", ...extra, "--out", out);
+      expect(r.code, r.stderr).toBe(0);
+      const src = readFileSync(join(out, "model.cu"), "utf8");
+      const body = src.slice(src.indexOf("static void decode__moe_layer_run("), src.indexOf("\n}\n", src.indexOf("static void decode__moe_layer_run(")));
+      return body.match(/^ {2}\/\/ \[\d+\] /gm)?.length;
+    };
+    expect(await steps([])).toBe(18);
+    expect(await steps(["--fp8-gather", "before"])).toBe(17);
+  }, 120_000);
+
   it("is refused where it places nothing: a model without FP8 projections, or weight-only FP8", async () => {
     const plain = await cli("run", "ling-tiny", "--backend", "interp", "--fp8-gather", "before", "--input", ids, "--out", join(dir, "x.safetensors"));
     expect(plain.code).not.toBe(0);

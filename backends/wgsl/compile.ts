@@ -122,7 +122,10 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
         for (let p = 0; p < slot.parts.count; p++) bindings.push({ slot: g.slots[j]!, part: p, write: false });
       });
       if (bindings.length > profile.maxStorageBuffersPerShaderStage) {
-        throw new LingcError(`${where} needs ${bindings.length} storage buffers${splits.length ? ` because ${splits.join("; ")}` : ""}, over maxStorageBuffersPerShaderStage = ${profile.maxStorageBuffersPerShaderStage} (profile ${profile.name})`);
+        // (The routed experts reading gathered fp8 codes bind their scale grid too: one more.)
+        const scaledGather = step.ops.some((o) => o.opName === "moe_permute" && o.operands[0]!.type.quant);
+        const hint = scaledGather ? "; the experts here read gathered fp8 codes and their scales (--fp8-gather before): --fp8-gather after, or a profile with more (--target-profile adapter)" : "";
+        throw new LingcError(`${where} needs ${bindings.length} storage buffers${splits.length ? ` because ${splits.join("; ")}` : ""}, over maxStorageBuffersPerShaderStage = ${profile.maxStorageBuffersPerShaderStage} (profile ${profile.name})${hint}`);
       }
       return {
         name: step.kernel?.name ?? step.op.opName,

@@ -104,6 +104,12 @@ describe("lingc --fp8-gather", () => {
     expect(await steps(["--fp8-gather", "before"])).toBe(17);
   }, 120_000);
 
+  it("WebGPU's baseline profile: the fused experts over gathered codes need one storage buffer more than its 8, and the error says what to do", async () => {
+    const r = await cli("run", SMALL_FP8_DIR, "--backend", "wgsl", "--input", ids, "--fp8-gather", "before", "--out", join(dir, "w.safetensors"));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/needs 9 storage buffers, over maxStorageBuffersPerShaderStage = 8 \(profile webgpu-baseline\); the experts here read gathered fp8 codes and their scales \(--fp8-gather before\): --fp8-gather after, or a profile with more \(--target-profile adapter\)/);
+  });
+
   it("is refused where it places nothing: a model without FP8 projections, or weight-only FP8", async () => {
     const plain = await cli("run", "ling-tiny", "--backend", "interp", "--fp8-gather", "before", "--input", ids, "--out", join(dir, "x.safetensors"));
     expect(plain.code).not.toBe(0);

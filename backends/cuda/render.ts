@@ -102,9 +102,7 @@ export class CudaRenderer {
       case "pack":
         return `lingc::pack_bf16x2(${this.expr(e.lo)}, ${this.expr(e.hi)})`;
       case "packE4m3":
-        // The pack rounds to e4m3 itself (round to nearest even, saturating, as the rounding does): a
-        // value rounded to e4m3 just before goes in unrounded, which saves a conversion there and back.
-        return `lingc::pack_e4m3x4(${e.a.map((x) => this.expr(x.k === "round" && x.to === "f8e4m3fn" ? x.a : x)).join(", ")})`;
+        return `lingc::pack_e4m3x4(${e.a.map((x) => this.expr(x)).join(", ")})`;
     }
   }
 

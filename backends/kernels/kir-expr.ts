@@ -281,10 +281,14 @@ export const e4m3Byte = (a: Expr, byte: number): Expr => ({ k: "e4m3Byte", t: "f
 /** A distinct node for the same expression (renders identically; lets a generator tag it by identity). */
 export const wrap = (e: Expr): Expr => ({ ...e });
 export const pack = (lo: Expr, hi: Expr): Expr => ({ k: "pack", t: "u32", lo, hi });
-/** Four f32 values as the e4m3 codes of one word (KernelBuilder.store16 of an f8e4m3 buffer). */
+/**
+ * Four f32 values as the e4m3 codes of one word (KernelBuilder.store16 of an f8e4m3 buffer). The
+ * pack rounds as a rounding to e4m3 does, so a value rounded to e4m3 just before goes in unrounded
+ * (on CUDA a conversion there and back fewer).
+ */
 export const packE4m3 = (a: readonly Expr[]): Expr => {
   if (a.length !== 4) throw new Error("kir: packE4m3 takes 4 values");
-  return { k: "packE4m3", t: "u32", a: [...a] };
+  return { k: "packE4m3", t: "u32", a: a.map((x) => (x.k === "round" && x.to === "f8e4m3fn" ? x.a : x)) };
 };
 
 /** Structural equality of two expressions. */

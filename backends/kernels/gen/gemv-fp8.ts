@@ -95,11 +95,6 @@ export function coversFp8Gemv(ops: readonly Op[], limits: GenLimits): boolean {
   return limits.warpSize === 32 && fp8GemvPlan(ops) !== undefined;
 }
 
-/**
- * One lane's share of a dot product of weight row `wRow` (e4m3 codes, 128x128-block scales at
- * wScale(slice)) with input row `xRow` (e4m3 codes with scales at xScale(slice), or plain floats):
- * the lanes' shares summed by warpSum give the full product.
- */
 /** A GEMV's input row: its buffer, e4m3 with scales at scale(slice) or plain floats, or plain floats that `quant` quantizes as they are read (a quantize prologue). */
 interface InputRow {
   value: Value;
@@ -109,6 +104,11 @@ interface InputRow {
   quant?: Op;
 }
 
+/**
+ * One lane's share of a dot product of weight row `w.row` (e4m3 codes, 128x128-block scales at
+ * w.scale(slice)) with input row `x` (InputRow): the lanes' shares summed by warpSum give the full
+ * product.
+ */
 function laneDot(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr; scale: (s: Expr) => Expr }, x: InputRow): Expr {
   if (Kd % CHUNK === 0 && (x.scale !== undefined || g.wide8(x.value))) return laneDotWide(g, lane, Kd, w, x);
   if (x.quant) throw new LingcError("FP8 GEMV: a quantize prologue needs the 16-code form (K whole 512s, a bf16 or f32 input)");

@@ -115,6 +115,11 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const { i, add, sub, mul, div, mod, lt, ge, and } = K;
 
   /** A tile's expert (-1: none), first row, column tile and end of its rows. */
+  /** A thread's row of a tile as its activation scales see it (scaleRowsOf). */
+  interface ScaleRow {
+    ok: Expr;
+    src: Expr;
+  }
   interface TileAt {
     e: Expr;
     row0: Expr;
@@ -188,7 +193,19 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   // block's weight scale), and part starts the next block at zero. (Loading a stage's scales before
   // its MMAs are issued, to hide their round trip under them, made ptxas inject a warpgroup.arrive
   // (C7519) into ling-small-fp8's SwiGLU tile: they are loaded after the wait, as few as the tile needs.)
-  const stageScales = (tl: TileAt, kt: Expr): { sb: Expr[]; sa: Expr[] } => {
+  /**
+   * The activation-scale rows of a thread's two rows of tile tl, found once a tile: whether each is
+   * one of the tile's, and its row of the scales (gathered: token order[r] / k's, a load the K loop
+   * would otherwise repeat in front of every stage's scale loads).
+   */
+  const scaleRowsOf = (tl: TileAt): ScaleRow[] | undefined =>
+    scaled
+      ? [0, 1].map((hh) => {
+          const row = kb.let("srow", rowOf(tl, hh));
+          return { ok: kb.let("sok", lt(row, tl.rowEnd)), src: kb.let("ssrc", gatheredRow(g, permute, K.min(row, sub(tl.rowEnd, i(1))))) };
+        })
+      : undefined;
+  const stageScales = (tl: TileAt, rows: ScaleRow[] | undefined, kt: Expr): { sb: Expr[]; sa: Expr[] } => {
     const sb: Expr[] = [];
     // Where a half's colsPer columns divide the weights' 128-row scale blocks, a tile's half lies in
     // one block (its clamped columns too): one load a half.
@@ -202,10 +219,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
       const col = K.min(colOf(tl, j, 0), i(O - 1));
       sb.push(kb.let("sb", kb.load(wsb[which]!, g.scaleIndex(wv[which]!, add(mul(add(mul(tl.e, i(O)), col), i(I)), mul(kt, i(BK)))))));
     }
-    const sa = [0, 1].map((hh) => {
-      const row = kb.let("srow", rowOf(tl, hh));
-      return kb.let("sa", K.sel(lt(row, tl.rowEnd), kb.load(xs!, g.scaleAt(xsrc, gatheredRow(g, permute, K.min(row, sub(tl.rowEnd, i(1)))), kt)), K.f(0)));
-    });
+    const sa = rows!.map(({ ok, src }) => kb.let("sa", K.sel(ok, kb.load(xs!, g.scaleAt(xsrc, src, kt)), K.f(0))));
     return { sb, sa };
   };
   /** acc += sums x scales (stageScales' loads, made before); the sums zeroed unless the next stage's first MMA overwrites them. */
@@ -220,7 +234,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
         }
     }
   };
-  const promote = (tl: TileAt, kt: Expr) => scaleInto(stageScales(tl, kt), part);
+  const promote = (tl: TileAt, rows: ScaleRow[] | undefined, kt: Expr) => scaleInto(stageScales(tl, rows, kt), part);
   const shape = elem === "bf16" ? ({ m: 64, n: BN, k: 16, ab: "bf16" } as const) : ({ m: 64, n: BN, k: 32, ab: "e4m3" } as const);
   const mmas = (st: Expr, into = part) => {
     kb.wgmmaFence();
@@ -295,6 +309,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     const tl = tileAt();
     kb.if(ge(tl.e, i(0)), () => {
       zeroAcc();
+      const rows = scaleRowsOf(tl);
       const loadStage = copier(tl, kb.lid);
       for (let p = 0; p < ahead; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
       /** Stage kt's copies landed for every thread, and the load S - 2 or S - 1 stages ahead issued: kt's buffer. */
@@ -317,14 +332,14 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
           const st = stageReady(kt);
           kb.wgmmaWait(0);
           mmas(st, parts[p]);
-          kb.if(K.gt(kt, i(0)), () => scaleInto(stageScales(tl, sub(kt, i(1))), parts[1 - p]!));
+          kb.if(K.gt(kt, i(0)), () => scaleInto(stageScales(tl, rows, sub(kt, i(1))), parts[1 - p]!));
         };
         kb.loop("kp", i(0), i(Math.floor(nk / 2)), (kp) => {
           stage(kb.let("kt", mul(kp, i(2))), 0);
           stage(kb.let("kt", add(mul(kp, i(2)), i(1))), 1);
         });
         if (nk % 2) stage(i(nk - 1), 0);
-        const scales = stageScales(tl, i(nk - 1));
+        const scales = stageScales(tl, rows, i(nk - 1));
         kb.wgmmaWait(0);
         scaleInto(scales, parts[(nk - 1) % 2]!);
         kb.copyWait(0);
@@ -337,17 +352,17 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
         if (late) {
           // Stage kt - 1's MMAs (none before the first).
           kb.wgmmaWait(0);
-          if (scaled) kb.if(K.gt(kt, i(0)), () => promote(tl, sub(kt, i(1))));
+          if (scaled) kb.if(K.gt(kt, i(0)), () => promote(tl, rows, sub(kt, i(1))));
           mmas(st);
         } else {
           mmas(st);
           kb.wgmmaWait(0);
-          if (scaled) promote(tl, kt);
+          if (scaled) promote(tl, rows, kt);
         }
       });
       if (late) {
         kb.wgmmaWait(0);
-        if (scaled) promote(tl, i(nk - 1));
+        if (scaled) promote(tl, rows, i(nk - 1));
       }
       kb.copyWait(0);
       if (staged) epilogueStaged(tl);
@@ -415,6 +430,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
         kb.setmaxnreg(true, consumerRegs);
         each((tl, p) => {
           zeroAcc();
+          const rows = scaleRowsOf(tl);
           kb.loop("kt", i(0), i(nk), (kt) => {
             const gs = kb.let("gs", add(i(p * nk), kt));
             const st = kb.let("st", mod(gs, i(STAGES)));
@@ -422,7 +438,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
             mmas(st);
             if (scaled) {
               kb.wgmmaWait(0);
-              promote(tl, kt);
+              promote(tl, rows, kt);
               kb.mbarArrive(bars, empty(st));
             } else {
               // The previous stage's MMAs are done once at most this stage's are in flight.

@@ -6,6 +6,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { Tensor } from "../../ir/tensor";
+import { interpret } from "../../ir/interpret";
+import { parseModule } from "../../ir/parse";
 import { rng } from "../support/fd";
 import { LIMITS, kernels, runGenerated, random, relError } from "../support/kir-run";
 
@@ -107,6 +109,46 @@ describe("row kernels in the kir simulator", () => {
     // The same roundings as the interpreter's; the sum of squares in another order.
     for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(2 ** -7);
     if (residual) expect(relError(outs["h1"]!.got, outs["h1"]!.want)).toBe(0);
+  });
+
+  it.each([
+    // Ling-mini's rows (2048: 128 threads of 16 elements, 8 lanes a group), the residual add fused.
+    [3, 2048, true, 128],
+    // 384 (24 units: 32 threads, 8 past the row, a whole group of them), the norm alone.
+    [2, 384, false, 128],
+    // Groups of 32 (2 lanes each) over rows of 96.
+    [2, 96, true, 32],
+  ])("RMSNorm in registers with the FP8 activation quantize of its result (16 elements a thread, the group's amax by shuffles, 16 codes a store), %i rows of %i, residual add %s, groups of %i: the codes and scales bit for bit the interpreter's quantize of the kernel's own normalized rows", (R, D, residual, G) => {
+    const row = `bf16[${R}, ${D}]`;
+    const text = `module @n {
+  func @n(%h: ${row}, %a: ${row}) weights(@w: bf16[${D}]) -> (${residual ? "h1: " + row + ", " : ""}y: ${row}, d: f32[${R}, ${D}]) {
+    ${residual ? `%h1 = add(%h, %a) : ${row}
+    %y = rms_norm(%h1, @w) {eps = 1e-6} : ${row}` : `%y = rms_norm(%h, @w) {eps = 1e-6} : ${row}`}
+    %q = quantize(%y) {to = f8e4m3fn, block = [1, ${G}], recipe = "dynamic"} : f8e4m3fn[${R}, ${D}] scale(f32, block(1, ${G}))
+    %d = dequantize(%q) {to = f32} : f32[${R}, ${D}]
+    return ${residual ? "%h1, " : ""}%y, %d
+  }
+}`;
+    const r = rng(D + G);
+    // Every fifth element a thousand times smaller (subnormal codes).
+    const h = Tensor.from("bf16", [R, D], Array.from({ length: R * D }, (_, i) => (2 * r() - 1) * (i % 5 === 0 ? 1e-3 : 1)));
+    const outs = runGenerated(text, { h, a: random("bf16", r, [R, D]) }, { w: random("bf16", r, [D]) });
+    expect(kernels.map((k) => k.template)).toEqual(["norm_registers", "pointwise"]);
+    const body = JSON.stringify(kernels[0]!.kernel.body);
+    expect(body).toContain('"k":"packE4m3"');
+    expect(body).not.toContain('"k":"shared"');
+    for (const name of ["y", ...(residual ? ["h1"] : [])]) expect(relError(outs[name]!.got, outs[name]!.want), name).toBeLessThan(2 ** -7);
+    // The interpreter's quantize of the rows the kernel normalized: the same codes and scales.
+    const q = parseModule(`module @q {
+  func @q(%y: ${row}) -> (d: f32[${R}, ${D}]) {
+    %q = quantize(%y) {to = f8e4m3fn, block = [1, ${G}], recipe = "dynamic"} : f8e4m3fn[${R}, ${D}] scale(f32, block(1, ${G}))
+    %d = dequantize(%q) {to = f32} : f32[${R}, ${D}]
+    return %d
+  }
+}`, "q.lir");
+    const want = interpret(q, { y: Tensor.from("bf16", [R, D], [...outs["y"]!.got]) }, { get: () => undefined as never })["d"]!;
+    expect([...outs["d"]!.got]).toEqual([...(want.data as Float32Array)]);
+    expect(outs["d"]!.got.filter((v) => v !== 0 && Math.abs(v) < 1e-2).length).toBeGreaterThan((R * D) / 50);
   });
 
   it("the embedding lookup of a bf16 table (embedding16: a row's 8-element pieces copied in 16-byte loads and stores) against the interpreter, bitwise", () => {

@@ -8,8 +8,16 @@
  * The arithmetic is norm.ts's, value by value (the residual sum rounded to the dtype, the normalized
  * value rounded before the weight multiply, as HF does), except the sum of squares, which adds in
  * another order. Covers rms_norm alone or after a residual add of two rows of its shape, bf16
- * throughout, rows a whole number of 8-element pieces; no linear, quantize or cast in the group
- * (norm.ts keeps those).
+ * throughout, rows a whole number of 8-element pieces; no linear or cast in the group (norm.ts
+ * keeps those).
+ *
+ * With the FP8 activation quantize of its result (per token, e4m3 in 1 x G groups, G a multiple of
+ * 16 that divides the row): 16 elements a thread (two pieces), a group's G / 16 lanes reduce its
+ * amax by shuffles, and each thread stores its 16 codes as one 16-byte store, its group's scale from
+ * the group's first lane (quant.ts's recipe, bit for bit on the rounded normalized values). norm.ts's
+ * form stages the row in workgroup memory and writes a code at a time: Ling-mini's FP8 norm +
+ * quantize at 1x8192 on the H200 took 48 us a layer against the bf16 norm's 20 us for more bytes
+ * (profile-mini8-env0-prefill, fp8-gather run of 2026-12-02).
  */
 import { attrsOf, OPS } from "../../../ir/ops";
 import { product } from "../../../ir/dim";
@@ -18,61 +26,82 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { sameShape } from "./pointwise";
+import { quantRecipe } from "./quant";
 
 /** Elements a piece: 16 bytes of bf16. */
 const V = 8;
 
 export function coversNormRegisters(ops: readonly Op[], limits?: GenLimits): boolean {
-  if (limits?.warpSize !== 32 || !ops.every((o) => o.opName === "rms_norm" || o.opName === "add")) return false;
+  if (limits?.warpSize !== 32 || !ops.every((o) => o.opName === "rms_norm" || o.opName === "add" || o.opName === "quantize")) return false;
   const norm = ops.find((o) => o.opName === "rms_norm");
   const add = ops.find((o) => o.opName === "add");
-  if (!norm || ops.length > (add ? 2 : 1)) return false;
+  const quant = ops.find((o) => o.opName === "quantize");
+  if (!norm || ops.length > 1 + (add ? 1 : 0) + (quant ? 1 : 0)) return false;
   const [x, w] = norm.operands as [Value, Value];
   const D = x.type.shape[x.type.rank - 1]?.value;
   const bf16 = (v: Value) => v.type.dtype === "bf16" && !v.type.quant;
   if (D === undefined || D % V !== 0 || !bf16(x) || !bf16(w) || !bf16(norm.results[0]!)) return false;
+  if (quant && !(quant.operands[0] === norm.results[0] && quantGroupLanes(quant, D) !== undefined)) return false;
   return !add || (x === add.results[0] && add.operands.every((o) => bf16(o) && sameShape(o.type.shape, x.type.shape)));
 }
 
-/** Threads a row: a power of two of at most 256 and of at most a piece each where the row is shorter. */
+/** Elements a thread's unit holds: a piece, or two with the quantize (its 16 codes one 16-byte store). */
+const unitOf = (ops: readonly Op[]) => (ops.some((o) => o.opName === "quantize") ? 2 * V : V);
+
+/**
+ * The lanes of a quantize group (1 x G, e4m3, G a multiple of 16 dividing the row of D, at most a
+ * warp's 32 x 16), or undefined where this form does not quantize it.
+ */
+function quantGroupLanes(quant: Op, D: number): number | undefined {
+  const { to, block } = attrsOf(OPS.quantize, quant);
+  const [rb, cb] = block as [number, number];
+  const L = cb / (2 * V);
+  return to === "f8e4m3fn" && rb === 1 && cb % (2 * V) === 0 && D % cb === 0 && L <= 32 && (L & (L - 1)) === 0 ? L : undefined;
+}
+
+/** Threads a row: a power of two of at most 256 and of at most a unit each where the row is shorter. */
 export function normRegistersThreads(ops: readonly Op[]): number {
   const x = ops.find((o) => o.opName === "rms_norm")!.operands[0]!;
-  const pieces = x.type.shape[x.type.rank - 1]!.value! / V;
+  const units = x.type.shape[x.type.rank - 1]!.value! / unitOf(ops);
   let t = 32;
-  while (t * 2 <= Math.min(pieces, 256)) t *= 2;
+  while (t * 2 <= Math.min(units, 256)) t *= 2;
   return t;
 }
 
 export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const norm = ops.find((o) => o.opName === "rms_norm")!;
   const add = ops.find((o) => o.opName === "add");
+  const quant = ops.find((o) => o.opName === "quantize");
   const [x, w] = norm.operands as [Value, Value];
   const dt = x.type.dtype;
   const eps = attrsOf(OPS.rms_norm, norm).eps;
   const D = x.type.shape[x.type.rank - 1]!.value!;
-  const P = D / V;
+  const E = unitOf(ops);
+  const U = D / E;
   const kb = g.kb;
   const wg = kb.kernel.wg;
-  const C = Math.ceil(P / wg); // pieces a thread
+  const C = Math.ceil(U / wg); // units a thread
   const { i, add: plus, mul, div, lt } = K;
   const rowsDim = product(x.type.shape.slice(0, -1));
   const row = kb.let("row", kb.wg);
   kb.if(lt(row, g.size(rowsDim)), () => {
     const base = kb.let("base", mul(row, i(D)));
-    /** Piece k of this thread: whether it is in the row, and its first element (in range either way). */
-    const pieces = Array.from({ length: C }, (_, k) => {
-      const piece = plus(kb.lid, i(k * wg));
-      const has = P % wg === 0 ? undefined : kb.let("has", lt(piece, i(P)));
-      return { has, at: kb.let("at", has ? K.min(mul(piece, i(V)), i(D - V)) : mul(piece, i(V))) };
+    /** Unit k of this thread: whether it is in the row, and its first element (in range either way). */
+    const units = Array.from({ length: C }, (_, k) => {
+      const unit = plus(kb.lid, i(k * wg));
+      const has = U % wg === 0 ? undefined : kb.let("has", lt(unit, i(U)));
+      return { has, at: kb.let("at", has ? K.min(mul(unit, i(E)), i(D - E)) : mul(unit, i(E))) };
     });
-    const store = (v: Value, at: Expr, vals: Expr[], has: Expr | undefined) => {
-      const put = () => g.store8(v, plus(base, at), vals);
-      if (has) kb.if(has, put);
-      else put();
-    };
+    const guarded = (has: Expr | undefined, f: () => void) => (has ? kb.if(has, f) : f());
+    /** A unit's E elements of v from element `at` of the row (8 a 16-byte access). */
+    const load = (v: Value, at: Expr) => Array.from({ length: E / V }, (_, p) => g.load8(v, plus(at, i(p * V)))).flat();
+    const store = (v: Value, at: Expr, vals: Expr[], has: Expr | undefined) =>
+      guarded(has, () => {
+        for (let p = 0; p < E / V; p++) g.store8(v, plus(plus(base, at), i(p * V)), vals.slice(p * V, (p + 1) * V));
+      });
     let ss: Expr = K.f(0);
-    const xs = pieces.map(({ has, at }) => {
-      const row = (v: Value) => g.load8(v, plus(base, at));
+    const xs = units.map(({ has, at }) => {
+      const row = (v: Value) => load(v, plus(base, at));
       let vals: Expr[];
       if (add) {
         const [a, b] = [row(add.operands[0]!), row(add.operands[1]!)];
@@ -85,11 +114,31 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
       return vals;
     });
     const inv = kb.let("inv", K.rsqrt(plus(div(kb.workgroupSum(ss), K.f(D)), K.f(eps))));
-    pieces.forEach(({ has, at }, k) => {
-      const ws = g.load8(w, at);
+    const y = norm.results[0]!;
+    units.forEach(({ has, at }, k) => {
+      const ws = load(w, at);
       const ys = xs[k]!.map((e, n) => kb.let("y", g.fit(mul(ws[n]!, g.fit(mul(e, inv), dt)), dt)));
-      store(norm.results[0]!, at, ys, has);
+      if (!quant || g.isOutput(y)) store(y, at, ys, has);
+      if (quant) quantizeUnit(g, quant, ys, plus(base, at), has, quantGroupLanes(quant, D)!);
     });
   });
   return g.finish({ dim: g.entryDim(rowsDim), per: 1 });
+}
+
+/**
+ * A thread's 16 normalized values quantized (quant.ts's recipe): the group's amax over its L lanes
+ * (every lane shuffles; a unit past the row holds zeros), the codes as one 16-byte store from
+ * element `flat`, the scale from the group's first lane.
+ */
+function quantizeUnit(g: Gen, quant: Op, ys: Expr[], flat: Expr, has: Expr | undefined, L: number): void {
+  const kb = g.kb;
+  const out = quant.results[0]!;
+  const m = kb.let("m", ys.reduce((a: Expr, v) => K.max(a, K.abs(v)), K.f(0)));
+  const { s, q } = quantRecipe(g, quant, kb.warpMax(m, L));
+  const put = () => {
+    kb.store16(g.buf(out, true), K.divI(flat, K.i(4)), [0, 1, 2, 3].map((w) => K.packE4m3(ys.slice(4 * w, 4 * w + 4).map(q))));
+    kb.if(K.eq(K.modI(kb.lid, K.i(L)), K.i(0)), () => kb.store(g.scalesBuf(out), g.scaleIndex(out, flat), s));
+  };
+  if (has) kb.if(has, put);
+  else put();
 }

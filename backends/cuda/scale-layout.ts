@@ -1,7 +1,10 @@
 /**
  * Which activation scale grids the CUDA backend stores K-block-major ([C / 128][rows]) instead of
  * row-major: those read only by FP8 linears and their SwiGLU pairs (cuBLASLt's block-scaled GEMM, or their
- * generated GEMV), because cuBLASLt takes activation scales (VEC128_32F) in that layout. The quantize kernel
+ * generated GEMV), because cuBLASLt takes activation scales (VEC128_32F) in that layout, and by the
+ * routed experts' steps (generated kernels only, which read a grid through Gen.scaleAt in either
+ * layout: with `gather=before` the tokens' codes are the shared expert's cuBLASLt input too, and
+ * row-major scales there cost Ling-mini's 1x8192 prefill 0.29 ms on the H200). The quantize kernel
  * that makes the grid writes it so, and the GEMM runs without a transposing pass before it. A grid
  * that leaves its function (a result, an output) keeps the row-major layout of the IR's meaning;
  * an observed one is named `<value>.scale_t` with its transposed shape.
@@ -11,6 +14,9 @@ import { TensorType } from "../../ir/types";
 import { libraryKind } from "../../ir/target/cuda-kernels";
 import type { FrameSchedule } from "../frames";
 import { storageSlot } from "../schedule";
+
+/** The library kinds whose every kernel reads an activation scale grid K-block-major. */
+const K_MAJOR_READERS = ["fp8_linear", "fp8_swiglu", "fp8_expert"];
 
 export function markKMajorScales(fr: FrameSchedule): void {
   const steps = fr.steps.flatMap((s) => (s.step ? [s.step] : []));
@@ -24,7 +30,7 @@ export function markKMajorScales(fr: FrameSchedule): void {
       const scales = fr.slots[st]!.scales;
       if (scales === undefined || results.has(st)) continue;
       const readers = steps.filter((r) => [...r.reads.values()].some((x) => storageSlot(fr, x) === st));
-      if (!readers.length || !readers.every((r) => ["fp8_linear", "fp8_swiglu"].includes(libraryKind(r.ops) ?? ""))) continue;
+      if (!readers.length || !readers.every((r) => K_MAJOR_READERS.includes(libraryKind(r.ops) ?? ""))) continue;
       const slot = fr.slots[scales]!;
       const [blocks] = slot.type.shape.slice(-1) as [Dim];
       slot.kMajor = true;

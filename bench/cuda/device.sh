@@ -447,17 +447,17 @@ save_file({'input_ids': np.random.default_rng(7).integers(0, 157184, size=(1, 51
   (cd /tmp/tn && torchrun --nproc-per-node $N --no-python ./launch.sh bench --random-weights --prefill 1x4096 --chunks 2 --decode 1x4096,8x4096 --repeats 3) 2>&1 | grep -v "^W1\|OMP_NUM\|\*\*\*\*" | tee "$OUT/ling1t-${N}stage.json"
   ;;
 fp8gather)
-  # --fp8-gather before on the GPU (not yet run there): ling-small-fp8's W8A8 forward of the golden's
-  # ids with and without it, bit for bit (the same codes; CPU backends: tests/fp8/gather.test.ts);
-  # its selftest and sanitizers with it; then fp8ab's rows of Ling-mini with it (mini8-env0) against
-  # the default and bf16, with the quantize and expert kernels' 1x8192 times.
+  # --fp8-gather before (CUDA's default) against after: ling-small-fp8's W8A8 forward of the golden's
+  # ids with each, bit for bit (the same codes; CPU backends: tests/fp8/gather.test.ts); its selftest
+  # and sanitizers with before; then fp8ab's rows of Ling-mini with after (mini8-env0) against the
+  # default and bf16, with the quantize and expert kernels' 1x8192 times.
   S=tests/data/golden/ling-small-fp8; python3 bench/cuda/fp8_check.py ids /tmp/ids8.safetensors
   for g in after before; do $L run $S --backend cuda --fp8-gather $g --input /tmp/ids8.safetensors --out /tmp/g-$g.safetensors >/dev/null || echo "run --fp8-gather $g failed"; done
   echo "== forward, --fp8-gather after against before"; python3 bench/cuda/same_outputs.py /tmp/g-after.safetensors /tmp/g-before.safetensors
   ( $L compile $S --target cuda --fp8-gather before --out /tmp/small8-g >/dev/null && cd /tmp/small8-g && make -j16 >/dev/null ) || exit 1
   echo "== selftest with it"; timeout 200 /tmp/small8-g/lingc_model selftest > "$OUT/selftest-gather.txt" 2>&1; echo "exit $?"; grep -E "FAIL|grouped_gemm_fp8|grouped_gemv_fp8" "$OUT/selftest-gather.txt" | head -6
   sanitized small8-g /tmp/small8-g/lingc_model run --checkpoint $S --graph forward --input /tmp/ids8.safetensors --out /tmp/w8-g.safetensors
-  LINGC_ENVS=- LINGC_AB_FP8_FLAGS="--fp8-gather before" LINGC_AB_PREFILL_GREP="${LINGC_AB_PREFILL_GREP:-quantize|swiglu|grouped_linear}" bash "$0" fp8ab
+  LINGC_ENVS=- LINGC_AB_FP8_FLAGS="--fp8-gather after" LINGC_AB_PREFILL_GREP="${LINGC_AB_PREFILL_GREP:-quantize|swiglu|grouped_linear}" bash "$0" fp8ab
   ;;
 fp8proj)
   # Only fp8's per-projection W8A8 checks (fp8_projections).
@@ -647,6 +647,11 @@ fp8ab)
     timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 --profile 2> "$OUT/profile-$m-decode.txt" >/dev/null
     grep -E "${LINGC_AB_GREP:-.}" "$OUT/profile-$m-decode.txt" | head -${LINGC_PROFILE_LINES:-3}
     awk '/ x /{n += $3} END {print "profiled steps a decode step:", n}' "$OUT/profile-$m-decode.txt"
+    # LINGC_AB_DECODE32: also the decode batch-32 profile (its first lines).
+    if [ -n "${LINGC_AB_DECODE32:-}" ]; then
+      timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 32x2048 --repeats 1 --profile 2> "$OUT/profile-$m-decode32.txt" >/dev/null
+      echo "== $m decode 32x2048 profile: $(head -1 "$OUT/profile-$m-decode32.txt")"; head -${LINGC_AB_DECODE32} "$OUT/profile-$m-decode32.txt" | tail -n +2
+    fi
     # LINGC_AB_PREFILL_GREP: also the prefill 1x8192 profile's lines matching it (e.g. the expert GEMMs).
     if [ -n "${LINGC_AB_PREFILL_GREP:-}" ]; then
       timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2> "$OUT/profile-$m-prefill.txt" >/dev/null

@@ -27,7 +27,7 @@ export interface TargetSettings {
   fp8?: Fp8Settings;
   /** `--activation-scheme`: how an FP8 model treats the inputs of its FP8 projections. */
   activationScheme?: "dynamic" | "none";
-  /** `--fp8-gather`: where the routed experts' inputs are quantized, before their token gather or after it (the default). */
+  /** `--fp8-gather`: where the routed experts' inputs are quantized, before their token gather or after it (default: fp8Defaults, by target). */
   fp8Gather?: "before" | "after";
   /** `--quantize fp8`: quantize the model's projections to FP8 when its weights are bound. */
   quantize?: "fp8";
@@ -43,13 +43,25 @@ export interface Fp8Settings {
   activations: "dynamic" | "none";
   /** stored: the checkpoint holds the projections in fp8; quantize: quantized from its weights. */
   weights: "stored" | "quantize";
-  /** The fp8 pass's `gather` (default after). */
+  /** The fp8 pass's `gather` (default: fp8Defaults, by target). */
   gather?: "before" | "after";
 }
 
 /** The fp8 pass of these settings, as pipeline text. */
 export function fp8PassText(f: Fp8Settings): string {
   return `fp8{format=${f.format},weight-block=${f.weightBlock},activations=${f.activations},weights=${f.weights}${f.gather ? `,gather=${f.gather}` : ""}}`;
+}
+
+/**
+ * The fp8 settings with the target's default where a setting is left open: on CUDA the routed
+ * experts' tokens are quantized before their gather (measured on the H200, Ling-mini W8A8, same
+ * call: prefill 1x8192 49.74-50.18 ms against 51.07-51.26 after, decode batch 1 1.393-1.418 against
+ * 1.424-1.440 ms a step, batch 32 5.63-5.64 against 5.47-5.48; bench/results/fp8-norm-2026-12-02-h200.md);
+ * elsewhere after (WebGPU's baseline profile has too few storage buffers for the experts' kernels
+ * over gathered codes).
+ */
+export function fp8Defaults(target: Target, f: Fp8Settings): Fp8Settings {
+  return f.gather || f.activations !== "dynamic" ? f : { ...f, gather: target === "cuda" ? "before" : "after" };
 }
 
 /** The profile a target compiles for (registered in `profiles` under its name). */
@@ -101,7 +113,7 @@ export function defaultPipeline(target: Target, profile: TargetProfile | undefin
   // FP8 first: cse after it merges the activation quantizations that projections share.
   // CUDA: a linear of operands widened to f32 (the router gate) multiplies the narrow ones on the
   // tensor cores into f32 (castlinear; cuBLASLt bf16 x bf16 -> f32), before dce drops the casts.
-  const passes = [...(settings.fp8 ? [fp8PassText(settings.fp8)] : []), ...(target === "cuda" ? ["castlinear"] : []), "cse", "dce"];
+  const passes = [...(settings.fp8 ? [fp8PassText(fp8Defaults(target, settings.fp8))] : []), ...(target === "cuda" ? ["castlinear"] : []), "cse", "dce"];
   const ops = decomposed(target);
   if (ops.length) passes.push(`decompose{ops=${ops.join(",")}}`);
   const prefer = settings.prefer ?? [];

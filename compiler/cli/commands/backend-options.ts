@@ -51,7 +51,7 @@ export const PIPELINE_OPTIONS: OptionSpec[] = [
   { name: "stages", value: "N", help: "cut each graph into N pipeline stages balanced by predicted time (the pipeline pass, after the target's passes)" },
   { name: "prefer", value: "KIND:KERNEL,...", help: "--target/--backend cuda: run a kind of step with this kernel whatever the sizes, e.g. expert:expert_loop or attention:attn_tiles; expert:expert_gemv, linear:gemv, dense_swiglu:gemv and attention:attn_decode put the runtime's kernels back in the places of the generated ones, their size conditions kept; router:router runs the router a workgroup per token (where the warp router, the default, applies)" },
   { name: "activation-scheme", value: "S", help: "FP8 models: dynamic quantizes each projection's input per token (1x128 groups), none keeps it (weight-only); default: the checkpoint's", choices: ["dynamic", "none"] },
-  { name: "fp8-gather", value: "WHEN", help: "FP8 models, dynamic activations: before quantizes the tokens the routed experts gather and gathers their codes (the same codes, T rows quantized instead of T x k), after quantizes the gathered rows (default after)", choices: ["after", "before"] },
+  { name: "fp8-gather", value: "WHEN", help: "FP8 models, dynamic activations: before quantizes the tokens the routed experts gather and gathers their codes (the same codes, T rows quantized instead of T x k), after quantizes the gathered rows (default: before on cuda, after elsewhere)", choices: ["after", "before"] },
 ];
 
 export function targetSettings(args: ParsedArgs): TargetSettings {

@@ -164,16 +164,16 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   };
 
   const acc = kb.array("acc", "f32", BN / 2);
-  // Scaled: a stage's (a scale block's) products sum here first, then enter acc scaled. Overlapped
-  // (GenLimits.fp8WgmmaOverlap, the plain program with 3 stages or more): two such sums in turn,
-  // stage kt's in parts[kt % 2], each stage's first MMA writing it (D = A B) instead of adding.
+  // Scaled: a stage's (a scale block's) products sum here first, each stage's first MMA writing it
+  // (D = A B) instead of adding (no zeroing of the sums after each stage's scaling: 64 moves a
+  // thread a stage at BN = 128), then enter acc scaled. Overlapped (GenLimits.fp8WgmmaOverlap, the
+  // plain program with 3 stages or more): two such sums in turn, stage kt's in parts[kt % 2].
   const parts = overlap ? [kb.array("part", "f32", BN / 2), kb.array("part", "f32", BN / 2)] : [scaled ? kb.array("part", "f32", BN / 2) : acc];
   const part = parts[0]!;
   // (Zeroed by the threads that multiply, once they hold their registers, for each tile.)
   const zeroAcc = () =>
     kb.for("j", i(0), i(BN / 2), (j) => {
       kb.store(acc, j, K.f(0));
-      if (part !== acc && !overlap) kb.store(part, j, K.f(0));
     });
   const wgi = kb.let("wgi", div(kb.lid, i(128)));
   const lane = kb.let("lane", mod(kb.lid, i(32)));
@@ -222,7 +222,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     const sa = rows!.map(({ ok, src }) => kb.let("sa", K.sel(ok, kb.load(xs!, g.scaleAt(xsrc, src, kt)), K.f(0))));
     return { sb, sa };
   };
-  /** acc += sums x scales (stageScales' loads, made before); the sums zeroed unless the next stage's first MMA overwrites them. */
+  /** acc += sums x scales (stageScales' loads, made before); the next stage's first MMA overwrites the sums. */
   const scaleInto = (scales: { sb: Expr[]; sa: Expr[] }, sums: string) => {
     for (let hh = 0; hh < 2; hh++) {
       const sa = scales.sa[hh]!;
@@ -230,7 +230,6 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
         for (let c = 0; c < 2; c++) {
           const at = i(4 * j + 2 * hh + c);
           kb.store(acc, at, add(kb.load(acc, at, "f32"), mul(kb.load(sums, at, "f32"), mul(sa, scales.sb[j]!))));
-          if (!overlap) kb.store(sums, at, K.f(0));
         }
     }
   };
@@ -239,7 +238,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const mmas = (st: Expr, into = part) => {
     kb.wgmmaFence();
     // MMA slice ks starts 32 bytes (8 words) into each swizzled row (k16 of bf16, k32 of e4m3).
-    for (let ks = 0; ks < BK / mmaK; ks++) kb.wgmma(shape, into, S, add(add(aBase(st), mul(wgi, i(64 * ROW_WORDS))), i(ks * 8)), add(bBase(st), i(ks * 8)), { zero: overlap && ks === 0 });
+    for (let ks = 0; ks < BK / mmaK; ks++) kb.wgmma(shape, into, S, add(add(aBase(st), mul(wgi, i(64 * ROW_WORDS))), i(ks * 8)), add(bBase(st), i(ks * 8)), { zero: scaled && ks === 0 });
     kb.wgmmaCommit();
   };
   /** The step's result from accumulator `at` (SwiGLU: with its up half's): the epilogue on the rounded products. */

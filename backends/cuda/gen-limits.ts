@@ -37,8 +37,14 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     flashWarpgroups: Number(envChoice("LINGC_FLASH_WGMMA_WARPGROUPS", ["1", "2"])),
     flashPipelined: envChoice("LINGC_FLASH_WGMMA_PIPE", ["on", "off"]) === "on",
     ...pairLaunches(),
-    ...(envChoice("LINGC_QUANT_PROLOGUE", ["off", "on"]) === "on" ? { quantPrologue: true } : {}),
+    ...quantPrologue(),
   };
+}
+
+/** LINGC_QUANT_PROLOGUE: off (default), on (every quantize a GEMV alone reads), narrow (rows of at most 512). */
+function quantPrologue(): { quantPrologue?: true; quantPrologueMaxK?: number } {
+  const v = envChoice("LINGC_QUANT_PROLOGUE", ["off", "on", "narrow"]);
+  return v === "off" ? {} : { quantPrologue: true, ...(v === "narrow" ? { quantPrologueMaxK: 512 } : {}) };
 }
 
 /** The value of environment variable `name` (undefined where unset, empty, or there is no process: a browser). */

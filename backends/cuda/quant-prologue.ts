@@ -1,5 +1,6 @@
 /**
- * Quantize prologues (GenLimits.quantPrologue, LINGC_QUANT_PROLOGUE=on; off by default: on the H200
+ * Quantize prologues (GenLimits.quantPrologue, LINGC_QUANT_PROLOGUE=on, or =narrow for rows of at most
+ * 512 (GenLimits.quantPrologueMaxK); off by default: on the H200
  * it made FP8 Ling-mini's decode step slower, 1.50 -> 1.82 ms, each warp quantizing its row again): an
  * activation quantize step (alone, or after the token gather) whose codes only one later FP8 matmul
  * step reads (a dense projection's GEMV, or the routed experts' by-row GEMV, their SwiGLU's too)
@@ -92,6 +93,8 @@ export function quantPrologues(fr: FrameSchedule, limits: GenLimits, profile: Cu
   const steps = fr.steps.map((s) => s.step);
   for (const { a, b, codes } of prologueCandidates(steps, (id) => storageSlot(fr, id), kept, usable)) {
     const sb = steps[b]!;
+    const K = codes.type.shape[codes.type.rank - 1]!.value;
+    if (limits.quantPrologueMaxK !== undefined && (K === undefined || K > limits.quantPrologueMaxK)) continue;
     const merged = prologueStep(steps[a]!, sb, codes);
     if (!merged) continue;
     const first = stepDispatch(sb, profile)?.dispatch[0];

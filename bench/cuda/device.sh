@@ -668,25 +668,25 @@ fp8ab)
   done
   ;;
 qprologue)
-  # Quantize prologues (LINGC_QUANT_PROLOGUE=on) on the GPU: a small random Ling 2.0 whose K are all
+  # Quantize prologues (LINGC_QUANT_PROLOGUE=on, or LINGC_QP's value: narrow) on the GPU: a small random Ling 2.0 whose K are all
   # whole 512s (bench/cuda/ling-qp: hidden 512, 4 heads of 128, 32 experts of width 512), W8A8
   # quantized at load. Its forward on 4 tokens (where every quantize is a prologue: rows <= 16, and
   # the experts' <= 32 / 4) with and without them, bit for bit; generate's greedy ids with and
   # without (decode: one row); then fp8ab with LINGC_ENVS=LINGC_QUANT_PROLOGUE=on (Ling-mini's rows).
-  D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic"
+  D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic"; QP=${LINGC_QP:-on}
   rm -rf $D && mkdir -p $D && cp bench/cuda/ling-qp/config.json $D/ && $L init $D --weights $D/model.safetensors --inputs $D/ids.safetensors --graph forward --dims B=1,S=4 >/dev/null || exit 1
-  for v in off on; do LINGC_QUANT_PROLOGUE=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_QUANT_PROLOGUE=$v failed"; done
-  echo "== forward, prologues off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/on.safetensors
-  for v in off on; do echo "generate, prologues $v: $(LINGC_QUANT_PROLOGUE=$v $L generate $D $Q --backend cuda --prompt 5,6,7,8 --max-new-tokens 8 | paste -sd'|')"; done
+  for v in off $QP; do LINGC_QUANT_PROLOGUE=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_QUANT_PROLOGUE=$v failed"; done
+  echo "== forward, prologues off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/$QP.safetensors
+  for v in off $QP; do echo "generate, prologues $v: $(LINGC_QUANT_PROLOGUE=$v $L generate $D $Q --backend cuda --prompt 5,6,7,8 --max-new-tokens 8 | paste -sd'|')"; done
   # Ling-mini's FP8 build with them (fp8ab's mini8-env0, reused there): memcheck on a decode step
   # (every prologue runs at one row); fp8ab only where it is clean.
   M=bench/cuda/ling-mini-2.0-no-mtp; rm -rf /tmp/mini8-env0
-  LINGC_QUANT_PROLOGUE=on $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8-env0 >/dev/null && (cd /tmp/mini8-env0 && make -j16 >/dev/null) || exit 1
+  LINGC_QUANT_PROLOGUE=$QP $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8-env0 >/dev/null && (cd /tmp/mini8-env0 && make -j16 >/dev/null) || exit 1
   echo "== memcheck, Ling-mini FP8 with prologues, decode 1x64"
   compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/mini8-env0/lingc_model bench --random-weights --prefill "" --decode 1x64 --repeats 1 > "$OUT/san-qp-memcheck.txt" 2>&1; r=$?; echo "memcheck exit $r"
   grep -m2 -A8 "Invalid\|rror" "$OUT/san-qp-memcheck.txt" | head -30; tail -1 "$OUT/san-qp-memcheck.txt"
   [ $r = 0 ] || exit 1
-  LINGC_ENVS="LINGC_QUANT_PROLOGUE=on" bash "$0" fp8ab
+  LINGC_ENVS="LINGC_QUANT_PROLOGUE=$QP" bash "$0" fp8ab
   ;;
 envbuild|envab)
   # A/B of environment settings read at compile time (tile choices, kernel knobs): Ling-mini built by

@@ -89,10 +89,13 @@ export interface GenLimits {
   pairLaunches?: "bf16" | "fp8";
   /**
    * CUDA: an activation quantize whose codes only one FP8 GEMV reads runs inside that GEMV where the
-   * sizes choose it (backends/cuda/quant-prologue.ts; LINGC_QUANT_PROLOGUE=on). Default: off (not yet
-   * timed on a GPU).
+   * sizes choose it (backends/cuda/quant-prologue.ts; LINGC_QUANT_PROLOGUE=on, or =narrow: only
+   * quantizes of rows of at most 512, which every warp of the GEMV repeats at least cost). Default:
+   * off (on measured slower on the H200).
    */
   quantPrologue?: boolean;
+  /** With quantPrologue: the widest row a prologue quantizes (default: any). */
+  quantPrologueMaxK?: number;
   /**
    * CUDA's GQA decode attention: the key splits merged by each item's last split to finish (atomics
    * on the target's counters, one launch) instead of a merge kernel after (two). Default: the latter.

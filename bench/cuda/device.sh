@@ -519,6 +519,9 @@ json.dump(c, open('$D/bf16/config.json', 'w'))"
   $L compare $D/fp8 --backends interp,cuda --activation-scheme none --input $D/in.safetensors | tail -3
   echo "== W8A8 (dynamic): cuda vs interp (reported: a rounding midpoint can flip)"
   $L compare $D/fp8 --backends interp,cuda --input $D/in.safetensors --tolerance 1e9 | grep -E "^(logits|mtp_logits) "
+  echo "== W8A8 on cuda, --fp8-gather after against before (CUDA's default): bit for bit"
+  for g in after before; do $L run $D/fp8 --backend cuda --fp8-gather $g --input $D/in.safetensors --out $D/g-$g.safetensors >/dev/null || echo "run --fp8-gather $g failed"; done
+  python3 bench/cuda/same_outputs.py $D/g-after.safetensors $D/g-before.safetensors
   echo "== greedy, W8A16, interp and cuda"
   P=$(python3 -c "
 from safetensors.numpy import load_file

@@ -65,7 +65,7 @@ export const fp8: Pass = {
     activations: { kind: "string", doc: "dynamic: quantize each projection's input per token; none: weight-only (default dynamic)", choices: ["dynamic", "none"] },
     weights: { kind: "string", doc: "stored: the checkpoint holds them in fp8 with block scales; quantize: quantized from its weights (default quantize)", choices: ["stored", "quantize"] },
     recipe: { kind: "string", doc: "how weights=quantize picks block scales (default transformers)", choices: ["transformers", "ling"] },
-    gather: { kind: "string", doc: "before: quantize the tokens a moe_permute gathers, then gather the codes; after: quantize the gathered rows (default after)", choices: ["after", "before"] },
+    gather: { kind: "string", doc: "before: quantize the tokens a moe_permute gathers, then gather the codes; after: quantize the gathered rows (default after; lingc's CUDA pipeline passes before, compiler/driver/targets.ts fp8Defaults)", choices: ["after", "before"] },
     projections: { kind: "list", doc: `weight names to make FP8 (without .weight; * is one name part; default: ${LING_FP8_PROJECTIONS.join(",")})` },
   },
   run(m: Module, options) {

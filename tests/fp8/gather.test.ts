@@ -98,6 +98,11 @@ describe("lingc --fp8-gather", () => {
       expect(r.code, r.stderr).toBe(0);
       const src = readFileSync(join(out, "model.cu"), "utf8");
       const body = src.slice(src.indexOf("static void decode__moe_layer_run("), src.indexOf("\n}\n", src.indexOf("static void decode__moe_layer_run(")));
+      // cuBLASLt's SwiGLU (the shared expert's at more rows) takes its activation scales K-block-major
+      // without a transposing pass (its third argument), also where the routed experts read them.
+      const layouts = [...body.matchAll(/c\.gemm_fp8_swiglu\(b \+ \d+, b \+ \d+, (true|false),/g)].map((m) => m[1]);
+      expect(layouts.length, extra.join(" ")).toBeGreaterThan(0);
+      expect(new Set(layouts), extra.join(" ")).toEqual(new Set(["true"]));
       return body.match(/^ {2}\/\/ \[\d+\] /gm)?.length;
     };
     expect(await steps(["--fp8-gather", "after"])).toBe(18);

@@ -119,7 +119,7 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
       const ws = load(w, at);
       const ys = xs[k]!.map((e, n) => kb.let("y", g.fit(mul(ws[n]!, g.fit(mul(e, inv), dt)), dt)));
       if (!quant || g.isOutput(y)) store(y, at, ys, has);
-      if (quant) quantizeUnit(g, quant, ys, plus(base, at), has, quantGroupLanes(quant, D)!);
+      if (quant) quantizeUnit(g, quant, ys, plus(base, at), (f) => guarded(has, f), quantGroupLanes(quant, D)!);
     });
   });
   return g.finish({ dim: g.entryDim(rowsDim), per: 1 });
@@ -128,17 +128,15 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
 /**
  * A thread's 16 normalized values quantized (quant.ts's recipe): the group's amax over its L lanes
  * (every lane shuffles; a unit past the row holds zeros), the codes as one 16-byte store from
- * element `flat`, the scale from the group's first lane.
+ * element `flat`, the scale from the group's first lane; the stores under `guarded` (the unit in the row).
  */
-function quantizeUnit(g: Gen, quant: Op, ys: Expr[], flat: Expr, has: Expr | undefined, L: number): void {
+function quantizeUnit(g: Gen, quant: Op, ys: Expr[], flat: Expr, guarded: (f: () => void) => void, L: number): void {
   const kb = g.kb;
   const out = quant.results[0]!;
   const m = kb.let("m", ys.reduce((a: Expr, v) => K.max(a, K.abs(v)), K.f(0)));
   const { s, q } = quantRecipe(g, quant, kb.warpMax(m, L));
-  const put = () => {
+  guarded(() => {
     kb.store16(g.buf(out, true), K.divI(flat, K.i(4)), [0, 1, 2, 3].map((w) => K.packE4m3(ys.slice(4 * w, 4 * w + 4).map(q))));
     kb.if(K.eq(K.modI(kb.lid, K.i(L)), K.i(0)), () => kb.store(g.scalesBuf(out), g.scaleIndex(out, flat), s));
-  };
-  if (has) kb.if(has, put);
-  else put();
+  });
 }

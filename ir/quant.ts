@@ -20,6 +20,7 @@ import { Dim } from "./dim";
 import type { DType } from "./dtype";
 import { LingcError } from "./errors";
 import { roundTo } from "./numerics";
+import type { Op } from "./module";
 import type { Granularity, QuantLayout, TensorType } from "./types";
 
 export const QUANT_RECIPES = ["dynamic", "transformers", "ling", "ling-ue8m0"] as const;
@@ -133,4 +134,9 @@ function pow2AtLeast(s: number): number {
 export function isE4m3Blocks(t: TensorType, rows: number, cols: number): boolean {
   const q = t.quant;
   return t.dtype === "f8e4m3fn" && q?.scaleDtype === "f32" && q.granularity.kind === "block" && q.granularity.rows === rows && q.granularity.cols === cols;
+}
+
+/** Whether an op is a token gather (moe_permute) of scaled fp8 codes, moving their scale rows with them (the fp8 pass's gather=before). */
+export function gathersScaledCodes(op: Op): boolean {
+  return op.opName === "moe_permute" && op.operands[0]!.type.quant !== undefined;
 }

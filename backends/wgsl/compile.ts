@@ -4,6 +4,7 @@
  * storage buffers per shader stage, and weights larger than maxStorageBufferBindingSize, which are
  * split over several bindings (re-planned) or refused with the limit, the tensor and the numbers.
  */
+import { gathersScaledCodes } from "../../ir/quant";
 import { Dim } from "../../ir/dim";
 import { LingcError, formatPos } from "../../ir/errors";
 import type { Module } from "../../ir/module";
@@ -123,7 +124,7 @@ export function compileWgsl(m: Module, profile: WebGpuProfile): WgslArtifact {
       });
       if (bindings.length > profile.maxStorageBuffersPerShaderStage) {
         // (The routed experts reading gathered fp8 codes bind their scale grid too: one more.)
-        const scaledGather = step.ops.some((o) => o.opName === "moe_permute" && o.operands[0]!.type.quant);
+        const scaledGather = step.ops.some(gathersScaledCodes);
         const hint = scaledGather ? "; the experts here read gathered fp8 codes and their scales (--fp8-gather before): --fp8-gather after, or a profile with more (--target-profile adapter)" : "";
         throw new LingcError(`${where} needs ${bindings.length} storage buffers${splits.length ? ` because ${splits.join("; ")}` : ""}, over maxStorageBuffersPerShaderStage = ${profile.maxStorageBuffersPerShaderStage} (profile ${profile.name})${hint}`);
       }

@@ -12,7 +12,7 @@ import { condHolds, type Dispatch, type DispatchChoice } from "../dispatch";
 import type { Op, Value } from "../module";
 import { hasWarpgroupMma, type CudaProfile } from "./cuda";
 import { LingcError } from "../errors";
-import { isE4m3Blocks } from "../quant";
+import { gathersScaledCodes, isE4m3Blocks } from "../quant";
 import { attrsOf, getOp, OPS } from "../ops";
 import { ATTENTION_SPLIT_MAX_ROWS, DECODE_ATTENTION_FORMS, decodeAttentionTakes, denseGemvElem, routerWarpTakes } from "./kernel-forms";
 
@@ -78,7 +78,7 @@ function blockScaledLinear(op: Op): boolean {
 function fp8Experts(ops: readonly Op[]): boolean {
   const gls = ops.filter((o) => o.opName === "grouped_linear");
   // (A leading token gather of codes with their scale rows: the fp8 pass's gather=before.)
-  const gather = (o: Op) => o === ops[0] && o.opName === "moe_permute" && o.operands[0]!.type.quant !== undefined;
+  const gather = (o: Op) => o === ops[0] && gathersScaledCodes(o);
   if (gls.length < 1 || gls.length > 2 || !ops.every((o) => o.opName === "grouped_linear" || gather(o) || getOp(o.opName)?.scalar)) return false;
   return gls.every((o) => {
     const [x, w] = o.operands as [Value | undefined, Value | undefined];

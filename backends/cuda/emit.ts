@@ -296,7 +296,7 @@ class FuncEmitter {
     const pointer = (slot: number) => into?.get(slot) ?? `c.ptr(b + ${slot})`;
     const args = [
       ...g.kernel.buffers.map((b, j) => (g.slots[j] === SCRATCH_SLOT ? "scratch_" : g.slots[j] === COUNTERS_SLOT ? "c.counters()" : `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)${pointer(g.slots[j]!)}`)),
-      ...g.uniforms.map((u) => `(int)${cppDim(u.dim)}`),
+      ...g.uniforms.map((u) => `(int)${ceilText(u.dim, u.per ?? 1)}`),
     ];
     // A kernel with more shared memory than a static declaration may hold opts in at its launch.
     const smem = dynamicSharedBytes(g.kernel);
@@ -317,7 +317,8 @@ class FuncEmitter {
     // A kernel that must keep several blocks resident (kir minBlocks) asks for all the shared memory.
     const carve = g.kernel.minBlocks && smem ? `c.prefer_shared((const void*)${name}); ` : "";
     const launch = smem ? `${carve}c.launch_smem(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, ${smem}, ` : `c.launch(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, `;
-    return `{ ${caps.join("")}const long n_ = ${cppDim(g.grid.dim)}; if (n_ > 0) { ${launch}${args.join(", ")}); c.launched(${cppString(name)}); } }`;
+    const units = g.grid.parts ? g.grid.parts.map((p) => ceilText(p.dim, p.per)).join(" + ") : cppDim(g.grid.dim);
+    return `{ ${caps.join("")}const long n_ = ${units}; if (n_ > 0) { ${launch}${args.join(", ")}); c.launched(${cppString(name)}); } }`;
   }
 
   /** The symbols as C++ variables, read from the frame. */
@@ -567,3 +568,7 @@ function modelSource(graphModules: readonly Module[], profile: CudaProfile, stag
   return [...header, ...library.sources, ...decls, ...funcs, ...tables].join("\n") + "\n";
 }
 
+/** ceil(d / per) as C++ (d itself where per is 1). */
+function ceilText(d: Dim, per: number): string {
+  return per === 1 ? cppDim(d) : `((${cppDim(d)} + ${per - 1}) / ${per})`;
+}

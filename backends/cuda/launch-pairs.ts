@@ -33,13 +33,23 @@ export interface LaunchPair {
  */
 const PAIRABLE_TEMPLATES: Record<"bf16" | "fp8", ReadonlySet<string>> = {
   bf16: new Set(["linear_gemv", "grouped_gemv", "grouped_gemv_rows"]),
-  fp8: new Set(["linear_gemv", "grouped_gemv", "grouped_gemv_rows", "grouped_gemv_fp8", "gemv_fp8"]),
+  // (FP8: also an activation quantize, a generated step of its own: the routed experts' hidden rows'
+  // with the shared expert's, so that their down projections can pair after them.)
+  fp8: new Set(["linear_gemv", "grouped_gemv", "grouped_gemv_rows", "grouped_gemv_fp8", "gemv_fp8", "quantize"]),
 };
 /** Dispatch choices named "generated" (the FP8 linear's) take the template that covers the step. */
 const GENERATED = "generated";
 
-/** How many steps later than the first a pair's second step may be (the steps between stay where they are). */
-const REACH = 2;
+/**
+ * How many steps later than the first a pair's second step may be (the steps between stay where they
+ * are): bf16 by index; FP8 (LINGC_PAIR_LAUNCH=fp8) counting only steps that run at run time (a
+ * weight quantized at load is not between), 3: FP8 Ling-mini's routed SwiGLU, hidden rows' quantize
+ * and down projection, then the shared expert's three, pair up one to one.
+ */
+const REACH = { bf16: 2, fp8: 3 } as const;
+
+/** Workgroups a multiprocessor an FP8 pair's merged kernel asks ptxas to fit (kir minBlocks). */
+const FP8_PAIR_MIN_BLOCKS = 2;
 
 /**
  * The function's launch pairs, by the first step's index (a step is in one pair at most). The second
@@ -51,7 +61,18 @@ const REACH = 2;
  */
 export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, loadTime: (step: Step) => boolean, dimText: (d: Dim) => string): Map<number, LaunchPair> {
   const pairs = new Map<number, LaunchPair>();
-  const pairable = PAIRABLE_TEMPLATES[limits.pairLaunches ?? "bf16"];
+  const mode = limits.pairLaunches ?? "bf16";
+  const pairable = PAIRABLE_TEMPLATES[mode];
+  /** Whether step m is past the first's reach (n: the first's index). */
+  const past = (n: number, m: number) => {
+    if (mode === "bf16") return m > n + REACH.bf16;
+    let count = 0;
+    for (let k = n + 1; k <= m; k++) {
+      const st = fr.steps[k]?.step;
+      if (!st || !loadTime(st)) count++;
+    }
+    return count > REACH.fp8;
+  };
   /** A moved step's index -> its pair's first step's index. */
   const moved = new Map<number, number>();
   const storage = (ids: Iterable<number>) => new Set([...ids].map((id) => storageSlot(fr, id)));
@@ -65,7 +86,7 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
     const ca = sa && firstGenerated(sa, profile, pairable, dimText);
     if (!sa || !ca) continue;
     const [ra, wa] = [storage(sa.reads.values()), storage(sa.writes.values())];
-    for (let m = n + 1; m <= n + REACH && m < fr.steps.length; m++) {
+    for (let m = n + 1; !past(n, m) && m < fr.steps.length; m++) {
       const sb = usable(m);
       const cb = sb && firstGenerated(sb, profile, pairable, dimText);
       if (!sb || !cb) continue;
@@ -93,11 +114,17 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
       if (!ga || !gb || !pairable.has(a.template!) || !pairable.has(b.template!) || a.kernel.wg !== b.kernel.wg || a.kernel.minBlocks !== b.kernel.minBlocks) continue;
       const kernel = mergeKernels(a.kernel, b.kernel, `${a.kernel.name}_pair`);
       if (dynamicSharedBytes(kernel)) continue;
+      // FP8: the merged kernel takes the registers of the heavier of the two (the shared expert's
+      // SwiGLU GEMV: 150, its weight loads hoisted out of the row loop), which would hold the other's
+      // workgroups (the routed SwiGLU GEMV: 77) to one a multiprocessor; two (126, no spill, on FP8
+      // Ling-mini) keep most of their occupancy.
+      if (mode === "fp8" && kernel.minBlocks === undefined) kernel.minBlocks = FP8_PAIR_MIN_BLOCKS;
+      const exact = ga.per === 1 && gb.per === 1;
       const merged: GeneratedKernel = {
         kernel,
         slots: [...a.slots, ...b.slots],
-        uniforms: [...a.uniforms, ...b.uniforms.map((u) => ({ ...u, name: secondName(u.name) })), { name: MERGE_SPLIT, dim: ga }],
-        grid: { dim: ga.add(gb), per: 1 },
+        uniforms: [...a.uniforms, ...b.uniforms.map((u) => ({ ...u, name: secondName(u.name) })), { name: MERGE_SPLIT, dim: ga.dim, ...(ga.per > 1 ? { per: ga.per } : {}) }],
+        grid: exact ? { dim: ga.dim.add(gb.dim), per: 1 } : { dim: ga.dim.add(gb.dim), per: 1, parts: [ga, gb] },
       };
       const when = [...new Set([...needs.map(pairFlag), ca.when, cb.when].filter((w) => w))].join(" && ") || "true";
       pairs.set(n, { a, b, merged, second: m, when });
@@ -112,13 +139,15 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
 export const pairFlag = (n: number): string => `pair${n}_`;
 
 /**
- * The workgroups of a kernel the pair can hold (one launch, nothing bound beyond its buffers), as a
- * dim: its grid's units over the units a workgroup takes, where that divides exactly (the merged
- * kernel's split between the two is a size); else undefined.
+ * The workgroups of a kernel the pair can hold (one launch, nothing bound beyond its buffers): ceil(dim
+ * / per), its grid's units over the units a workgroup takes, as a dim (per 1) where that divides
+ * exactly; else undefined.
  */
-function workgroups(g: GeneratedKernel): Dim | undefined {
+function workgroups(g: GeneratedKernel): { dim: Dim; per: number } | undefined {
   const bound = g.then || g.scratch || g.slots.includes(COUNTERS_SLOT) || g.uniforms.some((u) => u.dim.symbols().some((x) => capacitySlotOf(x) !== undefined));
-  return bound ? undefined : g.grid.per === 1 ? g.grid.dim : g.grid.dim.divExact(g.grid.per);
+  if (bound) return undefined;
+  const whole = g.grid.per === 1 ? g.grid.dim : g.grid.dim.divExact(g.grid.per);
+  return whole ? { dim: whole, per: 1 } : g.grid;
 }
 
 /**
@@ -126,7 +155,10 @@ function workgroups(g: GeneratedKernel): Dim | undefined {
  * a "generated" choice: generateStep picks the one that covers the step) and its condition as C++.
  */
 function firstGenerated(step: Step, profile: CudaProfile, pairable: ReadonlySet<string>, dimText: (d: Dim) => string): { template: string | undefined; when: string } | undefined {
-  const c = stepDispatch(step, profile)?.dispatch[0];
+  const d = stepDispatch(step, profile);
+  // A generated step of its own (no library dispatch): an activation quantize, where pairable.
+  if (!d) return pairable.has("quantize") && step.ops.some((o) => o.opName === "quantize") ? { template: undefined, when: "" } : undefined;
+  const c = d.dispatch[0];
   // (A "generated" choice's template is known once generated: the pair checks it then.)
   if (!c || (c.kernel !== GENERATED && !pairable.has(c.kernel))) return undefined;
   return { template: c.kernel === GENERATED ? undefined : c.kernel, when: choiceCondition(c, dimText) };

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -458,6 +458,19 @@ fp8gather)
   echo "== selftest with it"; timeout 200 /tmp/small8-g/lingc_model selftest > "$OUT/selftest-gather.txt" 2>&1; echo "exit $?"; grep -E "FAIL|grouped_gemm_fp8|grouped_gemv_fp8" "$OUT/selftest-gather.txt" | head -6
   sanitized small8-g /tmp/small8-g/lingc_model run --checkpoint $S --graph forward --input /tmp/ids8.safetensors --out /tmp/w8-g.safetensors
   LINGC_ENVS=- LINGC_AB_FP8_FLAGS="--fp8-gather after" LINGC_AB_PREFILL_GREP="${LINGC_AB_PREFILL_GREP:-quantize|swiglu|grouped_linear}" bash "$0" fp8ab
+  ;;
+fp8pairs)
+  # LINGC_PAIR_LAUNCH=fp8 on the GPU (kept short: one call's last minutes): bench/cuda/ling-qp's W8A8
+  # forward on 4 tokens (where the pairs run) with and without, bit for bit; then FP8 Ling-mini's
+  # decode rows (batch 1 and 32) with and without, two rounds.
+  D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic"; M=bench/cuda/ling-mini-2.0-no-mtp
+  rm -rf $D && mkdir -p $D && cp bench/cuda/ling-qp/config.json $D/ && $L init $D --weights $D/model.safetensors --inputs $D/ids.safetensors --graph forward --dims B=1,S=4 >/dev/null || exit 1
+  ( $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8 >/dev/null && cd /tmp/mini8 && make -j8 >/dev/null ) &
+  ( LINGC_PAIR_LAUNCH=fp8 $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8-pairs >/dev/null && cd /tmp/mini8-pairs && make -j8 >/dev/null ) &
+  for v in on fp8; do LINGC_PAIR_LAUNCH=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_PAIR_LAUNCH=$v failed"; done
+  echo "== ling-qp forward, pairs on (bf16 only) against fp8"; python3 bench/cuda/same_outputs.py $D/on.safetensors $D/fp8.safetensors
+  wait
+  alternate "" 1x2048,32x2048 mini8 mini8-pairs
   ;;
 fp8proj)
   # Only fp8's per-projection W8A8 checks (fp8_projections).

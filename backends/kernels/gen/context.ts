@@ -17,10 +17,13 @@ export interface GeneratedKernel {
   kernel: Kernel;
   /** The storage slot bound to each of kernel.buffers, in order. */
   slots: number[];
-  /** Uniform name -> its value as a dim in the entry symbols. */
-  uniforms: { name: string; dim: Dim }[];
-  /** Workgroups to launch: ceil(dim / per). */
-  grid: { dim: Dim; per: number };
+  /** Uniform name -> its value as a dim in the entry symbols (ceil(dim / per) where per is given: a launch pair's split). */
+  uniforms: { name: string; dim: Dim; per?: number }[];
+  /**
+   * Workgroups to launch: ceil(dim / per); or, for a launch pair of two grids that are not whole
+   * workgroups as dims, the sum of ceil(dim / per) over `parts` (CUDA's emitter).
+   */
+  grid: { dim: Dim; per: number; parts?: { dim: Dim; per: number }[] };
   /**
    * A kernel to launch right after this one, for the same step (a split computation's merge). The
    * step's scratch buffer (`scratch` f32 elements, bound as slot SCRATCH_SLOT in both) carries what

@@ -78,10 +78,11 @@ const decodeSoftmax = () => envChoice("LINGC_DECODE_SOFTMAX", ["chunk", "key"]);
 const wgmmaWait = () => envChoice("LINGC_WGMMA_WAIT", ["late", "early"]);
 
 /**
- * LINGC_PAIR_LAUNCH: "on" (two independent steps at most two apart whose sizes choose generated bf16
- * GEMVs for both, as one launch: the default, measured faster on Ling-mini decode at batch 1,
- * bench/results/pair-launch-2026-12-02-h200.md), "fp8" (those, and FP8's warp GEMVs: not yet run
- * on a GPU) or "off" (every step its own launch).
+ * LINGC_PAIR_LAUNCH: "on" (two independent steps near each other whose sizes choose generated
+ * kernels for both, as one launch: the default, measured faster at decode batch 1 on Ling-mini,
+ * bench/results/pair-launch-2026-12-02-h200.md, and on FP8 Ling-mini, whose functions pair their FP8
+ * GEMVs and quantizes too, fp8-norm-2026-12-02-h200.md), "fp8" (FP8's rules in every function) or
+ * "off" (every step its own launch).
  */
 function pairLaunches(): { pairLaunches?: "bf16" | "fp8" } {
   const v = envChoice("LINGC_PAIR_LAUNCH", ["on", "fp8", "off"]);

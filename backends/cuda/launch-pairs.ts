@@ -27,9 +27,9 @@ export interface LaunchPair {
 }
 
 /**
- * The generated kernel templates a pair may hold (GenLimits.pairLaunches), as a library dispatch's
- * first choice names them (the bf16 GEMVs; with "fp8", the FP8 expert GEMV too), or as the template
- * an FP8 linear's "generated" choice takes (gemv_fp8, the warp GEMV of few rows).
+ * The generated kernel templates a pair may hold, as a library dispatch's first choice names them
+ * (the bf16 GEMVs; by FP8's rules, the FP8 expert GEMV too), or as the template an FP8 linear's
+ * "generated" choice takes (gemv_fp8, the warp GEMV of few rows).
  */
 const PAIRABLE_TEMPLATES: Record<"bf16" | "fp8", ReadonlySet<string>> = {
   bf16: new Set(["linear_gemv", "grouped_gemv", "grouped_gemv_rows"]),
@@ -61,7 +61,10 @@ const FP8_PAIR_MIN_BLOCKS = 2;
  */
 export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, loadTime: (step: Step) => boolean, dimText: (d: Dim) => string): Map<number, LaunchPair> {
   const pairs = new Map<number, LaunchPair>();
-  const mode = limits.pairLaunches ?? "bf16";
+  // A function with FP8 steps pairs by FP8's rules (measured on the H200: FP8 Ling-mini decode batch
+  // 1 1.369 -> 1.261-1.271 ms a step, batch 32 even; bench/results/fp8-norm-2026-12-02-h200.md call 8);
+  // LINGC_PAIR_LAUNCH=fp8 applies them in every function.
+  const mode = limits.pairLaunches === "fp8" || hasFp8Steps(fr) ? "fp8" : "bf16";
   const pairable = PAIRABLE_TEMPLATES[mode];
   /** Whether step m is past the first's reach (n: the first's index). */
   const past = (n: number, m: number) => {
@@ -133,6 +136,11 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
     }
   }
   return pairs;
+}
+
+/** Whether any step of the function reads or writes an fp8 tensor. */
+function hasFp8Steps(fr: FrameSchedule): boolean {
+  return fr.steps.some((s) => s.step?.ops.some((o) => [...o.operands, ...o.results].some((v) => v.type.dtype.startsWith("f8"))));
 }
 
 /** The C++ flag that says pair `n` ran (its first step's index). */

@@ -460,17 +460,17 @@ fp8gather)
   LINGC_ENVS=- LINGC_AB_FP8_FLAGS="--fp8-gather after" LINGC_AB_PREFILL_GREP="${LINGC_AB_PREFILL_GREP:-quantize|swiglu|grouped_linear}" bash "$0" fp8ab
   ;;
 fp8pairs)
-  # LINGC_PAIR_LAUNCH=fp8 on the GPU (kept short: one call's last minutes): bench/cuda/ling-qp's W8A8
-  # forward on 4 tokens (where the pairs run) with and without, bit for bit; then FP8 Ling-mini's
-  # decode rows (batch 1 and 32) with and without, two rounds.
+  # FP8's launch pairs (on by default in functions with fp8 steps; LINGC_PAIR_LAUNCH=off: none) on the
+  # GPU, kept short: bench/cuda/ling-qp's W8A8 forward on 4 tokens (where the pairs run) with and
+  # without, bit for bit; then FP8 Ling-mini's decode rows (batch 1 and 32) with and without, two rounds.
   D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic"; M=bench/cuda/ling-mini-2.0-no-mtp
   rm -rf $D && mkdir -p $D && cp bench/cuda/ling-qp/config.json $D/ && $L init $D --weights $D/model.safetensors --inputs $D/ids.safetensors --graph forward --dims B=1,S=4 >/dev/null || exit 1
   ( $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8 >/dev/null && cd /tmp/mini8 && make -j8 >/dev/null ) &
-  ( LINGC_PAIR_LAUNCH=fp8 $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8-pairs >/dev/null && cd /tmp/mini8-pairs && make -j8 >/dev/null ) &
-  for v in on fp8; do LINGC_PAIR_LAUNCH=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_PAIR_LAUNCH=$v failed"; done
-  echo "== ling-qp forward, pairs on (bf16 only) against fp8"; python3 bench/cuda/same_outputs.py $D/on.safetensors $D/fp8.safetensors
+  ( LINGC_PAIR_LAUNCH=off $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8-unpaired >/dev/null && cd /tmp/mini8-unpaired && make -j8 >/dev/null ) &
+  for v in off on; do LINGC_PAIR_LAUNCH=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_PAIR_LAUNCH=$v failed"; done
+  echo "== ling-qp forward, pairs off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/on.safetensors
   wait
-  alternate "" 1x2048,32x2048 mini8 mini8-pairs
+  alternate "" 1x2048,32x2048 mini8-unpaired mini8
   ;;
 fp8proj)
   # Only fp8's per-projection W8A8 checks (fp8_projections).

@@ -174,7 +174,7 @@ describe("lingc compile --target cuda: tile programs", () => {
     await expectCompiles([join(dir, "dec"), "model.cu"], [join(dir, "dec-last"), "model.cu"]);
   }, 300_000);
 
-  it("by default (LINGC_PAIR_LAUNCH=on) two independent steps near each other are one launch where the sizes choose both generated kernels, else each as before; a pair that moves a step past one an earlier pair moved needs that pair; FP8's warp GEMVs pair with LINGC_PAIR_LAUNCH=fp8; the merged kernels compile", async () => {
+  it("by default (LINGC_PAIR_LAUNCH=on) two independent steps near each other are one launch where the sizes choose both generated kernels, else each as before; a pair that moves a step past one an earlier pair moved needs that pair; in functions with fp8 steps FP8's GEMVs and quantizes pair too; the merged kernels compile", async () => {
     // ling-small (its shared expert's down projection is cuBLASLt's): the routed experts' SwiGLU GEMV with the shared expert's, past the routed down projection.
     const r = await cli("compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "pair"));
     expect(r.code, r.stderr).toBe(0);
@@ -191,23 +191,27 @@ describe("lingc compile --target cuda: tile programs", () => {
     expect(mini.code, mini.stderr).toBe(0);
     const miniSrc = readFileSync(join(dir, "pair-mini", "model.cu"), "utf8");
     expect(miniSrc).toMatch(/const bool (pair\d+_) = \(\(\(8L\*B\*S\)\) <= \(64L\) && \(\(B\*S\)\) == \(1L\)\);\n(?:.*\n)*?  const bool pair\d+_ = \(\1 && /);
-    // FP8 (ling-small-fp8), with LINGC_PAIR_LAUNCH=fp8 only (not yet timed in this form): the routed
-    // experts' SwiGLU GEMV with the shared expert's, the two hidden rows' quantizes (the shared one's
-    // grid not whole workgroups as a dim: the split a ceiling), then the two down projections, each
-    // pair after the one before (reach 3 counting only steps that run at run time).
-    const fp8Default = await cli("compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "pair-fp8-default"));
-    expect(fp8Default.code, fp8Default.stderr).toBe(0);
-    expect(readFileSync(join(dir, "pair-fp8-default", "model.cu"), "utf8")).not.toMatch(/pair\d+_|_pair_/);
-    const fp8 = await cliEnv({ LINGC_PAIR_LAUNCH: "fp8" }, "compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "pair-fp8"));
+    // FP8 (ling-small-fp8): its functions have fp8 steps, so they pair by FP8's rules by default (as
+    // LINGC_PAIR_LAUNCH=fp8 would): the routed experts' SwiGLU GEMV with the shared expert's, the two
+    // hidden rows' quantizes (the shared one's grid not whole workgroups as a dim: the split a
+    // ceiling), then the two down projections, each pair after the one before (reach 3 counting only
+    // steps that run at run time).
+    const fp8 = await cli("compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "pair-fp8"));
     expect(fp8.code, fp8.stderr).toBe(0);
     const fp8Src = readFileSync(join(dir, "pair-fp8", "model.cu"), "utf8");
+    const fp8Env = await cliEnv({ LINGC_PAIR_LAUNCH: "fp8" }, "compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "pair-fp8-env"));
+    expect(fp8Env.code, fp8Env.stderr).toBe(0);
+    expect(readFileSync(join(dir, "pair-fp8-env", "model.cu"), "utf8")).toBe(fp8Src);
+    const fp8Off = await cliEnv({ LINGC_PAIR_LAUNCH: "off" }, "compile", SMALL_FP8_DIR, "--target", "cuda", "--out", join(dir, "pair-fp8-off"));
+    expect(fp8Off.code, fp8Off.stderr).toBe(0);
+    expect(readFileSync(join(dir, "pair-fp8-off", "model.cu"), "utf8")).not.toMatch(/pair\d+_|_pair_/);
     expect(fp8Src).toMatch(/const bool (pair\d+_) = \(\(\(4L\*B\*S\)\) <= \(4L\) && \(\(B\*S\)\) <= \(16L\)\);\n(?:.*\n)*?  const bool (pair\d+_) = \(\1\);\n(?:.*\n)*?  const bool pair\d+_ = \(\1 && \2 && /);
     const fp8Merged = ["k_swiglu_pair", "k_quantize_pair", "k_grouped_linear_pair"].map((name) => kernelsNamed(fp8Src, name));
     expect(fp8Merged.map((k) => k.length)).toEqual([1, 1, 1]);
     for (const k of fp8Merged.flat()) expect(k).toMatch(/__launch_bounds__\(256, 2\)[^]*if \(\(wgid < merge_split\)\)/);
     expect(fp8Src).toMatch(/const long n_ = [^;]*\+ 31\) \/ 32\)[^;]*; if \(n_ > 0\) \{ c\.launch\(k_quantize_pair/);
     // FP8 Ling-mini: the three pairs in its MoE layer too, their merged kernels unspilled at two workgroups a multiprocessor.
-    const mini8 = await cliEnv({ LINGC_PAIR_LAUNCH: "fp8" }, "compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16", "--out", join(dir, "pair-mini8"));
+    const mini8 = await cli("compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16", "--out", join(dir, "pair-mini8"));
     expect(mini8.code, mini8.stderr).toBe(0);
     const mini8Src = readFileSync(join(dir, "pair-mini8", "model.cu"), "utf8");
     const mini8Merged = ["k_swiglu_pair", "k_quantize_pair", "k_grouped_linear_pair"].map((name) => kernelsNamed(mini8Src, name));
@@ -221,9 +225,10 @@ describe("lingc compile --target cuda: tile programs", () => {
   }, 300_000);
 
   it("LINGC_QUANT_PROLOGUE=on: FP8 Ling-mini's quantizes read by one GEMV (the attention output's, the gathered expert rows', the routed and shared hidden rows') run inside it where the sizes choose the GEMV, else as before; the merged kernels compile", async () => {
-    // (The gathered rows quantized after the gather, CUDA's default being before it.)
+    // (The gathered rows quantized after the gather, CUDA's default being before it; no launch pairs,
+    // which would take the steps a prologue merges.)
     const args = ["compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16", "--fp8-gather", "after"];
-    const on = await cliEnv({ LINGC_QUANT_PROLOGUE: "on" }, ...args, "--out", join(dir, "qp"));
+    const on = await cliEnv({ LINGC_QUANT_PROLOGUE: "on", LINGC_PAIR_LAUNCH: "off" }, ...args, "--out", join(dir, "qp"));
     expect(on.code, on.stderr).toBe(0);
     const src = readFileSync(join(dir, "qp", "model.cu"), "utf8");
     // The MoE layer's four: the output projection and the shared down projection (up to 16 rows),
@@ -244,7 +249,7 @@ describe("lingc compile --target cuda: tile programs", () => {
     }
     expectPrologueInputsLive(src, flags.length);
     // bench/cuda/ling-qp (f32): there the quantize is its input's last reader in the step list.
-    const qp = await cliEnv({ LINGC_QUANT_PROLOGUE: "on" }, "compile", "bench/cuda/ling-qp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--out", join(dir, "qp-small"));
+    const qp = await cliEnv({ LINGC_QUANT_PROLOGUE: "on", LINGC_PAIR_LAUNCH: "off" }, "compile", "bench/cuda/ling-qp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--out", join(dir, "qp-small"));
     expect(qp.code, qp.stderr).toBe(0);
     expectPrologueInputsLive(readFileSync(join(dir, "qp-small", "model.cu"), "utf8"), 4);
     const merged = [...kernelsNamed(src, "k_linear_q"), ...kernelsNamed(src, "k_grouped_linear_q"), ...kernelsNamed(src, "k_swiglu_q")];

@@ -184,8 +184,8 @@ describe("lingc compile --target cuda", () => {
     const wide = kernels.filter((k) => k.includes("const long long lid = (long long)threadIdx.x;"));
     const name = (k: string) => /void __launch_bounds__\(\d+(?:, \d+)?\) (k_[a-z_]+?)_\d+\(/.exec(k)![1]!;
     // The load-time quantize of the 256 x 2048 x 8192 stacks and the expert GEMMs that read them (and
-    // their reference forms, selftest's).
-    expect(new Set(wide.map(name))).toEqual(new Set(["k_quantize", "k_swiglu", "k_grouped_linear", "k_swiglu_ref", "k_grouped_linear_ref"]));
+    // their reference forms, selftest's, and their launch pairs with the shared expert's GEMVs).
+    expect(new Set(wide.map(name))).toEqual(new Set(["k_quantize", "k_swiglu", "k_grouped_linear", "k_swiglu_ref", "k_grouped_linear_ref", "k_swiglu_pair", "k_grouped_linear_pair"]));
     for (const k of wide) expect(k).not.toMatch(/\bconst int \w+ =|\bfor \(int /);
     // The other kernels keep 32-bit integers.
     expect(kernels.length - wide.length).toBeGreaterThan(10);

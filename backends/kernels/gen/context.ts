@@ -83,11 +83,12 @@ export interface GenLimits {
    */
   gemvWorkgroups?: number;
   /**
-   * CUDA's emitter: two independent steps at most two apart whose dispatches both take generated
+   * CUDA's emitter: two independent steps near each other whose dispatches both take generated
    * kernels launched as one (launch-pairs.ts, kir-merge.ts), where the sizes choose both: "bf16"
-   * the bf16 GEMVs' templates (measured on the H200), "fp8" those and the FP8 warp GEMVs (not yet
-   * run on a GPU). Unset: each its own launch (the CUDA target sets "bf16" unless
-   * LINGC_PAIR_LAUNCH says otherwise).
+   * the bf16 GEMVs' templates in a function without fp8 steps and FP8's rules in one with them (the
+   * FP8 GEMVs and quantizes too, reach 3; both measured on the H200), "fp8" FP8's rules in every
+   * function. Unset: each its own launch (the CUDA target sets "bf16" unless LINGC_PAIR_LAUNCH says
+   * otherwise).
    */
   pairLaunches?: "bf16" | "fp8";
   /**

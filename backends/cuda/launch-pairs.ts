@@ -42,9 +42,10 @@ const GENERATED = "generated";
 
 /**
  * How many steps later than the first a pair's second step may be (the steps between stay where they
- * are): bf16 by index; FP8 (LINGC_PAIR_LAUNCH=fp8) counting only steps that run at run time (a
- * weight quantized at load is not between), 3: FP8 Ling-mini's routed SwiGLU, hidden rows' quantize
- * and down projection, then the shared expert's three, pair up one to one.
+ * are): bf16 by index; by FP8's rules (a function with fp8 steps, or LINGC_PAIR_LAUNCH=fp8) 3,
+ * counting only steps that run at run time (a weight quantized at load is not between): FP8
+ * Ling-mini's routed SwiGLU, hidden rows' quantize and down projection, then the shared expert's
+ * three, pair up one to one.
  */
 const REACH = { bf16: 2, fp8: 3 } as const;
 

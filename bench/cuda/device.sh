@@ -471,6 +471,8 @@ fp8pairs)
   echo "== ling-qp forward, pairs off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/on.safetensors
   wait
   alternate "" 1x2048,32x2048 mini8-unpaired mini8
+  # LINGC_PAIRS_SANITIZE=1: also memcheck and racecheck on the paired build's decode (batch 1, where the pairs run).
+  [ -n "${LINGC_PAIRS_SANITIZE:-}" ] && sanitized mini8-pairs /tmp/mini8/lingc_model bench --random-weights --prefill "" --decode 1x8 --repeats 1
   ;;
 fp8proj)
   # Only fp8's per-projection W8A8 checks (fp8_projections).

@@ -472,7 +472,7 @@ fp8pairs)
   wait
   alternate "" 1x2048,32x2048 mini8-unpaired mini8
   # LINGC_PAIRS_SANITIZE=1: also memcheck and racecheck on the paired build's decode (batch 1, where the pairs run).
-  [ -n "${LINGC_PAIRS_SANITIZE:-}" ] && sanitized mini8-pairs /tmp/mini8/lingc_model bench --random-weights --prefill "" --decode 1x8 --repeats 1
+  if [ -n "${LINGC_PAIRS_SANITIZE:-}" ]; then sanitized mini8-pairs /tmp/mini8/lingc_model bench --random-weights --prefill "" --decode 1x8 --repeats 1; fi
   ;;
 fp8proj)
   # Only fp8's per-projection W8A8 checks (fp8_projections).

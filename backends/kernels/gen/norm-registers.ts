@@ -16,8 +16,8 @@
  * amax by shuffles, and each thread stores its 16 codes as one 16-byte store, its group's scale from
  * the group's first lane (quant.ts's recipe, bit for bit on the rounded normalized values). norm.ts's
  * form stages the row in workgroup memory and writes a code at a time: Ling-mini's FP8 norm +
- * quantize at 1x8192 on the H200 took 48 us a layer against the bf16 norm's 20 us for more bytes
- * (profile-mini8-env0-prefill, fp8-gather run of 2026-12-02).
+ * quantize at 1x8192 on the H200 took 48 us a layer (the bf16 norm alone: 20 us for more bytes);
+ * this form 26 us (bench/results/fp8-norm-2026-12-02-h200.md).
  */
 import { attrsOf, OPS } from "../../../ir/ops";
 import { product } from "../../../ir/dim";

@@ -91,6 +91,20 @@ describe("lingc --fp8-gather", () => {
     }
   });
 
+  it("--print-pipeline of an FP8 checkpoint shows its fp8 pass with the target's default: before on CUDA, after elsewhere; the option overrides it", async () => {
+    const pipeline = async (...extra: string[]) => {
+      const r = await cli("compile", SMALL_FP8_DIR, "--print-pipeline", ...extra);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout.trim();
+    };
+    expect(await pipeline("--target", "cuda")).toMatch(/^fp8\{format=e4m3,weight-block=128,activations=dynamic,weights=stored,gather=before\},castlinear,/);
+    expect(await pipeline("--target", "wgsl")).toMatch(/^fp8\{[^}]*,gather=after\},cse,/);
+    expect(await pipeline("--target", "onnx")).toMatch(/^fp8\{[^}]*,gather=after\},cse,/);
+    expect(await pipeline("--target", "cuda", "--fp8-gather", "after")).toMatch(/^fp8\{[^}]*,gather=after\}/);
+    // Weight-only: no activations to place.
+    expect(await pipeline("--target", "cuda", "--activation-scheme", "none")).toMatch(/^fp8\{format=e4m3,weight-block=128,activations=none,weights=stored\},/);
+  });
+
   it("CUDA, FP8 Ling-mini: the routed experts read the shared expert's codes (quantized inside residual_norm), so a decode MoE layer has one step fewer (17, not 18); on CUDA that is the default", async () => {
     const steps = async (extra: string[]) => {
       const out = join(dir, `mini-${extra.join("-") || "default"}`);

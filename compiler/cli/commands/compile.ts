@@ -13,7 +13,7 @@ import { checkpointLayout, unboundLayout } from "../../../backends/onnx/weights"
 import { bindCheckpoint } from "../../../backends/weights/bind";
 import { Checkpoint } from "../../../backends/weights/checkpoint";
 import { formatKernelReport, kernelReport } from "../../analysis/kernel-report";
-import { compileProgram, pipelineFor } from "../../driver/compile";
+import { compileProgram, fp8Settings, pipelineFor } from "../../driver/compile";
 import { openSource } from "../../driver/source";
 import { TARGETS, type Target } from "../../driver/targets";
 import { GRAPHS } from "../../../models/ling2";
@@ -57,7 +57,10 @@ export const compile: Command = {
     const settings = targetSettings(args);
     const passes = passesOption(args);
     if (flag(args, "print-pipeline")) {
-      const { text } = await pipelineFor(target, settings, passes, new ProfileRegistry());
+      // With a model, its FP8 layout (an FP8 checkpoint, --quantize fp8) adds the fp8 pass, as compiling it would.
+      const model = args.positionals[0];
+      const folded = model === undefined ? settings : fp8Settings(await openSource(model, undefined, sourceOptions(args)), settings);
+      const { text } = await pipelineFor(target, folded, passes, new ProfileRegistry());
       io.out(`${text}\n`);
       return 0;
     }

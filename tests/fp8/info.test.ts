@@ -47,3 +47,26 @@ describe("bytes a decode token reads (the CUDA benchmark's bandwidth share)", ()
     expect(atLoad / bf16).toBeLessThan(0.75);
   }, 60_000);
 });
+
+describe("lingc compile --report with weights quantized when bound (--quantize fp8)", () => {
+  const dir = scratchDir("lingc-fp8-report-");
+  it("counts the weights' quantize kernels once at load, not per token, and their codes as weight bytes: FP8 Ling-mini's decode MoE layer is the 17 kernels CUDA launches, moving about half bf16's bytes", async () => {
+    const report = async (...extra: string[]) => {
+      const r = await cli("compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--graph", "decode", "--dtype", "bf16", ...extra, "--report", "--out", join(dir, `report${extra.length}`));
+      expect(r.code, r.stderr).toBe(0);
+      const row = /^ {2}moe_layer +19 +(\d+) -> (\d+) +([\d.]+) MB -> ([\d.]+) MB +([\d.]+) MB -> ([\d.]+) MB\n {6}([^\n]*)$/m.exec(r.stdout)!;
+      expect(row, r.stdout).not.toBeNull();
+      return { kernels: Number(row[2]), bytes: Number(row[4]), activations: Number(row[6]), names: row[7]! };
+    };
+    const fp8 = await report("--quantize", "fp8", "--activation-scheme", "dynamic");
+    const bf16 = await report();
+    expect(fp8.kernels).toBe(17);
+    expect(fp8.names).toMatch(/, epilogue; once at load: 8 more$/);
+    expect(fp8.names).not.toMatch(/quantize, quantize/);
+    expect(bf16.names).not.toMatch(/once at load/);
+    // FP8 weights at a byte each (and a scale a 128 x 128 block), the activations about the same.
+    expect(fp8.bytes / bf16.bytes).toBeGreaterThan(0.5);
+    expect(fp8.bytes / bf16.bytes).toBeLessThan(0.56);
+    expect(Math.abs(fp8.activations - bf16.activations)).toBeLessThan(0.1 * bf16.activations);
+  }, 60_000);
+});

@@ -6,6 +6,7 @@
 import { isFloat, type DType } from "./dtype";
 import { roundArrayInPlace } from "./numerics";
 import type { Scaled } from "./quant";
+import { scalesFollowRows } from "./types";
 
 export type TensorData = Float32Array | Float64Array;
 
@@ -49,8 +50,7 @@ export class Tensor {
     if (!this.scaled) return new Tensor(this.dtype, shape, this.data);
     // Scales per row or per 1 x G group of the last axis stay with their elements while the leading
     // axes merge or split (the grid, row-major, is the same array); block scales over rows do not.
-    const g = this.scaled.layout.granularity;
-    const keeps = (g.kind === "row" || (g.kind === "block" && g.rows === 1)) && shape[shape.length - 1] === this.shape[this.shape.length - 1];
+    const keeps = scalesFollowRows(this.scaled.layout.granularity) && shape[shape.length - 1] === this.shape[this.shape.length - 1];
     if (!keeps) throw new Error("a tensor with block scales over rows, or reshaped along its last axis, cannot keep its scales");
     return new Tensor(this.dtype, shape, this.data, this.scaled);
   }

@@ -12,6 +12,14 @@ export type Granularity =
   | { kind: "row" } // one scale per row (all but the last axis)
   | { kind: "block"; rows: number; cols: number }; // one scale per rows x cols tile of the last two axes (1x128, 128x128)
 
+/**
+ * Whether each row has scales of its own (per row, or 1 x G groups of the last axis): they move with
+ * their row in a gather, and stay with their elements while the leading axes merge or split.
+ */
+export function scalesFollowRows(g: Granularity): boolean {
+  return g.kind === "row" || (g.kind === "block" && g.rows === 1);
+}
+
 export interface QuantLayout {
   scaleDtype: DType;
   granularity: Granularity;

@@ -14,6 +14,7 @@ import { mergeKernels, MERGE_SPLIT, secondName } from "../kernels/kir-merge";
 import { capacitySlotOf, storageSlot, type Step } from "../schedule";
 import { choiceCondition, stepDispatch } from "./library";
 import type { Dim } from "../../ir/dim";
+import { isFp8 } from "../../ir/dtype";
 import { dynamicSharedBytes } from "./render";
 
 /** Two steps as one launch: their kernels, the merged one, the second's index, and when the sizes choose both (C++). */
@@ -141,7 +142,7 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
 
 /** Whether any step of the function reads or writes an fp8 tensor. */
 function hasFp8Steps(fr: FrameSchedule): boolean {
-  return fr.steps.some((s) => s.step?.ops.some((o) => [...o.operands, ...o.results].some((v) => v.type.dtype.startsWith("f8"))));
+  return fr.steps.some((s) => s.step?.ops.some((o) => [...o.operands, ...o.results].some((v) => isFp8(v.type.dtype))));
 }
 
 /** The C++ flag that says pair `n` ran (its first step's index). */

@@ -11,7 +11,7 @@ import { isFloat, isInt } from "../dtype";
 import { OpError } from "../errors";
 import { roundTo } from "../numerics";
 import { Tensor, allocData } from "../tensor";
-import { TensorType } from "../types";
+import { scalesFollowRows, TensorType } from "../types";
 import { attr, bytesOf, defineOp, expectDims, expectDtype, expectRank, numelOfShaped } from "./registry";
 import { OUT_DTYPE_ATTR, productDtype, realValues } from "./scaled";
 import { plainFloat } from "./vjp";
@@ -159,7 +159,7 @@ export const MOE_PERMUTE = defineOp({
     expectDims(order!.shape[0]!, x!.shape[0]!.mul(k), "moe_permute: order length must be tokens*k");
     // A row's scales move with it where no scale spans two rows.
     const g = x!.quant?.granularity;
-    if (g && !(g.kind === "row" || (g.kind === "block" && g.rows === 1))) throw new OpError(`moe_permute of ${x}: its scales span rows that the gather moves apart (only per-row or 1 x G scales move with their rows)`);
+    if (g && !scalesFollowRows(g)) throw new OpError(`moe_permute of ${x}: its scales span rows that the gather moves apart (only per-row or 1 x G scales move with their rows)`);
     return [new TensorType(x!.dtype, [order!.shape[0]!, x!.shape[1]!], x!.quant)];
   },
   traits: ["view", "scaled"],

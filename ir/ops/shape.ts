@@ -7,7 +7,7 @@ import { Dim, product } from "../dim";
 import { isFloat } from "../dtype";
 import { OpError } from "../errors";
 import { numelOf } from "../tensor";
-import { TensorType } from "../types";
+import { scalesFollowRows, TensorType } from "../types";
 import { attr, defineOp, expectSameDtype, normAxis, type Cost } from "./registry";
 import { unbroadcast } from "./vjp";
 
@@ -27,7 +27,7 @@ export const RESHAPE = defineOp({
     // A scaled x: its per-row or 1 x G scales stay with their elements where only the leading axes
     // merge or split (the grid is the same array).
     const g = x!.quant?.granularity;
-    if (g && !((g.kind === "row" || (g.kind === "block" && g.rows === 1)) && shape.length >= 1 && shape[shape.length - 1]!.equals(x!.shape[x!.rank - 1]!))) {
+    if (g && !(scalesFollowRows(g) && shape.length >= 1 && shape[shape.length - 1]!.equals(x!.shape[x!.rank - 1]!))) {
       throw new OpError(`reshape of ${x} to [${shape.join(", ")}]: its scales would not stay with their elements (only per-row or 1 x G scales, with the last axis kept)`);
     }
     return [new TensorType(x!.dtype, shape, x!.quant)];

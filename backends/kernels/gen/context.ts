@@ -21,7 +21,8 @@ export interface GeneratedKernel {
   uniforms: { name: string; dim: Dim; per?: number }[];
   /**
    * Workgroups to launch: ceil(dim / per); or, for a launch pair of two grids that are not whole
-   * workgroups as dims, the sum of ceil(dim / per) over `parts` (CUDA's emitter).
+   * workgroups as dims, the sum of ceil(dim / per) over `parts` (CUDA's emitter launches that; `dim`
+   * is then only the parts' units summed).
    */
   grid: { dim: Dim; per: number; parts?: { dim: Dim; per: number }[] };
   /**

@@ -24,7 +24,7 @@
 import type { DType } from "../../../ir/dtype";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
-import { isE4m3Blocks } from "../../../ir/quant";
+import { gathersScaledCodes, isE4m3Blocks } from "../../../ir/quant";
 import { attrsOf, getOp, OPS } from "../../../ir/ops";
 import * as K from "../kir";
 import type { Expr, MmaShape } from "../kir";
@@ -126,7 +126,7 @@ export function groupedGemmPlan(ops: readonly Op[], limits: GenLimits, elem: Gem
   if (!limits.tensorCores?.includes(info.dtype) || !limits.gemmTiles?.[info.dtype]) return undefined;
   const m = groupedMatmuls(ops);
   // e4m3 rows through the gather: the tokens' codes with their scale rows (the fp8 pass's gather=before).
-  if (!m || (m.permute && elem !== "bf16" && !m.permute.operands[0]!.type.quant) || ![m.gate, ...(m.up ? [m.up] : [])].every((gl) => operandsFit(gl, elem))) return undefined;
+  if (!m || (m.permute && elem !== "bf16" && !gathersScaledCodes(m.permute)) || ![m.gate, ...(m.up ? [m.up] : [])].every((gl) => operandsFit(gl, elem))) return undefined;
   return { elem, ...m };
 }
 

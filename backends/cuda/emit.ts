@@ -30,6 +30,7 @@ import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { launchPairs, pairFlag, type LaunchPair } from "./launch-pairs";
 import { prologueFlag, quantPrologues, type QuantPrologue } from "./quant-prologue";
+import { epilogueFlag, quantEpilogues, type QuantEpilogue } from "./quant-epilogue";
 import { dynamicSharedBytes, literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
 import { LAUNCHER, makefile, runtimeSources } from "./build-files";
@@ -150,6 +151,18 @@ class FuncEmitter {
     const prologues = this.limits.quantPrologue ? quantPrologues(this.fr, this.limits, this.profile, free, cppDim) : new Map<number, QuantPrologue>();
     /** A quantize prologue's quantize step's index -> the prologue. */
     const prologueOf = new Map([...prologues.values()].map((p) => [p.quant, p]));
+    // A quantize epilogue's matmul step may be in a launch pair (the pair runs where the sizes choose
+    // its GEMV, the epilogue where they choose its tile program: never both). Its quantize step may
+    // be too: the epilogue then runs only where that pair does not (the pair reads the matmul's
+    // result), so the pair's condition must be known at the matmul (its flags those of pairs up to it).
+    /** When a launch pair runs step k (C++), if k is in one. */
+    const pairWhen = (k: number) => pairs.get(k)?.when ?? (firstOf.has(k) ? pairFlag(firstOf.get(k)!) : undefined);
+    const knownAt = (cond: string, a: number) => [...cond.matchAll(/pair(\d+)_/g)].every((m) => Number(m[1]) <= a);
+    const runs = (k: number) => this.fr.steps[k]?.step !== undefined && !this.loadTime(this.fr.steps[k]!.step!) && !prologues.has(k) && !prologueOf.has(k);
+    const mergeable = (a: number, b: number) => runs(a) && runs(b) && knownAt(pairWhen(b) ?? "", a);
+    const epilogues = this.limits.quantEpilogue ? quantEpilogues(this.fr, this.limits, this.profile, mergeable, cppDim) : new Map<number, QuantEpilogue>();
+    /** A quantize epilogue's quantize step's index -> the epilogue. */
+    const epilogueOf = new Map([...epilogues.values()].map((e) => [e.quant, e]));
     this.fr.steps.forEach((s, n) => {
       if (s.call !== undefined) {
         this.prepare.push(`  c.prepare_call(fr, ${s.call});`);
@@ -177,25 +190,37 @@ class FuncEmitter {
       const second = firstOf.has(n) ? pairs.get(firstOf.get(n)!) : undefined;
       const quant = prologueOf.get(n);
       const gemv = prologues.get(n);
+      const tiles = epilogues.get(n);
+      const quantAfter = epilogueOf.get(n);
+      // A pair's flag first (a quantize epilogue's may name it).
+      if (first) out.push(`  const bool ${pairFlag(n)} = (${first.when});`);
+      // Where the sizes choose the tile program (and no pair runs the quantize), it quantizes its results itself: the quantize step does not run.
+      const quantPair = tiles && pairWhen(tiles.quant);
+      if (tiles) out.push(`  const bool ${epilogueFlag(n)} = (${tiles.when})${quantPair ? ` && !(${quantPair})` : ""};`);
+      /** The step on its own (outside a launch pair or prologue): with a quantize epilogue, under its flag. */
+      const own = (): string[] => {
+        if (tiles) return [`if (${epilogueFlag(n)}) { ${this.launches(step, tiles.merged, "_q")} }`, `else {`, ...this.lower(step, n).map((l) => `  ${l}`), `}`];
+        if (quantAfter) return [`if (!${epilogueFlag(quantAfter.matmul)}) {`, ...this.lower(step, n).map((l) => `  ${l}`), `}`];
+        return this.lower(step, n);
+      };
       if (quant) {
         // Where the sizes choose the GEMV, it quantizes its rows itself: this step does not run.
         const flag = prologueFlag(quant.consumer);
-        out.push(`  const bool ${flag} = (${quant.when});`, `  if (!${flag}) {`, ...this.lower(step, n).map((l) => `    ${l}`), `  }`);
+        out.push(`  const bool ${flag} = (${quant.when});`, `  if (!${flag}) {`, ...own().map((l) => `    ${l}`), `  }`);
       } else if (gemv) {
-        out.push(`  if (${prologueFlag(n)}) { ${this.launches(step, gemv.merged, "_q")} }`, `  else {`, ...this.lower(step, n).map((l) => `    ${l}`), `  }`);
+        out.push(`  if (${prologueFlag(n)}) { ${this.launches(step, gemv.merged, "_q")} }`, `  else {`, ...own().map((l) => `    ${l}`), `  }`);
       } else if (first) {
         // The pair's one launch where both steps take their generated kernels; else this step as usual.
         const flag = pairFlag(n);
-        out.push(`  const bool ${flag} = (${first.when});`);
         const check = this.referenceCheck(step, n, first.a, false);
         out.push(`  if (${flag}) { ${this.launches(step, first.merged, "_pair")}${check ? ` ${check}` : ""} }`, `  else {`);
-        out.push(...this.lower(step, n).map((l) => `    ${l}`), `  }`);
+        out.push(...own().map((l) => `    ${l}`), `  }`);
       } else if (second) {
         const flag = pairFlag(firstOf.get(n)!);
         const check = this.referenceCheck(step, n, second.b, false);
         if (check) out.push(`  if (${flag}) { ${check} }`);
-        out.push(`  if (!${flag}) {`, ...this.lower(step, n).map((l) => `    ${l}`), `  }`);
-      } else out.push(...this.lower(step, n).map((l) => `  ${l}`));
+        out.push(`  if (!${flag}) {`, ...own().map((l) => `    ${l}`), `  }`);
+      } else out.push(...own().map((l) => `  ${l}`));
     });
     // Storage this function owns lives from the step that first writes it to the one that last
     // uses it (the runtime allocates and frees it there when it runs a graph without capture).
@@ -208,7 +233,10 @@ class FuncEmitter {
       // A pair's second step's storage is taken before the pair's launch, which writes it.
       const pair = pairs.get(n);
       if (pair) for (const st of life.acquire[pair.second]!) this.body.push(`  c.acquire(b + ${st});`);
-      if (!firstOf.has(n)) for (const st of life.acquire[n]!) this.body.push(`  c.acquire(b + ${st});`);
+      // So is a quantize epilogue's: the matmul's launch writes it.
+      const epi = epilogues.get(n);
+      if (epi && pair?.second !== epi.quant) for (const st of life.acquire[epi.quant]!) this.body.push(`  c.acquire(b + ${st});`);
+      if (!firstOf.has(n) && !epilogueOf.has(n)) for (const st of life.acquire[n]!) this.body.push(`  c.acquire(b + ${st});`);
       this.body.push(...lines);
       for (const st of life.release[n]!) this.body.push(`  c.release(b + ${st});`);
     });

@@ -38,6 +38,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     flashPipelined: envChoice("LINGC_FLASH_WGMMA_PIPE", ["on", "off"]) === "on",
     ...pairLaunches(),
     ...quantPrologue(),
+    ...(envChoice("LINGC_QUANT_EPILOGUE", ["on", "off"]) === "on" ? { quantEpilogue: true } : {}),
   };
 }
 

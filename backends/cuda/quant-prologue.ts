@@ -37,13 +37,19 @@ export interface QuantPrologue {
  * sizes name one symbol differently.
  */
 export function prologueStep(a: Step, b: Step, codes: Value): Step | undefined {
+  const subst = mergedSubst(a, b);
+  return subst && { op: b.op, kernel: b.kernel, ops: [...a.ops, ...b.ops], scope: b.scope, reads: new Map([...a.reads, ...[...b.reads].filter(([v]) => v !== codes)]), writes: b.writes, subst };
+}
+
+/** Two steps' symbols as one step's (each kernel's symbol -> entry symbol); undefined where they name one symbol differently. */
+export function mergedSubst(a: Step, b: Step): Map<string, Dim> | undefined {
   const subst = new Map(a.subst);
   for (const [x, d] of b.subst) {
     const had = subst.get(x);
     if (had && !had.equals(d)) return undefined;
     subst.set(x, d);
   }
-  return { op: b.op, kernel: b.kernel, ops: [...a.ops, ...b.ops], scope: b.scope, reads: new Map([...a.reads, ...[...b.reads].filter(([v]) => v !== codes)]), writes: b.writes, subst };
+  return subst;
 }
 
 /** Whether a step is an activation quantize alone or after the token gather, writing only its codes. */

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -473,6 +473,29 @@ fp8pairs)
   alternate "" 1x2048,32x2048 mini8-unpaired mini8
   # LINGC_PAIRS_SANITIZE=1: also memcheck and racecheck on the paired build's decode (batch 1, where the pairs run).
   if [ -n "${LINGC_PAIRS_SANITIZE:-}" ]; then sanitized mini8-pairs /tmp/mini8/lingc_model bench --random-weights --prefill "" --decode 1x8 --repeats 1; fi
+  ;;
+fp8epilogue)
+  # The routed SwiGLU experts' tile program with the hidden rows' quantize as its epilogue
+  # (backends/cuda/quant-epilogue.ts; LINGC_QUANT_EPILOGUE=off: the quantize its own launch):
+  # bench/cuda/ling-qp in bf16, W8A8, forward on 64 tokens (512 expert rows: the tile program) with
+  # and without, bit for bit; memcheck and racecheck on the program with it; then FP8 Ling-mini's
+  # prefill rows without and with, two rounds, and each one's 1x8192 profile lines of the SwiGLU
+  # experts and the quantizes.
+  D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"; M=bench/cuda/ling-mini-2.0-no-mtp
+  rm -rf $D && mkdir -p $D && cp bench/cuda/ling-qp/config.json $D/ && $L init $D --weights $D/model.safetensors --inputs $D/ids.safetensors --graph forward --dims B=1,S=64 >/dev/null || exit 1
+  ( $L compile $M --target cuda $Q --out /tmp/mini8 >/dev/null && cd /tmp/mini8 && make -j8 >/dev/null ) &
+  ( LINGC_QUANT_EPILOGUE=off $L compile $M --target cuda $Q --out /tmp/mini8-apart >/dev/null && cd /tmp/mini8-apart && make -j8 >/dev/null ) &
+  for v in off on; do LINGC_QUANT_EPILOGUE=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_QUANT_EPILOGUE=$v failed"; done
+  echo "== ling-qp forward, epilogue off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/on.safetensors
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: with the epilogue
+  grep -c "qe[0-9]*_ = " "$(dirname $EXE)/model.cu"
+  sanitized qp-epilogue $EXE run --checkpoint $D --graph forward --input $D/ids.safetensors --out /tmp/qp-s.safetensors
+  wait
+  alternate 1x2048,1x8192 "" mini8-apart mini8
+  for m in mini8-apart mini8; do
+    timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2> "$OUT/profile-$m-prefill.txt" >/dev/null
+    echo "== $m prefill 1x8192 profile: $(head -1 "$OUT/profile-$m-prefill.txt")"; grep -E "swiglu|quantize|grouped_linear" "$OUT/profile-$m-prefill.txt" | head -8
+  done
   ;;
 fp8proj)
   # Only fp8's per-projection W8A8 checks (fp8_projections).

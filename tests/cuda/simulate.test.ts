@@ -116,6 +116,34 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(got, want)).toBeLessThan(1e-5);
   });
 
+  it.each([
+    ["wgmma,64,128,3", 2],
+    ["wgmma,64,256,2", 1],
+  ] as const)("the FP8 SwiGLU experts' warpgroup program with the hidden rows' quantize as its epilogue (tile %s: a workgroup runs a 128-column group's %i column tiles in turn): the codes the separate quantize makes, bit for bit", (tile, P) => {
+    // bf16 hidden rows of 256 (two quantize groups), 40 tokens on an uneven routing.
+    const [T, H, F, E, K] = [40, 128, 256, 6, 2];
+    const r = rng(38);
+    const t = (dims: number[], scale = 1) => random("bf16", r, dims, scale);
+    const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
+    const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], ids), wts: Tensor.from("f32", [T, K], Array.from({ length: T * K }, () => r())) };
+    const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1) };
+    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,gather=before,projections=gate,up,down}";
+    const limits = { ...LIMITS, gemmTiles: { ...LIMITS.gemmTiles, f8e4m3fn: parseTile(tile, "test tile") } };
+    const run = (epilogues: boolean) => {
+      const y = runGenerated(expertModule("bf16", [T, H, F, E, K]), inputs, weights, limits, fp8, undefined, false, epilogues)["y"]!;
+      return { y, bodies: kernels.map((k) => JSON.stringify(k.kernel.body)) };
+    };
+    const apart = run(false);
+    const merged = run(true);
+    // One launch fewer: the SwiGLU program makes the codes (its bodies hold the MMAs and the packing), no quantize kernel of its result.
+    expect(merged.bodies).toHaveLength(apart.bodies.length - 1);
+    expect(merged.bodies.filter((b) => b.includes('"ab":"e4m3"') && b.includes('"packE4m3"'))).toHaveLength(1);
+    expect(merged.bodies.filter((b) => b.includes('"ab":"e4m3"') && b.includes('"load16"')).length).toBe(P === 2 ? 1 : 0);
+    expect([...merged.y.got]).toEqual([...apart.y.got]);
+    expect(relError(merged.y.got, merged.y.want)).toBeLessThan(2 ** -6);
+    expect(Math.max(...merged.y.got.map(Math.abs))).toBeGreaterThan(0.01);
+  });
+
   it("the FP8 warpgroup-MMA expert GEMM overlapped (LINGC_FP8_WGMMA=overlap: two stage sums in turn, a stage's MMAs issued before the last one's are scaled): 3 stages of K (SwiGLU, an odd count) and 2 (down)", () => {
     const { got, want } = fp8Experts([40, 384, 256, 6, 2], 35, { ...LIMITS, fp8WgmmaOverlap: true });
     const bodies = kernels.map((k) => JSON.stringify(k.kernel.body)).filter((b) => b.includes('"ab":"e4m3"'));

@@ -17,6 +17,7 @@ import { cudaGenLimits, cudaStorage } from "../../backends/cuda/gen-limits";
 import { CUDA_SM90A } from "../../ir/target";
 import { simulate, type SimArray } from "../../backends/kernels/simulate";
 import { prologueCandidates, prologueStep } from "../../backends/cuda/quant-prologue";
+import { epilogueCandidates, epilogueStep } from "../../backends/cuda/quant-epilogue";
 import { rng } from "./fd";
 
 export const LIMITS: GenLimits = cudaGenLimits(CUDA_SM90A);
@@ -41,6 +42,8 @@ export function runGenerated(
   pick: (ops: readonly { opName: string }[]) => string | undefined = () => undefined,
   /** Each quantize step whose codes only one matmul step reads runs as that matmul's prologue (backends/cuda/quant-prologue.ts), the quantize step not run. */
   prologues = false,
+  /** Each quantize step that alone reads a grouped matmul step's result runs as that step's epilogue (backends/cuda/quant-epilogue.ts), the quantize step not run. */
+  epilogues = false,
 ): Record<string, { got: Float32Array; want: Float32Array }> {
   kernels.length = 0;
   const m = parseModule(text, "m.lir");
@@ -93,6 +96,15 @@ export function runGenerated(
       if (!merged) continue;
       steps[b] = merged;
       steps[a] = undefined;
+    }
+  }
+  if (epilogues) {
+    const kept = new Set(s.outputs.map((o) => storageSlot(s, o.slot)));
+    for (const { a, b } of epilogueCandidates(steps, (id) => storageSlot(s, id), kept, () => true)) {
+      const merged = epilogueStep(steps[a]!, steps[b]!);
+      if (!merged) continue;
+      steps[a] = merged;
+      steps[b] = undefined;
     }
   }
   for (const step of steps) {

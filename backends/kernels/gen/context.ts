@@ -102,6 +102,12 @@ export interface GenLimits {
   /** With quantPrologue: the widest row a prologue quantizes (default: any). */
   quantPrologueMaxK?: number;
   /**
+   * CUDA: an activation quantize of a grouped expert matmul step's result, which it alone reads, runs
+   * in that step's warpgroup tile program where the sizes choose the program
+   * (backends/cuda/quant-epilogue.ts). The CUDA target sets it unless LINGC_QUANT_EPILOGUE=off.
+   */
+  quantEpilogue?: boolean;
+  /**
    * CUDA's GQA decode attention: the key splits merged by each item's last split to finish (atomics
    * on the target's counters, one launch) instead of a merge kernel after (two). Default: the latter.
    */

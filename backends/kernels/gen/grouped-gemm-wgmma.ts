@@ -30,6 +30,7 @@ import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
 import { gatheredRow } from "./experts";
 import { applyEpilogue, copyRows, gemmTile, gemmTileThreads, groupedGemmPlan, workgroupTile, type GemmElem } from "./grouped-gemm";
+import { quantRecipe } from "./quant";
 
 /** 32-bit words of a tile row in shared memory: one 128-byte swizzle row a stage. */
 const ROW_WORDS = 32;
@@ -55,16 +56,18 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const plan = groupedGemmPlan(ops, g.limits, elem)!;
   const tile = gemmTile(g.limits, elem);
   const kb = g.kb;
-  const { gate, up, permute, epilogue } = plan;
+  const { gate, up, permute, epilogue, quant } = plan;
   const [x, w, offsets] = gate.operands as [Value, Value, Value];
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
+  // With a quantize epilogue the step writes the codes (and their scales) instead of the result.
+  const written = quant ? quant.results[0]! : out;
   const what = `grouped ${elem} GEMM (wgmma)`;
   const scaled = elem === "e4m3";
   const { bytes, mmaK } = ELEM[elem];
   /** K elements per stage (one swizzle row), and of a 16-byte copy. */
   const BK = 128 / bytes;
   const CE = 16 / bytes;
-  if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`${what}: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
+  if (g.step.writes.size !== 1 || !g.step.writes.has(written)) throw new LingcError(`${what}: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
   const { bm: BM, bn: BN, stages: STAGES } = tile;
   const producer = tile.producer === true;
   const T = gemmTileThreads(tile);
@@ -100,6 +103,16 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   if (swiglu && BN % 16 !== 0) throw new LingcError(`${what}: a SwiGLU tile's ${BN} weight rows must split into two halves of 8-column blocks`);
   const colsPer = swiglu ? BN / 2 : BN;
   const colTiles = Math.ceil(O / colsPer);
+  // A quantize epilogue's 1 x G groups: a workgroup runs the P = G / colsPer column tiles of one
+  // group in turn (groupedGemmPlan: one or two, the grid whole groups), so that a row's group is
+  // one workgroup's (the amax of its columns a quad's shuffles). The first tile's bf16 results wait
+  // for the second in the group's own code bytes (G bytes a row: the first tile's colsPer results
+  // at two bytes each), then become codes with the second's.
+  const G = quant ? (attrsOf(OPS.quantize, quant).block as [number, number])[1] : colsPer;
+  const P = quant ? G / colsPer : 1;
+  const tileRuns = colTiles / P;
+  // (Its codes go out through the stage buffers: a row's G codes and 16 bytes of padding.)
+  if (quant && BM * (G / 4 + 4 + colsPer / 2 + 4) > STAGES * (BM + BN) * ROW_WORDS) throw new LingcError(`${what}: a ${BM}x${BN} tile of ${STAGES} stages cannot stage ${G}-code groups`);
   const xb = g.buf(permute ? permute.operands[0]! : x, true);
   const orderB = permute ? g.buf(permute.operands[1]!) : undefined;
   const k = permute ? attrsOf(OPS.moe_permute, permute).k : 1;
@@ -110,7 +123,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const xs = scaled ? g.scalesBuf(xsrc) : undefined;
   const wsb = scaled ? wv.map((v) => g.scalesBuf(v)) : [];
   const offb = g.buf(offsets);
-  const ob = g.buf(out);
+  const ob = quant ? g.buf(written, true) : g.buf(out);
   const rowsDim = x.type.shape[0]!;
   const { i, add, sub, mul, div, mod, lt, ge, and } = K;
 
@@ -127,7 +140,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     rowEnd: Expr;
   }
   const tileAt = (index?: Expr): TileAt => {
-    const { ct, e, row0 } = workgroupTile(g, offb, E, BM, colTiles, index);
+    const { ct, e, row0 } = workgroupTile(g, offb, E, BM, tileRuns, index);
     // (An idle tile, e = -1, reads offsets[0].)
     return { e, row0, ct, rowEnd: kb.let("row_end", K.min(kb.load(offb, add(e, i(1))), add(row0, i(BM)))) };
   };
@@ -303,69 +316,159 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   const late = !scaled && g.limits.wgmmaLateWait === true && STAGES >= 3;
   // Overlapped e4m3 likewise keeps a stage's MMAs in flight into the next iteration.
   const ahead = late || overlap ? STAGES - 2 : STAGES - 1;
-  /** Every thread copies and multiplies the workgroup's one tile, a workgroup barrier a stage. */
-  const plain = () => {
-    const tl = tileAt();
-    kb.if(ge(tl.e, i(0)), () => {
-      zeroAcc();
-      const rows = scaleRowsOf(tl);
-      const loadStage = copier(tl, kb.lid);
-      for (let p = 0; p < ahead; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
-      /** Stage kt's copies landed for every thread, and the load S - 2 or S - 1 stages ahead issued: kt's buffer. */
-      const stageReady = (kt: Expr) => {
-        kb.copyWait(ahead - 1);
-        // The copies that landed are this thread's; the MMAs read them through the async proxy.
-        kb.fenceAsyncShared();
-        kb.barrier();
-        const next = add(kt, i(ahead));
-        kb.if(lt(next, i(nk)), () => loadStage(next, mod(next, i(STAGES))), () => kb.copyCommit());
-        return kb.let("st", mod(kt, i(STAGES)));
-      };
-      if (overlap) {
-        // Stage kt - 1's MMAs (in flight through kt's copy wait, barrier and loads) waited for, stage
-        // kt's issued into parts[kt % 2], then kt - 1's sums scaled into acc from the other while the
-        // tensor cores run. (Waiting for kt - 1 after kt's issue, with wait_group 1, ptxas cannot prove
-        // across the loop's back edge and serializes the MMAs: C7514.) The K loop runs two stages an
-        // iteration so that each names its sums statically (registers), an odd last stage after it.
-        const stage = (kt: Expr, p: number) => {
-          const st = stageReady(kt);
-          kb.wgmmaWait(0);
-          mmas(st, parts[p]);
-          kb.if(K.gt(kt, i(0)), () => scaleInto(stageScales(tl, rows, sub(kt, i(1))), parts[1 - p]!));
-        };
-        kb.loop("kp", i(0), i(Math.floor(nk / 2)), (kp) => {
-          stage(kb.let("kt", mul(kp, i(2))), 0);
-          stage(kb.let("kt", add(mul(kp, i(2)), i(1))), 1);
-        });
-        if (nk % 2) stage(i(nk - 1), 0);
-        const scales = stageScales(tl, rows, i(nk - 1));
-        kb.wgmmaWait(0);
-        scaleInto(scales, parts[(nk - 1) % 2]!);
-        kb.copyWait(0);
-        if (staged) epilogueStaged(tl);
-        else epilogueOut(tl);
-        return;
-      }
-      kb.loop("kt", i(0), i(nk), (kt) => {
+  /** A tile's K loop: acc holds its sums after it (every stage's copies landed, every MMA waited for). */
+  const mainloop = (tl: TileAt, rows: ScaleRow[] | undefined) => {
+    zeroAcc();
+    const loadStage = copier(tl, kb.lid);
+    for (let p = 0; p < ahead; p++) kb.if(lt(i(p), i(nk)), () => loadStage(i(p), i(p)), () => kb.copyCommit());
+    /** Stage kt's copies landed for every thread, and the load S - 2 or S - 1 stages ahead issued: kt's buffer. */
+    const stageReady = (kt: Expr) => {
+      kb.copyWait(ahead - 1);
+      // The copies that landed are this thread's; the MMAs read them through the async proxy.
+      kb.fenceAsyncShared();
+      kb.barrier();
+      const next = add(kt, i(ahead));
+      kb.if(lt(next, i(nk)), () => loadStage(next, mod(next, i(STAGES))), () => kb.copyCommit());
+      return kb.let("st", mod(kt, i(STAGES)));
+    };
+    if (overlap) {
+      // Stage kt - 1's MMAs (in flight through kt's copy wait, barrier and loads) waited for, stage
+      // kt's issued into parts[kt % 2], then kt - 1's sums scaled into acc from the other while the
+      // tensor cores run. (Waiting for kt - 1 after kt's issue, with wait_group 1, ptxas cannot prove
+      // across the loop's back edge and serializes the MMAs: C7514.) The K loop runs two stages an
+      // iteration so that each names its sums statically (registers), an odd last stage after it.
+      const stage = (kt: Expr, p: number) => {
         const st = stageReady(kt);
-        if (late) {
-          // Stage kt - 1's MMAs (none before the first).
-          kb.wgmmaWait(0);
-          if (scaled) kb.if(K.gt(kt, i(0)), () => promote(tl, rows, sub(kt, i(1))));
-          mmas(st);
-        } else {
-          mmas(st);
-          kb.wgmmaWait(0);
-          if (scaled) promote(tl, rows, kt);
+        kb.wgmmaWait(0);
+        mmas(st, parts[p]);
+        kb.if(K.gt(kt, i(0)), () => scaleInto(stageScales(tl, rows, sub(kt, i(1))), parts[1 - p]!));
+      };
+      kb.loop("kp", i(0), i(Math.floor(nk / 2)), (kp) => {
+        stage(kb.let("kt", mul(kp, i(2))), 0);
+        stage(kb.let("kt", add(mul(kp, i(2)), i(1))), 1);
+      });
+      if (nk % 2) stage(i(nk - 1), 0);
+      const scales = stageScales(tl, rows, i(nk - 1));
+      kb.wgmmaWait(0);
+      scaleInto(scales, parts[(nk - 1) % 2]!);
+      kb.copyWait(0);
+      return;
+    }
+    kb.loop("kt", i(0), i(nk), (kt) => {
+      const st = stageReady(kt);
+      if (late) {
+        // Stage kt - 1's MMAs (none before the first).
+        kb.wgmmaWait(0);
+        if (scaled) kb.if(K.gt(kt, i(0)), () => promote(tl, rows, sub(kt, i(1))));
+        mmas(st);
+      } else {
+        mmas(st);
+        kb.wgmmaWait(0);
+        if (scaled) promote(tl, rows, kt);
+      }
+    });
+    if (late) {
+      kb.wgmmaWait(0);
+      if (scaled) promote(tl, rows, i(nk - 1));
+    }
+    kb.copyWait(0);
+  };
+
+  // The quantize epilogue (plan.quant): the group's P column tiles' results of a thread's two rows
+  // (16 a row a tile at BN 128), the row's amax over the group by the quad that holds it, the codes
+  // written through shared memory as 16-byte stores of row pieces, the scale by the quad's first
+  // lane. A row half at a time (ptxas spilled with both halves' results live at 168 registers).
+  /** A thread's results of the tile just computed in row half hh: block j x 2 + c, rounded to the result's dtype. */
+  const resultsOf = (hh: number) => Array.from({ length: 2 * blocks }, (_, n) => kb.let("h", resultAt(4 * (n >> 1) + 2 * hh + (n & 1))));
+  const absMax = (vals: Expr[]) => vals.reduce((a: Expr, v) => K.max(a, K.abs(v)), K.f(0));
+  /** The tile's rows through shared memory as 16-byte pieces: `words` words a row at stride words + 4 from word `at`, piece by piece. */
+  const rowPieces = (words: number, at: number, f: (r: Expr, piece: Expr, base: Expr) => void) => {
+    const per = words / 4;
+    for (let p = 0; p < (BM * per) / T; p++) {
+      const q = kb.let("q", add(kb.lid, i(p * T)));
+      const r = kb.let("qr", div(q, i(per)));
+      const piece = kb.let("qc", mod(q, i(per)));
+      f(r, piece, kb.let("qs", add(i(at), add(mul(r, i(words + 4)), mul(piece, i(4))))));
+    }
+  };
+  /** Word `piece x 4` of a row's group in the codes (G bytes from the group's first column). */
+  const groupWord = (tg: TileAt, row: Expr, piece: Expr) => add(div(add(mul(row, i(O)), mul(tg.ct, i(G))), i(4)), mul(piece, i(4)));
+  // Shared words: the first tile's bf16 results (BM rows of RS), then the codes (BM rows of CW + 4).
+  const CW = G / 4;
+  const codesAt = BM * RS;
+  /** The group's codes and scales from the last tile's results (in acc) and, with two tiles, the first's (in the code bytes). */
+  const quantOut = (tg: TileAt) => {
+    const codes = quant!.results[0]!;
+    kb.barrier();
+    if (P === 2) {
+      // The first tile's results back into shared memory as its keepFirst staged them (rows past
+      // the expert's read its last row's: in bounds, not used).
+      rowPieces(colsPer / 2, 0, (r, piece, base) => {
+        const row = kb.let("qrow", add(tg.row0, K.min(r, sub(sub(tg.rowEnd, tg.row0), i(1)))));
+        kb.load16("kw", ob, groupWord(tg, row, piece)).forEach((wd, w) => kb.store(S, add(base, i(w)), wd));
+      });
+      kb.barrier();
+    }
+    for (let hh = 0; hh < 2; hh++) {
+      const r = kb.let("srow", tileRow(hh));
+      const first = P === 2 ? Array.from({ length: blocks }, (_, j) => kb.let("kw", kb.load(S, add(mul(r, i(RS)), add(i(4 * j), tq)), "u32"))).flatMap((wd) => [kb.let("h", K.half(wd, false)), kb.let("h", K.half(wd, true))]) : [];
+      const last = resultsOf(hh);
+      // (The first tile's amax from its values read back: nothing held in registers through the second's K loop.)
+      const m = kb.warpMax(kb.let("m", absMax([...first, ...last])), 4);
+      const { s, q } = quantRecipe(g, quant!, m);
+      // An even lane of a quad pair packs its two codes of a block with its partner's two.
+      (P === 2 ? [first, last] : [last]).forEach((vals, p) => {
+        for (let j = 0; j < blocks; j++) {
+          const [v0, v1] = [vals[2 * j]!, vals[2 * j + 1]!];
+          const [n0, n1] = [kb.let("hn", { k: "shfl", t: "f32", a: v0, mask: 1 }), kb.let("hn", { k: "shfl", t: "f32", a: v1, mask: 1 })];
+          kb.if(K.eq(mod(tq, i(2)), i(0)), () => kb.store(S, add(i(codesAt), add(mul(r, i(CW + 4)), add(i((p * colsPer) / 4 + 2 * j), div(tq, i(2))))), K.packE4m3([v0, v1, n0, n1].map(q))));
         }
       });
-      if (late) {
-        kb.wgmmaWait(0);
-        if (scaled) promote(tl, rows, i(nk - 1));
+      const row = kb.let("orow", rowOf(tg, hh));
+      kb.if(K.and(lt(row, tg.rowEnd), K.eq(tq, i(0))), () => kb.store(g.scalesBuf(codes), g.scaleIndex(codes, add(mul(row, i(O)), mul(tg.ct, i(G)))), s));
+    }
+    kb.barrier();
+    rowPieces(CW, codesAt, (r, piece, base) => {
+      const row = kb.let("qrow", add(tg.row0, r));
+      kb.if(lt(row, tg.rowEnd), () => kb.store16(ob, groupWord(tg, row, piece), [0, 1, 2, 3].map((w) => kb.load(S, add(base, i(w)), "u32"))));
+    });
+  };
+  /** The bf16 results of a group's first tile into its rows' code bytes (staged as epilogueStaged stages them). */
+  const keepFirst = (tg: TileAt) => {
+    kb.barrier();
+    for (let hh = 0; hh < 2; hh++) {
+      const vals = resultsOf(hh);
+      const r = kb.let("srow", tileRow(hh));
+      for (let j = 0; j < blocks; j++) kb.store(S, add(mul(r, i(RS)), add(i(4 * j), tq)), K.pack(vals[2 * j]!, vals[2 * j + 1]!));
+    }
+    kb.barrier();
+    rowPieces(colsPer / 2, 0, (r, piece, base) => {
+      const row = kb.let("qrow", add(tg.row0, r));
+      kb.if(lt(row, tg.rowEnd), () => kb.store16(ob, groupWord(tg, row, piece), [0, 1, 2, 3].map((w) => kb.load(S, add(base, i(w)), "u32"))));
+    });
+  };
+
+  /** Every thread copies and multiplies the workgroup's one tile (with a quantize epilogue, its group's tiles in turn), a workgroup barrier a stage. */
+  const plain = () => {
+    const tg = tileAt();
+    kb.if(ge(tg.e, i(0)), () => {
+      const rows = scaleRowsOf(tg);
+      if (!quant) {
+        mainloop(tg, rows);
+        if (staged) epilogueStaged(tg);
+        else epilogueOut(tg);
+        return;
       }
-      kb.copyWait(0);
-      if (staged) epilogueStaged(tl);
-      else epilogueOut(tl);
+      // The group's tiles by a loop the renderer keeps rolled (unrolled, ptxas spilled at 168
+      // registers: values of the first tile's K loop held through the second's).
+      kb.loop("pt", i(0), i(P), (pt) => {
+        const tl = { ...tg, ct: kb.let("ct", add(mul(tg.ct, i(P)), pt)) };
+        // (The previous tile's last reads of the stage buffers come before this one's copies into them.)
+        if (P > 1) kb.barrier();
+        mainloop(tl, rows);
+        if (P > 1) kb.if(lt(pt, i(P - 1)), () => keepFirst(tg));
+      });
+      quantOut(tg);
     });
   };
 
@@ -457,7 +560,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   if (producer) specialized();
   else plain();
   // Workgroups: one per tile (warp-specialized: per tilesPer tiles), tiles <= (rows + BM x (E + 1)) / BM x colTiles.
-  const kernel = g.finish({ dim: g.entryDim(rowsDim.add(BM * (E + 1)).mul(colTiles)), per: BM * (producer ? (tile.tilesPer ?? 1) : 1) });
+  const kernel = g.finish({ dim: g.entryDim(rowsDim.add(BM * (E + 1)).mul(tileRuns)), per: BM * (producer ? (tile.tilesPer ?? 1) : 1) });
   // Hopper's FP8 MMA keeps about 14 bits of each 128-wide slice's sum (DeepSeek-V3 3.3.2): measured
   // 3.1e-4 of the largest result on ling-small-fp8's SwiGLU experts (f32 results), where the mma.sync
   // program is exact to 1e-7 (bench/results/fp8-wgmma-2026-12-01-h200.md); 1e-3 still tells a wrong

@@ -68,6 +68,11 @@ export function gemmTileThreads(t: TileShape): number {
 
 export interface Plan extends GroupedMatmuls {
   elem: GemmElem;
+  /**
+   * An activation quantize of the matmuls' result run in the warpgroup program's epilogue (a step
+   * backends/cuda/quant-epilogue.ts merged): the step writes its codes and scales, not the result.
+   */
+  quant?: Op;
 }
 
 /** The operand types of a grouped_linear the tile program takes for an element type. */
@@ -118,21 +123,57 @@ export function groupedMatmuls(ops: readonly Op[]): GroupedMatmuls | undefined {
 }
 
 /**
+ * A step's trailing activation quantize of its matmuls' result, and the ops before it. In a merged
+ * step (backends/cuda/quant-epilogue.ts) the quantize reads that result under its own step's name
+ * for it: a value no op of the step makes, of the same type.
+ */
+export function splitQuantEpilogue(ops: readonly Op[]): { quant?: Op; ops: readonly Op[] } {
+  const q = ops[ops.length - 1];
+  if (q?.opName !== "quantize" || ops.length < 2) return { ops };
+  const before = ops.slice(0, -1);
+  const last = before[before.length - 1]!.results[0];
+  const src = q.operands[0]!;
+  const linked = last !== undefined && (src === last || (!before.some((o) => o.results.includes(src)) && src.type.toString() === last.type.toString()));
+  return linked ? { quant: q, ops: before } : { ops };
+}
+
+/**
+ * Whether the warpgroup program can quantize its result in its epilogue: e4m3 codes in 1 x G groups
+ * along the output columns, G whole column tiles of the tile (one, or two run in turn by a workgroup,
+ * the first's bf16 results kept in the group's own code bytes meanwhile: two bytes a column), whole
+ * groups of output columns, and the codes' and results' rows whole 16-byte pieces a thread.
+ */
+function quantEpilogueFits(m: GroupedMatmuls, quant: Op, tile: TileShape): boolean {
+  const { to, block } = attrsOf(OPS.quantize, quant);
+  const [rb, G] = block as [number, number];
+  const colsPer = m.up ? tile.bn / 2 : tile.bn;
+  const O = m.gate.operands[1]!.type.shape[1]!.value!;
+  const out = (m.epilogue.length ? m.epilogue[m.epilogue.length - 1]! : m.gate).results[0]!;
+  const P = G / colsPer;
+  if (!tile.wgmma || tile.producer || to !== "f8e4m3fn" || rb !== 1 || (P !== 1 && P !== 2) || O % G !== 0 || G % 32 !== 0 || colsPer % 16 !== 0) return false;
+  return P === 1 || (out.type.dtype === "bf16" && !out.type.quant);
+}
+
+/**
  * The step as a grouped GEMM of an element type (one grouped_linear, or gate and up with an
- * elementwise epilogue; bf16 also through the token gather), if the tile program covers it.
+ * elementwise epilogue; bf16 also through the token gather; on the warpgroup program, also with the
+ * activation quantize of its result), if the tile program covers it.
  */
 export function groupedGemmPlan(ops: readonly Op[], limits: GenLimits, elem: GemmElem): Plan | undefined {
   const info = ELEMS[elem];
   if (!limits.tensorCores?.includes(info.dtype) || !limits.gemmTiles?.[info.dtype]) return undefined;
-  const m = groupedMatmuls(ops);
+  const { quant, ops: body } = splitQuantEpilogue(ops);
+  const m = groupedMatmuls(body);
   // e4m3 rows through the gather: the tokens' codes with their scale rows (the fp8 pass's gather=before).
   if (!m || (m.permute && elem !== "bf16" && !gathersScaledCodes(m.permute)) || ![m.gate, ...(m.up ? [m.up] : [])].every((gl) => operandsFit(gl, elem))) return undefined;
-  return { elem, ...m };
+  if (quant && !quantEpilogueFits(m, quant, stepGemmTile(body, limits, elem))) return undefined;
+  return { elem, ...m, ...(quant ? { quant } : {}) };
 }
 
-/** The FP8 (W8A8) plan: what the by-row FP8 GEMV covers too. */
+/** The FP8 (W8A8) plan: what the by-row FP8 GEMV covers too (not a quantize after it). */
 export function groupedFp8Plan(ops: readonly Op[], limits: GenLimits): Plan | undefined {
-  return groupedGemmPlan(ops, limits, "e4m3");
+  const plan = groupedGemmPlan(ops, limits, "e4m3");
+  return plan?.quant ? undefined : plan;
 }
 
 /**
@@ -169,7 +210,7 @@ export const FP8_WARP_TILE: TileShape = { bm: 64, bn: 128, wm: 64, wn: 32, stage
 export function stepGemmTile(ops: readonly Op[], limits: GenLimits, elem: GemmElem): TileShape {
   const tile = gemmTile(limits, elem);
   if (elem !== "e4m3" || !tile.wgmma) return tile;
-  const m = groupedMatmuls(ops);
+  const m = groupedMatmuls(splitQuantEpilogue(ops).ops);
   const whole = m !== undefined && [m.gate, ...(m.up ? [m.up] : [])].every((gl) => gl.operands[1]!.type.shape[2]!.value! % SLICE === 0);
   return whole ? tile : FP8_WARP_TILE;
 }
@@ -277,6 +318,7 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem, ti
   const [x, w, offsets] = gate.operands as [Value, Value, Value];
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : gate).results[0]!;
   const what = `grouped ${elem} GEMM`;
+  if (plan.quant) throw new LingcError(`${what}: the warp tiles' program has no quantize epilogue (grouped-gemm-wgmma.ts does)`);
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`${what}: the step must write only its last result (${g.step.kernel?.name ?? gate.opName})`);
   if (tile.wgmma) throw new LingcError(`${what}: a wgmma tile is grouped-gemm-wgmma.ts's; this program takes warp tiles (bm,bn,wm,wn,stages)`);
   const { bm: BM, bn: BN, wm: WM, wn: WN, stages: STAGES } = tile;

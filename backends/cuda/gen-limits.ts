@@ -38,7 +38,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     flashPipelined: envChoice("LINGC_FLASH_WGMMA_PIPE", ["on", "off"]) === "on",
     ...pairLaunches(),
     ...quantPrologue(),
-    ...(envChoice("LINGC_QUANT_EPILOGUE", ["on", "off"]) === "on" ? { quantEpilogue: true } : {}),
+    ...(envChoice("LINGC_QUANT_EPILOGUE", ["off", "on"]) === "on" ? { quantEpilogue: true } : {}),
   };
 }
 

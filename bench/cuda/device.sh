@@ -476,14 +476,14 @@ fp8pairs)
   ;;
 fp8epilogue)
   # The routed SwiGLU experts' tile program with the hidden rows' quantize as its epilogue
-  # (backends/cuda/quant-epilogue.ts; LINGC_QUANT_EPILOGUE=off: the quantize its own launch):
+  # (backends/cuda/quant-epilogue.ts; LINGC_QUANT_EPILOGUE=on, off by default: the quantize its own launch):
   # bench/cuda/ling-qp in bf16, W8A8, forward on 64 tokens (512 expert rows: the tile program) with
   # and without, bit for bit; memcheck and racecheck on the program with it; then FP8 Ling-mini's
   # prefill rows without and with, two rounds, and each one's 1x8192 profile lines of the SwiGLU
   # experts and the quantizes.
   D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"; M=bench/cuda/ling-mini-2.0-no-mtp
   rm -rf $D && mkdir -p $D && cp bench/cuda/ling-qp/config.json $D/ && $L init $D --weights $D/model.safetensors --inputs $D/ids.safetensors --graph forward --dims B=1,S=64 >/dev/null || exit 1
-  ( $L compile $M --target cuda $Q --out /tmp/mini8 >/dev/null && cd /tmp/mini8 && make -j8 >/dev/null ) &
+  ( LINGC_QUANT_EPILOGUE=on $L compile $M --target cuda $Q --out /tmp/mini8-epilogue >/dev/null && cd /tmp/mini8-epilogue && make -j8 >/dev/null ) &
   ( LINGC_QUANT_EPILOGUE=off $L compile $M --target cuda $Q --out /tmp/mini8-apart >/dev/null && cd /tmp/mini8-apart && make -j8 >/dev/null ) &
   for v in off on; do LINGC_QUANT_EPILOGUE=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_QUANT_EPILOGUE=$v failed"; done
   echo "== ling-qp forward, epilogue off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/on.safetensors
@@ -491,8 +491,8 @@ fp8epilogue)
   grep -c "qe[0-9]*_ = " "$(dirname $EXE)/model.cu"
   sanitized qp-epilogue $EXE run --checkpoint $D --graph forward --input $D/ids.safetensors --out /tmp/qp-s.safetensors
   wait
-  alternate 1x2048,1x8192 "" mini8-apart mini8
-  for m in mini8-apart mini8; do
+  alternate 1x2048,1x8192 "" mini8-apart mini8-epilogue
+  for m in mini8-apart mini8-epilogue; do
     timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2> "$OUT/profile-$m-prefill.txt" >/dev/null
     echo "== $m prefill 1x8192 profile: $(head -1 "$OUT/profile-$m-prefill.txt")"; grep -E "swiglu|quantize|grouped_linear" "$OUT/profile-$m-prefill.txt" | head -8
   done

@@ -224,6 +224,28 @@ describe("lingc compile --target cuda: tile programs", () => {
     await expectKernelsCompile(join(dir, "pair"), [...merged, ...kernelsNamed(miniSrc, "k_grouped_linear_pair"), ...fp8Merged.flat()]);
   }, 300_000);
 
+  it("LINGC_QUANT_EPILOGUE=on: FP8 Ling-mini's routed SwiGLU experts quantize their hidden rows in the tile program where the sizes choose it (the quantize step skipped there), else both as before (a launch pair of the quantize at few rows excluded); the merged kernel compiles", async () => {
+    const args = ["compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16"];
+    const on = await cliEnv({ LINGC_QUANT_EPILOGUE: "on" }, ...args, "--out", join(dir, "qe"));
+    expect(on.code, on.stderr).toBe(0);
+    const src = readFileSync(join(dir, "qe", "model.cu"), "utf8");
+    // The forward and decode functions' MoE layers: the tile program past a quarter of the 256 experts'
+    // rows, and not where the launch pair that holds the hidden rows' quantize runs.
+    const flags = [...new Set(src.match(/const bool qe\d+_ = [^;]*;/g) ?? [])];
+    expect(flags).toEqual(["const bool qe14_ = (!(((8L*B*S)) <= (64L))) && !(pair14_);"]);
+    expect(src).toMatch(/const bool pair14_ = [^;]*;\n  const bool qe14_/);
+    expect(src).toMatch(/if \(qe14_\) \{ \{ const long n_ = \(32L\*B\*S \+ 65792L\);[^\n]*c\.launch_smem\(k_swiglu_q_\d+/);
+    // The quantize step, also the first of a launch pair (with the shared expert's) there: run alone only where neither merge runs.
+    expect(src).toMatch(/\/\/ \[15\] mlp\.experts: quantize[^\n]*\n[^\n]*\n  const bool pair15_ = \(pair14_\);\n  if \(pair15_\) [^\n]*\n  else \{\n    if \(!qe14_\) \{\n      \{ const long n_ = \(32L\*B\*S\); if \(n_ > 0\) \{ c\.launch\(k_quantize_/);
+    const merged = kernelsNamed(src, "k_swiglu_q");
+    expect(merged.length).toBeGreaterThanOrEqual(1);
+    for (const k of merged) expect(k).toMatch(/__launch_bounds__\(128, 3\)[^]*wgmma[^]*__shfl_xor_sync/);
+    const off = await cli(...args, "--out", join(dir, "qe-off"));
+    expect(off.code, off.stderr).toBe(0);
+    expect(readFileSync(join(dir, "qe-off", "model.cu"), "utf8")).not.toMatch(/qe\d+_|k_swiglu_q_/);
+    await expectKernelsCompile(join(dir, "qe"), merged);
+  }, 300_000);
+
   it("LINGC_QUANT_PROLOGUE=on: FP8 Ling-mini's quantizes read by one GEMV (the attention output's, the gathered expert rows', the routed and shared hidden rows') run inside it where the sizes choose the GEMV, else as before; the merged kernels compile", async () => {
     // (The gathered rows quantized after the gather, CUDA's default being before it; no launch pairs,
     // which would take the steps a prologue merges.)

@@ -469,10 +469,15 @@ fp8pairs)
   ( LINGC_PAIR_LAUNCH=off $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8-unpaired >/dev/null && cd /tmp/mini8-unpaired && make -j8 >/dev/null ) &
   for v in off on; do LINGC_PAIR_LAUNCH=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_PAIR_LAUNCH=$v failed"; done
   echo "== ling-qp forward, pairs off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/on.safetensors
+  # LINGC_PAIRS_SANITIZE=1: also memcheck and racecheck on ling-qp's paired program (its forward on 4
+  # tokens, where its FP8 pairs run; a whole Ling-mini decode under racecheck outlasts a device call).
+  if [ -n "${LINGC_PAIRS_SANITIZE:-}" ]; then
+    EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: with the pairs
+    echo "launch pairs in it: $(grep -c 'c.launch[a-z_]*(k_[a-z_0-9]*_pair_' "$(dirname $EXE)/model.cu")"
+    sanitized qp-pairs $EXE run --checkpoint $D --graph forward --input $D/ids.safetensors --out /tmp/qp-s.safetensors
+  fi
   wait
   alternate "" 1x2048,32x2048 mini8-unpaired mini8
-  # LINGC_PAIRS_SANITIZE=1: also memcheck and racecheck on the paired build's decode (batch 1, where the pairs run).
-  if [ -n "${LINGC_PAIRS_SANITIZE:-}" ]; then sanitized mini8-pairs /tmp/mini8/lingc_model bench --random-weights --prefill "" --decode 1x8 --repeats 1; fi
   ;;
 fp8epilogue)
   # The routed SwiGLU experts' tile program with the hidden rows' quantize as its epilogue

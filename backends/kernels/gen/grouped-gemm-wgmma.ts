@@ -377,7 +377,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
   // The quantize epilogue (plan.quant): the group's P column tiles' results of a thread's two rows
   // (16 a row a tile at BN 128), the row's amax over the group by the quad that holds it, the codes
   // written through shared memory as 16-byte stores of row pieces, the scale by the quad's first
-  // lane. A row half at a time (ptxas spilled with both halves' results live at 168 registers).
+  // lane. A row half at a time (fewer results live at once).
   /** A thread's results of the tile just computed in row half hh: block j x 2 + c, rounded to the result's dtype. */
   const resultsOf = (hh: number) => Array.from({ length: 2 * blocks }, (_, n) => kb.let("h", resultAt(4 * (n >> 1) + 2 * hh + (n & 1))));
   const absMax = (vals: Expr[]) => vals.reduce((a: Expr, v) => K.max(a, K.abs(v)), K.f(0));
@@ -459,8 +459,8 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
         else epilogueOut(tg);
         return;
       }
-      // The group's tiles by a loop the renderer keeps rolled (unrolled, ptxas spilled at 168
-      // registers: values of the first tile's K loop held through the second's).
+      // The group's tiles by a loop the renderer keeps rolled: at the 168 registers of three
+      // workgroups a multiprocessor ptxas spills 24 bytes so (48 unrolled; the plain program none).
       kb.loop("pt", i(0), i(P), (pt) => {
         const tl = { ...tg, ct: kb.let("ct", add(mul(tg.ct, i(P)), pt)) };
         // (The previous tile's last reads of the stage buffers come before this one's copies into them.)

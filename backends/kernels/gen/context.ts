@@ -105,7 +105,8 @@ export interface GenLimits {
    * CUDA: an activation quantize of a grouped expert matmul step's result, which it alone reads, runs
    * in that step's warpgroup tile program where the sizes choose the program
    * (backends/cuda/quant-epilogue.ts; LINGC_QUANT_EPILOGUE=on). Default: off (on measured slower on
-   * the H200: FP8 Ling-mini's SwiGLU experts at 1x8192 11.42 ms against 9.45 + 0.59 for the quantize).
+   * the H200: FP8 Ling-mini's SwiGLU experts at 1x8192 11.42 ms against 9.45 + 0.59 for the quantize;
+   * the program is bound by issuing instructions, and the quantize adds 23% to them).
    */
   quantEpilogue?: boolean;
   /**
@@ -251,17 +252,25 @@ export class Gen {
   scaleIndex(v: Value, flat: Expr): Expr {
     const g = v.type.quant!.granularity;
     if (g.kind !== "block") throw new LingcError(`kernel generator: only block scales are supported, ${v.type} has ${g.kind} scales`);
+    const C = this.dims(v).at(-1)!;
+    return this.scaleBlockIndex(v, divI(flat, C), divI(modI(flat, C), i(g.cols)));
+  }
+
+  /**
+   * The index in the scale grid of the block that holds row `row` (its leading axes flattened into
+   * rows) and column block `block` of a scaled value: a tile program finds a row's part once and adds
+   * its K block (a flat element's index divides a sum that holds it, every K step).
+   */
+  scaleBlockIndex(v: Value, row: Expr, block: Expr): Expr {
+    const g = v.type.quant!.granularity;
+    if (g.kind !== "block") throw new LingcError(`kernel generator: only block scales are supported, ${v.type} has ${g.kind} scales`);
+    if (this.kMajor(v)) return this.scaleAt(v, row, block);
     const dims = this.dims(v);
     const C = dims[dims.length - 1]!;
     const R = dims[dims.length - 2]!;
-    const col = modI(flat, C);
-    const rest = divI(flat, C);
-    if (this.kMajor(v)) return this.scaleAt(v, rest, divI(col, i(g.cols)));
-    const row = modI(rest, R);
-    const lead = divI(rest, R);
     const gc = divI(addI(C, i(g.cols - 1)), i(g.cols));
     const gr = divI(addI(R, i(g.rows - 1)), i(g.rows));
-    return addI(mulI(addI(mulI(lead, gr), divI(row, i(g.rows))), gc), divI(col, i(g.cols)));
+    return addI(mulI(addI(mulI(divI(row, R), gr), divI(modI(row, R), i(g.rows))), gc), block);
   }
 
   /** The grid index of row `row` (of all rows, leading axes flattened) and column block `block` of a value in 1 x c groups. */

@@ -230,7 +230,7 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
         continue;
       }
       const col = K.min(colOf(tl, j, 0), i(O - 1));
-      sb.push(kb.let("sb", kb.load(wsb[which]!, g.scaleIndex(wv[which]!, add(mul(add(mul(tl.e, i(O)), col), i(I)), mul(kt, i(BK)))))));
+      sb.push(kb.let("sb", kb.load(wsb[which]!, g.scaleBlockIndex(wv[which]!, add(mul(tl.e, i(O)), col), kt))));
     }
     const sa = rows!.map(({ ok, src }) => kb.let("sa", K.sel(ok, kb.load(xs!, g.scaleAt(xsrc, src, kt)), K.f(0))));
     return { sb, sa };

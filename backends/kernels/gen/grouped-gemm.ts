@@ -300,12 +300,22 @@ export function copyRows(
     aRows.push({ ok, base: kb.let("abase", mul(src, i(o.I))), at: o.per * h });
   }
   const bRows: (CopyRow & { buf: string })[] = [];
+  // Where the column tiles split O evenly every weight row a tile copies exists: one base, the
+  // passes' rows at constant distances from it (which the copies' addresses take as immediates).
+  const whole = o.O % o.colsPer === 0;
+  const first = whole ? kb.let("bbase", mul(add(mul(o.e, i(o.O)), add(mul(o.ct, i(o.colsPer)), o.lr)), i(o.I))) : undefined;
   for (let h = 0; h * o.per < o.BN; h++) {
     const br = h * o.per; // this pass's first tile row (plus lr)
     const isUp = swiglu && br >= o.BN / 2;
-    const col = kb.let("bo", add(mul(o.ct, i(o.colsPer)), add(o.lr, i(isUp ? br - o.BN / 2 : br))));
+    const buf = isUp ? o.wb[1]! : o.wb[0]!;
+    const rows = isUp ? br - o.BN / 2 : br;
+    if (first) {
+      bRows.push({ ok: { k: "lit", t: "bool", v: 1 }, base: add(first, i(rows * o.I)), at: br, buf });
+      continue;
+    }
+    const col = kb.let("bo", add(mul(o.ct, i(o.colsPer)), add(o.lr, i(rows))));
     const ok = kb.let("bok", lt(col, i(o.O)));
-    bRows.push({ ok, base: kb.let("bbase", mul(add(mul(o.e, i(o.O)), K.sel(ok, col, i(0))), i(o.I))), at: br, buf: isUp ? o.wb[1]! : o.wb[0]! });
+    bRows.push({ ok, base: kb.let("bbase", mul(add(mul(o.e, i(o.O)), K.sel(ok, col, i(0))), i(o.I))), at: br, buf });
   }
   return { aRows, bRows };
 }
@@ -447,7 +457,7 @@ export function groupedGemmKernel(g: Gen, ops: readonly Op[], elem: GemmElem, ti
           // The block of the n-tile's first column (clamped past the last one) at this K slice.
           const col = K.min(colOf(nt, 0), i(O - 1));
           const which = swiglu && nt >= half ? 1 : 0;
-          sb.push(kb.let("sb", kb.load(wsb[which]!, g.scaleIndex(wv[which]!, add(mul(add(mul(e, i(O)), col), i(I)), mul(slice, i(SLICE)))))));
+          sb.push(kb.let("sb", kb.load(wsb[which]!, g.scaleBlockIndex(wv[which]!, add(mul(e, i(O)), col), slice))));
         }
         for (let mt = 0; mt < MT; mt++)
           for (let hh = 0; hh < 2; hh++) {

@@ -39,6 +39,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     ...pairLaunches(),
     ...quantPrologue(),
     ...(envChoice("LINGC_QUANT_EPILOGUE", ["off", "on"]) === "on" ? { quantEpilogue: true } : {}),
+    ...(envChoice("LINGC_FP8_SCALES", ["ahead", "after"]) === "ahead" ? { fp8ScalesAhead: true } : {}),
   };
 }
 

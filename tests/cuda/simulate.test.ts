@@ -144,6 +144,14 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(Math.max(...merged.y.got.map(Math.abs))).toBeGreaterThan(0.01);
   });
 
+  it("the FP8 warpgroup-MMA expert GEMM with each stage's scales loaded a stage ahead (LINGC_FP8_SCALES=ahead: held in registers, the next stage's loads issued once these are used): 3 stages of K (SwiGLU) and 2 (down)", () => {
+    const { got, want } = fp8Experts([40, 384, 256, 6, 2], 35, { ...LIMITS, fp8ScalesAhead: true });
+    const bodies = kernels.map((k) => JSON.stringify(k.kernel.body)).filter((b) => b.includes('"ab":"e4m3"'));
+    expect(bodies).toHaveLength(2);
+    for (const b of bodies) expect(b).toMatch(/"name":"sbn_\d+"/);
+    expect(relError(got, want)).toBeLessThan(1e-5);
+  });
+
   it("the FP8 warpgroup-MMA expert GEMM overlapped (LINGC_FP8_WGMMA=overlap: two stage sums in turn, a stage's MMAs issued before the last one's are scaled): 3 stages of K (SwiGLU, an odd count) and 2 (down)", () => {
     const { got, want } = fp8Experts([40, 384, 256, 6, 2], 35, { ...LIMITS, fp8WgmmaOverlap: true });
     const bodies = kernels.map((k) => JSON.stringify(k.kernel.body)).filter((b) => b.includes('"ab":"e4m3"'));

@@ -110,6 +110,12 @@ export interface GenLimits {
    */
   quantEpilogue?: boolean;
   /**
+   * CUDA: the FP8 warpgroup expert program loads a stage's scales one stage ahead (the CUDA target's
+   * default; LINGC_FP8_SCALES=after: after the stage's MMA wait). Measured on the H200: FP8 Ling-mini
+   * 1x8192 49.1-49.4 -> 48.6-48.7 ms, 1x2048 12.5 -> 12.0 (bench/results/fp8-epilogue-2026-12-02-h200.md call 8).
+   */
+  fp8ScalesAhead?: boolean;
+  /**
    * CUDA's GQA decode attention: the key splits merged by each item's last split to finish (atomics
    * on the target's counters, one launch) instead of a merge kernel after (two). Default: the latter.
    */

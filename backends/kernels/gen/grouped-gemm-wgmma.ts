@@ -247,6 +247,21 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
     }
   };
   const promote = (tl: TileAt, rows: ScaleRow[] | undefined, kt: Expr) => scaleInto(stageScales(tl, rows, kt), part);
+  /** Scales held in vars (one a distinct load; stageScales repeats one sb where a half lies in one block): their values, and how to load the next ones into them. */
+  const heldScales = (first: { sb: Expr[]; sa: Expr[] }) => {
+    const distinct = [...new Set(first.sb)];
+    const sbVars = distinct.map((e) => kb.var("sbn", e));
+    const saVars = first.sa.map((e) => kb.var("san", e));
+    const at = first.sb.map((e) => distinct.indexOf(e));
+    return {
+      scales: { sb: at.map((n) => sbVars[n]!.ref), sa: saVars.map((v) => v.ref) },
+      load: (next: { sb: Expr[]; sa: Expr[] }) => {
+        const nd = [...new Set(next.sb)];
+        nd.forEach((e, n) => sbVars[n]!.set(e));
+        next.sa.forEach((e, n) => saVars[n]!.set(e));
+      },
+    };
+  };
   const shape = elem === "bf16" ? ({ m: 64, n: BN, k: 16, ab: "bf16" } as const) : ({ m: 64, n: BN, k: 32, ab: "e4m3" } as const);
   const mmas = (st: Expr, into = part) => {
     kb.wgmmaFence();
@@ -354,6 +369,10 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
       kb.copyWait(0);
       return;
     }
+    // Scales a stage ahead (GenLimits.fp8ScalesAhead): stage kt + 1's scale loads issued once stage
+    // kt's are used, so that their round trip overlaps the next stage's copy wait, barrier and MMAs
+    // instead of following its MMA wait; held in registers (a var per distinct load).
+    const ahead1 = scaled && !late && g.limits.fp8ScalesAhead === true ? heldScales(stageScales(tl, rows, i(0))) : undefined;
     kb.loop("kt", i(0), i(nk), (kt) => {
       const st = stageReady(kt);
       if (late) {
@@ -364,7 +383,10 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
       } else {
         mmas(st);
         kb.wgmmaWait(0);
-        if (scaled) promote(tl, rows, kt);
+        if (ahead1) {
+          scaleInto(ahead1.scales, part);
+          ahead1.load(stageScales(tl, rows, K.min(add(kt, i(1)), i(nk - 1))));
+        } else if (scaled) promote(tl, rows, kt);
       }
     });
     if (late) {

@@ -12,9 +12,8 @@
  * bit for bit the separate quantize's codes, memcheck and racecheck clean, but FP8 Ling-mini's
  * prefill 1x8192 slower, 49.5-49.6 -> 50.6-50.7 ms: the SwiGLU experts 9.45 ms + 0.59 for the
  * quantize -> 11.42 ms merged. Not from running a group's two tiles in turn (that alone costs
- * nothing) nor from ptxas's spills: the FP8 expert program issues instructions at its limit, and the
- * quantize adds 23% to them (Nsight Compute), which the memory-bound quantize kernel hides. Off by
- * default until the program has issue slots to spare.
+ * nothing) nor from ptxas's spills: the quantize adds 23% to the program's instructions and 32% to
+ * its time (Nsight Compute), work the memory-bound quantize kernel does at little cost. Off by default.
  */
 import type { Dim } from "../../ir/dim";
 import { LingcError } from "../../ir/errors";

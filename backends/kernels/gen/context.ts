@@ -106,7 +106,7 @@ export interface GenLimits {
    * in that step's warpgroup tile program where the sizes choose the program
    * (backends/cuda/quant-epilogue.ts; LINGC_QUANT_EPILOGUE=on). Default: off (on measured slower on
    * the H200: FP8 Ling-mini's SwiGLU experts at 1x8192 11.42 ms against 9.45 + 0.59 for the quantize;
-   * the program is bound by issuing instructions, and the quantize adds 23% to them).
+   * the quantize adds 23% to the program's instructions and 32% to its time).
    */
   quantEpilogue?: boolean;
   /**

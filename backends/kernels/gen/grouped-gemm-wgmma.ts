@@ -10,7 +10,9 @@
  * e4m3 (W8A8) runs the same program with a stage of 128 codes per row (one 128-byte swizzle row is
  * one 128-wide scale block of K) and four k32 MMAs a stage into a second accumulator, which is then
  * scaled by (the row's activation scale x the block's weight scale) into the total, as the mma.sync
- * program (grouped-gemm.ts) and DeepGEMM do; accumulators bn floats a thread in all.
+ * program (grouped-gemm.ts) and DeepGEMM do; accumulators bn floats a thread in all. By default a
+ * stage's scales are loaded a stage ahead (GenLimits.fp8ScalesAhead), their round trip hidden under
+ * the next stage's copies and MMAs instead of following each stage's MMA wait.
  *
  * Selected by a tile "wgmma,bm,bn,stages" (LINGC_BF16_TILE / LINGC_FP8_TILE, or the profile's tile).
  * "wgmma-ws,bm,bn,stages[,tiles]" runs it warp-specialized (a producer warpgroup copies, mbarriers

@@ -16,13 +16,12 @@
  * its time (Nsight Compute), work the memory-bound quantize kernel does at little cost. Off by default.
  */
 import type { Dim } from "../../ir/dim";
-import { LingcError } from "../../ir/errors";
 import type { CudaProfile } from "../../ir/target";
 import type { FrameSchedule } from "../frames";
-import { generateStep, type GeneratedKernel, type GenLimits } from "../kernels/gen";
+import type { GeneratedKernel, GenLimits } from "../kernels/gen";
 import { storageSlot, type Step } from "../schedule";
 import { choiceCondition, stepDispatch } from "./library";
-import { mergedSubst } from "./quant-prologue";
+import { mergedKernel, mergedSubst } from "./quant-prologue";
 
 /** The tile program's template: the dispatch choice of the expert step that the merge replaces. */
 const TILE_TEMPLATE = "grouped_gemm_fp8";
@@ -88,14 +87,9 @@ export function quantEpilogues(fr: FrameSchedule, limits: GenLimits, profile: Cu
     if (!dispatch || at < 0) continue;
     const merged = epilogueStep(steps[a]!, steps[b]!);
     if (!merged) continue;
-    let kernel: GeneratedKernel;
-    try {
-      kernel = generateStep(merged, fr, limits, `k${a}e`, TILE_TEMPLATE);
-    } catch (e) {
-      // The tile program cannot take this quantize (a warp tile, groups not whole column tiles): it refuses it.
-      if (e instanceof LingcError) continue;
-      throw e;
-    }
+    // (The tile program cannot take every quantize: a warp tile, groups not whole column tiles.)
+    const kernel = mergedKernel(merged, fr, limits, `k${a}e`, TILE_TEMPLATE);
+    if (!kernel) continue;
     // The tile program runs where no earlier choice's sizes hold and its own do.
     const terms = [...dispatch.slice(0, at).map((c) => `!(${choiceCondition(c, dimText) || "true"})`), ...(dispatch[at]!.when.length ? [`(${choiceCondition(dispatch[at]!, dimText)})`] : [])];
     found.set(a, { matmul: a, quant: b, merged: kernel, when: terms.join(" && ") || "true" });

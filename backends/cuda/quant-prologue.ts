@@ -89,6 +89,16 @@ export function prologueCandidates(steps: readonly (Step | undefined)[], storage
   return out;
 }
 
+/** A merged step's kernel by `template`, or undefined where the template refuses the step (a LingcError: it cannot take the merge). */
+export function mergedKernel(step: Step, fr: FrameSchedule, limits: GenLimits, name: string, template: string): GeneratedKernel | undefined {
+  try {
+    return generateStep(step, fr, limits, name, template);
+  } catch (e) {
+    if (e instanceof LingcError) return undefined;
+    throw e;
+  }
+}
+
 /** The C++ flag that says quantize prologue `b` (its GEMV step's index) runs. */
 export const prologueFlag = (b: number): string => `qp${b}_`;
 
@@ -107,15 +117,9 @@ export function quantPrologues(fr: FrameSchedule, limits: GenLimits, profile: Cu
     // The GEMV the dispatch picks first: the FP8 linear's "generated" (its warp GEMV), or the experts' by-row GEMV.
     const template = first?.kernel === "generated" ? "gemv_fp8" : first?.kernel;
     if (!first || !first.when.length || (template !== "gemv_fp8" && template !== "grouped_gemv_fp8")) continue;
-    let kernel: GeneratedKernel;
-    try {
-      kernel = generateStep(merged, fr, limits, `k${b}q`, template);
-    } catch (e) {
-      // The GEMV's 16-code form cannot take this quantize (K not whole 512s, a narrow input): the template refuses it.
-      if (e instanceof LingcError) continue;
-      throw e;
-    }
-    found.set(b, { quant: a, consumer: b, merged: kernel, when: choiceCondition(first, dimText) });
+    // (The GEMV's 16-code form cannot take every quantize: K not whole 512s, a narrow input.)
+    const kernel = mergedKernel(merged, fr, limits, `k${b}q`, template);
+    if (kernel) found.set(b, { quant: a, consumer: b, merged: kernel, when: choiceCondition(first, dimText) });
   }
   return found;
 }

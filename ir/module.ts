@@ -48,6 +48,14 @@ export class Op {
 
   /** The kernels a target runs this op (or kernel call) with, and when (ir/dispatch.ts); set by kernel selection. */
   dispatch: Dispatch | undefined;
+
+  /**
+   * This op reading other values: a view for a merged kernel whose later op reads an earlier op's
+   * result under the name its own kernel gave it. Its results stay this op's (their def unchanged).
+   */
+  rebound(operands: Value[]): Op {
+    return Object.assign(Object.create(Op.prototype) as Op, this, { operands });
+  }
 }
 
 export interface FuncResult {

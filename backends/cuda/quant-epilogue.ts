@@ -38,13 +38,14 @@ export interface QuantEpilogue {
 }
 
 /**
- * The step that runs matmul step `a` with quantize step `b` (which reads a's only result, under its
- * own name for it) after its matmuls: a's reads, b's writes; undefined where the two kernels' sizes
- * name one symbol differently.
+ * The step that runs matmul step `a` with quantize step `b` (which reads a's only result under its
+ * own name for it, rebound here to read a's) after its matmuls: a's reads, b's writes; undefined where
+ * the two kernels' sizes name one symbol differently.
  */
 export function epilogueStep(a: Step, b: Step): Step | undefined {
   const subst = mergedSubst(a, b);
-  return subst && { op: a.op, kernel: a.kernel, ops: [...a.ops, ...b.ops], scope: a.scope, reads: a.reads, writes: b.writes, subst };
+  const result = [...a.writes.keys()][0]!;
+  return subst && { op: a.op, kernel: a.kernel, ops: [...a.ops, ...b.ops.map((o) => o.rebound([result]))], scope: a.scope, reads: a.reads, writes: b.writes, subst };
 }
 
 /**

@@ -38,7 +38,10 @@ export interface QuantPrologue {
  */
 export function prologueStep(a: Step, b: Step, codes: Value): Step | undefined {
   const subst = mergedSubst(a, b);
-  return subst && { op: b.op, kernel: b.kernel, ops: [...a.ops, ...b.ops], scope: b.scope, reads: new Map([...a.reads, ...[...b.reads].filter(([v]) => v !== codes)]), writes: b.writes, subst };
+  // b's ops that read the codes under b's name for them, rebound to read the quantize's result.
+  const q = a.ops[a.ops.length - 1]!.results[0]!;
+  const ops = b.ops.map((o) => (o.operands.includes(codes) ? o.rebound(o.operands.map((v) => (v === codes ? q : v))) : o));
+  return subst && { op: b.op, kernel: b.kernel, ops: [...a.ops, ...ops], scope: b.scope, reads: new Map([...a.reads, ...[...b.reads].filter(([v]) => v !== codes)]), writes: b.writes, subst };
 }
 
 /** Two steps' symbols as one step's (each kernel's symbol -> entry symbol); undefined where they name one symbol differently. */

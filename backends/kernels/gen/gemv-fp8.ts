@@ -53,12 +53,8 @@ export function fp8GemvPlan(all: readonly Op[]): { quant?: Op; linears: Op[]; ep
   return !permute && plan.linears.every((l) => readsCodes(l, quant) && prologueFits(quant, l)) ? { quant, ...plan } : undefined;
 }
 
-/**
- * Whether a matmul of a merged step reads the prologue's codes: their value, or the consumer
- * kernel's own parameter for them (same type), which prologueStep linked to the codes by their
- * storage (such steps come only from it).
- */
-const readsCodes = (matmul: Op, quant: Op) => matmul.operands[0] === quant.results[0] || matmul.operands[0]!.type.toString() === quant.results[0]!.type.toString();
+/** Whether a matmul of a merged step reads the prologue's codes (prologueStep rebinds the consumer's name for them to the codes). */
+const readsCodes = (matmul: Op, quant: Op) => matmul.operands[0] === quant.results[0];
 
 /**
  * A step's leading activation quantize, with the token gather before it (moe_permute) or alone,

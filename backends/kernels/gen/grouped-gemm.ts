@@ -123,18 +123,14 @@ export function groupedMatmuls(ops: readonly Op[]): GroupedMatmuls | undefined {
 }
 
 /**
- * A step's trailing activation quantize of its matmuls' result, and the ops before it. In a merged
- * step (backends/cuda/quant-epilogue.ts) the quantize reads that result under its own step's name
- * for it: a value no op of the step makes, of the same type.
+ * A step's trailing activation quantize of its matmuls' result, and the ops before it (a step
+ * backends/cuda/quant-epilogue.ts merged, its quantize rebound to read that result).
  */
 export function splitQuantEpilogue(ops: readonly Op[]): { quant?: Op; ops: readonly Op[] } {
   const q = ops[ops.length - 1];
   if (q?.opName !== "quantize" || ops.length < 2) return { ops };
   const before = ops.slice(0, -1);
-  const last = before[before.length - 1]!.results[0];
-  const src = q.operands[0]!;
-  const linked = last !== undefined && (src === last || (!before.some((o) => o.results.includes(src)) && src.type.toString() === last.type.toString()));
-  return linked ? { quant: q, ops: before } : { ops };
+  return q.operands[0] === before[before.length - 1]!.results[0] ? { quant: q, ops: before } : { ops };
 }
 
 /**

@@ -68,8 +68,8 @@ describe("CUDA tile programs in the kir simulator", () => {
   });
 
   /** The bf16 routed experts of the mma.sync test's uneven routing, under a bf16 tile (a warpgroup-MMA one: the kernels hold wgmma). */
-  const bf16Experts = (tile: string, H = 32) => {
-    const [T, F, E, K] = [40, 40, 6, 2];
+  const bf16Experts = (tile: string, H = 32, F = 40) => {
+    const [T, E, K] = [40, 6, 2];
     const r = rng(21);
     const t = (shape: number[], scale = 1) => random("bf16", r, shape, scale);
     const ids = Array.from({ length: T }, (_, i) => [0, 1 + (i % 4)]).flat();
@@ -86,6 +86,12 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(relError(got, want)).toBeLessThan(2 ** -6);
     // Both write their results through shared memory, 16 bytes a store (whole 8-column pieces: 40 and 32 columns).
     expect(kernels.filter((k) => JSON.stringify(k.kernel.body).includes('"k":"wgmma"') && JSON.stringify(k.kernel.body).includes('"k":"store16"'))).toHaveLength(2);
+  });
+
+  it("the bf16 warpgroup-MMA expert GEMM where the column tiles split the outputs evenly (SwiGLU 128 of 128, down 256 of 256): a tile's weight rows copied from one base, no row bounds", () => {
+    const { got, want } = bf16Experts("wgmma,128,256,4", 256, 128);
+    expect(kernels.filter((k) => JSON.stringify(k.kernel.body).includes('"k":"wgmma"') && !JSON.stringify(k.kernel.body).includes('"bok_'))).toHaveLength(2);
+    expect(relError(got, want)).toBeLessThan(2 ** -6);
   });
 
   it("the warp-specialized warpgroup-MMA expert GEMM (wgmma-ws,128,256,2,2: a producer warpgroup, mbarriers, two tiles a workgroup, stage buffers reused within and across them)", () => {

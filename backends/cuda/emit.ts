@@ -28,9 +28,10 @@ import { generateStep, referenceTemplate, TILE_TEMPLATES, type GeneratedKernel, 
 import { cudaGenLimits, cudaStorage } from "./gen-limits";
 import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
-import { launchPairs, pairFlag, type LaunchPair } from "./launch-pairs";
-import { prologueFlag, quantPrologues, type QuantPrologue } from "./quant-prologue";
-import { epilogueFlag, quantEpilogues, type QuantEpilogue } from "./quant-epilogue";
+import { pairFlag } from "./launch-pairs";
+import { prologueFlag } from "./quant-prologue";
+import { epilogueFlag } from "./quant-epilogue";
+import { stepMerges } from "./step-merges";
 import { dynamicSharedBytes, literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
 import { LAUNCHER, makefile, runtimeSources } from "./build-files";
@@ -144,25 +145,7 @@ class FuncEmitter {
 
   emit(): void {
     const blocks: string[][] = this.fr.steps.map(() => []);
-    const pairs = this.limits.pairLaunches ? launchPairs(this.fr, this.limits, this.profile, (st) => this.loadTime(st), cppDim) : new Map<number, LaunchPair>();
-    /** A pair's second step's index -> its first step's. */
-    const firstOf = new Map([...pairs].map(([n, p]) => [p.second, n]));
-    const free = (k: number) => !pairs.has(k) && !firstOf.has(k) && this.fr.steps[k]?.step !== undefined && !this.loadTime(this.fr.steps[k]!.step!);
-    const prologues = this.limits.quantPrologue ? quantPrologues(this.fr, this.limits, this.profile, free, cppDim) : new Map<number, QuantPrologue>();
-    /** A quantize prologue's quantize step's index -> the prologue. */
-    const prologueOf = new Map([...prologues.values()].map((p) => [p.quant, p]));
-    // A quantize epilogue's matmul step may be in a launch pair (the pair runs where the sizes choose
-    // its GEMV, the epilogue where they choose its tile program: never both). Its quantize step may
-    // be too: the epilogue then runs only where that pair does not (the pair reads the matmul's
-    // result), so the pair's condition must be known at the matmul (its flags those of pairs up to it).
-    /** When a launch pair runs step k (C++), if k is in one. */
-    const pairWhen = (k: number) => pairs.get(k)?.when ?? (firstOf.has(k) ? pairFlag(firstOf.get(k)!) : undefined);
-    const knownAt = (cond: string, a: number) => [...cond.matchAll(/pair(\d+)_/g)].every((m) => Number(m[1]) <= a);
-    const runs = (k: number) => this.fr.steps[k]?.step !== undefined && !this.loadTime(this.fr.steps[k]!.step!) && !prologues.has(k) && !prologueOf.has(k);
-    const mergeable = (a: number, b: number) => runs(a) && runs(b) && knownAt(pairWhen(b) ?? "", a);
-    const epilogues = this.limits.quantEpilogue ? quantEpilogues(this.fr, this.limits, this.profile, mergeable, cppDim) : new Map<number, QuantEpilogue>();
-    /** A quantize epilogue's quantize step's index -> the epilogue. */
-    const epilogueOf = new Map([...epilogues.values()].map((e) => [e.quant, e]));
+    const { pairs, firstOf, prologues, prologueOf, epilogues, epilogueOf, pairWhen, acquiredAt } = stepMerges(this.fr, this.limits, this.profile, (st) => this.loadTime(st), cppDim);
     this.fr.steps.forEach((s, n) => {
       if (s.call !== undefined) {
         this.prepare.push(`  c.prepare_call(fr, ${s.call});`);
@@ -230,13 +213,8 @@ class FuncEmitter {
     const life = storageLifetimes(this.fr, this.frames, this.residents, prologueReads);
     this.lifetimes = life;
     blocks.forEach((lines, n) => {
-      // A pair's second step's storage is taken before the pair's launch, which writes it.
-      const pair = pairs.get(n);
-      if (pair) for (const st of life.acquire[pair.second]!) this.body.push(`  c.acquire(b + ${st});`);
-      // So is a quantize epilogue's: the matmul's launch writes it.
-      const epi = epilogues.get(n);
-      if (epi && pair?.second !== epi.quant) for (const st of life.acquire[epi.quant]!) this.body.push(`  c.acquire(b + ${st});`);
-      if (!firstOf.has(n) && !epilogueOf.has(n)) for (const st of life.acquire[n]!) this.body.push(`  c.acquire(b + ${st});`);
+      // A pair's second step's storage, and a quantize epilogue's, is taken before the merged launch that writes it.
+      for (const k of acquiredAt(n)) for (const st of life.acquire[k]!) this.body.push(`  c.acquire(b + ${st});`);
       this.body.push(...lines);
       for (const st of life.release[n]!) this.body.push(`  c.release(b + ${st});`);
     });

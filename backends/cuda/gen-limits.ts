@@ -40,6 +40,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     ...quantPrologue(),
     ...(envChoice("LINGC_QUANT_EPILOGUE", ["off", "on"]) === "on" ? { quantEpilogue: true } : {}),
     ...(envChoice("LINGC_FP8_SCALES", ["ahead", "after"]) === "ahead" ? { fp8ScalesAhead: true } : {}),
+    ...(envChoice("LINGC_PREFETCH", ["on", "off"]) === "on" ? { prefetchWeights: true } : {}),
   };
 }
 

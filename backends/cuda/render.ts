@@ -5,7 +5,7 @@
  * The grid is linearized like WGSL's (blockIdx.x + blockIdx.y * gridDim.x). A wide kernel (kir
  * Kernel.wide: a buffer past 2^31 - 1 elements) computes every integer as long long.
  */
-import { f32Text, type Expr, type Kernel, type KType, type MmaShape, type Stmt } from "../kernels/kir";
+import { f32Text, preWaitProblem, type Expr, type Kernel, type KType, type MmaShape, type Stmt } from "../kernels/kir";
 
 const TYPE: Record<KType, string> = { f32: "float", i32: "int", u32: "unsigned", bool: "bool" };
 
@@ -221,6 +221,11 @@ export class CudaRenderer {
         case "fence":
           out.push(`${indent}__threadfence();`);
           break;
+        case "prefetchL2":
+          out.push(
+            `${indent}asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\\n" :: "l"(reinterpret_cast<const unsigned char*>(${s.buf}) + (${this.expr(s.byte)})), "r"((unsigned)(${this.expr(s.bytes)})) : "memory");`,
+          );
+          break;
         case "mbarInit":
           out.push(`${indent}asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\\n" :: "r"(${this.mbar(s.bar, s.idx)}), "r"(${s.count}) : "memory");`);
           break;
@@ -310,11 +315,18 @@ export function renderCuda(k: Kernel): string {
     out.push(`  extern __shared__ __align__(${align}) unsigned char ${base}[];`);
     k.shared.forEach((s, j) => out.push(`  ${TYPE[s.t]}* const ${s.name} = reinterpret_cast<${TYPE[s.t]}*>(${base} + ${offsets[j]});`));
   } else for (const s of k.shared) out.push(`  __shared__ __align__(${Math.max(SHARED_ALIGN, s.align ?? 0)}) ${TYPE[s.t]} ${s.name}[${s.size}];`);
-  // Launched with programmatic dependent launch (lingc_runtime.h): let the next kernel be
-  // scheduled now, and wait for the previous kernel's results before reading anything.
-  out.push(`  asm volatile("griddepcontrol.launch_dependents;");`, `  asm volatile("griddepcontrol.wait;" ::: "memory");`);
   if (k.wide) out.push(`  [[maybe_unused]] const long long lid = (long long)threadIdx.x;`, `  [[maybe_unused]] const long long wgid = (long long)blockIdx.x + (long long)blockIdx.y * (long long)gridDim.x;`);
   else out.push(`  [[maybe_unused]] const int lid = (int)threadIdx.x;`, `  [[maybe_unused]] const int wgid = (int)(blockIdx.x + blockIdx.y * gridDim.x);`);
+  // Launched with programmatic dependent launch (lingc_runtime.h): let the next kernel be
+  // scheduled now, start what reads no kernel's results (preWait: weight prefetches), and wait for
+  // the previous kernel's results before reading anything.
+  out.push(`  asm volatile("griddepcontrol.launch_dependents;");`);
+  if (k.preWait?.length) {
+    const problem = preWaitProblem(k.preWait);
+    if (problem) throw new Error(`kir: ${k.name}'s statements before the wait must not depend on other kernels, but it has ${problem}`);
+    r.stmts(k.preWait, "  ", out);
+  }
+  out.push(`  asm volatile("griddepcontrol.wait;" ::: "memory");`);
   out.push(...body, "}");
   return out.join("\n") + "\n";
 }

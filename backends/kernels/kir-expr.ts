@@ -139,7 +139,13 @@ export type Stmt =
    */
   | { k: "setmaxnreg"; inc: boolean; regs: number }
   /** Adds `e` to element `idx` of i32 buffer `buf` atomically; the let `name` gets the element's value before (CUDA atomicAdd). */
-  | { k: "atomicAdd"; name: string; buf: string; idx: Expr; e: Expr };
+  | { k: "atomicAdd"; name: string; buf: string; idx: Expr; e: Expr }
+  /**
+   * A hint: bring `bytes` bytes of buffer `buf` from byte `byte` into the L2 cache (CUDA: one bulk
+   * prefetch; both a multiple of 16). Changes no value, so it may run before the kernel waits for the
+   * kernels before it (Kernel.preWait); a target without it renders nothing.
+   */
+  | { k: "prefetchL2"; buf: string; byte: Expr; bytes: Expr };
 
 /**
  * Element types of buffers: bf16 buffers hold bf16 bits and read and write as f32 values; f8e4m3
@@ -173,6 +179,13 @@ export interface Kernel {
   wide?: boolean;
   /** Workgroups the target must be able to keep resident on one multiprocessor (CUDA launch bounds: caps registers a thread). */
   minBlocks?: number;
+  /**
+   * What a workgroup does before it waits for the kernels launched before it (CUDA: programmatic
+   * dependent launch lets a kernel start while the one before it finishes): L2 prefetches of data no
+   * kernel writes (a GEMV's weight rows), under ifs of workgroup and thread indices only, so that
+   * the weights stream in while the previous kernel's tail runs. No loads, stores or barriers.
+   */
+  preWait?: Stmt[];
 }
 
 // ---------------------------------------------------------------------------------------------

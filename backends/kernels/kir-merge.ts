@@ -29,14 +29,19 @@ export function mergeKernels(a: Kernel, b: Kernel, name: string): Kernel {
   if (clash) throw new Error(`kir merge: ${a.name} already has a name ${clash}`);
   const split: Expr = { k: "uni", t: "i32", name: MERGE_SPLIT };
   const wg: Expr = { k: "builtin", t: "i32", name: "wg" };
-  const second = rename(b.body, renamed, { k: "bin", t: "i32", op: "-", a: wg, b: split }) as Stmt[];
+  const shifted: Expr = { k: "bin", t: "i32", op: "-", a: wg, b: split };
+  const second = rename(b.body, renamed, shifted) as Stmt[];
+  const firstHalf: Expr = { k: "bin", t: "bool", op: "<", a: wg, b: split };
+  // Each kernel's statements before the wait (prefetches) for its own workgroups only.
+  const preWait: Stmt[] = a.preWait?.length || b.preWait?.length ? [{ k: "if", c: firstHalf, then: a.preWait ?? [], else: rename(b.preWait ?? [], renamed, shifted) as Stmt[] }] : [];
   return {
     name,
     wg: a.wg,
     buffers: [...a.buffers, ...b.buffers.map((x) => ({ ...x, name: renamed.get(x.name)! }))],
     uniforms: [...a.uniforms, ...b.uniforms.map((u) => renamed.get(u)!), MERGE_SPLIT],
     shared: [...a.shared, ...b.shared.map((x) => ({ ...x, name: renamed.get(x.name)! }))],
-    body: [{ k: "if", c: { k: "bin", t: "bool", op: "<", a: wg, b: split }, then: a.body, else: second }],
+    body: [{ k: "if", c: firstHalf, then: a.body, else: second }],
+    ...(preWait.length ? { preWait } : {}),
     ...(a.wide || b.wide ? { wide: true } : {}),
     ...(a.minBlocks ? { minBlocks: a.minBlocks } : {}),
   };

@@ -16,6 +16,28 @@
 export * from "./kir-expr";
 import { add, div, eq, ge, i, lt, max, mod, mul, sel, sub, type BufferElem, type Expr, type KType, type Kernel, type MmaShape, type Stmt, type WgmmaShape } from "./kir-expr";
 
+/**
+ * Why a kernel's preWait statements could change a result if run before the previous kernels end
+ * (undefined: they cannot): only prefetches under ifs, whose expressions read no buffer or
+ * workgroup array.
+ */
+export function preWaitProblem(ss: readonly Stmt[]): string | undefined {
+  const reads = (node: unknown): boolean => {
+    if (Array.isArray(node)) return node.some(reads);
+    if (!node || typeof node !== "object") return false;
+    const n = node as Record<string, unknown>;
+    return n["k"] === "load" || n["k"] === "word" || Object.values(n).some(reads);
+  };
+  for (const s of ss) {
+    if (s.k === "if") {
+      const inner = reads(s.c) ? `an if reads memory` : (preWaitProblem(s.then) ?? (s.else ? preWaitProblem(s.else) : undefined));
+      if (inner) return inner;
+    } else if (s.k !== "prefetchL2") return `a ${s.k} statement`;
+    else if (reads(s.byte) || reads(s.bytes)) return `a prefetch's range reads memory`;
+  }
+  return undefined;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Builder
 
@@ -275,6 +297,20 @@ export class KernelBuilder {
 
   barrier(): void {
     this.emit({ k: "barrier" });
+  }
+
+  /** See the prefetchL2 statement (a byte range of `buf`). */
+  prefetchL2(buf: string, byte: Expr, bytes: Expr): void {
+    if (!this.kernel.buffers.some((b) => b.name === buf)) throw new Error(`kir: prefetch of unknown buffer ${buf}`);
+    this.emit({ k: "prefetchL2", buf, byte, bytes });
+  }
+
+  /**
+   * Statements for Kernel.preWait (before the wait for the previous kernels): prefetches and ifs.
+   * Their expressions are written inline (no lets: the body's scope does not see them).
+   */
+  beforeWait(body: () => void): void {
+    (this.kernel.preWait ??= []).push(...this.block(body));
   }
 
   warpBarrier(): void {

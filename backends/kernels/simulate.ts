@@ -21,6 +21,11 @@ import { binary, f32, fit, i32, u32, unary } from "./simulate-scalar";
 
 export type SimArray = Float32Array | Int32Array | Uint16Array | Uint8Array;
 
+/** What a test may watch a simulated kernel do besides its values: the L2 prefetches (buffer, first byte, bytes), one call a lane. */
+export interface SimObserver {
+  prefetch?: (buf: string, byte: number, bytes: number) => void;
+}
+
 const W = 32;
 type Vec = number[];
 type Mask = boolean[];
@@ -29,14 +34,14 @@ const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0]!
 const bitsF32 = (b: number) => new Float32Array(new Uint32Array([b >>> 0]).buffer)[0]!;
 
 /** Runs `workgroups` workgroups of kernel k over its buffers (by name) with its uniforms' values. */
-export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms: Record<string, number>, workgroups: number): void {
+export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms: Record<string, number>, workgroups: number, observe: SimObserver = {}): void {
   for (const b of k.buffers) if (!buffers[b.name]) throw new Error(`simulate ${k.name}: no buffer for ${b.name}`);
   for (const u of k.uniforms) if (uniforms[u] === undefined) throw new Error(`simulate ${k.name}: no value for ${u}`);
   const elem = new Map(k.buffers.map((b) => [b.name, b.elem]));
   for (let wg = 0; wg < workgroups; wg++) {
     const shared = new Map<string, { t: KType; a: Float64Array }>(k.shared.map((s) => [s.name, { t: s.t, a: new Float64Array(s.size) }]));
     // A workgroup of fewer threads than whole warps has lanes that never run (past wg).
-    const warps = Array.from({ length: Math.ceil(k.wg / W) }, (_, w) => new WarpRun(k, w, wg, buffers, elem, shared, uniforms).run(k.body, Array.from({ length: W }, (_, l) => w * W + l < k.wg)));
+    const warps = Array.from({ length: Math.ceil(k.wg / W) }, (_, w) => new WarpRun(k, w, wg, buffers, elem, shared, uniforms, observe).run([...(k.preWait ?? []), ...k.body], Array.from({ length: W }, (_, l) => w * W + l < k.wg)));
     // The warps interleaved a statement at a time (so that a read of workgroup memory that another
     // warp writes without a barrier between gets the wrong value here too), each held at a barrier
     // until every warp still running has reached one.
@@ -72,6 +77,7 @@ class WarpRun {
     private readonly elem: Map<string, string>,
     private readonly shared: Map<string, { t: KType; a: Float64Array }>,
     private readonly uniforms: Record<string, number>,
+    private readonly observe: SimObserver,
   ) {}
 
   /**
@@ -426,6 +432,17 @@ class WarpRun {
         case "fence":
           // Workgroups run one after another here: every earlier write is already visible.
           break;
+        case "prefetchL2": {
+          // Changes nothing; but the range must be one the target takes (16-byte units) inside the buffer.
+          const [at, n] = [this.eval(s.byte, m), this.eval(s.bytes, m)];
+          const size = this.buffers[s.buf]!.byteLength;
+          m.forEach((on, l) => {
+            if (on && (at[l]! % 16 !== 0 || n[l]! % 16 !== 0 || at[l]! < 0 || n[l]! <= 0 || at[l]! + n[l]! > size))
+              throw new Error(`simulate ${this.k.name}: prefetch of bytes ${at[l]} .. +${n[l]} of ${s.buf} (${size} bytes; 16-byte units)`);
+            if (on) this.observe.prefetch?.(s.buf, at[l]!, n[l]!);
+          });
+          break;
+        }
         case "atomicAdd": {
           const [idx, v] = [this.eval(s.idx, m), this.eval(s.e, m)];
           const old = new Array<number>(W).fill(0);

@@ -164,6 +164,9 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
       case "mbarWait":
       case "setmaxnreg":
         throw new Error("kir: WGSL has no split-arrival barriers or register moves (a warp-specialized tile program runs on CUDA only)");
+      case "prefetchL2":
+        // A cache hint WGSL cannot give (a kernel's preWait is not rendered at all).
+        break;
       case "fence":
       case "atomicAdd":
         throw new Error("kir: this WGSL renderer has no grid-wide fences or atomics (a kernel whose last workgroup merges the others' results runs on CUDA only)");

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -733,6 +733,33 @@ qprologue)
   grep -m2 -A8 "Invalid\|rror" "$OUT/san-qp-memcheck.txt" | head -30; tail -1 "$OUT/san-qp-memcheck.txt"
   [ $r = 0 ] || exit 1
   LINGC_ENVS="LINGC_QUANT_PROLOGUE=$QP" bash "$0" fp8ab
+  ;;
+decodeab)
+  # A/B of compile-time settings at decode, bf16 and FP8 (W8A8) Ling-mini alike: built by dist/lingc.mjs
+  # as is (mini, mini8) and under each of LINGC_ENVS (';' between builds: mini-envN, mini8-envN). First
+  # the default build's checks: ling-tiny's golden logits and greedy ids on CUDA, ling-small-fp8's
+  # selftest (FAIL lines) under memcheck; then the decode rows (batch 1 and 32, cache 2048) and
+  # prefill 1x2048 of every build alternately, two rounds, and each build's decode batch-1 profile
+  # (first LINGC_PROFILE_LINES lines, default 12).
+  IFS=';' read -ra ENVS <<< "${LINGC_ENVS:?LINGC_ENVS names the settings}"; M=bench/cuda/ling-mini-2.0-no-mtp; S=tests/data/golden/ling-small-fp8
+  Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"; BUILDS=(mini mini8)
+  ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j4 >/dev/null ) &
+  ( $L compile $M --target cuda $Q --out /tmp/mini8 >/dev/null && cd /tmp/mini8 && make -j4 >/dev/null ) &
+  ( $L compile $S --target cuda --out /tmp/small8 >/dev/null && cd /tmp/small8 && make -j4 >/dev/null ) &
+  for n in "${!ENVS[@]}"; do
+    e=${ENVS[$n]}; BUILDS+=(mini-env$n mini8-env$n)
+    ( env $e $L compile $M --target cuda --out /tmp/mini-env$n >/dev/null && cd /tmp/mini-env$n && make -j4 >/dev/null ) &
+    ( env $e $L compile $M --target cuda $Q --out /tmp/mini8-env$n >/dev/null && cd /tmp/mini8-env$n && make -j4 >/dev/null ) &
+  done
+  echo "== ling-tiny golden"
+  $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
+  GOT=$($L generate $G --backend cuda --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|'); [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL: $GOT"
+  wait
+  for n in "${!ENVS[@]}"; do echo "mini-env$n, mini8-env$n: ${ENVS[$n]}"; done
+  echo "== ling-small-fp8 selftest under memcheck"
+  compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/small8/lingc_model selftest > "$OUT/san-decodeab.txt" 2>&1; echo "memcheck exit $?"; grep -c PASS "$OUT/san-decodeab.txt"; grep -E "FAIL" "$OUT/san-decodeab.txt" | head -3; tail -1 "$OUT/san-decodeab.txt"
+  alternate 1x2048 1x2048,32x2048 "${BUILDS[@]}"
+  for m in "${BUILDS[@]}"; do echo "== $m decode 1x2048 profile"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 --profile 2>&1 >/dev/null | head -${LINGC_PROFILE_LINES:-12}; done
   ;;
 envbuild|envab)
   # A/B of environment settings read at compile time (tile choices, kernel knobs): Ling-mini built by

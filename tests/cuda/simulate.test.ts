@@ -14,7 +14,7 @@ import * as K from "../../backends/kernels/kir";
 import { simulate } from "../../backends/kernels/simulate";
 import { rng } from "../support/fd";
 import type { GenLimits } from "../../backends/kernels/gen";
-import { LIMITS, kernels, runGenerated, expertModule, random, relError } from "../support/kir-run";
+import { LIMITS, kernels, runGenerated, expertModule, random, relError, prefetchedWhole } from "../support/kir-run";
 
 describe("CUDA tile programs in the kir simulator", () => {
   it("a workgroup sum by warp shuffles gives every thread the total (the simulator's warps and barriers)", () => {
@@ -298,8 +298,15 @@ describe("CUDA tile programs in the kir simulator", () => {
 }`;
     const r = rng(66);
     const t = (shape: number[], scale = 1) => random("bf16", r, shape, scale);
-    const outs = runGenerated(text, { x: t([1, 1, 264]) }, { w: t([40, 264], 0.2), g: t([72, 264], 0.2), u: t([72, 264], 0.2) }, LIMITS, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined));
+    const [inputs, weights] = [{ x: t([1, 1, 264]) }, { w: t([40, 264], 0.2), g: t([72, 264], 0.2), u: t([72, 264], 0.2) }];
+    const outs = runGenerated(text, inputs, weights, LIMITS, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined));
     expect(kernels.filter((k) => JSON.stringify(k.kernel.body).includes('"load16"')).length).toBe(2);
+    // Each kernel's weights brought into L2 before it waits (LIMITS: CUDA's default), every byte once.
+    expect(prefetchedWhole().sort()).toEqual(["linear_gemv#0.b1 (weight)", "linear_gemv#1.b1 (weight)", "linear_gemv#1.b2 (weight)"]);
+    const off = runGenerated(text, inputs, weights, { ...LIMITS, prefetchWeights: false }, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined));
+    expect(prefetchedWhole()).toEqual([]);
+    expect(kernels.every((k) => !k.kernel.preWait)).toBe(true);
+    expect(off["y"]!.got).toEqual(outs["y"]!.got);
     for (const [name, { got, want }] of Object.entries(outs)) {
       expect(relError(got, want), name).toBeLessThan(2 ** -6);
       expect(Math.max(...got.map(Math.abs)), name).toBeGreaterThan(0.05);
@@ -323,6 +330,7 @@ describe("CUDA tile programs in the kir simulator", () => {
     const { got, want } = runGenerated(text, { x: random("f32", r, [1, I]) }, { w: random("f32", r, [O, I], 0.2) }, limits, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined))["y"]!;
     const [k] = kernels;
     expect(JSON.stringify(k!.kernel.body)).toContain('"bitsF32"');
+    expect(prefetchedWhole()).toEqual(["linear_gemv#0.b1 (weight)"]);
     expect(k!.kernel.shared.length).toBe(split > 1 ? 1 : 0);
     expect(relError(got, want)).toBeLessThan(1e-5);
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
@@ -420,6 +428,8 @@ describe("CUDA tile programs in the kir simulator", () => {
     const { got, want } = runGenerated(text, { x: random("bf16", r, [R, H]) }, { gate: random("bf16", r, [F, H], 0.2), up: random("bf16", r, [F, H], 0.2) }, LIMITS, fp8, (ops) => (ops.some((o) => o.opName === "linear") ? "gemv_fp8" : undefined))["y"]!;
     // One GEMV kernel reads both weights (the quantizes of the weights and of x are kernels of their own).
     expect(kernels.map((k) => k.template).filter((t) => t !== "quantize")).toEqual(["gemv_fp8"]);
+    // Its two weights' codes (quantized by kernels here, so not weight slots) prefetched whole before it waits.
+    expect(prefetchedWhole().filter((p) => p.startsWith(`gemv_fp8#`)).length).toBe(2);
     expect(relError(got, want)).toBeLessThan(1e-5);
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.01);
   });

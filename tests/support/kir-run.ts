@@ -27,6 +27,31 @@ const ARRAYS = { f32: Float32Array, i32: Int32Array, bf16: Uint16Array, f8e4m3: 
 /** The kernels the last runGenerated generated, in order. */
 export const kernels: GeneratedKernel[] = [];
 
+/** The L2 prefetches the last runGenerated's kernels made: kernel (its template and index in `kernels`), buffer (its size in bytes, whether a weight's), byte range. */
+export const prefetches: { kernel: string; buf: string; size: number; weight: boolean; byte: number; bytes: number }[] = [];
+
+/**
+ * The buffers the last runGenerated's kernels prefetched, as "template#index.buffer" (weight buffers marked
+ * " (weight)"), after checking that each was prefetched whole, every byte once.
+ */
+export function prefetchedWhole(): string[] {
+  const groups = new Map<string, typeof prefetches>();
+  for (const p of prefetches) {
+    const key = `${p.kernel}.${p.buf}${p.weight ? " (weight)" : ""}`;
+    groups.set(key, [...(groups.get(key) ?? []), p]);
+  }
+  for (const [key, ps] of groups) {
+    const sorted = [...ps].sort((a, b) => a.byte - b.byte);
+    let at = 0;
+    for (const p of sorted) {
+      expect(p.byte, `${key}: a gap or an overlap at byte ${at}`).toBe(at);
+      at += p.bytes;
+    }
+    expect(at, `${key}: prefetched up to byte ${at} of ${sorted[0]!.size}`).toBe(sorted[0]!.size);
+  }
+  return [...groups.keys()];
+}
+
 /**
  * A module whose every step is a generated kernel, fused for CUDA and run step by step in the
  * simulator (static shapes: a size left symbolic is refused as a missing uniform), and by the
@@ -46,6 +71,7 @@ export function runGenerated(
   epilogues = false,
 ): Record<string, { got: Float32Array; want: Float32Array }> {
   kernels.length = 0;
+  prefetches.length = 0;
   const m = parseModule(text, "m.lir");
   // Passes whose module is the reference too (the fp8 pass: the interpreter runs its quantization).
   if (before) runPasses(m, parsePipeline(before), {});
@@ -117,7 +143,13 @@ export function runGenerated(
       kernels.push(k);
       const buffers: Record<string, SimArray> = {};
       k.kernel.buffers.forEach((b, j) => (buffers[b.name] = k!.slots[j] === SCRATCH_SLOT ? scratch : k!.slots[j] === COUNTERS_SLOT ? counters : storage(k!.slots[j]!)));
-      simulate(k.kernel, buffers, Object.fromEntries(k.kernel.uniforms.filter((u) => uniforms[u] !== undefined).map((u) => [u, uniforms[u]!])), Math.ceil(k.grid.dim.value! / k.grid.per));
+      const gk = k;
+      const prefetch = (buf: string, byte: number, bytes: number) => {
+        const slot = gk.slots[gk.kernel.buffers.findIndex((b) => b.name === buf)]!;
+        const weight = slot >= 0 && s.slots[storageSlot(s, slot)]?.source === "weight";
+        prefetches.push({ kernel: `${gk.template}#${kernels.indexOf(gk)}`, buf, size: buffers[buf]!.byteLength, weight, byte, bytes });
+      };
+      simulate(k.kernel, buffers, Object.fromEntries(k.kernel.uniforms.filter((u) => uniforms[u] !== undefined).map((u) => [u, uniforms[u]!])), Math.ceil(k.grid.dim.value! / k.grid.per), { prefetch });
     }
     // A kernel that counts its workgroups leaves the counters as it found them (zero).
     if (counters.some((x) => x !== 0)) throw new Error(`step ${step.kernel?.name ?? step.ops[0]!.opName}: counters left nonzero`);

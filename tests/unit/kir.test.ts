@@ -128,6 +128,55 @@ describe("two kernels as one launch (kir-merge)", () => {
   });
 });
 
+describe("prefetches before the wait for the previous kernel (Kernel.preWait)", () => {
+  /** Each workgroup copies its 16-float row of b0 to b1, its row of b0 prefetched first (64 bytes, by thread 0). */
+  const rowCopy = (name: string) => {
+    const kb = new KernelBuilder(name, 16, 32);
+    const x = kb.buffer("b0", "f32");
+    const y = kb.buffer("b1", "f32", true);
+    kb.beforeWait(() => kb.if(K.eq(kb.lid, K.i(0)), () => kb.prefetchL2(x, K.mul(kb.wg, K.i(64)), K.i(64))));
+    kb.store(y, K.add(K.mul(kb.wg, K.i(16)), kb.lid), kb.load(x, K.add(K.mul(kb.wg, K.i(16)), kb.lid)));
+    return kb.kernel;
+  };
+
+  it("CUDA: the prefetch after launch_dependents and before griddepcontrol.wait; WGSL renders none; the simulator sees each range once", () => {
+    const k = rowCopy("pc");
+    const cuda = renderCuda(k);
+    const [dep, pre, wait, load] = ["griddepcontrol.launch_dependents", "cp.async.bulk.prefetch.L2.global", "griddepcontrol.wait", "b1["].map((t) => cuda.indexOf(t));
+    expect(dep).toBeGreaterThan(0);
+    expect(pre).toBeGreaterThan(dep);
+    expect(wait).toBeGreaterThan(pre);
+    expect(load).toBeGreaterThan(wait);
+    expect(renderWgsl(k)).not.toContain("prefetch");
+    const seen: [string, number, number][] = [];
+    const y = new Float32Array(48);
+    simulate(k, { b0: Float32Array.from({ length: 48 }, (_, j) => j), b1: y }, {}, 3, { prefetch: (buf, byte, bytes) => seen.push([buf, byte, bytes]) });
+    expect(seen).toEqual([["b0", 0, 64], ["b0", 64, 64], ["b0", 128, 64]]);
+    expect([...y]).toEqual(Array.from({ length: 48 }, (_, j) => j));
+    // A fourth workgroup's range is past the buffer: the simulator says so.
+    expect(() => simulate(k, { b0: new Float32Array(48), b1: new Float32Array(64) }, {}, 4)).toThrow(/prefetch of bytes 192 \.\. \+64 of b0 \(192 bytes/);
+  });
+
+  it("refuses statements that could see another kernel's results before the wait: a load in a range, a store", () => {
+    const kb = new KernelBuilder("bad", 32, 32);
+    const x = kb.buffer("b0", "f32");
+    kb.beforeWait(() => kb.prefetchL2(x, K.mul(K.toI(kb.load(x, K.i(0))), K.i(16)), K.i(16)));
+    expect(() => renderCuda(kb.kernel)).toThrow(/bad's statements before the wait must not depend on other kernels, but it has a prefetch's range reads memory/);
+    const kb2 = new KernelBuilder("bad2", 32, 32);
+    const y = kb2.buffer("b0", "f32", true);
+    kb2.beforeWait(() => kb2.store(y, kb2.lid, K.f(1)));
+    expect(() => renderCuda(kb2.kernel)).toThrow(/but it has a store statement/);
+  });
+
+  it("two kernels as one launch keep each kernel's prefetches for its own workgroups", () => {
+    const merged = mergeKernels(rowCopy("a"), rowCopy("b"), "ab");
+    const seen: [string, number][] = [];
+    simulate(merged, { b0: new Float32Array(32), b1: new Float32Array(32), b0_m: new Float32Array(48), b1_m: new Float32Array(48) }, { [MERGE_SPLIT]: 2 }, 5, { prefetch: (buf, byte) => seen.push([buf, byte]) });
+    expect(seen).toEqual([["b0", 0], ["b0", 64], ["b0_m", 0], ["b0_m", 64], ["b0_m", 128]]);
+    expect(renderCuda(merged).split("griddepcontrol.wait").length).toBe(2);
+  });
+});
+
 describe("kir split-arrival barriers (mbarriers) and register moves", () => {
   /**
    * Threads 128-255 write their values and arrive; threads 0-127 wait for that phase and read them.

@@ -116,6 +116,12 @@ export interface GenLimits {
    */
   fp8ScalesAhead?: boolean;
   /**
+   * CUDA: a dense GEMV's workgroup prefetches its weight rows into L2 before it waits for the kernel
+   * before it (Kernel.preWait), so that at decode the weights stream in during that kernel's tail
+   * (LINGC_PREFETCH=on, the default, or off).
+   */
+  prefetchWeights?: boolean;
+  /**
    * CUDA's GQA decode attention: the key splits merged by each item's last split to finish (atomics
    * on the target's counters, one launch) instead of a merge kernel after (two). Default: the latter.
    */

@@ -23,6 +23,7 @@ import { denseMatmuls } from "./grouped-gemv";
 import { quantRecipe } from "./quant";
 import { attrsOf, OPS } from "../../../ir/ops";
 import { product } from "../../../ir/dim";
+import { prefetchWeightRows } from "./prefetch";
 
 const SLICE = 128;
 /** Slices of a long K loop unrolled together. */
@@ -229,6 +230,8 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const lane = kb.let("lane", mod(kb.lid, i(32)));
   // Workgroup = row chunk x column block.
   const blocks = Math.ceil(N / WARPS);
+  // The block's weight rows (codes; the scales are 1/128 of them), by the first row chunk's workgroup.
+  for (const wt of weights) prefetchWeightRows(g, wt.buf, mul(mod(kb.wg, i(blocks)), i(WARPS)), WARPS, N, Kd, lt(kb.wg, i(blocks)));
   const n = kb.let("n", add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp));
   const r0 = kb.let("r0", mul(div(kb.wg, i(blocks)), i(ROWS)));
   kb.if(lt(n, i(N)), () => {

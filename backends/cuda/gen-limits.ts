@@ -41,6 +41,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     ...(envChoice("LINGC_QUANT_EPILOGUE", ["off", "on"]) === "on" ? { quantEpilogue: true } : {}),
     ...(envChoice("LINGC_FP8_SCALES", ["ahead", "after"]) === "ahead" ? { fp8ScalesAhead: true } : {}),
     ...(envChoice("LINGC_PREFETCH", ["on", "off"]) === "on" ? { prefetchWeights: true } : {}),
+    ...(envChoice("LINGC_TAIL_LAUNCH", ["on", "off"]) === "on" ? { tailLaunches: true } : {}),
   };
 }
 

@@ -153,7 +153,7 @@ export const pairFlag = (n: number): string => `pair${n}_`;
  * / per), its grid's units over the units a workgroup takes, as a dim (per 1) where that divides
  * exactly; else undefined.
  */
-function workgroups(g: GeneratedKernel): { dim: Dim; per: number } | undefined {
+export function workgroups(g: GeneratedKernel): { dim: Dim; per: number } | undefined {
   const bound = g.then || g.scratch || g.slots.includes(COUNTERS_SLOT) || g.uniforms.some((u) => u.dim.symbols().some((x) => capacitySlotOf(x) !== undefined));
   if (bound) return undefined;
   const whole = g.grid.per === 1 ? g.grid.dim : g.grid.dim.divExact(g.grid.per);
@@ -164,7 +164,7 @@ function workgroups(g: GeneratedKernel): { dim: Dim; per: number } | undefined {
  * A library step's first dispatch choice when it is a generated kernel: the template (undefined for
  * a "generated" choice: generateStep picks the one that covers the step) and its condition as C++.
  */
-function firstGenerated(step: Step, profile: CudaProfile, pairable: ReadonlySet<string>, dimText: (d: Dim) => string): { template: string | undefined; when: string } | undefined {
+export function firstGenerated(step: Step, profile: CudaProfile, pairable: ReadonlySet<string>, dimText: (d: Dim) => string): { template: string | undefined; when: string } | undefined {
   const d = stepDispatch(step, profile);
   // A generated step of its own (no library dispatch): an activation quantize, where pairable.
   if (!d) return pairable.has("quantize") && step.ops.some((o) => o.opName === "quantize") ? { template: undefined, when: "" } : undefined;

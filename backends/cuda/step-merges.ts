@@ -1,6 +1,6 @@
 /**
  * Which steps of a function the CUDA emitter runs merged with another, and under which sizes: launch
- * pairs (launch-pairs.ts), quantize prologues (quant-prologue.ts) and quantize epilogues
+ * pairs (launch-pairs.ts) and tails (launch-tails.ts: run as pairs are), quantize prologues (quant-prologue.ts) and quantize epilogues
  * (quant-epilogue.ts), each where its GenLimits switch is on, and how they may overlap:
  * - a step in a launch pair takes no prologue (the pair's sizes and the prologue's would both pick
  *   the GEMV);
@@ -16,6 +16,7 @@ import type { GenLimits } from "../kernels/gen";
 import type { Step } from "../schedule";
 import type { Dim } from "../../ir/dim";
 import { launchPairs, pairFlag, type LaunchPair } from "./launch-pairs";
+import { launchTails } from "./launch-tails";
 import { quantPrologues, type QuantPrologue } from "./quant-prologue";
 import { quantEpilogues, type QuantEpilogue } from "./quant-epilogue";
 
@@ -42,6 +43,11 @@ export interface StepMerges {
 export function stepMerges(fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, loadTime: (step: Step) => boolean, dimText: (d: Dim) => string): StepMerges {
   const runs = (k: number) => fr.steps[k]?.step !== undefined && !loadTime(fr.steps[k]!.step!);
   const pairs = limits.pairLaunches ? launchPairs(fr, limits, profile, loadTime, dimText) : new Map<number, LaunchPair>();
+  // Tails (a dependent step run by the last workgroup of the one before) are launched as pairs are.
+  if (limits.tailLaunches) {
+    const paired = new Set([...pairs].flatMap(([n, p]) => [n, p.second]));
+    for (const [n, t] of launchTails(fr, limits, profile, loadTime, (k) => !paired.has(k), dimText)) pairs.set(n, t);
+  }
   const firstOf = new Map([...pairs].map(([n, p]) => [p.second, n]));
   const free = (k: number) => runs(k) && !pairs.has(k) && !firstOf.has(k);
   const prologues = limits.quantPrologue ? quantPrologues(fr, limits, profile, free, dimText) : new Map<number, QuantPrologue>();

@@ -737,8 +737,9 @@ qprologue)
 decodeab)
   # A/B of compile-time settings at decode, bf16 and FP8 (W8A8) Ling-mini alike: built by dist/lingc.mjs
   # as is (mini, mini8) and under each of LINGC_ENVS (';' between builds: mini-envN, mini8-envN). First
-  # the default build's checks: ling-tiny's golden logits and greedy ids on CUDA, ling-small-fp8's
-  # selftest (FAIL lines) under memcheck; then the decode rows (batch 1 and 32, cache 2048) and
+  # the default build's checks: ling-tiny's golden logits and greedy ids on CUDA, one sequence's greedy
+  # ids on each golden checkpoint (CUDA as built and under each setting against the interpreter),
+  # ling-small-fp8's selftest (FAIL lines) under memcheck; then the decode rows (batch 1 and 32, cache 2048) and
   # prefill 1x2048 of every build alternately, two rounds, and each build's decode batch-1 profile
   # (first LINGC_PROFILE_LINES lines, default 12).
   IFS=';' read -ra ENVS <<< "${LINGC_ENVS:?LINGC_ENVS names the settings}"; M=bench/cuda/ling-mini-2.0-no-mtp; S=tests/data/golden/ling-small-fp8
@@ -754,8 +755,26 @@ decodeab)
   echo "== ling-tiny golden"
   $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
   GOT=$($L generate $G --backend cuda --prompt "$PROMPT" --max-new-tokens 6 | paste -sd'|'); [ "$GOT" = "$WANT" ] && echo "greedy_ids PASS" || echo "greedy_ids FAIL: $GOT"
+  # One sequence (decode batch 1: where the GEMVs, pairs and tails run), 10 new tokens: CUDA as built and
+  # under each LINGC_ENVS against the interpreter, on the golden checkpoints (ling-small-fp8: W8A8).
+  P1=${PROMPT%%;*}; mkdir -p /tmp/one
+  for C in ling-tiny ling-small ling-small-fp8; do
+    $L generate tests/data/golden/$C --backend interp --prompt "$P1" --max-new-tokens 10 --ignore-eos > /tmp/one/$C-interp.txt 2>&1 &
+    $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos > /tmp/one/$C-cuda.txt 2>&1 &
+    for n in "${!ENVS[@]}"; do env ${ENVS[$n]} $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos > /tmp/one/$C-env$n.txt 2>&1 & done
+  done
   wait
+  for C in ling-tiny ling-small ling-small-fp8; do
+    for v in cuda $(for n in "${!ENVS[@]}"; do echo env$n; done); do
+      [ "$(tail -1 /tmp/one/$C-$v.txt)" = "$(tail -1 /tmp/one/$C-interp.txt)" ] && r=equal || r=DIFFERENT
+      echo "$C one sequence, $v against interp: $r ($(tail -1 /tmp/one/$C-$v.txt) / $(tail -1 /tmp/one/$C-interp.txt))"
+    done
+  done
   for n in "${!ENVS[@]}"; do echo "mini-env$n, mini8-env$n: ${ENVS[$n]}"; done
+  echo "== ling-small one sequence (decode batch 1) under compute-sanitizer"
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --target-processes all --error-exitcode 9 $L generate tests/data/golden/ling-small --backend cuda --prompt "$P1" --max-new-tokens 3 --ignore-eos > "$OUT/san-one-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 "Invalid\|Race\|Hazard" "$OUT/san-one-$tool.txt"; grep "SUMMARY" "$OUT/san-one-$tool.txt" | sort | uniq -c
+  done
   echo "== ling-small-fp8 selftest under memcheck"
   compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/small8/lingc_model selftest > "$OUT/san-decodeab.txt" 2>&1; echo "memcheck exit $?"; grep -c PASS "$OUT/san-decodeab.txt"; grep -E "FAIL" "$OUT/san-decodeab.txt" | head -3; tail -1 "$OUT/san-decodeab.txt"
   alternate 1x2048 1x2048,32x2048 "${BUILDS[@]}"

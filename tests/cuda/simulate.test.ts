@@ -351,6 +351,41 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
   });
 
+  it.each([
+    // Ling-mini's gate and router at decode batch 1 (K split among the GEMV's warps: a barrier; the router in its first 128 threads).
+    [1, 2048, 256, 8, 4, 2, 8],
+    // 5 tokens: the router's two workgroups run in turn by the GEMV's last workgroup; 64 experts of 4 groups.
+    [5, 512, 64, 4, 2, 3, 6],
+  ])("the router after the gate's GEMV in one launch (launch-tails.ts: the GEMV's last workgroup runs the router): %i tokens, K %i, %i experts; the same values as two launches", (T, I, E, G, TG, GST, K2) => {
+    const text = `module @r {
+  func @r(%x: bf16[${T}, ${I}]) weights(@gate: bf16[${E}, ${I}], @bias: f32[${E}]) -> (idx: i32[${T}, ${K2}], w: f32[${T}, ${K2}]) {
+    %x32 = linear(%x, @gate) {out = f32} : f32[${T}, ${E}]
+    %s = sigmoid(%x32) : f32[${T}, ${E}]
+    %b = add(%s, @bias) : f32[${T}, ${E}]
+    %idx = group_topk(%b) {k = ${K2}, groups = ${G}, topk_groups = ${TG}, group_score_topk = ${GST}} : i32[${T}, ${K2}]
+    %g = take_along(%s, %idx) : f32[${T}, ${K2}]
+    %sum = reduce_sum(%g) {axes = [-1], keepdims = true} : f32[${T}, 1]
+    %eps = constant() {values = [1e-20], dtype = f32} : f32[]
+    %d = add(%sum, %eps) : f32[${T}, 1]
+    %n = div(%g, %d) : f32[${T}, ${K2}]
+    return %idx, %n
+  }
+}`;
+    const r = rng(23);
+    const inputs = { x: random("bf16", r, [T, I]) };
+    const weights = { gate: random("bf16", r, [E, I], 0.2), bias: random("f32", r, [E], 0.05) };
+    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "group_topk") ? "router_warp" : ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined);
+    const apart = runGenerated(text, inputs, weights, LIMITS, "", pick);
+    expect(kernels.map((k) => k.template)).toEqual(["linear_gemv", "router_warp"]);
+    const merged = runGenerated(text, inputs, weights, LIMITS, "", pick, false, false, true);
+    expect(kernels.length).toBe(1);
+    expect(kernels[0]!.kernel.uniforms).toContain("tail_second");
+    expect([...merged["idx"]!.got]).toEqual([...apart["idx"]!.got]);
+    expect([...merged["w"]!.got]).toEqual([...apart["w"]!.got]);
+    expect([...merged["idx"]!.got]).toEqual([...merged["idx"]!.want]);
+    expect(relError(merged["w"]!.got, merged["w"]!.want)).toBeLessThan(1e-5);
+  });
+
   it.each(["after", "before"])("decode's FP8 kernels (a warp per column): the by-row grouped expert GEMV and the dense GEMV, activations quantized per token (gather=%s; before: the GEMV reads the tokens' codes and scale rows through the order)", (gather) => {
     // 2 tokens x 2 experts of 16: 4 rows, at most a quarter of the experts (the dispatch's GEMV case).
     const [T, H, F, E, K, O] = [2, 256, 128, 16, 2, 96];

@@ -18,6 +18,7 @@ import { CUDA_SM90A } from "../../ir/target";
 import { simulate, type SimArray } from "../../backends/kernels/simulate";
 import { prologueCandidates, prologueStep } from "../../backends/cuda/quant-prologue";
 import { epilogueCandidates, epilogueStep } from "../../backends/cuda/quant-epilogue";
+import { tailKernel } from "../../backends/cuda/launch-tails";
 import { rng } from "./fd";
 
 export const LIMITS: GenLimits = cudaGenLimits(CUDA_SM90A);
@@ -69,6 +70,8 @@ export function runGenerated(
   prologues = false,
   /** Each quantize step that alone reads a grouped matmul step's result runs as that step's epilogue (backends/cuda/quant-epilogue.ts), the quantize step not run. */
   epilogues = false,
+  /** A step and the next as one kernel whose last workgroup runs the next (backends/cuda/launch-tails.ts tailKernel) where they can be. */
+  tails = false,
 ): Record<string, { got: Float32Array; want: Float32Array }> {
   kernels.length = 0;
   prefetches.length = 0;
@@ -133,9 +136,16 @@ export function runGenerated(
       steps[b] = undefined;
     }
   }
-  for (const step of steps) {
+  for (let n = 0; n < steps.length; n++) {
+    const step = steps[n];
     if (!step) continue;
-    const g = generateStep(step, s, limits, "k", pick(step.ops));
+    let g = generateStep(step, s, limits, "k", pick(step.ops));
+    const next = tails ? steps[n + 1] : undefined;
+    const tail = next && tailKernel(g, generateStep(next, s, limits, "k", pick(next.ops)), (id) => storageSlot(s, id));
+    if (tail) {
+      g = tail;
+      steps[n + 1] = undefined;
+    }
     // A split computation's kernels run in turn, sharing the step's scratch (as the CUDA emitter binds it).
     const scratch = new Float32Array(g.scratch ?? 0);
     const counters = new Int32Array(COUNTER_SLOTS);
@@ -149,7 +159,10 @@ export function runGenerated(
         const weight = slot >= 0 && s.slots[storageSlot(s, slot)]?.source === "weight";
         prefetches.push({ kernel: `${gk.template}#${kernels.indexOf(gk)}`, buf, size: buffers[buf]!.byteLength, weight, byte, bytes });
       };
-      simulate(k.kernel, buffers, Object.fromEntries(k.kernel.uniforms.filter((u) => uniforms[u] !== undefined).map((u) => [u, uniforms[u]!])), Math.ceil(k.grid.dim.value! / k.grid.per), { prefetch });
+      // Sizes are static here: a uniform's value is its dim's (a merge's workgroup counts), or a cache's capacity.
+      const values: Record<string, number> = Object.fromEntries(k.uniforms.filter((u) => u.dim.value !== undefined).map((u) => [u.name, Math.ceil(u.dim.value! / (u.per ?? 1))]));
+      for (const u of k.kernel.uniforms) if (uniforms[u] !== undefined) values[u] = uniforms[u]!;
+      simulate(k.kernel, buffers, Object.fromEntries(k.kernel.uniforms.filter((u) => values[u] !== undefined).map((u) => [u, values[u]!])), Math.ceil(k.grid.dim.value! / k.grid.per), { prefetch });
     }
     // A kernel that counts its workgroups leaves the counters as it found them (zero).
     if (counters.some((x) => x !== 0)) throw new Error(`step ${step.kernel?.name ?? step.ops[0]!.opName}: counters left nonzero`);

@@ -5,7 +5,7 @@ import * as K from "../../backends/kernels/kir";
 import { renderCuda } from "../../backends/cuda/render";
 import { renderWgsl } from "../../backends/wgsl/render";
 import { simulate } from "../../backends/kernels/simulate";
-import { mergeKernels, MERGE_SPLIT } from "../../backends/kernels/kir-merge";
+import { mergeKernels, mergeTail, MERGE_SPLIT, TAIL_COUNTERS, TAIL_FIRST, TAIL_SECOND } from "../../backends/kernels/kir-merge";
 
 describe("f32Text", () => {
   it("writes the shortest text that reads back as the same f32, keeping the sign of zero", () => {
@@ -125,6 +125,51 @@ describe("two kernels as one launch (kir-merge)", () => {
     const taken = new KernelBuilder("d", 64, 32);
     taken.buffer("b0_m", "f32");
     expect(() => mergeKernels(taken.kernel, a, "da")).toThrow(/d already has a name b0_m/);
+  });
+});
+
+describe("a dependent kernel run by the last workgroup of the one before it (mergeTail)", () => {
+  /** Each workgroup of 64 threads sums its row of b0 into b1[wg] (barriers: a workgroup sum). */
+  const rowSums = () => {
+    const kb = new KernelBuilder("rows", 64, 32);
+    const x = kb.buffer("b0", "f32");
+    const y = kb.buffer("b1", "f32", true);
+    const total = kb.workgroupSum(kb.load(x, K.add(K.mul(kb.wg, K.i(64)), kb.lid)));
+    kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(y, kb.wg, total));
+    return kb.kernel;
+  };
+  /** 32 threads, no barriers: workgroup w writes b1[w] = 2 b0[2w] + b0[2w + 1] (its lane 0). */
+  const pairsOf = () => {
+    const kb = new KernelBuilder("pairs", 32, 32);
+    const x = kb.buffer("b0", "f32");
+    const y = kb.buffer("b1", "f32", true);
+    kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(y, kb.wg, K.add(K.mul(kb.load(x, K.mul(kb.wg, K.i(2))), K.f(2)), kb.load(x, K.add(K.mul(kb.wg, K.i(2)), K.i(1))))));
+    return kb.kernel;
+  };
+
+  it("gives what the two launches give, and leaves its counter at zero", () => {
+    const merged = mergeTail(rowSums(), pairsOf(), "tail");
+    expect(merged.wg).toBe(64);
+    expect(merged.uniforms).toEqual([TAIL_FIRST, TAIL_SECOND]);
+    expect(merged.buffers.map((b) => b.name)).toEqual(["b0", "b1", "b0_m", "b1_m", TAIL_COUNTERS]);
+    const x = Float32Array.from({ length: 6 * 64 }, (_, j) => ((j * 7) % 11) - 5);
+    const [sums, out] = [new Float32Array(6), new Float32Array(3)];
+    simulate(rowSums(), { b0: x, b1: sums }, {}, 6);
+    simulate(pairsOf(), { b0: sums, b1: out }, {}, 3);
+    const [ms, mo, counters] = [new Float32Array(6), new Float32Array(3), new Int32Array(4)];
+    simulate(merged, { b0: x, b1: ms, b0_m: ms, b1_m: mo, [TAIL_COUNTERS]: counters }, { [TAIL_FIRST]: 6, [TAIL_SECOND]: 3 }, 6);
+    expect([...mo]).toEqual([...out]);
+    expect(out.some((v) => v !== 0)).toBe(true);
+    expect([...counters]).toEqual([0, 0, 0, 0]);
+    // CUDA: fence, count, and the last workgroup runs the second kernel's workgroups in a loop.
+    const cuda = renderCuda(merged);
+    expect(cuda).toContain("atomicAdd");
+    expect(cuda).toContain(`tail_wg_m < ${TAIL_SECOND}`);
+  });
+
+  it("refuses a narrower kernel with barriers (its threads would miss the wider workgroup's)", () => {
+    const wide = new KernelBuilder("wide", 128, 32).kernel;
+    expect(() => mergeTail(wide, rowSums(), "t")).toThrow(/rows has barriers in a workgroup of 64 threads, not 128/);
   });
 });
 

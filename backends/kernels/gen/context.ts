@@ -122,6 +122,12 @@ export interface GenLimits {
    */
   prefetchWeights?: boolean;
   /**
+   * CUDA: a dependent step of a few workgroups' work runs in the last workgroup of the step before
+   * it, one launch where two were (backends/cuda/launch-tails.ts: the router after the gate's GEMV
+   * at decode; LINGC_TAIL_LAUNCH=on, the default, or off).
+   */
+  tailLaunches?: boolean;
+  /**
    * CUDA's GQA decode attention: the key splits merged by each item's last split to finish (atomics
    * on the target's counters, one launch) instead of a merge kernel after (two). Default: the latter.
    */

@@ -40,9 +40,15 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     ...quantPrologue(),
     ...(envChoice("LINGC_QUANT_EPILOGUE", ["off", "on"]) === "on" ? { quantEpilogue: true } : {}),
     ...(envChoice("LINGC_FP8_SCALES", ["ahead", "after"]) === "ahead" ? { fp8ScalesAhead: true } : {}),
-    ...(envChoice("LINGC_PREFETCH", ["on", "off"]) === "on" ? { prefetchWeights: true } : {}),
-    ...(envChoice("LINGC_TAIL_LAUNCH", ["on", "off"]) === "on" ? { tailLaunches: true } : {}),
+    ...prefetchWeights(),
+    ...(envChoice("LINGC_TAIL_LAUNCH", ["off", "on"]) === "on" ? { tailLaunches: true } : {}),
   };
+}
+
+/** LINGC_PREFETCH: fp8 (the FP8 GEMVs prefetch their weight rows before the wait: the default), all (every dense GEMV), off. */
+function prefetchWeights(): { prefetchWeights?: "fp8" | "all" } {
+  const v = envChoice("LINGC_PREFETCH", ["fp8", "all", "off"]);
+  return v === "off" ? {} : { prefetchWeights: v };
 }
 
 /** LINGC_QUANT_PROLOGUE: off (default), on (every quantize a GEMV alone reads), narrow (rows of at most 512). */

@@ -759,15 +759,15 @@ decodeab)
   # under each LINGC_ENVS against the interpreter, on the golden checkpoints (ling-small-fp8: W8A8).
   P1=${PROMPT%%;*}; mkdir -p /tmp/one
   for C in ling-tiny ling-small ling-small-fp8; do
-    $L generate tests/data/golden/$C --backend interp --prompt "$P1" --max-new-tokens 10 --ignore-eos > /tmp/one/$C-interp.txt 2>&1 &
-    $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos > /tmp/one/$C-cuda.txt 2>&1 &
-    for n in "${!ENVS[@]}"; do env ${ENVS[$n]} $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos > /tmp/one/$C-env$n.txt 2>&1 & done
+    $L generate tests/data/golden/$C --backend interp --prompt "$P1" --max-new-tokens 10 --ignore-eos > /tmp/one/$C-interp.txt 2>/tmp/one/$C-interp.err &
+    $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos > /tmp/one/$C-cuda.txt 2>/tmp/one/$C-cuda.err &
+    for n in "${!ENVS[@]}"; do env ${ENVS[$n]} $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos > /tmp/one/$C-env$n.txt 2>/tmp/one/$C-env$n.err & done
   done
   wait
   for C in ling-tiny ling-small ling-small-fp8; do
     for v in cuda $(for n in "${!ENVS[@]}"; do echo env$n; done); do
-      [ "$(tail -1 /tmp/one/$C-$v.txt)" = "$(tail -1 /tmp/one/$C-interp.txt)" ] && r=equal || r=DIFFERENT
-      echo "$C one sequence, $v against interp: $r ($(tail -1 /tmp/one/$C-$v.txt) / $(tail -1 /tmp/one/$C-interp.txt))"
+      [ -s /tmp/one/$C-$v.txt ] && [ "$(cat /tmp/one/$C-$v.txt)" = "$(cat /tmp/one/$C-interp.txt)" ] && r=equal || r=DIFFERENT
+      echo "$C one sequence, $v against interp: $r ($(cat /tmp/one/$C-$v.txt) / $(cat /tmp/one/$C-interp.txt))"; tail -2 /tmp/one/$C-$v.err
     done
   done
   for n in "${!ENVS[@]}"; do echo "mini-env$n, mini8-env$n: ${ENVS[$n]}"; done

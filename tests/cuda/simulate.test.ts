@@ -299,11 +299,12 @@ describe("CUDA tile programs in the kir simulator", () => {
     const r = rng(66);
     const t = (shape: number[], scale = 1) => random("bf16", r, shape, scale);
     const [inputs, weights] = [{ x: t([1, 1, 264]) }, { w: t([40, 264], 0.2), g: t([72, 264], 0.2), u: t([72, 264], 0.2) }];
-    const outs = runGenerated(text, inputs, weights, LIMITS, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined));
+    const outs = runGenerated(text, inputs, weights, { ...LIMITS, prefetchWeights: "all" }, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined));
     expect(kernels.filter((k) => JSON.stringify(k.kernel.body).includes('"load16"')).length).toBe(2);
-    // Each kernel's weights brought into L2 before it waits (LIMITS: CUDA's default), every byte once.
+    // With every GEMV's prefetches on, each kernel's weights brought into L2 before it waits, every byte once.
     expect(prefetchedWhole().sort()).toEqual(["linear_gemv#0.b1 (weight)", "linear_gemv#1.b1 (weight)", "linear_gemv#1.b2 (weight)"]);
-    const off = runGenerated(text, inputs, weights, { ...LIMITS, prefetchWeights: false }, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined));
+    // CUDA's default prefetches for FP8 GEMVs only: none here, the same values.
+    const off = runGenerated(text, inputs, weights, LIMITS, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined));
     expect(prefetchedWhole()).toEqual([]);
     expect(kernels.every((k) => !k.kernel.preWait)).toBe(true);
     expect(off["y"]!.got).toEqual(outs["y"]!.got);
@@ -326,7 +327,7 @@ describe("CUDA tile programs in the kir simulator", () => {
   }
 }`;
     const r = rng(67);
-    const limits = workgroups === undefined ? LIMITS : { ...LIMITS, gemvWorkgroups: workgroups };
+    const limits = { ...LIMITS, prefetchWeights: "all" as const, ...(workgroups === undefined ? {} : { gemvWorkgroups: workgroups }) };
     const { got, want } = runGenerated(text, { x: random("f32", r, [1, I]) }, { w: random("f32", r, [O, I], 0.2) }, limits, "", (ops) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined))["y"]!;
     const [k] = kernels;
     expect(JSON.stringify(k!.kernel.body)).toContain('"bitsF32"');

@@ -117,14 +117,18 @@ export interface GenLimits {
   fp8ScalesAhead?: boolean;
   /**
    * CUDA: a dense GEMV's workgroup prefetches its weight rows into L2 before it waits for the kernel
-   * before it (Kernel.preWait), so that at decode the weights stream in during that kernel's tail
-   * (LINGC_PREFETCH=on, the default, or off).
+   * before it (Kernel.preWait), so that at decode the weights stream in during that kernel's tail:
+   * the FP8 GEMVs' ("fp8", the CUDA default), every dense GEMV's ("all"), or none (LINGC_PREFETCH=
+   * fp8|all|off). Measured on the H200, Ling-mini decode batch 1 (bench/results/decode-tails-2026-12-02-h200.md):
+   * FP8 1.27 -> 1.24 ms a step, bf16 1.16 -> 1.21 (slower: off for bf16).
    */
-  prefetchWeights?: boolean;
+  prefetchWeights?: "fp8" | "all";
   /**
    * CUDA: a dependent step of a few workgroups' work runs in the last workgroup of the step before
    * it, one launch where two were (backends/cuda/launch-tails.ts: the router after the gate's GEMV
-   * at decode; LINGC_TAIL_LAUNCH=on, the default, or off).
+   * at decode; LINGC_TAIL_LAUNCH=on). Default off: measured on the H200 no faster (Ling-mini decode
+   * batch 1, bf16 1.21 -> 1.22 ms a step, FP8 1.24 -> 1.27; decode-tails-2026-12-02-h200.md): a kernel
+   * boundary under programmatic dependent launch costs about what the tail's count and wait do.
    */
   tailLaunches?: boolean;
   /**

@@ -231,7 +231,7 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   // Workgroup = row chunk x column block.
   const blocks = Math.ceil(N / WARPS);
   // The block's weight rows (codes; the scales are 1/128 of them), by the first row chunk's workgroup.
-  for (const wt of weights) prefetchWeightRows(g, wt.buf, mul(mod(kb.wg, i(blocks)), i(WARPS)), WARPS, N, Kd, lt(kb.wg, i(blocks)));
+  for (const wt of weights) prefetchWeightRows(g, "fp8", wt.buf, mul(mod(kb.wg, i(blocks)), i(WARPS)), WARPS, N, Kd, lt(kb.wg, i(blocks)));
   const n = kb.let("n", add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp));
   const r0 = kb.let("r0", mul(div(kb.wg, i(blocks)), i(ROWS)));
   kb.if(lt(n, i(N)), () => {

@@ -14,10 +14,12 @@ import type { Gen } from "./context";
  * thread of each workgroup for which `first` holds (one workgroup of those that share the rows).
  * row0 and `first` are expressions of the workgroup index and constants only (no lets: see
  * KernelBuilder.beforeWait). Nothing where the target has no prefetch, the rows are not 16-byte
- * units, or byte offsets would pass 32 bits.
+ * units, or byte offsets would pass 32 bits; and only for the kinds of GEMV (`kind`: FP8 or
+ * bf16/f32 weights) that GenLimits.prefetchWeights names.
  */
-export function prefetchWeightRows(g: Gen, buf: string, row0: Expr, rows: number, total: number, rowBytes: number, first: Expr): void {
-  if (!g.limits.prefetchWeights || rowBytes % 16 !== 0 || total * rowBytes > 2 ** 31 - 1) return;
+export function prefetchWeightRows(g: Gen, kind: "fp8" | "bf16", buf: string, row0: Expr, rows: number, total: number, rowBytes: number, first: Expr): void {
+  const on = g.limits.prefetchWeights === "all" || (g.limits.prefetchWeights === "fp8" && kind === "fp8");
+  if (!on || rowBytes % 16 !== 0 || total * rowBytes > 2 ** 31 - 1) return;
   const kb = g.kb;
   const { i, mul, min, sub } = K;
   kb.beforeWait(() => kb.if(K.and(K.eq(kb.lid, i(0)), first), () => kb.prefetchL2(buf, mul(row0, i(rowBytes)), mul(min(i(rows), sub(i(total), row0)), i(rowBytes)))));

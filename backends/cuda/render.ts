@@ -120,7 +120,8 @@ export class CudaRenderer {
           break;
         case "store":
           if (this.fp8.has(s.buf)) out.push(`${indent}${s.buf}[${this.expr(s.idx)}] = __nv_fp8_e4m3(${this.expr(s.e)});`);
-          else out.push(this.bf16.has(s.buf) ? `${indent}${s.buf}[${this.expr(s.idx)}] = __float2bfloat16_rn(${this.expr(s.e)});` : `${indent}${s.buf}[${this.expr(s.idx)}] = ${this.expr(s.e)};`);
+          // (A value rounded to bf16 just before is stored unrounded: the store rounds as that rounding does.)
+          else out.push(this.bf16.has(s.buf) ? `${indent}${s.buf}[${this.expr(s.idx)}] = __float2bfloat16_rn(${this.expr(unroundedBf16(s.e))});` : `${indent}${s.buf}[${this.expr(s.idx)}] = ${this.expr(s.e)};`);
           break;
         case "array":
           out.push(`${indent}${this.type[s.t]} ${s.name}[${s.size}];`);
@@ -284,6 +285,9 @@ function sharedLayout(k: Kernel): { offsets: number[]; bytes: number; align: num
   });
   return { offsets, bytes, align };
 }
+
+/** e without a rounding to bf16 at its top (a bf16 store or pack rounds to nearest even itself: rounding twice is rounding once). */
+const unroundedBf16 = (e: Expr): Expr => (e.k === "round" && e.to === "bf16" ? e.a : e);
 
 /** The dynamic shared memory a kernel's launch must give (0: its arrays are static). */
 export function dynamicSharedBytes(k: Kernel): number {

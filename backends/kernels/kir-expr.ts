@@ -282,7 +282,8 @@ export const firstLane = (a: Expr): Expr => {
 };
 export const toF = (a: Expr): Expr => (a.t === "f32" ? a : { k: "conv", t: "f32", a });
 export const toI = (a: Expr): Expr => (a.t === "i32" ? a : { k: "conv", t: "i32", a });
-export const round = (to: NarrowFloat, a: Expr): Expr => ({ k: "round", t: "f32", to, a });
+/** a rounded to the narrow float `to` (to nearest even; a value already rounded to it stays as it is). */
+export const round = (to: NarrowFloat, a: Expr): Expr => (a.k === "round" && a.to === to ? a : { k: "round", t: "f32", to, a });
 export const call = (fn: Helper, a: Expr): Expr => ({ k: "call", t: "f32", fn, a });
 /** The bf16 value in the low (`hi` false) or high half of a word (KernelBuilder.loadWord), as f32. */
 export const half = (a: Expr, hi: boolean): Expr => ({ k: "half", t: "f32", a, hi });
@@ -293,7 +294,15 @@ export const e4m3Byte = (a: Expr, byte: number): Expr => ({ k: "e4m3Byte", t: "f
 
 /** A distinct node for the same expression (renders identically; lets a generator tag it by identity). */
 export const wrap = (e: Expr): Expr => ({ ...e });
-export const pack = (lo: Expr, hi: Expr): Expr => ({ k: "pack", t: "u32", lo, hi });
+/**
+ * Two f32 values rounded to bf16 in one word (see the pack node). The pack rounds to nearest even as a
+ * rounding to bf16 does, so a value rounded to bf16 just before goes in unrounded (a conversion there
+ * and back fewer on CUDA).
+ */
+export const pack = (lo: Expr, hi: Expr): Expr => {
+  const bare = (x: Expr) => (x.k === "round" && x.to === "bf16" ? x.a : x);
+  return { k: "pack", t: "u32", lo: bare(lo), hi: bare(hi) };
+};
 /**
  * Four f32 values as the e4m3 codes of one word (KernelBuilder.store16 of an f8e4m3 buffer). The
  * pack rounds as a rounding to e4m3 does, so a value rounded to e4m3 just before goes in unrounded

@@ -200,7 +200,7 @@ class FuncEmitter {
         out.push(...own().map((l) => `    ${l}`), `  }`);
       } else if (second) {
         const flag = pairFlag(firstOf.get(n)!);
-        const check = this.referenceCheck(step, n, second.b, false);
+        const check = this.referenceCheck(step, n, second.second === n ? second.b : second.tails!.find((t) => t.step === n)!.kernel, false);
         if (check) out.push(`  if (${flag}) { ${check} }`);
         out.push(`  if (!${flag}) {`, ...own().map((l) => `    ${l}`), `  }`);
       } else out.push(...own().map((l) => `  ${l}`));

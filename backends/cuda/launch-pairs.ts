@@ -25,6 +25,8 @@ export interface LaunchPair {
   /** The second step's index. */
   second: number;
   when: string;
+  /** Steps after the second that the merged launch's last workgroup runs too (launch-tails.ts), with their kernels. */
+  tails?: { step: number; kernel: GeneratedKernel }[];
 }
 
 /**

@@ -1,82 +1,149 @@
 /**
- * Which dependent steps of a function the CUDA emitter launches as one kernel whose last workgroup
- * runs the second step (GenLimits.tailLaunches, LINGC_TAIL_LAUNCH; kir-merge's mergeTail): a step
- * whose first dispatch choice is a generated kernel of TAIL_FIRST, and the next step that runs after
- * it, which reads its results, whose first choice is a generated kernel of TAIL_SECOND; where the
- * sizes choose both and the second is at most TAIL_WORKGROUPS workgroups (its work is then one
- * workgroup's few turns: the router of a decode batch after the gate's GEMV). The emitter runs it as
- * a launch pair (the same host branch and flag), each step as before otherwise.
+ * Which dependent steps of a function the CUDA emitter runs in the last workgroup of the launch
+ * before them (GenLimits.tailLaunches, LINGC_TAIL_LAUNCH; kir-merge's mergeTail): a launch that
+ * starts with a dense GEMV step (linear_gemv, its generated first choice) or is a launch pair, then
+ * the steps right after it that read what it wrote and whose work is a few workgroups' worth at the
+ * sizes where this runs: the router after the gate's GEMV and the MoE dispatch after the router, the
+ * residual add + norm after the output projection, the experts' combine after the down projections'
+ * pair. Where the sizes choose every step's generated kernel and each tail is at most
+ * TAIL_WORKGROUPS workgroups, the group is one launch (the pair's host branch and flag, or one of
+ * its own); each step runs as before otherwise.
  */
 import type { CudaProfile } from "../../ir/target";
 import type { FrameSchedule } from "../frames";
 import { generateStep, type GeneratedKernel, type GenLimits } from "../kernels/gen";
 import { COUNTERS_SLOT } from "../kernels/gen/context";
-import { mergeTail, secondName, tailProblem, TAIL_FIRST, TAIL_SECOND } from "../kernels/kir-merge";
+import { mergeTail, tailCount, tailName, tailProblem, TAIL_FIRST } from "../kernels/kir-merge";
 import { storageSlot, type Step } from "../schedule";
 import type { Dim } from "../../ir/dim";
 import { dynamicSharedBytes } from "./render";
+import { stepDispatch } from "./library";
 import { firstGenerated, workgroups, type LaunchPair } from "./launch-pairs";
 
-/** The generated templates a tail's first step may run with, and its second step. */
-const TAIL_FIRST_TEMPLATES: ReadonlySet<string> = new Set(["linear_gemv"]);
-const TAIL_SECOND_TEMPLATES: ReadonlySet<string> = new Set(["router_warp"]);
-/** The most workgroups of the second step a tail runs in turn (more run as their own launch). */
-export const TAIL_WORKGROUPS = 2;
+/** The generated template a lone step may start a tail group with. */
+export const TAIL_FIRST_TEMPLATES: ReadonlySet<string> = new Set(["linear_gemv"]);
+/** The generated templates a tail may run: the router, the generated dispatch, a norm of rows, the experts' combine. */
+export const TAIL_TEMPLATES: ReadonlySet<string> = new Set(["router_warp", "dispatch", "norm_registers", "moe_combine"]);
+/** The most workgroups a tail runs in turn (more: it runs as its own launch). */
+export const TAIL_WORKGROUPS = 4;
+/** The most (token, slot) pairs the generated dispatch sorts as a tail (each of its threads reads them all). */
+const DISPATCH_TAIL_PAIRS = 256;
 
-/**
- * The function's tails by their first step's index, among the steps `free` allows (not already in a
- * launch pair); `loadTime`: the steps that run once at load; `dimText`: a host-function dim as C++.
- */
-export function launchTails(fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, loadTime: (step: Step) => boolean, free: (k: number) => boolean, dimText: (d: Dim) => string): Map<number, LaunchPair> {
-  const tails = new Map<number, LaunchPair>();
-  for (let n = 0; n + 1 < fr.steps.length; n++) {
-    const sa = fr.steps[n]?.step;
-    if (!sa || loadTime(sa) || !free(n) || [...tails.values()].some((t) => t.second === n)) continue;
-    // The next step that runs at run time.
-    let m = n + 1;
-    while (m < fr.steps.length && fr.steps[m]?.step && loadTime(fr.steps[m]!.step!)) m++;
-    const sb = fr.steps[m]?.step;
-    if (!sb || !free(m)) continue;
-    const ca = firstGenerated(sa, profile, TAIL_FIRST_TEMPLATES, dimText);
-    const cb = firstGenerated(sb, profile, TAIL_SECOND_TEMPLATES, dimText);
-    if (!ca?.template || !cb?.template) continue;
-    const a = generateStep(sa, fr, limits, `k${n}`, ca.template);
-    const b = generateStep(sb, fr, limits, `k${m}`, cb.template);
-    const merged = tailKernel(a, b, (id) => storageSlot(fr, id));
-    if (!merged) continue;
-    const gb = workgroups(b)!;
-    const few = `((${dimText(gb.dim)}) + ${gb.per - 1}) / ${gb.per} <= ${TAIL_WORKGROUPS}`;
-    const when = [ca.when, cb.when, few].filter((w) => w).join(" && ");
-    tails.set(n, { a, b, merged, second: m, when });
+/** A step's generated kernel as a tail would run it, with the sizes (C++) where it is that kernel; undefined where it cannot be one. */
+function tailChoice(step: Step, fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, n: number, dimText: (d: Dim) => string): { kernel: GeneratedKernel; when: string } | undefined {
+  const d = stepDispatch(step, profile);
+  let template: string | undefined;
+  let when = "";
+  if (d?.kind === "moe_dispatch") {
+    // The runtime's dispatch kernels are the library's choices; a tail runs the generated one, at few pairs.
+    template = "dispatch";
+    when = `(${dimText(step.ops[0]!.operands[0]!.type.numel())}) <= ${DISPATCH_TAIL_PAIRS}`;
+  } else if (d) {
+    const c = firstGenerated(step, profile, TAIL_TEMPLATES, dimText);
+    if (!c?.template) return undefined;
+    template = c.template;
+    when = c.when;
   }
-  return tails;
+  const kernel = generateStep(step, fr, limits, `k${n}`, template);
+  if (!TAIL_TEMPLATES.has(kernel.template ?? "")) return undefined;
+  const g = workgroups(kernel);
+  if (!g) return undefined;
+  const few = `((${dimText(g.dim)}) + ${g.per - 1}) / ${g.per} <= ${TAIL_WORKGROUPS}`;
+  return { kernel, when: [when, few].filter((w) => w).join(" && ") };
 }
 
 /**
- * Kernel b run by kernel a's last workgroup (mergeTail) as one launch, where a's template is one a
- * tail may start with, b's one it may end with, b reads a result of a, and both are plain launches
- * (nothing bound beyond their buffers: no scratch, second kernel or counters); undefined otherwise.
- * `storageOf`: a slot's storage (buffers of one storage are one).
+ * The function's launches with tails, by their first step's index: the launch pairs given, those
+ * with tails now merged with them (their `tails` set), and new groups of a lone dense GEMV and its
+ * tails. `free`: the steps no merge takes (not in a pair); `loadTime`: the steps that run once at
+ * load; `dimText`: a host-function dim as C++.
  */
-export function tailKernel(a: GeneratedKernel, b: GeneratedKernel, storageOf: (id: number) => number): GeneratedKernel | undefined {
-  if (!TAIL_FIRST_TEMPLATES.has(a.template ?? "") || !TAIL_SECOND_TEMPLATES.has(b.template ?? "")) return undefined;
-  const [ga, gb] = [workgroups(a), workgroups(b)];
-  if (!ga || !gb || tailProblem(a.kernel, b.kernel)) return undefined;
-  // b's buffers that hold a's results: read through a's parameter (mergeTail's `same`); none: b does not depend on a.
+export function launchTails(
+  fr: FrameSchedule,
+  limits: GenLimits,
+  profile: CudaProfile,
+  pairs: ReadonlyMap<number, LaunchPair>,
+  loadTime: (step: Step) => boolean,
+  dimText: (d: Dim) => string,
+): Map<number, LaunchPair> {
+  const out = new Map(pairs);
+  const paired = new Set([...pairs].flatMap(([n, p]) => [n, p.second]));
+  const taken = new Set<number>(paired);
+  const runs = (k: number) => fr.steps[k]?.step !== undefined && !loadTime(fr.steps[k]!.step!);
+  const storageOf = (id: number) => storageSlot(fr, id);
+  const movedUp = (k: number, n: number) => [...pairs].some(([f, p]) => f < n && p.second === k);
+  for (let n = 0; n < fr.steps.length; n++) {
+    const sa = fr.steps[n]?.step;
+    if (!sa || loadTime(sa) || (taken.has(n) && !pairs.has(n))) continue;
+    // The group's head: a launch pair, or a lone dense GEMV step.
+    const pair = pairs.get(n);
+    let head: { kernel: GeneratedKernel; members: number[]; when: string } | undefined;
+    if (pair) head = pair.merged.grid.parts ? undefined : { kernel: pair.merged, members: [n, pair.second], when: pair.when };
+    else {
+      const c = firstGenerated(sa, profile, TAIL_FIRST_TEMPLATES, dimText);
+      if (c?.template) head = { kernel: generateStep(sa, fr, limits, `k${n}`, c.template), members: [n], when: c.when };
+    }
+    if (!head || !workgroups(head.kernel)) continue;
+    // Its tails: each the next step that runs after the group's last, with nothing else between.
+    const tails: { step: number; kernel: GeneratedKernel; when: string }[] = [];
+    for (;;) {
+      const members = new Set([...head.members, ...tails.map((t) => t.step)]);
+      const last = Math.max(...members);
+      let m = last + 1;
+      while (m < fr.steps.length && fr.steps[m]?.step && !runs(m)) m++;
+      // (A pair's second step that an earlier pair moved up ran there, not between.)
+      const between = Array.from({ length: m - n - 1 }, (_, j) => n + 1 + j).filter((k) => runs(k) && !members.has(k) && !movedUp(k, n));
+      const sb = fr.steps[m]?.step;
+      if (!sb || taken.has(m) || between.length) break;
+      const t = tailChoice(sb, fr, limits, profile, m, dimText);
+      if (!t) break;
+      const merged = tailGroup(head.kernel, [...tails.map((x) => x.kernel), t.kernel], storageOf);
+      if (!merged) break;
+      tails.push({ step: m, ...t });
+    }
+    if (!tails.length) continue;
+    const merged = tailGroup(head.kernel, tails.map((x) => x.kernel), storageOf)!;
+    const when = [...new Set([head.when, ...tails.map((x) => x.when)].filter((w) => w))].join(" && ") || "true";
+    for (const t of tails) taken.add(t.step);
+    if (pair) out.set(n, { ...pair, merged, when, tails: tails.map((x) => ({ step: x.step, kernel: x.kernel })) });
+    else {
+      taken.add(n);
+      const [first, ...rest] = tails;
+      out.set(n, { a: head.kernel, b: first!.kernel, merged, second: first!.step, when, ...(rest.length ? { tails: rest.map((x) => ({ step: x.step, kernel: x.kernel })) } : {}) });
+    }
+  }
+  return out;
+}
+
+/**
+ * Kernel a and its tails (mergeTail) as one launch, where each tail reads a result of a kernel
+ * before it and all are plain launches (nothing bound beyond their buffers: no scratch, second
+ * kernel or counters); undefined otherwise. `storageOf`: a slot's storage (buffers of one storage
+ * are one: a tail reads an earlier kernel's result through that kernel's parameter).
+ */
+export function tailGroup(a: GeneratedKernel, tails: readonly GeneratedKernel[], storageOf: (id: number) => number): GeneratedKernel | undefined {
+  const ga = workgroups(a);
+  const gt = tails.map(workgroups);
+  if (!ga || gt.some((g) => !g) || tailProblem(a.kernel, tails.map((t) => t.kernel))) return undefined;
+  // The merged kernel's written buffers by storage (a's, then each tail's as renamed).
   const written = new Map(a.kernel.buffers.flatMap((x, j) => (x.write && a.slots[j]! >= 0 ? [[storageOf(a.slots[j]!), x.name] as const] : [])));
-  const same = new Map(b.kernel.buffers.flatMap((x, j) => (b.slots[j]! >= 0 && written.has(storageOf(b.slots[j]!)) ? [[x.name, written.get(storageOf(b.slots[j]!))!] as const] : [])));
-  if (!same.size) return undefined;
-  const kernel = mergeTail(a.kernel, b.kernel, `${a.kernel.name}_tail`, same);
+  const slots = [...a.slots];
+  const uniforms = [...a.uniforms, { name: TAIL_FIRST, dim: ga.dim, ...(ga.per > 1 ? { per: ga.per } : {}) }];
+  const parts: { kernel: (typeof tails)[number]["kernel"]; same: Map<string, string> }[] = [];
+  for (const [n, t] of tails.entries()) {
+    const j = n + 1;
+    const same = new Map(t.kernel.buffers.flatMap((x, k) => (t.slots[k]! >= 0 && written.has(storageOf(t.slots[k]!)) ? [[x.name, written.get(storageOf(t.slots[k]!))!] as const] : [])));
+    // A tail that reads nothing an earlier kernel wrote does not depend on them: not a tail.
+    if (!same.size) return undefined;
+    t.kernel.buffers.forEach((x, k) => {
+      if (same.has(x.name)) return;
+      slots.push(t.slots[k]!);
+      if (x.write && t.slots[k]! >= 0) written.set(storageOf(t.slots[k]!), tailName(x.name, j));
+    });
+    uniforms.push(...t.uniforms.map((u) => ({ ...u, name: tailName(u.name, j) })), { name: tailCount(j), dim: gt[n]!.dim, ...(gt[n]!.per > 1 ? { per: gt[n]!.per } : {}) });
+    parts.push({ kernel: t.kernel, same });
+  }
+  const kernel = mergeTail(a.kernel, parts, `${a.kernel.name}_tail`);
   if (dynamicSharedBytes(kernel)) return undefined;
-  return {
-    kernel,
-    slots: [...a.slots, ...b.slots.filter((_, j) => !same.has(b.kernel.buffers[j]!.name)), COUNTERS_SLOT],
-    uniforms: [
-      ...a.uniforms,
-      ...b.uniforms.map((u) => ({ ...u, name: secondName(u.name) })),
-      { name: TAIL_FIRST, dim: ga.dim, ...(ga.per > 1 ? { per: ga.per } : {}) },
-      { name: TAIL_SECOND, dim: gb.dim, ...(gb.per > 1 ? { per: gb.per } : {}) },
-    ],
-    grid: { dim: ga.dim, per: ga.per },
-  };
+  return { kernel, slots: [...slots, COUNTERS_SLOT], uniforms, grid: { dim: ga.dim, per: ga.per } };
 }

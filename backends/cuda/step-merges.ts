@@ -21,9 +21,9 @@ import { quantPrologues, type QuantPrologue } from "./quant-prologue";
 import { quantEpilogues, type QuantEpilogue } from "./quant-epilogue";
 
 export interface StepMerges {
-  /** Launch pairs by their first step's index. */
+  /** Launch pairs (and launches with tails) by their first step's index. */
   pairs: ReadonlyMap<number, LaunchPair>;
-  /** A pair's second step's index -> its first step's. */
+  /** A pair's second step's index (or a tail's) -> its first step's. */
   firstOf: ReadonlyMap<number, number>;
   /** Quantize prologues by their GEMV step's index. */
   prologues: ReadonlyMap<number, QuantPrologue>;
@@ -42,13 +42,10 @@ export interface StepMerges {
 /** The function's merges; `loadTime`: the steps that run once at load (never merged); `dimText`: a host dim as C++. */
 export function stepMerges(fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, loadTime: (step: Step) => boolean, dimText: (d: Dim) => string): StepMerges {
   const runs = (k: number) => fr.steps[k]?.step !== undefined && !loadTime(fr.steps[k]!.step!);
-  const pairs = limits.pairLaunches ? launchPairs(fr, limits, profile, loadTime, dimText) : new Map<number, LaunchPair>();
-  // Tails (a dependent step run by the last workgroup of the one before) are launched as pairs are.
-  if (limits.tailLaunches) {
-    const paired = new Set([...pairs].flatMap(([n, p]) => [n, p.second]));
-    for (const [n, t] of launchTails(fr, limits, profile, loadTime, (k) => !paired.has(k), dimText)) pairs.set(n, t);
-  }
-  const firstOf = new Map([...pairs].map(([n, p]) => [p.second, n]));
+  const paired = limits.pairLaunches ? launchPairs(fr, limits, profile, loadTime, dimText) : new Map<number, LaunchPair>();
+  // Tails (dependent steps run by the last workgroup of the launch before) are launched as pairs are.
+  const pairs = limits.tailLaunches ? launchTails(fr, limits, profile, paired, loadTime, dimText) : paired;
+  const firstOf = new Map([...pairs].flatMap(([n, p]) => [p.second, ...(p.tails ?? []).map((t) => t.step)].map((k) => [k, n] as const)));
   const free = (k: number) => runs(k) && !pairs.has(k) && !firstOf.has(k);
   const prologues = limits.quantPrologue ? quantPrologues(fr, limits, profile, free, dimText) : new Map<number, QuantPrologue>();
   const prologueOf = new Map([...prologues.values()].map((p) => [p.quant, p]));
@@ -59,10 +56,11 @@ export function stepMerges(fr: FrameSchedule, limits: GenLimits, profile: CudaPr
   const epilogues = limits.quantEpilogue ? quantEpilogues(fr, limits, profile, mergeable, dimText) : new Map<number, QuantEpilogue>();
   const epilogueOf = new Map([...epilogues.values()].map((e) => [e.quant, e]));
   const acquiredAt = (n: number) => {
-    const second = pairs.get(n)?.second;
+    const p = pairs.get(n);
+    const seconds = p ? [p.second, ...(p.tails ?? []).map((t) => t.step)] : [];
     const quant = epilogues.get(n)?.quant;
     const own = firstOf.has(n) || epilogueOf.has(n) ? [] : [n];
-    return [...(second !== undefined ? [second] : []), ...(quant !== undefined && quant !== second ? [quant] : []), ...own];
+    return [...seconds, ...(quant !== undefined && !seconds.includes(quant) ? [quant] : []), ...own];
   };
   return { pairs, firstOf, prologues, prologueOf, epilogues, epilogueOf, pairWhen, acquiredAt };
 }

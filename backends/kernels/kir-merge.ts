@@ -84,11 +84,14 @@ function rename(node: unknown, names: ReadonlyMap<string, string>, wg: Expr): un
   return out;
 }
 
-/** A tail-merged kernel's uniforms: the first kernel's workgroup count, and the second's (run by the first's last workgroup). */
+/** A tail-merged kernel's uniform: the first kernel's workgroup count. */
 export const TAIL_FIRST = "tail_first";
-export const TAIL_SECOND = "tail_second";
-/** The tail-merged kernel's buffer of counters (the target's: zero at launch, left at zero). */
+/** A tail-merged kernel's buffer of counters (the target's: zero at launch, left at zero). */
 export const TAIL_COUNTERS = "tail_counters";
+/** A name of tail j's kernel (1, 2, ...: a buffer, a size, a local) in the merged kernel. */
+export const tailName = (name: string, j: number): string => `${name}_t${j}`;
+/** A tail-merged kernel's uniform: tail j's workgroup count (run in turn by the first kernel's last workgroup). */
+export const tailCount = (j: number): string => tailName("tail_wgs", j);
 
 /** Whether a body holds a workgroup barrier (or a split-arrival one) at any depth. */
 function hasBarrier(ss: readonly Stmt[]): boolean {
@@ -96,57 +99,73 @@ function hasBarrier(ss: readonly Stmt[]): boolean {
     if (Array.isArray(node)) return node.some(walk);
     if (!node || typeof node !== "object") return false;
     const n = node as Record<string, unknown>;
-    if (n["k"] === "barrier" || n["k"] === "mbarWait" || n["k"] === "mbarInit" || (n["k"] === "load" && n["uniform"] === true)) return true;
+    if (n["k"] === "barrier" || (n["k"] === "load" && n["uniform"] === true)) return true;
     return Object.values(n).some(walk);
   };
   return walk(ss);
 }
 
-/** Why two kernels cannot be tail-merged (undefined: they can). */
-export function tailProblem(a: Kernel, b: Kernel): string | undefined {
-  const wg = Math.max(a.wg, b.wg);
-  const narrow = [a, b].find((k) => k.wg < wg && hasBarrier(k.body));
+/** Why a kernel and its tails cannot be merged (undefined: they can). */
+export function tailProblem(a: Kernel, tails: readonly Kernel[]): string | undefined {
+  const all = [a, ...tails];
+  const wg = Math.max(...all.map((k) => k.wg));
+  const narrow = all.find((k) => k.wg < wg && hasBarrier(k.body));
   if (narrow) return `${narrow.name} has barriers in a workgroup of ${narrow.wg} threads, not ${wg}`;
-  if ([a, b].some((k) => k.buffers.some((x) => x.name === TAIL_COUNTERS) || k.uniforms.some((u) => u === TAIL_FIRST || u === TAIL_SECOND))) return "a kernel already has the tail's names";
-  if (hasMbar(b.body) || hasMbar(a.body)) return "split-arrival barriers";
+  if (all.some((k) => k.buffers.some((x) => x.name === TAIL_COUNTERS) || k.uniforms.includes(TAIL_FIRST))) return "a kernel is already a tail's";
+  if (all.some((k) => JSON.stringify(k.body).includes('"mbar'))) return "split-arrival barriers";
   return undefined;
 }
 
-const hasMbar = (ss: readonly Stmt[]) => JSON.stringify(ss).includes('"mbar');
-
 /**
- * Kernel b after kernel a in one launch, run by a's last workgroup to finish: for a dependent step of
- * little work (a few workgroups' worth: the router after the gate's GEMV at decode), one launch and
- * no kernel boundary where two were. Each workgroup of a fences its writes and counts itself on
- * counter 0 of TAIL_COUNTERS; the one that counts last (all of a's writes visible to it) sets the
- * counter back to zero and runs b's TAIL_SECOND workgroups one after another, a barrier between
- * (b's workgroup index is the loop's). The merged workgroup is the larger of the two; the smaller
- * kernel runs in its first threads, which it may only do without barriers (tailProblem). b's names
- * take the second kernel's suffix as in mergeKernels, but those that are a's results (`same`: b's
- * name -> a's) are a's; b's prefetches are dropped (a's stay).
+ * Kernels run after kernel a in one launch by a's last workgroup to finish, in turn (tails: dependent
+ * steps of little work, a few workgroups' worth, such as the router after the gate's GEMV at decode):
+ * one launch and no kernel boundary where several were. Each workgroup of a fences its writes and
+ * counts itself on counter 0 of TAIL_COUNTERS; the one that counts last (all of a's writes visible
+ * to it) sets the counter back to zero and runs each tail's tailCount(j) workgroups one after
+ * another, a barrier after each (a tail's workgroup index is its loop's; what one writes, the next
+ * reads after that barrier). The merged workgroup is the largest; a smaller kernel runs in its first
+ * threads, which it may only do without barriers (tailProblem). Tail j's names take tailName's
+ * suffix, but those of its buffers that are an earlier kernel's results (`same`: its name -> the
+ * earlier buffer's name in the merged kernel) are read through that kernel's own writable parameter
+ * (a second const __restrict__ pointer to the same memory could read through the non-coherent
+ * cache). The tails' prefetches are dropped (a's stay).
  */
-export function mergeTail(a: Kernel, b: Kernel, name: string, same: ReadonlyMap<string, string> = new Map()): Kernel {
-  const problem = tailProblem(a, b);
-  if (problem) throw new Error(`kir tail merge of ${a.name} and ${b.name}: ${problem}`);
-  for (const [bn, an] of same)
-    if (!a.buffers.some((x) => x.name === an && x.write) || !b.buffers.some((x) => x.name === bn)) throw new Error(`kir tail merge: ${b.name}'s ${bn} is not one of ${a.name}'s written buffers (${an})`);
-  // b's buffers that are a's results (`same`) are read through a's own parameter: one pointer, writable
-  // (a const __restrict__ second pointer to the same memory could be read through the non-coherent cache).
-  const renamed = new Map([...namesOf(b)].map((n) => [n, same.get(n) ?? secondName(n)]));
-  const first = namesOf(a);
-  const clash = [...renamed].find(([n, r]) => !same.has(n) && first.has(r))?.[1];
-  if (clash) throw new Error(`kir merge: ${a.name} already has a name ${clash}`);
-  const wg = Math.max(a.wg, b.wg);
+export function mergeTail(a: Kernel, tails: readonly { kernel: Kernel; same?: ReadonlyMap<string, string> }[], name: string): Kernel {
+  const problem = tailProblem(a, tails.map((t) => t.kernel));
+  if (problem) throw new Error(`kir tail merge of ${[a, ...tails.map((t) => t.kernel)].map((k) => k.name).join(", ")}: ${problem}`);
+  const wg = Math.max(a.wg, ...tails.map((t) => t.kernel.wg));
   const i = (v: number): Expr => ({ k: "lit", t: "i32", v });
   const bin = (op: string, t: "i32" | "bool", x: Expr, y: Expr): Expr => ({ k: "bin", t, op, a: x, b: y }) as Expr;
   const lid: Expr = { k: "builtin", t: "i32", name: "lid" };
   const inWorkgroup = (k: Kernel, body: Stmt[]): Stmt[] => (k.wg < wg ? [{ k: "if", c: bin("<", "bool", lid, i(k.wg)), then: body }] : body);
-  const v = secondName("tail_wg");
-  const before = secondName("tail_before");
-  const flag = secondName("tail_last");
-  const loopWg: Expr = { k: "ref", t: "i32", name: v };
-  const second = rename(b.body, renamed, loopWg) as Stmt[];
   const lead = (body: Stmt[]): Stmt => ({ k: "if", c: bin("==", "bool", lid, i(0)), then: body });
+  // The merged kernel's names so far (a's, then each tail's as renamed), and what it writes.
+  const taken = namesOf(a);
+  const written = new Set(a.buffers.filter((x) => x.write).map((x) => x.name));
+  const buffers = [...a.buffers];
+  const uniforms = [...a.uniforms, TAIL_FIRST];
+  const shared = [...a.shared];
+  const runs: Stmt[] = [];
+  tails.forEach(({ kernel: b, same = new Map<string, string>() }, n) => {
+    const j = n + 1;
+    for (const [bn, an] of same) if (!written.has(an) || !b.buffers.some((x) => x.name === bn)) throw new Error(`kir tail merge: ${b.name}'s ${bn} is not a buffer an earlier kernel writes (${an})`);
+    const renamed = new Map([...namesOf(b)].map((x) => [x, same.get(x) ?? tailName(x, j)]));
+    const clash = [...renamed].find(([x, r]) => !same.has(x) && taken.has(r))?.[1];
+    if (clash) throw new Error(`kir tail merge: ${a.name} already has a name ${clash}`);
+    for (const [x, r] of renamed) if (!same.has(x)) taken.add(r);
+    for (const x of b.buffers.filter((x) => !same.has(x.name))) {
+      buffers.push({ ...x, name: renamed.get(x.name)! });
+      if (x.write) written.add(renamed.get(x.name)!);
+    }
+    uniforms.push(...b.uniforms.map((u) => renamed.get(u)!), tailCount(j));
+    shared.push(...b.shared.map((x) => ({ ...x, name: renamed.get(x.name)! })));
+    const v = tailName("tail_wg", j);
+    const body = rename(b.body, renamed, { k: "ref", t: "i32", name: v }) as Stmt[];
+    runs.push({ k: "for", v, from: i(0), to: { k: "uni", t: "i32", name: tailCount(j) }, step: i(1), body: [...inWorkgroup(b, body), { k: "barrier" }], unroll: false });
+  });
+  const before = "tail_before";
+  const flag = "tail_last";
+  if (taken.has(before) || taken.has(flag)) throw new Error(`kir tail merge: ${a.name} already has a name ${before} or ${flag}`);
   const body: Stmt[] = [
     ...inWorkgroup(a, a.body),
     { k: "fence" },
@@ -159,21 +178,17 @@ export function mergeTail(a: Kernel, b: Kernel, name: string, same: ReadonlyMap<
     {
       k: "if",
       c: bin("==", "bool", { k: "load", t: "i32", buf: flag, idx: i(0), uniform: true } as Expr, i(1)),
-      then: [
-        { k: "fence" },
-        lead([{ k: "store", buf: TAIL_COUNTERS, idx: i(0), e: i(0) }]),
-        { k: "for", v, from: i(0), to: { k: "uni", t: "i32", name: TAIL_SECOND }, step: i(1), body: [...inWorkgroup(b, second), { k: "barrier" }], unroll: false },
-      ],
+      then: [{ k: "fence" }, lead([{ k: "store", buf: TAIL_COUNTERS, idx: i(0), e: i(0) }]), ...runs],
     },
   ];
   return {
     name,
     wg,
-    buffers: [...a.buffers, ...b.buffers.filter((x) => !same.has(x.name)).map((x) => ({ ...x, name: renamed.get(x.name)! })), { name: TAIL_COUNTERS, elem: "i32", write: true }],
-    uniforms: [...a.uniforms, ...b.uniforms.map((u) => renamed.get(u)!), TAIL_FIRST, TAIL_SECOND],
-    shared: [...a.shared, ...b.shared.map((x) => ({ ...x, name: renamed.get(x.name)! })), { name: flag, t: "i32", size: 1 }],
+    buffers: [...buffers, { name: TAIL_COUNTERS, elem: "i32", write: true }],
+    uniforms,
+    shared: [...shared, { name: flag, t: "i32", size: 1 }],
     body,
-    ...(a.wide || b.wide ? { wide: true } : {}),
+    ...(a.wide || tails.some((t) => t.kernel.wide) ? { wide: true } : {}),
     ...(a.minBlocks ? { minBlocks: a.minBlocks } : {}),
     ...(a.preWait?.length ? { preWait: a.preWait } : {}),
   };

@@ -738,7 +738,8 @@ decodeab)
   # A/B of compile-time settings at decode, bf16 and FP8 (W8A8) Ling-mini alike: built by dist/lingc.mjs
   # as is (mini, mini8) and under each of LINGC_ENVS (';' between builds: mini-envN, mini8-envN). First
   # the default build's checks: ling-tiny's golden logits and greedy ids on CUDA, one sequence's greedy
-  # ids on each golden checkpoint (CUDA as built and under each setting against the interpreter),
+  # ids on each golden checkpoint (CUDA as built and under each setting against the interpreter), that
+  # run under compute-sanitizer memcheck and racecheck (on ling-small; under LINGC_SAN_ENV's setting),
   # ling-small-fp8's selftest (FAIL lines) under memcheck; then the decode rows (batch 1 and 32, cache 2048) and
   # prefill 1x2048 of every build alternately, two rounds, and each build's decode batch-1 profile
   # (first LINGC_PROFILE_LINES lines, default 12).
@@ -771,9 +772,9 @@ decodeab)
     done
   done
   for n in "${!ENVS[@]}"; do echo "mini-env$n, mini8-env$n: ${ENVS[$n]}"; done
-  echo "== ling-small one sequence (decode batch 1) under compute-sanitizer"
+  echo "== ling-small one sequence (decode batch 1) under compute-sanitizer ${LINGC_SAN_ENV:-}"
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --target-processes all --error-exitcode 9 $L generate tests/data/golden/ling-small --backend cuda --prompt "$P1" --max-new-tokens 3 --ignore-eos > "$OUT/san-one-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 "Invalid\|Race\|Hazard" "$OUT/san-one-$tool.txt"; grep "SUMMARY" "$OUT/san-one-$tool.txt" | sort | uniq -c
+    env ${LINGC_SAN_ENV:-} compute-sanitizer --tool $tool --target-processes all --error-exitcode 9 $L generate tests/data/golden/ling-small --backend cuda --prompt "$P1" --max-new-tokens 3 --ignore-eos > "$OUT/san-one-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 "Invalid\|Race\|Hazard" "$OUT/san-one-$tool.txt"; grep "SUMMARY" "$OUT/san-one-$tool.txt" | sort | uniq -c
   done
   echo "== ling-small-fp8 selftest under memcheck"
   compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/small8/lingc_model selftest > "$OUT/san-decodeab.txt" 2>&1; echo "memcheck exit $?"; grep -c PASS "$OUT/san-decodeab.txt"; grep -E "FAIL" "$OUT/san-decodeab.txt" | head -3; tail -1 "$OUT/san-decodeab.txt"

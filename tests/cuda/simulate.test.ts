@@ -15,6 +15,7 @@ import { simulate } from "../../backends/kernels/simulate";
 import { rng } from "../support/fd";
 import type { GenLimits } from "../../backends/kernels/gen";
 import { LIMITS, kernels, runGenerated, expertModule, random, relError, prefetchedWhole } from "../support/kir-run";
+import { tailCount } from "../../backends/kernels/kir-merge";
 
 describe("CUDA tile programs in the kir simulator", () => {
   it("a workgroup sum by warp shuffles gives every thread the total (the simulator's warps and barriers)", () => {
@@ -357,9 +358,9 @@ describe("CUDA tile programs in the kir simulator", () => {
     [1, 2048, 256, 8, 4, 2, 8],
     // 5 tokens: the router's two workgroups run in turn by the GEMV's last workgroup; 64 experts of 4 groups.
     [5, 512, 64, 4, 2, 3, 6],
-  ])("the router after the gate's GEMV in one launch (launch-tails.ts: the GEMV's last workgroup runs the router): %i tokens, K %i, %i experts; the same values as two launches", (T, I, E, G, TG, GST, K2) => {
+  ])("the router and the MoE dispatch after the gate's GEMV in one launch (launch-tails.ts: the GEMV's last workgroup runs them in turn): %i tokens, K %i, %i experts; the same values as three launches", (T, I, E, G, TG, GST, K2) => {
     const text = `module @r {
-  func @r(%x: bf16[${T}, ${I}]) weights(@gate: bf16[${E}, ${I}], @bias: f32[${E}]) -> (idx: i32[${T}, ${K2}], w: f32[${T}, ${K2}]) {
+  func @r(%x: bf16[${T}, ${I}]) weights(@gate: bf16[${E}, ${I}], @bias: f32[${E}]) -> (idx: i32[${T}, ${K2}], w: f32[${T}, ${K2}], order: i32[${T * K2}], offsets: i32[${E + 1}], rows: i32[${T * K2}]) {
     %x32 = linear(%x, @gate) {out = f32} : f32[${T}, ${E}]
     %s = sigmoid(%x32) : f32[${T}, ${E}]
     %b = add(%s, @bias) : f32[${T}, ${E}]
@@ -369,21 +370,24 @@ describe("CUDA tile programs in the kir simulator", () => {
     %eps = constant() {values = [1e-20], dtype = f32} : f32[]
     %d = add(%sum, %eps) : f32[${T}, 1]
     %n = div(%g, %d) : f32[${T}, ${K2}]
-    return %idx, %n
+    %flat = reshape(%idx) : i32[${T * K2}]
+    %order, %offsets, %rows = moe_dispatch(%flat) {num_experts = ${E}} : i32[${T * K2}], i32[${E + 1}], i32[${T * K2}]
+    return %idx, %n, %order, %offsets, %rows
   }
 }`;
     const r = rng(23);
     const inputs = { x: random("bf16", r, [T, I]) };
     const weights = { gate: random("bf16", r, [E, I], 0.2), bias: random("f32", r, [E], 0.05) };
-    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "group_topk") ? "router_warp" : ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined);
+    const pick = (ops: readonly { opName: string }[]) =>
+      ops.some((o) => o.opName === "group_topk") ? "router_warp" : ops.some((o) => o.opName === "linear") ? "linear_gemv" : ops.some((o) => o.opName === "moe_dispatch") ? "dispatch" : undefined;
     const apart = runGenerated(text, inputs, weights, LIMITS, "", pick);
-    expect(kernels.map((k) => k.template)).toEqual(["linear_gemv", "router_warp"]);
+    expect(kernels.map((k) => k.template)).toEqual(["linear_gemv", "router_warp", "dispatch"]);
     const merged = runGenerated(text, inputs, weights, LIMITS, "", pick, false, false, true);
-    expect(kernels.length).toBe(1);
-    expect(kernels[0]!.kernel.uniforms).toContain("tail_second");
-    expect([...merged["idx"]!.got]).toEqual([...apart["idx"]!.got]);
-    expect([...merged["w"]!.got]).toEqual([...apart["w"]!.got]);
-    expect([...merged["idx"]!.got]).toEqual([...merged["idx"]!.want]);
+    // The dispatch (a thread an expert, barriers) joins only where its workgroup is the launch's: 256 experts, not 64.
+    expect(kernels.length).toBe(E === 256 ? 1 : 2);
+    expect(kernels[0]!.kernel.uniforms).toContain(tailCount(E === 256 ? 2 : 1));
+    for (const name of ["idx", "w", "order", "offsets", "rows"]) expect([...merged[name]!.got], name).toEqual([...apart[name]!.got]);
+    for (const name of ["idx", "order", "offsets", "rows"]) expect([...merged[name]!.got], name).toEqual([...merged[name]!.want]);
     expect(relError(merged["w"]!.got, merged["w"]!.want)).toBeLessThan(1e-5);
   });
 

@@ -18,7 +18,7 @@ import { CUDA_SM90A } from "../../ir/target";
 import { simulate, type SimArray } from "../../backends/kernels/simulate";
 import { prologueCandidates, prologueStep } from "../../backends/cuda/quant-prologue";
 import { epilogueCandidates, epilogueStep } from "../../backends/cuda/quant-epilogue";
-import { tailKernel } from "../../backends/cuda/launch-tails";
+import { tailGroup, TAIL_FIRST_TEMPLATES, TAIL_TEMPLATES } from "../../backends/cuda/launch-tails";
 import { rng } from "./fd";
 
 export const LIMITS: GenLimits = cudaGenLimits(CUDA_SM90A);
@@ -70,7 +70,7 @@ export function runGenerated(
   prologues = false,
   /** Each quantize step that alone reads a grouped matmul step's result runs as that step's epilogue (backends/cuda/quant-epilogue.ts), the quantize step not run. */
   epilogues = false,
-  /** A step and the next as one kernel whose last workgroup runs the next (backends/cuda/launch-tails.ts tailKernel) where they can be. */
+  /** A dense GEMV step and the steps after it that can be its tails as one kernel whose last workgroup runs them (backends/cuda/launch-tails.ts tailGroup). */
   tails = false,
 ): Record<string, { got: Float32Array; want: Float32Array }> {
   kernels.length = 0;
@@ -140,11 +140,18 @@ export function runGenerated(
     const step = steps[n];
     if (!step) continue;
     let g = generateStep(step, s, limits, "k", pick(step.ops));
-    const next = tails ? steps[n + 1] : undefined;
-    const tail = next && tailKernel(g, generateStep(next, s, limits, "k", pick(next.ops)), (id) => storageSlot(s, id));
-    if (tail) {
-      g = tail;
-      steps[n + 1] = undefined;
+    if (tails && TAIL_FIRST_TEMPLATES.has(g.template ?? "")) {
+      // The steps after it that can be its tails, in turn (as launch-tails.ts takes them).
+      const after: GeneratedKernel[] = [];
+      for (let m = n + 1; steps[m]; m++) {
+        const t = generateStep(steps[m]!, s, limits, "k", pick(steps[m]!.ops));
+        if (!TAIL_TEMPLATES.has(t.template ?? "") || !tailGroup(g, [...after, t], (id) => storageSlot(s, id))) break;
+        after.push(t);
+      }
+      if (after.length) {
+        g = tailGroup(g, after, (id) => storageSlot(s, id))!;
+        after.forEach((_, j) => (steps[n + 1 + j] = undefined));
+      }
     }
     // A split computation's kernels run in turn, sharing the step's scratch (as the CUDA emitter binds it).
     const scratch = new Float32Array(g.scratch ?? 0);

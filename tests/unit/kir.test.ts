@@ -5,7 +5,7 @@ import * as K from "../../backends/kernels/kir";
 import { renderCuda } from "../../backends/cuda/render";
 import { renderWgsl } from "../../backends/wgsl/render";
 import { simulate } from "../../backends/kernels/simulate";
-import { mergeKernels, mergeTail, MERGE_SPLIT, TAIL_COUNTERS, TAIL_FIRST, TAIL_SECOND } from "../../backends/kernels/kir-merge";
+import { mergeKernels, mergeTail, MERGE_SPLIT, TAIL_COUNTERS, TAIL_FIRST, tailCount } from "../../backends/kernels/kir-merge";
 
 describe("f32Text", () => {
   it("writes the shortest text that reads back as the same f32, keeping the sign of zero", () => {
@@ -147,29 +147,34 @@ describe("a dependent kernel run by the last workgroup of the one before it (mer
     return kb.kernel;
   };
 
-  it("gives what the two launches give, and leaves its counter at zero", () => {
-    const merged = mergeTail(rowSums(), pairsOf(), "tail");
+  it("gives what the launches give, a tail reading the one before it, and leaves its counter at zero", () => {
+    // rows (6 workgroups) -> pairs (3, reading rows' sums) -> pairs again (1, reading the first pairs').
+    const merged = mergeTail(rowSums(), [{ kernel: pairsOf(), same: new Map([["b0", "b1"]]) }, { kernel: pairsOf(), same: new Map([["b0", "b1_t1"]]) }], "tail");
     expect(merged.wg).toBe(64);
-    expect(merged.uniforms).toEqual([TAIL_FIRST, TAIL_SECOND]);
-    expect(merged.buffers.map((b) => b.name)).toEqual(["b0", "b1", "b0_m", "b1_m", TAIL_COUNTERS]);
+    expect(merged.uniforms).toEqual([TAIL_FIRST, tailCount(1), tailCount(2)]);
+    expect(merged.buffers.map((b) => b.name)).toEqual(["b0", "b1", "b1_t1", "b1_t2", TAIL_COUNTERS]);
     const x = Float32Array.from({ length: 6 * 64 }, (_, j) => ((j * 7) % 11) - 5);
-    const [sums, out] = [new Float32Array(6), new Float32Array(3)];
+    const [sums, once, twice] = [new Float32Array(6), new Float32Array(3), new Float32Array(1)];
     simulate(rowSums(), { b0: x, b1: sums }, {}, 6);
-    simulate(pairsOf(), { b0: sums, b1: out }, {}, 3);
-    const [ms, mo, counters] = [new Float32Array(6), new Float32Array(3), new Int32Array(4)];
-    simulate(merged, { b0: x, b1: ms, b0_m: ms, b1_m: mo, [TAIL_COUNTERS]: counters }, { [TAIL_FIRST]: 6, [TAIL_SECOND]: 3 }, 6);
-    expect([...mo]).toEqual([...out]);
-    expect(out.some((v) => v !== 0)).toBe(true);
+    simulate(pairsOf(), { b0: sums, b1: once }, {}, 3);
+    simulate(pairsOf(), { b0: once, b1: twice }, {}, 1);
+    const [ms, m1, m2, counters] = [new Float32Array(6), new Float32Array(3), new Float32Array(1), new Int32Array(4)];
+    simulate(merged, { b0: x, b1: ms, b1_t1: m1, b1_t2: m2, [TAIL_COUNTERS]: counters }, { [TAIL_FIRST]: 6, [tailCount(1)]: 3, [tailCount(2)]: 1 }, 6);
+    expect([...m1]).toEqual([...once]);
+    expect([...m2]).toEqual([...twice]);
+    expect(twice[0]).not.toBe(0);
     expect([...counters]).toEqual([0, 0, 0, 0]);
-    // CUDA: fence, count, and the last workgroup runs the second kernel's workgroups in a loop.
+    // CUDA: fence, count, and the last workgroup runs each tail's workgroups in a loop; the tails read the results through the writers' parameters.
     const cuda = renderCuda(merged);
     expect(cuda).toContain("atomicAdd");
-    expect(cuda).toContain(`tail_wg_m < ${TAIL_SECOND}`);
+    expect(cuda).toContain(`tail_wg_t2 < ${tailCount(2)}`);
+    expect(cuda).not.toContain("b0_t1");
   });
 
-  it("refuses a narrower kernel with barriers (its threads would miss the wider workgroup's)", () => {
+  it("refuses a narrower kernel with barriers (its threads would miss the wider workgroup's), and a tail's read of a buffer nothing before it writes", () => {
     const wide = new KernelBuilder("wide", 128, 32).kernel;
-    expect(() => mergeTail(wide, rowSums(), "t")).toThrow(/rows has barriers in a workgroup of 64 threads, not 128/);
+    expect(() => mergeTail(wide, [{ kernel: rowSums() }], "t")).toThrow(/rows has barriers in a workgroup of 64 threads, not 128/);
+    expect(() => mergeTail(rowSums(), [{ kernel: pairsOf(), same: new Map([["b0", "b0"]]) }], "t")).toThrow(/pairs's b0 is not a buffer an earlier kernel writes \(b0\)/);
   });
 });
 

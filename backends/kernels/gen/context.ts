@@ -124,11 +124,12 @@ export interface GenLimits {
    */
   prefetchWeights?: "fp8" | "all";
   /**
-   * CUDA: a dependent step of a few workgroups' work runs in the last workgroup of the step before
-   * it, one launch where two were (backends/cuda/launch-tails.ts: the router after the gate's GEMV
-   * at decode; LINGC_TAIL_LAUNCH=on). Default off: measured on the H200 no faster (Ling-mini decode
-   * batch 1, bf16 1.21 -> 1.22 ms a step, FP8 1.24 -> 1.27; decode-tails-2026-12-02-h200.md): a kernel
-   * boundary under programmatic dependent launch costs about what the tail's count and wait do.
+   * CUDA: dependent steps of a few workgroups' work run in the last workgroup of the launch before
+   * them, one launch where several were (backends/cuda/launch-tails.ts; LINGC_TAIL_LAUNCH=on).
+   * Default off: measured on the H200 slower (Ling-mini decode batch 1, 13 -> 9 launches a MoE
+   * layer: bf16 1.16 -> 1.29 ms a step, FP8 1.25 -> 1.52; bench/results/decode-tails-2026-12-02-h200.md):
+   * a kernel boundary under programmatic dependent launch costs less than running the tails' work
+   * on one multiprocessor in turn.
    */
   tailLaunches?: boolean;
   /**

@@ -113,10 +113,13 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
       ss = kb.let("ss", ss);
       return vals;
     });
+    // The norm's weights are loaded before the row's sum of squares is reduced: no result of this
+    // kernel's, so their round trip overlaps the reduction's shuffles and barriers instead of following them.
+    const weights = units.map(({ at }) => load(w, at));
     const inv = kb.let("inv", K.rsqrt(plus(div(kb.workgroupSum(ss), K.f(D)), K.f(eps))));
     const y = norm.results[0]!;
     units.forEach(({ has, at }, k) => {
-      const ws = load(w, at);
+      const ws = weights[k]!;
       const ys = xs[k]!.map((e, n) => kb.let("y", g.fit(mul(ws[n]!, g.fit(mul(e, inv), dt)), dt)));
       if (!quant || g.isOutput(y)) store(y, at, ys, has);
       if (quant) quantizeUnit(g, quant, ys, plus(base, at), (f) => guarded(has, f), quantGroupLanes(quant, D)!);

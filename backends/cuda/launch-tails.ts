@@ -53,10 +53,10 @@ function tailChoice(step: Step, fr: FrameSchedule, limits: GenLimits, profile: C
 }
 
 /**
- * The function's launches with tails, by their first step's index: the launch pairs given, those
- * with tails now merged with them (their `tails` set), and new groups of a lone dense GEMV and its
- * tails. `free`: the steps no merge takes (not in a pair); `loadTime`: the steps that run once at
- * load; `dimText`: a host-function dim as C++.
+ * The function's launches with tails, by their first step's index: the launch pairs given (`pairs`),
+ * those with tails now merged with them (their `tails` set), and new groups of a lone dense GEMV and
+ * its tails (a step in a pair starts no group and is no tail); `loadTime`: the steps that run once
+ * at load; `dimText`: a host-function dim as C++.
  */
 export function launchTails(
   fr: FrameSchedule,

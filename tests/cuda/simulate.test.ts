@@ -243,6 +243,16 @@ describe("CUDA tile programs in the kir simulator", () => {
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.1); // (the same sums in the interpreter's order may well be exact)
   });
 
+  /** Ling's router on scores `x` (f32[T, E]): sigmoid, bias, group top-k (%idx), the chosen scores normalized (%n). */
+  const routerOps = (x: string, T: number, E: number, G: number, TG: number, GST: number, K2: number) => `    %s = sigmoid(${x}) : f32[${T}, ${E}]
+    %b = add(%s, @bias) : f32[${T}, ${E}]
+    %idx = group_topk(%b) {k = ${K2}, groups = ${G}, topk_groups = ${TG}, group_score_topk = ${GST}} : i32[${T}, ${K2}]
+    %g = take_along(%s, %idx) : f32[${T}, ${K2}]
+    %sum = reduce_sum(%g) {axes = [-1], keepdims = true} : f32[${T}, 1]
+    %eps = constant() {values = [1e-20], dtype = f32} : f32[]
+    %d = add(%sum, %eps) : f32[${T}, 1]
+    %n = div(%g, %d) : f32[${T}, ${K2}]`;
+
   it.each([
     // Ling-mini's router: 256 experts in 8 groups (4 lanes a group), the best 4 groups by their top-2 sums, top-8; 3 tokens (one workgroup, one warp idle).
     [3, 256, 8, 4, 2, 8],
@@ -257,14 +267,7 @@ describe("CUDA tile programs in the kir simulator", () => {
   ])("the router a warp per token (router_warp: %i tokens, %i experts in %i groups, %i kept by top-%i sums, top-%i; ties: %s): indices exactly and weights as the interpreter's", (T, E, G, TG, GST, K2, ties = false) => {
     const text = `module @r {
   func @r(%x: f32[${T}, ${E}]) weights(@bias: f32[${E}]) -> (idx: i32[${T}, ${K2}], w: f32[${T}, ${K2}]) {
-    %s = sigmoid(%x) : f32[${T}, ${E}]
-    %b = add(%s, @bias) : f32[${T}, ${E}]
-    %idx = group_topk(%b) {k = ${K2}, groups = ${G}, topk_groups = ${TG}, group_score_topk = ${GST}} : i32[${T}, ${K2}]
-    %g = take_along(%s, %idx) : f32[${T}, ${K2}]
-    %sum = reduce_sum(%g) {axes = [-1], keepdims = true} : f32[${T}, 1]
-    %eps = constant() {values = [1e-20], dtype = f32} : f32[]
-    %d = add(%sum, %eps) : f32[${T}, 1]
-    %n = div(%g, %d) : f32[${T}, ${K2}]
+${routerOps("%x", T, E, G, TG, GST, K2)}
     %c = constant() {values = [2.5], dtype = f32} : f32[]
     %w = mul(%n, %c) : f32[${T}, ${K2}]
     return %idx, %w
@@ -362,14 +365,7 @@ describe("CUDA tile programs in the kir simulator", () => {
     const text = `module @r {
   func @r(%x: bf16[${T}, ${I}]) weights(@gate: bf16[${E}, ${I}], @bias: f32[${E}]) -> (idx: i32[${T}, ${K2}], w: f32[${T}, ${K2}], order: i32[${T * K2}], offsets: i32[${E + 1}], rows: i32[${T * K2}]) {
     %x32 = linear(%x, @gate) {out = f32} : f32[${T}, ${E}]
-    %s = sigmoid(%x32) : f32[${T}, ${E}]
-    %b = add(%s, @bias) : f32[${T}, ${E}]
-    %idx = group_topk(%b) {k = ${K2}, groups = ${G}, topk_groups = ${TG}, group_score_topk = ${GST}} : i32[${T}, ${K2}]
-    %g = take_along(%s, %idx) : f32[${T}, ${K2}]
-    %sum = reduce_sum(%g) {axes = [-1], keepdims = true} : f32[${T}, 1]
-    %eps = constant() {values = [1e-20], dtype = f32} : f32[]
-    %d = add(%sum, %eps) : f32[${T}, 1]
-    %n = div(%g, %d) : f32[${T}, ${K2}]
+${routerOps("%x32", T, E, G, TG, GST, K2)}
     %flat = reshape(%idx) : i32[${T * K2}]
     %order, %offsets, %rows = moe_dispatch(%flat) {num_experts = ${E}} : i32[${T * K2}], i32[${E + 1}], i32[${T * K2}]
     return %idx, %n, %order, %offsets, %rows

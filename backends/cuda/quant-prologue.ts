@@ -1,7 +1,9 @@
 /**
  * Quantize prologues (GenLimits.quantPrologue, LINGC_QUANT_PROLOGUE=on, or =narrow for rows of at most
  * 512 (GenLimits.quantPrologueMaxK); off by default: on the H200
- * it made FP8 Ling-mini's decode step slower, 1.50 -> 1.82 ms, each warp quantizing its row again): an
+ * it made FP8 Ling-mini's decode step slower, 1.50 -> 1.82 ms, each warp quantizing its row again;
+ * since 2026-12-02 a GEMV whose rows' codes fit workgroup memory quantizes them once a workgroup
+ * instead (gemv-fp8.ts stageQuantized; not yet timed on the GPU): an
  * activation quantize step (alone, or after the token gather) whose codes only one later FP8 matmul
  * step reads (a dense projection's GEMV, or the routed experts' by-row GEMV, their SwiGLU's too)
  * runs inside that matmul's GEMV where the sizes choose the GEMV (its dispatch's first choice): the

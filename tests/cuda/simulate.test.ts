@@ -422,9 +422,13 @@ ${routerOps("%x32", T, E, G, TG, GST, K2)}
     expect(got.filter((v) => v !== 0 && Math.abs(v) < 1e-3).length).toBeGreaterThan(10);
   });
 
-  it("a quantize whose codes only an FP8 GEMV reads runs as the GEMV's prologue (LINGC_QUANT_PROLOGUE): the dense GEMV and the routed experts' SwiGLU (through the token gather) and down GEMVs quantize their rows as they read them, bit for bit the separate quantizes' results", () => {
-    // K of 512 (one round of the 16-code form) for the dense projection and the down projection.
-    const [T, H, F, E, K, O] = [1, 512, 512, 2, 2, 64];
+  it.each([
+    // K of 512 (one round of the 16-code form) for the dense projection and the down projection: every GEMV stages its rows' codes.
+    [512, 3],
+    // Hidden 2560: the dense GEMV's 16 rows of codes would pass the staged form's workgroup memory, so its warps quantize as they read.
+    [2560, 2],
+  ])("a quantize whose codes only an FP8 GEMV reads runs as the GEMV's prologue (LINGC_QUANT_PROLOGUE): the dense GEMV and the routed experts' SwiGLU (through the token gather) and down GEMVs quantize their rows (hidden %i: %i of them once a workgroup into workgroup memory), bit for bit the separate quantizes' results", (H, stagedGemvs) => {
+    const [T, F, E, K, O] = [1, 512, 2, 2, 64];
     const text = expertModule("bf16", [T, H, F, E, K], O);
     const r = rng(46);
     const t = (shape: number[], scale = 1) => random("bf16", r, shape, scale);
@@ -440,6 +444,7 @@ ${routerOps("%x32", T, E, G, TG, GST, K2)}
     // and the projection input's; the weights' stay.
     const merged = runGenerated(text, inputs, weights, LIMITS, fp8, pick, true);
     expect(quantizes()).toBe(4);
+    expect(kernels.filter((k) => k.kernel.shared.some((a) => a.name.startsWith("xq_"))).length).toBe(stagedGemvs);
     for (const [name, { got, want }] of Object.entries(merged)) {
       expect(relError(got, want), name).toBeLessThan(1e-5);
       expect(Math.max(...got.map(Math.abs)), name).toBeGreaterThan(0.01);

@@ -95,8 +95,9 @@ export interface GenLimits {
   /**
    * CUDA: an activation quantize whose codes only one FP8 GEMV reads runs inside that GEMV where the
    * sizes choose it (backends/cuda/quant-prologue.ts; LINGC_QUANT_PROLOGUE=on, or =narrow: only
-   * quantizes of rows of at most 512, which every warp of the GEMV repeats at least cost). Default:
-   * off (on measured slower on the H200).
+   * quantizes of rows of at most 512). Default: off (on measured slower on the H200 when every warp
+   * of the GEMV quantized its row again; the GEMVs now quantize their rows once a workgroup into
+   * workgroup memory where the codes fit, not yet measured).
    */
   quantPrologue?: boolean;
   /** With quantPrologue: the widest row a prologue quantizes (default: any). */

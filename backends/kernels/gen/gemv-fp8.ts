@@ -92,13 +92,18 @@ export function coversFp8Gemv(ops: readonly Op[], limits: GenLimits): boolean {
   return limits.warpSize === 32 && fp8GemvPlan(ops) !== undefined;
 }
 
-/** A GEMV's input row: its buffer, e4m3 with scales at scale(slice) or plain floats, or plain floats that `quant` quantizes as they are read (a quantize prologue). */
+/**
+ * A GEMV's input row: its buffer, e4m3 with scales at scale(slice) or plain floats, or plain floats
+ * that `quant` quantizes as they are read (a quantize prologue), or codes a staged prologue left in
+ * workgroup memory (`staged`: buf is that u32 array and row the workgroup's own row index).
+ */
 interface InputRow {
   value: Value;
   buf: string;
   row: Expr;
   scale?: (s: Expr) => Expr;
   quant?: Op;
+  staged?: boolean;
 }
 
 /**
@@ -160,9 +165,8 @@ function laneDotWide(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr
     const body = () => {
       const ww = kb.load16("w16", w.buf, div(add(mul(w.row, i(Kd)), k0), i(4)));
       const xat = add(mul(x.row, i(Kd)), k0);
-      let xs = x.scale
-        ? kb.load16("x16", x.buf, div(xat, i(4))).flatMap((word) => [0, 1, 2, 3].map((b) => K.e4m3Byte(word, b)))
-        : [...g.load8(x.value, xat), ...g.load8(x.value, add(xat, i(8)))];
+      const words = () => (x.staged ? [0, 1, 2, 3].map((t) => kb.let("x16", kb.load(x.buf, add(div(xat, i(4)), i(t))))) : kb.load16("x16", x.buf, div(xat, i(4))));
+      let xs = x.scale ? words().flatMap((word) => [0, 1, 2, 3].map((b) => K.e4m3Byte(word, b))) : [...g.load8(x.value, xat), ...g.load8(x.value, add(xat, i(8)))];
       let xScale: Expr | undefined;
       if (x.quant) {
         // The slice's 128 inputs are this lane's 16 and its 7 neighbours': their amax over the 8
@@ -187,6 +191,53 @@ function laneDotWide(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr
   if (group === rounds) kb.for("q", i(0), i(rounds), round);
   else kb.loop("qg", i(0), i(rounds / group), (qg) => kb.for("q", i(0), i(group), (q0) => round(kb.let("q", add(mul(qg, i(group)), q0)))));
   return acc.ref;
+}
+
+/** Workgroup memory a staged prologue may take (its R rows' codes and scales; CUDA's static limit is 48 KB). */
+const STAGED_BYTES = 36 * 1024;
+
+/** Whether R rows of K inputs fit a staged prologue (K whole 512s, as the 16-code form needs). */
+const stagedFits = (R: number, Kd: number) => Kd % (32 * CHUNK) === 0 && R * (Kd + (4 * Kd) / SLICE) <= STAGED_BYTES;
+
+/**
+ * A quantize prologue staged once a workgroup: rows rowOf(0 .. live - 1) of x (bf16 or f32; live at
+ * most R, the rows workgroup memory holds; rowOf must give a row in range for every local index) quantized by `quant` (its recipe, bit for bit the
+ * quantize kernel's codes and scales) into workgroup memory, every thread taking part (16 inputs a
+ * thread a turn, a 128-group's amax over its 8 lanes), then a barrier. The GEMV's warps then read
+ * the codes from there (InputRow.staged), where the unstaged form had every warp quantize its row
+ * again for its own column. Returns the u32 array of codes (row lr's K codes from word lr K / 4) and
+ * the row's slice scales (lr K / 128 + slice).
+ */
+function stageQuantized(g: Gen, quant: Op, x: Value, R: number, live: Expr, Kd: number, rowOf: (lr: Expr) => Expr): { codes: string; scales: string } {
+  const kb = g.kb;
+  const { i, add, mul, div, mod, lt, eq } = K;
+  const perRow = Kd / CHUNK;
+  const codes = kb.shared(kb.fresh("xq"), "u32", R * perRow * 4);
+  const scales = kb.shared(kb.fresh("xs"), "f32", (R * Kd) / SLICE);
+  // Only the `live` rows (at most R; the rest are past the input's rows), in turns of the workgroup's
+  // threads: every thread runs every turn, its lanes' shuffles whole; a chunk past them reads a row in
+  // range and stores nothing.
+  const total = kb.let("chunks", mul(K.max(K.min(live, i(R)), i(0)), i(perRow)));
+  kb.loop("turn", i(0), div(add(total, i(kb.kernel.wg - 1)), i(kb.kernel.wg)), (turn) => {
+    const c = kb.let("c", add(mul(turn, i(kb.kernel.wg)), kb.lid));
+    const lr = kb.let("lr", K.min(div(c, i(perRow)), i(R - 1)));
+    const ch = kb.let("ch", mod(c, i(perRow)));
+    const at = kb.let("xat", add(mul(rowOf(lr), i(Kd)), mul(ch, i(CHUNK))));
+    const v = [...g.load8(x, at), ...g.load8(x, add(at, i(8)))].map((e) => kb.let("xv", e));
+    const amax = kb.warpMax(kb.let("m", v.reduce((a: Expr, e) => K.max(a, K.abs(e)), K.f(0))), SLICE / CHUNK);
+    const { s, q } = quantRecipe(g, quant, amax);
+    kb.if(lt(c, total), () => {
+      for (let w = 0; w < 4; w++) kb.store(codes, add(mul(c, i(4)), i(w)), K.packE4m3(v.slice(4 * w, 4 * w + 4).map(q)));
+      kb.if(eq(mod(ch, i(SLICE / CHUNK)), i(0)), () => kb.store(scales, add(mul(lr, i(Kd / SLICE)), div(ch, i(SLICE / CHUNK))), s));
+    });
+  });
+  kb.barrier();
+  return { codes, scales };
+}
+
+/** The input row of local row `lr` of a staged prologue. */
+function stagedRow(g: Gen, x: Value, staged: { codes: string; scales: string }, lr: Expr, Kd: number): InputRow {
+  return { value: x, buf: staged.codes, row: lr, staged: true, scale: (sl) => g.kb.load(staged.scales, K.add(K.mul(lr, K.i(Kd / SLICE)), sl)) };
 }
 
 /** A weight of a GEMV step: its codes' and scales' buffers and the linear's result. */
@@ -234,9 +285,12 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   for (const wt of weights) prefetchWeightRows(g, "fp8", wt.buf, mul(mod(kb.wg, i(blocks)), i(WARPS)), WARPS, N, Kd, lt(kb.wg, i(blocks)));
   const n = kb.let("n", add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp));
   const r0 = kb.let("r0", mul(div(kb.wg, i(blocks)), i(ROWS)));
+  // A quantize prologue: the workgroup's rows quantized once into workgroup memory where they fit.
+  const staged = quant && stagedFits(ROWS, Kd) ? stageQuantized(g, quant, x, ROWS, K.sub(rows, r0), Kd, (lr) => K.min(add(r0, lr), K.sub(rows, i(1)))) : undefined;
   kb.if(lt(n, i(N)), () => {
     kb.loop("r", r0, K.min(rows, add(r0, i(ROWS))), (r) => {
-      const total = columnValue(g, lane, Kd, weights, n, { value: x, buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant }, epilogue, y);
+      const input: InputRow = staged ? stagedRow(g, x, staged, K.sub(r, r0), Kd) : { value: x, buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant };
+      const total = columnValue(g, lane, Kd, weights, n, input, epilogue, y);
       kb.if(K.eq(lane, i(0)), () => kb.store(yb, add(mul(r, i(N)), n), g.fit(total, y.type.dtype)));
     });
   });
@@ -286,11 +340,14 @@ export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKerne
   const lane = kb.let("lane", mod(kb.lid, i(32)));
   const r = kb.let("r", div(kb.wg, i(blocks)));
   const n = kb.let("n", add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp));
+  // A quantize prologue: the workgroup's row (through the gather) quantized once into workgroup memory where it fits.
+  const staged = quant && stagedFits(1, Kd) ? stageQuantized(g, quant, x, 1, i(1), Kd, () => (permute ? gatheredRow(g, permute, K.min(r, K.sub(rows, i(1)))) : K.min(r, K.sub(rows, i(1))))) : undefined;
   kb.if(K.and(lt(r, rows), lt(n, i(O))), () => {
     const e = kb.let("expert", expertOfRowByWarp(kb, (j) => kb.load(offb, j), r, E, lane));
     const xRow = permute ? kb.let("tok", gatheredRow(g, permute, r)) : r;
     const wRow = kb.let("wrow", add(mul(e, i(O)), n));
-    const y = columnValue(g, lane, Kd, weights, wRow, { value: x, buf: xb, row: xRow, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, xRow, s)) : undefined, quant }, epilogue, out);
+    const input: InputRow = staged ? stagedRow(g, x, staged, i(0), Kd) : { value: x, buf: xb, row: xRow, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, xRow, s)) : undefined, quant };
+    const y = columnValue(g, lane, Kd, weights, wRow, input, epilogue, out);
     kb.if(K.eq(lane, i(0)), () => kb.store(ob, add(mul(r, i(O)), n), y));
   });
   return g.finish({ dim: g.entryDim(rowsDim.mul(blocks)), per: 1 });

@@ -201,9 +201,10 @@ const stagedFits = (R: number, Kd: number) => Kd % (32 * CHUNK) === 0 && R * (Kd
 
 /**
  * A quantize prologue staged once a workgroup: rows rowOf(0 .. live - 1) of x (bf16 or f32; live at
- * most R, the rows workgroup memory holds; rowOf must give a row in range for every local index) quantized by `quant` (its recipe, bit for bit the
- * quantize kernel's codes and scales) into workgroup memory, every thread taking part (16 inputs a
- * thread a turn, a 128-group's amax over its 8 lanes), then a barrier. The GEMV's warps then read
+ * most R, the rows workgroup memory holds; rowOf must give a row in range for every local index)
+ * quantized by `quant` (its recipe, bit for bit the quantize kernel's codes and scales) into
+ * workgroup memory, every thread taking part (16 inputs a thread a turn, a 128-group's amax over
+ * its 8 lanes), then a barrier. The GEMV's warps then read
  * the codes from there (InputRow.staged), where the unstaged form had every warp quantize its row
  * again for its own column. Returns the u32 array of codes (row lr's K codes from word lr K / 4) and
  * the row's slice scales (lr K / 128 + slice).

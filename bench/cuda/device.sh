@@ -732,7 +732,9 @@ qprologue)
   compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/mini8-env0/lingc_model bench --random-weights --prefill "" --decode 1x64 --repeats 1 > "$OUT/san-qp-memcheck.txt" 2>&1; r=$?; echo "memcheck exit $r"
   grep -m2 -A8 "Invalid\|rror" "$OUT/san-qp-memcheck.txt" | head -30; tail -1 "$OUT/san-qp-memcheck.txt"
   [ $r = 0 ] || exit 1
-  LINGC_ENVS="LINGC_QUANT_PROLOGUE=$QP" bash "$0" fp8ab
+  # LINGC_QP_ENVS: the timed builds (fp8ab's LINGC_ENVS; the first must be the sanitized one, e.g.
+  # "LINGC_QUANT_PROLOGUE=on;LINGC_QUANT_PROLOGUE=on LINGC_PAIR_LAUNCH=off").
+  LINGC_ENVS="${LINGC_QP_ENVS:-LINGC_QUANT_PROLOGUE=$QP}" bash "$0" fp8ab
   ;;
 decodeab)
   # A/B of compile-time settings at decode, bf16 and FP8 (W8A8) Ling-mini alike: built by dist/lingc.mjs

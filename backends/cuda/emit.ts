@@ -28,7 +28,7 @@ import { generateStep, referenceTemplate, TILE_TEMPLATES, type GeneratedKernel, 
 import { cudaGenLimits, cudaStorage } from "./gen-limits";
 import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
-import { pairFlag } from "./launch-pairs";
+import { memberKernel, pairFlag } from "./launch-pairs";
 import { prologueFlag } from "./quant-prologue";
 import { epilogueFlag } from "./quant-epilogue";
 import { stepMerges } from "./step-merges";
@@ -200,7 +200,7 @@ class FuncEmitter {
         out.push(...own().map((l) => `    ${l}`), `  }`);
       } else if (second) {
         const flag = pairFlag(firstOf.get(n)!);
-        const check = this.referenceCheck(step, n, second.second === n ? second.b : second.tails!.find((t) => t.step === n)!.kernel, false);
+        const check = this.referenceCheck(step, n, memberKernel(second, n), false);
         if (check) out.push(`  if (${flag}) { ${check} }`);
         out.push(`  if (!${flag}) {`, ...own().map((l) => `    ${l}`), `  }`);
       } else out.push(...own().map((l) => `  ${l}`));
@@ -213,7 +213,7 @@ class FuncEmitter {
     const life = storageLifetimes(this.fr, this.frames, this.residents, prologueReads);
     this.lifetimes = life;
     blocks.forEach((lines, n) => {
-      // A pair's second step's storage, and a quantize epilogue's, is taken before the merged launch that writes it.
+      // A pair's later steps' storage (its second's, its tails'), and a quantize epilogue's, is taken before the merged launch that writes it.
       for (const k of acquiredAt(n)) for (const st of life.acquire[k]!) this.body.push(`  c.acquire(b + ${st});`);
       this.body.push(...lines);
       for (const st of life.release[n]!) this.body.push(`  c.release(b + ${st});`);

@@ -147,6 +147,13 @@ function hasFp8Steps(fr: FrameSchedule): boolean {
   return fr.steps.some((s) => s.step?.ops.some((o) => [...o.operands, ...o.results].some((v) => isFp8(v.type.dtype))));
 }
 
+/** The kernel a launch pair runs for its step k (its second step's or a tail's: what selftest checks k against). */
+export function memberKernel(p: LaunchPair, k: number): GeneratedKernel {
+  const kernel = k === p.second ? p.b : p.tails?.find((t) => t.step === k)?.kernel;
+  if (!kernel) throw new Error(`launch pair: step ${k} is not one of its steps after the first`);
+  return kernel;
+}
+
 /** The C++ flag that says pair `n` ran (its first step's index). */
 export const pairFlag = (n: number): string => `pair${n}_`;
 

@@ -67,8 +67,7 @@ export function launchTails(
   dimText: (d: Dim) => string,
 ): Map<number, LaunchPair> {
   const out = new Map(pairs);
-  const paired = new Set([...pairs].flatMap(([n, p]) => [n, p.second]));
-  const taken = new Set<number>(paired);
+  const taken = new Set([...pairs].flatMap(([n, p]) => [n, p.second]));
   const runs = (k: number) => fr.steps[k]?.step !== undefined && !loadTime(fr.steps[k]!.step!);
   const storageOf = (id: number) => storageSlot(fr, id);
   const movedUp = (k: number, n: number) => [...pairs].some(([f, p]) => f < n && p.second === k);
@@ -86,6 +85,7 @@ export function launchTails(
     if (!head || !workgroups(head.kernel)) continue;
     // Its tails: each the next step that runs after the group's last, with nothing else between.
     const tails: { step: number; kernel: GeneratedKernel; when: string }[] = [];
+    let merged: GeneratedKernel | undefined;
     for (;;) {
       const members = new Set([...head.members, ...tails.map((t) => t.step)]);
       const last = Math.max(...members);
@@ -97,12 +97,12 @@ export function launchTails(
       if (!sb || taken.has(m) || between.length) break;
       const t = tailChoice(sb, fr, limits, profile, m, dimText);
       if (!t) break;
-      const merged = tailGroup(head.kernel, [...tails.map((x) => x.kernel), t.kernel], storageOf);
-      if (!merged) break;
+      const longer = tailGroup(head.kernel, [...tails.map((x) => x.kernel), t.kernel], storageOf);
+      if (!longer) break;
+      merged = longer;
       tails.push({ step: m, ...t });
     }
-    if (!tails.length) continue;
-    const merged = tailGroup(head.kernel, tails.map((x) => x.kernel), storageOf)!;
+    if (!merged) continue;
     const when = [...new Set([head.when, ...tails.map((x) => x.when)].filter((w) => w))].join(" && ") || "true";
     for (const t of tails) taken.add(t.step);
     if (pair) out.set(n, { ...pair, merged, when, tails: tails.map((x) => ({ step: x.step, kernel: x.kernel })) });

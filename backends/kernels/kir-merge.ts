@@ -93,7 +93,7 @@ export const tailName = (name: string, j: number): string => `${name}_t${j}`;
 /** A tail-merged kernel's uniform: tail j's workgroup count (run in turn by the first kernel's last workgroup). */
 export const tailCount = (j: number): string => tailName("tail_wgs", j);
 
-/** Whether a body holds a workgroup barrier (or a split-arrival one) at any depth. */
+/** Whether a body holds a workgroup barrier at any depth (a uniform load counts: WGSL's holds one). */
 function hasBarrier(ss: readonly Stmt[]): boolean {
   const walk = (node: unknown): boolean => {
     if (Array.isArray(node)) return node.some(walk);

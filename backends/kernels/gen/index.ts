@@ -355,7 +355,7 @@ export function generateStep(step: Step, schedule: { slots: readonly Slot[] }, l
   // gather of codes left on its own) would leave its grid unwritten.
   for (const v of step.writes.keys()) {
     // (A merged step may hold the quantize rebound to read another name of its input: Op.rebound.)
-    if (v.type.quant && !(v.def?.opName === "quantize" && step.ops.some((o) => o === v.def || (o.opName === "quantize" && o.results.includes(v))))) throw new LingcError(`no GPU kernel writes the scaled fp8 value ${v.name ?? `made by '${v.def?.opName}'`} (${v.type}) except a quantize; '${v.def?.opName}' of scaled data runs only fused into the matmul that reads it (in ${step.scope || "the graph"})`, v.def?.textPos ?? v.def?.loc);
+    if (v.type.quant && !step.ops.some((o) => o.opName === "quantize" && o.results.includes(v))) throw new LingcError(`no GPU kernel writes the scaled fp8 value ${v.name ?? `made by '${v.def?.opName}'`} (${v.type}) except a quantize; '${v.def?.opName}' of scaled data runs only fused into the matmul that reads it (in ${step.scope || "the graph"})`, v.def?.textPos ?? v.def?.loc);
   }
   const t = TEMPLATES.find((x) => (template === undefined || x.name === template) && x.covers(step.ops, limits));
   if (!t && template !== undefined) throw new LingcError(`kernel template '${template}' does not cover ${step.kernel?.name ?? step.op.opName} (${step.ops.map((o) => o.opName).join(", ")})`);

@@ -39,6 +39,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     ...pairLaunches(),
     ...quantPrologue(),
     ...(envChoice("LINGC_QUANT_EPILOGUE", ["off", "on"]) === "on" ? { quantEpilogue: true } : {}),
+    ...(envChoice("LINGC_ATTN_QUANT_EPILOGUE", ["on", "off"]) === "on" ? { attentionQuantEpilogue: true } : {}),
     ...(envChoice("LINGC_FP8_SCALES", ["ahead", "after"]) === "ahead" ? { fp8ScalesAhead: true } : {}),
     ...prefetchWeights(),
     ...(envChoice("LINGC_TAIL_LAUNCH", ["off", "on"]) === "on" ? { tailLaunches: true } : {}),

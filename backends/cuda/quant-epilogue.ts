@@ -1,19 +1,22 @@
 /**
- * Quantize epilogues (GenLimits.quantEpilogue, LINGC_QUANT_EPILOGUE=on; off by default): an activation
- * quantize step that reads the result of the grouped expert matmul step before it, the only reader
- * of that result (FP8 Ling's routed SwiGLU experts, whose hidden rows the down experts read as
- * codes), runs inside that step's warpgroup tile program where the sizes choose the program (its
- * dispatch's grouped_gemm_fp8 choice): the program quantizes its results as it writes them
- * (grouped-gemm-wgmma.ts), so they are never stored wide, and the quantize is not launched. Elsewhere
- * (decode's GEMVs) both run as before. The emitter runs the merged kernel under a host branch, as it
- * does a quantize prologue's (quant-prologue.ts, the same merge at the reader's end).
+ * Quantize epilogues: an activation quantize step that alone reads the result of the step before it
+ * runs inside that step's warpgroup tile program where the sizes choose the program, which
+ * quantizes its results as it writes them (so they are never stored wide), and the quantize is not
+ * launched. Elsewhere both run as before. The emitter runs the merged kernel under a host branch, as
+ * it does a quantize prologue's (quant-prologue.ts, the same merge at the reader's end). Two kinds:
  *
- * Measured on the H200 (bench/cuda/device.sh fp8epilogue; bench/results/fp8-epilogue-2026-12-02-h200.md):
- * bit for bit the separate quantize's codes, memcheck and racecheck clean, but FP8 Ling-mini's
- * prefill 1x8192 slower, 49.5-49.6 -> 50.6-50.7 ms: the SwiGLU experts 9.45 ms + 0.59 for the
- * quantize -> 11.42 ms merged. Not from running a group's two tiles in turn (that alone costs
- * nothing) nor from ptxas's spills: the quantize adds 23% to the program's instructions and 32% to
- * its time (Nsight Compute), work the memory-bound quantize kernel does at little cost. Off by default.
+ * - Prefill attention's (GenLimits.attentionQuantEpilogue, the CUDA default; LINGC_ATTN_QUANT_EPILOGUE=off):
+ *   FP8's output projection input, quantized by flash_wgmma's epilogue (flash-common.ts
+ *   storeQuantRows: a 128-column group is one head's row, one quad's); the attention's long key loop
+ *   dwarfs the epilogue's work.
+ * - The routed SwiGLU experts' (GenLimits.quantEpilogue, LINGC_QUANT_EPILOGUE=on; off by default):
+ *   their hidden rows, quantized by the grouped_gemm_fp8 warpgroup program (grouped-gemm-wgmma.ts).
+ *   Measured on the H200 (bench/cuda/device.sh fp8epilogue; bench/results/fp8-epilogue-2026-12-02-h200.md):
+ *   bit for bit the separate quantize's codes, memcheck and racecheck clean, but FP8 Ling-mini's
+ *   prefill 1x8192 slower, 49.5-49.6 -> 50.6-50.7 ms: the SwiGLU experts 9.45 ms + 0.59 for the
+ *   quantize -> 11.42 ms merged. Not from running a group's two tiles in turn (that alone costs
+ *   nothing) nor from ptxas's spills: the quantize adds 23% to the program's instructions and 32% to
+ *   its time (Nsight Compute), work the memory-bound quantize kernel does at little cost.
  */
 import type { Dim } from "../../ir/dim";
 import type { CudaProfile } from "../../ir/target";
@@ -23,11 +26,15 @@ import { storageSlot, type Step } from "../schedule";
 import { choiceCondition, stepDispatch } from "./library";
 import { mergedKernel, mergedSubst } from "./quant-prologue";
 
-/** The tile program's template: the dispatch choice of the expert step that the merge replaces. */
-const TILE_TEMPLATE = "grouped_gemm_fp8";
+/** The tile program that takes the epilogue (the dispatch choice of the step the merge replaces), by the kind of step before the quantize. */
+const TILE_TEMPLATES = { grouped_linear: "grouped_gemm_fp8", attention: "flash_wgmma" } as const;
+type Producer = keyof typeof TILE_TEMPLATES;
+
+/** The kind of step whose result an epilogue can quantize: a grouped matmul or an attention. */
+const producerOf = (s: Step): Producer | undefined => (s.ops.some((o) => o.opName === "grouped_linear") ? "grouped_linear" : s.ops.some((o) => o.opName === "attention") ? "attention" : undefined);
 
 export interface QuantEpilogue {
-  /** The matmul step's index. */
+  /** The producing step's index (a grouped matmul's or an attention's). */
   matmul: number;
   /** The quantize step's index. */
   quant: number;
@@ -49,15 +56,16 @@ export function epilogueStep(a: Step, b: Step): Step | undefined {
 }
 
 /**
- * The pairs (grouped matmul step, the quantize step that alone reads its result) that can merge, by
- * index: the matmul step writing one value, not kept past it (`kept`: storage the function
- * returns), read by one later step only, a lone quantize, with only steps between (no call, which
- * could read it unseen).
+ * The pairs (grouped matmul or attention step, the quantize step that alone reads its result) that
+ * can merge, by index, with the first's kind: the first step writing one value, not kept past it
+ * (`kept`: storage the function returns), read by one later step only, a lone quantize, with only
+ * steps between (no call, which could read it unseen).
  */
-export function epilogueCandidates(steps: readonly (Step | undefined)[], storage: (id: number) => number, kept: ReadonlySet<number>, usable: (a: number, b: number) => boolean): { a: number; b: number }[] {
-  const out: { a: number; b: number }[] = [];
+export function epilogueCandidates(steps: readonly (Step | undefined)[], storage: (id: number) => number, kept: ReadonlySet<number>, usable: (a: number, b: number) => boolean): { a: number; b: number; producer: Producer }[] {
+  const out: { a: number; b: number; producer: Producer }[] = [];
   steps.forEach((sa, a) => {
-    if (!sa || sa.writes.size !== 1 || !sa.ops.some((o) => o.opName === "grouped_linear")) return;
+    const producer = sa && producerOf(sa);
+    if (!sa || !producer || sa.writes.size !== 1) return;
     const st = storage([...sa.writes.values()][0]!);
     if (kept.has(st)) return;
     const readers = steps.flatMap((s, k) => (k > a && s && [...s.reads.values()].some((id) => storage(id) === st) ? [k] : []));
@@ -66,7 +74,7 @@ export function epilogueCandidates(steps: readonly (Step | undefined)[], storage
     const sb = steps[b]!;
     if (!usable(a, b) || sb.ops.length !== 1 || sb.ops[0]!.opName !== "quantize" || sb.writes.size !== 1) return;
     for (let k = a + 1; k < b; k++) if (!steps[k]) return;
-    out.push({ a, b });
+    out.push({ a, b, producer });
   });
   return out;
 }
@@ -82,14 +90,17 @@ export function quantEpilogues(fr: FrameSchedule, limits: GenLimits, profile: Cu
   const found = new Map<number, QuantEpilogue>();
   const kept = new Set(fr.results.map((r) => storageSlot(fr, r)));
   const steps = fr.steps.map((s) => s.step);
-  for (const { a, b } of epilogueCandidates(steps, (id) => storageSlot(fr, id), kept, usable)) {
+  for (const { a, b, producer } of epilogueCandidates(steps, (id) => storageSlot(fr, id), kept, usable)) {
+    if (!(producer === "attention" ? limits.attentionQuantEpilogue : limits.quantEpilogue)) continue;
+    const template = TILE_TEMPLATES[producer];
     const dispatch = stepDispatch(steps[a]!, profile)?.dispatch;
-    const at = dispatch?.findIndex((c) => c.kernel === TILE_TEMPLATE) ?? -1;
+    const at = dispatch?.findIndex((c) => c.kernel === template) ?? -1;
     if (!dispatch || at < 0) continue;
     const merged = epilogueStep(steps[a]!, steps[b]!);
     if (!merged) continue;
-    // (The tile program cannot take every quantize: a warp tile, groups not whole column tiles.)
-    const kernel = mergedKernel(merged, fr, limits, `k${a}e`, TILE_TEMPLATE);
+    // (The tile program cannot take every quantize: a warp tile, groups not whole column tiles or
+    // not within a head.)
+    const kernel = mergedKernel(merged, fr, limits, `k${a}e`, template);
     if (!kernel) continue;
     // The tile program runs where no earlier choice's sizes hold and its own do.
     const terms = [...dispatch.slice(0, at).map((c) => `!(${choiceCondition(c, dimText) || "true"})`), ...(dispatch[at]!.when.length ? [`(${choiceCondition(dispatch[at]!, dimText)})`] : [])];

@@ -53,7 +53,7 @@ export function stepMerges(fr: FrameSchedule, limits: GenLimits, profile: CudaPr
   const knownAt = (cond: string, a: number) => [...cond.matchAll(/pair(\d+)_/g)].every((m) => Number(m[1]) <= a);
   const unprologued = (k: number) => runs(k) && !prologues.has(k) && !prologueOf.has(k);
   const mergeable = (a: number, b: number) => unprologued(a) && unprologued(b) && knownAt(pairWhen(b) ?? "", a);
-  const epilogues = limits.quantEpilogue ? quantEpilogues(fr, limits, profile, mergeable, dimText) : new Map<number, QuantEpilogue>();
+  const epilogues = limits.quantEpilogue || limits.attentionQuantEpilogue ? quantEpilogues(fr, limits, profile, mergeable, dimText) : new Map<number, QuantEpilogue>();
   const epilogueOf = new Map([...epilogues.values()].map((e) => [e.quant, e]));
   const acquiredAt = (n: number) => {
     const p = pairs.get(n);

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -501,6 +501,21 @@ fp8epilogue)
     timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 --profile 2> "$OUT/profile-$m-prefill.txt" >/dev/null
     echo "== $m prefill 1x8192 profile: $(head -1 "$OUT/profile-$m-prefill.txt")"; grep -E "swiglu|quantize|grouped_linear" "$OUT/profile-$m-prefill.txt" | head -8
   done
+  ;;
+attnepilogue)
+  # Prefill attention's program with the FP8 output projection input's quantize as its epilogue
+  # (backends/cuda/quant-epilogue.ts; LINGC_ATTN_QUANT_EPILOGUE, on by default): bench/cuda/ling-qp
+  # in bf16, W8A8, forward on 64 tokens (flash_wgmma) without and with, bit for bit; memcheck and
+  # racecheck on the forward with it; then fp8ab with the epilogue off as mini8-env0 (LINGC_ENVS),
+  # the 1x8192 profile's attention and quantize lines.
+  D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"
+  rm -rf $D && mkdir -p $D && cp bench/cuda/ling-qp/config.json $D/ && $L init $D --weights $D/model.safetensors --inputs $D/ids.safetensors --graph forward --dims B=1,S=64 >/dev/null || exit 1
+  for v in off on; do LINGC_ATTN_QUANT_EPILOGUE=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_ATTN_QUANT_EPILOGUE=$v failed"; done
+  echo "== ling-qp forward, attention epilogue off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/on.safetensors
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: with the epilogue
+  echo "epilogue flags: $(grep -c "qe[0-9]*_ = " "$(dirname $EXE)/model.cu")"
+  sanitized attn-epilogue $EXE run --checkpoint $D --graph forward --input $D/ids.safetensors --out /tmp/qp-s.safetensors
+  LINGC_ENVS="LINGC_ATTN_QUANT_EPILOGUE=off" LINGC_AB_PREFILL_GREP="${LINGC_AB_PREFILL_GREP:-attention|quantize}" LINGC_PROFILE_LINES=${LINGC_PROFILE_LINES:-0} bash "$0" fp8ab
   ;;
 fp8proj)
   # Only fp8's per-projection W8A8 checks (fp8_projections).

@@ -214,8 +214,8 @@ describe("lingc compile --target cuda: tile programs", () => {
     const mini8 = await cli("compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16", "--out", join(dir, "pair-mini8"));
     expect(mini8.code, mini8.stderr).toBe(0);
     const mini8Src = readFileSync(join(dir, "pair-mini8", "model.cu"), "utf8");
-    // (No quantize epilogue by default: LINGC_QUANT_EPILOGUE=on's test.)
-    expect(mini8Src).not.toMatch(/qe\d+_|k_swiglu_q_/);
+    // (No experts' quantize epilogue by default: LINGC_QUANT_EPILOGUE=on's test; the attention's is the next test's.)
+    expect(mini8Src).not.toMatch(/k_swiglu_q_/);
     const mini8Merged = ["k_swiglu_pair", "k_quantize_pair", "k_grouped_linear_pair"].map((name) => kernelsNamed(mini8Src, name));
     expect(mini8Merged.map((k) => k.length)).toEqual([1, 1, 1]);
     await expectNoSpills(join(dir, "pair-mini8"), mini8Merged.flat());
@@ -234,7 +234,8 @@ describe("lingc compile --target cuda: tile programs", () => {
     // The forward and decode functions' MoE layers: the tile program past a quarter of the 256 experts'
     // rows, and not where the launch pair that holds the hidden rows' quantize runs.
     const flags = [...new Set(src.match(/const bool qe\d+_ = [^;]*;/g) ?? [])];
-    expect(flags).toEqual(["const bool qe14_ = (!(((8L*B*S)) <= (64L))) && !(pair14_);"]);
+    // (And the attention's, step 4, by default: the next test.)
+    expect(flags.filter((f) => !f.startsWith("const bool qe4_"))).toEqual(["const bool qe14_ = (!(((8L*B*S)) <= (64L))) && !(pair14_);"]);
     expect(src).toMatch(/const bool pair14_ = [^;]*;\n  const bool qe14_/);
     expect(src).toMatch(/if \(qe14_\) \{ \{ const long n_ = \(32L\*B\*S \+ 65792L\);[^\n]*c\.launch_smem\(k_swiglu_q_\d+/);
     // The quantize step, also the first of a launch pair (with the shared expert's) there: run alone only where neither merge runs.
@@ -244,6 +245,27 @@ describe("lingc compile --target cuda: tile programs", () => {
     for (const k of merged) expect(k).toMatch(/__launch_bounds__\(128, 3\)[^]*wgmma[^]*__shfl_xor_sync/);
     // (Off by default: the launch pairs' test compiles FP8 Ling-mini without it.)
     await expectKernelsCompile(join(dir, "qe"), merged);
+  }, 300_000);
+
+  it("by default (LINGC_ATTN_QUANT_EPILOGUE=on) FP8 Ling-mini's prefill attention writes its result as the output projection's codes and scales where the sizes choose flash_wgmma (the quantize step skipped there), else both as before; unspilled; =off: neither", async () => {
+    const args = ["compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16"];
+    const on = await cli(...args, "--out", join(dir, "ae"));
+    expect(on.code, on.stderr).toBe(0);
+    const src = readFileSync(join(dir, "ae", "model.cu"), "utf8");
+    // Step 4 (the attention) of the dense and MoE layers, in forward (S keys) and decode (P + S): past
+    // the three decode forms' sizes, where the attention dispatch picks flash_wgmma.
+    const decodeForms = (keys: string) => `!(((S)) <= (16L) && ((16L*B*S)) <= (64L)) && !(((S)) <= (16L) && ((16L*B*S)) <= (512L)) && !(((S)) <= (16L) && ((${keys})) <= (32768L) && ((4L*B*S)) <= (65536L))`;
+    expect([...new Set(src.match(/const bool qe\d+_ = [^;]*;/g) ?? [])].sort()).toEqual([`const bool qe4_ = (${decodeForms("P + S")});`, `const bool qe4_ = (${decodeForms("S")});`]);
+    expect(src.match(/if \(qe4_\) \{ \{ [^\n]*?c\.launch_smem\(k_attention_q_\d+, [^\n]*?\(__nv_fp8_e4m3\*\)[^\n]*?\(float\*\)/g)).toHaveLength(4);
+    // The quantize step (step 5) runs only where the epilogue does not.
+    expect(src.match(/\/\/ \[5\] attention: quantize[^\n]*\n[^\n]*\n  if \(!qe4_\) \{\n    \{ const long n_ = [^;]*; if \(n_ > 0\) \{ c\.launch\(k_quantize_/g)).toHaveLength(4);
+    const merged = kernelsNamed(src, "k_attention_q");
+    expect(merged.length).toBeGreaterThanOrEqual(1);
+    for (const k of merged) expect(k).toMatch(/wgmma[^]*lingc::pack_e4m3x4[^]*__syncthreads\(\)[^]*uint4/);
+    await expectNoSpills(join(dir, "ae"), merged);
+    const off = await cliEnv({ LINGC_ATTN_QUANT_EPILOGUE: "off" }, ...args, "--out", join(dir, "ae-off"));
+    expect(off.code, off.stderr).toBe(0);
+    expect(readFileSync(join(dir, "ae-off", "model.cu"), "utf8")).not.toMatch(/qe\d+_|k_attention_q_/);
   }, 300_000);
 
   it("LINGC_QUANT_PROLOGUE=on: FP8 Ling-mini's quantizes read by one GEMV (the attention output's, the gathered expert rows', the routed and shared hidden rows') run inside it where the sizes choose the GEMV, else as before; the merged kernels compile", async () => {
@@ -279,7 +301,7 @@ describe("lingc compile --target cuda: tile programs", () => {
     for (const k of merged) expect(k).toContain("__shfl_xor_sync(0xffffffffu, ");
     const off = await cli(...args, "--out", join(dir, "qp-off"));
     expect(off.code, off.stderr).toBe(0);
-    expect(readFileSync(join(dir, "qp-off", "model.cu"), "utf8")).not.toMatch(/qp\d+_|_q_\d+\(/);
+    expect(readFileSync(join(dir, "qp-off", "model.cu"), "utf8")).not.toMatch(/qp\d+_|k_(?:linear|grouped_linear|swiglu)_q_\d+\(/);
     await expectKernelsCompile(join(dir, "qp"), merged);
   }, 300_000);
 

@@ -2,7 +2,8 @@
  * Attention's CUDA tile programs in the kir simulator, against the interpreter: flash attention on
  * mma.sync (flash_tile) and on warpgroup MMAs (flash_wgmma: pipelined, not, and two warpgroups),
  * causal GQA with partial tiles, a chunk after a cached prefix, transposed results; and decode
- * attention's split and GQA forms with their merges.
+ * attention's split and GQA forms with their merges; flash_wgmma with the quantize of its result (FP8's
+ * output projection input) as its epilogue.
  */
 import { describe, expect, it } from "vitest";
 import { rng } from "../support/fd";
@@ -103,6 +104,44 @@ describe("attention tile programs in the kir simulator", () => {
     expect(relError(causal.got, causal.want)).toBeLessThan(2 ** -7);
     const full = runFlash([1, 2, 40, 128], [1, 90], false, true, "flash_wgmma", two);
     expect(relError(full.got, full.want)).toBeLessThan(2 ** -7);
+  });
+
+  it.each([
+    // Head dim 128, one 128-column group a head's row; 150 queries (the last tile partial), causal GQA.
+    [128, 150, 150, true, 128],
+    // Head dim 128 in two groups of 64; a chunk after a cached prefix (20 queries, 90 keys), not causal.
+    [128, 20, 90, false, 64],
+  ] as const)("flash attention on warpgroup MMAs with the FP8 quantize of its transposed result as its epilogue (head dim %i, %i queries over %i keys, causal %s, groups of %i): the codes and scales the separate quantize kernel makes, so the output projection's results bit for bit", (D, S, T, causal, G) => {
+    const [NH, NKV, O] = [4, 2, 64];
+    const flat = `bf16[1, ${S}, ${NH * D}]`;
+    const text = `module @att {
+  func @att(%q: bf16[1, ${NH}, ${S}, ${D}], %k: bf16[1, ${NKV}, ${T}, ${D}], %v: bf16[1, ${NKV}, ${T}, ${D}]) weights(@proj: bf16[${O}, ${NH * D}]) -> (y: bf16[1, ${S}, ${O}]) {
+    %o = attention(%q, %k, %v) {scale = ${1 / Math.sqrt(D)}, causal = ${causal}} : bf16[1, ${NH}, ${S}, ${D}]
+    %t = transpose(%o) {perm = [0, 2, 1, 3]} : bf16[1, ${S}, ${NH}, ${D}]
+    %r = reshape(%t) {shape = [1, ${S}, ${NH * D}]} : ${flat}
+    %y = linear(%r, @proj) : bf16[1, ${S}, ${O}]
+    return %y
+  }
+}`;
+    const r = rng(17);
+    const inputs = { q: random("bf16", r, [1, NH, S, D]), k: random("bf16", r, [1, NKV, T, D]), v: random("bf16", r, [1, NKV, T, D]) };
+    const weights = { proj: random("bf16", r, [O, NH * D], 0.1) };
+    const fp8 = `fp8{format=e4m3,weight-block=128,activation-group=${G},activations=dynamic,weights=quantize,projections=proj}`;
+    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "attention") ? "flash_wgmma" : undefined);
+    const run = (epilogues: boolean) => {
+      const y = runGenerated(text, inputs, weights, LIMITS, fp8, pick, false, epilogues)["y"]!;
+      return { y, bodies: kernels.map((k) => ({ template: k.template, body: JSON.stringify(k.kernel.body) })) };
+    };
+    const apart = run(false);
+    const merged = run(true);
+    // One launch fewer: the attention program writes the codes (it packs them), no quantize kernel of its result.
+    expect(merged.bodies).toHaveLength(apart.bodies.length - 1);
+    expect(apart.bodies.filter((k) => k.template === "quantize").length).toBe(merged.bodies.filter((k) => k.template === "quantize").length + 1);
+    expect(merged.bodies.filter((k) => k.body.includes('"k":"wgmma"') && k.body.includes('"packE4m3"') && k.body.includes('"store16"'))).toHaveLength(1);
+    expect([...merged.y.got]).toEqual([...apart.y.got]);
+    // Against the interpreter: the MMAs' bf16 probabilities, then an e4m3 code a step away where a value sits near a rounding boundary.
+    expect(relError(merged.y.got, merged.y.want)).toBeLessThan(2 ** -5);
+    expect(Math.max(...merged.y.got.map(Math.abs))).toBeGreaterThan(0.01);
   });
 
   it("flash attention: fewer queries than keys (a chunk after a cached prefix: the mask aligned to the end), causal", () => {

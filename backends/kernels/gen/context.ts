@@ -111,6 +111,13 @@ export interface GenLimits {
    */
   quantEpilogue?: boolean;
   /**
+   * CUDA: an activation quantize of a prefill attention step's result (FP8's output projection
+   * input), which it alone reads, runs in the attention's warpgroup tile program (flash_wgmma) where
+   * the sizes choose it: the program writes the codes and scales instead of the bf16 rows
+   * (backends/cuda/quant-epilogue.ts). The CUDA default; LINGC_ATTN_QUANT_EPILOGUE=off.
+   */
+  attentionQuantEpilogue?: boolean;
+  /**
    * CUDA: the FP8 warpgroup expert program loads a stage's scales one stage ahead (the CUDA target's
    * default; LINGC_FP8_SCALES=after: after the stage's MMA wait). Measured on the H200: FP8 Ling-mini
    * 1x8192 49.1-49.4 -> 48.6-48.7 ms, 1x2048 12.5 -> 12.0 (bench/results/fp8-epilogue-2026-12-02-h200.md call 8).

@@ -29,7 +29,7 @@ import type { Op } from "../../../ir/module";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
-import { flashOperands, flashTile, onlineSoftmax, storeRows } from "./flash-common";
+import { flashOperands, flashTile, onlineSoftmax, storeQuantRows, storeRows } from "./flash-common";
 
 /** Threads of a workgroup of `warpgroups` warpgroups (each its own 64 queries). */
 export const flashWgmmaThreads = (warpgroups: number) => 128 * warpgroups;
@@ -42,7 +42,7 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number, pipeline
   if (pipelined && warpgroups !== 1) throw new LingcError("flash attention (wgmma): the pipelined form takes one warpgroup a workgroup");
   const THREADS = flashWgmmaThreads(warpgroups);
   const BM = 64 * warpgroups;
-  const { a, transposed, grid, HD, NH, NKV, S, T, Tr, TrV, BH, qb, kbuf, vbuf, ob } = flashOperands(g, ops, "flash attention (wgmma)", THREADS);
+  const { a, quant, dtype, transposed, grid, HD, NH, NKV, S, T, Tr, TrV, BH, qb, kbuf, vbuf, ob } = flashOperands(g, ops, "flash attention (wgmma)", THREADS);
   const kb = g.kb;
   const CH = HD / 64; // 64-wide chunks of a head
   const { i, add, sub, mul, div, mod, lt, gt, or, sel } = K;
@@ -205,7 +205,10 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number, pipeline
       kb.wgmmaWait(0);
     }
 
-    storeRows(kb, { ob, acc: o, at: (d, hh, e) => i(4 * d + 2 * hh + e), rows, l, tq, S, HD, NH, tile, transposed });
+    const store = { ob, acc: o, at: (d: number, hh: number, e: number) => i(4 * d + 2 * hh + e), rows, l, tq, S, HD, NH, tile, transposed };
+    // A quantize epilogue stages its codes in Q's words (no copy in flight writes them).
+    if (quant) storeQuantRows(g, { ...store, quant, dtype, tileRows: tr, stage: smem, stageAt: Qs, BM, threads: THREADS });
+    else storeRows(kb, store);
   });
   kb.copyWait(0);
   return g.finish(grid(BM));

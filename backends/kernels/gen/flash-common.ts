@@ -9,21 +9,31 @@ import { attrsOf, OPS } from "../../../ir/ops";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
 import { product, type Dim } from "../../../ir/dim";
+import type { DType } from "../../../ir/dtype";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen } from "./context";
+import { quantRecipe, splitQuantEpilogue } from "./quant";
 
 type Var = { ref: Expr; set: (e: Expr) => void };
 
-/** A flash attention step's operands: the attention op and its sizes, and the kernel's buffers and sizes bound (queries, keys, values, the result). */
+/**
+ * A flash attention step's operands: the attention op and its sizes, and the kernel's buffers and
+ * sizes bound (queries, keys, values, the result; with a quantize epilogue, the codes instead).
+ */
 export function flashOperands(g: Gen, ops: readonly Op[], what: string, threads: number) {
   const att = ops.find((o) => o.opName === "attention");
   if (!att) throw new LingcError(`${what} without its attention op`);
   if (g.kb.kernel.wg !== threads) throw new LingcError(`${what}: ${g.kb.kernel.wg} threads, the tile program is written for ${threads}`);
   const [q, k, v] = att.operands as [Value, Value, Value];
   const [Bd, NHd, Sd, Dd] = q.type.shape as [Dim, Dim, Dim, Dim];
-  const out = ops[ops.length - 1]!.results[0]!;
+  const { quant, ops: body } = splitQuantEpilogue(ops);
+  const out = body[body.length - 1]!.results[0]!;
   return {
+    /** The trailing quantize of the result (backends/cuda/quant-epilogue.ts), whose codes the program writes instead. */
+    quant,
+    /** The result's element type (what a quantize epilogue's values are rounded to first). */
+    dtype: out.type.dtype,
     a: attrsOf(OPS.attention, att),
     transposed: ops.some((o) => o.opName === "transpose"),
     /** Workgroups: tiles x heads, tiles = ceil(S / bm) <= (S + bm - 1) / bm (the extra ones exit). */
@@ -39,7 +49,7 @@ export function flashOperands(g: Gen, ops: readonly Op[], what: string, threads:
     qb: g.buf(q),
     kbuf: g.buf(k),
     vbuf: g.buf(v),
-    ob: g.buf(out),
+    ob: quant ? g.buf(quant.results[0]!, true) : g.buf(out),
   };
 }
 
@@ -135,16 +145,79 @@ export function storeRows(
   kb: K.KernelBuilder,
   o: { ob: string; acc: string; at: (d: number, hh: number, e: number) => Expr; rows: readonly Expr[]; l: readonly Var[]; tq: Expr; S: Expr; HD: number; NH: number; tile: FlashTile; transposed: boolean },
 ): void {
-  const { i, add, mul, lt, gt, sel } = K;
-  const { b, h, bh } = o.tile;
-  const rowAt = (r: Expr) => (o.transposed ? mul(add(mul(add(mul(b, o.S), r), i(o.NH)), h), i(o.HD)) : mul(add(mul(bh, o.S), r), i(o.HD)));
+  const { i, add, mul, lt } = K;
   for (let hh = 0; hh < 2; hh++) {
     const r = o.rows[hh]!;
-    const inv = kb.let("inv", sel(gt(o.l[hh]!.ref, K.f(0)), K.div(K.f(1), o.l[hh]!.ref), K.f(0)));
+    const inv = kb.let("inv", rowInverse(kb, o.l[hh]!));
     kb.if(lt(r, o.S), () => {
-      const at = kb.let("orow", rowAt(r));
+      const at = kb.let("orow", rowAt(o, r));
       for (let d = 0; d < o.HD / 8; d++)
         for (let e = 0; e < 2; e++) kb.store(o.ob, add(at, add(i(d * 8 + e), mul(o.tq, i(2)))), mul(kb.load(o.acc, o.at(d, hh, e), "f32"), inv));
     });
+  }
+}
+
+/** A row's normalizer: 1 / its sum, 0 for a row that saw no key. */
+const rowInverse = (kb: K.KernelBuilder, l: Var) => K.sel(K.gt(l.ref, K.f(0)), K.div(K.f(1), l.ref), K.f(0));
+
+/** The flat index of a row's first output of the tile's head: [B, S, heads, d] when transposed, else [B, heads, S, d]. */
+function rowAt(o: { S: Expr; HD: number; NH: number; tile: FlashTile; transposed: boolean }, r: Expr): Expr {
+  const { i, add, mul } = K;
+  const { b, h, bh } = o.tile;
+  return o.transposed ? mul(add(mul(add(mul(b, o.S), r), i(o.NH)), h), i(o.HD)) : mul(add(mul(bh, o.S), r), i(o.HD));
+}
+
+/**
+ * storeRows with the step's trailing quantize (its codes buffer `ob`): each row's values rounded to
+ * the result's dtype (as the result's store would round them), its groups of G columns (G divides the
+ * head dim, so a group is one head's and one quad's: the amax by two shuffles) quantized by the
+ * quantize's recipe, an even lane packing its two codes of a column block with its partner's two, the
+ * rows' codes staged in workgroup memory (`stage`, from word `stageAt`: the caller's, free once every
+ * warp is past its last MMA; BM rows of HD / 4 + 4 words) and written as 16-byte pieces, a group's
+ * scale by the quad's first lane. The codes' writes are then whole 16-byte pieces of a row (a store a
+ * code at a time left the L2 with partial writes: quant.ts).
+ */
+export function storeQuantRows(
+  g: Gen,
+  o: { ob: string; quant: Op; dtype: DType; acc: string; at: (d: number, hh: number, e: number) => Expr; rows: readonly Expr[]; tileRows: readonly Expr[]; l: readonly Var[]; tq: Expr; S: Expr; HD: number; NH: number; tile: FlashTile; transposed: boolean; stage: string; stageAt: number; BM: number; threads: number },
+): void {
+  const kb = g.kb;
+  const { i, add, mul, div, mod, lt, eq } = K;
+  const { to, block } = attrsOf(OPS.quantize, o.quant);
+  const [rb, G] = block as [number, number];
+  if (to !== "f8e4m3fn" || rb !== 1 || o.HD % G !== 0 || G % 8 !== 0 || o.HD % 32 !== 0) throw new LingcError(`flash attention: cannot quantize its result in ${rb} x ${G} groups of ${to} (head dim ${o.HD}) in its epilogue`);
+  const codes = o.quant.results[0]!;
+  const RW = o.HD / 4 + 4; // a staged row's words (4 of padding: rows start in other banks)
+  kb.barrier(); // every warp past its last MMA, which read the staging words
+  for (let hh = 0; hh < 2; hh++) {
+    const r = o.rows[hh]!;
+    const inv = kb.let("inv", rowInverse(kb, o.l[hh]!));
+    const vals = Array.from({ length: o.HD / 4 }, (_, n) => kb.let("ov", g.fit(mul(kb.load(o.acc, o.at(n >> 1, hh, n & 1), "f32"), inv), o.dtype)));
+    const at = kb.let("orow", rowAt(o, r));
+    const perGroup = G / 4; // a thread's values of a group: G / 8 column blocks, two each
+    for (let gi = 0; gi < o.HD / G; gi++) {
+      const mine = vals.slice(gi * perGroup, (gi + 1) * perGroup);
+      const m = kb.warpMax(kb.let("m", mine.reduce((a: Expr, v) => K.max(a, K.abs(v)), K.f(0))), 4);
+      const { s, q } = quantRecipe(g, o.quant, m);
+      for (let j = 0; j < G / 8; j++) {
+        const [v0, v1] = [mine[2 * j]!, mine[2 * j + 1]!];
+        const [n0, n1] = [kb.let("on", { k: "shfl", t: "f32", a: v0, mask: 1 }), kb.let("on", { k: "shfl", t: "f32", a: v1, mask: 1 })];
+        const d = gi * (G / 8) + j;
+        // Columns 8 d + 2 tq .. + 3 of the row: word 2 d + tq / 2.
+        kb.if(eq(mod(o.tq, i(2)), i(0)), () => kb.store(o.stage, add(i(o.stageAt), add(mul(o.tileRows[hh]!, i(RW)), add(i(2 * d), div(o.tq, i(2))))), K.packE4m3([v0, v1, n0, n1].map(q))));
+      }
+      kb.if(K.and(lt(r, o.S), eq(o.tq, i(0))), () => kb.store(g.scalesBuf(codes), g.scaleIndex(codes, add(at, i(gi * G))), s));
+    }
+  }
+  kb.barrier();
+  // The staged rows as 16-byte pieces, HD / 16 a row, spread over the workgroup's threads.
+  const per = o.HD / 16;
+  for (let p = 0; p < (o.BM * per) / o.threads; p++) {
+    const n = kb.let("qn", add(kb.lid, i(p * o.threads)));
+    const r = kb.let("qr", div(n, i(per)));
+    const piece = kb.let("qp", mod(n, i(per)));
+    const row = kb.let("qrow", add(o.tile.q0, r));
+    const base = kb.let("qs", add(i(o.stageAt), add(mul(r, i(RW)), mul(piece, i(4)))));
+    kb.if(lt(row, o.S), () => kb.store16(o.ob, add(div(rowAt(o, row), i(4)), mul(piece, i(4))), [0, 1, 2, 3].map((w) => kb.load(o.stage, add(base, i(w)), "u32"))));
   }
 }

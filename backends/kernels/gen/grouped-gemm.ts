@@ -32,6 +32,7 @@ import { opFormula } from "./algebra";
 import type { TileShape } from "../../../ir/target/cuda";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { gatheredRow } from "./experts";
+import { splitQuantEpilogue } from "./quant";
 
 /** The element types the tile program multiplies. */
 export type GemmElem = "e4m3" | "bf16";
@@ -120,17 +121,6 @@ export function groupedMatmuls(ops: readonly Op[]): GroupedMatmuls | undefined {
     if (gl !== gate && (shape(gl)[0]!.value !== shape(gate)[0]!.value || shape(gl)[1]!.value !== shape(gate)[1]!.value)) return undefined;
   }
   return { gate, up, permute, epilogue };
-}
-
-/**
- * A step's trailing activation quantize of its matmuls' result, and the ops before it (a step
- * backends/cuda/quant-epilogue.ts merged, its quantize rebound to read that result).
- */
-export function splitQuantEpilogue(ops: readonly Op[]): { quant?: Op; ops: readonly Op[] } {
-  const q = ops[ops.length - 1];
-  if (q?.opName !== "quantize" || ops.length < 2) return { ops };
-  const before = ops.slice(0, -1);
-  return q.operands[0] === before[before.length - 1]!.results[0] ? { quant: q, ops: before } : { ops };
 }
 
 /**

@@ -12,7 +12,7 @@ import { attrsOf, hasTrait, normAxis, OPS } from "../../../ir/ops";
 import type { Slot, Step } from "../../schedule";
 import { ATTENTION_SPLIT_MAX_ROWS, attentionBlockedKernel, attentionKernel, attentionRows, attentionSplitKernels } from "./attention";
 import { cacheAppendKernel } from "./cache";
-import { quantizeKernel, quantizeOps, quantizeWorkgroup } from "./quant";
+import { quantizeKernel, quantizeOps, quantizeWorkgroup, splitQuantEpilogue } from "./quant";
 import { Gen, type GeneratedKernel, type GenLimits } from "./context";
 import { dispatchKernel, dispatchWorkgroup } from "./dispatch";
 import { coversGroupedGemm, gemmTile, gemmTileThreads, groupedGemmKernel, stepGemmTile } from "./grouped-gemm";
@@ -145,9 +145,11 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops) => flashAttentionKernel(gen(FLASH_THREADS), ops),
   },
   {
-    // The same on Hopper's warpgroup MMAs (only when the dispatch names it: the attention dispatch's first prefill choice where the profile has them).
+    // The same on Hopper's warpgroup MMAs (only when the dispatch names it: the attention dispatch's
+    // first prefill choice where the profile has them); also with the quantize of its result as its
+    // epilogue (a step backends/cuda/quant-epilogue.ts merged).
     name: "flash_wgmma",
-    covers: (ops, limits) => coversAttention(ops) && coversFlash(ops, limits?.tensorCores) && limits?.warpgroupMma === true,
+    covers: (ops, limits) => coversAttention(splitQuantEpilogue(ops).ops) && coversFlash(ops, limits?.tensorCores) && limits?.warpgroupMma === true,
     generate(gen, ops, limits) {
       // Pipelined with one warpgroup a workgroup (LINGC_FLASH_WGMMA_PIPE, default on); two (LINGC_FLASH_WGMMA_WARPGROUPS=2) are not.
       const wgs = limits.flashWarpgroups ?? 1;

@@ -98,6 +98,18 @@ export function codeOf(g: Gen, op: Op, s: K.Expr): (v: K.Expr) => K.Expr {
   return (v) => g.fit(K.div(v, s), to as DType);
 }
 
+/**
+ * A step's trailing activation quantize of the result of the ops before it, and those ops (a step
+ * backends/cuda/quant-epilogue.ts merged, its quantize rebound to read that result: a grouped
+ * matmul's or an attention's).
+ */
+export function splitQuantEpilogue(ops: readonly Op[]): { quant?: Op; ops: readonly Op[] } {
+  const q = ops[ops.length - 1];
+  if (q?.opName !== "quantize" || ops.length < 2) return { ops };
+  const before = ops.slice(0, -1);
+  return q.operands[0] === before[before.length - 1]!.results[0] ? { quant: q, ops: before } : { ops };
+}
+
 /** The quantize of a step: alone, or with a view op before it (moe_permute) as its prologue. */
 export function quantizeOps(ops: readonly Op[]): { op: Op; prologue?: Op } | undefined {
   const q = ops.filter((o) => o.opName === "quantize");

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|rowncu|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -515,6 +515,13 @@ attnepilogue)
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: with the epilogue
   echo "epilogue flags: $(grep -c "qe[0-9]*_ = " "$(dirname $EXE)/model.cu")"
   sanitized attn-epilogue $EXE run --checkpoint $D --graph forward --input $D/ids.safetensors --out /tmp/qp-s.safetensors
+  # The same without it (cuBLASLt's own nvjet kernels report racecheck hazards either way).
+  LINGC_ATTN_QUANT_EPILOGUE=off $L run $D $Q --backend cuda --input $D/ids.safetensors --out /tmp/qp-off2.safetensors >/dev/null
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
+  echo "epilogue flags without: $(grep -c "qe[0-9]*_ = " "$(dirname $EXE)/model.cu")"
+  sanitized attn-apart $EXE run --checkpoint $D --graph forward --input $D/ids.safetensors --out /tmp/qp-s.safetensors
+  # LINGC_AE_AB=0: the checks only.
+  [ "${LINGC_AE_AB:-1}" = 0 ] && exit 0
   LINGC_ENVS="LINGC_ATTN_QUANT_EPILOGUE=off" LINGC_AB_PREFILL_GREP="${LINGC_AB_PREFILL_GREP:-attention|quantize}" LINGC_PROFILE_LINES=${LINGC_PROFILE_LINES:-0} bash "$0" fp8ab
   ;;
 fp8proj)
@@ -630,6 +637,23 @@ gemmncu)
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats --section Occupancy \
       /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 > "$OUT/gemm-ncu-$k.txt" 2>&1; echo "$k: ncu exit $?"
     grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L2 Cache Throughput|Executed Ipc|Issue Slots Busy|Stall|stalled|Cycles Per Issued|Eligible|Registers Per|Occupancy|Grid Size|Block Size" "$OUT/gemm-ncu-$k.txt" | head -30
+  done
+  ;;
+rowncu)
+  # Nsight Compute on kernels of FP8 (mini8) and bf16 (mini) Ling-mini at prefill 1x8192:
+  # LINGC_NCU="build:regex ..." (e.g. "mini8:^k_residual_norm_25$ mini:^k_residual_norm_12$"), one
+  # launch each (the LINGC_NCU_SKIP-th, default 5); raw reports in $OUT/ncu-<build>-<n>.txt.
+  M=bench/cuda/ling-mini-2.0-no-mtp; Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"
+  [ -x /tmp/mini8/lingc_model ] || ( $L compile $M --target cuda $Q --out /tmp/mini8 >/dev/null && cd /tmp/mini8 && make -j8 >/dev/null ) &
+  [ -x /tmp/mini/lingc_model ] || ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j8 >/dev/null ) &
+  wait
+  n=0
+  for spec in ${LINGC_NCU:-}; do
+    b=${spec%%:*}; re=${spec#*:}; n=$((n + 1))
+    timeout 200 /usr/local/cuda/bin/ncu --kernel-name regex:"$re" --launch-skip ${LINGC_NCU_SKIP:-5} --launch-count 1 \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats --section Occupancy \
+      /tmp/$b/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 > "$OUT/ncu-$b-$n.txt" 2>&1; echo "== $b $re: ncu exit $?"
+    grep -E "Duration|Memory Throughput|DRAM Throughput|L2 Cache Throughput|L1/TEX Hit|Mem Busy|Max Bandwidth|Issue Slots Busy|Registers Per|Achieved Occupancy|Theoretical Occupancy|Grid Size|Block Size|Stall [A-Z]|Warp Cycles Per Issued" "$OUT/ncu-$b-$n.txt" | head -24
   done
   ;;
 prefillab)

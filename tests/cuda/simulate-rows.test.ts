@@ -112,13 +112,13 @@ describe("row kernels in the kir simulator", () => {
   });
 
   it.each([
-    // Ling-mini's rows (2048: 128 threads of 16 elements, 8 lanes a group), the residual add fused.
+    // Ling-mini's rows (2048: 256 threads of 8 elements, 16 lanes a group), the residual add fused.
     [3, 2048, true, 128],
-    // 384 (24 units: 32 threads, 8 past the row, a whole group of them), the norm alone.
+    // 384 (48 pieces: 32 threads, the second piece of 16 of them, a whole group, past the row), the norm alone.
     [2, 384, false, 128],
-    // Groups of 32 (2 lanes each) over rows of 96.
+    // Groups of 32 (4 lanes each) over rows of 96.
     [2, 96, true, 32],
-  ])("RMSNorm in registers with the FP8 activation quantize of its result (16 elements a thread, the group's amax by shuffles, 16 codes a store), %i rows of %i, residual add %s, groups of %i: the codes and scales bit for bit the interpreter's quantize of the kernel's own normalized rows", (R, D, residual, G) => {
+  ])("RMSNorm in registers with the FP8 activation quantize of its result (8 elements a thread, the group's amax by shuffles, an even lane's and its neighbour's 16 codes a store), %i rows of %i, residual add %s, groups of %i: the codes and scales bit for bit the interpreter's quantize of the kernel's own normalized rows", (R, D, residual, G) => {
     const row = `bf16[${R}, ${D}]`;
     const text = `module @n {
   func @n(%h: ${row}, %a: ${row}) weights(@w: bf16[${D}]) -> (${residual ? "h1: " + row + ", " : ""}y: ${row}, d: f32[${R}, ${D}]) {
@@ -137,6 +137,8 @@ describe("row kernels in the kir simulator", () => {
     const body = JSON.stringify(kernels[0]!.kernel.body);
     expect(body).toContain('"k":"packE4m3"');
     expect(body).not.toContain('"k":"shared"');
+    // Every access of the row a piece of 8 (a warp's 512 contiguous bytes).
+    expect(kernels[0]!.kernel.wg).toBe(Math.min(256, 2 ** Math.floor(Math.log2(Math.max(32, D / 8)))));
     for (const name of ["y", ...(residual ? ["h1"] : [])]) expect(relError(outs[name]!.got, outs[name]!.want), name).toBeLessThan(2 ** -7);
     // The interpreter's quantize of the rows the kernel normalized: the same codes and scales.
     const q = parseModule(`module @q {

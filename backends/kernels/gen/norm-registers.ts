@@ -12,12 +12,16 @@
  * keeps those).
  *
  * With the FP8 activation quantize of its result (per token, e4m3 in 1 x G groups, G a multiple of
- * 16 that divides the row): 16 elements a thread (two pieces), a group's G / 16 lanes reduce its
- * amax by shuffles, and each thread stores its 16 codes as one 16-byte store, its group's scale from
- * the group's first lane (quant.ts's recipe, bit for bit on the rounded normalized values). norm.ts's
- * form stages the row in workgroup memory and writes a code at a time: Ling-mini's FP8 norm +
- * quantize at 1x8192 on the H200 took 48 us a layer (the bf16 norm alone: 20 us for more bytes);
- * this form 26 us (bench/results/fp8-norm-2026-12-02-h200.md).
+ * 16 that divides the row): a group's G / 8 lanes reduce its amax by shuffles, and an even lane
+ * stores its 8 codes and its odd neighbour's (the next piece) as one 16-byte store, its group's
+ * scale from the group's first lane (quant.ts's recipe, bit for bit on the rounded normalized
+ * values). norm.ts's form stages the row in workgroup memory and writes a code at a time:
+ * Ling-mini's FP8 norm + quantize at 1x8192 on the H200 took 48 us a layer (the bf16 norm alone: 20
+ * us for more bytes); a form of 16 elements a thread (its two pieces adjacent, for one code store)
+ * 26 us (bench/results/fp8-norm-2026-12-02-h200.md), but its 16-byte accesses fall 32 bytes apart
+ * across a warp, each touching half of a sector: the residual norm + quantize at 57.7 us against
+ * bf16's 33.6 us, L2 at 81% and DRAM at 46% (Nsight Compute, bench/results/attn-epilogue-2026-12-03-h200.md).
+ * Now every access of the row is a warp's contiguous 512 bytes, as bf16's.
  */
 import { attrsOf, OPS } from "../../../ir/ops";
 import { product } from "../../../ir/dim";
@@ -45,24 +49,21 @@ export function coversNormRegisters(ops: readonly Op[], limits?: GenLimits): boo
   return !add || (x === add.results[0] && add.operands.every((o) => bf16(o) && sameShape(o.type.shape, x.type.shape)));
 }
 
-/** Elements a thread's unit holds: a piece, or two with the quantize (its 16 codes one 16-byte store). */
-const unitOf = (ops: readonly Op[]) => (ops.some((o) => o.opName === "quantize") ? 2 * V : V);
-
 /**
  * The lanes of a quantize group (1 x G, e4m3, G a multiple of 16 dividing the row of D, at most a
- * warp's 32 x 16), or undefined where this form does not quantize it.
+ * warp's 32 pieces), or undefined where this form does not quantize it.
  */
 function quantGroupLanes(quant: Op, D: number): number | undefined {
   const { to, block } = attrsOf(OPS.quantize, quant);
   const [rb, cb] = block as [number, number];
-  const L = cb / (2 * V);
+  const L = cb / V;
   return to === "f8e4m3fn" && rb === 1 && cb % (2 * V) === 0 && D % cb === 0 && L <= 32 && (L & (L - 1)) === 0 ? L : undefined;
 }
 
-/** Threads a row: a power of two of at most 256 and of at most a unit each where the row is shorter. */
+/** Threads a row: a power of two of at most 256 and of at most a piece each where the row is shorter. */
 export function normRegistersThreads(ops: readonly Op[]): number {
   const x = ops.find((o) => o.opName === "rms_norm")!.operands[0]!;
-  const units = x.type.shape[x.type.rank - 1]!.value! / unitOf(ops);
+  const units = x.type.shape[x.type.rank - 1]!.value! / V;
   let t = 32;
   while (t * 2 <= Math.min(units, 256)) t *= 2;
   return t;
@@ -76,8 +77,7 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const dt = x.type.dtype;
   const eps = attrsOf(OPS.rms_norm, norm).eps;
   const D = x.type.shape[x.type.rank - 1]!.value!;
-  const E = unitOf(ops);
-  const U = D / E;
+  const U = D / V;
   const kb = g.kb;
   const wg = kb.kernel.wg;
   const C = Math.ceil(U / wg); // units a thread
@@ -86,19 +86,16 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const row = kb.let("row", kb.wg);
   kb.if(lt(row, g.size(rowsDim)), () => {
     const base = kb.let("base", mul(row, i(D)));
-    /** Unit k of this thread: whether it is in the row, and its first element (in range either way). */
+    /** Unit k of this thread (piece lid + k wg: a warp's pieces adjacent): whether it is in the row, and its first element (in range either way). */
     const units = Array.from({ length: C }, (_, k) => {
       const unit = plus(kb.lid, i(k * wg));
       const has = U % wg === 0 ? undefined : kb.let("has", lt(unit, i(U)));
-      return { has, at: kb.let("at", has ? K.min(mul(unit, i(E)), i(D - E)) : mul(unit, i(E))) };
+      return { has, at: kb.let("at", has ? K.min(mul(unit, i(V)), i(D - V)) : mul(unit, i(V))) };
     });
     const guarded = (has: Expr | undefined, f: () => void) => (has ? kb.if(has, f) : f());
-    /** A unit's E elements of v from element `at` of the row (8 a 16-byte access). */
-    const load = (v: Value, at: Expr) => Array.from({ length: E / V }, (_, p) => g.load8(v, plus(at, i(p * V)))).flat();
-    const store = (v: Value, at: Expr, vals: Expr[], has: Expr | undefined) =>
-      guarded(has, () => {
-        for (let p = 0; p < E / V; p++) g.store8(v, plus(plus(base, at), i(p * V)), vals.slice(p * V, (p + 1) * V));
-      });
+    /** A unit's 8 elements of v from element `at` of the row (a 16-byte access). */
+    const load = (v: Value, at: Expr) => g.load8(v, at);
+    const store = (v: Value, at: Expr, vals: Expr[], has: Expr | undefined) => guarded(has, () => g.store8(v, plus(base, at), vals));
     let ss: Expr = K.f(0);
     const xs = units.map(({ has, at }) => {
       const row = (v: Value) => load(v, plus(base, at));
@@ -129,8 +126,10 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
 }
 
 /**
- * A thread's 16 normalized values quantized (quant.ts's recipe): the group's amax over its L lanes
- * (every lane shuffles; a unit past the row holds zeros), the codes as one 16-byte store from
+ * A thread's 8 normalized values quantized (quant.ts's recipe): the group's amax over its L lanes
+ * (every lane shuffles; a unit past the row holds zeros), the codes packed four a word, an even
+ * lane's two words and its odd neighbour's (the next 8 elements: a group is an even count of lanes,
+ * and a row's pieces an even count, so both or neither are in the row) as one 16-byte store from
  * element `flat`, the scale from the group's first lane; the stores under `guarded` (the unit in the row).
  */
 function quantizeUnit(g: Gen, quant: Op, ys: Expr[], flat: Expr, guarded: (f: () => void) => void, L: number): void {
@@ -138,8 +137,10 @@ function quantizeUnit(g: Gen, quant: Op, ys: Expr[], flat: Expr, guarded: (f: ()
   const out = quant.results[0]!;
   const m = kb.let("m", ys.reduce((a: Expr, v) => K.max(a, K.abs(v)), K.f(0)));
   const { s, q } = quantRecipe(g, quant, kb.warpMax(m, L));
+  const words = [0, 1].map((w) => kb.let("qw", K.packE4m3(ys.slice(4 * w, 4 * w + 4).map(q))));
+  const next = words.map((w) => kb.let("qn", { k: "shfl", t: "u32", a: w, mask: 1 }));
   guarded(() => {
-    kb.store16(g.buf(out, true), K.divI(flat, K.i(4)), [0, 1, 2, 3].map((w) => K.packE4m3(ys.slice(4 * w, 4 * w + 4).map(q))));
+    kb.if(K.eq(K.modI(kb.lid, K.i(2)), K.i(0)), () => kb.store16(g.buf(out, true), K.divI(flat, K.i(4)), [...words, ...next]));
     kb.if(K.eq(K.modI(kb.lid, K.i(L)), K.i(0)), () => kb.store(g.scalesBuf(out), g.scaleIndex(out, flat), s));
   });
 }

@@ -97,6 +97,8 @@ export class CudaRenderer {
         return e.hi ? `__uint_as_float(${this.expr(e.a)} & 0xffff0000u)` : `__uint_as_float(${this.expr(e.a)} << 16)`;
       case "bitsF32":
         return `__uint_as_float(${this.expr(e.a)})`;
+      case "quot":
+        return `lingc::quot(${this.expr(e.a)}, ${this.expr(e.b)}, ${this.expr(e.r)})`;
       case "e4m3Byte":
         return `lingc::e4m3_byte(${this.expr(e.a)}, ${e.byte})`;
       case "pack":

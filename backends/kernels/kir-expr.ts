@@ -62,7 +62,14 @@ export type Expr =
   /** Two f32 values rounded to bf16 (to nearest even) in one word, `lo` in the low half: an mma fragment (CUDA). */
   | { k: "pack"; t: "u32"; lo: Expr; hi: Expr }
   /** Four f32 values as e4m3 codes (rounded to nearest even, saturating at 448) in one word, `a[0]` in the lowest byte (CUDA). */
-  | { k: "packE4m3"; t: "u32"; a: Expr[] };
+  | { k: "packE4m3"; t: "u32"; a: Expr[] }
+  /**
+   * a / b (f32, rounded once, as `/` is), given r = 1 / b (rounded once): where a target divides
+   * slowly and has fused multiply-adds (CUDA), it takes a * r corrected by one FMA residual
+   * (Markstein), the same value in two FMAs and a multiply; elsewhere a division. For b positive,
+   * finite and normal (a quantize's scale: one reciprocal a group instead of a division a value).
+   */
+  | { k: "quot"; t: "f32"; a: Expr; b: Expr; r: Expr };
 
 export type Stmt =
   | { k: "let"; name: string; e: Expr }
@@ -285,6 +292,8 @@ export const toI = (a: Expr): Expr => (a.t === "i32" ? a : { k: "conv", t: "i32"
 /** a rounded to the narrow float `to` (to nearest even; a value already rounded to it stays as it is). */
 export const round = (to: NarrowFloat, a: Expr): Expr => (a.k === "round" && a.to === to ? a : { k: "round", t: "f32", to, a });
 export const call = (fn: Helper, a: Expr): Expr => ({ k: "call", t: "f32", fn, a });
+/** a / b given r = 1 / b (see the expression's kind). */
+export const quot = (a: Expr, b: Expr, r: Expr): Expr => ({ k: "quot", t: "f32", a, b, r });
 /** The bf16 value in the low (`hi` false) or high half of a word (KernelBuilder.loadWord), as f32. */
 export const half = (a: Expr, hi: boolean): Expr => ({ k: "half", t: "f32", a, hi });
 /** The f32 value of a word's bits (a load16 word of an f32 buffer). */

@@ -169,6 +169,12 @@ class WarpRun {
         const a = this.eval(e.a, m);
         return this.vec((l) => bitsF32(a[l]!), m);
       }
+      case "quot": {
+        // The quotient rounded once, as the CUDA form's FMA correction gives it (r only hints it there).
+        const [a, b] = [this.eval(e.a, m), this.eval(e.b, m)];
+        this.eval(e.r, m);
+        return this.vec((l) => binary("/", "f32", a[l]!, b[l]!), m);
+      }
       case "packE4m3": {
         const vs = e.a.map((x) => this.eval(x, m));
         return this.vec((l) => u32(vs.reduce((w, v, j) => w | (encodeBits(v[l]!, "f8e4m3fn") << (8 * j)), 0)), m);

@@ -87,6 +87,9 @@ function expr(e: Expr): string {
       return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;
     case "bitsF32":
       return `bitcast<f32>(${expr(e.a)})`;
+    case "quot":
+      // (WGSL's fma need not be fused: the division itself.)
+      return `(${expr(e.a)} / ${expr(e.b)})`;
     case "packE4m3":
       throw new Error("kir: WGSL has no e4m3 packing (the 16-byte FP8 quantize runs on CUDA only)");
     case "e4m3Byte":

@@ -34,6 +34,19 @@ __device__ __forceinline__ unsigned pack_e4m3x4(float a, float b, float c, float
   return lo | (hi << 16);
 }
 /**
+ * a / b rounded once (as a / b is), given r = 1 / b rounded once (kir quot: a quantize's codes, one
+ * reciprocal a group): q0 = a r is within an ulp of a / b, the residual a - q0 b is exact in one FMA,
+ * and q0 + (a - q0 b) r rounds to the quotient (Markstein's theorem; with b finite, positive and
+ * normal, and a quotient that neither overflows nor falls below the normal range, as a quantize's
+ * codes do not; its sign is a's, which a zero result takes from a). Three instructions and a copysign
+ * where IEEE division takes about ten. A b that is not finite divides.
+ */
+__device__ __forceinline__ float quot(float a, float b, float r) {
+  if (!isfinite(b)) return a / b;
+  const float q0 = a * r;
+  return copysignf(fmaf(fmaf(-q0, b, a), r, q0), a);
+}
+/**
  * 2^x in one instruction (ex2.approx.ftz): exp2f is ex2.approx without ftz, which ptxas wraps in
  * three more for subnormal results. The softmaxes that call it (kir exp2) lose nothing by the flush:
  * a probability under 2^-126 adds nothing to a row's sum (at least 1) and moves no output.

@@ -88,14 +88,19 @@ export function quantRecipe(g: Gen, op: Op, amax: K.Expr): { s: K.Expr; q: (v: K
   let sv: K.Expr = K.div(K.max(amax, f(recipe === "dynamic" ? 1e-12 : 1e-4)), f(fmax));
   if (recipe === "ling-ue8m0") sv = K.call("pow2_ceil", sv);
   const s = kb.let("s", sv);
-  return { s, q: codeOf(g, op, s) };
+  // Each value divided by the group's scale through the scale's reciprocal, found once (kir quot).
+  return { s, q: codeOf(g, op, s, kb.let("rs", K.div(f(1), s))) };
 }
 
-/** How a value becomes its code given its block's scale s, for the recipes that divide by s (not "transformers", which multiplies by its own reciprocal). */
-export function codeOf(g: Gen, op: Op, s: K.Expr): (v: K.Expr) => K.Expr {
+/**
+ * How a value becomes its code given its block's scale s (and, where a kernel has it once for many
+ * values, r = 1 / s rounded once: the same codes, kir quot), for the recipes that divide by s (not
+ * "transformers", which multiplies by its own reciprocal).
+ */
+export function codeOf(g: Gen, op: Op, s: K.Expr, r?: K.Expr): (v: K.Expr) => K.Expr {
   const { to, recipe } = attrsOf(OPS.quantize, op);
   if (recipe === "transformers") throw new LingcError("quantize kernel: the transformers recipe's codes come from its own multiplier, not from the scale");
-  return (v) => g.fit(K.div(v, s), to as DType);
+  return (v) => g.fit(r ? K.quot(v, s, r) : K.div(v, s), to as DType);
 }
 
 /**

@@ -3,7 +3,9 @@
  * 512 (GenLimits.quantPrologueMaxK); off by default: on the H200
  * it made FP8 Ling-mini's decode step slower, 1.50 -> 1.82 ms, each warp quantizing its row again;
  * since 2026-12-02 a GEMV whose rows' codes fit workgroup memory quantizes them once a workgroup
- * instead (gemv-fp8.ts stageQuantized; not yet timed on the GPU): an
+ * instead (gemv-fp8.ts stageQuantized): bit for bit and memcheck-clean on the H200, but no faster
+ * (decode batch 1 graph 1.302 / 1.278 ms against 1.268 / 1.320 without, two rounds; 1.408 / 1.374
+ * without the launch pairs: bench/results/attn-epilogue-2026-12-03-h200.md call 1), so still off. An
  * activation quantize step (alone, or after the token gather) whose codes only one later FP8 matmul
  * step reads (a dense projection's GEMV, or the routed experts' by-row GEMV, their SwiGLU's too)
  * runs inside that matmul's GEMV where the sizes choose the GEMV (its dispatch's first choice): the

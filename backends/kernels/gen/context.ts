@@ -97,7 +97,7 @@ export interface GenLimits {
    * sizes choose it (backends/cuda/quant-prologue.ts; LINGC_QUANT_PROLOGUE=on, or =narrow: only
    * quantizes of rows of at most 512). Default: off (on measured slower on the H200 when every warp
    * of the GEMV quantized its row again; the GEMVs now quantize their rows once a workgroup into
-   * workgroup memory where the codes fit, not yet measured).
+   * workgroup memory where the codes fit: no faster either, bench/results/attn-epilogue-2026-12-03-h200.md).
    */
   quantPrologue?: boolean;
   /** With quantPrologue: the widest row a prologue quantizes (default: any). */

@@ -402,7 +402,7 @@ ${routerOps("%x32", T, E, G, TG, GST, K2)}
     for (const [name, { got, want }] of Object.entries(outs)) expect(relError(got, want), name).toBeLessThan(1e-5);
   });
 
-  it.each([true, false])("the activation quantize's 16-code form (8 elements a lane, an even lane's codes and its neighbour's in one 16-byte store), through the token gather %s: codes and scales bit for bit the interpreter's (their dequantized values compared), small values' subnormal codes and an all-zero row included", (gathered) => {
+  it.each([true, false])("the activation quantize's 16-code form (a lane's codes in one 16-byte store), through the token gather %s: codes and scales bit for bit the interpreter's (their dequantized values compared), small values' subnormal codes and an all-zero row included", (gathered) => {
     const [T, H, K] = [3, 512, 2];
     const R = gathered ? T * K : T;
     const text = `module @q {
@@ -418,8 +418,6 @@ ${routerOps("%x32", T, E, G, TG, GST, K2)}
     const { got, want } = runGenerated(text, { x, order: Tensor.from("i32", [T * K], [5, 0, 3, 1, 4, 2]) }, {}, LIMITS)["d"]!;
     expect(kernels[0]!.template).toBe("quantize");
     expect(JSON.stringify(kernels[0]!.kernel.body)).toContain('"store16"');
-    // One 16-byte load a lane (a warp's loads contiguous).
-    expect(JSON.stringify(kernels[0]!.kernel.body).match(/"k":"load16"/g)).toHaveLength(1);
     expect([...got]).toEqual([...want]);
     expect(got.filter((v) => v !== 0 && Math.abs(v) < 1e-3).length).toBeGreaterThan(10);
   });

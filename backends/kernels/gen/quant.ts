@@ -7,11 +7,11 @@
  * every W8A8 projection). Other blocks (128x128 weights, quantized once at load) take a thread each.
  * On a warp target a group takes a warp (4 of its elements a lane), or, where the row is whole
  * groups of whole 8-element pieces read from a bf16 or f32 buffer (the token rows the gather reads,
- * too), cb / 8 lanes with 8 consecutive elements each (one 16-byte load of bf16; an even lane
- * storing its codes and its neighbour's as one 16-byte store where cb is whole 16s): the scalar
- * form ran Ling-mini's gathered expert inputs at 6.9 ms a forward at 1x8192 on the H200
- * (fp8-wgmma-2026-12-01-h200.md), well past their bytes' time, and the 8-element form with
- * bytewise stores 7.7 ms (411 us a launch in Nsight Compute: L2 72% busy, DRAM 11%).
+ * too), cb / 16 lanes with 16 consecutive elements each (two 16-byte loads, one 16-byte store of
+ * the codes; cb / 8 lanes of 8 where cb is not whole 16s): the scalar form ran Ling-mini's gathered
+ * expert inputs at 6.9 ms a forward at 1x8192 on the H200 (fp8-wgmma-2026-12-01-h200.md), well past
+ * their bytes' time, and the 8-element form with bytewise stores 7.7 ms (411 us a launch in Nsight
+ * Compute: L2 72% busy, DRAM 11%).
  */
 import { Dim, product } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
@@ -153,14 +153,11 @@ export function quantizeKernel(g: Gen, op: Op, prologue?: Op): GeneratedKernel {
     // row the gather reads; a group's L = cb / 8 lanes reduce its amax by shuffles, 32 / L groups a
     // warp. Every lane runs the loads and shuffles (lanes of groups past the last read the last
     // group again: a warp's shuffles run in all its lanes) and only groups that exist store.
-    // Where a group is an even count of lanes, an even lane stores its 8 codes and its odd
-    // neighbour's (the next 8) as one 16-byte store (a lane's codes stored a byte at a time kept the
-    // L2 busy with partial writes: 411 us for Ling-mini's gathered expert rows at 1x8192 with DRAM at
-    // 11%), and a warp's loads stay contiguous (16 elements a lane, two 16-byte loads 32 bytes apart
-    // across the warp, held the norm's quantize at 57.7 us against 40.8: norm-registers.ts).
-    const E = 8;
+    // 16 elements a lane where a group is whole 16-element pieces (two 16-byte loads, one 16-byte
+    // store of the 16 codes: a lane's 8 codes stored a byte at a time kept the L2 busy with partial
+    // writes, 411 us for Ling-mini's gathered expert rows at 1x8192 with DRAM at 11%); else 8.
+    const E = cb % 16 === 0 && cb / 16 <= 32 ? 16 : 8;
     const L = cb / E;
-    const paired = L % 2 === 0;
     const GW = 32 / L;
     const lane = kb.let("lane", K.modI(kb.lid, K.i(32)));
     const t = kb.let("t", K.addI(K.mulI(kb.wg, K.i(WARP_GROUPS * GW)), K.divI(kb.lid, K.i(L))));
@@ -170,15 +167,13 @@ export function quantizeKernel(g: Gen, op: Op, prologue?: Op): GeneratedKernel {
     const row = kb.let("row", K.divI(tc, gc));
     const c0 = kb.let("c0", K.addI(K.mulI(bc, K.i(cb)), K.mulI(K.modI(lane, K.i(L)), K.i(E))));
     const src = kb.let("src", K.addI(K.mulI(wide.row(row), C), c0));
-    const vals = g.load8(wide.src, src).map((v) => kb.let("v", v));
+    const vals = [...g.load8(wide.src, src), ...(E === 16 ? g.load8(wide.src, K.addI(src, K.i(8))) : [])].map((v) => kb.let("v", v));
     const m = kb.let("m", vals.reduce((a: K.Expr, v) => K.max(a, K.abs(v)), f(0)));
     const amax = kb.warpMax(m, L);
     const { s, q } = recipeOf(amax);
-    const words = paired ? [0, 1].map((w) => kb.let("qw", K.packE4m3(vals.slice(4 * w, 4 * w + 4).map(q)))) : [];
-    const next = words.map((w) => kb.let("qn", { k: "shfl", t: "u32", a: w, mask: 1 }));
     kb.if(live, () => {
       const flat = kb.let("flat", K.addI(K.mulI(row, C), c0));
-      if (paired) kb.if(K.eq(K.modI(lane, K.i(2)), K.i(0)), () => kb.store16(g.buf(out, true), K.divI(flat, K.i(4)), [...words, ...next]));
+      if (E === 16) kb.store16(g.buf(out, true), K.divI(flat, K.i(4)), [0, 1, 2, 3].map((w) => K.packE4m3(vals.slice(4 * w, 4 * w + 4).map(q))));
       else vals.forEach((v, e) => kb.store(g.buf(out, true), K.addI(flat, K.i(e)), q(v)));
       kb.if(K.eq(K.modI(lane, K.i(L)), K.i(0)), () => kb.store(g.scalesBuf(out), g.scaleIndex(out, K.addI(K.mulI(row, C), K.mulI(bc, K.i(cb)))), s));
     });

@@ -39,12 +39,13 @@ describe("lingc compile --target cuda: tile programs", () => {
       expect(ks.filter((k) => k.includes("__shfl_xor_sync") && !k.includes("wgmma")).length).toBeGreaterThan(0);
     }
     expect(src).toMatch(/: grouped_gemm_fp8 against pointwise", 0\.001f\); \}/);
-    // The activation quantizes store a lane's 16 codes at once, packed from the quotients (the pack
-    // rounds to e4m3: no conversion to e4m3, back to float and again before it).
+    // The activation quantizes store a lane's 16 codes at once, packed from the quotients by the
+    // group's scale through its reciprocal (the pack rounds to e4m3: no conversion to e4m3, back to
+    // float and again before it).
     const packs = kernels("k_quantize").flatMap((k) => k.match(/lingc::pack_e4m3x4\([^;]*;/g) ?? []);
     expect(packs.length).toBeGreaterThan(0);
     for (const p of packs) {
-      expect(p).toMatch(/^lingc::pack_e4m3x4\(\(v_\d+ \/ s_\d+\), /);
+      expect(p).toMatch(/^lingc::pack_e4m3x4\(lingc::quot\(v_\d+, s_\d+, rs_\d+\), /);
       expect(p).not.toContain("__nv_fp8_e4m3(");
     }
     // The exact tile (mma.sync m16n8k32: its slices summed in fp32) by LINGC_FP8_TILE.

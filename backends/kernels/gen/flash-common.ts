@@ -172,14 +172,14 @@ function rowAt(o: { S: Expr; HD: number; NH: number; tile: FlashTile; transposed
  * the result's dtype (as the result's store would round them), its groups of G columns (G divides the
  * head dim, so a group is one head's and one quad's: the amax by two shuffles) quantized by the
  * quantize's recipe, an even lane packing its two codes of a column block with its partner's two, the
- * rows' codes staged in workgroup memory (`stage`, from word `stageAt`: the caller's, free once every
- * warp is past its last MMA; BM rows of HD / 4 + 4 words) and written as 16-byte pieces, a group's
+ * rows' codes staged in workgroup memory (`stage`, `stageWords` from word `stageAt`: the caller's,
+ * free once every warp is past its last MMA; BM rows of HD / 4 + 4 words) and written as 16-byte pieces, a group's
  * scale by the quad's first lane. The codes' writes are then whole 16-byte pieces of a row (a store a
  * code at a time left the L2 with partial writes: quant.ts).
  */
 export function storeQuantRows(
   g: Gen,
-  o: { ob: string; quant: Op; dtype: DType; acc: string; at: (d: number, hh: number, e: number) => Expr; rows: readonly Expr[]; tileRows: readonly Expr[]; l: readonly Var[]; tq: Expr; S: Expr; HD: number; NH: number; tile: FlashTile; transposed: boolean; stage: string; stageAt: number; BM: number; threads: number },
+  o: { ob: string; quant: Op; dtype: DType; acc: string; at: (d: number, hh: number, e: number) => Expr; rows: readonly Expr[]; tileRows: readonly Expr[]; l: readonly Var[]; tq: Expr; S: Expr; HD: number; NH: number; tile: FlashTile; transposed: boolean; stage: string; stageAt: number; stageWords: number; BM: number; threads: number },
 ): void {
   const kb = g.kb;
   const { i, add, mul, div, mod, lt, eq } = K;
@@ -188,6 +188,7 @@ export function storeQuantRows(
   if (to !== "f8e4m3fn" || rb !== 1 || o.HD % G !== 0 || G % 8 !== 0 || o.HD % 32 !== 0) throw new LingcError(`flash attention: cannot quantize its result in ${rb} x ${G} groups of ${to} (head dim ${o.HD}) in its epilogue`);
   const codes = o.quant.results[0]!;
   const RW = o.HD / 4 + 4; // a staged row's words (4 of padding: rows start in other banks)
+  if (o.BM * RW > o.stageWords) throw new LingcError(`flash attention: ${o.BM} rows of ${RW} words of codes do not fit the ${o.stageWords} words it stages them in`);
   kb.barrier(); // every warp past its last MMA, which read the staging words
   for (let hh = 0; hh < 2; hh++) {
     const r = o.rows[hh]!;

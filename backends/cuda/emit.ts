@@ -30,7 +30,7 @@ import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { memberKernel, pairFlag } from "./launch-pairs";
 import { prologueFlag } from "./quant-prologue";
-import { epilogueFlag } from "./quant-epilogue";
+import { epilogueFlag, type QuantEpilogue } from "./quant-epilogue";
 import { stepMerges } from "./step-merges";
 import { dynamicSharedBytes, literal, renderCuda } from "./render";
 import { libraryCall, stepDispatch } from "./library";
@@ -182,7 +182,7 @@ class FuncEmitter {
       if (tiles) out.push(`  const bool ${epilogueFlag(n)} = (${tiles.when})${quantPair ? ` && !(${quantPair})` : ""};`);
       /** The step on its own (outside a launch pair or prologue): with a quantize epilogue, under its flag. */
       const own = (): string[] => {
-        if (tiles) return [`if (${epilogueFlag(n)}) { ${this.launches(step, tiles.merged, "_q")} }`, `else {`, ...this.lower(step, n).map((l) => `  ${l}`), `}`];
+        if (tiles) return [`if (${epilogueFlag(n)}) { ${this.epilogueLaunches(step, tiles)} }`, `else {`, ...this.lower(step, n).map((l) => `  ${l}`), `}`];
         if (quantAfter) return [`if (!${epilogueFlag(quantAfter.matmul)}) {`, ...this.lower(step, n).map((l) => `  ${l}`), `}`];
         return this.lower(step, n);
       };
@@ -253,6 +253,12 @@ class FuncEmitter {
     const check = this.referenceCheck(step, n, g);
     // One statement either way: a dispatch's branch (`if (...) <this> else if ...`) holds it.
     return check ? `{ ${run} ${check} }` : run;
+  }
+
+  /** A quantize epilogue's launches under its flag: its one program, or the one the sizes choose (the last where no other's do). */
+  private epilogueLaunches(step: Step, e: QuantEpilogue): string {
+    const { choices } = e;
+    return choices.map((c, j) => (j === choices.length - 1 ? `${j ? "else " : ""}${j ? "{ " : ""}${this.launches(step, c.merged, "_q")}${j ? " }" : ""}` : `${j ? "else " : ""}if (${c.when}) { ${this.launches(step, c.merged, "_q")} }`)).join(" ");
   }
 
   /** A generated kernel's launch and its chain's (GeneratedKernel.then), with the step's scratch; `into` puts results in other buffers. */

@@ -39,7 +39,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     ...pairLaunches(),
     ...quantPrologue(),
     ...(envChoice("LINGC_QUANT_EPILOGUE", ["off", "on"]) === "on" ? { quantEpilogue: true } : {}),
-    ...(envChoice("LINGC_ATTN_QUANT_EPILOGUE", ["on", "off"]) === "on" ? { attentionQuantEpilogue: true } : {}),
+    ...attentionQuantEpilogue(),
     ...(envChoice("LINGC_FP8_SCALES", ["ahead", "after"]) === "ahead" ? { fp8ScalesAhead: true } : {}),
     ...prefetchWeights(),
     ...(envChoice("LINGC_TAIL_LAUNCH", ["off", "on"]) === "on" ? { tailLaunches: true } : {}),
@@ -50,6 +50,12 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
 function prefetchWeights(): { prefetchWeights?: "fp8" | "all" } {
   const v = envChoice("LINGC_PREFETCH", ["fp8", "all", "off"]);
   return v === "off" ? {} : { prefetchWeights: v };
+}
+
+/** LINGC_ATTN_QUANT_EPILOGUE: prefill (default: flash_wgmma's), all (decode attention's merge kernels too), off. */
+function attentionQuantEpilogue(): { attentionQuantEpilogue?: "prefill" | "all" } {
+  const v = envChoice("LINGC_ATTN_QUANT_EPILOGUE", ["prefill", "all", "off"]);
+  return v === "off" ? {} : { attentionQuantEpilogue: v };
 }
 
 /** LINGC_QUANT_PROLOGUE: off (default), on (every quantize a GEMV alone reads), narrow (rows of at most 512). */

@@ -5,10 +5,14 @@
  * launched. Elsewhere both run as before. The emitter runs the merged kernel under a host branch, as
  * it does a quantize prologue's (quant-prologue.ts, the same merge at the reader's end). Two kinds:
  *
- * - Prefill attention's (GenLimits.attentionQuantEpilogue, the CUDA default; LINGC_ATTN_QUANT_EPILOGUE=off):
- *   FP8's output projection input, quantized by flash_wgmma's epilogue (flash-common.ts
- *   storeQuantRows: a 128-column group is one head's row, one quad's); the attention's long key loop
- *   dwarfs the epilogue's work.
+ * - Attention's (GenLimits.attentionQuantEpilogue): FP8's output projection input, quantized by
+ *   flash_wgmma's epilogue at prefill (flash-common.ts storeQuantRows: a 128-column group is one
+ *   head's row, one quad's; the attention's long key loop dwarfs the epilogue's work), the CUDA
+ *   default (LINGC_ATTN_QUANT_EPILOGUE=prefill; measured in
+ *   bench/results/attn-epilogue-2026-12-03-h200.md); with =all also by decode attention's merge
+ *   kernel (attention.ts attentionMergeKernel: a row one group, a thread a column; one launch a
+ *   layer fewer at decode, not yet timed on a GPU); =off neither. A dispatch with several such
+ *   programs gets each its merged kernel, under the sizes that choose it.
  * - The routed SwiGLU experts' (GenLimits.quantEpilogue, LINGC_QUANT_EPILOGUE=on; off by default):
  *   their hidden rows, quantized by the grouped_gemm_fp8 warpgroup program (grouped-gemm-wgmma.ts).
  *   Measured on the H200 (bench/cuda/device.sh fp8epilogue; bench/results/fp8-epilogue-2026-12-02-h200.md):
@@ -25,10 +29,22 @@ import type { GeneratedKernel, GenLimits } from "../kernels/gen";
 import { storageSlot, type Step } from "../schedule";
 import { choiceCondition, stepDispatch } from "./library";
 import { mergedKernel, mergedSubst } from "./quant-prologue";
+import { DECODE_ATTENTION_FORMS } from "../../ir/target/kernel-forms";
 
-/** The tile program that takes the epilogue (the dispatch choice of the step the merge replaces), by the kind of step before the quantize. */
-const TILE_TEMPLATES = { grouped_linear: "grouped_gemm_fp8", attention: "flash_wgmma" } as const;
-type Producer = keyof typeof TILE_TEMPLATES;
+/** The programs that take the epilogue (dispatch choices of the step the merge replaces), by the kind of step before the quantize. */
+const TILE_TEMPLATES = {
+  grouped_linear: new Set(["grouped_gemm_fp8"]),
+  attention: new Set(["flash_wgmma"]),
+  decode_attention: new Set(DECODE_ATTENTION_FORMS.map((f) => f.name)),
+};
+type Producer = "grouped_linear" | "attention";
+
+/** The programs that may take a producer's quantize under these limits. */
+function templatesFor(producer: Producer, limits: GenLimits): ReadonlySet<string> {
+  if (producer === "grouped_linear") return limits.quantEpilogue ? TILE_TEMPLATES.grouped_linear : new Set();
+  const a = limits.attentionQuantEpilogue;
+  return a === "all" ? new Set([...TILE_TEMPLATES.attention, ...TILE_TEMPLATES.decode_attention]) : a === "prefill" ? TILE_TEMPLATES.attention : new Set();
+}
 
 /** The kind of step whose result an epilogue can quantize: a grouped matmul or an attention. */
 const producerOf = (s: Step): Producer | undefined => (s.ops.some((o) => o.opName === "grouped_linear") ? "grouped_linear" : s.ops.some((o) => o.opName === "attention") ? "attention" : undefined);
@@ -38,9 +54,9 @@ export interface QuantEpilogue {
   matmul: number;
   /** The quantize step's index. */
   quant: number;
-  /** The tile program with the quantize as its epilogue. */
-  merged: GeneratedKernel;
-  /** When the sizes choose the tile program (C++). */
+  /** The programs with the quantize as their epilogue, each with when the sizes choose it (C++), in the dispatch's order. */
+  choices: { merged: GeneratedKernel; when: string }[];
+  /** When one of them runs (C++). */
   when: string;
 }
 
@@ -91,20 +107,24 @@ export function quantEpilogues(fr: FrameSchedule, limits: GenLimits, profile: Cu
   const kept = new Set(fr.results.map((r) => storageSlot(fr, r)));
   const steps = fr.steps.map((s) => s.step);
   for (const { a, b, producer } of epilogueCandidates(steps, (id) => storageSlot(fr, id), kept, usable)) {
-    if (!(producer === "attention" ? limits.attentionQuantEpilogue : limits.quantEpilogue)) continue;
-    const template = TILE_TEMPLATES[producer];
+    const templates = templatesFor(producer, limits);
+    if (!templates.size) continue;
     const dispatch = stepDispatch(steps[a]!, profile)?.dispatch;
-    const at = dispatch?.findIndex((c) => c.kernel === template) ?? -1;
-    if (!dispatch || at < 0) continue;
     const merged = epilogueStep(steps[a]!, steps[b]!);
-    if (!merged) continue;
-    // (The tile program cannot take every quantize: a warp tile, groups not whole column tiles or
-    // not within a head.)
-    const kernel = mergedKernel(merged, fr, limits, `k${a}e`, template);
-    if (!kernel) continue;
-    // The tile program runs where no earlier choice's sizes hold and its own do.
-    const terms = [...dispatch.slice(0, at).map((c) => `!(${choiceCondition(c, dimText) || "true"})`), ...(dispatch[at]!.when.length ? [`(${choiceCondition(dispatch[at]!, dimText)})`] : [])];
-    found.set(a, { matmul: a, quant: b, merged: kernel, when: terms.join(" && ") || "true" });
+    if (!dispatch || !merged) continue;
+    const choices: QuantEpilogue["choices"] = [];
+    dispatch.forEach((choice, at) => {
+      if (!templates.has(choice.kernel)) return;
+      // (A program cannot take every quantize: a warp tile, groups not whole column tiles or not a
+      // head's row; the decode attention's merge a thread a column.)
+      const kernel = mergedKernel(merged, fr, limits, `k${a}e${choices.length || ""}`, choice.kernel);
+      if (!kernel) return;
+      // It runs where no earlier choice's sizes hold and its own do.
+      const terms = [...dispatch.slice(0, at).map((c) => `!(${choiceCondition(c, dimText) || "true"})`), ...(choice.when.length ? [`(${choiceCondition(choice, dimText)})`] : [])];
+      choices.push({ merged: kernel, when: terms.join(" && ") || "true" });
+    });
+    if (!choices.length) continue;
+    found.set(a, { matmul: a, quant: b, choices, when: choices.length === 1 ? choices[0]!.when : choices.map((c) => `(${c.when})`).join(" || ") });
   }
   return found;
 }

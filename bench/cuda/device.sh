@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|rowncu|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|attndecode|rowncu|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -504,14 +504,14 @@ fp8epilogue)
   ;;
 attnepilogue)
   # Prefill attention's program with the FP8 output projection input's quantize as its epilogue
-  # (backends/cuda/quant-epilogue.ts; LINGC_ATTN_QUANT_EPILOGUE, on by default): bench/cuda/ling-qp
+  # (backends/cuda/quant-epilogue.ts; LINGC_ATTN_QUANT_EPILOGUE=prefill, the default): bench/cuda/ling-qp
   # in bf16, W8A8, forward on 64 tokens (flash_wgmma) without and with, bit for bit; memcheck and
   # racecheck on the forward with it; then fp8ab with the epilogue off as mini8-env0 (LINGC_ENVS),
   # the 1x8192 profile's attention and quantize lines.
   D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"
   rm -rf $D && mkdir -p $D && cp bench/cuda/ling-qp/config.json $D/ && $L init $D --weights $D/model.safetensors --inputs $D/ids.safetensors --graph forward --dims B=1,S=64 >/dev/null || exit 1
-  for v in off on; do LINGC_ATTN_QUANT_EPILOGUE=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_ATTN_QUANT_EPILOGUE=$v failed"; done
-  echo "== ling-qp forward, attention epilogue off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/on.safetensors
+  for v in off prefill; do LINGC_ATTN_QUANT_EPILOGUE=$v $L run $D $Q --backend cuda --input $D/ids.safetensors --out $D/$v.safetensors >/dev/null || echo "run with LINGC_ATTN_QUANT_EPILOGUE=$v failed"; done
+  echo "== ling-qp forward, attention epilogue off against on"; python3 bench/cuda/same_outputs.py $D/off.safetensors $D/prefill.safetensors
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: with the epilogue
   echo "epilogue flags: $(grep -c "qe[0-9]*_ = " "$(dirname $EXE)/model.cu")"
   sanitized attn-epilogue $EXE run --checkpoint $D --graph forward --input $D/ids.safetensors --out /tmp/qp-s.safetensors
@@ -638,6 +638,23 @@ gemmncu)
       /tmp/mini/lingc_model bench --random-weights --prefill 1x8192 --decode "" --repeats 1 > "$OUT/gemm-ncu-$k.txt" 2>&1; echo "$k: ncu exit $?"
     grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L2 Cache Throughput|Executed Ipc|Issue Slots Busy|Stall|stalled|Cycles Per Issued|Eligible|Registers Per|Occupancy|Grid Size|Block Size" "$OUT/gemm-ncu-$k.txt" | head -30
   done
+  ;;
+attndecode)
+  # Decode attention's merge kernels with the FP8 output projection input's quantize as their
+  # epilogue (LINGC_ATTN_QUANT_EPILOGUE=all; the default, prefill, leaves decode's quantize its own
+  # launch): bench/cuda/ling-qp W8A8, generate's greedy ids (decode: one row, the merge epilogue)
+  # with prefill and all; memcheck on FP8 Ling-mini's decode 1x64 with all; then fp8ab with all as
+  # mini8-env0.
+  D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic"
+  rm -rf $D && mkdir -p $D && cp bench/cuda/ling-qp/config.json $D/ && $L init $D --weights $D/model.safetensors --inputs $D/ids.safetensors --graph forward --dims B=1,S=4 >/dev/null || exit 1
+  for v in prefill all; do echo "generate, LINGC_ATTN_QUANT_EPILOGUE=$v: $(LINGC_ATTN_QUANT_EPILOGUE=$v $L generate $D $Q --backend cuda --prompt 5,6,7,8 --max-new-tokens 8 | paste -sd'|')"; done
+  M=bench/cuda/ling-mini-2.0-no-mtp; rm -rf /tmp/mini8-env0
+  LINGC_ATTN_QUANT_EPILOGUE=all $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8-env0 >/dev/null && (cd /tmp/mini8-env0 && make -j16 >/dev/null) || exit 1
+  echo "== memcheck, Ling-mini FP8 with decode attention's quantize epilogue, decode 1x64"
+  compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/mini8-env0/lingc_model bench --random-weights --prefill "" --decode 1x64 --repeats 1 > "$OUT/san-ae-memcheck.txt" 2>&1; r=$?; echo "memcheck exit $r"
+  grep -m2 -A8 "Invalid\|rror" "$OUT/san-ae-memcheck.txt" | head -30; tail -1 "$OUT/san-ae-memcheck.txt"
+  [ $r = 0 ] || exit 1
+  LINGC_ENVS="LINGC_ATTN_QUANT_EPILOGUE=all" bash "$0" fp8ab
   ;;
 rowncu)
   # Nsight Compute on kernels of FP8 (mini8) and bf16 (mini) Ling-mini at prefill 1x8192:

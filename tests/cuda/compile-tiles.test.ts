@@ -248,7 +248,7 @@ describe("lingc compile --target cuda: tile programs", () => {
     await expectKernelsCompile(join(dir, "qe"), merged);
   }, 300_000);
 
-  it("by default (LINGC_ATTN_QUANT_EPILOGUE=on) FP8 Ling-mini's prefill attention writes its result as the output projection's codes and scales where the sizes choose flash_wgmma (the quantize step skipped there), else both as before; unspilled; =off: neither", async () => {
+  it("by default (LINGC_ATTN_QUANT_EPILOGUE=prefill) FP8 Ling-mini's prefill attention writes its result as the output projection's codes and scales where the sizes choose flash_wgmma (the quantize step skipped there), else both as before; unspilled; =all: decode attention's merge kernels too; =off: neither", async () => {
     const args = ["compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16"];
     const on = await cli(...args, "--out", join(dir, "ae"));
     expect(on.code, on.stderr).toBe(0);
@@ -267,6 +267,18 @@ describe("lingc compile --target cuda: tile programs", () => {
     const off = await cliEnv({ LINGC_ATTN_QUANT_EPILOGUE: "off" }, ...args, "--out", join(dir, "ae-off"));
     expect(off.code, off.stderr).toBe(0);
     expect(readFileSync(join(dir, "ae-off", "model.cu"), "utf8")).not.toMatch(/qe\d+_|k_attention_q_/);
+    // =all: decode attention's two generated forms take it in their merge kernels too, each under the
+    // sizes that choose it (the runtime's attn_decode between them does not), flash_wgmma past them.
+    const all = await cliEnv({ LINGC_ATTN_QUANT_EPILOGUE: "all" }, ...args, "--out", join(dir, "ae-all"));
+    expect(all.code, all.stderr).toBe(0);
+    const allSrc = readFileSync(join(dir, "ae-all", "model.cu"), "utf8");
+    const first = "((S)) <= (16L) && ((16L*B*S)) <= (64L)";
+    const second = "((S)) <= (16L) && ((16L*B*S)) <= (512L)";
+    expect([...new Set(allSrc.match(/const bool qe\d+_ = [^;]*;/g) ?? [])].sort()).toEqual(
+      ["P + S", "S"].map((keys) => `const bool qe4_ = (((${first})) || (!(${first}) && (${second})) || (${decodeForms(keys)}));`),
+    );
+    expect(allSrc.match(/if \(qe4_\) \{ if \(\(\(\(S\)\) <= \(16L\) && \(\(16L\*B\*S\)\) <= \(64L\)\)\) \{[^\n]*c\.launch\(k_attention_q_then_\d+, [^\n]*\} else if \([^\n]*c\.launch\(k_attention_q_then_\d+, [^\n]*\} else \{[^\n]*c\.launch_smem\(k_attention_q_\d+/g)).toHaveLength(4);
+    await expectKernelsCompile(join(dir, "ae-all"), kernelsNamed(allSrc, "k_attention_q_then"));
   }, 300_000);
 
   it("LINGC_QUANT_PROLOGUE=on: FP8 Ling-mini's quantizes read by one GEMV (the attention output's, the gathered expert rows', the routed and shared hidden rows') run inside it where the sizes choose the GEMV, else as before; the merged kernels compile", async () => {

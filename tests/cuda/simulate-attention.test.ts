@@ -2,8 +2,8 @@
  * Attention's CUDA tile programs in the kir simulator, against the interpreter: flash attention on
  * mma.sync (flash_tile) and on warpgroup MMAs (flash_wgmma: pipelined, not, and two warpgroups),
  * causal GQA with partial tiles, a chunk after a cached prefix, transposed results; and decode
- * attention's split and GQA forms with their merges; flash_wgmma with the quantize of its result (FP8's
- * output projection input) as its epilogue.
+ * attention's split and GQA forms with their merges; flash_wgmma and decode attention's merge with the
+ * quantize of their result (FP8's output projection input) as their epilogue.
  */
 import { describe, expect, it } from "vitest";
 import { rng } from "../support/fd";
@@ -140,6 +140,40 @@ describe("attention tile programs in the kir simulator", () => {
     expect(merged.bodies.filter((k) => k.body.includes('"k":"wgmma"') && k.body.includes('"packE4m3"') && k.body.includes('"store16"'))).toHaveLength(1);
     expect([...merged.y.got]).toEqual([...apart.y.got]);
     // Against the interpreter: the MMAs' bf16 probabilities, then an e4m3 code a step away where a value sits near a rounding boundary.
+    expect(relError(merged.y.got, merged.y.want)).toBeLessThan(2 ** -5);
+    expect(Math.max(...merged.y.got.map(Math.abs))).toBeGreaterThan(0.01);
+  });
+
+  it.each([
+    ["decode_attention", 1],
+    ["decode_attention_wide", 3],
+  ] as const)("decode attention (%s, batch %i) with the FP8 quantize of its transposed result as its merge kernel's epilogue (a head's row one 128-wide group, a thread a column): the codes and scales the separate quantize kernel makes, so the output projection's results bit for bit", (form, B) => {
+    const [NH, NKV, T, D, O] = [8, 2, 40, 128, 64];
+    const text = `module @att {
+  func @att(%q: bf16[${B}, ${NH}, 1, ${D}], %k: bf16[${B}, ${NKV}, ${T}, ${D}], %v: bf16[${B}, ${NKV}, ${T}, ${D}]) weights(@proj: bf16[${O}, ${NH * D}]) -> (y: bf16[${B}, 1, ${O}]) {
+    %o = attention(%q, %k, %v) {scale = ${1 / Math.sqrt(D)}, causal = true} : bf16[${B}, ${NH}, 1, ${D}]
+    %t = transpose(%o) {perm = [0, 2, 1, 3]} : bf16[${B}, 1, ${NH}, ${D}]
+    %r = reshape(%t) {shape = [${B}, 1, ${NH * D}]} : bf16[${B}, 1, ${NH * D}]
+    %y = linear(%r, @proj) : bf16[${B}, 1, ${O}]
+    return %y
+  }
+}`;
+    const r = rng(29);
+    const inputs = { q: random("bf16", r, [B, NH, 1, D], 2), k: random("bf16", r, [B, NKV, T, D], 2), v: random("bf16", r, [B, NKV, T, D]) };
+    const weights = { proj: random("bf16", r, [O, NH * D], 0.1) };
+    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=proj}";
+    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "attention") ? form : undefined);
+    const run = (epilogues: boolean) => {
+      const y = runGenerated(text, inputs, weights, LIMITS, fp8, pick, false, epilogues)["y"]!;
+      return { y, templates: kernels.map((k) => k.template), bodies: kernels.map((k) => ({ name: k.kernel.name, body: JSON.stringify(k.kernel.body) })) };
+    };
+    const apart = run(false);
+    const merged = run(true);
+    // The quantize kernel of the attention's result gone; the merge kernel stores the codes (a byte a thread) and the scale.
+    expect(apart.templates.filter((t) => t === "quantize").length).toBe(merged.templates.filter((t) => t === "quantize").length + 1);
+    expect(merged.bodies).toHaveLength(apart.bodies.length - 1);
+    expect(merged.bodies.filter((k) => k.name.endsWith("_merge") && k.body.includes('"k":"quot"'))).toHaveLength(1);
+    expect([...merged.y.got]).toEqual([...apart.y.got]);
     expect(relError(merged.y.got, merged.y.want)).toBeLessThan(2 ** -5);
     expect(Math.max(...merged.y.got.map(Math.abs))).toBeGreaterThan(0.01);
   });

@@ -30,6 +30,7 @@ import { product } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
+import { quantRecipe, splitQuantEpilogue } from "./quant";
 import { ATTENTION_SPLITS, ATTENTION_SPLIT_MAX_ROWS } from "../../../ir/target/kernel-forms";
 
 /** A workgroup's query row: where its query and its KV head's rows are, the keys it sees, where its output goes. */
@@ -47,7 +48,10 @@ interface RowSetup {
   q: Value;
   k: Value;
   v: Value;
+  /** The result (before a trailing quantize). */
   outValue: Value;
+  /** The step's trailing quantize of the result (a quantize epilogue: backends/cuda/quant-epilogue.ts), which only the merge kernel takes. */
+  quant?: Op;
   d: number;
   dv: number;
   scaleOf: (dot: K.Expr) => K.Expr;
@@ -59,7 +63,8 @@ interface RowSetup {
 function rowSetup(g: Gen, ops: Op[]): RowSetup {
   const att = ops.find((o) => o.opName === "attention")!;
   const transposed = ops.some((o) => o.opName === "transpose");
-  const outValue = ops[ops.length - 1]!.results[0]!;
+  const { quant, ops: body } = splitQuantEpilogue(ops);
+  const outValue = body[body.length - 1]!.results[0]!;
   const [q, k, v] = att.operands as [Value, Value, Value];
   const { scale, causal } = attrsOf(OPS.attention, att);
   const dt = q.type.dtype;
@@ -94,7 +99,7 @@ function rowSetup(g: Gen, ops: Op[]): RowSetup {
       body({ row, qBase, kRow, vRow, visible, outBase });
     });
   };
-  return { q, k, v, outValue, d, dv, rowsDim, at, scaleOf: (dot) => g.fit(K.mul(g.fit(dot, dt), K.f(scale)), dt) };
+  return { q, k, v, outValue, ...(quant ? { quant } : {}), d, dv, rowsDim, at, scaleOf: (dot) => g.fit(K.mul(g.fit(dot, dt), K.f(scale)), dt) };
 }
 
 /** The query row, read once into workgroup memory (a barrier follows before it is read). */
@@ -228,20 +233,38 @@ export function attentionSplitKernels(g: Gen, merge: Gen, ops: Op[]): GeneratedK
  */
 export function attentionMergeKernel(g: Gen, ops: Op[], splits: number, scratchElems: number): GeneratedKernel {
   const setup = rowSetup(g, ops);
-  const { dv, outValue, rowsDim } = setup;
+  const { dv, outValue, rowsDim, quant } = setup;
   const W = dv + 2;
   const dt = setup.q.type.dtype;
   const kb = g.kb;
   const wg = kb.kernel.wg;
+  if (quant) quantizedRowFits(quant, dv, wg);
   const scratch = g.scratch(scratchElems);
   setup.at((r) => {
     const base = kb.let("sbase", K.mul(r.row, K.i(splits * W)));
     const at = (s: number, c: K.Expr) => kb.load(scratch, K.add(base, K.add(K.i(s * W), c)));
     const { wts, l } = splitWeights(kb, at, splits, dv);
     const ob = kb.let("obase", r.outBase);
+    if (quant) {
+      // A quantize epilogue: the row (a thread a column) is one 1 x dv group; its amax over the
+      // workgroup, then each thread's code and the first thread's scale.
+      const codes = quant.results[0]!;
+      const v = kb.let("ov", g.fit(mergedColumn(at, wts, l, kb.lid), dt));
+      const { s, q } = quantRecipe(g, quant, kb.workgroupMax(K.abs(v)));
+      kb.store(g.buf(codes, true), K.add(ob, kb.lid), q(v));
+      kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(g.scalesBuf(codes), g.scaleIndex(codes, ob), s));
+      return;
+    }
     kb.for("c", kb.lid, K.i(dv), (c) => kb.store(g.buf(outValue), K.add(ob, c), g.fit(mergedColumn(at, wts, l, c), dt)), K.i(wg));
   });
   return g.finish({ dim: g.entryDim(rowsDim), per: 1 });
+}
+
+/** Refuses a quantize epilogue the merge kernel cannot take: e4m3 in one 1 x dv group a row, a thread a column. */
+function quantizedRowFits(quant: Op, dv: number, wg: number): void {
+  const { to, block } = attrsOf(OPS.quantize, quant);
+  const [rb, G] = block as [number, number];
+  if (to !== "f8e4m3fn" || rb !== 1 || G !== dv || wg !== dv) throw new LingcError(`attention merge: cannot quantize its ${dv}-wide rows in ${rb} x ${G} groups of ${to} with ${wg} threads in its epilogue`);
 }
 
 /** A query row's split `s`, column `c` of its partial result ([dv + 2]: the unnormalized row, its maximum, its sum of exponentials). */

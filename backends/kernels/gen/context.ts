@@ -111,12 +111,14 @@ export interface GenLimits {
    */
   quantEpilogue?: boolean;
   /**
-   * CUDA: an activation quantize of a prefill attention step's result (FP8's output projection
-   * input), which it alone reads, runs in the attention's warpgroup tile program (flash_wgmma) where
-   * the sizes choose it: the program writes the codes and scales instead of the bf16 rows
-   * (backends/cuda/quant-epilogue.ts). The CUDA default; LINGC_ATTN_QUANT_EPILOGUE=off.
+   * CUDA: an activation quantize of an attention step's result (FP8's output projection input),
+   * which it alone reads, runs in the attention's program where the sizes choose it: the program
+   * writes the codes and scales instead of the bf16 rows (backends/cuda/quant-epilogue.ts).
+   * "prefill": flash_wgmma's (the CUDA default, measured: bench/results/attn-epilogue-2026-12-03-h200.md);
+   * "all": decode attention's merge kernels too (LINGC_ATTN_QUANT_EPILOGUE=all; not yet timed on a GPU);
+   * LINGC_ATTN_QUANT_EPILOGUE=off: neither.
    */
-  attentionQuantEpilogue?: boolean;
+  attentionQuantEpilogue?: "prefill" | "all";
   /**
    * CUDA: the FP8 warpgroup expert program loads a stage's scales one stage ahead (the CUDA target's
    * default; LINGC_FP8_SCALES=after: after the stage's MMA wait). Measured on the H200: FP8 Ling-mini

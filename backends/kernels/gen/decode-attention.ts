@@ -26,6 +26,7 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { attentionMergeKernel, mergedColumn, splitWeights } from "./attention";
+import { splitQuantEpilogue } from "./quant";
 import { decodeAttentionTakes } from "../../../ir/target/kernel-forms";
 
 const WARPS = 4;
@@ -68,6 +69,8 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
   const scratch = g.scratch(scratchElems);
   // The splits merged by the last of each item to finish (GenLimits.mergeInLastSplit), else by a merge kernel after.
   const mergeInLast = g.limits.mergeInLastSplit === true;
+  // A quantize epilogue (quant-epilogue.ts) is the merge kernel's.
+  if (mergeInLast && splitQuantEpilogue(ops).quant) throw new LingcError("decode attention: the splits' own merge (LINGC_DECODE_MERGE=last) does not quantize its result");
   // The online softmax a group of UNROLL keys at a time (GenLimits.decodeSoftmaxChunk), else a key at a time.
   const chunked = g.limits.decodeSoftmaxChunk === true;
   const [qb, kbuf, vbuf] = [g.buf(q), g.buf(k), g.buf(v)];

@@ -129,11 +129,12 @@ const TEMPLATES: readonly Template[] = [
     generate: (gen, ops, limits) => attentionSplitKernels(gen(blockedThreads(limits)), gen(Math.min(128, limits.maxThreads)), ops),
   },
   // Decode attention on CUDA (bf16): a KV head's query heads together over key splits, then the
-  // split form's merge (only when the attention dispatch names one; a form per split count).
+  // split form's merge (only when the attention dispatch names one; a form per split count); also
+  // with the quantize of its result as the merge kernel's epilogue (a step quant-epilogue.ts merged).
   ...DECODE_ATTENTION_FORMS.map(
     (form): Template => ({
       name: form.name,
-      covers: (ops, limits) => coversAttention(ops) && coversDecodeAttention(ops, limits),
+      covers: (ops, limits) => coversAttention(splitQuantEpilogue(ops).ops) && coversDecodeAttention(ops, limits),
       generate: (gen, ops, limits) => decodeAttentionKernels(gen(DECODE_ATTENTION_THREADS), gen(Math.min(128, limits.maxThreads)), ops, form),
     }),
   ),

@@ -257,8 +257,11 @@ class FuncEmitter {
 
   /** A quantize epilogue's launches under its flag: its one program, or the one the sizes choose (the last where no other's do). */
   private epilogueLaunches(step: Step, e: QuantEpilogue): string {
-    const { choices } = e;
-    return choices.map((c, j) => (j === choices.length - 1 ? `${j ? "else " : ""}${j ? "{ " : ""}${this.launches(step, c.merged, "_q")}${j ? " }" : ""}` : `${j ? "else " : ""}if (${c.when}) { ${this.launches(step, c.merged, "_q")} }`)).join(" ");
+    const run = (c: QuantEpilogue["choices"][number]) => this.launches(step, c.merged, "_q");
+    const last = e.choices[e.choices.length - 1]!;
+    if (e.choices.length === 1) return run(last);
+    const branches = e.choices.slice(0, -1).map((c, j) => `${j ? "else " : ""}if (${c.when}) { ${run(c)} }`);
+    return [...branches, `else { ${run(last)} }`].join(" ");
   }
 
   /** A generated kernel's launch and its chain's (GeneratedKernel.then), with the step's scratch; `into` puts results in other buffers. */

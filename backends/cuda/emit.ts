@@ -177,13 +177,15 @@ class FuncEmitter {
       const quantAfter = epilogueOf.get(n);
       // A pair's flag first (a quantize epilogue's may name it).
       if (first) out.push(`  const bool ${pairFlag(n)} = (${first.when});`);
-      // Where the sizes choose the tile program (and no pair runs the quantize), it quantizes its results itself: the quantize step does not run.
+      // Where the sizes choose the program (and no pair runs the quantize or the producer), it quantizes its results itself: the quantize step does not run.
       const quantPair = tiles && pairWhen(tiles.quant);
-      if (tiles) out.push(`  const bool ${epilogueFlag(n)} = (${tiles.when})${quantPair ? ` && !(${quantPair})` : ""};`);
+      const producerPair = !tiles ? undefined : first ? pairFlag(n) : firstOf.has(n) ? pairFlag(firstOf.get(n)!) : undefined;
+      const apart = [...new Set([quantPair, producerPair].filter((p): p is string => p !== undefined))];
+      if (tiles) out.push(`  const bool ${epilogueFlag(n)} = (${tiles.when})${apart.map((p) => ` && !(${p})`).join("")};`);
       /** The step on its own (outside a launch pair or prologue): with a quantize epilogue, under its flag. */
       const own = (): string[] => {
         if (tiles) return [`if (${epilogueFlag(n)}) { ${this.epilogueLaunches(step, tiles)} }`, `else {`, ...this.lower(step, n).map((l) => `  ${l}`), `}`];
-        if (quantAfter) return [`if (!${epilogueFlag(quantAfter.matmul)}) {`, ...this.lower(step, n).map((l) => `  ${l}`), `}`];
+        if (quantAfter) return [`if (!${epilogueFlag(quantAfter.producer)}) {`, ...this.lower(step, n).map((l) => `  ${l}`), `}`];
         return this.lower(step, n);
       };
       if (quant) {

@@ -51,7 +51,7 @@ const producerOf = (s: Step): Producer | undefined => (s.ops.some((o) => o.opNam
 
 export interface QuantEpilogue {
   /** The producing step's index (a grouped matmul's or an attention's). */
-  matmul: number;
+  producer: number;
   /** The quantize step's index. */
   quant: number;
   /** The programs with the quantize as their epilogue, each with when the sizes choose it (C++), in the dispatch's order. */
@@ -95,11 +95,11 @@ export function epilogueCandidates(steps: readonly (Step | undefined)[], storage
   return out;
 }
 
-/** The C++ flag that says quantize epilogue `a` (its matmul step's index) runs. */
+/** The C++ flag that says quantize epilogue `a` (its producing step's index) runs. */
 export const epilogueFlag = (a: number): string => `qe${a}_`;
 
 /**
- * The function's quantize epilogues, by the matmul step's index; `usable`: whether matmul step a and
+ * The function's quantize epilogues, by the producing step's index; `usable`: whether producing step a and
  * quantize step b may merge (neither run at load nor merged otherwise where the merges' sizes could meet).
  */
 export function quantEpilogues(fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, usable: (a: number, b: number) => boolean, dimText: (d: Dim) => string): Map<number, QuantEpilogue> {
@@ -124,7 +124,7 @@ export function quantEpilogues(fr: FrameSchedule, limits: GenLimits, profile: Cu
       choices.push({ merged: kernel, when: terms.join(" && ") || "true" });
     });
     if (!choices.length) continue;
-    found.set(a, { matmul: a, quant: b, choices, when: choices.length === 1 ? choices[0]!.when : choices.map((c) => `(${c.when})`).join(" || ") });
+    found.set(a, { producer: a, quant: b, choices, when: choices.length === 1 ? choices[0]!.when : choices.map((c) => `(${c.when})`).join(" || ") });
   }
   return found;
 }

@@ -4,10 +4,10 @@
  * (quant-epilogue.ts), each where its GenLimits switch is on, and how they may overlap:
  * - a step in a launch pair takes no prologue (the pair's sizes and the prologue's would both pick
  *   the GEMV);
- * - a quantize epilogue's matmul step may be in a launch pair (the pair runs where the sizes choose
- *   its GEMV, the epilogue where they choose its tile program: never both), and so may its quantize
- *   step: the epilogue then runs only where that pair does not (the pair reads the matmul's result),
- *   so the pair's condition must be known at the matmul (it names flags of pairs up to it only).
+ * - a quantize epilogue's producing step (a grouped matmul, an attention) may be in a launch pair,
+ *   and so may its quantize step: the epilogue then runs only where neither pair does (a pair runs
+ *   the producer unmerged, or reads its result), so a pair's condition must be known at the
+ *   producer (it names flags of pairs up to it only).
  * The emitter turns them into host branches; merged steps take their storage at the first step.
  */
 import type { CudaProfile } from "../../ir/target";
@@ -29,7 +29,7 @@ export interface StepMerges {
   prologues: ReadonlyMap<number, QuantPrologue>;
   /** A quantize prologue's quantize step's index -> the prologue. */
   prologueOf: ReadonlyMap<number, QuantPrologue>;
-  /** Quantize epilogues by their matmul step's index. */
+  /** Quantize epilogues by their producing step's index. */
   epilogues: ReadonlyMap<number, QuantEpilogue>;
   /** A quantize epilogue's quantize step's index -> the epilogue. */
   epilogueOf: ReadonlyMap<number, QuantEpilogue>;

@@ -515,9 +515,11 @@ attnepilogue)
   EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: with the epilogue
   echo "epilogue flags: $(grep -c "qe[0-9]*_ = " "$(dirname $EXE)/model.cu")"
   sanitized attn-epilogue $EXE run --checkpoint $D --graph forward --input $D/ids.safetensors --out /tmp/qp-s.safetensors
-  # The same without it (cuBLASLt's own nvjet kernels report racecheck hazards either way).
-  LINGC_ATTN_QUANT_EPILOGUE=off $L run $D $Q --backend cuda --input $D/ids.safetensors --out /tmp/qp-off2.safetensors >/dev/null
-  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)
+  # The same without it (cuBLASLt's own nvjet kernels report racecheck hazards either way), built
+  # in a cache of its own (the shared cache would hand back the build above or the first run's).
+  rm -rf /tmp/lingc-cache-off
+  LINGC_CACHE_DIR=/tmp/lingc-cache-off LINGC_ATTN_QUANT_EPILOGUE=off $L run $D $Q --backend cuda --input $D/ids.safetensors --out /tmp/qp-off2.safetensors >/dev/null
+  EXE=$(ls -td /tmp/lingc-cache-off/cuda/*/lingc_model | head -1)
   echo "epilogue flags without: $(grep -c "qe[0-9]*_ = " "$(dirname $EXE)/model.cu")"
   sanitized attn-apart $EXE run --checkpoint $D --graph forward --input $D/ids.safetensors --out /tmp/qp-s.safetensors
   # LINGC_AE_AB=0: the checks only.

@@ -34,7 +34,7 @@ import { DECODE_ATTENTION_FORMS } from "../../ir/target/kernel-forms";
 /** The programs that take the epilogue (dispatch choices of the step the merge replaces), by the kind of step before the quantize. */
 const TILE_TEMPLATES = {
   grouped_linear: new Set(["grouped_gemm_fp8"]),
-  attention: new Set(["flash_wgmma"]),
+  attention: new Set(["flash_wgmma", "flash_tile"]),
   decode_attention: new Set(DECODE_ATTENTION_FORMS.map((f) => f.name)),
 };
 type Producer = "grouped_linear" | "attention";

@@ -2,8 +2,8 @@
  * Attention's CUDA tile programs in the kir simulator, against the interpreter: flash attention on
  * mma.sync (flash_tile) and on warpgroup MMAs (flash_wgmma: pipelined, not, and two warpgroups),
  * causal GQA with partial tiles, a chunk after a cached prefix, transposed results; and decode
- * attention's split and GQA forms with their merges; flash_wgmma and decode attention's merge with the
- * quantize of their result (FP8's output projection input) as their epilogue.
+ * attention's split and GQA forms with their merges; both flash programs and decode attention's merge
+ * with the quantize of their result (FP8's output projection input) as their epilogue.
  */
 import { describe, expect, it } from "vitest";
 import { rng } from "../support/fd";
@@ -108,10 +108,12 @@ describe("attention tile programs in the kir simulator", () => {
 
   it.each([
     // Head dim 128, one 128-column group a head's row; 150 queries (the last tile partial), causal GQA.
-    [128, 150, 150, true, 128],
+    ["flash_wgmma", 128, 150, 150, true, 128],
     // Head dim 128 in two groups of 64; a chunk after a cached prefix (20 queries, 90 keys), not causal.
-    [128, 20, 90, false, 64],
-  ] as const)("flash attention on warpgroup MMAs with the FP8 quantize of its transposed result as its epilogue (head dim %i, %i queries over %i keys, causal %s, groups of %i): the codes and scales the separate quantize kernel makes, so the output projection's results bit for bit", (D, S, T, causal, G) => {
+    ["flash_wgmma", 128, 20, 90, false, 64],
+    // The mma.sync program (a warp's two 16-row tiles staged together), head dim 64 in one group.
+    ["flash_tile", 64, 150, 150, true, 64],
+  ] as const)("flash attention (%s) with the FP8 quantize of its transposed result as its epilogue (head dim %i, %i queries over %i keys, causal %s, groups of %i): the codes and scales the separate quantize kernel makes, so the output projection's results bit for bit", (template, D, S, T, causal, G) => {
     const [NH, NKV, O] = [4, 2, 64];
     const flat = `bf16[1, ${S}, ${NH * D}]`;
     const text = `module @att {
@@ -127,7 +129,7 @@ describe("attention tile programs in the kir simulator", () => {
     const inputs = { q: random("bf16", r, [1, NH, S, D]), k: random("bf16", r, [1, NKV, T, D]), v: random("bf16", r, [1, NKV, T, D]) };
     const weights = { proj: random("bf16", r, [O, NH * D], 0.1) };
     const fp8 = `fp8{format=e4m3,weight-block=128,activation-group=${G},activations=dynamic,weights=quantize,projections=proj}`;
-    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "attention") ? "flash_wgmma" : undefined);
+    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "attention") ? template : undefined);
     const run = (epilogues: boolean) => {
       const y = runGenerated(text, inputs, weights, LIMITS, fp8, pick, false, epilogues)["y"]!;
       return { y, bodies: kernels.map((k) => ({ template: k.template, body: JSON.stringify(k.kernel.body) })) };
@@ -137,7 +139,7 @@ describe("attention tile programs in the kir simulator", () => {
     // One launch fewer: the attention program writes the codes (it packs them), no quantize kernel of its result.
     expect(merged.bodies).toHaveLength(apart.bodies.length - 1);
     expect(apart.bodies.filter((k) => k.template === "quantize").length).toBe(merged.bodies.filter((k) => k.template === "quantize").length + 1);
-    expect(merged.bodies.filter((k) => k.body.includes('"k":"wgmma"') && k.body.includes('"packE4m3"') && k.body.includes('"store16"'))).toHaveLength(1);
+    expect(merged.bodies.filter((k) => k.template === template && k.body.includes('"packE4m3"') && k.body.includes('"store16"'))).toHaveLength(1);
     expect([...merged.y.got]).toEqual([...apart.y.got]);
     // Against the interpreter: the MMAs' bf16 probabilities, then an e4m3 code a step away where a value sits near a rounding boundary.
     expect(relError(merged.y.got, merged.y.want)).toBeLessThan(2 ** -5);

@@ -207,7 +207,7 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number, pipeline
 
     const store = { ob, acc: o, at: (d: number, hh: number, e: number) => i(4 * d + 2 * hh + e), rows, l, tq, S, HD, NH, tile, transposed };
     // A quantize epilogue stages its codes in Q's words (no copy in flight writes them).
-    if (quant) storeQuantRows(g, { ...store, quant, dtype, tileRows: tr, stage: smem, stageAt: Qs, stageWords: QW, BM, threads: THREADS });
+    if (quant) storeQuantRows(g, { ...store, quant, dtype, tiles: [{ at: store.at, rows, tileRows: tr, l }], stage: smem, stageAt: Qs, stageWords: QW, BM, threads: THREADS });
     else storeRows(kb, store);
   });
   kb.copyWait(0);

@@ -21,7 +21,7 @@ import type { Op, Value } from "../../../ir/module";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
-import { flashOperands, flashTile, onlineSoftmax, storeRows } from "./flash-common";
+import { flashOperands, flashTile, onlineSoftmax, storeQuantRows, storeRows } from "./flash-common";
 
 // A warp takes MT = 2 tiles of 16 query rows (rows mt 64 + warp 16 ..: every warp meets the causal
 // diagonal alike), so that each K and V fragment read from shared memory feeds two MMAs: with one
@@ -45,7 +45,7 @@ export function coversFlash(ops: readonly Op[], tensorCores: readonly string[] |
 }
 
 export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
-  const { a, transposed, grid, HD, NH, NKV, S, T, Tr, TrV, BH, qb, kbuf, vbuf, ob } = flashOperands(g, ops, "flash attention", FLASH_THREADS);
+  const { a, quant, dtype, transposed, grid, HD, NH, NKV, S, T, Tr, TrV, BH, qb, kbuf, vbuf, ob } = flashOperands(g, ops, "flash attention", FLASH_THREADS);
   const kb = g.kb;
   kb.kernel.minBlocks = FLASH_MIN_BLOCKS;
   const { i, add, sub, mul, div, mod, lt, gt, or, sel } = K;
@@ -183,8 +183,13 @@ export function flashAttentionKernel(g: Gen, ops: Op[]): GeneratedKernel {
       kb.barrier(); // this buffer is the next iteration's load target but one
     });
 
-    // Rows r0 and r1 of each tile, normalized by their sums.
-    tilesOf((mt) => storeRows(kb, { ob, acc: o, at: (d, hh, e) => oAt(mt, d, 2 * hh + e), rows: rows[mt]!, l: l[mt]!, tq, S, HD, NH, tile, transposed }));
+    // Rows r0 and r1 of each tile, normalized by their sums (with a quantize epilogue, its codes
+    // staged in Q's words, which no copy in flight writes).
+    const at = (mt: number) => (d: number, hh: number, e: number) => oAt(mt, d, 2 * hh + e);
+    if (quant) {
+      const tiles = Array.from({ length: MT }, (_, mt) => ({ at: at(mt), rows: rows[mt]!, tileRows: [add(tile0[mt]!, gr), add(add(tile0[mt]!, gr), i(8))], l: l[mt]! }));
+      storeQuantRows(g, { ob, quant, dtype, acc: o, tiles, tq, S, HD, NH, tile, transposed, stage: Qs, stageAt: 0, stageWords: FLASH_BM * LDW, BM: FLASH_BM, threads: FLASH_THREADS });
+    } else tilesOf((mt) => storeRows(kb, { ob, acc: o, at: at(mt), rows: rows[mt]!, l: l[mt]!, tq, S, HD, NH, tile, transposed }));
   });
   kb.copyWait(0);
   return g.finish(grid(FLASH_BM));

@@ -179,7 +179,25 @@ function rowAt(o: { S: Expr; HD: number; NH: number; tile: FlashTile; transposed
  */
 export function storeQuantRows(
   g: Gen,
-  o: { ob: string; quant: Op; dtype: DType; acc: string; at: (d: number, hh: number, e: number) => Expr; rows: readonly Expr[]; tileRows: readonly Expr[]; l: readonly Var[]; tq: Expr; S: Expr; HD: number; NH: number; tile: FlashTile; transposed: boolean; stage: string; stageAt: number; stageWords: number; BM: number; threads: number },
+  o: {
+    ob: string;
+    quant: Op;
+    dtype: DType;
+    acc: string;
+    /** The thread's 16-row tiles (one, or a warp's several): each with its accumulators' places, its two rows (absolute and in the workgroup's tile) and their sums. */
+    tiles: readonly { at: (d: number, hh: number, e: number) => Expr; rows: readonly Expr[]; tileRows: readonly Expr[]; l: readonly Var[] }[];
+    tq: Expr;
+    S: Expr;
+    HD: number;
+    NH: number;
+    tile: FlashTile;
+    transposed: boolean;
+    stage: string;
+    stageAt: number;
+    stageWords: number;
+    BM: number;
+    threads: number;
+  },
 ): void {
   const kb = g.kb;
   const { i, add, mul, div, mod, lt, eq } = K;
@@ -190,10 +208,10 @@ export function storeQuantRows(
   const RW = o.HD / 4 + 4; // a staged row's words (4 of padding: rows start in other banks)
   if (o.BM * RW > o.stageWords) throw new LingcError(`flash attention: ${o.BM} rows of ${RW} words of codes do not fit the ${o.stageWords} words it stages them in`);
   kb.barrier(); // every warp past its last MMA, which read the staging words
-  for (let hh = 0; hh < 2; hh++) {
-    const r = o.rows[hh]!;
-    const inv = kb.let("inv", rowInverse(kb, o.l[hh]!));
-    const vals = Array.from({ length: o.HD / 4 }, (_, n) => kb.let("ov", g.fit(mul(kb.load(o.acc, o.at(n >> 1, hh, n & 1), "f32"), inv), o.dtype)));
+  for (const t of o.tiles) for (let hh = 0; hh < 2; hh++) {
+    const r = t.rows[hh]!;
+    const inv = kb.let("inv", rowInverse(kb, t.l[hh]!));
+    const vals = Array.from({ length: o.HD / 4 }, (_, n) => kb.let("ov", g.fit(mul(kb.load(o.acc, t.at(n >> 1, hh, n & 1), "f32"), inv), o.dtype)));
     const at = kb.let("orow", rowAt(o, r));
     const perGroup = G / 4; // a thread's values of a group: G / 8 column blocks, two each
     for (let gi = 0; gi < o.HD / G; gi++) {
@@ -205,7 +223,7 @@ export function storeQuantRows(
         const [n0, n1] = [kb.let("on", { k: "shfl", t: "f32", a: v0, mask: 1 }), kb.let("on", { k: "shfl", t: "f32", a: v1, mask: 1 })];
         const d = gi * (G / 8) + j;
         // Columns 8 d + 2 tq .. + 3 of the row: word 2 d + tq / 2.
-        kb.if(eq(mod(o.tq, i(2)), i(0)), () => kb.store(o.stage, add(i(o.stageAt), add(mul(o.tileRows[hh]!, i(RW)), add(i(2 * d), div(o.tq, i(2))))), K.packE4m3([v0, v1, n0, n1].map(q))));
+        kb.if(eq(mod(o.tq, i(2)), i(0)), () => kb.store(o.stage, add(i(o.stageAt), add(mul(t.tileRows[hh]!, i(RW)), add(i(2 * d), div(o.tq, i(2))))), K.packE4m3([v0, v1, n0, n1].map(q))));
       }
       kb.if(K.and(lt(r, o.S), eq(o.tq, i(0))), () => kb.store(g.scalesBuf(codes), g.scaleIndex(codes, add(at, i(gi * G))), s));
     }

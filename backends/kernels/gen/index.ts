@@ -140,9 +140,10 @@ const TEMPLATES: readonly Template[] = [
   ),
   {
     // Flash attention on the bf16 tensor cores (CUDA): the attention dispatch names it for prefill
-    // (listed after attention, which covers all it covers, it runs only when named).
+    // (listed after attention, which covers all it covers, it runs only when named); also with the
+    // quantize of its result as its epilogue (a step backends/cuda/quant-epilogue.ts merged).
     name: "flash_tile",
-    covers: (ops, limits) => coversAttention(ops) && coversFlash(ops, limits?.tensorCores),
+    covers: (ops, limits) => coversAttention(splitQuantEpilogue(ops).ops) && coversFlash(ops, limits?.tensorCores),
     generate: (gen, ops) => flashAttentionKernel(gen(FLASH_THREADS), ops),
   },
   {

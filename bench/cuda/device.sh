@@ -26,6 +26,20 @@ from safetensors.numpy import load_file
 g = load_file('$G/golden.safetensors'); ids = g['greedy_ids']
 print('|'.join(' '.join(str(int(x)) for x in row[12:]) for row in ids))")
 
+# FP8 (W8A8) Ling-mini built under settings (VAR=VALUE ...) as fp8ab's mini8-env0, which fp8ab then
+# reuses, and compute-sanitizer memcheck on its decode 1x64 (logged to $OUT/san-TAG-memcheck.txt):
+# mini8_env0_memcheck TAG VAR=VALUE...; its status is memcheck's.
+mini8_env0_memcheck() {
+  local tag=$1; shift
+  rm -rf /tmp/mini8-env0
+  env "$@" $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --quantize fp8 --activation-scheme dynamic --dtype bf16 --out /tmp/mini8-env0 >/dev/null && (cd /tmp/mini8-env0 && make -j16 >/dev/null) || return 1
+  echo "== memcheck, Ling-mini FP8 with $*, decode 1x64"
+  compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/mini8-env0/lingc_model bench --random-weights --prefill "" --decode 1x64 --repeats 1 > "$OUT/san-$tag-memcheck.txt" 2>&1
+  local r=$?; echo "memcheck exit $r"
+  grep -m2 -A8 "Invalid\|rror" "$OUT/san-$tag-memcheck.txt" | head -30; tail -1 "$OUT/san-$tag-memcheck.txt"
+  return $r
+}
+
 # The FP8 experts module's check (fp8_check.py experts: SwiGLU h, then down y of h quantized again):
 # the wgmma tile's h is within about 3e-4 of the interpreter's (Hopper's FP8 MMA keeps ~14 bits a
 # 128-wide slice; the mma.sync tile is exact), and where h differs an e4m3 code of its quantization
@@ -650,12 +664,7 @@ attndecode)
   D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic"
   rm -rf $D && mkdir -p $D && cp bench/cuda/ling-qp/config.json $D/ && $L init $D --weights $D/model.safetensors --inputs $D/ids.safetensors --graph forward --dims B=1,S=4 >/dev/null || exit 1
   for v in prefill all; do echo "generate, LINGC_ATTN_QUANT_EPILOGUE=$v: $(LINGC_ATTN_QUANT_EPILOGUE=$v $L generate $D $Q --backend cuda --prompt 5,6,7,8 --max-new-tokens 8 | paste -sd'|')"; done
-  M=bench/cuda/ling-mini-2.0-no-mtp; rm -rf /tmp/mini8-env0
-  LINGC_ATTN_QUANT_EPILOGUE=all $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8-env0 >/dev/null && (cd /tmp/mini8-env0 && make -j16 >/dev/null) || exit 1
-  echo "== memcheck, Ling-mini FP8 with decode attention's quantize epilogue, decode 1x64"
-  compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/mini8-env0/lingc_model bench --random-weights --prefill "" --decode 1x64 --repeats 1 > "$OUT/san-ae-memcheck.txt" 2>&1; r=$?; echo "memcheck exit $r"
-  grep -m2 -A8 "Invalid\|rror" "$OUT/san-ae-memcheck.txt" | head -30; tail -1 "$OUT/san-ae-memcheck.txt"
-  [ $r = 0 ] || exit 1
+  mini8_env0_memcheck ae LINGC_ATTN_QUANT_EPILOGUE=all || exit 1
   LINGC_ENVS="LINGC_ATTN_QUANT_EPILOGUE=all" bash "$0" fp8ab
   ;;
 rowncu)
@@ -784,12 +793,7 @@ qprologue)
   for v in off $QP; do echo "generate, prologues $v: $(LINGC_QUANT_PROLOGUE=$v $L generate $D $Q --backend cuda --prompt 5,6,7,8 --max-new-tokens 8 | paste -sd'|')"; done
   # Ling-mini's FP8 build with them (fp8ab's mini8-env0, reused there): memcheck on a decode step
   # (every prologue runs at one row); fp8ab only where it is clean.
-  M=bench/cuda/ling-mini-2.0-no-mtp; rm -rf /tmp/mini8-env0
-  LINGC_QUANT_PROLOGUE=$QP $L compile $M --target cuda $Q --dtype bf16 --out /tmp/mini8-env0 >/dev/null && (cd /tmp/mini8-env0 && make -j16 >/dev/null) || exit 1
-  echo "== memcheck, Ling-mini FP8 with prologues, decode 1x64"
-  compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/mini8-env0/lingc_model bench --random-weights --prefill "" --decode 1x64 --repeats 1 > "$OUT/san-qp-memcheck.txt" 2>&1; r=$?; echo "memcheck exit $r"
-  grep -m2 -A8 "Invalid\|rror" "$OUT/san-qp-memcheck.txt" | head -30; tail -1 "$OUT/san-qp-memcheck.txt"
-  [ $r = 0 ] || exit 1
+  mini8_env0_memcheck qp LINGC_QUANT_PROLOGUE=$QP || exit 1
   # LINGC_QP_ENVS: the timed builds (fp8ab's LINGC_ENVS; the first must be the sanitized one, e.g.
   # "LINGC_QUANT_PROLOGUE=on;LINGC_QUANT_PROLOGUE=on LINGC_PAIR_LAUNCH=off").
   LINGC_ENVS="${LINGC_QP_ENVS:-LINGC_QUANT_PROLOGUE=$QP}" bash "$0" fp8ab

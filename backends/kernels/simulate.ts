@@ -170,10 +170,13 @@ class WarpRun {
         return this.vec((l) => bitsF32(a[l]!), m);
       }
       case "quot": {
-        // The quotient rounded once, as the CUDA form's FMA correction gives it (r only hints it there).
-        const [a, b] = [this.eval(e.a, m), this.eval(e.b, m)];
-        this.eval(e.r, m);
-        return this.vec((l) => binary("/", "f32", a[l]!, b[l]!), m);
+        // The quotient rounded once, as the CUDA form's FMA correction gives it, which holds only
+        // for r = 1 / b rounded once (checked: another r would pass here and fail on the GPU).
+        const [a, b, r] = [this.eval(e.a, m), this.eval(e.b, m), this.eval(e.r, m)];
+        return this.vec((l) => {
+          if (!Object.is(r[l]!, binary("/", "f32", 1, b[l]!))) throw new Error(`simulate: kir quot's r (${r[l]}) is not 1 / b (b ${b[l]})`);
+          return binary("/", "f32", a[l]!, b[l]!);
+        }, m);
       }
       case "packE4m3": {
         const vs = e.a.map((x) => this.eval(x, m));

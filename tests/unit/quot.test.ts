@@ -7,6 +7,9 @@
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import * as K from "../../backends/kernels/kir";
+import { KernelBuilder } from "../../backends/kernels/kir";
+import { simulate } from "../../backends/kernels/simulate";
 import { rng } from "../support/fd";
 
 const f32 = Math.fround;
@@ -91,5 +94,20 @@ describe("kir quot on CUDA: Markstein's corrected quotient equals the division",
       if (f32(a * f32(1 / s)) !== f32(a / s)) plain++;
     }
     expect(plain).toBeGreaterThan(100);
+  });
+
+  it("the simulator divides for quot and refuses an r that is not 1 / b (which would pass there and fail on CUDA)", () => {
+    const run = (r: (b: K.Expr) => K.Expr) => {
+      const kb = new KernelBuilder("q", 32, 32);
+      const out = kb.buffer("out", "f32", true);
+      const a = kb.let("a", K.sub(K.toF(kb.lid), K.f(16)));
+      const b = kb.let("b", K.f(0.3));
+      kb.store(out, kb.lid, K.quot(a, b, kb.let("r", r(b))));
+      const buf = new Float32Array(32);
+      simulate(kb.kernel, { out: buf }, {}, 1);
+      return buf;
+    };
+    expect([...run((b) => K.div(K.f(1), b))]).toEqual(Array.from({ length: 32 }, (_, l) => f32((l - 16) / f32(0.3))));
+    expect(() => run((b) => K.mul(K.div(K.f(1), b), K.f(1.0000001)))).toThrow("kir quot's r");
   });
 });

@@ -31,19 +31,16 @@ import { choiceCondition, stepDispatch } from "./library";
 import { mergedKernel, mergedSubst } from "./quant-prologue";
 import { DECODE_ATTENTION_FORMS } from "../../ir/target/kernel-forms";
 
-/** The programs that take the epilogue (dispatch choices of the step the merge replaces), by the kind of step before the quantize. */
-const TILE_TEMPLATES = {
-  grouped_linear: new Set(["grouped_gemm_fp8"]),
-  attention: new Set(["flash_wgmma", "flash_tile"]),
-  decode_attention: new Set(DECODE_ATTENTION_FORMS.map((f) => f.name)),
-};
 type Producer = "grouped_linear" | "attention";
 
-/** The programs that may take a producer's quantize under these limits. */
-function templatesFor(producer: Producer, limits: GenLimits): ReadonlySet<string> {
-  if (producer === "grouped_linear") return limits.quantEpilogue ? TILE_TEMPLATES.grouped_linear : new Set();
+/** The prefill attention programs that take the epilogue (dispatch choices of the step the merge replaces). */
+const PREFILL_ATTENTION = ["flash_wgmma", "flash_tile"];
+
+/** The programs (dispatch choices of the producer's step) that may take its quantize under these limits. */
+function epiloguePrograms(producer: Producer, limits: GenLimits): ReadonlySet<string> {
+  if (producer === "grouped_linear") return new Set(limits.quantEpilogue ? ["grouped_gemm_fp8"] : []);
   const a = limits.attentionQuantEpilogue;
-  return a === "all" ? new Set([...TILE_TEMPLATES.attention, ...TILE_TEMPLATES.decode_attention]) : a === "prefill" ? TILE_TEMPLATES.attention : new Set();
+  return new Set(a === "all" ? [...PREFILL_ATTENTION, ...DECODE_ATTENTION_FORMS.map((f) => f.name)] : a === "prefill" ? PREFILL_ATTENTION : []);
 }
 
 /** The kind of step whose result an epilogue can quantize: a grouped matmul or an attention. */
@@ -107,7 +104,7 @@ export function quantEpilogues(fr: FrameSchedule, limits: GenLimits, profile: Cu
   const kept = new Set(fr.results.map((r) => storageSlot(fr, r)));
   const steps = fr.steps.map((s) => s.step);
   for (const { a, b, producer } of epilogueCandidates(steps, (id) => storageSlot(fr, id), kept, usable)) {
-    const templates = templatesFor(producer, limits);
+    const templates = epiloguePrograms(producer, limits);
     if (!templates.size) continue;
     const dispatch = stepDispatch(steps[a]!, profile)?.dispatch;
     const merged = epilogueStep(steps[a]!, steps[b]!);

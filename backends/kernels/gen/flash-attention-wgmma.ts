@@ -205,10 +205,10 @@ export function flashWgmmaKernel(g: Gen, ops: Op[], warpgroups: number, pipeline
       kb.wgmmaWait(0);
     }
 
-    const store = { ob, acc: o, at: (d: number, hh: number, e: number) => i(4 * d + 2 * hh + e), rows, l, tq, S, HD, NH, tile, transposed };
+    const oAt = (d: number, hh: number, e: number) => i(4 * d + 2 * hh + e);
     // A quantize epilogue stages its codes in Q's words (no copy in flight writes them).
-    if (quant) storeQuantRows(g, { ...store, quant, dtype, tiles: [{ at: store.at, rows, tileRows: tr, l }], stage: smem, stageAt: Qs, stageWords: QW, BM, threads: THREADS });
-    else storeRows(kb, store);
+    if (quant) storeQuantRows(g, { ob, quant, dtype, acc: o, tiles: [{ at: oAt, rows, tileRows: tr, l }], tq, S, HD, NH, tile, transposed, stage: smem, stageAt: Qs, stageWords: QW, BM, threads: THREADS });
+    else storeRows(kb, { ob, acc: o, at: oAt, rows, l, tq, S, HD, NH, tile, transposed });
   });
   kb.copyWait(0);
   return g.finish(grid(BM));

@@ -13,7 +13,7 @@ import type { DType } from "../../../ir/dtype";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen } from "./context";
-import { quantRecipe, splitQuantEpilogue } from "./quant";
+import { partnerCodes, quantRecipe, splitQuantEpilogue } from "./quant";
 
 type Var = { ref: Expr; set: (e: Expr) => void };
 
@@ -219,11 +219,10 @@ export function storeQuantRows(
       const m = kb.warpMax(kb.let("m", mine.reduce((a: Expr, v) => K.max(a, K.abs(v)), K.f(0))), 4);
       const { s, q } = quantRecipe(g, o.quant, m);
       for (let j = 0; j < G / 8; j++) {
-        const [v0, v1] = [mine[2 * j]!, mine[2 * j + 1]!];
-        const [n0, n1] = [kb.let("on", { k: "shfl", t: "f32", a: v0, mask: 1 }), kb.let("on", { k: "shfl", t: "f32", a: v1, mask: 1 })];
+        const word = partnerCodes(kb, [mine[2 * j]!, mine[2 * j + 1]!], q);
         const d = gi * (G / 8) + j;
         // Columns 8 d + 2 tq .. + 3 of the row: word 2 d + tq / 2.
-        kb.if(eq(mod(o.tq, i(2)), i(0)), () => kb.store(o.stage, add(i(o.stageAt), add(mul(t.tileRows[hh]!, i(RW)), add(i(2 * d), div(o.tq, i(2))))), K.packE4m3([v0, v1, n0, n1].map(q))));
+        kb.if(eq(mod(o.tq, i(2)), i(0)), () => kb.store(o.stage, add(i(o.stageAt), add(mul(t.tileRows[hh]!, i(RW)), add(i(2 * d), div(o.tq, i(2))))), word));
       }
       kb.if(K.and(lt(r, o.S), eq(o.tq, i(0))), () => kb.store(g.scalesBuf(codes), g.scaleIndex(codes, add(at, i(gi * G))), s));
     }

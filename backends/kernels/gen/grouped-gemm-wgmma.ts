@@ -32,7 +32,7 @@ import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
 import { gatheredRow } from "./experts";
 import { applyEpilogue, copyRows, gemmTile, gemmTileThreads, groupedGemmPlan, workgroupTile, type GemmElem } from "./grouped-gemm";
-import { quantRecipe } from "./quant";
+import { partnerCodes, quantRecipe } from "./quant";
 
 /** 32-bit words of a tile row in shared memory: one 128-byte swizzle row a stage. */
 const ROW_WORDS = 32;
@@ -443,9 +443,8 @@ export function groupedGemmWgmmaKernel(g: Gen, ops: readonly Op[], elem: GemmEle
       // An even lane of a quad pair packs its two codes of a block with its partner's two.
       (P === 2 ? [first, last] : [last]).forEach((vals, p) => {
         for (let j = 0; j < blocks; j++) {
-          const [v0, v1] = [vals[2 * j]!, vals[2 * j + 1]!];
-          const [n0, n1] = [kb.let("hn", { k: "shfl", t: "f32", a: v0, mask: 1 }), kb.let("hn", { k: "shfl", t: "f32", a: v1, mask: 1 })];
-          kb.if(K.eq(mod(tq, i(2)), i(0)), () => kb.store(S, add(i(codesAt), add(mul(r, i(CW + 4)), add(i((p * colsPer) / 4 + 2 * j), div(tq, i(2))))), K.packE4m3([v0, v1, n0, n1].map(q))));
+          const word = partnerCodes(kb, [vals[2 * j]!, vals[2 * j + 1]!], q);
+          kb.if(K.eq(mod(tq, i(2)), i(0)), () => kb.store(S, add(i(codesAt), add(mul(r, i(CW + 4)), add(i((p * colsPer) / 4 + 2 * j), div(tq, i(2))))), word));
         }
       });
       const row = kb.let("orow", rowOf(tg, hh));

@@ -93,12 +93,10 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
       return { has, at: kb.let("at", has ? K.min(mul(unit, i(V)), i(D - V)) : mul(unit, i(V))) };
     });
     const guarded = (has: Expr | undefined, f: () => void) => (has ? kb.if(has, f) : f());
-    /** A unit's 8 elements of v from element `at` of the row (a 16-byte access). */
-    const load = (v: Value, at: Expr) => g.load8(v, at);
     const store = (v: Value, at: Expr, vals: Expr[], has: Expr | undefined) => guarded(has, () => g.store8(v, plus(base, at), vals));
     let ss: Expr = K.f(0);
     const xs = units.map(({ has, at }) => {
-      const row = (v: Value) => load(v, plus(base, at));
+      const row = (v: Value) => g.load8(v, plus(base, at));
       let vals: Expr[];
       if (add) {
         const [a, b] = [row(add.operands[0]!), row(add.operands[1]!)];
@@ -112,7 +110,7 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
     });
     // The norm's weights are loaded before the row's sum of squares is reduced: no result of this
     // kernel's, so their round trip overlaps the reduction's shuffles and barriers instead of following them.
-    const weights = units.map(({ at }) => load(w, at));
+    const weights = units.map(({ at }) => g.load8(w, at));
     const inv = kb.let("inv", K.rsqrt(plus(div(kb.workgroupSum(ss), K.f(D)), K.f(eps))));
     const y = norm.results[0]!;
     units.forEach(({ has, at }, k) => {

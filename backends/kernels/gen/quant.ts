@@ -104,6 +104,16 @@ export function codeOf(g: Gen, op: Op, s: K.Expr, r?: K.Expr): (v: K.Expr) => K.
 }
 
 /**
+ * The codes of a thread's two adjacent values and its quad partner's (lane ^ 1, the next two
+ * columns) as one word, `v0, v1` first: an MMA accumulator layout's row, quantized by `q`. Every
+ * lane shuffles; the even lane of the pair holds the word to store.
+ */
+export function partnerCodes(kb: K.KernelBuilder, [v0, v1]: readonly [K.Expr, K.Expr], q: (v: K.Expr) => K.Expr): K.Expr {
+  const n = [v0, v1].map((v) => kb.let("pn", { k: "shfl", t: "f32", a: v, mask: 1 }));
+  return K.packE4m3([v0, v1, ...n].map(q));
+}
+
+/**
  * A step's trailing activation quantize of the result of the ops before it, and those ops (a step
  * backends/cuda/quant-epilogue.ts merged, its quantize rebound to read that result: a grouped
  * matmul's or an attention's).

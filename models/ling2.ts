@@ -2,9 +2,14 @@
  * The Ling 2.0 architecture (BailingMoeV2), written once in the DSL for the whole family: Ling-1T,
  * Ling-flash-2.0, Ling-mini-2.0 and any config.json of the same kind. Every step follows LING2.md
  * (section numbers in the comments); weight names are the HF checkpoint names so checkpoints bind
- * by name. Two graphs:
+ * by name. The graphs:
  *   forward  input_ids [B, S] -> logits [B, S, V], mtp_logits (when the model has MTP layers) and
- *            the KV cache present.{i}.key/value [B, nkv, S, d] (so a forward is also a prefill)
+ *            the KV cache present.{i}.key/value [B, nkv, S, d]
+ *   prefill  generation's first step: forward without the MTP layers and with the logits of the
+ *            last position only ([B, 1, V], the one that picks the next token: the LM head over
+ *            every position is a large share of a short model's prefill, and its f32 logits of a
+ *            long prompt take gigabytes), the same cache, and final_hidden [B, S, H] when the model
+ *            has MTP layers (the draft graph reads every position's)
  *   decode   input_ids [B, S] + past.{i}.key/value [B, nkv, P, d] -> logits [B, S, V] and
  *            present.{i}.key/value [B, nkv, P+S, d]; the new tokens sit at positions P..P+S-1 (S = 1
  *            is a decode step; S > 1 extends the cache by a chunk: chunked prefill)
@@ -30,7 +35,7 @@ import { isMoeLayer, type LingConfig } from "./config";
 import { ropeParams } from "./rope";
 import { configRecord } from "./config-record";
 
-export const GRAPHS = ["forward", "decode", "draft", "train", "train-step"] as const;
+export const GRAPHS = ["forward", "prefill", "decode", "draft", "train", "train-step"] as const;
 /** The weight of the MTP loss in the training objective (Megatron's mtp_loss_scaling_factor for Ling 2.0). */
 export const MTP_LOSS_WEIGHT = 0.1;
 export type GraphKind = (typeof GRAPHS)[number];
@@ -71,7 +76,9 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       ? { objective: "loss", frozen: "expert_bias" }
       : graph === "draft"
         ? { generation: "draft", logits: "mtp_logits", hidden: "hidden" }
-        : { generation: graph === "forward" ? "prefill" : "decode", logits: "logits", ...(cfg.numMtpLayers > 0 ? { hidden: "final_hidden" } : {}) }),
+        : graph === "prefill" || graph === "decode"
+          ? { generation: graph, logits: "logits", ...(cfg.numMtpLayers > 0 ? { hidden: "final_hidden" } : {}) }
+          : {}),
     ...(graph === "train-step" ? { optimizer: "adamw", expert_bias: "model.layers.{}.mlp.gate.expert_bias" } : {}),
     tokens: "input_ids",
     vocab: String(cfg.vocabSize),
@@ -266,9 +273,9 @@ export function buildLing2(cfg: LingConfig, graph: GraphKind): Module {
       outputs[`present.${i}.value`] = out["present.value"]!.as(`present.${i}.value`);
     }
     const hNorm = norm(h, "model.norm").as("final_hidden");
-    const result: Record<string, Tensor> = { logits: logits(hNorm, "logits") };
+    const result: Record<string, Tensor> = { logits: logits(graph === "prefill" ? op.takeLast(hNorm, 1, 1) : hNorm, "logits") };
 
-    if (!withCache) {
+    if (!withCache && graph !== "prefill") {
       let ids2 = ids;
       let prev = hNorm;
       for (let j = 0; j < cfg.numMtpLayers; j++) {

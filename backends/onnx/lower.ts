@@ -294,6 +294,10 @@ export const LOWERINGS: Record<string, Lowering> = {
     const a = attrs(c);
     emitTo(c, 0, slice(c, c.ins[0]!, a["axis"] as number, a["start"] as number, a["end"] as number));
   },
+  take_last: (c) => {
+    const a = attrs(c);
+    emitTo(c, 0, slice(c, c.ins[0]!, a["axis"] as number, -(a["count"] as number), INT64_MAX));
+  },
   concat: (c) => void c.g.node("Concat", c.ins, c.out, { axis: attrs(c)["axis"] as number }, c.meta),
   // ONNX keeps a graph's inputs and outputs apart, so the decode graph cannot grow past.* in place:
   // present.* is a new tensor, and Concat copies the whole cache into it each step (docs/ARCHITECTURE.md).

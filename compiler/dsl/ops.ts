@@ -42,6 +42,8 @@ export const reduceMax = (x: Tensor, axes: number[], keepdims = false) => emit1(
 export const reshape = (x: Tensor, shape: readonly DimLike[]) => emit1("reshape", [x], { shape: shape.map(dim) });
 export const transpose = (x: Tensor, perm: number[]) => emit1("transpose", [x], { perm });
 export const slice = (x: Tensor, axis: number, start: number, end: number) => emit1("slice", [x], { axis, start, end });
+/** The last `count` positions along `axis` (its length may be a symbol). */
+export const takeLast = (x: Tensor, axis: number, count: number) => emit1("take_last", [x], { axis, count });
 export const concat = (xs: Tensor[], axis: number) => emit1("concat", xs, { axis });
 /** A KV cache grown by `x` along `axis` (concat's value; backends grow the cache's buffer in place). */
 export const cacheAppend = (cache: Tensor, x: Tensor, axis: number) => emit1("cache_append", [cache, x], { axis });

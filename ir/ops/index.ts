@@ -3,7 +3,7 @@ import { CACHE_APPEND } from "./cache";
 import { CAST, STOP_GRADIENT } from "./elementwise";
 import { DEQUANTIZE, QUANTIZE } from "./fp8";
 import { REDUCE_MAX, REDUCE_MEAN, REDUCE_SUM } from "./reduce";
-import { BROADCAST_TO, CONCAT, CONSTANT, IOTA, RESHAPE, SHIFT, SLICE, TRANSPOSE } from "./shape";
+import { BROADCAST_TO, CONCAT, CONSTANT, IOTA, RESHAPE, SHIFT, SLICE, TAKE_LAST, TRANSPOSE } from "./shape";
 import { ATTENTION, EMBEDDING, LINEAR, MATMUL, RMS_NORM, ROPE } from "./nn";
 import { SCATTER_ADD } from "./scatter";
 import { TRANSFER } from "./transfer";
@@ -21,6 +21,7 @@ export const OPS = {
   reshape: RESHAPE,
   transpose: TRANSPOSE,
   slice: SLICE,
+  take_last: TAKE_LAST,
   concat: CONCAT,
   cache_append: CACHE_APPEND,
   quantize: QUANTIZE,

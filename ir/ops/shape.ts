@@ -1,5 +1,5 @@
 /**
- * Shape and data-movement ops (reshape, transpose, slice, concat, shift) and the two ops that create
+ * Shape and data-movement ops (reshape, transpose, slice, take_last, concat, shift) and the two ops that create
  * tensors from attributes (iota, constant). All are views: each says, by its index rule, which
  * operand element (or which value) its result element at given coordinates is.
  */
@@ -138,6 +138,49 @@ export const SLICE = defineOp({
     if (len === undefined) throw new OpError(`slice: its derivative pads axis ${axis} of ${x!.type}, whose length is not a number`);
     const parts = [...(start > 0 ? [zeros(Dim.of(start))] : []), ct!, ...(len > end ? [zeros(Dim.of(len - end))] : [])];
     return [parts.length === 1 ? ct! : b.op1("concat", parts, { axis })];
+  },
+});
+
+/**
+ * The last `count` positions along an axis, whatever its length: a slice whose start is a symbol's
+ * value (a prompt's last position, whose logits alone pick the next token).
+ */
+export const TAKE_LAST = defineOp({
+  name: "take_last",
+  summary: "the last `count` elements along one axis",
+  operands: ["x"],
+  attrs: {
+    axis: { kind: "int", doc: "the axis" },
+    count: { kind: "int", doc: "how many elements, from the end" },
+  },
+  infer([x], attrs) {
+    const axis = normAxis(attr.int(attrs, "axis"), x!.rank);
+    const count = attr.int(attrs, "count");
+    if (!(count >= 1)) throw new OpError(`take_last: count ${count} must be at least 1`);
+    const d = x!.shape[axis]!;
+    if (d.isConst() && count > d.value!) throw new OpError(`take_last: count ${count} exceeds axis ${axis} of size ${d}`);
+    const shape = [...x!.shape];
+    shape[axis] = Dim.of(count);
+    return [new TensorType(x!.dtype, shape)];
+  },
+  traits: ["view"],
+  index(A, coords, c) {
+    const axis = normAxis(c.attrs["axis"] as number, coords.length);
+    const src = [...coords];
+    src[axis] = A.add(coords[axis]!, A.sub(A.size(c.inShapes[0]![axis]!), A.int(c.attrs["count"] as number)));
+    return A.read(0, src);
+  },
+  vjp(b, [x], _outs, [ct], attrs) {
+    // The cotangent at the axis' end, zeros before it.
+    const axis = normAxis(attr.int(attrs, "axis"), x!.type.rank);
+    const len = x!.type.shape[axis]!.value;
+    if (len === undefined) throw new OpError(`take_last: its derivative pads axis ${axis} of ${x!.type}, whose length is not a number`);
+    const before = len - attr.int(attrs, "count");
+    if (before === 0) return [ct!];
+    const shape = [...x!.type.shape];
+    shape[axis] = Dim.of(before);
+    const zeros = b.op1("broadcast_to", [b.op1("constant", [], { values: [0], dtype: x!.type.dtype })], { shape });
+    return [b.op1("concat", [zeros, ct!], { axis })];
   },
 });
 

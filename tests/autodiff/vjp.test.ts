@@ -145,6 +145,7 @@ describe("VJP rules of structural ops", () => {
     { name: "broadcast_to", params: "%a: f32[3, 1]", op: "broadcast_to(%a) {shape = [2, 3, 4]}", out: "f32[2, 3, 4]" },
     { name: "slice (middle of the axis)", params: "%a: f32[3, 7]", op: "slice(%a) {axis = 1, start = 2, end = 5}", out: "f32[3, 3]" },
     { name: "slice (to the end)", params: "%a: f32[4, 3]", op: "slice(%a) {axis = 0, start = 1, end = 4}", out: "f32[3, 3]" },
+    { name: "take_last", params: "%a: f32[3, 5]", op: "take_last(%a) {axis = 1, count = 2}", out: "f32[3, 2]" },
     { name: "shift", params: "%a: f32[3, 5]", op: "shift(%a) {axis = 1, offset = -2, fill = 7}", out: "f32[3, 5]" },
     { name: "reduce_sum", params: "%a: f32[2, 3, 4]", op: "reduce_sum(%a) {axes = [0, 2]}", out: "f32[3]" },
     { name: "reduce_sum (keepdims)", params: "%a: f32[2, 3, 4]", op: "reduce_sum(%a) {axes = [-1], keepdims = true}", out: "f32[2, 3, 1]" },

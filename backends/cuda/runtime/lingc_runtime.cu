@@ -1796,7 +1796,8 @@ static std::vector<int> generate_drafted(Runtime& rt, const std::vector<int>& pr
     empty.shape.at(c.axis) = 0;
     dcache[c.input] = rt.with_room(empty, c.axis, positions);
   }
-  int last = keep(res.at(gen.prefill_logits), S - 1);
+  DevTensor& prompt_logits = res.at(gen.prefill_logits);
+  int last = keep(prompt_logits, prompt_logits.shape[1] - 1);  // its last position (prefill may output only that one)
   std::vector<int> next(prompt.begin() + 1, prompt.end());
   next.push_back(last);
   std::map<std::string, DevTensor> held = std::move(res);  // holds the hidden states the draft reads next

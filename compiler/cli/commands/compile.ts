@@ -29,7 +29,7 @@ export const compile: Command = {
     summary: "Traces a model graph (or reads an IR text), runs the target's pass pipeline and writes the output for the target.",
     positionals: [{ name: "model", help: "a built-in config, a checkpoint folder, or an IR text (.lir)", optional: true }],
     options: [
-      { name: "graph", value: "NAME", help: "which graph of a model (default: forward; cuda: forward and decode; train: the training loss and, by the autodiff pass, its gradients)", choices: GRAPHS },
+      { name: "graph", value: "NAME", help: "which graph of a model (default: forward; cuda: forward, prefill and decode; train: the training loss and, by the autodiff pass, its gradients)", choices: GRAPHS },
       { name: "target", value: "NAME", help: "output kind (default ir: writes <out>/<graph>.lir)", choices: TARGETS },
       { name: "out", value: "DIR", help: "output folder" },
       { name: "print-pipeline", help: "print the pipeline the target runs (with these options) and stop" },
@@ -48,7 +48,7 @@ export const compile: Command = {
       "folder's safetensors files (load it with the folder as ONNX Runtime's external-data folder, see README);",
       "compiled from a built-in config, it is unbound until 'lingc onnx-bind' points it at a checkpoint.",
       "--target wgsl writes <out>/<graph>.wgsl.json: the WGSL kernels and launch plan (what the esbuild plugin embeds).",
-      "--target cuda writes a CUDA source folder (model.cu, the runtime, a Makefile for nvcc); from a model, both graphs",
+      "--target cuda writes a CUDA source folder (model.cu, the runtime, a Makefile for nvcc); from a model, its forward, prefill and decode graphs",
       "unless --graph names one.",
     ],
   },

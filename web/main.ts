@@ -13,7 +13,7 @@ const $ = (id: string) => document.getElementById(id)!;
 
 declare global {
   interface Window {
-    /** The prompts' prefill logits, set once generation is done (the browser test reads them). */
+    /** The prompts' logits at every position, set once generation is done (the browser test reads them). */
     lingcLogits?: { shape: number[]; data: number[] };
   }
 }
@@ -67,11 +67,12 @@ async function run(device: GPUDevice, bytes: ArrayBuffer, prompts: number[][], s
   const graphs = await loadGraphs(device, bytes, profile);
   const plan = generationPlan(graphs.signatures);
   const prefill = graphs.graphs[plan.prefill.name]!;
-  // The prompts' logits (when the prompts have one length: one batch), for checks against a reference.
+  // Every position's logits of the prompts (when they have one length: one batch), by the forward
+  // graph (generation's prefill computes the last position's only), for checks against a reference.
   if (prompts.every((p) => p.length === prompts[0]!.length)) {
     const batch = Tensor.from("i64", [prompts.length, prompts[0]!.length], prompts.flat());
-    const out = await prefill.run({ [plan.tokens.prefill]: batch });
-    const logits = out[plan.logits.prefill]!;
+    const out = await graphs.graphs["forward"]!.run({ [plan.tokens.prefill]: batch });
+    const logits = out["logits"]!;
     window.lingcLogits = { shape: [...logits.shape], data: Array.from(logits.data) };
   }
   profile.on = true;

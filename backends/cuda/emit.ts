@@ -399,7 +399,8 @@ function graphTable(m: Module, entry: FrameSchedule, cname: string): string {
   // other inputs arrive from the stage before.
   const role = generationRole(m);
   const cacheInputs = new Set(role ? cachePairs(role.cache, e.params.map((p) => p.name!)).map((c) => c.input) : []);
-  const rank = (name: string) => (name === role?.tokens ? 0 : cacheInputs.has(name) ? 1 : 2);
+  const tokens = role?.tokens ?? m.attrs["tokens"];
+  const rank = (name: string) => (name === tokens ? 0 : cacheInputs.has(name) ? 1 : 2);
   const params = [...e.params].sort((a, b) => rank(a.name!) - rank(b.name!));
   entry.symbols.forEach((sym, i) => {
     for (const p of params) {

@@ -104,7 +104,7 @@ attention_check() {
 alternate() {
   local pf=$1 dc=$2; shift 2
   for round in 1 2; do
-    for m in "$@"; do echo "== $m, round $round"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "$pf" --decode "$dc" --repeats 5 | grep -oE '"seq": [0-9]*, "ms": [0-9.]*|"batch": [0-9]*, "cache": 2048, .*"graph_ms_per_step": [0-9.]*'; done
+    for m in "$@"; do echo "== $m, round $round${ALT_ARGS:+ ($ALT_ARGS)}"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "$pf" --decode "$dc" --repeats 5 ${ALT_ARGS:-} | grep -oE '"seq": [0-9]*, "ms": [0-9.]*|"batch": [0-9]*, "cache": 2048, .*"graph_ms_per_step": [0-9.]*'; done
   done
 }
 
@@ -269,9 +269,11 @@ strong)
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
   # LINGC_PREFILL / LINGC_DECODE: the rows (both sides; "" for none), default all four.
   PF=${LINGC_PREFILL-1x2048,1x8192}; DC=${LINGC_DECODE-1x2048,32x2048}
-  /tmp/mini/lingc_model bench --random-weights --prefill "$PF" --decode "$DC" --repeats 10 | tee "$OUT/lingc-bench.json"
+  # Prefill rows: the LM head on the last position on both sides (lingc's prefill graph, the baseline's
+  # logits_to_keep=1); LINGC_ALL_LOGITS=1: on every position on both (lingc's forward graph).
+  /tmp/mini/lingc_model bench --random-weights --prefill "$PF" --decode "$DC" --repeats 10 ${LINGC_ALL_LOGITS:+--graph forward} | tee "$OUT/lingc-bench.json"
   # LINGC_BASELINE_PREFILL_GRAPH=1: the baseline's prefill rows also as CUDA graphs (graph_ms beside ms).
-  PYTHONUNBUFFERED=1 python3 bench/cuda/torch_strong.py --prefill "$PF" --decode "$DC" --repeats 10 ${LINGC_BASELINE_PREFILL_GRAPH:+--prefill-graph} 2>"$OUT/torch-strong.err" | tee "$OUT/torch-strong.json" || tail -30 "$OUT/torch-strong.err"
+  PYTHONUNBUFFERED=1 python3 bench/cuda/torch_strong.py --prefill "$PF" --decode "$DC" --repeats 10 ${LINGC_BASELINE_PREFILL_GRAPH:+--prefill-graph} ${LINGC_ALL_LOGITS:+--all-logits} 2>"$OUT/torch-strong.err" | tee "$OUT/torch-strong.json" || tail -30 "$OUT/torch-strong.err"
   [ -n "${LINGC_SKIP_EAGER:-}" ] || PYTHONUNBUFFERED=1 python3 bench/cuda/torch_baseline.py --repeats 3 | tee "$OUT/torch-eager.json"
   # LINGC_PROFILES=1: lingc's per-kernel times (events between launches) of each row, to $OUT/lingc-profile.txt.
   if [ -n "${LINGC_PROFILES:-}" ]; then
@@ -755,6 +757,9 @@ fp8ab)
   echo "== W8A8 logits against the golden's"
   /tmp/small8/lingc_model run --checkpoint $S --graph forward --input /tmp/ids8.safetensors --out /tmp/w8.safetensors && python3 bench/cuda/fp8_check.py logits /tmp/w8.safetensors w8a8
   alternate 1x2048,1x8192 1x2048,32x2048 "${BUILDS[@]}" mini
+  # The forward graph too (every position's logits; the prefill rows above run generation's prefill
+  # graph, the last position's logits only): ALT_ARGS="--graph forward".
+  ALT_ARGS="--graph forward" alternate 1x2048,1x8192 "" "${BUILDS[@]}" mini
   for m in "${BUILDS[@]}"; do
     echo "== $m decode 1x2048 profile"
     timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 --profile 2> "$OUT/profile-$m-decode.txt" >/dev/null

@@ -12,10 +12,12 @@ in PyTorch:
   gate+up weights;
 - the whole forward under torch.compile (inductor, fullgraph, static shapes);
 - each decode step captured as one CUDA graph and replayed (with --prefill-graph, each prefill too,
-  timed beside the plain call as graph_ms).
+  timed beside the plain call as graph_ms);
+- a prefill's LM head on its last position only (what generation reads: transformers' logits_to_keep=1),
+  as lingc's prefill graph does; --all-logits for every position's (lingc's forward graph).
 Prints one JSON object with prefill and decode times in the format of torch_baseline.py.
 
-usage: python3 bench/cuda/torch_strong.py [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--rounds N] [--prefill-graph]
+usage: python3 bench/cuda/torch_strong.py [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--rounds N] [--prefill-graph] [--all-logits]
        python3 bench/cuda/torch_strong.py --check    # same logits as torch_baseline.py on a small config
 """
 import argparse
@@ -128,12 +130,13 @@ class Strong:
         routed = (y.view(T, K, H).float() * w.unsqueeze(-1)).sum(1).to(x.dtype)
         return routed + self.swiglu(x, L["shared_gate_up"], L["shared_down"])
 
-    def forward(self, ids, kc, vc, pos0, length=None):
+    def forward(self, ids, kc, vc, pos0, length=None, last=False):
         """ids [B, S]; kc/vc: per layer [B, nkv, C, d] static caches, written at pos0..pos0+S-1.
         S > 1 is a prefill from position 0 (causal flash attention over the new keys); S = 1 is a
         decode step at position pos0 (a tensor): over the whole cache, masked past pos0, or, given
         `length` (pos0 + 1 as a Python int: one compiled graph per length), over the cache's first
-        `length` positions with flash attention (split over the keys), which is faster at batch 1."""
+        `length` positions with flash attention (split over the keys), which is faster at batch 1.
+        `last`: the logits of the last position only."""
         c = CFG
         nh, nkv, d = c["heads"], c["kv_heads"], c["head_dim"]
         B, S = ids.shape
@@ -167,7 +170,7 @@ class Strong:
                 h = h + self.swiglu(x, L["gate_up"], L["down"])
             else:
                 h = h + self.moe(x.view(B * S, -1), L).view(B, S, -1)
-        return F.linear(rms(h, self.norm), self.lm_head).float()
+        return F.linear(rms(h[:, -1:] if last else h, self.norm), self.lm_head).float()
 
 
 def caches(B, C):
@@ -220,6 +223,7 @@ def main():
     ap.add_argument("--decode", default="1x2048,32x2048")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2, help="prefill rows: timed this many times (each the median of --repeats), the fastest reported")
+    ap.add_argument("--all-logits", action="store_true", help="prefill rows: the LM head on every position (default: the last, as generation reads)")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--profile", action="store_true", help="also print the GPU kernels of 5 replayed decode steps (torch.profiler), to stderr")
     ap.add_argument("--decode-attention", choices=["sliced", "masked"], default="sliced",
@@ -231,21 +235,22 @@ def main():
     m = Strong.random()
     fwd = torch.compile(m.forward, fullgraph=True, dynamic=False)
     res = {"baseline": "pytorch strong: static cache, SDPA, fp32 router, torch._grouped_mm experts, torch.compile, decode as a CUDA graph",
-           "torch": torch.__version__, "prefill": [], "decode": [], "compile_s": {}}
+           "torch": torch.__version__, "prefill_logits": "all positions" if a.all_logits else "last position", "prefill": [], "decode": [], "compile_s": {}}
     with torch.inference_mode():
         for s in filter(None, a.prefill.split(",")):
             B, S = map(int, s.split("x"))
             ids = torch.randint(0, CFG["vocab"], (B, S), device=DEV)
             kc, vc = caches(B, S)
             zero = torch.tensor(0, device=DEV)
+            last = not a.all_logits
             t0 = time.time()
-            fwd(ids, kc, vc, zero)
+            fwd(ids, kc, vc, zero, None, last)
             torch.cuda.synchronize()
             res["compile_s"][f"prefill {s}"] = round(time.time() - t0, 1)
             # Timed in rounds (each the median of `repeats` calls), the fastest kept: the host launches a
             # compiled forward's kernels one by one, so a round can run behind a slow host (a 1x2048
             # round once took 37.6 ms where the others took 24.1-27.1); the baseline is its best.
-            rounds = [timed(lambda: fwd(ids, kc, vc, zero), a.repeats) for _ in range(a.rounds)]
+            rounds = [timed(lambda: fwd(ids, kc, vc, zero, None, last), a.repeats) for _ in range(a.rounds)]
             ms = min(rounds)
             row = {"batch": B, "seq": S, "ms": ms, "tokens_per_s": B * S / (ms / 1e3), "ms_rounds": rounds}
             if a.prefill_graph:
@@ -255,11 +260,11 @@ def main():
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
                     for _ in range(2):
-                        fwd(ids, kc, vc, zero)
+                        fwd(ids, kc, vc, zero, None, last)
                 torch.cuda.current_stream().wait_stream(side)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
-                    fwd(ids, kc, vc, zero)
+                    fwd(ids, kc, vc, zero, None, last)
                 torch.cuda.synchronize()
                 row["graph_ms"] = timed(graph.replay, a.repeats)
                 del graph

@@ -84,7 +84,8 @@ export async function compileProgram(req: CompileRequest): Promise<Compiled> {
   let prefix = "";
   // Cut into stages by plan, a program's graphs must be cut at the same layers (each stage keeps its
   // layers' KV cache from prefill to decode): the decode graph is planned first and the others take
-  // its cuts (their schedule units start the same way; forward only adds the MTP layer and head).
+  // its cuts (their schedule units start the same way; forward and prefill only add the head, and
+  // forward the MTP layer).
   const names = req.graphs ?? req.source.graphs;
   const planned = passes.some((p) => p.pass.name === "pipeline" && !(p.options["cuts"] as readonly string[] | undefined)?.length);
   const modules = new Map(names.map((g) => [g, req.source.module(g)]));

@@ -111,7 +111,8 @@ await build({ entryPoints: ["page.ts"], bundle: true, format: "esm", platform: "
     expect(bundled.status, bundled.stderr).toBe(0);
     const page = readFileSync(join(app, "out/page.js"), "utf8");
     expect(page).toContain("compiledModel");
-    expect(page.match(/"format":\s*"lingc-wgsl-1"|format: "lingc-wgsl-1"/g)?.length).toBe(4);
+    // Two models, each its forward, prefill and decode graphs.
+    expect(page.match(/"format":\s*"lingc-wgsl-1"|format: "lingc-wgsl-1"/g)?.length).toBe(6);
     const o = spawnSync("npx", ["lingc", "run", GOLDEN_DIR, "--backend", "onnx", "--input", GOLDEN_FILE, "--out", join(app, "out.safetensors")], { cwd: app, encoding: "utf8" });
     expect(o.status).toBe(1);
     expect(o.stderr).toContain("the onnx backend needs the onnxruntime-node package");

@@ -134,8 +134,8 @@ describe("lingc compile --target cuda: tile programs", () => {
     expect(dense.some((k) => /\(const __nv_bfloat16\* __restrict__ b0, const __nv_bfloat16\* __restrict__ b1, float\* __restrict__ b2,/.test(k))).toBe(true);
     expect(dense.some((k) => k.includes("const float* __restrict__"))).toBe(false);
     // The dense MLP's and the shared expert's SwiGLU (two linears, silu, mul: one step): the
-    // generated GEMV at one row, two GEMMs and silu_mul beyond; in each graph's two layer kinds.
-    expect(src.match(/if \(\(\(B\*S\)\) == \(1L\)\) \{[^\n]*c\.launch\(k_\w+_\d+, [^\n]*\n\s*else c\.gemm_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, \(B\*S\), 640L, 256L\);/g)).toHaveLength(2);
+    // generated GEMV at one row, two GEMMs and silu_mul beyond; once in each graph (forward, prefill, decode).
+    expect(src.match(/if \(\(\(B\*S\)\) == \(1L\)\) \{[^\n]*c\.launch\(k_\w+_\d+, [^\n]*\n\s*else c\.gemm_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, \(B\*S\), 640L, 256L\);/g)).toHaveLength(3);
     await expectCompiles([join(dir, "bf16"), "model.cu"]);
   }, 300_000);
 
@@ -253,13 +253,13 @@ describe("lingc compile --target cuda: tile programs", () => {
     const on = await cli(...args, "--out", join(dir, "ae"));
     expect(on.code, on.stderr).toBe(0);
     const src = readFileSync(join(dir, "ae", "model.cu"), "utf8");
-    // Step 4 (the attention) of the dense and MoE layers, in forward (S keys) and decode (P + S): past
+    // Step 4 (the attention) of the dense and MoE layers, in forward and prefill (S keys) and decode (P + S): past
     // the three decode forms' sizes, where the attention dispatch picks flash_wgmma.
     const decodeForms = (keys: string) => `!(((S)) <= (16L) && ((16L*B*S)) <= (64L)) && !(((S)) <= (16L) && ((16L*B*S)) <= (512L)) && !(((S)) <= (16L) && ((${keys})) <= (32768L) && ((4L*B*S)) <= (65536L))`;
     expect([...new Set(src.match(/const bool qe\d+_ = [^;]*;/g) ?? [])].sort()).toEqual([`const bool qe4_ = (${decodeForms("P + S")});`, `const bool qe4_ = (${decodeForms("S")});`]);
-    expect(src.match(/if \(qe4_\) \{ \{ [^\n]*?c\.launch_smem\(k_attention_q_\d+, [^\n]*?\(__nv_fp8_e4m3\*\)[^\n]*?\(float\*\)/g)).toHaveLength(4);
+    expect(src.match(/if \(qe4_\) \{ \{ [^\n]*?c\.launch_smem\(k_attention_q_\d+, [^\n]*?\(__nv_fp8_e4m3\*\)[^\n]*?\(float\*\)/g)).toHaveLength(6);
     // The quantize step (step 5) runs only where the epilogue does not.
-    expect(src.match(/\/\/ \[5\] attention: quantize[^\n]*\n[^\n]*\n  if \(!qe4_\) \{\n    \{ const long n_ = [^;]*; if \(n_ > 0\) \{ c\.launch\(k_quantize_/g)).toHaveLength(4);
+    expect(src.match(/\/\/ \[5\] attention: quantize[^\n]*\n[^\n]*\n  if \(!qe4_\) \{\n    \{ const long n_ = [^;]*; if \(n_ > 0\) \{ c\.launch\(k_quantize_/g)).toHaveLength(6);
     const merged = kernelsNamed(src, "k_attention_q");
     expect(merged.length).toBeGreaterThanOrEqual(1);
     for (const k of merged) expect(k).toMatch(/wgmma[^]*lingc::pack_e4m3x4[^]*__syncthreads\(\)[^]*uint4/);
@@ -277,7 +277,7 @@ describe("lingc compile --target cuda: tile programs", () => {
     expect([...new Set(allSrc.match(/const bool qe\d+_ = [^;]*;/g) ?? [])].sort()).toEqual(
       ["P + S", "S"].map((keys) => `const bool qe4_ = (((${first})) || (!(${first}) && (${second})) || (${decodeForms(keys)}));`),
     );
-    expect(allSrc.match(/if \(qe4_\) \{ if \(\(\(\(S\)\) <= \(16L\) && \(\(16L\*B\*S\)\) <= \(64L\)\)\) \{[^\n]*c\.launch\(k_attention_q_then_\d+, [^\n]*\} else if \([^\n]*c\.launch\(k_attention_q_then_\d+, [^\n]*\} else \{[^\n]*c\.launch_smem\(k_attention_q_\d+/g)).toHaveLength(4);
+    expect(allSrc.match(/if \(qe4_\) \{ if \(\(\(\(S\)\) <= \(16L\) && \(\(16L\*B\*S\)\) <= \(64L\)\)\) \{[^\n]*c\.launch\(k_attention_q_then_\d+, [^\n]*\} else if \([^\n]*c\.launch\(k_attention_q_then_\d+, [^\n]*\} else \{[^\n]*c\.launch_smem\(k_attention_q_\d+/g)).toHaveLength(6);
     await expectKernelsCompile(join(dir, "ae-all"), kernelsNamed(allSrc, "k_attention_q_then"));
   }, 300_000);
 

@@ -33,7 +33,7 @@ describe("lingc compile --target cuda", () => {
     ]);
   });
 
-  it.each([2, 3])("--stages %i cuts a model's graphs at the same layers (each stage's prefill makes the caches its decode reads)", async (n) => {
+  it.each([2, 3])("--stages %i cuts a model's graphs at the same layers (each stage's forward and prefill make the caches its decode reads)", async (n) => {
     // Ling-mini-2.0's forward (with its MTP layer) alone would be cut elsewhere than its decode.
     const r = await cli("compile", "ling-mini-2.0", "--target", "cuda", "--stages", String(n), "--out", join(dir, `mini${n}`));
     expect(r.code, r.stderr).toBe(0);
@@ -46,6 +46,7 @@ describe("lingc compile --target cuda", () => {
     expect(Object.keys(decode)).toHaveLength(40);
     expect(new Set(Object.values(decode)).size).toBe(n);
     expect(stageOf("forward")).toEqual(decode);
+    expect(stageOf("prefill")).toEqual(decode);
   }, 120_000);
 
   it("--stages 2 writes a program per stage, the chain that links them and a launcher; the stage sources compile", async () => {
@@ -127,7 +128,7 @@ describe("lingc compile --target cuda", () => {
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "gemv", "model.cu"), "utf8");
     expect(src).toMatch(/if \(\(\(4L\*B\*S\)\) <= \(4L\)\) c\.expert_gemv\([^\n]*, true, true\);\n\s*else if \(\(\(4L\*B\*S\)\) <= \(64L\)\) c\.expert_gemv\([^\n]*, false, true\);/);
-    expect(src.match(/if \(\(\(B\*S\)\) == \(1L\)\) c\.gemv_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, 640L, 256L\);\n\s*else c\.gemm_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, \(B\*S\), 640L, 256L\);/g)).toHaveLength(2);
+    expect(src.match(/if \(\(\(B\*S\)\) == \(1L\)\) c\.gemv_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, 640L, 256L\);\n\s*else c\.gemm_swiglu\(b \+ \d+, b \+ \d+, b \+ \d+, b \+ \d+, \(B\*S\), 640L, 256L\);/g)).toHaveLength(3);
     expect(kernelsNamed(src, "k_swiglu").filter((k) => k.includes("const uint4 "))).toHaveLength(0);
     await expectCompiles([join(dir, "gemv"), "model.cu"]);
   }, 300_000);
@@ -207,8 +208,8 @@ describe("lingc compile --target cuda", () => {
     const r = await cli("compile", "ling-tiny", "--target", "cuda", "--draft", "mtp", "--out", join(dir, "draft"));
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "draft", "model.cu"), "utf8");
-    // prefill 0, decode 1, draft 2; its cache is the MTP layer's (layer 3 of ling-tiny's 3 + 1).
-    expect(src).toMatch(/GENERATION = \{0, 1, "input_ids", "logits", "input_ids", "logits", 6, CACHE, 2, "input_ids", "mtp_logits", "hidden", "final_hidden", "final_hidden", 2, DRAFT_CACHE\}/);
+    // graphs forward 0, prefill 1, decode 2, draft 3; its cache is the MTP layer's (layer 3 of ling-tiny's 3 + 1).
+    expect(src).toMatch(/GENERATION = \{1, 2, "input_ids", "logits", "input_ids", "logits", 6, CACHE, 3, "input_ids", "mtp_logits", "hidden", "final_hidden", "final_hidden", 2, DRAFT_CACHE\}/);
     expect(src).toContain('{"past.3.key", "present.3.key", 2, ');
     await expectCompiles([join(dir, "draft"), "model.cu"]);
   }, 300_000);

@@ -2017,9 +2017,16 @@ static int selftest_model(Runtime& rt) {
  * the decode graph, one after another) and decode B with a P-token cache, median of repeats; plus
  * this GPU's copy bandwidth and bf16 GEMM rate.
  */
-static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill, const std::vector<long>& chunk_counts, const std::vector<std::pair<long, long>>& decode, int repeats) {
+static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill, const std::vector<long>& chunk_counts, const std::vector<std::pair<long, long>>& decode, int repeats, const std::string& whole_graph) {
   const GenerationDef& gen = generation();
-  const std::string prefill_graph = GRAPHS[gen.prefill]->name, decode_graph = GRAPHS[gen.decode]->name;
+  // The prefill rows run generation's prefill graph, or --graph's (e.g. forward: every position's logits).
+  const std::string prefill_graph = whole_graph.empty() ? GRAPHS[gen.prefill]->name : whole_graph, decode_graph = GRAPHS[gen.decode]->name;
+  {
+    const Plan& p = rt.plan(prefill_graph);
+    bool takes = false;
+    for (int i = 0; i < p.g->ninputs; ++i) takes = takes || !std::strcmp(p.g->inputs[i].name, gen.prefill_tokens);
+    if (!takes || p.g->ninputs != 1) fail("bench --graph %s: the prefill rows run a graph whose one input is %s", prefill_graph.c_str(), gen.prefill_tokens);
+  }
   const long vocab = vocab_size(rt);
   std::printf("{\n  \"model\": \"%s\",\n", MODEL_NAME);
   // Ceilings measured in this run.
@@ -2317,6 +2324,8 @@ static const char* USAGE =
     "            tile programs (attentions, grouped expert GEMM/GEMVs, dense GEMVs) against the op table's direct forms; no checkpoint)\n"
     "  bench     (--checkpoint DIR | --random-weights) [--prefill 1x2048,1x8192] [--decode 1x2048,32x2048] [--repeats N] [--profile]\n"
     "            [--chunks N[,N...]]: also prefill in N chunks of the sequence through the decode graph (in flight across a pipeline's stages)\n"
+    "            [--graph NAME]: the prefill rows run this graph (its one input the tokens; default: generation's prefill graph,\n"
+    "            whose logits are the last position's; forward: every position's)\n"
     "  trainbench (--checkpoint DIR | --random-weights) [--graph train] [--shape 1x4096] [--repeats N]: step time and memory of a training graph\n"
     "  (any command: --eager-alloc allocates every value of a run for the whole run instead of first write to last use)\n"
     "  A program of a pipeline stage (lingc_stageK) runs as one process per stage (RANK, WORLD_SIZE, LOCAL_RANK,\n"
@@ -2383,6 +2392,7 @@ int main(int argc, char** argv) {
     generate_command(opt, pp.vocab, pp.rank == pp.last(),
                      [&](const std::vector<std::vector<int>>& batch, int steps, std::vector<std::string>* lg) { return pipeline_generate(rt, pp, batch, steps, lg); });
   } else if (staged && cmd == "bench") {
+    if (opt.count("graph")) fail("bench --graph: a pipeline's prefill rows run its prefill graph (--graph is for a one-stage program)");
     pipeline_bench(rt, pp, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), parse_counts(opt.count("chunks") ? opt["chunks"] : ""),
                    parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10);
   } else if (staged) {
@@ -2426,7 +2436,8 @@ int main(int argc, char** argv) {
     if (shape.size() != 1) fail("trainbench: --shape takes one BxS");
     trainbench(rt, opt.count("graph") ? opt["graph"] : "train", shape[0].first, shape[0].second, opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 3);
   } else if (cmd == "bench") {
-    bench(rt, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), parse_counts(opt.count("chunks") ? opt["chunks"] : ""), parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10);
+    bench(rt, parse_shapes(opt.count("prefill") ? opt["prefill"] : "1x2048,1x8192"), parse_counts(opt.count("chunks") ? opt["chunks"] : ""), parse_shapes(opt.count("decode") ? opt["decode"] : "1x2048,32x2048"), opt.count("repeats") ? std::atoi(opt["repeats"].c_str()) : 10,
+          opt.count("graph") ? opt["graph"] : "");
   } else {
     fail("unknown command '%s'\n%s", cmd.c_str(), USAGE);
   }

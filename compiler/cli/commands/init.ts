@@ -105,9 +105,12 @@ export const init: Command = {
     const graph = str(args, "graph") ?? source.graphs[0]!;
     const m = source.module(graph);
     const dims = parseDims(str(args, "dims"));
+    // Token ids: the input a generation graph declares (its vocabulary the logits' last axis), or
+    // one the module's `tokens` and `vocab` attributes name (a forward or training graph's).
     const role = generationRole(m);
     const logits = role ? m.entry!.results.find((r) => r.name === role.logits) : undefined;
-    const vocab = logits?.value.type.shape[logits.value.type.rank - 1]?.value;
+    const tokens = role?.tokens ?? m.attrs["tokens"];
+    const vocab = logits?.value.type.shape[logits.value.type.rank - 1]?.value ?? (m.attrs["vocab"] ? Number(m.attrs["vocab"]) : undefined);
     const inputs: Record<string, Tensor> = {};
     for (const p of m.entry!.params) {
       const shape = p.type.shape.map((d) => {
@@ -115,8 +118,8 @@ export const init: Command = {
         return d.eval(dims);
       });
       if (isFloat(p.type.dtype)) inputs[p.name!] = Tensor.from(p.type.dtype, shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => 2 * rng.next() - 1));
-      else if (role && p.name === role.tokens && vocab) inputs[p.name!] = Tensor.from(p.type.dtype, shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => Math.floor(rng.next() * vocab)));
-      else throw new LingcError(`input ${p.name} is ${p.type}: lingc does not make up integer inputs (only token ids of a generation graph)`);
+      else if (p.name === tokens && vocab) inputs[p.name!] = Tensor.from(p.type.dtype, shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => Math.floor(rng.next() * vocab)));
+      else throw new LingcError(`input ${p.name} is ${p.type}: lingc does not make up integer inputs (only token ids: the input a module's generation role or tokens attribute names)`);
     }
     writeSafetensors(inputsPath, inputs);
     io.err(`wrote ${Object.keys(inputs).join(", ")} to ${inputsPath}\n`);

@@ -41,6 +41,17 @@ describe("interpreter vs upstream golden (ling-tiny, fp32)", () => {
     expect(rowSets(mine)).toEqual(rowSets(golden[`topk_idx.${i}`]!));
   });
 
+  it("the prefill graph's logits are forward's at the last position, bit for bit, and its cache forward's", async () => {
+    const p = await model.graphs["prefill"]!.run({ input_ids: golden["input_ids"]! });
+    const [B, S, V] = out["logits"]!.shape as [number, number, number];
+    expect(p["logits"]!.shape).toEqual([B, 1, V]);
+    for (let b = 0; b < B; b++) expect(p["logits"]!.data.subarray(b * V, (b + 1) * V)).toEqual(out["logits"]!.data.subarray((b * S + S - 1) * V, (b * S + S) * V));
+    for (const name of Object.keys(out).filter((n) => n.startsWith("present."))) expect(p[name]!.data).toEqual(out[name]!.data);
+    // No MTP layer runs in prefill (the draft graph runs it when speculative decoding wants it).
+    expect(p["mtp_logits"]).toBeUndefined();
+    expect(p["final_hidden"]!.shape).toEqual([B, S, 64]);
+  });
+
   it("greedy generation through the decode graph reproduces greedy_ids and greedy_logits", async () => {
     const { prompts, tokens, steps, stepLogits } = goldenGreedy(golden);
     let decodeCalls = 0;

@@ -52,9 +52,9 @@ function prefetchWeights(): { prefetchWeights?: "fp8" | "all" } {
   return v === "off" ? {} : { prefetchWeights: v };
 }
 
-/** LINGC_ATTN_QUANT_EPILOGUE: prefill (default: flash_wgmma's), all (decode attention's merge kernels too), off. */
+/** LINGC_ATTN_QUANT_EPILOGUE: all (default: flash_wgmma's and decode attention's merge kernels), prefill (flash_wgmma's only), off. */
 function attentionQuantEpilogue(): { attentionQuantEpilogue?: "prefill" | "all" } {
-  const v = envChoice("LINGC_ATTN_QUANT_EPILOGUE", ["prefill", "all", "off"]);
+  const v = envChoice("LINGC_ATTN_QUANT_EPILOGUE", ["all", "prefill", "off"]);
   return v === "off" ? {} : { attentionQuantEpilogue: v };
 }
 

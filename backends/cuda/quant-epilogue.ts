@@ -7,11 +7,12 @@
  *
  * - Attention's (GenLimits.attentionQuantEpilogue): FP8's output projection input, quantized by
  *   flash_wgmma's epilogue at prefill (flash-common.ts storeQuantRows: a 128-column group is one
- *   head's row, one quad's; the attention's long key loop dwarfs the epilogue's work), the CUDA
- *   default (LINGC_ATTN_QUANT_EPILOGUE=prefill; measured in
- *   bench/results/attn-epilogue-2026-12-03-h200.md); with =all also by decode attention's merge
- *   kernel (attention.ts attentionMergeKernel: a row one group, a thread a column; one launch a
- *   layer fewer at decode, not yet timed on a GPU); =off neither. A dispatch with several such
+ *   head's row, one quad's; the attention's long key loop dwarfs the epilogue's work; measured in
+ *   bench/results/attn-epilogue-2026-12-03-h200.md), and by decode attention's merge kernel
+ *   (attention.ts attentionMergeKernel: a row one group, a thread a column; one launch a layer
+ *   fewer at decode: batch 1 1.247-1.265 -> 1.206-1.217 ms a step in one call,
+ *   bench/results/prefill-graph-2026-12-03-h200.md): LINGC_ATTN_QUANT_EPILOGUE=all, the CUDA
+ *   default; =prefill flash_wgmma's only; =off neither. A dispatch with several such
  *   programs gets each its merged kernel, under the sizes that choose it.
  * - The routed SwiGLU experts' (GenLimits.quantEpilogue, LINGC_QUANT_EPILOGUE=on; off by default):
  *   their hidden rows, quantized by the grouped_gemm_fp8 warpgroup program (grouped-gemm-wgmma.ts).

@@ -104,7 +104,7 @@ attention_check() {
 alternate() {
   local pf=$1 dc=$2; shift 2
   for round in 1 2; do
-    for m in "$@"; do echo "== $m, round $round${ALT_ARGS:+ ($ALT_ARGS)}"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "$pf" --decode "$dc" --repeats 5 ${ALT_ARGS:-} | grep -oE '"seq": [0-9]*, "ms": [0-9.]*|"batch": [0-9]*, "cache": 2048, .*"graph_ms_per_step": [0-9.]*'; done
+    for m in "$@"; do echo "== $m, round $round${ALT_ARGS:+ ($ALT_ARGS)}"; timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "$pf" --decode "$dc" --repeats 5 ${ALT_ARGS:-} | grep -oE '"seq": [0-9]*, "ms": [0-9.]*|"batch": [0-9]*, "cache": 2048, .*"graph_ms_per_step": [0-9.]*(, "graph_tokens_per_s": [0-9.]*, "bytes_per_step": [0-9]*, "GBps": [0-9.]*, "bandwidth_fraction": [0-9.]*)?'; done
   done
 }
 

@@ -248,9 +248,9 @@ describe("lingc compile --target cuda: tile programs", () => {
     await expectKernelsCompile(join(dir, "qe"), merged);
   }, 300_000);
 
-  it("by default (LINGC_ATTN_QUANT_EPILOGUE=prefill) FP8 Ling-mini's prefill attention writes its result as the output projection's codes and scales where the sizes choose flash_wgmma (the quantize step skipped there), else both as before; unspilled; =all: decode attention's merge kernels too; =off: neither", async () => {
+  it("LINGC_ATTN_QUANT_EPILOGUE=prefill: FP8 Ling-mini's prefill attention writes its result as the output projection's codes and scales where the sizes choose flash_wgmma (the quantize step skipped there), else both as before; unspilled; by default (=all) decode attention's merge kernels too; =off: neither", async () => {
     const args = ["compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16"];
-    const on = await cli(...args, "--out", join(dir, "ae"));
+    const on = await cliEnv({ LINGC_ATTN_QUANT_EPILOGUE: "prefill" }, ...args, "--out", join(dir, "ae"));
     expect(on.code, on.stderr).toBe(0);
     const src = readFileSync(join(dir, "ae", "model.cu"), "utf8");
     // Step 4 (the attention) of the dense and MoE layers, in forward and prefill (S keys) and decode (P + S): past
@@ -267,9 +267,10 @@ describe("lingc compile --target cuda: tile programs", () => {
     const off = await cliEnv({ LINGC_ATTN_QUANT_EPILOGUE: "off" }, ...args, "--out", join(dir, "ae-off"));
     expect(off.code, off.stderr).toBe(0);
     expect(readFileSync(join(dir, "ae-off", "model.cu"), "utf8")).not.toMatch(/qe\d+_|k_attention_q_/);
-    // =all: decode attention's two generated forms take it in their merge kernels too, each under the
-    // sizes that choose it (the runtime's attn_decode between them does not), flash_wgmma past them.
-    const all = await cliEnv({ LINGC_ATTN_QUANT_EPILOGUE: "all" }, ...args, "--out", join(dir, "ae-all"));
+    // By default (=all): decode attention's two generated forms take it in their merge kernels too,
+    // each under the sizes that choose it (the runtime's attn_decode between them does not),
+    // flash_wgmma past them.
+    const all = await cli(...args, "--out", join(dir, "ae-all"));
     expect(all.code, all.stderr).toBe(0);
     const allSrc = readFileSync(join(dir, "ae-all", "model.cu"), "utf8");
     const first = "((S)) <= (16L) && ((16L*B*S)) <= (64L)";

@@ -114,8 +114,9 @@ export interface GenLimits {
    * CUDA: an activation quantize of an attention step's result (FP8's output projection input),
    * which it alone reads, runs in the attention's program where the sizes choose it: the program
    * writes the codes and scales instead of the bf16 rows (backends/cuda/quant-epilogue.ts).
-   * "prefill": flash_wgmma's (the CUDA default, measured: bench/results/attn-epilogue-2026-12-03-h200.md);
-   * "all": decode attention's merge kernels too (LINGC_ATTN_QUANT_EPILOGUE=all; not yet timed on a GPU);
+   * "prefill": flash_wgmma's (LINGC_ATTN_QUANT_EPILOGUE=prefill; measured: bench/results/attn-epilogue-2026-12-03-h200.md);
+   * "all": decode attention's merge kernels too (the CUDA default since decode batch 1 measured
+   * 1.247-1.265 -> 1.206-1.217 ms a step with it, bench/results/prefill-graph-2026-12-03-h200.md);
    * LINGC_ATTN_QUANT_EPILOGUE=off: neither.
    */
   attentionQuantEpilogue?: "prefill" | "all";

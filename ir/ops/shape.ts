@@ -8,7 +8,8 @@ import { isFloat } from "../dtype";
 import { OpError } from "../errors";
 import { numelOf } from "../tensor";
 import { scalesFollowRows, TensorType } from "../types";
-import { attr, defineOp, expectSameDtype, normAxis, type Cost } from "./registry";
+import type { Value } from "../module";
+import { attr, defineOp, expectSameDtype, normAxis, type Cost, type OpBuilder } from "./registry";
 import { unbroadcast } from "./vjp";
 
 /** Ops that only reinterpret or create small tensors: free in the cost model. */
@@ -128,18 +129,26 @@ export const SLICE = defineOp({
     // The cotangent in its span of the axis, zeros before and after.
     const axis = normAxis(attr.int(attrs, "axis"), x!.type.rank);
     const start = attr.int(attrs, "start");
-    const end = attr.int(attrs, "end");
-    const zeros = (len: Dim) => {
-      const shape = [...x!.type.shape];
-      shape[axis] = len;
-      return b.op1("broadcast_to", [b.op1("constant", [], { values: [0], dtype: x!.type.dtype })], { shape });
-    };
-    const len = x!.type.shape[axis]!.value;
-    if (len === undefined) throw new OpError(`slice: its derivative pads axis ${axis} of ${x!.type}, whose length is not a number`);
-    const parts = [...(start > 0 ? [zeros(Dim.of(start))] : []), ct!, ...(len > end ? [zeros(Dim.of(len - end))] : [])];
-    return [parts.length === 1 ? ct! : b.op1("concat", parts, { axis })];
+    return [padAlong(b, "slice", x!, ct!, axis, (len) => [start, len - attr.int(attrs, "end")])];
   },
 });
+
+/**
+ * A slice's cotangent `ct` put back in place along `axis` of `x`: zeros before and after it, as many
+ * as `span` says for the axis' length (which must be a number).
+ */
+function padAlong(b: OpBuilder, op: string, x: Value, ct: Value, axis: number, span: (len: number) => [before: number, after: number]): Value {
+  const len = x.type.shape[axis]!.value;
+  if (len === undefined) throw new OpError(`${op}: its derivative pads axis ${axis} of ${x.type}, whose length is not a number`);
+  const zeros = (n: number) => {
+    const shape = [...x.type.shape];
+    shape[axis] = Dim.of(n);
+    return b.op1("broadcast_to", [b.op1("constant", [], { values: [0], dtype: x.type.dtype })], { shape });
+  };
+  const [lead, tail] = span(len);
+  const parts = [...(lead > 0 ? [zeros(lead)] : []), ct, ...(tail > 0 ? [zeros(tail)] : [])];
+  return parts.length === 1 ? ct : b.op1("concat", parts, { axis });
+}
 
 /**
  * The last `count` positions along an axis, whatever its length: a slice whose start is a symbol's
@@ -173,14 +182,7 @@ export const TAKE_LAST = defineOp({
   vjp(b, [x], _outs, [ct], attrs) {
     // The cotangent at the axis' end, zeros before it.
     const axis = normAxis(attr.int(attrs, "axis"), x!.type.rank);
-    const len = x!.type.shape[axis]!.value;
-    if (len === undefined) throw new OpError(`take_last: its derivative pads axis ${axis} of ${x!.type}, whose length is not a number`);
-    const before = len - attr.int(attrs, "count");
-    if (before === 0) return [ct!];
-    const shape = [...x!.type.shape];
-    shape[axis] = Dim.of(before);
-    const zeros = b.op1("broadcast_to", [b.op1("constant", [], { values: [0], dtype: x!.type.dtype })], { shape });
-    return [b.op1("concat", [zeros, ct!], { axis })];
+    return [padAlong(b, "take_last", x!, ct!, axis, (len) => [len - attr.int(attrs, "count"), 0])];
   },
 });
 

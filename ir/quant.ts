@@ -15,6 +15,9 @@
  *   - "ling-ue8m0": the same with s rounded up to a power of two (a UE8M0 scale; Ling's converter does
  *     this for attention.dense and the experts' gate and up projections)
  * fp8() rounds to nearest even; e4m3 saturates at 448.
+ *
+ * Scale dtypes (what a checkpoint stores; the value is always the dequantizing factor): f32, bf16,
+ * and u8 read as UE8M0 (OCP MX: an 8-bit biased exponent, the scale 2^(e - 127); 255 is NaN).
  */
 import { Dim } from "./dim";
 import type { DType } from "./dtype";
@@ -31,6 +34,12 @@ export function fp8Max(dtype: DType): number {
   if (dtype === "f8e4m3fn") return 448;
   if (dtype === "f8e5m2") return 57344;
   throw new LingcError(`${dtype} is not an fp8 format`);
+}
+
+/** Scale values as stored in `dtype` (u8: UE8M0 exponents) to the factors they stand for, in f32. */
+export function scaleFactors(stored: ArrayLike<number>, dtype: DType): Float32Array {
+  if (dtype !== "u8") return Float32Array.from(stored);
+  return Float32Array.from(stored, (e) => (e === 255 ? NaN : 2 ** (e - 127)));
 }
 
 /** The scale grid's dims of a tensor of `shape` (symbolic dims allowed where a block spans one row or the whole axis). */

@@ -18,6 +18,7 @@ import type { Module, Value } from "../../ir/module";
 import { attrsOf, OPS } from "../../ir/ops";
 import { isStaged, splitStages } from "../../ir/stages";
 import { weightBytesPerToken } from "../../ir/params";
+import { collectWeights } from "../../ir/weights";
 import type { CudaProfile } from "../../ir/target";
 import type { Program } from "../backend";
 import { buildFrames, type FrameSchedule } from "../frames";
@@ -487,9 +488,24 @@ export interface CudaSources {
   files: Record<string, string>;
 }
 
+/**
+ * The CUDA runtime loads scales as the checkpoint stores them and its kernels read f32 factors: a
+ * bf16 or UE8M0 (u8) scale grid is refused by name (interp, onnx and wgsl widen or decode them).
+ */
+function refuseScaleDtypes(graphs: readonly Module[]): void {
+  for (const m of graphs) {
+    const values = [...collectWeights(m).map((w) => ({ what: `weight ${w.name}`, type: w.type })), ...m.entry!.params.map((p) => ({ what: `input ${p.name}`, type: p.type }))];
+    for (const v of values) {
+      const dt = v.type.quant?.scaleDtype;
+      if (dt && dt !== "f32") throw new LingcError(`graph ${m.name}: ${v.what} has ${dt === "u8" ? "UE8M0 (u8)" : dt} scales (${v.type}); the cuda target runs f32 scales only (not implemented for ${dt} yet; the interp, onnx and wgsl backends run them)`);
+    }
+  }
+}
+
 export function emitCuda(program: Program): CudaSources {
   const profile = cudaProfile(program);
   if (!program.graphs.length) throw new LingcError("the CUDA emitter got a program with no graphs");
+  refuseScaleDtypes(program.graphs);
   const names = program.graphs.map((m) => m.name);
   if (new Set(names).size !== names.length) throw new LingcError(`the program has two graphs of the same name (${names.join(", ")})`);
   const runtime = runtimeSources();

@@ -106,10 +106,18 @@ class Emitter {
     return name;
   }
 
-  /** The `_scale_inv` initializer of fp8 weight `name` (with a leading 1 for one expert of a stack). */
+  /**
+   * The `_scale_inv` initializer of fp8 weight `name` (with a leading 1 for one expert of a stack),
+   * as f32 factors: a bf16 one widened, a UE8M0 one (u8) as 2^(e - 127) (ir/quant.ts scaleFactors).
+   */
   scaleInitializer(name: string, type: TensorType, leadingOne: boolean): string {
     const grid = scaleGridShape(type.shape.map((d) => d.value!), type.quant!.granularity);
-    return this.initializer(scaleNameOf(name), new TensorType(type.quant!.scaleDtype, grid.map((d) => Dim.of(d))), leadingOne ? [1, ...grid] : grid);
+    const dt = type.quant!.scaleDtype;
+    const stored = this.initializer(scaleNameOf(name), new TensorType(dt, grid.map((d) => Dim.of(d))), leadingOne ? [1, ...grid] : grid);
+    if (dt === "f32") return stored;
+    const meta = { scope: name };
+    const wide = this.g.one("Cast", [stored], { to: elemType("f32") }, meta);
+    return dt === "u8" ? this.g.one("Pow", [this.g.scalar(2, "f32"), this.g.one("Sub", [wide, this.g.scalar(127, "f32")], {}, meta)], {}, meta) : wide;
   }
 
   /** An external-data initializer for checkpoint tensor `name` (stored as `type`), declared with `dims`. */

@@ -8,7 +8,7 @@
  */
 import { isFloat, isFp8, type DType } from "../../ir/dtype";
 import { LingcError } from "../../ir/errors";
-import { scaleGridShape } from "../../ir/quant";
+import { scaleFactors, scaleGridShape } from "../../ir/quant";
 import type { WeightSource } from "../../ir/interpret";
 import { isStackedWeight, type Module } from "../../ir/module";
 import { Tensor, allocData, shapeToString } from "../../ir/tensor";
@@ -133,7 +133,8 @@ export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): Weig
       if (type.quant) {
         // Stacked experts: each expert's grid, side by side (the grid of the stacked shape).
         const grid = scaleGridShape(shape, type.quant.granularity);
-        const scales = Float32Array.from(gather(names.map(scaleNameOf), grid, "f32"));
+        // As factors (a UE8M0 scale is an exponent: ir/quant.ts scaleFactors).
+        const scales = scaleFactors(gather(names.map(scaleNameOf), grid, type.quant.scaleDtype), type.quant.scaleDtype);
         // A NaN or infinite scale makes its block NaN (the fp8 codes themselves are checked where they decode).
         refuseNonFinite(ck, scaleNameOf(name), names.map(scaleNameOf), grid, scales);
         t = new Tensor(type.dtype, shape, data, { layout: type.quant, scales });

@@ -4,6 +4,7 @@
  * LoadedModel contract as the Node backends, so the same generate loop runs in the page.
  */
 import { LingcError } from "../../ir/errors";
+import { scaleFactors } from "../../ir/quant";
 import { decodeTensor, parseSafetensors } from "../weights/safetensors-format";
 import type { LoadedModel } from "../backend";
 import type { WgslArtifact } from "./artifact";
@@ -26,9 +27,10 @@ export function weightsFromBytes(bytes: ArrayBuffer, file = "model.safetensors")
     const data = decodeTensor(bytes.slice(e.begin, e.end), e.dtype, n, `${file}: tensor "${name}"`);
     return data instanceof Float32Array ? data : Int32Array.from(data);
   };
-  return (name, shape) => {
+  return (name, shape, dtype) => {
     if (!name.includes(".*.")) {
-      const d = one(name);
+      // An fp8 weight's UE8M0 scales (u8) as the factors the kernels read (ir/quant.ts scaleFactors).
+      const d = name.endsWith("_scale_inv") && dtype === "u8" ? scaleFactors(one(name), "u8") : one(name);
       const want = shape.reduce((a, b) => a * b, 1);
       if (d.length !== want) throw new LingcError(`${file}: tensor "${name}" has ${d.length} values, the model expects [${shape}]`);
       return d;
@@ -36,7 +38,8 @@ export function weightsFromBytes(bytes: ArrayBuffer, file = "model.safetensors")
     const per = shape.slice(1).reduce((a, b) => a * b, 1);
     const out = new Float32Array(shape[0]! * per);
     for (let e = 0; e < shape[0]!; e++) {
-      const part = one(name.replace(".*.", `.${e}.`));
+      const stored = one(name.replace(".*.", `.${e}.`));
+      const part = name.endsWith("_scale_inv") && dtype === "u8" ? scaleFactors(stored, "u8") : stored;
       if (part.length !== per) throw new LingcError(`${file}: tensor "${name.replace(".*.", `.${e}.`)}" has ${part.length} values, the model expects ${per}`);
       out.set(part, e * per);
     }

@@ -65,7 +65,9 @@ export interface Slot {
  */
 export function scaleSlotOf(s: Omit<Slot, "id">): Omit<Slot, "id"> {
   const q = s.type.quant!;
-  const type = new TensorType(q.scaleDtype, scaleGridDims(s.type.shape, q.granularity));
+  // The factors, in f32 whatever dtype a checkpoint stores them in: hosts decode a weight's at load
+  // (ir/quant.ts scaleFactors; the cuda target refuses other stored dtypes).
+  const type = new TensorType("f32", scaleGridDims(s.type.shape, q.granularity));
   if (s.source === "weight") return { type, source: "weight", weight: scaleNameOf(s.weight!) };
   if (s.source === "computed") return { type, source: "computed", name: s.name !== undefined ? `${s.name}.scale` : undefined };
   throw new LingcError(`a scaled fp8 value (${s.type}${s.name ? `, ${s.name}` : ""}) cannot be a ${s.source === "param" || s.source === "call" ? "layer function's parameter or result" : `graph ${s.source}`} yet`);

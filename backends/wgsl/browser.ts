@@ -25,12 +25,13 @@ export function weightsFromBytes(bytes: ArrayBuffer, file = "model.safetensors")
     if (!e.dtype) throw new LingcError(`${file}: tensor "${name}" has dtype ${e.stDtype}, which lingc does not compute with`);
     const n = e.shape.reduce((a, b) => a * b, 1);
     const data = decodeTensor(bytes.slice(e.begin, e.end), e.dtype, n, `${file}: tensor "${name}"`);
+    // An fp8 weight's scales as the factors the kernels read (UE8M0 exponents decoded: ir/quant.ts scaleFactors).
+    if (name.endsWith("_scale_inv")) return scaleFactors(data, e.dtype);
     return data instanceof Float32Array ? data : Int32Array.from(data);
   };
-  return (name, shape, dtype) => {
+  return (name, shape) => {
     if (!name.includes(".*.")) {
-      // An fp8 weight's UE8M0 scales (u8) as the factors the kernels read (ir/quant.ts scaleFactors).
-      const d = name.endsWith("_scale_inv") && dtype === "u8" ? scaleFactors(one(name), "u8") : one(name);
+      const d = one(name);
       const want = shape.reduce((a, b) => a * b, 1);
       if (d.length !== want) throw new LingcError(`${file}: tensor "${name}" has ${d.length} values, the model expects [${shape}]`);
       return d;
@@ -38,8 +39,7 @@ export function weightsFromBytes(bytes: ArrayBuffer, file = "model.safetensors")
     const per = shape.slice(1).reduce((a, b) => a * b, 1);
     const out = new Float32Array(shape[0]! * per);
     for (let e = 0; e < shape[0]!; e++) {
-      const stored = one(name.replace(".*.", `.${e}.`));
-      const part = name.endsWith("_scale_inv") && dtype === "u8" ? scaleFactors(stored, "u8") : stored;
+      const part = one(name.replace(".*.", `.${e}.`));
       if (part.length !== per) throw new LingcError(`${file}: tensor "${name.replace(".*.", `.${e}.`)}" has ${part.length} values, the model expects ${per}`);
       out.set(part, e * per);
     }

@@ -2,7 +2,8 @@
  * UE8M0 scales: an fp8 weight whose scale grid is stored as u8 (`scale(u8, block(128, 128))`) holds
  * exponents, the factor being 2^(e - 127) (ir/quant.ts scaleFactors). Each backend that runs FP8
  * decodes them (interp and wgsl at load, onnx in the graph, the browser's weight provider as it
- * reads the file); the cuda target refuses them by name instead of reading exponents as factors.
+ * reads the file), and widens bf16 scales; the cuda target refuses both by name instead of reading
+ * exponents or bf16 bits as f32 factors.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -26,6 +27,9 @@ const O = 256;
 const EXPONENTS = [120, 127, 131, 0];
 const lir = join(dir, "p.lir");
 const weights = join(dir, "w.safetensors");
+// The same factors as bf16 scales (widened on every backend that runs them).
+const lirBf16 = join(dir, "p-bf16.lir");
+const weightsBf16 = join(dir, "w-bf16.safetensors");
 
 // Codes: e4m3 bytes of small values of both signs (0x30 = 0.5, 0x38 = 1, 0xb8 = -1, 0x40 = 2).
 const CODES = [0x30, 0x38, 0xb8, 0x40];
@@ -45,34 +49,36 @@ function reference(): number[] {
   return y;
 }
 
-beforeAll(() => {
-  writeFileSync(
-    lir,
-    `module @p {
+const module = (scaleDtype: string) => `module @p {
   func @p(%x: f32[${T}, ${K}])
       weights(
-        @w: f8e4m3fn[${O}, ${K}] scale(u8, block(128, 128))
+        @w: f8e4m3fn[${O}, ${K}] scale(${scaleDtype}, block(128, 128))
       )
       -> (y: f32[${T}, ${O}]) {
     %y = linear(%x, @w) {out = f32} : f32[${T}, ${O}]
     return %y
   }
 }
-`,
-  );
+`;
+
+beforeAll(() => {
+  writeFileSync(lir, module("u8"));
+  writeFileSync(lirBf16, module("bf16"));
   // The codes as the file stores them: an F8_E4M3 tensor is written from its values.
   const w = Tensor.from("f8e4m3fn", [O, K], Array.from({ length: O * K }, (_, i) => value(code(Math.floor(i / K), i % K))));
   writeSafetensors(weights, { w, w_scale_inv: Tensor.from("u8", [2, 2], EXPONENTS) });
+  writeSafetensors(weightsBf16, { w, w_scale_inv: Tensor.from("bf16", [2, 2], EXPONENTS.map((e) => 2 ** (e - 127))) });
 });
 
-describe.each(["interp", "onnx", "wgsl"])("UE8M0 weight scales on %s", (backend) => {
+describe.each(["interp", "onnx", "wgsl"].flatMap((backend) => [[backend, "UE8M0 (u8)"], [backend, "bf16"]]))("%s, %s weight scales", (backend, kind) => {
   let model: LoadedModel;
   beforeAll(async () => {
-    model = (await loadModel({ source: await openSource(lir, weights), backend })).model;
+    const [l, w] = kind === "bf16" ? [lirBf16, weightsBf16] : [lir, weights];
+    model = (await loadModel({ source: await openSource(l, w), backend })).model;
   }, 60_000);
   afterAll(() => model.close());
 
-  it("dequantize as 2^(e - 127): the linear matches the f64 reference within f32 rounding", async () => {
+  it("dequantize as 2^(e - 127) (u8: the exponent e; bf16: the factor): the linear matches the f64 reference within f32 rounding", async () => {
     const y = (await model.graphs["p"]!.run({ x }))["y"]!;
     const want = reference();
     const peak = Math.max(...want.map(Math.abs));

@@ -659,15 +659,20 @@ gemmncu)
   ;;
 attndecode)
   # Decode attention's merge kernels with the FP8 output projection input's quantize as their
-  # epilogue (LINGC_ATTN_QUANT_EPILOGUE=all; the default, prefill, leaves decode's quantize its own
-  # launch): bench/cuda/ling-qp W8A8, generate's greedy ids (decode: one row, the merge epilogue)
-  # with prefill and all; memcheck on FP8 Ling-mini's decode 1x64 with all; then fp8ab with all as
-  # mini8-env0.
-  D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic"
+  # epilogue (LINGC_ATTN_QUANT_EPILOGUE=all, the default since 2026-12-03): bench/cuda/ling-qp in bf16
+  # (head_dim 128: a 1x128 group is a head's row; in f32, the default for --quantize on a bf16
+  # checkpoint, no attention epilogue applies), W8A8, generate's greedy ids (decode: one row, the
+  # merge epilogue) with =off and the default; memcheck and racecheck on generate with it; then
+  # (LINGC_AE_AB=0 skips them) memcheck on FP8 Ling-mini's decode 1x64 and fp8ab with =prefill as mini8-env0.
+  D=/tmp/qp; Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"
   rm -rf $D && mkdir -p $D && cp bench/cuda/ling-qp/config.json $D/ && $L init $D --weights $D/model.safetensors --inputs $D/ids.safetensors --graph forward --dims B=1,S=4 >/dev/null || exit 1
-  for v in prefill all; do echo "generate, LINGC_ATTN_QUANT_EPILOGUE=$v: $(LINGC_ATTN_QUANT_EPILOGUE=$v $L generate $D $Q --backend cuda --prompt 5,6,7,8 --max-new-tokens 8 | paste -sd'|')"; done
+  for v in off all; do echo "generate, LINGC_ATTN_QUANT_EPILOGUE=$v: $(LINGC_ATTN_QUANT_EPILOGUE=$v $L generate $D $Q --backend cuda --prompt 5,6,7,8 --max-new-tokens 8 | paste -sd'|')"; done
+  EXE=$(ls -td /tmp/lingc-cache/cuda/*/lingc_model | head -1)  # the last one built: with the epilogues
+  echo "epilogue flags: $(grep -c "qe[0-9]*_ = " "$(dirname $EXE)/model.cu"), decode merge kernels with it: $(grep -c "__global__.*k_attention_q_then" "$(dirname $EXE)/model.cu")"
+  sanitized attn-decode $EXE generate --checkpoint $D --prompt 5,6,7,8 --max-new-tokens 4
+  [ "${LINGC_AE_AB:-1}" = 0 ] && exit 0
   mini8_env0_memcheck ae LINGC_ATTN_QUANT_EPILOGUE=all || exit 1
-  LINGC_ENVS="LINGC_ATTN_QUANT_EPILOGUE=all" bash "$0" fp8ab
+  LINGC_ENVS="LINGC_ATTN_QUANT_EPILOGUE=prefill" bash "$0" fp8ab
   ;;
 rowncu)
   # Nsight Compute on kernels of FP8 (mini8) and bf16 (mini) Ling-mini at prefill 1x8192:

@@ -75,6 +75,14 @@ export function generationRole(m: { name: string; attrs: Readonly<Record<string,
   return { role, tokens: need("tokens"), logits: need("logits"), cache, ...(hidden ? { hidden } : {}) };
 }
 
+/**
+ * The input taking token ids: the one a generation role names, else the module's `tokens` attribute
+ * (a forward or training graph's); undefined when neither says.
+ */
+export function tokensInput(m: { name: string; attrs: Readonly<Record<string, string>> }): string | undefined {
+  return generationRole(m)?.tokens ?? m.attrs["tokens"];
+}
+
 function globRegex(pattern: string): RegExp {
   return new RegExp(`^${pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("([^.]+)")}$`);
 }

@@ -13,18 +13,17 @@
  */
 import { Dim, product } from "../../ir/dim";
 import { LingcError, formatPos } from "../../ir/errors";
-import { cachePairs, generationRole, type CachePair, type GenerationRole } from "../../ir/generation";
+import { cachePairs, generationRole, tokensInput, type CachePair, type GenerationRole } from "../../ir/generation";
 import type { Module, Value } from "../../ir/module";
 import { attrsOf, OPS } from "../../ir/ops";
 import { isStaged, splitStages } from "../../ir/stages";
 import { weightBytesPerToken } from "../../ir/params";
-import { collectWeights } from "../../ir/weights";
 import type { CudaProfile } from "../../ir/target";
 import type { Program } from "../backend";
 import { buildFrames, type FrameSchedule } from "../frames";
 import { predictPeak, storageLifetimes, type Lifetimes } from "../frames-memory";
 import { capacitySlotOf, scaleSlotOfValue, storageSlot, type Step } from "../schedule";
-import { markKMajorScales } from "./scale-layout";
+import { markKMajorScales, refuseScaleDtypes } from "./scale-layout";
 import { generateStep, referenceTemplate, TILE_TEMPLATES, type GeneratedKernel, type GenLimits } from "../kernels/gen";
 import { cudaGenLimits, cudaStorage } from "./gen-limits";
 import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
@@ -400,7 +399,7 @@ function graphTable(m: Module, entry: FrameSchedule, cname: string): string {
   // other inputs arrive from the stage before.
   const role = generationRole(m);
   const cacheInputs = new Set(role ? cachePairs(role.cache, e.params.map((p) => p.name!)).map((c) => c.input) : []);
-  const tokens = role?.tokens ?? m.attrs["tokens"];
+  const tokens = tokensInput(m);
   const rank = (name: string) => (name === tokens ? 0 : cacheInputs.has(name) ? 1 : 2);
   const params = [...e.params].sort((a, b) => rank(a.name!) - rank(b.name!));
   entry.symbols.forEach((sym, i) => {
@@ -486,20 +485,6 @@ export function cudaMemoryPrediction(program: Program, m: Module, sizes: Readonl
 export interface CudaSources {
   /** File name -> contents. */
   files: Record<string, string>;
-}
-
-/**
- * The CUDA runtime loads scales as the checkpoint stores them and its kernels read f32 factors: a
- * bf16 or UE8M0 (u8) scale grid is refused by name (interp, onnx and wgsl widen or decode them).
- */
-function refuseScaleDtypes(graphs: readonly Module[]): void {
-  for (const m of graphs) {
-    const values = [...collectWeights(m).map((w) => ({ what: `weight ${w.name}`, type: w.type })), ...m.entry!.params.map((p) => ({ what: `input ${p.name}`, type: p.type }))];
-    for (const v of values) {
-      const dt = v.type.quant?.scaleDtype;
-      if (dt && dt !== "f32") throw new LingcError(`graph ${m.name}: ${v.what} has ${dt === "u8" ? "UE8M0 (u8)" : dt} scales (${v.type}); the cuda target runs f32 scales only (not implemented for ${dt} yet; the interp, onnx and wgsl backends run them)`);
-    }
-  }
 }
 
 export function emitCuda(program: Program): CudaSources {

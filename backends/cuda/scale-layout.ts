@@ -7,10 +7,14 @@
  * row-major scales there cost Ling-mini's 1x8192 prefill 0.29 ms on the H200). The quantize kernel
  * that makes the grid writes it so, and the GEMM runs without a transposing pass before it. A grid
  * that leaves its function (a result, an output) keeps the row-major layout of the IR's meaning;
- * an observed one is named `<value>.scale_t` with its transposed shape.
+ * an observed one is named `<value>.scale_t` with its transposed shape. And which stored scale
+ * dtypes the target takes: f32 only (refuseScaleDtypes).
  */
 import { Dim, product } from "../../ir/dim";
+import { LingcError } from "../../ir/errors";
+import type { Module } from "../../ir/module";
 import { TensorType } from "../../ir/types";
+import { collectWeights } from "../../ir/weights";
 import { libraryKind } from "../../ir/target/cuda-kernels";
 import type { FrameSchedule } from "../frames";
 import { storageSlot } from "../schedule";
@@ -36,6 +40,20 @@ export function markKMajorScales(fr: FrameSchedule): void {
       slot.kMajor = true;
       slot.type = new TensorType(slot.type.dtype, [blocks, product(slot.type.shape.slice(0, -1))]);
       if (slot.name !== undefined) slot.name = slot.name.replace(/\.scale$/, ".scale_t");
+    }
+  }
+}
+
+/**
+ * The CUDA runtime loads scales as the checkpoint stores them and its kernels read f32 factors: a
+ * bf16 or UE8M0 (u8) scale grid is refused by name (interp, onnx and wgsl widen or decode them).
+ */
+export function refuseScaleDtypes(graphs: readonly Module[]): void {
+  for (const m of graphs) {
+    const values = [...collectWeights(m).map((w) => ({ what: `weight ${w.name}`, type: w.type })), ...m.entry!.params.map((p) => ({ what: `input ${p.name}`, type: p.type }))];
+    for (const v of values) {
+      const dt = v.type.quant?.scaleDtype;
+      if (dt && dt !== "f32") throw new LingcError(`graph ${m.name}: ${v.what} has ${dt === "u8" ? "UE8M0 (u8)" : dt} scales (${v.type}); the cuda target runs f32 scales only (not implemented for ${dt} yet; the interp, onnx and wgsl backends run them)`);
     }
   }
 }

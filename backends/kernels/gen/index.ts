@@ -60,6 +60,8 @@ function gemvFew(ops: readonly Op[]): { rows: Dim; max: number; template: string
 }
 
 const coversAttention = (ops: readonly Op[]) => count(ops, "attention") === 1 && only(ops, ["attention", "transpose", "reshape"]);
+/** The same, or with the quantize of its result after it (a step backends/cuda/quant-epilogue.ts merged), for the programs that take it as their epilogue. */
+const coversAttentionQuantized = (ops: readonly Op[]) => coversAttention(splitQuantEpilogue(ops).ops);
 /** Threads of attention's blocked form: a power of two, 256 where the target allows. */
 const blockedThreads = (limits: GenLimits) => 2 ** Math.floor(Math.log2(Math.min(256, limits.maxThreads)));
 
@@ -134,7 +136,7 @@ const TEMPLATES: readonly Template[] = [
   ...DECODE_ATTENTION_FORMS.map(
     (form): Template => ({
       name: form.name,
-      covers: (ops, limits) => coversAttention(splitQuantEpilogue(ops).ops) && coversDecodeAttention(ops, limits),
+      covers: (ops, limits) => coversAttentionQuantized(ops) && coversDecodeAttention(ops, limits),
       generate: (gen, ops, limits) => decodeAttentionKernels(gen(DECODE_ATTENTION_THREADS), gen(Math.min(128, limits.maxThreads)), ops, form),
     }),
   ),
@@ -143,7 +145,7 @@ const TEMPLATES: readonly Template[] = [
     // (listed after attention, which covers all it covers, it runs only when named); also with the
     // quantize of its result as its epilogue (a step backends/cuda/quant-epilogue.ts merged).
     name: "flash_tile",
-    covers: (ops, limits) => coversAttention(splitQuantEpilogue(ops).ops) && coversFlash(ops, limits?.tensorCores),
+    covers: (ops, limits) => coversAttentionQuantized(ops) && coversFlash(ops, limits?.tensorCores),
     generate: (gen, ops) => flashAttentionKernel(gen(FLASH_THREADS), ops),
   },
   {
@@ -151,7 +153,7 @@ const TEMPLATES: readonly Template[] = [
     // first prefill choice where the profile has them); also with the quantize of its result as its
     // epilogue (a step backends/cuda/quant-epilogue.ts merged).
     name: "flash_wgmma",
-    covers: (ops, limits) => coversAttention(splitQuantEpilogue(ops).ops) && coversFlash(ops, limits?.tensorCores) && limits?.warpgroupMma === true,
+    covers: (ops, limits) => coversAttentionQuantized(ops) && coversFlash(ops, limits?.tensorCores) && limits?.warpgroupMma === true,
     generate(gen, ops, limits) {
       // Pipelined with one warpgroup a workgroup (LINGC_FLASH_WGMMA_PIPE, default on); two (LINGC_FLASH_WGMMA_WARPGROUPS=2) are not.
       const wgs = limits.flashWarpgroups ?? 1;

@@ -13,7 +13,7 @@ import { allocData, Tensor } from "../../../ir/tensor";
 import { roundArrayInPlace } from "../../../ir/numerics";
 import { isStackedWeight } from "../../../ir/module";
 import { collectWeights, expertNames } from "../../../ir/weights";
-import { generationRole } from "../../../ir/generation";
+import { generationRole, tokensInput } from "../../../ir/generation";
 import { writeSafetensors, type LazyTensor } from "../../../backends/weights/safetensors";
 import { refuseInputAsOutput } from "../io";
 import { openSource } from "../../driver/source";
@@ -109,7 +109,7 @@ export const init: Command = {
     // one the module's `tokens` and `vocab` attributes name (a forward or training graph's).
     const role = generationRole(m);
     const logits = role ? m.entry!.results.find((r) => r.name === role.logits) : undefined;
-    const tokens = role?.tokens ?? m.attrs["tokens"];
+    const tokens = tokensInput(m);
     const vocab = logits?.value.type.shape[logits.value.type.rank - 1]?.value ?? (m.attrs["vocab"] ? Number(m.attrs["vocab"]) : undefined);
     const inputs: Record<string, Tensor> = {};
     for (const p of m.entry!.params) {

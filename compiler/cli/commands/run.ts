@@ -11,7 +11,7 @@ import { tensor as tensorType } from "../../../ir/types";
 import { bindConcrete } from "../../../ir/unify";
 import { BACKEND_NAMES } from "../../../backends";
 import type { GraphSignature } from "../../../backends/backend";
-import { generationRole } from "../../../ir/generation";
+import { generationRole, tokensInput } from "../../../ir/generation";
 import { readSafetensorsWhere, writeSafetensors } from "../../../backends/weights/safetensors";
 import { loadModel } from "../../driver/load";
 import { graphsFor, hasGraph, openSource } from "../../driver/source";
@@ -63,7 +63,7 @@ export function readInputs(path: string, sig: GraphSignature): Record<string, Te
   // Token ids must be in the vocabulary (a generation graph's logits say its size; a model's `vocab`
   // attribute says it for any graph, the train graph's included).
   const role = generationRole(sig);
-  const tokens = role?.tokens ?? sig.attrs["tokens"];
+  const tokens = tokensInput(sig);
   const logits = role && sig.outputs.find((o) => o.name === role.logits);
   const V = sig.attrs["vocab"] !== undefined ? Number(sig.attrs["vocab"]) : logits ? Number(logits.shape[logits.shape.length - 1]) : undefined;
   const ids = tokens !== undefined ? out[tokens] : undefined;

@@ -58,7 +58,7 @@ export class CudaRenderer {
         if (this.fp8.has(e.buf)) return `float(${e.buf}[${this.expr(e.idx)}])`;
         return this.bf16.has(e.buf) ? `__bfloat162float(${e.buf}[${this.expr(e.idx)}])` : `${e.buf}[${this.expr(e.idx)}]`;
       case "builtin":
-        return e.name === "lid" ? "lid" : "wgid";
+        return e.name === "lid" ? "lid" : e.name === "nwg" ? "nwg" : "wgid";
       case "bin":
         if (e.op === "min" || e.op === "max") {
           if (e.t === "f32") return `f${e.op}f(${this.expr(e.a)}, ${this.expr(e.b)})`;
@@ -224,6 +224,9 @@ export class CudaRenderer {
         case "fence":
           out.push(`${indent}__threadfence();`);
           break;
+        case "gridSync":
+          out.push(`${indent}lingc::grid_sync(${s.buf}, nwg);`);
+          break;
         case "prefetchL2":
           out.push(
             `${indent}asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\\n" :: "l"(reinterpret_cast<const unsigned char*>(${s.buf}) + (${this.expr(s.byte)})), "r"((unsigned)(${this.expr(s.bytes)})) : "memory");`,
@@ -291,6 +294,17 @@ function sharedLayout(k: Kernel): { offsets: number[]; bytes: number; align: num
 /** e without a rounding to bf16 at its top (a bf16 store or pack rounds to nearest even itself: rounding twice is rounding once). */
 const unroundedBf16 = (e: Expr): Expr => (e.k === "round" && e.to === "bf16" ? e.a : e);
 
+/** Whether a kernel reads the count of workgroups launched (the nwg builtin, or a grid barrier's). */
+function usesWorkgroupCount(k: Kernel): boolean {
+  const walk = (node: unknown): boolean => {
+    if (Array.isArray(node)) return node.some(walk);
+    if (!node || typeof node !== "object") return false;
+    const n = node as Record<string, unknown>;
+    return n["k"] === "gridSync" || (n["k"] === "builtin" && n["name"] === "nwg") || Object.values(n).some(walk);
+  };
+  return walk(k.body);
+}
+
 /** The dynamic shared memory a kernel's launch must give (0: its arrays are static). */
 export function dynamicSharedBytes(k: Kernel): number {
   const { bytes } = sharedLayout(k);
@@ -323,6 +337,7 @@ export function renderCuda(k: Kernel): string {
   } else for (const s of k.shared) out.push(`  __shared__ __align__(${Math.max(SHARED_ALIGN, s.align ?? 0)}) ${TYPE[s.t]} ${s.name}[${s.size}];`);
   if (k.wide) out.push(`  [[maybe_unused]] const long long lid = (long long)threadIdx.x;`, `  [[maybe_unused]] const long long wgid = (long long)blockIdx.x + (long long)blockIdx.y * (long long)gridDim.x;`);
   else out.push(`  [[maybe_unused]] const int lid = (int)threadIdx.x;`, `  [[maybe_unused]] const int wgid = (int)(blockIdx.x + blockIdx.y * gridDim.x);`);
+  if (usesWorkgroupCount(k)) out.push(`  const int nwg = (int)(gridDim.x * gridDim.y);`);
   // Launched with programmatic dependent launch (lingc_runtime.h): let the next kernel be
   // scheduled now, start what reads no kernel's results (preWait: weight prefetches), and wait for
   // the previous kernel's results before reading anything.

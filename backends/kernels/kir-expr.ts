@@ -40,7 +40,8 @@ export type Expr =
   | { k: "un"; t: KType; op: UnOp; a: Expr }
   | { k: "sel"; t: KType; c: Expr; a: Expr; b: Expr }
   | { k: "conv"; t: KType; a: Expr }
-  | { k: "builtin"; t: "i32"; name: "lid" | "wg" }
+  /** lid: the thread's index in its workgroup; wg: the workgroup's in the grid; nwg: the workgroups launched (a grid-synced kernel's, which the target sizes to fit at once). */
+  | { k: "builtin"; t: "i32"; name: "lid" | "wg" | "nwg" }
   | { k: "round"; t: "f32"; to: NarrowFloat; a: Expr }
   | { k: "call"; t: "f32"; fn: Helper; a: Expr }
   /** The value of `a` in the lane whose index is this lane's xor `mask`, within a warp of 32 (CUDA). */
@@ -145,6 +146,14 @@ export type Stmt =
    * thread of the warpgroup reaches it alike.
    */
   | { k: "setmaxnreg"; inc: boolean; regs: number }
+  /**
+   * Every workgroup of the launch waits here until all have arrived, and then sees what each wrote
+   * before it (a grid-wide barrier: CUDA, on two i32 words of buffer `buf`, an arrival count left at
+   * zero and a generation that only grows). Every thread of every workgroup reaches it alike, at
+   * the body's top level; the target launches no more workgroups than fit on the device at once
+   * (a workgroup that waits for one not yet running would wait forever).
+   */
+  | { k: "gridSync"; buf: string }
   /** Adds `e` to element `idx` of i32 buffer `buf` atomically; the let `name` gets the element's value before (CUDA atomicAdd). */
   | { k: "atomicAdd"; name: string; buf: string; idx: Expr; e: Expr }
   /**

@@ -193,3 +193,87 @@ export function mergeTail(a: Kernel, tails: readonly { kernel: Kernel; same?: Re
     ...(a.preWait?.length ? { preWait: a.preWait } : {}),
   };
 }
+
+/** A phase-merged kernel's buffer of two i32 words for its grid barriers (the target's: see kir gridSync). */
+export const GRID_SYNC = "grid_sync";
+/** A name of phase j's kernel (1, 2, ...: a buffer, a size, a local) in the phase-merged kernel. */
+export const phaseName = (name: string, j: number): string => `${name}_p${j}`;
+/** A phase-merged kernel's uniform: phase j's workgroup count (0: the first kernel's). */
+export const phaseCount = (j: number): string => `phase_wgs_${j}`;
+
+/** Why kernels cannot run as the phases of one launch (undefined: they can). */
+export function phaseProblem(kernels: readonly Kernel[]): string | undefined {
+  const wg = Math.max(...kernels.map((k) => k.wg));
+  const narrow = kernels.find((k) => k.wg < wg && hasBarrier(k.body));
+  if (narrow) return `${narrow.name} has barriers in a workgroup of ${narrow.wg} threads, not ${wg}`;
+  const text = kernels.map((k) => JSON.stringify(k.body));
+  if (text.some((t) => t.includes('"gridSync"') || t.includes('"nwg"'))) return "a kernel is already grid-synced";
+  if (kernels.some((k) => k.buffers.some((x) => x.name === TAIL_COUNTERS))) return "a kernel is a tail's";
+  if (text.some((t) => t.includes('"mbar'))) return "split-arrival barriers";
+  return undefined;
+}
+
+/**
+ * Kernels run one after another in one launch, each across the whole grid (phases: dependent steps
+ * such as a norm, the GEMV that reads it and the router after that at decode), a grid barrier
+ * (gridSync) between each and the next. The grid is what fits on the device at once (the target's
+ * choice, read as the nwg builtin), so each phase's workgroups are visited by a workgroup-strided
+ * loop: workgroup w runs phase j's workgroups w, w + nwg, ... (phaseCount(j) in all), a workgroup
+ * barrier after each (its workgroup arrays are then free for the next). The merged workgroup is the
+ * largest; a smaller kernel runs in its first threads, which it may only do without barriers
+ * (phaseProblem). Phase j's names take phaseName's suffix, except its buffers that hold the storage
+ * of an earlier phase's written buffer (`same`: its name -> that buffer's name in the merged kernel),
+ * read and written through that buffer's own parameter (as mergeTail's tails are). The first
+ * kernel's prefetches stay (for its first visit); the others' are dropped.
+ */
+export function mergePhases(phases: readonly { kernel: Kernel; same?: ReadonlyMap<string, string> }[], name: string): Kernel {
+  const kernels = phases.map((p) => p.kernel);
+  const problem = phaseProblem(kernels);
+  if (problem) throw new Error(`kir phase merge of ${kernels.map((k) => k.name).join(", ")}: ${problem}`);
+  const wg = Math.max(...kernels.map((k) => k.wg));
+  const i = (v: number): Expr => ({ k: "lit", t: "i32", v });
+  const lid: Expr = { k: "builtin", t: "i32", name: "lid" };
+  const taken = new Set<string>([GRID_SYNC]);
+  const written = new Map<string, Kernel["buffers"][number]>();
+  const buffers: Kernel["buffers"] = [];
+  const uniforms: string[] = [];
+  const shared: Kernel["shared"] = [];
+  const body: Stmt[] = [];
+  phases.forEach(({ kernel: b, same = new Map<string, string>() }, j) => {
+    for (const [bn, an] of same) {
+      const mine = b.buffers.find((x) => x.name === bn);
+      if (!written.has(an) || !mine) throw new Error(`kir phase merge: ${b.name}'s ${bn} is not a buffer an earlier phase writes (${an})`);
+      if (written.get(an)!.elem !== mine.elem) throw new Error(`kir phase merge: ${b.name}'s ${bn} (${mine.elem}) is ${an} (${written.get(an)!.elem})`);
+    }
+    const renamed = new Map([...namesOf(b)].map((x) => [x, same.get(x) ?? (j === 0 ? x : phaseName(x, j))]));
+    const clash = [...renamed].find(([x, r]) => !same.has(x) && taken.has(r))?.[1];
+    if (clash) throw new Error(`kir phase merge: ${b.name}'s name ${clash} is taken`);
+    for (const [x, r] of renamed) if (!same.has(x)) taken.add(r);
+    for (const x of b.buffers.filter((x) => !same.has(x.name))) {
+      const y = { ...x, name: renamed.get(x.name)! };
+      buffers.push(y);
+      if (x.write) written.set(y.name, y);
+    }
+    uniforms.push(...b.uniforms.map((u) => renamed.get(u)!), phaseCount(j));
+    shared.push(...b.shared.map((x) => ({ ...x, name: renamed.get(x.name)! })));
+    const v = `phase_wg_${j}`;
+    if (taken.has(v) || taken.has(phaseCount(j))) throw new Error(`kir phase merge: ${b.name} already has a name ${v} or ${phaseCount(j)}`);
+    const inner = rename(b.body, renamed, { k: "ref", t: "i32", name: v }) as Stmt[];
+    const run = b.wg < wg ? [{ k: "if", c: { k: "bin", t: "bool", op: "<", a: lid, b: i(b.wg) }, then: inner } as Stmt] : inner;
+    if (j > 0) body.push({ k: "gridSync", buf: GRID_SYNC });
+    body.push({ k: "for", v, from: { k: "builtin", t: "i32", name: "wg" }, to: { k: "uni", t: "i32", name: phaseCount(j) }, step: { k: "builtin", t: "i32", name: "nwg" }, body: [...run, { k: "barrier" }], unroll: false });
+  });
+  const first = kernels[0]!;
+  const minBlocks = Math.max(0, ...kernels.map((k) => k.minBlocks ?? 0));
+  return {
+    name,
+    wg,
+    buffers: [...buffers, { name: GRID_SYNC, elem: "i32", write: true }],
+    uniforms,
+    shared,
+    body,
+    ...(kernels.some((k) => k.wide) ? { wide: true } : {}),
+    ...(minBlocks ? { minBlocks } : {}),
+    ...(first.preWait?.length ? { preWait: first.preWait } : {}),
+  };
+}

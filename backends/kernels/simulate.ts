@@ -33,34 +33,55 @@ type Mask = boolean[];
 const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0]!;
 const bitsF32 = (b: number) => new Float32Array(new Uint32Array([b >>> 0]).buffer)[0]!;
 
-/** Runs `workgroups` workgroups of kernel k over its buffers (by name) with its uniforms' values. */
+/**
+ * Runs `workgroups` workgroups of kernel k over its buffers (by name) with its uniforms' values. A
+ * grid barrier (gridSync, at the body's top level) splits the body: every workgroup runs to it before
+ * any goes on (workgroup memory kept; locals do not cross it), and its buffer's generation advances.
+ */
 export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms: Record<string, number>, workgroups: number, observe: SimObserver = {}): void {
   for (const b of k.buffers) if (!buffers[b.name]) throw new Error(`simulate ${k.name}: no buffer for ${b.name}`);
   for (const u of k.uniforms) if (uniforms[u] === undefined) throw new Error(`simulate ${k.name}: no value for ${u}`);
   const elem = new Map(k.buffers.map((b) => [b.name, b.elem]));
-  for (let wg = 0; wg < workgroups; wg++) {
-    const shared = new Map<string, { t: KType; a: Float64Array }>(k.shared.map((s) => [s.name, { t: s.t, a: new Float64Array(s.size) }]));
-    // A workgroup of fewer threads than whole warps has lanes that never run (past wg).
-    const warps = Array.from({ length: Math.ceil(k.wg / W) }, (_, w) => new WarpRun(k, w, wg, buffers, elem, shared, uniforms, observe).run([...(k.preWait ?? []), ...k.body], Array.from({ length: W }, (_, l) => w * W + l < k.wg)));
-    // The warps interleaved a statement at a time (so that a read of workgroup memory that another
-    // warp writes without a barrier between gets the wrong value here too), each held at a barrier
-    // until every warp still running has reached one.
-    const state: ("run" | "barrier" | "done" | "wait")[] = warps.map(() => "run");
-    while (state.some((x) => x !== "done")) {
-      if (!state.includes("run") && !state.includes("wait")) {
-        if (state.includes("done")) throw new Error(`simulate ${k.name}: a barrier that some warps of workgroup ${wg} do not reach (they finished)`);
-        state.fill("run");
-      }
-      // A round in which every warp that could go on only waited on an mbarrier moved nothing.
-      let moved = false;
-      warps.forEach((g, w) => {
-        if (state[w] !== "run" && state[w] !== "wait") return;
-        const r = g.next();
-        state[w] = r.done ? "done" : r.value;
-        if (state[w] !== "wait") moved = true;
-      });
-      if (!moved) throw new Error(`simulate ${k.name}: the warps of workgroup ${wg} wait on mbarriers that no warp will complete (a deadlock)`);
+  const segments: Stmt[][] = [[...(k.preWait ?? [])]];
+  for (const st of k.body) {
+    if (st.k === "gridSync") segments.push([]);
+    else if (JSON.stringify(st).includes('"gridSync"')) throw new Error(`simulate ${k.name}: a grid barrier inside a ${st.k} (it must be at the body's top level)`);
+    else segments[segments.length - 1]!.push(st);
+  }
+  const shared = Array.from({ length: workgroups }, () => new Map<string, { t: KType; a: Float64Array }>(k.shared.map((s) => [s.name, { t: s.t, a: new Float64Array(s.size) }])));
+  segments.forEach((body, j) => {
+    if (j > 0) {
+      const bar = k.body.filter((st) => st.k === "gridSync")[j - 1] as { buf: string };
+      const words = buffers[bar.buf]!;
+      if (words.length < 2) throw new Error(`simulate ${k.name}: grid barrier buffer ${bar.buf} needs two words`);
+      words[1] = words[1]! + 1;
     }
+    for (let wg = 0; wg < workgroups; wg++) runWorkgroup(k, body, wg, workgroups, buffers, elem, shared[wg]!, uniforms, observe);
+  });
+}
+
+/** One workgroup of kernel k through `body`: its warps interleaved a statement at a time, meeting at each barrier. */
+function runWorkgroup(k: Kernel, body: Stmt[], wg: number, workgroups: number, buffers: Record<string, SimArray>, elem: Map<string, string>, shared: Map<string, { t: KType; a: Float64Array }>, uniforms: Record<string, number>, observe: SimObserver): void {
+  // A workgroup of fewer threads than whole warps has lanes that never run (past wg).
+  const warps = Array.from({ length: Math.ceil(k.wg / W) }, (_, w) => new WarpRun(k, w, wg, workgroups, buffers, elem, shared, uniforms, observe).run(body, Array.from({ length: W }, (_, l) => w * W + l < k.wg)));
+  // The warps interleaved a statement at a time (so that a read of workgroup memory that another
+  // warp writes without a barrier between gets the wrong value here too), each held at a barrier
+  // until every warp still running has reached one.
+  const state: ("run" | "barrier" | "done" | "wait")[] = warps.map(() => "run");
+  while (state.some((x) => x !== "done")) {
+    if (!state.includes("run") && !state.includes("wait")) {
+      if (state.includes("done")) throw new Error(`simulate ${k.name}: a barrier that some warps of workgroup ${wg} do not reach (they finished)`);
+      state.fill("run");
+    }
+    // A round in which every warp that could go on only waited on an mbarrier moved nothing.
+    let moved = false;
+    warps.forEach((g, w) => {
+      if (state[w] !== "run" && state[w] !== "wait") return;
+      const r = g.next();
+      state[w] = r.done ? "done" : r.value;
+      if (state[w] !== "wait") moved = true;
+    });
+    if (!moved) throw new Error(`simulate ${k.name}: the warps of workgroup ${wg} wait on mbarriers that no warp will complete (a deadlock)`);
   }
 }
 
@@ -73,6 +94,7 @@ class WarpRun {
     private readonly k: Kernel,
     private readonly warp: number,
     private readonly wg: number,
+    private readonly workgroups: number,
     private readonly buffers: Record<string, SimArray>,
     private readonly elem: Map<string, string>,
     private readonly shared: Map<string, { t: KType; a: Float64Array }>,
@@ -134,6 +156,7 @@ class WarpRun {
       case "uni":
         return new Array<number>(W).fill(this.uniforms[e.name]!);
       case "builtin":
+        if (e.name === "nwg") return new Array<number>(W).fill(this.workgroups);
         return e.name === "wg" ? new Array<number>(W).fill(this.wg) : Array.from({ length: W }, (_, l) => this.warp * W + l);
       case "load": {
         const idx = this.eval(e.idx, m);
@@ -438,6 +461,8 @@ class WarpRun {
           while (blocked()) yield "wait";
           break;
         }
+        case "gridSync":
+          throw new Error(`simulate ${this.k.name}: a grid barrier inside a loop or branch`);
         case "fence":
           // Workgroups run one after another here: every earlier write is already visible.
           break;

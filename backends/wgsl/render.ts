@@ -51,6 +51,7 @@ function expr(e: Expr): string {
       return split.has(e.buf) ? `load_${e.buf}(${expr(e.idx)})` : `${e.buf}[${expr(e.idx)}]`;
     }
     case "builtin":
+      if (e.name === "nwg") throw new Error("kir: this WGSL renderer has no count of workgroups launched (a grid-synced kernel runs on CUDA only)");
       return e.name === "lid" ? "lid" : "wgid";
     case "bin":
       if (e.op === "min" || e.op === "max") return `${e.op}(${expr(e.a)}, ${expr(e.b)})`;
@@ -170,6 +171,8 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
       case "prefetchL2":
         // A cache hint WGSL cannot give (a kernel's preWait is not rendered at all).
         break;
+      case "gridSync":
+        throw new Error("kir: WGSL has no grid-wide barrier (workgroups have no forward-progress guarantee; a grid-synced kernel runs on CUDA only)");
       case "fence":
       case "atomicAdd":
         throw new Error("kir: this WGSL renderer has no grid-wide fences or atomics (a kernel whose last workgroup merges the others' results runs on CUDA only)");

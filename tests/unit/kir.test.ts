@@ -5,7 +5,7 @@ import * as K from "../../backends/kernels/kir";
 import { renderCuda } from "../../backends/cuda/render";
 import { renderWgsl } from "../../backends/wgsl/render";
 import { simulate } from "../../backends/kernels/simulate";
-import { mergeKernels, mergeTail, MERGE_SPLIT, TAIL_COUNTERS, TAIL_FIRST, tailCount } from "../../backends/kernels/kir-merge";
+import { GRID_SYNC, mergeKernels, mergePhases, mergeTail, MERGE_SPLIT, phaseCount, TAIL_COUNTERS, TAIL_FIRST, tailCount } from "../../backends/kernels/kir-merge";
 
 describe("f32Text", () => {
   it("writes the shortest text that reads back as the same f32, keeping the sign of zero", () => {
@@ -175,6 +175,77 @@ describe("a dependent kernel run by the last workgroup of the one before it (mer
     const wide = new KernelBuilder("wide", 128, 32).kernel;
     expect(() => mergeTail(wide, [{ kernel: rowSums() }], "t")).toThrow(/rows has barriers in a workgroup of 64 threads, not 128/);
     expect(() => mergeTail(rowSums(), [{ kernel: pairsOf(), same: new Map([["b0", "b0"]]) }], "t")).toThrow(/pairs's b0 is not a buffer an earlier kernel writes \(b0\)/);
+  });
+});
+
+describe("dependent kernels as the phases of one launch, a grid barrier between (mergePhases)", () => {
+  /** Each workgroup of 64 threads sums its row of b0 into b1[wg] (barriers: a workgroup sum). */
+  const rowSums = () => {
+    const kb = new KernelBuilder("rows", 64, 32);
+    const x = kb.buffer("b0", "f32");
+    const y = kb.buffer("b1", "f32", true);
+    const total = kb.workgroupSum(kb.load(x, K.add(K.mul(kb.wg, K.i(64)), kb.lid)));
+    kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(y, kb.wg, total));
+    return kb.kernel;
+  };
+  /** 32 threads, no barriers: workgroup w writes b1[w] = 2 b0[2w] + b0[2w + 1] (its lane 0). */
+  const pairsOf = () => {
+    const kb = new KernelBuilder("pairs", 32, 32);
+    const x = kb.buffer("b0", "f32");
+    const y = kb.buffer("b1", "f32", true);
+    kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(y, kb.wg, K.add(K.mul(kb.load(x, K.mul(kb.wg, K.i(2))), K.f(2)), kb.load(x, K.add(K.mul(kb.wg, K.i(2)), K.i(1))))));
+    return kb.kernel;
+  };
+  // rows (6 workgroups) -> pairs (3, reading rows' sums) -> pairs again (1, reading the first pairs').
+  const merged = () => mergePhases([{ kernel: rowSums() }, { kernel: pairsOf(), same: new Map([["b0", "b1"]]) }, { kernel: pairsOf(), same: new Map([["b0", "b1_p1"]]) }], "phases");
+  const x = Float32Array.from({ length: 6 * 64 }, (_, j) => ((j * 7) % 11) - 5);
+  const expected = () => {
+    const [sums, once, twice] = [new Float32Array(6), new Float32Array(3), new Float32Array(1)];
+    simulate(rowSums(), { b0: x, b1: sums }, {}, 6);
+    simulate(pairsOf(), { b0: sums, b1: once }, {}, 3);
+    simulate(pairsOf(), { b0: once, b1: twice }, {}, 1);
+    return { once, twice };
+  };
+  const run = (k: K.Kernel, grid: number) => {
+    const [ms, m1, m2, bar] = [new Float32Array(6), new Float32Array(3), new Float32Array(1), new Int32Array(2)];
+    simulate(k, { b0: x, b1: ms, b1_p1: m1, b1_p2: m2, [GRID_SYNC]: bar }, { [phaseCount(0)]: 6, [phaseCount(1)]: 3, [phaseCount(2)]: 1 }, grid);
+    return { m1, m2, bar };
+  };
+
+  it("gives what the launches give on any grid up to the largest phase's, each phase's workgroups visited in a strided loop", () => {
+    const k = merged();
+    expect(k.wg).toBe(64);
+    expect(k.uniforms).toEqual([phaseCount(0), phaseCount(1), phaseCount(2)]);
+    expect(k.buffers.map((b) => b.name)).toEqual(["b0", "b1", "b1_p1", "b1_p2", GRID_SYNC]);
+    const { once, twice } = expected();
+    expect(twice[0]).not.toBe(0);
+    for (const grid of [6, 4, 2, 1]) {
+      const { m1, m2, bar } = run(k, grid);
+      expect([...m1]).toEqual([...once]);
+      expect([...m2]).toEqual([...twice]);
+      // Two grid barriers: the count back at zero, the generation moved twice.
+      expect([...bar]).toEqual([0, 2]);
+    }
+  });
+
+  it("is wrong without its grid barriers (the test can fail), and renders them in CUDA but not in WGSL", () => {
+    const k = merged();
+    const unsynced = { ...k, body: k.body.filter((s) => s.k !== "gridSync") };
+    const { once } = expected();
+    expect([...run(unsynced, 2).m1]).not.toEqual([...once]);
+    const cuda = renderCuda(k);
+    expect(cuda.match(/lingc::grid_sync\(grid_sync, nwg\)/g)).toHaveLength(2);
+    expect(cuda).toContain("const int nwg = (int)(gridDim.x * gridDim.y);");
+    expect(cuda).toContain(`for (int phase_wg_1 = wgid; phase_wg_1 < ${phaseCount(1)}; phase_wg_1 += nwg)`);
+    expect(cuda).not.toContain("b0_p1");
+    expect(() => renderWgsl(k)).toThrow(/grid|workgroups launched/);
+  });
+
+  it("refuses a narrower kernel with barriers, a kernel already grid-synced, and a read of a buffer no earlier phase writes", () => {
+    const wide = new KernelBuilder("wide", 128, 32).kernel;
+    expect(() => mergePhases([{ kernel: wide }, { kernel: rowSums() }], "p")).toThrow(/rows has barriers in a workgroup of 64 threads, not 128/);
+    expect(() => mergePhases([{ kernel: merged() }, { kernel: pairsOf() }], "p")).toThrow(/already grid-synced/);
+    expect(() => mergePhases([{ kernel: rowSums() }, { kernel: pairsOf(), same: new Map([["b0", "b0"]]) }], "p")).toThrow(/pairs's b0 is not a buffer an earlier phase writes \(b0\)/);
   });
 });
 

@@ -73,6 +73,34 @@ __device__ __forceinline__ float warp_max(float x) {
   const unsigned key = __reduce_max_sync(0xffffffffu, (b & 0x80000000u) ? ~b : (b | 0x80000000u));
   return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
 }
+/**
+ * A grid-wide barrier (kir gridSync) for a launch whose n workgroups are all resident (Ctx::resident
+ * sizes it): bar[0] counts arrivals and is back at zero after each barrier, bar[1] is a generation
+ * that only grows. Each workgroup's first thread reads the generation, releases the workgroup's
+ * writes (the barrier before it, then a fence) and arrives; the last to arrive sets the count back to
+ * zero and advances the generation; the others wait for it to move (an acquire load), then fence, so
+ * that every write before the barrier is seen after it.
+ */
+__device__ __forceinline__ void grid_sync(int* bar, int n) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* gen = reinterpret_cast<unsigned*>(bar + 1);
+    unsigned g;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(g) : "l"(gen) : "memory");
+    __threadfence();
+    if (atomicAdd(bar, 1) == n - 1) {
+      atomicExch(bar, 0);
+      __threadfence();
+      atomicAdd(gen, 1u);
+    } else {
+      unsigned now;
+      do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(gen) : "memory");
+      while (now == g);
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
 // Where a slot's storage comes from. A function's own slots (LocalSlot) use PARAM and CALL too; a
 // graph's expanded slots (SlotMeta) use INPUT for the entry's parameters and ALIAS for the rest.
 enum Source { SRC_INPUT = 0, SRC_WEIGHT = 1, SRC_CONSTANT = 2, SRC_COMPUTED = 3, SRC_ALIAS = 4, SRC_PARAM = 5, SRC_CALL = 6 };

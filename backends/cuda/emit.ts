@@ -26,7 +26,7 @@ import { capacitySlotOf, scaleSlotOfValue, storageSlot, type Step } from "../sch
 import { markKMajorScales, refuseScaleDtypes } from "./scale-layout";
 import { generateStep, referenceTemplate, TILE_TEMPLATES, type GeneratedKernel, type GenLimits } from "../kernels/gen";
 import { cudaGenLimits, cudaStorage } from "./gen-limits";
-import { COUNTERS_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
+import { COUNTERS_SLOT, GRID_SYNC_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
 import type { BufferElem, Kernel } from "../kernels/kir";
 import { memberKernel, pairFlag } from "./launch-pairs";
 import { prologueFlag } from "./quant-prologue";
@@ -198,7 +198,7 @@ class FuncEmitter {
         // The pair's one launch where both steps take their generated kernels; else this step as usual.
         const flag = pairFlag(n);
         const check = this.referenceCheck(step, n, first.a, false);
-        out.push(`  if (${flag}) { ${this.launches(step, first.merged, "_pair")}${check ? ` ${check}` : ""} }`, `  else {`);
+        out.push(`  if (${flag}) { ${this.launches(step, first.merged, first.merged.grid.resident ? "_phases" : "_pair")}${check ? ` ${check}` : ""} }`, `  else {`);
         out.push(...own().map((l) => `    ${l}`), `  }`);
       } else if (second) {
         const flag = pairFlag(firstOf.get(n)!);
@@ -312,7 +312,7 @@ class FuncEmitter {
     const name = this.library.kernel(g.kernel, `k_${step.kernel?.attrs["fusion"] ?? op.opName}${suffix}`);
     const pointer = (slot: number) => into?.get(slot) ?? `c.ptr(b + ${slot})`;
     const args = [
-      ...g.kernel.buffers.map((b, j) => (g.slots[j] === SCRATCH_SLOT ? "scratch_" : g.slots[j] === COUNTERS_SLOT ? "c.counters()" : `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)${pointer(g.slots[j]!)}`)),
+      ...g.kernel.buffers.map((b, j) => (g.slots[j] === SCRATCH_SLOT ? "scratch_" : g.slots[j] === COUNTERS_SLOT ? "c.counters()" : g.slots[j] === GRID_SYNC_SLOT ? "c.grid_sync()" : `(${b.write ? "" : "const "}${CPP_ELEM[b.elem]}*)${pointer(g.slots[j]!)}`)),
       ...g.uniforms.map((u) => `(int)${ceilText(u.dim, u.per ?? 1)}`),
     ];
     // A kernel with more shared memory than a static declaration may hold opts in at its launch.
@@ -333,8 +333,13 @@ class FuncEmitter {
     });
     // A kernel that must keep several blocks resident (kir minBlocks) asks for all the shared memory.
     const carve = g.kernel.minBlocks && smem ? `c.prefer_shared((const void*)${name}); ` : "";
-    const launch = smem ? `${carve}c.launch_smem(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, ${smem}, ` : `c.launch(${name}, lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per}), ${g.kernel.wg}, `;
-    const units = g.grid.parts ? g.grid.parts.map((p) => ceilText(p.dim, p.per)).join(" + ") : cppDim(g.grid.dim);
+    // A grid-synced kernel (phases) takes the workgroups its largest phase asks, no more than fit at once.
+    const resident = g.grid.resident;
+    const grid = resident ? `c.resident((const void*)${name}, n_, ${g.kernel.wg}, ${smem}, ${resident.perSm})` : `lingc::grid((n_ + ${g.grid.per - 1}) / ${g.grid.per})`;
+    const launch = smem ? `${carve}c.launch_smem(${name}, ${grid}, ${g.kernel.wg}, ${smem}, ` : `c.launch(${name}, ${grid}, ${g.kernel.wg}, `;
+    const units = resident
+      ? resident.units.length > 1 ? `std::max<long>({${resident.units.map((p) => ceilText(p.dim, p.per)).join(", ")}})` : ceilText(resident.units[0]!.dim, resident.units[0]!.per)
+      : g.grid.parts ? g.grid.parts.map((p) => ceilText(p.dim, p.per)).join(" + ") : cppDim(g.grid.dim);
     return `{ ${caps.join("")}const long n_ = ${units}; if (n_ > 0) { ${launch}${args.join(", ")}); c.launched(${cppString(name)}); } }`;
   }
 

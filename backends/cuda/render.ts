@@ -129,7 +129,7 @@ export class CudaRenderer {
           out.push(`${indent}${this.type[s.t]} ${s.name}[${s.size}];`);
           break;
         case "barrier":
-          out.push(`${indent}__syncthreads();`);
+          out.push(s.threads === undefined || s.threads === this.k.wg ? `${indent}__syncthreads();` : `${indent}asm volatile("bar.sync 1, ${s.threads};" ::: "memory");`);
           break;
         case "warpBarrier":
           out.push(`${indent}__syncwarp();`);

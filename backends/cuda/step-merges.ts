@@ -17,6 +17,7 @@ import type { Step } from "../schedule";
 import type { Dim } from "../../ir/dim";
 import { launchPairs, pairFlag, type LaunchPair } from "./launch-pairs";
 import { launchTails } from "./launch-tails";
+import { launchPhases } from "./launch-phases";
 import { quantPrologues, type QuantPrologue } from "./quant-prologue";
 import { quantEpilogues, type QuantEpilogue } from "./quant-epilogue";
 
@@ -44,7 +45,8 @@ export function stepMerges(fr: FrameSchedule, limits: GenLimits, profile: CudaPr
   const runs = (k: number) => fr.steps[k]?.step !== undefined && !loadTime(fr.steps[k]!.step!);
   const paired = limits.pairLaunches ? launchPairs(fr, limits, profile, loadTime, dimText) : new Map<number, LaunchPair>();
   // Tails (dependent steps run by the last workgroup of the launch before) are launched as pairs are.
-  const pairs = limits.tailLaunches ? launchTails(fr, limits, profile, paired, loadTime, dimText) : paired;
+  // Or phases (consecutive steps as one launch, a grid barrier between each), launched as pairs are too.
+  const pairs = limits.tailLaunches ? launchTails(fr, limits, profile, paired, loadTime, dimText) : limits.phaseLaunches ? launchPhases(fr, limits, profile, paired, loadTime, dimText) : paired;
   const firstOf = new Map([...pairs].flatMap(([n, p]) => [p.second, ...(p.tails ?? []).map((t) => t.step)].map((k) => [k, n] as const)));
   const free = (k: number) => runs(k) && !pairs.has(k) && !firstOf.has(k);
   const prologues = limits.quantPrologue ? quantPrologues(fr, limits, profile, free, dimText) : new Map<number, QuantPrologue>();

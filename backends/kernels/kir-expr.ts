@@ -79,7 +79,8 @@ export type Stmt =
   | { k: "store"; buf: string; idx: Expr; e: Expr }
   | { k: "if"; c: Expr; then: Stmt[]; else?: Stmt[] }
   | { k: "for"; v: string; from: Expr; to: Expr; step: Expr; body: Stmt[]; unroll?: boolean }
-  | { k: "barrier" }
+  /** A workgroup barrier; with `threads`, among the workgroup's first `threads` threads only (whole warps; CUDA: named barrier 1), which the rest never reach. */
+  | { k: "barrier"; threads?: number }
   /** Orders this warp's shared-memory accesses (its lanes only; CUDA __syncwarp): a warp that works alone on its part of workgroup memory. */
   | { k: "warpBarrier" }
   | { k: "array"; name: string; t: KType; size: number }

@@ -204,8 +204,8 @@ export const phaseCount = (j: number): string => `phase_wgs_${j}`;
 /** Why kernels cannot run as the phases of one launch (undefined: they can). */
 export function phaseProblem(kernels: readonly Kernel[]): string | undefined {
   const wg = Math.max(...kernels.map((k) => k.wg));
-  const narrow = kernels.find((k) => k.wg < wg && hasBarrier(k.body));
-  if (narrow) return `${narrow.name} has barriers in a workgroup of ${narrow.wg} threads, not ${wg}`;
+  const ragged = kernels.find((k) => k.wg < wg && k.wg % 32 !== 0 && hasBarrier(k.body));
+  if (ragged) return `${ragged.name} has barriers in a workgroup of ${ragged.wg} threads, not whole warps`;
   const text = kernels.map((k) => JSON.stringify(k.body));
   if (text.some((t) => t.includes('"gridSync"') || t.includes('"nwg"'))) return "a kernel is already grid-synced";
   if (kernels.some((k) => k.buffers.some((x) => x.name === TAIL_COUNTERS))) return "a kernel is a tail's";
@@ -220,8 +220,8 @@ export function phaseProblem(kernels: readonly Kernel[]): string | undefined {
  * choice, read as the nwg builtin), so each phase's workgroups are visited by a workgroup-strided
  * loop: workgroup w runs phase j's workgroups w, w + nwg, ... (phaseCount(j) in all), a workgroup
  * barrier after each (its workgroup arrays are then free for the next). The merged workgroup is the
- * largest; a smaller kernel runs in its first threads, which it may only do without barriers
- * (phaseProblem). Phase j's names take phaseName's suffix, except its buffers that hold the storage
+ * largest; a smaller kernel runs in its first threads, its barriers among those threads only (whole
+ * warps: phaseProblem). Phase j's names take phaseName's suffix, except its buffers that hold the storage
  * of an earlier phase's written buffer (`same`: its name -> that buffer's name in the merged kernel),
  * read and written through that buffer's own parameter (as mergeTail's tails are). The first
  * kernel's prefetches stay (for its first visit); the others' are dropped.
@@ -258,7 +258,8 @@ export function mergePhases(phases: readonly { kernel: Kernel; same?: ReadonlyMa
     shared.push(...b.shared.map((x) => ({ ...x, name: renamed.get(x.name)! })));
     const v = `phase_wg_${j}`;
     if (taken.has(v) || taken.has(phaseCount(j))) throw new Error(`kir phase merge: ${b.name} already has a name ${v} or ${phaseCount(j)}`);
-    const inner = rename(b.body, renamed, { k: "ref", t: "i32", name: v }) as Stmt[];
+    // A narrower kernel's barriers are among its threads only (the others skip its body).
+    const inner = narrowBarriers(rename(b.body, renamed, { k: "ref", t: "i32", name: v }) as Stmt[], b.wg < wg ? b.wg : undefined);
     const run = b.wg < wg ? [{ k: "if", c: { k: "bin", t: "bool", op: "<", a: lid, b: i(b.wg) }, then: inner } as Stmt] : inner;
     if (j > 0) body.push({ k: "gridSync", buf: GRID_SYNC });
     body.push({ k: "for", v, from: { k: "builtin", t: "i32", name: "wg" }, to: { k: "uni", t: "i32", name: phaseCount(j) }, step: { k: "builtin", t: "i32", name: "nwg" }, body: [...run, { k: "barrier" }], unroll: false });
@@ -276,4 +277,17 @@ export function mergePhases(phases: readonly { kernel: Kernel; same?: ReadonlyMa
     ...(minBlocks ? { minBlocks } : {}),
     ...(first.preWait?.length ? { preWait: first.preWait } : {}),
   };
+}
+
+/** A body with each workgroup barrier among its first `threads` threads only (undefined: unchanged). */
+function narrowBarriers(ss: Stmt[], threads: number | undefined): Stmt[] {
+  if (threads === undefined) return ss;
+  const walk = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(walk);
+    if (!node || typeof node !== "object") return node;
+    const n = node as Record<string, unknown>;
+    if (n["k"] === "barrier") return { k: "barrier", threads };
+    return Object.fromEntries(Object.entries(n).map(([key, value]) => [key, walk(value)]));
+  };
+  return walk(ss) as Stmt[];
 }

@@ -63,13 +63,23 @@ export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms:
 /** One workgroup of kernel k through `body`: its warps interleaved a statement at a time, meeting at each barrier. */
 function runWorkgroup(k: Kernel, body: Stmt[], wg: number, workgroups: number, buffers: Record<string, SimArray>, elem: Map<string, string>, shared: Map<string, { t: KType; a: Float64Array }>, uniforms: Record<string, number>, observe: SimObserver): void {
   // A workgroup of fewer threads than whole warps has lanes that never run (past wg).
-  const warps = Array.from({ length: Math.ceil(k.wg / W) }, (_, w) => new WarpRun(k, w, wg, workgroups, buffers, elem, shared, uniforms, observe).run(body, Array.from({ length: W }, (_, l) => w * W + l < k.wg)));
+  const runs = Array.from({ length: Math.ceil(k.wg / W) }, (_, w) => new WarpRun(k, w, wg, workgroups, buffers, elem, shared, uniforms, observe));
+  const warps = runs.map((run, w) => run.run(body, Array.from({ length: W }, (_, l) => w * W + l < k.wg)));
   // The warps interleaved a statement at a time (so that a read of workgroup memory that another
   // warp writes without a barrier between gets the wrong value here too), each held at a barrier
-  // until every warp still running has reached one.
-  const state: ("run" | "barrier" | "done" | "wait")[] = warps.map(() => "run");
+  // until every warp still running has reached one (a barrier among the first warps: until each of
+  // those has reached it).
+  const state: ("run" | "barrier" | "narrow" | "done" | "wait")[] = warps.map(() => "run");
   while (state.some((x) => x !== "done")) {
     if (!state.includes("run") && !state.includes("wait")) {
+      const narrow = state.findIndex((x) => x === "narrow");
+      if (narrow >= 0) {
+        const need = runs[narrow]!.narrow / W;
+        const met = state.every((x, w) => (w < need) === (x === "narrow" && runs[w]!.narrow === runs[narrow]!.narrow));
+        if (!met) throw new Error(`simulate ${k.name}: a barrier among the first ${runs[narrow]!.narrow} threads of workgroup ${wg} that not all of them reach`);
+        for (let w = 0; w < need; w++) state[w] = "run";
+        continue;
+      }
       if (state.includes("done")) throw new Error(`simulate ${k.name}: a barrier that some warps of workgroup ${wg} do not reach (they finished)`);
       state.fill("run");
     }
@@ -86,6 +96,8 @@ function runWorkgroup(k: Kernel, body: Stmt[], wg: number, workgroups: number, b
 }
 
 class WarpRun {
+  /** The threads of the last barrier among part of the workgroup this warp reached. */
+  narrow = 0;
   private readonly vars = new Map<string, Vec>();
   private readonly arrays = new Map<string, { t: KType; a: Float64Array[] }>();
   private readonly types = new Map<string, KType>();
@@ -278,7 +290,7 @@ class WarpRun {
   }
 
   /** Runs statements under a lane mask, yielding after each ("run"), at each barrier, and while it waits on an mbarrier ("wait"). */
-  *run(ss: Stmt[], m: Mask): Generator<"run" | "barrier" | "wait", void, void> {
+  *run(ss: Stmt[], m: Mask): Generator<"run" | "barrier" | "narrow" | "wait", void, void> {
     if (!m.some((x) => x)) return;
     for (const s of ss) {
       yield "run";
@@ -329,7 +341,11 @@ class WarpRun {
           break;
         }
         case "barrier":
-          yield "barrier";
+          if (s.threads !== undefined && s.threads < this.k.wg) {
+            if (s.threads % W !== 0) throw new Error(`simulate ${this.k.name}: a barrier among ${s.threads} threads (whole warps only)`);
+            this.narrow = s.threads;
+            yield "narrow";
+          } else yield "barrier";
           break;
         case "warpBarrier":
         case "copyCommit":

@@ -122,6 +122,7 @@ function stmts(ss: Stmt[], indent: string, out: string[]): void {
         out.push(`${indent}var ${s.name}: array<${TYPE[s.t]}, ${s.size}>;`);
         break;
       case "barrier":
+        if (s.threads !== undefined) throw new Error("kir: WGSL has no barrier among part of a workgroup (a phase-merged kernel runs on CUDA only)");
         out.push(`${indent}workgroupBarrier();`);
         break;
       case "warpBarrier":

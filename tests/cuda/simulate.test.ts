@@ -387,6 +387,54 @@ ${routerOps("%x32", T, E, G, TG, GST, K2)}
     expect(relError(merged["w"]!.got, merged["w"]!.want)).toBeLessThan(1e-5);
   });
 
+  it.each([
+    // Ling-mini's shapes at decode batch 1, narrowed: 256 experts (8 groups), top-8, K 256, expert width 64.
+    [3, 256, 256, 8, 4, 2, 8, 64],
+    // 64 experts of 4 groups, top-6; on one workgroup (every phase's workgroups in turn).
+    [1, 512, 64, 4, 2, 3, 6, 32],
+  ])("a decode MoE block as the phases of one launch on %i workgroups (launch-phases.ts: a grid barrier between steps): K %i, %i experts, the output projection, residual norm, gate, router, dispatch, experts and combine bitwise as their own launches", (grid, I, E, G, TG, GST, K2, F) => {
+    const T = 1;
+    const text = `module @p {
+  func @p(%a: bf16[${T}, ${I}], %h: bf16[${T}, ${I}]) weights(@o: bf16[${I}, ${I}], @nw: bf16[${I}], @gate: bf16[${E}, ${I}], @bias: f32[${E}], @wg: bf16[${E}, ${F}, ${I}], @wu: bf16[${E}, ${F}, ${I}], @wd: bf16[${E}, ${I}, ${F}]) -> (y: bf16[${T}, ${I}], r: bf16[${T}, ${I}]) {
+    %ao = linear(%a, @o) : bf16[${T}, ${I}]
+    %r = add(%h, %ao) : bf16[${T}, ${I}]
+    %x = rms_norm(%r, @nw) {eps = 1e-6} : bf16[${T}, ${I}]
+    %x32 = linear(%x, @gate) {out = f32} : f32[${T}, ${E}]
+${routerOps("%x32", T, E, G, TG, GST, K2)}
+    %wts = reshape(%n) : f32[${T}, ${K2}]
+    %flat = reshape(%idx) : i32[${T * K2}]
+    %order, %offsets, %rows = moe_dispatch(%flat) {num_experts = ${E}} : i32[${T * K2}], i32[${E + 1}], i32[${T * K2}]
+    %p = moe_permute(%x, %order) {k = ${K2}} : bf16[${T * K2}, ${I}]
+    %eg = grouped_linear(%p, @wg, %offsets) : bf16[${T * K2}, ${F}]
+    %eu = grouped_linear(%p, @wu, %offsets) : bf16[${T * K2}, ${F}]
+    %si = silu(%eg) : bf16[${T * K2}, ${F}]
+    %hr = mul(%si, %eu) : bf16[${T * K2}, ${F}]
+    %yr = grouped_linear(%hr, @wd, %offsets) : bf16[${T * K2}, ${I}]
+    %y = moe_combine(%yr, %rows, %wts) : bf16[${T}, ${I}]
+    return %y, %r
+  }
+}`;
+    const r = rng(29);
+    const inputs = { a: random("bf16", r, [T, I]), h: random("bf16", r, [T, I]) };
+    const weights = {
+      o: random("bf16", r, [I, I], 0.1), nw: random("bf16", r, [I], 1), gate: random("bf16", r, [E, I], 0.2), bias: random("f32", r, [E], 0.05),
+      wg: random("bf16", r, [E, F, I], 0.1), wu: random("bf16", r, [E, F, I], 0.1), wd: random("bf16", r, [E, I, F], 0.1),
+    };
+    // The CUDA dispatch's choices at one token (each step's generated kernel).
+    const pick = (ops: readonly { opName: string }[]) =>
+      ops.some((o) => o.opName === "group_topk") ? "router_warp" : ops.some((o) => o.opName === "grouped_linear") ? "grouped_gemv_rows" : ops.some((o) => o.opName === "linear") ? "linear_gemv" : ops.some((o) => o.opName === "moe_dispatch") ? "dispatch" : undefined;
+    const apart = runGenerated(text, inputs, weights, LIMITS, "", pick);
+    const launches = kernels.length;
+    expect(launches).toBeGreaterThanOrEqual(6);
+    const merged = runGenerated(text, inputs, weights, LIMITS, "", pick, false, false, false, grid);
+    // One launch: every step a phase.
+    expect(kernels.length).toBe(1);
+    expect(JSON.stringify(kernels[0]!.kernel.body).match(/"gridSync"/g)).toHaveLength(launches - 1);
+    for (const name of ["y", "r"]) expect([...merged[name]!.got], name).toEqual([...apart[name]!.got]);
+    expect(relError(merged["y"]!.got, merged["y"]!.want)).toBeLessThan(2 ** -6);
+    expect(Math.max(...merged["y"]!.got.map(Math.abs))).toBeGreaterThan(0.01);
+  });
+
   it.each(["after", "before"])("decode's FP8 kernels (a warp per column): the by-row grouped expert GEMV and the dense GEMV, activations quantized per token (gather=%s; before: the GEMV reads the tokens' codes and scale rows through the order)", (gather) => {
     // 2 tokens x 2 experts of 16: 4 rows, at most a quarter of the experts (the dispatch's GEMV case).
     const [T, H, F, E, K, O] = [2, 256, 128, 16, 2, 96];

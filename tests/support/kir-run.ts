@@ -12,13 +12,14 @@ import { encodeBits, decodeBits } from "../../ir/numerics";
 import { parsePipeline, runPasses } from "../../compiler/passes/manager";
 import { buildSchedule, capacitySymbol, storageSlot, type Step } from "../../backends/schedule";
 import { generateStep, type GeneratedKernel, type GenLimits } from "../../backends/kernels/gen";
-import { COUNTER_SLOTS, COUNTERS_SLOT, SCRATCH_SLOT } from "../../backends/kernels/gen/context";
+import { COUNTER_SLOTS, COUNTERS_SLOT, GRID_SYNC_SLOT, SCRATCH_SLOT } from "../../backends/kernels/gen/context";
 import { cudaGenLimits, cudaStorage } from "../../backends/cuda/gen-limits";
 import { CUDA_SM90A } from "../../ir/target";
 import { simulate, type SimArray } from "../../backends/kernels/simulate";
 import { prologueCandidates, prologueStep } from "../../backends/cuda/quant-prologue";
 import { epilogueCandidates, epilogueStep } from "../../backends/cuda/quant-epilogue";
 import { tailGroup, TAIL_FIRST_TEMPLATES, TAIL_TEMPLATES } from "../../backends/cuda/launch-tails";
+import { phaseGroup } from "../../backends/cuda/launch-phases";
 import { rng } from "./fd";
 
 export const LIMITS: GenLimits = cudaGenLimits(CUDA_SM90A);
@@ -72,6 +73,12 @@ export function runGenerated(
   epilogues = false,
   /** A dense GEMV step and the steps after it that can be its tails as one kernel whose last workgroup runs them (backends/cuda/launch-tails.ts tailGroup). */
   tails = false,
+  /**
+   * Runs of consecutive steps as the phases of one kernel (backends/cuda/launch-phases.ts
+   * phaseGroup), a grid barrier between each, simulated on this many workgroups (fewer than a
+   * phase's own: its workgroups visited in turn); 0 for none.
+   */
+  phases = 0,
 ): Record<string, { got: Float32Array; want: Float32Array }> {
   kernels.length = 0;
   prefetches.length = 0;
@@ -153,13 +160,27 @@ export function runGenerated(
         after.forEach((_, j) => (steps[n + 1 + j] = undefined));
       }
     }
+    if (phases) {
+      // The steps after it that can join it as phases, in turn.
+      const after: GeneratedKernel[] = [];
+      for (let m = n + 1; steps[m]; m++) {
+        const t = generateStep(steps[m]!, s, limits, "k", pick(steps[m]!.ops));
+        if (!phaseGroup([g, ...after, t], 2, (id) => storageSlot(s, id))) break;
+        after.push(t);
+      }
+      if (after.length) {
+        g = phaseGroup([g, ...after], 2, (id) => storageSlot(s, id))!;
+        after.forEach((_, j) => (steps[n + 1 + j] = undefined));
+      }
+    }
     // A split computation's kernels run in turn, sharing the step's scratch (as the CUDA emitter binds it).
     const scratch = new Float32Array(g.scratch ?? 0);
     const counters = new Int32Array(COUNTER_SLOTS);
+    const bar = new Int32Array(2);
     for (let k: GeneratedKernel | undefined = g; k; k = k.then) {
       kernels.push(k);
       const buffers: Record<string, SimArray> = {};
-      k.kernel.buffers.forEach((b, j) => (buffers[b.name] = k!.slots[j] === SCRATCH_SLOT ? scratch : k!.slots[j] === COUNTERS_SLOT ? counters : storage(k!.slots[j]!)));
+      k.kernel.buffers.forEach((b, j) => (buffers[b.name] = k!.slots[j] === SCRATCH_SLOT ? scratch : k!.slots[j] === COUNTERS_SLOT ? counters : k!.slots[j] === GRID_SYNC_SLOT ? bar : storage(k!.slots[j]!)));
       const gk = k;
       const prefetch = (buf: string, byte: number, bytes: number) => {
         const slot = gk.slots[gk.kernel.buffers.findIndex((b) => b.name === buf)]!;
@@ -169,10 +190,11 @@ export function runGenerated(
       // Sizes are static here: a uniform's value is its dim's (a merge's workgroup counts), or a cache's capacity.
       const values: Record<string, number> = Object.fromEntries(k.uniforms.filter((u) => u.dim.value !== undefined).map((u) => [u.name, Math.ceil(u.dim.value! / (u.per ?? 1))]));
       for (const u of k.kernel.uniforms) if (uniforms[u] !== undefined) values[u] = uniforms[u]!;
-      simulate(k.kernel, buffers, Object.fromEntries(k.kernel.uniforms.filter((u) => values[u] !== undefined).map((u) => [u, values[u]!])), Math.ceil(k.grid.dim.value! / k.grid.per), { prefetch });
+      simulate(k.kernel, buffers, Object.fromEntries(k.kernel.uniforms.filter((u) => values[u] !== undefined).map((u) => [u, values[u]!])), k.grid.resident ? phases : Math.ceil(k.grid.dim.value! / k.grid.per), { prefetch });
     }
     // A kernel that counts its workgroups leaves the counters as it found them (zero).
     if (counters.some((x) => x !== 0)) throw new Error(`step ${step.kernel?.name ?? step.ops[0]!.opName}: counters left nonzero`);
+    if (bar[0] !== 0) throw new Error(`step ${step.kernel?.name ?? step.ops[0]!.opName}: grid barrier count left nonzero`);
   }
   return Object.fromEntries(
     s.outputs.map(({ name, slot }) => {

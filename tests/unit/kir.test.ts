@@ -241,9 +241,26 @@ describe("dependent kernels as the phases of one launch, a grid barrier between 
     expect(() => renderWgsl(k)).toThrow(/grid|workgroups launched/);
   });
 
-  it("refuses a narrower kernel with barriers, a kernel already grid-synced, and a read of a buffer no earlier phase writes", () => {
+  it("runs a narrower kernel with barriers in its first threads, its barriers among those threads (CUDA named barrier 1)", () => {
+    // A 128-thread phase that doubles b0 into b1, then rows (64 threads, a workgroup sum) of b1.
+    const kb = new KernelBuilder("twice", 128, 32);
+    const [xin, xout] = [kb.buffer("b0", "f32"), kb.buffer("b1", "f32", true)];
+    kb.for("j", K.i(0), K.i(3), (j) => kb.store(xout, K.add(K.mul(kb.wg, K.i(384)), K.add(K.mul(j, K.i(128)), kb.lid)), K.mul(kb.load(xin, K.add(K.mul(kb.wg, K.i(384)), K.add(K.mul(j, K.i(128)), kb.lid))), K.f(2))));
+    const k = mergePhases([{ kernel: kb.kernel }, { kernel: rowSums(), same: new Map([["b0", "b1"]]) }], "p");
+    expect(k.wg).toBe(128);
+    const [doubled, sums, bar] = [new Float32Array(6 * 64), new Float32Array(6), new Int32Array(2)];
+    simulate(k, { b0: x, b1: doubled, b1_p1: sums, [GRID_SYNC]: bar }, { [phaseCount(0)]: 1, [phaseCount(1)]: 6 }, 4);
+    const want = new Float32Array(6);
+    simulate(rowSums(), { b0: Float32Array.from(x, (v) => 2 * v), b1: want }, {}, 6);
+    expect([...sums]).toEqual([...want]);
+    expect(renderCuda(k)).toContain(`asm volatile("bar.sync 1, 64;" ::: "memory");`);
+  });
+
+  it("refuses a narrower kernel with barriers that is not whole warps, a kernel already grid-synced, and a read of a buffer no earlier phase writes", () => {
     const wide = new KernelBuilder("wide", 128, 32).kernel;
-    expect(() => mergePhases([{ kernel: wide }, { kernel: rowSums() }], "p")).toThrow(/rows has barriers in a workgroup of 64 threads, not 128/);
+    const ragged = new KernelBuilder("ragged", 48, 32);
+    ragged.workgroupSum(K.toF(ragged.lid));
+    expect(() => mergePhases([{ kernel: wide }, { kernel: ragged.kernel }], "p")).toThrow(/ragged has barriers in a workgroup of 48 threads, not whole warps/);
     expect(() => mergePhases([{ kernel: merged() }, { kernel: pairsOf() }], "p")).toThrow(/already grid-synced/);
     expect(() => mergePhases([{ kernel: rowSums() }, { kernel: pairsOf(), same: new Map([["b0", "b0"]]) }], "p")).toThrow(/pairs's b0 is not a buffer an earlier phase writes \(b0\)/);
   });

@@ -508,6 +508,7 @@ class Runtime {
   int sm_count = 0;  // of this GPU (the selftest's decode split; graphs get it from the plan)
   int* counters = nullptr;  // decode attention's combine counters, zero between launches (the last block resets its own)
   const long counter_slots = 1L << 16;  // (backends/kernels/gen/context.ts COUNTER_SLOTS: the generated kernels' bound)
+  int* grid_bar = nullptr;  // the grid barrier's two words (lingc::grid_sync): an arrival count, zero between barriers, and a generation
 
   void init() {
     int n = 0;
@@ -540,6 +541,8 @@ class Runtime {
     CK(cudaMalloc(&workspace, workspace_bytes));
     CK(cudaMalloc(&counters, counter_slots * sizeof(int)));
     CK(cudaMemset(counters, 0, counter_slots * sizeof(int)));
+    CK(cudaMalloc(&grid_bar, 2 * sizeof(int)));
+    CK(cudaMemset(grid_bar, 0, 2 * sizeof(int)));
   }
 
   // --- GEMM (row-major): C[M,N] = A[M,K] . op(B), B stored [N,K] (b_trans) or [K,N]; batched by strides.
@@ -1082,6 +1085,20 @@ class Runtime {
       CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
       p.frames[0].f->run(c, p.frames[0]);
       CK(cudaStreamEndCapture(stream, &graph));
+      // LINGC_GRAPH_KERNELS=1: how many kernels the captured graph launches (a decode step's launches, counted).
+      if (const char* e = std::getenv("LINGC_GRAPH_KERNELS"); e && *e == '1') {
+        size_t n = 0;
+        CK(cudaGraphGetNodes(graph, nullptr, &n));
+        std::vector<cudaGraphNode_t> nodes(n);
+        CK(cudaGraphGetNodes(graph, nodes.data(), &n));
+        long kernels = 0;
+        for (auto node : nodes) {
+          cudaGraphNodeType t;
+          CK(cudaGraphNodeGetType(node, &t));
+          kernels += t == cudaGraphNodeTypeKernel;
+        }
+        std::fprintf(stderr, "graph %s captured: %ld kernel launches (%zu nodes)\n", g->name, kernels, n);
+      }
       CK(cudaGraphInstantiate(&cap.exec, graph, 0));
       CK(cudaGraphDestroy(graph));
       profile = was;
@@ -1223,6 +1240,22 @@ void Ctx::prefer_shared(const void* kern) {
 }
 
 int* Ctx::counters() { return rt->counters; }
+
+int* Ctx::grid_sync() { return rt->grid_bar; }
+
+dim3 Ctx::resident(const void* kern, long wanted, unsigned threads, size_t smem, int per_sm) {
+  // The occupancy of a kernel does not change: asked once (the runtime is single-threaded).
+  static std::map<const void*, int> fits;
+  auto it = fits.find(kern);
+  if (it == fits.end()) {
+    int n = 0;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, (int)threads, smem));
+    if (n < 1) fail("a grid-synced kernel does not fit on a multiprocessor (%u threads, %zu bytes of shared memory)", threads, smem);
+    it = fits.emplace(kern, n).first;
+  }
+  const long most = (long)std::min(it->second, per_sm) * rt->sm_count;
+  return dim3((unsigned)std::max(1L, std::min(wanted, most)));
+}
 
 void* Ctx::scratch_acquire(size_t bytes) {
   void* p = nullptr;

@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -320,6 +321,11 @@ struct Ctx {
   // The runtime's counters (counter_slots i32, zero between launches): a generated kernel whose last
   // workgroup finishes the others' work counts them here and sets each it used back to zero.
   int* counters();
+  // The grid barrier's words (lingc::grid_sync), and the grid of a grid-synced kernel: the workgroups
+  // `wanted`, but no more than fit on the device at once (at most per_sm a multiprocessor), which
+  // its barrier needs: a workgroup waiting for one that cannot be scheduled would wait forever.
+  int* grid_sync();
+  dim3 resident(const void* kern, long wanted, unsigned threads, size_t smem, int per_sm);
   void scratch_release(void* p);
   // The selftest's check of the tile programs (model.cu's CHECKED_STEPS): while checking() holds, a
   // checked step's reference form writes its results into buffers from check_begin (n elements of the

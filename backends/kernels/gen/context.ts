@@ -24,7 +24,17 @@ export interface GeneratedKernel {
    * workgroups as dims, the sum of ceil(dim / per) over `parts` (CUDA's emitter launches that; `dim`
    * is then only the parts' units summed).
    */
-  grid: { dim: Dim; per: number; parts?: { dim: Dim; per: number }[] };
+  grid: {
+    dim: Dim;
+    per: number;
+    parts?: { dim: Dim; per: number }[];
+    /**
+     * A grid-synced kernel (kir gridSync, phases): launched with as many workgroups as the largest
+     * of `units` asks (ceil(dim / per) each), but no more than fit on the device at once, at most
+     * `perSm` a multiprocessor; `dim`/`per` are then its first phase's.
+     */
+    resident?: { perSm: number; units: { dim: Dim; per: number }[] };
+  };
   /**
    * A kernel to launch right after this one, for the same step (a split computation's merge). The
    * step's scratch buffer (`scratch` f32 elements, bound as slot SCRATCH_SLOT in both) carries what
@@ -51,6 +61,8 @@ export const SCRATCH_SLOT = -1;
  */
 export const COUNTERS_SLOT = -2;
 export const COUNTER_SLOTS = 1 << 16;
+/** The slot number of the target's grid-barrier words (GeneratedKernel.slots; kir gridSync): two i32, an arrival count left at zero and a generation. */
+export const GRID_SYNC_SLOT = -3;
 
 export interface GenLimits {
   /** Threads per workgroup the target allows. */
@@ -143,6 +155,12 @@ export interface GenLimits {
    * on one multiprocessor in turn.
    */
   tailLaunches?: boolean;
+  /**
+   * CUDA: runs of consecutive steps whose sizes choose generated kernels that are plain launches run
+   * as the phases of one launch, a grid barrier between each (backends/cuda/launch-phases.ts), the
+   * launch at most this many workgroups a multiprocessor. Unset: off.
+   */
+  phaseLaunches?: number;
   /**
    * CUDA's GQA decode attention: the key splits merged by each item's last split to finish (atomics
    * on the target's counters, one launch) instead of a merge kernel after (two). Default: the latter.

@@ -80,6 +80,11 @@ export function launchPhases(
   // The phases in step order: a pair at its first step, a lone step where it can be one, or a break.
   const order: (Phase | undefined)[] = [];
   for (let n = 0; n < fr.steps.length; n++) {
+    // A call runs its callee's launches between: the group ends there (its buffers are not yet written).
+    if (fr.steps[n]?.call !== undefined) {
+      order.push(undefined);
+      continue;
+    }
     if (!runs(n) || seconds.has(n)) continue;
     const pair = pairs.get(n);
     if (pair) order.push(pair.merged.grid.parts || pair.tails ? undefined : { steps: [n, pair.second], kernel: pair.merged, when: pair.when, pair });

@@ -227,6 +227,28 @@ describe("lingc compile --target cuda: tile programs", () => {
     await expectKernelsCompile(join(dir, "pair"), [...merged, ...kernelsNamed(miniSrc, "k_grouped_linear_pair"), ...fp8Merged.flat()]);
   }, 300_000);
 
+  it("LINGC_PHASE_LAUNCH=on: runs of steps whose sizes choose plain generated kernels are the phases of one launch (a grid barrier between), sized to what fits at once; a group never spans a layer call (its buffers are written there); the merged kernels compile", async () => {
+    const r = await cliEnv({ LINGC_PHASE_LAUNCH: "on" }, "compile", SMALL_DIR, "--target", "cuda", "--out", join(dir, "phases"));
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(dir, "phases", "model.cu"), "utf8");
+    const kernels = kernelsNamed(src, "k_[a-z_]+_phases");
+    for (const k of kernels) expect(k).toMatch(/lingc::grid_sync\(grid_sync, nwg\)/);
+    // Each group's launch: under its flag, as many workgroups as are resident (at most 2 a multiprocessor), the barrier's words from the runtime.
+    const launches = [...src.matchAll(/if \((pair\d+_)\) \{ \{ const long n_ = std::max<long>\(\{[^}]*\}\); if \(n_ > 0\) \{ c\.launch\((k_[a-z_]+_phases_\d+), c\.resident\(\(const void\*\)\2, n_, \d+, 0, 2\)[^\n]*c\.grid_sync\(\)/g)];
+    expect(launches.length).toBeGreaterThanOrEqual(kernels.length);
+    // From a group's flag to the last step it absorbed, no layer call runs (ling-small's prefill: the
+    // embedding before the layers and the final norm after them are in different launches).
+    for (const fn of src.split(/\nstatic void /).slice(1)) {
+      for (const [, flag] of fn.matchAll(/const bool (pair\d+_) = /g)) {
+        if (!new RegExp(`c\\.launch\\(k_[a-z_]+_phases_\\d+[^\\n]*`).test(fn.slice(fn.indexOf(`if (${flag!}) {`)).split("\n")[0]!)) continue;
+        const span = fn.slice(fn.indexOf(`const bool ${flag!} = `), fn.lastIndexOf(`!${flag!}`));
+        expect(span, `${fn.slice(0, fn.indexOf("("))}: ${flag}`).not.toContain("c.call(");
+      }
+    }
+    expect(src).toMatch(/static void prefill__prefill_run[^]*c\.call\(fr, 2\);[^]*if \((pair\d+_)\) \{ \{ const long n_ = std::max<long>[^\n]*c\.launch\(k_rms_norm_phases_\d+/);
+    await expectKernelsCompile(join(dir, "phases"), kernels);
+  }, 300_000);
+
   it("LINGC_QUANT_EPILOGUE=on: FP8 Ling-mini's routed SwiGLU experts quantize their hidden rows in the tile program where the sizes choose it (the quantize step skipped there), else both as before (a launch pair of the quantize at few rows excluded); the merged kernel compiles", async () => {
     const args = ["compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16"];
     const on = await cliEnv({ LINGC_QUANT_EPILOGUE: "on" }, ...args, "--out", join(dir, "qe"));

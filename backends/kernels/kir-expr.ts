@@ -149,8 +149,8 @@ export type Stmt =
   | { k: "setmaxnreg"; inc: boolean; regs: number }
   /**
    * Every workgroup of the launch waits here until all have arrived, and then sees what each wrote
-   * before it (a grid-wide barrier: CUDA, on two i32 words of buffer `buf`, an arrival count left at
-   * zero and a generation that only grows). Every thread of every workgroup reaches it alike, at
+   * before it (a grid-wide barrier: CUDA, on i32 word 0 of buffer `buf`, whose top bit each barrier
+   * flips, its low bits zero between). Every thread of every workgroup reaches it alike, at
    * the body's top level; the target launches no more workgroups than fit on the device at once
    * (a workgroup that waits for one not yet running would wait forever).
    */

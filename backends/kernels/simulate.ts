@@ -36,7 +36,7 @@ const bitsF32 = (b: number) => new Float32Array(new Uint32Array([b >>> 0]).buffe
 /**
  * Runs `workgroups` workgroups of kernel k over its buffers (by name) with its uniforms' values. A
  * grid barrier (gridSync, at the body's top level) splits the body: every workgroup runs to it before
- * any goes on (workgroup memory kept; locals do not cross it), and its buffer's generation advances.
+ * any goes on (workgroup memory kept; locals do not cross it), and its word's top bit flips.
  */
 export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms: Record<string, number>, workgroups: number, observe: SimObserver = {}): void {
   for (const b of k.buffers) if (!buffers[b.name]) throw new Error(`simulate ${k.name}: no buffer for ${b.name}`);
@@ -52,9 +52,10 @@ export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms:
   segments.forEach((body, j) => {
     if (j > 0) {
       const bar = k.body.filter((st) => st.k === "gridSync")[j - 1] as { buf: string };
+      // Its word as CUDA's lingc::grid_sync leaves it: the top bit flipped, the low bits as they were.
       const words = buffers[bar.buf]!;
-      if (words.length < 2) throw new Error(`simulate ${k.name}: grid barrier buffer ${bar.buf} needs two words`);
-      words[1] = words[1]! + 1;
+      if (words.length < 1) throw new Error(`simulate ${k.name}: grid barrier buffer ${bar.buf} needs a word`);
+      words[0] = (words[0]! ^ 0x80000000) | 0;
     }
     for (let wg = 0; wg < workgroups; wg++) runWorkgroup(k, body, wg, workgroups, buffers, elem, shared[wg]!, uniforms, observe);
   });

@@ -808,6 +808,42 @@ qprologue)
   # "LINGC_QUANT_PROLOGUE=on;LINGC_QUANT_PROLOGUE=on LINGC_PAIR_LAUNCH=off").
   LINGC_ENVS="${LINGC_QP_ENVS:-LINGC_QUANT_PROLOGUE=$QP}" bash "$0" fp8ab
   ;;
+phasesab)
+  # Phase launches (LINGC_PHASE_LAUNCH) at decode batch 1, lean: the grid barrier against a kernel
+  # boundary (gridsync.cu); bf16 and FP8 (W8A8) Ling-mini built as is (mini, mini8) and under each of
+  # LINGC_ENVS (';' between builds: mini-envN, mini8-envN); under the first setting, one sequence's 10
+  # greedy ids on ling-tiny and ling-small against the interpreter, that run on ling-small under
+  # memcheck and racecheck, and the bf16 build's selftest; then each build's kernel launches a decode
+  # step (LINGC_GRAPH_KERNELS=1) and decode batch 1 (cache 2048, graph ms a step), alternately, two rounds.
+  IFS=';' read -ra ENVS <<< "${LINGC_ENVS:?LINGC_ENVS names the settings}"; M=bench/cuda/ling-mini-2.0-no-mtp
+  Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"; BUILDS=(mini mini8)
+  ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j3 >/dev/null ) &
+  ( $L compile $M --target cuda $Q --out /tmp/mini8 >/dev/null && cd /tmp/mini8 && make -j3 >/dev/null ) &
+  for n in "${!ENVS[@]}"; do
+    e=${ENVS[$n]}; BUILDS+=(mini-env$n mini8-env$n)
+    ( env $e $L compile $M --target cuda --out /tmp/mini-env$n >/dev/null && cd /tmp/mini-env$n && make -j3 >/dev/null ) &
+    ( env $e $L compile $M --target cuda $Q --out /tmp/mini8-env$n >/dev/null && cd /tmp/mini8-env$n && make -j3 >/dev/null ) &
+  done
+  nvcc -O3 -gencode arch=compute_90a,code=sm_90a -o /tmp/gridsync bench/cuda/gridsync.cu && timeout 120 /tmp/gridsync | tee "$OUT/gridsync.jsonl"
+  E0=${ENVS[0]}; P1=${PROMPT%%;*}; mkdir -p /tmp/one
+  for C in ling-tiny ling-small; do
+    $L generate tests/data/golden/$C --backend interp --prompt "$P1" --max-new-tokens 10 --ignore-eos > /tmp/one/$C-interp.txt 2>/dev/null &
+    env $E0 $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos > /tmp/one/$C-env0.txt 2>/tmp/one/$C-env0.err &
+  done
+  wait
+  for C in ling-tiny ling-small; do
+    [ -s /tmp/one/$C-env0.txt ] && [ "$(cat /tmp/one/$C-env0.txt)" = "$(cat /tmp/one/$C-interp.txt)" ] && r=equal || r=DIFFERENT
+    echo "$C one sequence, $E0 against interp: $r ($(cat /tmp/one/$C-env0.txt) / $(cat /tmp/one/$C-interp.txt))"; tail -2 /tmp/one/$C-env0.err
+  done
+  echo "== ling-small one sequence (decode batch 1) under compute-sanitizer, $E0"
+  for tool in memcheck racecheck; do
+    env $E0 compute-sanitizer --tool $tool --target-processes all --error-exitcode 9 $L generate tests/data/golden/ling-small --backend cuda --prompt "$P1" --max-new-tokens 3 --ignore-eos > "$OUT/san-one-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 "Invalid\|Race\|Hazard" "$OUT/san-one-$tool.txt"; grep "SUMMARY" "$OUT/san-one-$tool.txt" | sort | uniq -c
+  done
+  echo "== mini-env0 selftest ($E0)"; timeout 150 /tmp/mini-env0/lingc_model selftest > "$OUT/selftest-env0.txt" 2>&1; echo "exit $?"; grep -c PASS "$OUT/selftest-env0.txt"; grep FAIL "$OUT/selftest-env0.txt" | head -3
+  for n in "${!ENVS[@]}"; do echo "mini-env$n, mini8-env$n: ${ENVS[$n]}"; done
+  for m in "${BUILDS[@]}"; do echo "== $m: $(LINGC_GRAPH_KERNELS=1 timeout 60 /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 2>&1 | grep -o "graph [a-z_]* captured: [0-9]* kernel launches" | sort -u | paste -sd" ")"; done
+  alternate "" 1x2048 "${BUILDS[@]}"
+  ;;
 decodeab)
   # A/B of compile-time settings at decode, bf16 and FP8 (W8A8) Ling-mini alike: built by dist/lingc.mjs
   # as is (mini, mini8) and under each of LINGC_ENVS (';' between builds: mini-envN, mini8-envN). First

@@ -1,7 +1,8 @@
 // What a dependent step costs at batch-1 decode sizes, three ways, on the GPU at hand: a chain of
 // tiny kernels launched with programmatic dependent launch (as lingc launches its kernels) in one
 // CUDA graph, the same chain without PDL, and one persistent kernel whose phases are separated by
-// grid-wide barriers (what a one-launch-per-layer decode kernel would pay instead of a launch).
+// grid-wide barriers (what a one-launch-per-layer decode kernel would pay instead of a launch), by
+// two barriers: a count and a generation, and one atomic a workgroup (the form lingc's runtime uses).
 // Each phase reads, in every workgroup, a value another workgroup wrote in the phase before, so a
 // phase boundary must order memory as a kernel boundary does.
 // Build and run: nvcc -O3 -gencode arch=compute_90a,code=sm_90a -o /tmp/gridsync bench/cuda/gridsync.cu && /tmp/gridsync
@@ -62,6 +63,31 @@ __global__ void persistent(unsigned* vals, int n, unsigned* count, unsigned* gen
   }
 }
 
+// One atomic a workgroup (lingc's grid_sync): workgroup 0 adds 2^31 - (n - 1), the others 1, so the
+// count's top bit flips exactly when the last arrives (and the low bits are back where they were);
+// each waits, with acquire loads, for the bit to differ from the one it saw. The add releases the
+// workgroup's writes (after the workgroup barrier: cumulative), the acquire load takes everyone's.
+__device__ __forceinline__ void grid_sync_flip(unsigned* count, unsigned n) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned add = blockIdx.x == 0 ? 0x80000000u - (n - 1) : 1u;
+    unsigned old, now;
+    asm volatile("atom.add.release.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(count), "r"(add) : "memory");
+    do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(count) : "memory");
+    while (((now ^ old) & 0x80000000u) == 0);
+  }
+  __syncthreads();
+}
+
+__global__ void persistent_flip(unsigned* vals, int n, unsigned* count, unsigned*) {
+  asm volatile("griddepcontrol.launch_dependents;");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  for (int s = 0; s < STEPS; ++s) {
+    if (s) grid_sync_flip(count, n);
+    step(vals, n, s & 1, (s + 1) & 1);
+  }
+}
+
 template <typename F>
 static double median_us_per_step(cudaStream_t st, F record) {
   cudaGraph_t graph;
@@ -111,26 +137,31 @@ int main() {
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, persistent, THREADS, 0));
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-  unsigned *vals, *count, *gen;
+  unsigned *vals, *count, *gen, *flip_count;  // (the two barriers' counts apart: each leaves its own in its own state)
   CK(cudaMalloc(&vals, 2 * 4096 * sizeof(unsigned)));
   CK(cudaMalloc(&count, sizeof(unsigned)));
   CK(cudaMalloc(&gen, sizeof(unsigned)));
+  CK(cudaMalloc(&flip_count, sizeof(unsigned)));
+  CK(cudaMemset(flip_count, 0, sizeof(unsigned)));
   CK(cudaMemset(vals, 0, 2 * 4096 * sizeof(unsigned)));
   CK(cudaMemset(count, 0, sizeof(unsigned)));
   CK(cudaMemset(gen, 0, sizeof(unsigned)));
-  for (int per : {1, 2, 4}) {
+  for (int per : {1, 2, 4, 8}) {
     const int n = per * p.multiProcessorCount;
     if (per > resident) continue;  // the persistent kernel's workgroups must all be resident
     const double pdl = median_us_per_step(st, [&] { for (int s = 0; s < STEPS; ++s) launch(st, chain_pdl, true, n, vals, s & 1, (s + 1) & 1); });
     const double plain = median_us_per_step(st, [&] { for (int s = 0; s < STEPS; ++s) launch(st, chain_plain, false, n, vals, s & 1, (s + 1) & 1); });
-    const double grid = median_us_per_step(st, [&] {
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(n);
-      cfg.blockDim = dim3(THREADS);
-      cfg.stream = st;
-      CK(cudaLaunchKernelEx(&cfg, persistent, vals, n, count, gen));
-    });
-    std::printf("{\"gpu\": \"%s\", \"workgroups\": %d, \"threads\": %d, \"steps\": %d, \"us_per_step\": {\"kernels_pdl\": %.3f, \"kernels\": %.3f, \"grid_barrier\": %.3f}}\n", p.name, n, THREADS, STEPS, pdl, plain, grid);
+    const auto persistent_us = [&](void (*k)(unsigned*, int, unsigned*, unsigned*), unsigned* count) {
+      return median_us_per_step(st, [&] {
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3(n);
+        cfg.blockDim = dim3(THREADS);
+        cfg.stream = st;
+        CK(cudaLaunchKernelEx(&cfg, k, vals, n, count, gen));
+      });
+    };
+    const double grid = persistent_us(persistent, count), flip = persistent_us(persistent_flip, flip_count);
+    std::printf("{\"gpu\": \"%s\", \"workgroups\": %d, \"threads\": %d, \"steps\": %d, \"us_per_step\": {\"kernels_pdl\": %.3f, \"kernels\": %.3f, \"grid_barrier\": %.3f, \"grid_barrier_one_atomic\": %.3f}}\n", p.name, n, THREADS, STEPS, pdl, plain, grid, flip);
   }
   unsigned h[2] = {0, 0};
   CK(cudaMemcpy(h, vals, sizeof h, cudaMemcpyDeviceToHost));

@@ -76,29 +76,22 @@ __device__ __forceinline__ float warp_max(float x) {
 }
 /**
  * A grid-wide barrier (kir gridSync) for a launch whose n workgroups are all resident (Ctx::resident
- * sizes it): bar[0] counts arrivals and is back at zero after each barrier, bar[1] is a generation
- * that only grows. Each workgroup's first thread reads the generation, releases the workgroup's
- * writes (the barrier before it, then a fence) and arrives; the last to arrive sets the count back to
- * zero and advances the generation; the others wait for it to move (an acquire load), then fence, so
- * that every write before the barrier is seen after it.
+ * sizes it), on one word: each workgroup's first thread adds to it once, workgroup 0 2^31 - (n - 1)
+ * and the others 1, so that its top bit flips exactly when the last arrives and its low bits are back
+ * where they were (zero: any n, launch after launch); each then waits, with acquire loads, for the bit
+ * to differ from the one its add saw. The add is a release (after the workgroup barrier, so it
+ * carries every thread's writes), the loads acquire everyone's. One atomic a workgroup: the count and
+ * generation form (a reset and a second atomic on the last arrival's path) cost more (bench/cuda/gridsync.cu).
  */
 __device__ __forceinline__ void grid_sync(int* bar, int n) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    unsigned* gen = reinterpret_cast<unsigned*>(bar + 1);
-    unsigned g;
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(g) : "l"(gen) : "memory");
-    __threadfence();
-    if (atomicAdd(bar, 1) == n - 1) {
-      atomicExch(bar, 0);
-      __threadfence();
-      atomicAdd(gen, 1u);
-    } else {
-      unsigned now;
-      do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(gen) : "memory");
-      while (now == g);
-    }
-    __threadfence();
+    unsigned* count = reinterpret_cast<unsigned*>(bar);
+    const unsigned add = blockIdx.x == 0 ? 0x80000000u - static_cast<unsigned>(n - 1) : 1u;
+    unsigned old, now;
+    asm volatile("atom.add.release.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(count), "r"(add) : "memory");
+    do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(count) : "memory");
+    while (((now ^ old) & 0x80000000u) == 0);
   }
   __syncthreads();
 }
@@ -321,7 +314,7 @@ struct Ctx {
   // The runtime's counters (counter_slots i32, zero between launches): a generated kernel whose last
   // workgroup finishes the others' work counts them here and sets each it used back to zero.
   int* counters();
-  // The grid barrier's words (lingc::grid_sync), and the grid of a grid-synced kernel: the workgroups
+  // The grid barrier's word (lingc::grid_sync), and the grid of a grid-synced kernel: the workgroups
   // `wanted`, but no more than fit on the device at once (at most per_sm a multiprocessor), which
   // its barrier needs: a workgroup waiting for one that cannot be scheduled would wait forever.
   int* grid_sync();

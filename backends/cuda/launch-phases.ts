@@ -9,9 +9,13 @@
  * GEMV; the output projection, residual norm, router gate, router and MoE dispatch; the experts'
  * SwiGLU and down launch pairs and the combine. A launch pair is one phase (both its kernels). The
  * launch is no larger than what fits on the device at once (the runtime's occupancy query, at most
- * `perSm` workgroups a multiprocessor), which a grid barrier needs. A group runs where the sizes
- * choose every member's kernel and at least one member's choice has a size condition (so that it
- * runs at decode sizes only); each step runs as before otherwise.
+ * `perSm` workgroups a multiprocessor), which a grid barrier needs. A phase of a tail's kind of
+ * work (the residual norm, the router, the dispatch, the combine: serialKind) after the first runs in
+ * the last workgroup to arrive at the barrier before it, which then releases the rest: one barrier
+ * where there were two (a bf16 MoE layer's 7 become 4). A group runs where the sizes choose every
+ * member's kernel, those serial phases are at most TAIL_WORKGROUPS workgroups' work, and at least
+ * one member's choice has a size condition (so that it runs at decode sizes only); each step runs as
+ * before otherwise.
  */
 import type { CudaProfile } from "../../ir/target";
 import type { FrameSchedule } from "../frames";
@@ -23,18 +27,20 @@ import type { Dim } from "../../ir/dim";
 import { dynamicSharedBytes } from "./render";
 import { stepDispatch } from "./library";
 import { firstGenerated, pairFlag, workgroups, type LaunchPair } from "./launch-pairs";
+import { TAIL_TEMPLATES, TAIL_WORKGROUPS } from "./launch-tails";
 
 /** The generated templates a library step's first choice may name for it to be a phase: the dense, expert and FP8 GEMVs. */
 const PHASE_TEMPLATES: ReadonlySet<string> = new Set(["router_warp", "linear_gemv", "grouped_gemv", "grouped_gemv_rows", "grouped_gemv_fp8", "gemv_fp8", "quantize"]);
 /** The most (token, slot) pairs the generated MoE dispatch sorts as a phase (each of its threads reads them all). */
 const DISPATCH_PHASE_PAIRS = 256;
 
-/** One phase: its steps (a pair's two, or one), its kernel and when the sizes choose it (C++, "" for always). */
+/** One phase: its steps (a pair's two, or one), its kernel and when the sizes choose it (C++, "" for always); `few`: where it may run serially (a tail's template: its work at most TAIL_WORKGROUPS workgroups, C++). */
 interface Phase {
   steps: number[];
   kernel: GeneratedKernel;
   when: string;
   pair?: LaunchPair;
+  few?: string;
 }
 
 /** A lone step as a phase: its generated kernel where the sizes may choose one that is a plain launch; undefined otherwise. */
@@ -54,8 +60,15 @@ function lonePhase(step: Step, fr: FrameSchedule, limits: GenLimits, profile: Cu
   }
   const kernel = generateStep(step, fr, limits, `k${n}`, template);
   if (d && d.kind !== "moe_dispatch" && !PHASE_TEMPLATES.has(kernel.template ?? "")) return undefined;
-  return workgroups(kernel) && !dynamicSharedBytes(kernel.kernel) ? { steps: [n], kernel, when } : undefined;
+  const g = workgroups(kernel);
+  if (!g || dynamicSharedBytes(kernel.kernel)) return undefined;
+  const count = g.per > 1 ? `((${dimText(g.dim)}) + ${g.per - 1}) / ${g.per}` : `(${dimText(g.dim)})`;
+  const few = serialKind(kernel) ? `${count} <= ${TAIL_WORKGROUPS}` : undefined;
+  return { steps: [n], kernel, when, ...(few ? { few } : {}) };
 }
+
+/** Whether a phase of this kernel runs serially after another (in the barrier's last arrival): a tail's kind of work (a router, a norm, a dispatch, a combine). */
+export const serialKind = (k: GeneratedKernel): boolean => TAIL_TEMPLATES.has(k.template ?? "");
 
 /**
  * The function's launches with phases, by their first step's index: the launch pairs given (`pairs`)
@@ -99,7 +112,8 @@ export function launchPhases(
       const absorbed = new Set(group.flatMap((p) => (p.pair ? [p.steps[0]!] : [])));
       // A pair's condition may name an absorbed pair's flag (pairs after pairs): that pair's own condition is in the group's.
       const own = (w: string) => w.split(" && ").filter((c) => !absorbed.has(Number(/^pair(\d+)_$/.exec(c)?.[1] ?? NaN)) && c !== "true" && c !== "");
-      const when = [...new Set(group.flatMap((p) => own(p.when)))].join(" && ");
+      // (A serial phase's few workgroups are a condition of the group's: run by one, they must be few.)
+      const when = [...new Set(group.flatMap((p, j) => [...own(p.when), ...(j > 0 && p.few ? [p.few] : [])]))].join(" && ");
       // (A group that would run at every size, prefill's too, is left as it was.)
       if (!when) {
         group = [];
@@ -123,7 +137,8 @@ export function launchPhases(
       close();
       continue;
     }
-    const longer = group.length ? phaseGroup([...group.map((p) => p.kernel), phase.kernel], perSm, storageOf) : undefined;
+    const members = [...group, phase];
+    const longer = group.length ? phaseGroup(members.map((p) => p.kernel), perSm, storageOf, members.map((p, j) => j > 0 && p.few !== undefined)) : undefined;
     if (longer) {
       group.push(phase);
       merged = longer;
@@ -144,16 +159,17 @@ export function launchPhases(
  * Kernels (in step order) as the phases of one launch (mergePhases), where each is a plain launch and
  * no phase writes the storage of a buffer an earlier phase only reads (two pointers to one memory,
  * one of them const __restrict__); undefined otherwise. A phase's buffer of storage that an earlier
- * phase writes is read (or written) through that phase's parameter. `storageOf`: a slot's storage.
+ * phase writes is read (or written) through that phase's parameter. `storageOf`: a slot's storage;
+ * `serial`: the phases run by the last workgroup to arrive at the barrier before them (mergePhases).
  */
-export function phaseGroup(kernels: readonly GeneratedKernel[], perSm: number, storageOf: (id: number) => number): GeneratedKernel | undefined {
+export function phaseGroup(kernels: readonly GeneratedKernel[], perSm: number, storageOf: (id: number) => number, serial: readonly boolean[] = []): GeneratedKernel | undefined {
   const grids = kernels.map(workgroups);
   if (grids.some((g) => !g) || phaseProblem(kernels.map((k) => k.kernel))) return undefined;
   const written = new Map<number, string>();
   const read = new Set<number>();
   const slots: number[] = [];
   const uniforms: GeneratedKernel["uniforms"] = [];
-  const phases: { kernel: GeneratedKernel["kernel"]; same: Map<string, string> }[] = [];
+  const phases: { kernel: GeneratedKernel["kernel"]; same: Map<string, string>; serial?: boolean }[] = [];
   for (const [j, g] of kernels.entries()) {
     const name = (x: string) => (j === 0 ? x : phaseName(x, j));
     const same = new Map<string, string>();
@@ -172,7 +188,7 @@ export function phaseGroup(kernels: readonly GeneratedKernel[], perSm: number, s
       else read.add(st);
     }
     uniforms.push(...g.uniforms.map((u) => ({ ...u, name: name(u.name) })), { name: phaseCount(j), dim: grids[j]!.dim, ...(grids[j]!.per > 1 ? { per: grids[j]!.per } : {}) });
-    phases.push({ kernel: g.kernel, same });
+    phases.push({ kernel: g.kernel, same, ...(serial[j] ? { serial: true } : {}) });
   }
   const kernel = mergePhases(phases, `${kernels[0]!.kernel.name}_phases`);
   if (dynamicSharedBytes(kernel)) return undefined;

@@ -225,7 +225,14 @@ export class CudaRenderer {
           out.push(`${indent}__threadfence();`);
           break;
         case "gridSync":
-          out.push(`${indent}lingc::grid_sync(${s.buf}, nwg);`);
+          if (!s.last) {
+            out.push(`${indent}lingc::grid_sync(${s.buf}, nwg);`);
+            break;
+          }
+          // (gen_: the generation thread 0 saw before it arrived, which the others wait to move.)
+          out.push(`${indent}{`, `${indent}  unsigned gen_ = 0;`, `${indent}  if (lingc::grid_arrive(${s.buf}, nwg, gen_)) {`);
+          this.stmts(s.last, indent + "    ", out);
+          out.push(`${indent}    lingc::grid_release(${s.buf});`, `${indent}  } else {`, `${indent}    lingc::grid_wait(${s.buf}, gen_);`, `${indent}  }`, `${indent}}`);
           break;
         case "prefetchL2":
           out.push(

@@ -152,9 +152,13 @@ export type Stmt =
    * before it (a grid-wide barrier: CUDA, on i32 word 0 of buffer `buf`, whose top bit each barrier
    * flips, its low bits zero between). Every thread of every workgroup reaches it alike, at
    * the body's top level; the target launches no more workgroups than fit on the device at once
-   * (a workgroup that waits for one not yet running would wait forever).
+   * (a workgroup that waits for one not yet running would wait forever). With `last`, the last
+   * workgroup to arrive (all its threads) runs those statements before any goes on, and the others
+   * then see its writes too: work of a few workgroups (a router, a norm of one row) between two
+   * phases for the cost of one barrier. They must not depend on which workgroup runs them (the wg
+   * builtin), and hold no grid barrier. (CUDA: word 1 of `buf` too, a generation the last advances.)
    */
-  | { k: "gridSync"; buf: string }
+  | { k: "gridSync"; buf: string; last?: Stmt[] }
   /** Adds `e` to element `idx` of i32 buffer `buf` atomically; the let `name` gets the element's value before (CUDA atomicAdd). */
   | { k: "atomicAdd"; name: string; buf: string; idx: Expr; e: Expr }
   /**

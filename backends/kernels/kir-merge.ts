@@ -221,12 +221,15 @@ export function phaseProblem(kernels: readonly Kernel[]): string | undefined {
  * loop: workgroup w runs phase j's workgroups w, w + nwg, ... (phaseCount(j) in all), a workgroup
  * barrier after each (its workgroup arrays are then free for the next). The merged workgroup is the
  * largest; a smaller kernel runs in its first threads, its barriers among those threads only (whole
- * warps: phaseProblem). Phase j's names take phaseName's suffix, except its buffers that hold the storage
+ * warps: phaseProblem). A `serial` phase (not the first) of a few workgroups' work runs in the last
+ * workgroup to arrive at the barrier before it, its workgroups in turn (gridSync's `last`), the others
+ * released when it is done: one barrier instead of two; serial phases in a row share it.
+ * Phase j's names take phaseName's suffix, except its buffers that hold the storage
  * of an earlier phase's written buffer (`same`: its name -> that buffer's name in the merged kernel),
  * read and written through that buffer's own parameter (as mergeTail's tails are). The first
  * kernel's prefetches stay (for its first visit); the others' are dropped.
  */
-export function mergePhases(phases: readonly { kernel: Kernel; same?: ReadonlyMap<string, string> }[], name: string): Kernel {
+export function mergePhases(phases: readonly { kernel: Kernel; same?: ReadonlyMap<string, string>; serial?: boolean }[], name: string): Kernel {
   const kernels = phases.map((p) => p.kernel);
   const problem = phaseProblem(kernels);
   if (problem) throw new Error(`kir phase merge of ${kernels.map((k) => k.name).join(", ")}: ${problem}`);
@@ -239,7 +242,10 @@ export function mergePhases(phases: readonly { kernel: Kernel; same?: ReadonlyMa
   const uniforms: string[] = [];
   const shared: Kernel["shared"] = [];
   const body: Stmt[] = [];
-  phases.forEach(({ kernel: b, same = new Map<string, string>() }, j) => {
+  // The last-arrival work of the barrier before the phase being added (a serial phase's), if any.
+  let serialAt: Stmt[] | undefined;
+  phases.forEach(({ kernel: b, same = new Map<string, string>(), serial }, j) => {
+    if (serial && j === 0) throw new Error(`kir phase merge: the first phase (${b.name}) cannot be serial (no barrier before it)`);
     for (const [bn, an] of same) {
       const mine = b.buffers.find((x) => x.name === bn);
       if (!written.has(an) || !mine) throw new Error(`kir phase merge: ${b.name}'s ${bn} is not a buffer an earlier phase writes (${an})`);
@@ -261,7 +267,19 @@ export function mergePhases(phases: readonly { kernel: Kernel; same?: ReadonlyMa
     // A narrower kernel's barriers are among its threads only (the others skip its body).
     const inner = narrowBarriers(rename(b.body, renamed, { k: "ref", t: "i32", name: v }) as Stmt[], b.wg < wg ? b.wg : undefined);
     const run = b.wg < wg ? [{ k: "if", c: { k: "bin", t: "bool", op: "<", a: lid, b: i(b.wg) }, then: inner } as Stmt] : inner;
-    if (j > 0) body.push({ k: "gridSync", buf: GRID_SYNC });
+    if (serial) {
+      // Run by the barrier's last arrival, its workgroups in turn; a serial phase after it joins it.
+      const visit: Stmt = { k: "for", v, from: i(0), to: { k: "uni", t: "i32", name: phaseCount(j) }, step: i(1), body: [...run, { k: "barrier" }], unroll: false };
+      if (serialAt) serialAt.push(visit);
+      else {
+        serialAt = [visit];
+        body.push({ k: "gridSync", buf: GRID_SYNC, last: serialAt });
+      }
+      return;
+    }
+    // (After serial phases, their barrier's release is this phase's barrier.)
+    if (j > 0 && !serialAt) body.push({ k: "gridSync", buf: GRID_SYNC });
+    serialAt = undefined;
     body.push({ k: "for", v, from: { k: "builtin", t: "i32", name: "wg" }, to: { k: "uni", t: "i32", name: phaseCount(j) }, step: { k: "builtin", t: "i32", name: "nwg" }, body: [...run, { k: "barrier" }], unroll: false });
   });
   const first = kernels[0]!;

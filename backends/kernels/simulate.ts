@@ -36,7 +36,8 @@ const bitsF32 = (b: number) => new Float32Array(new Uint32Array([b >>> 0]).buffe
 /**
  * Runs `workgroups` workgroups of kernel k over its buffers (by name) with its uniforms' values. A
  * grid barrier (gridSync, at the body's top level) splits the body: every workgroup runs to it before
- * any goes on (workgroup memory kept; locals do not cross it), and its word's top bit flips.
+ * any goes on (workgroup memory kept; locals do not cross it), its word's top bit flips, and its
+ * last-arrival work runs (as the last workgroup) before the next segment.
  */
 export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms: Record<string, number>, workgroups: number, observe: SimObserver = {}): void {
   for (const b of k.buffers) if (!buffers[b.name]) throw new Error(`simulate ${k.name}: no buffer for ${b.name}`);
@@ -44,18 +45,27 @@ export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms:
   const elem = new Map(k.buffers.map((b) => [b.name, b.elem]));
   const segments: Stmt[][] = [[...(k.preWait ?? [])]];
   for (const st of k.body) {
-    if (st.k === "gridSync") segments.push([]);
+    if (st.k === "gridSync") {
+      if (JSON.stringify(st.last ?? []).includes('"gridSync"')) throw new Error(`simulate ${k.name}: a grid barrier inside a grid barrier's last-arrival work`);
+      segments.push([]);
+    }
     else if (JSON.stringify(st).includes('"gridSync"')) throw new Error(`simulate ${k.name}: a grid barrier inside a ${st.k} (it must be at the body's top level)`);
     else segments[segments.length - 1]!.push(st);
   }
   const shared = Array.from({ length: workgroups }, () => new Map<string, { t: KType; a: Float64Array }>(k.shared.map((s) => [s.name, { t: s.t, a: new Float64Array(s.size) }])));
   segments.forEach((body, j) => {
     if (j > 0) {
-      const bar = k.body.filter((st) => st.k === "gridSync")[j - 1] as { buf: string };
-      // Its word as CUDA's lingc::grid_sync leaves it: the top bit flipped, the low bits as they were.
+      const bar = k.body.filter((st) => st.k === "gridSync")[j - 1] as { buf: string; last?: Stmt[] };
+      // Its words as CUDA's lingc::grid_sync leaves them: the count's top bit flipped (the low bits as
+      // they were); with last-arrival work, the generation advanced.
       const words = buffers[bar.buf]!;
-      if (words.length < 1) throw new Error(`simulate ${k.name}: grid barrier buffer ${bar.buf} needs a word`);
+      if (words.length < (bar.last ? 2 : 1)) throw new Error(`simulate ${k.name}: grid barrier buffer ${bar.buf} needs ${bar.last ? "two words" : "a word"}`);
       words[0] = (words[0]! ^ 0x80000000) | 0;
+      // The last to arrive runs the work (here the last workgroup: the work may not depend on which).
+      if (bar.last) {
+        runWorkgroup(k, bar.last, workgroups - 1, workgroups, buffers, elem, shared[workgroups - 1]!, uniforms, observe);
+        words[1] = words[1]! + 1;
+      }
     }
     for (let wg = 0; wg < workgroups; wg++) runWorkgroup(k, body, wg, workgroups, buffers, elem, shared[wg]!, uniforms, observe);
   });

@@ -19,7 +19,7 @@ import { simulate, type SimArray } from "../../backends/kernels/simulate";
 import { prologueCandidates, prologueStep } from "../../backends/cuda/quant-prologue";
 import { epilogueCandidates, epilogueStep } from "../../backends/cuda/quant-epilogue";
 import { tailGroup, TAIL_FIRST_TEMPLATES, TAIL_TEMPLATES } from "../../backends/cuda/launch-tails";
-import { phaseGroup } from "../../backends/cuda/launch-phases";
+import { phaseGroup, serialKind } from "../../backends/cuda/launch-phases";
 import { rng } from "./fd";
 
 export const LIMITS: GenLimits = cudaGenLimits(CUDA_SM90A);
@@ -75,7 +75,7 @@ export function runGenerated(
   tails = false,
   /**
    * Runs of consecutive steps as the phases of one kernel (backends/cuda/launch-phases.ts
-   * phaseGroup), a grid barrier between each, simulated on this many workgroups (fewer than a
+   * phaseGroup), a grid barrier between each (a tail's kind of work after the first run by its last arrival), simulated on this many workgroups (fewer than a
    * phase's own: its workgroups visited in turn); 0 for none.
    */
   phases = 0,
@@ -165,18 +165,20 @@ export function runGenerated(
       const after: GeneratedKernel[] = [];
       for (let m = n + 1; steps[m]; m++) {
         const t = generateStep(steps[m]!, s, limits, "k", pick(steps[m]!.ops));
-        if (!phaseGroup([g, ...after, t], 2, (id) => storageSlot(s, id))) break;
+        // (A tail's kind of work after the first runs in the barrier's last arrival, as launch-phases.ts has it.)
+        const serial = (ks: GeneratedKernel[]) => ks.map((k, j) => j > 0 && serialKind(k));
+        if (!phaseGroup([g, ...after, t], 2, (id) => storageSlot(s, id), serial([g, ...after, t]))) break;
         after.push(t);
       }
       if (after.length) {
-        g = phaseGroup([g, ...after], 2, (id) => storageSlot(s, id))!;
+        g = phaseGroup([g, ...after], 2, (id) => storageSlot(s, id), [false, ...after.map((k) => serialKind(k))])!;
         after.forEach((_, j) => (steps[n + 1 + j] = undefined));
       }
     }
     // A split computation's kernels run in turn, sharing the step's scratch (as the CUDA emitter binds it).
     const scratch = new Float32Array(g.scratch ?? 0);
     const counters = new Int32Array(COUNTER_SLOTS);
-    const bar = new Int32Array(1);  // the grid barrier's word
+    const bar = new Int32Array(2);  // the grid barriers' words
     for (let k: GeneratedKernel | undefined = g; k; k = k.then) {
       kernels.push(k);
       const buffers: Record<string, SimArray> = {};

@@ -241,6 +241,26 @@ describe("dependent kernels as the phases of one launch, a grid barrier between 
     expect(() => renderWgsl(k)).toThrow(/grid|workgroups launched/);
   });
 
+  it("runs serial phases in the last workgroup to arrive at the barrier before them, one barrier for a run of them (CUDA grid_arrive, grid_release, grid_wait)", () => {
+    // rows (6 workgroups) -> pairs (3) and pairs (1), both serial: one barrier, not two.
+    const k = mergePhases([{ kernel: rowSums() }, { kernel: pairsOf(), same: new Map([["b0", "b1"]]), serial: true }, { kernel: pairsOf(), same: new Map([["b0", "b1_p1"]]), serial: true }], "phases");
+    const syncs = k.body.filter((s) => s.k === "gridSync");
+    expect(syncs.map((s) => (s.k === "gridSync" ? s.last?.length : -1))).toEqual([2]);
+    const { once, twice } = expected();
+    for (const grid of [6, 2, 1]) {
+      const [ms, m1, m2, bar] = [new Float32Array(6), new Float32Array(3), new Float32Array(1), new Int32Array(2)];
+      simulate(k, { b0: x, b1: ms, b1_p1: m1, b1_p2: m2, [GRID_SYNC]: bar }, { [phaseCount(0)]: 6, [phaseCount(1)]: 3, [phaseCount(2)]: 1 }, grid);
+      expect([...m1]).toEqual([...once]);
+      expect([...m2]).toEqual([...twice]);
+      // One barrier: the count's top bit flipped once, the generation moved once.
+      expect([...bar]).toEqual([-(2 ** 31), 1]);
+    }
+    const cuda = renderCuda(k);
+    expect(cuda).toMatch(/unsigned gen_ = 0;\n\s*if \(lingc::grid_arrive\(grid_sync, nwg, gen_\)\) \{\n\s*#pragma unroll 1\n\s*for \(int phase_wg_1 = 0; phase_wg_1 < phase_wgs_1; phase_wg_1 \+= 1\)[^]*lingc::grid_release\(grid_sync\);\n\s*\} else \{\n\s*lingc::grid_wait\(grid_sync, gen_\);/);
+    expect(cuda).not.toContain("lingc::grid_sync(");
+    expect(() => mergePhases([{ kernel: rowSums(), serial: true }, { kernel: pairsOf(), same: new Map([["b0", "b1"]]) }], "p")).toThrow(/first phase \(rows\) cannot be serial/);
+  });
+
   it("runs a narrower kernel with barriers in its first threads, its barriers among those threads (CUDA named barrier 1)", () => {
     // A 128-thread phase that doubles b0 into b1, then rows (64 threads, a workgroup sum) of b1.
     const kb = new KernelBuilder("twice", 128, 32);

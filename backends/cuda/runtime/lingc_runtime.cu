@@ -508,7 +508,7 @@ class Runtime {
   int sm_count = 0;  // of this GPU (the selftest's decode split; graphs get it from the plan)
   int* counters = nullptr;  // decode attention's combine counters, zero between launches (the last block resets its own)
   const long counter_slots = 1L << 16;  // (backends/kernels/gen/context.ts COUNTER_SLOTS: the generated kernels' bound)
-  int* grid_bar = nullptr;  // the grid barrier's word (lingc::grid_sync): its top bit flips at each barrier, its low bits zero between
+  int* grid_bar = nullptr;  // the grid barrier's word (lingc::grid_sync): a count whose top bit flips at each barrier (low bits zero between), and the generation of the barriers whose last arrival runs work
 
   void init() {
     int n = 0;
@@ -541,8 +541,8 @@ class Runtime {
     CK(cudaMalloc(&workspace, workspace_bytes));
     CK(cudaMalloc(&counters, counter_slots * sizeof(int)));
     CK(cudaMemset(counters, 0, counter_slots * sizeof(int)));
-    CK(cudaMalloc(&grid_bar, sizeof(int)));
-    CK(cudaMemset(grid_bar, 0, sizeof(int)));
+    CK(cudaMalloc(&grid_bar, 2 * sizeof(int)));
+    CK(cudaMemset(grid_bar, 0, 2 * sizeof(int)));
   }
 
   // --- GEMM (row-major): C[M,N] = A[M,K] . op(B), B stored [N,K] (b_trans) or [K,N]; batched by strides.

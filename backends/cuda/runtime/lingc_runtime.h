@@ -95,6 +95,41 @@ __device__ __forceinline__ void grid_sync(int* bar, int n) {
   }
   __syncthreads();
 }
+/**
+ * A grid barrier whose last arrival runs work before the others go on (kir gridSync's `last`), on
+ * two words: the count as grid_sync's, and a generation. grid_arrive (every thread) returns whether
+ * this workgroup arrived last; its first thread reads the generation (into gen, before its add, which
+ * orders it so: the generation cannot move before every workgroup has added) and adds, acquiring the
+ * others' writes and releasing its own. The last runs the work, then grid_release advances the
+ * generation (a release, after the workgroup barrier: it carries every thread's writes); the others
+ * grid_wait for it to move (acquire loads).
+ */
+__device__ __forceinline__ bool grid_arrive(int* bar, int n, unsigned& gen) {
+  __shared__ int last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* count = reinterpret_cast<unsigned*>(bar);
+    const unsigned add = blockIdx.x == 0 ? 0x80000000u - static_cast<unsigned>(n - 1) : 1u;
+    unsigned old;
+    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(gen) : "l"(count + 1) : "memory");
+    asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(count), "r"(add) : "memory");
+    last = ((old ^ (old + add)) & 0x80000000u) != 0;
+  }
+  __syncthreads();
+  return last;
+}
+__device__ __forceinline__ void grid_release(int* bar) {
+  __syncthreads();
+  if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" :: "l"(reinterpret_cast<unsigned*>(bar) + 1) : "memory");
+}
+__device__ __forceinline__ void grid_wait(int* bar, unsigned gen) {
+  if (threadIdx.x == 0) {
+    unsigned now;
+    do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(reinterpret_cast<unsigned*>(bar) + 1) : "memory");
+    while (now == gen);
+  }
+  __syncthreads();
+}
 // Where a slot's storage comes from. A function's own slots (LocalSlot) use PARAM and CALL too; a
 // graph's expanded slots (SlotMeta) use INPUT for the entry's parameters and ALIAS for the rest.
 enum Source { SRC_INPUT = 0, SRC_WEIGHT = 1, SRC_CONSTANT = 2, SRC_COMPUTED = 3, SRC_ALIAS = 4, SRC_PARAM = 5, SRC_CALL = 6 };
@@ -314,7 +349,7 @@ struct Ctx {
   // The runtime's counters (counter_slots i32, zero between launches): a generated kernel whose last
   // workgroup finishes the others' work counts them here and sets each it used back to zero.
   int* counters();
-  // The grid barrier's word (lingc::grid_sync), and the grid of a grid-synced kernel: the workgroups
+  // The grid barrier's words (lingc::grid_sync, grid_arrive), and the grid of a grid-synced kernel: the workgroups
   // `wanted`, but no more than fit on the device at once (at most per_sm a multiprocessor), which
   // its barrier needs: a workgroup waiting for one that cannot be scheduled would wait forever.
   int* grid_sync();

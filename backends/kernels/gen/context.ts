@@ -61,7 +61,7 @@ export const SCRATCH_SLOT = -1;
  */
 export const COUNTERS_SLOT = -2;
 export const COUNTER_SLOTS = 1 << 16;
-/** The slot number of the target's grid-barrier words (GeneratedKernel.slots; kir gridSync): two i32, an arrival count left at zero and a generation. */
+/** The slot number of the target's grid-barrier words (GeneratedKernel.slots; kir gridSync): two i32, a count whose top bit each barrier flips and a generation. */
 export const GRID_SYNC_SLOT = -3;
 
 export interface GenLimits {

@@ -9,11 +9,11 @@
  * GEMV; the output projection, residual norm, router gate, router and MoE dispatch; the experts'
  * SwiGLU and down launch pairs and the combine. A launch pair is one phase (both its kernels). The
  * launch is no larger than what fits on the device at once (the runtime's occupancy query, at most
- * `perSm` workgroups a multiprocessor), which a grid barrier needs. A phase of a tail's kind of
- * work (the residual norm, the router, the dispatch, the combine: serialKind) after the first runs in
+ * `perSm` workgroups a multiprocessor), which a grid barrier needs. A phase of one workgroup's work
+ * of a tail's kind (the residual norm, the router, the dispatch: serialPhase) after the first runs in
  * the last workgroup to arrive at the barrier before it, which then releases the rest: one barrier
  * where there were two (a bf16 MoE layer's 7 become 4). A group runs where the sizes choose every
- * member's kernel, those serial phases are at most TAIL_WORKGROUPS workgroups' work, and at least
+ * member's kernel, those serial phases are one workgroup's work, and at least
  * one member's choice has a size condition (so that it runs at decode sizes only); each step runs as
  * before otherwise.
  */
@@ -27,14 +27,14 @@ import type { Dim } from "../../ir/dim";
 import { dynamicSharedBytes } from "./render";
 import { stepDispatch } from "./library";
 import { firstGenerated, pairFlag, workgroups, type LaunchPair } from "./launch-pairs";
-import { TAIL_TEMPLATES, TAIL_WORKGROUPS } from "./launch-tails";
+import { TAIL_TEMPLATES } from "./launch-tails";
 
 /** The generated templates a library step's first choice may name for it to be a phase: the dense, expert and FP8 GEMVs. */
 const PHASE_TEMPLATES: ReadonlySet<string> = new Set(["router_warp", "linear_gemv", "grouped_gemv", "grouped_gemv_rows", "grouped_gemv_fp8", "gemv_fp8", "quantize"]);
 /** The most (token, slot) pairs the generated MoE dispatch sorts as a phase (each of its threads reads them all). */
 const DISPATCH_PHASE_PAIRS = 256;
 
-/** One phase: its steps (a pair's two, or one), its kernel and when the sizes choose it (C++, "" for always); `few`: where it may run serially (a tail's template: its work at most TAIL_WORKGROUPS workgroups, C++). */
+/** One phase: its steps (a pair's two, or one), its kernel and when the sizes choose it (C++, "" for always); `few`: where it may run serially (serialPhase: its work one workgroup's, C++). */
 interface Phase {
   steps: number[];
   kernel: GeneratedKernel;
@@ -63,12 +63,27 @@ function lonePhase(step: Step, fr: FrameSchedule, limits: GenLimits, profile: Cu
   const g = workgroups(kernel);
   if (!g || dynamicSharedBytes(kernel.kernel)) return undefined;
   const count = g.per > 1 ? `((${dimText(g.dim)}) + ${g.per - 1}) / ${g.per}` : `(${dimText(g.dim)})`;
-  const few = serialKind(kernel) ? `${count} <= ${TAIL_WORKGROUPS}` : undefined;
+  const few = serialPhase(kernel) ? `${count} <= ${SERIAL_WORKGROUPS}` : undefined;
   return { steps: [n], kernel, when, ...(few ? { few } : {}) };
 }
 
-/** Whether a phase of this kernel runs serially after another (in the barrier's last arrival): a tail's kind of work (a router, a norm, a dispatch, a combine). */
-export const serialKind = (k: GeneratedKernel): boolean => TAIL_TEMPLATES.has(k.template ?? "");
+/**
+ * The most workgroups' work a serial phase is. One: the barrier's last arrival runs it alone, so more
+ * would be on the critical path in turn (the combine's 4 ran slower so: bench/results/phases-2026-12-03-h200.md).
+ */
+export const SERIAL_WORKGROUPS = 1;
+
+/**
+ * Whether a phase of this kernel may run serially after another (in the barrier's last arrival): a
+ * tail's kind of work (a norm of rows, the router, the dispatch) that is one workgroup's at the
+ * smallest sizes (every symbol 1; a run-time condition of the group's holds it to that).
+ */
+export function serialPhase(k: GeneratedKernel): boolean {
+  const g = workgroups(k);
+  if (!g || !TAIL_TEMPLATES.has(k.template ?? "")) return false;
+  const ones = new Map(g.dim.symbols().map((s) => [s, 1] as const));
+  return Math.ceil(g.dim.eval(ones) / g.per) <= SERIAL_WORKGROUPS;
+}
 
 /**
  * The function's launches with phases, by their first step's index: the launch pairs given (`pairs`)

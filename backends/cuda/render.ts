@@ -229,10 +229,10 @@ export class CudaRenderer {
             out.push(`${indent}lingc::grid_sync(${s.buf}, nwg);`);
             break;
           }
-          // (gen_: the generation thread 0 saw before it arrived, which the others wait to move.)
-          out.push(`${indent}{`, `${indent}  unsigned gen_ = 0;`, `${indent}  if (lingc::grid_arrive(${s.buf}, nwg, gen_)) {`);
-          this.stmts(s.last, indent + "    ", out);
-          out.push(`${indent}    lingc::grid_release(${s.buf});`, `${indent}  } else {`, `${indent}    lingc::grid_wait(${s.buf}, gen_);`, `${indent}  }`, `${indent}}`);
+          // (gen_: the generation this barrier leaves, read at the launch's top and counted since.)
+          out.push(`${indent}if (lingc::grid_arrive(${s.buf}, nwg)) {`);
+          this.stmts(s.last, indent + "  ", out);
+          out.push(`${indent}  lingc::grid_release(${s.buf});`, `${indent}} else {`, `${indent}  lingc::grid_wait(${s.buf}, gen_);`, `${indent}}`, `${indent}++gen_;`);
           break;
         case "prefetchL2":
           out.push(
@@ -312,6 +312,11 @@ function usesWorkgroupCount(k: Kernel): boolean {
   return walk(k.body);
 }
 
+/** The buffers of a kernel's grid barriers with last-arrival work (gridSync's last: their generation is read at the top). */
+function lastWorkBuffers(k: Kernel): string[] {
+  return [...new Set(k.body.flatMap((s) => (s.k === "gridSync" && s.last ? [s.buf] : [])))];
+}
+
 /** The dynamic shared memory a kernel's launch must give (0: its arrays are static). */
 export function dynamicSharedBytes(k: Kernel): number {
   const { bytes } = sharedLayout(k);
@@ -355,6 +360,9 @@ export function renderCuda(k: Kernel): string {
     r.stmts(k.preWait, "  ", out);
   }
   out.push(`  asm volatile("griddepcontrol.wait;" ::: "memory");`);
+  const generation = lastWorkBuffers(k);
+  if (generation.length > 1) throw new Error(`kir: ${k.name}'s grid barriers with last-arrival work use more than one buffer (${generation.join(", ")})`);
+  if (generation.length) out.push(`  unsigned gen_ = lingc::grid_generation(${generation[0]});`);
   out.push(...body, "}");
   return out.join("\n") + "\n";
 }

@@ -815,6 +815,7 @@ phasesab)
   # greedy ids on ling-tiny and ling-small against the interpreter, that run on ling-small under
   # memcheck and racecheck, and the bf16 build's selftest; then each build's kernel launches a decode
   # step (LINGC_GRAPH_KERNELS=1) and decode batch 1 (cache 2048, graph ms a step), alternately, two rounds.
+  # LINGC_ALT=<bundle>: also bf16 as that bundle builds it under the first setting (mini-alt).
   IFS=';' read -ra ENVS <<< "${LINGC_ENVS:?LINGC_ENVS names the settings}"; M=bench/cuda/ling-mini-2.0-no-mtp
   Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"; BUILDS=(mini mini8)
   ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j3 >/dev/null ) &
@@ -824,6 +825,10 @@ phasesab)
     ( env $e $L compile $M --target cuda --out /tmp/mini-env$n >/dev/null && cd /tmp/mini-env$n && make -j3 >/dev/null ) &
     ( env $e $L compile $M --target cuda $Q --out /tmp/mini8-env$n >/dev/null && cd /tmp/mini8-env$n && make -j3 >/dev/null ) &
   done
+  # LINGC_ALT (a lingc bundle, e.g. another commit's dist/lingc.mjs): bf16 built by it under the first setting too (mini-alt).
+  if [ -n "${LINGC_ALT:-}" ]; then
+    BUILDS+=(mini-alt); ( env ${ENVS[0]} node $LINGC_ALT compile $M --target cuda --out /tmp/mini-alt >/dev/null && cd /tmp/mini-alt && make -j3 >/dev/null ) &
+  fi
   nvcc -O3 -gencode arch=compute_90a,code=sm_90a -o /tmp/gridsync bench/cuda/gridsync.cu && timeout 120 /tmp/gridsync | tee "$OUT/gridsync.jsonl"
   E0=${ENVS[0]}; P1=${PROMPT%%;*}; mkdir -p /tmp/one
   for C in ling-tiny ling-small; do

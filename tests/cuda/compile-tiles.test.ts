@@ -232,8 +232,8 @@ describe("lingc compile --target cuda: tile programs", () => {
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(dir, "phases", "model.cu"), "utf8");
     const kernels = kernelsNamed(src, "k_[a-z_]+_phases");
-    for (const k of kernels) expect(k).toMatch(/lingc::grid_(sync\(grid_sync, nwg\)|arrive\(grid_sync, nwg, gen_\))/);
-    // The residual norm, router, dispatch and combine run in a barrier's last arrival.
+    for (const k of kernels) expect(k).toMatch(/lingc::grid_(sync\(grid_sync, nwg\)|arrive\(grid_sync, nwg\))/);
+    // The residual norm, router and dispatch run in a barrier's last arrival.
     expect(kernels.some((k) => k.includes("lingc::grid_release(grid_sync);"))).toBe(true);
     // Each group's launch: under its flag, as many workgroups as are resident (at most 2 a multiprocessor), the barrier's words from the runtime.
     const launches = [...src.matchAll(/if \((pair\d+_)\) \{ \{ const long n_ = std::max<long>\(\{[^}]*\}\); if \(n_ > 0\) \{ c\.launch\((k_[a-z_]+_phases_\d+), c\.resident\(\(const void\*\)\2, n_, \d+, 0, 2\)[^\n]*c\.grid_sync\(\)/g)];

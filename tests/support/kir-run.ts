@@ -19,7 +19,7 @@ import { simulate, type SimArray } from "../../backends/kernels/simulate";
 import { prologueCandidates, prologueStep } from "../../backends/cuda/quant-prologue";
 import { epilogueCandidates, epilogueStep } from "../../backends/cuda/quant-epilogue";
 import { tailGroup, TAIL_FIRST_TEMPLATES, TAIL_TEMPLATES } from "../../backends/cuda/launch-tails";
-import { phaseGroup, serialKind } from "../../backends/cuda/launch-phases";
+import { phaseGroup, serialPhase } from "../../backends/cuda/launch-phases";
 import { rng } from "./fd";
 
 export const LIMITS: GenLimits = cudaGenLimits(CUDA_SM90A);
@@ -166,12 +166,12 @@ export function runGenerated(
       for (let m = n + 1; steps[m]; m++) {
         const t = generateStep(steps[m]!, s, limits, "k", pick(steps[m]!.ops));
         // (A tail's kind of work after the first runs in the barrier's last arrival, as launch-phases.ts has it.)
-        const serial = (ks: GeneratedKernel[]) => ks.map((k, j) => j > 0 && serialKind(k));
+        const serial = (ks: GeneratedKernel[]) => ks.map((k, j) => j > 0 && serialPhase(k));
         if (!phaseGroup([g, ...after, t], 2, (id) => storageSlot(s, id), serial([g, ...after, t]))) break;
         after.push(t);
       }
       if (after.length) {
-        g = phaseGroup([g, ...after], 2, (id) => storageSlot(s, id), [false, ...after.map((k) => serialKind(k))])!;
+        g = phaseGroup([g, ...after], 2, (id) => storageSlot(s, id), [false, ...after.map((k) => serialPhase(k))])!;
         after.forEach((_, j) => (steps[n + 1 + j] = undefined));
       }
     }

@@ -256,7 +256,8 @@ describe("dependent kernels as the phases of one launch, a grid barrier between 
       expect([...bar]).toEqual([-(2 ** 31), 1]);
     }
     const cuda = renderCuda(k);
-    expect(cuda).toMatch(/unsigned gen_ = 0;\n\s*if \(lingc::grid_arrive\(grid_sync, nwg, gen_\)\) \{\n\s*#pragma unroll 1\n\s*for \(int phase_wg_1 = 0; phase_wg_1 < phase_wgs_1; phase_wg_1 \+= 1\)[^]*lingc::grid_release\(grid_sync\);\n\s*\} else \{\n\s*lingc::grid_wait\(grid_sync, gen_\);/);
+    expect(cuda).toMatch(/griddepcontrol\.wait;" ::: "memory"\);\n  unsigned gen_ = lingc::grid_generation\(grid_sync\);\n/);
+    expect(cuda).toMatch(/\n\s*if \(lingc::grid_arrive\(grid_sync, nwg\)\) \{\n\s*#pragma unroll 1\n\s*for \(int phase_wg_1 = 0; phase_wg_1 < phase_wgs_1; phase_wg_1 \+= 1\)[^]*lingc::grid_release\(grid_sync\);\n\s*\} else \{\n\s*lingc::grid_wait\(grid_sync, gen_\);\n\s*\}\n\s*\+\+gen_;/);
     expect(cuda).not.toContain("lingc::grid_sync(");
     expect(() => mergePhases([{ kernel: rowSums(), serial: true }, { kernel: pairsOf(), same: new Map([["b0", "b1"]]) }], "p")).toThrow(/first phase \(rows\) cannot be serial/);
   });

@@ -97,21 +97,27 @@ __device__ __forceinline__ void grid_sync(int* bar, int n) {
 }
 /**
  * A grid barrier whose last arrival runs work before the others go on (kir gridSync's `last`), on
- * two words: the count as grid_sync's, and a generation. grid_arrive (every thread) returns whether
- * this workgroup arrived last; its first thread reads the generation (into gen, before its add, which
- * orders it so: the generation cannot move before every workgroup has added) and adds, acquiring the
- * others' writes and releasing its own. The last runs the work, then grid_release advances the
- * generation (a release, after the workgroup barrier: it carries every thread's writes); the others
- * grid_wait for it to move (acquire loads).
+ * two words: the count as grid_sync's, and a generation that each such barrier advances. A launch
+ * reads the generation once, after its wait for the kernel before (grid_generation: no barrier of
+ * this launch can have moved it yet, as none has seen every workgroup arrive), and counts the
+ * barriers it passes: the k-th (from 0) releases at generation + k + 1, so no read sits on the
+ * barrier's path. grid_arrive (every thread) returns whether this workgroup arrived last: its first
+ * thread adds as grid_sync's does, acquiring the others' writes and releasing its own. The last runs
+ * the work, then grid_release advances the generation (a release, after the workgroup barrier: it
+ * carries every thread's writes); the others grid_wait until it passes `gen` (acquire loads).
  */
-__device__ __forceinline__ bool grid_arrive(int* bar, int n, unsigned& gen) {
+__device__ __forceinline__ unsigned grid_generation(const int* bar) {
+  unsigned gen = 0;
+  if (threadIdx.x == 0) asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(gen) : "l"(reinterpret_cast<const unsigned*>(bar) + 1) : "memory");
+  return gen;
+}
+__device__ __forceinline__ bool grid_arrive(int* bar, int n) {
   __shared__ int last;
   __syncthreads();
   if (threadIdx.x == 0) {
     unsigned* count = reinterpret_cast<unsigned*>(bar);
     const unsigned add = blockIdx.x == 0 ? 0x80000000u - static_cast<unsigned>(n - 1) : 1u;
     unsigned old;
-    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(gen) : "l"(count + 1) : "memory");
     asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(count), "r"(add) : "memory");
     last = ((old ^ (old + add)) & 0x80000000u) != 0;
   }

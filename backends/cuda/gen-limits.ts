@@ -48,12 +48,13 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
 
 /**
  * LINGC_TAIL_LAUNCH=on (tails: launch-tails.ts) and LINGC_PHASE_LAUNCH=on|N (phases: launch-phases.ts,
- * launched at most N workgroups a multiprocessor, 2 for on); at most one of them.
+ * launched at most N workgroups a multiprocessor, 4 for on: measured fastest of 1, 2, 4, 8, bench/results/phases-2026-12-03-h200.md);
+ * at most one of them.
  */
 function launchMerges(): { tailLaunches?: true; phaseLaunches?: number } {
   const tails = envChoice("LINGC_TAIL_LAUNCH", ["off", "on"]) === "on";
   const text = env("LINGC_PHASE_LAUNCH") ?? "off";
-  const perSm = text === "off" ? 0 : text === "on" ? 2 : Number(text);
+  const perSm = text === "off" ? 0 : text === "on" ? 4 : Number(text);
   if (!Number.isInteger(perSm) || perSm < 0 || perSm > 32) throw new LingcError(`LINGC_PHASE_LAUNCH must be 'off', 'on' or a number of workgroups a multiprocessor (1 to 32), got '${text}'`);
   if (tails && perSm) throw new LingcError("LINGC_TAIL_LAUNCH=on and LINGC_PHASE_LAUNCH cannot both be on (a step is a tail or a phase)");
   return { ...(tails ? { tailLaunches: true as const } : {}), ...(perSm ? { phaseLaunches: perSm } : {}) };

@@ -235,8 +235,8 @@ describe("lingc compile --target cuda: tile programs", () => {
     for (const k of kernels) expect(k).toMatch(/lingc::grid_(sync\(grid_sync, nwg\)|arrive\(grid_sync, nwg\))/);
     // The residual norm, router and dispatch run in a barrier's last arrival.
     expect(kernels.some((k) => k.includes("lingc::grid_release(grid_sync);"))).toBe(true);
-    // Each group's launch: under its flag, as many workgroups as are resident (at most 2 a multiprocessor), the barrier's words from the runtime.
-    const launches = [...src.matchAll(/if \((pair\d+_)\) \{ \{ const long n_ = std::max<long>\(\{[^}]*\}\); if \(n_ > 0\) \{ c\.launch\((k_[a-z_]+_phases_\d+), c\.resident\(\(const void\*\)\2, n_, \d+, 0, 2\)[^\n]*c\.grid_sync\(\)/g)];
+    // Each group's launch: under its flag, as many workgroups as are resident (at most 4 a multiprocessor), the barrier's words from the runtime.
+    const launches = [...src.matchAll(/if \((pair\d+_)\) \{ \{ const long n_ = std::max<long>\(\{[^}]*\}\); if \(n_ > 0\) \{ c\.launch\((k_[a-z_]+_phases_\d+), c\.resident\(\(const void\*\)\2, n_, \d+, 0, 4\)[^\n]*c\.grid_sync\(\)/g)];
     expect(launches.length).toBeGreaterThanOrEqual(kernels.length);
     // From a group's flag to the last step it absorbed, no layer call runs (ling-small's prefill: the
     // embedding before the layers and the final norm after them are in different launches).

@@ -158,7 +158,9 @@ export interface GenLimits {
   /**
    * CUDA: runs of consecutive steps whose sizes choose generated kernels that are plain launches run
    * as the phases of one launch, a grid barrier between each (backends/cuda/launch-phases.ts), the
-   * launch at most this many workgroups a multiprocessor. Unset: off.
+   * launch at most this many workgroups a multiprocessor. Unset: off (Ling-mini decode batch 1: 5
+   * launches a bf16 MoE layer instead of 13, but 1.27-1.29 ms a step against 1.14-1.15 as separate
+   * PDL launches; bench/results/phases-2026-12-03-h200.md).
    */
   phaseLaunches?: number;
   /**

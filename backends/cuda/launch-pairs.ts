@@ -170,6 +170,42 @@ export function workgroups(g: GeneratedKernel): { dim: Dim; per: number } | unde
 }
 
 /**
+ * A step's generated kernel as a merged launch (a tail's, a phase's) runs it, with the sizes (C++, ""
+ * for always) where the step's dispatch chooses it: its first choice where that is one of `templates`
+ * (or a "generated" one: the caller checks the template generated); for the MoE dispatch, whose
+ * library choices are the runtime's kernels, the generated one at most `dispatchPairs` (token, slot)
+ * pairs; a step without a dispatch as generated. `dispatched`: whether the step's own dispatch chose
+ * it (not the MoE dispatch's rule). Undefined where the first choice is another kernel.
+ */
+export function mergedChoice(
+  step: Step,
+  fr: FrameSchedule,
+  limits: GenLimits,
+  profile: CudaProfile,
+  n: number,
+  dimText: (d: Dim) => string,
+  templates: ReadonlySet<string>,
+  dispatchPairs: number,
+): { kernel: GeneratedKernel; when: string; dispatched: boolean } | undefined {
+  const d = stepDispatch(step, profile);
+  let template: string | undefined;
+  let when = "";
+  if (d?.kind === "moe_dispatch") {
+    template = "dispatch";
+    when = `(${dimText(step.ops[0]!.operands[0]!.type.numel())}) <= ${dispatchPairs}`;
+  } else if (d) {
+    const c = firstGenerated(step, profile, templates, dimText);
+    if (!c) return undefined;
+    template = c.template;
+    when = c.when;
+  }
+  return { kernel: generateStep(step, fr, limits, `k${n}`, template), when, dispatched: d !== undefined && d.kind !== "moe_dispatch" };
+}
+
+/** A launch's workgroup count (workgroups()'s) as C++. */
+export const workgroupCount = (g: { dim: Dim; per: number }, dimText: (d: Dim) => string): string => (g.per > 1 ? `((${dimText(g.dim)}) + ${g.per - 1}) / ${g.per}` : `(${dimText(g.dim)})`);
+
+/**
  * A library step's first dispatch choice when it is a generated kernel: the template (undefined for
  * a "generated" choice: generateStep picks the one that covers the step) and its condition as C++.
  */

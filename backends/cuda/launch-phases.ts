@@ -19,14 +19,13 @@
  */
 import type { CudaProfile } from "../../ir/target";
 import type { FrameSchedule } from "../frames";
-import { generateStep, type GeneratedKernel, type GenLimits } from "../kernels/gen";
+import type { GeneratedKernel, GenLimits } from "../kernels/gen";
 import { GRID_SYNC_SLOT } from "../kernels/gen/context";
 import { mergePhases, phaseCount, phaseName, phaseProblem } from "../kernels/kir-merge";
 import { storageSlot, type Step } from "../schedule";
 import type { Dim } from "../../ir/dim";
 import { dynamicSharedBytes } from "./render";
-import { stepDispatch } from "./library";
-import { firstGenerated, pairFlag, workgroups, type LaunchPair } from "./launch-pairs";
+import { mergedChoice, pairFlag, workgroupCount, workgroups, type LaunchPair } from "./launch-pairs";
 import { TAIL_TEMPLATES } from "./launch-tails";
 
 /** The generated templates a library step's first choice may name for it to be a phase: the dense, expert and FP8 GEMVs. */
@@ -45,25 +44,12 @@ interface Phase {
 
 /** A lone step as a phase: its generated kernel where the sizes may choose one that is a plain launch; undefined otherwise. */
 function lonePhase(step: Step, fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, n: number, dimText: (d: Dim) => string): Phase | undefined {
-  const d = stepDispatch(step, profile);
-  let template: string | undefined;
-  let when = "";
-  if (d?.kind === "moe_dispatch") {
-    // The runtime's dispatch kernels are the library's choices; a phase runs the generated one, at few pairs.
-    template = "dispatch";
-    when = `(${dimText(step.ops[0]!.operands[0]!.type.numel())}) <= ${DISPATCH_PHASE_PAIRS}`;
-  } else if (d) {
-    const c = firstGenerated(step, profile, PHASE_TEMPLATES, dimText);
-    if (!c) return undefined;
-    template = c.template;
-    when = c.when;
-  }
-  const kernel = generateStep(step, fr, limits, `k${n}`, template);
-  if (d && d.kind !== "moe_dispatch" && !PHASE_TEMPLATES.has(kernel.template ?? "")) return undefined;
+  const c = mergedChoice(step, fr, limits, profile, n, dimText, PHASE_TEMPLATES, DISPATCH_PHASE_PAIRS);
+  if (!c || (c.dispatched && !PHASE_TEMPLATES.has(c.kernel.template ?? ""))) return undefined;
+  const { kernel, when } = c;
   const g = workgroups(kernel);
   if (!g || dynamicSharedBytes(kernel.kernel)) return undefined;
-  const count = g.per > 1 ? `((${dimText(g.dim)}) + ${g.per - 1}) / ${g.per}` : `(${dimText(g.dim)})`;
-  const few = serialPhase(kernel) ? `${count} <= ${SERIAL_WORKGROUPS}` : undefined;
+  const few = serialPhase(kernel) ? `${workgroupCount(g, dimText)} <= ${SERIAL_WORKGROUPS}` : undefined;
   return { steps: [n], kernel, when, ...(few ? { few } : {}) };
 }
 

@@ -17,8 +17,7 @@ import { mergeTail, tailCount, tailName, tailProblem, TAIL_FIRST } from "../kern
 import { storageSlot, type Step } from "../schedule";
 import type { Dim } from "../../ir/dim";
 import { dynamicSharedBytes } from "./render";
-import { stepDispatch } from "./library";
-import { firstGenerated, workgroups, type LaunchPair } from "./launch-pairs";
+import { firstGenerated, mergedChoice, workgroupCount, workgroups, type LaunchPair } from "./launch-pairs";
 
 /** The generated template a lone step may start a tail group with. */
 export const TAIL_FIRST_TEMPLATES: ReadonlySet<string> = new Set(["linear_gemv"]);
@@ -31,25 +30,12 @@ const DISPATCH_TAIL_PAIRS = 256;
 
 /** A step's generated kernel as a tail would run it, with the sizes (C++) where it is that kernel; undefined where it cannot be one. */
 function tailChoice(step: Step, fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, n: number, dimText: (d: Dim) => string): { kernel: GeneratedKernel; when: string } | undefined {
-  const d = stepDispatch(step, profile);
-  let template: string | undefined;
-  let when = "";
-  if (d?.kind === "moe_dispatch") {
-    // The runtime's dispatch kernels are the library's choices; a tail runs the generated one, at few pairs.
-    template = "dispatch";
-    when = `(${dimText(step.ops[0]!.operands[0]!.type.numel())}) <= ${DISPATCH_TAIL_PAIRS}`;
-  } else if (d) {
-    const c = firstGenerated(step, profile, TAIL_TEMPLATES, dimText);
-    if (!c?.template) return undefined;
-    template = c.template;
-    when = c.when;
-  }
-  const kernel = generateStep(step, fr, limits, `k${n}`, template);
-  if (!TAIL_TEMPLATES.has(kernel.template ?? "")) return undefined;
-  const g = workgroups(kernel);
+  const c = mergedChoice(step, fr, limits, profile, n, dimText, TAIL_TEMPLATES, DISPATCH_TAIL_PAIRS);
+  if (!c || !TAIL_TEMPLATES.has(c.kernel.template ?? "")) return undefined;
+  const g = workgroups(c.kernel);
   if (!g) return undefined;
-  const few = `((${dimText(g.dim)}) + ${g.per - 1}) / ${g.per} <= ${TAIL_WORKGROUPS}`;
-  return { kernel, when: [when, few].filter((w) => w).join(" && ") };
+  const few = `${workgroupCount(g, dimText)} <= ${TAIL_WORKGROUPS}`;
+  return { kernel: c.kernel, when: [c.when, few].filter((w) => w).join(" && ") };
 }
 
 /**

@@ -128,25 +128,26 @@ describe("two kernels as one launch (kir-merge)", () => {
   });
 });
 
-describe("a dependent kernel run by the last workgroup of the one before it (mergeTail)", () => {
-  /** Each workgroup of 64 threads sums its row of b0 into b1[wg] (barriers: a workgroup sum). */
-  const rowSums = () => {
-    const kb = new KernelBuilder("rows", 64, 32);
-    const x = kb.buffer("b0", "f32");
-    const y = kb.buffer("b1", "f32", true);
-    const total = kb.workgroupSum(kb.load(x, K.add(K.mul(kb.wg, K.i(64)), kb.lid)));
-    kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(y, kb.wg, total));
-    return kb.kernel;
-  };
-  /** 32 threads, no barriers: workgroup w writes b1[w] = 2 b0[2w] + b0[2w + 1] (its lane 0). */
-  const pairsOf = () => {
-    const kb = new KernelBuilder("pairs", 32, 32);
-    const x = kb.buffer("b0", "f32");
-    const y = kb.buffer("b1", "f32", true);
-    kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(y, kb.wg, K.add(K.mul(kb.load(x, K.mul(kb.wg, K.i(2))), K.f(2)), kb.load(x, K.add(K.mul(kb.wg, K.i(2)), K.i(1))))));
-    return kb.kernel;
-  };
+// The merges' test kernels (mergeTail, mergePhases).
+/** Each workgroup of 64 threads sums its row of b0 into b1[wg] (barriers: a workgroup sum). */
+const rowSums = () => {
+  const kb = new KernelBuilder("rows", 64, 32);
+  const x = kb.buffer("b0", "f32");
+  const y = kb.buffer("b1", "f32", true);
+  const total = kb.workgroupSum(kb.load(x, K.add(K.mul(kb.wg, K.i(64)), kb.lid)));
+  kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(y, kb.wg, total));
+  return kb.kernel;
+};
+/** 32 threads, no barriers: workgroup w writes b1[w] = 2 b0[2w] + b0[2w + 1] (its lane 0). */
+const pairsOf = () => {
+  const kb = new KernelBuilder("pairs", 32, 32);
+  const x = kb.buffer("b0", "f32");
+  const y = kb.buffer("b1", "f32", true);
+  kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(y, kb.wg, K.add(K.mul(kb.load(x, K.mul(kb.wg, K.i(2))), K.f(2)), kb.load(x, K.add(K.mul(kb.wg, K.i(2)), K.i(1))))));
+  return kb.kernel;
+};
 
+describe("a dependent kernel run by the last workgroup of the one before it (mergeTail)", () => {
   it("gives what the launches give, a tail reading the one before it, and leaves its counter at zero", () => {
     // rows (6 workgroups) -> pairs (3, reading rows' sums) -> pairs again (1, reading the first pairs').
     const merged = mergeTail(rowSums(), [{ kernel: pairsOf(), same: new Map([["b0", "b1"]]) }, { kernel: pairsOf(), same: new Map([["b0", "b1_t1"]]) }], "tail");
@@ -179,23 +180,6 @@ describe("a dependent kernel run by the last workgroup of the one before it (mer
 });
 
 describe("dependent kernels as the phases of one launch, a grid barrier between (mergePhases)", () => {
-  /** Each workgroup of 64 threads sums its row of b0 into b1[wg] (barriers: a workgroup sum). */
-  const rowSums = () => {
-    const kb = new KernelBuilder("rows", 64, 32);
-    const x = kb.buffer("b0", "f32");
-    const y = kb.buffer("b1", "f32", true);
-    const total = kb.workgroupSum(kb.load(x, K.add(K.mul(kb.wg, K.i(64)), kb.lid)));
-    kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(y, kb.wg, total));
-    return kb.kernel;
-  };
-  /** 32 threads, no barriers: workgroup w writes b1[w] = 2 b0[2w] + b0[2w + 1] (its lane 0). */
-  const pairsOf = () => {
-    const kb = new KernelBuilder("pairs", 32, 32);
-    const x = kb.buffer("b0", "f32");
-    const y = kb.buffer("b1", "f32", true);
-    kb.if(K.eq(kb.lid, K.i(0)), () => kb.store(y, kb.wg, K.add(K.mul(kb.load(x, K.mul(kb.wg, K.i(2))), K.f(2)), kb.load(x, K.add(K.mul(kb.wg, K.i(2)), K.i(1))))));
-    return kb.kernel;
-  };
   // rows (6 workgroups) -> pairs (3, reading rows' sums) -> pairs again (1, reading the first pairs').
   const merged = () => mergePhases([{ kernel: rowSums() }, { kernel: pairsOf(), same: new Map([["b0", "b1"]]) }, { kernel: pairsOf(), same: new Map([["b0", "b1_p1"]]) }], "phases");
   const x = Float32Array.from({ length: 6 * 64 }, (_, j) => ((j * 7) % 11) - 5);

@@ -48,8 +48,7 @@ export function simulate(k: Kernel, buffers: Record<string, SimArray>, uniforms:
     if (st.k === "gridSync") {
       if (JSON.stringify(st.last ?? []).includes('"gridSync"')) throw new Error(`simulate ${k.name}: a grid barrier inside a grid barrier's last-arrival work`);
       segments.push([]);
-    }
-    else if (JSON.stringify(st).includes('"gridSync"')) throw new Error(`simulate ${k.name}: a grid barrier inside a ${st.k} (it must be at the body's top level)`);
+    } else if (JSON.stringify(st).includes('"gridSync"')) throw new Error(`simulate ${k.name}: a grid barrier inside a ${st.k} (it must be at the body's top level)`);
     else segments[segments.length - 1]!.push(st);
   }
   const shared = Array.from({ length: workgroups }, () => new Map<string, { t: KType; a: Float64Array }>(k.shared.map((s) => [s.name, { t: s.t, a: new Float64Array(s.size) }])));

@@ -142,14 +142,17 @@ describe("lingc compile --target cuda", () => {
       ["LINGC_WGMMA_WAIT", "never", "LINGC_WGMMA_WAIT must be 'late' or 'early', got 'never'"],
       ["LINGC_PAIR_LAUNCH", "yes", "LINGC_PAIR_LAUNCH must be 'on' or 'fp8' or 'off', got 'yes'"],
       ["LINGC_FLASH_WGMMA_PIPE", "maybe", "LINGC_FLASH_WGMMA_PIPE must be 'on' or 'off', got 'maybe'"],
+      ["LINGC_PHASE_LAUNCH", "many", "LINGC_PHASE_LAUNCH must be 'off', 'on' or a number of workgroups a multiprocessor (1 to 32), got 'many'"],
     ] as const;
-    for (const [name, value, message] of bad) {
-      const out = join(dir, `knob-${name}`);
-      const r = await cliEnv({ [name]: value }, "compile", "ling-tiny", "--target", "cuda", "--out", out);
+    const refused = async (env: Record<string, string>, message: string, tag: string) => {
+      const out = join(dir, `knob-${tag}`);
+      const r = await cliEnv(env, "compile", "ling-tiny", "--target", "cuda", "--out", out);
       expect(r.code, r.stderr).toBe(1);
       expect(r.stderr).toContain(message);
       expect(existsSync(out)).toBe(false);
-    }
+    };
+    for (const [name, value, message] of bad) await refused({ [name]: value }, message, name);
+    await refused({ LINGC_PHASE_LAUNCH: "on", LINGC_TAIL_LAUNCH: "on" }, "LINGC_TAIL_LAUNCH=on and LINGC_PHASE_LAUNCH cannot both be on", "tails-and-phases");
   });
 
   it("an FP8 linear's input that is also a graph output keeps row-major scales (the runtime transposes them for cuBLASLt)", async () => {

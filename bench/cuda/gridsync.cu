@@ -88,6 +88,31 @@ __global__ void persistent_flip(unsigned* vals, int n, unsigned* count, unsigned
   }
 }
 
+// The same, each wait backing off between its loads (fewer loads on the word the arrivals add to).
+__device__ __forceinline__ void grid_sync_flip_backoff(unsigned* count, unsigned n) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned add = blockIdx.x == 0 ? 0x80000000u - (n - 1) : 1u;
+    unsigned old, now;
+    asm volatile("atom.add.release.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(count), "r"(add) : "memory");
+    for (;;) {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(count) : "memory");
+      if ((now ^ old) & 0x80000000u) break;
+      __nanosleep(32);
+    }
+  }
+  __syncthreads();
+}
+
+__global__ void persistent_flip_backoff(unsigned* vals, int n, unsigned* count, unsigned*) {
+  asm volatile("griddepcontrol.launch_dependents;");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  for (int s = 0; s < STEPS; ++s) {
+    if (s) grid_sync_flip_backoff(count, n);
+    step(vals, n, s & 1, (s + 1) & 1);
+  }
+}
+
 template <typename F>
 static double median_us_per_step(cudaStream_t st, F record) {
   cudaGraph_t graph;
@@ -160,8 +185,8 @@ int main() {
         CK(cudaLaunchKernelEx(&cfg, k, vals, n, count, gen));
       });
     };
-    const double grid = persistent_us(persistent, count), flip = persistent_us(persistent_flip, flip_count);
-    std::printf("{\"gpu\": \"%s\", \"workgroups\": %d, \"threads\": %d, \"steps\": %d, \"us_per_step\": {\"kernels_pdl\": %.3f, \"kernels\": %.3f, \"grid_barrier\": %.3f, \"grid_barrier_one_atomic\": %.3f}}\n", p.name, n, THREADS, STEPS, pdl, plain, grid, flip);
+    const double grid = persistent_us(persistent, count), flip = persistent_us(persistent_flip, flip_count), backoff = persistent_us(persistent_flip_backoff, flip_count);
+    std::printf("{\"gpu\": \"%s\", \"workgroups\": %d, \"threads\": %d, \"steps\": %d, \"us_per_step\": {\"kernels_pdl\": %.3f, \"kernels\": %.3f, \"grid_barrier\": %.3f, \"grid_barrier_one_atomic\": %.3f, \"grid_barrier_one_atomic_backoff\": %.3f}}\n", p.name, n, THREADS, STEPS, pdl, plain, grid, flip, backoff);
   }
   unsigned h[2] = {0, 0};
   CK(cudaMemcpy(h, vals, sizeof h, cudaMemcpyDeviceToHost));

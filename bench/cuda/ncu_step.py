@@ -1,29 +1,38 @@
-"""Sums Nsight Compute's per-kernel durations (ncu --csv --metrics gpu__time_duration.sum) by kernel.
+"""One decode step's kernels from an Nsight Compute CSV (gpu__time_duration.sum per kernel, each kernel
+alone): the step between the last two launches of the step's first kernel (the token embedding),
+its kernel count and summed time, and each kernel name's count and time.
 
-Usage: python3 bench/cuda/ncu_step.py report.csv [step_start_regex]
-Prints each kernel's launches and total microseconds, largest first, and the sum: each kernel timed
-alone (serialized, caches flushed), so the sum is the step's work without launch gaps or overlap.
-With step_start_regex (a decode step's first kernel, e.g. ^k_iota_), only the kernels from its first
-match up to its second are counted: one step.
+usage: python3 bench/cuda/ncu_step.py NCU.csv [FIRST_KERNEL_PREFIX]   (default prefix: k_embedding)
 """
+import collections
 import csv
-import re
 import sys
-from collections import defaultdict
 
-rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
-if len(sys.argv) > 2:
-    starts = [i for i, r in enumerate(rows) if re.search(sys.argv[2], r["Kernel Name"])]
-    rows = rows[starts[0] : starts[1] if len(starts) > 1 else len(rows)]
-total = defaultdict(float)
-count = defaultdict(int)
-for r in rows:
-    if r.get("Metric Name") != "gpu__time_duration.sum":
-        continue
-    name = re.sub(r"_\d+$", "", r["Kernel Name"].split("(")[0])
-    scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}[r["Metric Unit"]]
-    total[name] += float(r["Metric Value"].replace(",", "")) * scale
-    count[name] += 1
-for name, us in sorted(total.items(), key=lambda kv: -kv[1]):
-    print(f"{us:10.1f} us  {count[name]:4d} x  {name}")
-print(f"{sum(total.values()):10.1f} us  {sum(count.values()):4d} launches in all")
+
+def main() -> None:
+    path = sys.argv[1]
+    first = sys.argv[2] if len(sys.argv) > 2 else "k_embedding"
+    rows = list(csv.reader(open(path)))
+    head = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
+    if head is None:
+        sys.exit(f"{path}: no 'Kernel Name' column (not an ncu --csv file?)")
+    cols = rows[head]
+    name_at, value_at = cols.index("Kernel Name"), cols.index("Metric Value")
+    kernels = [(r[name_at], float(r[value_at].replace(",", ""))) for r in rows[head + 1:] if len(r) > value_at]
+    starts = [i for i, (k, _) in enumerate(kernels) if k.startswith(first)]
+    if len(starts) < 2:
+        sys.exit(f"{path}: fewer than two launches of a kernel named {first}*: no whole step to show")
+    step = kernels[starts[-2]:starts[-1]]
+    print(f"one step: {len(step)} kernels, {sum(v for _, v in step) / 1000:.1f} us summed (each kernel alone)")
+    total: collections.Counter = collections.Counter()
+    count: collections.Counter = collections.Counter()
+    for k, v in step:
+        key = k.split("(")[0][:60]
+        total[key] += v
+        count[key] += 1
+    for k, v in total.most_common():
+        print(f"{v / 1000:9.1f} us {count[k]:4d} x {v / 1000 / count[k]:7.2f} us  {k}")
+
+
+if __name__ == "__main__":
+    main()

@@ -54,42 +54,13 @@ __device__ __forceinline__ void grid_sync(unsigned* count, volatile unsigned* ge
   __syncthreads();
 }
 
-__global__ void persistent(unsigned* vals, int n, unsigned* count, unsigned* gen) {
-  asm volatile("griddepcontrol.launch_dependents;");
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  for (int s = 0; s < STEPS; ++s) {
-    if (s) grid_sync(count, gen, n);
-    step(vals, n, s & 1, (s + 1) & 1);
-  }
-}
-
 // One atomic a workgroup (lingc's grid_sync): workgroup 0 adds 2^31 - (n - 1), the others 1, so the
 // count's top bit flips exactly when the last arrives (and the low bits are back where they were);
 // each waits, with acquire loads, for the bit to differ from the one it saw. The add releases the
 // workgroup's writes (after the workgroup barrier: cumulative), the acquire load takes everyone's.
+// With backoff, each wait sleeps between its loads (fewer loads on the word the arrivals add to).
+template <bool BACKOFF>
 __device__ __forceinline__ void grid_sync_flip(unsigned* count, unsigned n) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const unsigned add = blockIdx.x == 0 ? 0x80000000u - (n - 1) : 1u;
-    unsigned old, now;
-    asm volatile("atom.add.release.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(count), "r"(add) : "memory");
-    do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(count) : "memory");
-    while (((now ^ old) & 0x80000000u) == 0);
-  }
-  __syncthreads();
-}
-
-__global__ void persistent_flip(unsigned* vals, int n, unsigned* count, unsigned*) {
-  asm volatile("griddepcontrol.launch_dependents;");
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  for (int s = 0; s < STEPS; ++s) {
-    if (s) grid_sync_flip(count, n);
-    step(vals, n, s & 1, (s + 1) & 1);
-  }
-}
-
-// The same, each wait backing off between its loads (fewer loads on the word the arrivals add to).
-__device__ __forceinline__ void grid_sync_flip_backoff(unsigned* count, unsigned n) {
   __syncthreads();
   if (threadIdx.x == 0) {
     const unsigned add = blockIdx.x == 0 ? 0x80000000u - (n - 1) : 1u;
@@ -98,17 +69,24 @@ __device__ __forceinline__ void grid_sync_flip_backoff(unsigned* count, unsigned
     for (;;) {
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(count) : "memory");
       if ((now ^ old) & 0x80000000u) break;
-      __nanosleep(32);
+      if (BACKOFF) __nanosleep(32);
     }
   }
   __syncthreads();
 }
 
-__global__ void persistent_flip_backoff(unsigned* vals, int n, unsigned* count, unsigned*) {
+enum Barrier { COUNT_AND_GENERATION, ONE_ATOMIC, ONE_ATOMIC_BACKOFF };
+
+// STEPS dependent steps in one launch, a grid barrier of the given form between each two.
+template <Barrier FORM>
+__global__ void persistent(unsigned* vals, int n, unsigned* count, unsigned* gen) {
   asm volatile("griddepcontrol.launch_dependents;");
   asm volatile("griddepcontrol.wait;" ::: "memory");
   for (int s = 0; s < STEPS; ++s) {
-    if (s) grid_sync_flip_backoff(count, n);
+    if (s) {
+      if (FORM == COUNT_AND_GENERATION) grid_sync(count, gen, n);
+      else grid_sync_flip<FORM == ONE_ATOMIC_BACKOFF>(count, n);
+    }
     step(vals, n, s & 1, (s + 1) & 1);
   }
 }
@@ -159,7 +137,7 @@ int main() {
   cudaDeviceProp p;
   CK(cudaGetDeviceProperties(&p, 0));
   int resident = 0;
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, persistent, THREADS, 0));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, persistent<COUNT_AND_GENERATION>, THREADS, 0));
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   unsigned *vals, *count, *gen, *flip_count;  // (the two barriers' counts apart: each leaves its own in its own state)
@@ -185,7 +163,7 @@ int main() {
         CK(cudaLaunchKernelEx(&cfg, k, vals, n, count, gen));
       });
     };
-    const double grid = persistent_us(persistent, count), flip = persistent_us(persistent_flip, flip_count), backoff = persistent_us(persistent_flip_backoff, flip_count);
+    const double grid = persistent_us(persistent<COUNT_AND_GENERATION>, count), flip = persistent_us(persistent<ONE_ATOMIC>, flip_count), backoff = persistent_us(persistent<ONE_ATOMIC_BACKOFF>, flip_count);
     std::printf("{\"gpu\": \"%s\", \"workgroups\": %d, \"threads\": %d, \"steps\": %d, \"us_per_step\": {\"kernels_pdl\": %.3f, \"kernels\": %.3f, \"grid_barrier\": %.3f, \"grid_barrier_one_atomic\": %.3f, \"grid_barrier_one_atomic_backoff\": %.3f}}\n", p.name, n, THREADS, STEPS, pdl, plain, grid, flip, backoff);
   }
   unsigned h[2] = {0, 0};

@@ -13,9 +13,8 @@
  * of a tail's kind (the residual norm, the router, the dispatch: serialPhase) after the first runs in
  * the last workgroup to arrive at the barrier before it, which then releases the rest: one barrier
  * where there were two (a bf16 MoE layer's 7 become 4). A group runs where the sizes choose every
- * member's kernel, those serial phases are one workgroup's work, and at least
- * one member's choice has a size condition (so that it runs at decode sizes only); each step runs as
- * before otherwise.
+ * member's kernel, those serial phases are one workgroup's work, and at least one member's choice
+ * has a size condition (so that it runs at decode sizes only); each step runs as before otherwise.
  */
 import type { CudaProfile } from "../../ir/target";
 import type { FrameSchedule } from "../frames";

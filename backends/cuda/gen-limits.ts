@@ -42,6 +42,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     ...attentionQuantEpilogue(),
     ...(envChoice("LINGC_FP8_SCALES", ["ahead", "after"]) === "ahead" ? { fp8ScalesAhead: true } : {}),
     ...prefetchWeights(),
+    ...(envChoice("LINGC_ATTN_PREFETCH", ["off", "on"]) === "on" ? { prefetchKv: true } : {}),
     ...launchMerges(),
   };
 }
@@ -77,6 +78,12 @@ function quantPrologue(): { quantPrologue?: true; quantPrologueMaxK?: number } {
   const v = envChoice("LINGC_QUANT_PROLOGUE", ["off", "on", "narrow"]);
   return v === "off" ? {} : { quantPrologue: true, ...(v === "narrow" ? { quantPrologueMaxK: 512 } : {}) };
 }
+
+/**
+ * LINGC_STAMPS=on: a diagnostic build whose generated kernels stamp their launches' timelines
+ * (lingc_runtime.h; `lingc_model bench` writes them with LINGC_STAMPS_OUT, bench/cuda/stamps.py reads them).
+ */
+export const timelineStamps = (): boolean => envChoice("LINGC_STAMPS", ["off", "on"]) === "on";
 
 /** The value of environment variable `name` (undefined where unset, empty, or there is no process: a browser). */
 function env(name: string): string | undefined {

@@ -34,11 +34,21 @@ export class CudaRenderer {
   private readonly type: Record<KType, string>;
   /** mbarrier waits rendered so far (each wait loop's flag is named apart). */
   private waits = 0;
+  /** The next timeline-stamp event (renderCuda's `stamps`): 1 to 14 at grid barriers. */
+  private stampEvent = 1;
 
-  constructor(private readonly k: Kernel) {
+  constructor(
+    private readonly k: Kernel,
+    private readonly stamps = false,
+  ) {
     this.type = k.wide ? { ...TYPE, i32: "long long" } : TYPE;
     for (const b of k.buffers) if (b.elem === "bf16") this.bf16.add(b.name);
     for (const b of k.buffers) if (b.elem === "f8e4m3") this.fp8.add(b.name);
+  }
+
+  /** The next grid barrier's stamp event (the last ones shared past 14). */
+  private nextStamp(): number {
+    return Math.min(this.stampEvent++, 14);
   }
 
   /** The shared-window address of mbarrier `idx` of array `bar` (two words each). */
@@ -224,16 +234,19 @@ export class CudaRenderer {
         case "fence":
           out.push(`${indent}__threadfence();`);
           break;
-        case "gridSync":
-          if (!s.last) {
-            out.push(`${indent}lingc::grid_sync(${s.buf}, nwg);`);
-            break;
+        case "gridSync": {
+          const [arrive, depart] = [this.nextStamp(), this.nextStamp()];
+          if (this.stamps) out.push(`${indent}__syncthreads();`, `${indent}LINGC_STAMP(KERNEL_ID, ${arrive});`);
+          if (!s.last) out.push(`${indent}lingc::grid_sync(${s.buf}, nwg);`);
+          else {
+            // (gen_: the generation this barrier leaves, read at the launch's top and counted since.)
+            out.push(`${indent}if (lingc::grid_arrive(${s.buf}, nwg)) {`);
+            this.stmts(s.last, indent + "  ", out);
+            out.push(`${indent}  lingc::grid_release(${s.buf});`, `${indent}} else {`, `${indent}  lingc::grid_wait(${s.buf}, gen_);`, `${indent}}`, `${indent}++gen_;`);
           }
-          // (gen_: the generation this barrier leaves, read at the launch's top and counted since.)
-          out.push(`${indent}if (lingc::grid_arrive(${s.buf}, nwg)) {`);
-          this.stmts(s.last, indent + "  ", out);
-          out.push(`${indent}  lingc::grid_release(${s.buf});`, `${indent}} else {`, `${indent}  lingc::grid_wait(${s.buf}, gen_);`, `${indent}}`, `${indent}++gen_;`);
+          if (this.stamps) out.push(`${indent}LINGC_STAMP(KERNEL_ID, ${depart});`);
           break;
+        }
         case "prefetchL2":
           out.push(
             `${indent}asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\\n" :: "l"(reinterpret_cast<const unsigned char*>(${s.buf}) + (${this.expr(s.byte)})), "r"((unsigned)(${this.expr(s.bytes)})) : "memory");`,
@@ -331,11 +344,16 @@ export function cudaParams(k: Kernel): string[] {
   ];
 }
 
-/** The CUDA source of a kernel (an `extern "C" __global__` function named k.name). */
-export function renderCuda(k: Kernel): string {
-  const r = new CudaRenderer(k);
+/**
+ * The CUDA source of a kernel (an `extern "C" __global__` function named k.name). With `stamps`
+ * (a diagnostic: lingc_runtime.h's timeline stamps) it stamps its launch's events under the id
+ * KERNEL_ID, which the caller replaces by a number unique in the program.
+ */
+export function renderCuda(k: Kernel, stamps = false): string {
+  const r = new CudaRenderer(k, stamps);
   const body: string[] = [];
   r.stmts(k.body, "  ", body);
+  if (stamps) body.push("  __syncthreads();", "  LINGC_STAMP(KERNEL_ID, 15);");
   const out = [`// ${k.name}`, `extern "C" __global__ void __launch_bounds__(${k.wg}${k.minBlocks ? `, ${k.minBlocks}` : ""}) ${k.name}(${cudaParams(k).join(", ")}) {`];
   // 16-byte aligned: async copies write 16 bytes at a time. Shared arrays stay 32-bit in a wide
   // kernel (they hold per-workgroup counts and tiles, sized by the generator at 4 bytes).
@@ -363,6 +381,7 @@ export function renderCuda(k: Kernel): string {
   const generation = lastWorkBuffers(k);
   if (generation.length > 1) throw new Error(`kir: ${k.name}'s grid barriers with last-arrival work use more than one buffer (${generation.join(", ")})`);
   if (generation.length) out.push(`  unsigned gen_ = lingc::grid_generation(${generation[0]});`);
+  if (stamps) out.push(`  LINGC_STAMP_BEGIN(KERNEL_ID);`);
   out.push(...body, "}");
   return out.join("\n") + "\n";
 }

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|attndecode|rowncu|fp8proj|qprologue|envbuild|envab|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|attndecode|rowncu|fp8proj|qprologue|envbuild|envab|stamps|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -807,6 +807,35 @@ qprologue)
   # LINGC_QP_ENVS: the timed builds (fp8ab's LINGC_ENVS; the first must be the sanitized one, e.g.
   # "LINGC_QUANT_PROLOGUE=on;LINGC_QUANT_PROLOGUE=on LINGC_PAIR_LAUNCH=off").
   LINGC_ENVS="${LINGC_QP_ENVS:-LINGC_QUANT_PROLOGUE=$QP}" bash "$0" fp8ab
+  ;;
+stamps)
+  # Where a decode step's time goes, from inside the CUDA graph, under compile-time settings: Ling-mini
+  # bf16 (and FP8 W8A8 with LINGC_STAMPS_FP8=1) built by dist/lingc.mjs under each of LINGC_ENVS (';'
+  # between builds, '-' for none) twice: plain (mini-envN, mini8-envN) and with timeline stamps
+  # (LINGC_STAMPS=on: each generated kernel stamps %globaltimer at its start, grid barriers and end,
+  # lingc_runtime.h; -st). The plain builds' decode batch 1 (cache 2048, graph ms a step) alternately,
+  # two rounds; then each stamped build's one graphed step read by bench/cuda/stamps.py (whole file in
+  # $OUT/stamps-BUILD.txt, its first LINGC_STAMP_LINES lines and the middle layer printed).
+  IFS=';' read -ra ENVS <<< "${LINGC_ENVS:--}"; M=bench/cuda/ling-mini-2.0-no-mtp; Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"
+  BUILDS=(); KINDS="mini"; [ "${LINGC_STAMPS_FP8:-0}" = 1 ] && KINDS="mini mini8"
+  for n in "${!ENVS[@]}"; do
+    e=${ENVS[$n]}; [ "$e" = - ] && e=
+    for kind in $KINDS; do
+      f=; [ $kind = mini8 ] && f=$Q; BUILDS+=($kind-env$n)
+      ( env $e $L compile $M --target cuda $f --out /tmp/$kind-env$n >/dev/null && cd /tmp/$kind-env$n && make -j2 >/dev/null ) &
+      ( env $e LINGC_STAMPS=on $L compile $M --target cuda $f --out /tmp/$kind-env$n-st >/dev/null && cd /tmp/$kind-env$n-st && make -j2 >/dev/null ) &
+    done
+  done
+  wait
+  for n in "${!ENVS[@]}"; do echo "env$n: ${ENVS[$n]}"; done
+  for round in 1 2; do for m in "${BUILDS[@]}"; do
+    echo "== $m round $round: $(timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 20 2>/dev/null | grep -o '"graph_ms_per_step": [0-9.]*')"
+  done; done
+  for m in "${BUILDS[@]}"; do
+    echo "== $m-st: $(LINGC_STAMPS_OUT=$OUT/stamps-$m timeout 120 /tmp/$m-st/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 20 2>/dev/null | grep -o '"graph_ms_per_step": [0-9.]*')"
+    python3 bench/cuda/stamps.py /tmp/$m-st/model.cu $OUT/stamps-$m-b1.bin > "$OUT/stamps-$m.txt"; head -${LINGC_STAMP_LINES:-14} "$OUT/stamps-$m.txt"; sed -n '/^repeat/,$p' "$OUT/stamps-$m.txt"
+    rm -f $OUT/stamps-$m-b1.bin
+  done
   ;;
 phasesab)
   # Phase launches (LINGC_PHASE_LAUNCH) at decode batch 1, lean: the grid barrier against a kernel

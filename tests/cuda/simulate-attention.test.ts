@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { rng } from "../support/fd";
-import { LIMITS, kernels, runGenerated, runFlash, random, relError } from "../support/kir-run";
+import { LIMITS, kernels, runGenerated, runFlash, random, relError, prefetchedWhole } from "../support/kir-run";
 
 describe("attention tile programs in the kir simulator", () => {
   it("flash attention: causal, 4 query heads on 2 KV heads, head dim 64, 150 queries (two query tiles of 128, the second partial; a warp's second 16-row tile)", () => {
@@ -57,8 +57,12 @@ describe("attention tile programs in the kir simulator", () => {
 }`;
     const r = rng(91);
     const inputs = { q: random("bf16", r, [B, NH, S, D], 2), k: random("bf16", r, [B, NKV, T, D], 2), v: random("bf16", r, [B, NKV, T, D]) };
-    const limits = { ...LIMITS, mergeInLastSplit: merge === "last", decodeSoftmaxChunk: softmax === "chunk" };
+    // Each split's cached rows prefetched before the wait (LINGC_ATTN_PREFETCH): in their buffers (the
+    // simulator checks each range), and at one position a sequence the whole of both, every byte once.
+    const limits = { ...LIMITS, mergeInLastSplit: merge === "last", decodeSoftmaxChunk: softmax === "chunk", prefetchKv: true };
     const { got, want } = runGenerated(text, inputs, {}, limits, "", (ops) => (ops.some((o) => o.opName === "attention") ? form : undefined))["o"]!;
+    if (S === 1) expect(prefetchedWhole()).toHaveLength(2);
+    expect(kernels[0]!.kernel.preWait).toBeDefined();
     // "kernel": the splits, then the merge kernel; "last": one kernel, each item's last split merging
     // (counted with an atomic; the harness checks the counters are back at zero).
     expect(kernels.length).toBe(merge === "last" ? 1 : 2);

@@ -2050,6 +2050,41 @@ static int selftest_model(Runtime& rt) {
  * the decode graph, one after another) and decode B with a P-token cache, median of repeats; plus
  * this GPU's copy bandwidth and bf16 GEMM rate.
  */
+static std::vector<StampAttach>& stamp_attachers() {
+  static std::vector<StampAttach> attachers;
+  return attachers;
+}
+bool stamp_register(StampAttach attach) {
+  stamp_attachers().push_back(attach);
+  return true;
+}
+/**
+ * With LINGC_STAMPS_OUT=FILE and a model.cu built with stamps (lingc_runtime.h): one more run of
+ * `step` (a captured decode step, its kernels already loaded) with the stamp buffer attached, the
+ * buffer written to FILE-bB.bin (B: the batch). Off otherwise (the buffer detached, the kernels'
+ * stamps skipped).
+ */
+static void stamp_graph(long B, const std::function<void()>& step) {
+  const char* out = std::getenv("LINGC_STAMPS_OUT");
+  if (!out || !*out) return;
+  if (stamp_attachers().empty()) fail("LINGC_STAMPS_OUT is set but this program was compiled without stamps (compile with LINGC_STAMPS=on)");
+  unsigned long long* buf = nullptr;
+  CK(cudaMalloc(&buf, STAMP_WORDS * 8));
+  CK(cudaMemset(buf, 0, STAMP_WORDS * 8));
+  for (auto a : stamp_attachers()) a(buf);
+  CK(cudaDeviceSynchronize());
+  step();
+  CK(cudaDeviceSynchronize());
+  for (auto a : stamp_attachers()) a(nullptr);
+  std::vector<unsigned long long> host(STAMP_WORDS);
+  CK(cudaMemcpy(host.data(), buf, STAMP_WORDS * 8, cudaMemcpyDeviceToHost));
+  CK(cudaFree(buf));
+  const std::string path = std::string(out) + "-b" + std::to_string(B) + ".bin";
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f || std::fwrite(host.data(), 8, host.size(), f) != host.size() || std::fclose(f) != 0) fail("cannot write %s", path.c_str());
+  std::fprintf(stderr, "stamps of one graphed decode step (batch %ld) written to %s\n", B, path.c_str());
+}
+
 static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill, const std::vector<long>& chunk_counts, const std::vector<std::pair<long, long>>& decode, int repeats, const std::string& whole_graph) {
   const GenerationDef& gen = generation();
   // The prefill rows run generation's prefill graph, or --graph's (e.g. forward: every position's logits).
@@ -2147,6 +2182,7 @@ static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill
     if (!rt.profile) {
       rt.run_graphed(decode_graph, in);
       graphed = time_ms(rt, repeats, [&] { rt.run_graphed(decode_graph, in); });
+      stamp_graph(B, [&] { rt.run_graphed(decode_graph, in); });
     }
     std::printf("%s\n    {\"batch\": %ld, \"cache\": %ld, \"ms_per_step\": %.3f, \"tokens_per_s\": %.1f, \"graph_ms_per_step\": %.3f, \"graph_tokens_per_s\": %.1f", i ? "," : "", B, P, ms,
                 B / (ms * 1e-3), graphed, graphed > 0 ? B / (graphed * 1e-3) : 0.0);

@@ -414,7 +414,52 @@ inline dim3 grid(long blocks) {
   return dim3(65535, (unsigned)y, 1);
 }
 
+/**
+ * Timeline stamps, a diagnostic (a model.cu rendered with LINGC_STAMPS=on defines LINGC_STAMPS
+ * before including this header): each generated kernel stamps %globaltimer at events of each launch,
+ * the earliest and the latest over its workgroups' first threads: event 0 when a workgroup passes
+ * the wait for the kernel before, 1 to 14 at its grid barriers (arrival, then departure), 15 at its
+ * end. A launch is told from the kernel's earlier launches by how many workgroups started before
+ * it (a count a kernel). `lingc_model bench` with LINGC_STAMPS_OUT=FILE stamps one CUDA-graph decode
+ * step after its timed ones and writes the buffer (bench/cuda/stamps.py reads it). The buffer: the
+ * counts (STAMP_KERNELS words), then per kernel id, launch and event two words: ~min and max time
+ * (both kept by atomicMax, so zero is "none").
+ */
+constexpr int STAMP_KERNELS = 1024, STAMP_LAUNCHES = 64, STAMP_EVENTS = 16;
+constexpr size_t STAMP_WORDS = STAMP_KERNELS + (size_t)STAMP_KERNELS * STAMP_LAUNCHES * STAMP_EVENTS * 2;
+using StampAttach = void (*)(unsigned long long* buffer);
+/** Each translation unit that stamps registers how to point its kernels at the buffer (nullptr: off). */
+bool stamp_register(StampAttach attach);
+
 }  // namespace lingc
+
+#ifdef LINGC_STAMPS
+static __device__ unsigned long long* lingc_stamp_buf_;
+static void lingc_stamp_attach_(unsigned long long* p) { cudaMemcpyToSymbol(lingc_stamp_buf_, &p, sizeof p); }
+[[maybe_unused]] static const bool lingc_stamp_registered_ = lingc::stamp_register(lingc_stamp_attach_);
+namespace lingc {
+__device__ __forceinline__ void stamp_at(int kid, int launch, int ev) {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  unsigned long long* r = lingc_stamp_buf_ + STAMP_KERNELS + (((size_t)kid * STAMP_LAUNCHES + launch) * STAMP_EVENTS + ev) * 2;
+  atomicMax(r, ~t);
+  atomicMax(r + 1, t);
+}
+/** Event 0 of this workgroup (its first thread); returns the launch's number (-1: not stamped). */
+__device__ __forceinline__ int stamp_begin(int kid) {
+  if (threadIdx.x != 0 || !lingc_stamp_buf_) return -1;
+  const int launch = (int)(atomicAdd(lingc_stamp_buf_ + kid, 1ull) / ((unsigned long long)gridDim.x * gridDim.y));
+  if (launch >= STAMP_LAUNCHES) return -1;
+  stamp_at(kid, launch, 0);
+  return launch;
+}
+}  // namespace lingc
+#define LINGC_STAMP_BEGIN(kid) const int stamp_launch_ = lingc::stamp_begin(kid)
+#define LINGC_STAMP(kid, ev) \
+  do {                       \
+    if (stamp_launch_ >= 0) lingc::stamp_at(kid, stamp_launch_, ev); \
+  } while (0)
+#endif
 
 // What a generated model.cu defines.
 extern const char* const MODEL_NAME;

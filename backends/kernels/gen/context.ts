@@ -147,6 +147,12 @@ export interface GenLimits {
    */
   prefetchWeights?: "fp8" | "all";
   /**
+   * CUDA: a decode attention workgroup prefetches its key split's cached key and value rows into L2
+   * before it waits for the kernel before it (the rows the step appends are written by that kernel;
+   * a prefetch changes no value), LINGC_ATTN_PREFETCH=on|off.
+   */
+  prefetchKv?: boolean;
+  /**
    * CUDA: dependent steps of a few workgroups' work run in the last workgroup of the launch before
    * them, one launch where several were (backends/cuda/launch-tails.ts; LINGC_TAIL_LAUNCH=on).
    * Default off: measured on the H200 slower (Ling-mini decode batch 1, 13 -> 9 launches a MoE

@@ -77,6 +77,7 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
   const S = g.size(Sd!);
   const T = g.size(k.type.shape[2]!);
   const itemsDim = Bd!.mul(nkv).mul(Sd!);
+  if (g.limits.prefetchKv) prefetchSplitRows(g, { k: kbuf, v: vbuf }, { kRows: g.storageRows(k, 2), vRows: g.storageRows(v, 2) }, { SPL, S, T, d, nkv, items: g.size(itemsDim), causal });
   const split = kb.let("split", mod(kb.wg, i(SPL)));
   const item = kb.let("item", div(kb.wg, i(SPL)));
   kb.if(lt(item, g.size(itemsDim)), () => {
@@ -190,6 +191,36 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
   merge.kb.kernel.name = `${merge.kb.kernel.name}_merge`;
   partial.then = attentionMergeKernel(merge, ops, SPL, scratchElems);
   return partial;
+}
+
+/**
+ * The key and value rows of this workgroup's split, prefetched into L2 before the wait for the
+ * kernel before (Kernel.preWait): at decode batch 1 a split is 64 keys (32 KB), too little for one
+ * multiprocessor to stream at speed in the microseconds the kernel runs, and the cache rows do not
+ * depend on that kernel (but for the rows it appends, which it writes through L2 after the prefetch
+ * or not). The split's range as the body computes it, inline (no lets before the wait).
+ */
+function prefetchSplitRows(
+  g: Gen,
+  bufs: { k: string; v: string },
+  cap: { kRows: Expr; vRows: Expr },
+  at: { SPL: number; S: Expr; T: Expr; d: number; nkv: number; items: Expr; causal: boolean },
+): void {
+  const kb = g.kb;
+  const { i, add, sub, mul, div, mod, min, lt } = K;
+  const item = div(kb.wg, i(at.SPL));
+  const visible = at.causal ? add(sub(at.T, at.S), add(mod(item, at.S), i(1))) : at.T;
+  const chunk = div(add(visible, i(at.SPL - 1)), i(at.SPL));
+  const lo = mul(mod(kb.wg, i(at.SPL)), chunk);
+  const n = sub(min(visible, add(lo, chunk)), lo);
+  const bkv = div(item, at.S);
+  const rowBytes = at.d * 2;
+  kb.beforeWait(() =>
+    kb.if(K.and(K.eq(kb.lid, i(0)), K.and(lt(item, at.items), lt(i(0), n))), () => {
+      kb.prefetchL2(bufs.k, mul(add(mul(bkv, cap.kRows), lo), i(rowBytes)), mul(n, i(rowBytes)));
+      kb.prefetchL2(bufs.v, mul(add(mul(bkv, cap.vRows), lo), i(rowBytes)), mul(n, i(rowBytes)));
+    }),
+  );
 }
 
 /**

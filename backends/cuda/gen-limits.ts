@@ -61,9 +61,9 @@ function launchMerges(): { tailLaunches?: true; phaseLaunches?: number } {
   return { ...(tails ? { tailLaunches: true as const } : {}), ...(perSm ? { phaseLaunches: perSm } : {}) };
 }
 
-/** LINGC_PREFETCH: fp8 (the FP8 GEMVs prefetch their weight rows before the wait: the default), all (every dense GEMV), off. */
-function prefetchWeights(): { prefetchWeights?: "fp8" | "all" } {
-  const v = envChoice("LINGC_PREFETCH", ["fp8", "all", "off"]);
+/** LINGC_PREFETCH: fp8 (the FP8 GEMVs prefetch their weight rows before the wait: the default), all (every dense GEMV), single (every dense GEMV not in a bf16 launch pair), off. */
+function prefetchWeights(): { prefetchWeights?: "fp8" | "all" | "single" } {
+  const v = envChoice("LINGC_PREFETCH", ["fp8", "all", "single", "off"]);
   return v === "off" ? {} : { prefetchWeights: v };
 }
 

@@ -813,9 +813,10 @@ stamps)
   # bf16 (and FP8 W8A8 with LINGC_STAMPS_FP8=1) built by dist/lingc.mjs under each of LINGC_ENVS (';'
   # between builds, '-' for none) twice: plain (mini-envN, mini8-envN) and with timeline stamps
   # (LINGC_STAMPS=on: each generated kernel stamps %globaltimer at its start, grid barriers and end,
-  # lingc_runtime.h; -st). The plain builds' decode batch 1 (cache 2048, graph ms a step) alternately,
-  # two rounds; then each stamped build's one graphed step read by bench/cuda/stamps.py (whole file in
-  # $OUT/stamps-BUILD.txt, its first LINGC_STAMP_LINES lines and the middle layer printed).
+  # lingc_runtime.h; -st). Each stamped build's one graphed step read by bench/cuda/stamps.py (whole
+  # file in $OUT/stamps-BUILD.txt, its first LINGC_STAMP_LINES lines and the middle layer printed);
+  # then the plain builds' decode batch 1 (cache 2048, graph ms a step) alternately, three rounds,
+  # printed last and kept in $OUT/stamps-times.txt.
   IFS=';' read -ra ENVS <<< "${LINGC_ENVS:--}"; M=bench/cuda/ling-mini-2.0-no-mtp; Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"
   BUILDS=(); KINDS="mini"; [ "${LINGC_STAMPS_FP8:-0}" = 1 ] && KINDS="mini mini8"
   for n in "${!ENVS[@]}"; do
@@ -826,16 +827,32 @@ stamps)
       ( env $e LINGC_STAMPS=on $L compile $M --target cuda $f --out /tmp/$kind-env$n-st >/dev/null && cd /tmp/$kind-env$n-st && make -j2 >/dev/null ) &
     done
   done
+  # LINGC_STAMPS_CHECK=1: the last setting checked first: ling-tiny's golden logits on CUDA, one
+  # sequence's 10 greedy ids on ling-tiny and ling-small against the interpreter, and that run on
+  # ling-small under compute-sanitizer memcheck and racecheck.
+  if [ "${LINGC_STAMPS_CHECK:-0}" = 1 ]; then
+    E=${ENVS[-1]}; [ "$E" = - ] && E=; P1=${PROMPT%%;*}; mkdir -p /tmp/one
+    echo "== checks under $E"
+    env $E $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
+    for C in ling-tiny ling-small; do
+      A=$($L generate tests/data/golden/$C --backend interp --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null)
+      B=$(env $E $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null)
+      [ -n "$B" ] && [ "$A" = "$B" ] && r=equal || r=DIFFERENT; echo "$C one sequence against interp: $r ($B / $A)"
+    done
+    for tool in memcheck racecheck; do
+      env $E compute-sanitizer --tool $tool --target-processes all --error-exitcode 9 $L generate tests/data/golden/ling-small --backend cuda --prompt "$P1" --max-new-tokens 3 --ignore-eos > "$OUT/san-one-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 "Invalid\|Race\|Hazard" "$OUT/san-one-$tool.txt"; grep "SUMMARY" "$OUT/san-one-$tool.txt" | sort | uniq -c
+    done
+  fi
   wait
-  for n in "${!ENVS[@]}"; do echo "env$n: ${ENVS[$n]}"; done
-  for round in 1 2; do for m in "${BUILDS[@]}"; do
-    echo "== $m round $round: $(timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 20 2>/dev/null | grep -o '"graph_ms_per_step": [0-9.]*')"
-  done; done
   for m in "${BUILDS[@]}"; do
-    echo "== $m-st: $(LINGC_STAMPS_OUT=$OUT/stamps-$m timeout 120 /tmp/$m-st/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 20 2>/dev/null | grep -o '"graph_ms_per_step": [0-9.]*')"
+    echo "== $m-st: $(LINGC_STAMPS_OUT=$OUT/stamps-$m timeout 120 /tmp/$m-st/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 20 2>/dev/null | grep -o '"graph_ms_per_step": [0-9.]*')" | tee -a "$OUT/stamps-times.txt"
     python3 bench/cuda/stamps.py /tmp/$m-st/model.cu $OUT/stamps-$m-b1.bin > "$OUT/stamps-$m.txt"; head -${LINGC_STAMP_LINES:-14} "$OUT/stamps-$m.txt"; sed -n '/^repeat/,$p' "$OUT/stamps-$m.txt"
     rm -f $OUT/stamps-$m-b1.bin
   done
+  for n in "${!ENVS[@]}"; do echo "env$n: ${ENVS[$n]}"; done | tee -a "$OUT/stamps-times.txt"
+  for round in 1 2 3; do for m in "${BUILDS[@]}"; do
+    echo "== $m round $round: $(timeout 120 /tmp/$m/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 20 2>/dev/null | grep -o '"graph_ms_per_step": [0-9.]*')" | tee -a "$OUT/stamps-times.txt"
+  done; done
   ;;
 phasesab)
   # Phase launches (LINGC_PHASE_LAUNCH) at decode batch 1, lean: the grid barrier against a kernel

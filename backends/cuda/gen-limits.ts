@@ -42,7 +42,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     ...attentionQuantEpilogue(),
     ...(envChoice("LINGC_FP8_SCALES", ["ahead", "after"]) === "ahead" ? { fp8ScalesAhead: true } : {}),
     ...prefetchWeights(),
-    ...(envChoice("LINGC_ATTN_PREFETCH", ["off", "on"]) === "on" ? { prefetchKv: true } : {}),
+    ...(envChoice("LINGC_ATTN_PREFETCH", ["on", "off"]) === "on" ? { prefetchKv: true } : {}),
     ...launchMerges(),
   };
 }
@@ -61,9 +61,9 @@ function launchMerges(): { tailLaunches?: true; phaseLaunches?: number } {
   return { ...(tails ? { tailLaunches: true as const } : {}), ...(perSm ? { phaseLaunches: perSm } : {}) };
 }
 
-/** LINGC_PREFETCH: fp8 (the FP8 GEMVs prefetch their weight rows before the wait: the default), all (every dense GEMV), single (every dense GEMV not in a bf16 launch pair), off. */
-function prefetchWeights(): { prefetchWeights?: "fp8" | "all" | "single" } {
-  const v = envChoice("LINGC_PREFETCH", ["fp8", "all", "single", "off"]);
+/** LINGC_PREFETCH: fp8 (the FP8 GEMVs prefetch their weight rows before the wait: the default), all (every dense GEMV), off. */
+function prefetchWeights(): { prefetchWeights?: "fp8" | "all" } {
+  const v = envChoice("LINGC_PREFETCH", ["fp8", "all", "off"]);
   return v === "off" ? {} : { prefetchWeights: v };
 }
 

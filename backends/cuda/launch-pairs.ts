@@ -126,8 +126,6 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
       // workgroups (the routed SwiGLU GEMV: 77) to one a multiprocessor; two (126, no spill, on FP8
       // Ling-mini) keep most of their occupancy.
       if (mode === "fp8" && kernel.minBlocks === undefined) kernel.minBlocks = FP8_PAIR_MIN_BLOCKS;
-      // LINGC_PREFETCH=single: a bf16 pair's weights are not prefetched (GenLimits.prefetchWeights).
-      if (mode === "bf16" && limits.prefetchWeights === "single") delete kernel.preWait;
       const exact = ga.per === 1 && gb.per === 1;
       const merged: GeneratedKernel = {
         kernel,

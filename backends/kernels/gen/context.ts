@@ -143,15 +143,15 @@ export interface GenLimits {
    * before it (Kernel.preWait), so that at decode the weights stream in during that kernel's tail:
    * the FP8 GEMVs' ("fp8", the CUDA default), every dense GEMV's ("all"), or none (LINGC_PREFETCH=
    * fp8|all|off). Measured on the H200, Ling-mini decode batch 1 (bench/results/decode-tails-2026-12-02-h200.md):
-   * FP8 1.27 -> 1.24 ms a step, bf16 1.16 -> 1.21 (slower: off for bf16). "single": every dense
-   * GEMV's but a bf16 launch pair's (launch-pairs.ts drops the pair's; the timeline stamps showed
-   * the prefetches speeding the lone GEMVs and slowing the pairs, bench/results/stamps-2026-12-03-h200.md).
+   * FP8 1.27 -> 1.24 ms a step, bf16 1.16 -> 1.21 (slower: off for bf16).
    */
-  prefetchWeights?: "fp8" | "all" | "single";
+  prefetchWeights?: "fp8" | "all";
   /**
    * CUDA: a decode attention workgroup prefetches its key split's cached key and value rows into L2
    * before it waits for the kernel before it (the rows the step appends are written by that kernel;
-   * a prefetch changes no value), LINGC_ATTN_PREFETCH=on|off.
+   * a prefetch changes no value), LINGC_ATTN_PREFETCH=on (the CUDA default)|off. Measured on the H200,
+   * Ling-mini decode batch 1 (bench/results/stamps-2026-12-03-h200.md): the attention 6.0 -> 4.9 us
+   * a layer inside the graph, bf16 1.140-1.150 -> 1.124-1.130 ms a step, FP8 1.188-1.192 -> 1.166-1.182.
    */
   prefetchKv?: boolean;
   /**

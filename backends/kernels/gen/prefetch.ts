@@ -18,8 +18,7 @@ import type { Gen } from "./context";
  * bf16/f32 weights) that GenLimits.prefetchWeights names.
  */
 export function prefetchWeightRows(g: Gen, kind: "fp8" | "bf16", buf: string, row0: Expr, rows: number, total: number, rowBytes: number, first: Expr): void {
-  const mode = g.limits.prefetchWeights;
-  const on = mode === "all" || mode === "single" || (mode === "fp8" && kind === "fp8");
+  const on = g.limits.prefetchWeights === "all" || (g.limits.prefetchWeights === "fp8" && kind === "fp8");
   if (!on || rowBytes % 16 !== 0 || total * rowBytes > 2 ** 31 - 1) return;
   const kb = g.kb;
   const { i, mul, min, sub } = K;

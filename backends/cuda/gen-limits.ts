@@ -43,6 +43,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     ...(envChoice("LINGC_FP8_SCALES", ["ahead", "after"]) === "ahead" ? { fp8ScalesAhead: true } : {}),
     ...prefetchWeights(),
     ...(envChoice("LINGC_ATTN_PREFETCH", ["on", "off"]) === "on" ? { prefetchKv: true } : {}),
+    ...(envChoice("LINGC_ATTN_PROLOGUE", ["off", "on"]) === "on" ? { attentionPrologue: true } : {}),
     ...launchMerges(),
   };
 }

@@ -19,6 +19,7 @@ import { launchPairs, pairFlag, type LaunchPair } from "./launch-pairs";
 import { launchTails } from "./launch-tails";
 import { launchPhases } from "./launch-phases";
 import { quantPrologues, type QuantPrologue } from "./quant-prologue";
+import { attentionPrologues } from "./attention-prologue";
 import { quantEpilogues, type QuantEpilogue } from "./quant-epilogue";
 
 export interface StepMerges {
@@ -50,6 +51,11 @@ export function stepMerges(fr: FrameSchedule, limits: GenLimits, profile: CudaPr
   const firstOf = new Map([...pairs].flatMap(([n, p]) => [p.second, ...(p.tails ?? []).map((t) => t.step)].map((k) => [k, n] as const)));
   const free = (k: number) => runs(k) && !pairs.has(k) && !firstOf.has(k);
   const prologues = limits.quantPrologue ? quantPrologues(fr, limits, profile, free, dimText) : new Map<number, QuantPrologue>();
+  // qk_norm_rope run by decode attention (attention-prologue.ts), in the same shape.
+  if (limits.attentionPrologue) {
+    const taken = new Set([...prologues.values()].flatMap((p) => [p.quant, p.consumer]));
+    for (const [k, p] of attentionPrologues(fr, limits, profile, (j) => free(j) && !taken.has(j), dimText)) prologues.set(k, p);
+  }
   const prologueOf = new Map([...prologues.values()].map((p) => [p.quant, p]));
   const pairWhen = (k: number) => pairs.get(k)?.when ?? (firstOf.has(k) ? pairFlag(firstOf.get(k)!) : undefined);
   const knownAt = (cond: string, a: number) => [...cond.matchAll(/pair(\d+)_/g)].every((m) => Number(m[1]) <= a);

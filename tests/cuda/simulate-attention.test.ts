@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { rng } from "../support/fd";
+import { Tensor } from "../../ir/tensor";
 import { LIMITS, kernels, runGenerated, runFlash, random, relError, prefetchedWhole } from "../support/kir-run";
 
 describe("attention tile programs in the kir simulator", () => {
@@ -72,6 +73,55 @@ describe("attention tile programs in the kir simulator", () => {
     expect(body.includes('"atomicAdd"') && body.includes('"fence"')).toBe(merge === "last");
     expect(relError(got, want)).toBeLessThan(1e-2);
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
+  });
+
+  it.each([
+    // One position a sequence (decode): 2 sequences, 8 query heads over 2 KV heads, head 128, 40 cached keys.
+    [2, 1, 39, 128, 8, 2],
+    // Two positions (a drafted step: the new rows in two splits' ranges, written by the items that see them), head 64, 4 query heads a KV head.
+    [1, 2, 70, 64, 8, 2],
+  ] as const)("qk_norm_rope as decode attention's prologue (LINGC_ATTN_PROLOGUE, attention-prologue.ts): B %i, %i positions after %i cached keys, head %i, %i query heads over %i KV heads: the queries from the QKV rows in each workgroup, the new key and value rows written by the splits that cover them; the same outputs as the two kernels, bit for bit, and the interpreter's", (B, S, P, D, NQ, NKV) => {
+    const NH = NQ + 2 * NKV;
+    const H = D / 4; // a rotary half of 32 or 16: partial RoPE
+    const kv = (rows: number) => `bf16[${B}, ${NKV}, ${rows}, ${D}]`;
+    const text = `module @m {
+  func @m(%qkv: bf16[${B}, ${S}, ${NH * D}], %cos: bf16[${S}, ${H}], %sin: bf16[${S}, ${H}], %past_key: ${kv(P)}, %past_value: ${kv(P)})
+      weights(@q_norm.weight: bf16[${D}], @k_norm.weight: bf16[${D}])
+      -> (o: bf16[${B}, ${NQ}, ${S}, ${D}], key: ${kv(P + S)}, value: ${kv(P + S)}) {
+    %heads = reshape(%qkv) {shape = [${B}, ${S}, ${NH}, ${D}]} : bf16[${B}, ${S}, ${NH}, ${D}]
+    %0 = slice(%heads) {axis = 2, start = 0, end = ${NQ}} : bf16[${B}, ${S}, ${NQ}, ${D}]
+    %q = transpose(%0) {perm = [0, 2, 1, 3]} : bf16[${B}, ${NQ}, ${S}, ${D}]
+    %1 = slice(%heads) {axis = 2, start = ${NQ}, end = ${NQ + NKV}} : bf16[${B}, ${S}, ${NKV}, ${D}]
+    %k = transpose(%1) {perm = [0, 2, 1, 3]} : ${kv(S)}
+    %2 = slice(%heads) {axis = 2, start = ${NQ + NKV}, end = ${NH}} : bf16[${B}, ${S}, ${NKV}, ${D}]
+    %v = transpose(%2) {perm = [0, 2, 1, 3]} : ${kv(S)}
+    %qn = rms_norm(%q, @q_norm.weight) {eps = 1e-6} : bf16[${B}, ${NQ}, ${S}, ${D}]
+    %kn = rms_norm(%k, @k_norm.weight) {eps = 1e-6} : ${kv(S)}
+    %qr = rope(%qn, %cos, %sin) : bf16[${B}, ${NQ}, ${S}, ${D}]
+    %kr = rope(%kn, %cos, %sin) : ${kv(S)}
+    %key = cache_append(%past_key, %kr) {axis = 2} : ${kv(P + S)}
+    %value = cache_append(%past_value, %v) {axis = 2} : ${kv(P + S)}
+    %o = attention(%qr, %key, %value) {scale = ${1 / Math.sqrt(D)}, causal = true} : bf16[${B}, ${NQ}, ${S}, ${D}]
+    return %o, %key, %value
+  }
+}`;
+    const r = rng(93);
+    const t = (shape: number[], scale = 1) => random("bf16", r, shape, scale);
+    const angles = Array.from({ length: S * H }, (_, i) => (P + Math.floor(i / H)) / 10000 ** ((i % H) / H));
+    const inputs = { qkv: t([B, S, NH * D], 2), cos: Tensor.from("bf16", [S, H], angles.map(Math.cos)), sin: Tensor.from("bf16", [S, H], angles.map(Math.sin)), past_key: t([B, NKV, P, D], 2), past_value: t([B, NKV, P, D]) };
+    const weights = { "q_norm.weight": t([D]), "k_norm.weight": t([D]) };
+    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "attention") ? "decode_attention" : undefined);
+    const apart = runGenerated(text, inputs, weights, { ...LIMITS, attentionPrologue: false }, "", pick, true);
+    expect(kernels.map((k) => k.template)).toEqual(["qk_norm_rope_registers", "decode_attention", undefined]); // (the merge kernel has no template of its own)
+    const merged = runGenerated(text, inputs, weights, { ...LIMITS, attentionPrologue: true }, "", pick, true);
+    // The split kernel and its merge: no qk_norm_rope kernel; the split kernel writes the cache's new rows.
+    expect(kernels.map((k) => k.template)).toEqual(["decode_attention", undefined]);
+    expect(JSON.stringify(kernels[0]!.kernel.body)).toContain('"store16"');
+    for (const name of ["o", "key", "value"]) {
+      expect([...merged[name]!.got], name).toEqual([...apart[name]!.got]);
+      expect(relError(merged[name]!.got, merged[name]!.want), name).toBeLessThan(1e-2);
+    }
+    expect(Math.max(...merged["o"]!.got.map(Math.abs))).toBeGreaterThan(0.05);
   });
 
   it("flash attention on warpgroup MMAs (flash_wgmma, the sm_90a default, pipelined: the next block's scores issued before this block's softmax, blocks two at a time): causal GQA, head dim 64, 150 queries (three tiles of 64, the last partial: 1, 2 and 3 key blocks, an odd count runs a block of masked keys more), the keys' last block partial", () => {

@@ -17,6 +17,7 @@ import { cudaGenLimits, cudaStorage } from "../../backends/cuda/gen-limits";
 import { CUDA_SM90A } from "../../ir/target";
 import { simulate, type SimArray } from "../../backends/kernels/simulate";
 import { prologueCandidates, prologueStep } from "../../backends/cuda/quant-prologue";
+import { attentionPrologueSteps } from "../../backends/cuda/attention-prologue";
 import { epilogueCandidates, epilogueStep } from "../../backends/cuda/quant-epilogue";
 import { tailGroup, TAIL_FIRST_TEMPLATES, TAIL_TEMPLATES } from "../../backends/cuda/launch-tails";
 import { phaseGroup, serialPhase } from "../../backends/cuda/launch-phases";
@@ -67,7 +68,7 @@ export function runGenerated(
   before = "",
   /** The template a step runs with (the CUDA dispatch's choice for these sizes), where not the first that covers it. */
   pick: (ops: readonly { opName: string }[]) => string | undefined = () => undefined,
-  /** Each quantize step whose codes only one matmul step reads runs as that matmul's prologue (backends/cuda/quant-prologue.ts), the quantize step not run. */
+  /** Each quantize step whose codes only one matmul step reads runs as that matmul's prologue (backends/cuda/quant-prologue.ts), the quantize step not run; and with limits.attentionPrologue, qk_norm_rope as decode attention's (attention-prologue.ts). */
   prologues = false,
   /** Each quantize step that alone reads a grouped matmul step's result runs as that step's epilogue (backends/cuda/quant-epilogue.ts), the quantize step not run. */
   epilogues = false,
@@ -127,6 +128,13 @@ export function runGenerated(
   const steps: (Step | undefined)[] = [...s.steps];
   if (prologues) {
     const kept = new Set(s.outputs.map((o) => storageSlot(s, o.slot)));
+    // qk_norm_rope as decode attention's prologue (backends/cuda/attention-prologue.ts) where the limits ask for it.
+    if (limits.attentionPrologue) {
+      for (const { a, b, step } of attentionPrologueSteps(steps, (id) => storageSlot(s, id), kept, () => true)) {
+        steps[b] = step;
+        steps[a] = undefined;
+      }
+    }
     for (const { a, b, codes } of prologueCandidates(steps, (id) => storageSlot(s, id), kept, () => true)) {
       const merged = prologueStep(steps[a]!, steps[b]!, codes);
       if (!merged) continue;

@@ -155,6 +155,11 @@ export interface GenLimits {
    */
   prefetchKv?: boolean;
   /**
+   * CUDA: qk_norm_rope run by the GQA decode attention after it where the sizes choose that form
+   * (backends/cuda/attention-prologue.ts), LINGC_ATTN_PROLOGUE=on|off.
+   */
+  attentionPrologue?: boolean;
+  /**
    * CUDA: dependent steps of a few workgroups' work run in the last workgroup of the launch before
    * them, one launch where several were (backends/cuda/launch-tails.ts; LINGC_TAIL_LAUNCH=on).
    * Default off: measured on the H200 slower (Ling-mini decode batch 1, 13 -> 9 launches a MoE

@@ -28,6 +28,8 @@ import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { attentionMergeKernel, mergedColumn, splitWeights } from "./attention";
 import { splitQuantEpilogue } from "./quant";
 import { decodeAttentionTakes } from "../../../ir/target/kernel-forms";
+import { qkvChains, type QkvChain } from "./qkv";
+import { headChain, qkvRegistersFits } from "./qkv-registers";
 
 const WARPS = 4;
 export const DECODE_ATTENTION_THREADS = WARPS * 32;
@@ -50,7 +52,9 @@ export function coversDecodeAttention(ops: readonly Op[], limits: GenLimits | un
 }
 
 /** The form of `splits` key splits for up to `maxRows` query rows (its scratch's size). */
-export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { splits: number; maxRows: number }): GeneratedKernel {
+export function decodeAttentionKernels(g: Gen, merge: Gen, all: Op[], form: { splits: number; maxRows: number }): GeneratedKernel {
+  // The attention's own ops (its output transpose, a quantize epilogue), apart from a qk_norm_rope prologue's.
+  const ops = splitQkPrologue(all).rest;
   const att = decodeAttentionOf(ops);
   if (!att) throw new LingcError("decode attention: the step is not a bf16 attention of head width 64, 128 or 256 with a whole group of at most 8 query heads a KV head");
   if (g.kb.kernel.wg !== DECODE_ATTENTION_THREADS) throw new LingcError(`decode attention: the form is written for ${DECODE_ATTENTION_THREADS} threads, not ${g.kb.kernel.wg}`);
@@ -73,7 +77,8 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
   if (mergeInLast && splitQuantEpilogue(ops).quant) throw new LingcError("decode attention: the splits' own merge (LINGC_DECODE_MERGE=last) does not quantize its result");
   // The online softmax a group of UNROLL keys at a time (GenLimits.decodeSoftmaxChunk), else a key at a time.
   const chunked = g.limits.decodeSoftmaxChunk === true;
-  const [qb, kbuf, vbuf] = [g.buf(q), g.buf(k), g.buf(v)];
+  const pro = qkPrologue(g, all, att);
+  const [qb, kbuf, vbuf] = [pro ? "" : g.buf(q), g.buf(k), g.buf(v)];
   const S = g.size(Sd!);
   const T = g.size(k.type.shape[2]!);
   const itemsDim = Bd!.mul(nkv).mul(Sd!);
@@ -98,7 +103,24 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
     // Query row of head hh of the group: ((b nh + kvh rep + hh) S + pos).
     const qRow = (hh: Expr) => add(mul(add(add(mul(b, i(nh)), mul(kvh, i(rep))), hh), S), pos);
     const unpack = (w: Expr[]) => Array.from({ length: LANE }, (_, t) => K.half(w[t >> 1]!, (t & 1) === 1));
-    const qf = Array.from({ length: rep }, (_, hh) => unpack(kb.load16("q", qb, div(add(mul(qRow(i(hh)), i(d)), col), i(2)))).map((x) => kb.let("qf", x)));
+    // With qk_norm_rope as the prologue, the group's query heads from the QKV projection's rows
+    // (each workgroup again: 4 KB at Ling-mini), and the split's new key and value rows written here.
+    const qf = pro
+      ? Array.from({ length: rep }, (_, hh) => pro.head(pro.q, add(mul(b, S), pos), add(mul(kvh, i(rep)), i(hh)), pos, { lane, col }))
+      : Array.from({ length: rep }, (_, hh) => unpack(kb.load16("q", qb, div(add(mul(qRow(i(hh)), i(d)), col), i(2)))).map((x) => kb.let("qf", x)));
+    if (pro) {
+      const first = kb.let("newrow", sub(T, S)); // the step's first new row of the cache
+      kb.for("r", add(max(lo, first), warp), hi, (r) => {
+        const s = kb.let("news", sub(r, first));
+        const tok = kb.let("newtok", add(mul(b, S), s));
+        const kv = [pro.head(pro.k, tok, kvh, s, { lane, col }), pro.head(pro.v, tok, kvh, s, { lane, col })];
+        kb.if(K.eq(sub0, i(0)), () => {
+          g.store8(k, add(mul(add(kRow, r), i(d)), col), kv[0]!);
+          g.store8(v, add(mul(add(vRow, r), i(d)), col), kv[1]!);
+        });
+      }, i(WARPS));
+      kb.barrier();
+    }
     const m = Array.from({ length: rep }, () => kb.var("m", K.f(EMPTY_MAX)));
     const l = Array.from({ length: rep }, () => kb.var("l", K.f(0)));
     const acc = Array.from({ length: rep }, () => Array.from({ length: LANE }, () => kb.var("acc", K.f(0))));
@@ -191,6 +213,48 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, ops: Op[], form: { sp
   merge.kb.kernel.name = `${merge.kb.kernel.name}_merge`;
   partial.then = attentionMergeKernel(merge, ops, SPL, scratchElems);
   return partial;
+}
+
+/** A merged step's qk_norm_rope ops (up to its last cache append) and the attention's after them; qk empty for an attention step alone. */
+export function splitQkPrologue(ops: readonly Op[]): { qk: Op[]; rest: Op[] } {
+  let last = -1;
+  ops.forEach((o, k) => (last = o.opName === "cache_append" ? k : last));
+  return { qk: ops.slice(0, last + 1), rest: ops.slice(last + 1) };
+}
+
+/**
+ * qk_norm_rope as decode attention's prologue (backends/cuda/attention-prologue.ts merges the two
+ * steps at decode): the query heads and the step's new key and value rows computed from the fused
+ * QKV projection's rows by qk_norm_rope's own chains (qkv-registers.ts headChain, so value by value
+ * its results), the query never stored. Undefined where the step has no qk_norm_rope ops; refused
+ * (a LingcError: the merge is then not made) where the attention's query, keys or values are not
+ * those chains' results (the keys and values through their cache appends), or the query is read
+ * elsewhere, or the heads do not fit a lane group's registers.
+ */
+function qkPrologue(g: Gen, ops: Op[], att: Op) {
+  if (!ops.some((o) => o.opName === "cache_append")) return undefined;
+  const [q, k, v] = att.operands as [Value, Value, Value];
+  const { reshape, chains, appendOf } = qkvChains(ops);
+  const chainOf = (x: Value) => chains.find((ch) => ch.out === x || appendOf.get(ch.out)?.results[0] === x);
+  const [qc, kc, vc] = [chainOf(q), chainOf(k), chainOf(v)];
+  if (!qc || !kc || !vc || qc.out !== q || appendOf.has(qc.out) || !appendOf.has(kc.out) || !appendOf.has(vc.out)) throw new LingcError("decode attention: its query, keys and values are not qk_norm_rope's heads and cache appends");
+  if (g.isOutput(q)) throw new LingcError("decode attention: qk_norm_rope's query is read elsewhere");
+  if (!qkvRegistersFits(ops, g.limits)) throw new LingcError("decode attention: qk_norm_rope's heads do not fit a lane group");
+  const src = reshape.operands[0]!;
+  const NH = reshape.results[0]!.type.shape[2]!.value!;
+  const d = q.type.shape[3]!.value!;
+  const kb = g.kb;
+  const { i, add, mul } = K;
+  return {
+    q: qc,
+    k: kc,
+    v: vc,
+    /** Head `j` of chain `ch` (from its first) of token `tok`, at position `pos` of the step: a lane's 8 elements from `col`. */
+    head(ch: QkvChain, tok: Expr, j: Expr, pos: Expr, at: { lane: Expr; col: Expr }): Expr[] {
+      const xs = g.load8(src, add(mul(add(mul(tok, i(NH)), add(j, i(ch.start))), i(d)), at.col)).map((e) => kb.let("x", e));
+      return headChain(g, ch, [xs], [pos], { lane: at.lane, c0: at.col, at: at.col, L: d / LANE })[0]!;
+    },
+  };
 }
 
 /**

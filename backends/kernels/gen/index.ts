@@ -29,7 +29,7 @@ import { coversFlash, FLASH_THREADS, flashAttentionKernel } from "./flash-attent
 import { flashWgmmaKernel, flashWgmmaThreads } from "./flash-attention-wgmma";
 import { coversEmbedding16, EMBEDDING_THREADS, embeddingKernel } from "./embedding";
 import { COMBINE_THREADS, combineKernel, coversCombine, coversPointwise16 } from "./combine";
-import { coversDecodeAttention, DECODE_ATTENTION_THREADS, decodeAttentionKernels } from "./decode-attention";
+import { coversDecodeAttention, DECODE_ATTENTION_THREADS, decodeAttentionKernels, splitQkPrologue } from "./decode-attention";
 import { DECODE_ATTENTION_FORMS } from "../../../ir/target/kernel-forms";
 import { coversDenseGemv, coversGroupedGemv, denseGemvKernel, GROUPED_GEMV_THREADS, groupedGemvKernel } from "./grouped-gemv";
 import { routerKernel, routerWorkgroup } from "./router";
@@ -136,7 +136,11 @@ const TEMPLATES: readonly Template[] = [
   ...DECODE_ATTENTION_FORMS.map(
     (form): Template => ({
       name: form.name,
-      covers: (ops, limits) => coversAttentionQuantized(ops) && coversDecodeAttention(ops, limits),
+      covers: (ops, limits) => {
+        // (With qk_norm_rope before it: a step backends/cuda/attention-prologue.ts merged.)
+        const { qk, rest } = splitQkPrologue(ops);
+        return coversAttentionQuantized(rest) && (!qk.length || coversQkNormRope(qk)) && coversDecodeAttention(rest, limits);
+      },
       generate: (gen, ops, limits) => decodeAttentionKernels(gen(DECODE_ATTENTION_THREADS), gen(Math.min(128, limits.maxThreads)), ops, form),
     }),
   ),

@@ -22,7 +22,7 @@ import { product } from "../../../ir/dim";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
-import { qkvChains } from "./qkv";
+import { qkvChains, type QkvChain } from "./qkv";
 
 /** Elements a lane: 16 bytes of bf16. */
 const V = 8;
@@ -60,6 +60,65 @@ function shape(ops: readonly Op[], limits: GenLimits): { lanes: number; perWarp:
 
 export const qkvRegistersFits = (ops: readonly Op[], limits: GenLimits): boolean => shape(ops, limits) !== undefined;
 
+/**
+ * A head's chain (its RMSNorm and partial RoPE, in order) on the head's values as a lane group holds
+ * them: `xs[u]` the 8 elements from `c0` of token u (at sequence position `pos[u]` of the step, the
+ * row of RoPE's tables), the group L lanes wide; lanes past the head hold zeros. The norm's sum is the
+ * group's shuffles, RoPE's partner elements the partner lane's: every lane of the warp must run it.
+ * qk_norm_rope's kernel here and decode attention's prologue (decode-attention.ts) both compute
+ * their heads by it, value by value the same.
+ */
+export function headChain(g: Gen, ch: QkvChain, xs: Expr[][], pos: Expr[], at: { lane: Expr; c0: Expr; at: Expr; L: number }): Expr[][] {
+  const kb = g.kb;
+  const { i, add, mul, div, lt, sel } = K;
+  const { lane, c0, L } = at;
+  const d = ch.out.type.shape[3]!.value!;
+  const dt = ch.out.type.dtype;
+  let vs = xs;
+  for (const op of ch.ops) {
+    if (op.opName === "rms_norm") {
+      const w = op.operands[1]!;
+      const eps = attrsOf(OPS.rms_norm, op).eps;
+      const ws = g.wide8(w) ? g.load8(w, at.at) : xs[0]!.map((_, n) => kb.load(g.buf(w), add(at.at, i(n))));
+      vs = vs.map((v) => {
+        let ss: Expr = K.f(0);
+        for (const e of v) ss = add(ss, mul(e, e));
+        const own = kb.let("ss", ss);
+        const inv = kb.let("inv", K.rsqrt(add(div(kb.warpSum(own, L), K.f(d)), K.f(eps))));
+        return v.map((e, n) => kb.let("n", g.fit(mul(ws[n]!, g.fit(mul(e, inv), dt)), dt)));
+      });
+    } else {
+      const [cosT, sinT] = [op.operands[1]!, op.operands[2]!];
+      const half = cosT.type.shape[1]!.value!;
+      const r = (e: Expr) => g.fit(e, dt);
+      // A lane's 8 elements are all below half, all in [half, 2 half) or all past the rotation;
+      // element c's partner c +- half is the same element of the lane half / 8 away.
+      const lo = kb.let("lo", lt(c0, i(half)));
+      const rotated = kb.let("rot", lt(c0, i(2 * half)));
+      const partner = kb.let("pl", add(lane, sel(lo, i(half / V), sel(rotated, i(-half / V), i(0)))));
+      const p0 = kb.let("p0", K.min(sel(lo, c0, K.sub(c0, i(half))), i(half - V))); // the pairs' first index, in range
+      // The 8 pairs' cos and sin of each token: 16-byte loads (half is whole pieces, so p0 is one's start), all issued first.
+      const table = (t: Value, row: Expr) => (g.wide8(t) ? g.load8(t, row) : xs[0]!.map((_, n) => kb.load(g.buf(t), add(row, i(n)))));
+      const tables = pos.map((s) => {
+        const row = kb.let("trow", add(mul(s, i(half)), p0));
+        return [table(cosT, row).map((e) => kb.let("cs", e)), table(sinT, row).map((e) => kb.let("sn", e))] as const;
+      });
+      vs = vs.map((v, u) => {
+        const [coss, sins] = tables[u]!;
+        const pv = v.map((e) => kb.let("pv", K.shflIdx(e, partner)));
+        return v.map((e, n) => {
+          const [cs, sn] = [coss[n]!, sins[n]!];
+          // below half: x[c] cos - x[c + half] sin; above: x[c] cos + x[c - half] sin (qkv.ts's
+          // two forms in one: rounding to nearest is odd, so r(-y) = -r(y))
+          const ps = kb.let("ps", r(mul(pv[n]!, sn)));
+          return kb.let("r", sel(rotated, r(add(r(mul(e, cs)), sel(lo, K.neg(ps), ps))), e));
+        });
+      });
+    }
+  }
+  return vs;
+}
+
 export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const { lanes: L, perWarp } = shape(ops, g.limits)!;
   const { reshape, chains, appendOf } = qkvChains(ops);
@@ -67,7 +126,6 @@ export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const [Bd, Sd, NHd, Dd] = heads.type.shape;
   const NH = NHd!.value!;
   const d = Dd!.value!;
-  const dt = heads.type.dtype;
   const src = reshape.operands[0]!;
   const kb = g.kb;
   const { i, add, mul, div, mod, lt, ge, and, sel } = K;
@@ -95,48 +153,7 @@ export function qkvRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
     // (Lanes past the head read its last piece again; zeros for them where a group is wider than the head.)
     const xs = toks.map(({ tc }) => g.load8(src, add(mul(add(mul(tc, i(NH)), j), i(d)), at)).map((e) => kb.let("x", L * V === d ? e : sel(holds, e, K.f(0)))));
     const run = (ch: (typeof chains)[number]) => {
-      let vs = xs;
-      for (const op of ch.ops) {
-        if (op.opName === "rms_norm") {
-          const w = op.operands[1]!;
-          const eps = attrsOf(OPS.rms_norm, op).eps;
-          const ws = g.wide8(w) ? g.load8(w, at) : xs[0]!.map((_, n) => kb.load(g.buf(w), add(at, i(n))));
-          vs = vs.map((v) => {
-            let ss: Expr = K.f(0);
-            for (const e of v) ss = add(ss, mul(e, e));
-            const own = kb.let("ss", ss);
-            const inv = kb.let("inv", K.rsqrt(add(div(kb.warpSum(own, L), K.f(d)), K.f(eps))));
-            return v.map((e, n) => kb.let("n", g.fit(mul(ws[n]!, g.fit(mul(e, inv), dt)), dt)));
-          });
-        } else {
-          const [cosT, sinT] = [op.operands[1]!, op.operands[2]!];
-          const half = cosT.type.shape[1]!.value!;
-          const r = (e: Expr) => g.fit(e, dt);
-          // A lane's 8 elements are all below half, all in [half, 2 half) or all past the rotation;
-          // element c's partner c +- half is the same element of the lane half / 8 away.
-          const lo = kb.let("lo", lt(c0, i(half)));
-          const rotated = kb.let("rot", lt(c0, i(2 * half)));
-          const partner = kb.let("pl", add(lane, sel(lo, i(half / V), sel(rotated, i(-half / V), i(0)))));
-          const p0 = kb.let("p0", K.min(sel(lo, c0, K.sub(c0, i(half))), i(half - V))); // the pairs' first index, in range
-          // The 8 pairs' cos and sin of each token: 16-byte loads (half is whole pieces, so p0 is one's start), all issued first.
-          const table = (t: Value, row: Expr) => (g.wide8(t) ? g.load8(t, row) : xs[0]!.map((_, n) => kb.load(g.buf(t), add(row, i(n)))));
-          const tables = toks.map(({ s }) => {
-            const row = kb.let("trow", add(mul(s, i(half)), p0));
-            return [table(cosT, row).map((e) => kb.let("cs", e)), table(sinT, row).map((e) => kb.let("sn", e))] as const;
-          });
-          vs = vs.map((v, u) => {
-            const [coss, sins] = tables[u]!;
-            const pv = v.map((e) => kb.let("pv", K.shflIdx(e, partner)));
-            return v.map((e, n) => {
-              const [cs, sn] = [coss[n]!, sins[n]!];
-              // below half: x[c] cos - x[c + half] sin; above: x[c] cos + x[c - half] sin (qkv.ts's
-              // two forms in one: rounding to nearest is odd, so r(-y) = -r(y))
-              const ps = kb.let("ps", r(mul(pv[n]!, sn)));
-              return kb.let("r", sel(rotated, r(add(r(mul(e, cs)), sel(lo, K.neg(ps), ps))), e));
-            });
-          });
-        }
-      }
+      const vs = headChain(g, ch, xs, toks.map(({ s }) => s), { lane, c0, at, L });
       const n = ch.end - ch.start;
       // Row (b, head, s) of a [B, n, rows, d] buffer at `past` rows into its sequence axis.
       const write = (out: Value, rows: Expr, past: Expr) =>

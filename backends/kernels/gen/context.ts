@@ -156,7 +156,9 @@ export interface GenLimits {
   prefetchKv?: boolean;
   /**
    * CUDA: qk_norm_rope run by the GQA decode attention after it where the sizes choose that form
-   * (backends/cuda/attention-prologue.ts), LINGC_ATTN_PROLOGUE=on|off.
+   * (backends/cuda/attention-prologue.ts), LINGC_ATTN_PROLOGUE=on|off (off: measured no faster on the
+   * H200, bf16 1.128-1.142 against 1.127-1.130 ms a Ling-mini decode step, FP8 slower as its attention
+   * then loses the merge kernel's quantize epilogue; bench/results/stamps-2026-12-03-h200.md call 4).
    */
   attentionPrologue?: boolean;
   /**

@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import { rng } from "../support/fd";
 import { Tensor } from "../../ir/tensor";
 import { LIMITS, kernels, runGenerated, runFlash, random, relError, prefetchedWhole } from "../support/kir-run";
+import { qkvModule } from "../support/qkv-text";
 
 describe("attention tile programs in the kir simulator", () => {
   it("flash attention: causal, 4 query heads on 2 KV heads, head dim 64, 150 queries (two query tiles of 128, the second partial; a warp's second 16-row tile)", () => {
@@ -84,27 +85,8 @@ describe("attention tile programs in the kir simulator", () => {
     const NH = NQ + 2 * NKV;
     const H = D / 4; // a rotary half of 32 or 16: partial RoPE
     const kv = (rows: number) => `bf16[${B}, ${NKV}, ${rows}, ${D}]`;
-    const text = `module @m {
-  func @m(%qkv: bf16[${B}, ${S}, ${NH * D}], %cos: bf16[${S}, ${H}], %sin: bf16[${S}, ${H}], %past_key: ${kv(P)}, %past_value: ${kv(P)})
-      weights(@q_norm.weight: bf16[${D}], @k_norm.weight: bf16[${D}])
-      -> (o: bf16[${B}, ${NQ}, ${S}, ${D}], key: ${kv(P + S)}, value: ${kv(P + S)}) {
-    %heads = reshape(%qkv) {shape = [${B}, ${S}, ${NH}, ${D}]} : bf16[${B}, ${S}, ${NH}, ${D}]
-    %0 = slice(%heads) {axis = 2, start = 0, end = ${NQ}} : bf16[${B}, ${S}, ${NQ}, ${D}]
-    %q = transpose(%0) {perm = [0, 2, 1, 3]} : bf16[${B}, ${NQ}, ${S}, ${D}]
-    %1 = slice(%heads) {axis = 2, start = ${NQ}, end = ${NQ + NKV}} : bf16[${B}, ${S}, ${NKV}, ${D}]
-    %k = transpose(%1) {perm = [0, 2, 1, 3]} : ${kv(S)}
-    %2 = slice(%heads) {axis = 2, start = ${NQ + NKV}, end = ${NH}} : bf16[${B}, ${S}, ${NKV}, ${D}]
-    %v = transpose(%2) {perm = [0, 2, 1, 3]} : ${kv(S)}
-    %qn = rms_norm(%q, @q_norm.weight) {eps = 1e-6} : bf16[${B}, ${NQ}, ${S}, ${D}]
-    %kn = rms_norm(%k, @k_norm.weight) {eps = 1e-6} : ${kv(S)}
-    %qr = rope(%qn, %cos, %sin) : bf16[${B}, ${NQ}, ${S}, ${D}]
-    %kr = rope(%kn, %cos, %sin) : ${kv(S)}
-    %key = cache_append(%past_key, %kr) {axis = 2} : ${kv(P + S)}
-    %value = cache_append(%past_value, %v) {axis = 2} : ${kv(P + S)}
-    %o = attention(%qr, %key, %value) {scale = ${1 / Math.sqrt(D)}, causal = true} : bf16[${B}, ${NQ}, ${S}, ${D}]
-    return %o, %key, %value
-  }
-}`;
+    const more = `    %o = attention(%qr, %key, %value) {scale = ${1 / Math.sqrt(D)}, causal = true} : bf16[${B}, ${NQ}, ${S}, ${D}]\n`;
+    const text = qkvModule({ B, S, P, D, H, NQ, NKV }, more, `o: bf16[${B}, ${NQ}, ${S}, ${D}], key: ${kv(P + S)}, value: ${kv(P + S)}`, "%o, %key, %value");
     const r = rng(93);
     const t = (shape: number[], scale = 1) => random("bf16", r, shape, scale);
     const angles = Array.from({ length: S * H }, (_, i) => (P + Math.floor(i / H)) / 10000 ** ((i % H) / H));

@@ -10,6 +10,7 @@ import { interpret } from "../../ir/interpret";
 import { parseModule } from "../../ir/parse";
 import { rng } from "../support/fd";
 import { LIMITS, kernels, runGenerated, random, relError } from "../support/kir-run";
+import { qkvModule } from "../support/qkv-text";
 
 describe("row kernels in the kir simulator", () => {
   it.each([
@@ -171,26 +172,7 @@ describe("row kernels in the kir simulator", () => {
     const [B, S, P, D, H, NQ, NKV] = [2, 1, 5, 64, 16, 4, 2];
     const NH = NQ + 2 * NKV;
     const kv = (rows: number) => `bf16[${B}, ${NKV}, ${rows}, ${D}]`;
-    const text = `module @m {
-  func @m(%qkv: bf16[${B}, ${S}, ${NH * D}], %cos: bf16[${S}, ${H}], %sin: bf16[${S}, ${H}], %past_key: ${kv(P)}, %past_value: ${kv(P)})
-      weights(@q_norm.weight: bf16[${D}], @k_norm.weight: bf16[${D}])
-      -> (q: bf16[${B}, ${NQ}, ${S}, ${D}], key: ${kv(P + S)}, value: ${kv(P + S)}) {
-    %heads = reshape(%qkv) {shape = [${B}, ${S}, ${NH}, ${D}]} : bf16[${B}, ${S}, ${NH}, ${D}]
-    %0 = slice(%heads) {axis = 2, start = 0, end = ${NQ}} : bf16[${B}, ${S}, ${NQ}, ${D}]
-    %q = transpose(%0) {perm = [0, 2, 1, 3]} : bf16[${B}, ${NQ}, ${S}, ${D}]
-    %1 = slice(%heads) {axis = 2, start = ${NQ}, end = ${NQ + NKV}} : bf16[${B}, ${S}, ${NKV}, ${D}]
-    %k = transpose(%1) {perm = [0, 2, 1, 3]} : ${kv(S)}
-    %2 = slice(%heads) {axis = 2, start = ${NQ + NKV}, end = ${NH}} : bf16[${B}, ${S}, ${NKV}, ${D}]
-    %v = transpose(%2) {perm = [0, 2, 1, 3]} : ${kv(S)}
-    %qn = rms_norm(%q, @q_norm.weight) {eps = 1e-6} : bf16[${B}, ${NQ}, ${S}, ${D}]
-    %kn = rms_norm(%k, @k_norm.weight) {eps = 1e-6} : ${kv(S)}
-    %qr = rope(%qn, %cos, %sin) : bf16[${B}, ${NQ}, ${S}, ${D}]
-    %kr = rope(%kn, %cos, %sin) : ${kv(S)}
-    %key = cache_append(%past_key, %kr) {axis = 2} : ${kv(P + S)}
-    %value = cache_append(%past_value, %v) {axis = 2} : ${kv(P + S)}
-    return %qr, %key, %value
-  }
-}`;
+    const text = qkvModule({ B, S, P, D, H, NQ, NKV }, "", `q: bf16[${B}, ${NQ}, ${S}, ${D}], key: ${kv(P + S)}, value: ${kv(P + S)}`, "%qr, %key, %value");
     const r = rng(77);
     const t = (shape: number[]) => random("bf16", r, shape);
     const angles = Array.from({ length: S * H }, (_, i) => (3 + Math.floor(i / H)) / 10000 ** ((i % H) / H));

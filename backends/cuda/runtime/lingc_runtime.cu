@@ -2045,11 +2045,6 @@ static int selftest_model(Runtime& rt) {
 
 #include "lingc_pipeline.cuh"
 
-/**
- * bench: prefill B x S (whole, and with chunks > 1 also in that many chunks of the sequence through
- * the decode graph, one after another) and decode B with a P-token cache, median of repeats; plus
- * this GPU's copy bandwidth and bf16 GEMM rate.
- */
 static std::vector<StampAttach>& stamp_attachers() {
   static std::vector<StampAttach> attachers;
   return attachers;
@@ -2080,11 +2075,22 @@ static void stamp_graph(long B, const std::function<void()>& step) {
   CK(cudaMemcpy(host.data(), buf, STAMP_WORDS * 8, cudaMemcpyDeviceToHost));
   CK(cudaFree(buf));
   const std::string path = std::string(out) + "-b" + std::to_string(B) + ".bin";
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f || std::fwrite(host.data(), 8, host.size(), f) != host.size() || std::fclose(f) != 0) fail("cannot write %s", path.c_str());
+  // Written beside it and renamed, so that a failed write leaves no partial file.
+  const std::string part = path + ".part";
+  FILE* f = std::fopen(part.c_str(), "wb");
+  const bool wrote = f && std::fwrite(host.data(), 8, host.size(), f) == host.size();
+  if (!f || std::fclose(f) != 0 || !wrote || std::rename(part.c_str(), path.c_str()) != 0) {
+    std::remove(part.c_str());
+    fail("cannot write %s", path.c_str());
+  }
   std::fprintf(stderr, "stamps of one graphed decode step (batch %ld) written to %s\n", B, path.c_str());
 }
 
+/**
+ * bench: prefill B x S (whole, and with chunks > 1 also in that many chunks of the sequence through
+ * the decode graph, one after another) and decode B with a P-token cache, median of repeats; plus
+ * this GPU's copy bandwidth and bf16 GEMM rate.
+ */
 static void bench(Runtime& rt, const std::vector<std::pair<long, long>>& prefill, const std::vector<long>& chunk_counts, const std::vector<std::pair<long, long>>& decode, int repeats, const std::string& whole_graph) {
   const GenerationDef& gen = generation();
   // The prefill rows run generation's prefill graph, or --graph's (e.g. forward: every position's logits).

@@ -143,6 +143,8 @@ describe("lingc compile --target cuda", () => {
       ["LINGC_PAIR_LAUNCH", "yes", "LINGC_PAIR_LAUNCH must be 'on' or 'fp8' or 'off', got 'yes'"],
       ["LINGC_FLASH_WGMMA_PIPE", "maybe", "LINGC_FLASH_WGMMA_PIPE must be 'on' or 'off', got 'maybe'"],
       ["LINGC_PHASE_LAUNCH", "many", "LINGC_PHASE_LAUNCH must be 'off', 'on' or a number of workgroups a multiprocessor (1 to 32), got 'many'"],
+      ["LINGC_STAMPS", "1", "LINGC_STAMPS must be 'off' or 'on', got '1'"],
+      ["LINGC_ATTN_PROLOGUE", "yes", "LINGC_ATTN_PROLOGUE must be 'off' or 'on', got 'yes'"],
     ] as const;
     const refused = async (env: Record<string, string>, message: string, tag: string) => {
       const out = join(dir, `knob-${tag}`);
@@ -154,6 +156,26 @@ describe("lingc compile --target cuda", () => {
     for (const [name, value, message] of bad) await refused({ [name]: value }, message, name);
     await refused({ LINGC_PHASE_LAUNCH: "on", LINGC_TAIL_LAUNCH: "on" }, "LINGC_TAIL_LAUNCH=on and LINGC_PHASE_LAUNCH cannot both be on", "tails-and-phases");
   });
+
+  it("LINGC_STAMPS=on stamps every generated kernel's launches under the number its name ends in; LINGC_ATTN_PROLOGUE=on runs qk_norm_rope inside the decode attention where the sizes pick its GQA form; both compile", async () => {
+    const out = join(dir, "stamps");
+    const r = await cliEnv({ LINGC_STAMPS: "on", LINGC_ATTN_PROLOGUE: "on" }, "compile", SMALL_DIR, "--target", "cuda", "--out", out);
+    expect(r.code, r.stderr).toBe(0);
+    const src = readFileSync(join(out, "model.cu"), "utf8");
+    expect(src.indexOf("#define LINGC_STAMPS")).toBeLessThan(src.indexOf('#include "lingc_runtime.h"'));
+    const kernels = [...src.matchAll(/__global__ void __launch_bounds__\([^)]*\) k_\w+?_(\d+)\(([\s\S]*?)\n\}\n/g)];
+    expect(kernels.length).toBeGreaterThan(10);
+    for (const [, id, body] of kernels) {
+      expect(body).toContain(`LINGC_STAMP_BEGIN(${id});`);
+      expect(body).toContain(`LINGC_STAMP(${id}, 15);`);
+    }
+    expect(src).not.toContain("KERNEL_ID");
+    // The decode layers (dense and MoE): qk_norm_rope skipped under the attention form's condition, the merged kernel launched under it.
+    const decode = src.slice(src.indexOf("decode__"));
+    expect(decode.match(/const bool (qp\d+_) = \(\(\(S\)\) <= \(16L\) && [^\n]*\n\s*if \(!\1\) \{\n[^\n]*c\.launch\(k_qk_norm_rope_\d+,/g)).toHaveLength(2);
+    expect(decode.match(/if \(qp\d+_\) \{ [^\n]*c\.launch\(k_attention_q_\d+,/g)).toHaveLength(2);
+    await expectCompiles([out, "model.cu"]);
+  }, 300_000);
 
   it("an FP8 linear's input that is also a graph output keeps row-major scales (the runtime transposes them for cuBLASLt)", async () => {
     const lir = join(dir, "q-out.lir");

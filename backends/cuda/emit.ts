@@ -25,14 +25,15 @@ import { predictPeak, storageLifetimes, type Lifetimes } from "../frames-memory"
 import { capacitySlotOf, scaleSlotOfValue, storageSlot, type Step } from "../schedule";
 import { markKMajorScales, refuseScaleDtypes } from "./scale-layout";
 import { generateStep, referenceTemplate, TILE_TEMPLATES, type GeneratedKernel, type GenLimits } from "../kernels/gen";
-import { cudaGenLimits, cudaStorage, timelineStamps } from "./gen-limits";
+import { cudaGenLimits, cudaStorage } from "./gen-limits";
+import { Library } from "./emitted-once";
 import { COUNTERS_SLOT, GRID_SYNC_SLOT, SCRATCH_SLOT } from "../kernels/gen/context";
-import type { BufferElem, Kernel } from "../kernels/kir";
+import type { BufferElem } from "../kernels/kir";
 import { memberKernel, pairFlag } from "./launch-pairs";
 import { prologueFlag } from "./quant-prologue";
 import { epilogueFlag, type QuantEpilogue } from "./quant-epilogue";
 import { stepMerges } from "./step-merges";
-import { dynamicSharedBytes, literal, renderCuda } from "./render";
+import { dynamicSharedBytes, literal } from "./render";
 import { libraryCall, stepDispatch } from "./library";
 import { LAUNCHER, makefile, runtimeSources } from "./build-files";
 
@@ -69,31 +70,6 @@ function cppIdent(s: string): string {
 export function cppDim(d: Dim): string {
   if (d.isConst()) return `${d.value}L`;
   return `(${d.terms.map((t) => [t.coef === 1 && t.syms.length ? "" : `${t.coef}L`, ...t.syms].filter(Boolean).join("*")).join(" + ")})`;
-}
-
-/** Texts emitted once however often they are asked for (kernels, symbol maps), by content. */
-class Library {
-  readonly sources: string[] = [];
-  private readonly byBody = new Map<string, string>();
-
-  /** `make(name)` renders the text with the given name; `key` is the text with a placeholder name. */
-  add(key: string, base: string, make: (name: string) => string): string {
-    let name = this.byBody.get(key);
-    if (!name) {
-      name = `${base}_${this.byBody.size}`;
-      this.byBody.set(key, name);
-      this.sources.push(make(name));
-    }
-    return name;
-  }
-
-  /** Kernels stamp their launches' timelines (LINGC_STAMPS=on: lingc_runtime.h), by the number their name ends in. */
-  readonly stamps = timelineStamps();
-
-  kernel(kernel: Kernel, base: string): string {
-    const body = renderCuda({ ...kernel, name: "KERNEL" }, this.stamps);
-    return this.add(body, base, (n) => body.replaceAll("KERNEL_ID", n.slice(n.lastIndexOf("_") + 1)).replace("KERNEL(", `${n}(`));
-  }
 }
 
 /** One function of a graph as C++: its slot table, shape function, prepare and run functions, call sites. */

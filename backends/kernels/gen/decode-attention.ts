@@ -78,11 +78,12 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, all: Op[], form: { sp
   // The online softmax a group of UNROLL keys at a time (GenLimits.decodeSoftmaxChunk), else a key at a time.
   const chunked = g.limits.decodeSoftmaxChunk === true;
   const pro = qkPrologue(g, all, att);
-  const [qb, kbuf, vbuf] = [pro ? "" : g.buf(q), g.buf(k), g.buf(v)];
+  // (With the prologue the query is made in registers: no buffer.)
+  const [qb, kbuf, vbuf] = [pro ? undefined : g.buf(q), g.buf(k), g.buf(v)];
   const S = g.size(Sd!);
   const T = g.size(k.type.shape[2]!);
   const itemsDim = Bd!.mul(nkv).mul(Sd!);
-  if (g.limits.prefetchKv) prefetchSplitRows(g, { k: kbuf, v: vbuf }, { kRows: g.storageRows(k, 2), vRows: g.storageRows(v, 2) }, { SPL, S, T, d, nkv, items: g.size(itemsDim), causal });
+  if (g.limits.prefetchKv) prefetchSplitRows(g, { k: kbuf, v: vbuf }, { kRows: g.storageRows(k, 2), vRows: g.storageRows(v, 2) }, { SPL, S, T, d, items: g.size(itemsDim), causal });
   const split = kb.let("split", mod(kb.wg, i(SPL)));
   const item = kb.let("item", div(kb.wg, i(SPL)));
   kb.if(lt(item, g.size(itemsDim)), () => {
@@ -90,10 +91,8 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, all: Op[], form: { sp
     const bkv = kb.let("bkv", div(item, S));
     const b = kb.let("b", div(bkv, i(nkv)));
     const kvh = kb.let("kvh", mod(bkv, i(nkv)));
-    const visible = causal ? kb.let("visible", add(sub(T, S), add(pos, i(1)))) : T;
-    const chunk = kb.let("chunk", div(add(visible, i(SPL - 1)), i(SPL)));
-    const lo = kb.let("lo", mul(split, chunk));
-    const hi = kb.let("hi", min(visible, add(lo, chunk)));
+    const range = splitRange({ SPL, S, T, causal }, pos, split, kb.let.bind(kb));
+    const [lo, hi] = [range.lo, range.hi];
     const warp = kb.let("warp", div(kb.lid, i(32)));
     const lane = kb.let("lane", mod(kb.lid, i(32)));
     const sub0 = kb.let("sub", div(lane, i(LPK)));
@@ -107,7 +106,7 @@ export function decodeAttentionKernels(g: Gen, merge: Gen, all: Op[], form: { sp
     // (each workgroup again: 4 KB at Ling-mini), and the split's new key and value rows written here.
     const qf = pro
       ? Array.from({ length: rep }, (_, hh) => pro.head(pro.q, add(mul(b, S), pos), add(mul(kvh, i(rep)), i(hh)), pos, { lane, col }))
-      : Array.from({ length: rep }, (_, hh) => unpack(kb.load16("q", qb, div(add(mul(qRow(i(hh)), i(d)), col), i(2)))).map((x) => kb.let("qf", x)));
+      : Array.from({ length: rep }, (_, hh) => unpack(kb.load16("q", qb!, div(add(mul(qRow(i(hh)), i(d)), col), i(2)))).map((x) => kb.let("qf", x)));
     if (pro) {
       const first = kb.let("newrow", sub(T, S)); // the step's first new row of the cache
       kb.for("r", add(max(lo, first), warp), hi, (r) => {
@@ -258,6 +257,19 @@ function qkPrologue(g: Gen, ops: Op[], att: Op) {
 }
 
 /**
+ * The keys [lo, hi) that split `split` of a query at position `pos` of the step scores: the keys it
+ * sees (all T, or causally those up to its own) in SPL chunks. `bind` names a part (kb.let in the
+ * body; the expression itself before the wait, where no lets run).
+ */
+function splitRange(at: { SPL: number; S: Expr; T: Expr; causal: boolean }, pos: Expr, split: Expr, bind: (name: string, e: Expr) => Expr): { lo: Expr; hi: Expr } {
+  const { i, add, sub, mul, div, min } = K;
+  const visible = at.causal ? bind("visible", add(sub(at.T, at.S), add(pos, i(1)))) : at.T;
+  const chunk = bind("chunk", div(add(visible, i(at.SPL - 1)), i(at.SPL)));
+  const lo = bind("lo", mul(split, chunk));
+  return { lo, hi: bind("hi", min(visible, add(lo, chunk))) };
+}
+
+/**
  * The key and value rows of this workgroup's split, prefetched into L2 before the wait for the
  * kernel before (Kernel.preWait): at decode batch 1 a split is 64 keys (32 KB), too little for one
  * multiprocessor to stream at speed in the microseconds the kernel runs, and the cache rows do not
@@ -268,15 +280,13 @@ function prefetchSplitRows(
   g: Gen,
   bufs: { k: string; v: string },
   cap: { kRows: Expr; vRows: Expr },
-  at: { SPL: number; S: Expr; T: Expr; d: number; nkv: number; items: Expr; causal: boolean },
+  at: { SPL: number; S: Expr; T: Expr; d: number; items: Expr; causal: boolean },
 ): void {
   const kb = g.kb;
-  const { i, add, sub, mul, div, mod, min, lt } = K;
+  const { i, sub, add, mul, div, mod, lt } = K;
   const item = div(kb.wg, i(at.SPL));
-  const visible = at.causal ? add(sub(at.T, at.S), add(mod(item, at.S), i(1))) : at.T;
-  const chunk = div(add(visible, i(at.SPL - 1)), i(at.SPL));
-  const lo = mul(mod(kb.wg, i(at.SPL)), chunk);
-  const n = sub(min(visible, add(lo, chunk)), lo);
+  const { lo, hi } = splitRange(at, mod(item, at.S), mod(kb.wg, i(at.SPL)), (_, e) => e);
+  const n = sub(hi, lo);
   const bkv = div(item, at.S);
   const rowBytes = at.d * 2;
   kb.beforeWait(() =>

@@ -63,15 +63,16 @@ export const qkvRegistersFits = (ops: readonly Op[], limits: GenLimits): boolean
 /**
  * A head's chain (its RMSNorm and partial RoPE, in order) on the head's values as a lane group holds
  * them: `xs[u]` the 8 elements from `c0` of token u (at sequence position `pos[u]` of the step, the
- * row of RoPE's tables), the group L lanes wide; lanes past the head hold zeros. The norm's sum is the
+ * row of RoPE's tables), the group L lanes wide, `at` the first of the 8 the lane reads of the
+ * norm's weights (c0 kept in range); lanes past the head hold zeros. The norm's sum is the
  * group's shuffles, RoPE's partner elements the partner lane's: every lane of the warp must run it.
  * qk_norm_rope's kernel here and decode attention's prologue (decode-attention.ts) both compute
  * their heads by it, value by value the same.
  */
-export function headChain(g: Gen, ch: QkvChain, xs: Expr[][], pos: Expr[], at: { lane: Expr; c0: Expr; at: Expr; L: number }): Expr[][] {
+export function headChain(g: Gen, ch: QkvChain, xs: Expr[][], pos: Expr[], group: { lane: Expr; c0: Expr; at: Expr; L: number }): Expr[][] {
   const kb = g.kb;
   const { i, add, mul, div, lt, sel } = K;
-  const { lane, c0, L } = at;
+  const { lane, c0, at, L } = group;
   const d = ch.out.type.shape[3]!.value!;
   const dt = ch.out.type.dtype;
   let vs = xs;
@@ -79,7 +80,7 @@ export function headChain(g: Gen, ch: QkvChain, xs: Expr[][], pos: Expr[], at: {
     if (op.opName === "rms_norm") {
       const w = op.operands[1]!;
       const eps = attrsOf(OPS.rms_norm, op).eps;
-      const ws = g.wide8(w) ? g.load8(w, at.at) : xs[0]!.map((_, n) => kb.load(g.buf(w), add(at.at, i(n))));
+      const ws = g.wide8(w) ? g.load8(w, at) : xs[0]!.map((_, n) => kb.load(g.buf(w), add(at, i(n))));
       vs = vs.map((v) => {
         let ss: Expr = K.f(0);
         for (const e of v) ss = add(ss, mul(e, e));

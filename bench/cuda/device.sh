@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|attndecode|rowncu|fp8proj|qprologue|envbuild|envab|stamps|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|attndecode|rowncu|fp8proj|qprologue|envbuild|envab|stamps|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|accept14|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -259,6 +259,64 @@ bench)
   $L compile bench/cuda/ling-mini-2.0-no-mtp --target cuda --out /tmp/mini >/dev/null && (cd /tmp/mini && make -j16 >/dev/null) || exit 1
   /tmp/mini/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 | tee "$OUT/lingc-bench.json"
   [ -n "${LINGC_SKIP_BASELINE:-}" ] || PYTHONUNBUFFERED=1 python3 bench/cuda/torch_baseline.py --repeats 3 | tee "$OUT/torch-bench.json"
+  ;;
+accept14)
+  # Issue 14's acceptance bars in one call, for the default build (mini: 13 launches a bf16 MoE layer
+  # at batch 1, the fastest) and the phase-launch build (mini-ph: LINGC_PHASE_LAUNCH=${LINGC_PHASES:-on},
+  # at most 6): LINGC_ACCEPT_PART=checks: ling-tiny's golden logits, greedy ids and greedy ids drafted
+  # by its MTP layer on CUDA under both settings; under the phases setting, one sequence's 10 greedy
+  # ids on ling-tiny and ling-small against the interpreter, that run on ling-small under memcheck and
+  # racecheck, and mini-ph's selftest; the launches a decode step
+  # of both builds and of the same model with 4 layers (1 dense + 3 MoE), whence the launches a MoE
+  # layer exactly ((N20 - N4) / 16); mini-ph's stamped timeline (per-kernel times in the graph).
+  # LINGC_ACCEPT_PART=rows: every row of both builds and of the strong PyTorch implementation, in
+  # this call (lingc's bench prints the copy bandwidth and bf16 GEMM rate it measured). Default: both.
+  PART=${LINGC_ACCEPT_PART:-all}; PH="LINGC_PHASE_LAUNCH=${LINGC_PHASES:-on}"; M=bench/cuda/ling-mini-2.0-no-mtp
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+  mkdir -p /tmp/mini4 && python3 -c "
+import json; c = json.load(open('$M/config.json')); c['num_hidden_layers'] = 4; json.dump(c, open('/tmp/mini4/config.json', 'w'))"
+  ( $L compile $M --target cuda --out /tmp/mini >/dev/null && cd /tmp/mini && make -j6 >/dev/null ) &
+  ( env $PH $L compile $M --target cuda --out /tmp/mini-ph >/dev/null && cd /tmp/mini-ph && make -j6 >/dev/null ) &
+  if [ "$PART" != rows ]; then
+    ( $L compile /tmp/mini4 --target cuda --out /tmp/mini4-as >/dev/null && cd /tmp/mini4-as && make -j2 >/dev/null ) &
+    ( env $PH $L compile /tmp/mini4 --target cuda --out /tmp/mini4-ph >/dev/null && cd /tmp/mini4-ph && make -j2 >/dev/null ) &
+    ( env $PH LINGC_STAMPS=on $L compile $M --target cuda --out /tmp/mini-ph-st >/dev/null && cd /tmp/mini-ph-st && make -j2 >/dev/null ) &
+    P1=${PROMPT%%;*}
+    for e in "LINGC_PHASE_LAUNCH=off" "$PH"; do
+      echo "== ling-tiny golden under $e: run, generate, generate --draft mtp"
+      env $e $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/run.safetensors" | tail -1 && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors | tail -1
+      for d in "" "--draft mtp"; do
+        GOT=$(env $e $L generate $G --backend cuda $d --prompt "$PROMPT" --max-new-tokens 6 2>/dev/null | paste -sd'|')
+        [ "$GOT" = "$WANT" ] && echo "greedy_ids ${d:-plain} PASS" || echo "greedy_ids ${d:-plain} FAIL: $GOT / $WANT"
+      done
+    done
+    echo "== checks under $PH"
+    for C in ling-tiny ling-small; do
+      A=$($L generate tests/data/golden/$C --backend interp --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null)
+      B=$(env $PH $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null)
+      [ -n "$B" ] && [ "$A" = "$B" ] && r=equal || r=DIFFERENT; echo "$C one sequence (decode batch 1) against interp: $r ($B / $A)"
+    done
+    for tool in memcheck racecheck; do
+      env $PH compute-sanitizer --tool $tool --target-processes all --error-exitcode 9 $L generate tests/data/golden/ling-small --backend cuda --prompt "$P1" --max-new-tokens 3 --ignore-eos > "$OUT/san-one-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 "Invalid\|Race\|Hazard" "$OUT/san-one-$tool.txt"; grep "SUMMARY" "$OUT/san-one-$tool.txt" | sort | uniq -c
+    done
+    wait
+    echo "== mini-ph selftest"; timeout 150 /tmp/mini-ph/lingc_model selftest > "$OUT/selftest-ph.txt" 2>&1; echo "exit $?, $(grep -c PASS "$OUT/selftest-ph.txt") PASS, $(grep -c FAIL "$OUT/selftest-ph.txt") FAIL"
+    launches() { LINGC_GRAPH_KERNELS=1 timeout 60 /tmp/$1/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 2>&1 | grep -o "graph decode captured: [0-9]* kernel launches" | head -1 | grep -o "[0-9]*"; }
+    for b in as ph; do
+      n20=$(launches mini$([ $b = ph ] && echo -ph)); n4=$(launches mini4-$b)
+      echo "launches a decode step, batch 1 ($b): 20 layers $n20, 4 layers $n4: a MoE layer $(( (n20 - n4) / 16 )) (remainder $(( (n20 - n4) % 16 )))"
+    done | tee "$OUT/launches.txt"
+    LINGC_STAMPS_OUT=$OUT/stamps-ph timeout 120 /tmp/mini-ph-st/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 20 >/dev/null 2>&1
+    python3 bench/cuda/stamps.py /tmp/mini-ph-st/model.cu $OUT/stamps-ph-b1.bin > "$OUT/stamps-ph.txt"; rm -f $OUT/stamps-ph-b1.bin; head -16 "$OUT/stamps-ph.txt"
+  fi
+  wait
+  if [ "$PART" != checks ]; then
+    for m in mini mini-ph; do
+      echo "== $m rows"; /tmp/$m/lingc_model bench --random-weights --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 > "$OUT/lingc-bench-$m.json"
+    done
+    PYTHONUNBUFFERED=1 python3 bench/cuda/torch_strong.py --prefill 1x2048,1x8192 --decode 1x2048,32x2048 --repeats 10 2>"$OUT/torch-strong.err" > "$OUT/torch-strong.json" || tail -30 "$OUT/torch-strong.err"
+    python3 bench/cuda/accept14.py $M/config.json "$OUT/lingc-bench-mini.json" "$OUT/lingc-bench-mini-ph.json" "$OUT/torch-strong.json" | tee "$OUT/accept14.txt"
+  fi
   ;;
 strong)
   # lingc against the strong PyTorch implementation (bench/cuda/torch_strong.py) and the eager one

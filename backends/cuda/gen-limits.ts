@@ -34,6 +34,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     decodeSoftmaxChunk: decodeSoftmax() === "chunk",
     wgmmaLateWait: wgmmaWait() === "late",
     fp8WgmmaOverlap: envChoice("LINGC_FP8_WGMMA", ["wait", "overlap"]) === "overlap",
+    ...fp8GemvColumns(),
     flashWarpgroups: Number(envChoice("LINGC_FLASH_WGMMA_WARPGROUPS", ["1", "2"])),
     flashPipelined: envChoice("LINGC_FLASH_WGMMA_PIPE", ["on", "off"]) === "on",
     ...pairLaunches(),
@@ -60,6 +61,12 @@ function launchMerges(): { tailLaunches?: true; phaseLaunches?: number } {
   if (!Number.isInteger(perSm) || perSm < 0 || perSm > 32) throw new LingcError(`LINGC_PHASE_LAUNCH must be 'off', 'on' or a number of workgroups a multiprocessor (1 to 32), got '${text}'`);
   if (tails && perSm) throw new LingcError("LINGC_TAIL_LAUNCH=on and LINGC_PHASE_LAUNCH cannot both be on (a step is a tail or a phase)");
   return { ...(tails ? { tailLaunches: true as const } : {}), ...(perSm ? { phaseLaunches: perSm } : {}) };
+}
+
+/** LINGC_FP8_GEMV_COLUMNS: grouped (the routed experts' FP8 GEMV takes several columns a warp for short rows), all (the dense FP8 GEMV too), off. */
+function fp8GemvColumns(): { fp8GemvColumns?: "grouped" | "all" } {
+  const v = envChoice("LINGC_FP8_GEMV_COLUMNS", ["grouped", "all", "off"]);
+  return v === "off" ? {} : { fp8GemvColumns: v };
 }
 
 /** LINGC_PREFETCH: fp8 (the FP8 GEMVs prefetch their weight rows before the wait: the default), all (every dense GEMV), off. */

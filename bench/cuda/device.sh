@@ -874,9 +874,9 @@ stamps)
   # lingc_runtime.h; -st). Each stamped build's one graphed step read by bench/cuda/stamps.py (whole
   # file in $OUT/stamps-BUILD.txt, its first LINGC_STAMP_LINES lines and the middle layer printed);
   # then the plain builds' decode batch 1 (cache 2048, graph ms a step) alternately, three rounds,
-  # printed last and kept in $OUT/stamps-times.txt.
+  # printed last and kept in $OUT/stamps-times.txt. LINGC_STAMPS_KINDS="mini8": the FP8 builds only.
   IFS=';' read -ra ENVS <<< "${LINGC_ENVS:--}"; M=bench/cuda/ling-mini-2.0-no-mtp; Q="--quantize fp8 --activation-scheme dynamic --dtype bf16"
-  BUILDS=(); KINDS="mini"; [ "${LINGC_STAMPS_FP8:-0}" = 1 ] && KINDS="mini mini8"
+  BUILDS=(); KINDS="mini"; [ "${LINGC_STAMPS_FP8:-0}" = 1 ] && KINDS="mini mini8"; KINDS=${LINGC_STAMPS_KINDS:-$KINDS}
   for n in "${!ENVS[@]}"; do
     e=${ENVS[$n]}; [ "$e" = - ] && e=
     for kind in $KINDS; do
@@ -900,6 +900,21 @@ stamps)
     for tool in memcheck racecheck; do
       env $E compute-sanitizer --tool $tool --target-processes all --error-exitcode 9 $L generate tests/data/golden/ling-small --backend cuda --prompt "$P1" --max-new-tokens 3 --ignore-eos > "$OUT/san-one-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 "Invalid\|Race\|Hazard" "$OUT/san-one-$tool.txt"; grep "SUMMARY" "$OUT/san-one-$tool.txt" | sort | uniq -c
     done
+    # With FP8 builds: ling-small-fp8 under the last setting: its selftest (the GEMVs against the op
+    # table's direct forms), weight-only generate against the golden's ids, and the W8A8 generate's
+    # ids under the first setting and the last (equal where the setting keeps every sum's order), the
+    # last under memcheck.
+    if [[ " $KINDS " == *" mini8 "* ]]; then
+      S8=tests/data/golden/ling-small-fp8; E0=${ENVS[0]}; [ "$E0" = - ] && E0=
+      env $E $L compile $S8 --target cuda --out /tmp/small8-st >/dev/null && (cd /tmp/small8-st && make -j16 >/dev/null)
+      timeout 200 /tmp/small8-st/lingc_model selftest > "$OUT/selftest-small8.txt" 2>&1; echo "ling-small-fp8 selftest under $E: exit $?, $(grep -c PASS "$OUT/selftest-small8.txt") PASS, $(grep -c FAIL "$OUT/selftest-small8.txt") FAIL"
+      P8=$(python3 bench/cuda/fp8_check.py ids prompt); W8=$(python3 bench/cuda/fp8_check.py ids want)
+      GOT=$(env $E $L generate $S8 --activation-scheme none --backend cuda --prompt "$P8" --max-new-tokens 6 2>/dev/null | paste -sd'|')
+      [ "$GOT" = "$W8" ] && echo "greedy_ids_w8a16 PASS" || echo "greedy_ids_w8a16 FAIL: $GOT / $W8"
+      A=$(env $E0 $L generate $S8 --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null); B=$(env $E $L generate $S8 --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null)
+      [ -n "$B" ] && [ "$A" = "$B" ] && r=equal || r=DIFFERENT; echo "ling-small-fp8 W8A8 one sequence, '$E0' against '$E': $r ($A / $B)"
+      env $E compute-sanitizer --tool memcheck --target-processes all --error-exitcode 9 $L generate $S8 --backend cuda --prompt "$P1" --max-new-tokens 3 --ignore-eos > "$OUT/san-small8-memcheck.txt" 2>&1; echo "memcheck (ling-small-fp8 W8A8 one sequence) exit $?"; grep "SUMMARY" "$OUT/san-small8-memcheck.txt" | sort | uniq -c
+    fi
   fi
   wait
   for m in "${BUILDS[@]}"; do

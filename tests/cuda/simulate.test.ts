@@ -444,6 +444,31 @@ ${routerOps("%x32", T, E, G, TG, GST, K2)}
     expect(Math.max(...merged["y"]!.got.map(Math.abs))).toBeGreaterThan(0.01);
   });
 
+  it.each([undefined, "grouped", "all"] as const)("decode's FP8 GEMVs with fp8GemvColumns %s (up to four columns a warp for short rows): bit for bit a column a warp's; the dense projection's 84 columns not whole tiles (the last tile's columns past them clamped and not stored)", (columns) => {
+    const [T, H, F, E, K, O] = [2, 256, 128, 16, 2, 84];
+    const text = expertModule("f32", [T, H, F, E, K], O);
+    const r = rng(47);
+    const t = (shape: number[], scale = 1) => random("f32", r, shape, scale);
+    const inputs = { x: t([T, H]), ids: Tensor.from("i32", [T, K], [3, 9, 9, 15]), wts: Tensor.from("f32", [T, K], [0.25, 0.75, 0.5, 0.5]) };
+    const weights = { gate: t([E, F, H], 0.1), up: t([E, F, H], 0.1), down: t([E, H, F], 0.1), proj: t([O, H], 0.1) };
+    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,gather=before,projections=gate,up,down,proj}";
+    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "grouped_linear") ? "grouped_gemv_fp8" : ops.length === 1 && ops[0]!.opName === "linear" ? "gemv_fp8" : undefined);
+    const limits = (c: typeof columns): GenLimits => ({ ...LIMITS, fp8GemvColumns: c });
+    const one = runGenerated(text, inputs, weights, limits(undefined), fp8, pick);
+    const mine = runGenerated(text, inputs, weights, limits(columns), fp8, pick);
+    // Workgroups of the GEMVs: the routed ones' 4 rows, SwiGLU rows of 2 x 256 codes (512 bytes:
+    // four columns a warp, 128 columns in 4 tiles of 32) and down rows of 128 (four, 256 columns in
+    // 8); the dense projection's rows of 256 (under "all": four, 84 columns in 3 tiles), against 16,
+    // 32 and 11 tiles with a column a warp (the dense grid counts 17 x tiles / 16 workgroups for
+    // its rows in chunks of 16: 4 and 12).
+    const grids = kernels.filter((k) => k.template === "grouped_gemv_fp8" || k.template === "gemv_fp8").map((k) => `${k.template}:${Math.ceil(k.grid.dim.value! / k.grid.per)}`);
+    expect(grids).toEqual(columns === undefined ? ["grouped_gemv_fp8:64", "grouped_gemv_fp8:128", "gemv_fp8:12"] : ["grouped_gemv_fp8:16", "grouped_gemv_fp8:32", `gemv_fp8:${columns === "all" ? 4 : 12}`]);
+    for (const [name, { got, want }] of Object.entries(mine)) {
+      expect(relError(got, want), name).toBeLessThan(1e-5);
+      expect([...got], name).toEqual([...one[name]!.got]);
+    }
+  });
+
   it.each(["after", "before"])("decode's FP8 kernels (a warp per column): the by-row grouped expert GEMV and the dense GEMV, activations quantized per token (gather=%s; before: the GEMV reads the tokens' codes and scale rows through the order)", (gather) => {
     // 2 tokens x 2 experts of 16: 4 rows, at most a quarter of the experts (the dispatch's GEMV case).
     const [T, H, F, E, K, O] = [2, 256, 128, 16, 2, 96];

@@ -1,7 +1,7 @@
 /**
  * A linear of few rows against an e4m3 weight in 128x128 blocks (decode's projections, W8A8 or
  * weight-only; or a SwiGLU's two, gate and up, with silu(gate) * up after them): a warp per output
- * column, its lanes reading the weight row's codes side by side (each lane 16 consecutive codes of
+ * column (or a few side by side for short rows: fp8ColumnsPerWarp), its lanes reading the weight row's codes side by side (each lane 16 consecutive codes of
  * one 128-wide K slice by one 16-byte load, so a warp reads 512 bytes of the row at a time; where K
  * is not whole 16s, four codes of each slice), a lane's products summed in fp32 and then scaled once
  * by the weight block's scale (and, W8A8, the row's activation scale), the lanes' totals added by
@@ -106,14 +106,27 @@ interface InputRow {
   staged?: boolean;
 }
 
+/** A weight row of a GEMV's dot product: e4m3 codes of row `row` of `buf`, its 128x128-block scales at scale(slice). */
+interface WeightRow {
+  buf: string;
+  row: Expr;
+  scale: (s: Expr) => Expr;
+}
+
 /**
- * One lane's share of a dot product of weight row `w.row` (e4m3 codes, 128x128-block scales at
- * w.scale(slice)) with input row `x` (InputRow): the lanes' shares summed by warpSum give the full
- * product.
+ * One lane's shares of the dot products of weight rows `ws` with input row `x` (InputRow): each
+ * share summed over the lanes by warpSum gives that row's full product. The 16-code form reads the
+ * input once for all the rows (a warp's several columns); each row's sums are the same, in the
+ * same order, as it alone would have.
  */
-function laneDot(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr; scale: (s: Expr) => Expr }, x: InputRow): Expr {
-  if (Kd % CHUNK === 0 && (x.scale !== undefined || g.wide8(x.value))) return laneDotWide(g, lane, Kd, w, x);
+function laneDots(g: Gen, lane: Expr, Kd: number, ws: readonly WeightRow[], x: InputRow): Expr[] {
+  if (Kd % CHUNK === 0 && (x.scale !== undefined || g.wide8(x.value))) return laneDotsWide(g, lane, Kd, ws, x);
   if (x.quant) throw new LingcError("FP8 GEMV: a quantize prologue needs the 16-code form (K whole 512s, a bf16 or f32 input)");
+  return ws.map((w) => laneDot(g, lane, Kd, w, x));
+}
+
+/** laneDots' 4-code form for one weight row (K not whole 16s, or an input the 16-byte loads cannot read). */
+function laneDot(g: Gen, lane: Expr, Kd: number, w: WeightRow, x: InputRow): Expr {
   const kb = g.kb;
   const { i, add, mul, lt } = K;
   const acc = kb.var("acc", K.f(0));
@@ -147,23 +160,25 @@ const CHUNK = 16;
 const ROUND_GROUP = 4;
 
 /**
- * laneDot in 16-byte loads (K a multiple of 16): in round q, lane l takes codes q x 512 + 16 l ..
- * + 15 of the weight row (one 16-byte load) and of the input row (one 16-byte load of e4m3 codes,
- * or two 8-element loads of bf16 / f32), all within one 128-wide slice (8 lanes a slice), sums their
- * products in fp32 and scales the sum once by its slice's scales. The same products as laneDot's
- * 4-code form, in a different order of fp32 additions; a quarter of the load instructions.
+ * laneDots in 16-byte loads (K a multiple of 16): in round q, lane l takes codes q x 512 + 16 l ..
+ * + 15 of each weight row (one 16-byte load each) and of the input row (one 16-byte load of e4m3
+ * codes, or two 8-element loads of bf16 / f32, once for all the rows), all within one 128-wide slice
+ * (8 lanes a slice), sums their products in fp32 and scales each sum once by its slice's scales. The
+ * same products as laneDot's 4-code form, in a different order of fp32 additions; a quarter of the
+ * load instructions.
  */
-function laneDotWide(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr; scale: (s: Expr) => Expr }, x: InputRow): Expr {
+function laneDotsWide(g: Gen, lane: Expr, Kd: number, ws: readonly WeightRow[], x: InputRow): Expr[] {
   const kb = g.kb;
   const { i, add, mul, div, lt } = K;
-  const acc = kb.var("acc", K.f(0));
+  const accs = ws.map(() => kb.var("acc", K.f(0)));
   const per = 32 * CHUNK;
   const rounds = Math.ceil(Kd / per);
   const group = rounds > 2 * ROUND_GROUP && rounds % ROUND_GROUP === 0 ? ROUND_GROUP : rounds;
   const round = (q: Expr) => {
     const k0 = kb.let("k0", add(mul(q, i(per)), mul(lane, i(CHUNK))));
     const body = () => {
-      const ww = kb.load16("w16", w.buf, div(add(mul(w.row, i(Kd)), k0), i(4)));
+      // Every weight row's load first: all in flight before the products need them.
+      const wws = ws.map((w) => kb.load16("w16", w.buf, div(add(mul(w.row, i(Kd)), k0), i(4))));
       const xat = add(mul(x.row, i(Kd)), k0);
       const words = () => (x.staged ? [0, 1, 2, 3].map((t) => kb.let("x16", kb.load(x.buf, add(div(xat, i(4)), i(t))))) : kb.load16("x16", x.buf, div(xat, i(4))));
       let xs = x.scale ? words().flatMap((word) => [0, 1, 2, 3].map((b) => K.e4m3Byte(word, b))) : [...g.load8(x.value, xat), ...g.load8(x.value, add(xat, i(8)))];
@@ -178,19 +193,23 @@ function laneDotWide(g: Gen, lane: Expr, Kd: number, w: { buf: string; row: Expr
         xs = v.map(q);
         xScale = s;
       }
-      let part: Expr = K.mul(K.e4m3Byte(ww[0]!, 0), xs[0]!);
-      for (let j = 1; j < CHUNK; j++) part = K.add(part, K.mul(K.e4m3Byte(ww[j >> 2]!, j & 3), xs[j]!));
-      const p = kb.let("part", part);
+      const xv = xs.map((e) => kb.let("xv", e));
       const sl = kb.let("sl", div(k0, i(SLICE)));
-      if (x.scale) xScale = x.scale(sl);
-      acc.set(add(acc.ref, mul(p, xScale ? mul(w.scale(sl), xScale) : w.scale(sl))));
+      if (x.scale) xScale = kb.let("xscale", x.scale(sl));
+      ws.forEach((w, wi) => {
+        const ww = wws[wi]!;
+        let part: Expr = K.mul(K.e4m3Byte(ww[0]!, 0), xv[0]!);
+        for (let j = 1; j < CHUNK; j++) part = K.add(part, K.mul(K.e4m3Byte(ww[j >> 2]!, j & 3), xv[j]!));
+        const p = kb.let("part", part);
+        accs[wi]!.set(add(accs[wi]!.ref, mul(p, xScale ? mul(w.scale(sl), xScale) : w.scale(sl))));
+      });
     };
     if (Kd % per === 0) body();
     else kb.if(lt(k0, i(Kd)), body);
   };
   if (group === rounds) kb.for("q", i(0), i(rounds), round);
   else kb.loop("qg", i(0), i(rounds / group), (qg) => kb.for("q", i(0), i(group), (q0) => round(kb.let("q", add(mul(qg, i(group)), q0)))));
-  return acc.ref;
+  return accs.map((a) => a.ref);
 }
 
 /** Workgroup memory a staged prologue may take (its R rows' codes and scales; CUDA's static limit is 48 KB). */
@@ -250,17 +269,32 @@ interface WeightRows {
 }
 
 /**
- * The warp's output column: row wRow of each weight against input row x (warpSum of the lanes'
- * laneDot shares, rounded to the result's dtype), then the step's epilogue: the value of `out`.
+ * The warp's output columns: rows wRows of each weight against input row x (warpSum of the lanes'
+ * laneDots shares, rounded to the result's dtype), then the step's epilogue: the value of `out` for
+ * each column.
  */
-function columnValue(g: Gen, lane: Expr, Kd: number, weights: readonly WeightRows[], wRow: Expr, x: InputRow, epilogue: readonly Op[], out: Value): Expr {
+function columnValues(g: Gen, lane: Expr, Kd: number, weights: readonly WeightRows[], wRows: readonly Expr[], x: InputRow, epilogue: readonly Op[], out: Value): Expr[] {
   const kb = g.kb;
-  const vals = new Map<Value, Expr>();
-  for (const wt of weights) {
-    const part = laneDot(g, lane, Kd, { buf: wt.buf, row: wRow, scale: (s) => kb.load(wt.scales, g.scaleIndex(wt.value, K.add(K.mul(wRow, K.i(Kd)), K.mul(s, K.i(SLICE))))) }, x);
-    vals.set(wt.result, g.fit(kb.warpSum(part), wt.result.type.dtype));
-  }
-  return applyEpilogue(g, epilogue, vals, out);
+  const rows = wRows.flatMap((wRow) => weights.map((wt) => ({ buf: wt.buf, row: wRow, scale: (s: Expr) => kb.load(wt.scales, g.scaleIndex(wt.value, K.add(K.mul(wRow, K.i(Kd)), K.mul(s, K.i(SLICE))))) })));
+  const parts = laneDots(g, lane, Kd, rows, x);
+  return wRows.map((_, c) => {
+    const vals = new Map<Value, Expr>();
+    weights.forEach((wt, wi) => vals.set(wt.result, g.fit(kb.warpSum(parts[c * weights.length + wi]!), wt.result.type.dtype)));
+    return applyEpilogue(g, epilogue, vals, out);
+  });
+}
+
+/**
+ * Output columns a warp of an FP8 GEMV takes, by the bytes of a column's weight rows (all of the
+ * step's weights): four up to 1 KB, two up to 2 KB, else one, where GenLimits.fp8GemvColumns allows.
+ * At decode a short row is one 16-byte load a lane: one column a warp made the down projection's
+ * routed GEMV 2,048 workgroups of one load chain each, several waves of them (9.8 us a MoE layer on
+ * the H200 for 9.4 MB, bench/results/stamps-2026-12-03-h200.md); a warp's several columns share its
+ * expert search and input loads and keep their weight loads in flight together.
+ */
+function fp8ColumnsPerWarp(g: Gen, rowBytes: number): number {
+  if (!g.limits.fp8GemvColumns) return 1;
+  return rowBytes <= 1024 ? 4 : rowBytes <= 2048 ? 2 : 1;
 }
 
 export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
@@ -280,19 +314,22 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const { i, add, mul, div, mod, lt } = K;
   const warp = kb.let("warp", div(kb.lid, i(32)));
   const lane = kb.let("lane", mod(kb.lid, i(32)));
-  // Workgroup = row chunk x column block.
-  const blocks = Math.ceil(N / WARPS);
+  // Workgroup = row chunk x column block; a warp's CPW columns side by side.
+  const CPW = g.limits.fp8GemvColumns === "all" ? fp8ColumnsPerWarp(g, Kd * weights.length) : 1;
+  const blocks = Math.ceil(N / (WARPS * CPW));
   // The block's weight rows (codes; the scales are 1/128 of them), by the first row chunk's workgroup.
-  for (const wt of weights) prefetchWeightRows(g, "fp8", wt.buf, mul(mod(kb.wg, i(blocks)), i(WARPS)), WARPS, N, Kd, lt(kb.wg, i(blocks)));
-  const n = kb.let("n", add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp));
+  for (const wt of weights) prefetchWeightRows(g, "fp8", wt.buf, mul(mod(kb.wg, i(blocks)), i(WARPS * CPW)), WARPS * CPW, N, Kd, lt(kb.wg, i(blocks)));
+  const n = kb.let("n", mul(add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp), i(CPW)));
   const r0 = kb.let("r0", mul(div(kb.wg, i(blocks)), i(ROWS)));
   // A quantize prologue: the workgroup's rows quantized once into workgroup memory where they fit.
   const staged = quant && stagedFits(ROWS, Kd) ? stageQuantized(g, quant, x, ROWS, K.sub(rows, r0), Kd, (lr) => K.min(add(r0, lr), K.sub(rows, i(1)))) : undefined;
   kb.if(lt(n, i(N)), () => {
+    // Columns past the last are clamped to it (their results are not stored).
+    const cols = Array.from({ length: CPW }, (_, c) => (c === 0 ? n : kb.let("col", K.min(add(n, i(c)), i(N - 1)))));
     kb.loop("r", r0, K.min(rows, add(r0, i(ROWS))), (r) => {
       const input: InputRow = staged ? stagedRow(g, x, staged, K.sub(r, r0), Kd) : { value: x, buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant };
-      const total = columnValue(g, lane, Kd, weights, n, input, epilogue, y);
-      kb.if(K.eq(lane, i(0)), () => kb.store(yb, add(mul(r, i(N)), n), g.fit(total, y.type.dtype)));
+      const totals = columnValues(g, lane, Kd, weights, cols, input, epilogue, y);
+      totals.forEach((total, c) => kb.if(K.and(K.eq(lane, i(0)), lt(add(n, i(c)), i(N))), () => kb.store(yb, add(mul(r, i(N)), add(n, i(c))), g.fit(total, y.type.dtype))));
     });
   });
   // ceil((rows + 15) x blocks / 16) >= blocks x ceil(rows / 16); workgroups past the rows run no row.
@@ -308,8 +345,8 @@ export function coversGroupedFp8Gemv(all: readonly Op[], limits: GenLimits): boo
 }
 
 /**
- * The routed experts' FP8 matmuls for few rows (decode): a workgroup per (row, 8 output columns),
- * a warp per column; the row's expert found by a warp's search of the offsets (expertOfRowByWarp);
+ * The routed experts' FP8 matmuls for few rows (decode): a workgroup per (row, 8 x CPW output
+ * columns), a warp per CPW columns (fp8ColumnsPerWarp); the row's expert found by a warp's search of the offsets (expertOfRowByWarp);
  * SwiGLU: the warp computes the column's gate and up products and applies the step's elementwise ops (op-table
  * formulas). Each row reads only its expert's weight rows, once.
  */
@@ -336,20 +373,23 @@ export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKerne
   const offb = g.buf(offsets);
   const ob = g.buf(out);
   const { i, add, mul, div, mod, lt } = K;
-  const blocks = Math.ceil(O / WARPS);
+  // A warp's CPW columns side by side (one expert search and input row for them).
+  const CPW = fp8ColumnsPerWarp(g, Kd * weights.length);
+  const blocks = Math.ceil(O / (WARPS * CPW));
   const warp = kb.let("warp", div(kb.lid, i(32)));
   const lane = kb.let("lane", mod(kb.lid, i(32)));
   const r = kb.let("r", div(kb.wg, i(blocks)));
-  const n = kb.let("n", add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp));
+  const n = kb.let("n", mul(add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp), i(CPW)));
   // A quantize prologue: the workgroup's row (through the gather) quantized once into workgroup memory where it fits.
   const staged = quant && stagedFits(1, Kd) ? stageQuantized(g, quant, x, 1, i(1), Kd, () => (permute ? gatheredRow(g, permute, K.min(r, K.sub(rows, i(1)))) : K.min(r, K.sub(rows, i(1))))) : undefined;
   kb.if(K.and(lt(r, rows), lt(n, i(O))), () => {
     const e = kb.let("expert", expertOfRowByWarp(kb, (j) => kb.load(offb, j), r, E, lane));
     const xRow = permute ? kb.let("tok", gatheredRow(g, permute, r)) : r;
-    const wRow = kb.let("wrow", add(mul(e, i(O)), n));
+    // Columns past the last are clamped to it (their results are not stored).
+    const wRows = Array.from({ length: CPW }, (_, c) => kb.let("wrow", add(mul(e, i(O)), c === 0 ? n : K.min(add(n, i(c)), i(O - 1)))));
     const input: InputRow = staged ? stagedRow(g, x, staged, i(0), Kd) : { value: x, buf: xb, row: xRow, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, xRow, s)) : undefined, quant };
-    const y = columnValue(g, lane, Kd, weights, wRow, input, epilogue, out);
-    kb.if(K.eq(lane, i(0)), () => kb.store(ob, add(mul(r, i(O)), n), y));
+    const ys = columnValues(g, lane, Kd, weights, wRows, input, epilogue, out);
+    ys.forEach((y, c) => kb.if(K.and(K.eq(lane, i(0)), lt(add(n, i(c)), i(O))), () => kb.store(ob, add(mul(r, i(O)), add(n, i(c))), y)));
   });
   return g.finish({ dim: g.entryDim(rowsDim.mul(blocks)), per: 1 });
 }

@@ -63,9 +63,14 @@ function launchMerges(): { tailLaunches?: true; phaseLaunches?: number } {
   return { ...(tails ? { tailLaunches: true as const } : {}), ...(perSm ? { phaseLaunches: perSm } : {}) };
 }
 
-/** LINGC_FP8_GEMV_COLUMNS: grouped (the routed experts' FP8 GEMV takes several columns a warp for short rows), all (the dense FP8 GEMV too), off. */
+/**
+ * LINGC_FP8_GEMV_COLUMNS: all (the default: the FP8 GEMVs, dense and the routed experts' by row, take
+ * several columns a warp for short rows), grouped (the routed experts' only), off. Measured on the
+ * H200, FP8 Ling-mini decode batch 1, three rounds alternately: off 1.173 / 1.180 / 1.172 ms a step,
+ * grouped 1.144 / 1.139 / 1.155, all 1.135 / 1.124 / 1.133 (bench/results/fp8-columns-2026-12-04-h200.md).
+ */
 function fp8GemvColumns(): { fp8GemvColumns?: "grouped" | "all" } {
-  const v = envChoice("LINGC_FP8_GEMV_COLUMNS", ["grouped", "all", "off"]);
+  const v = envChoice("LINGC_FP8_GEMV_COLUMNS", ["all", "grouped", "off"]);
   return v === "off" ? {} : { fp8GemvColumns: v };
 }
 

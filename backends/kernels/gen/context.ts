@@ -201,8 +201,8 @@ export interface GenLimits {
   fp8WgmmaOverlap?: boolean;
   /**
    * CUDA's FP8 GEMVs take up to four output columns a warp for short weight rows (gemv-fp8.ts
-   * fp8ColumnsPerWarp): the routed experts' by-row GEMV ("grouped"), the dense one too ("all");
-   * unset: a column a warp. LINGC_FP8_GEMV_COLUMNS=grouped|all|off.
+   * fp8ColumnsPerWarp): the routed experts' by-row GEMV ("grouped"), the dense one too ("all", the
+   * CUDA default); unset: a column a warp. LINGC_FP8_GEMV_COLUMNS=all|grouped|off.
    */
   fp8GemvColumns?: "grouped" | "all";
   /** CUDA's flash_wgmma: warpgroups a workgroup (1 or 2, each 64 queries sharing the K and V tiles). Default 1. */

@@ -52,7 +52,7 @@ const GENERATED = "generated";
  */
 const REACH = { bf16: 2, fp8: 3 } as const;
 
-/** Workgroups a multiprocessor an FP8 pair's merged kernel asks ptxas to fit (kir minBlocks). */
+/** Workgroups a multiprocessor an FP8 pair's merged kernel asks ptxas to fit (kir minBlocks), unless GenLimits.fp8PairBlocks says. */
 const FP8_PAIR_MIN_BLOCKS = 2;
 
 /**
@@ -125,7 +125,7 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
       // SwiGLU GEMV: 150, its weight loads hoisted out of the row loop), which would hold the other's
       // workgroups (the routed SwiGLU GEMV: 77) to one a multiprocessor; two (126, no spill, on FP8
       // Ling-mini) keep most of their occupancy.
-      if (mode === "fp8" && kernel.minBlocks === undefined) kernel.minBlocks = FP8_PAIR_MIN_BLOCKS;
+      if (mode === "fp8" && kernel.minBlocks === undefined) kernel.minBlocks = limits.fp8PairBlocks ?? FP8_PAIR_MIN_BLOCKS;
       const exact = ga.per === 1 && gb.per === 1;
       const merged: GeneratedKernel = {
         kernel,

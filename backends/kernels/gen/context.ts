@@ -205,6 +205,8 @@ export interface GenLimits {
    * CUDA default); unset: a column a warp. LINGC_FP8_GEMV_COLUMNS=all|grouped|off.
    */
   fp8GemvColumns?: "grouped" | "all";
+  /** CUDA: workgroups a multiprocessor an FP8 launch pair's merged kernel asks ptxas to fit (launch-pairs.ts; default 2). LINGC_FP8_PAIR_BLOCKS. */
+  fp8PairBlocks?: number;
   /** CUDA's flash_wgmma: warpgroups a workgroup (1 or 2, each 64 queries sharing the K and V tiles). Default 1. */
   flashWarpgroups?: number;
   /**

@@ -35,7 +35,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     wgmmaLateWait: wgmmaWait() === "late",
     fp8WgmmaOverlap: envChoice("LINGC_FP8_WGMMA", ["wait", "overlap"]) === "overlap",
     ...fp8GemvColumns(),
-    fp8PairBlocks: Number(envChoice("LINGC_FP8_PAIR_BLOCKS", ["2", "3", "4", "1"])),
+    ...(env("LINGC_FP8_PAIR_BLOCKS") ? { fp8PairBlocks: Number(envChoice("LINGC_FP8_PAIR_BLOCKS", ["3", "2", "4", "1"])) } : {}),
     flashWarpgroups: Number(envChoice("LINGC_FLASH_WGMMA_WARPGROUPS", ["1", "2"])),
     flashPipelined: envChoice("LINGC_FLASH_WGMMA_PIPE", ["on", "off"]) === "on",
     ...pairLaunches(),

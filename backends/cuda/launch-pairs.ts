@@ -52,8 +52,13 @@ const GENERATED = "generated";
  */
 const REACH = { bf16: 2, fp8: 3 } as const;
 
-/** Workgroups a multiprocessor an FP8 pair's merged kernel asks ptxas to fit (kir minBlocks), unless GenLimits.fp8PairBlocks says. */
-const FP8_PAIR_MIN_BLOCKS = 2;
+/**
+ * Workgroups a multiprocessor an FP8 pair's merged kernel asks ptxas to fit (kir minBlocks), unless
+ * GenLimits.fp8PairBlocks says: 3 since the GEMVs take several columns a warp (the SwiGLU pair 102 ->
+ * 78 registers, no spill; 4: 64 and a spill), FP8 Ling-mini decode b1 1.121-1.123 -> 1.108-1.114 ms a
+ * step on the H200 (bench/results/fp8-columns-2026-12-04-h200.md call 3; 4: 1.117-1.126).
+ */
+const FP8_PAIR_MIN_BLOCKS = 3;
 
 /**
  * The function's launch pairs, by the first step's index (a step is in one pair at most). The second
@@ -122,9 +127,9 @@ export function launchPairs(fr: FrameSchedule, limits: GenLimits, profile: CudaP
       const kernel = mergeKernels(a.kernel, b.kernel, `${a.kernel.name}_pair`);
       if (dynamicSharedBytes(kernel)) continue;
       // FP8: the merged kernel takes the registers of the heavier of the two (the shared expert's
-      // SwiGLU GEMV: 150, its weight loads hoisted out of the row loop), which would hold the other's
-      // workgroups (the routed SwiGLU GEMV: 77) to one a multiprocessor; two (126, no spill, on FP8
-      // Ling-mini) keep most of their occupancy.
+      // SwiGLU GEMV, its weight loads hoisted out of the row loop), which would hold the other's
+      // workgroups (the routed SwiGLU GEMV) to fewer a multiprocessor; FP8_PAIR_MIN_BLOCKS keeps
+      // most of their occupancy.
       if (mode === "fp8" && kernel.minBlocks === undefined) kernel.minBlocks = limits.fp8PairBlocks ?? FP8_PAIR_MIN_BLOCKS;
       const exact = ga.per === 1 && gb.per === 1;
       const merged: GeneratedKernel = {

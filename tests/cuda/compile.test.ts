@@ -145,6 +145,8 @@ describe("lingc compile --target cuda", () => {
       ["LINGC_PHASE_LAUNCH", "many", "LINGC_PHASE_LAUNCH must be 'off', 'on' or a number of workgroups a multiprocessor (1 to 32), got 'many'"],
       ["LINGC_STAMPS", "1", "LINGC_STAMPS must be 'off' or 'on', got '1'"],
       ["LINGC_ATTN_PROLOGUE", "yes", "LINGC_ATTN_PROLOGUE must be 'off' or 'on', got 'yes'"],
+      ["LINGC_FP8_GEMV_COLUMNS", "4", "LINGC_FP8_GEMV_COLUMNS must be 'all' or 'grouped' or 'off', got '4'"],
+      ["LINGC_FP8_PAIR_BLOCKS", "8", "LINGC_FP8_PAIR_BLOCKS must be '3' or '2' or '4' or '1', got '8'"],
     ] as const;
     const refused = async (env: Record<string, string>, message: string, tag: string) => {
       const out = join(dir, `knob-${tag}`);

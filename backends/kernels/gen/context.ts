@@ -205,7 +205,7 @@ export interface GenLimits {
    * CUDA default); unset: a column a warp. LINGC_FP8_GEMV_COLUMNS=all|grouped|off.
    */
   fp8GemvColumns?: "grouped" | "all";
-  /** CUDA: workgroups a multiprocessor an FP8 launch pair's merged kernel asks ptxas to fit (launch-pairs.ts; default 2). LINGC_FP8_PAIR_BLOCKS. */
+  /** CUDA: workgroups a multiprocessor an FP8 launch pair's merged kernel asks ptxas to fit (launch-pairs.ts FP8_PAIR_MIN_BLOCKS where unset). LINGC_FP8_PAIR_BLOCKS=1|2|3|4. */
   fp8PairBlocks?: number;
   /** CUDA's flash_wgmma: warpgroups a workgroup (1 or 2, each 64 queries sharing the K and V tiles). Default 1. */
   flashWarpgroups?: number;

@@ -51,17 +51,19 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
 }
 
 /**
- * LINGC_TAIL_LAUNCH=on (tails: launch-tails.ts) and LINGC_PHASE_LAUNCH=on|N (phases: launch-phases.ts,
- * launched at most N workgroups a multiprocessor, 4 for on: measured fastest of 1, 2, 4, 8, bench/results/phases-2026-12-03-h200.md);
+ * LINGC_TAIL_LAUNCH=on|router (tails: launch-tails.ts; router: the MoE dispatch after the router only)
+ * and LINGC_PHASE_LAUNCH=on|N (phases: launch-phases.ts, launched at most N workgroups a
+ * multiprocessor, 4 for on: measured fastest of 1, 2, 4, 8, bench/results/phases-2026-12-03-h200.md);
  * at most one of them.
  */
-function launchMerges(): { tailLaunches?: true; phaseLaunches?: number } {
-  const tails = envChoice("LINGC_TAIL_LAUNCH", ["off", "on"]) === "on";
+function launchMerges(): { tailLaunches?: true | "router"; phaseLaunches?: number } {
+  const tailMode = envChoice("LINGC_TAIL_LAUNCH", ["off", "on", "router"]);
+  const tails = tailMode === "off" ? undefined : tailMode === "on" ? (true as const) : ("router" as const);
   const text = env("LINGC_PHASE_LAUNCH") ?? "off";
   const perSm = text === "off" ? 0 : text === "on" ? 4 : Number(text);
   if (!Number.isInteger(perSm) || perSm < 0 || perSm > 32) throw new LingcError(`LINGC_PHASE_LAUNCH must be 'off', 'on' or a number of workgroups a multiprocessor (1 to 32), got '${text}'`);
-  if (tails && perSm) throw new LingcError("LINGC_TAIL_LAUNCH=on and LINGC_PHASE_LAUNCH cannot both be on (a step is a tail or a phase)");
-  return { ...(tails ? { tailLaunches: true as const } : {}), ...(perSm ? { phaseLaunches: perSm } : {}) };
+  if (tails && perSm) throw new LingcError(`LINGC_TAIL_LAUNCH=${tailMode} and LINGC_PHASE_LAUNCH cannot both be on (a step is a tail or a phase)`);
+  return { ...(tails ? { tailLaunches: tails } : {}), ...(perSm ? { phaseLaunches: perSm } : {}) };
 }
 
 /**

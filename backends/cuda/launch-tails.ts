@@ -7,7 +7,8 @@
  * residual add + norm after the output projection, the experts' combine after the down projections'
  * pair. Where the sizes choose every step's generated kernel and each tail is at most
  * TAIL_WORKGROUPS workgroups, the group is one launch (the pair's host branch and flag, or one of
- * its own); each step runs as before otherwise.
+ * its own); each step runs as before otherwise. GenLimits.tailLaunches "router": only the MoE
+ * dispatch after the router (a workgroup or a few at decode) is a tail.
  */
 import type { CudaProfile } from "../../ir/target";
 import type { FrameSchedule } from "../frames";
@@ -23,15 +24,23 @@ import { firstGenerated, mergedChoice, workgroupCount, workgroups, type LaunchPa
 export const TAIL_FIRST_TEMPLATES: ReadonlySet<string> = new Set(["linear_gemv"]);
 /** The generated templates a tail may run: the router, the generated dispatch, a norm of rows, the experts' combine. */
 export const TAIL_TEMPLATES: ReadonlySet<string> = new Set(["router_warp", "dispatch", "norm_registers", "moe_combine"]);
+/** GenLimits.tailLaunches "router": the router starts a group, the dispatch is its one tail. */
+const ROUTER_FIRST: ReadonlySet<string> = new Set(["router_warp"]);
+const ROUTER_TAILS: ReadonlySet<string> = new Set(["dispatch"]);
+
+/** The templates that may start a tail group and those that may be its tails, under the limits' tail setting. */
+export function tailTemplates(limits: GenLimits): { firsts: ReadonlySet<string>; tails: ReadonlySet<string> } {
+  return limits.tailLaunches === "router" ? { firsts: ROUTER_FIRST, tails: ROUTER_TAILS } : { firsts: TAIL_FIRST_TEMPLATES, tails: TAIL_TEMPLATES };
+}
 /** The most workgroups a tail runs in turn (more: it runs as its own launch). */
 export const TAIL_WORKGROUPS = 4;
 /** The most (token, slot) pairs the generated dispatch sorts as a tail (each of its threads reads them all). */
 const DISPATCH_TAIL_PAIRS = 256;
 
 /** A step's generated kernel as a tail would run it, with the sizes (C++) where it is that kernel; undefined where it cannot be one. */
-function tailChoice(step: Step, fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, n: number, dimText: (d: Dim) => string): { kernel: GeneratedKernel; when: string } | undefined {
-  const c = mergedChoice(step, fr, limits, profile, n, dimText, TAIL_TEMPLATES, DISPATCH_TAIL_PAIRS);
-  if (!c || !TAIL_TEMPLATES.has(c.kernel.template ?? "")) return undefined;
+function tailChoice(step: Step, fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, n: number, dimText: (d: Dim) => string, templates: ReadonlySet<string>): { kernel: GeneratedKernel; when: string } | undefined {
+  const c = mergedChoice(step, fr, limits, profile, n, dimText, templates, DISPATCH_TAIL_PAIRS);
+  if (!c || !templates.has(c.kernel.template ?? "")) return undefined;
   const g = workgroups(c.kernel);
   if (!g) return undefined;
   const few = `${workgroupCount(g, dimText)} <= ${TAIL_WORKGROUPS}`;
@@ -57,15 +66,18 @@ export function launchTails(
   const runs = (k: number) => fr.steps[k]?.step !== undefined && !loadTime(fr.steps[k]!.step!);
   const storageOf = (id: number) => storageSlot(fr, id);
   const movedUp = (k: number, n: number) => [...pairs].some(([f, p]) => f < n && p.second === k);
+  const routerOnly = limits.tailLaunches === "router";
+  const { firsts, tails: tailKinds } = tailTemplates(limits);
   for (let n = 0; n < fr.steps.length; n++) {
     const sa = fr.steps[n]?.step;
     if (!sa || loadTime(sa) || (taken.has(n) && !pairs.has(n))) continue;
-    // The group's head: a launch pair, or a lone dense GEMV step.
-    const pair = pairs.get(n);
+    // The group's head: a launch pair, or a lone dense GEMV step (the router, for "router").
+    const pair = routerOnly ? undefined : pairs.get(n);
+    if (routerOnly && taken.has(n)) continue;
     let head: { kernel: GeneratedKernel; members: number[]; when: string } | undefined;
     if (pair) head = pair.merged.grid.parts ? undefined : { kernel: pair.merged, members: [n, pair.second], when: pair.when };
     else {
-      const c = firstGenerated(sa, profile, TAIL_FIRST_TEMPLATES, dimText);
+      const c = firstGenerated(sa, profile, firsts, dimText);
       if (c?.template) head = { kernel: generateStep(sa, fr, limits, `k${n}`, c.template), members: [n], when: c.when };
     }
     if (!head || !workgroups(head.kernel)) continue;
@@ -81,7 +93,7 @@ export function launchTails(
       const between = Array.from({ length: m - n - 1 }, (_, j) => n + 1 + j).filter((k) => runs(k) && !members.has(k) && !movedUp(k, n));
       const sb = fr.steps[m]?.step;
       if (!sb || taken.has(m) || between.length) break;
-      const t = tailChoice(sb, fr, limits, profile, m, dimText);
+      const t = tailChoice(sb, fr, limits, profile, m, dimText, tailKinds);
       if (!t) break;
       const longer = tailGroup(head.kernel, [...tails.map((x) => x.kernel), t.kernel], storageOf);
       if (!longer) break;

@@ -389,6 +389,38 @@ ${routerOps("%x32", T, E, G, TG, GST, K2)}
   });
 
   it.each([
+    // Ling-mini's router at decode batch 1: one workgroup, which runs the dispatch as it ends.
+    [1, 256, 8, 4, 2, 8],
+    // 6 tokens: the router's two workgroups (four tokens each), the last to finish runs the dispatch.
+    [6, 256, 8, 4, 2, 8],
+  ])("LINGC_TAIL_LAUNCH=router: the MoE dispatch run by the router's last workgroup, the gate's GEMV before them not merged: %i tokens, %i experts; the same values as separate launches", (T, E, G, TG, GST, K2) => {
+    const I = 256;
+    const text = `module @r {
+  func @r(%x: bf16[${T}, ${I}]) weights(@gate: bf16[${E}, ${I}], @bias: f32[${E}]) -> (idx: i32[${T}, ${K2}], w: f32[${T}, ${K2}], order: i32[${T * K2}], offsets: i32[${E + 1}], rows: i32[${T * K2}]) {
+    %x32 = linear(%x, @gate) {out = f32} : f32[${T}, ${E}]
+${routerOps("%x32", T, E, G, TG, GST, K2)}
+    %flat = reshape(%idx) : i32[${T * K2}]
+    %order, %offsets, %rows = moe_dispatch(%flat) {num_experts = ${E}} : i32[${T * K2}], i32[${E + 1}], i32[${T * K2}]
+    return %idx, %n, %order, %offsets, %rows
+  }
+}`;
+    const r = rng(29);
+    const inputs = { x: random("bf16", r, [T, I]) };
+    const weights = { gate: random("bf16", r, [E, I], 0.2), bias: random("f32", r, [E], 0.05) };
+    const pick = (ops: readonly { opName: string }[]) =>
+      ops.some((o) => o.opName === "group_topk") ? "router_warp" : ops.some((o) => o.opName === "linear") ? "linear_gemv" : ops.some((o) => o.opName === "moe_dispatch") ? "dispatch" : undefined;
+    const apart = runGenerated(text, inputs, weights, LIMITS, "", pick);
+    expect(kernels.map((k) => k.template)).toEqual(["linear_gemv", "router_warp", "dispatch"]);
+    const merged = runGenerated(text, inputs, weights, { ...LIMITS, tailLaunches: "router" }, "", pick, false, false, true);
+    // The GEMV alone, then the router with the dispatch as its tail.
+    expect(kernels.map((k) => k.template ?? k.kernel.name)).toEqual(["linear_gemv", "k_tail"]);
+    expect(kernels[1]!.kernel.uniforms).toContain(tailCount(1));
+    for (const name of ["idx", "w", "order", "offsets", "rows"]) expect([...merged[name]!.got], name).toEqual([...apart[name]!.got]);
+    for (const name of ["idx", "order", "offsets", "rows"]) expect([...merged[name]!.got], name).toEqual([...merged[name]!.want]);
+    expect(relError(merged["w"]!.got, merged["w"]!.want)).toBeLessThan(1e-5);
+  });
+
+  it.each([
     // Ling-mini's shapes at decode batch 1, narrowed: 256 experts (8 groups), top-8, K 256, expert width 64.
     [3, 256, 256, 8, 4, 2, 8, 64],
     // 64 experts of 4 groups, top-6; on one workgroup (every phase's workgroups in turn).

@@ -19,7 +19,7 @@ import { simulate, type SimArray } from "../../backends/kernels/simulate";
 import { prologueCandidates, prologueStep } from "../../backends/cuda/quant-prologue";
 import { attentionPrologueSteps } from "../../backends/cuda/attention-prologue";
 import { epilogueCandidates, epilogueStep } from "../../backends/cuda/quant-epilogue";
-import { tailGroup, TAIL_FIRST_TEMPLATES, TAIL_TEMPLATES } from "../../backends/cuda/launch-tails";
+import { tailGroup, tailTemplates } from "../../backends/cuda/launch-tails";
 import { phaseGroup, serialPhase } from "../../backends/cuda/launch-phases";
 import { rng } from "./fd";
 
@@ -155,12 +155,13 @@ export function runGenerated(
     const step = steps[n];
     if (!step) continue;
     let g = generateStep(step, s, limits, "k", pick(step.ops));
-    if (tails && TAIL_FIRST_TEMPLATES.has(g.template ?? "")) {
+    const { firsts, tails: tailKinds } = tailTemplates(limits);
+    if (tails && firsts.has(g.template ?? "")) {
       // The steps after it that can be its tails, in turn (as launch-tails.ts takes them).
       const after: GeneratedKernel[] = [];
       for (let m = n + 1; steps[m]; m++) {
         const t = generateStep(steps[m]!, s, limits, "k", pick(steps[m]!.ops));
-        if (!TAIL_TEMPLATES.has(t.template ?? "") || !tailGroup(g, [...after, t], (id) => storageSlot(s, id))) break;
+        if (!tailKinds.has(t.template ?? "") || !tailGroup(g, [...after, t], (id) => storageSlot(s, id))) break;
         after.push(t);
       }
       if (after.length) {

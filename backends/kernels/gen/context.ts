@@ -167,9 +167,11 @@ export interface GenLimits {
    * Default off: measured on the H200 slower (Ling-mini decode batch 1, 13 -> 9 launches a MoE
    * layer: bf16 1.16 -> 1.29 ms a step, FP8 1.25 -> 1.52; bench/results/decode-tails-2026-12-02-h200.md):
    * a kernel boundary under programmatic dependent launch costs less than running the tails' work
-   * on one multiprocessor in turn.
+   * on one multiprocessor in turn. "router" (LINGC_TAIL_LAUNCH=router): only the MoE dispatch after
+   * the router (the router a workgroup or a few at decode, so its last workgroup is no later than
+   * the launch's end: one boundary fewer, nothing moved onto one multiprocessor that was not there).
    */
-  tailLaunches?: boolean;
+  tailLaunches?: true | "router";
   /**
    * CUDA: runs of consecutive steps whose sizes choose generated kernels that are plain launches run
    * as the phases of one launch, a grid barrier between each (backends/cuda/launch-phases.ts), the

@@ -169,7 +169,9 @@ export interface GenLimits {
    * a kernel boundary under programmatic dependent launch costs less than running the tails' work
    * on one multiprocessor in turn. "router" (LINGC_TAIL_LAUNCH=router): only the MoE dispatch after
    * the router (the router a workgroup or a few at decode, so its last workgroup is no later than
-   * the launch's end: one boundary fewer, nothing moved onto one multiprocessor that was not there).
+   * the launch's end: one boundary fewer, nothing moved onto one multiprocessor that was not there);
+   * measured slower too (bf16 decode b1 1.135 -> 1.16 ms, FP8 1.13 -> 1.25: the generated dispatch on
+   * one workgroup costs more than the runtime's kernel and a boundary; router-tail-2026-12-04-h200.md).
    */
   tailLaunches?: true | "router";
   /**

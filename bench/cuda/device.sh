@@ -124,6 +124,21 @@ experts_check() {
   echo "== tile program vs expert_loop"; python3 bench/cuda/expert_check.py compare /tmp/ex/cuda.safetensors /tmp/ex/loop.safetensors 0.0156
 }
 
+# One sequence at decode batch 1 under a compile-time setting (one_sequence "VAR=VALUE ..." or ""):
+# 10 greedy ids of the golden prompt's first row on ling-tiny and ling-small against the interpreter,
+# then that run on ling-small under compute-sanitizer memcheck and racecheck ($OUT/san-one-TOOL.txt).
+one_sequence() {
+  local e=$1 P1=${PROMPT%%;*} C A B r tool
+  for C in ling-tiny ling-small; do
+    A=$($L generate tests/data/golden/$C --backend interp --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null)
+    B=$(env $e $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null)
+    [ -n "$B" ] && [ "$A" = "$B" ] && r=equal || r=DIFFERENT; echo "$C one sequence (decode batch 1) against interp: $r ($B / $A)"
+  done
+  for tool in memcheck racecheck; do
+    env $e compute-sanitizer --tool $tool --target-processes all --error-exitcode 9 $L generate tests/data/golden/ling-small --backend cuda --prompt "$P1" --max-new-tokens 3 --ignore-eos > "$OUT/san-one-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 "Invalid\|Race\|Hazard" "$OUT/san-one-$tool.txt"; grep "SUMMARY" "$OUT/san-one-$tool.txt" | sort | uniq -c
+  done
+}
+
 case "${1:-correct}" in
 checks)
   # One call for what a session's kernel changes need before they are measured, within the 8 files a
@@ -281,7 +296,6 @@ import json; c = json.load(open('$M/config.json')); c['num_hidden_layers'] = 4; 
     ( $L compile /tmp/mini4 --target cuda --out /tmp/mini4-as >/dev/null && cd /tmp/mini4-as && make -j2 >/dev/null ) &
     ( env $PH $L compile /tmp/mini4 --target cuda --out /tmp/mini4-ph >/dev/null && cd /tmp/mini4-ph && make -j2 >/dev/null ) &
     ( env $PH LINGC_STAMPS=on $L compile $M --target cuda --out /tmp/mini-ph-st >/dev/null && cd /tmp/mini-ph-st && make -j2 >/dev/null ) &
-    P1=${PROMPT%%;*}
     for e in "LINGC_PHASE_LAUNCH=off" "$PH"; do
       echo "== ling-tiny golden under $e: run, generate, generate --draft mtp"
       env $e $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/run.safetensors" | tail -1 && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors | tail -1
@@ -291,14 +305,7 @@ import json; c = json.load(open('$M/config.json')); c['num_hidden_layers'] = 4; 
       done
     done
     echo "== checks under $PH"
-    for C in ling-tiny ling-small; do
-      A=$($L generate tests/data/golden/$C --backend interp --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null)
-      B=$(env $PH $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null)
-      [ -n "$B" ] && [ "$A" = "$B" ] && r=equal || r=DIFFERENT; echo "$C one sequence (decode batch 1) against interp: $r ($B / $A)"
-    done
-    for tool in memcheck racecheck; do
-      env $PH compute-sanitizer --tool $tool --target-processes all --error-exitcode 9 $L generate tests/data/golden/ling-small --backend cuda --prompt "$P1" --max-new-tokens 3 --ignore-eos > "$OUT/san-one-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 "Invalid\|Race\|Hazard" "$OUT/san-one-$tool.txt"; grep "SUMMARY" "$OUT/san-one-$tool.txt" | sort | uniq -c
-    done
+    one_sequence "$PH"
     wait
     echo "== mini-ph selftest"; timeout 150 /tmp/mini-ph/lingc_model selftest > "$OUT/selftest-ph.txt" 2>&1; echo "exit $?, $(grep -c PASS "$OUT/selftest-ph.txt") PASS, $(grep -c FAIL "$OUT/selftest-ph.txt") FAIL"
     launches() { LINGC_GRAPH_KERNELS=1 timeout 60 /tmp/$1/lingc_model bench --random-weights --prefill "" --decode 1x2048 --repeats 1 2>&1 | grep -o "graph decode captured: [0-9]* kernel launches" | head -1 | grep -o "[0-9]*"; }
@@ -892,14 +899,7 @@ stamps)
     E=${ENVS[-1]}; [ "$E" = - ] && E=; P1=${PROMPT%%;*}; mkdir -p /tmp/one
     echo "== checks under $E"
     env $E $L run $G --backend cuda --input $G/golden.safetensors --out "$OUT/run.safetensors" && python3 bench/cuda/check_golden.py "$OUT/run.safetensors" $G/golden.safetensors
-    for C in ling-tiny ling-small; do
-      A=$($L generate tests/data/golden/$C --backend interp --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null)
-      B=$(env $E $L generate tests/data/golden/$C --backend cuda --prompt "$P1" --max-new-tokens 10 --ignore-eos 2>/dev/null)
-      [ -n "$B" ] && [ "$A" = "$B" ] && r=equal || r=DIFFERENT; echo "$C one sequence against interp: $r ($B / $A)"
-    done
-    for tool in memcheck racecheck; do
-      env $E compute-sanitizer --tool $tool --target-processes all --error-exitcode 9 $L generate tests/data/golden/ling-small --backend cuda --prompt "$P1" --max-new-tokens 3 --ignore-eos > "$OUT/san-one-$tool.txt" 2>&1; echo "$tool exit $?"; grep -m3 "Invalid\|Race\|Hazard" "$OUT/san-one-$tool.txt"; grep "SUMMARY" "$OUT/san-one-$tool.txt" | sort | uniq -c
-    done
+    one_sequence "$E"
     # With FP8 builds: ling-small-fp8 under the last setting: its selftest (the GEMVs against the op
     # table's direct forms), weight-only generate against the golden's ids, and the W8A8 generate's
     # ids under the first setting and the last (equal where the setting keeps every sum's order), the

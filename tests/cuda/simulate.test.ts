@@ -357,12 +357,8 @@ ${routerOps("%x", T, E, G, TG, GST, K2)}
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
   });
 
-  it.each([
-    // Ling-mini's gate and router at decode batch 1 (K split among the GEMV's warps: a barrier; the router in its first 128 threads).
-    [1, 2048, 256, 8, 4, 2, 8],
-    // 5 tokens: the router's two workgroups run in turn by the GEMV's last workgroup; 64 experts of 4 groups.
-    [5, 512, 64, 4, 2, 3, 6],
-  ])("the router and the MoE dispatch after the gate's GEMV in one launch (launch-tails.ts: the GEMV's last workgroup runs them in turn): %i tokens, K %i, %i experts; the same values as three launches", (T, I, E, G, TG, GST, K2) => {
+  /** The gate's GEMV, the router and the MoE dispatch (T tokens, K I, E experts in G groups), run apart (each its own launch), with the picks that choose their generated kernels. */
+  const gateRouterDispatch = (T: number, I: number, E: number, G: number, TG: number, GST: number, K2: number, seed: number) => {
     const text = `module @r {
   func @r(%x: bf16[${T}, ${I}]) weights(@gate: bf16[${E}, ${I}], @bias: f32[${E}]) -> (idx: i32[${T}, ${K2}], w: f32[${T}, ${K2}], order: i32[${T * K2}], offsets: i32[${E + 1}], rows: i32[${T * K2}]) {
     %x32 = linear(%x, @gate) {out = f32} : f32[${T}, ${E}]
@@ -372,20 +368,35 @@ ${routerOps("%x32", T, E, G, TG, GST, K2)}
     return %idx, %n, %order, %offsets, %rows
   }
 }`;
-    const r = rng(23);
+    const r = rng(seed);
     const inputs = { x: random("bf16", r, [T, I]) };
     const weights = { gate: random("bf16", r, [E, I], 0.2), bias: random("f32", r, [E], 0.05) };
     const pick = (ops: readonly { opName: string }[]) =>
       ops.some((o) => o.opName === "group_topk") ? "router_warp" : ops.some((o) => o.opName === "linear") ? "linear_gemv" : ops.some((o) => o.opName === "moe_dispatch") ? "dispatch" : undefined;
     const apart = runGenerated(text, inputs, weights, LIMITS, "", pick);
     expect(kernels.map((k) => k.template)).toEqual(["linear_gemv", "router_warp", "dispatch"]);
-    const merged = runGenerated(text, inputs, weights, LIMITS, "", pick, false, false, true);
-    // The dispatch (a thread an expert, barriers) joins only where its workgroup is the launch's: 256 experts, not 64.
-    expect(kernels.length).toBe(E === 256 ? 1 : 2);
-    expect(kernels[0]!.kernel.uniforms).toContain(tailCount(E === 256 ? 2 : 1));
-    for (const name of ["idx", "w", "order", "offsets", "rows"]) expect([...merged[name]!.got], name).toEqual([...apart[name]!.got]);
-    for (const name of ["idx", "order", "offsets", "rows"]) expect([...merged[name]!.got], name).toEqual([...merged[name]!.want]);
-    expect(relError(merged["w"]!.got, merged["w"]!.want)).toBeLessThan(1e-5);
+    /** The same steps with tails (launch-tails.ts) under these limits: every output as apart, the indices and dispatch exactly the interpreter's. */
+    const withTails = (limits: GenLimits, check: () => void) => {
+      const merged = runGenerated(text, inputs, weights, limits, "", pick, false, false, true);
+      check();
+      for (const name of ["idx", "w", "order", "offsets", "rows"]) expect([...merged[name]!.got], name).toEqual([...apart[name]!.got]);
+      for (const name of ["idx", "order", "offsets", "rows"]) expect([...merged[name]!.got], name).toEqual([...merged[name]!.want]);
+      expect(relError(merged["w"]!.got, merged["w"]!.want)).toBeLessThan(1e-5);
+    };
+    return withTails;
+  };
+
+  it.each([
+    // Ling-mini's gate and router at decode batch 1 (K split among the GEMV's warps: a barrier; the router in its first 128 threads).
+    [1, 2048, 256, 8, 4, 2, 8],
+    // 5 tokens: the router's two workgroups run in turn by the GEMV's last workgroup; 64 experts of 4 groups.
+    [5, 512, 64, 4, 2, 3, 6],
+  ])("the router and the MoE dispatch after the gate's GEMV in one launch (launch-tails.ts: the GEMV's last workgroup runs them in turn): %i tokens, K %i, %i experts; the same values as three launches", (T, I, E, G, TG, GST, K2) => {
+    gateRouterDispatch(T, I, E, G, TG, GST, K2, 23)(LIMITS, () => {
+      // The dispatch (a thread an expert, barriers) joins only where its workgroup is the launch's: 256 experts, not 64.
+      expect(kernels.length).toBe(E === 256 ? 1 : 2);
+      expect(kernels[0]!.kernel.uniforms).toContain(tailCount(E === 256 ? 2 : 1));
+    });
   });
 
   it.each([
@@ -394,30 +405,11 @@ ${routerOps("%x32", T, E, G, TG, GST, K2)}
     // 6 tokens: the router's two workgroups (four tokens each), the last to finish runs the dispatch.
     [6, 256, 8, 4, 2, 8],
   ])("LINGC_TAIL_LAUNCH=router: the MoE dispatch run by the router's last workgroup, the gate's GEMV before them not merged: %i tokens, %i experts; the same values as separate launches", (T, E, G, TG, GST, K2) => {
-    const I = 256;
-    const text = `module @r {
-  func @r(%x: bf16[${T}, ${I}]) weights(@gate: bf16[${E}, ${I}], @bias: f32[${E}]) -> (idx: i32[${T}, ${K2}], w: f32[${T}, ${K2}], order: i32[${T * K2}], offsets: i32[${E + 1}], rows: i32[${T * K2}]) {
-    %x32 = linear(%x, @gate) {out = f32} : f32[${T}, ${E}]
-${routerOps("%x32", T, E, G, TG, GST, K2)}
-    %flat = reshape(%idx) : i32[${T * K2}]
-    %order, %offsets, %rows = moe_dispatch(%flat) {num_experts = ${E}} : i32[${T * K2}], i32[${E + 1}], i32[${T * K2}]
-    return %idx, %n, %order, %offsets, %rows
-  }
-}`;
-    const r = rng(29);
-    const inputs = { x: random("bf16", r, [T, I]) };
-    const weights = { gate: random("bf16", r, [E, I], 0.2), bias: random("f32", r, [E], 0.05) };
-    const pick = (ops: readonly { opName: string }[]) =>
-      ops.some((o) => o.opName === "group_topk") ? "router_warp" : ops.some((o) => o.opName === "linear") ? "linear_gemv" : ops.some((o) => o.opName === "moe_dispatch") ? "dispatch" : undefined;
-    const apart = runGenerated(text, inputs, weights, LIMITS, "", pick);
-    expect(kernels.map((k) => k.template)).toEqual(["linear_gemv", "router_warp", "dispatch"]);
-    const merged = runGenerated(text, inputs, weights, { ...LIMITS, tailLaunches: "router" }, "", pick, false, false, true);
-    // The GEMV alone, then the router with the dispatch as its tail.
-    expect(kernels.map((k) => k.template ?? k.kernel.name)).toEqual(["linear_gemv", "k_tail"]);
-    expect(kernels[1]!.kernel.uniforms).toContain(tailCount(1));
-    for (const name of ["idx", "w", "order", "offsets", "rows"]) expect([...merged[name]!.got], name).toEqual([...apart[name]!.got]);
-    for (const name of ["idx", "order", "offsets", "rows"]) expect([...merged[name]!.got], name).toEqual([...merged[name]!.want]);
-    expect(relError(merged["w"]!.got, merged["w"]!.want)).toBeLessThan(1e-5);
+    gateRouterDispatch(T, 256, E, G, TG, GST, K2, 29)({ ...LIMITS, tailLaunches: "router" }, () => {
+      // The GEMV alone, then the router with the dispatch as its tail.
+      expect(kernels.map((k) => k.template ?? k.kernel.name)).toEqual(["linear_gemv", "k_tail"]);
+      expect(kernels[1]!.kernel.uniforms).toContain(tailCount(1));
+    });
   });
 
   it.each([

@@ -46,6 +46,7 @@ export function cudaGenLimits(profile: CudaProfile): GenLimits {
     ...prefetchWeights(),
     ...(envChoice("LINGC_ATTN_PREFETCH", ["on", "off"]) === "on" ? { prefetchKv: true } : {}),
     ...(envChoice("LINGC_ATTN_PROLOGUE", ["off", "on"]) === "on" ? { attentionPrologue: true } : {}),
+    ...(envChoice("LINGC_NORM_PROLOGUE", ["off", "on"]) === "on" ? { normPrologue: true } : {}),
     ...launchMerges(),
   };
 }

@@ -1,6 +1,7 @@
 /**
  * Which steps of a function the CUDA emitter runs merged with another, and under which sizes: launch
- * pairs (launch-pairs.ts) and tails (launch-tails.ts: run as pairs are), quantize prologues (quant-prologue.ts) and quantize epilogues
+ * pairs (launch-pairs.ts) and tails (launch-tails.ts: run as pairs are), quantize prologues (quant-prologue.ts; qk_norm_rope's and
+ * an RMSNorm's in the same shape: attention-prologue.ts, norm-prologue.ts) and quantize epilogues
  * (quant-epilogue.ts), each where its GenLimits switch is on, and how they may overlap:
  * - a step in a launch pair takes no prologue (the pair's sizes and the prologue's would both pick
  *   the GEMV);
@@ -20,6 +21,7 @@ import { launchTails } from "./launch-tails";
 import { launchPhases } from "./launch-phases";
 import { quantPrologues, type QuantPrologue } from "./quant-prologue";
 import { attentionPrologues } from "./attention-prologue";
+import { normPrologues } from "./norm-prologue";
 import { quantEpilogues, type QuantEpilogue } from "./quant-epilogue";
 
 export interface StepMerges {
@@ -51,10 +53,12 @@ export function stepMerges(fr: FrameSchedule, limits: GenLimits, profile: CudaPr
   const firstOf = new Map([...pairs].flatMap(([n, p]) => [p.second, ...(p.tails ?? []).map((t) => t.step)].map((k) => [k, n] as const)));
   const free = (k: number) => runs(k) && !pairs.has(k) && !firstOf.has(k);
   const prologues = limits.quantPrologue ? quantPrologues(fr, limits, profile, free, dimText) : new Map<number, QuantPrologue>();
-  // qk_norm_rope run by decode attention (attention-prologue.ts), in the same shape.
-  if (limits.attentionPrologue) {
+  // qk_norm_rope run by decode attention (attention-prologue.ts), and an RMSNorm by the dense GEMV
+  // that alone reads it (norm-prologue.ts), in the same shape.
+  const more = [...(limits.attentionPrologue ? [attentionPrologues] : []), ...(limits.normPrologue ? [normPrologues] : [])];
+  for (const found of more) {
     const taken = new Set([...prologues.values()].flatMap((p) => [p.quant, p.consumer]));
-    for (const [k, p] of attentionPrologues(fr, limits, profile, (j) => free(j) && !taken.has(j), dimText)) prologues.set(k, p);
+    for (const [k, p] of found(fr, limits, profile, (j) => free(j) && !taken.has(j), dimText)) prologues.set(k, p);
   }
   const prologueOf = new Map([...prologues.values()].map((p) => [p.quant, p]));
   const pairWhen = (k: number) => pairs.get(k)?.when ?? (firstOf.has(k) ? pairFlag(firstOf.get(k)!) : undefined);

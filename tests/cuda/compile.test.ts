@@ -145,6 +145,7 @@ describe("lingc compile --target cuda", () => {
       ["LINGC_PHASE_LAUNCH", "many", "LINGC_PHASE_LAUNCH must be 'off', 'on' or a number of workgroups a multiprocessor (1 to 32), got 'many'"],
       ["LINGC_STAMPS", "1", "LINGC_STAMPS must be 'off' or 'on', got '1'"],
       ["LINGC_ATTN_PROLOGUE", "yes", "LINGC_ATTN_PROLOGUE must be 'off' or 'on', got 'yes'"],
+      ["LINGC_NORM_PROLOGUE", "1", "LINGC_NORM_PROLOGUE must be 'off' or 'on', got '1'"],
       ["LINGC_FP8_GEMV_COLUMNS", "4", "LINGC_FP8_GEMV_COLUMNS must be 'all' or 'grouped' or 'off', got '4'"],
       ["LINGC_FP8_PAIR_BLOCKS", "8", "LINGC_FP8_PAIR_BLOCKS must be '3' or '2' or '4' or '1', got '8'"],
     ] as const;
@@ -159,9 +160,9 @@ describe("lingc compile --target cuda", () => {
     await refused({ LINGC_PHASE_LAUNCH: "on", LINGC_TAIL_LAUNCH: "on" }, "LINGC_TAIL_LAUNCH=on and LINGC_PHASE_LAUNCH cannot both be on", "tails-and-phases");
   });
 
-  it("LINGC_STAMPS=on stamps every generated kernel's launches under the number its name ends in; LINGC_ATTN_PROLOGUE=on runs qk_norm_rope inside the decode attention where the sizes pick its GQA form; both compile", async () => {
+  it("LINGC_STAMPS=on stamps every generated kernel's launches under the number its name ends in; LINGC_ATTN_PROLOGUE=on runs qk_norm_rope inside the decode attention where the sizes pick its GQA form; LINGC_NORM_PROLOGUE=on the input RMSNorm inside the QKV GEMV; all compile", async () => {
     const out = join(dir, "stamps");
-    const r = await cliEnv({ LINGC_STAMPS: "on", LINGC_ATTN_PROLOGUE: "on" }, "compile", SMALL_DIR, "--target", "cuda", "--out", out);
+    const r = await cliEnv({ LINGC_STAMPS: "on", LINGC_ATTN_PROLOGUE: "on", LINGC_NORM_PROLOGUE: "on" }, "compile", SMALL_DIR, "--target", "cuda", "--out", out);
     expect(r.code, r.stderr).toBe(0);
     const src = readFileSync(join(out, "model.cu"), "utf8");
     expect(src.indexOf("#define LINGC_STAMPS")).toBeLessThan(src.indexOf('#include "lingc_runtime.h"'));
@@ -176,6 +177,11 @@ describe("lingc compile --target cuda", () => {
     const decode = src.slice(src.indexOf("decode__"));
     expect(decode.match(/const bool (qp\d+_) = \(\(\(S\)\) <= \(16L\) && [^\n]*\n\s*if \(!\1\) \{\n[^\n]*c\.launch\(k_qk_norm_rope_\d+,/g)).toHaveLength(2);
     expect(decode.match(/if \(qp\d+_\) \{ [^\n]*c\.launch\(k_attention_q_\d+,/g)).toHaveLength(2);
+    // The input norm skipped where the QKV projection's sizes pick the generated GEMV (one row), the
+    // GEMV with the norm launched there: in the decode graph's dense and MoE layers and the functions after it.
+    const normSkips = decode.match(/const bool (qp\d+_) = \(\(\(B\*S\)\) == \(1L\)\);\n\s*if \(!\1\) \{\n[^\n]*c\.launch\(k_rms_norm_\d+,/g) ?? [];
+    expect(normSkips.length).toBeGreaterThanOrEqual(2);
+    expect(decode.match(/if \(qp\d+_\) \{ [^\n]*c\.launch\(k_linear_q_\d+,/g)).toHaveLength(normSkips.length);
     await expectCompiles([out, "model.cu"]);
   }, 300_000);
 

@@ -357,6 +357,35 @@ ${routerOps("%x", T, E, G, TG, GST, K2)}
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.05);
   });
 
+  it.each([
+    // One row, K 2048 (eight steps a warp) and 96 columns: too few tiles, so the tile's warps split K.
+    [1, 2048, 96],
+    // Two rows of K 320 (a partial last step) and 200 columns (the last tile's columns clamped).
+    [2, 320, 200],
+  ])("LINGC_NORM_PROLOGUE: an RMSNorm whose result only the dense GEMV reads runs inside it (each warp the row's 1 / rms, the elements normalized as read): %i rows, K %i, %i columns; the interpreter's values, the norm step not run", (T, I, O) => {
+    const text = `module @n {
+  func @n(%x: bf16[${T}, ${I}]) weights(@g: bf16[${I}], @w: bf16[${O}, ${I}]) -> (y: bf16[${T}, ${O}]) {
+    %h = rms_norm(%x, @g) {eps = 1e-6} : bf16[${T}, ${I}]
+    %y = linear(%h, @w) : bf16[${T}, ${O}]
+    return %y
+  }
+}`;
+    const r = rng(31);
+    const inputs = { x: random("bf16", r, [T, I], 3) };
+    const weights = { g: random("bf16", r, [I], 1), w: random("bf16", r, [O, I], 0.1) };
+    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "linear") ? "linear_gemv" : undefined);
+    const apart = runGenerated(text, inputs, weights, LIMITS, "", pick);
+    expect(kernels.length).toBe(2);
+    const merged = runGenerated(text, inputs, weights, { ...LIMITS, normPrologue: true }, "", pick, true);
+    expect(kernels.map((k) => k.template)).toEqual(["linear_gemv"]);
+    const { got, want } = merged["y"]!;
+    // bf16 results: the row's sum of squares in another order can move a normalized element by a
+    // bf16 step, and with it an output by about one of its own.
+    expect(relError(got, want)).toBeLessThan(2 ** -7);
+    expect(relError(got, apart["y"]!.got)).toBeLessThan(2 ** -7);
+    expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.1);
+  });
+
   /** The gate's GEMV, the router and the MoE dispatch (T tokens, K I, E experts in G groups), run apart (each its own launch), with the picks that choose their generated kernels. */
   const gateRouterDispatch = (T: number, I: number, E: number, G: number, TG: number, GST: number, K2: number, seed: number) => {
     const text = `module @r {

@@ -18,6 +18,7 @@ import { CUDA_SM90A } from "../../ir/target";
 import { simulate, type SimArray } from "../../backends/kernels/simulate";
 import { prologueCandidates, prologueStep } from "../../backends/cuda/quant-prologue";
 import { attentionPrologueSteps } from "../../backends/cuda/attention-prologue";
+import { normPrologueCandidates } from "../../backends/cuda/norm-prologue";
 import { epilogueCandidates, epilogueStep } from "../../backends/cuda/quant-epilogue";
 import { tailGroup, tailTemplates } from "../../backends/cuda/launch-tails";
 import { phaseGroup, serialPhase } from "../../backends/cuda/launch-phases";
@@ -68,7 +69,7 @@ export function runGenerated(
   before = "",
   /** The template a step runs with (the CUDA dispatch's choice for these sizes), where not the first that covers it. */
   pick: (ops: readonly { opName: string }[]) => string | undefined = () => undefined,
-  /** Each quantize step whose codes only one matmul step reads runs as that matmul's prologue (backends/cuda/quant-prologue.ts), the quantize step not run; and with limits.attentionPrologue, qk_norm_rope as decode attention's (attention-prologue.ts). */
+  /** Each quantize step whose codes only one matmul step reads runs as that matmul's prologue (backends/cuda/quant-prologue.ts), the quantize step not run; and with limits.attentionPrologue, qk_norm_rope as decode attention's (attention-prologue.ts); with limits.normPrologue, an RMSNorm as the dense GEMV's (norm-prologue.ts). */
   prologues = false,
   /** Each quantize step that alone reads a grouped matmul step's result runs as that step's epilogue (backends/cuda/quant-epilogue.ts), the quantize step not run. */
   epilogues = false,
@@ -132,6 +133,15 @@ export function runGenerated(
     if (limits.attentionPrologue) {
       for (const { a, b, step } of attentionPrologueSteps(steps, (id) => storageSlot(s, id), kept, () => true)) {
         steps[b] = step;
+        steps[a] = undefined;
+      }
+    }
+    // An RMSNorm as the dense GEMV's prologue (backends/cuda/norm-prologue.ts) where the limits ask for it.
+    if (limits.normPrologue) {
+      for (const { a, b, normed } of normPrologueCandidates(steps, (id) => storageSlot(s, id), kept, () => true)) {
+        const merged = prologueStep(steps[a]!, steps[b]!, normed);
+        if (!merged) continue;
+        steps[b] = merged;
         steps[a] = undefined;
       }
     }

@@ -162,6 +162,11 @@ export interface GenLimits {
    */
   attentionPrologue?: boolean;
   /**
+   * CUDA: an RMSNorm whose result only a dense GEMV reads runs inside that GEMV where the sizes
+   * choose it (backends/cuda/norm-prologue.ts), LINGC_NORM_PROLOGUE=on|off (off: not yet measured).
+   */
+  normPrologue?: boolean;
+  /**
    * CUDA: dependent steps of a few workgroups' work run in the last workgroup of the launch before
    * them, one launch where several were (backends/cuda/launch-tails.ts; LINGC_TAIL_LAUNCH=on).
    * Default off: measured on the H200 slower (Ling-mini decode batch 1, 13 -> 9 launches a MoE

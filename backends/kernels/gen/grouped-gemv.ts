@@ -23,7 +23,8 @@
  * workgroups start).
  */
 import type { Op, Value } from "../../../ir/module";
-import { getOp } from "../../../ir/ops";
+import type { DType } from "../../../ir/dtype";
+import { attrsOf, getOp, OPS } from "../../../ir/ops";
 import { Dim, product } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
 import * as K from "../kir";
@@ -58,6 +59,8 @@ interface GemvPlan {
   rowsDim: Dim;
   /** The operands' element type (all alike). */
   elem: "bf16" | "f32";
+  /** An RMSNorm of the rows run as the GEMV's prologue (dense, one row a workgroup): `src` is its input. */
+  norm?: { weight: Value; eps: number; dtype: DType };
 }
 
 const bf16 = (v: Value) => v.type.dtype === "bf16" && !v.type.quant;
@@ -96,18 +99,25 @@ export function denseMatmuls(ops: readonly Op[]): { lins: Op[]; epilogue: Op[]; 
   return { lins, epilogue, out: (epilogue.length ? epilogue[epilogue.length - 1]! : lins[0]!).results[0]! };
 }
 
-/** A lone bf16 or f32 linear, or two of one input followed by elementwise ops on their results (a dense SwiGLU). */
+/**
+ * A lone bf16 or f32 linear, or two of one input followed by elementwise ops on their results (a
+ * dense SwiGLU); with a leading RMSNorm (a norm prologue: backends/cuda/norm-prologue.ts) whose result
+ * is the linears' input and nothing else's, of the same element type as the weights.
+ */
 function densePlan(ops: readonly Op[]): GemvPlan | undefined {
-  const m = denseMatmuls(ops);
+  const norm = ops[0]?.opName === "rms_norm" ? ops[0] : undefined;
+  const m = denseMatmuls(norm ? ops.slice(1) : ops);
   if (!m) return undefined;
   const { lins, epilogue } = m;
   const x = lins[0]!.operands[0]!;
+  if (norm && (x !== norm.results[0] || m.epilogue.some((o) => o.operands.includes(x)))) return undefined;
   const shape = lins[0]!.operands[1]!.type.shape;
-  const elem = denseGemvElem([x, ...lins.map((o) => o.operands[1]!)]);
+  const elem = denseGemvElem([x, ...lins.map((o) => o.operands[1]!), ...(norm ? norm.operands : [])]);
   if (!elem) return undefined;
   const [O, I] = shape.map((d) => d.value!) as [number, number];
   if (I % laneElems(elem) !== 0) return undefined;
-  return { mats: lins, epilogue, src: x, E: 1, O, I, rowsDim: product(x.type.shape.slice(0, -1)), elem };
+  const src = norm ? norm.operands[0]! : x;
+  return { mats: lins, epilogue, src, E: 1, O, I, rowsDim: product(src.type.shape.slice(0, -1)), elem, ...(norm ? { norm: { weight: norm.operands[1]!, eps: attrsOf(OPS.rms_norm, norm).eps, dtype: x.type.dtype } } : {}) };
 }
 
 /** The step's grouped bf16 matmuls (through the token gather, if any) on a warp-synchronous target, with rows of a multiple of 8 elements. */
@@ -149,8 +159,32 @@ function kSplit(plan: GemvPlan, cpw: number, steps: number, want: number): numbe
   return ks;
 }
 
+/**
+ * 1 / rms of row `row0` (its I elements from element row0 of buffer xb) by one warp: each lane's
+ * share of the squares in the GEMV's step order, a warp sum, then the norm kernel's formula
+ * (rsqrt(sum / I + eps)). Every lane gets the value.
+ */
+function rowInverseRms(g: Gen, xb: string, row0: Expr, I: number, STEP: number, LANE: number, lane: Expr, perWord: Expr, value: (words: Expr[], t: number) => Expr, eps: number): Expr {
+  const kb = g.kb;
+  const { i, add, mul, div, lt } = K;
+  const ss = kb.var("ss", K.f(0));
+  kb.for("sq", i(0), i(Math.ceil(I / STEP)), (s) => {
+    const k = kb.let("k", add(mul(s, i(STEP)), mul(lane, i(LANE))));
+    const square = () => {
+      const xs = kb.load16("xn", xb, div(add(row0, k), perWord));
+      for (let t = 0; t < LANE; t++) {
+        const v = kb.let("xn", value(xs, t));
+        ss.set(add(ss.ref, mul(v, v)));
+      }
+    };
+    if (I % STEP === 0) square();
+    else kb.if(lt(k, i(I)), square);
+  });
+  return kb.let("inv", K.rsqrt(add(div(kb.warpSum(ss.ref), K.f(I)), K.f(eps))));
+}
+
 function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
-  const { mats: matOps, epilogue, src, permute, offsets, E, O, I, rowsDim, elem } = plan;
+  const { mats: matOps, epilogue, src, permute, offsets, E, O, I, rowsDim, elem, norm } = plan;
   const kb = g.kb;
   const out = (epilogue.length ? epilogue[epilogue.length - 1]! : matOps[0]!).results[0]!;
   if (g.step.writes.size !== 1 || !g.step.writes.has(out)) throw new LingcError(`GEMV: the step must write only its last result (${g.step.kernel?.name ?? matOps[0]!.opName})`);
@@ -187,12 +221,17 @@ function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
     const acc = mats.map(() => Array.from({ length: CPW }, () => Array.from({ length: nRows }, () => kb.var("acc", K.f(0)))));
     // Element index -> 32-bit word index.
     const perWord = i(4 / size);
+    // A norm prologue: the row's 1 / rms by this warp from all of its elements (the norm kernel's
+    // formula; its sum in another order), then each element normalized as it is read.
+    const inv = norm ? rowInverseRms(g, xb, xr[0]!, I, STEP, LANE, lane, perWord, value, norm.eps) : undefined;
+    const nb = norm ? g.buf(norm.weight) : undefined;
     const step = (k: Expr) => {
       const ws = mats.map((mt) => wr.map((row) => kb.load16("w", mt.buf, div(add(row, k), perWord))));
+      const gs = nb ? kb.load16("g", nb, div(k, perWord)) : undefined;
       for (let j = 0; j < nRows; j++) {
         const xs = kb.load16("x", xb, div(add(xr[j]!, k), perWord));
         for (let t = 0; t < LANE; t++) {
-          const xv = kb.let("xv", value(xs, t));
+          const xv = kb.let("xv", inv && gs && norm ? g.fit(mul(value(gs, t), g.fit(mul(value(xs, t), inv), norm.dtype)), norm.dtype) : value(xs, t));
           mats.forEach((_, mi) => {
             for (let cc = 0; cc < CPW; cc++) {
               const a = acc[mi]![cc]![j]!;
@@ -248,6 +287,7 @@ function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
       }
     });
   };
+  if (norm && (!byRow || offb || permute)) throw new LingcError("GEMV: a norm prologue needs the dense by-row form");
   if (byRow) {
     // Dense: the tile's weight rows, by the first row's workgroups.
     if (!offb) for (const mt of mats) prefetchWeightRows(g, "bf16", mt.buf, mul(mod(kb.wg, i(blocks)), i(tileWarps * CPW)), tileWarps * CPW, O, I * size, lt(kb.wg, i(blocks)));

@@ -1,0 +1,68 @@
+/**
+ * An RMSNorm as the prologue of the dense GEMV that alone reads it (GenLimits.normPrologue,
+ * LINGC_NORM_PROLOGUE; off by default, not yet measured on the H200): where the sizes choose the
+ * generated dense GEMV (`linear_gemv`) for the linear step, the norm step before it does not run;
+ * each of the GEMV's warps computes the row's 1 / rms from the norm's input (one more read of a row
+ * the GEMV reads anyway) and normalizes the elements as it reads them (grouped-gemv.ts densePlan's
+ * `norm`). At decode batch 1 that is the layer's input norm before the QKV projection and the final
+ * norm before the LM head: a dependent launch less each (a boundary costs 1.1-1.8 us in the decode
+ * graph and the norm's own span about 1 us, bench/results/stamps-2026-12-03-h200.md). Elsewhere
+ * (prefill's rows: cuBLASLt's GEMM) both steps run as before. Returned in quant-prologue.ts's shape,
+ * which the emitter runs alike.
+ */
+import type { Dim } from "../../ir/dim";
+import type { Value } from "../../ir/module";
+import type { CudaProfile } from "../../ir/target";
+import type { FrameSchedule } from "../frames";
+import type { GenLimits } from "../kernels/gen";
+import { storageSlot, type Step } from "../schedule";
+import { choiceCondition, stepDispatch } from "./library";
+import { mergedKernel, prologueStep, type QuantPrologue } from "./quant-prologue";
+
+/** Whether a step is a lone RMSNorm (no residual add, cast or quantize with it) writing only its result. */
+const normStep = (s: Step) => s.ops.length === 1 && s.ops[0]!.opName === "rms_norm" && s.writes.size === 1;
+
+/**
+ * The (norm step, its only reader) pairs that can merge, with the reader's value of the norm's
+ * result: the norm's result not kept (`kept`: storage the function returns), the reader's linears
+ * reading it as their input and nothing else of the reader reading it, no step between that writes
+ * the norm's input (the GEMV reads it later) or that is not a step (a call); `usable`: a step not
+ * otherwise merged.
+ */
+export function normPrologueCandidates(steps: readonly (Step | undefined)[], storage: (id: number) => number, kept: ReadonlySet<number>, usable: (k: number) => boolean): { a: number; b: number; normed: Value }[] {
+  const out: { a: number; b: number; normed: Value }[] = [];
+  steps.forEach((sa, a) => {
+    if (!sa || !normStep(sa) || !usable(a)) return;
+    const st = storage([...sa.writes.values()][0]!);
+    if (kept.has(st)) return;
+    const readers = steps.flatMap((s, k) => (k > a && s && [...s.reads.values()].some((id) => storage(id) === st) ? [k] : []));
+    if (readers.length !== 1 || !usable(readers[0]!)) return;
+    const b = readers[0]!;
+    const sb = steps[b]!;
+    const normed = [...sb.reads].find(([, id]) => storage(id) === st)![0];
+    const linears = sb.ops.filter((o) => o.opName === "linear");
+    if (!linears.length || !linears.every((o) => o.operands[0] === normed) || sb.ops.some((o) => !linears.includes(o) && o.operands.includes(normed))) return;
+    const inputs = new Set([...sa.reads.values()].map(storage));
+    for (let k = a + 1; k < b; k++) {
+      const s = steps[k];
+      if (!s || [...s.writes.values()].some((id) => inputs.has(storage(id)))) return;
+    }
+    out.push({ a, b, normed });
+  });
+  return out;
+}
+
+/** The function's norm prologues, by the GEMV step's index, where the dispatch's first choice for it is the generated dense GEMV. */
+export function normPrologues(fr: FrameSchedule, limits: GenLimits, profile: CudaProfile, usable: (k: number) => boolean, dimText: (d: Dim) => string): Map<number, QuantPrologue> {
+  const found = new Map<number, QuantPrologue>();
+  const storage = (id: number) => storageSlot(fr, id);
+  const steps = fr.steps.map((s) => s.step);
+  for (const { a, b, normed } of normPrologueCandidates(steps, storage, new Set(fr.results.map(storage)), usable)) {
+    const first = stepDispatch(steps[b]!, profile)?.dispatch[0];
+    if (!first || !first.when.length || first.kernel !== "linear_gemv") continue;
+    const merged = prologueStep(steps[a]!, steps[b]!, normed);
+    const kernel = merged && mergedKernel(merged, fr, limits, `k${b}n`, "linear_gemv");
+    if (kernel) found.set(b, { quant: a, consumer: b, merged: kernel, when: choiceCondition(first, dimText) });
+  }
+  return found;
+}

@@ -378,6 +378,8 @@ ${routerOps("%x", T, E, G, TG, GST, K2)}
     expect(kernels.length).toBe(2);
     const merged = runGenerated(text, inputs, weights, { ...LIMITS, normPrologue: true }, "", pick, true);
     expect(kernels.map((k) => k.template)).toEqual(["linear_gemv"]);
+    // Its weight prefetched whole before it waits (while its warps sum the row's squares), as bf16 GEMVs by default are not.
+    expect(prefetchedWhole().filter((p) => p.startsWith("linear_gemv#")).length).toBe(1);
     const { got, want } = merged["y"]!;
     // bf16 results: the row's sum of squares in another order can move a normalized element by a
     // bf16 step, and with it an output by about one of its own.

@@ -290,7 +290,8 @@ function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
   if (norm && (!byRow || offb || permute)) throw new LingcError("GEMV: a norm prologue needs the dense by-row form");
   if (byRow) {
     // Dense: the tile's weight rows, by the first row's workgroups.
-    if (!offb) for (const mt of mats) prefetchWeightRows(g, "bf16", mt.buf, mul(mod(kb.wg, i(blocks)), i(tileWarps * CPW)), tileWarps * CPW, O, I * size, lt(kb.wg, i(blocks)));
+    // (With a norm prologue always: the rows come in while the warps sum the row's squares.)
+    if (!offb) for (const mt of mats) prefetchWeightRows(g, "bf16", mt.buf, mul(mod(kb.wg, i(blocks)), i(tileWarps * CPW)), tileWarps * CPW, O, I * size, lt(kb.wg, i(blocks)), norm !== undefined);
     const r = kb.let("r", div(kb.wg, i(blocks)));
     // (Split K: a tile's warps meet at a barrier, so only the row, the same for all of them, decides
     // here; the columns past the last are clamped and not stored.)

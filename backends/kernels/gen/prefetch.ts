@@ -15,10 +15,11 @@ import type { Gen } from "./context";
  * row0 and `first` are expressions of the workgroup index and constants only (no lets: see
  * KernelBuilder.beforeWait). Nothing where the target has no prefetch, the rows are not 16-byte
  * units, or byte offsets would pass 32 bits; and only for the kinds of GEMV (`kind`: FP8 or
- * bf16/f32 weights) that GenLimits.prefetchWeights names.
+ * bf16/f32 weights) that GenLimits.prefetchWeights names, or where `always` (a GEMV with a norm
+ * prologue: its weights stream in while its warps compute the row's norm).
  */
-export function prefetchWeightRows(g: Gen, kind: "fp8" | "bf16", buf: string, row0: Expr, rows: number, total: number, rowBytes: number, first: Expr): void {
-  const on = g.limits.prefetchWeights === "all" || (g.limits.prefetchWeights === "fp8" && kind === "fp8");
+export function prefetchWeightRows(g: Gen, kind: "fp8" | "bf16", buf: string, row0: Expr, rows: number, total: number, rowBytes: number, first: Expr, always = false): void {
+  const on = always || g.limits.prefetchWeights === "all" || (g.limits.prefetchWeights === "fp8" && kind === "fp8");
   if (!on || rowBytes % 16 !== 0 || total * rowBytes > 2 ** 31 - 1) return;
   const kb = g.kb;
   const { i, mul, min, sub } = K;

@@ -1,7 +1,8 @@
 /**
  * A linear of few rows against an e4m3 weight in 128x128 blocks (decode's projections, W8A8 or
  * weight-only; or a SwiGLU's two, gate and up, with silu(gate) * up after them): a warp per output
- * column (or a few side by side for short rows: fp8ColumnsPerWarp), its lanes reading the weight row's codes side by side (each lane 16 consecutive codes of
+ * column (a few side by side for short rows: fp8ColumnsPerWarp), its lanes reading the weight row's
+ * codes side by side (each lane 16 consecutive codes of
  * one 128-wide K slice by one 16-byte load, so a warp reads 512 bytes of the row at a time; where K
  * is not whole 16s, four codes of each slice), a lane's products summed in fp32 and then scaled once
  * by the weight block's scale (and, W8A8, the row's activation scale), the lanes' totals added by

@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { cli } from "../support/cli";
-import { cliEnv, expectCompiles, kernelsNamed } from "../support/cuda-compile";
+import { cliEnv, expectCompiles, expectKernelsCompile, kernelsNamed } from "../support/cuda-compile";
 import { GOLDEN_DIR, scratchDir, SMALL_DIR } from "../support/paths";
 
 describe("lingc compile --target cuda", () => {
@@ -183,6 +183,14 @@ describe("lingc compile --target cuda", () => {
     expect(normSkips.length).toBeGreaterThanOrEqual(2);
     expect(decode.match(/if \(qp\d+_\) \{ [^\n]*c\.launch\(k_linear_q_\d+,/g)).toHaveLength(normSkips.length);
     await expectCompiles([out, "model.cu"]);
+    // FP8 (W8A8 Ling-mini in bf16): the input norm with its rows' quantize inside the QKV projection's
+    // FP8 GEMV (its rows' 1 / rms in workgroup memory), compiled.
+    const out8 = join(dir, "norm-prologue-fp8");
+    const r8 = await cliEnv({ LINGC_NORM_PROLOGUE: "on" }, "compile", "bench/cuda/ling-mini-2.0-no-mtp", "--target", "cuda", "--quantize", "fp8", "--activation-scheme", "dynamic", "--dtype", "bf16", "--out", out8);
+    expect(r8.code, r8.stderr).toBe(0);
+    const fp8Norm = kernelsNamed(readFileSync(join(out8, "model.cu"), "utf8"), "k_linear_q");
+    expect(fp8Norm.every((k) => /__shared__ __align__\(16\) float inv_\d+\[16\];/.test(k) && k.includes("cp.async.bulk.prefetch.L2"))).toBe(true);
+    await expectKernelsCompile(out8, fp8Norm);
   }, 300_000);
 
   it("an FP8 linear's input that is also a graph output keeps row-major scales (the runtime transposes them for cuBLASLt)", async () => {

@@ -388,6 +388,37 @@ ${routerOps("%x", T, E, G, TG, GST, K2)}
     expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.1);
   });
 
+  it.each([
+    // Decode: one row, K 512 (rows of 512 codes: four columns a warp), 100 columns (the last tile's clamped).
+    [1, 512, 100],
+    // Three rows, K 1024: each row's 1 / rms by the workgroup, then its codes staged.
+    [3, 1024, 64],
+  ])("LINGC_NORM_PROLOGUE, FP8: an RMSNorm and the activation quantize of its rows (one step) run inside the FP8 GEMV that alone reads the codes (its workgroup normalizes and quantizes its rows into workgroup memory): %i rows, K %i, %i columns; the interpreter's values", (T, I, O) => {
+    const text = `module @n {
+  func @n(%x: bf16[${T}, ${I}]) weights(@g: bf16[${I}], @w: bf16[${O}, ${I}]) -> (y: bf16[${T}, ${O}]) {
+    %h = rms_norm(%x, @g) {eps = 1e-6} : bf16[${T}, ${I}]
+    %y = linear(%h, @w) : bf16[${T}, ${O}]
+    return %y
+  }
+}`;
+    const r = rng(37);
+    const inputs = { x: random("bf16", r, [T, I], 3) };
+    const weights = { g: random("bf16", r, [I], 1), w: random("bf16", r, [O, I], 0.1) };
+    const fp8 = "fp8{format=e4m3,weight-block=128,activations=dynamic,weights=quantize,projections=w}";
+    const pick = (ops: readonly { opName: string }[]) => (ops.some((o) => o.opName === "linear") ? "gemv_fp8" : undefined);
+    const apart = runGenerated(text, inputs, weights, LIMITS, fp8, pick);
+    // The weight's quantize (at load), the norm with its rows' quantize, the GEMV.
+    expect(kernels.map((k) => k.template)).toEqual(["norm_registers", "quantize", "gemv_fp8"]);
+    const merged = runGenerated(text, inputs, weights, { ...LIMITS, normPrologue: true }, fp8, pick, true);
+    expect(kernels.map((k) => k.template)).toEqual(["quantize", "gemv_fp8"]);
+    expect(kernels[1]!.kernel.shared.some((a) => a.name.startsWith("inv_"))).toBe(true);
+    const { got, want } = merged["y"]!;
+    expect(relError(got, want)).toBeLessThan(1e-5);
+    // (Bit for bit the separate kernels' here: the row's sum of squares came out the same in both orders.)
+    expect([...got]).toEqual([...apart["y"]!.got]);
+    expect(Math.max(...got.map(Math.abs))).toBeGreaterThan(0.1);
+  });
+
   /** The gate's GEMV, the router and the MoE dispatch (T tokens, K I, E experts in G groups), run apart (each its own launch), with the picks that choose their generated kernels. */
   const gateRouterDispatch = (T: number, I: number, E: number, G: number, TG: number, GST: number, K2: number, seed: number) => {
     const text = `module @r {

@@ -162,8 +162,9 @@ export interface GenLimits {
    */
   attentionPrologue?: boolean;
   /**
-   * CUDA: an RMSNorm whose result only a dense GEMV reads runs inside that GEMV where the sizes
-   * choose it (backends/cuda/norm-prologue.ts), LINGC_NORM_PROLOGUE=on|off (off: not yet measured).
+   * CUDA: an RMSNorm whose result only a dense GEMV reads (FP8: with the activation quantize of its
+   * rows, whose codes only an FP8 GEMV reads) runs inside that GEMV where the sizes choose it
+   * (backends/cuda/norm-prologue.ts), LINGC_NORM_PROLOGUE=on|off (off: not yet measured).
    */
   normPrologue?: boolean;
   /**

@@ -48,26 +48,29 @@ function fp8GemvLinear(op: Op): boolean {
  * MLP's or the shared expert's: one pass over the input where three launches ran); with a leading
  * quantize (a prologue), the linears reading its codes.
  */
-export function fp8GemvPlan(all: readonly Op[]): { quant?: Op; linears: Op[]; epilogue: Op[]; out: Value } | undefined {
-  const { permute, quant, ops } = splitPrologue(all);
+export function fp8GemvPlan(all: readonly Op[]): { norm?: Op; quant?: Op; linears: Op[]; epilogue: Op[]; out: Value } | undefined {
+  const { permute, norm, quant, ops } = splitPrologue(all);
   const plan = fp8GemvOps(ops);
   if (!plan || !quant) return plan;
-  return !permute && plan.linears.every((l) => readsCodes(l, quant) && prologueFits(quant, l)) ? { quant, ...plan } : undefined;
+  return !permute && plan.linears.every((l) => readsCodes(l, quant) && prologueFits(quant, l)) ? { ...(norm ? { norm } : {}), quant, ...plan } : undefined;
 }
 
 /** Whether a matmul of a merged step reads the prologue's codes (prologueStep rebinds the consumer's name for them to the codes). */
 const readsCodes = (matmul: Op, quant: Op) => matmul.operands[0] === quant.results[0];
 
 /**
- * A step's leading activation quantize, with the token gather before it (moe_permute) or alone,
- * whose result the rest reads (a quantize prologue: the GEMV quantizes its input rows as it reads
- * them; backends/cuda/quant-prologue.ts makes such steps), and the rest.
+ * A step's leading activation quantize, with the token gather before it (moe_permute), or the
+ * RMSNorm whose row it quantizes (a norm prologue: backends/cuda/norm-prologue.ts), or alone, whose
+ * result the rest reads (a quantize prologue: the GEMV quantizes its input rows as it reads them;
+ * backends/cuda/quant-prologue.ts makes such steps), and the rest.
  */
-function splitPrologue(ops: readonly Op[]): { permute?: Op; quant?: Op; ops: readonly Op[] } {
-  const gathered = ops[0]?.opName === "moe_permute" && ops[1]?.opName === "quantize" && ops[1].operands[0] === ops[0].results[0];
-  const at = gathered ? 1 : 0;
+function splitPrologue(ops: readonly Op[]): { permute?: Op; norm?: Op; quant?: Op; ops: readonly Op[] } {
+  const before = ops[0]?.opName === "moe_permute" || ops[0]?.opName === "rms_norm" ? ops[0] : undefined;
+  const led = before !== undefined && ops[1]?.opName === "quantize" && ops[1].operands[0] === before.results[0];
+  const at = led ? 1 : 0;
   const q = ops[at];
-  return q?.opName === "quantize" && ops.length > at + 1 ? { ...(gathered ? { permute: ops[0] } : {}), quant: q, ops: ops.slice(at + 1) } : { ops };
+  if (q?.opName !== "quantize" || ops.length <= at + 1) return { ops };
+  return { ...(led ? (before!.opName === "rms_norm" ? { norm: before! } : { permute: before! }) : {}), quant: q, ops: ops.slice(at + 1) };
 }
 
 /**
@@ -229,12 +232,15 @@ const stagedFits = (R: number, Kd: number) => Kd % (32 * CHUNK) === 0 && R * (Kd
  * again for its own column. Returns the u32 array of codes (row lr's K codes from word lr K / 4) and
  * the row's slice scales (lr K / 128 + slice).
  */
-function stageQuantized(g: Gen, quant: Op, x: Value, R: number, live: Expr, Kd: number, rowOf: (lr: Expr) => Expr): { codes: string; scales: string } {
+function stageQuantized(g: Gen, quant: Op, x: Value, R: number, live: Expr, Kd: number, rowOf: (lr: Expr) => Expr, norm?: Op): { codes: string; scales: string } {
   const kb = g.kb;
   const { i, add, mul, div, mod, lt, eq } = K;
   const perRow = Kd / CHUNK;
   const codes = kb.shared(kb.fresh("xq"), "u32", R * perRow * 4);
   const scales = kb.shared(kb.fresh("xs"), "f32", (R * Kd) / SLICE);
+  // A norm prologue: each live row's 1 / rms first (the norm kernel's formula), its elements then
+  // normalized as they are read (x is the norm's input).
+  const normalize = norm ? rowNorms(g, norm, x, R, live, Kd, rowOf) : undefined;
   // Only the `live` rows (at most R; the rest are past the input's rows), in turns of the workgroup's
   // threads: every thread runs every turn, its lanes' shuffles whole; a chunk past them reads a row in
   // range and stores nothing.
@@ -244,7 +250,8 @@ function stageQuantized(g: Gen, quant: Op, x: Value, R: number, live: Expr, Kd: 
     const lr = kb.let("lr", K.min(div(c, i(perRow)), i(R - 1)));
     const ch = kb.let("ch", mod(c, i(perRow)));
     const at = kb.let("xat", add(mul(rowOf(lr), i(Kd)), mul(ch, i(CHUNK))));
-    const v = [...g.load8(x, at), ...g.load8(x, add(at, i(8)))].map((e) => kb.let("xv", e));
+    const raw = [...g.load8(x, at), ...g.load8(x, add(at, i(8)))];
+    const v = (normalize ? normalize(lr, mul(ch, i(CHUNK)), raw) : raw).map((e) => kb.let("xv", e));
     const amax = kb.warpMax(kb.let("m", v.reduce((a: Expr, e) => K.max(a, K.abs(e)), K.f(0))), SLICE / CHUNK);
     const { s, q } = quantRecipe(g, quant, amax);
     kb.if(lt(c, total), () => {
@@ -254,6 +261,37 @@ function stageQuantized(g: Gen, quant: Op, x: Value, R: number, live: Expr, Kd: 
   });
   kb.barrier();
   return { codes, scales };
+}
+
+/**
+ * RMSNorm `norm` of rows rowOf(0 .. live - 1) (at most R) of its input x, for a staged prologue:
+ * each row's 1 / rms by the workgroup (a strided sum of squares, workgroupSum, the norm kernel's
+ * rsqrt(sum / K + eps)) into workgroup memory, then a barrier; returns how 16 of a row's elements
+ * from column c0 are normalized (the norm kernel's rounding: weight x round(x x inv)).
+ */
+function rowNorms(g: Gen, norm: Op, x: Value, R: number, live: Expr, Kd: number, rowOf: (lr: Expr) => Expr): (lr: Expr, c0: Expr, vs: Expr[]) => Expr[] {
+  const kb = g.kb;
+  const { i, add, mul } = K;
+  const dt = norm.results[0]!.type.dtype;
+  const eps = attrsOf(OPS.rms_norm, norm).eps;
+  const weight = norm.operands[1]!;
+  const invs = kb.shared(kb.fresh("inv"), "f32", R);
+  kb.loop("nr", i(0), K.max(K.min(live, i(R)), i(0)), (lr) => {
+    const base = kb.let("nbase", mul(rowOf(lr), i(Kd)));
+    const ss = kb.var("ss", K.f(0));
+    kb.for("c", kb.lid, i(Kd), (c) => {
+      const v = kb.let("xn", kb.load(g.buf(x), add(base, c)));
+      ss.set(add(ss.ref, mul(v, v)));
+    }, i(kb.kernel.wg));
+    const total = kb.workgroupSum(ss.ref);
+    kb.if(K.eq(kb.lid, i(0)), () => kb.store(invs, lr, K.rsqrt(add(K.div(total, K.f(Kd)), K.f(eps)))));
+  });
+  kb.barrier();
+  return (lr, c0, vs) => {
+    const inv = kb.let("inv", kb.load(invs, lr));
+    const ws = [...g.load8(weight, c0), ...g.load8(weight, add(c0, i(8)))];
+    return vs.map((v, n) => g.fit(mul(ws[n]!, g.fit(mul(v, inv), dt)), dt));
+  };
 }
 
 /** The input row of local row `lr` of a staged prologue. */
@@ -300,9 +338,9 @@ function fp8ColumnsPerWarp(g: Gen, rowBytes: number): number {
 
 export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const kb = g.kb;
-  const { quant, linears, epilogue, out: y } = fp8GemvPlan(ops)!;
-  // With a quantize prologue the rows are read from the quantize's input.
-  const x = quant ? quant.operands[0]! : linears[0]!.operands[0]!;
+  const { norm, quant, linears, epilogue, out: y } = fp8GemvPlan(ops)!;
+  // With a quantize prologue the rows are read from the quantize's input (the norm's, with a norm prologue).
+  const x = norm ? norm.operands[0]! : quant ? quant.operands[0]! : linears[0]!.operands[0]!;
   const [N, Kd] = linears[0]!.operands[1]!.type.shape.map((d) => d.value!) as [number, number];
   const rowsDim = product(x.type.shape.slice(0, -1));
   const rows = g.size(rowsDim);
@@ -323,7 +361,8 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const n = kb.let("n", mul(add(mul(mod(kb.wg, i(blocks)), i(WARPS)), warp), i(CPW)));
   const r0 = kb.let("r0", mul(div(kb.wg, i(blocks)), i(ROWS)));
   // A quantize prologue: the workgroup's rows quantized once into workgroup memory where they fit.
-  const staged = quant && stagedFits(ROWS, Kd) ? stageQuantized(g, quant, x, ROWS, K.sub(rows, r0), Kd, (lr) => K.min(add(r0, lr), K.sub(rows, i(1)))) : undefined;
+  const staged = quant && stagedFits(ROWS, Kd) ? stageQuantized(g, quant, x, ROWS, K.sub(rows, r0), Kd, (lr) => K.min(add(r0, lr), K.sub(rows, i(1))), norm) : undefined;
+  if (norm && !staged) throw new LingcError("FP8 GEMV: a norm prologue needs the staged form (the rows' codes in workgroup memory)");
   kb.if(lt(n, i(N)), () => {
     // Columns past the last are clamped to it (their results are not stored).
     const cols = Array.from({ length: CPW }, (_, c) => (c === 0 ? n : kb.let("col", K.min(add(n, i(c)), i(N - 1)))));
@@ -339,7 +378,8 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
 
 /** The grouped FP8 matmuls a by-row GEMV covers: what the tile program covers, on a warp-synchronous target. */
 export function coversGroupedFp8Gemv(all: readonly Op[], limits: GenLimits): boolean {
-  const { quant, ops } = splitPrologue(all);
+  const { norm, quant, ops } = splitPrologue(all);
+  if (norm) return false;
   const plan = limits.warpSize === 32 ? groupedFp8Plan(ops, limits) : undefined;
   if (!plan || !quant) return plan !== undefined;
   return [plan.gate, ...(plan.up ? [plan.up] : [])].every((gl) => readsCodes(gl, quant) && prologueFits(quant, gl));

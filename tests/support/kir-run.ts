@@ -295,3 +295,13 @@ export function relError(got: Float32Array, want: Float32Array): number {
   });
   return err / big;
 }
+
+/** Ling's router on scores `x` (f32[T, E]): sigmoid, bias, group top-k (%idx), the chosen scores normalized (%n). */
+export const routerOps = (x: string, T: number, E: number, G: number, TG: number, GST: number, K2: number) => `    %s = sigmoid(${x}) : f32[${T}, ${E}]
+    %b = add(%s, @bias) : f32[${T}, ${E}]
+    %idx = group_topk(%b) {k = ${K2}, groups = ${G}, topk_groups = ${TG}, group_score_topk = ${GST}} : i32[${T}, ${K2}]
+    %g = take_along(%s, %idx) : f32[${T}, ${K2}]
+    %sum = reduce_sum(%g) {axes = [-1], keepdims = true} : f32[${T}, 1]
+    %eps = constant() {values = [1e-20], dtype = f32} : f32[]
+    %d = add(%sum, %eps) : f32[${T}, 1]
+    %n = div(%g, %d) : f32[${T}, ${K2}]`;

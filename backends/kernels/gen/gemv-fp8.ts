@@ -25,6 +25,7 @@ import { quantRecipe } from "./quant";
 import { attrsOf, OPS } from "../../../ir/ops";
 import { product } from "../../../ir/dim";
 import { prefetchWeightRows } from "./prefetch";
+import { inverseRms, normedElement } from "./norm";
 
 const SLICE = 128;
 /** Slices of a long K loop unrolled together. */
@@ -284,13 +285,13 @@ function rowNorms(g: Gen, norm: Op, x: Value, R: number, live: Expr, Kd: number,
       ss.set(add(ss.ref, mul(v, v)));
     }, i(kb.kernel.wg));
     const total = kb.workgroupSum(ss.ref);
-    kb.if(K.eq(kb.lid, i(0)), () => kb.store(invs, lr, K.rsqrt(add(K.div(total, K.f(Kd)), K.f(eps)))));
+    kb.if(K.eq(kb.lid, i(0)), () => kb.store(invs, lr, inverseRms(total, Kd, eps)));
   });
   kb.barrier();
   return (lr, c0, vs) => {
     const inv = kb.let("inv", kb.load(invs, lr));
     const ws = [...g.load8(weight, c0), ...g.load8(weight, add(c0, i(8)))];
-    return vs.map((v, n) => g.fit(mul(ws[n]!, g.fit(mul(v, inv), dt)), dt));
+    return vs.map((v, n) => normedElement(g, ws[n]!, v, inv, dt));
   };
 }
 
@@ -325,16 +326,21 @@ function columnValues(g: Gen, lane: Expr, Kd: number, weights: readonly WeightRo
 
 /**
  * Output columns a warp of an FP8 GEMV takes, by the bytes of a column's weight rows (all of the
- * step's weights): four up to 1 KB, two up to 2 KB, else one, where GenLimits.fp8GemvColumns allows.
+ * step's weights): four up to 1 KB, two up to 2 KB, else one, where GenLimits.fp8GemvColumns allows
+ * it for this form (`dense`: "all" only; the routed experts': "grouped" too).
  * At decode a short row is one 16-byte load a lane: one column a warp made the down projection's
  * routed GEMV 2,048 workgroups of one load chain each, several waves of them (9.8 us a MoE layer on
  * the H200 for 9.4 MB, bench/results/stamps-2026-12-03-h200.md); a warp's several columns share its
  * expert search and input loads and keep their weight loads in flight together.
  */
-function fp8ColumnsPerWarp(g: Gen, rowBytes: number): number {
-  if (!g.limits.fp8GemvColumns) return 1;
+function fp8ColumnsPerWarp(g: Gen, rowBytes: number, dense: boolean): number {
+  const mode = g.limits.fp8GemvColumns;
+  if (!mode || (dense && mode !== "all")) return 1;
   return rowBytes <= 1024 ? 4 : rowBytes <= 2048 ? 2 : 1;
 }
+
+/** A warp's CPW columns from n, those past the last (N - 1) clamped to it: their results are not stored. */
+const warpColumns = (g: Gen, n: Expr, CPW: number, N: number): Expr[] => Array.from({ length: CPW }, (_, c) => (c === 0 ? n : g.kb.let("col", K.min(K.add(n, K.i(c)), K.i(N - 1)))));
 
 export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const kb = g.kb;
@@ -354,7 +360,7 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const warp = kb.let("warp", div(kb.lid, i(32)));
   const lane = kb.let("lane", mod(kb.lid, i(32)));
   // Workgroup = row chunk x column block; a warp's CPW columns side by side.
-  const CPW = g.limits.fp8GemvColumns === "all" ? fp8ColumnsPerWarp(g, Kd * weights.length) : 1;
+  const CPW = fp8ColumnsPerWarp(g, Kd * weights.length, true);
   const blocks = Math.ceil(N / (WARPS * CPW));
   // The block's weight rows (codes; the scales are 1/128 of them), by the first row chunk's workgroup.
   for (const wt of weights) prefetchWeightRows(g, "fp8", wt.buf, mul(mod(kb.wg, i(blocks)), i(WARPS * CPW)), WARPS * CPW, N, Kd, lt(kb.wg, i(blocks)));
@@ -364,8 +370,7 @@ export function fp8GemvKernel(g: Gen, ops: readonly Op[]): GeneratedKernel {
   const staged = quant && stagedFits(ROWS, Kd) ? stageQuantized(g, quant, x, ROWS, K.sub(rows, r0), Kd, (lr) => K.min(add(r0, lr), K.sub(rows, i(1))), norm) : undefined;
   if (norm && !staged) throw new LingcError("FP8 GEMV: a norm prologue needs the staged form (the rows' codes in workgroup memory)");
   kb.if(lt(n, i(N)), () => {
-    // Columns past the last are clamped to it (their results are not stored).
-    const cols = Array.from({ length: CPW }, (_, c) => (c === 0 ? n : kb.let("col", K.min(add(n, i(c)), i(N - 1)))));
+    const cols = warpColumns(g, n, CPW, N);
     kb.loop("r", r0, K.min(rows, add(r0, i(ROWS))), (r) => {
       const input: InputRow = staged ? stagedRow(g, x, staged, K.sub(r, r0), Kd) : { value: x, buf: xb, row: r, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, r, s)) : undefined, quant };
       const totals = columnValues(g, lane, Kd, weights, cols, input, epilogue, y);
@@ -387,8 +392,8 @@ export function coversGroupedFp8Gemv(all: readonly Op[], limits: GenLimits): boo
 
 /**
  * The routed experts' FP8 matmuls for few rows (decode): a workgroup per (row, 8 x CPW output
- * columns), a warp per CPW columns (fp8ColumnsPerWarp); the row's expert found by a warp's search of the offsets (expertOfRowByWarp);
- * SwiGLU: the warp computes the column's gate and up products and applies the step's elementwise ops (op-table
+ * columns), a warp per CPW columns (fp8ColumnsPerWarp); the row's expert found by a warp's search
+ * of the offsets (expertOfRowByWarp); SwiGLU: the warp computes the column's gate and up products and applies the step's elementwise ops (op-table
  * formulas). Each row reads only its expert's weight rows, once.
  */
 export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKernel {
@@ -415,7 +420,7 @@ export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKerne
   const ob = g.buf(out);
   const { i, add, mul, div, mod, lt } = K;
   // A warp's CPW columns side by side (one expert search and input row for them).
-  const CPW = fp8ColumnsPerWarp(g, Kd * weights.length);
+  const CPW = fp8ColumnsPerWarp(g, Kd * weights.length, false);
   const blocks = Math.ceil(O / (WARPS * CPW));
   const warp = kb.let("warp", div(kb.lid, i(32)));
   const lane = kb.let("lane", mod(kb.lid, i(32)));
@@ -426,8 +431,7 @@ export function groupedFp8GemvKernel(g: Gen, all: readonly Op[]): GeneratedKerne
   kb.if(K.and(lt(r, rows), lt(n, i(O))), () => {
     const e = kb.let("expert", expertOfRowByWarp(kb, (j) => kb.load(offb, j), r, E, lane));
     const xRow = permute ? kb.let("tok", gatheredRow(g, permute, r)) : r;
-    // Columns past the last are clamped to it (their results are not stored).
-    const wRows = Array.from({ length: CPW }, (_, c) => kb.let("wrow", add(mul(e, i(O)), c === 0 ? n : K.min(add(n, i(c)), i(O - 1)))));
+    const wRows = warpColumns(g, n, CPW, O).map((c) => kb.let("wrow", add(mul(e, i(O)), c)));
     const input: InputRow = staged ? stagedRow(g, x, staged, i(0), Kd) : { value: x, buf: xb, row: xRow, scale: xs ? (s) => kb.load(xs, g.scaleAt(x, xRow, s)) : undefined, quant };
     const ys = columnValues(g, lane, Kd, weights, wRows, input, epilogue, out);
     ys.forEach((y, c) => kb.if(K.and(K.eq(lane, i(0)), lt(add(n, i(c)), i(O))), () => kb.store(ob, add(mul(r, i(O)), add(n, i(c))), y)));

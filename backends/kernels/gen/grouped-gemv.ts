@@ -34,6 +34,7 @@ import { expertOfRowByWarp, gatheredRow } from "./experts";
 import { denseGemvElem } from "../../../ir/target/kernel-forms";
 import { applyEpilogue, groupedMatmuls } from "./grouped-gemm";
 import { prefetchWeightRows } from "./prefetch";
+import { inverseRms, normedElement } from "./norm";
 
 const WARPS = 8;
 export const GROUPED_GEMV_THREADS = WARPS * 32;
@@ -180,7 +181,7 @@ function rowInverseRms(g: Gen, xb: string, row0: Expr, I: number, STEP: number, 
     if (I % STEP === 0) square();
     else kb.if(lt(k, i(I)), square);
   });
-  return kb.let("inv", K.rsqrt(add(div(kb.warpSum(ss.ref), K.f(I)), K.f(eps))));
+  return kb.let("inv", inverseRms(kb.warpSum(ss.ref), I, eps));
 }
 
 function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
@@ -231,7 +232,7 @@ function gemvKernel(g: Gen, plan: GemvPlan, byRow: boolean): GeneratedKernel {
       for (let j = 0; j < nRows; j++) {
         const xs = kb.load16("x", xb, div(add(xr[j]!, k), perWord));
         for (let t = 0; t < LANE; t++) {
-          const xv = kb.let("xv", inv && gs && norm ? g.fit(mul(value(gs, t), g.fit(mul(value(xs, t), inv), norm.dtype)), norm.dtype) : value(xs, t));
+          const xv = kb.let("xv", inv && gs && norm ? normedElement(g, value(gs, t), value(xs, t), inv, norm.dtype) : value(xs, t));
           mats.forEach((_, mi) => {
             for (let cc = 0; cc < CPW; cc++) {
               const a = acc[mi]![cc]![j]!;

@@ -31,6 +31,7 @@ import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { sameShape } from "./pointwise";
 import { quantRecipe } from "./quant";
+import { inverseRms, normedElement } from "./norm";
 
 /** Elements a piece: 16 bytes of bf16. */
 const V = 8;
@@ -81,7 +82,7 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
   const kb = g.kb;
   const wg = kb.kernel.wg;
   const C = Math.ceil(U / wg); // units a thread
-  const { i, add: plus, mul, div, lt } = K;
+  const { i, add: plus, mul, lt } = K;
   const rowsDim = product(x.type.shape.slice(0, -1));
   const row = kb.let("row", kb.wg);
   kb.if(lt(row, g.size(rowsDim)), () => {
@@ -111,11 +112,11 @@ export function normRegistersKernel(g: Gen, ops: Op[]): GeneratedKernel {
     // The norm's weights are loaded before the row's sum of squares is reduced: no result of this
     // kernel's, so their round trip overlaps the reduction's shuffles and barriers instead of following them.
     const weights = units.map(({ at }) => g.load8(w, at));
-    const inv = kb.let("inv", K.rsqrt(plus(div(kb.workgroupSum(ss), K.f(D)), K.f(eps))));
+    const inv = kb.let("inv", inverseRms(kb.workgroupSum(ss), D, eps));
     const y = norm.results[0]!;
     units.forEach(({ has, at }, k) => {
       const ws = weights[k]!;
-      const ys = xs[k]!.map((e, n) => kb.let("y", g.fit(mul(ws[n]!, g.fit(mul(e, inv), dt)), dt)));
+      const ys = xs[k]!.map((e, n) => kb.let("y", normedElement(g, ws[n]!, e, inv, dt)));
       if (!quant || g.isOutput(y)) store(y, at, ys, has);
       if (quant) quantizeUnit(g, quant, ys, plus(base, at), (f) => guarded(has, f), quantGroupLanes(quant, D)!);
     });

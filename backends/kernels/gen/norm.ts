@@ -16,10 +16,19 @@ import { attrsOf, OPS } from "../../../ir/ops";
 import { product } from "../../../ir/dim";
 import { LingcError } from "../../../ir/errors";
 import type { Op, Value } from "../../../ir/module";
+import type { DType } from "../../../ir/dtype";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
 import { codeOf, quantRecipe } from "./quant";
+
+/**
+ * RMSNorm's row formula, written once for every kernel that normalizes a row (the norm kernels, QK
+ * norm, the GEMVs' norm prologues): 1 / rms from the row's sum of squares over D elements, and an
+ * element normalized as HF does (weight x round(x x inv), each product rounded to the norm's dtype).
+ */
+export const inverseRms = (sumOfSquares: Expr, D: number, eps: number): Expr => K.rsqrt(K.add(K.div(sumOfSquares, K.f(D)), K.f(eps)));
+export const normedElement = (g: Gen, weight: Expr, x: Expr, inv: Expr, dt: DType): Expr => g.fit(K.mul(weight, g.fit(K.mul(x, inv), dt)), dt);
 
 function pow2AtMost(n: number, cap: number): number {
   let p = 32;
@@ -65,8 +74,8 @@ export function normKernel(g: Gen, ops: Op[]): GeneratedKernel {
       ss.set(K.add(ss.ref, K.mul(v, v)));
     }, K.i(wg));
     const total = kb.workgroupSum(ss.ref);
-    const inv = kb.let("inv", K.rsqrt(K.add(K.div(total, K.f(D)), K.f(eps))));
-    const normed = (c: Expr) => g.fit(K.mul(kb.load(g.buf(w), c), g.fit(K.mul(elem(c), inv), dt)), dt);
+    const inv = kb.let("inv", inverseRms(total, D, eps));
+    const normed = (c: Expr) => normedElement(g, kb.load(g.buf(w), c), elem(c), inv, dt);
     if (quantize) {
       quantizeRow(g, quantize, norm, normed, base, D);
       return;

@@ -23,6 +23,7 @@ import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel, GenLimits } from "./context";
 import { qkvChains, type QkvChain } from "./qkv";
+import { inverseRms, normedElement } from "./norm";
 
 /** Elements a lane: 16 bytes of bf16. */
 const V = 8;
@@ -71,7 +72,7 @@ export const qkvRegistersFits = (ops: readonly Op[], limits: GenLimits): boolean
  */
 export function headChain(g: Gen, ch: QkvChain, xs: Expr[][], pos: Expr[], group: { lane: Expr; c0: Expr; at: Expr; L: number }): Expr[][] {
   const kb = g.kb;
-  const { i, add, mul, div, lt, sel } = K;
+  const { i, add, mul, lt, sel } = K;
   const { lane, c0, at, L } = group;
   const d = ch.out.type.shape[3]!.value!;
   const dt = ch.out.type.dtype;
@@ -85,8 +86,8 @@ export function headChain(g: Gen, ch: QkvChain, xs: Expr[][], pos: Expr[], group
         let ss: Expr = K.f(0);
         for (const e of v) ss = add(ss, mul(e, e));
         const own = kb.let("ss", ss);
-        const inv = kb.let("inv", K.rsqrt(add(div(kb.warpSum(own, L), K.f(d)), K.f(eps))));
-        return v.map((e, n) => kb.let("n", g.fit(mul(ws[n]!, g.fit(mul(e, inv), dt)), dt)));
+        const inv = kb.let("inv", inverseRms(kb.warpSum(own, L), d, eps));
+        return v.map((e, n) => kb.let("n", normedElement(g, ws[n]!, e, inv, dt)));
       });
     } else {
       const [cosT, sinT] = [op.operands[1]!, op.operands[2]!];

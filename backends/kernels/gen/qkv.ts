@@ -17,6 +17,7 @@ import { product } from "../../../ir/dim";
 import * as K from "../kir";
 import type { Expr } from "../kir";
 import type { Gen, GeneratedKernel } from "./context";
+import { inverseRms, normedElement } from "./norm";
 
 /** Heads (a warp each) a qk_norm_rope workgroup takes on a target with warps. */
 export const QKV_WARP_HEADS = 4;
@@ -111,8 +112,8 @@ export function qkvKernel(g: Gen, ops: Op[], warpHeads = 0): GeneratedKernel {
           const ss = kb.var("ss", K.f(0));
           const xs = cur;
           each(d, (c) => ss.set(K.add(ss.ref, K.mul(kb.load(xs, at(c), "f32"), kb.load(xs, at(c), "f32")))));
-          const inv = kb.let("inv", K.rsqrt(K.add(K.div(sum(ss.ref), K.f(d)), K.f(eps))));
-          each(d, (c) => kb.store(xs, at(c), g.fit(K.mul(kb.load(g.buf(w), c), g.fit(K.mul(kb.load(xs, at(c), "f32"), inv), dt)), dt)));
+          const inv = kb.let("inv", inverseRms(sum(ss.ref), d, eps));
+          each(d, (c) => kb.store(xs, at(c), normedElement(g, kb.load(g.buf(w), c), kb.load(xs, at(c), "f32"), inv, dt)));
           if (!last) sync();
         } else {
           const [from, to] = cur === x ? [x, y] : [y, x];

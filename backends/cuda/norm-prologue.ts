@@ -1,6 +1,9 @@
 /**
  * An RMSNorm as the prologue of the dense GEMV that alone reads it (GenLimits.normPrologue,
- * LINGC_NORM_PROLOGUE; off by default, not yet measured on the H200): where the sizes choose the
+ * LINGC_NORM_PROLOGUE; off by default: measured slower on the H200, bf16 Ling-mini decode batch 1
+ * 1.120-1.127 -> 1.148-1.158 ms a step, FP8 1.108-1.128 -> 1.188-1.195, where the FP8 workgroups'
+ * whole-row norm and quantize before their first weight load cost more than the launch they save:
+ * bench/results/norm-prologue-2026-12-04-h200.md): where the sizes choose the
  * generated dense GEMV (`linear_gemv`) for the linear step, the norm step before it does not run;
  * each of the GEMV's warps computes the row's 1 / rms from the norm's input (one more read of a row
  * the GEMV reads anyway) and normalizes the elements as it reads them (grouped-gemv.ts densePlan's

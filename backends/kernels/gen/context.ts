@@ -164,7 +164,8 @@ export interface GenLimits {
   /**
    * CUDA: an RMSNorm whose result only a dense GEMV reads (FP8: with the activation quantize of its
    * rows, whose codes only an FP8 GEMV reads) runs inside that GEMV where the sizes choose it
-   * (backends/cuda/norm-prologue.ts), LINGC_NORM_PROLOGUE=on|off (off: not yet measured).
+   * (backends/cuda/norm-prologue.ts), LINGC_NORM_PROLOGUE=on|off (off by default: slower on the H200, bf16 1.12 -> 1.15 ms and FP8
+   * 1.11 -> 1.19 ms a Ling-mini decode step; bench/results/norm-prologue-2026-12-04-h200.md).
    */
   normPrologue?: boolean;
   /**

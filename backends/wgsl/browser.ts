@@ -8,7 +8,7 @@ import { scaleFactors } from "../../ir/quant";
 import { decodeTensor, parseSafetensors } from "../weights/safetensors-format";
 import type { LoadedModel } from "../backend";
 import type { WgslArtifact } from "./artifact";
-import { WgslGraph, type WeightProvider } from "./host";
+import { WgslGraph, type SharedWeights, type WeightProvider } from "./host";
 import { wgslModel, type WgslRunner } from "./runner";
 
 export interface BrowserModel extends LoadedModel {
@@ -51,7 +51,9 @@ export function weightsFromBytes(bytes: ArrayBuffer, file = "model.safetensors")
 export async function createBrowserModel(device: GPUDevice, artifacts: readonly WgslArtifact[], weightBytes: ArrayBuffer, profile = { on: false }): Promise<BrowserModel> {
   const provide = weightsFromBytes(weightBytes);
   const graphs: WgslGraph[] = [];
-  for (const a of artifacts) graphs.push(await WgslGraph.load(device, a, provide));
+  // One upload of each weight for all of the model's graphs.
+  const shared: SharedWeights = new Map();
+  for (const a of artifacts) graphs.push(await WgslGraph.load(device, a, provide, shared));
   return wgslModel(device, graphs, profile, () => {
     for (const g of graphs) g.destroy();
   });

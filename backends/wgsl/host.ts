@@ -9,8 +9,9 @@
  * in), the append writes only the new rows into it, and the output it returns is the same buffer,
  * one row longer. Kernels read it with the buffer's row count (a capacity symbol of the artifact).
  */
-import { evalTerms, type ArtifactKernel, type ArtifactLaunch, type ArtifactSlot, type WgslArtifact } from "./artifact";
+import { evalTerms, type ArtifactLaunch, type ArtifactSlot, type WgslArtifact } from "./artifact";
 import { ChunkedPass, submitEvery } from "./chunked-pass";
+import { chainOf, launchPlan, MAX_CHAIN, picksFew, plannedKernel, storageId, type KernelPipelines, type LaunchPlan, type Pipeline, type PlannedKernel } from "./launch-plan";
 import { NextToken } from "./next-token";
 import { around, Readback } from "./readback";
 import { bindGroupEntries, BindGroupCache, SlotBuffers } from "./slot-buffers";
@@ -122,48 +123,11 @@ export function withRoom(device: GPUDevice, t: HostTensor | GpuTensor, axis: num
 
 const isFloat = (dt: string) => dt === "f32" || dt === "f16" || dt === "bf16" || dt === "f8e4m3fn" || dt === "f8e5m2";
 
-interface Pipeline {
-  pipeline: GPUComputePipeline;
-  layout: GPUBindGroupLayout;
-}
-
 /** Bytes between kernels' sizes in a run's shared uniform buffer (WebGPU's largest minUniformBufferOffsetAlignment). */
 const UNIFORM_STRIDE = 256;
 
-/**
- * A kernel's pipeline, and its few-rows alternative's (ArtifactKernel.few). A kernel with a few-rows
- * form compiles that one at load and its main form when a run first needs it (a decode graph's
- * workgroup tiles may never run; on llvmpipe each costs seconds to compile).
- */
-interface KernelPipelines {
-  /** One per launch of the form (ArtifactLaunch.then). */
-  main?: Pipeline[];
-  few?: Pipeline[];
-}
-
 /** The largest read-back staging buffer a graph keeps between runs. */
 const STAGING_KEEP = 64 * 2 ** 20;
-
-/** Launches a step's kernel chain holds at most (a kernel and the one it is followed by). */
-const MAX_CHAIN = 2;
-
-/** A launch and the launches after it (ArtifactLaunch.then). */
-function chainOf(k: ArtifactLaunch): ArtifactLaunch[] {
-  const chain = [k];
-  while (chain[chain.length - 1]!.then) chain.push(chain[chain.length - 1]!.then!);
-  if (chain.length > MAX_CHAIN) throw new Error(`kernel ${k.name}: a chain of ${chain.length} launches, over the host's ${MAX_CHAIN}`);
-  return chain;
-}
-
-/** The launches of kernel k's main form, or of its few-rows form. */
-function launchesOf(k: ArtifactKernel, few: boolean): ArtifactLaunch[] {
-  return chainOf(few ? k.few!.launch : k);
-}
-
-/** Whether this run's sizes pick kernel k's few-rows form. */
-function picksFew(k: ArtifactKernel, bindings: ReadonlyMap<string, number>): boolean {
-  return k.few !== undefined && evalTerms(k.few.dim, bindings) <= k.few.max;
-}
 
 function fail(message: string): never {
   throw new Error(message);
@@ -171,9 +135,15 @@ function fail(message: string): never {
 
 /** The slot that holds slot id's storage (following aliases). */
 function storageSlot(a: WgslArtifact, id: number): ArtifactSlot {
-  let s = a.slots[id]!;
-  while (s.source === "alias") s = a.slots[s.aliasOf!]!;
-  return s;
+  return a.slots[storageId(a, id)]!;
+}
+
+/** Weight buffers of one model on one device, by weightKey (WgslGraph.load). */
+export type SharedWeights = Map<string, Promise<GPUBuffer[]>>;
+
+/** What a weight slot's buffers hold: the checkpoint tensor, its shape, and how it is stored (packed, in parts). */
+function weightKey(s: ArtifactSlot, shape: readonly number[]): string {
+  return `${s.weight}|${s.dtype}|${shape.join(",")}|${s.packed ? "e4m3" : s.bf16Pairs ? "bf16" : "words"}|${s.parts ? `${s.parts.rows}x${s.parts.count}` : ""}`;
 }
 
 /** A storage buffer for a computed value of this shape (four bytes an element, at least 16). */
@@ -234,6 +204,8 @@ export class WgslGraph {
   private nextTokens?: NextToken;
   /** Unprofiled runs' pass timestamps and where they resolve (made at the first such run). */
   private passClock?: { queries: GPUQuerySet; resolved: GPUBuffer };
+  /** Launch plans by the forms a run's kernels take (launch-plan.ts). */
+  private readonly plans = new Map<string, LaunchPlan>();
 
   private constructor(
     readonly device: GPUDevice,
@@ -244,7 +216,12 @@ export class WgslGraph {
     this.slotBuffers = new SlotBuffers(device);
   }
 
-  static async load(device: GPUDevice, a: WgslArtifact, weights: WeightProvider): Promise<WgslGraph> {
+  /**
+   * Loads a graph: its pipelines, then its weights and constants. `shared`: weight buffers by what
+   * they hold, for every graph of one model on this device (a model's forward, prefill and decode
+   * graphs read the same weights: each uploaded once, not once a graph).
+   */
+  static async load(device: GPUDevice, a: WgslArtifact, weights: WeightProvider, shared: SharedWeights = new Map()): Promise<WgslGraph> {
     if (a.format !== "lingc-wgsl-1") throw new Error(`not a lingc WGSL artifact (format ${String(a.format)})`);
     device.pushErrorScope("validation");
     let pipelines: KernelPipelines[];
@@ -259,8 +236,13 @@ export class WgslGraph {
       if (s.source === "weight") {
         // (An fp8 weight's scale grid is a weight slot of its own: HF's `<name>_scale_inv`.)
         const shape = s.shape.map((t) => evalTerms(t, new Map()));
-        const data = await weights(s.weight!, shape, s.dtype);
-        resident.set(s.id, uploadParts(device, s, shape, data));
+        const key = weightKey(s, shape);
+        let parts = shared.get(key);
+        if (!parts) {
+          parts = (async () => uploadParts(device, s, shape, await weights(s.weight!, shape, s.dtype)))();
+          shared.set(key, parts);
+        }
+        resident.set(s.id, await parts);
       } else if (s.source === "constant") {
         const shape = s.shape.map((t) => evalTerms(t, new Map()));
         const n = shape.reduce((x, y) => x * y, 1);
@@ -278,7 +260,7 @@ export class WgslGraph {
   /** Runs the load-time kernels (weights quantized at load) once; what they write stays resident. */
   private prepare(): void {
     const a = this.artifact;
-    const kernels = a.kernels.map((k, n) => ({ k, n })).filter(({ k }) => k.atLoad);
+    const kernels = a.kernels.flatMap((k, n) => (k.atLoad ? [plannedKernel(a, n, false, this.pipelines[n]!)] : []));
     if (!kernels.length) return;
     const none = new Map<string, number>();
     const transient: GPUBuffer[] = [];
@@ -292,56 +274,86 @@ export class WgslGraph {
       return b;
     };
     const encoder = this.device.createCommandEncoder();
-    for (const { n } of kernels) this.encode(encoder, n, false, none, bufferOf, transient);
+    for (const k of kernels) this.encode(encoder, k, none, bufferOf, transient);
     this.device.queue.submit([encoder.finish()]);
     // Uniform buffers may go once the queue has run the kernels.
     void this.device.queue.onSubmittedWorkDone().then(() => transient.forEach((b) => b.destroy()));
   }
 
   /**
-   * Records kernel n (its few-rows form, `few`) into a command encoder: its sizes, bindings and
+   * Records a planned kernel (a form of kernel n) into a command encoder: its sizes, bindings and
    * workgroups. With `shared`, into its open compute pass (a chunk of a run's dispatches share one
    * pass: WebGPU orders each dispatch's storage accesses after the previous ones', so passes need not
    * separate them) with its sizes in that run's uniform buffer, launch c of kernel n at
-   * (n x MAX_CHAIN + c) x UNIFORM_STRIDE (one buffer a run, one write a chunk, instead of one a kernel);
-   * else in a pass of its own (GPU timestamps around it) with a uniform buffer of its own.
+   * (n x MAX_CHAIN + c) x UNIFORM_STRIDE (one buffer a run, one write a chunk, instead of one a
+   * kernel), and the bind group it had last where it binds the same buffers (a decode step binds what
+   * the step before it bound); else in a pass of its own (GPU timestamps around it) with a uniform
+   * buffer of its own.
    */
-  private encode(encoder: GPUCommandEncoder, n: number, few: boolean, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites, shared?: ChunkedPass): boolean {
+  private encode(encoder: GPUCommandEncoder, k: PlannedKernel, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites, shared?: ChunkedPass): boolean {
     const device = this.device;
-    const kernel = this.artifact.kernels[n]!;
-    const chain = launchesOf(kernel, few);
-    const pipelines = (few ? this.pipelines[n]!.few : this.pipelines[n]!.main) ?? fail(`kernel ${kernel.name}: its ${few ? "few-rows" : "main"} pipeline was not compiled`);
-    const groupsOf = chain.map((k) => Math.ceil(evalTerms(k.grid.dim, bindings) / k.grid.per));
-    if (groupsOf[0] === 0) return false;
-    const pass = shared?.pass ?? encoder.beginComputePass(timestamps ? { label: kernel.label, timestampWrites: timestamps } : { label: kernel.label });
-    chain.forEach((k, c) => {
-      const groups = groupsOf[c]!;
-      if (groups === 0) return;
-      const words = Math.max(4, Math.ceil(k.uniforms.length / 4) * 4);
-      // Launch c of kernel n: its sizes at block n x MAX_CHAIN + c of the shared uniform buffer.
-      const block = n * MAX_CHAIN + c;
-      let uniform: GPUBufferBinding;
+    const first = k.launches[0]!.launch.grid;
+    if (Math.ceil(evalTerms(first.dim, bindings) / first.per) === 0) return false;
+    const pass = shared?.pass ?? encoder.beginComputePass(timestamps ? { label: k.kernel.label, timestampWrites: timestamps } : { label: k.kernel.label });
+    for (const l of k.launches) {
+      const { launch, words, block } = l;
+      const groups = Math.ceil(evalTerms(launch.grid.dim, bindings) / launch.grid.per);
+      if (groups === 0) continue;
+      let group: GPUBindGroup;
       if (shared && words <= UNIFORM_STRIDE / 4) {
-        k.uniforms.forEach((u, j) => (shared.sizes[block * (UNIFORM_STRIDE / 4) + j] = evalTerms(u.dim, bindings)));
-        uniform = { buffer: shared.uniforms, offset: block * UNIFORM_STRIDE, size: words * 4 };
+        const at = block * (UNIFORM_STRIDE / 4);
+        for (let j = 0; j < launch.uniforms.length; j++) shared.sizes[at + j] = evalTerms(launch.uniforms[j]!.dim, bindings);
+        const turn = this.uniformTurn;
+        const last = l.last[turn];
+        let same = last !== undefined;
+        for (let j = 0; same && j < l.slots.length; j++) same = bufferOf(l.slots[j]!)[l.parts[j]!] === last!.buffers[j];
+        if (same) group = last!.group;
+        else {
+          const buffers = l.slots.map((id, j) => bufferOf(id)[l.parts[j]!]!);
+          group = this.bindGroups.get(device, l.key, l.pipeline.layout, buffers, { buffer: shared.uniforms, offset: block * UNIFORM_STRIDE, size: words * 4 });
+          l.last[turn] = { buffers, group };
+        }
       } else {
         const sizes = new Int32Array(words);
-        k.uniforms.forEach((u, j) => (sizes[j] = evalTerms(u.dim, bindings)));
+        launch.uniforms.forEach((u, j) => (sizes[j] = evalTerms(u.dim, bindings)));
         const ubuf = device.createBuffer({ size: sizes.byteLength, usage: USAGE.UNIFORM | USAGE.COPY_DST });
         transient.push(ubuf);
         device.queue.writeBuffer(ubuf, 0, sizes);
-        uniform = { buffer: ubuf };
+        group = device.createBindGroup({ layout: l.pipeline.layout, entries: bindGroupEntries(l.slots.map((id, j) => bufferOf(id)[l.parts[j]!]!), { buffer: ubuf }) });
       }
-      const buffers = k.bindings.map((b) => bufferOf(b.slot)[b.part]!);
-      const { pipeline, layout } = pipelines[c]!;
-      pass.setPipeline(pipeline);
-      // A run's shared pass binds kept buffers and the graph's uniform buffer: its bind groups repeat.
-      pass.setBindGroup(0, shared ? this.bindGroups.get(device, `${n}${few ? "f" : "m"}${c}`, layout, buffers, uniform) : device.createBindGroup({ layout, entries: bindGroupEntries(buffers, uniform) }));
+      pass.setPipeline(l.pipeline.pipeline);
+      pass.setBindGroup(0, group);
       const x = Math.min(groups, 65535);
       pass.dispatchWorkgroups(x, Math.ceil(groups / x));
-    });
+    }
     if (!shared) pass.end();
     return true;
+  }
+
+  /**
+   * The launch plan for a run whose kernels take these forms (`forms[n]`: "f" kernel n's few-rows
+   * form, "m" its main one), the main forms not compiled at load compiled first (checked as the load
+   * checks them); kept for the next runs that pick the same forms.
+   */
+  private async planFor(forms: string): Promise<LaunchPlan> {
+    const a = this.artifact;
+    const device = this.device;
+    const few = [...forms].map((f) => f === "f");
+    const missing = a.kernels.map((k, n) => ({ k, n })).filter(({ k, n }) => !k.atLoad && !this.pipelines[n]!.main && !few[n]);
+    if (missing.length) {
+      device.pushErrorScope("validation");
+      try {
+        await Promise.all(missing.map(async ({ k, n }) => (this.pipelines[n]!.main = await pipelinesOf(device, k))));
+      } catch (e) {
+        await device.popErrorScope();
+        throw new Error(`WebGPU rejected a kernel of the compiled model: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      const err = await device.popErrorScope();
+      if (err) throw new Error(`WebGPU rejected a kernel of the compiled model: ${err.message}`);
+    }
+    const plan = launchPlan(a, few, this.pipelines);
+    this.plans.set(forms, plan);
+    return plan;
   }
 
   /** Runs the graph. Inputs by name (ids as i32), on the host or the GPU; returns the outputs (and observed values) read back, or kept. */
@@ -365,23 +377,14 @@ export class WgslGraph {
       if (!t) throw new Error(`missing input '${sym.input}'`);
       bindings.set(sym.name, t.shape[sym.axis]!);
     }
-    // Which form of each kernel this run's sizes pick (its few-rows form, where it has one).
-    const few = a.kernels.map((k) => picksFew(k, bindings));
-    // Main forms not compiled at load that this run picks (checked as the load checks).
-    const missing = a.kernels.map((k, n) => ({ k, n })).filter(({ k, n }) => !k.atLoad && !this.pipelines[n]!.main && !few[n]);
-    if (missing.length) {
-      device.pushErrorScope("validation");
-      try {
-        await Promise.all(missing.map(async ({ k, n }) => (this.pipelines[n]!.main = await pipelinesOf(device, k))));
-      } catch (e) {
-        await device.popErrorScope();
-        throw new Error(`WebGPU rejected a kernel of the compiled model: ${e instanceof Error ? e.message : String(e)}`);
-      }
-      const err = await device.popErrorScope();
-      if (err) throw new Error(`WebGPU rejected a kernel of the compiled model: ${err.message}`);
-    }
+    // Which form of each kernel this run's sizes pick (its few-rows form, where it has one): the plan
+    // made for those forms at the first run that picked them.
+    let forms = "";
+    for (const k of a.kernels) forms += picksFew(k, bindings) ? "f" : "m";
+    const plan = this.plans.get(forms) ?? (await this.planFor(forms));
 
     const storage = (id: number): ArtifactSlot => storageSlot(a, id);
+
     const shapeOf = (s: ArtifactSlot) => s.shape.map((t) => evalTerms(t, bindings));
     const maxBinding = device.limits.maxStorageBufferBindingSize;
     // This run's buffers by storage slot, over the graph's resident ones (weights: not copied a run).
@@ -430,9 +433,7 @@ export class WgslGraph {
     }
 
     // Every buffer the run binds or reads back, taken before any pass begins.
-    a.kernels.forEach((k, n) => {
-      if (!k.atLoad) for (const l of launchesOf(k, few[n]!)) for (const b of l.bindings) bufferOf(b.slot);
-    });
+    for (const id of plan.slots) bufferOf(id);
     for (const o of a.outputs) bufferOf(o.slot);
 
     const timings: KernelTiming[] = [];
@@ -459,13 +460,13 @@ export class WgslGraph {
     }
     let encoder = shared?.encoder ?? device.createCommandEncoder();
     const submit = (enc: GPUCommandEncoder) => device.queue.submit([enc.finish()]);
-    for (let n = 0; n < a.kernels.length; n++) {
-      const k = a.kernels[n]!;
+    // (Load-time kernels ran when the graph was loaded: their results are resident, the plan has none.)
+    for (const pk of plan.kernels) {
+      const { n, kernel: k } = pk;
       const at = 2 * timed.length;
       const stamps = queries ? { querySet: queries, beginningOfPassWriteIndex: at, endOfPassWriteIndex: at + 1 } : undefined;
       shared?.at(n);
-      // Load-time kernels ran when the graph was loaded (their results are resident).
-      if (k.atLoad || !this.encode(encoder, n, few[n]!, bindings, bufferOf, transient, stamps, shared)) continue;
+      if (!this.encode(encoder, pk, bindings, bufferOf, transient, stamps, shared)) continue;
       if (queries) timed.push(n);
       else if (opts.profile) {
         const t0 = performance.now();

@@ -86,6 +86,34 @@ describe("the WebGPU host across runs", () => {
     }
   });
 
+  it("uploads a weight once for all the graphs of a model (shared weights): each graph binds the same buffers and gives its numbers", async () => {
+    writeFileSync(join(dir, "h.lir"), MODULE);
+    const { program } = await compileProgram({ source: await openSource(join(dir, "h.lir")), target: "wgsl" });
+    const a = compileProgramWgsl(program)[0]!;
+    const device = await nodeDevice();
+    const asked: string[] = [];
+    const provide = (name: string) => (asked.push(name), Float32Array.from(name === "w" ? W : V));
+    const shared = new Map<string, Promise<GPUBuffer[]>>();
+    const graphs = [await WgslGraph.load(device, a, provide, shared), await WgslGraph.load(device, a, provide, shared)];
+    try {
+      expect(asked.sort()).toEqual(["v", "w"]);
+      expect(shared.size).toBe(2);
+      for (const g of graphs) {
+        const x = input(2, 7);
+        const r = await g.run({ x });
+        const want = expected(Array.from(x.data), 2);
+        close(r.outputs["y"]!.data, want.y);
+        close(r.outputs["z"]!.data, want.z);
+      }
+      // Without the map, each load uploads its own.
+      await WgslGraph.load(device, a, provide).then((g) => g.destroy());
+      expect(asked.length).toBe(4);
+    } finally {
+      graphs.forEach((g) => g.destroy());
+      device.destroy();
+    }
+  });
+
   it("holds a bf16 weight two values to a word, and refuses data that is not bf16 rather than round it", async () => {
     writeFileSync(join(dir, "b.lir"), "module @b {\n  func @b(%x: bf16[2, 8]) weights(@w: bf16[4, 8]) -> (y: bf16[2, 4]) {\n    %y = linear(%x, @w) : bf16[2, 4]\n    return %y\n  }\n}\n");
     const { program } = await compileProgram({ source: await openSource(join(dir, "b.lir")), target: "wgsl" });

@@ -93,6 +93,11 @@ export interface BoundWeights extends WeightSource {
    * for targets that read the checkpoint's files themselves.
    */
   check?(name: string, type: TensorType): void;
+  /**
+   * A bf16 weight's values as their 16-bit patterns, where the source holds them so (no decoding to
+   * f32 and back for a target that stores bf16): undefined where it does not.
+   */
+  bf16Bits?(name: string, type: TensorType): Uint16Array | undefined;
 }
 
 export interface LoadedModel {

@@ -11,6 +11,8 @@
  * in turn on one loaded model) --prefill-chunk N (a prompt prefilled N tokens at a time: a forward,
  * then decode runs) --steps N --runs R
  * --target-profile baseline|adapter (compile for WebGPU's baseline limits, the default, or the adapter's);
+ * --random-weights: the checkpoint folder's config.json with random weights made in memory
+ * (bench/random-weights.ts), no safetensors read;
  * --fused-only skips the unfused plan; --kernels also prints the fused prefill's time per kernel, summed by kernel name, from a profiled
  * run: GPU timestamps where the adapter has them, else one submission per kernel timed on the host).
  */
@@ -23,6 +25,7 @@ import { GenerationSession, generationPlan } from "../backends/generation-sessio
 import { generate } from "../backends/generation";
 import { loadModel } from "../compiler/driver/load";
 import { openSource } from "../compiler/driver/source";
+import { randomWeights } from "./random-weights";
 import { resolve } from "node:path";
 
 function arg(name: string, dflt: string): string {
@@ -44,6 +47,8 @@ const prefillChunk = Number(arg("prefill-chunk", process.env["LINGC_WGSL_PREFILL
 if (!Number.isInteger(prefillChunk) || prefillChunk < 0) throw new Error(`--prefill-chunk takes a number of tokens (got '${prefillChunk}')`);
 const steps = Number(arg("steps", "16"));
 const runs = Number(arg("runs", "5"));
+/** Random weights made in memory for the folder's config (no checkpoint read). */
+const weights = process.argv.includes("--random-weights") ? randomWeights(1) : undefined;
 /** WebGPU limits to compile for (a model whose expert stacks pass the baseline's binding limits needs the adapter's). */
 const webgpuProfile = arg("target-profile", "baseline");
 /** Tokens/s of each run's time, as min / median / max. */
@@ -142,7 +147,7 @@ console.log(`WebGPU benchmark: ${source.label} on ${adapter.info?.description ||
 // --fused-only: skip the unfused plan (a large checkpoint is loaded once less).
 const plans = [["fused", []], ["unfused", ["all"]]] as const;
 for (const [label, noFuse] of process.argv.includes("--fused-only") ? plans.slice(0, 1) : plans) {
-  const { model } = await loadModel({ source, backend: "wgsl", settings: { noFuse: [...noFuse], webgpuProfile } });
+  const { model } = await loadModel({ source, backend: "wgsl", settings: { noFuse: [...noFuse], webgpuProfile }, ...(weights ? { weights } : {}) });
   for (const S of prompts) {
     const r = await measure(model, S);
     const at = prompts.length > 1 ? ` (prompt ${S})` : "";
@@ -153,7 +158,7 @@ for (const [label, noFuse] of process.argv.includes("--fused-only") ? plans.slic
 }
 
 if (process.argv.includes("--kernels")) {
-  const { model } = await loadModel({ source, backend: "wgsl", settings: { webgpuProfile }, options: { profileKernels: true } });
+  const { model } = await loadModel({ source, backend: "wgsl", settings: { webgpuProfile }, options: { profileKernels: true }, ...(weights ? { weights } : {}) });
   // (At the first prompt length.)
   const S = prompts[0]!;
   try {

@@ -30,8 +30,12 @@ export interface HostTensor {
   scales?: Float32Array;
 }
 
-/** Weight data by checkpoint name, as f32 (floats) or i32 values; a stacked name has its experts stacked. */
-export type WeightProvider = (name: string, shape: number[], dtype: string) => Promise<Float32Array | Int32Array> | Float32Array | Int32Array;
+/**
+ * Weight data by checkpoint name, as f32 (floats) or i32 values, or a bf16 weight's 16-bit patterns
+ * (Uint16Array); a stacked name has its experts stacked.
+ */
+export type WeightData = Float32Array | Int32Array | Uint16Array;
+export type WeightProvider = (name: string, shape: number[], dtype: string) => Promise<WeightData> | WeightData;
 
 export interface KernelTiming {
   name: string;

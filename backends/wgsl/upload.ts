@@ -68,11 +68,25 @@ function bf16Halves(data: Float32Array | Int32Array, name: string): Uint16Array 
   return halves;
 }
 
-/** A weight's buffers: one, or its parts along the leading axis. */
-export function uploadParts(device: GPUDevice, s: ArtifactSlot, shape: number[], data: Float32Array | Int32Array): GPUBuffer[] {
+/**
+ * A bf16 weight given as its 16-bit patterns, checked finite (exponent bits not all ones: an infinity
+ * or NaN would make every output NaN without a word).
+ */
+function finiteBf16(bits: Uint16Array, name: string): Uint16Array {
+  for (let i = 0; i < bits.length; i++) {
+    if ((bits[i]! & 0x7f80) === 0x7f80) throw new Error(`weight ${name}: a non-finite bf16 value (bits 0x${bits[i]!.toString(16)}) at index ${i}`);
+  }
+  return bits;
+}
+
+/** A weight's buffers: one, or its parts along the leading axis. Data: its values, or (a bf16 weight) their 16-bit patterns. */
+export function uploadParts(device: GPUDevice, s: ArtifactSlot, shape: number[], data: Float32Array | Int32Array | Uint16Array): GPUBuffer[] {
   const n = shape.reduce((x, y) => x * y, 1);
   if (data.length !== n) throw new Error(`weight ${s.weight}: got ${data.length} values for shape [${shape}]`);
-  const put = (d: Float32Array | Int32Array, name: string) => upload(device, s.packed ? e4m3Bytes(d, name) : s.bf16Pairs ? bf16Halves(d, name) : d, name);
+  const put = (d: Float32Array | Int32Array | Uint16Array, name: string) => {
+    if (d instanceof Uint16Array) return upload(device, s.bf16Pairs ? finiteBf16(d, name) : new Float32Array(Uint32Array.from(d, (b) => b << 16).buffer), name);
+    return upload(device, s.packed ? e4m3Bytes(d, name) : s.bf16Pairs ? bf16Halves(d, name) : d, name);
+  };
   if (!s.parts) return [put(data, s.weight!)];
   const per = s.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1);
   return Array.from({ length: s.parts.count }, (_, p) => put(data.subarray(p * per, Math.min(n, (p + 1) * per)), `${s.weight} part ${p}`));

@@ -1140,7 +1140,10 @@ wgsl)
   LINGC_WGSL_GPU_FORMS=1 $L run $G --backend wgsl --input $G/golden.safetensors --out "$OUT/wgsl.safetensors" && python3 bench/cuda/check_golden.py "$OUT/wgsl.safetensors" $G/golden.safetensors
   # LINGC_WGSL_MODEL=bench/cuda/ling-mini-2.0-no-mtp: the full 20-layer shape the issue's bar names
   # (about 32 GB of random bf16 weights written to /tmp first) instead of the 4-layer one.
-  mkdir -p /tmp/m4 && cp ${LINGC_WGSL_MODEL:-bench/cuda/ling-mini-4l}/config.json /tmp/m4/ && $L init /tmp/m4 --weights /tmp/m4/model.safetensors --seed 1 >/dev/null || exit 1
+  # LINGC_WGSL_RANDOM=1: random weights made in memory by the benchmark (bench/random-weights.ts),
+  # no checkpoint written and read (the 20-layer shape's 32 GB would take most of a call).
+  mkdir -p /tmp/m4 && cp ${LINGC_WGSL_MODEL:-bench/cuda/ling-mini-4l}/config.json /tmp/m4/
+  RW=; if [ -n "${LINGC_WGSL_RANDOM:-}" ]; then RW=--random-weights; else $L init /tmp/m4 --weights /tmp/m4/model.safetensors --seed 1 >/dev/null || exit 1; fi
   echo "== WGSL, Ling-mini-2.0 shape ($(python3 -c "import json; print(json.load(open('/tmp/m4/config.json'))['num_hidden_layers'])") layers): prefill, then decode batch 1 from the prompt's cache"
   # LINGC_WGSL_CPUPROF=1: instead, the host's JS time over decode steps (a V8 profile of a 64-token
   # prompt and 512 decode steps, summarized by function; the weights' load is in it too).
@@ -1155,16 +1158,17 @@ wgsl)
   [ -n "${LINGC_WGSL_CLOCKS:-}" ] && { nvidia-smi --query-gpu=timestamp,pstate,clocks.sm,clocks.mem,power.draw,clocks_event_reasons.active --format=csv -lms 100 > "$OUT/clocks.csv" & CLK=$!; }
   # LINGC_WGSL_PROMPTS="512 2048": the benchmark at each prompt (cache) length, in turn, a process
   # each ("2048,512,2048": the lengths in turn in one process, on one loaded model);
+  # LINGC_WGSL_KERNELS= (empty): no per-kernel table (it loads the model a second time);
   # LINGC_WGSL_ARGS: more benchmark options (e.g. "--prefill-chunk 512": the cache built by chunks).
   for P in ${LINGC_WGSL_PROMPTS:-2048}; do
     echo "== prompt $P, started $(date +%H:%M:%S.%N)"
-    node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt $P --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only --kernels ${LINGC_WGSL_ARGS:-}
+    node dist/bench-wgsl.mjs --checkpoint /tmp/m4 $RW --target-profile adapter --prompt $P --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only ${LINGC_WGSL_KERNELS---kernels} ${LINGC_WGSL_ARGS:-}
   done
   # LINGC_WGSL_VARIANTS="A=1 A=2,B=3": the same benchmark again (one run, no kernel table) under each
   # comma-separated set of environment assignments (an A/B of a code generator's knob in one call).
   for v in ${LINGC_WGSL_VARIANTS:-}; do
     echo "== variant $v, started $(date +%H:%M:%S.%N)"
-    env ${v//,/ } node dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 2048 --steps ${LINGC_WGSL_STEPS:-16} --runs 1 --fused-only
+    env ${v//,/ } node dist/bench-wgsl.mjs --checkpoint /tmp/m4 $RW --target-profile adapter --prompt 2048 --steps ${LINGC_WGSL_STEPS:-16} --runs 1 --fused-only
   done
   [ -n "${CLK:-}" ] && kill $CLK
   [ -n "${LINGC_SKIP_CUDA:-}" ] && exit 0

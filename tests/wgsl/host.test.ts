@@ -5,7 +5,7 @@
  * without timestamp queries times each kernel by a submission of its own; an unprofiled
  * run on a device with them times its passes on the GPU; a run is submitted a chunk of kernels at a
  * time (chunked-pass.ts), with the same numbers whatever the chunk. A bf16 weight is held two values to a
- * 32-bit word, and data for it that is not bf16 is refused. Greedy generation's next token chosen on
+ * 32-bit word, and data for it that is not bf16 is refused; given as bit patterns, the same words. Greedy generation's next token chosen on
  * the GPU (next-token.ts) is the argmax of the last position's logits, ties to the lowest index.
  */
 import { join } from "node:path";
@@ -123,6 +123,16 @@ describe("the WebGPU host across runs", () => {
     const device = await nodeDevice();
     try {
       await expect(WgslGraph.load(device, a, () => Float32Array.from(W, (v) => v + 1e-4))).rejects.toThrow(/weight w: value .* at index 0 is not a bf16 value/);
+      // Given as bf16 bit patterns (a source that holds them so: BoundWeights.bf16Bits), the same
+      // words; a pattern with all exponent bits set (infinity, NaN) is refused.
+      const wb = Uint16Array.from(new Uint32Array(Float32Array.from(W).buffer), (b) => b >>> 16);
+      const asF32 = new Float32Array(Uint32Array.from(wb, (b) => b << 16).buffer);
+      const x: HostTensor = { dtype: "f32", shape: [2, 8], data: Float32Array.from({ length: 16 }, (_, k) => Math.cos(k)) };
+      const [fromBits, fromValues] = await Promise.all([WgslGraph.load(device, a, () => wb), WgslGraph.load(device, a, () => asF32)]);
+      expect(Array.from((await fromBits.run({ x })).outputs["y"]!.data)).toEqual(Array.from((await fromValues.run({ x })).outputs["y"]!.data));
+      const inf = Uint16Array.from(wb);
+      inf[5] = 0x7f80;
+      await expect(WgslGraph.load(device, a, () => inf)).rejects.toThrow(/weight w: a non-finite bf16 value \(bits 0x7f80\) at index 5/);
     } finally {
       device.destroy();
     }

@@ -7,19 +7,40 @@
  * submitted (the queue runs the write first). The run's two GPU timestamps go at the beginning of
  * the first chunk's pass and at the end of the last one's.
  *
- * Chunks are runs of kernel indices (`every` kernels, 0: one chunk for the run), fixed before the
- * run starts, so the pass that holds the last kernel is known when it begins.
+ * Chunks are runs of kernel indices (`every` kernels, 0: one chunk for the run; growing: `every`,
+ * then twice as many, and so on up to GROWTH_CAP times), fixed before the run starts, so the pass
+ * that holds the last kernel is known when it begins. A submission has a cost of its own (Dawn's
+ * Vulkan backend records the chunk's commands and submits them then): growing chunks start the
+ * device as early and submit a long run fewer times.
  */
 
-/** Kernels a chunk holds by default; LINGC_WGSL_SUBMIT_EVERY overrides it (0: one submission a run). */
-export const SUBMIT_EVERY_DEFAULT = 16;
+/** How kernels are chunked: `every` kernels a chunk (0: one chunk), or, `growing`, every, 2 x every, ... */
+export interface SubmitChunks {
+  every: number;
+  growing: boolean;
+}
 
-export function submitEvery(): number {
+/** Kernels a chunk holds by default; LINGC_WGSL_SUBMIT_EVERY overrides it (0: one submission a run; N+: growing from N). */
+export const SUBMIT_EVERY_DEFAULT: SubmitChunks = { every: 16, growing: false };
+
+/** A growing chunk holds at most this many times the first's kernels. */
+const GROWTH_CAP = 16;
+
+export function submitEvery(): SubmitChunks {
   const env = typeof process !== "undefined" ? process.env?.["LINGC_WGSL_SUBMIT_EVERY"] : undefined;
   if (env === undefined || env === "") return SUBMIT_EVERY_DEFAULT;
-  const n = Number(env);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`LINGC_WGSL_SUBMIT_EVERY must be a whole number of kernels (0: one submission a run), not '${env}'`);
-  return n;
+  const growing = env.endsWith("+");
+  const n = Number(growing ? env.slice(0, -1) : env);
+  if (!Number.isInteger(n) || n < 0 || (growing && n < 1)) throw new Error(`LINGC_WGSL_SUBMIT_EVERY must be a whole number of kernels (0: one submission a run; N+: chunks of N, 2N, 4N ... kernels), not '${env}'`);
+  return { every: n, growing };
+}
+
+/** The first kernel index of each chunk of a run of `kernels` kernels, chunked so. */
+export function chunkStarts(kernels: number, { every, growing }: SubmitChunks): number[] {
+  if (every <= 0) return [0];
+  const starts = [0];
+  for (let size = every; starts[starts.length - 1]! + size < kernels; size = growing ? Math.min(size * 2, every * GROWTH_CAP) : size) starts.push(starts[starts.length - 1]! + size);
+  return starts;
 }
 
 export class ChunkedPass {
@@ -28,7 +49,8 @@ export class ChunkedPass {
   /** The chunk the open pass holds, and the kernel index it starts at. */
   private chunk = 0;
   private start = 0;
-  private readonly chunks: number;
+  /** The first kernel of each chunk. */
+  private readonly starts: number[];
 
   constructor(
     private readonly device: GPUDevice,
@@ -37,17 +59,17 @@ export class ChunkedPass {
     readonly sizes: Int32Array<ArrayBuffer>,
     private readonly bytesPerKernel: number,
     private readonly kernels: number,
-    private readonly every: number,
+    chunks: SubmitChunks,
     private readonly clock?: GPUQuerySet,
   ) {
-    this.chunks = every > 0 ? Math.max(1, Math.ceil(kernels / every)) : 1;
+    this.starts = chunkStarts(kernels, chunks);
     this.encoder = device.createCommandEncoder();
     this.pass = this.begin();
   }
 
   private begin(): GPUComputePassEncoder {
     const first = this.chunk === 0;
-    const last = this.chunk === this.chunks - 1;
+    const last = this.chunk === this.starts.length - 1;
     const stamps = this.clock && (first || last) ? { querySet: this.clock, ...(first ? { beginningOfPassWriteIndex: 0 } : {}), ...(last ? { endOfPassWriteIndex: 1 } : {}) } : undefined;
     return this.encoder.beginComputePass({ label: `graph, kernels from ${this.start}`, ...(stamps ? { timestampWrites: stamps } : {}) });
   }
@@ -62,8 +84,9 @@ export class ChunkedPass {
 
   /** Before kernel n is encoded: where n starts a new chunk, the open one is submitted and a pass begun for n's. */
   at(n: number): void {
-    if (this.every <= 0) return;
-    const c = Math.min(Math.floor(n / this.every), this.chunks - 1);
+    // (Kernels come in order; a load-time kernel skipped may pass a chunk's first.)
+    let c = this.chunk;
+    while (c + 1 < this.starts.length && n >= this.starts[c + 1]!) c++;
     if (c === this.chunk) return;
     this.close(n);
     this.device.queue.submit([this.encoder.finish()]);

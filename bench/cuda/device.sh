@@ -1145,13 +1145,14 @@ wgsl)
   mkdir -p /tmp/m4 && cp ${LINGC_WGSL_MODEL:-bench/cuda/ling-mini-4l}/config.json /tmp/m4/
   RW=; if [ -n "${LINGC_WGSL_RANDOM:-}" ]; then RW=--random-weights; else $L init /tmp/m4 --weights /tmp/m4/model.safetensors --seed 1 >/dev/null || exit 1; fi
   echo "== WGSL, Ling-mini-2.0 shape ($(python3 -c "import json; print(json.load(open('/tmp/m4/config.json'))['num_hidden_layers'])") layers): prefill, then decode batch 1 from the prompt's cache"
-  # LINGC_WGSL_CPUPROF=1: instead, the host's JS time over decode steps (a V8 profile of a 64-token
-  # prompt and 512 decode steps, summarized by function; the weights' load is in it too).
+  # LINGC_WGSL_CPUPROF=1: instead of the prompt benchmarks, the host's JS time over decode steps (a V8
+  # profile of a 64-token prompt and 512 decode steps, summarized by function; the weights' load is
+  # in it too); the variants below still run.
   if [ -n "${LINGC_WGSL_CPUPROF:-}" ]; then
     echo "== host CPU profile: prefill 1x64 and 512 decode steps, one run"
-    node --cpu-prof --cpu-prof-dir=/tmp/prof dist/bench-wgsl.mjs --checkpoint /tmp/m4 --target-profile adapter --prompt 64 --steps 512 --runs 1 --fused-only
+    node --cpu-prof --cpu-prof-dir=/tmp/prof dist/bench-wgsl.mjs --checkpoint /tmp/m4 $RW --target-profile adapter --prompt 64 --steps 512 --runs 1 --fused-only
     python3 bench/cpuprof_top.py /tmp/prof/*.cpuprofile 40 | tee "$OUT/cpuprof.txt"
-    exit 0
+    LINGC_WGSL_PROMPTS=" "
   fi
   # LINGC_WGSL_CLOCKS=1: the GPU's clocks, power and clock-event reasons sampled every 100 ms
   # through the benchmarks (to $OUT/clocks.csv; each benchmark's start time is printed beside it).
@@ -1160,7 +1161,7 @@ wgsl)
   # each ("2048,512,2048": the lengths in turn in one process, on one loaded model);
   # LINGC_WGSL_KERNELS= (empty): no per-kernel table (it loads the model a second time);
   # LINGC_WGSL_ARGS: more benchmark options (e.g. "--prefill-chunk 512": the cache built by chunks).
-  for P in ${LINGC_WGSL_PROMPTS:-2048}; do
+  for P in ${LINGC_WGSL_PROMPTS-2048}; do
     echo "== prompt $P, started $(date +%H:%M:%S.%N)"
     node dist/bench-wgsl.mjs --checkpoint /tmp/m4 $RW --target-profile adapter --prompt $P --steps ${LINGC_WGSL_STEPS:-16} --runs ${LINGC_WGSL_RUNS:-3} --fused-only ${LINGC_WGSL_KERNELS---kernels} ${LINGC_WGSL_ARGS:-}
   done

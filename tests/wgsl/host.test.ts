@@ -15,6 +15,7 @@ import { compileProgram } from "../../compiler/driver/compile";
 import { openSource } from "../../compiler/driver/source";
 import { compileProgramWgsl } from "../../backends/wgsl/backend";
 import { WgslGraph, type HostTensor } from "../../backends/wgsl/host";
+import { chunkStarts } from "../../backends/wgsl/chunked-pass";
 import { nodeAdapter, nodeDevice } from "../../backends/wgsl/node";
 import { scratchDir } from "../support/paths";
 
@@ -167,7 +168,7 @@ describe("the WebGPU host across runs", () => {
     const before = process.env["LINGC_WGSL_SUBMIT_EVERY"];
     try {
       const counts: number[] = [];
-      for (const every of ["0", "1", "2"]) {
+      for (const every of ["0", "1", "2", "1+"]) {
         process.env["LINGC_WGSL_SUBMIT_EVERY"] = every;
         const g = await graphOn(device);
         try {
@@ -186,10 +187,17 @@ describe("the WebGPU host across runs", () => {
       const probe = await graphOn(device);
       const kernels = probe.artifact.kernels.length;
       probe.destroy();
-      // One submission a run; one a kernel; one per two kernels.
-      expect(counts).toEqual([1, kernels, Math.ceil(kernels / 2)]);
-      process.env["LINGC_WGSL_SUBMIT_EVERY"] = "two";
-      await expect(graphOn(device)).rejects.toThrow(/LINGC_WGSL_SUBMIT_EVERY must be a whole number of kernels/);
+      // One submission a run; one a kernel; one per two kernels; chunks of 1, 2, 4 ... kernels.
+      expect(counts).toEqual([1, kernels, Math.ceil(kernels / 2), chunkStarts(kernels, { every: 1, growing: true }).length]);
+      expect(chunkStarts(100, { every: 16, growing: false })).toEqual([0, 16, 32, 48, 64, 80, 96]);
+      expect(chunkStarts(100, { every: 16, growing: true })).toEqual([0, 16, 48]);
+      // (Growing up to 16 times the first chunk.)
+      expect(chunkStarts(100, { every: 1, growing: true })).toEqual([0, 1, 3, 7, 15, 31, 47, 63, 79, 95]);
+      expect(chunkStarts(100, { every: 0, growing: false })).toEqual([0]);
+      for (const bad of ["two", "0+", "-1"]) {
+        process.env["LINGC_WGSL_SUBMIT_EVERY"] = bad;
+        await expect(graphOn(device)).rejects.toThrow(/LINGC_WGSL_SUBMIT_EVERY must be a whole number of kernels/);
+      }
     } finally {
       if (before === undefined) delete process.env["LINGC_WGSL_SUBMIT_EVERY"];
       else process.env["LINGC_WGSL_SUBMIT_EVERY"] = before;

@@ -21,7 +21,10 @@ export interface SubmitChunks {
 }
 
 /** Kernels a chunk holds by default; LINGC_WGSL_SUBMIT_EVERY overrides it (0: one submission a run; N+: growing from N). */
-export const SUBMIT_EVERY_DEFAULT: SubmitChunks = { every: 16, growing: false };
+// 64 since measured on the H200 (Ling-mini-2.0's 20 layers, about 300 launches a decode step; one
+// run each, bench/results/wgsl-2026-12-04-h200.md): 16 a chunk spent 1.35 ms a step in submissions
+// (about 70 us each); 64: host encode 2.71 ms, a step 4.73 ms; growing from 16: 3.24 and 5.23 ms.
+export const SUBMIT_EVERY_DEFAULT: SubmitChunks = { every: 64, growing: false };
 
 /** A growing chunk holds at most this many times the first's kernels. */
 const GROWTH_CAP = 16;

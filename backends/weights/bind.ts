@@ -113,7 +113,7 @@ export function refuseUnknownTensors(ck: Checkpoint, known: ReadonlySet<string>)
  * A weight source over a checkpoint, after checking it against the graph(s) that will use it;
  * `check` reads a weight only to refuse non-finite values (for hosts that read the files themselves).
  */
-export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): WeightSource & { check(name: string, type: TensorType): void } {
+export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): WeightSource & { check(name: string, type: TensorType): void; bf16Bits(name: string, type: TensorType): Uint16Array | undefined } {
   for (const m of modules) checkCheckpoint(m, ck);
   const cache = new Map<string, Tensor>();
   const load = (name: string, type: TensorType): Tensor => {
@@ -151,6 +151,23 @@ export function bindCheckpoint(modules: readonly Module[], ck: Checkpoint): Weig
     },
     check(name: string, type: TensorType): void {
       if (!cache.has(name)) load(name, type);
+    },
+    /**
+     * A bf16 weight stored as bf16 in the checkpoint (every expert's, for stacked weights): its 16-bit
+     * patterns as the file holds them, not decoded and not kept (a target that stores bf16 uploads
+     * them once; the f32 copy `get` keeps would double the host memory of a large model). The
+     * reader refuses non-finite patterns (backends/wgsl/upload.ts). (checkCheckpoint has checked
+     * that the file stores every part as bf16.) Undefined for other weights.
+     */
+    bf16Bits(name: string, type: TensorType): Uint16Array | undefined {
+      if (type.dtype !== "bf16" || type.quant || cache.has(name)) return undefined;
+      const shape = type.shape.map((d) => d.value!);
+      const names = isStackedWeight(name) ? expertNames(name, shape[0]!) : [name];
+      if (names.length === 1) return new Uint16Array(ck.entry(names[0]!)!.file.readBytes(names[0]!));
+      const per = shape.slice(1).reduce((a, b) => a * b, 1);
+      const bits = new Uint16Array(shape[0]! * per);
+      names.forEach((n, e) => bits.set(new Uint16Array(ck.entry(n)!.file.readBytes(n)), e * per));
+      return bits;
     },
   };
 }

@@ -50,6 +50,13 @@ export class SafetensorsFile {
     const en = this.entries.get(name);
     if (!en) throw new LingcError(`${this.path}: no tensor "${name}"`);
     if (!en.dtype) throw new LingcError(`${this.path}: tensor "${name}" has dtype ${en.stDtype}, which lingc does not compute with`);
+    return new Tensor(en.dtype, en.shape, decodeTensor(this.readBytes(name), en.dtype, numelOf(en.shape), `${this.path}: tensor "${name}"`));
+  }
+
+  /** A tensor's bytes as the file stores them (little-endian), in a buffer of their own. */
+  readBytes(name: string): ArrayBuffer {
+    const en = this.entries.get(name);
+    if (!en) throw new LingcError(`${this.path}: no tensor "${name}"`);
     const nbytes = en.end - en.begin;
     const buf = new ArrayBuffer(nbytes);
     const u8 = new Uint8Array(buf);
@@ -59,7 +66,7 @@ export class SafetensorsFile {
       if (got <= 0) throw new LingcError(`${this.path}: tensor "${name}" could not be read completely`);
       done += got;
     }
-    return new Tensor(en.dtype, en.shape, decodeTensor(buf, en.dtype, numelOf(en.shape), `${this.path}: tensor "${name}"`));
+    return buf;
   }
 
   close(): void {

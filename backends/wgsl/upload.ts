@@ -69,25 +69,55 @@ function bf16Halves(data: Float32Array | Int32Array, name: string): Uint16Array 
 }
 
 /**
- * A bf16 weight given as its 16-bit patterns, checked finite (exponent bits not all ones: an infinity
- * or NaN would make every output NaN without a word).
+ * A bf16 weight given as its 16-bit patterns (elements `offset` on of a weight of `shape`), checked
+ * finite: an infinity or NaN (exponent bits all ones) would make every output NaN without a word, so
+ * it is refused naming the tensor (an expert's, for a stacked weight) and the position. Two patterns
+ * a 32-bit word where the data is aligned so (a large model's check is some 16 G values).
  */
-function finiteBf16(bits: Uint16Array, name: string): Uint16Array {
-  for (let i = 0; i < bits.length; i++) {
-    if ((bits[i]! & 0x7f80) === 0x7f80) throw new Error(`weight ${name}: a non-finite bf16 value (bits 0x${bits[i]!.toString(16)}) at index ${i}`);
+function finiteBf16(bits: Uint16Array, name: string, shape: readonly number[], offset: number): Uint16Array {
+  const EXP = 0x7f80;
+  let bad = -1;
+  if (bits.byteOffset % 4 === 0) {
+    const pairs = new Uint32Array(bits.buffer, bits.byteOffset, bits.length >>> 1);
+    for (let i = 0; i < pairs.length; i++) {
+      const w = pairs[i]!;
+      if ((w & EXP) === EXP || ((w >>> 16) & EXP) === EXP) {
+        bad = 2 * i + ((w & EXP) === EXP ? 0 : 1);
+        break;
+      }
+    }
+    if (bad < 0 && bits.length % 2 === 1 && (bits[bits.length - 1]! & EXP) === EXP) bad = bits.length - 1;
+  } else {
+    for (let i = 0; i < bits.length && bad < 0; i++) if ((bits[i]! & EXP) === EXP) bad = i;
   }
-  return bits;
+  if (bad < 0) return bits;
+  const value = new Float32Array(Uint32Array.of(bits[bad]! << 16).buffer)[0]!;
+  const stacked = name.includes("*");
+  const local = stacked ? shape.slice(1) : shape;
+  let r = bad + offset;
+  const per = local.reduce((a, b) => a * b, 1);
+  const expert = Math.floor(r / per);
+  if (stacked) r %= per;
+  const at: number[] = [];
+  for (let d = local.length - 1; d >= 0; d--) {
+    at.unshift(r % local[d]!);
+    r = Math.floor(r / local[d]!);
+  }
+  throw new Error(`weight "${stacked ? name.replace("*", String(expert)) : name}" holds ${value} at [${at.join(", ")}]; lingc refuses non-finite weights (every output would be NaN)`);
 }
 
 /** A weight's buffers: one, or its parts along the leading axis. Data: its values, or (a bf16 weight) their 16-bit patterns. */
 export function uploadParts(device: GPUDevice, s: ArtifactSlot, shape: number[], data: Float32Array | Int32Array | Uint16Array): GPUBuffer[] {
   const n = shape.reduce((x, y) => x * y, 1);
   if (data.length !== n) throw new Error(`weight ${s.weight}: got ${data.length} values for shape [${shape}]`);
-  const put = (d: Float32Array | Int32Array | Uint16Array, name: string) => {
-    if (d instanceof Uint16Array) return upload(device, s.bf16Pairs ? finiteBf16(d, name) : new Float32Array(Uint32Array.from(d, (b) => b << 16).buffer), name);
+  const put = (d: Float32Array | Int32Array | Uint16Array, name: string, offset: number) => {
+    if (d instanceof Uint16Array) {
+      finiteBf16(d, s.weight!, shape, offset);
+      return upload(device, s.bf16Pairs ? d : new Float32Array(Uint32Array.from(d, (b) => b << 16).buffer), name);
+    }
     return upload(device, s.packed ? e4m3Bytes(d, name) : s.bf16Pairs ? bf16Halves(d, name) : d, name);
   };
-  if (!s.parts) return [put(data, s.weight!)];
+  if (!s.parts) return [put(data, s.weight!, 0)];
   const per = s.parts.rows * shape.slice(1).reduce((x, y) => x * y, 1);
-  return Array.from({ length: s.parts.count }, (_, p) => put(data.subarray(p * per, Math.min(n, (p + 1) * per)), `${s.weight} part ${p}`));
+  return Array.from({ length: s.parts.count }, (_, p) => put(data.subarray(p * per, Math.min(n, (p + 1) * per)), `${s.weight} part ${p}`, p * per));
 }

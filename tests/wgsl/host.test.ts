@@ -133,7 +133,12 @@ describe("the WebGPU host across runs", () => {
       expect(Array.from((await fromBits.run({ x })).outputs["y"]!.data)).toEqual(Array.from((await fromValues.run({ x })).outputs["y"]!.data));
       const inf = Uint16Array.from(wb);
       inf[5] = 0x7f80;
-      await expect(WgslGraph.load(device, a, () => inf)).rejects.toThrow(/weight w: a non-finite bf16 value \(bits 0x7f80\) at index 5/);
+      await expect(WgslGraph.load(device, a, () => inf)).rejects.toThrow(/weight "w" holds Infinity at \[0, 5\]; lingc refuses non-finite weights/);
+      // Unaligned (an odd offset into its buffer) and at the end: the same check, element by element.
+      const odd = new Uint16Array(wb.length + 1).subarray(1);
+      odd.set(wb);
+      odd[31] = 0xff81;
+      await expect(WgslGraph.load(device, a, () => odd)).rejects.toThrow(/weight "w" holds NaN at \[3, 7\]/);
     } finally {
       device.destroy();
     }

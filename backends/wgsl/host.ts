@@ -577,6 +577,10 @@ export class WgslGraph {
     return { kept, ...(nextIds ? { nextToken: nextIds } : {}), result };
   }
 
+  /**
+   * Frees the graph's buffers, its weights among them: weights shared with the model's other graphs
+   * (SharedWeights) go too, so a model's graphs are destroyed together (the backends' close does).
+   */
   destroy(): void {
     for (const bs of this.resident.values()) for (const b of bs) b.destroy();
     this.slotBuffers.destroy();

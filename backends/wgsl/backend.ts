@@ -12,7 +12,7 @@ import type { WgslArtifact } from "./artifact";
 import { compileWgsl } from "./compile";
 import { Op } from "../../ir/module";
 import { templateForOp } from "../kernels/gen";
-import { WgslGraph, type SharedWeights } from "./host";
+import { SharedWeights, WgslGraph } from "./host";
 import { wgslModel } from "./runner";
 import { nodeDevice } from "./node";
 
@@ -51,7 +51,7 @@ export const wgslBackend: Backend = {
       return t.data instanceof Float32Array ? t.data : Int32Array.from(t.data);
     };
     // One upload of each weight for all of the model's graphs.
-    const shared: SharedWeights = new Map();
+    const shared = new SharedWeights();
     const graphs = await Promise.all(artifacts.map((a) => WgslGraph.load(device, a, provide, shared)));
     return wgslModel(device, graphs, { on: options.profileKernels ?? false }, () => {
       for (const g of graphs) g.destroy();

@@ -8,7 +8,7 @@ import { scaleFactors } from "../../ir/quant";
 import { decodeTensor, parseSafetensors } from "../weights/safetensors-format";
 import type { LoadedModel } from "../backend";
 import type { WgslArtifact } from "./artifact";
-import { WgslGraph, type SharedWeights, type WeightProvider } from "./host";
+import { SharedWeights, WgslGraph, type WeightProvider } from "./host";
 import { wgslModel, type WgslRunner } from "./runner";
 
 export interface BrowserModel extends LoadedModel {
@@ -52,7 +52,7 @@ export async function createBrowserModel(device: GPUDevice, artifacts: readonly 
   const provide = weightsFromBytes(weightBytes);
   const graphs: WgslGraph[] = [];
   // One upload of each weight for all of the model's graphs.
-  const shared: SharedWeights = new Map();
+  const shared = new SharedWeights();
   for (const a of artifacts) graphs.push(await WgslGraph.load(device, a, provide, shared));
   return wgslModel(device, graphs, profile, () => {
     for (const g of graphs) g.destroy();

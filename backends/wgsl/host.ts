@@ -142,8 +142,40 @@ function storageSlot(a: WgslArtifact, id: number): ArtifactSlot {
   return a.slots[storageId(a, id)]!;
 }
 
-/** Weight buffers of one model on one device, by weightKey (WgslGraph.load). */
-export type SharedWeights = Map<string, Promise<GPUBuffer[]>>;
+/**
+ * Buffers of one model's graphs on one device (forward, prefill and decode read the same weights), by
+ * what they hold: its weights, uploaded once (by weightKey), and what its load-time kernels computed
+ * from them (a weight quantized at load: by loadKey), computed once.
+ */
+export class SharedWeights {
+  readonly weights = new Map<string, Promise<GPUBuffer[]>>();
+  readonly computed = new Map<string, GPUBuffer[]>();
+}
+
+/** Ids of GPU buffers, for the keys of what load-time kernels computed from them. */
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 0;
+
+function bufferId(b: GPUBuffer): number {
+  let id = bufferIds.get(b);
+  if (id === undefined) bufferIds.set(b, (id = nextBufferId++));
+  return id;
+}
+
+/**
+ * What a load-time kernel computes: its shaders, sizes (constant at load) and the buffers it reads
+ * (weights, or what earlier load-time kernels wrote), by identity: the same key, the same results.
+ */
+function loadKey(k: PlannedKernel, bufferOf: (id: number) => GPUBuffer[]): string {
+  const none = new Map<string, number>();
+  return k.launches
+    .map((l) => {
+      const reads = l.launch.bindings.flatMap((b, j) => (b.write ? [] : [bufferId(bufferOf(l.slots[j]!)[l.parts[j]!]!)]));
+      const sizes = [evalTerms(l.launch.grid.dim, none), ...l.launch.uniforms.map((u) => evalTerms(u.dim, none))];
+      return `${pipelineKey(l.launch)}|${sizes.join(",")}|${reads.join(",")}`;
+    })
+    .join("\n");
+}
 
 /** What a weight slot's buffers hold: the checkpoint tensor, its shape, and how it is stored (packed, in parts). */
 function weightKey(s: ArtifactSlot, shape: readonly number[]): string {
@@ -225,7 +257,7 @@ export class WgslGraph {
    * they hold, for every graph of one model on this device (a model's forward, prefill and decode
    * graphs read the same weights: each uploaded once, not once a graph).
    */
-  static async load(device: GPUDevice, a: WgslArtifact, weights: WeightProvider, shared: SharedWeights = new Map()): Promise<WgslGraph> {
+  static async load(device: GPUDevice, a: WgslArtifact, weights: WeightProvider, shared = new SharedWeights()): Promise<WgslGraph> {
     if (a.format !== "lingc-wgsl-1") throw new Error(`not a lingc WGSL artifact (format ${String(a.format)})`);
     device.pushErrorScope("validation");
     let pipelines: KernelPipelines[];
@@ -241,10 +273,10 @@ export class WgslGraph {
         // (An fp8 weight's scale grid is a weight slot of its own: HF's `<name>_scale_inv`.)
         const shape = s.shape.map((t) => evalTerms(t, new Map()));
         const key = weightKey(s, shape);
-        let parts = shared.get(key);
+        let parts = shared.weights.get(key);
         if (!parts) {
           parts = (async () => uploadParts(device, s, shape, await weights(s.weight!, shape, s.dtype)))();
-          shared.set(key, parts);
+          shared.weights.set(key, parts);
         }
         resident.set(s.id, await parts);
       } else if (s.source === "constant") {
@@ -255,14 +287,18 @@ export class WgslGraph {
       }
     }
     const graph = new WgslGraph(device, a, pipelines, resident);
-    graph.prepare();
+    graph.prepare(shared);
     const err = await device.popErrorScope();
     if (err) throw new Error(`WebGPU rejected the compiled model: ${err.message}`);
     return graph;
   }
 
-  /** Runs the load-time kernels (weights quantized at load) once; what they write stays resident. */
-  private prepare(): void {
+  /**
+   * Runs the load-time kernels (weights quantized at load) once; what they write stays resident. A
+   * kernel that another graph of the model ran on the same buffers is not run again: its results are
+   * that graph's (shared.computed).
+   */
+  private prepare(shared: SharedWeights): void {
     const a = this.artifact;
     const kernels = a.kernels.flatMap((k, n) => (k.atLoad ? [plannedKernel(a, n, false, this.pipelines[n]!)] : []));
     if (!kernels.length) return;
@@ -278,7 +314,20 @@ export class WgslGraph {
       return b;
     };
     const encoder = this.device.createCommandEncoder();
-    for (const k of kernels) this.encode(encoder, k, none, bufferOf, transient);
+    let ran = 0;
+    for (const k of kernels) {
+      const key = loadKey(k, bufferOf);
+      const written = k.launches.flatMap((l) => l.launch.bindings.flatMap((b, j) => (b.write ? [l.slots[j]!] : [])));
+      const had = shared.computed.get(key);
+      if (had) {
+        written.forEach((id, j) => this.resident.set(id, [had[j]!]));
+        continue;
+      }
+      this.encode(encoder, k, none, bufferOf, transient);
+      shared.computed.set(key, written.map((id) => bufferOf(id)[0]!));
+      ran++;
+    }
+    if (!ran) return;
     this.device.queue.submit([encoder.finish()]);
     // Uniform buffers may go once the queue has run the kernels.
     void this.device.queue.onSubmittedWorkDone().then(() => transient.forEach((b) => b.destroy()));

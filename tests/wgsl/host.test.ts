@@ -14,10 +14,12 @@ import { describe, expect, it } from "vitest";
 import { compileProgram } from "../../compiler/driver/compile";
 import { openSource } from "../../compiler/driver/source";
 import { compileProgramWgsl } from "../../backends/wgsl/backend";
-import { WgslGraph, type HostTensor } from "../../backends/wgsl/host";
+import { SharedWeights, WgslGraph, type HostTensor } from "../../backends/wgsl/host";
 import { chunkStarts } from "../../backends/wgsl/chunked-pass";
 import { nodeAdapter, nodeDevice } from "../../backends/wgsl/node";
-import { scratchDir } from "../support/paths";
+import { scratchDir, SMALL_DIR } from "../support/paths";
+import { bindWeights } from "../../compiler/driver/compile";
+import { collectWeights } from "../../ir/weights";
 
 // Two matmuls: two kernels at least, the second's buffers taken after the first is encoded.
 const MODULE = `module @h {
@@ -94,11 +96,11 @@ describe("the WebGPU host across runs", () => {
     const device = await nodeDevice();
     const asked: string[] = [];
     const provide = (name: string) => (asked.push(name), Float32Array.from(name === "w" ? W : V));
-    const shared = new Map<string, Promise<GPUBuffer[]>>();
+    const shared = new SharedWeights();
     const graphs = [await WgslGraph.load(device, a, provide, shared), await WgslGraph.load(device, a, provide, shared)];
     try {
       expect(asked.sort()).toEqual(["v", "w"]);
-      expect(shared.size).toBe(2);
+      expect(shared.weights.size).toBe(2);
       for (const g of graphs) {
         const x = input(2, 7);
         const r = await g.run({ x });
@@ -236,6 +238,42 @@ describe("the WebGPU host across runs", () => {
       await expect(g.launch({ x: { dtype: "f32", shape: [B, S, Vn], data: x } }, { nextToken: "x" })).rejects.toThrow(/no output 'x' to choose the next token from/);
     } finally {
       g.destroy();
+      device.destroy();
+    }
+  });
+});
+
+describe("weights quantized at load, for a model's graphs", () => {
+  it("are computed once: the second graph's load runs no load-time kernel and binds the first's results, with the same numbers", async () => {
+    const { program } = await compileProgram({ source: await openSource(SMALL_DIR), target: "wgsl", settings: { quantize: "fp8", activationScheme: "none" } });
+    const a = compileProgramWgsl(program)[0]!;
+    expect(a.kernels.some((k) => k.atLoad)).toBe(true);
+    const device = await nodeDevice();
+    const queue = device.queue;
+    const submit = queue.submit.bind(queue);
+    let submissions = 0;
+    queue.submit = (buffers: Iterable<GPUCommandBuffer>) => (submissions++, submit(buffers));
+    const weights = bindWeights(await openSource(SMALL_DIR), program);
+    const provide = (name: string) => {
+      const type = program.graphs.flatMap((m) => collectWeights(m)).find((w) => w.name === name)!.type;
+      return weights.bf16Bits?.(name, type) ?? (weights.get(name, type).data as Float32Array);
+    };
+    const shared = new SharedWeights();
+    try {
+      const first = await WgslGraph.load(device, a, provide, shared);
+      expect(submissions).toBe(1);
+      const computed = shared.computed.size;
+      expect(computed).toBe(a.kernels.filter((k) => k.atLoad).length);
+      const second = await WgslGraph.load(device, a, provide, shared);
+      expect(submissions).toBe(1);
+      expect(shared.computed.size).toBe(computed);
+      const ids: HostTensor = { dtype: "i32", shape: [1, 5], data: Int32Array.from([3, 14, 15, 92, 65]) };
+      const [x, y] = [await first.run({ input_ids: ids }), await second.run({ input_ids: ids })];
+      expect(Array.from(y.outputs["logits"]!.data)).toEqual(Array.from(x.outputs["logits"]!.data));
+      first.destroy();
+      second.destroy();
+    } finally {
+      weights.checkpoint?.close();
       device.destroy();
     }
   });

@@ -3,6 +3,7 @@
  * fp8 weight one byte a value, four to a 32-bit word; a bf16 weight two bytes a value, two to a word;
  * a weight over the binding limit in parts along its leading axis (ArtifactSlot.parts).
  */
+import { LingcError } from "../../ir/errors";
 import type { ArtifactSlot } from "./artifact";
 
 const USAGE = { COPY_DST: 0x8, STORAGE: 0x80 };
@@ -103,7 +104,8 @@ function finiteBf16(bits: Uint16Array, name: string, shape: readonly number[], o
     at.unshift(r % local[d]!);
     r = Math.floor(r / local[d]!);
   }
-  throw new Error(`weight "${stacked ? name.replace("*", String(expert)) : name}" holds ${value} at [${at.join(", ")}]; lingc refuses non-finite weights (every output would be NaN)`);
+  // (A bad input, not a fault of lingc's: the checkpoint binder's refusal, word for word.)
+  throw new LingcError(`weight "${stacked ? name.replace("*", String(expert)) : name}" holds ${value} at [${at.join(", ")}]; lingc refuses non-finite weights (every output would be NaN)`);
 }
 
 /** A weight's buffers: one, or its parts along the leading axis. Data: its values, or (a bf16 weight) their 16-bit patterns. */

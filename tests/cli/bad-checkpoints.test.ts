@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { Tensor } from "../../ir/tensor";
 import { readAllSafetensors, writeSafetensors } from "../../backends/weights/safetensors";
 import { cli } from "../support/cli";
-import { GOLDEN_DIR, GOLDEN_FILE, scratchDir } from "../support/paths";
+import { GOLDEN_DIR, GOLDEN_FILE, scratchDir, SMALL_DIR } from "../support/paths";
 
 const root = scratchDir();
 const weights = readAllSafetensors(join(GOLDEN_DIR, "model.safetensors"));
@@ -121,6 +121,25 @@ describe("bad checkpoints", () => {
       expect(r.code, backend).toBe(1);
       expect(r.stderr).toMatch(/weight "model\.layers\.1\.mlp\.experts\.3\.down_proj\.weight" holds Infinity at \[2, 5\]; lingc refuses non-finite weights/);
     }
+  });
+
+  it("a non-finite bf16 weight is refused on wgsl too, where it is read as bit patterns (BoundWeights.bf16Bits), naming the expert and position", async () => {
+    const small = readAllSafetensors(join(SMALL_DIR, "model.safetensors"));
+    const name = "model.layers.1.mlp.experts.3.down_proj.weight";
+    const w = small[name]!;
+    expect(w.dtype).toBe("bf16");
+    const data = Float32Array.from(w.data);
+    data[2 * w.shape[1]! + 5] = Number.NEGATIVE_INFINITY;
+    const dir = join(root, "inf-bf16");
+    mkdirSync(dir, { recursive: true });
+    copyFileSync(join(SMALL_DIR, "config.json"), join(dir, "config.json"));
+    writeSafetensors(join(dir, "model.safetensors"), { ...small, [name]: new Tensor("bf16", w.shape, data) });
+    const out = join(dir, "o.safetensors");
+    const r = await cli("run", dir, "--backend", "wgsl", "--input", GOLDEN_FILE, "--out", out);
+    expect(r.code).toBe(1);
+    expect(existsSync(out)).toBe(false);
+    expect(r.stderr).toMatch(/weight "model\.layers\.1\.mlp\.experts\.3\.down_proj\.weight" holds -Infinity at \[2, 5\]; lingc refuses non-finite weights/);
+    expect(r.stderr).not.toMatch(/\n\s+at |please report/);
   });
 
   it("inconsistent and unsupported settings are explained", async () => {

@@ -12,7 +12,8 @@ import type { WgslArtifact } from "./artifact";
 import { compileWgsl } from "./compile";
 import { Op } from "../../ir/module";
 import { templateForOp } from "../kernels/gen";
-import { SharedWeights, WgslGraph } from "./host";
+import { WgslGraph } from "./host";
+import { SharedWeights } from "./shared-weights";
 import { wgslModel } from "./runner";
 import { nodeDevice } from "./node";
 

@@ -8,7 +8,8 @@ import { scaleFactors } from "../../ir/quant";
 import { decodeTensor, parseSafetensors } from "../weights/safetensors-format";
 import type { LoadedModel } from "../backend";
 import type { WgslArtifact } from "./artifact";
-import { SharedWeights, WgslGraph, type WeightProvider } from "./host";
+import { WgslGraph, type WeightProvider } from "./host";
+import { SharedWeights } from "./shared-weights";
 import { wgslModel, type WgslRunner } from "./runner";
 
 export interface BrowserModel extends LoadedModel {

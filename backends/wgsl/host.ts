@@ -9,9 +9,11 @@
  * in), the append writes only the new rows into it, and the output it returns is the same buffer,
  * one row longer. Kernels read it with the buffer's row count (a capacity symbol of the artifact).
  */
-import { evalTerms, type ArtifactLaunch, type ArtifactSlot, type WgslArtifact } from "./artifact";
+import { evalTerms, type ArtifactSlot, type WgslArtifact } from "./artifact";
 import { ChunkedPass, submitEvery } from "./chunked-pass";
-import { chainOf, launchPlan, MAX_CHAIN, picksFew, plannedKernel, storageId, type KernelPipelines, type LaunchPlan, type Pipeline, type PlannedKernel } from "./launch-plan";
+import { launchPlan, MAX_CHAIN, picksFew, plannedKernel, storageId, type KernelPipelines, type LaunchPlan, type PlannedKernel, type PlannedLaunch } from "./launch-plan";
+import { compileChecked, pipelinesOf } from "./pipelines";
+import { loadKey, SharedWeights, weightKey } from "./shared-weights";
 import { NextToken } from "./next-token";
 import { around, Readback } from "./readback";
 import { bindGroupEntries, BindGroupCache, SlotBuffers } from "./slot-buffers";
@@ -20,7 +22,6 @@ import { upload, uploadParts } from "./upload";
 // WebGPU enum values (GPUBufferUsage, GPUMapMode, GPUShaderStage), spelled out so the host needs no globals.
 const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80, QUERY_RESOLVE: 0x200 };
 const MAP_READ = 0x1;
-const COMPUTE = 0x4;
 
 export interface HostTensor {
   dtype: "f32" | "i32";
@@ -142,85 +143,10 @@ function storageSlot(a: WgslArtifact, id: number): ArtifactSlot {
   return a.slots[storageId(a, id)]!;
 }
 
-/**
- * Buffers of one model's graphs on one device (forward, prefill and decode read the same weights), by
- * what they hold: its weights, uploaded once (by weightKey), and what its load-time kernels computed
- * from them (a weight quantized at load: by loadKey), computed once.
- */
-export class SharedWeights {
-  readonly weights = new Map<string, Promise<GPUBuffer[]>>();
-  readonly computed = new Map<string, GPUBuffer[]>();
-}
-
-/** Ids of GPU buffers, for the keys of what load-time kernels computed from them. */
-const bufferIds = new WeakMap<GPUBuffer, number>();
-let nextBufferId = 0;
-
-function bufferId(b: GPUBuffer): number {
-  let id = bufferIds.get(b);
-  if (id === undefined) bufferIds.set(b, (id = nextBufferId++));
-  return id;
-}
-
-/**
- * What a load-time kernel computes: its shaders, sizes (constant at load) and the buffers it reads
- * (weights, or what earlier load-time kernels wrote), by identity: the same key, the same results.
- */
-function loadKey(k: PlannedKernel, bufferOf: (id: number) => GPUBuffer[]): string {
-  const none = new Map<string, number>();
-  return k.launches
-    .map((l) => {
-      const reads = l.launch.bindings.flatMap((b, j) => (b.write ? [] : [bufferId(bufferOf(l.slots[j]!)[l.parts[j]!]!)]));
-      const sizes = [evalTerms(l.launch.grid.dim, none), ...l.launch.uniforms.map((u) => evalTerms(u.dim, none))];
-      return `${pipelineKey(l.launch)}|${sizes.join(",")}|${reads.join(",")}`;
-    })
-    .join("\n");
-}
-
-/** What a weight slot's buffers hold: the checkpoint tensor, its shape, and how it is stored (packed, in parts). */
-function weightKey(s: ArtifactSlot, shape: readonly number[]): string {
-  return `${s.weight}|${s.dtype}|${shape.join(",")}|${s.packed ? "e4m3" : s.bf16Pairs ? "bf16" : "words"}|${s.parts ? `${s.parts.rows}x${s.parts.count}` : ""}`;
-}
-
 /** A storage buffer for a computed value of this shape (four bytes an element, at least 16). */
 function slotBuffer(device: GPUDevice, shape: readonly number[], label: string): GPUBuffer {
   const bytes = shape.reduce((x, y) => x * y, 1) * 4;
   return device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label });
-}
-
-/**
- * Pipelines by shader text and binding kinds, per device: the same kernel in every layer, and in the
- * forward and decode graphs of a model, is compiled once (ling-tiny: 103 kernels, 36 distinct), and
- * the distinct ones compile in parallel (createComputePipelineAsync).
- */
-const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<Pipeline>>>();
-
-/** What makes two kernels one pipeline: their shader (less its first line, the kernel's name) and binding kinds. */
-export function pipelineKey(k: ArtifactLaunch): string {
-  return `${k.bindings.map((b) => (b.write ? "w" : "r")).join("")}\n${k.wgsl.replace(/^\/\/ .*\n/, "")}`;
-}
-
-/** The pipelines of a launch's chain. */
-function pipelinesOf(device: GPUDevice, k: ArtifactLaunch): Promise<Pipeline[]> {
-  return Promise.all(chainOf(k).map((x) => pipelineOf(device, x)));
-}
-
-function pipelineOf(device: GPUDevice, k: ArtifactLaunch): Promise<Pipeline> {
-  let cache = pipelineCache.get(device);
-  if (!cache) pipelineCache.set(device, (cache = new Map()));
-  const key = pipelineKey(k);
-  let p = cache.get(key);
-  if (!p) {
-    const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, j) => ({ binding: j, visibility: COMPUTE, buffer: { type: b.write ? "storage" : "read-only-storage" } }));
-    entries.push({ binding: k.bindings.length, visibility: COMPUTE, buffer: { type: "uniform" } });
-    const layout = device.createBindGroupLayout({ entries, label: k.name });
-    const module = device.createShaderModule({ code: k.wgsl, label: k.name });
-    p = device.createComputePipelineAsync({ layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: "main" }, label: k.name }).then((pipeline) => ({ pipeline, layout }));
-    cache.set(key, p);
-    // A failed compilation is not kept: the next load tries again (and reports it again).
-    p.catch(() => cache!.delete(key));
-  }
-  return p;
 }
 
 export class WgslGraph {
@@ -259,14 +185,9 @@ export class WgslGraph {
    */
   static async load(device: GPUDevice, a: WgslArtifact, weights: WeightProvider, shared = new SharedWeights()): Promise<WgslGraph> {
     if (a.format !== "lingc-wgsl-1") throw new Error(`not a lingc WGSL artifact (format ${String(a.format)})`);
+    const pipelines: KernelPipelines[] = await compileChecked(device, () => Promise.all(a.kernels.map(async (k) => (k.few && !k.atLoad ? { few: await pipelinesOf(device, k.few.launch) } : { main: await pipelinesOf(device, k) }))));
+    // Uploads and the load-time kernels: what WebGPU rejects among them, reported once at the end.
     device.pushErrorScope("validation");
-    let pipelines: KernelPipelines[];
-    try {
-      pipelines = await Promise.all(a.kernels.map(async (k) => (k.few && !k.atLoad ? { few: await pipelinesOf(device, k.few.launch) } : { main: await pipelinesOf(device, k) })));
-    } catch (e) {
-      await device.popErrorScope();
-      throw new Error(`WebGPU rejected a kernel of the compiled model: ${e instanceof Error ? e.message : String(e)}`);
-    }
     const resident = new Map<number, GPUBuffer[]>();
     for (const s of a.slots) {
       if (s.source === "weight") {
@@ -345,12 +266,13 @@ export class WgslGraph {
    */
   private encode(encoder: GPUCommandEncoder, k: PlannedKernel, bindings: ReadonlyMap<string, number>, bufferOf: (id: number) => GPUBuffer[], transient: GPUBuffer[], timestamps?: GPUComputePassTimestampWrites, shared?: ChunkedPass): boolean {
     const device = this.device;
-    const first = k.launches[0]!.launch.grid;
-    if (Math.ceil(evalTerms(first.dim, bindings) / first.per) === 0) return false;
+    const groupsOf = (l: PlannedLaunch) => Math.ceil(evalTerms(l.launch.grid.dim, bindings) / l.launch.grid.per);
+    const first = groupsOf(k.launches[0]!);
+    if (first === 0) return false;
     const pass = shared?.pass ?? encoder.beginComputePass(timestamps ? { label: k.kernel.label, timestampWrites: timestamps } : { label: k.kernel.label });
-    for (const l of k.launches) {
+    for (const [c, l] of k.launches.entries()) {
       const { launch, words, block } = l;
-      const groups = Math.ceil(evalTerms(launch.grid.dim, bindings) / launch.grid.per);
+      const groups = c === 0 ? first : groupsOf(l);
       if (groups === 0) continue;
       let group: GPUBindGroup;
       if (shared && words <= UNIFORM_STRIDE / 4) {
@@ -393,17 +315,7 @@ export class WgslGraph {
     const device = this.device;
     const few = [...forms].map((f) => f === "f");
     const missing = a.kernels.map((k, n) => ({ k, n })).filter(({ k, n }) => !k.atLoad && !this.pipelines[n]!.main && !few[n]);
-    if (missing.length) {
-      device.pushErrorScope("validation");
-      try {
-        await Promise.all(missing.map(async ({ k, n }) => (this.pipelines[n]!.main = await pipelinesOf(device, k))));
-      } catch (e) {
-        await device.popErrorScope();
-        throw new Error(`WebGPU rejected a kernel of the compiled model: ${e instanceof Error ? e.message : String(e)}`);
-      }
-      const err = await device.popErrorScope();
-      if (err) throw new Error(`WebGPU rejected a kernel of the compiled model: ${err.message}`);
-    }
+    if (missing.length) await compileChecked(device, () => Promise.all(missing.map(async ({ k, n }) => (this.pipelines[n]!.main = await pipelinesOf(device, k)))));
     const plan = launchPlan(a, few, this.pipelines);
     this.plans.set(forms, plan);
     return plan;

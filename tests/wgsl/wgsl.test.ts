@@ -107,7 +107,7 @@ describe("wgsl pipelines", () => {
     const { openSource } = await import("../../compiler/driver/source");
     const { compileProgram } = await import("../../compiler/driver/compile");
     const { compileProgramWgsl } = await import("../../backends/wgsl/backend");
-    const { pipelineKey } = await import("../../backends/wgsl/host");
+    const { pipelineKey } = await import("../../backends/wgsl/pipelines");
     // Every device shares the prototype: count the pipelines any of them creates.
     const probe = await nodeDevice();
     const proto = Object.getPrototypeOf(probe) as GPUDevice;

@@ -15,6 +15,7 @@ import { unifyTypes } from "../../ir/unify";
 import { expertNames } from "../../ir/weights";
 import { scaleGridShape } from "../../ir/quant";
 import { scaleNameOf } from "../weights/bind";
+import { emulateBf16 } from "./bf16-emulation";
 import { dequantizeTo, FP8_MIN_OPSET } from "./fp8";
 import { GraphBuilder, Names } from "./graph";
 import { LOWERED_THROUGH_MATMUL, onnxLowering, type LowerCtx } from "./lower";
@@ -36,6 +37,11 @@ export interface OnnxEmitOptions {
   exposeNamed?: boolean;
   /** Cast non-f32 float inputs and outputs to f32 at the graph boundary (the Node binding cannot pass bf16). */
   f32Boundary?: boolean;
+  /**
+   * Hold bf16 tensors in f32 and round each computed bf16 result to bf16 (bf16-emulation.ts): ONNX
+   * Runtime's CPU provider, which lingc's runner uses, has no bf16 kernels for most ops.
+   */
+  emulateBf16?: boolean;
 }
 
 export interface EmittedOnnx {
@@ -241,6 +247,7 @@ class Emitter {
       // The module's `config` attribute travels as metadata: onnx-bind checks a checkpoint's config against it.
       metadataProps: Object.entries({ "lingc.graph": this.m.name, "lingc.model": this.m.attrs["model"] ?? "", "lingc.weights": this.opts.weights.describe, ...(this.m.attrs["config"] ? { "lingc.config": this.m.attrs["config"] } : {}) }).map(([key, value]) => ({ key, value })),
     };
+    if (this.opts.emulateBf16) emulateBf16(model);
     return { bytes: encodeModel(model), exposed: this.exposed };
   }
 }

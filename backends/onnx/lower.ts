@@ -276,7 +276,14 @@ export const LOWERINGS: Record<string, Lowering> = {
   sigmoid: direct("Sigmoid"),
   stop_gradient: direct("Identity"),
   transfer: direct("Identity"),
-  silu: (c) => void c.g.node("Mul", [c.ins[0]!, c.g.one("Sigmoid", c.ins, {}, c.meta)], c.out, {}, c.meta),
+  // x * sigmoid(x), rounded once (in f32 for a bf16 or f16 result), as the interpreter rounds it.
+  silu: (c) => {
+    const dt = c.outTypes[0]!.dtype;
+    const x = castTo(c, c.ins[0]!, dt, "f32");
+    const y = c.g.one("Mul", [x, c.g.one("Sigmoid", [x], {}, c.meta)], {}, c.meta);
+    if (dt === "f32") emitTo(c, 0, y);
+    else c.g.node("Cast", [y], c.out, castAttrs(dt), c.meta);
+  },
   reduce_sum: reduce("ReduceSum"),
   reduce_mean: reduce("ReduceMean"),
   reduce_max: reduce("ReduceMax"),

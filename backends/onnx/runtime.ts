@@ -95,17 +95,18 @@ export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: num
     async run(inputs, observe) {
       const ort = await loadOrt();
       const feeds: Record<string, OrtTensor> = {};
-      for (const [k, v] of Object.entries(inputs)) feeds[k] = toOrt(ort, v);
+      // The graph takes bf16 and f16 inputs as f32 (f32Boundary): their values, exactly.
+      for (const [k, v] of Object.entries(inputs)) feeds[k] = toOrt(ort, v.dtype === "bf16" || v.dtype === "f16" ? new Tensor("f32", v.shape, v.data) : v);
       let session: OrtSession;
       let exposed = new Map<string, string>();
       if (observe) {
         exposedSession ??= (async () => {
-          const e = emitOnnx(m, { opset, weights: layout(), exposeNamed: true, f32Boundary: true });
+          const e = emitOnnx(m, { opset, weights: layout(), exposeNamed: true, f32Boundary: true, emulateBf16: true });
           return { s: await createSession(e.bytes, weightsDir), exposed: e.exposed };
         })();
         ({ s: session, exposed } = await exposedSession);
       } else {
-        plain ??= createSession(emitOnnx(m, { opset, weights: layout(), f32Boundary: true }).bytes, weightsDir);
+        plain ??= createSession(emitOnnx(m, { opset, weights: layout(), f32Boundary: true, emulateBf16: true }).bytes, weightsDir);
         session = await plain;
       }
       const results = await session.run(feeds);
@@ -114,7 +115,10 @@ export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: num
         const t = fromOrt(results[r.name!]!, r.name!);
         const q = r.value.type.quant;
         // A scaled fp8 output comes as its values (f32, exact) and its scales.
-        out[r.name!] = q ? new Tensor(r.value.type.dtype, t.shape, t.data, { layout: q, scales: Float32Array.from(fromOrt(results[`${r.name!}${SCALE_SUFFIX}`]!, r.name!).data) }) : t;
+        const dt = r.value.type.dtype;
+        if (q) out[r.name!] = new Tensor(dt, t.shape, t.data, { layout: q, scales: Float32Array.from(fromOrt(results[`${r.name!}${SCALE_SUFFIX}`]!, r.name!).data) });
+        // A bf16 or f16 result comes as f32 (f32Boundary) holding its values exactly: typed back.
+        else out[r.name!] = dt === "bf16" || dt === "f16" ? new Tensor(dt, t.shape, t.data) : t;
       }
       if (observe) for (const [onnxName, irName] of exposed) if (results[onnxName]) observe(irName, fromOrt(results[onnxName]!, onnxName));
       return out;

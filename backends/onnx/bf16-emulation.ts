@@ -71,6 +71,8 @@ function widenValueInfos(list: GraphProto["input"]): void {
 class Rewriter {
   /** Element type by value name: names are unique across the model, Loop bodies included. */
   readonly types = new Map<string, number>();
+  /** A bf16 initializer's name -> the name of its f32 copy. */
+  private readonly widened = new Map<string, string>();
   private count = 0;
 
   constructor(private readonly taken: Set<string>) {}
@@ -124,15 +126,17 @@ class Rewriter {
       this.types.set(v.name!, elemOfValueInfo(v)!);
     }
     const nodes: NodeProto[] = [];
-    // bf16 initializers (external data, as stored) are widened once, first thing.
+    // bf16 initializers (external data, as stored) are widened once, first thing; they keep their
+    // names (the checkpoint's, which onnx-bind matches), their readers read the widened copy.
     for (const t of g.initializer ?? []) {
       if (t.dataType !== BF16) continue;
-      const stored = this.fresh(t.name!);
-      const wide = t.name!;
-      t.name = stored;
-      nodes.push({ name: `${wide}/widen`, opType: "Cast", input: [stored], output: [wide], attribute: [{ name: "to", type: 2, i: F32 }] });
+      const wide = this.fresh(t.name!);
+      this.widened.set(t.name!, wide);
+      this.types.set(wide, BF16);
+      nodes.push({ name: `${t.name}/widen`, opType: "Cast", input: [t.name!], output: [wide], attribute: [{ name: "to", type: 2, i: F32 }] });
     }
     for (const n of g.node ?? []) {
+      n.input = (n.input ?? []).map((i) => this.widened.get(i) ?? i);
       // Typed as the model was emitted (before a Loop's body is widened), then the body rewritten.
       const types = this.resultTypes(n);
       for (const a of n.attribute ?? []) if (a.g) this.graph(a.g);

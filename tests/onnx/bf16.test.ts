@@ -4,17 +4,19 @@
  * the IR's meaning of a bf16 op, so the interpreter's numbers up to summation order. The exported
  * model keeps its bf16 tensors.
  */
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { emitOnnx } from "../../backends/onnx/emit";
 import { decodeModel } from "../../backends/onnx/proto";
+import { createSession, fromOrt, loadOrt, toOrt } from "../../backends/onnx/runtime";
 import { unboundLayout } from "../../backends/onnx/weights";
 import { readAllSafetensors, writeSafetensors } from "../../backends/weights/safetensors";
 import { parseModule } from "../../ir/parse";
 import { Tensor } from "../../ir/tensor";
 import { cli } from "../support/cli";
-import { GOLDEN_DIR, GOLDEN_FILE, scratchDir } from "../support/paths";
+import { maxAbsDiff } from "../support/compare";
+import { GOLDEN_DIR, GOLDEN_FILE, SMALL_DIR, SMALL_FP8_GOLDEN, scratchDir } from "../support/paths";
 
 const dir = scratchDir("lingc-onnx-bf16-");
 
@@ -120,5 +122,27 @@ describe("bf16 on the onnx backend", () => {
         expect(worst, `${backend} ${name}: max abs ${worst} against upstream's bf16 run`).toBeLessThanOrEqual(4 * ulp);
       }
     }
+  });
+
+  it("compile --target onnx --onnx-bf16 emulate writes a bf16 checkpoint's model that ONNX Runtime's CPU provider runs: run's numbers", async () => {
+    const out = join(dir, "emulated");
+    const c = await cli("compile", SMALL_DIR, "--target", "onnx", "--onnx-bf16", "emulate", "--out", out);
+    expect(c.code, c.stderr).toBe(0);
+    const g = decodeModel(readFileSync(join(out, "forward.onnx"))).graph!;
+    expect(g.output!.map((v) => [v.name, v.type!.tensorType!.elemType])).toContainEqual(["present.0.key", 1]);
+    const ids = readAllSafetensors(SMALL_FP8_GOLDEN)["input_ids"]!;
+    const session = await createSession(readFileSync(join(out, "forward.onnx")), SMALL_DIR);
+    const ort = await loadOrt();
+    const res = await session.run({ input_ids: toOrt(ort, ids) });
+    writeSafetensors(join(dir, "small-ids.safetensors"), { input_ids: ids });
+    const r = await cli("run", SMALL_DIR, "--backend", "onnx", "--input", join(dir, "small-ids.safetensors"), "--out", join(dir, "small-run.safetensors"));
+    expect(r.code, r.stderr).toBe(0);
+    const ran = readAllSafetensors(join(dir, "small-run.safetensors"));
+    for (const name of ["logits", "mtp_logits", "present.2.value"]) expect(maxAbsDiff(fromOrt(res[name]!, name).data, ran[name]!.data), name).toBe(0);
+    // The native export of the same checkpoint is what the CPU provider cannot load.
+    const n = await cli("compile", SMALL_DIR, "--target", "onnx", "--out", join(dir, "native"));
+    expect(n.code, n.stderr).toBe(0);
+    await expect(createSession(readFileSync(join(dir, "native", "forward.onnx")), SMALL_DIR)).rejects.toThrow(/Could not find an implementation/);
+    expect((await cli("compile", SMALL_DIR, "--target", "ir", "--onnx-bf16", "emulate", "--out", join(dir, "ir"))).code).toBe(2);
   });
 });

@@ -34,6 +34,12 @@ export const compile: Command = {
       { name: "out", value: "DIR", help: "output folder" },
       { name: "print-pipeline", help: "print the pipeline the target runs (with these options) and stop" },
       { name: "opset", value: "N", help: `ONNX opset for --target onnx (default ${DEFAULT_OPSET})` },
+      {
+        name: "onnx-bf16",
+        value: "MODE",
+        help: "--target onnx: native keeps bf16 tensors (for a runtime with bf16 kernels); emulate holds them in f32 and rounds each computed bf16 result to bf16, so that the model runs on ONNX Runtime's CPU provider (bf16 inputs and outputs become f32) (default native)",
+        choices: ["native", "emulate"],
+      },
       { name: "report", help: "print kernels per layer kind and bytes moved per token, before and after fusion" },
       { name: "draft", value: "HEAD", help: "--target cuda: also the draft graph (the MTP layer), so the program generates with --draft mtp", choices: ["mtp"] },
       DTYPE_OPTION,
@@ -71,6 +77,7 @@ export const compile: Command = {
     const source = await openSource(modelArg, undefined, sourceOptions(args));
     const graphName = str(args, "graph");
     if (graphName && modelArg.endsWith(".lir")) throw new LingcError("--graph does not apply to an IR file (the module names its graph)");
+    if (str(args, "onnx-bf16") !== undefined && target !== "onnx") throw new UsageError("--onnx-bf16 chooses how an ONNX model holds bf16 tensors: give it with --target onnx");
     if (str(args, "draft") !== undefined && (target !== "cuda" || graphName)) throw new UsageError("--draft mtp adds the draft graph to a CUDA program's graphs: give it with --target cuda and without --graph");
     const graphs = graphName ? [graphName] : target === "cuda" ? [...source.graphs, ...(str(args, "draft") ? ["draft"] : [])] : [source.graphs[0]!];
     const { program, timings } = await compileProgram({ source, graphs, target, settings, passes, passRun: passOptions(args, io) });
@@ -110,7 +117,7 @@ export const compile: Command = {
       const ck = source.weights ? Checkpoint.open(source.weights) : undefined;
       try {
         if (ck) bindCheckpoint(program.graphs, ck);
-        const emit = (m: Module) => emitOnnx(m, { opset: int(args, "opset", 1), weights: ck ? checkpointLayout(ck) : unboundLayout() }).bytes;
+        const emit = (m: Module) => emitOnnx(m, { opset: int(args, "opset", 1), weights: ck ? checkpointLayout(ck) : unboundLayout(), emulateBf16: str(args, "onnx-bf16") === "emulate" }).bytes;
         for (const m of program.graphs) {
           if (!isStaged(m)) {
             write(join(out, `${m.name}.onnx`), emit(m));

@@ -4,8 +4,9 @@
  * rewritten so that every bf16 tensor is held in f32, and every node that computes a bf16 result
  * rounds it to bf16 right after (a Cast to bf16 and back: round to nearest even, exact otherwise).
  * Each op then computes in f32 and rounds once where the bf16 model would round, which is the IR's
- * meaning of a bf16 op (accumulate wide, round the result; ir/ops/nn.ts). The model a user exports
- * (`lingc compile --target onnx`) keeps its bf16 tensors; only the runner's copy is rewritten.
+ * meaning of a bf16 op (accumulate wide, round the result; ir/ops/nn.ts). lingc's onnx runner
+ * always rewrites its copy; an exported model (`lingc compile --target onnx`) keeps its bf16 tensors
+ * unless `--onnx-bf16 emulate` asks for this form.
  *
  * The rewrite needs each value's element type, which ONNX does not carry on intermediate values:
  * it propagates them through the graph by each op's typing rule (below), Loop bodies included.

@@ -12,22 +12,23 @@ interface Format {
   bias: number;
   maxFinite: number;
   saturate: boolean; // true: overflow clamps to ±maxFinite; false: overflows to ±Infinity
+  maxExp: number; // floor(log2(maxFinite))
 }
 
 const FORMATS: Partial<Record<DType, Format>> = {
-  bf16: { mant: 7, expBits: 8, bias: 127, maxFinite: 3.3895313892515355e38, saturate: false },
-  f16: { mant: 10, expBits: 5, bias: 15, maxFinite: 65504, saturate: false },
-  f8e4m3fn: { mant: 3, expBits: 4, bias: 7, maxFinite: 448, saturate: true },
-  f8e5m2: { mant: 2, expBits: 5, bias: 15, maxFinite: 57344, saturate: false },
+  bf16: { mant: 7, expBits: 8, bias: 127, maxFinite: 3.3895313892515355e38, saturate: false, maxExp: 127 },
+  f16: { mant: 10, expBits: 5, bias: 15, maxFinite: 65504, saturate: false, maxExp: 15 },
+  f8e4m3fn: { mant: 3, expBits: 4, bias: 7, maxFinite: 448, saturate: true, maxExp: 8 },
+  f8e5m2: { mant: 2, expBits: 5, bias: 15, maxFinite: 57344, saturate: false, maxExp: 15 },
 };
 
-function roundHalfEven(q: number): number {
-  const fl = Math.floor(q);
-  const diff = q - fl;
-  if (diff > 0.5) return fl + 1;
-  if (diff < 0.5) return fl;
-  return fl % 2 === 0 ? fl : fl + 1;
-}
+/** 2^52: adding and subtracting it rounds a non-negative double below 2^52 to an integer, ties to even. */
+const RNE = 4503599627370496;
+
+/** 2^k for the exponents narrow formats need (k in [-POW2_BIAS, POW2_BIAS]): a lookup, not Math.pow. */
+const POW2_BIAS = 160;
+const POW2 = Float64Array.from({ length: 2 * POW2_BIAS + 1 }, (_, i) => 2 ** (i - POW2_BIAS));
+const pow2 = (k: number): number => POW2[k + POW2_BIAS]!;
 
 const expScratch = new Float64Array(1);
 const expWords = new Uint32Array(expScratch.buffer);
@@ -46,19 +47,31 @@ function roundToFormat(x: number, f: Format): number {
   if (Number.isNaN(x)) return NaN;
   if (!Number.isFinite(x)) return f.saturate ? Math.sign(x) * f.maxFinite : x;
   if (x === 0) return x;
-  const sign = x < 0 ? -1 : 1;
   const a = Math.abs(x);
-  const emin = 1 - f.bias;
-  const e = Math.max(exponentOf(a), emin);
-  const step = 2 ** (e - f.mant);
-  const y = roundHalfEven(a / step) * step;
-  if (y > f.maxFinite) return sign * (f.saturate ? f.maxFinite : Infinity);
-  return sign * y;
+  const ea = exponentOf(a);
+  // At or past twice the largest binade nothing rounds back into range.
+  const overflow = (x < 0 ? -1 : 1) * (f.saturate ? f.maxFinite : Infinity);
+  if (ea > f.maxExp) return overflow;
+  // The spacing of the format's values at a's exponent (at least the subnormals'): a power of two,
+  // so scaling by it is exact, and a / step < 2^(mant+1) rounds to an integer through RNE.
+  const e = Math.max(ea, 1 - f.bias) - f.mant;
+  const y = (a * pow2(-e) + RNE - RNE) * pow2(e);
+  if (y > f.maxFinite) return overflow;
+  return x < 0 ? -y : y;
 }
 
 /** Rounds one value to `dtype`; f32 rounds through Math.fround; other dtypes are returned unchanged. */
 export function roundTo(x: number, dtype: DType): number {
   if (dtype === "f32") return Math.fround(x);
+  if (dtype === "bf16") {
+    // A value that is an f32 (most are: products and sums of bf16 values) rounds by its bits.
+    f32Scratch[0] = x;
+    if (f32Scratch[0] === x) {
+      const b = u32Scratch[0]!;
+      u32Scratch[0] = (b + 0x7fff + ((b >>> 16) & 1)) & 0xffff0000;
+      return f32Scratch[0]!;
+    }
+  }
   const f = FORMATS[dtype];
   return f ? roundToFormat(x, f) : x;
 }
@@ -83,6 +96,27 @@ export function roundArrayInPlace(a: Float32Array, dtype: DType): void {
   for (let i = 0; i < a.length; i++) a[i] = roundToFormat(a[i]!, f);
 }
 
+/** A narrow format's value for each of its codes (f16: 65,536, fp8: 256), built on first use. */
+const decodeTables: Partial<Record<DType, Float64Array>> = {};
+
+function decodeTable(dtype: DType, f: Format): Float64Array {
+  const hit = decodeTables[dtype];
+  if (hit) return hit;
+  const total = 1 + f.expBits + f.mant;
+  const expMax = (1 << f.expBits) - 1;
+  const table = new Float64Array(1 << total);
+  for (let bits = 0; bits < table.length; bits++) {
+    const sign = (bits >> (total - 1)) & 1 ? -1 : 1;
+    const exp = (bits >> f.mant) & expMax;
+    const man = bits & ((1 << f.mant) - 1);
+    if (dtype === "f8e4m3fn" ? exp === expMax && man === (1 << f.mant) - 1 : exp === expMax) table[bits] = dtype !== "f8e4m3fn" && man === 0 ? sign * Infinity : NaN;
+    else if (exp === 0) table[bits] = sign * man * pow2(1 - f.bias - f.mant);
+    else table[bits] = sign * (1 + man / (1 << f.mant)) * pow2(exp - f.bias);
+  }
+  decodeTables[dtype] = table;
+  return table;
+}
+
 /** Decodes the bit pattern of a narrow float (bf16, f16, f8e4m3fn, f8e5m2) to its value. */
 export function decodeBits(bits: number, dtype: DType): number {
   if (dtype === "bf16") {
@@ -91,18 +125,7 @@ export function decodeBits(bits: number, dtype: DType): number {
   }
   const f = FORMATS[dtype];
   if (!f) throw new Error(`decodeBits: ${dtype} is not a narrow float`);
-  const total = 1 + f.expBits + f.mant;
-  const sign = (bits >> (total - 1)) & 1 ? -1 : 1;
-  const exp = (bits >> f.mant) & ((1 << f.expBits) - 1);
-  const man = bits & ((1 << f.mant) - 1);
-  const expMax = (1 << f.expBits) - 1;
-  if (dtype === "f8e4m3fn") {
-    if (exp === expMax && man === (1 << f.mant) - 1) return NaN;
-  } else if (exp === expMax) {
-    return man === 0 ? sign * Infinity : NaN;
-  }
-  if (exp === 0) return sign * man * 2 ** (1 - f.bias - f.mant);
-  return sign * (1 + man / (1 << f.mant)) * 2 ** (exp - f.bias);
+  return decodeTable(dtype, f)[bits & ((1 << (1 + f.expBits + f.mant)) - 1)]!;
 }
 
 /** Encodes a value (rounded first) as the bit pattern of a narrow float. */
@@ -125,7 +148,7 @@ export function encodeBits(x: number, dtype: DType): number {
   if (a === 0) return signBit;
   const e = exponentOf(a);
   const emin = 1 - f.bias;
-  if (e < emin) return signBit | Math.round(a / 2 ** (emin - f.mant));
-  const man = Math.round((a / 2 ** e - 1) * (1 << f.mant));
+  if (e < emin) return signBit | Math.round(a * pow2(f.mant - emin));
+  const man = Math.round((a * pow2(-e) - 1) * (1 << f.mant));
   return signBit | ((e + f.bias) << f.mant) | man;
 }

@@ -78,4 +78,23 @@ describe("bit encodings", () => {
     expect(encodeBits(1 + 2 ** -7, "bf16")).toBe(0x3f81);
     expect(decodeBits(0x3f81, "bf16")).toBe(1 + 2 ** -7);
   });
+
+  it("rounds a double that is not an f32 directly (no double rounding through f32), and far values by range", () => {
+    // 1 + 2^-8 + 2^-30 is above bf16's tie but rounds to the tie in f32 first, which would go to 1.
+    expect(Math.fround(1 + 2 ** -8 + 2 ** -30)).toBe(1 + 2 ** -8);
+    expect(roundTo(1 + 2 ** -8 + 2 ** -30, "bf16")).toBe(1 + 2 ** -7);
+    expect(encodeBits(1 + 2 ** -8 + 2 ** -30, "bf16")).toBe(0x3f81);
+    expect(roundTo(-(1 + 3 * 2 ** -8), "bf16")).toBe(-(1 + 2 ** -6));
+    expect(Object.is(roundTo(-0, "bf16"), -0)).toBe(true);
+    expect(Object.is(roundTo(-(2 ** -140), "f8e4m3fn"), -0)).toBe(true);
+    for (const x of [1e300, 2 ** 200, 3.4e38]) {
+      expect(roundTo(x, "bf16")).toBe(Infinity);
+      expect(roundTo(-x, "f16")).toBe(-Infinity);
+      expect(roundTo(-x, "f8e4m3fn")).toBe(-448);
+      expect(roundTo(x, "f8e5m2")).toBe(Infinity);
+    }
+    expect(roundTo(464, "f8e4m3fn")).toBe(448); // between 448 and 2^9: saturates
+    expect(roundTo(2 ** -10, "f8e4m3fn")).toBe(0); // half the smallest subnormal: a tie, to even (0)
+    expect(roundTo(3 * 2 ** -11, "f8e4m3fn")).toBe(2 ** -9); // above the tie
+  });
 });

@@ -20,8 +20,11 @@ export const W = 32;
 type Vec = number[];
 type Mask = boolean[];
 
-const f32Bits = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0]!;
-const bitsF32 = (b: number) => new Float32Array(new Uint32Array([b >>> 0]).buffer)[0]!;
+// One word seen both ways (not two fresh typed arrays a call: these run for every lane of every load).
+const wordF32 = new Float32Array(1);
+const wordU32 = new Uint32Array(wordF32.buffer);
+const f32Bits = (x: number) => ((wordF32[0] = x), wordU32[0]!);
+const bitsF32 = (b: number) => ((wordU32[0] = b >>> 0), wordF32[0]!);
 
 /** One warp of a simulated workgroup: its lanes' locals and arrays, run statement by statement under a lane mask. */
 export class WarpRun {

@@ -64,7 +64,7 @@ function roundToFormat(x: number, f: Format): number {
 export function roundTo(x: number, dtype: DType): number {
   if (dtype === "f32") return Math.fround(x);
   if (dtype === "bf16") {
-    // A value that is an f32 (most are: products and sums of bf16 values) rounds by its bits.
+    // A value that is an f32 (a product of two bf16 values is; a sum in doubles often is not) rounds by its bits.
     f32Scratch[0] = x;
     if (f32Scratch[0] === x) {
       const b = u32Scratch[0]!;
@@ -109,7 +109,10 @@ function decodeTable(dtype: DType, f: Format): Float64Array {
     const sign = (bits >> (total - 1)) & 1 ? -1 : 1;
     const exp = (bits >> f.mant) & expMax;
     const man = bits & ((1 << f.mant) - 1);
-    if (dtype === "f8e4m3fn" ? exp === expMax && man === (1 << f.mant) - 1 : exp === expMax) table[bits] = dtype !== "f8e4m3fn" && man === 0 ? sign * Infinity : NaN;
+    // e4m3fn has no infinity, and one NaN code a sign (all ones); the IEEE-like formats' top exponent
+    // is infinity (mantissa 0) or NaN.
+    const top = exp === expMax && (dtype !== "f8e4m3fn" || man === (1 << f.mant) - 1);
+    if (top) table[bits] = dtype !== "f8e4m3fn" && man === 0 ? sign * Infinity : NaN;
     else if (exp === 0) table[bits] = sign * man * pow2(1 - f.bias - f.mant);
     else table[bits] = sign * (1 + man / (1 << f.mant)) * pow2(exp - f.bias);
   }

@@ -7,7 +7,7 @@
  * graph (ONNX Runtime folds that at load), so each one can point into the checkpoint as stored.
  */
 import { Dim } from "../../ir/dim";
-import { isFp8 } from "../../ir/dtype";
+import { isFp8, type DType } from "../../ir/dtype";
 import { LingcError, formatPos } from "../../ir/errors";
 import { Func, Module, Op, Value, isStackedWeight, joinScope } from "../../ir/module";
 import { TensorType } from "../../ir/types";
@@ -44,10 +44,16 @@ export interface OnnxEmitOptions {
   emulateBf16?: boolean;
 }
 
+/** A named IR value a model also outputs: its full name and its IR dtype. */
+export interface ExposedValue {
+  name: string;
+  dtype: DType;
+}
+
 export interface EmittedOnnx {
   bytes: Uint8Array;
-  /** Output names that expose named IR values, mapped to those values' full names. */
-  exposed: Map<string, string>;
+  /** Output names that expose named IR values, mapped to those values' full names and dtypes. */
+  exposed: Map<string, ExposedValue>;
 }
 
 function onnxDims(t: TensorType): OnnxDim[] {
@@ -60,7 +66,7 @@ class Emitter {
   readonly g = new GraphBuilder(this.names);
   readonly memo = new Map<string, string[]>();
   readonly weightNames = new Map<string, string>();
-  readonly exposed = new Map<string, string>();
+  readonly exposed = new Map<string, ExposedValue>();
   /** Scaled fp8 data -> its scale grid (fp8.ts). */
   readonly scales = new Map<string, string>();
 
@@ -196,8 +202,8 @@ class Emitter {
         env.set(r, outs[i]!);
         if (this.opts.exposeNamed && r.name !== undefined && !r.type.quant) {
           const full = joinScope(prefix, r.name);
-          if (!this.exposed.has(outs[i]!) && ![...this.exposed.values()].includes(full)) {
-            this.exposed.set(outs[i]!, full);
+          if (!this.exposed.has(outs[i]!) && ![...this.exposed.values()].some((x) => x.name === full)) {
+            this.exposed.set(outs[i]!, { name: full, dtype: outTypes[i]!.dtype });
             this.g.outputs.push(valueInfo(outs[i]!, outTypes[i]!.dtype, onnxDims(outTypes[i]!)));
           }
         }

@@ -12,7 +12,7 @@ import { collectWeights } from "../../ir/weights";
 import { Tensor } from "../../ir/tensor";
 import type { Checkpoint } from "../weights/checkpoint";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel } from "../backend";
-import { emitOnnx, SCALE_SUFFIX } from "./emit";
+import { emitOnnx, SCALE_SUFFIX, type ExposedValue } from "./emit";
 import { onnxLowering } from "./lower";
 import { checkpointLayout, unboundLayout } from "./weights";
 
@@ -85,12 +85,17 @@ export async function createSession(bytes: Uint8Array, weightsDir: string): Prom
   }
 }
 
+/** A bf16 or f16 value comes back as f32 (f32Boundary, or bf16 held in f32) holding its values exactly: typed as the IR has it. */
+function typedBack(t: Tensor, dt: DType): Tensor {
+  return (dt === "bf16" || dt === "f16") && t.dtype === "f32" ? new Tensor(dt, t.shape, t.data) : t;
+}
+
 /** A runner over an ONNX session; `observed` sessions also output every named IR value. */
 export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: number): GraphRunner {
   const weightsDir = ck?.dir ?? ".";
   const layout = () => (ck ? checkpointLayout(ck) : unboundLayout());
   let plain: Promise<OrtSession> | undefined;
-  let exposedSession: Promise<{ s: OrtSession; exposed: Map<string, string> }> | undefined;
+  let exposedSession: Promise<{ s: OrtSession; exposed: Map<string, ExposedValue> }> | undefined;
   return {
     async run(inputs, observe) {
       const ort = await loadOrt();
@@ -98,7 +103,7 @@ export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: num
       // The graph takes bf16 and f16 inputs as f32 (f32Boundary): their values, exactly.
       for (const [k, v] of Object.entries(inputs)) feeds[k] = toOrt(ort, v.dtype === "bf16" || v.dtype === "f16" ? new Tensor("f32", v.shape, v.data) : v);
       let session: OrtSession;
-      let exposed = new Map<string, string>();
+      let exposed = new Map<string, ExposedValue>();
       if (observe) {
         exposedSession ??= (async () => {
           const e = emitOnnx(m, { opset, weights: layout(), exposeNamed: true, f32Boundary: true, emulateBf16: true });
@@ -117,10 +122,9 @@ export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: num
         // A scaled fp8 output comes as its values (f32, exact) and its scales.
         const dt = r.value.type.dtype;
         if (q) out[r.name!] = new Tensor(dt, t.shape, t.data, { layout: q, scales: Float32Array.from(fromOrt(results[`${r.name!}${SCALE_SUFFIX}`]!, r.name!).data) });
-        // A bf16 or f16 result comes as f32 (f32Boundary) holding its values exactly: typed back.
-        else out[r.name!] = dt === "bf16" || dt === "f16" ? new Tensor(dt, t.shape, t.data) : t;
+        else out[r.name!] = typedBack(t, dt);
       }
-      if (observe) for (const [onnxName, irName] of exposed) if (results[onnxName]) observe(irName, fromOrt(results[onnxName]!, onnxName));
+      if (observe) for (const [onnxName, v] of exposed) if (results[onnxName]) observe(v.name, typedBack(fromOrt(results[onnxName]!, onnxName), v.dtype));
       return out;
     },
   };

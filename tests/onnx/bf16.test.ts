@@ -53,18 +53,19 @@ function bf16Random(shape: number[], seed: number, offset = 0): Tensor {
 const isBf16Value = (v: number) => (new Uint32Array(Float32Array.of(v).buffer)[0]! & 0xffff) === 0;
 
 describe("bf16 on the onnx backend", () => {
-  it("computes a bf16 block as the interpreter does (its rounding points; sums apart); the results are bf16 values, written as bf16", async () => {
+  it("computes a bf16 block as the interpreter does (its rounding points; sums apart); results and observed values are bf16 values, written as bf16", async () => {
     writeFileSync(join(dir, "m.lir"), MODULE);
     writeSafetensors(join(dir, "w.safetensors"), { n: bf16Random([8], 1, 1), w: bf16Random([16, 8], 2), o: bf16Random([8, 8], 3) });
     writeSafetensors(join(dir, "x.safetensors"), { x: bf16Random([2, 3, 8], 4) });
     const out: Record<string, Record<string, Tensor>> = {};
     for (const backend of ["interp", "onnx"]) {
       const file = join(dir, `${backend}.safetensors`);
-      const r = await cli("run", join(dir, "m.lir"), "--weights", join(dir, "w.safetensors"), "--input", join(dir, "x.safetensors"), "--backend", backend, "--out", file);
+      const r = await cli("run", join(dir, "m.lir"), "--weights", join(dir, "w.safetensors"), "--input", join(dir, "x.safetensors"), "--backend", backend, "--observe", "sg", "--out", file);
       expect(r.code, r.stderr).toBe(0);
       out[backend] = readAllSafetensors(file);
     }
-    for (const name of ["y", "att"]) {
+    // The results and an observed value (silu's, rounded once).
+    for (const name of ["y", "att", "sg"]) {
       const [a, b] = [out["interp"]![name]!, out["onnx"]![name]!];
       expect(b.dtype).toBe("bf16");
       // The same rounding points; ONNX Runtime's f32 sums and exponentials (against the

@@ -31,12 +31,33 @@ function pipelineOf(device: GPUDevice, k: ArtifactLaunch): Promise<Pipeline> {
     entries.push({ binding: k.bindings.length, visibility: COMPUTE, buffer: { type: "uniform" } });
     const layout = device.createBindGroupLayout({ entries, label: k.name });
     const module = device.createShaderModule({ code: k.wgsl, label: k.name });
-    p = device.createComputePipelineAsync({ layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: "main" }, label: k.name }).then((pipeline) => ({ pipeline, layout }));
+    p = device
+      .createComputePipelineAsync({ layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: "main" }, label: k.name })
+      .then(
+        (pipeline) => ({ pipeline, layout }),
+        // The pipeline's error only says the module is invalid: the shader compiler's own messages say why.
+        async (e: unknown) => {
+          throw new Error(`${e instanceof Error ? e.message : String(e)}${await shaderErrors(module, k.name)}`);
+        },
+      );
     cache.set(key, p);
     // A failed compilation is not kept: the next load tries again (and reports it again).
     p.catch(() => cache!.delete(key));
   }
   return p;
+}
+
+/** The shader compiler's error messages for a module, as lines "kernel:line:column: message" (empty if none). */
+async function shaderErrors(module: GPUShaderModule, name: string): Promise<string> {
+  try {
+    const info = await module.getCompilationInfo();
+    return info.messages
+      .filter((m) => m.type === "error")
+      .map((m) => `\n - ${name}:${m.lineNum}:${m.linePos}: ${m.message}`)
+      .join("");
+  } catch {
+    return "";
+  }
 }
 
 /**

@@ -222,7 +222,23 @@ fn sin_poly(x: f32) -> f32 {
   if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u) { return x; }
   return bitcast<f32>((b + 0x7fffu + ((b >> 16u) & 1u)) & 0xffff0000u);
 }`,
-  round_f16: `fn round_f16(x: f32) -> f32 { return unpack2x16float(pack2x16float(vec2f(x, 0.0f))).x; }`,
+  // Round to nearest even on 10 mantissa bits; below 2^-14 to multiples of 2^-24 (subnormals);
+  // overflow to infinity from 65520 (the tie above 65504). By bits, not unpack2x16float(pack2x16float(x)),
+  // which a driver may fold to x (Mesa's lavapipe did: f16 results came out unrounded). Infinity is
+  // made from the runtime sign: a constant one is a WGSL shader-creation error.
+  round_f16: `fn round_f16(x: f32) -> f32 {
+  if (x != x) { return x; }
+  let sgn = bitcast<u32>(x) & 0x80000000u;
+  let a = abs(x);
+  var r: f32;
+  if (a < 6.103515625e-05f) { r = round(a * 16777216.0f) / 16777216.0f; }
+  else if (a >= 65520.0f) { return bitcast<f32>(0x7f800000u | sgn); }
+  else {
+    let b = bitcast<u32>(a);
+    r = bitcast<f32>((b + 0xfffu + ((b >> 13u) & 1u)) & 0xffffe000u);
+  }
+  return bitcast<f32>(bitcast<u32>(r) | sgn);
+}`,
   // Round to nearest even on 3 mantissa bits; below 2^-6 to multiples of 2^-9 (subnormals); saturate at 448.
   round_f8e4m3fn: `fn round_f8e4m3fn(x: f32) -> f32 {
   if (x != x) { return x; }
@@ -236,14 +252,15 @@ fn sin_poly(x: f32) -> f32 {
   }
   return bitcast<f32>(bitcast<u32>(r) | sgn);
 }`,
-  // e5m2: 2 mantissa bits, subnormals below 2^-14 (multiples of 2^-16), overflow to infinity as IEEE.
+  // e5m2: 2 mantissa bits, subnormals below 2^-14 (multiples of 2^-16), overflow to infinity as IEEE
+  // (made from the runtime sign: a constant infinity is a WGSL shader-creation error).
   round_f8e5m2: `fn round_f8e5m2(x: f32) -> f32 {
   if (x != x) { return x; }
   let sgn = bitcast<u32>(x) & 0x80000000u;
   let a = abs(x);
   var r: f32;
   if (a < 6.103515625e-05f) { r = round(a * 65536.0f) / 65536.0f; }
-  else if (a >= 61440.0f) { r = bitcast<f32>(0x7f800000u); }
+  else if (a >= 61440.0f) { return bitcast<f32>(0x7f800000u | sgn); }
   else {
     let b = bitcast<u32>(a);
     r = bitcast<f32>((b + 0xfffffu + ((b >> 21u) & 1u)) & 0xffe00000u);

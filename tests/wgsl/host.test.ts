@@ -16,6 +16,8 @@ import { openSource } from "../../compiler/driver/source";
 import { compileProgramWgsl } from "../../backends/wgsl/backend";
 import { WgslGraph, type HostTensor } from "../../backends/wgsl/host";
 import { SharedWeights } from "../../backends/wgsl/shared-weights";
+import { compileChecked, pipelinesOf } from "../../backends/wgsl/pipelines";
+import type { ArtifactLaunch } from "../../backends/wgsl/artifact";
 import { chunkStarts } from "../../backends/wgsl/chunked-pass";
 import { nodeAdapter, nodeDevice } from "../../backends/wgsl/node";
 import { scratchDir, SMALL_DIR } from "../support/paths";
@@ -241,6 +243,16 @@ describe("the WebGPU host across runs", () => {
       g.destroy();
       device.destroy();
     }
+  });
+});
+
+describe("a kernel WebGPU rejects", () => {
+  it("is named with the shader compiler's message, line and column", async () => {
+    const device = await nodeDevice();
+    // A constant out of f32's range: a shader-creation error (as round_f8e5m2's infinity was).
+    const wgsl = "// k_broken\n@compute @workgroup_size(1)\nfn main() {\n  let x = bitcast<f32>(0x7f800000u);\n}\n";
+    const k: ArtifactLaunch = { name: "broken_kernel", wgsl, workgroupSize: 1, bindings: [], uniforms: [], grid: { dim: [], per: 1 } };
+    await expect(compileChecked(device, () => pipelinesOf(device, k))).rejects.toThrow(/WebGPU rejected a kernel of the compiled model: [^]*broken_kernel:4:\d+: [^\n]*inf/);
   });
 });
 

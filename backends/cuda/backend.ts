@@ -14,6 +14,7 @@ import { Tensor } from "../../ir/tensor";
 import type { TensorType } from "../../ir/types";
 import { readAllSafetensors, writeSafetensors } from "../weights/safetensors";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel, type Program } from "../backend";
+import { typedAsDeclared } from "../narrow-results";
 import type { GenerateResult } from "../generation";
 import { cudaProfile, emitCuda } from "./emit";
 import { nvccFlags } from "./build-files";
@@ -106,7 +107,7 @@ function runner(built: BuiltProgram, weights: string | undefined, graph: string,
         for (const [k, v] of Object.entries(all)) {
           const type = outputs.get(k);
           if (type?.quant) result[k] = new Tensor(type.dtype, v.shape, v.data, { layout: type.quant, scales: Float32Array.from(all[`${k}.scale`]!.data) });
-          else if (type) result[k] = v;
+          else if (type) result[k] = typedAsDeclared(v, type.dtype);
           if (observe) observe(k, v);
         }
         return result;

@@ -12,6 +12,7 @@ import { collectWeights } from "../../ir/weights";
 import { Tensor } from "../../ir/tensor";
 import type { Checkpoint } from "../weights/checkpoint";
 import { signatureOf, type Backend, type GraphRunner, type LoadedModel } from "../backend";
+import { typedAsDeclared } from "../narrow-results";
 import { emitOnnx, SCALE_SUFFIX, type ExposedValue } from "./emit";
 import { onnxLowering } from "./lower";
 import { checkpointLayout, unboundLayout } from "./weights";
@@ -85,11 +86,6 @@ export async function createSession(bytes: Uint8Array, weightsDir: string): Prom
   }
 }
 
-/** A bf16 or f16 value comes back as f32 (f32Boundary, or bf16 held in f32) holding its values exactly: typed as the IR has it. */
-function typedBack(t: Tensor, dt: DType): Tensor {
-  return (dt === "bf16" || dt === "f16") && t.dtype === "f32" ? new Tensor(dt, t.shape, t.data) : t;
-}
-
 /** A runner over an ONNX session; `observed` sessions also output every named IR value. */
 export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: number): GraphRunner {
   const weightsDir = ck?.dir ?? ".";
@@ -122,9 +118,9 @@ export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: num
         // A scaled fp8 output comes as its values (f32, exact) and its scales.
         const dt = r.value.type.dtype;
         if (q) out[r.name!] = new Tensor(dt, t.shape, t.data, { layout: q, scales: Float32Array.from(fromOrt(results[`${r.name!}${SCALE_SUFFIX}`]!, r.name!).data) });
-        else out[r.name!] = typedBack(t, dt);
+        else out[r.name!] = typedAsDeclared(t, dt);
       }
-      if (observe) for (const [onnxName, v] of exposed) if (results[onnxName]) observe(v.name, typedBack(fromOrt(results[onnxName]!, onnxName), v.dtype));
+      if (observe) for (const [onnxName, v] of exposed) if (results[onnxName]) observe(v.name, typedAsDeclared(fromOrt(results[onnxName]!, onnxName), v.dtype));
       return out;
     },
   };

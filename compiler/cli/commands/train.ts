@@ -7,6 +7,7 @@ import { GRAPH, train, writeTrainedCheckpoint } from "../../driver/train";
 import { int, str, UsageError } from "../args";
 import type { Command } from "./command";
 import { passesOption } from "./backend-options";
+import { BACKEND_NAMES } from "../../../backends";
 
 export const trainCommand: Command = {
   spec: {
@@ -18,7 +19,7 @@ export const trainCommand: Command = {
       { name: "steps", value: "N", help: "how many optimizer steps", required: true },
       { name: "out", value: "DIR", help: "the folder to write the trained checkpoint to (must not exist)", required: true },
       { name: "lr", value: "X", help: "the learning rate (default 1e-3, constant)" },
-      { name: "backend", value: "NAME", help: "which backend runs the steps (default interp; the only one for now)", choices: ["interp", "onnx", "cuda", "webgpu"] },
+      { name: "backend", value: "NAME", help: "which backend runs the steps (default interp; the only one for now)", choices: BACKEND_NAMES },
       { name: "passes", value: "LIST", help: "passes after autodiff and adamw (default: the target's), e.g. cse,dce,recompute{budget=50%}" },
     ],
     notes: ["example: lingc train tests/data/golden/ling-tiny --data tests/data/golden/ling-tiny/golden.safetensors --steps 50 --out out/tiny-trained"],

@@ -109,14 +109,22 @@ export function dequantizeLowering(c: LowerCtx): void {
   c.g.node("Identity", [real], [c.out[0]!], {}, c.meta);
 }
 
-/** The operands of a (grouped) linear with scaled ones replaced by their real values in the result's dtype. */
-export function realOperands(c: LowerCtx): string[] {
-  const to = c.outTypes[0]!.dtype;
-  return c.ins.map((name, i) => {
+/**
+ * The operands of a (grouped) linear as it computes, and the dtype it computes in. With a scaled
+ * operand: in f32, its real values (fp8 data times scales, no bf16 values in general) dequantized to
+ * f32 and the other float operands widened, the result rounded once to its dtype after (as the
+ * interpreter computes it); without one: as they are, in the result's dtype.
+ */
+export function realOperands(c: LowerCtx): { ins: string[]; dt: DType } {
+  const out = c.outTypes[0]!.dtype;
+  if (!c.inTypes.some((t) => t.quant)) return { ins: c.ins, dt: out };
+  const ins = c.ins.map((name, i) => {
     const t = c.inTypes[i]!;
-    if (!t.quant) return name;
-    const s = c.scaleOf(name);
-    // Without a scale name it is already real values (a stacked expert weight, dequantized per expert).
-    return s ? dequantizeTo(c.g, name, s, t, to, c.meta) : name;
+    const s = t.quant ? c.scaleOf(name) : undefined;
+    // A scaled operand without a scale name is already real values in f32 (a stacked expert weight,
+    // dequantized per expert as it is loaded).
+    if (s) return dequantizeTo(c.g, name, s, t, "f32", c.meta);
+    return t.dtype === "bf16" || t.dtype === "f16" ? c.g.one("Cast", [name], castNode("f32"), c.meta) : name;
   });
+  return { ins, dt: "f32" };
 }

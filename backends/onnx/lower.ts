@@ -54,6 +54,13 @@ function direct(onnxOp: string): Lowering {
 }
 
 /** Writes `src` to the required output name (an Identity unless it already is that name). */
+/** Output 0 from `src`, computed in `dt`: cast to the result's dtype where that differs. */
+function emitAs(c: LowerCtx, src: string, dt: DType): void {
+  const out = c.outTypes[0]!.dtype;
+  if (dt !== out) c.g.node("Cast", [src], [c.out[0]!], castAttrs(out), c.meta);
+  else if (!c.g.renameOutput(src, c.out[0]!)) emitTo(c, 0, src);
+}
+
 function emitTo(c: LowerCtx, i: number, src: string): void {
   c.g.node("Identity", [src], [c.out[i]!], {}, c.meta);
 }
@@ -204,9 +211,9 @@ function activeExperts(c: LowerCtx, offsets: string): [string, string] {
 }
 
 function groupedLinear(c: LowerCtx): void {
-  const [x, w, offsets] = realOperands(c) as [string, string, string];
+  const { ins, dt } = realOperands(c);
+  const [x, w, offsets] = ins as [string, string, string];
   const [active, off] = activeExperts(c, offsets);
-  const dt = c.outTypes[0]!.dtype;
   const O = c.inTypes[1]!.shape[1]!.value!;
   const N = c.outTypes[0]!.shape[0]!;
   const trips = c.g.one("Squeeze", [c.g.one("Shape", [active], {}, c.meta), c.g.i64([0])], {}, c.meta);
@@ -231,7 +238,7 @@ function groupedLinear(c: LowerCtx): void {
   const yOut = body.one("ScatterND", [yIn, idx, y], {}, meta);
   body.outputs.push(valueInfo(condOut, "bool", []), valueInfo(yOut, dt, [typeof N.value === "number" ? N.value : N.toString(), O]));
   const t = c.g.constant(Tensor.from("bool", [], [1]), "true");
-  c.g.node("Loop", [trips, t, y0], c.out, { body: body.graph(`${c.meta.scope ?? "moe"}/experts_loop`) }, c.meta);
+  emitAs(c, c.g.one("Loop", [trips, t, y0], { body: body.graph(`${c.meta.scope ?? "moe"}/experts_loop`) }, c.meta), dt);
 }
 
 /** grouped_outer: a Loop over the experts whose scan output is a[lo:hi]^T b[lo:hi] per expert ([E, A, B]). */
@@ -340,8 +347,9 @@ export const LOWERINGS: Record<string, Lowering> = {
   },
   embedding: (c) => void c.g.node("Gather", c.ins, c.out, { axis: 0 }, c.meta),
   linear: (c) => {
-    const [x, w] = realOperands(c) as [string, string];
-    c.g.node("MatMul", [x, c.g.one("Transpose", [w], { perm: [1, 0] }, c.meta)], c.out, {}, c.meta);
+    const { ins, dt } = realOperands(c);
+    const y = c.g.one("MatMul", [ins[0]!, c.g.one("Transpose", [ins[1]!], { perm: [1, 0] }, c.meta)], {}, c.meta);
+    emitAs(c, y, dt);
   },
   quantize: quantizeLowering,
   dequantize: dequantizeLowering,

@@ -3,6 +3,8 @@ import type { Tensor } from "../../ir/tensor";
 import { isDeviceTensor, type DeviceTensor, type GraphRunner, type GraphSignature, type LoadedModel } from "../backend";
 import { withRoom, type GpuTensor, type HostTensor, type KernelTiming, type RunOptions, type RunResult, type WgslGraph } from "./host";
 import { fromHost, toHost } from "./tensors";
+import { typedAsDeclared } from "../narrow-results";
+import type { DType } from "../../ir/dtype";
 
 export interface WgslRunner extends GraphRunner {
   graph: WgslGraph;
@@ -34,6 +36,8 @@ export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRun
   // fp8 output with its scales and their blocks).
   const dtypes = new Map(a.outputs.map((o) => [o.name, a.slots[o.slot]!.dtype]));
   const blocks = new Map(a.outputs.map((o) => [o.name, a.slots[o.slot]!.scales?.block]));
+  // Observed values come back as f32 or i32 too; a bf16 or f16 one is labelled so (its values are).
+  const slotDtypes = new Map(a.slots.filter((s) => s.name).map((s) => [s.name!, s.dtype as DType]));
   const label = (name: string, t: HostTensor) => fromHost(t, dtypes.get(name) ?? (t.dtype === "f32" ? "f32" : "i64"), blocks.get(name));
   /** A run's read-back outputs, labelled; its times noted on the runner. */
   const outputsOf = (res: RunResult): Record<string, Tensor> => {
@@ -52,7 +56,7 @@ export function graphRunner(graph: WgslGraph, profile: { on: boolean }): WgslRun
       for (const [k, v] of Object.entries(inputs)) host[k] = toHost(v);
       const res = await graph.run(host, { observe: observe ? () => true : undefined, profile: profile.on });
       const out = outputsOf(res);
-      if (observe) for (const [k, v] of Object.entries(res.observed)) observe(k, fromHost(v, v.dtype === "f32" ? "f32" : "i32"));
+      if (observe) for (const [k, v] of Object.entries(res.observed)) observe(k, typedAsDeclared(fromHost(v, v.dtype === "f32" ? "f32" : "i32"), slotDtypes.get(k) ?? "f32"));
       return out;
     },
     async launchOnDevice(inputs, keep, { lastPosition, nextToken }) {

@@ -62,12 +62,14 @@ describe("WGSL narrow-float rounding", () => {
     const got: Record<string, Record<string, Tensor>> = {};
     for (const backend of ["interp", "wgsl"]) {
       const file = join(dir, `tiny16-${backend}.safetensors`);
-      const r = await cli("run", GOLDEN_DIR, "--backend", backend, "--dtype", "f16", "--input", GOLDEN_FILE, "--out", file);
+      const r = await cli("run", GOLDEN_DIR, "--backend", backend, "--dtype", "f16", "--input", GOLDEN_FILE, "--observe", "model.layers.0.attention.v", "--out", file);
       expect(r.code, r.stderr).toBe(0);
       got[backend] = readAllSafetensors(file);
     }
-    for (const name of ["present.0.key", "present.0.value"]) {
+    // An output and an observed value: both f16, as the graph declares them.
+    for (const name of ["present.0.key", "present.0.value", "model.layers.0.attention.v"]) {
       const [a, b] = [got["interp"]![name]!, got["wgsl"]![name]!];
+      expect(b.dtype, name).toBe("f16");
       let equal = 0;
       b.data.forEach((v, i) => {
         const w = a.data[i]!;

@@ -18,10 +18,26 @@ export interface ValueDiff {
   shape: readonly number[];
   maxAbs: number;
   maxRel: number;
+  /** bf16 and f16 values: the largest difference in units in the last place of the reference value's largest element. */
+  maxUlps?: number;
   over: boolean;
 }
 
-export function diffValues(order: string[], a: Record<string, Tensor>, b: Record<string, Tensor>, tolerance: number): ValueDiff[] {
+/** Mantissa bits of the narrow float dtypes whose differences are counted in ulps. */
+const NARROW_MANTISSA: Record<string, number> = { bf16: 7, f16: 10 };
+const NARROW_MIN_EXP: Record<string, number> = { bf16: -126, f16: -14 };
+
+/** Without --tolerance: bf16 and f16 values within this many ulps (summation order moves a result by one; its inputs' ulps add), the others within DEFAULT_ABS. */
+export const DEFAULT_ULPS = 2;
+export const DEFAULT_ABS = 1e-4;
+
+/**
+ * Each value's largest difference between a and b. `tolerance` (absolute) applies to every value;
+ * without it, bf16 and f16 values are held to DEFAULT_ULPS ulps of the reference (a's) value's largest
+ * element and the others to DEFAULT_ABS: an absolute 1e-4 says nothing about bf16 arithmetic, whose
+ * ulp at 1 is 2^-7.
+ */
+export function diffValues(order: string[], a: Record<string, Tensor>, b: Record<string, Tensor>, tolerance?: number): ValueDiff[] {
   const out: ValueDiff[] = [];
   for (const name of order) {
     const x = a[name];
@@ -31,6 +47,8 @@ export function diffValues(order: string[], a: Record<string, Tensor>, b: Record
       out.push({ name, shape: x.shape, maxAbs: Infinity, maxRel: Infinity, over: true });
       continue;
     }
+    const mant = x.dtype === y.dtype ? NARROW_MANTISSA[x.dtype] : undefined;
+    const minExp = NARROW_MIN_EXP[x.dtype] ?? 0;
     let maxAbs = 0;
     let scale = 0;
     for (let i = 0; i < x.numel; i++) {
@@ -39,7 +57,10 @@ export function diffValues(order: string[], a: Record<string, Tensor>, b: Record
       scale = Math.max(scale, Math.abs(x.data[i]!));
     }
     const maxRel = maxAbs === 0 ? 0 : maxAbs / Math.max(scale, 1e-30);
-    out.push({ name, shape: x.shape, maxAbs, maxRel, over: !(maxAbs <= tolerance) });
+    // In ulps of the value's largest element: a sum that cancels to near zero is as far off as its terms were.
+    const maxUlps = mant === undefined ? 0 : maxAbs / 2 ** (Math.max(scale > 0 ? Math.floor(Math.log2(scale)) : minExp, minExp) - mant);
+    const over = tolerance !== undefined ? !(maxAbs <= tolerance) : mant !== undefined ? !(maxUlps <= DEFAULT_ULPS) : !(maxAbs <= DEFAULT_ABS);
+    out.push({ name, shape: x.shape, maxAbs, maxRel, ...(mant !== undefined ? { maxUlps } : {}), over });
   }
   return out;
 }
@@ -53,7 +74,7 @@ export const compare: Command = {
       { name: "backends", value: "A,B", help: `two backends (from ${BACKEND_NAMES.join(", ")}); the first is the reference`, required: true },
       { name: "graph", value: "NAME", help: "which graph (default: the model's first, forward; a model also has train: the losses and grad.<weight>)" },
       { name: "input", value: "FILE", help: "safetensors file with the graph's inputs (for a model: input_ids, int64 [B, S])", required: true },
-      { name: "tolerance", value: "X", help: "max abs error allowed (default 1e-4)" },
+      { name: "tolerance", value: "X", help: "max abs error allowed, for every value (default: 1e-4, and for bf16 and f16 values 2 ulps of the first backend's largest element)" },
       WEIGHTS_OPTION,
       DTYPE_OPTION,
       ...PIPELINE_OPTIONS,
@@ -63,9 +84,9 @@ export const compare: Command = {
   async run(args, io) {
     const names = str(args, "backends")!.split(",").map((s) => s.trim());
     if (names.length !== 2) throw new UsageError(`--backends needs two backends separated by a comma, got '${str(args, "backends")}'`);
-    const tolText = str(args, "tolerance") ?? "1e-4";
-    const tolerance = Number(tolText);
-    if (!(tolerance >= 0)) throw new UsageError(`--tolerance must be a non-negative number, got '${tolText}'`);
+    const tolText = str(args, "tolerance");
+    const tolerance = tolText === undefined ? undefined : Number(tolText);
+    if (tolerance !== undefined && !(tolerance >= 0)) throw new UsageError(`--tolerance must be a non-negative number, got '${tolText}'`);
     const source = await openSource(args.positionals[0]!, str(args, "weights"), sourceOptions(args));
     const graph = str(args, "graph") ?? source.graphs[0]!;
     if (!hasGraph(source, graph)) throw new LingcError(`${source.label} has no graph '${graph}' (it has ${[...source.graphs, ...(source.onRequest ?? [])].join(", ")})`);
@@ -93,16 +114,20 @@ export const compare: Command = {
     const diffs = diffValues(order, results[0]!, results[1]!, tolerance);
     if (diffs.length === 0) throw new LingcError(`${names[0]} and ${names[1]} expose no value in common`);
     const w = Math.max(...diffs.map((d) => d.name.length));
-    io.out(`${"value".padEnd(w)}  ${"shape".padEnd(16)}  ${"max abs".padStart(10)}  ${"max rel".padStart(10)}\n`);
+    const ulps = diffs.some((d) => d.maxUlps !== undefined);
+    io.out(`${"value".padEnd(w)}  ${"shape".padEnd(16)}  ${"max abs".padStart(10)}  ${"max rel".padStart(10)}${ulps ? `  ${"max ulps".padStart(9)}` : ""}\n`);
     for (const d of diffs) {
-      io.out(`${d.name.padEnd(w)}  ${`[${d.shape.join(", ")}]`.padEnd(16)}  ${d.maxAbs.toExponential(2).padStart(10)}  ${d.maxRel.toExponential(2).padStart(10)}${d.over ? "  OVER" : ""}\n`);
+      const u = ulps ? `  ${(d.maxUlps === undefined ? "-" : d.maxUlps.toFixed(1)).padStart(9)}` : "";
+      io.out(`${d.name.padEnd(w)}  ${`[${d.shape.join(", ")}]`.padEnd(16)}  ${d.maxAbs.toExponential(2).padStart(10)}  ${d.maxRel.toExponential(2).padStart(10)}${u}${d.over ? "  OVER" : ""}\n`);
     }
+    const rule = tolerance !== undefined ? `${tolerance}` : ulps ? `${DEFAULT_ABS} (bf16 and f16 values: ${DEFAULT_ULPS} ulps)` : `${DEFAULT_ABS}`;
     const first = diffs.find((d) => d.over);
     if (first) {
-      io.out(`first value over tolerance ${tolerance}: ${first.name} (max abs ${first.maxAbs.toExponential(3)})\n`);
+      const by = first.maxUlps !== undefined && tolerance === undefined ? `${first.maxUlps.toFixed(1)} ulps` : `max abs ${first.maxAbs.toExponential(3)}`;
+      io.out(`first value over tolerance ${rule}: ${first.name} (${by})\n`);
       return 3;
     }
-    io.out(`all ${diffs.length} values ${names[0]} and ${names[1]} share are within ${tolerance}\n`);
+    io.out(`all ${diffs.length} values ${names[0]} and ${names[1]} share are within ${rule}\n`);
     return 0;
   },
 };

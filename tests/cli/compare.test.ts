@@ -15,7 +15,7 @@ import { scratchDir } from "../support/paths";
 describe("compare's tolerance by dtype", () => {
   it("counts bf16 and f16 differences in ulps of the largest element; f32 ones against 1e-4", () => {
     // Largest element 3 (bf16 ulp there 2^-6, f16 2^-9): a difference of 2^-5 is 2 ulps, 2^-4 is 4.
-    const t = (dt: "bf16" | "f16" | "f32", v: number[]) => new Tensor(dt, [v.length], v);
+    const t = (dt: "bf16" | "f16" | "f32", v: number[]) => Tensor.from(dt, [v.length], v);
     const a = { b: t("bf16", [3, 0.5]), c: t("bf16", [3, 0.5]), h: t("f16", [3, 0.5]), f: t("f32", [3, 0.5]) };
     const b = { b: t("bf16", [3, 0.5 + 2 ** -5]), c: t("bf16", [3, 0.5 + 2 ** -4]), h: t("f16", [3, 0.5 + 2 ** -7]), f: t("f32", [3, 0.5 + 2 ** -14]) };
     const d = Object.fromEntries(diffValues(["b", "c", "h", "f"], a, b).map((x) => [x.name, x]));
@@ -41,8 +41,8 @@ describe("compare's tolerance by dtype", () => {
 `,
     );
     const seq = (n: number, k: number) => Array.from({ length: n }, (_, i) => Math.fround(Math.sin(i * 0.77 + k))).map((v) => new Float32Array(new Uint32Array([new Uint32Array(Float32Array.of(v).buffer)[0]! & 0xffff0000]).buffer)[0]!);
-    writeSafetensors(join(dir, "w.safetensors"), { w: new Tensor("bf16", [32, 64], seq(32 * 64, 1)) });
-    writeSafetensors(join(dir, "x.safetensors"), { x: new Tensor("bf16", [4, 64], seq(4 * 64, 2)) });
+    writeSafetensors(join(dir, "w.safetensors"), { w: Tensor.from("bf16", [32, 64], seq(32 * 64, 1)) });
+    writeSafetensors(join(dir, "x.safetensors"), { x: Tensor.from("bf16", [4, 64], seq(4 * 64, 2)) });
     const args = ["compare", join(dir, "m.lir"), "--weights", join(dir, "w.safetensors"), "--input", join(dir, "x.safetensors"), "--backends", "interp,onnx"];
     const r = await cli(...args);
     expect(r.code, r.stdout + r.stderr).toBe(0);

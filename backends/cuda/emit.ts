@@ -211,14 +211,19 @@ class FuncEmitter {
   lower(step: Step, n: number): string[] {
     const lib = stepDispatch(step, this.profile);
     if (lib) {
-      return libraryCall(lib.kind, lib.dispatch, step, {
+      // An f16 result is held in f32 (cudaStorage): the library (cuBLASLt, the runtime's kernels)
+      // writes it unrounded, so it is rounded after, as the generated kernels round what they store.
+      const rounds = [...step.writes.keys()]
+        .filter((v) => v.type.dtype === "f16" && !v.type.quant)
+        .map((v) => `c.round_f16(${this.slot(step, v)}, ${cppDim(product(v.type.shape).substitute(step.subst))});`);
+      return [...libraryCall(lib.kind, lib.dispatch, step, {
         slot: (v) => this.slot(step, v),
         scales: (v) => this.scales(step, v),
         scalesKMajor: (v) => this.fr.slots[scaleSlotOfValue(this.fr, step, v) ?? -1]?.kMajor === true,
         dim: (d) => cppDim(d.substitute(step.subst)),
         hostDim: cppDim,
         generated: (template) => this.generated(step, n, template),
-      });
+      }), ...rounds];
     }
     return [this.generated(step, n)];
   }

@@ -26,6 +26,13 @@ __global__ void convert(const A* __restrict__ in, B* __restrict__ out, long n) {
   }
 }
 
+/** Rounds n f32 values to f16 in place: an f16 tensor is held in f32, and a library step's result is rounded after it. */
+__global__ void round_f16_in_place(float* __restrict__ p, long n) {
+  pdl_enter();
+  const long i = linear_block() * blockDim.x + threadIdx.x;
+  if (i < n) p[i] = __half2float(__float2half_rn(p[i]));
+}
+
 /** Up to 4 sources of a concat, each [rows, cols[j]] (in units of U), side by side in out [rows, sum cols]. */
 struct ConcatSources {
   const void* src[4];

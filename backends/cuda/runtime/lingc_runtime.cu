@@ -1399,6 +1399,13 @@ void Ctx::cast(int in, int out, long n) {
   launched("convert");
 }
 
+void Ctx::round_f16(int buf, long n) {
+  if (n == 0) return;
+  if (dtype(buf) != DT_F32) fail("round_f16: buffer %d holds %s, not the f32 that an f16 tensor is held in", buf, dtype_name(dtype(buf)));
+  CK(launch_pdl(stream, lingc::round_f16_in_place, grid((n + 255) / 256), 256, 0, (float*)ptr(buf), n));
+  launched("round_f16");
+}
+
 void Ctx::concat(int out, long rows, int count, const int* srcs, const long* cols) {
   if (count < 1 || count > 4) fail("concat: %d inputs (the runtime's concat takes 1 to 4)", count);
   const size_t eb = dtype_bytes(dtype(out));

@@ -392,6 +392,8 @@ struct Ctx {
   void expert_loop(int x, int order, int k, int wg, int wu, int offsets, int out, long rows, long E, long O, long I);
   // A float cast of n elements (bf16 <-> f32), vectorized where the pointers allow.
   void cast(int in, int out, long n);
+  // Rounds an f16 tensor's n values (held in f32) to f16 in place, after a library step that wrote them in f32.
+  void round_f16(int buf, long n);
   // out [rows, sum cols] = the sources [rows, cols[j]] side by side (a concat along an axis whose
   // outer dims multiply to rows); 1 to 4 sources.
   void concat(int out, long rows, int count, const int* srcs, const long* cols);

@@ -202,6 +202,43 @@ const SINCOS = `fn sincos_quadrant(x: f32) -> vec3f {
   return vec3f(s, c, f32(i32(j) & 3));
 }`;
 
+/** An f32 constant in WGSL (a decimal point for integers). */
+const wgslF32 = (x: number) => `${Number.isInteger(x) ? x.toFixed(1) : String(x)}f`;
+
+/**
+ * WGSL that rounds an f32 to a narrow float with `mant` mantissa bits, to nearest even: below the
+ * smallest normal 2^minExp to multiples of 2^(minExp - mant) (the subnormals), above it by its bits
+ * (the low 23 - mant dropped). Past the largest value: infinity from `infinityFrom` (the tie above the
+ * largest), made from the run-time sign since a constant infinity is a WGSL shader-creation error;
+ * or saturation at `saturate` (e4m3fn), the input first clamped to `clampAt` (the tie above it).
+ */
+function roundNarrow(name: string, mant: number, minExp: number, top: { infinityFrom: number } | { saturate: number; clampAt: number }): string {
+  const drop = 23 - mant;
+  const hex = (n: number) => `0x${(n >>> 0).toString(16)}u`;
+  const bits = (b: string) => `bitcast<f32>((${b} + ${hex(2 ** (drop - 1) - 1)} + ((${b} >> ${drop}u) & 1u)) & ${hex(2 ** 32 - 2 ** drop)})`;
+  const sub = wgslF32(2 ** (mant - minExp));
+  const normal =
+    "infinityFrom" in top
+      ? `  else if (a >= ${wgslF32(top.infinityFrom)}) { return bitcast<f32>(0x7f800000u | sgn); }
+  else {
+    let b = bitcast<u32>(a);
+    r = ${bits("b")};
+  }`
+      : `  else {
+    let b = bitcast<u32>(min(a, ${wgslF32(top.clampAt)}));
+    r = min(${bits("b")}, ${wgslF32(top.saturate)});
+  }`;
+  return `fn ${name}(x: f32) -> f32 {
+  if (x != x) { return x; }
+  let sgn = bitcast<u32>(x) & 0x80000000u;
+  let a = abs(x);
+  var r: f32;
+  if (a < ${wgslF32(2 ** minExp)}) { r = round(a * ${sub}) / ${sub}; }
+${normal}
+  return bitcast<f32>(bitcast<u32>(r) | sgn);
+}`;
+}
+
 const HELPERS: Record<string, string> = {
   sin_poly: `${SINCOS}
 fn sin_poly(x: f32) -> f32 {
@@ -222,51 +259,11 @@ fn sin_poly(x: f32) -> f32 {
   if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u) { return x; }
   return bitcast<f32>((b + 0x7fffu + ((b >> 16u) & 1u)) & 0xffff0000u);
 }`,
-  // Round to nearest even on 10 mantissa bits; below 2^-14 to multiples of 2^-24 (subnormals);
-  // overflow to infinity from 65520 (the tie above 65504). By bits, not unpack2x16float(pack2x16float(x)),
-  // which a driver may fold to x (Mesa's lavapipe did: f16 results came out unrounded). Infinity is
-  // made from the runtime sign: a constant one is a WGSL shader-creation error.
-  round_f16: `fn round_f16(x: f32) -> f32 {
-  if (x != x) { return x; }
-  let sgn = bitcast<u32>(x) & 0x80000000u;
-  let a = abs(x);
-  var r: f32;
-  if (a < 6.103515625e-05f) { r = round(a * 16777216.0f) / 16777216.0f; }
-  else if (a >= 65520.0f) { return bitcast<f32>(0x7f800000u | sgn); }
-  else {
-    let b = bitcast<u32>(a);
-    r = bitcast<f32>((b + 0xfffu + ((b >> 13u) & 1u)) & 0xffffe000u);
-  }
-  return bitcast<f32>(bitcast<u32>(r) | sgn);
-}`,
-  // Round to nearest even on 3 mantissa bits; below 2^-6 to multiples of 2^-9 (subnormals); saturate at 448.
-  round_f8e4m3fn: `fn round_f8e4m3fn(x: f32) -> f32 {
-  if (x != x) { return x; }
-  let sgn = bitcast<u32>(x) & 0x80000000u;
-  let a = abs(x);
-  var r: f32;
-  if (a < 0.015625f) { r = round(a * 512.0f) / 512.0f; }
-  else {
-    let b = bitcast<u32>(min(a, 464.0f));
-    r = min(bitcast<f32>((b + 0x7ffffu + ((b >> 20u) & 1u)) & 0xfff00000u), 448.0f);
-  }
-  return bitcast<f32>(bitcast<u32>(r) | sgn);
-}`,
-  // e5m2: 2 mantissa bits, subnormals below 2^-14 (multiples of 2^-16), overflow to infinity as IEEE
-  // (made from the runtime sign: a constant infinity is a WGSL shader-creation error).
-  round_f8e5m2: `fn round_f8e5m2(x: f32) -> f32 {
-  if (x != x) { return x; }
-  let sgn = bitcast<u32>(x) & 0x80000000u;
-  let a = abs(x);
-  var r: f32;
-  if (a < 6.103515625e-05f) { r = round(a * 65536.0f) / 65536.0f; }
-  else if (a >= 61440.0f) { return bitcast<f32>(0x7f800000u | sgn); }
-  else {
-    let b = bitcast<u32>(a);
-    r = bitcast<f32>((b + 0xfffffu + ((b >> 21u) & 1u)) & 0xffe00000u);
-  }
-  return bitcast<f32>(bitcast<u32>(r) | sgn);
-}`,
+  // By bits, not unpack2x16float(pack2x16float(x)), which a driver may fold to x (Mesa's lavapipe did:
+  // f16 results came out unrounded).
+  round_f16: roundNarrow("round_f16", 10, -14, { infinityFrom: 65520 }),
+  round_f8e4m3fn: roundNarrow("round_f8e4m3fn", 3, -6, { saturate: 448, clampAt: 464 }),
+  round_f8e5m2: roundNarrow("round_f8e5m2", 2, -14, { infinityFrom: 61440 }),
   decode_e4m3: `fn decode_e4m3(c: u32) -> f32 {
   let e = (c >> 3u) & 15u;
   let m = f32(c & 7u);

@@ -172,7 +172,8 @@ export const RMS_NORM = defineOp({
     for (let r = 0; r < rows; r++) {
       let ss = 0;
       for (let i = 0; i < D; i++) ss += x!.data[r * D + i]! ** 2;
-      const inv = 1 / Math.sqrt(Math.fround(ss / D) + eps);
+      // The statistics in f32 as HF computes them: the mean square, plus eps, and its rsqrt each an f32.
+      const inv = Math.fround(1 / Math.sqrt(Math.fround(Math.fround(ss / D) + eps)));
       for (let i = 0; i < D; i++) out[r * D + i] = w!.data[i]! * roundTo(x!.data[r * D + i]! * inv, dt);
     }
     return [new Tensor(dt, x!.shape, out)];

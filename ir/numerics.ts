@@ -60,6 +60,17 @@ function roundToFormat(x: number, f: Format): number {
   return x < 0 ? -y : y;
 }
 
+/**
+ * The spacing of `dtype`'s values at magnitude |x| (a unit in the last place; the subnormals' spacing
+ * below the smallest normal); undefined for a dtype that is not a narrow float.
+ */
+export function ulpOf(x: number, dtype: DType): number | undefined {
+  const f = FORMATS[dtype];
+  if (!f) return undefined;
+  const a = Math.abs(x);
+  return pow2(Math.max(a > 0 && Number.isFinite(a) ? exponentOf(a) : 1 - f.bias, 1 - f.bias) - f.mant);
+}
+
 /** Rounds one value to `dtype`; f32 rounds through Math.fround; other dtypes are returned unchanged. */
 export function roundTo(x: number, dtype: DType): number {
   if (dtype === "f32") return Math.fround(x);

@@ -108,7 +108,7 @@ function runner(built: BuiltProgram, weights: string | undefined, graph: string,
           const type = outputs.get(k);
           if (type?.quant) result[k] = new Tensor(type.dtype, v.shape, v.data, { layout: type.quant, scales: Float32Array.from(all[`${k}.scale`]!.data) });
           else if (type) result[k] = typedAsDeclared(v, type.dtype);
-          if (observe) observe(k, v);
+          if (observe) observe(k, result[k] ?? v);
         }
         return result;
       } finally {

@@ -53,7 +53,6 @@ function direct(onnxOp: string): Lowering {
   return (c) => void c.g.node(onnxOp, c.ins, c.out, {}, c.meta);
 }
 
-/** Writes `src` to the required output name (an Identity unless it already is that name). */
 /** Output 0 from `src`, computed in `dt`: cast to the result's dtype where that differs. */
 function emitAs(c: LowerCtx, src: string, dt: DType): void {
   const out = c.outTypes[0]!.dtype;
@@ -61,6 +60,7 @@ function emitAs(c: LowerCtx, src: string, dt: DType): void {
   else if (!c.g.renameOutput(src, c.out[0]!)) emitTo(c, 0, src);
 }
 
+/** Writes `src` to the required output name (an Identity unless it already is that name). */
 function emitTo(c: LowerCtx, i: number, src: string): void {
   c.g.node("Identity", [src], [c.out[i]!], {}, c.meta);
 }
@@ -271,8 +271,7 @@ function moeCombine(c: LowerCtx): void {
   const pairs = c.g.one("Reshape", [c.g.one("Gather", [y, rowOf], { axis: 0 }, c.meta), c.g.i64([-1, K, H])], {}, c.meta);
   const weighted = c.g.one("Mul", [castTo(c, pairs, dt, "f32"), c.g.one("Unsqueeze", [weights, c.g.i64([-1])], {}, c.meta)], {}, c.meta);
   const summed = c.g.one("ReduceSum", [weighted, c.g.i64([1])], { keepdims: 0 }, c.meta);
-  if (dt === "f32") emitTo(c, 0, summed);
-  else c.g.node("Cast", [summed], c.out, castAttrs(dt), c.meta);
+  emitAs(c, summed, "f32");
 }
 
 /**
@@ -287,9 +286,7 @@ export const LOWERINGS: Record<string, Lowering> = {
   silu: (c) => {
     const dt = c.outTypes[0]!.dtype;
     const x = castTo(c, c.ins[0]!, dt, "f32");
-    const y = c.g.one("Mul", [x, c.g.one("Sigmoid", [x], {}, c.meta)], {}, c.meta);
-    if (dt === "f32") emitTo(c, 0, y);
-    else c.g.node("Cast", [y], c.out, castAttrs(dt), c.meta);
+    emitAs(c, c.g.one("Mul", [x, c.g.one("Sigmoid", [x], {}, c.meta)], {}, c.meta), "f32");
   },
   reduce_sum: reduce("ReduceSum"),
   reduce_mean: reduce("ReduceMean"),

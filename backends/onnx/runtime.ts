@@ -90,6 +90,8 @@ export async function createSession(bytes: Uint8Array, weightsDir: string): Prom
 export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: number): GraphRunner {
   const weightsDir = ck?.dir ?? ".";
   const layout = () => (ck ? checkpointLayout(ck) : unboundLayout());
+  // ONNX Runtime here is the Node binding (no bf16 tensors) on the CPU provider (no bf16 kernels).
+  const forCpu = () => ({ opset, weights: layout(), f32Boundary: true, emulateBf16: true });
   let plain: Promise<OrtSession> | undefined;
   let exposedSession: Promise<{ s: OrtSession; exposed: Map<string, ExposedValue> }> | undefined;
   return {
@@ -102,12 +104,12 @@ export function sessionRunner(m: Module, ck: Checkpoint | undefined, opset?: num
       let exposed = new Map<string, ExposedValue>();
       if (observe) {
         exposedSession ??= (async () => {
-          const e = emitOnnx(m, { opset, weights: layout(), exposeNamed: true, f32Boundary: true, emulateBf16: true });
+          const e = emitOnnx(m, { ...forCpu(), exposeNamed: true });
           return { s: await createSession(e.bytes, weightsDir), exposed: e.exposed };
         })();
         ({ s: session, exposed } = await exposedSession);
       } else {
-        plain ??= createSession(emitOnnx(m, { opset, weights: layout(), f32Boundary: true, emulateBf16: true }).bytes, weightsDir);
+        plain ??= createSession(emitOnnx(m, forCpu()).bytes, weightsDir);
         session = await plain;
       }
       const results = await session.run(feeds);

@@ -18,12 +18,15 @@ export function fromScalarFormula(rule: ScalarRule): Lowering {
     const dt: DType = c.outTypes[0]!.dtype;
     const wide = isNarrowFloat(dt);
     const cast = (a: string, to: DType) => c.g.one("Cast", [a], castNode(to), c.meta);
-    // Values the formula rounded to a narrow float (a cast step), held so until a step reads them.
-    const narrowed = new Map<string, { wide?: string }>();
+    // Values a cast step of the formula rounded to a narrow float (name -> that dtype), held so until
+    // a step reads them (then widened once).
+    const narrowed = new Map<string, DType>();
+    const widened = new Map<string, string>();
     const w = (x: string): string => {
-      const n = narrowed.get(x);
-      if (!n) return x;
-      return (n.wide ??= cast(x, "f32"));
+      if (!narrowed.has(x)) return x;
+      let y = widened.get(x);
+      if (!y) widened.set(x, (y = cast(x, "f32")));
+      return y;
     };
     const node = (op: string) => (...xs: string[]) => c.g.one(op, xs.map(w), {}, c.meta);
     const S: ScalarAlgebra<string> = {
@@ -48,7 +51,7 @@ export function fromScalarFormula(rule: ScalarRule): Lowering {
         const held = isNarrowFloat(from) ? "f32" : from;
         if (isNarrowFloat(to)) {
           const r = cast(w(a), to);
-          narrowed.set(r, {});
+          narrowed.set(r, to);
           return r;
         }
         return held === to ? a : cast(w(a), to);
@@ -56,14 +59,10 @@ export function fromScalarFormula(rule: ScalarRule): Lowering {
     };
     const ins = wide ? c.ins.map((x, i) => (isNarrowFloat(c.inTypes[i]!.dtype) ? cast(x, "f32") : x)) : c.ins;
     let result = rule(S, ins, { inTypes: c.inTypes.map((t) => t.dtype), outType: dt, attrs: c.op.attrs });
-    if (wide && !(narrowed.has(result) && castsTo(c, result, dt))) result = cast(w(result), dt);
+    // Rounded once to the result's dtype (unless the formula ended in that very cast).
+    if (wide && narrowed.get(result) !== dt) result = cast(w(result), dt);
     // The formula's last node writes the op's output directly (an Identity only if it made none).
     if (!c.g.renameOutput(result, c.out[0]!)) c.g.node("Identity", [result], [c.out[0]!], {}, c.meta);
   };
 }
 
-/** Whether `name` is the output of the last node, a Cast to `dt` (a formula that ends in its cast). */
-function castsTo(c: LowerCtx, name: string, dt: DType): boolean {
-  const last = c.g.nodes[c.g.nodes.length - 1];
-  return !!last && last.opType === "Cast" && last.output?.[0] === name && Number(last.attribute?.[0]?.i) === Number(castNode(dt).to);
-}

@@ -46,7 +46,7 @@ export const wgslBackend: Backend = {
       if (scaled?.quant) return weights.get(base!, scaled).scaled!.scales;
       const type = declared.get(name);
       if (!type) throw new LingcError(`the program declares no weight ${name}`);
-      const bits = type.dtype === "bf16" && !type.quant ? weights.bf16Bits?.(name, type) : undefined;
+      const bits = weights.bf16Bits?.(name, type);
       if (bits) return bits;
       const t = weights.get(name, type);
       return t.data instanceof Float32Array ? t.data : Int32Array.from(t.data);

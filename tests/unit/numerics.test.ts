@@ -1,6 +1,6 @@
 /** Narrow float formats round like hardware casts (nearest, ties to even); e4m3 saturates at 448. */
 import { describe, expect, it } from "vitest";
-import { decodeBits, encodeBits, roundTo, roundArrayInPlace } from "../../ir/numerics";
+import { decodeBits, encodeBits, roundTo, roundArrayInPlace, ulpOf } from "../../ir/numerics";
 
 describe("rounding", () => {
   it("bf16: ties go to the even mantissa", () => {
@@ -96,5 +96,15 @@ describe("bit encodings", () => {
     expect(roundTo(464, "f8e4m3fn")).toBe(448); // between 448 and 2^9: saturates
     expect(roundTo(2 ** -10, "f8e4m3fn")).toBe(0); // half the smallest subnormal: a tie, to even (0)
     expect(roundTo(3 * 2 ** -11, "f8e4m3fn")).toBe(2 ** -9); // above the tie
+  });
+
+  it("ulpOf: a format's spacing at a magnitude, the subnormals' below the smallest normal", () => {
+    expect(ulpOf(1, "bf16")).toBe(2 ** -7);
+    expect(ulpOf(-3, "bf16")).toBe(2 ** -6);
+    expect(ulpOf(3, "f16")).toBe(2 ** -9);
+    expect(ulpOf(0, "f16")).toBe(2 ** -24);
+    expect(ulpOf(2 ** -20, "f16")).toBe(2 ** -24);
+    expect(ulpOf(300, "f8e4m3fn")).toBe(32);
+    expect(ulpOf(1, "f32")).toBeUndefined();
   });
 });

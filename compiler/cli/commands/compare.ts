@@ -4,6 +4,7 @@
  * execution order) that exceeds the tolerance. Exit code 3 when one does.
  */
 import { LingcError } from "../../../ir/errors";
+import { ulpOf } from "../../../ir/numerics";
 import type { Tensor } from "../../../ir/tensor";
 import { BACKEND_NAMES } from "../../../backends";
 import { loadModel } from "../../driver/load";
@@ -22,10 +23,6 @@ export interface ValueDiff {
   maxUlps?: number;
   over: boolean;
 }
-
-/** Mantissa bits of the narrow float dtypes whose differences are counted in ulps. */
-const NARROW_MANTISSA: Record<string, number> = { bf16: 7, f16: 10 };
-const NARROW_MIN_EXP: Record<string, number> = { bf16: -126, f16: -14 };
 
 /** Without --tolerance: bf16 and f16 values within this many ulps (summation order moves a result by one; its inputs' ulps add), the others within DEFAULT_ABS. */
 export const DEFAULT_ULPS = 2;
@@ -47,8 +44,7 @@ export function diffValues(order: string[], a: Record<string, Tensor>, b: Record
       out.push({ name, shape: x.shape, maxAbs: Infinity, maxRel: Infinity, over: true });
       continue;
     }
-    const mant = x.dtype === y.dtype ? NARROW_MANTISSA[x.dtype] : undefined;
-    const minExp = NARROW_MIN_EXP[x.dtype] ?? 0;
+    const counted = x.dtype === y.dtype && (x.dtype === "bf16" || x.dtype === "f16");
     let maxAbs = 0;
     let scale = 0;
     for (let i = 0; i < x.numel; i++) {
@@ -58,9 +54,9 @@ export function diffValues(order: string[], a: Record<string, Tensor>, b: Record
     }
     const maxRel = maxAbs === 0 ? 0 : maxAbs / Math.max(scale, 1e-30);
     // In ulps of the value's largest element: a sum that cancels to near zero is as far off as its terms were.
-    const maxUlps = mant === undefined ? 0 : maxAbs / 2 ** (Math.max(scale > 0 ? Math.floor(Math.log2(scale)) : minExp, minExp) - mant);
-    const over = tolerance !== undefined ? !(maxAbs <= tolerance) : mant !== undefined ? !(maxUlps <= DEFAULT_ULPS) : !(maxAbs <= DEFAULT_ABS);
-    out.push({ name, shape: x.shape, maxAbs, maxRel, ...(mant !== undefined ? { maxUlps } : {}), over });
+    const maxUlps = counted ? maxAbs / ulpOf(scale, x.dtype)! : undefined;
+    const over = tolerance !== undefined ? !(maxAbs <= tolerance) : maxUlps !== undefined ? !(maxUlps <= DEFAULT_ULPS) : !(maxAbs <= DEFAULT_ABS);
+    out.push({ name, shape: x.shape, maxAbs, maxRel, ...(maxUlps !== undefined ? { maxUlps } : {}), over });
   }
   return out;
 }

@@ -7,6 +7,7 @@
  * and, beside it, HF's `<name>_scale_inv` (f32, one value per block: what dequantizes it).
  */
 import { isFloat, isFp8, type DType } from "../../ir/dtype";
+import { nonFiniteWeight } from "./non-finite";
 import { LingcError } from "../../ir/errors";
 import { scaleFactors, scaleGridShape } from "../../ir/quant";
 import type { WeightSource } from "../../ir/interpret";
@@ -65,19 +66,7 @@ export function checkCheckpoint(m: Module, ck: Checkpoint): void {
  */
 function refuseNonFinite(ck: Checkpoint, name: string, parts: readonly string[], shape: readonly number[], data: ArrayLike<number>): void {
   for (let i = 0; i < data.length; i++) {
-    const v = data[i]!;
-    if (Number.isFinite(v)) continue;
-    const stacked = isStackedWeight(name);
-    const local = stacked ? shape.slice(1) : shape;
-    const per = local.reduce((a, b) => a * b, 1);
-    let r = stacked ? i % per : i;
-    const at: number[] = [];
-    for (let d = local.length - 1; d >= 0; d--) {
-      at.unshift(r % local[d]!);
-      r = Math.floor(r / local[d]!);
-    }
-    const tensor = stacked ? parts[Math.floor(i / per)]! : name;
-    throw new LingcError(`${ck.dir}: weight "${tensor}" holds ${v} at [${at.join(", ")}]; lingc refuses non-finite weights (every output would be NaN)`);
+    if (!Number.isFinite(data[i]!)) throw nonFiniteWeight(name, shape, i, data[i]!, (e) => parts[e]!, `${ck.dir}: `);
   }
 }
 

@@ -3,7 +3,7 @@
  * fp8 weight one byte a value, four to a 32-bit word; a bf16 weight two bytes a value, two to a word;
  * a weight over the binding limit in parts along its leading axis (ArtifactSlot.parts).
  */
-import { LingcError } from "../../ir/errors";
+import { nonFiniteWeight } from "../weights/non-finite";
 import type { ArtifactSlot } from "./artifact";
 
 const USAGE = { COPY_DST: 0x8, STORAGE: 0x80 };
@@ -92,20 +92,8 @@ function finiteBf16(bits: Uint16Array, name: string, shape: readonly number[], o
     for (let i = 0; i < bits.length && bad < 0; i++) if ((bits[i]! & EXP) === EXP) bad = i;
   }
   if (bad < 0) return bits;
-  const value = new Float32Array(Uint32Array.of(bits[bad]! << 16).buffer)[0]!;
-  const stacked = name.includes("*");
-  const local = stacked ? shape.slice(1) : shape;
-  let r = bad + offset;
-  const per = local.reduce((a, b) => a * b, 1);
-  const expert = Math.floor(r / per);
-  if (stacked) r %= per;
-  const at: number[] = [];
-  for (let d = local.length - 1; d >= 0; d--) {
-    at.unshift(r % local[d]!);
-    r = Math.floor(r / local[d]!);
-  }
   // (A bad input, not a fault of lingc's: the checkpoint binder's refusal, word for word.)
-  throw new LingcError(`weight "${stacked ? name.replace("*", String(expert)) : name}" holds ${value} at [${at.join(", ")}]; lingc refuses non-finite weights (every output would be NaN)`);
+  throw nonFiniteWeight(name, shape, bad + offset, new Float32Array(Uint32Array.of(bits[bad]! << 16).buffer)[0]!, (e) => name.replace("*", String(e)));
 }
 
 /** A weight's buffers: one, or its parts along the leading axis. Data: its values, or (a bf16 weight) their 16-bit patterns. */

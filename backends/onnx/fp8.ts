@@ -52,17 +52,21 @@ export function dequantizeTo(g: GraphBuilder, q: string, s: string, t: TensorTyp
 
 /**
  * The shape that splits the last two axes of a tensor into blocks, [..., R/rows, rows, C/cols, cols],
- * as ONNX Reshape takes it: 0 copies an input dimension (the leading, possibly symbolic, ones).
+ * as ONNX Reshape takes it: 0 copies an input dimension (the leading, possibly symbolic, ones). R and
+ * C are the (padded) row and column counts, whole blocks.
  */
-function blocked(rank: number, t: TensorType, rows: number, cols: number): number[] {
-  const R = t.shape[rank - 2]!;
-  const C = t.shape[rank - 1]!.value!;
+function blocked(rank: number, R: number | undefined, C: number, rows: number, cols: number): number[] {
   const lead = Array.from({ length: rank - 2 }, () => 0);
   // rows == 1 keeps the row axis as it is (0: copy); a block of several rows needs the row count.
-  return rows === 1 ? [...lead, 0, 1, C / cols, cols] : [...lead, R.value! / rows, rows, C / cols, cols];
+  return rows === 1 ? [...lead, 0, 1, C / cols, cols] : [...lead, R! / rows, rows, C / cols, cols];
 }
 
-/** quantize: blocks of x by the op's recipe into float8 data and f32 scales (bit-exact with ir/quant.ts). */
+/**
+ * quantize: blocks of x by the op's recipe into float8 data and f32 scales (bit-exact with ir/quant.ts).
+ * A last block that is partial (a width or, for blocks of several rows, a row count that is not whole
+ * blocks) is padded with zeros, which change no block's amax, and the codes sliced back after: the
+ * interpreter's blocks, whose amax is over the elements present.
+ */
 export function quantizeLowering(c: LowerCtx): void {
   const g = c.g;
   const m = c.meta;
@@ -70,16 +74,23 @@ export function quantizeLowering(c: LowerCtx): void {
   const out = c.outTypes[0]!;
   const { rows, cols } = blockOf(out.quant!);
   const rank = xt.rank;
-  const R = xt.shape[rank - 2]!;
+  const R = xt.shape[rank - 2]!.value;
   const C = xt.shape[rank - 1]!.value;
-  if (C === undefined || C % cols !== 0 || (rows > 1 && (R.value === undefined || R.value % rows !== 0))) {
-    c.fail(`ONNX quantizes whole blocks only: ${xt} in ${rows}x${cols} blocks`);
+  if (C === undefined || (rows > 1 && R === undefined)) {
+    c.fail(`ONNX quantizes ${rows}x${cols} blocks of a numeric ${rows > 1 ? "row and column count" : "column count"}, not ${xt}`);
   }
   const recipe = String(c.op.attrs["recipe"]);
   const fmax = fp8Max(out.dtype);
   const f32 = (v: number) => g.scalar(v, "f32");
-  const x = xt.dtype === "f32" ? c.ins[0]! : g.one("Cast", [c.ins[0]!], castNode("f32"), m);
-  const xb = g.one("Reshape", [x, g.i64(blocked(rank, xt, rows, cols))], {}, m);
+  let x = xt.dtype === "f32" ? c.ins[0]! : g.one("Cast", [c.ins[0]!], castNode("f32"), m);
+  const Cp = Math.ceil(C / cols) * cols;
+  const Rp = rows > 1 ? Math.ceil(R! / rows) * rows : R;
+  const padded = Cp !== C || Rp !== R;
+  if (padded) {
+    const ends = Array.from({ length: rank }, (_, a) => (a === rank - 1 ? Cp - C : a === rank - 2 && rows > 1 ? Rp! - R! : 0));
+    x = g.one("Pad", [x, g.i64([...Array.from({ length: rank }, () => 0), ...ends]), f32(0)], { mode: "constant" }, m);
+  }
+  const xb = g.one("Reshape", [x, g.i64(blocked(rank, Rp, Cp, rows, cols))], {}, m);
   const axes = g.i64([rank - 1, rank + 1]);
   const amax = g.one("ReduceMax", [g.one("Abs", [xb], {}, m), axes], { keepdims: 1 }, m);
   let scaled: string;
@@ -96,8 +107,16 @@ export function quantizeLowering(c: LowerCtx): void {
   } else {
     c.fail(`the ${recipe} recipe is not lowered to ONNX (dynamic, transformers and ling are)`);
   }
-  const shape = g.shape(xt.shape);
-  g.node("Cast", [g.one("Reshape", [scaled, shape], {}, m)], [c.out[0]!], castNode(out.dtype), m);
+  let real: string;
+  if (padded) {
+    // Back to the padded shape (leading axes, and a one-row block's row axis, copied), then the padding sliced off.
+    const lead = Array.from({ length: rank - 2 }, () => 0);
+    const flat = g.one("Reshape", [scaled, g.i64([...lead, rows > 1 ? Rp! : 0, Cp])], {}, m);
+    real = rows > 1 ? g.one("Slice", [flat, g.i64([0, 0]), g.i64([R!, C]), g.i64([rank - 2, rank - 1])], {}, m) : g.one("Slice", [flat, g.i64([0]), g.i64([C]), g.i64([rank - 1])], {}, m);
+  } else {
+    real = g.one("Reshape", [scaled, g.shape(xt.shape)], {}, m);
+  }
+  g.node("Cast", [real], [c.out[0]!], castNode(out.dtype), m);
   const scales = g.one("Squeeze", [s, axes], {}, m);
   c.setScale(c.out[0]!, scales);
 }

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|attndecode|rowncu|fp8proj|qprologue|envbuild|envab|stamps|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flashwgmma|sanitize|bench|accept14|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|attndecode|rowncu|fp8proj|qprologue|envbuild|envab|stamps|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flagchain|flashwgmma|sanitize|bench|accept14|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -708,6 +708,14 @@ gridsync)
   # microseconds a step at 1, 2 and 4 workgroups an SM.
   nvcc -O3 -gencode arch=compute_90a,code=sm_90a -o /tmp/gridsync bench/cuda/gridsync.cu || exit 1
   timeout 120 /tmp/gridsync | tee "$OUT/gridsync.jsonl"
+  ;;
+flagchain)
+  # Whether a chain of dependent decode GEMVs can run at the weights' bandwidth (bench/cuda/flagchain.cu):
+  # a kernel a step with PDL in a CUDA graph (lingc's form) against one persistent kernel whose steps
+  # wait on per-step ready counts, reading the weights after the wait or with them already streaming
+  # into shared memory; microseconds a step and the fraction of the copy bandwidth, D = 1024 and 2048.
+  nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -o /tmp/flagchain bench/cuda/flagchain.cu || exit 1
+  timeout 200 /tmp/flagchain | tee "$OUT/flagchain.jsonl"
   ;;
 gemmncu)
   # Where the bf16 expert GEMM's time goes (Nsight Compute, Ling-mini prefill 1x8192, the profile's

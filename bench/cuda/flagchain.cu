@@ -1,0 +1,271 @@
+// Can a chain of dependent decode GEMVs run at the weights' bandwidth? The question behind issue 10's
+// decode bar (docs/ARCHITECTURE.md: every merge so far kept a device-wide wait between dependent steps;
+// "a persistent kernel whose workgroups wait on per-tile ready counts ... and stream the next step's
+// weights into shared memory while they wait" was the form left unbuilt). This measures that form
+// against lingc's, on a chain of S square GEMVs y_{s+1} = W_s y_s (bf16 weights [D, D], f32 vectors),
+// each step reading the whole vector the step before wrote:
+//   pdl:    a kernel a step, launched with programmatic dependent launch in one CUDA graph, each
+//           workgroup prefetching its weight rows into L2 before it waits (lingc's decode GEMVs);
+//   flags:  one persistent kernel; a workgroup's step waits until every workgroup has counted itself
+//           done with the step before (release add / acquire load on a per-step count), then reads
+//           its weight rows from global memory;
+//   staged: the same, but each workgroup's weight rows of the next two steps are already on their
+//           way into its shared memory (bulk async copies, an mbarrier a buffer) while it waits.
+// Every form computes each output row by the same warp sum in the same order: the final vectors must
+// be bit for bit equal (checked). D / 128 rows a workgroup, 128 workgroups (one a multiprocessor for
+// the staged form's 2 x 64 KB buffers at D = 2048).
+// Build and run: nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -o /tmp/flagchain bench/cuda/flagchain.cu && /tmp/flagchain
+// Prints one JSON line per (D, form): microseconds a step (median of 21 graph runs), the weights'
+// read rate, and the copy bandwidth measured in the same run (a D2D cudaMemcpy: 2 x bytes / time).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)); std::exit(1); } } while (0)
+
+constexpr int THREADS = 256;
+constexpr int WARPS = THREADS / 32;
+constexpr int GROUPS = 128;  // workgroups; each takes D / GROUPS rows
+constexpr int STEPS = 64;
+
+// Row r of W (D bf16) against x (D floats, global or shared): lane l reads 8 weights (16 bytes) at
+// k = 8 l + 256 j and the 8 matching inputs, sums in f32, then a butterfly over the warp.
+template <int D>
+__device__ __forceinline__ float dot_row(const __nv_bfloat16* w, const float* x, int lane) {
+  float acc = 0.f;
+#pragma unroll
+  for (int k = lane * 8; k < D; k += 256) {
+    const uint4 v = *reinterpret_cast<const uint4*>(w + k);
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const float2 f = __bfloat1622float2(h[t]);
+      acc += f.x * x[k + 2 * t] + f.y * x[k + 2 * t + 1];
+    }
+  }
+#pragma unroll
+  for (int o = 16; o; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  return acc;
+}
+
+// The workgroup's rows r0 .. r0 + D / GROUPS - 1 of W (its rows from `w`, row-major) against x into y.
+template <int D>
+__device__ __forceinline__ void rows(const __nv_bfloat16* w, const float* x, float* y, int r0) {
+  constexpr int PER_WARP = D / GROUPS / WARPS;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int i = 0; i < PER_WARP; ++i) {
+    const int lr = warp * PER_WARP + i;
+    const float v = dot_row<D>(w + (size_t)lr * D, x, lane);
+    if (lane == 0) y[r0 + lr] = v;
+  }
+}
+
+// One step as its own kernel (lingc's form): L2 prefetch of the workgroup's rows, then the wait.
+template <int D>
+__global__ void __launch_bounds__(THREADS) step_pdl(const __nv_bfloat16* W, const float* x, float* y) {
+  asm volatile("griddepcontrol.launch_dependents;");
+  const int r0 = blockIdx.x * (D / GROUPS);
+  if (threadIdx.x == 0)
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(W + (size_t)r0 * D), "r"((unsigned)(D / GROUPS * D * 2)) : "memory");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  rows<D>(W + (size_t)r0 * D, x, y, r0);
+}
+
+__device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes), "r"(smem_addr(bar)) : "memory");
+}
+
+__device__ __forceinline__ void bar_wait(uint64_t* bar, unsigned parity) {
+  unsigned done = 0;
+  while (!done)
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n" : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
+}
+
+// All STEPS in one launch. xs holds STEPS + 1 vectors (step s reads vector s, writes s + 1);
+// ready[s] counts the workgroups done with step s (zeroed before the launch).
+template <int D, bool STAGED>
+__global__ void __launch_bounds__(THREADS, 1) chain_flags(const __nv_bfloat16* W, float* xs, unsigned* ready) {
+  constexpr int R = D / GROUPS;
+  constexpr unsigned BYTES = R * D * 2;
+  extern __shared__ __align__(128) unsigned char smem[];
+  float* xsh = reinterpret_cast<float*>(smem);
+  __nv_bfloat16* buf = reinterpret_cast<__nv_bfloat16*>(smem + D * 4);
+  __shared__ __align__(8) uint64_t bars[2];
+  const int r0 = blockIdx.x * R;
+  const __nv_bfloat16* mine = W + (size_t)r0 * D;  // step s's rows: mine + s * D * D
+  if (STAGED && threadIdx.x == 0) {
+    for (int b = 0; b < 2; ++b) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&bars[b])) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    for (int s = 0; s < 2 && s < STEPS; ++s) bulk_load(buf + s * R * D, mine + (size_t)s * D * D, BYTES, &bars[s]);
+  }
+  __syncthreads();
+  for (int s = 0; s < STEPS; ++s) {
+    if (s > 0) {
+      if (threadIdx.x == 0) {
+        unsigned n;
+        do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(n) : "l"(ready + s - 1) : "memory");
+        while (n < GROUPS);
+      }
+      __syncthreads();
+    }
+    // The vector the step before wrote, through L2 (never a stale L1 line).
+    for (int k = threadIdx.x; k < D; k += THREADS) xsh[k] = __ldcg(xs + (size_t)s * D + k);
+    __syncthreads();
+    if (STAGED) {
+      bar_wait(&bars[s & 1], (s >> 1) & 1);
+      rows<D>(buf + (s & 1) * R * D, xsh, xs + (size_t)(s + 1) * D, r0);
+    } else {
+      rows<D>(mine + (size_t)s * D * D, xsh, xs + (size_t)(s + 1) * D, r0);
+    }
+    __syncthreads();  // every row written (and the buffer read) before the count and the next copy
+    if (threadIdx.x == 0) {
+      if (STAGED && s + 2 < STEPS) bulk_load(buf + (s & 1) * R * D, mine + (size_t)(s + 2) * D * D, BYTES, &bars[s & 1]);
+      __threadfence();
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(ready + s) : "memory");
+    }
+  }
+}
+
+template <typename F>
+static double median_us(cudaStream_t st, F record) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  record();
+  CK(cudaStreamEndCapture(st, &graph));
+  CK(cudaGraphInstantiate(&exec, graph, 0));
+  CK(cudaGraphLaunch(exec, st));
+  CK(cudaStreamSynchronize(st));
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  std::vector<double> us;
+  for (int r = 0; r < 21; ++r) {
+    CK(cudaEventRecord(a, st));
+    CK(cudaGraphLaunch(exec, st));
+    CK(cudaEventRecord(b, st));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    us.push_back(1000.0 * ms);
+  }
+  std::sort(us.begin(), us.end());
+  CK(cudaGraphExecDestroy(exec));
+  CK(cudaGraphDestroy(graph));
+  return us[us.size() / 2];
+}
+
+template <int D>
+static void run(cudaStream_t st, double copy_gbps) {
+  const size_t wn = (size_t)STEPS * D * D;
+  std::vector<__nv_bfloat16> hw(wn);
+  uint32_t seed = 12345u + D;
+  const float a = std::sqrt(3.0f / D);
+  for (size_t i = 0; i < wn; ++i) {
+    seed = seed * 1664525u + 1013904223u;
+    hw[i] = __float2bfloat16((seed >> 8) * (2.0f / 16777216.0f) * a - a);
+  }
+  std::vector<float> hx(D);
+  for (int k = 0; k < D; ++k) hx[k] = std::sin(0.37f * k);
+  __nv_bfloat16* W;
+  float* xs;
+  unsigned* ready;
+  CK(cudaMalloc(&W, wn * 2));
+  CK(cudaMalloc(&xs, (size_t)(STEPS + 1) * D * 4));
+  CK(cudaMalloc(&ready, STEPS * 4));
+  CK(cudaMemcpy(W, hw.data(), wn * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(xs, hx.data(), D * 4, cudaMemcpyHostToDevice));
+  const double bytes = (double)wn * 2;
+  std::vector<float> final_pdl(D), got(D);
+
+  auto report = [&](const char* form, double us) {
+    const double gbps = bytes / (us * 1e3);
+    std::printf("{\"D\": %d, \"steps\": %d, \"form\": \"%s\", \"us_per_step\": %.3f, \"weights_GBps\": %.1f, \"copy_GBps\": %.1f, \"fraction_of_copy\": %.3f, \"ideal_us_per_step\": %.3f}\n", D, STEPS, form, us / STEPS,
+                gbps, copy_gbps, gbps / copy_gbps, bytes / STEPS / (copy_gbps * 1e3));
+  };
+
+  double us = median_us(st, [&] {
+    for (int s = 0; s < STEPS; ++s) {
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(GROUPS);
+      cfg.blockDim = dim3(THREADS);
+      cfg.stream = st;
+      cudaLaunchAttribute attr = {};
+      attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr.val.programmaticStreamSerializationAllowed = 1;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      CK(cudaLaunchKernelEx(&cfg, step_pdl<D>, (const __nv_bfloat16*)(W + (size_t)s * D * D), (const float*)(xs + (size_t)s * D), xs + (size_t)(s + 1) * D));
+    }
+  });
+  report("pdl", us);
+  CK(cudaMemcpy(final_pdl.data(), xs + (size_t)STEPS * D, D * 4, cudaMemcpyDeviceToHost));
+
+  auto persistent = [&](auto kern, const char* form) {
+    const size_t smem = D * 4 + 2 * (size_t)(D / GROUPS) * D * 2;
+    CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int per_sm = 0;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, THREADS, smem));
+    int sms = 0;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    if (per_sm * sms < GROUPS) {
+      std::printf("{\"D\": %d, \"form\": \"%s\", \"skipped\": \"%d workgroups do not fit at once\"}\n", D, form, GROUPS);
+      return;
+    }
+    CK(cudaMemset(xs + D, 0, (size_t)STEPS * D * 4));
+    const double t = median_us(st, [&] {
+      CK(cudaMemsetAsync(ready, 0, STEPS * 4, st));
+      kern<<<GROUPS, THREADS, smem, st>>>(W, xs, ready);
+      CK(cudaGetLastError());
+    });
+    report(form, t);
+    CK(cudaMemcpy(got.data(), xs + (size_t)STEPS * D, D * 4, cudaMemcpyDeviceToHost));
+    const bool same = std::memcmp(got.data(), final_pdl.data(), D * 4) == 0;
+    std::printf("{\"D\": %d, \"form\": \"%s\", \"final_vector_equals_pdl\": %s}\n", D, form, same ? "true" : "false");
+  };
+  persistent(chain_flags<D, false>, "flags");
+  persistent(chain_flags<D, true>, "staged");
+  CK(cudaFree(W));
+  CK(cudaFree(xs));
+  CK(cudaFree(ready));
+}
+
+int main() {
+  cudaStream_t st;
+  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  // The copy bandwidth in this run: a D2D copy of 1 GiB, median of 11.
+  const size_t n = (size_t)1 << 30;
+  void *a, *b;
+  CK(cudaMalloc(&a, n));
+  CK(cudaMalloc(&b, n));
+  std::vector<float> ms;
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  for (int r = 0; r < 11; ++r) {
+    CK(cudaEventRecord(e0, st));
+    CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, st));
+    CK(cudaEventRecord(e1, st));
+    CK(cudaEventSynchronize(e1));
+    float t = 0;
+    CK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double copy_gbps = 2.0 * n / (ms[ms.size() / 2] * 1e6);
+  CK(cudaFree(a));
+  CK(cudaFree(b));
+  run<1024>(st, copy_gbps);
+  run<2048>(st, copy_gbps);
+  return 0;
+}

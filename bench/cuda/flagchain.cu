@@ -6,11 +6,11 @@
 // each step reading the whole vector the step before wrote:
 //   pdl:    a kernel a step, launched with programmatic dependent launch in one CUDA graph, each
 //           workgroup prefetching its weight rows into L2 before it waits (lingc's decode GEMVs);
-//   flags:  one persistent kernel; a workgroup's step waits until every workgroup has counted itself
-//           done with the step before (release add / acquire load on a per-step count), then reads
-//           its weight rows from global memory;
-//   staged: the same, but each workgroup's weight rows of the next two steps are already on their
-//           way into its shared memory (bulk async copies, an mbarrier a buffer) while it waits.
+//   count, flags, ll: one persistent kernel, its steps waiting in three ways (enum Wait below: one
+//           count a step, a flag a workgroup a step, or flags in the data words themselves);
+//   +staged: each workgroup's weight rows of the next two steps already on their way into its
+//           shared memory (bulk async copies, an mbarrier a buffer) while it waits; otherwise it
+//           reads them from global memory after the wait.
 // Every form computes each output row by the same warp sum in the same order: the final vectors must
 // be bit for bit equal (checked). D / 128 rows a workgroup, 128 workgroups (one a multiprocessor for
 // the staged form's 2 x 64 KB buffers at D = 2048).
@@ -43,10 +43,12 @@ __device__ __forceinline__ float dot_row(const __nv_bfloat16* w, const float* x,
   for (int k = lane * 8; k < D; k += 256) {
     const uint4 v = *reinterpret_cast<const uint4*>(w + k);
     const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+    const float4 xa = *reinterpret_cast<const float4*>(x + k), xb = *reinterpret_cast<const float4*>(x + k + 4);
+    const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
 #pragma unroll
     for (int t = 0; t < 4; ++t) {
       const float2 f = __bfloat1622float2(h[t]);
-      acc += f.x * x[k + 2 * t] + f.y * x[k + 2 * t + 1];
+      acc += f.x * xv[2 * t] + f.y * xv[2 * t + 1];
     }
   }
 #pragma unroll
@@ -67,6 +69,18 @@ __device__ __forceinline__ void rows(const __nv_bfloat16* w, const float* x, flo
   }
 }
 
+// The vector x (global, written by another workgroup or kernel) into shared memory: every thread's
+// 16-byte loads issued together (through L2: never a stale L1 line), then stored.
+template <int D>
+__device__ __forceinline__ void stage_x(const float* x, float* xsh) {
+  constexpr int N = D / (4 * THREADS);
+  float4 v[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) v[j] = __ldcg(reinterpret_cast<const float4*>(x) + threadIdx.x + j * THREADS);
+#pragma unroll
+  for (int j = 0; j < N; ++j) reinterpret_cast<float4*>(xsh)[threadIdx.x + j * THREADS] = v[j];
+}
+
 // One step as its own kernel (lingc's form): L2 prefetch of the workgroup's rows, then the wait.
 template <int D>
 __global__ void __launch_bounds__(THREADS) step_pdl(const __nv_bfloat16* W, const float* x, float* y) {
@@ -75,7 +89,10 @@ __global__ void __launch_bounds__(THREADS) step_pdl(const __nv_bfloat16* W, cons
   if (threadIdx.x == 0)
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(W + (size_t)r0 * D), "r"((unsigned)(D / GROUPS * D * 2)) : "memory");
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  rows<D>(W + (size_t)r0 * D, x, y, r0);
+  __shared__ __align__(16) float xsh[D];
+  stage_x<D>(x, xsh);
+  __syncthreads();
+  rows<D>(W + (size_t)r0 * D, xsh, y, r0);
 }
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
@@ -91,10 +108,26 @@ __device__ __forceinline__ void bar_wait(uint64_t* bar, unsigned parity) {
     asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n" : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
 }
 
-// All STEPS in one launch. xs holds STEPS + 1 vectors (step s reads vector s, writes s + 1);
-// ready[s] counts the workgroups done with step s (zeroed before the launch).
-template <int D, bool STAGED>
-__global__ void __launch_bounds__(THREADS, 1) chain_flags(const __nv_bfloat16* W, float* xs, unsigned* ready) {
+// How a persistent step waits for the vector the step before wrote:
+//   COUNT: one count a step (ready[s]); each workgroup's thread 0 adds 1 (release) when its rows are
+//          written and polls the count (acquire) until every workgroup has;
+//   FLAGS: a flag a workgroup a step (ready[s * GROUPS + g]), written without contention; a
+//          workgroup's first GROUPS threads poll one producer's flag each;
+//   LL:    no flags: each element is stored with its flag in one 8-byte word (NCCL's LL protocol), so
+//          the consumer polls the data itself and no fence or count is on the path.
+enum Wait { COUNT, FLAGS, LL };
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned n;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(n) : "l"(p) : "memory");
+  return n;
+}
+
+// All STEPS in one launch. xs holds STEPS + 1 vectors (step s reads vector s, writes s + 1; under
+// LL, vectors 1 .. STEPS are (value, flag) words in ll); ready: the counts or flags (zeroed before
+// the launch, as ll is).
+template <int D, bool STAGED, Wait WAIT>
+__global__ void __launch_bounds__(THREADS, 1) chain_flags(const __nv_bfloat16* W, float* xs, unsigned* ready, uint2* ll) {
   constexpr int R = D / GROUPS;
   constexpr unsigned BYTES = R * D * 2;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -110,28 +143,66 @@ __global__ void __launch_bounds__(THREADS, 1) chain_flags(const __nv_bfloat16* W
   }
   __syncthreads();
   for (int s = 0; s < STEPS; ++s) {
-    if (s > 0) {
-      if (threadIdx.x == 0) {
-        unsigned n;
-        do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(n) : "l"(ready + s - 1) : "memory");
-        while (n < GROUPS);
-      }
+    if (s > 0 && WAIT == COUNT) {
+      if (threadIdx.x == 0) while (ld_acquire(ready + s - 1) < GROUPS) {}
       __syncthreads();
     }
-    // The vector the step before wrote, through L2 (never a stale L1 line).
-    for (int k = threadIdx.x; k < D; k += THREADS) xsh[k] = __ldcg(xs + (size_t)s * D + k);
+    if (s > 0 && WAIT == FLAGS) {
+      if (threadIdx.x < GROUPS) while (!ld_acquire(ready + (s - 1) * GROUPS + threadIdx.x)) {}
+      __syncthreads();
+    }
+    if (s > 0 && WAIT == LL) {
+      // Each thread's elements (two a 16-byte word, with their flags), all loaded at once and
+      // reloaded until every flag says the step before stored them.
+      constexpr int N = D / (2 * THREADS);
+      const uint4* src = reinterpret_cast<const uint4*>(ll + (size_t)s * D);
+      uint4 v[N];
+      for (bool ready = false; !ready;) {
+#pragma unroll
+        for (int j = 0; j < N; ++j)
+          asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[j].x), "=r"(v[j].y), "=r"(v[j].z), "=r"(v[j].w) : "l"(src + threadIdx.x + j * THREADS) : "memory");
+        ready = true;
+#pragma unroll
+        for (int j = 0; j < N; ++j) ready = ready && v[j].y == 1u && v[j].w == 1u;
+      }
+#pragma unroll
+      for (int j = 0; j < N; ++j) reinterpret_cast<float2*>(xsh)[threadIdx.x + j * THREADS] = make_float2(__uint_as_float(v[j].x), __uint_as_float(v[j].z));
+    } else {
+      stage_x<D>(xs + (size_t)s * D, xsh);
+    }
     __syncthreads();
+    const __nv_bfloat16* w = mine + (size_t)s * D * D;
     if (STAGED) {
       bar_wait(&bars[s & 1], (s >> 1) & 1);
-      rows<D>(buf + (s & 1) * R * D, xsh, xs + (size_t)(s + 1) * D, r0);
+      w = buf + (s & 1) * R * D;
+    }
+    if (WAIT == LL) {
+      // Rows computed as rows() does, each stored with its flag in one 8-byte word (and plainly, for the check).
+      constexpr int PER_WARP = R / WARPS;
+      const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+      for (int i = 0; i < PER_WARP; ++i) {
+        const int lr = warp * PER_WARP + i;
+        const float v = dot_row<D>(w + (size_t)lr * D, xsh, lane);
+        if (lane == 0) {
+          xs[(size_t)(s + 1) * D + r0 + lr] = v;
+          if (s + 1 < STEPS) asm volatile("st.relaxed.gpu.global.v2.u32 [%0], {%1, %2};" ::"l"(ll + (size_t)(s + 1) * D + r0 + lr), "r"(__float_as_uint(v)), "r"(1u) : "memory");
+        }
+      }
     } else {
-      rows<D>(mine + (size_t)s * D * D, xsh, xs + (size_t)(s + 1) * D, r0);
+      rows<D>(w, xsh, xs + (size_t)(s + 1) * D, r0);
     }
     __syncthreads();  // every row written (and the buffer read) before the count and the next copy
     if (threadIdx.x == 0) {
       if (STAGED && s + 2 < STEPS) bulk_load(buf + (s & 1) * R * D, mine + (size_t)(s + 2) * D * D, BYTES, &bars[s & 1]);
-      __threadfence();
-      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(ready + s) : "memory");
+      if (WAIT == COUNT) {
+        __threadfence();
+        asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(ready + s) : "memory");
+      }
+      if (WAIT == FLAGS) {
+        __threadfence();
+        asm volatile("st.release.gpu.global.u32 [%0], 1;" ::"l"(ready + s * GROUPS + blockIdx.x) : "memory");
+      }
     }
   }
 }
@@ -180,9 +251,11 @@ static void run(cudaStream_t st, double copy_gbps) {
   __nv_bfloat16* W;
   float* xs;
   unsigned* ready;
+  uint2* ll;
   CK(cudaMalloc(&W, wn * 2));
+  CK(cudaMalloc(&ll, (size_t)STEPS * D * 8));
   CK(cudaMalloc(&xs, (size_t)(STEPS + 1) * D * 4));
-  CK(cudaMalloc(&ready, STEPS * 4));
+  CK(cudaMalloc(&ready, STEPS * GROUPS * 4));
   CK(cudaMemcpy(W, hw.data(), wn * 2, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(xs, hx.data(), D * 4, cudaMemcpyHostToDevice));
   const double bytes = (double)wn * 2;
@@ -224,8 +297,9 @@ static void run(cudaStream_t st, double copy_gbps) {
     }
     CK(cudaMemset(xs + D, 0, (size_t)STEPS * D * 4));
     const double t = median_us(st, [&] {
-      CK(cudaMemsetAsync(ready, 0, STEPS * 4, st));
-      kern<<<GROUPS, THREADS, smem, st>>>(W, xs, ready);
+      CK(cudaMemsetAsync(ready, 0, STEPS * GROUPS * 4, st));
+      CK(cudaMemsetAsync(ll, 0, (size_t)STEPS * D * 8, st));
+      kern<<<GROUPS, THREADS, smem, st>>>(W, xs, ready, ll);
       CK(cudaGetLastError());
     });
     report(form, t);
@@ -233,11 +307,16 @@ static void run(cudaStream_t st, double copy_gbps) {
     const bool same = std::memcmp(got.data(), final_pdl.data(), D * 4) == 0;
     std::printf("{\"D\": %d, \"form\": \"%s\", \"final_vector_equals_pdl\": %s}\n", D, form, same ? "true" : "false");
   };
-  persistent(chain_flags<D, false>, "flags");
-  persistent(chain_flags<D, true>, "staged");
+  persistent(chain_flags<D, false, COUNT>, "count");
+  persistent(chain_flags<D, true, COUNT>, "count+staged");
+  persistent(chain_flags<D, false, FLAGS>, "flags");
+  persistent(chain_flags<D, true, FLAGS>, "flags+staged");
+  persistent(chain_flags<D, false, LL>, "ll");
+  persistent(chain_flags<D, true, LL>, "ll+staged");
   CK(cudaFree(W));
   CK(cudaFree(xs));
   CK(cudaFree(ready));
+  CK(cudaFree(ll));
 }
 
 int main() {

@@ -5,7 +5,7 @@
 # carry .gpu/node.xz (xz of a Node 20 binary), dist/ (dist/lingc.mjs, and dist/lingc.mjs.map for provenance that
 # names models/*.ts in the profiles' labels), and node_modules/esbuild + node_modules/@esbuild (model files such as
 # examples/toy-mlp.ts are bundled with esbuild); the golden checkpoint is in tests/data (see README).
-# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|attndecode|rowncu|fp8proj|qprologue|envbuild|envab|stamps|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flagchain|flashwgmma|sanitize|bench|accept14|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
+# usage: bench/cuda/device.sh checks|correct|selftest|decodeab|flagsab|rowsab|fp8ab|fp8env|fp8gather|fp8pairs|fp8epilogue|attnepilogue|attndecode|rowncu|fp8proj|qprologue|envbuild|envab|stamps|fp8quick|wgmmawait|wstiles|prefillab|gemmncu|gridsync|flagchain|flashwgmma|sanitize|bench|accept14|strong|draft|tiles|flashtile|gemvtile|decattn|routerwarp|gemvsplit|alt|decsplit|wgsl|compare|train|trainmem|stages|pipebench|chunkprofile|wide|ling1t|fp8|fp8experts|fp8other|unseen|fp8tiles|fp8bench|profile   (logs and results go to $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/lingc-out}
@@ -679,6 +679,25 @@ from safetensors.numpy import load_file
 ids = load_file('$D/in.safetensors')['input_ids']; print(';'.join(','.join(str(int(x)) for x in r) for r in ids))")
   A=$($L generate $D/fp8 --activation-scheme none --backend interp --prompt "$P" --max-new-tokens 5 | paste -sd'|'); B=$($L generate $D/fp8 --activation-scheme none --backend cuda --prompt "$P" --max-new-tokens 5 | paste -sd'|')
   echo "interp $A"; echo "cuda   $B"; [ "$A" = "$B" ] && echo "greedy PASS" || echo "greedy FAIL"
+  ;;
+unseen)
+  # A Ling 2.0 checkpoint of sizes no test data has (hidden 384, 6 heads over 2 KV heads of 64,
+  # rotary 0.25, 16 experts of 192 with top-4 over 4 groups keeping 2, 2 shared experts, 2 dense
+  # layers of 320, MTP; bf16), seeded random weights: cuda against interp in f32 (every value within
+  # 1e-4) and in bf16 (reported), greedy ids in f32; then lingc quantize and FP8 weight-only (W8A16,
+  # f32: within 1e-4) and W8A8 (reported: a rounding midpoint can flip), and W8A16 greedy ids.
+  D=/tmp/unseen; rm -rf $D; mkdir -p $D/bf16
+  echo '{"model_type": "bailing_moe", "architectures": ["BailingMoeV2ForCausalLM"], "vocab_size": 512, "hidden_size": 384, "intermediate_size": 320, "num_hidden_layers": 4, "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 64, "rms_norm_eps": 1e-6, "rope_theta": 10000, "partial_rotary_factor": 0.25, "num_experts": 16, "num_experts_per_tok": 4, "num_shared_experts": 2, "n_group": 4, "topk_group": 2, "moe_intermediate_size": 192, "first_k_dense_replace": 2, "num_nextn_predict_layers": 1, "routed_scaling_factor": 2.5, "torch_dtype": "bfloat16", "max_position_embeddings": 4096, "use_qk_norm": true, "score_function": "sigmoid", "moe_router_enable_expert_bias": true}' > $D/bf16/config.json
+  $L init $D/bf16 --weights $D/bf16/model.safetensors --seed 5 --inputs $D/in.safetensors --dims B=2,S=7 >/dev/null && $L quantize $D/bf16 --out $D/fp8 >/dev/null || exit 1
+  echo "== bf16 checkpoint in f32: cuda vs interp"; $L compare $D/bf16 --backends interp,cuda --dtype f32 --input $D/in.safetensors | tail -2
+  echo "== bf16 checkpoint in bf16: cuda vs interp (reported)"; $L compare $D/bf16 --backends interp,cuda --input $D/in.safetensors --tolerance 1e9 | grep -E "^(logits|mtp_logits) "
+  P="1,2,3,4,5,6,7;9,8,7,6,5,4,3"
+  A=$($L generate $D/bf16 --dtype f32 --backend interp --prompt "$P" --max-new-tokens 6 --ignore-eos | paste -sd'|'); B=$($L generate $D/bf16 --dtype f32 --backend cuda --prompt "$P" --max-new-tokens 6 --ignore-eos | paste -sd'|')
+  echo "interp $A"; echo "cuda   $B"; [ "$A" = "$B" ] && echo "greedy f32 PASS" || echo "greedy f32 FAIL"
+  echo "== FP8 W8A16 in f32: cuda vs interp"; $L compare $D/fp8 --backends interp,cuda --activation-scheme none --input $D/in.safetensors | tail -2
+  echo "== FP8 W8A8: cuda vs interp (reported)"; $L compare $D/fp8 --backends interp,cuda --input $D/in.safetensors --tolerance 1e9 | grep -E "^(logits|mtp_logits) "
+  A=$($L generate $D/fp8 --activation-scheme none --backend interp --prompt "$P" --max-new-tokens 6 --ignore-eos | paste -sd'|'); B=$($L generate $D/fp8 --activation-scheme none --backend cuda --prompt "$P" --max-new-tokens 6 --ignore-eos | paste -sd'|')
+  echo "interp $A"; echo "cuda   $B"; [ "$A" = "$B" ] && echo "greedy W8A16 PASS" || echo "greedy W8A16 FAIL"
   ;;
 fp8tiles)
   # The grouped FP8 GEMM's tile shapes (LINGC_FP8_TILE=bm,bn,wm,wn,stages; the CUDA profile (ir/target/cuda.ts) keeps

@@ -8,12 +8,12 @@
 //           workgroup prefetching its weight rows into L2 before it waits (lingc's decode GEMVs);
 //   count, flags, ll: one persistent kernel, its steps waiting in three ways (enum Wait below: one
 //           count a step, a flag a workgroup a step, or flags in the data words themselves);
-//   +staged: each workgroup's weight rows of the next two steps already on their way into its
-//           shared memory (bulk async copies, an mbarrier a buffer) while it waits; otherwise it
-//           reads them from global memory after the wait.
+//   +staged: each workgroup's weight rows of the next two steps (staged3: three) already on their
+//           way into its shared memory (bulk async copies of 8 KB, an mbarrier a buffer) while it
+//           waits; otherwise it reads them from global memory after the wait.
 // Every form computes each output row by the same warp sum in the same order: the final vectors must
 // be bit for bit equal (checked). D / 128 rows a workgroup, 128 workgroups (one a multiprocessor for
-// the staged form's 2 x 64 KB buffers at D = 2048).
+// the staged forms' 2 or 3 x 64 KB buffers at D = 2048).
 // Build and run: nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -o /tmp/flagchain bench/cuda/flagchain.cu && /tmp/flagchain
 // Prints one JSON line per (D, form): microseconds a step (median of 21 graph runs), the weights'
 // read rate, and the copy bandwidth measured in the same run (a D2D cudaMemcpy: 2 x bytes / time).
@@ -97,9 +97,14 @@ __global__ void __launch_bounds__(THREADS) step_pdl(const __nv_bfloat16* W, cons
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 
+// A workgroup's weight rows of one step into a shared buffer: the bytes announced on the buffer's
+// mbarrier, then bulk async copies of PIECE bytes each (several requests in flight, where one copy of
+// the whole 64 KB would be one).
+constexpr unsigned PIECE = 8192;
 __device__ __forceinline__ void bulk_load(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes), "r"(smem_addr(bar)) : "memory");
+  for (unsigned o = 0; o < bytes; o += PIECE)
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr((char*)dst + o)), "l"((const char*)src + o), "r"(min(PIECE, bytes - o)), "r"(smem_addr(bar)) : "memory");
 }
 
 __device__ __forceinline__ void bar_wait(uint64_t* bar, unsigned parity) {
@@ -114,8 +119,10 @@ __device__ __forceinline__ void bar_wait(uint64_t* bar, unsigned parity) {
 //   FLAGS: a flag a workgroup a step (ready[s * GROUPS + g]), written without contention; a
 //          workgroup's first GROUPS threads poll one producer's flag each;
 //   LL:    no flags: each element is stored with its flag in one 8-byte word (NCCL's LL protocol), so
-//          the consumer polls the data itself and no fence or count is on the path.
-enum Wait { COUNT, FLAGS, LL };
+//          the consumer polls the data itself and no fence or count is on the path;
+//   NONE:  no dependency at all (every step reads the first vector): what the same workgroups move
+//          when nothing waits, the ceiling for this kernel's loads.
+enum Wait { COUNT, FLAGS, LL, NONE };
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   unsigned n;
@@ -126,20 +133,21 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
 // All STEPS in one launch. xs holds STEPS + 1 vectors (step s reads vector s, writes s + 1; under
 // LL, vectors 1 .. STEPS are (value, flag) words in ll); ready: the counts or flags (zeroed before
 // the launch, as ll is).
-template <int D, bool STAGED, Wait WAIT>
+template <int D, int DEPTH, Wait WAIT>
 __global__ void __launch_bounds__(THREADS, 1) chain_flags(const __nv_bfloat16* W, float* xs, unsigned* ready, uint2* ll) {
   constexpr int R = D / GROUPS;
   constexpr unsigned BYTES = R * D * 2;
+  constexpr int NB = DEPTH ? DEPTH : 1;  // weight buffers (staged forms)
   extern __shared__ __align__(128) unsigned char smem[];
   float* xsh = reinterpret_cast<float*>(smem);
   __nv_bfloat16* buf = reinterpret_cast<__nv_bfloat16*>(smem + D * 4);
-  __shared__ __align__(8) uint64_t bars[2];
+  __shared__ __align__(8) uint64_t bars[3];
   const int r0 = blockIdx.x * R;
   const __nv_bfloat16* mine = W + (size_t)r0 * D;  // step s's rows: mine + s * D * D
-  if (STAGED && threadIdx.x == 0) {
-    for (int b = 0; b < 2; ++b) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&bars[b])) : "memory");
+  if (DEPTH && threadIdx.x == 0) {
+    for (int b = 0; b < DEPTH; ++b) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&bars[b])) : "memory");
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    for (int s = 0; s < 2 && s < STEPS; ++s) bulk_load(buf + s * R * D, mine + (size_t)s * D * D, BYTES, &bars[s]);
+    for (int s = 0; s < DEPTH && s < STEPS; ++s) bulk_load(buf + s * R * D, mine + (size_t)s * D * D, BYTES, &bars[s]);
   }
   __syncthreads();
   for (int s = 0; s < STEPS; ++s) {
@@ -168,13 +176,13 @@ __global__ void __launch_bounds__(THREADS, 1) chain_flags(const __nv_bfloat16* W
 #pragma unroll
       for (int j = 0; j < N; ++j) reinterpret_cast<float2*>(xsh)[threadIdx.x + j * THREADS] = make_float2(__uint_as_float(v[j].x), __uint_as_float(v[j].z));
     } else {
-      stage_x<D>(xs + (size_t)s * D, xsh);
+      stage_x<D>(xs + (WAIT == NONE ? 0 : (size_t)s * D), xsh);
     }
     __syncthreads();
     const __nv_bfloat16* w = mine + (size_t)s * D * D;
-    if (STAGED) {
-      bar_wait(&bars[s & 1], (s >> 1) & 1);
-      w = buf + (s & 1) * R * D;
+    if (DEPTH) {
+      bar_wait(&bars[s % NB], (s / NB) & 1);
+      w = buf + (s % NB) * R * D;
     }
     if (WAIT == LL) {
       // Rows computed as rows() does, each stored with its flag in one 8-byte word (and plainly, for the check).
@@ -194,7 +202,7 @@ __global__ void __launch_bounds__(THREADS, 1) chain_flags(const __nv_bfloat16* W
     }
     __syncthreads();  // every row written (and the buffer read) before the count and the next copy
     if (threadIdx.x == 0) {
-      if (STAGED && s + 2 < STEPS) bulk_load(buf + (s & 1) * R * D, mine + (size_t)(s + 2) * D * D, BYTES, &bars[s & 1]);
+      if (DEPTH && s + DEPTH < STEPS) bulk_load(buf + (s % NB) * R * D, mine + (size_t)(s + DEPTH) * D * D, BYTES, &bars[s % NB]);
       if (WAIT == COUNT) {
         __threadfence();
         asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(ready + s) : "memory");
@@ -284,8 +292,8 @@ static void run(cudaStream_t st, double copy_gbps) {
   report("pdl", us);
   CK(cudaMemcpy(final_pdl.data(), xs + (size_t)STEPS * D, D * 4, cudaMemcpyDeviceToHost));
 
-  auto persistent = [&](auto kern, const char* form) {
-    const size_t smem = D * 4 + 2 * (size_t)(D / GROUPS) * D * 2;
+  auto persistent = [&](auto kern, int depth, const char* form) {
+    const size_t smem = D * 4 + depth * (size_t)(D / GROUPS) * D * 2;
     CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;
     CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, THREADS, smem));
@@ -304,15 +312,19 @@ static void run(cudaStream_t st, double copy_gbps) {
     });
     report(form, t);
     CK(cudaMemcpy(got.data(), xs + (size_t)STEPS * D, D * 4, cudaMemcpyDeviceToHost));
+    if (strstr(form, "none")) return;
     const bool same = std::memcmp(got.data(), final_pdl.data(), D * 4) == 0;
     std::printf("{\"D\": %d, \"form\": \"%s\", \"final_vector_equals_pdl\": %s}\n", D, form, same ? "true" : "false");
   };
-  persistent(chain_flags<D, false, COUNT>, "count");
-  persistent(chain_flags<D, true, COUNT>, "count+staged");
-  persistent(chain_flags<D, false, FLAGS>, "flags");
-  persistent(chain_flags<D, true, FLAGS>, "flags+staged");
-  persistent(chain_flags<D, false, LL>, "ll");
-  persistent(chain_flags<D, true, LL>, "ll+staged");
+  persistent(chain_flags<D, 0, COUNT>, 0, "count");
+  persistent(chain_flags<D, 2, COUNT>, 2, "count+staged");
+  persistent(chain_flags<D, 0, FLAGS>, 0, "flags");
+  persistent(chain_flags<D, 2, FLAGS>, 2, "flags+staged");
+  persistent(chain_flags<D, 0, LL>, 0, "ll");
+  persistent(chain_flags<D, 2, LL>, 2, "ll+staged");
+  persistent(chain_flags<D, 3, LL>, 3, "ll+staged3");
+  persistent(chain_flags<D, 0, NONE>, 0, "none");
+  persistent(chain_flags<D, 2, NONE>, 2, "none+staged");
   CK(cudaFree(W));
   CK(cudaFree(xs));
   CK(cudaFree(ready));

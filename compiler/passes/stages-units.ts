@@ -127,12 +127,14 @@ export function scheduleUnits(m: Module, given: ReadonlyMap<string, number>, rat
     for (const w of weights.values()) u.weightBytes += bytesAt(w, sizes);
   });
   // A cut after unit k carries every value made at or before k and read after it (results are
-  // written where they are made and do not travel).
+  // written where they are made and do not travel), except what ops reading only weights make: a
+  // later stage makes those again from its own weights (stages.ts stageOps).
+  const atLoad = loadTimeOps(f);
   const lastUse = new Map<Value, number>();
   f.body.forEach((op) => op.operands.forEach((v) => lastUse.set(v, Math.max(lastUse.get(v) ?? -1, unitOf.get(op)!))));
   const madeAt = new Map<Value, number>();
   for (const p of f.params) madeAt.set(p, -1);
-  f.body.forEach((op) => op.results.forEach((r) => madeAt.set(r, unitOf.get(op)!)));
+  f.body.forEach((op) => (atLoad.has(op) ? [] : op.results).forEach((r) => madeAt.set(r, unitOf.get(op)!)));
   for (const [v, at] of madeAt) {
     const until = lastUse.get(v);
     if (until === undefined || until <= at) continue;

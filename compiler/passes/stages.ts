@@ -5,10 +5,13 @@
  * or cut where `cuts` says (unit indexes where stages 1..N-1 start). Each stage's ops are outlined
  * into a function `@<entry>.stage<k>` (attributes {role = "stage", stage = "k"}) that calls the
  * same layer functions (folded layers stay folded), and every value a stage reads from an earlier
- * one goes through `transfer(v) {from, to}` in the entry. The module computes what it computed.
+ * one goes through `transfer(v) {from, to}` in the entry, except what ops reading only weights make
+ * (a weight's cast to the compute dtype: each stage makes its own at load, stageOps). The module
+ * computes what it computed.
  */
 import { LingcError } from "../../ir/errors";
-import { Op, Value, type Module } from "../../ir/module";
+import { Op, Value, type Func, type Module } from "../../ir/module";
+import { loadTimeOps } from "../../ir/analysis";
 import { outline } from "../../ir/rewrite";
 import { CUDA_SM90A } from "../../ir/target/cuda";
 import { minMaxPartition } from "./stages-partition";
@@ -37,11 +40,13 @@ export function cutIntoStages(m: Module, stages: number, at: ReadonlyMap<string,
   // and so their KV caches, on the same stages).
   m.attrs["pipeline_cuts"] = bounds.slice(1, -1).join(",");
   // Outline each stage (callees' calls move with their ops).
+  const opsOf = stageOps(f, bounds.slice(0, -1).map((b, k) => groups.slice(b, bounds[k + 1]!).flatMap((g) => g.ops)));
   const stageOf = new Map<Value, number>();
   const calls: Op[] = [];
   for (let k = 0; k < stages; k++) {
-    const ops = groups.slice(bounds[k]!, bounds[k + 1]!).flatMap((g) => g.ops);
-    const fn = outline(m, f, ops, `${f.name}.stage${k}`, { role: "stage", stage: String(k) });
+    const fn = outline(m, f, opsOf[k]!, `${f.name}.stage${k}`, { role: "stage", stage: String(k) });
+    // A load-time op whose results every later stage now makes itself may be left unread here.
+    dceFunc(fn);
     const call = f.body.find((op) => op.opName === "call" && op.callee === fn.name)!;
     call.results.forEach((r) => stageOf.set(r, k));
     calls.push(call);
@@ -79,6 +84,41 @@ export function cutIntoStages(m: Module, stages: number, at: ReadonlyMap<string,
   // The entry now reads only what the stages return: the weights it declared went with them.
   dceFunc(f);
   return bounds;
+}
+
+/**
+ * Each stage's ops (`ops`: stage k's, contiguous in f's body), after the ops that read only weights
+ * (ir/analysis loadTimeOps: a cast to the compute dtype, an FP8 quantization at load) are made again
+ * in every other stage that reads their results, placed before that stage's first op, instead of
+ * being sent: they run once, at load, and a transfer would send on every run what the stage can make
+ * from its own weights (Ling-1T's embedding or head cast to f32: about 5 GB).
+ */
+function stageOps(f: Func, ops: readonly Op[][]): Op[][] {
+  const stageOfOp = new Map<Op, number>();
+  ops.forEach((list, k) => list.forEach((op) => stageOfOp.set(op, k)));
+  const atLoad = loadTimeOps(f);
+  const copies = new Map<Op, Map<number, Op>>();
+  const made: Op[][] = ops.map(() => []);
+  // Value v as stage k reads it: a load-time result made in another stage is k's own copy's.
+  const inStage = (v: Value, k: number): Value => {
+    const d = v.def;
+    if (!d || !atLoad.has(d) || stageOfOp.get(d) === k) return v;
+    let per = copies.get(d);
+    if (!per) copies.set(d, (per = new Map()));
+    let c = per.get(k);
+    if (!c) {
+      // Its operands first (weights, or earlier load-time results copied the same way).
+      c = new Op(d.opName, d.operands.map((o) => inStage(o, k)), { ...d.attrs }, d.results.map((r) => new Value(r.type, undefined, "result")), d.scope, d.loc, d.callee);
+      per.set(k, c);
+      made[k]!.push(c);
+    }
+    return c.results[d.results.indexOf(v)]!;
+  };
+  ops.forEach((list, k) => list.forEach((op) => (op.operands = op.operands.map((v) => inStage(v, k)))));
+  made.forEach((list, k) => {
+    if (list.length) f.body.splice(f.body.indexOf(ops[k]![0]!), 0, ...list);
+  });
+  return ops.map((list, k) => [...made[k]!, ...list]);
 }
 
 export const pipeline: Pass = {

@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import "../../ir/ops";
 import { parseModule } from "../../ir/parse";
 import { opSeconds } from "../../compiler/passes/stages-cost";
+import { scheduleUnits } from "../../compiler/passes/stages-units";
 import { CUDA_SM90A, type DeviceRates } from "../../ir/target/cuda";
 
 const m = parseModule(
@@ -44,5 +45,33 @@ describe("the plan's cost model", () => {
     }
     // silu is memory-bound: ten times its roofline at 10% of the bandwidth.
     expect(opSeconds(silu!, at(8192), rates).s).toBeCloseTo(opSeconds(silu!, at(8192), peak).s * 10, 12);
+  });
+});
+
+describe("what a cut carries", () => {
+  // The head's weight cast to f32 at the top (an op reading only weights: it runs at load) is read
+  // after the layer; the pipeline makes it again in the stage that reads it (stages.ts stageOps), so
+  // no cut carries it: only the layer's [S, 8] f32 activation crosses.
+  const net = parseModule(
+    `module @net {
+  func @layer(%h: f32[S, 8]) weights(@up: f32[8, 8]) -> (out: f32[S, 8]) {
+    %u = linear(%h, @up) : f32[S, 8]
+    return %u
+  }
+  func @net(%x: f32[S, 8]) weights(@head: bf16[3000, 8]) -> (y: f32[S, 3000]) {
+    %hw = cast(@head) {to = f32} : f32[3000, 8]
+    %h0 = call @layer(%x) : f32[S, 8] scope("layers.0")
+    %y = linear(%h0, %hw) : f32[S, 3000]
+    return %y
+  }
+}
+`,
+    "cut.lir",
+  );
+
+  it("only the activations, never what ops reading only weights make", () => {
+    const units = scheduleUnits(net, at(16), CUDA_SM90A.rates);
+    expect(units.map((u) => u.name)).toEqual(["embedding", "layer layers.0", "head"]);
+    expect(units.map((u) => u.cutBytes)).toEqual([16 * 8 * 4, 16 * 8 * 4, 0]);
   });
 });

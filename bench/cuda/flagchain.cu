@@ -10,7 +10,8 @@
 //           count a step, a flag a workgroup a step, or flags in the data words themselves);
 //   +staged: each workgroup's weight rows of the next two steps (staged3: three) already on their
 //           way into its shared memory (bulk async copies of 8 KB, an mbarrier a buffer) while it
-//           waits; otherwise it reads them from global memory after the wait.
+//           waits; +l2aheadN: on their way into L2 only (bulk prefetches), N steps ahead; otherwise
+//           it reads them from global memory after the wait.
 // Every form computes each output row by the same warp sum in the same order: the final vectors must
 // be bit for bit equal (checked). D / 128 rows a workgroup, 128 workgroups (one a multiprocessor for
 // the staged forms' 2 or 3 x 64 KB buffers at D = 2048).
@@ -133,7 +134,13 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
 // All STEPS in one launch. xs holds STEPS + 1 vectors (step s reads vector s, writes s + 1; under
 // LL, vectors 1 .. STEPS are (value, flag) words in ll); ready: the counts or flags (zeroed before
 // the launch, as ll is).
-template <int D, int DEPTH, Wait WAIT>
+// The workgroup's weight rows of a step prefetched into L2 (not shared memory), in PIECE-byte requests.
+__device__ __forceinline__ void prefetch_l2(const void* src, unsigned bytes) {
+  for (unsigned o = 0; o < bytes; o += PIECE)
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((const char*)src + o), "r"(min(PIECE, bytes - o)) : "memory");
+}
+
+template <int D, int DEPTH, Wait WAIT, int L2AHEAD = 0>
 __global__ void __launch_bounds__(THREADS, 1) chain_flags(const __nv_bfloat16* W, float* xs, unsigned* ready, uint2* ll) {
   constexpr int R = D / GROUPS;
   constexpr unsigned BYTES = R * D * 2;
@@ -149,6 +156,8 @@ __global__ void __launch_bounds__(THREADS, 1) chain_flags(const __nv_bfloat16* W
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     for (int s = 0; s < DEPTH && s < STEPS; ++s) bulk_load(buf + s * R * D, mine + (size_t)s * D * D, BYTES, &bars[s]);
   }
+  if (L2AHEAD && threadIdx.x == 0)
+    for (int s = 0; s < L2AHEAD && s < STEPS; ++s) prefetch_l2(mine + (size_t)s * D * D, BYTES);
   __syncthreads();
   for (int s = 0; s < STEPS; ++s) {
     if (s > 0 && WAIT == COUNT) {
@@ -203,6 +212,7 @@ __global__ void __launch_bounds__(THREADS, 1) chain_flags(const __nv_bfloat16* W
     __syncthreads();  // every row written (and the buffer read) before the count and the next copy
     if (threadIdx.x == 0) {
       if (DEPTH && s + DEPTH < STEPS) bulk_load(buf + (s % NB) * R * D, mine + (size_t)(s + DEPTH) * D * D, BYTES, &bars[s % NB]);
+      if (L2AHEAD && s + L2AHEAD < STEPS) prefetch_l2(mine + (size_t)(s + L2AHEAD) * D * D, BYTES);
       if (WAIT == COUNT) {
         __threadfence();
         asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(ready + s) : "memory");
@@ -323,6 +333,8 @@ static void run(cudaStream_t st, double copy_gbps) {
   persistent(chain_flags<D, 0, LL>, 0, "ll");
   persistent(chain_flags<D, 2, LL>, 2, "ll+staged");
   persistent(chain_flags<D, 3, LL>, 3, "ll+staged3");
+  persistent(chain_flags<D, 0, LL, 1>, 0, "ll+l2ahead1");
+  persistent(chain_flags<D, 0, LL, 2>, 0, "ll+l2ahead2");
   persistent(chain_flags<D, 0, NONE>, 0, "none");
   persistent(chain_flags<D, 2, NONE>, 2, "none+staged");
   CK(cudaFree(W));

@@ -11,7 +11,9 @@
 //   +staged: each workgroup's weight rows of the next two steps (staged3: three) already on their
 //           way into its shared memory (bulk async copies of 8 KB, an mbarrier a buffer) while it
 //           waits; +l2aheadN: on their way into L2 only (bulk prefetches), N steps ahead; otherwise
-//           it reads them from global memory after the wait.
+//           it reads them from global memory after the wait;
+//   none:   the persistent kernel with nothing to wait for (every step reads the first vector): the
+//           ceiling of its loads, plain or staged.
 // Every form computes each output row by the same warp sum in the same order: the final vectors must
 // be bit for bit equal (checked). D / 128 rows a workgroup, 128 workgroups (one a multiprocessor for
 // the staged forms' 2 or 3 x 64 KB buffers at D = 2048).
@@ -35,7 +37,7 @@ constexpr int WARPS = THREADS / 32;
 constexpr int GROUPS = 128;  // workgroups; each takes D / GROUPS rows
 constexpr int STEPS = 64;
 
-// Row r of W (D bf16) against x (D floats, global or shared): lane l reads 8 weights (16 bytes) at
+// Row r of W (D bf16) against x (D floats in shared memory): lane l reads 8 weights (16 bytes) at
 // k = 8 l + 256 j and the 8 matching inputs, sums in f32, then a butterfly over the warp.
 template <int D>
 __device__ __forceinline__ float dot_row(const __nv_bfloat16* w, const float* x, int lane) {

@@ -22,6 +22,7 @@
 // read rate, and the copy bandwidth measured in the same run (a D2D cudaMemcpy: 2 x bytes / time).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include "graph_timing.cuh"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -30,7 +31,6 @@
 #include <cstring>
 #include <vector>
 
-#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)); std::exit(1); } } while (0)
 
 constexpr int THREADS = 256;
 constexpr int WARPS = THREADS / 32;
@@ -227,35 +227,6 @@ __global__ void __launch_bounds__(THREADS, 1) chain_flags(const __nv_bfloat16* W
   }
 }
 
-template <typename F>
-static double median_us(cudaStream_t st, F record) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-  record();
-  CK(cudaStreamEndCapture(st, &graph));
-  CK(cudaGraphInstantiate(&exec, graph, 0));
-  CK(cudaGraphLaunch(exec, st));
-  CK(cudaStreamSynchronize(st));
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  std::vector<double> us;
-  for (int r = 0; r < 21; ++r) {
-    CK(cudaEventRecord(a, st));
-    CK(cudaGraphLaunch(exec, st));
-    CK(cudaEventRecord(b, st));
-    CK(cudaEventSynchronize(b));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    us.push_back(1000.0 * ms);
-  }
-  std::sort(us.begin(), us.end());
-  CK(cudaGraphExecDestroy(exec));
-  CK(cudaGraphDestroy(graph));
-  return us[us.size() / 2];
-}
-
 template <int D>
 static void run(cudaStream_t st, double copy_gbps) {
   const size_t wn = (size_t)STEPS * D * D;
@@ -287,19 +258,9 @@ static void run(cudaStream_t st, double copy_gbps) {
                 gbps, copy_gbps, gbps / copy_gbps, bytes / STEPS / (copy_gbps * 1e3));
   };
 
-  double us = median_us(st, [&] {
-    for (int s = 0; s < STEPS; ++s) {
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(GROUPS);
-      cfg.blockDim = dim3(THREADS);
-      cfg.stream = st;
-      cudaLaunchAttribute attr = {};
-      attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr.val.programmaticStreamSerializationAllowed = 1;
-      cfg.attrs = &attr;
-      cfg.numAttrs = 1;
-      CK(cudaLaunchKernelEx(&cfg, step_pdl<D>, (const __nv_bfloat16*)(W + (size_t)s * D * D), (const float*)(xs + (size_t)s * D), xs + (size_t)(s + 1) * D));
-    }
+  double us = median_graph_us(st, [&] {
+    for (int s = 0; s < STEPS; ++s)
+      launch_pdl(st, step_pdl<D>, dim3(GROUPS), dim3(THREADS), true, (const __nv_bfloat16*)(W + (size_t)s * D * D), (const float*)(xs + (size_t)s * D), xs + (size_t)(s + 1) * D);
   });
   report("pdl", us);
   CK(cudaMemcpy(final_pdl.data(), xs + (size_t)STEPS * D, D * 4, cudaMemcpyDeviceToHost));
@@ -316,7 +277,7 @@ static void run(cudaStream_t st, double copy_gbps) {
       return;
     }
     CK(cudaMemset(xs + D, 0, (size_t)STEPS * D * 4));
-    const double t = median_us(st, [&] {
+    const double t = median_graph_us(st, [&] {
       CK(cudaMemsetAsync(ready, 0, STEPS * GROUPS * 4, st));
       CK(cudaMemsetAsync(ll, 0, (size_t)STEPS * D * 8, st));
       kern<<<GROUPS, THREADS, smem, st>>>(W, xs, ready, ll);

@@ -8,12 +8,12 @@
 // Build and run: nvcc -O3 -gencode arch=compute_90a,code=sm_90a -o /tmp/gridsync bench/cuda/gridsync.cu && /tmp/gridsync
 // Prints one JSON line per (workgroups, form): microseconds per step, median of 21 graph runs.
 #include <cuda_runtime.h>
+#include "graph_timing.cuh"
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
-#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)); std::exit(1); } } while (0)
 
 constexpr int THREADS = 256;
 constexpr int STEPS = 200;
@@ -91,46 +91,12 @@ __global__ void persistent(unsigned* vals, int n, unsigned* count, unsigned* gen
   }
 }
 
+// Microseconds a step of a graph of STEPS steps.
 template <typename F>
-static double median_us_per_step(cudaStream_t st, F record) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-  record();
-  CK(cudaStreamEndCapture(st, &graph));
-  CK(cudaGraphInstantiate(&exec, graph, 0));
-  CK(cudaGraphLaunch(exec, st));
-  CK(cudaStreamSynchronize(st));
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  std::vector<double> us;
-  for (int r = 0; r < 21; ++r) {
-    CK(cudaEventRecord(a, st));
-    CK(cudaGraphLaunch(exec, st));
-    CK(cudaEventRecord(b, st));
-    CK(cudaEventSynchronize(b));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    us.push_back(1000.0 * ms / STEPS);
-  }
-  std::sort(us.begin(), us.end());
-  CK(cudaGraphExecDestroy(exec));
-  CK(cudaGraphDestroy(graph));
-  return us[us.size() / 2];
-}
+static double per_step(cudaStream_t st, F record) { return median_graph_us(st, record) / STEPS; }
 
 static void launch(cudaStream_t st, void (*k)(unsigned*, int, int, int), bool pdl, int n, unsigned* vals, int from, int to) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(n);
-  cfg.blockDim = dim3(THREADS);
-  cfg.stream = st;
-  cudaLaunchAttribute attr = {};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  CK(cudaLaunchKernelEx(&cfg, k, vals, n, from, to));
+  launch_pdl(st, k, dim3(n), dim3(THREADS), pdl, vals, n, from, to);
 }
 
 int main() {
@@ -152,10 +118,10 @@ int main() {
   for (int per : {1, 2, 4, 8}) {
     const int n = per * p.multiProcessorCount;
     if (per > resident) continue;  // the persistent kernel's workgroups must all be resident
-    const double pdl = median_us_per_step(st, [&] { for (int s = 0; s < STEPS; ++s) launch(st, chain_pdl, true, n, vals, s & 1, (s + 1) & 1); });
-    const double plain = median_us_per_step(st, [&] { for (int s = 0; s < STEPS; ++s) launch(st, chain_plain, false, n, vals, s & 1, (s + 1) & 1); });
+    const double pdl = per_step(st, [&] { for (int s = 0; s < STEPS; ++s) launch(st, chain_pdl, true, n, vals, s & 1, (s + 1) & 1); });
+    const double plain = per_step(st, [&] { for (int s = 0; s < STEPS; ++s) launch(st, chain_plain, false, n, vals, s & 1, (s + 1) & 1); });
     const auto persistent_us = [&](void (*k)(unsigned*, int, unsigned*, unsigned*), unsigned* count) {
-      return median_us_per_step(st, [&] {
+      return per_step(st, [&] {
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3(n);
         cfg.blockDim = dim3(THREADS);

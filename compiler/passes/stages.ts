@@ -109,6 +109,9 @@ function stageOps(f: Func, ops: readonly Op[][]): Op[][] {
     if (!c) {
       // Its operands first (weights, or earlier load-time results copied the same way).
       c = new Op(d.opName, d.operands.map((o) => inStage(o, k)), { ...d.attrs }, d.results.map((r) => new Value(r.type, undefined, "result")), d.scope, d.loc, d.callee);
+      // The kernel choice made before the cut (select runs in the target's pipeline) goes with it.
+      c.dispatch = d.dispatch;
+      c.textPos = d.textPos;
       per.set(k, c);
       made[k]!.push(c);
     }

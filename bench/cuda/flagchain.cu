@@ -1,7 +1,7 @@
 // Can a chain of dependent decode GEMVs run at the weights' bandwidth? The question behind issue 10's
 // decode bar (docs/ARCHITECTURE.md: every merge so far kept a device-wide wait between dependent steps;
 // "a persistent kernel whose workgroups wait on per-tile ready counts ... and stream the next step's
-// weights into shared memory while they wait" was the form left unbuilt). This measures that form
+// weights into L2 or shared memory while they wait" was the form left unbuilt). This measures that form
 // against lingc's, on a chain of S square GEMVs y_{s+1} = W_s y_s (bf16 weights [D, D], f32 vectors),
 // each step reading the whole vector the step before wrote:
 //   pdl:    a kernel a step, launched with programmatic dependent launch in one CUDA graph, each

@@ -12,14 +12,16 @@ interface Format {
   bias: number;
   maxFinite: number;
   saturate: boolean; // true: overflow clamps to ±maxFinite; false: overflows to ±Infinity
-  maxExp: number; // floor(log2(maxFinite))
+  maxExp: number; // floor(log2(maxFinite)): the largest binade's exponent
 }
 
+const format = (f: Omit<Format, "maxExp">): Format => ({ ...f, maxExp: Math.floor(Math.log2(f.maxFinite)) });
+
 const FORMATS: Partial<Record<DType, Format>> = {
-  bf16: { mant: 7, expBits: 8, bias: 127, maxFinite: 3.3895313892515355e38, saturate: false, maxExp: 127 },
-  f16: { mant: 10, expBits: 5, bias: 15, maxFinite: 65504, saturate: false, maxExp: 15 },
-  f8e4m3fn: { mant: 3, expBits: 4, bias: 7, maxFinite: 448, saturate: true, maxExp: 8 },
-  f8e5m2: { mant: 2, expBits: 5, bias: 15, maxFinite: 57344, saturate: false, maxExp: 15 },
+  bf16: format({ mant: 7, expBits: 8, bias: 127, maxFinite: 3.3895313892515355e38, saturate: false }),
+  f16: format({ mant: 10, expBits: 5, bias: 15, maxFinite: 65504, saturate: false }),
+  f8e4m3fn: format({ mant: 3, expBits: 4, bias: 7, maxFinite: 448, saturate: true }),
+  f8e5m2: format({ mant: 2, expBits: 5, bias: 15, maxFinite: 57344, saturate: false }),
 };
 
 /** 2^52: adding and subtracting it rounds a non-negative double below 2^52 to an integer, ties to even. */
